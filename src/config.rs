@@ -1,0 +1,596 @@
+//! The TOML config: schema, defaults, and validation that names file, line, column and field.
+//!
+//! The file is parsed into private `Raw*` structs that keep the source spans of the fields
+//! that need checking after parsing (names, URLs), then turned into the plain public structs
+//! the rest of cutover uses. Unknown keys are errors everywhere.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::router::RouterConfig;
+use crate::timefmt::serde_duration;
+
+/// A config that could not be used, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// The key the mistake is in, when it is known.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How a destructive operation is confirmed in the TUI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfirmMode {
+    /// `y` confirms, `n` or Esc cancels.
+    #[default]
+    YesNo,
+    /// The operator types the environment's name.
+    TypeName,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from, for messages.
+    pub path: PathBuf,
+    pub settings: Settings,
+    pub environments: Vec<Environment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// How often every slot is polled.
+    #[serde(with = "serde_duration")]
+    pub poll_interval: Duration,
+    /// Timeout of one probe request (health or version).
+    #[serde(with = "serde_duration")]
+    pub timeout: Duration,
+    /// A healthy answer slower than this shows as degraded.
+    #[serde(with = "serde_duration")]
+    pub degraded_after: Duration,
+    /// Theme name (a file in themes/ or the built-in ones) or a path to a theme file.
+    pub theme: String,
+    /// Where the debug log goes (default: `$XDG_STATE_HOME/cutover/`).
+    pub log_dir: Option<PathBuf>,
+    /// Where state (previous live slot, locks, audit log) goes (default: `$XDG_STATE_HOME/cutover/`).
+    pub state_dir: Option<PathBuf>,
+    /// Where the audit log goes (default: the state dir).
+    pub audit_dir: Option<PathBuf>,
+    /// How many consecutive healthy checks a slot needs before it may go live.
+    pub gate_checks: usize,
+    /// Every action is refused; for people who watch.
+    pub read_only: bool,
+    /// How many polls the sparkline keeps.
+    pub history: usize,
+    /// The largest health/version body read, in bytes; more is cut off and reported.
+    pub max_body: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            poll_interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            degraded_after: Duration::from_millis(800),
+            theme: "dark".into(),
+            log_dir: None,
+            state_dir: None,
+            audit_dir: None,
+            gate_checks: 3,
+            read_only: false,
+            history: 60,
+            max_body: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub name: String,
+    /// The URL users reach; probed to show the version users actually get.
+    pub public_url: Option<String>,
+    /// The staging / next URL (seed 001's staging slot, seed 002's next host).
+    pub preview_url: Option<String>,
+    /// Production environments refuse drills and always confirm.
+    pub production: bool,
+    pub confirm: ConfirmMode,
+    pub read_only: bool,
+    /// Roll back by itself when the new live slot fails during the watch window.
+    pub auto_rollback: bool,
+    /// How long a cutover is watched after it is applied.
+    pub watch: Duration,
+    /// How long verify waits for the router and the public URL to show a change.
+    pub verify_timeout: Duration,
+    /// Overrides `settings.gate_checks` for this environment.
+    pub gate_checks: usize,
+    pub slots: Vec<Slot>,
+    pub routers: Vec<RouterConfig>,
+}
+
+impl Environment {
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    pub name: String,
+    /// Base URL the proxy sends traffic to, e.g. `http://127.0.0.1:9001`.
+    pub address: String,
+    /// Full URL of the health endpoint.
+    pub health_url: String,
+    /// Full URL of the version endpoint.
+    pub version_url: String,
+    /// JSON pointer to the version in the version body (`/version`); plain text when absent.
+    pub version_pointer: Option<String>,
+    /// The health endpoint's expected status.
+    pub expect_status: u16,
+    /// The servers of this slot, for slots with several (rolling deploys).
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub address: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw, spanned form.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    settings: Settings,
+    #[serde(default, rename = "environment")]
+    environments: Vec<RawEnvironment>,
+}
+
+fn default_watch() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_verify() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    name: Spanned<String>,
+    public_url: Option<Spanned<String>>,
+    preview_url: Option<Spanned<String>>,
+    #[serde(default)]
+    production: bool,
+    #[serde(default)]
+    confirm: ConfirmMode,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    auto_rollback: bool,
+    #[serde(default = "default_watch", with = "serde_duration")]
+    watch: Duration,
+    #[serde(default = "default_verify", with = "serde_duration")]
+    verify_timeout: Duration,
+    gate_checks: Option<usize>,
+    #[serde(default, rename = "slot")]
+    slots: Vec<RawSlot>,
+    #[serde(default, rename = "router")]
+    routers: Vec<Spanned<RouterConfig>>,
+}
+
+fn default_health() -> Spanned<String> {
+    Spanned::new(0..0, "/health".into())
+}
+fn default_version() -> Spanned<String> {
+    Spanned::new(0..0, "/version".into())
+}
+fn default_status() -> u16 {
+    200
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlot {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default = "default_health")]
+    health: Spanned<String>,
+    #[serde(default = "default_version")]
+    version: Spanned<String>,
+    version_pointer: Option<Spanned<String>>,
+    #[serde(default = "default_status")]
+    expect_status: u16,
+    #[serde(default)]
+    nodes: Vec<Node>,
+}
+
+/// Where the config comes from when `--config` is not given.
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("CUTOVER_CONFIG") {
+        return PathBuf::from(p);
+    }
+    crate::paths::config_dir().join("config.toml")
+}
+
+/// Read and validate a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        field: None,
+        message: format!(
+            "cannot read the config: {e}; create one with `cutover init {}`",
+            path.display()
+        ),
+    })?;
+    parse(&src, path)
+}
+
+/// Parse and validate config text; `path` is used only in messages.
+pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+    let at = |span: Range<usize>, field: Option<&str>, message: String| {
+        let (line, column) = line_col(src, span.start);
+        ConfigError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            field: field
+                .map(str::to_string)
+                .or_else(|| key_at(src, span.start)),
+            message,
+        }
+    };
+    let raw: RawConfig = toml::from_str(src).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        at(span, None, e.message().trim().to_string())
+    })?;
+
+    let s = &raw.settings;
+    if s.poll_interval.is_zero() || s.timeout.is_zero() {
+        return Err(at(
+            find_key(src, "poll_interval").unwrap_or(0..0),
+            Some("settings"),
+            "poll_interval and timeout must be more than zero".into(),
+        ));
+    }
+    if s.gate_checks == 0 {
+        return Err(at(
+            find_key(src, "gate_checks").unwrap_or(0..0),
+            Some("gate_checks"),
+            "must be at least 1".into(),
+        ));
+    }
+    if raw.environments.is_empty() {
+        return Err(at(
+            0..0,
+            None,
+            "no [[environment]] is defined; `cutover init` writes a complete example".into(),
+        ));
+    }
+
+    let mut env_names = BTreeSet::new();
+    let mut environments = Vec::new();
+    for re in raw.environments {
+        let name = re.name.get_ref().clone();
+        if name.trim().is_empty() {
+            return Err(at(re.name.span(), Some("name"), "must not be empty".into()));
+        }
+        if !env_names.insert(name.clone()) {
+            return Err(at(
+                re.name.span(),
+                Some("name"),
+                format!("environment `{name}` is defined twice"),
+            ));
+        }
+        for u in [&re.public_url, &re.preview_url].into_iter().flatten() {
+            check_url(u.get_ref()).map_err(|m| at(u.span(), None, m))?;
+        }
+        if re.slots.is_empty() {
+            return Err(at(
+                re.name.span(),
+                Some("slot"),
+                format!("environment `{name}` has no [[environment.slot]]"),
+            ));
+        }
+        let mut slot_names = BTreeSet::new();
+        let mut slots = Vec::new();
+        for rs in re.slots {
+            let sname = rs.name.get_ref().clone();
+            if sname.trim().is_empty() || sname.contains(char::is_whitespace) {
+                return Err(at(
+                    rs.name.span(),
+                    Some("name"),
+                    "a slot name must be one word".into(),
+                ));
+            }
+            if !slot_names.insert(sname.clone()) {
+                return Err(at(
+                    rs.name.span(),
+                    Some("name"),
+                    format!("slot `{sname}` is defined twice in environment `{name}`"),
+                ));
+            }
+            check_url(rs.address.get_ref()).map_err(|m| at(rs.address.span(), None, m))?;
+            let address = rs.address.get_ref().trim_end_matches('/').to_string();
+            let join = |p: &Spanned<String>| -> Result<String, ConfigError> {
+                let v = p.get_ref();
+                if v.starts_with("http://") || v.starts_with("https://") {
+                    check_url(v).map_err(|m| at(p.span(), None, m))?;
+                    Ok(v.clone())
+                } else if v.starts_with('/') {
+                    Ok(format!("{address}{v}"))
+                } else {
+                    Err(at(
+                        p.span(),
+                        None,
+                        format!("`{v}` must be a path starting with / or a full http(s) URL"),
+                    ))
+                }
+            };
+            let health_url = join(&rs.health)?;
+            let version_url = join(&rs.version)?;
+            if let Some(p) = &rs.version_pointer {
+                let v = p.get_ref();
+                if !v.is_empty() && !v.starts_with('/') {
+                    return Err(at(
+                        p.span(),
+                        None,
+                        format!(
+                            "`{v}` is not a JSON pointer; write it like \"/version\" or \"/build/version\""
+                        ),
+                    ));
+                }
+            }
+            for n in &rs.nodes {
+                check_url(&n.address).map_err(|m| {
+                    at(
+                        rs.address.span(),
+                        Some("nodes"),
+                        format!("node `{}`: {m}", n.name),
+                    )
+                })?;
+            }
+            slots.push(Slot {
+                name: sname,
+                address,
+                health_url,
+                version_url,
+                version_pointer: rs.version_pointer.map(|p| p.into_inner()),
+                expect_status: rs.expect_status,
+                nodes: rs.nodes,
+            });
+        }
+        let mut routers = Vec::new();
+        let mut router_names = BTreeSet::new();
+        for rr in re.routers {
+            let span = rr.span();
+            let rc = rr.into_inner();
+            rc.validate(&slots).map_err(|m| at(span.clone(), None, m))?;
+            if !router_names.insert(rc.name().to_string()) {
+                return Err(at(
+                    span,
+                    Some("name"),
+                    format!(
+                        "two routers of environment `{name}` are both called `{}`; give each a `name`",
+                        rc.name()
+                    ),
+                ));
+            }
+            routers.push(rc);
+        }
+        environments.push(Environment {
+            name,
+            public_url: re.public_url.map(|u| u.into_inner()),
+            preview_url: re.preview_url.map(|u| u.into_inner()),
+            production: re.production,
+            confirm: re.confirm,
+            read_only: re.read_only,
+            auto_rollback: re.auto_rollback,
+            watch: re.watch,
+            verify_timeout: re.verify_timeout,
+            gate_checks: re.gate_checks.unwrap_or(raw.settings.gate_checks).max(1),
+            slots,
+            routers,
+        });
+    }
+    Ok(Config {
+        path: path.to_path_buf(),
+        settings: raw.settings,
+        environments,
+    })
+}
+
+fn check_url(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| format!("`{u}` is not an http:// or https:// URL"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("`{u}` has no host"));
+    }
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !host.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("`{u}` has a bad port `{port}`"));
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+        + 1;
+    (line, col)
+}
+
+/// The key on the line holding `offset`, if that line is `key = value`.
+fn key_at(src: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(src.len());
+    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    let line = &src[start..end];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#')).then(|| key.to_string())
+}
+
+fn find_key(src: &str, key: &str) -> Option<Range<usize>> {
+    let mut off = 0;
+    for line in src.split_inclusive('\n') {
+        if line.trim_start().starts_with(key) {
+            let i = off + line.find(key).unwrap_or(0);
+            return Some(i..i + key.len());
+        }
+        off += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[settings]
+poll_interval = "1s"
+
+[[environment]]
+name = "shop"
+public_url = "http://127.0.0.1:8080/"
+
+[[environment.slot]]
+name = "blue"
+address = "http://127.0.0.1:9001"
+
+[[environment.slot]]
+name = "green"
+address = "http://127.0.0.1:9002"
+health = "http://127.0.0.1:9002/healthz"
+version_pointer = "/version"
+"#;
+
+    fn err(src: &str) -> ConfigError {
+        match parse(src, Path::new("cutover.toml")) {
+            Ok(_) => panic!("config was accepted:\n{src}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_good_config_has_defaults_filled_in() {
+        let c = parse(GOOD, Path::new("x.toml")).expect("valid");
+        assert_eq!(c.settings.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.settings.timeout, Duration::from_secs(1));
+        let e = &c.environments[0];
+        assert_eq!(e.gate_checks, 3);
+        assert_eq!(e.watch, Duration::from_secs(30));
+        assert_eq!(e.slots[0].health_url, "http://127.0.0.1:9001/health");
+        assert_eq!(e.slots[0].version_url, "http://127.0.0.1:9001/version");
+        assert_eq!(e.slots[1].health_url, "http://127.0.0.1:9002/healthz");
+        assert_eq!(e.slots[1].version_pointer.as_deref(), Some("/version"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_field() {
+        let src = GOOD.replace("poll_interval = \"1s\"", "poll_intervall = \"1s\"");
+        let e = err(&src);
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
+        assert!(e.to_string().starts_with("cutover.toml:3:1:"), "{e}");
+        assert!(e.message.contains("unknown field `poll_intervall`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_says_how_to_write_one() {
+        let e = err(&GOOD.replace("\"1s\"", "\"fast\""));
+        assert_eq!(e.line, 3);
+        assert_eq!(e.field.as_deref(), Some("poll_interval"));
+        assert!(e.message.contains("\"500ms\""), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let e = err(&GOOD.replace("name = \"blue\"", "name = 7"));
+        assert_eq!(e.line, 10, "{e}");
+        assert_eq!(e.field.as_deref(), Some("name"));
+    }
+
+    #[test]
+    fn duplicate_slot_is_refused_at_the_second_one() {
+        let e = err(&GOOD.replace("name = \"green\"", "name = \"blue\""));
+        assert_eq!(e.line, 14, "{e}");
+        assert!(e.message.contains("slot `blue` is defined twice"), "{e}");
+    }
+
+    #[test]
+    fn bad_url_is_refused() {
+        let e = err(&GOOD.replace("http://127.0.0.1:9001", "127.0.0.1:9001"));
+        assert_eq!((e.line, e.column), (11, 11), "{e}");
+        assert_eq!(e.field.as_deref(), Some("address"));
+        assert!(e.message.contains("not an http"), "{e}");
+        let e = err(&GOOD.replace("http://127.0.0.1:9001", "http://127.0.0.1:99999"));
+        assert!(e.message.contains("bad port"), "{e}");
+    }
+
+    #[test]
+    fn bad_health_path_and_pointer_are_refused() {
+        let e = err(&GOOD.replace("http://127.0.0.1:9002/healthz", "healthz"));
+        assert_eq!(e.field.as_deref(), Some("health"));
+        let e = err(&GOOD.replace("\"/version\"", "\"version\""));
+        assert_eq!(e.field.as_deref(), Some("version_pointer"));
+        assert!(e.message.contains("JSON pointer"));
+    }
+
+    #[test]
+    fn missing_environment_and_missing_slots_are_explained() {
+        let e = err("[settings]\n");
+        assert!(e.message.contains("cutover init"), "{e}");
+        let e = err("[[environment]]\nname = \"x\"\n");
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("has no [[environment.slot]]"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_field_is_named() {
+        let e = err(&GOOD.replace("address = \"http://127.0.0.1:9001\"\n", ""));
+        assert!(e.message.contains("missing field `address`"), "{e}");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 0), (1, 1));
+    }
+}

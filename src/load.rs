@@ -1,0 +1,266 @@
+//! A bounded HTTP load generator: the engine behind `cutover drill` and the zero-failure
+//! tests. Every run is bounded in request count *and* time, and only ever targets the URL it
+//! is given (tests and drills use loopback addresses).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub url: String,
+    pub concurrency: usize,
+    /// Stop after this many requests in all.
+    pub max_requests: u64,
+    /// Stop after this long, whatever the count.
+    pub max_duration: Duration,
+    pub keep_alive: bool,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl LoadOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        LoadOptions {
+            url: url.into(),
+            concurrency: 16,
+            max_requests: 10_000,
+            max_duration: Duration::from_secs(30),
+            keep_alive: true,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Failed requests by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Failures {
+    pub connect: u64,
+    pub reset: u64,
+    pub timeout: u64,
+    /// Answers whose status was not 2xx, by status.
+    pub status: BTreeMap<u16, u64>,
+}
+
+impl Failures {
+    pub fn total(&self) -> u64 {
+        self.connect + self.reset + self.timeout + self.status.values().sum::<u64>()
+    }
+}
+
+/// One answered request: when (since start) and which slot answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub slot: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub ok: u64,
+    pub failures: Failures,
+    /// Successful answers per slot (the `X-Slot` header, or `?`).
+    pub by_slot: BTreeMap<String, u64>,
+    pub elapsed_ms: u64,
+    /// Latencies of successful requests, in microseconds, sorted.
+    #[serde(skip)]
+    pub latencies_us: Vec<u64>,
+    /// Every successful answer in order of completion (for switch-latency analysis).
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+    /// Up to 10 failure descriptions, for the message of a failing test or drill.
+    pub first_errors: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn failed(&self) -> u64 {
+        self.failures.total()
+    }
+    pub fn percentile_us(&self, p: f64) -> Option<u64> {
+        if self.latencies_us.is_empty() {
+            return None;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us.get(i).copied()
+    }
+    pub fn rps(&self) -> f64 {
+        self.sent as f64 / (self.elapsed_ms.max(1) as f64 / 1000.0)
+    }
+}
+
+/// A load run in the background; `stop()` ends it early, `finish()` waits for the report.
+pub struct LoadRun {
+    stop: Arc<AtomicBool>,
+    pub sent: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+impl LoadRun {
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    pub async fn finish(self) -> LoadReport {
+        self.stop();
+        self.task.await.unwrap_or_default()
+    }
+    /// Wait until the run ends by its own bounds.
+    pub async fn wait(self) -> LoadReport {
+        self.task.await.unwrap_or_default()
+    }
+}
+
+struct Shared {
+    report: Mutex<LoadReport>,
+}
+
+/// Start a load run in the background.
+pub fn start(opts: LoadOptions) -> LoadRun {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let (stop2, sent2) = (stop.clone(), sent.clone());
+    let task = tokio::spawn(async move { run_inner(opts, stop2, sent2).await });
+    LoadRun { stop, sent, task }
+}
+
+/// Run a load to its bounds and return the report.
+pub async fn run(opts: LoadOptions) -> LoadReport {
+    start(opts).wait().await
+}
+
+async fn run_inner(opts: LoadOptions, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> LoadReport {
+    let started = Instant::now();
+    let deadline = started + opts.max_duration;
+    let shared = Arc::new(Shared {
+        report: Mutex::new(LoadReport::default()),
+    });
+    let mut workers = Vec::new();
+    for _ in 0..opts.concurrency.max(1) {
+        let mut b = crate::http_client()
+            .timeout(opts.timeout)
+            .http1_only()
+            .pool_max_idle_per_host(if opts.keep_alive { 1 } else { 0 });
+        if !opts.keep_alive {
+            b = b.pool_idle_timeout(Duration::from_millis(0));
+        }
+        let client = match b.build() {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        let (opts, stop, sent, shared) = (opts.clone(), stop.clone(), sent.clone(), shared.clone());
+        workers.push(tokio::spawn(async move {
+            let mut local = LoadReport::default();
+            loop {
+                if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    break;
+                }
+                let n = sent.fetch_add(1, Ordering::SeqCst);
+                if n >= opts.max_requests {
+                    sent.fetch_sub(1, Ordering::SeqCst);
+                    break;
+                }
+                local.sent += 1;
+                let t0 = Instant::now();
+                let mut req = client.get(&opts.url);
+                if !opts.keep_alive {
+                    req = req.header("connection", "close");
+                }
+                match req.send().await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let slot = resp
+                            .headers()
+                            .get("x-slot")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("?")
+                            .to_string();
+                        let body = resp.bytes().await;
+                        match body {
+                            Err(e) => record_error(&mut local, &e),
+                            Ok(_) if (200..300).contains(&status) => {
+                                local.ok += 1;
+                                local.latencies_us.push(t0.elapsed().as_micros() as u64);
+                                *local.by_slot.entry(slot.clone()).or_default() += 1;
+                                local.samples.push(Sample {
+                                    at_ms: started.elapsed().as_millis() as u64,
+                                    slot,
+                                });
+                            }
+                            Ok(b) => {
+                                *local.failures.status.entry(status).or_default() += 1;
+                                if local.first_errors.len() < 10 {
+                                    local.first_errors.push(format!(
+                                        "HTTP {status}: {}",
+                                        String::from_utf8_lossy(&b[..b.len().min(120)]).trim()
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => record_error(&mut local, &e),
+                }
+            }
+            let mut r = shared.report.lock().await;
+            merge(&mut r, local);
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    let mut r = std::mem::take(&mut *shared.report.lock().await);
+    r.elapsed_ms = started.elapsed().as_millis() as u64;
+    r.latencies_us.sort_unstable();
+    r.samples.sort_by_key(|s| s.at_ms);
+    r
+}
+
+fn record_error(local: &mut LoadReport, e: &reqwest::Error) {
+    let text = error_chain(e);
+    if e.is_timeout() {
+        local.failures.timeout += 1;
+    } else if e.is_connect() {
+        local.failures.connect += 1;
+    } else {
+        local.failures.reset += 1;
+    }
+    if local.first_errors.len() < 10 {
+        local.first_errors.push(text);
+    }
+}
+
+/// The whole source chain of an error, on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn merge(into: &mut LoadReport, from: LoadReport) {
+    into.sent += from.sent;
+    into.ok += from.ok;
+    into.failures.connect += from.failures.connect;
+    into.failures.reset += from.failures.reset;
+    into.failures.timeout += from.failures.timeout;
+    for (k, v) in from.failures.status {
+        *into.failures.status.entry(k).or_default() += v;
+    }
+    for (k, v) in from.by_slot {
+        *into.by_slot.entry(k).or_default() += v;
+    }
+    into.latencies_us.extend(from.latencies_us);
+    into.samples.extend(from.samples);
+    for e in from.first_errors {
+        if into.first_errors.len() < 10 {
+            into.first_errors.push(e);
+        }
+    }
+}

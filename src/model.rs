@@ -1,0 +1,331 @@
+//! The words of the product: roles, health, versions and what a router reports.
+//!
+//! Everything here is plain data. Roles are *read back* from a router (see
+//! [`RouterState::role_of`]); nothing in cutover assumes a role from what it did last.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// What the router does with a slot right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Live,
+    Preview,
+    Idle,
+    Draining,
+    Maintenance,
+    /// The router has not answered yet, or does not know this slot.
+    Unknown,
+}
+
+impl Role {
+    /// The label shown on screen; readable without colour.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Live => "LIVE",
+            Role::Preview => "PREVIEW",
+            Role::Idle => "IDLE",
+            Role::Draining => "DRAINING",
+            Role::Maintenance => "MAINTENANCE",
+            Role::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// A symbol that carries the role for people who cannot tell colours apart.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Role::Live => "●",
+            Role::Preview => "◐",
+            Role::Idle => "○",
+            Role::Draining => "↓",
+            Role::Maintenance => "⚠",
+            Role::Unknown => "?",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A router's administrative state for one slot (or one node of a slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Takes new traffic.
+    Ready,
+    /// Takes no new traffic; in-flight requests/sessions finish.
+    Drain,
+    /// Out for maintenance (HAProxy `maint`, Apache `Stopped`, embedded maintenance).
+    Maint,
+    /// Disabled by the operator (Apache `Disabled`, nginx `down`).
+    Disabled,
+    #[default]
+    Unknown,
+}
+
+impl AdminState {
+    pub fn label(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+            AdminState::Disabled => "disabled",
+            AdminState::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What a router reports about one node (server) of a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeRoute {
+    pub name: String,
+    pub admin: AdminState,
+    /// Active sessions / in-flight / busy requests, when the proxy knows them.
+    pub sessions: Option<u64>,
+    /// The proxy's own health-check verdict for the node, as it words it.
+    pub check: Option<String>,
+}
+
+/// What a router reports about one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SlotRoute {
+    pub admin: AdminState,
+    /// Active sessions or in-flight requests, when the proxy knows them.
+    pub sessions: Option<u64>,
+    /// Cumulative requests routed to the slot, when the proxy counts them.
+    pub requests: Option<u64>,
+    /// Cumulative error counter (5xx, failed connections...), when the proxy has one.
+    pub errors: Option<u64>,
+    /// The proxy's own health-check verdict, as it words it ("UP", "L4CON"...).
+    pub check: Option<String>,
+    /// Per-node detail for slots with several servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeRoute>,
+}
+
+/// How maintenance is served when it is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum MaintenanceMode {
+    /// A 503 maintenance page with Retry-After.
+    #[default]
+    Page,
+    /// Traffic goes to another slot instead (seed 004's redirect to the other server).
+    Redirect { to: String },
+}
+
+impl fmt::Display for MaintenanceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MaintenanceMode::Page => f.write_str("503 page"),
+            MaintenanceMode::Redirect { to } => write!(f, "redirect to {to}"),
+        }
+    }
+}
+
+/// Everything one `observe()` of a router returned.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RouterState {
+    /// The slot that serves the public (live) traffic.
+    pub live: Option<String>,
+    /// The slot behind the preview / staging / next URL.
+    pub preview: Option<String>,
+    /// Per-slot state, keyed by slot name.
+    pub slots: BTreeMap<String, SlotRoute>,
+    /// Whether the live traffic is under maintenance (page or redirect).
+    pub maintenance: Option<MaintenanceMode>,
+    /// Free-form facts the driver wants the operator to see ("map live -> be_green").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl RouterState {
+    /// The role of a slot as this router reports it.
+    pub fn role_of(&self, slot: &str) -> Role {
+        let admin = self.slots.get(slot).map(|s| s.admin).unwrap_or_default();
+        match admin {
+            AdminState::Maint => return Role::Maintenance,
+            AdminState::Drain => return Role::Draining,
+            _ => {}
+        }
+        if self.live.as_deref() == Some(slot) {
+            if self.maintenance.is_some() {
+                Role::Maintenance
+            } else {
+                Role::Live
+            }
+        } else if self.preview.as_deref() == Some(slot) {
+            Role::Preview
+        } else if self.slots.contains_key(slot) || self.live.is_some() {
+            Role::Idle
+        } else {
+            Role::Unknown
+        }
+    }
+}
+
+/// The kind of a failed probe, shown on screen in a word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeError {
+    Timeout,
+    Refused,
+    /// Any other connection failure (DNS, reset, TLS...), with its text.
+    Connect(String),
+    /// An unexpected HTTP status.
+    Status(u16),
+    /// The body could not be read or parsed (malformed JSON, missing field, too big).
+    Body(String),
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeError::Timeout => f.write_str("timeout"),
+            ProbeError::Refused => f.write_str("refused"),
+            ProbeError::Connect(e) => write!(f, "connect: {e}"),
+            ProbeError::Status(s) => write!(f, "HTTP {s}"),
+            ProbeError::Body(e) => write!(f, "body: {e}"),
+        }
+    }
+}
+
+/// Health of a slot as cutover's own probe saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Up,
+    /// Answers correctly but slower than `degraded_after`.
+    Degraded,
+    Down,
+    #[default]
+    Unknown,
+}
+
+impl Health {
+    pub fn label(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Degraded => "degraded",
+            Health::Down => "down",
+            Health::Unknown => "unknown",
+        }
+    }
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Health::Up => "✔",
+            Health::Degraded => "~",
+            Health::Down => "✘",
+            Health::Unknown => "…",
+        }
+    }
+    /// Whether a slot in this health may take live traffic.
+    pub fn is_serving(self) -> bool {
+        matches!(self, Health::Up | Health::Degraded)
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What a version endpoint said.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built: Option<String>,
+}
+
+/// One poll of a slot (health and version together).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    #[serde(with = "crate::timefmt::serde_system_time")]
+    pub at: SystemTime,
+    pub health: Health,
+    /// HTTP status of the health endpoint, when it answered.
+    pub status: Option<u16>,
+    #[serde(with = "crate::timefmt::serde_opt_duration_ms")]
+    pub latency: Option<Duration>,
+    pub error: Option<ProbeError>,
+    /// The version, when the version endpoint answered and parsed.
+    pub version: Option<VersionInfo>,
+    /// Why the version is missing, when it is.
+    pub version_error: Option<ProbeError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(live: &str, preview: &str) -> RouterState {
+        let mut s = RouterState {
+            live: Some(live.into()),
+            preview: Some(preview.into()),
+            ..Default::default()
+        };
+        for n in ["blue", "green", "staging"] {
+            s.slots.insert(
+                n.into(),
+                SlotRoute {
+                    admin: AdminState::Ready,
+                    ..Default::default()
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn roles_come_from_the_router_state() {
+        let mut s = state("blue", "green");
+        assert_eq!(s.role_of("blue"), Role::Live);
+        assert_eq!(s.role_of("green"), Role::Preview);
+        assert_eq!(s.role_of("staging"), Role::Idle);
+        s.slots
+            .get_mut("staging")
+            .map(|r| r.admin = AdminState::Drain);
+        assert_eq!(s.role_of("staging"), Role::Draining);
+        s.maintenance = Some(MaintenanceMode::Page);
+        assert_eq!(s.role_of("blue"), Role::Maintenance);
+        assert_eq!(RouterState::default().role_of("blue"), Role::Unknown);
+    }
+
+    #[test]
+    fn every_role_and_health_has_a_distinct_symbol_and_label() {
+        let roles = [
+            Role::Live,
+            Role::Preview,
+            Role::Idle,
+            Role::Draining,
+            Role::Maintenance,
+            Role::Unknown,
+        ];
+        let mut symbols: Vec<_> = roles.iter().map(|r| r.symbol()).collect();
+        symbols.sort();
+        symbols.dedup();
+        assert_eq!(symbols.len(), roles.len());
+        let healths = [Health::Up, Health::Degraded, Health::Down, Health::Unknown];
+        let mut hs: Vec<_> = healths.iter().map(|h| h.symbol()).collect();
+        hs.sort();
+        hs.dedup();
+        assert_eq!(hs.len(), healths.len());
+    }
+}

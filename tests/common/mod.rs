@@ -1,0 +1,158 @@
+//! Support shared by the integration tests: free loopback ports, slot servers, real proxies
+//! started as child processes (stopped by PID), and the rule that a test needing a missing
+//! proxy says so loudly, and fails when `CUTOVER_REQUIRE_PROXIES=1`.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use cutover::slotserver::SlotServer;
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Start slot servers on free loopback ports: `slots(&[("blue","1.0.0"),("green","2.0.0")])`.
+pub async fn slots(specs: &[(&str, &str)]) -> Vec<SlotServer> {
+    let mut v = Vec::new();
+    for (name, version) in specs {
+        v.push(
+            SlotServer::start(name, version, loopback(0))
+                .await
+                .expect("start slot server"),
+        );
+    }
+    v
+}
+
+/// Find a proxy binary (PATH, then /usr/sbin and /usr/bin). When it is missing: with
+/// `CUTOVER_REQUIRE_PROXIES=1` the test fails; otherwise it prints a loud SKIPPED line and
+/// the caller returns.
+pub fn require_binary(test: &str, bin: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("CUTOVER_REQUIRE_PROXIES").as_deref() == Ok("1") {
+            panic!(
+                "{test}: `{bin}` is not installed and CUTOVER_REQUIRE_PROXIES=1; \
+                 scripts/test installs it"
+            );
+        }
+        eprintln!(
+            "\n*** SKIPPED {test}: `{bin}` is not installed. Run scripts/test to install the \
+             proxies and run every test. ***\n"
+        );
+    }
+    found
+}
+
+/// A child process killed by PID when dropped.
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, cmd: &mut Command) -> ChildGuard {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ChildGuard { child, name: name.to_string() }
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kill a daemon whose PID is in a file (nginx, apache2 daemonize themselves).
+pub struct PidFileGuard(pub PathBuf);
+
+impl Drop for PidFileGuard {
+    fn drop(&mut self) {
+        if let Ok(s) = std::fs::read_to_string(&self.0)
+            && let Ok(pid) = s.trim().parse::<i32>()
+        {
+            unsafe {
+                libc_kill(pid, 15);
+            }
+            let t = Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            unsafe {
+                libc_kill(pid, 9);
+            }
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Wait until something accepts TCP connections on `port`.
+pub async fn wait_port(port: u16, within: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if tokio::net::TcpStream::connect(loopback(port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {within:?}");
+}
+
+/// GET a URL and return (status, x-slot header, body).
+pub async fn get(url: &str) -> (u16, String, String) {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let r = c.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    let slot = r
+        .headers()
+        .get("x-slot")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, slot, r.text().await.unwrap_or_default())
+}
+
+/// Poll `f` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
