@@ -5,13 +5,26 @@
 //! TUI's state and views.
 #![deny(clippy::unwrap_used)]
 
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod demo;
+pub mod example;
+pub mod keymap;
 pub mod load;
 pub mod model;
+pub mod ops;
 pub mod paths;
+pub mod probe;
+pub mod proxy;
 pub mod router;
 pub mod slotserver;
+pub mod state;
 pub mod timefmt;
+pub mod tui;
+pub mod ui;
 
 /// A reqwest client builder with TLS ready (rustls on ring) and no system proxy: cutover's
 /// requests go exactly where the config says.

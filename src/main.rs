@@ -1,1 +1,269 @@
-fn main() {}
+//! cutover's binary: CLI dispatch, error and log setup.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use color_eyre::eyre::{Result, WrapErr};
+
+use cutover::cli::{Cli, Command, ConfigCommand, OnOff};
+use cutover::commands::{self, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use cutover::config::{self, Config};
+use cutover::model::MaintenanceMode;
+use cutover::ops::OpKind;
+use cutover::tui::{self, TuiOptions, World};
+use cutover::ui::theme::Theme;
+
+fn main() -> ExitCode {
+    let _ = color_eyre::install();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cutover: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(run(cli));
+    // Do not wait for background tasks (probes) to notice.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match code {
+        Ok(c) => ExitCode::from(c as u8),
+        Err(e) => {
+            eprintln!("cutover: {e:#}");
+            ExitCode::from(EXIT_FAILED as u8)
+        }
+    }
+}
+
+/// Logs go to a daily file, never to the screen. The guard lives as long as the program.
+fn init_logs(dir: &Path) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    std::fs::create_dir_all(dir).ok()?;
+    let appender = tracing_appender::rolling::daily(dir, "cutover.log");
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init();
+    Some(guard)
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config.clone().unwrap_or_else(config::default_path)
+}
+
+fn load_config(cli: &Cli) -> std::result::Result<Config, i32> {
+    let path = config_path(cli);
+    config::load(&path).map_err(|e| {
+        eprintln!("cutover: {e}");
+        EXIT_USAGE
+    })
+}
+
+fn theme(cli: &Cli, config: Option<&Config>) -> std::result::Result<Theme, i32> {
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        return Ok(Theme::monochrome());
+    }
+    let name = cli
+        .theme
+        .clone()
+        .or_else(|| config.map(|c| c.settings.theme.clone()))
+        .unwrap_or_else(|| "dark".into());
+    Theme::load(&name).map_err(|e| {
+        eprintln!("cutover: {e}");
+        EXIT_USAGE
+    })
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "cutover",
+                &mut std::io::stdout(),
+            );
+            return Ok(EXIT_OK);
+        }
+        Some(Command::Config {
+            what: ConfigCommand::Path,
+        }) => {
+            println!("{}", config_path(&cli).display());
+            return Ok(EXIT_OK);
+        }
+        Some(Command::Init { path }) => {
+            let p = path.clone().unwrap_or_else(|| config_path(&cli));
+            if p.exists() {
+                eprintln!("cutover: {} exists; not overwriting it", p.display());
+                return Ok(EXIT_FAILED);
+            }
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)
+                    .wrap_err_with(|| format!("cannot create {}", d.display()))?;
+            }
+            std::fs::write(&p, cutover::example::CONFIG)
+                .wrap_err_with(|| format!("cannot write {}", p.display()))?;
+            println!("wrote {}; edit it, then run `cutover check`", p.display());
+            return Ok(EXIT_OK);
+        }
+        Some(Command::Demo(a)) => {
+            let dir = cutover::demo::state_dir();
+            if a.print_config {
+                print!("{}", cutover::demo::config_text(a, &dir));
+                return Ok(EXIT_OK);
+            }
+            let _logs = init_logs(&cutover::paths::state_dir());
+            let th = match theme(&cli, None) {
+                Ok(t) => t,
+                Err(c) => return Ok(c),
+            };
+            let world = cutover::demo::DemoWorld::start(a, &dir).await?;
+            if a.no_tui {
+                println!(
+                    "demo running: live http://{}  preview http://{}  admin http://{}\n\
+                     config: {}\nopen the TUI with: cutover --config {}\nCtrl-C stops it.",
+                    world.proxy.live_addr(),
+                    world
+                        .proxy
+                        .preview_addr()
+                        .map_or("-".into(), |a| a.to_string()),
+                    world.proxy.admin_addr(),
+                    world.config.path.display(),
+                    world.config.path.display(),
+                );
+                tokio::signal::ctrl_c().await?;
+                return Ok(EXIT_OK);
+            }
+            let w = World::build(world.config.clone(), Some(world.controls()))?;
+            tui::run(
+                w,
+                TuiOptions {
+                    read_only: cli.read_only,
+                    theme: th,
+                },
+            )
+            .await?;
+            drop(world);
+            return Ok(EXIT_OK);
+        }
+        _ => {}
+    }
+
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let log_dir = config
+        .settings
+        .log_dir
+        .clone()
+        .or_else(|| config.settings.state_dir.clone())
+        .unwrap_or_else(cutover::paths::state_dir);
+    let _logs = init_logs(&log_dir);
+
+    if let Some(Command::Proxy { env }) = &cli.command {
+        cutover::proxy::run_from_config(&config, env.as_deref()).await?;
+        return Ok(EXIT_OK);
+    }
+    let th = match theme(&cli, Some(&config)) {
+        Ok(t) => t,
+        Err(c) => return Ok(c),
+    };
+    let world = World::build(config, None)?;
+    let ro = cli.read_only;
+    let code = match cli.command {
+        None => {
+            tui::run(
+                world,
+                TuiOptions {
+                    read_only: ro,
+                    theme: th,
+                },
+            )
+            .await?;
+            EXIT_OK
+        }
+        Some(Command::Check { json }) => commands::check(&world, json).await?,
+        Some(Command::Status { env, json }) => {
+            commands::status(&world, env.as_deref(), json).await?
+        }
+        Some(Command::Swap { env, to, op }) => {
+            commands::operate(&world, &env, OpKind::Swap { to }, &op, ro).await?
+        }
+        Some(Command::Rollback { env, op }) => {
+            commands::operate(&world, &env, OpKind::Rollback, &op, ro).await?
+        }
+        Some(Command::Drain {
+            env,
+            slot,
+            node,
+            op,
+        }) => {
+            commands::operate(
+                &world,
+                &env,
+                OpKind::Drain(commands::target(slot, node)),
+                &op,
+                ro,
+            )
+            .await?
+        }
+        Some(Command::Undrain {
+            env,
+            slot,
+            node,
+            op,
+        }) => {
+            commands::operate(
+                &world,
+                &env,
+                OpKind::Undrain(commands::target(slot, node)),
+                &op,
+                ro,
+            )
+            .await?
+        }
+        Some(Command::Maintenance {
+            env,
+            state,
+            redirect_to,
+            op,
+        }) => {
+            let mode = match redirect_to {
+                Some(to) => MaintenanceMode::Redirect { to },
+                None => MaintenanceMode::Page,
+            };
+            let kind = OpKind::Maintenance {
+                on: state == OnOff::On,
+                mode,
+            };
+            commands::operate(&world, &env, kind, &op, ro).await?
+        }
+        Some(Command::Preview { env, slot, op }) => {
+            commands::operate(&world, &env, OpKind::SetPreview(slot), &op, ro).await?
+        }
+        Some(Command::Watch { env }) => commands::watch_env(world, &env).await?,
+        Some(Command::Unlock { env }) => match world.store.break_lock(&env)? {
+            Some(h) => {
+                println!(
+                    "broke the lock of `{env}` held by {} (pid {}, {} since {})",
+                    h.holder, h.pid, h.operation, h.since
+                );
+                EXIT_OK
+            }
+            None => {
+                println!("`{env}` was not locked");
+                EXIT_OK
+            }
+        },
+        Some(_) => EXIT_USAGE,
+    };
+    Ok(code)
+}

@@ -1,0 +1,957 @@
+//! The TUI's state and its update function.
+//!
+//! `App` is owned by one task. Probes, router observers and operations talk to it only through
+//! [`Event`]s; [`App::update`] does no IO and never awaits, and returns [`Effect`]s that the
+//! runner executes. Views take `&App` and change nothing.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::layout::{Position, Rect};
+
+use crate::config::{Config, ConfirmMode, Environment};
+use crate::keymap::{Action, Keymap};
+use crate::model::{Health, MaintenanceMode, ProbeResult, Role, RouterState};
+use crate::ops::{self, GateInput, OpKind, OpRequest, Progress, Step, SwitchPlan, Verdict};
+use crate::probe::UrlProbe;
+use crate::router::Target;
+use crate::state::{EnvMemory, LockInfo};
+use crate::ui::theme::Theme;
+
+/// How many health results per slot the gate can look back on.
+const GATE_HISTORY: usize = 20;
+/// How many lines the event pane keeps.
+const EVENT_LINES: usize = 500;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Key(KeyEvent),
+    Mouse(MouseEvent),
+    Resize(u16, u16),
+    Tick(SystemTime),
+    Probe {
+        env: usize,
+        slot: usize,
+        result: ProbeResult,
+    },
+    Url {
+        env: usize,
+        preview: bool,
+        result: UrlProbe,
+    },
+    Router {
+        env: usize,
+        router: usize,
+        result: Result<RouterState, String>,
+        at: SystemTime,
+    },
+    Op {
+        env: usize,
+        progress: Progress,
+    },
+    Memory {
+        env: usize,
+        memory: EnvMemory,
+    },
+    Lock {
+        env: usize,
+        holder: Option<LockInfo>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum DemoCommand {
+    ToggleHealth { slot: String },
+    ToggleSlow { slot: String },
+}
+
+#[derive(Debug, Clone)]
+pub enum Effect {
+    RunOp {
+        env: usize,
+        req: OpRequest,
+        gate: GateInput,
+    },
+    Demo(DemoCommand),
+    Quit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Environments,
+    Slots,
+    Events,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Good,
+    Warn,
+    Bad,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub at: SystemTime,
+    pub env: String,
+    pub level: Level,
+    pub text: String,
+}
+
+/// One sparkline / gate sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub health: Health,
+    pub latency_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotView {
+    pub name: String,
+    pub last: Option<ProbeResult>,
+    pub history: VecDeque<Sample>,
+    pub health_since: Option<SystemTime>,
+    pub version_since: Option<SystemTime>,
+    pub role_since: Option<SystemTime>,
+    pub last_role: Role,
+}
+
+impl SlotView {
+    pub fn health(&self) -> Health {
+        self.last.as_ref().map_or(Health::Unknown, |p| p.health)
+    }
+    pub fn version(&self) -> Option<&str> {
+        self.last
+            .as_ref()
+            .and_then(|p| p.version.as_ref())
+            .map(|v| v.version.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterView {
+    pub name: String,
+    pub kind: String,
+    pub state: Option<RouterState>,
+    pub error: Option<String>,
+    pub at: Option<SystemTime>,
+}
+
+/// An operation as the screen shows it.
+#[derive(Debug, Clone)]
+pub struct OpView {
+    pub title: String,
+    pub steps: Vec<(Step, Option<bool>, String)>,
+    pub watching: Option<(Duration, String)>,
+    pub verdict: Option<Verdict>,
+    pub message: String,
+    pub started: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvView {
+    pub config: Environment,
+    pub slots: Vec<SlotView>,
+    pub routers: Vec<RouterView>,
+    pub public: Option<UrlProbe>,
+    pub preview: Option<UrlProbe>,
+    pub memory: EnvMemory,
+    pub op: Option<OpView>,
+    pub lock: Option<LockInfo>,
+}
+
+impl EnvView {
+    /// The router state the screen shows: the first router that answered.
+    pub fn state(&self) -> Option<&RouterState> {
+        self.routers.iter().find_map(|r| r.state.as_ref())
+    }
+
+    /// The role of a slot, read from the routers; `Unknown` until one answers.
+    pub fn role_of(&self, slot: &str) -> Role {
+        self.state().map_or(Role::Unknown, |s| s.role_of(slot))
+    }
+
+    pub fn live(&self) -> Option<&str> {
+        self.state().and_then(|s| s.live.as_deref())
+    }
+
+    pub fn preview_slot(&self) -> Option<&str> {
+        self.state().and_then(|s| s.preview.as_deref())
+    }
+
+    /// Routers that disagree with the first about which slot is live.
+    pub fn disagreement(&self) -> Option<String> {
+        let states: Vec<(&str, Option<&str>)> = self
+            .routers
+            .iter()
+            .filter_map(|r| {
+                r.state
+                    .as_ref()
+                    .map(|s| (r.name.as_str(), s.live.as_deref()))
+            })
+            .collect();
+        let first = states.first()?;
+        let odd: Vec<String> = states
+            .iter()
+            .filter(|(_, l)| *l != first.1)
+            .map(|(n, l)| format!("`{n}` → {}", l.unwrap_or("nothing")))
+            .collect();
+        (!odd.is_empty()).then(|| {
+            format!(
+                "ROUTERS DISAGREE: `{}` → {}, {}",
+                first.0,
+                first.1.unwrap_or("nothing"),
+                odd.join(", ")
+            )
+        })
+    }
+
+    /// The router shows a different live slot than cutover last set.
+    pub fn drift(&self) -> Option<String> {
+        let set = self.memory.last_set_live.as_deref()?;
+        let live = self.live()?;
+        (live != set).then(|| {
+            format!(
+                "DRIFT: the router sends live traffic to `{live}`, but cutover last set `{set}`"
+            )
+        })
+    }
+
+    /// The public URL serves another version than the live slot reports.
+    pub fn public_mismatch(&self) -> Option<String> {
+        let public = self.public.as_ref()?.version.as_ref()?.version.as_str();
+        let live = self.live()?;
+        let slot_version = self.slots.iter().find(|s| s.name == live)?.version()?;
+        (public != slot_version).then(|| {
+            format!("the public URL serves {public}, but live slot `{live}` runs {slot_version}")
+        })
+    }
+
+    pub fn gate_input(&self) -> GateInput {
+        let mut g = GateInput::default();
+        for s in &self.slots {
+            g.health
+                .insert(s.name.clone(), s.history.iter().map(|h| h.health).collect());
+            g.versions
+                .insert(s.name.clone(), s.version().map(str::to_string));
+        }
+        g
+    }
+
+    pub fn op_running(&self) -> bool {
+        self.op.as_ref().is_some_and(|o| o.verdict.is_none())
+    }
+}
+
+/// What the confirm dialog asks about.
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub env: usize,
+    pub kind: OpKind,
+    pub title: String,
+    pub plan: Option<SwitchPlan>,
+    pub typed: String,
+    pub mode: ConfirmMode,
+}
+
+#[derive(Debug, Clone)]
+pub enum Overlay {
+    None,
+    Help,
+    Confirm(Confirm),
+}
+
+pub struct App {
+    pub config: Config,
+    pub theme: Theme,
+    pub keymap: Keymap,
+    pub envs: Vec<EnvView>,
+    pub selected_env: usize,
+    pub selected_slot: usize,
+    pub focus: Focus,
+    pub overlay: Overlay,
+    pub filter: String,
+    pub filtering: bool,
+    pub events: VecDeque<LogLine>,
+    /// Lines ever logged (the pane keeps the newest only).
+    pub events_total: u64,
+    /// Lines scrolled back from the newest in the event pane.
+    pub event_scroll: usize,
+    pub now: SystemTime,
+    pub size: (u16, u16),
+    pub read_only: bool,
+    pub demo: bool,
+    pub status: Option<(Level, String)>,
+    pub should_quit: bool,
+}
+
+impl App {
+    pub fn new(config: Config, theme: Theme, memories: Vec<EnvMemory>, now: SystemTime) -> App {
+        let envs = config
+            .environments
+            .iter()
+            .enumerate()
+            .map(|(i, e)| EnvView {
+                slots: e
+                    .slots
+                    .iter()
+                    .map(|s| SlotView {
+                        name: s.name.clone(),
+                        last: None,
+                        history: VecDeque::new(),
+                        health_since: None,
+                        version_since: None,
+                        role_since: None,
+                        last_role: Role::Unknown,
+                    })
+                    .collect(),
+                routers: e
+                    .routers
+                    .iter()
+                    .map(|r| RouterView {
+                        name: r.name().to_string(),
+                        kind: r.kind().to_string(),
+                        state: None,
+                        error: None,
+                        at: None,
+                    })
+                    .collect(),
+                public: None,
+                preview: None,
+                memory: memories.get(i).cloned().unwrap_or_default(),
+                op: None,
+                lock: None,
+                config: e.clone(),
+            })
+            .collect();
+        App {
+            read_only: config.settings.read_only,
+            config,
+            theme,
+            keymap: Keymap::default(),
+            envs,
+            selected_env: 0,
+            selected_slot: 0,
+            focus: Focus::Slots,
+            overlay: Overlay::None,
+            filter: String::new(),
+            filtering: false,
+            events: VecDeque::new(),
+            events_total: 0,
+            event_scroll: 0,
+            now,
+            size: (120, 40),
+            demo: false,
+            status: None,
+            should_quit: false,
+        }
+    }
+
+    pub fn env(&self) -> Option<&EnvView> {
+        self.envs.get(self.selected_env)
+    }
+
+    /// Indices of the environments the filter lets through.
+    pub fn visible_envs(&self) -> Vec<usize> {
+        let f = self.filter.to_lowercase();
+        (0..self.envs.len())
+            .filter(|&i| f.is_empty() || self.envs[i].config.name.to_lowercase().contains(&f))
+            .collect()
+    }
+
+    fn log(&mut self, env: usize, level: Level, text: impl Into<String>) {
+        let name = self
+            .envs
+            .get(env)
+            .map(|e| e.config.name.clone())
+            .unwrap_or_default();
+        self.events.push_back(LogLine {
+            at: self.now,
+            env: name,
+            level,
+            text: text.into(),
+        });
+        self.events_total += 1;
+        while self.events.len() > EVENT_LINES {
+            self.events.pop_front();
+        }
+    }
+
+    pub fn update(&mut self, event: Event) -> Vec<Effect> {
+        match event {
+            Event::Tick(now) => {
+                self.now = now;
+                vec![]
+            }
+            Event::Resize(w, h) => {
+                self.size = (w, h);
+                vec![]
+            }
+            Event::Key(k) => self.on_key(k),
+            Event::Mouse(m) => {
+                self.on_mouse(m);
+                vec![]
+            }
+            Event::Probe { env, slot, result } => {
+                self.on_probe(env, slot, result);
+                vec![]
+            }
+            Event::Url {
+                env,
+                preview,
+                result,
+            } => {
+                if let Some(e) = self.envs.get_mut(env) {
+                    if preview {
+                        e.preview = Some(result);
+                    } else {
+                        e.public = Some(result);
+                    }
+                }
+                vec![]
+            }
+            Event::Router {
+                env,
+                router,
+                result,
+                at,
+            } => {
+                self.on_router(env, router, result, at);
+                vec![]
+            }
+            Event::Op { env, progress } => {
+                self.on_progress(env, progress);
+                vec![]
+            }
+            Event::Memory { env, memory } => {
+                if let Some(e) = self.envs.get_mut(env) {
+                    e.memory = memory;
+                }
+                vec![]
+            }
+            Event::Lock { env, holder } => {
+                if let Some(e) = self.envs.get_mut(env) {
+                    e.lock = holder;
+                }
+                vec![]
+            }
+        }
+    }
+
+    fn on_probe(&mut self, env: usize, slot: usize, result: ProbeResult) {
+        let now = self.now;
+        let history_len = self.config.settings.history.max(GATE_HISTORY);
+        let Some(s) = self.envs.get_mut(env).and_then(|e| e.slots.get_mut(slot)) else {
+            return;
+        };
+        let before_health = s.health();
+        let before_version = s.version().map(str::to_string);
+        let name = s.name.clone();
+        s.history.push_back(Sample {
+            health: result.health,
+            latency_ms: result.latency.map(|d| d.as_millis() as u64),
+        });
+        while s.history.len() > history_len {
+            s.history.pop_front();
+        }
+        let new_health = result.health;
+        let new_version = result.version.as_ref().map(|v| v.version.clone());
+        let why = result.error.as_ref().map(|e| e.to_string());
+        s.last = Some(result);
+        let mut lines = Vec::new();
+        if before_health != new_health {
+            s.health_since = Some(now);
+            if before_health != Health::Unknown || new_health != Health::Up {
+                let level = match new_health {
+                    Health::Up => Level::Good,
+                    Health::Degraded => Level::Warn,
+                    _ => Level::Bad,
+                };
+                lines.push((
+                    level,
+                    format!(
+                        "{name} health {} → {}{}",
+                        before_health,
+                        new_health,
+                        why.map(|w| format!(" ({w})")).unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        if new_version.is_some() && before_version != new_version {
+            s.version_since = Some(now);
+            if let (Some(b), Some(n)) = (&before_version, &new_version) {
+                lines.push((Level::Info, format!("{name} version {b} → {n}")));
+            }
+        }
+        for (l, t) in lines {
+            self.log(env, l, t);
+        }
+    }
+
+    fn on_router(
+        &mut self,
+        env: usize,
+        router: usize,
+        result: Result<RouterState, String>,
+        at: SystemTime,
+    ) {
+        let now = self.now;
+        let Some(e) = self.envs.get_mut(env) else {
+            return;
+        };
+        let mut lines = Vec::new();
+        if let Some(r) = e.routers.get_mut(router) {
+            match result {
+                Ok(state) => {
+                    if r.error.take().is_some() {
+                        lines.push((Level::Good, format!("router `{}` answers again", r.name)));
+                    }
+                    r.state = Some(state);
+                    r.at = Some(at);
+                }
+                Err(err) => {
+                    if r.error.as_deref() != Some(err.as_str()) {
+                        lines.push((Level::Bad, format!("router `{}`: {err}", r.name)));
+                    }
+                    r.error = Some(err);
+                }
+            }
+        }
+        let roles: Vec<Role> = e.slots.iter().map(|s| e.role_of(&s.name)).collect();
+        for (s, role) in e.slots.iter_mut().zip(roles) {
+            if s.last_role != role {
+                if s.last_role != Role::Unknown {
+                    lines.push((
+                        Level::Info,
+                        format!("{} role {} → {}", s.name, s.last_role, role),
+                    ));
+                }
+                s.last_role = role;
+                s.role_since = Some(now);
+            }
+        }
+        for (l, t) in lines {
+            self.log(env, l, t);
+        }
+    }
+
+    fn on_progress(&mut self, env: usize, p: Progress) {
+        let Some(e) = self.envs.get_mut(env) else {
+            return;
+        };
+        let Some(op) = e.op.as_mut() else { return };
+        let mut line = None;
+        match p {
+            Progress::Step { step, ok, message } => {
+                match op.steps.iter_mut().find(|(s, _, _)| *s == step) {
+                    Some(entry) => *entry = (step, ok, message.clone()),
+                    None => op.steps.push((step, ok, message.clone())),
+                }
+                if let Some(ok) = ok {
+                    line = Some((
+                        if ok { Level::Info } else { Level::Bad },
+                        format!("{} {}: {}", op.title, step.label(), message),
+                    ));
+                }
+            }
+            Progress::Watching { remaining, detail } => {
+                op.watching = Some((remaining, detail));
+            }
+            Progress::Finished(out) => {
+                op.verdict = Some(out.verdict);
+                op.watching = None;
+                op.message = out.message.clone();
+                let level = match out.verdict {
+                    Verdict::Done => Level::Good,
+                    Verdict::Refused | Verdict::Cancelled => Level::Warn,
+                    _ => Level::Bad,
+                };
+                line = Some((
+                    level,
+                    format!("{} {}: {}", op.title, out.verdict.label(), out.message),
+                ));
+                self.status = Some((level, format!("{}: {}", op.title, out.message)));
+            }
+        }
+        if let Some((l, t)) = line {
+            self.log(env, l, t);
+        }
+    }
+
+    fn on_key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        if k.kind == crossterm::event::KeyEventKind::Release {
+            return vec![];
+        }
+        match &mut self.overlay {
+            Overlay::Help => {
+                self.overlay = Overlay::None;
+                return vec![];
+            }
+            Overlay::Confirm(_) => return self.on_confirm_key(k),
+            Overlay::None => {}
+        }
+        if self.filtering {
+            match k.code {
+                KeyCode::Esc => {
+                    self.filter.clear();
+                    self.filtering = false;
+                }
+                KeyCode::Enter => self.filtering = false,
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) => self.filter.push(c),
+                _ => {}
+            }
+            if let Some(&first) = self.visible_envs().first()
+                && !self.visible_envs().contains(&self.selected_env)
+            {
+                self.selected_env = first;
+                self.selected_slot = 0;
+            }
+            return vec![];
+        }
+        let Some(action) = self.keymap.action(&k) else {
+            return vec![];
+        };
+        self.status = None;
+        self.act(action)
+    }
+
+    /// Do an action (from a key, or a `:` command later).
+    pub fn act(&mut self, action: Action) -> Vec<Effect> {
+        if action.changes_routers()
+            && (self.read_only || self.env().is_some_and(|e| e.config.read_only))
+        {
+            self.status = Some((
+                Level::Warn,
+                format!(
+                    "read-only: `{}` is not allowed here (read_only is set)",
+                    action.name()
+                ),
+            ));
+            return vec![];
+        }
+        if action.is_demo() && !self.demo {
+            return vec![];
+        }
+        let env_idx = self.selected_env;
+        match action {
+            Action::Quit => {
+                self.should_quit = true;
+                vec![Effect::Quit]
+            }
+            Action::Help => {
+                self.overlay = Overlay::Help;
+                vec![]
+            }
+            Action::NextPane => {
+                self.focus = match self.focus {
+                    Focus::Environments => Focus::Slots,
+                    Focus::Slots => Focus::Events,
+                    Focus::Events => Focus::Environments,
+                };
+                vec![]
+            }
+            Action::Up | Action::Down => {
+                let down = action == Action::Down;
+                if self.focus == Focus::Events {
+                    self.event_scroll = if down {
+                        self.event_scroll.saturating_sub(1)
+                    } else {
+                        (self.event_scroll + 1).min(self.events.len().saturating_sub(1))
+                    };
+                } else {
+                    let vis = self.visible_envs();
+                    if let Some(pos) = vis.iter().position(|&i| i == self.selected_env) {
+                        let next = if down {
+                            (pos + 1).min(vis.len().saturating_sub(1))
+                        } else {
+                            pos.saturating_sub(1)
+                        };
+                        if vis[next] != self.selected_env {
+                            self.selected_env = vis[next];
+                            self.selected_slot = 0;
+                        }
+                    }
+                }
+                vec![]
+            }
+            Action::Left => {
+                self.selected_slot = self.selected_slot.saturating_sub(1);
+                vec![]
+            }
+            Action::Right => {
+                let n = self.env().map_or(1, |e| e.slots.len());
+                self.selected_slot = (self.selected_slot + 1).min(n.saturating_sub(1));
+                vec![]
+            }
+            Action::Filter => {
+                self.filtering = true;
+                vec![]
+            }
+            Action::Swap => {
+                self.ask_swap(env_idx);
+                vec![]
+            }
+            Action::Rollback => {
+                self.ask_rollback(env_idx);
+                vec![]
+            }
+            Action::Drain => {
+                let Some(e) = self.env() else { return vec![] };
+                let Some(slot) = e.slots.get(self.selected_slot).map(|s| s.name.clone()) else {
+                    return vec![];
+                };
+                let draining = e.role_of(&slot) == Role::Draining;
+                let kind = if draining {
+                    OpKind::Undrain(Target::slot(&slot))
+                } else {
+                    OpKind::Drain(Target::slot(&slot))
+                };
+                let title = format!("{} `{slot}`", if draining { "Undrain" } else { "Drain" });
+                self.ask(env_idx, kind, title, None);
+                vec![]
+            }
+            Action::Maintenance => {
+                let Some(e) = self.env() else { return vec![] };
+                let on = e.state().is_none_or(|s| s.maintenance.is_none());
+                let title = if on {
+                    "Maintenance ON (503 page on the live URL)".to_string()
+                } else {
+                    "Maintenance OFF".to_string()
+                };
+                self.ask(
+                    env_idx,
+                    OpKind::Maintenance {
+                        on,
+                        mode: MaintenanceMode::Page,
+                    },
+                    title,
+                    None,
+                );
+                vec![]
+            }
+            Action::DemoBreak | Action::DemoSlow => {
+                let Some(slot) = self
+                    .env()
+                    .and_then(|e| e.slots.get(self.selected_slot))
+                    .map(|s| s.name.clone())
+                else {
+                    return vec![];
+                };
+                let cmd = if action == Action::DemoBreak {
+                    DemoCommand::ToggleHealth { slot }
+                } else {
+                    DemoCommand::ToggleSlow { slot }
+                };
+                vec![Effect::Demo(cmd)]
+            }
+        }
+    }
+
+    fn ask(&mut self, env: usize, kind: OpKind, title: String, plan: Option<SwitchPlan>) {
+        let Some(e) = self.envs.get(env) else { return };
+        if e.op_running() {
+            // A watch may be running: a new swap or rollback cancels it; anything else waits.
+            let watching = e.op.as_ref().is_some_and(|o| o.watching.is_some());
+            if !(watching && matches!(kind, OpKind::Rollback | OpKind::Swap { .. })) {
+                self.status = Some((
+                    Level::Warn,
+                    "an operation is running on this environment; wait for it".into(),
+                ));
+                return;
+            }
+        }
+        let mode = if e.config.production {
+            ConfirmMode::TypeName
+        } else {
+            e.config.confirm
+        };
+        self.overlay = Overlay::Confirm(Confirm {
+            env,
+            kind,
+            title,
+            plan,
+            typed: String::new(),
+            mode,
+        });
+    }
+
+    fn ask_swap(&mut self, env: usize) {
+        let Some(e) = self.envs.get(env) else { return };
+        let Some(live) = e.live().map(str::to_string) else {
+            self.status = Some((
+                Level::Warn,
+                "the router has not said which slot is live yet".into(),
+            ));
+            return;
+        };
+        let selected = e.slots.get(self.selected_slot).map(|s| s.name.clone());
+        let to = match selected {
+            Some(s) if s != live && e.preview_slot() != Some(s.as_str()) => Some(s),
+            _ => e.preview_slot().map(str::to_string),
+        };
+        let Some(to) = to else {
+            self.status = Some((
+                Level::Warn,
+                "no preview slot: select the slot to make live, then press s".into(),
+            ));
+            return;
+        };
+        let plan = ops::gate(
+            e.config.gate_checks,
+            Some(&live),
+            &to,
+            &e.gate_input(),
+            true,
+        );
+        self.ask(
+            env,
+            OpKind::Swap {
+                to: Some(to.clone()),
+            },
+            format!("Swap: {live} → {to}"),
+            Some(plan),
+        );
+    }
+
+    fn ask_rollback(&mut self, env: usize) {
+        let Some(e) = self.envs.get(env) else { return };
+        let Some(prev) = e.memory.previous_live.clone() else {
+            self.status = Some((
+                Level::Warn,
+                "nothing to roll back to: no previous live slot recorded".into(),
+            ));
+            return;
+        };
+        let live = e.live().map(str::to_string);
+        if live.as_deref() == Some(prev.as_str()) {
+            self.status = Some((Level::Warn, format!("`{prev}` is already live")));
+            return;
+        }
+        let plan = ops::gate(
+            e.config.gate_checks,
+            live.as_deref(),
+            &prev,
+            &e.gate_input(),
+            false,
+        );
+        self.ask(
+            env,
+            OpKind::Rollback,
+            format!("Rollback: {} → {prev}", live.as_deref().unwrap_or("?")),
+            Some(plan),
+        );
+    }
+
+    fn on_confirm_key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        let Overlay::Confirm(c) = &mut self.overlay else {
+            return vec![];
+        };
+        let gate_ok = c.plan.as_ref().is_none_or(|p| p.passes());
+        let mut go: Option<bool> = None; // Some(force)
+        match (c.mode, k.code) {
+            (_, KeyCode::Esc) => {
+                self.overlay = Overlay::None;
+                self.status = Some((Level::Info, "cancelled".into()));
+                return vec![];
+            }
+            (ConfirmMode::YesNo, KeyCode::Char('y') | KeyCode::Enter) if gate_ok => {
+                go = Some(false)
+            }
+            (ConfirmMode::YesNo, KeyCode::Char('n')) => {
+                self.overlay = Overlay::None;
+                return vec![];
+            }
+            (_, KeyCode::Char('F'))
+                if !gate_ok
+                    && (c.mode == ConfirmMode::YesNo
+                        || c.typed == self.envs[c.env].config.name) =>
+            {
+                go = Some(true)
+            }
+            (ConfirmMode::TypeName, KeyCode::Enter)
+                if gate_ok && c.typed == self.envs[c.env].config.name =>
+            {
+                go = Some(false)
+            }
+            (ConfirmMode::TypeName, KeyCode::Backspace) => {
+                c.typed.pop();
+            }
+            (ConfirmMode::TypeName, KeyCode::Char(ch))
+                if !k.modifiers.contains(KeyModifiers::CONTROL) =>
+            {
+                c.typed.push(ch)
+            }
+            _ => {}
+        }
+        let Some(force) = go else { return vec![] };
+        let Overlay::Confirm(c) = std::mem::replace(&mut self.overlay, Overlay::None) else {
+            return vec![];
+        };
+        let Some(e) = self.envs.get_mut(c.env) else {
+            return vec![];
+        };
+        let gate = e.gate_input();
+        e.op = Some(OpView {
+            title: c.title.clone(),
+            steps: Vec::new(),
+            watching: None,
+            verdict: None,
+            message: String::new(),
+            started: self.now,
+        });
+        self.log(
+            c.env,
+            Level::Info,
+            format!(
+                "{}{} requested",
+                c.title,
+                if force { " (FORCED)" } else { "" }
+            ),
+        );
+        vec![Effect::RunOp {
+            env: c.env,
+            req: OpRequest {
+                kind: c.kind,
+                force,
+                watch: true,
+            },
+            gate,
+        }]
+    }
+
+    fn on_mouse(&mut self, m: MouseEvent) {
+        if !matches!(m.kind, MouseEventKind::Down(MouseButton::Left)) {
+            return;
+        }
+        let area = Rect::new(0, 0, self.size.0, self.size.1);
+        let areas = crate::ui::layout(area, self);
+        let p = Position::new(m.column, m.row);
+        if let Some(list) = areas.envs
+            && list.contains(p)
+        {
+            let row = m.row.saturating_sub(list.y + 1) as usize;
+            if let Some(&i) = self.visible_envs().get(row) {
+                self.selected_env = i;
+                self.selected_slot = 0;
+                self.focus = Focus::Environments;
+            }
+            return;
+        }
+        for (i, r) in areas.slots.iter().enumerate() {
+            if r.contains(p) {
+                self.selected_slot = i;
+                self.focus = Focus::Slots;
+                return;
+            }
+        }
+        if areas.events.contains(p) {
+            self.focus = Focus::Events;
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Commands and flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "A terminal control panel for blue/green/staging deployments",
+    long_about = "cutover polls each environment's slots, shows them side by side, and swaps, drains \
+                  and puts them in maintenance through the proxy in front of them.\n\n\
+                  Without a command it opens the TUI on the config.\n\n\
+                  Exit codes: 0 done; 1 refused or failed (the message says which step and why); \
+                  2 usage or config error."
+)]
+pub struct Cli {
+    /// Config file [default: $CUTOVER_CONFIG, else $XDG_CONFIG_HOME/cutover/config.toml]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Colour theme: dark, light, high-contrast, colorblind, or a theme file
+    #[arg(long, global = true, value_name = "NAME")]
+    pub theme: Option<String>,
+    /// Watch only: every action is refused
+    #[arg(long, global = true)]
+    pub read_only: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start three demo slots and the embedded proxy, and open the TUI on them
+    Demo(DemoArgs),
+    /// Write a complete, commented example config (refuses to overwrite)
+    Init {
+        /// Where to write it [default: the config path]
+        path: Option<PathBuf>,
+    },
+    /// Validate the config, reach every endpoint and router, and print a table
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the embedded proxy alone (every `kind = "embedded"` router in the config)
+    Proxy {
+        /// Only this environment's proxy
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Print each environment's slots, roles, health and versions
+    Status {
+        env: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the preview slot (or --to SLOT) live
+    Swap {
+        env: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        op: OpFlags,
+    },
+    /// Make the previous live slot live again
+    Rollback {
+        env: String,
+        #[command(flatten)]
+        op: OpFlags,
+    },
+    /// Stop sending new traffic to a slot (or one node of it); in-flight requests finish
+    Drain {
+        env: String,
+        slot: String,
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        op: OpFlags,
+    },
+    /// Put a drained slot (or node) back in service
+    Undrain {
+        env: String,
+        slot: String,
+        #[arg(long)]
+        node: Option<String>,
+        #[command(flatten)]
+        op: OpFlags,
+    },
+    /// Turn maintenance on or off for the live traffic
+    Maintenance {
+        env: String,
+        state: OnOff,
+        /// Send the traffic to this slot instead of a 503 page
+        #[arg(long, value_name = "SLOT")]
+        redirect_to: Option<String>,
+        #[command(flatten)]
+        op: OpFlags,
+    },
+    /// Point the preview route at a slot
+    Preview {
+        env: String,
+        slot: String,
+        #[command(flatten)]
+        op: OpFlags,
+    },
+    /// Print events (health, versions, roles) as lines until interrupted
+    Watch { env: String },
+    /// Break an environment's operation lock (when its holder is gone)
+    Unlock { env: String },
+    /// Print shell completions
+    Completions { shell: clap_complete::Shell },
+    /// Config helpers
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the config path cutover would use
+    Path,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct OpFlags {
+    /// Do not ask; needed when there is no terminal to ask on
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Go past a failed gate (marked FORCED in the audit log)
+    #[arg(long)]
+    pub force: bool,
+    /// Do not watch the new live slot after a swap or rollback
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Run the demo world without the TUI (use `cutover` in another terminal)
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Print the config that describes the demo world, and exit
+    #[arg(long)]
+    pub print_config: bool,
+    /// Port of the live listener
+    #[arg(long, default_value_t = 8080)]
+    pub live_port: u16,
+    /// Port of the preview listener
+    #[arg(long, default_value_t = 8081)]
+    pub preview_port: u16,
+    /// Port of the embedded proxy's admin API
+    #[arg(long, default_value_t = 8089)]
+    pub admin_port: u16,
+    /// First of three ports for the slots blue, green, staging
+    #[arg(long, default_value_t = 9101)]
+    pub slot_port: u16,
+}

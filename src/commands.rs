@@ -1,0 +1,506 @@
+//! The headless commands: the same engine and drivers as the TUI, for scripts.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use color_eyre::eyre::{Result, bail};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::app::{App, Event};
+use crate::config::Config;
+use crate::model::{MaintenanceMode, ProbeResult, Role, RouterState};
+use crate::ops::{Engine, GateSource, OpKind, OpRequest, Progress, Verdict};
+use crate::probe::UrlProbe;
+use crate::router::Target;
+use crate::tui::World;
+use crate::ui::theme::Theme;
+
+/// Exit codes, documented in the README.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+fn engine<'a>(world: &'a World, env: &str) -> Result<&'a Arc<Engine>> {
+    match world.engines.iter().find(|e| e.env.name == env) {
+        Some(e) => Ok(e),
+        None => bail!(
+            "no environment `{env}` in {}; environments: {}",
+            world.config.path.display(),
+            world
+                .engines
+                .iter()
+                .map(|e| e.env.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct SlotStatus {
+    name: String,
+    role: Role,
+    #[serde(flatten)]
+    probe: ProbeResult,
+}
+
+#[derive(Serialize)]
+struct RouterStatus {
+    name: String,
+    kind: String,
+    state: Option<RouterState>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EnvStatus {
+    name: String,
+    live: Option<String>,
+    preview: Option<String>,
+    previous_live: Option<String>,
+    maintenance: Option<MaintenanceMode>,
+    warnings: Vec<String>,
+    routers: Vec<RouterStatus>,
+    slots: Vec<SlotStatus>,
+    public: Option<UrlProbe>,
+}
+
+async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
+    let mut routers = Vec::new();
+    for r in &engine.routers {
+        let res = tokio::time::timeout(Duration::from_secs(10), r.observe()).await;
+        let (state, error) = match res {
+            Ok(Ok(s)) => (Some(s), None),
+            Ok(Err(e)) => (None, Some(format!("{e:#}"))),
+            Err(_) => (None, Some("no answer within 10s".into())),
+        };
+        routers.push(RouterStatus {
+            name: r.name().into(),
+            kind: r.kind().into(),
+            state,
+            error,
+        });
+    }
+    let first = routers
+        .iter()
+        .find_map(|r| r.state.clone())
+        .unwrap_or_default();
+    let probes = futures_util::future::join_all(
+        engine.env.slots.iter().map(|s| engine.prober.probe_slot(s)),
+    )
+    .await;
+    let slots = engine
+        .env
+        .slots
+        .iter()
+        .zip(probes)
+        .map(|(s, p)| SlotStatus {
+            name: s.name.clone(),
+            role: if routers.iter().any(|r| r.state.is_some()) {
+                first.role_of(&s.name)
+            } else {
+                Role::Unknown
+            },
+            probe: p,
+        })
+        .collect::<Vec<_>>();
+    let public = match &engine.env.public_url {
+        Some(u) => Some(
+            engine
+                .prober
+                .probe_url(
+                    &crate::probe::version_url_behind(&engine.env, u),
+                    engine.env.slots[0].version_pointer.as_deref(),
+                )
+                .await,
+        ),
+        None => None,
+    };
+    // Warnings are computed by the same code as the TUI's.
+    let memory = world.store.env(&engine.env.name);
+    let mut app = App::new(
+        Config {
+            environments: vec![engine.env.clone()],
+            ..world.config.clone()
+        },
+        Theme::monochrome(),
+        vec![memory.clone()],
+        SystemTime::now(),
+    );
+    for (i, r) in routers.iter().enumerate() {
+        let result = match (&r.state, &r.error) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, e) => Err(e.clone().unwrap_or_default()),
+        };
+        app.update(Event::Router {
+            env: 0,
+            router: i,
+            result,
+            at: SystemTime::now(),
+        });
+    }
+    for (i, s) in slots.iter().enumerate() {
+        app.update(Event::Probe {
+            env: 0,
+            slot: i,
+            result: s.probe.clone(),
+        });
+    }
+    if let Some(p) = &public {
+        app.update(Event::Url {
+            env: 0,
+            preview: false,
+            result: p.clone(),
+        });
+    }
+    let ev = &app.envs[0];
+    let warnings = [ev.disagreement(), ev.drift(), ev.public_mismatch()]
+        .into_iter()
+        .flatten()
+        .collect();
+    EnvStatus {
+        name: engine.env.name.clone(),
+        live: first.live.clone(),
+        preview: first.preview.clone(),
+        previous_live: memory.previous_live,
+        maintenance: first.maintenance.clone(),
+        warnings,
+        routers,
+        slots,
+        public,
+    }
+}
+
+/// `cutover status [ENV] [--json]`
+pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32> {
+    let engines: Vec<&Arc<Engine>> = match env {
+        Some(n) => vec![engine(world, n)?],
+        None => world.engines.iter().collect(),
+    };
+    let mut out = Vec::new();
+    for e in engines {
+        out.push(env_status(world, e).await);
+    }
+    let failed = out
+        .iter()
+        .any(|e| e.routers.iter().any(|r| r.error.is_some()));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "environments": out }))?
+        );
+    } else {
+        for e in &out {
+            println!(
+                "{}  live={} preview={}{}",
+                e.name,
+                e.live.as_deref().unwrap_or("?"),
+                e.preview.as_deref().unwrap_or("-"),
+                if e.maintenance.is_some() {
+                    "  MAINTENANCE"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "  {:<10} {:<12} {:<10} {:<7} {:<9} version",
+                "slot", "role", "health", "status", "latency"
+            );
+            for s in &e.slots {
+                let p = &s.probe;
+                println!(
+                    "  {:<10} {:<12} {:<10} {:<7} {:<9} {}",
+                    s.name,
+                    format!("{} {}", s.role.symbol(), s.role.label()),
+                    format!("{} {}", p.health.symbol(), p.health.label()),
+                    p.status.map_or_else(
+                        || p.error.as_ref().map_or("-".into(), |e| e.to_string()),
+                        |s| s.to_string()
+                    ),
+                    p.latency.map_or("-".into(), crate::timefmt::millis),
+                    p.version.as_ref().map_or("?".into(), |v| v.version.clone()),
+                );
+            }
+            for r in &e.routers {
+                match &r.error {
+                    Some(err) => println!("  router {} ({}): ERROR {err}", r.name, r.kind),
+                    None => println!("  router {} ({}): ok", r.name, r.kind),
+                }
+            }
+            if let Some(p) = &e.public {
+                println!(
+                    "  public {} → {}",
+                    p.url,
+                    p.version.as_ref().map_or_else(
+                        || p.error.as_ref().map_or("?".into(), |e| e.to_string()),
+                        |v| v.version.clone()
+                    )
+                );
+            }
+            for w in &e.warnings {
+                println!("  WARNING {w}");
+            }
+        }
+    }
+    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// `cutover check`: every endpoint and every router must answer.
+pub async fn check(world: &World, json: bool) -> Result<i32> {
+    #[derive(Serialize)]
+    struct Row {
+        environment: String,
+        what: String,
+        target: String,
+        ok: bool,
+        detail: String,
+    }
+    let mut rows = Vec::new();
+    for e in &world.engines {
+        for s in &e.env.slots {
+            let p = e.prober.probe_slot(s).await;
+            rows.push(Row {
+                environment: e.env.name.clone(),
+                what: format!("slot {} health", s.name),
+                target: s.health_url.clone(),
+                ok: p.health.is_serving(),
+                detail: p.error.as_ref().map_or_else(
+                    || {
+                        format!(
+                            "{} {}",
+                            p.status.unwrap_or(0),
+                            p.latency.map_or("".into(), crate::timefmt::millis)
+                        )
+                    },
+                    |e| e.to_string(),
+                ),
+            });
+            rows.push(Row {
+                environment: e.env.name.clone(),
+                what: format!("slot {} version", s.name),
+                target: s.version_url.clone(),
+                ok: p.version.is_some(),
+                detail: p.version.as_ref().map_or_else(
+                    || {
+                        p.version_error
+                            .as_ref()
+                            .map_or("?".into(), |e| e.to_string())
+                    },
+                    |v| v.version.clone(),
+                ),
+            });
+        }
+        for (label, url) in [
+            ("public URL", &e.env.public_url),
+            ("preview URL", &e.env.preview_url),
+        ] {
+            if let Some(u) = url {
+                let v = crate::probe::version_url_behind(&e.env, u);
+                let p = e
+                    .prober
+                    .probe_url(&v, e.env.slots[0].version_pointer.as_deref())
+                    .await;
+                rows.push(Row {
+                    environment: e.env.name.clone(),
+                    what: label.into(),
+                    target: v,
+                    ok: p.error.is_none(),
+                    detail: p.version.map_or_else(
+                        || p.error.map_or("?".into(), |e| e.to_string()),
+                        |v| v.version,
+                    ),
+                });
+            }
+        }
+        for r in &e.routers {
+            let res = tokio::time::timeout(Duration::from_secs(10), r.observe()).await;
+            let (ok, detail) = match res {
+                Ok(Ok(s)) => (
+                    true,
+                    format!(
+                        "live={} preview={}",
+                        s.live.as_deref().unwrap_or("?"),
+                        s.preview.as_deref().unwrap_or("-")
+                    ),
+                ),
+                Ok(Err(err)) => (false, format!("{err:#}")),
+                Err(_) => (false, "no answer within 10s".into()),
+            };
+            rows.push(Row {
+                environment: e.env.name.clone(),
+                what: format!("router {}", r.name()),
+                target: r.kind().into(),
+                ok,
+                detail,
+            });
+        }
+    }
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("config {} is valid", world.config.path.display());
+        for r in &rows {
+            println!(
+                "{} {:<14} {:<22} {:<40} {}",
+                if r.ok { "ok  " } else { "FAIL" },
+                r.environment,
+                r.what,
+                crate::ui::fit(&r.target, 40),
+                r.detail
+            );
+        }
+        println!("{} checks, {} failed", rows.len(), failed);
+    }
+    Ok(if failed > 0 { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// Ask on the terminal, or refuse when there is none.
+fn confirm(question: &str, yes: bool) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to act without --yes: there is no terminal to ask on ({question})");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// Run an operation headless; prints progress lines, returns the exit code.
+pub async fn operate(
+    world: &World,
+    env: &str,
+    kind: OpKind,
+    flags: &crate::cli::OpFlags,
+    read_only: bool,
+) -> Result<i32> {
+    let engine = engine(world, env)?.clone();
+    if read_only || world.config.settings.read_only || engine.env.read_only {
+        eprintln!(
+            "read-only: `{}` is not allowed (read_only is set for `{env}`)",
+            kind.name()
+        );
+        return Ok(EXIT_FAILED);
+    }
+    let question = format!("{} on `{env}`?", kind.name());
+    let asks = !matches!(
+        kind,
+        OpKind::Drain(_) | OpKind::Undrain(_) | OpKind::SetPreview(_)
+    );
+    if asks {
+        match confirm(&question, flags.yes) {
+            Ok(true) => {}
+            Ok(false) => {
+                eprintln!("cancelled");
+                return Ok(EXIT_FAILED);
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                return Ok(EXIT_FAILED);
+            }
+        }
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_cancel_tx, cancel_rx) = watch::channel(false);
+    let req = OpRequest {
+        kind,
+        force: flags.force,
+        watch: !flags.no_watch,
+    };
+    let json = flags.json;
+    let printer = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            if json {
+                continue;
+            }
+            match p {
+                Progress::Step {
+                    step,
+                    ok: Some(ok),
+                    message,
+                } => {
+                    eprintln!(
+                        "{:<7} {} {message}",
+                        step.label(),
+                        if ok { "ok  " } else { "FAIL" }
+                    )
+                }
+                Progress::Step {
+                    step,
+                    ok: None,
+                    message,
+                } => eprintln!("{:<7} ...  {message}", step.label()),
+                Progress::Watching { remaining, detail } => {
+                    eprintln!("watch   {:>3}s {detail}", remaining.as_secs())
+                }
+                Progress::Finished(_) => {}
+            }
+        }
+    });
+    let out = engine.run(req, GateSource::ProbeNow, tx, cancel_rx).await;
+    let _ = printer.await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}: {}", out.verdict.label(), out.message);
+    }
+    Ok(match out.verdict {
+        Verdict::Done => EXIT_OK,
+        _ => EXIT_FAILED,
+    })
+}
+
+pub fn target(slot: String, node: Option<String>) -> Target {
+    Target { slot, node }
+}
+
+/// `cutover watch ENV`: the TUI's event lines, printed.
+pub async fn watch_env(world: World, env: &str) -> Result<i32> {
+    let idx = match world.engines.iter().position(|e| e.env.name == env) {
+        Some(i) => i,
+        None => {
+            engine(&world, env)?;
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let memories = world
+        .engines
+        .iter()
+        .map(|e| world.store.env(&e.env.name))
+        .collect();
+    let mut app = App::new(
+        world.config.clone(),
+        Theme::monochrome(),
+        memories,
+        SystemTime::now(),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    world.spawn_watchers(tx, stop_rx);
+    let mut printed: u64 = 0;
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let Some(ev) = ev else { break };
+        app.update(Event::Tick(SystemTime::now()));
+        app.update(ev);
+        let name = &app.envs[idx].config.name;
+        let new = (app.events_total - printed) as usize;
+        for l in app.events.iter().skip(app.events.len().saturating_sub(new)) {
+            if &l.env == name {
+                println!("{} {} {}", crate::timefmt::rfc3339(l.at), l.env, l.text);
+            }
+        }
+        printed = app.events_total;
+    }
+    let _ = stop_tx.send(true);
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,61 @@
+//! The example config `cutover init` writes.
+
+pub const CONFIG: &str = r#"# cutover config. Every key is shown with its default or an example value.
+# Durations are written like "2s", "500ms", "1m 30s". Unknown keys are errors.
+
+[settings]
+poll_interval = "2s"        # how often every slot (and public URL) is polled
+timeout = "1s"              # timeout of one probe request
+degraded_after = "800ms"    # a healthy answer slower than this shows as degraded
+theme = "dark"              # dark, light, high-contrast, colorblind, or a path to a theme file
+gate_checks = 3             # healthy checks in a row a slot needs before it may go live
+read_only = false           # refuse every action (for people who watch)
+history = 60                # polls kept for the latency sparkline
+max_body = 65536            # bytes read from a health/version body at most
+# state_dir = "~/.local/state/cutover"   # previous live slot, locks, audit log
+# audit_dir = "..."                      # audit log (default: state_dir)
+# log_dir = "..."                        # debug log (default: state_dir)
+
+[[environment]]
+name = "shop-prod"
+public_url = "https://shop.example.com/"          # what users reach
+preview_url = "https://next.shop.example.com/"    # the staging / next URL (optional)
+production = true           # always asks for the environment's name before acting
+confirm = "type-name"       # "yes-no" or "type-name"
+read_only = false
+auto_rollback = true        # roll back by itself if the new live slot fails while watched
+watch = "30s"               # how long a cutover is watched
+verify_timeout = "10s"      # how long verify waits for the router and public URL
+# gate_checks = 3           # overrides settings.gate_checks
+
+[[environment.slot]]
+name = "blue"
+address = "http://10.0.0.11:8080"   # where the proxy sends this slot's traffic
+health = "/health"                  # a path on the address, or a full URL
+version = "/version"
+version_pointer = "/version"        # JSON pointer; omit for a plain-text version
+expect_status = 200
+
+[[environment.slot]]
+name = "green"
+address = "http://10.0.0.12:8080"
+# nodes = [ { name = "web1", address = "http://10.0.0.12:8080" },
+#           { name = "web2", address = "http://10.0.0.13:8080" } ]
+
+[[environment.router]]
+kind = "embedded"                   # cutover's own proxy: run it with `cutover proxy`
+admin = "127.0.0.1:8089"
+live_listen = "0.0.0.0:8080"
+preview_listen = "0.0.0.0:8081"
+# token_env = "CUTOVER_ADMIN_TOKEN" # the admin API then requires this bearer token
+# See the README for haproxy, nginx, apache, caddy and exec routers.
+"#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_example_config_is_valid() {
+        let c = crate::config::parse(super::CONFIG, std::path::Path::new("example.toml"));
+        assert!(c.is_ok(), "{:?}", c.err());
+    }
+}

@@ -1,0 +1,214 @@
+//! Keys → actions, in one place. The help overlay and the key bar are generated from this
+//! map, so they can never go stale.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// Every user operation, with a name (for config files and `:` commands) and a description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Quit,
+    Help,
+    Up,
+    Down,
+    Left,
+    Right,
+    NextPane,
+    Swap,
+    Rollback,
+    Drain,
+    Maintenance,
+    Filter,
+    DemoBreak,
+    DemoSlow,
+}
+
+impl Action {
+    pub const ALL: [Action; 14] = [
+        Action::Swap,
+        Action::Rollback,
+        Action::Drain,
+        Action::Maintenance,
+        Action::Up,
+        Action::Down,
+        Action::Left,
+        Action::Right,
+        Action::NextPane,
+        Action::Filter,
+        Action::Help,
+        Action::Quit,
+        Action::DemoBreak,
+        Action::DemoSlow,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Quit => "quit",
+            Action::Help => "help",
+            Action::Up => "up",
+            Action::Down => "down",
+            Action::Left => "left",
+            Action::Right => "right",
+            Action::NextPane => "next-pane",
+            Action::Swap => "swap",
+            Action::Rollback => "rollback",
+            Action::Drain => "drain",
+            Action::Maintenance => "maintenance",
+            Action::Filter => "filter",
+            Action::DemoBreak => "demo-break",
+            Action::DemoSlow => "demo-slow",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Action::Quit => "quit cutover (operations in progress are not stopped on the proxy)",
+            Action::Help => "show or hide this help",
+            Action::Up => "previous environment / scroll events up",
+            Action::Down => "next environment / scroll events down",
+            Action::Left => "select the slot to the left",
+            Action::Right => "select the slot to the right",
+            Action::NextPane => "move focus: environments, slots, events",
+            Action::Swap => "swap live ↔ preview (or make the selected idle slot live); asks first",
+            Action::Rollback => "roll back to the previous live slot; asks first",
+            Action::Drain => "drain the selected slot, or undrain it if it is draining",
+            Action::Maintenance => "turn maintenance on (503 page) or off for the environment",
+            Action::Filter => "filter environments by name",
+            Action::DemoBreak => "demo: break / heal the selected slot's health",
+            Action::DemoSlow => "demo: make the selected slot slow / fast",
+        }
+    }
+
+    /// Actions that change a router (refused in read-only mode).
+    pub fn changes_routers(self) -> bool {
+        matches!(
+            self,
+            Action::Swap | Action::Rollback | Action::Drain | Action::Maintenance
+        )
+    }
+
+    pub fn is_demo(self) -> bool {
+        matches!(self, Action::DemoBreak | Action::DemoSlow)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub code: KeyCode,
+    pub mods: KeyModifiers,
+}
+
+impl Key {
+    const fn plain(code: KeyCode) -> Key {
+        Key {
+            code,
+            mods: KeyModifiers::NONE,
+        }
+    }
+    const fn ch(c: char) -> Key {
+        Key::plain(KeyCode::Char(c))
+    }
+
+    pub fn label(self) -> String {
+        let base = match self.code {
+            KeyCode::Char(' ') => "Space".to_string(),
+            KeyCode::Char(c) => c.to_string(),
+            KeyCode::Up => "↑".into(),
+            KeyCode::Down => "↓".into(),
+            KeyCode::Left => "←".into(),
+            KeyCode::Right => "→".into(),
+            KeyCode::Tab => "Tab".into(),
+            KeyCode::Enter => "Enter".into(),
+            KeyCode::Esc => "Esc".into(),
+            other => format!("{other:?}"),
+        };
+        if self.mods.contains(KeyModifiers::CONTROL) {
+            format!("Ctrl-{base}")
+        } else {
+            base
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Keymap {
+    bindings: Vec<(Key, Action)>,
+}
+
+impl Default for Keymap {
+    fn default() -> Self {
+        use Action::*;
+        let b = vec![
+            (Key::ch('s'), Swap),
+            (Key::ch('r'), Rollback),
+            (Key::ch('d'), Drain),
+            (Key::ch('m'), Maintenance),
+            (Key::ch('k'), Up),
+            (Key::plain(KeyCode::Up), Up),
+            (Key::ch('j'), Down),
+            (Key::plain(KeyCode::Down), Down),
+            (Key::ch('h'), Left),
+            (Key::plain(KeyCode::Left), Left),
+            (Key::ch('l'), Right),
+            (Key::plain(KeyCode::Right), Right),
+            (Key::plain(KeyCode::Tab), NextPane),
+            (Key::ch('/'), Filter),
+            (Key::ch('?'), Help),
+            (Key::ch('q'), Quit),
+            (
+                Key {
+                    code: KeyCode::Char('c'),
+                    mods: KeyModifiers::CONTROL,
+                },
+                Quit,
+            ),
+            (Key::ch('b'), DemoBreak),
+            (Key::ch('w'), DemoSlow),
+        ];
+        Keymap { bindings: b }
+    }
+}
+
+impl Keymap {
+    pub fn action(&self, ev: &KeyEvent) -> Option<Action> {
+        // Shifted letters arrive as uppercase chars with SHIFT; compare without SHIFT.
+        let mods = ev.modifiers - KeyModifiers::SHIFT;
+        self.bindings
+            .iter()
+            .find(|(k, _)| k.code == ev.code && k.mods == mods)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn keys(&self, action: Action) -> Vec<String> {
+        self.bindings
+            .iter()
+            .filter(|(_, a)| *a == action)
+            .map(|(k, _)| k.label())
+            .collect()
+    }
+
+    /// The first key of an action, for the key bar ("s").
+    pub fn first_key(&self, action: Action) -> String {
+        self.keys(action)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "-".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_has_a_key_name_and_description() {
+        let km = Keymap::default();
+        for a in Action::ALL {
+            assert!(!km.keys(a).is_empty(), "{a:?} has no key");
+            assert!(!a.name().is_empty() && !a.description().is_empty());
+        }
+        let ev = KeyEvent::new(KeyCode::Char('s'), KeyModifiers::NONE);
+        assert_eq!(km.action(&ev), Some(Action::Swap));
+        let ev = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(km.action(&ev), Some(Action::Quit));
+    }
+}

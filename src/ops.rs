@@ -1,0 +1,1044 @@
+//! Operations: swap, rollback, drain, undrain, maintenance, set preview.
+//!
+//! Every operation runs as plan → gate → apply → verify → watch. Each step is reported as
+//! [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is written to the audit
+//! log. The TUI and the headless CLI share this engine.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use color_eyre::eyre::{Result, eyre};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::audit::{AuditLog, AuditRecord, StepRecord};
+use crate::config::Environment;
+use crate::model::{AdminState, Health, MaintenanceMode, RouterState};
+use crate::probe::Prober;
+use crate::router::{Router, Target};
+use crate::state::Store;
+
+/// Errors on the router counters during the watch window above which the cutover fails.
+pub const WATCH_ERROR_BUDGET: u64 = 5;
+/// Consecutive failed health checks during the watch window that fail the cutover.
+pub const WATCH_FAILED_CHECKS: u32 = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpKind {
+    /// Make `to` live (default: the preview slot); the old live becomes preview.
+    Swap {
+        to: Option<String>,
+    },
+    /// Make the previous live slot live again.
+    Rollback,
+    Drain(Target),
+    Undrain(Target),
+    Maintenance {
+        on: bool,
+        mode: MaintenanceMode,
+    },
+    SetPreview(String),
+}
+
+impl OpKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Swap { .. } => "swap",
+            OpKind::Rollback => "rollback",
+            OpKind::Drain(_) => "drain",
+            OpKind::Undrain(_) => "undrain",
+            OpKind::Maintenance { on: true, .. } => "maintenance-on",
+            OpKind::Maintenance { on: false, .. } => "maintenance-off",
+            OpKind::SetPreview(_) => "set-preview",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OpRequest {
+    pub kind: OpKind,
+    pub force: bool,
+    /// Watch the new live slot after a swap or rollback.
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Plan,
+    Gate,
+    Apply,
+    Verify,
+    Watch,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Plan => "plan",
+            Step::Gate => "gate",
+            Step::Apply => "apply",
+            Step::Verify => "verify",
+            Step::Watch => "watch",
+        }
+    }
+}
+
+/// One gate check and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Done,
+    Refused,
+    Failed,
+    RolledBack,
+    /// Applied, but the watch saw the new slot fail and auto-rollback is off.
+    Alarm,
+    Cancelled,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Done => "done",
+            Verdict::Refused => "refused",
+            Verdict::Failed => "failed",
+            Verdict::RolledBack => "rolled-back",
+            Verdict::Alarm => "alarm",
+            Verdict::Cancelled => "cancelled",
+        }
+    }
+    pub fn is_success(self) -> bool {
+        matches!(self, Verdict::Done)
+    }
+}
+
+/// What an operation sends while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Step {
+        step: Step,
+        ok: Option<bool>,
+        message: String,
+    },
+    /// The watch window's countdown.
+    Watching {
+        remaining: Duration,
+        detail: String,
+    },
+    Finished(Outcome),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub message: String,
+    pub record: AuditRecord,
+}
+
+/// Recent health and versions per slot, the gate's input.
+#[derive(Debug, Clone, Default)]
+pub struct GateInput {
+    /// Newest last.
+    pub health: BTreeMap<String, Vec<Health>>,
+    pub versions: BTreeMap<String, Option<String>>,
+}
+
+/// The plan of a switch: from, to, and what the gate says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SwitchPlan {
+    pub from: Option<String>,
+    pub to: String,
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+    pub checks: Vec<Check>,
+}
+
+impl SwitchPlan {
+    pub fn passes(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+    pub fn failed_checks(&self) -> Vec<&Check> {
+        self.checks.iter().filter(|c| !c.ok).collect()
+    }
+}
+
+/// The gate: may `to` go live? Pure, so the confirm dialog shows exactly what the engine checks.
+pub fn gate(
+    need: usize,
+    from: Option<&str>,
+    to: &str,
+    input: &GateInput,
+    same_version_check: bool,
+) -> SwitchPlan {
+    let hist = input.health.get(to).cloned().unwrap_or_default();
+    let recent: Vec<Health> = hist.iter().rev().take(need).rev().copied().collect();
+    let healthy = recent.len() >= need && recent.iter().all(|h| h.is_serving());
+    let symbols: Vec<&str> = recent.iter().map(|h| h.symbol()).collect();
+    let mut checks = vec![Check {
+        name: "health",
+        ok: healthy,
+        detail: if healthy {
+            format!("last {need} checks healthy")
+        } else {
+            format!(
+                "`{to}` needs {need} healthy checks in a row; last {}: {}",
+                recent.len(),
+                if symbols.is_empty() {
+                    "none yet".into()
+                } else {
+                    symbols.join(" ")
+                }
+            )
+        },
+    }];
+    let to_version = input.versions.get(to).cloned().flatten();
+    let from_version = from.and_then(|f| input.versions.get(f).cloned().flatten());
+    checks.push(Check {
+        name: "version",
+        ok: to_version.is_some(),
+        detail: match &to_version {
+            Some(v) => format!("`{to}` runs {v}"),
+            None => format!("`{to}`'s version is unknown (its version endpoint did not answer)"),
+        },
+    });
+    if same_version_check {
+        let same = to_version.is_some() && to_version == from_version;
+        checks.push(Check {
+            name: "new version",
+            ok: !same,
+            detail: if same {
+                format!(
+                    "`{to}` runs the same version as live ({})",
+                    to_version.clone().unwrap_or_default()
+                )
+            } else {
+                "differs from live".into()
+            },
+        });
+    }
+    SwitchPlan {
+        from: from.map(str::to_string),
+        to: to.to_string(),
+        from_version,
+        to_version,
+        checks,
+    }
+}
+
+/// Everything an operation needs for one environment.
+pub struct Engine {
+    pub env: Environment,
+    pub routers: Vec<Arc<dyn Router>>,
+    pub prober: Prober,
+    pub store: Store,
+    pub audit: Option<Arc<AuditLog>>,
+    /// Spacing of the gate's fresh probes when no history is given (CLI).
+    pub probe_spacing: Duration,
+}
+
+/// Where the gate's health history comes from.
+pub enum GateSource {
+    /// The TUI's poll history.
+    Given(GateInput),
+    /// Probe every slot `gate_checks` times now (the CLI).
+    ProbeNow,
+}
+
+struct Run<'a> {
+    engine: &'a Engine,
+    tx: mpsc::UnboundedSender<Progress>,
+    record: AuditRecord,
+    step_started: Instant,
+}
+
+impl Run<'_> {
+    fn step(&mut self, step: Step, message: impl Into<String>) {
+        self.step_started = Instant::now();
+        let _ = self.tx.send(Progress::Step {
+            step,
+            ok: None,
+            message: message.into(),
+        });
+    }
+    fn done(&mut self, step: Step, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.record.steps.push(StepRecord {
+            step: step.label().into(),
+            ok,
+            ms: self.step_started.elapsed().as_millis() as u64,
+            detail: detail.clone(),
+        });
+        let _ = self.tx.send(Progress::Step {
+            step,
+            ok: Some(ok),
+            message: detail,
+        });
+    }
+    fn finish(mut self, verdict: Verdict, message: impl Into<String>) -> Outcome {
+        let message = message.into();
+        self.record.result = verdict.label().into();
+        self.record.message = crate::audit::redact(&message);
+        if let Some(a) = &self.engine.audit {
+            a.write(&self.record);
+        }
+        let out = Outcome {
+            verdict,
+            message,
+            record: self.record,
+        };
+        let _ = self.tx.send(Progress::Finished(out.clone()));
+        out
+    }
+}
+
+impl Engine {
+    /// Observe every router; all must answer.
+    pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
+        let mut out = Vec::new();
+        for r in &self.routers {
+            let s = tokio::time::timeout(Duration::from_secs(10), r.observe())
+                .await
+                .map_err(|_| eyre!("router `{}` did not answer within 10s", r.name()))?
+                .map_err(|e| eyre!("router `{}`: {e:#}", r.name()))?;
+            out.push(s);
+        }
+        if out.is_empty() {
+            return Err(eyre!(
+                "environment `{}` has no [[environment.router]]; nothing to command",
+                self.env.name
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The live slot all routers agree on, or an error naming the disagreement.
+    pub fn agreed_live(&self, states: &[RouterState]) -> Result<Option<String>> {
+        let first = states.first().and_then(|s| s.live.clone());
+        for (r, s) in self.routers.iter().zip(states) {
+            if s.live != first {
+                return Err(eyre!(
+                    "routers disagree: `{}` sends live traffic to {} but `{}` to {}; fix the \
+                     odd one first (cutover swap --to SLOT --force applies to all)",
+                    self.routers[0].name(),
+                    first.as_deref().unwrap_or("nothing"),
+                    r.name(),
+                    s.live.as_deref().unwrap_or("nothing")
+                ));
+            }
+        }
+        Ok(first)
+    }
+
+    /// Probe every slot `n` times, spaced, for the gate (the CLI has no history).
+    pub async fn fresh_gate_input(&self, n: usize) -> GateInput {
+        let mut input = GateInput::default();
+        for i in 0..n {
+            if i > 0 {
+                tokio::time::sleep(self.probe_spacing).await;
+            }
+            let results = futures_util::future::join_all(
+                self.env.slots.iter().map(|s| self.prober.probe_slot(s)),
+            )
+            .await;
+            for (slot, r) in self.env.slots.iter().zip(results) {
+                input
+                    .health
+                    .entry(slot.name.clone())
+                    .or_default()
+                    .push(r.health);
+                if r.version.is_some() || !input.versions.contains_key(&slot.name) {
+                    input
+                        .versions
+                        .insert(slot.name.clone(), r.version.map(|v| v.version));
+                }
+            }
+        }
+        input
+    }
+
+    /// Run one operation to its end. Progress goes to `tx`; `cancel` stops a watch.
+    pub async fn run(
+        &self,
+        req: OpRequest,
+        gate_source: GateSource,
+        tx: mpsc::UnboundedSender<Progress>,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Outcome {
+        let mut run = Run {
+            engine: self,
+            tx,
+            record: AuditRecord {
+                time: crate::timefmt::rfc3339(SystemTime::now()),
+                user: crate::paths::user_at_host(),
+                environment: self.env.name.clone(),
+                operation: req.kind.name().into(),
+                from: None,
+                to: None,
+                from_version: None,
+                to_version: None,
+                forced: req.force,
+                result: String::new(),
+                message: String::new(),
+                steps: Vec::new(),
+            },
+            step_started: Instant::now(),
+        };
+
+        // Plan: read the routers' real state.
+        run.step(Step::Plan, "reading the routers");
+        let states = match self.observe_all().await {
+            Ok(s) => s,
+            Err(e) => {
+                run.done(Step::Plan, false, format!("{e:#}"));
+                return run.finish(Verdict::Failed, format!("cannot read the routers: {e:#}"));
+            }
+        };
+        let live = match self.agreed_live(&states) {
+            Ok(l) => l,
+            Err(e) if !req.force => {
+                run.done(Step::Plan, false, format!("{e:#}"));
+                return run.finish(Verdict::Refused, format!("{e:#}"));
+            }
+            Err(_) => states[0].live.clone(),
+        };
+        let preview = states[0].preview.clone();
+        let memory = self.store.env(&self.env.name);
+
+        match &req.kind {
+            OpKind::Swap { .. } | OpKind::Rollback => {
+                let (to, rollback) = match &req.kind {
+                    OpKind::Swap { to: Some(t) } => (Some(t.clone()), false),
+                    OpKind::Swap { to: None } => (preview.clone(), false),
+                    _ => (memory.previous_live.clone(), true),
+                };
+                let Some(to) = to else {
+                    let why = if rollback {
+                        "no previous live slot is recorded for this environment; use \
+                         `swap --to SLOT` to choose one"
+                    } else {
+                        "no preview slot to swap to; use `swap --to SLOT`"
+                    };
+                    run.done(Step::Plan, false, why);
+                    return run.finish(Verdict::Refused, why);
+                };
+                if self.env.slot(&to).is_none() {
+                    let why = format!("there is no slot `{to}` in `{}`", self.env.name);
+                    run.done(Step::Plan, false, why.clone());
+                    return run.finish(Verdict::Refused, why);
+                }
+                if live.as_deref() == Some(to.as_str()) {
+                    let why = format!("`{to}` is already live");
+                    run.done(Step::Plan, false, why.clone());
+                    return run.finish(Verdict::Refused, why);
+                }
+                run.record.from = live.clone();
+                run.record.to = Some(to.clone());
+                run.done(
+                    Step::Plan,
+                    true,
+                    format!("{} → {to}", live.as_deref().unwrap_or("nothing")),
+                );
+                self.switch(
+                    run,
+                    req,
+                    gate_source,
+                    live,
+                    preview,
+                    to,
+                    rollback,
+                    &mut cancel,
+                )
+                .await
+            }
+            other => self.simple(run, other.clone(), &mut cancel).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn switch(
+        &self,
+        mut run: Run<'_>,
+        req: OpRequest,
+        gate_source: GateSource,
+        from: Option<String>,
+        preview: Option<String>,
+        to: String,
+        rollback: bool,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        // Gate.
+        run.step(Step::Gate, format!("checking `{to}`"));
+        let input = match gate_source {
+            GateSource::Given(i) => i,
+            GateSource::ProbeNow => self.fresh_gate_input(self.env.gate_checks).await,
+        };
+        let plan = gate(
+            self.env.gate_checks,
+            from.as_deref(),
+            &to,
+            &input,
+            !rollback,
+        );
+        run.record.from_version = plan.from_version.clone();
+        run.record.to_version = plan.to_version.clone();
+        if !plan.passes() {
+            let failed: Vec<String> = plan
+                .failed_checks()
+                .iter()
+                .map(|c| c.detail.clone())
+                .collect();
+            if !req.force {
+                let why = format!(
+                    "refused: {}; to do it anyway, force it (F in the confirm dialog, --force)",
+                    failed.join("; ")
+                );
+                run.done(Step::Gate, false, why.clone());
+                return run.finish(Verdict::Refused, why);
+            }
+            run.done(
+                Step::Gate,
+                true,
+                format!("FORCED past: {}", failed.join("; ")),
+            );
+        } else {
+            run.done(Step::Gate, true, "all checks passed");
+        }
+
+        // Lock, apply, verify.
+        let lock = match self
+            .store
+            .lock(&self.env.name, run.record.operation.as_str())
+        {
+            Ok(l) => l,
+            Err(e) => {
+                run.step(Step::Apply, "taking the lock");
+                run.done(Step::Apply, false, format!("{e:#}"));
+                return run.finish(Verdict::Refused, format!("{e:#}"));
+            }
+        };
+        if let Err(e) = self
+            .apply_switch(&mut run, &to, from.as_deref(), preview.as_deref())
+            .await
+        {
+            return run.finish(Verdict::Failed, e);
+        }
+        if let Err(e) = self
+            .verify_switch(&mut run, &to, plan.to_version.as_deref())
+            .await
+        {
+            // Put things back as they were, so the proxy serves what it served before.
+            if let Some(f) = &from {
+                let _ = self.switch_routers(f).await;
+            }
+            return run.finish(Verdict::Failed, e);
+        }
+        let _ = self.store.update(&self.env.name, |m| {
+            m.previous_live = from.clone();
+            m.last_set_live = Some(to.clone());
+            if preview.as_deref() == Some(to.as_str()) {
+                m.last_set_preview = from.clone();
+            }
+        });
+        drop(lock);
+
+        if !req.watch || self.env.watch.is_zero() {
+            return run.finish(Verdict::Done, format!("`{to}` is live"));
+        }
+        self.watch(run, &to, from.as_deref(), cancel).await
+    }
+
+    /// Switch every router to `to`; on a failure, switch back the ones already changed.
+    async fn switch_routers(&self, to: &str) -> std::result::Result<(), String> {
+        let mut done: Vec<&Arc<dyn Router>> = Vec::new();
+        let before = self.observe_all().await.ok();
+        for r in &self.routers {
+            if let Err(e) = r.switch_live(to).await {
+                let mut msg = format!("router `{}` refused the switch to `{to}`: {e:#}", r.name());
+                for (i, d) in done.iter().enumerate() {
+                    let back = before
+                        .as_ref()
+                        .and_then(|b| b.get(i))
+                        .and_then(|s| s.live.clone());
+                    if let Some(back) = back {
+                        match d.switch_live(&back).await {
+                            Ok(()) => {
+                                msg.push_str(&format!("; `{}` switched back to `{back}`", d.name()))
+                            }
+                            Err(e2) => msg.push_str(&format!(
+                                "; `{}` could NOT be switched back to `{back}`: {e2:#}",
+                                d.name()
+                            )),
+                        }
+                    }
+                }
+                return Err(msg);
+            }
+            done.push(r);
+        }
+        Ok(())
+    }
+
+    async fn apply_switch(
+        &self,
+        run: &mut Run<'_>,
+        to: &str,
+        from: Option<&str>,
+        preview: Option<&str>,
+    ) -> std::result::Result<(), String> {
+        run.step(Step::Apply, format!("switching live to `{to}`"));
+        if let Err(e) = self.switch_routers(to).await {
+            run.done(Step::Apply, false, e.clone());
+            return Err(e);
+        }
+        // A swap exchanges: the old live becomes the preview (as Azure's swap does).
+        if preview == Some(to)
+            && let Some(f) = from
+        {
+            for r in &self.routers {
+                if r.supports(crate::router::Verb::SetPreview)
+                    && let Err(e) = r.set_preview(f).await
+                {
+                    tracing::warn!("router `{}` kept its preview: {e:#}", r.name());
+                }
+            }
+        }
+        run.done(Step::Apply, true, format!("routers switched to `{to}`"));
+        Ok(())
+    }
+
+    async fn verify_switch(
+        &self,
+        run: &mut Run<'_>,
+        to: &str,
+        to_version: Option<&str>,
+    ) -> std::result::Result<(), String> {
+        run.step(Step::Verify, "reading the routers back");
+        let deadline = Instant::now() + self.env.verify_timeout;
+        loop {
+            match self.observe_all().await {
+                Ok(states) if states.iter().all(|s| s.live.as_deref() == Some(to)) => break,
+                Ok(states) if Instant::now() >= deadline => {
+                    let seen: Vec<String> = self
+                        .routers
+                        .iter()
+                        .zip(&states)
+                        .map(|(r, s)| {
+                            format!(
+                                "`{}` shows {}",
+                                r.name(),
+                                s.live.as_deref().unwrap_or("nothing")
+                            )
+                        })
+                        .collect();
+                    let why = format!(
+                        "the router accepted the switch but did not change: {} live after {}",
+                        seen.join(", "),
+                        crate::timefmt::millis(self.env.verify_timeout)
+                    );
+                    run.done(Step::Verify, false, why.clone());
+                    return Err(why);
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    let why = format!("cannot read the routers back: {e:#}");
+                    run.done(Step::Verify, false, why.clone());
+                    return Err(why);
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        if let (Some(url), Some(want)) = (&self.env.public_url, to_version) {
+            let vurl = crate::probe::version_url_behind(&self.env, url);
+            let pointer = self.env.slot(to).and_then(|s| s.version_pointer.clone());
+            loop {
+                let p = self.prober.probe_url(&vurl, pointer.as_deref()).await;
+                let got = p.version.as_ref().map(|v| v.version.clone());
+                if got.as_deref() == Some(want) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let why = format!(
+                        "the router shows `{to}` live but {vurl} serves {} (wanted {want})",
+                        got.map_or_else(
+                            || p.error.map_or("nothing".into(), |e| e.to_string()),
+                            |g| format!("version {g}")
+                        )
+                    );
+                    run.done(Step::Verify, false, why.clone());
+                    return Err(why);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            run.done(
+                Step::Verify,
+                true,
+                format!("routers show `{to}`; public URL serves {want}"),
+            );
+        } else {
+            run.done(Step::Verify, true, format!("routers show `{to}` live"));
+        }
+        Ok(())
+    }
+
+    async fn watch(
+        &self,
+        mut run: Run<'_>,
+        to: &str,
+        from: Option<&str>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let window = self.env.watch;
+        run.step(
+            Step::Watch,
+            format!("watching `{to}` for {}", crate::timefmt::millis(window)),
+        );
+        let Some(slot) = self.env.slot(to).cloned() else {
+            return run.finish(Verdict::Done, format!("`{to}` is live"));
+        };
+        let errors_of = |states: &[RouterState]| -> u64 {
+            states
+                .iter()
+                .filter_map(|s| s.slots.get(to).and_then(|r| r.errors))
+                .sum()
+        };
+        let base_errors = self.observe_all().await.map(|s| errors_of(&s)).unwrap_or(0);
+        let end = Instant::now() + window;
+        let mut failed_in_a_row = 0;
+        let mut checks = 0;
+        let failure: Option<String> = loop {
+            let remaining = end.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break None;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1).min(remaining)) => {}
+                _ = cancel.changed() => {
+                    run.done(Step::Watch, true, "watch cancelled by a newer operation");
+                    return run.finish(Verdict::Done, format!("`{to}` is live (watch cancelled)"));
+                }
+            }
+            let r = self.prober.probe_slot(&slot).await;
+            checks += 1;
+            if r.health.is_serving() {
+                failed_in_a_row = 0;
+            } else {
+                failed_in_a_row += 1;
+            }
+            let errors = self
+                .observe_all()
+                .await
+                .map(|s| errors_of(&s).saturating_sub(base_errors))
+                .unwrap_or(0);
+            let detail = format!(
+                "`{to}` {} · {errors} new errors · {checks} checks",
+                r.health.label()
+            );
+            let _ = run.tx.send(Progress::Watching {
+                remaining: end.saturating_duration_since(Instant::now()),
+                detail,
+            });
+            if failed_in_a_row >= WATCH_FAILED_CHECKS {
+                break Some(format!(
+                    "`{to}` failed {failed_in_a_row} health checks in a row ({})",
+                    r.error
+                        .map_or_else(|| r.health.label().to_string(), |e| e.to_string())
+                ));
+            }
+            if errors > WATCH_ERROR_BUDGET {
+                break Some(format!("the router counted {errors} errors on `{to}`"));
+            }
+        };
+        let Some(why) = failure else {
+            run.done(
+                Step::Watch,
+                true,
+                format!(
+                    "`{to}` stayed healthy for {}",
+                    crate::timefmt::millis(window)
+                ),
+            );
+            return run.finish(Verdict::Done, format!("`{to}` is live and stayed healthy"));
+        };
+        run.done(Step::Watch, false, why.clone());
+        let Some(from) = from else {
+            return run.finish(
+                Verdict::Alarm,
+                format!("{why}; no previous live slot to roll back to"),
+            );
+        };
+        if !self.env.auto_rollback {
+            return run.finish(
+                Verdict::Alarm,
+                format!(
+                    "{why}; press r (or run `cutover rollback {}`) to roll back to `{from}`",
+                    self.env.name
+                ),
+            );
+        }
+        run.step(Step::Apply, format!("auto-rollback to `{from}`"));
+        match self.switch_routers(from).await {
+            Ok(()) => {
+                let _ = self.store.update(&self.env.name, |m| {
+                    m.previous_live = Some(to.to_string());
+                    m.last_set_live = Some(from.to_string());
+                });
+                run.done(Step::Apply, true, format!("rolled back to `{from}`"));
+                run.finish(
+                    Verdict::RolledBack,
+                    format!("{why}; rolled back to `{from}` automatically"),
+                )
+            }
+            Err(e) => {
+                run.done(Step::Apply, false, e.clone());
+                run.finish(
+                    Verdict::Failed,
+                    format!("{why}; the automatic rollback failed: {e}"),
+                )
+            }
+        }
+    }
+
+    /// Drain, undrain, maintenance, set preview: apply to every router, then verify.
+    async fn simple(
+        &self,
+        mut run: Run<'_>,
+        kind: OpKind,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let _ = cancel;
+        run.done(Step::Plan, true, describe(&kind));
+        if let OpKind::Maintenance {
+            on: true,
+            mode: MaintenanceMode::Redirect { to },
+        } = &kind
+            && self.env.slot(to).is_none()
+        {
+            let why = format!("there is no slot `{to}` to redirect to");
+            return run.finish(Verdict::Refused, why);
+        }
+        let lock = match self.store.lock(&self.env.name, kind.name()) {
+            Ok(l) => l,
+            Err(e) => return run.finish(Verdict::Refused, format!("{e:#}")),
+        };
+        run.step(Step::Apply, describe(&kind));
+        for r in &self.routers {
+            let res = match &kind {
+                OpKind::Drain(t) => r.drain(t).await,
+                OpKind::Undrain(t) => r.undrain(t).await,
+                OpKind::Maintenance { on, mode } => r.maintenance(*on, mode).await,
+                OpKind::SetPreview(s) => r.set_preview(s).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = res {
+                let why = format!("router `{}`: {e:#}", r.name());
+                run.done(Step::Apply, false, why.clone());
+                return run.finish(Verdict::Failed, why);
+            }
+        }
+        run.done(Step::Apply, true, "accepted by every router");
+
+        run.step(Step::Verify, "reading the routers back");
+        let deadline = Instant::now() + self.env.verify_timeout;
+        let mut drained_at_zero = false;
+        loop {
+            let states = self.observe_all().await;
+            let (changed, detail) = match &states {
+                Ok(s) => check_simple(&kind, s),
+                Err(e) => (false, format!("{e:#}")),
+            };
+            if changed {
+                if let (OpKind::Drain(t), Ok(s)) = (&kind, &states) {
+                    let n = sessions_of(t, s);
+                    if n.unwrap_or(0) > 0 && Instant::now() < deadline + self.env.verify_timeout * 5
+                    {
+                        let _ = run.tx.send(Progress::Step {
+                            step: Step::Verify,
+                            ok: None,
+                            message: format!("{t} drained; {} in flight", n.unwrap_or(0)),
+                        });
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    drained_at_zero = n == Some(0);
+                }
+                let mut d = detail;
+                if drained_at_zero {
+                    d.push_str("; no requests in flight");
+                }
+                run.done(Step::Verify, true, d.clone());
+                let _ = self.store.update(&self.env.name, |m| {
+                    if let OpKind::SetPreview(s) = &kind {
+                        m.last_set_preview = Some(s.clone());
+                    }
+                });
+                drop(lock);
+                return run.finish(Verdict::Done, d);
+            }
+            if Instant::now() >= deadline {
+                let why = format!("the router accepted it but did not change: {detail}");
+                run.done(Step::Verify, false, why.clone());
+                return run.finish(Verdict::Failed, why);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn describe(kind: &OpKind) -> String {
+    match kind {
+        OpKind::Drain(t) => format!("drain {t}"),
+        OpKind::Undrain(t) => format!("undrain {t}"),
+        OpKind::Maintenance { on: true, mode } => format!("maintenance on ({mode})"),
+        OpKind::Maintenance { on: false, .. } => "maintenance off".into(),
+        OpKind::SetPreview(s) => format!("preview → {s}"),
+        OpKind::Swap { to } => format!("swap to {}", to.as_deref().unwrap_or("preview")),
+        OpKind::Rollback => "rollback".into(),
+    }
+}
+
+fn admin_of(t: &Target, s: &RouterState) -> AdminState {
+    let slot = s.slots.get(&t.slot);
+    match &t.node {
+        Some(n) => slot
+            .and_then(|r| r.nodes.iter().find(|x| &x.name == n))
+            .map(|x| x.admin)
+            .unwrap_or_default(),
+        None => slot.map(|r| r.admin).unwrap_or_default(),
+    }
+}
+
+fn sessions_of(t: &Target, states: &[RouterState]) -> Option<u64> {
+    let mut total = None;
+    for s in states {
+        let slot = s.slots.get(&t.slot);
+        let n = match &t.node {
+            Some(n) => slot
+                .and_then(|r| r.nodes.iter().find(|x| &x.name == n))
+                .and_then(|x| x.sessions),
+            None => slot.and_then(|r| r.sessions),
+        };
+        if let Some(n) = n {
+            total = Some(total.unwrap_or(0) + n);
+        }
+    }
+    total
+}
+
+fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, String) {
+    match kind {
+        OpKind::Drain(t) => {
+            let ok = states.iter().all(|s| {
+                matches!(
+                    admin_of(t, s),
+                    AdminState::Drain | AdminState::Maint | AdminState::Disabled
+                )
+            });
+            (
+                ok,
+                format!(
+                    "{t} is {}",
+                    states
+                        .first()
+                        .map_or(AdminState::Unknown, |s| admin_of(t, s))
+                ),
+            )
+        }
+        OpKind::Undrain(t) => {
+            let ok = states.iter().all(|s| admin_of(t, s) == AdminState::Ready);
+            (
+                ok,
+                format!(
+                    "{t} is {}",
+                    states
+                        .first()
+                        .map_or(AdminState::Unknown, |s| admin_of(t, s))
+                ),
+            )
+        }
+        OpKind::Maintenance { on, .. } => {
+            let ok = states.iter().all(|s| s.maintenance.is_some() == *on);
+            (
+                ok,
+                format!("maintenance is {}", if ok == *on { "on" } else { "off" }),
+            )
+        }
+        OpKind::SetPreview(slot) => {
+            let ok = states
+                .iter()
+                .all(|s| s.preview.as_deref() == Some(slot.as_str()));
+            (
+                ok,
+                format!(
+                    "preview is `{}`",
+                    states
+                        .first()
+                        .and_then(|s| s.preview.clone())
+                        .unwrap_or_default()
+                ),
+            )
+        }
+        _ => (true, String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(h: &[(&str, &[Health], Option<&str>)]) -> GateInput {
+        let mut i = GateInput::default();
+        for (s, hs, v) in h {
+            i.health.insert(s.to_string(), hs.to_vec());
+            i.versions.insert(s.to_string(), v.map(str::to_string));
+        }
+        i
+    }
+
+    #[test]
+    fn gate_needs_n_healthy_checks_a_known_and_new_version() {
+        use Health::*;
+        let ok = input(&[
+            ("blue", &[Up, Up, Up], Some("1")),
+            ("green", &[Down, Up, Up, Up], Some("2")),
+        ]);
+        assert!(gate(3, Some("blue"), "green", &ok, true).passes());
+
+        let flappy = input(&[
+            ("blue", &[Up], Some("1")),
+            ("green", &[Up, Down, Up], Some("2")),
+        ]);
+        let p = gate(3, Some("blue"), "green", &flappy, true);
+        assert_eq!(p.failed_checks()[0].name, "health");
+        assert!(
+            p.failed_checks()[0].detail.contains("✔ ✘ ✔"),
+            "{:?}",
+            p.checks
+        );
+
+        let too_few = input(&[("green", &[Up, Up], Some("2"))]);
+        assert!(!gate(3, None, "green", &too_few, true).passes());
+
+        let unknown = input(&[("green", &[Up, Up, Up], None)]);
+        assert_eq!(
+            gate(3, None, "green", &unknown, true).failed_checks()[0].name,
+            "version"
+        );
+
+        let same = input(&[
+            ("blue", &[Up; 3], Some("1")),
+            ("green", &[Up; 3], Some("1")),
+        ]);
+        let p = gate(3, Some("blue"), "green", &same, true);
+        assert_eq!(p.failed_checks()[0].name, "new version");
+        // Rollback does not check for a new version.
+        assert!(gate(3, Some("blue"), "green", &same, false).passes());
+    }
+}

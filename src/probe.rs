@@ -1,0 +1,263 @@
+//! Health and version polling.
+//!
+//! One probe task per slot (and per public/preview URL) polls on the configured interval.
+//! Every request has the configured timeout and a capped body, so a hung or slow endpoint
+//! only ever delays its own task; results go to the app as events.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use color_eyre::eyre::{Result, WrapErr};
+use serde::Serialize;
+
+use crate::config::{Environment, Settings, Slot};
+use crate::model::{Health, ProbeError, ProbeResult, VersionInfo};
+
+#[derive(Clone)]
+pub struct Prober {
+    client: reqwest::Client,
+    degraded_after: Duration,
+    max_body: usize,
+}
+
+/// What a GET of the public (or preview) URL's version endpoint showed: the version users get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UrlProbe {
+    pub url: String,
+    pub status: Option<u16>,
+    pub version: Option<VersionInfo>,
+    /// The `X-Slot` header, when the slot (or the demo) sends one.
+    pub slot_header: Option<String>,
+    pub error: Option<ProbeError>,
+    #[serde(skip)]
+    pub at: SystemTime,
+}
+
+impl Prober {
+    pub fn new(settings: &Settings) -> Result<Self> {
+        let client = crate::http_client()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .wrap_err("cannot build the HTTP client for probes")?;
+        Ok(Prober {
+            client,
+            degraded_after: settings.degraded_after,
+            max_body: settings.max_body,
+        })
+    }
+
+    /// Poll one slot: health and version concurrently.
+    pub async fn probe_slot(&self, slot: &Slot) -> ProbeResult {
+        let (health, version) =
+            tokio::join!(self.fetch(&slot.health_url), self.fetch(&slot.version_url));
+        let (health_state, status, error, latency) = match health {
+            Ok((status, _, _, took)) if status == slot.expect_status => {
+                let h = if took > self.degraded_after {
+                    Health::Degraded
+                } else {
+                    Health::Up
+                };
+                (h, Some(status), None, Some(took))
+            }
+            Ok((status, _, _, took)) => (
+                Health::Down,
+                Some(status),
+                Some(ProbeError::Status(status)),
+                Some(took),
+            ),
+            Err(e) => (Health::Down, None, Some(e), None),
+        };
+        let (version, version_error) = match version {
+            Ok((s, body, _, _)) if (200..300).contains(&s) => {
+                match parse_version(&body, slot.version_pointer.as_deref()) {
+                    Ok(v) => (Some(v), None),
+                    Err(e) => (None, Some(e)),
+                }
+            }
+            Ok((s, ..)) => (None, Some(ProbeError::Status(s))),
+            Err(e) => (None, Some(e)),
+        };
+        ProbeResult {
+            at: SystemTime::now(),
+            health: health_state,
+            status,
+            latency,
+            error,
+            version,
+            version_error,
+        }
+    }
+
+    /// GET a public URL's version endpoint.
+    pub async fn probe_url(&self, url: &str, pointer: Option<&str>) -> UrlProbe {
+        let r = self.fetch(url).await;
+        let mut p = UrlProbe {
+            url: url.to_string(),
+            status: None,
+            version: None,
+            slot_header: None,
+            error: None,
+            at: SystemTime::now(),
+        };
+        match r {
+            Ok((status, body, slot, _)) => {
+                p.status = Some(status);
+                p.slot_header = slot;
+                if (200..300).contains(&status) {
+                    match parse_version(&body, pointer) {
+                        Ok(v) => p.version = Some(v),
+                        Err(e) => p.error = Some(e),
+                    }
+                } else {
+                    p.error = Some(ProbeError::Status(status));
+                }
+            }
+            Err(e) => p.error = Some(e),
+        }
+        p
+    }
+
+    /// GET with a capped body: (status, body, x-slot, time to headers).
+    async fn fetch(
+        &self,
+        url: &str,
+    ) -> Result<(u16, Vec<u8>, Option<String>, Duration), ProbeError> {
+        let t0 = Instant::now();
+        let mut resp = self.client.get(url).send().await.map_err(classify)?;
+        let took = t0.elapsed();
+        let status = resp.status().as_u16();
+        let slot = resp
+            .headers()
+            .get("x-slot")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(ProbeError::Body(format!(
+                    "larger than {} bytes (settings.max_body)",
+                    self.max_body
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body, slot, took))
+    }
+}
+
+fn classify(e: reqwest::Error) -> ProbeError {
+    let chain = crate::load::error_chain(&e);
+    if e.is_timeout() {
+        ProbeError::Timeout
+    } else if chain.contains("Connection refused") || chain.contains("connection refused") {
+        ProbeError::Refused
+    } else if e.is_body() || e.is_decode() {
+        ProbeError::Body(short(&chain))
+    } else {
+        ProbeError::Connect(short(&chain))
+    }
+}
+
+fn short(s: &str) -> String {
+    let s = s.rsplit(": ").next().unwrap_or(s);
+    s.chars().take(60).collect()
+}
+
+/// Read a version from a body: a JSON pointer when configured; otherwise a JSON object's
+/// `version` field, or the first line of plain text.
+pub fn parse_version(body: &[u8], pointer: Option<&str>) -> Result<VersionInfo, ProbeError> {
+    let text = String::from_utf8_lossy(body);
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |v: &serde_json::Value, names: &[&str]| {
+        names.iter().find_map(|n| match v.get(*n) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    if let Some(ptr) = pointer {
+        let Some(v) = json else {
+            return Err(ProbeError::Body(format!(
+                "not JSON (version_pointer {ptr} needs JSON): {}",
+                text.chars().take(40).collect::<String>().trim()
+            )));
+        };
+        let version = match v.pointer(ptr) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(ProbeError::Body(format!("{ptr} is not a string"))),
+            None => return Err(ProbeError::Body(format!("no field at {ptr}"))),
+        };
+        return Ok(VersionInfo {
+            version,
+            commit: field(&v, &["commit", "git_commit", "sha"]),
+            built: field(&v, &["built", "build_time", "buildTime"]),
+        });
+    }
+    if let Some(v) = json.as_ref().filter(|v| v.is_object()) {
+        if let Some(version) = field(v, &["version", "Version"]) {
+            return Ok(VersionInfo {
+                version,
+                commit: field(v, &["commit", "git_commit", "sha"]),
+                built: field(v, &["built", "build_time", "buildTime"]),
+            });
+        }
+        return Err(ProbeError::Body(
+            "JSON without a `version` field; set version_pointer".into(),
+        ));
+    }
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        return Err(ProbeError::Body("malformed JSON".into()));
+    }
+    let line = trimmed.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        return Err(ProbeError::Body("empty version".into()));
+    }
+    Ok(VersionInfo {
+        version: line.chars().take(64).collect(),
+        commit: None,
+        built: None,
+    })
+}
+
+/// The URL that shows which version the public (or preview) URL serves: the public URL with
+/// the slots' version path.
+pub fn version_url_behind(env: &Environment, base: &str) -> String {
+    let path = env
+        .slots
+        .first()
+        .and_then(|s| {
+            let rest = s.version_url.split_once("://").map(|(_, r)| r)?;
+            rest.find('/').map(|i| rest[i..].to_string())
+        })
+        .unwrap_or_else(|| "/version".into());
+    format!("{}{}", base.trim_end_matches('/'), path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_from_json_pointer_json_and_text() {
+        let v = parse_version(br#"{"build":{"v":"2.1"}}"#, Some("/build/v")).expect("ok");
+        assert_eq!(v.version, "2.1");
+        let v = parse_version(br#"{"version":"1.4.2","commit":"abc"}"#, None).expect("ok");
+        assert_eq!(
+            (v.version.as_str(), v.commit.as_deref()),
+            ("1.4.2", Some("abc"))
+        );
+        let v = parse_version(b"v9.9.9\nextra", None).expect("ok");
+        assert_eq!(v.version, "v9.9.9");
+        assert!(matches!(
+            parse_version(b"{\"version\": ", None),
+            Err(ProbeError::Body(m)) if m.contains("malformed")
+        ));
+        assert!(matches!(
+            parse_version(b"{}", Some("/version")),
+            Err(ProbeError::Body(m)) if m.contains("no field at /version")
+        ));
+    }
+}

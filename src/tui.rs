@@ -1,0 +1,401 @@
+//! The TUI runtime: terminal setup and restore, the background tasks (probes, router observers,
+//! keys, ticks), and the loop that feeds events to [`App::update`] and runs its effects.
+
+use std::io::{Stdout, stdout};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use color_eyre::eyre::{Result, WrapErr};
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture, EventStream};
+use crossterm::execute;
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use futures_util::StreamExt;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::{mpsc, watch};
+
+use crate::app::{App, DemoCommand, Effect, Event};
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::ops::{Engine, GateSource};
+use crate::probe::Prober;
+use crate::slotserver::SlotControls;
+use crate::state::Store;
+use crate::ui::theme::Theme;
+
+/// Restores the terminal when dropped, whatever way the TUI ends.
+pub struct TerminalGuard;
+
+impl TerminalGuard {
+    pub fn enter() -> Result<(TerminalGuard, Terminal<CrosstermBackend<Stdout>>)> {
+        enable_raw_mode()
+            .wrap_err("cannot switch the terminal to raw mode (is this a terminal?)")?;
+        let guard = TerminalGuard;
+        execute!(stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+        let term = Terminal::new(CrosstermBackend::new(stdout()))?;
+        Ok((guard, term))
+    }
+}
+
+pub fn restore_terminal() {
+    let _ = disable_raw_mode();
+    let _ = execute!(
+        stdout(),
+        LeaveAlternateScreen,
+        DisableMouseCapture,
+        crossterm::cursor::Show
+    );
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// Restore the terminal before a panic report is printed.
+pub fn install_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore_terminal();
+        prev(info);
+    }));
+}
+
+/// Everything the TUI runs against.
+pub struct World {
+    pub config: Config,
+    pub engines: Vec<Arc<Engine>>,
+    pub store: Store,
+    /// Demo slot controls, by slot name (the demo keys).
+    pub demo: Option<Vec<Arc<SlotControls>>>,
+}
+
+impl World {
+    pub fn build(config: Config, demo: Option<Vec<Arc<SlotControls>>>) -> Result<World> {
+        let state_dir = config
+            .settings
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::paths::state_dir);
+        let store = Store::new(state_dir.clone());
+        let audit_dir = config.settings.audit_dir.clone().unwrap_or(state_dir);
+        let audit = match AuditLog::open(audit_dir) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                tracing::error!("no audit log: {e:#}");
+                None
+            }
+        };
+        let prober = Prober::new(&config.settings)?;
+        let mut engines = Vec::new();
+        for env in &config.environments {
+            let routers = crate::router::build_all(env)
+                .wrap_err_with(|| format!("cannot set up the routers of `{}`", env.name))?;
+            engines.push(Arc::new(Engine {
+                env: env.clone(),
+                routers,
+                prober: prober.clone(),
+                store: store.clone(),
+                audit: audit.clone(),
+                probe_spacing: Duration::from_millis(300),
+            }));
+        }
+        Ok(World {
+            config,
+            engines,
+            store,
+            demo,
+        })
+    }
+
+    /// Start the probe and observer tasks; they stop when `stop` flips.
+    pub fn spawn_watchers(&self, tx: mpsc::UnboundedSender<Event>, stop: watch::Receiver<bool>) {
+        let interval = self.config.settings.poll_interval;
+        for (ei, engine) in self.engines.iter().enumerate() {
+            for (si, slot) in engine.env.slots.iter().enumerate() {
+                let (tx, engine, slot, mut stop) =
+                    (tx.clone(), engine.clone(), slot.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = stop.changed() => return,
+                        }
+                        let result = engine.prober.probe_slot(&slot).await;
+                        if tx
+                            .send(Event::Probe {
+                                env: ei,
+                                slot: si,
+                                result,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+            for (preview, url) in [
+                (false, &engine.env.public_url),
+                (true, &engine.env.preview_url),
+            ] {
+                let Some(url) = url.clone() else { continue };
+                let (tx, engine, mut stop) = (tx.clone(), engine.clone(), stop.clone());
+                let vurl = crate::probe::version_url_behind(&engine.env, &url);
+                let pointer = engine
+                    .env
+                    .slots
+                    .first()
+                    .and_then(|s| s.version_pointer.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = stop.changed() => return,
+                        }
+                        let result = engine.prober.probe_url(&vurl, pointer.as_deref()).await;
+                        if tx
+                            .send(Event::Url {
+                                env: ei,
+                                preview,
+                                result,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+            for (ri, router) in engine.routers.iter().enumerate() {
+                let (tx, router, mut stop) = (tx.clone(), router.clone(), stop.clone());
+                let limit = self.config.settings.timeout.max(Duration::from_secs(2));
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = stop.changed() => return,
+                        }
+                        let result = match tokio::time::timeout(limit, router.observe()).await {
+                            Ok(Ok(s)) => Ok(s),
+                            Ok(Err(e)) => Err(format!("{e:#}")),
+                            Err(_) => Err(format!(
+                                "no answer within {}",
+                                crate::timefmt::millis(limit)
+                            )),
+                        };
+                        let ev = Event::Router {
+                            env: ei,
+                            router: ri,
+                            result,
+                            at: SystemTime::now(),
+                        };
+                        if tx.send(ev).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            let (tx, store, name, mut stop) = (
+                tx.clone(),
+                self.store.clone(),
+                engine.env.name.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    let holder = store.holder(&name);
+                    if tx.send(Event::Lock { env: ei, holder }).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Runs effects. Owns the operation tasks' cancel switches.
+struct Runner {
+    world: Arc<World>,
+    tx: mpsc::UnboundedSender<Event>,
+    cancels: Vec<Option<watch::Sender<bool>>>,
+}
+
+impl Runner {
+    fn run(&mut self, effect: Effect) {
+        match effect {
+            Effect::Quit => {}
+            Effect::RunOp { env, req, gate } => {
+                let Some(engine) = self.world.engines.get(env).cloned() else {
+                    return;
+                };
+                // A new operation cancels the watch of the previous one.
+                if let Some(c) = self.cancels.get_mut(env).and_then(Option::take) {
+                    let _ = c.send(true);
+                }
+                let (cancel_tx, cancel_rx) = watch::channel(false);
+                if let Some(slot) = self.cancels.get_mut(env) {
+                    *slot = Some(cancel_tx);
+                }
+                let (ptx, mut prx) = mpsc::unbounded_channel();
+                let tx = self.tx.clone();
+                let store = self.world.store.clone();
+                let name = engine.env.name.clone();
+                tokio::spawn(async move {
+                    let fwd = {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            while let Some(p) = prx.recv().await {
+                                let _ = tx.send(Event::Op { env, progress: p });
+                            }
+                        })
+                    };
+                    engine
+                        .run(req, GateSource::Given(gate), ptx, cancel_rx)
+                        .await;
+                    let _ = fwd.await;
+                    let _ = tx.send(Event::Memory {
+                        env,
+                        memory: store.env(&name),
+                    });
+                });
+            }
+            Effect::Demo(cmd) => {
+                let Some(slots) = &self.world.demo else {
+                    return;
+                };
+                let (name, f): (&str, fn(&SlotControls)) = match &cmd {
+                    DemoCommand::ToggleHealth { slot } => (slot, |c| c.set_healthy(!c.healthy())),
+                    DemoCommand::ToggleSlow { slot } => (slot, |c| {
+                        c.set_delay(if c.delay().is_zero() {
+                            Duration::from_millis(600)
+                        } else {
+                            Duration::ZERO
+                        })
+                    }),
+                };
+                if let Some(c) = slots.iter().find(|c| c.name == name) {
+                    f(c);
+                }
+            }
+        }
+    }
+}
+
+pub struct TuiOptions {
+    pub read_only: bool,
+    pub theme: Theme,
+}
+
+/// Run the TUI until the user quits (or SIGTERM/SIGINT).
+pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
+    let world = Arc::new(world);
+    let memories = world
+        .engines
+        .iter()
+        .map(|e| world.store.env(&e.env.name))
+        .collect();
+    let mut app = App::new(
+        world.config.clone(),
+        opts.theme,
+        memories,
+        SystemTime::now(),
+    );
+    app.read_only |= opts.read_only;
+    app.demo = world.demo.is_some();
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    install_panic_hook();
+    let (_guard, mut term) = TerminalGuard::enter()?;
+    let size = term.size()?;
+    app.update(Event::Resize(size.width, size.height));
+    // The first frame comes before the first poll: slots show "unknown" until then.
+    term.draw(|f| crate::ui::draw(f, &app))?;
+
+    world.spawn_watchers(tx.clone(), stop_rx.clone());
+    {
+        let tx = tx.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut keys = EventStream::new();
+            loop {
+                let ev = tokio::select! {
+                    ev = keys.next() => ev,
+                    _ = stop.changed() => return,
+                };
+                let Some(Ok(ev)) = ev else { return };
+                let ev = match ev {
+                    crossterm::event::Event::Key(k) => Event::Key(k),
+                    crossterm::event::Event::Mouse(m) => Event::Mouse(m),
+                    crossterm::event::Event::Resize(w, h) => Event::Resize(w, h),
+                    _ => continue,
+                };
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    {
+        let tx = tx.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                if tx.send(Event::Tick(SystemTime::now())).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .wrap_err("cannot listen for SIGTERM")?;
+
+    let mut runner = Runner {
+        world: world.clone(),
+        tx: tx.clone(),
+        cancels: (0..world.engines.len()).map(|_| None).collect(),
+    };
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        let Some(ev) = ev else { break };
+        let mut effects = app.update(ev);
+        // Take everything already queued before drawing: draw only the newest state.
+        while let Ok(ev) = rx.try_recv() {
+            effects.extend(app.update(ev));
+        }
+        for e in effects {
+            runner.run(e);
+        }
+        if app.should_quit {
+            break;
+        }
+        term.draw(|f| crate::ui::draw(f, &app))?;
+    }
+    let _ = stop_tx.send(true);
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! The help overlay, generated from the keymap.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+
+use crate::app::App;
+use crate::keymap::Action;
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let mut lines = vec![Line::styled("Keys", t.title)];
+    for a in Action::ALL {
+        if a.is_demo() && !app.demo {
+            continue;
+        }
+        let keys = app.keymap.keys(a).join(" ");
+        lines.push(Line::from(vec![
+            Span::styled(format!(" {keys:<12}"), t.accent),
+            Span::styled(format!("{:<12}", a.name()), t.text),
+            Span::styled(a.description(), t.dim),
+        ]));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled("In the confirm dialog", t.title));
+    lines.push(Line::styled(
+        " y / Enter confirm · n / Esc cancel · F force past a failed gate",
+        t.text,
+    ));
+    lines.push(Line::raw(""));
+    lines.push(Line::styled("Reading the screen", t.title));
+    lines.push(Line::styled(" ● LIVE  ◐ PREVIEW  ○ IDLE  ↓ DRAINING  ⚠ MAINTENANCE  ? UNKNOWN   (roles, read from the router)", t.text));
+    lines.push(Line::styled(
+        " ✔ up  ~ degraded (slow)  ✘ down  … unknown   (health, from cutover's own probes)",
+        t.text,
+    ));
+    lines.push(Line::raw(""));
+    lines.push(Line::styled("any key closes this help", t.dim));
+    let h = lines.len() as u16 + 2;
+    let r = super::centered(area, 104, h);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(Span::styled(" Help ", t.title))
+                .border_style(t.border_focus),
+        ),
+        r,
+    );
+}

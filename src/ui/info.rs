@@ -1,0 +1,176 @@
+//! What users get: the public and preview URLs, each router's view, warnings, and the
+//! timeline of the running (or last) operation.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+
+use crate::app::App;
+use crate::ops::Step;
+use crate::probe::UrlProbe;
+use crate::timefmt;
+
+fn url_line<'a>(
+    app: &'a App,
+    label: &'a str,
+    url: Option<&str>,
+    p: Option<&UrlProbe>,
+) -> Option<Line<'a>> {
+    let t = &app.theme;
+    let url = url?;
+    let mut spans = vec![
+        Span::styled(format!("{label:<8}"), t.title),
+        Span::styled(url.to_string(), t.text),
+    ];
+    match p {
+        None => spans.push(Span::styled("  … waiting for the first answer", t.dim)),
+        Some(p) => match (&p.version, &p.error) {
+            (Some(v), _) => {
+                spans.push(Span::styled(
+                    format!("  → v{}", v.version.trim_start_matches('v')),
+                    t.accent,
+                ));
+                if let Some(s) = &p.slot_header {
+                    spans.push(Span::styled(format!(" ({s})"), t.dim));
+                }
+            }
+            (None, Some(e)) => spans.push(Span::styled(format!("  ✘ {e}"), t.error)),
+            (None, None) => spans.push(Span::styled("  ?", t.dim)),
+        },
+    }
+    Some(Line::from(spans))
+}
+
+/// Lines the panel needs for the selected environment.
+pub fn height(app: &App) -> u16 {
+    lines(app).len() as u16 + 2
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let block = Block::bordered()
+        .title(Span::styled(" Traffic ", t.title))
+        .border_style(t.border);
+    f.render_widget(Paragraph::new(lines(app)).block(block), area);
+}
+
+fn lines(app: &App) -> Vec<Line<'_>> {
+    let t = &app.theme;
+    let Some(env) = app.env() else { return vec![] };
+    let mut lines: Vec<Line> = Vec::new();
+    lines.extend(url_line(
+        app,
+        "Public",
+        env.config.public_url.as_deref(),
+        env.public.as_ref(),
+    ));
+    lines.extend(url_line(
+        app,
+        "Preview",
+        env.config.preview_url.as_deref(),
+        env.preview.as_ref(),
+    ));
+    for w in [env.disagreement(), env.drift(), env.public_mismatch()]
+        .into_iter()
+        .flatten()
+    {
+        lines.push(Line::styled(format!("⚠ {w}"), t.warning));
+    }
+    if let Some(m) = env.state().and_then(|s| s.maintenance.clone()) {
+        lines.push(Line::styled(
+            format!("⚠ MAINTENANCE is on ({m}); m turns it off"),
+            t.warning,
+        ));
+    }
+    for r in &env.routers {
+        let mut spans = vec![
+            Span::styled(format!("{:<8}", "Router"), t.title),
+            Span::styled(format!("{} ({})", r.name, r.kind), t.text),
+        ];
+        match (&r.state, &r.error) {
+            (_, Some(e)) => spans.push(Span::styled(format!("  ✘ {}", super::fit(e, 80)), t.error)),
+            (Some(s), None) => {
+                spans.push(Span::styled(
+                    format!(
+                        "  live={} preview={}",
+                        s.live.as_deref().unwrap_or("-"),
+                        s.preview.as_deref().unwrap_or("-")
+                    ),
+                    t.ok,
+                ));
+                if let Some(at) = r.at {
+                    spans.push(Span::styled(
+                        format!("  read {} ago", timefmt::ago(app.now, at)),
+                        t.dim,
+                    ));
+                }
+                for n in &s.notes {
+                    spans.push(Span::styled(format!("  {n}"), t.warning));
+                }
+            }
+            (None, None) => spans.push(Span::styled("  … connecting", t.dim)),
+        }
+        lines.push(Line::from(spans));
+    }
+    if env.routers.is_empty() {
+        lines.push(Line::styled(
+            "no router configured: cutover only watches this environment",
+            t.dim,
+        ));
+    }
+    if let Some(l) = &env.lock
+        && !env.op_running()
+    {
+        lines.push(Line::styled(
+            format!(
+                "🔒 locked by {} (pid {}, {} since {})",
+                l.holder, l.pid, l.operation, l.since
+            ),
+            t.warning,
+        ));
+    }
+    if let Some(op) = &env.op {
+        let mut spans = vec![
+            Span::styled(format!("{:<8}", "Op"), t.title),
+            Span::styled(op.title.clone(), t.text),
+            Span::raw("  "),
+        ];
+        for step in [
+            Step::Plan,
+            Step::Gate,
+            Step::Apply,
+            Step::Verify,
+            Step::Watch,
+        ] {
+            let Some((_, ok, _)) = op.steps.iter().find(|(s, _, _)| *s == step) else {
+                continue;
+            };
+            let (sym, style) = match ok {
+                Some(true) => ("✔", t.ok),
+                Some(false) => ("✘", t.error),
+                None => ("…", t.accent),
+            };
+            spans.push(Span::styled(format!("{} {sym} ", step.label()), style));
+        }
+        if let Some((rem, detail)) = &op.watching {
+            spans.push(Span::styled(
+                format!("watch {}s left · {detail} ", rem.as_secs()),
+                t.accent,
+            ));
+        }
+        match op.verdict {
+            Some(v) => spans.push(Span::styled(
+                format!("{} {}", v.label().to_uppercase(), op.message),
+                if v.is_success() { t.ok } else { t.error },
+            )),
+            None => {
+                if let Some((_, None, m)) = op.steps.last() {
+                    spans.push(Span::styled(m.clone(), t.dim));
+                }
+            }
+        }
+        lines.push(Line::from(spans));
+    }
+    lines
+}

@@ -1,0 +1,156 @@
+//! The slots of the selected environment, side by side, one column each.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Sparkline};
+
+use crate::app::{App, Focus, SlotView};
+use crate::model::{Health, Role};
+use crate::timefmt;
+
+pub fn draw(f: &mut Frame, areas: &[Rect], app: &App) {
+    let Some(env) = app.env() else {
+        return;
+    };
+    for (i, (slot, area)) in env.slots.iter().zip(areas).enumerate() {
+        draw_slot(f, *area, app, slot, i == app.selected_slot);
+    }
+}
+
+fn since(app: &App, t: Option<std::time::SystemTime>) -> String {
+    t.map(|t| format!(" for {}", timefmt::ago(app.now, t)))
+        .unwrap_or_default()
+}
+
+fn draw_slot(f: &mut Frame, area: Rect, app: &App, slot: &SlotView, selected: bool) {
+    let t = &app.theme;
+    let Some(env) = app.env() else { return };
+    let role = env.role_of(&slot.name);
+    let health = slot.health();
+    let focused = selected && app.focus == Focus::Slots;
+    let block = Block::bordered()
+        .title(Span::styled(
+            format!(" {}{} ", if selected { "▸ " } else { "" }, slot.name),
+            t.title,
+        ))
+        .border_style(if focused {
+            t.border_focus
+        } else if role == Role::Live {
+            t.role(Role::Live)
+        } else {
+            t.border
+        });
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let w = inner.width as usize;
+
+    let mut lines = Vec::new();
+    lines.push(Line::from(vec![
+        Span::styled(format!("{} {}", role.symbol(), role.label()), t.role(role)),
+        Span::styled(since(app, slot.role_since), t.dim),
+    ]));
+    let p = slot.last.as_ref();
+    let mut hl = vec![Span::styled(
+        format!("{} {}", health.symbol(), health.label()),
+        t.health(health),
+    )];
+    if let Some(p) = p {
+        if let Some(s) = p.status {
+            hl.push(Span::styled(format!(" {s}"), t.text));
+        }
+        if let Some(l) = p.latency {
+            hl.push(Span::styled(format!(" {}", timefmt::millis(l)), t.text));
+        }
+        if let Some(e) = &p.error
+            && p.status.is_none()
+        {
+            hl.push(Span::styled(format!(" {e}"), t.health(Health::Down)));
+        }
+    }
+    hl.push(Span::styled(since(app, slot.health_since), t.dim));
+    lines.push(Line::from(hl));
+    match p.and_then(|p| p.version.as_ref()) {
+        Some(v) => {
+            let mut vl = vec![Span::styled(
+                format!("v{}", v.version.trim_start_matches('v')),
+                t.accent,
+            )];
+            if let Some(c) = &v.commit {
+                vl.push(Span::styled(format!(" {}", super::fit(c, 8)), t.dim));
+            }
+            lines.push(Line::from(vl));
+            if let Some(b) = &v.built {
+                lines.push(Line::styled(super::fit(&format!("built {b}"), w), t.dim));
+            }
+        }
+        None => {
+            let why = p
+                .and_then(|p| p.version_error.as_ref())
+                .map_or("version unknown".to_string(), |e| {
+                    format!("version ? ({e})")
+                });
+            lines.push(Line::styled(super::fit(&why, w), t.dim));
+        }
+    }
+    if let Some(r) = env.state().and_then(|s| s.slots.get(&slot.name)) {
+        let mut first = vec![format!("router {}", r.admin.label())];
+        if let Some(s) = r.sessions {
+            first.push(format!("{s} in flight"));
+        }
+        lines.push(Line::styled(super::fit(&first.join(" · "), w), t.text));
+        let mut second = Vec::new();
+        if let Some(n) = r.requests {
+            second.push(format!("{n} req"));
+        }
+        if let Some(e) = r.errors {
+            second.push(format!("{e} err"));
+        }
+        if let Some(c) = &r.check {
+            second.push(format!("check {c}"));
+        }
+        if !second.is_empty() {
+            lines.push(Line::styled(super::fit(&second.join(" · "), w), t.dim));
+        }
+        for n in &r.nodes {
+            let mut l = format!(" {} {}", n.name, n.admin.label());
+            if let Some(s) = n.sessions {
+                l.push_str(&format!(" · {s} busy"));
+            }
+            lines.push(Line::styled(super::fit(&l, w), t.dim));
+        }
+    }
+    let cfg = env.config.slot(&slot.name);
+    if let Some(c) = cfg {
+        lines.push(Line::styled(super::fit(&c.address, w), t.dim));
+    }
+
+    let text_h = (lines.len() as u16).min(inner.height.saturating_sub(1));
+    let spark_h = inner.height.saturating_sub(text_h).min(3);
+    let [text_area, spark_area, _] = Layout::vertical([
+        Constraint::Length(text_h),
+        Constraint::Length(spark_h),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+    f.render_widget(Paragraph::new(lines), text_area);
+    let data: Vec<u64> = slot
+        .history
+        .iter()
+        .rev()
+        .take(w)
+        .rev()
+        .map(|s| s.latency_ms.map_or(0, |l| l.max(1)))
+        .collect();
+    let style = t.health(if health == Health::Unknown {
+        Health::Unknown
+    } else {
+        health
+    });
+    // Scale to at least 50 ms so a steady fast slot shows low bars, not a full block.
+    let max = data.iter().copied().max().unwrap_or(0).max(50);
+    f.render_widget(
+        Sparkline::default().data(&data).max(max).style(style),
+        spark_area,
+    );
+}

@@ -1,0 +1,88 @@
+//! The header line (environment, warnings, clock) and the key bar (generated from the keymap).
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use crate::app::{App, Level};
+use crate::keymap::Action;
+use crate::timefmt;
+
+pub fn header(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let mut spans = vec![Span::styled(" cutover ", t.title.patch(t.bar))];
+    if let Some(e) = app.env() {
+        spans.push(Span::styled(format!(" {} ", e.config.name), t.accent));
+        if app.envs.len() > 1 {
+            spans.push(Span::styled(
+                format!("({}/{}) ", app.selected_env + 1, app.envs.len()),
+                t.dim,
+            ));
+        }
+        if e.config.production {
+            spans.push(Span::styled("PRODUCTION ", t.warning));
+        }
+        if app.read_only || e.config.read_only {
+            spans.push(Span::styled("READ-ONLY ", t.warning));
+        }
+        if app.demo {
+            spans.push(Span::styled("DEMO ", t.dim));
+        }
+        let warns = [e.disagreement(), e.drift()].into_iter().flatten().count();
+        if warns > 0 {
+            spans.push(Span::styled(
+                format!("⚠ {warns} warning{} ", if warns > 1 { "s" } else { "" }),
+                t.warning,
+            ));
+        }
+    }
+    let clock = format!("{} UTC ", timefmt::clock(app.now));
+    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    let pad = (area.width as usize).saturating_sub(used + clock.len());
+    spans.push(Span::raw(" ".repeat(pad)));
+    spans.push(Span::styled(clock, t.dim));
+    f.render_widget(Paragraph::new(Line::from(spans)).style(t.bar), area);
+}
+
+pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    if let Some((level, msg)) = &app.status {
+        let style = match level {
+            Level::Info => t.text,
+            Level::Good => t.ok,
+            Level::Warn => t.warning,
+            Level::Bad => t.error,
+        };
+        f.render_widget(
+            Paragraph::new(Line::styled(format!(" {msg}"), style)).style(t.bar),
+            area,
+        );
+        return;
+    }
+    let mut actions = vec![
+        Action::Swap,
+        Action::Rollback,
+        Action::Drain,
+        Action::Maintenance,
+    ];
+    if app.demo {
+        actions.extend([Action::DemoBreak, Action::DemoSlow]);
+    }
+    actions.extend([Action::Filter, Action::Help, Action::Quit]);
+    let mut spans = Vec::new();
+    for a in actions {
+        let label = match a {
+            Action::DemoBreak => "break/heal",
+            Action::DemoSlow => "slow",
+            Action::Maintenance => "maint",
+            other => other.name(),
+        };
+        spans.push(Span::styled(
+            format!(" {} ", app.keymap.first_key(a)),
+            t.accent,
+        ));
+        spans.push(Span::styled(format!("{label} "), t.dim));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)).style(t.bar), area);
+}

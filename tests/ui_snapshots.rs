@@ -1,0 +1,407 @@
+//! Whole-screen snapshots of every panel state, drawn on ratatui's TestBackend with an injected
+//! time and screen size. The text is snapshotted with insta; colours are checked on the cells.
+
+use std::time::{Duration, SystemTime};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use cutover::app::{App, Event, RouterView};
+use cutover::config;
+use cutover::model::{
+    AdminState, Health, ProbeError, ProbeResult, Role, RouterState, SlotRoute, VersionInfo,
+};
+use cutover::probe::UrlProbe;
+use cutover::state::EnvMemory;
+use cutover::ui::theme::Theme;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const CONFIG: &str = r#"
+[[environment]]
+name = "shop-prod"
+public_url = "http://127.0.0.1:8080/"
+preview_url = "http://127.0.0.1:8081/"
+
+[[environment.slot]]
+name = "blue"
+address = "http://127.0.0.1:9101"
+version_pointer = "/version"
+
+[[environment.slot]]
+name = "green"
+address = "http://127.0.0.1:9102"
+version_pointer = "/version"
+
+[[environment.slot]]
+name = "staging"
+address = "http://127.0.0.1:9103"
+version_pointer = "/version"
+
+[[environment]]
+name = "api-prod"
+
+[[environment.slot]]
+name = "blue"
+address = "http://127.0.0.1:9201"
+"#;
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000)
+}
+
+fn up(version: &str, ms: u64) -> ProbeResult {
+    ProbeResult {
+        at: t0(),
+        health: Health::Up,
+        status: Some(200),
+        latency: Some(Duration::from_millis(ms)),
+        error: None,
+        version: Some(VersionInfo {
+            version: version.into(),
+            commit: Some("3f9a2c1".into()),
+            built: None,
+        }),
+        version_error: None,
+    }
+}
+
+fn down(version: &str) -> ProbeResult {
+    ProbeResult {
+        health: Health::Down,
+        status: Some(500),
+        error: Some(ProbeError::Status(500)),
+        ..up(version, 4)
+    }
+}
+
+fn router_state(live: &str, preview: &str) -> RouterState {
+    let mut s = RouterState {
+        live: Some(live.into()),
+        preview: Some(preview.into()),
+        ..Default::default()
+    };
+    for (n, inflight, req) in [("blue", 3, 1204), ("green", 0, 87), ("staging", 0, 0)] {
+        s.slots.insert(
+            n.into(),
+            SlotRoute {
+                admin: AdminState::Ready,
+                sessions: Some(inflight),
+                requests: Some(req),
+                errors: Some(0),
+                ..Default::default()
+            },
+        );
+    }
+    s
+}
+
+/// An app as it looks after a few polls: blue live, green preview, staging idle.
+fn app_with(memory: EnvMemory) -> App {
+    let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
+    let mut app = App::new(cfg, Theme::dark(), vec![memory], t0());
+    app.envs[0].routers.push(RouterView {
+        name: "edge".into(),
+        kind: "embedded".into(),
+        state: None,
+        error: None,
+        at: None,
+    });
+    app.update(Event::Router {
+        env: 0,
+        router: 0,
+        result: Ok(router_state("blue", "green")),
+        at: t0(),
+    });
+    for i in 0..12u64 {
+        app.update(Event::Tick(t0() + Duration::from_secs(i)));
+        app.update(Event::Probe {
+            env: 0,
+            slot: 0,
+            result: up("1.4.2", 2 + i % 4),
+        });
+        app.update(Event::Probe {
+            env: 0,
+            slot: 1,
+            result: up("1.5.0", 3 + i % 3),
+        });
+        app.update(Event::Probe {
+            env: 0,
+            slot: 2,
+            result: up("1.6.0-rc1", 5),
+        });
+    }
+    app.update(Event::Url {
+        env: 0,
+        preview: false,
+        result: UrlProbe {
+            url: "http://127.0.0.1:8080/version".into(),
+            status: Some(200),
+            version: Some(VersionInfo {
+                version: "1.4.2".into(),
+                commit: None,
+                built: None,
+            }),
+            slot_header: Some("blue".into()),
+            error: None,
+            at: t0(),
+        },
+    });
+    app.update(Event::Tick(t0() + Duration::from_secs(75)));
+    app
+}
+
+fn screen(app: &mut App, w: u16, h: u16) -> (String, ratatui::buffer::Buffer) {
+    app.update(Event::Resize(w, h));
+    let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+    term.draw(|f| cutover::ui::draw(f, app)).expect("draw");
+    let buf = term.backend().buffer().clone();
+    let mut s = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    (s, buf)
+}
+
+fn key(app: &mut App, c: char) {
+    app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char(c),
+        KeyModifiers::NONE,
+    )));
+}
+
+/// The position of the first occurrence of `needle` on screen.
+fn find(text: &str, needle: &str) -> Option<(u16, u16)> {
+    for (y, line) in text.lines().enumerate() {
+        if let Some(bx) = line.find(needle) {
+            let x = line[..bx].chars().count();
+            return Some((x as u16, y as u16));
+        }
+    }
+    None
+}
+
+#[test]
+fn healthy_environment_shows_three_columns_with_roles_health_versions() {
+    let mut app = app_with(EnvMemory::default());
+    let (text, buf) = screen(&mut app, 120, 40);
+    for needle in [
+        "● LIVE",
+        "◐ PREVIEW",
+        "○ IDLE",
+        "✔ up",
+        "v1.4.2",
+        "v1.5.0",
+        "v1.6.0-rc1",
+        "→ v1.4.2",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    // Colour is a second signal, not the only one: LIVE carries the live role's style.
+    let (x, y) = find(&text, "LIVE").expect("LIVE on screen");
+    assert_eq!(
+        buf[(x, y)].fg,
+        Theme::dark().role(Role::Live).fg.expect("colour")
+    );
+    insta::assert_snapshot!("healthy", text);
+}
+
+#[test]
+fn a_down_slot_is_shown_with_its_status_and_logged() {
+    let mut app = app_with(EnvMemory::default());
+    app.update(Event::Probe {
+        env: 0,
+        slot: 1,
+        result: down("1.5.0"),
+    });
+    let (text, buf) = screen(&mut app, 120, 40);
+    assert!(text.contains("✘ down 500"), "{text}");
+    assert!(text.contains("green health up → down (HTTP 500)"), "{text}");
+    let (x, y) = find(&text, "✘ down").expect("down on screen");
+    assert_eq!(
+        buf[(x, y)].fg,
+        Theme::dark().health(Health::Down).fg.expect("colour")
+    );
+    insta::assert_snapshot!("one_slot_down", text);
+}
+
+#[test]
+fn drift_is_a_visible_warning() {
+    let mut app = app_with(EnvMemory {
+        previous_live: Some("blue".into()),
+        last_set_live: Some("green".into()),
+        last_set_preview: None,
+    });
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains(
+            "DRIFT: the router sends live traffic to `blue`, but cutover last set `green`"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("⚠ 1 warning"), "{text}");
+    insta::assert_snapshot!("drift", text);
+}
+
+#[test]
+fn routers_that_disagree_are_a_loud_warning() {
+    let mut app = app_with(EnvMemory::default());
+    app.envs[0].routers.push(RouterView {
+        name: "edge-2".into(),
+        kind: "haproxy".into(),
+        state: None,
+        error: None,
+        at: None,
+    });
+    app.update(Event::Router {
+        env: 0,
+        router: 1,
+        result: Ok(router_state("green", "blue")),
+        at: t0(),
+    });
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("ROUTERS DISAGREE: `edge` → blue, `edge-2` → green"),
+        "{text}"
+    );
+    assert!(text.contains("edge-2 (haproxy)  live=green"), "{text}");
+    insta::assert_snapshot!("fleet_disagreement", text);
+}
+
+#[test]
+fn narrow_terminal_folds_the_environment_list_and_keeps_the_roles() {
+    let mut app = app_with(EnvMemory::default());
+    let (text, _) = screen(&mut app, 80, 24);
+    assert!(!text.contains("Environments"), "{text}");
+    for needle in ["LIVE", "PREVIEW", "IDLE", "shop-prod"] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    insta::assert_snapshot!("narrow_80x24", text);
+}
+
+#[test]
+fn before_the_first_poll_everything_is_unknown() {
+    let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
+    let mut app = App::new(cfg, Theme::dark(), vec![], t0());
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("? UNKNOWN"), "{text}");
+    assert!(text.contains("… unknown"), "{text}");
+    assert!(text.contains("waiting for the first answer"), "{text}");
+    insta::assert_snapshot!("startup", text);
+}
+
+#[test]
+fn help_overlay_lists_every_key_from_the_keymap() {
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, '?');
+    let (text, _) = screen(&mut app, 120, 40);
+    for a in cutover::keymap::Action::ALL.iter().filter(|a| !a.is_demo()) {
+        assert!(text.contains(a.name()), "help misses {}:\n{text}", a.name());
+    }
+    insta::assert_snapshot!("help", text);
+    key(&mut app, 'x');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(!text.contains("Reading the screen"), "help did not close");
+}
+
+#[test]
+fn swap_asks_with_from_to_versions_and_the_gate() {
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("Swap: blue → green"), "{text}");
+    assert!(text.contains("✔ health: last 3 checks healthy"), "{text}");
+    assert!(text.contains("y confirm"), "{text}");
+    insta::assert_snapshot!("confirm_swap", text);
+    // Esc cancels and nothing runs.
+    let fx = app.update(Event::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
+    assert!(fx.is_empty());
+}
+
+#[test]
+fn a_refusing_gate_offers_force_and_y_does_nothing() {
+    let mut app = app_with(EnvMemory::default());
+    app.update(Event::Probe {
+        env: 0,
+        slot: 1,
+        result: down("1.5.0"),
+    });
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("✘ health: `green` needs 3 healthy checks in a row"),
+        "{text}"
+    );
+    assert!(text.contains("F forces it anyway"), "{text}");
+    insta::assert_snapshot!("confirm_refused", text);
+    let fx = app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('y'),
+        KeyModifiers::NONE,
+    )));
+    assert!(fx.is_empty(), "y must not run a refused swap");
+    let fx = app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('F'),
+        KeyModifiers::SHIFT,
+    )));
+    match fx.as_slice() {
+        [cutover::app::Effect::RunOp { req, .. }] => assert!(req.force),
+        other => panic!("F should run a forced swap, got {other:?}"),
+    }
+}
+
+#[test]
+fn read_only_refuses_every_action_key() {
+    let mut app = app_with(EnvMemory::default());
+    app.read_only = true;
+    for c in ['s', 'r', 'd', 'm'] {
+        let fx = {
+            key(&mut app, c);
+            matches!(app.overlay, cutover::app::Overlay::None)
+        };
+        assert!(fx, "key {c} opened a dialog in read-only mode");
+        let (text, _) = screen(&mut app, 120, 40);
+        assert!(text.contains("read-only"), "key {c}:\n{text}");
+    }
+}
+
+#[test]
+fn type_name_confirmation_needs_the_exact_name() {
+    let mut app = app_with(EnvMemory::default());
+    app.envs[0].config.production = true;
+    key(&mut app, 's');
+    let enter = || Event::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    assert!(
+        app.update(enter()).is_empty(),
+        "Enter without the name must not act"
+    );
+    for c in "shop-prod".chars() {
+        key(&mut app, c);
+    }
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("type the environment's name: shop-prod"),
+        "{text}"
+    );
+    assert_eq!(app.update(enter()).len(), 1, "the typed name confirms");
+}
+
+#[test]
+fn light_theme_draws_with_its_own_colours() {
+    let mut app = app_with(EnvMemory::default());
+    app.theme = Theme::load("light").expect("light");
+    let (text, buf) = screen(&mut app, 120, 40);
+    let (x, y) = find(&text, "LIVE").expect("LIVE");
+    assert_eq!(
+        buf[(x, y)].fg,
+        Theme::load("light")
+            .expect("light")
+            .role(Role::Live)
+            .fg
+            .expect("colour")
+    );
+    assert_ne!(
+        buf[(x, y)].fg,
+        Theme::dark().role(Role::Live).fg.expect("colour")
+    );
+}
