@@ -22,10 +22,22 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
+/// An unknown environment is a usage error (exit 2).
+#[derive(Debug)]
+pub struct UnknownEnv(pub String);
+
+impl std::fmt::Display for UnknownEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UnknownEnv {}
+
 fn engine<'a>(world: &'a World, env: &str) -> Result<&'a Arc<Engine>> {
     match world.engines.iter().find(|e| e.env.name == env) {
         Some(e) => Ok(e),
-        None => bail!(
+        None => Err(UnknownEnv(format!(
             "no environment `{env}` in {}; environments: {}",
             world.config.path.display(),
             world
@@ -34,7 +46,8 @@ fn engine<'a>(world: &'a World, env: &str) -> Result<&'a Arc<Engine>> {
                 .map(|e| e.env.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
+        ))
+        .into()),
     }
 }
 
@@ -462,13 +475,8 @@ pub fn target(slot: String, node: Option<String>) -> Target {
 
 /// `cutover watch ENV`: the TUI's event lines, printed.
 pub async fn watch_env(world: World, env: &str) -> Result<i32> {
-    let idx = match world.engines.iter().position(|e| e.env.name == env) {
-        Some(i) => i,
-        None => {
-            engine(&world, env)?;
-            return Ok(EXIT_USAGE);
-        }
-    };
+    engine(&world, env)?;
+    let idx = world.engines.iter().position(|e| e.env.name == env).unwrap_or(0);
     let memories = world
         .engines
         .iter()

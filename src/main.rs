@@ -32,6 +32,10 @@ fn main() -> ExitCode {
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     match code {
         Ok(c) => ExitCode::from(c as u8),
+        Err(e) if e.downcast_ref::<commands::UnknownEnv>().is_some() => {
+            eprintln!("cutover: {e:#}");
+            ExitCode::from(EXIT_USAGE as u8)
+        }
         Err(e) => {
             eprintln!("cutover: {e:#}");
             ExitCode::from(EXIT_FAILED as u8)

@@ -1,0 +1,160 @@
+//! The binary as a script uses it: exit codes and messages.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn cutover(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env_remove("CUTOVER_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cutover")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn config_with(dir: &Path, slot_base: &str) -> String {
+    let p = dir.join("c.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[settings]\ntimeout = \"300ms\"\n\n[[environment]]\nname = \"shop\"\n\n\
+             [[environment.slot]]\nname = \"blue\"\naddress = \"{slot_base}\"\n"
+        ),
+    )
+    .expect("write");
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_bad_config_exits_2_naming_file_line_column_and_field() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("bad.toml");
+    std::fs::write(&p, "[settings]\npoll_interval = 5\n").expect("write");
+    let o = cutover(d.path(), &["--config", p.to_str().expect("utf8"), "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("bad.toml:2:17"), "{t}");
+    assert!(t.contains("poll_interval"), "{t}");
+}
+
+#[test]
+fn a_missing_config_says_how_to_make_one() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let o = cutover(d.path(), &["status"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("cutover init"), "{}", text(&o));
+}
+
+#[test]
+fn init_writes_a_valid_config_and_refuses_to_overwrite() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("new.toml");
+    let ps = p.to_str().expect("utf8");
+    let o = cutover(d.path(), &["init", ps]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let written = std::fs::read_to_string(&p).expect("written");
+    assert!(cutover::config::parse(&written, &p).is_ok());
+    std::fs::write(&p, "mine").expect("write");
+    let o = cutover(d.path(), &["init", ps]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not overwriting"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&p).expect("read"), "mine", "init must not overwrite");
+}
+
+#[test]
+fn check_exits_1_when_an_endpoint_fails_and_names_it() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let c = config_with(d.path(), &format!("http://127.0.0.1:{port}"));
+    let o = cutover(d.path(), &["--config", &c, "check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("FAIL") && t.contains("slot blue health") && t.contains("refused"), "{t}");
+}
+
+#[tokio::test]
+async fn check_exits_0_when_everything_answers() {
+    let s = common::slots(&[("blue", "1.0.0")]).await;
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = config_with(d.path(), &s[0].url());
+    let dir = d.path().to_path_buf();
+    let o = tokio::task::spawn_blocking(move || cutover(&dir, &["--config", &c, "check"]))
+        .await
+        .expect("join");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("0 failed"), "{}", text(&o));
+}
+
+#[test]
+fn an_unknown_environment_is_a_usage_error() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = config_with(d.path(), "http://127.0.0.1:9");
+    let o = cutover(d.path(), &["--config", &c, "swap", "nope", "--yes"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no environment `nope`") && text(&o).contains("shop"), "{}", text(&o));
+}
+
+#[test]
+fn swap_without_yes_and_without_a_terminal_refuses_instead_of_hanging() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = config_with(d.path(), "http://127.0.0.1:9");
+    let o = cutover(d.path(), &["--config", &c, "swap", "shop"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("without --yes"), "{}", text(&o));
+}
+
+#[test]
+fn read_only_refuses_every_operation() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = config_with(d.path(), "http://127.0.0.1:9");
+    for args in [
+        vec!["swap", "shop", "--yes"],
+        vec!["rollback", "shop", "--yes"],
+        vec!["drain", "shop", "blue"],
+        vec!["undrain", "shop", "blue"],
+        vec!["maintenance", "shop", "on", "--yes"],
+        vec!["preview", "shop", "blue"],
+    ] {
+        let mut all = vec!["--config", c.as_str(), "--read-only"];
+        all.extend(args.iter().copied());
+        let o = cutover(d.path(), &all);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("read-only"), "{args:?}: {}", text(&o));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let o = cutover(d.path(), &["swap"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = cutover(d.path(), &["--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn completions_version_and_config_path() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let o = cutover(d.path(), &["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("_cutover"));
+    let o = cutover(d.path(), &["--version"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("cutover "));
+    let o = cutover(d.path(), &["config", "path"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        d.path().join("config/cutover/config.toml").to_string_lossy()
+    );
+}
