@@ -735,6 +735,25 @@ impl App {
                 );
                 vec![]
             }
+            Action::Rolling => {
+                let Some(slot) = self
+                    .env()
+                    .and_then(|e| e.slots.get(self.selected_slot))
+                    .map(|s| s.name.clone())
+                else {
+                    return vec![];
+                };
+                self.ask(
+                    env_idx,
+                    OpKind::Rolling {
+                        slot: slot.clone(),
+                        version: None,
+                    },
+                    format!("Rolling deploy of `{slot}`, node by node"),
+                    None,
+                );
+                vec![]
+            }
             Action::DemoBreak | Action::DemoSlow => {
                 let Some(slot) = self
                     .env()

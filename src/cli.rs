@@ -104,6 +104,16 @@ pub enum Command {
         #[command(flatten)]
         op: OpFlags,
     },
+    /// Deploy a slot node by node: drain, wait, deploy hook, smoke test, undrain
+    Rolling {
+        env: String,
+        slot: String,
+        /// The version every node must report after its deploy
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        op: OpFlags,
+    },
     /// Print events (health, versions, roles) as lines until interrupted
     Watch { env: String },
     /// Break an environment's operation lock (when its holder is gone)

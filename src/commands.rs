@@ -476,7 +476,11 @@ pub fn target(slot: String, node: Option<String>) -> Target {
 /// `cutover watch ENV`: the TUI's event lines, printed.
 pub async fn watch_env(world: World, env: &str) -> Result<i32> {
     engine(&world, env)?;
-    let idx = world.engines.iter().position(|e| e.env.name == env).unwrap_or(0);
+    let idx = world
+        .engines
+        .iter()
+        .position(|e| e.env.name == env)
+        .unwrap_or(0);
     let memories = world
         .engines
         .iter()

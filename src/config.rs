@@ -127,6 +127,37 @@ pub struct Environment {
     pub gate_checks: usize,
     pub slots: Vec<Slot>,
     pub routers: Vec<RouterConfig>,
+    /// How a rolling deploy runs (seed 003), when configured.
+    pub rolling: Option<Rolling>,
+}
+
+/// `[environment.rolling]`: a rolling deploy over the nodes of a slot, one node at a time:
+/// drain → wait for zero sessions → deploy hook → smoke test → undrain.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rolling {
+    /// The deploy command for one node, as argv; `{env}`, `{slot}`, `{node}`, `{address}`,
+    /// `{version}` are replaced.
+    pub deploy: Vec<String>,
+    /// An extra smoke test (a browser test...) whose exit code gates; same placeholders.
+    #[serde(default)]
+    pub smoke: Vec<String>,
+    /// How long a node may take to reach zero sessions after it is drained.
+    #[serde(default = "default_drain_timeout", with = "serde_duration")]
+    pub drain_timeout: Duration,
+    /// How long the deploy and smoke commands may run.
+    #[serde(default = "default_hook_timeout", with = "serde_duration")]
+    pub hook_timeout: Duration,
+    /// How long the node has to answer healthy with the new version after the deploy.
+    #[serde(default = "default_verify", with = "serde_duration")]
+    pub smoke_timeout: Duration,
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl Environment {
@@ -201,6 +232,7 @@ struct RawEnvironment {
     slots: Vec<RawSlot>,
     #[serde(default, rename = "router")]
     routers: Vec<Spanned<RouterConfig>>,
+    rolling: Option<Spanned<Rolling>>,
 }
 
 fn default_health() -> Spanned<String> {
@@ -404,6 +436,15 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             routers.push(rc);
         }
+        if let Some(r) = &re.rolling
+            && r.get_ref().deploy.is_empty()
+        {
+            return Err(at(
+                r.span(),
+                Some("deploy"),
+                "the rolling deploy needs a `deploy` command (an argv list)".into(),
+            ));
+        }
         environments.push(Environment {
             name,
             public_url: re.public_url.map(|u| u.into_inner()),
@@ -417,6 +458,7 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             gate_checks: re.gate_checks.unwrap_or(raw.settings.gate_checks).max(1),
             slots,
             routers,
+            rolling: re.rolling.map(|r| r.into_inner()),
         });
     }
     Ok(Config {

@@ -17,17 +17,19 @@ pub enum Action {
     Rollback,
     Drain,
     Maintenance,
+    Rolling,
     Filter,
     DemoBreak,
     DemoSlow,
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::Swap,
         Action::Rollback,
         Action::Drain,
         Action::Maintenance,
+        Action::Rolling,
         Action::Up,
         Action::Down,
         Action::Left,
@@ -53,6 +55,7 @@ impl Action {
             Action::Rollback => "rollback",
             Action::Drain => "drain",
             Action::Maintenance => "maintenance",
+            Action::Rolling => "rolling",
             Action::Filter => "filter",
             Action::DemoBreak => "demo-break",
             Action::DemoSlow => "demo-slow",
@@ -72,6 +75,7 @@ impl Action {
             Action::Rollback => "roll back to the previous live slot; asks first",
             Action::Drain => "drain the selected slot, or undrain it if it is draining",
             Action::Maintenance => "turn maintenance on (503 page) or off for the environment",
+            Action::Rolling => "rolling deploy of the selected slot, node by node; asks first",
             Action::Filter => "filter environments by name",
             Action::DemoBreak => "demo: break / heal the selected slot's health",
             Action::DemoSlow => "demo: make the selected slot slow / fast",
@@ -82,7 +86,7 @@ impl Action {
     pub fn changes_routers(self) -> bool {
         matches!(
             self,
-            Action::Swap | Action::Rollback | Action::Drain | Action::Maintenance
+            Action::Swap | Action::Rollback | Action::Drain | Action::Maintenance | Action::Rolling
         )
     }
 
@@ -142,6 +146,7 @@ impl Default for Keymap {
             (Key::ch('r'), Rollback),
             (Key::ch('d'), Drain),
             (Key::ch('m'), Maintenance),
+            (Key::ch('R'), Rolling),
             (Key::ch('k'), Up),
             (Key::plain(KeyCode::Up), Up),
             (Key::ch('j'), Down),

@@ -253,6 +253,12 @@ async fn run(cli: Cli) -> Result<i32> {
         Some(Command::Preview { env, slot, op }) => {
             commands::operate(&world, &env, OpKind::SetPreview(slot), &op, ro).await?
         }
+        Some(Command::Rolling {
+            env,
+            slot,
+            version,
+            op,
+        }) => commands::operate(&world, &env, OpKind::Rolling { slot, version }, &op, ro).await?,
         Some(Command::Watch { env }) => commands::watch_env(world, &env).await?,
         Some(Command::Unlock { env }) => match world.store.break_lock(&env)? {
             Some(h) => {

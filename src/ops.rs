@@ -39,6 +39,11 @@ pub enum OpKind {
         mode: MaintenanceMode,
     },
     SetPreview(String),
+    /// Deploy node by node: drain, wait, deploy hook, smoke test, undrain (seed 003).
+    Rolling {
+        slot: String,
+        version: Option<String>,
+    },
 }
 
 impl OpKind {
@@ -51,6 +56,7 @@ impl OpKind {
             OpKind::Maintenance { on: true, .. } => "maintenance-on",
             OpKind::Maintenance { on: false, .. } => "maintenance-off",
             OpKind::SetPreview(_) => "set-preview",
+            OpKind::Rolling { .. } => "rolling",
         }
     }
 }
@@ -459,6 +465,10 @@ impl Engine {
                 )
                 .await
             }
+            OpKind::Rolling { slot, version } => {
+                let (slot, version) = (slot.clone(), version.clone());
+                self.rolling(run, &slot, version.as_deref()).await
+            }
             other => self.simple(run, other.clone(), &mut cancel).await,
         }
     }
@@ -806,6 +816,175 @@ impl Engine {
         }
     }
 
+    /// A rolling deploy over the nodes of a slot. Stops at the first failure, leaving that node
+    /// out (drained) and the rest serving.
+    async fn rolling(&self, mut run: Run<'_>, slot_name: &str, version: Option<&str>) -> Outcome {
+        let Some(rolling) = self.env.rolling.clone() else {
+            let why = format!(
+                "`{}` has no [environment.rolling] section: add a `deploy` command",
+                self.env.name
+            );
+            run.done(Step::Plan, false, why.clone());
+            return run.finish(Verdict::Refused, why);
+        };
+        let Some(slot) = self.env.slot(slot_name).cloned() else {
+            let why = format!("there is no slot `{slot_name}`");
+            run.done(Step::Plan, false, why.clone());
+            return run.finish(Verdict::Refused, why);
+        };
+        if slot.nodes.is_empty() {
+            let why = format!(
+                "slot `{slot_name}` has no nodes; list them as `nodes = [...]` to roll them"
+            );
+            run.done(Step::Plan, false, why.clone());
+            return run.finish(Verdict::Refused, why);
+        }
+        run.record.to = Some(slot_name.to_string());
+        run.record.to_version = version.map(str::to_string);
+        let n = slot.nodes.len();
+        run.done(
+            Step::Plan,
+            true,
+            format!("{n} nodes of `{slot_name}`, one at a time"),
+        );
+        let _lock = match self.store.lock(&self.env.name, "rolling") {
+            Ok(l) => l,
+            Err(e) => return run.finish(Verdict::Refused, format!("{e:#}")),
+        };
+        let health_path = path_of(&slot.health_url, &slot.address);
+        let version_path = path_of(&slot.version_url, &slot.address);
+        for (i, node) in slot.nodes.iter().enumerate() {
+            let label = format!("{} ({}/{n})", node.name, i + 1);
+            let target = Target::node(slot_name, &node.name);
+            // Drain, and wait for zero sessions.
+            run.step(Step::Apply, format!("{label}: draining"));
+            for r in &self.routers {
+                if let Err(e) = r.drain(&target).await {
+                    let why = format!("{label}: router `{}` would not drain it: {e:#}", r.name());
+                    run.done(Step::Apply, false, why.clone());
+                    return run.finish(
+                        Verdict::Failed,
+                        format!("{why}; stopped before touching it"),
+                    );
+                }
+            }
+            let deadline = Instant::now() + rolling.drain_timeout;
+            loop {
+                let sessions = self
+                    .observe_all()
+                    .await
+                    .ok()
+                    .and_then(|s| sessions_of(&target, &s));
+                if sessions.unwrap_or(0) == 0 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        "{label}: still {sessions:?} sessions after the drain timeout; going on"
+                    );
+                    break;
+                }
+                let _ = run.tx.send(Progress::Step {
+                    step: Step::Apply,
+                    ok: None,
+                    message: format!("{label}: drained, {} in flight", sessions.unwrap_or(0)),
+                });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            run.done(Step::Apply, true, format!("{label}: drained"));
+            // Deploy.
+            let vars = [
+                ("env", self.env.name.as_str()),
+                ("slot", slot_name),
+                ("node", node.name.as_str()),
+                ("address", node.address.as_str()),
+                ("version", version.unwrap_or("")),
+            ];
+            run.step(Step::Apply, format!("{label}: deploying"));
+            if let Err(e) = run_hook(&template(&rolling.deploy, &vars), rolling.hook_timeout).await
+            {
+                let why = format!("{label}: deploy failed: {e}");
+                run.done(Step::Apply, false, why.clone());
+                return run.finish(
+                    Verdict::Failed,
+                    format!(
+                        "{why}; `{}` stays drained, the other nodes keep serving",
+                        node.name
+                    ),
+                );
+            }
+            run.done(Step::Apply, true, format!("{label}: deployed"));
+            // Smoke test: healthy, the expected version, and the optional command.
+            run.step(Step::Verify, format!("{label}: smoke test"));
+            let node_slot = crate::config::Slot {
+                health_url: format!("{}{health_path}", node.address.trim_end_matches('/')),
+                version_url: format!("{}{version_path}", node.address.trim_end_matches('/')),
+                address: node.address.clone(),
+                nodes: vec![],
+                ..slot.clone()
+            };
+            let deadline = Instant::now() + rolling.smoke_timeout;
+            let smoke = loop {
+                let p = self.prober.probe_slot(&node_slot).await;
+                let got = p.version.as_ref().map(|v| v.version.clone());
+                let ok = p.health.is_serving() && (version.is_none() || got.as_deref() == version);
+                if ok {
+                    break Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break Err(format!(
+                        "{label}: smoke test failed: health {}{}, version {} (wanted {})",
+                        p.health.label(),
+                        p.error.map(|e| format!(" ({e})")).unwrap_or_default(),
+                        got.unwrap_or_else(|| "?".into()),
+                        version.unwrap_or("any")
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            let smoke = match smoke {
+                Ok(()) if !rolling.smoke.is_empty() => {
+                    run_hook(&template(&rolling.smoke, &vars), rolling.hook_timeout)
+                        .await
+                        .map_err(|e| format!("{label}: smoke command failed: {e}"))
+                }
+                other => other,
+            };
+            if let Err(why) = smoke {
+                run.done(Step::Verify, false, why.clone());
+                return run.finish(
+                    Verdict::Failed,
+                    format!(
+                        "{why}; `{}` stays drained, the other nodes keep serving",
+                        node.name
+                    ),
+                );
+            }
+            run.done(
+                Step::Verify,
+                true,
+                format!(
+                    "{label}: healthy{}",
+                    version.map(|v| format!(", runs {v}")).unwrap_or_default()
+                ),
+            );
+            // Back in.
+            run.step(Step::Apply, format!("{label}: undraining"));
+            for r in &self.routers {
+                if let Err(e) = r.undrain(&target).await {
+                    let why = format!("{label}: router `{}` would not undrain it: {e:#}", r.name());
+                    run.done(Step::Apply, false, why.clone());
+                    return run.finish(Verdict::Failed, why);
+                }
+            }
+            run.done(Step::Apply, true, format!("{label}: back in service"));
+        }
+        run.finish(
+            Verdict::Done,
+            format!("all {n} nodes of `{slot_name}` deployed and back in service"),
+        )
+    }
+
     /// Drain, undrain, maintenance, set preview: apply to every router, then verify.
     async fn simple(
         &self,
@@ -901,7 +1080,73 @@ fn describe(kind: &OpKind) -> String {
         OpKind::SetPreview(s) => format!("preview → {s}"),
         OpKind::Swap { to } => format!("swap to {}", to.as_deref().unwrap_or("preview")),
         OpKind::Rollback => "rollback".into(),
+        OpKind::Rolling { slot, .. } => format!("rolling deploy of {slot}"),
     }
+}
+
+/// Replace `{key}` placeholders in every argument.
+pub fn template(argv: &[String], vars: &[(&str, &str)]) -> Vec<String> {
+    argv.iter()
+        .map(|a| {
+            let mut a = a.clone();
+            for (k, v) in vars {
+                a = a.replace(&format!("{{{k}}}"), v);
+            }
+            a
+        })
+        .collect()
+}
+
+/// Run a hook command with a timeout; Err carries the exit code and the end of stderr.
+pub async fn run_hook(argv: &[String], timeout: Duration) -> std::result::Result<(), String> {
+    let Some((prog, args)) = argv.split_first() else {
+        return Err("empty command".into());
+    };
+    let child = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run `{prog}`: {e}"))?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => Err(format!(
+            "`{}` did not finish within {}",
+            argv.join(" "),
+            crate::timefmt::millis(timeout)
+        )),
+        Ok(Err(e)) => Err(format!("`{prog}` failed: {e}")),
+        Ok(Ok(o)) if o.status.success() => Ok(()),
+        Ok(Ok(o)) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let tail: Vec<&str> = err
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            Err(format!(
+                "`{}` exited with {}: {}",
+                argv.join(" "),
+                o.status.code().map_or("a signal".into(), |c| c.to_string()),
+                tail.join(" / ")
+            ))
+        }
+    }
+}
+
+/// The path part of `url` (after the slot's `address`, or after the host).
+fn path_of(url: &str, address: &str) -> String {
+    if let Some(rest) = url.strip_prefix(address) {
+        return rest.to_string();
+    }
+    let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
+    after_scheme
+        .find('/')
+        .map_or("/".into(), |i| after_scheme[i..].to_string())
 }
 
 fn admin_of(t: &Target, s: &RouterState) -> AdminState {

@@ -70,7 +70,11 @@ fn init_writes_a_valid_config_and_refuses_to_overwrite() {
     let o = cutover(d.path(), &["init", ps]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("not overwriting"), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(&p).expect("read"), "mine", "init must not overwrite");
+    assert_eq!(
+        std::fs::read_to_string(&p).expect("read"),
+        "mine",
+        "init must not overwrite"
+    );
 }
 
 #[test]
@@ -81,7 +85,10 @@ fn check_exits_1_when_an_endpoint_fails_and_names_it() {
     let o = cutover(d.path(), &["--config", &c, "check"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("FAIL") && t.contains("slot blue health") && t.contains("refused"), "{t}");
+    assert!(
+        t.contains("FAIL") && t.contains("slot blue health") && t.contains("refused"),
+        "{t}"
+    );
 }
 
 #[tokio::test]
@@ -103,7 +110,11 @@ fn an_unknown_environment_is_a_usage_error() {
     let c = config_with(d.path(), "http://127.0.0.1:9");
     let o = cutover(d.path(), &["--config", &c, "swap", "nope", "--yes"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("no environment `nope`") && text(&o).contains("shop"), "{}", text(&o));
+    assert!(
+        text(&o).contains("no environment `nope`") && text(&o).contains("shop"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -155,6 +166,8 @@ fn completions_version_and_config_path() {
     let o = cutover(d.path(), &["config", "path"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
-        d.path().join("config/cutover/config.toml").to_string_lossy()
+        d.path()
+            .join("config/cutover/config.toml")
+            .to_string_lossy()
     );
 }

@@ -34,7 +34,11 @@ impl Rig {
         unsafe { std::env::set_var("CUTOVER_TEST_TOKEN", TOKEN) };
         let slots = common::slots(versions).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (live, preview, admin) = (common::free_port(), common::free_port(), common::free_port());
+        let (live, preview, admin) = (
+            common::free_port(),
+            common::free_port(),
+            common::free_port(),
+        );
         let mut text = format!(
             "[settings]\npoll_interval = \"200ms\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
              state_dir = \"{state}\"\n\n[[environment]]\nname = \"shop\"\n\
@@ -66,7 +70,14 @@ impl Rig {
         };
         let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
         common::wait_port(live, Duration::from_secs(5)).await;
-        Rig { dir, config, config_path, slots, _proxy: proxy, live }
+        Rig {
+            dir,
+            config,
+            config_path,
+            slots,
+            _proxy: proxy,
+            live,
+        }
     }
 
     fn engine(&self) -> Arc<Engine> {
@@ -75,16 +86,24 @@ impl Rig {
     }
 
     fn slot(&self, name: &str) -> &SlotServer {
-        self.slots.iter().find(|s| s.controls.name == name).expect("slot")
+        self.slots
+            .iter()
+            .find(|s| s.controls.name == name)
+            .expect("slot")
     }
 
     async fn serving(&self) -> String {
-        common::get(&format!("http://127.0.0.1:{}/", self.live)).await.1
+        common::get(&format!("http://127.0.0.1:{}/", self.live))
+            .await
+            .1
     }
 
     fn audit_text(&self) -> String {
         let mut all = String::new();
-        for e in std::fs::read_dir(self.dir.path().join("state")).expect("state dir").flatten() {
+        for e in std::fs::read_dir(self.dir.path().join("state"))
+            .expect("state dir")
+            .flatten()
+        {
             if e.file_name().to_string_lossy().starts_with("audit") {
                 all.push_str(&std::fs::read_to_string(e.path()).expect("audit"));
             }
@@ -110,12 +129,25 @@ async fn run(engine: &Engine, kind: OpKind, force: bool, watch_it: bool) -> Outc
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let (_c, cancel) = watch::channel(false);
     engine
-        .run(OpRequest { kind, force, watch: watch_it }, GateSource::ProbeNow, tx, cancel)
+        .run(
+            OpRequest {
+                kind,
+                force,
+                watch: watch_it,
+            },
+            GateSource::ProbeNow,
+            tx,
+            cancel,
+        )
         .await
 }
 
 fn out(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[tokio::test]
@@ -143,9 +175,17 @@ async fn an_unhealthy_target_is_refused_with_the_reason_and_force_goes_past() {
     let e = rig.engine();
     let o = run(&e, OpKind::Swap { to: None }, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
-    assert!(o.message.contains("`green` needs 2 healthy checks"), "{}", o.message);
+    assert!(
+        o.message.contains("`green` needs 2 healthy checks"),
+        "{}",
+        o.message
+    );
     assert!(o.message.contains("--force"), "{}", o.message);
-    assert_eq!(rig.serving().await, "blue", "a refused swap changes nothing");
+    assert_eq!(
+        rig.serving().await,
+        "blue",
+        "a refused swap changes nothing"
+    );
     let o = run(&e, OpKind::Swap { to: None }, true, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     assert!(o.record.forced);
@@ -159,7 +199,11 @@ async fn the_same_version_is_refused_unless_forced() {
     let e = rig.engine();
     let o = run(&e, OpKind::Swap { to: None }, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
-    assert!(o.message.contains("same version as live (1.0.0)"), "{}", o.message);
+    assert!(
+        o.message.contains("same version as live (1.0.0)"),
+        "{}",
+        o.message
+    );
     let o = run(&e, OpKind::Swap { to: None }, true, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
 }
@@ -191,13 +235,26 @@ async fn auto_rollback_when_the_new_slot_fails_while_watched() {
     let task = tokio::spawn({
         let e = e.clone();
         async move {
-            e.run(OpRequest { kind: OpKind::Swap { to: None }, force: false, watch: true }, GateSource::ProbeNow, tx, cancel)
-                .await
+            e.run(
+                OpRequest {
+                    kind: OpKind::Swap { to: None },
+                    force: false,
+                    watch: true,
+                },
+                GateSource::ProbeNow,
+                tx,
+                cancel,
+            )
+            .await
         }
     });
     // Break green as soon as the watch starts.
     while let Some(p) = rx.recv().await {
-        if let cutover::ops::Progress::Step { step: cutover::ops::Step::Watch, .. } = p {
+        if let cutover::ops::Progress::Step {
+            step: cutover::ops::Step::Watch,
+            ..
+        } = p
+        {
             green.set_healthy(false);
             break;
         }
@@ -221,12 +278,25 @@ async fn without_auto_rollback_a_failing_watch_raises_an_alarm_naming_the_key() 
     let task = tokio::spawn({
         let e = e.clone();
         async move {
-            e.run(OpRequest { kind: OpKind::Swap { to: None }, force: false, watch: true }, GateSource::ProbeNow, tx, cancel)
-                .await
+            e.run(
+                OpRequest {
+                    kind: OpKind::Swap { to: None },
+                    force: false,
+                    watch: true,
+                },
+                GateSource::ProbeNow,
+                tx,
+                cancel,
+            )
+            .await
         }
     });
     while let Some(p) = rx.recv().await {
-        if let cutover::ops::Progress::Step { step: cutover::ops::Step::Watch, .. } = p {
+        if let cutover::ops::Progress::Step {
+            step: cutover::ops::Step::Watch,
+            ..
+        } = p
+        {
             green.set_healthy(false);
             break;
         }
@@ -261,22 +331,58 @@ async fn rollback_with_nothing_recorded_says_so() {
 
 #[tokio::test]
 async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")], "").await;
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")],
+        "",
+    )
+    .await;
     let e = rig.engine();
     // Make staging live through a swap, start a slow request on it, swap back, then drain it.
-    let o = run(&e, OpKind::Swap { to: Some("staging".into()) }, false, false).await;
+    let o = run(
+        &e,
+        OpKind::Swap {
+            to: Some("staging".into()),
+        },
+        false,
+        false,
+    )
+    .await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     let url = format!("http://127.0.0.1:{}/slow?ms=1500", rig.live);
     let slow = tokio::spawn(async move { common::get(&url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let o = run(&e, OpKind::Swap { to: Some("blue".into()) }, true, false).await;
+    let o = run(
+        &e,
+        OpKind::Swap {
+            to: Some("blue".into()),
+        },
+        true,
+        false,
+    )
+    .await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
-    let o = run(&e, OpKind::Drain(cutover::router::Target::slot("staging")), false, false).await;
+    let o = run(
+        &e,
+        OpKind::Drain(cutover::router::Target::slot("staging")),
+        false,
+        false,
+    )
+    .await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     assert!(o.message.contains("no requests in flight"), "{}", o.message);
     let (status, slot, _) = slow.await.expect("join");
-    assert_eq!((status, slot.as_str()), (200, "staging"), "the in-flight request finished on the old slot");
-    let o = run(&e, OpKind::Undrain(cutover::router::Target::slot("staging")), false, false).await;
+    assert_eq!(
+        (status, slot.as_str()),
+        (200, "staging"),
+        "the in-flight request finished on the old slot"
+    );
+    let o = run(
+        &e,
+        OpKind::Undrain(cutover::router::Target::slot("staging")),
+        false,
+        false,
+    )
+    .await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
 }
 
@@ -284,12 +390,18 @@ async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
 async fn maintenance_on_and_off() {
     let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
     let e = rig.engine();
-    let on = OpKind::Maintenance { on: true, mode: cutover::model::MaintenanceMode::Page };
+    let on = OpKind::Maintenance {
+        on: true,
+        mode: cutover::model::MaintenanceMode::Page,
+    };
     let o = run(&e, on, false, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     let (status, _, _) = common::get(&format!("http://127.0.0.1:{}/", rig.live)).await;
     assert_eq!(status, 503);
-    let off = OpKind::Maintenance { on: false, mode: cutover::model::MaintenanceMode::Page };
+    let off = OpKind::Maintenance {
+        on: false,
+        mode: cutover::model::MaintenanceMode::Page,
+    };
     let o = run(&e, off, false, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     assert_eq!(rig.serving().await, "blue");
@@ -302,18 +414,44 @@ async fn audit_records_have_the_fields_and_no_secrets() {
     let o = run(&e, OpKind::Swap { to: None }, false, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     let text = rig.audit_text();
-    assert!(!text.contains(TOKEN), "the admin token leaked into the audit log");
+    assert!(
+        !text.contains(TOKEN),
+        "the admin token leaked into the audit log"
+    );
     let line = text.lines().last().expect("a record");
     let v: serde_json::Value = serde_json::from_str(line).expect("json line");
-    for f in ["time", "user", "environment", "operation", "from", "to", "from_version", "to_version", "forced", "result", "steps"] {
+    for f in [
+        "time",
+        "user",
+        "environment",
+        "operation",
+        "from",
+        "to",
+        "from_version",
+        "to_version",
+        "forced",
+        "result",
+        "steps",
+    ] {
         assert!(v.get(f).is_some(), "missing {f}: {line}");
     }
     assert_eq!(v["environment"], "shop");
     assert_eq!(v["operation"], "swap");
-    assert_eq!((v["from"].as_str(), v["to"].as_str()), (Some("blue"), Some("green")));
-    assert_eq!((v["from_version"].as_str(), v["to_version"].as_str()), (Some("1.0.0"), Some("2.0.0")));
+    assert_eq!(
+        (v["from"].as_str(), v["to"].as_str()),
+        (Some("blue"), Some("green"))
+    );
+    assert_eq!(
+        (v["from_version"].as_str(), v["to_version"].as_str()),
+        (Some("1.0.0"), Some("2.0.0"))
+    );
     assert_eq!(v["result"], "done");
-    let steps: Vec<&str> = v["steps"].as_array().expect("steps").iter().filter_map(|s| s["step"].as_str()).collect();
+    let steps: Vec<&str> = v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
     assert_eq!(steps, ["plan", "gate", "apply", "verify"]);
     assert!(v["user"].as_str().is_some_and(|u| u.contains('@')));
 }
@@ -329,18 +467,28 @@ async fn cli_exit_codes_and_lock_contention_between_processes() {
     // Another holder (this test process, alive) has the lock: the CLI refuses and names it.
     let store = cutover::state::Store::new(rig.dir.path().join("state"));
     let guard = store.lock("shop", "swap").expect("lock");
-    let o = cli(vec!["swap", "shop", "--yes", "--no-watch"]).await.expect("join");
+    let o = cli(vec!["swap", "shop", "--yes", "--no-watch"])
+        .await
+        .expect("join");
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(out(&o).contains("locked by") && out(&o).contains("cutover unlock shop"), "{}", out(&o));
+    assert!(
+        out(&o).contains("locked by") && out(&o).contains("cutover unlock shop"),
+        "{}",
+        out(&o)
+    );
     drop(guard);
     // A stale lock (dead pid on this host) is broken and the swap goes through: exit 0.
     let dead = serde_json::json!({"holder": cutover::paths::user_at_host(), "pid": 999_999_999u32, "operation": "swap", "since": "then"});
     std::fs::write(rig.dir.path().join("state/shop.lock"), dead.to_string()).expect("write");
-    let o = cli(vec!["swap", "shop", "--yes", "--no-watch"]).await.expect("join");
+    let o = cli(vec!["swap", "shop", "--yes", "--no-watch"])
+        .await
+        .expect("join");
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(rig.serving().await, "green");
     // Refused (same slot already live): exit 1, the message says why.
-    let o = cli(vec!["swap", "shop", "--to", "green", "--yes"]).await.expect("join");
+    let o = cli(vec!["swap", "shop", "--to", "green", "--yes"])
+        .await
+        .expect("join");
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(out(&o).contains("already live"), "{}", out(&o));
     // JSON status is parseable and shows the new live slot.
@@ -350,11 +498,12 @@ async fn cli_exit_codes_and_lock_contention_between_processes() {
     assert_eq!(v["environments"][0]["live"], "green");
     assert_eq!(v["environments"][0]["previous_live"], "blue");
     // Rollback through the CLI: exit 0 and blue serves again.
-    let o = cli(vec!["rollback", "shop", "--yes", "--no-watch"]).await.expect("join");
+    let o = cli(vec!["rollback", "shop", "--yes", "--no-watch"])
+        .await
+        .expect("join");
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
     assert_eq!(rig.serving().await, "blue");
     // unlock with nobody holding it is fine.
     let o = cli(vec!["unlock", "shop"]).await.expect("join");
     assert_eq!(o.status.code(), Some(0), "{}", out(&o));
 }
-

@@ -37,7 +37,9 @@ async fn raw_server(response: Option<Vec<u8>>) -> String {
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             let response = response.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 2048];
@@ -105,14 +107,20 @@ async fn a_hung_endpoint_times_out_within_the_timeout() {
     let r = p.probe_slot(&slot(&url)).await;
     assert_eq!(r.health, Health::Down);
     assert_eq!(r.error, Some(ProbeError::Timeout));
-    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn a_closed_port_is_refused() {
     let port = common::free_port();
     let p = Prober::new(&settings()).expect("prober");
-    let r = p.probe_slot(&slot(&format!("http://127.0.0.1:{port}"))).await;
+    let r = p
+        .probe_slot(&slot(&format!("http://127.0.0.1:{port}")))
+        .await;
     assert_eq!(r.health, Health::Down);
     assert_eq!(r.error, Some(ProbeError::Refused));
 }
@@ -160,5 +168,9 @@ async fn one_hung_slot_does_not_delay_the_others() {
         p.probe_slot(&slow)
     );
     assert_eq!(a.0.health, Health::Up);
-    assert!(a.1 < Duration::from_millis(300), "healthy slot took {:?}", a.1);
+    assert!(
+        a.1 < Duration::from_millis(300),
+        "healthy slot took {:?}",
+        a.1
+    );
 }
