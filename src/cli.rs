@@ -114,6 +114,36 @@ pub enum Command {
         #[command(flatten)]
         op: OpFlags,
     },
+    /// Prove a cutover loses nothing: load the public URL while swapping back and forth
+    Drill {
+        env: String,
+        /// Concurrent connections
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Stop after this many requests
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Stop after this long, whatever the count
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Swap+rollback pairs
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Open a new connection for every request
+        #[arg(long)]
+        no_keep_alive: bool,
+        /// Path requested on the public URL
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Pause between switches
+        #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+        pause: std::time::Duration,
+        /// Allow a drill against a production environment
+        #[arg(long)]
+        yes_really: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print events (health, versions, roles) as lines until interrupted
     Watch { env: String },
     /// Break an environment's operation lock (when its holder is gone)

@@ -516,3 +516,32 @@ pub async fn watch_env(world: World, env: &str) -> Result<i32> {
     let _ = stop_tx.send(true);
     Ok(EXIT_OK)
 }
+
+/// `cutover drill ENV`
+pub async fn drill(
+    world: &World,
+    env: &str,
+    opts: &crate::drill::DrillOptions,
+    json: bool,
+) -> Result<i32> {
+    let engine = engine(world, env)?;
+    let report = match crate::drill::run(engine, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("drill refused: {e:#}");
+            return Ok(EXIT_FAILED);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.print();
+    }
+    Ok(
+        if report.failed == 0 && report.failed_operations.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        },
+    )
+}

@@ -129,6 +129,10 @@ pub struct Environment {
     pub routers: Vec<RouterConfig>,
     /// How a rolling deploy runs (seed 003), when configured.
     pub rolling: Option<Rolling>,
+    /// `cutover drill` may run against this production environment.
+    pub allow_drill: bool,
+    /// `cutover drill` refuses a public URL that is not a loopback address.
+    pub drill_loopback_only: bool,
 }
 
 /// `[environment.rolling]`: a rolling deploy over the nodes of a slot, one node at a time:
@@ -233,6 +237,10 @@ struct RawEnvironment {
     #[serde(default, rename = "router")]
     routers: Vec<Spanned<RouterConfig>>,
     rolling: Option<Spanned<Rolling>>,
+    #[serde(default)]
+    allow_drill: bool,
+    #[serde(default)]
+    drill_loopback_only: bool,
 }
 
 fn default_health() -> Spanned<String> {
@@ -459,6 +467,8 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             slots,
             routers,
             rolling: re.rolling.map(|r| r.into_inner()),
+            allow_drill: re.allow_drill,
+            drill_loopback_only: re.drill_loopback_only,
         });
     }
     Ok(Config {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod drill;
 pub mod example;
 pub mod keymap;
 pub mod load;

@@ -95,6 +95,8 @@ impl LoadReport {
 
 /// A load run in the background; `stop()` ends it early, `finish()` waits for the report.
 pub struct LoadRun {
+    /// When the run started; `Sample::at_ms` counts from here.
+    pub started: Instant,
     stop: Arc<AtomicBool>,
     pub sent: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<LoadReport>,
@@ -123,8 +125,14 @@ pub fn start(opts: LoadOptions) -> LoadRun {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let (stop2, sent2) = (stop.clone(), sent.clone());
-    let task = tokio::spawn(async move { run_inner(opts, stop2, sent2).await });
-    LoadRun { stop, sent, task }
+    let started = Instant::now();
+    let task = tokio::spawn(async move { run_inner(opts, stop2, sent2, started).await });
+    LoadRun {
+        started,
+        stop,
+        sent,
+        task,
+    }
 }
 
 /// Run a load to its bounds and return the report.
@@ -132,8 +140,12 @@ pub async fn run(opts: LoadOptions) -> LoadReport {
     start(opts).wait().await
 }
 
-async fn run_inner(opts: LoadOptions, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> LoadReport {
-    let started = Instant::now();
+async fn run_inner(
+    opts: LoadOptions,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    started: Instant,
+) -> LoadReport {
     let deadline = started + opts.max_duration;
     let shared = Arc::new(Shared {
         report: Mutex::new(LoadReport::default()),

@@ -259,6 +259,34 @@ async fn run(cli: Cli) -> Result<i32> {
             version,
             op,
         }) => commands::operate(&world, &env, OpKind::Rolling { slot, version }, &op, ro).await?,
+        Some(Command::Drill {
+            env,
+            concurrency,
+            requests,
+            duration,
+            pairs,
+            no_keep_alive,
+            path,
+            pause,
+            yes_really,
+            json,
+        }) => {
+            if ro {
+                eprintln!("read-only: a drill switches slots; not allowed");
+                return Ok(EXIT_FAILED);
+            }
+            let opts = cutover::drill::DrillOptions {
+                concurrency,
+                requests,
+                duration,
+                pairs,
+                keep_alive: !no_keep_alive,
+                path,
+                pause,
+                yes_really,
+            };
+            commands::drill(&world, &env, &opts, json).await?
+        }
         Some(Command::Watch { env }) => commands::watch_env(world, &env).await?,
         Some(Command::Unlock { env }) => match world.store.break_lock(&env)? {
             Some(h) => {
