@@ -58,6 +58,8 @@ pub enum Event {
         env: usize,
         holder: Option<LockInfo>,
     },
+    /// A theme asked for with `:theme`, loaded by the runner.
+    Theme(Result<Theme, String>),
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +76,43 @@ pub enum Effect {
         gate: GateInput,
     },
     Demo(DemoCommand),
+    /// Load a theme (it may be a user file).
+    LoadTheme(String),
     Quit,
+}
+
+/// The `:` commands.
+pub const COMMANDS: [&str; 10] = [
+    "env",
+    "swap",
+    "rollback",
+    "drain",
+    "undrain",
+    "maintenance",
+    "rolling",
+    "theme",
+    "help",
+    "quit",
+];
+
+/// Complete `prefix` against `candidates`: the longest common prefix of the matches, and the
+/// matches.
+pub fn complete(prefix: &str, candidates: &[String]) -> (String, Vec<String>) {
+    let matches: Vec<String> = candidates
+        .iter()
+        .filter(|c| c.starts_with(prefix))
+        .cloned()
+        .collect();
+    let Some(first) = matches.first() else {
+        return (prefix.to_string(), vec![]);
+    };
+    let mut common = first.clone();
+    for m in &matches[1..] {
+        while !m.starts_with(&common) {
+            common.pop();
+        }
+    }
+    (common, matches)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +154,9 @@ pub struct SlotView {
     pub version_since: Option<SystemTime>,
     pub role_since: Option<SystemTime>,
     pub last_role: Role,
+    /// Share of the routed requests this slot got since the previous router reading.
+    pub traffic_share: Option<f64>,
+    last_requests: Option<u64>,
 }
 
 impl SlotView {
@@ -274,6 +315,10 @@ pub struct App {
     pub overlay: Overlay,
     pub filter: String,
     pub filtering: bool,
+    /// The `:` command line, while it is open.
+    pub command: Option<String>,
+    /// Completions offered for the command line.
+    pub completions: Vec<String>,
     pub events: VecDeque<LogLine>,
     /// Lines ever logged (the pane keeps the newest only).
     pub events_total: u64,
@@ -305,6 +350,8 @@ impl App {
                         version_since: None,
                         role_since: None,
                         last_role: Role::Unknown,
+                        traffic_share: None,
+                        last_requests: None,
                     })
                     .collect(),
                 routers: e
@@ -326,11 +373,12 @@ impl App {
                 config: e.clone(),
             })
             .collect();
+        let keymap = Keymap::with_overrides(&config.keys).unwrap_or_default();
         App {
             read_only: config.settings.read_only,
             config,
             theme,
-            keymap: Keymap::default(),
+            keymap,
             envs,
             selected_env: 0,
             selected_slot: 0,
@@ -338,6 +386,8 @@ impl App {
             overlay: Overlay::None,
             filter: String::new(),
             filtering: false,
+            command: None,
+            completions: Vec::new(),
             events: VecDeque::new(),
             events_total: 0,
             event_scroll: 0,
@@ -437,6 +487,15 @@ impl App {
                 }
                 vec![]
             }
+            Event::Theme(Ok(t)) => {
+                self.status = Some((Level::Good, format!("theme {}", t.name)));
+                self.theme = t;
+                vec![]
+            }
+            Event::Theme(Err(e)) => {
+                self.status = Some((Level::Bad, e));
+                vec![]
+            }
         }
     }
 
@@ -520,6 +579,23 @@ impl App {
                 }
             }
         }
+        if router == 0
+            && let Some(st) = e.routers.first().and_then(|r| r.state.clone())
+        {
+            let deltas: Vec<Option<u64>> = e
+                .slots
+                .iter()
+                .map(|s| {
+                    let now = st.slots.get(&s.name).and_then(|r| r.requests)?;
+                    Some(now.saturating_sub(s.last_requests?))
+                })
+                .collect();
+            let total: u64 = deltas.iter().flatten().sum();
+            for (s, d) in e.slots.iter_mut().zip(&deltas) {
+                s.last_requests = st.slots.get(&s.name).and_then(|r| r.requests);
+                s.traffic_share = d.filter(|_| total > 0).map(|d| d as f64 / total as f64);
+            }
+        }
         let roles: Vec<Role> = e.slots.iter().map(|s| e.role_of(&s.name)).collect();
         for (s, role) in e.slots.iter_mut().zip(roles) {
             if s.last_role != role {
@@ -593,7 +669,15 @@ impl App {
             Overlay::Confirm(_) => return self.on_confirm_key(k),
             Overlay::None => {}
         }
+        if self.command.is_some() {
+            return self.on_command_key(k);
+        }
         if self.filtering {
+            if k.code == KeyCode::Tab {
+                let names: Vec<String> = self.envs.iter().map(|e| e.config.name.clone()).collect();
+                let (done, _) = complete(&self.filter, &names);
+                self.filter = done;
+            }
             match k.code {
                 KeyCode::Esc => {
                     self.filter.clear();
@@ -693,6 +777,11 @@ impl App {
                 self.filtering = true;
                 vec![]
             }
+            Action::Command => {
+                self.command = Some(String::new());
+                self.completions.clear();
+                vec![]
+            }
             Action::Swap => {
                 self.ask_swap(env_idx);
                 vec![]
@@ -770,6 +859,168 @@ impl App {
                 vec![Effect::Demo(cmd)]
             }
         }
+    }
+
+    fn on_command_key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        let Some(line) = self.command.as_mut() else {
+            return vec![];
+        };
+        match k.code {
+            KeyCode::Esc => {
+                self.command = None;
+                self.completions.clear();
+            }
+            KeyCode::Backspace => {
+                if line.pop().is_none() {
+                    self.command = None;
+                }
+            }
+            KeyCode::Char(c) => line.push(c),
+            KeyCode::Tab => {
+                let line = line.clone();
+                let (head, last) = match line.rsplit_once(' ') {
+                    Some((h, l)) => (format!("{h} "), l.to_string()),
+                    None => (String::new(), line.clone()),
+                };
+                let candidates = self.candidates(&head);
+                let (done, options) = complete(&last, &candidates);
+                let finished = options.len() == 1;
+                self.command = Some(format!("{head}{done}{}", if finished { " " } else { "" }));
+                self.completions = if finished { vec![] } else { options };
+            }
+            KeyCode::Enter => {
+                let line = line.trim().to_string();
+                self.command = None;
+                self.completions.clear();
+                return self.run_command(&line);
+            }
+            _ => {}
+        }
+        vec![]
+    }
+
+    /// What may follow `head` on the command line.
+    fn candidates(&self, head: &str) -> Vec<String> {
+        let slots = || {
+            self.env()
+                .map(|e| e.slots.iter().map(|s| s.name.clone()).collect())
+                .unwrap_or_default()
+        };
+        match head.split_whitespace().next() {
+            None => COMMANDS.iter().map(|c| c.to_string()).collect(),
+            Some("env") => self.envs.iter().map(|e| e.config.name.clone()).collect(),
+            Some("swap" | "drain" | "undrain" | "rolling") => slots(),
+            Some("maintenance") => vec!["on".into(), "off".into()],
+            Some("theme") => Theme::builtin_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            Some(_) => vec![],
+        }
+    }
+
+    /// Run a `:` command.
+    pub fn run_command(&mut self, line: &str) -> Vec<Effect> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let env_idx = self.selected_env;
+        let slot_arg = |i: usize| words.get(i).map(|s| s.to_string());
+        let needs_ro_check = matches!(
+            words.first().copied(),
+            Some("swap" | "rollback" | "drain" | "undrain" | "maintenance" | "rolling")
+        );
+        if needs_ro_check && (self.read_only || self.env().is_some_and(|e| e.config.read_only)) {
+            self.status = Some((
+                Level::Warn,
+                format!("read-only: `:{line}` is not allowed here"),
+            ));
+            return vec![];
+        }
+        let known_slot = |app: &App, s: &str| {
+            app.env()
+                .is_some_and(|e| e.slots.iter().any(|x| x.name == s))
+        };
+        match words.as_slice() {
+            [] => {}
+            ["quit" | "q"] => return self.act(Action::Quit),
+            ["help"] => self.overlay = Overlay::Help,
+            ["env", name] => match self.envs.iter().position(|e| e.config.name == *name) {
+                Some(i) => {
+                    self.selected_env = i;
+                    self.selected_slot = 0;
+                }
+                None => self.status = Some((Level::Warn, format!("no environment `{name}`"))),
+            },
+            ["swap"] => self.ask_swap(env_idx),
+            ["swap", slot] if known_slot(self, slot) => {
+                if let Some(e) = self.envs.get(env_idx) {
+                    let live = e.live().map(str::to_string);
+                    let plan = ops::gate(
+                        e.config.gate_checks,
+                        live.as_deref(),
+                        slot,
+                        &e.gate_input(),
+                        true,
+                    );
+                    let title = format!("Swap: {} → {slot}", live.as_deref().unwrap_or("?"));
+                    self.ask(env_idx, OpKind::Swap { to: slot_arg(1) }, title, Some(plan));
+                }
+            }
+            ["rollback"] => self.ask_rollback(env_idx),
+            ["drain", slot] if known_slot(self, slot) => self.ask(
+                env_idx,
+                OpKind::Drain(Target::slot(*slot)),
+                format!("Drain `{slot}`"),
+                None,
+            ),
+            ["undrain", slot] if known_slot(self, slot) => self.ask(
+                env_idx,
+                OpKind::Undrain(Target::slot(*slot)),
+                format!("Undrain `{slot}`"),
+                None,
+            ),
+            ["rolling", slot] if known_slot(self, slot) => self.ask(
+                env_idx,
+                OpKind::Rolling {
+                    slot: slot.to_string(),
+                    version: None,
+                },
+                format!("Rolling deploy of `{slot}`, node by node"),
+                None,
+            ),
+            ["maintenance", on @ ("on" | "off")] => {
+                let on = *on == "on";
+                let title = if on {
+                    "Maintenance ON (503 page on the live URL)"
+                } else {
+                    "Maintenance OFF"
+                };
+                self.ask(
+                    env_idx,
+                    OpKind::Maintenance {
+                        on,
+                        mode: MaintenanceMode::Page,
+                    },
+                    title.into(),
+                    None,
+                );
+            }
+            ["theme", name] => return vec![Effect::LoadTheme(name.to_string())],
+            [cmd, rest @ ..]
+                if ["swap", "drain", "undrain", "rolling"].contains(cmd) && !rest.is_empty() =>
+            {
+                self.status = Some((Level::Warn, format!("no slot `{}` here", rest.join(" "))));
+            }
+            _ => {
+                self.status = Some((
+                    Level::Warn,
+                    format!(
+                        "unknown command `:{line}`; try {} (Tab completes)",
+                        COMMANDS.join(", ")
+                    ),
+                ))
+            }
+        }
+        vec![]
     }
 
     fn ask(&mut self, env: usize, kind: OpKind, title: String, plan: Option<SwitchPlan>) {

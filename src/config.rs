@@ -55,6 +55,8 @@ pub struct Config {
     /// The file this came from, for messages.
     pub path: PathBuf,
     pub settings: Settings,
+    /// `[keys]`: action name → keys, laid over the default key map.
+    pub keys: std::collections::BTreeMap<String, Vec<String>>,
     pub environments: Vec<Environment>,
 }
 
@@ -202,8 +204,18 @@ pub struct Node {
 struct RawConfig {
     #[serde(default)]
     settings: Settings,
+    #[serde(default)]
+    keys: Option<Spanned<std::collections::BTreeMap<String, KeyList>>>,
     #[serde(default, rename = "environment")]
     environments: Vec<RawEnvironment>,
+}
+
+/// One key or a list of keys.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeyList {
+    One(String),
+    Many(Vec<String>),
 }
 
 fn default_watch() -> Duration {
@@ -311,6 +323,17 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         at(span, None, e.message().trim().to_string())
     })?;
 
+    let mut keys = std::collections::BTreeMap::new();
+    if let Some(k) = &raw.keys {
+        for (name, list) in k.get_ref() {
+            let v = match list {
+                KeyList::One(s) => vec![s.clone()],
+                KeyList::Many(v) => v.clone(),
+            };
+            keys.insert(name.clone(), v);
+        }
+        crate::keymap::Keymap::with_overrides(&keys).map_err(|m| at(k.span(), Some("keys"), m))?;
+    }
     let s = &raw.settings;
     if s.poll_interval.is_zero() || s.timeout.is_zero() {
         return Err(at(
@@ -473,6 +496,7 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         path: path.to_path_buf(),
+        keys,
         settings: raw.settings,
         environments,
     })

@@ -19,12 +19,13 @@ pub enum Action {
     Maintenance,
     Rolling,
     Filter,
+    Command,
     DemoBreak,
     DemoSlow,
 }
 
 impl Action {
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 16] = [
         Action::Swap,
         Action::Rollback,
         Action::Drain,
@@ -36,6 +37,7 @@ impl Action {
         Action::Right,
         Action::NextPane,
         Action::Filter,
+        Action::Command,
         Action::Help,
         Action::Quit,
         Action::DemoBreak,
@@ -57,6 +59,7 @@ impl Action {
             Action::Maintenance => "maintenance",
             Action::Rolling => "rolling",
             Action::Filter => "filter",
+            Action::Command => "command",
             Action::DemoBreak => "demo-break",
             Action::DemoSlow => "demo-slow",
         }
@@ -76,7 +79,10 @@ impl Action {
             Action::Drain => "drain the selected slot, or undrain it if it is draining",
             Action::Maintenance => "turn maintenance on (503 page) or off for the environment",
             Action::Rolling => "rolling deploy of the selected slot, node by node; asks first",
-            Action::Filter => "filter environments by name",
+            Action::Filter => "filter environments by name (Tab completes)",
+            Action::Command => {
+                ":env NAME, :swap [SLOT], :rollback, :drain SLOT, :undrain SLOT, :maintenance on|off, :rolling SLOT, :theme NAME, :quit (Tab completes)"
+            }
             Action::DemoBreak => "demo: break / heal the selected slot's health",
             Action::DemoSlow => "demo: make the selected slot slow / fast",
         }
@@ -123,6 +129,7 @@ impl Key {
             KeyCode::Tab => "Tab".into(),
             KeyCode::Enter => "Enter".into(),
             KeyCode::Esc => "Esc".into(),
+            KeyCode::F(n) => format!("F{n}"),
             other => format!("{other:?}"),
         };
         if self.mods.contains(KeyModifiers::CONTROL) {
@@ -157,6 +164,7 @@ impl Default for Keymap {
             (Key::plain(KeyCode::Right), Right),
             (Key::plain(KeyCode::Tab), NextPane),
             (Key::ch('/'), Filter),
+            (Key::ch(':'), Command),
             (Key::ch('?'), Help),
             (Key::ch('q'), Quit),
             (
@@ -173,7 +181,70 @@ impl Default for Keymap {
     }
 }
 
+impl Action {
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Parse a key as written in a config: `s`, `R`, `Ctrl-c`, `Enter`, `Tab`, `Esc`, `Up`,
+/// `Down`, `Left`, `Right`, `Space`, `F5`.
+pub fn parse_key(s: &str) -> Result<Key, String> {
+    let (mods, rest) = match s.strip_prefix("Ctrl-").or_else(|| s.strip_prefix("ctrl-")) {
+        Some(r) => (KeyModifiers::CONTROL, r),
+        None => (KeyModifiers::NONE, s),
+    };
+    let code = match rest {
+        "Enter" => KeyCode::Enter,
+        "Tab" => KeyCode::Tab,
+        "Esc" => KeyCode::Esc,
+        "Up" => KeyCode::Up,
+        "Down" => KeyCode::Down,
+        "Left" => KeyCode::Left,
+        "Right" => KeyCode::Right,
+        "Space" => KeyCode::Char(' '),
+        "Backspace" => KeyCode::Backspace,
+        f if f.len() > 1 && f.starts_with('F') && f[1..].parse::<u8>().is_ok() => {
+            KeyCode::F(f[1..].parse().unwrap_or(1))
+        }
+        c if c.chars().count() == 1 => KeyCode::Char(c.chars().next().unwrap_or(' ')),
+        _ => {
+            return Err(format!(
+                "`{s}` is not a key; write a character (`s`), `Ctrl-c`, `Enter`, `Tab`, `Esc`, `Up`, `Down`, `Left`, `Right`, `Space` or `F1`..`F12`"
+            ));
+        }
+    };
+    Ok(Key { code, mods })
+}
+
 impl Keymap {
+    /// The default keys, with the user's bindings (`[keys]` in the config) laid over them:
+    /// an action named there gets exactly the keys listed.
+    pub fn with_overrides(
+        overrides: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<Keymap, String> {
+        let mut km = Keymap::default();
+        for (name, keys) in overrides {
+            let action = Action::from_name(name).ok_or_else(|| {
+                format!(
+                    "`{name}` is not an action; actions: {}",
+                    Action::ALL
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            km.bindings.retain(|(_, a)| *a != action);
+            for k in keys {
+                let key = parse_key(k)?;
+                km.bindings.retain(|(bk, _)| *bk != key);
+                km.bindings.push((key, action));
+            }
+        }
+        Ok(km)
+    }
+
     pub fn action(&self, ev: &KeyEvent) -> Option<Action> {
         // Shifted letters arrive as uppercase chars with SHIFT; compare without SHIFT.
         let mods = ev.modifiers - KeyModifiers::SHIFT;
@@ -203,6 +274,29 @@ impl Keymap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_bindings_replace_an_actions_keys() {
+        let mut o = std::collections::BTreeMap::new();
+        o.insert("swap".to_string(), vec!["S".to_string(), "F5".to_string()]);
+        let km = Keymap::with_overrides(&o).expect("valid");
+        assert_eq!(km.keys(Action::Swap), vec!["S", "F5"]);
+        let ev = KeyEvent::new(KeyCode::Char('s'), KeyModifiers::NONE);
+        assert_eq!(km.action(&ev), None, "the default key is gone");
+        o.insert("swapp".into(), vec!["x".into()]);
+        assert!(
+            Keymap::with_overrides(&o)
+                .expect_err("unknown")
+                .contains("not an action")
+        );
+        let mut o = std::collections::BTreeMap::new();
+        o.insert("swap".to_string(), vec!["Ctrl-".to_string()]);
+        assert!(
+            Keymap::with_overrides(&o)
+                .expect_err("bad key")
+                .contains("is not a key")
+        );
+    }
 
     #[test]
     fn every_action_has_a_key_name_and_description() {

@@ -274,6 +274,12 @@ impl Runner {
                     });
                 });
             }
+            Effect::LoadTheme(name) => {
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send(Event::Theme(Theme::load(&name)));
+                });
+            }
             Effect::Demo(cmd) => {
                 let Some(slots) = &self.world.demo else {
                     return;

@@ -405,3 +405,95 @@ fn light_theme_draws_with_its_own_colours() {
         Theme::dark().role(Role::Live).fg.expect("colour")
     );
 }
+
+fn press(app: &mut App, code: KeyCode) {
+    app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn typed(app: &mut App, s: &str) {
+    for c in s.chars() {
+        key(app, c);
+    }
+}
+
+#[test]
+fn command_mode_completes_with_tab_and_runs() {
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, ':');
+    typed(&mut app, "en");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.command.as_deref(), Some("env "));
+    typed(&mut app, "ap");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.command.as_deref(), Some("env api-prod "));
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.selected_env, 1);
+    // Ambiguous prefixes list the choices on the command line.
+    app.selected_env = 0;
+    key(&mut app, ':');
+    typed(&mut app, "r");
+    press(&mut app, KeyCode::Tab);
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains(":roll▏   rollback  rolling"), "{text}");
+    press(&mut app, KeyCode::Esc);
+    // :swap SLOT opens the confirm dialog for that slot.
+    key(&mut app, ':');
+    typed(&mut app, "swap staging");
+    press(&mut app, KeyCode::Enter);
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("Swap: blue → staging"), "{text}");
+    press(&mut app, KeyCode::Esc);
+    key(&mut app, ':');
+    typed(&mut app, "frobnicate");
+    press(&mut app, KeyCode::Enter);
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("unknown command `:frobnicate`"), "{text}");
+}
+
+#[test]
+fn the_filter_narrows_the_environment_list_and_completes() {
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, '/');
+    typed(&mut app, "ap");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.filter, "api-prod");
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains(" /api-prod▏ "), "{text}");
+    assert!(!text.contains("›shop-prod"), "{text}");
+    assert_eq!(app.selected_env, 1, "selection follows the filter");
+}
+
+#[test]
+fn user_key_bindings_drive_the_keys_and_the_help() {
+    let src = format!("[keys]\nswap = [\"S\", \"F5\"]\nhelp = \"h\"\nleft = \"Left\"\n{CONFIG}");
+    let cfg = config::parse(&src, std::path::Path::new("snap.toml")).expect("config");
+    let mut app = App::new(cfg, Theme::dark(), vec![], t0());
+    key(&mut app, 'h');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("S F5"), "help shows the user's keys:\n{text}");
+    let bad = format!("[keys]\nswapp = \"x\"\n{CONFIG}");
+    let e = config::parse(&bad, std::path::Path::new("snap.toml")).expect_err("bad keys");
+    assert_eq!((e.line, e.field.as_deref()), (1, Some("keys")), "{e}");
+    assert!(e.message.contains("`swapp` is not an action"), "{e}");
+}
+
+#[test]
+fn traffic_share_is_drawn_from_the_routers_counters() {
+    let mut app = app_with(EnvMemory::default());
+    let mut s = router_state("blue", "green");
+    s.slots
+        .get_mut("blue")
+        .map(|r| r.requests = Some(1204 + 75));
+    s.slots.get_mut("green").map(|r| r.requests = Some(87 + 25));
+    app.update(Event::Router {
+        env: 0,
+        router: 0,
+        result: Ok(s),
+        at: t0(),
+    });
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("traffic") && text.contains(" 75%") && text.contains(" 25%"),
+        "{text}"
+    );
+}

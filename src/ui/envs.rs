@@ -11,11 +11,7 @@ use crate::model::Health;
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let title = if app.filtering || !app.filter.is_empty() {
-        format!(
-            " Environments /{}{} ",
-            app.filter,
-            if app.filtering { "▏" } else { "" }
-        )
+        format!(" /{}{} ", app.filter, if app.filtering { "▏" } else { "" })
     } else {
         format!(" Environments ({}) ", app.envs.len())
     };

@@ -120,6 +120,16 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, slot: &SlotView, selected: bo
             lines.push(Line::styled(super::fit(&l, w), t.dim));
         }
     }
+    if let Some(share) = slot.traffic_share {
+        let bar_w = w.saturating_sub(13).min(20);
+        let filled = ((share * bar_w as f64).round() as usize).min(bar_w);
+        lines.push(Line::from(vec![
+            Span::styled("traffic ", t.dim),
+            Span::styled("█".repeat(filled), t.role(role)),
+            Span::styled("░".repeat(bar_w - filled), t.dim),
+            Span::styled(format!(" {:>3.0}%", share * 100.0), t.text),
+        ]));
+    }
     let cfg = env.config.slot(&slot.name);
     if let Some(c) = cfg {
         lines.push(Line::styled(super::fit(&c.address, w), t.dim));

@@ -47,6 +47,17 @@ pub fn header(f: &mut Frame, area: Rect, app: &App) {
 
 pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
+    if let Some(line) = &app.command {
+        let mut spans = vec![Span::styled(format!(":{line}▏"), t.accent)];
+        if !app.completions.is_empty() {
+            spans.push(Span::styled(
+                format!("   {}", app.completions.join("  ")),
+                t.dim,
+            ));
+        }
+        f.render_widget(Paragraph::new(Line::from(spans)).style(t.bar), area);
+        return;
+    }
     if let Some((level, msg)) = &app.status {
         let style = match level {
             Level::Info => t.text,
@@ -69,13 +80,14 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
     if app.demo {
         actions.extend([Action::DemoBreak, Action::DemoSlow]);
     }
-    actions.extend([Action::Filter, Action::Help, Action::Quit]);
+    actions.extend([Action::Filter, Action::Command, Action::Help, Action::Quit]);
     let mut spans = Vec::new();
     for a in actions {
         let label = match a {
             Action::DemoBreak => "break/heal",
             Action::DemoSlow => "slow",
             Action::Maintenance => "maint",
+            Action::Command => "cmd",
             other => other.name(),
         };
         spans.push(Span::styled(
