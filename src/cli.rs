@@ -150,6 +150,8 @@ pub enum Command {
     Unlock { env: String },
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `cutover man | man -l -`
+    Man,
     /// Config helpers
     Config {
         #[command(subcommand)]

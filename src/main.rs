@@ -96,6 +96,10 @@ async fn run(cli: Cli) -> Result<i32> {
             );
             return Ok(EXIT_OK);
         }
+        Some(Command::Man) => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(EXIT_OK);
+        }
         Some(Command::Config {
             what: ConfigCommand::Path,
         }) => {

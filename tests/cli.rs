@@ -163,6 +163,10 @@ fn completions_version_and_config_path() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("_cutover"));
     let o = cutover(d.path(), &["--version"]);
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("cutover "));
+    let o = cutover(d.path(), &["man"]);
+    assert_eq!(o.status.code(), Some(0));
+    let man = String::from_utf8_lossy(&o.stdout);
+    assert!(man.contains(".TH cutover") && man.contains("rollback"), "{man}");
     let o = cutover(d.path(), &["config", "path"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
