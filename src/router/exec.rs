@@ -63,7 +63,9 @@ fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
 }
 
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Duration>, D::Error> {
+fn opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
     serde_duration::deserialize(d).map(Some)
 }
 
@@ -189,11 +191,13 @@ impl Config {
     /// Checks made when the config is loaded; the message names the field.
     pub fn validate(&self, _slots: &[Slot]) -> std::result::Result<(), String> {
         if self.observe.is_none() {
-            return Err("an exec router needs `observe`: cutover reads every router back after \
+            return Err(
+                "an exec router needs `observe`: cutover reads every router back after \
                  each change and never assumes which slot is live, so give a command that prints \
                  the router's state, e.g. observe = [\"/usr/local/bin/where-is-www\"] printing \
                  `live=blue` (docs/exec.md describes the output)"
-                .into());
+                    .into(),
+            );
         }
         for c in Cmd::ALL {
             let Some(argv) = self.command(c) else {
@@ -346,7 +350,9 @@ fn pieces(arg: &str) -> Vec<Piece<'_>> {
         while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
             j += 1;
         }
-        let ident_start = b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+        let ident_start = b
+            .get(i + 1)
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
         if ident_start && b.get(j) == Some(&b'}') {
             if start < i {
                 out.push(Piece::Text(&arg[start..i]));
@@ -427,9 +433,7 @@ fn render(cmd: Cmd, argv: &[String], values: &Values) -> Result<Vec<String>> {
 
 /// The host of an `http://host:port/...` address (`::1` for `http://[::1]:80`).
 pub fn host_of(address: &str) -> String {
-    let rest = address
-        .split_once("://")
-        .map_or(address, |(_, r)| r);
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if let Some(v6) = authority.strip_prefix('[') {
@@ -525,7 +529,10 @@ impl fmt::Display for ExecError {
         let (r, key) = (&self.router, self.verb.key());
         match &self.failure {
             Failure::NotConfigured => {
-                write!(f, "router `{r}`: `{key}` is not configured: add `{key} = [...]`")?;
+                write!(
+                    f,
+                    "router `{r}`: `{key}` is not configured: add `{key} = [...]`"
+                )?;
                 if let Some(p) = self.verb.partner() {
                     write!(f, " and `{} = [...]`", p.key())?;
                 }
@@ -566,9 +573,10 @@ impl fmt::Display for ExecError {
                     )?;
                 }
             }
-            Failure::BadOutput(m) => {
-                write!(f, "router `{r}`: `{key}` printed output cutover cannot read: {m}")?
-            }
+            Failure::BadOutput(m) => write!(
+                f,
+                "router `{r}`: `{key}` printed output cutover cannot read: {m}"
+            )?,
         }
         if !self.output.is_empty() {
             write!(f, "\n{}:", self.output_from)?;
@@ -608,7 +616,12 @@ struct Captured {
 }
 
 /// Read a pipe to its end, keeping the first (`tail == false`) or last `cap` bytes.
-async fn capture<R: AsyncRead + Unpin>(mut r: R, into: Arc<Mutex<Captured>>, cap: usize, tail: bool) {
+async fn capture<R: AsyncRead + Unpin>(
+    mut r: R,
+    into: Arc<Mutex<Captured>>,
+    cap: usize,
+    tail: bool,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match r.read(&mut buf).await {
@@ -783,17 +796,24 @@ impl Driver {
             .take()
             .map(|p| tokio::spawn(capture(p, err.clone(), MAX_STDERR, true)));
 
-        // Done when the process has exited and its output is closed (a process it started in
-        // the background may still hold it open; that counts against the time limit too).
+        // The exit code is the result. Output is read until it closes, but a process the
+        // command left running in the background may hold it open: that is not waited for
+        // beyond a short grace.
         let deadline = tokio::time::Instant::now() + limit;
-        let finished = tokio::time::timeout_at(deadline, async {
-            let status = child.wait().await;
+        let finished = tokio::time::timeout_at(deadline, child.wait()).await;
+        if matches!(finished, Ok(Ok(_))) {
+            let grace = deadline.min(tokio::time::Instant::now() + KILL_GRACE);
             for t in [&mut out_task, &mut err_task].into_iter().flatten() {
-                let _ = t.await;
+                if tokio::time::timeout_at(grace, &mut *t).await.is_err() {
+                    t.abort();
+                    tracing::warn!(
+                        router = %self.name, verb = verb.key(), command = %command,
+                        "the command exited but something it started still holds its output; \
+                         not reading the rest"
+                    );
+                }
             }
-            status
-        })
-        .await;
+        }
 
         let status = match finished {
             Ok(Ok(status)) => {
@@ -879,9 +899,10 @@ impl Driver {
         }
         let mut state = parse_observe(&ran.stdout, &self.slots).map_err(bad)?;
         if let Some(first) = ran.stderr.lines().find(|l| !l.trim().is_empty()) {
-            state
-                .notes
-                .push(format!("observe wrote to stderr: {}", cut(first.trim(), 200)));
+            state.notes.push(format!(
+                "observe wrote to stderr: {}",
+                cut(first.trim(), 200)
+            ));
         }
         Ok(state)
     }
@@ -1077,13 +1098,16 @@ impl Router for Driver {
 pub fn parse_observe(out: &str, slots: &[Slot]) -> std::result::Result<RouterState, String> {
     let t = out.trim_start_matches('\u{feff}').trim();
     if t.is_empty() {
-        return Err("it printed nothing; expected a JSON object or key=value lines such as \
+        return Err(
+            "it printed nothing; expected a JSON object or key=value lines such as \
              `live=blue` (docs/exec.md describes both)"
-            .into());
+                .into(),
+        );
     }
     let mut b = Builder {
         slots,
         state: RouterState::default(),
+        seen_live: false,
     };
     if t.starts_with('{') {
         b.json(t).map_err(|e| {
@@ -1101,6 +1125,13 @@ pub fn parse_observe(out: &str, slots: &[Slot]) -> std::result::Result<RouterSta
                 quote_head(out)
             )
         })?;
+    }
+    if !b.seen_live {
+        return Err(format!(
+            "it did not say which slot is live: print `live=SLOT` (or JSON \"live\": \"SLOT\", \
+             or null when no slot is live); it printed: {}",
+            quote_head(out)
+        ));
     }
     Ok(b.state)
 }
@@ -1130,6 +1161,8 @@ fn quote_head(s: &str) -> String {
 struct Builder<'a> {
     slots: &'a [Slot],
     state: RouterState,
+    /// Whether the output said which slot is live (a slot, or JSON null).
+    seen_live: bool,
 }
 
 const TOP_KEYS: &str = "live, preview, maintenance, slots, notes";
@@ -1181,11 +1214,22 @@ impl Builder<'_> {
         Ok(&mut route.nodes[last])
     }
 
+    /// `live` or `preview`. `None` is an explicit JSON null. An empty live slot is refused:
+    /// it is what a script prints when the command that finds the slot failed quietly.
     fn role(&mut self, key: &str, v: Option<&str>) -> std::result::Result<(), String> {
         let v = match v.map(str::trim) {
-            None | Some("") => None,
+            None => None,
+            Some("") if key == "live" => {
+                return Err(
+                    "`live` is empty; print the live slot's name (if the router really \
+                     sends the public traffic to no slot, print JSON with \"live\": null)"
+                        .into(),
+                );
+            }
+            Some("") => None,
             Some(name) => Some(self.known_slot(key, name)?),
         };
+        self.seen_live |= key == "live";
         if key == "live" {
             self.state.live = v;
         } else {
@@ -1222,7 +1266,8 @@ impl Builder<'_> {
         for (k, v) in &top {
             match k.as_str() {
                 "live" | "preview" => {
-                    let s = opt_str(v).map_err(|t| format!("`{k}` is {t}, not a slot name or null"))?;
+                    let s =
+                        opt_str(v).map_err(|t| format!("`{k}` is {t}, not a slot name or null"))?;
                     self.role(k, s)?;
                 }
                 "maintenance" => {
@@ -1256,7 +1301,10 @@ impl Builder<'_> {
                     Value::String(s) => self.state.notes.push(s.clone()),
                     Value::Null => {}
                     other => {
-                        return Err(format!("`notes` is {}, not a list of strings", type_name(other)));
+                        return Err(format!(
+                            "`notes` is {}, not a list of strings",
+                            type_name(other)
+                        ));
                     }
                 },
                 other => {
@@ -1311,7 +1359,10 @@ impl Builder<'_> {
             let at = format!("slots.{name}.{k}");
             if k == "nodes" {
                 let Value::Object(nodes) = val else {
-                    return Err(format!("`{at}` is {}, not an object keyed by node name", type_name(val)));
+                    return Err(format!(
+                        "`{at}` is {}, not an object keyed by node name",
+                        type_name(val)
+                    ));
                 };
                 for (node, nv) in nodes {
                     self.json_node(name, node, nv)?;
@@ -1356,18 +1407,32 @@ impl Builder<'_> {
             "requests" => r.requests = Some(parse_count(v)?),
             "errors" => r.errors = Some(parse_count(v)?),
             "check" => r.check = Some(v.to_string()),
-            other => return Err(format!("unknown slot field `{other}` (the fields are {SLOT_KEYS})")),
+            other => {
+                return Err(format!(
+                    "unknown slot field `{other}` (the fields are {SLOT_KEYS})"
+                ));
+            }
         }
         Ok(())
     }
 
-    fn node_attr(&mut self, slot: &str, node: &str, key: &str, v: &str) -> std::result::Result<(), String> {
+    fn node_attr(
+        &mut self,
+        slot: &str,
+        node: &str,
+        key: &str,
+        v: &str,
+    ) -> std::result::Result<(), String> {
         let n = self.node_mut(slot, node)?;
         match key {
             "state" => n.admin = parse_state(v)?,
             "sessions" => n.sessions = Some(parse_count(v)?),
             "check" => n.check = Some(v.to_string()),
-            other => return Err(format!("unknown node field `{other}` (the fields are {NODE_KEYS})")),
+            other => {
+                return Err(format!(
+                    "unknown node field `{other}` (the fields are {NODE_KEYS})"
+                ));
+            }
         }
         Ok(())
     }
@@ -1527,13 +1592,22 @@ mod tests {
         let out = render(Cmd::SwitchLive, &argv, &v).expect("renders");
         assert_eq!(out, vec![r#"{"slot":"green"}"#, "shop"]);
         let e = render(Cmd::Drain, &["{node}".to_string()], &v).expect_err("no node");
-        assert!(e.to_string().contains("`{node}`") && e.to_string().contains("whole slot"), "{e}");
+        assert!(
+            e.to_string().contains("`{node}`") && e.to_string().contains("whole slot"),
+            "{e}"
+        );
     }
 
     #[test]
     fn host_of_strips_scheme_port_and_path() {
-        assert_eq!(host_of("http://vm-blue.example.edu:8080/app"), "vm-blue.example.edu");
-        assert_eq!(host_of("https://shop.azurewebsites.net"), "shop.azurewebsites.net");
+        assert_eq!(
+            host_of("http://vm-blue.example.edu:8080/app"),
+            "vm-blue.example.edu"
+        );
+        assert_eq!(
+            host_of("https://shop.azurewebsites.net"),
+            "shop.azurewebsites.net"
+        );
         assert_eq!(host_of("http://[::1]:9001"), "::1");
         assert_eq!(host_of("http://10.0.0.1"), "10.0.0.1");
     }
@@ -1553,7 +1627,10 @@ mod tests {
             Some(MaintenanceMode::Redirect { to: "green".into() })
         );
         let b = &s.slots["blue"];
-        assert_eq!((b.admin, b.sessions, b.requests, b.errors), (AdminState::Ready, Some(3), Some(10), Some(0)));
+        assert_eq!(
+            (b.admin, b.sessions, b.requests, b.errors),
+            (AdminState::Ready, Some(3), Some(10), Some(0))
+        );
         assert_eq!(b.check.as_deref(), Some("UP"));
         assert_eq!(b.nodes[0].name, "web1");
         assert_eq!(b.nodes[0].admin, AdminState::Drain);
@@ -1569,19 +1646,28 @@ mod tests {
         let s = parse_observe(out, &slots()).expect("parses");
         assert_eq!(s.live.as_deref(), Some("blue"));
         assert_eq!(s.preview.as_deref(), Some("green"));
-        assert_eq!(s.maintenance, Some(MaintenanceMode::Redirect { to: "green".into() }));
+        assert_eq!(
+            s.maintenance,
+            Some(MaintenanceMode::Redirect { to: "green".into() })
+        );
         assert_eq!(s.slots["blue"].sessions, Some(3));
         assert_eq!(s.slots["blue"].nodes[0].admin, AdminState::Drain);
         assert_eq!(s.notes, vec!["one", "two"]);
-        let s = parse_observe("live=\npreview=green\nmaintenance=on", &slots()).expect("parses");
-        assert_eq!(s.live, None);
+        let s = parse_observe("live=blue\npreview=\nmaintenance=on", &slots()).expect("parses");
+        assert_eq!(s.preview, None);
         assert_eq!(s.maintenance, Some(MaintenanceMode::Page));
+        let s = parse_observe(r#"{"live":null,"maintenance":true}"#, &slots()).expect("parses");
+        assert_eq!(s.live, None);
     }
 
     #[test]
     fn mistakes_in_observe_output_are_named() {
         let e = |out: &str| parse_observe(out, &slots()).expect_err(out);
         assert!(e("live=purple").contains("`purple` is not a slot"));
+        assert!(e("live=\npreview=green").contains("`live` is empty"));
+        assert!(e(r#"{"live":""}"#).contains("`live` is empty"));
+        assert!(e("preview=green").contains("did not say which slot is live"));
+        assert!(e(r#"{"preview":"green"}"#).contains("did not say which slot is live"));
         assert!(e("live=blue\nlive=green").contains("given twice"));
         assert!(e("lvie=blue").contains("unknown key `lvie`"));
         assert!(e("blue.state=reddy").contains("state `reddy`"));
@@ -1595,7 +1681,10 @@ mod tests {
         let long = format!("{{\"live\": \"blue\", {}", "x".repeat(500));
         let m = e(&long);
         assert!(m.contains("expected a JSON object"), "{m}");
-        assert!(m.contains("`{\"live\": \"blue\", xxx") && m.contains("…`"), "{m}");
+        assert!(
+            m.contains("`{\"live\": \"blue\", xxx") && m.contains("…`"),
+            "{m}"
+        );
     }
 
     fn cfg(extra: &str) -> Config {
@@ -1608,11 +1697,18 @@ mod tests {
         let err = |extra: &str| cfg(extra).validate(&slots()).expect_err(extra);
         assert!(cfg("").validate(&slots()).is_ok());
         let c: Config = toml::from_str("switch_live = [\"x\"]").expect("parses");
-        assert!(c.validate(&slots()).expect_err("no observe").contains("needs `observe`"));
+        assert!(
+            c.validate(&slots())
+                .expect_err("no observe")
+                .contains("needs `observe`")
+        );
         assert!(err("switch_live = []").contains("`switch_live = []` is empty"));
         assert!(err("switch_live = [\"\"]").contains("first element"));
         let m = err("switch_live = [\"x\", \"--to={foo}\"]");
-        assert!(m.contains("unknown placeholder `{foo}`") && m.contains("argument 2"), "{m}");
+        assert!(
+            m.contains("unknown placeholder `{foo}`") && m.contains("argument 2"),
+            "{m}"
+        );
         let m = err("drain = [\"x\", \"{to}\"]\nundrain = [\"x\"]");
         assert!(m.contains("`{to}` has no value in drain"), "{m}");
         assert!(err("drain = [\"x\"]").contains("without `undrain`"));
