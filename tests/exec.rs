@@ -2,6 +2,7 @@
 //! dir. The scripts keep the "router" state in a file: a fake DNS alias (seed 000) and a fake
 //! production/staging slot swap (seed 001). Every check reads the state back through the
 //! router's own `observe` command, as cutover does.
+#![allow(clippy::expect_used)]
 
 mod common;
 
@@ -11,18 +12,16 @@ use std::time::{Duration, Instant};
 
 use cutover::config;
 use cutover::model::{AdminState, MaintenanceMode};
-use cutover::router::exec::{ExecError, Failure};
-use cutover::router::{self, Router, Target, Verb};
+use cutover::router::exec::{Cmd, ExecError, Failure, parse_observe};
+use cutover::router::{self, Router, RouterConfig, Target, Verb};
 use tempfile::TempDir;
 
 /// Every test ends well within this, or fails instead of hanging.
 const BOUND: Duration = Duration::from_secs(30);
 
-/// A complete config: environment `shop prod` (a space in it, to see that `{env}` stays one
-/// argument), slots blue (two nodes) and green, and one exec router with the given fields.
-fn config_text(router_fields: &str) -> String {
-    format!(
-        r#"
+/// Environment `shop prod` (a space in it, to see that `{env}` stays one argument) with
+/// slots blue (two nodes) and green.
+const ENVIRONMENT: &str = r#"
 [[environment]]
 name = "shop prod"
 
@@ -30,19 +29,19 @@ name = "shop prod"
 name = "blue"
 address = "http://vm-blue.example.edu:8080"
 nodes = [
-  {{ name = "web1", address = "http://10.0.0.11:8081" }},
-  {{ name = "web2", address = "http://10.0.0.12:8081" }},
+  { name = "web1", address = "http://10.0.0.11:8081" },
+  { name = "web2", address = "http://10.0.0.12:8081" },
 ]
 
 [[environment.slot]]
 name = "green"
 address = "http://vm-green.example.edu:8080"
+"#;
 
-[[environment.router]]
-kind = "exec"
-name = "alias"
-{router_fields}
-"#
+/// A complete config: the environment above and one exec router with the given fields.
+fn config_text(router_fields: &str) -> String {
+    format!(
+        "{ENVIRONMENT}\n[[environment.router]]\nkind = \"exec\"\nname = \"alias\"\n{router_fields}\n"
     )
 }
 
@@ -190,6 +189,14 @@ async fn slot_swap_and_rollback_read_back_through_observe() {
     assert!(format!("{e:#}").contains("no slot `purple`"), "{e:#}");
     assert_eq!(f.swap_log().lines().count(), 2);
     eprintln!("measured: switch_live (observe + swap script) took {swap_took:?}");
+    let t = Instant::now();
+    for _ in 0..20 {
+        bounded(r.observe()).await.expect("observe");
+    }
+    eprintln!(
+        "measured: one observe took {:?} (mean of 20)",
+        t.elapsed() / 20
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -811,4 +818,209 @@ fn config_mistakes_are_located_and_explained() {
     assert!(m.contains("not a duration"), "{m}");
     let m = err("observe = [\"cat\"]\nshell = true");
     assert!(m.contains("unknown field `shell`"), "{m}");
+}
+
+// ---------------------------------------------------------------------------------------
+// docs/exec.md: every example is a valid config, every script in it parses, and the observe
+// examples parse.
+
+const DOCS: &str = include_str!("../docs/exec.md");
+
+/// The fenced blocks of docs/exec.md with this info string.
+fn doc_blocks(lang: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in DOCS.lines() {
+        match &mut cur {
+            None if line.trim_end() == format!("```{lang}") => cur = Some(String::new()),
+            Some(b) if line.trim_end() == "```" => {
+                out.push(std::mem::take(b));
+                cur = None;
+            }
+            Some(b) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Every config in docs/exec.md, parsed as cutover parses a config file.
+fn doc_configs() -> Vec<config::Config> {
+    doc_blocks("toml")
+        .iter()
+        .map(|b| {
+            let src = if b.contains("[[environment]]") {
+                b.clone()
+            } else {
+                format!("{ENVIRONMENT}\n{b}")
+            };
+            config::parse(&src, Path::new("docs/exec.md"))
+                .unwrap_or_else(|e| panic!("a docs example is refused: {e}\n{src}"))
+        })
+        .collect()
+}
+
+fn exec_config(rc: &RouterConfig) -> &cutover::router::exec::Config {
+    match rc {
+        RouterConfig::Exec(c) => c,
+        other => panic!("not an exec router: {}", other.kind()),
+    }
+}
+
+#[test]
+fn the_examples_in_the_docs_are_valid_and_their_scripts_parse() {
+    let configs = doc_configs();
+    assert_eq!(configs.len(), 4, "the reference table and three examples");
+    let mut scripts = 0;
+    for cfg in &configs {
+        for env in &cfg.environments {
+            for rc in &env.routers {
+                let r = router::build(env, rc).unwrap_or_else(|e| panic!("{e:#}"));
+                assert!(r.supports(Verb::Observe) && r.supports(Verb::SwitchLive));
+                let c = exec_config(rc);
+                for cmd in Cmd::ALL {
+                    let Some(argv) = c.command(cmd) else { continue };
+                    if argv.len() >= 3 && argv[0] == "sh" && argv[1] == "-c" {
+                        let out = std::process::Command::new("sh")
+                            .args(["-n", "-c", &argv[2]])
+                            .output()
+                            .expect("sh -n");
+                        assert!(
+                            out.status.success(),
+                            "{} `{}` of {}: {}",
+                            env.name,
+                            cmd.key(),
+                            rc.name(),
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        scripts += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        scripts, 6,
+        "the Azure, DNS and Kubernetes scripts were all checked"
+    );
+
+    let envs: Vec<&str> = configs
+        .iter()
+        .flat_map(|c| c.environments.iter().map(|e| e.name.as_str()))
+        .collect();
+    assert!(
+        envs.contains(&"shop-azure") && envs.contains(&"swarm-www") && envs.contains(&"shop-k8s")
+    );
+
+    let slots = &configs[0].environments[0].slots;
+    for b in doc_blocks("json").iter().chain(doc_blocks("ini").iter()) {
+        let s = parse_observe(b, slots).unwrap_or_else(|e| panic!("docs observe example: {e}"));
+        assert_eq!(s.live.as_deref(), Some("blue"));
+        assert_eq!(s.preview.as_deref(), Some("green"));
+        assert_eq!(s.slots["blue"].nodes[0].admin, AdminState::Drain);
+    }
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The Kubernetes example's selector patch, templated by cutover and applied by the real
+/// kubectl to a Service kept in a file (`kubectl patch --local`: no cluster needed), read back
+/// with the example's jsonpath.
+#[tokio::test]
+async fn kubernetes_example_patch_applied_by_real_kubectl() {
+    let Some(_) = find_program("kubectl") else {
+        eprintln!(
+            "\n*** SKIPPED kubernetes_example_patch_applied_by_real_kubectl: `kubectl` is not \
+             installed (apt-get install kubectl). ***\n"
+        );
+        return;
+    };
+    let configs = doc_configs();
+    let k8s = configs
+        .iter()
+        .flat_map(|c| c.environments.iter())
+        .find(|e| e.name == "shop-k8s")
+        .expect("the Kubernetes example");
+    let doc = exec_config(&k8s.routers[0]);
+    let patch = |argv: &[String]| -> String {
+        let i = argv.iter().position(|a| a == "--patch").expect("--patch");
+        argv[i + 1].clone()
+    };
+    let live_patch = patch(doc.switch_live.as_deref().expect("switch_live"));
+    assert!(live_patch.contains("{to}"), "{live_patch}");
+
+    let dir = TempDir::new().expect("tempdir");
+    let svc = dir.path().join("service.yaml");
+    std::fs::write(
+        &svc,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop\n  namespace: shop\nspec:\n  \
+         selector:\n    app: shop\n    slot: blue\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+    )
+    .expect("service");
+    let svc = svc.display().to_string();
+    let observe = r#"set -e
+live=$(kubectl patch --local -f "$1" --type merge --patch '{}' --output 'jsonpath={.spec.selector.slot}')
+echo "live=$live""#;
+    let apply = r#"kubectl patch --local -f "$1" --type merge --patch "$2" --output yaml > "$1.new" && mv "$1.new" "$1""#;
+    let fields = |p: &str| {
+        format!(
+            "observe = {}\nswitch_live = {}\ntimeout = \"20s\"",
+            argv(&["sh", "-c", observe, "sh", &svc]),
+            argv(&["sh", "-c", apply, "sh", &svc, p]),
+        )
+    };
+    let r = build(dir.path(), &fields(&live_patch));
+    assert_eq!(
+        bounded(r.observe()).await.expect("observe").live.as_deref(),
+        Some("blue")
+    );
+    let t = Instant::now();
+    bounded(r.switch_live("green"))
+        .await
+        .expect("patch to green");
+    let took = t.elapsed();
+    assert_eq!(
+        bounded(r.observe()).await.expect("observe").live.as_deref(),
+        Some("green")
+    );
+    assert!(
+        read(Path::new(&svc)).contains("app: shop"),
+        "the rest of the selector is kept"
+    );
+    bounded(r.switch_live("blue"))
+        .await
+        .expect("patch back to blue");
+    assert_eq!(
+        bounded(r.observe()).await.expect("observe").live.as_deref(),
+        Some("blue")
+    );
+    eprintln!("measured: switch_live through kubectl (observe + patch) took {took:?}");
+
+    // The same without quotes around {to}: kubectl refuses it, cutover shows why, and the
+    // Service is unchanged.
+    let r = build(
+        dir.path(),
+        &fields(r#"{"spec":{"selector":{"slot":{to}}}}"#),
+    );
+    let e = bounded(r.switch_live("green"))
+        .await
+        .expect_err("invalid patch");
+    let m = format!("{e:#}");
+    eprintln!("operator sees:\n{m}");
+    assert_eq!(exec_error(&e).exit_code(), Some(1), "{m}");
+    assert!(m.contains("error:"), "kubectl's own message is shown: {m}");
+    assert_eq!(
+        bounded(r.observe()).await.expect("observe").live.as_deref(),
+        Some("blue")
+    );
 }

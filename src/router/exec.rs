@@ -714,10 +714,10 @@ impl Driver {
         }
     }
 
-    fn argv(&self, c: Cmd) -> std::result::Result<&[String], ExecError> {
+    fn argv(&self, c: Cmd) -> Result<&[String]> {
         self.cfg
             .command(c)
-            .ok_or_else(|| self.error(c, String::new(), Failure::NotConfigured))
+            .ok_or_else(|| self.error(c, String::new(), Failure::NotConfigured).into())
     }
 
     fn slot(&self, name: &str) -> Result<&Slot> {
@@ -757,10 +757,10 @@ impl Driver {
     }
 
     /// Run one command to its end (or its time limit). Ok only for exit code 0.
-    async fn run(&self, verb: Cmd, argv: &[String]) -> std::result::Result<Ran, ExecError> {
+    async fn run(&self, verb: Cmd, argv: &[String]) -> Result<Ran> {
         let command = display_argv(argv);
         let Some((program, args)) = argv.split_first() else {
-            return Err(self.error(verb, command, Failure::NotConfigured));
+            return Err(self.error(verb, command, Failure::NotConfigured).into());
         };
         let limit = match verb {
             Cmd::Observe => self.cfg.observe_timeout.unwrap_or(self.cfg.timeout),
@@ -874,7 +874,7 @@ impl Driver {
             router = %self.name, verb = verb.key(),
             elapsed_ms = elapsed.as_millis() as u64, "{e}"
         );
-        Err(e)
+        Err(e.into())
     }
 
     /// Run `observe` and read its output.
@@ -1541,6 +1541,7 @@ fn parse_count(v: &str) -> std::result::Result<u64, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::config::Node;
