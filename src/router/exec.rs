@@ -1,33 +1,1053 @@
-//! The `exec` driver. Not built yet: building it is the work of its issue.
+//! The `exec` driver: a router that cutover drives by running the operator's commands.
+//!
+//! Some routers are not proxies cutover can speak to: a DNS alias moved to another host, a
+//! cloud slot swap (`az webapp deployment slot swap`), a Kubernetes Service selector patched
+//! with kubectl, a hardware balancer's CLI. For those, the router table lists one command per
+//! verb (`observe`, `switch_live`, `set_preview`, `drain`, `undrain`, `maintenance_on`,
+//! `maintenance_off`), each an argv list with `{placeholders}`.
+//!
+//! How a command runs:
+//! - as argv, never through a shell (unless the operator writes `["sh", "-c", ...]`);
+//! - with a clean environment: only `PATH` and `HOME` from cutover's, the names listed in
+//!   `pass_env`, and the `env` table. Cutover's own secrets never reach a command by accident;
+//! - with stdin closed, stdout and stderr captured up to a cap, in its own process group;
+//! - with a time limit: a command that outlives it is killed with its whole process group
+//!   (SIGTERM, then SIGKILL a second later) and reported as a timeout.
+//!
+//! Exit code 0 means done. Anything else is an [`ExecError`] carrying the exit code and the
+//! last lines of stderr, so the event pane and the audit log show what the tool said.
+//!
+//! `observe` prints the router's state as JSON or as `key=value` lines; [`parse_observe`]
+//! reads both, and docs/exec.md documents the schema.
 
-use color_eyre::eyre::{Result, bail};
-use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use color_eyre::eyre::{Result, WrapErr, bail, eyre};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::config::{Environment, Slot};
-use crate::model::{MaintenanceMode, RouterState};
-use crate::router::{BoxFuture, Router, Target};
+use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::router::{BoxFuture, Router, Target, Verb};
+use crate::timefmt::serde_duration;
 
+/// How long a command may run when the router sets no `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of a command's stdout that is kept (observe output larger than this is refused).
+pub const MAX_STDOUT: usize = 1024 * 1024;
+/// The most of a command's stderr that is kept (the end of it: that is where tools say why).
+pub const MAX_STDERR: usize = 64 * 1024;
+/// How many lines of stderr an error shows.
+pub const ERROR_LINES: usize = 20;
+/// How long a timed-out command gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+/// How much of unreadable observe output is quoted in the error.
+const QUOTE_BYTES: usize = 200;
+
+/// Every placeholder a command may use.
+pub const PLACEHOLDERS: [&str; 8] = [
+    "env", "from", "to", "slot", "node", "address", "host", "mode",
+];
+
+// ---------------------------------------------------------------------------------------
+// Config
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    serde_duration::deserialize(d).map(Some)
+}
+
+/// One `[[environment.router]]` table with `kind = "exec"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The router's name in its environment (defaults to the kind).
     #[serde(default)]
     pub name: Option<String>,
+    /// Prints the router's state (JSON or key=value lines). Required.
+    #[serde(default)]
+    pub observe: Option<Vec<String>>,
+    /// Makes `{to}` the live slot.
+    #[serde(default)]
+    pub switch_live: Option<Vec<String>>,
+    /// Points the preview route at `{slot}`.
+    #[serde(default)]
+    pub set_preview: Option<Vec<String>>,
+    /// Stops new traffic to `{slot}` (or to `{node}` of it).
+    #[serde(default)]
+    pub drain: Option<Vec<String>>,
+    /// Puts `{slot}` (or `{node}`) back in service.
+    #[serde(default)]
+    pub undrain: Option<Vec<String>>,
+    /// Turns maintenance on (`{mode}` is `page` or `redirect`, `{to}` the redirect's slot).
+    #[serde(default)]
+    pub maintenance_on: Option<Vec<String>>,
+    /// Turns maintenance off.
+    #[serde(default)]
+    pub maintenance_off: Option<Vec<String>>,
+    /// How long any command may run before it is killed (default 30s).
+    #[serde(default = "default_timeout", with = "serde_duration")]
+    pub timeout: Duration,
+    /// A shorter limit for `observe` alone (default: `timeout`).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub observe_timeout: Option<Duration>,
+    /// Extra environment variables for every command, passed as written.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names of cutover's own environment variables passed through (e.g. `KUBECONFIG`).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// The working directory of every command (absolute).
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
 }
 
-impl Config {
-    pub fn validate(&self, _slots: &[Slot]) -> std::result::Result<(), String> {
-        Err("the exec driver is not built yet in this version of cutover".into())
+/// The commands an exec router can be given, one per verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cmd {
+    Observe,
+    SwitchLive,
+    SetPreview,
+    Drain,
+    Undrain,
+    MaintenanceOn,
+    MaintenanceOff,
+}
+
+impl Cmd {
+    pub const ALL: [Cmd; 7] = [
+        Cmd::Observe,
+        Cmd::SwitchLive,
+        Cmd::SetPreview,
+        Cmd::Drain,
+        Cmd::Undrain,
+        Cmd::MaintenanceOn,
+        Cmd::MaintenanceOff,
+    ];
+
+    /// The config key, which is also how the command is named in messages.
+    pub fn key(self) -> &'static str {
+        match self {
+            Cmd::Observe => "observe",
+            Cmd::SwitchLive => "switch_live",
+            Cmd::SetPreview => "set_preview",
+            Cmd::Drain => "drain",
+            Cmd::Undrain => "undrain",
+            Cmd::MaintenanceOn => "maintenance_on",
+            Cmd::MaintenanceOff => "maintenance_off",
+        }
+    }
+
+    /// The placeholders that have a value in this command.
+    pub fn placeholders(self) -> &'static [&'static str] {
+        match self {
+            Cmd::Observe => &["env"],
+            Cmd::SwitchLive => &["env", "from", "to", "slot", "address", "host"],
+            Cmd::SetPreview => &["env", "from", "slot", "address", "host"],
+            Cmd::Drain | Cmd::Undrain => &["env", "from", "slot", "node", "address", "host"],
+            Cmd::MaintenanceOn | Cmd::MaintenanceOff => {
+                &["env", "from", "mode", "to", "address", "host"]
+            }
+        }
+    }
+
+    /// The command that must be configured with this one, so that what one does can be undone.
+    fn partner(self) -> Option<Cmd> {
+        match self {
+            Cmd::Drain => Some(Cmd::Undrain),
+            Cmd::Undrain => Some(Cmd::Drain),
+            Cmd::MaintenanceOn => Some(Cmd::MaintenanceOff),
+            Cmd::MaintenanceOff => Some(Cmd::MaintenanceOn),
+            _ => None,
+        }
     }
 }
 
+impl Config {
+    pub fn command(&self, c: Cmd) -> Option<&[String]> {
+        match c {
+            Cmd::Observe => self.observe.as_deref(),
+            Cmd::SwitchLive => self.switch_live.as_deref(),
+            Cmd::SetPreview => self.set_preview.as_deref(),
+            Cmd::Drain => self.drain.as_deref(),
+            Cmd::Undrain => self.undrain.as_deref(),
+            Cmd::MaintenanceOn => self.maintenance_on.as_deref(),
+            Cmd::MaintenanceOff => self.maintenance_off.as_deref(),
+        }
+    }
+
+    /// Checks made when the config is loaded; the message names the field.
+    pub fn validate(&self, _slots: &[Slot]) -> std::result::Result<(), String> {
+        if self.observe.is_none() {
+            return Err(
+                "an exec router needs `observe`: cutover reads every router back after \
+                 each change and never assumes which slot is live, so give a command that prints \
+                 the router's state, e.g. observe = [\"/usr/local/bin/where-is-www\"] printing \
+                 `live=blue` (docs/exec.md describes the output)"
+                    .into(),
+            );
+        }
+        for c in Cmd::ALL {
+            let Some(argv) = self.command(c) else {
+                continue;
+            };
+            let key = c.key();
+            match argv.first() {
+                None => {
+                    return Err(format!(
+                        "`{key} = []` is empty: give the program and its arguments, e.g. \
+                         {key} = [\"/usr/local/bin/lbctl\", \"{key}\", \"{{slot}}\"], or remove the line"
+                    ));
+                }
+                Some(p) if p.trim().is_empty() => {
+                    return Err(format!(
+                        "`{key}`: the first element must name the program to run; it is empty"
+                    ));
+                }
+                _ => {}
+            }
+            for (i, arg) in argv.iter().enumerate() {
+                if arg.contains('\0') {
+                    return Err(format!("`{key}`: argument {} contains a NUL byte", i + 1));
+                }
+                for name in placeholders_in(arg) {
+                    if !PLACEHOLDERS.contains(&name) {
+                        return Err(format!(
+                            "`{key}`: unknown placeholder `{{{name}}}` in argument {} (`{arg}`); \
+                             the placeholders are {}. Text that must reach the command as a \
+                             literal `{{word}}` belongs in a script file",
+                            i + 1,
+                            list_placeholders(&PLACEHOLDERS)
+                        ));
+                    }
+                    if !c.placeholders().contains(&name) {
+                        return Err(format!(
+                            "`{key}`: `{{{name}}}` has no value in {key} ({}); {key} knows {}",
+                            meaning(name),
+                            list_placeholders(c.placeholders())
+                        ));
+                    }
+                }
+            }
+            if let Some(p) = c.partner()
+                && self.command(p).is_none()
+            {
+                return Err(format!(
+                    "`{key}` is configured without `{}`: what one does the other must be able to \
+                     undo, so configure both (or neither)",
+                    p.key()
+                ));
+            }
+        }
+        if self.timeout.is_zero() || self.observe_timeout.is_some_and(|t| t.is_zero()) {
+            return Err("`timeout` and `observe_timeout` must be more than zero".into());
+        }
+        for (k, v) in &self.env {
+            check_env_name(k).map_err(|m| format!("`env`: {m}"))?;
+            if v.contains('\0') {
+                return Err(format!("`env`: the value of `{k}` contains a NUL byte"));
+            }
+        }
+        for k in &self.pass_env {
+            check_env_name(k).map_err(|m| format!("`pass_env`: {m}"))?;
+            if self.env.contains_key(k) {
+                return Err(format!(
+                    "`{k}` is both in `env` and in `pass_env`; keep one (env sets a value, \
+                     pass_env passes cutover's own)"
+                ));
+            }
+        }
+        if let Some(d) = &self.cwd
+            && !d.is_absolute()
+        {
+            return Err(format!(
+                "`cwd = \"{}\"` is relative, so it would depend on where cutover is started; \
+                 write an absolute path",
+                d.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_env_name(k: &str) -> std::result::Result<(), String> {
+    if k.is_empty() || k.contains('=') || k.contains('\0') {
+        return Err(format!(
+            "`{k}` is not a variable name (empty, or contains `=` or NUL)"
+        ));
+    }
+    Ok(())
+}
+
+fn list_placeholders(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{{{n}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn meaning(name: &str) -> &'static str {
+    match name {
+        "env" => "the environment's name",
+        "from" => "the live slot as observed just before the command",
+        "to" => "the new live slot, or the slot a maintenance redirect goes to",
+        "slot" => "the slot the verb acts on",
+        "node" => "the node of a slot a drain or undrain acts on",
+        "address" => "the address of the slot or node acted on",
+        "host" => "the host name of `address`",
+        "mode" => "the maintenance mode, `page` or `redirect`",
+        _ => "unknown",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Templates
+
+enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Split an argument into text and `{name}` placeholders.
+///
+/// `{name}` (a letter or `_`, then letters, digits, `_`) is a placeholder. Every other brace
+/// is text: `{"spec":...}` (JSON), `{{.x}}` (a run of braces: Go templates), `${HOME}` (a
+/// brace after `$`: shell expansion), `{ print }` (spaces).
+fn pieces(arg: &str) -> Vec<Piece<'_>> {
+    let b = arg.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'{' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) == Some(&b'{') {
+            while i < b.len() && b[i] == b'{' {
+                i += 1;
+            }
+            continue;
+        }
+        if i > 0 && b[i - 1] == b'$' {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        let ident_start = b
+            .get(i + 1)
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+        if ident_start && b.get(j) == Some(&b'}') {
+            if start < i {
+                out.push(Piece::Text(&arg[start..i]));
+            }
+            out.push(Piece::Placeholder(&arg[i + 1..j]));
+            i = j + 1;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    if start < b.len() {
+        out.push(Piece::Text(&arg[start..]));
+    }
+    out
+}
+
+fn placeholders_in(arg: &str) -> Vec<&str> {
+    pieces(arg)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Placeholder(n) => Some(n),
+            Piece::Text(_) => None,
+        })
+        .collect()
+}
+
+fn uses(argv: &[String], name: &str) -> bool {
+    argv.iter().any(|a| placeholders_in(a).contains(&name))
+}
+
+/// The values of one command's placeholders: a value, or why there is none.
+struct Values(BTreeMap<&'static str, std::result::Result<String, String>>);
+
+impl Values {
+    fn new(env: &str) -> Self {
+        let mut m = BTreeMap::new();
+        m.insert("env", Ok(env.to_string()));
+        Values(m)
+    }
+    fn set(&mut self, name: &'static str, v: impl Into<String>) {
+        self.0.insert(name, Ok(v.into()));
+    }
+    fn missing(&mut self, name: &'static str, why: impl Into<String>) {
+        self.0.insert(name, Err(why.into()));
+    }
+    /// `{address}` and `{host}` of a slot or node address.
+    fn address(&mut self, address: &str) {
+        self.set("address", address);
+        self.set("host", host_of(address));
+    }
+}
+
+fn render(cmd: Cmd, argv: &[String], values: &Values) -> Result<Vec<String>> {
+    argv.iter()
+        .map(|arg| {
+            let mut s = String::with_capacity(arg.len());
+            for p in pieces(arg) {
+                match p {
+                    Piece::Text(t) => s.push_str(t),
+                    Piece::Placeholder(n) => match values.0.get(n) {
+                        Some(Ok(v)) => s.push_str(v),
+                        Some(Err(why)) => bail!(
+                            "`{}` uses `{{{n}}}`, which has no value here: {why}; nothing was run",
+                            cmd.key()
+                        ),
+                        None => bail!(
+                            "`{}` uses `{{{n}}}`, which has no value in this command; nothing was run",
+                            cmd.key()
+                        ),
+                    },
+                }
+            }
+            Ok(s)
+        })
+        .collect()
+}
+
+/// The host of an `http://host:port/...` address (`::1` for `http://[::1]:80`).
+pub fn host_of(address: &str) -> String {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or_default().to_string();
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => authority.to_string(),
+    }
+}
+
+/// An argv as an operator could paste it into a shell (for messages).
+pub fn display_argv(argv: &[String]) -> String {
+    let s = argv
+        .iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%{}".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    cut(&s, 400)
+}
+
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/// Why a command did not do its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The verb has no command in the router's config.
+    NotConfigured,
+    /// The program could not be started (not installed, not executable...).
+    Spawn(String),
+    /// It ran and exited with a code other than 0, or was killed by a signal.
+    Exit {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// It outlived the time limit and was killed with its process group.
+    Timeout(Duration),
+    /// `observe` ran but printed something cutover cannot read (the message says what).
+    BadOutput(String),
+}
+
+/// A failed exec command, with what the operator needs to see: which router and verb, the
+/// command line, how it failed and the end of what it printed.
+#[derive(Debug, Clone)]
+pub struct ExecError {
+    pub router: String,
+    pub verb: Cmd,
+    /// The command as run (shell-quoted for reading); empty when nothing ran.
+    pub command: String,
+    pub failure: Failure,
+    /// The last lines of stderr (or of stdout when stderr was empty), trimmed.
+    pub output: String,
+    /// `stderr` or `stdout`: where `output` came from.
+    pub output_from: &'static str,
+}
+
+impl ExecError {
+    /// The exit code, when the command exited by itself.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.failure {
+            Failure::Exit { code, .. } => code,
+            _ => None,
+        }
+    }
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.failure, Failure::Timeout(_))
+    }
+}
+
+impl fmt::Display for ExecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (r, key) = (&self.router, self.verb.key());
+        match &self.failure {
+            Failure::NotConfigured => {
+                write!(
+                    f,
+                    "router `{r}`: `{key}` is not configured: add `{key} = [...]`"
+                )?;
+                if let Some(p) = self.verb.partner() {
+                    write!(f, " and `{} = [...]`", p.key())?;
+                }
+                write!(f, " to the router (docs/exec.md has examples)")?;
+            }
+            Failure::Spawn(e) => write!(
+                f,
+                "router `{r}`: cannot start `{key}` ({}): {e}; check that the program is \
+                 installed and on the PATH cutover runs with, or give its absolute path",
+                self.command
+            )?,
+            Failure::Exit { code: Some(c), .. } => write!(
+                f,
+                "router `{r}`: `{key}` failed with exit code {c}: {}",
+                self.command
+            )?,
+            Failure::Exit { signal, .. } => write!(
+                f,
+                "router `{r}`: `{key}` was killed by signal {}: {}",
+                signal.map_or("?".to_string(), |s| s.to_string()),
+                self.command
+            )?,
+            Failure::Timeout(d) => {
+                write!(
+                    f,
+                    "router `{r}`: `{key}` timed out after {} and was killed with its whole \
+                     process group: {}; ",
+                    humantime::format_duration(*d),
+                    self.command
+                )?;
+                if self.verb == Cmd::Observe {
+                    write!(f, "raise `observe_timeout` if the tool is just slow")?;
+                } else {
+                    write!(
+                        f,
+                        "whether it changed anything is unknown: observe the router before \
+                         retrying, or raise `timeout` if the tool is just slow"
+                    )?;
+                }
+            }
+            Failure::BadOutput(m) => write!(
+                f,
+                "router `{r}`: `{key}` printed output cutover cannot read: {m}"
+            )?,
+        }
+        if !self.output.is_empty() {
+            write!(f, "\n{}:", self.output_from)?;
+            for line in self.output.lines() {
+                write!(f, "\n  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ExecError {}
+
+/// The last `ERROR_LINES` non-empty lines of `text`, each cut to a readable length.
+fn tail_lines(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let skip = lines.len().saturating_sub(ERROR_LINES);
+    let mut out = Vec::new();
+    if skip > 0 {
+        out.push(format!("… ({skip} earlier lines)"));
+    }
+    out.extend(lines[skip..].iter().map(|l| cut(l, 500)));
+    out.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// Running a command
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    total: u64,
+}
+
+/// Read a pipe to its end, keeping the first (`tail == false`) or last `cap` bytes.
+async fn capture<R: AsyncRead + Unpin>(
+    mut r: R,
+    into: Arc<Mutex<Captured>>,
+    cap: usize,
+    tail: bool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Ok(mut c) = into.lock() else { break };
+        c.total += n as u64;
+        if tail {
+            c.bytes.extend_from_slice(&buf[..n]);
+            if c.bytes.len() > cap {
+                let excess = c.bytes.len() - cap;
+                c.bytes.drain(..excess);
+            }
+        } else {
+            let room = cap.saturating_sub(c.bytes.len());
+            c.bytes.extend_from_slice(&buf[..n.min(room)]);
+        }
+    }
+}
+
+fn take(c: &Arc<Mutex<Captured>>) -> (String, u64) {
+    match c.lock() {
+        Ok(c) => (String::from_utf8_lossy(&c.bytes).into_owned(), c.total),
+        Err(_) => (String::new(), 0),
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    // Never 0 (our own group) or 1 and below (-1 would signal every process we may signal).
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Kills the command's process group if the run is abandoned (the future dropped).
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            signal_group(pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// What a successful command printed.
+struct Ran {
+    stdout: String,
+    stdout_total: u64,
+    stderr: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// The driver
+
 pub struct Driver {
     name: String,
+    env_name: String,
+    slots: Vec<Slot>,
+    cfg: Config,
+    /// Changes run one at a time (observe runs beside them).
+    change: tokio::sync::Mutex<()>,
 }
 
 impl Driver {
-    pub fn new(name: String, _env: &Environment, _cfg: &Config) -> Result<Self> {
-        Ok(Driver { name })
+    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
+        cfg.validate(&env.slots)
+            .map_err(|m| eyre!("router `{name}` of environment `{}`: {m}", env.name))?;
+        Ok(Driver {
+            name,
+            env_name: env.name.clone(),
+            slots: env.slots.clone(),
+            cfg: cfg.clone(),
+            change: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn error(&self, verb: Cmd, command: String, failure: Failure) -> ExecError {
+        ExecError {
+            router: self.name.clone(),
+            verb,
+            command,
+            failure,
+            output: String::new(),
+            output_from: "stderr",
+        }
+    }
+
+    fn argv(&self, c: Cmd) -> Result<&[String]> {
+        self.cfg
+            .command(c)
+            .ok_or_else(|| self.error(c, String::new(), Failure::NotConfigured).into())
+    }
+
+    fn slot(&self, name: &str) -> Result<&Slot> {
+        self.slots.iter().find(|s| s.name == name).ok_or_else(|| {
+            eyre!(
+                "router `{}`: environment `{}` has no slot `{name}` (its slots: {})",
+                self.name,
+                self.env_name,
+                self.slot_names()
+            )
+        })
+    }
+
+    fn slot_names(&self) -> String {
+        self.slots
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The environment a command starts with: PATH and HOME, `pass_env`, then `env`.
+    fn child_env(&self) -> BTreeMap<OsString, OsString> {
+        let mut m = BTreeMap::new();
+        for k in ["PATH", "HOME"]
+            .into_iter()
+            .chain(self.cfg.pass_env.iter().map(String::as_str))
+        {
+            if let Some(v) = std::env::var_os(k) {
+                m.insert(OsString::from(k), v);
+            }
+        }
+        for (k, v) in &self.cfg.env {
+            m.insert(OsString::from(k), OsString::from(v));
+        }
+        m
+    }
+
+    /// Run one command to its end (or its time limit). Ok only for exit code 0.
+    async fn run(&self, verb: Cmd, argv: &[String]) -> Result<Ran> {
+        let command = display_argv(argv);
+        let Some((program, args)) = argv.split_first() else {
+            return Err(self.error(verb, command, Failure::NotConfigured).into());
+        };
+        let limit = match verb {
+            Cmd::Observe => self.cfg.observe_timeout.unwrap_or(self.cfg.timeout),
+            _ => self.cfg.timeout,
+        };
+        let mut c = tokio::process::Command::new(program);
+        c.args(args)
+            .env_clear()
+            .envs(self.child_env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(d) = &self.cfg.cwd {
+            c.current_dir(d);
+        }
+        let started = Instant::now();
+        let mut child = c
+            .spawn()
+            .map_err(|e| self.error(verb, command.clone(), Failure::Spawn(e.to_string())))?;
+        let pgid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+        let mut guard = GroupGuard(Some(pgid));
+
+        let out = Arc::new(Mutex::new(Captured::default()));
+        let err = Arc::new(Mutex::new(Captured::default()));
+        let mut out_task = child
+            .stdout
+            .take()
+            .map(|p| tokio::spawn(capture(p, out.clone(), MAX_STDOUT, false)));
+        let mut err_task = child
+            .stderr
+            .take()
+            .map(|p| tokio::spawn(capture(p, err.clone(), MAX_STDERR, true)));
+
+        // The exit code is the result. Output is read until it closes, but a process the
+        // command left running in the background may hold it open: that is not waited for
+        // beyond a short grace.
+        let deadline = tokio::time::Instant::now() + limit;
+        let finished = tokio::time::timeout_at(deadline, child.wait()).await;
+        if matches!(finished, Ok(Ok(_))) {
+            let grace = deadline.min(tokio::time::Instant::now() + KILL_GRACE);
+            for t in [&mut out_task, &mut err_task].into_iter().flatten() {
+                if tokio::time::timeout_at(grace, &mut *t).await.is_err() {
+                    t.abort();
+                    tracing::warn!(
+                        router = %self.name, verb = verb.key(), command = %command,
+                        "the command exited but something it started still holds its output; \
+                         not reading the rest"
+                    );
+                }
+            }
+        }
+
+        let status = match finished {
+            Ok(Ok(status)) => {
+                guard.0 = None;
+                Ok(status)
+            }
+            Ok(Err(e)) => Err(Failure::Spawn(format!("waiting for it failed: {e}"))),
+            Err(_) => Err(Failure::Timeout(limit)),
+        };
+        if status.is_err() {
+            signal_group(pgid, libc::SIGTERM);
+            let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+            signal_group(pgid, libc::SIGKILL);
+            let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+            guard.0 = None;
+            for t in [&mut out_task, &mut err_task].into_iter().flatten() {
+                if !t.is_finished() && tokio::time::timeout(KILL_GRACE, &mut *t).await.is_err() {
+                    t.abort();
+                }
+            }
+        }
+        let (stdout, stdout_total) = take(&out);
+        let (stderr, _) = take(&err);
+        let elapsed = started.elapsed();
+
+        let failure = match status {
+            Ok(s) if s.success() => {
+                tracing::info!(
+                    router = %self.name, verb = verb.key(), command = %command,
+                    elapsed_ms = elapsed.as_millis() as u64, "exec command done"
+                );
+                if !stderr.trim().is_empty() {
+                    tracing::debug!(router = %self.name, verb = verb.key(), stderr = %tail_lines(&stderr));
+                }
+                return Ok(Ran {
+                    stdout,
+                    stdout_total,
+                    stderr,
+                });
+            }
+            Ok(s) => {
+                use std::os::unix::process::ExitStatusExt;
+                Failure::Exit {
+                    code: s.code(),
+                    signal: s.signal(),
+                }
+            }
+            Err(f) => f,
+        };
+        let mut e = self.error(verb, command, failure);
+        if stderr.trim().is_empty() {
+            e.output = tail_lines(&stdout);
+            e.output_from = "stdout";
+        } else {
+            e.output = tail_lines(&stderr);
+        }
+        tracing::warn!(
+            router = %self.name, verb = verb.key(),
+            elapsed_ms = elapsed.as_millis() as u64, "{e}"
+        );
+        Err(e.into())
+    }
+
+    /// Run `observe` and read its output.
+    async fn observe_now(&self) -> Result<RouterState> {
+        let argv = render(
+            Cmd::Observe,
+            self.argv(Cmd::Observe)?,
+            &Values::new(&self.env_name),
+        )?;
+        let ran = self.run(Cmd::Observe, &argv).await?;
+        let bad = |m: String| {
+            let mut e = self.error(Cmd::Observe, display_argv(&argv), Failure::BadOutput(m));
+            e.output = tail_lines(&ran.stderr);
+            e
+        };
+        if ran.stdout_total > MAX_STDOUT as u64 {
+            return Err(bad(format!(
+                "it printed {} bytes, more than the {} cutover reads; print only the router's state",
+                ran.stdout_total, MAX_STDOUT
+            ))
+            .into());
+        }
+        let mut state = parse_observe(&ran.stdout, &self.slots).map_err(bad)?;
+        if let Some(first) = ran.stderr.lines().find(|l| !l.trim().is_empty()) {
+            state.notes.push(format!(
+                "observe wrote to stderr: {}",
+                cut(first.trim(), 200)
+            ));
+        }
+        Ok(state)
+    }
+
+    /// `{from}`: the live slot, read from the router just now (only when the command uses it).
+    async fn fill_from(&self, argv: &[String], v: &mut Values) -> Result<()> {
+        if !uses(argv, "from") {
+            return Ok(());
+        }
+        let state = self.observe_now().await.wrap_err_with(|| {
+            format!(
+                "router `{}`: the command uses {{from}}, but observe failed, so the live slot is \
+                 unknown; nothing was changed",
+                self.name
+            )
+        })?;
+        match state.live {
+            Some(l) => v.set("from", l),
+            None => v.missing("from", "observe reports no live slot"),
+        }
+        Ok(())
+    }
+
+    async fn switch(&self, to: &str) -> Result<()> {
+        let slot = self.slot(to)?;
+        let argv = self.argv(Cmd::SwitchLive)?;
+        let _one = self.change.lock().await;
+        // Read the router first: `{from}` comes from it, and a swap-style command (Azure's slot
+        // swap) run for a slot that is already live would swap it away.
+        let before = self.observe_now().await.wrap_err_with(|| {
+            format!(
+                "router `{}`: cannot read which slot is live before switching to `{to}`; \
+                 nothing was changed. Fix `observe` first",
+                self.name
+            )
+        })?;
+        if before.live.as_deref() == Some(to) {
+            tracing::info!(router = %self.name, to, "already live; switch_live not run");
+            return Ok(());
+        }
+        let mut v = Values::new(&self.env_name);
+        match &before.live {
+            Some(l) => v.set("from", l.clone()),
+            None => v.missing("from", "observe reports no live slot"),
+        }
+        v.set("to", to);
+        v.set("slot", to);
+        v.address(&slot.address);
+        let argv = render(Cmd::SwitchLive, argv, &v)?;
+        self.run(Cmd::SwitchLive, &argv).await?;
+        Ok(())
+    }
+
+    async fn preview(&self, name: &str) -> Result<()> {
+        let slot = self.slot(name)?;
+        let argv = self.argv(Cmd::SetPreview)?;
+        let _one = self.change.lock().await;
+        let mut v = Values::new(&self.env_name);
+        self.fill_from(argv, &mut v).await?;
+        v.set("slot", name);
+        v.address(&slot.address);
+        let argv = render(Cmd::SetPreview, argv, &v)?;
+        self.run(Cmd::SetPreview, &argv).await?;
+        Ok(())
+    }
+
+    async fn drain_cmd(&self, cmd: Cmd, target: &Target) -> Result<()> {
+        let slot = self.slot(&target.slot)?;
+        let argv = self.argv(cmd)?;
+        let mut v = Values::new(&self.env_name);
+        v.set("slot", target.slot.clone());
+        match &target.node {
+            Some(n) => {
+                let node = slot.nodes.iter().find(|x| &x.name == n).ok_or_else(|| {
+                    eyre!(
+                        "router `{}`: slot `{}` has no node `{n}` (its nodes: {})",
+                        self.name,
+                        slot.name,
+                        if slot.nodes.is_empty() {
+                            "none configured".to_string()
+                        } else {
+                            slot.nodes
+                                .iter()
+                                .map(|x| x.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    )
+                })?;
+                if !["node", "address", "host"].iter().any(|p| uses(argv, p)) {
+                    bail!(
+                        "router `{}`: `{}` of node `{target}` refused: the command uses none of \
+                         {{node}}, {{address}}, {{host}}, so it would act on the whole slot `{}`; \
+                         nothing was run",
+                        self.name,
+                        cmd.key(),
+                        slot.name
+                    );
+                }
+                v.set("node", n.clone());
+                v.address(&node.address);
+            }
+            None => {
+                v.missing(
+                    "node",
+                    format!("`{}` is a whole slot, not one of its nodes", target.slot),
+                );
+                v.address(&slot.address);
+            }
+        }
+        let _one = self.change.lock().await;
+        self.fill_from(argv, &mut v).await?;
+        let argv = render(cmd, argv, &v)?;
+        self.run(cmd, &argv).await?;
+        Ok(())
+    }
+
+    async fn maintenance_cmd(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
+        let cmd = if on {
+            Cmd::MaintenanceOn
+        } else {
+            Cmd::MaintenanceOff
+        };
+        let argv = self.argv(cmd)?;
+        let mut v = Values::new(&self.env_name);
+        match mode {
+            MaintenanceMode::Page => {
+                v.set("mode", "page");
+                let why = "maintenance is a 503 page, not a redirect to a slot";
+                v.missing("to", why);
+                v.missing("address", why);
+                v.missing("host", why);
+            }
+            MaintenanceMode::Redirect { to } => {
+                let slot = self.slot(to)?;
+                v.set("mode", "redirect");
+                v.set("to", to.clone());
+                v.address(&slot.address);
+            }
+        }
+        let _one = self.change.lock().await;
+        self.fill_from(argv, &mut v).await?;
+        let argv = render(cmd, argv, &v)?;
+        self.run(cmd, &argv).await?;
+        Ok(())
     }
 }
 
@@ -38,22 +1058,674 @@ impl Router for Driver {
     fn kind(&self) -> &'static str {
         "exec"
     }
+    fn supports(&self, verb: Verb) -> bool {
+        let has = |c| self.cfg.command(c).is_some();
+        match verb {
+            Verb::Observe => has(Cmd::Observe),
+            Verb::SwitchLive => has(Cmd::SwitchLive),
+            Verb::SetPreview => has(Cmd::SetPreview),
+            Verb::Drain => has(Cmd::Drain),
+            Verb::Undrain => has(Cmd::Undrain),
+            Verb::Maintenance => has(Cmd::MaintenanceOn) && has(Cmd::MaintenanceOff),
+        }
+    }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
-        Box::pin(async { bail!("the exec driver is not built yet") })
+        Box::pin(self.observe_now())
     }
-    fn switch_live<'a>(&'a self, _to: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the exec driver is not built yet") })
+    fn switch_live<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.switch(to))
     }
-    fn set_preview<'a>(&'a self, _slot: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the exec driver is not built yet") })
+    fn set_preview<'a>(&'a self, slot: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.preview(slot))
     }
-    fn drain<'a>(&'a self, _t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the exec driver is not built yet") })
+    fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.drain_cmd(Cmd::Drain, t))
     }
-    fn undrain<'a>(&'a self, _t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the exec driver is not built yet") })
+    fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.drain_cmd(Cmd::Undrain, t))
     }
-    fn maintenance<'a>(&'a self, _on: bool, _m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the exec driver is not built yet") })
+    fn maintenance<'a>(&'a self, on: bool, m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.maintenance_cmd(on, m))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Observe output
+
+/// Read what an `observe` command printed: a JSON object when the output starts with `{`,
+/// otherwise `key=value` lines. Slot and node names are checked against the environment.
+/// The error says which format was expected and quotes the start of the output.
+pub fn parse_observe(out: &str, slots: &[Slot]) -> std::result::Result<RouterState, String> {
+    let t = out.trim_start_matches('\u{feff}').trim();
+    if t.is_empty() {
+        return Err(
+            "it printed nothing; expected a JSON object or key=value lines such as \
+             `live=blue` (docs/exec.md describes both)"
+                .into(),
+        );
+    }
+    let mut b = Builder {
+        slots,
+        state: RouterState::default(),
+        seen_live: false,
+    };
+    if t.starts_with('{') {
+        b.json(t).map_err(|e| {
+            format!(
+                "expected a JSON object in the observe schema (the output starts with `{{`): \
+                 {e}; it printed: {}",
+                quote_head(out)
+            )
+        })?;
+    } else {
+        b.lines(t).map_err(|e| {
+            format!(
+                "expected key=value lines such as `live=blue` (or a JSON object starting with \
+                 `{{`): {e}; it printed: {}",
+                quote_head(out)
+            )
+        })?;
+    }
+    if !b.seen_live {
+        return Err(format!(
+            "it did not say which slot is live: print `live=SLOT` (or JSON \"live\": \"SLOT\", \
+             or null when no slot is live); it printed: {}",
+            quote_head(out)
+        ));
+    }
+    Ok(b.state)
+}
+
+/// The first bytes of some output, on one line, control characters escaped.
+fn quote_head(s: &str) -> String {
+    let mut end = s.len().min(QUOTE_BYTES);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut q: String = s[..end]
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if end < s.len() {
+        q.push('…');
+    }
+    format!("`{q}`")
+}
+
+struct Builder<'a> {
+    slots: &'a [Slot],
+    state: RouterState,
+    /// Whether the output said which slot is live (a slot, or JSON null).
+    seen_live: bool,
+}
+
+const TOP_KEYS: &str = "live, preview, maintenance, slots, notes";
+const SLOT_KEYS: &str = "state, sessions, requests, errors, check, nodes";
+const NODE_KEYS: &str = "state, sessions, check";
+
+impl Builder<'_> {
+    fn known_slot(&self, what: &str, name: &str) -> std::result::Result<String, String> {
+        if self.slots.iter().any(|s| s.name == name) {
+            return Ok(name.to_string());
+        }
+        Err(format!(
+            "{what} `{name}` is not a slot of this environment (its slots: {})",
+            self.slots
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
+    fn slot_mut(&mut self, name: &str) -> std::result::Result<&mut SlotRoute, String> {
+        let name = self.known_slot("slot", name)?;
+        Ok(self.state.slots.entry(name).or_default())
+    }
+
+    fn node_mut(&mut self, slot: &str, node: &str) -> std::result::Result<&mut NodeRoute, String> {
+        let configured: Vec<String> = self
+            .slots
+            .iter()
+            .find(|s| s.name == slot)
+            .map(|s| s.nodes.iter().map(|n| n.name.clone()).collect())
+            .unwrap_or_default();
+        if !configured.is_empty() && !configured.iter().any(|n| n == node) {
+            return Err(format!(
+                "node `{node}` is not a node of slot `{slot}` (its nodes: {})",
+                configured.join(", ")
+            ));
+        }
+        let route = self.slot_mut(slot)?;
+        if let Some(i) = route.nodes.iter().position(|n| n.name == node) {
+            return Ok(&mut route.nodes[i]);
+        }
+        route.nodes.push(NodeRoute {
+            name: node.to_string(),
+            ..Default::default()
+        });
+        let last = route.nodes.len() - 1;
+        Ok(&mut route.nodes[last])
+    }
+
+    /// `live` or `preview`. `None` is an explicit JSON null. An empty live slot is refused:
+    /// it is what a script prints when the command that finds the slot failed quietly.
+    fn role(&mut self, key: &str, v: Option<&str>) -> std::result::Result<(), String> {
+        let v = match v.map(str::trim) {
+            None => None,
+            Some("") if key == "live" => {
+                return Err(
+                    "`live` is empty; print the live slot's name (if the router really \
+                     sends the public traffic to no slot, print JSON with \"live\": null)"
+                        .into(),
+                );
+            }
+            Some("") => None,
+            Some(name) => Some(self.known_slot(key, name)?),
+        };
+        self.seen_live |= key == "live";
+        if key == "live" {
+            self.state.live = v;
+        } else {
+            self.state.preview = v;
+        }
+        Ok(())
+    }
+
+    fn maintenance_str(&self, s: &str) -> std::result::Result<Option<MaintenanceMode>, String> {
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "" | "off" | "false" => Ok(None),
+            "on" | "true" | "page" => Ok(Some(MaintenanceMode::Page)),
+            _ => match t.split_once(':') {
+                Some((m, to)) if m.trim().eq_ignore_ascii_case("redirect") => {
+                    Ok(Some(MaintenanceMode::Redirect {
+                        to: self.known_slot("the maintenance redirect's slot", to.trim())?,
+                    }))
+                }
+                _ => Err(format!(
+                    "maintenance `{t}` is not one of off, on, page, redirect:SLOT"
+                )),
+            },
+        }
+    }
+
+    // --- JSON
+
+    fn json(&mut self, text: &str) -> std::result::Result<(), String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let Value::Object(top) = v else {
+            return Err("the top level is not an object".into());
+        };
+        for (k, v) in &top {
+            match k.as_str() {
+                "live" | "preview" => {
+                    let s =
+                        opt_str(v).map_err(|t| format!("`{k}` is {t}, not a slot name or null"))?;
+                    self.role(k, s)?;
+                }
+                "maintenance" => {
+                    self.state.maintenance = self.json_maintenance(v)?;
+                }
+                "slots" => {
+                    let Value::Object(slots) = v else {
+                        return Err(format!(
+                            "`slots` is {}, not an object keyed by slot name",
+                            type_name(v)
+                        ));
+                    };
+                    for (name, s) in slots {
+                        self.json_slot(name, s)?;
+                    }
+                }
+                "notes" => match v {
+                    Value::Array(a) => {
+                        for n in a {
+                            match n {
+                                Value::String(s) => self.state.notes.push(s.clone()),
+                                other => {
+                                    return Err(format!(
+                                        "`notes` holds {}, not a string",
+                                        type_name(other)
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    Value::String(s) => self.state.notes.push(s.clone()),
+                    Value::Null => {}
+                    other => {
+                        return Err(format!(
+                            "`notes` is {}, not a list of strings",
+                            type_name(other)
+                        ));
+                    }
+                },
+                other => {
+                    return Err(format!("unknown key `{other}` (the keys are {TOP_KEYS})"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn json_maintenance(&self, v: &Value) -> std::result::Result<Option<MaintenanceMode>, String> {
+        match v {
+            Value::Null | Value::Bool(false) => Ok(None),
+            Value::Bool(true) => Ok(Some(MaintenanceMode::Page)),
+            Value::String(s) => self.maintenance_str(s),
+            Value::Object(o) => {
+                let mode = o.get("mode").and_then(Value::as_str).unwrap_or("page");
+                for k in o.keys() {
+                    if k != "mode" && k != "to" {
+                        return Err(format!(
+                            "unknown key `maintenance.{k}` (the keys are mode, to)"
+                        ));
+                    }
+                }
+                match mode {
+                    "page" => Ok(Some(MaintenanceMode::Page)),
+                    "redirect" => {
+                        let to = o.get("to").and_then(Value::as_str).ok_or(
+                            "`maintenance` is a redirect without `to` (the slot it goes to)",
+                        )?;
+                        Ok(Some(MaintenanceMode::Redirect {
+                            to: self.known_slot("the maintenance redirect's slot", to)?,
+                        }))
+                    }
+                    m => Err(format!("maintenance mode `{m}` is not page or redirect")),
+                }
+            }
+            other => Err(format!(
+                "`maintenance` is {}; write false, true, \"page\", \"redirect:SLOT\" or \
+                 {{\"mode\":\"redirect\",\"to\":\"SLOT\"}}",
+                type_name(other)
+            )),
+        }
+    }
+
+    fn json_slot(&mut self, name: &str, v: &Value) -> std::result::Result<(), String> {
+        let Value::Object(o) = v else {
+            return Err(format!("`slots.{name}` is {}, not an object", type_name(v)));
+        };
+        self.slot_mut(name)?;
+        for (k, val) in o {
+            let at = format!("slots.{name}.{k}");
+            if k == "nodes" {
+                let Value::Object(nodes) = val else {
+                    return Err(format!(
+                        "`{at}` is {}, not an object keyed by node name",
+                        type_name(val)
+                    ));
+                };
+                for (node, nv) in nodes {
+                    self.json_node(name, node, nv)?;
+                }
+                continue;
+            }
+            let text = scalar(val).map_err(|t| format!("`{at}` is {t}"))?;
+            if let Some(text) = text {
+                self.slot_attr(name, k, &text)
+                    .map_err(|e| format!("`{at}`: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn json_node(&mut self, slot: &str, node: &str, v: &Value) -> std::result::Result<(), String> {
+        let Value::Object(o) = v else {
+            return Err(format!(
+                "`slots.{slot}.nodes.{node}` is {}, not an object",
+                type_name(v)
+            ));
+        };
+        self.node_mut(slot, node)?;
+        for (k, val) in o {
+            let at = format!("slots.{slot}.nodes.{node}.{k}");
+            let text = scalar(val).map_err(|t| format!("`{at}` is {t}"))?;
+            if let Some(text) = text {
+                self.node_attr(slot, node, k, &text)
+                    .map_err(|e| format!("`{at}`: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    // --- shared by both formats
+
+    fn slot_attr(&mut self, slot: &str, key: &str, v: &str) -> std::result::Result<(), String> {
+        let r = self.slot_mut(slot)?;
+        match key {
+            "state" => r.admin = parse_state(v)?,
+            "sessions" => r.sessions = Some(parse_count(v)?),
+            "requests" => r.requests = Some(parse_count(v)?),
+            "errors" => r.errors = Some(parse_count(v)?),
+            "check" => r.check = Some(v.to_string()),
+            other => {
+                return Err(format!(
+                    "unknown slot field `{other}` (the fields are {SLOT_KEYS})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn node_attr(
+        &mut self,
+        slot: &str,
+        node: &str,
+        key: &str,
+        v: &str,
+    ) -> std::result::Result<(), String> {
+        let n = self.node_mut(slot, node)?;
+        match key {
+            "state" => n.admin = parse_state(v)?,
+            "sessions" => n.sessions = Some(parse_count(v)?),
+            "check" => n.check = Some(v.to_string()),
+            other => {
+                return Err(format!(
+                    "unknown node field `{other}` (the fields are {NODE_KEYS})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // --- key=value lines
+
+    fn lines(&mut self, text: &str) -> std::result::Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(format!("line {n} `{}` is not key=value", cut(line, 80)));
+            };
+            let (k, v) = (k.trim(), unquote(v.trim()));
+            if k.is_empty() {
+                return Err(format!("line {n} has no key before `=`"));
+            }
+            if k != "note" && !seen.insert(k.to_string()) {
+                return Err(format!("line {n}: `{k}` is given twice"));
+            }
+            let at = |e: String| format!("line {n}: {e}");
+            match k {
+                "live" | "preview" => self.role(k, Some(v)).map_err(at)?,
+                "maintenance" => self.state.maintenance = self.maintenance_str(v).map_err(at)?,
+                "note" | "notes" => self.state.notes.push(v.to_string()),
+                _ => {
+                    let Some((owner, field)) = k.rsplit_once('.') else {
+                        return Err(at(format!(
+                            "unknown key `{k}` (the keys are live, preview, maintenance, note, \
+                             SLOT.FIELD and SLOT/NODE.FIELD)"
+                        )));
+                    };
+                    match owner.split_once('/') {
+                        Some((slot, node)) => self.node_attr(slot, node, field, v).map_err(at)?,
+                        None => self.slot_attr(owner, field, v).map_err(at)?,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unquote(v: &str) -> &str {
+    for q in ['"', '\''] {
+        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
+            return &v[1..v.len() - 1];
+        }
+    }
+    v
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn opt_str(v: &Value) -> std::result::Result<Option<&str>, &'static str> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        other => Err(type_name(other)),
+    }
+}
+
+/// A JSON field value as text (null: absent); objects and lists are refused.
+fn scalar(v: &Value) -> std::result::Result<Option<String>, &'static str> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        other => Err(type_name(other)),
+    }
+}
+
+fn parse_state(v: &str) -> std::result::Result<AdminState, String> {
+    Ok(match v.trim().to_ascii_lowercase().as_str() {
+        "ready" => AdminState::Ready,
+        "drain" | "draining" => AdminState::Drain,
+        "maint" | "maintenance" => AdminState::Maint,
+        "disabled" => AdminState::Disabled,
+        "unknown" => AdminState::Unknown,
+        other => {
+            return Err(format!(
+                "state `{other}` is not one of ready, drain, maint, disabled, unknown"
+            ));
+        }
+    })
+}
+
+fn parse_count(v: &str) -> std::result::Result<u64, String> {
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("`{v}` is not a whole number of zero or more"))
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::Node;
+
+    fn slots() -> Vec<Slot> {
+        ["blue", "green"]
+            .iter()
+            .map(|n| Slot {
+                name: n.to_string(),
+                address: format!("http://{n}.example.org:8080"),
+                health_url: String::new(),
+                version_url: String::new(),
+                version_pointer: None,
+                expect_status: 200,
+                nodes: if *n == "blue" {
+                    vec![Node {
+                        name: "web1".into(),
+                        address: "http://10.0.0.1:80".into(),
+                    }]
+                } else {
+                    vec![]
+                },
+            })
+            .collect()
+    }
+
+    fn phs(arg: &str) -> Vec<&str> {
+        placeholders_in(arg)
+    }
+
+    #[test]
+    fn placeholders_are_words_in_single_braces() {
+        assert_eq!(phs("--slot={to}"), vec!["to"]);
+        assert_eq!(phs("{from}->{to}"), vec!["from", "to"]);
+        assert!(phs(r#"{"spec":{"selector":{"slot":"x"}}}"#).is_empty());
+        assert_eq!(phs(r#"{"spec":{"selector":{"slot":"{to}"}}}"#), vec!["to"]);
+        assert!(phs("{{if eq .metadata.name \"shop\"}}live{{end}}").is_empty());
+        assert!(phs("echo ${HOME} ${1}").is_empty());
+        assert!(phs("awk '{ print }' {} {1x}").is_empty());
+        assert_eq!(phs("{foo}"), vec!["foo"]);
+    }
+
+    #[test]
+    fn render_fills_values_and_explains_missing_ones() {
+        let mut v = Values::new("shop");
+        v.set("to", "green");
+        v.missing("node", "whole slot");
+        let argv = vec![r#"{"slot":"{to}"}"#.to_string(), "{env}".into()];
+        let out = render(Cmd::SwitchLive, &argv, &v).expect("renders");
+        assert_eq!(out, vec![r#"{"slot":"green"}"#, "shop"]);
+        let e = render(Cmd::Drain, &["{node}".to_string()], &v).expect_err("no node");
+        assert!(
+            e.to_string().contains("`{node}`") && e.to_string().contains("whole slot"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn host_of_strips_scheme_port_and_path() {
+        assert_eq!(
+            host_of("http://vm-blue.example.edu:8080/app"),
+            "vm-blue.example.edu"
+        );
+        assert_eq!(
+            host_of("https://shop.azurewebsites.net"),
+            "shop.azurewebsites.net"
+        );
+        assert_eq!(host_of("http://[::1]:9001"), "::1");
+        assert_eq!(host_of("http://10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn json_schema_reads_every_field() {
+        let out = r#"{"live":"blue","preview":"green","maintenance":{"mode":"redirect","to":"green"},
+            "slots":{"blue":{"state":"Ready","sessions":3,"requests":"10","errors":0,"check":"UP",
+                             "nodes":{"web1":{"state":"draining","sessions":1,"check":"L7OK"}}},
+                     "green":{"state":"maint","sessions":null}},
+            "notes":["alias TTL is 60s"]}"#;
+        let s = parse_observe(out, &slots()).expect("parses");
+        assert_eq!(s.live.as_deref(), Some("blue"));
+        assert_eq!(s.preview.as_deref(), Some("green"));
+        assert_eq!(
+            s.maintenance,
+            Some(MaintenanceMode::Redirect { to: "green".into() })
+        );
+        let b = &s.slots["blue"];
+        assert_eq!(
+            (b.admin, b.sessions, b.requests, b.errors),
+            (AdminState::Ready, Some(3), Some(10), Some(0))
+        );
+        assert_eq!(b.check.as_deref(), Some("UP"));
+        assert_eq!(b.nodes[0].name, "web1");
+        assert_eq!(b.nodes[0].admin, AdminState::Drain);
+        assert_eq!(s.slots["green"].admin, AdminState::Maint);
+        assert_eq!(s.slots["green"].sessions, None);
+        assert_eq!(s.notes, vec!["alias TTL is 60s"]);
+    }
+
+    #[test]
+    fn key_value_lines_read_the_same_state() {
+        let out = "# from the test\nlive = blue\npreview=\"green\"\nmaintenance=redirect:green\n\
+                   blue.state=ready\nblue.sessions=3\nblue/web1.state=drain\nnote=one\nnote=two\n";
+        let s = parse_observe(out, &slots()).expect("parses");
+        assert_eq!(s.live.as_deref(), Some("blue"));
+        assert_eq!(s.preview.as_deref(), Some("green"));
+        assert_eq!(
+            s.maintenance,
+            Some(MaintenanceMode::Redirect { to: "green".into() })
+        );
+        assert_eq!(s.slots["blue"].sessions, Some(3));
+        assert_eq!(s.slots["blue"].nodes[0].admin, AdminState::Drain);
+        assert_eq!(s.notes, vec!["one", "two"]);
+        let s = parse_observe("live=blue\npreview=\nmaintenance=on", &slots()).expect("parses");
+        assert_eq!(s.preview, None);
+        assert_eq!(s.maintenance, Some(MaintenanceMode::Page));
+        let s = parse_observe(r#"{"live":null,"maintenance":true}"#, &slots()).expect("parses");
+        assert_eq!(s.live, None);
+    }
+
+    #[test]
+    fn mistakes_in_observe_output_are_named() {
+        let e = |out: &str| parse_observe(out, &slots()).expect_err(out);
+        assert!(e("live=purple").contains("`purple` is not a slot"));
+        assert!(e("live=\npreview=green").contains("`live` is empty"));
+        assert!(e(r#"{"live":""}"#).contains("`live` is empty"));
+        assert!(e("preview=green").contains("did not say which slot is live"));
+        assert!(e(r#"{"preview":"green"}"#).contains("did not say which slot is live"));
+        assert!(e("live=blue\nlive=green").contains("given twice"));
+        assert!(e("lvie=blue").contains("unknown key `lvie`"));
+        assert!(e("blue.state=reddy").contains("state `reddy`"));
+        assert!(e("blue.sessions=-1").contains("whole number"));
+        assert!(e("blue/web9.state=ready").contains("node `web9`"));
+        assert!(e(r#"{"live":"blue","lvie":1}"#).contains("unknown key `lvie`"));
+        assert!(e(r#"{"live":3}"#).contains("`live` is a number"));
+        assert!(e(r#"{"slots":{"blue":{"weight":3}}}"#).contains("`slots.blue.weight`"));
+        assert!(e(r#"{"maintenance":"sometimes"}"#).contains("maintenance `sometimes`"));
+        assert!(e("").contains("printed nothing"));
+        let long = format!("{{\"live\": \"blue\", {}", "x".repeat(500));
+        let m = e(&long);
+        assert!(m.contains("expected a JSON object"), "{m}");
+        assert!(
+            m.contains("`{\"live\": \"blue\", xxx") && m.contains("…`"),
+            "{m}"
+        );
+    }
+
+    fn cfg(extra: &str) -> Config {
+        let src = format!("observe = [\"cat\", \"state\"]\n{extra}");
+        toml::from_str(&src).expect("config parses")
+    }
+
+    #[test]
+    fn validate_explains_each_mistake() {
+        let err = |extra: &str| cfg(extra).validate(&slots()).expect_err(extra);
+        assert!(cfg("").validate(&slots()).is_ok());
+        let c: Config = toml::from_str("switch_live = [\"x\"]").expect("parses");
+        assert!(
+            c.validate(&slots())
+                .expect_err("no observe")
+                .contains("needs `observe`")
+        );
+        assert!(err("switch_live = []").contains("`switch_live = []` is empty"));
+        assert!(err("switch_live = [\"\"]").contains("first element"));
+        let m = err("switch_live = [\"x\", \"--to={foo}\"]");
+        assert!(
+            m.contains("unknown placeholder `{foo}`") && m.contains("argument 2"),
+            "{m}"
+        );
+        let m = err("drain = [\"x\", \"{to}\"]\nundrain = [\"x\"]");
+        assert!(m.contains("`{to}` has no value in drain"), "{m}");
+        assert!(err("drain = [\"x\"]").contains("without `undrain`"));
+        assert!(err("maintenance_off = [\"x\"]").contains("without `maintenance_on`"));
+        assert!(err("timeout = \"0s\"").contains("more than zero"));
+        assert!(err("cwd = \"rel/dir\"").contains("absolute"));
+        assert!(err("env = { \"A=B\" = \"x\" }").contains("not a variable name"));
+        assert!(err("env = { A = \"x\" }\npass_env = [\"A\"]").contains("both in `env`"));
+    }
+
+    #[test]
+    fn stderr_tail_keeps_the_last_lines() {
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        let t = tail_lines(&text);
+        assert!(t.starts_with("… (10 earlier lines)"), "{t}");
+        assert!(t.contains("line 11") && t.ends_with("line 30"));
+        assert!(!t.contains("line 10\n"));
     }
 }
