@@ -39,6 +39,17 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How a fleet (several routers) is switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FleetOrder {
+    /// One router after the other, in the order they are listed; stop at the first failure.
+    #[default]
+    Sequential,
+    /// All at once.
+    Parallel,
+}
+
 /// How a destructive operation is confirmed in the TUI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -133,6 +144,8 @@ pub struct Environment {
     pub rolling: Option<Rolling>,
     /// `cutover drill` may run against this production environment.
     pub allow_drill: bool,
+    /// How the routers of a fleet are switched.
+    pub fleet: FleetOrder,
     /// `cutover drill` refuses a public URL that is not a loopback address.
     pub drill_loopback_only: bool,
 }
@@ -251,6 +264,8 @@ struct RawEnvironment {
     rolling: Option<Spanned<Rolling>>,
     #[serde(default)]
     allow_drill: bool,
+    #[serde(default)]
+    fleet: FleetOrder,
     #[serde(default)]
     drill_loopback_only: bool,
 }
@@ -491,6 +506,7 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             routers,
             rolling: re.rolling.map(|r| r.into_inner()),
             allow_drill: re.allow_drill,
+            fleet: re.fleet,
             drill_loopback_only: re.drill_loopback_only,
         });
     }

@@ -566,35 +566,67 @@ impl Engine {
         self.watch(run, &to, from.as_deref(), cancel).await
     }
 
-    /// Switch every router to `to`; on a failure, switch back the ones already changed.
+    /// Switch every router to `to` (one by one, or all at once as configured); on a failure,
+    /// switch back the ones already changed, and say where each ended.
     async fn switch_routers(&self, to: &str) -> std::result::Result<(), String> {
-        let mut done: Vec<&Arc<dyn Router>> = Vec::new();
-        let before = self.observe_all().await.ok();
-        for r in &self.routers {
-            if let Err(e) = r.switch_live(to).await {
-                let mut msg = format!("router `{}` refused the switch to `{to}`: {e:#}", r.name());
-                for (i, d) in done.iter().enumerate() {
-                    let back = before
-                        .as_ref()
-                        .and_then(|b| b.get(i))
-                        .and_then(|s| s.live.clone());
-                    if let Some(back) = back {
-                        match d.switch_live(&back).await {
-                            Ok(()) => {
-                                msg.push_str(&format!("; `{}` switched back to `{back}`", d.name()))
-                            }
-                            Err(e2) => msg.push_str(&format!(
-                                "; `{}` could NOT be switched back to `{back}`: {e2:#}",
-                                d.name()
-                            )),
-                        }
+        let before: Vec<Option<String>> = match self.observe_all().await {
+            Ok(s) => s.into_iter().map(|s| s.live).collect(),
+            Err(_) => vec![None; self.routers.len()],
+        };
+        let mut results: Vec<Option<std::result::Result<(), String>>> =
+            vec![None; self.routers.len()];
+        match self.env.fleet {
+            crate::config::FleetOrder::Sequential => {
+                for (i, r) in self.routers.iter().enumerate() {
+                    let res = r.switch_live(to).await.map_err(|e| format!("{e:#}"));
+                    let failed = res.is_err();
+                    results[i] = Some(res);
+                    if failed {
+                        break;
                     }
                 }
-                return Err(msg);
             }
-            done.push(r);
+            crate::config::FleetOrder::Parallel => {
+                let all =
+                    futures_util::future::join_all(self.routers.iter().map(|r| r.switch_live(to)))
+                        .await;
+                for (i, res) in all.into_iter().enumerate() {
+                    results[i] = Some(res.map_err(|e| format!("{e:#}")));
+                }
+            }
         }
-        Ok(())
+        let failures: Vec<String> = self
+            .routers
+            .iter()
+            .zip(&results)
+            .filter_map(|(r, res)| match res {
+                Some(Err(e)) => Some(format!(
+                    "router `{}` refused the switch to `{to}`: {e}",
+                    r.name()
+                )),
+                _ => None,
+            })
+            .collect();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let mut msg = failures.join("; ");
+        for ((r, res), back) in self.routers.iter().zip(&results).zip(&before) {
+            if !matches!(res, Some(Ok(()))) {
+                continue;
+            }
+            let Some(back) = back.as_deref().filter(|b| *b != to) else {
+                continue;
+            };
+            match r.switch_live(back).await {
+                Ok(()) => msg.push_str(&format!("; `{}` switched back to `{back}`", r.name())),
+                Err(e) => msg.push_str(&format!(
+                    "; `{}` could NOT be switched back to `{back}` and still sends traffic to `{to}`: {e:#}",
+                    r.name()
+                )),
+            }
+        }
+        Err(msg)
     }
 
     async fn apply_switch(

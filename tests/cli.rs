@@ -166,7 +166,10 @@ fn completions_version_and_config_path() {
     let o = cutover(d.path(), &["man"]);
     assert_eq!(o.status.code(), Some(0));
     let man = String::from_utf8_lossy(&o.stdout);
-    assert!(man.contains(".TH cutover") && man.contains("rollback"), "{man}");
+    assert!(
+        man.contains(".TH cutover") && man.contains("rollback"),
+        "{man}"
+    );
     let o = cutover(d.path(), &["config", "path"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),

@@ -1,0 +1,164 @@
+//! Operations through the exec driver (commands that keep their state in a file): verify
+//! catches a router that accepts a switch but does not change, and a fleet whose second router
+//! fails is switched back.
+
+mod common;
+
+use cutover::config;
+use cutover::ops::{GateSource, OpKind, OpRequest, Verdict};
+use cutover::tui::World;
+use tokio::sync::{mpsc, watch};
+
+/// A config with blue/green slot servers and exec routers whose state lives in files.
+/// `routers` is a list of (name, switch command as a shell snippet).
+async fn setup(routers: &[(&str, &str)]) -> (tempfile::TempDir, World, Vec<common::SlotServer>) {
+    let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut text = format!(
+        "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n[[environment]]\nname = \"shop\"\nwatch = \"0s\"\nverify_timeout = \"1s\"\n\n",
+        d.path().join("state").display()
+    );
+    for s in &slots {
+        text.push_str(&format!(
+            "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\n",
+            s.controls.name,
+            s.url()
+        ));
+    }
+    for (name, switch) in routers {
+        let file = d.path().join(format!("{name}.live"));
+        std::fs::write(&file, "blue").expect("state");
+        let f = file.display();
+        text.push_str(&format!(
+            "[[environment.router]]\nkind = \"exec\"\nname = \"{name}\"\n\
+             observe = [\"sh\", \"-c\", \"echo live=$(cat {f})\"]\n\
+             switch_live = [\"sh\", \"-c\", \"{}\", \"sh\", \"{{to}}\"]\n\n",
+            switch.replace("FILE", &f.to_string())
+        ));
+    }
+    let path = d.path().join("c.toml");
+    std::fs::write(&path, &text).expect("write");
+    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let world = World::build(cfg, None).expect("world");
+    (d, world, slots)
+}
+
+async fn swap(world: &World, to: &str) -> cutover::ops::Outcome {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let (_c, cancel) = watch::channel(false);
+    let req = OpRequest {
+        kind: OpKind::Swap {
+            to: Some(to.into()),
+        },
+        force: false,
+        watch: false,
+    };
+    world.engines[0]
+        .run(req, GateSource::ProbeNow, tx, cancel)
+        .await
+}
+
+#[tokio::test]
+async fn a_router_that_accepts_but_does_not_change_fails_the_operation() {
+    // The switch command exits 0 and changes nothing (like an nginx reload that kept the old
+    // config, or a balancer-manager answering 200 to a rejected change).
+    let (_d, world, _s) = setup(&[("lb", "true")]).await;
+    let o = swap(&world, "green").await;
+    assert_eq!(o.verdict, Verdict::Failed, "{}", o.message);
+    assert!(
+        o.message.contains("accepted the switch but did not change"),
+        "{}",
+        o.message
+    );
+    assert!(o.message.contains("`lb` shows blue"), "{}", o.message);
+    let verify = o
+        .record
+        .steps
+        .iter()
+        .find(|s| s.step == "verify")
+        .expect("verify step");
+    assert!(!verify.ok);
+}
+
+#[tokio::test]
+async fn a_fleet_whose_second_router_fails_is_switched_back() {
+    let (d, world, _s) = setup(&[
+        ("edge-1", "echo $1 > FILE"),
+        (
+            "edge-2",
+            "echo 'backend edge-2 refused: permission denied' >&2; exit 3",
+        ),
+    ])
+    .await;
+    let o = swap(&world, "green").await;
+    assert_eq!(o.verdict, Verdict::Failed, "{}", o.message);
+    assert!(
+        o.message
+            .contains("router `edge-2` refused the switch to `green`"),
+        "{}",
+        o.message
+    );
+    assert!(
+        o.message.contains("permission denied"),
+        "the proxy's answer is shown: {}",
+        o.message
+    );
+    assert!(
+        o.message.contains("`edge-1` switched back to `blue`"),
+        "{}",
+        o.message
+    );
+    // Both routers agree again: blue everywhere.
+    let states = world.engines[0].observe_all().await.expect("observe");
+    assert!(
+        states.iter().all(|s| s.live.as_deref() == Some("blue")),
+        "{states:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("edge-1.live"))
+            .expect("read")
+            .trim(),
+        "blue"
+    );
+}
+
+#[tokio::test]
+async fn a_fleet_switches_every_router() {
+    let (_d, world, _s) =
+        setup(&[("edge-1", "echo $1 > FILE"), ("edge-2", "echo $1 > FILE")]).await;
+    let o = swap(&world, "green").await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    let states = world.engines[0].observe_all().await.expect("observe");
+    assert!(states.iter().all(|s| s.live.as_deref() == Some("green")));
+}
+
+#[tokio::test]
+async fn a_parallel_fleet_is_compensated_too() {
+    let (d, world, _s) = setup(&[
+        ("edge-1", "echo $1 > FILE"),
+        ("edge-2", "echo 'no such backend' >&2; exit 1"),
+        ("edge-3", "echo $1 > FILE"),
+    ])
+    .await;
+    let mut cfg = world.config.clone();
+    cfg.environments[0].fleet = cutover::config::FleetOrder::Parallel;
+    let world = World::build(cfg, None).expect("world");
+    let o = swap(&world, "green").await;
+    assert_eq!(o.verdict, Verdict::Failed, "{}", o.message);
+    assert!(
+        o.message.contains("`edge-2`") && o.message.contains("no such backend"),
+        "{}",
+        o.message
+    );
+    for r in ["edge-1", "edge-3"] {
+        assert!(
+            o.message
+                .contains(&format!("`{r}` switched back to `blue`")),
+            "{}",
+            o.message
+        );
+        let live = std::fs::read_to_string(d.path().join(format!("{r}.live"))).expect("read");
+        assert_eq!(live.trim(), "blue");
+    }
+}
