@@ -124,7 +124,7 @@ fn lines(app: &App) -> Vec<Line<'_>> {
     {
         lines.push(Line::styled(
             format!(
-                "🔒 locked by {} (pid {}, {} since {})",
+                "⚠ LOCKED by {} (pid {}, {} since {})",
                 l.holder, l.pid, l.operation, l.since
             ),
             t.warning,
