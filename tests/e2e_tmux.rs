@@ -1,0 +1,258 @@
+//! The real binary, driven in tmux as a user types: the demo at 120x40 and 80x24, keys sent,
+//! the screen read with capture-pane, and curl-like GETs against the live listener.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    session: String,
+    _state: tempfile::TempDir,
+}
+
+impl Tmux {
+    fn start(name: &str, w: u16, h: u16, args: &[String]) -> Tmux {
+        let state = tempfile::tempdir().expect("tempdir");
+        let session = format!("cutover-e2e-{name}-{}", std::process::id());
+        let mut cmd = vec![env!("CARGO_BIN_EXE_cutover").to_string()];
+        cmd.extend(args.iter().cloned());
+        let st = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                &w.to_string(),
+                "-y",
+                &h.to_string(),
+            ])
+            .args(["-e", &format!("XDG_STATE_HOME={}", state.path().display())])
+            .args(["-e", "TERM=xterm-256color"])
+            .arg(cmd.join(" "))
+            .status()
+            .expect("tmux");
+        assert!(st.success(), "tmux new-session failed");
+        Tmux {
+            session,
+            _state: state,
+        }
+    }
+
+    fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .expect("capture-pane");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let st = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .status()
+            .expect("send-keys");
+        assert!(st.success());
+    }
+
+    /// Wait until the screen shows `needle`; the screen is in the panic message otherwise.
+    fn wait_for(&self, needle: &str, within: Duration) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(needle) {
+                return s;
+            }
+            if t.elapsed() > within {
+                panic!("the screen never showed {needle:?} within {within:?}:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["has-session", "-t", &self.session])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}
+
+fn demo_args() -> (Vec<String>, u16) {
+    let (live, preview, admin) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    // Three consecutive free ports for the slots.
+    let slot = loop {
+        let p = common::free_port();
+        if p < 65000
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 2)).is_ok()
+        {
+            break p;
+        }
+    };
+    let args = [
+        "demo",
+        "--live-port",
+        &live.to_string(),
+        "--preview-port",
+        &preview.to_string(),
+        "--admin-port",
+        &admin.to_string(),
+        "--slot-port",
+        &slot.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    (args, live)
+}
+
+fn served_by(port: u16) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async { common::get(&format!("http://127.0.0.1:{port}/")).await.1 })
+}
+
+#[test]
+fn swap_rollback_drain_help_and_quit_as_a_user_types() {
+    if common::require_binary("swap_rollback_drain_help_and_quit_as_a_user_types", "tmux").is_none()
+    {
+        return;
+    }
+    let (args, live) = demo_args();
+    let t = Tmux::start("main", 120, 40, &args);
+    let s = t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    for needle in ["blue", "green", "staging", "● LIVE", "◐ PREVIEW", "○ IDLE"] {
+        assert!(s.contains(needle), "missing {needle}:\n{s}");
+    }
+    assert_eq!(served_by(live), "blue");
+    // Give the gate its three healthy checks.
+    std::thread::sleep(Duration::from_millis(3500));
+
+    t.keys(&["s"]);
+    let s = t.wait_for("y confirm", Duration::from_secs(5));
+    assert!(
+        s.contains("Swap: blue → green") && s.contains("v1.5.0"),
+        "{s}"
+    );
+    t.keys(&["y"]);
+    t.wait_for("verify ✔", Duration::from_secs(10));
+    assert_eq!(
+        served_by(live),
+        "green",
+        "curl to the live listener follows the swap"
+    );
+    let s = t.wait_for("live=green", Duration::from_secs(5));
+    // The columns show the new roles: green is live, blue the preview.
+    let row = s
+        .lines()
+        .find(|l| l.contains("LIVE"))
+        .expect("a LIVE line")
+        .to_string();
+    assert!(
+        row.find("◐ PREVIEW") < row.find("● LIVE"),
+        "blue (left) should be PREVIEW now:\n{s}"
+    );
+
+    t.keys(&["r"]);
+    t.wait_for("Rollback: green → blue", Duration::from_secs(5));
+    t.keys(&["y"]);
+    t.wait_for("live=blue", Duration::from_secs(10));
+    assert_eq!(served_by(live), "blue");
+
+    // Drain the idle staging slot (third column), then undrain it.
+    t.keys(&["l", "l", "d"]);
+    t.wait_for("Drain `staging`", Duration::from_secs(5));
+    t.keys(&["y"]);
+    t.wait_for("↓ DRAINING", Duration::from_secs(10));
+    t.keys(&["d"]);
+    t.wait_for("Undrain `staging`", Duration::from_secs(5));
+    t.keys(&["y"]);
+    t.wait_for("○ IDLE", Duration::from_secs(10));
+
+    t.keys(&["?"]);
+    t.wait_for("Reading the screen", Duration::from_secs(5));
+    t.keys(&["Escape"]);
+    t.keys(&["q"]);
+    let t0 = Instant::now();
+    while t.alive() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !t.alive(),
+        "q should end cutover (and with it the tmux session)"
+    );
+}
+
+#[test]
+fn at_80x24_nothing_important_is_cut_off() {
+    if common::require_binary("at_80x24_nothing_important_is_cut_off", "tmux").is_none() {
+        return;
+    }
+    let (args, _) = demo_args();
+    let t = Tmux::start("narrow", 80, 24, &args);
+    let s = t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    for needle in [
+        "● LIVE",
+        "◐ PREVIEW",
+        "○ IDLE",
+        "v1.4.2",
+        "v1.5.0",
+        "Public",
+        "s swap",
+        "? help",
+    ] {
+        assert!(s.contains(needle), "missing {needle} at 80x24:\n{s}");
+    }
+    for line in s.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "a line wider than the terminal: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
+    if common::require_binary("a_broken_slot_shows_down_and_the_gate_refuses_it", "tmux").is_none()
+    {
+        return;
+    }
+    let (args, live) = demo_args();
+    let t = Tmux::start("broken", 120, 40, &args);
+    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    // Select green (second column) and break it with the demo key.
+    t.keys(&["l", "b"]);
+    let s = t.wait_for("✘ down 500", Duration::from_secs(5));
+    assert!(s.contains("green health up → down (HTTP 500)"), "{s}");
+    t.keys(&["s"]);
+    let s = t.wait_for("F forces it", Duration::from_secs(5));
+    assert!(
+        s.contains("✘ health: `green` needs 3 healthy checks in a row"),
+        "{s}"
+    );
+    t.keys(&["y"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        served_by(live),
+        "blue",
+        "y must not swap past a refusing gate"
+    );
+    t.keys(&["Escape"]);
+}
