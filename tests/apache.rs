@@ -45,6 +45,10 @@ const MODULES: &[&str] = &[
     "lbmethod_byrequests",
     "rewrite",
     "headers",
+    "auth_basic",
+    "authn_core",
+    "authn_file",
+    "authz_user",
 ];
 
 /// A running apache2, in its own process group. Dropping it stops Apache by the PID of the
@@ -140,7 +144,7 @@ impl Apache {
             log: d.join("error.log"),
             dir,
         };
-        // Ready when the balancer-manager answers its XML.
+        // Ready when the balancer-manager answers (its XML, or a 401 when it has basic auth).
         let c = cutover::http_client()
             .timeout(Duration::from_secs(2))
             .build()
@@ -155,6 +159,7 @@ impl Apache {
                     .send()
                     .await
                 {
+                    Ok(r) if r.status() == 401 => true,
                     Ok(r) => r.text().await.is_ok_and(|t| t.contains("<httpd:manager")),
                     Err(_) => false,
                 }
@@ -458,8 +463,8 @@ async fn swap_and_rollback_under_load_fail_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn set_preview_and_a_slot_without_members() {
-    let Some(bin) = require_binary("set_preview_and_a_slot_without_members", "apache2") else {
+async fn set_preview_and_the_swaps_that_are_refused() {
+    let Some(bin) = require_binary("set_preview_and_the_swaps_that_are_refused", "apache2") else {
         return;
     };
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
@@ -496,6 +501,29 @@ async fn set_preview_and_a_slot_without_members() {
     assert!(format!("{e:#}").contains("not a slot"), "{e:#}");
     // Nothing moved.
     assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
+
+    // A slot whose only member is Stopped cannot take traffic: the swap is refused, and the
+    // member it had enabled is disabled again.
+    d.change_member("live", &green, &[(MemberFlag::Stopped, true)], Fault::None)
+        .await
+        .expect("stop green's member");
+    let e = d
+        .switch_live("green")
+        .await
+        .expect_err("green cannot serve");
+    let m = format!("{e:#}");
+    assert!(
+        m.contains("can take traffic") && m.contains("put back"),
+        "{m}"
+    );
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
+    let check = st.slots["green"].check.clone().unwrap_or_default();
+    assert!(check.contains("Dis") && check.contains("Stop"), "{check}");
+    assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
+    d.change_member("live", &green, &[(MemberFlag::Stopped, false)], Fault::None)
+        .await
+        .expect("start green's member");
     d.set_preview("green").await.expect("set preview back");
     assert_eq!(answers(&a.preview_url(), 4).await, only("green", 4));
 }
@@ -851,11 +879,30 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
         max(&off_ms)
     );
 
+    // The mechanism alone: from the flag file appearing (or going) to the next answer.
+    let flag = a.flag("maintenance.redirect");
+    let mut raw_us = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::fs::write(&flag, "test\n").expect("flag");
+        assert_eq!(fetch(&a.url(), &[]).await.1, "green");
+        raw_us.push(t.elapsed().as_micros());
+        let t = Instant::now();
+        std::fs::remove_file(&flag).expect("rm flag");
+        assert_eq!(fetch(&a.url(), &[]).await.1, "blue");
+        raw_us.push(t.elapsed().as_micros());
+    }
+    eprintln!(
+        "apache: flag file created/removed -> next answer already follows it: max {} us \
+         (one request)",
+        raw_us.iter().max().unwrap_or(&0)
+    );
+
     // Under bounded concurrent load, toggled on and off.
     let run = load::start(LoadOptions {
         url: a.url(),
         concurrency: 16,
-        max_requests: 20_000,
+        max_requests: 40_000,
         max_duration: Duration::from_secs(40),
         keep_alive: true,
         timeout: Duration::from_secs(5),
@@ -1053,4 +1100,94 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
         .await
         .expect("off");
     assert_eq!(answers(&web1.url(), 2).await, only("blue", 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_behind_basic_auth() {
+    let Some(bin) = require_binary("a_manager_behind_basic_auth", "apache2") else {
+        return;
+    };
+    let Some(htpasswd) = require_binary("a_manager_behind_basic_auth", "htpasswd") else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let secrets = tempfile::TempDir::new().expect("temp dir");
+    let users = secrets.path().join("htpasswd");
+    let ok = Command::new(htpasswd)
+        .args(["-cbB"])
+        .arg(&users)
+        .args(["cutover", "s3cret"])
+        .output()
+        .expect("htpasswd");
+    assert!(ok.status.success(), "{ok:?}");
+    let body = format!(
+        "{}{}",
+        doc_block("cutover-apache-config", "apache"),
+        doc_block("cutover-apache-auth", "apache")
+    );
+    let a = Apache::start(
+        &bin,
+        free_port(),
+        &[
+            ("CUTOVER_SERVER", "web1".into()),
+            ("CUTOVER_BLUE", blue.clone()),
+            ("CUTOVER_GREEN", green.clone()),
+            ("CUTOVER_PEER", green.clone()),
+            ("CUTOVER_HTPASSWD", users.display().to_string()),
+        ],
+        &body,
+        true,
+    )
+    .await;
+    let base = blue_green_toml(&a, &blue, &green, "");
+
+    // Without credentials: the 401 is reported with what to do.
+    let e = driver_of(&env_of(&base)).observe().await.expect_err("401");
+    let m = format!("{e:#}");
+    assert!(m.contains("HTTP 401") && m.contains("username"), "{m}");
+
+    // With a wrong password: 401 too, and nothing changes.
+    let pw = secrets.path().join("password");
+    std::fs::write(&pw, "wrong\n").expect("write");
+    let auth = format!(
+        "username = \"cutover\"\npassword_file = \"{}\"",
+        pw.display()
+    );
+    let e = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, &auth)))
+        .switch_live("green")
+        .await
+        .expect_err("401");
+    assert!(format!("{e:#}").contains("HTTP 401"), "{e:#}");
+    assert_eq!(answers(&a.url(), 2).await, only("blue", 2));
+
+    // With the right one, the swap goes through.
+    std::fs::write(&pw, "s3cret\n").expect("write");
+    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, &auth)));
+    d.switch_live("green").await.expect("swap with basic auth");
+    assert_eq!(
+        d.observe().await.expect("observe").live.as_deref(),
+        Some("green")
+    );
+    assert_eq!(answers(&a.url(), 2).await, only("green", 2));
+
+    // password_env names a variable that is not set: the driver says so at build time.
+    let toml = blue_green_toml(
+        &a,
+        &blue,
+        &green,
+        "username = \"cutover\"\npassword_env = \"CUTOVER_TEST_APACHE_PASSWORD_NOT_SET\"",
+    );
+    let env = env_of(&toml);
+    let RouterConfig::Apache(c) = &env.routers[0] else {
+        panic!("not apache")
+    };
+    let e = apache::Driver::new("apache".into(), &env, c)
+        .err()
+        .expect("a missing variable is an error");
+    assert!(
+        e.to_string()
+            .contains("CUTOVER_TEST_APACHE_PASSWORD_NOT_SET"),
+        "{e}"
+    );
 }

@@ -63,6 +63,9 @@ pub struct Config {
     /// The environment variable that holds the basic-auth password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// Or a file that holds it (its first line), e.g. a mounted secret.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Timeout of each request to Apache.
     #[serde(default = "default_timeout", with = "serde_duration")]
     pub timeout: Duration,
@@ -138,8 +141,12 @@ impl Config {
                 "`preview_balancer` = `{p}` must name a balancer other than `live_balancer`"
             ));
         }
-        if self.password_env.is_some() && self.username.is_none() {
-            return Err("`password_env` needs `username`".into());
+        if (self.password_env.is_some() || self.password_file.is_some()) && self.username.is_none()
+        {
+            return Err("`password_env` and `password_file` need `username`".into());
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return Err("give `password_env` or `password_file`, not both".into());
         }
         if self.timeout.is_zero() {
             return Err("`timeout` must be more than zero".into());
@@ -514,18 +521,34 @@ struct Done {
 
 impl Driver {
     pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
-        let password = match &cfg.password_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
+        let password = match (&cfg.password_env, &cfg.password_file) {
+            (Some(var), _) => Some(std::env::var(var).map_err(|_| {
                 eyre!(
                     "router `{name}`: the environment variable `{var}` (password_env) is not \
                      set; export it with the balancer-manager's basic-auth password"
                 )
             })?),
-            None => None,
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .wrap_err_with(|| {
+                        format!(
+                            "router `{name}`: cannot read password_file {}",
+                            file.display()
+                        )
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            (None, None) => None,
         };
+        // No idle connections kept: Apache closes them on a (graceful) restart, and a request
+        // sent on one just then fails with "connection closed before message completed".
         let client = crate::http_client()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
+            .pool_max_idle_per_host(0)
             .build()
             .wrap_err("cannot build the HTTP client for Apache's balancer-manager")?;
         let slots = env
@@ -636,7 +659,10 @@ impl Driver {
         })?;
         if !status.is_success() {
             let hint = match status.as_u16() {
-                401 => "set `username` and `password_env` for the manager's basic auth",
+                401 => {
+                    "the manager wants basic auth: set `username` and `password_env` or \
+                     `password_file` (or check them)"
+                }
                 403 => "the manager's `Require` must allow the address cutover connects from",
                 404 => "manager_url must be the `SetHandler balancer-manager` location",
                 _ => "see Apache's error log",
@@ -888,10 +914,12 @@ impl Driver {
             );
         }
         let mut nonces = BTreeMap::from([(bal.name.clone(), bal.nonce.clone())]);
-        let mut changes = Vec::new();
-        for w in &new {
-            if w.status.disabled || w.status.drain {
-                changes.push((
+        // 1. Enable the new slot's members.
+        let enable: Vec<Change> = new
+            .iter()
+            .filter(|w| w.status.disabled || w.status.drain)
+            .map(|w| {
+                (
                     bal.name.clone(),
                     w.url.clone(),
                     vec![(MemberFlag::Disabled, false), (MemberFlag::Drain, false)],
@@ -899,14 +927,13 @@ impl Driver {
                         (MemberFlag::Disabled, w.status.disabled),
                         (MemberFlag::Drain, w.status.drain),
                     ],
-                ));
-            }
-        }
-        let enabled = changes.len();
-        self.apply_all(nonces.clone(), changes)
+                )
+            })
+            .collect();
+        self.apply_all(nonces.clone(), enable.clone())
             .await
             .wrap_err_with(|| format!("enabling `{to}` in balancer://{balancer} failed"))?;
-        // The new slot must really take traffic before the old one is disabled.
+        // 2. The new slot must really take traffic before the old one is disabled.
         let now = self.read_one(balancer).await?;
         nonces.insert(now.name.clone(), now.nonce.clone());
         let serving = now
@@ -914,67 +941,60 @@ impl Driver {
             .iter()
             .any(|w| self.belongs(w, to, None) && w.status.serving());
         if !serving {
-            let undo: Vec<_> = now
+            let undone = self.revert(nonces, &enable).await;
+            let states: Vec<_> = now
                 .workers
                 .iter()
                 .filter(|w| self.belongs(w, to, None))
-                .filter_map(|w| {
-                    new.iter().find(|o| o.url == w.url).and_then(|o| {
-                        (o.status.disabled != w.status.disabled || o.status.drain != w.status.drain)
-                            .then(|| {
-                                (
-                                    now.name.clone(),
-                                    w.url.clone(),
-                                    vec![
-                                        (MemberFlag::Disabled, o.status.disabled),
-                                        (MemberFlag::Drain, o.status.drain),
-                                    ],
-                                    vec![],
-                                )
-                            })
-                    })
-                })
-                .collect();
-            let undone = match self.apply_all(nonces, undo).await {
-                Ok(()) => "the members enabled were disabled again".to_string(),
-                Err(e) => format!("disabling them again failed: {e}"),
-            };
-            let states: Vec<_> = new
-                .iter()
                 .map(|w| format!("{} `{}`", w.url, w.status_text))
                 .collect();
             bail!(
-                "no member of `{to}` in balancer://{balancer} can take traffic ({}): stopped \
-                 or hot-standby members are not enabled by a swap. {undone}; nothing else \
-                 changed",
+                "no member of `{to}` in balancer://{balancer} can take traffic ({}): a swap \
+                 does not clear Stopped or Hot-standby; {undone}",
                 states.join(", ")
             );
         }
-        let mut changes = Vec::new();
-        for w in &now.workers {
-            if w.status.disabled || self.belongs(w, to, None) {
-                continue;
-            }
-            if self.owner(w).is_some() {
-                changes.push((
+        // 3. Disable the other slots' members (members that belong to no slot are left alone).
+        let disable: Vec<Change> = now
+            .workers
+            .iter()
+            .filter(|w| !w.status.disabled && !self.belongs(w, to, None))
+            .filter(|w| self.owner(w).is_some())
+            .map(|w| {
+                (
                     now.name.clone(),
                     w.url.clone(),
                     vec![(MemberFlag::Disabled, true)],
                     vec![(MemberFlag::Disabled, false)],
-                ));
-            }
+                )
+            })
+            .collect();
+        if let Err(e) = self.apply_all(nonces.clone(), disable).await {
+            let undone = self.revert(nonces, &enable).await;
+            return Err(e.wrap_err(format!(
+                "disabling the other slots in balancer://{balancer} failed; then {undone}"
+            )));
         }
-        self.apply_all(nonces, changes).await.wrap_err_with(|| {
-            format!(
-                "`{to}` is enabled in balancer://{balancer}{}, but disabling the other slots \
-                 failed, so it shares the traffic with them",
-                if enabled == 0 {
-                    " (it already was)"
-                } else {
-                    ""
-                }
-            )
-        })
+        Ok(())
+    }
+
+    /// Undo changes already made, last first. Says what happened, for an error message.
+    async fn revert(&self, nonces: BTreeMap<String, String>, made: &[Change]) -> String {
+        let back: Vec<Change> = made
+            .iter()
+            .rev()
+            .map(|(b, w, set, undo)| (b.clone(), w.clone(), undo.clone(), set.clone()))
+            .collect();
+        if back.is_empty() {
+            return "nothing was changed".into();
+        }
+        match self.apply_all(nonces, back).await {
+            Ok(()) => "the members it had enabled were put back as they were".into(),
+            Err(e) => format!(
+                "putting back the members it had enabled failed too ({e:#}); check the \
+                 balancer-manager"
+            ),
+        }
     }
 
     /// The members of a target in the managed balancers, with their balancer.
