@@ -420,7 +420,7 @@ async fn swap_and_rollback_under_load_fail_no_request() {
     let run = load::start(LoadOptions {
         url: a.url(),
         concurrency: 16,
-        max_requests: 20_000,
+        max_requests: 60_000,
         max_duration: Duration::from_secs(40),
         keep_alive: true,
         timeout: Duration::from_secs(5),
@@ -440,6 +440,11 @@ async fn swap_and_rollback_under_load_fail_no_request() {
         }
     }
     let r = run.finish().await;
+    assert!(
+        r.sent < 60_000,
+        "the load ran out before the last change: {}",
+        r.sent
+    );
     assert_eq!(r.failed(), 0, "failed requests: {:?}", r.first_errors);
     assert!(
         r.by_slot.get("blue").copied().unwrap_or(0) > 0
@@ -810,6 +815,10 @@ async fn a_graceful_restart_without_balancer_persist_shows_as_drift() {
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
     assert_eq!(got, only("blue", 4));
     let drift: Vec<_> = st.notes.iter().filter(|n| n.starts_with("drift")).collect();
+    eprintln!(
+        "apache: after a graceful restart without BalancerPersist: {:?}",
+        st.notes
+    );
     assert!(
         drift
             .iter()
@@ -902,7 +911,7 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
     let run = load::start(LoadOptions {
         url: a.url(),
         concurrency: 16,
-        max_requests: 40_000,
+        max_requests: 60_000,
         max_duration: Duration::from_secs(40),
         keep_alive: true,
         timeout: Duration::from_secs(5),
@@ -923,6 +932,11 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let r = run.finish().await;
+    assert!(
+        r.sent < 60_000,
+        "the load ran out before the last change: {}",
+        r.sent
+    );
     assert_eq!(r.failed(), 0, "failed requests: {:?}", r.first_errors);
     assert!(
         r.by_slot.get("blue").copied().unwrap_or(0) > 0

@@ -1648,6 +1648,78 @@ mod tests {
         assert!(e.to_string().contains("AH10187"), "{e}");
     }
 
+    fn worker(url: &str, route: &str) -> Worker {
+        Worker {
+            url: url.into(),
+            route: route.into(),
+            status_text: "Init Ok".into(),
+            status: Status::default(),
+            busy: 0,
+            elected: 0,
+        }
+    }
+
+    #[test]
+    fn members_map_to_slots_and_nodes() {
+        let src = r#"
+[[environment]]
+name = "shop"
+[[environment.slot]]
+name = "blue"
+address = "http://10.0.0.1:9001/"
+[[environment.slot]]
+name = "green"
+address = "http://10.0.0.2:9001"
+nodes = [{ name = "g1", address = "http://10.0.0.21:9001" }, { name = "g2", address = "http://10.0.0.22:9001" }]
+[[environment.router]]
+kind = "apache"
+manager_url = "http://127.0.0.1:8080/balancer-manager"
+live_balancer = "balancer://live"
+[[environment.router.member]]
+slot = "green"
+node = "g2"
+route = "second"
+[[environment.router.member]]
+slot = "blue"
+url = "http://blue.internal:80"
+"#;
+        let c = crate::config::parse(src, Path::new("t.toml")).expect("valid");
+        let env = &c.environments[0];
+        let crate::router::RouterConfig::Apache(cfg) = &env.routers[0] else {
+            panic!("apache")
+        };
+        let d = Driver::new("apache".into(), env, cfg).expect("driver");
+        assert_eq!(d.live, "live");
+        let own = |url: &str, route: &str| {
+            d.owner(&worker(url, route))
+                .map(|o| format!("{}/{}", o.slot, o.node.unwrap_or_default()))
+        };
+        // By default: the slot's address (trailing slash and case do not matter)...
+        assert_eq!(own("http://10.0.0.1:9001", "").as_deref(), Some("blue/"));
+        // ...or a node's address.
+        assert_eq!(
+            own("HTTP://10.0.0.21:9001/", "").as_deref(),
+            Some("green/g1")
+        );
+        // [[member]] entries, by route or URL, come first.
+        assert_eq!(
+            own("http://10.9.9.9:1", "second").as_deref(),
+            Some("green/g2")
+        );
+        assert_eq!(
+            own("http://blue.internal:80/", "x").as_deref(),
+            Some("blue/")
+        );
+        assert_eq!(own("http://10.9.9.9:1", "").as_deref(), None);
+        // A member entry naming a node the slot does not have is refused.
+        let e = crate::config::parse(
+            &src.replace("node = \"g2\"", "node = \"g9\""),
+            Path::new("t.toml"),
+        )
+        .expect_err("bad node");
+        assert!(e.to_string().contains("`member.node` = `g9`"), "{e}");
+    }
+
     #[test]
     fn form_values_are_encoded() {
         assert_eq!(enc("http://a:1/x y"), "http%3A%2F%2Fa%3A1%2Fx%20y");
