@@ -1,0 +1,1207 @@
+//! The Apache driver against a real apache2 (Debian's package), started unprivileged on
+//! loopback ports with its own ServerRoot, PidFile, DefaultRuntimeDir, Mutex and logs in a
+//! TempDir, and stopped by PID. The Apache config is the one docs/apache.md tells operators
+//! to paste: the tests read it from there.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use cutover::config::Environment;
+use cutover::load::{self, LoadOptions};
+use cutover::model::{AdminState, MaintenanceMode};
+use cutover::router::apache::{self, Fault, MemberFlag};
+use cutover::router::{Router, RouterConfig, Target};
+
+const DOCS: &str = include_str!("../docs/apache.md");
+
+/// The fenced block that follows `<!-- MARKER -->` in docs/apache.md.
+fn doc_block(marker: &str, lang: &str) -> String {
+    let start = DOCS
+        .find(&format!("<!-- {marker} -->"))
+        .unwrap_or_else(|| panic!("docs/apache.md has no <!-- {marker} -->"));
+    let rest = &DOCS[start..];
+    let fence = format!("```{lang}\n");
+    let open = rest.find(&fence).expect("a fenced block after the marker") + fence.len();
+    let body = &rest[open..];
+    let end = body.find("\n```").expect("the block is closed");
+    body[..end + 1].to_string()
+}
+
+const MODULES: &[&str] = &[
+    "mpm_event",
+    "authz_core",
+    "authz_host",
+    "proxy",
+    "proxy_http",
+    "proxy_balancer",
+    "slotmem_shm",
+    "lbmethod_byrequests",
+    "rewrite",
+    "headers",
+    "auth_basic",
+    "authn_core",
+    "authn_file",
+    "authz_user",
+];
+
+/// A running apache2, in its own process group. Dropping it stops Apache by the PID of the
+/// process the test started: SIGTERM (the parent stops its children), then SIGKILL to that
+/// process group if it is still there. ChildGuard's SIGKILL alone would orphan the children.
+/// Fields drop in order: the process is stopped before its files go.
+struct Apache {
+    guard: ChildGuard,
+    public: u16,
+    preview: u16,
+    flags: PathBuf,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        let Ok(pid) = i32::try_from(self.guard.pid()) else {
+            return;
+        };
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.guard.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Whatever is left of the group this test started (the parent's PID is its id).
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}
+
+impl Apache {
+    /// Start apache2 with the test's server basics, `CUTOVER_FLAGS` and `CUTOVER_PREVIEW_PORT`
+    /// defined, the given defines, and `body` (a block from docs/apache.md).
+    async fn start(
+        bin: &Path,
+        public: u16,
+        defines: &[(&str, String)],
+        body: &str,
+        persist: bool,
+    ) -> Apache {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let d = dir.path();
+        for sub in ["run", "flags", "htdocs"] {
+            std::fs::create_dir(d.join(sub)).expect("mkdir");
+        }
+        let preview = free_port();
+        let mut conf = format!(
+            "ServerRoot \"{root}\"\nServerName 127.0.0.1\nListen 127.0.0.1:{public}\n\
+             Listen 127.0.0.1:{preview}\nPidFile {root}/run/httpd.pid\n\
+             DefaultRuntimeDir {root}/run\nMutex file:{root}/run default\n\
+             ErrorLog {root}/error.log\nLogLevel warn\nDocumentRoot {root}/htdocs\n",
+            root = d.display()
+        );
+        for m in MODULES {
+            conf.push_str(&format!(
+                "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
+            ));
+        }
+        if persist {
+            conf.push_str("BalancerPersist On\n");
+        }
+        conf.push_str(&format!(
+            "Define CUTOVER_FLAGS {}\nDefine CUTOVER_PREVIEW_PORT {preview}\n",
+            d.join("flags").display()
+        ));
+        for (k, v) in defines {
+            conf.push_str(&format!("Define {k} {v}\n"));
+        }
+        conf.push_str(body);
+        let conf_path = d.join("httpd.conf");
+        std::fs::write(&conf_path, conf).expect("write httpd.conf");
+        let out = std::fs::File::create(d.join("stderr.log")).expect("stderr.log");
+        let guard = ChildGuard::spawn(
+            "apache2",
+            Command::new(bin)
+                .arg("-d")
+                .arg(d)
+                .arg("-f")
+                .arg(&conf_path)
+                .arg("-DFOREGROUND")
+                .process_group(0)
+                .stdout(Stdio::from(out.try_clone().expect("dup")))
+                .stderr(Stdio::from(out)),
+        );
+        let a = Apache {
+            guard,
+            public,
+            preview,
+            flags: d.join("flags"),
+            log: d.join("error.log"),
+            dir,
+        };
+        // Ready when the balancer-manager answers (its XML, or a 401 when it has basic auth).
+        let c = cutover::http_client()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("client");
+        let ready = eventually(Duration::from_secs(15), || {
+            let c = c.clone();
+            let url = a.manager();
+            async move {
+                match c
+                    .get(format!("{url}?xml=1"))
+                    .header("referer", &url)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 401 => true,
+                    Ok(r) => r.text().await.is_ok_and(|t| t.contains("<httpd:manager")),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        assert!(ready, "apache2 did not come up:\n{}", a.logs());
+        a
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.public)
+    }
+    fn preview_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.preview)
+    }
+    fn manager(&self) -> String {
+        format!("http://127.0.0.1:{}/balancer-manager", self.public)
+    }
+    fn flag(&self, name: &str) -> PathBuf {
+        self.flags.join(name)
+    }
+    fn logs(&self) -> String {
+        format!(
+            "--- stderr ---\n{}\n--- error.log ---\n{}",
+            std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default(),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// `apache2 -k graceful`, as the foreground parent takes it: SIGUSR1. Returns once the
+    /// new generation says it is serving.
+    async fn graceful_restart(&self) {
+        let before = self
+            .error_log()
+            .matches("resuming normal operations")
+            .count();
+        let pid = i32::try_from(self.guard.pid()).expect("pid");
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0, "kill -USR1");
+        let done = eventually(Duration::from_secs(10), || async {
+            self.error_log()
+                .matches("resuming normal operations")
+                .count()
+                > before
+        })
+        .await;
+        assert!(done, "no graceful restart seen:\n{}", self.logs());
+    }
+
+    /// The blue/green server of docs/apache.md, redirecting maintenance traffic to `peer`.
+    async fn blue_green(
+        bin: &Path,
+        public: u16,
+        blue: &str,
+        green: &str,
+        peer: &str,
+        server: &str,
+        persist: bool,
+    ) -> Apache {
+        Apache::start(
+            bin,
+            public,
+            &[
+                ("CUTOVER_SERVER", server.to_string()),
+                ("CUTOVER_BLUE", blue.to_string()),
+                ("CUTOVER_GREEN", green.to_string()),
+                ("CUTOVER_PEER", peer.to_string()),
+            ],
+            &doc_block("cutover-apache-config", "apache"),
+            persist,
+        )
+        .await
+    }
+}
+
+fn env_of(toml: &str) -> Environment {
+    let c = cutover::config::parse(toml, Path::new("apache-test.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    c.environments.into_iter().next().expect("one environment")
+}
+
+fn driver_of(env: &Environment) -> apache::Driver {
+    match &env.routers[0] {
+        RouterConfig::Apache(c) => apache::Driver::new("apache".into(), env, c).expect("driver"),
+        other => panic!("not an apache router: {other:?}"),
+    }
+}
+
+/// The cutover config for the blue/green server (the same shape as the docs' TOML).
+fn blue_green_toml(a: &Apache, blue: &str, green: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[environment]]
+name = "shop"
+public_url = "{public}"
+preview_url = "{preview}"
+
+[[environment.slot]]
+name = "blue"
+address = "{blue}"
+
+[[environment.slot]]
+name = "green"
+address = "{green}"
+
+[[environment.router]]
+kind = "apache"
+manager_url = "{manager}"
+live_balancer = "live"
+preview_balancer = "preview"
+timeout = "2s"
+maintenance_flag = "{redirect}"
+maintenance_to = "green"
+maintenance_page_flag = "{page}"
+maintenance_verify_url = "{public}"
+{extra}
+"#,
+        public = a.url(),
+        preview = a.preview_url(),
+        manager = a.manager(),
+        redirect = a.flag("maintenance.redirect").display(),
+        page = a.flag("maintenance.page").display(),
+    )
+}
+
+/// GET with optional extra headers: (status, X-Slot, X-Cutover-Maintenance, body).
+async fn fetch(url: &str, headers: &[(&str, &str)]) -> (u16, String, String, String) {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut req = c.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (status, slot, maint) = (r.status().as_u16(), h("x-slot"), h("x-cutover-maintenance"));
+    (status, slot, maint, r.text().await.unwrap_or_default())
+}
+
+/// Which slots answer `n` requests in a row.
+async fn answers(url: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let (status, slot, _, body) = fetch(url, &[]).await;
+        assert_eq!(status, 200, "GET {url}: {body}");
+        *m.entry(slot).or_default() += 1;
+    }
+    m
+}
+
+fn only(slot: &str, n: usize) -> BTreeMap<String, usize> {
+    BTreeMap::from([(slot.to_string(), n)])
+}
+
+#[test]
+fn the_documented_cutover_config_parses() {
+    let toml = doc_block("cutover-apache-toml", "toml");
+    let env = env_of(&toml);
+    let RouterConfig::Apache(c) = &env.routers[0] else {
+        panic!("not apache")
+    };
+    assert_eq!(c.live_balancer, "live");
+    assert_eq!(c.maintenance_to.as_deref(), Some("green"));
+    // Mistakes are named.
+    let bad = |from: &str, to: &str| match cutover::config::parse(
+        &toml.replace(from, to),
+        Path::new("x.toml"),
+    ) {
+        Ok(_) => panic!("accepted with {to}"),
+        Err(e) => e.to_string(),
+    };
+    let e = bad("maintenance_to = \"green\"", "maintenance_to = \"purple\"");
+    assert!(
+        e.contains("`maintenance_to` = `purple` is not a slot"),
+        "{e}"
+    );
+    let without: Vec<&str> = toml
+        .lines()
+        .filter(|l| !l.starts_with("maintenance_to"))
+        .collect();
+    let e = match cutover::config::parse(&without.join("\n"), Path::new("x.toml")) {
+        Ok(_) => panic!("accepted without maintenance_to"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("needs `maintenance_to`"), "{e}");
+    let e = bad(
+        "live_balancer = \"live\"",
+        "live_balancer = \"live\"\nbalancer = \"x\"",
+    );
+    assert!(e.contains("unknown field `balancer`"), "{e}");
+}
+
+#[test]
+fn the_documented_apache_config_passes_apache2_configtest() {
+    let Some(bin) = require_binary(
+        "the_documented_apache_config_passes_apache2_configtest",
+        "apache2",
+    ) else {
+        return;
+    };
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let d = dir.path();
+    let mut conf = format!(
+        "ServerRoot \"{r}\"\nServerName 127.0.0.1\nListen 127.0.0.1:{p}\nPidFile {r}/pid\n\
+         DefaultRuntimeDir {r}\nMutex file:{r} default\nErrorLog {r}/error.log\n",
+        r = d.display(),
+        p = free_port()
+    );
+    for m in MODULES {
+        conf.push_str(&format!(
+            "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
+        ));
+    }
+    conf.push_str(&doc_block("cutover-apache-defines", "apache"));
+    conf.push_str(&doc_block("cutover-apache-config", "apache"));
+    std::fs::write(d.join("httpd.conf"), conf).expect("write");
+    let out = Command::new(bin)
+        .arg("-t")
+        .arg("-d")
+        .arg(d)
+        .arg("-f")
+        .arg(d.join("httpd.conf"))
+        .output()
+        .expect("apache2 -t");
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success() && text.contains("Syntax OK"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swap_and_rollback_under_load_fail_no_request() {
+    let Some(bin) = require_binary("swap_and_rollback_under_load_fail_no_request", "apache2")
+    else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
+    assert_eq!(st.preview.as_deref(), Some("green"), "{st:?}");
+    assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
+
+    let run = load::start(LoadOptions {
+        url: a.url(),
+        concurrency: 16,
+        max_requests: 60_000,
+        max_duration: Duration::from_secs(40),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut took = Vec::new();
+    for _ in 0..10 {
+        for to in ["green", "blue"] {
+            let t = Instant::now();
+            d.switch_live(to)
+                .await
+                .unwrap_or_else(|e| panic!("switch to {to}: {e:?}"));
+            took.push(t.elapsed());
+            let st = d.observe().await.expect("observe");
+            assert_eq!(st.live.as_deref(), Some(to), "{st:?}");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+    let r = run.finish().await;
+    assert!(
+        r.sent < 60_000,
+        "the load ran out before the last change: {}",
+        r.sent
+    );
+    assert_eq!(r.failed(), 0, "failed requests: {:?}", r.first_errors);
+    assert!(
+        r.by_slot.get("blue").copied().unwrap_or(0) > 0
+            && r.by_slot.get("green").copied().unwrap_or(0) > 0,
+        "{:?}",
+        r.by_slot
+    );
+    took.sort();
+    eprintln!(
+        "apache: 20 switches under load ({} requests, {:.0} req/s, p99 {} us), 0 failed; \
+         switch_live median {:?}, max {:?}",
+        r.sent,
+        r.rps(),
+        r.percentile_us(0.99).unwrap_or(0),
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    // After the last rollback the public port answers blue only, and the preview is untouched.
+    assert_eq!(answers(&a.url(), 6).await, only("blue", 6));
+    assert_eq!(answers(&a.preview_url(), 4).await, only("green", 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_preview_and_the_swaps_that_are_refused() {
+    let Some(bin) = require_binary("set_preview_and_the_swaps_that_are_refused", "apache2") else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let toml = blue_green_toml(&a, &blue, &green, "").replace(
+        "[[environment.router]]",
+        "[[environment.slot]]\nname = \"staging\"\naddress = \"http://127.0.0.1:9\"\n\n\
+         [[environment.router]]",
+    );
+    let d = driver_of(&env_of(&toml));
+
+    d.set_preview("blue").await.expect("set preview");
+    let st = d.observe().await.expect("observe");
+    assert_eq!(
+        (st.live.as_deref(), st.preview.as_deref()),
+        (Some("blue"), Some("blue"))
+    );
+    assert_eq!(answers(&a.preview_url(), 4).await, only("blue", 4));
+    assert!(
+        st.notes
+            .iter()
+            .any(|n| n.contains("slot `staging` has no member")),
+        "{:?}",
+        st.notes
+    );
+
+    let e = d.switch_live("staging").await.expect_err("no member");
+    assert!(
+        format!("{e:#}").contains("no member for slot `staging`"),
+        "{e:#}"
+    );
+    let e = d.switch_live("purple").await.expect_err("no such slot");
+    assert!(format!("{e:#}").contains("not a slot"), "{e:#}");
+    // Nothing moved.
+    assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
+
+    // A slot whose only member is Stopped cannot take traffic: the swap is refused, and the
+    // member it had enabled is disabled again.
+    d.change_member("live", &green, &[(MemberFlag::Stopped, true)], Fault::None)
+        .await
+        .expect("stop green's member");
+    let e = d
+        .switch_live("green")
+        .await
+        .expect_err("green cannot serve");
+    let m = format!("{e:#}");
+    assert!(
+        m.contains("can take traffic") && m.contains("put back"),
+        "{m}"
+    );
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
+    let check = st.slots["green"].check.clone().unwrap_or_default();
+    assert!(check.contains("Dis") && check.contains("Stop"), "{check}");
+    assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
+    d.change_member("live", &green, &[(MemberFlag::Stopped, false)], Fault::None)
+        .await
+        .expect("start green's member");
+    d.set_preview("green").await.expect("set preview back");
+    assert_eq!(answers(&a.preview_url(), 4).await, only("green", 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_apache_ignores_silently_are_reported_as_failures() {
+    let Some(bin) = require_binary(
+        "changes_apache_ignores_silently_are_reported_as_failures",
+        "apache2",
+    ) else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    let enable = [(MemberFlag::Disabled, false)];
+
+    // A nonce Apache never issued: 200, nothing changes, the driver retries once, then fails.
+    let e = d
+        .change_member("live", &green, &enable, Fault::WrongNonce)
+        .await
+        .expect_err("a wrong nonce must fail");
+    let m = format!("{e:#}");
+    assert!(m.contains("still shows `Init Dis`"), "{m}");
+    assert!(m.contains("even after a retry with the fresh nonce"), "{m}");
+
+    // No Referer: Apache ignores every parameter (AH10187) and answers 200.
+    let e = d
+        .change_member("live", &green, &enable, Fault::NoReferer)
+        .await
+        .expect_err("a missing Referer must fail");
+    let m = format!("{e:#}");
+    assert!(
+        m.contains("still shows `Init Dis`") && m.contains("AH10187"),
+        "{m}"
+    );
+    assert!(a.error_log().contains("AH10187"), "{}", a.logs());
+
+    // A worker Apache does not know: 200 too.
+    let e = d
+        .change_member("live", "http://127.0.0.1:1", &enable, Fault::None)
+        .await
+        .expect_err("an unknown worker must fail");
+    let m = format!("{e:#}");
+    assert!(m.contains("has no member `http://127.0.0.1:1`"), "{m}");
+
+    // None of them changed anything.
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
+    assert_eq!(st.slots["green"].admin, AdminState::Disabled, "{st:?}");
+    assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
+
+    // A stale nonce (as after a restart) is refetched and the change goes through.
+    d.change_member(
+        "live",
+        &green,
+        &[(MemberFlag::Drain, true)],
+        Fault::StaleNonceOnce,
+    )
+    .await
+    .expect("a stale nonce is retried with the fresh one");
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.slots["green"].admin, AdminState::Drain, "{st:?}");
+    d.undrain(&Target::slot("green")).await.expect("undrain");
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.slots["green"].admin, AdminState::Disabled, "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_a_node_shows_its_busy_count_fall_to_zero() {
+    let Some(bin) = require_binary(
+        "draining_a_node_shows_its_busy_count_fall_to_zero",
+        "apache2",
+    ) else {
+        return;
+    };
+    let nodes = slots(&[("web1", "1.0.0"), ("web2", "1.0.0"), ("web3", "1.0.0")]).await;
+    let public = free_port();
+    let a = Apache::start(
+        &bin,
+        public,
+        &[
+            ("CUTOVER_WEB1", nodes[0].url()),
+            ("CUTOVER_WEB2", nodes[1].url()),
+            ("CUTOVER_WEB3", nodes[2].url()),
+        ],
+        &doc_block("cutover-apache-nodes", "apache"),
+        true,
+    )
+    .await;
+    let toml = format!(
+        r#"
+[[environment]]
+name = "shop"
+public_url = "{public}"
+
+[[environment.slot]]
+name = "prod"
+address = "{public}"
+nodes = [
+  {{ name = "web1", address = "{w1}" }},
+  {{ name = "web2", address = "{w2}" }},
+  {{ name = "web3", address = "{w3}" }},
+]
+
+[[environment.router]]
+kind = "apache"
+manager_url = "{manager}"
+live_balancer = "live"
+"#,
+        public = a.url(),
+        manager = a.manager(),
+        w1 = nodes[0].url(),
+        w2 = nodes[1].url(),
+        w3 = nodes[2].url(),
+    );
+    let d = driver_of(&env_of(&toml));
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.live.as_deref(), Some("prod"), "{st:?}");
+    let names: Vec<_> = st.slots["prod"]
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(names, ["web1", "web2", "web3"]);
+
+    // Slow requests in flight on every node.
+    let slow = format!("{}slow?ms=2500", a.url());
+    let mut inflight = Vec::new();
+    for _ in 0..6 {
+        let u = slow.clone();
+        inflight.push(tokio::spawn(async move { fetch(&u, &[]).await }));
+    }
+    let busy = eventually(Duration::from_secs(5), || async {
+        nodes.iter().any(|n| {
+            n.controls
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+        })
+    })
+    .await;
+    assert!(busy, "no slow request reached a node");
+    let i = nodes
+        .iter()
+        .position(|n| {
+            n.controls
+                .in_flight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+        })
+        .expect("a busy node");
+    let name = format!("web{}", i + 1);
+    let target = Target::node("prod", &name);
+
+    d.drain(&target).await.expect("drain");
+    let st = d.observe().await.expect("observe");
+    let node = |st: &cutover::model::RouterState, n: &str| {
+        st.slots["prod"]
+            .nodes
+            .iter()
+            .find(|x| x.name == n)
+            .cloned()
+            .expect("node")
+    };
+    let n = node(&st, &name);
+    assert_eq!(n.admin, AdminState::Drain, "{st:?}");
+    assert!(
+        n.sessions.unwrap_or(0) >= 1,
+        "busy while a slow request runs: {n:?}"
+    );
+    assert_eq!(
+        st.slots["prod"].admin,
+        AdminState::Ready,
+        "the other nodes serve"
+    );
+    assert_eq!(st.live.as_deref(), Some("prod"));
+
+    // New requests go to the other nodes only.
+    let served = nodes[i]
+        .controls
+        .served
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let got = answers(&a.url(), 12).await;
+    assert!(
+        !got.contains_key(&name),
+        "{name} got new requests while draining: {got:?}"
+    );
+    assert_eq!(
+        nodes[i]
+            .controls
+            .served
+            .load(std::sync::atomic::Ordering::SeqCst),
+        served
+    );
+
+    // The busy count falls to zero as the slow requests finish.
+    let t = Instant::now();
+    let zero = eventually(Duration::from_secs(10), || async {
+        let st = d.observe().await.expect("observe");
+        node(&st, &name).sessions == Some(0)
+    })
+    .await;
+    assert!(zero, "{name}'s busy count never reached 0");
+    eprintln!(
+        "apache: {name} drained to 0 busy {:?} after the drain",
+        t.elapsed()
+    );
+    for h in inflight {
+        let (status, _, _, body) = h.await.expect("join");
+        assert_eq!(status, 200, "a slow request failed: {body}");
+    }
+
+    // Draining every node is refused at the last serving one.
+    let others: Vec<String> = (1..=3)
+        .map(|k| format!("web{k}"))
+        .filter(|n| *n != name)
+        .collect();
+    d.drain(&Target::node("prod", &others[0]))
+        .await
+        .expect("drain a second node");
+    let e = d
+        .drain(&Target::node("prod", &others[1]))
+        .await
+        .expect_err("the last serving node must not be drained");
+    assert!(format!("{e:#}").contains("no member left"), "{e:#}");
+    let st = d.observe().await.expect("observe");
+    assert_eq!(node(&st, &others[1]).admin, AdminState::Ready, "{st:?}");
+    assert_eq!(answers(&a.url(), 4).await, only(&others[1], 4));
+    let e = d
+        .drain(&Target::node("prod", "web9"))
+        .await
+        .expect_err("unknown node");
+    assert!(format!("{e:#}").contains("has no node `web9`"), "{e:#}");
+
+    // Undrain puts them back.
+    d.undrain(&target).await.expect("undrain");
+    d.undrain(&Target::node("prod", &others[0]))
+        .await
+        .expect("undrain");
+    let st = d.observe().await.expect("observe");
+    assert!(
+        st.slots["prod"]
+            .nodes
+            .iter()
+            .all(|n| n.admin == AdminState::Ready),
+        "{st:?}"
+    );
+    assert_eq!(answers(&a.url(), 9).await.len(), 3);
+}
+
+async fn restart_after_swap(
+    bin: &Path,
+    persist: bool,
+) -> (cutover::model::RouterState, BTreeMap<String, usize>) {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(bin, free_port(), &blue, &green, &green, "web1", persist).await;
+    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    d.switch_live("green").await.expect("swap");
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.live.as_deref(), Some("green"), "{st:?}");
+    assert!(
+        !st.notes.iter().any(|n| n.contains("drift")),
+        "{:?}",
+        st.notes
+    );
+    a.graceful_restart().await;
+    let st = d.observe().await.expect("observe after restart");
+    (st, answers(&a.url(), 4).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_without_balancer_persist_shows_as_drift() {
+    let Some(bin) = require_binary(
+        "a_graceful_restart_without_balancer_persist_shows_as_drift",
+        "apache2",
+    ) else {
+        return;
+    };
+    let (st, got) = restart_after_swap(&bin, false).await;
+    // Apache went back to the config's states: blue is live again, and observe says why.
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
+    assert_eq!(got, only("blue", 4));
+    let drift: Vec<_> = st.notes.iter().filter(|n| n.starts_with("drift")).collect();
+    eprintln!(
+        "apache: after a graceful restart without BalancerPersist: {:?}",
+        st.notes
+    );
+    assert!(
+        drift
+            .iter()
+            .any(|n| n.contains("(green)") && n.contains("BalancerPersist is Off")),
+        "{:?}",
+        st.notes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_balancer_persist_a_graceful_restart_keeps_the_swap() {
+    let Some(bin) = require_binary(
+        "with_balancer_persist_a_graceful_restart_keeps_the_swap",
+        "apache2",
+    ) else {
+        return;
+    };
+    let (st, got) = restart_after_swap(&bin, true).await;
+    assert_eq!(st.live.as_deref(), Some("green"), "{st:?}");
+    assert_eq!(got, only("green", 4));
+    assert!(
+        !st.notes.iter().any(|n| n.contains("drift")),
+        "{:?}",
+        st.notes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
+    let Some(bin) = require_binary(
+        "maintenance_redirect_on_and_off_under_load_fails_no_request",
+        "apache2",
+    ) else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    // This server's maintenance redirect goes to green.
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    let redirect = MaintenanceMode::Redirect { to: "green".into() };
+
+    // Time to take effect, one request at a time.
+    let mut on_ms = Vec::new();
+    let mut off_ms = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        d.maintenance(true, &redirect)
+            .await
+            .expect("maintenance on");
+        let (_, slot, maint, _) = fetch(&a.url(), &[]).await;
+        on_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!((slot.as_str(), maint.as_str()), ("green", "redirect"));
+        let t = Instant::now();
+        d.maintenance(false, &redirect)
+            .await
+            .expect("maintenance off");
+        let (_, slot, maint, _) = fetch(&a.url(), &[]).await;
+        off_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!((slot.as_str(), maint.as_str()), ("blue", ""));
+    }
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    eprintln!(
+        "apache: maintenance redirect on -> first redirected answer: max {:.1} ms; off -> first \
+         own answer: max {:.1} ms (driver call with its verify GET + one request)",
+        max(&on_ms),
+        max(&off_ms)
+    );
+
+    // The mechanism alone: from the flag file appearing (or going) to the next answer.
+    let flag = a.flag("maintenance.redirect");
+    let mut raw_us = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::fs::write(&flag, "test\n").expect("flag");
+        assert_eq!(fetch(&a.url(), &[]).await.1, "green");
+        raw_us.push(t.elapsed().as_micros());
+        let t = Instant::now();
+        std::fs::remove_file(&flag).expect("rm flag");
+        assert_eq!(fetch(&a.url(), &[]).await.1, "blue");
+        raw_us.push(t.elapsed().as_micros());
+    }
+    eprintln!(
+        "apache: flag file created/removed -> next answer already follows it: max {} us \
+         (one request)",
+        raw_us.iter().max().unwrap_or(&0)
+    );
+
+    // Under bounded concurrent load, toggled on and off.
+    let run = load::start(LoadOptions {
+        url: a.url(),
+        concurrency: 16,
+        max_requests: 60_000,
+        max_duration: Duration::from_secs(40),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..8 {
+        d.maintenance(true, &redirect)
+            .await
+            .expect("maintenance on");
+        let st = d.observe().await.expect("observe");
+        assert_eq!(st.maintenance, Some(redirect.clone()), "{st:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        d.maintenance(false, &redirect)
+            .await
+            .expect("maintenance off");
+        let st = d.observe().await.expect("observe");
+        assert_eq!(st.maintenance, None, "{st:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = run.finish().await;
+    assert!(
+        r.sent < 60_000,
+        "the load ran out before the last change: {}",
+        r.sent
+    );
+    assert_eq!(r.failed(), 0, "failed requests: {:?}", r.first_errors);
+    assert!(
+        r.by_slot.get("blue").copied().unwrap_or(0) > 0
+            && r.by_slot.get("green").copied().unwrap_or(0) > 0,
+        "{:?}",
+        r.by_slot
+    );
+    eprintln!(
+        "apache: 8 maintenance on/off cycles under load: {} requests ({:?}), 0 failed",
+        r.sent, r.by_slot
+    );
+    assert!(!a.flag("maintenance.redirect").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
+    let Some(bin) = require_binary(
+        "the_bypass_cookie_reaches_the_server_in_maintenance",
+        "apache2",
+    ) else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    let redirect = MaintenanceMode::Redirect { to: "green".into() };
+
+    d.maintenance(true, &redirect)
+        .await
+        .expect("maintenance on");
+    let st = d.observe().await.expect("observe");
+    assert!(
+        st.notes
+            .iter()
+            .any(|n| n.contains("cookie `cutover_bypass=1`")),
+        "{:?}",
+        st.notes
+    );
+    assert_eq!(fetch(&a.url(), &[]).await.1, "green");
+    let (status, slot, maint, _) =
+        fetch(&a.url(), &[("cookie", "session=abc; cutover_bypass=1")]).await;
+    assert_eq!((status, slot.as_str(), maint.as_str()), (200, "blue", ""));
+    let (_, slot, _, _) = fetch(&a.url(), &[("x-cutover-bypass", "1")]).await;
+    assert_eq!(slot, "blue");
+    // A cookie whose name merely ends the same way does not bypass.
+    let (_, slot, _, _) = fetch(&a.url(), &[("cookie", "no_cutover_bypass=1")]).await;
+    assert_eq!(slot, "green");
+
+    // The page mode replaces the redirect; the bypass works there too.
+    d.maintenance(true, &MaintenanceMode::Page)
+        .await
+        .expect("page on");
+    assert!(!a.flag("maintenance.redirect").exists());
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    let c = cutover::http_client().build().expect("client");
+    let r = c.get(a.url()).send().await.expect("GET");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("30")
+    );
+    let (status, slot, _, _) = fetch(&a.url(), &[("cookie", "cutover_bypass=1")]).await;
+    assert_eq!((status, slot.as_str()), (200, "blue"));
+    d.maintenance(false, &MaintenanceMode::Page)
+        .await
+        .expect("off");
+    assert_eq!(answers(&a.url(), 3).await, only("blue", 3));
+
+    // A redirect to a slot this Apache does not redirect to is refused.
+    let e = d
+        .maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
+        .await
+        .expect_err("wrong target");
+    assert!(format!("{e:#}").contains("goes to `green`"), "{e:#}");
+
+    // A flag Apache does not test: the verify step sees no effect, fails, removes the flag.
+    let wrong = a.dir.path().join("elsewhere.redirect");
+    let toml = blue_green_toml(&a, &blue, &green, "").replace(
+        &a.flag("maintenance.redirect").display().to_string(),
+        &wrong.display().to_string(),
+    );
+    let d2 = driver_of(&env_of(&toml));
+    let e = d2
+        .maintenance(true, &redirect)
+        .await
+        .expect_err("no effect");
+    let m = format!("{e:#}");
+    assert!(
+        m.contains("did not take effect") && m.contains("X-Cutover-Maintenance"),
+        "{m}"
+    );
+    assert!(!wrong.exists(), "the flag was left behind");
+    assert_eq!(answers(&a.url(), 3).await, only("blue", 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
+    let Some(bin) = require_binary(
+        "the_loop_guard_stops_two_servers_redirecting_to_each_other",
+        "apache2",
+    ) else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    // Two servers: web1 serves blue and redirects to web2; web2 serves green and redirects
+    // to web1 (each one's live balancer starts on its own slot).
+    let (p1, p2) = (free_port(), free_port());
+    let url = |p: u16| format!("http://127.0.0.1:{p}");
+    let web1 = Apache::blue_green(&bin, p1, &blue, &green, &url(p2), "web1", true).await;
+    let web2 = Apache::blue_green(&bin, p2, &blue, &green, &url(p1), "web2", true).await;
+    let d1 = driver_of(&env_of(&blue_green_toml(
+        &web1,
+        &blue,
+        &green,
+        &format!(
+            "maintenance_peer_flags = [\"{}\"]",
+            web2.flag("maintenance.redirect").display()
+        ),
+    )));
+    let toml2 = blue_green_toml(
+        &web2,
+        &blue,
+        &green,
+        &format!(
+            "maintenance_peer_flags = [\"{}\"]",
+            web1.flag("maintenance.redirect").display()
+        ),
+    )
+    .replace("maintenance_to = \"green\"", "maintenance_to = \"blue\"");
+    let d2 = driver_of(&env_of(&toml2));
+    d2.switch_live("green").await.expect("web2 serves green");
+    assert_eq!(answers(&web1.url(), 2).await, only("blue", 2));
+    assert_eq!(answers(&web2.url(), 2).await, only("green", 2));
+
+    // web1 into maintenance: its traffic goes through web2 to green.
+    d1.maintenance(true, &MaintenanceMode::Redirect { to: "green".into() })
+        .await
+        .expect("web1 maintenance");
+    assert_eq!(answers(&web1.url(), 3).await, only("green", 3));
+
+    // cutover refuses to put the last serving server into redirect.
+    let e = d2
+        .maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
+        .await
+        .expect_err("both servers in redirect must be refused");
+    assert!(format!("{e:#}").contains("refusing to redirect"), "{e:#}");
+    assert!(!web2.flag("maintenance.redirect").exists());
+
+    // Both flags on anyway (by hand): a redirected request is not redirected again.
+    std::fs::write(web2.flag("maintenance.redirect"), "by hand\n").expect("flag");
+    let (status, slot, maint, body) = fetch(&format!("{}headers", web1.url()), &[]).await;
+    assert_eq!(
+        (status, slot.as_str(), maint.as_str()),
+        (200, "green", "redirect"),
+        "{body}"
+    );
+    let headers: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(headers["x-cutover-redirected"], "web1", "{headers}");
+    let (status, slot, _, body) = fetch(&format!("{}headers", web2.url()), &[]).await;
+    assert_eq!((status, slot.as_str()), (200, "blue"), "{body}");
+    let headers: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(headers["x-cutover-redirected"], "web2", "{headers}");
+    let st = d1.observe().await.expect("observe");
+    assert!(
+        st.notes.iter().any(|n| n.contains("loop guard")),
+        "{:?}",
+        st.notes
+    );
+
+    std::fs::remove_file(web2.flag("maintenance.redirect")).expect("rm");
+    d1.maintenance(false, &MaintenanceMode::Page)
+        .await
+        .expect("off");
+    assert_eq!(answers(&web1.url(), 2).await, only("blue", 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_behind_basic_auth() {
+    let Some(bin) = require_binary("a_manager_behind_basic_auth", "apache2") else {
+        return;
+    };
+    let Some(htpasswd) = require_binary("a_manager_behind_basic_auth", "htpasswd") else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let secrets = tempfile::TempDir::new().expect("temp dir");
+    let users = secrets.path().join("htpasswd");
+    let ok = Command::new(htpasswd)
+        .args(["-cbB"])
+        .arg(&users)
+        .args(["cutover", "s3cret"])
+        .output()
+        .expect("htpasswd");
+    assert!(ok.status.success(), "{ok:?}");
+    let body = format!(
+        "{}{}",
+        doc_block("cutover-apache-config", "apache"),
+        doc_block("cutover-apache-auth", "apache")
+    );
+    let a = Apache::start(
+        &bin,
+        free_port(),
+        &[
+            ("CUTOVER_SERVER", "web1".into()),
+            ("CUTOVER_BLUE", blue.clone()),
+            ("CUTOVER_GREEN", green.clone()),
+            ("CUTOVER_PEER", green.clone()),
+            ("CUTOVER_HTPASSWD", users.display().to_string()),
+        ],
+        &body,
+        true,
+    )
+    .await;
+    let base = blue_green_toml(&a, &blue, &green, "");
+
+    // Without credentials: the 401 is reported with what to do.
+    let e = driver_of(&env_of(&base)).observe().await.expect_err("401");
+    let m = format!("{e:#}");
+    assert!(m.contains("HTTP 401") && m.contains("username"), "{m}");
+
+    // With a wrong password: 401 too, and nothing changes.
+    let pw = secrets.path().join("password");
+    std::fs::write(&pw, "wrong\n").expect("write");
+    let auth = format!(
+        "username = \"cutover\"\npassword_file = \"{}\"",
+        pw.display()
+    );
+    let e = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, &auth)))
+        .switch_live("green")
+        .await
+        .expect_err("401");
+    assert!(format!("{e:#}").contains("HTTP 401"), "{e:#}");
+    assert_eq!(answers(&a.url(), 2).await, only("blue", 2));
+
+    // With the right one, the swap goes through.
+    std::fs::write(&pw, "s3cret\n").expect("write");
+    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, &auth)));
+    d.switch_live("green").await.expect("swap with basic auth");
+    assert_eq!(
+        d.observe().await.expect("observe").live.as_deref(),
+        Some("green")
+    );
+    assert_eq!(answers(&a.url(), 2).await, only("green", 2));
+
+    // password_env names a variable that is not set: the driver says so at build time.
+    let toml = blue_green_toml(
+        &a,
+        &blue,
+        &green,
+        "username = \"cutover\"\npassword_env = \"CUTOVER_TEST_APACHE_PASSWORD_NOT_SET\"",
+    );
+    let env = env_of(&toml);
+    let RouterConfig::Apache(c) = &env.routers[0] else {
+        panic!("not apache")
+    };
+    let e = apache::Driver::new("apache".into(), &env, c)
+        .err()
+        .expect("a missing variable is an error");
+    assert!(
+        e.to_string()
+            .contains("CUTOVER_TEST_APACHE_PASSWORD_NOT_SET"),
+        "{e}"
+    );
+}
