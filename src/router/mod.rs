@@ -112,6 +112,7 @@ pub trait Router: Send + Sync {
 /// One `[[environment.router]]` table. `kind` picks the driver; each driver owns its fields.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would only add noise
 pub enum RouterConfig {
     Embedded(embedded::Config),
     Haproxy(haproxy::Config),

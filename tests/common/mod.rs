@@ -82,7 +82,19 @@ impl ChildGuard {
 }
 
 impl Drop for ChildGuard {
+    /// SIGTERM first (a master process then stops its workers), SIGKILL after 5 s.
     fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        unsafe {
+            libc_kill(pid, 15);
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
