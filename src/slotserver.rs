@@ -1,5 +1,6 @@
 //! A small HTTP server that plays one slot: the demo's blue/green/staging, and every test's
-//! backend. It answers `/health`, `/version`, `/slow?ms=N`, `/headers` and anything else with
+//! backend. It answers `/health`, `/version`, `/slow?ms=N`, `/headers`, `POST /deploy?version=V`
+//! (changes its version, as a deploy would) and anything else with
 //! a line naming the slot and version (plus `X-Slot` / `X-Version` headers), and its health
 //! and speed can be changed while it runs.
 
@@ -139,8 +140,14 @@ async fn serve(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let version = c.version();
     let path = req.uri().path().to_string();
+    // A deploy, as the demo and the rolling-deploy tests do it: POST /deploy?version=X.
+    if path == "/deploy" && req.method() == hyper::Method::POST {
+        if let Some(v) = req.uri().query().and_then(|q| q.strip_prefix("version=")) {
+            c.set_version(v);
+        }
+    }
+    let version = c.version();
     let (status, ctype, body) = match path.as_str() {
         "/health" => {
             if c.healthy() {
@@ -182,6 +189,11 @@ async fn serve(
                 format!("slow answer from {} v{version}\n", c.name),
             )
         }
+        "/deploy" => (
+            StatusCode::OK,
+            "text/plain",
+            format!("{} now runs {version}\n", c.name),
+        ),
         "/headers" => {
             let map: serde_json::Map<String, serde_json::Value> = req
                 .headers()

@@ -1205,3 +1205,169 @@ async fn a_manager_behind_basic_auth() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails() {
+    let Some(bin) = require_binary(
+        "a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails",
+        "apache2",
+    ) else {
+        return;
+    };
+    let Some(curl) = require_binary(
+        "a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails",
+        "curl",
+    ) else {
+        return;
+    };
+    let nodes = slots(&[("web1", "1.0.0"), ("web2", "1.0.0"), ("web3", "1.0.0")]).await;
+    let public = free_port();
+    let a = Apache::start(
+        &bin,
+        public,
+        &[
+            ("CUTOVER_WEB1", nodes[0].url()),
+            ("CUTOVER_WEB2", nodes[1].url()),
+            ("CUTOVER_WEB3", nodes[2].url()),
+        ],
+        &doc_block("cutover-apache-nodes", "apache"),
+        true,
+    )
+    .await;
+    let state = tempfile::tempdir().expect("state");
+    // The deploy hook "deploys" by POSTing the new version to the node; the smoke command
+    // fails for web2, as a browser test that finds the login broken would.
+    let toml = format!(
+        r#"
+[settings]
+state_dir = "{state}"
+
+[[environment]]
+name = "shop"
+public_url = "{public}"
+
+[environment.rolling]
+deploy = ["{curl}", "-sf", "-X", "POST", "{{address}}/deploy?version={{version}}"]
+smoke = ["sh", "-c", "test {{node}} != web2 || {{ echo 'login page broken on web2' >&2; exit 1; }}"]
+drain_timeout = "5s"
+smoke_timeout = "3s"
+
+[[environment.slot]]
+name = "prod"
+address = "{public}"
+nodes = [
+  {{ name = "web1", address = "{w1}" }},
+  {{ name = "web2", address = "{w2}" }},
+  {{ name = "web3", address = "{w3}" }},
+]
+
+[[environment.router]]
+kind = "apache"
+manager_url = "{manager}"
+live_balancer = "live"
+"#,
+        state = state.path().display(),
+        curl = curl.display(),
+        public = a.url(),
+        manager = a.manager(),
+        w1 = nodes[0].url(),
+        w2 = nodes[1].url(),
+        w3 = nodes[2].url(),
+    );
+    let cfg =
+        cutover::config::parse(&toml, Path::new("rolling.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let engine = world.engines[0].clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let progress = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Some(p) = rx.recv().await {
+            if let cutover::ops::Progress::Step {
+                ok: Some(_),
+                message,
+                ..
+            } = p
+            {
+                lines.push(message);
+            }
+        }
+        lines
+    });
+    let (_c, cancel) = tokio::sync::watch::channel(false);
+    let out = engine
+        .run(
+            cutover::ops::OpRequest {
+                kind: cutover::ops::OpKind::Rolling {
+                    slot: "prod".into(),
+                    version: Some("2.0.0".into()),
+                },
+                force: false,
+                watch: false,
+            },
+            cutover::ops::GateSource::ProbeNow,
+            tx,
+            cancel,
+        )
+        .await;
+    let lines = progress.await.expect("progress");
+    assert_eq!(
+        out.verdict,
+        cutover::ops::Verdict::Failed,
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains("web2 (2/3): smoke command failed"),
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains("login page broken on web2"),
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains("`web2` stays drained"),
+        "{}",
+        out.message
+    );
+    // Node by node: web1 went all the way round before web2 started.
+    let pos = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:#?}"))
+    };
+    assert!(
+        pos("web1 (1/3): back in service") < pos("web2 (2/3): drained"),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("web3")),
+        "web3 must not be touched: {lines:#?}"
+    );
+    // What the operator checks: web1 and web3 serve, web2 is out; versions as deployed.
+    let st = engine.observe_all().await.expect("observe").remove(0);
+    let admin = |n: &str| {
+        st.slots["prod"]
+            .nodes
+            .iter()
+            .find(|x| x.name == n)
+            .map(|x| x.admin)
+    };
+    assert_eq!(admin("web1"), Some(AdminState::Ready));
+    assert_eq!(admin("web2"), Some(AdminState::Drain));
+    assert_eq!(admin("web3"), Some(AdminState::Ready));
+    assert_eq!(nodes[0].controls.version(), "2.0.0");
+    assert_eq!(nodes[1].controls.version(), "2.0.0");
+    assert_eq!(nodes[2].controls.version(), "1.0.0");
+    let seen = answers(&a.url(), 30).await;
+    assert!(
+        !seen.contains_key("web2"),
+        "the drained node got traffic: {seen:?}"
+    );
+    assert!(
+        seen.contains_key("web1") && seen.contains_key("web3"),
+        "{seen:?}"
+    );
+}
