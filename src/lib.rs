@@ -9,6 +9,7 @@ pub mod config;
 pub mod load;
 pub mod model;
 pub mod paths;
+pub mod proxy;
 pub mod router;
 pub mod slotserver;
 pub mod timefmt;
