@@ -366,7 +366,8 @@ impl Shared {
         }
         match loaded.maintenance {
             Some(MaintenanceMode::Redirect { to }) => {
-                if self.index(&to).is_none() || to == s.live {
+                let drained = s.drained.iter().any(|d| d.slot == to && d.node.is_none());
+                if self.index(&to).is_none() || to == s.live || drained {
                     warn(format!(
                         "state file {from}: maintenance redirect to `{to}` no longer fits the \
                          config; maintenance is off"
