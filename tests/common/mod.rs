@@ -71,10 +71,7 @@ impl ChildGuard {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        ChildGuard {
-            child,
-            name: name.to_string(),
-        }
+        ChildGuard { child, name: name.to_string() }
     }
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -100,9 +97,7 @@ impl Drop for PidFileGuard {
                 libc_kill(pid, 15);
             }
             let t = Instant::now();
-            while Path::new(&format!("/proc/{pid}")).exists()
-                && t.elapsed() < Duration::from_secs(5)
-            {
+            while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(Duration::from_millis(20));
             }
             unsafe {
@@ -135,11 +130,7 @@ pub async fn get(url: &str) -> (u16, String, String) {
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let r = c
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let r = c.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = r.status().as_u16();
     let slot = r
         .headers()
