@@ -1,23 +1,293 @@
-//! Placeholder until the embedded proxy lands.
-use crate::config::{Config, Environment};
-use crate::router::embedded;
-use color_eyre::eyre::{Result, bail};
+//! cutover's own reverse proxy (the `embedded` router): a live listener, an optional preview
+//! listener and an admin API, on hyper.
+//!
+//! - Each request picks its upstream when it arrives, from an atomic read of the routing, so
+//!   a switch loses no request: in-flight requests finish on the old slot, new ones go to the
+//!   new slot, and client keep-alive connections keep working across the switch.
+//! - Upstreams are reached through one pooled client; bodies stream both ways; hop-by-hop
+//!   headers are dropped and `X-Forwarded-For/-Proto/-Host` added.
+//! - Drain, maintenance (503 page or redirect to another slot, with a bypass cookie/header and
+//!   a loop guard) and the state file are in [`state`]; the admin API is in [`admin`].
+//!
+//! Used by `cutover proxy --config FILE` ([`run_from_config`]) and `cutover demo` ([`start`]).
+
+use std::convert::Infallible;
 use std::net::SocketAddr;
-pub struct ProxyHandle;
+use std::sync::Arc;
+use std::time::Duration;
+
+use color_eyre::eyre::{Result, WrapErr, bail, eyre};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{self, Environment};
+use crate::model::RouterState;
+use crate::router::{RouterConfig, embedded};
+
+mod admin;
+mod forward;
+mod state;
+
+pub use forward::REDIRECTED_HEADER;
+
+use forward::Listener;
+use state::Shared;
+
+/// How long a stopping proxy lets in-flight requests finish.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A running proxy. Dropping it stops the listeners (in-flight requests still finish).
+pub struct ProxyHandle {
+    env: String,
+    live: SocketAddr,
+    preview: Option<SocketAddr>,
+    admin: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    /// Closed when every listener and connection task has ended.
+    done: mpsc::Receiver<()>,
+}
+
 impl ProxyHandle {
+    /// The environment this proxy serves.
+    pub fn environment(&self) -> &str {
+        &self.env
+    }
+    /// Where the live listener is bound.
     pub fn live_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 0))
+        self.live
     }
+    /// Where the preview listener is bound, when there is one.
     pub fn preview_addr(&self) -> Option<SocketAddr> {
-        None
+        self.preview
     }
+    /// Where the admin API is bound.
     pub fn admin_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], 0))
+        self.admin
+    }
+    /// The state file the proxy writes.
+    pub fn state_file(&self) -> &std::path::Path {
+        &self.shared.state_file
+    }
+    /// The routing and counters, read in-process (the driver reads the same over the API).
+    pub fn state(&self) -> RouterState {
+        self.shared.observe()
+    }
+    /// Stop accepting connections; in-flight requests finish, idle connections close.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+    /// Stop, and wait until the listeners are closed and in-flight requests have finished
+    /// (at most 10 s).
+    pub async fn stop(mut self) {
+        self.shutdown();
+        let _ = tokio::time::timeout(STOP_GRACE, self.done.recv()).await;
     }
 }
-pub async fn start(_env: &Environment, _cfg: &embedded::Config) -> Result<ProxyHandle> {
-    bail!("not yet")
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
-pub async fn run_from_config(_cfg: &Config, _env: Option<&str>) -> Result<()> {
-    bail!("not yet")
+
+async fn bind(what: &str, field: &str, addr: &str) -> Result<TcpListener> {
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|_| eyre!("`{field} = \"{addr}\"` is not an address like \"127.0.0.1:8080\""))?;
+    TcpListener::bind(parsed).await.map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::AddrInUse => "address in use".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        eyre!("the {what} cannot bind {parsed}: {why}; set {field} to a free port")
+    })
+}
+
+/// Start a proxy for `env` as configured by `cfg`: bind the listeners, load the state file,
+/// and serve until the handle is stopped or dropped.
+pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHandle> {
+    cfg.validate(&env.slots).map_err(|m| {
+        eyre!(
+            "the embedded router of environment `{}` is misconfigured: {m}",
+            env.name
+        )
+    })?;
+    let token = match &cfg.token_env {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            _ => bail!(
+                "`token_env = \"{var}\"` but ${var} is not set (or empty); export the admin \
+                 token in ${var}, or remove `token_env` to run the admin API without one"
+            ),
+        },
+    };
+    let shared = Arc::new(Shared::new(env, cfg, token).wrap_err_with(|| {
+        format!(
+            "cannot start the embedded proxy of environment `{}`",
+            env.name
+        )
+    })?);
+
+    let live = bind("live listener", "live_listen", &cfg.live_listen).await?;
+    let preview = match &cfg.preview_listen {
+        Some(a) => Some(bind("preview listener", "preview_listen", a).await?),
+        None => None,
+    };
+    let admin = bind("admin API", "admin", &cfg.admin).await?;
+    let addr = |l: &TcpListener| l.local_addr().wrap_err("cannot read a bound address");
+    let (live_addr, admin_addr) = (addr(&live)?, addr(&admin)?);
+    let preview_addr = preview.as_ref().map(addr).transpose()?;
+
+    let (shutdown, stopped) = watch::channel(false);
+    let (alive, done) = mpsc::channel::<()>(1);
+    spawn_listener(live, Kind::Serve(Listener::Live), &shared, &stopped, &alive);
+    if let Some(p) = preview {
+        spawn_listener(p, Kind::Serve(Listener::Preview), &shared, &stopped, &alive);
+    }
+    spawn_listener(admin, Kind::Admin, &shared, &stopped, &alive);
+
+    Ok(ProxyHandle {
+        env: env.name.clone(),
+        live: live_addr,
+        preview: preview_addr,
+        admin: admin_addr,
+        shared,
+        shutdown,
+        done,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Serve(Listener),
+    Admin,
+}
+
+fn spawn_listener(
+    listener: TcpListener,
+    kind: Kind,
+    shared: &Arc<Shared>,
+    stopped: &watch::Receiver<bool>,
+    alive: &mpsc::Sender<()>,
+) {
+    let (shared, mut stopped, alive) = (shared.clone(), stopped.clone(), alive.clone());
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = async { let _ = stopped.wait_for(|s| *s).await; } => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(env = %shared.env, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (shared, mut stopped, alive) = (shared.clone(), stopped.clone(), alive.clone());
+            tokio::spawn(async move {
+                let _alive = alive;
+                let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                    let shared = shared.clone();
+                    async move {
+                        let resp = match kind {
+                            Kind::Serve(l) => forward::handle(shared, l, req, peer).await,
+                            Kind::Admin => admin::handle(shared, req).await,
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = async { let _ = stopped.wait_for(|s| *s).await; } => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(STOP_GRACE, conn.as_mut()).await;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// `cutover proxy --config FILE [ENV]`: start a proxy for every embedded router (or those of
+/// environment `env`), say what listens where, and run until Ctrl-C or SIGTERM.
+pub async fn run_from_config(cfg: &config::Config, env: Option<&str>) -> Result<()> {
+    // Listen for the stop signals before anything serves, so none is missed.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).wrap_err("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).wrap_err("cannot listen for Ctrl-C")?;
+    let envs: Vec<&Environment> = match env {
+        None => cfg.environments.iter().collect(),
+        Some(name) => {
+            let e = cfg
+                .environments
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(|| {
+                    eyre!(
+                        "there is no environment `{name}` in {}; it has: {}",
+                        cfg.path.display(),
+                        cfg.environments
+                            .iter()
+                            .map(|e| e.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+            vec![e]
+        }
+    };
+    let mut handles = Vec::new();
+    for e in envs {
+        for r in &e.routers {
+            let RouterConfig::Embedded(c) = r else {
+                continue;
+            };
+            let h = start(e, c).await?;
+            let st = h.state();
+            tracing::info!(
+                env = %e.name,
+                router = r.name(),
+                live = %h.live_addr(),
+                live_slot = st.live.as_deref().unwrap_or("-"),
+                preview = %h.preview_addr().map_or("-".to_string(), |a| a.to_string()),
+                preview_slot = st.preview.as_deref().unwrap_or("-"),
+                admin = %h.admin_addr(),
+                state_file = %h.state_file().display(),
+                "embedded proxy listening"
+            );
+            handles.push(h);
+        }
+    }
+    if handles.is_empty() {
+        bail!(
+            "no environment in {}{} has a router with kind = \"embedded\"; add \
+             [[environment.router]] kind = \"embedded\" to it",
+            cfg.path.display(),
+            env.map(|e| format!(" named `{e}`")).unwrap_or_default()
+        );
+    }
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping: in-flight requests finish (at most 10 s)");
+    for h in handles {
+        h.stop().await;
+    }
+    Ok(())
 }

@@ -1,33 +1,338 @@
-//! The `embedded` driver. Not built yet: building it is the work of its issue.
+//! The `embedded` driver: cutover's own reverse proxy ([`crate::proxy`]), commanded through
+//! its admin API over HTTP.
+//!
+//! The proxy runs in `cutover proxy --config FILE` or `cutover demo`; this driver is only a
+//! client of its admin API (`GET /state`, `POST /live`, `/preview`, `/drain`, `/undrain`,
+//! `/maintenance`). Every answer that is not a success becomes an error that carries the
+//! API's status and its `{"error": "..."}` text.
 
-use color_eyre::eyre::{Result, bail};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::Deserialize;
+use serde_json::json;
 
 use crate::config::{Environment, Slot};
 use crate::model::{MaintenanceMode, RouterState};
 use crate::router::{BoxFuture, Router, Target};
 
+fn default_admin() -> String {
+    "127.0.0.1:8089".into()
+}
+fn default_live_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_retry_after() -> u64 {
+    30
+}
+fn default_bypass_cookie() -> String {
+    "cutover_bypass".into()
+}
+fn default_bypass_header() -> String {
+    "X-Cutover-Bypass".into()
+}
+fn default_upstream_timeout() -> u64 {
+    60
+}
+
+/// An `[[environment.router]]` table with `kind = "embedded"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The router's name in its environment (defaults to the kind).
     #[serde(default)]
     pub name: Option<String>,
+    /// Where the admin API listens (`host:port`); loopback unless `token_env` is set.
+    #[serde(default = "default_admin")]
+    pub admin: String,
+    /// Where the live (public) listener listens.
+    #[serde(default = "default_live_listen")]
+    pub live_listen: String,
+    /// Where the preview (staging / next) listener listens; none when absent.
+    #[serde(default)]
+    pub preview_listen: Option<String>,
+    /// Name of an environment variable holding a bearer token the admin API then requires.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Where the proxy keeps its state (default `$XDG_STATE_HOME/cutover/proxy-<env>.json`).
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+    /// The live slot on a first start (default: the first slot).
+    #[serde(default)]
+    pub initial_live: Option<String>,
+    /// The preview slot on a first start (default: the first slot that is not live).
+    #[serde(default)]
+    pub initial_preview: Option<String>,
+    /// Seconds sent in `Retry-After` by the maintenance page.
+    #[serde(default = "default_retry_after")]
+    pub retry_after: u64,
+    /// A request with this cookie set to `1` reaches the slot under maintenance.
+    #[serde(default = "default_bypass_cookie")]
+    pub bypass_cookie: String,
+    /// A request with this header (any value but empty or `0`) reaches the slot under maintenance.
+    #[serde(default = "default_bypass_header")]
+    pub bypass_header: String,
+    /// Seconds the proxy waits for a slot's response headers before answering 504.
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout: u64,
 }
 
-impl Config {
-    pub fn validate(&self, _slots: &[Slot]) -> std::result::Result<(), String> {
-        Err("the embedded driver is not built yet in this version of cutover".into())
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: None,
+            admin: default_admin(),
+            live_listen: default_live_listen(),
+            preview_listen: None,
+            token_env: None,
+            state_file: None,
+            initial_live: None,
+            initial_preview: None,
+            retry_after: default_retry_after(),
+            bypass_cookie: default_bypass_cookie(),
+            bypass_header: default_bypass_header(),
+            upstream_timeout: default_upstream_timeout(),
+        }
     }
 }
 
+impl Config {
+    /// Checks that need the environment's slots; the message names the field.
+    pub fn validate(&self, slots: &[Slot]) -> std::result::Result<(), String> {
+        let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+        for (field, v) in [
+            ("initial_live", &self.initial_live),
+            ("initial_preview", &self.initial_preview),
+        ] {
+            if let Some(v) = v
+                && !names.contains(&v.as_str())
+            {
+                return Err(format!(
+                    "field `{field}`: there is no slot `{v}` in this environment; it has: {}",
+                    names.join(", ")
+                ));
+            }
+        }
+        let mut addrs: Vec<(&str, SocketAddr)> = Vec::new();
+        let listeners = [
+            ("admin", Some(&self.admin)),
+            ("live_listen", Some(&self.live_listen)),
+            ("preview_listen", self.preview_listen.as_ref()),
+        ];
+        for (field, v) in listeners {
+            let Some(v) = v else { continue };
+            let a: SocketAddr = v.parse().map_err(|_| {
+                format!("field `{field}`: `{v}` is not an address like \"127.0.0.1:8080\"")
+            })?;
+            if a.port() != 0
+                && let Some((other, _)) = addrs.iter().find(|(_, b)| *b == a)
+            {
+                return Err(format!(
+                    "field `{field}`: `{v}` is already used by `{other}`; give each listener its own port"
+                ));
+            }
+            addrs.push((field, a));
+        }
+        if let Some((_, admin)) = addrs.first()
+            && !admin.ip().is_loopback()
+            && self.token_env.is_none()
+        {
+            return Err(format!(
+                "field `admin`: `{}` is reachable from other machines and no `token_env` is set, so \
+                 anyone who reaches it could switch live; set `token_env` or listen on 127.0.0.1",
+                self.admin
+            ));
+        }
+        if let Some(t) = &self.token_env
+            && (t.is_empty() || t.contains('='))
+        {
+            return Err(format!(
+                "field `token_env`: `{t}` is not an environment variable name"
+            ));
+        }
+        if self.retry_after == 0 {
+            return Err("field `retry_after`: must be at least 1 second".into());
+        }
+        if self.upstream_timeout == 0 {
+            return Err("field `upstream_timeout`: must be at least 1 second".into());
+        }
+        let token_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if self.bypass_cookie.is_empty() || !self.bypass_cookie.chars().all(token_char) {
+            return Err(format!(
+                "field `bypass_cookie`: `{}` is not a cookie name (letters, digits, - _ .)",
+                self.bypass_cookie
+            ));
+        }
+        if self.bypass_header.is_empty()
+            || !self
+                .bypass_header
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(format!(
+                "field `bypass_header`: `{}` is not a header name (letters, digits, -)",
+                self.bypass_header
+            ));
+        }
+        for s in slots {
+            let mut addrs = vec![(None, s.address.as_str())];
+            addrs.extend(s.nodes.iter().map(|n| (Some(&n.name), n.address.as_str())));
+            for (node, a) in addrs {
+                if !a.starts_with("http://") {
+                    let what = match node {
+                        Some(n) => format!("node `{n}` of slot `{}`", s.name),
+                        None => format!("slot `{}`", s.name),
+                    };
+                    return Err(format!(
+                        "{what} has address `{a}`, but the embedded proxy forwards over plain \
+                         http:// only; put the slot's plain-http address here"
+                    ));
+                }
+            }
+            let mut seen = Vec::new();
+            for n in &s.nodes {
+                if seen.contains(&&n.name) {
+                    return Err(format!(
+                        "slot `{}` has two nodes called `{}`; give each node its own name",
+                        s.name, n.name
+                    ));
+                }
+                seen.push(&n.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// The state file this router uses in `env`.
+    pub fn state_path(&self, env: &str) -> PathBuf {
+        if let Some(p) = &self.state_file {
+            return p.clone();
+        }
+        let file = match self.name.as_deref() {
+            Some(n) if n != "embedded" => format!("proxy-{env}-{n}.json"),
+            _ => format!("proxy-{env}.json"),
+        };
+        crate::paths::state_dir().join(file)
+    }
+}
+
+/// Talks to a running embedded proxy's admin API.
 pub struct Driver {
     name: String,
+    base: String,
+    token_env: Option<String>,
+    client: reqwest::Client,
 }
 
 impl Driver {
-    pub fn new(name: String, _env: &Environment, _cfg: &Config) -> Result<Self> {
-        Ok(Driver { name })
+    pub fn new(name: String, _env: &Environment, cfg: &Config) -> Result<Self> {
+        let addr: SocketAddr = cfg.admin.parse().map_err(|_| {
+            eyre!(
+                "the embedded router's `admin` is `{}`, not an address like \"127.0.0.1:8089\"",
+                cfg.admin
+            )
+        })?;
+        // A proxy listening on every address is reached on loopback.
+        let addr = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+            }
+            _ => addr,
+        };
+        let client = crate::http_client()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .wrap_err("cannot build the HTTP client for the embedded proxy's admin API")?;
+        Ok(Driver {
+            name,
+            base: format!("http://{addr}"),
+            token_env: cfg.token_env.clone(),
+            client,
+        })
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> &str {
+        &self.base
+    }
+
+    fn token(&self) -> Result<Option<String>> {
+        let Some(var) = &self.token_env else {
+            return Ok(None);
+        };
+        match std::env::var(var) {
+            Ok(t) if !t.is_empty() => Ok(Some(t)),
+            _ => bail!(
+                "the embedded proxy's admin API needs the token in ${var} (`token_env`), but \
+                 ${var} is not set for cutover; export it and try again"
+            ),
+        }
+    }
+
+    /// One admin API call; a non-2xx answer becomes an error with its status and text.
+    async fn call(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.client.request(method.clone(), &url);
+        if let Some(t) = self.token()? {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            eyre!(
+                "cannot reach the embedded proxy's admin API at {} ({method} {path}) to {what}: {}; \
+                 is the proxy running (`cutover proxy --config FILE` or `cutover demo`) with \
+                 `admin = \"{}\"`?",
+                self.base,
+                crate::load::error_chain(&e),
+                self.base.trim_start_matches("http://"),
+            )
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| {
+            eyre!(
+                "the embedded proxy's admin API at {} answered {status} to {method} {path} but \
+                 its body could not be read: {}",
+                self.base,
+                crate::load::error_chain(&e)
+            )
+        })?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let said = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| text.trim().chars().take(300).collect());
+        bail!(
+            "the embedded proxy refused to {what}: it answered {status} to {method} {path}: {said}"
+        )
+    }
+
+    async fn post(&self, what: &str, path: &str, body: serde_json::Value) -> Result<()> {
+        self.call(what, reqwest::Method::POST, path, Some(body))
+            .await
+            .map(|_| ())
+    }
+}
+
+fn target_body(t: &Target) -> serde_json::Value {
+    match &t.node {
+        Some(n) => json!({"slot": t.slot, "node": n}),
+        None => json!({"slot": t.slot}),
     }
 }
 
@@ -39,21 +344,57 @@ impl Router for Driver {
         "embedded"
     }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
-        Box::pin(async { bail!("the embedded driver is not built yet") })
+        Box::pin(async move {
+            let text = self
+                .call("read its state", reqwest::Method::GET, "/state", None)
+                .await?;
+            serde_json::from_str(&text).wrap_err_with(|| {
+                format!(
+                    "the embedded proxy at {} answered GET /state with something that is not \
+                     its state (is another program listening on that port?): {}",
+                    self.base,
+                    text.chars().take(200).collect::<String>()
+                )
+            })
+        })
     }
-    fn switch_live<'a>(&'a self, _to: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the embedded driver is not built yet") })
+    fn switch_live<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.post(&format!("make `{to}` live"), "/live", json!({"slot": to}))
+                .await
+        })
     }
-    fn set_preview<'a>(&'a self, _slot: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the embedded driver is not built yet") })
+    fn set_preview<'a>(&'a self, slot: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.post(
+                &format!("point preview at `{slot}`"),
+                "/preview",
+                json!({"slot": slot}),
+            )
+            .await
+        })
     }
-    fn drain<'a>(&'a self, _t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the embedded driver is not built yet") })
+    fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.post(&format!("drain `{t}`"), "/drain", target_body(t))
+                .await
+        })
     }
-    fn undrain<'a>(&'a self, _t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the embedded driver is not built yet") })
+    fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.post(&format!("undrain `{t}`"), "/undrain", target_body(t))
+                .await
+        })
     }
-    fn maintenance<'a>(&'a self, _on: bool, _m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the embedded driver is not built yet") })
+    fn maintenance<'a>(&'a self, on: bool, m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let what = if on {
+                format!("turn maintenance on ({m})")
+            } else {
+                "turn maintenance off".to_string()
+            };
+            self.post(&what, "/maintenance", json!({"on": on, "mode": m}))
+                .await
+        })
     }
 }

@@ -1,0 +1,1103 @@
+//! The embedded proxy and its `embedded` driver, checked the way an operator would: which
+//! slot answers on the live port, what observe() reports, and how many requests failed.
+//!
+//! Every proxy here listens on 127.0.0.1 (port 0 unless a test needs a known port), keeps
+//! its state file in its own temp dir, and every load run is bounded in count and time.
+
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{SlotServer, eventually, free_port, get, slots};
+use cutover::config::{self, Environment};
+use cutover::load::{self, LoadOptions, LoadRun};
+use cutover::model::{AdminState, MaintenanceMode, Role, RouterState};
+use cutover::proxy::{self, ProxyHandle};
+use cutover::router::{Router, RouterConfig, Target, embedded};
+use tempfile::TempDir;
+
+/// An environment named `env` with the given slots (TOML lines after `name`/`address`) and
+/// an embedded router whose keys are the defaults below overridden by `router`.
+fn world_toml(
+    env: &str,
+    slots: &[(&str, String)],
+    router: &[(&str, String)],
+    dir: &TempDir,
+) -> String {
+    let mut keys: BTreeMap<&str, String> = BTreeMap::new();
+    keys.insert("admin", "\"127.0.0.1:0\"".into());
+    keys.insert("live_listen", "\"127.0.0.1:0\"".into());
+    keys.insert("preview_listen", "\"127.0.0.1:0\"".into());
+    keys.insert(
+        "state_file",
+        format!("\"{}\"", dir.path().join("proxy-state.json").display()),
+    );
+    for (k, v) in router {
+        keys.insert(k, v.clone());
+    }
+    let mut t = format!("[[environment]]\nname = \"{env}\"\n");
+    for (name, rest) in slots {
+        t += &format!("\n[[environment.slot]]\nname = \"{name}\"\n{rest}\n");
+    }
+    t += "\n[[environment.router]]\nkind = \"embedded\"\n";
+    for (k, v) in keys {
+        t += &format!("{k} = {v}\n");
+    }
+    t
+}
+
+fn parse_world(toml: &str) -> (Environment, embedded::Config) {
+    let cfg = config::parse(toml, Path::new("test.toml"))
+        .unwrap_or_else(|e| panic!("test config refused: {e}\n{toml}"));
+    let env = cfg.environments[0].clone();
+    let RouterConfig::Embedded(r) = env.routers[0].clone() else {
+        panic!("not an embedded router")
+    };
+    (env, r)
+}
+
+fn addr_line(s: &SlotServer) -> String {
+    format!("address = \"{}\"", s.url())
+}
+
+/// A world of slot servers behind one embedded router.
+fn world(
+    servers: &[&SlotServer],
+    router: &[(&str, String)],
+    dir: &TempDir,
+) -> (Environment, embedded::Config) {
+    let slots: Vec<(&str, String)> = servers
+        .iter()
+        .map(|s| (s.controls.name.as_str(), addr_line(s)))
+        .collect();
+    parse_world(&world_toml("shop", &slots, router, dir))
+}
+
+/// The driver, pointed at the admin port the proxy really bound.
+fn driver(h: &ProxyHandle, env: &Environment, cfg: &embedded::Config) -> embedded::Driver {
+    let mut c = cfg.clone();
+    c.admin = h.admin_addr().to_string();
+    embedded::Driver::new("embedded".into(), env, &c).expect("driver")
+}
+
+fn client() -> reqwest::Client {
+    cutover::http_client()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+async fn observe(d: &embedded::Driver) -> RouterState {
+    d.observe().await.expect("observe through the driver")
+}
+
+/// Wait until the load run has sent `n` more requests.
+async fn more_requests(run: &LoadRun, n: u64, step: &str) {
+    let target = run.sent.load(std::sync::atomic::Ordering::SeqCst) + n;
+    let ok = eventually(Duration::from_secs(10), || async {
+        run.sent.load(std::sync::atomic::Ordering::SeqCst) >= target
+    })
+    .await;
+    assert!(ok, "the load stopped sending before {step}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switching_live_and_back_20_times_under_keep_alive_load_fails_no_request() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    assert_eq!(observe(&d).await.live.as_deref(), Some("blue"));
+
+    let max_requests = 100_000;
+    let run = load::start(LoadOptions {
+        url: format!("http://{}/", h.live_addr()),
+        concurrency: 32,
+        max_requests,
+        max_duration: Duration::from_secs(40),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    for i in 0..20 {
+        more_requests(&run, 300, &format!("switch {i} to green")).await;
+        d.switch_live("green").await.expect("switch to green");
+        assert_eq!(observe(&d).await.live.as_deref(), Some("green"));
+        more_requests(&run, 300, &format!("switch {i} back to blue")).await;
+        d.switch_live("blue").await.expect("switch back to blue");
+        assert_eq!(observe(&d).await.live.as_deref(), Some("blue"));
+    }
+    more_requests(&run, 300, "the end").await;
+    let report = run.finish().await;
+
+    assert!(
+        report.sent < max_requests,
+        "the load hit its request bound; the switches did not all happen under load"
+    );
+    assert_eq!(
+        report.failed(),
+        0,
+        "{} of {} requests failed: {:?} {:?}",
+        report.failed(),
+        report.sent,
+        report.failures,
+        report.first_errors
+    );
+    let blue = report.by_slot.get("blue").copied().unwrap_or(0);
+    let green = report.by_slot.get("green").copied().unwrap_or(0);
+    assert!(
+        blue > 0 && green > 0,
+        "both slots answer: {:?}",
+        report.by_slot
+    );
+    // The answers follow the switches: the answering slot changed at least once per switch.
+    let changes = report
+        .samples
+        .windows(2)
+        .filter(|w| w[0].slot != w[1].slot)
+        .count();
+    assert!(
+        changes >= 40,
+        "only {changes} changes of answering slot over 40 switches"
+    );
+    let st = observe(&d).await;
+    let counted: u64 = st.slots.values().filter_map(|r| r.requests).sum();
+    assert_eq!(
+        counted, report.sent,
+        "the proxy counted every request it got"
+    );
+    assert_eq!(st.slots["blue"].errors, Some(0));
+    assert_eq!(st.slots["green"].errors, Some(0));
+    eprintln!(
+        "switch test: {} requests, {:?}, {:.0} req/s",
+        report.sent,
+        report.by_slot,
+        report.rps()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_a_slow_in_flight_request_finish_and_shows_sessions_falling_to_zero() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+
+    let slow_url = format!("http://{}/slow?ms=1500", h.live_addr());
+    let slow = tokio::spawn(async move {
+        let r = client().get(slow_url).send().await.expect("slow request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    });
+    let seen = eventually(Duration::from_secs(3), || async {
+        observe(&d).await.slots["blue"].sessions == Some(1)
+    })
+    .await;
+    assert!(seen, "the slow request shows as one session on blue");
+
+    // Draining the live slot is refused: it would leave no backend.
+    let err = d
+        .drain(&Target::slot("blue"))
+        .await
+        .expect_err("drain live refused");
+    assert!(err.to_string().contains("switch live"), "{err}");
+
+    d.switch_live("green").await.expect("switch to green");
+    let err = d
+        .drain(&Target::slot("green"))
+        .await
+        .expect_err("drain new live refused");
+    assert!(err.to_string().contains("switch live"), "{err}");
+    d.drain(&Target::slot("blue")).await.expect("drain blue");
+
+    let st = observe(&d).await;
+    assert_eq!(st.slots["blue"].admin, AdminState::Drain);
+    assert_eq!(st.role_of("blue"), Role::Draining);
+    assert_eq!(
+        st.slots["blue"].sessions,
+        Some(1),
+        "the slow request is still in flight"
+    );
+    let (status, slot, _) = get(&format!("http://{}/", h.live_addr())).await;
+    assert_eq!(
+        (status, slot.as_str()),
+        (200, "green"),
+        "new requests go to green"
+    );
+    let err = d
+        .switch_live("blue")
+        .await
+        .expect_err("a draining slot cannot go live");
+    assert!(err.to_string().contains("undrain"), "{err}");
+
+    let (status, body) = slow.await.expect("slow task");
+    assert_eq!(status, 200, "the in-flight request finished: {body}");
+    assert!(body.contains("slow answer from blue"), "{body}");
+    let zero = eventually(Duration::from_secs(3), || async {
+        observe(&d).await.slots["blue"].sessions == Some(0)
+    })
+    .await;
+    assert!(zero, "sessions on blue fall to 0");
+    assert_eq!(
+        s[0].controls
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+
+    d.undrain(&Target::slot("blue")).await.expect("undrain");
+    assert_eq!(observe(&d).await.slots["blue"].admin, AdminState::Ready);
+    d.switch_live("blue").await.expect("blue can go live again");
+    let (_, slot, _) = get(&format!("http://{}/", h.live_addr())).await;
+    assert_eq!(slot, "blue");
+}
+
+#[tokio::test]
+async fn maintenance_page_answers_503_with_retry_after_until_turned_off() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1]], &[("retry_after", "7".into())], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let live = format!("http://{}/", h.live_addr());
+    let preview = format!("http://{}/", h.preview_addr().expect("preview listener"));
+
+    d.maintenance(true, &MaintenanceMode::Page)
+        .await
+        .expect("maintenance on");
+    let r = client().get(&live).send().await.expect("get");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "7");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    assert!(r.text().await.unwrap_or_default().contains("maintenance"));
+    let st = observe(&d).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    // The preview listener keeps serving, and the operator can look at blue with the cookie.
+    assert_eq!(get(&preview).await.1, "green");
+    let r = client()
+        .get(&live)
+        .header("cookie", "theme=dark; cutover_bypass=1")
+        .send()
+        .await
+        .expect("get with bypass cookie");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-slot"], "blue");
+    let r = client()
+        .get(&live)
+        .header("cookie", "cutover_bypass=0")
+        .send()
+        .await
+        .expect("get with cookie set to 0");
+    assert_eq!(r.status().as_u16(), 503, "only cutover_bypass=1 bypasses");
+
+    d.maintenance(false, &MaintenanceMode::Page)
+        .await
+        .expect("maintenance off");
+    assert_eq!(get(&live).await.0, 200);
+    assert_eq!(get(&live).await.1, "blue");
+    assert_eq!(observe(&d).await.maintenance, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_redirect_sends_live_traffic_to_another_slot_with_bypass_and_loop_guard() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1], &s[2]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let live = format!("http://{}/", h.live_addr());
+
+    // Refusals that would leave no serving slot, or name something that is not there.
+    let to = |s: &str| MaintenanceMode::Redirect { to: s.into() };
+    let err = d
+        .maintenance(true, &to("blue"))
+        .await
+        .expect_err("redirect to live");
+    assert!(err.to_string().contains("live slot"), "{err}");
+    let err = d
+        .maintenance(true, &to("purple"))
+        .await
+        .expect_err("unknown");
+    assert!(
+        err.to_string().contains("unknown slot `purple`")
+            && err.to_string().contains("blue, green, staging"),
+        "{err}"
+    );
+    d.drain(&Target::slot("staging"))
+        .await
+        .expect("drain staging");
+    let err = d
+        .maintenance(true, &to("staging"))
+        .await
+        .expect_err("draining");
+    assert!(err.to_string().contains("draining"), "{err}");
+    assert_eq!(
+        observe(&d).await.maintenance,
+        None,
+        "refusals change nothing"
+    );
+    d.undrain(&Target::slot("staging"))
+        .await
+        .expect("undrain staging");
+    d.set_preview("staging").await.expect("preview to staging");
+
+    // Redirect on and off under load: no request fails.
+    let run = load::start(LoadOptions {
+        url: live.clone(),
+        concurrency: 16,
+        max_requests: 50_000,
+        max_duration: Duration::from_secs(30),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    for _ in 0..5 {
+        more_requests(&run, 300, "redirect on").await;
+        d.maintenance(true, &to("green"))
+            .await
+            .expect("redirect on");
+        more_requests(&run, 300, "redirect off").await;
+        d.maintenance(false, &MaintenanceMode::Page)
+            .await
+            .expect("redirect off");
+    }
+    more_requests(&run, 200, "the end").await;
+    let report = run.finish().await;
+    assert_eq!(
+        report.failed(),
+        0,
+        "{:?} {:?}",
+        report.failures,
+        report.first_errors
+    );
+    assert!(
+        report.by_slot.get("green").copied().unwrap_or(0) > 0,
+        "{:?}",
+        report.by_slot
+    );
+
+    d.maintenance(true, &to("green"))
+        .await
+        .expect("redirect on");
+    let st = observe(&d).await;
+    assert_eq!(st.maintenance, Some(to("green")));
+    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    assert_eq!(get(&live).await.1, "green", "live traffic goes to green");
+    // green sees the marker that stops a second redirect.
+    let headers: serde_json::Value =
+        serde_json::from_str(&get(&format!("{live}headers")).await.2).expect("json");
+    assert_eq!(headers["x-cutover-redirected"], "shop");
+    let err = d
+        .drain(&Target::slot("green"))
+        .await
+        .expect_err("drain redirect target");
+    assert!(err.to_string().contains("redirect"), "{err}");
+    let err = d
+        .switch_live("green")
+        .await
+        .expect_err("live to the redirect target");
+    assert!(err.to_string().contains("maintenance"), "{err}");
+
+    // The operator reaches blue, the slot under maintenance, with the cookie or the header.
+    let c = client();
+    let r = c
+        .get(&live)
+        .header("cookie", "cutover_bypass=1")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.headers()["x-slot"], "blue");
+    let r = c
+        .get(&live)
+        .header("x-cutover-bypass", "1")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.headers()["x-slot"], "blue");
+    // Loop guard: a request another proxy already redirected is not redirected again.
+    let r = c
+        .get(&live)
+        .header(proxy::REDIRECTED_HEADER, "other-site")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["x-cutover-maintenance"], "loop-guard");
+
+    d.maintenance(false, &MaintenanceMode::Page)
+        .await
+        .expect("off");
+    assert_eq!(get(&live).await.1, "blue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_redirecting_to_each_other_do_not_loop() {
+    let s = slots(&[("server-a", "1.0.0"), ("server-b", "1.0.0")]).await;
+    let (dir_a, dir_b) = (TempDir::new().expect("tmp"), TempDir::new().expect("tmp"));
+    let (port_a, port_b) = (free_port(), free_port());
+    let listen = |p: u16| [("live_listen", format!("\"127.0.0.1:{p}\""))];
+    // Seed 004: two servers, each with its own proxy; maintenance on one sends its traffic
+    // to the other's public port.
+    let (env_a, cfg_a) = parse_world(&world_toml(
+        "site-a",
+        &[
+            ("a", addr_line(&s[0])),
+            ("b", format!("address = \"http://127.0.0.1:{port_b}\"")),
+        ],
+        &listen(port_a),
+        &dir_a,
+    ));
+    let (env_b, cfg_b) = parse_world(&world_toml(
+        "site-b",
+        &[
+            ("b", addr_line(&s[1])),
+            ("a", format!("address = \"http://127.0.0.1:{port_a}\"")),
+        ],
+        &listen(port_b),
+        &dir_b,
+    ));
+    let pa = proxy::start(&env_a, &cfg_a).await.expect("proxy a");
+    let pb = proxy::start(&env_b, &cfg_b).await.expect("proxy b");
+    let (da, db) = (driver(&pa, &env_a, &cfg_a), driver(&pb, &env_b, &cfg_b));
+    let redirect = |s: &str| MaintenanceMode::Redirect { to: s.into() };
+    da.maintenance(true, &redirect("b"))
+        .await
+        .expect("a redirects to b");
+    db.maintenance(true, &redirect("a"))
+        .await
+        .expect("b redirects to a");
+
+    let url_a = format!("http://127.0.0.1:{port_a}/");
+    let t = Instant::now();
+    let r = client()
+        .get(&url_a)
+        .send()
+        .await
+        .expect("answered, not looping");
+    assert_eq!(r.status().as_u16(), 503, "both in maintenance: the page");
+    assert_eq!(r.headers()["x-cutover-maintenance"], "loop-guard");
+    eprintln!("loop guard answered in {:?}", t.elapsed());
+    assert_eq!(
+        observe(&da).await.slots["b"].requests,
+        Some(1),
+        "a redirected once"
+    );
+    assert_eq!(
+        observe(&db).await.slots["a"].requests,
+        Some(0),
+        "b did not redirect back"
+    );
+
+    // The operator checks server a through its own proxy with the bypass cookie.
+    let r = client()
+        .get(&url_a)
+        .header("cookie", "cutover_bypass=1")
+        .send()
+        .await
+        .expect("bypass");
+    assert_eq!(r.headers()["x-slot"], "server-a");
+
+    // b back in service: a's traffic reaches server b through b's proxy.
+    db.maintenance(false, &MaintenanceMode::Page)
+        .await
+        .expect("b off");
+    let (status, slot, _) = get(&url_a).await;
+    assert_eq!((status, slot.as_str()), (200, "server-b"));
+}
+
+/// A slot that echoes the request body back, streaming.
+async fn echo_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut r = hyper::Response::new(req.into_body());
+                        r.headers_mut()
+                            .insert("x-slot", hyper::header::HeaderValue::from_static("echo"));
+                        Ok::<_, Infallible>(r)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_sees_forwarded_headers_and_bodies_stream_through() {
+    let s = slots(&[("blue", "1.0.0")]).await;
+    let (echo, echo_task) = echo_server().await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = parse_world(&world_toml(
+        "shop",
+        &[
+            ("blue", addr_line(&s[0])),
+            ("echo", format!("address = \"http://{echo}\"")),
+        ],
+        &[],
+        &dir,
+    ));
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+
+    // A raw request, so the test controls Host, Connection and X-Forwarded-For exactly.
+    let live = h.live_addr();
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(live).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(
+            b"GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Hop\r\n\
+              X-Hop: secret\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n",
+        )
+        .expect("write");
+        let mut out = String::new();
+        c.read_to_string(&mut out).expect("read");
+        out
+    })
+    .await
+    .expect("raw request");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen: serde_json::Value = serde_json::from_str(body).expect("json headers");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example");
+    assert_eq!(seen["host"], "shop.example", "the Host header is kept");
+    assert!(
+        seen.get("x-hop").is_none(),
+        "a header named by Connection is not forwarded"
+    );
+
+    // 4 MiB up and back through the proxy, streamed, byte for byte.
+    d.switch_live("echo").await.expect("switch to echo");
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let r = client()
+        .post(format!("http://{live}/upload"))
+        .body(payload.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-slot"], "echo");
+    let back = r.bytes().await.expect("body");
+    assert!(
+        back.len() == payload.len() && back[..] == payload[..],
+        "body changed in transit"
+    );
+    echo_task.abort();
+}
+
+#[tokio::test]
+async fn a_slot_that_is_down_answers_502_and_counts_errors() {
+    let s = slots(&[("green", "2.0.0")]).await;
+    let down = free_port(); // nothing listens there
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = parse_world(&world_toml(
+        "shop",
+        &[
+            ("blue", format!("address = \"http://127.0.0.1:{down}\"")),
+            ("green", addr_line(&s[0])),
+        ],
+        &[],
+        &dir,
+    ));
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let live = format!("http://{}/", h.live_addr());
+
+    let t = Instant::now();
+    let (status, _, body) = get(&live).await;
+    eprintln!("502 after {:?}", t.elapsed());
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("slot `blue`") && body.contains(&down.to_string()),
+        "{body}"
+    );
+    let st = observe(&d).await;
+    assert_eq!(
+        (st.slots["blue"].requests, st.slots["blue"].errors),
+        (Some(1), Some(1))
+    );
+
+    // A 5xx from a slot is passed through and counted.
+    s[0].controls.set_healthy(false);
+    d.switch_live("green").await.expect("switch");
+    assert_eq!(get(&live).await.0, 500);
+    assert_eq!(observe(&d).await.slots["green"].errors, Some(1));
+    s[0].controls.set_healthy(true);
+    assert_eq!(get(&live).await.0, 200);
+    assert_eq!(observe(&d).await.slots["green"].errors, Some(1));
+}
+
+#[tokio::test]
+async fn the_admin_api_requires_the_token_when_one_is_configured() {
+    const VAR: &str = "CUTOVER_TEST_EMBEDDED_ADMIN_TOKEN";
+    // SAFETY: a name only this test uses; std serializes its own env access.
+    unsafe { std::env::set_var(VAR, "s3cret-token") };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(
+        &[&s[0], &s[1]],
+        &[("token_env", format!("\"{VAR}\""))],
+        &dir,
+    );
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let state = format!("http://{}/state", h.admin_addr());
+
+    let r = client().get(&state).send().await.expect("get");
+    assert_eq!(r.status().as_u16(), 401);
+    let body: serde_json::Value = r.json().await.expect("json error");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("Bearer"),
+        "{body}"
+    );
+    let r = client()
+        .post(format!("http://{}/live", h.admin_addr()))
+        .bearer_auth("wrong")
+        .json(&serde_json::json!({"slot": "green"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(
+        get(&format!("http://{}/", h.live_addr())).await.1,
+        "blue",
+        "nothing changed"
+    );
+
+    let d = driver(&h, &env, &cfg);
+    d.switch_live("green")
+        .await
+        .expect("the driver sends the token");
+    assert_eq!(observe(&d).await.live.as_deref(), Some("green"));
+
+    // A token variable that is not set stops the proxy from starting without one.
+    let mut unset = cfg.clone();
+    unset.token_env = Some("CUTOVER_TEST_EMBEDDED_UNSET_TOKEN".into());
+    let err = proxy::start(&env, &unset).await.err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("$CUTOVER_TEST_EMBEDDED_UNSET_TOKEN is not set"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_an_error_naming_the_port_and_the_listener() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    for (field, what) in [
+        ("live_listen", "live listener"),
+        ("preview_listen", "preview listener"),
+        ("admin", "admin API"),
+    ] {
+        let (env, cfg) = world(
+            &[&s[0], &s[1]],
+            &[(field, format!("\"127.0.0.1:{port}\""))],
+            &dir,
+        );
+        let err = proxy::start(&env, &cfg).await.err().expect("refused");
+        let want = format!(
+            "the {what} cannot bind 127.0.0.1:{port}: address in use; set {field} to a free port"
+        );
+        assert_eq!(err.to_string(), want);
+    }
+}
+
+#[tokio::test]
+async fn the_live_slot_and_drains_survive_a_proxy_restart() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, mut cfg) = world(&[&s[0], &s[1], &s[2]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    d.switch_live("green").await.expect("switch");
+    d.set_preview("staging").await.expect("preview");
+    d.drain(&Target::slot("blue")).await.expect("drain");
+    let live_port = h.live_addr().port();
+    h.stop().await;
+
+    // Same ports, same state file: it comes back as it was left.
+    cfg.live_listen = format!("127.0.0.1:{live_port}");
+    let h = proxy::start(&env, &cfg).await.expect("proxy restarts");
+    let d = driver(&h, &env, &cfg);
+    let st = observe(&d).await;
+    assert_eq!(st.live.as_deref(), Some("green"));
+    assert_eq!(st.preview.as_deref(), Some("staging"));
+    assert_eq!(st.slots["blue"].admin, AdminState::Drain);
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{live_port}/")).await.1,
+        "green"
+    );
+    h.stop().await;
+
+    // A state file naming slots that are gone: ignored with a note, initial_* used.
+    let path = dir.path().join("proxy-state.json");
+    std::fs::write(
+        &path,
+        r#"{"live":"purple","preview":"green","drained":[{"slot":"ghost"}],"maintenance":null}"#,
+    )
+    .expect("write state");
+    let h = proxy::start(&env, &cfg)
+        .await
+        .expect("starts despite stale state");
+    let st = h.state();
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert_eq!(st.preview.as_deref(), Some("green"));
+    assert!(
+        st.notes
+            .iter()
+            .any(|n| n.contains("`purple` is no longer in the config"))
+            && st.notes.iter().any(|n| n.contains("`ghost`")),
+        "{:?}",
+        st.notes
+    );
+    h.stop().await;
+
+    // A broken state file is refused rather than silently reverting the live slot.
+    std::fs::write(&path, "{ not json").expect("write");
+    let err = proxy::start(&env, &cfg).await.err().expect("refused");
+    assert!(format!("{err:#}").contains("delete it"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_through_the_driver_reports_live_preview_and_in_flight() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let preview = h.preview_addr().expect("preview");
+    let slow = tokio::spawn(async move {
+        client()
+            .get(format!("http://{preview}/slow?ms=800"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    let seen = eventually(Duration::from_secs(3), || async {
+        observe(&d).await.slots["green"].sessions == Some(1)
+    })
+    .await;
+    assert!(seen, "one request in flight on green (the preview)");
+    get(&format!("http://{}/", h.live_addr())).await;
+    let st = observe(&d).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert_eq!(st.preview.as_deref(), Some("green"));
+    assert_eq!(st.role_of("blue"), Role::Live);
+    assert_eq!(st.role_of("green"), Role::Preview);
+    assert_eq!(st.slots["blue"].requests, Some(1));
+    assert_eq!(st.slots["blue"].sessions, Some(0));
+    assert_eq!(slow.await.expect("task").expect("slow answered"), 200);
+    assert_eq!(observe(&d).await.slots["green"].sessions, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_are_balanced_and_drained_one_at_a_time() {
+    let s = slots(&[("b1", "1.0.0"), ("b2", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let nodes = format!(
+        "address = \"{}\"\nnodes = [{{ name = \"b1\", address = \"{}\" }}, {{ name = \"b2\", address = \"{}\" }}]",
+        s[0].url(),
+        s[0].url(),
+        s[1].url()
+    );
+    let (env, cfg) = parse_world(&world_toml(
+        "shop",
+        &[("blue", nodes), ("green", addr_line(&s[2]))],
+        &[],
+        &dir,
+    ));
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let live = format!("http://{}/", h.live_addr());
+    let answers = || async {
+        let mut seen = BTreeMap::new();
+        for _ in 0..6 {
+            *seen.entry(get(&live).await.1).or_insert(0) += 1;
+        }
+        seen
+    };
+    let seen = answers().await;
+    assert_eq!(
+        (seen.get("b1"), seen.get("b2")),
+        (Some(&3), Some(&3)),
+        "{seen:?}"
+    );
+
+    d.drain(&Target::node("blue", "b1"))
+        .await
+        .expect("drain one node of the live slot");
+    let st = observe(&d).await;
+    let b1 = st.slots["blue"]
+        .nodes
+        .iter()
+        .find(|n| n.name == "b1")
+        .expect("b1");
+    assert_eq!((b1.admin, b1.sessions), (AdminState::Drain, Some(0)));
+    assert_eq!(
+        st.slots["blue"].admin,
+        AdminState::Ready,
+        "the slot still serves"
+    );
+    assert_eq!(answers().await.get("b2"), Some(&6), "only b2 answers");
+    let err = d
+        .drain(&Target::node("blue", "b2"))
+        .await
+        .expect_err("last node");
+    assert!(err.to_string().contains("last ready node"), "{err}");
+    let err = d
+        .drain(&Target::node("blue", "b9"))
+        .await
+        .expect_err("unknown node");
+    assert!(err.to_string().contains("b1, b2"), "{err}");
+    let err = d
+        .drain(&Target::node("green", "x"))
+        .await
+        .expect_err("no nodes");
+    assert!(err.to_string().contains("has no nodes"), "{err}");
+
+    d.undrain(&Target::node("blue", "b1"))
+        .await
+        .expect("undrain");
+    let seen = answers().await;
+    assert!(
+        seen.contains_key("b1") && seen.contains_key("b2"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn admin_api_refusals_name_the_problem() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+
+    let err = d.switch_live("purple").await.expect_err("unknown slot");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("404") && msg.contains("unknown slot `purple`; this proxy knows: blue, green"),
+        "{msg}"
+    );
+    let admin = h.admin_addr();
+    let r = client()
+        .post(format!("http://{admin}/live"))
+        .body("green")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(r#"{"slot":"green"}"#),
+        "{body}"
+    );
+    let r = client()
+        .get(format!("http://{admin}/nope"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        observe(&d).await.live.as_deref(),
+        Some("blue"),
+        "nothing changed"
+    );
+
+    // A driver pointed at a port where no proxy listens says so.
+    let mut gone = cfg.clone();
+    gone.admin = format!("127.0.0.1:{}", free_port());
+    let g = embedded::Driver::new("embedded".into(), &env, &gone).expect("driver");
+    let err = g.observe().await.expect_err("nothing there");
+    assert!(
+        err.to_string().contains("cannot reach the embedded proxy"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_examples_in_the_docs_parse_and_bad_fields_are_named() {
+    let doc = include_str!("../docs/embedded.md");
+    let mut blocks = 0;
+    for block in doc.split("```toml").skip(1) {
+        let toml = block.split("```").next().unwrap_or_default();
+        let c = config::parse(toml, Path::new("docs/embedded.md"))
+            .unwrap_or_else(|e| panic!("docs example refused: {e}\n{toml}"));
+        assert!(
+            c.environments
+                .iter()
+                .any(|e| e.routers.iter().any(|r| r.kind() == "embedded")),
+            "the example has an embedded router"
+        );
+        blocks += 1;
+    }
+    assert!(blocks > 0, "docs/embedded.md has a toml example");
+
+    let dir = TempDir::new().expect("tempdir");
+    let slots = [
+        ("blue", "address = \"http://127.0.0.1:9001\"".to_string()),
+        ("green", "address = \"https://127.0.0.1:9002\"".to_string()),
+    ];
+    let bad = |router: &[(&str, String)], slots: &[(&str, String)]| {
+        let toml = world_toml("shop", slots, router, &dir);
+        match config::parse(&toml, Path::new("c.toml")) {
+            Ok(_) => panic!("accepted:\n{toml}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = bad(&[("initial_live", "\"purple\"".into())], &slots[..1]);
+    assert!(
+        e.contains("`initial_live`") && e.contains("no slot `purple`"),
+        "{e}"
+    );
+    let e = bad(&[], &slots);
+    assert!(e.contains("plain http://"), "{e}");
+    let e = bad(&[("admin", "\"0.0.0.0:8089\"".into())], &slots[..1]);
+    assert!(e.contains("token_env"), "{e}");
+    let e = bad(&[("live_listen", "\"8080\"".into())], &slots[..1]);
+    assert!(e.contains("`live_listen`"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_proxy_serves_every_embedded_router_until_sigterm() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0"), ("blog", "0.9.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (shop_live, shop_admin, blog_live, blog_admin) =
+        (free_port(), free_port(), free_port(), free_port());
+    let text = format!(
+        r#"
+[[environment]]
+name = "shop"
+[[environment.slot]]
+name = "blue"
+address = "{blue}"
+[[environment.slot]]
+name = "green"
+address = "{green}"
+[[environment.router]]
+kind = "embedded"
+live_listen = "127.0.0.1:{shop_live}"
+admin = "127.0.0.1:{shop_admin}"
+state_file = "{dir}/shop.json"
+
+[[environment]]
+name = "blog"
+[[environment.slot]]
+name = "blog"
+address = "{blog}"
+[[environment.router]]
+kind = "embedded"
+live_listen = "127.0.0.1:{blog_live}"
+admin = "127.0.0.1:{blog_admin}"
+state_file = "{dir}/blog.json"
+"#,
+        blue = s[0].url(),
+        green = s[1].url(),
+        blog = s[2].url(),
+        dir = dir.path().display()
+    );
+    let path = dir.path().join("cutover.toml");
+    std::fs::write(&path, text).expect("write config");
+    let cfg = config::load(&path).expect("config");
+
+    let err = proxy::run_from_config(&cfg, Some("wiki"))
+        .await
+        .expect_err("unknown env");
+    assert!(
+        err.to_string().contains("no environment `wiki`") && err.to_string().contains("shop, blog"),
+        "{err}"
+    );
+
+    let task = tokio::spawn(async move { proxy::run_from_config(&cfg, None).await });
+    common::wait_port(shop_live, Duration::from_secs(5)).await;
+    common::wait_port(blog_live, Duration::from_secs(5)).await;
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{shop_live}/")).await.1,
+        "blue"
+    );
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{blog_live}/")).await.1,
+        "blog"
+    );
+
+    // SIGTERM to this test process: run_from_config registered for it before it listened.
+    // SAFETY: kill(2) on our own pid with a signal tokio now handles.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    let ended = tokio::time::timeout(Duration::from_secs(15), task).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "run_from_config ends cleanly: {ended:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", shop_live))
+            .await
+            .is_err(),
+        "the live listener is closed"
+    );
+}
+
+/// Throughput and latency straight to a slot and through the proxy. Run with:
+/// `cargo test --release --test embedded_proxy -- --ignored --nocapture measure`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_direct_vs_through_the_proxy() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let opts = |url: String| LoadOptions {
+        url,
+        concurrency: 32,
+        max_requests: 20_000,
+        max_duration: Duration::from_secs(60),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    };
+    // Warm up both paths, then measure each.
+    for url in [s[0].url(), format!("http://{}", h.live_addr())] {
+        let mut o = opts(format!("{url}/"));
+        o.max_requests = 2_000;
+        load::run(o).await;
+    }
+    for (what, url) in [
+        ("direct to the slot", s[0].url()),
+        ("through the proxy", format!("http://{}", h.live_addr())),
+    ] {
+        let r = load::run(opts(format!("{url}/"))).await;
+        assert_eq!(r.failed(), 0, "{:?}", r.first_errors);
+        println!(
+            "{what:>20}: {} requests, {:.0} req/s, p50 {} us, p99 {} us",
+            r.sent,
+            r.rps(),
+            r.percentile_us(0.5).unwrap_or(0),
+            r.percentile_us(0.99).unwrap_or(0)
+        );
+    }
+}
