@@ -636,6 +636,7 @@ impl App {
             Progress::Watching { remaining, detail } => {
                 op.watching = Some((remaining, detail));
             }
+            Progress::Remembered => {}
             Progress::Finished(out) => {
                 op.verdict = Some(out.verdict);
                 op.watching = None;
@@ -1027,7 +1028,9 @@ impl App {
         let Some(e) = self.envs.get(env) else { return };
         if e.op_running() {
             // A watch may be running: a new swap or rollback cancels it; anything else waits.
-            let watching = e.op.as_ref().is_some_and(|o| o.watching.is_some());
+            let watching =
+                e.op.as_ref()
+                    .is_some_and(|o| o.steps.iter().any(|(s, _, _)| *s == Step::Watch));
             if !(watching && matches!(kind, OpKind::Rollback | OpKind::Swap { .. })) {
                 self.status = Some((
                     Level::Warn,

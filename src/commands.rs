@@ -452,7 +452,7 @@ pub async fn operate(
                 Progress::Watching { remaining, detail } => {
                     eprintln!("watch   {:>3}s {detail}", remaining.as_secs())
                 }
-                Progress::Finished(_) => {}
+                Progress::Finished(_) | Progress::Remembered => {}
             }
         }
     });

@@ -140,6 +140,8 @@ pub enum Progress {
         remaining: Duration,
         detail: String,
     },
+    /// The state file changed (previous live slot, last set): readers should reload it.
+    Remembered,
     Finished(Outcome),
 }
 
@@ -558,6 +560,7 @@ impl Engine {
                 m.last_set_preview = from.clone();
             }
         });
+        let _ = run.tx.send(Progress::Remembered);
         drop(lock);
 
         if !req.watch || self.env.watch.is_zero() {
@@ -780,7 +783,7 @@ impl Engine {
                 .map(|s| errors_of(&s).saturating_sub(base_errors))
                 .unwrap_or(0);
             let detail = format!(
-                "`{to}` {} · {errors} new errors · {checks} checks",
+                "{to} {} · {errors} new err · {checks} checks",
                 r.health.label()
             );
             let _ = run.tx.send(Progress::Watching {
@@ -832,6 +835,7 @@ impl Engine {
                     m.previous_live = Some(to.to_string());
                     m.last_set_live = Some(from.to_string());
                 });
+                let _ = run.tx.send(Progress::Remembered);
                 run.done(Step::Apply, true, format!("rolled back to `{from}`"));
                 run.finish(
                     Verdict::RolledBack,

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::app::{App, DemoCommand, Effect, Event};
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::ops::{Engine, GateSource};
+use crate::ops::{Engine, GateSource, Progress};
 use crate::probe::Prober;
 use crate::slotserver::SlotControls;
 use crate::state::Store;
@@ -257,9 +257,16 @@ impl Runner {
                 let name = engine.env.name.clone();
                 tokio::spawn(async move {
                     let fwd = {
-                        let tx = tx.clone();
+                        let (tx, store, name) = (tx.clone(), store.clone(), name.clone());
                         tokio::spawn(async move {
                             while let Some(p) = prx.recv().await {
+                                if p == Progress::Remembered {
+                                    let _ = tx.send(Event::Memory {
+                                        env,
+                                        memory: store.env(&name),
+                                    });
+                                    continue;
+                                }
                                 let _ = tx.send(Event::Op { env, progress: p });
                             }
                         })

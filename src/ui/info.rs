@@ -146,6 +146,9 @@ fn lines(app: &App) -> Vec<Line<'_>> {
             let Some((_, ok, _)) = op.steps.iter().find(|(s, _, _)| *s == step) else {
                 continue;
             };
+            if step == Step::Watch && ok.is_none() && op.watching.is_some() {
+                continue; // the countdown below says it
+            }
             let (sym, style) = match ok {
                 Some(true) => ("✔", t.ok),
                 Some(false) => ("✘", t.error),
@@ -155,7 +158,7 @@ fn lines(app: &App) -> Vec<Line<'_>> {
         }
         if let Some((rem, detail)) = &op.watching {
             spans.push(Span::styled(
-                format!("watch {}s left · {detail} ", rem.as_secs()),
+                format!("watch {}s left: {detail} ", rem.as_secs()),
                 t.accent,
             ));
         }
@@ -164,11 +167,12 @@ fn lines(app: &App) -> Vec<Line<'_>> {
                 format!("{} {}", v.label().to_uppercase(), op.message),
                 if v.is_success() { t.ok } else { t.error },
             )),
-            None => {
+            None if op.watching.is_none() => {
                 if let Some((_, None, m)) = op.steps.last() {
                     spans.push(Span::styled(m.clone(), t.dim));
                 }
             }
+            None => {}
         }
         lines.push(Line::from(spans));
     }

@@ -71,30 +71,43 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
         );
         return;
     }
-    let mut actions = vec![
+    // The essentials always fit; the rest is added while there is room.
+    let essential = [
         Action::Swap,
         Action::Rollback,
         Action::Drain,
         Action::Maintenance,
+        Action::Help,
+        Action::Quit,
     ];
+    let mut optional = vec![Action::Command, Action::Filter];
     if app.demo {
-        actions.extend([Action::DemoBreak, Action::DemoSlow]);
+        optional.splice(0..0, [Action::DemoBreak, Action::DemoSlow]);
     }
-    actions.extend([Action::Filter, Action::Command, Action::Help, Action::Quit]);
+    let label = |a: Action| match a {
+        Action::DemoBreak => "break/heal",
+        Action::DemoSlow => "slow",
+        Action::Maintenance => "maint",
+        Action::Command => "cmd",
+        other => other.name(),
+    };
+    let cost = |a: Action| app.keymap.first_key(a).chars().count() + label(a).chars().count() + 3;
+    let mut room = (area.width as usize).saturating_sub(essential.iter().map(|a| cost(*a)).sum());
+    let mut shown: Vec<Action> = essential[..4].to_vec();
+    for a in optional {
+        if cost(a) <= room {
+            room -= cost(a);
+            shown.push(a);
+        }
+    }
+    shown.extend([Action::Help, Action::Quit]);
     let mut spans = Vec::new();
-    for a in actions {
-        let label = match a {
-            Action::DemoBreak => "break/heal",
-            Action::DemoSlow => "slow",
-            Action::Maintenance => "maint",
-            Action::Command => "cmd",
-            other => other.name(),
-        };
+    for a in shown {
         spans.push(Span::styled(
             format!(" {} ", app.keymap.first_key(a)),
             t.accent,
         ));
-        spans.push(Span::styled(format!("{label} "), t.dim));
+        spans.push(Span::styled(format!("{} ", label(a)), t.dim));
     }
     f.render_widget(Paragraph::new(Line::from(spans)).style(t.bar), area);
 }
