@@ -114,7 +114,8 @@ pub trait Router: Send + Sync {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum RouterConfig {
     Embedded(embedded::Config),
-    Haproxy(haproxy::Config),
+    // Boxed: the haproxy table has many fields (clippy::large_enum_variant).
+    Haproxy(Box<haproxy::Config>),
     Nginx(nginx::Config),
     Apache(apache::Config),
     Caddy(caddy::Config),
