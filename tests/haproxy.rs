@@ -326,12 +326,22 @@ async fn swaps_under_load(
         timeout: Duration::from_secs(5),
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut took = Vec::new();
     for _ in 0..pairs {
-        ok("swap", d.switch_live("green")).await;
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        ok("rollback", d.switch_live("blue")).await;
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        for to in ["green", "blue"] {
+            let t = Instant::now();
+            ok("swap", d.switch_live(to)).await;
+            took.push(t.elapsed().as_micros() as u64);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
     }
+    took.sort_unstable();
+    eprintln!(
+        "switch_live under load: median {} us, max {} us over {} swaps",
+        took[took.len() / 2],
+        took[took.len() - 1],
+        took.len()
+    );
     let sent_at_last_swap = run.sent.load(std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let report = run.finish().await;
@@ -773,6 +783,28 @@ async fn map_refusals_quote_haproxy() {
     let e = refused("preview without key", d.set_preview("blue")).await;
     assert!(e.contains("no `preview_key`"), "{e}");
 
+    // Nodes named differently from their servers.
+    let renamed = rig
+        .cutover_toml
+        .replace("name = \"g1\"", "name = \"web1\"")
+        .replace("name = \"g2\"", "name = \"web2\"")
+        + "node_servers = { green = { web1 = \"g1\", web2 = \"g2\" } }\n";
+    let d = rig.driver_from(&renamed);
+    ok("drain web2", d.drain(&Target::node("green", "web2"))).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(
+        node(&st, "green", "web2").admin,
+        AdminState::Drain,
+        "{st:#?}"
+    );
+    assert_eq!(node(&st, "green", "web1").admin, AdminState::Ready);
+    let raw = rig.socat("show servers state be_green").await;
+    assert!(
+        raw.contains(" g2 127.0.0.1 2 8 "),
+        "server g2 drained:\n{raw}"
+    );
+    ok("undrain web2", d.undrain(&Target::node("green", "web2"))).await;
+
     // A slot the router does not know.
     let d = rig.driver_with(", staging = \"be_staging\"", "");
     let e = refused("swap to an unrouted slot", d.switch_live("staging")).await;
@@ -996,7 +1028,7 @@ async fn servers_drift_after_a_change_by_hand() {
     else {
         return;
     };
-    let rig = Rig::new(Setup::Servers, bin).await;
+    let mut rig = Rig::new(Setup::Servers, bin).await;
     let d = rig.driver();
     ok("swap to green", d.switch_live("green")).await;
     assert!(observe(d.as_ref()).await.notes.is_empty());
@@ -1029,6 +1061,21 @@ async fn servers_drift_after_a_change_by_hand() {
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("green"));
     assert!(st.notes.is_empty(), "{:?}", st.notes);
+
+    // A restart keeps the states from the server-state file (green was `disabled` in
+    // haproxy.cfg).
+    rig.stop();
+    let e = format!("{:#}", d.observe().await.expect_err("HAProxy is stopped"));
+    assert!(
+        e.contains("connection refused") && e.contains("admin.sock"),
+        "{e}"
+    );
+    rig.start().await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"), "{st:#?}");
+    assert_eq!(st.slots["blue"].admin, AdminState::Drain);
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1036,6 +1036,9 @@ impl Driver {
         if target == resume {
             bail!("`{slot}` is the live slot itself; redirect maintenance traffic to another slot");
         }
+        if is_on && live == target {
+            return Ok(());
+        }
         self.require_backend(&target, &slot).await?;
         if matches!(mode, MaintenanceMode::Redirect { .. }) {
             self.ensure_serving(&target, &slot).await?;
