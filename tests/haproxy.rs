@@ -436,6 +436,14 @@ async fn map_swap_rollback_and_preview() {
     assert_eq!(st.preview.as_deref(), Some("staging"));
     assert_eq!(st.role_of("staging"), Role::Preview);
 
+    // Errors are counted per slot, for the watch window.
+    rig.slots[3].controls.set_healthy(false);
+    assert_eq!(who(&rig.preview_url()).await, (500, "staging".into()));
+    let st = observe(d.as_ref()).await;
+    assert!(st.slots["staging"].errors.unwrap_or(0) >= 1, "{st:#?}");
+    assert_eq!(st.slots["blue"].errors, Some(0));
+    rig.slots[3].controls.set_healthy(true);
+
     // Rollback, and a swap to the live slot changes nothing.
     ok("rollback to blue", d.switch_live("blue")).await;
     ok("swap to blue again", d.switch_live("blue")).await;
@@ -973,8 +981,20 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     let e = refused("drain of a node", d.drain(&Target::node("blue", "b1"))).await;
     assert!(e.contains("mode = \"map\""), "{e}");
 
-    // A slot whose server is down by HAProxy's checks is refused, blue stays live.
+    // A slot whose server is down: enabled, refused by HAProxy's check, put back in maint;
+    // blue stays live.
     rig.slots[2].stop();
+    let e = refused("swap to a down slot", d.switch_live("staging")).await;
+    assert!(
+        e.contains("health check failed") && e.contains("L4CON"),
+        "{e}"
+    );
+    assert!(e.contains("back to maint"), "{e}");
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert_eq!(st.slots["staging"].admin, AdminState::Maint);
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    // Drained and down by checks: refused before anything changes.
     ok("undrain staging", d.undrain(&Target::slot("staging"))).await;
     ok("drain staging", d.drain(&Target::slot("staging"))).await;
     until(&d, Duration::from_secs(8), |s| {
@@ -984,8 +1004,9 @@ async fn servers_swap_rollback_drain_and_maintenance() {
             .is_some_and(|c| c.starts_with("DOWN"))
     })
     .await;
-    let e = refused("swap to a down slot", d.switch_live("staging")).await;
+    let e = refused("swap to a drained down slot", d.switch_live("staging")).await;
     assert!(e.contains("is down") && e.contains("L4CON"), "{e}");
+    assert!(e.contains("nothing was changed"), "{e}");
     assert_eq!(observe(d.as_ref()).await.live.as_deref(), Some("blue"));
 
     // Maintenance: the page from haproxy.cfg, then back to blue.

@@ -584,7 +584,12 @@ impl Driver {
             if ok {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            // A server that was just enabled is UP until its first check; DOWN after that
+            // means the check failed, so there is no need to wait longer.
+            let failed = servers
+                .iter()
+                .all(|s| find_state(&states, backend, s).is_some_and(ServerState::checked_down));
+            if failed || Instant::now() >= deadline {
                 let seen: Vec<String> = servers
                     .iter()
                     .map(|s| {
@@ -593,13 +598,19 @@ impl Driver {
                         format!("{backend}/{s}: {c}")
                     })
                     .collect();
+                let names = servers
+                    .iter()
+                    .map(|s| format!("{backend}/{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if failed {
+                    bail!(
+                        "HAProxy's health check failed for {names} ({})",
+                        seen.join("; ")
+                    );
+                }
                 bail!(
-                    "HAProxy's health check did not confirm {} within {} ({})",
-                    servers
-                        .iter()
-                        .map(|s| format!("{backend}/{s}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    "HAProxy's health check did not confirm {names} within {} ({})",
                     humantime::format_duration(self.ready_timeout),
                     seen.join("; ")
                 );
