@@ -634,6 +634,31 @@ async fn map_maintenance_page_and_redirect() {
     .await;
     assert!(e.contains("live slot itself"), "{e}");
 
+    // Maintenance turned on by hand (no resume key): observe shows it, and off says how out.
+    assert_eq!(
+        rig.socat(&format!(
+            "set map {} live be_maintenance",
+            rig.path("slots.map").display()
+        ))
+        .await,
+        "\n"
+    );
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert!(
+        st.notes.iter().any(|n| n.contains("no `live.resume` key")),
+        "{:?}",
+        st.notes
+    );
+    let e = refused(
+        "off without resume key",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
+    assert!(e.contains("swap to the slot that should be live"), "{e}");
+    ok("swap out of it", d.switch_live("blue")).await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+
     // Without a maintenance backend the page is refused, and nothing changes.
     let bare = rig.driver_with("maintenance_backend = \"be_maintenance\"\n", "");
     let e = refused(
@@ -948,6 +973,25 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     );
     assert_eq!(st.maintenance, None);
     assert!(st.notes.is_empty(), "{:?}", st.notes);
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+
+    // Maintenance while green and staging are still `disabled` (also in maint): blue is the
+    // one that comes back.
+    ok(
+        "maintenance on",
+        d.maintenance(true, &MaintenanceMode::Page),
+    )
+    .await;
+    assert_eq!(who(&rig.url("/")).await.0, 503);
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    ok(
+        "maintenance off",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
 
     // Swap with a slow request in flight on blue: blue drains to zero sessions.

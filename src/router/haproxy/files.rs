@@ -242,12 +242,14 @@ mod tests {
                 server: "blue".into(),
                 op_state: 2,
                 admin_state: 8,
+                since: 0,
             },
             ServerState {
                 backend: "be_app".into(),
                 server: "green".into(),
                 op_state: 2,
                 admin_state: 8,
+                since: 0,
             },
         ];
         let managed = vec![

@@ -159,7 +159,8 @@ impl Driver {
         if let Err(e) = self.wait_ready(backend, &drained).await {
             self.revert(backend, &drained, "drain").await;
             bail!(
-                "slot `{slot}` cannot take traffic: {e}; its servers are drained again and nothing else was changed"
+                "slot `{slot}` cannot take traffic: {e}; its servers are drained again and \
+                 nothing else was changed"
             );
         }
         self.persist_states().await
@@ -231,8 +232,6 @@ impl Driver {
             .and_then(|n| n.iter().find(|(_, s)| *s == server))
             .map_or_else(|| server.to_string(), |(n, _)| n.clone())
     }
-
-    // --- mode = "map" --------------------------------------------------------------------
 
     pub(super) async fn observe_map(&self, m: &MapSetup) -> Result<RouterState> {
         let (stats, states, entries, level) = tokio::join!(
@@ -492,6 +491,16 @@ impl Driver {
         let is_on = m.maintenance_on(&entries);
         if !on {
             let Some(resume) = map_get(&entries, &m.resume_key).map(str::to_string) else {
+                if let Some(l) = &live_val
+                    && m.maintenance_backend.as_ref() == Some(l)
+                {
+                    bail!(
+                        "the map's `{}` -> {l} was set without cutover, so there is no `{}` key \
+                         saying which slot comes back: swap to the slot that should be live",
+                        m.live_key,
+                        m.resume_key
+                    );
+                }
                 return Ok(());
             };
             if is_on {
@@ -526,6 +535,13 @@ impl Driver {
                 m.live_key
             );
         };
+        if !is_on && m.slot_of(&live).is_none() {
+            bail!(
+                "the map's `{}` -> {live}, which is no slot's backend, so there is no live slot \
+                 to come back to after maintenance: swap to a slot first",
+                m.live_key
+            );
+        }
         let resume = if is_on {
             map_get(&entries, &m.resume_key)
                 .unwrap_or(&live)

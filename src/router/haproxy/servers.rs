@@ -39,6 +39,28 @@ impl ServersSetup {
     }
 }
 
+impl ServersSetup {
+    /// The live slot while maintenance is on: of the slots in maint, the one whose state
+    /// changed last (on a tie, the one not `disabled` in haproxy.cfg). None when that does
+    /// not single one out.
+    fn last_in_maint(&self, states: &[ServerState]) -> Option<String> {
+        let mut c: Vec<(u64, bool, &String)> = self
+            .servers
+            .iter()
+            .filter_map(|(slot, srv)| {
+                let st = find_state(states, &self.backend, srv)?;
+                (st.admin() == AdminState::Maint).then_some((st.since, st.config_disabled(), slot))
+            })
+            .collect();
+        c.sort();
+        match c.as_slice() {
+            [one] => Some(one.2.clone()),
+            [a, b, ..] if (a.0, a.1) != (b.0, b.1) => Some(a.2.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl From<&Config> for ServersSetup {
     fn from(c: &Config) -> Self {
         ServersSetup {
@@ -93,17 +115,16 @@ impl Driver {
                 "no slot's server is ready in backend {}: HAProxy has nowhere to send live traffic",
                 s.backend
             )),
-            ([], [one]) => {
-                st.live = Some(one.clone());
-                st.maintenance = Some(MaintenanceMode::Page);
-            }
             ([], several) => {
                 st.maintenance = Some(MaintenanceMode::Page);
-                st.notes.push(format!(
-                    "maintenance: several slots are in maint ({}), so the one to bring back is \
-                     not known; undrain it by name",
-                    join(several)
-                ));
+                st.live = s.last_in_maint(&states);
+                if st.live.is_none() {
+                    st.notes.push(format!(
+                        "maintenance: several slots went into maint at the same time ({}), so \
+                         the one to bring back is not known; undrain it by name",
+                        join(several)
+                    ));
+                }
             }
             (several, _) => st.notes.push(format!(
                 "several slots take live traffic in backend {} ({}); a swap leaves one",
@@ -157,7 +178,8 @@ impl Driver {
                 .await;
             }
             bail!(
-                "`{to}` cannot take traffic: {e}; it is back to {was} and the live slot is unchanged"
+                "`{to}` cannot take traffic: {e}; it is back to {was} and the live slot is \
+                 unchanged"
             );
         }
         // Then drain the old ones.
@@ -167,8 +189,8 @@ impl Driver {
                 .await
                 .map_err(|e| {
                     eyre!(
-                        "`{to}` takes traffic now, but `{old}` could not be drained, so both share \
-                     the live traffic: {e}"
+                        "`{to}` takes traffic now, but `{old}` could not be drained, so both \
+                         share the live traffic: {e}"
                     )
                 })?;
         }
@@ -243,14 +265,14 @@ impl Driver {
         if !ready.is_empty() || maint.is_empty() {
             return Ok(());
         }
-        let [back] = maint.as_slice() else {
+        let Some(back) = s.last_in_maint(&states) else {
             bail!(
-                "several slots are in maint ({}), so the one to bring back is not known: undrain \
-                 it by name",
+                "several slots went into maint at the same time ({}), so the one to bring back \
+                 is not known: undrain it by name",
                 join(&maint)
             );
         };
-        let srv = s.server_of(back)?.to_string();
+        let srv = s.server_of(&back)?.to_string();
         self.set_server(&s.backend, &srv, "ready").await?;
         if let Err(e) = self
             .wait_ready(&s.backend, std::slice::from_ref(&srv))
@@ -261,5 +283,40 @@ impl Driver {
             bail!("`{back}` cannot take traffic: {e}; maintenance stays on");
         }
         self.persist_states().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(server: &str, admin_state: u32, since: u64) -> ServerState {
+        ServerState {
+            backend: "be_app".into(),
+            server: server.into(),
+            op_state: 0,
+            admin_state,
+            since,
+        }
+    }
+
+    #[test]
+    fn the_slot_that_went_into_maint_last_is_the_live_one() {
+        let s = ServersSetup {
+            backend: "be_app".into(),
+            servers: [("blue", "blue"), ("green", "green"), ("staging", "staging")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        };
+        // Put in maint by cutover (1) vs `disabled` in haproxy.cfg (5), same second.
+        let states = [st("blue", 1, 0), st("green", 5, 0), st("staging", 5, 40)];
+        assert_eq!(s.last_in_maint(&states).as_deref(), Some("blue"));
+        let states = [st("blue", 1, 30), st("green", 5, 2), st("staging", 0, 0)];
+        assert_eq!(s.last_in_maint(&states).as_deref(), Some("green"));
+        let states = [st("blue", 1, 3), st("green", 1, 3), st("staging", 0, 0)];
+        assert_eq!(s.last_in_maint(&states), None, "a tie is not guessed");
+        let states = [st("blue", 8, 3), st("green", 0, 3)];
+        assert_eq!(s.last_in_maint(&states), None, "nothing in maint");
     }
 }

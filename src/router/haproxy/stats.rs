@@ -121,6 +121,7 @@ pub fn parse_stat(text: &str) -> Result<Vec<Stat>, String> {
 // HMAINT (0x40) only say where a state came from: a `disabled` server set ready keeps 0x04.
 const ADMF_FMAINT: u32 = 0x01;
 const ADMF_IMAINT: u32 = 0x02;
+const ADMF_CMAINT: u32 = 0x04;
 const ADMF_FDRAIN: u32 = 0x08;
 const ADMF_IDRAIN: u32 = 0x10;
 const ADMF_RMAINT: u32 = 0x20;
@@ -136,6 +137,8 @@ pub struct ServerState {
     pub op_state: u32,
     /// SRV_ADMF_* bits.
     pub admin_state: u32,
+    /// Seconds since the server's state last changed.
+    pub since: u64,
 }
 
 impl ServerState {
@@ -145,6 +148,10 @@ impl ServerState {
     /// Takes new traffic now: not in maint or drain, and up by HAProxy's checks.
     pub fn serving(&self) -> bool {
         self.admin() == AdminState::Ready && matches!(self.op_state, 1 | 2)
+    }
+    /// `disabled` in haproxy.cfg (the bit stays after the server is set ready).
+    pub fn config_disabled(&self) -> bool {
+        self.admin_state & ADMF_CMAINT != 0
     }
     /// Down by HAProxy's health checks (not by an admin state).
     pub fn checked_down(&self) -> bool {
@@ -203,6 +210,7 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<ServerState>, String> {
         col("srv_op_state")?,
         col("srv_admin_state")?,
     );
+    let since = cols.get("srv_time_since_last_change").copied();
     let mut rows = Vec::new();
     for line in lines {
         if line.starts_with('#') {
@@ -215,6 +223,7 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<ServerState>, String> {
             server: get(srv).to_string(),
             op_state: get(op).parse().unwrap_or(0),
             admin_state: get(adm).parse().unwrap_or(0),
+            since: since.and_then(|i| get(i).parse().ok()).unwrap_or(u64::MAX),
         });
     }
     Ok(rows)
