@@ -316,7 +316,7 @@ async fn swaps_under_load(
     d: &Arc<dyn Router>,
     pairs: usize,
 ) -> (LoadReport, usize, u64) {
-    let max_requests = 40_000;
+    let max_requests = 100_000;
     let run = load::start(LoadOptions {
         url: rig.url("/"),
         concurrency: 24,
