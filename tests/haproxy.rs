@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use common::{ChildGuard, SlotServer, free_port, get};
@@ -342,7 +343,7 @@ async fn swaps_under_load(
         took[took.len() - 1],
         took.len()
     );
-    let sent_at_last_swap = run.sent.load(std::sync::atomic::Ordering::SeqCst);
+    let sent_at_last_swap = run.sent.load(SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let report = run.finish().await;
     let switches = report
@@ -491,22 +492,20 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
 
     // One node of the live slot: drain the node that holds a slow request.
     let req = slow(rig.url("/slow?ms=2500"));
-    let (g1, g2) = (&rig.slots[1].controls, &rig.slots[2].controls);
+    let in_flight = |i: usize| rig.slots[i].controls.in_flight.load(SeqCst);
     assert!(
         common::eventually(Duration::from_secs(3), || async {
-            g1.in_flight.load(std::sync::atomic::Ordering::SeqCst)
-                + g2.in_flight.load(std::sync::atomic::Ordering::SeqCst)
-                >= 1
+            in_flight(1) + in_flight(2) >= 1
         })
         .await
     );
-    let (busy, idle, idle_controls) = if g1.in_flight.load(std::sync::atomic::Ordering::SeqCst) >= 1
-    {
-        ("g1", "g2", g2)
+    // (node name, its slot server) for the busy node and the other one.
+    let ((busy, busy_i), (idle, idle_i)) = if in_flight(1) >= 1 {
+        (("g1", 1), ("g2", 2))
     } else {
-        ("g2", "g1", g1)
+        (("g2", 2), ("g1", 1))
     };
-    let busy_controls = if busy == "g1" { g1 } else { g2 };
+    let (busy_controls, idle_controls) = (&rig.slots[busy_i].controls, &rig.slots[idle_i].controls);
     ok("drain one node", d.drain(&Target::node("green", busy))).await;
     let st = observe(d.as_ref()).await;
     assert_eq!(node(&st, "green", busy).admin, AdminState::Drain, "{st:#?}");
@@ -521,25 +520,16 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
         "{st:#?}"
     );
     // New requests go to the other node only.
-    let served_before = busy_controls
-        .served
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let served_before = busy_controls.served.load(SeqCst);
     for _ in 0..10 {
         assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
     }
     assert_eq!(
-        busy_controls
-            .served
-            .load(std::sync::atomic::Ordering::SeqCst),
+        busy_controls.served.load(SeqCst),
         served_before,
         "a drained node got new requests"
     );
-    assert!(
-        idle_controls
-            .served
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 10
-    );
+    assert!(idle_controls.served.load(SeqCst) >= 10);
     let st = until(&d, Duration::from_secs(5), |s| {
         node(s, "green", busy).sessions == Some(0)
     })
