@@ -115,7 +115,8 @@ pub trait Router: Send + Sync {
 #[allow(clippy::large_enum_variant)] // parsed once; boxing would only add noise
 pub enum RouterConfig {
     Embedded(embedded::Config),
-    Haproxy(haproxy::Config),
+    // Boxed: the haproxy table has many fields (clippy::large_enum_variant).
+    Haproxy(Box<haproxy::Config>),
     Nginx(nginx::Config),
     Apache(apache::Config),
     Caddy(caddy::Config),

@@ -1,0 +1,608 @@
+//! `mode = "map"`: one backend per slot, and the frontends pick one through map keys.
+//!
+//! A swap or a preview change is one `set map` (after checking that the backend exists and
+//! has a server in service). Maintenance points the live key at `maintenance_backend` (or at
+//! another slot's backend) and keeps the backend to come back to under `resume_key`, so the
+//! whole state is in HAProxy's map (and in the map file), not in cutover's memory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use color_eyre::eyre::{Result, bail, eyre};
+
+use super::stats::{ServerState, Stat, map_get, parse_backends, parse_map};
+use super::{Config, Driver, files, find_stat, find_state, join, socket};
+use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::router::Target;
+
+#[derive(Debug, Clone)]
+pub(super) struct MapSetup {
+    pub(super) map: String,
+    pub(super) file: Option<PathBuf>,
+    pub(super) live_key: String,
+    pub(super) preview_key: Option<String>,
+    pub(super) resume_key: String,
+    pub(super) backends: BTreeMap<String, String>,
+    pub(super) maintenance_backend: Option<String>,
+    pub(super) node_servers: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl From<&Config> for MapSetup {
+    fn from(c: &Config) -> Self {
+        let live_key = c.live_key.clone().unwrap_or_else(|| "live".into());
+        MapSetup {
+            map: c.map.clone().unwrap_or_default(),
+            file: c.map_file.clone(),
+            resume_key: c
+                .resume_key
+                .clone()
+                .unwrap_or_else(|| format!("{live_key}.resume")),
+            live_key,
+            preview_key: c.preview_key.clone(),
+            backends: c.backends.clone().unwrap_or_default(),
+            maintenance_backend: c.maintenance_backend.clone(),
+            node_servers: c.node_servers.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl MapSetup {
+    pub(super) fn backend_of(&self, slot: &str) -> Result<&str> {
+        self.backends.get(slot).map(String::as_str).ok_or_else(|| {
+            eyre!(
+                "slot `{slot}` has no backend in this haproxy router's `backends` (it has: {})",
+                self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+    pub(super) fn slot_of(&self, backend: &str) -> Option<String> {
+        self.backends
+            .iter()
+            .find(|(_, b)| *b == backend)
+            .map(|(s, _)| s.clone())
+    }
+    pub(super) fn managed_keys(&self) -> Vec<&str> {
+        let mut k = vec![self.live_key.as_str(), self.resume_key.as_str()];
+        if let Some(p) = &self.preview_key {
+            k.push(p);
+        }
+        k
+    }
+    /// Maintenance is on when the resume key holds a backend other than the live one.
+    pub(super) fn maintenance_on(&self, entries: &[(String, String)]) -> bool {
+        match map_get(entries, &self.resume_key) {
+            Some(r) => map_get(entries, &self.live_key) != Some(r),
+            None => false,
+        }
+    }
+}
+
+impl Driver {
+    async fn map_entries(&self, m: &MapSetup) -> Result<Vec<(String, String)>> {
+        // An empty map answers nothing at all, so this cannot use `show`.
+        let cmd = format!("show map {}", m.map);
+        let t = self.sock.raw(&cmd).await?;
+        if socket::is_error_text(&t) {
+            return Err(socket::refused(&self.sock.endpoint, &cmd, &t));
+        }
+        parse_map(&t).map_err(|e| eyre!("{e}"))
+    }
+
+    async fn backend_names(&self) -> Result<Vec<String>> {
+        let t = self.sock.show("show backend").await?;
+        parse_backends(&t).map_err(|e| eyre!("{e}"))
+    }
+
+    /// Rewrite the map file's managed keys from HAProxy's runtime map.
+    async fn persist_map(&self, m: &MapSetup) -> Result<()> {
+        let Some(f) = &m.file else {
+            return Ok(());
+        };
+        let entries = self.map_entries(m).await?;
+        let old = Self::file_text(f)
+            .await
+            .map_err(|e| eyre!("HAProxy has the change, but a reload would revert it: {e}"))?
+            .unwrap_or_default();
+        let new = files::merge_map(&old, &entries, &m.managed_keys());
+        if new == old {
+            return Ok(());
+        }
+        files::atomic_write(f, new)
+            .await
+            .map_err(|e| eyre!("HAProxy has the change, but a reload would revert it: {e}"))
+    }
+
+    /// Make sure a backend can take traffic before traffic is sent to it: when none of its
+    /// servers is in service, the drained ones that are up are set ready (and confirmed by a
+    /// health check). Refused when its servers are all in maint or down.
+    async fn ensure_serving(&self, backend: &str, slot: &str) -> Result<()> {
+        let states = self.states().await?;
+        let mine: Vec<&ServerState> = states.iter().filter(|s| s.backend == backend).collect();
+        if mine.is_empty() || mine.iter().any(|s| s.serving()) {
+            // A backend without servers answers by itself (`http-request return`).
+            return Ok(());
+        }
+        let drained: Vec<String> = mine
+            .iter()
+            .filter(|s| s.admin() == AdminState::Drain && !s.checked_down())
+            .map(|s| s.server.clone())
+            .collect();
+        if drained.is_empty() {
+            let names: Vec<String> = mine.iter().map(|s| s.server.clone()).collect();
+            if mine.iter().all(|s| s.admin() == AdminState::Maint) {
+                bail!(
+                    "every server of backend {backend} (slot `{slot}`) is in maint ({}): undrain \
+                     `{slot}` first; nothing was changed",
+                    join(&names)
+                );
+            }
+            let stats = self.stats().await.unwrap_or_default();
+            let checks: Vec<String> = names
+                .iter()
+                .map(|s| {
+                    let c = find_stat(&stats, backend, s).map_or("?".into(), Stat::check_text);
+                    format!("{s}: {c}")
+                })
+                .collect();
+            bail!(
+                "HAProxy's health checks say no server of backend {backend} (slot `{slot}`) is \
+                 up ({}); nothing was changed",
+                checks.join("; ")
+            );
+        }
+        for (i, s) in drained.iter().enumerate() {
+            if let Err(e) = self.set_server(backend, s, "ready").await {
+                self.revert(backend, &drained[..i], "drain").await;
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.wait_ready(backend, &drained).await {
+            self.revert(backend, &drained, "drain").await;
+            bail!(
+                "slot `{slot}` cannot take traffic: {e}; its servers are drained again and \
+                 nothing else was changed"
+            );
+        }
+        self.persist_states().await
+    }
+
+    async fn require_backend(&self, backend: &str, slot: &str) -> Result<()> {
+        let names = self.backend_names().await?;
+        if names.iter().any(|b| b == backend) {
+            return Ok(());
+        }
+        bail!(
+            "HAProxy has no backend `{backend}` (for `{slot}`); its backends are: {}. A `set \
+             map` to it would be accepted and then answer 503, so cutover did not send it: add \
+             the backend to haproxy.cfg and reload, or fix this router's config",
+            join(&names)
+        )
+    }
+
+    /// Set a map key (or add it when the map lacks it) and read it back.
+    async fn set_key(&self, m: &MapSetup, key: &str, value: &str) -> Result<()> {
+        let entries = self.map_entries(m).await?;
+        let verb = if map_get(&entries, key).is_some() {
+            "set"
+        } else {
+            "add"
+        };
+        let cmd = format!("{verb} map {} {key} {value}", m.map);
+        self.sock.run(&cmd).await?;
+        let after = self.map_entries(m).await?;
+        if map_get(&after, key) != Some(value) {
+            bail!(
+                "HAProxy answered `{cmd}` without an error, but its map says `{key}` -> {}",
+                map_get(&after, key).unwrap_or("(nothing)")
+            );
+        }
+        Ok(())
+    }
+
+    async fn del_key(&self, m: &MapSetup, key: &str) -> Result<()> {
+        let cmd = format!("del map {} {key}", m.map);
+        self.sock.run(&cmd).await?;
+        let after = self.map_entries(m).await?;
+        if let Some(v) = map_get(&after, key) {
+            bail!(
+                "HAProxy answered `{cmd}` without an error, but its map still has `{key}` -> {v}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The HAProxy server of a node: `node_servers`, or the node's own name.
+    fn node_server(&self, m: &MapSetup, slot: &str, node: &str) -> Result<String> {
+        if let Some(s) = m.node_servers.get(slot).and_then(|n| n.get(node)) {
+            return Ok(s.clone());
+        }
+        let declared = self.slot_nodes.get(slot).cloned().unwrap_or_default();
+        if !declared.is_empty() && !declared.iter().any(|n| n == node) {
+            bail!(
+                "slot `{slot}` has no node `{node}` (its nodes: {})",
+                join(&declared)
+            );
+        }
+        Ok(node.to_string())
+    }
+
+    fn server_node(&self, m: &MapSetup, slot: &str, server: &str) -> String {
+        m.node_servers
+            .get(slot)
+            .and_then(|n| n.iter().find(|(_, s)| *s == server))
+            .map_or_else(|| server.to_string(), |(n, _)| n.clone())
+    }
+
+    pub(super) async fn observe_map(&self, m: &MapSetup) -> Result<RouterState> {
+        let (stats, states, entries, level) = tokio::join!(
+            self.stats(),
+            self.states(),
+            self.map_entries(m),
+            self.level()
+        );
+        let (stats, states, entries) = (stats?, states?, entries?);
+        let mut st = RouterState::default();
+        let live_val = map_get(&entries, &m.live_key);
+        let resume_val = map_get(&entries, &m.resume_key);
+        let unknown = |key: &str, v: &str| {
+            format!(
+                "the map's `{key}` -> {v}, which is no slot's backend in this router's `backends`"
+            )
+        };
+        match (live_val, resume_val) {
+            (Some(l), Some(r)) if l != r => {
+                st.live = m.slot_of(r);
+                if st.live.is_none() {
+                    st.notes.push(unknown(&m.resume_key, r));
+                }
+                st.maintenance = Some(match m.slot_of(l) {
+                    Some(to) => MaintenanceMode::Redirect { to },
+                    None => {
+                        if m.maintenance_backend.as_deref() != Some(l) {
+                            st.notes.push(format!(
+                                "maintenance: live traffic goes to backend {l}, which is neither \
+                                 a slot's backend nor `maintenance_backend`"
+                            ));
+                        }
+                        MaintenanceMode::Page
+                    }
+                });
+            }
+            (Some(l), resume) => {
+                if resume.is_some() {
+                    st.notes.push(format!(
+                        "the map has a leftover `{}` key equal to `{}`; the next maintenance \
+                         change removes it",
+                        m.resume_key, m.live_key
+                    ));
+                }
+                st.live = m.slot_of(l);
+                if st.live.is_none() {
+                    if m.maintenance_backend.as_deref() == Some(l) {
+                        st.maintenance = Some(MaintenanceMode::Page);
+                        st.notes.push(format!(
+                            "maintenance is on, but the map has no `{}` key saying which slot \
+                             comes back after it: turn it off with a swap",
+                            m.resume_key
+                        ));
+                    } else {
+                        st.notes.push(unknown(&m.live_key, l));
+                    }
+                }
+            }
+            (None, _) => st.notes.push(format!(
+                "the map {} has no `{}` key: the public frontend uses the default of its map() \
+                 converter",
+                m.map, m.live_key
+            )),
+        }
+        if let Some(pk) = &m.preview_key {
+            match map_get(&entries, pk) {
+                Some(v) => {
+                    st.preview = m.slot_of(v);
+                    if st.preview.is_none() {
+                        st.notes.push(unknown(pk, v));
+                    }
+                }
+                None => st.notes.push(format!(
+                    "the map {} has no `{pk}` key: the preview frontend uses the default of its \
+                     map() converter",
+                    m.map
+                )),
+            }
+        }
+        let mut managed_servers = Vec::new();
+        for (slot, backend) in &m.backends {
+            let Some(be) = find_stat(&stats, backend, "BACKEND") else {
+                st.notes.push(format!(
+                    "backend {backend} of slot `{slot}` is not in HAProxy: a swap to `{slot}` \
+                     will be refused"
+                ));
+                st.slots.insert(slot.clone(), SlotRoute::default());
+                continue;
+            };
+            let servers: Vec<&Stat> = stats
+                .iter()
+                .filter(|s| &s.proxy == backend && !s.is_backend() && s.name != "FRONTEND")
+                .collect();
+            let admins: Vec<AdminState> = servers
+                .iter()
+                .map(|s| {
+                    find_state(&states, backend, &s.name)
+                        .map_or(AdminState::Unknown, ServerState::admin)
+                })
+                .collect();
+            let admin = if admins.is_empty() || admins.contains(&AdminState::Ready) {
+                AdminState::Ready
+            } else if admins.iter().all(|a| *a == AdminState::Maint) {
+                AdminState::Maint
+            } else if admins.contains(&AdminState::Drain) {
+                AdminState::Drain
+            } else {
+                AdminState::Unknown
+            };
+            let has_nodes = self.slot_nodes.get(slot).is_some_and(|n| !n.is_empty());
+            let nodes = if servers.len() > 1 || has_nodes {
+                servers
+                    .iter()
+                    .zip(&admins)
+                    .map(|(s, a)| NodeRoute {
+                        name: self.server_node(m, slot, &s.name),
+                        admin: *a,
+                        sessions: s.scur,
+                        check: Some(s.check_text()),
+                    })
+                    .collect()
+            } else {
+                vec![]
+            };
+            managed_servers.extend(servers.iter().map(|s| (backend.clone(), s.name.clone())));
+            st.slots.insert(
+                slot.clone(),
+                SlotRoute {
+                    admin,
+                    sessions: be.scur,
+                    requests: be.requests(),
+                    errors: be.errors(),
+                    check: Some(match servers.as_slice() {
+                        [one] => one.check_text(),
+                        _ => be.status.clone(),
+                    }),
+                    nodes,
+                },
+            );
+        }
+        if let Some(mb) = &m.maintenance_backend
+            && find_stat(&stats, mb, "BACKEND").is_none()
+        {
+            st.notes.push(format!(
+                "`maintenance_backend` {mb} is not in HAProxy: maintenance on will be refused"
+            ));
+        }
+        st.notes.extend(self.level_note(level));
+        if let Some(f) = &m.file {
+            match Self::file_text(f).await {
+                Ok(Some(t)) => {
+                    st.notes
+                        .extend(files::map_drift(f, &t, &entries, &m.managed_keys()))
+                }
+                Ok(None) => st.notes.push(format!(
+                    "the map file {} does not exist: HAProxy would not start or reload without it",
+                    f.display()
+                )),
+                Err(e) => st.notes.push(e),
+            }
+        }
+        st.notes
+            .extend(self.state_file_notes(&states, &managed_servers).await);
+        Ok(st)
+    }
+
+    pub(super) async fn switch_map(&self, m: &MapSetup, to: &str) -> Result<()> {
+        let backend = m.backend_of(to)?;
+        let entries = self.map_entries(m).await?;
+        if m.maintenance_on(&entries) {
+            bail!(
+                "maintenance is on (the map's `{}` -> {}): turn maintenance off before a swap; \
+                 nothing was changed",
+                m.live_key,
+                map_get(&entries, &m.live_key).unwrap_or("?")
+            );
+        }
+        self.require_backend(backend, to).await?;
+        self.ensure_serving(backend, to).await?;
+        if map_get(&entries, &m.live_key) != Some(backend) {
+            self.set_key(m, &m.live_key, backend).await?;
+        }
+        self.persist_map(m).await
+    }
+
+    pub(super) async fn preview_map(&self, m: &MapSetup, slot: &str) -> Result<()> {
+        let Some(pk) = &m.preview_key else {
+            bail!(
+                "this haproxy router has no `preview_key`: add a preview frontend that reads a \
+                 second map key (see docs/haproxy.md) and set `preview_key`"
+            );
+        };
+        let backend = m.backend_of(slot)?;
+        self.require_backend(backend, slot).await?;
+        self.ensure_serving(backend, slot).await?;
+        let entries = self.map_entries(m).await?;
+        if map_get(&entries, pk) != Some(backend) {
+            self.set_key(m, pk, backend).await?;
+        }
+        self.persist_map(m).await
+    }
+
+    pub(super) async fn servers_map(&self, m: &MapSetup, t: &Target, word: &str) -> Result<()> {
+        let backend = m.backend_of(&t.slot)?;
+        let (states, entries) = tokio::try_join!(self.states(), self.map_entries(m))?;
+        let servers: Vec<String> = match &t.node {
+            Some(n) => vec![self.node_server(m, &t.slot, n)?],
+            None => states
+                .iter()
+                .filter(|s| s.backend == backend)
+                .map(|s| s.server.clone())
+                .collect(),
+        };
+        if servers.is_empty() {
+            bail!(
+                "backend {backend} of slot `{}` has no servers in HAProxy",
+                t.slot
+            );
+        }
+        if word != "ready" && map_get(&entries, &m.live_key) == Some(backend) {
+            let left: Vec<&ServerState> = states
+                .iter()
+                .filter(|s| s.backend == backend && s.serving() && !servers.contains(&s.server))
+                .collect();
+            if left.is_empty() {
+                bail!(
+                    "{t} takes the live traffic and no other server of backend {backend} would be \
+                     left to serve it: swap to another slot (or turn maintenance on) first; \
+                     nothing was changed"
+                );
+            }
+        }
+        for (i, s) in servers.iter().enumerate() {
+            if let Err(e) = self.set_server(backend, s, word).await {
+                if i == 0 {
+                    return Err(e);
+                }
+                bail!(
+                    "{e} (after {} of {} servers of {t} were set {word}: {})",
+                    i,
+                    servers.len(),
+                    join(&servers[..i])
+                );
+            }
+        }
+        self.persist_states().await
+    }
+
+    pub(super) async fn maintenance_map(
+        &self,
+        m: &MapSetup,
+        on: bool,
+        mode: &MaintenanceMode,
+    ) -> Result<()> {
+        let entries = self.map_entries(m).await?;
+        let live_val = map_get(&entries, &m.live_key).map(str::to_string);
+        let is_on = m.maintenance_on(&entries);
+        if !on {
+            let Some(resume) = map_get(&entries, &m.resume_key).map(str::to_string) else {
+                if let Some(l) = &live_val
+                    && m.maintenance_backend.as_ref() == Some(l)
+                {
+                    bail!(
+                        "the map's `{}` -> {l} was set without cutover, so there is no `{}` key \
+                         saying which slot comes back: swap to the slot that should be live",
+                        m.live_key,
+                        m.resume_key
+                    );
+                }
+                return Ok(());
+            };
+            if is_on {
+                let slot = m.slot_of(&resume).unwrap_or_else(|| resume.clone());
+                self.require_backend(&resume, &slot).await?;
+                self.ensure_serving(&resume, &slot).await?;
+                self.set_key(m, &m.live_key, &resume).await?;
+            }
+            self.del_key(m, &m.resume_key).await.map_err(|e| {
+                eyre!(
+                    "live traffic is back on {resume}, but the map's `{}` key could not be \
+                     removed: {e}",
+                    m.resume_key
+                )
+            })?;
+            return self.persist_map(m).await;
+        }
+        let (target, slot) = match mode {
+            MaintenanceMode::Page => match &m.maintenance_backend {
+                Some(b) => (b.clone(), "the maintenance page".to_string()),
+                None => bail!(
+                    "this haproxy router has no `maintenance_backend`: add a backend that serves \
+                     the maintenance page (see docs/haproxy.md) and name it there"
+                ),
+            },
+            MaintenanceMode::Redirect { to } => (m.backend_of(to)?.to_string(), to.clone()),
+        };
+        let Some(live) = live_val else {
+            bail!(
+                "the map has no `{}` key, so there is no live slot to come back to after \
+                 maintenance: swap to a slot first",
+                m.live_key
+            );
+        };
+        if !is_on && m.slot_of(&live).is_none() {
+            bail!(
+                "the map's `{}` -> {live}, which is no slot's backend, so there is no live slot \
+                 to come back to after maintenance: swap to a slot first",
+                m.live_key
+            );
+        }
+        let resume = if is_on {
+            map_get(&entries, &m.resume_key)
+                .unwrap_or(&live)
+                .to_string()
+        } else {
+            live.clone()
+        };
+        if target == resume {
+            bail!("`{slot}` is the live slot itself; redirect maintenance traffic to another slot");
+        }
+        if is_on && live == target {
+            return Ok(());
+        }
+        self.require_backend(&target, &slot).await?;
+        if matches!(mode, MaintenanceMode::Redirect { .. }) {
+            self.ensure_serving(&target, &slot).await?;
+        }
+        let added_resume = !is_on;
+        if added_resume {
+            self.set_key(m, &m.resume_key, &live).await?;
+        }
+        if let Err(e) = self.set_key(m, &m.live_key, &target).await {
+            if added_resume && let Err(e2) = self.del_key(m, &m.resume_key).await {
+                tracing::warn!("haproxy: could not remove `{}` again: {e2}", m.resume_key);
+            }
+            return Err(e);
+        }
+        self.persist_map(m).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::haproxy::Config;
+
+    fn cfg(toml_text: &str) -> Config {
+        match toml::from_str::<Config>(toml_text) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}\n{toml_text}"),
+        }
+    }
+
+    const MAP: &str = r#"
+socket = "127.0.0.1:9999"
+mode = "map"
+map = "/etc/haproxy/slots.map"
+backends = { blue = "be_blue", green = "be_green" }
+"#;
+
+    #[test]
+    fn maintenance_is_read_from_the_resume_key() {
+        let m = MapSetup::from(&cfg(MAP));
+        let e = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(!m.maintenance_on(&e(&[("live", "be_blue")])));
+        assert!(m.maintenance_on(&e(&[("live", "be_maint"), ("live.resume", "be_blue")])));
+        assert!(!m.maintenance_on(&e(&[("live", "be_blue"), ("live.resume", "be_blue")])));
+    }
+}

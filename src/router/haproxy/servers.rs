@@ -1,0 +1,322 @@
+//! `mode = "servers"`: the slots are servers of one backend. The live one is `ready`, the
+//! others `drain`; a swap enables the new one, waits for HAProxy's health check to confirm
+//! it, and only then drains the old one. Maintenance puts the live server in `maint`, and
+//! haproxy.cfg answers the page when no server is left (`nbsrv(be) eq 0`).
+
+use std::collections::BTreeMap;
+
+use color_eyre::eyre::{Result, bail, eyre};
+
+use super::stats::{self, ServerState, Stat};
+use super::{Config, Driver, find_stat, find_state, join};
+use crate::model::{AdminState, MaintenanceMode, RouterState, SlotRoute};
+use crate::router::Target;
+
+#[derive(Debug, Clone)]
+pub(super) struct ServersSetup {
+    pub(super) backend: String,
+    pub(super) servers: BTreeMap<String, String>,
+}
+
+impl ServersSetup {
+    fn server_of(&self, slot: &str) -> Result<&str> {
+        self.servers.get(slot).map(String::as_str).ok_or_else(|| {
+            eyre!(
+                "slot `{slot}` has no server in this haproxy router's `servers` (it has: {})",
+                self.servers.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+    /// Slots whose server has this admin state.
+    fn slots_in(&self, states: &[ServerState], admin: AdminState) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter(|(_, srv)| {
+                find_state(states, &self.backend, srv).map(ServerState::admin) == Some(admin)
+            })
+            .map(|(slot, _)| slot.clone())
+            .collect()
+    }
+}
+
+impl ServersSetup {
+    /// The live slot while maintenance is on: of the slots in maint, the one whose state
+    /// changed last (on a tie, the one not `disabled` in haproxy.cfg). None when that does
+    /// not single one out.
+    fn last_in_maint(&self, states: &[ServerState]) -> Option<String> {
+        let mut c: Vec<(u64, bool, &String)> = self
+            .servers
+            .iter()
+            .filter_map(|(slot, srv)| {
+                let st = find_state(states, &self.backend, srv)?;
+                (st.admin() == AdminState::Maint).then_some((st.since, st.config_disabled(), slot))
+            })
+            .collect();
+        c.sort();
+        match c.as_slice() {
+            [one] => Some(one.2.clone()),
+            [a, b, ..] if (a.0, a.1) != (b.0, b.1) => Some(a.2.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl From<&Config> for ServersSetup {
+    fn from(c: &Config) -> Self {
+        ServersSetup {
+            backend: c.backend.clone().unwrap_or_default(),
+            servers: c.servers.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl Driver {
+    pub(super) async fn observe_servers(&self, s: &ServersSetup) -> Result<RouterState> {
+        let (stats, states, level) = tokio::join!(self.stats(), self.states(), self.level());
+        let (stats, states) = (stats?, states?);
+        if find_stat(&stats, &s.backend, "BACKEND").is_none() {
+            bail!(
+                "HAProxy has no backend `{}`: check `backend` in this haproxy router's config \
+                 (`show backend` on the socket lists them)",
+                s.backend
+            );
+        }
+        let mut st = RouterState::default();
+        let mut managed = Vec::new();
+        for (slot, srv) in &s.servers {
+            let (state, stat) = (
+                find_state(&states, &s.backend, srv),
+                find_stat(&stats, &s.backend, srv),
+            );
+            if state.is_none() || stat.is_none() {
+                st.notes.push(format!(
+                    "server {}/{srv} of slot `{slot}` is not in HAProxy",
+                    s.backend
+                ));
+            }
+            managed.push((s.backend.clone(), srv.clone()));
+            st.slots.insert(
+                slot.clone(),
+                SlotRoute {
+                    admin: state.map_or(AdminState::Unknown, ServerState::admin),
+                    sessions: stat.and_then(|x| x.scur),
+                    requests: stat.and_then(Stat::requests),
+                    errors: stat.and_then(Stat::errors),
+                    check: stat.map(Stat::check_text),
+                    nodes: vec![],
+                },
+            );
+        }
+        let ready = s.slots_in(&states, AdminState::Ready);
+        let maint = s.slots_in(&states, AdminState::Maint);
+        match (ready.as_slice(), maint.as_slice()) {
+            ([one], _) => st.live = Some(one.clone()),
+            ([], []) => st.notes.push(format!(
+                "no slot's server is ready in backend {}: HAProxy has nowhere to send live traffic",
+                s.backend
+            )),
+            ([], several) => {
+                st.maintenance = Some(MaintenanceMode::Page);
+                st.live = s.last_in_maint(&states);
+                if st.live.is_none() {
+                    st.notes.push(format!(
+                        "maintenance: several slots went into maint at the same time ({}), so \
+                         the one to bring back is not known; undrain it by name",
+                        join(several)
+                    ));
+                }
+            }
+            (several, _) => st.notes.push(format!(
+                "several slots take live traffic in backend {} ({}); a swap leaves one",
+                s.backend,
+                join(several)
+            )),
+        }
+        st.notes.extend(self.level_note(level));
+        st.notes
+            .extend(self.state_file_notes(&states, &managed).await);
+        Ok(st)
+    }
+
+    pub(super) async fn switch_servers(&self, s: &ServersSetup, to: &str) -> Result<()> {
+        let srv = s.server_of(to)?.to_string();
+        let states = self.states().await?;
+        let Some(new) = find_state(&states, &s.backend, &srv).cloned() else {
+            bail!(
+                "HAProxy has no server {}/{srv} (slot `{to}`); nothing was changed",
+                s.backend
+            );
+        };
+        let ready = s.slots_in(&states, AdminState::Ready);
+        if ready.is_empty() && !s.slots_in(&states, AdminState::Maint).is_empty() {
+            bail!("maintenance is on: turn maintenance off before a swap; nothing was changed");
+        }
+        if new.checked_down() {
+            let stats = self.stats().await.unwrap_or_default();
+            let c = find_stat(&stats, &s.backend, &srv).map_or("DOWN".into(), Stat::check_text);
+            bail!(
+                "HAProxy's health check says {}/{srv} (slot `{to}`) is down ({c}); nothing was \
+                 changed",
+                s.backend
+            );
+        }
+        // Enable the new one first, and wait for HAProxy to confirm it.
+        let was = new.admin();
+        if was != AdminState::Ready {
+            self.set_server(&s.backend, &srv, "ready").await?;
+        }
+        if let Err(e) = self
+            .wait_ready(&s.backend, std::slice::from_ref(&srv))
+            .await
+        {
+            if was != AdminState::Ready {
+                self.revert(
+                    &s.backend,
+                    std::slice::from_ref(&srv),
+                    stats::state_word(was),
+                )
+                .await;
+            }
+            bail!(
+                "`{to}` cannot take traffic: {e}; it is back to {was} and the live slot is \
+                 unchanged"
+            );
+        }
+        // Then drain the old ones.
+        for old in ready.iter().filter(|o| o.as_str() != to) {
+            let old_srv = s.server_of(old)?;
+            self.set_server(&s.backend, old_srv, "drain")
+                .await
+                .map_err(|e| {
+                    eyre!(
+                        "`{to}` takes traffic now, but `{old}` could not be drained, so both \
+                         share the live traffic: {e}"
+                    )
+                })?;
+        }
+        self.persist_states().await
+    }
+
+    pub(super) async fn drain_servers(
+        &self,
+        s: &ServersSetup,
+        t: &Target,
+        word: &str,
+    ) -> Result<()> {
+        if t.node.is_some() {
+            bail!(
+                "in mode = \"servers\" each slot is one server, so {t} cannot be addressed; use \
+                 mode = \"map\" (a backend per slot) for slots with nodes"
+            );
+        }
+        let srv = s.server_of(&t.slot)?;
+        if word != "ready" {
+            let states = self.states().await?;
+            let ready = s.slots_in(&states, AdminState::Ready);
+            let serving_others = s.servers.iter().any(|(slot, other)| {
+                slot != &t.slot
+                    && find_state(&states, &s.backend, other).is_some_and(ServerState::serving)
+            });
+            if ready.contains(&t.slot) && !serving_others {
+                bail!(
+                    "`{}` is the only slot taking live traffic in backend {}: swap to another slot \
+                     (or turn maintenance on) first; nothing was changed",
+                    t.slot,
+                    s.backend
+                );
+            }
+        }
+        self.set_server(&s.backend, srv, word).await?;
+        self.persist_states().await
+    }
+
+    pub(super) async fn maintenance_servers(
+        &self,
+        s: &ServersSetup,
+        on: bool,
+        mode: &MaintenanceMode,
+    ) -> Result<()> {
+        let states = self.states().await?;
+        let ready = s.slots_in(&states, AdminState::Ready);
+        let maint = s.slots_in(&states, AdminState::Maint);
+        if on {
+            if let MaintenanceMode::Redirect { to } = mode {
+                bail!(
+                    "in mode = \"servers\" sending live traffic to `{to}` is a swap: use swap, or \
+                     mode = \"map\" for a maintenance redirect"
+                );
+            }
+            let live = match ready.as_slice() {
+                [] if !maint.is_empty() => return Ok(()),
+                [one] => one.clone(),
+                [] => bail!(
+                    "no slot is live in backend {}, so there is nothing to put under maintenance",
+                    s.backend
+                ),
+                several => bail!(
+                    "several slots take live traffic ({}); swap to one of them first",
+                    join(several)
+                ),
+            };
+            self.set_server(&s.backend, s.server_of(&live)?, "maint")
+                .await?;
+            return self.persist_states().await;
+        }
+        if !ready.is_empty() || maint.is_empty() {
+            return Ok(());
+        }
+        let Some(back) = s.last_in_maint(&states) else {
+            bail!(
+                "several slots went into maint at the same time ({}), so the one to bring back \
+                 is not known: undrain it by name",
+                join(&maint)
+            );
+        };
+        let srv = s.server_of(&back)?.to_string();
+        self.set_server(&s.backend, &srv, "ready").await?;
+        if let Err(e) = self
+            .wait_ready(&s.backend, std::slice::from_ref(&srv))
+            .await
+        {
+            self.revert(&s.backend, std::slice::from_ref(&srv), "maint")
+                .await;
+            bail!("`{back}` cannot take traffic: {e}; maintenance stays on");
+        }
+        self.persist_states().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(server: &str, admin_state: u32, since: u64) -> ServerState {
+        ServerState {
+            backend: "be_app".into(),
+            server: server.into(),
+            op_state: 0,
+            admin_state,
+            since,
+        }
+    }
+
+    #[test]
+    fn the_slot_that_went_into_maint_last_is_the_live_one() {
+        let s = ServersSetup {
+            backend: "be_app".into(),
+            servers: [("blue", "blue"), ("green", "green"), ("staging", "staging")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        };
+        // Put in maint by cutover (1) vs `disabled` in haproxy.cfg (5), same second.
+        let states = [st("blue", 1, 0), st("green", 5, 0), st("staging", 5, 40)];
+        assert_eq!(s.last_in_maint(&states).as_deref(), Some("blue"));
+        let states = [st("blue", 1, 30), st("green", 5, 2), st("staging", 0, 0)];
+        assert_eq!(s.last_in_maint(&states).as_deref(), Some("green"));
+        let states = [st("blue", 1, 3), st("green", 1, 3), st("staging", 0, 0)];
+        assert_eq!(s.last_in_maint(&states), None, "a tie is not guessed");
+        let states = [st("blue", 8, 3), st("green", 0, 3)];
+        assert_eq!(s.last_in_maint(&states), None, "nothing in maint");
+    }
+}

@@ -1,0 +1,1175 @@
+//! The `haproxy` driver against a real HAProxy (Debian's 2.6 package), started unprivileged
+//! on loopback with the haproxy.cfg and cutover configs of docs/haproxy.md (paths and ports
+//! replaced), with local slot servers as backends.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use common::{ChildGuard, SlotServer, free_port, get};
+use cutover::config::Environment;
+use cutover::load::{self, LoadOptions, LoadReport};
+use cutover::model::{AdminState, MaintenanceMode, Role, RouterState};
+use cutover::router::{self, Router, Target, Verb};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const DOC: &str = include_str!("../docs/haproxy.md");
+
+/// The fenced block of docs/haproxy.md whose first line holds `marker`.
+fn doc_block(marker: &str) -> String {
+    let mut block: Option<Vec<&str>> = None;
+    for line in DOC.lines() {
+        if line.starts_with("```") {
+            match block.take() {
+                Some(b) if b.first().is_some_and(|l| l.contains(marker)) => {
+                    return b.join("\n") + "\n";
+                }
+                Some(_) => {}
+                None => block = Some(Vec::new()),
+            }
+        } else if let Some(b) = block.as_mut() {
+            b.push(line);
+        }
+    }
+    panic!("docs/haproxy.md has no block marked `{marker}`");
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    Map,
+    Servers,
+}
+
+/// A running HAProxy with its slot servers, files and configs in one temp dir.
+struct Rig {
+    dir: TempDir,
+    bin: PathBuf,
+    cfg: PathBuf,
+    public: u16,
+    preview: u16,
+    admin: u16,
+    slots: Vec<SlotServer>,
+    cutover_toml: String,
+    proxy: Option<ChildGuard>,
+}
+
+impl Rig {
+    async fn new(setup: Setup, bin: PathBuf) -> Rig {
+        let dir = TempDir::new().expect("temp dir");
+        let d = dir.path().display().to_string();
+        let specs: &[(&str, &str)] = match setup {
+            // blue, green's two nodes g1 and g2, staging
+            Setup::Map => &[
+                ("blue", "1.0.0"),
+                ("green", "2.0.0"),
+                ("green", "2.0.0"),
+                ("staging", "3.0.0"),
+            ],
+            Setup::Servers => &[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")],
+        };
+        let slots = common::slots(specs).await;
+        let (public, preview, admin) = (free_port(), free_port(), free_port());
+        let mut subst = vec![
+            (
+                "/run/haproxy/admin.sock".to_string(),
+                format!("{d}/admin.sock"),
+            ),
+            ("127.0.0.1:9999".to_string(), format!("127.0.0.1:{admin}")),
+            (
+                "/etc/haproxy/slots.map".to_string(),
+                format!("{d}/slots.map"),
+            ),
+            (
+                "/var/lib/haproxy/server-state".to_string(),
+                format!("{d}/server-state"),
+            ),
+            ("127.0.0.1:8080".to_string(), format!("127.0.0.1:{public}")),
+            ("127.0.0.1:8081".to_string(), format!("127.0.0.1:{preview}")),
+        ];
+        let doc_ports: &[&str] = match setup {
+            Setup::Map => &[
+                "127.0.0.1:9001",
+                "127.0.0.1:9002",
+                "127.0.0.1:9003",
+                "127.0.0.1:9004",
+            ],
+            Setup::Servers => &["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9004"],
+        };
+        for (p, s) in doc_ports.iter().zip(&slots) {
+            subst.push((p.to_string(), s.addr.to_string()));
+        }
+        let apply = |text: String| {
+            subst
+                .iter()
+                .fold(text, |t, (from, to)| t.replace(from.as_str(), to))
+        };
+        let prefix = match setup {
+            Setup::Map => "map setup",
+            Setup::Servers => "servers setup",
+        };
+        // Two more sockets for the error tests: one below admin level, one nobody may open.
+        let cfg_text = apply(doc_block(&format!("{prefix}: haproxy.cfg"))).replacen(
+            "global\n",
+            &format!(
+                "global\n    stats socket {d}/operator.sock level operator\n    stats socket \
+                 {d}/private.sock mode 000 level admin\n"
+            ),
+            1,
+        );
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg, cfg_text).expect("write haproxy.cfg");
+        if setup == Setup::Map {
+            std::fs::write(
+                dir.path().join("slots.map"),
+                apply(doc_block("map setup: slots.map")),
+            )
+            .expect("write slots.map");
+        }
+        let cutover_toml = apply(doc_block(&format!("{prefix}: cutover.toml")));
+        let mut rig = Rig {
+            dir,
+            bin,
+            cfg,
+            public,
+            preview,
+            admin,
+            slots,
+            cutover_toml,
+            proxy: None,
+        };
+        rig.start().await;
+        rig
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("haproxy.log")).unwrap_or_default()
+    }
+
+    /// Start HAProxy in the foreground (`-db`), stopped by PID when the rig is dropped.
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("haproxy.log"))
+            .expect("log file");
+        let guard = ChildGuard::spawn(
+            "haproxy",
+            Command::new(&self.bin)
+                .arg("-f")
+                .arg(&self.cfg)
+                .arg("-db")
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+        );
+        self.proxy = Some(guard);
+        let t = Instant::now();
+        loop {
+            let up = tokio::net::TcpStream::connect(("127.0.0.1", self.public))
+                .await
+                .is_ok();
+            if up && self.try_socat("show cli level").await.as_deref() == Some("admin\n\n") {
+                return;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                panic!("haproxy did not start in 10s; its log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        self.proxy = None;
+    }
+
+    /// Write a raw command to the admin socket, as `socat` would.
+    async fn try_socat(&self, cmd: &str) -> Option<String> {
+        let mut s = tokio::net::UnixStream::connect(self.path("admin.sock"))
+            .await
+            .ok()?;
+        s.write_all(format!("{cmd}\n").as_bytes()).await.ok()?;
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out))
+            .await
+            .ok()?
+            .ok()?;
+        Some(out)
+    }
+
+    async fn socat(&self, cmd: &str) -> String {
+        self.try_socat(cmd)
+            .await
+            .unwrap_or_else(|| panic!("`{cmd}` on the admin socket failed"))
+    }
+
+    fn env(&self, toml_text: &str) -> Environment {
+        match cutover::config::parse(toml_text, Path::new("cutover.toml")) {
+            Ok(mut c) => c.environments.remove(0),
+            Err(e) => panic!("{e}\n{toml_text}"),
+        }
+    }
+
+    fn driver_from(&self, toml_text: &str) -> Arc<dyn Router> {
+        let env = self.env(toml_text);
+        router::build(&env, &env.routers[0]).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The driver of the documented config.
+    fn driver(&self) -> Arc<dyn Router> {
+        self.driver_from(&self.cutover_toml)
+    }
+
+    /// The documented config with one line replaced.
+    fn driver_with(&self, from: &str, to: &str) -> Arc<dyn Router> {
+        assert!(
+            self.cutover_toml.contains(from),
+            "no `{from}` in the config"
+        );
+        self.driver_from(&self.cutover_toml.replace(from, to))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.public)
+    }
+
+    fn preview_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.preview)
+    }
+}
+
+async fn observe(r: &dyn Router) -> RouterState {
+    r.observe()
+        .await
+        .unwrap_or_else(|e| panic!("observe failed: {e:#}"))
+}
+
+async fn ok(what: &str, f: impl std::future::Future<Output = color_eyre::Result<()>>) {
+    if let Err(e) = f.await {
+        panic!("{what} failed: {e:#}");
+    }
+}
+
+async fn refused(
+    what: &str,
+    f: impl std::future::Future<Output = color_eyre::Result<()>>,
+) -> String {
+    match f.await {
+        Ok(()) => panic!("{what} was accepted"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// Which slot answers on a URL (and the status).
+async fn who(url: &str) -> (u16, String) {
+    let (status, slot, _) = get(url).await;
+    (status, slot)
+}
+
+/// A slow request in the background: (status, slot) when it ends.
+fn slow(url: String) -> tokio::task::JoinHandle<(u16, String)> {
+    tokio::spawn(async move { who(&url).await })
+}
+
+/// Wait until observe() satisfies `f`.
+async fn until(
+    r: &Arc<dyn Router>,
+    within: Duration,
+    f: impl Fn(&RouterState) -> bool,
+) -> RouterState {
+    let t = Instant::now();
+    loop {
+        let st = observe(r.as_ref()).await;
+        if f(&st) {
+            return st;
+        }
+        if t.elapsed() > within {
+            panic!("observe() did not reach the expected state within {within:?}: {st:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sessions(st: &RouterState, slot: &str) -> u64 {
+    st.slots.get(slot).and_then(|s| s.sessions).unwrap_or(0)
+}
+
+fn node<'a>(st: &'a RouterState, slot: &str, node: &str) -> &'a cutover::model::NodeRoute {
+    st.slots[slot]
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .unwrap_or_else(|| panic!("no node {slot}/{node} in {st:#?}"))
+}
+
+/// 20 swap + rollback pairs under concurrent load; the report and how many times the
+/// answering slot changed.
+async fn swaps_under_load(
+    rig: &Rig,
+    d: &Arc<dyn Router>,
+    pairs: usize,
+) -> (LoadReport, usize, u64) {
+    let max_requests = 100_000;
+    let run = load::start(LoadOptions {
+        url: rig.url("/"),
+        concurrency: 24,
+        max_requests,
+        max_duration: Duration::from_secs(40),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut took = Vec::new();
+    for _ in 0..pairs {
+        for to in ["green", "blue"] {
+            let t = Instant::now();
+            ok("swap", d.switch_live(to)).await;
+            took.push(t.elapsed().as_micros() as u64);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    took.sort_unstable();
+    eprintln!(
+        "switch_live under load: median {} us, max {} us over {} swaps",
+        took[took.len() / 2],
+        took[took.len() - 1],
+        took.len()
+    );
+    let sent_at_last_swap = run.sent.load(SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = run.finish().await;
+    let switches = report
+        .samples
+        .windows(2)
+        .filter(|w| w[0].slot != w[1].slot)
+        .count();
+    assert!(
+        sent_at_last_swap < max_requests,
+        "the load ended ({sent_at_last_swap} requests) before the last swap; raise max_requests"
+    );
+    (report, switches, sent_at_last_swap)
+}
+
+fn print_report(name: &str, r: &LoadReport, switches: usize) {
+    eprintln!(
+        "{name}: {} requests in {} ms ({:.0}/s), {} failed {:?}, by slot {:?}, answering slot \
+         changed {switches} times, p50 {} us, p99 {} us, first errors {:?}",
+        r.sent,
+        r.elapsed_ms,
+        r.rps(),
+        r.failed(),
+        r.failures,
+        r.by_slot,
+        r.percentile_us(0.5).unwrap_or(0),
+        r.percentile_us(0.99).unwrap_or(0),
+        r.first_errors
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Map setup
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_swap_rollback_and_preview() {
+    let Some(bin) = common::require_binary("map_swap_rollback_and_preview", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let d = rig.driver();
+    assert_eq!((d.kind(), d.name()), ("haproxy", "haproxy"));
+    assert!(d.supports(Verb::SetPreview));
+
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
+    assert_eq!(st.preview.as_deref(), Some("green"));
+    assert_eq!(st.maintenance, None);
+    assert!(
+        st.notes.is_empty(),
+        "a clean start has no notes: {:?}",
+        st.notes
+    );
+    for s in ["blue", "green", "staging"] {
+        assert_eq!(st.slots[s].admin, AdminState::Ready, "{s}: {st:#?}");
+    }
+    let green = &st.slots["green"];
+    assert_eq!(
+        green
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        ["g1", "g2"]
+    );
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    assert_eq!(who(&rig.preview_url()).await, (200, "green".into()));
+
+    // Swap.
+    ok("swap to green", d.switch_live("green")).await;
+    assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"));
+    assert_eq!(st.role_of("green"), Role::Live);
+    assert_eq!(st.role_of("blue"), Role::Idle);
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
+    assert!(
+        map.contains("live be_green\n"),
+        "map file not in sync:\n{map}"
+    );
+    assert!(map.starts_with("# map setup"), "comments kept:\n{map}");
+    // Requests counted for the watch window.
+    assert!(st.slots["green"].requests.unwrap_or(0) >= 1, "{st:#?}");
+
+    // Preview to blue, then to staging.
+    ok("preview blue", d.set_preview("blue")).await;
+    assert_eq!(who(&rig.preview_url()).await, (200, "blue".into()));
+    ok("preview staging", d.set_preview("staging")).await;
+    assert_eq!(who(&rig.preview_url()).await, (200, "staging".into()));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.preview.as_deref(), Some("staging"));
+    assert_eq!(st.role_of("staging"), Role::Preview);
+
+    // Errors are counted per slot, for the watch window.
+    rig.slots[3].controls.set_healthy(false);
+    assert_eq!(who(&rig.preview_url()).await, (500, "staging".into()));
+    let st = observe(d.as_ref()).await;
+    assert!(st.slots["staging"].errors.unwrap_or(0) >= 1, "{st:#?}");
+    assert_eq!(st.slots["blue"].errors, Some(0));
+    rig.slots[3].controls.set_healthy(true);
+
+    // Rollback, and a swap to the live slot changes nothing.
+    ok("rollback to blue", d.switch_live("blue")).await;
+    ok("swap to blue again", d.switch_live("blue")).await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
+    assert!(map.contains("live be_blue\npreview be_staging\n"), "{map}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
+    let Some(bin) = common::require_binary("map_drain_reaches_zero_sessions", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let d = rig.driver();
+
+    // A slow request in flight on blue, the live slot.
+    let req = slow(rig.url("/slow?ms=2500"));
+    until(&d, Duration::from_secs(3), |s| sessions(s, "blue") >= 1).await;
+    let e = refused("drain of the live slot", d.drain(&Target::slot("blue"))).await;
+    assert!(e.contains("takes the live traffic"), "{e}");
+    assert_eq!(
+        observe(d.as_ref()).await.slots["blue"].admin,
+        AdminState::Ready
+    );
+
+    ok("swap to green", d.switch_live("green")).await;
+    ok("drain blue", d.drain(&Target::slot("blue"))).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.slots["blue"].admin, AdminState::Drain);
+    assert_eq!(st.role_of("blue"), Role::Draining);
+    assert!(
+        sessions(&st, "blue") >= 1,
+        "the slow request is still in flight: {st:#?}"
+    );
+    let st = until(&d, Duration::from_secs(5), |s| sessions(s, "blue") == 0).await;
+    assert_eq!(st.slots["blue"].admin, AdminState::Drain);
+    assert_eq!(req.await.expect("slow request"), (200, "blue".into()));
+    // The drain is kept in the server-state file.
+    let state = std::fs::read_to_string(rig.path("server-state")).expect("server-state file");
+    assert!(state.contains(" be_blue "), "{state}");
+
+    // One node of the live slot: drain the node that holds a slow request.
+    let req = slow(rig.url("/slow?ms=2500"));
+    let in_flight = |i: usize| rig.slots[i].controls.in_flight.load(SeqCst);
+    assert!(
+        common::eventually(Duration::from_secs(3), || async {
+            in_flight(1) + in_flight(2) >= 1
+        })
+        .await
+    );
+    // (node name, its slot server) for the busy node and the other one.
+    let ((busy, busy_i), (idle, idle_i)) = if in_flight(1) >= 1 {
+        (("g1", 1), ("g2", 2))
+    } else {
+        (("g2", 2), ("g1", 1))
+    };
+    let (busy_controls, idle_controls) = (&rig.slots[busy_i].controls, &rig.slots[idle_i].controls);
+    ok("drain one node", d.drain(&Target::node("green", busy))).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(node(&st, "green", busy).admin, AdminState::Drain, "{st:#?}");
+    assert_eq!(node(&st, "green", idle).admin, AdminState::Ready);
+    assert_eq!(
+        st.slots["green"].admin,
+        AdminState::Ready,
+        "the slot still serves"
+    );
+    assert!(
+        node(&st, "green", busy).sessions.unwrap_or(0) >= 1,
+        "{st:#?}"
+    );
+    // New requests go to the other node only.
+    let served_before = busy_controls.served.load(SeqCst);
+    for _ in 0..10 {
+        assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
+    }
+    assert_eq!(
+        busy_controls.served.load(SeqCst),
+        served_before,
+        "a drained node got new requests"
+    );
+    assert!(idle_controls.served.load(SeqCst) >= 10);
+    let st = until(&d, Duration::from_secs(5), |s| {
+        node(s, "green", busy).sessions == Some(0)
+    })
+    .await;
+    assert_eq!(node(&st, "green", busy).admin, AdminState::Drain);
+    assert_eq!(req.await.expect("slow request"), (200, "green".into()));
+    // The last node of the live slot cannot be drained.
+    let e = refused(
+        "drain of the last node",
+        d.drain(&Target::node("green", idle)),
+    )
+    .await;
+    assert!(e.contains("no other server of backend be_green"), "{e}");
+    ok("undrain node", d.undrain(&Target::node("green", busy))).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(node(&st, "green", busy).admin, AdminState::Ready);
+
+    // A swap back to the drained slot enables it first.
+    ok("rollback to blue", d.switch_live("blue")).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert_eq!(st.slots["blue"].admin, AdminState::Ready);
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_maintenance_page_and_redirect() {
+    let Some(bin) = common::require_binary("map_maintenance_page_and_redirect", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let d = rig.driver();
+
+    ok(
+        "maintenance on",
+        d.maintenance(true, &MaintenanceMode::Page),
+    )
+    .await;
+    let (status, _, body) = get(&rig.url("/")).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("Down for maintenance"), "{body}");
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(st.live.as_deref(), Some("blue"), "the slot that comes back");
+    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
+    assert!(
+        map.contains("live be_maintenance\n") && map.contains("live.resume be_blue\n"),
+        "{map}"
+    );
+    let e = refused("swap during maintenance", d.switch_live("green")).await;
+    assert!(e.contains("maintenance is on"), "{e}");
+
+    ok(
+        "maintenance off",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, None);
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    assert!(
+        !rig.socat(&format!("show map {}", rig.path("slots.map").display()))
+            .await
+            .contains("resume")
+    );
+
+    // Redirect the live traffic to another slot while blue is worked on.
+    let to_green = MaintenanceMode::Redirect { to: "green".into() };
+    ok("redirect to green", d.maintenance(true, &to_green)).await;
+    assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, Some(to_green.clone()));
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    // Switching from the redirect to the page keeps the slot that comes back.
+    ok("page instead", d.maintenance(true, &MaintenanceMode::Page)).await;
+    assert_eq!(who(&rig.url("/")).await.0, 503);
+    ok(
+        "maintenance off",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    ok("off twice", d.maintenance(false, &MaintenanceMode::Page)).await;
+    let e = refused(
+        "redirect to the live slot",
+        d.maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() }),
+    )
+    .await;
+    assert!(e.contains("live slot itself"), "{e}");
+
+    // Maintenance turned on by hand (no resume key): observe shows it, and off says how out.
+    assert_eq!(
+        rig.socat(&format!(
+            "set map {} live be_maintenance",
+            rig.path("slots.map").display()
+        ))
+        .await,
+        "\n"
+    );
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert!(
+        st.notes.iter().any(|n| n.contains("no `live.resume` key")),
+        "{:?}",
+        st.notes
+    );
+    let e = refused(
+        "off without resume key",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
+    assert!(e.contains("swap to the slot that should be live"), "{e}");
+    ok("swap out of it", d.switch_live("blue")).await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+
+    // Without a maintenance backend the page is refused, and nothing changes.
+    let bare = rig.driver_with("maintenance_backend = \"be_maintenance\"\n", "");
+    let e = refused(
+        "page without backend",
+        bare.maintenance(true, &MaintenanceMode::Page),
+    )
+    .await;
+    assert!(e.contains("no `maintenance_backend`"), "{e}");
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_drift_after_a_change_by_hand() {
+    let Some(bin) = common::require_binary("map_drift_after_a_change_by_hand", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let d = rig.driver();
+    // A first change through cutover writes the server-state file.
+    ok("drain staging", d.drain(&Target::slot("staging"))).await;
+    assert!(observe(d.as_ref()).await.notes.is_empty());
+
+    // By hand, like `echo ... | socat - /run/haproxy/admin.sock`.
+    let map = rig.path("slots.map").display().to_string();
+    assert_eq!(
+        rig.socat(&format!("set map {map} live be_green")).await,
+        "\n"
+    );
+    assert_eq!(rig.socat("set server be_blue/blue state maint").await, "\n");
+    let st = observe(d.as_ref()).await;
+    assert_eq!(
+        st.live.as_deref(),
+        Some("green"),
+        "observe reads the proxy back"
+    );
+    assert_eq!(st.slots["blue"].admin, AdminState::Maint);
+    assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
+    let notes = st.notes.join("\n");
+    assert!(
+        notes.contains("drift: the map file") && notes.contains("`live` -> be_blue"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("be_blue/blue is ready but HAProxy has it maint"),
+        "{notes}"
+    );
+
+    // A change through cutover writes both files again.
+    let e = refused(
+        "swap to a slot whose servers are all in maint",
+        d.switch_live("blue"),
+    )
+    .await;
+    assert!(e.contains("undrain `blue` first"), "{e}");
+    ok("undrain blue", d.undrain(&Target::slot("blue"))).await;
+    ok("swap to blue", d.switch_live("blue")).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_state_survives_a_restart_and_observe_retries() {
+    let Some(bin) = common::require_binary("map_state_survives_a_restart", "haproxy") else {
+        return;
+    };
+    let mut rig = Rig::new(Setup::Map, bin).await;
+    let d = rig.driver();
+    ok("swap to green", d.switch_live("green")).await;
+    ok("preview blue", d.set_preview("blue")).await;
+    ok("drain node g2", d.drain(&Target::node("green", "g2"))).await;
+
+    rig.stop();
+    let e = match d.observe().await {
+        Ok(st) => panic!("observe answered with HAProxy stopped: {st:#?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("connection refused") && e.contains("restarting"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("127.0.0.1:{}", rig.admin)), "{e}");
+    let e = refused("swap with HAProxy stopped", d.switch_live("blue")).await;
+    assert!(e.contains("connection refused"), "{e}");
+
+    rig.start().await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"), "{st:#?}");
+    assert_eq!(st.preview.as_deref(), Some("blue"));
+    assert_eq!(node(&st, "green", "g2").admin, AdminState::Drain);
+    assert_eq!(node(&st, "green", "g1").admin, AdminState::Ready);
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
+    assert_eq!(who(&rig.preview_url()).await, (200, "blue".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_refusals_quote_haproxy() {
+    let Some(bin) = common::require_binary("map_refusals_quote_haproxy", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let map = rig.path("slots.map").display().to_string();
+
+    // A backend HAProxy does not have: refused before `set map` is sent.
+    let d = rig.driver_with("staging = \"be_staging\"", "staging = \"be_nowhere\"");
+    let e = refused("swap to a missing backend", d.switch_live("staging")).await;
+    assert!(
+        e.contains("no backend `be_nowhere`") && e.contains("503"),
+        "{e}"
+    );
+    let e = refused("preview on a missing backend", d.set_preview("staging")).await;
+    assert!(e.contains("no backend `be_nowhere`"), "{e}");
+    assert!(
+        rig.socat(&format!("show map {map}"))
+            .await
+            .contains("live be_blue")
+    );
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    let st = observe(d.as_ref()).await;
+    assert!(
+        st.notes.iter().any(|n| n.contains("be_nowhere")),
+        "{:?}",
+        st.notes
+    );
+
+    // HAProxy's own error texts, quoted.
+    let d = rig.driver();
+    let e = refused(
+        "drain of an unknown server",
+        d.drain(&Target::node("blue", "ghost")),
+    )
+    .await;
+    assert!(e.contains("\"No such server.\""), "{e}");
+    let e = refused(
+        "drain of an undeclared node",
+        d.drain(&Target::node("green", "g9")),
+    )
+    .await;
+    assert!(e.contains("slot `green` has no node `g9`"), "{e}");
+    let wrong_map = rig.driver_with(
+        &format!("map = \"{map}\""),
+        &format!("map = \"{map}.nope\""),
+    );
+    let e = match wrong_map.observe().await {
+        Ok(st) => panic!("observe with a wrong map answered: {st:#?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains("\"Unknown map identifier"), "{e}");
+    assert!(e.contains("map() converter"), "{e}");
+
+    // No preview key: the verb is not offered.
+    let d = rig.driver_with("preview_key = \"preview\"\n", "");
+    assert!(!d.supports(Verb::SetPreview));
+    let e = refused("preview without key", d.set_preview("blue")).await;
+    assert!(e.contains("no `preview_key`"), "{e}");
+
+    // Nodes named differently from their servers.
+    let renamed = rig
+        .cutover_toml
+        .replace("name = \"g1\"", "name = \"web1\"")
+        .replace("name = \"g2\"", "name = \"web2\"")
+        + "node_servers = { green = { web1 = \"g1\", web2 = \"g2\" } }\n";
+    let d = rig.driver_from(&renamed);
+    ok("drain web2", d.drain(&Target::node("green", "web2"))).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(
+        node(&st, "green", "web2").admin,
+        AdminState::Drain,
+        "{st:#?}"
+    );
+    assert_eq!(node(&st, "green", "web1").admin, AdminState::Ready);
+    let raw = rig.socat("show servers state be_green").await;
+    assert!(
+        raw.contains(" g2 127.0.0.1 2 8 "),
+        "server g2 drained:\n{raw}"
+    );
+    ok("undrain web2", d.undrain(&Target::node("green", "web2"))).await;
+
+    // A slot the router does not know.
+    let d = rig.driver_with(", staging = \"be_staging\"", "");
+    let e = refused("swap to an unrouted slot", d.switch_live("staging")).await;
+    assert!(e.contains("slot `staging` has no backend"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn socket_faults_give_clear_errors() {
+    let Some(bin) = common::require_binary("socket_faults_give_clear_errors", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let admin_line = format!("socket = \"127.0.0.1:{}\"", rig.admin);
+    let fail = |d: Arc<dyn Router>| async move {
+        match d.observe().await {
+            Ok(st) => panic!("observe answered: {st:#?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+
+    // Missing socket file.
+    let missing = rig.path("nope.sock").display().to_string();
+    let e = fail(rig.driver_with(&admin_line, &format!("socket = \"{missing}\""))).await;
+    assert!(e.contains("does not exist") && e.contains(&missing), "{e}");
+
+    // Nothing listening.
+    let port = free_port();
+    let e = fail(rig.driver_with(&admin_line, &format!("socket = \"127.0.0.1:{port}\""))).await;
+    assert!(e.contains("connection refused"), "{e}");
+
+    // Permission denied: a socket with `mode 000`, opened as an unprivileged user.
+    let private = rig.path("private.sock").display().to_string();
+    let d = rig.driver_with(&admin_line, &format!("socket = \"{private}\""));
+    let e = std::thread::spawn(move || {
+        // Root ignores file modes; an fsuid of nobody (this thread only) does not.
+        if unsafe { libc::geteuid() } == 0 {
+            unsafe { libc::setfsuid(65534) };
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(d.observe())
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    })
+    .join()
+    .expect("thread")
+    .expect_err("observe through a mode 000 socket");
+    assert!(
+        e.contains("permission denied") && e.contains(&private),
+        "{e}"
+    );
+
+    // Not admin level: reading works, server changes are refused with HAProxy's text.
+    let operator = rig.path("operator.sock").display().to_string();
+    let d = rig.driver_with(&admin_line, &format!("socket = \"{operator}\""));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert!(
+        st.notes.iter().any(|n| n.contains("level `operator`")),
+        "{:?}",
+        st.notes
+    );
+    let e = refused("drain at operator level", d.drain(&Target::slot("staging"))).await;
+    assert!(
+        e.contains("\"Permission denied\"") && e.contains("level admin"),
+        "{e}"
+    );
+    assert_eq!(
+        observe(d.as_ref()).await.slots["staging"].admin,
+        AdminState::Ready
+    );
+
+    // Something that accepts and never answers: the timeout ends it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let d = rig.driver_from(&rig.cutover_toml.replace(
+        &admin_line,
+        &format!("socket = \"127.0.0.1:{port}\"\ntimeout = \"300ms\""),
+    ));
+    let t = Instant::now();
+    let e = fail(d).await;
+    assert!(e.contains("did not answer") && e.contains("300ms"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_zero_failed_requests_across_20_swap_rollback_pairs() {
+    let Some(bin) = common::require_binary("map_zero_failed_requests", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let d = rig.driver();
+    let (report, switches, _) = swaps_under_load(&rig, &d, 20).await;
+    print_report("map setup, 20 swap+rollback pairs", &report, switches);
+    assert_eq!(report.failed(), 0, "{:?}", report.first_errors);
+    assert!(report.by_slot.get("blue").copied().unwrap_or(0) > 0);
+    assert!(report.by_slot.get("green").copied().unwrap_or(0) > 0);
+    assert!(
+        switches >= 20,
+        "the answering slot changed only {switches} times"
+    );
+    assert_eq!(observe(d.as_ref()).await.live.as_deref(), Some("blue"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers setup
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_swap_rollback_drain_and_maintenance() {
+    let Some(bin) = common::require_binary("servers_swap_rollback_drain", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Servers, bin).await;
+    let d = rig.driver();
+    assert!(!d.supports(Verb::SetPreview));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
+    assert_eq!(
+        st.slots["green"].admin,
+        AdminState::Maint,
+        "`disabled` in haproxy.cfg"
+    );
+    assert_eq!(st.maintenance, None);
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+
+    // Maintenance while green and staging are still `disabled` (also in maint): blue is the
+    // one that comes back.
+    ok(
+        "maintenance on",
+        d.maintenance(true, &MaintenanceMode::Page),
+    )
+    .await;
+    assert_eq!(who(&rig.url("/")).await.0, 503);
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    ok(
+        "maintenance off",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+
+    // Swap with a slow request in flight on blue: blue drains to zero sessions.
+    let req = slow(rig.url("/slow?ms=2500"));
+    until(&d, Duration::from_secs(3), |s| sessions(s, "blue") >= 1).await;
+    ok("swap to green", d.switch_live("green")).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"));
+    assert_eq!(st.slots["green"].admin, AdminState::Ready);
+    assert_eq!(st.slots["blue"].admin, AdminState::Drain);
+    assert!(sessions(&st, "blue") >= 1, "{st:#?}");
+    for _ in 0..5 {
+        assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
+    }
+    until(&d, Duration::from_secs(5), |s| sessions(s, "blue") == 0).await;
+    assert_eq!(req.await.expect("slow request"), (200, "blue".into()));
+    let state = std::fs::read_to_string(rig.path("server-state")).expect("server-state file");
+    assert!(state.contains(" be_app "), "{state}");
+
+    // Rollback.
+    ok("rollback to blue", d.switch_live("blue")).await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert_eq!(st.slots["green"].admin, AdminState::Drain);
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+
+    // The only live slot cannot be drained.
+    let e = refused("drain of the live slot", d.drain(&Target::slot("blue"))).await;
+    assert!(e.contains("only slot taking live traffic"), "{e}");
+    let e = refused("drain of a node", d.drain(&Target::node("blue", "b1"))).await;
+    assert!(e.contains("mode = \"map\""), "{e}");
+
+    // A slot whose server is down: enabled, refused by HAProxy's check, put back in maint;
+    // blue stays live.
+    rig.slots[2].stop();
+    let e = refused("swap to a down slot", d.switch_live("staging")).await;
+    assert!(
+        e.contains("health check failed") && e.contains("L4CON"),
+        "{e}"
+    );
+    assert!(e.contains("back to maint"), "{e}");
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert_eq!(st.slots["staging"].admin, AdminState::Maint);
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    // Drained and down by checks: refused before anything changes.
+    ok("undrain staging", d.undrain(&Target::slot("staging"))).await;
+    ok("drain staging", d.drain(&Target::slot("staging"))).await;
+    until(&d, Duration::from_secs(8), |s| {
+        s.slots["staging"]
+            .check
+            .as_deref()
+            .is_some_and(|c| c.starts_with("DOWN"))
+    })
+    .await;
+    let e = refused("swap to a drained down slot", d.switch_live("staging")).await;
+    assert!(e.contains("is down") && e.contains("L4CON"), "{e}");
+    assert!(e.contains("nothing was changed"), "{e}");
+    assert_eq!(observe(d.as_ref()).await.live.as_deref(), Some("blue"));
+
+    // Maintenance: the page from haproxy.cfg, then back to blue.
+    ok(
+        "maintenance on",
+        d.maintenance(true, &MaintenanceMode::Page),
+    )
+    .await;
+    let (status, _, body) = get(&rig.url("/")).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("Down for maintenance"), "{body}");
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    let e = refused("swap during maintenance", d.switch_live("green")).await;
+    assert!(e.contains("maintenance is on"), "{e}");
+    let e = refused(
+        "redirect",
+        d.maintenance(true, &MaintenanceMode::Redirect { to: "green".into() }),
+    )
+    .await;
+    assert!(e.contains("is a swap"), "{e}");
+    ok(
+        "maintenance off",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.maintenance, None);
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    let e = refused("preview", d.set_preview("green")).await;
+    assert!(e.contains("no preview"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_drift_after_a_change_by_hand() {
+    let Some(bin) = common::require_binary("servers_drift_after_a_change_by_hand", "haproxy")
+    else {
+        return;
+    };
+    let mut rig = Rig::new(Setup::Servers, bin).await;
+    let d = rig.driver();
+    ok("swap to green", d.switch_live("green")).await;
+    assert!(observe(d.as_ref()).await.notes.is_empty());
+
+    assert_eq!(rig.socat("set server be_app/blue state ready").await, "\n");
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live, None, "two slots take traffic: {st:#?}");
+    let notes = st.notes.join("\n");
+    assert!(notes.contains("several slots take live traffic"), "{notes}");
+    assert!(
+        notes.contains("be_app/blue is drain but HAProxy has it ready"),
+        "{notes}"
+    );
+
+    assert_eq!(rig.socat("set server be_app/green state drain").await, "\n");
+    let st = observe(d.as_ref()).await;
+    assert_eq!(
+        st.live.as_deref(),
+        Some("blue"),
+        "observe reads the proxy back"
+    );
+    assert!(
+        st.notes
+            .iter()
+            .any(|n| n.contains("be_app/green is ready but HAProxy has it drain"))
+    );
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+
+    ok("swap to green", d.switch_live("green")).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"));
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+
+    // A restart keeps the states from the server-state file (green was `disabled` in
+    // haproxy.cfg).
+    rig.stop();
+    let e = format!("{:#}", d.observe().await.expect_err("HAProxy is stopped"));
+    assert!(
+        e.contains("connection refused") && e.contains("admin.sock"),
+        "{e}"
+    );
+    rig.start().await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"), "{st:#?}");
+    assert_eq!(st.slots["blue"].admin, AdminState::Drain);
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_failed_requests_across_20_swap_rollback_pairs() {
+    let Some(bin) = common::require_binary("servers_failed_requests", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Servers, bin).await;
+    let d = rig.driver();
+    // Green comes out of `disabled` once, before the measured run.
+    ok("swap to green", d.switch_live("green")).await;
+    ok("rollback to blue", d.switch_live("blue")).await;
+    let (report, switches, _) = swaps_under_load(&rig, &d, 20).await;
+    print_report("servers setup, 20 swap+rollback pairs", &report, switches);
+    assert_eq!(report.failed(), 0, "{:?}", report.first_errors);
+    assert!(report.by_slot.get("green").copied().unwrap_or(0) > 0);
+    assert!(
+        switches >= 20,
+        "the answering slot changed only {switches} times"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Config
+
+#[test]
+fn config_mistakes_are_located_and_named() {
+    let toml_text =
+        doc_block("map setup: cutover.toml").replace("blue = \"be_blue\"", "purple = \"be_blue\"");
+    let e = cutover::config::parse(&toml_text, Path::new("cutover.toml"))
+        .expect_err("unknown slot in backends");
+    let s = e.to_string();
+    assert!(s.starts_with("cutover.toml:"), "{s}");
+    assert!(
+        s.contains("`backends`: `purple` is not a slot of this environment"),
+        "{s}"
+    );
+    let toml_text = doc_block("servers setup: cutover.toml")
+        .replace("mode = \"servers\"", "mode = \"weights\"");
+    let e = cutover::config::parse(&toml_text, Path::new("cutover.toml")).expect_err("bad mode");
+    assert!(e.to_string().contains("weights"), "{e}");
+}
