@@ -1173,3 +1173,98 @@ fn config_mistakes_are_located_and_named() {
     let e = cutover::config::parse(&toml_text, Path::new("cutover.toml")).expect_err("bad mode");
     assert!(e.to_string().contains("weights"), "{e}");
 }
+
+/// Issue 7's fleet: two real HAProxy instances in front of one environment. The second refuses
+/// its switch (its config lacks the target backend, a fleet that drifted apart): the first is
+/// switched back, the operation names the router, and both agree again.
+#[tokio::test]
+async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
+    let Some(bin) = common::require_binary(
+        "a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails",
+        "haproxy",
+    ) else {
+        return;
+    };
+    let one = Rig::new(Setup::Map, bin.clone()).await;
+    let two = Rig::new(Setup::Map, bin).await;
+    let state = TempDir::new().expect("state dir");
+    let router_of = |rig: &Rig, name: &str| {
+        let i = rig
+            .cutover_toml
+            .find("[[environment.router]]")
+            .expect("router table");
+        rig.cutover_toml[i..].replacen(
+            "kind = \"haproxy\"",
+            &format!("kind = \"haproxy\"\nname = \"{name}\""),
+            1,
+        )
+    };
+    let head = &one.cutover_toml[..one
+        .cutover_toml
+        .find("[[environment.router]]")
+        .expect("router")];
+    let broken =
+        router_of(&two, "edge-2").replace("green = \"be_green\"", "green = \"be_green_v2\"");
+    let text = format!(
+        "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{}\n{}\n{}\n",
+        state.path().display(),
+        head.replacen(
+            "name = \"shop\"",
+            "name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"",
+            1
+        ),
+        router_of(&one, "edge-1"),
+        broken
+    );
+    let cfg = cutover::config::parse(&text, Path::new("fleet.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let engine = world.engines[0].clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let (_c, cancel) = tokio::sync::watch::channel(false);
+    let out = engine
+        .run(
+            cutover::ops::OpRequest {
+                kind: cutover::ops::OpKind::Swap {
+                    to: Some("green".into()),
+                },
+                force: false,
+                watch: false,
+            },
+            cutover::ops::GateSource::ProbeNow,
+            tx,
+            cancel,
+        )
+        .await;
+    assert_eq!(
+        out.verdict,
+        cutover::ops::Verdict::Failed,
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message
+            .contains("router `edge-2` refused the switch to `green`"),
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains("be_green_v2"),
+        "HAProxy's side of it is named: {}",
+        out.message
+    );
+    assert!(
+        out.message.contains("`edge-1` switched back to `blue`"),
+        "{}",
+        out.message
+    );
+    // Both routers agree again, and both public listeners serve blue.
+    let states = engine.observe_all().await.expect("observe");
+    assert_eq!(
+        states.iter().map(|s| s.live.as_deref()).collect::<Vec<_>>(),
+        [Some("blue"), Some("blue")]
+    );
+    assert_eq!(who(&one.url("/")).await.1, "blue");
+    assert_eq!(who(&two.url("/")).await.1, "blue");
+}
