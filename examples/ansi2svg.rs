@@ -145,7 +145,9 @@ fn parse(input: &str) -> Vec<Vec<(char, Style)>> {
     rows
 }
 
-fn colours(s: &Style) -> ((u8, u8, u8), Option<(u8, u8, u8)>) {
+type Rgb = (u8, u8, u8);
+
+fn colours(s: &Style) -> (Rgb, Option<Rgb>) {
     let (fg, bg) = (s.fg.unwrap_or(DEFAULT_FG), s.bg);
     if s.reverse {
         (bg.unwrap_or(DEFAULT_BG), Some(fg))

@@ -25,6 +25,7 @@ const GATE_HISTORY: usize = 20;
 const EVENT_LINES: usize = 500;
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // events are moved, not stored in bulk
 pub enum Event {
     Key(KeyEvent),
     Mouse(MouseEvent),
@@ -298,6 +299,7 @@ pub struct Confirm {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one overlay at a time
 pub enum Overlay {
     None,
     Help,
@@ -871,11 +873,8 @@ impl App {
                 self.command = None;
                 self.completions.clear();
             }
-            KeyCode::Backspace => {
-                if line.pop().is_none() {
-                    self.command = None;
-                }
-            }
+            KeyCode::Backspace if line.pop().is_none() => self.command = None,
+            KeyCode::Backspace => {}
             KeyCode::Char(c) => line.push(c),
             KeyCode::Tab => {
                 let line = line.clone();

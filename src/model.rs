@@ -299,9 +299,9 @@ mod tests {
         assert_eq!(s.role_of("blue"), Role::Live);
         assert_eq!(s.role_of("green"), Role::Preview);
         assert_eq!(s.role_of("staging"), Role::Idle);
-        s.slots
-            .get_mut("staging")
-            .map(|r| r.admin = AdminState::Drain);
+        if let Some(r) = s.slots.get_mut("staging") {
+            r.admin = AdminState::Drain;
+        }
         assert_eq!(s.role_of("staging"), Role::Draining);
         s.maintenance = Some(MaintenanceMode::Page);
         assert_eq!(s.role_of("blue"), Role::Maintenance);

@@ -129,6 +129,7 @@ impl Verdict {
 
 /// What an operation sends while it runs.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a handful per operation
 pub enum Progress {
     Step {
         step: Step,

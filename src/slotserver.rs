@@ -142,10 +142,11 @@ async fn serve(
     }
     let path = req.uri().path().to_string();
     // A deploy, as the demo and the rolling-deploy tests do it: POST /deploy?version=X.
-    if path == "/deploy" && req.method() == hyper::Method::POST {
-        if let Some(v) = req.uri().query().and_then(|q| q.strip_prefix("version=")) {
-            c.set_version(v);
-        }
+    if path == "/deploy"
+        && req.method() == hyper::Method::POST
+        && let Some(v) = req.uri().query().and_then(|q| q.strip_prefix("version="))
+    {
+        c.set_version(v);
     }
     let version = c.version();
     let (status, ctype, body) = match path.as_str() {

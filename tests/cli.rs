@@ -1,5 +1,7 @@
 //! The binary as a script uses it: exit codes and messages.
 
+#![allow(clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::path::Path;

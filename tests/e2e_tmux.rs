@@ -1,6 +1,8 @@
 //! The real binary, driven in tmux as a user types: the demo at 120x40 and 80x24, keys sent,
 //! the screen read with capture-pane, and curl-like GETs against the live listener.
 
+#![allow(clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! the TUI and CLI use: gates and force, verify, watch and auto-rollback, rollback refusal,
 //! locks between processes, the audit log, and the CLI's exit codes.
 
+#![allow(clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! catches a router that accepts a switch but does not change, and a fleet whose second router
 //! fails is switched back.
 
+#![allow(clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use cutover::config;

@@ -1,5 +1,7 @@
 //! Probes against local servers: what the operator sees for each way an endpoint can fail.
 
+#![allow(clippy::expect_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Whole-screen snapshots of every panel state, drawn on ratatui's TestBackend with an injected
 //! time and screen size. The text is snapshotted with insta; colours are checked on the cells.
 
+#![allow(clippy::expect_used)] // tests fail loudly on purpose
+
 use std::time::{Duration, SystemTime};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -481,10 +483,12 @@ fn user_key_bindings_drive_the_keys_and_the_help() {
 fn traffic_share_is_drawn_from_the_routers_counters() {
     let mut app = app_with(EnvMemory::default());
     let mut s = router_state("blue", "green");
-    s.slots
-        .get_mut("blue")
-        .map(|r| r.requests = Some(1204 + 75));
-    s.slots.get_mut("green").map(|r| r.requests = Some(87 + 25));
+    if let Some(r) = s.slots.get_mut("blue") {
+        r.requests = Some(1204 + 75);
+    }
+    if let Some(r) = s.slots.get_mut("green") {
+        r.requests = Some(87 + 25);
+    }
     app.update(Event::Router {
         env: 0,
         router: 0,

@@ -2,6 +2,7 @@
 //! started as child processes (stopped by PID), and the rule that a test needing a missing
 //! proxy says so loudly, and fails when `CUTOVER_REQUIRE_PROXIES=1`.
 #![allow(dead_code)]
+#![allow(clippy::expect_used)] // tests fail loudly on purpose
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
