@@ -180,3 +180,35 @@ fn completions_version_and_config_path() {
             .to_string_lossy()
     );
 }
+
+#[test]
+fn the_demo_prints_the_config_it_is_described_by() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let o = cutover(
+        d.path(),
+        &["demo", "--print-config", "--live-port", "18080"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let src = String::from_utf8_lossy(&o.stdout).into_owned();
+    let c = cutover::config::parse(&src, Path::new("demo.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let e = &c.environments[0];
+    let slots: Vec<&str> = e.slots.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(slots, ["blue", "green", "staging"]);
+    assert_eq!(e.routers[0].kind(), "embedded");
+    assert_eq!(e.public_url.as_deref(), Some("http://127.0.0.1:18080/"));
+}
+
+#[test]
+fn a_demo_port_in_use_is_named() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let o = cutover(d.path(), &["demo", "--no-tui", "--live-port", &port]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&port),
+        "the message names the port: {}",
+        text(&o)
+    );
+}
