@@ -1,0 +1,434 @@
+//! The benchmarks behind scripts/bench (not part of the test suite). Prints markdown sections;
+//! numbers are printed, never asserted.
+//!
+//! cargo run --release --example bench -- [render|poller|first-frame|proxy|drill]...
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use cutover::app::{App, Event};
+use cutover::config;
+use cutover::load::{self, LoadOptions};
+use cutover::model::{Health, ProbeResult, RouterState, SlotRoute, VersionInfo};
+use cutover::router::RouterConfig;
+use cutover::slotserver::SlotServer;
+use cutover::ui::theme::Theme;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// 50 environments x 3 slots, drawn on a TestBackend at 160x48.
+fn render() {
+    let mut text = String::new();
+    for e in 0..50 {
+        text.push_str(&format!(
+            "[[environment]]\nname = \"env-{e:02}\"\npublic_url = \"http://127.0.0.1:1/\"\n"
+        ));
+        for s in ["blue", "green", "staging"] {
+            text.push_str(&format!(
+                "[[environment.slot]]\nname = \"{s}\"\naddress = \"http://127.0.0.1:1\"\n"
+            ));
+        }
+    }
+    let Ok(cfg) = config::parse(&text, Path::new("bench.toml")) else {
+        return;
+    };
+    let now = SystemTime::now();
+    let mut app = App::new(cfg, Theme::dark(), vec![], now);
+    for e in 0..50 {
+        app.envs[e].routers.push(cutover::app::RouterView {
+            name: "edge".into(),
+            kind: "embedded".into(),
+            state: None,
+            error: None,
+            at: None,
+        });
+        let mut st = RouterState {
+            live: Some("blue".into()),
+            preview: Some("green".into()),
+            ..Default::default()
+        };
+        for s in ["blue", "green", "staging"] {
+            st.slots.insert(
+                s.into(),
+                SlotRoute {
+                    requests: Some(100),
+                    sessions: Some(2),
+                    ..Default::default()
+                },
+            );
+        }
+        app.update(Event::Router {
+            env: e,
+            router: 0,
+            result: Ok(st),
+            at: now,
+        });
+        for i in 0..60u64 {
+            for s in 0..3 {
+                app.update(Event::Probe {
+                    env: e,
+                    slot: s,
+                    result: ProbeResult {
+                        at: now,
+                        health: Health::Up,
+                        status: Some(200),
+                        latency: Some(Duration::from_millis(2 + i % 7)),
+                        error: None,
+                        version: Some(VersionInfo {
+                            version: "1.2.3".into(),
+                            commit: Some("abc1234".into()),
+                            built: None,
+                        }),
+                        version_error: None,
+                    },
+                });
+            }
+        }
+    }
+    let Ok(mut term) = Terminal::new(TestBackend::new(160, 48));
+    let mut times = Vec::new();
+    for i in 0..500 {
+        app.selected_env = i % 50;
+        let t = Instant::now();
+        let _ = term.draw(|f| cutover::ui::draw(f, &app));
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!("## Rendering\n");
+    println!("| frame | mean | p50 | p99 |\n|---|---|---|---|");
+    println!(
+        "| 50 environments x 3 slots, 160x48, TestBackend, 500 frames | {mean:.3} ms | {:.3} ms | {:.3} ms |\n",
+        pct(&mut times.clone(), 0.5),
+        pct(&mut times, 0.99)
+    );
+}
+
+fn cutover_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/release/examples/bench -> target/release/cutover
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("cutover"))
+        .unwrap_or_default()
+}
+
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn proc_rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// 1,000 slots polled at 1 Hz by `cutover watch`: its CPU and RSS.
+async fn poller() {
+    let mut servers = Vec::new();
+    for i in 0..1000 {
+        match SlotServer::start(&format!("s{i}"), "1.0.0", any_port()).await {
+            Ok(s) => servers.push(s),
+            Err(e) => {
+                println!("poller: cannot start slot {i}: {e:#}");
+                return;
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("cutover-bench-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut text = format!(
+        "[settings]\npoll_interval = \"1s\"\ntimeout = \"1s\"\nstate_dir = \"{}\"\n",
+        dir.display()
+    );
+    for (e, chunk) in servers.chunks(100).enumerate() {
+        text.push_str(&format!("[[environment]]\nname = \"env{e}\"\n"));
+        for s in chunk {
+            text.push_str(&format!(
+                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n",
+                s.controls.name,
+                s.url()
+            ));
+        }
+    }
+    let cfg = dir.join("poller.toml");
+    let _ = std::fs::write(&cfg, text);
+    let Ok(mut child) = Command::new(cutover_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["watch", "env0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        println!("poller: cannot start {}", cutover_bin().display());
+        return;
+    };
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_secs(5)).await; // warm up
+    let served0: u64 = servers
+        .iter()
+        .map(|s| s.controls.served.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let t0 = Instant::now();
+    let c0 = proc_cpu_ticks(pid).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let c1 = proc_cpu_ticks(pid).unwrap_or(0);
+    let secs = t0.elapsed().as_secs_f64();
+    let served1: u64 = servers
+        .iter()
+        .map(|s| s.controls.served.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let rss = proc_rss_kb(pid).unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let ticks = 100.0; // USER_HZ
+    let cpu = (c1 - c0) as f64 / ticks / secs * 100.0;
+    println!("## Poller scale\n");
+    println!(
+        "| slots | interval | requests/s seen by the slots | CPU (% of one core) | RSS |\n|---|---|---|---|---|"
+    );
+    println!(
+        "| 1,000 (10 environments x 100) | 1 s (health + version: 2 requests per slot) | {:.0} | {cpu:.1} % | {:.1} MB |\n",
+        (served1 - served0) as f64 / secs,
+        rss as f64 / 1024.0
+    );
+}
+
+/// Time from starting `cutover` to its first frame, in tmux.
+async fn first_frame() {
+    let servers = [
+        SlotServer::start("blue", "1.0.0", any_port()).await,
+        SlotServer::start("green", "2.0.0", any_port()).await,
+    ];
+    let dir = std::env::temp_dir().join(format!("cutover-ff-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut text = format!(
+        "[settings]\nstate_dir = \"{}\"\n[[environment]]\nname = \"shop\"\n",
+        dir.display()
+    );
+    for s in servers.iter().flatten() {
+        text.push_str(&format!(
+            "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n",
+            s.controls.name,
+            s.url()
+        ));
+    }
+    let cfg = dir.join("ff.toml");
+    let _ = std::fs::write(&cfg, text);
+    let mut times = Vec::new();
+    for i in 0..10 {
+        let sess = format!("cutover-ff-{}-{i}", std::process::id());
+        let t = Instant::now();
+        let _ = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &sess, "-x", "120", "-y", "40"])
+            .arg(format!(
+                "{} --config {}",
+                cutover_bin().display(),
+                cfg.display()
+            ))
+            .status();
+        let mut seen = None;
+        while t.elapsed() < Duration::from_secs(5) {
+            let o = Command::new("tmux")
+                .args(["capture-pane", "-p", "-t", &sess])
+                .output();
+            if o.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("Traffic")) {
+                seen = Some(t.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &sess])
+            .status();
+        if let Some(s) = seen {
+            times.push(s.as_secs_f64() * 1e3);
+        }
+    }
+    println!("## Start to first frame\n");
+    println!("| runs | p50 | max | includes |\n|---|---|---|---|");
+    println!(
+        "| {} | {:.0} ms | {:.0} ms | tmux starting the process, config load, terminal setup, first draw (polled every 2 ms) |\n",
+        times.len(),
+        pct(&mut times.clone(), 0.5),
+        pct(&mut times, 1.0)
+    );
+}
+
+async fn load_row(name: &str, url: &str) {
+    let r = load::run(LoadOptions {
+        url: url.to_string(),
+        concurrency: 64,
+        max_requests: 100_000,
+        max_duration: Duration::from_secs(30),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    })
+    .await;
+    println!(
+        "| {name} | {} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+        r.sent,
+        r.failed(),
+        r.rps(),
+        r.percentile_us(0.5).unwrap_or(0) as f64 / 1e3,
+        r.percentile_us(0.99).unwrap_or(0) as f64 / 1e3
+    );
+}
+
+/// Direct to a slot vs through the embedded proxy, 64 keep-alive connections.
+async fn proxy() {
+    let Ok(slot) = SlotServer::start("blue", "1.0.0", any_port()).await else {
+        return;
+    };
+    let Ok(green) = SlotServer::start("green", "2.0.0", any_port()).await else {
+        return;
+    };
+    let (live, admin) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("cutover-px-{}", std::process::id()));
+    let text = format!(
+        "[[environment]]\nname = \"shop\"\n[[environment.slot]]\nname = \"blue\"\naddress = \"{}\"\n\
+         [[environment.slot]]\nname = \"green\"\naddress = \"{}\"\n[[environment.router]]\nkind = \"embedded\"\n\
+         admin = \"127.0.0.1:{admin}\"\nlive_listen = \"127.0.0.1:{live}\"\nstate_file = \"{}/p.json\"\n",
+        slot.url(),
+        green.url(),
+        dir.display()
+    );
+    let Ok(cfg) = config::parse(&text, Path::new("px.toml")) else {
+        return;
+    };
+    let env = &cfg.environments[0];
+    let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
+        return;
+    };
+    let Ok(_proxy) = cutover::proxy::start(env, pc).await else {
+        return;
+    };
+    println!("## Throughput: direct vs through the embedded proxy\n");
+    println!("64 keep-alive connections, 100,000 requests, load generator in the same process.\n");
+    println!("| path | requests | failed | req/s | p50 | p99 |\n|---|---|---|---|---|---|");
+    load_row("direct to the slot", &format!("{}/", slot.url())).await;
+    load_row(
+        "through the embedded proxy",
+        &format!("http://127.0.0.1:{live}/"),
+    )
+    .await;
+    println!();
+}
+
+/// `cutover drill` (the engine, in process) against the embedded proxy: 64 connections,
+/// 20 swap+rollback pairs, at least 100,000 requests.
+async fn drill() {
+    let (Ok(blue), Ok(green)) = (
+        SlotServer::start("blue", "1.0.0", any_port()).await,
+        SlotServer::start("green", "2.0.0", any_port()).await,
+    ) else {
+        return;
+    };
+    let (live, admin) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("cutover-drill-{}", std::process::id()));
+    let text = format!(
+        "[settings]\ngate_checks = 1\nstate_dir = \"{d}\"\n[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{live}/\"\n\
+         watch = \"0s\"\n[[environment.slot]]\nname = \"blue\"\naddress = \"{}\"\n[[environment.slot]]\nname = \"green\"\naddress = \"{}\"\n\
+         [[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\nlive_listen = \"127.0.0.1:{live}\"\nstate_file = \"{d}/p.json\"\n",
+        blue.url(),
+        green.url(),
+        d = dir.display()
+    );
+    let Ok(cfg) = config::parse(&text, Path::new("drill.toml")) else {
+        return;
+    };
+    let env = cfg.environments[0].clone();
+    let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
+        return;
+    };
+    let Ok(_proxy) = cutover::proxy::start(&env, pc).await else {
+        return;
+    };
+    let Ok(world) = cutover::tui::World::build(cfg, None) else {
+        return;
+    };
+    let opts = cutover::drill::DrillOptions {
+        concurrency: 64,
+        requests: 2_000_000,
+        duration: Duration::from_secs(120),
+        pairs: 20,
+        keep_alive: true,
+        path: "/".into(),
+        pause: Duration::from_millis(400),
+        yes_really: false,
+    };
+    match cutover::drill::run(&world.engines[0], &opts).await {
+        Ok(r) => print_drill("embedded", &r),
+        Err(e) => println!("drill failed: {e:#}"),
+    }
+}
+
+pub fn print_drill(kind: &str, r: &cutover::drill::DrillReport) {
+    let mut first: Vec<u64> = r.switches.iter().filter_map(|s| s.first_new_ms).collect();
+    let mut last: Vec<u64> = r.switches.iter().filter_map(|s| s.last_old_ms).collect();
+    println!("## Drill: {kind}\n");
+    println!(
+        "| connections | requests | failed | switches | req/s | first answer from new slot p50 / p99 | last answer from old slot p50 / p99 |\n|---|---|---|---|---|---|---|"
+    );
+    println!(
+        "| {} | {} | {} | {} | {:.0} | {} / {} ms | {} / {} ms |\n",
+        r.concurrency,
+        r.sent,
+        r.failed,
+        r.switches.len(),
+        r.rps,
+        cutover::drill::DrillReport::percentile(&mut first, 0.5).unwrap_or(0),
+        cutover::drill::DrillReport::percentile(&mut first, 0.99).unwrap_or(0),
+        cutover::drill::DrillReport::percentile(&mut last, 0.5).unwrap_or(0),
+        cutover::drill::DrillReport::percentile(&mut last, 0.99).unwrap_or(0),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let all = args.is_empty();
+    let want = |s: &str| all || args.iter().any(|a| a == s);
+    if want("render") {
+        render();
+    }
+    if want("first-frame") {
+        first_frame().await;
+    }
+    if want("proxy") {
+        proxy().await;
+    }
+    if want("drill") {
+        drill().await;
+    }
+    if want("poller") {
+        poller().await;
+    }
+}
