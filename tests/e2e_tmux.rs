@@ -244,7 +244,7 @@ fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
     let s = t.wait_for("✘ down 500", Duration::from_secs(5));
     assert!(s.contains("green health up → down (HTTP 500)"), "{s}");
     t.keys(&["s"]);
-    let s = t.wait_for("F forces it", Duration::from_secs(5));
+    let s = t.wait_for("F forces it (logged as FORCED)", Duration::from_secs(5));
     assert!(
         s.contains("✘ health: `green` needs 3 healthy checks in a row"),
         "{s}"

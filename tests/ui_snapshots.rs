@@ -335,7 +335,10 @@ fn a_refusing_gate_offers_force_and_y_does_nothing() {
         text.contains("✘ health: `green` needs 3 healthy checks in a row"),
         "{text}"
     );
-    assert!(text.contains("F forces it anyway"), "{text}");
+    assert!(
+        text.contains("F forces it (logged as FORCED) · Esc cancels"),
+        "{text}"
+    );
     insta::assert_snapshot!("confirm_refused", text);
     let fx = app.update(Event::Key(KeyEvent::new(
         KeyCode::Char('y'),

@@ -71,9 +71,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
     let keys = match (gate_ok, c.mode) {
         (true, ConfirmMode::YesNo) => "y confirm · n / Esc cancel",
         (true, ConfirmMode::TypeName) => "Enter confirm · Esc cancel",
-        (false, _) => {
-            "the gate refuses: F forces it anyway (marked FORCED in the audit log) · Esc cancels"
-        }
+        (false, _) => "gate refuses · F forces it (logged as FORCED) · Esc cancels",
     };
     lines.push(Line::styled(keys, if gate_ok { t.ok } else { t.warning }));
     let r = super::centered(area, 76, lines.len() as u16 + 2);
