@@ -157,8 +157,8 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, slot: &SlotView, selected: bo
     } else {
         health
     });
-    // Scale to at least 50 ms so a steady fast slot shows low bars, not a full block.
-    let max = data.iter().copied().max().unwrap_or(0).max(50);
+    // Scale to at least 10 ms so a steady fast slot shows low bars, not a full block.
+    let max = data.iter().copied().max().unwrap_or(0).max(10);
     f.render_widget(
         Sparkline::default().data(&data).max(max).style(style),
         spark_area,

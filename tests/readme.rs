@@ -1,0 +1,62 @@
+//! The README's config examples are the tested ones: every block in its Routers section is a
+//! block of a docs/<kind>.md file (which the driver tests start real proxies with), and the
+//! README's general config example parses.
+
+const README: &str = include_str!("../README.md");
+
+fn blocks(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if let Some(lang) = l.strip_prefix("```") {
+            let mut body = String::new();
+            for b in lines.by_ref() {
+                if b.starts_with("```") {
+                    break;
+                }
+                body.push_str(b);
+                body.push('\n');
+            }
+            out.push((lang.to_string(), body));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_router_example_in_the_readme_is_a_tested_doc_block() {
+    let start = README.find("<!-- ROUTERS -->").expect("routers marker");
+    let end = README.find("<!-- /ROUTERS -->").expect("end marker");
+    let section = &README[start..end];
+    let docs: String = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/docs"))
+        .expect("docs/")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).expect("read doc"))
+        .collect();
+    let found = blocks(section);
+    assert!(found.len() >= 6, "the Routers section lost its examples");
+    for (lang, body) in found {
+        assert!(
+            docs.contains(&body),
+            "this ```{lang} block of README.md is in no docs/*.md:\n{body}"
+        );
+    }
+    for kind in ["embedded", "haproxy", "apache", "exec"] {
+        assert!(
+            section.contains(&format!("kind = \"{kind}\"")),
+            "README has no {kind} example"
+        );
+    }
+}
+
+#[test]
+fn the_readme_config_reference_parses() {
+    let (_, toml) = blocks(README)
+        .into_iter()
+        .find(|(l, b)| {
+            l == "toml" && b.contains("[settings]") && b.contains("[[environment.slot]]")
+        })
+        .expect("the config reference block");
+    let c = cutover::config::parse(&toml, std::path::Path::new("README.md"));
+    assert!(c.is_ok(), "{:?}", c.err());
+}
