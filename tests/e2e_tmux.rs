@@ -15,6 +15,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(name: &str, w: u16, h: u16, args: &[String]) -> Tmux {
+        Tmux::start_with(name, w, h, args, &[])
+    }
+
+    fn start_with(name: &str, w: u16, h: u16, args: &[String], env: &[&str]) -> Tmux {
         let state = tempfile::tempdir().expect("tempdir");
         let session = format!("cutover-e2e-{name}-{}", std::process::id());
         let mut cmd = vec![env!("CARGO_BIN_EXE_cutover").to_string()];
@@ -32,6 +36,7 @@ impl Tmux {
             ])
             .args(["-e", &format!("XDG_STATE_HOME={}", state.path().display())])
             .args(["-e", "TERM=xterm-256color"])
+            .args(env.iter().flat_map(|e| ["-e", e]))
             .arg(cmd.join(" "))
             .status()
             .expect("tmux");
@@ -43,8 +48,14 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
+        self.capture(false)
+    }
+
+    /// The screen, with colour escapes when `styles`.
+    fn capture(&self, styles: bool) -> String {
         let o = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.session])
+            .args(if styles { &["-e"][..] } else { &[][..] })
             .output()
             .expect("capture-pane");
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -257,4 +268,35 @@ fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
         "y must not swap past a refusing gate"
     );
     t.keys(&["Escape"]);
+}
+
+#[test]
+fn no_color_draws_without_colours_and_keeps_the_labels() {
+    if common::require_binary(
+        "no_color_draws_without_colours_and_keeps_the_labels",
+        "tmux",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let (args, _) = demo_args();
+    let coloured = Tmux::start("colour", 120, 40, &args);
+    coloured.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    assert!(
+        coloured.capture(true).contains("38;5;"),
+        "the default theme has colours"
+    );
+    drop(coloured);
+    let (args, _) = demo_args();
+    let t = Tmux::start_with("nocolor", 120, 40, &args, &["NO_COLOR=1"]);
+    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    let styled = t.capture(true);
+    assert!(
+        !styled.contains("38;5;") && !styled.contains("38;2;"),
+        "NO_COLOR still coloured:\n{styled}"
+    );
+    for needle in ["● LIVE", "◐ PREVIEW", "○ IDLE", "✔ up"] {
+        assert!(t.screen().contains(needle), "missing {needle}");
+    }
 }

@@ -1268,3 +1268,89 @@ async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
     assert_eq!(who(&one.url("/")).await.1, "blue");
     assert_eq!(who(&two.url("/")).await.1, "blue");
 }
+
+/// Seed 003's rolling deploy on HAProxy: green's two servers are drained, deployed, smoke
+/// tested and put back one at a time, and green keeps serving throughout.
+#[tokio::test]
+async fn a_rolling_deploy_over_greens_servers() {
+    let Some(bin) = common::require_binary("a_rolling_deploy_over_greens_servers", "haproxy")
+    else {
+        return;
+    };
+    let Some(curl) = common::require_binary("a_rolling_deploy_over_greens_servers", "curl") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let driver = rig.driver();
+    ok("make green live", driver.switch_live("green")).await;
+    let state = TempDir::new().expect("state dir");
+    let i = rig
+        .cutover_toml
+        .find("[[environment.slot]]")
+        .expect("slots");
+    let text = format!(
+        "[settings]\nstate_dir = \"{}\"\n\n{}\n[environment.rolling]\ndeploy = [\"{}\", \"-sf\", \"-X\", \"POST\", \"{{address}}/deploy?version={{version}}\"]\n\
+         drain_timeout = \"5s\"\nsmoke_timeout = \"3s\"\n\n{}",
+        state.path().display(),
+        &rig.cutover_toml[..i],
+        curl.display(),
+        &rig.cutover_toml[i..]
+    );
+    let cfg = cutover::config::parse(&text, Path::new("rolling.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let engine = world.engines[0].clone();
+    // Keep asking the public URL while the roll runs: green must answer every time.
+    let load = load::start(LoadOptions {
+        url: rig.url("/"),
+        concurrency: 4,
+        max_requests: 50_000,
+        max_duration: Duration::from_secs(30),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let (_c, cancel) = tokio::sync::watch::channel(false);
+    let out = engine
+        .run(
+            cutover::ops::OpRequest {
+                kind: cutover::ops::OpKind::Rolling {
+                    slot: "green".into(),
+                    version: Some("2.1.0".into()),
+                },
+                force: false,
+                watch: false,
+            },
+            cutover::ops::GateSource::ProbeNow,
+            tx,
+            cancel,
+        )
+        .await;
+    let report = load.finish().await;
+    assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
+    assert!(
+        out.message.contains("all 2 nodes of `green`"),
+        "{}",
+        out.message
+    );
+    let greens: Vec<&SlotServer> = rig
+        .slots
+        .iter()
+        .filter(|s| s.controls.name == "green")
+        .collect();
+    assert!(
+        greens.iter().all(|s| s.controls.version() == "2.1.0"),
+        "both servers deployed"
+    );
+    let st = observe(driver.as_ref()).await;
+    assert_eq!(node(&st, "green", "g1").admin, AdminState::Ready);
+    assert_eq!(node(&st, "green", "g2").admin, AdminState::Ready);
+    assert_eq!(
+        report.failed(),
+        0,
+        "the roll dropped requests: {:?}",
+        report.first_errors
+    );
+    assert!(report.sent > 0);
+}
