@@ -1031,10 +1031,12 @@ impl App {
                 e.op.as_ref()
                     .is_some_and(|o| o.steps.iter().any(|(s, _, _)| *s == Step::Watch));
             if !(watching && matches!(kind, OpKind::Rollback | OpKind::Swap { .. })) {
-                self.status = Some((
-                    Level::Warn,
-                    "an operation is running on this environment; wait for it".into(),
-                ));
+                let why = if watching {
+                    "a cutover is being watched: wait for the watch to end, or press r to roll back"
+                } else {
+                    "an operation is running on this environment; wait for it"
+                };
+                self.status = Some((Level::Warn, why.into()));
                 return;
             }
         }

@@ -116,26 +116,15 @@ impl World {
         let interval = self.config.settings.poll_interval;
         for (ei, engine) in self.engines.iter().enumerate() {
             for (si, slot) in engine.env.slots.iter().enumerate() {
-                let (tx, engine, slot, mut stop) =
-                    (tx.clone(), engine.clone(), slot.clone(), stop.clone());
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(interval);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => {}
-                            _ = stop.changed() => return,
-                        }
+                let (engine, slot) = (engine.clone(), slot.clone());
+                every(interval, &tx, &stop, move || {
+                    let (engine, slot) = (engine.clone(), slot.clone());
+                    async move {
                         let result = engine.prober.probe_slot(&slot).await;
-                        if tx
-                            .send(Event::Probe {
-                                env: ei,
-                                slot: si,
-                                result,
-                            })
-                            .is_err()
-                        {
-                            return;
+                        Event::Probe {
+                            env: ei,
+                            slot: si,
+                            result,
                         }
                     }
                 });
@@ -145,46 +134,31 @@ impl World {
                 (true, &engine.env.preview_url),
             ] {
                 let Some(url) = url.clone() else { continue };
-                let (tx, engine, mut stop) = (tx.clone(), engine.clone(), stop.clone());
                 let vurl = crate::probe::version_url_behind(&engine.env, &url);
                 let pointer = engine
                     .env
                     .slots
                     .first()
                     .and_then(|s| s.version_pointer.clone());
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(interval);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => {}
-                            _ = stop.changed() => return,
-                        }
+                let engine = engine.clone();
+                every(interval, &tx, &stop, move || {
+                    let (engine, vurl, pointer) = (engine.clone(), vurl.clone(), pointer.clone());
+                    async move {
                         let result = engine.prober.probe_url(&vurl, pointer.as_deref()).await;
-                        if tx
-                            .send(Event::Url {
-                                env: ei,
-                                preview,
-                                result,
-                            })
-                            .is_err()
-                        {
-                            return;
+                        Event::Url {
+                            env: ei,
+                            preview,
+                            result,
                         }
                     }
                 });
             }
             for (ri, router) in engine.routers.iter().enumerate() {
-                let (tx, router, mut stop) = (tx.clone(), router.clone(), stop.clone());
                 let limit = self.config.settings.timeout.max(Duration::from_secs(2));
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(interval);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => {}
-                            _ = stop.changed() => return,
-                        }
+                let router = router.clone();
+                every(interval, &tx, &stop, move || {
+                    let router = router.clone();
+                    async move {
                         let result = match tokio::time::timeout(limit, router.observe()).await {
                             Ok(Ok(s)) => Ok(s),
                             Ok(Err(e)) => Err(format!("{e:#}")),
@@ -193,39 +167,58 @@ impl World {
                                 crate::timefmt::millis(limit)
                             )),
                         };
-                        let ev = Event::Router {
+                        Event::Router {
                             env: ei,
                             router: ri,
                             result,
                             at: SystemTime::now(),
-                        };
-                        if tx.send(ev).is_err() {
-                            return;
                         }
                     }
                 });
             }
-            let (tx, store, name, mut stop) = (
-                tx.clone(),
-                self.store.clone(),
-                engine.env.name.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = stop.changed() => return,
-                    }
+            let (store, name) = (self.store.clone(), engine.env.name.clone());
+            every(
+                interval.max(Duration::from_secs(1)),
+                &tx,
+                &stop,
+                move || {
                     let holder = store.holder(&name);
-                    if tx.send(Event::Lock { env: ei, holder }).is_err() {
-                        return;
-                    }
-                }
-            });
+                    async move { Event::Lock { env: ei, holder } }
+                },
+            );
         }
     }
+}
+
+/// Run `poll` on every tick of `interval` and send what it returns, until `stop` flips or the
+/// app is gone. A slow `poll` delays only its own next tick.
+fn every<F, Fut>(
+    interval: Duration,
+    tx: &mpsc::UnboundedSender<Event>,
+    stop: &watch::Receiver<bool>,
+    mut poll: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Event> + Send + 'static,
+{
+    let (tx, mut stop) = (tx.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let ev = tokio::select! {
+                ev = poll() => ev,
+                _ = stop.changed() => return,
+            };
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Runs effects. Owns the operation tasks' cancel switches.

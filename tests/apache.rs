@@ -1278,38 +1278,11 @@ live_balancer = "live"
         cutover::config::parse(&toml, Path::new("rolling.toml")).unwrap_or_else(|e| panic!("{e}"));
     let world = cutover::tui::World::build(cfg, None).expect("world");
     let engine = world.engines[0].clone();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let progress = tokio::spawn(async move {
-        let mut lines = Vec::new();
-        while let Some(p) = rx.recv().await {
-            if let cutover::ops::Progress::Step {
-                ok: Some(_),
-                message,
-                ..
-            } = p
-            {
-                lines.push(message);
-            }
-        }
-        lines
-    });
-    let (_c, cancel) = tokio::sync::watch::channel(false);
-    let out = engine
-        .run(
-            cutover::ops::OpRequest {
-                kind: cutover::ops::OpKind::Rolling {
-                    slot: "prod".into(),
-                    version: Some("2.0.0".into()),
-                },
-                force: false,
-                watch: false,
-            },
-            cutover::ops::GateSource::ProbeNow,
-            tx,
-            cancel,
-        )
-        .await;
-    let lines = progress.await.expect("progress");
+    let kind = cutover::ops::OpKind::Rolling {
+        slot: "prod".into(),
+        version: Some("2.0.0".into()),
+    };
+    let (out, lines) = common::run_op(&engine, kind, false, false).await;
     assert_eq!(
         out.verdict,
         cutover::ops::Verdict::Failed,

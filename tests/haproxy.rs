@@ -1220,23 +1220,15 @@ async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let world = cutover::tui::World::build(cfg, None).expect("world");
     let engine = world.engines[0].clone();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let (_c, cancel) = tokio::sync::watch::channel(false);
-    let out = engine
-        .run(
-            cutover::ops::OpRequest {
-                kind: cutover::ops::OpKind::Swap {
-                    to: Some("green".into()),
-                },
-                force: false,
-                watch: false,
-            },
-            cutover::ops::GateSource::ProbeNow,
-            tx,
-            cancel,
-        )
-        .await;
+    let (out, _) = common::run_op(
+        &engine,
+        cutover::ops::OpKind::Swap {
+            to: Some("green".into()),
+        },
+        false,
+        false,
+    )
+    .await;
     assert_eq!(
         out.verdict,
         cutover::ops::Verdict::Failed,
@@ -1309,24 +1301,16 @@ async fn a_rolling_deploy_over_greens_servers() {
         keep_alive: true,
         timeout: Duration::from_secs(5),
     });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let (_c, cancel) = tokio::sync::watch::channel(false);
-    let out = engine
-        .run(
-            cutover::ops::OpRequest {
-                kind: cutover::ops::OpKind::Rolling {
-                    slot: "green".into(),
-                    version: Some("2.1.0".into()),
-                },
-                force: false,
-                watch: false,
-            },
-            cutover::ops::GateSource::ProbeNow,
-            tx,
-            cancel,
-        )
-        .await;
+    let (out, _) = common::run_op(
+        &engine,
+        cutover::ops::OpKind::Rolling {
+            slot: "green".into(),
+            version: Some("2.1.0".into()),
+        },
+        false,
+        false,
+    )
+    .await;
     let report = load.finish().await;
     assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
     assert!(

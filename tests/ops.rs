@@ -127,21 +127,7 @@ impl Rig {
 }
 
 async fn run(engine: &Engine, kind: OpKind, force: bool, watch_it: bool) -> Outcome {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let (_c, cancel) = watch::channel(false);
-    engine
-        .run(
-            OpRequest {
-                kind,
-                force,
-                watch: watch_it,
-            },
-            GateSource::ProbeNow,
-            tx,
-            cancel,
-        )
-        .await
+    common::run_op(engine, kind, force, watch_it).await.0
 }
 
 fn out(o: &Output) -> String {

@@ -7,9 +7,8 @@
 mod common;
 
 use cutover::config;
-use cutover::ops::{GateSource, OpKind, OpRequest, Verdict};
+use cutover::ops::{OpKind, Verdict};
 use cutover::tui::World;
-use tokio::sync::{mpsc, watch};
 
 /// A config with blue/green slot servers and exec routers whose state lives in files.
 /// `routers` is a list of (name, switch command as a shell snippet).
@@ -46,19 +45,12 @@ async fn setup(routers: &[(&str, &str)]) -> (tempfile::TempDir, World, Vec<commo
 }
 
 async fn swap(world: &World, to: &str) -> cutover::ops::Outcome {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let (_c, cancel) = watch::channel(false);
-    let req = OpRequest {
-        kind: OpKind::Swap {
-            to: Some(to.into()),
-        },
-        force: false,
-        watch: false,
+    let kind = OpKind::Swap {
+        to: Some(to.into()),
     };
-    world.engines[0]
-        .run(req, GateSource::ProbeNow, tx, cancel)
+    common::run_op(&world.engines[0], kind, false, false)
         .await
+        .0
 }
 
 #[tokio::test]

@@ -178,3 +178,34 @@ where
     }
     false
 }
+
+/// Run an operation through the engine (gate from fresh probes), collecting the messages of the
+/// steps that finished: (outcome, messages).
+pub async fn run_op(
+    engine: &cutover::ops::Engine,
+    kind: cutover::ops::OpKind,
+    force: bool,
+    watch: bool,
+) -> (cutover::ops::Outcome, Vec<String>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let collect = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Some(p) = rx.recv().await {
+            if let cutover::ops::Progress::Step {
+                ok: Some(_),
+                message,
+                ..
+            } = p
+            {
+                lines.push(message);
+            }
+        }
+        lines
+    });
+    let (_cancel, cancelled) = tokio::sync::watch::channel(false);
+    let req = cutover::ops::OpRequest { kind, force, watch };
+    let out = engine
+        .run(req, cutover::ops::GateSource::ProbeNow, tx, cancelled)
+        .await;
+    (out, collect.await.unwrap_or_default())
+}
