@@ -61,6 +61,16 @@ pub enum Event {
     },
     /// A theme asked for with `:theme`, loaded by the runner.
     Theme(Result<Theme, String>),
+    /// A running drill's live counters.
+    DrillTick {
+        env: usize,
+        tick: crate::drill::DrillTick,
+    },
+    /// A drill ended.
+    DrillDone {
+        env: usize,
+        result: Result<Box<crate::drill::DrillReport>, String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -79,8 +89,15 @@ pub enum Effect {
     Demo(DemoCommand),
     /// Load a theme (it may be a user file).
     LoadTheme(String),
+    /// Run a drill on the environment, reporting ticks.
+    RunDrill {
+        env: usize,
+    },
     Quit,
 }
+
+/// Swap+rollback pairs of a drill started from the TUI.
+pub const DRILL_PAIRS: usize = 3;
 
 /// The `:` commands.
 pub const COMMANDS: [&str; 10] = [
@@ -192,6 +209,32 @@ pub struct OpView {
     pub started: SystemTime,
 }
 
+/// A drill as the screen shows it.
+#[derive(Debug, Clone, Default)]
+pub struct DrillView {
+    pub ticks: Vec<crate::drill::DrillTick>,
+    pub done: Option<Result<Box<crate::drill::DrillReport>, String>>,
+}
+
+impl DrillView {
+    /// Answers per second per slot, tick by tick (ticks are half a second apart).
+    pub fn rates(&self) -> std::collections::BTreeMap<String, Vec<u64>> {
+        let mut out: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        let mut prev: std::collections::BTreeMap<String, u64> = Default::default();
+        for (i, t) in self.ticks.iter().enumerate() {
+            for (slot, n) in &t.by_slot {
+                let v = out.entry(slot.clone()).or_insert_with(|| vec![0; i]);
+                v.push((n - prev.get(slot).copied().unwrap_or(0)) * 2);
+            }
+            for v in out.values_mut() {
+                v.resize(i + 1, 0);
+            }
+            prev = t.by_slot.clone();
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EnvView {
     pub config: Environment,
@@ -202,6 +245,7 @@ pub struct EnvView {
     pub memory: EnvMemory,
     pub op: Option<OpView>,
     pub lock: Option<LockInfo>,
+    pub drill: Option<DrillView>,
 }
 
 impl EnvView {
@@ -288,10 +332,18 @@ impl EnvView {
 }
 
 /// What the confirm dialog asks about.
+/// What a confirm dialog would start.
+#[derive(Debug, Clone)]
+pub enum Confirmed {
+    Op(OpKind),
+    /// `cutover drill` from the TUI, with its live chart.
+    Drill,
+}
+
 #[derive(Debug, Clone)]
 pub struct Confirm {
     pub env: usize,
-    pub kind: OpKind,
+    pub what: Confirmed,
     pub title: String,
     pub plan: Option<SwitchPlan>,
     pub typed: String,
@@ -372,6 +424,7 @@ impl App {
                 memory: memories.get(i).cloned().unwrap_or_default(),
                 op: None,
                 lock: None,
+                drill: None,
                 config: e.clone(),
             })
             .collect();
@@ -496,6 +549,41 @@ impl App {
             }
             Event::Theme(Err(e)) => {
                 self.status = Some((Level::Bad, e));
+                vec![]
+            }
+            Event::DrillTick { env, tick } => {
+                if let Some(d) = self.envs.get_mut(env).and_then(|e| e.drill.as_mut()) {
+                    d.ticks.push(tick);
+                }
+                vec![]
+            }
+            Event::DrillDone { env, result } => {
+                let line = match &result {
+                    Ok(r) if r.failed == 0 && r.failed_operations.is_empty() => (
+                        Level::Good,
+                        format!(
+                            "drill: {} requests, 0 failed, {} switches",
+                            r.sent,
+                            r.switches.len()
+                        ),
+                    ),
+                    Ok(r) => (
+                        Level::Bad,
+                        format!(
+                            "drill: {} of {} requests FAILED ({:?}); {} operations failed",
+                            r.failed,
+                            r.sent,
+                            r.failures,
+                            r.failed_operations.len()
+                        ),
+                    ),
+                    Err(e) => (Level::Bad, format!("drill refused: {e}")),
+                };
+                if let Some(d) = self.envs.get_mut(env).and_then(|e| e.drill.as_mut()) {
+                    d.done = Some(result);
+                }
+                self.status = Some(line.clone());
+                self.log(env, line.0, line.1);
                 vec![]
             }
         }
@@ -827,6 +915,10 @@ impl App {
                 );
                 vec![]
             }
+            Action::Drill => {
+                self.ask_drill(env_idx);
+                vec![]
+            }
             Action::Rolling => {
                 let Some(slot) = self
                     .env()
@@ -1047,9 +1139,55 @@ impl App {
         };
         self.overlay = Overlay::Confirm(Confirm {
             env,
-            kind,
+            what: Confirmed::Op(kind),
             title,
             plan,
+            typed: String::new(),
+            mode,
+        });
+    }
+
+    fn ask_drill(&mut self, env: usize) {
+        let Some(e) = self.envs.get_mut(env) else {
+            return;
+        };
+        if let Some(d) = &e.drill {
+            if d.done.is_some() {
+                e.drill = None; // D closes a finished drill's chart
+            } else {
+                self.status = Some((Level::Warn, "a drill is running".into()));
+            }
+            return;
+        }
+        if e.op_running() {
+            self.status = Some((
+                Level::Warn,
+                "an operation is running on this environment; wait for it".into(),
+            ));
+            return;
+        }
+        let why = if e.config.production && !e.config.allow_drill {
+            Some(
+                "a production environment: set allow_drill = true for it, or use `cutover drill --yes-really`",
+            )
+        } else if e.config.public_url.is_none() {
+            Some("no public_url to send load to")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.status = Some((
+                Level::Warn,
+                format!("no drill on `{}`: {why}", e.config.name),
+            ));
+            return;
+        }
+        let mode = e.config.confirm;
+        self.overlay = Overlay::Confirm(Confirm {
+            env,
+            what: Confirmed::Drill,
+            title: format!("Drill: {DRILL_PAIRS} swap+rollback pairs under load"),
+            plan: None,
             typed: String::new(),
             mode,
         });
@@ -1167,6 +1305,16 @@ impl App {
         let Overlay::Confirm(c) = std::mem::replace(&mut self.overlay, Overlay::None) else {
             return vec![];
         };
+        let kind = match c.what {
+            Confirmed::Op(k) => k,
+            Confirmed::Drill => {
+                if let Some(e) = self.envs.get_mut(c.env) {
+                    e.drill = Some(DrillView::default());
+                }
+                self.log(c.env, Level::Info, format!("{} requested", c.title));
+                return vec![Effect::RunDrill { env: c.env }];
+            }
+        };
         let Some(e) = self.envs.get_mut(c.env) else {
             return vec![];
         };
@@ -1191,7 +1339,7 @@ impl App {
         vec![Effect::RunOp {
             env: c.env,
             req: OpRequest {
-                kind: c.kind,
+                kind,
                 force,
                 watch: true,
             },

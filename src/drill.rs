@@ -167,9 +167,28 @@ fn is_loopback(url: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
+/// A live reading of a running drill (for the TUI's chart), every half second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillTick {
+    pub elapsed: Duration,
+    /// Successful answers per slot so far.
+    pub by_slot: BTreeMap<String, u64>,
+    pub failed: u64,
+    pub switches: usize,
+}
+
 /// Run a drill. Refuses production environments unless `yes_really`, and non-loopback targets
 /// when the environment says `drill_loopback_only`.
 pub async fn run(engine: &Engine, opts: &DrillOptions) -> Result<DrillReport> {
+    run_with(engine, opts, None).await
+}
+
+/// [`run`], sending a [`DrillTick`] every half second to `ticks`.
+pub async fn run_with(
+    engine: &Engine,
+    opts: &DrillOptions,
+    ticks: Option<mpsc::UnboundedSender<DrillTick>>,
+) -> Result<DrillReport> {
     let env = &engine.env;
     if env.production && !env.allow_drill && !opts.yes_really {
         bail!(
@@ -228,6 +247,25 @@ pub async fn run(engine: &Engine, opts: &DrillOptions) -> Result<DrillReport> {
         timeout: Duration::from_secs(5),
     });
     let started = run.started;
+    let done_switches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = ticks.map(|tx| {
+        let (live, done) = (run.live.clone(), done_switches.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (by_slot, failed) = live.snapshot();
+                let tick = DrillTick {
+                    elapsed: started.elapsed(),
+                    by_slot,
+                    failed,
+                    switches: done.load(std::sync::atomic::Ordering::Relaxed),
+                };
+                if tx.send(tick).is_err() {
+                    return;
+                }
+            }
+        })
+    });
     tokio::time::sleep(opts.pause).await;
     let mut switches: Vec<(String, String, Duration, Duration)> = Vec::new();
     let mut failed_operations = Vec::new();
@@ -256,6 +294,7 @@ pub async fn run(engine: &Engine, opts: &DrillOptions) -> Result<DrillReport> {
                 failed_operations.push(format!("{from} → {to}: {}", out.message));
             }
             switches.push((from.clone(), to.clone(), issued, t.elapsed()));
+            done_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(opts.pause).await;
         }
         if run.sent.load(std::sync::atomic::Ordering::Relaxed) >= opts.requests {
@@ -263,6 +302,9 @@ pub async fn run(engine: &Engine, opts: &DrillOptions) -> Result<DrillReport> {
         }
     }
     let report = run.finish().await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
     Ok(analyse(url, opts, report, switches, failed_operations))
 }
 

@@ -18,6 +18,7 @@ pub enum Action {
     Drain,
     Maintenance,
     Rolling,
+    Drill,
     Filter,
     Command,
     DemoBreak,
@@ -25,12 +26,13 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 17] = [
         Action::Swap,
         Action::Rollback,
         Action::Drain,
         Action::Maintenance,
         Action::Rolling,
+        Action::Drill,
         Action::Up,
         Action::Down,
         Action::Left,
@@ -58,6 +60,7 @@ impl Action {
             Action::Drain => "drain",
             Action::Maintenance => "maintenance",
             Action::Rolling => "rolling",
+            Action::Drill => "drill",
             Action::Filter => "filter",
             Action::Command => "command",
             Action::DemoBreak => "demo-break",
@@ -79,6 +82,9 @@ impl Action {
             Action::Drain => "drain the selected slot, or undrain it if it is draining",
             Action::Maintenance => "turn maintenance on (503 page) or off for the environment",
             Action::Rolling => "rolling deploy of the selected slot, node by node; asks first",
+            Action::Drill => {
+                "drill: load the public URL while swapping back and forth, with a live chart; D again closes it"
+            }
             Action::Filter => "filter environments by name (Tab completes)",
             Action::Command => {
                 ":env NAME, :swap [SLOT], :rollback, :drain SLOT, :undrain SLOT, :maintenance on|off, :rolling SLOT, :theme NAME, :quit (Tab completes)"
@@ -92,7 +98,12 @@ impl Action {
     pub fn changes_routers(self) -> bool {
         matches!(
             self,
-            Action::Swap | Action::Rollback | Action::Drain | Action::Maintenance | Action::Rolling
+            Action::Swap
+                | Action::Rollback
+                | Action::Drain
+                | Action::Maintenance
+                | Action::Rolling
+                | Action::Drill
         )
     }
 
@@ -154,6 +165,7 @@ impl Default for Keymap {
             (Key::ch('d'), Drain),
             (Key::ch('m'), Maintenance),
             (Key::ch('R'), Rolling),
+            (Key::ch('D'), Drill),
             (Key::ch('k'), Up),
             (Key::plain(KeyCode::Up), Up),
             (Key::ch('j'), Down),

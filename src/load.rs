@@ -94,9 +94,25 @@ impl LoadReport {
 }
 
 /// A load run in the background; `stop()` ends it early, `finish()` waits for the report.
+/// Counters a running load updates as answers come in (for live charts).
+#[derive(Debug, Default)]
+pub struct Live {
+    pub failed: AtomicU64,
+    /// Successful answers per slot so far.
+    pub by_slot: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl Live {
+    pub fn snapshot(&self) -> (BTreeMap<String, u64>, u64) {
+        let by = self.by_slot.lock().map(|g| g.clone()).unwrap_or_default();
+        (by, self.failed.load(Ordering::Relaxed))
+    }
+}
+
 pub struct LoadRun {
     /// When the run started; `Sample::at_ms` counts from here.
     pub started: Instant,
+    pub live: Arc<Live>,
     stop: Arc<AtomicBool>,
     pub sent: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<LoadReport>,
@@ -126,9 +142,12 @@ pub fn start(opts: LoadOptions) -> LoadRun {
     let sent = Arc::new(AtomicU64::new(0));
     let (stop2, sent2) = (stop.clone(), sent.clone());
     let started = Instant::now();
-    let task = tokio::spawn(async move { run_inner(opts, stop2, sent2, started).await });
+    let live = Arc::new(Live::default());
+    let live2 = live.clone();
+    let task = tokio::spawn(async move { run_inner(opts, stop2, sent2, started, live2).await });
     LoadRun {
         started,
+        live,
         stop,
         sent,
         task,
@@ -145,6 +164,7 @@ async fn run_inner(
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     started: Instant,
+    live: Arc<Live>,
 ) -> LoadReport {
     let deadline = started + opts.max_duration;
     let shared = Arc::new(Shared {
@@ -163,7 +183,13 @@ async fn run_inner(
             Ok(c) => c,
             Err(_) => continue,
         };
-        let (opts, stop, sent, shared) = (opts.clone(), stop.clone(), sent.clone(), shared.clone());
+        let (opts, stop, sent, shared, live) = (
+            opts.clone(),
+            stop.clone(),
+            sent.clone(),
+            shared.clone(),
+            live.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut local = LoadReport::default();
             loop {
@@ -176,6 +202,7 @@ async fn run_inner(
                     break;
                 }
                 local.sent += 1;
+                let (ok_before, failed_before) = (local.ok, local.failures.total());
                 let t0 = Instant::now();
                 let mut req = client.get(&opts.url);
                 if !opts.keep_alive {
@@ -214,6 +241,15 @@ async fn run_inner(
                         }
                     }
                     Err(e) => record_error(&mut local, &e),
+                }
+                if local.ok > ok_before
+                    && let Some(s) = local.samples.last()
+                    && let Ok(mut by) = live.by_slot.lock()
+                {
+                    *by.entry(s.slot.clone()).or_default() += 1;
+                }
+                if local.failures.total() > failed_before {
+                    live.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
             let mut r = shared.report.lock().await;

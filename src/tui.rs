@@ -274,6 +274,37 @@ impl Runner {
                     });
                 });
             }
+            Effect::RunDrill { env } => {
+                let Some(engine) = self.world.engines.get(env).cloned() else {
+                    return;
+                };
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let (ttx, mut trx) = mpsc::unbounded_channel();
+                    let fwd = {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            while let Some(tick) = trx.recv().await {
+                                let _ = tx.send(Event::DrillTick { env, tick });
+                            }
+                        })
+                    };
+                    let opts = crate::drill::DrillOptions {
+                        concurrency: 16,
+                        requests: 2_000_000,
+                        duration: Duration::from_secs(60),
+                        pairs: crate::app::DRILL_PAIRS,
+                        pause: Duration::from_millis(1500),
+                        ..Default::default()
+                    };
+                    let result = crate::drill::run_with(&engine, &opts, Some(ttx))
+                        .await
+                        .map(Box::new)
+                        .map_err(|e| format!("{e:#}"));
+                    let _ = fwd.await;
+                    let _ = tx.send(Event::DrillDone { env, result });
+                });
+            }
             Effect::LoadTheme(name) => {
                 let tx = self.tx.clone();
                 tokio::task::spawn_blocking(move || {

@@ -504,3 +504,51 @@ fn traffic_share_is_drawn_from_the_routers_counters() {
         "{text}"
     );
 }
+
+#[test]
+fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
+    use std::collections::BTreeMap;
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 'D');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("Drill: 3 swap+rollback pairs under load"),
+        "{text}"
+    );
+    let fx = app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('y'),
+        KeyModifiers::NONE,
+    )));
+    assert!(
+        matches!(fx.as_slice(), [cutover::app::Effect::RunDrill { env: 0 }]),
+        "{fx:?}"
+    );
+    let mut by = BTreeMap::new();
+    for (i, (b, g)) in [(500u64, 0u64), (1000, 0), (1000, 600), (1000, 1300)]
+        .into_iter()
+        .enumerate()
+    {
+        by.insert("blue".to_string(), b);
+        by.insert("green".to_string(), g);
+        app.update(Event::DrillTick {
+            env: 0,
+            tick: cutover::drill::DrillTick {
+                elapsed: Duration::from_millis(500 * (i as u64 + 1)),
+                by_slot: by.clone(),
+                failed: 0,
+                switches: i / 2,
+            },
+        });
+    }
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("2300 answered · 0 failed · 1/6 switches"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1400/s"),
+        "green's last rate (700 in half a second): {text}"
+    );
+    assert!(text.contains("Drill (running)"), "{text}");
+    insta::assert_snapshot!("drill_running", text);
+}

@@ -6,6 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use crate::app::{App, Overlay};
 
 pub mod confirm;
+pub mod drill;
 pub mod envs;
 pub mod events;
 pub mod help;
@@ -73,7 +74,10 @@ pub fn draw(f: &mut Frame, app: &App) {
     }
     slots::draw(f, &a.slots, app);
     info::draw(f, a.info, app);
-    events::draw(f, a.events, app);
+    match app.env().and_then(|e| e.drill.as_ref()) {
+        Some(d) => drill::draw(f, a.events, app, d),
+        None => events::draw(f, a.events, app),
+    }
     status::keybar(f, a.keybar, app);
     match &app.overlay {
         Overlay::None => {}
