@@ -4,6 +4,8 @@
 //! Run: `cargo test --test nginx -- --nocapture` (the MEASURED lines are the numbers in
 //! docs/nginx.md).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ use cutover::router::nginx::{self, Method, Pointer};
 use cutover::router::{Router, RouterConfig, Target};
 
 /// Load tests run one at a time so their counts do not depend on each other.
-static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Rig {
     driver: nginx::Driver,
@@ -752,7 +754,7 @@ async fn measure(
     label: &str,
     server_extra: Option<&str>,
 ) -> Option<LoadReport> {
-    let _serial = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = LOAD.lock().await;
     let r = rig(test, method, &["blue", "green"], &[], "").await?;
     if let Some(extra) = server_extra {
         // The operator's server block setting under test, then a reload to load it.

@@ -192,7 +192,7 @@ impl Config {
 }
 
 /// `http://127.0.0.1:9001` -> (`http`, `127.0.0.1:9001`).
-fn split_address(address: &str) -> std::result::Result<(&'static str, String), String> {
+pub(crate) fn split_address(address: &str) -> std::result::Result<(&'static str, String), String> {
     let (scheme, rest, port) = if let Some(r) = address.strip_prefix("http://") {
         ("http", r, 80)
     } else if let Some(r) = address.strip_prefix("https://") {
@@ -752,9 +752,7 @@ impl Driver {
     fn relative_target(&self, target: &Path) -> String {
         let t = target
             .strip_prefix(self.dir())
-            .or_else(|_| {
-                target.strip_prefix(&std::fs::canonicalize(self.dir()).unwrap_or_default())
-            })
+            .or_else(|_| target.strip_prefix(std::fs::canonicalize(self.dir()).unwrap_or_default()))
             .unwrap_or(target);
         t.to_string_lossy().trim_end_matches('/').to_string()
     }
@@ -1637,11 +1635,10 @@ fn restore(done: &[(Change, Entry)]) -> String {
                 bytes,
                 mode,
                 modified,
-            } => write_atomic(p, bytes, Some(*mode)).and_then(|_| {
+            } => write_atomic(p, bytes, Some(*mode)).map(|_| {
                 if let Some(t) = modified {
                     set_mtime(p, *t);
                 }
-                Ok(())
             }),
             Entry::Link { target, modified } => replace_link(p, target).map(|_| {
                 if let Some(t) = modified {
@@ -1676,7 +1673,7 @@ fn temp_sibling(p: &Path) -> PathBuf {
 
 /// Write a file through a temporary sibling and a rename, so a reader sees the old or the
 /// new content, never a part. Keeps the old file's permissions (or uses `mode`).
-pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
     use std::io::Write;
     let tmp = temp_sibling(p);
     let mode = mode.or_else(|| std::fs::metadata(p).ok().map(|m| m.permissions().mode()));
@@ -1696,7 +1693,7 @@ pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<
 }
 
 /// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`).
-pub(crate) fn replace_link(p: &Path, target: &Path) -> Result<()> {
+fn replace_link(p: &Path, target: &Path) -> Result<()> {
     let tmp = temp_sibling(p);
     let r = std::os::unix::fs::symlink(target, &tmp).and_then(|_| std::fs::rename(&tmp, p));
     if r.is_err() {
@@ -1850,6 +1847,7 @@ impl Router for Driver {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
