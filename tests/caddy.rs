@@ -388,6 +388,16 @@ async fn drain_removes_a_node_and_never_the_last() {
         assert_eq!(nodes["n2"], AdminState::Ready, "{mode:?}");
         let served = served_during(&r, 20).await;
         assert_eq!((served[0], served[3]), (0, 20), "{mode:?}: only n2 serves");
+        r.driver
+            .switch_live("blue")
+            .await
+            .expect("blue is live already");
+        let s = r.driver.observe().await.expect("observe");
+        assert_eq!(
+            s.slots["blue"].nodes[0].admin,
+            AdminState::Drain,
+            "{mode:?}: still drained"
+        );
 
         let e = r
             .driver

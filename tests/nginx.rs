@@ -129,7 +129,7 @@ kind = "nginx"
 method = "{method_name}"
 dir = "{t}/cutover"
 nginx = "{bin}"
-nginx_args = ["-p", "{t}", "-c", "{t}/nginx.conf"]
+nginx_args = ["-p", "{t}", "-c", "{t}/nginx.conf", "-e", "{t}/error.log"]
 pid_file = "{t}/nginx.pid"
 error_log = "{t}/error.log"
 reload_timeout = "3s"
@@ -166,6 +166,8 @@ reload_timeout = "3s"
             &t.display().to_string(),
             "-c",
             &t.join("nginx.conf").display().to_string(),
+            "-e",
+            &t.join("error.log").display().to_string(),
         ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

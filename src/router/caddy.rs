@@ -709,7 +709,9 @@ impl Driver {
                 })?;
                 let current = dials_of(&a.json()?);
                 let want = slot.dials();
-                if current == want {
+                // Already there (possibly with a node drained): nothing to change, and
+                // rewriting the upstreams would undo the drain.
+                if self.slot_of(&current).is_some_and(|s| s.name == to) {
                     return Ok(());
                 }
                 let body = Value::Array(want.iter().map(|d| json!({"dial": d})).collect());
@@ -760,6 +762,16 @@ impl Driver {
                     (true, MaintenanceMode::Page) => Some(PAGE),
                     (true, MaintenanceMode::Redirect { to }) => Some(to.as_str()),
                 };
+                if let Some(v) = value {
+                    let (config, _) = self.get_config().await?;
+                    if !self.has_file_route(&config, MAINT, v) {
+                        bail!(
+                            "Caddy's config has no file-mode route for {MAINT}={v} under {}; \
+                             load the routes from `file_mode_routes` (docs/caddy.md) first",
+                            self.flag_dir()?.display()
+                        );
+                    }
+                }
                 self.set_flag(MAINT, value)
             }
             Mode::Api => {
