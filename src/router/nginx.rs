@@ -1,11 +1,89 @@
-//! The `nginx` driver. Not built yet: building it is the work of its issue.
+//! The `nginx` driver: seed 002's live/next layout on open-source nginx.
+//!
+//! cutover owns one directory (`dir`). The operator's nginx config includes two kinds of file
+//! from it: `upstreams.conf` inside `http {}` (one `upstream` per slot, and for the `realpath`
+//! method a `map`), and a route include inside the `location` of the public server and of the
+//! preview ("next") server. How "live" points at a slot is the `method`:
+//!
+//! - `realpath` (the default): `live` and `next` are symlinks to per-slot directories, and nginx
+//!   resolves them on every request (`root DIR/live;` + `map $realpath_root ...`). A switch is
+//!   one atomic rename of a symlink and needs no reload, so keep-alive clients lose nothing.
+//! - `symlink` (seed 002 exactly): `live`/`next` link to per-slot directories each holding a
+//!   route include; a switch renames the link, runs `nginx -t` and reloads.
+//! - `include`: `live.conf`/`next.conf` are rewritten (temp file + rename), tested, reloaded.
+//!
+//! Open-source nginx has no drain state: drain marks servers `down` in `upstreams.conf` and
+//! reloads. Every reload is checked: `nginx -s reload` exits 0 even when the master could not
+//! apply the new config (a port in use), so the driver waits for new worker processes and,
+//! when none come, restores its files exactly and fails. A config that `nginx -t` rejects is
+//! never reloaded: the files are restored and nginx's own words are in the error.
 
-use color_eyre::eyre::{Result, bail};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::Deserialize;
 
 use crate::config::{Environment, Slot};
-use crate::model::{MaintenanceMode, RouterState};
+use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::router::{BoxFuture, Router, Target};
+use crate::timefmt::serde_duration;
+
+/// How the live and next routes point at a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Symlinks resolved by nginx on every request; switching needs no reload.
+    #[default]
+    Realpath,
+    /// Symlinks to per-slot directories holding the route include; switching reloads.
+    Symlink,
+    /// Include files rewritten by cutover; switching reloads.
+    Include,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Realpath => "realpath",
+            Method::Symlink => "symlink",
+            Method::Include => "include",
+        }
+    }
+}
+
+/// How a reload is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadBy {
+    /// Run `reload_command` (default `nginx [nginx_args] -s reload`).
+    #[default]
+    Command,
+    /// Send SIGHUP to the master process named in `pid_file`.
+    Signal,
+}
+
+fn default_nginx() -> String {
+    "nginx".into()
+}
+fn default_pid_file() -> PathBuf {
+    PathBuf::from("/run/nginx.pid")
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_reload_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retry_after() -> u32 {
+    30
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,22 +91,1701 @@ pub struct Config {
     /// The router's name in its environment (defaults to the kind).
     #[serde(default)]
     pub name: Option<String>,
+    /// `realpath` (default), `symlink` or `include`.
+    #[serde(default)]
+    pub method: Method,
+    /// The directory cutover owns: every file and link it writes is in here. Absolute.
+    pub dir: PathBuf,
+    /// The nginx binary used by the default test and reload commands.
+    #[serde(default = "default_nginx")]
+    pub nginx: String,
+    /// Arguments given to nginx before `-t` / `-s reload`, e.g. `["-p", "/srv/ngx", "-c",
+    /// "/srv/ngx/nginx.conf"]`.
+    #[serde(default)]
+    pub nginx_args: Vec<String>,
+    /// The config test, as an argv list. Default: `[nginx, nginx_args..., "-t"]`.
+    #[serde(default)]
+    pub test_command: Option<Vec<String>>,
+    /// The reload, as an argv list. Default: `[nginx, nginx_args..., "-s", "reload"]`.
+    #[serde(default)]
+    pub reload_command: Option<Vec<String>>,
+    /// `command` (default) or `signal` (SIGHUP to the master in `pid_file`).
+    #[serde(default)]
+    pub reload: ReloadBy,
+    /// nginx's pid file: the master process whose workers show that a reload took.
+    #[serde(default = "default_pid_file")]
+    pub pid_file: PathBuf,
+    /// nginx's error log; when given, a failed reload's `[emerg]` lines are in the error.
+    #[serde(default)]
+    pub error_log: Option<PathBuf>,
+    /// Prefix of the upstream names cutover writes (default `cutover_<environment>_`).
+    #[serde(default)]
+    pub upstream_prefix: Option<String>,
+    /// Longest a test or reload command may run.
+    #[serde(default = "default_timeout", with = "serde_duration")]
+    pub timeout: Duration,
+    /// How long to wait for nginx's new workers after a reload before calling it failed.
+    #[serde(default = "default_reload_timeout", with = "serde_duration")]
+    pub reload_timeout: Duration,
+    /// An HTML file served (with status 503) while maintenance is on; a plain page otherwise.
+    #[serde(default)]
+    pub maintenance_page: Option<PathBuf>,
+    /// The Retry-After header of the maintenance answer, in seconds.
+    #[serde(default = "default_retry_after")]
+    pub retry_after: u32,
+}
+
+/// Characters that are safe unquoted in nginx config, file names and variable names.
+fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 impl Config {
-    pub fn validate(&self, _slots: &[Slot]) -> std::result::Result<(), String> {
-        Err("the nginx driver is not built yet in this version of cutover".into())
+    pub fn validate(&self, slots: &[Slot]) -> std::result::Result<(), String> {
+        if !self.dir.is_absolute() {
+            return Err(format!(
+                "`dir` must be an absolute path (nginx includes files from it), not `{}`",
+                self.dir.display()
+            ));
+        }
+        let d = self.dir.to_string_lossy();
+        if d.chars()
+            .any(|c| matches!(c, '"' | '\'' | '$' | '\\' | ';' | '{' | '}') || c.is_whitespace())
+        {
+            return Err(format!(
+                "`dir` = `{d}` has a character nginx would read as syntax (quote, $, ;, braces or space)"
+            ));
+        }
+        if let Some(p) = &self.upstream_prefix
+            && !is_word(p)
+        {
+            return Err(format!(
+                "`upstream_prefix` = `{p}` must be letters, digits, `-`, `_` or `.`"
+            ));
+        }
+        for (field, cmd) in [
+            ("test_command", &self.test_command),
+            ("reload_command", &self.reload_command),
+        ] {
+            if let Some(c) = cmd
+                && c.first().is_none_or(|p| p.trim().is_empty())
+            {
+                return Err(format!(
+                    "`{field}` must name a program, like [\"nginx\", \"-t\"]"
+                ));
+            }
+        }
+        for s in slots {
+            if !is_word(&s.name) || s.name.starts_with('_') || s.name.starts_with('.') {
+                return Err(format!(
+                    "slot `{}`: the nginx driver uses slot names as file and upstream names; use \
+                     letters, digits, `-`, `_` or `.`, not starting with `_` or `.`",
+                    s.name
+                ));
+            }
+            slot_servers(s).map_err(|e| format!("slot `{}`: {e}", s.name))?;
+        }
+        Ok(())
     }
+}
+
+/// `http://127.0.0.1:9001` -> (`http`, `127.0.0.1:9001`).
+pub(crate) fn split_address(address: &str) -> std::result::Result<(&'static str, String), String> {
+    let (scheme, rest, port) = if let Some(r) = address.strip_prefix("http://") {
+        ("http", r, 80)
+    } else if let Some(r) = address.strip_prefix("https://") {
+        ("https", r, 443)
+    } else {
+        return Err(format!("`{address}` is not an http:// or https:// address"));
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.is_empty() {
+        return Err(format!(
+            "`{address}` has a path; nginx upstreams are host:port only (put the path in the \
+             operator's location instead)"
+        ));
+    }
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '$'))
+    {
+        return Err(format!("`{address}` has no usable host"));
+    }
+    let has_port = match host.rsplit_once(':') {
+        Some((_, p)) => !host.ends_with(']') && p.parse::<u16>().is_ok(),
+        None => false,
+    };
+    let hostport = if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok((scheme, hostport))
+}
+
+/// One server line of a slot's upstream: the node it is (the slot's name when the slot has
+/// no nodes) and its `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Server {
+    node: String,
+    addr: String,
+}
+
+#[derive(Debug, Clone)]
+struct SlotInfo {
+    name: String,
+    scheme: &'static str,
+    servers: Vec<Server>,
+    has_nodes: bool,
+}
+
+fn slot_servers(s: &Slot) -> std::result::Result<SlotInfo, String> {
+    let (scheme, addr) = split_address(&s.address)?;
+    if s.nodes.is_empty() {
+        return Ok(SlotInfo {
+            name: s.name.clone(),
+            scheme,
+            servers: vec![Server {
+                node: s.name.clone(),
+                addr,
+            }],
+            has_nodes: false,
+        });
+    }
+    let mut servers = Vec::new();
+    for n in &s.nodes {
+        let (sch, addr) =
+            split_address(&n.address).map_err(|e| format!("node `{}`: {e}", n.name))?;
+        if sch != scheme {
+            return Err(format!(
+                "node `{}` is {sch} but the slot's address is {scheme}; one upstream has one scheme",
+                n.name
+            ));
+        }
+        servers.push(Server {
+            node: n.name.clone(),
+            addr,
+        });
+    }
+    Ok(SlotInfo {
+        name: s.name.clone(),
+        scheme,
+        servers,
+        has_nodes: true,
+    })
+}
+
+/// A literal for a PCRE pattern inside an nginx quoted string.
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let plain = c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-');
+            (!plain).then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 pub struct Driver {
     name: String,
+    env: String,
+    cfg: Config,
+    slots: Vec<SlotInfo>,
+    prefix: String,
+    /// The `map` variable of the realpath method (without `$`).
+    route_var: String,
+    /// One change at a time: each one reads, writes, tests and reloads as a unit.
+    lock: tokio::sync::Mutex<()>,
 }
 
+/// The key of the maintenance page in `_maintenance/<live>/`.
+const PAGE: &str = "_page";
+const MAINT: &str = "_maintenance";
+
 impl Driver {
-    pub fn new(name: String, _env: &Environment, _cfg: &Config) -> Result<Self> {
-        Ok(Driver { name })
+    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
+        cfg.validate(&env.slots)
+            .map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
+        let slots = env
+            .slots
+            .iter()
+            .map(slot_servers)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
+        let prefix = cfg
+            .upstream_prefix
+            .clone()
+            .unwrap_or_else(|| format!("cutover_{}_", sanitize(&env.name)));
+        Ok(Driver {
+            route_var: format!("cutover_{}_route", sanitize(&env.name)),
+            name,
+            env: env.name.clone(),
+            cfg: cfg.clone(),
+            slots,
+            prefix,
+            lock: tokio::sync::Mutex::new(()),
+        })
     }
+
+    // --- layout -------------------------------------------------------------------------
+
+    fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+    fn upstreams_path(&self) -> PathBuf {
+        self.dir().join("upstreams.conf")
+    }
+    fn link(&self, which: Pointer) -> PathBuf {
+        self.dir().join(which.link_name())
+    }
+    /// The file the operator's `location` includes for the live or the next route.
+    pub fn include_path(&self, which: Pointer) -> PathBuf {
+        match self.cfg.method {
+            Method::Realpath | Method::Include => self.dir().join(which.conf_name()),
+            Method::Symlink => self.link(which).join("route.conf"),
+        }
+    }
+    /// The file the operator's `http {}` includes.
+    pub fn http_include_path(&self) -> PathBuf {
+        self.upstreams_path()
+    }
+    fn slot(&self, name: &str) -> Result<&SlotInfo> {
+        self.slots.iter().find(|s| s.name == name).ok_or_else(|| {
+            eyre!(
+                "`{name}` is not a slot of environment `{}` (slots: {})",
+                self.env,
+                self.slots
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+    fn upstream_name(&self, slot: &str) -> String {
+        format!("{}{}", self.prefix, slot)
+    }
+    fn upstream_url(&self, slot: &SlotInfo) -> String {
+        format!("{}://{}", slot.scheme, self.upstream_name(&slot.name))
+    }
+    /// Where a realpath-method `live` link points for a state.
+    fn realpath_target(live: &str, maintenance: Option<&MaintenanceMode>) -> String {
+        match maintenance {
+            None => live.to_string(),
+            Some(MaintenanceMode::Page) => format!("{MAINT}/{live}/{PAGE}"),
+            Some(MaintenanceMode::Redirect { to }) => format!("{MAINT}/{live}/{to}"),
+        }
+    }
+
+    // --- rendering ----------------------------------------------------------------------
+
+    fn header(&self, what: &str) -> String {
+        format!(
+            "# Written by cutover: {what} of environment `{}` (nginx router `{}`, method {}).\n\
+             # cutover rewrites this file; a hand edit shows as drift and is replaced by the next change.\n",
+            self.env,
+            self.name,
+            self.cfg.method.name()
+        )
+    }
+
+    fn render_upstreams(&self, down: &BTreeSet<(String, String)>, canon_dir: &Path) -> String {
+        let mut s = self.header("the upstreams");
+        for slot in &self.slots {
+            s.push_str(&format!("upstream {} {{\n", self.upstream_name(&slot.name)));
+            for srv in &slot.servers {
+                let is_down = down.contains(&(slot.name.clone(), srv.addr.clone()));
+                s.push_str(&format!(
+                    "    server {}{};{}\n",
+                    srv.addr,
+                    if is_down { " down" } else { "" },
+                    if slot.has_nodes {
+                        format!("  # node {}", srv.node)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            s.push_str("}\n");
+        }
+        if self.cfg.method == Method::Realpath {
+            // Regex keys: a hash of long paths would need map_hash_bucket_size tuning.
+            let d = regex_escape(&canon_dir.to_string_lossy());
+            s.push_str(&format!(
+                "# nginx resolves the live/next links on every request: the real path of the\n\
+                 # location's root names the route.\nmap $realpath_root ${} {{\n    default \"\";\n",
+                self.route_var
+            ));
+            for slot in &self.slots {
+                s.push_str(&format!(
+                    "    \"~^{d}/{}$\" \"{}\";\n",
+                    regex_escape(&slot.name),
+                    self.upstream_url(slot)
+                ));
+            }
+            for live in &self.slots {
+                let l = regex_escape(&live.name);
+                s.push_str(&format!(
+                    "    \"~^{d}/{MAINT}/{l}/{PAGE}$\" \"maintenance\";\n"
+                ));
+                for to in self.slots.iter().filter(|t| t.name != live.name) {
+                    s.push_str(&format!(
+                        "    \"~^{d}/{MAINT}/{l}/{}$\" \"{}\";\n",
+                        regex_escape(&to.name),
+                        self.upstream_url(to)
+                    ));
+                }
+            }
+            s.push_str("}\n");
+        }
+        s
+    }
+
+    fn page_text(&self) -> Result<String> {
+        let page = match &self.cfg.maintenance_page {
+            Some(p) => std::fs::read_to_string(p).wrap_err_with(|| {
+                format!(
+                    "cannot read maintenance_page {}; fix the path or remove the setting",
+                    p.display()
+                )
+            })?,
+            None => "<!doctype html>\n<html><head><title>Down for maintenance</title></head>\n\
+                     <body><h1>Down for maintenance</h1><p>We will be back shortly.</p></body></html>\n"
+                .to_string(),
+        };
+        // An nginx string: `$` would start a variable, so it goes in as an HTML entity.
+        Ok(page
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('$', "&#36;"))
+    }
+
+    fn render_page_answer(&self, indent: &str) -> Result<String> {
+        Ok(format!(
+            "{indent}add_header Retry-After {} always;\n{indent}return 503 \"{}\";\n",
+            self.cfg.retry_after,
+            self.page_text()?
+        ))
+    }
+
+    /// The route include of the symlink and include methods for a plain slot.
+    fn render_route(&self, slot: &str) -> Result<String> {
+        let info = self.slot(slot)?;
+        Ok(format!(
+            "# cutover: route={slot}\n{}proxy_pass {};\n",
+            self.header("a route"),
+            self.upstream_url(info)
+        ))
+    }
+
+    fn render_maintenance(&self, live: &str, mode: &MaintenanceMode) -> Result<String> {
+        let head = self.header("the live route");
+        Ok(match mode {
+            MaintenanceMode::Page => format!(
+                "# cutover: maintenance=page live={live}\n{head}default_type text/html;\n{}",
+                self.render_page_answer("")?
+            ),
+            MaintenanceMode::Redirect { to } => format!(
+                "# cutover: maintenance=redirect to={to} live={live}\n{head}proxy_pass {};\n",
+                self.upstream_url(self.slot(to)?)
+            ),
+        })
+    }
+
+    /// The static location include of the realpath method.
+    fn render_realpath_include(&self, which: Pointer) -> Result<String> {
+        let mut s = self.header(match which {
+            Pointer::Live => "the live route",
+            Pointer::Next => "the preview route",
+        });
+        s.push_str(&format!(
+            "# The `{}` link names the slot; switching it needs no reload.\nroot {};\n",
+            which.link_name(),
+            self.link(which).display()
+        ));
+        if which == Pointer::Live {
+            s.push_str(&format!(
+                "default_type text/html;\nif (${} = maintenance) {{\n{}}}\n",
+                self.route_var,
+                self.render_page_answer("    ")?
+            ));
+        }
+        s.push_str(&format!("proxy_pass ${};\n", self.route_var));
+        Ok(s)
+    }
+
+    /// Everything that must be in place whatever the pointers say: the upstreams (keeping the
+    /// servers marked down as they are), the static includes and the slot directories.
+    fn base_changes(&self, disk: &Disk, down: &BTreeSet<(String, String)>) -> Result<Vec<Change>> {
+        let mut v = vec![Change::File(
+            self.upstreams_path(),
+            self.render_upstreams(down, &disk.canon_dir),
+        )];
+        match self.cfg.method {
+            Method::Realpath => {
+                for s in &self.slots {
+                    v.push(Change::Dir(self.dir().join(&s.name)));
+                    v.push(Change::Dir(self.dir().join(MAINT).join(&s.name).join(PAGE)));
+                    for t in self.slots.iter().filter(|t| t.name != s.name) {
+                        v.push(Change::Dir(
+                            self.dir().join(MAINT).join(&s.name).join(&t.name),
+                        ));
+                    }
+                }
+                for p in [Pointer::Live, Pointer::Next] {
+                    v.push(Change::File(
+                        self.dir().join(p.conf_name()),
+                        self.render_realpath_include(p)?,
+                    ));
+                }
+            }
+            Method::Symlink => {
+                for s in &self.slots {
+                    v.push(Change::Dir(self.dir().join(&s.name)));
+                    v.push(Change::File(
+                        self.dir().join(&s.name).join("route.conf"),
+                        self.render_route(&s.name)?,
+                    ));
+                }
+                v.push(Change::Dir(self.dir().join(MAINT)));
+            }
+            Method::Include => {}
+        }
+        Ok(v)
+    }
+
+    /// The changes that point `which` at `slot` (for live: under `maintenance` if on).
+    fn pointer_changes(
+        &self,
+        which: Pointer,
+        slot: &str,
+        maintenance: Option<&MaintenanceMode>,
+    ) -> Result<Vec<Change>> {
+        let maintenance = if which == Pointer::Live {
+            maintenance
+        } else {
+            None
+        };
+        Ok(match self.cfg.method {
+            Method::Realpath => vec![Change::Link(
+                self.link(which),
+                Self::realpath_target(slot, maintenance),
+            )],
+            Method::Symlink => match maintenance {
+                None => vec![Change::Link(self.link(which), slot.to_string())],
+                Some(m) => vec![
+                    Change::File(
+                        self.dir().join(MAINT).join("route.conf"),
+                        self.render_maintenance(slot, m)?,
+                    ),
+                    Change::Link(self.link(which), MAINT.to_string()),
+                ],
+            },
+            Method::Include => vec![Change::File(
+                self.dir().join(which.conf_name()),
+                match maintenance {
+                    None => self.render_route(slot)?,
+                    Some(m) => self.render_maintenance(slot, m)?,
+                },
+            )],
+        })
+    }
+
+    /// Write the whole layout for a first start (nginx must be started or reloaded after).
+    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
+        let _g = self.lock.lock().await;
+        std::fs::create_dir_all(self.dir())
+            .wrap_err_with(|| format!("cannot create {}", self.dir().display()))?;
+        let disk = self.read_disk();
+        let mut changes = self.base_changes(&disk, &disk.down)?;
+        self.slot(live)?;
+        changes.extend(self.pointer_changes(Pointer::Live, live, None)?);
+        if let Some(p) = preview {
+            self.slot(p)?;
+            changes.extend(self.pointer_changes(Pointer::Next, p, None)?);
+        }
+        self.apply(changes, false).await
+    }
+
+    // --- reading back -------------------------------------------------------------------
+
+    fn read_disk(&self) -> Disk {
+        let mut disk = Disk {
+            canon_dir: std::fs::canonicalize(self.dir()).unwrap_or_else(|_| self.dir().into()),
+            ..Disk::default()
+        };
+        let up_path = self.upstreams_path();
+        match std::fs::read_to_string(&up_path) {
+            Ok(text) => {
+                let parsed = parse_upstreams(&text);
+                for slot in &self.slots {
+                    let uname = self.upstream_name(&slot.name);
+                    let Some(lines) = parsed.get(&uname) else {
+                        disk.notes.push(format!(
+                            "{} has no upstream `{uname}` for slot {}; the next change writes it",
+                            up_path.display(),
+                            slot.name
+                        ));
+                        continue;
+                    };
+                    disk.present.insert(slot.name.clone());
+                    for l in lines {
+                        if !slot.servers.iter().any(|s| s.addr == l.addr) {
+                            disk.notes.push(format!(
+                                "upstream `{uname}` in {} has server {} that slot {} does not list \
+                                 (changed by hand?); the next change removes it",
+                                up_path.display(),
+                                l.addr,
+                                slot.name
+                            ));
+                        }
+                        if l.down {
+                            disk.down.insert((slot.name.clone(), l.addr.clone()));
+                        }
+                    }
+                    for s in &slot.servers {
+                        if !lines.iter().any(|l| l.addr == s.addr) {
+                            disk.notes.push(format!(
+                                "upstream `{uname}` lacks server {} of slot {}; the next change adds it",
+                                s.addr, slot.name
+                            ));
+                        }
+                    }
+                }
+                if self.render_upstreams(&disk.down, &disk.canon_dir) != text {
+                    disk.notes.push(format!(
+                        "{} differs from what cutover writes (changed by hand, or the slots \
+                         changed); the next change rewrites it",
+                        up_path.display()
+                    ));
+                }
+            }
+            Err(e) => disk.notes.push(format!(
+                "cannot read {}: {e}; nothing is routed by cutover yet (install the layout first)",
+                up_path.display()
+            )),
+        }
+        match self.cfg.method {
+            Method::Realpath => self.read_realpath(&mut disk),
+            Method::Symlink => self.read_symlink(&mut disk),
+            Method::Include => self.read_include(&mut disk),
+        }
+        disk
+    }
+
+    fn read_realpath(&self, disk: &mut Disk) {
+        for p in [Pointer::Live, Pointer::Next] {
+            let conf = self.dir().join(p.conf_name());
+            match (
+                std::fs::read_to_string(&conf),
+                self.render_realpath_include(p),
+            ) {
+                (Ok(text), Ok(want)) if text != want => disk.notes.push(format!(
+                    "{} differs from what cutover writes (changed by hand?); the next change \
+                     rewrites it",
+                    conf.display()
+                )),
+                (Err(e), _) => disk
+                    .notes
+                    .push(format!("cannot read {}: {e}", conf.display())),
+                _ => {}
+            }
+            let link = self.link(p);
+            let target = match std::fs::read_link(&link) {
+                Ok(t) => t,
+                Err(e) => {
+                    if p == Pointer::Live || e.kind() != std::io::ErrorKind::NotFound {
+                        disk.notes
+                            .push(format!("cannot read link {}: {e}", link.display()));
+                    }
+                    continue;
+                }
+            };
+            let rel = self.relative_target(&target);
+            if !link.exists() {
+                disk.notes.push(format!(
+                    "link {} points to {}, which does not exist: nginx answers 500 on this route",
+                    link.display(),
+                    target.display()
+                ));
+            }
+            let parts: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+            let known = |n: &str| self.slots.iter().any(|s| s.name == n);
+            match (p, parts.as_slice()) {
+                (Pointer::Live, [slot]) if known(slot) => disk.live = Some(slot.to_string()),
+                (Pointer::Next, [slot]) if known(slot) => disk.preview = Some(slot.to_string()),
+                (Pointer::Live, [m, live, what]) if *m == MAINT && known(live) => {
+                    disk.live = Some(live.to_string());
+                    disk.maintenance = if *what == PAGE {
+                        Some(MaintenanceMode::Page)
+                    } else if known(what) {
+                        Some(MaintenanceMode::Redirect {
+                            to: what.to_string(),
+                        })
+                    } else {
+                        disk.notes.push(format!(
+                            "link {} points to {rel}, which is not a maintenance state cutover writes",
+                            link.display()
+                        ));
+                        None
+                    };
+                }
+                _ => disk.notes.push(format!(
+                    "link {} points to {} (changed by hand?): that is not a slot of {}",
+                    link.display(),
+                    target.display(),
+                    self.env
+                )),
+            }
+        }
+    }
+
+    /// A link target relative to `dir` (links cutover writes are relative).
+    fn relative_target(&self, target: &Path) -> String {
+        let t = target
+            .strip_prefix(self.dir())
+            .or_else(|_| target.strip_prefix(std::fs::canonicalize(self.dir()).unwrap_or_default()))
+            .unwrap_or(target);
+        t.to_string_lossy().trim_end_matches('/').to_string()
+    }
+
+    fn read_symlink(&self, disk: &mut Disk) {
+        for p in [Pointer::Live, Pointer::Next] {
+            let link = self.link(p);
+            let target = match std::fs::read_link(&link) {
+                Ok(t) => t,
+                Err(e) => {
+                    if p == Pointer::Live || e.kind() != std::io::ErrorKind::NotFound {
+                        disk.notes
+                            .push(format!("cannot read link {}: {e}", link.display()));
+                    }
+                    continue;
+                }
+            };
+            let rel = self.relative_target(&target);
+            let file = link.join("route.conf");
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    disk.notes.push(format!(
+                        "link {} points to {rel}, but {} cannot be read ({e}): nginx -t would fail",
+                        link.display(),
+                        file.display()
+                    ));
+                    continue;
+                }
+            };
+            let route = self.read_route(&file, &text, &mut disk.notes);
+            if let Some(Route::Slot(s)) = &route
+                && *s != rel
+            {
+                disk.notes.push(format!(
+                    "link {} points to directory {rel}, whose route.conf routes to {s} (changed by hand?)",
+                    link.display()
+                ));
+            }
+            self.set_route(disk, p, route);
+        }
+    }
+
+    fn read_include(&self, disk: &mut Disk) {
+        for p in [Pointer::Live, Pointer::Next] {
+            let file = self.dir().join(p.conf_name());
+            match std::fs::read_to_string(&file) {
+                Ok(text) => {
+                    let route = self.read_route(&file, &text, &mut disk.notes);
+                    self.set_route(disk, p, route);
+                }
+                Err(e) => {
+                    if p == Pointer::Live || e.kind() != std::io::ErrorKind::NotFound {
+                        disk.notes
+                            .push(format!("cannot read {}: {e}", file.display()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_route(&self, disk: &mut Disk, p: Pointer, route: Option<Route>) {
+        match (p, route) {
+            (Pointer::Live, Some(Route::Slot(s))) => disk.live = Some(s),
+            (Pointer::Live, Some(Route::Maintenance { live, mode })) => {
+                disk.live = Some(live);
+                disk.maintenance = Some(mode);
+            }
+            (Pointer::Next, Some(Route::Slot(s))) => disk.preview = Some(s),
+            (Pointer::Next, Some(Route::Maintenance { live, .. })) => disk.preview = Some(live),
+            (_, None) => {}
+        }
+    }
+
+    /// What a route include (symlink and include methods) does: the marker cutover writes
+    /// says what it meant; the directives say what nginx does. Where they disagree, the
+    /// directives win and a note says so.
+    fn read_route(&self, file: &Path, text: &str, notes: &mut Vec<String>) -> Option<Route> {
+        let marker = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# cutover:"))
+            .map(|m| {
+                m.split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
+        let meant = if let Some(s) = marker.get("route") {
+            Some(Route::Slot(s.clone()))
+        } else {
+            match (
+                marker.get("maintenance").map(String::as_str),
+                marker.get("live"),
+            ) {
+                (Some("page"), Some(live)) => Some(Route::Maintenance {
+                    live: live.clone(),
+                    mode: MaintenanceMode::Page,
+                }),
+                (Some("redirect"), Some(live)) => marker.get("to").map(|to| Route::Maintenance {
+                    live: live.clone(),
+                    mode: MaintenanceMode::Redirect { to: to.clone() },
+                }),
+                _ => None,
+            }
+        };
+        let expected = match &meant {
+            Some(Route::Slot(s)) => self.render_route(s).ok(),
+            Some(Route::Maintenance { live, mode }) => self.render_maintenance(live, mode).ok(),
+            None => None,
+        };
+        if expected.as_deref() == Some(text) {
+            return meant;
+        }
+        // Hand-edited or foreign: read the directives.
+        let tokens = tokenize(text);
+        let proxied = tokens
+            .windows(2)
+            .find(|w| w[0] == "proxy_pass")
+            .map(|w| w[1].clone());
+        let returns_503 = tokens.windows(2).any(|w| w[0] == "return" && w[1] == "503");
+        let by_upstream = |url: &str| {
+            let host = url.split("://").nth(1).unwrap_or(url).trim_end_matches('/');
+            self.slots
+                .iter()
+                .find(|s| {
+                    host == self.upstream_name(&s.name) || s.servers.iter().any(|v| v.addr == host)
+                })
+                .map(|s| s.name.clone())
+        };
+        let actual = match (&proxied, returns_503) {
+            (_, true) => Some(Route::Maintenance {
+                live: match &meant {
+                    Some(Route::Maintenance { live, .. }) => live.clone(),
+                    _ => String::new(),
+                },
+                mode: MaintenanceMode::Page,
+            }),
+            (Some(url), false) => match by_upstream(url) {
+                Some(slot) => match &meant {
+                    Some(Route::Maintenance { live, .. }) => Some(Route::Maintenance {
+                        live: live.clone(),
+                        mode: MaintenanceMode::Redirect { to: slot },
+                    }),
+                    _ => Some(Route::Slot(slot)),
+                },
+                None => {
+                    notes.push(format!(
+                        "{} proxies to {url}, which is no slot of {} (changed by hand?)",
+                        file.display(),
+                        self.env
+                    ));
+                    return None;
+                }
+            },
+            (None, false) => {
+                notes.push(format!(
+                    "{} neither proxies to a slot nor answers 503 (changed by hand?)",
+                    file.display()
+                ));
+                return None;
+            }
+        };
+        notes.push(format!(
+            "{} was changed by hand: it is not what cutover writes{}; cutover reports what \
+             its directives do",
+            file.display(),
+            match &meant {
+                Some(Route::Slot(s)) => format!(" for route={s}"),
+                Some(Route::Maintenance { live, .. }) => format!(" for maintenance of {live}"),
+                None => String::new(),
+            }
+        ));
+        actual
+    }
+
+    // --- changing -----------------------------------------------------------------------
+
+    /// Apply changes (skipping those already in place). With `reload`, run the test command
+    /// and reload, and check the reload took; on any failure put every touched path back
+    /// exactly as it was.
+    async fn apply(&self, changes: Vec<Change>, reload: bool) -> Result<()> {
+        let changes: Vec<Change> = changes.into_iter().filter(|c| !c.in_place()).collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut done: Vec<(Change, Entry)> = Vec::new();
+        for c in changes {
+            let before = Entry::read(c.path());
+            if let Err(e) = c.perform() {
+                let restored = restore(&done);
+                return Err(e).wrap_err_with(|| {
+                    format!("cutover could not write its nginx files{restored}")
+                });
+            }
+            done.push((c, before));
+        }
+        if reload && let Err(e) = self.test_and_reload().await {
+            let restored = restore(&done);
+            return Err(e.wrap_err(format!(
+                "the change was not applied{restored}; nginx still serves what it served before"
+            )));
+        }
+        Ok(())
+    }
+
+    fn test_argv(&self) -> Vec<String> {
+        self.cfg.test_command.clone().unwrap_or_else(|| {
+            let mut v = vec![self.cfg.nginx.clone()];
+            v.extend(self.cfg.nginx_args.iter().cloned());
+            v.push("-t".into());
+            v
+        })
+    }
+
+    fn reload_argv(&self) -> Vec<String> {
+        self.cfg.reload_command.clone().unwrap_or_else(|| {
+            let mut v = vec![self.cfg.nginx.clone()];
+            v.extend(self.cfg.nginx_args.iter().cloned());
+            v.extend(["-s".to_string(), "reload".to_string()]);
+            v
+        })
+    }
+
+    async fn run(&self, argv: &[String]) -> Result<CmdOutput> {
+        let shown = argv.join(" ");
+        let Some((prog, args)) = argv.split_first() else {
+            bail!("an empty command is configured");
+        };
+        let child = tokio::process::Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(self.cfg.timeout, child)
+            .await
+            .map_err(|_| {
+                eyre!(
+                    "`{shown}` did not finish within {}; it was stopped",
+                    humantime::format_duration(self.cfg.timeout)
+                )
+            })?
+            .wrap_err_with(|| {
+                format!("cannot run `{shown}`; check the `nginx` path or the command")
+            })?;
+        let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !stdout.trim().is_empty() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(stdout.trim());
+        }
+        Ok(CmdOutput {
+            shown,
+            ok: out.status.success(),
+            status: out.status.to_string(),
+            text,
+        })
+    }
+
+    fn master_pid(&self) -> Result<u32> {
+        let p = &self.cfg.pid_file;
+        let s = std::fs::read_to_string(p).wrap_err_with(|| {
+            format!(
+                "cannot read nginx's pid file {}: is nginx running, and is `pid_file` the path \
+                 of nginx's `pid` directive?",
+                p.display()
+            )
+        })?;
+        let pid: u32 = s.trim().parse().map_err(|_| {
+            eyre!(
+                "nginx's pid file {} holds `{}`, not a process id",
+                p.display(),
+                s.trim()
+            )
+        })?;
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            bail!(
+                "nginx is not running: its pid file {} names process {pid}, which does not exist",
+                p.display()
+            );
+        }
+        Ok(pid)
+    }
+
+    fn log_len(&self) -> u64 {
+        self.cfg
+            .error_log
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// `[emerg]`/`[alert]`/`[crit]` lines the error log gained since `from`.
+    fn log_errors_since(&self, from: u64) -> Option<String> {
+        let p = self.cfg.error_log.as_ref()?;
+        let bytes = std::fs::read(p).ok()?;
+        let from = usize::try_from(from).ok()?.min(bytes.len());
+        let lines: Vec<&str> = std::str::from_utf8(&bytes[from..])
+            .ok()?
+            .lines()
+            .filter(|l| l.contains("[emerg]") || l.contains("[alert]") || l.contains("[crit]"))
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        let n = lines.len();
+        Some(lines[n.saturating_sub(5)..].join("\n"))
+    }
+
+    async fn test_and_reload(&self) -> Result<()> {
+        let test = self.run(&self.test_argv()).await?;
+        if !test.ok {
+            bail!(
+                "nginx rejected the new config (`{}` {}):\n{}",
+                test.shown,
+                test.status,
+                test.text
+            );
+        }
+        let master = self.master_pid()?;
+        // A master that has just started may not have forked its workers yet; the check
+        // below needs the old generation to compare with.
+        let started = Instant::now();
+        let before = loop {
+            let now = children_of(master)
+                .wrap_err("cannot list nginx's worker processes in /proc to check the reload")?;
+            if !now.is_empty() {
+                break now;
+            }
+            if started.elapsed() >= self.cfg.reload_timeout {
+                bail!(
+                    "nginx's master (pid {master}) has no worker processes; is it starting or \
+                     stopping? Nothing was reloaded"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let log_from = self.log_len();
+        match self.cfg.reload {
+            ReloadBy::Command => {
+                let out = self.run(&self.reload_argv()).await?;
+                if !out.ok {
+                    bail!(
+                        "the reload failed (`{}` {}):\n{}",
+                        out.shown,
+                        out.status,
+                        out.text
+                    );
+                }
+            }
+            ReloadBy::Signal => {
+                let pid =
+                    i32::try_from(master).map_err(|_| eyre!("pid {master} is out of range"))?;
+                // SAFETY: kill(2) with a pid read from nginx's pid file and SIGHUP.
+                if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+                    bail!(
+                        "cannot send SIGHUP to nginx's master {master}: {}; run cutover as \
+                         nginx's user or configure a reload_command (with sudo)",
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+        }
+        let started = Instant::now();
+        loop {
+            // Took: new workers run, and every old one has stopped accepting (it retitles
+            // itself "shutting down" before closing its listeners) or is gone. Until then old
+            // workers still accept connections and serve the old config.
+            let now = children_of(master).unwrap_or_default();
+            if now.iter().any(|p| !before.contains(p))
+                && before
+                    .iter()
+                    .filter(|p| now.contains(p))
+                    .all(|p| shutting_down(*p))
+            {
+                return Ok(());
+            }
+            if let Some(lines) = self.log_errors_since(log_from) {
+                bail!(
+                    "nginx did not apply the new config although `nginx -t` passed; its error \
+                     log says:\n{lines}"
+                );
+            }
+            if started.elapsed() >= self.cfg.reload_timeout {
+                bail!(
+                    "nginx did not apply the new config: no new worker process within {} of the \
+                     reload, so its master kept the old config (`nginx -s reload` exits 0 even \
+                     then). nginx's error log says why (a port in use?){}",
+                    humantime::format_duration(self.cfg.reload_timeout),
+                    match &self.cfg.error_log {
+                        Some(p) => format!(": {}", p.display()),
+                        None => "; set `error_log` to see it here".into(),
+                    }
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Files whose content nginx has not loaded yet: changed after the current workers started.
+    fn unloaded_notes(&self, master: u32, disk: &Disk) -> Vec<String> {
+        let Some(loaded_at) = newest_worker_start(master) else {
+            return Vec::new();
+        };
+        let mut paths = vec![self.upstreams_path()];
+        match self.cfg.method {
+            Method::Realpath => {
+                paths.push(self.dir().join("live.conf"));
+                paths.push(self.dir().join("next.conf"));
+            }
+            Method::Include => {
+                paths.push(self.dir().join("live.conf"));
+                paths.push(self.dir().join("next.conf"));
+            }
+            Method::Symlink => {
+                paths.push(self.link(Pointer::Live));
+                paths.push(self.link(Pointer::Next));
+                for s in &self.slots {
+                    paths.push(self.dir().join(&s.name).join("route.conf"));
+                }
+                if disk.maintenance.is_some() {
+                    paths.push(self.dir().join(MAINT).join("route.conf"));
+                }
+            }
+        }
+        let mut notes = Vec::new();
+        for p in paths {
+            let Ok(m) = std::fs::symlink_metadata(&p).and_then(|m| m.modified()) else {
+                continue;
+            };
+            // Process start times have a 10 ms grain; a second of slack avoids false alarms.
+            if m > loaded_at + Duration::from_secs(1) {
+                notes.push(format!(
+                    "{} changed at {} after nginx last loaded its config ({}); nginx still serves \
+                     the old content until a reload",
+                    p.display(),
+                    crate::timefmt::rfc3339(m),
+                    crate::timefmt::rfc3339(loaded_at)
+                ));
+            }
+        }
+        notes
+    }
+
+    fn routed(&self, disk: &Disk, slot: &str) -> Option<&'static str> {
+        if disk.live.as_deref() == Some(slot) {
+            return Some("live");
+        }
+        if disk.preview.as_deref() == Some(slot) {
+            return Some("the preview");
+        }
+        if let Some(MaintenanceMode::Redirect { to }) = &disk.maintenance
+            && to == slot
+        {
+            return Some("the maintenance target");
+        }
+        None
+    }
+
+    /// A slot may take a route only when its upstream is written and has a server not down.
+    fn check_routable(&self, disk: &Disk, slot: &str) -> Result<()> {
+        let info = self.slot(slot)?;
+        if info
+            .servers
+            .iter()
+            .all(|s| disk.down.contains(&(slot.to_string(), s.addr.clone())))
+        {
+            bail!(
+                "every server of slot {slot} is marked down (drained) in {}; undrain it first",
+                self.upstreams_path().display()
+            );
+        }
+        Ok(())
+    }
+
+    async fn point(&self, which: Pointer, slot: &str) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let disk = self.read_disk();
+        self.check_routable(&disk, slot)?;
+        let base = self.base_changes(&disk, &disk.down)?;
+        let maintenance = disk.maintenance.clone();
+        if let Some(MaintenanceMode::Redirect { to }) = &maintenance
+            && which == Pointer::Live
+            && to == slot
+        {
+            bail!(
+                "maintenance sends live traffic to {slot}; turn maintenance off before making \
+                 {slot} live"
+            );
+        }
+        let pointer = self.pointer_changes(which, slot, maintenance.as_ref())?;
+        match self.cfg.method {
+            Method::Realpath => {
+                // The map and includes must be loaded before the link may point anywhere new.
+                self.apply(base, true).await?;
+                self.apply(pointer, false).await
+            }
+            Method::Symlink | Method::Include => {
+                self.apply(base.into_iter().chain(pointer).collect(), true)
+                    .await
+            }
+        }
+    }
+
+    async fn set_maintenance(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let disk = self.read_disk();
+        let Some(live) = disk.live.clone() else {
+            bail!(
+                "cannot tell which slot is live from {} ({}); switch live to a slot first",
+                self.dir().display(),
+                disk.notes.join("; ")
+            );
+        };
+        if on && let MaintenanceMode::Redirect { to } = mode {
+            if *to == live {
+                bail!("maintenance cannot redirect {live} to itself; pick another slot");
+            }
+            self.check_routable(&disk, to)?;
+        }
+        let base = self.base_changes(&disk, &disk.down)?;
+        let pointer = self.pointer_changes(Pointer::Live, &live, on.then_some(mode))?;
+        match self.cfg.method {
+            Method::Realpath => {
+                self.apply(base, true).await?;
+                self.apply(pointer, false).await
+            }
+            Method::Symlink | Method::Include => {
+                self.apply(base.into_iter().chain(pointer).collect(), true)
+                    .await
+            }
+        }
+    }
+
+    async fn set_down(&self, target: &Target, down: bool) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let disk = self.read_disk();
+        let info = self.slot(&target.slot)?;
+        let servers: Vec<&Server> = match &target.node {
+            None => info.servers.iter().collect(),
+            Some(n) => {
+                let s = info
+                    .servers
+                    .iter()
+                    .find(|s| info.has_nodes && s.node == *n)
+                    .ok_or_else(|| {
+                        eyre!(
+                            "slot {} has no node `{n}` (nodes: {})",
+                            info.name,
+                            if info.has_nodes {
+                                info.servers
+                                    .iter()
+                                    .map(|s| s.node.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            } else {
+                                "none; drain the whole slot".into()
+                            }
+                        )
+                    })?;
+                vec![s]
+            }
+        };
+        let mut new_down = disk.down.clone();
+        for s in &servers {
+            let key = (info.name.clone(), s.addr.clone());
+            if down {
+                new_down.insert(key);
+            } else {
+                new_down.remove(&key);
+            }
+        }
+        if down
+            && info
+                .servers
+                .iter()
+                .all(|s| new_down.contains(&(info.name.clone(), s.addr.clone())))
+            && let Some(role) = self.routed(&disk, &info.name)
+        {
+            bail!(
+                "refusing to mark every server of {} down: {} is {role}, and nginx would answer \
+                 502 for it (open-source nginx has no drain state; cutover drains by marking \
+                 servers `down`). Drain one node at a time, or move {role} to another slot first.",
+                info.name,
+                info.name
+            );
+        }
+        let changes = self.base_changes(&disk, &new_down)?;
+        self.apply(changes, true).await
+    }
+
+    async fn observe_inner(&self) -> Result<RouterState> {
+        let master = self.master_pid()?;
+        let disk = self.read_disk();
+        let mut state = RouterState {
+            live: disk.live.clone(),
+            preview: disk.preview.clone(),
+            maintenance: disk.maintenance.clone(),
+            notes: disk.notes.clone(),
+            ..RouterState::default()
+        };
+        state.notes.extend(self.unloaded_notes(master, &disk));
+        for slot in &self.slots {
+            let is_down = |s: &Server| disk.down.contains(&(slot.name.clone(), s.addr.clone()));
+            let admin = if !disk.present.contains(&slot.name) {
+                AdminState::Unknown
+            } else if slot.servers.iter().all(is_down) {
+                AdminState::Drain
+            } else {
+                AdminState::Ready
+            };
+            let nodes = if slot.has_nodes {
+                slot.servers
+                    .iter()
+                    .map(|s| NodeRoute {
+                        name: s.node.clone(),
+                        admin: if !disk.present.contains(&slot.name) {
+                            AdminState::Unknown
+                        } else if is_down(s) {
+                            AdminState::Drain
+                        } else {
+                            AdminState::Ready
+                        },
+                        sessions: None,
+                        check: None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            state.slots.insert(
+                slot.name.clone(),
+                SlotRoute {
+                    admin,
+                    nodes,
+                    ..SlotRoute::default()
+                },
+            );
+        }
+        Ok(state)
+    }
+}
+
+/// The live route or the preview ("next") route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pointer {
+    Live,
+    Next,
+}
+
+impl Pointer {
+    fn link_name(self) -> &'static str {
+        match self {
+            Pointer::Live => "live",
+            Pointer::Next => "next",
+        }
+    }
+    fn conf_name(self) -> &'static str {
+        match self {
+            Pointer::Live => "live.conf",
+            Pointer::Next => "next.conf",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Route {
+    Slot(String),
+    Maintenance { live: String, mode: MaintenanceMode },
+}
+
+/// What cutover's files say, read back.
+#[derive(Debug, Default)]
+struct Disk {
+    canon_dir: PathBuf,
+    live: Option<String>,
+    preview: Option<String>,
+    maintenance: Option<MaintenanceMode>,
+    /// (slot, host:port) of servers marked `down`.
+    down: BTreeSet<(String, String)>,
+    /// Slots whose upstream is in upstreams.conf.
+    present: BTreeSet<String>,
+    notes: Vec<String>,
+}
+
+struct CmdOutput {
+    shown: String,
+    ok: bool,
+    status: String,
+    text: String,
+}
+
+// --- nginx config reading ---------------------------------------------------------------
+
+/// Words, quoted strings (unquoted), `{`, `}` and `;`, with comments removed.
+fn tokenize(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.chars().peekable();
+    let flush = |cur: &mut String, out: &mut Vec<String>| {
+        if !cur.is_empty() {
+            out.push(std::mem::take(cur));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                flush(&mut cur, &mut out);
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' | '\'' => {
+                flush(&mut cur, &mut out);
+                let mut s = String::new();
+                while let Some(d) = chars.next() {
+                    if d == '\\' {
+                        if let Some(e) = chars.next() {
+                            s.push(e);
+                        }
+                    } else if d == c {
+                        break;
+                    } else {
+                        s.push(d);
+                    }
+                }
+                out.push(s);
+            }
+            '{' | '}' | ';' => {
+                flush(&mut cur, &mut out);
+                out.push(c.to_string());
+            }
+            c if c.is_whitespace() => flush(&mut cur, &mut out),
+            c => cur.push(c),
+        }
+    }
+    flush(&mut cur, &mut out);
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerLine {
+    addr: String,
+    down: bool,
+}
+
+/// `upstream NAME { server ADDR [params]; ... }` blocks, by name.
+fn parse_upstreams(text: &str) -> BTreeMap<String, Vec<ServerLine>> {
+    let t = tokenize(text);
+    let mut out = BTreeMap::new();
+    let mut i = 0;
+    while i < t.len() {
+        if t[i] == "upstream" && t.get(i + 2).map(String::as_str) == Some("{") {
+            let name = t[i + 1].clone();
+            let mut servers = Vec::new();
+            i += 3;
+            let mut depth = 1;
+            let mut stmt: Vec<String> = Vec::new();
+            while i < t.len() && depth > 0 {
+                match t[i].as_str() {
+                    "{" => depth += 1,
+                    "}" => depth -= 1,
+                    ";" => {
+                        if depth == 1
+                            && stmt.first().map(String::as_str) == Some("server")
+                            && let Some(addr) = stmt.get(1)
+                        {
+                            servers.push(ServerLine {
+                                addr: addr.clone(),
+                                down: stmt[2..].iter().any(|p| p == "down"),
+                            });
+                        }
+                        stmt.clear();
+                    }
+                    w => stmt.push(w.to_string()),
+                }
+                i += 1;
+            }
+            out.insert(name, servers);
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+// --- files --------------------------------------------------------------------------------
+
+/// One thing cutover writes in its directory.
+#[derive(Debug, Clone)]
+enum Change {
+    Dir(PathBuf),
+    File(PathBuf, String),
+    /// A symlink at the path with this (relative) target.
+    Link(PathBuf, String),
+}
+
+impl Change {
+    fn path(&self) -> &Path {
+        match self {
+            Change::Dir(p) | Change::File(p, _) | Change::Link(p, _) => p,
+        }
+    }
+    fn in_place(&self) -> bool {
+        match self {
+            Change::Dir(p) => p.is_dir(),
+            Change::File(p, content) => {
+                std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
+                    && std::fs::read(p).is_ok_and(|b| b == content.as_bytes())
+            }
+            Change::Link(p, target) => std::fs::read_link(p).is_ok_and(|t| t == Path::new(target)),
+        }
+    }
+    fn perform(&self) -> Result<()> {
+        match self {
+            Change::Dir(p) => std::fs::create_dir_all(p)
+                .wrap_err_with(|| format!("cannot create directory {}", p.display())),
+            Change::File(p, content) => write_atomic(p, content.as_bytes(), None),
+            Change::Link(p, target) => replace_link(p, Path::new(target)),
+        }
+    }
+}
+
+/// A path as it was before a change, to put it back exactly.
+#[derive(Debug)]
+enum Entry {
+    Missing,
+    File {
+        bytes: Vec<u8>,
+        mode: u32,
+        modified: Option<SystemTime>,
+    },
+    Link {
+        target: PathBuf,
+        modified: Option<SystemTime>,
+    },
+    Dir,
+}
+
+impl Entry {
+    fn read(p: &Path) -> Entry {
+        match std::fs::symlink_metadata(p) {
+            Err(_) => Entry::Missing,
+            Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(p) {
+                Ok(target) => Entry::Link {
+                    target,
+                    modified: m.modified().ok(),
+                },
+                Err(_) => Entry::Missing,
+            },
+            Ok(m) if m.is_dir() => Entry::Dir,
+            Ok(m) => Entry::File {
+                bytes: std::fs::read(p).unwrap_or_default(),
+                mode: m.permissions().mode(),
+                modified: m.modified().ok(),
+            },
+        }
+    }
+}
+
+/// Put back every performed change, last first. Returns a clause for the error message.
+fn restore(done: &[(Change, Entry)]) -> String {
+    let mut failures = Vec::new();
+    for (change, before) in done.iter().rev() {
+        let p = change.path();
+        let r = match before {
+            Entry::Missing => match change {
+                Change::Dir(_) => std::fs::remove_dir(p).or(Ok(())),
+                _ => std::fs::remove_file(p),
+            }
+            .wrap_err_with(|| format!("cannot remove {}", p.display())),
+            Entry::Dir => Ok(()),
+            Entry::File {
+                bytes,
+                mode,
+                modified,
+            } => write_atomic(p, bytes, Some(*mode)).map(|_| {
+                if let Some(t) = modified {
+                    set_mtime(p, *t);
+                }
+            }),
+            Entry::Link { target, modified } => replace_link(p, target).map(|_| {
+                if let Some(t) = modified {
+                    set_mtime(p, *t);
+                }
+            }),
+        };
+        if let Err(e) = r {
+            failures.push(format!("{e:#}"));
+        }
+    }
+    if failures.is_empty() {
+        "; cutover restored its files exactly as they were".into()
+    } else {
+        format!(
+            "; restoring cutover's files FAILED ({}): check them before the next reload",
+            failures.join("; ")
+        )
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn temp_sibling(p: &Path) -> PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    p.with_file_name(format!(".{name}.cutover-{}-{n}", std::process::id()))
+}
+
+/// Write a file through a temporary sibling and a rename, so a reader sees the old or the
+/// new content, never a part. Keeps the old file's permissions (or uses `mode`).
+fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    use std::io::Write;
+    let tmp = temp_sibling(p);
+    let mode = mode.or_else(|| std::fs::metadata(p).ok().map(|m| m.permissions().mode()));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(
+            mode.unwrap_or(0o644) & 0o7777,
+        ))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, p)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.wrap_err_with(|| format!("cannot write {} (through {})", p.display(), tmp.display()))
+}
+
+/// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`).
+fn replace_link(p: &Path, target: &Path) -> Result<()> {
+    let tmp = temp_sibling(p);
+    let r = std::os::unix::fs::symlink(target, &tmp).and_then(|_| std::fs::rename(&tmp, p));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.wrap_err_with(|| format!("cannot point link {} at {}", p.display(), target.display()))
+}
+
+/// Set a path's modification time without following a symlink (best effort): a restored
+/// file keeps its old time, so "changed after the last reload" stays true to the content.
+fn set_mtime(p: &Path, t: SystemTime) {
+    let Ok(d) = t.duration_since(SystemTime::UNIX_EPOCH) else {
+        return;
+    };
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return;
+    };
+    let ts = libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    let times = [ts, ts];
+    // SAFETY: a valid NUL-terminated path and two timespecs, as utimensat(2) expects.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
+    }
+}
+
+// --- processes ----------------------------------------------------------------------------
+
+/// The fields of /proc/PID/stat after the command name.
+fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Child processes of `ppid` (nginx's workers, cache manager...).
+fn children_of(ppid: u32) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").wrap_err("cannot read /proc")? {
+        let Ok(e) = e else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(f) = proc_stat(pid)
+            && f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(ppid)
+        {
+            out.push(pid);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether an nginx worker has been told to stop (or is gone).
+fn shutting_down(pid: u32) -> bool {
+    let exited =
+        proc_stat(pid).is_none_or(|f| matches!(f.first().map(String::as_str), Some("Z" | "X")));
+    exited
+        || std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains("shutting down"))
+            .unwrap_or(true)
+}
+
+/// When the newest worker that is not shutting down started: when nginx last loaded its config.
+fn newest_worker_start(master: u32) -> Option<SystemTime> {
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
+    children_of(master)
+        .ok()?
+        .into_iter()
+        .filter(|pid| !shutting_down(*pid))
+        .filter_map(|pid| proc_stat(pid)?.get(19)?.parse::<u64>().ok())
+        .max()
+        .map(|start| {
+            SystemTime::UNIX_EPOCH
+                + Duration::from_secs(btime)
+                + Duration::from_millis(start * 1000 / ticks)
+        })
 }
 
 impl Router for Driver {
@@ -39,21 +1796,109 @@ impl Router for Driver {
         "nginx"
     }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
-        Box::pin(async { bail!("the nginx driver is not built yet") })
+        Box::pin(async move {
+            self.observe_inner()
+                .await
+                .wrap_err_with(|| format!("nginx router `{}`: cannot observe", self.name))
+        })
     }
-    fn switch_live<'a>(&'a self, _to: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the nginx driver is not built yet") })
+    fn switch_live<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.point(Pointer::Live, to)
+                .await
+                .wrap_err_with(|| format!("nginx router `{}`: cannot make {to} live", self.name))
+        })
     }
-    fn set_preview<'a>(&'a self, _slot: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the nginx driver is not built yet") })
+    fn set_preview<'a>(&'a self, slot: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.point(Pointer::Next, slot).await.wrap_err_with(|| {
+                format!(
+                    "nginx router `{}`: cannot point the preview at {slot}",
+                    self.name
+                )
+            })
+        })
     }
-    fn drain<'a>(&'a self, _t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the nginx driver is not built yet") })
+    fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.set_down(t, true)
+                .await
+                .wrap_err_with(|| format!("nginx router `{}`: cannot drain {t}", self.name))
+        })
     }
-    fn undrain<'a>(&'a self, _t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the nginx driver is not built yet") })
+    fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.set_down(t, false)
+                .await
+                .wrap_err_with(|| format!("nginx router `{}`: cannot undrain {t}", self.name))
+        })
     }
-    fn maintenance<'a>(&'a self, _on: bool, _m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async { bail!("the nginx driver is not built yet") })
+    fn maintenance<'a>(&'a self, on: bool, m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.set_maintenance(on, m).await.wrap_err_with(|| {
+                format!(
+                    "nginx router `{}`: cannot turn maintenance {}",
+                    self.name,
+                    if on { "on" } else { "off" }
+                )
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_become_upstream_servers() {
+        assert_eq!(
+            split_address("http://127.0.0.1:9001").unwrap(),
+            ("http", "127.0.0.1:9001".into())
+        );
+        assert_eq!(
+            split_address("https://app.internal").unwrap(),
+            ("https", "app.internal:443".into())
+        );
+        assert_eq!(
+            split_address("http://[::1]").unwrap(),
+            ("http", "[::1]:80".into())
+        );
+        assert!(
+            split_address("http://h:1/app")
+                .unwrap_err()
+                .contains("path")
+        );
+    }
+
+    #[test]
+    fn upstream_blocks_are_read_back_with_down_flags() {
+        let t = "# c\nupstream a { server 127.0.0.1:1; server 127.0.0.1:2 down max_fails=3; }\n\
+                 upstream b {\n server \"h:3\" weight=2;  # node x\n}\nmap $x $y { default \"\"; }";
+        let u = parse_upstreams(t);
+        assert_eq!(
+            u["a"],
+            vec![
+                ServerLine {
+                    addr: "127.0.0.1:1".into(),
+                    down: false
+                },
+                ServerLine {
+                    addr: "127.0.0.1:2".into(),
+                    down: true
+                }
+            ]
+        );
+        assert_eq!(u["b"][0].addr, "h:3");
+        assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn tokens_skip_comments_and_unquote() {
+        assert_eq!(
+            tokenize("return 503 \"a \\\"b\\\" # c\"; # gone\nproxy_pass x;"),
+            vec!["return", "503", "a \"b\" # c", ";", "proxy_pass", "x", ";"]
+        );
     }
 }

@@ -1,0 +1,746 @@
+//! The caddy driver against Debian's real Caddy, started with `caddy run --config FILE` on
+//! loopback ports, its admin API on a free port, `persist: false`, and its XDG dirs in a temp
+//! dir; stopped by PID.
+//!
+//! Run: `cargo test --test caddy -- --nocapture` (the MEASURED lines are the numbers in
+//! docs/caddy.md).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{ChildGuard, SlotServer};
+use cutover::load::{self, LoadOptions, LoadReport};
+use cutover::model::{AdminState, MaintenanceMode, Role};
+use cutover::router::caddy::{self, Mode, Pointer};
+use cutover::router::{Router, RouterConfig, Target};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Rig {
+    driver: caddy::Driver,
+    public: u16,
+    preview: u16,
+    admin: u16,
+    slots: Vec<SlotServer>,
+    flag_dir: std::path::PathBuf,
+    _caddy: ChildGuard,
+    _tmp: tempfile::TempDir,
+}
+
+/// The Caddy config an operator writes for `mode = "api"` (docs/caddy.md shows this one).
+fn api_config(admin: u16, public: u16, preview: u16, live: &[String], next: &[String]) -> Value {
+    let ups = |d: &[String]| d.iter().map(|d| json!({"dial": d})).collect::<Vec<_>>();
+    json!({
+        "admin": {"listen": format!("127.0.0.1:{admin}"), "config": {"persist": false}},
+        "apps": {"http": {"servers": {
+            "public": {
+                "listen": [format!("127.0.0.1:{public}")],
+                "routes": [{"handle": [
+                    {"handler": "reverse_proxy", "@id": "shop_live", "upstreams": ups(live)}
+                ]}]
+            },
+            "preview": {
+                "listen": [format!("127.0.0.1:{preview}")],
+                "routes": [{"handle": [
+                    {"handler": "reverse_proxy", "@id": "shop_preview", "upstreams": ups(next)}
+                ]}]
+            }
+        }}}
+    })
+}
+
+/// The Caddy config for `mode = "file"`: the routes come from the driver.
+fn file_config(admin: u16, public: u16, preview: u16, d: &caddy::Driver) -> Value {
+    json!({
+        "admin": {"listen": format!("127.0.0.1:{admin}"), "config": {"persist": false}},
+        "apps": {"http": {"servers": {
+            "public": {
+                "listen": [format!("127.0.0.1:{public}")],
+                "routes": d.file_mode_routes(Pointer::Live).expect("routes")
+            },
+            "preview": {
+                "listen": [format!("127.0.0.1:{preview}")],
+                "routes": d.file_mode_routes(Pointer::Next).expect("routes")
+            }
+        }}}
+    })
+}
+
+/// `admin_override`: where the driver sends its admin calls (an interposer), if not Caddy.
+async fn rig(
+    test: &str,
+    mode: Mode,
+    names: &[&str],
+    nodes: &[(&str, usize)],
+    extra_router: &str,
+    admin_override: Option<u16>,
+) -> Option<Rig> {
+    let bin = common::require_binary(test, "caddy")?;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path().to_path_buf();
+    let specs: Vec<(&str, &str)> = names.iter().map(|n| (*n, "1.0.0")).collect();
+    let mut slots = common::slots(&specs).await;
+    let (public, preview, admin) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let mut toml =
+        format!("[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{public}/\"\n");
+    let mut dials: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (i, n) in names.iter().enumerate() {
+        let addr = slots[i].url();
+        toml.push_str(&format!(
+            "[[environment.slot]]\nname = \"{n}\"\naddress = \"{addr}\"\n"
+        ));
+        let mut d = vec![slots[i].addr.to_string()];
+        if let Some((_, extra)) = nodes.iter().find(|(s, _)| s == n) {
+            let mut list = vec![format!("{{ name = \"n1\", address = \"{addr}\" }}")];
+            for k in 0..*extra {
+                let s = SlotServer::start(n, "1.0.0", common::loopback(0))
+                    .await
+                    .expect("node");
+                list.push(format!(
+                    "{{ name = \"n{}\", address = \"{}\" }}",
+                    k + 2,
+                    s.url()
+                ));
+                d.push(s.addr.to_string());
+                slots.push(s);
+            }
+            toml.push_str(&format!("nodes = [{}]\n", list.join(", ")));
+        }
+        dials.insert(n.to_string(), d);
+    }
+    let flag_dir = t.join("flags");
+    let admin_port = admin_override.unwrap_or(admin);
+    match mode {
+        Mode::Api => toml.push_str(&format!(
+            "[[environment.router]]\nkind = \"caddy\"\nmode = \"api\"\n\
+             admin = \"http://127.0.0.1:{admin_port}\"\nlive_id = \"shop_live\"\n{extra_router}\n"
+        )),
+        Mode::File => toml.push_str(&format!(
+            "[[environment.router]]\nkind = \"caddy\"\nmode = \"file\"\n\
+             admin = \"http://127.0.0.1:{admin_port}\"\nflag_dir = \"{}\"\n{extra_router}\n",
+            flag_dir.display()
+        )),
+    }
+    let cfg = cutover::config::parse(&toml, Path::new("test.toml")).expect("config parses");
+    let env = cfg.environments.into_iter().next().expect("env");
+    let RouterConfig::Caddy(c) = &env.routers[0] else {
+        panic!("not caddy")
+    };
+    let driver = caddy::Driver::new("caddy".into(), &env, c).expect("driver");
+    let config = match mode {
+        Mode::Api => api_config(admin, public, preview, &dials[names[0]], &dials[names[1]]),
+        Mode::File => {
+            driver
+                .install(names[0], Some(names[1]))
+                .await
+                .expect("install");
+            file_config(admin, public, preview, &driver)
+        }
+    };
+    let conf = t.join("caddy.json");
+    std::fs::write(&conf, serde_json::to_string_pretty(&config).expect("json")).expect("write");
+    let log = std::fs::File::create(t.join("caddy.log")).expect("log");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["run", "--config", &conf.display().to_string()])
+        .env("XDG_DATA_HOME", t.join("data"))
+        .env("XDG_CONFIG_HOME", t.join("config"))
+        .env("HOME", &t)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    let guard = ChildGuard::spawn("caddy", &mut cmd);
+    common::wait_port(admin, Duration::from_secs(10)).await;
+    common::wait_port(public, Duration::from_secs(10)).await;
+    common::wait_port(preview, Duration::from_secs(10)).await;
+    Some(Rig {
+        driver,
+        public,
+        preview,
+        admin,
+        slots,
+        flag_dir,
+        _caddy: guard,
+        _tmp: tmp,
+    })
+}
+
+impl Rig {
+    fn public_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.public)
+    }
+    async fn public_slot(&self) -> String {
+        common::get(&self.public_url()).await.1
+    }
+    async fn preview_slot(&self) -> String {
+        common::get(&format!("http://127.0.0.1:{}/", self.preview))
+            .await
+            .1
+    }
+    /// A change made straight on Caddy's admin API, as another operator or tool would.
+    async fn patch_live_by_hand(&self, dial: &str) {
+        let c = cutover::http_client()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let r = c
+            .patch(format!(
+                "http://127.0.0.1:{}/id/shop_live/upstreams",
+                self.admin
+            ))
+            .header("content-type", "application/json")
+            .body(json!([{ "dial": dial }]).to_string())
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    }
+}
+
+async fn swap_cycle(test: &str, mode: Mode) {
+    let extra = if mode == Mode::Api {
+        "preview_id = \"shop_preview\""
+    } else {
+        ""
+    };
+    let Some(r) = rig(test, mode, &["blue", "green", "staging"], &[], extra, None).await else {
+        return;
+    };
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live.as_deref(), Some("blue"));
+    assert_eq!(s.preview.as_deref(), Some("green"));
+    assert_eq!(s.maintenance, None);
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    assert_eq!(s.role_of("staging"), Role::Idle);
+    assert_eq!(r.public_slot().await, "blue");
+    assert_eq!(r.preview_slot().await, "green");
+    // Caddy's /reverse_proxy/upstreams counts for routed slots.
+    assert_eq!(s.slots["blue"].sessions, Some(0), "{:?}", s.slots["blue"]);
+    assert!(s.slots["blue"].errors.is_some());
+
+    r.driver.switch_live("green").await.expect("swap");
+    assert_eq!(r.public_slot().await, "green");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live.as_deref(), Some("green"));
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+    r.driver.set_preview("staging").await.expect("preview");
+    assert_eq!(r.preview_slot().await, "staging");
+    assert_eq!(
+        r.driver
+            .observe()
+            .await
+            .expect("observe")
+            .preview
+            .as_deref(),
+        Some("staging")
+    );
+
+    r.driver.switch_live("blue").await.expect("rollback");
+    assert_eq!(r.public_slot().await, "blue");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live.as_deref(), Some("blue"));
+    assert_eq!(s.preview.as_deref(), Some("staging"));
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    let e = r
+        .driver
+        .switch_live("purple")
+        .await
+        .expect_err("unknown slot");
+    assert!(format!("{e:#}").contains("not a slot"), "{e:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_swap_rollback_preview() {
+    swap_cycle("api_swap_rollback_preview", Mode::Api).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_swap_rollback_preview() {
+    swap_cycle("file_swap_rollback_preview", Mode::File).await;
+}
+
+async fn maintenance_cycle(test: &str, mode: Mode) {
+    let Some(r) = rig(test, mode, &["blue", "green"], &[], "", None).await else {
+        return;
+    };
+    r.driver
+        .maintenance(true, &MaintenanceMode::Page)
+        .await
+        .expect("on");
+    let c = cutover::http_client().build().expect("client");
+    let resp = c.get(r.public_url()).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("30")
+    );
+    assert!(
+        resp.text()
+            .await
+            .expect("body")
+            .contains("Down for maintenance")
+    );
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(s.live.as_deref(), Some("blue"));
+    assert_eq!(s.role_of("blue"), Role::Maintenance);
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+    let to_green = MaintenanceMode::Redirect { to: "green".into() };
+    r.driver
+        .maintenance(true, &to_green)
+        .await
+        .expect("redirect");
+    assert_eq!(r.public_slot().await, "green");
+    assert_eq!(
+        r.driver.observe().await.expect("observe").maintenance,
+        Some(to_green)
+    );
+    let e = r
+        .driver
+        .maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
+        .await
+        .expect_err("to itself");
+    assert!(format!("{e:#}").contains("itself"), "{e:#}");
+
+    r.driver
+        .maintenance(false, &MaintenanceMode::Page)
+        .await
+        .expect("off");
+    assert_eq!(r.public_slot().await, "blue");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.maintenance, None);
+    assert_eq!(s.live.as_deref(), Some("blue"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_maintenance_page_and_redirect() {
+    maintenance_cycle("api_maintenance_page_and_redirect", Mode::Api).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_maintenance_page_and_redirect() {
+    maintenance_cycle("file_maintenance_page_and_redirect", Mode::File).await;
+}
+
+async fn served_during(r: &Rig, n: usize) -> Vec<u64> {
+    let before: Vec<u64> = r
+        .slots
+        .iter()
+        .map(|s| s.controls.served.load(Ordering::SeqCst))
+        .collect();
+    for _ in 0..n {
+        assert_eq!(common::get(&r.public_url()).await.0, 200);
+    }
+    r.slots
+        .iter()
+        .zip(before)
+        .map(|(s, b)| s.controls.served.load(Ordering::SeqCst) - b)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_removes_a_node_and_never_the_last() {
+    for mode in [Mode::Api, Mode::File] {
+        // slots[0] = blue n1, slots[1] = green, slots[2] = staging, slots[3] = blue n2.
+        let Some(r) = rig(
+            "drain_removes_a_node_and_never_the_last",
+            mode,
+            &["blue", "green", "staging"],
+            &[("blue", 1)],
+            "",
+            None,
+        )
+        .await
+        else {
+            return;
+        };
+        let served = served_during(&r, 20).await;
+        assert!(
+            served[0] > 0 && served[3] > 0,
+            "{mode:?}: both nodes serve: {served:?}"
+        );
+        r.driver
+            .drain(&Target::node("blue", "n1"))
+            .await
+            .expect("drain n1");
+        let s = r.driver.observe().await.expect("observe");
+        let nodes: BTreeMap<_, _> = s.slots["blue"]
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.admin))
+            .collect();
+        assert_eq!(nodes["n1"], AdminState::Drain, "{mode:?}");
+        assert_eq!(nodes["n2"], AdminState::Ready, "{mode:?}");
+        let served = served_during(&r, 20).await;
+        assert_eq!((served[0], served[3]), (0, 20), "{mode:?}: only n2 serves");
+        r.driver
+            .switch_live("blue")
+            .await
+            .expect("blue is live already");
+        let s = r.driver.observe().await.expect("observe");
+        assert_eq!(
+            s.slots["blue"].nodes[0].admin,
+            AdminState::Drain,
+            "{mode:?}: still drained"
+        );
+
+        let e = r
+            .driver
+            .drain(&Target::node("blue", "n2"))
+            .await
+            .expect_err("last node");
+        assert!(
+            format!("{e:#}").contains("refusing to remove the last upstream"),
+            "{e:#}"
+        );
+        let e = r
+            .driver
+            .drain(&Target::slot("blue"))
+            .await
+            .expect_err("whole live slot");
+        assert!(format!("{e:#}").contains("refusing"), "{e:#}");
+        if mode == Mode::Api {
+            let e = r
+                .driver
+                .drain(&Target::slot("staging"))
+                .await
+                .expect_err("unrouted slot");
+            assert!(format!("{e:#}").contains("nothing to drain"), "{e:#}");
+        }
+        r.driver
+            .undrain(&Target::node("blue", "n1"))
+            .await
+            .expect("undrain");
+        let served = served_during(&r, 20).await;
+        assert!(
+            served[0] > 0 && served[3] > 0,
+            "{mode:?}: both serve again: {served:?}"
+        );
+        assert!(r.driver.observe().await.expect("observe").notes.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_shown_and_change_nothing() {
+    // A wrong @id: Caddy's 404 and its JSON error are in the message; nothing changes.
+    let Some(r) = rig(
+        "api_errors_are_shown_and_change_nothing",
+        Mode::Api,
+        &["blue", "green"],
+        &[],
+        "preview_id = \"no_such_handler\"",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let e = r.driver.set_preview("blue").await.expect_err("unknown id");
+    let msg = format!("{e:#}");
+    assert!(msg.contains("answered 404"), "{msg}");
+    assert!(msg.contains("unknown object ID 'no_such_handler'"), "{msg}");
+    assert_eq!(r.preview_slot().await, "green");
+    assert_eq!(r.public_slot().await, "blue");
+    let s = r.driver.observe().await.expect("observe");
+    assert!(
+        s.notes.iter().any(|n| n.contains("no_such_handler")),
+        "{:?}",
+        s.notes
+    );
+
+    // A concurrent writer changes the live upstreams between cutover's read and its PATCH:
+    // the If-Match makes Caddy refuse cutover's write (412), and the other change stands.
+    let relay_target = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let staging = SlotServer::start("staging", "1.0.0", common::loopback(0))
+        .await
+        .expect("staging");
+    let staging_dial = staging.addr.to_string();
+    let rt = relay_target.clone();
+    let relay = racing_relay_deferred(rt.clone(), staging_dial.clone()).await;
+    let Some(r) = rig(
+        "api_errors_are_shown_and_change_nothing",
+        Mode::Api,
+        &["blue", "green"],
+        &[],
+        "",
+        Some(relay),
+    )
+    .await
+    else {
+        return;
+    };
+    rt.store(r.admin, Ordering::SeqCst);
+    let e = r
+        .driver
+        .switch_live("green")
+        .await
+        .expect_err("a concurrent change");
+    let msg = format!("{e:#}");
+    assert!(msg.contains("answered 412"), "{msg}");
+    assert!(msg.contains("If-Match header did not match"), "{msg}");
+    assert!(msg.contains("nothing was changed by cutover"), "{msg}");
+    assert_eq!(
+        r.public_slot().await,
+        "staging",
+        "the other writer's change stands"
+    );
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live, None, "staging is no slot of this environment");
+    assert!(
+        s.notes.iter().any(|n| n.contains("changed by hand")),
+        "{:?}",
+        s.notes
+    );
+    // The next attempt reads the new state and goes through.
+    r.driver.switch_live("green").await.expect("retry");
+    assert_eq!(r.public_slot().await, "green");
+}
+
+/// A TCP relay in front of Caddy's admin API (whose port is known once the rig is up) that,
+/// the first time it sees a PATCH, first changes the live upstreams on Caddy itself: a
+/// concurrent writer racing cutover.
+async fn racing_relay_deferred(admin: Arc<std::sync::atomic::AtomicU16>, dial: String) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let raced = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = l.accept().await {
+            let (raced, admin, dial) = (raced.clone(), admin.load(Ordering::SeqCst), dial.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let Ok(n) = client.read(&mut buf).await else {
+                    return;
+                };
+                if buf[..n].starts_with(b"PATCH ") && !raced.swap(true, Ordering::SeqCst) {
+                    let c = cutover::http_client()
+                        .timeout(Duration::from_secs(5))
+                        .build()
+                        .expect("client");
+                    let r = c
+                        .patch(format!("http://127.0.0.1:{admin}/id/shop_live/upstreams"))
+                        .header("content-type", "application/json")
+                        .body(json!([{ "dial": dial }]).to_string())
+                        .send()
+                        .await
+                        .expect("racing patch");
+                    assert_eq!(r.status().as_u16(), 200);
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await
+                else {
+                    return;
+                };
+                // Caddy's admin API only answers requests addressed to it by name.
+                let head = String::from_utf8_lossy(&buf[..n])
+                    .replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{admin}"));
+                if server.write_all(head.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_changes_show_as_drift() {
+    let Some(r) = rig(
+        "hand_changes_show_as_drift",
+        Mode::Api,
+        &["blue", "green"],
+        &[],
+        "",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    r.patch_live_by_hand(&r.slots[1].addr.to_string()).await;
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live.as_deref(), Some("green"), "what Caddy really does");
+    r.patch_live_by_hand("127.0.0.1:9").await;
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live, None);
+    assert!(
+        s.notes.iter().any(|n| n.contains("which is no slot")),
+        "{:?}",
+        s.notes
+    );
+
+    let Some(r) = rig(
+        "hand_changes_show_as_drift",
+        Mode::File,
+        &["blue", "green"],
+        &[],
+        "",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    std::fs::File::create(r.flag_dir.join("live=green")).expect("second flag");
+    let s = r.driver.observe().await.expect("observe");
+    assert!(
+        s.notes.iter().any(|n| n.contains("several live= files")),
+        "{:?}",
+        s.notes
+    );
+    let e = r
+        .driver
+        .switch_live("green")
+        .await
+        .expect_err("ambiguous flags");
+    assert!(format!("{e:#}").contains("Remove all but one"), "{e:#}");
+    std::fs::remove_file(r.flag_dir.join("live=green")).expect("rm");
+    assert!(r.driver.observe().await.expect("observe").notes.is_empty());
+
+    // Flags for a Caddy that was never given the file-mode routes: switching would route
+    // nothing, so the driver says so and refuses.
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let resp = c
+        .post(format!("http://127.0.0.1:{}/load", r.admin))
+        .header("content-type", "application/json")
+        .body(
+            api_config(
+                r.admin,
+                r.public,
+                r.preview,
+                &[r.slots[0].addr.to_string()],
+                &[r.slots[1].addr.to_string()],
+            )
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("load");
+    assert_eq!(resp.status().as_u16(), 200);
+    let s = r.driver.observe().await.expect("observe");
+    assert!(
+        s.notes.iter().any(|n| n.contains("no route for live=blue")),
+        "{:?}",
+        s.notes
+    );
+    let e = r.driver.switch_live("green").await.expect_err("no routes");
+    assert!(format!("{e:#}").contains("no file-mode route"), "{e:#}");
+    assert_eq!(
+        std::fs::read_dir(&r.flag_dir).expect("dir").count(),
+        2,
+        "flags unchanged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_mistakes_name_the_field() {
+    let base = "[[environment]]\nname = \"e\"\n[[environment.slot]]\nname = \"blue\"\n\
+                address = \"http://127.0.0.1:9001\"\n[[environment.router]]\nkind = \"caddy\"\n";
+    let e =
+        cutover::config::parse(base, Path::new("c.toml")).expect_err("file mode needs flag_dir");
+    assert!(e.to_string().contains("needs `flag_dir`"), "{e}");
+    let e = cutover::config::parse(&format!("{base}mode = \"api\"\n"), Path::new("c.toml"))
+        .expect_err("api needs live_id");
+    assert!(e.to_string().contains("needs `live_id`"), "{e}");
+    let e = cutover::config::parse(
+        &format!("{base}mode = \"api\"\nlive_id = \"x\"\nadmin = \"https://h:1\"\n"),
+        Path::new("c.toml"),
+    )
+    .expect_err("https admin");
+    assert!(e.to_string().contains("must be an http:// URL"), "{e}");
+    let ok = cutover::config::parse(
+        &format!("{base}flag_dir = \"/srv/flags\"\n"),
+        Path::new("c.toml"),
+    )
+    .expect("ok");
+    let RouterConfig::Caddy(c) = &ok.environments[0].routers[0] else {
+        panic!()
+    };
+    assert_eq!(c.mode, Mode::File, "the measured default");
+    assert_eq!(c.admin, "http://127.0.0.1:2019");
+}
+
+async fn measure(test: &str, mode: Mode, label: &str) -> Option<LoadReport> {
+    let _serial = LOAD.lock().await;
+    let r = rig(test, mode, &["blue", "green"], &[], "", None).await?;
+    let mut o = LoadOptions::new(r.public_url());
+    o.concurrency = 16;
+    o.max_requests = 100_000;
+    o.max_duration = Duration::from_secs(40);
+    o.keep_alive = true;
+    let run = load::start(o);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..20 {
+        r.driver.switch_live("green").await.expect("swap");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.driver.switch_live("blue").await.expect("rollback");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rep = run.finish().await;
+    println!(
+        "MEASURED caddy {label}: 40 switches (20 swap+rollback pairs), 16 keep-alive connections: \
+         sent={} ok={} failed={} (reset {}, connect {}, timeout {}, status {:?}) by_slot={:?} in {} ms; first errors: {:?}",
+        rep.sent,
+        rep.ok,
+        rep.failed(),
+        rep.failures.reset,
+        rep.failures.connect,
+        rep.failures.timeout,
+        rep.failures.status,
+        rep.by_slot,
+        rep.elapsed_ms,
+        rep.first_errors.iter().take(2).collect::<Vec<_>>()
+    );
+    assert!(
+        rep.by_slot.get("blue").is_some_and(|n| *n > 0)
+            && rep.by_slot.get("green").is_some_and(|n| *n > 0)
+    );
+    assert!(
+        rep.by_slot.keys().all(|k| k == "blue" || k == "green"),
+        "every answer came from a slot (no fall-through route): {:?}",
+        rep.by_slot
+    );
+    assert_eq!(
+        r.driver.observe().await.expect("observe").live.as_deref(),
+        Some("blue")
+    );
+    Some(rep)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zero_failed_requests_with_the_default_mode() {
+    let Some(rep) = measure(
+        "zero_failed_requests_with_the_default_mode",
+        Mode::default(),
+        "mode=file (default)",
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(rep.failed(), 0, "first errors: {:?}", rep.first_errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_requests_api_mode() {
+    measure("failed_requests_api_mode", Mode::Api, "mode=api").await;
+}

@@ -1,0 +1,851 @@
+//! The nginx driver against Debian's real nginx, started unprivileged on loopback ports with
+//! every file in a temp dir, and stopped by the PID in its pid file.
+//!
+//! Run: `cargo test --test nginx -- --nocapture` (the MEASURED lines are the numbers in
+//! docs/nginx.md).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use common::{PidFileGuard, SlotServer};
+use cutover::load::{self, LoadOptions, LoadReport};
+use cutover::model::{AdminState, MaintenanceMode, Role};
+use cutover::router::nginx::{self, Method, Pointer};
+use cutover::router::{Router, RouterConfig, Target};
+
+/// Load tests run one at a time so their counts do not depend on each other.
+static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Rig {
+    driver: nginx::Driver,
+    public: u16,
+    preview: u16,
+    /// An include of the operator's own, in `http {}`: tests break the config through it.
+    extra: PathBuf,
+    error_log: PathBuf,
+    slots: Vec<SlotServer>,
+    // Dropped in this order: nginx first, then its directory.
+    _nginx: PidFileGuard,
+    tmp: tempfile::TempDir,
+}
+
+/// The nginx.conf an operator writes (docs/nginx.md shows this one), with the test's paths.
+fn nginx_conf(t: &Path, driver: &nginx::Driver, public: u16, preview: u16, extra: &Path) -> String {
+    let t = t.display();
+    format!(
+        r#"worker_processes 1;
+pid {t}/nginx.pid;
+error_log {t}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {t}/tmp/body;
+    proxy_temp_path {t}/tmp/proxy;
+    fastcgi_temp_path {t}/tmp/fastcgi;
+    uwsgi_temp_path {t}/tmp/uwsgi;
+    scgi_temp_path {t}/tmp/scgi;
+
+    include {upstreams};
+    include {extra};
+
+    server {{
+        listen 127.0.0.1:{public};
+        location / {{
+            include {live};
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{preview};
+        location / {{
+            include {next};
+        }}
+    }}
+}}
+"#,
+        upstreams = driver.http_include_path().display(),
+        extra = extra.display(),
+        live = driver.include_path(Pointer::Live).display(),
+        next = driver.include_path(Pointer::Next).display(),
+    )
+}
+
+/// `nodes`: slot name -> extra node servers (the slot's own server is node `n1`).
+async fn rig(
+    test: &str,
+    method: Method,
+    names: &[&str],
+    nodes: &[(&str, usize)],
+    extra_router: &str,
+) -> Option<Rig> {
+    let bin = common::require_binary(test, "nginx")?;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // nginx's workers run as `nobody` when the tests run as root: let them read the layout.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let t = tmp.path().to_path_buf();
+    std::fs::create_dir_all(t.join("tmp")).expect("mkdir");
+    let specs: Vec<(&str, &str)> = names.iter().map(|n| (*n, "1.0.0")).collect();
+    let mut slots = common::slots(&specs).await;
+    let mut toml = String::new();
+    let (public, preview) = (common::free_port(), common::free_port());
+    toml.push_str(&format!(
+        "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{public}/\"\n\
+         preview_url = \"http://127.0.0.1:{preview}/\"\n"
+    ));
+    for (i, n) in names.iter().enumerate() {
+        let addr = slots[i].url();
+        toml.push_str(&format!(
+            "[[environment.slot]]\nname = \"{n}\"\naddress = \"{addr}\"\n"
+        ));
+        if let Some((_, extra)) = nodes.iter().find(|(s, _)| s == n) {
+            let mut list = vec![format!("{{ name = \"n1\", address = \"{addr}\" }}")];
+            for k in 0..*extra {
+                let s = SlotServer::start(n, "1.0.0", common::loopback(0))
+                    .await
+                    .expect("node server");
+                list.push(format!(
+                    "{{ name = \"n{}\", address = \"{}\" }}",
+                    k + 2,
+                    s.url()
+                ));
+                slots.push(s);
+            }
+            toml.push_str(&format!("nodes = [{}]\n", list.join(", ")));
+        }
+    }
+    let method_name = match method {
+        Method::Realpath => "realpath",
+        Method::Symlink => "symlink",
+        Method::Include => "include",
+    };
+    toml.push_str(&format!(
+        r#"[[environment.router]]
+kind = "nginx"
+method = "{method_name}"
+dir = "{t}/cutover"
+nginx = "{bin}"
+nginx_args = ["-p", "{t}", "-c", "{t}/nginx.conf", "-e", "{t}/error.log"]
+pid_file = "{t}/nginx.pid"
+error_log = "{t}/error.log"
+reload_timeout = "3s"
+{extra_router}
+"#,
+        t = t.display(),
+        bin = bin.display(),
+    ));
+    let cfg = cutover::config::parse(&toml, Path::new("test.toml")).expect("config parses");
+    let env = cfg
+        .environments
+        .into_iter()
+        .next()
+        .expect("one environment");
+    let RouterConfig::Nginx(c) = &env.routers[0] else {
+        panic!("not an nginx router")
+    };
+    let driver = nginx::Driver::new("nginx".into(), &env, c).expect("driver");
+    driver
+        .install(names[0], Some(names[1]))
+        .await
+        .expect("install");
+    let extra = t.join("operator-extra.conf");
+    std::fs::write(&extra, "# the operator's own directives\n").expect("write extra");
+    std::fs::write(
+        t.join("nginx.conf"),
+        nginx_conf(&t, &driver, public, preview, &extra),
+    )
+    .expect("write nginx.conf");
+    let log = std::fs::File::create(t.join("startup.log")).expect("log");
+    let status = std::process::Command::new(&bin)
+        .args([
+            "-p",
+            &t.display().to_string(),
+            "-c",
+            &t.join("nginx.conf").display().to_string(),
+            "-e",
+            &t.join("error.log").display().to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .status()
+        .expect("run nginx");
+    let guard = PidFileGuard(t.join("nginx.pid"));
+    assert!(
+        status.success(),
+        "nginx did not start: {}\n{}",
+        std::fs::read_to_string(t.join("startup.log")).unwrap_or_default(),
+        std::fs::read_to_string(t.join("error.log")).unwrap_or_default()
+    );
+    common::wait_port(public, Duration::from_secs(5)).await;
+    common::wait_port(preview, Duration::from_secs(5)).await;
+    Some(Rig {
+        driver,
+        public,
+        preview,
+        extra,
+        error_log: t.join("error.log"),
+        slots,
+        _nginx: guard,
+        tmp,
+    })
+}
+
+impl Rig {
+    fn public_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.public)
+    }
+    fn preview_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.preview)
+    }
+    async fn public_slot(&self) -> String {
+        common::get(&self.public_url()).await.1
+    }
+    async fn preview_slot(&self) -> String {
+        common::get(&self.preview_url()).await.1
+    }
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("cutover")
+    }
+    /// Every file and link under cutover's directory: path -> (content or link target, mtime).
+    fn snapshot(&self) -> BTreeMap<PathBuf, (String, SystemTime)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![self.dir()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read dir") {
+                let p = e.expect("entry").path();
+                let m = std::fs::symlink_metadata(&p).expect("meta");
+                let what = if m.file_type().is_symlink() {
+                    format!("-> {}", std::fs::read_link(&p).expect("link").display())
+                } else if m.is_dir() {
+                    stack.push(p.clone());
+                    "dir".into()
+                } else {
+                    std::fs::read_to_string(&p).expect("read")
+                };
+                out.insert(p, (what, m.modified().expect("mtime")));
+            }
+        }
+        out
+    }
+}
+
+async fn swap_cycle(test: &str, method: Method) {
+    let Some(r) = rig(test, method, &["blue", "green", "staging"], &[], "").await else {
+        return;
+    };
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live.as_deref(), Some("blue"));
+    assert_eq!(s.preview.as_deref(), Some("green"));
+    assert_eq!(s.maintenance, None);
+    assert!(
+        s.notes.is_empty(),
+        "a fresh install has no drift: {:?}",
+        s.notes
+    );
+    assert_eq!(s.role_of("blue"), Role::Live);
+    assert_eq!(s.role_of("green"), Role::Preview);
+    assert_eq!(s.role_of("staging"), Role::Idle);
+    assert_eq!(r.public_slot().await, "blue");
+    assert_eq!(r.preview_slot().await, "green");
+
+    r.driver.switch_live("green").await.expect("swap");
+    assert_eq!(
+        r.public_slot().await,
+        "green",
+        "the public port serves green right after the swap"
+    );
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live.as_deref(), Some("green"));
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+    r.driver.set_preview("staging").await.expect("preview");
+    assert_eq!(r.preview_slot().await, "staging");
+    assert_eq!(r.public_slot().await, "green");
+    assert_eq!(
+        r.driver
+            .observe()
+            .await
+            .expect("observe")
+            .preview
+            .as_deref(),
+        Some("staging")
+    );
+
+    r.driver.switch_live("blue").await.expect("rollback");
+    assert_eq!(r.public_slot().await, "blue");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live.as_deref(), Some("blue"));
+    assert_eq!(s.preview.as_deref(), Some("staging"));
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+    let e = r
+        .driver
+        .switch_live("purple")
+        .await
+        .expect_err("unknown slot");
+    assert!(format!("{e:#}").contains("not a slot"), "{e:#}");
+    assert_eq!(r.public_slot().await, "blue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_rollback_preview_realpath() {
+    swap_cycle("swap_rollback_preview_realpath", Method::Realpath).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_rollback_preview_symlink() {
+    swap_cycle("swap_rollback_preview_symlink", Method::Symlink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_rollback_preview_include() {
+    swap_cycle("swap_rollback_preview_include", Method::Include).await;
+}
+
+async fn maintenance_cycle(test: &str, method: Method) {
+    let Some(r) = rig(test, method, &["blue", "green"], &[], "").await else {
+        return;
+    };
+    r.driver
+        .maintenance(true, &MaintenanceMode::Page)
+        .await
+        .expect("maintenance on");
+    let c = cutover::http_client().build().expect("client");
+    let resp = c.get(r.public_url()).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("30")
+    );
+    assert!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html")),
+        "{:?}",
+        resp.headers()
+    );
+    assert!(
+        resp.text()
+            .await
+            .expect("body")
+            .contains("Down for maintenance")
+    );
+    assert_eq!(
+        r.preview_slot().await,
+        "green",
+        "the preview route is untouched"
+    );
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(
+        s.live.as_deref(),
+        Some("blue"),
+        "the live slot is remembered"
+    );
+    assert_eq!(s.role_of("blue"), Role::Maintenance);
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+    let to_green = MaintenanceMode::Redirect { to: "green".into() };
+    r.driver
+        .maintenance(true, &to_green)
+        .await
+        .expect("redirect");
+    assert_eq!(r.public_slot().await, "green");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.maintenance, Some(to_green.clone()));
+    assert_eq!(s.live.as_deref(), Some("blue"));
+
+    let e = r
+        .driver
+        .switch_live("green")
+        .await
+        .expect_err("green is the redirect target");
+    assert!(format!("{e:#}").contains("maintenance"), "{e:#}");
+
+    r.driver
+        .maintenance(false, &MaintenanceMode::Page)
+        .await
+        .expect("maintenance off");
+    assert_eq!(r.public_slot().await, "blue");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.maintenance, None);
+    assert_eq!(s.live.as_deref(), Some("blue"));
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_page_and_redirect_realpath() {
+    maintenance_cycle("maintenance_page_and_redirect_realpath", Method::Realpath).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_page_and_redirect_symlink() {
+    maintenance_cycle("maintenance_page_and_redirect_symlink", Method::Symlink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_page_and_redirect_include() {
+    maintenance_cycle("maintenance_page_and_redirect_include", Method::Include).await;
+}
+
+/// Requests each server of the slot served while `n` requests went to the public port.
+async fn served_during(r: &Rig, n: usize) -> Vec<u64> {
+    use std::sync::atomic::Ordering;
+    let before: Vec<u64> = r
+        .slots
+        .iter()
+        .map(|s| s.controls.served.load(Ordering::SeqCst))
+        .collect();
+    for _ in 0..n {
+        let (status, _, _) = common::get(&r.public_url()).await;
+        assert_eq!(status, 200);
+    }
+    r.slots
+        .iter()
+        .zip(before)
+        .map(|(s, b)| s.controls.served.load(Ordering::SeqCst) - b)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
+    // slots[0] = blue n1, slots[1] = green, slots[2] = blue n2.
+    let Some(r) = rig(
+        "drain_marks_a_node_down_and_never_the_last_routed_one",
+        Method::Realpath,
+        &["blue", "green"],
+        &[("blue", 1)],
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.driver.observe().await.expect("observe");
+    let blue = &s.slots["blue"];
+    assert_eq!(blue.nodes.len(), 2);
+    assert!(blue.nodes.iter().all(|n| n.admin == AdminState::Ready));
+    let served = served_during(&r, 20).await;
+    assert!(
+        served[0] > 0 && served[2] > 0,
+        "both nodes serve: {served:?}"
+    );
+
+    r.driver
+        .drain(&Target::node("blue", "n1"))
+        .await
+        .expect("drain n1");
+    let s = r.driver.observe().await.expect("observe");
+    let nodes: BTreeMap<_, _> = s.slots["blue"]
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.admin))
+        .collect();
+    assert_eq!(nodes["n1"], AdminState::Drain);
+    assert_eq!(nodes["n2"], AdminState::Ready);
+    assert_eq!(s.slots["blue"].admin, AdminState::Ready);
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    let served = served_during(&r, 20).await;
+    assert_eq!(served[0], 0, "drained n1 takes no new requests: {served:?}");
+    assert_eq!(served[2], 20, "n2 takes them all: {served:?}");
+
+    let e = r
+        .driver
+        .drain(&Target::node("blue", "n2"))
+        .await
+        .expect_err("the last node of the live slot");
+    assert!(
+        format!("{e:#}").contains("refusing to mark every server of blue down"),
+        "{e:#}"
+    );
+    let e = r
+        .driver
+        .drain(&Target::slot("blue"))
+        .await
+        .expect_err("the live slot");
+    assert!(format!("{e:#}").contains("blue is live"), "{e:#}");
+    assert_eq!(served_during(&r, 5).await[2], 5, "blue still serves on n2");
+
+    r.driver
+        .undrain(&Target::node("blue", "n1"))
+        .await
+        .expect("undrain");
+    let served = served_during(&r, 20).await;
+    assert!(
+        served[0] > 0 && served[2] > 0,
+        "both nodes serve again: {served:?}"
+    );
+
+    // An idle slot may be drained whole; it then cannot go live until undrained.
+    r.driver.set_preview("blue").await.expect("preview to blue");
+    r.driver
+        .drain(&Target::slot("green"))
+        .await
+        .expect("drain idle green");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.slots["green"].admin, AdminState::Drain);
+    assert_eq!(s.role_of("green"), Role::Draining);
+    let e = r
+        .driver
+        .switch_live("green")
+        .await
+        .expect_err("green is drained");
+    assert!(format!("{e:#}").contains("undrain it first"), "{e:#}");
+    r.driver
+        .undrain(&Target::slot("green"))
+        .await
+        .expect("undrain green");
+    r.driver.switch_live("green").await.expect("swap");
+    assert_eq!(r.public_slot().await, "green");
+    let e = r
+        .driver
+        .drain(&Target::node("green", "n1"))
+        .await
+        .expect_err("green has no nodes");
+    assert!(format!("{e:#}").contains("no node"), "{e:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_show_as_drift() {
+    let Some(r) = rig(
+        "hand_edits_show_as_drift",
+        Method::Include,
+        &["blue", "green"],
+        &[],
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    // Someone points live.conf at green's address by hand and does not reload.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let live_conf = r.dir().join("live.conf");
+    std::fs::write(&live_conf, format!("proxy_pass {};\n", r.slots[1].url())).expect("edit");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(
+        s.live.as_deref(),
+        Some("green"),
+        "the file's directive is read back"
+    );
+    let notes = s.notes.join("\n");
+    assert!(notes.contains("live.conf was changed by hand"), "{notes}");
+    assert!(
+        notes.contains("after nginx last loaded its config"),
+        "{notes}"
+    );
+    assert_eq!(r.public_slot().await, "blue", "nginx has not loaded it");
+    // The next change rewrites the file and the notes go away.
+    r.driver.switch_live("blue").await.expect("switch back");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live.as_deref(), Some("blue"));
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+
+    // realpath: a link pointing somewhere that is no slot.
+    let Some(r) = rig(
+        "hand_edits_show_as_drift",
+        Method::Realpath,
+        &["blue", "green"],
+        &[],
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    let link = r.dir().join("live");
+    std::fs::remove_file(&link).expect("rm link");
+    std::os::unix::fs::symlink("/nonexistent", &link).expect("link");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!(s.live, None);
+    let notes = s.notes.join("\n");
+    assert!(
+        notes.contains("does not exist: nginx answers 500"),
+        "{notes}"
+    );
+    assert!(notes.contains("not a slot"), "{notes}");
+    r.driver
+        .switch_live("green")
+        .await
+        .expect("repair by switching");
+    assert_eq!(r.public_slot().await, "green");
+    assert!(r.driver.observe().await.expect("observe").notes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving() {
+    for method in [Method::Symlink, Method::Include, Method::Realpath] {
+        let Some(r) = rig(
+            "a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving",
+            method,
+            &["blue", "green", "staging"],
+            &[],
+            "",
+        )
+        .await
+        else {
+            return;
+        };
+        // The operator's own include gains a mistake (not reloaded yet).
+        std::fs::write(&r.extra, "bogus_directive on;\n").expect("break config");
+        let before = r.snapshot();
+        let e = match method {
+            // realpath switches without nginx -t; its reloads are for drains.
+            Method::Realpath => r.driver.drain(&Target::slot("staging")).await,
+            _ => r.driver.switch_live("green").await,
+        }
+        .expect_err("nginx -t fails");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("unknown directive \"bogus_directive\""),
+            "{method:?}: {msg}"
+        );
+        assert!(msg.contains("restored its files exactly"), "{msg}");
+        assert!(
+            msg.contains("nginx still serves what it served before"),
+            "{msg}"
+        );
+        assert_eq!(
+            r.snapshot(),
+            before,
+            "{method:?}: files, links and their times are as before"
+        );
+        assert_eq!(r.public_slot().await, "blue");
+        let s = r.driver.observe().await.expect("observe");
+        assert_eq!(s.live.as_deref(), Some("blue"));
+        assert_eq!(s.slots["staging"].admin, AdminState::Ready);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_does_not_take_fails_the_operation() {
+    for method in [Method::Include, Method::Symlink] {
+        let Some(r) = rig(
+            "a_reload_that_does_not_take_fails_the_operation",
+            method,
+            &["blue", "green"],
+            &[],
+            "",
+        )
+        .await
+        else {
+            return;
+        };
+        // Another process holds a port the new config wants: nginx -t passes, the reload cannot bind.
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = busy.local_addr().expect("addr").port();
+        std::fs::write(
+            &r.extra,
+            format!("server {{ listen 127.0.0.1:{port}; return 204; }}\n"),
+        )
+        .expect("write extra");
+        let before = r.snapshot();
+        let e = r
+            .driver
+            .switch_live("green")
+            .await
+            .expect_err("the reload does not take");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("nginx did not apply the new config"), "{msg}");
+        assert!(msg.contains("Address already in use"), "{msg}");
+        assert!(msg.contains("restored its files exactly"), "{msg}");
+        assert_eq!(r.snapshot(), before, "{method:?}");
+        assert_eq!(r.public_slot().await, "blue");
+        let s = r.driver.observe().await.expect("observe");
+        assert_eq!(s.live.as_deref(), Some("blue"));
+        assert!(
+            s.notes.is_empty(),
+            "restored files are not drift: {:?}",
+            s.notes
+        );
+        let log = std::fs::read_to_string(&r.error_log).expect("log");
+        assert!(log.contains("Address already in use"));
+        drop(busy);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_by_signal_is_checked_too() {
+    let Some(r) = rig(
+        "reload_by_signal_is_checked_too",
+        Method::Include,
+        &["blue", "green"],
+        &[],
+        "reload = \"signal\"",
+    )
+    .await
+    else {
+        return;
+    };
+    r.driver.switch_live("green").await.expect("swap by SIGHUP");
+    assert_eq!(r.public_slot().await, "green");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    std::fs::write(&r.extra, format!("server {{ listen 127.0.0.1:{port}; }}\n")).expect("extra");
+    let e = r
+        .driver
+        .switch_live("blue")
+        .await
+        .expect_err("does not take");
+    assert!(format!("{e:#}").contains("Address already in use"), "{e:#}");
+    assert_eq!(r.public_slot().await, "green");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_mistakes_name_the_field() {
+    let base = "[[environment]]\nname = \"e\"\n[[environment.slot]]\nname = \"blue\"\n\
+                address = \"http://127.0.0.1:9001\"\n[[environment.router]]\nkind = \"nginx\"\n";
+    let e = cutover::config::parse(&format!("{base}dir = \"relative\"\n"), Path::new("c.toml"))
+        .expect_err("relative dir");
+    assert!(
+        e.to_string().contains("`dir` must be an absolute path"),
+        "{e}"
+    );
+    assert_eq!(e.line, 6, "{e}");
+    let e = cutover::config::parse(
+        &format!("{base}dir = \"/x\"\nmethod = \"copy\"\n"),
+        Path::new("c.toml"),
+    )
+    .expect_err("bad method");
+    assert!(e.to_string().contains("unknown variant `copy`"), "{e}");
+    let e = cutover::config::parse(
+        &format!("{base}dir = \"/x\"\nfoo = 1\n"),
+        Path::new("c.toml"),
+    )
+    .expect_err("unknown field");
+    assert!(e.to_string().contains("unknown field `foo`"), "{e}");
+    let ok =
+        cutover::config::parse(&format!("{base}dir = \"/x\"\n"), Path::new("c.toml")).expect("ok");
+    let RouterConfig::Nginx(c) = &ok.environments[0].routers[0] else {
+        panic!()
+    };
+    assert_eq!(c.method, Method::Realpath, "the measured default");
+    assert_eq!(c.pid_file, PathBuf::from("/run/nginx.pid"));
+}
+
+/// 20 swap+rollback pairs under keep-alive load; returns the load report.
+async fn swap_pairs_under_load(r: &Rig, pairs: usize) -> LoadReport {
+    let mut o = LoadOptions::new(r.public_url());
+    o.concurrency = 16;
+    o.max_requests = 100_000;
+    o.max_duration = Duration::from_secs(40);
+    o.keep_alive = true;
+    let run = load::start(o);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..pairs {
+        r.driver.switch_live("green").await.expect("swap");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.driver.switch_live("blue").await.expect("rollback");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.finish().await
+}
+
+async fn measure(
+    test: &str,
+    method: Method,
+    label: &str,
+    server_extra: Option<&str>,
+) -> Option<LoadReport> {
+    let _serial = LOAD.lock().await;
+    let r = rig(test, method, &["blue", "green"], &[], "").await?;
+    if let Some(extra) = server_extra {
+        // The operator's server block setting under test, then a reload to load it.
+        let conf = r.tmp.path().join("nginx.conf");
+        let text = std::fs::read_to_string(&conf).expect("conf");
+        let text = text.replacen(
+            &format!("listen 127.0.0.1:{};", r.public),
+            &format!("listen 127.0.0.1:{};\n        {extra}", r.public),
+            1,
+        );
+        std::fs::write(&conf, text).expect("conf");
+        r.driver
+            .switch_live("green")
+            .await
+            .expect("reload with the setting");
+        r.driver.switch_live("blue").await.expect("back");
+    }
+    let rep = swap_pairs_under_load(&r, 20).await;
+    println!(
+        "MEASURED nginx {label}: 40 switches (20 swap+rollback pairs), 16 keep-alive connections: \
+         sent={} ok={} failed={} (reset {}, connect {}, timeout {}, status {:?}) by_slot={:?} \
+         in {} ms",
+        rep.sent,
+        rep.ok,
+        rep.failed(),
+        rep.failures.reset,
+        rep.failures.connect,
+        rep.failures.timeout,
+        rep.failures.status,
+        rep.by_slot,
+        rep.elapsed_ms
+    );
+    assert!(
+        rep.by_slot.get("blue").copied().unwrap_or(0) > 0
+            && rep.by_slot.get("green").copied().unwrap_or(0) > 0,
+        "both slots served: {:?}",
+        rep.by_slot
+    );
+    assert_eq!(
+        r.driver.observe().await.expect("observe").live.as_deref(),
+        Some("blue")
+    );
+    Some(rep)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zero_failed_requests_with_the_default_method() {
+    let Some(rep) = measure(
+        "zero_failed_requests_with_the_default_method",
+        Method::default(),
+        "method=realpath (default)",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(rep.failed(), 0, "first errors: {:?}", rep.first_errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_requests_symlink_reload() {
+    measure(
+        "failed_requests_symlink_reload",
+        Method::Symlink,
+        "method=symlink",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_requests_include_reload() {
+    measure(
+        "failed_requests_include_reload",
+        Method::Include,
+        "method=include",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_requests_symlink_reload_without_client_keepalive() {
+    measure(
+        "failed_requests_symlink_reload_without_client_keepalive",
+        Method::Symlink,
+        "method=symlink + keepalive_timeout 0",
+        Some("keepalive_timeout 0;"),
+    )
+    .await;
+}
