@@ -144,6 +144,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the starting files of the environment's nginx and Caddy (file mode) routers:
+    /// which slot the live and preview routes point at, before the proxy first loads them
+    Setup {
+        env: String,
+        /// The slot the live route starts on
+        #[arg(long)]
+        live: String,
+        /// The slot the preview (next) route starts on
+        #[arg(long)]
+        preview: Option<String>,
+    },
     /// Print events (health, versions, roles) as lines until interrupted
     Watch { env: String },
     /// Break an environment's operation lock (when its holder is gone)

@@ -545,3 +545,48 @@ pub async fn drill(
         },
     )
 }
+
+/// `cutover setup ENV --live SLOT [--preview SLOT]`: the starting files of file-owning routers.
+pub async fn setup(world: &World, env: &str, live: &str, preview: Option<&str>) -> Result<i32> {
+    use crate::router::RouterConfig;
+    let engine = engine(world, env)?;
+    let mut done = 0;
+    for cfg in &engine.env.routers {
+        let name = cfg.name().to_string();
+        let res = match cfg {
+            RouterConfig::Nginx(c) => {
+                crate::router::nginx::Driver::new(name.clone(), &engine.env, c)?
+                    .install(live, preview)
+                    .await
+            }
+            RouterConfig::Caddy(c) if c.mode == crate::router::caddy::Mode::File => {
+                crate::router::caddy::Driver::new(name.clone(), &engine.env, c)?
+                    .install(live, preview)
+                    .await
+            }
+            _ => continue,
+        };
+        match res {
+            Ok(()) => {
+                done += 1;
+                println!(
+                    "router `{name}`: live route → {live}{}",
+                    preview
+                        .map(|p| format!(", preview route → {p}"))
+                        .unwrap_or_default()
+                );
+            }
+            Err(e) => {
+                eprintln!("router `{name}`: {e:#}");
+                return Ok(EXIT_FAILED);
+            }
+        }
+    }
+    if done == 0 {
+        eprintln!(
+            "`{env}` has no nginx or Caddy router whose files cutover writes; nothing to set up"
+        );
+        return Ok(EXIT_FAILED);
+    }
+    Ok(EXIT_OK)
+}

@@ -291,6 +291,9 @@ async fn run(cli: Cli) -> Result<i32> {
             };
             commands::drill(&world, &env, &opts, json).await?
         }
+        Some(Command::Setup { env, live, preview }) => {
+            commands::setup(&world, &env, &live, preview.as_deref()).await?
+        }
         Some(Command::Watch { env }) => commands::watch_env(world, &env).await?,
         Some(Command::Unlock { env }) => match world.store.break_lock(&env)? {
             Some(h) => {

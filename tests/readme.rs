@@ -41,7 +41,7 @@ fn every_router_example_in_the_readme_is_a_tested_doc_block() {
             "this ```{lang} block of README.md is in no docs/*.md:\n{body}"
         );
     }
-    for kind in ["embedded", "haproxy", "apache", "exec"] {
+    for kind in ["embedded", "haproxy", "nginx", "apache", "caddy", "exec"] {
         assert!(
             section.contains(&format!("kind = \"{kind}\"")),
             "README has no {kind} example"
