@@ -60,3 +60,18 @@ fn the_readme_config_reference_parses() {
     let c = cutover::config::parse(&toml, std::path::Path::new("README.md"));
     assert!(c.is_ok(), "{:?}", c.err());
 }
+
+#[test]
+fn every_picture_the_readme_shows_exists() {
+    let mut n = 0;
+    for part in README.split("](screenshots/").skip(1) {
+        let name = part.split(')').next().expect("a file name");
+        let path = format!("{}/screenshots/{name}", env!("CARGO_MANIFEST_DIR"));
+        assert!(
+            std::path::Path::new(&path).is_file(),
+            "README shows {name}, which is missing: run scripts/screenshots"
+        );
+        n += 1;
+    }
+    assert!(n >= 8, "the README should show the screenshots (found {n})");
+}
