@@ -21,6 +21,9 @@ use crate::state::Store;
 
 /// Errors on the router counters during the watch window above which the cutover fails.
 pub const WATCH_ERROR_BUDGET: u64 = 5;
+/// How long a rolling deploy waits after draining a node whose router cannot count in-flight
+/// requests (capped by `drain_timeout`).
+pub const UNKNOWN_SESSIONS_GRACE: Duration = Duration::from_secs(5);
 /// Consecutive failed health checks during the watch window that fail the cutover.
 pub const WATCH_FAILED_CHECKS: u32 = 2;
 
@@ -906,29 +909,51 @@ impl Engine {
                 }
             }
             let deadline = Instant::now() + rolling.drain_timeout;
-            loop {
+            let drained_how = loop {
                 let sessions = self
                     .observe_all()
                     .await
                     .ok()
                     .and_then(|s| sessions_of(&target, &s));
-                if sessions.unwrap_or(0) == 0 {
-                    break;
+                let Some(n) = sessions else {
+                    // The router does not count in-flight requests: give them the grace period
+                    // (at most drain_timeout) instead of pretending they are zero.
+                    let grace = rolling.drain_timeout.min(UNKNOWN_SESSIONS_GRACE);
+                    let _ = run.tx.send(Progress::Step {
+                        step: Step::Apply,
+                        ok: None,
+                        message: format!(
+                            "{label}: drained; the router does not count in-flight requests, waiting {}",
+                            crate::timefmt::millis(grace)
+                        ),
+                    });
+                    tokio::time::sleep(grace).await;
+                    break format!(
+                        "in-flight unknown, waited {}",
+                        crate::timefmt::millis(grace)
+                    );
+                };
+                if n == 0 {
+                    break "0 in flight".to_string();
                 }
                 if Instant::now() >= deadline {
                     tracing::warn!(
-                        "{label}: still {sessions:?} sessions after the drain timeout; going on"
+                        "{label}: still {n} in flight after the drain timeout; going on"
                     );
-                    break;
+                    break format!("still {n} in flight after drain_timeout");
                 }
                 let _ = run.tx.send(Progress::Step {
                     step: Step::Apply,
                     ok: None,
-                    message: format!("{label}: drained, {} in flight", sessions.unwrap_or(0)),
+                    message: format!("{label}: drained, {n} in flight"),
                 });
                 tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            run.done(Step::Apply, true, format!("{label}: drained"));
+            };
+            run.done(
+                Step::Apply,
+                true,
+                format!("{label}: drained ({drained_how})"),
+            );
             // Deploy.
             let vars = [
                 ("env", self.env.name.as_str()),

@@ -47,10 +47,13 @@ impl Prober {
         })
     }
 
-    /// Poll one slot: health and version concurrently.
+    /// Poll one slot.
+    ///
+    /// Health, then version, on the same pooled connection: one connection per slot instead
+    /// of two.
     pub async fn probe_slot(&self, slot: &Slot) -> ProbeResult {
-        let (health, version) =
-            tokio::join!(self.fetch(&slot.health_url), self.fetch(&slot.version_url));
+        let health = self.fetch(&slot.health_url).await;
+        let version = self.fetch(&slot.version_url).await;
         let (health_state, status, error, latency) = match health {
             Ok((status, _, _, took)) if status == slot.expect_status => {
                 let h = if took > self.degraded_after {
