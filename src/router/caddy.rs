@@ -239,7 +239,16 @@ pub struct Driver {
     lock: tokio::sync::Mutex<()>,
 }
 
+/// How far a failed admin API request got: a request that never connected was not seen by
+/// Caddy and can be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Connect,
+    Exchange,
+}
+
 /// One answer of the admin API.
+#[derive(Debug)]
 struct Answer {
     status: u16,
     body: Bytes,
@@ -311,6 +320,13 @@ impl Driver {
 
     // --- the admin API ----------------------------------------------------------------
 
+    /// One request on the admin API, retried when it is safe to.
+    ///
+    /// Caddy restarts its admin endpoint after every config change, so the request that
+    /// follows a change can meet a listener that is closing: the connection is refused or
+    /// reset. A read is retried on any such failure; a change only when the connection was
+    /// never made, because a change that was sent may have been applied (every change
+    /// carries If-Match, and the read-back that follows it shows what Caddy holds).
     async fn call(
         &self,
         method: hyper::Method,
@@ -318,6 +334,34 @@ impl Driver {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<Answer> {
+        const ATTEMPTS: u32 = 4;
+        let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.call_once(method.clone(), path, body, if_match).await {
+                Ok(a) => return Ok(a),
+                Err((stage, e)) => {
+                    let safe = method == hyper::Method::GET || stage == Stage::Connect;
+                    let pause = Duration::from_millis(50 << attempt);
+                    if !safe || attempt >= ATTEMPTS || started.elapsed() + pause >= self.cfg.timeout
+                    {
+                        return Err(e);
+                    }
+                    tracing::debug!(router = %self.name, attempt, "Caddy admin API: {e:#}; retrying");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> std::result::Result<Answer, (Stage, color_eyre::Report)> {
         let what = format!("{method} {path}");
         let fut = async {
             let stream = tokio::net::TcpStream::connect(&self.authority)
@@ -328,15 +372,18 @@ impl Driver {
                          its admin.listen address?",
                         self.cfg.admin
                     )
-                })?;
+                })
+                .map_err(|e| (Stage::Connect, e))?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .wrap_err("HTTP handshake with Caddy's admin API failed")?;
+                .wrap_err("HTTP handshake with Caddy's admin API failed")
+                .map_err(|e| (Stage::Connect, e))?;
+            let exchange = |e: color_eyre::Report| (Stage::Exchange, e);
             tokio::spawn(async move {
                 let _ = conn.await;
             });
             let bytes = match body {
-                Some(v) => Bytes::from(serde_json::to_vec(v)?),
+                Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| exchange(e.into()))?),
                 None => Bytes::new(),
             };
             let mut req = hyper::Request::builder()
@@ -352,11 +399,13 @@ impl Driver {
             }
             let req = req
                 .body(Full::new(bytes))
-                .wrap_err("cannot build the request")?;
+                .wrap_err("cannot build the request")
+                .map_err(exchange)?;
             let resp = sender
                 .send_request(req)
                 .await
-                .wrap_err("Caddy's admin API did not answer")?;
+                .wrap_err("Caddy's admin API did not answer")
+                .map_err(exchange)?;
             let status = resp.status().as_u16();
             let header_tag = resp
                 .headers()
@@ -367,13 +416,14 @@ impl Driver {
                 .into_body()
                 .collect()
                 .await
-                .wrap_err("cannot read the answer of Caddy's admin API")?;
+                .wrap_err("cannot read the answer of Caddy's admin API")
+                .map_err(exchange)?;
             let trailer_tag = collected
                 .trailers()
                 .and_then(|t| t.get(hyper::header::ETAG))
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            Ok::<_, color_eyre::Report>(Answer {
+            Ok::<_, (Stage, color_eyre::Report)>(Answer {
                 status,
                 body: collected.to_bytes(),
                 etag: trailer_tag.or(header_tag),
@@ -382,13 +432,16 @@ impl Driver {
         tokio::time::timeout(self.cfg.timeout, fut)
             .await
             .map_err(|_| {
-                eyre!(
-                    "Caddy's admin API at {} did not answer {what} within {}",
-                    self.cfg.admin,
-                    humantime::format_duration(self.cfg.timeout)
+                (
+                    Stage::Exchange,
+                    eyre!(
+                        "Caddy's admin API at {} did not answer {what} within {}",
+                        self.cfg.admin,
+                        humantime::format_duration(self.cfg.timeout)
+                    ),
                 )
             })?
-            .wrap_err_with(|| format!("{what} on Caddy's admin API"))
+            .map_err(|(stage, e)| (stage, e.wrap_err(format!("{what} on Caddy's admin API"))))
     }
 
     /// A call whose 4xx/5xx answer becomes an error carrying Caddy's JSON error.
@@ -1262,6 +1315,87 @@ mod tests {
             vec!["h:1"]
         );
         assert_eq!(find_id(&c, "y"), None);
+    }
+
+    /// A fake admin endpoint: the first `resets` connections are reset once the request
+    /// has arrived (as Caddy's closing admin listener does after a config change), later
+    /// ones get `{"ok": true}`. Returns the driver and a count of accepted connections.
+    async fn flaky_admin(
+        resets: usize,
+    ) -> (Driver, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                if n < resets {
+                    s.set_zero_linger().unwrap();
+                    drop(s);
+                } else {
+                    let body = r#"{"ok":true}"#;
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                }
+            }
+        });
+        let toml = format!(
+            "[[environment]]\nname = \"shop\"\n\
+             [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:9001\"\n\
+             [[environment.slot]]\nname = \"green\"\naddress = \"http://127.0.0.1:9002\"\n\
+             [[environment.router]]\nkind = \"caddy\"\nmode = \"api\"\n\
+             admin = \"http://127.0.0.1:{port}\"\nlive_id = \"live\"\n"
+        );
+        let cfg = crate::config::parse(&toml, Path::new("t.toml")).unwrap();
+        let env = &cfg.environments[0];
+        let crate::router::RouterConfig::Caddy(c) = &env.routers[0] else {
+            panic!("not caddy")
+        };
+        (Driver::new("caddy".into(), env, c).unwrap(), seen)
+    }
+
+    #[tokio::test]
+    async fn a_read_survives_the_admin_endpoint_restarting() {
+        let (d, seen) = flaky_admin(2).await;
+        let a = d
+            .call(hyper::Method::GET, "/config/", None, None)
+            .await
+            .expect("the read is retried past two reset connections");
+        assert_eq!(a.status, 200);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_change_that_was_sent_is_not_sent_twice() {
+        let (d, seen) = flaky_admin(1).await;
+        let e = d
+            .call(
+                hyper::Method::PATCH,
+                "/id/live/upstreams",
+                Some(&json!([{"dial": "127.0.0.1:9002"}])),
+                Some("\"tag\""),
+            )
+            .await
+            .expect_err("a reset change is reported, not repeated");
+        assert!(
+            format!("{e:#}").contains("PATCH /id/live/upstreams"),
+            "{e:#}"
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
