@@ -342,75 +342,6 @@ async fn proxy() {
     println!();
 }
 
-/// `cutover drill` (the engine, in process) against the embedded proxy: 64 connections,
-/// 20 swap+rollback pairs, at least 100,000 requests.
-async fn drill() {
-    let (Ok(blue), Ok(green)) = (
-        SlotServer::start("blue", "1.0.0", any_port()).await,
-        SlotServer::start("green", "2.0.0", any_port()).await,
-    ) else {
-        return;
-    };
-    let (live, admin) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("cutover-drill-{}", std::process::id()));
-    let text = format!(
-        "[settings]\ngate_checks = 1\nstate_dir = \"{d}\"\n[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{live}/\"\n\
-         watch = \"0s\"\n[[environment.slot]]\nname = \"blue\"\naddress = \"{}\"\n[[environment.slot]]\nname = \"green\"\naddress = \"{}\"\n\
-         [[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\nlive_listen = \"127.0.0.1:{live}\"\nstate_file = \"{d}/p.json\"\n",
-        blue.url(),
-        green.url(),
-        d = dir.display()
-    );
-    let Ok(cfg) = config::parse(&text, Path::new("drill.toml")) else {
-        return;
-    };
-    let env = cfg.environments[0].clone();
-    let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
-        return;
-    };
-    let Ok(_proxy) = cutover::proxy::start(&env, pc).await else {
-        return;
-    };
-    let Ok(world) = cutover::tui::World::build(cfg, None) else {
-        return;
-    };
-    let opts = cutover::drill::DrillOptions {
-        concurrency: 64,
-        requests: 2_000_000,
-        duration: Duration::from_secs(120),
-        pairs: 20,
-        keep_alive: true,
-        path: "/".into(),
-        pause: Duration::from_millis(400),
-        yes_really: false,
-    };
-    match cutover::drill::run(&world.engines[0], &opts).await {
-        Ok(r) => print_drill("embedded", &r),
-        Err(e) => println!("drill failed: {e:#}"),
-    }
-}
-
-pub fn print_drill(kind: &str, r: &cutover::drill::DrillReport) {
-    let mut first: Vec<u64> = r.switches.iter().filter_map(|s| s.first_new_ms).collect();
-    let mut last: Vec<u64> = r.switches.iter().filter_map(|s| s.last_old_ms).collect();
-    println!("## Drill: {kind}\n");
-    println!(
-        "| connections | requests | failed | switches | req/s | first answer from new slot p50 / p99 | last answer from old slot p50 / p99 |\n|---|---|---|---|---|---|---|"
-    );
-    println!(
-        "| {} | {} | {} | {} | {:.0} | {} / {} ms | {} / {} ms |\n",
-        r.concurrency,
-        r.sent,
-        r.failed,
-        r.switches.len(),
-        r.rps,
-        cutover::drill::DrillReport::percentile(&mut first, 0.5).unwrap_or(0),
-        cutover::drill::DrillReport::percentile(&mut first, 0.99).unwrap_or(0),
-        cutover::drill::DrillReport::percentile(&mut last, 0.5).unwrap_or(0),
-        cutover::drill::DrillReport::percentile(&mut last, 0.99).unwrap_or(0),
-    );
-}
-
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -424,9 +355,6 @@ async fn main() {
     }
     if want("proxy") {
         proxy().await;
-    }
-    if want("drill") {
-        drill().await;
     }
     if want("poller") {
         poller().await;

@@ -46,6 +46,8 @@ impl Default for DrillOptions {
 pub struct SwitchTiming {
     pub from: String,
     pub to: String,
+    /// When the command was issued, from the start of the load.
+    pub issued_ms: u64,
     /// The operation's own duration (plan → verify).
     pub op_ms: u64,
     /// Command issued → the first response from the new slot.
@@ -343,6 +345,7 @@ fn analyse(
             SwitchTiming {
                 from: from.clone(),
                 to: to.clone(),
+                issued_ms: t0,
                 op_ms: took.as_millis() as u64,
                 first_new_ms: first_new,
                 last_old_ms: last_old,

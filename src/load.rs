@@ -219,7 +219,7 @@ async fn run_inner(
                             .to_string();
                         let body = resp.bytes().await;
                         match body {
-                            Err(e) => record_error(&mut local, &e),
+                            Err(e) => record_error(&mut local, &e, started),
                             Ok(_) if (200..300).contains(&status) => {
                                 local.ok += 1;
                                 local.latencies_us.push(t0.elapsed().as_micros() as u64);
@@ -233,14 +233,15 @@ async fn run_inner(
                                 *local.failures.status.entry(status).or_default() += 1;
                                 if local.first_errors.len() < 10 {
                                     local.first_errors.push(format!(
-                                        "HTTP {status}: {}",
+                                        "at {} ms: HTTP {status}: {}",
+                                        started.elapsed().as_millis(),
                                         String::from_utf8_lossy(&b[..b.len().min(120)]).trim()
                                     ));
                                 }
                             }
                         }
                     }
-                    Err(e) => record_error(&mut local, &e),
+                    Err(e) => record_error(&mut local, &e, started),
                 }
                 if local.ok > ok_before
                     && let Some(s) = local.samples.last()
@@ -266,8 +267,12 @@ async fn run_inner(
     r
 }
 
-fn record_error(local: &mut LoadReport, e: &reqwest::Error) {
-    let text = error_chain(e);
+fn record_error(local: &mut LoadReport, e: &reqwest::Error, started: Instant) {
+    let text = format!(
+        "at {} ms: {}",
+        started.elapsed().as_millis(),
+        error_chain(e)
+    );
     if e.is_timeout() {
         local.failures.timeout += 1;
     } else if e.is_connect() {

@@ -1344,3 +1344,48 @@ live_balancer = "live"
         "{seen:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Benchmarks (scripts/bench): `cargo test --release --test apache -- --ignored bench_ --nocapture`
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_drill_balancer_manager() {
+    let Some(bin) = require_binary("bench_drill_balancer_manager", "apache2") else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let r = common::bench_drill(
+        "apache (balancer-manager)",
+        &blue_green_toml(&a, &blue, &green, ""),
+    )
+    .await;
+    if r.failed > 0 {
+        let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+        // The first lines that say why, without the repeats of "All workers are in error state".
+        let why: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("AH01170") && !l.contains("AH10187") && !l.contains("AH02155"))
+            .take(30)
+            .collect();
+        eprintln!("apache's error log, first errors:\n{}", why.join("\n"));
+    }
+}
+
+/// The same load without any switch: failures here are Apache's own, not the switches'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_throughput_direct_embedded_apache() {
+    let Some(bin) = require_binary("bench_throughput_direct_embedded_apache", "apache2") else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let (_embedded, embedded_url) = common::bench_embedded(&s[0], &s[1], a.dir.path()).await;
+    common::bench_load("direct to the slot", &format!("{blue}/")).await;
+    common::bench_load("through the embedded proxy", &embedded_url).await;
+    common::bench_load("through Apache (event MPM, defaults)", &a.url()).await;
+}

@@ -27,6 +27,8 @@ static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Rig {
     driver: caddy::Driver,
+    /// The environment's cutover config.
+    toml: String,
     public: u16,
     preview: u16,
     admin: u16,
@@ -166,6 +168,7 @@ async fn rig(
     common::wait_port(preview, Duration::from_secs(10)).await;
     Some(Rig {
         driver,
+        toml,
         public,
         preview,
         admin,
@@ -743,4 +746,43 @@ async fn zero_failed_requests_with_the_default_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failed_requests_api_mode() {
     measure("failed_requests_api_mode", Mode::Api, "mode=api").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Benchmarks (scripts/bench): `cargo test --release --test caddy -- --ignored bench_ --nocapture`
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_drill_file_mode() {
+    let Some(r) = rig(
+        "bench_drill_file_mode",
+        Mode::File,
+        &["blue", "green"],
+        &[],
+        "",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    common::bench_drill("caddy (file, the default)", &r.toml).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_drill_api_mode() {
+    let Some(r) = rig(
+        "bench_drill_api_mode",
+        Mode::Api,
+        &["blue", "green"],
+        &[],
+        "",
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    common::bench_drill("caddy (api)", &r.toml).await;
 }

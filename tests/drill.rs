@@ -110,3 +110,22 @@ fn a_drill_refuses_production_without_yes_really() {
         "{err}"
     );
 }
+
+/// scripts/bench: `cargo test --release --test drill -- --ignored bench_ --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_drill_embedded() {
+    let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let d = tempfile::tempdir().expect("tempdir");
+    let (path, live) = demo_like(d.path(), &slots, false);
+    let cfg = config::load(&path).expect("config");
+    let env = cfg.environments[0].clone();
+    let RouterConfig::Embedded(pc) = &env.routers[0] else {
+        panic!("embedded")
+    };
+    let _proxy = cutover::proxy::start(&env, pc).await.expect("proxy");
+    common::wait_port(live, Duration::from_secs(5)).await;
+    let text = std::fs::read_to_string(&path).expect("config text");
+    let env_only = &text[text.find("[[environment]]").expect("environment")..];
+    common::bench_drill("embedded", env_only).await;
+}

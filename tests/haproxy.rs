@@ -1338,3 +1338,41 @@ async fn a_rolling_deploy_over_greens_servers() {
     );
     assert!(report.sent > 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Benchmarks (scripts/bench): `cargo test --release --test haproxy -- --ignored bench_ --nocapture`
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_drill_map() {
+    let Some(bin) = common::require_binary("bench_drill_map", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    common::bench_drill("haproxy (map, the default)", &rig.cutover_toml).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_drill_servers() {
+    let Some(bin) = common::require_binary("bench_drill_servers", "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Servers, bin).await;
+    common::bench_drill("haproxy (server state)", &rig.cutover_toml).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_throughput_direct_embedded_haproxy() {
+    let Some(bin) = common::require_binary("bench_throughput_direct_embedded_haproxy", "haproxy")
+    else {
+        return;
+    };
+    let rig = Rig::new(Setup::Servers, bin).await;
+    let (_embedded, embedded_url) =
+        common::bench_embedded(&rig.slots[0], &rig.slots[1], rig.dir.path()).await;
+    common::bench_load("direct to the slot", &format!("{}/", rig.slots[0].url())).await;
+    common::bench_load("through the embedded proxy", &embedded_url).await;
+    common::bench_load("through HAProxy", &rig.url("/")).await;
+}

@@ -24,6 +24,8 @@ static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Rig {
     driver: nginx::Driver,
+    /// The environment's cutover config.
+    toml: String,
     public: u16,
     preview: u16,
     /// An include of the operator's own, in `http {}`: tests break the config through it.
@@ -185,6 +187,7 @@ reload_timeout = "3s"
     common::wait_port(preview, Duration::from_secs(5)).await;
     Some(Rig {
         driver,
+        toml,
         public,
         preview,
         extra,
@@ -848,4 +851,45 @@ async fn failed_requests_symlink_reload_without_client_keepalive() {
         Some("keepalive_timeout 0;"),
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Benchmarks (scripts/bench): `cargo test --release --test nginx -- --ignored bench_ --nocapture`
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_drill_realpath() {
+    let Some(r) = rig(
+        "bench_drill_realpath",
+        Method::Realpath,
+        &["blue", "green"],
+        &[],
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    common::bench_drill("nginx (realpath, the default)", &r.toml).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_throughput_direct_embedded_nginx() {
+    let Some(r) = rig(
+        "bench_throughput_direct_embedded_nginx",
+        Method::Realpath,
+        &["blue", "green"],
+        &[],
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    let (_embedded, embedded_url) =
+        common::bench_embedded(&r.slots[0], &r.slots[1], r.tmp.path()).await;
+    common::bench_load("direct to the slot", &format!("{}/", r.slots[0].url())).await;
+    common::bench_load("through the embedded proxy", &embedded_url).await;
+    common::bench_load("through nginx (1 worker)", &r.public_url()).await;
 }

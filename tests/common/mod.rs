@@ -209,3 +209,128 @@ pub async fn run_op(
         .await;
     (out, collect.await.unwrap_or_default())
 }
+
+// ---------------------------------------------------------------------------------------
+// Benchmarks: `#[ignore]`d tests named `bench_*` that scripts/bench runs with
+// `cargo test --release -- --ignored bench_`. They print `BENCH` lines that scripts/bench
+// turns into BENCHMARKS.md's tables; numbers are printed, never asserted.
+
+/// `cutover drill` as the issue's benchmark runs it: 64 keep-alive connections sending for as
+/// long as 20 swap+rollback pairs take (600 ms apart; a million requests or three minutes at
+/// most), through the operations engine. `env_toml` is the environment's config without `[settings]`; it must not be a
+/// production environment.
+pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillReport {
+    let state = tempfile::tempdir().expect("state dir");
+    let text = format!(
+        "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{env_toml}",
+        state.path().display()
+    );
+    let cfg = cutover::config::parse(&text, Path::new("bench.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let opts = cutover::drill::DrillOptions {
+        concurrency: 64,
+        requests: 1_000_000,
+        duration: Duration::from_secs(180),
+        pairs: 20,
+        keep_alive: true,
+        path: "/".into(),
+        pause: Duration::from_millis(600),
+        yes_really: false,
+    };
+    let r = cutover::drill::run(&world.engines[0], &opts)
+        .await
+        .unwrap_or_else(|e| panic!("drill on {kind}: {e:#}"));
+    let mut first: Vec<u64> = r.switches.iter().filter_map(|s| s.first_new_ms).collect();
+    let mut last: Vec<u64> = r.switches.iter().filter_map(|s| s.last_old_ms).collect();
+    let pct = |v: &mut Vec<u64>, p| {
+        cutover::drill::DrillReport::percentile(v, p)
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "BENCH drill | {kind} | {} | {} | {} | {} | {:.0} | {} / {} ms | {} / {} ms | {} |",
+        r.concurrency,
+        r.sent,
+        r.failed,
+        r.switches.len(),
+        r.rps,
+        pct(&mut first, 0.5),
+        pct(&mut first, 0.99),
+        pct(&mut last, 0.5),
+        pct(&mut last, 0.99),
+        if r.failed == 0 && r.failed_operations.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:?} {:?}", r.failures, r.failed_operations)
+        }
+    );
+    if r.failed > 0 {
+        eprintln!("{kind}: first errors {:#?}", r.first_errors);
+        eprintln!(
+            "{kind}: switches issued at (ms) {:?}",
+            r.switches.iter().map(|s| s.issued_ms).collect::<Vec<_>>()
+        );
+    }
+    r
+}
+
+/// Throughput and latency of one path: 64 keep-alive connections, 100,000 requests (one
+/// minute at most), the load generator in this process.
+pub async fn bench_load(path: &str, url: &str) {
+    let opts = |max_requests, secs| cutover::load::LoadOptions {
+        url: url.to_string(),
+        concurrency: 64,
+        max_requests,
+        max_duration: Duration::from_secs(secs),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    };
+    // Warm the path (connections, the proxy's upstream pool) before measuring.
+    cutover::load::run(opts(5_000, 10)).await;
+    let r = cutover::load::run(opts(100_000, 60)).await;
+    let ms = |us: Option<u64>| {
+        us.map(|v| format!("{:.2} ms", v as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "BENCH load | {path} | {} | {} | {:.0} | {} | {} |",
+        r.sent,
+        r.failed(),
+        r.rps(),
+        ms(r.percentile_us(0.5)),
+        ms(r.percentile_us(0.99)),
+    );
+}
+
+/// The embedded proxy in front of `live` (and `preview`), for comparing it with another proxy
+/// on the same slots: the running proxy and its live URL.
+pub async fn bench_embedded(
+    live: &SlotServer,
+    preview: &SlotServer,
+    dir: &Path,
+) -> (cutover::proxy::ProxyHandle, String) {
+    let (port, admin) = (free_port(), free_port());
+    let text = format!(
+        "[[environment]]\nname = \"bench\"\n\
+         [[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\
+         [[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\
+         [[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
+         live_listen = \"127.0.0.1:{port}\"\nstate_file = \"{}\"\n",
+        live.controls.name,
+        live.url(),
+        preview.controls.name,
+        preview.url(),
+        dir.join("embedded.json").display()
+    );
+    let cfg = cutover::config::parse(&text, Path::new("bench.toml")).expect("config");
+    let env = &cfg.environments[0];
+    let cutover::router::RouterConfig::Embedded(pc) = &env.routers[0] else {
+        panic!("embedded")
+    };
+    let proxy = cutover::proxy::start(env, pc)
+        .await
+        .expect("embedded proxy");
+    wait_port(port, Duration::from_secs(5)).await;
+    (proxy, format!("http://127.0.0.1:{port}/"))
+}
