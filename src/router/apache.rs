@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::config::{Environment, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
-use crate::router::{BoxFuture, Router, Target, Verb};
+use crate::router::{BoxFuture, Router, Target, Verb, no_such_slot};
 use crate::timefmt::serde_duration;
 
 /// The request header the Apache config sets on a redirected request (the loop guard).
@@ -495,6 +495,7 @@ struct Memory {
 
 pub struct Driver {
     name: String,
+    env: String,
     cfg: Config,
     live: String,
     preview: Option<String>,
@@ -571,6 +572,7 @@ impl Driver {
                 .as_deref()
                 .map(|p| balancer_name(p).to_string()),
             name,
+            env: env.name.clone(),
             cfg: cfg.clone(),
             password,
             slots,
@@ -893,12 +895,16 @@ impl Driver {
         }
     }
 
+    fn slot(&self, name: &str) -> Result<&SlotMap> {
+        self.slots.iter().find(|s| s.name == name).ok_or_else(|| {
+            no_such_slot(name, &self.env, self.slots.iter().map(|s| s.name.as_str()))
+        })
+    }
+
     /// Make `to` the only slot in rotation in `balancer`: enable its members first, check
     /// one serves, then disable the other slots' members.
     async fn swap(&self, balancer: &str, to: &str) -> Result<()> {
-        if !self.slots.iter().any(|s| s.name == to) {
-            bail!("`{to}` is not a slot of this environment");
-        }
+        self.slot(to)?;
         let bal = self.read_one(balancer).await?;
         let new: Vec<&Worker> = bal
             .workers
@@ -999,9 +1005,7 @@ impl Driver {
 
     /// The members of a target in the managed balancers, with their balancer.
     async fn target_members(&self, t: &Target) -> Result<(Vec<Balancer>, Vec<(String, Worker)>)> {
-        let Some(slot) = self.slots.iter().find(|s| s.name == t.slot) else {
-            bail!("`{}` is not a slot of this environment", t.slot);
-        };
+        let slot = self.slot(&t.slot)?;
         if let Some(n) = &t.node
             && !slot.nodes.iter().any(|(x, _)| x == n)
         {
@@ -1045,10 +1049,11 @@ impl Driver {
         Ok((bals, out))
     }
 
-    async fn drain_inner(&self, t: &Target) -> Result<()> {
+    /// Drain (`on`) or undrain the target's members in the managed balancers.
+    async fn set_drain(&self, t: &Target, on: bool) -> Result<()> {
         let (bals, members) = self.target_members(t).await?;
         // Never drain the last serving member of the live balancer.
-        if let Some(live) = bals.iter().find(|b| b.name == self.live) {
+        if on && let Some(live) = bals.iter().find(|b| b.name == self.live) {
             let serving_before = live.workers.iter().filter(|w| w.status.serving()).count();
             let serving_after = live
                 .workers
@@ -1074,42 +1079,22 @@ impl Driver {
             .collect();
         let changes = members
             .iter()
-            .filter(|(_, w)| !w.status.drain)
+            .filter(|(_, w)| w.status.drain != on)
             .map(|(b, w)| {
                 (
                     b.clone(),
                     w.url.clone(),
-                    vec![(MemberFlag::Drain, true)],
-                    vec![(MemberFlag::Drain, false)],
+                    vec![(MemberFlag::Drain, on)],
+                    vec![(MemberFlag::Drain, !on)],
                 )
             })
             .collect();
-        self.apply_all(nonces, changes)
-            .await
-            .wrap_err_with(|| format!("draining `{t}` failed"))
-    }
-
-    async fn undrain_inner(&self, t: &Target) -> Result<()> {
-        let (bals, members) = self.target_members(t).await?;
-        let nonces = bals
-            .iter()
-            .map(|b| (b.name.clone(), b.nonce.clone()))
-            .collect();
-        let changes = members
-            .iter()
-            .filter(|(_, w)| w.status.drain)
-            .map(|(b, w)| {
-                (
-                    b.clone(),
-                    w.url.clone(),
-                    vec![(MemberFlag::Drain, false)],
-                    vec![(MemberFlag::Drain, true)],
-                )
-            })
-            .collect();
-        self.apply_all(nonces, changes)
-            .await
-            .wrap_err_with(|| format!("undraining `{t}` failed"))
+        self.apply_all(nonces, changes).await.wrap_err_with(|| {
+            format!(
+                "{} `{t}` failed",
+                if on { "draining" } else { "undraining" }
+            )
+        })
     }
 
     async fn observe_inner(&self) -> Result<RouterState> {
@@ -1586,10 +1571,10 @@ impl Router for Driver {
         })
     }
     fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.drain_inner(t))
+        Box::pin(self.set_drain(t, true))
     }
     fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.undrain_inner(t))
+        Box::pin(self.set_drain(t, false))
     }
     fn maintenance<'a>(&'a self, on: bool, mode: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.maintenance_inner(on, mode))

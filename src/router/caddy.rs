@@ -28,8 +28,9 @@ use serde_json::{Value, json};
 
 use crate::config::{Environment, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
-use crate::router::nginx::split_address;
-use crate::router::{BoxFuture, Router, Target, Verb};
+use crate::router::{
+    BoxFuture, Router, Target, Upstream, Verb, in_context, is_word, maintenance_html,
+};
 use crate::timefmt::serde_duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -82,12 +83,6 @@ pub struct Config {
     /// The Retry-After header of the maintenance answer, in seconds.
     #[serde(default = "default_retry_after")]
     pub retry_after: u32,
-}
-
-fn is_word(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 /// `http://127.0.0.1:2019` -> `127.0.0.1:2019`.
@@ -160,54 +155,10 @@ impl Config {
                     s.name
                 ));
             }
-            slot_info(s).map_err(|e| format!("slot `{}`: {e}", s.name))?;
+            Upstream::of(s).map_err(|e| format!("slot `{}`: {e}", s.name))?;
         }
         Ok(())
     }
-}
-
-#[derive(Debug, Clone)]
-struct SlotInfo {
-    name: String,
-    https: bool,
-    /// (node name, dial) in config order; the slot's own name when it has no nodes.
-    servers: Vec<(String, String)>,
-    has_nodes: bool,
-}
-
-impl SlotInfo {
-    fn dials(&self) -> Vec<String> {
-        self.servers.iter().map(|(_, d)| d.clone()).collect()
-    }
-    fn owns(&self, dial: &str) -> bool {
-        self.servers.iter().any(|(_, d)| d == dial)
-    }
-}
-
-fn slot_info(s: &Slot) -> std::result::Result<SlotInfo, String> {
-    let (scheme, dial) = split_address(&s.address)?;
-    let mut servers = Vec::new();
-    if s.nodes.is_empty() {
-        servers.push((s.name.clone(), dial));
-    } else {
-        for n in &s.nodes {
-            let (sch, d) =
-                split_address(&n.address).map_err(|e| format!("node `{}`: {e}", n.name))?;
-            if sch != scheme {
-                return Err(format!(
-                    "node `{}` is {sch} but the slot's address is {scheme}",
-                    n.name
-                ));
-            }
-            servers.push((n.name.clone(), d));
-        }
-    }
-    Ok(SlotInfo {
-        name: s.name.clone(),
-        https: scheme == "https",
-        servers,
-        has_nodes: !s.nodes.is_empty(),
-    })
 }
 
 /// The live route or the preview route.
@@ -233,7 +184,7 @@ pub struct Driver {
     name: String,
     env: String,
     cfg: Config,
-    slots: Vec<SlotInfo>,
+    slots: Vec<Upstream>,
     authority: String,
     /// One change at a time.
     lock: tokio::sync::Mutex<()>,
@@ -278,12 +229,7 @@ impl Driver {
     pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
         cfg.validate(&env.slots)
             .map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
-        let slots = env
-            .slots
-            .iter()
-            .map(slot_info)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
+        let slots = Upstream::all(env).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
         let authority =
             admin_authority(&cfg.admin).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
         Ok(Driver {
@@ -296,22 +242,12 @@ impl Driver {
         })
     }
 
-    fn slot(&self, name: &str) -> Result<&SlotInfo> {
-        self.slots.iter().find(|s| s.name == name).ok_or_else(|| {
-            eyre!(
-                "`{name}` is not a slot of environment `{}` (slots: {})",
-                self.env,
-                self.slots
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+    fn slot(&self, name: &str) -> Result<&Upstream> {
+        Upstream::find(&self.slots, &self.env, name)
     }
 
     /// The slot every dial belongs to, if there is one.
-    fn slot_of(&self, dials: &[String]) -> Option<&SlotInfo> {
+    fn slot_of(&self, dials: &[String]) -> Option<&Upstream> {
         if dials.is_empty() {
             return None;
         }
@@ -516,17 +452,6 @@ impl Driver {
         )
     }
 
-    fn page(&self) -> Result<String> {
-        match &self.cfg.maintenance_page {
-            Some(p) => std::fs::read_to_string(p).wrap_err_with(|| {
-                format!("cannot read maintenance_page {}; fix the path or remove the setting", p.display())
-            }),
-            None => Ok("<!doctype html>\n<html><head><title>Down for maintenance</title></head>\n\
-                        <body><h1>Down for maintenance</h1><p>We will be back shortly.</p></body></html>\n"
-                .into()),
-        }
-    }
-
     fn page_handler(&self) -> Result<Value> {
         Ok(json!({
             "handler": "static_response",
@@ -535,16 +460,16 @@ impl Driver {
                 "Content-Type": ["text/html; charset=utf-8"],
                 "Retry-After": [self.cfg.retry_after.to_string()],
             },
-            "body": self.page()?,
+            "body": maintenance_html(self.cfg.maintenance_page.as_deref())?,
         }))
     }
 
-    fn proxy_handler(&self, slot: &SlotInfo) -> Value {
+    fn proxy_handler(&self, slot: &Upstream) -> Value {
         let mut h = json!({
             "handler": "reverse_proxy",
-            "upstreams": slot.dials().iter().map(|d| json!({"dial": d})).collect::<Vec<_>>(),
+            "upstreams": slot.addrs().iter().map(|d| json!({"dial": d})).collect::<Vec<_>>(),
         });
-        if slot.https {
+        if slot.scheme == "https" {
             h["transport"] = json!({"protocol": "http", "tls": {}});
         }
         h
@@ -761,7 +686,7 @@ impl Driver {
                     eyre!("Caddy sent no ETag for {path}; cutover needs Caddy 2.6 or later")
                 })?;
                 let current = dials_of(&a.json()?);
-                let want = slot.dials();
+                let want = slot.addrs();
                 // Already there (possibly with a node drained): nothing to change, and
                 // rewriting the upstreams would undo the drain.
                 if self.slot_of(&current).is_some_and(|s| s.name == to) {
@@ -847,7 +772,7 @@ impl Driver {
                     bail!("maintenance cannot redirect {to} to itself; pick another slot");
                 }
                 let existing = find_id(&config, &mid);
-                let handler = match mode {
+                let mut handler = match mode {
                     MaintenanceMode::Page => self.page_handler()?,
                     MaintenanceMode::Redirect { to } => {
                         let mut h = self.proxy_handler(self.slot(to)?);
@@ -857,7 +782,6 @@ impl Driver {
                         h
                     }
                 };
-                let mut handler = handler;
                 handler["@id"] = json!(mid);
                 match (on, existing) {
                     (true, Some(p)) => {
@@ -901,32 +825,11 @@ impl Driver {
     async fn set_drained(&self, target: &Target, drain: bool) -> Result<()> {
         let _g = self.lock.lock().await;
         let slot = self.slot(&target.slot)?.clone();
-        let dials: Vec<String> = match &target.node {
-            None => slot.dials(),
-            Some(n) => {
-                let d = slot
-                    .servers
-                    .iter()
-                    .find(|(name, _)| slot.has_nodes && name == n)
-                    .map(|(_, d)| d.clone())
-                    .ok_or_else(|| {
-                        eyre!(
-                            "slot {} has no node `{n}` (nodes: {})",
-                            slot.name,
-                            if slot.has_nodes {
-                                slot.servers
-                                    .iter()
-                                    .map(|(n, _)| n.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            } else {
-                                "none".into()
-                            }
-                        )
-                    })?;
-                vec![d]
-            }
-        };
+        let dials: Vec<String> = slot
+            .servers_of(target)?
+            .into_iter()
+            .map(|s| s.addr.clone())
+            .collect();
         let (mut config, tag) = self.get_config().await?;
         let handlers = self.slot_handlers(&config, &slot);
         if handlers.is_empty() {
@@ -950,7 +853,7 @@ impl Driver {
                     .cloned()
                     .collect()
             } else {
-                slot.dials()
+                slot.addrs()
                     .into_iter()
                     .filter(|d| current.contains(d) || dials.contains(d))
                     .collect()
@@ -976,7 +879,7 @@ impl Driver {
     }
 
     /// Paths of the reverse_proxy handlers whose upstreams all belong to `slot`.
-    fn slot_handlers(&self, config: &Value, slot: &SlotInfo) -> Vec<Vec<String>> {
+    fn slot_handlers(&self, config: &Value, slot: &Upstream) -> Vec<Vec<String>> {
         let mut out = Vec::new();
         walk(config, &mut Vec::new(), &mut |path, v| {
             if v.get("handler").and_then(Value::as_str) == Some("reverse_proxy") {
@@ -989,27 +892,39 @@ impl Driver {
         out
     }
 
+    /// api mode: the slot the live or preview handler proxies to, or a note saying why
+    /// there is none.
+    fn routed_slot(&self, config: &Value, which: Pointer) -> std::result::Result<String, String> {
+        let id = self.id_for(which).map_err(|e| e.to_string())?;
+        let (route, field) = match which {
+            Pointer::Live => ("live", "live_id"),
+            Pointer::Next => ("preview", "preview_id"),
+        };
+        let Some(h) = find_id(config, id).and_then(|p| get_path(config, &p)) else {
+            return Err(format!(
+                "Caddy's config has no object with @id `{id}`: the {route} route cannot be read \
+                 (check `{field}`)"
+            ));
+        };
+        let dials = dials_of(&h["upstreams"]);
+        self.slot_of(&dials).map(|s| s.name.clone()).ok_or_else(|| {
+            format!(
+                "the {route} handler `{id}` proxies to {dials:?}, which is no slot of {} \
+                 (changed by hand?)",
+                self.env
+            )
+        })
+    }
+
     async fn observe_inner(&self) -> Result<RouterState> {
         let (config, _) = self.get_config().await?;
         let stats = self.upstream_stats().await;
         let mut state = RouterState::default();
         match self.cfg.mode {
             Mode::Api => {
-                let live_id = self.id_for(Pointer::Live)?;
-                match find_id(&config, live_id).and_then(|p| get_path(&config, &p).cloned()) {
-                    Some(h) => {
-                        let dials = dials_of(&h["upstreams"]);
-                        state.live = self.slot_of(&dials).map(|s| s.name.clone());
-                        if state.live.is_none() {
-                            state.notes.push(format!(
-                                "the live handler `{live_id}` proxies to {dials:?}, which is no slot of {} (changed by hand?)",
-                                self.env
-                            ));
-                        }
-                    }
-                    None => state.notes.push(format!(
-                        "Caddy's config has no object with @id `{live_id}`: the live route cannot be read (check `live_id`)"
-                    )),
+                match self.routed_slot(&config, Pointer::Live) {
+                    Ok(s) => state.live = Some(s),
+                    Err(note) => state.notes.push(note),
                 }
                 if let Some(mp) = find_id(&config, &self.maintenance_id())
                     && let Some(m) = get_path(&config, &mp)
@@ -1028,20 +943,10 @@ impl Driver {
                         ));
                     }
                 }
-                if let Some(pid) = &self.cfg.preview_id {
-                    match find_id(&config, pid).and_then(|p| get_path(&config, &p).cloned()) {
-                        Some(h) => {
-                            let dials = dials_of(&h["upstreams"]);
-                            state.preview = self.slot_of(&dials).map(|s| s.name.clone());
-                            if state.preview.is_none() {
-                                state.notes.push(format!(
-                                    "the preview handler `{pid}` proxies to {dials:?}, which is no slot (changed by hand?)"
-                                ));
-                            }
-                        }
-                        None => state.notes.push(format!(
-                            "Caddy's config has no object with @id `{pid}` (the preview_id)"
-                        )),
+                if self.cfg.preview_id.is_some() {
+                    match self.routed_slot(&config, Pointer::Next) {
+                        Ok(s) => state.preview = Some(s),
+                        Err(note) => state.notes.push(note),
                     }
                 }
             }
@@ -1121,7 +1026,7 @@ impl Driver {
                     AdminState::Drain
                 }
             };
-            let (sessions, fails) = slot.dials().iter().filter_map(|d| stats.get(d)).fold(
+            let (sessions, fails) = slot.addrs().iter().filter_map(|d| stats.get(d)).fold(
                 (None, None),
                 |(s, f): (Option<u64>, Option<u64>), (n, x)| {
                     (Some(s.unwrap_or(0) + n), Some(f.unwrap_or(0) + x))
@@ -1136,9 +1041,9 @@ impl Driver {
                 slot.name.clone(),
                 SlotRoute {
                     admin: if slot
-                        .dials()
+                        .servers
                         .iter()
-                        .all(|d| node_admin(d) == AdminState::Drain)
+                        .all(|s| node_admin(&s.addr) == AdminState::Drain)
                     {
                         AdminState::Drain
                     } else {
@@ -1149,10 +1054,10 @@ impl Driver {
                     nodes: if slot.has_nodes {
                         slot.servers
                             .iter()
-                            .map(|(n, d)| NodeRoute {
-                                name: n.clone(),
-                                admin: node_admin(d),
-                                sessions: stats.get(d).map(|s| s.0),
+                            .map(|s| NodeRoute {
+                                name: s.node.clone(),
+                                admin: node_admin(&s.addr),
+                                sessions: stats.get(&s.addr).map(|x| x.0),
                                 check: None,
                             })
                             .collect()
@@ -1245,53 +1150,34 @@ impl Router for Driver {
         }
     }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
-        Box::pin(async move {
-            self.observe_inner()
-                .await
-                .wrap_err_with(|| format!("caddy router `{}`: cannot observe", self.name))
-        })
+        in_context(self, "observe".into(), self.observe_inner())
     }
     fn switch_live<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.point(Pointer::Live, to)
-                .await
-                .wrap_err_with(|| format!("caddy router `{}`: cannot make {to} live", self.name))
-        })
+        in_context(
+            self,
+            format!("make {to} live"),
+            self.point(Pointer::Live, to),
+        )
     }
     fn set_preview<'a>(&'a self, slot: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.point(Pointer::Next, slot).await.wrap_err_with(|| {
-                format!(
-                    "caddy router `{}`: cannot point the preview at {slot}",
-                    self.name
-                )
-            })
-        })
+        in_context(
+            self,
+            format!("point the preview at {slot}"),
+            self.point(Pointer::Next, slot),
+        )
     }
     fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.set_drained(t, true)
-                .await
-                .wrap_err_with(|| format!("caddy router `{}`: cannot drain {t}", self.name))
-        })
+        in_context(self, format!("drain {t}"), self.set_drained(t, true))
     }
     fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.set_drained(t, false)
-                .await
-                .wrap_err_with(|| format!("caddy router `{}`: cannot undrain {t}", self.name))
-        })
+        in_context(self, format!("undrain {t}"), self.set_drained(t, false))
     }
     fn maintenance<'a>(&'a self, on: bool, m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.set_maintenance(on, m).await.wrap_err_with(|| {
-                format!(
-                    "caddy router `{}`: cannot turn maintenance {}",
-                    self.name,
-                    if on { "on" } else { "off" }
-                )
-            })
-        })
+        in_context(
+            self,
+            format!("turn maintenance {}", if on { "on" } else { "off" }),
+            self.set_maintenance(on, m),
+        )
     }
 }
 

@@ -12,10 +12,13 @@
 //!   disables the old.
 
 use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use color_eyre::eyre::Result;
+use color_eyre::eyre::{Report, Result, WrapErr, eyre};
 use serde::Deserialize;
 
 use crate::config::{Environment, Slot};
@@ -178,4 +181,261 @@ pub fn build(env: &Environment, cfg: &RouterConfig) -> Result<Arc<dyn Router>> {
 /// Build every router of an environment.
 pub fn build_all(env: &Environment) -> Result<Vec<Arc<dyn Router>>> {
     env.routers.iter().map(|c| build(env, c)).collect()
+}
+
+// --- shared by the drivers ------------------------------------------------------------------
+
+/// A verb's future whose error starts with `KIND router `NAME`: cannot WHAT`.
+pub(crate) fn in_context<'a, T: 'a>(
+    router: &'a dyn Router,
+    what: String,
+    fut: impl Future<Output = Result<T>> + Send + 'a,
+) -> BoxFuture<'a, Result<T>> {
+    Box::pin(async move {
+        fut.await.wrap_err_with(|| {
+            format!(
+                "{} router `{}`: cannot {what}",
+                router.kind(),
+                router.name()
+            )
+        })
+    })
+}
+
+/// The error for a slot name the environment does not have, naming the ones it has.
+pub(crate) fn no_such_slot<'a>(
+    name: &str,
+    env: &str,
+    slots: impl IntoIterator<Item = &'a str>,
+) -> Report {
+    eyre!(
+        "`{name}` is not a slot of environment `{env}` (slots: {})",
+        slots.into_iter().collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Characters that are safe unquoted in proxy config, file names and variable names.
+pub(crate) fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// `http://127.0.0.1:9001` -> (`http`, `127.0.0.1:9001`).
+pub(crate) fn split_address(address: &str) -> std::result::Result<(&'static str, String), String> {
+    let (scheme, rest, port) = if let Some(r) = address.strip_prefix("http://") {
+        ("http", r, 80)
+    } else if let Some(r) = address.strip_prefix("https://") {
+        ("https", r, 443)
+    } else {
+        return Err(format!("`{address}` is not an http:// or https:// address"));
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.is_empty() {
+        return Err(format!(
+            "`{address}` has a path; a proxy's upstreams are host:port only (put the path in \
+             the operator's proxy config instead)"
+        ));
+    }
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '$'))
+    {
+        return Err(format!("`{address}` has no usable host"));
+    }
+    let has_port = match host.rsplit_once(':') {
+        Some((_, p)) => !host.ends_with(']') && p.parse::<u16>().is_ok(),
+        None => false,
+    };
+    let hostport = if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok((scheme, hostport))
+}
+
+/// One server of a slot's upstream: the node it is (the slot's name when the slot has no
+/// nodes) and its `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Server {
+    pub node: String,
+    pub addr: String,
+}
+
+/// A slot as the upstream of a proxy whose config names servers by `host:port` (nginx, Caddy).
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    pub name: String,
+    pub scheme: &'static str,
+    /// In config order.
+    pub servers: Vec<Server>,
+    pub has_nodes: bool,
+}
+
+impl Upstream {
+    pub(crate) fn of(s: &Slot) -> std::result::Result<Upstream, String> {
+        let (scheme, addr) = split_address(&s.address)?;
+        let mut servers = Vec::new();
+        for n in &s.nodes {
+            let (sch, addr) =
+                split_address(&n.address).map_err(|e| format!("node `{}`: {e}", n.name))?;
+            if sch != scheme {
+                return Err(format!(
+                    "node `{}` is {sch} but the slot's address is {scheme}; one upstream has one \
+                     scheme",
+                    n.name
+                ));
+            }
+            servers.push(Server {
+                node: n.name.clone(),
+                addr,
+            });
+        }
+        if servers.is_empty() {
+            servers.push(Server {
+                node: s.name.clone(),
+                addr,
+            });
+        }
+        Ok(Upstream {
+            name: s.name.clone(),
+            scheme,
+            servers,
+            has_nodes: !s.nodes.is_empty(),
+        })
+    }
+
+    /// The upstream of every slot of an environment.
+    pub(crate) fn all(env: &Environment) -> std::result::Result<Vec<Upstream>, String> {
+        env.slots.iter().map(Upstream::of).collect()
+    }
+
+    /// The upstream of slot `name` of environment `env`.
+    pub(crate) fn find<'a>(all: &'a [Upstream], env: &str, name: &str) -> Result<&'a Upstream> {
+        all.iter()
+            .find(|u| u.name == name)
+            .ok_or_else(|| no_such_slot(name, env, all.iter().map(|u| u.name.as_str())))
+    }
+
+    pub(crate) fn addrs(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.addr.clone()).collect()
+    }
+
+    pub(crate) fn owns(&self, addr: &str) -> bool {
+        self.servers.iter().any(|s| s.addr == addr)
+    }
+
+    /// The servers a drain or undrain acts on: every one, or the target node's.
+    pub(crate) fn servers_of(&self, target: &Target) -> Result<Vec<&Server>> {
+        let Some(n) = &target.node else {
+            return Ok(self.servers.iter().collect());
+        };
+        let s = self
+            .servers
+            .iter()
+            .find(|s| self.has_nodes && s.node == *n)
+            .ok_or_else(|| {
+                eyre!(
+                    "slot {} has no node `{n}` (nodes: {})",
+                    self.name,
+                    if self.has_nodes {
+                        self.servers
+                            .iter()
+                            .map(|s| s.node.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    } else {
+                        "none; drain the whole slot".into()
+                    }
+                )
+            })?;
+        Ok(vec![s])
+    }
+}
+
+/// The maintenance page: the operator's `maintenance_page` file, or a plain one.
+pub(crate) fn maintenance_html(file: Option<&Path>) -> Result<String> {
+    match file {
+        Some(p) => std::fs::read_to_string(p).wrap_err_with(|| {
+            format!(
+                "cannot read maintenance_page {}; fix the path or remove the setting",
+                p.display()
+            )
+        }),
+        None => Ok(
+            "<!doctype html>\n<html><head><title>Down for maintenance</title></head>\n\
+             <body><h1>Down for maintenance</h1><p>We will be back shortly.</p></body></html>\n"
+                .into(),
+        ),
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh hidden name beside `p`, for a file or link renamed over it.
+pub(crate) fn temp_sibling(p: &Path) -> PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    p.with_file_name(format!(".{name}.cutover-{}-{n}", std::process::id()))
+}
+
+/// Write a file a proxy reads through a temporary sibling, fsync and a rename, so a reader
+/// sees the old or the new content, never a part. Keeps the old file's permissions (or
+/// uses `mode`; 0644 for a new file).
+pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    use std::io::Write;
+    let tmp = temp_sibling(p);
+    let mode = mode.or_else(|| std::fs::metadata(p).ok().map(|m| m.permissions().mode()));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(
+            mode.unwrap_or(0o644) & 0o7777,
+        ))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, p)?;
+        // The rename itself survives a crash once the directory is synced (best effort).
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.wrap_err_with(|| format!("cannot write {} (through {})", p.display(), tmp.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_become_upstream_servers() {
+        assert_eq!(
+            split_address("http://127.0.0.1:9001").unwrap(),
+            ("http", "127.0.0.1:9001".into())
+        );
+        assert_eq!(
+            split_address("https://app.internal").unwrap(),
+            ("https", "app.internal:443".into())
+        );
+        assert_eq!(
+            split_address("http://[::1]").unwrap(),
+            ("http", "[::1]:80".into())
+        );
+        assert!(
+            split_address("http://h:1/app")
+                .unwrap_err()
+                .contains("path")
+        );
+    }
 }

@@ -24,7 +24,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
@@ -32,7 +31,10 @@ use serde::Deserialize;
 
 use crate::config::{Environment, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
-use crate::router::{BoxFuture, Router, Target};
+use crate::router::{
+    BoxFuture, Router, Server, Target, Upstream, in_context, is_word, maintenance_html,
+    temp_sibling, write_atomic,
+};
 use crate::timefmt::serde_duration;
 
 /// How the live and next routes point at a slot.
@@ -135,13 +137,6 @@ pub struct Config {
     pub retry_after: u32,
 }
 
-/// Characters that are safe unquoted in nginx config, file names and variable names.
-fn is_word(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-}
-
 impl Config {
     pub fn validate(&self, slots: &[Slot]) -> std::result::Result<(), String> {
         if !self.dir.is_absolute() {
@@ -185,97 +180,10 @@ impl Config {
                     s.name
                 ));
             }
-            slot_servers(s).map_err(|e| format!("slot `{}`: {e}", s.name))?;
+            Upstream::of(s).map_err(|e| format!("slot `{}`: {e}", s.name))?;
         }
         Ok(())
     }
-}
-
-/// `http://127.0.0.1:9001` -> (`http`, `127.0.0.1:9001`).
-pub(crate) fn split_address(address: &str) -> std::result::Result<(&'static str, String), String> {
-    let (scheme, rest, port) = if let Some(r) = address.strip_prefix("http://") {
-        ("http", r, 80)
-    } else if let Some(r) = address.strip_prefix("https://") {
-        ("https", r, 443)
-    } else {
-        return Err(format!("`{address}` is not an http:// or https:// address"));
-    };
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if !path.is_empty() {
-        return Err(format!(
-            "`{address}` has a path; nginx upstreams are host:port only (put the path in the \
-             operator's location instead)"
-        ));
-    }
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '$'))
-    {
-        return Err(format!("`{address}` has no usable host"));
-    }
-    let has_port = match host.rsplit_once(':') {
-        Some((_, p)) => !host.ends_with(']') && p.parse::<u16>().is_ok(),
-        None => false,
-    };
-    let hostport = if has_port {
-        host.to_string()
-    } else {
-        format!("{host}:{port}")
-    };
-    Ok((scheme, hostport))
-}
-
-/// One server line of a slot's upstream: the node it is (the slot's name when the slot has
-/// no nodes) and its `host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Server {
-    node: String,
-    addr: String,
-}
-
-#[derive(Debug, Clone)]
-struct SlotInfo {
-    name: String,
-    scheme: &'static str,
-    servers: Vec<Server>,
-    has_nodes: bool,
-}
-
-fn slot_servers(s: &Slot) -> std::result::Result<SlotInfo, String> {
-    let (scheme, addr) = split_address(&s.address)?;
-    if s.nodes.is_empty() {
-        return Ok(SlotInfo {
-            name: s.name.clone(),
-            scheme,
-            servers: vec![Server {
-                node: s.name.clone(),
-                addr,
-            }],
-            has_nodes: false,
-        });
-    }
-    let mut servers = Vec::new();
-    for n in &s.nodes {
-        let (sch, addr) =
-            split_address(&n.address).map_err(|e| format!("node `{}`: {e}", n.name))?;
-        if sch != scheme {
-            return Err(format!(
-                "node `{}` is {sch} but the slot's address is {scheme}; one upstream has one scheme",
-                n.name
-            ));
-        }
-        servers.push(Server {
-            node: n.name.clone(),
-            addr,
-        });
-    }
-    Ok(SlotInfo {
-        name: s.name.clone(),
-        scheme,
-        servers,
-        has_nodes: true,
-    })
 }
 
 /// A literal for a PCRE pattern inside an nginx quoted string.
@@ -298,7 +206,7 @@ pub struct Driver {
     name: String,
     env: String,
     cfg: Config,
-    slots: Vec<SlotInfo>,
+    slots: Vec<Upstream>,
     prefix: String,
     /// The `map` variable of the realpath method (without `$`).
     route_var: String,
@@ -314,12 +222,7 @@ impl Driver {
     pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
         cfg.validate(&env.slots)
             .map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
-        let slots = env
-            .slots
-            .iter()
-            .map(slot_servers)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
+        let slots = Upstream::all(env).map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
         let prefix = cfg
             .upstream_prefix
             .clone()
@@ -357,23 +260,13 @@ impl Driver {
     pub fn http_include_path(&self) -> PathBuf {
         self.upstreams_path()
     }
-    fn slot(&self, name: &str) -> Result<&SlotInfo> {
-        self.slots.iter().find(|s| s.name == name).ok_or_else(|| {
-            eyre!(
-                "`{name}` is not a slot of environment `{}` (slots: {})",
-                self.env,
-                self.slots
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+    fn slot(&self, name: &str) -> Result<&Upstream> {
+        Upstream::find(&self.slots, &self.env, name)
     }
     fn upstream_name(&self, slot: &str) -> String {
         format!("{}{}", self.prefix, slot)
     }
-    fn upstream_url(&self, slot: &SlotInfo) -> String {
+    fn upstream_url(&self, slot: &Upstream) -> String {
         format!("{}://{}", slot.scheme, self.upstream_name(&slot.name))
     }
     /// Where a realpath-method `live` link points for a state.
@@ -450,17 +343,7 @@ impl Driver {
     }
 
     fn page_text(&self) -> Result<String> {
-        let page = match &self.cfg.maintenance_page {
-            Some(p) => std::fs::read_to_string(p).wrap_err_with(|| {
-                format!(
-                    "cannot read maintenance_page {}; fix the path or remove the setting",
-                    p.display()
-                )
-            })?,
-            None => "<!doctype html>\n<html><head><title>Down for maintenance</title></head>\n\
-                     <body><h1>Down for maintenance</h1><p>We will be back shortly.</p></body></html>\n"
-                .to_string(),
-        };
+        let page = maintenance_html(self.cfg.maintenance_page.as_deref())?;
         // An nginx string: `$` would start a variable, so it goes in as an HTML entity.
         Ok(page
             .replace('\\', "\\\\")
@@ -699,17 +582,9 @@ impl Driver {
                 _ => {}
             }
             let link = self.link(p);
-            let target = match std::fs::read_link(&link) {
-                Ok(t) => t,
-                Err(e) => {
-                    if p == Pointer::Live || e.kind() != std::io::ErrorKind::NotFound {
-                        disk.notes
-                            .push(format!("cannot read link {}: {e}", link.display()));
-                    }
-                    continue;
-                }
+            let Some((target, rel)) = self.read_pointer(p, disk) else {
+                continue;
             };
-            let rel = self.relative_target(&target);
             if !link.exists() {
                 disk.notes.push(format!(
                     "link {} points to {}, which does not exist: nginx answers 500 on this route",
@@ -748,29 +623,37 @@ impl Driver {
         }
     }
 
-    /// A link target relative to `dir` (links cutover writes are relative).
-    fn relative_target(&self, target: &Path) -> String {
-        let t = target
+    /// Where the `which` link points: as read, and relative to `dir` (links cutover writes
+    /// are relative). A missing next link is no news (there may be no preview); any other
+    /// link that cannot be read is a note.
+    fn read_pointer(&self, which: Pointer, disk: &mut Disk) -> Option<(PathBuf, String)> {
+        let link = self.link(which);
+        let target = match std::fs::read_link(&link) {
+            Ok(t) => t,
+            Err(e) => {
+                if which == Pointer::Live || e.kind() != std::io::ErrorKind::NotFound {
+                    disk.notes
+                        .push(format!("cannot read link {}: {e}", link.display()));
+                }
+                return None;
+            }
+        };
+        let rel = target
             .strip_prefix(self.dir())
-            .or_else(|_| target.strip_prefix(std::fs::canonicalize(self.dir()).unwrap_or_default()))
-            .unwrap_or(target);
-        t.to_string_lossy().trim_end_matches('/').to_string()
+            .or_else(|_| target.strip_prefix(&disk.canon_dir))
+            .unwrap_or(&target)
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        Some((target, rel))
     }
 
     fn read_symlink(&self, disk: &mut Disk) {
         for p in [Pointer::Live, Pointer::Next] {
             let link = self.link(p);
-            let target = match std::fs::read_link(&link) {
-                Ok(t) => t,
-                Err(e) => {
-                    if p == Pointer::Live || e.kind() != std::io::ErrorKind::NotFound {
-                        disk.notes
-                            .push(format!("cannot read link {}: {e}", link.display()));
-                    }
-                    continue;
-                }
+            let Some((_, rel)) = self.read_pointer(p, disk) else {
+                continue;
             };
-            let rel = self.relative_target(&target);
             let file = link.join("route.conf");
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
@@ -1163,13 +1046,10 @@ impl Driver {
         };
         let mut paths = vec![self.upstreams_path()];
         match self.cfg.method {
-            Method::Realpath => {
-                paths.push(self.dir().join("live.conf"));
-                paths.push(self.dir().join("next.conf"));
-            }
-            Method::Include => {
-                paths.push(self.dir().join("live.conf"));
-                paths.push(self.dir().join("next.conf"));
+            Method::Realpath | Method::Include => {
+                for p in [Pointer::Live, Pointer::Next] {
+                    paths.push(self.dir().join(p.conf_name()));
+                }
             }
             Method::Symlink => {
                 paths.push(self.link(Pointer::Live));
@@ -1248,9 +1128,14 @@ impl Driver {
             );
         }
         let pointer = self.pointer_changes(which, slot, maintenance.as_ref())?;
+        self.apply_route(base, pointer).await
+    }
+
+    /// Apply the base layout and a pointer change. With realpath the map and includes must
+    /// be loaded before the link may point anywhere new; the other methods reload once.
+    async fn apply_route(&self, base: Vec<Change>, pointer: Vec<Change>) -> Result<()> {
         match self.cfg.method {
             Method::Realpath => {
-                // The map and includes must be loaded before the link may point anywhere new.
                 self.apply(base, true).await?;
                 self.apply(pointer, false).await
             }
@@ -1279,47 +1164,14 @@ impl Driver {
         }
         let base = self.base_changes(&disk, &disk.down)?;
         let pointer = self.pointer_changes(Pointer::Live, &live, on.then_some(mode))?;
-        match self.cfg.method {
-            Method::Realpath => {
-                self.apply(base, true).await?;
-                self.apply(pointer, false).await
-            }
-            Method::Symlink | Method::Include => {
-                self.apply(base.into_iter().chain(pointer).collect(), true)
-                    .await
-            }
-        }
+        self.apply_route(base, pointer).await
     }
 
     async fn set_down(&self, target: &Target, down: bool) -> Result<()> {
         let _g = self.lock.lock().await;
         let disk = self.read_disk();
         let info = self.slot(&target.slot)?;
-        let servers: Vec<&Server> = match &target.node {
-            None => info.servers.iter().collect(),
-            Some(n) => {
-                let s = info
-                    .servers
-                    .iter()
-                    .find(|s| info.has_nodes && s.node == *n)
-                    .ok_or_else(|| {
-                        eyre!(
-                            "slot {} has no node `{n}` (nodes: {})",
-                            info.name,
-                            if info.has_nodes {
-                                info.servers
-                                    .iter()
-                                    .map(|s| s.node.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            } else {
-                                "none; drain the whole slot".into()
-                            }
-                        )
-                    })?;
-                vec![s]
-            }
-        };
+        let servers = info.servers_of(target)?;
         let mut new_down = disk.down.clone();
         for s in &servers {
             let key = (info.name.clone(), s.addr.clone());
@@ -1361,25 +1213,22 @@ impl Driver {
         state.notes.extend(self.unloaded_notes(master, &disk));
         for slot in &self.slots {
             let is_down = |s: &Server| disk.down.contains(&(slot.name.clone(), s.addr.clone()));
-            let admin = if !disk.present.contains(&slot.name) {
-                AdminState::Unknown
-            } else if slot.servers.iter().all(is_down) {
-                AdminState::Drain
-            } else {
-                AdminState::Ready
+            let admin_of = |down: bool| {
+                if !disk.present.contains(&slot.name) {
+                    AdminState::Unknown
+                } else if down {
+                    AdminState::Drain
+                } else {
+                    AdminState::Ready
+                }
             };
+            let admin = admin_of(slot.servers.iter().all(is_down));
             let nodes = if slot.has_nodes {
                 slot.servers
                     .iter()
                     .map(|s| NodeRoute {
                         name: s.node.clone(),
-                        admin: if !disk.present.contains(&slot.name) {
-                            AdminState::Unknown
-                        } else if is_down(s) {
-                            AdminState::Drain
-                        } else {
-                            AdminState::Ready
-                        },
+                        admin: admin_of(is_down(s)),
                         sessions: None,
                         check: None,
                     })
@@ -1660,38 +1509,6 @@ fn restore(done: &[(Change, Entry)]) -> String {
     }
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn temp_sibling(p: &Path) -> PathBuf {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    p.with_file_name(format!(".{name}.cutover-{}-{n}", std::process::id()))
-}
-
-/// Write a file through a temporary sibling and a rename, so a reader sees the old or the
-/// new content, never a part. Keeps the old file's permissions (or uses `mode`).
-fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
-    use std::io::Write;
-    let tmp = temp_sibling(p);
-    let mode = mode.or_else(|| std::fs::metadata(p).ok().map(|m| m.permissions().mode()));
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(
-            mode.unwrap_or(0o644) & 0o7777,
-        ))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, p)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.wrap_err_with(|| format!("cannot write {} (through {})", p.display(), tmp.display()))
-}
-
 /// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`).
 fn replace_link(p: &Path, target: &Path) -> Result<()> {
     let tmp = temp_sibling(p);
@@ -1796,53 +1613,34 @@ impl Router for Driver {
         "nginx"
     }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
-        Box::pin(async move {
-            self.observe_inner()
-                .await
-                .wrap_err_with(|| format!("nginx router `{}`: cannot observe", self.name))
-        })
+        in_context(self, "observe".into(), self.observe_inner())
     }
     fn switch_live<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.point(Pointer::Live, to)
-                .await
-                .wrap_err_with(|| format!("nginx router `{}`: cannot make {to} live", self.name))
-        })
+        in_context(
+            self,
+            format!("make {to} live"),
+            self.point(Pointer::Live, to),
+        )
     }
     fn set_preview<'a>(&'a self, slot: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.point(Pointer::Next, slot).await.wrap_err_with(|| {
-                format!(
-                    "nginx router `{}`: cannot point the preview at {slot}",
-                    self.name
-                )
-            })
-        })
+        in_context(
+            self,
+            format!("point the preview at {slot}"),
+            self.point(Pointer::Next, slot),
+        )
     }
     fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.set_down(t, true)
-                .await
-                .wrap_err_with(|| format!("nginx router `{}`: cannot drain {t}", self.name))
-        })
+        in_context(self, format!("drain {t}"), self.set_down(t, true))
     }
     fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.set_down(t, false)
-                .await
-                .wrap_err_with(|| format!("nginx router `{}`: cannot undrain {t}", self.name))
-        })
+        in_context(self, format!("undrain {t}"), self.set_down(t, false))
     }
     fn maintenance<'a>(&'a self, on: bool, m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.set_maintenance(on, m).await.wrap_err_with(|| {
-                format!(
-                    "nginx router `{}`: cannot turn maintenance {}",
-                    self.name,
-                    if on { "on" } else { "off" }
-                )
-            })
-        })
+        in_context(
+            self,
+            format!("turn maintenance {}", if on { "on" } else { "off" }),
+            self.set_maintenance(on, m),
+        )
     }
 }
 
@@ -1850,27 +1648,6 @@ impl Router for Driver {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_become_upstream_servers() {
-        assert_eq!(
-            split_address("http://127.0.0.1:9001").unwrap(),
-            ("http", "127.0.0.1:9001".into())
-        );
-        assert_eq!(
-            split_address("https://app.internal").unwrap(),
-            ("https", "app.internal:443".into())
-        );
-        assert_eq!(
-            split_address("http://[::1]").unwrap(),
-            ("http", "[::1]:80".into())
-        );
-        assert!(
-            split_address("http://h:1/app")
-                .unwrap_err()
-                .contains("path")
-        );
-    }
 
     #[test]
     fn upstream_blocks_are_read_back_with_down_flags() {

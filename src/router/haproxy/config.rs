@@ -268,7 +268,7 @@ impl Config {
 
 #[cfg(test)]
 #[allow(clippy::expect_used)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::Node;
 
@@ -294,14 +294,14 @@ mod tests {
         vec![slot("blue", &[]), slot("green", &["g1", "g2"])]
     }
 
-    fn cfg(toml_text: &str) -> Config {
+    pub(in crate::router::haproxy) fn cfg(toml_text: &str) -> Config {
         match toml::from_str::<Config>(toml_text) {
             Ok(c) => c,
             Err(e) => panic!("{e}\n{toml_text}"),
         }
     }
 
-    const MAP: &str = r#"
+    pub(in crate::router::haproxy) const MAP: &str = r#"
 socket = "127.0.0.1:9999"
 mode = "map"
 map = "/etc/haproxy/slots.map"

@@ -4,58 +4,24 @@
 //! runtime state and the files differ.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use color_eyre::eyre::{Result, eyre};
 
 use super::stats::{ServerState, parse_servers_state};
 use crate::model::AdminState;
 
-/// Write a file atomically: a temp file in the same directory, fsync, rename over the old
-/// one (keeping its permissions).
+/// Write a file atomically ([`crate::router::write_atomic`]: a temp file beside it, fsync,
+/// rename over the old one, keeping its permissions), off the async runtime.
 pub async fn atomic_write(path: &Path, contents: String) -> Result<()> {
     let path = path.to_path_buf();
     let p = path.clone();
-    tokio::task::spawn_blocking(move || write_now(&p, contents.as_bytes()))
+    tokio::task::spawn_blocking(move || crate::router::write_atomic(&p, contents.as_bytes(), None))
         .await
         .map_err(|e| eyre!("writing {} did not finish: {e}", path.display()))?
         .map_err(|e| {
-            eyre!(
-                "cannot write {}: {e}; check that cutover's user may write that file and its \
-                 directory",
-                path.display()
-            )
+            eyre!("{e:#}; check that cutover's user may write that file and its directory")
         })
-}
-
-fn write_now(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(".{name}.cutover-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            std::fs::set_permissions(&tmp, meta.permissions())?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// The key and value of a map-file line, or None for blank lines and comments.

@@ -575,22 +575,8 @@ impl Driver {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::tests::{MAP, cfg};
     use super::*;
-    use crate::router::haproxy::Config;
-
-    fn cfg(toml_text: &str) -> Config {
-        match toml::from_str::<Config>(toml_text) {
-            Ok(c) => c,
-            Err(e) => panic!("{e}\n{toml_text}"),
-        }
-    }
-
-    const MAP: &str = r#"
-socket = "127.0.0.1:9999"
-mode = "map"
-map = "/etc/haproxy/slots.map"
-backends = { blue = "be_blue", green = "be_green" }
-"#;
 
     #[test]
     fn maintenance_is_read_from_the_resume_key() {
