@@ -1,7 +1,8 @@
 //! The benchmarks behind scripts/bench (not part of the test suite). Prints markdown sections;
 //! numbers are printed, never asserted.
 //!
-//! cargo run --release --example bench -- [render|poller|first-frame|proxy|drill]...
+//! cargo run --release --example bench -- [render|first-frame|proxy|poller]...
+//! (scripts/bench runs the drill and throughput sections from the `bench_*` tests.)
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,6 +28,23 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)
+}
+
+/// A `[[environment.slot]]` table for a running slot server.
+fn slot_toml(s: &SlotServer) -> String {
+    format!(
+        "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n",
+        s.controls.name,
+        s.url()
+    )
+}
+
+/// Requests the slot servers have answered so far.
+fn served(servers: &[SlotServer]) -> u64 {
+    servers
+        .iter()
+        .map(|s| s.controls.served.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -170,11 +188,7 @@ async fn poller() {
     for (e, chunk) in servers.chunks(100).enumerate() {
         text.push_str(&format!("[[environment]]\nname = \"env{e}\"\n"));
         for s in chunk {
-            text.push_str(&format!(
-                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n",
-                s.controls.name,
-                s.url()
-            ));
+            text.push_str(&slot_toml(s));
         }
     }
     let cfg = dir.join("poller.toml");
@@ -192,19 +206,13 @@ async fn poller() {
     };
     let pid = child.id();
     tokio::time::sleep(Duration::from_secs(5)).await; // warm up
-    let served0: u64 = servers
-        .iter()
-        .map(|s| s.controls.served.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+    let served0 = served(&servers);
     let t0 = Instant::now();
     let c0 = proc_cpu_ticks(pid).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(20)).await;
     let c1 = proc_cpu_ticks(pid).unwrap_or(0);
     let secs = t0.elapsed().as_secs_f64();
-    let served1: u64 = servers
-        .iter()
-        .map(|s| s.controls.served.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+    let served1 = served(&servers);
     let rss = proc_rss_kb(pid).unwrap_or(0);
     let _ = child.kill();
     let _ = child.wait();
@@ -234,11 +242,7 @@ async fn first_frame() {
         dir.display()
     );
     for s in servers.iter().flatten() {
-        text.push_str(&format!(
-            "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n",
-            s.controls.name,
-            s.url()
-        ));
+        text.push_str(&slot_toml(s));
     }
     let cfg = dir.join("ff.toml");
     let _ = std::fs::write(&cfg, text);

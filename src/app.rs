@@ -23,6 +23,8 @@ use crate::ui::theme::Theme;
 const GATE_HISTORY: usize = 20;
 /// How many lines the event pane keeps.
 const EVENT_LINES: usize = 500;
+/// Why a new operation must wait.
+const OP_RUNNING: &str = "an operation is running on this environment; wait for it to end";
 
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // events are moved, not stored in bulk
@@ -315,6 +317,25 @@ impl EnvView {
         })
     }
 
+    /// Every warning about this environment's routing, worst first: what the Traffic panel
+    /// lists, the header counts and `status --json` reports.
+    pub fn warnings(&self) -> Vec<String> {
+        [self.disagreement(), self.drift(), self.public_mismatch()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// How a confirm dialog on this environment asks: production environments always want
+    /// the name typed.
+    pub fn confirm_mode(&self) -> ConfirmMode {
+        if self.config.production {
+            ConfirmMode::TypeName
+        } else {
+            self.config.confirm
+        }
+    }
+
     pub fn gate_input(&self) -> GateInput {
         let mut g = GateInput::default();
         for s in &self.slots {
@@ -331,7 +352,6 @@ impl EnvView {
     }
 }
 
-/// What the confirm dialog asks about.
 /// What a confirm dialog would start.
 #[derive(Debug, Clone)]
 pub enum Confirmed {
@@ -781,8 +801,9 @@ impl App {
                 KeyCode::Char(c) => self.filter.push(c),
                 _ => {}
             }
-            if let Some(&first) = self.visible_envs().first()
-                && !self.visible_envs().contains(&self.selected_env)
+            let visible = self.visible_envs();
+            if let Some(&first) = visible.first()
+                && !visible.contains(&self.selected_env)
             {
                 self.selected_env = first;
                 self.selected_slot = 0;
@@ -798,16 +819,8 @@ impl App {
 
     /// Do an action (from a key, or a `:` command later).
     pub fn act(&mut self, action: Action) -> Vec<Effect> {
-        if action.changes_routers()
-            && (self.read_only || self.env().is_some_and(|e| e.config.read_only))
-        {
-            self.status = Some((
-                Level::Warn,
-                format!(
-                    "read-only: `{}` is not allowed here (read_only is set)",
-                    action.name()
-                ),
-            ));
+        if action.changes_routers() && self.read_only_here() {
+            self.refuse_read_only(action.name());
             return vec![];
         }
         if action.is_demo() && !self.demo {
@@ -882,37 +895,17 @@ impl App {
                 vec![]
             }
             Action::Drain => {
-                let Some(e) = self.env() else { return vec![] };
-                let Some(slot) = e.slots.get(self.selected_slot).map(|s| s.name.clone()) else {
-                    return vec![];
-                };
-                let draining = e.role_of(&slot) == Role::Draining;
-                let kind = if draining {
-                    OpKind::Undrain(Target::slot(&slot))
-                } else {
-                    OpKind::Drain(Target::slot(&slot))
-                };
-                let title = format!("{} `{slot}`", if draining { "Undrain" } else { "Drain" });
-                self.ask(env_idx, kind, title, None);
+                if let Some((e, slot)) = self.env().zip(self.selected_slot_name()) {
+                    let drain = e.role_of(&slot) != Role::Draining;
+                    self.ask_drain(env_idx, &slot, drain);
+                }
                 vec![]
             }
             Action::Maintenance => {
-                let Some(e) = self.env() else { return vec![] };
-                let on = e.state().is_none_or(|s| s.maintenance.is_none());
-                let title = if on {
-                    "Maintenance ON (503 page on the live URL)".to_string()
-                } else {
-                    "Maintenance OFF".to_string()
-                };
-                self.ask(
-                    env_idx,
-                    OpKind::Maintenance {
-                        on,
-                        mode: MaintenanceMode::Page,
-                    },
-                    title,
-                    None,
-                );
+                if let Some(e) = self.env() {
+                    let on = e.state().is_none_or(|s| s.maintenance.is_none());
+                    self.ask_maintenance(env_idx, on);
+                }
                 vec![]
             }
             Action::Drill => {
@@ -920,30 +913,13 @@ impl App {
                 vec![]
             }
             Action::Rolling => {
-                let Some(slot) = self
-                    .env()
-                    .and_then(|e| e.slots.get(self.selected_slot))
-                    .map(|s| s.name.clone())
-                else {
-                    return vec![];
-                };
-                self.ask(
-                    env_idx,
-                    OpKind::Rolling {
-                        slot: slot.clone(),
-                        version: None,
-                    },
-                    format!("Rolling deploy of `{slot}`, node by node"),
-                    None,
-                );
+                if let Some(slot) = self.selected_slot_name() {
+                    self.ask_rolling(env_idx, &slot);
+                }
                 vec![]
             }
             Action::DemoBreak | Action::DemoSlow => {
-                let Some(slot) = self
-                    .env()
-                    .and_then(|e| e.slots.get(self.selected_slot))
-                    .map(|s| s.name.clone())
-                else {
+                let Some(slot) = self.selected_slot_name() else {
                     return vec![];
                 };
                 let cmd = if action == Action::DemoBreak {
@@ -1015,16 +991,12 @@ impl App {
     pub fn run_command(&mut self, line: &str) -> Vec<Effect> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let env_idx = self.selected_env;
-        let slot_arg = |i: usize| words.get(i).map(|s| s.to_string());
         let needs_ro_check = matches!(
             words.first().copied(),
             Some("swap" | "rollback" | "drain" | "undrain" | "maintenance" | "rolling")
         );
-        if needs_ro_check && (self.read_only || self.env().is_some_and(|e| e.config.read_only)) {
-            self.status = Some((
-                Level::Warn,
-                format!("read-only: `:{line}` is not allowed here"),
-            ));
+        if needs_ro_check && self.read_only_here() {
+            self.refuse_read_only(&format!(":{line}"));
             return vec![];
         }
         let known_slot = |app: &App, s: &str| {
@@ -1040,67 +1012,40 @@ impl App {
                     self.selected_env = i;
                     self.selected_slot = 0;
                 }
-                None => self.status = Some((Level::Warn, format!("no environment `{name}`"))),
+                None => {
+                    let names: Vec<&str> =
+                        self.envs.iter().map(|e| e.config.name.as_str()).collect();
+                    self.status = Some((
+                        Level::Warn,
+                        format!(
+                            "no environment `{name}`; environments: {}",
+                            names.join(", ")
+                        ),
+                    ));
+                }
             },
             ["swap"] => self.ask_swap(env_idx),
-            ["swap", slot] if known_slot(self, slot) => {
-                if let Some(e) = self.envs.get(env_idx) {
-                    let live = e.live().map(str::to_string);
-                    let plan = ops::gate(
-                        e.config.gate_checks,
-                        live.as_deref(),
-                        slot,
-                        &e.gate_input(),
-                        true,
-                    );
-                    let title = format!("Swap: {} → {slot}", live.as_deref().unwrap_or("?"));
-                    self.ask(env_idx, OpKind::Swap { to: slot_arg(1) }, title, Some(plan));
-                }
-            }
+            ["swap", slot] if known_slot(self, slot) => self.ask_swap_to(env_idx, slot),
             ["rollback"] => self.ask_rollback(env_idx),
-            ["drain", slot] if known_slot(self, slot) => self.ask(
-                env_idx,
-                OpKind::Drain(Target::slot(*slot)),
-                format!("Drain `{slot}`"),
-                None,
-            ),
-            ["undrain", slot] if known_slot(self, slot) => self.ask(
-                env_idx,
-                OpKind::Undrain(Target::slot(*slot)),
-                format!("Undrain `{slot}`"),
-                None,
-            ),
-            ["rolling", slot] if known_slot(self, slot) => self.ask(
-                env_idx,
-                OpKind::Rolling {
-                    slot: slot.to_string(),
-                    version: None,
-                },
-                format!("Rolling deploy of `{slot}`, node by node"),
-                None,
-            ),
-            ["maintenance", on @ ("on" | "off")] => {
-                let on = *on == "on";
-                let title = if on {
-                    "Maintenance ON (503 page on the live URL)"
-                } else {
-                    "Maintenance OFF"
-                };
-                self.ask(
-                    env_idx,
-                    OpKind::Maintenance {
-                        on,
-                        mode: MaintenanceMode::Page,
-                    },
-                    title.into(),
-                    None,
-                );
-            }
+            ["drain", slot] if known_slot(self, slot) => self.ask_drain(env_idx, slot, true),
+            ["undrain", slot] if known_slot(self, slot) => self.ask_drain(env_idx, slot, false),
+            ["rolling", slot] if known_slot(self, slot) => self.ask_rolling(env_idx, slot),
+            ["maintenance", on @ ("on" | "off")] => self.ask_maintenance(env_idx, *on == "on"),
             ["theme", name] => return vec![Effect::LoadTheme(name.to_string())],
             [cmd, rest @ ..]
                 if ["swap", "drain", "undrain", "rolling"].contains(cmd) && !rest.is_empty() =>
             {
-                self.status = Some((Level::Warn, format!("no slot `{}` here", rest.join(" "))));
+                let (env, slots) = self.env().map_or_else(Default::default, |e| {
+                    let slots: Vec<&str> = e.slots.iter().map(|s| s.name.as_str()).collect();
+                    (e.config.name.as_str(), slots.join(", "))
+                });
+                self.status = Some((
+                    Level::Warn,
+                    format!(
+                        "no slot `{}` in `{env}`; its slots: {slots}",
+                        rest.join(" ")
+                    ),
+                ));
             }
             _ => {
                 self.status = Some((
@@ -1115,6 +1060,27 @@ impl App {
         vec![]
     }
 
+    /// Whether router changes are refused here: `--read-only`, or `read_only` in the config.
+    fn read_only_here(&self) -> bool {
+        self.read_only || self.env().is_some_and(|e| e.config.read_only)
+    }
+
+    fn refuse_read_only(&mut self, what: &str) {
+        self.status = Some((
+            Level::Warn,
+            format!(
+                "read-only: `{what}` is not allowed here (cutover runs with --read-only, or \
+                 read_only = true is set in the config)"
+            ),
+        ));
+    }
+
+    fn selected_slot_name(&self) -> Option<String> {
+        self.env()
+            .and_then(|e| e.slots.get(self.selected_slot))
+            .map(|s| s.name.clone())
+    }
+
     fn ask(&mut self, env: usize, kind: OpKind, title: String, plan: Option<SwitchPlan>) {
         let Some(e) = self.envs.get(env) else { return };
         if e.op_running() {
@@ -1124,19 +1090,19 @@ impl App {
                     .is_some_and(|o| o.steps.iter().any(|(s, _, _)| *s == Step::Watch));
             if !(watching && matches!(kind, OpKind::Rollback | OpKind::Swap { .. })) {
                 let why = if watching {
-                    "a cutover is being watched: wait for the watch to end, or press r to roll back"
+                    format!(
+                        "a cutover is being watched: wait for the watch to end, or press {} to \
+                         roll back",
+                        self.keymap.first_key(Action::Rollback)
+                    )
                 } else {
-                    "an operation is running on this environment; wait for it"
+                    OP_RUNNING.to_string()
                 };
-                self.status = Some((Level::Warn, why.into()));
+                self.status = Some((Level::Warn, why));
                 return;
             }
         }
-        let mode = if e.config.production {
-            ConfirmMode::TypeName
-        } else {
-            e.config.confirm
-        };
+        let mode = e.confirm_mode();
         self.overlay = Overlay::Confirm(Confirm {
             env,
             what: Confirmed::Op(kind),
@@ -1155,15 +1121,15 @@ impl App {
             if d.done.is_some() {
                 e.drill = None; // D closes a finished drill's chart
             } else {
-                self.status = Some((Level::Warn, "a drill is running".into()));
+                self.status = Some((
+                    Level::Warn,
+                    "a drill is running on this environment; wait for it to end".into(),
+                ));
             }
             return;
         }
         if e.op_running() {
-            self.status = Some((
-                Level::Warn,
-                "an operation is running on this environment; wait for it".into(),
-            ));
+            self.status = Some((Level::Warn, OP_RUNNING.into()));
             return;
         }
         let why = if e.config.production && !e.config.allow_drill {
@@ -1171,7 +1137,7 @@ impl App {
                 "a production environment: set allow_drill = true for it, or use `cutover drill --yes-really`",
             )
         } else if e.config.public_url.is_none() {
-            Some("no public_url to send load to")
+            Some("it has no public_url to send load to; set one in the config")
         } else {
             None
         };
@@ -1182,7 +1148,7 @@ impl App {
             ));
             return;
         }
-        let mode = e.config.confirm;
+        let mode = e.confirm_mode();
         self.overlay = Overlay::Confirm(Confirm {
             env,
             what: Confirmed::Drill,
@@ -1193,41 +1159,89 @@ impl App {
         });
     }
 
+    /// `s`: swap live and preview, or make the selected idle slot live.
     fn ask_swap(&mut self, env: usize) {
         let Some(e) = self.envs.get(env) else { return };
-        let Some(live) = e.live().map(str::to_string) else {
+        let Some(live) = e.live() else {
             self.status = Some((
                 Level::Warn,
-                "the router has not said which slot is live yet".into(),
+                "the router has not said which slot is live yet; wait for its first answer, \
+                 or name the slot with :swap SLOT"
+                    .into(),
             ));
             return;
         };
-        let selected = e.slots.get(self.selected_slot).map(|s| s.name.clone());
+        let selected = e.slots.get(self.selected_slot).map(|s| s.name.as_str());
         let to = match selected {
-            Some(s) if s != live && e.preview_slot() != Some(s.as_str()) => Some(s),
-            _ => e.preview_slot().map(str::to_string),
+            Some(s) if s != live && e.preview_slot() != Some(s) => Some(s),
+            _ => e.preview_slot(),
         };
-        let Some(to) = to else {
+        let Some(to) = to.map(str::to_string) else {
             self.status = Some((
                 Level::Warn,
-                "no preview slot: select the slot to make live, then press s".into(),
+                format!(
+                    "no preview slot: select the slot to make live, then press {}",
+                    self.keymap.first_key(Action::Swap)
+                ),
             ));
             return;
         };
+        self.ask_swap_to(env, &to);
+    }
+
+    /// Ask to make `to` live, with the gate's verdict.
+    fn ask_swap_to(&mut self, env: usize, to: &str) {
+        let Some(e) = self.envs.get(env) else { return };
+        let live = e.live().map(str::to_string);
         let plan = ops::gate(
             e.config.gate_checks,
-            Some(&live),
-            &to,
+            live.as_deref(),
+            to,
             &e.gate_input(),
             true,
         );
         self.ask(
             env,
             OpKind::Swap {
-                to: Some(to.clone()),
+                to: Some(to.to_string()),
             },
-            format!("Swap: {live} → {to}"),
+            format!("Swap: {} → {to}", live.as_deref().unwrap_or("?")),
             Some(plan),
+        );
+    }
+
+    fn ask_drain(&mut self, env: usize, slot: &str, drain: bool) {
+        let (kind, verb) = if drain {
+            (OpKind::Drain(Target::slot(slot)), "Drain")
+        } else {
+            (OpKind::Undrain(Target::slot(slot)), "Undrain")
+        };
+        self.ask(env, kind, format!("{verb} `{slot}`"), None);
+    }
+
+    fn ask_maintenance(&mut self, env: usize, on: bool) {
+        let title = if on {
+            "Maintenance ON (503 page on the live URL)"
+        } else {
+            "Maintenance OFF"
+        };
+        let kind = OpKind::Maintenance {
+            on,
+            mode: MaintenanceMode::Page,
+        };
+        self.ask(env, kind, title.into(), None);
+    }
+
+    fn ask_rolling(&mut self, env: usize, slot: &str) {
+        let kind = OpKind::Rolling {
+            slot: slot.to_string(),
+            version: None,
+        };
+        self.ask(
+            env,
+            kind,
+            format!("Rolling deploy of `{slot}`, node by node"),
+            None,
         );
     }
 
@@ -1375,5 +1389,48 @@ impl App {
         if areas.events.contains(p) {
             self.focus = Focus::Events;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(env_extra: &str) -> App {
+        let text = format!(
+            "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:8080/\"\n{env_extra}\n\
+             [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:9101\"\n\
+             [[environment.slot]]\nname = \"green\"\naddress = \"http://127.0.0.1:9102\"\n"
+        );
+        let config =
+            crate::config::parse(&text, std::path::Path::new("t.toml")).expect("valid config");
+        App::new(config, Theme::monochrome(), vec![], SystemTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_production_drill_asks_for_the_name_like_every_production_operation() {
+        let mut a = app("production = true\nallow_drill = true");
+        a.act(Action::Drill);
+        match &a.overlay {
+            Overlay::Confirm(c) => assert_eq!(c.mode, ConfirmMode::TypeName),
+            _ => panic!("no confirm dialog; status: {:?}", a.status),
+        }
+    }
+
+    #[test]
+    fn unknown_names_on_the_command_line_list_the_known_ones() {
+        let mut a = app("");
+        a.run_command("drain purple");
+        let (_, msg) = a.status.clone().expect("a status");
+        assert!(
+            msg.contains("no slot `purple`") && msg.contains("blue, green"),
+            "{msg}"
+        );
+        a.run_command("env nope");
+        let (_, msg) = a.status.clone().expect("a status");
+        assert!(
+            msg.contains("no environment `nope`") && msg.contains("shop"),
+            "{msg}"
+        );
     }
 }

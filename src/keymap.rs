@@ -85,7 +85,9 @@ impl Action {
             Action::Drill => {
                 "drill: load the public URL while swapping back and forth, with a live chart; D again closes it"
             }
-            Action::Filter => "filter environments by name (Tab completes)",
+            Action::Filter => {
+                "filter environments by name (Tab completes, Enter keeps it, Esc clears it)"
+            }
             Action::Command => {
                 ":env NAME, :swap [SLOT], :rollback, :drain SLOT, :undrain SLOT, :maintenance on|off, :rolling SLOT, :theme NAME, :quit (Tab completes)"
             }

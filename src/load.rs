@@ -202,55 +202,35 @@ async fn run_inner(
                     break;
                 }
                 local.sent += 1;
-                let (ok_before, failed_before) = (local.ok, local.failures.total());
                 let t0 = Instant::now();
-                let mut req = client.get(&opts.url);
-                if !opts.keep_alive {
-                    req = req.header("connection", "close");
-                }
-                match req.send().await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        let slot = resp
-                            .headers()
-                            .get("x-slot")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("?")
-                            .to_string();
-                        let body = resp.bytes().await;
-                        match body {
-                            Err(e) => record_error(&mut local, &e, started),
-                            Ok(_) if (200..300).contains(&status) => {
-                                local.ok += 1;
-                                local.latencies_us.push(t0.elapsed().as_micros() as u64);
-                                *local.by_slot.entry(slot.clone()).or_default() += 1;
-                                local.samples.push(Sample {
-                                    at_ms: started.elapsed().as_millis() as u64,
-                                    slot,
-                                });
-                            }
-                            Ok(b) => {
-                                *local.failures.status.entry(status).or_default() += 1;
-                                if local.first_errors.len() < 10 {
-                                    local.first_errors.push(format!(
-                                        "at {} ms: HTTP {status}: {}",
-                                        started.elapsed().as_millis(),
-                                        String::from_utf8_lossy(&b[..b.len().min(120)]).trim()
-                                    ));
-                                }
-                            }
+                match get(&client, &opts).await {
+                    Ok((status, slot, _)) if (200..300).contains(&status) => {
+                        local.ok += 1;
+                        local.latencies_us.push(t0.elapsed().as_micros() as u64);
+                        count(&mut local.by_slot, &slot);
+                        if let Ok(mut by) = live.by_slot.lock() {
+                            count(&mut by, &slot);
+                        }
+                        local.samples.push(Sample {
+                            at_ms: started.elapsed().as_millis() as u64,
+                            slot,
+                        });
+                    }
+                    Ok((status, _, body)) => {
+                        live.failed.fetch_add(1, Ordering::Relaxed);
+                        *local.failures.status.entry(status).or_default() += 1;
+                        if local.first_errors.len() < 10 {
+                            local.first_errors.push(format!(
+                                "at {} ms: HTTP {status}: {}",
+                                started.elapsed().as_millis(),
+                                String::from_utf8_lossy(&body[..body.len().min(120)]).trim()
+                            ));
                         }
                     }
-                    Err(e) => record_error(&mut local, &e, started),
-                }
-                if local.ok > ok_before
-                    && let Some(s) = local.samples.last()
-                    && let Ok(mut by) = live.by_slot.lock()
-                {
-                    *by.entry(s.slot.clone()).or_default() += 1;
-                }
-                if local.failures.total() > failed_before {
-                    live.failed.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        live.failed.fetch_add(1, Ordering::Relaxed);
+                        record_error(&mut local, &e, started);
+                    }
                 }
             }
             let mut r = shared.report.lock().await;
@@ -265,6 +245,36 @@ async fn run_inner(
     r.latencies_us.sort_unstable();
     r.samples.sort_by_key(|s| s.at_ms);
     r
+}
+
+/// One request, body read to the end: (status, the `X-Slot` header or `?`, body).
+async fn get(
+    client: &reqwest::Client,
+    opts: &LoadOptions,
+) -> Result<(u16, String, hyper::body::Bytes), reqwest::Error> {
+    let mut req = client.get(&opts.url);
+    if !opts.keep_alive {
+        req = req.header("connection", "close");
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let slot = resp
+        .headers()
+        .get("x-slot")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_string();
+    Ok((status, slot, resp.bytes().await?))
+}
+
+/// One more answer from `slot` (the key is copied only the first time).
+fn count(by_slot: &mut BTreeMap<String, u64>, slot: &str) {
+    match by_slot.get_mut(slot) {
+        Some(n) => *n += 1,
+        None => {
+            by_slot.insert(slot.to_string(), 1);
+        }
+    }
 }
 
 fn record_error(local: &mut LoadReport, e: &reqwest::Error, started: Instant) {

@@ -170,14 +170,19 @@ fn short(s: &str) -> String {
 /// Read a version from a body: a JSON pointer when configured; otherwise a JSON object's
 /// `version` field, or the first line of plain text.
 pub fn parse_version(body: &[u8], pointer: Option<&str>) -> Result<VersionInfo, ProbeError> {
+    use serde_json::Value;
     let text = String::from_utf8_lossy(body);
-    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let field = |v: &serde_json::Value, names: &[&str]| {
-        names.iter().find_map(|n| match v.get(*n) {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        })
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let field = |v: &Value, names: &[&str]| names.iter().find_map(|n| v.get(*n).and_then(scalar));
+    let info = |v: &Value, version| VersionInfo {
+        version,
+        commit: field(v, &["commit", "git_commit", "sha"]),
+        built: field(v, &["built", "build_time", "buildTime"]),
     };
     if let Some(ptr) = pointer {
         let Some(v) = json else {
@@ -186,25 +191,15 @@ pub fn parse_version(body: &[u8], pointer: Option<&str>) -> Result<VersionInfo, 
                 text.chars().take(40).collect::<String>().trim()
             )));
         };
-        let version = match v.pointer(ptr) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            Some(_) => return Err(ProbeError::Body(format!("{ptr} is not a string"))),
-            None => return Err(ProbeError::Body(format!("no field at {ptr}"))),
+        return match v.pointer(ptr).map(scalar) {
+            Some(Some(version)) => Ok(info(&v, version)),
+            Some(None) => Err(ProbeError::Body(format!("{ptr} is not a string"))),
+            None => Err(ProbeError::Body(format!("no field at {ptr}"))),
         };
-        return Ok(VersionInfo {
-            version,
-            commit: field(&v, &["commit", "git_commit", "sha"]),
-            built: field(&v, &["built", "build_time", "buildTime"]),
-        });
     }
     if let Some(v) = json.as_ref().filter(|v| v.is_object()) {
         if let Some(version) = field(v, &["version", "Version"]) {
-            return Ok(VersionInfo {
-                version,
-                commit: field(v, &["commit", "git_commit", "sha"]),
-                built: field(v, &["built", "build_time", "buildTime"]),
-            });
+            return Ok(info(v, version));
         }
         return Err(ProbeError::Body(
             "JSON without a `version` field; set version_pointer".into(),

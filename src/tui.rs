@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::ops::{Engine, GateSource, Progress};
 use crate::probe::Prober;
 use crate::slotserver::SlotControls;
-use crate::state::Store;
+use crate::state::{EnvMemory, Store};
 use crate::ui::theme::Theme;
 
 /// Restores the terminal when dropped, whatever way the TUI ends.
@@ -109,6 +109,16 @@ impl World {
             store,
             demo,
         })
+    }
+
+    /// What cutover remembers of each environment (in `engines` order), from one read of the
+    /// state file.
+    pub fn memories(&self) -> Vec<EnvMemory> {
+        let mut all = self.store.load().environments;
+        self.engines
+            .iter()
+            .map(|e| all.remove(&e.env.name).unwrap_or_default())
+            .collect()
     }
 
     /// Start the probe and observer tasks; they stop when `stop` flips.
@@ -341,15 +351,10 @@ pub struct TuiOptions {
 /// Run the TUI until the user quits (or SIGTERM/SIGINT).
 pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     let world = Arc::new(world);
-    let memories = world
-        .engines
-        .iter()
-        .map(|e| world.store.env(&e.env.name))
-        .collect();
     let mut app = App::new(
         world.config.clone(),
         opts.theme,
-        memories,
+        world.memories(),
         SystemTime::now(),
     );
     app.read_only |= opts.read_only;

@@ -11,11 +11,12 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::state::{Lease, Shared};
+use super::state::{Lease, NodeRt, Shared};
 
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub(crate) type Upstream = Client<HttpConnector, Incoming>;
@@ -34,7 +35,7 @@ pub(crate) enum Listener {
 /// A response made by the proxy itself.
 pub(crate) fn local(
     status: StatusCode,
-    ctype: &str,
+    ctype: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<ProxyBody> {
     let mut r = Response::new(
@@ -43,9 +44,8 @@ pub(crate) fn local(
             .boxed(),
     );
     *r.status_mut() = status;
-    if let Ok(v) = HeaderValue::from_str(ctype) {
-        r.headers_mut().insert(header::CONTENT_TYPE, v);
-    }
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -55,22 +55,27 @@ fn text(status: StatusCode, msg: String) -> Response<ProxyBody> {
     local(status, "text/plain; charset=utf-8", format!("{msg}\n"))
 }
 
-fn maintenance_page(shared: &Shared, why: &'static str) -> Response<ProxyBody> {
-    let secs = shared.opts.retry_after;
-    let html = format!(
+/// The maintenance page's body. Built once per proxy: under maintenance every request gets it.
+pub(crate) fn maintenance_html(retry_after: u64) -> Bytes {
+    Bytes::from(format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>Down for maintenance</title></head>\n<body style=\"font-family:sans-serif;\
          max-width:36em;margin:4em auto\"><h1>Down for maintenance</h1>\n<p>This service is \
-         being updated and will be back shortly. Please try again in {secs} seconds.</p>\
+         being updated and will be back shortly. Please try again in {retry_after} seconds.</p>\
          </body></html>\n"
-    );
+    ))
+}
+
+fn maintenance_page(shared: &Shared, why: &'static str) -> Response<ProxyBody> {
     let mut r = local(
         StatusCode::SERVICE_UNAVAILABLE,
         "text/html; charset=utf-8",
-        html,
+        shared.opts.maintenance_page.clone(),
     );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(shared.opts.retry_after),
+    );
     r.headers_mut().insert(
         HeaderName::from_static("x-cutover-maintenance"),
         HeaderValue::from_static(why),
@@ -205,12 +210,12 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
+    let ip = peer.ip();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+        _ => ip.to_string(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::try_from(xff) {
         h.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     h.insert(
@@ -222,6 +227,25 @@ fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
+/// Where a request goes on `node`: its scheme and authority, its path prefix, then the
+/// request's path and query (shared, not copied, when the node has no prefix).
+fn upstream_uri(node: &NodeRt, uri: &Uri) -> Result<Uri, hyper::http::Error> {
+    let pq = uri.path_and_query();
+    let path_and_query = match pq {
+        Some(pq) if node.prefix.is_empty() => pq.clone(),
+        _ => PathAndQuery::try_from(format!(
+            "{}{}",
+            node.prefix,
+            pq.map_or("/", PathAndQuery::as_str)
+        ))?,
+    };
+    Uri::builder()
+        .scheme(node.scheme.clone())
+        .authority(node.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+}
+
 async fn forward(
     shared: &Shared,
     lease: Lease,
@@ -231,14 +255,7 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let node = lease.node();
     let (mut parts, body) = req.into_parts();
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = format!("{}{pq}", node.prefix);
-    let uri = Uri::builder()
-        .scheme(node.scheme.clone())
-        .authority(node.authority.clone())
-        .path_and_query(path)
-        .build();
-    let uri = match uri {
+    let uri = match upstream_uri(node, &parts.uri) {
         Ok(u) => u,
         Err(e) => {
             return text(
@@ -251,10 +268,10 @@ async fn forward(
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
-    if redirected && let Ok(v) = HeaderValue::from_str(&shared.env) {
+    if redirected && let Some(v) = &shared.opts.redirected_as {
         parts
             .headers
-            .insert(HeaderName::from_static(REDIRECTED_HEADER), v);
+            .insert(HeaderName::from_static(REDIRECTED_HEADER), v.clone());
     }
     let upstream = shared.client.request(Request::from_parts(parts, body));
     let answer = tokio::time::timeout(shared.opts.upstream_timeout, upstream).await;

@@ -102,6 +102,11 @@ pub(crate) struct Saved {
 /// Settings the request path reads.
 pub(crate) struct Options {
     pub retry_after: u64,
+    /// The maintenance page's body (it only depends on `retry_after`).
+    pub maintenance_page: hyper::body::Bytes,
+    /// The environment's name as the value of the redirected-request header (`None` when
+    /// the name cannot be a header value).
+    pub redirected_as: Option<hyper::header::HeaderValue>,
     pub bypass_cookie: String,
     pub bypass_header: hyper::header::HeaderName,
     pub upstream_timeout: std::time::Duration,
@@ -224,6 +229,8 @@ impl Shared {
             maint: AtomicUsize::new(MAINT_OFF),
             opts: Options {
                 retry_after: cfg.retry_after,
+                maintenance_page: super::forward::maintenance_html(cfg.retry_after),
+                redirected_as: hyper::header::HeaderValue::from_str(&env.name).ok(),
                 bypass_cookie: cfg.bypass_cookie.clone(),
                 bypass_header,
                 upstream_timeout: std::time::Duration::from_secs(cfg.upstream_timeout),

@@ -71,7 +71,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
     let keys = match (gate_ok, c.mode) {
         (true, ConfirmMode::YesNo) => "y confirm · n / Esc cancel",
         (true, ConfirmMode::TypeName) => "Enter confirm · Esc cancel",
-        (false, _) => "gate refuses · F forces it (logged as FORCED) · Esc cancels",
+        (false, ConfirmMode::YesNo) => {
+            "gate refuses · F forces it (logged as FORCED) · Esc cancels"
+        }
+        // F counts only once the name is typed (before that it is a letter of the name).
+        (false, ConfirmMode::TypeName) => {
+            "gate refuses · type the name, then F forces it (logged as FORCED) · Esc cancels"
+        }
     };
     lines.push(Line::styled(keys, if gate_ok { t.ok } else { t.warning }));
     let r = super::centered(area, 76, lines.len() as u16 + 2);

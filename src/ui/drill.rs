@@ -11,9 +11,12 @@ use crate::drill::DrillReport;
 pub fn draw(f: &mut Frame, area: Rect, app: &App, d: &DrillView) {
     let t = &app.theme;
     let title = if d.done.is_some() {
-        " Drill (done; D closes) "
+        format!(
+            " Drill (done; {} closes) ",
+            app.keymap.first_key(crate::keymap::Action::Drill)
+        )
     } else {
-        " Drill (running) "
+        " Drill (running) ".to_string()
     };
     let block = Block::bordered()
         .title(Span::styled(title, t.title))

@@ -34,7 +34,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 .iter()
                 .find(|s| Some(s.name.as_str()) == e.live())
                 .map_or(Health::Unknown, |s| s.health());
-            let warn = e.drift().is_some() || e.disagreement().is_some();
+            let warn = !e.warnings().is_empty();
             let mark = if i == app.selected_env { "›" } else { " " };
             let name = super::fit(&e.config.name, width.saturating_sub(live.len() + 4));
             let mut spans = vec![

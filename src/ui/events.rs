@@ -5,7 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
-use crate::app::{App, Focus, Level};
+use crate::app::{App, Focus};
 use crate::timefmt;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -30,17 +30,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .events
         .range(start..end)
         .map(|l| {
-            let style = match l.level {
-                Level::Info => t.text,
-                Level::Good => t.ok,
-                Level::Warn => t.warning,
-                Level::Bad => t.error,
-            };
             let mut spans = vec![Span::styled(format!("{} ", timefmt::clock(l.at)), t.dim)];
             if multi {
                 spans.push(Span::styled(format!("{} ", l.env), t.accent));
             }
-            spans.push(Span::styled(l.text.clone(), style));
+            spans.push(Span::styled(l.text.clone(), t.level(l.level)));
             Line::from(spans)
         })
         .collect();

@@ -22,19 +22,24 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Span::styled(a.description(), t.dim),
         ]));
     }
-    lines.push(Line::raw(""));
-    lines.push(Line::styled("In the confirm dialog", t.title));
-    lines.push(Line::styled(
-        " y / Enter confirm · n / Esc cancel · F force past a failed gate",
-        t.text,
-    ));
-    lines.push(Line::raw(""));
-    lines.push(Line::styled("Reading the screen", t.title));
-    lines.push(Line::styled(" ● LIVE  ◐ PREVIEW  ○ IDLE  ↓ DRAINING  ⚠ MAINTENANCE  ? UNKNOWN   (roles, read from the router)", t.text));
-    lines.push(Line::styled(
-        " ✔ up  ~ degraded (slow)  ✘ down  … unknown   (health, from cutover's own probes)",
-        t.text,
-    ));
+    let sections: [(&str, &[&str]); 2] = [
+        (
+            "In the confirm dialog",
+            &[" y / Enter confirm · n / Esc cancel · F force past a failed gate"],
+        ),
+        (
+            "Reading the screen",
+            &[
+                " ● LIVE  ◐ PREVIEW  ○ IDLE  ↓ DRAINING  ⚠ MAINTENANCE  ? UNKNOWN   (roles, read from the router)",
+                " ✔ up  ~ degraded (slow)  ✘ down  … unknown   (health, from cutover's own probes)",
+            ],
+        ),
+    ];
+    for (title, rows) in sections {
+        lines.push(Line::raw(""));
+        lines.push(Line::styled(title, t.title));
+        lines.extend(rows.iter().map(|r| Line::styled(*r, t.text)));
+    }
     lines.push(Line::raw(""));
     lines.push(Line::styled("any key closes this help", t.dim));
     let h = lines.len() as u16 + 2;

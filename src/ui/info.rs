@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 
 use crate::app::App;
+use crate::keymap::Action;
 use crate::ops::Step;
 use crate::probe::UrlProbe;
 use crate::timefmt;
@@ -71,15 +72,15 @@ fn lines(app: &App) -> Vec<Line<'_>> {
         env.config.preview_url.as_deref(),
         env.preview.as_ref(),
     ));
-    for w in [env.disagreement(), env.drift(), env.public_mismatch()]
-        .into_iter()
-        .flatten()
-    {
+    for w in env.warnings() {
         lines.push(Line::styled(format!("⚠ {w}"), t.warning));
     }
-    if let Some(m) = env.state().and_then(|s| s.maintenance.clone()) {
+    if let Some(m) = env.state().and_then(|s| s.maintenance.as_ref()) {
         lines.push(Line::styled(
-            format!("⚠ MAINTENANCE is on ({m}); m turns it off"),
+            format!(
+                "⚠ MAINTENANCE is on ({m}); {} turns it off",
+                app.keymap.first_key(Action::Maintenance)
+            ),
             t.warning,
         ));
     }

@@ -5,7 +5,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Sparkline};
 
-use crate::app::{App, Focus, SlotView};
+use crate::app::{App, EnvView, Focus, SlotView};
 use crate::model::{Health, Role};
 use crate::timefmt;
 
@@ -14,7 +14,7 @@ pub fn draw(f: &mut Frame, areas: &[Rect], app: &App) {
         return;
     };
     for (i, (slot, area)) in env.slots.iter().zip(areas).enumerate() {
-        draw_slot(f, *area, app, slot, i == app.selected_slot);
+        draw_slot(f, *area, app, env, slot, i == app.selected_slot);
     }
 }
 
@@ -23,9 +23,8 @@ fn since(app: &App, t: Option<std::time::SystemTime>) -> String {
         .unwrap_or_default()
 }
 
-fn draw_slot(f: &mut Frame, area: Rect, app: &App, slot: &SlotView, selected: bool) {
+fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotView, selected: bool) {
     let t = &app.theme;
-    let Some(env) = app.env() else { return };
     let role = env.role_of(&slot.name);
     let health = slot.health();
     let focused = selected && app.focus == Focus::Slots;
@@ -152,15 +151,13 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, slot: &SlotView, selected: bo
         .rev()
         .map(|s| s.latency_ms.map_or(0, |l| l.max(1)))
         .collect();
-    let style = t.health(if health == Health::Unknown {
-        Health::Unknown
-    } else {
-        health
-    });
     // Scale to at least 10 ms so a steady fast slot shows low bars, not a full block.
     let max = data.iter().copied().max().unwrap_or(0).max(10);
     f.render_widget(
-        Sparkline::default().data(&data).max(max).style(style),
+        Sparkline::default()
+            .data(&data)
+            .max(max)
+            .style(t.health(health)),
         spark_area,
     );
 }

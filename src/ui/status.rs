@@ -5,7 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::app::{App, Level};
+use crate::app::App;
 use crate::keymap::Action;
 use crate::timefmt;
 
@@ -29,7 +29,7 @@ pub fn header(f: &mut Frame, area: Rect, app: &App) {
         if app.demo {
             spans.push(Span::styled("DEMO ", t.dim));
         }
-        let warns = [e.disagreement(), e.drift()].into_iter().flatten().count();
+        let warns = e.warnings().len();
         if warns > 0 {
             spans.push(Span::styled(
                 format!("⚠ {warns} warning{} ", if warns > 1 { "s" } else { "" }),
@@ -59,14 +59,8 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
         return;
     }
     if let Some((level, msg)) = &app.status {
-        let style = match level {
-            Level::Info => t.text,
-            Level::Good => t.ok,
-            Level::Warn => t.warning,
-            Level::Bad => t.error,
-        };
         f.render_widget(
-            Paragraph::new(Line::styled(format!(" {msg}"), style)).style(t.bar),
+            Paragraph::new(Line::styled(format!(" {msg}"), t.level(*level))).style(t.bar),
             area,
         );
         return;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use ratatui::style::{Color, Modifier, Style};
 use serde::Deserialize;
 
+use crate::app::Level;
 use crate::model::{Health, Role};
 
 const BUILTIN: [(&str, &str); 4] = [
@@ -107,6 +108,16 @@ impl Theme {
             Health::Unknown => 3,
         };
         self.healths[i]
+    }
+
+    /// The style of a message of this level (status line, event pane).
+    pub fn level(&self, l: Level) -> Style {
+        match l {
+            Level::Info => self.text,
+            Level::Good => self.ok,
+            Level::Warn => self.warning,
+            Level::Bad => self.error,
+        }
     }
 
     /// The names of the built-in themes.
