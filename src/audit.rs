@@ -1,5 +1,5 @@
 //! The audit trail: one JSON line per operation, in a daily rolling file
-//! (`audit.log.YYYY-MM-DD` in the state dir, or `settings.audit_dir`).
+//! (`audit.YYYY-MM-DD.jsonl` in the state dir, or `settings.audit_dir`).
 //!
 //! Secrets never reach it: every text is passed through [`redact`] first.
 
@@ -31,7 +31,7 @@ pub struct AuditRecord {
     pub from_version: Option<String>,
     pub to_version: Option<String>,
     pub forced: bool,
-    /// `done`, `refused`, `failed`, `rolled-back`.
+    /// The verdict: `done`, `refused`, `failed`, `rolled-back`, `alarm` or `cancelled`.
     pub result: String,
     pub message: String,
     pub steps: Vec<StepRecord>,

@@ -40,6 +40,7 @@ pub enum Command {
     },
     /// Validate the config, reach every endpoint and router, and print a table
     Check {
+        /// Print the checks as JSON
         #[arg(long)]
         json: bool,
     },
@@ -51,14 +52,17 @@ pub enum Command {
     },
     /// Print each environment's slots, roles, health and versions
     Status {
+        /// Only this environment
         env: Option<String>,
+        /// Print as JSON (the shape is documented in the README)
         #[arg(long)]
         json: bool,
     },
     /// Make the preview slot (or --to SLOT) live
     Swap {
         env: String,
-        #[arg(long)]
+        /// Make this slot live instead of the preview slot
+        #[arg(long, value_name = "SLOT")]
         to: Option<String>,
         #[command(flatten)]
         op: OpFlags,
@@ -73,7 +77,8 @@ pub enum Command {
     Drain {
         env: String,
         slot: String,
-        #[arg(long)]
+        /// Only this node of the slot (a slot with `nodes`)
+        #[arg(long, value_name = "NODE")]
         node: Option<String>,
         #[command(flatten)]
         op: OpFlags,
@@ -82,7 +87,8 @@ pub enum Command {
     Undrain {
         env: String,
         slot: String,
-        #[arg(long)]
+        /// Only this node of the slot (a slot with `nodes`)
+        #[arg(long, value_name = "NODE")]
         node: Option<String>,
         #[command(flatten)]
         op: OpFlags,
@@ -141,6 +147,7 @@ pub enum Command {
         /// Allow a drill against a production environment
         #[arg(long)]
         yes_really: bool,
+        /// Print the report as JSON
         #[arg(long)]
         json: bool,
     },

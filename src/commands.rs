@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use color_eyre::eyre::{Result, bail};
 use serde::Serialize;
@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, watch};
 use crate::app::{App, Event};
 use crate::config::Config;
 use crate::model::{MaintenanceMode, ProbeResult, Role, RouterState};
-use crate::ops::{Engine, GateSource, OpKind, OpRequest, Progress, Verdict};
+use crate::ops::{
+    Engine, GateSource, OpKind, OpRequest, Progress, ROUTER_TIMEOUT, Verdict, observe_within,
+};
 use crate::probe::UrlProbe;
-use crate::router::Target;
 use crate::tui::World;
 use crate::ui::theme::Theme;
 
@@ -34,9 +35,10 @@ impl std::fmt::Display for UnknownEnv {
 
 impl std::error::Error for UnknownEnv {}
 
-fn engine<'a>(world: &'a World, env: &str) -> Result<&'a Arc<Engine>> {
-    match world.engines.iter().find(|e| e.env.name == env) {
-        Some(e) => Ok(e),
+/// The position of `env` in the world, or an [`UnknownEnv`] that lists the known ones.
+fn engine_index(world: &World, env: &str) -> Result<usize> {
+    match world.engines.iter().position(|e| e.env.name == env) {
+        Some(i) => Ok(i),
         None => Err(UnknownEnv(format!(
             "no environment `{env}` in {}; environments: {}",
             world.config.path.display(),
@@ -48,6 +50,31 @@ fn engine<'a>(world: &'a World, env: &str) -> Result<&'a Arc<Engine>> {
                 .join(", ")
         ))
         .into()),
+    }
+}
+
+fn engine<'a>(world: &'a World, env: &str) -> Result<&'a Arc<Engine>> {
+    Ok(&world.engines[engine_index(world, env)?])
+}
+
+/// Why actions on `engine`'s environment are refused as read-only, if they are; the text names
+/// the setting, so the operator knows what to lift.
+fn read_only_reason(world: &World, engine: &Engine, flag: bool) -> Option<String> {
+    if flag {
+        Some("--read-only was given".into())
+    } else if world.config.settings.read_only {
+        Some(format!(
+            "read_only = true in [settings] of {}",
+            world.config.path.display()
+        ))
+    } else if engine.env.read_only {
+        Some(format!(
+            "environment `{}` sets read_only = true in {}",
+            engine.env.name,
+            world.config.path.display()
+        ))
+    } else {
+        None
     }
 }
 
@@ -83,11 +110,9 @@ struct EnvStatus {
 async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
     let mut routers = Vec::new();
     for r in &engine.routers {
-        let res = tokio::time::timeout(Duration::from_secs(10), r.observe()).await;
-        let (state, error) = match res {
-            Ok(Ok(s)) => (Some(s), None),
-            Ok(Err(e)) => (None, Some(format!("{e:#}"))),
-            Err(_) => (None, Some("no answer within 10s".into())),
+        let (state, error) = match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
         };
         routers.push(RouterStatus {
             name: r.name().into(),
@@ -96,10 +121,8 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
             error,
         });
     }
-    let first = routers
-        .iter()
-        .find_map(|r| r.state.clone())
-        .unwrap_or_default();
+    // The first router that answered speaks for the environment; a disagreement is a warning.
+    let first = routers.iter().find_map(|r| r.state.clone());
     let probes = futures_util::future::join_all(
         engine.env.slots.iter().map(|s| engine.prober.probe_slot(s)),
     )
@@ -111,24 +134,12 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
         .zip(probes)
         .map(|(s, p)| SlotStatus {
             name: s.name.clone(),
-            role: if routers.iter().any(|r| r.state.is_some()) {
-                first.role_of(&s.name)
-            } else {
-                Role::Unknown
-            },
+            role: first.as_ref().map_or(Role::Unknown, |f| f.role_of(&s.name)),
             probe: p,
         })
         .collect::<Vec<_>>();
     let public = match &engine.env.public_url {
-        Some(u) => Some(
-            engine
-                .prober
-                .probe_url(
-                    &crate::probe::version_url_behind(&engine.env, u),
-                    engine.env.slots[0].version_pointer.as_deref(),
-                )
-                .await,
-        ),
+        Some(u) => Some(engine.probe_behind(u).await),
         None => None,
     };
     // Warnings are computed by the same code as the TUI's.
@@ -173,12 +184,13 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
         .into_iter()
         .flatten()
         .collect();
+    let first = first.unwrap_or_default();
     EnvStatus {
         name: engine.env.name.clone(),
-        live: first.live.clone(),
-        preview: first.preview.clone(),
+        live: first.live,
+        preview: first.preview,
         previous_live: memory.previous_live,
-        maintenance: first.maintenance.clone(),
+        maintenance: first.maintenance,
         warnings,
         routers,
         slots,
@@ -310,15 +322,11 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
             ("preview URL", &e.env.preview_url),
         ] {
             if let Some(u) = url {
-                let v = crate::probe::version_url_behind(&e.env, u);
-                let p = e
-                    .prober
-                    .probe_url(&v, e.env.slots[0].version_pointer.as_deref())
-                    .await;
+                let p = e.probe_behind(u).await;
                 rows.push(Row {
                     environment: e.env.name.clone(),
                     what: label.into(),
-                    target: v,
+                    target: p.url,
                     ok: p.error.is_none(),
                     detail: p.version.map_or_else(
                         || p.error.map_or("?".into(), |e| e.to_string()),
@@ -328,9 +336,8 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
             }
         }
         for r in &e.routers {
-            let res = tokio::time::timeout(Duration::from_secs(10), r.observe()).await;
-            let (ok, detail) = match res {
-                Ok(Ok(s)) => (
+            let (ok, detail) = match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
+                Ok(s) => (
                     true,
                     format!(
                         "live={} preview={}",
@@ -338,8 +345,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                         s.preview.as_deref().unwrap_or("-")
                     ),
                 ),
-                Ok(Err(err)) => (false, format!("{err:#}")),
-                Err(_) => (false, "no answer within 10s".into()),
+                Err(err) => (false, err),
             };
             rows.push(Row {
                 environment: e.env.name.clone(),
@@ -394,11 +400,8 @@ pub async fn operate(
     read_only: bool,
 ) -> Result<i32> {
     let engine = engine(world, env)?.clone();
-    if read_only || world.config.settings.read_only || engine.env.read_only {
-        eprintln!(
-            "read-only: `{}` is not allowed (read_only is set for `{env}`)",
-            kind.name()
-        );
+    if let Some(why) = read_only_reason(world, &engine, read_only) {
+        eprintln!("read-only: `{}` is not allowed ({why})", kind.name());
         return Ok(EXIT_FAILED);
     }
     let question = format!("{} on `{env}`?", kind.name());
@@ -469,27 +472,13 @@ pub async fn operate(
     })
 }
 
-pub fn target(slot: String, node: Option<String>) -> Target {
-    Target { slot, node }
-}
-
 /// `cutover watch ENV`: the TUI's event lines, printed.
 pub async fn watch_env(world: World, env: &str) -> Result<i32> {
-    engine(&world, env)?;
-    let idx = world
-        .engines
-        .iter()
-        .position(|e| e.env.name == env)
-        .unwrap_or(0);
-    let memories = world
-        .engines
-        .iter()
-        .map(|e| world.store.env(&e.env.name))
-        .collect();
+    let idx = engine_index(&world, env)?;
     let mut app = App::new(
         world.config.clone(),
         Theme::monochrome(),
-        memories,
+        world.memories(),
         SystemTime::now(),
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -517,14 +506,19 @@ pub async fn watch_env(world: World, env: &str) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-/// `cutover drill ENV`
+/// `cutover drill ENV`: refused when read-only, as every operation is (a drill swaps).
 pub async fn drill(
     world: &World,
     env: &str,
     opts: &crate::drill::DrillOptions,
     json: bool,
+    read_only: bool,
 ) -> Result<i32> {
     let engine = engine(world, env)?;
+    if let Some(why) = read_only_reason(world, engine, read_only) {
+        eprintln!("read-only: a drill switches slots; not allowed ({why})");
+        return Ok(EXIT_FAILED);
+    }
     let report = match crate::drill::run(engine, opts).await {
         Ok(r) => r,
         Err(e) => {
@@ -589,4 +583,40 @@ pub async fn setup(world: &World, env: &str, live: &str, preview: Option<&str>) 
         return Ok(EXIT_FAILED);
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(settings: &str, env: &str, state: &std::path::Path) -> World {
+        let src = format!(
+            "[settings]\nstate_dir = \"{}\"\n{settings}\n\n[[environment]]\nname = \"shop\"\n{env}\n\n\
+             [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:9\"\n",
+            state.display()
+        );
+        let config = crate::config::parse(&src, std::path::Path::new("c.toml")).expect("valid");
+        World::build(config, None).expect("world")
+    }
+
+    #[test]
+    fn read_only_names_where_it_is_set_for_operations_and_drills_alike() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let w = world("", "", d.path());
+        let e = &w.engines[0];
+        assert_eq!(read_only_reason(&w, e, false), None);
+        let why = read_only_reason(&w, e, true).expect("the flag");
+        assert!(why.contains("--read-only"), "{why}");
+
+        let w = world("read_only = true", "", d.path());
+        let why = read_only_reason(&w, &w.engines[0], false).expect("settings");
+        assert!(
+            why.contains("[settings]") && why.contains("c.toml"),
+            "{why}"
+        );
+
+        let w = world("", "read_only = true", d.path());
+        let why = read_only_reason(&w, &w.engines[0], false).expect("environment");
+        assert!(why.contains("environment `shop`"), "{why}");
+    }
 }

@@ -85,7 +85,7 @@ pub struct Settings {
     pub degraded_after: Duration,
     /// Theme name (a file in themes/ or the built-in ones) or a path to a theme file.
     pub theme: String,
-    /// Where the debug log goes (default: `$XDG_STATE_HOME/cutover/`).
+    /// Where the debug log goes (default: the state dir).
     pub log_dir: Option<PathBuf>,
     /// Where state (previous live slot, locks, audit log) goes (default: `$XDG_STATE_HOME/cutover/`).
     pub state_dir: Option<PathBuf>,
@@ -99,6 +99,27 @@ pub struct Settings {
     pub history: usize,
     /// The largest health/version body read, in bytes; more is cut off and reported.
     pub max_body: usize,
+}
+
+impl Settings {
+    /// `state_dir`, else `$XDG_STATE_HOME/cutover`.
+    pub fn state_dir_or_default(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(crate::paths::state_dir)
+    }
+    /// `audit_dir`, else the state dir.
+    pub fn audit_dir_or_default(&self) -> PathBuf {
+        self.audit_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir_or_default())
+    }
+    /// `log_dir`, else the state dir.
+    pub fn log_dir_or_default(&self) -> PathBuf {
+        self.log_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir_or_default())
+    }
 }
 
 impl Default for Settings {

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use color_eyre::eyre::{Result, WrapErr};
 
-use cutover::cli::{Cli, Command, ConfigCommand, OnOff};
+use cutover::cli::{Cli, Command, ConfigCommand, OnOff, OpFlags};
 use cutover::commands::{self, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use cutover::config::{self, Config};
 use cutover::model::MaintenanceMode;
 use cutover::ops::OpKind;
+use cutover::router::Target;
 use cutover::tui::{self, TuiOptions, World};
 use cutover::ui::theme::Theme;
 
@@ -109,7 +110,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Some(Command::Init { path }) => {
             let p = path.clone().unwrap_or_else(|| config_path(&cli));
             if p.exists() {
-                eprintln!("cutover: {} exists; not overwriting it", p.display());
+                eprintln!(
+                    "cutover: {} exists; not overwriting it (edit it, or give another PATH)",
+                    p.display()
+                );
                 return Ok(EXIT_FAILED);
             }
             if let Some(d) = p.parent() {
@@ -168,13 +172,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let log_dir = config
-        .settings
-        .log_dir
-        .clone()
-        .or_else(|| config.settings.state_dir.clone())
-        .unwrap_or_else(cutover::paths::state_dir);
-    let _logs = init_logs(&log_dir);
+    let _logs = init_logs(&config.settings.log_dir_or_default());
 
     if let Some(Command::Proxy { env }) = &cli.command {
         cutover::proxy::run_from_config(&config, env.as_deref()).await?;
@@ -202,67 +200,6 @@ async fn run(cli: Cli) -> Result<i32> {
         Some(Command::Status { env, json }) => {
             commands::status(&world, env.as_deref(), json).await?
         }
-        Some(Command::Swap { env, to, op }) => {
-            commands::operate(&world, &env, OpKind::Swap { to }, &op, ro).await?
-        }
-        Some(Command::Rollback { env, op }) => {
-            commands::operate(&world, &env, OpKind::Rollback, &op, ro).await?
-        }
-        Some(Command::Drain {
-            env,
-            slot,
-            node,
-            op,
-        }) => {
-            commands::operate(
-                &world,
-                &env,
-                OpKind::Drain(commands::target(slot, node)),
-                &op,
-                ro,
-            )
-            .await?
-        }
-        Some(Command::Undrain {
-            env,
-            slot,
-            node,
-            op,
-        }) => {
-            commands::operate(
-                &world,
-                &env,
-                OpKind::Undrain(commands::target(slot, node)),
-                &op,
-                ro,
-            )
-            .await?
-        }
-        Some(Command::Maintenance {
-            env,
-            state,
-            redirect_to,
-            op,
-        }) => {
-            let mode = match redirect_to {
-                Some(to) => MaintenanceMode::Redirect { to },
-                None => MaintenanceMode::Page,
-            };
-            let kind = OpKind::Maintenance {
-                on: state == OnOff::On,
-                mode,
-            };
-            commands::operate(&world, &env, kind, &op, ro).await?
-        }
-        Some(Command::Preview { env, slot, op }) => {
-            commands::operate(&world, &env, OpKind::SetPreview(slot), &op, ro).await?
-        }
-        Some(Command::Rolling {
-            env,
-            slot,
-            version,
-            op,
-        }) => commands::operate(&world, &env, OpKind::Rolling { slot, version }, &op, ro).await?,
         Some(Command::Drill {
             env,
             concurrency,
@@ -275,10 +212,6 @@ async fn run(cli: Cli) -> Result<i32> {
             yes_really,
             json,
         }) => {
-            if ro {
-                eprintln!("read-only: a drill switches slots; not allowed");
-                return Ok(EXIT_FAILED);
-            }
             let opts = cutover::drill::DrillOptions {
                 concurrency,
                 requests,
@@ -289,7 +222,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 pause,
                 yes_really,
             };
-            commands::drill(&world, &env, &opts, json).await?
+            commands::drill(&world, &env, &opts, json, ro).await?
         }
         Some(Command::Setup { env, live, preview }) => {
             commands::setup(&world, &env, &live, preview.as_deref()).await?
@@ -308,7 +241,55 @@ async fn run(cli: Cli) -> Result<i32> {
                 EXIT_OK
             }
         },
-        Some(_) => EXIT_USAGE,
+        Some(cmd) => match operation(cmd) {
+            Some((env, kind, op)) => commands::operate(&world, &env, kind, &op, ro).await?,
+            None => EXIT_USAGE,
+        },
     };
     Ok(code)
+}
+
+/// The operation a command asks for: its environment, what to do, and the flags every
+/// operation takes. `None` for the commands that are not operations.
+fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
+    Some(match cmd {
+        Command::Swap { env, to, op } => (env, OpKind::Swap { to }, op),
+        Command::Rollback { env, op } => (env, OpKind::Rollback, op),
+        Command::Drain {
+            env,
+            slot,
+            node,
+            op,
+        } => (env, OpKind::Drain(Target { slot, node }), op),
+        Command::Undrain {
+            env,
+            slot,
+            node,
+            op,
+        } => (env, OpKind::Undrain(Target { slot, node }), op),
+        Command::Maintenance {
+            env,
+            state,
+            redirect_to,
+            op,
+        } => {
+            let mode = match redirect_to {
+                Some(to) => MaintenanceMode::Redirect { to },
+                None => MaintenanceMode::Page,
+            };
+            let kind = OpKind::Maintenance {
+                on: state == OnOff::On,
+                mode,
+            };
+            (env, kind, op)
+        }
+        Command::Preview { env, slot, op } => (env, OpKind::SetPreview(slot), op),
+        Command::Rolling {
+            env,
+            slot,
+            version,
+            op,
+        } => (env, OpKind::Rolling { slot, version }, op),
+        _ => return None,
+    })
 }

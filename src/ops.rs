@@ -26,6 +26,24 @@ pub const WATCH_ERROR_BUDGET: u64 = 5;
 pub const UNKNOWN_SESSIONS_GRACE: Duration = Duration::from_secs(5);
 /// Consecutive failed health checks during the watch window that fail the cutover.
 pub const WATCH_FAILED_CHECKS: u32 = 2;
+/// How long an operation or a headless command waits for one router's `observe()`.
+pub const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read one router, giving up after `limit`. The error is the router's own message, or that it
+/// did not answer in time.
+pub async fn observe_within(
+    router: &dyn Router,
+    limit: Duration,
+) -> std::result::Result<RouterState, String> {
+    match tokio::time::timeout(limit, router.observe()).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            crate::timefmt::millis(limit)
+        )),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
@@ -273,8 +291,13 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Start a step: its time is counted from here.
     fn step(&mut self, step: Step, message: impl Into<String>) {
         self.step_started = Instant::now();
+        self.note(step, message);
+    }
+    /// Say how a running step is going, without restarting its clock.
+    fn note(&self, step: Step, message: impl Into<String>) {
         let _ = self.tx.send(Progress::Step {
             step,
             ok: None,
@@ -287,7 +310,7 @@ impl Run<'_> {
             step: step.label().into(),
             ok,
             ms: self.step_started.elapsed().as_millis() as u64,
-            detail: detail.clone(),
+            detail: crate::audit::redact(&detail),
         });
         let _ = self.tx.send(Progress::Step {
             step,
@@ -310,6 +333,12 @@ impl Run<'_> {
         let _ = self.tx.send(Progress::Finished(out.clone()));
         out
     }
+    /// End on a failed step whose detail is also the outcome's message.
+    fn fail(mut self, step: Step, verdict: Verdict, why: impl Into<String>) -> Outcome {
+        let why = why.into();
+        self.done(step, false, why.clone());
+        self.finish(verdict, why)
+    }
 }
 
 impl Engine {
@@ -317,10 +346,9 @@ impl Engine {
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();
         for r in &self.routers {
-            let s = tokio::time::timeout(Duration::from_secs(10), r.observe())
+            let s = observe_within(r.as_ref(), ROUTER_TIMEOUT)
                 .await
-                .map_err(|_| eyre!("router `{}` did not answer within 10s", r.name()))?
-                .map_err(|e| eyre!("router `{}`: {e:#}", r.name()))?;
+                .map_err(|e| eyre!("router `{}`: {e}", r.name()))?;
             out.push(s);
         }
         if out.is_empty() {
@@ -377,6 +405,19 @@ impl Engine {
         input
     }
 
+    /// Probe the version served behind a public or preview URL: the slots' version path on
+    /// that host, read with the first slot's version pointer.
+    pub async fn probe_behind(&self, url: &str) -> crate::probe::UrlProbe {
+        let pointer = self
+            .env
+            .slots
+            .first()
+            .and_then(|s| s.version_pointer.as_deref());
+        self.prober
+            .probe_url(&crate::probe::version_url_behind(&self.env, url), pointer)
+            .await
+    }
+
     /// Run one operation to its end. Progress goes to `tx`; `cancel` stops a watch.
     pub async fn run(
         &self,
@@ -417,20 +458,18 @@ impl Engine {
         let live = match self.agreed_live(&states) {
             Ok(l) => l,
             Err(e) if !req.force => {
-                run.done(Step::Plan, false, format!("{e:#}"));
-                return run.finish(Verdict::Refused, format!("{e:#}"));
+                return run.fail(Step::Plan, Verdict::Refused, format!("{e:#}"));
             }
             Err(_) => states[0].live.clone(),
         };
         let preview = states[0].preview.clone();
-        let memory = self.store.env(&self.env.name);
 
         match &req.kind {
             OpKind::Swap { .. } | OpKind::Rollback => {
                 let (to, rollback) = match &req.kind {
                     OpKind::Swap { to: Some(t) } => (Some(t.clone()), false),
                     OpKind::Swap { to: None } => (preview.clone(), false),
-                    _ => (memory.previous_live.clone(), true),
+                    _ => (self.store.env(&self.env.name).previous_live, true),
                 };
                 let Some(to) = to else {
                     let why = if rollback {
@@ -439,18 +478,18 @@ impl Engine {
                     } else {
                         "no preview slot to swap to; use `swap --to SLOT`"
                     };
-                    run.done(Step::Plan, false, why);
-                    return run.finish(Verdict::Refused, why);
+                    return run.fail(Step::Plan, Verdict::Refused, why);
                 };
                 if self.env.slot(&to).is_none() {
                     let why = format!("there is no slot `{to}` in `{}`", self.env.name);
-                    run.done(Step::Plan, false, why.clone());
-                    return run.finish(Verdict::Refused, why);
+                    return run.fail(Step::Plan, Verdict::Refused, why);
                 }
                 if live.as_deref() == Some(to.as_str()) {
-                    let why = format!("`{to}` is already live");
-                    run.done(Step::Plan, false, why.clone());
-                    return run.finish(Verdict::Refused, why);
+                    return run.fail(
+                        Step::Plan,
+                        Verdict::Refused,
+                        format!("`{to}` is already live"),
+                    );
                 }
                 run.record.from = live.clone();
                 run.record.to = Some(to.clone());
@@ -475,7 +514,7 @@ impl Engine {
                 let (slot, version) = (slot.clone(), version.clone());
                 self.rolling(run, &slot, version.as_deref()).await
             }
-            other => self.simple(run, other.clone(), &mut cancel).await,
+            other => self.simple(run, other.clone()).await,
         }
     }
 
@@ -517,8 +556,7 @@ impl Engine {
                     "refused: {}; to do it anyway, force it (F in the confirm dialog, --force)",
                     failed.join("; ")
                 );
-                run.done(Step::Gate, false, why.clone());
-                return run.finish(Verdict::Refused, why);
+                return run.fail(Step::Gate, Verdict::Refused, why);
             }
             run.done(
                 Step::Gate,
@@ -537,8 +575,7 @@ impl Engine {
             Ok(l) => l,
             Err(e) => {
                 run.step(Step::Apply, "taking the lock");
-                run.done(Step::Apply, false, format!("{e:#}"));
-                return run.finish(Verdict::Refused, format!("{e:#}"));
+                return run.fail(Step::Apply, Verdict::Refused, format!("{e:#}"));
             }
         };
         if let Err(e) = self
@@ -864,20 +901,17 @@ impl Engine {
                 "`{}` has no [environment.rolling] section: add a `deploy` command",
                 self.env.name
             );
-            run.done(Step::Plan, false, why.clone());
-            return run.finish(Verdict::Refused, why);
+            return run.fail(Step::Plan, Verdict::Refused, why);
         };
         let Some(slot) = self.env.slot(slot_name).cloned() else {
             let why = format!("there is no slot `{slot_name}`");
-            run.done(Step::Plan, false, why.clone());
-            return run.finish(Verdict::Refused, why);
+            return run.fail(Step::Plan, Verdict::Refused, why);
         };
         if slot.nodes.is_empty() {
             let why = format!(
                 "slot `{slot_name}` has no nodes; list them as `nodes = [...]` to roll them"
             );
-            run.done(Step::Plan, false, why.clone());
-            return run.finish(Verdict::Refused, why);
+            return run.fail(Step::Plan, Verdict::Refused, why);
         }
         run.record.to = Some(slot_name.to_string());
         run.record.to_version = version.map(str::to_string);
@@ -891,8 +925,6 @@ impl Engine {
             Ok(l) => l,
             Err(e) => return run.finish(Verdict::Refused, format!("{e:#}")),
         };
-        let health_path = path_of(&slot.health_url, &slot.address);
-        let version_path = path_of(&slot.version_url, &slot.address);
         for (i, node) in slot.nodes.iter().enumerate() {
             let label = format!("{} ({}/{n})", node.name, i + 1);
             let target = Target::node(slot_name, &node.name);
@@ -919,14 +951,13 @@ impl Engine {
                     // The router does not count in-flight requests: give them the grace period
                     // (at most drain_timeout) instead of pretending they are zero.
                     let grace = rolling.drain_timeout.min(UNKNOWN_SESSIONS_GRACE);
-                    let _ = run.tx.send(Progress::Step {
-                        step: Step::Apply,
-                        ok: None,
-                        message: format!(
+                    run.note(
+                        Step::Apply,
+                        format!(
                             "{label}: drained; the router does not count in-flight requests, waiting {}",
                             crate::timefmt::millis(grace)
                         ),
-                    });
+                    );
                     tokio::time::sleep(grace).await;
                     break format!(
                         "in-flight unknown, waited {}",
@@ -942,11 +973,7 @@ impl Engine {
                     );
                     break format!("still {n} in flight after drain_timeout");
                 }
-                let _ = run.tx.send(Progress::Step {
-                    step: Step::Apply,
-                    ok: None,
-                    message: format!("{label}: drained, {n} in flight"),
-                });
+                run.note(Step::Apply, format!("{label}: drained, {n} in flight"));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
             run.done(
@@ -954,7 +981,7 @@ impl Engine {
                 true,
                 format!("{label}: drained ({drained_how})"),
             );
-            // Deploy.
+            // Deploy, then the smoke test. A failure in either leaves this node drained.
             let vars = [
                 ("env", self.env.name.as_str()),
                 ("slot", slot_name),
@@ -963,57 +990,19 @@ impl Engine {
                 ("version", version.unwrap_or("")),
             ];
             run.step(Step::Apply, format!("{label}: deploying"));
-            if let Err(e) = run_hook(&template(&rolling.deploy, &vars), rolling.hook_timeout).await
-            {
-                let why = format!("{label}: deploy failed: {e}");
-                run.done(Step::Apply, false, why.clone());
-                return run.finish(
-                    Verdict::Failed,
-                    format!(
-                        "{why}; `{}` stays drained, the other nodes keep serving",
-                        node.name
-                    ),
-                );
-            }
-            run.done(Step::Apply, true, format!("{label}: deployed"));
-            // Smoke test: healthy, the expected version, and the optional command.
-            run.step(Step::Verify, format!("{label}: smoke test"));
-            let node_slot = crate::config::Slot {
-                health_url: format!("{}{health_path}", node.address.trim_end_matches('/')),
-                version_url: format!("{}{version_path}", node.address.trim_end_matches('/')),
-                address: node.address.clone(),
-                nodes: vec![],
-                ..slot.clone()
-            };
-            let deadline = Instant::now() + rolling.smoke_timeout;
-            let smoke = loop {
-                let p = self.prober.probe_slot(&node_slot).await;
-                let got = p.version.as_ref().map(|v| v.version.clone());
-                let ok = p.health.is_serving() && (version.is_none() || got.as_deref() == version);
-                if ok {
-                    break Ok(());
-                }
-                if Instant::now() >= deadline {
-                    break Err(format!(
-                        "{label}: smoke test failed: health {}{}, version {} (wanted {})",
-                        p.health.label(),
-                        p.error.map(|e| format!(" ({e})")).unwrap_or_default(),
-                        got.unwrap_or_else(|| "?".into()),
-                        version.unwrap_or("any")
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            let smoke = match smoke {
-                Ok(()) if !rolling.smoke.is_empty() => {
-                    run_hook(&template(&rolling.smoke, &vars), rolling.hook_timeout)
-                        .await
-                        .map_err(|e| format!("{label}: smoke command failed: {e}"))
-                }
-                other => other,
-            };
-            if let Err(why) = smoke {
-                run.done(Step::Verify, false, why.clone());
+            let deployed =
+                match run_hook(&template(&rolling.deploy, &vars), rolling.hook_timeout).await {
+                    Err(e) => Err((Step::Apply, format!("{label}: deploy failed: {e}"))),
+                    Ok(()) => {
+                        run.done(Step::Apply, true, format!("{label}: deployed"));
+                        run.step(Step::Verify, format!("{label}: smoke test"));
+                        self.smoke_test(&slot, node, &label, version, &rolling, &vars)
+                            .await
+                            .map_err(|why| (Step::Verify, why))
+                    }
+                };
+            if let Err((step, why)) = deployed {
+                run.done(step, false, why.clone());
                 return run.finish(
                     Verdict::Failed,
                     format!(
@@ -1035,8 +1024,7 @@ impl Engine {
             for r in &self.routers {
                 if let Err(e) = r.undrain(&target).await {
                     let why = format!("{label}: router `{}` would not undrain it: {e:#}", r.name());
-                    run.done(Step::Apply, false, why.clone());
-                    return run.finish(Verdict::Failed, why);
+                    return run.fail(Step::Apply, Verdict::Failed, why);
                 }
             }
             run.done(Step::Apply, true, format!("{label}: back in service"));
@@ -1047,14 +1035,53 @@ impl Engine {
         )
     }
 
-    /// Drain, undrain, maintenance, set preview: apply to every router, then verify.
-    async fn simple(
+    /// A freshly deployed node must answer healthy (with `version`, when one is given) within
+    /// `smoke_timeout`; then the optional `smoke` command must pass.
+    async fn smoke_test(
         &self,
-        mut run: Run<'_>,
-        kind: OpKind,
-        cancel: &mut watch::Receiver<bool>,
-    ) -> Outcome {
-        let _ = cancel;
+        slot: &crate::config::Slot,
+        node: &crate::config::Node,
+        label: &str,
+        version: Option<&str>,
+        rolling: &crate::config::Rolling,
+        vars: &[(&str, &str)],
+    ) -> std::result::Result<(), String> {
+        let base = node.address.trim_end_matches('/');
+        let node_slot = crate::config::Slot {
+            health_url: format!("{base}{}", path_of(&slot.health_url, &slot.address)),
+            version_url: format!("{base}{}", path_of(&slot.version_url, &slot.address)),
+            address: node.address.clone(),
+            nodes: vec![],
+            ..slot.clone()
+        };
+        let deadline = Instant::now() + rolling.smoke_timeout;
+        loop {
+            let p = self.prober.probe_slot(&node_slot).await;
+            let got = p.version.as_ref().map(|v| v.version.clone());
+            if p.health.is_serving() && (version.is_none() || got.as_deref() == version) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{label}: smoke test failed: health {}{}, version {} (wanted {})",
+                    p.health.label(),
+                    p.error.map(|e| format!(" ({e})")).unwrap_or_default(),
+                    got.unwrap_or_else(|| "?".into()),
+                    version.unwrap_or("any")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if rolling.smoke.is_empty() {
+            return Ok(());
+        }
+        run_hook(&template(&rolling.smoke, vars), rolling.hook_timeout)
+            .await
+            .map_err(|e| format!("{label}: smoke command failed: {e}"))
+    }
+
+    /// Drain, undrain, maintenance, set preview: apply to every router, then verify.
+    async fn simple(&self, mut run: Run<'_>, kind: OpKind) -> Outcome {
         run.done(Step::Plan, true, describe(&kind));
         if let OpKind::Maintenance {
             on: true,
@@ -1080,18 +1107,16 @@ impl Engine {
             };
             if let Err(e) = res {
                 let why = format!("router `{}`: {e:#}", r.name());
-                run.done(Step::Apply, false, why.clone());
-                return run.finish(Verdict::Failed, why);
+                return run.fail(Step::Apply, Verdict::Failed, why);
             }
         }
         run.done(Step::Apply, true, "accepted by every router");
 
         run.step(Step::Verify, "reading the routers back");
         let deadline = Instant::now() + self.env.verify_timeout;
-        let mut drained_at_zero = false;
         loop {
             let states = self.observe_all().await;
-            let (changed, detail) = match &states {
+            let (changed, mut detail) = match &states {
                 Ok(s) => check_simple(&kind, s),
                 Err(e) => (false, format!("{e:#}")),
             };
@@ -1100,33 +1125,30 @@ impl Engine {
                     let n = sessions_of(t, s);
                     if n.unwrap_or(0) > 0 && Instant::now() < deadline + self.env.verify_timeout * 5
                     {
-                        let _ = run.tx.send(Progress::Step {
-                            step: Step::Verify,
-                            ok: None,
-                            message: format!("{t} drained; {} in flight", n.unwrap_or(0)),
-                        });
+                        run.note(
+                            Step::Verify,
+                            format!("{t} drained; {} in flight", n.unwrap_or(0)),
+                        );
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
-                    drained_at_zero = n == Some(0);
-                }
-                let mut d = detail;
-                if drained_at_zero {
-                    d.push_str("; no requests in flight");
-                }
-                run.done(Step::Verify, true, d.clone());
-                let _ = self.store.update(&self.env.name, |m| {
-                    if let OpKind::SetPreview(s) = &kind {
-                        m.last_set_preview = Some(s.clone());
+                    if n == Some(0) {
+                        detail.push_str("; no requests in flight");
                     }
-                });
+                }
+                run.done(Step::Verify, true, detail.clone());
+                // Only a new preview is remembered (for drift); the rest leaves state.json alone.
+                if let OpKind::SetPreview(s) = &kind {
+                    let _ = self.store.update(&self.env.name, |m| {
+                        m.last_set_preview = Some(s.clone());
+                    });
+                }
                 drop(lock);
-                return run.finish(Verdict::Done, d);
+                return run.finish(Verdict::Done, detail);
             }
             if Instant::now() >= deadline {
                 let why = format!("the router accepted it but did not change: {detail}");
-                run.done(Step::Verify, false, why.clone());
-                return run.finish(Verdict::Failed, why);
+                return run.fail(Step::Verify, Verdict::Failed, why);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -102,7 +102,18 @@ impl Store {
                     match self.holder(env) {
                         Some(h) if h.is_stale() => {
                             tracing::warn!(?h, "breaking a stale lock (its process is gone)");
-                            let _ = std::fs::remove_file(&path);
+                            match std::fs::remove_file(&path) {
+                                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                    return Err(e).wrap_err_with(|| {
+                                        format!(
+                                            "cannot break the stale lock {} (its process is gone); \
+                                             remove it by hand",
+                                            path.display()
+                                        )
+                                    });
+                                }
+                                _ => {}
+                            }
                         }
                         Some(h) => bail!(
                             "environment `{env}` is locked by {} (pid {}, {} since {}); wait for it, \
@@ -127,7 +138,10 @@ impl Store {
                 }
             }
         }
-        bail!("could not take the lock of `{env}`")
+        bail!(
+            "could not take the lock of `{env}`: another cutover took it at the same moment; \
+             try again"
+        )
     }
 
     /// Who holds the lock of an environment, if anyone.

@@ -75,14 +75,8 @@ pub struct World {
 
 impl World {
     pub fn build(config: Config, demo: Option<Vec<Arc<SlotControls>>>) -> Result<World> {
-        let state_dir = config
-            .settings
-            .state_dir
-            .clone()
-            .unwrap_or_else(crate::paths::state_dir);
-        let store = Store::new(state_dir.clone());
-        let audit_dir = config.settings.audit_dir.clone().unwrap_or(state_dir);
-        let audit = match AuditLog::open(audit_dir) {
+        let store = Store::new(config.settings.state_dir_or_default());
+        let audit = match AuditLog::open(config.settings.audit_dir_or_default()) {
             Ok(a) => Some(Arc::new(a)),
             Err(e) => {
                 tracing::error!("no audit log: {e:#}");
@@ -144,17 +138,11 @@ impl World {
                 (true, &engine.env.preview_url),
             ] {
                 let Some(url) = url.clone() else { continue };
-                let vurl = crate::probe::version_url_behind(&engine.env, &url);
-                let pointer = engine
-                    .env
-                    .slots
-                    .first()
-                    .and_then(|s| s.version_pointer.clone());
                 let engine = engine.clone();
                 every(interval, &tx, &stop, move || {
-                    let (engine, vurl, pointer) = (engine.clone(), vurl.clone(), pointer.clone());
+                    let (engine, url) = (engine.clone(), url.clone());
                     async move {
-                        let result = engine.prober.probe_url(&vurl, pointer.as_deref()).await;
+                        let result = engine.probe_behind(&url).await;
                         Event::Url {
                             env: ei,
                             preview,
@@ -169,14 +157,7 @@ impl World {
                 every(interval, &tx, &stop, move || {
                     let router = router.clone();
                     async move {
-                        let result = match tokio::time::timeout(limit, router.observe()).await {
-                            Ok(Ok(s)) => Ok(s),
-                            Ok(Err(e)) => Err(format!("{e:#}")),
-                            Err(_) => Err(format!(
-                                "no answer within {}",
-                                crate::timefmt::millis(limit)
-                            )),
-                        };
+                        let result = crate::ops::observe_within(&*router, limit).await;
                         Event::Router {
                             env: ei,
                             router: ri,
