@@ -489,8 +489,18 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut router_names = BTreeSet::new();
         for rr in re.routers {
             let span = rr.span();
-            let rc = rr.into_inner();
+            let mut rc = rr.into_inner();
             rc.validate(&slots).map_err(|m| at(span.clone(), None, m))?;
+            if let RouterConfig::Embedded(c) = &mut rc
+                && c.state_file.is_none()
+            {
+                let dir = raw
+                    .settings
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(crate::paths::state_dir);
+                c.state_file = Some(c.state_path_in(&name, &dir));
+            }
             if !router_names.insert(rc.name().to_string()) {
                 return Err(at(
                     span,
@@ -620,6 +630,22 @@ version_pointer = "/version"
             Ok(_) => panic!("config was accepted:\n{src}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn the_embedded_proxy_keeps_its_state_in_the_state_dir() {
+        let src = GOOD.replace(
+            "poll_interval = \"1s\"\n",
+            "poll_interval = \"1s\"\nstate_dir = \"/srv/cutover\"\n",
+        ) + "[[environment.router]]\nkind = \"embedded\"\n";
+        let c = parse(&src, Path::new("x.toml")).expect("valid");
+        let crate::router::RouterConfig::Embedded(r) = &c.environments[0].routers[0] else {
+            panic!("embedded")
+        };
+        assert_eq!(
+            r.state_file.as_deref(),
+            Some(Path::new("/srv/cutover/proxy-shop.json"))
+        );
     }
 
     #[test]

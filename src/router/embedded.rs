@@ -7,7 +7,7 @@
 //! API's status and its `{"error": "..."}` text.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
@@ -56,7 +56,7 @@ pub struct Config {
     /// Name of an environment variable holding a bearer token the admin API then requires.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// Where the proxy keeps its state (default `$XDG_STATE_HOME/cutover/proxy-<env>.json`).
+    /// Where the proxy keeps its state (default `proxy-<env>.json` in `settings.state_dir`).
     #[serde(default)]
     pub state_file: Option<PathBuf>,
     /// The live slot on a first start (default: the first slot).
@@ -205,8 +205,9 @@ impl Config {
         Ok(())
     }
 
-    /// The state file this router uses in `env`.
-    pub fn state_path(&self, env: &str) -> PathBuf {
+    /// The state file this router uses in `env`: `state_file`, else `proxy-<env>[-<name>].json`
+    /// in `state_dir`. Config loading fills `state_file` in from `settings.state_dir`.
+    pub fn state_path_in(&self, env: &str, state_dir: &Path) -> PathBuf {
         if let Some(p) = &self.state_file {
             return p.clone();
         }
@@ -214,7 +215,12 @@ impl Config {
             Some(n) if n != "embedded" => format!("proxy-{env}-{n}.json"),
             _ => format!("proxy-{env}.json"),
         };
-        crate::paths::state_dir().join(file)
+        state_dir.join(file)
+    }
+
+    /// [`Self::state_path_in`] the default state dir.
+    pub fn state_path(&self, env: &str) -> PathBuf {
+        self.state_path_in(env, &crate::paths::state_dir())
     }
 }
 
