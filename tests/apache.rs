@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -21,17 +22,16 @@ use cutover::router::{Router, RouterConfig, Target};
 
 const DOCS: &str = include_str!("../docs/apache.md");
 
-/// The fenced block that follows `<!-- MARKER -->` in docs/apache.md.
+/// The first ```lang block after `<!-- MARKER -->` in docs/apache.md.
 fn doc_block(marker: &str, lang: &str) -> String {
     let start = DOCS
         .find(&format!("<!-- {marker} -->"))
         .unwrap_or_else(|| panic!("docs/apache.md has no <!-- {marker} -->"));
-    let rest = &DOCS[start..];
-    let fence = format!("```{lang}\n");
-    let open = rest.find(&fence).expect("a fenced block after the marker") + fence.len();
-    let body = &rest[open..];
-    let end = body.find("\n```").expect("the block is closed");
-    body[..end + 1].to_string()
+    fenced_blocks(&DOCS[start..])
+        .into_iter()
+        .find(|(info, _)| info == lang)
+        .map(|(_, body)| body)
+        .unwrap_or_else(|| panic!("no ```{lang} block after <!-- {marker} --> in docs/apache.md"))
 }
 
 const MODULES: &[&str] = &[
@@ -211,6 +211,23 @@ impl Apache {
         assert!(done, "no graceful restart seen:\n{}", self.logs());
     }
 
+    /// The server of docs/apache.md whose one balancer has the nodes web1, web2 and web3: the
+    /// first three of `nodes`.
+    async fn three_nodes(bin: &Path, nodes: &[SlotServer]) -> Apache {
+        Apache::start(
+            bin,
+            free_port(),
+            &[
+                ("CUTOVER_WEB1", nodes[0].url()),
+                ("CUTOVER_WEB2", nodes[1].url()),
+                ("CUTOVER_WEB3", nodes[2].url()),
+            ],
+            &doc_block("cutover-apache-nodes", "apache"),
+            true,
+        )
+        .await
+    }
+
     /// The blue/green server of docs/apache.md, redirecting maintenance traffic to `peer`.
     async fn blue_green(
         bin: &Path,
@@ -235,12 +252,6 @@ impl Apache {
         )
         .await
     }
-}
-
-fn env_of(toml: &str) -> Environment {
-    let c = cutover::config::parse(toml, Path::new("apache-test.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    c.environments.into_iter().next().expect("one environment")
 }
 
 fn driver_of(env: &Environment) -> apache::Driver {
@@ -287,6 +298,33 @@ maintenance_verify_url = "{public}"
     )
 }
 
+/// The slot `prod` whose nodes web1, web2 and web3 are the first three of `nodes`, and the
+/// router of the server `Apache::three_nodes` started (the same shape as the docs' TOML).
+fn prod_nodes_toml(a: &Apache, nodes: &[SlotServer]) -> String {
+    format!(
+        r#"
+[[environment.slot]]
+name = "prod"
+address = "{public}"
+nodes = [
+  {{ name = "web1", address = "{w1}" }},
+  {{ name = "web2", address = "{w2}" }},
+  {{ name = "web3", address = "{w3}" }},
+]
+
+[[environment.router]]
+kind = "apache"
+manager_url = "{manager}"
+live_balancer = "live"
+"#,
+        public = a.url(),
+        manager = a.manager(),
+        w1 = nodes[0].url(),
+        w2 = nodes[1].url(),
+        w3 = nodes[2].url(),
+    )
+}
+
 /// GET with optional extra headers: (status, X-Slot, X-Cutover-Maintenance, body).
 async fn fetch(url: &str, headers: &[(&str, &str)]) -> (u16, String, String, String) {
     let c = cutover::http_client()
@@ -330,7 +368,7 @@ fn only(slot: &str, n: usize) -> BTreeMap<String, usize> {
 #[test]
 fn the_documented_cutover_config_parses() {
     let toml = doc_block("cutover-apache-toml", "toml");
-    let env = env_of(&toml);
+    let env = environment(&toml);
     let RouterConfig::Apache(c) = &env.routers[0] else {
         panic!("not apache")
     };
@@ -410,7 +448,7 @@ async fn swap_and_rollback_under_load_fail_no_request() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
-    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
 
     let st = d.observe().await.expect("observe");
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
@@ -480,7 +518,7 @@ async fn set_preview_and_the_swaps_that_are_refused() {
         "[[environment.slot]]\nname = \"staging\"\naddress = \"http://127.0.0.1:9\"\n\n\
          [[environment.router]]",
     );
-    let d = driver_of(&env_of(&toml));
+    let d = driver_of(&environment(&toml));
 
     d.set_preview("blue").await.expect("set preview");
     let st = d.observe().await.expect("observe");
@@ -544,7 +582,7 @@ async fn changes_apache_ignores_silently_are_reported_as_failures() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
-    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let enable = [(MemberFlag::Disabled, false)];
 
     // A nonce Apache never issued: 200, nothing changes, the driver retries once, then fails.
@@ -607,46 +645,13 @@ async fn draining_a_node_shows_its_busy_count_fall_to_zero() {
         return;
     };
     let nodes = slots(&[("web1", "1.0.0"), ("web2", "1.0.0"), ("web3", "1.0.0")]).await;
-    let public = free_port();
-    let a = Apache::start(
-        &bin,
-        public,
-        &[
-            ("CUTOVER_WEB1", nodes[0].url()),
-            ("CUTOVER_WEB2", nodes[1].url()),
-            ("CUTOVER_WEB3", nodes[2].url()),
-        ],
-        &doc_block("cutover-apache-nodes", "apache"),
-        true,
-    )
-    .await;
+    let a = Apache::three_nodes(&bin, &nodes).await;
     let toml = format!(
-        r#"
-[[environment]]
-name = "shop"
-public_url = "{public}"
-
-[[environment.slot]]
-name = "prod"
-address = "{public}"
-nodes = [
-  {{ name = "web1", address = "{w1}" }},
-  {{ name = "web2", address = "{w2}" }},
-  {{ name = "web3", address = "{w3}" }},
-]
-
-[[environment.router]]
-kind = "apache"
-manager_url = "{manager}"
-live_balancer = "live"
-"#,
-        public = a.url(),
-        manager = a.manager(),
-        w1 = nodes[0].url(),
-        w2 = nodes[1].url(),
-        w3 = nodes[2].url(),
+        "[[environment]]\nname = \"shop\"\npublic_url = \"{}\"\n{}",
+        a.url(),
+        prod_nodes_toml(&a, &nodes)
     );
-    let d = driver_of(&env_of(&toml));
+    let d = driver_of(&environment(&toml));
     let st = d.observe().await.expect("observe");
     assert_eq!(st.live.as_deref(), Some("prod"), "{st:?}");
     let names: Vec<_> = st.slots["prod"]
@@ -663,39 +668,16 @@ live_balancer = "live"
         let u = slow.clone();
         inflight.push(tokio::spawn(async move { fetch(&u, &[]).await }));
     }
-    let busy = eventually(Duration::from_secs(5), || async {
-        nodes.iter().any(|n| {
-            n.controls
-                .in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                > 0
-        })
-    })
-    .await;
-    assert!(busy, "no slow request reached a node");
-    let i = nodes
-        .iter()
-        .position(|n| {
-            n.controls
-                .in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                > 0
-        })
-        .expect("a busy node");
+    let busy = |n: &SlotServer| n.controls.in_flight.load(SeqCst) > 0;
+    let reached = eventually(Duration::from_secs(5), || async { nodes.iter().any(busy) }).await;
+    assert!(reached, "no slow request reached a node");
+    let i = nodes.iter().position(busy).expect("a busy node");
     let name = format!("web{}", i + 1);
     let target = Target::node("prod", &name);
 
     d.drain(&target).await.expect("drain");
     let st = d.observe().await.expect("observe");
-    let node = |st: &cutover::model::RouterState, n: &str| {
-        st.slots["prod"]
-            .nodes
-            .iter()
-            .find(|x| x.name == n)
-            .cloned()
-            .expect("node")
-    };
-    let n = node(&st, &name);
+    let n = node(&st, "prod", &name);
     assert_eq!(n.admin, AdminState::Drain, "{st:?}");
     assert!(
         n.sessions.unwrap_or(0) >= 1,
@@ -709,31 +691,23 @@ live_balancer = "live"
     assert_eq!(st.live.as_deref(), Some("prod"));
 
     // New requests go to the other nodes only.
-    let served = nodes[i]
-        .controls
-        .served
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let served = nodes[i].controls.served.load(SeqCst);
     let got = answers(&a.url(), 12).await;
     assert!(
         !got.contains_key(&name),
         "{name} got new requests while draining: {got:?}"
     );
-    assert_eq!(
-        nodes[i]
-            .controls
-            .served
-            .load(std::sync::atomic::Ordering::SeqCst),
-        served
-    );
+    assert_eq!(nodes[i].controls.served.load(SeqCst), served);
 
     // The busy count falls to zero as the slow requests finish.
     let t = Instant::now();
-    let zero = eventually(Duration::from_secs(10), || async {
-        let st = d.observe().await.expect("observe");
-        node(&st, &name).sessions == Some(0)
-    })
+    observe_until(
+        &d,
+        Duration::from_secs(10),
+        &format!("{name}'s busy count at 0"),
+        |st| node(st, "prod", &name).sessions == Some(0),
+    )
     .await;
-    assert!(zero, "{name}'s busy count never reached 0");
     eprintln!(
         "apache: {name} drained to 0 busy {:?} after the drain",
         t.elapsed()
@@ -757,7 +731,11 @@ live_balancer = "live"
         .expect_err("the last serving node must not be drained");
     assert!(format!("{e:#}").contains("no member left"), "{e:#}");
     let st = d.observe().await.expect("observe");
-    assert_eq!(node(&st, &others[1]).admin, AdminState::Ready, "{st:?}");
+    assert_eq!(
+        node(&st, "prod", &others[1]).admin,
+        AdminState::Ready,
+        "{st:?}"
+    );
     assert_eq!(answers(&a.url(), 4).await, only(&others[1], 4));
     let e = d
         .drain(&Target::node("prod", "web9"))
@@ -788,7 +766,7 @@ async fn restart_after_swap(
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     let a = Apache::blue_green(bin, free_port(), &blue, &green, &green, "web1", persist).await;
-    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     d.switch_live("green").await.expect("swap");
     let st = d.observe().await.expect("observe");
     assert_eq!(st.live.as_deref(), Some("green"), "{st:?}");
@@ -858,7 +836,7 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
     let (blue, green) = (s[0].url(), s[1].url());
     // This server's maintenance redirect goes to green.
     let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
-    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let redirect = MaintenanceMode::Redirect { to: "green".into() };
 
     // Time to take effect, one request at a time.
@@ -962,7 +940,7 @@ async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
-    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, "")));
+    let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let redirect = MaintenanceMode::Redirect { to: "green".into() };
 
     d.maintenance(true, &redirect)
@@ -1020,7 +998,7 @@ async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
         &a.flag("maintenance.redirect").display().to_string(),
         &wrong.display().to_string(),
     );
-    let d2 = driver_of(&env_of(&toml));
+    let d2 = driver_of(&environment(&toml));
     let e = d2
         .maintenance(true, &redirect)
         .await
@@ -1050,7 +1028,7 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
     let url = |p: u16| format!("http://127.0.0.1:{p}");
     let web1 = Apache::blue_green(&bin, p1, &blue, &green, &url(p2), "web1", true).await;
     let web2 = Apache::blue_green(&bin, p2, &blue, &green, &url(p1), "web2", true).await;
-    let d1 = driver_of(&env_of(&blue_green_toml(
+    let d1 = driver_of(&environment(&blue_green_toml(
         &web1,
         &blue,
         &green,
@@ -1069,7 +1047,7 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
         ),
     )
     .replace("maintenance_to = \"green\"", "maintenance_to = \"blue\"");
-    let d2 = driver_of(&env_of(&toml2));
+    let d2 = driver_of(&environment(&toml2));
     d2.switch_live("green").await.expect("web2 serves green");
     assert_eq!(answers(&web1.url(), 2).await, only("blue", 2));
     assert_eq!(answers(&web2.url(), 2).await, only("green", 2));
@@ -1157,7 +1135,10 @@ async fn a_manager_behind_basic_auth() {
     let base = blue_green_toml(&a, &blue, &green, "");
 
     // Without credentials: the 401 is reported with what to do.
-    let e = driver_of(&env_of(&base)).observe().await.expect_err("401");
+    let e = driver_of(&environment(&base))
+        .observe()
+        .await
+        .expect_err("401");
     let m = format!("{e:#}");
     assert!(m.contains("HTTP 401") && m.contains("username"), "{m}");
 
@@ -1168,7 +1149,7 @@ async fn a_manager_behind_basic_auth() {
         "username = \"cutover\"\npassword_file = \"{}\"",
         pw.display()
     );
-    let e = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, &auth)))
+    let e = driver_of(&environment(&blue_green_toml(&a, &blue, &green, &auth)))
         .switch_live("green")
         .await
         .expect_err("401");
@@ -1177,7 +1158,7 @@ async fn a_manager_behind_basic_auth() {
 
     // With the right one, the swap goes through.
     std::fs::write(&pw, "s3cret\n").expect("write");
-    let d = driver_of(&env_of(&blue_green_toml(&a, &blue, &green, &auth)));
+    let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, &auth)));
     d.switch_live("green").await.expect("swap with basic auth");
     assert_eq!(
         d.observe().await.expect("observe").live.as_deref(),
@@ -1192,7 +1173,7 @@ async fn a_manager_behind_basic_auth() {
         &green,
         "username = \"cutover\"\npassword_env = \"CUTOVER_TEST_APACHE_PASSWORD_NOT_SET\"",
     );
-    let env = env_of(&toml);
+    let env = environment(&toml);
     let RouterConfig::Apache(c) = &env.routers[0] else {
         panic!("not apache")
     };
@@ -1221,19 +1202,7 @@ async fn a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails() {
         return;
     };
     let nodes = slots(&[("web1", "1.0.0"), ("web2", "1.0.0"), ("web3", "1.0.0")]).await;
-    let public = free_port();
-    let a = Apache::start(
-        &bin,
-        public,
-        &[
-            ("CUTOVER_WEB1", nodes[0].url()),
-            ("CUTOVER_WEB2", nodes[1].url()),
-            ("CUTOVER_WEB3", nodes[2].url()),
-        ],
-        &doc_block("cutover-apache-nodes", "apache"),
-        true,
-    )
-    .await;
+    let a = Apache::three_nodes(&bin, &nodes).await;
     let state = tempfile::tempdir().expect("state");
     // The deploy hook "deploys" by POSTing the new version to the node; the smoke command
     // fails for web2, as a browser test that finds the login broken would.
@@ -1251,33 +1220,13 @@ deploy = ["{curl}", "-sf", "-X", "POST", "{{address}}/deploy?version={{version}}
 smoke = ["sh", "-c", "test {{node}} != web2 || {{ echo 'login page broken on web2' >&2; exit 1; }}"]
 drain_timeout = "5s"
 smoke_timeout = "3s"
-
-[[environment.slot]]
-name = "prod"
-address = "{public}"
-nodes = [
-  {{ name = "web1", address = "{w1}" }},
-  {{ name = "web2", address = "{w2}" }},
-  {{ name = "web3", address = "{w3}" }},
-]
-
-[[environment.router]]
-kind = "apache"
-manager_url = "{manager}"
-live_balancer = "live"
-"#,
+{slot_and_router}"#,
         state = state.path().display(),
         curl = curl.display(),
         public = a.url(),
-        manager = a.manager(),
-        w1 = nodes[0].url(),
-        w2 = nodes[1].url(),
-        w3 = nodes[2].url(),
+        slot_and_router = prod_nodes_toml(&a, &nodes),
     );
-    let cfg =
-        cutover::config::parse(&toml, Path::new("rolling.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let world = cutover::tui::World::build(cfg, None).expect("world");
-    let engine = world.engines[0].clone();
+    let engine = common::engine(&toml);
     let kind = cutover::ops::OpKind::Rolling {
         slot: "prod".into(),
         version: Some("2.0.0".into()),
@@ -1321,16 +1270,10 @@ live_balancer = "live"
     );
     // What the operator checks: web1 and web3 serve, web2 is out; versions as deployed.
     let st = engine.observe_all().await.expect("observe").remove(0);
-    let admin = |n: &str| {
-        st.slots["prod"]
-            .nodes
-            .iter()
-            .find(|x| x.name == n)
-            .map(|x| x.admin)
-    };
-    assert_eq!(admin("web1"), Some(AdminState::Ready));
-    assert_eq!(admin("web2"), Some(AdminState::Drain));
-    assert_eq!(admin("web3"), Some(AdminState::Ready));
+    let admin = |n: &str| node(&st, "prod", n).admin;
+    assert_eq!(admin("web1"), AdminState::Ready);
+    assert_eq!(admin("web2"), AdminState::Drain);
+    assert_eq!(admin("web3"), AdminState::Ready);
     assert_eq!(nodes[0].controls.version(), "2.0.0");
     assert_eq!(nodes[1].controls.version(), "2.0.0");
     assert_eq!(nodes[2].controls.version(), "1.0.0");

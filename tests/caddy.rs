@@ -9,14 +9,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{ChildGuard, SlotServer};
-use cutover::load::{self, LoadOptions, LoadReport};
+use cutover::load::LoadReport;
 use cutover::model::{AdminState, MaintenanceMode, Role};
 use cutover::router::caddy::{self, Mode, Pointer};
 use cutover::router::{Router, RouterConfig, Target};
@@ -89,40 +88,23 @@ async fn rig(
     let bin = common::require_binary(test, "caddy")?;
     let tmp = tempfile::tempdir().expect("tempdir");
     let t = tmp.path().to_path_buf();
-    let specs: Vec<(&str, &str)> = names.iter().map(|n| (*n, "1.0.0")).collect();
-    let mut slots = common::slots(&specs).await;
+    let (slots, slot_tables) = common::slots_with_nodes(names, nodes).await;
     let (public, preview, admin) = (
         common::free_port(),
         common::free_port(),
         common::free_port(),
     );
-    let mut toml =
-        format!("[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{public}/\"\n");
-    let mut dials: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (i, n) in names.iter().enumerate() {
-        let addr = slots[i].url();
-        toml.push_str(&format!(
-            "[[environment.slot]]\nname = \"{n}\"\naddress = \"{addr}\"\n"
-        ));
-        let mut d = vec![slots[i].addr.to_string()];
-        if let Some((_, extra)) = nodes.iter().find(|(s, _)| s == n) {
-            let mut list = vec![format!("{{ name = \"n1\", address = \"{addr}\" }}")];
-            for k in 0..*extra {
-                let s = SlotServer::start(n, "1.0.0", common::loopback(0))
-                    .await
-                    .expect("node");
-                list.push(format!(
-                    "{{ name = \"n{}\", address = \"{}\" }}",
-                    k + 2,
-                    s.url()
-                ));
-                d.push(s.addr.to_string());
-                slots.push(s);
-            }
-            toml.push_str(&format!("nodes = [{}]\n", list.join(", ")));
-        }
-        dials.insert(n.to_string(), d);
-    }
+    let mut toml = format!(
+        "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{public}/\"\n{slot_tables}"
+    );
+    // A slot's upstreams for Caddy: its servers' host:port, its own first (node n1).
+    let dials = |slot: &str| -> Vec<String> {
+        slots
+            .iter()
+            .filter(|s| s.controls.name == slot)
+            .map(|s| s.addr.to_string())
+            .collect()
+    };
     let flag_dir = t.join("flags");
     let admin_port = admin_override.unwrap_or(admin);
     match mode {
@@ -136,14 +118,13 @@ async fn rig(
             flag_dir.display()
         )),
     }
-    let cfg = cutover::config::parse(&toml, Path::new("test.toml")).expect("config parses");
-    let env = cfg.environments.into_iter().next().expect("env");
+    let env = common::environment(&toml);
     let RouterConfig::Caddy(c) = &env.routers[0] else {
         panic!("not caddy")
     };
     let driver = caddy::Driver::new("caddy".into(), &env, c).expect("driver");
     let config = match mode {
-        Mode::Api => api_config(admin, public, preview, &dials[names[0]], &dials[names[1]]),
+        Mode::Api => api_config(admin, public, preview, &dials(names[0]), &dials(names[1])),
         Mode::File => {
             driver
                 .install(names[0], Some(names[1]))
@@ -179,6 +160,12 @@ async fn rig(
     })
 }
 
+/// The rig most tests use: blue live, green the preview, no nodes, no extra router settings,
+/// the driver talking to Caddy itself.
+async fn blue_green(test: &str, mode: Mode) -> Option<Rig> {
+    rig(test, mode, &["blue", "green"], &[], "", None).await
+}
+
 impl Rig {
     fn public_url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.public)
@@ -193,22 +180,24 @@ impl Rig {
     }
     /// A change made straight on Caddy's admin API, as another operator or tool would.
     async fn patch_live_by_hand(&self, dial: &str) {
-        let c = cutover::http_client()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("client");
-        let r = c
-            .patch(format!(
-                "http://127.0.0.1:{}/id/shop_live/upstreams",
-                self.admin
-            ))
-            .header("content-type", "application/json")
-            .body(json!([{ "dial": dial }]).to_string())
-            .send()
-            .await
-            .expect("patch");
-        assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+        patch_live_upstreams(self.admin, dial).await;
     }
+}
+
+/// Point the `shop_live` handler's upstreams at `dial` on the admin API at `admin`.
+async fn patch_live_upstreams(admin: u16, dial: &str) {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let r = c
+        .patch(format!("http://127.0.0.1:{admin}/id/shop_live/upstreams"))
+        .header("content-type", "application/json")
+        .body(json!([{ "dial": dial }]).to_string())
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
 }
 
 async fn swap_cycle(test: &str, mode: Mode) {
@@ -275,7 +264,7 @@ async fn file_swap_rollback_preview() {
 }
 
 async fn maintenance_cycle(test: &str, mode: Mode) {
-    let Some(r) = rig(test, mode, &["blue", "green"], &[], "", None).await else {
+    let Some(r) = blue_green(test, mode).await else {
         return;
     };
     r.driver
@@ -340,20 +329,9 @@ async fn file_maintenance_page_and_redirect() {
     maintenance_cycle("file_maintenance_page_and_redirect", Mode::File).await;
 }
 
+/// Requests each slot server served while `n` requests went to the public port.
 async fn served_during(r: &Rig, n: usize) -> Vec<u64> {
-    let before: Vec<u64> = r
-        .slots
-        .iter()
-        .map(|s| s.controls.served.load(Ordering::SeqCst))
-        .collect();
-    for _ in 0..n {
-        assert_eq!(common::get(&r.public_url()).await.0, 200);
-    }
-    r.slots
-        .iter()
-        .zip(before)
-        .map(|(s, b)| s.controls.served.load(Ordering::SeqCst) - b)
-        .collect()
+    common::served_during(&r.slots, &r.public_url(), n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,13 +360,9 @@ async fn drain_removes_a_node_and_never_the_last() {
             .await
             .expect("drain n1");
         let s = r.driver.observe().await.expect("observe");
-        let nodes: BTreeMap<_, _> = s.slots["blue"]
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.admin))
-            .collect();
-        assert_eq!(nodes["n1"], AdminState::Drain, "{mode:?}");
-        assert_eq!(nodes["n2"], AdminState::Ready, "{mode:?}");
+        let node = |n: &str| common::node(&s, "blue", n).admin;
+        assert_eq!(node("n1"), AdminState::Drain, "{mode:?}");
+        assert_eq!(node("n2"), AdminState::Ready, "{mode:?}");
         let served = served_during(&r, 20).await;
         assert_eq!((served[0], served[3]), (0, 20), "{mode:?}: only n2 serves");
         r.driver
@@ -532,18 +506,7 @@ async fn racing_relay_deferred(admin: Arc<std::sync::atomic::AtomicU16>, dial: S
                     return;
                 };
                 if buf[..n].starts_with(b"PATCH ") && !raced.swap(true, Ordering::SeqCst) {
-                    let c = cutover::http_client()
-                        .timeout(Duration::from_secs(5))
-                        .build()
-                        .expect("client");
-                    let r = c
-                        .patch(format!("http://127.0.0.1:{admin}/id/shop_live/upstreams"))
-                        .header("content-type", "application/json")
-                        .body(json!([{ "dial": dial }]).to_string())
-                        .send()
-                        .await
-                        .expect("racing patch");
-                    assert_eq!(r.status().as_u16(), 200);
+                    patch_live_upstreams(admin, &dial).await;
                 }
                 let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await
                 else {
@@ -563,16 +526,7 @@ async fn racing_relay_deferred(admin: Arc<std::sync::atomic::AtomicU16>, dial: S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_changes_show_as_drift() {
-    let Some(r) = rig(
-        "hand_changes_show_as_drift",
-        Mode::Api,
-        &["blue", "green"],
-        &[],
-        "",
-        None,
-    )
-    .await
-    else {
+    let Some(r) = blue_green("hand_changes_show_as_drift", Mode::Api).await else {
         return;
     };
     r.patch_live_by_hand(&r.slots[1].addr.to_string()).await;
@@ -587,16 +541,7 @@ async fn hand_changes_show_as_drift() {
         s.notes
     );
 
-    let Some(r) = rig(
-        "hand_changes_show_as_drift",
-        Mode::File,
-        &["blue", "green"],
-        &[],
-        "",
-        None,
-    )
-    .await
-    else {
+    let Some(r) = blue_green("hand_changes_show_as_drift", Mode::File).await else {
         return;
     };
     std::fs::File::create(r.flag_dir.join("live=green")).expect("second flag");
@@ -683,36 +628,9 @@ async fn config_mistakes_name_the_field() {
 
 async fn measure(test: &str, mode: Mode, label: &str) -> Option<LoadReport> {
     let _serial = LOAD.lock().await;
-    let r = rig(test, mode, &["blue", "green"], &[], "", None).await?;
-    let mut o = LoadOptions::new(r.public_url());
-    o.concurrency = 16;
-    o.max_requests = 100_000;
-    o.max_duration = Duration::from_secs(40);
-    o.keep_alive = true;
-    let run = load::start(o);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for _ in 0..20 {
-        r.driver.switch_live("green").await.expect("swap");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        r.driver.switch_live("blue").await.expect("rollback");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rep = run.finish().await;
-    println!(
-        "MEASURED caddy {label}: 40 switches (20 swap+rollback pairs), 16 keep-alive connections: \
-         sent={} ok={} failed={} (reset {}, connect {}, timeout {}, status {:?}) by_slot={:?} in {} ms; first errors: {:?}",
-        rep.sent,
-        rep.ok,
-        rep.failed(),
-        rep.failures.reset,
-        rep.failures.connect,
-        rep.failures.timeout,
-        rep.failures.status,
-        rep.by_slot,
-        rep.elapsed_ms,
-        rep.first_errors.iter().take(2).collect::<Vec<_>>()
-    );
+    let r = blue_green(test, mode).await?;
+    let rep = common::swap_pairs_under_load(&r.driver, &r.public_url(), 20).await;
+    common::print_measured("caddy", label, &rep);
     assert!(
         rep.by_slot.get("blue").is_some_and(|n| *n > 0)
             && rep.by_slot.get("green").is_some_and(|n| *n > 0)
@@ -754,16 +672,7 @@ async fn failed_requests_api_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_file_mode() {
-    let Some(r) = rig(
-        "bench_drill_file_mode",
-        Mode::File,
-        &["blue", "green"],
-        &[],
-        "",
-        None,
-    )
-    .await
-    else {
+    let Some(r) = blue_green("bench_drill_file_mode", Mode::File).await else {
         return;
     };
     common::bench_drill("caddy (file, the default)", &r.toml).await;
@@ -772,16 +681,7 @@ async fn bench_drill_file_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_api_mode() {
-    let Some(r) = rig(
-        "bench_drill_api_mode",
-        Mode::Api,
-        &["blue", "green"],
-        &[],
-        "",
-        None,
-    )
-    .await
-    else {
+    let Some(r) = blue_green("bench_drill_api_mode", Mode::Api).await else {
         return;
     };
     common::bench_drill("caddy (api)", &r.toml).await;

@@ -7,6 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::printed;
+
 fn cutover(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(args)
@@ -16,14 +18,6 @@ fn cutover(dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run cutover")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn config_with(dir: &Path, slot_base: &str) -> String {
@@ -45,8 +39,8 @@ fn a_bad_config_exits_2_naming_file_line_column_and_field() {
     let p = d.path().join("bad.toml");
     std::fs::write(&p, "[settings]\npoll_interval = 5\n").expect("write");
     let o = cutover(d.path(), &["--config", p.to_str().expect("utf8"), "status"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    let t = printed(&o);
     assert!(t.contains("bad.toml:2:17"), "{t}");
     assert!(t.contains("poll_interval"), "{t}");
 }
@@ -56,7 +50,7 @@ fn a_missing_config_says_how_to_make_one() {
     let d = tempfile::tempdir().expect("tempdir");
     let o = cutover(d.path(), &["status"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("cutover init"), "{}", text(&o));
+    assert!(printed(&o).contains("cutover init"), "{}", printed(&o));
 }
 
 #[test]
@@ -65,13 +59,13 @@ fn init_writes_a_valid_config_and_refuses_to_overwrite() {
     let p = d.path().join("new.toml");
     let ps = p.to_str().expect("utf8");
     let o = cutover(d.path(), &["init", ps]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     let written = std::fs::read_to_string(&p).expect("written");
     assert!(cutover::config::parse(&written, &p).is_ok());
     std::fs::write(&p, "mine").expect("write");
     let o = cutover(d.path(), &["init", ps]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("not overwriting"), "{}", text(&o));
+    assert!(printed(&o).contains("not overwriting"), "{}", printed(&o));
     assert_eq!(
         std::fs::read_to_string(&p).expect("read"),
         "mine",
@@ -85,8 +79,8 @@ fn check_exits_1_when_an_endpoint_fails_and_names_it() {
     let port = common::free_port();
     let c = config_with(d.path(), &format!("http://127.0.0.1:{port}"));
     let o = cutover(d.path(), &["--config", &c, "check"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    let t = printed(&o);
     assert!(
         t.contains("FAIL") && t.contains("slot blue health") && t.contains("refused"),
         "{t}"
@@ -102,8 +96,8 @@ async fn check_exits_0_when_everything_answers() {
     let o = tokio::task::spawn_blocking(move || cutover(&dir, &["--config", &c, "check"]))
         .await
         .expect("join");
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("0 failed"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    assert!(printed(&o).contains("0 failed"), "{}", printed(&o));
 }
 
 #[test]
@@ -111,11 +105,11 @@ fn an_unknown_environment_is_a_usage_error() {
     let d = tempfile::tempdir().expect("tempdir");
     let c = config_with(d.path(), "http://127.0.0.1:9");
     let o = cutover(d.path(), &["--config", &c, "swap", "nope", "--yes"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
     assert!(
-        text(&o).contains("no environment `nope`") && text(&o).contains("shop"),
+        printed(&o).contains("no environment `nope`") && printed(&o).contains("shop"),
         "{}",
-        text(&o)
+        printed(&o)
     );
 }
 
@@ -124,8 +118,8 @@ fn swap_without_yes_and_without_a_terminal_refuses_instead_of_hanging() {
     let d = tempfile::tempdir().expect("tempdir");
     let c = config_with(d.path(), "http://127.0.0.1:9");
     let o = cutover(d.path(), &["--config", &c, "swap", "shop"]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("without --yes"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(printed(&o).contains("without --yes"), "{}", printed(&o));
 }
 
 #[test]
@@ -143,8 +137,12 @@ fn read_only_refuses_every_operation() {
         let mut all = vec!["--config", c.as_str(), "--read-only"];
         all.extend(args.iter().copied());
         let o = cutover(d.path(), &all);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
-        assert!(text(&o).contains("read-only"), "{args:?}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", printed(&o));
+        assert!(
+            printed(&o).contains("read-only"),
+            "{args:?}: {}",
+            printed(&o)
+        );
     }
 }
 
@@ -188,7 +186,7 @@ fn the_demo_prints_the_config_it_is_described_by() {
         d.path(),
         &["demo", "--print-config", "--live-port", "18080"],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     let src = String::from_utf8_lossy(&o.stdout).into_owned();
     let c = cutover::config::parse(&src, Path::new("demo.toml"))
         .unwrap_or_else(|e| panic!("{e}\n{src}"));
@@ -205,10 +203,10 @@ fn a_demo_port_in_use_is_named() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();
     let o = cutover(d.path(), &["demo", "--no-tui", "--live-port", &port]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
     assert!(
-        text(&o).contains(&port),
+        printed(&o).contains(&port),
         "the message names the port: {}",
-        text(&o)
+        printed(&o)
     );
 }

@@ -38,18 +38,27 @@ fn demo_like(
     (p, live)
 }
 
+/// The config at `path` and its embedded proxy, started and listening on `live`.
+async fn start_proxy(
+    path: &std::path::Path,
+    live: u16,
+) -> (config::Config, cutover::proxy::ProxyHandle) {
+    let cfg = config::load(path).expect("config");
+    let env = cfg.environments[0].clone();
+    let RouterConfig::Embedded(pc) = &env.routers[0] else {
+        panic!("embedded")
+    };
+    let proxy = cutover::proxy::start(&env, pc).await.expect("proxy");
+    common::wait_port(live, Duration::from_secs(5)).await;
+    (cfg, proxy)
+}
+
 #[tokio::test]
 async fn a_drill_against_the_embedded_proxy_loses_no_request() {
     let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let d = tempfile::tempdir().expect("tempdir");
     let (path, live) = demo_like(d.path(), &slots, false);
-    let cfg = config::load(&path).expect("config");
-    let env = cfg.environments[0].clone();
-    let RouterConfig::Embedded(pc) = &env.routers[0] else {
-        panic!("embedded")
-    };
-    let _proxy = cutover::proxy::start(&env, pc).await.expect("proxy");
-    common::wait_port(live, Duration::from_secs(5)).await;
+    let (cfg, _proxy) = start_proxy(&path, live).await;
     let world = cutover::tui::World::build(cfg, None).expect("world");
     let opts = cutover::drill::DrillOptions {
         concurrency: 16,
@@ -118,13 +127,7 @@ async fn bench_drill_embedded() {
     let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let d = tempfile::tempdir().expect("tempdir");
     let (path, live) = demo_like(d.path(), &slots, false);
-    let cfg = config::load(&path).expect("config");
-    let env = cfg.environments[0].clone();
-    let RouterConfig::Embedded(pc) = &env.routers[0] else {
-        panic!("embedded")
-    };
-    let _proxy = cutover::proxy::start(&env, pc).await.expect("proxy");
-    common::wait_port(live, Duration::from_secs(5)).await;
+    let (_, _proxy) = start_proxy(&path, live).await;
     let text = std::fs::read_to_string(&path).expect("config text");
     let env_only = &text[text.find("[[environment]]").expect("environment")..];
     common::bench_drill("embedded", env_only).await;

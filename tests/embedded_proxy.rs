@@ -14,7 +14,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{SlotServer, eventually, free_port, get, slots};
+use common::{
+    SlotServer, eventually, fenced_blocks, free_port, get, node, observe_until, slot_changes, slots,
+};
 use cutover::config::{self, Environment};
 use cutover::load::{self, LoadOptions, LoadRun};
 use cutover::model::{AdminState, MaintenanceMode, Role, RouterState};
@@ -53,9 +55,7 @@ fn world_toml(
 }
 
 fn parse_world(toml: &str) -> (Environment, embedded::Config) {
-    let cfg = config::parse(toml, Path::new("test.toml"))
-        .unwrap_or_else(|e| panic!("test config refused: {e}\n{toml}"));
-    let env = cfg.environments[0].clone();
+    let env = common::environment(toml);
     let RouterConfig::Embedded(r) = env.routers[0].clone() else {
         panic!("not an embedded router")
     };
@@ -157,11 +157,7 @@ async fn switching_live_and_back_20_times_under_keep_alive_load_fails_no_request
         report.by_slot
     );
     // The answers follow the switches: the answering slot changed at least once per switch.
-    let changes = report
-        .samples
-        .windows(2)
-        .filter(|w| w[0].slot != w[1].slot)
-        .count();
+    let changes = slot_changes(&report);
     assert!(
         changes >= 40,
         "only {changes} changes of answering slot over 40 switches"
@@ -195,11 +191,13 @@ async fn drain_lets_a_slow_in_flight_request_finish_and_shows_sessions_falling_t
         let r = client().get(slow_url).send().await.expect("slow request");
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     });
-    let seen = eventually(Duration::from_secs(3), || async {
-        observe(&d).await.slots["blue"].sessions == Some(1)
-    })
+    observe_until(
+        &d,
+        Duration::from_secs(3),
+        "the slow request as one session on blue",
+        |st| st.slots["blue"].sessions == Some(1),
+    )
     .await;
-    assert!(seen, "the slow request shows as one session on blue");
 
     // Draining the live slot is refused: it would leave no backend.
     let err = d
@@ -239,11 +237,10 @@ async fn drain_lets_a_slow_in_flight_request_finish_and_shows_sessions_falling_t
     let (status, body) = slow.await.expect("slow task");
     assert_eq!(status, 200, "the in-flight request finished: {body}");
     assert!(body.contains("slow answer from blue"), "{body}");
-    let zero = eventually(Duration::from_secs(3), || async {
-        observe(&d).await.slots["blue"].sessions == Some(0)
+    observe_until(&d, Duration::from_secs(3), "sessions on blue at 0", |st| {
+        st.slots["blue"].sessions == Some(0)
     })
     .await;
-    assert!(zero, "sessions on blue fall to 0");
     assert_eq!(
         s[0].controls
             .in_flight
@@ -797,11 +794,13 @@ async fn observe_through_the_driver_reports_live_preview_and_in_flight() {
             .await
             .map(|r| r.status().as_u16())
     });
-    let seen = eventually(Duration::from_secs(3), || async {
-        observe(&d).await.slots["green"].sessions == Some(1)
-    })
+    observe_until(
+        &d,
+        Duration::from_secs(3),
+        "one request in flight on green (the preview)",
+        |st| st.slots["green"].sessions == Some(1),
+    )
     .await;
-    assert!(seen, "one request in flight on green (the preview)");
     get(&format!("http://{}/", h.live_addr())).await;
     let st = observe(&d).await;
     assert_eq!(st.live.as_deref(), Some("blue"));
@@ -851,11 +850,7 @@ async fn nodes_are_balanced_and_drained_one_at_a_time() {
         .await
         .expect("drain one node of the live slot");
     let st = observe(&d).await;
-    let b1 = st.slots["blue"]
-        .nodes
-        .iter()
-        .find(|n| n.name == "b1")
-        .expect("b1");
+    let b1 = node(&st, "blue", "b1");
     assert_eq!((b1.admin, b1.sessions), (AdminState::Drain, Some(0)));
     assert_eq!(
         st.slots["blue"].admin,
@@ -946,8 +941,7 @@ async fn admin_api_refusals_name_the_problem() {
 fn config_examples_in_the_docs_parse_and_bad_fields_are_named() {
     let doc = include_str!("../docs/embedded.md");
     let mut blocks = 0;
-    for block in doc.split("```toml").skip(1) {
-        let toml = block.split("```").next().unwrap_or_default();
+    for (_, toml) in fenced_blocks(doc).iter().filter(|(info, _)| info == "toml") {
         let c = config::parse(toml, Path::new("docs/embedded.md"))
             .unwrap_or_else(|e| panic!("docs example refused: {e}\n{toml}"));
         assert!(

@@ -130,6 +130,10 @@ impl SwapFixture {
     fn observe_field(&self) -> String {
         format!("observe = {}", argv(&["sh", &self.observe, &self.s()]))
     }
+    /// The swap script as a command: `sh swap.sh STATE {from} {to}`.
+    fn swap_argv(&self) -> String {
+        argv(&["sh", &self.swap, &self.s(), "{from}", "{to}"])
+    }
     fn swap_log(&self) -> String {
         read(&self.state.with_extension("state.log"))
     }
@@ -140,11 +144,7 @@ async fn slot_swap_and_rollback_read_back_through_observe() {
     let f = SwapFixture::new();
     let r = build(
         f.dir.path(),
-        &format!(
-            "{}\nswitch_live = {}",
-            f.observe_field(),
-            argv(&["sh", &f.swap, &f.s(), "{from}", "{to}"])
-        ),
+        &format!("{}\nswitch_live = {}", f.observe_field(), f.swap_argv()),
     );
     assert!(r.supports(Verb::Observe) && r.supports(Verb::SwitchLive));
 
@@ -451,7 +451,7 @@ exit 3
 #[tokio::test]
 async fn observe_output_that_cannot_be_read_is_an_error_that_quotes_it() {
     let f = SwapFixture::new();
-    let swap = argv(&["sh", &f.swap, &f.s(), "{from}", "{to}"]);
+    let swap = f.swap_argv();
     let with_observe = |script: &str| {
         build(
             f.dir.path(),
@@ -557,11 +557,7 @@ async fn a_verb_that_is_not_configured_is_unavailable_not_faked() {
     let f = SwapFixture::new();
     let r = build(
         f.dir.path(),
-        &format!(
-            "{}\nswitch_live = {}",
-            f.observe_field(),
-            argv(&["sh", &f.swap, &f.s(), "{from}", "{to}"])
-        ),
+        &format!("{}\nswitch_live = {}", f.observe_field(), f.swap_argv()),
     );
     for v in [
         Verb::SetPreview,
@@ -828,23 +824,11 @@ const DOCS: &str = include_str!("../docs/exec.md");
 
 /// The fenced blocks of docs/exec.md with this info string.
 fn doc_blocks(lang: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in DOCS.lines() {
-        match &mut cur {
-            None if line.trim_end() == format!("```{lang}") => cur = Some(String::new()),
-            Some(b) if line.trim_end() == "```" => {
-                out.push(std::mem::take(b));
-                cur = None;
-            }
-            Some(b) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            None => {}
-        }
-    }
-    out
+    common::fenced_blocks(DOCS)
+        .into_iter()
+        .filter(|(info, _)| info == lang)
+        .map(|(_, body)| body)
+        .collect()
 }
 
 /// Every config in docs/exec.md, parsed as cutover parses a config file.

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, SlotServer, free_port, get};
-use cutover::config::Environment;
+use common::{ChildGuard, SlotServer, free_port, get, node, observe_until};
 use cutover::load::{self, LoadOptions, LoadReport};
 use cutover::model::{AdminState, MaintenanceMode, Role, RouterState};
 use cutover::router::{self, Router, Target, Verb};
@@ -23,21 +22,11 @@ const DOC: &str = include_str!("../docs/haproxy.md");
 
 /// The fenced block of docs/haproxy.md whose first line holds `marker`.
 fn doc_block(marker: &str) -> String {
-    let mut block: Option<Vec<&str>> = None;
-    for line in DOC.lines() {
-        if line.starts_with("```") {
-            match block.take() {
-                Some(b) if b.first().is_some_and(|l| l.contains(marker)) => {
-                    return b.join("\n") + "\n";
-                }
-                Some(_) => {}
-                None => block = Some(Vec::new()),
-            }
-        } else if let Some(b) = block.as_mut() {
-            b.push(line);
-        }
-    }
-    panic!("docs/haproxy.md has no block marked `{marker}`");
+    common::fenced_blocks(DOC)
+        .into_iter()
+        .map(|(_, body)| body)
+        .find(|b| b.lines().next().is_some_and(|l| l.contains(marker)))
+        .unwrap_or_else(|| panic!("docs/haproxy.md has no block marked `{marker}`"))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -60,6 +49,12 @@ struct Rig {
 }
 
 impl Rig {
+    /// The rig of a test, if HAProxy is installed (see `common::require_binary`).
+    async fn for_test(test: &str, setup: Setup) -> Option<Rig> {
+        let bin = common::require_binary(test, "haproxy")?;
+        Some(Rig::new(setup, bin).await)
+    }
+
     async fn new(setup: Setup, bin: PathBuf) -> Rig {
         let dir = TempDir::new().expect("temp dir");
         let d = dir.path().display().to_string();
@@ -211,15 +206,8 @@ impl Rig {
             .unwrap_or_else(|| panic!("`{cmd}` on the admin socket failed"))
     }
 
-    fn env(&self, toml_text: &str) -> Environment {
-        match cutover::config::parse(toml_text, Path::new("cutover.toml")) {
-            Ok(mut c) => c.environments.remove(0),
-            Err(e) => panic!("{e}\n{toml_text}"),
-        }
-    }
-
     fn driver_from(&self, toml_text: &str) -> Arc<dyn Router> {
-        let env = self.env(toml_text);
+        let env = common::environment(toml_text);
         router::build(&env, &env.routers[0]).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
@@ -279,35 +267,8 @@ fn slow(url: String) -> tokio::task::JoinHandle<(u16, String)> {
     tokio::spawn(async move { who(&url).await })
 }
 
-/// Wait until observe() satisfies `f`.
-async fn until(
-    r: &Arc<dyn Router>,
-    within: Duration,
-    f: impl Fn(&RouterState) -> bool,
-) -> RouterState {
-    let t = Instant::now();
-    loop {
-        let st = observe(r.as_ref()).await;
-        if f(&st) {
-            return st;
-        }
-        if t.elapsed() > within {
-            panic!("observe() did not reach the expected state within {within:?}: {st:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn sessions(st: &RouterState, slot: &str) -> u64 {
     st.slots.get(slot).and_then(|s| s.sessions).unwrap_or(0)
-}
-
-fn node<'a>(st: &'a RouterState, slot: &str, node: &str) -> &'a cutover::model::NodeRoute {
-    st.slots[slot]
-        .nodes
-        .iter()
-        .find(|n| n.name == node)
-        .unwrap_or_else(|| panic!("no node {slot}/{node} in {st:#?}"))
 }
 
 /// 20 swap + rollback pairs under concurrent load; the report and how many times the
@@ -346,11 +307,7 @@ async fn swaps_under_load(
     let sent_at_last_swap = run.sent.load(SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let report = run.finish().await;
-    let switches = report
-        .samples
-        .windows(2)
-        .filter(|w| w[0].slot != w[1].slot)
-        .count();
+    let switches = common::slot_changes(&report);
     assert!(
         sent_at_last_swap < max_requests,
         "the load ended ({sent_at_last_swap} requests) before the last swap; raise max_requests"
@@ -379,10 +336,9 @@ fn print_report(name: &str, r: &LoadReport, switches: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_swap_rollback_and_preview() {
-    let Some(bin) = common::require_binary("map_swap_rollback_and_preview", "haproxy") else {
+    let Some(rig) = Rig::for_test("map_swap_rollback_and_preview", Setup::Map).await else {
         return;
     };
-    let rig = Rig::new(Setup::Map, bin).await;
     let d = rig.driver();
     assert_eq!((d.kind(), d.name()), ("haproxy", "haproxy"));
     assert!(d.supports(Verb::SetPreview));
@@ -458,15 +414,20 @@ async fn map_swap_rollback_and_preview() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
-    let Some(bin) = common::require_binary("map_drain_reaches_zero_sessions", "haproxy") else {
+    let Some(rig) = Rig::for_test("map_drain_reaches_zero_sessions", Setup::Map).await else {
         return;
     };
-    let rig = Rig::new(Setup::Map, bin).await;
     let d = rig.driver();
 
     // A slow request in flight on blue, the live slot.
     let req = slow(rig.url("/slow?ms=2500"));
-    until(&d, Duration::from_secs(3), |s| sessions(s, "blue") >= 1).await;
+    observe_until(
+        d.as_ref(),
+        Duration::from_secs(3),
+        "a slow request on blue",
+        |s| sessions(s, "blue") >= 1,
+    )
+    .await;
     let e = refused("drain of the live slot", d.drain(&Target::slot("blue"))).await;
     assert!(e.contains("takes the live traffic"), "{e}");
     assert_eq!(
@@ -483,7 +444,10 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
         sessions(&st, "blue") >= 1,
         "the slow request is still in flight: {st:#?}"
     );
-    let st = until(&d, Duration::from_secs(5), |s| sessions(s, "blue") == 0).await;
+    let st = observe_until(d.as_ref(), Duration::from_secs(5), "blue drained", |s| {
+        sessions(s, "blue") == 0
+    })
+    .await;
     assert_eq!(st.slots["blue"].admin, AdminState::Drain);
     assert_eq!(req.await.expect("slow request"), (200, "blue".into()));
     // The drain is kept in the server-state file.
@@ -530,9 +494,12 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
         "a drained node got new requests"
     );
     assert!(idle_controls.served.load(SeqCst) >= 10);
-    let st = until(&d, Duration::from_secs(5), |s| {
-        node(s, "green", busy).sessions == Some(0)
-    })
+    let st = observe_until(
+        d.as_ref(),
+        Duration::from_secs(5),
+        "the node drained",
+        |s| node(s, "green", busy).sessions == Some(0),
+    )
     .await;
     assert_eq!(node(&st, "green", busy).admin, AdminState::Drain);
     assert_eq!(req.await.expect("slow request"), (200, "green".into()));
@@ -557,10 +524,9 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_maintenance_page_and_redirect() {
-    let Some(bin) = common::require_binary("map_maintenance_page_and_redirect", "haproxy") else {
+    let Some(rig) = Rig::for_test("map_maintenance_page_and_redirect", Setup::Map).await else {
         return;
     };
-    let rig = Rig::new(Setup::Map, bin).await;
     let d = rig.driver();
 
     ok(
@@ -662,10 +628,9 @@ async fn map_maintenance_page_and_redirect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drift_after_a_change_by_hand() {
-    let Some(bin) = common::require_binary("map_drift_after_a_change_by_hand", "haproxy") else {
+    let Some(rig) = Rig::for_test("map_drift_after_a_change_by_hand", Setup::Map).await else {
         return;
     };
-    let rig = Rig::new(Setup::Map, bin).await;
     let d = rig.driver();
     // A first change through cutover writes the server-state file.
     ok("drain staging", d.drain(&Target::slot("staging"))).await;
@@ -712,10 +677,9 @@ async fn map_drift_after_a_change_by_hand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_state_survives_a_restart_and_observe_retries() {
-    let Some(bin) = common::require_binary("map_state_survives_a_restart", "haproxy") else {
+    let Some(mut rig) = Rig::for_test("map_state_survives_a_restart", Setup::Map).await else {
         return;
     };
-    let mut rig = Rig::new(Setup::Map, bin).await;
     let d = rig.driver();
     ok("swap to green", d.switch_live("green")).await;
     ok("preview blue", d.set_preview("blue")).await;
@@ -747,10 +711,9 @@ async fn map_state_survives_a_restart_and_observe_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_refusals_quote_haproxy() {
-    let Some(bin) = common::require_binary("map_refusals_quote_haproxy", "haproxy") else {
+    let Some(rig) = Rig::for_test("map_refusals_quote_haproxy", Setup::Map).await else {
         return;
     };
-    let rig = Rig::new(Setup::Map, bin).await;
     let map = rig.path("slots.map").display().to_string();
 
     // A backend HAProxy does not have: refused before `set map` is sent.
@@ -836,10 +799,9 @@ async fn map_refusals_quote_haproxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn socket_faults_give_clear_errors() {
-    let Some(bin) = common::require_binary("socket_faults_give_clear_errors", "haproxy") else {
+    let Some(rig) = Rig::for_test("socket_faults_give_clear_errors", Setup::Map).await else {
         return;
     };
-    let rig = Rig::new(Setup::Map, bin).await;
     let admin_line = format!("socket = \"127.0.0.1:{}\"", rig.admin);
     let fail = |d: Arc<dyn Router>| async move {
         match d.observe().await {
@@ -926,10 +888,9 @@ async fn socket_faults_give_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_zero_failed_requests_across_20_swap_rollback_pairs() {
-    let Some(bin) = common::require_binary("map_zero_failed_requests", "haproxy") else {
+    let Some(rig) = Rig::for_test("map_zero_failed_requests", Setup::Map).await else {
         return;
     };
-    let rig = Rig::new(Setup::Map, bin).await;
     let d = rig.driver();
     let (report, switches, _) = swaps_under_load(&rig, &d, 20).await;
     print_report("map setup, 20 swap+rollback pairs", &report, switches);
@@ -948,10 +909,9 @@ async fn map_zero_failed_requests_across_20_swap_rollback_pairs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_swap_rollback_drain_and_maintenance() {
-    let Some(bin) = common::require_binary("servers_swap_rollback_drain", "haproxy") else {
+    let Some(rig) = Rig::for_test("servers_swap_rollback_drain", Setup::Servers).await else {
         return;
     };
-    let rig = Rig::new(Setup::Servers, bin).await;
     let d = rig.driver();
     assert!(!d.supports(Verb::SetPreview));
     let st = observe(d.as_ref()).await;
@@ -986,7 +946,13 @@ async fn servers_swap_rollback_drain_and_maintenance() {
 
     // Swap with a slow request in flight on blue: blue drains to zero sessions.
     let req = slow(rig.url("/slow?ms=2500"));
-    until(&d, Duration::from_secs(3), |s| sessions(s, "blue") >= 1).await;
+    observe_until(
+        d.as_ref(),
+        Duration::from_secs(3),
+        "a slow request on blue",
+        |s| sessions(s, "blue") >= 1,
+    )
+    .await;
     ok("swap to green", d.switch_live("green")).await;
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("green"));
@@ -996,7 +962,10 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     for _ in 0..5 {
         assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
     }
-    until(&d, Duration::from_secs(5), |s| sessions(s, "blue") == 0).await;
+    observe_until(d.as_ref(), Duration::from_secs(5), "blue drained", |s| {
+        sessions(s, "blue") == 0
+    })
+    .await;
     assert_eq!(req.await.expect("slow request"), (200, "blue".into()));
     let state = std::fs::read_to_string(rig.path("server-state")).expect("server-state file");
     assert!(state.contains(" be_app "), "{state}");
@@ -1031,12 +1000,17 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     // Drained and down by checks: refused before anything changes.
     ok("undrain staging", d.undrain(&Target::slot("staging"))).await;
     ok("drain staging", d.drain(&Target::slot("staging"))).await;
-    until(&d, Duration::from_secs(8), |s| {
-        s.slots["staging"]
-            .check
-            .as_deref()
-            .is_some_and(|c| c.starts_with("DOWN"))
-    })
+    observe_until(
+        d.as_ref(),
+        Duration::from_secs(8),
+        "staging down by checks",
+        |s| {
+            s.slots["staging"]
+                .check
+                .as_deref()
+                .is_some_and(|c| c.starts_with("DOWN"))
+        },
+    )
     .await;
     let e = refused("swap to a drained down slot", d.switch_live("staging")).await;
     assert!(e.contains("is down") && e.contains("L4CON"), "{e}");
@@ -1079,11 +1053,10 @@ async fn servers_swap_rollback_drain_and_maintenance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_drift_after_a_change_by_hand() {
-    let Some(bin) = common::require_binary("servers_drift_after_a_change_by_hand", "haproxy")
+    let Some(mut rig) = Rig::for_test("servers_drift_after_a_change_by_hand", Setup::Servers).await
     else {
         return;
     };
-    let mut rig = Rig::new(Setup::Servers, bin).await;
     let d = rig.driver();
     ok("swap to green", d.switch_live("green")).await;
     assert!(observe(d.as_ref()).await.notes.is_empty());
@@ -1135,10 +1108,9 @@ async fn servers_drift_after_a_change_by_hand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_failed_requests_across_20_swap_rollback_pairs() {
-    let Some(bin) = common::require_binary("servers_failed_requests", "haproxy") else {
+    let Some(rig) = Rig::for_test("servers_failed_requests", Setup::Servers).await else {
         return;
     };
-    let rig = Rig::new(Setup::Servers, bin).await;
     let d = rig.driver();
     // Green comes out of `disabled` once, before the measured run.
     ok("swap to green", d.switch_live("green")).await;
@@ -1216,10 +1188,7 @@ async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
         router_of(&one, "edge-1"),
         broken
     );
-    let cfg = cutover::config::parse(&text, Path::new("fleet.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let world = cutover::tui::World::build(cfg, None).expect("world");
-    let engine = world.engines[0].clone();
+    let engine = common::engine(&text);
     let (out, _) = common::run_op(
         &engine,
         cutover::ops::OpKind::Swap {
@@ -1288,10 +1257,7 @@ async fn a_rolling_deploy_over_greens_servers() {
         curl.display(),
         &rig.cutover_toml[i..]
     );
-    let cfg = cutover::config::parse(&text, Path::new("rolling.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let world = cutover::tui::World::build(cfg, None).expect("world");
-    let engine = world.engines[0].clone();
+    let engine = common::engine(&text);
     // Keep asking the public URL while the roll runs: green must answer every time.
     let load = load::start(LoadOptions {
         url: rig.url("/"),
@@ -1345,31 +1311,28 @@ async fn a_rolling_deploy_over_greens_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_map() {
-    let Some(bin) = common::require_binary("bench_drill_map", "haproxy") else {
+    let Some(rig) = Rig::for_test("bench_drill_map", Setup::Map).await else {
         return;
     };
-    let rig = Rig::new(Setup::Map, bin).await;
     common::bench_drill("haproxy (map, the default)", &rig.cutover_toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_servers() {
-    let Some(bin) = common::require_binary("bench_drill_servers", "haproxy") else {
+    let Some(rig) = Rig::for_test("bench_drill_servers", Setup::Servers).await else {
         return;
     };
-    let rig = Rig::new(Setup::Servers, bin).await;
     common::bench_drill("haproxy (server state)", &rig.cutover_toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_haproxy() {
-    let Some(bin) = common::require_binary("bench_throughput_direct_embedded_haproxy", "haproxy")
+    let Some(rig) = Rig::for_test("bench_throughput_direct_embedded_haproxy", Setup::Servers).await
     else {
         return;
     };
-    let rig = Rig::new(Setup::Servers, bin).await;
     let (_embedded, embedded_url) =
         common::bench_embedded(&rig.slots[0], &rig.slots[1], rig.dir.path()).await;
     common::bench_load("direct to the slot", &format!("{}/", rig.slots[0].url())).await;

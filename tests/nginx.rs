@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use common::{PidFileGuard, SlotServer};
-use cutover::load::{self, LoadOptions, LoadReport};
+use cutover::load::LoadReport;
 use cutover::model::{AdminState, MaintenanceMode, Role};
 use cutover::router::nginx::{self, Method, Pointer};
 use cutover::router::{Router, RouterConfig, Target};
@@ -91,35 +91,12 @@ async fn rig(
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let t = tmp.path().to_path_buf();
     std::fs::create_dir_all(t.join("tmp")).expect("mkdir");
-    let specs: Vec<(&str, &str)> = names.iter().map(|n| (*n, "1.0.0")).collect();
-    let mut slots = common::slots(&specs).await;
-    let mut toml = String::new();
+    let (slots, slot_tables) = common::slots_with_nodes(names, nodes).await;
     let (public, preview) = (common::free_port(), common::free_port());
-    toml.push_str(&format!(
+    let mut toml = format!(
         "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{public}/\"\n\
-         preview_url = \"http://127.0.0.1:{preview}/\"\n"
-    ));
-    for (i, n) in names.iter().enumerate() {
-        let addr = slots[i].url();
-        toml.push_str(&format!(
-            "[[environment.slot]]\nname = \"{n}\"\naddress = \"{addr}\"\n"
-        ));
-        if let Some((_, extra)) = nodes.iter().find(|(s, _)| s == n) {
-            let mut list = vec![format!("{{ name = \"n1\", address = \"{addr}\" }}")];
-            for k in 0..*extra {
-                let s = SlotServer::start(n, "1.0.0", common::loopback(0))
-                    .await
-                    .expect("node server");
-                list.push(format!(
-                    "{{ name = \"n{}\", address = \"{}\" }}",
-                    k + 2,
-                    s.url()
-                ));
-                slots.push(s);
-            }
-            toml.push_str(&format!("nodes = [{}]\n", list.join(", ")));
-        }
-    }
+         preview_url = \"http://127.0.0.1:{preview}/\"\n{slot_tables}"
+    );
     let method_name = match method {
         Method::Realpath => "realpath",
         Method::Symlink => "symlink",
@@ -140,12 +117,7 @@ reload_timeout = "3s"
         t = t.display(),
         bin = bin.display(),
     ));
-    let cfg = cutover::config::parse(&toml, Path::new("test.toml")).expect("config parses");
-    let env = cfg
-        .environments
-        .into_iter()
-        .next()
-        .expect("one environment");
+    let env = common::environment(&toml);
     let RouterConfig::Nginx(c) = &env.routers[0] else {
         panic!("not an nginx router")
     };
@@ -196,6 +168,11 @@ reload_timeout = "3s"
         _nginx: guard,
         tmp,
     })
+}
+
+/// The rig most tests use: blue live, green the preview, no nodes, no extra router settings.
+async fn blue_green(test: &str, method: Method) -> Option<Rig> {
+    rig(test, method, &["blue", "green"], &[], "").await
 }
 
 impl Rig {
@@ -311,7 +288,7 @@ async fn swap_rollback_preview_include() {
 }
 
 async fn maintenance_cycle(test: &str, method: Method) {
-    let Some(r) = rig(test, method, &["blue", "green"], &[], "").await else {
+    let Some(r) = blue_green(test, method).await else {
         return;
     };
     r.driver
@@ -399,23 +376,9 @@ async fn maintenance_page_and_redirect_include() {
     maintenance_cycle("maintenance_page_and_redirect_include", Method::Include).await;
 }
 
-/// Requests each server of the slot served while `n` requests went to the public port.
+/// Requests each slot server served while `n` requests went to the public port.
 async fn served_during(r: &Rig, n: usize) -> Vec<u64> {
-    use std::sync::atomic::Ordering;
-    let before: Vec<u64> = r
-        .slots
-        .iter()
-        .map(|s| s.controls.served.load(Ordering::SeqCst))
-        .collect();
-    for _ in 0..n {
-        let (status, _, _) = common::get(&r.public_url()).await;
-        assert_eq!(status, 200);
-    }
-    r.slots
-        .iter()
-        .zip(before)
-        .map(|(s, b)| s.controls.served.load(Ordering::SeqCst) - b)
-        .collect()
+    common::served_during(&r.slots, &r.public_url(), n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -447,13 +410,8 @@ async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
         .await
         .expect("drain n1");
     let s = r.driver.observe().await.expect("observe");
-    let nodes: BTreeMap<_, _> = s.slots["blue"]
-        .nodes
-        .iter()
-        .map(|n| (n.name.clone(), n.admin))
-        .collect();
-    assert_eq!(nodes["n1"], AdminState::Drain);
-    assert_eq!(nodes["n2"], AdminState::Ready);
+    assert_eq!(common::node(&s, "blue", "n1").admin, AdminState::Drain);
+    assert_eq!(common::node(&s, "blue", "n2").admin, AdminState::Ready);
     assert_eq!(s.slots["blue"].admin, AdminState::Ready);
     assert!(s.notes.is_empty(), "{:?}", s.notes);
     let served = served_during(&r, 20).await;
@@ -518,15 +476,7 @@ async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_edits_show_as_drift() {
-    let Some(r) = rig(
-        "hand_edits_show_as_drift",
-        Method::Include,
-        &["blue", "green"],
-        &[],
-        "",
-    )
-    .await
-    else {
+    let Some(r) = blue_green("hand_edits_show_as_drift", Method::Include).await else {
         return;
     };
     // Someone points live.conf at green's address by hand and does not reload.
@@ -553,15 +503,7 @@ async fn hand_edits_show_as_drift() {
     assert!(s.notes.is_empty(), "{:?}", s.notes);
 
     // realpath: a link pointing somewhere that is no slot.
-    let Some(r) = rig(
-        "hand_edits_show_as_drift",
-        Method::Realpath,
-        &["blue", "green"],
-        &[],
-        "",
-    )
-    .await
-    else {
+    let Some(r) = blue_green("hand_edits_show_as_drift", Method::Realpath).await else {
         return;
     };
     let link = r.dir().join("live");
@@ -631,14 +573,7 @@ async fn a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_does_not_take_fails_the_operation() {
     for method in [Method::Include, Method::Symlink] {
-        let Some(r) = rig(
-            "a_reload_that_does_not_take_fails_the_operation",
-            method,
-            &["blue", "green"],
-            &[],
-            "",
-        )
-        .await
+        let Some(r) = blue_green("a_reload_that_does_not_take_fails_the_operation", method).await
         else {
             return;
         };
@@ -734,25 +669,6 @@ async fn config_mistakes_name_the_field() {
     assert_eq!(c.pid_file, PathBuf::from("/run/nginx.pid"));
 }
 
-/// 20 swap+rollback pairs under keep-alive load; returns the load report.
-async fn swap_pairs_under_load(r: &Rig, pairs: usize) -> LoadReport {
-    let mut o = LoadOptions::new(r.public_url());
-    o.concurrency = 16;
-    o.max_requests = 100_000;
-    o.max_duration = Duration::from_secs(40);
-    o.keep_alive = true;
-    let run = load::start(o);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for _ in 0..pairs {
-        r.driver.switch_live("green").await.expect("swap");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        r.driver.switch_live("blue").await.expect("rollback");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    run.finish().await
-}
-
 async fn measure(
     test: &str,
     method: Method,
@@ -760,7 +676,7 @@ async fn measure(
     server_extra: Option<&str>,
 ) -> Option<LoadReport> {
     let _serial = LOAD.lock().await;
-    let r = rig(test, method, &["blue", "green"], &[], "").await?;
+    let r = blue_green(test, method).await?;
     if let Some(extra) = server_extra {
         // The operator's server block setting under test, then a reload to load it.
         let conf = r.tmp.path().join("nginx.conf");
@@ -777,21 +693,8 @@ async fn measure(
             .expect("reload with the setting");
         r.driver.switch_live("blue").await.expect("back");
     }
-    let rep = swap_pairs_under_load(&r, 20).await;
-    println!(
-        "MEASURED nginx {label}: 40 switches (20 swap+rollback pairs), 16 keep-alive connections: \
-         sent={} ok={} failed={} (reset {}, connect {}, timeout {}, status {:?}) by_slot={:?} \
-         in {} ms",
-        rep.sent,
-        rep.ok,
-        rep.failed(),
-        rep.failures.reset,
-        rep.failures.connect,
-        rep.failures.timeout,
-        rep.failures.status,
-        rep.by_slot,
-        rep.elapsed_ms
-    );
+    let rep = common::swap_pairs_under_load(&r.driver, &r.public_url(), 20).await;
+    common::print_measured("nginx", label, &rep);
     assert!(
         rep.by_slot.get("blue").copied().unwrap_or(0) > 0
             && rep.by_slot.get("green").copied().unwrap_or(0) > 0,
@@ -859,15 +762,7 @@ async fn failed_requests_symlink_reload_without_client_keepalive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_realpath() {
-    let Some(r) = rig(
-        "bench_drill_realpath",
-        Method::Realpath,
-        &["blue", "green"],
-        &[],
-        "",
-    )
-    .await
-    else {
+    let Some(r) = blue_green("bench_drill_realpath", Method::Realpath).await else {
         return;
     };
     common::bench_drill("nginx (realpath, the default)", &r.toml).await;
@@ -876,14 +771,7 @@ async fn bench_drill_realpath() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_nginx() {
-    let Some(r) = rig(
-        "bench_throughput_direct_embedded_nginx",
-        Method::Realpath,
-        &["blue", "green"],
-        &[],
-        "",
-    )
-    .await
+    let Some(r) = blue_green("bench_throughput_direct_embedded_nginx", Method::Realpath).await
     else {
         return;
     };

@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::printed;
 use cutover::config::{self, Config};
 use cutover::ops::{Engine, GateSource, OpKind, OpRequest, Outcome, Verdict};
 use cutover::proxy::ProxyHandle;
@@ -130,14 +131,6 @@ async fn run(engine: &Engine, kind: OpKind, force: bool, watch_it: bool) -> Outc
     common::run_op(engine, kind, force, watch_it).await.0
 }
 
-fn out(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[tokio::test]
 async fn swap_passes_the_gate_switches_and_records_the_previous_live_slot() {
     let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
@@ -207,35 +200,21 @@ async fn an_unknown_version_is_refused() {
     assert!(o.message.contains("version is unknown"), "{}", o.message);
 }
 
-#[tokio::test]
-async fn auto_rollback_when_the_new_slot_fails_while_watched() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "auto_rollback = true",
-    )
-    .await;
+/// A watched swap to green (watch window `watch_for`); green turns unhealthy as soon as the
+/// watch starts.
+async fn swap_with_green_failing_while_watched(rig: &Rig, watch_for: Duration) -> Outcome {
     let mut cfg = rig.config.clone();
-    cfg.environments[0].watch = Duration::from_secs(8);
+    cfg.environments[0].watch = watch_for;
     let e = World::build(cfg, None).expect("world").engines[0].clone();
     let green = rig.slot("green").controls.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_c, cancel) = watch::channel(false);
-    let task = tokio::spawn({
-        let e = e.clone();
-        async move {
-            e.run(
-                OpRequest {
-                    kind: OpKind::Swap { to: None },
-                    force: false,
-                    watch: true,
-                },
-                GateSource::ProbeNow,
-                tx,
-                cancel,
-            )
-            .await
-        }
-    });
+    let req = OpRequest {
+        kind: OpKind::Swap { to: None },
+        force: false,
+        watch: true,
+    };
+    let task = tokio::spawn(async move { e.run(req, GateSource::ProbeNow, tx, cancel).await });
     // Break green as soon as the watch starts.
     while let Some(p) = rx.recv().await {
         if let cutover::ops::Progress::Step {
@@ -248,7 +227,17 @@ async fn auto_rollback_when_the_new_slot_fails_while_watched() {
         }
     }
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let o = task.await.expect("join");
+    task.await.expect("join")
+}
+
+#[tokio::test]
+async fn auto_rollback_when_the_new_slot_fails_while_watched() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        "auto_rollback = true",
+    )
+    .await;
+    let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(8)).await;
     assert_eq!(o.verdict, Verdict::RolledBack, "{}", o.message);
     assert!(o.message.contains("rolled back to `blue`"), "{}", o.message);
     assert_eq!(rig.serving().await, "blue");
@@ -257,40 +246,7 @@ async fn auto_rollback_when_the_new_slot_fails_while_watched() {
 #[tokio::test]
 async fn without_auto_rollback_a_failing_watch_raises_an_alarm_naming_the_key() {
     let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
-    let mut cfg = rig.config.clone();
-    cfg.environments[0].watch = Duration::from_secs(6);
-    let e = World::build(cfg, None).expect("world").engines[0].clone();
-    let green = rig.slot("green").controls.clone();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (_c, cancel) = watch::channel(false);
-    let task = tokio::spawn({
-        let e = e.clone();
-        async move {
-            e.run(
-                OpRequest {
-                    kind: OpKind::Swap { to: None },
-                    force: false,
-                    watch: true,
-                },
-                GateSource::ProbeNow,
-                tx,
-                cancel,
-            )
-            .await
-        }
-    });
-    while let Some(p) = rx.recv().await {
-        if let cutover::ops::Progress::Step {
-            step: cutover::ops::Step::Watch,
-            ..
-        } = p
-        {
-            green.set_healthy(false);
-            break;
-        }
-    }
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let o = task.await.expect("join");
+    let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(6)).await;
     assert_eq!(o.verdict, Verdict::Alarm, "{}", o.message);
     assert!(o.message.contains("press r"), "{}", o.message);
     assert_eq!(rig.serving().await, "green", "no automatic rollback");
@@ -458,11 +414,11 @@ async fn cli_exit_codes_and_lock_contention_between_processes() {
     let o = cli(vec!["swap", "shop", "--yes", "--no-watch"])
         .await
         .expect("join");
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
     assert!(
-        out(&o).contains("locked by") && out(&o).contains("cutover unlock shop"),
+        printed(&o).contains("locked by") && printed(&o).contains("cutover unlock shop"),
         "{}",
-        out(&o)
+        printed(&o)
     );
     drop(guard);
     // A stale lock (dead pid on this host) is broken and the swap goes through: exit 0.
@@ -471,17 +427,17 @@ async fn cli_exit_codes_and_lock_contention_between_processes() {
     let o = cli(vec!["swap", "shop", "--yes", "--no-watch"])
         .await
         .expect("join");
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     assert_eq!(rig.serving().await, "green");
     // Refused (same slot already live): exit 1, the message says why.
     let o = cli(vec!["swap", "shop", "--to", "green", "--yes"])
         .await
         .expect("join");
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(out(&o).contains("already live"), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(printed(&o).contains("already live"), "{}", printed(&o));
     // JSON status is parseable and shows the new live slot.
     let o = cli(vec!["status", "shop", "--json"]).await.expect("join");
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["environments"][0]["live"], "green");
     assert_eq!(v["environments"][0]["previous_live"], "blue");
@@ -489,9 +445,9 @@ async fn cli_exit_codes_and_lock_contention_between_processes() {
     let o = cli(vec!["rollback", "shop", "--yes", "--no-watch"])
         .await
         .expect("join");
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     assert_eq!(rig.serving().await, "blue");
     // unlock with nobody holding it is fine.
     let o = cli(vec!["unlock", "shop"]).await.expect("join");
-    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
 }

@@ -2,26 +2,9 @@
 //! block of a docs/<kind>.md file (which the driver tests start real proxies with), and the
 //! README's general config example parses.
 
-const README: &str = include_str!("../README.md");
+mod common;
 
-fn blocks(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut lines = text.lines();
-    while let Some(l) = lines.next() {
-        if let Some(lang) = l.strip_prefix("```") {
-            let mut body = String::new();
-            for b in lines.by_ref() {
-                if b.starts_with("```") {
-                    break;
-                }
-                body.push_str(b);
-                body.push('\n');
-            }
-            out.push((lang.to_string(), body));
-        }
-    }
-    out
-}
+const README: &str = include_str!("../README.md");
 
 #[test]
 fn every_router_example_in_the_readme_is_a_tested_doc_block() {
@@ -33,7 +16,7 @@ fn every_router_example_in_the_readme_is_a_tested_doc_block() {
         .flatten()
         .map(|e| std::fs::read_to_string(e.path()).expect("read doc"))
         .collect();
-    let found = blocks(section);
+    let found = common::fenced_blocks(section);
     assert!(found.len() >= 6, "the Routers section lost its examples");
     for (lang, body) in found {
         assert!(
@@ -51,7 +34,7 @@ fn every_router_example_in_the_readme_is_a_tested_doc_block() {
 
 #[test]
 fn the_readme_config_reference_parses() {
-    let (_, toml) = blocks(README)
+    let (_, toml) = common::fenced_blocks(README)
         .into_iter()
         .find(|(l, b)| {
             l == "toml" && b.contains("[settings]") && b.contains("[[environment.slot]]")

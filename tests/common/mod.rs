@@ -210,6 +210,194 @@ pub async fn run_op(
     (out, collect.await.unwrap_or_default())
 }
 
+/// What a finished process printed: its stdout, then its stderr.
+pub fn printed(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The fenced blocks of a Markdown text, in order: (info string, body). Every line of a body
+/// ends in a newline.
+pub fn fenced_blocks(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if let Some(info) = l.strip_prefix("```") {
+            let mut body = String::new();
+            for b in lines.by_ref() {
+                if b.starts_with("```") {
+                    break;
+                }
+                body.push_str(b);
+                body.push('\n');
+            }
+            out.push((info.trim_end().to_string(), body));
+        }
+    }
+    out
+}
+
+/// The first environment of a test's cutover config; a config cutover refuses fails the test
+/// with its error and the text.
+pub fn environment(toml: &str) -> cutover::config::Environment {
+    match cutover::config::parse(toml, Path::new("test.toml")) {
+        Ok(mut c) => c.environments.remove(0),
+        Err(e) => panic!("{e}\n{toml}"),
+    }
+}
+
+/// The operations engine of the first environment of a whole config (`[settings]` included).
+pub fn engine(text: &str) -> std::sync::Arc<cutover::ops::Engine> {
+    let cfg = cutover::config::parse(text, Path::new("test.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    world.engines[0].clone()
+}
+
+/// Slot servers for `names` (version 1.0.0) and their `[[environment.slot]]` tables. A slot in
+/// `nodes` gets that many more servers and a `nodes` list: its own server is `n1`, the others
+/// `n2`, `n3`, .... The servers: one per name in order, then the extra nodes; every server
+/// answers with its slot's name.
+pub async fn slots_with_nodes(
+    names: &[&str],
+    nodes: &[(&str, usize)],
+) -> (Vec<SlotServer>, String) {
+    let specs: Vec<(&str, &str)> = names.iter().map(|n| (*n, "1.0.0")).collect();
+    let mut servers = slots(&specs).await;
+    let mut toml = String::new();
+    for (i, n) in names.iter().enumerate() {
+        let addr = servers[i].url();
+        toml.push_str(&format!(
+            "[[environment.slot]]\nname = \"{n}\"\naddress = \"{addr}\"\n"
+        ));
+        if let Some((_, extra)) = nodes.iter().find(|(s, _)| s == n) {
+            let mut list = vec![format!("{{ name = \"n1\", address = \"{addr}\" }}")];
+            for k in 0..*extra {
+                let s = SlotServer::start(n, "1.0.0", loopback(0))
+                    .await
+                    .expect("node server");
+                list.push(format!(
+                    "{{ name = \"n{}\", address = \"{}\" }}",
+                    k + 2,
+                    s.url()
+                ));
+                servers.push(s);
+            }
+            toml.push_str(&format!("nodes = [{}]\n", list.join(", ")));
+        }
+    }
+    (servers, toml)
+}
+
+/// Requests each of `servers` served while `n` requests went to `url`, each answered 200.
+pub async fn served_during(servers: &[SlotServer], url: &str, n: usize) -> Vec<u64> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let before: Vec<u64> = servers
+        .iter()
+        .map(|s| s.controls.served.load(SeqCst))
+        .collect();
+    for _ in 0..n {
+        assert_eq!(get(url).await.0, 200);
+    }
+    servers
+        .iter()
+        .zip(before)
+        .map(|(s, b)| s.controls.served.load(SeqCst) - b)
+        .collect()
+}
+
+/// Poll `r.observe()` until `f` holds and return that state; after `within` the test fails
+/// with `what` and the last state.
+pub async fn observe_until(
+    r: &dyn cutover::router::Router,
+    within: Duration,
+    what: &str,
+    f: impl Fn(&cutover::model::RouterState) -> bool,
+) -> cutover::model::RouterState {
+    let t = Instant::now();
+    loop {
+        let st = r
+            .observe()
+            .await
+            .unwrap_or_else(|e| panic!("observe failed: {e:#}"));
+        if f(&st) {
+            return st;
+        }
+        if t.elapsed() > within {
+            panic!("{what}: not seen within {within:?}: {st:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A node of a slot as observe() reports it.
+pub fn node<'a>(
+    st: &'a cutover::model::RouterState,
+    slot: &str,
+    node: &str,
+) -> &'a cutover::model::NodeRoute {
+    st.slots[slot]
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .unwrap_or_else(|| panic!("no node {slot}/{node} in {st:#?}"))
+}
+
+/// How many times the answering slot changed from one answer to the next.
+pub fn slot_changes(r: &cutover::load::LoadReport) -> usize {
+    r.samples
+        .windows(2)
+        .filter(|w| w[0].slot != w[1].slot)
+        .count()
+}
+
+/// `pairs` swap+rollback pairs (green, then blue; 100 ms apart) under 16 keep-alive
+/// connections of load on `url`: the load's report.
+pub async fn swap_pairs_under_load(
+    driver: &dyn cutover::router::Router,
+    url: &str,
+    pairs: usize,
+) -> cutover::load::LoadReport {
+    let mut o = cutover::load::LoadOptions::new(url);
+    o.concurrency = 16;
+    o.max_requests = 100_000;
+    o.max_duration = Duration::from_secs(40);
+    o.keep_alive = true;
+    let run = cutover::load::start(o);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..pairs {
+        driver.switch_live("green").await.expect("swap");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        driver.switch_live("blue").await.expect("rollback");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.finish().await
+}
+
+/// The `MEASURED` line of a run of `swap_pairs_under_load` with 20 pairs (docs/nginx.md and
+/// docs/caddy.md quote them).
+pub fn print_measured(proxy: &str, label: &str, rep: &cutover::load::LoadReport) {
+    println!(
+        "MEASURED {proxy} {label}: 40 switches (20 swap+rollback pairs), 16 keep-alive \
+         connections: sent={} ok={} failed={} (reset {}, connect {}, timeout {}, status {:?}) \
+         by_slot={:?} in {} ms; first errors: {:?}",
+        rep.sent,
+        rep.ok,
+        rep.failed(),
+        rep.failures.reset,
+        rep.failures.connect,
+        rep.failures.timeout,
+        rep.failures.status,
+        rep.by_slot,
+        rep.elapsed_ms,
+        rep.first_errors.iter().take(2).collect::<Vec<_>>()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Benchmarks: `#[ignore]`d tests named `bench_*` that scripts/bench runs with
 // `cargo test --release -- --ignored bench_`. They print `BENCH` lines that scripts/bench
@@ -225,9 +413,6 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
         "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{env_toml}",
         state.path().display()
     );
-    let cfg = cutover::config::parse(&text, Path::new("bench.toml"))
-        .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let world = cutover::tui::World::build(cfg, None).expect("world");
     let opts = cutover::drill::DrillOptions {
         concurrency: 64,
         requests: 1_000_000,
@@ -238,7 +423,7 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
         pause: Duration::from_millis(600),
         yes_really: false,
     };
-    let r = cutover::drill::run(&world.engines[0], &opts)
+    let r = cutover::drill::run(&engine(&text), &opts)
         .await
         .unwrap_or_else(|e| panic!("drill on {kind}: {e:#}"));
     let mut first: Vec<u64> = r.switches.iter().filter_map(|s| s.first_new_ms).collect();
@@ -323,12 +508,11 @@ pub async fn bench_embedded(
         preview.url(),
         dir.join("embedded.json").display()
     );
-    let cfg = cutover::config::parse(&text, Path::new("bench.toml")).expect("config");
-    let env = &cfg.environments[0];
+    let env = environment(&text);
     let cutover::router::RouterConfig::Embedded(pc) = &env.routers[0] else {
         panic!("embedded")
     };
-    let proxy = cutover::proxy::start(env, pc)
+    let proxy = cutover::proxy::start(&env, pc)
         .await
         .expect("embedded proxy");
     wait_port(port, Duration::from_secs(5)).await;
