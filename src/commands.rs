@@ -180,10 +180,7 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
         });
     }
     let ev = &app.envs[0];
-    let warnings = [ev.disagreement(), ev.drift(), ev.public_mismatch()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let warnings = ev.warnings();
     let first = first.unwrap_or_default();
     EnvStatus {
         name: engine.env.name.clone(),
