@@ -25,7 +25,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let sections: [(&str, &[&str]); 2] = [
         (
             "In the confirm dialog",
-            &[" y / Enter confirm · n / Esc cancel · F force past a failed gate"],
+            &[
+                " y / Enter confirm · n / Esc cancel · F force past a failed gate (after the name, if asked for)",
+            ],
         ),
         (
             "Reading the screen",
