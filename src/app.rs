@@ -16,7 +16,7 @@ use crate::model::{Health, MaintenanceMode, ProbeResult, Role, RouterState};
 use crate::ops::{self, GateInput, OpKind, OpRequest, Progress, Step, SwitchPlan, Verdict};
 use crate::probe::UrlProbe;
 use crate::router::Target;
-use crate::state::{EnvMemory, LockInfo};
+use crate::state::{EnvMemory, Journal, LockInfo};
 use crate::ui::theme::Theme;
 
 /// How many health results per slot the gate can look back on.
@@ -49,8 +49,11 @@ pub enum Event {
         result: Result<RouterState, String>,
         at: SystemTime,
     },
+    /// Progress of the operation `id` (every operation's progress carries its id, so a
+    /// superseded operation's last words never land on the newer one's view).
     Op {
         env: usize,
+        id: String,
         progress: Progress,
     },
     Memory {
@@ -60,7 +63,11 @@ pub enum Event {
     Lock {
         env: usize,
         holder: Option<LockInfo>,
+        /// An operation a dead cutover left unfinished.
+        interrupted: Option<Journal>,
     },
+    /// SIGTERM, SIGINT or SIGHUP: quit as `q` does.
+    Signal(&'static str),
     /// A theme asked for with `:theme`, loaded by the runner.
     Theme(Result<Theme, String>),
     /// A running drill's live counters.
@@ -83,6 +90,8 @@ pub enum DemoCommand {
 
 #[derive(Debug, Clone)]
 pub enum Effect {
+    /// Run an operation. When one is running on the environment (a watch), it is told it is
+    /// superseded, and the new one starts once it has let go of the lock.
     RunOp {
         env: usize,
         req: OpRequest,
@@ -95,7 +104,12 @@ pub enum Effect {
     RunDrill {
         env: usize,
     },
+    /// Quit: running watches are abandoned (recorded), and cutover ends once their records
+    /// are written.
     Quit,
+    /// Quit at once, in the middle of a router change: recorded as abandoned; the journal
+    /// stays for `cutover recover`.
+    QuitNow,
 }
 
 /// Swap+rollback pairs of a drill started from the TUI.
@@ -203,6 +217,7 @@ pub struct RouterView {
 /// An operation as the screen shows it.
 #[derive(Debug, Clone)]
 pub struct OpView {
+    pub id: String,
     pub title: String,
     pub steps: Vec<(Step, Option<bool>, String)>,
     pub watching: Option<(Duration, String)>,
@@ -246,7 +261,10 @@ pub struct EnvView {
     pub preview: Option<UrlProbe>,
     pub memory: EnvMemory,
     pub op: Option<OpView>,
+    /// Operations this cutover superseded that have not yet written their last record.
+    pub superseded: Vec<OpView>,
     pub lock: Option<LockInfo>,
+    pub interrupted: Option<Journal>,
     pub drill: Option<DrillView>,
 }
 
@@ -298,6 +316,11 @@ impl EnvView {
 
     /// The router shows a different live slot than cutover last set.
     pub fn drift(&self) -> Option<String> {
+        // An operation of this cutover is changing the routers: what it set and what the
+        // last poll read may differ for a moment; that is not drift.
+        if self.op_running() {
+            return None;
+        }
         let set = self.memory.last_set_live.as_deref()?;
         let live = self.live()?;
         (live != set).then(|| {
@@ -320,10 +343,21 @@ impl EnvView {
     /// Every warning about this environment's routing, worst first: what the Traffic panel
     /// lists, the header counts and `status --json` reports.
     pub fn warnings(&self) -> Vec<String> {
-        [self.disagreement(), self.drift(), self.public_mismatch()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            self.interrupted.as_ref().map(|j| {
+                format!(
+                    "{}; run `cutover recover {}`",
+                    j.summary(),
+                    self.config.name
+                )
+            }),
+            self.disagreement(),
+            self.drift(),
+            self.public_mismatch(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// How a confirm dialog on this environment asks: production environments always want
@@ -350,6 +384,24 @@ impl EnvView {
     pub fn op_running(&self) -> bool {
         self.op.as_ref().is_some_and(|o| o.verdict.is_none())
     }
+
+    /// The running operation is changing routers (apply or verify): quitting now would leave
+    /// them half-changed.
+    pub fn op_changing_routers(&self) -> bool {
+        self.op.as_ref().is_some_and(|o| {
+            o.verdict.is_none()
+                && o.watching.is_none()
+                && !o.steps.iter().any(|(s, _, _)| *s == Step::Watch)
+                && o.steps
+                    .iter()
+                    .any(|(s, _, _)| matches!(s, Step::Apply | Step::Verify))
+        })
+    }
+
+    /// Another cutover (not this process) holds the environment's lock.
+    pub fn locked_by_other(&self) -> Option<&LockInfo> {
+        self.lock.as_ref().filter(|l| l.pid != std::process::id())
+    }
 }
 
 /// What a confirm dialog would start.
@@ -365,7 +417,6 @@ pub struct Confirm {
     pub env: usize,
     pub what: Confirmed,
     pub title: String,
-    pub plan: Option<SwitchPlan>,
     pub typed: String,
     pub mode: ConfirmMode,
 }
@@ -404,6 +455,8 @@ pub struct App {
     pub demo: bool,
     pub status: Option<(Level, String)>,
     pub should_quit: bool,
+    /// `q` was pressed while routers were being changed: quit when that step ends.
+    pub quit_pending: bool,
 }
 
 impl App {
@@ -443,7 +496,9 @@ impl App {
                 preview: None,
                 memory: memories.get(i).cloned().unwrap_or_default(),
                 op: None,
+                superseded: Vec::new(),
                 lock: None,
+                interrupted: None,
                 drill: None,
                 config: e.clone(),
             })
@@ -471,6 +526,7 @@ impl App {
             demo: false,
             status: None,
             should_quit: false,
+            quit_pending: false,
         }
     }
 
@@ -546,9 +602,17 @@ impl App {
                 self.on_router(env, router, result, at);
                 vec![]
             }
-            Event::Op { env, progress } => {
-                self.on_progress(env, progress);
+            Event::Op { env, id, progress } => {
+                self.on_progress(env, &id, progress);
+                if self.quit_pending && !self.envs.iter().any(EnvView::op_changing_routers) {
+                    self.should_quit = true;
+                    return vec![Effect::Quit];
+                }
                 vec![]
+            }
+            Event::Signal(name) => {
+                self.status = Some((Level::Warn, format!("{name} received")));
+                self.act(Action::Quit)
             }
             Event::Memory { env, memory } => {
                 if let Some(e) = self.envs.get_mut(env) {
@@ -556,9 +620,33 @@ impl App {
                 }
                 vec![]
             }
-            Event::Lock { env, holder } => {
+            Event::Lock {
+                env,
+                holder,
+                interrupted,
+            } => {
+                let mut line = None;
                 if let Some(e) = self.envs.get_mut(env) {
                     e.lock = holder;
+                    if interrupted.is_some() && e.interrupted.is_none() {
+                        line = e
+                            .warnings()
+                            .first()
+                            .cloned()
+                            .or_else(|| interrupted.as_ref().map(Journal::summary));
+                    }
+                    e.interrupted = interrupted;
+                }
+                if let Some(l) = line {
+                    let l = match self.envs.get(env).and_then(|e| e.interrupted.as_ref()) {
+                        Some(j) => format!(
+                            "{}; run `cutover recover {}`",
+                            j.summary(),
+                            self.envs[env].config.name
+                        ),
+                        None => l,
+                    };
+                    self.log(env, Level::Bad, l);
                 }
                 vec![]
             }
@@ -724,19 +812,30 @@ impl App {
         }
     }
 
-    fn on_progress(&mut self, env: usize, p: Progress) {
+    fn on_progress(&mut self, env: usize, id: &str, p: Progress) {
         let Some(e) = self.envs.get_mut(env) else {
             return;
         };
-        let Some(op) = e.op.as_mut() else { return };
+        // The operation on the screen, or one it superseded that is still finishing: the
+        // latter's progress is kept off the screen; only its last record is logged.
+        let current = e.op.as_ref().is_some_and(|o| o.id == id);
+        let op = if current {
+            e.op.as_mut()
+        } else {
+            e.superseded.iter_mut().find(|o| o.id == id)
+        };
+        let Some(op) = op else { return };
         let mut line = None;
+        let mut finished = false;
         match p {
             Progress::Step { step, ok, message } => {
                 match op.steps.iter_mut().find(|(s, _, _)| *s == step) {
                     Some(entry) => *entry = (step, ok, message.clone()),
                     None => op.steps.push((step, ok, message.clone())),
                 }
-                if let Some(ok) = ok {
+                if let Some(ok) = ok
+                    && current
+                {
                     line = Some((
                         if ok { Level::Info } else { Level::Bad },
                         format!("{} {}: {}", op.title, step.label(), message),
@@ -748,6 +847,7 @@ impl App {
             }
             Progress::Remembered => {}
             Progress::Finished(out) => {
+                finished = true;
                 op.verdict = Some(out.verdict);
                 op.watching = None;
                 op.message = out.message.clone();
@@ -758,10 +858,21 @@ impl App {
                 };
                 line = Some((
                     level,
-                    format!("{} {}: {}", op.title, out.verdict.label(), out.message),
+                    format!(
+                        "{} #{} {}: {}",
+                        op.title,
+                        op.id,
+                        out.verdict.label(),
+                        out.message
+                    ),
                 ));
-                self.status = Some((level, format!("{}: {}", op.title, out.message)));
+                if current {
+                    self.status = Some((level, format!("{}: {}", op.title, out.message)));
+                }
             }
+        }
+        if finished && !current {
+            e.superseded.retain(|o| o.id != id);
         }
         if let Some((l, t)) = line {
             self.log(env, l, t);
@@ -829,8 +940,34 @@ impl App {
         let env_idx = self.selected_env;
         match action {
             Action::Quit => {
-                self.should_quit = true;
-                vec![Effect::Quit]
+                let changing: Vec<String> = self
+                    .envs
+                    .iter()
+                    .filter(|e| e.op_changing_routers())
+                    .filter_map(|e| {
+                        e.op.as_ref()
+                            .map(|o| format!("{} on `{}`", o.title, e.config.name))
+                    })
+                    .collect();
+                if changing.is_empty() || self.quit_pending {
+                    // A second q quits now, in the middle of the change (recorded).
+                    self.should_quit = true;
+                    return vec![if changing.is_empty() {
+                        Effect::Quit
+                    } else {
+                        Effect::QuitNow
+                    }];
+                }
+                self.quit_pending = true;
+                let key = self.keymap.first_key(Action::Quit);
+                self.status = Some((
+                    Level::Warn,
+                    format!(
+                        "{} is changing the routers: cutover quits when that step ends                          (a watch after it is abandoned, the new slot stays live); press {key}                          again to quit now (recorded as abandoned; `cutover recover` finishes it)",
+                        changing.join(", ")
+                    ),
+                ));
+                vec![]
             }
             Action::Help => {
                 self.overlay = Overlay::Help;
@@ -918,6 +1055,8 @@ impl App {
                 }
                 vec![]
             }
+            // Dialog actions act only inside a confirm dialog.
+            Action::Confirm | Action::Cancel | Action::Force | Action::TakeOver => vec![],
             Action::DemoBreak | Action::DemoSlow => {
                 let Some(slot) = self.selected_slot_name() else {
                     return vec![];
@@ -1081,7 +1220,7 @@ impl App {
             .map(|s| s.name.clone())
     }
 
-    fn ask(&mut self, env: usize, kind: OpKind, title: String, plan: Option<SwitchPlan>) {
+    fn ask(&mut self, env: usize, kind: OpKind, title: String) {
         let Some(e) = self.envs.get(env) else { return };
         if e.op_running() {
             // A watch may be running: a new swap or rollback cancels it; anything else waits.
@@ -1107,7 +1246,6 @@ impl App {
             env,
             what: Confirmed::Op(kind),
             title,
-            plan,
             typed: String::new(),
             mode,
         });
@@ -1153,7 +1291,6 @@ impl App {
             env,
             what: Confirmed::Drill,
             title: format!("Drill: {DRILL_PAIRS} swap+rollback pairs under load"),
-            plan: None,
             typed: String::new(),
             mode,
         });
@@ -1193,20 +1330,12 @@ impl App {
     fn ask_swap_to(&mut self, env: usize, to: &str) {
         let Some(e) = self.envs.get(env) else { return };
         let live = e.live().map(str::to_string);
-        let plan = ops::gate(
-            e.config.gate_checks,
-            live.as_deref(),
-            to,
-            &e.gate_input(),
-            true,
-        );
         self.ask(
             env,
             OpKind::Swap {
                 to: Some(to.to_string()),
             },
             format!("Swap: {} → {to}", live.as_deref().unwrap_or("?")),
-            Some(plan),
         );
     }
 
@@ -1216,7 +1345,7 @@ impl App {
         } else {
             (OpKind::Undrain(Target::slot(slot)), "Undrain")
         };
-        self.ask(env, kind, format!("{verb} `{slot}`"), None);
+        self.ask(env, kind, format!("{verb} `{slot}`"));
     }
 
     fn ask_maintenance(&mut self, env: usize, on: bool) {
@@ -1229,7 +1358,7 @@ impl App {
             on,
             mode: MaintenanceMode::Page,
         };
-        self.ask(env, kind, title.into(), None);
+        self.ask(env, kind, title.into());
     }
 
     fn ask_rolling(&mut self, env: usize, slot: &str) {
@@ -1241,7 +1370,6 @@ impl App {
             env,
             kind,
             format!("Rolling deploy of `{slot}`, node by node"),
-            None,
         );
     }
 
@@ -1259,63 +1387,83 @@ impl App {
             self.status = Some((Level::Warn, format!("`{prev}` is already live")));
             return;
         }
-        let plan = ops::gate(
-            e.config.gate_checks,
-            live.as_deref(),
-            &prev,
-            &e.gate_input(),
-            false,
-        );
         self.ask(
             env,
             OpKind::Rollback,
             format!("Rollback: {} → {prev}", live.as_deref().unwrap_or("?")),
-            Some(plan),
         );
     }
 
+    /// The gate's verdict for a confirm dialog, from the newest polls. It is computed each
+    /// time the dialog is drawn or a key is pressed, so it follows the slot while the dialog
+    /// is open: `y` works the moment the gate passes, and stops working the moment it fails.
+    pub fn confirm_plan(&self, c: &Confirm) -> Option<SwitchPlan> {
+        let e = self.envs.get(c.env)?;
+        let live = e.live();
+        let (to, new_version) = match &c.what {
+            Confirmed::Op(OpKind::Swap { to: Some(to) }) => (to.as_str(), true),
+            Confirmed::Op(OpKind::Rollback) => (e.memory.previous_live.as_deref()?, false),
+            _ => return None,
+        };
+        Some(ops::gate(
+            e.config.gate_checks,
+            live,
+            to,
+            &e.gate_input(),
+            new_version,
+        ))
+    }
+
     fn on_confirm_key(&mut self, k: KeyEvent) -> Vec<Effect> {
-        let Overlay::Confirm(c) = &mut self.overlay else {
+        let Overlay::Confirm(c) = &self.overlay else {
             return vec![];
         };
-        let gate_ok = c.plan.as_ref().is_none_or(|p| p.passes());
-        let mut go: Option<bool> = None; // Some(force)
-        match (c.mode, k.code) {
-            (_, KeyCode::Esc) => {
+        let gate_ok = self.confirm_plan(c).is_none_or(|p| p.passes());
+        let name = self.envs[c.env].config.name.clone();
+        let other_holder = self.envs[c.env].locked_by_other().is_some();
+        let (mode, typed_ok) = (c.mode, c.typed == name);
+        let is_char =
+            matches!(k.code, KeyCode::Char(_)) && !k.modifiers.contains(KeyModifiers::CONTROL);
+        // While a name is being typed, letters are letters: a bound letter acts only once the
+        // name is complete.
+        let action = self
+            .keymap
+            .dialog_action(&k)
+            .filter(|_| !(mode == ConfirmMode::TypeName && is_char && !typed_ok));
+        let mut go: Option<(bool, bool)> = None; // Some((force, take_over))
+        match action {
+            Some(Action::Cancel) => {
                 self.overlay = Overlay::None;
                 self.status = Some((Level::Info, "cancelled".into()));
                 return vec![];
             }
-            (ConfirmMode::YesNo, KeyCode::Char('y') | KeyCode::Enter) if gate_ok => {
-                go = Some(false)
+            Some(Action::Confirm) if gate_ok && (mode == ConfirmMode::YesNo || typed_ok) => {
+                go = Some((false, false))
             }
-            (ConfirmMode::YesNo, KeyCode::Char('n')) => {
-                self.overlay = Overlay::None;
-                return vec![];
+            Some(Action::Force) if !gate_ok && (mode == ConfirmMode::YesNo || typed_ok) => {
+                go = Some((true, false))
             }
-            (_, KeyCode::Char('F'))
-                if !gate_ok
-                    && (c.mode == ConfirmMode::YesNo
-                        || c.typed == self.envs[c.env].config.name) =>
-            {
-                go = Some(true)
+            Some(Action::TakeOver) if other_holder && (mode == ConfirmMode::YesNo || typed_ok) => {
+                go = Some((!gate_ok, true))
             }
-            (ConfirmMode::TypeName, KeyCode::Enter)
-                if gate_ok && c.typed == self.envs[c.env].config.name =>
-            {
-                go = Some(false)
+            Some(_) => {}
+            None => {
+                if let Overlay::Confirm(c) = &mut self.overlay
+                    && mode == ConfirmMode::TypeName
+                {
+                    match k.code {
+                        KeyCode::Backspace => {
+                            c.typed.pop();
+                        }
+                        KeyCode::Char(ch) if is_char => c.typed.push(ch),
+                        _ => {}
+                    }
+                }
             }
-            (ConfirmMode::TypeName, KeyCode::Backspace) => {
-                c.typed.pop();
-            }
-            (ConfirmMode::TypeName, KeyCode::Char(ch))
-                if !k.modifiers.contains(KeyModifiers::CONTROL) =>
-            {
-                c.typed.push(ch)
-            }
-            _ => {}
         }
-        let Some(force) = go else { return vec![] };
+        let Some((force, take_over)) = go else {
+            return vec![];
+        };
         let Overlay::Confirm(c) = std::mem::replace(&mut self.overlay, Overlay::None) else {
             return vec![];
         };
@@ -1329,11 +1477,25 @@ impl App {
                 return vec![Effect::RunDrill { env: c.env }];
             }
         };
+        let req = OpRequest {
+            force,
+            watch: true,
+            take_over,
+            ..OpRequest::new(kind)
+        };
         let Some(e) = self.envs.get_mut(c.env) else {
             return vec![];
         };
         let gate = e.gate_input();
+        // A running watch is superseded: its view steps aside (its last record is still
+        // logged under its own title and id).
+        if let Some(old) = e.op.take() {
+            if old.verdict.is_none() {
+                e.superseded.push(old);
+            }
+        }
         e.op = Some(OpView {
+            id: req.id.clone(),
             title: c.title.clone(),
             steps: Vec::new(),
             watching: None,
@@ -1345,18 +1507,20 @@ impl App {
             c.env,
             Level::Info,
             format!(
-                "{}{} requested",
+                "{} #{} requested{}{}",
                 c.title,
-                if force { " (FORCED)" } else { "" }
+                req.id,
+                if force { " (FORCED)" } else { "" },
+                if take_over {
+                    " (taking the lock over)"
+                } else {
+                    ""
+                }
             ),
         );
         vec![Effect::RunOp {
             env: c.env,
-            req: OpRequest {
-                kind,
-                force,
-                watch: true,
-            },
+            req,
             gate,
         }]
     }

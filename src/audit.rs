@@ -1,4 +1,5 @@
-//! The audit trail: one JSON line per operation, in a daily rolling file
+//! The audit trail: JSON lines per operation (an intent record before the first router
+//! command, then the result, each stamped with its own time and sharing the operation's id), in a daily rolling file
 //! (`audit.YYYY-MM-DD.jsonl` in the state dir, or `settings.audit_dir`).
 //!
 //! Secrets never reach it: every text is passed through [`redact`] first.
@@ -22,7 +23,12 @@ pub struct StepRecord {
 /// One operation, as written to the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
+    /// When this record was written.
     pub time: String,
+    /// The operation's id: its intent record and its result share it.
+    pub id: String,
+    /// When the operation started (the intent record's time).
+    pub started: String,
     pub user: String,
     pub environment: String,
     pub operation: String,
@@ -31,7 +37,9 @@ pub struct AuditRecord {
     pub from_version: Option<String>,
     pub to_version: Option<String>,
     pub forced: bool,
-    /// The verdict: `done`, `refused`, `failed`, `rolled-back`, `alarm` or `cancelled`.
+    /// `started` for the intent record written before the first router command; then the
+    /// verdict: `done`, `refused`, `failed`, `rolled-back`, `alarm`, `cancelled` or
+    /// `abandoned` (cutover was quit in the middle of a router change).
     pub result: String,
     pub message: String,
     pub steps: Vec<StepRecord>,

@@ -161,10 +161,26 @@ pub enum Command {
         /// The slot the preview (next) route starts on
         #[arg(long)]
         preview: Option<String>,
+        /// Rewrite the files even when the proxy is already serving from them (this switches
+        /// live traffic at once, under the lock, and is audited)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Finish what an interrupted operation left (`status` shows INTERRUPTED): read every
+    /// router again and bring them all to one slot, the one live before the interrupted switch
+    /// unless --to names another
+    Recover {
+        env: String,
+        /// Bring every router to this slot
+        #[arg(long, value_name = "SLOT")]
+        to: Option<String>,
+        #[command(flatten)]
+        op: OpFlags,
     },
     /// Print events (health, versions, roles) as lines until interrupted
     Watch { env: String },
-    /// Break an environment's operation lock (when its holder is gone)
+    /// Clear what a dead holder left in an environment's lock file (a live holder's lock is
+    /// never broken: take it over with --take-over on your command instead)
     Unlock { env: String },
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
@@ -200,6 +216,11 @@ pub struct OpFlags {
     /// Do not watch the new live slot after a swap or rollback
     #[arg(long)]
     pub no_watch: bool,
+    /// When another cutover holds the environment's lock, take it over: its watch ends (no
+    /// automatic rollback), it records who took over, and this operation runs. It waits for
+    /// a router change in progress to finish first
+    #[arg(long)]
+    pub take_over: bool,
     /// Print the outcome as JSON
     #[arg(long)]
     pub json: bool,

@@ -12,7 +12,8 @@ use crate::app::{App, Event};
 use crate::config::Config;
 use crate::model::{MaintenanceMode, ProbeResult, Role, RouterState};
 use crate::ops::{
-    Engine, GateSource, OpKind, OpRequest, Progress, ROUTER_TIMEOUT, Verdict, observe_within,
+    Engine, GateSource, Interrupt, OpKind, OpRequest, Progress, ROUTER_TIMEOUT, Verdict,
+    observe_within,
 };
 use crate::probe::UrlProbe;
 use crate::tui::World;
@@ -172,6 +173,11 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
             result: s.probe.clone(),
         });
     }
+    app.update(Event::Lock {
+        env: 0,
+        holder: world.store.holder(&engine.env.name),
+        interrupted: world.store.interrupted(&engine.env.name),
+    });
     if let Some(p) = &public {
         app.update(Event::Url {
             env: 0,
@@ -420,12 +426,14 @@ pub async fn operate(
         }
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (_cancel_tx, cancel_rx) = watch::channel(false);
+    let (cancel_tx, cancel_rx) = watch::channel(Interrupt::None);
     let req = OpRequest {
-        kind,
         force: flags.force,
         watch: !flags.no_watch,
+        take_over: flags.take_over,
+        ..OpRequest::new(kind)
     };
+    let (id, op_name) = (req.id.clone(), req.kind.name());
     let json = flags.json;
     let printer = tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
@@ -456,7 +464,8 @@ pub async fn operate(
             }
         }
     });
-    let out = engine.run(req, GateSource::ProbeNow, tx, cancel_rx).await;
+    let run = engine.run(req, GateSource::ProbeNow, tx, cancel_rx);
+    let out = run_until_signalled(run, cancel_tx, &engine, &id, op_name).await?;
     let _ = printer.await;
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -467,6 +476,72 @@ pub async fn operate(
         Verdict::Done => EXIT_OK,
         _ => EXIT_FAILED,
     })
+}
+
+/// Run an operation; the first SIGINT, SIGTERM or SIGHUP asks it to stop at its next safe
+/// point (a router change in progress finishes; a watch is abandoned with the new slot live),
+/// a second one ends cutover at once, recording the operation as abandoned (its journal stays
+/// for `cutover recover`).
+async fn run_until_signalled(
+    run: impl std::future::Future<Output = crate::ops::Outcome>,
+    cancel: watch::Sender<Interrupt>,
+    engine: &Engine,
+    id: &str,
+    op_name: &str,
+) -> Result<crate::ops::Outcome> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::pin!(run);
+    let mut asked = false;
+    loop {
+        tokio::select! {
+            out = &mut run => return Ok(out),
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+            _ = int.recv() => {}
+        }
+        if asked {
+            abandon(engine, id, op_name, "a second signal ended cutover");
+            std::process::exit(EXIT_FAILED);
+        }
+        asked = true;
+        eprintln!(
+            "stopping at the next safe point (a router change in progress finishes first);              signal again to quit at once"
+        );
+        let _ = cancel.send(Interrupt::Quit);
+    }
+}
+
+/// Record that cutover ended in the middle of an operation.
+pub fn abandon(engine: &Engine, id: &str, op_name: &str, why: &str) {
+    let Some(audit) = &engine.audit else { return };
+    let now = crate::timefmt::rfc3339(SystemTime::now());
+    let journal = engine.store.journal(&engine.env.name);
+    audit.write(&crate::audit::AuditRecord {
+        time: now.clone(),
+        id: id.to_string(),
+        started: now,
+        user: crate::paths::user_at_host(),
+        environment: engine.env.name.clone(),
+        operation: op_name.to_string(),
+        from: journal.as_ref().and_then(|j| j.from.clone()),
+        to: journal.as_ref().and_then(|j| j.to.clone()),
+        from_version: None,
+        to_version: None,
+        forced: false,
+        result: "abandoned".into(),
+        message: match journal {
+            Some(j) => format!(
+                "{why} during a router change; {}; run `cutover recover {}`",
+                j.summary(),
+                engine.env.name
+            ),
+            None => format!("{why}; no router change was in progress"),
+        },
+        steps: vec![],
+    });
 }
 
 /// `cutover watch ENV`: the TUI's event lines, printed.
@@ -537,49 +612,159 @@ pub async fn drill(
     )
 }
 
-/// `cutover setup ENV --live SLOT [--preview SLOT]`: the starting files of file-owning routers.
-pub async fn setup(world: &World, env: &str, live: &str, preview: Option<&str>) -> Result<i32> {
+/// `cutover setup ENV --live SLOT [--preview SLOT] [--force]`: the starting files of
+/// file-owning routers. It changes what a running proxy serves, so it goes the way every
+/// operation goes: refused when read-only, under the environment's lock, audited; and it
+/// refuses to rewrite files a proxy already serves from unless `force`.
+pub async fn setup(
+    world: &World,
+    env: &str,
+    live: &str,
+    preview: Option<&str>,
+    force: bool,
+    read_only: bool,
+) -> Result<i32> {
     use crate::router::RouterConfig;
     let engine = engine(world, env)?;
+    if let Some(why) = read_only_reason(world, engine, read_only) {
+        eprintln!("read-only: `setup` writes the files a proxy serves from; not allowed ({why})");
+        return Ok(EXIT_FAILED);
+    }
+    for slot in std::iter::once(live).chain(preview) {
+        if engine.env.slot(slot).is_none() {
+            eprintln!("there is no slot `{slot}` in `{env}`");
+            return Ok(EXIT_USAGE);
+        }
+    }
+    let id = crate::ops::new_op_id();
+    let me = crate::state::LockInfo::me("setup", &id);
+    let store = world.store.clone();
+    let name = engine.env.name.clone();
+    let guard = match tokio::task::spawn_blocking(move || store.lock(&name, &me)).await? {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("`{env}` is {e}: wait for it to end");
+            return Ok(EXIT_FAILED);
+        }
+    };
+    let started = crate::timefmt::rfc3339(SystemTime::now());
+    let mut steps = Vec::new();
+    let mut failed = None;
     let mut done = 0;
-    for cfg in &engine.env.routers {
+    for (cfg, router) in engine.env.routers.iter().zip(&engine.routers) {
         let name = cfg.name().to_string();
+        let writes = matches!(cfg, RouterConfig::Nginx(_))
+            || matches!(cfg, RouterConfig::Caddy(c) if c.mode == crate::router::caddy::Mode::File);
+        if !writes {
+            continue;
+        }
+        if !force
+            && let Ok(Ok(state)) = tokio::time::timeout(ROUTER_TIMEOUT, router.observe()).await
+            && let Some(serving) = state.live
+        {
+            eprintln!(
+                "router `{name}` is already set up: its live route serves `{serving}`. `cutover                  swap {env}` changes it (gated, verified, watched); `setup --force` rewrites                  its files now"
+            );
+            failed = Some(format!("router `{name}` already set up (live `{serving}`)"));
+            break;
+        }
         let res = match cfg {
             RouterConfig::Nginx(c) => {
                 crate::router::nginx::Driver::new(name.clone(), &engine.env, c)?
                     .install(live, preview)
                     .await
             }
-            RouterConfig::Caddy(c) if c.mode == crate::router::caddy::Mode::File => {
+            RouterConfig::Caddy(c) => {
                 crate::router::caddy::Driver::new(name.clone(), &engine.env, c)?
                     .install(live, preview)
                     .await
             }
             _ => continue,
         };
+        let detail = format!(
+            "router `{name}`: live route → {live}{}",
+            preview
+                .map(|p| format!(", preview route → {p}"))
+                .unwrap_or_default()
+        );
         match res {
             Ok(()) => {
                 done += 1;
-                println!(
-                    "router `{name}`: live route → {live}{}",
-                    preview
-                        .map(|p| format!(", preview route → {p}"))
-                        .unwrap_or_default()
-                );
+                println!("{detail}");
+                steps.push(crate::audit::StepRecord {
+                    step: "apply".into(),
+                    ok: true,
+                    ms: 0,
+                    detail,
+                });
             }
             Err(e) => {
                 eprintln!("router `{name}`: {e:#}");
-                return Ok(EXIT_FAILED);
+                failed = Some(format!("router `{name}`: {e:#}"));
+                break;
             }
         }
     }
-    if done == 0 {
+    if done == 0 && failed.is_none() {
         eprintln!(
             "`{env}` has no nginx or Caddy router whose files cutover writes; nothing to set up"
         );
         return Ok(EXIT_FAILED);
     }
-    Ok(EXIT_OK)
+    if let Some(a) = &engine.audit {
+        a.write(&crate::audit::AuditRecord {
+            time: crate::timefmt::rfc3339(SystemTime::now()),
+            id,
+            started,
+            user: crate::paths::user_at_host(),
+            environment: engine.env.name.clone(),
+            operation: "setup".into(),
+            from: None,
+            to: Some(live.to_string()),
+            from_version: None,
+            to_version: None,
+            forced: force,
+            result: if failed.is_some() { "failed" } else { "done" }.into(),
+            message: failed
+                .clone()
+                .unwrap_or_else(|| format!("{done} router(s) set up")),
+            steps,
+        });
+    }
+    drop(guard);
+    Ok(if failed.is_some() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// `cutover unlock ENV`: refused when read-only; never breaks a live holder's lock (it names
+/// the holder); clears what a dead holder left.
+pub fn unlock(world: &World, env: &str, read_only: bool) -> Result<i32> {
+    let engine = engine(world, env)?;
+    if let Some(why) = read_only_reason(world, engine, read_only) {
+        eprintln!("read-only: `unlock` is not allowed ({why})");
+        return Ok(EXIT_FAILED);
+    }
+    match world.store.clear_lock(&engine.env.name)? {
+        Err(holder) => {
+            eprintln!(
+                "`{env}` is locked by a live cutover: {}. Its lock ends with it; to act now,                  take it over: `cutover swap {env} --take-over` (its watch ends and it records                  who took over)",
+                holder.describe()
+            );
+            Ok(EXIT_FAILED)
+        }
+        Ok(journal) => {
+            println!("`{env}` is not locked (nothing held it)");
+            if journal {
+                eprintln!(
+                    "an interrupted operation's journal is there: `cutover status {env}` shows                      it, `cutover recover {env}` resolves it"
+                );
+            }
+            Ok(EXIT_OK)
+        }
+    }
 }
 
 #[cfg(test)]

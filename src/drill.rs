@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::load::{self, Failures, LoadOptions, LoadReport};
-use crate::ops::{Engine, GateSource, OpKind, OpRequest, Verdict};
+use crate::ops::{Engine, GateSource, Interrupt, OpKind, OpRequest, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
@@ -275,17 +275,17 @@ pub async fn run_with(
         for (from, to) in [(&a, &b), (&b, &a)] {
             let (tx, mut rx) = mpsc::unbounded_channel();
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
-            let (_c, cancel) = watch::channel(false);
+            let (_c, cancel) = watch::channel(Interrupt::None);
             let issued = started.elapsed();
             let t = Instant::now();
             let out = engine
                 .run(
                     OpRequest {
-                        kind: OpKind::Swap {
-                            to: Some(to.clone()),
-                        },
                         force: true,
                         watch: false,
+                        ..OpRequest::new(OpKind::Swap {
+                            to: Some(to.clone()),
+                        })
                     },
                     GateSource::Given(gate.clone()),
                     tx,

@@ -23,10 +23,18 @@ pub enum Action {
     Command,
     DemoBreak,
     DemoSlow,
+    /// In a confirm dialog: go ahead.
+    Confirm,
+    /// In a confirm dialog: close it, doing nothing.
+    Cancel,
+    /// In a confirm dialog: go past a failed gate.
+    Force,
+    /// In a confirm dialog: take the environment's lock over from another cutover.
+    TakeOver,
 }
 
 impl Action {
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 21] = [
         Action::Swap,
         Action::Rollback,
         Action::Drain,
@@ -44,6 +52,10 @@ impl Action {
         Action::Quit,
         Action::DemoBreak,
         Action::DemoSlow,
+        Action::Confirm,
+        Action::Cancel,
+        Action::Force,
+        Action::TakeOver,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,12 +77,18 @@ impl Action {
             Action::Command => "command",
             Action::DemoBreak => "demo-break",
             Action::DemoSlow => "demo-slow",
+            Action::Confirm => "confirm",
+            Action::Cancel => "cancel",
+            Action::Force => "force",
+            Action::TakeOver => "take-over",
         }
     }
 
     pub fn description(self) -> &'static str {
         match self {
-            Action::Quit => "quit cutover (operations in progress are not stopped on the proxy)",
+            Action::Quit => {
+                "quit; during a router change, quit when it ends (again: at once, recorded); a watch is abandoned with the new slot live"
+            }
             Action::Help => "show or hide this help",
             Action::Up => "previous environment / scroll events up",
             Action::Down => "next environment / scroll events down",
@@ -93,6 +111,12 @@ impl Action {
             }
             Action::DemoBreak => "demo: break / heal the selected slot's health",
             Action::DemoSlow => "demo: make the selected slot slow / fast",
+            Action::Confirm => "dialog: go ahead (when the gate passes; after the typed name)",
+            Action::Cancel => "dialog: close it, doing nothing",
+            Action::Force => "dialog: go past a failed gate (logged as FORCED)",
+            Action::TakeOver => {
+                "dialog: take the lock over from another cutover (its watch ends, it records who took over)"
+            }
         }
     }
 
@@ -111,6 +135,15 @@ impl Action {
 
     pub fn is_demo(self) -> bool {
         matches!(self, Action::DemoBreak | Action::DemoSlow)
+    }
+
+    /// Actions of the confirm dialog (bound in their own layer: `y` there is not a key of the
+    /// main screen).
+    pub fn is_dialog(self) -> bool {
+        matches!(
+            self,
+            Action::Confirm | Action::Cancel | Action::Force | Action::TakeOver
+        )
     }
 }
 
@@ -156,6 +189,8 @@ impl Key {
 #[derive(Debug, Clone)]
 pub struct Keymap {
     bindings: Vec<(Key, Action)>,
+    /// The confirm dialog's keys.
+    dialog: Vec<(Key, Action)>,
 }
 
 impl Default for Keymap {
@@ -191,7 +226,18 @@ impl Default for Keymap {
             (Key::ch('b'), DemoBreak),
             (Key::ch('w'), DemoSlow),
         ];
-        Keymap { bindings: b }
+        let dialog = vec![
+            (Key::ch('y'), Confirm),
+            (Key::plain(KeyCode::Enter), Confirm),
+            (Key::ch('n'), Cancel),
+            (Key::plain(KeyCode::Esc), Cancel),
+            (Key::ch('F'), Force),
+            (Key::ch('T'), TakeOver),
+        ];
+        Keymap {
+            bindings: b,
+            dialog,
+        }
     }
 }
 
@@ -249,20 +295,34 @@ impl Keymap {
                         .join(", ")
                 )
             })?;
-            km.bindings.retain(|(_, a)| *a != action);
+            let layer = if action.is_dialog() {
+                &mut km.dialog
+            } else {
+                &mut km.bindings
+            };
+            layer.retain(|(_, a)| *a != action);
             for k in keys {
                 let key = parse_key(k)?;
-                km.bindings.retain(|(bk, _)| *bk != key);
-                km.bindings.push((key, action));
+                layer.retain(|(bk, _)| *bk != key);
+                layer.push((key, action));
             }
         }
         Ok(km)
     }
 
     pub fn action(&self, ev: &KeyEvent) -> Option<Action> {
+        Self::find(&self.bindings, ev)
+    }
+
+    /// The action of a key in the confirm dialog.
+    pub fn dialog_action(&self, ev: &KeyEvent) -> Option<Action> {
+        Self::find(&self.dialog, ev)
+    }
+
+    fn find(layer: &[(Key, Action)], ev: &KeyEvent) -> Option<Action> {
         // Shifted letters arrive as uppercase chars with SHIFT; compare without SHIFT.
         let mods = ev.modifiers - KeyModifiers::SHIFT;
-        self.bindings
+        layer
             .iter()
             .find(|(k, _)| k.code == ev.code && k.mods == mods)
             .map(|(_, a)| *a)
@@ -271,6 +331,7 @@ impl Keymap {
     pub fn keys(&self, action: Action) -> Vec<String> {
         self.bindings
             .iter()
+            .chain(&self.dialog)
             .filter(|(_, a)| *a == action)
             .map(|(k, _)| k.label())
             .collect()

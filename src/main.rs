@@ -224,23 +224,14 @@ async fn run(cli: Cli) -> Result<i32> {
             };
             commands::drill(&world, &env, &opts, json, ro).await?
         }
-        Some(Command::Setup { env, live, preview }) => {
-            commands::setup(&world, &env, &live, preview.as_deref()).await?
-        }
+        Some(Command::Setup {
+            env,
+            live,
+            preview,
+            force,
+        }) => commands::setup(&world, &env, &live, preview.as_deref(), force, ro).await?,
         Some(Command::Watch { env }) => commands::watch_env(world, &env).await?,
-        Some(Command::Unlock { env }) => match world.store.break_lock(&env)? {
-            Some(h) => {
-                println!(
-                    "broke the lock of `{env}` held by {} (pid {}, {} since {})",
-                    h.holder, h.pid, h.operation, h.since
-                );
-                EXIT_OK
-            }
-            None => {
-                println!("`{env}` was not locked");
-                EXIT_OK
-            }
-        },
+        Some(Command::Unlock { env }) => commands::unlock(&world, &env, ro)?,
         Some(cmd) => match operation(cmd) {
             Some((env, kind, op)) => commands::operate(&world, &env, kind, &op, ro).await?,
             None => EXIT_USAGE,
@@ -290,6 +281,7 @@ fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
             version,
             op,
         } => (env, OpKind::Rolling { slot, version }, op),
+        Command::Recover { env, to, op } => (env, OpKind::Recover { to }, op),
         _ => return None,
     })
 }

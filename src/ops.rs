@@ -17,7 +17,7 @@ use crate::config::Environment;
 use crate::model::{AdminState, Health, MaintenanceMode, RouterState};
 use crate::probe::Prober;
 use crate::router::{Router, Target};
-use crate::state::Store;
+use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
 
 /// Errors on the router counters during the watch window above which the cutover fails.
 pub const WATCH_ERROR_BUDGET: u64 = 5;
@@ -28,6 +28,10 @@ pub const UNKNOWN_SESSIONS_GRACE: Duration = Duration::from_secs(5);
 pub const WATCH_FAILED_CHECKS: u32 = 2;
 /// How long an operation or a headless command waits for one router's `observe()`.
 pub const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the watch probes the new live slot and reads the routers.
+const WATCH_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the watch looks for another cutover's takeover request.
+const WATCH_TAKEOVER_POLL: Duration = Duration::from_millis(250);
 
 /// Read one router, giving up after `limit`. The error is the router's own message, or that it
 /// did not answer in time.
@@ -65,6 +69,11 @@ pub enum OpKind {
         slot: String,
         version: Option<String>,
     },
+    /// Finish what an interrupted operation left: bring every router to one slot (`to`, or
+    /// the slot that was live before the interrupted switch).
+    Recover {
+        to: Option<String>,
+    },
 }
 
 impl OpKind {
@@ -78,17 +87,86 @@ impl OpKind {
             OpKind::Maintenance { on: false, .. } => "maintenance-off",
             OpKind::SetPreview(_) => "set-preview",
             OpKind::Rolling { .. } => "rolling",
+            OpKind::Recover { .. } => "recover",
         }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct OpRequest {
+    /// The operation's id: progress, events, the lock, the journal and the audit records all
+    /// carry it.
+    pub id: String,
     pub kind: OpKind,
     pub force: bool,
     /// Watch the new live slot after a swap or rollback.
     pub watch: bool,
+    /// When another cutover holds the environment's lock, ask it to hand the lock over (its
+    /// watch ends, and it records who took over) instead of being refused.
+    pub take_over: bool,
 }
+
+impl OpRequest {
+    /// A watched, unforced request with a new id.
+    pub fn new(kind: OpKind) -> OpRequest {
+        OpRequest {
+            id: new_op_id(),
+            kind,
+            force: false,
+            watch: true,
+            take_over: false,
+        }
+    }
+}
+
+/// A new operation id: 8 hex digits from the time, this process and a counter, so that ids
+/// from two cutovers on two machines do not meet in one audit log in practice.
+pub fn new_op_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// Why a running operation should stop at its next safe point (never in the middle of a
+/// router change).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Interrupt {
+    #[default]
+    None,
+    /// This cutover started a newer operation on the environment ("rollback #b2c3d4e5").
+    Superseded(String),
+    /// Another cutover took the lock over.
+    TakenOver(LockInfo),
+    /// The operator quit (or a signal asked cutover to end).
+    Quit,
+}
+
+impl Interrupt {
+    /// How a watch ended because of it.
+    fn watch_ended(&self) -> String {
+        match self {
+            Interrupt::None => "watch ended".into(),
+            Interrupt::Superseded(by) => format!("watch superseded by {by}"),
+            Interrupt::TakenOver(by) => {
+                format!("watch ended: {} took the lock over", by.describe())
+            }
+            Interrupt::Quit => "watch abandoned (cutover quit)".into(),
+        }
+    }
+}
+
+/// How long a `--take-over` waits for the holder to let go: it finishes the router change it
+/// is in first.
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -213,6 +291,12 @@ pub fn gate(
     let recent: Vec<Health> = hist.iter().rev().take(need).rev().copied().collect();
     let healthy = recent.len() >= need && recent.iter().all(|h| h.is_serving());
     let symbols: Vec<&str> = recent.iter().map(|h| h.symbol()).collect();
+    let streak = hist
+        .iter()
+        .rev()
+        .take_while(|h| h.is_serving())
+        .count()
+        .min(need);
     let mut checks = vec![Check {
         name: "health",
         ok: healthy,
@@ -220,8 +304,7 @@ pub fn gate(
             format!("last {need} checks healthy")
         } else {
             format!(
-                "`{to}` needs {need} healthy checks in a row; last {}: {}",
-                recent.len(),
+                "`{to}` needs {need} healthy checks in a row: {streak} of {need} so far ({})",
                 if symbols.is_empty() {
                     "none yet".into()
                 } else {
@@ -288,6 +371,11 @@ struct Run<'a> {
     tx: mpsc::UnboundedSender<Progress>,
     record: AuditRecord,
     step_started: Instant,
+    cancel: watch::Receiver<Interrupt>,
+    /// The environment's lock, from before the plan to after the last record.
+    lock: Option<LockGuard>,
+    /// What is being changed on the routers right now (written before the first command).
+    journal: Option<Journal>,
 }
 
 impl Run<'_> {
@@ -320,6 +408,7 @@ impl Run<'_> {
     }
     fn finish(mut self, verdict: Verdict, message: impl Into<String>) -> Outcome {
         let message = message.into();
+        self.record.time = crate::timefmt::rfc3339(SystemTime::now());
         self.record.result = verdict.label().into();
         self.record.message = crate::audit::redact(&message);
         if let Some(a) = &self.engine.audit {
@@ -328,9 +417,11 @@ impl Run<'_> {
         let out = Outcome {
             verdict,
             message,
-            record: self.record,
+            record: self.record.clone(),
         };
         let _ = self.tx.send(Progress::Finished(out.clone()));
+        // The lock goes last: after the record, so the next holder's records follow this one.
+        drop(self.lock.take());
         out
     }
     /// End on a failed step whose detail is also the outcome's message.
@@ -338,6 +429,95 @@ impl Run<'_> {
         let why = why.into();
         self.done(step, false, why.clone());
         self.finish(verdict, why)
+    }
+
+    /// Before the first router command: the journal (for a crash) and the intent record (for
+    /// the audit trail), both durable before anything changes.
+    fn begin_changes(
+        &mut self,
+        action: String,
+        from: Option<&str>,
+        to: Option<&str>,
+        before: &[Option<String>],
+    ) {
+        let j = Journal {
+            op_id: self.record.id.clone(),
+            operation: self.record.operation.clone(),
+            action: action.clone(),
+            environment: self.engine.env.name.clone(),
+            user: self.record.user.clone(),
+            pid: std::process::id(),
+            started: crate::timefmt::rfc3339(SystemTime::now()),
+            from: from.map(str::to_string),
+            to: to.map(str::to_string),
+            target: None,
+            routers: self
+                .engine
+                .routers
+                .iter()
+                .zip(before.iter().chain(std::iter::repeat(&None)))
+                .map(|(r, b)| JournalRouter {
+                    name: r.name().to_string(),
+                    before: b.clone(),
+                    result: "pending".into(),
+                })
+                .collect(),
+        };
+        if let Some(g) = &self.lock
+            && let Err(e) = self.engine.store.write_journal(g, &j)
+        {
+            tracing::error!("cannot write the operation journal: {e:#}");
+        }
+        self.journal = Some(j);
+        if let Some(a) = &self.engine.audit {
+            let mut intent = self.record.clone();
+            intent.time = crate::timefmt::rfc3339(SystemTime::now());
+            intent.result = "started".into();
+            intent.message = crate::audit::redact(&format!("intent: {action}"));
+            a.write(&intent);
+        }
+    }
+
+    /// One router's part of the journalled change ended.
+    fn journal_router(&mut self, router: usize, result: &str) {
+        let (Some(j), Some(g)) = (self.journal.as_mut(), self.lock.as_ref()) else {
+            return;
+        };
+        if let Some(r) = j.routers.get_mut(router) {
+            r.result = result.to_string();
+        }
+        if let Err(e) = self.engine.store.write_journal(g, j) {
+            tracing::error!("cannot update the operation journal: {e:#}");
+        }
+    }
+
+    /// The routers are consistent again.
+    fn end_changes(&mut self) {
+        if let (Some(_), Some(g)) = (self.journal.take(), self.lock.as_ref()) {
+            self.engine.store.close_journal(g);
+        }
+    }
+
+    /// Why this operation should stop at this safe point, if it should: an interrupt from
+    /// this cutover, or another cutover's takeover request.
+    fn interrupted(&self) -> Option<Interrupt> {
+        let i = self.cancel.borrow().clone();
+        if i != Interrupt::None {
+            return Some(i);
+        }
+        self.engine
+            .store
+            .takeover_request(&self.engine.env.name, &self.record.id)
+            .map(Interrupt::TakenOver)
+    }
+
+    fn remember(&self, f: impl FnOnce(&mut crate::state::EnvMemory)) {
+        if let Some(g) = &self.lock {
+            if let Err(e) = self.engine.store.update(g, f) {
+                tracing::error!("cannot write the state file: {e:#}");
+            }
+            let _ = self.tx.send(Progress::Remembered);
+        }
     }
 }
 
@@ -418,19 +598,45 @@ impl Engine {
             .await
     }
 
-    /// Run one operation to its end. Progress goes to `tx`; `cancel` stops a watch.
+    /// Take the environment's lock for operation `id` (asking its holder to hand it over
+    /// when `take_over`), off the async threads: the file lock may wait a moment.
+    async fn take_lock(
+        &self,
+        id: &str,
+        operation: &str,
+        take_over: bool,
+    ) -> std::result::Result<(LockGuard, Option<LockInfo>), LockError> {
+        let store = self.store.clone();
+        let env = self.env.name.clone();
+        let me = LockInfo::me(operation, id);
+        tokio::task::spawn_blocking(move || {
+            if take_over {
+                store.take_over(&env, &me, TAKEOVER_WAIT)
+            } else {
+                store.lock(&env, &me).map(|g| (g, None))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(LockError::Io(format!("the lock task failed: {e}"))))
+    }
+
+    /// Run one operation to its end. Progress goes to `tx`; `cancel` stops it at its next safe
+    /// point (never inside a router change).
     pub async fn run(
         &self,
         req: OpRequest,
         gate_source: GateSource,
         tx: mpsc::UnboundedSender<Progress>,
-        mut cancel: watch::Receiver<bool>,
+        cancel: watch::Receiver<Interrupt>,
     ) -> Outcome {
+        let now = crate::timefmt::rfc3339(SystemTime::now());
         let mut run = Run {
             engine: self,
             tx,
             record: AuditRecord {
-                time: crate::timefmt::rfc3339(SystemTime::now()),
+                time: now.clone(),
+                id: req.id.clone(),
+                started: now,
                 user: crate::paths::user_at_host(),
                 environment: self.env.name.clone(),
                 operation: req.kind.name().into(),
@@ -444,10 +650,52 @@ impl Engine {
                 steps: Vec::new(),
             },
             step_started: Instant::now(),
+            cancel,
+            lock: None,
+            journal: None,
         };
 
+        // The lock first: the plan must read routers nobody else is changing.
+        run.step(Step::Plan, "taking the lock");
+        match self
+            .take_lock(&req.id, req.kind.name(), req.take_over)
+            .await
+        {
+            Ok((g, prev)) => {
+                if let Some(p) = prev {
+                    run.note(
+                        Step::Plan,
+                        format!("took the lock over from {}", p.describe()),
+                    );
+                    run.record.message = format!("took over from {}", p.describe());
+                }
+                run.lock = Some(g);
+            }
+            Err(LockError::Held(h)) => {
+                let why = format!(
+                    "`{}` is {}: wait for it to end, or take it over (`--take-over`; in the \
+                     TUI, the take-over key in the confirm dialog): its watch ends and it \
+                     records who took over",
+                    self.env.name,
+                    LockError::Held(h)
+                );
+                return run.fail(Step::Plan, Verdict::Refused, why);
+            }
+            Err(e) => return run.fail(Step::Plan, Verdict::Refused, e.to_string()),
+        }
+        if !matches!(req.kind, OpKind::Recover { .. })
+            && let Some(j) = self.store.journal(&self.env.name)
+        {
+            let why = format!(
+                "{}; resolve it first: `cutover recover {}` brings every router to one slot",
+                j.summary(),
+                self.env.name
+            );
+            return run.fail(Step::Plan, Verdict::Refused, why);
+        }
+
         // Plan: read the routers' real state.
-        run.step(Step::Plan, "reading the routers");
+        run.note(Step::Plan, "reading the routers");
         let states = match self.observe_all().await {
             Ok(s) => s,
             Err(e) => {
@@ -455,6 +703,9 @@ impl Engine {
                 return run.finish(Verdict::Failed, format!("cannot read the routers: {e:#}"));
             }
         };
+        if let OpKind::Recover { to } = &req.kind {
+            return self.recover(run, to.clone(), &states).await;
+        }
         let live = match self.agreed_live(&states) {
             Ok(l) => l,
             Err(e) if !req.force => {
@@ -475,8 +726,19 @@ impl Engine {
                     let why = if rollback {
                         "no previous live slot is recorded for this environment; use \
                          `swap --to SLOT` to choose one"
+                            .to_string()
                     } else {
-                        "no preview slot to swap to; use `swap --to SLOT`"
+                        let others: Vec<&str> = self
+                            .env
+                            .slots
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .filter(|s| Some(*s) != live.as_deref())
+                            .collect();
+                        format!(
+                            "no preview slot to swap to; use `swap --to SLOT` (one of: {})",
+                            others.join(", ")
+                        )
                     };
                     return run.fail(Step::Plan, Verdict::Refused, why);
                 };
@@ -498,23 +760,14 @@ impl Engine {
                     true,
                     format!("{} → {to}", live.as_deref().unwrap_or("nothing")),
                 );
-                self.switch(
-                    run,
-                    req,
-                    gate_source,
-                    live,
-                    preview,
-                    to,
-                    rollback,
-                    &mut cancel,
-                )
-                .await
+                self.switch(run, req, gate_source, live, preview, to, rollback)
+                    .await
             }
             OpKind::Rolling { slot, version } => {
                 let (slot, version) = (slot.clone(), version.clone());
                 self.rolling(run, &slot, version.as_deref()).await
             }
-            other => self.simple(run, other.clone()).await,
+            other => self.simple(run, other.clone(), states).await,
         }
     }
 
@@ -528,7 +781,6 @@ impl Engine {
         preview: Option<String>,
         to: String,
         rollback: bool,
-        cancel: &mut watch::Receiver<bool>,
     ) -> Outcome {
         // Gate.
         run.step(Step::Gate, format!("checking `{to}`"));
@@ -566,22 +818,17 @@ impl Engine {
         } else {
             run.done(Step::Gate, true, "all checks passed");
         }
+        if let Some(i) = run.interrupted() {
+            let why = format!("nothing changed: stopped before the switch ({i:?})");
+            return run.finish(Verdict::Cancelled, why);
+        }
 
-        // Lock, apply, verify.
-        let lock = match self
-            .store
-            .lock(&self.env.name, run.record.operation.as_str())
-        {
-            Ok(l) => l,
-            Err(e) => {
-                run.step(Step::Apply, "taking the lock");
-                return run.fail(Step::Apply, Verdict::Refused, format!("{e:#}"));
-            }
-        };
+        // Apply, verify.
         if let Err(e) = self
             .apply_switch(&mut run, &to, from.as_deref(), preview.as_deref())
             .await
         {
+            run.end_changes();
             return run.finish(Verdict::Failed, e);
         }
         if let Err(e) = self
@@ -589,34 +836,54 @@ impl Engine {
             .await
         {
             // Put things back as they were, so the proxy serves what it served before.
+            let mut why = e;
             if let Some(f) = &from {
-                let _ = self.switch_routers(f).await;
+                why = match self.switch_routers(&mut run, f).await {
+                    Ok(()) => format!("{why}; switched back to `{f}`"),
+                    Err(back) => format!("{why}; switching back to `{f}` failed: {back}"),
+                };
             }
-            return run.finish(Verdict::Failed, e);
+            run.end_changes();
+            return run.finish(Verdict::Failed, why);
         }
-        let _ = self.store.update(&self.env.name, |m| {
+        run.end_changes();
+        run.remember(|m| {
             m.previous_live = from.clone();
             m.last_set_live = Some(to.clone());
             if preview.as_deref() == Some(to.as_str()) {
                 m.last_set_preview = from.clone();
             }
         });
-        let _ = run.tx.send(Progress::Remembered);
-        drop(lock);
 
         if !req.watch || self.env.watch.is_zero() {
             return run.finish(Verdict::Done, format!("`{to}` is live"));
         }
-        self.watch(run, &to, from.as_deref(), cancel).await
+        if let Some(i) = run.interrupted() {
+            let why = format!("`{to}` is live; {} before it began", i.watch_ended());
+            return run.finish(Verdict::Cancelled, why);
+        }
+        self.watch(run, &to, from.as_deref()).await
     }
 
     /// Switch every router to `to` (one by one, or all at once as configured); on a failure,
-    /// switch back the ones already changed, and say where each ended.
-    async fn switch_routers(&self, to: &str) -> std::result::Result<(), String> {
+    /// switch back the ones already changed, read every router again, and say where each
+    /// ended. The journal follows each router.
+    async fn switch_routers(&self, run: &mut Run<'_>, to: &str) -> std::result::Result<(), String> {
         let before: Vec<Option<String>> = match self.observe_all().await {
             Ok(s) => s.into_iter().map(|s| s.live).collect(),
             Err(_) => vec![None; self.routers.len()],
         };
+        let from = run.record.from.clone();
+        run.begin_changes(
+            format!(
+                "{} {} → {to}",
+                run.record.operation,
+                from.as_deref().unwrap_or("?")
+            ),
+            from.as_deref(),
+            Some(to),
+            &before,
+        );
         let mut results: Vec<Option<std::result::Result<(), String>>> =
             vec![None; self.routers.len()];
         match self.env.fleet {
@@ -624,6 +891,7 @@ impl Engine {
                 for (i, r) in self.routers.iter().enumerate() {
                     let res = r.switch_live(to).await.map_err(|e| format!("{e:#}"));
                     let failed = res.is_err();
+                    run.journal_router(i, if failed { "failed" } else { "changed" });
                     results[i] = Some(res);
                     if failed {
                         break;
@@ -635,6 +903,7 @@ impl Engine {
                     futures_util::future::join_all(self.routers.iter().map(|r| r.switch_live(to)))
                         .await;
                 for (i, res) in all.into_iter().enumerate() {
+                    run.journal_router(i, if res.is_ok() { "changed" } else { "failed" });
                     results[i] = Some(res.map_err(|e| format!("{e:#}")));
                 }
             }
@@ -655,7 +924,8 @@ impl Engine {
             return Ok(());
         }
         let mut msg = failures.join("; ");
-        for ((r, res), back) in self.routers.iter().zip(&results).zip(&before) {
+        let mut stuck = Vec::new();
+        for (i, ((r, res), back)) in self.routers.iter().zip(&results).zip(&before).enumerate() {
             if !matches!(res, Some(Ok(()))) {
                 continue;
             }
@@ -663,14 +933,44 @@ impl Engine {
                 continue;
             };
             match r.switch_live(back).await {
-                Ok(()) => msg.push_str(&format!("; `{}` switched back to `{back}`", r.name())),
-                Err(e) => msg.push_str(&format!(
-                    "; `{}` could NOT be switched back to `{back}` and still sends traffic to `{to}`: {e:#}",
-                    r.name()
-                )),
+                Ok(()) => {
+                    run.journal_router(i, "reverted");
+                    msg.push_str(&format!("; `{}` switched back to `{back}`", r.name()));
+                }
+                Err(e) => {
+                    run.journal_router(i, "revert-failed");
+                    stuck.push(r.name().to_string());
+                    msg.push_str(&format!(
+                        "; `{}` could NOT be switched back to `{back}`: {e:#}",
+                        r.name()
+                    ));
+                }
             }
         }
+        msg.push_str(&format!("; now {}", self.where_routers_are().await));
+        if !stuck.is_empty() {
+            msg = format!(
+                "ROUTERS DISAGREE ({} still on `{to}`): {msg}",
+                stuck.join(", ")
+            );
+        }
         Err(msg)
+    }
+
+    /// Each router's live slot, read now: "`edge-1` → blue, `edge-2` → green".
+    async fn where_routers_are(&self) -> String {
+        let mut parts = Vec::new();
+        for r in &self.routers {
+            parts.push(match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
+                Ok(s) => format!(
+                    "`{}` → {}",
+                    r.name(),
+                    s.live.as_deref().unwrap_or("nothing")
+                ),
+                Err(e) => format!("`{}` unreadable ({e})", r.name()),
+            });
+        }
+        parts.join(", ")
     }
 
     async fn apply_switch(
@@ -681,7 +981,7 @@ impl Engine {
         preview: Option<&str>,
     ) -> std::result::Result<(), String> {
         run.step(Step::Apply, format!("switching live to `{to}`"));
-        if let Err(e) = self.switch_routers(to).await {
+        if let Err(e) = self.switch_routers(run, to).await {
             run.done(Step::Apply, false, e.clone());
             return Err(e);
         }
@@ -774,13 +1074,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn watch(
-        &self,
-        mut run: Run<'_>,
-        to: &str,
-        from: Option<&str>,
-        cancel: &mut watch::Receiver<bool>,
-    ) -> Outcome {
+    async fn watch(&self, mut run: Run<'_>, to: &str, from: Option<&str>) -> Outcome {
         let window = self.env.watch;
         run.step(
             Step::Watch,
@@ -796,21 +1090,39 @@ impl Engine {
                 .sum()
         };
         let base_errors = self.observe_all().await.map(|s| errors_of(&s)).unwrap_or(0);
-        let end = Instant::now() + window;
+        let started = Instant::now();
+        let end = started + window;
+        let mut next_check = started + WATCH_CHECK_EVERY;
         let mut failed_in_a_row = 0;
         let mut checks = 0;
+        let mut cancel = run.cancel.clone();
         let failure: Option<String> = loop {
             let remaining = end.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break None;
             }
+            // Wake for the next check, an interrupt from this cutover, or every
+            // WATCH_TAKEOVER_POLL to look for another cutover's takeover request.
+            let wake = next_check
+                .min(end)
+                .min(Instant::now() + WATCH_TAKEOVER_POLL);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1).min(remaining)) => {}
-                _ = cancel.changed() => {
-                    run.done(Step::Watch, true, "watch cancelled by a newer operation");
-                    return run.finish(Verdict::Done, format!("`{to}` is live (watch cancelled)"));
-                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = cancel.changed() => {}
             }
+            if let Some(i) = run.interrupted() {
+                let why = format!(
+                    "`{to}` is live; {} after {}",
+                    i.watch_ended(),
+                    crate::timefmt::millis(started.elapsed())
+                );
+                run.done(Step::Watch, true, why.clone());
+                return run.finish(Verdict::Cancelled, why);
+            }
+            if Instant::now() < next_check.min(end) {
+                continue;
+            }
+            next_check = Instant::now() + WATCH_CHECK_EVERY;
             let r = self.prober.probe_slot(&slot).await;
             checks += 1;
             if r.health.is_serving() {
@@ -818,9 +1130,21 @@ impl Engine {
             } else {
                 failed_in_a_row += 1;
             }
-            let errors = self
-                .observe_all()
-                .await
+            let states = self.observe_all().await;
+            // The slot this watch guards must still be the live one: if someone else made
+            // another slot live, this watch has nothing left to judge, and rolling back
+            // would undo their change.
+            if let Ok(st) = &states
+                && let Some(other) = st.iter().find_map(|s| s.live.clone().filter(|l| l != to))
+            {
+                let why = format!(
+                    "`{other}` was made live by someone else during the watch of `{to}`; \
+                     watch ended, nothing rolled back"
+                );
+                run.done(Step::Watch, false, why.clone());
+                return run.finish(Verdict::Cancelled, why);
+            }
+            let errors = states
                 .map(|s| errors_of(&s).saturating_sub(base_errors))
                 .unwrap_or(0);
             let detail = format!(
@@ -869,14 +1193,18 @@ impl Engine {
                 ),
             );
         }
+        // Still under this operation's lock, and the routers were just read showing `to`:
+        // the rollback moves only traffic this operation moved.
         run.step(Step::Apply, format!("auto-rollback to `{from}`"));
-        match self.switch_routers(from).await {
+        run.record.operation = format!("{} (auto-rollback)", run.record.operation);
+        let result = self.switch_routers(&mut run, from).await;
+        run.end_changes();
+        match result {
             Ok(()) => {
-                let _ = self.store.update(&self.env.name, |m| {
+                run.remember(|m| {
                     m.previous_live = Some(to.to_string());
                     m.last_set_live = Some(from.to_string());
                 });
-                let _ = run.tx.send(Progress::Remembered);
                 run.done(Step::Apply, true, format!("rolled back to `{from}`"));
                 run.finish(
                     Verdict::RolledBack,
@@ -891,6 +1219,160 @@ impl Engine {
                 )
             }
         }
+    }
+
+    /// `cutover recover`: an interrupted operation left the routers (maybe) disagreeing.
+    /// Bring every router to one slot — `to`, or the one that was live before the interrupted
+    /// switch — then close the journal. Any other interrupted change (drain, maintenance,
+    /// preview) is undone on the routers it reached.
+    async fn recover(
+        &self,
+        mut run: Run<'_>,
+        to: Option<String>,
+        states: &[RouterState],
+    ) -> Outcome {
+        let journal = self.store.journal(&self.env.name);
+        let now: Vec<String> = self
+            .routers
+            .iter()
+            .zip(states)
+            .map(|(r, s)| {
+                format!(
+                    "`{}` → {}",
+                    r.name(),
+                    s.live.as_deref().unwrap_or("nothing")
+                )
+            })
+            .collect();
+        let found = journal
+            .as_ref()
+            .map_or("no interrupted operation".to_string(), Journal::summary);
+        let switch = journal
+            .as_ref()
+            .is_none_or(|j| j.to.is_some() || j.operation.starts_with("rollback"));
+        if !switch && to.is_none() {
+            let Some(j) = journal else {
+                return run.fail(Step::Plan, Verdict::Refused, "nothing to recover");
+            };
+            run.done(
+                Step::Plan,
+                true,
+                format!("{found}; routers now: {}", now.join(", ")),
+            );
+            return self.undo_simple(run, &j).await;
+        }
+        let target = to.or_else(|| journal.as_ref().and_then(|j| j.from.clone()));
+        let Some(target) = target else {
+            let why = format!(
+                "{found}; routers now: {}; say which slot they should all serve: \
+                 `cutover recover {} --to SLOT`",
+                now.join(", "),
+                self.env.name
+            );
+            return run.fail(Step::Plan, Verdict::Refused, why);
+        };
+        if self.env.slot(&target).is_none() {
+            let why = format!("there is no slot `{target}` in `{}`", self.env.name);
+            return run.fail(Step::Plan, Verdict::Refused, why);
+        }
+        run.record.from = journal.as_ref().and_then(|j| j.to.clone());
+        run.record.to = Some(target.clone());
+        run.done(
+            Step::Plan,
+            true,
+            format!(
+                "{found}; routers now: {}; all to `{target}`",
+                now.join(", ")
+            ),
+        );
+        run.step(Step::Apply, format!("bringing every router to `{target}`"));
+        let before: Vec<Option<String>> = states.iter().map(|s| s.live.clone()).collect();
+        run.begin_changes(
+            format!("recover: every router to {target}"),
+            None,
+            Some(&target),
+            &before,
+        );
+        let mut failures = Vec::new();
+        for (i, (r, s)) in self.routers.iter().zip(states).enumerate() {
+            if s.live.as_deref() == Some(target.as_str()) {
+                run.journal_router(i, "unchanged");
+                continue;
+            }
+            match r.switch_live(&target).await {
+                Ok(()) => run.journal_router(i, "changed"),
+                Err(e) => {
+                    run.journal_router(i, "failed");
+                    failures.push(format!("`{}` refused: {e:#}", r.name()));
+                }
+            }
+        }
+        if !failures.is_empty() {
+            let why = format!(
+                "{}; now {} (the journal is kept: run recover again)",
+                failures.join("; "),
+                self.where_routers_are().await
+            );
+            return run.fail(Step::Apply, Verdict::Failed, why);
+        }
+        run.done(
+            Step::Apply,
+            true,
+            format!("every router told to serve `{target}`"),
+        );
+        if let Err(e) = self.verify_switch(&mut run, &target, None).await {
+            return run.finish(Verdict::Failed, format!("{e} (the journal is kept)"));
+        }
+        run.end_changes();
+        // The journal of the interrupted operation, if it was not this one's.
+        if let Some(g) = &run.lock {
+            self.store.close_journal(g);
+        }
+        if let Some(j) = &journal {
+            let previous = j.from.clone().filter(|f| *f != target).or(j.to.clone());
+            run.remember(|m| {
+                m.last_set_live = Some(target.clone());
+                if previous.as_deref() != Some(target.as_str()) {
+                    m.previous_live = previous.clone();
+                }
+            });
+        }
+        let msg = format!(
+            "every router serves `{target}` ({})",
+            self.where_routers_are().await
+        );
+        run.finish(Verdict::Done, msg)
+    }
+
+    /// Undo an interrupted drain, undrain, maintenance or preview change on the routers it
+    /// reached.
+    async fn undo_simple(&self, mut run: Run<'_>, j: &Journal) -> Outcome {
+        run.step(Step::Apply, format!("undoing: {}", j.action));
+        let Some(kind) = undo_of(j) else {
+            let why = format!(
+                "cutover cannot undo `{}` by itself; set it as it should be (e.g. `cutover \
+                 maintenance {} on|off`), then `cutover unlock {}` clears the journal",
+                j.action, self.env.name, self.env.name
+            );
+            return run.fail(Step::Apply, Verdict::Refused, why);
+        };
+        let mut failures = Vec::new();
+        for (r, jr) in self.routers.iter().zip(&j.routers) {
+            if jr.result != "changed" {
+                continue;
+            }
+            if let Err(e) = apply_simple(r.as_ref(), &kind, jr.before.as_deref()).await {
+                failures.push(format!("`{}`: {e:#}", r.name()));
+            }
+        }
+        if !failures.is_empty() {
+            return run.fail(Step::Apply, Verdict::Failed, failures.join("; "));
+        }
+        run.done(Step::Apply, true, format!("undone: {}", describe(&kind)));
+        if let Some(g) = &run.lock {
+            self.store.close_journal(g);
+        }
+        run.finish(Verdict::Done, format!("undid the interrupted {}", j.action))
     }
 
     /// A rolling deploy over the nodes of a slot. Stops at the first failure, leaving that node
@@ -921,24 +1403,22 @@ impl Engine {
             true,
             format!("{n} nodes of `{slot_name}`, one at a time"),
         );
-        let _lock = match self.store.lock(&self.env.name, "rolling") {
-            Ok(l) => l,
-            Err(e) => return run.finish(Verdict::Refused, format!("{e:#}")),
-        };
         for (i, node) in slot.nodes.iter().enumerate() {
             let label = format!("{} ({}/{n})", node.name, i + 1);
             let target = Target::node(slot_name, &node.name);
             // Drain, and wait for zero sessions.
             run.step(Step::Apply, format!("{label}: draining"));
-            for r in &self.routers {
-                if let Err(e) = r.drain(&target).await {
-                    let why = format!("{label}: router `{}` would not drain it: {e:#}", r.name());
-                    run.done(Step::Apply, false, why.clone());
-                    return run.finish(
-                        Verdict::Failed,
-                        format!("{why}; stopped before touching it"),
-                    );
-                }
+            let drained = self
+                .apply_all(&mut run, &OpKind::Drain(target.clone()), &[])
+                .await;
+            run.end_changes();
+            if let Err(e) = drained {
+                let why = format!("{label}: the routers would not drain it: {e}");
+                run.done(Step::Apply, false, why.clone());
+                return run.finish(
+                    Verdict::Failed,
+                    format!("{why}; stopped before touching it"),
+                );
             }
             let deadline = Instant::now() + rolling.drain_timeout;
             let drained_how = loop {
@@ -1021,11 +1501,13 @@ impl Engine {
             );
             // Back in.
             run.step(Step::Apply, format!("{label}: undraining"));
-            for r in &self.routers {
-                if let Err(e) = r.undrain(&target).await {
-                    let why = format!("{label}: router `{}` would not undrain it: {e:#}", r.name());
-                    return run.fail(Step::Apply, Verdict::Failed, why);
-                }
+            let undrained = self
+                .apply_all(&mut run, &OpKind::Undrain(target.clone()), &[])
+                .await;
+            run.end_changes();
+            if let Err(e) = undrained {
+                let why = format!("{label}: the routers would not undrain it: {e}");
+                return run.fail(Step::Apply, Verdict::Failed, why);
             }
             run.done(Step::Apply, true, format!("{label}: back in service"));
         }
@@ -1080,8 +1562,9 @@ impl Engine {
             .map_err(|e| format!("{label}: smoke command failed: {e}"))
     }
 
-    /// Drain, undrain, maintenance, set preview: apply to every router, then verify.
-    async fn simple(&self, mut run: Run<'_>, kind: OpKind) -> Outcome {
+    /// Drain, undrain, maintenance, set preview: apply to every router — all or nothing: when
+    /// one refuses, the ones already changed are put back — then verify.
+    async fn simple(&self, mut run: Run<'_>, kind: OpKind, states: Vec<RouterState>) -> Outcome {
         run.done(Step::Plan, true, describe(&kind));
         if let OpKind::Maintenance {
             on: true,
@@ -1092,24 +1575,12 @@ impl Engine {
             let why = format!("there is no slot `{to}` to redirect to");
             return run.finish(Verdict::Refused, why);
         }
-        let lock = match self.store.lock(&self.env.name, kind.name()) {
-            Ok(l) => l,
-            Err(e) => return run.finish(Verdict::Refused, format!("{e:#}")),
-        };
         run.step(Step::Apply, describe(&kind));
-        for r in &self.routers {
-            let res = match &kind {
-                OpKind::Drain(t) => r.drain(t).await,
-                OpKind::Undrain(t) => r.undrain(t).await,
-                OpKind::Maintenance { on, mode } => r.maintenance(*on, mode).await,
-                OpKind::SetPreview(s) => r.set_preview(s).await,
-                _ => Ok(()),
-            };
-            if let Err(e) = res {
-                let why = format!("router `{}`: {e:#}", r.name());
-                return run.fail(Step::Apply, Verdict::Failed, why);
-            }
+        if let Err(why) = self.apply_all(&mut run, &kind, &states).await {
+            run.end_changes();
+            return run.fail(Step::Apply, Verdict::Failed, why);
         }
+        run.end_changes();
         run.done(Step::Apply, true, "accepted by every router");
 
         run.step(Step::Verify, "reading the routers back");
@@ -1137,13 +1608,10 @@ impl Engine {
                     }
                 }
                 run.done(Step::Verify, true, detail.clone());
-                // Only a new preview is remembered (for drift); the rest leaves state.json alone.
+                // Only a new preview is remembered (for drift); the rest leaves the state alone.
                 if let OpKind::SetPreview(s) = &kind {
-                    let _ = self.store.update(&self.env.name, |m| {
-                        m.last_set_preview = Some(s.clone());
-                    });
+                    run.remember(|m| m.last_set_preview = Some(s.clone()));
                 }
-                drop(lock);
                 return run.finish(Verdict::Done, detail);
             }
             if Instant::now() >= deadline {
@@ -1152,6 +1620,83 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Apply a drain, undrain, maintenance or preview change to every router in turn,
+    /// journalled; when one refuses, undo it on the ones already changed and say where each
+    /// router ended.
+    async fn apply_all(
+        &self,
+        run: &mut Run<'_>,
+        kind: &OpKind,
+        states: &[RouterState],
+    ) -> std::result::Result<(), String> {
+        let before: Vec<Option<String>> = states
+            .iter()
+            .map(|s| match kind {
+                OpKind::SetPreview(_) => s.preview.clone(),
+                _ => None,
+            })
+            .collect();
+        run.begin_changes(describe(kind), None, None, &before);
+        if let (Some(j), OpKind::Drain(t) | OpKind::Undrain(t)) = (run.journal.as_mut(), kind) {
+            j.target = Some(t.to_string());
+        }
+        let mut failure = None;
+        for (i, r) in self.routers.iter().enumerate() {
+            match apply_simple(r.as_ref(), kind, None).await {
+                Ok(()) => run.journal_router(i, "changed"),
+                Err(e) => {
+                    run.journal_router(i, "failed");
+                    failure = Some(format!("router `{}` refused: {e:#}", r.name()));
+                    break;
+                }
+            }
+        }
+        let Some(mut why) = failure else {
+            return Ok(());
+        };
+        let undo = run.journal.as_ref().and_then(undo_of);
+        let changed: Vec<usize> = run
+            .journal
+            .as_ref()
+            .map(|j| {
+                j.routers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.result == "changed")
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut stuck = Vec::new();
+        for i in changed {
+            let r = &self.routers[i];
+            let res = match &undo {
+                Some(u) => apply_simple(r.as_ref(), u, before.get(i).cloned().flatten().as_deref())
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+                None => Err("cutover cannot undo this change by itself".to_string()),
+            };
+            match res {
+                Ok(()) => {
+                    run.journal_router(i, "reverted");
+                    why.push_str(&format!("; `{}` put back as it was", r.name()));
+                }
+                Err(e) => {
+                    run.journal_router(i, "revert-failed");
+                    stuck.push(r.name().to_string());
+                    why.push_str(&format!("; `{}` could NOT be put back: {e}", r.name()));
+                }
+            }
+        }
+        if !stuck.is_empty() {
+            why = format!(
+                "ROUTERS DISAGREE ({} changed, the rest not): {why}",
+                stuck.join(", ")
+            );
+        }
+        Err(why)
     }
 }
 
@@ -1165,6 +1710,12 @@ fn describe(kind: &OpKind) -> String {
         OpKind::Swap { to } => format!("swap to {}", to.as_deref().unwrap_or("preview")),
         OpKind::Rollback => "rollback".into(),
         OpKind::Rolling { slot, .. } => format!("rolling deploy of {slot}"),
+        OpKind::Recover { to } => format!(
+            "recover{}",
+            to.as_deref()
+                .map(|t| format!(" to {t}"))
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -1231,6 +1782,44 @@ fn path_of(url: &str, address: &str) -> String {
     after_scheme
         .find('/')
         .map_or("/".into(), |i| after_scheme[i..].to_string())
+}
+
+/// The operation that undoes an interrupted or half-done simple change, from its journal.
+fn undo_of(j: &Journal) -> Option<OpKind> {
+    let target = || {
+        let t = j.target.as_deref()?;
+        Some(match t.split_once('/') {
+            Some((s, n)) => Target::node(s, n),
+            None => Target::slot(t),
+        })
+    };
+    match j.operation.as_str() {
+        "drain" => Some(OpKind::Undrain(target()?)),
+        "undrain" => Some(OpKind::Drain(target()?)),
+        "maintenance-on" => Some(OpKind::Maintenance {
+            on: false,
+            mode: MaintenanceMode::Page,
+        }),
+        // Back to each router's own preview before the change.
+        "set-preview" => Some(OpKind::SetPreview(String::new())),
+        _ => None,
+    }
+}
+
+/// One router's part of a simple change. `before` is, for a preview undo, that router's
+/// preview before the change.
+async fn apply_simple(r: &dyn Router, kind: &OpKind, before: Option<&str>) -> Result<()> {
+    match kind {
+        OpKind::Drain(t) => r.drain(t).await,
+        OpKind::Undrain(t) => r.undrain(t).await,
+        OpKind::Maintenance { on, mode } => r.maintenance(*on, mode).await,
+        OpKind::SetPreview(s) if s.is_empty() => match before {
+            Some(b) => r.set_preview(b).await,
+            None => Ok(()),
+        },
+        OpKind::SetPreview(s) => r.set_preview(s).await,
+        _ => Ok(()),
+    }
 }
 
 fn admin_of(t: &Target, s: &RouterState) -> AdminState {

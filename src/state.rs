@@ -1,14 +1,30 @@
-//! What cutover remembers between runs, and the per-environment operation lock.
+//! What cutover remembers between runs, the per-environment operation lock, and the
+//! operation journal.
 //!
-//! The state file (`state.json` in the state dir) keeps, per environment, the previous live
-//! slot (so `r` works after a restart) and what cutover last set (to show drift). The lock file
-//! (`<env>.lock`) keeps two operators, or a script and a person, from acting on the same
-//! environment at once.
+//! Everything lives in the state dir, one set of files per environment (the name is checked
+//! to be a safe file name when the config loads; [`Store`] maps it again to be sure):
+//! - `<env>.lock` — the operation lock: an OS advisory lock (`flock`) held on this file's open
+//!   descriptor for the whole operation. The kernel releases it when the holder exits, however
+//!   it exits (kill -9 included), so there is no stale lock to break and no two processes can
+//!   ever hold it. The holder writes who it is into the file; it empties the file before it
+//!   lets go.
+//! - `<env>.state.json` — the previous live slot (so `r` works after a restart) and what
+//!   cutover last set (to show drift). Written atomically, only by the lock's holder, so two
+//!   operations on two environments never lose each other's records. (`state.json`, one file
+//!   for all environments, is still read for what older versions wrote.)
+//! - `<env>.takeover` — another operator's request to take the lock over (see [`Store::request_takeover`]).
+//! - `<env>.journal.json` — what a running operation is changing on the routers; removed when
+//!   the routers are consistent again. One left behind by a dead process is an interrupted
+//!   operation (`cutover recover`).
+//!
+//! The contract (lock, holder, takeover, memory, journal) is [`Coordination`]; a shared store
+//! (etcd) implements the same trait.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use color_eyre::eyre::{Result, WrapErr, bail};
 use serde::{Deserialize, Serialize};
@@ -29,175 +45,464 @@ pub struct Memory {
     pub environments: BTreeMap<String, EnvMemory>,
 }
 
+/// Who holds (or asks for) an environment's lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub holder: String,
+    pub pid: u32,
+    pub operation: String,
+    /// The operation's id (empty in files written by older versions).
+    #[serde(default)]
+    pub op_id: String,
+    pub since: String,
+}
+
+impl LockInfo {
+    /// This process, about to run `operation` with id `op_id`.
+    pub fn me(operation: &str, op_id: &str) -> LockInfo {
+        LockInfo {
+            holder: crate::paths::user_at_host(),
+            pid: std::process::id(),
+            operation: operation.to_string(),
+            op_id: op_id.to_string(),
+            since: crate::timefmt::rfc3339(SystemTime::now()),
+        }
+    }
+
+    /// False only for a holder of this host whose process is gone (its lock went with it).
+    fn may_be_alive(&self) -> bool {
+        let host = crate::paths::user_at_host();
+        let same_host = host.split('@').nth(1) == self.holder.split('@').nth(1);
+        !same_host || Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    /// "alice@bastion (pid 812, swap #a1b2c3d4 since 2026-…)"
+    pub fn describe(&self) -> String {
+        let id = if self.op_id.is_empty() {
+            String::new()
+        } else {
+            format!(" #{}", self.op_id)
+        };
+        format!(
+            "{} (pid {}, {}{id} since {})",
+            self.holder, self.pid, self.operation, self.since
+        )
+    }
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockError {
+    /// Another live cutover holds it.
+    Held(LockInfo),
+    /// A takeover was asked for, and the holder did not let go in time.
+    TakeoverTimedOut(LockInfo, Duration),
+    /// The file system said no.
+    Io(String),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Held(h) => write!(f, "locked by {}", h.describe()),
+            LockError::TakeoverTimedOut(h, d) => write!(
+                f,
+                "asked {} to hand the lock over, and it did not within {} (it finishes a router \
+                 change before it lets go); try again",
+                h.describe(),
+                crate::timefmt::millis(*d)
+            ),
+            LockError::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+/// One router's part in a journalled operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRouter {
+    pub name: String,
+    /// Its live slot before the operation touched it.
+    pub before: Option<String>,
+    /// `pending`, `changed`, `failed`, `reverted`, `revert-failed`.
+    pub result: String,
+}
+
+/// What a running operation is changing, written before the first router command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub op_id: String,
+    pub operation: String,
+    /// What it does, in words ("switch live to green", "drain blue").
+    pub action: String,
+    pub environment: String,
+    pub user: String,
+    pub pid: u32,
+    pub started: String,
+    /// For switches: the live slot before, and the one being made live.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// For a drain or undrain: the slot or `slot/node` it applies to.
+    #[serde(default)]
+    pub target: Option<String>,
+    pub routers: Vec<JournalRouter>,
+}
+
+impl Journal {
+    /// "INTERRUPTED swap blue → green at 03:12:40 (#a1b2c3d4, alice@bastion): router edge-1
+    /// switched, edge-2 not"
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .routers
+            .iter()
+            .map(|r| {
+                let what = match r.result.as_str() {
+                    "changed" => "changed",
+                    "pending" => "not changed",
+                    "failed" => "refused",
+                    "reverted" => "changed and put back",
+                    other => other,
+                };
+                format!("router `{}` {what}", r.name)
+            })
+            .collect();
+        let at = self.started.get(11..19).unwrap_or(&self.started);
+        format!(
+            "INTERRUPTED {} at {at} (#{}, {}): {}",
+            self.action,
+            self.op_id,
+            self.user,
+            parts.join(", ")
+        )
+    }
+}
+
+/// The lock, state and journal contract, so that a shared store can stand in for the files.
+pub trait Coordination: Send + Sync {
+    /// Take the operation lock of `env`, or say who holds it.
+    fn lock(&self, env: &str, me: &LockInfo) -> std::result::Result<LockGuard, LockError>;
+    /// Who holds the lock of `env` now (a live holder only).
+    fn holder(&self, env: &str) -> Option<LockInfo>;
+    /// What cutover remembers of `env`.
+    fn env(&self, env: &str) -> EnvMemory;
+    /// Change `env`'s memory; only the lock's holder may.
+    fn update(&self, guard: &LockGuard, f: &mut dyn FnMut(&mut EnvMemory)) -> Result<()>;
+}
+
 /// The state directory and the files in it.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub dir: PathBuf,
 }
 
+/// How long [`Store::lock`] keeps trying when the file is held for a moment by a reader or
+/// a holder that is letting go (an empty holder record).
+const LOCK_SETTLE: Duration = Duration::from_millis(500);
+
 impl Store {
     pub fn new(dir: PathBuf) -> Self {
         Store { dir }
     }
 
-    fn state_path(&self) -> PathBuf {
-        self.dir.join("state.json")
-    }
-
-    pub fn load(&self) -> Memory {
-        std::fs::read(self.state_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    pub fn env(&self, env: &str) -> EnvMemory {
-        self.load().environments.remove(env).unwrap_or_default()
-    }
-
-    /// Change one environment's memory and write the file atomically.
-    pub fn update(&self, env: &str, f: impl FnOnce(&mut EnvMemory)) -> Result<()> {
-        let mut m = self.load();
-        f(m.environments.entry(env.to_string()).or_default());
-        let json = serde_json::to_vec_pretty(&m)?;
-        write_atomic(&self.state_path(), &json)
-    }
-
-    fn lock_path(&self, env: &str) -> PathBuf {
-        let safe: String = env
+    /// A file name for an environment: its name with anything outside `[A-Za-z0-9._-]`
+    /// replaced, and never `.`/`..`, so the path stays inside the state dir.
+    fn file(&self, env: &str, suffix: &str) -> PathBuf {
+        let mut safe: String = env
             .chars()
             .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
                     c
                 } else {
                     '_'
                 }
             })
             .collect();
-        self.dir.join(format!("{safe}.lock"))
+        if safe.starts_with('.') {
+            safe.replace_range(0..1, "_");
+        }
+        self.dir.join(format!("{safe}{suffix}"))
     }
 
-    /// Take the operation lock of an environment, or say who holds it.
-    pub fn lock(&self, env: &str, operation: &str) -> Result<LockGuard> {
+    fn legacy_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    fn ensure_dir(&self) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .wrap_err_with(|| format!("cannot create the state dir {}", self.dir.display()))?;
-        let path = self.lock_path(env);
-        let me = LockInfo {
-            holder: crate::paths::user_at_host(),
-            pid: std::process::id(),
-            operation: operation.to_string(),
-            since: crate::timefmt::rfc3339(SystemTime::now()),
-        };
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(&serde_json::to_vec(&me)?)?;
-                    return Ok(LockGuard { path, pid: me.pid });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    match self.holder(env) {
-                        Some(h) if h.is_stale() => {
-                            tracing::warn!(?h, "breaking a stale lock (its process is gone)");
-                            match std::fs::remove_file(&path) {
-                                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                                    return Err(e).wrap_err_with(|| {
-                                        format!(
-                                            "cannot break the stale lock {} (its process is gone); \
-                                             remove it by hand",
-                                            path.display()
-                                        )
-                                    });
-                                }
-                                _ => {}
-                            }
-                        }
-                        Some(h) => bail!(
-                            "environment `{env}` is locked by {} (pid {}, {} since {}); wait for it, \
-                             or break it with `cutover unlock {env}`",
-                            h.holder,
-                            h.pid,
-                            h.operation,
-                            h.since
-                        ),
-                        None => {
-                            // Unreadable: half-written by another process, or garbage.
-                            bail!(
-                                "environment `{env}` has an unreadable lock file {}; \
-                                 break it with `cutover unlock {env}`",
-                                path.display()
-                            )
-                        }
-                    }
-                }
-                Err(e) => {
-                    return Err(e).wrap_err_with(|| format!("cannot create {}", path.display()));
+        set_mode(&self.dir, 0o700);
+        Ok(())
+    }
+
+    /// Every environment's memory: what older versions wrote to `state.json`, overridden by
+    /// the per-environment files.
+    pub fn load(&self) -> Memory {
+        let mut m: Memory = std::fs::read(self.legacy_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Ok(dir) = std::fs::read_dir(&self.dir) {
+            for entry in dir.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let Some(env) = name.strip_suffix(".state.json") else {
+                    continue;
+                };
+                if let Some(mem) = read_json::<StoredMemory>(&entry.path()) {
+                    m.environments
+                        .insert(mem.environment.unwrap_or(env.into()), mem.memory);
                 }
             }
         }
-        bail!(
-            "could not take the lock of `{env}`: another cutover took it at the same moment; \
-             try again"
+        m
+    }
+
+    pub fn env(&self, env: &str) -> EnvMemory {
+        match read_json::<StoredMemory>(&self.file(env, ".state.json")) {
+            Some(m) => m.memory,
+            None => self.load().environments.remove(env).unwrap_or_default(),
+        }
+    }
+
+    /// Change one environment's memory and write its file atomically. The guard proves the
+    /// caller holds that environment's lock.
+    pub fn update(&self, guard: &LockGuard, f: impl FnOnce(&mut EnvMemory)) -> Result<()> {
+        let mut m = self.env(&guard.env);
+        f(&mut m);
+        let stored = StoredMemory {
+            environment: Some(guard.env.clone()),
+            memory: m,
+        };
+        self.ensure_dir()?;
+        write_atomic(
+            &self.file(&guard.env, ".state.json"),
+            &serde_json::to_vec_pretty(&stored)?,
         )
     }
 
-    /// Who holds the lock of an environment, if anyone.
-    pub fn holder(&self, env: &str) -> Option<LockInfo> {
-        let b = std::fs::read(self.lock_path(env)).ok()?;
-        serde_json::from_slice(&b).ok()
+    /// Take the operation lock of an environment, or say who holds it.
+    pub fn lock(&self, env: &str, me: &LockInfo) -> std::result::Result<LockGuard, LockError> {
+        self.ensure_dir()
+            .map_err(|e| LockError::Io(format!("{e:#}")))?;
+        let path = self.file(env, ".lock");
+        let settle = Instant::now() + LOCK_SETTLE;
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| LockError::Io(format!("cannot open {}: {e}", path.display())))?;
+            set_mode(&path, 0o600);
+            match file.try_lock() {
+                Ok(()) => {
+                    let json = serde_json::to_vec(me).unwrap_or_default();
+                    let written = file
+                        .set_len(0)
+                        .and_then(|_| file.seek(SeekFrom::Start(0)))
+                        .and_then(|_| file.write_all(&json))
+                        .and_then(|_| file.sync_data());
+                    if let Err(e) = written {
+                        return Err(LockError::Io(format!(
+                            "cannot write the holder into {}: {e}",
+                            path.display()
+                        )));
+                    }
+                    return Ok(LockGuard {
+                        file: Some(file),
+                        env: env.to_string(),
+                        info: me.clone(),
+                    });
+                }
+                Err(TryLockError::WouldBlock) => {
+                    // Held. A holder that has written its record is a real one; an empty
+                    // record is a holder letting go or a reader looking: try again shortly.
+                    let mut buf = Vec::new();
+                    let _ = file.read_to_end(&mut buf);
+                    match serde_json::from_slice::<LockInfo>(&buf) {
+                        Ok(h) if h.may_be_alive() => return Err(LockError::Held(h)),
+                        parsed if Instant::now() >= settle => {
+                            return Err(LockError::Held(parsed.unwrap_or_else(|_| LockInfo {
+                                holder: "another cutover".into(),
+                                pid: 0,
+                                operation: "an operation".into(),
+                                op_id: String::new(),
+                                since: "now".into(),
+                            })));
+                        }
+                        _ => {}
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(LockError::Io(format!(
+                        "cannot lock {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
     }
 
-    /// Break a lock (the `cutover unlock` command). Returns who held it.
-    pub fn break_lock(&self, env: &str) -> Result<Option<LockInfo>> {
-        let h = self.holder(env);
-        match std::fs::remove_file(self.lock_path(env)) {
-            Ok(()) => Ok(h),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).wrap_err("cannot remove the lock file"),
+    /// Take the lock, asking its holder to hand it over first when it is held: the holder
+    /// ends its watch (or finishes the router change it is in), records who took over, and
+    /// lets go. Waits at most `wait`.
+    pub fn take_over(
+        &self,
+        env: &str,
+        me: &LockInfo,
+        wait: Duration,
+    ) -> std::result::Result<(LockGuard, Option<LockInfo>), LockError> {
+        let holder = match self.lock(env, me) {
+            Ok(g) => return Ok((g, None)),
+            Err(LockError::Held(h)) => h,
+            Err(e) => return Err(e),
+        };
+        let request = Takeover {
+            target_op_id: holder.op_id.clone(),
+            by: me.clone(),
+        };
+        let path = self.file(env, ".takeover");
+        write_atomic(&path, &serde_json::to_vec(&request).unwrap_or_default())
+            .map_err(|e| LockError::Io(format!("{e:#}")))?;
+        let end = Instant::now() + wait;
+        let result = loop {
+            match self.lock(env, me) {
+                Ok(g) => break Ok((g, Some(holder.clone()))),
+                Err(LockError::Held(_)) if Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(LockError::Held(_)) => break Err(LockError::TakeoverTimedOut(holder, wait)),
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    /// A takeover asked of the operation `op_id`, if any.
+    pub fn takeover_request(&self, env: &str, op_id: &str) -> Option<LockInfo> {
+        let t: Takeover = read_json(&self.file(env, ".takeover"))?;
+        (t.target_op_id == op_id).then_some(t.by)
+    }
+
+    /// Who holds the lock of an environment now: a live process only (the kernel lets go of
+    /// a dead one's lock).
+    pub fn holder(&self, env: &str) -> Option<LockInfo> {
+        let path = self.file(env, ".lock");
+        let file = File::open(&path).ok()?;
+        let info: LockInfo = read_json(&path)?;
+        match file.try_lock_shared() {
+            Ok(()) => None, // nobody holds it: what the file says is left from a dead holder
+            Err(_) => Some(info),
+        }
+    }
+
+    /// `cutover unlock`: there is nothing to break while a live process holds the lock (the
+    /// kernel ends it with that process); this clears what a dead holder left in the file.
+    /// Returns the live holder instead, if there is one.
+    pub fn clear_lock(&self, env: &str) -> Result<std::result::Result<bool, LockInfo>> {
+        let me = LockInfo::me("unlock", "");
+        match self.lock(env, &me) {
+            Ok(guard) => {
+                drop(guard);
+                let had_journal = self.journal(env).is_some();
+                Ok(Ok(had_journal))
+            }
+            Err(LockError::Held(h)) => Ok(Err(h)),
+            Err(e) => bail!("{e}"),
+        }
+    }
+
+    /// Write (or rewrite) the journal of a running operation, durably.
+    pub fn write_journal(&self, guard: &LockGuard, j: &Journal) -> Result<()> {
+        write_atomic(
+            &self.file(&guard.env, ".journal.json"),
+            &serde_json::to_vec_pretty(j)?,
+        )
+    }
+
+    /// The routers are consistent again: close the journal.
+    pub fn close_journal(&self, guard: &LockGuard) {
+        let _ = std::fs::remove_file(self.file(&guard.env, ".journal.json"));
+    }
+
+    /// The journal left in the state dir, if any.
+    pub fn journal(&self, env: &str) -> Option<Journal> {
+        read_json(&self.file(env, ".journal.json"))
+    }
+
+    /// An operation that a dead process left unfinished: a journal whose writer no longer
+    /// holds the lock.
+    pub fn interrupted(&self, env: &str) -> Option<Journal> {
+        let j = self.journal(env)?;
+        match self.holder(env) {
+            Some(h) if h.op_id == j.op_id => None, // still running
+            _ => Some(j),
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockInfo {
-    pub holder: String,
-    pub pid: u32,
-    pub operation: String,
-    pub since: String,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredMemory {
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(flatten)]
+    memory: EnvMemory,
 }
 
-impl LockInfo {
-    /// A lock held by a process of this host that no longer runs.
-    pub fn is_stale(&self) -> bool {
-        let host = crate::paths::user_at_host();
-        let same_host = host.split('@').nth(1) == self.holder.split('@').nth(1);
-        same_host && !Path::new(&format!("/proc/{}", self.pid)).exists()
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Takeover {
+    target_op_id: String,
+    by: LockInfo,
+}
+
+impl Coordination for Store {
+    fn lock(&self, env: &str, me: &LockInfo) -> std::result::Result<LockGuard, LockError> {
+        Store::lock(self, env, me)
+    }
+    fn holder(&self, env: &str) -> Option<LockInfo> {
+        Store::holder(self, env)
+    }
+    fn env(&self, env: &str) -> EnvMemory {
+        Store::env(self, env)
+    }
+    fn update(&self, guard: &LockGuard, f: &mut dyn FnMut(&mut EnvMemory)) -> Result<()> {
+        Store::update(self, guard, |m| f(m))
     }
 }
 
-/// Removes the lock file when the operation ends.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    let b = std::fs::read(path).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+/// An environment's operation lock, held until dropped (or until the process ends, however
+/// it ends).
 #[derive(Debug)]
 pub struct LockGuard {
-    path: PathBuf,
-    pid: u32,
+    file: Option<File>,
+    pub env: String,
+    pub info: LockInfo,
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let mine = std::fs::read(&self.path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
-            .is_some_and(|l| l.pid == self.pid);
-        if mine {
-            let _ = std::fs::remove_file(&self.path);
+        if let Some(f) = self.file.take() {
+            // Empty the holder record first: a reader between this and the close sees
+            // "letting go", never a stale name.
+            let _ = f.set_len(0);
+            let _ = f.unlock();
         }
     }
 }
 
-/// Write a file by writing a temp file beside it and renaming it over.
+/// Write a file by writing a temp file beside it, syncing it, and renaming it over; then sync
+/// the directory, so the new name survives a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
@@ -207,6 +512,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .wrap_err_with(|| format!("cannot replace {}", path.display()))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -215,39 +523,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_survives_a_new_store() {
+    fn memory_survives_a_new_store_and_each_environment_has_its_own() {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::new(d.path().to_path_buf());
-        s.update("shop", |m| m.previous_live = Some("blue".into()))
+        let g = s.lock("shop", &LockInfo::me("swap", "1")).expect("lock");
+        s.update(&g, |m| m.previous_live = Some("blue".into()))
+            .expect("write");
+        let g2 = s.lock("api", &LockInfo::me("swap", "2")).expect("lock");
+        s.update(&g2, |m| m.previous_live = Some("green".into()))
             .expect("write");
         let again = Store::new(d.path().to_path_buf());
         assert_eq!(again.env("shop").previous_live.as_deref(), Some("blue"));
+        assert_eq!(again.env("api").previous_live.as_deref(), Some("green"));
+        assert_eq!(again.load().environments.len(), 2);
     }
 
     #[test]
-    fn a_held_lock_names_its_holder_and_a_dead_one_is_broken() {
+    fn a_held_lock_names_its_holder_and_is_free_once_dropped() {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::new(d.path().to_path_buf());
-        let g = s.lock("shop", "swap").expect("first lock");
+        let g = s
+            .lock("shop", &LockInfo::me("swap", "a1"))
+            .expect("first lock");
         let e = s
-            .lock("shop", "rollback")
+            .lock("shop", &LockInfo::me("rollback", "b2"))
             .expect_err("second lock must fail");
-        let msg = e.to_string();
-        assert!(msg.contains("locked by") && msg.contains("swap"), "{msg}");
-        assert!(msg.contains("cutover unlock shop"), "{msg}");
+        assert!(
+            matches!(&e, LockError::Held(h) if h.operation == "swap" && h.op_id == "a1"),
+            "{e:?}"
+        );
+        assert_eq!(s.holder("shop").map(|h| h.op_id), Some("a1".into()));
         drop(g);
-        // A lock whose pid does not exist on this host is stale.
-        let dead = LockInfo {
-            holder: crate::paths::user_at_host(),
-            pid: 999_999_999,
-            operation: "swap".into(),
-            since: "then".into(),
-        };
+        assert_eq!(s.holder("shop"), None);
+        // What a dead holder left in the file is not a lock.
         std::fs::write(
-            s.lock_path("shop"),
-            serde_json::to_vec(&dead).expect("json"),
+            d.path().join("shop.lock"),
+            serde_json::to_vec(&LockInfo::me("swap", "dead")).expect("json"),
         )
         .expect("write");
-        let _g = s.lock("shop", "swap").expect("stale lock is broken");
+        assert_eq!(s.holder("shop"), None);
+        let _g = s.lock("shop", &LockInfo::me("swap", "c3")).expect("free");
+    }
+
+    #[test]
+    fn names_stay_inside_the_state_dir() {
+        let s = Store::new(PathBuf::from("/state"));
+        for name in ["../../evil", "..", ".hidden", "a/b"] {
+            let p = s.file(name, ".lock");
+            assert_eq!(p.parent(), Some(Path::new("/state")), "{name}: {p:?}");
+        }
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::app::{App, DemoCommand, Effect, Event};
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::ops::{Engine, GateSource, Progress};
+use crate::ops::{Engine, GateSource, Interrupt, Progress};
 use crate::probe::Prober;
 use crate::slotserver::SlotControls;
 use crate::state::{EnvMemory, Store};
@@ -173,8 +173,19 @@ impl World {
                 &tx,
                 &stop,
                 move || {
-                    let holder = store.holder(&name);
-                    async move { Event::Lock { env: ei, holder } }
+                    let (store, name) = (store.clone(), name.clone());
+                    async move {
+                        let (holder, interrupted) = tokio::task::spawn_blocking(move || {
+                            (store.holder(&name), store.interrupted(&name))
+                        })
+                        .await
+                        .unwrap_or_default();
+                        Event::Lock {
+                            env: ei,
+                            holder,
+                            interrupted,
+                        }
+                    }
                 },
             );
         }
@@ -212,36 +223,59 @@ fn every<F, Fut>(
     });
 }
 
-/// Runs effects. Owns the operation tasks' cancel switches.
+/// An operation this runner started and that has not ended.
+struct Running {
+    id: String,
+    kind: &'static str,
+    cancel: watch::Sender<Interrupt>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs effects. Owns the running operations: their interrupt switches and tasks.
 struct Runner {
     world: Arc<World>,
     tx: mpsc::UnboundedSender<Event>,
-    cancels: Vec<Option<watch::Sender<bool>>>,
+    running: Vec<Vec<Running>>,
 }
 
 impl Runner {
     fn run(&mut self, effect: Effect) {
         match effect {
-            Effect::Quit => {}
+            Effect::Quit | Effect::QuitNow => {}
             Effect::RunOp { env, req, gate } => {
                 let Some(engine) = self.world.engines.get(env).cloned() else {
                     return;
                 };
-                // A new operation cancels the watch of the previous one.
-                if let Some(c) = self.cancels.get_mut(env).and_then(Option::take) {
-                    let _ = c.send(true);
-                }
-                let (cancel_tx, cancel_rx) = watch::channel(false);
-                if let Some(slot) = self.cancels.get_mut(env) {
-                    *slot = Some(cancel_tx);
-                }
+                let Some(running) = self.running.get_mut(env) else {
+                    return;
+                };
+                running.retain(|r| !r.task.is_finished());
+                // The operation running here (a watch) is superseded: it stops at its next
+                // safe point and records by what; the new one starts once it has let go.
+                let by = format!("{} #{}", req.kind.name(), req.id);
+                let before: Vec<tokio::task::JoinHandle<()>> = running
+                    .drain(..)
+                    .map(|r| {
+                        let _ = r.cancel.send(Interrupt::Superseded(by.clone()));
+                        r.task
+                    })
+                    .collect();
+                let (cancel_tx, cancel_rx) = watch::channel(Interrupt::None);
                 let (ptx, mut prx) = mpsc::unbounded_channel();
                 let tx = self.tx.clone();
                 let store = self.world.store.clone();
                 let name = engine.env.name.clone();
-                tokio::spawn(async move {
+                let id = req.id.clone();
+                let kind = req.kind.name();
+                let task_id = id.clone();
+                let task = tokio::spawn(async move {
+                    let id = task_id;
+                    for t in before {
+                        let _ = t.await;
+                    }
                     let fwd = {
-                        let (tx, store, name) = (tx.clone(), store.clone(), name.clone());
+                        let (tx, store, name, id) =
+                            (tx.clone(), store.clone(), name.clone(), id.clone());
                         tokio::spawn(async move {
                             while let Some(p) = prx.recv().await {
                                 if p == Progress::Remembered {
@@ -251,7 +285,11 @@ impl Runner {
                                     });
                                     continue;
                                 }
-                                let _ = tx.send(Event::Op { env, progress: p });
+                                let _ = tx.send(Event::Op {
+                                    env,
+                                    id: id.clone(),
+                                    progress: p,
+                                });
                             }
                         })
                     };
@@ -263,6 +301,12 @@ impl Runner {
                         env,
                         memory: store.env(&name),
                     });
+                });
+                running.push(Running {
+                    id,
+                    kind,
+                    cancel: cancel_tx,
+                    task,
                 });
             }
             Effect::RunDrill { env } => {
@@ -323,6 +367,36 @@ impl Runner {
         }
     }
 }
+
+impl Runner {
+    /// Quitting: every running operation stops at its next safe point (a watch is abandoned,
+    /// the new slot stays live, and says so in its record). With `now`, operations in the
+    /// middle of a router change are left as they are and recorded as abandoned; their
+    /// journal stays for `cutover recover`. Waits at most `QUIT_WAIT` for the records.
+    async fn shutdown(&mut self, now: bool) {
+        let mut waits = Vec::new();
+        for (env, running) in self.running.iter_mut().enumerate() {
+            for r in running.drain(..) {
+                if r.task.is_finished() {
+                    continue;
+                }
+                let _ = r.cancel.send(Interrupt::Quit);
+                if now {
+                    if let Some(engine) = self.world.engines.get(env) {
+                        crate::commands::abandon(engine, &r.id, r.kind, "the operator quit");
+                    }
+                    continue;
+                }
+                waits.push(r.task);
+            }
+        }
+        let all = futures_util::future::join_all(waits);
+        let _ = tokio::time::timeout(QUIT_WAIT, all).await;
+    }
+}
+
+/// How long quitting waits for running operations to write their last records.
+const QUIT_WAIT: Duration = Duration::from_secs(15);
 
 pub struct TuiOptions {
     pub read_only: bool,
@@ -391,34 +465,57 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
             }
         });
     }
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .wrap_err("cannot listen for SIGTERM")?;
+    // SIGTERM, SIGINT and SIGHUP (the SSH session dropped) quit as `q` does: the terminal is
+    // restored by the guard, an operation in the middle of a router change finishes its step.
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).wrap_err("cannot listen for SIGTERM")?;
+        let mut hup = signal(SignalKind::hangup()).wrap_err("cannot listen for SIGHUP")?;
+        let mut int = signal(SignalKind::interrupt()).wrap_err("cannot listen for SIGINT")?;
+        let mut quit = signal(SignalKind::quit()).wrap_err("cannot listen for SIGQUIT")?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = hup.recv() => "SIGHUP",
+                    _ = int.recv() => "SIGINT",
+                    _ = quit.recv() => "SIGQUIT",
+                };
+                if tx.send(Event::Signal(name)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
 
     let mut runner = Runner {
         world: world.clone(),
         tx: tx.clone(),
-        cancels: (0..world.engines.len()).map(|_| None).collect(),
+        running: (0..world.engines.len()).map(|_| Vec::new()).collect(),
     };
+    let mut quit_now = false;
     loop {
-        let ev = tokio::select! {
-            ev = rx.recv() => ev,
-            _ = sigterm.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        };
-        let Some(ev) = ev else { break };
+        let Some(ev) = rx.recv().await else { break };
         let mut effects = app.update(ev);
         // Take everything already queued before drawing: draw only the newest state.
         while let Ok(ev) = rx.try_recv() {
             effects.extend(app.update(ev));
         }
         for e in effects {
+            quit_now |= matches!(e, Effect::QuitNow);
             runner.run(e);
         }
         if app.should_quit {
             break;
         }
-        term.draw(|f| crate::ui::draw(f, &app))?;
+        // A closed terminal (the SSH session is gone) must not stop cutover from quitting
+        // cleanly: a failed draw ends the loop like a quit.
+        if term.draw(|f| crate::ui::draw(f, &app)).is_err() {
+            break;
+        }
     }
     let _ = stop_tx.send(true);
+    runner.shutdown(quit_now).await;
     Ok(())
 }

@@ -208,12 +208,8 @@ async fn swap_with_green_failing_while_watched(rig: &Rig, watch_for: Duration) -
     let e = World::build(cfg, None).expect("world").engines[0].clone();
     let green = rig.slot("green").controls.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (_c, cancel) = watch::channel(false);
-    let req = OpRequest {
-        kind: OpKind::Swap { to: None },
-        force: false,
-        watch: true,
-    };
+    let (_c, cancel) = watch::channel(cutover::ops::Interrupt::None);
+    let req = OpRequest::new(OpKind::Swap { to: None });
     let task = tokio::spawn(async move { e.run(req, GateSource::ProbeNow, tx, cancel).await });
     // Break green as soon as the watch starts.
     while let Some(p) = rx.recv().await {
@@ -410,18 +406,25 @@ async fn cli_exit_codes_and_lock_contention_between_processes() {
     };
     // Another holder (this test process, alive) has the lock: the CLI refuses and names it.
     let store = cutover::state::Store::new(rig.dir.path().join("state"));
-    let guard = store.lock("shop", "swap").expect("lock");
+    let guard = store
+        .lock("shop", &cutover::state::LockInfo::me("swap", "t35t1d00"))
+        .expect("lock");
     let o = cli(vec!["swap", "shop", "--yes", "--no-watch"])
         .await
         .expect("join");
     assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
     assert!(
-        printed(&o).contains("locked by") && printed(&o).contains("cutover unlock shop"),
+        printed(&o).contains("locked by") && printed(&o).contains("#t35t1d00"),
         "{}",
         printed(&o)
     );
+    assert!(printed(&o).contains("--take-over"), "{}", printed(&o));
+    // unlock never breaks a live holder's lock: it names it.
+    let o = cli(vec!["unlock", "shop"]).await.expect("join");
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(printed(&o).contains("#t35t1d00"), "{}", printed(&o));
     drop(guard);
-    // A stale lock (dead pid on this host) is broken and the swap goes through: exit 0.
+    // What a dead holder left in the lock file is no lock: the swap goes through: exit 0.
     let dead = serde_json::json!({"holder": cutover::paths::user_at_host(), "pid": 999_999_999u32, "operation": "swap", "since": "then"});
     std::fs::write(rig.dir.path().join("state/shop.lock"), dead.to_string()).expect("write");
     let o = cli(vec!["swap", "shop", "--yes", "--no-watch"])

@@ -314,7 +314,7 @@ fn swap_asks_with_from_to_versions_and_the_gate() {
     let (text, _) = screen(&mut app, 120, 40);
     assert!(text.contains("Swap: blue → green"), "{text}");
     assert!(text.contains("✔ health: last 3 checks healthy"), "{text}");
-    assert!(text.contains("y confirm"), "{text}");
+    assert!(text.contains("y/Enter confirm"), "{text}");
     insta::assert_snapshot!("confirm_swap", text);
     // Esc cancels and nothing runs.
     let fx = app.update(Event::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
@@ -336,7 +336,7 @@ fn a_refusing_gate_offers_force_and_y_does_nothing() {
         "{text}"
     );
     assert!(
-        text.contains("F forces it (logged as FORCED) · Esc cancels"),
+        text.contains("F forces it (logged as FORCED)") && text.contains("n/Esc cancels"),
         "{text}"
     );
     insta::assert_snapshot!("confirm_refused", text);

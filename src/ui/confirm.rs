@@ -7,6 +7,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
 use crate::app::{App, Confirm};
 use crate::config::ConfirmMode;
+use crate::keymap::Action;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
     let t = &app.theme;
@@ -17,7 +18,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
         Span::styled("environment ", t.dim),
         Span::styled(env.config.name.clone(), t.accent),
     ])];
-    if let Some(p) = &c.plan {
+    let plan = app.confirm_plan(c);
+    if let Some(p) = &plan {
         for (label, slot, version) in [
             ("from", p.from.as_deref(), &p.from_version),
             ("to", Some(p.to.as_str()), &p.to_version),
@@ -61,26 +63,47 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
         }
     }
     lines.push(Line::raw(""));
-    let gate_ok = c.plan.as_ref().is_none_or(|p| p.passes());
+    let gate_ok = plan.as_ref().is_none_or(|p| p.passes());
+    if let Some(h) = env.locked_by_other() {
+        lines.push(Line::styled(
+            format!("⚠ locked by {}", h.describe()),
+            t.warning,
+        ));
+    }
     if c.mode == ConfirmMode::TypeName {
         lines.push(Line::from(vec![
             Span::styled("type the environment's name: ", t.text),
             Span::styled(format!("{}▏", c.typed), t.accent),
         ]));
     }
-    let keys = match (gate_ok, c.mode) {
-        (true, ConfirmMode::YesNo) => "y confirm · n / Esc cancel",
-        (true, ConfirmMode::TypeName) => "Enter confirm · Esc cancel",
-        (false, ConfirmMode::YesNo) => {
-            "gate refuses · F forces it (logged as FORCED) · Esc cancels"
-        }
-        // F counts only once the name is typed (before that it is a letter of the name).
-        (false, ConfirmMode::TypeName) => {
-            "gate refuses · type the name, then F forces it (logged as FORCED) · Esc cancels"
-        }
+    let k = |a: Action| app.keymap.first_key(a);
+    let all = |a: Action| app.keymap.keys(a).join("/");
+    let (go, cancel) = (all(Action::Confirm), all(Action::Cancel));
+    // Bound letters count only once the name is typed (before that they are letters of it).
+    let then = if c.mode == ConfirmMode::TypeName {
+        "type the name, then "
+    } else {
+        ""
     };
+    let mut keys = match gate_ok {
+        true => format!("{then}{go} confirm · {cancel} cancel"),
+        false => format!(
+            "gate refuses (re-checked on every poll) · {then}{} forces it (logged as FORCED) · \
+             {cancel} cancels",
+            k(Action::Force)
+        ),
+    };
+    if env.locked_by_other().is_some() {
+        keys.push_str(&format!(
+            " · {} takes the lock over (their watch ends)",
+            k(Action::TakeOver)
+        ));
+    }
     lines.push(Line::styled(keys, if gate_ok { t.ok } else { t.warning }));
-    let r = super::centered(area, 76, lines.len() as u16 + 2);
+    // Height with wrapped lines counted, so the key hint is never cut off.
+    let inner = usize::from(76.min(area.width).saturating_sub(2)).max(1);
+    let rows: usize = lines.iter().map(|l| l.width().max(1).div_ceil(inner)).sum();
+    let r = super::centered(area, 76, rows as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: false }).block(

@@ -12,7 +12,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let mut lines = vec![Line::styled("Keys", t.title)];
     for a in Action::ALL {
-        if a.is_demo() && !app.demo {
+        if (a.is_demo() && !app.demo) || a.is_dialog() {
             continue;
         }
         let keys = app.keymap.keys(a).join(" ");
@@ -22,25 +22,36 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Span::styled(a.description(), t.dim),
         ]));
     }
-    let sections: [(&str, &[&str]); 2] = [
-        (
-            "In the confirm dialog",
-            &[
-                " y / Enter confirm · n / Esc cancel · F force past a failed gate (after the name, if asked for)",
-            ],
-        ),
+    let k = |a: Action| app.keymap.keys(a).join("/");
+    let dialog = format!(
+        " {} confirm · {} cancel · {} force past a failed gate · {} take-over the lock from another \
+         cutover (after the name, where one is asked for). The gate is re-checked on every poll.",
+        k(Action::Confirm),
+        k(Action::Cancel),
+        k(Action::Force),
+        k(Action::TakeOver)
+    );
+    let quit = format!(
+        " {}: during a router change, cutover quits when the step ends ({} again: at once, \
+         recorded as abandoned); a watch is abandoned, the new slot stays live.",
+        k(Action::Quit),
+        app.keymap.first_key(Action::Quit)
+    );
+    let sections: [(&str, Vec<String>); 3] = [
+        ("In the confirm dialog", vec![dialog]),
+        ("Quitting", vec![quit]),
         (
             "Reading the screen",
-            &[
-                " ● LIVE  ◐ PREVIEW  ○ IDLE  ↓ DRAINING  ⚠ MAINTENANCE  ? UNKNOWN   (roles, read from the router)",
-                " ✔ up  ~ degraded (slow)  ✘ down  … unknown   (health, from cutover's own probes)",
+            vec![
+                " ● LIVE  ◐ PREVIEW  ○ IDLE  ↓ DRAINING  ⚠ MAINTENANCE  ? UNKNOWN   (roles, read from the router)".into(),
+                " ✔ up  ~ degraded (slow)  ✘ down  … unknown   (health, from cutover's own probes)".into(),
             ],
         ),
     ];
     for (title, rows) in sections {
         lines.push(Line::raw(""));
         lines.push(Line::styled(title, t.title));
-        lines.extend(rows.iter().map(|r| Line::styled(*r, t.text)));
+        lines.extend(rows.into_iter().map(|r| Line::styled(r, t.text)));
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled("any key closes this help", t.dim));

@@ -212,8 +212,12 @@ pub async fn run_op(
         }
         lines
     });
-    let (_cancel, cancelled) = tokio::sync::watch::channel(false);
-    let req = cutover::ops::OpRequest { kind, force, watch };
+    let (_cancel, cancelled) = tokio::sync::watch::channel(cutover::ops::Interrupt::None);
+    let req = cutover::ops::OpRequest {
+        force,
+        watch,
+        ..cutover::ops::OpRequest::new(kind)
+    };
     let out = engine
         .run(req, cutover::ops::GateSource::ProbeNow, tx, cancelled)
         .await;
