@@ -1489,10 +1489,10 @@ impl App {
         let gate = e.gate_input();
         // A running watch is superseded: its view steps aside (its last record is still
         // logged under its own title and id).
-        if let Some(old) = e.op.take() {
-            if old.verdict.is_none() {
-                e.superseded.push(old);
-            }
+        if let Some(old) = e.op.take()
+            && old.verdict.is_none()
+        {
+            e.superseded.push(old);
         }
         e.op = Some(OpView {
             id: req.id.clone(),

@@ -103,6 +103,8 @@ struct EnvStatus {
     previous_live: Option<String>,
     maintenance: Option<MaintenanceMode>,
     warnings: Vec<String>,
+    /// An operation a dead cutover left unfinished (`cutover recover` resolves it).
+    interrupted: Option<crate::state::Journal>,
     routers: Vec<RouterStatus>,
     slots: Vec<SlotStatus>,
     public: Option<UrlProbe>,
@@ -187,6 +189,7 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
     }
     let ev = &app.envs[0];
     let warnings = ev.warnings();
+    let interrupted = ev.interrupted.clone();
     let first = first.unwrap_or_default();
     EnvStatus {
         name: engine.env.name.clone(),
@@ -195,6 +198,7 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
         previous_live: memory.previous_live,
         maintenance: first.maintenance,
         warnings,
+        interrupted,
         routers,
         slots,
         public,
@@ -211,9 +215,11 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
     for e in engines {
         out.push(env_status(world, e).await);
     }
+    // A router that does not answer, or an operation a dead cutover left half-done, fails
+    // the status.
     let failed = out
         .iter()
-        .any(|e| e.routers.iter().any(|r| r.error.is_some()));
+        .any(|e| e.routers.iter().any(|r| r.error.is_some()) || e.interrupted.is_some());
     if json {
         println!(
             "{}",

@@ -1339,3 +1339,274 @@ async fn bench_throughput_direct_embedded_haproxy() {
     common::bench_load("through the embedded proxy", &embedded_url).await;
     common::bench_load("through HAProxy", &rig.url("/")).await;
 }
+
+/// A fleet of this rig's HAProxy (`edge-1`) and an exec router (`edge-2`) whose live slot
+/// lives in a file; `exec_extra` adds keys to the exec router. Written as a config file.
+fn haproxy_and_exec_fleet(rig: &Rig, state: &Path, exec_extra: &str) -> (PathBuf, PathBuf) {
+    let i = rig
+        .cutover_toml
+        .find("[[environment.router]]")
+        .expect("router table");
+    let head = rig.cutover_toml[..i].replacen(
+        "name = \"shop\"",
+        "name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"\nverify_timeout = \"5s\"",
+        1,
+    );
+    let edge1 = rig.cutover_toml[i..].replacen(
+        "kind = \"haproxy\"",
+        "kind = \"haproxy\"\nname = \"edge-1\"",
+        1,
+    );
+    let file = state.join("edge-2.live");
+    std::fs::write(&file, "blue").expect("exec state");
+    let f = file.display();
+    let text = format!(
+        "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{head}\n{edge1}\n\
+         [[environment.router]]\nkind = \"exec\"\nname = \"edge-2\"\n\
+         observe = [\"sh\", \"-c\", \"echo live=$(cat {f})\"]\n{exec_extra}\n",
+        state.display()
+    );
+    let path = state.join("cutover.toml");
+    std::fs::write(&path, &text).expect("config");
+    (path, file)
+}
+
+/// Run the cutover CLI off the test's runtime (which serves the slots meanwhile).
+async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    tokio::task::spawn_blocking(move || c.output().expect("run cutover"))
+        .await
+        .expect("join")
+}
+
+/// Wait (generously) for a file the exec router's command writes when it starts.
+async fn wait_file(path: &Path) -> String {
+    let t = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && !s.trim().is_empty()
+        {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} never written",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered() {
+    let Some(rig) = Rig::for_test(
+        "a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let state = TempDir::new().expect("state");
+    let started = state.path().join("started");
+    // edge-2's switch is slow: it says it started (with its pid), then takes its time.
+    let (config, _) = haproxy_and_exec_fleet(
+        &rig,
+        state.path(),
+        &format!(
+            "switch_live = [\"sh\", \"-c\", \"echo $$ > {}; sleep 60; echo $1 > {}\", \"sh\", \"{{to}}\"]",
+            started.display(),
+            state.path().join("edge-2.live").display()
+        ),
+    );
+    let mut swap = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .arg("--config")
+        .arg(&config)
+        .args(["swap", "shop", "--to", "green", "--yes", "--no-watch"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // edge-1 is switched, edge-2's command is running: kill -9 cutover (and the command it
+    // left behind, so it cannot finish the switch later).
+    let sh: i32 = wait_file(&started).await.trim().parse().expect("pid");
+    assert_eq!(who(&rig.url("/")).await.1, "green", "edge-1 switched first");
+    swap.kill().expect("kill -9");
+    swap.wait().expect("reaped");
+    let _ = Command::new("kill").args(["-9", &sh.to_string()]).status();
+
+    let o = cli(&config, &["status", "shop"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("INTERRUPTED swap blue → green"), "{out}");
+    assert!(
+        out.contains("router `edge-1` changed, router `edge-2` not changed"),
+        "{out}"
+    );
+    assert!(out.contains("cutover recover shop"), "{out}");
+    assert!(out.contains("ROUTERS DISAGREE"), "{out}");
+    // A new swap is refused until it is resolved.
+    let o = cli(
+        &config,
+        &["swap", "shop", "--to", "green", "--yes", "--no-watch"],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", common::printed(&o));
+    assert!(common::printed(&o).contains("cutover recover shop"));
+
+    let o = cli(&config, &["recover", "shop", "--yes"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("every router serves `blue`"), "{out}");
+    assert_eq!(who(&rig.url("/")).await.1, "blue");
+    let o = cli(&config, &["status", "shop"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        !out.contains("INTERRUPTED") && !out.contains("DISAGREE"),
+        "{out}"
+    );
+    // The audit log holds the swap's intent and the recovery, in order.
+    let audit: String = std::fs::read_dir(state.path())
+        .expect("state")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("audit"))
+        .map(|e| std::fs::read_to_string(e.path()).expect("audit"))
+        .collect();
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let swap_intent = records
+        .iter()
+        .position(|r| r["operation"] == "swap" && r["result"] == "started")
+        .unwrap_or_else(|| panic!("no swap intent: {audit}"));
+    let recovered = records
+        .iter()
+        .position(|r| r["operation"] == "recover" && r["result"] == "done")
+        .unwrap_or_else(|| panic!("no recovery: {audit}"));
+    assert!(swap_intent < recovered, "{audit}");
+}
+
+#[tokio::test]
+async fn a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained() {
+    let Some(rig) = Rig::for_test(
+        "a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let state = TempDir::new().expect("state");
+    let (config, _) = haproxy_and_exec_fleet(
+        &rig,
+        state.path(),
+        "switch_live = [\"true\"]\n\
+         drain = [\"sh\", \"-c\", \"echo 'pool {slot} is not known here' >&2; exit 3\"]\n\
+         undrain = [\"true\"]",
+    );
+    let o = cli(&config, &["drain", "shop", "green"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("router `edge-2` refused"), "{out}");
+    assert!(
+        out.contains("pool green is not known here"),
+        "what it answered: {out}"
+    );
+    assert!(out.contains("`edge-1` put back as it was"), "{out}");
+    let engine = common::engine(&std::fs::read_to_string(&config).expect("config"));
+    let st = observe(engine.routers[0].as_ref()).await;
+    assert_eq!(st.slots["green"].admin, AdminState::Ready, "{st:?}");
+    assert!(
+        std::fs::read_dir(state.path())
+            .expect("state")
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".journal.json")),
+        "the journal is closed"
+    );
+}
+
+#[tokio::test]
+async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
+    let Some(rig) = Rig::for_test(
+        "sigint_during_a_fleet_switch_finishes_the_step_then_quits",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let state = TempDir::new().expect("state");
+    let started = state.path().join("started");
+    let release = state.path().join("release");
+    // edge-2's switch waits until the test releases it, after the signal.
+    let (config, file) = haproxy_and_exec_fleet(
+        &rig,
+        state.path(),
+        &format!(
+            "switch_live = [\"sh\", \"-c\", \"echo $$ > {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo $1 > {f}\", \"sh\", \"{{to}}\"]",
+            s = started.display(),
+            r = release.display(),
+            f = state.path().join("edge-2.live").display()
+        ),
+    );
+    let mut swap = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .arg("--config")
+        .arg(&config)
+        .args(["swap", "shop", "--to", "green", "--yes"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let err = swap.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = Vec::new();
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l.clone());
+            all.push(l);
+        }
+        all.join("\n")
+    });
+    wait_file(&started).await;
+    let _ = Command::new("kill")
+        .args(["-INT", &swap.id().to_string()])
+        .status();
+    // The step ends only when the test releases it, once cutover has said it will stop.
+    let said = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Ok(l) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if l.contains("stopping at the next safe point") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("join");
+    assert!(said, "cutover did not acknowledge SIGINT");
+    std::fs::write(&release, "").expect("release");
+    let o = tokio::task::spawn_blocking(move || swap.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let stderr = reader.join().expect("reader");
+    let out = format!("{}{stderr}", common::printed(&o));
+    assert!(out.contains("stopping at the next safe point"), "{out}");
+    // Both routers were switched: the step finished; nothing was left half-done.
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("edge-2").trim(),
+        "green",
+        "{out}"
+    );
+    assert_eq!(who(&rig.url("/")).await.1, "green");
+    assert!(!state.path().join("shop.journal.json").exists(), "{out}");
+}

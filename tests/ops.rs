@@ -45,8 +45,13 @@ impl Rig {
         let mut text = format!(
             "[settings]\npoll_interval = \"200ms\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
              state_dir = \"{state}\"\n\n[[environment]]\nname = \"shop\"\n\
-             public_url = \"http://127.0.0.1:{live}/\"\nwatch = \"0s\"\nverify_timeout = \"3s\"\n{extra_env}\n",
-            state = dir.path().join("state").display()
+             public_url = \"http://127.0.0.1:{live}/\"\n{watch}verify_timeout = \"3s\"\n{extra_env}\n",
+            state = dir.path().join("state").display(),
+            watch = if extra_env.contains("watch =") {
+                ""
+            } else {
+                "watch = \"0s\"\n"
+            },
         );
         for s in &slots {
             text.push_str(&format!(
@@ -453,4 +458,457 @@ async fn cli_exit_codes_and_lock_contention_between_processes() {
     // unlock with nobody holding it is fine.
     let o = cli(vec!["unlock", "shop"]).await.expect("join");
     assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+}
+
+// ---------------------------------------------------------------------------------------
+// Races between processes: the lock, the state, a watch and another operator.
+// ---------------------------------------------------------------------------------------
+
+/// The child side of the lock races: run by the tests below as a separate process (this test
+/// binary again), never on its own.
+#[test]
+#[ignore = "a child process of the lock race tests"]
+fn lock_race_child() {
+    use cutover::state::{LockError, LockInfo, Store};
+    let Ok(dir) = std::env::var("CUTOVER_RACE_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let env = std::env::var("CUTOVER_RACE_ENV").expect("env");
+    let store = Store::new(dir.clone());
+    let me = LockInfo::me("swap", &format!("p{}", std::process::id()));
+    if std::env::var("CUTOVER_RACE_HOLD").is_ok() {
+        let _g = store.lock(&env, &me).expect("lock");
+        println!("held");
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    let n: usize = std::env::var("CUTOVER_RACE_N")
+        .expect("n")
+        .parse()
+        .expect("n");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut done = 0;
+    while done < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{done} of {n} in 120s"
+        );
+        match store.lock(&env, &me) {
+            Ok(g) => {
+                // Nobody else may be inside: the marker is created exclusively.
+                let inside = dir.join(format!("{env}.inside"));
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&inside)
+                    .expect("two holders of one lock at once");
+                let counter = dir.join(format!("{env}.counter"));
+                let c: u64 = std::fs::read_to_string(&counter)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                std::fs::write(&counter, (c + 1).to_string()).expect("counter");
+                let last = format!("{}-{done}", std::process::id());
+                store
+                    .update(&g, |m| m.previous_live = Some(last.clone()))
+                    .expect("state");
+                std::fs::remove_file(&inside).expect("marker");
+                drop(g);
+                done += 1;
+            }
+            Err(LockError::Held(_)) => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn race_child(dir: &std::path::Path, env: &str, n: usize, hold: bool) -> std::process::Child {
+    let mut c = Command::new(std::env::current_exe().expect("test binary"));
+    c.args([
+        "--exact",
+        "lock_race_child",
+        "--ignored",
+        "--nocapture",
+        "-q",
+    ])
+    .env("CUTOVER_RACE_DIR", dir)
+    .env("CUTOVER_RACE_ENV", env)
+    .env("CUTOVER_RACE_N", n.to_string())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    if hold {
+        c.env("CUTOVER_RACE_HOLD", "1");
+    }
+    c.spawn().expect("spawn child")
+}
+
+#[test]
+fn two_processes_racing_for_one_lock_never_both_hold_it_and_two_environments_keep_their_state() {
+    let d = tempfile::tempdir().expect("tempdir");
+    // Two processes, 100 lock-protected increments each, on one environment; and two more on
+    // another environment each, at the same time, writing their state.
+    let kids: Vec<_> = [("shop", 100), ("shop", 100), ("api", 50), ("web", 50)]
+        .iter()
+        .map(|(env, n)| race_child(d.path(), env, *n, false))
+        .collect();
+    let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
+    for k in kids {
+        let o = k.wait_with_output().expect("child");
+        assert!(o.status.success(), "a child failed: {}", printed(&o));
+    }
+    let count = |env: &str| -> u64 {
+        std::fs::read_to_string(d.path().join(format!("{env}.counter")))
+            .expect("counter")
+            .trim()
+            .parse()
+            .expect("number")
+    };
+    assert_eq!(count("shop"), 200, "an increment was lost: two holders");
+    let store = cutover::state::Store::new(d.path().to_path_buf());
+    // Each environment keeps the record its last writer left: none lost the other's.
+    assert_eq!(
+        store.env("api").previous_live,
+        Some(format!("{}-49", pids[2]))
+    );
+    assert_eq!(
+        store.env("web").previous_live,
+        Some(format!("{}-49", pids[3]))
+    );
+    assert!(store.env("shop").previous_live.is_some());
+}
+
+#[test]
+fn a_killed_holders_lock_is_free_at_once() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut kid = race_child(d.path(), "shop", 0, true);
+    // The test harness prints its own lines first; wait for the child's.
+    let mut out = std::io::BufReader::new(kid.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while line.trim() != "held" {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "the child ended"
+        );
+    }
+    let store = cutover::state::Store::new(d.path().to_path_buf());
+    let me = cutover::state::LockInfo::me("swap", "parent");
+    let held = store.lock("shop", &me).expect_err("the child holds it");
+    assert!(held.to_string().contains("locked by"), "{held}");
+    assert_eq!(store.holder("shop").map(|h| h.pid), Some(kid.id()));
+    kid.kill().expect("kill -9");
+    kid.wait().expect("reaped");
+    // No stale lock to break: the kernel let go with the process.
+    assert_eq!(store.holder("shop"), None);
+    let _g = store.lock("shop", &me).expect("free at once");
+}
+
+/// A cutover CLI run in the background whose stderr lines can be waited for.
+struct Background {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Background {
+    fn start(rig: &Rig, args: &[&str]) -> Background {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .arg("--config")
+            .arg(&rig.config_path)
+            .args(args)
+            .env("CUTOVER_TEST_TOKEN", TOKEN)
+            .env("XDG_STATE_HOME", rig.dir.path().join("xdg"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cutover");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Background {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait (generously) for a stderr line starting with `prefix`.
+    fn wait_for(&mut self, prefix: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.starts_with(prefix);
+                    self.seen.push(l);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(_) => panic!("no `{prefix}` line in 60s; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn finish(self) -> (Option<i32>, String) {
+        let o = self.child.wait_with_output().expect("wait");
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        (
+            o.status.code(),
+            format!(
+                "{}{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                self.seen.join("\n"),
+                rest.join("\n")
+            ),
+        )
+    }
+}
+
+fn audit_records(rig: &Rig) -> Vec<serde_json::Value> {
+    rig.audit_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit json"))
+        .collect()
+}
+
+#[tokio::test]
+async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_without_rollback() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0"), ("c", "3.0.0")],
+        "watch = \"120s\"\nauto_rollback = true",
+    )
+    .await;
+    let rig = Arc::new(rig);
+    // Operator A: a watched swap to green.
+    let a = {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut a = Background::start(&rig, &["swap", "shop", "--to", "green", "--yes"]);
+            a.wait_for("watch");
+            a
+        })
+        .await
+        .expect("join")
+    };
+    assert_eq!(rig.serving().await, "green");
+    // Operator B, 'just a quick swap' during A's watch: refused, naming A.
+    let b = {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || {
+            rig.cli(&["swap", "shop", "--to", "c", "--yes", "--no-watch"])
+        })
+        .await
+        .expect("join")
+    };
+    assert_eq!(b.status.code(), Some(1), "{}", printed(&b));
+    let a_pid = a.child.id().to_string();
+    assert!(
+        printed(&b).contains("locked by") && printed(&b).contains(&format!("pid {a_pid}")),
+        "B must name A: {}",
+        printed(&b)
+    );
+    assert_eq!(rig.serving().await, "green", "B changed nothing");
+    // B takes over explicitly: A's watch ends, saying who took over; B's swap runs.
+    let b = {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || {
+            rig.cli(&[
+                "swap",
+                "shop",
+                "--to",
+                "c",
+                "--yes",
+                "--no-watch",
+                "--take-over",
+            ])
+        })
+        .await
+        .expect("join")
+    };
+    assert_eq!(b.status.code(), Some(0), "{}", printed(&b));
+    let (code, a_out) = tokio::task::spawn_blocking(move || a.finish())
+        .await
+        .expect("join");
+    assert_eq!(code, Some(1), "A's watch did not complete: {a_out}");
+    assert!(a_out.contains("took the lock over"), "{a_out}");
+    // Green now fails: nobody rolls traffic off c, which A did not set.
+    rig.slot("green").controls.set_healthy(false);
+    assert_eq!(rig.serving().await, "c");
+    let records = audit_records(&rig);
+    assert!(
+        records.iter().any(|r| r["result"] == "cancelled"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("took the lock over"))),
+        "A's record says who took over: {records:?}"
+    );
+    assert!(
+        !records.iter().any(|r| r["result"] == "rolled-back"),
+        "{records:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_watch_whose_slot_was_changed_by_hand_ends_without_rolling_back() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0"), ("c", "3.0.0")],
+        "watch = \"120s\"\nauto_rollback = true",
+    )
+    .await;
+    let e = rig.engine();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_c, cancel) = watch::channel(cutover::ops::Interrupt::None);
+    let req = OpRequest::new(OpKind::Swap {
+        to: Some("green".into()),
+    });
+    let task = {
+        let e = e.clone();
+        tokio::spawn(async move { e.run(req, GateSource::ProbeNow, tx, cancel).await })
+    };
+    while let Some(p) = rx.recv().await {
+        if matches!(
+            p,
+            cutover::ops::Progress::Step {
+                step: cutover::ops::Step::Watch,
+                ..
+            }
+        ) {
+            break;
+        }
+    }
+    // Someone switches the proxy by hand (no lock), then green fails.
+    e.routers[0].switch_live("c").await.expect("by hand");
+    rig.slot("green").controls.set_healthy(false);
+    let out = task.await.expect("join");
+    assert_eq!(out.verdict, Verdict::Cancelled, "{}", out.message);
+    assert!(
+        out.message.contains("`c` was made live by someone else"),
+        "{}",
+        out.message
+    );
+    assert_eq!(
+        rig.serving().await,
+        "c",
+        "the watch did not undo their change"
+    );
+}
+
+#[tokio::test]
+async fn two_swaps_started_together_do_one_swap() {
+    let rig = Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await);
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let rig = rig.clone();
+            tokio::task::spawn_blocking(move || rig.cli(&["swap", "shop", "--yes", "--no-watch"]))
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for r in runs {
+        let o = r.await.expect("join");
+        codes.push((o.status.code(), printed(&o)));
+    }
+    let ok = codes.iter().filter(|(c, _)| *c == Some(0)).count();
+    assert_eq!(ok, 1, "exactly one swap: {codes:?}");
+    let other = codes
+        .iter()
+        .find(|(c, _)| *c != Some(0))
+        .expect("the other");
+    assert!(
+        other.1.contains("locked by") || other.1.contains("already live"),
+        "{}",
+        other.1
+    );
+    let done: Vec<_> = audit_records(&rig)
+        .into_iter()
+        .filter(|r| r["operation"] == "swap" && r["result"] == "done")
+        .collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(rig.serving().await, "green");
+}
+
+#[tokio::test]
+async fn a_kill_during_a_watch_leaves_an_intent_record_and_sigint_abandons_the_watch_on_record() {
+    let rig =
+        Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "watch = \"120s\"").await);
+    let mut a = {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut a = Background::start(&rig, &["swap", "shop", "--yes"]);
+            a.wait_for("watch");
+            a
+        })
+        .await
+        .expect("join")
+    };
+    a.child.kill().expect("kill -9");
+    let _ = a.child.wait();
+    let records = audit_records(&rig);
+    let intent = records
+        .iter()
+        .find(|r| r["result"] == "started")
+        .unwrap_or_else(|| panic!("no intent record: {records:?}"));
+    assert_eq!(intent["to"], "green");
+    assert!(intent["id"].as_str().is_some_and(|i| !i.is_empty()));
+    assert_eq!(rig.serving().await, "green");
+    // The lock went with the process: the next operation runs. SIGINT during its watch
+    // abandons the watch (the slot stays live) and says so in the audit log.
+    let a = {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut a = Background::start(&rig, &["rollback", "shop", "--yes"]);
+            a.wait_for("watch");
+            a
+        })
+        .await
+        .expect("join")
+    };
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc_kill(a.child.id() as i32, 2) };
+    let (code, out) = tokio::task::spawn_blocking(move || a.finish())
+        .await
+        .expect("join");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("watch abandoned"), "{out}");
+    assert_eq!(rig.serving().await, "blue");
+    let records = audit_records(&rig);
+    assert!(
+        records.iter().any(|r| r["operation"] == "rollback"
+            && r["result"] == "cancelled"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("watch abandoned"))),
+        "{records:?}"
+    );
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[tokio::test]
+async fn setup_and_unlock_are_refused_read_only() {
+    let rig = Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await);
+    for args in [
+        vec!["--read-only", "setup", "shop", "--live", "blue"],
+        vec!["--read-only", "unlock", "shop"],
+    ] {
+        let rig = rig.clone();
+        let o = tokio::task::spawn_blocking(move || rig.cli(&args))
+            .await
+            .expect("join");
+        assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+        assert!(printed(&o).contains("read-only"), "{}", printed(&o));
+    }
 }
