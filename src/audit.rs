@@ -21,7 +21,7 @@ pub struct StepRecord {
 }
 
 /// One operation, as written to the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {
     /// When this record was written.
     pub time: String,

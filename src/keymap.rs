@@ -87,7 +87,7 @@ impl Action {
     pub fn description(self) -> &'static str {
         match self {
             Action::Quit => {
-                "quit; during a router change, quit when it ends (again: at once, recorded); a watch is abandoned with the new slot live"
+                "quit; mid-change: after the step (again: now, recorded); a watch is abandoned"
             }
             Action::Help => "show or hide this help",
             Action::Up => "previous environment / scroll events up",

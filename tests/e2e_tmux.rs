@@ -155,11 +155,11 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
         assert!(s.contains(needle), "missing {needle}:\n{s}");
     }
     assert_eq!(served_by(live), "blue");
-    // Give the gate its three healthy checks.
-    std::thread::sleep(Duration::from_millis(3500));
 
+    // Pressed in the first seconds: the dialog's gate is re-checked on every poll, and `y`
+    // works as soon as the third healthy check arrives.
     t.keys(&["s"]);
-    let s = t.wait_for("y confirm", Duration::from_secs(5));
+    let s = t.wait_for("y/Enter confirm", Duration::from_secs(20));
     assert!(
         s.contains("Swap: blue → green") && s.contains("v1.5.0"),
         "{s}"
@@ -183,11 +183,37 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
         "blue (left) should be PREVIEW now:\n{s}"
     );
 
+    // Rollback during the swap's watch, as the README tells a user: the swap's watch is
+    // superseded, and the screen shows the rollback's own steps, never the swap's result.
+    let s = t.wait_for("watch ", Duration::from_secs(10));
+    assert!(s.contains("Op      Swap: blue → green"), "{s}");
     t.keys(&["r"]);
     t.wait_for("Rollback: green → blue", Duration::from_secs(5));
     t.keys(&["y"]);
     t.wait_for("live=blue", Duration::from_secs(10));
     assert_eq!(served_by(live), "blue");
+    let s = t.wait_for("Rollback: green → blue apply:", Duration::from_secs(10));
+    assert!(s.contains("watch superseded by rollback #"), "{s}");
+    let superseded = s
+        .lines()
+        .find(|l| l.contains("watch superseded by rollback #"))
+        .expect("the swap's own last line");
+    assert!(superseded.contains("Swap: blue → green #"), "{superseded}");
+    let op = s.lines().find(|l| l.contains("Op ")).expect("op line");
+    assert!(op.contains("Rollback: green → blue"), "{op}");
+    assert!(!op.contains("green` is live"), "{op}");
+    for l in s.lines().filter(|l| l.contains("Rollback: green → blue")) {
+        assert!(
+            !l.contains("superseded") && !l.contains("`green` is live"),
+            "a result of the swap under the rollback's title: {l}\n{s}"
+        );
+    }
+    assert!(!s.contains("DRIFT"), "{s}");
+    // The rollback's own watch ends in its own result.
+    t.wait_for(
+        "Rollback: green → blue: `blue` is live and stayed healthy",
+        Duration::from_secs(60),
+    );
 
     // Drain the idle staging slot (third column), then undrain it.
     t.keys(&["l", "l", "d"]);

@@ -411,8 +411,8 @@ fn light_theme_draws_with_its_own_colours() {
     );
 }
 
-fn press(app: &mut App, code: KeyCode) {
-    app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+fn press(app: &mut App, code: KeyCode) -> Vec<cutover::app::Effect> {
+    app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
 fn typed(app: &mut App, s: &str) {
@@ -551,4 +551,203 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
     );
     assert!(text.contains("Drill (running)"), "{text}");
     insta::assert_snapshot!("drill_running", text);
+}
+
+/// A fresh app with only the router's first answer: no health history yet (the demo's first
+/// second).
+fn fresh_app() -> App {
+    let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
+    let mut app = App::new(cfg, Theme::dark(), vec![EnvMemory::default()], t0());
+    app.envs[0].routers.push(RouterView {
+        name: "edge".into(),
+        kind: "embedded".into(),
+        state: None,
+        error: None,
+        at: None,
+    });
+    app.update(Event::Router {
+        env: 0,
+        router: 0,
+        result: Ok(router_state("blue", "green")),
+        at: t0(),
+    });
+    app
+}
+
+fn probe(app: &mut App, slot: usize, r: ProbeResult) {
+    app.update(Event::Probe {
+        env: 0,
+        slot,
+        result: r,
+    });
+}
+
+#[test]
+fn the_confirm_dialogs_gate_follows_the_polls_while_it_is_open() {
+    let mut app = fresh_app();
+    for _ in 0..2 {
+        probe(&mut app, 0, up("1.4.2", 5));
+        probe(&mut app, 1, up("1.5.0", 5));
+    }
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("2 of 3 so far"), "{text}");
+    assert!(
+        press(&mut app, KeyCode::Char('y')).is_empty(),
+        "the gate refuses yet"
+    );
+    // The third healthy check arrives while the dialog is open: y goes through at once.
+    probe(&mut app, 1, up("1.5.0", 5));
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("✔ health: last 3 checks healthy"), "{text}");
+    let fx = press(&mut app, KeyCode::Char('y'));
+    assert!(
+        matches!(fx.as_slice(), [cutover::app::Effect::RunOp { .. }]),
+        "{fx:?}"
+    );
+
+    // The reverse: opened while the gate passes, then the slot goes down: y stops working.
+    let mut app = fresh_app();
+    for _ in 0..3 {
+        probe(&mut app, 0, up("1.4.2", 5));
+        probe(&mut app, 1, up("1.5.0", 5));
+    }
+    key(&mut app, 's');
+    probe(&mut app, 1, down("1.5.0"));
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("✘ health"), "{text}");
+    assert!(press(&mut app, KeyCode::Char('y')).is_empty());
+}
+
+#[test]
+fn dialog_keys_come_from_the_key_map() {
+    let mut km = std::collections::BTreeMap::new();
+    km.insert("confirm".to_string(), vec!["o".to_string()]);
+    km.insert("cancel".to_string(), vec!["x".to_string()]);
+    let mut app = app_with(EnvMemory::default());
+    app.keymap = cutover::keymap::Keymap::with_overrides(&km).expect("keys");
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("o confirm · x cancel"), "{text}");
+    assert!(
+        press(&mut app, KeyCode::Char('y')).is_empty(),
+        "y is not bound any more"
+    );
+    let fx = press(&mut app, KeyCode::Char('o'));
+    assert!(
+        matches!(fx.as_slice(), [cutover::app::Effect::RunOp { .. }]),
+        "{fx:?}"
+    );
+}
+
+fn op_id(fx: &[cutover::app::Effect]) -> String {
+    match fx {
+        [cutover::app::Effect::RunOp { req, .. }] => req.id.clone(),
+        other => panic!("no operation started: {other:?}"),
+    }
+}
+
+fn step(app: &mut App, id: &str, step: cutover::ops::Step, ok: Option<bool>, msg: &str) {
+    app.update(Event::Op {
+        env: 0,
+        id: id.into(),
+        progress: cutover::ops::Progress::Step {
+            step,
+            ok,
+            message: msg.into(),
+        },
+    });
+}
+
+#[test]
+fn q_during_apply_waits_for_the_step_and_a_second_q_quits_now() {
+    use cutover::ops::Step;
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
+    step(
+        &mut app,
+        &id,
+        Step::Apply,
+        None,
+        "switching live to `green`",
+    );
+    assert!(press(&mut app, KeyCode::Char('q')).is_empty());
+    assert!(!app.should_quit);
+    let status = app.status.clone().expect("status").1;
+    assert!(status.contains("quits when that step ends"), "{status}");
+    // The step ends (verify, then the watch begins): cutover quits.
+    step(&mut app, &id, Step::Apply, Some(true), "routers switched");
+    step(&mut app, &id, Step::Verify, None, "reading back");
+    assert!(
+        !app.should_quit,
+        "verify belongs to the change: a failed one switches back"
+    );
+    step(&mut app, &id, Step::Verify, Some(true), "ok");
+    step(&mut app, &id, Step::Watch, None, "watching");
+    assert!(app.should_quit);
+
+    // A second q quits at once.
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(&mut app, &id, Step::Apply, None, "switching");
+    press(&mut app, KeyCode::Char('q'));
+    let fx = press(&mut app, KeyCode::Char('q'));
+    assert!(
+        matches!(fx.as_slice(), [cutover::app::Effect::QuitNow]),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn a_rollback_during_a_watch_shows_only_its_own_steps() {
+    use cutover::ops::{Outcome, Progress, Step, Verdict};
+    let mut app = app_with(EnvMemory {
+        previous_live: Some("green".into()),
+        ..Default::default()
+    });
+    key(&mut app, 's');
+    let swap = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(
+        &mut app,
+        &swap,
+        Step::Watch,
+        None,
+        "watching `green` for 60s",
+    );
+    key(&mut app, 'r');
+    let rollback = op_id(&press(&mut app, KeyCode::Char('y')));
+    assert_ne!(swap, rollback);
+    // The superseded swap's last words arrive after the rollback started.
+    let record = cutover::audit::AuditRecord::default();
+    app.update(Event::Op {
+        env: 0,
+        id: swap.clone(),
+        progress: Progress::Finished(Outcome {
+            verdict: Verdict::Cancelled,
+            message: format!("`green` is live; watch superseded by rollback #{rollback}"),
+            record,
+        }),
+    });
+    step(&mut app, &rollback, Step::Plan, Some(true), "green → blue");
+    let op = app.envs[0].op.as_ref().expect("op");
+    assert_eq!(op.id, rollback);
+    assert!(op.verdict.is_none(), "the rollback is still running");
+    assert!(app.envs[0].op_running());
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(!text.contains("DRIFT"), "{text}");
+    let events: Vec<&str> = app.events.iter().map(|l| l.text.as_str()).collect();
+    let superseded = events
+        .iter()
+        .position(|l| l.contains(&format!("#{swap} cancelled")) && l.starts_with("Swap"))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert!(
+        !events
+            .iter()
+            .any(|l| l.starts_with("Rollback") && l.contains("watch superseded")),
+        "the swap's result is never written under the rollback's title: {events:#?}"
+    );
+    assert!(superseded > 0);
 }

@@ -24,22 +24,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     let k = |a: Action| app.keymap.keys(a).join("/");
     let dialog = format!(
-        " {} confirm · {} cancel · {} force past a failed gate · {} take-over the lock from another \
-         cutover (after the name, where one is asked for). The gate is re-checked on every poll.",
+        " {} confirm · {} cancel · {} force past a failed gate · {} take-over another cutover's \
+         lock (after the name, if asked for; the gate is re-checked on every poll)",
         k(Action::Confirm),
         k(Action::Cancel),
         k(Action::Force),
         k(Action::TakeOver)
     );
-    let quit = format!(
-        " {}: during a router change, cutover quits when the step ends ({} again: at once, \
-         recorded as abandoned); a watch is abandoned, the new slot stays live.",
-        k(Action::Quit),
-        app.keymap.first_key(Action::Quit)
-    );
-    let sections: [(&str, Vec<String>); 3] = [
+    let sections: [(&str, Vec<String>); 2] = [
         ("In the confirm dialog", vec![dialog]),
-        ("Quitting", vec![quit]),
         (
             "Reading the screen",
             vec![
@@ -55,7 +48,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled("any key closes this help", t.dim));
-    let h = lines.len() as u16 + 2;
+    // Height with wrapped lines counted, so the last section is never cut off.
+    let inner = usize::from(104.min(area.width).saturating_sub(2)).max(1);
+    let h = lines
+        .iter()
+        .map(|l| l.width().max(1).div_ceil(inner))
+        .sum::<usize>() as u16
+        + 2;
     let r = super::centered(area, 104, h);
     f.render_widget(Clear, r);
     f.render_widget(
