@@ -306,7 +306,10 @@ pub async fn run_with(
     });
     let mut progress = run.live.progress();
     // Every worker has stopped by then, even if the load's task could not say so.
-    let load_over = started + opts.duration + LOAD_TIMEOUT + Duration::from_secs(1);
+    let load_over = started.checked_add(
+        opts.duration
+            .saturating_add(LOAD_TIMEOUT + Duration::from_secs(1)),
+    );
     tokio::time::sleep(opts.pause).await;
     let mut switches: Vec<Made> = Vec::new();
     let mut failed_operations = Vec::new();
@@ -353,7 +356,10 @@ pub async fn run_with(
                 // each switch's window then holds an answer from its new slot.
                 let since = issued.as_millis() as u64;
                 let seen = progress.wait_for(|p| p.ended.is_some() || p.answered_since(to, since));
-                let _ = tokio::time::timeout_at(load_over.into(), seen).await;
+                match load_over {
+                    Some(at) => drop(tokio::time::timeout_at(at.into(), seen).await),
+                    None => drop(seen.await),
+                }
             }
             tokio::time::sleep(opts.pause).await;
         }
@@ -480,7 +486,11 @@ fn unobserved(
         .filter(|(_, (_, t))| t.first_new_ms.is_none())
         .map(|(i, (m, t))| {
             let why = if m.done {
-                format!("{over} before {} answered{advice}", t.to)
+                let after = r.elapsed_ms.saturating_sub(t.issued_ms) as f64 / 1000.0;
+                format!(
+                    "{over} {after:.1} s after it was issued, before {} answered{advice}",
+                    t.to
+                )
             } else {
                 "its operation failed".to_string()
             };
@@ -525,6 +535,7 @@ mod tests {
             sent: samples.len() as u64,
             ok: samples.len() as u64,
             ended,
+            elapsed_ms: samples.last().map_or(0, |s| s.0 + 150),
             samples: samples
                 .iter()
                 .map(|(at_ms, slot)| Sample {
@@ -564,7 +575,8 @@ mod tests {
             d.unobserved,
             [
                 "switch 3 (blue → green) was not observed: the load ended after 4 requests \
-                 (the --requests bound) before green answered; raise --requests",
+                 (the --requests bound) 0.1 s after it was issued, before green answered; \
+                 raise --requests",
                 "switch 4 was not run: the load ended after 4 requests (the --requests bound) \
                  before it; raise --requests",
             ]

@@ -226,7 +226,8 @@ async fn run_inner(
     started: Instant,
     live: Arc<Live>,
 ) -> LoadReport {
-    let deadline = started + opts.max_duration;
+    // None: a duration too long to add to a clock reading never ends the run.
+    let deadline = started.checked_add(opts.max_duration);
     let shared = Arc::new(Shared {
         report: Mutex::new(LoadReport::default()),
     });
@@ -260,7 +261,7 @@ async fn run_inner(
                     let _ = ended.set(Ended::Stopped);
                     break;
                 }
-                if Instant::now() >= deadline {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     let _ = ended.set(Ended::Duration);
                     break;
                 }
