@@ -667,13 +667,17 @@ impl App {
             }
             Event::DrillDone { env, result } => {
                 let line = match &result {
-                    Ok(r) if r.failed == 0 && r.failed_operations.is_empty() => (
+                    Ok(r) if r.passed() => (
                         Level::Good,
                         format!(
                             "drill: {} requests, 0 failed, {} switches",
                             r.sent,
                             r.switches.len()
                         ),
+                    ),
+                    Ok(r) if r.failed == 0 && r.failed_operations.is_empty() => (
+                        Level::Bad,
+                        format!("drill FAILED: {}", r.unobserved.join("; ")),
                     ),
                     Ok(r) => (
                         Level::Bad,

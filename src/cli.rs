@@ -126,10 +126,12 @@ pub enum Command {
         /// Concurrent connections
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
-        /// Stop after this many requests
-        #[arg(long, default_value_t = 100_000)]
+        /// Most requests the load may send; the drill fails if it reaches this before every
+        /// switch is seen by a client
+        #[arg(long, default_value_t = 1_000_000)]
         requests: u64,
-        /// Stop after this long, whatever the count
+        /// Most time the load may run; the drill fails if it reaches this before every switch
+        /// is seen by a client
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
         /// Swap+rollback pairs

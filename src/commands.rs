@@ -609,13 +609,11 @@ pub async fn drill(
     } else {
         report.print();
     }
-    Ok(
-        if report.failed == 0 && report.failed_operations.is_empty() {
-            EXIT_OK
-        } else {
-            EXIT_FAILED
-        },
-    )
+    Ok(if report.passed() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
 }
 
 /// `cutover setup ENV --live SLOT [--preview SLOT] [--force]`: the starting files of

@@ -2,6 +2,11 @@
 //! URL while K swap+rollback pairs go through the normal operations engine; the report counts
 //! failed requests by kind, which slot answered over time, and how long each switch took to
 //! reach the clients.
+//!
+//! The load keeps running until every switch has been seen by a client (an answer from the new
+//! slot), and only then is stopped. Its bounds (requests, duration) still hold: if one ends the
+//! load first, the switches it left unseen are listed and the drill fails — a switch no client
+//! saw proves nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,13 +15,15 @@ use color_eyre::eyre::{Result, bail};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::load::{self, Failures, LoadOptions, LoadReport};
+use crate::load::{self, Ended, Failures, LoadOptions, LoadReport};
 use crate::ops::{Engine, GateSource, Interrupt, OpKind, OpRequest, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
     pub concurrency: usize,
+    /// The load's ceiling in requests; reaching it before every switch is seen fails the drill.
     pub requests: u64,
+    /// The load's ceiling in time; reaching it before every switch is seen fails the drill.
     pub duration: Duration,
     pub pairs: usize,
     pub keep_alive: bool,
@@ -30,7 +37,7 @@ impl Default for DrillOptions {
     fn default() -> Self {
         DrillOptions {
             concurrency: 32,
-            requests: 100_000,
+            requests: 1_000_000,
             duration: Duration::from_secs(60),
             pairs: 5,
             keep_alive: true,
@@ -69,6 +76,12 @@ pub struct DrillReport {
     /// Answers per slot per second since the start.
     pub timeline: Vec<BTreeMap<String, u64>>,
     pub switches: Vec<SwitchTiming>,
+    /// Switches the drill meant to make (two per pair).
+    pub planned_switches: usize,
+    /// Why the load ended: `stopped` when the drill stopped it after its last switch was seen.
+    pub load_ended: Ended,
+    /// Switches that prove nothing, each saying why: no client saw them, or they were not run.
+    pub unobserved: Vec<String>,
     pub failed_operations: Vec<String>,
     pub rps: f64,
     pub p50_us: Option<u64>,
@@ -78,6 +91,11 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// No request failed, every operation went through, and every switch reached the clients.
+    pub fn passed(&self) -> bool {
+        self.failed == 0 && self.failed_operations.is_empty() && self.unobserved.is_empty()
+    }
+
     pub fn percentile(v: &mut [u64], p: f64) -> Option<u64> {
         if v.is_empty() {
             return None;
@@ -139,6 +157,9 @@ impl DrillReport {
             fmt_opt(Self::percentile(&mut last, 0.5)),
             fmt_opt(Self::percentile(&mut last, 0.99)),
         );
+        for u in &self.unobserved {
+            println!("  unseen     {u}");
+        }
         for f in &self.failed_operations {
             println!("  operation failed: {f}");
         }
@@ -151,6 +172,18 @@ impl DrillReport {
             println!("    {:>3}s  {}", i, row.join(" · "));
         }
         println!("{} passed, {} failed", self.ok, self.failed);
+        if !self.unobserved.is_empty() {
+            println!(
+                "drill FAILED: {} of {} switches were not seen by any client",
+                self.planned_switches
+                    - self
+                        .switches
+                        .iter()
+                        .filter(|s| s.first_new_ms.is_some())
+                        .count(),
+                self.planned_switches
+            );
+        }
     }
 }
 
@@ -168,6 +201,9 @@ fn is_loopback(url: &str) -> bool {
     let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
+
+/// How long one request of the drill's load may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A live reading of a running drill (for the TUI's chart), every half second.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,7 +282,7 @@ pub async fn run_with(
         max_requests: opts.requests,
         max_duration: opts.duration,
         keep_alive: opts.keep_alive,
-        timeout: Duration::from_secs(5),
+        timeout: LOAD_TIMEOUT,
     });
     let started = run.started;
     let done_switches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -268,10 +304,21 @@ pub async fn run_with(
             }
         })
     });
+    let mut progress = run.live.progress();
+    // Every worker has stopped by then, even if the load's task could not say so.
+    let load_over = started.checked_add(
+        opts.duration
+            .saturating_add(LOAD_TIMEOUT + Duration::from_secs(1)),
+    );
     tokio::time::sleep(opts.pause).await;
-    let mut switches: Vec<(String, String, Duration, Duration)> = Vec::new();
+    let mut switches: Vec<Made> = Vec::new();
     let mut failed_operations = Vec::new();
     for _ in 0..opts.pairs {
+        // A pair is always finished, so the live slot ends where it started; no new pair
+        // starts once the load is over, as no client could see it.
+        if progress.borrow().ended.is_some() {
+            break;
+        }
         for (from, to) in [(&a, &b), (&b, &a)] {
             let (tx, mut rx) = mpsc::unbounded_channel();
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -292,15 +339,29 @@ pub async fn run_with(
                     cancel,
                 )
                 .await;
-            if out.verdict != Verdict::Done {
+            let done = out.verdict == Verdict::Done;
+            if !done {
                 failed_operations.push(format!("{from} → {to}: {}", out.message));
             }
-            switches.push((from.clone(), to.clone(), issued, t.elapsed()));
+            switches.push(Made {
+                from: from.clone(),
+                to: to.clone(),
+                issued,
+                took: t.elapsed(),
+                done,
+            });
             done_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if done {
+                // The next switch waits until a client has seen this one (or the load is over):
+                // each switch's window then holds an answer from its new slot.
+                let since = issued.as_millis() as u64;
+                let seen = progress.wait_for(|p| p.ended.is_some() || p.answered_since(to, since));
+                match load_over {
+                    Some(at) => drop(tokio::time::timeout_at(at.into(), seen).await),
+                    None => drop(seen.await),
+                }
+            }
             tokio::time::sleep(opts.pause).await;
-        }
-        if run.sent.load(std::sync::atomic::Ordering::Relaxed) >= opts.requests {
-            break;
         }
     }
     let report = run.finish().await;
@@ -310,11 +371,22 @@ pub async fn run_with(
     Ok(analyse(url, opts, report, switches, failed_operations))
 }
 
+/// One switch as the drill made it.
+struct Made {
+    from: String,
+    to: String,
+    /// From the start of the load.
+    issued: Duration,
+    took: Duration,
+    /// The operation went through.
+    done: bool,
+}
+
 fn analyse(
     url: String,
     opts: &DrillOptions,
     r: LoadReport,
-    switches: Vec<(String, String, Duration, Duration)>,
+    switches: Vec<Made>,
     failed_operations: Vec<String>,
 ) -> DrillReport {
     let mut timeline: Vec<BTreeMap<String, u64>> = Vec::new();
@@ -325,33 +397,39 @@ fn analyse(
         }
         *timeline[i].entry(s.slot.clone()).or_default() += 1;
     }
-    let timings = switches
+    let timings: Vec<SwitchTiming> = switches
         .iter()
         .enumerate()
-        .map(|(i, (from, to, issued, took))| {
-            let t0 = issued.as_millis() as u64;
+        .map(|(i, m)| {
+            let t0 = m.issued.as_millis() as u64;
             let t_next = switches
                 .get(i + 1)
-                .map_or(u64::MAX, |n| n.2.as_millis() as u64);
-            let window = r
-                .samples
-                .iter()
-                .filter(|s| s.at_ms >= t0 && s.at_ms < t_next);
-            let first_new = window.clone().find(|s| &s.slot == to).map(|s| s.at_ms - t0);
+                .map_or(u64::MAX, |n| n.issued.as_millis() as u64);
+            let window = r.samples.iter().filter(|s| s.at_ms >= t0);
+            // The drill issues the next switch only after seeing this one, possibly in the
+            // same millisecond: the first new answer may sit on the window's end.
+            let first_new = window
+                .clone()
+                .take_while(|s| s.at_ms <= t_next)
+                .find(|s| s.slot == m.to)
+                .map(|s| s.at_ms - t0);
             let last_old = window
-                .filter(|s| &s.slot == from)
+                .take_while(|s| s.at_ms < t_next)
+                .filter(|s| s.slot == m.from)
                 .map(|s| s.at_ms - t0)
                 .max();
             SwitchTiming {
-                from: from.clone(),
-                to: to.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
                 issued_ms: t0,
-                op_ms: took.as_millis() as u64,
+                op_ms: m.took.as_millis() as u64,
                 first_new_ms: first_new,
                 last_old_ms: last_old,
             }
         })
         .collect();
+    let planned_switches = opts.pairs * 2;
+    let unobserved = unobserved(opts, &r, &switches, &timings, planned_switches);
     DrillReport {
         url,
         concurrency: opts.concurrency,
@@ -368,6 +446,181 @@ fn analyse(
         first_errors: r.first_errors.clone(),
         timeline,
         switches: timings,
+        planned_switches,
+        load_ended: r.ended,
+        unobserved,
         failed_operations,
+    }
+}
+
+/// One line per switch no client saw, and one for the switches not run, each saying why.
+fn unobserved(
+    opts: &DrillOptions,
+    r: &LoadReport,
+    made: &[Made],
+    timings: &[SwitchTiming],
+    planned: usize,
+) -> Vec<String> {
+    let (over, advice) = match r.ended {
+        Ended::Requests => (
+            format!(
+                "the load ended after {} request{} (the --requests bound)",
+                opts.requests,
+                if opts.requests == 1 { "" } else { "s" }
+            ),
+            "; raise --requests",
+        ),
+        Ended::Duration => (
+            format!(
+                "the load ended at {} (the --duration bound)",
+                humantime::format_duration(opts.duration)
+            ),
+            "; raise --duration, or lower --pairs or --pause",
+        ),
+        Ended::Stopped => ("the load was stopped".to_string(), ""),
+    };
+    let mut lines: Vec<String> = made
+        .iter()
+        .zip(timings)
+        .enumerate()
+        .filter(|(_, (_, t))| t.first_new_ms.is_none())
+        .map(|(i, (m, t))| {
+            let why = if m.done {
+                let after = r.elapsed_ms.saturating_sub(t.issued_ms) as f64 / 1000.0;
+                format!(
+                    "{over} {after:.1} s after it was issued, before {} answered{advice}",
+                    t.to
+                )
+            } else {
+                "its operation failed".to_string()
+            };
+            format!(
+                "switch {} ({} → {}) was not observed: {why}",
+                i + 1,
+                t.from,
+                t.to
+            )
+        })
+        .collect();
+    let next = made.len() + 1;
+    if next == planned {
+        lines.push(format!(
+            "switch {next} was not run: {over} before it{advice}"
+        ));
+    } else if next < planned {
+        lines.push(format!(
+            "switches {next} to {planned} were not run: {over} before them{advice}"
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::Sample;
+
+    fn made(from: &str, to: &str, issued_ms: u64) -> Made {
+        Made {
+            from: from.into(),
+            to: to.into(),
+            issued: Duration::from_millis(issued_ms),
+            took: Duration::from_millis(5),
+            done: true,
+        }
+    }
+
+    fn load(ended: Ended, samples: &[(u64, &str)]) -> LoadReport {
+        LoadReport {
+            sent: samples.len() as u64,
+            ok: samples.len() as u64,
+            ended,
+            elapsed_ms: samples.last().map_or(0, |s| s.0 + 150),
+            samples: samples
+                .iter()
+                .map(|(at_ms, slot)| Sample {
+                    at_ms: *at_ms,
+                    slot: (*slot).into(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn opts(requests: u64, pairs: usize) -> DrillOptions {
+        DrillOptions {
+            requests,
+            pairs,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_request_bound_reached_before_the_last_switch_names_the_unseen_switches() {
+        // Answers stop at 250 ms: the second switch (at 200 ms) is seen, the third is not, the
+        // fourth never ran.
+        let r = load(
+            Ended::Requests,
+            &[(10, "blue"), (120, "green"), (210, "blue"), (250, "blue")],
+        );
+        let switches = vec![
+            made("blue", "green", 100),
+            made("green", "blue", 200),
+            made("blue", "green", 300),
+        ];
+        let d = analyse("u".into(), &opts(4, 2), r, switches, vec![]);
+        assert!(!d.passed());
+        assert_eq!(d.planned_switches, 4);
+        assert_eq!(
+            d.unobserved,
+            [
+                "switch 3 (blue → green) was not observed: the load ended after 4 requests \
+                 (the --requests bound) 0.1 s after it was issued, before green answered; \
+                 raise --requests",
+                "switch 4 was not run: the load ended after 4 requests (the --requests bound) \
+                 before it; raise --requests",
+            ]
+        );
+        assert_eq!(d.switches[0].first_new_ms, Some(20));
+        assert_eq!(d.switches[1].first_new_ms, Some(10));
+    }
+
+    #[test]
+    fn a_load_that_ends_before_the_first_switch_fails_every_switch() {
+        let r = load(Ended::Duration, &[(10, "blue")]);
+        let d = analyse("u".into(), &opts(1_000, 2), r, vec![], vec![]);
+        assert!(!d.passed());
+        assert_eq!(
+            d.unobserved,
+            [
+                "switches 1 to 4 were not run: the load ended at 1m (the --duration bound) \
+              before them; raise --duration, or lower --pairs or --pause"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_switch_seen_passes_even_when_seen_in_the_millisecond_of_the_next() {
+        // The drill issues the next switch once it has seen this one, possibly in the same
+        // millisecond.
+        let r = load(Ended::Stopped, &[(150, "green"), (230, "blue")]);
+        let switches = vec![made("blue", "green", 100), made("green", "blue", 150)];
+        let d = analyse("u".into(), &opts(1_000, 1), r, switches, vec![]);
+        assert!(d.passed(), "{:?}", d.unobserved);
+        assert_eq!(d.switches[0].first_new_ms, Some(50));
+        assert_eq!(d.switches[1].first_new_ms, Some(80));
+    }
+
+    #[test]
+    fn a_failed_operation_is_named_as_the_reason_its_switch_went_unseen() {
+        let r = load(Ended::Stopped, &[(150, "green")]);
+        let mut failed = made("green", "blue", 200);
+        failed.done = false;
+        let switches = vec![made("blue", "green", 100), failed];
+        let d = analyse("u".into(), &opts(1_000, 1), r, switches, vec!["x".into()]);
+        assert_eq!(
+            d.unobserved,
+            ["switch 2 (green → blue) was not observed: its operation failed"]
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -52,6 +52,19 @@ impl Failures {
     }
 }
 
+/// Why a load run ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    /// Its caller stopped it (or it never started a worker).
+    #[default]
+    Stopped,
+    /// It had sent `max_requests`.
+    Requests,
+    /// It had run for `max_duration`.
+    Duration,
+}
+
 /// One answered request: when (since start) and which slot answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sample {
@@ -67,6 +80,8 @@ pub struct LoadReport {
     /// Successful answers per slot (the `X-Slot` header, or `?`).
     pub by_slot: BTreeMap<String, u64>,
     pub elapsed_ms: u64,
+    /// Which bound ended the run.
+    pub ended: Ended,
     /// Latencies of successful requests, in microseconds, sorted.
     #[serde(skip)]
     pub latencies_us: Vec<u64>,
@@ -93,13 +108,33 @@ impl LoadReport {
     }
 }
 
-/// A load run in the background; `stop()` ends it early, `finish()` waits for the report.
-/// Counters a running load updates as answers come in (for live charts).
+/// What a running load has seen so far, for a caller that waits on it (a drill waits for each
+/// switch to reach the clients).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// When (ms since the start, as [`Sample::at_ms`]) each slot last answered successfully.
+    pub last_answer_ms: BTreeMap<String, u64>,
+    /// Set once every worker has stopped: no answer comes after it.
+    pub ended: Option<Ended>,
+}
+
+impl Progress {
+    /// Has `slot` answered at or after `since_ms`?
+    pub fn answered_since(&self, slot: &str, since_ms: u64) -> bool {
+        self.last_answer_ms
+            .get(slot)
+            .is_some_and(|t| *t >= since_ms)
+    }
+}
+
+/// Counters a running load updates as answers come in (for live charts), and its
+/// [`Progress`] to wait on.
 #[derive(Debug, Default)]
 pub struct Live {
     pub failed: AtomicU64,
     /// Successful answers per slot so far.
     pub by_slot: std::sync::Mutex<BTreeMap<String, u64>>,
+    progress: watch::Sender<Progress>,
 }
 
 impl Live {
@@ -107,8 +142,33 @@ impl Live {
         let by = self.by_slot.lock().map(|g| g.clone()).unwrap_or_default();
         (by, self.failed.load(Ordering::Relaxed))
     }
+
+    /// The run's progress; `wait_for` on it wakes when a slot answers in a new millisecond or
+    /// the run ends.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    fn answered(&self, slot: &str, at_ms: u64) {
+        if let Ok(mut by) = self.by_slot.lock() {
+            count(&mut by, slot);
+        }
+        self.progress
+            .send_if_modified(|p| match p.last_answer_ms.get_mut(slot) {
+                Some(t) if *t >= at_ms => false,
+                Some(t) => {
+                    *t = at_ms;
+                    true
+                }
+                None => {
+                    p.last_answer_ms.insert(slot.to_string(), at_ms);
+                    true
+                }
+            });
+    }
 }
 
+/// A load run in the background; `stop()` ends it early, `finish()` waits for the report.
 pub struct LoadRun {
     /// When the run started; `Sample::at_ms` counts from here.
     pub started: Instant,
@@ -166,10 +226,13 @@ async fn run_inner(
     started: Instant,
     live: Arc<Live>,
 ) -> LoadReport {
-    let deadline = started + opts.max_duration;
+    // None: a duration too long to add to a clock reading never ends the run.
+    let deadline = started.checked_add(opts.max_duration);
     let shared = Arc::new(Shared {
         report: Mutex::new(LoadReport::default()),
     });
+    // The first bound a worker meets is why the run ended.
+    let ended = Arc::new(std::sync::OnceLock::new());
     let mut workers = Vec::new();
     for _ in 0..opts.concurrency.max(1) {
         let mut b = crate::http_client()
@@ -183,22 +246,29 @@ async fn run_inner(
             Ok(c) => c,
             Err(_) => continue,
         };
-        let (opts, stop, sent, shared, live) = (
+        let (opts, stop, sent, shared, live, ended) = (
             opts.clone(),
             stop.clone(),
             sent.clone(),
             shared.clone(),
             live.clone(),
+            ended.clone(),
         );
         workers.push(tokio::spawn(async move {
             let mut local = LoadReport::default();
             loop {
-                if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                if stop.load(Ordering::Relaxed) {
+                    let _ = ended.set(Ended::Stopped);
+                    break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let _ = ended.set(Ended::Duration);
                     break;
                 }
                 let n = sent.fetch_add(1, Ordering::SeqCst);
                 if n >= opts.max_requests {
                     sent.fetch_sub(1, Ordering::SeqCst);
+                    let _ = ended.set(Ended::Requests);
                     break;
                 }
                 local.sent += 1;
@@ -208,13 +278,9 @@ async fn run_inner(
                         local.ok += 1;
                         local.latencies_us.push(t0.elapsed().as_micros() as u64);
                         count(&mut local.by_slot, &slot);
-                        if let Ok(mut by) = live.by_slot.lock() {
-                            count(&mut by, &slot);
-                        }
-                        local.samples.push(Sample {
-                            at_ms: started.elapsed().as_millis() as u64,
-                            slot,
-                        });
+                        let at_ms = started.elapsed().as_millis() as u64;
+                        live.answered(&slot, at_ms);
+                        local.samples.push(Sample { at_ms, slot });
                     }
                     Ok((status, _, body)) => {
                         live.failed.fetch_add(1, Ordering::Relaxed);
@@ -242,6 +308,8 @@ async fn run_inner(
     }
     let mut r = std::mem::take(&mut *shared.report.lock().await);
     r.elapsed_ms = started.elapsed().as_millis() as u64;
+    r.ended = ended.get().copied().unwrap_or_default();
+    live.progress.send_modify(|p| p.ended = Some(r.ended));
     r.latencies_us.sort_unstable();
     r.samples.sort_by_key(|s| s.at_ms);
     r

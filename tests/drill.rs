@@ -1,5 +1,6 @@
 //! `cutover drill` against the embedded proxy: zero failed requests across swap+rollback
-//! pairs, both slots seen, every switch timed; and the refusals.
+//! pairs, both slots seen, every switch timed; a load bound reached before the last switch
+//! fails the drill; and the refusals.
 #![allow(clippy::expect_used)] // tests fail loudly on purpose
 
 mod common;
@@ -62,8 +63,10 @@ async fn a_drill_against_the_embedded_proxy_loses_no_request() {
     let world = cutover::tui::World::build(cfg, None).expect("world");
     let opts = cutover::drill::DrillOptions {
         concurrency: 16,
-        requests: 15_000,
-        duration: Duration::from_secs(40),
+        // Ceilings far beyond any machine's need: the drill itself stops the load once the
+        // clients have seen every switch, however long the switches take.
+        requests: 50_000_000,
+        duration: Duration::from_secs(240),
         pairs: 5,
         keep_alive: true,
         path: "/".into(),
@@ -73,6 +76,13 @@ async fn a_drill_against_the_embedded_proxy_loses_no_request() {
     let r = cutover::drill::run(&world.engines[0], &opts)
         .await
         .expect("drill");
+    assert_eq!(
+        r.load_ended,
+        cutover::load::Ended::Stopped,
+        "the drill, not a bound, ends the load: {:?}",
+        r.unobserved
+    );
+    assert!(r.unobserved.is_empty(), "{:?}", r.unobserved);
     assert_eq!(
         r.failed, 0,
         "failed requests: {:?} {:?}",
@@ -91,6 +101,47 @@ async fn a_drill_against_the_embedded_proxy_loses_no_request() {
         r.switches.iter().all(|s| s.first_new_ms.is_some()),
         "every switch reached the clients: {:?}",
         r.switches
+    );
+    assert!(r.passed());
+}
+
+/// One request and one pair: two switches, one answer, and an answer comes from one slot, so
+/// at least one switch cannot be seen whatever the machine's speed. The drill must say so and
+/// exit 1 (it used to report "0 failed" and exit 0).
+#[tokio::test]
+async fn a_drill_whose_request_bound_comes_before_its_last_switch_fails_and_says_so() {
+    let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let d = tempfile::tempdir().expect("tempdir");
+    let (path, live) = demo_like(d.path(), &slots, false);
+    let (_cfg, _proxy) = start_proxy(&path, live).await;
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args([
+            "--config",
+            path.to_str().expect("utf8"),
+            "drill",
+            "shop",
+            "--requests",
+            "1",
+            "--concurrency",
+            "1",
+            "--pairs",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let o = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the drill ends within its bounds")
+        .expect("run");
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("the load ended after 1 request (the --requests bound)")
+            && out.contains("raise --requests")
+            && (out.contains("was not observed") || out.contains("were not run"))
+            && out.contains("drill FAILED"),
+        "{out}"
     );
 }
 

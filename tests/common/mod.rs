@@ -458,10 +458,13 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
         pct(&mut first, 0.99),
         pct(&mut last, 0.5),
         pct(&mut last, 0.99),
-        if r.failed == 0 && r.failed_operations.is_empty() {
+        if r.passed() {
             "-".to_string()
         } else {
-            format!("{:?} {:?}", r.failures, r.failed_operations)
+            format!(
+                "{:?} {:?} {:?}",
+                r.failures, r.failed_operations, r.unobserved
+            )
         }
     );
     if r.failed > 0 {
