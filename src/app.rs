@@ -871,7 +871,16 @@ impl App {
                     ),
                 ));
                 if current {
-                    self.status = Some((level, format!("{}: {}", op.title, out.message)));
+                    // An alarm names the key that rolls back, as bound here.
+                    let hint = if out.verdict == Verdict::Alarm {
+                        format!(
+                            " — press {} to roll back",
+                            self.keymap.first_key(Action::Rollback)
+                        )
+                    } else {
+                        String::new()
+                    };
+                    self.status = Some((level, format!("{}: {}{hint}", op.title, out.message)));
                 }
             }
         }

@@ -1188,7 +1188,8 @@ impl Engine {
             return run.finish(
                 Verdict::Alarm,
                 format!(
-                    "{why}; press r (or run `cutover rollback {}`) to roll back to `{from}`",
+                    "{why}; roll back to `{from}`: `cutover rollback {}` (in the TUI: the \
+                     rollback key)",
                     self.env.name
                 ),
             );

@@ -249,7 +249,7 @@ async fn without_auto_rollback_a_failing_watch_raises_an_alarm_naming_the_key() 
     let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
     let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(6)).await;
     assert_eq!(o.verdict, Verdict::Alarm, "{}", o.message);
-    assert!(o.message.contains("press r"), "{}", o.message);
+    assert!(o.message.contains("cutover rollback shop"), "{}", o.message);
     assert_eq!(rig.serving().await, "green", "no automatic rollback");
 }
 
