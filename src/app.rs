@@ -218,6 +218,8 @@ pub struct RouterView {
 #[derive(Debug, Clone)]
 pub struct OpView {
     pub id: String,
+    /// The operation's name (`swap`, `rollback`, …).
+    pub kind: &'static str,
     pub title: String,
     pub steps: Vec<(Step, Option<bool>, String)>,
     pub watching: Option<(Duration, String)>,
@@ -398,6 +400,81 @@ impl EnvView {
         })
     }
 
+    /// Whether `r` rolls back at once, without a dialog: during a swap's watch, or within
+    /// `rollback_window` after it, when the gate passes for the previous live slot and it
+    /// still runs the version it served when it was live. `Ok((slot, version, left))`, or why
+    /// the dialog asks (`None`: nothing to explain).
+    pub fn one_key(&self, now: SystemTime) -> Result<(String, String, Duration), Option<String>> {
+        let prev = self.memory.previous_live.clone().ok_or(None)?;
+        if !self.config.one_key_rollback {
+            return Err(None);
+        }
+        if self.memory.last_switch.as_deref() != Some("swap") {
+            return Err(Some(
+                "the last switch was a rollback: going back again asks first".into(),
+            ));
+        }
+        let since = self.memory.switched_at.map(|t| {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(t);
+            now.duration_since(at).unwrap_or_default()
+        });
+        let window = self.config.rollback_window;
+        let watching = self
+            .op
+            .as_ref()
+            .is_some_and(|o| o.kind == "swap" && o.verdict.is_none());
+        let left = match since {
+            Some(s) if s <= window => window - s,
+            _ if watching => Duration::ZERO,
+            Some(s) => {
+                return Err(Some(format!(
+                    "outside the rollback window: the swap was {} ago (rollback_window = {})",
+                    crate::timefmt::millis(s),
+                    crate::timefmt::millis(window)
+                )));
+            }
+            None => return Err(None),
+        };
+        let plan = ops::gate(
+            self.config.gate_checks,
+            self.live(),
+            &prev,
+            &self.gate_input(),
+            false,
+        );
+        if let Some(c) = plan.failed_checks().first() {
+            return Err(Some(c.detail.clone()));
+        }
+        let way_back = ops::way_back_check(&prev, &plan, &self.memory);
+        if !way_back.ok {
+            return Err(Some(way_back.detail));
+        }
+        let version = plan.to_version.unwrap_or_default();
+        Ok((prev, version, left))
+    }
+
+    /// The one-key rollback hint for the key bar and the Traffic pane, when `r` would roll
+    /// back at once: "r ROLLBACK → blue v1.4.2 (no confirmation) · 8m left".
+    pub fn one_key_hint(&self, key: &str, now: SystemTime) -> Option<String> {
+        let rolling_back = self
+            .op
+            .as_ref()
+            .is_some_and(|o| o.kind == "rollback" && o.verdict.is_none());
+        if rolling_back {
+            return None;
+        }
+        let (slot, version, left) = self.one_key(now).ok()?;
+        let left = if left.is_zero() {
+            "during the watch".to_string()
+        } else {
+            format!("{}m left", left.as_secs().div_ceil(60))
+        };
+        Some(format!(
+            "{key} ROLLBACK → {slot} v{} (no confirmation) · {left}",
+            version.trim_start_matches('v')
+        ))
+    }
+
     /// Another cutover (not this process) holds the environment's lock.
     pub fn locked_by_other(&self) -> Option<&LockInfo> {
         self.lock.as_ref().filter(|l| l.pid != std::process::id())
@@ -417,6 +494,8 @@ pub struct Confirm {
     pub env: usize,
     pub what: Confirmed,
     pub title: String,
+    /// Why this dialog asks when it usually would not (a rollback outside its window).
+    pub why: Option<String>,
     pub typed: String,
     pub mode: ConfirmMode,
 }
@@ -1040,10 +1119,7 @@ impl App {
                 self.ask_swap(env_idx);
                 vec![]
             }
-            Action::Rollback => {
-                self.ask_rollback(env_idx);
-                vec![]
-            }
+            Action::Rollback => self.ask_rollback(env_idx),
             Action::Drain => {
                 if let Some((e, slot)) = self.env().zip(self.selected_slot_name()) {
                     let drain = e.role_of(&slot) != Role::Draining;
@@ -1178,7 +1254,7 @@ impl App {
             },
             ["swap"] => self.ask_swap(env_idx),
             ["swap", slot] if known_slot(self, slot) => self.ask_swap_to(env_idx, slot),
-            ["rollback"] => self.ask_rollback(env_idx),
+            ["rollback"] => return self.ask_rollback(env_idx),
             ["drain", slot] if known_slot(self, slot) => self.ask_drain(env_idx, slot, true),
             ["undrain", slot] if known_slot(self, slot) => self.ask_drain(env_idx, slot, false),
             ["rolling", slot] if known_slot(self, slot) => self.ask_rolling(env_idx, slot),
@@ -1259,6 +1335,7 @@ impl App {
             env,
             what: Confirmed::Op(kind),
             title,
+            why: None,
             typed: String::new(),
             mode,
         });
@@ -1304,6 +1381,7 @@ impl App {
             env,
             what: Confirmed::Drill,
             title: format!("Drill: {DRILL_PAIRS} swap+rollback pairs under load"),
+            why: None,
             typed: String::new(),
             mode,
         });
@@ -1386,25 +1464,66 @@ impl App {
         );
     }
 
-    fn ask_rollback(&mut self, env: usize) {
-        let Some(e) = self.envs.get(env) else { return };
+    /// `r`: during a swap's watch and its rollback window, roll back at once when the way back
+    /// is safe (one-key rollback); otherwise ask, saying why.
+    fn ask_rollback(&mut self, env: usize) -> Vec<Effect> {
+        let Some(e) = self.envs.get(env) else {
+            return vec![];
+        };
         let Some(prev) = e.memory.previous_live.clone() else {
             self.status = Some((
                 Level::Warn,
                 "nothing to roll back to: no previous live slot recorded".into(),
             ));
-            return;
+            return vec![];
         };
         let live = e.live().map(str::to_string);
+        if let Some(op) =
+            e.op.as_ref()
+                .filter(|o| o.kind == "rollback" && o.verdict.is_none())
+        {
+            // Pressed twice: one rollback.
+            self.status = Some((Level::Warn, format!("already rolling back (#{})", op.id)));
+            return vec![];
+        }
         if live.as_deref() == Some(prev.as_str()) {
             self.status = Some((Level::Warn, format!("`{prev}` is already live")));
-            return;
+            return vec![];
         }
-        self.ask(
-            env,
-            OpKind::Rollback,
-            format!("Rollback: {} → {prev}", live.as_deref().unwrap_or("?")),
-        );
+        let swap_watching = e.op.as_ref().is_some_and(|o| {
+            o.kind == "swap"
+                && o.verdict.is_none()
+                && o.steps.iter().any(|(s, _, _)| *s == Step::Watch)
+        });
+        let free = !e.op_running() || swap_watching;
+        let title = format!("Rollback: {} → {prev}", live.as_deref().unwrap_or("?"));
+        match e.one_key(self.now) {
+            Ok((slot, version, _)) if free => {
+                let req = OpRequest {
+                    one_key: true,
+                    ..OpRequest::new(OpKind::Rollback)
+                };
+                let msg = format!("ROLLING BACK to {slot} (v{version}) — one-key rollback");
+                self.status = Some((Level::Bad, msg));
+                let title = format!(
+                    "One-key rollback: {} → {slot}",
+                    live.as_deref().unwrap_or("?")
+                );
+                self.start_op(env, title, "", req)
+            }
+            Ok(_) | Err(_) if !free => {
+                self.ask(env, OpKind::Rollback, title);
+                vec![]
+            }
+            Ok(_) => vec![],
+            Err(why) => {
+                self.ask(env, OpKind::Rollback, title);
+                if let Overlay::Confirm(c) = &mut self.overlay {
+                    c.why = why;
+                }
+                vec![]
+            }
+        }
     }
 
     /// The gate's verdict for a confirm dialog, from the newest polls. It is computed each
@@ -1496,46 +1615,43 @@ impl App {
             take_over,
             ..OpRequest::new(kind)
         };
-        let Some(e) = self.envs.get_mut(c.env) else {
+        let note = format!(
+            "{}{}",
+            if force { " (FORCED)" } else { "" },
+            if take_over {
+                " (taking the lock over)"
+            } else {
+                ""
+            }
+        );
+        self.start_op(c.env, c.title, &note, req)
+    }
+
+    /// Start an operation on the screen: a running watch steps aside (superseded; its last
+    /// record is still logged under its own title and id).
+    fn start_op(&mut self, env: usize, title: String, note: &str, req: OpRequest) -> Vec<Effect> {
+        let Some(e) = self.envs.get_mut(env) else {
             return vec![];
         };
         let gate = e.gate_input();
-        // A running watch is superseded: its view steps aside (its last record is still
-        // logged under its own title and id).
         if let Some(old) = e.op.take()
             && old.verdict.is_none()
         {
             e.superseded.push(old);
         }
+        let line = format!("{title} #{} requested{note}", req.id);
         e.op = Some(OpView {
             id: req.id.clone(),
-            title: c.title.clone(),
+            kind: req.kind.name(),
+            title,
             steps: Vec::new(),
             watching: None,
             verdict: None,
             message: String::new(),
             started: self.now,
         });
-        self.log(
-            c.env,
-            Level::Info,
-            format!(
-                "{} #{} requested{}{}",
-                c.title,
-                req.id,
-                if force { " (FORCED)" } else { "" },
-                if take_over {
-                    " (taking the lock over)"
-                } else {
-                    ""
-                }
-            ),
-        );
-        vec![Effect::RunOp {
-            env: c.env,
-            req,
-            gate,
-        }]
+        self.log(env, Level::Info, line);
+        vec![Effect::RunOp { env, req, gate }]
     }
 
     fn on_mouse(&mut self, m: MouseEvent) {

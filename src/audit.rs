@@ -37,6 +37,9 @@ pub struct AuditRecord {
     pub from_version: Option<String>,
     pub to_version: Option<String>,
     pub forced: bool,
+    /// A rollback started by one key, without a dialog (the rollback window).
+    #[serde(default)]
+    pub one_key: bool,
     /// `started` for the intent record written before the first router command; then the
     /// verdict: `done`, `refused`, `failed`, `rolled-back`, `alarm`, `cancelled` or
     /// `abandoned` (cutover was quit in the middle of a router change).

@@ -414,10 +414,15 @@ pub async fn operate(
         return Ok(EXIT_FAILED);
     }
     let question = format!("{} on `{env}`?", kind.name());
-    let asks = !matches!(
-        kind,
-        OpKind::Drain(_) | OpKind::Undrain(_) | OpKind::SetPreview(_)
-    );
+    // Inside the rollback window after a swap, rollback is one key: no question (the engine
+    // still checks that the way back is healthy and runs the version it ran when live).
+    let one_key =
+        matches!(kind, OpKind::Rollback) && !flags.yes && in_rollback_window(world, &engine);
+    let asks = !one_key
+        && !matches!(
+            kind,
+            OpKind::Drain(_) | OpKind::Undrain(_) | OpKind::SetPreview(_)
+        );
     if asks {
         match confirm(&question, flags.yes) {
             Ok(true) => {}
@@ -437,6 +442,7 @@ pub async fn operate(
         force: flags.force,
         watch: !flags.no_watch,
         take_over: flags.take_over,
+        one_key,
         ..OpRequest::new(kind)
     };
     let (id, op_name) = (req.id.clone(), req.kind.name());
@@ -482,6 +488,17 @@ pub async fn operate(
         Verdict::Done => EXIT_OK,
         _ => EXIT_FAILED,
     })
+}
+
+/// The last switch of the environment was a swap, within its `rollback_window`, and one-key
+/// rollback is on.
+fn in_rollback_window(world: &World, engine: &Engine) -> bool {
+    let m = world.store.env(&engine.env.name);
+    engine.env.one_key_rollback
+        && m.last_switch.as_deref() == Some("swap")
+        && m.switched_at.is_some_and(|t| {
+            crate::ops::unix_now().saturating_sub(t) <= engine.env.rollback_window.as_secs()
+        })
 }
 
 /// Run an operation; the first SIGINT, SIGTERM or SIGHUP asks it to stop at its next safe
@@ -537,6 +554,7 @@ pub fn abandon(engine: &Engine, id: &str, op_name: &str, why: &str) {
         from_version: None,
         to_version: None,
         forced: false,
+        one_key: false,
         result: "abandoned".into(),
         message: match journal {
             Some(j) => format!(
@@ -728,6 +746,7 @@ pub async fn setup(
             from_version: None,
             to_version: None,
             forced: force,
+            one_key: false,
             result: if failed.is_some() { "failed" } else { "done" }.into(),
             message: failed
                 .clone()

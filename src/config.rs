@@ -99,6 +99,9 @@ pub struct Settings {
     pub history: usize,
     /// The largest health/version body read, in bytes; more is cut off and reported.
     pub max_body: usize,
+    /// `r` rolls back without a dialog during a watch and the rollback window (environments
+    /// may override it).
+    pub one_key_rollback: bool,
 }
 
 impl Settings {
@@ -136,6 +139,7 @@ impl Default for Settings {
             read_only: false,
             history: 60,
             max_body: 64 * 1024,
+            one_key_rollback: true,
         }
     }
 }
@@ -169,6 +173,10 @@ pub struct Environment {
     pub fleet: FleetOrder,
     /// `cutover drill` refuses a public URL that is not a loopback address.
     pub drill_loopback_only: bool,
+    /// After a swap, how long `r` rolls back at once (no dialog) when the way back is safe.
+    pub rollback_window: Duration,
+    /// One-key rollback on (the settings' value unless the environment sets its own).
+    pub one_key_rollback: bool,
 }
 
 /// `[environment.rolling]`: a rolling deploy over the nodes of a slot, one node at a time:
@@ -258,6 +266,9 @@ fn default_watch() -> Duration {
 fn default_verify() -> Duration {
     Duration::from_secs(10)
 }
+fn default_rollback_window() -> Duration {
+    Duration::from_secs(600)
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -289,6 +300,9 @@ struct RawEnvironment {
     fleet: FleetOrder,
     #[serde(default)]
     drill_loopback_only: bool,
+    #[serde(default = "default_rollback_window", with = "serde_duration")]
+    rollback_window: Duration,
+    one_key_rollback: Option<bool>,
 }
 
 fn default_health() -> Spanned<String> {
@@ -539,6 +553,8 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             allow_drill: re.allow_drill,
             fleet: re.fleet,
             drill_loopback_only: re.drill_loopback_only,
+            rollback_window: re.rollback_window,
+            one_key_rollback: re.one_key_rollback.unwrap_or(raw.settings.one_key_rollback),
         });
     }
     Ok(Config {

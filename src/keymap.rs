@@ -96,7 +96,9 @@ impl Action {
             Action::Right => "select the slot to the right",
             Action::NextPane => "move focus: environments, slots, events",
             Action::Swap => "swap live ↔ preview (or make the selected idle slot live); asks first",
-            Action::Rollback => "roll back to the previous live slot; asks first",
+            Action::Rollback => {
+                "roll back; at once (no dialog) during a swap's watch and its rollback window when the old slot is healthy and unchanged, else asks"
+            }
             Action::Drain => "drain the selected slot, or undrain it if it is draining",
             Action::Maintenance => "turn maintenance on (503 page) or off for the environment",
             Action::Rolling => "rolling deploy of the selected slot, node by node; asks first",

@@ -104,6 +104,9 @@ pub struct OpRequest {
     /// When another cutover holds the environment's lock, ask it to hand the lock over (its
     /// watch ends, and it records who took over) instead of being refused.
     pub take_over: bool,
+    /// A one-key rollback (no dialog): the gate also requires the previous live slot to run
+    /// the version it served when it was live.
+    pub one_key: bool,
 }
 
 impl OpRequest {
@@ -115,6 +118,7 @@ impl OpRequest {
             force: false,
             watch: true,
             take_over: false,
+            one_key: false,
         }
     }
 }
@@ -345,6 +349,33 @@ pub fn gate(
         to_version,
         checks,
     }
+}
+
+/// The one-key rollback's extra check: the way back is the version the slot served when it
+/// was live, not whatever was deployed there since.
+pub fn way_back_check(to: &str, plan: &SwitchPlan, memory: &crate::state::EnvMemory) -> Check {
+    let then = memory.previous_live_version.as_deref();
+    let now = plan.to_version.as_deref();
+    let ok = then.is_some() && then == now;
+    Check {
+        name: "way back",
+        ok,
+        detail: match (then, now) {
+            (Some(t), Some(n)) if t == n => format!("`{to}` still runs {t}, as when it was live"),
+            (Some(t), Some(n)) => {
+                format!("`{to}` now runs {n}, not the {t} it served when it was live")
+            }
+            (None, _) => format!("the version `{to}` served when it was live is not recorded"),
+            (Some(t), None) => format!("`{to}`'s version is unknown (it served {t} when live)"),
+        },
+    }
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Everything an operation needs for one environment.
@@ -645,6 +676,7 @@ impl Engine {
                 from_version: None,
                 to_version: None,
                 forced: req.force,
+                one_key: req.one_key,
                 result: String::new(),
                 message: String::new(),
                 steps: Vec::new(),
@@ -788,13 +820,17 @@ impl Engine {
             GateSource::Given(i) => i,
             GateSource::ProbeNow => self.fresh_gate_input(self.env.gate_checks).await,
         };
-        let plan = gate(
+        let mut plan = gate(
             self.env.gate_checks,
             from.as_deref(),
             &to,
             &input,
             !rollback,
         );
+        if req.one_key {
+            let memory = self.store.env(&self.env.name);
+            plan.checks.push(way_back_check(&to, &plan, &memory));
+        }
         run.record.from_version = plan.from_version.clone();
         run.record.to_version = plan.to_version.clone();
         if !plan.passes() {
@@ -849,7 +885,10 @@ impl Engine {
         run.end_changes();
         run.remember(|m| {
             m.previous_live = from.clone();
+            m.previous_live_version = plan.from_version.clone();
             m.last_set_live = Some(to.clone());
+            m.switched_at = Some(unix_now());
+            m.last_switch = Some(if rollback { "rollback" } else { "swap" }.into());
             if preview.as_deref() == Some(to.as_str()) {
                 m.last_set_preview = from.clone();
             }
@@ -1204,7 +1243,10 @@ impl Engine {
             Ok(()) => {
                 run.remember(|m| {
                     m.previous_live = Some(to.to_string());
+                    m.previous_live_version = None;
                     m.last_set_live = Some(from.to_string());
+                    m.switched_at = Some(unix_now());
+                    m.last_switch = Some("rollback".into());
                 });
                 run.done(Step::Apply, true, format!("rolled back to `{from}`"));
                 run.finish(

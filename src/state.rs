@@ -30,9 +30,17 @@ use color_eyre::eyre::{Result, WrapErr, bail};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EnvMemory {
     /// The slot that was live before the last switch: the rollback target.
     pub previous_live: Option<String>,
+    /// The version the previous live slot served while it was live: a one-key rollback goes
+    /// back only to that version.
+    pub previous_live_version: Option<String>,
+    /// When the last switch was made (seconds since the epoch).
+    pub switched_at: Option<u64>,
+    /// What the last switch was: `swap` (rollback is one key for a while) or `rollback`.
+    pub last_switch: Option<String>,
     /// The live slot cutover last set.
     pub last_set_live: Option<String>,
     /// The preview slot cutover last set.

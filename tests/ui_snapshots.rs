@@ -233,7 +233,7 @@ fn drift_is_a_visible_warning() {
     let mut app = app_with(EnvMemory {
         previous_live: Some("blue".into()),
         last_set_live: Some("green".into()),
-        last_set_preview: None,
+        ..Default::default()
     });
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
@@ -750,4 +750,112 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
         "the swap's result is never written under the rollback's title: {events:#?}"
     );
     assert!(superseded > 0);
+}
+
+/// What cutover remembers right after a swap from green to blue `ago` before t0, green then
+/// serving `served`.
+fn after_swap(ago: Duration, served: &str) -> EnvMemory {
+    EnvMemory {
+        previous_live: Some("green".into()),
+        previous_live_version: Some(served.into()),
+        last_set_live: Some("blue".into()),
+        switched_at: Some(
+            (t0() - ago)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("t")
+                .as_secs(),
+        ),
+        last_switch: Some("swap".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn rollback_is_one_key_inside_the_window_when_the_way_back_is_safe() {
+    let mut app = app_with(after_swap(Duration::from_secs(120), "1.5.0"));
+    let (text, _) = screen(&mut app, 120, 40);
+    assert_eq!(
+        text.matches("r ROLLBACK → green v1.5.0 (no confirmation) · 7m left")
+            .count(),
+        2,
+        "the key bar and the Traffic pane say it:\n{text}"
+    );
+    insta::assert_snapshot!("one_key_hint", text);
+    let fx = app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('r'),
+        KeyModifiers::NONE,
+    )));
+    match fx.as_slice() {
+        [cutover::app::Effect::RunOp { req, .. }] => {
+            assert!(req.one_key, "marked as one-key");
+            assert_eq!(req.kind, cutover::ops::OpKind::Rollback);
+        }
+        other => panic!("r alone must roll back: {other:?}"),
+    }
+    let status = app.status.clone().expect("status").1;
+    assert!(
+        status.contains("ROLLING BACK to green (v1.5.0)"),
+        "{status}"
+    );
+    assert!(
+        app.events
+            .iter()
+            .any(|l| l.text.contains("One-key rollback: blue → green"))
+    );
+    // Pressed twice: one rollback.
+    let fx = app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('r'),
+        KeyModifiers::NONE,
+    )));
+    assert!(fx.is_empty(), "{fx:?}");
+    assert!(
+        app.status
+            .clone()
+            .expect("status")
+            .1
+            .contains("already rolling back")
+    );
+}
+
+#[test]
+fn rollback_asks_and_says_why_outside_the_window_or_when_the_old_slot_changed() {
+    for (memory, why) in [
+        (
+            after_swap(Duration::from_secs(20 * 60), "1.5.0"),
+            "outside the rollback window",
+        ),
+        (
+            after_swap(Duration::from_secs(60), "1.4.9"),
+            "`green` now runs 1.5.0, not the 1.4.9 it served",
+        ),
+        (
+            EnvMemory {
+                last_switch: Some("rollback".into()),
+                ..after_swap(Duration::from_secs(60), "1.5.0")
+            },
+            "the last switch was a rollback",
+        ),
+    ] {
+        let mut app = app_with(memory);
+        let (text, _) = screen(&mut app, 120, 40);
+        assert!(!text.contains("no confirmation"), "{text}");
+        let fx = app.update(Event::Key(KeyEvent::new(
+            KeyCode::Char('r'),
+            KeyModifiers::NONE,
+        )));
+        assert!(fx.is_empty(), "{fx:?}");
+        let (text, _) = screen(&mut app, 120, 40);
+        assert!(text.contains("Rollback: blue → green"), "{text}");
+        assert!(text.contains(why), "{why}:\n{text}");
+    }
+    // one_key_rollback = false: the dialog, always.
+    let mut app = app_with(after_swap(Duration::from_secs(60), "1.5.0"));
+    app.envs[0].config.one_key_rollback = false;
+    let fx = app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('r'),
+        KeyModifiers::NONE,
+    )));
+    assert!(fx.is_empty(), "{fx:?}");
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("Rollback: blue → green"), "{text}");
 }

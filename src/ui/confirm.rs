@@ -18,6 +18,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
         Span::styled("environment ", t.dim),
         Span::styled(env.config.name.clone(), t.accent),
     ])];
+    if let Some(why) = &c.why {
+        lines.push(Line::styled(format!("asks because {why}"), t.warning));
+    }
     let plan = app.confirm_plan(c);
     if let Some(p) = &plan {
         for (label, slot, version) in [

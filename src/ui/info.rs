@@ -75,6 +75,9 @@ fn lines(app: &App) -> Vec<Line<'_>> {
     for w in env.warnings() {
         lines.push(Line::styled(format!("⚠ {w}"), t.warning));
     }
+    if let Some(hint) = env.one_key_hint(&app.keymap.first_key(Action::Rollback), app.now) {
+        lines.push(Line::styled(hint, t.alarm()));
+    }
     if let Some(m) = env.state().and_then(|s| s.maintenance.as_ref()) {
         lines.push(Line::styled(
             format!(

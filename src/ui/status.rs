@@ -96,7 +96,18 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
     }
     shown.extend([Action::Help, Action::Quit]);
     let mut spans = Vec::new();
+    // During a watch and the rollback window, `r` rolls back at once: say so, loudly.
+    let hint = app
+        .env()
+        .and_then(|e| e.one_key_hint(&app.keymap.first_key(Action::Rollback), app.now));
+    if let Some(h) = &hint {
+        spans.push(Span::styled(format!(" {h} "), t.alarm()));
+        spans.push(Span::raw(" "));
+    }
     for a in shown {
+        if a == Action::Rollback && hint.is_some() {
+            continue;
+        }
         spans.push(Span::styled(
             format!(" {} ", app.keymap.first_key(a)),
             t.accent,

@@ -88,6 +88,12 @@ pub struct Theme {
 }
 
 impl Theme {
+    /// The alarm style: the error colour, reversed and bold (the one-key rollback hint).
+    pub fn alarm(&self) -> Style {
+        self.error
+            .add_modifier(ratatui::style::Modifier::BOLD | ratatui::style::Modifier::REVERSED)
+    }
+
     pub fn role(&self, r: Role) -> Style {
         let i = match r {
             Role::Live => 0,
