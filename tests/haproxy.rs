@@ -412,6 +412,65 @@ async fn map_swap_rollback_and_preview() {
     assert!(map.contains("live be_blue\npreview be_staging\n"), "{map}");
 }
 
+/// (uid, gid, permission bits) of a file.
+fn owner_and_mode(p: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rewritten_map_and_state_files_keep_their_owner_group_and_mode() {
+    let Some(rig) = Rig::for_test(
+        "rewritten_map_and_state_files_keep_their_owner_group_and_mode",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    // Giving a file away needs root; as another user the write is refused (and says why).
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test chowns files to `nobody`: run it as root (the CI container does)");
+    }
+    let d = rig.driver();
+    // The server-state file exists after the first server change.
+    ok("drain staging", d.drain(&Target::slot("staging"))).await;
+    let (map, state) = (rig.path("slots.map"), rig.path("server-state"));
+    // As a packaged HAProxy has them: owned by its user (here `nobody`, 65534:65534).
+    for (p, mode) in [(&map, 0o640), (&state, 0o600)] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).expect("chown");
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let (map_before, state_before) = (
+        std::fs::read_to_string(&map).expect("map"),
+        std::fs::read_to_string(&state).expect("state"),
+    );
+    ok("swap to green", d.switch_live("green")).await;
+    ok("undrain staging", d.undrain(&Target::slot("staging"))).await;
+    assert_ne!(std::fs::read_to_string(&map).expect("map"), map_before);
+    assert_ne!(
+        std::fs::read_to_string(&state).expect("state"),
+        state_before
+    );
+    assert_eq!(
+        owner_and_mode(&map),
+        (65534, 65534, 0o640),
+        "{}",
+        map.display()
+    );
+    assert_eq!(
+        owner_and_mode(&state),
+        (65534, 65534, 0o600),
+        "{}",
+        state.display()
+    );
+    // And the swap is what HAProxy runs.
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"), "{st:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
     let Some(rig) = Rig::for_test("map_drain_reaches_zero_sessions", Setup::Map).await else {

@@ -1503,21 +1503,20 @@ async fn exists(p: &Path) -> Result<bool> {
     })
 }
 
-/// Create a flag file atomically (write a temporary file beside it, then rename).
+/// Create a flag file atomically (a temporary file beside it, then a rename); one that is
+/// already there keeps its owner, group and mode.
 async fn create_flag(p: &Path, content: &str) -> Result<()> {
-    let mut tmp = p.as_os_str().to_owned();
-    tmp.push(".cutover-tmp");
-    let tmp = PathBuf::from(tmp);
-    tokio::fs::write(&tmp, content).await.wrap_err_with(|| {
-        format!(
-            "cannot create maintenance flag {}: its directory must exist and be writable by \
-             cutover (and readable by Apache)",
-            p.display()
-        )
-    })?;
-    tokio::fs::rename(&tmp, p)
+    let (path, bytes) = (p.to_path_buf(), content.as_bytes().to_vec());
+    tokio::task::spawn_blocking(move || crate::router::write_atomic(&path, &bytes, None))
         .await
-        .wrap_err_with(|| format!("cannot move {} into place", tmp.display()))
+        .map_err(|e| eyre!("writing {} did not finish: {e}", p.display()))?
+        .wrap_err_with(|| {
+            format!(
+                "cannot create maintenance flag {}: its directory must exist and be writable by \
+                 cutover (and readable by Apache)",
+                p.display()
+            )
+        })
 }
 
 async fn remove_flag(p: &Path) -> Result<()> {
