@@ -80,6 +80,14 @@ impl AdminState {
             AdminState::Unknown => "unknown",
         }
     }
+
+    /// Whether an undrain has done its work: no drain and no maintenance left. `Disabled`
+    /// counts: an undrain clears the drain only, so a member that was disabled before (the
+    /// idle slot's members of an Apache balancer, a `disabled` server of HAProxy's servers
+    /// setup) is disabled again, as the drivers' docs say.
+    pub fn undrained(self) -> bool {
+        matches!(self, AdminState::Ready | AdminState::Disabled)
+    }
 }
 
 impl fmt::Display for AdminState {

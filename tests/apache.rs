@@ -759,6 +759,72 @@ async fn draining_a_node_shows_its_busy_count_fall_to_zero() {
     assert_eq!(answers(&a.url(), 9).await.len(), 3);
 }
 
+/// The engine of the blue/green server's environment, with its state in `state`.
+fn blue_green_engine(
+    a: &Apache,
+    blue: &str,
+    green: &str,
+    state: &Path,
+) -> std::sync::Arc<cutover::ops::Engine> {
+    common::engine(&format!(
+        "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n{}",
+        state.display(),
+        blue_green_toml(a, blue, green, "")
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled() {
+    let Some(bin) = require_binary(
+        "undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled",
+        "apache2",
+    ) else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let state = tempfile::tempdir().expect("state dir");
+    let engine = blue_green_engine(&a, &blue, &green, state.path());
+    let green_slot = Target::slot("green");
+    let (out, lines) = run_op(
+        &engine,
+        cutover::ops::OpKind::Drain(green_slot.clone()),
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(
+        out.verdict,
+        cutover::ops::Verdict::Done,
+        "{}: {lines:#?}",
+        out.message
+    );
+    let st = engine.observe_all().await.expect("observe").remove(0);
+    assert_eq!(st.slots["green"].admin, AdminState::Drain, "{st:#?}");
+    // The undrain clears Drain; green's member of balancer://live was disabled before (green
+    // is idle) and stays so, as docs/apache.md says. That is what the verify step expects.
+    let (out, lines) = run_op(
+        &engine,
+        cutover::ops::OpKind::Undrain(green_slot),
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(
+        out.verdict,
+        cutover::ops::Verdict::Done,
+        "{}: {lines:#?}",
+        out.message
+    );
+    let st = engine.observe_all().await.expect("observe").remove(0);
+    assert_eq!(st.slots["green"].admin, AdminState::Disabled, "{st:#?}");
+    assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
+    assert_eq!(st.preview.as_deref(), Some("green"), "{st:#?}");
+    assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
+    assert_eq!(answers(&a.preview_url(), 2).await, only("green", 2));
+}
+
 async fn restart_after_swap(
     bin: &Path,
     persist: bool,
