@@ -472,6 +472,39 @@ async fn rewritten_map_and_state_files_keep_their_owner_group_and_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_server_state_file_is_named_as_the_file() {
+    let Some(rig) = Rig::for_test(
+        "an_empty_server_state_file_is_named_as_the_file",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let d = rig.driver();
+    // No file before cutover's first change: no note.
+    assert!(!rig.path("server-state").exists());
+    let st = observe(d.as_ref()).await;
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    // An empty one (`touch`ed): the note says the file is empty, not what the socket said.
+    std::fs::write(rig.path("server-state"), "").expect("touch server-state");
+    let st = observe(d.as_ref()).await;
+    let empty: Vec<_> = st
+        .notes
+        .iter()
+        .filter(|n| n.contains("server-state"))
+        .collect();
+    assert_eq!(empty.len(), 1, "{:?}", st.notes);
+    assert!(empty[0].contains("server-state is empty"), "{empty:?}");
+    assert!(!empty[0].contains("show servers state"), "{empty:?}");
+    // The next server change writes it, and the note goes.
+    ok("drain staging", d.drain(&Target::slot("staging"))).await;
+    ok("undrain staging", d.undrain(&Target::slot("staging"))).await;
+    let st = observe(d.as_ref()).await;
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
     let Some(rig) = Rig::for_test("map_drain_reaches_zero_sessions", Setup::Map).await else {
         return;
