@@ -1008,11 +1008,13 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert!(!d.supports(Verb::SetPreview));
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
-    assert_eq!(
-        st.slots["green"].admin,
-        AdminState::Maint,
-        "`disabled` in haproxy.cfg"
-    );
+    // `disabled` in haproxy.cfg (maint) with maintenance off: a standby, so idle, not
+    // MAINTENANCE.
+    for s in ["green", "staging"] {
+        assert_eq!(st.slots[s].admin, AdminState::Disabled, "{s}: {st:#?}");
+        assert_eq!(st.slots[s].check.as_deref(), Some("standby (maint)"), "{s}");
+        assert_eq!(st.role_of(s), Role::Idle, "{s}");
+    }
     assert_eq!(st.maintenance, None);
     assert!(st.notes.is_empty(), "{:?}", st.notes);
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
@@ -1028,6 +1030,12 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     let st = observe(d.as_ref()).await;
     assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
+    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    assert_eq!(
+        st.role_of("green"),
+        Role::Idle,
+        "a standby during maintenance"
+    );
     assert!(st.notes.is_empty(), "{:?}", st.notes);
     ok(
         "maintenance off",
@@ -1087,7 +1095,8 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert!(e.contains("back to maint"), "{e}");
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("blue"));
-    assert_eq!(st.slots["staging"].admin, AdminState::Maint);
+    assert_eq!(st.slots["staging"].admin, AdminState::Disabled, "standby");
+    assert_eq!(st.role_of("staging"), Role::Idle);
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
     // Drained and down by checks: refused before anything changes.
     ok("undrain staging", d.undrain(&Target::slot("staging"))).await;
