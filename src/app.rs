@@ -323,6 +323,21 @@ impl EnvView {
         [self.disagreement(), self.drift(), self.public_mismatch()]
             .into_iter()
             .flatten()
+            .chain(self.router_problems())
+            .collect()
+    }
+
+    /// What the routers say they cannot do as configured (a backend or `@id` the proxy
+    /// does not have), one line each with the router's name.
+    pub fn router_problems(&self) -> Vec<String> {
+        self.routers
+            .iter()
+            .filter_map(|r| r.state.as_ref().map(|s| (r, s)))
+            .flat_map(|(r, s)| {
+                s.problems
+                    .iter()
+                    .map(move |p| format!("router `{}`: {p}", r.name))
+            })
             .collect()
     }
 

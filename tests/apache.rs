@@ -528,11 +528,11 @@ async fn set_preview_and_the_swaps_that_are_refused() {
     );
     assert_eq!(answers(&a.preview_url(), 4).await, only("blue", 4));
     assert!(
-        st.notes
+        st.problems
             .iter()
             .any(|n| n.contains("slot `staging` has no member")),
-        "{:?}",
-        st.notes
+        "a problem, not a note: {:?}",
+        st.problems
     );
 
     let e = d.switch_live("staging").await.expect_err("no member");

@@ -472,6 +472,50 @@ async fn rewritten_map_and_state_files_keep_their_owner_group_and_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
+    let Some(rig) = Rig::for_test(
+        "check_and_status_fail_on_a_backend_haproxy_does_not_have",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = TempDir::new().expect("dir");
+    // The documented config checks out.
+    let o = common::cutover_cli(dir.path(), &rig.cutover_toml, &["check"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
+    // A typo in `backends`: HAProxy has no `app_gren`.
+    let wrong = rig
+        .cutover_toml
+        .replace("green = \"be_green\"", "green = \"app_gren\"");
+    assert_ne!(wrong, rig.cutover_toml);
+    let o = common::cutover_cli(dir.path(), &wrong, &["check"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("router haproxy"))
+        .unwrap_or_else(|| panic!("no router line:\n{out}"));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains("backend app_gren of slot `green` is not in HAProxy"),
+        "{line}"
+    );
+    // Plain status names it on the router's line, and fails too.
+    let o = common::cutover_cli(dir.path(), &wrong, &["status"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("router haproxy (haproxy): PROBLEM backend app_gren")),
+        "{out}"
+    );
+    let st = observe(rig.driver_from(&wrong).as_ref()).await;
+    assert_eq!(st.problems.len(), 1, "{st:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_empty_server_state_file_is_named_as_the_file() {
     let Some(rig) = Rig::for_test(
         "an_empty_server_state_file_is_named_as_the_file",
@@ -825,9 +869,9 @@ async fn map_refusals_quote_haproxy() {
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
     let st = observe(d.as_ref()).await;
     assert!(
-        st.notes.iter().any(|n| n.contains("be_nowhere")),
-        "{:?}",
-        st.notes
+        st.problems.iter().any(|n| n.contains("be_nowhere")),
+        "a problem, not a note: {:?}",
+        st.problems
     );
 
     // HAProxy's own error texts, quoted.

@@ -1178,8 +1178,9 @@ impl Driver {
                 .collect();
             let found = !everywhere.is_empty();
             if !found {
-                st.notes.push(format!(
-                    "slot `{}` has no member in {}",
+                st.problems.push(format!(
+                    "slot `{}` has no member in {}: a swap to it will be refused; add a \
+                     BalancerMember with the slot's address, or map one with a [[member]] entry",
                     s.name,
                     managed
                         .iter()

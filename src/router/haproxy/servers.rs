@@ -111,8 +111,10 @@ impl Driver {
                 find_stat(&stats, &s.backend, srv),
             );
             if state.is_none() || stat.is_none() {
-                st.notes.push(format!(
-                    "server {}/{srv} of slot `{slot}` is not in HAProxy",
+                st.problems.push(format!(
+                    "server {}/{srv} of slot `{slot}` is not in HAProxy: a swap to `{slot}` will \
+                     be refused; fix `servers` in cutover's config or add the server to \
+                     haproxy.cfg",
                     s.backend
                 ));
             }
