@@ -307,8 +307,16 @@ impl EnvView {
         })
     }
 
-    /// The public URL serves another version than the live slot reports.
+    /// The public URL serves another version than the live slot reports. Not while a
+    /// maintenance redirect is on: the public URL then serves the redirect's target, on
+    /// purpose (seed 004).
     pub fn public_mismatch(&self) -> Option<String> {
+        if matches!(
+            self.state().and_then(|s| s.maintenance.as_ref()),
+            Some(MaintenanceMode::Redirect { .. })
+        ) {
+            return None;
+        }
         let public = self.public.as_ref()?.version.as_ref()?.version.as_str();
         let live = self.live()?;
         let slot_version = self.slots.iter().find(|s| s.name == live)?.version()?;

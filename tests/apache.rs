@@ -1016,7 +1016,8 @@ async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
     assert!(
         st.notes
             .iter()
-            .any(|n| n.contains("cookie `cutover_bypass=1`")),
+            .any(|n| n.contains("cookie `cutover_bypass=1`")
+                && n.contains("reached this server's own backend")),
         "{:?}",
         st.notes
     );
@@ -1076,6 +1077,88 @@ async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
     );
     assert!(!wrong.exists(), "the flag was left behind");
     assert_eq!(answers(&a.url(), 3).await, only("blue", 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_redirect_is_no_version_mismatch_and_a_missing_bypass_is_said() {
+    let test = "a_maintenance_redirect_is_no_version_mismatch_and_a_missing_bypass_is_said";
+    let Some(bin) = require_binary(test, "apache2") else {
+        return;
+    };
+    // Seed 004: this server (blue, 1.2.3) redirects its maintenance traffic to the peer
+    // (green, 1.2.4).
+    let s = slots(&[("blue", "1.2.3"), ("green", "1.2.4")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = format!(
+        "[settings]\nstate_dir = \"{}\"\n{}",
+        dir.path().join("state").display(),
+        blue_green_toml(&a, &blue, &green, "")
+    );
+    let status = || async {
+        let o = cutover_cli(dir.path(), &config, &["status", "shop", "--json"]).await;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", printed(&o)));
+        (o.status.code(), v["environments"][0].clone())
+    };
+    let (code, env) = status().await;
+    assert_eq!(code, Some(0), "{env:#}");
+    assert_eq!(env["warnings"], serde_json::json!([]), "{env:#}");
+
+    let d = driver_of(&environment(&config));
+    let redirect = MaintenanceMode::Redirect { to: "green".into() };
+    d.maintenance(true, &redirect).await.expect("redirect on");
+    assert_eq!(fetch(&a.url(), &[]).await.1, "green");
+    let (code, env) = status().await;
+    assert_eq!(code, Some(0), "{env:#}");
+    assert_eq!(env["maintenance"]["mode"], "redirect", "{env:#}");
+    assert_eq!(env["public"]["version"]["version"], "1.2.4", "{env:#}");
+    // The public URL serving green's 1.2.4 while blue is live is what the redirect means.
+    assert_eq!(env["warnings"], serde_json::json!([]), "{env:#}");
+    d.maintenance(false, &redirect).await.expect("redirect off");
+    drop(a);
+
+    // The same server whose redirect rule has no bypass condition: no bypass is claimed.
+    let body = doc_block("cutover-apache-config", "apache");
+    let no_bypass = body
+        .lines()
+        .filter(|l| !l.contains("cutover_bypass=") && !l.contains("X-Cutover-Bypass"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(no_bypass.lines().count(), body.lines().count());
+    let b = Apache::start(
+        &bin,
+        free_port(),
+        &[
+            ("CUTOVER_SERVER", "web1".to_string()),
+            ("CUTOVER_BLUE", blue.clone()),
+            ("CUTOVER_GREEN", green.clone()),
+            ("CUTOVER_PEER", green.clone()),
+        ],
+        &format!("{no_bypass}\n"),
+        true,
+    )
+    .await;
+    let d = driver_of(&environment(&blue_green_toml(&b, &blue, &green, "")));
+    d.maintenance(true, &redirect).await.expect("redirect on");
+    let (_, slot, _, _) = fetch(&b.url(), &[("cookie", "cutover_bypass=1")]).await;
+    assert_eq!(slot, "green", "this config has no bypass");
+    let st = d.observe().await.expect("observe");
+    assert!(
+        !st.notes
+            .iter()
+            .any(|n| n.contains("reached this server's own backend")),
+        "{:?}",
+        st.notes
+    );
+    assert!(
+        st.notes
+            .iter()
+            .any(|n| n.starts_with("no maintenance bypass") && n.contains("cutover_bypass=1")),
+        "{:?}",
+        st.notes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

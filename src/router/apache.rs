@@ -1318,14 +1318,76 @@ impl Driver {
         } else if page_on {
             st.maintenance = Some(MaintenanceMode::Page);
         }
-        if st.maintenance.is_some() {
-            st.notes.push(format!(
-                "maintenance bypass: cookie `{}=1` or header `{}: 1` reaches this server's own \
-                 backend",
-                self.cfg.bypass_cookie, BYPASS_HEADER
-            ));
+        if st.maintenance.is_some()
+            && let Some(note) = self.bypass_note().await
+        {
+            st.notes.push(note);
         }
         Ok(st)
+    }
+
+    /// While maintenance is on: whether the bypass really reaches this server's own backend,
+    /// tried on `maintenance_verify_url` with one request without the cookie (it must get
+    /// the maintenance) and one with it (it must not). Never claimed untried.
+    async fn bypass_note(&self) -> Option<String> {
+        let url = self.cfg.maintenance_verify_url.as_deref()?;
+        let marker = |cookie: Option<String>| {
+            let mut req = self.client.get(url);
+            if let Some(c) = cookie {
+                req = req.header(reqwest::header::COOKIE, c);
+            }
+            async move {
+                let r = req.send().await.map_err(|e| crate::load::error_chain(&e))?;
+                Ok::<_, String>(
+                    r.headers()
+                        .get(MAINTENANCE_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                )
+            }
+        };
+        let cookie = format!("{}=1", self.cfg.bypass_cookie);
+        let (plain, bypass) = tokio::join!(marker(None), marker(Some(cookie.clone())));
+        Some(match (plain, bypass) {
+            (Ok(Some(_)), Ok(None)) => format!(
+                "maintenance bypass: a request with the cookie `{cookie}` reached this \
+                 server's own backend ({url} answered it without {MAINTENANCE_HEADER})"
+            ),
+            (Ok(Some(_)), Ok(Some(m))) => format!(
+                "no maintenance bypass: a request with the cookie `{cookie}` got the \
+                 maintenance too ({url} answered it with {MAINTENANCE_HEADER}: {m}); the \
+                 Apache config's maintenance rule has no `RewriteCond %{{HTTP_COOKIE}}` for \
+                 `{}` (see docs/apache.md)",
+                self.cfg.bypass_cookie
+            ),
+            (Ok(None), _) => format!(
+                "maintenance bypass not checked: {url} answered without {MAINTENANCE_HEADER}, \
+                 so it is not under this maintenance"
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                format!("maintenance bypass not checked: {url} did not answer ({e})")
+            }
+        })
+    }
+
+    /// The balancer with each member's busy count turned into requests in flight: Apache's
+    /// count less what it left over (see `idle_after` and [`BusyTrack`]).
+    fn count_in_flight(&self, b: &Balancer) -> Balancer {
+        let mut b = b.clone();
+        let now = Instant::now();
+        let Ok(mut m) = self.memory.lock() else {
+            return b;
+        };
+        for w in &mut b.workers {
+            let t = m
+                .busy
+                .entry((b.name.clone(), w.url.clone()))
+                .or_insert_with(|| BusyTrack::new(&b.nonce, w, now));
+            t.read(&b.nonce, w, now, self.cfg.idle_after);
+            w.leftover = t.leftover;
+            w.busy = w.busy.saturating_sub(t.leftover);
+        }
+        b
     }
 
     /// The slot a balancer sends to: the one whose members are in rotation.
