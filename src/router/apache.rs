@@ -93,6 +93,16 @@ pub struct Config {
     /// The cookie name the Apache config lets through to this server during maintenance.
     #[serde(default = "default_bypass")]
     pub bypass_cookie: String,
+    /// How long a member's `busy` and `elected` counts must stand still before what `busy`
+    /// still counts is taken as left over by Apache, not as requests in flight. Apache
+    /// updates `busy` without atomics, so under concurrent load it can keep 1–4 with no
+    /// request running (docs/apache.md, "Busy").
+    #[serde(default = "default_idle_after", with = "serde_duration")]
+    pub idle_after: Duration,
+}
+
+fn default_idle_after() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// One balancer member mapped to a slot (and node): by its worker URL or its route.
@@ -150,6 +160,9 @@ impl Config {
         }
         if self.timeout.is_zero() {
             return Err("`timeout` must be more than zero".into());
+        }
+        if self.idle_after.is_zero() {
+            return Err("`idle_after` must be more than zero".into());
         }
         let slot = |name: &str, field: &str| -> std::result::Result<&Slot, String> {
             slots.iter().find(|s| s.name == name).ok_or_else(|| {
@@ -358,8 +371,11 @@ struct Worker {
     route: String,
     status_text: String,
     status: Status,
+    /// Apache's busy count; after `Driver::count_in_flight`, the requests in flight.
     busy: u64,
     elected: u64,
+    /// What Apache's busy count holds beyond the requests in flight (see `idle_after`).
+    leftover: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -437,6 +453,7 @@ fn parse_xml(text: &str) -> Result<Vec<Balancer>> {
                     elected: tag(w, "elected")
                         .and_then(|v| v.trim().parse().ok())
                         .unwrap_or(0),
+                    leftover: 0,
                 }
             })
             .collect();
@@ -491,6 +508,49 @@ struct Memory {
     nonces: BTreeMap<String, String>,
     /// Whether `BalancerPersist` is on, as the manager page says.
     persist: Option<bool>,
+    /// Per (balancer, worker URL): how its busy and elected counts moved.
+    busy: BTreeMap<(String, String), BusyTrack>,
+}
+
+/// A member's busy and elected counts as last read, since when they stand still, and what
+/// of busy is left over.
+#[derive(Debug, Clone)]
+struct BusyTrack {
+    nonce: String,
+    busy: u64,
+    elected: u64,
+    still_since: Instant,
+    leftover: u64,
+}
+
+impl BusyTrack {
+    fn new(nonce: &str, w: &Worker, now: Instant) -> BusyTrack {
+        BusyTrack {
+            nonce: nonce.to_string(),
+            busy: w.busy,
+            elected: w.elected,
+            still_since: now,
+            leftover: 0,
+        }
+    }
+
+    /// Take a new reading. No request started (`elected` still) and none ended (`busy`
+    /// still) for `idle_after`: whatever busy counts then is left over, not in flight.
+    /// The leftover never exceeds busy, and a restart (a new nonce) forgets it.
+    fn read(&mut self, nonce: &str, w: &Worker, now: Instant, idle_after: Duration) {
+        if self.nonce != nonce {
+            *self = BusyTrack::new(nonce, w, now);
+            return;
+        }
+        if (self.busy, self.elected) != (w.busy, w.elected) {
+            self.busy = w.busy;
+            self.elected = w.elected;
+            self.still_since = now;
+        } else if now.duration_since(self.still_since) >= idle_after {
+            self.leftover = w.busy;
+        }
+        self.leftover = self.leftover.min(w.busy);
+    }
 }
 
 pub struct Driver {
@@ -1111,6 +1171,11 @@ impl Driver {
             ),
             None => None,
         };
+        let (live, preview) = (
+            self.count_in_flight(live),
+            preview.map(|p| self.count_in_flight(p)),
+        );
+        let (live, preview) = (&live, preview.as_ref());
         let managed: Vec<&Balancer> = std::iter::once(live).chain(preview).collect();
 
         // Apache restarted (or first look): find out again whether changes persist.
@@ -1551,8 +1616,15 @@ fn aggregate<'a>(ws: impl Iterator<Item = &'a Worker>) -> AdminState {
     AdminState::Unknown
 }
 
+/// The members' status words; a busy count left over by Apache is said, as it is not counted
+/// in `sessions`.
 fn check_text<'a>(ws: impl Iterator<Item = &'a Worker>) -> Option<String> {
-    let mut texts: Vec<String> = ws.map(|w| w.status_text.clone()).collect();
+    let mut texts: Vec<String> = ws
+        .map(|w| match w.leftover {
+            0 => w.status_text.clone(),
+            n => format!("{} (busy {n} left over, idle)", w.status_text),
+        })
+        .collect();
     texts.dedup();
     (!texts.is_empty()).then(|| texts.join(", "))
 }
@@ -1703,7 +1775,36 @@ mod tests {
             status: Status::default(),
             busy: 0,
             elected: 0,
+            leftover: 0,
         }
+    }
+
+    #[test]
+    fn a_busy_count_that_stands_still_with_no_new_request_is_left_over() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(10);
+        let at = |s| t0 + Duration::from_secs(s);
+        let w = |busy, elected| Worker {
+            busy,
+            elected,
+            ..worker("http://h:1", "")
+        };
+        let mut t = BusyTrack::new("n1", &w(3, 100), t0);
+        t.read("n1", &w(3, 100), at(5), idle);
+        assert_eq!(t.leftover, 0, "still for less than idle_after: in flight");
+        t.read("n1", &w(2, 100), at(6), idle);
+        t.read("n1", &w(2, 100), at(15), idle);
+        assert_eq!(t.leftover, 0, "a request ended 9 s ago");
+        t.read("n1", &w(2, 100), at(16), idle);
+        assert_eq!(t.leftover, 2, "nothing moved for 10 s: left over");
+        // New requests count on top of it; when busy falls below it, so does the leftover.
+        t.read("n1", &w(4, 102), at(17), idle);
+        assert_eq!(t.leftover, 2);
+        t.read("n1", &w(1, 102), at(18), idle);
+        assert_eq!(t.leftover, 1);
+        // A restart (new nonce) forgets it.
+        t.read("n2", &w(1, 0), at(19), idle);
+        assert_eq!(t.leftover, 0);
     }
 
     #[test]
