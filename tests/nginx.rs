@@ -526,6 +526,47 @@ async fn hand_edits_show_as_drift() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_while_nginx_is_not_routed_by_cutovers_files() {
+    let test = "check_fails_while_nginx_is_not_routed_by_cutovers_files";
+    let Some(r) = blue_green(test, Method::Realpath).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
+    // Without cutover's upstreams.conf (never set up, or removed), nginx is not switched by
+    // these files: a problem, on the router's line.
+    let up = r.dir().join("upstreams.conf");
+    std::fs::rename(&up, r.dir().join("upstreams.conf.away")).expect("move away");
+    let s = r.driver.observe().await.expect("observe");
+    assert!(
+        s.problems.iter().any(|p| p.contains("cutover setup shop")),
+        "{:?}",
+        s.problems
+    );
+    let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("router nginx"))
+        .unwrap_or_else(|| panic!("no router line:\n{out}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains("upstreams.conf"),
+        "{line}"
+    );
+    std::fs::rename(r.dir().join("upstreams.conf.away"), &up).expect("move back");
+    assert!(
+        r.driver
+            .observe()
+            .await
+            .expect("observe")
+            .problems
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving() {
     for method in [Method::Symlink, Method::Include, Method::Realpath] {
         let Some(r) = rig(
