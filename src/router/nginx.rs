@@ -1519,10 +1519,26 @@ fn restore(done: &[(Change, Entry)]) -> String {
     }
 }
 
-/// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`).
+/// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`). The
+/// new link keeps the old one's owner and group (nginx's `disable_symlinks if_not_owner`
+/// compares them), as rewritten files do.
 fn replace_link(p: &Path, target: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let tmp = temp_sibling(p);
-    let r = std::os::unix::fs::symlink(target, &tmp).and_then(|_| std::fs::rename(&tmp, p));
+    let old = std::fs::symlink_metadata(p).ok();
+    let r = std::os::unix::fs::symlink(target, &tmp)
+        .and_then(|_| match &old {
+            Some(m) if m.file_type().is_symlink() => {
+                let now = std::fs::symlink_metadata(&tmp)?;
+                if (now.uid(), now.gid()) == (m.uid(), m.gid()) {
+                    Ok(())
+                } else {
+                    std::os::unix::fs::lchown(&tmp, Some(m.uid()), Some(m.gid()))
+                }
+            }
+            _ => Ok(()),
+        })
+        .and_then(|_| std::fs::rename(&tmp, p));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
