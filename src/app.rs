@@ -341,11 +341,7 @@ impl EnvView {
         self.routers
             .iter()
             .filter_map(|r| r.state.as_ref().map(|s| (r, s)))
-            .flat_map(|(r, s)| {
-                s.problems
-                    .iter()
-                    .map(move |p| format!("router `{}`: {p}", r.name))
-            })
+            .flat_map(|(r, s)| s.problems.iter().map(move |p| router_problem(&r.name, p)))
             .collect()
     }
 
@@ -373,6 +369,11 @@ impl EnvView {
     pub fn op_running(&self) -> bool {
         self.op.as_ref().is_some_and(|o| o.verdict.is_none())
     }
+}
+
+/// A router's problem as a warning line: what [`EnvView::warnings`] lists.
+pub fn router_problem(router: &str, problem: &str) -> String {
+    format!("router `{router}`: {problem}")
 }
 
 /// What a confirm dialog would start.

@@ -281,7 +281,7 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                 .flat_map(|(r, s)| {
                     s.problems
                         .iter()
-                        .map(move |p| format!("router `{}`: {p}", r.name))
+                        .map(move |p| crate::app::router_problem(&r.name, p))
                 })
                 .collect();
             for w in e.warnings.iter().filter(|w| !problems.contains(w)) {
