@@ -1670,6 +1670,23 @@ mod tests {
     }
 
     #[test]
+    fn problems_are_read_in_both_forms() {
+        let s = parse_observe(
+            "live=blue\nproblem=no alias `www`\nproblem=no zone\nnote=ttl 60s\n",
+            &slots(),
+        )
+        .expect("parses");
+        assert_eq!(s.problems, vec!["no alias `www`", "no zone"]);
+        assert_eq!(s.notes, vec!["ttl 60s"]);
+        let s = parse_observe(r#"{"live":"blue","problems":"no zone"}"#, &slots()).expect("parses");
+        assert_eq!(s.problems, vec!["no zone"]);
+        let s = parse_observe(r#"{"live":"blue","problems":["a","b"]}"#, &slots()).expect("parses");
+        assert_eq!(s.problems, vec!["a", "b"]);
+        let e = parse_observe(r#"{"live":"blue","problems":[1]}"#, &slots()).expect_err("a number");
+        assert!(e.contains("`problems` holds"), "{e}");
+    }
+
+    #[test]
     fn mistakes_in_observe_output_are_named() {
         let e = |out: &str| parse_observe(out, &slots()).expect_err(out);
         assert!(e("live=purple").contains("`purple` is not a slot"));
