@@ -332,8 +332,16 @@ impl EnvView {
         })
     }
 
-    /// The public URL serves another version than the live slot reports.
+    /// The public URL serves another version than the live slot reports. Not while a
+    /// maintenance redirect is on: the public URL then serves the redirect's target, on
+    /// purpose (seed 004).
     pub fn public_mismatch(&self) -> Option<String> {
+        if matches!(
+            self.state().and_then(|s| s.maintenance.as_ref()),
+            Some(MaintenanceMode::Redirect { .. })
+        ) {
+            return None;
+        }
         let public = self.public.as_ref()?.version.as_ref()?.version.as_str();
         let live = self.live()?;
         let slot_version = self.slots.iter().find(|s| s.name == live)?.version()?;
@@ -359,7 +367,18 @@ impl EnvView {
         ]
         .into_iter()
         .flatten()
+        .chain(self.router_problems())
         .collect()
+    }
+
+    /// What the routers say they cannot do as configured (a backend or `@id` the proxy
+    /// does not have), one line each with the router's name.
+    pub fn router_problems(&self) -> Vec<String> {
+        self.routers
+            .iter()
+            .filter_map(|r| r.state.as_ref().map(|s| (r, s)))
+            .flat_map(|(r, s)| s.problems.iter().map(move |p| router_problem(&r.name, p)))
+            .collect()
     }
 
     /// How a confirm dialog on this environment asks: production environments always want
@@ -479,6 +498,11 @@ impl EnvView {
     pub fn locked_by_other(&self) -> Option<&LockInfo> {
         self.lock.as_ref().filter(|l| l.pid != std::process::id())
     }
+}
+
+/// A router's problem as a warning line: what [`EnvView::warnings`] lists.
+pub fn router_problem(router: &str, problem: &str) -> String {
+    format!("router `{router}`: {problem}")
 }
 
 /// What a confirm dialog would start.

@@ -215,11 +215,14 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
     for e in engines {
         out.push(env_status(world, e).await);
     }
-    // A router that does not answer, or an operation a dead cutover left half-done, fails
-    // the status.
-    let failed = out
-        .iter()
-        .any(|e| e.routers.iter().any(|r| r.error.is_some()) || e.interrupted.is_some());
+    // A router that does not answer or reports a problem, or an operation a dead cutover
+    // left half-done, fails the status.
+    let failed = out.iter().any(|e| {
+        e.interrupted.is_some()
+            || e.routers.iter().any(|r| {
+                r.error.is_some() || r.state.as_ref().is_some_and(|s| !s.problems.is_empty())
+            })
+    });
     if json {
         println!(
             "{}",
@@ -258,9 +261,19 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                 );
             }
             for r in &e.routers {
-                match &r.error {
-                    Some(err) => println!("  router {} ({}): ERROR {err}", r.name, r.kind),
-                    None => println!("  router {} ({}): ok", r.name, r.kind),
+                let problems = r.state.as_ref().map_or(&[][..], |s| &s.problems[..]);
+                match (&r.error, problems) {
+                    (Some(err), _) => println!("  router {} ({}): ERROR {err}", r.name, r.kind),
+                    (None, []) => println!("  router {} ({}): ok", r.name, r.kind),
+                    (None, [first, rest @ ..]) => {
+                        println!("  router {} ({}): PROBLEM {first}", r.name, r.kind);
+                        for p in rest {
+                            println!("    PROBLEM {p}");
+                        }
+                    }
+                }
+                for n in r.state.iter().flat_map(|s| &s.notes) {
+                    println!("    note: {n}");
                 }
             }
             if let Some(p) = &e.public {
@@ -273,7 +286,18 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                     )
                 );
             }
-            for w in &e.warnings {
+            // Router problems are on their router's line already.
+            let problems: Vec<String> = e
+                .routers
+                .iter()
+                .filter_map(|r| r.state.as_ref().map(|s| (r, s)))
+                .flat_map(|(r, s)| {
+                    s.problems
+                        .iter()
+                        .map(move |p| crate::app::router_problem(&r.name, p))
+                })
+                .collect();
+            for w in e.warnings.iter().filter(|w| !problems.contains(w)) {
                 println!("  WARNING {w}");
             }
         }
@@ -346,6 +370,8 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
         }
         for r in &e.routers {
             let (ok, detail) = match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
+                // Read, but configured so that it cannot switch: a failed check.
+                Ok(s) if !s.problems.is_empty() => (false, s.problems.join("; ")),
                 Ok(s) => (
                     true,
                     format!(

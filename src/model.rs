@@ -80,6 +80,14 @@ impl AdminState {
             AdminState::Unknown => "unknown",
         }
     }
+
+    /// Whether an undrain has done its work: no drain and no maintenance left. `Disabled`
+    /// counts: an undrain clears the drain only, so a member that was disabled before (the
+    /// idle slot's members of an Apache balancer, a `disabled` server of HAProxy's servers
+    /// setup) is disabled again, as the drivers' docs say.
+    pub fn undrained(self) -> bool {
+        matches!(self, AdminState::Ready | AdminState::Disabled)
+    }
 }
 
 impl fmt::Display for AdminState {
@@ -150,6 +158,12 @@ pub struct RouterState {
     /// Free-form facts the driver wants the operator to see ("map live -> be_green").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Why this router cannot do its job as configured: its config names a backend, an
+    /// `@id` or a member the proxy does not have, so a swap would be refused (or worse,
+    /// accepted and answer 503). `cutover check` fails on any, `status` prints them, and the
+    /// screen counts them as warnings. The router was read; these are not read errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl RouterState {

@@ -1913,7 +1913,7 @@ fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, String) {
             )
         }
         OpKind::Undrain(t) => {
-            let ok = states.iter().all(|s| admin_of(t, s) == AdminState::Ready);
+            let ok = states.iter().all(|s| admin_of(t, s).undrained());
             (
                 ok,
                 format!(

@@ -509,21 +509,13 @@ impl Drop for LockGuard {
     }
 }
 
-/// Write a file by writing a temp file beside it, syncing it, and renaming it over; then sync
-/// the directory, so the new name survives a crash.
+/// Write a file by writing a temp file beside it and renaming it over, keeping the owner,
+/// group and mode of the file it replaces (a new one is 0600), as the drivers' writer does.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .wrap_err_with(|| format!("cannot write in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .wrap_err_with(|| format!("cannot replace {}", path.display()))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let new_mode = (!path.exists()).then_some(0o600);
+    crate::router::write_atomic(path, bytes, new_mode)
 }
 
 #[cfg(test)]

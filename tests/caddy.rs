@@ -435,9 +435,9 @@ async fn api_errors_are_shown_and_change_nothing() {
     assert_eq!(r.public_slot().await, "blue");
     let s = r.driver.observe().await.expect("observe");
     assert!(
-        s.notes.iter().any(|n| n.contains("no_such_handler")),
-        "{:?}",
-        s.notes
+        s.problems.iter().any(|n| n.contains("no_such_handler")),
+        "a problem, not a note: {:?}",
+        s.problems
     );
 
     // A concurrent writer changes the live upstreams between cutover's read and its PATCH:
@@ -525,6 +525,43 @@ async fn racing_relay_deferred(admin: Arc<std::sync::atomic::AtomicU16>, dial: S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_status_fail_on_an_id_caddy_does_not_have() {
+    let Some(r) = blue_green(
+        "check_and_status_fail_on_an_id_caddy_does_not_have",
+        Mode::Api,
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
+    // A typo in `live_id`: Caddy's config has no such @id.
+    let wrong = r
+        .toml
+        .replace("live_id = \"shop_live\"", "live_id = \"shop_lvie\"");
+    assert_ne!(wrong, r.toml);
+    let o = common::cutover_cli(dir.path(), &wrong, &["check"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out.lines().find(|l| l.contains("router caddy")).unwrap();
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains("Caddy's config has no object with @id `shop_lvie`"),
+        "{line}"
+    );
+    let o = common::cutover_cli(dir.path(), &wrong, &["status"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("router caddy (caddy): PROBLEM") && l.contains("shop_lvie")),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_changes_show_as_drift() {
     let Some(r) = blue_green("hand_changes_show_as_drift", Mode::Api).await else {
         return;
@@ -585,9 +622,11 @@ async fn hand_changes_show_as_drift() {
     assert_eq!(resp.status().as_u16(), 200);
     let s = r.driver.observe().await.expect("observe");
     assert!(
-        s.notes.iter().any(|n| n.contains("no route for live=blue")),
-        "{:?}",
-        s.notes
+        s.problems
+            .iter()
+            .any(|n| n.contains("no route for live=blue")),
+        "a problem, not a note: {:?}",
+        s.problems
     );
     let e = r.driver.switch_live("green").await.expect_err("no routes");
     assert!(format!("{e:#}").contains("no file-mode route"), "{e:#}");

@@ -412,6 +412,142 @@ async fn map_swap_rollback_and_preview() {
     assert!(map.contains("live be_blue\npreview be_staging\n"), "{map}");
 }
 
+/// (uid, gid, permission bits) of a file.
+fn owner_and_mode(p: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rewritten_map_and_state_files_keep_their_owner_group_and_mode() {
+    let Some(rig) = Rig::for_test(
+        "rewritten_map_and_state_files_keep_their_owner_group_and_mode",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    // Giving a file away needs root; as another user the write is refused (and says why).
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test chowns files to `nobody`: run it as root (the CI container does)");
+    }
+    let d = rig.driver();
+    // The server-state file exists after the first server change.
+    ok("drain staging", d.drain(&Target::slot("staging"))).await;
+    let (map, state) = (rig.path("slots.map"), rig.path("server-state"));
+    // As a packaged HAProxy has them: owned by its user (here `nobody`, 65534:65534).
+    for (p, mode) in [(&map, 0o640), (&state, 0o600)] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).expect("chown");
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+    }
+    let (map_before, state_before) = (
+        std::fs::read_to_string(&map).expect("map"),
+        std::fs::read_to_string(&state).expect("state"),
+    );
+    ok("swap to green", d.switch_live("green")).await;
+    ok("undrain staging", d.undrain(&Target::slot("staging"))).await;
+    assert_ne!(std::fs::read_to_string(&map).expect("map"), map_before);
+    assert_ne!(
+        std::fs::read_to_string(&state).expect("state"),
+        state_before
+    );
+    assert_eq!(
+        owner_and_mode(&map),
+        (65534, 65534, 0o640),
+        "{}",
+        map.display()
+    );
+    assert_eq!(
+        owner_and_mode(&state),
+        (65534, 65534, 0o600),
+        "{}",
+        state.display()
+    );
+    // And the swap is what HAProxy runs.
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"), "{st:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
+    let Some(rig) = Rig::for_test(
+        "check_and_status_fail_on_a_backend_haproxy_does_not_have",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let dir = TempDir::new().expect("dir");
+    // The documented config checks out.
+    let o = common::cutover_cli(dir.path(), &rig.cutover_toml, &["check"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
+    // A typo in `backends`: HAProxy has no `app_gren`.
+    let wrong = rig
+        .cutover_toml
+        .replace("green = \"be_green\"", "green = \"app_gren\"");
+    assert_ne!(wrong, rig.cutover_toml);
+    let o = common::cutover_cli(dir.path(), &wrong, &["check"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("router haproxy"))
+        .unwrap_or_else(|| panic!("no router line:\n{out}"));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains("backend app_gren of slot `green` is not in HAProxy"),
+        "{line}"
+    );
+    // Plain status names it on the router's line, and fails too.
+    let o = common::cutover_cli(dir.path(), &wrong, &["status"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("router haproxy (haproxy): PROBLEM backend app_gren")),
+        "{out}"
+    );
+    let st = observe(rig.driver_from(&wrong).as_ref()).await;
+    assert_eq!(st.problems.len(), 1, "{st:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_server_state_file_is_named_as_the_file() {
+    let Some(rig) = Rig::for_test(
+        "an_empty_server_state_file_is_named_as_the_file",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let d = rig.driver();
+    // No file before cutover's first change: no note.
+    assert!(!rig.path("server-state").exists());
+    let st = observe(d.as_ref()).await;
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+    // An empty one (`touch`ed): the note says the file is empty, not what the socket said.
+    std::fs::write(rig.path("server-state"), "").expect("touch server-state");
+    let st = observe(d.as_ref()).await;
+    let empty: Vec<_> = st
+        .notes
+        .iter()
+        .filter(|n| n.contains("server-state"))
+        .collect();
+    assert_eq!(empty.len(), 1, "{:?}", st.notes);
+    assert!(empty[0].contains("server-state is empty"), "{empty:?}");
+    assert!(!empty[0].contains("show servers state"), "{empty:?}");
+    // The next server change writes it, and the note goes.
+    ok("drain staging", d.drain(&Target::slot("staging"))).await;
+    ok("undrain staging", d.undrain(&Target::slot("staging"))).await;
+    let st = observe(d.as_ref()).await;
+    assert!(st.notes.is_empty(), "{:?}", st.notes);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
     let Some(rig) = Rig::for_test("map_drain_reaches_zero_sessions", Setup::Map).await else {
@@ -733,9 +869,9 @@ async fn map_refusals_quote_haproxy() {
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
     let st = observe(d.as_ref()).await;
     assert!(
-        st.notes.iter().any(|n| n.contains("be_nowhere")),
-        "{:?}",
-        st.notes
+        st.problems.iter().any(|n| n.contains("be_nowhere")),
+        "a problem, not a note: {:?}",
+        st.problems
     );
 
     // HAProxy's own error texts, quoted.
@@ -916,11 +1052,13 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert!(!d.supports(Verb::SetPreview));
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
-    assert_eq!(
-        st.slots["green"].admin,
-        AdminState::Maint,
-        "`disabled` in haproxy.cfg"
-    );
+    // `disabled` in haproxy.cfg (maint) with maintenance off: a standby, so idle, not
+    // MAINTENANCE.
+    for s in ["green", "staging"] {
+        assert_eq!(st.slots[s].admin, AdminState::Disabled, "{s}: {st:#?}");
+        assert_eq!(st.slots[s].check.as_deref(), Some("standby (maint)"), "{s}");
+        assert_eq!(st.role_of(s), Role::Idle, "{s}");
+    }
     assert_eq!(st.maintenance, None);
     assert!(st.notes.is_empty(), "{:?}", st.notes);
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
@@ -936,6 +1074,12 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     let st = observe(d.as_ref()).await;
     assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
+    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    assert_eq!(
+        st.role_of("green"),
+        Role::Idle,
+        "a standby during maintenance"
+    );
     assert!(st.notes.is_empty(), "{:?}", st.notes);
     ok(
         "maintenance off",
@@ -995,7 +1139,8 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert!(e.contains("back to maint"), "{e}");
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("blue"));
-    assert_eq!(st.slots["staging"].admin, AdminState::Maint);
+    assert_eq!(st.slots["staging"].admin, AdminState::Disabled, "standby");
+    assert_eq!(st.role_of("staging"), Role::Idle);
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
     // Drained and down by checks: refused before anything changes.
     ok("undrain staging", d.undrain(&Target::slot("staging"))).await;

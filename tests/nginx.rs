@@ -526,6 +526,85 @@ async fn hand_edits_show_as_drift() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_files_and_links_keep_their_owner_group_and_mode() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "rewritten_files_and_links_keep_their_owner_group_and_mode";
+    let Some(r) = rig(
+        test,
+        Method::Realpath,
+        &["blue", "green", "staging"],
+        &[],
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("{test} chowns files to `nobody`: run it as root (the CI container does)");
+    }
+    let (up, live) = (r.dir().join("upstreams.conf"), r.dir().join("live"));
+    std::os::unix::fs::chown(&up, Some(65534), Some(65534)).expect("chown");
+    std::fs::set_permissions(&up, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::os::unix::fs::lchown(&live, Some(65534), Some(65534)).expect("lchown");
+    let before = std::fs::read_to_string(&up).expect("read");
+    // A drain rewrites upstreams.conf (`down`); a swap replaces the live link.
+    r.driver
+        .drain(&Target::slot("staging"))
+        .await
+        .expect("drain staging");
+    r.driver.switch_live("green").await.expect("swap");
+    assert_eq!(r.public_slot().await, "green");
+    assert_ne!(std::fs::read_to_string(&up).expect("read"), before);
+    let m = std::fs::metadata(&up).expect("meta");
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65534, 0o640));
+    let l = std::fs::symlink_metadata(&live).expect("meta");
+    assert!(l.file_type().is_symlink());
+    assert_eq!((l.uid(), l.gid()), (65534, 65534), "the live link's owner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_while_nginx_is_not_routed_by_cutovers_files() {
+    let test = "check_fails_while_nginx_is_not_routed_by_cutovers_files";
+    let Some(r) = blue_green(test, Method::Realpath).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
+    // Without cutover's upstreams.conf (never set up, or removed), nginx is not switched by
+    // these files: a problem, on the router's line.
+    let up = r.dir().join("upstreams.conf");
+    std::fs::rename(&up, r.dir().join("upstreams.conf.away")).expect("move away");
+    let s = r.driver.observe().await.expect("observe");
+    assert!(
+        s.problems.iter().any(|p| p.contains("cutover setup shop")),
+        "{:?}",
+        s.problems
+    );
+    let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("router nginx"))
+        .unwrap_or_else(|| panic!("no router line:\n{out}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains("upstreams.conf"),
+        "{line}"
+    );
+    std::fs::rename(r.dir().join("upstreams.conf.away"), &up).expect("move back");
+    assert!(
+        r.driver
+            .observe()
+            .await
+            .expect("observe")
+            .problems
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving() {
     for method in [Method::Symlink, Method::Include, Method::Realpath] {
         let Some(r) = rig(

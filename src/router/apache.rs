@@ -93,6 +93,16 @@ pub struct Config {
     /// The cookie name the Apache config lets through to this server during maintenance.
     #[serde(default = "default_bypass")]
     pub bypass_cookie: String,
+    /// How long a member's `busy` and `elected` counts must stand still before what `busy`
+    /// still counts is taken as left over by Apache, not as requests in flight. Apache
+    /// updates `busy` without atomics, so under concurrent load it can keep 1–4 with no
+    /// request running (docs/apache.md, "Busy").
+    #[serde(default = "default_idle_after", with = "serde_duration")]
+    pub idle_after: Duration,
+}
+
+fn default_idle_after() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// One balancer member mapped to a slot (and node): by its worker URL or its route.
@@ -150,6 +160,9 @@ impl Config {
         }
         if self.timeout.is_zero() {
             return Err("`timeout` must be more than zero".into());
+        }
+        if self.idle_after.is_zero() {
+            return Err("`idle_after` must be more than zero".into());
         }
         let slot = |name: &str, field: &str| -> std::result::Result<&Slot, String> {
             slots.iter().find(|s| s.name == name).ok_or_else(|| {
@@ -358,8 +371,11 @@ struct Worker {
     route: String,
     status_text: String,
     status: Status,
+    /// Apache's busy count; after `Driver::count_in_flight`, the requests in flight.
     busy: u64,
     elected: u64,
+    /// What Apache's busy count holds beyond the requests in flight (see `idle_after`).
+    leftover: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -437,6 +453,7 @@ fn parse_xml(text: &str) -> Result<Vec<Balancer>> {
                     elected: tag(w, "elected")
                         .and_then(|v| v.trim().parse().ok())
                         .unwrap_or(0),
+                    leftover: 0,
                 }
             })
             .collect();
@@ -491,6 +508,49 @@ struct Memory {
     nonces: BTreeMap<String, String>,
     /// Whether `BalancerPersist` is on, as the manager page says.
     persist: Option<bool>,
+    /// Per (balancer, worker URL): how its busy and elected counts moved.
+    busy: BTreeMap<(String, String), BusyTrack>,
+}
+
+/// A member's busy and elected counts as last read, since when they stand still, and what
+/// of busy is left over.
+#[derive(Debug, Clone)]
+struct BusyTrack {
+    nonce: String,
+    busy: u64,
+    elected: u64,
+    still_since: Instant,
+    leftover: u64,
+}
+
+impl BusyTrack {
+    fn new(nonce: &str, w: &Worker, now: Instant) -> BusyTrack {
+        BusyTrack {
+            nonce: nonce.to_string(),
+            busy: w.busy,
+            elected: w.elected,
+            still_since: now,
+            leftover: 0,
+        }
+    }
+
+    /// Take a new reading. No request started (`elected` still) and none ended (`busy`
+    /// still) for `idle_after`: whatever busy counts then is left over, not in flight.
+    /// The leftover never exceeds busy, and a restart (a new nonce) forgets it.
+    fn read(&mut self, nonce: &str, w: &Worker, now: Instant, idle_after: Duration) {
+        if self.nonce != nonce {
+            *self = BusyTrack::new(nonce, w, now);
+            return;
+        }
+        if (self.busy, self.elected) != (w.busy, w.elected) {
+            self.busy = w.busy;
+            self.elected = w.elected;
+            self.still_since = now;
+        } else if now.duration_since(self.still_since) >= idle_after {
+            self.leftover = w.busy;
+        }
+        self.leftover = self.leftover.min(w.busy);
+    }
 }
 
 pub struct Driver {
@@ -1111,6 +1171,11 @@ impl Driver {
             ),
             None => None,
         };
+        let (live, preview) = (
+            self.count_in_flight(live),
+            preview.map(|p| self.count_in_flight(p)),
+        );
+        let (live, preview) = (&live, preview.as_ref());
         let managed: Vec<&Balancer> = std::iter::once(live).chain(preview).collect();
 
         // Apache restarted (or first look): find out again whether changes persist.
@@ -1178,8 +1243,9 @@ impl Driver {
                 .collect();
             let found = !everywhere.is_empty();
             if !found {
-                st.notes.push(format!(
-                    "slot `{}` has no member in {}",
+                st.problems.push(format!(
+                    "slot `{}` has no member in {}: a swap to it will be refused; add a \
+                     BalancerMember with the slot's address, or map one with a [[member]] entry",
                     s.name,
                     managed
                         .iter()
@@ -1317,14 +1383,76 @@ impl Driver {
         } else if page_on {
             st.maintenance = Some(MaintenanceMode::Page);
         }
-        if st.maintenance.is_some() {
-            st.notes.push(format!(
-                "maintenance bypass: cookie `{}=1` or header `{}: 1` reaches this server's own \
-                 backend",
-                self.cfg.bypass_cookie, BYPASS_HEADER
-            ));
+        if st.maintenance.is_some()
+            && let Some(note) = self.bypass_note().await
+        {
+            st.notes.push(note);
         }
         Ok(st)
+    }
+
+    /// While maintenance is on: whether the bypass really reaches this server's own backend,
+    /// tried on `maintenance_verify_url` with one request without the cookie (it must get
+    /// the maintenance) and one with it (it must not). Never claimed untried.
+    async fn bypass_note(&self) -> Option<String> {
+        let url = self.cfg.maintenance_verify_url.as_deref()?;
+        let marker = |cookie: Option<String>| {
+            let mut req = self.client.get(url);
+            if let Some(c) = cookie {
+                req = req.header(reqwest::header::COOKIE, c);
+            }
+            async move {
+                let r = req.send().await.map_err(|e| crate::load::error_chain(&e))?;
+                Ok::<_, String>(
+                    r.headers()
+                        .get(MAINTENANCE_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                )
+            }
+        };
+        let cookie = format!("{}=1", self.cfg.bypass_cookie);
+        let (plain, bypass) = tokio::join!(marker(None), marker(Some(cookie.clone())));
+        Some(match (plain, bypass) {
+            (Ok(Some(_)), Ok(None)) => format!(
+                "maintenance bypass: a request with the cookie `{cookie}` reached this \
+                 server's own backend ({url} answered it without {MAINTENANCE_HEADER})"
+            ),
+            (Ok(Some(_)), Ok(Some(m))) => format!(
+                "no maintenance bypass: a request with the cookie `{cookie}` got the \
+                 maintenance too ({url} answered it with {MAINTENANCE_HEADER}: {m}); the \
+                 Apache config's maintenance rule has no `RewriteCond %{{HTTP_COOKIE}}` for \
+                 `{}` (see docs/apache.md)",
+                self.cfg.bypass_cookie
+            ),
+            (Ok(None), _) => format!(
+                "maintenance bypass not checked: {url} answered without {MAINTENANCE_HEADER}, \
+                 so it is not under this maintenance"
+            ),
+            (Err(e), _) | (_, Err(e)) => {
+                format!("maintenance bypass not checked: {url} did not answer ({e})")
+            }
+        })
+    }
+
+    /// The balancer with each member's busy count turned into requests in flight: Apache's
+    /// count less what it left over (see `idle_after` and [`BusyTrack`]).
+    fn count_in_flight(&self, b: &Balancer) -> Balancer {
+        let mut b = b.clone();
+        let now = Instant::now();
+        let Ok(mut m) = self.memory.lock() else {
+            return b;
+        };
+        for w in &mut b.workers {
+            let t = m
+                .busy
+                .entry((b.name.clone(), w.url.clone()))
+                .or_insert_with(|| BusyTrack::new(&b.nonce, w, now));
+            t.read(&b.nonce, w, now, self.cfg.idle_after);
+            w.leftover = t.leftover;
+            w.busy = w.busy.saturating_sub(t.leftover);
+        }
+        b
     }
 
     /// The slot a balancer sends to: the one whose members are in rotation.
@@ -1488,8 +1616,15 @@ fn aggregate<'a>(ws: impl Iterator<Item = &'a Worker>) -> AdminState {
     AdminState::Unknown
 }
 
+/// The members' status words; a busy count left over by Apache is said, as it is not counted
+/// in `sessions`.
 fn check_text<'a>(ws: impl Iterator<Item = &'a Worker>) -> Option<String> {
-    let mut texts: Vec<String> = ws.map(|w| w.status_text.clone()).collect();
+    let mut texts: Vec<String> = ws
+        .map(|w| match w.leftover {
+            0 => w.status_text.clone(),
+            n => format!("{} (busy {n} left over, idle)", w.status_text),
+        })
+        .collect();
     texts.dedup();
     (!texts.is_empty()).then(|| texts.join(", "))
 }
@@ -1503,21 +1638,20 @@ async fn exists(p: &Path) -> Result<bool> {
     })
 }
 
-/// Create a flag file atomically (write a temporary file beside it, then rename).
+/// Create a flag file atomically (a temporary file beside it, then a rename); one that is
+/// already there keeps its owner, group and mode.
 async fn create_flag(p: &Path, content: &str) -> Result<()> {
-    let mut tmp = p.as_os_str().to_owned();
-    tmp.push(".cutover-tmp");
-    let tmp = PathBuf::from(tmp);
-    tokio::fs::write(&tmp, content).await.wrap_err_with(|| {
-        format!(
-            "cannot create maintenance flag {}: its directory must exist and be writable by \
-             cutover (and readable by Apache)",
-            p.display()
-        )
-    })?;
-    tokio::fs::rename(&tmp, p)
+    let (path, bytes) = (p.to_path_buf(), content.as_bytes().to_vec());
+    tokio::task::spawn_blocking(move || crate::router::write_atomic(&path, &bytes, None))
         .await
-        .wrap_err_with(|| format!("cannot move {} into place", tmp.display()))
+        .map_err(|e| eyre!("writing {} did not finish: {e}", p.display()))?
+        .wrap_err_with(|| {
+            format!(
+                "cannot create maintenance flag {}: its directory must exist and be writable by \
+                 cutover (and readable by Apache)",
+                p.display()
+            )
+        })
 }
 
 async fn remove_flag(p: &Path) -> Result<()> {
@@ -1641,7 +1775,36 @@ mod tests {
             status: Status::default(),
             busy: 0,
             elected: 0,
+            leftover: 0,
         }
+    }
+
+    #[test]
+    fn a_busy_count_that_stands_still_with_no_new_request_is_left_over() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(10);
+        let at = |s| t0 + Duration::from_secs(s);
+        let w = |busy, elected| Worker {
+            busy,
+            elected,
+            ..worker("http://h:1", "")
+        };
+        let mut t = BusyTrack::new("n1", &w(3, 100), t0);
+        t.read("n1", &w(3, 100), at(5), idle);
+        assert_eq!(t.leftover, 0, "still for less than idle_after: in flight");
+        t.read("n1", &w(2, 100), at(6), idle);
+        t.read("n1", &w(2, 100), at(15), idle);
+        assert_eq!(t.leftover, 0, "a request ended 9 s ago");
+        t.read("n1", &w(2, 100), at(16), idle);
+        assert_eq!(t.leftover, 2, "nothing moved for 10 s: left over");
+        // New requests count on top of it; when busy falls below it, so does the leftover.
+        t.read("n1", &w(4, 102), at(17), idle);
+        assert_eq!(t.leftover, 2);
+        t.read("n1", &w(1, 102), at(18), idle);
+        assert_eq!(t.leftover, 1);
+        // A restart (new nonce) forgets it.
+        t.read("n2", &w(1, 0), at(19), idle);
+        assert_eq!(t.leftover, 0);
     }
 
     #[test]

@@ -892,28 +892,39 @@ impl Driver {
         out
     }
 
-    /// api mode: the slot the live or preview handler proxies to, or a note saying why
-    /// there is none.
-    fn routed_slot(&self, config: &Value, which: Pointer) -> std::result::Result<String, String> {
-        let id = self.id_for(which).map_err(|e| e.to_string())?;
+    /// api mode: the slot the live or preview handler proxies to; else why there is none,
+    /// as a problem (cutover's config names an `@id` Caddy does not have: nothing can be
+    /// switched) or a note (the handler was changed by hand).
+    fn routed_slot(&self, config: &Value, which: Pointer) -> std::result::Result<String, Unrouted> {
+        let id = self
+            .id_for(which)
+            .map_err(|e| Unrouted::Problem(e.to_string()))?;
         let (route, field) = match which {
             Pointer::Live => ("live", "live_id"),
             Pointer::Next => ("preview", "preview_id"),
         };
         let Some(h) = find_id(config, id).and_then(|p| get_path(config, &p)) else {
-            return Err(format!(
+            return Err(Unrouted::Problem(format!(
                 "Caddy's config has no object with @id `{id}`: the {route} route cannot be read \
-                 (check `{field}`)"
-            ));
+                 or switched (check `{field}` in cutover's config against Caddy's config)"
+            )));
         };
         let dials = dials_of(&h["upstreams"]);
         self.slot_of(&dials).map(|s| s.name.clone()).ok_or_else(|| {
-            format!(
+            Unrouted::Note(format!(
                 "the {route} handler `{id}` proxies to {dials:?}, which is no slot of {} \
                  (changed by hand?)",
                 self.env
-            )
+            ))
         })
+    }
+
+    /// Record why a route has no slot: a problem or a note.
+    fn unrouted(state: &mut RouterState, why: Unrouted) {
+        match why {
+            Unrouted::Problem(p) => state.problems.push(p),
+            Unrouted::Note(n) => state.notes.push(n),
+        }
     }
 
     async fn observe_inner(&self) -> Result<RouterState> {
@@ -924,7 +935,7 @@ impl Driver {
             Mode::Api => {
                 match self.routed_slot(&config, Pointer::Live) {
                     Ok(s) => state.live = Some(s),
-                    Err(note) => state.notes.push(note),
+                    Err(why) => Self::unrouted(&mut state, why),
                 }
                 if let Some(mp) = find_id(&config, &self.maintenance_id())
                     && let Some(m) = get_path(&config, &mp)
@@ -946,7 +957,7 @@ impl Driver {
                 if self.cfg.preview_id.is_some() {
                     match self.routed_slot(&config, Pointer::Next) {
                         Ok(s) => state.preview = Some(s),
-                        Err(note) => state.notes.push(note),
+                        Err(why) => Self::unrouted(&mut state, why),
                     }
                 }
             }
@@ -970,7 +981,7 @@ impl Driver {
                             if self.slot(one).is_ok() {
                                 *set = Some(one.clone());
                                 if !self.has_file_route(&config, which.flag(), one) {
-                                    state.notes.push(format!(
+                                    state.problems.push(format!(
                                         "Caddy's config has no route for {}={one} under {}: Caddy does not \
                                          route by these flags (load the file-mode routes)",
                                         which.flag(),
@@ -1070,6 +1081,14 @@ impl Driver {
         }
         Ok(state)
     }
+}
+
+/// Why a route shows no slot.
+enum Unrouted {
+    /// cutover's config and Caddy's do not match: nothing can be switched.
+    Problem(String),
+    /// Something changed by hand.
+    Note(String),
 }
 
 /// `[{"dial": "..."}, ...]` -> the dials.

@@ -1284,29 +1284,36 @@ impl Builder<'_> {
                         self.json_slot(name, s)?;
                     }
                 }
-                "notes" => match v {
-                    Value::Array(a) => {
-                        for n in a {
-                            match n {
-                                Value::String(s) => self.state.notes.push(s.clone()),
-                                other => {
-                                    return Err(format!(
-                                        "`notes` holds {}, not a string",
-                                        type_name(other)
-                                    ));
+                "notes" | "problems" => {
+                    let list = if k == "notes" {
+                        &mut self.state.notes
+                    } else {
+                        &mut self.state.problems
+                    };
+                    match v {
+                        Value::Array(a) => {
+                            for n in a {
+                                match n {
+                                    Value::String(s) => list.push(s.clone()),
+                                    other => {
+                                        return Err(format!(
+                                            "`{k}` holds {}, not a string",
+                                            type_name(other)
+                                        ));
+                                    }
                                 }
                             }
                         }
+                        Value::String(s) => list.push(s.clone()),
+                        Value::Null => {}
+                        other => {
+                            return Err(format!(
+                                "`{k}` is {}, not a list of strings",
+                                type_name(other)
+                            ));
+                        }
                     }
-                    Value::String(s) => self.state.notes.push(s.clone()),
-                    Value::Null => {}
-                    other => {
-                        return Err(format!(
-                            "`notes` is {}, not a list of strings",
-                            type_name(other)
-                        ));
-                    }
-                },
+                }
                 other => {
                     return Err(format!("unknown key `{other}` (the keys are {TOP_KEYS})"));
                 }
@@ -1454,7 +1461,7 @@ impl Builder<'_> {
             if k.is_empty() {
                 return Err(format!("line {n} has no key before `=`"));
             }
-            if k != "note" && !seen.insert(k.to_string()) {
+            if k != "note" && k != "problem" && !seen.insert(k.to_string()) {
                 return Err(format!("line {n}: `{k}` is given twice"));
             }
             let at = |e: String| format!("line {n}: {e}");
@@ -1462,11 +1469,12 @@ impl Builder<'_> {
                 "live" | "preview" => self.role(k, Some(v)).map_err(at)?,
                 "maintenance" => self.state.maintenance = self.maintenance_str(v).map_err(at)?,
                 "note" | "notes" => self.state.notes.push(v.to_string()),
+                "problem" | "problems" => self.state.problems.push(v.to_string()),
                 _ => {
                     let Some((owner, field)) = k.rsplit_once('.') else {
                         return Err(at(format!(
                             "unknown key `{k}` (the keys are live, preview, maintenance, note, \
-                             SLOT.FIELD and SLOT/NODE.FIELD)"
+                             problem, SLOT.FIELD and SLOT/NODE.FIELD)"
                         )));
                     };
                     match owner.split_once('/') {
@@ -1659,6 +1667,23 @@ mod tests {
         assert_eq!(s.maintenance, Some(MaintenanceMode::Page));
         let s = parse_observe(r#"{"live":null,"maintenance":true}"#, &slots()).expect("parses");
         assert_eq!(s.live, None);
+    }
+
+    #[test]
+    fn problems_are_read_in_both_forms() {
+        let s = parse_observe(
+            "live=blue\nproblem=no alias `www`\nproblem=no zone\nnote=ttl 60s\n",
+            &slots(),
+        )
+        .expect("parses");
+        assert_eq!(s.problems, vec!["no alias `www`", "no zone"]);
+        assert_eq!(s.notes, vec!["ttl 60s"]);
+        let s = parse_observe(r#"{"live":"blue","problems":"no zone"}"#, &slots()).expect("parses");
+        assert_eq!(s.problems, vec!["no zone"]);
+        let s = parse_observe(r#"{"live":"blue","problems":["a","b"]}"#, &slots()).expect("parses");
+        assert_eq!(s.problems, vec!["a", "b"]);
+        let e = parse_observe(r#"{"live":"blue","problems":[1]}"#, &slots()).expect_err("a number");
+        assert!(e.contains("`problems` holds"), "{e}");
     }
 
     #[test]

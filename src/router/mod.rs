@@ -385,15 +385,23 @@ pub(crate) fn temp_sibling(p: &Path) -> PathBuf {
 }
 
 /// Write a file a proxy reads through a temporary sibling, fsync and a rename, so a reader
-/// sees the old or the new content, never a part. Keeps the old file's permissions (or
-/// uses `mode`; 0644 for a new file).
+/// sees the old or the new content, never a part. The new file keeps the owner, group and
+/// permissions of the file it replaces (`mode`, when given, replaces the permissions; a new
+/// file gets 0644 and cutover's own user): a map file owned by `haproxy` stays owned by
+/// `haproxy`.
 pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
     let tmp = temp_sibling(p);
-    let mode = mode.or_else(|| std::fs::metadata(p).ok().map(|m| m.permissions().mode()));
+    let old = std::fs::metadata(p).ok();
+    let mode = mode.or_else(|| old.as_ref().map(|m| m.permissions().mode()));
     let r = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
+        if let Some(m) = &old {
+            keep_owner(&f, p, m.uid(), m.gid())?;
+        }
+        // After the chown: a chown clears the set-id bits.
         f.set_permissions(std::fs::Permissions::from_mode(
             mode.unwrap_or(0o644) & 0o7777,
         ))?;
@@ -411,6 +419,28 @@ pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<
         let _ = std::fs::remove_file(&tmp);
     }
     r.wrap_err_with(|| format!("cannot write {} (through {})", p.display(), tmp.display()))
+}
+
+/// Give the new file `f` (about to replace `p`) the owner and group of the old one. Only
+/// root may give a file away: as another user, the owner cannot be kept (the group still is
+/// when cutover's user is in it), and the write is refused rather than silently changing who
+/// owns a file the proxy reads.
+fn keep_owner(f: &std::fs::File, p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let now = f.metadata()?;
+    if now.uid() == uid && now.gid() == gid {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot give the new {} the owner {uid}:{gid} of the file it replaces ({e}); \
+                 run cutover as that user or as root, or chown the file to cutover's user",
+                p.display()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -551,9 +551,11 @@ impl Driver {
                     ));
                 }
             }
-            Err(e) => disk.notes.push(format!(
-                "cannot read {}: {e}; nothing is routed by cutover yet (install the layout first)",
-                up_path.display()
+            Err(e) => disk.problems.push(format!(
+                "cannot read {}: {e}; nginx is not routed by cutover's files yet: run `cutover \
+                 setup {} --live SLOT` and include them in the nginx config (docs/nginx.md)",
+                up_path.display(),
+                self.env
             )),
         }
         match self.cfg.method {
@@ -1153,7 +1155,12 @@ impl Driver {
             bail!(
                 "cannot tell which slot is live from {} ({}); switch live to a slot first",
                 self.dir().display(),
-                disk.notes.join("; ")
+                disk.problems
+                    .iter()
+                    .chain(&disk.notes)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         };
         if on && let MaintenanceMode::Redirect { to } = mode {
@@ -1208,6 +1215,7 @@ impl Driver {
             preview: disk.preview.clone(),
             maintenance: disk.maintenance.clone(),
             notes: disk.notes.clone(),
+            problems: disk.problems.clone(),
             ..RouterState::default()
         };
         state.notes.extend(self.unloaded_notes(master, &disk));
@@ -1289,6 +1297,8 @@ struct Disk {
     /// Slots whose upstream is in upstreams.conf.
     present: BTreeSet<String>,
     notes: Vec<String>,
+    /// Why nginx cannot be switched through these files (RouterState::problems).
+    problems: Vec<String>,
 }
 
 struct CmdOutput {
@@ -1509,10 +1519,26 @@ fn restore(done: &[(Change, Entry)]) -> String {
     }
 }
 
-/// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`).
+/// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`). The
+/// new link keeps the old one's owner and group (nginx's `disable_symlinks if_not_owner`
+/// compares them), as rewritten files do.
 fn replace_link(p: &Path, target: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let tmp = temp_sibling(p);
-    let r = std::os::unix::fs::symlink(target, &tmp).and_then(|_| std::fs::rename(&tmp, p));
+    let old = std::fs::symlink_metadata(p).ok();
+    let r = std::os::unix::fs::symlink(target, &tmp)
+        .and_then(|_| match &old {
+            Some(m) if m.file_type().is_symlink() => {
+                let now = std::fs::symlink_metadata(&tmp)?;
+                if (now.uid(), now.gid()) == (m.uid(), m.gid()) {
+                    Ok(())
+                } else {
+                    std::os::unix::fs::lchown(&tmp, Some(m.uid()), Some(m.gid()))
+                }
+            }
+            _ => Ok(()),
+        })
+        .and_then(|_| std::fs::rename(&tmp, p));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -224,6 +224,28 @@ pub async fn run_op(
     (out, collect.await.unwrap_or_default())
 }
 
+/// Run the `cutover` binary on a config (written to `dir/cutover.toml`, with its state and
+/// XDG directories in `dir`), off the async runtime: its output.
+pub async fn cutover_cli(dir: &Path, config: &str, args: &[&str]) -> std::process::Output {
+    let path = dir.join("cutover.toml");
+    std::fs::write(&path, config).expect("write cutover.toml");
+    let mut argv = vec!["--config".to_string(), path.display().to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(&argv)
+            .env("XDG_STATE_HOME", dir.join("state"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env_remove("CUTOVER_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cutover")
+    })
+    .await
+    .expect("join")
+}
+
 /// What a finished process printed: its stdout, then its stderr.
 pub fn printed(o: &std::process::Output) -> String {
     format!(

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use color_eyre::eyre::{Result, eyre};
 
-use super::stats::{ServerState, parse_servers_state};
+use super::stats::{ServerState, parse_servers_state_file};
 use crate::model::AdminState;
 
 /// Write a file atomically ([`crate::router::write_atomic`]: a temp file beside it, fsync,
@@ -111,7 +111,15 @@ pub fn state_drift(
     runtime: &[ServerState],
     managed: &[(String, String)],
 ) -> Vec<String> {
-    let disk = match parse_servers_state(text) {
+    if text.trim().is_empty() {
+        return vec![format!(
+            "the server-state file {} is empty: a reload would start every server in the \
+             state haproxy.cfg gives it (cutover writes the file at its next change of a \
+             server's state: a drain, an undrain...)",
+            file.display()
+        )];
+    }
+    let disk = match parse_servers_state_file(text) {
         Ok(d) => d,
         Err(e) => {
             return vec![format!(
@@ -171,6 +179,18 @@ mod tests {
         assert_eq!(new, "# slots\nlive be_green\nother x y\npreview be_green\n");
         let appended = merge_map("", &rt(&[("live", "be_blue")]), &["live", "preview"]);
         assert_eq!(appended, "live be_blue\n");
+    }
+
+    #[test]
+    fn an_empty_or_foreign_state_file_is_named_as_the_file() {
+        let f = Path::new("/var/lib/haproxy/server-state");
+        let notes = state_drift(f, "", &[], &[]);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("server-state is empty"), "{notes:?}");
+        assert!(!notes[0].contains("show servers state"), "{notes:?}");
+        let notes = state_drift(f, "2\n", &[], &[]);
+        assert!(notes[0].contains("it holds \"2\""), "{notes:?}");
+        assert!(!notes[0].contains("answered"), "{notes:?}");
     }
 
     #[test]

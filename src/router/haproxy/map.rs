@@ -77,6 +77,16 @@ impl MapSetup {
     }
 }
 
+/// The backends `show stat` lists, for a message.
+fn backend_list(stats: &[Stat]) -> String {
+    let names: Vec<String> = stats
+        .iter()
+        .filter(|s| s.is_backend())
+        .map(|s| s.proxy.clone())
+        .collect();
+    join(&names)
+}
+
 impl Driver {
     async fn map_entries(&self, m: &MapSetup) -> Result<Vec<(String, String)>> {
         // An empty map answers nothing at all, so this cannot use `show`.
@@ -314,9 +324,11 @@ impl Driver {
         let mut managed_servers = Vec::new();
         for (slot, backend) in &m.backends {
             let Some(be) = find_stat(&stats, backend, "BACKEND") else {
-                st.notes.push(format!(
-                    "backend {backend} of slot `{slot}` is not in HAProxy: a swap to `{slot}` \
-                     will be refused"
+                st.problems.push(format!(
+                    "backend {backend} of slot `{slot}` is not in HAProxy (its backends: {}): a \
+                     swap to `{slot}` will be refused; fix `backends` in cutover's config or \
+                     add the backend to haproxy.cfg",
+                    backend_list(&stats)
                 ));
                 st.slots.insert(slot.clone(), SlotRoute::default());
                 continue;
@@ -375,8 +387,10 @@ impl Driver {
         if let Some(mb) = &m.maintenance_backend
             && find_stat(&stats, mb, "BACKEND").is_none()
         {
-            st.notes.push(format!(
-                "`maintenance_backend` {mb} is not in HAProxy: maintenance on will be refused"
+            st.problems.push(format!(
+                "`maintenance_backend` {mb} is not in HAProxy (its backends: {}): maintenance on \
+                 will be refused",
+                backend_list(&stats)
             ));
         }
         st.notes.extend(self.level_note(level));

@@ -61,6 +61,28 @@ impl ServersSetup {
     }
 }
 
+/// A slot whose server is in `maint` while no maintenance is on (or, during maintenance,
+/// that is not the live slot) is a standby, not under maintenance: `disabled` in haproxy.cfg,
+/// the way the documented config starts the other slots. It is reported `disabled` (an idle
+/// slot) with the check `standby (maint)`. While maintenance is on and the live slot is not
+/// known, every slot in maint stays `maint`.
+fn mark_standby(st: &mut RouterState) {
+    if st.maintenance.is_some() && st.live.is_none() {
+        return;
+    }
+    let live = st.live.clone();
+    for (slot, r) in st.slots.iter_mut() {
+        if r.admin == AdminState::Maint && (st.maintenance.is_none() || live.as_ref() != Some(slot))
+        {
+            r.admin = AdminState::Disabled;
+            r.check = Some(match r.check.as_deref() {
+                None | Some("MAINT") => "standby (maint)".to_string(),
+                Some(c) => format!("standby ({c})"),
+            });
+        }
+    }
+}
+
 impl From<&Config> for ServersSetup {
     fn from(c: &Config) -> Self {
         ServersSetup {
@@ -89,8 +111,10 @@ impl Driver {
                 find_stat(&stats, &s.backend, srv),
             );
             if state.is_none() || stat.is_none() {
-                st.notes.push(format!(
-                    "server {}/{srv} of slot `{slot}` is not in HAProxy",
+                st.problems.push(format!(
+                    "server {}/{srv} of slot `{slot}` is not in HAProxy: a swap to `{slot}` will \
+                     be refused; fix `servers` in cutover's config or add the server to \
+                     haproxy.cfg",
                     s.backend
                 ));
             }
@@ -132,6 +156,7 @@ impl Driver {
                 join(several)
             )),
         }
+        mark_standby(&mut st);
         st.notes.extend(self.level_note(level));
         st.notes
             .extend(self.state_file_notes(&states, &managed).await);
@@ -298,6 +323,37 @@ mod tests {
             admin_state,
             since,
         }
+    }
+
+    #[test]
+    fn a_slot_in_maint_without_maintenance_is_a_standby() {
+        let route = |admin| SlotRoute {
+            admin,
+            check: Some("MAINT".into()),
+            ..SlotRoute::default()
+        };
+        let mut st = RouterState {
+            live: Some("blue".into()),
+            ..RouterState::default()
+        };
+        st.slots.insert("blue".into(), route(AdminState::Ready));
+        st.slots.insert("green".into(), route(AdminState::Maint));
+        mark_standby(&mut st);
+        assert_eq!(st.slots["green"].admin, AdminState::Disabled);
+        assert_eq!(st.slots["green"].check.as_deref(), Some("standby (maint)"));
+        assert_eq!(st.role_of("green"), crate::model::Role::Idle);
+        // Maintenance on: the live slot stays in maint, the other is a standby.
+        st.slots.insert("blue".into(), route(AdminState::Maint));
+        st.slots.insert("green".into(), route(AdminState::Maint));
+        st.maintenance = Some(MaintenanceMode::Page);
+        mark_standby(&mut st);
+        assert_eq!(st.slots["blue"].admin, AdminState::Maint);
+        assert_eq!(st.slots["green"].admin, AdminState::Disabled);
+        // Not known which is live: nothing is guessed.
+        st.live = None;
+        st.slots.insert("green".into(), route(AdminState::Maint));
+        mark_standby(&mut st);
+        assert_eq!(st.slots["green"].admin, AdminState::Maint);
     }
 
     #[test]

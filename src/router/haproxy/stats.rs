@@ -178,31 +178,39 @@ pub fn state_word(a: AdminState) -> &'static str {
     }
 }
 
-/// Parse `show servers state` (format version 1), the same text a server-state file holds.
+/// Parse `show servers state` (format version 1).
 pub fn parse_servers_state(text: &str) -> Result<Vec<ServerState>, String> {
+    parse_state_text(text, ("`show servers state`", "answered"))
+}
+
+/// Parse a server-state file: the same text `show servers state` answers. The error says
+/// what the file holds, not what the socket answered.
+pub fn parse_servers_state_file(text: &str) -> Result<Vec<ServerState>, String> {
+    parse_state_text(text, ("it", "holds"))
+}
+
+/// `(who, verb)` start the errors: ("`show servers state`", "answered"), ("it", "holds").
+fn parse_state_text(text: &str, (who, verb): (&str, &str)) -> Result<Vec<ServerState>, String> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     if lines.next() != Some("1") {
         return Err(format!(
-            "`show servers state` answered \"{}\" (expected format version 1)",
+            "{who} {verb} \"{}\" (expected format version 1)",
             quote(text)
         ));
     }
     let header = lines
         .next()
         .and_then(|l| l.strip_prefix("# "))
-        .ok_or_else(|| format!("`show servers state` has no header: \"{}\"", quote(text)))?;
+        .ok_or_else(|| format!("{who} has no header: \"{}\"", quote(text)))?;
     let cols: HashMap<&str, usize> = header
         .split_whitespace()
         .enumerate()
         .map(|(i, n)| (n, i))
         .collect();
     let col = |n: &str| {
-        cols.get(n).copied().ok_or_else(|| {
-            format!(
-                "`show servers state` has no `{n}` column: \"{}\"",
-                quote(text)
-            )
-        })
+        cols.get(n)
+            .copied()
+            .ok_or_else(|| format!("{who} has no `{n}` column: \"{}\"", quote(text)))
     };
     let (be, srv, op, adm) = (
         col("be_name")?,
