@@ -1510,15 +1510,17 @@ impl App {
             self.status = Some((Level::Warn, format!("already rolling back (#{})", op.id)));
             return vec![];
         }
-        if live.as_deref() == Some(prev.as_str()) {
-            self.status = Some((Level::Warn, format!("`{prev}` is already live")));
-            return vec![];
-        }
         let swap_watching = e.op.as_ref().is_some_and(|o| {
             o.kind == "swap"
                 && o.verdict.is_none()
                 && o.steps.iter().any(|(s, _, _)| *s == Step::Watch)
         });
+        // During a swap's watch the last poll may not show the swap yet; the engine reads
+        // the routers itself.
+        if live.as_deref() == Some(prev.as_str()) && !swap_watching {
+            self.status = Some((Level::Warn, format!("`{prev}` is already live")));
+            return vec![];
+        }
         let free = !e.op_running() || swap_watching;
         let title = format!("Rollback: {} → {prev}", live.as_deref().unwrap_or("?"));
         match e.one_key(self.now) {

@@ -248,4 +248,8 @@ pub struct DemoArgs {
     /// First of three ports for the slots blue, green, staging
     #[arg(long, default_value_t = 9101)]
     pub slot_port: u16,
+    /// Mark the demo environment `production = true`: every dialog asks for its name typed
+    /// (try the one-key rollback there)
+    #[arg(long)]
+    pub production: bool,
 }

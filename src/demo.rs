@@ -42,11 +42,13 @@ preview_url = "http://127.0.0.1:{preview}/"  # the staging / next URL: the previ
 watch = "15s"                 # watch the new live slot this long after a swap
 auto_rollback = true          # and roll back by itself if it fails
 confirm = "yes-no"            # or "type-name"
+production = {production}            # production: every dialog wants the name typed
 "#,
         state = state_dir.display(),
         env = ENV,
         live = a.live_port,
         preview = a.preview_port,
+        production = a.production,
     );
     for (i, (name, _)) in SLOTS.iter().enumerate() {
         s.push_str(&format!(

@@ -85,6 +85,21 @@ impl Tmux {
         }
     }
 
+    /// Wait until the Op line shows `needle`.
+    fn wait_op(&self, needle: &str, within: Duration) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.lines().any(|l| l.contains("│Op ") && l.contains(needle)) {
+                return s;
+            }
+            if t.elapsed() > within {
+                panic!("the Op line never showed {needle:?} within {within:?}:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn alive(&self) -> bool {
         Command::new("tmux")
             .args(["has-session", "-t", &self.session])
@@ -325,4 +340,76 @@ fn no_color_draws_without_colours_and_keeps_the_labels() {
     for needle in ["● LIVE", "◐ PREVIEW", "○ IDLE", "✔ up"] {
         assert!(t.screen().contains(needle), "missing {needle}");
     }
+}
+
+/// The audit lines of a demo run in this tmux session.
+fn demo_audit(t: &Tmux) -> String {
+    let dir = t._state.path().join("cutover").join("demo");
+    std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("audit"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn one_key_rollback_on_a_production_demo() {
+    if common::require_binary("one_key_rollback_on_a_production_demo", "tmux").is_none() {
+        return;
+    }
+    let (mut args, live) = demo_args();
+    args.push("--production".into());
+    let t = Tmux::start("onekey", 120, 40, &args);
+    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    assert_eq!(served_by(live), "blue");
+    // The way forward asks for the name, as always on production.
+    t.keys(&["s"]);
+    t.wait_for("type the environment's name", Duration::from_secs(5));
+    t.keys(&["-l", "demo"]);
+    t.wait_for("Enter confirm", Duration::from_secs(20));
+    t.keys(&["Enter"]);
+    t.wait_for("watch ", Duration::from_secs(15));
+    let s = t.wait_for("live=green", Duration::from_secs(15));
+    assert_eq!(served_by(live), "green");
+    assert!(s.contains("ROLLBACK → blue v1.4.2 (no confirmation)"), "{s}");
+    // During the watch: one key, nothing else.
+    t.keys(&["r"]);
+    let s = t.wait_for("One-key rollback: green → blue apply:", Duration::from_secs(15));
+    assert!(!s.contains("type the environment's name"), "no dialog:\n{s}");
+    assert!(s.contains("one-key rollback"), "{s}");
+    t.wait_for("live=blue", Duration::from_secs(15));
+    assert_eq!(served_by(live), "blue", "one r moved the traffic back");
+    let audit = demo_audit(&t);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"operation\":\"rollback\"") && l.contains("\"one_key\":true")),
+        "{audit}"
+    );
+
+    // Again after the watch, inside the window.
+    t.wait_op("DONE `blue` is live and stayed healthy", Duration::from_secs(60));
+    t.keys(&["s"]);
+    t.wait_for("type the environment's name", Duration::from_secs(5));
+    t.keys(&["-l", "demo"]);
+    t.wait_for("Enter confirm", Duration::from_secs(20));
+    t.keys(&["Enter"]);
+    t.wait_op("DONE `green` is live and stayed healthy", Duration::from_secs(60));
+    assert_eq!(served_by(live), "green");
+    let s = t.wait_for("(no confirmation) · 10m left", Duration::from_secs(5));
+    assert!(s.contains("ROLLBACK → blue v1.4.2"), "{s}");
+    t.keys(&["r"]);
+    t.wait_op("One-key rollback: green → blue", Duration::from_secs(15));
+    t.wait_for("live=blue", Duration::from_secs(15));
+    assert_eq!(served_by(live), "blue");
+    // After a rollback, going back again is no longer one key: the dialog asks, saying why.
+    t.wait_op("DONE `blue` is live and stayed healthy", Duration::from_secs(60));
+    t.keys(&["r"]);
+    let s = t.wait_for("asks because", Duration::from_secs(5));
+    assert!(s.contains("the last switch was a rollback"), "{s}");
+    t.keys(&["Escape"]);
+    assert_eq!(served_by(live), "blue");
 }
