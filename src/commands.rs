@@ -11,9 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::app::{App, Event};
 use crate::config::Config;
 use crate::model::{MaintenanceMode, ProbeResult, Role, RouterState};
-use crate::ops::{
-    Engine, GateSource, OpKind, OpRequest, Progress, ROUTER_TIMEOUT, Verdict, observe_within,
-};
+use crate::ops::{Engine, GateSource, OpKind, OpRequest, Progress, Verdict, observe_within};
 use crate::probe::UrlProbe;
 use crate::tui::World;
 use crate::ui::theme::Theme;
@@ -110,7 +108,7 @@ struct EnvStatus {
 async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
     let mut routers = Vec::new();
     for r in &engine.routers {
-        let (state, error) = match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
+        let (state, error) = match observe_within(r.as_ref(), r.observe_timeout()).await {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e)),
         };
@@ -333,7 +331,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
             }
         }
         for r in &e.routers {
-            let (ok, detail) = match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
+            let (ok, detail) = match observe_within(r.as_ref(), r.observe_timeout()).await {
                 Ok(s) => (
                     true,
                     format!(

@@ -346,7 +346,7 @@ impl Engine {
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();
         for r in &self.routers {
-            let s = observe_within(r.as_ref(), ROUTER_TIMEOUT)
+            let s = observe_within(r.as_ref(), r.observe_timeout())
                 .await
                 .map_err(|e| eyre!("router `{}`: {e}", r.name()))?;
             out.push(s);
