@@ -16,6 +16,18 @@ use crate::probe::UrlProbe;
 use crate::tui::World;
 use crate::ui::theme::Theme;
 
+/// `println!`, `eprintln!` and `eprint!` with the text passed through [`crate::redact::redact`]:
+/// nothing a command prints carries a credential.
+macro_rules! outln {
+    ($($t:tt)*) => { println!("{}", crate::redact::redact(&format!($($t)*))) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { eprintln!("{}", crate::redact::redact(&format!($($t)*))) };
+}
+macro_rules! err {
+    ($($t:tt)*) => { eprint!("{}", crate::redact::redact(&format!($($t)*))) };
+}
+
 /// Exit codes, documented in the README.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -209,11 +221,11 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "environments": out }))?
+            crate::redact::to_json_pretty(&serde_json::json!({ "environments": out }))?
         );
     } else {
         for e in &out {
-            println!(
+            outln!(
                 "{}  live={} preview={}{}",
                 e.name,
                 e.live.as_deref().unwrap_or("?"),
@@ -224,13 +236,17 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                     ""
                 }
             );
-            println!(
+            outln!(
                 "  {:<10} {:<12} {:<10} {:<7} {:<9} version",
-                "slot", "role", "health", "status", "latency"
+                "slot",
+                "role",
+                "health",
+                "status",
+                "latency"
             );
             for s in &e.slots {
                 let p = &s.probe;
-                println!(
+                outln!(
                     "  {:<10} {:<12} {:<10} {:<7} {:<9} {}",
                     s.name,
                     format!("{} {}", s.role.symbol(), s.role.label()),
@@ -245,12 +261,12 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
             }
             for r in &e.routers {
                 match &r.error {
-                    Some(err) => println!("  router {} ({}): ERROR {err}", r.name, r.kind),
-                    None => println!("  router {} ({}): ok", r.name, r.kind),
+                    Some(err) => outln!("  router {} ({}): ERROR {err}", r.name, r.kind),
+                    None => outln!("  router {} ({}): ok", r.name, r.kind),
                 }
             }
             if let Some(p) = &e.public {
-                println!(
+                outln!(
                     "  public {} → {}",
                     p.url,
                     p.version.as_ref().map_or_else(
@@ -260,7 +276,7 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                 );
             }
             for w in &e.warnings {
-                println!("  WARNING {w}");
+                outln!("  WARNING {w}");
             }
         }
     }
@@ -353,11 +369,11 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
     }
     let failed = rows.iter().filter(|r| !r.ok).count();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", crate::redact::to_json_pretty(&rows)?);
     } else {
-        println!("config {} is valid", world.config.path.display());
+        outln!("config {} is valid", world.config.path.display());
         for r in &rows {
-            println!(
+            outln!(
                 "{} {:<14} {:<22} {:<40} {}",
                 if r.ok { "ok  " } else { "FAIL" },
                 r.environment,
@@ -366,7 +382,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                 r.detail
             );
         }
-        println!("{} checks, {} failed", rows.len(), failed);
+        outln!("{} checks, {} failed", rows.len(), failed);
     }
     Ok(if failed > 0 { EXIT_FAILED } else { EXIT_OK })
 }
@@ -379,7 +395,7 @@ fn confirm(question: &str, yes: bool) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("refusing to act without --yes: there is no terminal to ask on ({question})");
     }
-    eprint!("{question} [y/N] ");
+    err!("{question} [y/N] ");
     std::io::stderr().flush()?;
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
@@ -396,7 +412,7 @@ pub async fn operate(
 ) -> Result<i32> {
     let engine = engine(world, env)?.clone();
     if let Some(why) = read_only_reason(world, &engine, read_only) {
-        eprintln!("read-only: `{}` is not allowed ({why})", kind.name());
+        errln!("read-only: `{}` is not allowed ({why})", kind.name());
         return Ok(EXIT_FAILED);
     }
     let question = format!("{} on `{env}`?", kind.name());
@@ -408,11 +424,11 @@ pub async fn operate(
         match confirm(&question, flags.yes) {
             Ok(true) => {}
             Ok(false) => {
-                eprintln!("cancelled");
+                errln!("cancelled");
                 return Ok(EXIT_FAILED);
             }
             Err(e) => {
-                eprintln!("{e:#}");
+                errln!("{e:#}");
                 return Ok(EXIT_FAILED);
             }
         }
@@ -436,7 +452,7 @@ pub async fn operate(
                     ok: Some(ok),
                     message,
                 } => {
-                    eprintln!(
+                    errln!(
                         "{:<7} {} {message}",
                         step.label(),
                         if ok { "ok  " } else { "FAIL" }
@@ -446,9 +462,9 @@ pub async fn operate(
                     step,
                     ok: None,
                     message,
-                } => eprintln!("{:<7} ...  {message}", step.label()),
+                } => errln!("{:<7} ...  {message}", step.label()),
                 Progress::Watching { remaining, detail } => {
-                    eprintln!("watch   {:>3}s {detail}", remaining.as_secs())
+                    errln!("watch   {:>3}s {detail}", remaining.as_secs())
                 }
                 Progress::Finished(_) | Progress::Remembered => {}
             }
@@ -457,9 +473,9 @@ pub async fn operate(
     let out = engine.run(req, GateSource::ProbeNow, tx, cancel_rx).await;
     let _ = printer.await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", crate::redact::to_json_pretty(&out)?);
     } else {
-        println!("{}: {}", out.verdict.label(), out.message);
+        outln!("{}: {}", out.verdict.label(), out.message);
     }
     Ok(match out.verdict {
         Verdict::Done => EXIT_OK,
@@ -492,7 +508,7 @@ pub async fn watch_env(world: World, env: &str) -> Result<i32> {
         let new = (app.events_total - printed) as usize;
         for l in app.events.iter().skip(app.events.len().saturating_sub(new)) {
             if &l.env == name {
-                println!("{} {} {}", crate::timefmt::rfc3339(l.at), l.env, l.text);
+                outln!("{} {} {}", crate::timefmt::rfc3339(l.at), l.env, l.text);
             }
         }
         printed = app.events_total;
@@ -511,18 +527,18 @@ pub async fn drill(
 ) -> Result<i32> {
     let engine = engine(world, env)?;
     if let Some(why) = read_only_reason(world, engine, read_only) {
-        eprintln!("read-only: a drill switches slots; not allowed ({why})");
+        errln!("read-only: a drill switches slots; not allowed ({why})");
         return Ok(EXIT_FAILED);
     }
     let report = match crate::drill::run(engine, opts).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("drill refused: {e:#}");
+            errln!("drill refused: {e:#}");
             return Ok(EXIT_FAILED);
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", crate::redact::to_json_pretty(&report)?);
     } else {
         report.print();
     }
@@ -558,7 +574,7 @@ pub async fn setup(world: &World, env: &str, live: &str, preview: Option<&str>) 
         match res {
             Ok(()) => {
                 done += 1;
-                println!(
+                outln!(
                     "router `{name}`: live route → {live}{}",
                     preview
                         .map(|p| format!(", preview route → {p}"))
@@ -566,13 +582,13 @@ pub async fn setup(world: &World, env: &str, live: &str, preview: Option<&str>) 
                 );
             }
             Err(e) => {
-                eprintln!("router `{name}`: {e:#}");
+                errln!("router `{name}`: {e:#}");
                 return Ok(EXIT_FAILED);
             }
         }
     }
     if done == 0 {
-        eprintln!(
+        errln!(
             "`{env}` has no nginx or Caddy router whose files cutover writes; nothing to set up"
         );
         return Ok(EXIT_FAILED);

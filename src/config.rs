@@ -541,12 +541,61 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             drill_loopback_only: re.drill_loopback_only,
         });
     }
+    for e in &environments {
+        for r in &e.routers {
+            register_secrets(r);
+        }
+    }
     Ok(Config {
         path: path.to_path_buf(),
         keys,
         settings: raw.settings,
         environments,
     })
+}
+
+/// Tell [`crate::redact`] the credentials a router's config points at, so their values are
+/// hidden wherever they appear: `token_env`, `password_env`, the first line of `password_file`,
+/// and exec's `env` values and `pass_env` variables whose names look secret (`*_TOKEN`,
+/// `*PASSWORD`...).
+fn register_secrets(r: &RouterConfig) {
+    use crate::redact::{register_env, register_secret};
+    let secret_name = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        [
+            "token",
+            "password",
+            "passwd",
+            "secret",
+            "apikey",
+            "api_key",
+            "credential",
+        ]
+        .iter()
+        .any(|w| k.contains(w))
+    };
+    match r {
+        RouterConfig::Embedded(c) => c.token_env.iter().for_each(|v| register_env(v)),
+        RouterConfig::Apache(c) => {
+            c.password_env.iter().for_each(|v| register_env(v));
+            if let Some(f) = &c.password_file
+                && let Ok(text) = std::fs::read_to_string(f)
+            {
+                register_secret(text.lines().next().unwrap_or_default());
+            }
+        }
+        RouterConfig::Exec(c) => {
+            for (k, v) in &c.env {
+                if secret_name(k) {
+                    register_secret(v);
+                }
+            }
+            for k in c.pass_env.iter().filter(|k| secret_name(k)) {
+                register_env(k);
+            }
+        }
+        RouterConfig::Haproxy(_) | RouterConfig::Nginx(_) | RouterConfig::Caddy(_) => {}
+    }
 }
 
 fn check_url(u: &str) -> Result<(), String> {

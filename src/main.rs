@@ -34,29 +34,20 @@ fn main() -> ExitCode {
     match code {
         Ok(c) => ExitCode::from(c as u8),
         Err(e) if e.downcast_ref::<commands::UnknownEnv>().is_some() => {
-            eprintln!("cutover: {e:#}");
+            eprintln!("cutover: {}", cutover::redact::redact(&format!("{e:#}")));
             ExitCode::from(EXIT_USAGE as u8)
         }
         Err(e) => {
-            eprintln!("cutover: {e:#}");
+            eprintln!("cutover: {}", cutover::redact::redact(&format!("{e:#}")));
             ExitCode::from(EXIT_FAILED as u8)
         }
     }
 }
 
-/// Logs go to a daily file, never to the screen. The guard lives as long as the program.
+/// Logs go to a daily file (redacted, mode 0600), never to the screen. The guard lives as
+/// long as the program.
 fn init_logs(dir: &Path) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    std::fs::create_dir_all(dir).ok()?;
-    let appender = tracing_appender::rolling::daily(dir, "cutover.log");
-    let (writer, guard) = tracing_appender::non_blocking(appender);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .with_env_filter(filter)
-        .try_init();
-    Some(guard)
+    cutover::logs::init(dir)
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -66,7 +57,7 @@ fn config_path(cli: &Cli) -> PathBuf {
 fn load_config(cli: &Cli) -> std::result::Result<Config, i32> {
     let path = config_path(cli);
     config::load(&path).map_err(|e| {
-        eprintln!("cutover: {e}");
+        eprintln!("cutover: {}", cutover::redact::redact(&e.to_string()));
         EXIT_USAGE
     })
 }
@@ -81,7 +72,7 @@ fn theme(cli: &Cli, config: Option<&Config>) -> std::result::Result<Theme, i32> 
         .or_else(|| config.map(|c| c.settings.theme.clone()))
         .unwrap_or_else(|| "dark".into());
     Theme::load(&name).map_err(|e| {
-        eprintln!("cutover: {e}");
+        eprintln!("cutover: {}", cutover::redact::redact(&e.to_string()));
         EXIT_USAGE
     })
 }
@@ -172,6 +163,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    // State, locks and logs are the operator's own: their directories are created 0700.
+    let _ = cutover::logs::create_private_dir(&config.settings.state_dir_or_default());
     let _logs = init_logs(&config.settings.log_dir_or_default());
 
     if let Some(Command::Proxy { env }) = &cli.command {

@@ -210,3 +210,112 @@ fn a_demo_port_in_use_is_named() {
         printed(&o)
     );
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn secrets_reach_no_output_no_log_and_no_audit_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("c.toml");
+    // An exec router whose command takes a password in argv and prints credentials, and an
+    // environment variable that the config names as a credential.
+    std::fs::write(
+        &p,
+        "[settings]\ntimeout = \"300ms\"\n\n[[environment]]\nname = \"shop\"\n\n\
+         [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:9\"\n\n\
+         [[environment.slot]]\nname = \"green\"\naddress = \"http://127.0.0.1:9\"\n\n\
+         [[environment.router]]\nkind = \"exec\"\nname = \"lb\"\npass_env = [\"LB_TOKEN\"]\n\
+         observe = [\"sh\", \"-c\", \"echo 'Authorization: Bearer tok-AAA'; \
+         echo password=pw-BBB token=tk-DDD >&2; echo env $LB_TOKEN >&2; exit 3\", \
+         \"sh\", \"--password\", \"argv-CCC\"]\n\
+         switch_live = [\"true\", \"--password=argv-FFF\"]\n",
+    )
+    .expect("write");
+    let ps = p.to_str().expect("utf8");
+    let secrets = [
+        "tok-AAA", "pw-BBB", "argv-CCC", "tk-DDD", "env-EEE", "argv-FFF",
+    ];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", ps];
+        all.extend_from_slice(args);
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(&all)
+            .env("XDG_STATE_HOME", d.path().join("state"))
+            .env("LB_TOKEN", "env-EEE")
+            .env_remove("CUTOVER_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cutover")
+    };
+    for args in [
+        &["status", "--json"][..],
+        &["status"],
+        &["check", "--json"],
+        &["check"],
+        &[
+            "swap", "shop", "--to", "green", "--yes", "--force", "--json",
+        ],
+        &["swap", "shop", "--to", "green", "--yes", "--force"],
+    ] {
+        let o = run(args);
+        let t = printed(&o);
+        assert!(
+            t.contains("exit code 3"),
+            "{args:?}: the failure is shown: {t}"
+        );
+        for s in secrets {
+            assert!(!t.contains(s), "{args:?} printed {s}: {t}");
+        }
+    }
+    let state = d.path().join("state/cutover");
+    let files = files_under(&state);
+    let log = files
+        .iter()
+        .find(|f| f.to_string_lossy().contains("cutover.log."))
+        .unwrap_or_else(|| panic!("no debug log in {files:?}"));
+    let text = std::fs::read_to_string(log).expect("read log");
+    assert!(
+        text.contains("--password ***"),
+        "the command is logged: {text}"
+    );
+    let audit = files
+        .iter()
+        .find(|f| f.to_string_lossy().contains("audit."))
+        .unwrap_or_else(|| panic!("no audit log in {files:?}"));
+    assert!(
+        std::fs::read_to_string(audit)
+            .expect("read audit")
+            .contains("exit code 3"),
+        "the swap is audited"
+    );
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        for s in secrets {
+            assert!(!text.contains(s), "{} holds {s}:\n{text}", f.display());
+        }
+        let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
+    }
+    let mode = std::fs::metadata(&state)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "the state dir is {mode:o}");
+}
