@@ -400,6 +400,17 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         if name.trim().is_empty() {
             return Err(at(re.name.span(), Some("name"), "must not be empty".into()));
         }
+        if !crate::paths::is_safe_name(&name) {
+            return Err(at(
+                re.name.span(),
+                Some("name"),
+                format!(
+                    "environment name `{name}` is not allowed: it is used in file names, so \
+                     it must be {}",
+                    crate::paths::SAFE_NAME_RULE
+                ),
+            ));
+        }
         if !env_names.insert(name.clone()) {
             return Err(at(
                 re.name.span(),
@@ -421,12 +432,31 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut slots = Vec::new();
         for rs in re.slots {
             let sname = rs.name.get_ref().clone();
-            if sname.trim().is_empty() || sname.contains(char::is_whitespace) {
+            if !crate::paths::is_safe_name(&sname) {
                 return Err(at(
                     rs.name.span(),
                     Some("name"),
-                    "a slot name must be one word".into(),
+                    format!(
+                        "slot name `{sname}` is not allowed: it is used in file names and proxy \
+                         configs, so it must be {}",
+                        crate::paths::SAFE_NAME_RULE
+                    ),
                 ));
+            }
+            for n in &rs.nodes {
+                if !crate::paths::is_safe_name(&n.name) {
+                    let span =
+                        find_value_in(src, rs.name.span().start, "nodes").unwrap_or(rs.name.span());
+                    return Err(at(
+                        span,
+                        Some("nodes"),
+                        format!(
+                            "node name `{}` is not allowed: it must be {}",
+                            n.name,
+                            crate::paths::SAFE_NAME_RULE
+                        ),
+                    ));
+                }
             }
             if !slot_names.insert(sname.clone()) {
                 return Err(at(
@@ -490,6 +520,18 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         for rr in re.routers {
             let span = rr.span();
             let mut rc = rr.into_inner();
+            if rc.name() != rc.kind() && !crate::paths::is_safe_name(rc.name()) {
+                return Err(at(
+                    find_value_in(src, span.start, "name").unwrap_or(span.clone()),
+                    Some("name"),
+                    format!(
+                        "router name `{}` is not allowed: it is used in file names, so it must \
+                         be {}",
+                        rc.name(),
+                        crate::paths::SAFE_NAME_RULE
+                    ),
+                ));
+            }
             rc.validate(&slots).map_err(|m| at(span.clone(), None, m))?;
             if let RouterConfig::Embedded(c) = &mut rc
                 && c.state_file.is_none()
@@ -639,6 +681,39 @@ fn key_at(src: &str, offset: usize) -> Option<String> {
     (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#')).then(|| key.to_string())
 }
 
+/// The span of the value of `key` in the table whose header or first key is at `from`: the
+/// line `key = value` before the next table header. For errors about one key of a table.
+fn find_value_in(src: &str, from: usize, key: &str) -> Option<Range<usize>> {
+    let from = from.min(src.len());
+    // Back to the table's header (or the start of the file).
+    let mut off = src[..from].rfind('\n').map_or(0, |i| i + 1);
+    let header = |o: usize| {
+        src[o..]
+            .lines()
+            .next()
+            .is_some_and(|l| l.trim_start().starts_with('['))
+    };
+    while off > 0 && !header(off) {
+        off = src[..off - 1].rfind('\n').map_or(0, |i| i + 1);
+    }
+    for (i, line) in src[off..].split_inclusive('\n').enumerate() {
+        let t = line.trim_start();
+        if i > 0 && t.starts_with('[') {
+            return None;
+        }
+        if let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let eq = line.find('=').unwrap_or(0);
+            let value = line[eq + 1..].len() - line[eq + 1..].trim_start().len();
+            let start = off + eq + 1 + value;
+            return Some(start..start + line.trim_end().len().saturating_sub(eq + 1 + value));
+        }
+        off += line.len();
+    }
+    None
+}
+
 fn find_key(src: &str, key: &str) -> Option<Range<usize>> {
     let mut off = 0;
     for line in src.split_inclusive('\n') {
@@ -695,6 +770,16 @@ version_pointer = "/version"
             r.state_file.as_deref(),
             Some(Path::new("/srv/cutover/proxy-shop.json"))
         );
+        // Whatever name it is given, the path stays in the state dir.
+        let mut r = r.clone();
+        r.state_file = None;
+        let dir = Path::new("/srv/cutover");
+        for env in ["../../evil", "..", "a/b", ".x"] {
+            let p = r.state_path_in(env, dir);
+            assert_eq!(p.parent(), Some(dir), "{env}: {}", p.display());
+            let name = p.file_name().map(|n| n.to_string_lossy().to_string());
+            assert!(name.is_some_and(|n| crate::paths::file_in(dir, &n).is_some()));
+        }
     }
 
     #[test]
@@ -774,6 +859,34 @@ version_pointer = "/version"
     fn missing_required_field_is_named() {
         let e = err(&GOOD.replace("address = \"http://127.0.0.1:9001\"\n", ""));
         assert!(e.message.contains("missing field `address`"), "{e}");
+    }
+
+    #[test]
+    fn names_used_in_paths_are_refused_at_their_own_line() {
+        let e = err(&GOOD.replace("name = \"shop\"", "name = \"../../evil\""));
+        assert_eq!((e.line, e.column), (6, 8), "{e}");
+        assert_eq!(e.field.as_deref(), Some("name"));
+        assert!(e.message.contains("`../../evil` is not allowed"), "{e}");
+        assert!(
+            e.to_string().starts_with("cutover.toml:6:8: field `name`:"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("name = \"blue\"", "name = \".blue\""));
+        assert_eq!((e.line, e.field.as_deref()), (10, Some("name")), "{e}");
+        let e = err(&GOOD.replace("name = \"green\"", "name = \"gr een\""));
+        assert_eq!(e.line, 14, "{e}");
+        let src =
+            format!("{GOOD}\n[[environment.router]]\nkind = \"embedded\"\n\nname = \"a/b\"\n");
+        let e = err(&src);
+        assert_eq!((e.line, e.column), (22, 8), "{e}");
+        assert_eq!(e.field.as_deref(), Some("name"));
+        assert!(e.message.contains("router name `a/b`"), "{e}");
+        let src = GOOD.replace(
+            "name = \"blue\"\n",
+            "nodes = [{ name = \"..\", address = \"http://127.0.0.1:1\" }]\nname = \"blue\"\n",
+        );
+        let e = err(&src);
+        assert_eq!((e.line, e.field.as_deref()), (10, Some("nodes")), "{e}");
     }
 
     #[test]

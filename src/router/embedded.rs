@@ -211,11 +211,13 @@ impl Config {
         if let Some(p) = &self.state_file {
             return p.clone();
         }
+        // The config allows only safe names; the file name is made safe again here, so the
+        // path stays inside the state dir whatever the names are.
         let file = match self.name.as_deref() {
             Some(n) if n != "embedded" => format!("proxy-{env}-{n}.json"),
             _ => format!("proxy-{env}.json"),
         };
-        state_dir.join(file)
+        state_dir.join(crate::paths::safe_file_name(&file))
     }
 
     /// [`Self::state_path_in`] the default state dir.
