@@ -33,7 +33,10 @@ fn main() -> ExitCode {
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     match code {
         Ok(c) => ExitCode::from(c as u8),
-        Err(e) if e.downcast_ref::<commands::UnknownEnv>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<commands::UnknownEnv>().is_some()
+                || e.chain().any(|c| c.is::<config::ConfigProblem>()) =>
+        {
             eprintln!("cutover: {}", cutover::redact::redact(&format!("{e:#}")));
             ExitCode::from(EXIT_USAGE as u8)
         }
@@ -66,13 +69,22 @@ fn theme(cli: &Cli, config: Option<&Config>) -> std::result::Result<Theme, i32> 
     if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
         return Ok(Theme::monochrome());
     }
+    let from_config = cli.theme.is_none();
     let name = cli
         .theme
         .clone()
         .or_else(|| config.map(|c| c.settings.theme.clone()))
         .unwrap_or_else(|| "dark".into());
     Theme::load(&name).map_err(|e| {
-        eprintln!("cutover: {}", cutover::redact::redact(&e.to_string()));
+        // A theme named in the config: say where.
+        let at = config
+            .filter(|_| from_config)
+            .and_then(|c| {
+                config::setting_position(c, "theme")
+                    .map(|(l, col)| format!("{}:{l}:{col}: field `theme`: ", c.path.display()))
+            })
+            .unwrap_or_default();
+        eprintln!("cutover: {at}{}", cutover::redact::redact(&e));
         EXIT_USAGE
     })
 }
@@ -117,6 +129,10 @@ async fn run(cli: Cli) -> Result<i32> {
             return Ok(EXIT_OK);
         }
         Some(Command::Demo(a)) => {
+            if let Err(m) = cutover::demo::check_args(a) {
+                eprintln!("cutover: demo: {m}");
+                return Ok(EXIT_USAGE);
+            }
             let dir = cutover::demo::state_dir();
             if a.print_config {
                 print!("{}", cutover::demo::config_text(a, &dir));

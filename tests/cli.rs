@@ -26,7 +26,8 @@ fn config_with(dir: &Path, slot_base: &str) -> String {
         &p,
         format!(
             "[settings]\ntimeout = \"300ms\"\n\n[[environment]]\nname = \"shop\"\n\n\
-             [[environment.slot]]\nname = \"blue\"\naddress = \"{slot_base}\"\n"
+             [[environment.slot]]\nname = \"blue\"\naddress = \"{slot_base}\"\n\n\
+             [[environment.router]]\nkind = \"exec\"\nobserve = [\"sh\", \"-c\", \"echo live=blue\"]\n"
         ),
     )
     .expect("write");
@@ -318,4 +319,91 @@ fn secrets_reach_no_output_no_log_and_no_audit_line() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o700, "the state dir is {mode:o}");
+}
+
+#[test]
+fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let dir = d.path().to_str().expect("utf8");
+    let o = cutover(d.path(), &["--config", dir, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    let t = printed(&o);
+    assert!(t.contains("is a directory, not a config file"), "{t}");
+    assert!(!t.contains(":0:0"), "{t}");
+
+    let p = d.path().join("c.toml");
+    let good = std::fs::read_to_string(config_with(d.path(), "http://127.0.0.1:9")).expect("read");
+    let (no_router, _) = good.split_once("[[environment.router]]").expect("a router");
+    std::fs::write(&p, no_router).expect("write");
+    let ps = p.to_str().expect("utf8");
+    let o = cutover(d.path(), &["--config", ps, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    let t = printed(&o);
+    assert!(t.contains("c.toml:5:8: field `router`"), "{t}");
+    assert!(t.contains("has no [[environment.router]]"), "{t}");
+
+    std::fs::write(
+        &p,
+        good.replace("timeout = \"300ms\"", "theme = \"no-such\""),
+    )
+    .expect("write");
+    let o = cutover(d.path(), &["--config", ps, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    let t = printed(&o);
+    assert!(
+        t.contains("c.toml:2:9: field `theme`: unknown theme `no-such`"),
+        "{t}"
+    );
+
+    // A token variable the config names but the environment lacks.
+    let embedded = good.replace(
+        "kind = \"exec\"\nobserve = [\"sh\", \"-c\", \"echo live=blue\"]\n",
+        "kind = \"embedded\"\ntoken_env = \"CUTOVER_TEST_CLI_UNSET_TOKEN\"\n",
+    );
+    std::fs::write(&p, embedded).expect("write");
+    for args in [&["--config", ps, "status"][..], &["--config", ps, "proxy"]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(args)
+            .env("XDG_STATE_HOME", d.path().join("state"))
+            .env_remove("CUTOVER_TEST_CLI_UNSET_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cutover");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", printed(&o));
+        assert!(
+            printed(&o).contains("$CUTOVER_TEST_CLI_UNSET_TOKEN is not set"),
+            "{args:?}: {}",
+            printed(&o)
+        );
+    }
+}
+
+#[test]
+fn demo_port_mistakes_are_usage_errors() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (args, want) in [
+        (
+            &["demo", "--no-tui", "--slot-port", "65534"][..],
+            "--slot-port 65534 is too high",
+        ),
+        (
+            &[
+                "demo",
+                "--no-tui",
+                "--live-port",
+                "18080",
+                "--preview-port",
+                "18080",
+            ],
+            "--live-port and --preview-port are both port 18080",
+        ),
+        (
+            &["demo", "--no-tui", "--slot-port", "8080"],
+            "--live-port and slot `blue`",
+        ),
+    ] {
+        let o = cutover(d.path(), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", printed(&o));
+        assert!(printed(&o).contains(want), "{args:?}: {}", printed(&o));
+    }
 }
