@@ -219,7 +219,10 @@ fn secret_after(b: &[u8], lower: &[u8], i: usize, j: usize, k: &str) -> Option<(
             if header {
                 let word_end = value_end(b, v);
                 let scheme = &lower[v..word_end];
-                if [&b"bearer"[..], b"basic", b"digest", b"token", b"negotiate"].contains(&scheme) {
+                let is_scheme =
+                    [&b"bearer"[..], b"basic", b"digest", b"token", b"negotiate"].contains(&scheme);
+                // A scheme is a word of its own: `Bearer` glued to punctuation is the value.
+                if is_scheme && matches!(b.get(word_end), Some(b' ' | b'\t')) {
                     v = skip_blanks(b, word_end);
                 }
                 let end = b[v..]
@@ -362,6 +365,8 @@ mod tests {
                 "authorization: Basic ***\nnext",
             ),
             ("Authorization: custom-xyz", "Authorization: ***"),
+            // Found by tests/proptests.rs: a scheme glued to punctuation is no scheme.
+            ("Authorization: Bearer` t", "Authorization: ***"),
             (
                 "curl -H 'Authorization: Bearer abc' u",
                 "curl -H 'Authorization: Bearer ***' u",

@@ -892,6 +892,21 @@ impl Driver {
         out
     }
 
+    /// What `observe` reads from a Caddy config document, without the admin API: the live
+    /// and preview routes (or why they cannot be read) and how many handlers each slot has.
+    /// For the property tests (tests/proptests.rs).
+    #[doc(hidden)]
+    pub fn read_config(&self, config: &Value) -> Vec<std::result::Result<String, String>> {
+        let mut out = vec![
+            self.routed_slot(config, Pointer::Live),
+            self.routed_slot(config, Pointer::Next),
+        ];
+        for u in &self.slots {
+            out.push(Ok(self.slot_handlers(config, u).len().to_string()));
+        }
+        out
+    }
+
     /// api mode: the slot the live or preview handler proxies to, or a note saying why
     /// there is none.
     fn routed_slot(&self, config: &Value, which: Pointer) -> std::result::Result<String, String> {
