@@ -826,13 +826,16 @@ pub fn setting_position(c: &Config, key: &str) -> Option<(usize, usize)> {
     settings_value(&src, key).map(|r| line_col(&src, r.start))
 }
 
+/// Makes a [`ConfigError`] at a span of the source, about a field, with a message.
+type Locate<'a> = dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError + 'a;
+
 /// A router table as its typed config. On an error, find the key it is about: the one the
 /// message names (`unknown field`), one that looks like a missing field (`kindx` for `kind`),
 /// or the one without which the table is accepted (`retry_after = -3`), and point at it.
 fn router_from(
     table: RawTable,
     span: Range<usize>,
-    at: &dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError,
+    at: &Locate<'_>,
 ) -> Result<RouterConfig, ConfigError> {
     let plain = |skip: Option<&str>| -> toml::Value {
         toml::Value::Table(
