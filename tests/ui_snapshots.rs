@@ -552,3 +552,19 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
     assert!(text.contains("Drill (running)"), "{text}");
     insta::assert_snapshot!("drill_running", text);
 }
+
+#[test]
+fn a_router_error_with_credentials_is_drawn_redacted() {
+    let mut app = app_with(EnvMemory::default());
+    app.update(Event::Router {
+        env: 0,
+        router: 0,
+        result: Err("lbctl --password argv-CCC: Authorization: Bearer tok-AAA".into()),
+        at: t0(),
+    });
+    let (text, _) = screen(&mut app, 160, 40);
+    assert!(text.contains("lbctl --password ***"), "{text}");
+    for secret in ["argv-CCC", "tok-AAA"] {
+        assert!(!text.contains(secret), "{secret} is on screen:\n{text}");
+    }
+}
