@@ -418,7 +418,12 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
     };
     let raw: RawConfig = toml::from_str(src).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        at(span, None, e.message().trim().to_string())
+        let m = e.message().trim().to_string();
+        let hint = quoted_after(&m, "unknown field `")
+            .and_then(|k| closest(k, &quoted_list(&m, "expected one of ")))
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        at(span, None, format!("{m}{hint}"))
     })?;
 
     let mut keys = std::collections::BTreeMap::new();
@@ -1046,6 +1051,7 @@ version_pointer = "/version"
         assert_eq!((e.line, e.column), (3, 1), "{e}");
         assert!(e.to_string().starts_with("cutover.toml:3:1:"), "{e}");
         assert!(e.message.contains("unknown field `poll_intervall`"), "{e}");
+        assert!(e.message.contains("did you mean `poll_interval`?"), "{e}");
     }
 
     #[test]
