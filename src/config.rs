@@ -354,7 +354,9 @@ pub fn default_path() -> PathBuf {
     crate::paths::config_dir().join("config.toml")
 }
 
-/// Read and validate a config file, as the binary does: every environment needs a router.
+/// Read and validate a config file, as the binary does: every environment needs a router, and
+/// the credentials the routers point at are handed to [`crate::redact`] (only here, so that
+/// parsing a text has no effect beyond its result).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let fail = |message: String| ConfigError {
         file: path.to_path_buf(),
@@ -389,7 +391,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ..fail("is not UTF-8 text; a config is a TOML file written in UTF-8".into())
         }
     })?;
-    parse_strict(&src, path)
+    let c = parse_strict(&src, path)?;
+    for e in &c.environments {
+        for r in &e.routers {
+            register_secrets(r);
+        }
+    }
+    Ok(c)
 }
 
 /// Parse and validate config text; `path` is used only in messages. Unlike [`load`], an
@@ -700,11 +708,6 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             fleet: re.fleet,
             drill_loopback_only: re.drill_loopback_only,
         });
-    }
-    for e in &environments {
-        for r in &e.routers {
-            register_secrets(r);
-        }
     }
     Ok(Config {
         path: path.to_path_buf(),
@@ -1242,6 +1245,24 @@ version_pointer = "/version"
         let e = load(&p).expect_err("not UTF-8");
         assert_eq!((e.line, e.column), (2, 13), "{e}");
         assert!(e.message.contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn loading_hands_the_credentials_it_names_to_redaction() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c.toml");
+        let src = GOOD.to_string()
+            + "\n[[environment.router]]\nkind = \"exec\"\nobserve = [\"true\"]\n\
+               env = { LB_TOKEN = \"cfg-secret-XYZ\", REGION = \"eu-west-1\" }\n";
+        std::fs::write(&p, &src).expect("write");
+        // Parsing alone registers nothing.
+        parse(&src, &p).expect("valid");
+        assert!(crate::redact::redact("cfg-secret-XYZ").contains("XYZ"));
+        load(&p).expect("valid");
+        assert_eq!(
+            crate::redact::redact("lb said cfg-secret-XYZ in eu-west-1"),
+            "lb said *** in eu-west-1"
+        );
     }
 
     #[test]
