@@ -1079,7 +1079,7 @@ impl App {
                 self.status = Some((
                     Level::Warn,
                     format!(
-                        "{} is changing the routers: cutover quits when that step ends                          (a watch after it is abandoned, the new slot stays live); press {key}                          again to quit now (recorded as abandoned; `cutover recover` finishes it)",
+                        "{} is changing the routers: cutover quits when that step ends (a watch after it is abandoned, the new slot stays live); press {key} again to quit now (recorded as abandoned; `cutover recover` finishes it)",
                         changing.join(", ")
                     ),
                 ));

@@ -2,14 +2,16 @@
 //! command, then the result, each stamped with its own time and sharing the operation's id), in a daily rolling file
 //! (`audit.YYYY-MM-DD.jsonl` in the state dir, or `settings.audit_dir`).
 //!
-//! Secrets never reach it: every text is passed through [`redact`] first.
+//! Secrets never reach it: every text is passed through [`redact`] first. The files are
+//! created with mode 0600, the directory (when cutover creates it) with 0700.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tracing_appender::rolling::{RollingFileAppender, Rotation};
+
+use crate::logs::DailyFile;
 
 /// One step of an operation as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,23 +51,20 @@ pub struct AuditRecord {
 }
 
 pub struct AuditLog {
-    writer: Mutex<RollingFileAppender>,
+    writer: Mutex<DailyFile>,
     pub dir: PathBuf,
 }
 
 impl AuditLog {
     pub fn open(dir: PathBuf) -> color_eyre::eyre::Result<AuditLog> {
-        std::fs::create_dir_all(&dir).map_err(|e| {
+        crate::logs::create_private_dir(&dir).map_err(|e| {
             color_eyre::eyre::eyre!("cannot create the audit dir {}: {e}", dir.display())
         })?;
-        let appender = RollingFileAppender::builder()
-            .rotation(Rotation::DAILY)
-            .filename_prefix("audit")
-            .filename_suffix("jsonl")
-            .build(&dir)
-            .map_err(|e| {
-                color_eyre::eyre::eyre!("cannot open the audit log in {}: {e}", dir.display())
-            })?;
+        let mut appender = DailyFile::new(&dir, "audit", Some("jsonl"));
+        // Open today's file now, so a directory that cannot be written is reported at start.
+        appender.open_now().map_err(|e| {
+            color_eyre::eyre::eyre!("cannot open the audit log in {}: {e}", dir.display())
+        })?;
         Ok(AuditLog {
             writer: Mutex::new(appender),
             dir,
@@ -77,7 +76,14 @@ impl AuditLog {
         let mut rec = rec.clone();
         rec.message = redact(&rec.message);
         for s in &mut rec.steps {
+            s.step = redact(&s.step);
             s.detail = redact(&s.detail);
+        }
+        for v in [&mut rec.from_version, &mut rec.to_version]
+            .into_iter()
+            .flatten()
+        {
+            *v = redact(v);
         }
         let Ok(mut line) = serde_json::to_vec(&rec) else {
             return;
@@ -94,52 +100,9 @@ impl AuditLog {
     }
 }
 
-/// Remove credentials from a text: `user:pass@` in URLs, bearer tokens, `token=`/`password=`
-/// values.
-pub fn redact(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    // user:pass@ inside scheme://...
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '"')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        if let Some(at) = authority.rfind('@') {
-            out.push_str("***@");
-            out.push_str(&authority[at + 1..]);
-        } else {
-            out.push_str(authority);
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    let mut words: Vec<String> = Vec::new();
-    let mut hide_next = false;
-    for w in out.split(' ') {
-        if hide_next {
-            words.push("***".into());
-            hide_next = false;
-            continue;
-        }
-        let lw = w.to_ascii_lowercase();
-        if lw == "bearer" || lw == "basic" {
-            hide_next = true;
-            words.push(w.to_string());
-        } else if let Some((k, _)) = w.split_once('=')
-            && ["token", "password", "passwd", "secret", "apikey", "api_key"]
-                .iter()
-                .any(|s| k.to_ascii_lowercase().ends_with(s))
-        {
-            words.push(format!("{k}=***"));
-        } else {
-            words.push(w.to_string());
-        }
-    }
-    words.join(" ")
-}
+/// The one redaction function (see [`crate::redact`]), here too for the callers that know it
+/// as the audit log's.
+pub use crate::redact::redact;
 
 #[cfg(test)]
 mod tests {

@@ -12,12 +12,23 @@ use crate::app::{App, Event};
 use crate::config::Config;
 use crate::model::{MaintenanceMode, ProbeResult, Role, RouterState};
 use crate::ops::{
-    Engine, GateSource, Interrupt, OpKind, OpRequest, Progress, ROUTER_TIMEOUT, Verdict,
-    observe_within,
+    Engine, GateSource, Interrupt, OpKind, OpRequest, Progress, Verdict, observe_within,
 };
 use crate::probe::UrlProbe;
 use crate::tui::World;
 use crate::ui::theme::Theme;
+
+/// `println!`, `eprintln!` and `eprint!` with the text passed through [`crate::redact::redact`]:
+/// nothing a command prints carries a credential.
+macro_rules! outln {
+    ($($t:tt)*) => { println!("{}", crate::redact::redact(&format!($($t)*))) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { eprintln!("{}", crate::redact::redact(&format!($($t)*))) };
+}
+macro_rules! err {
+    ($($t:tt)*) => { eprint!("{}", crate::redact::redact(&format!($($t)*))) };
+}
 
 /// Exit codes, documented in the README.
 pub const EXIT_OK: i32 = 0;
@@ -113,7 +124,7 @@ struct EnvStatus {
 async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
     let mut routers = Vec::new();
     for r in &engine.routers {
-        let (state, error) = match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
+        let (state, error) = match observe_within(r.as_ref(), r.observe_timeout()).await {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e)),
         };
@@ -226,11 +237,11 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "environments": out }))?
+            crate::redact::to_json_pretty(&serde_json::json!({ "environments": out }))?
         );
     } else {
         for e in &out {
-            println!(
+            outln!(
                 "{}  live={} preview={}{}",
                 e.name,
                 e.live.as_deref().unwrap_or("?"),
@@ -241,13 +252,17 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                     ""
                 }
             );
-            println!(
+            outln!(
                 "  {:<10} {:<12} {:<10} {:<7} {:<9} version",
-                "slot", "role", "health", "status", "latency"
+                "slot",
+                "role",
+                "health",
+                "status",
+                "latency"
             );
             for s in &e.slots {
                 let p = &s.probe;
-                println!(
+                outln!(
                     "  {:<10} {:<12} {:<10} {:<7} {:<9} {}",
                     s.name,
                     format!("{} {}", s.role.symbol(), s.role.label()),
@@ -263,21 +278,21 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
             for r in &e.routers {
                 let problems = r.state.as_ref().map_or(&[][..], |s| &s.problems[..]);
                 match (&r.error, problems) {
-                    (Some(err), _) => println!("  router {} ({}): ERROR {err}", r.name, r.kind),
-                    (None, []) => println!("  router {} ({}): ok", r.name, r.kind),
+                    (Some(err), _) => outln!("  router {} ({}): ERROR {err}", r.name, r.kind),
+                    (None, []) => outln!("  router {} ({}): ok", r.name, r.kind),
                     (None, [first, rest @ ..]) => {
-                        println!("  router {} ({}): PROBLEM {first}", r.name, r.kind);
+                        outln!("  router {} ({}): PROBLEM {first}", r.name, r.kind);
                         for p in rest {
-                            println!("    PROBLEM {p}");
+                            outln!("    PROBLEM {p}");
                         }
                     }
                 }
                 for n in r.state.iter().flat_map(|s| &s.notes) {
-                    println!("    note: {n}");
+                    outln!("    note: {n}");
                 }
             }
             if let Some(p) = &e.public {
-                println!(
+                outln!(
                     "  public {} → {}",
                     p.url,
                     p.version.as_ref().map_or_else(
@@ -298,7 +313,7 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                 })
                 .collect();
             for w in e.warnings.iter().filter(|w| !problems.contains(w)) {
-                println!("  WARNING {w}");
+                outln!("  WARNING {w}");
             }
         }
     }
@@ -369,7 +384,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
             }
         }
         for r in &e.routers {
-            let (ok, detail) = match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
+            let (ok, detail) = match observe_within(r.as_ref(), r.observe_timeout()).await {
                 // Read, but configured so that it cannot switch: a failed check.
                 Ok(s) if !s.problems.is_empty() => (false, s.problems.join("; ")),
                 Ok(s) => (
@@ -393,11 +408,11 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
     }
     let failed = rows.iter().filter(|r| !r.ok).count();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", crate::redact::to_json_pretty(&rows)?);
     } else {
-        println!("config {} is valid", world.config.path.display());
+        outln!("config {} is valid", world.config.path.display());
         for r in &rows {
-            println!(
+            outln!(
                 "{} {:<14} {:<22} {:<40} {}",
                 if r.ok { "ok  " } else { "FAIL" },
                 r.environment,
@@ -406,7 +421,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                 r.detail
             );
         }
-        println!("{} checks, {} failed", rows.len(), failed);
+        outln!("{} checks, {} failed", rows.len(), failed);
     }
     Ok(if failed > 0 { EXIT_FAILED } else { EXIT_OK })
 }
@@ -419,7 +434,7 @@ fn confirm(question: &str, yes: bool) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!("refusing to act without --yes: there is no terminal to ask on ({question})");
     }
-    eprint!("{question} [y/N] ");
+    err!("{question} [y/N] ");
     std::io::stderr().flush()?;
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
@@ -436,7 +451,7 @@ pub async fn operate(
 ) -> Result<i32> {
     let engine = engine(world, env)?.clone();
     if let Some(why) = read_only_reason(world, &engine, read_only) {
-        eprintln!("read-only: `{}` is not allowed ({why})", kind.name());
+        errln!("read-only: `{}` is not allowed ({why})", kind.name());
         return Ok(EXIT_FAILED);
     }
     let question = format!("{} on `{env}`?", kind.name());
@@ -453,11 +468,11 @@ pub async fn operate(
         match confirm(&question, flags.yes) {
             Ok(true) => {}
             Ok(false) => {
-                eprintln!("cancelled");
+                errln!("cancelled");
                 return Ok(EXIT_FAILED);
             }
             Err(e) => {
-                eprintln!("{e:#}");
+                errln!("{e:#}");
                 return Ok(EXIT_FAILED);
             }
         }
@@ -484,7 +499,7 @@ pub async fn operate(
                     ok: Some(ok),
                     message,
                 } => {
-                    eprintln!(
+                    errln!(
                         "{:<7} {} {message}",
                         step.label(),
                         if ok { "ok  " } else { "FAIL" }
@@ -494,9 +509,9 @@ pub async fn operate(
                     step,
                     ok: None,
                     message,
-                } => eprintln!("{:<7} ...  {message}", step.label()),
+                } => errln!("{:<7} ...  {message}", step.label()),
                 Progress::Watching { remaining, detail } => {
-                    eprintln!("watch   {:>3}s {detail}", remaining.as_secs())
+                    errln!("watch   {:>3}s {detail}", remaining.as_secs())
                 }
                 Progress::Finished(_) | Progress::Remembered => {}
             }
@@ -506,9 +521,9 @@ pub async fn operate(
     let out = run_until_signalled(run, cancel_tx, &engine, &id, op_name).await?;
     let _ = printer.await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", crate::redact::to_json_pretty(&out)?);
     } else {
-        println!("{}: {}", out.verdict.label(), out.message);
+        outln!("{}: {}", out.verdict.label(), out.message);
     }
     Ok(match out.verdict {
         Verdict::Done => EXIT_OK,
@@ -556,8 +571,8 @@ async fn run_until_signalled(
             std::process::exit(EXIT_FAILED);
         }
         asked = true;
-        eprintln!(
-            "stopping at the next safe point (a router change in progress finishes first);              signal again to quit at once"
+        errln!(
+            "stopping at the next safe point (a router change in progress finishes first); signal again to quit at once"
         );
         let _ = cancel.send(Interrupt::Quit);
     }
@@ -619,7 +634,7 @@ pub async fn watch_env(world: World, env: &str) -> Result<i32> {
         let new = (app.events_total - printed) as usize;
         for l in app.events.iter().skip(app.events.len().saturating_sub(new)) {
             if &l.env == name {
-                println!("{} {} {}", crate::timefmt::rfc3339(l.at), l.env, l.text);
+                outln!("{} {} {}", crate::timefmt::rfc3339(l.at), l.env, l.text);
             }
         }
         printed = app.events_total;
@@ -638,18 +653,18 @@ pub async fn drill(
 ) -> Result<i32> {
     let engine = engine(world, env)?;
     if let Some(why) = read_only_reason(world, engine, read_only) {
-        eprintln!("read-only: a drill switches slots; not allowed ({why})");
+        errln!("read-only: a drill switches slots; not allowed ({why})");
         return Ok(EXIT_FAILED);
     }
     let report = match crate::drill::run(engine, opts).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("drill refused: {e:#}");
+            errln!("drill refused: {e:#}");
             return Ok(EXIT_FAILED);
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", crate::redact::to_json_pretty(&report)?);
     } else {
         report.print();
     }
@@ -675,12 +690,12 @@ pub async fn setup(
     use crate::router::RouterConfig;
     let engine = engine(world, env)?;
     if let Some(why) = read_only_reason(world, engine, read_only) {
-        eprintln!("read-only: `setup` writes the files a proxy serves from; not allowed ({why})");
+        errln!("read-only: `setup` writes the files a proxy serves from; not allowed ({why})");
         return Ok(EXIT_FAILED);
     }
     for slot in std::iter::once(live).chain(preview) {
         if engine.env.slot(slot).is_none() {
-            eprintln!("there is no slot `{slot}` in `{env}`");
+            errln!("there is no slot `{slot}` in `{env}`");
             return Ok(EXIT_USAGE);
         }
     }
@@ -691,7 +706,7 @@ pub async fn setup(
     let guard = match tokio::task::spawn_blocking(move || store.lock(&name, &me)).await? {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("`{env}` is {e}: wait for it to end");
+            errln!("`{env}` is {e}: wait for it to end");
             return Ok(EXIT_FAILED);
         }
     };
@@ -707,11 +722,12 @@ pub async fn setup(
             continue;
         }
         if !force
-            && let Ok(Ok(state)) = tokio::time::timeout(ROUTER_TIMEOUT, router.observe()).await
+            && let Ok(Ok(state)) =
+                tokio::time::timeout(router.observe_timeout(), router.observe()).await
             && let Some(serving) = state.live
         {
-            eprintln!(
-                "router `{name}` is already set up: its live route serves `{serving}`. `cutover                  swap {env}` changes it (gated, verified, watched); `setup --force` rewrites                  its files now"
+            errln!(
+                "router `{name}` is already set up: its live route serves `{serving}`. `cutover swap {env}` changes it (gated, verified, watched); `setup --force` rewrites its files now"
             );
             failed = Some(format!("router `{name}` already set up (live `{serving}`)"));
             break;
@@ -738,7 +754,7 @@ pub async fn setup(
         match res {
             Ok(()) => {
                 done += 1;
-                println!("{detail}");
+                outln!("{detail}");
                 steps.push(crate::audit::StepRecord {
                     step: "apply".into(),
                     ok: true,
@@ -747,14 +763,14 @@ pub async fn setup(
                 });
             }
             Err(e) => {
-                eprintln!("router `{name}`: {e:#}");
+                errln!("router `{name}`: {e:#}");
                 failed = Some(format!("router `{name}`: {e:#}"));
                 break;
             }
         }
     }
     if done == 0 && failed.is_none() {
-        eprintln!(
+        errln!(
             "`{env}` has no nginx or Caddy router whose files cutover writes; nothing to set up"
         );
         return Ok(EXIT_FAILED);
@@ -793,22 +809,22 @@ pub async fn setup(
 pub fn unlock(world: &World, env: &str, read_only: bool) -> Result<i32> {
     let engine = engine(world, env)?;
     if let Some(why) = read_only_reason(world, engine, read_only) {
-        eprintln!("read-only: `unlock` is not allowed ({why})");
+        errln!("read-only: `unlock` is not allowed ({why})");
         return Ok(EXIT_FAILED);
     }
     match world.store.clear_lock(&engine.env.name)? {
         Err(holder) => {
-            eprintln!(
-                "`{env}` is locked by a live cutover: {}. Its lock ends with it; to act now,                  take it over: `cutover swap {env} --take-over` (its watch ends and it records                  who took over)",
+            errln!(
+                "`{env}` is locked by a live cutover: {}. Its lock ends with it; to act now, take it over: `cutover swap {env} --take-over` (its watch ends and it records who took over)",
                 holder.describe()
             );
             Ok(EXIT_FAILED)
         }
         Ok(journal) => {
-            println!("`{env}` is not locked (nothing held it)");
+            outln!("`{env}` is not locked (nothing held it)");
             if journal {
-                eprintln!(
-                    "an interrupted operation's journal is there: `cutover status {env}` shows                      it, `cutover recover {env}` resolves it"
+                errln!(
+                    "an interrupted operation's journal is there: `cutover status {env}` shows it, `cutover recover {env}` resolves it"
                 );
             }
             Ok(EXIT_OK)

@@ -29,7 +29,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if self.line == 0 {
+            // About the whole file (missing, a directory, unreadable): no position.
+            write!(f, "{}: ", self.file.display())?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        }
         if let Some(field) = &self.field {
             write!(f, "field `{field}`: ")?;
         }
@@ -38,6 +43,19 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A config that parsed but cannot be used as it stands, found when a driver is built (a
+/// `token_env` variable that is not set...): a usage error (exit 2), like a [`ConfigError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem(pub String);
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
 
 /// How a fleet (several routers) is switched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -292,7 +310,7 @@ struct RawEnvironment {
     #[serde(default, rename = "slot")]
     slots: Vec<RawSlot>,
     #[serde(default, rename = "router")]
-    routers: Vec<Spanned<RouterConfig>>,
+    routers: Vec<Spanned<RawTable>>,
     rolling: Option<Spanned<Rolling>>,
     #[serde(default)]
     allow_drill: bool,
@@ -304,6 +322,10 @@ struct RawEnvironment {
     rollback_window: Duration,
     one_key_rollback: Option<bool>,
 }
+
+/// A table kept with the positions of its keys and values, turned into its typed form
+/// afterwards, so an error can name the key it is about and point at its line.
+type RawTable = std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
 fn default_health() -> Spanned<String> {
     Spanned::new(0..0, "/health".into())
@@ -331,6 +353,13 @@ struct RawSlot {
     nodes: Vec<Node>,
 }
 
+/// The most `gate_checks` may be.
+pub const MAX_GATE_CHECKS: usize = 1000;
+/// The most polls `history` may keep.
+pub const MAX_HISTORY: usize = 100_000;
+/// The most `max_body` may be, in bytes (16 MiB).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
 /// Where the config comes from when `--config` is not given.
 pub fn default_path() -> PathBuf {
     if let Some(p) = std::env::var_os("CUTOVER_CONFIG") {
@@ -339,23 +368,64 @@ pub fn default_path() -> PathBuf {
     crate::paths::config_dir().join("config.toml")
 }
 
-/// Read and validate a config file.
+/// Read and validate a config file, as the binary does: every environment needs a router, and
+/// the credentials the routers point at are handed to [`crate::redact`] (only here, so that
+/// parsing a text has no effect beyond its result).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let fail = |message: String| ConfigError {
         file: path.to_path_buf(),
         line: 0,
         column: 0,
         field: None,
-        message: format!(
-            "cannot read the config: {e}; create one with `cutover init {}`",
-            path.display()
-        ),
+        message,
+    };
+    if path.is_dir() {
+        return Err(fail(
+            "is a directory, not a config file; give the file's path (--config DIR/config.toml)"
+                .into(),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "no such file; create one with `cutover init {}`, or give another with --config",
+                path.display()
+            ),
+            std::io::ErrorKind::PermissionDenied => {
+                "cannot be read: permission denied; check its owner and mode (ls -l)".into()
+            }
+            _ => format!("cannot be read: {e}"),
+        })
     })?;
-    parse(&src, path)
+    let src = String::from_utf8(bytes).map_err(|e| {
+        let (line, column) = line_col_bytes(e.as_bytes(), e.utf8_error().valid_up_to());
+        ConfigError {
+            line,
+            column,
+            ..fail("is not UTF-8 text; a config is a TOML file written in UTF-8".into())
+        }
+    })?;
+    let c = parse_strict(&src, path)?;
+    for e in &c.environments {
+        for r in &e.routers {
+            register_secrets(r);
+        }
+    }
+    Ok(c)
 }
 
-/// Parse and validate config text; `path` is used only in messages.
+/// Parse and validate config text; `path` is used only in messages. Unlike [`load`], an
+/// environment without a router is accepted (views and probes are tested without one).
 pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_with(src, path, false)
+}
+
+/// [`parse`], refusing an environment without a router as [`load`] does.
+pub fn parse_strict(src: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_with(src, path, true)
+}
+
+fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, ConfigError> {
     let at = |span: Range<usize>, field: Option<&str>, message: String| {
         let (line, column) = line_col(src, span.start);
         ConfigError {
@@ -370,7 +440,12 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let raw: RawConfig = toml::from_str(src).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        at(span, None, e.message().trim().to_string())
+        let m = e.message().trim().to_string();
+        let hint = quoted_after(&m, "unknown field `")
+            .and_then(|k| closest(k, &quoted_list(&m, "expected one of ")))
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        at(span, None, format!("{m}{hint}"))
     })?;
 
     let mut keys = std::collections::BTreeMap::new();
@@ -385,18 +460,41 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         crate::keymap::Keymap::with_overrides(&keys).map_err(|m| at(k.span(), Some("keys"), m))?;
     }
     let s = &raw.settings;
-    if s.poll_interval.is_zero() || s.timeout.is_zero() {
+    for (key, d) in [("poll_interval", s.poll_interval), ("timeout", s.timeout)] {
+        if d.is_zero() {
+            return Err(at(
+                settings_value(src, key).unwrap_or(0..0),
+                Some(key),
+                "must be more than zero".into(),
+            ));
+        }
+    }
+    let setting = |key: &str| settings_value(src, key).unwrap_or(0..0);
+    if s.gate_checks == 0 || s.gate_checks > MAX_GATE_CHECKS {
         return Err(at(
-            find_key(src, "poll_interval").unwrap_or(0..0),
-            Some("settings"),
-            "poll_interval and timeout must be more than zero".into(),
+            setting("gate_checks"),
+            Some("gate_checks"),
+            format!("must be between 1 and {MAX_GATE_CHECKS}"),
         ));
     }
-    if s.gate_checks == 0 {
+    if s.history == 0 || s.history > MAX_HISTORY {
         return Err(at(
-            find_key(src, "gate_checks").unwrap_or(0..0),
-            Some("gate_checks"),
-            "must be at least 1".into(),
+            setting("history"),
+            Some("history"),
+            format!(
+                "must be between 1 and {MAX_HISTORY} (polls kept for the sparkline); it is {}",
+                s.history
+            ),
+        ));
+    }
+    if s.max_body == 0 || s.max_body > MAX_BODY {
+        return Err(at(
+            setting("max_body"),
+            Some("max_body"),
+            format!(
+                "must be between 1 and {MAX_BODY} bytes (16 MiB); it is {}",
+                s.max_body
+            ),
         ));
     }
     if raw.environments.is_empty() {
@@ -413,6 +511,17 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         let name = re.name.get_ref().clone();
         if name.trim().is_empty() {
             return Err(at(re.name.span(), Some("name"), "must not be empty".into()));
+        }
+        if !crate::paths::is_safe_name(&name) {
+            return Err(at(
+                re.name.span(),
+                Some("name"),
+                format!(
+                    "environment name `{name}` is not allowed: it is used in file names, so \
+                     it must be {}",
+                    crate::paths::SAFE_NAME_RULE
+                ),
+            ));
         }
         if !env_names.insert(name.clone()) {
             return Err(at(
@@ -435,12 +544,31 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut slots = Vec::new();
         for rs in re.slots {
             let sname = rs.name.get_ref().clone();
-            if sname.trim().is_empty() || sname.contains(char::is_whitespace) {
+            if !crate::paths::is_safe_name(&sname) {
                 return Err(at(
                     rs.name.span(),
                     Some("name"),
-                    "a slot name must be one word".into(),
+                    format!(
+                        "slot name `{sname}` is not allowed: it is used in file names and proxy \
+                         configs, so it must be {}",
+                        crate::paths::SAFE_NAME_RULE
+                    ),
                 ));
+            }
+            for n in &rs.nodes {
+                if !crate::paths::is_safe_name(&n.name) {
+                    let span =
+                        find_value_in(src, rs.name.span().start, "nodes").unwrap_or(rs.name.span());
+                    return Err(at(
+                        span,
+                        Some("nodes"),
+                        format!(
+                            "node name `{}` is not allowed: it must be {}",
+                            n.name,
+                            crate::paths::SAFE_NAME_RULE
+                        ),
+                    ));
+                }
             }
             if !slot_names.insert(sname.clone()) {
                 return Err(at(
@@ -501,9 +629,49 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         let mut routers = Vec::new();
         let mut router_names = BTreeSet::new();
+        if re.routers.is_empty() && require_router {
+            return Err(at(
+                re.name.span(),
+                Some("router"),
+                format!(
+                    "environment `{name}` has no [[environment.router]]: cutover reads every \
+                     switch back from a router, so give one (`kind = \"embedded\"` is cutover's \
+                     own proxy; see Routers in the README)"
+                ),
+            ));
+        }
+        if re.verify_timeout.is_zero() {
+            return Err(at(
+                find_value_in(src, re.name.span().start, "verify_timeout")
+                    .unwrap_or(re.name.span()),
+                Some("verify_timeout"),
+                "must be more than zero: verify waits this long for the routers and the public \
+                 URL to show a change"
+                    .into(),
+            ));
+        }
+        if re.gate_checks == Some(0) {
+            return Err(at(
+                find_value_in(src, re.name.span().start, "gate_checks").unwrap_or(re.name.span()),
+                Some("gate_checks"),
+                format!("must be between 1 and {MAX_GATE_CHECKS}"),
+            ));
+        }
         for rr in re.routers {
             let span = rr.span();
-            let mut rc = rr.into_inner();
+            let mut rc = router_from(rr.into_inner(), span.clone(), &at)?;
+            if rc.name() != rc.kind() && !crate::paths::is_safe_name(rc.name()) {
+                return Err(at(
+                    find_value_in(src, span.start, "name").unwrap_or(span.clone()),
+                    Some("name"),
+                    format!(
+                        "router name `{}` is not allowed: it is used in file names, so it must \
+                         be {}",
+                        rc.name(),
+                        crate::paths::SAFE_NAME_RULE
+                    ),
+                ));
+            }
             rc.validate(&slots).map_err(|m| at(span.clone(), None, m))?;
             if let RouterConfig::Embedded(c) = &mut rc
                 && c.state_file.is_none()
@@ -565,6 +733,50 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// Tell [`crate::redact`] the credentials a router's config points at, so their values are
+/// hidden wherever they appear: `token_env`, `password_env`, the first line of `password_file`,
+/// and exec's `env` values and `pass_env` variables whose names look secret (`*_TOKEN`,
+/// `*PASSWORD`...).
+fn register_secrets(r: &RouterConfig) {
+    use crate::redact::{register_env, register_secret};
+    let secret_name = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        [
+            "token",
+            "password",
+            "passwd",
+            "secret",
+            "apikey",
+            "api_key",
+            "credential",
+        ]
+        .iter()
+        .any(|w| k.contains(w))
+    };
+    match r {
+        RouterConfig::Embedded(c) => c.token_env.iter().for_each(|v| register_env(v)),
+        RouterConfig::Apache(c) => {
+            c.password_env.iter().for_each(|v| register_env(v));
+            if let Some(f) = &c.password_file
+                && let Ok(text) = std::fs::read_to_string(f)
+            {
+                register_secret(text.lines().next().unwrap_or_default());
+            }
+        }
+        RouterConfig::Exec(c) => {
+            for (k, v) in &c.env {
+                if secret_name(k) {
+                    register_secret(v);
+                }
+            }
+            for k in c.pass_env.iter().filter(|k| secret_name(k)) {
+                register_env(k);
+            }
+        }
+        RouterConfig::Haproxy(_) | RouterConfig::Nginx(_) | RouterConfig::Caddy(_) => {}
+    }
+}
+
 fn check_url(u: &str) -> Result<(), String> {
     let rest = u
         .strip_prefix("http://")
@@ -606,12 +818,175 @@ fn key_at(src: &str, offset: usize) -> Option<String> {
     (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#')).then(|| key.to_string())
 }
 
-fn find_key(src: &str, key: &str) -> Option<Range<usize>> {
+/// 1-based line and column of byte `offset` in text that may not be UTF-8 after it.
+fn line_col_bytes(b: &[u8], offset: usize) -> (usize, usize) {
+    let before = String::from_utf8_lossy(&b[..offset.min(b.len())]);
+    line_col(&before, before.len())
+}
+
+/// The span of `key`'s value in `[settings]`.
+fn settings_value(src: &str, key: &str) -> Option<Range<usize>> {
+    table_value(src, "settings", key)
+}
+
+/// The span of `key`'s value in the single table `[table]`.
+pub(crate) fn table_value(src: &str, table: &str, key: &str) -> Option<Range<usize>> {
+    let header = format!("[{table}]");
     let mut off = 0;
     for line in src.split_inclusive('\n') {
-        if line.trim_start().starts_with(key) {
-            let i = off + line.find(key).unwrap_or(0);
-            return Some(i..i + key.len());
+        let l = line.split('#').next().unwrap_or_default().trim();
+        if l == header {
+            return find_value_in(src, off, key);
+        }
+        off += line.len();
+    }
+    None
+}
+
+/// Line and column of `key` in `[settings]` of the config file `c` came from, for messages
+/// about a setting found wrong after loading (an unknown theme).
+pub fn setting_position(c: &Config, key: &str) -> Option<(usize, usize)> {
+    let src = std::fs::read_to_string(&c.path).ok()?;
+    settings_value(&src, key).map(|r| line_col(&src, r.start))
+}
+
+/// Makes a [`ConfigError`] at a span of the source, about a field, with a message.
+type Locate<'a> = dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError + 'a;
+
+/// A router table as its typed config. On an error, find the key it is about: the one the
+/// message names (`unknown field`), one that looks like a missing field (`kindx` for `kind`),
+/// or the one without which the table is accepted (`retry_after = -3`), and point at it.
+fn router_from(
+    table: RawTable,
+    span: Range<usize>,
+    at: &Locate<'_>,
+) -> Result<RouterConfig, ConfigError> {
+    let plain = |skip: Option<&str>| -> toml::Value {
+        toml::Value::Table(
+            table
+                .iter()
+                .filter(|(k, _)| Some(k.get_ref().as_str()) != skip)
+                .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
+                .collect(),
+        )
+    };
+    let first = match plain(None).try_into::<RouterConfig>() {
+        Ok(rc) => return Ok(rc),
+        Err(e) => e.message().trim().to_string(),
+    };
+    let key_named = |k: &str| table.keys().find(|x| x.get_ref() == k);
+    if let Some(k) = quoted_after(&first, "unknown field `") {
+        let hint = closest(k, &quoted_list(&first, "expected one of "))
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        if let Some(ks) = key_named(k) {
+            return Err(at(ks.span(), Some(k), format!("{first}{hint}")));
+        }
+    }
+    if let Some(v) = quoted_after(&first, "unknown variant `")
+        && let Some(k) = key_named("kind")
+        && let Some(value) = table.get(k)
+    {
+        let hint = closest(v, &quoted_list(&first, "expected one of "))
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        return Err(at(value.span(), Some("kind"), format!("{first}{hint}")));
+    }
+    if let Some(missing) = quoted_after(&first, "missing field `") {
+        let near = table
+            .keys()
+            .filter(|k| k.get_ref() != missing)
+            .find(|k| closest(k.get_ref(), &[missing]).is_some());
+        if let Some(k) = near {
+            return Err(at(
+                k.span(),
+                Some(k.get_ref()),
+                format!(
+                    "{first}; `{}` is not a field: did you mean `{missing}`?",
+                    k.get_ref()
+                ),
+            ));
+        }
+        return Err(at(span, Some(missing), first.clone()));
+    }
+    for (k, v) in table.iter().filter(|(k, _)| k.get_ref() != "kind") {
+        let without = plain(Some(k.get_ref())).try_into::<RouterConfig>();
+        if without.is_ok() {
+            return Err(at(v.span(), Some(k.get_ref()), first));
+        }
+    }
+    Err(at(span, None, first))
+}
+
+/// The text between `prefix` and the next backtick.
+fn quoted_after<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = &s[s.find(prefix)? + prefix.len()..];
+    rest.split('`').next()
+}
+
+/// The backticked words after `prefix`: serde's "expected one of `a`, `b`".
+fn quoted_list<'a>(s: &'a str, prefix: &str) -> Vec<&'a str> {
+    s.find(prefix).map_or_else(Vec::new, |i| {
+        s[i + prefix.len()..]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect()
+    })
+}
+
+/// The candidate closest to `word` by edit distance, if it is close (a typo).
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The span of the value of `key` in the table whose header or first key is at `from`: the
+/// line `key = value` before the next table header. For errors about one key of a table.
+fn find_value_in(src: &str, from: usize, key: &str) -> Option<Range<usize>> {
+    let from = from.min(src.len());
+    // Back to the table's header (or the start of the file).
+    let mut off = src[..from].rfind('\n').map_or(0, |i| i + 1);
+    let header = |o: usize| {
+        src[o..]
+            .lines()
+            .next()
+            .is_some_and(|l| l.trim_start().starts_with('['))
+    };
+    while off > 0 && !header(off) {
+        off = src[..off - 1].rfind('\n').map_or(0, |i| i + 1);
+    }
+    for (i, line) in src[off..].split_inclusive('\n').enumerate() {
+        let t = line.trim_start();
+        if i > 0 && t.starts_with('[') {
+            return None;
+        }
+        if let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let eq = line.find('=').unwrap_or(0);
+            let value = line[eq + 1..].len() - line[eq + 1..].trim_start().len();
+            let start = off + eq + 1 + value;
+            return Some(start..start + line.trim_end().len().saturating_sub(eq + 1 + value));
         }
         off += line.len();
     }
@@ -662,11 +1037,21 @@ version_pointer = "/version"
             r.state_file.as_deref(),
             Some(Path::new("/srv/cutover/proxy-shop.json"))
         );
+        // Whatever name it is given, the path stays in the state dir.
+        let mut r = r.clone();
+        r.state_file = None;
+        let dir = Path::new("/srv/cutover");
+        for env in ["../../evil", "..", "a/b", ".x"] {
+            let p = r.state_path_in(env, dir);
+            assert_eq!(p.parent(), Some(dir), "{env}: {}", p.display());
+            let name = p.file_name().map(|n| n.to_string_lossy().to_string());
+            assert!(name.is_some_and(|n| crate::paths::file_in(dir, &n).is_some()));
+        }
     }
 
     #[test]
     fn a_good_config_has_defaults_filled_in() {
-        let c = parse(GOOD, Path::new("x.toml")).expect("valid");
+        let c = parse(&with_router(""), Path::new("x.toml")).expect("valid");
         assert_eq!(c.settings.poll_interval, Duration::from_secs(1));
         assert_eq!(c.settings.timeout, Duration::from_secs(1));
         let e = &c.environments[0];
@@ -685,6 +1070,7 @@ version_pointer = "/version"
         assert_eq!((e.line, e.column), (3, 1), "{e}");
         assert!(e.to_string().starts_with("cutover.toml:3:1:"), "{e}");
         assert!(e.message.contains("unknown field `poll_intervall`"), "{e}");
+        assert!(e.message.contains("did you mean `poll_interval`?"), "{e}");
     }
 
     #[test]
@@ -741,6 +1127,158 @@ version_pointer = "/version"
     fn missing_required_field_is_named() {
         let e = err(&GOOD.replace("address = \"http://127.0.0.1:9001\"\n", ""));
         assert!(e.message.contains("missing field `address`"), "{e}");
+    }
+
+    #[test]
+    fn names_used_in_paths_are_refused_at_their_own_line() {
+        let e = err(&GOOD.replace("name = \"shop\"", "name = \"../../evil\""));
+        assert_eq!((e.line, e.column), (6, 8), "{e}");
+        assert_eq!(e.field.as_deref(), Some("name"));
+        assert!(e.message.contains("`../../evil` is not allowed"), "{e}");
+        assert!(
+            e.to_string().starts_with("cutover.toml:6:8: field `name`:"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("name = \"blue\"", "name = \".blue\""));
+        assert_eq!((e.line, e.field.as_deref()), (10, Some("name")), "{e}");
+        let e = err(&GOOD.replace("name = \"green\"", "name = \"gr een\""));
+        assert_eq!(e.line, 14, "{e}");
+        let src =
+            format!("{GOOD}\n[[environment.router]]\nkind = \"embedded\"\n\nname = \"a/b\"\n");
+        let e = err(&src);
+        assert_eq!((e.line, e.column), (22, 8), "{e}");
+        assert_eq!(e.field.as_deref(), Some("name"));
+        assert!(e.message.contains("router name `a/b`"), "{e}");
+        let src = GOOD.replace(
+            "name = \"blue\"\n",
+            "nodes = [{ name = \"..\", address = \"http://127.0.0.1:1\" }]\nname = \"blue\"\n",
+        );
+        let e = err(&src);
+        assert_eq!((e.line, e.field.as_deref()), (10, Some("nodes")), "{e}");
+    }
+
+    /// GOOD with an embedded router table holding `fields`; the table's header is line 19.
+    fn with_router(fields: &str) -> String {
+        format!("{GOOD}\n[[environment.router]]\nkind = \"embedded\"\n{fields}")
+    }
+
+    #[test]
+    fn a_bad_router_value_is_named_at_its_own_line() {
+        let e = err(&with_router(
+            "live_listen = \"127.0.0.1:1\"\nretry_after = -3\n",
+        ));
+        assert_eq!((e.line, e.column), (22, 15), "{e}");
+        assert_eq!(e.field.as_deref(), Some("retry_after"));
+        assert!(
+            e.to_string()
+                .starts_with("cutover.toml:22:15: field `retry_after`: invalid value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_router_key_is_named_at_its_own_line_with_a_suggestion() {
+        let e = err(&with_router(
+            "live_listen = \"127.0.0.1:1\"\nretry_aftr = 3\n",
+        ));
+        assert_eq!((e.line, e.column), (22, 1), "{e}");
+        assert_eq!(e.field.as_deref(), Some("retry_aftr"));
+        assert!(e.message.contains("unknown field `retry_aftr`"), "{e}");
+        assert!(e.message.contains("did you mean `retry_after`?"), "{e}");
+        let src = GOOD.to_string() + "\n[[environment.router]]\nkindx = \"embedded\"\n";
+        let e = err(&src);
+        assert_eq!((e.line, e.column), (20, 1), "{e}");
+        assert_eq!(e.field.as_deref(), Some("kindx"));
+        assert!(e.message.contains("missing field `kind`"), "{e}");
+        assert!(e.message.contains("did you mean `kind`?"), "{e}");
+        let e = err(&(GOOD.to_string() + "\n[[environment.router]]\nkind = \"embeded\"\n"));
+        assert_eq!(
+            (e.line, e.column, e.field.as_deref()),
+            (20, 8, Some("kind")),
+            "{e}"
+        );
+        assert!(e.message.contains("did you mean `embedded`?"), "{e}");
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_at_their_line() {
+        for (line, field, text) in [
+            (4, "max_body", "max_body = 0"),
+            (4, "history", "history = 0"),
+            (4, "history", "history = 100000000000"),
+            (4, "gate_checks", "gate_checks = 0"),
+            (4, "timeout", "timeout = \"0s\""),
+        ] {
+            let e = err(&GOOD.replace(
+                "poll_interval = \"1s\"\n",
+                &format!("poll_interval = \"1s\"\n{text}\n"),
+            ));
+            assert_eq!(e.line, line, "{text}: {e}");
+            assert_eq!(e.field.as_deref(), Some(field), "{text}: {e}");
+            assert!(e.message.contains("between") || e.message.contains("more than zero"));
+        }
+        let e = err(&GOOD.replace("\"1s\"", "\"8d\""));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (3, Some("poll_interval")),
+            "{e}"
+        );
+        assert!(e.message.contains("7 days"), "{e}");
+    }
+
+    #[test]
+    fn an_environment_needs_a_router_and_a_verify_timeout() {
+        let no_router = GOOD.to_string();
+        let e = match parse_strict(&no_router, Path::new("cutover.toml")) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e,
+        };
+        assert_eq!((e.line, e.field.as_deref()), (6, Some("router")), "{e}");
+        assert!(e.message.contains("has no [[environment.router]]"), "{e}");
+        let src = with_router("").replace(
+            "name = \"shop\"\n",
+            "name = \"shop\"\nverify_timeout = \"0s\"\n",
+        );
+        let e = err(&src);
+        assert_eq!((e.line, e.column), (7, 18), "{e}");
+        assert_eq!(e.field.as_deref(), Some("verify_timeout"));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_says_what_is_wrong() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let e = load(d.path()).expect_err("a directory");
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert!(!e.to_string().contains(":0:0"), "{e}");
+        let e = load(&d.path().join("none.toml")).expect_err("missing");
+        assert!(
+            e.to_string()
+                .contains("no such file; create one with `cutover init"),
+            "{e}"
+        );
+        let p = d.path().join("latin1.toml");
+        std::fs::write(&p, b"[settings]\ntheme = \"caf\xe9\"\n").expect("write");
+        let e = load(&p).expect_err("not UTF-8");
+        assert_eq!((e.line, e.column), (2, 13), "{e}");
+        assert!(e.message.contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn loading_hands_the_credentials_it_names_to_redaction() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("c.toml");
+        let src = GOOD.to_string()
+            + "\n[[environment.router]]\nkind = \"exec\"\nobserve = [\"true\"]\n\
+               env = { LB_TOKEN = \"cfg-secret-XYZ\", REGION = \"eu-west-1\" }\n";
+        std::fs::write(&p, &src).expect("write");
+        // Parsing alone registers nothing.
+        parse(&src, &p).expect("valid");
+        assert!(crate::redact::redact("cfg-secret-XYZ").contains("XYZ"));
+        load(&p).expect("valid");
+        assert_eq!(
+            crate::redact::redact("lb said cfg-secret-XYZ in eu-west-1"),
+            "lb said *** in eu-west-1"
+        );
     }
 
     #[test]

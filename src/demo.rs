@@ -21,6 +21,48 @@ pub const SLOTS: [(&str, &str); 3] = [
 ];
 pub const ENV: &str = "demo";
 
+/// Refuse ports the demo cannot use (a usage error, exit 2): 0, slot ports past 65535, or
+/// one port given to two listeners.
+pub fn check_args(a: &DemoArgs) -> std::result::Result<(), String> {
+    let last_slot = a.slot_port as usize + SLOTS.len() - 1;
+    if last_slot > u16::MAX as usize {
+        return Err(format!(
+            "--slot-port {} is too high: the {} slots need ports {}..={last_slot}, past 65535",
+            a.slot_port,
+            SLOTS.len(),
+            a.slot_port
+        ));
+    }
+    let mut ports = vec![
+        ("--live-port", a.live_port),
+        ("--preview-port", a.preview_port),
+        ("--admin-port", a.admin_port),
+    ];
+    for (i, (name, _)) in SLOTS.iter().enumerate() {
+        ports.push((name, (a.slot_port as usize + i) as u16));
+    }
+    for (i, (flag, p)) in ports.iter().enumerate() {
+        if *p == 0 {
+            return Err(format!("{flag} 0 is not a port the demo can be reached on"));
+        }
+        if let Some((other, _)) = ports[..i].iter().find(|(_, q)| q == p) {
+            let what = |f: &str| {
+                if f.starts_with("--") {
+                    f.to_string()
+                } else {
+                    format!("slot `{f}` (--slot-port)")
+                }
+            };
+            return Err(format!(
+                "{} and {} are both port {p}; give each listener its own port",
+                what(other),
+                what(flag)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The demo world's config text.
 pub fn config_text(a: &DemoArgs, state_dir: &Path) -> String {
     let mut s = format!(

@@ -33,30 +33,24 @@ fn main() -> ExitCode {
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     match code {
         Ok(c) => ExitCode::from(c as u8),
-        Err(e) if e.downcast_ref::<commands::UnknownEnv>().is_some() => {
-            eprintln!("cutover: {e:#}");
+        Err(e)
+            if e.downcast_ref::<commands::UnknownEnv>().is_some()
+                || e.chain().any(|c| c.is::<config::ConfigProblem>()) =>
+        {
+            eprintln!("cutover: {}", cutover::redact::redact(&format!("{e:#}")));
             ExitCode::from(EXIT_USAGE as u8)
         }
         Err(e) => {
-            eprintln!("cutover: {e:#}");
+            eprintln!("cutover: {}", cutover::redact::redact(&format!("{e:#}")));
             ExitCode::from(EXIT_FAILED as u8)
         }
     }
 }
 
-/// Logs go to a daily file, never to the screen. The guard lives as long as the program.
+/// Logs go to a daily file (redacted, mode 0600), never to the screen. The guard lives as
+/// long as the program.
 fn init_logs(dir: &Path) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    std::fs::create_dir_all(dir).ok()?;
-    let appender = tracing_appender::rolling::daily(dir, "cutover.log");
-    let (writer, guard) = tracing_appender::non_blocking(appender);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .with_env_filter(filter)
-        .try_init();
-    Some(guard)
+    cutover::logs::init(dir)
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -66,7 +60,7 @@ fn config_path(cli: &Cli) -> PathBuf {
 fn load_config(cli: &Cli) -> std::result::Result<Config, i32> {
     let path = config_path(cli);
     config::load(&path).map_err(|e| {
-        eprintln!("cutover: {e}");
+        eprintln!("cutover: {}", cutover::redact::redact(&e.to_string()));
         EXIT_USAGE
     })
 }
@@ -75,13 +69,22 @@ fn theme(cli: &Cli, config: Option<&Config>) -> std::result::Result<Theme, i32> 
     if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
         return Ok(Theme::monochrome());
     }
+    let from_config = cli.theme.is_none();
     let name = cli
         .theme
         .clone()
         .or_else(|| config.map(|c| c.settings.theme.clone()))
         .unwrap_or_else(|| "dark".into());
     Theme::load(&name).map_err(|e| {
-        eprintln!("cutover: {e}");
+        // A theme named in the config: say where.
+        let at = config
+            .filter(|_| from_config)
+            .and_then(|c| {
+                config::setting_position(c, "theme")
+                    .map(|(l, col)| format!("{}:{l}:{col}: field `theme`: ", c.path.display()))
+            })
+            .unwrap_or_default();
+        eprintln!("cutover: {at}{}", cutover::redact::redact(&e));
         EXIT_USAGE
     })
 }
@@ -126,6 +129,10 @@ async fn run(cli: Cli) -> Result<i32> {
             return Ok(EXIT_OK);
         }
         Some(Command::Demo(a)) => {
+            if let Err(m) = cutover::demo::check_args(a) {
+                eprintln!("cutover: demo: {m}");
+                return Ok(EXIT_USAGE);
+            }
             let dir = cutover::demo::state_dir();
             if a.print_config {
                 print!("{}", cutover::demo::config_text(a, &dir));
@@ -172,6 +179,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    // State, locks and logs are the operator's own: their directories are created 0700.
+    let _ = cutover::logs::create_private_dir(&config.settings.state_dir_or_default());
     let _logs = init_logs(&config.settings.log_dir_or_default());
 
     if let Some(Command::Proxy { env }) = &cli.command {

@@ -26,8 +26,6 @@ pub const WATCH_ERROR_BUDGET: u64 = 5;
 pub const UNKNOWN_SESSIONS_GRACE: Duration = Duration::from_secs(5);
 /// Consecutive failed health checks during the watch window that fail the cutover.
 pub const WATCH_FAILED_CHECKS: u32 = 2;
-/// How long an operation or a headless command waits for one router's `observe()`.
-pub const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the watch probes the new live slot and reads the routers.
 const WATCH_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the watch looks for another cutover's takeover request.
@@ -557,7 +555,7 @@ impl Engine {
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();
         for r in &self.routers {
-            let s = observe_within(r.as_ref(), ROUTER_TIMEOUT)
+            let s = observe_within(r.as_ref(), r.observe_timeout())
                 .await
                 .map_err(|e| eyre!("router `{}`: {e}", r.name()))?;
             out.push(s);
@@ -1000,14 +998,16 @@ impl Engine {
     async fn where_routers_are(&self) -> String {
         let mut parts = Vec::new();
         for r in &self.routers {
-            parts.push(match observe_within(r.as_ref(), ROUTER_TIMEOUT).await {
-                Ok(s) => format!(
-                    "`{}` → {}",
-                    r.name(),
-                    s.live.as_deref().unwrap_or("nothing")
-                ),
-                Err(e) => format!("`{}` unreadable ({e})", r.name()),
-            });
+            parts.push(
+                match observe_within(r.as_ref(), r.observe_timeout()).await {
+                    Ok(s) => format!(
+                        "`{}` → {}",
+                        r.name(),
+                        s.live.as_deref().unwrap_or("nothing")
+                    ),
+                    Err(e) => format!("`{}` unreadable ({e})", r.name()),
+                },
+            );
         }
         parts.join(", ")
     }

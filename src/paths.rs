@@ -1,6 +1,6 @@
 //! XDG paths for config, state and logs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
@@ -54,6 +54,54 @@ fn user_of_uid() -> String {
         .unwrap_or_else(|| format!("uid{uid}"))
 }
 
+/// Whether `s` may name an environment, slot, node or router. These names become parts of
+/// file names (the embedded proxy's `proxy-<env>.json`, lock files) and of proxy configs, so
+/// they are kept to a safe set: 1 to 64 ASCII letters, digits, `-`, `_` and `.`, starting
+/// with a letter or a digit, and without `..`.
+pub fn is_safe_name(s: &str) -> bool {
+    s.len() <= 64
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !s.contains("..")
+}
+
+/// What [`is_safe_name`] accepts, for messages.
+pub const SAFE_NAME_RULE: &str = "1 to 64 ASCII letters, digits, `-`, `_` or `.`, starting with a \
+                                  letter or a digit, without `..`";
+
+/// `dir/name` when `name` is one plain file name (no separator, not `.` or `..`), so the path
+/// stays inside `dir`; `None` otherwise.
+pub fn file_in(dir: &Path, name: &str) -> Option<PathBuf> {
+    let mut c = Path::new(name).components();
+    match (c.next(), c.next()) {
+        (Some(std::path::Component::Normal(n)), None) if n == name => Some(dir.join(n)),
+        _ => None,
+    }
+}
+
+/// `s` with every character [`is_safe_name`] does not allow replaced by `_`, and a leading
+/// `.` too: a file name that stays in its directory whatever `s` is.
+pub fn safe_file_name(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while out.contains("..") {
+        out = out.replace("..", "_.");
+    }
+    if out.starts_with('.') || out.is_empty() {
+        out.insert(0, '_');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -62,5 +110,41 @@ mod tests {
         let name = super::user_of_uid();
         assert!(!name.is_empty() && !name.starts_with("uid"), "{name}");
         assert_ne!(name, "unknown");
+    }
+
+    use super::*;
+
+    #[test]
+    fn names_from_the_config_stay_in_their_directory() {
+        for good in ["shop", "shop-prod", "eu_west.1", "v2"] {
+            assert!(is_safe_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "../../evil",
+            "..",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a b",
+            "a..b",
+            "é",
+        ] {
+            assert!(!is_safe_name(bad), "{bad}");
+        }
+        assert!(!is_safe_name(&"a".repeat(65)));
+        let dir = Path::new("/state");
+        assert_eq!(
+            file_in(dir, "proxy-shop.json"),
+            Some(dir.join("proxy-shop.json"))
+        );
+        for bad in ["../x", "..", ".", "a/b", "/etc/passwd", ""] {
+            assert_eq!(file_in(dir, bad), None, "{bad}");
+        }
+        for s in ["../../evil", "..", "a/../../b", ".x", "", "a\0b"] {
+            let f = safe_file_name(s);
+            assert_eq!(file_in(dir, &f), Some(dir.join(&f)), "{s} -> {f}");
+            assert!(!f.starts_with('.'), "{s} -> {f}");
+        }
     }
 }

@@ -192,14 +192,14 @@ pub fn parse_version(body: &[u8], pointer: Option<&str>) -> Result<VersionInfo, 
             )));
         };
         return match v.pointer(ptr).map(scalar) {
-            Some(Some(version)) => Ok(info(&v, version)),
+            Some(Some(version)) => checked(info(&v, version)),
             Some(None) => Err(ProbeError::Body(format!("{ptr} is not a string"))),
             None => Err(ProbeError::Body(format!("no field at {ptr}"))),
         };
     }
     if let Some(v) = json.as_ref().filter(|v| v.is_object()) {
         if let Some(version) = field(v, &["version", "Version"]) {
-            return Ok(info(v, version));
+            return checked(info(v, version));
         }
         return Err(ProbeError::Body(
             "JSON without a `version` field; set version_pointer".into(),
@@ -209,15 +209,40 @@ pub fn parse_version(body: &[u8], pointer: Option<&str>) -> Result<VersionInfo, 
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         return Err(ProbeError::Body("malformed JSON".into()));
     }
-    let line = trimmed.lines().next().unwrap_or("").trim();
+    // The first line, which must be UTF-8: `v\xff\xfe` is no version (not `v��`).
+    let first = body.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = match std::str::from_utf8(first) {
+        Ok(l) => l.trim(),
+        Err(e) => {
+            return Err(ProbeError::Body(format!(
+                "the version is not UTF-8 text (invalid byte at offset {}); answer with a \
+                 UTF-8 version string",
+                e.valid_up_to()
+            )));
+        }
+    };
     if line.is_empty() {
         return Err(ProbeError::Body("empty version".into()));
     }
-    Ok(VersionInfo {
+    checked(VersionInfo {
         version: line.chars().take(64).collect(),
         commit: None,
         built: None,
     })
+}
+
+/// A version with control characters (terminal escapes...) is refused, not shown.
+fn checked(v: VersionInfo) -> Result<VersionInfo, ProbeError> {
+    let bad = |s: &str| s.chars().any(char::is_control);
+    if bad(&v.version)
+        || v.commit.as_deref().is_some_and(bad)
+        || v.built.as_deref().is_some_and(bad)
+    {
+        return Err(ProbeError::Body(
+            "the version holds control characters; answer with plain text".into(),
+        ));
+    }
+    Ok(v)
 }
 
 /// The URL that shows which version the public (or preview) URL serves: the public URL with
@@ -253,6 +278,16 @@ mod tests {
             parse_version(b"{\"version\": ", None),
             Err(ProbeError::Body(m)) if m.contains("malformed")
         ));
+        assert!(matches!(
+            parse_version(b"v\xff\xfe\n", None),
+            Err(ProbeError::Body(m)) if m.contains("not UTF-8") && m.contains("offset 1")
+        ));
+        assert!(matches!(
+            parse_version(b"{\"version\": \"1\\u001b[2J\"}", None),
+            Err(ProbeError::Body(m)) if m.contains("control characters")
+        ));
+        // Bytes after the first line do not matter.
+        assert_eq!(parse_version(b"v1\n\xff", None).expect("ok").version, "v1");
         assert!(matches!(
             parse_version(b"{}", Some("/version")),
             Err(ProbeError::Body(m)) if m.contains("no field at /version")

@@ -45,13 +45,23 @@ pub mod serde_duration {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     use std::time::Duration;
 
+    /// The longest duration a config may give (7 days): longer ones are typos, and a time
+    /// limit far in the future cannot be computed.
+    pub const MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
+        let v = humantime::parse_duration(&s).map_err(|e| {
             D::Error::custom(format!(
                 "`{s}` is not a duration ({e}); write it like \"2s\", \"500ms\" or \"1m 30s\""
             ))
-        })
+        })?;
+        if v > MAX {
+            return Err(D::Error::custom(format!(
+                "`{s}` is longer than the 7 days a duration may be"
+            )));
+        }
+        Ok(v)
     }
 
     pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -152,7 +152,8 @@ impl World {
                 });
             }
             for (ri, router) in engine.routers.iter().enumerate() {
-                let limit = self.config.settings.timeout.max(Duration::from_secs(2));
+                // The router's own limit (exec's `observe_timeout`, as configured).
+                let limit = router.observe_timeout();
                 let router = router.clone();
                 every(interval, &tx, &stop, move || {
                     let router = router.clone();

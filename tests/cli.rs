@@ -26,7 +26,8 @@ fn config_with(dir: &Path, slot_base: &str) -> String {
         &p,
         format!(
             "[settings]\ntimeout = \"300ms\"\n\n[[environment]]\nname = \"shop\"\n\n\
-             [[environment.slot]]\nname = \"blue\"\naddress = \"{slot_base}\"\n"
+             [[environment.slot]]\nname = \"blue\"\naddress = \"{slot_base}\"\n\n\
+             [[environment.router]]\nkind = \"exec\"\nobserve = [\"sh\", \"-c\", \"echo live=blue\"]\n"
         ),
     )
     .expect("write");
@@ -209,4 +210,200 @@ fn a_demo_port_in_use_is_named() {
         "the message names the port: {}",
         printed(&o)
     );
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn secrets_reach_no_output_no_log_and_no_audit_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().join("c.toml");
+    // An exec router whose command takes a password in argv and prints credentials, and an
+    // environment variable that the config names as a credential.
+    std::fs::write(
+        &p,
+        "[settings]\ntimeout = \"300ms\"\n\n[[environment]]\nname = \"shop\"\n\n\
+         [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:9\"\n\n\
+         [[environment.slot]]\nname = \"green\"\naddress = \"http://127.0.0.1:9\"\n\n\
+         [[environment.router]]\nkind = \"exec\"\nname = \"lb\"\npass_env = [\"LB_TOKEN\"]\n\
+         observe = [\"sh\", \"-c\", \"echo 'Authorization: Bearer tok-AAA'; \
+         echo password=pw-BBB token=tk-DDD >&2; echo env $LB_TOKEN >&2; exit 3\", \
+         \"sh\", \"--password\", \"argv-CCC\"]\n\
+         switch_live = [\"true\", \"--password=argv-FFF\"]\n",
+    )
+    .expect("write");
+    let ps = p.to_str().expect("utf8");
+    let secrets = [
+        "tok-AAA", "pw-BBB", "argv-CCC", "tk-DDD", "env-EEE", "argv-FFF",
+    ];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", ps];
+        all.extend_from_slice(args);
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(&all)
+            .env("XDG_STATE_HOME", d.path().join("state"))
+            .env("LB_TOKEN", "env-EEE")
+            .env_remove("CUTOVER_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cutover")
+    };
+    for args in [
+        &["status", "--json"][..],
+        &["status"],
+        &["check", "--json"],
+        &["check"],
+        &[
+            "swap", "shop", "--to", "green", "--yes", "--force", "--json",
+        ],
+        &["swap", "shop", "--to", "green", "--yes", "--force"],
+    ] {
+        let o = run(args);
+        let t = printed(&o);
+        assert!(
+            t.contains("exit code 3"),
+            "{args:?}: the failure is shown: {t}"
+        );
+        for s in secrets {
+            assert!(!t.contains(s), "{args:?} printed {s}: {t}");
+        }
+    }
+    let state = d.path().join("state/cutover");
+    let files = files_under(&state);
+    let log = files
+        .iter()
+        .find(|f| f.to_string_lossy().contains("cutover.log."))
+        .unwrap_or_else(|| panic!("no debug log in {files:?}"));
+    let text = std::fs::read_to_string(log).expect("read log");
+    assert!(
+        text.contains("--password ***"),
+        "the command is logged: {text}"
+    );
+    let audit = files
+        .iter()
+        .find(|f| f.to_string_lossy().contains("audit."))
+        .unwrap_or_else(|| panic!("no audit log in {files:?}"));
+    assert!(
+        std::fs::read_to_string(audit)
+            .expect("read audit")
+            .contains("exit code 3"),
+        "the swap is audited"
+    );
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read");
+        for s in secrets {
+            assert!(!text.contains(s), "{} holds {s}:\n{text}", f.display());
+        }
+        let mode = std::fs::metadata(f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
+    }
+    let mode = std::fs::metadata(&state)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "the state dir is {mode:o}");
+}
+
+#[test]
+fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let dir = d.path().to_str().expect("utf8");
+    let o = cutover(d.path(), &["--config", dir, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    let t = printed(&o);
+    assert!(t.contains("is a directory, not a config file"), "{t}");
+    assert!(!t.contains(":0:0"), "{t}");
+
+    let p = d.path().join("c.toml");
+    let good = std::fs::read_to_string(config_with(d.path(), "http://127.0.0.1:9")).expect("read");
+    let (no_router, _) = good.split_once("[[environment.router]]").expect("a router");
+    std::fs::write(&p, no_router).expect("write");
+    let ps = p.to_str().expect("utf8");
+    let o = cutover(d.path(), &["--config", ps, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    let t = printed(&o);
+    assert!(t.contains("c.toml:5:8: field `router`"), "{t}");
+    assert!(t.contains("has no [[environment.router]]"), "{t}");
+
+    std::fs::write(
+        &p,
+        good.replace("timeout = \"300ms\"", "theme = \"no-such\""),
+    )
+    .expect("write");
+    let o = cutover(d.path(), &["--config", ps, "status"]);
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    let t = printed(&o);
+    assert!(
+        t.contains("c.toml:2:9: field `theme`: unknown theme `no-such`"),
+        "{t}"
+    );
+
+    // A token variable the config names but the environment lacks.
+    let embedded = good.replace(
+        "kind = \"exec\"\nobserve = [\"sh\", \"-c\", \"echo live=blue\"]\n",
+        "kind = \"embedded\"\ntoken_env = \"CUTOVER_TEST_CLI_UNSET_TOKEN\"\n",
+    );
+    std::fs::write(&p, embedded).expect("write");
+    for args in [&["--config", ps, "status"][..], &["--config", ps, "proxy"]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(args)
+            .env("XDG_STATE_HOME", d.path().join("state"))
+            .env_remove("CUTOVER_TEST_CLI_UNSET_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cutover");
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", printed(&o));
+        assert!(
+            printed(&o).contains("$CUTOVER_TEST_CLI_UNSET_TOKEN is not set"),
+            "{args:?}: {}",
+            printed(&o)
+        );
+    }
+}
+
+#[test]
+fn demo_port_mistakes_are_usage_errors() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for (args, want) in [
+        (
+            &["demo", "--no-tui", "--slot-port", "65534"][..],
+            "--slot-port 65534 is too high",
+        ),
+        (
+            &[
+                "demo",
+                "--no-tui",
+                "--live-port",
+                "18080",
+                "--preview-port",
+                "18080",
+            ],
+            "--live-port and --preview-port are both port 18080",
+        ),
+        (
+            &["demo", "--no-tui", "--slot-port", "8080"],
+            "--live-port and slot `blue`",
+        ),
+    ] {
+        let o = cutover(d.path(), args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", printed(&o));
+        assert!(printed(&o).contains(want), "{args:?}: {}", printed(&o));
+    }
 }

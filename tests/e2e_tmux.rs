@@ -374,11 +374,20 @@ fn one_key_rollback_on_a_production_demo() {
     t.wait_for("watch ", Duration::from_secs(15));
     let s = t.wait_for("live=green", Duration::from_secs(15));
     assert_eq!(served_by(live), "green");
-    assert!(s.contains("ROLLBACK → blue v1.4.2 (no confirmation)"), "{s}");
+    assert!(
+        s.contains("ROLLBACK → blue v1.4.2 (no confirmation)"),
+        "{s}"
+    );
     // During the watch: one key, nothing else.
     t.keys(&["r"]);
-    let s = t.wait_for("One-key rollback: green → blue apply:", Duration::from_secs(15));
-    assert!(!s.contains("type the environment's name"), "no dialog:\n{s}");
+    let s = t.wait_for(
+        "One-key rollback: green → blue apply:",
+        Duration::from_secs(15),
+    );
+    assert!(
+        !s.contains("type the environment's name"),
+        "no dialog:\n{s}"
+    );
     assert!(s.contains("one-key rollback"), "{s}");
     t.wait_for("live=blue", Duration::from_secs(15));
     assert_eq!(served_by(live), "blue", "one r moved the traffic back");
@@ -391,13 +400,19 @@ fn one_key_rollback_on_a_production_demo() {
     );
 
     // Again after the watch, inside the window.
-    t.wait_op("DONE `blue` is live and stayed healthy", Duration::from_secs(60));
+    t.wait_op(
+        "DONE `blue` is live and stayed healthy",
+        Duration::from_secs(60),
+    );
     t.keys(&["s"]);
     t.wait_for("type the environment's name", Duration::from_secs(5));
     t.keys(&["-l", "demo"]);
     t.wait_for("Enter confirm", Duration::from_secs(20));
     t.keys(&["Enter"]);
-    t.wait_op("DONE `green` is live and stayed healthy", Duration::from_secs(60));
+    t.wait_op(
+        "DONE `green` is live and stayed healthy",
+        Duration::from_secs(60),
+    );
     assert_eq!(served_by(live), "green");
     let s = t.wait_for("(no confirmation) · 10m left", Duration::from_secs(5));
     assert!(s.contains("ROLLBACK → blue v1.4.2"), "{s}");
@@ -406,7 +421,10 @@ fn one_key_rollback_on_a_production_demo() {
     t.wait_for("live=blue", Duration::from_secs(15));
     assert_eq!(served_by(live), "blue");
     // After a rollback, going back again is no longer one key: the dialog asks, saying why.
-    t.wait_op("DONE `blue` is live and stayed healthy", Duration::from_secs(60));
+    t.wait_op(
+        "DONE `blue` is live and stayed healthy",
+        Duration::from_secs(60),
+    );
     t.keys(&["r"]);
     let s = t.wait_for("asks because", Duration::from_secs(5));
     assert!(s.contains("the last switch was a rollback"), "{s}");

@@ -539,6 +539,77 @@ async fn echo_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// Send `request` as written on a fresh connection to `addr`; the whole answer.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &'static [u8]) -> String {
+    tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(request).expect("write");
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).expect("read");
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("raw request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_host_is_refused_with_400_and_never_forwarded() {
+    let s = slots(&[("blue", "1.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = parse_world(&world_toml(
+        "shop",
+        &[("blue", addr_line(&s[0]))],
+        &[],
+        &dir,
+    ));
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let live = h.live_addr();
+
+    // Two Host lines (RFC 9112 §3.2: a server MUST answer 400).
+    let two = raw_exchange(
+        live,
+        b"GET /version HTTP/1.1\r\nHost: shop.example\r\nHost: evil.example\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await;
+    assert!(two.starts_with("HTTP/1.1 400"), "{two}");
+    assert!(two.contains("several Host headers"), "{two}");
+    assert!(!two.contains("1.0.0"), "the slot answered: {two}");
+
+    // An absolute-form target whose host is not the Host header's.
+    let differs = raw_exchange(
+        live,
+        b"GET http://shop.example/version HTTP/1.1\r\nHost: evil.example\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await;
+    assert!(differs.starts_with("HTTP/1.1 400"), "{differs}");
+    assert!(
+        differs.contains("differs from the request target"),
+        "{differs}"
+    );
+
+    // The same host written with its default port and another case is one host: served.
+    let same = raw_exchange(
+        live,
+        b"GET http://Shop.Example/version HTTP/1.1\r\nHost: shop.example:80\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await;
+    assert!(same.starts_with("HTTP/1.1 200"), "{same}");
+    assert!(same.contains("1.0.0"), "{same}");
+
+    // One Host and an origin-form target: served.
+    let one = raw_exchange(
+        live,
+        b"GET /version HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(one.starts_with("HTTP/1.1 200"), "{one}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slot_sees_forwarded_headers_and_bodies_stream_through() {
     let s = slots(&[("blue", "1.0.0")]).await;

@@ -19,11 +19,11 @@ use tempfile::TempDir;
 /// Every test ends well within this, or fails instead of hanging.
 const BOUND: Duration = Duration::from_secs(30);
 
-/// Environment `shop prod` (a space in it, to see that `{env}` stays one argument) with
+/// Environment `shop-prod` (names are kept to a safe set: no spaces, see paths::is_safe_name) with
 /// slots blue (two nodes) and green.
 const ENVIRONMENT: &str = r#"
 [[environment]]
-name = "shop prod"
+name = "shop-prod"
 
 [[environment.slot]]
 name = "blue"
@@ -661,7 +661,7 @@ async fn every_placeholder_is_templated_into_argv_without_a_shell() {
     assert_eq!(
         lines("switch"),
         format!(
-            "{c}\nshop prod\nblue\ngreen\ngreen\nhttp://vm-green.example.edu:8080\n\
+            "{c}\nshop-prod\nblue\ngreen\ngreen\nhttp://vm-green.example.edu:8080\n\
              vm-green.example.edu\n{{\"spec\":{{\"selector\":{{\"slot\":\"green\"}}}}}}\n\
              {{{{.spec.selector.slot}}}}\ntwo words; $(touch pwned) ${{HOME}}\n"
         )

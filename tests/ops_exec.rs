@@ -156,3 +156,105 @@ async fn a_parallel_fleet_is_compensated_too() {
         assert_eq!(live.trim(), "blue");
     }
 }
+
+/// A router that never answers `observe` and asks callers to wait `limit` for it.
+struct Silent {
+    limit: std::time::Duration,
+}
+
+impl cutover::router::Router for Silent {
+    fn name(&self) -> &str {
+        "silent"
+    }
+    fn kind(&self) -> &'static str {
+        "exec"
+    }
+    fn observe_timeout(&self) -> std::time::Duration {
+        self.limit
+    }
+    fn observe(
+        &self,
+    ) -> cutover::router::BoxFuture<'_, color_eyre::Result<cutover::model::RouterState>> {
+        Box::pin(std::future::pending())
+    }
+    fn switch_live<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> cutover::router::BoxFuture<'a, color_eyre::Result<()>> {
+        Box::pin(std::future::pending())
+    }
+    fn set_preview<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> cutover::router::BoxFuture<'a, color_eyre::Result<()>> {
+        Box::pin(std::future::pending())
+    }
+    fn drain<'a>(
+        &'a self,
+        _: &'a cutover::router::Target,
+    ) -> cutover::router::BoxFuture<'a, color_eyre::Result<()>> {
+        Box::pin(std::future::pending())
+    }
+    fn undrain<'a>(
+        &'a self,
+        _: &'a cutover::router::Target,
+    ) -> cutover::router::BoxFuture<'a, color_eyre::Result<()>> {
+        Box::pin(std::future::pending())
+    }
+    fn maintenance<'a>(
+        &'a self,
+        _: bool,
+        _: &'a cutover::model::MaintenanceMode,
+    ) -> cutover::router::BoxFuture<'a, color_eyre::Result<()>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn operations_wait_for_a_router_as_long_as_the_router_says() {
+    let (_d, world, _s) = setup(&[("lb", "true")]).await;
+    let e = &world.engines[0];
+    let engine = cutover::ops::Engine {
+        env: e.env.clone(),
+        routers: vec![std::sync::Arc::new(Silent {
+            limit: std::time::Duration::from_millis(150),
+        })],
+        prober: e.prober.clone(),
+        store: e.store.clone(),
+        audit: None,
+        probe_spacing: e.probe_spacing,
+    };
+    let started = std::time::Instant::now();
+    let err = engine
+        .observe_all()
+        .await
+        .expect_err("a silent router fails");
+    assert!(
+        format!("{err:#}").contains("no answer within 150ms"),
+        "{err:#}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_exec_observe_timeout_longer_than_ten_seconds_is_honoured() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let text = "[[environment]]\nname = \"shop\"\n\n[[environment.slot]]\nname = \"blue\"\n\
+                address = \"http://127.0.0.1:9\"\n\n[[environment.router]]\nkind = \"exec\"\n\
+                observe = [\"true\"]\nobserve_timeout = \"60s\"\n";
+    let cfg = config::parse(text, &d.path().join("c.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let env = &cfg.environments[0];
+    let r = cutover::router::build(env, &env.routers[0]).expect("driver");
+    let limit = r.observe_timeout();
+    assert!(
+        limit >= std::time::Duration::from_secs(60) && limit <= std::time::Duration::from_secs(65),
+        "{limit:?}"
+    );
+    // Without observe_timeout, `timeout` is the limit; a router kind without a setting waits
+    // the default.
+    let text = text.replace("observe_timeout = \"60s\"", "timeout = \"45s\"");
+    let cfg = config::parse(&text, &d.path().join("c.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let env = &cfg.environments[0];
+    let r = cutover::router::build(env, &env.routers[0]).expect("driver");
+    assert!(r.observe_timeout() >= std::time::Duration::from_secs(45));
+}

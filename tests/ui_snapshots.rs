@@ -859,3 +859,19 @@ fn rollback_asks_and_says_why_outside_the_window_or_when_the_old_slot_changed() 
     let (text, _) = screen(&mut app, 120, 40);
     assert!(text.contains("Rollback: blue → green"), "{text}");
 }
+
+#[test]
+fn a_router_error_with_credentials_is_drawn_redacted() {
+    let mut app = app_with(EnvMemory::default());
+    app.update(Event::Router {
+        env: 0,
+        router: 0,
+        result: Err("lbctl --password argv-CCC: Authorization: Bearer tok-AAA".into()),
+        at: t0(),
+    });
+    let (text, _) = screen(&mut app, 160, 40);
+    assert!(text.contains("lbctl --password ***"), "{text}");
+    for secret in ["argv-CCC", "tok-AAA"] {
+        assert!(!text.contains(secret), "{secret} is on screen:\n{text}");
+    }
+}

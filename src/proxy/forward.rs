@@ -139,6 +139,39 @@ fn route(shared: &Shared, listener: Listener, headers: &HeaderMap) -> Route {
     }
 }
 
+/// Why a request's Host is ambiguous, if it is: several `Host` lines, or a `Host` that names
+/// another authority than an absolute-form target (`GET http://a/ HTTP/1.1` + `Host: b`).
+/// Two parties that each pick a different one (a cache and the app, a WAF and the router) is
+/// how request smuggling and cache poisoning start, so such a request is refused with 400,
+/// as nginx and HAProxy do (RFC 9112 §3.2).
+pub(crate) fn ambiguous_host(uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Some("several Host headers");
+    }
+    if let (Some(authority), Some(host)) = (uri.authority(), first) {
+        let default_port = match uri.scheme_str() {
+            Some("https") => "443",
+            _ => "80",
+        };
+        let norm = |s: &str| {
+            let s = s.trim().to_ascii_lowercase();
+            match s.rsplit_once(':') {
+                Some((h, p)) if p == default_port && !h.is_empty() => h.to_string(),
+                _ => s,
+            }
+        };
+        let same = host
+            .to_str()
+            .is_ok_and(|h| norm(h) == norm(authority.as_str()));
+        if !same {
+            return Some("a Host header that differs from the request target's host");
+        }
+    }
+    None
+}
+
 /// Serve one request on the live or preview listener.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -146,6 +179,15 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
+    if let Some(why) = ambiguous_host(req.uri(), req.headers()) {
+        let mut r = text(
+            StatusCode::BAD_REQUEST,
+            format!("cutover proxy: bad request: {why}"),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     // A request picks its upstream now, from one read of the routing. If a switch and a
     // drain land between the read and the count, route again.
     let mut chosen = None;

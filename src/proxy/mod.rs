@@ -121,10 +121,13 @@ pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHan
         None => None,
         Some(var) => match std::env::var(var) {
             Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-            _ => bail!(
-                "`token_env = \"{var}\"` but ${var} is not set (or empty); export the admin \
-                 token in ${var}, or remove `token_env` to run the admin API without one"
-            ),
+            _ => {
+                return Err(crate::config::ConfigProblem(format!(
+                    "`token_env = \"{var}\"` but ${var} is not set (or empty); export the admin \
+                     token in ${var}, or remove `token_env` to run the admin API without one"
+                ))
+                .into());
+            }
         },
     };
     let shared = Arc::new(Shared::new(env, cfg, token).wrap_err_with(|| {

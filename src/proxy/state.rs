@@ -405,7 +405,7 @@ impl Shared {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", &e))?;
+        crate::logs::create_private_dir(dir).map_err(|e| fail("create the directory of", &e))?;
         let json = serde_json::to_vec_pretty(s).map_err(|e| fail("encode", &e))?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("write", &e))?;
         tmp.write_all(&json)

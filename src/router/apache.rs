@@ -424,6 +424,13 @@ fn blocks<'a>(s: &'a str, name: &str) -> Vec<&'a str> {
     out
 }
 
+/// Read a balancer-manager XML answer; how many balancers it holds. For the property tests
+/// (tests/proptests.rs).
+#[doc(hidden)]
+pub fn parse_balancer_manager(text: &str) -> Result<usize> {
+    parse_xml(text).map(|b| b.len())
+}
+
 fn parse_xml(text: &str) -> Result<Vec<Balancer>> {
     if !text.contains("<httpd:manager") {
         let start: String = text.chars().take(120).collect();

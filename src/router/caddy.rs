@@ -892,6 +892,23 @@ impl Driver {
         out
     }
 
+    /// What `observe` reads from a Caddy config document, without the admin API: the live
+    /// and preview routes (or why they cannot be read) and how many handlers each slot has.
+    /// For the property tests (tests/proptests.rs).
+    #[doc(hidden)]
+    pub fn read_config(&self, config: &Value) -> Vec<std::result::Result<String, String>> {
+        let mut out = vec![
+            self.routed_slot(config, Pointer::Live)
+                .map_err(Unrouted::into_text),
+            self.routed_slot(config, Pointer::Next)
+                .map_err(Unrouted::into_text),
+        ];
+        for u in &self.slots {
+            out.push(Ok(self.slot_handlers(config, u).len().to_string()));
+        }
+        out
+    }
+
     /// api mode: the slot the live or preview handler proxies to; else why there is none,
     /// as a problem (cutover's config names an `@id` Caddy does not have: nothing can be
     /// switched) or a note (the handler was changed by hand).
@@ -1089,6 +1106,14 @@ enum Unrouted {
     Problem(String),
     /// Something changed by hand.
     Note(String),
+}
+
+impl Unrouted {
+    fn into_text(self) -> String {
+        match self {
+            Unrouted::Problem(s) | Unrouted::Note(s) => s,
+        }
+    }
 }
 
 /// `[{"dial": "..."}, ...]` -> the dials.

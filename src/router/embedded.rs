@@ -211,11 +211,13 @@ impl Config {
         if let Some(p) = &self.state_file {
             return p.clone();
         }
+        // The config allows only safe names; the file name is made safe again here, so the
+        // path stays inside the state dir whatever the names are.
         let file = match self.name.as_deref() {
             Some(n) if n != "embedded" => format!("proxy-{env}-{n}.json"),
             _ => format!("proxy-{env}.json"),
         };
-        state_dir.join(file)
+        state_dir.join(crate::paths::safe_file_name(&file))
     }
 
     /// [`Self::state_path_in`] the default state dir.
@@ -234,6 +236,15 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(name: String, _env: &Environment, cfg: &Config) -> Result<Self> {
+        if let Some(var) = &cfg.token_env
+            && !std::env::var(var).is_ok_and(|t| !t.trim().is_empty())
+        {
+            return Err(crate::config::ConfigProblem(format!(
+                "router `{name}`: `token_env = \"{var}\"` but ${var} is not set (or empty) for \
+                 cutover; export the embedded proxy's admin token in ${var}"
+            ))
+            .into());
+        }
         let addr: SocketAddr = cfg.admin.parse().map_err(|_| {
             eyre!(
                 "the embedded router's `admin` is `{}`, not an address like \"127.0.0.1:8089\"",

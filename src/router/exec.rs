@@ -703,6 +703,11 @@ impl Driver {
         })
     }
 
+    /// How long `observe` may run: `observe_timeout`, else `timeout`.
+    fn observe_limit(&self) -> Duration {
+        self.cfg.observe_timeout.unwrap_or(self.cfg.timeout)
+    }
+
     fn error(&self, verb: Cmd, command: String, failure: Failure) -> ExecError {
         ExecError {
             router: self.name.clone(),
@@ -763,7 +768,7 @@ impl Driver {
             return Err(self.error(verb, command, Failure::NotConfigured).into());
         };
         let limit = match verb {
-            Cmd::Observe => self.cfg.observe_timeout.unwrap_or(self.cfg.timeout),
+            Cmd::Observe => self.observe_limit(),
             _ => self.cfg.timeout,
         };
         let mut c = tokio::process::Command::new(program);
@@ -1057,6 +1062,11 @@ impl Router for Driver {
     }
     fn kind(&self) -> &'static str {
         "exec"
+    }
+    /// The configured `observe_timeout` (else `timeout`), plus the time a command that
+    /// outlives it takes to be killed, so the command's own timeout error is what is reported.
+    fn observe_timeout(&self) -> Duration {
+        self.observe_limit() + 2 * KILL_GRACE
     }
     fn supports(&self, verb: Verb) -> bool {
         let has = |c| self.cfg.command(c).is_some();

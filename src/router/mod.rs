@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use color_eyre::eyre::{Report, Result, WrapErr, eyre};
 use serde::Deserialize;
@@ -30,6 +31,9 @@ pub mod embedded;
 pub mod exec;
 pub mod haproxy;
 pub mod nginx;
+
+/// How long a caller waits for a router's `observe()` unless the driver says otherwise.
+pub const DEFAULT_OBSERVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -97,6 +101,12 @@ pub trait Router: Send + Sync {
     /// Whether the driver can do this verb with the configuration it was given.
     fn supports(&self, _verb: Verb) -> bool {
         true
+    }
+    /// How long a caller waits for one `observe()` before giving up on it. Drivers whose
+    /// observe limit is configured (exec's `observe_timeout`) return theirs, so a limit is
+    /// honoured as written.
+    fn observe_timeout(&self) -> Duration {
+        DEFAULT_OBSERVE_TIMEOUT
     }
     /// Read the proxy's real state.
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>>;

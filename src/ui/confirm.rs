@@ -61,7 +61,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
                     if ch.ok { t.ok } else { t.error },
                 ),
                 Span::styled(format!("{}: ", ch.name), t.text),
-                Span::styled(ch.detail.clone(), if ch.ok { t.dim } else { t.error }),
+                Span::styled(
+                    crate::redact::redact(&ch.detail),
+                    if ch.ok { t.dim } else { t.error },
+                ),
             ]));
         }
     }

@@ -34,7 +34,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             if multi {
                 spans.push(Span::styled(format!("{} ", l.env), t.accent));
             }
-            spans.push(Span::styled(l.text.clone(), t.level(l.level)));
+            spans.push(Span::styled(
+                crate::redact::redact(&l.text),
+                t.level(l.level),
+            ));
             Line::from(spans)
         })
         .collect();

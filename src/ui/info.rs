@@ -10,6 +10,7 @@ use crate::app::App;
 use crate::keymap::Action;
 use crate::ops::Step;
 use crate::probe::UrlProbe;
+use crate::redact::redact;
 use crate::timefmt;
 
 fn url_line<'a>(
@@ -93,7 +94,10 @@ fn lines(app: &App) -> Vec<Line<'_>> {
             Span::styled(format!("{} ({})", r.name, r.kind), t.text),
         ];
         match (&r.state, &r.error) {
-            (_, Some(e)) => spans.push(Span::styled(format!("  ✘ {}", super::fit(e, 80)), t.error)),
+            (_, Some(e)) => spans.push(Span::styled(
+                format!("  ✘ {}", super::fit(&redact(e), 80)),
+                t.error,
+            )),
             (Some(s), None) => {
                 spans.push(Span::styled(
                     format!(
@@ -110,7 +114,7 @@ fn lines(app: &App) -> Vec<Line<'_>> {
                     ));
                 }
                 for n in &s.notes {
-                    spans.push(Span::styled(format!("  {n}"), t.warning));
+                    spans.push(Span::styled(format!("  {}", redact(n)), t.warning));
                 }
             }
             (None, None) => spans.push(Span::styled("  … connecting", t.dim)),
@@ -162,18 +166,18 @@ fn lines(app: &App) -> Vec<Line<'_>> {
         }
         if let Some((rem, detail)) = &op.watching {
             spans.push(Span::styled(
-                format!("watch {}s left: {detail} ", rem.as_secs()),
+                format!("watch {}s left: {} ", rem.as_secs(), redact(detail)),
                 t.accent,
             ));
         }
         match op.verdict {
             Some(v) => spans.push(Span::styled(
-                format!("{} {}", v.label().to_uppercase(), op.message),
+                format!("{} {}", v.label().to_uppercase(), redact(&op.message)),
                 if v.is_success() { t.ok } else { t.error },
             )),
             None if op.watching.is_none() => {
                 if let Some((_, None, m)) = op.steps.last() {
-                    spans.push(Span::styled(m.clone(), t.dim));
+                    spans.push(Span::styled(redact(m), t.dim));
                 }
             }
             None => {}

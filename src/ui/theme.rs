@@ -206,14 +206,36 @@ fn parse(name: &str, src: &str, base: &str, path: &Path) -> Result<Theme, String
             }
         }
     }
-    let f: ThemeFile = merged
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message().trim()))?;
+    // Where `table.key` is in the user's file, as `path:line:column`.
+    let at = |table: &str, key: &str| {
+        let pos = crate::config::table_value(src, table, key)
+            .map(|r| crate::config::line_col(src, r.start));
+        match pos {
+            Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+            None => path.display().to_string(),
+        }
+    };
+    let f: ThemeFile = merged.try_into().map_err(|e: toml::de::Error| {
+        let m = e.message().trim().to_string();
+        // serde names the unknown key but not its table; find the first table that has it.
+        let key = m
+            .split_once("unknown field `")
+            .and_then(|(_, r)| r.split('`').next())
+            .unwrap_or_default()
+            .to_string();
+        let place = ["roles", "health", "ui"]
+            .iter()
+            .map(|t| at(t, &key))
+            .find(|p| p.contains(':'))
+            .unwrap_or_else(|| path.display().to_string());
+        format!("{place}: {m}")
+    })?;
     let c = |field: &str, v: &str| -> Result<Color, String> {
         v.parse::<Color>().map_err(|_| {
+            let (table, key) = field.split_once('.').unwrap_or(("", field));
             format!(
-                "{}: `{field}` = \"{v}\" is not a colour (use a name like \"red\", \"#rrggbb\" or 0-255)",
-                path.display()
+                "{}: field `{field}`: \"{v}\" is not a colour (use a name like \"red\", \"#rrggbb\" or 0-255)",
+                at(table, key)
             )
         })
     };
@@ -286,6 +308,10 @@ mod tests {
             e.contains("roles.live") && e.contains("not a colour"),
             "{e}"
         );
+        assert!(e.contains("bad.toml:2:8: field `roles.live`"), "{e}");
+        std::fs::write(&p, "[ui]\ntext = \"red\"\nborderr = \"red\"\n").expect("write");
+        let e = Theme::load(p.to_str().expect("utf8")).expect_err("unknown field");
+        assert!(e.contains("bad.toml:3:11: unknown field `borderr`"), "{e}");
         std::fs::write(&p, "[roles\nlive = 1\n").expect("write");
         let e = Theme::load(p.to_str().expect("utf8")).expect_err("malformed");
         assert!(e.contains("bad.toml:1:"), "{e}");

@@ -28,6 +28,12 @@ mod socket;
 mod stats;
 
 pub use config::{Config, Mode};
+/// The readers of HAProxy's runtime API answers (`show stat`, `show servers state`, `show
+/// map`, `show backend`) and of map files, for the property tests (tests/proptests.rs).
+#[doc(hidden)]
+pub use files::read_map;
+#[doc(hidden)]
+pub use stats::{parse_backends, parse_map, parse_servers_state, parse_stat};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +48,7 @@ use crate::router::{BoxFuture, Router, Target, Verb};
 use map::MapSetup;
 use servers::ServersSetup;
 use socket::{Endpoint, Socket};
-use stats::{ServerState, Stat, parse_servers_state, parse_stat};
+use stats::{ServerState, Stat};
 
 #[derive(Debug, Clone)]
 enum Setup {
