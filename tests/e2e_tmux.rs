@@ -202,12 +202,12 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     // superseded, and the screen shows the rollback's own steps, never the swap's result.
     let s = t.wait_for("watch ", Duration::from_secs(10));
     assert!(s.contains("Op      Swap: blue → green"), "{s}");
+    // (During a swap's watch, `r` is a one-key rollback: no dialog.)
     t.keys(&["r"]);
-    t.wait_for("Rollback: green → blue", Duration::from_secs(5));
-    t.keys(&["y"]);
+    t.wait_for("One-key rollback: green → blue", Duration::from_secs(5));
     t.wait_for("live=blue", Duration::from_secs(10));
     assert_eq!(served_by(live), "blue");
-    let s = t.wait_for("Rollback: green → blue apply:", Duration::from_secs(10));
+    let s = t.wait_for("rollback: green → blue apply:", Duration::from_secs(10));
     assert!(s.contains("watch superseded by rollback #"), "{s}");
     let superseded = s
         .lines()
@@ -215,9 +215,9 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
         .expect("the swap's own last line");
     assert!(superseded.contains("Swap: blue → green #"), "{superseded}");
     let op = s.lines().find(|l| l.contains("Op ")).expect("op line");
-    assert!(op.contains("Rollback: green → blue"), "{op}");
+    assert!(op.contains("rollback: green → blue"), "{op}");
     assert!(!op.contains("green` is live"), "{op}");
-    for l in s.lines().filter(|l| l.contains("Rollback: green → blue")) {
+    for l in s.lines().filter(|l| l.contains("rollback: green → blue")) {
         assert!(
             !l.contains("superseded") && !l.contains("`green` is live"),
             "a result of the swap under the rollback's title: {l}\n{s}"
@@ -225,8 +225,9 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     }
     assert!(!s.contains("DRIFT"), "{s}");
     // The rollback's own watch ends in its own result.
-    t.wait_for(
-        "Rollback: green → blue: `blue` is live and stayed healthy",
+    t.wait_for("rollback: green → blue #", Duration::from_secs(60));
+    t.wait_op(
+        "DONE `blue` is live and stayed healthy",
         Duration::from_secs(60),
     );
 
