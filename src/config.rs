@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::hooks::{RawPath, RawSmokePath, RawWarmupPath};
 use crate::router::RouterConfig;
 use crate::timefmt::serde_duration;
 
@@ -169,6 +170,8 @@ pub struct Environment {
     pub fleet: FleetOrder,
     /// `cutover drill` refuses a public URL that is not a loopback address.
     pub drill_loopback_only: bool,
+    /// Warm-up, smoke test and after-hooks around every swap and rollback (all optional).
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// `[environment.rolling]`: a rolling deploy over the nodes of a slot, one node at a time:
@@ -289,6 +292,33 @@ struct RawEnvironment {
     fleet: FleetOrder,
     #[serde(default)]
     drill_loopback_only: bool,
+    #[serde(default)]
+    warmup_paths: Vec<Spanned<RawPath<RawWarmupPath>>>,
+    warmup_command: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_warmup_timeout", with = "serde_duration")]
+    warmup_timeout: Duration,
+    smoke: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    smoke_paths: Vec<Spanned<RawPath<RawSmokePath>>>,
+    #[serde(default = "default_smoke_timeout", with = "serde_duration")]
+    smoke_timeout: Duration,
+    on_done: Option<Spanned<Vec<String>>>,
+    on_rollback: Option<Spanned<Vec<String>>>,
+    on_failed: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_after_timeout", with = "serde_duration")]
+    hook_timeout: Duration,
+    #[serde(default)]
+    hook_pass_env: Vec<Spanned<String>>,
+}
+
+fn default_warmup_timeout() -> Duration {
+    crate::hooks::DEFAULT_WARMUP_TIMEOUT
+}
+fn default_smoke_timeout() -> Duration {
+    crate::hooks::DEFAULT_SMOKE_TIMEOUT
+}
+fn default_after_timeout() -> Duration {
+    crate::hooks::DEFAULT_HOOK_TIMEOUT
 }
 
 fn default_health() -> Spanned<String> {
@@ -395,7 +425,8 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
 
     let mut env_names = BTreeSet::new();
     let mut environments = Vec::new();
-    for re in raw.environments {
+    for mut re in raw.environments {
+        let mut raw_hooks = re_hooks(&mut re);
         let name = re.name.get_ref().clone();
         if name.trim().is_empty() {
             return Err(at(re.name.span(), Some("name"), "must not be empty".into()));
@@ -522,6 +553,7 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
                 "the rolling deploy needs a `deploy` command (an argv list)".into(),
             ));
         }
+        let hooks = parse_hooks(&mut raw_hooks, src, &at)?;
         environments.push(Environment {
             name,
             public_url: re.public_url.map(|u| u.into_inner()),
@@ -539,6 +571,7 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
             allow_drill: re.allow_drill,
             fleet: re.fleet,
             drill_loopback_only: re.drill_loopback_only,
+            hooks,
         });
     }
     Ok(Config {
@@ -547,6 +580,114 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
         settings: raw.settings,
         environments,
     })
+}
+
+/// The hook keys of one `[[environment]]`, taken out of it.
+struct RawHooks {
+    warmup_paths: Vec<Spanned<RawPath<RawWarmupPath>>>,
+    warmup_command: Option<Spanned<Vec<String>>>,
+    warmup_timeout: Duration,
+    smoke: Option<Spanned<Vec<String>>>,
+    smoke_paths: Vec<Spanned<RawPath<RawSmokePath>>>,
+    smoke_timeout: Duration,
+    on_done: Option<Spanned<Vec<String>>>,
+    on_rollback: Option<Spanned<Vec<String>>>,
+    on_failed: Option<Spanned<Vec<String>>>,
+    hook_timeout: Duration,
+    hook_pass_env: Vec<Spanned<String>>,
+}
+
+fn re_hooks(re: &mut RawEnvironment) -> RawHooks {
+    RawHooks {
+        warmup_paths: std::mem::take(&mut re.warmup_paths),
+        warmup_command: re.warmup_command.take(),
+        warmup_timeout: re.warmup_timeout,
+        smoke: re.smoke.take(),
+        smoke_paths: std::mem::take(&mut re.smoke_paths),
+        smoke_timeout: re.smoke_timeout,
+        on_done: re.on_done.take(),
+        on_rollback: re.on_rollback.take(),
+        on_failed: re.on_failed.take(),
+        hook_timeout: re.hook_timeout,
+        hook_pass_env: std::mem::take(&mut re.hook_pass_env),
+    }
+}
+
+/// Check the hook keys; every error names its key and where it is.
+fn parse_hooks(
+    raw: &mut RawHooks,
+    src: &str,
+    at: &dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError,
+) -> Result<crate::hooks::Hooks, ConfigError> {
+    use crate::hooks::{AFTER_VARS, Hooks, SMOKE_VARS, WARMUP_VARS, validate_command};
+    let mut h = Hooks {
+        warmup_timeout: raw.warmup_timeout,
+        smoke_timeout: raw.smoke_timeout,
+        hook_timeout: raw.hook_timeout,
+        ..Hooks::default()
+    };
+    for p in std::mem::take(&mut raw.warmup_paths) {
+        let span = p.span();
+        h.warmup_paths.push(
+            p.into_inner()
+                .into_warmup()
+                .map_err(|m| at(span, Some("warmup_paths"), m))?,
+        );
+    }
+    for p in std::mem::take(&mut raw.smoke_paths) {
+        let span = p.span();
+        h.smoke_paths.push(
+            p.into_inner()
+                .into_smoke()
+                .map_err(|m| at(span, Some("smoke_paths"), m))?,
+        );
+    }
+    for (key, cmd, vars, into) in [
+        (
+            "warmup_command",
+            raw.warmup_command.take(),
+            WARMUP_VARS,
+            &mut h.warmup_command,
+        ),
+        ("smoke", raw.smoke.take(), SMOKE_VARS, &mut h.smoke),
+        ("on_done", raw.on_done.take(), AFTER_VARS, &mut h.on_done),
+        (
+            "on_rollback",
+            raw.on_rollback.take(),
+            AFTER_VARS,
+            &mut h.on_rollback,
+        ),
+        ("on_failed", raw.on_failed.take(), AFTER_VARS, &mut h.on_failed),
+    ] {
+        let Some(c) = cmd else { continue };
+        validate_command(c.get_ref(), vars).map_err(|m| at(c.span(), Some(key), m))?;
+        *into = c.into_inner();
+    }
+    for (key, d) in [
+        ("warmup_timeout", raw.warmup_timeout),
+        ("smoke_timeout", raw.smoke_timeout),
+        ("hook_timeout", raw.hook_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(at(
+                find_key(src, key).unwrap_or(0..0),
+                Some(key),
+                "must be more than zero".into(),
+            ));
+        }
+    }
+    for k in std::mem::take(&mut raw.hook_pass_env) {
+        let name = k.get_ref();
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(at(
+                k.span(),
+                Some("hook_pass_env"),
+                format!("`{name}` is not a variable name (empty, or contains `=` or NUL)"),
+            ));
+        }
+        h.pass_env.push(k.into_inner());
+    }
+    Ok(h)
 }
 
 fn check_url(u: &str) -> Result<(), String> {

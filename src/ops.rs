@@ -173,19 +173,40 @@ pub const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 pub enum Step {
     Plan,
     Gate,
+    /// Requests and a command on the target slot before the switch (`warmup_paths`,
+    /// `warmup_command`).
+    Warmup,
     Apply,
     Verify,
+    /// Checks of the new live slot after the switch (`smoke`, `smoke_paths`).
+    Smoke,
     Watch,
+    /// `on_done`, `on_rollback`, `on_failed`, once the result is known.
+    Hook,
 }
 
 impl Step {
+    /// Every step, in the order an operation runs them.
+    pub const ALL: [Step; 8] = [
+        Step::Plan,
+        Step::Gate,
+        Step::Warmup,
+        Step::Apply,
+        Step::Verify,
+        Step::Smoke,
+        Step::Watch,
+        Step::Hook,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Step::Plan => "plan",
             Step::Gate => "gate",
+            Step::Warmup => "warm-up",
             Step::Apply => "apply",
             Step::Verify => "verify",
+            Step::Smoke => "smoke",
             Step::Watch => "watch",
+            Step::Hook => "hook",
         }
     }
 }
@@ -376,6 +397,15 @@ struct Run<'a> {
     lock: Option<LockGuard>,
     /// What is being changed on the routers right now (written before the first command).
     journal: Option<Journal>,
+    /// Swap and rollback: the end (audit record, `Finished`, the lock) is left here for
+    /// [`Engine::conclude`], which runs the after-hooks first.
+    held: Option<Arc<std::sync::Mutex<Option<Held>>>>,
+}
+
+/// What [`Run::finish`] leaves for [`Engine::conclude`].
+struct Held {
+    tx: mpsc::UnboundedSender<Progress>,
+    lock: Option<LockGuard>,
 }
 
 impl Run<'_> {
@@ -411,14 +441,23 @@ impl Run<'_> {
         self.record.time = crate::timefmt::rfc3339(SystemTime::now());
         self.record.result = verdict.label().into();
         self.record.message = crate::audit::redact(&message);
-        if let Some(a) = &self.engine.audit {
-            a.write(&self.record);
-        }
         let out = Outcome {
             verdict,
             message,
             record: self.record.clone(),
         };
+        if let Some(h) = self.held.take()
+            && let Ok(mut slot) = h.lock()
+        {
+            *slot = Some(Held {
+                tx: self.tx.clone(),
+                lock: self.lock.take(),
+            });
+            return out;
+        }
+        if let Some(a) = &self.engine.audit {
+            a.write(&self.record);
+        }
         let _ = self.tx.send(Progress::Finished(out.clone()));
         // The lock goes last: after the record, so the next holder's records follow this one.
         drop(self.lock.take());
@@ -653,6 +692,7 @@ impl Engine {
             cancel,
             lock: None,
             journal: None,
+            held: None,
         };
 
         // The lock first: the plan must read routers nobody else is changing.
@@ -760,8 +800,12 @@ impl Engine {
                     true,
                     format!("{} → {to}", live.as_deref().unwrap_or("nothing")),
                 );
-                self.switch(run, req, gate_source, live, preview, to, rollback)
-                    .await
+                let held = Arc::new(std::sync::Mutex::new(None));
+                run.held = Some(held.clone());
+                let out = self
+                    .switch(run, req, gate_source, live, preview, to, rollback)
+                    .await;
+                self.conclude(out, &held).await
             }
             OpKind::Rolling { slot, version } => {
                 let (slot, version) = (slot.clone(), version.clone());
@@ -818,6 +862,23 @@ impl Engine {
         } else {
             run.done(Step::Gate, true, "all checks passed");
         }
+
+        // Warm-up: the target slot, directly, before any router changes. Never on the way
+        // back (a rollback must be fast).
+        if !rollback && self.env.hooks.has_warmup() {
+            run.step(Step::Warmup, format!("warming `{to}` up"));
+            match self.warm_up(&mut run, &to, plan.to_version.as_deref()).await {
+                Ok(detail) => run.done(Step::Warmup, true, detail),
+                Err(why) if !req.force => {
+                    let why = format!(
+                        "refused: the warm-up of `{to}` failed: {why}; nothing was changed,                          traffic stays on `{}`; to switch anyway, force it (F in the confirm                          dialog, --force)",
+                        from.as_deref().unwrap_or("nothing")
+                    );
+                    return run.fail(Step::Warmup, Verdict::Refused, why);
+                }
+                Err(why) => run.done(Step::Warmup, true, format!("FORCED past: {why}")),
+            }
+        }
         if let Some(i) = run.interrupted() {
             let why = format!("nothing changed: stopped before the switch ({i:?})");
             return run.finish(Verdict::Cancelled, why);
@@ -854,6 +915,20 @@ impl Engine {
                 m.last_set_preview = from.clone();
             }
         });
+
+        // Smoke test: the new live slot, as users reach it. A failure is a failed cutover,
+        // handled as a failing watch is.
+        if self.env.hooks.has_smoke() {
+            run.step(Step::Smoke, format!("smoke-testing `{to}`"));
+            match self.smoke_test_live(&to, plan.to_version.as_deref()).await {
+                Ok(detail) => run.done(Step::Smoke, true, detail),
+                Err(why) => {
+                    run.done(Step::Smoke, false, why.clone());
+                    let why = format!("the smoke test of `{to}` failed: {why}");
+                    return self.after_failure(run, why, &to, from.as_deref()).await;
+                }
+            }
+        }
 
         if !req.watch || self.env.watch.is_zero() {
             return run.finish(Verdict::Done, format!("`{to}` is live"));
@@ -1178,6 +1253,18 @@ impl Engine {
             return run.finish(Verdict::Done, format!("`{to}` is live and stayed healthy"));
         };
         run.done(Step::Watch, false, why.clone());
+        self.after_failure(run, why, to, from).await
+    }
+
+    /// The new live slot failed (its watch or its smoke test): roll back by itself when
+    /// `auto_rollback` is on, else raise the alarm that names the rollback key.
+    async fn after_failure(
+        &self,
+        mut run: Run<'_>,
+        why: String,
+        to: &str,
+        from: Option<&str>,
+    ) -> Outcome {
         let Some(from) = from else {
             return run.finish(
                 Verdict::Alarm,
@@ -1219,6 +1306,180 @@ impl Engine {
                 )
             }
         }
+    }
+
+    /// The warm-up of `to`: its `warmup_paths` on its own address (each node's, for a slot
+    /// with nodes), then `warmup_command`, all within `warmup_timeout`.
+    async fn warm_up(
+        &self,
+        run: &mut Run<'_>,
+        to: &str,
+        version: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let hooks = &self.env.hooks;
+        let Some(slot) = self.env.slot(to) else {
+            return Err(format!("there is no slot `{to}`"));
+        };
+        let deadline = Instant::now() + hooks.warmup_timeout;
+        let mut parts = Vec::new();
+        if !hooks.warmup_paths.is_empty() {
+            let addresses: Vec<String> = if slot.nodes.is_empty() {
+                vec![slot.address.clone()]
+            } else {
+                slot.nodes.iter().map(|n| n.address.clone()).collect()
+            };
+            let tx = run.tx.clone();
+            let mut note = |m: String| {
+                let _ = tx.send(Progress::Step {
+                    step: Step::Warmup,
+                    ok: None,
+                    message: m,
+                });
+            };
+            parts.push(
+                crate::hooks::warm_paths(&hooks.warmup_paths, &addresses, deadline, &mut note)
+                    .await?,
+            );
+        }
+        if !hooks.warmup_command.is_empty() {
+            let argv = crate::hooks::fill(
+                &hooks.warmup_command,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("slot", to),
+                    ("address", slot.address.as_str()),
+                    ("version", version.unwrap_or("")),
+                ],
+            );
+            run.note(Step::Warmup, "running warmup_command");
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("no time left for warmup_command within warmup_timeout".into());
+            }
+            let said = crate::hooks::run_command(&argv, left, &hooks.pass_env)
+                .await
+                .map_err(|e| format!("warmup_command: {e}"))?;
+            parts.push(if said.is_empty() {
+                "warmup_command done".to_string()
+            } else {
+                format!("warmup_command: {said}")
+            });
+        }
+        Ok(parts.join("; "))
+    }
+
+    /// The smoke test of the new live slot `to`: `smoke_paths` through the public URL (or on
+    /// the slot when there is none), then the `smoke` command, within `smoke_timeout`.
+    async fn smoke_test_live(
+        &self,
+        to: &str,
+        version: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let hooks = &self.env.hooks;
+        let Some(slot) = self.env.slot(to) else {
+            return Err(format!("there is no slot `{to}`"));
+        };
+        let deadline = Instant::now() + hooks.smoke_timeout;
+        let mut parts = Vec::new();
+        if !hooks.smoke_paths.is_empty() {
+            let base = self.env.public_url.as_deref().unwrap_or(&slot.address);
+            parts.push(crate::hooks::smoke_paths(&hooks.smoke_paths, base, deadline).await?);
+        }
+        if !hooks.smoke.is_empty() {
+            let argv = crate::hooks::fill(
+                &hooks.smoke,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("slot", to),
+                    ("address", slot.address.as_str()),
+                    ("version", version.unwrap_or("")),
+                    ("public_url", self.env.public_url.as_deref().unwrap_or("")),
+                ],
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("no time left for the smoke command within smoke_timeout".into());
+            }
+            let said = crate::hooks::run_command(&argv, left, &hooks.pass_env)
+                .await
+                .map_err(|e| format!("smoke: {e}"))?;
+            parts.push(if said.is_empty() {
+                "smoke command passed".to_string()
+            } else {
+                format!("smoke command passed: {said}")
+            });
+        }
+        Ok(parts.join("; "))
+    }
+
+    /// The end of a swap or rollback: the after-hook its result calls for (`on_done` for a
+    /// swap done, `on_rollback` for a rollback done or an automatic rollback, `on_failed` for
+    /// a failure or an alarm; none for a refusal or a cancellation), then the audit record,
+    /// `Finished`, and the lock. The hook cannot change the result; its failure is recorded.
+    async fn conclude(
+        &self,
+        mut out: Outcome,
+        held: &Arc<std::sync::Mutex<Option<Held>>>,
+    ) -> Outcome {
+        let Some(Held { tx, lock }) = held.lock().ok().and_then(|mut h| h.take()) else {
+            return out;
+        };
+        let hooks = &self.env.hooks;
+        let rollback = out.record.operation.starts_with("rollback");
+        let (key, argv): (&str, &[String]) = match out.verdict {
+            Verdict::Done if rollback => ("on_rollback", &hooks.on_rollback),
+            Verdict::Done => ("on_done", &hooks.on_done),
+            Verdict::RolledBack => ("on_rollback", &hooks.on_rollback),
+            Verdict::Failed | Verdict::Alarm => ("on_failed", &hooks.on_failed),
+            Verdict::Refused | Verdict::Cancelled => ("", &[]),
+        };
+        if !argv.is_empty() {
+            let started = Instant::now();
+            let _ = tx.send(Progress::Step {
+                step: Step::Hook,
+                ok: None,
+                message: format!("running {key}"),
+            });
+            let r = &out.record;
+            let argv = crate::hooks::fill(
+                argv,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("operation", r.operation.as_str()),
+                    ("id", r.id.as_str()),
+                    ("from", r.from.as_deref().unwrap_or("")),
+                    ("to", r.to.as_deref().unwrap_or("")),
+                    ("version", r.to_version.as_deref().unwrap_or("")),
+                    ("result", out.verdict.label()),
+                    ("message", r.message.as_str()),
+                ],
+            );
+            let (ok, detail) =
+                match crate::hooks::run_command(&argv, hooks.hook_timeout, &hooks.pass_env).await {
+                    Ok(said) if said.is_empty() => (true, format!("{key} done")),
+                    Ok(said) => (true, format!("{key} done: {said}")),
+                    Err(e) => (false, format!("{key} failed (the result stands): {e}")),
+                };
+            let detail = crate::audit::redact(&detail);
+            out.record.steps.push(StepRecord {
+                step: Step::Hook.label().into(),
+                ok,
+                ms: started.elapsed().as_millis() as u64,
+                detail: detail.clone(),
+            });
+            let _ = tx.send(Progress::Step {
+                step: Step::Hook,
+                ok: Some(ok),
+                message: detail,
+            });
+        }
+        if let Some(a) = &self.audit {
+            a.write(&out.record);
+        }
+        let _ = tx.send(Progress::Finished(out.clone()));
+        // The lock goes last: after the record, so the next holder's records follow this one.
+        drop(lock);
+        out
     }
 
     /// `cutover recover`: an interrupted operation left the routers (maybe) disagreeing.
