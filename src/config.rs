@@ -657,7 +657,12 @@ fn parse_hooks(
             AFTER_VARS,
             &mut h.on_rollback,
         ),
-        ("on_failed", raw.on_failed.take(), AFTER_VARS, &mut h.on_failed),
+        (
+            "on_failed",
+            raw.on_failed.take(),
+            AFTER_VARS,
+            &mut h.on_failed,
+        ),
     ] {
         let Some(c) = cmd else { continue };
         validate_command(c.get_ref(), vars).map_err(|m| at(c.span(), Some(key), m))?;

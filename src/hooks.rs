@@ -532,7 +532,10 @@ mod tests {
             r#"{"v":"{version}"}"#.to_string(),
             "{unknown}".to_string(),
         ];
-        let got = fill(&argv, &[("env", "shop"), ("to", "green"), ("version", "{to}")]);
+        let got = fill(
+            &argv,
+            &[("env", "shop"), ("to", "green"), ("version", "{to}")],
+        );
         assert_eq!(got[1], "shop:green");
         assert_eq!(got[2], r#"{"v":"{to}"}"#, "a value is never filled again");
         assert_eq!(got[3], "{unknown}");
@@ -542,7 +545,10 @@ mod tests {
     fn validate_names_unknown_placeholders_and_empty_commands() {
         let e = validate_command(&["x".into(), "{public_url}".into()], WARMUP_VARS)
             .expect_err("unknown");
-        assert!(e.contains("`{public_url}`") && e.contains("{address}"), "{e}");
+        assert!(
+            e.contains("`{public_url}`") && e.contains("{address}"),
+            "{e}"
+        );
         assert!(validate_command(&[], WARMUP_VARS).is_err());
         assert!(validate_command(&["x".into(), "{public_url}".into()], SMOKE_VARS).is_ok());
     }
@@ -592,13 +598,20 @@ mod tests {
         assert!(out.contains("x=unset"), "{out}");
         assert!(!out.contains("hunter2"), "{out}");
         let err = run_command(
-            &["sh".into(), "-c".into(), "echo nope token=abc >&2; exit 3".into()],
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo nope token=abc >&2; exit 3".into(),
+            ],
             Duration::from_secs(20),
             &[],
         )
         .await
         .expect_err("exit 3");
-        assert!(err.contains("exited with 3") && err.contains("nope"), "{err}");
+        assert!(
+            err.contains("exited with 3") && err.contains("nope"),
+            "{err}"
+        );
         assert!(!err.contains("abc"), "{err}");
     }
 

@@ -867,7 +867,10 @@ impl Engine {
         // back (a rollback must be fast).
         if !rollback && self.env.hooks.has_warmup() {
             run.step(Step::Warmup, format!("warming `{to}` up"));
-            match self.warm_up(&mut run, &to, plan.to_version.as_deref()).await {
+            match self
+                .warm_up(&mut run, &to, plan.to_version.as_deref())
+                .await
+            {
                 Ok(detail) => run.done(Step::Warmup, true, detail),
                 Err(why) if !req.force => {
                     let why = format!(
