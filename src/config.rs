@@ -613,11 +613,14 @@ fn re_hooks(re: &mut RawEnvironment) -> RawHooks {
     }
 }
 
+/// Makes a [`ConfigError`] from a span, the field, and the message.
+type LocateError<'a> = dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError + 'a;
+
 /// Check the hook keys; every error names its key and where it is.
 fn parse_hooks(
     raw: &mut RawHooks,
     src: &str,
-    at: &dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError,
+    at: &LocateError<'_>,
 ) -> Result<crate::hooks::Hooks, ConfigError> {
     use crate::hooks::{AFTER_VARS, Hooks, SMOKE_VARS, WARMUP_VARS, validate_command};
     let mut h = Hooks {
@@ -871,6 +874,91 @@ version_pointer = "/version"
     fn missing_required_field_is_named() {
         let e = err(&GOOD.replace("address = \"http://127.0.0.1:9001\"\n", ""));
         assert!(e.message.contains("missing field `address`"), "{e}");
+    }
+
+    #[test]
+    fn hooks_parse_with_defaults_and_both_path_forms() {
+        let src = GOOD.replace(
+            "public_url = \"http://127.0.0.1:8080/\"\n",
+            "public_url = \"http://127.0.0.1:8080/\"\n\
+             warmup_paths = [\"/\", { path = \"/api\", times = 5, expect_status = 204 }]\n\
+             smoke = [\"./login-test\", \"{public_url}\"]\n\
+             smoke_paths = [{ path = \"/login\", body_contains = \"Sign in\" }]\n\
+             on_done = [\"notify\", \"{env} {to} {version} {result}\"]\n",
+        );
+        let c = parse(&src, Path::new("x.toml")).expect("valid");
+        let h = &c.environments[0].hooks;
+        assert_eq!(h.warmup_paths.len(), 2);
+        assert_eq!(
+            (h.warmup_paths[0].times, h.warmup_paths[0].expect_status),
+            (1, 200)
+        );
+        assert_eq!(
+            (h.warmup_paths[1].times, h.warmup_paths[1].expect_status),
+            (5, 204)
+        );
+        assert_eq!(h.smoke_paths[0].body_contains.as_deref(), Some("Sign in"));
+        assert_eq!(h.smoke_timeout, crate::hooks::DEFAULT_SMOKE_TIMEOUT);
+        assert!(h.has_warmup() && h.has_smoke());
+        assert_eq!(h.commands().len(), 2);
+        assert!(
+            parse(GOOD, Path::new("x.toml"))
+                .expect("valid")
+                .environments[0]
+                .hooks
+                .commands()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_hooks_name_line_column_and_field() {
+        let with = |line: &str| {
+            GOOD.replace(
+                "public_url = \"http://127.0.0.1:8080/\"\n",
+                &format!("public_url = \"http://127.0.0.1:8080/\"\n{line}\n"),
+            )
+        };
+        // Line 8: the line after public_url.
+        let e = err(&with("smoke = [\"./t\", \"{public_ur}\"]"));
+        assert_eq!((e.line, e.field.as_deref()), (8, Some("smoke")), "{e}");
+        assert!(
+            e.message.contains("unknown placeholder `{public_ur}`"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("cutover.toml:8:9: field `smoke`"),
+            "{e}"
+        );
+        let e = err(&with("warmup_command = [\"./w\", \"{public_url}\"]"));
+        assert_eq!(e.field.as_deref(), Some("warmup_command"), "{e}");
+        let e = err(&with("on_failed = []"));
+        assert_eq!(e.field.as_deref(), Some("on_failed"), "{e}");
+        assert!(e.message.contains("empty"), "{e}");
+        let e = err(&with("warmup_paths = [\"/ok\", \"api\"]"));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (8, Some("warmup_paths")),
+            "{e}"
+        );
+        assert!(e.message.contains("starting with /"), "{e}");
+        let e = err(&with("warmup_paths = [{ path = \"/\", times = 0 }]"));
+        assert!(e.message.contains("at least 1"), "{e}");
+        let e = err(&with(
+            "smoke_paths = [{ path = \"/\", expect_status = 999 }]",
+        ));
+        assert_eq!(e.field.as_deref(), Some("smoke_paths"), "{e}");
+        let e = err(&with("smoke_paths = [{ path = \"/\", body = \"x\" }]"));
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.message.contains("unknown field `body`"), "{e}");
+        let e = err(&with("warmup_paths = [7]"));
+        assert!(e.message.contains("a path"), "{e}");
+        let e = err(&with("smoke_timeout = \"0s\""));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (8, Some("smoke_timeout")),
+            "{e}"
+        );
     }
 
     #[test]

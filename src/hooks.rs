@@ -133,11 +133,33 @@ impl Hooks {
 }
 
 /// `warmup_paths` and `smoke_paths` entries: a path, or a table.
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub(crate) enum RawPath<T> {
     Path(String),
     Table(T),
+}
+
+/// By hand rather than `untagged`, so that a mistake in a table keeps serde's message
+/// ("unknown field `body`, expected ...").
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for RawPath<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = RawPath<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a path (\"/warm\") or a table ({ path = \"/warm\", ... })")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawPath::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(RawPath::Table)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
