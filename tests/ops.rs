@@ -1238,3 +1238,76 @@ async fn a_failing_after_hook_is_recorded_and_never_changes_the_result() {
     assert!(!rig.audit_text().contains("sk-live-999"));
     assert!(!seen.iter().any(|l| l.contains("sk-live-999")), "{seen:#?}");
 }
+
+#[tokio::test]
+async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let not_executable = logs.path().join("notify.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\necho hi\n").expect("write");
+    let rig = Arc::new(
+        Rig::start(
+            &[("blue", "1.0.0"), ("green", "2.0.0")],
+            &format!(
+                "warmup_paths = [\"/warm\"]\nsmoke = [\"sh\", \"-c\", \"echo smoke ok for $0\", \"{{slot}}\"]\n\
+                 on_failed = [\"{}\"]\n",
+                not_executable.display()
+            ),
+        )
+        .await,
+    );
+    let cli = |args: Vec<&'static str>| {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || rig.cli(&args))
+    };
+    // check: the missing executable bit is a failed check, named.
+    let o = cli(vec!["check"]).await.expect("join");
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    let out = printed(&o);
+    let row = out
+        .lines()
+        .find(|l| l.contains("hook on_failed"))
+        .unwrap_or_else(|| panic!("no hook row: {out}"));
+    assert!(
+        row.starts_with("FAIL") && row.contains("is not executable"),
+        "{row}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains("hook smoke") && l.contains("executable")),
+        "{out}"
+    );
+    // swap: the steps on stderr, in order.
+    let o = cli(vec!["swap", "shop", "--yes", "--no-watch"])
+        .await
+        .expect("join");
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let at = |prefix: &str| {
+        err.lines()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line: {err}"))
+    };
+    assert!(
+        at("gate    ok") < at("warm-up ok") && at("warm-up ok") < at("apply   ok"),
+        "{err}"
+    );
+    assert!(at("verify  ok") < at("smoke   ok"), "{err}");
+    assert!(
+        err.contains("smoke ok for green"),
+        "the command's output is shown: {err}"
+    );
+    // rollback --json: the steps in the record; no warm-up on the way back.
+    let o = cli(vec!["rollback", "shop", "--yes", "--no-watch", "--json"])
+        .await
+        .expect("join");
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let steps: Vec<&str> = v["record"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    assert_eq!(steps, ["plan", "gate", "apply", "verify", "smoke"], "{v}");
+    assert_eq!(rig.serving().await, "blue");
+}
