@@ -751,3 +751,53 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
     );
     assert!(superseded > 0);
 }
+
+#[test]
+fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output() {
+    use cutover::ops::Step;
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
+    step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+    step(
+        &mut app,
+        &id,
+        Step::Warmup,
+        Some(true),
+        "2 paths warmed on 1 address (4 requests in 120ms); warmup_command: caches primed",
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Apply,
+        Some(true),
+        "routers switched to `green`",
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Verify,
+        Some(true),
+        "routers show `green` live",
+    );
+    step(&mut app, &id, Step::Smoke, None, "smoke-testing `green`");
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("warm-up ✔ apply ✔ verify ✔ smoke …"),
+        "{text}"
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Smoke,
+        Some(false),
+        "smoke: `./login-test` exited with 1: login failed for alice",
+    );
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("smoke ✘"), "{text}");
+    assert!(text.contains("login failed for alice"), "{text}");
+    // The operation's id is new on every run.
+    let text = text.replace(&format!("#{id}"), "#op-id000");
+    insta::assert_snapshot!("op_with_warmup_and_smoke", text);
+}
