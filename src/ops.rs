@@ -1,9 +1,9 @@
 //! Operations: swap, rollback, drain, undrain, maintenance, set preview.
 //!
-//! Every operation runs as plan → gate → apply → verify → watch (a swap or rollback with hooks:
-//! plan → gate → warm-up → apply → verify → smoke → watch, see [`crate::hooks`]). Each step is reported as
-//! [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is written to the audit
-//! log. The TUI and the headless CLI share this engine.
+//! Every operation runs as plan → gate → apply → verify → watch (a swap or rollback with
+//! hooks: plan → gate → warm-up → apply → verify → smoke → watch, see [`crate::hooks`]). Each
+//! step is reported as [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is
+//! written to the audit log. The TUI and the headless CLI share this engine.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
