@@ -35,7 +35,7 @@ verify_timeout = "10s"      # how long verify waits for the router and public UR
 # smoke_paths = [{ path = "/login", expect_status = 200, body_contains = "Sign in" }]
 # smoke_timeout = "30s"
 # on_done = ["./notify.sh", "{env}", "{operation}", "{to}", "{version}", "{result}"]
-# on_rollback = [...] / on_failed = [...]   # same placeholders, plus {id} {from} {message}
+# on_rollback = [...] / on_failed = [...]   # same placeholders, plus {id} {from} {message} {live}
 # hook_timeout = "30s"                      # each of on_done, on_rollback, on_failed
 # hook_pass_env = ["CHAT_TOKEN"]            # besides PATH and HOME, passed to every hook
 

@@ -48,6 +48,7 @@ pub const AFTER_VARS: &[&str] = &[
     "version",
     "result",
     "message",
+    "live",
 ];
 
 /// One of `warmup_paths`: requested on the target slot until it has answered
@@ -307,6 +308,11 @@ pub fn program_problem(program: &str) -> Option<String> {
             format!("`{program}` is not on the PATH")
         }
     }))
+}
+
+/// Whether any argument of `argv` uses `{name}`.
+pub fn uses(argv: &[String], name: &str) -> bool {
+    argv.iter().any(|a| placeholders_in(a).contains(&name))
 }
 
 /// Fill `{name}` placeholders (the exec router's syntax: other braces are text).

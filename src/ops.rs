@@ -1444,6 +1444,15 @@ impl Engine {
                 ok: None,
                 message: format!("running {key}"),
             });
+            // `{live}`: read from the routers, only when the command asks for it.
+            let live = if crate::hooks::uses(argv, "live") {
+                match self.observe_all().await {
+                    Ok(states) => self.agreed_live(&states).ok().flatten().unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            } else {
+                String::new()
+            };
             let r = &out.record;
             let argv = crate::hooks::fill(
                 argv,
@@ -1456,6 +1465,7 @@ impl Engine {
                     ("version", r.to_version.as_deref().unwrap_or("")),
                     ("result", out.verdict.label()),
                     ("message", r.message.as_str()),
+                    ("live", live.as_str()),
                 ],
             );
             let (ok, detail) =

@@ -1067,12 +1067,15 @@ async fn a_failed_warmup_refuses_the_swap_and_leaves_traffic_where_it_was() {
 async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
     let logs = tempfile::tempdir().expect("tempdir");
     let seen_by_smoke = logs.path().join("smoke.log");
+    let on_rollback = logs.path().join("on_rollback.log");
     let rig = Rig::start(
         &[("blue", "1.0.0"), ("green", "2.0.0")],
         &format!(
             "auto_rollback = true\n\
-             smoke = [\"sh\", \"-c\", \"echo $1 $2 >> {}; echo login as admin password=hunter2; echo Authorization: Bearer abc123xyz >&2; exit 1\", \"smoke\", \"{{slot}}\", \"{{public_url}}\"]\n",
-            seen_by_smoke.display()
+             smoke = [\"sh\", \"-c\", \"echo $1 $2 >> {}; echo login as admin password=hunter2; echo Authorization: Bearer abc123xyz >&2; exit 1\", \"smoke\", \"{{slot}}\", \"{{public_url}}\"]\n\
+             on_rollback = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_rollback\", \"{{result}}\", \"{{operation}}\", \"{{to}}\", \"{{live}}\"]\n",
+            seen_by_smoke.display(),
+            on_rollback.display()
         ),
     )
     .await;
@@ -1089,6 +1092,14 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
         rig.serving().await,
         "blue",
         "traffic is back on the old slot"
+    );
+    // on_rollback ran once, after the rollback: {to} is the slot that failed, {live} the
+    // routers' live slot now.
+    assert_eq!(
+        std::fs::read_to_string(&on_rollback)
+            .expect("on_rollback ran")
+            .trim(),
+        "rolled-back swap (auto-rollback) green blue"
     );
     // The smoke test ran after the switch, against the public URL.
     let said = std::fs::read_to_string(&seen_by_smoke).expect("smoke ran");
@@ -1107,7 +1118,8 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
             ("apply", true),
             ("verify", true),
             ("smoke", false),
-            ("apply", true)
+            ("apply", true),
+            ("hook", true)
         ]
         .map(|(s, ok)| (s.to_string(), ok))
     );
