@@ -868,10 +868,15 @@ impl Engine {
         // back (a rollback must be fast).
         if !rollback && self.env.hooks.has_warmup() {
             run.step(Step::Warmup, format!("warming `{to}` up"));
-            match self
-                .warm_up(&mut run, &to, plan.to_version.as_deref())
-                .await
-            {
+            let cancel = run.cancel.clone();
+            let warmed = tokio::select! {
+                w = self.warm_up(&mut run, &to, plan.to_version.as_deref()) => w,
+                i = self.next_interrupt(&req.id, cancel) => {
+                    let why = format!("nothing changed: stopped during the warm-up ({i:?})");
+                    return run.fail(Step::Warmup, Verdict::Cancelled, why);
+                }
+            };
+            match warmed {
                 Ok(detail) => run.done(Step::Warmup, true, detail),
                 Err(why) if !req.force => {
                     let why = format!(
@@ -924,7 +929,16 @@ impl Engine {
         // handled as a failing watch is.
         if self.env.hooks.has_smoke() {
             run.step(Step::Smoke, format!("smoke-testing `{to}`"));
-            match self.smoke_test_live(&to, plan.to_version.as_deref()).await {
+            let smoked = tokio::select! {
+                s = self.smoke_test_live(&to, plan.to_version.as_deref()) => s,
+                i = self.next_interrupt(&req.id, run.cancel.clone()) => {
+                    let why = format!(
+                        "`{to}` is live; smoke test abandoned ({i:?}), nothing rolled back"
+                    );
+                    return run.fail(Step::Smoke, Verdict::Cancelled, why);
+                }
+            };
+            match smoked {
                 Ok(detail) => run.done(Step::Smoke, true, detail),
                 Err(why) => {
                     run.done(Step::Smoke, false, why.clone());
@@ -1308,6 +1322,30 @@ impl Engine {
                     Verdict::Failed,
                     format!("{why}; the automatic rollback failed: {e}"),
                 )
+            }
+        }
+    }
+
+    /// The next interrupt of operation `id`: from this cutover (`cancel`), or another
+    /// cutover's takeover request (looked for every `WATCH_TAKEOVER_POLL`). For steps that
+    /// change nothing on the routers (warm-up, smoke test), which may stop at any point.
+    async fn next_interrupt(&self, id: &str, mut cancel: watch::Receiver<Interrupt>) -> Interrupt {
+        loop {
+            let i = cancel.borrow_and_update().clone();
+            if i != Interrupt::None {
+                return i;
+            }
+            if let Some(by) = self.store.takeover_request(&self.env.name, id) {
+                return Interrupt::TakenOver(by);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_TAKEOVER_POLL) => {}
+                changed = cancel.changed() => {
+                    if changed.is_err() {
+                        // Nobody can interrupt any more: only takeovers are left to look for.
+                        tokio::time::sleep(WATCH_TAKEOVER_POLL).await;
+                    }
+                }
             }
         }
     }

@@ -1323,3 +1323,51 @@ async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
     assert_eq!(steps, ["plan", "gate", "apply", "verify", "smoke"], "{v}");
     assert_eq!(rig.serving().await, "blue");
 }
+
+#[tokio::test]
+async fn a_quit_during_the_warmup_stops_it_at_once_with_nothing_changed() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        "warmup_paths = [\"/slow?ms=20000\"]\nwarmup_timeout = \"60s\"\n",
+    )
+    .await;
+    let e = rig.engine();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (cancel_tx, cancel) = watch::channel(cutover::ops::Interrupt::None);
+    let req = OpRequest {
+        watch: false,
+        ..OpRequest::new(OpKind::Swap { to: None })
+    };
+    let task = tokio::spawn(async move { e.run(req, GateSource::ProbeNow, tx, cancel).await });
+    // Quit once the slow warm-up request is on its way.
+    while let Some(p) = rx.recv().await {
+        if let cutover::ops::Progress::Step {
+            step: cutover::ops::Step::Warmup,
+            ok: None,
+            message,
+        } = p
+            && message.starts_with("GET ")
+        {
+            cancel_tx
+                .send(cutover::ops::Interrupt::Quit)
+                .expect("the operation listens");
+            break;
+        }
+    }
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let o = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("the warm-up stopped long before its 20 s request")
+        .expect("join");
+    assert_eq!(o.verdict, Verdict::Cancelled, "{}", o.message);
+    assert!(
+        o.message.contains("stopped during the warm-up"),
+        "{}",
+        o.message
+    );
+    assert_eq!(rig.serving().await, "blue");
+    assert!(
+        !audit_records(&rig).iter().any(|r| r["result"] == "started"),
+        "no router was touched"
+    );
+}
