@@ -461,16 +461,19 @@ pub async fn warm_paths(
             let url = format!("{base}{}", p.path);
             let mut good = 0;
             let mut last = String::from("no answer yet");
-            note(format!("GET {url} ({} × {})", p.times, p.expect_status));
+            note(crate::audit::redact(&format!(
+                "GET {url} ({} × {})",
+                p.times, p.expect_status
+            )));
             while good < p.times {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(format!(
+                    return Err(crate::audit::redact(&format!(
                         "{url} answered {good} of {} times {} within {} (last: {last})",
                         p.times,
                         p.expect_status,
                         crate::timefmt::millis(total)
-                    ));
+                    )));
                 }
                 sent += 1;
                 match c.get(&url).timeout(left).send().await {
@@ -513,7 +516,7 @@ pub async fn smoke_paths(
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("no time left for {url}"));
+            return Err(crate::audit::redact(&format!("no time left for {url}")));
         }
         let resp = c
             .get(&url)

@@ -880,7 +880,9 @@ impl Engine {
                 Ok(detail) => run.done(Step::Warmup, true, detail),
                 Err(why) if !req.force => {
                     let why = format!(
-                        "refused: the warm-up of `{to}` failed: {why}; nothing was changed,                          traffic stays on `{}`; to switch anyway, force it (F in the confirm                          dialog, --force)",
+                        "refused: the warm-up of `{to}` failed: {why}; nothing was changed, \
+                         traffic stays on `{}`; to switch anyway, force it (F in the confirm \
+                         dialog, --force)",
                         from.as_deref().unwrap_or("nothing")
                     );
                     return run.fail(Step::Warmup, Verdict::Refused, why);

@@ -1033,6 +1033,7 @@ async fn a_failed_warmup_refuses_the_swap_and_leaves_traffic_where_it_was() {
         "{}",
         o.message
     );
+    assert!(!o.message.contains("  "), "{}", o.message);
     assert_eq!(step_names(&o), ["plan", "gate", "warm-up"]);
     assert!(
         seen.iter().any(|l| l.contains("warm-up of `green` failed")),
