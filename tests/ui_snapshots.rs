@@ -801,3 +801,43 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
     let text = text.replace(&format!("#{id}"), "#op-id000");
     insta::assert_snapshot!("op_with_warmup_and_smoke", text);
 }
+
+#[test]
+fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
+    use cutover::ops::{Outcome, Progress, Step, Verdict};
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(!text.contains("failed warm-up"), "{text}");
+    assert!(
+        press(&mut app, KeyCode::Char('F')).is_empty(),
+        "the gate passes: nothing to force yet"
+    );
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(
+        &mut app,
+        &id,
+        Step::Warmup,
+        Some(false),
+        "refused: the warm-up of `green` failed",
+    );
+    app.update(Event::Op {
+        env: 0,
+        id: id.clone(),
+        progress: Progress::Finished(Outcome {
+            verdict: Verdict::Refused,
+            message: "refused: the warm-up of `green` failed".into(),
+            record: cutover::audit::AuditRecord::default(),
+        }),
+    });
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("F forces past the failed warm-up (logged as FORCED)"),
+        "{text}"
+    );
+    match press(&mut app, KeyCode::Char('F')).as_slice() {
+        [cutover::app::Effect::RunOp { req, .. }] => assert!(req.force, "{req:?}"),
+        other => panic!("F did not force: {other:?}"),
+    }
+}
