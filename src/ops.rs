@@ -1,8 +1,9 @@
 //! Operations: swap, rollback, drain, undrain, maintenance, set preview.
 //!
-//! Every operation runs as plan → gate → apply → verify → watch. Each step is reported as
-//! [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is written to the audit
-//! log. The TUI and the headless CLI share this engine.
+//! Every operation runs as plan → gate → apply → verify → watch (a swap or rollback with
+//! hooks: plan → gate → warm-up → apply → verify → smoke → watch, see [`crate::hooks`]). Each
+//! step is reported as [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is
+//! written to the audit log. The TUI and the headless CLI share this engine.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -153,6 +154,16 @@ pub enum Interrupt {
 }
 
 impl Interrupt {
+    /// Why, in words: "superseded by rollback #b2c3d4e5", "cutover quit".
+    fn reason(&self) -> String {
+        match self {
+            Interrupt::None => "no reason".into(),
+            Interrupt::Superseded(by) => format!("superseded by {by}"),
+            Interrupt::TakenOver(by) => format!("{} took the lock over", by.describe()),
+            Interrupt::Quit => "cutover quit".into(),
+        }
+    }
+
     /// How a watch ended because of it.
     fn watch_ended(&self) -> String {
         match self {
@@ -175,19 +186,40 @@ pub const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 pub enum Step {
     Plan,
     Gate,
+    /// Requests and a command on the target slot before the switch (`warmup_paths`,
+    /// `warmup_command`).
+    Warmup,
     Apply,
     Verify,
+    /// Checks of the new live slot after the switch (`smoke`, `smoke_paths`).
+    Smoke,
     Watch,
+    /// `on_done`, `on_rollback`, `on_failed`, once the result is known.
+    Hook,
 }
 
 impl Step {
+    /// Every step, in the order an operation runs them.
+    pub const ALL: [Step; 8] = [
+        Step::Plan,
+        Step::Gate,
+        Step::Warmup,
+        Step::Apply,
+        Step::Verify,
+        Step::Smoke,
+        Step::Watch,
+        Step::Hook,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Step::Plan => "plan",
             Step::Gate => "gate",
+            Step::Warmup => "warm-up",
             Step::Apply => "apply",
             Step::Verify => "verify",
+            Step::Smoke => "smoke",
             Step::Watch => "watch",
+            Step::Hook => "hook",
         }
     }
 }
@@ -405,6 +437,15 @@ struct Run<'a> {
     lock: Option<LockGuard>,
     /// What is being changed on the routers right now (written before the first command).
     journal: Option<Journal>,
+    /// Swap and rollback: the end (audit record, `Finished`, the lock) is left here for
+    /// [`Engine::conclude`], which runs the after-hooks first.
+    held: Option<Arc<std::sync::Mutex<Option<Held>>>>,
+}
+
+/// What [`Run::finish`] leaves for [`Engine::conclude`].
+struct Held {
+    tx: mpsc::UnboundedSender<Progress>,
+    lock: Option<LockGuard>,
 }
 
 impl Run<'_> {
@@ -440,14 +481,23 @@ impl Run<'_> {
         self.record.time = crate::timefmt::rfc3339(SystemTime::now());
         self.record.result = verdict.label().into();
         self.record.message = crate::audit::redact(&message);
-        if let Some(a) = &self.engine.audit {
-            a.write(&self.record);
-        }
         let out = Outcome {
             verdict,
             message,
             record: self.record.clone(),
         };
+        if let Some(h) = self.held.take()
+            && let Ok(mut slot) = h.lock()
+        {
+            *slot = Some(Held {
+                tx: self.tx.clone(),
+                lock: self.lock.take(),
+            });
+            return out;
+        }
+        if let Some(a) = &self.engine.audit {
+            a.write(&self.record);
+        }
         let _ = self.tx.send(Progress::Finished(out.clone()));
         // The lock goes last: after the record, so the next holder's records follow this one.
         drop(self.lock.take());
@@ -683,6 +733,7 @@ impl Engine {
             cancel,
             lock: None,
             journal: None,
+            held: None,
         };
 
         // The lock first: the plan must read routers nobody else is changing.
@@ -790,8 +841,12 @@ impl Engine {
                     true,
                     format!("{} → {to}", live.as_deref().unwrap_or("nothing")),
                 );
-                self.switch(run, req, gate_source, live, preview, to, rollback)
-                    .await
+                let held = Arc::new(std::sync::Mutex::new(None));
+                run.held = Some(held.clone());
+                let out = self
+                    .switch(run, req, gate_source, live, preview, to, rollback)
+                    .await;
+                self.conclude(out, &held).await
             }
             OpKind::Rolling { slot, version } => {
                 let (slot, version) = (slot.clone(), version.clone());
@@ -852,8 +907,38 @@ impl Engine {
         } else {
             run.done(Step::Gate, true, "all checks passed");
         }
+
+        // Warm-up: the target slot, directly, before any router changes. Never on the way
+        // back (a rollback must be fast).
+        if !rollback && self.env.hooks.has_warmup() {
+            run.step(Step::Warmup, format!("warming `{to}` up"));
+            let cancel = run.cancel.clone();
+            let warmed = tokio::select! {
+                w = self.warm_up(&mut run, &to, plan.to_version.as_deref()) => w,
+                i = self.next_interrupt(&req.id, cancel) => {
+                    let why = format!("nothing changed: stopped during the warm-up ({})", i.reason());
+                    return run.fail(Step::Warmup, Verdict::Cancelled, why);
+                }
+            };
+            match warmed {
+                Ok(detail) => run.done(Step::Warmup, true, detail),
+                Err(why) if !req.force => {
+                    let why = format!(
+                        "refused: the warm-up of `{to}` failed: {why}; nothing was changed, \
+                         traffic stays on `{}`; to switch anyway, force it (F in the confirm \
+                         dialog, --force)",
+                        from.as_deref().unwrap_or("nothing")
+                    );
+                    return run.fail(Step::Warmup, Verdict::Refused, why);
+                }
+                Err(why) => run.done(Step::Warmup, true, format!("FORCED past: {why}")),
+            }
+        }
         if let Some(i) = run.interrupted() {
-            let why = format!("nothing changed: stopped before the switch ({i:?})");
+            let why = format!(
+                "nothing changed: stopped before the switch ({})",
+                i.reason()
+            );
             return run.finish(Verdict::Cancelled, why);
         }
 
@@ -891,6 +976,30 @@ impl Engine {
                 m.last_set_preview = from.clone();
             }
         });
+
+        // Smoke test: the new live slot, as users reach it. A failure is a failed cutover,
+        // handled as a failing watch is.
+        if self.env.hooks.has_smoke() {
+            run.step(Step::Smoke, format!("smoke-testing `{to}`"));
+            let smoked = tokio::select! {
+                s = self.smoke_test_live(&to, plan.to_version.as_deref()) => s,
+                i = self.next_interrupt(&req.id, run.cancel.clone()) => {
+                    let why = format!(
+                        "`{to}` is live; smoke test abandoned ({}), nothing rolled back",
+                        i.reason()
+                    );
+                    return run.fail(Step::Smoke, Verdict::Cancelled, why);
+                }
+            };
+            match smoked {
+                Ok(detail) => run.done(Step::Smoke, true, detail),
+                Err(why) => {
+                    run.done(Step::Smoke, false, why.clone());
+                    let why = format!("the smoke test of `{to}` failed: {why}");
+                    return self.after_failure(run, why, &to, from.as_deref()).await;
+                }
+            }
+        }
 
         if !req.watch || self.env.watch.is_zero() {
             return run.finish(Verdict::Done, format!("`{to}` is live"));
@@ -1217,6 +1326,18 @@ impl Engine {
             return run.finish(Verdict::Done, format!("`{to}` is live and stayed healthy"));
         };
         run.done(Step::Watch, false, why.clone());
+        self.after_failure(run, why, to, from).await
+    }
+
+    /// The new live slot failed (its watch or its smoke test): roll back by itself when
+    /// `auto_rollback` is on, else raise the alarm that names the rollback key.
+    async fn after_failure(
+        &self,
+        mut run: Run<'_>,
+        why: String,
+        to: &str,
+        from: Option<&str>,
+    ) -> Outcome {
         let Some(from) = from else {
             return run.finish(
                 Verdict::Alarm,
@@ -1262,6 +1383,214 @@ impl Engine {
                 )
             }
         }
+    }
+
+    /// The next interrupt of operation `id`: from this cutover (`cancel`), or another
+    /// cutover's takeover request (looked for every `WATCH_TAKEOVER_POLL`). For steps that
+    /// change nothing on the routers (warm-up, smoke test), which may stop at any point.
+    async fn next_interrupt(&self, id: &str, mut cancel: watch::Receiver<Interrupt>) -> Interrupt {
+        loop {
+            let i = cancel.borrow_and_update().clone();
+            if i != Interrupt::None {
+                return i;
+            }
+            if let Some(by) = self.store.takeover_request(&self.env.name, id) {
+                return Interrupt::TakenOver(by);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_TAKEOVER_POLL) => {}
+                changed = cancel.changed() => {
+                    if changed.is_err() {
+                        // Nobody can interrupt any more: only takeovers are left to look for.
+                        tokio::time::sleep(WATCH_TAKEOVER_POLL).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The warm-up of `to`: its `warmup_paths` on its own address (each node's, for a slot
+    /// with nodes), then `warmup_command`, all within `warmup_timeout`.
+    async fn warm_up(
+        &self,
+        run: &mut Run<'_>,
+        to: &str,
+        version: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let hooks = &self.env.hooks;
+        let Some(slot) = self.env.slot(to) else {
+            return Err(format!("there is no slot `{to}`"));
+        };
+        let deadline = Instant::now() + hooks.warmup_timeout;
+        let mut parts = Vec::new();
+        if !hooks.warmup_paths.is_empty() {
+            let addresses: Vec<String> = if slot.nodes.is_empty() {
+                vec![slot.address.clone()]
+            } else {
+                slot.nodes.iter().map(|n| n.address.clone()).collect()
+            };
+            let tx = run.tx.clone();
+            let mut note = |m: String| {
+                let _ = tx.send(Progress::Step {
+                    step: Step::Warmup,
+                    ok: None,
+                    message: m,
+                });
+            };
+            parts.push(
+                crate::hooks::warm_paths(&hooks.warmup_paths, &addresses, deadline, &mut note)
+                    .await?,
+            );
+        }
+        if !hooks.warmup_command.is_empty() {
+            let argv = crate::hooks::fill(
+                &hooks.warmup_command,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("slot", to),
+                    ("address", slot.address.as_str()),
+                    ("version", version.unwrap_or("")),
+                ],
+            );
+            run.note(Step::Warmup, "running warmup_command");
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("no time left for warmup_command within warmup_timeout".into());
+            }
+            let said = crate::hooks::run_command(&argv, left, &hooks.pass_env)
+                .await
+                .map_err(|e| format!("warmup_command: {e}"))?;
+            parts.push(if said.is_empty() {
+                "warmup_command done".to_string()
+            } else {
+                format!("warmup_command: {said}")
+            });
+        }
+        Ok(parts.join("; "))
+    }
+
+    /// The smoke test of the new live slot `to`: `smoke_paths` through the public URL (or on
+    /// the slot when there is none), then the `smoke` command, within `smoke_timeout`.
+    async fn smoke_test_live(
+        &self,
+        to: &str,
+        version: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let hooks = &self.env.hooks;
+        let Some(slot) = self.env.slot(to) else {
+            return Err(format!("there is no slot `{to}`"));
+        };
+        let deadline = Instant::now() + hooks.smoke_timeout;
+        let mut parts = Vec::new();
+        if !hooks.smoke_paths.is_empty() {
+            let base = self.env.public_url.as_deref().unwrap_or(&slot.address);
+            parts.push(crate::hooks::smoke_paths(&hooks.smoke_paths, base, deadline).await?);
+        }
+        if !hooks.smoke.is_empty() {
+            let argv = crate::hooks::fill(
+                &hooks.smoke,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("slot", to),
+                    ("address", slot.address.as_str()),
+                    ("version", version.unwrap_or("")),
+                    ("public_url", self.env.public_url.as_deref().unwrap_or("")),
+                ],
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("no time left for the smoke command within smoke_timeout".into());
+            }
+            let said = crate::hooks::run_command(&argv, left, &hooks.pass_env)
+                .await
+                .map_err(|e| format!("smoke: {e}"))?;
+            parts.push(if said.is_empty() {
+                "smoke command passed".to_string()
+            } else {
+                format!("smoke command passed: {said}")
+            });
+        }
+        Ok(parts.join("; "))
+    }
+
+    /// The end of a swap or rollback: the after-hook its result calls for (`on_done` for a
+    /// swap done, `on_rollback` for a rollback done or an automatic rollback, `on_failed` for
+    /// a failure or an alarm; none for a refusal or a cancellation), then the audit record,
+    /// `Finished`, and the lock. The hook cannot change the result; its failure is recorded.
+    async fn conclude(
+        &self,
+        mut out: Outcome,
+        held: &Arc<std::sync::Mutex<Option<Held>>>,
+    ) -> Outcome {
+        let Some(Held { tx, lock }) = held.lock().ok().and_then(|mut h| h.take()) else {
+            return out;
+        };
+        let hooks = &self.env.hooks;
+        let rollback = out.record.operation.starts_with("rollback");
+        let (key, argv): (&str, &[String]) = match out.verdict {
+            Verdict::Done if rollback => ("on_rollback", &hooks.on_rollback),
+            Verdict::Done => ("on_done", &hooks.on_done),
+            Verdict::RolledBack => ("on_rollback", &hooks.on_rollback),
+            Verdict::Failed | Verdict::Alarm => ("on_failed", &hooks.on_failed),
+            Verdict::Refused | Verdict::Cancelled => ("", &[]),
+        };
+        if !argv.is_empty() {
+            let started = Instant::now();
+            let _ = tx.send(Progress::Step {
+                step: Step::Hook,
+                ok: None,
+                message: format!("running {key}"),
+            });
+            // `{live}`: read from the routers, only when the command asks for it.
+            let live = if crate::hooks::uses(argv, "live") {
+                match self.observe_all().await {
+                    Ok(states) => self.agreed_live(&states).ok().flatten().unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            } else {
+                String::new()
+            };
+            let r = &out.record;
+            let argv = crate::hooks::fill(
+                argv,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("operation", r.operation.as_str()),
+                    ("id", r.id.as_str()),
+                    ("from", r.from.as_deref().unwrap_or("")),
+                    ("to", r.to.as_deref().unwrap_or("")),
+                    ("version", r.to_version.as_deref().unwrap_or("")),
+                    ("result", out.verdict.label()),
+                    ("message", r.message.as_str()),
+                    ("live", live.as_str()),
+                ],
+            );
+            let (ok, detail) =
+                match crate::hooks::run_command(&argv, hooks.hook_timeout, &hooks.pass_env).await {
+                    Ok(said) if said.is_empty() => (true, format!("{key} done")),
+                    Ok(said) => (true, format!("{key} done: {said}")),
+                    Err(e) => (false, format!("{key} failed (the result stands): {e}")),
+                };
+            let detail = crate::audit::redact(&detail);
+            out.record.steps.push(StepRecord {
+                step: Step::Hook.label().into(),
+                ok,
+                ms: started.elapsed().as_millis() as u64,
+                detail: detail.clone(),
+            });
+            let _ = tx.send(Progress::Step {
+                step: Step::Hook,
+                ok: Some(ok),
+                message: detail,
+            });
+        }
+        if let Some(a) = &self.audit {
+            a.write(&out.record);
+        }
+        let _ = tx.send(Progress::Finished(out.clone()));
+        // The lock goes last: after the record, so the next holder's records follow this one.
+        drop(lock);
+        out
     }
 
     /// `cutover recover`: an interrupted operation left the routers (maybe) disagreeing.

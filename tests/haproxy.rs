@@ -1755,3 +1755,97 @@ async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
     assert_eq!(who(&rig.url("/")).await.1, "green");
     assert!(!state.path().join("shop.journal.json").exists(), "{out}");
 }
+
+/// Issue #23 on a real proxy: the warm-up reaches both of green's servers directly before the
+/// switch (never through HAProxy), then a smoke command that fails for green rolls the swap
+/// back by itself.
+#[tokio::test]
+async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test_rolls_back() {
+    let test = "warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test_rolls_back";
+    let Some(bin) = common::require_binary(test, "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    assert_eq!(who(&rig.url("/")).await.1, "blue");
+    let state = TempDir::new().expect("state dir");
+    let hooks = "auto_rollback = true\nwatch = \"0s\"\n\
+                 warmup_paths = [{ path = \"/warm\", times = 2 }]\n\
+                 smoke = [\"sh\", \"-c\", \"echo smoke of $0 via $1; test \\\"$0\\\" != green\", \"{slot}\", \"{public_url}\"]\n";
+    let anchor = "preview_url = \"http://127.0.0.1:";
+    let i = rig.cutover_toml.find(anchor).expect("preview_url");
+    let eol = i + rig.cutover_toml[i..].find('\n').expect("end of line") + 1;
+    let text = format!(
+        "[settings]\nstate_dir = \"{}\"\n\n{}{hooks}{}",
+        state.path().display(),
+        &rig.cutover_toml[..eol],
+        &rig.cutover_toml[eol..]
+    );
+    let engine = common::engine(&text);
+    let greens: Vec<Arc<cutover::slotserver::SlotControls>> = rig
+        .slots
+        .iter()
+        .filter(|s| s.controls.name == "green")
+        .map(|s| s.controls.clone())
+        .collect();
+    assert_eq!(greens.len(), 2);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_c, cancel) = tokio::sync::watch::channel(cutover::ops::Interrupt::None);
+    let req = cutover::ops::OpRequest {
+        watch: false,
+        ..cutover::ops::OpRequest::new(cutover::ops::OpKind::Swap {
+            to: Some("green".into()),
+        })
+    };
+    let e = engine.clone();
+    let task = tokio::spawn(async move {
+        e.run(req, cutover::ops::GateSource::ProbeNow, tx, cancel)
+            .await
+    });
+    let mut at_apply = None;
+    let mut seen = Vec::new();
+    while let Some(p) = rx.recv().await {
+        if let cutover::ops::Progress::Step { step, ok, message } = p {
+            if step == cutover::ops::Step::Apply && ok.is_none() && at_apply.is_none() {
+                at_apply = Some(greens.iter().map(|g| g.hits("/warm")).collect::<Vec<u64>>());
+            }
+            seen.push(format!("{} {ok:?} {message}", step.label()));
+        }
+    }
+    let out = task.await.expect("join");
+    assert_eq!(
+        at_apply,
+        Some(vec![2, 2]),
+        "each of green's servers was warmed before the switch: {seen:#?}"
+    );
+    let others: u64 = rig
+        .slots
+        .iter()
+        .filter(|s| s.controls.name != "green")
+        .map(|s| s.controls.hits("/warm"))
+        .sum();
+    assert_eq!(others, 0, "no warm-up request went through HAProxy");
+    assert_eq!(
+        out.verdict,
+        cutover::ops::Verdict::RolledBack,
+        "{}\n{seen:#?}",
+        out.message
+    );
+    assert!(
+        out.message.contains("the smoke test of `green` failed")
+            && out.message.contains("rolled back to `blue` automatically"),
+        "{}",
+        out.message
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("smoke of green via {}", rig.url("/")))),
+        "the smoke command's output is shown: {seen:#?}"
+    );
+    assert_eq!(
+        who(&rig.url("/")).await.1,
+        "blue",
+        "traffic is back on blue"
+    );
+    let st = observe(rig.driver().as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("blue"));
+}

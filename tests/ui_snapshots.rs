@@ -875,3 +875,93 @@ fn a_router_error_with_credentials_is_drawn_redacted() {
         assert!(!text.contains(secret), "{secret} is on screen:\n{text}");
     }
 }
+
+#[test]
+fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output() {
+    use cutover::ops::Step;
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
+    step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+    step(
+        &mut app,
+        &id,
+        Step::Warmup,
+        Some(true),
+        "2 paths warmed on 1 address (4 requests in 120ms); warmup_command: caches primed",
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Apply,
+        Some(true),
+        "routers switched to `green`",
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Verify,
+        Some(true),
+        "routers show `green` live",
+    );
+    step(&mut app, &id, Step::Smoke, None, "smoke-testing `green`");
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("warm-up ✔ apply ✔ verify ✔ smoke …"),
+        "{text}"
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Smoke,
+        Some(false),
+        "smoke: `./login-test` exited with 1: login failed for alice",
+    );
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("smoke ✘"), "{text}");
+    assert!(text.contains("login failed for alice"), "{text}");
+    // The operation's id is new on every run.
+    let text = text.replace(&format!("#{id}"), "#op-id000");
+    insta::assert_snapshot!("op_with_warmup_and_smoke", text);
+}
+
+#[test]
+fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
+    use cutover::ops::{Outcome, Progress, Step, Verdict};
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(!text.contains("failed warm-up"), "{text}");
+    assert!(
+        press(&mut app, KeyCode::Char('F')).is_empty(),
+        "the gate passes: nothing to force yet"
+    );
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(
+        &mut app,
+        &id,
+        Step::Warmup,
+        Some(false),
+        "refused: the warm-up of `green` failed",
+    );
+    app.update(Event::Op {
+        env: 0,
+        id: id.clone(),
+        progress: Progress::Finished(Outcome {
+            verdict: Verdict::Refused,
+            message: "refused: the warm-up of `green` failed".into(),
+            record: cutover::audit::AuditRecord::default(),
+        }),
+    });
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("F forces past the failed warm-up (logged as FORCED)"),
+        "{text}"
+    );
+    match press(&mut app, KeyCode::Char('F')).as_slice() {
+        [cutover::app::Effect::RunOp { req, .. }] => assert!(req.force, "{req:?}"),
+        other => panic!("F did not force: {other:?}"),
+    }
+}

@@ -91,7 +91,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
     } else {
         ""
     };
+    let past_warmup = matches!(
+        c.what,
+        crate::app::Confirmed::Op(crate::ops::OpKind::Swap { .. })
+    ) && env.warmup_refused();
     let mut keys = match gate_ok {
+        true if past_warmup => format!(
+            "{then}{go} confirm · {} forces past the failed warm-up (logged as FORCED) · \
+             {cancel} cancel",
+            k(Action::Force)
+        ),
         true => format!("{then}{go} confirm · {cancel} cancel"),
         false => format!(
             "gate refuses (re-checked on every poll) · {then}{} forces it (logged as FORCED) · \
