@@ -1453,18 +1453,16 @@ impl Engine {
                 ],
             );
             run.note(Step::Warmup, "running warmup_command");
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err("no time left for warmup_command within warmup_timeout".into());
-            }
-            let said = crate::hooks::run_command(&argv, left, &hooks.pass_env)
-                .await
-                .map_err(|e| format!("warmup_command: {e}"))?;
-            parts.push(if said.is_empty() {
-                "warmup_command done".to_string()
-            } else {
-                format!("warmup_command: {said}")
-            });
+            parts.push(
+                command_before(
+                    &argv,
+                    deadline,
+                    &hooks.pass_env,
+                    "warmup_command",
+                    "warmup_timeout",
+                )
+                .await?,
+            );
         }
         Ok(parts.join("; "))
     }
@@ -1497,18 +1495,9 @@ impl Engine {
                     ("public_url", self.env.public_url.as_deref().unwrap_or("")),
                 ],
             );
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err("no time left for the smoke command within smoke_timeout".into());
-            }
-            let said = crate::hooks::run_command(&argv, left, &hooks.pass_env)
-                .await
-                .map_err(|e| format!("smoke: {e}"))?;
-            parts.push(if said.is_empty() {
-                "smoke command passed".to_string()
-            } else {
-                format!("smoke command passed: {said}")
-            });
+            parts.push(
+                command_before(&argv, deadline, &hooks.pass_env, "smoke", "smoke_timeout").await?,
+            );
         }
         Ok(parts.join("; "))
     }
@@ -2154,6 +2143,29 @@ fn path_of(url: &str, address: &str) -> String {
     after_scheme
         .find('/')
         .map_or("/".into(), |i| after_scheme[i..].to_string())
+}
+
+/// Run a hook command (`key`, for messages) with what is left of `deadline` (set by
+/// `limit`); its last output lines, or why it failed.
+async fn command_before(
+    argv: &[String],
+    deadline: Instant,
+    pass_env: &[String],
+    key: &str,
+    limit: &str,
+) -> std::result::Result<String, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(format!("no time left for `{key}` within {limit}"));
+    }
+    let said = crate::hooks::run_command(argv, left, pass_env)
+        .await
+        .map_err(|e| format!("{key}: {e}"))?;
+    Ok(if said.is_empty() {
+        format!("{key} passed")
+    } else {
+        format!("{key} passed: {said}")
+    })
 }
 
 /// The operation that undoes an interrupted or half-done simple change, from its journal.

@@ -85,6 +85,13 @@ impl Tmux {
         }
     }
 
+    /// Wait until the demo has drawn its first probes and its router's first answer (the
+    /// roles): versions and `○ IDLE` on screen.
+    fn wait_ready(&self) -> String {
+        self.wait_for("v1.6.0-rc1", Duration::from_secs(30));
+        self.wait_for("○ IDLE", Duration::from_secs(30))
+    }
+
     /// Wait until the Op line shows `needle`.
     fn wait_op(&self, needle: &str, within: Duration) -> String {
         let t = Instant::now();
@@ -165,7 +172,7 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     }
     let (args, live) = demo_args();
     let t = Tmux::start("main", 120, 40, &args);
-    let s = t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    let s = t.wait_ready();
     for needle in ["blue", "green", "staging", "● LIVE", "◐ PREVIEW", "○ IDLE"] {
         assert!(s.contains(needle), "missing {needle}:\n{s}");
     }
@@ -262,7 +269,7 @@ fn at_80x24_nothing_important_is_cut_off() {
     }
     let (args, _) = demo_args();
     let t = Tmux::start("narrow", 80, 24, &args);
-    let s = t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    let s = t.wait_ready();
     for needle in [
         "● LIVE",
         "◐ PREVIEW",
@@ -291,7 +298,7 @@ fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
     }
     let (args, live) = demo_args();
     let t = Tmux::start("broken", 120, 40, &args);
-    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    t.wait_ready();
     // Select green (second column) and break it with the demo key.
     t.keys(&["l", "b"]);
     let s = t.wait_for("✘ down 500", Duration::from_secs(5));
@@ -324,7 +331,7 @@ fn no_color_draws_without_colours_and_keeps_the_labels() {
     }
     let (args, _) = demo_args();
     let coloured = Tmux::start("colour", 120, 40, &args);
-    coloured.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    coloured.wait_ready();
     assert!(
         coloured.capture(true).contains("38;5;"),
         "the default theme has colours"
@@ -332,7 +339,7 @@ fn no_color_draws_without_colours_and_keeps_the_labels() {
     drop(coloured);
     let (args, _) = demo_args();
     let t = Tmux::start_with("nocolor", 120, 40, &args, &["NO_COLOR=1"]);
-    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    t.wait_ready();
     let styled = t.capture(true);
     assert!(
         !styled.contains("38;5;") && !styled.contains("38;2;"),
@@ -364,7 +371,7 @@ fn one_key_rollback_on_a_production_demo() {
     let (mut args, live) = demo_args();
     args.push("--production".into());
     let t = Tmux::start("onekey", 120, 40, &args);
-    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    t.wait_ready();
     assert_eq!(served_by(live), "blue");
     // The way forward asks for the name, as always on production.
     t.keys(&["s"]);

@@ -98,21 +98,7 @@ fn router_state(live: &str, preview: &str) -> RouterState {
 
 /// An app as it looks after a few polls: blue live, green preview, staging idle.
 fn app_with(memory: EnvMemory) -> App {
-    let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
-    let mut app = App::new(cfg, Theme::dark(), vec![memory], t0());
-    app.envs[0].routers.push(RouterView {
-        name: "edge".into(),
-        kind: "embedded".into(),
-        state: None,
-        error: None,
-        at: None,
-    });
-    app.update(Event::Router {
-        env: 0,
-        router: 0,
-        result: Ok(router_state("blue", "green")),
-        at: t0(),
-    });
+    let mut app = fresh_app_with(memory);
     for i in 0..12u64 {
         app.update(Event::Tick(t0() + Duration::from_secs(i)));
         app.update(Event::Probe {
@@ -556,8 +542,12 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
 /// A fresh app with only the router's first answer: no health history yet (the demo's first
 /// second).
 fn fresh_app() -> App {
+    fresh_app_with(EnvMemory::default())
+}
+
+fn fresh_app_with(memory: EnvMemory) -> App {
     let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
-    let mut app = App::new(cfg, Theme::dark(), vec![EnvMemory::default()], t0());
+    let mut app = App::new(cfg, Theme::dark(), vec![memory], t0());
     app.envs[0].routers.push(RouterView {
         name: "edge".into(),
         kind: "embedded".into(),
