@@ -1119,3 +1119,24 @@ fn no_screen_size_panics_or_loses_the_dialogs_keys() {
         }
     }
 }
+
+#[test]
+fn the_swap_dialog_says_when_the_live_version_is_unknown() {
+    let mut app = app_with(EnvMemory::default());
+    app.update(Event::Probe {
+        env: 0,
+        slot: 0,
+        result: ProbeResult {
+            version: None,
+            version_error: Some(ProbeError::Body("no /version in the body".into())),
+            ..up("", 4)
+        },
+    });
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("✔ new version: live slot's version unknown: cannot compare"),
+        "{text}"
+    );
+    assert!(!text.contains("differs from live"), "{text}");
+}
