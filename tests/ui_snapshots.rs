@@ -1099,10 +1099,15 @@ fn at_40x10_the_main_screen_draws_every_panel_without_garbling() {
 
 #[test]
 fn no_screen_size_panics_or_loses_the_dialogs_keys() {
-    for (w, h) in (1..=90u16)
-        .step_by(7)
+    for (w, h) in (1..=127u16)
+        .step_by(9)
         .flat_map(|w| (1..=26u16).map(move |h| (w, h)))
     {
+        let mut fleet = sixteen_slots();
+        for _ in 0..7 {
+            press(&mut fleet, KeyCode::Right);
+        }
+        screen(&mut fleet, w, h);
         let mut app = app_with(EnvMemory::default());
         screen(&mut app, w, h);
         key(&mut app, '?');
