@@ -23,7 +23,7 @@ pub struct Areas {
     pub envs: Option<Rect>,
     /// One column per slot on screen: `slots[i]` shows slot `shown.start + i`.
     pub slots: Vec<Rect>,
-    /// The slots on screen, when they do not all fit (see [`slot_page`]).
+    /// The slots on screen: all of them, or the page holding the selection (see [`slot_page`]).
     pub shown: Range<usize>,
     pub info: Rect,
     pub events: Rect,
