@@ -1714,7 +1714,7 @@ impl App {
         }
         for (i, r) in areas.slots.iter().enumerate() {
             if r.contains(p) {
-                self.selected_slot = i;
+                self.selected_slot = areas.shown.start + i;
                 self.focus = Focus::Slots;
                 return;
             }

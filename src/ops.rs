@@ -362,13 +362,19 @@ pub fn gate(
         checks.push(Check {
             name: "new version",
             ok: !same,
-            detail: if same {
-                format!(
+            // Passes when a version is unknown: this check only catches a swap to what is
+            // already live, and refusing would block swapping away from a live slot whose
+            // version endpoint is down, when a swap is most needed. It says it could not
+            // compare; the version check above refuses an unknown new version on its own.
+            detail: match (&to_version, from, &from_version) {
+                _ if same => format!(
                     "`{to}` runs the same version as live ({})",
                     to_version.clone().unwrap_or_default()
-                )
-            } else {
-                "differs from live".into()
+                ),
+                (None, _, _) => format!("`{to}`'s version unknown: cannot compare"),
+                (_, None, _) => "no live slot known: cannot compare".into(),
+                (_, Some(_), None) => "live slot's version unknown: cannot compare".into(),
+                _ => "differs from live".into(),
             },
         });
     }
@@ -2250,6 +2256,7 @@ fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, String) {
                     states
                         .first()
                         .map_or(AdminState::Unknown, |s| admin_of(t, s))
+                        .described()
                 ),
             )
         }
@@ -2262,6 +2269,7 @@ fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, String) {
                     states
                         .first()
                         .map_or(AdminState::Unknown, |s| admin_of(t, s))
+                        .described()
                 ),
             )
         }
@@ -2342,5 +2350,42 @@ mod tests {
         assert_eq!(p.failed_checks()[0].name, "new version");
         // Rollback does not check for a new version.
         assert!(gate(3, Some("blue"), "green", &same, false).passes());
+    }
+
+    #[test]
+    fn checks_read_naturally_and_say_when_they_cannot_compare() {
+        use Health::*;
+        let live_unknown = input(&[("blue", &[Up], None), ("green", &[Up; 3], Some("2"))]);
+        let p = gate(3, Some("blue"), "green", &live_unknown, true);
+        let new = p.checks.iter().find(|c| c.name == "new version");
+        assert_eq!(
+            new.map(|c| (c.ok, c.detail.as_str())),
+            Some((true, "live slot's version unknown: cannot compare"))
+        );
+        let p = gate(3, None, "green", &live_unknown, true);
+        assert!(p.passes(), "{:?}", p.checks);
+        assert!(
+            p.checks[2].detail.contains("no live slot known"),
+            "{:?}",
+            p.checks
+        );
+
+        let mut s = RouterState::default();
+        for (name, admin) in [("blue", AdminState::Drain), ("green", AdminState::Maint)] {
+            s.slots.insert(
+                name.into(),
+                crate::model::SlotRoute {
+                    admin,
+                    ..Default::default()
+                },
+            );
+        }
+        let drain = |t: &str| OpKind::Drain(Target::slot(t));
+        let (ok, msg) = check_simple(&drain("blue"), std::slice::from_ref(&s));
+        assert!(ok && msg.ends_with("is drained"), "{msg}");
+        let (_, msg) = check_simple(&drain("green"), std::slice::from_ref(&s));
+        assert!(msg.ends_with("is in maintenance"), "{msg}");
+        let (ok, msg) = check_simple(&OpKind::Undrain(Target::slot("blue")), &[s]);
+        assert!(!ok && msg.ends_with("is drained"), "{msg}");
     }
 }

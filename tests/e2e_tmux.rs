@@ -1,5 +1,5 @@
-//! The real binary, driven in tmux as a user types: the demo at 120x40 and 80x24, keys sent,
-//! the screen read with capture-pane, and curl-like GETs against the live listener.
+//! The real binary, driven in tmux as a user types: the demo at 120x40, 80x24 and 40x10, keys
+//! sent, the screen read with capture-pane, and curl-like GETs against the live listener.
 
 #![allow(clippy::expect_used)] // tests fail loudly on purpose
 
@@ -288,6 +288,37 @@ fn at_80x24_nothing_important_is_cut_off() {
             "a line wider than the terminal: {line}"
         );
     }
+}
+
+#[test]
+fn at_40x10_slots_page_and_the_dialog_keeps_its_keys() {
+    if common::require_binary("at_40x10_slots_page_and_the_dialog_keeps_its_keys", "tmux").is_none()
+    {
+        return;
+    }
+    let (args, _) = demo_args();
+    let t = Tmux::start("tiny", 40, 10, &args);
+    let s = t.wait_for("slot 1 of 3", Duration::from_secs(20));
+    for needle in ["▸ blue", "? help", "q quit"] {
+        assert!(s.contains(needle), "missing {needle} at 40x10:\n{s}");
+    }
+    t.wait_for("v1.4.2", Duration::from_secs(20));
+    // → turns the page to green, whole and readable.
+    t.keys(&["Right"]);
+    let s = t.wait_for("slot 2 of 3 ◂ ▸", Duration::from_secs(5));
+    assert!(s.contains("▸ green"), "{s}");
+    t.wait_for("v1.5.0", Duration::from_secs(20));
+    t.keys(&["s"]);
+    let s = t.wait_for("y/Enter confirm · n/Esc cancel", Duration::from_secs(10));
+    assert!(s.contains("Swap: blue → green"), "{s}");
+    for line in s.lines() {
+        assert!(
+            line.chars().count() <= 40,
+            "a line wider than the terminal: {line}"
+        );
+    }
+    t.keys(&["Escape"]);
+    t.wait_for("slot 2 of 3", Duration::from_secs(5));
 }
 
 #[test]
