@@ -23,6 +23,13 @@ use crate::ui::theme::Theme;
 const GATE_HISTORY: usize = 20;
 /// How many lines the event pane keeps.
 const EVENT_LINES: usize = 500;
+/// How far back the traffic chart looks.
+pub const TRAFFIC_WINDOW: Duration = Duration::from_secs(300);
+/// How many operation markers the traffic chart keeps.
+const MARKERS: usize = 32;
+/// At most this many of cutover's own public/preview URL probes are still to be taken off a
+/// slot's request counter: a probe attributed to the wrong slot costs at most this much.
+const PROBE_DEBT_CAP: u64 = 8;
 /// Why a new operation must wait.
 const OP_RUNNING: &str = "an operation is running on this environment; wait for it to end";
 
@@ -188,9 +195,110 @@ pub struct SlotView {
     pub version_since: Option<SystemTime>,
     pub role_since: Option<SystemTime>,
     pub last_role: Role,
-    /// Share of the routed requests this slot got since the previous router reading.
-    pub traffic_share: Option<f64>,
-    last_requests: Option<u64>,
+    /// User traffic on the slot, from the first router's own counters.
+    pub traffic: SlotTraffic,
+}
+
+/// Requests and errors per second on one slot between two router readings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrafficSample {
+    /// When the later of the two readings was taken.
+    pub at: SystemTime,
+    pub rps: f64,
+    /// Errors per second: what the router counts as errors (5xx answers, failed connections).
+    pub eps: f64,
+}
+
+/// A slot's user traffic as the router counts it, turned into rates by the App.
+///
+/// The public and preview URL probes of cutover go through the router and are counted there;
+/// they are taken off again here (each probe answer is a debt on the slot that answered it), so
+/// what is shown is user traffic only. Slot probes go to the slot's address and never reach the
+/// router.
+#[derive(Debug, Clone, Default)]
+pub struct SlotTraffic {
+    /// Rates of the last [`TRAFFIC_WINDOW`], oldest first.
+    pub history: VecDeque<TrafficSample>,
+    /// In-flight requests or sessions, as of the last reading.
+    pub in_flight: Option<u64>,
+    /// The router's own average latency for the slot, when it has one.
+    pub latency_ms: Option<u64>,
+    /// Whether the router counts this slot's requests at all.
+    pub counted: bool,
+    /// (when, requests, errors) of the previous reading.
+    last: Option<(SystemTime, u64, u64)>,
+    /// cutover's own probe requests (and failed ones) not yet taken off the counters.
+    probe_debt: (u64, u64),
+}
+
+impl SlotTraffic {
+    /// The newest rates.
+    pub fn current(&self) -> Option<&TrafficSample> {
+        self.history.back()
+    }
+
+    /// The share of the newest requests that failed, when there were requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        self.current()
+            .filter(|s| s.rps > 0.0)
+            .map(|s| (s.eps / s.rps).min(1.0))
+    }
+
+    /// Take a router reading: rates since the previous one, minus cutover's own probes.
+    fn read(&mut self, route: Option<&crate::model::SlotRoute>, at: SystemTime) {
+        self.in_flight = route.and_then(|r| r.sessions);
+        self.latency_ms = route.and_then(|r| r.latency_ms);
+        let Some(requests) = route.and_then(|r| r.requests) else {
+            self.counted = false;
+            self.last = None;
+            self.history.clear();
+            return;
+        };
+        self.counted = true;
+        let errors = route.and_then(|r| r.errors).unwrap_or(0);
+        if let Some((t, r0, e0)) = self.last
+            && let Ok(dt) = at.duration_since(t)
+            && !dt.is_zero()
+        {
+            // A counter that went back means the proxy restarted: count from zero.
+            let mut dr = if requests >= r0 {
+                requests - r0
+            } else {
+                requests
+            };
+            let mut de = if errors >= e0 { errors - e0 } else { errors };
+            let taken = dr.min(self.probe_debt.0);
+            dr -= taken;
+            self.probe_debt.0 -= taken;
+            let taken = de.min(self.probe_debt.1);
+            de -= taken;
+            self.probe_debt.1 -= taken;
+            let secs = dt.as_secs_f64();
+            self.history.push_back(TrafficSample {
+                at,
+                rps: dr as f64 / secs,
+                eps: de as f64 / secs,
+            });
+            while self
+                .history
+                .front()
+                .is_some_and(|s| at.duration_since(s.at).unwrap_or_default() > TRAFFIC_WINDOW)
+            {
+                self.history.pop_front();
+            }
+        }
+        if self.last.is_none_or(|(t, _, _)| at > t) {
+            self.last = Some((at, requests, errors));
+        }
+    }
+
+    /// One of cutover's probes went through the router to this slot.
+    fn probed(&mut self, failed: bool) {
+        self.probe_debt.0 = (self.probe_debt.0 + 1).min(PROBE_DEBT_CAP);
+        if failed {
+            self.probe_debt.1 = (self.probe_debt.1 + 1).min(PROBE_DEBT_CAP);
+        }
+    }
 }
 
 impl SlotView {
@@ -223,6 +331,9 @@ pub struct OpView {
     pub title: String,
     pub steps: Vec<(Step, Option<bool>, String)>,
     pub watching: Option<(Duration, String)>,
+    /// The watch verdict's inputs, while it watches: errors since the switch, checks made,
+    /// checks passed.
+    pub watch_inputs: Option<(u64, u32, u32)>,
     pub verdict: Option<Verdict>,
     pub message: String,
     pub started: SystemTime,
@@ -268,9 +379,64 @@ pub struct EnvView {
     pub lock: Option<LockInfo>,
     pub interrupted: Option<Journal>,
     pub drill: Option<DrillView>,
+    /// When operations started on this environment, for the traffic chart's time axis.
+    pub markers: VecDeque<(SystemTime, &'static str)>,
+    /// Which slot answered the public URL at each of cutover's probes (the traffic view of a
+    /// router without per-slot counters).
+    pub public_answers: VecDeque<(SystemTime, String)>,
 }
 
 impl EnvView {
+    /// One of cutover's probes of the public (or preview) URL answered: it went through the
+    /// router, so it is owed back to the slot that answered it (the `X-Slot` header, or the
+    /// slot the router sends that URL to).
+    fn url_probed(&mut self, preview: bool, p: &UrlProbe, now: SystemTime) {
+        let Some(status) = p.status else { return };
+        let slot = p
+            .slot_header
+            .clone()
+            .filter(|h| self.slots.iter().any(|s| &s.name == h))
+            .or_else(|| {
+                if preview {
+                    self.preview_slot().map(str::to_string)
+                } else {
+                    self.live().map(str::to_string)
+                }
+            });
+        let Some(slot) = slot else { return };
+        // A maintenance page is the router's own answer: no slot counted it.
+        let paged = matches!(
+            self.state().and_then(|s| s.maintenance.as_ref()),
+            Some(MaintenanceMode::Page)
+        );
+        if !preview {
+            self.public_answers.push_back((now, slot.clone()));
+            while self
+                .public_answers
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t).unwrap_or_default() > TRAFFIC_WINDOW)
+            {
+                self.public_answers.pop_front();
+            }
+        }
+        if let Some(s) = self.slots.iter_mut().find(|s| s.name == slot)
+            && (preview || !paged)
+        {
+            s.traffic.probed(status >= 500);
+        }
+    }
+
+    /// The first router, when it reads no per-slot request counters (nginx OSS, Caddy
+    /// without metrics); `None` while it has not answered, or when it counts.
+    pub fn uncounted_router(&self) -> Option<&RouterView> {
+        let r = self.routers.first()?;
+        let st = r.state.as_ref()?;
+        self.slots
+            .iter()
+            .all(|s| st.slots.get(&s.name).and_then(|r| r.requests).is_none())
+            .then_some(r)
+    }
+
     /// The router state the screen shows: the first router that answered.
     pub fn state(&self) -> Option<&RouterState> {
         self.routers.iter().find_map(|r| r.state.as_ref())
@@ -591,8 +757,7 @@ impl App {
                         version_since: None,
                         role_since: None,
                         last_role: Role::Unknown,
-                        traffic_share: None,
-                        last_requests: None,
+                        traffic: SlotTraffic::default(),
                     })
                     .collect(),
                 routers: e
@@ -614,6 +779,8 @@ impl App {
                 lock: None,
                 interrupted: None,
                 drill: None,
+                markers: VecDeque::new(),
+                public_answers: VecDeque::new(),
                 config: e.clone(),
             })
             .collect();
@@ -699,6 +866,7 @@ impl App {
                 result,
             } => {
                 if let Some(e) = self.envs.get_mut(env) {
+                    e.url_probed(preview, &result, self.now);
                     if preview {
                         e.preview = Some(result);
                     } else {
@@ -895,21 +1063,15 @@ impl App {
                 }
             }
         }
+        // The traffic figures come from the first router only: two routers' counters of
+        // the same slot are two halves of its traffic, not two readings of it.
         if router == 0
-            && let Some(st) = e.routers.first().and_then(|r| r.state.clone())
+            && let Some(r) = e.routers.first()
+            && r.error.is_none()
+            && let (Some(st), Some(at)) = (r.state.as_ref(), r.at)
         {
-            let deltas: Vec<Option<u64>> = e
-                .slots
-                .iter()
-                .map(|s| {
-                    let now = st.slots.get(&s.name).and_then(|r| r.requests)?;
-                    Some(now.saturating_sub(s.last_requests?))
-                })
-                .collect();
-            let total: u64 = deltas.iter().flatten().sum();
-            for (s, d) in e.slots.iter_mut().zip(&deltas) {
-                s.last_requests = st.slots.get(&s.name).and_then(|r| r.requests);
-                s.traffic_share = d.filter(|_| total > 0).map(|d| d as f64 / total as f64);
+            for s in e.slots.iter_mut() {
+                s.traffic.read(st.slots.get(&s.name), at);
             }
         }
         let roles: Vec<Role> = e.slots.iter().map(|s| e.role_of(&s.name)).collect();
@@ -960,14 +1122,22 @@ impl App {
                     ));
                 }
             }
-            Progress::Watching { remaining, detail } => {
+            Progress::Watching {
+                remaining,
+                detail,
+                errors,
+                checks,
+                passed,
+            } => {
                 op.watching = Some((remaining, detail));
+                op.watch_inputs = Some((errors, checks, passed));
             }
             Progress::Remembered => {}
             Progress::Finished(out) => {
                 finished = true;
                 op.verdict = Some(out.verdict);
                 op.watching = None;
+                op.watch_inputs = None;
                 op.message = out.message.clone();
                 let level = match out.verdict {
                     Verdict::Done => Level::Good,
@@ -1680,12 +1850,17 @@ impl App {
             e.superseded.push(old);
         }
         let line = format!("{title} #{} requested{note}", req.id);
+        e.markers.push_back((self.now, req.kind.name()));
+        while e.markers.len() > MARKERS {
+            e.markers.pop_front();
+        }
         e.op = Some(OpView {
             id: req.id.clone(),
             kind: req.kind.name(),
             title,
             steps: Vec::new(),
             watching: None,
+            watch_inputs: None,
             verdict: None,
             message: String::new(),
             started: self.now,

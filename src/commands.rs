@@ -522,7 +522,9 @@ pub async fn operate(
                     ok: None,
                     message,
                 } => errln!("{:<7} ...  {message}", step.label()),
-                Progress::Watching { remaining, detail } => {
+                Progress::Watching {
+                    remaining, detail, ..
+                } => {
                     errln!("watch   {:>3}s {detail}", remaining.as_secs())
                 }
                 Progress::Finished(_) | Progress::Remembered => {}

@@ -129,6 +129,10 @@ pub struct SlotRoute {
     pub requests: Option<u64>,
     /// Cumulative error counter (5xx, failed connections...), when the proxy has one.
     pub errors: Option<u64>,
+    /// The proxy's own average response time for the slot, in milliseconds, when it keeps one
+    /// (HAProxy's `rtime`: the average over its last 1024 requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
     /// The proxy's own health-check verdict, as it words it ("UP", "L4CON"...).
     pub check: Option<String>,
     /// Per-node detail for slots with several servers.

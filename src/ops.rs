@@ -273,6 +273,12 @@ pub enum Progress {
     Watching {
         remaining: Duration,
         detail: String,
+        /// The verdict's inputs: errors the routers counted on the new live slot since the
+        /// switch (the cutover fails above [`WATCH_ERROR_BUDGET`]), health checks made, and
+        /// how many of them passed.
+        errors: u64,
+        checks: u32,
+        passed: u32,
     },
     /// The state file changed (previous live slot, last set): readers should reload it.
     Remembered,
@@ -1248,7 +1254,8 @@ impl Engine {
         let end = started + window;
         let mut next_check = started + WATCH_CHECK_EVERY;
         let mut failed_in_a_row = 0;
-        let mut checks = 0;
+        let mut checks: u32 = 0;
+        let mut passed: u32 = 0;
         let mut cancel = run.cancel.clone();
         let failure: Option<String> = loop {
             let remaining = end.saturating_duration_since(Instant::now());
@@ -1280,6 +1287,7 @@ impl Engine {
             let r = self.prober.probe_slot(&slot).await;
             checks += 1;
             if r.health.is_serving() {
+                passed += 1;
                 failed_in_a_row = 0;
             } else {
                 failed_in_a_row += 1;
@@ -1308,6 +1316,9 @@ impl Engine {
             let _ = run.tx.send(Progress::Watching {
                 remaining: end.saturating_duration_since(Instant::now()),
                 detail,
+                errors,
+                checks,
+                passed,
             });
             if failed_in_a_row >= WATCH_FAILED_CHECKS {
                 break Some(format!(

@@ -468,27 +468,181 @@ fn user_key_bindings_drive_the_keys_and_the_help() {
     assert!(e.message.contains("`swapp` is not an action"), "{e}");
 }
 
-#[test]
-fn traffic_share_is_drawn_from_the_routers_counters() {
-    let mut app = app_with(EnvMemory::default());
-    let mut s = router_state("blue", "green");
-    if let Some(r) = s.slots.get_mut("blue") {
-        r.requests = Some(1204 + 75);
-    }
-    if let Some(r) = s.slots.get_mut("green") {
-        r.requests = Some(87 + 25);
+/// One reading of the first router at `t0 + secs`: `live`, and each slot's cumulative
+/// (requests, errors).
+fn reading(app: &mut App, secs: u64, live: &str, counts: [(u64, u64); 3]) {
+    let at = t0() + Duration::from_secs(secs);
+    app.update(Event::Tick(at));
+    let preview = if live == "blue" { "green" } else { "blue" };
+    let mut s = router_state(live, preview);
+    for (name, (req, err)) in ["blue", "green", "staging"].into_iter().zip(counts) {
+        if let Some(r) = s.slots.get_mut(name) {
+            r.requests = Some(req);
+            r.errors = Some(err);
+        }
     }
     app.update(Event::Router {
         env: 0,
         router: 0,
         result: Ok(s),
-        at: t0(),
+        at,
     });
+}
+
+/// Blue live under 40 requests/s for 30 s, then `s` + `y`: green takes the 40/s, one error
+/// in the seconds after the switch, and the swap's watch is running.
+fn swapped_under_load() -> App {
+    use cutover::ops::{Progress, Step};
+    let mut app = app_with(EnvMemory::default());
+    let (mut blue, mut green) = (1204, 87);
+    for i in 1..=30 {
+        blue += 40;
+        reading(&mut app, 75 + i, "blue", [(blue, 0), (green, 0), (0, 0)]);
+    }
+    key(&mut app, 's');
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
+    step(&mut app, &id, Step::Apply, Some(true), "routers switched");
+    step(&mut app, &id, Step::Verify, Some(true), "ok");
+    step(&mut app, &id, Step::Watch, None, "watching `green` for 30s");
+    for i in 31..=45 {
+        green += 40;
+        let err = u64::from(i >= 35);
+        reading(&mut app, 75 + i, "green", [(blue, 0), (green, err), (0, 0)]);
+    }
+    app.update(Event::Op {
+        env: 0,
+        id,
+        progress: Progress::Watching {
+            remaining: Duration::from_secs(16),
+            detail: "green up · 1 new err · 14 checks".into(),
+            errors: 1,
+            checks: 14,
+            passed: 14,
+        },
+    });
+    app
+}
+
+#[test]
+fn traffic_moving_during_a_swap_is_charted_with_the_swap_marked() {
+    let mut app = swapped_under_load();
+    let blue = &app.envs[0].slots[0].traffic;
+    let green = &app.envs[0].slots[1].traffic;
+    assert_eq!(blue.current().map(|c| c.rps), Some(0.0));
+    assert_eq!(green.current().map(|c| c.rps), Some(40.0));
+    assert_eq!(app.envs[0].markers.len(), 1);
+    let (text, buf) = screen(&mut app, 120, 40);
+    for needle in [
+        "Requests/s by slot",
+        "┊swap",
+        "● green       40/s",
+        "◐ blue         0/s",
+        "40 req/s · 0.0% err",
+        "0 req/s · 0.0% err",
+        "errors since switch: 1 of 5 allowed",
+        "health checks passed 14 of 14",
+        "Watch swap · 16s left",
+        "Events",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    // Each slot's figure is in its role's style.
+    let (x, y) = find(&text, "40 req/s").expect("green's figure");
+    assert_eq!(
+        buf[(x, y)].fg,
+        Theme::dark().role(Role::Live).fg.expect("colour")
+    );
+    // Operation ids are random.
+    let id = app.envs[0].op.as_ref().expect("op").id.clone();
+    insta::assert_snapshot!("traffic_swap_120x40", text.replace(&id, "<id>"));
+}
+
+#[test]
+fn at_80x24_the_chart_collapses_to_each_slots_figure() {
+    let mut app = swapped_under_load();
+    let (text, _) = screen(&mut app, 80, 24);
+    assert!(!text.contains("Requests/s by slot"), "{text}");
+    assert!(text.contains("40 req/s"), "{text}");
+    assert!(text.contains("0 req/s"), "{text}");
+    let id = app.envs[0].op.as_ref().expect("op").id.clone();
+    insta::assert_snapshot!("traffic_swap_80x24", text.replace(&id, "<id>"));
+}
+
+#[test]
+fn probes_of_the_public_url_are_not_counted_as_user_traffic() {
+    let mut app = app_with(EnvMemory::default());
+    // Two probes of the public URL went through the router to blue; no user request did.
+    for i in 0..2u64 {
+        app.update(Event::Url {
+            env: 0,
+            preview: false,
+            result: UrlProbe {
+                url: "http://127.0.0.1:8080/".into(),
+                status: Some(200),
+                version: None,
+                slot_header: Some("blue".into()),
+                error: None,
+                at: t0() + Duration::from_secs(i),
+            },
+        });
+    }
+    // app_with's own probe, and these two: three requests the router counted on blue.
+    reading(&mut app, 76, "blue", [(1204 + 3, 0), (87, 0), (0, 0)]);
+    let blue = &app.envs[0].slots[0].traffic;
+    assert_eq!(blue.current().map(|c| c.rps), Some(0.0));
+    // A user request is counted.
+    reading(&mut app, 77, "blue", [(1204 + 4, 0), (87, 0), (0, 0)]);
+    let blue = &app.envs[0].slots[0].traffic;
+    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+}
+
+#[test]
+fn a_router_without_per_slot_counters_says_so_and_shows_the_probes() {
+    let mut app = app_with(EnvMemory::default());
+    app.envs[0].routers[0].kind = "nginx".into();
+    let mut s = router_state("blue", "green");
+    for r in s.slots.values_mut() {
+        r.requests = None;
+        r.errors = None;
+        r.sessions = None;
+    }
+    for i in 0..20u64 {
+        let at = t0() + Duration::from_secs(76 + i);
+        app.update(Event::Tick(at));
+        app.update(Event::Url {
+            env: 0,
+            preview: false,
+            result: UrlProbe {
+                url: "http://127.0.0.1:8080/".into(),
+                status: Some(200),
+                version: Some(VersionInfo {
+                    version: "1.4.2".into(),
+                    commit: None,
+                    built: None,
+                }),
+                slot_header: Some("blue".into()),
+                error: None,
+                at,
+            },
+        });
+        app.update(Event::Router {
+            env: 0,
+            router: 0,
+            result: Ok(s.clone()),
+            at,
+        });
+    }
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
-        text.contains("traffic") && text.contains(" 75%") && text.contains(" 25%"),
+        text.contains(
+            "no per-slot counters from nginx: showing cutover's own probes of the public URL"
+        ),
         "{text}"
     );
+    assert!(text.contains("no per-slot counters (nginx)"), "{text}");
+    assert!(!text.contains("req/s"), "no misleading zero: {text}");
+    insta::assert_snapshot!("traffic_no_counters", text);
 }
 
 #[test]

@@ -618,6 +618,7 @@ impl Shared {
                     sessions: Some(sum(|n| &n.in_flight)),
                     requests: Some(sum(|n| &n.requests)),
                     errors: Some(sum(|n| &n.errors)),
+                    latency_ms: None,
                     check: None,
                     nodes,
                 },

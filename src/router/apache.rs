@@ -1268,6 +1268,7 @@ impl Driver {
                     sessions: found.then(|| everywhere.iter().map(|(w, _)| w.busy).sum()),
                     requests: found.then(|| everywhere.iter().map(|(w, _)| w.elected).sum()),
                     errors: None,
+                    latency_ms: None,
                     check: check_text(admin_from.iter().map(|(w, _)| w)),
                     nodes,
                 },

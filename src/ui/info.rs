@@ -121,6 +121,15 @@ fn lines(app: &App) -> Vec<Line<'_>> {
         }
         lines.push(Line::from(spans));
     }
+    if let Some(r) = env.uncounted_router() {
+        lines.push(Line::styled(
+            format!(
+                "ⓘ no per-slot counters from {}: showing cutover's own probes of the public URL",
+                r.kind
+            ),
+            t.warning,
+        ));
+    }
     if env.routers.is_empty() {
         lines.push(Line::styled(
             "no router configured: cutover only watches this environment",

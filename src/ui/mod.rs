@@ -16,6 +16,7 @@ pub mod info;
 pub mod slots;
 pub mod status;
 pub mod theme;
+pub mod traffic;
 
 /// Where each panel goes; shared by drawing and mouse hit-testing.
 pub struct Areas {
@@ -26,6 +27,9 @@ pub struct Areas {
     /// The slots on screen: all of them, or the page holding the selection (see [`slot_page`]).
     pub shown: Range<usize>,
     pub info: Rect,
+    /// The traffic chart, where there is room for it beside the event pane (see
+    /// [`traffic::has_data`]); at 80x24 the slot columns' figures stand in for it.
+    pub chart: Option<Rect>,
     pub events: Rect,
     pub keybar: Rect,
 }
@@ -85,6 +89,17 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     } else {
         (None, main)
     };
+    // The chart shares the event pane's area, when the event pane keeps 6 rows beside it.
+    let charted = app
+        .env()
+        .is_some_and(|e| e.drill.is_none() && traffic::has_data(e));
+    let (chart, events) = if charted && events.height >= traffic::MIN_HEIGHT + 6 {
+        let h = (events.height / 2).clamp(traffic::MIN_HEIGHT, 14);
+        let [c, ev] = Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(events);
+        (Some(c), ev)
+    } else {
+        (None, events)
+    };
     let n = app.env().map_or(0, |e| e.slots.len());
     let shown = slot_page(slots_area.width, n, app.selected_slot);
     let cols = shown.len().max(1);
@@ -97,6 +112,7 @@ pub fn layout(area: Rect, app: &App) -> Areas {
         slots,
         shown,
         info,
+        chart,
         events,
         keybar,
     }
@@ -111,6 +127,9 @@ pub fn draw(f: &mut Frame, app: &App) {
     }
     slots::draw(f, &a.slots, a.shown.clone(), app);
     info::draw(f, a.info, app);
+    if let Some(r) = a.chart {
+        traffic::draw(f, r, app);
+    }
     match app.env().and_then(|e| e.drill.as_ref()) {
         Some(d) => drill::draw(f, a.events, app, d),
         None => events::draw(f, a.events, app),

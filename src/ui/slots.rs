@@ -133,6 +133,11 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
             lines.push(Line::styled(super::fit(&why, w), t.dim));
         }
     }
+    // The user traffic right after the version: a short column (80x24, where the chart
+    // folds away) keeps it before the router's details.
+    if let Some(l) = traffic_line(app, env, slot, w) {
+        lines.push(l);
+    }
     if let Some(r) = env.state().and_then(|s| s.slots.get(&slot.name)) {
         let mut first = vec![format!("router {}", r.admin.label())];
         if let Some(s) = r.sessions {
@@ -159,16 +164,6 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
             }
             lines.push(Line::styled(super::fit(&l, w), t.dim));
         }
-    }
-    if let Some(share) = slot.traffic_share {
-        let bar_w = w.saturating_sub(13).min(20);
-        let filled = ((share * bar_w as f64).round() as usize).min(bar_w);
-        lines.push(Line::from(vec![
-            Span::styled("traffic ", t.dim),
-            Span::styled("█".repeat(filled), t.role(role)),
-            Span::styled("░".repeat(bar_w - filled), t.dim),
-            Span::styled(format!(" {:>3.0}%", share * 100.0), t.text),
-        ]));
     }
     let cfg = env.config.slot(&slot.name);
     if let Some(c) = cfg {
@@ -207,4 +202,51 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
             .style(t.health(health)),
         spark_area,
     );
+}
+
+/// The slot's user traffic in one line: requests/s, error rate, the router's latency. Where the
+/// router counts no requests per slot it says so, rather than showing a zero.
+fn traffic_line<'a>(app: &App, env: &EnvView, slot: &SlotView, w: usize) -> Option<Line<'a>> {
+    let t = &app.theme;
+    if let Some(r) = env.uncounted_router() {
+        return Some(Line::styled(
+            super::fit(&format!("no per-slot counters ({})", r.kind), w),
+            t.dim,
+        ));
+    }
+    let tr = &slot.traffic;
+    if !tr.counted {
+        return None;
+    }
+    let role = env.role_of(&slot.name);
+    // Rates need two readings; until the second, the counters above are all there is.
+    let now = tr.current()?;
+    let mut spans = vec![Span::styled(
+        format!("{} req/s", super::traffic::rate(now.rps)),
+        t.role(role),
+    )];
+    let err = tr.error_rate().unwrap_or(0.0);
+    spans.push(Span::styled(
+        format!(" · {:.1}% err", err * 100.0),
+        if now.eps > 0.0 { t.error } else { t.text },
+    ));
+    if let Some(ms) = tr.latency_ms {
+        spans.push(Span::styled(format!(" · {ms}ms"), t.text));
+    }
+    let line = Line::from(spans);
+    Some(if line.width() > w {
+        Line::styled(
+            super::fit(
+                &format!(
+                    "{} req/s {:.1}%",
+                    super::traffic::rate(now.rps),
+                    err * 100.0
+                ),
+                w,
+            ),
+            t.role(role),
+        )
+    } else {
+        line
+    })
 }

@@ -376,6 +376,7 @@ impl Driver {
                     sessions: be.scur,
                     requests: be.requests(),
                     errors: be.errors(),
+                    latency_ms: be.rtime,
                     check: Some(match servers.as_slice() {
                         [one] => one.check_text(),
                         _ => be.status.clone(),

@@ -126,6 +126,7 @@ impl Driver {
                     sessions: stat.and_then(|x| x.scur),
                     requests: stat.and_then(Stat::requests),
                     errors: stat.and_then(Stat::errors),
+                    latency_ms: stat.and_then(|x| x.rtime),
                     check: stat.map(Stat::check_text),
                     nodes: vec![],
                 },

@@ -21,6 +21,8 @@ pub struct Stat {
     pub hrsp_5xx: Option<u64>,
     pub econ: Option<u64>,
     pub eresp: Option<u64>,
+    /// Average response time (ms) over the last 1024 requests.
+    pub rtime: Option<u64>,
     /// `L4OK`, `L7OK`, `L4CON`, `L7STS`... (empty when there is no check).
     pub check_status: String,
 }
@@ -111,6 +113,7 @@ pub fn parse_stat(text: &str) -> Result<Vec<Stat>, String> {
             hrsp_5xx: n("hrsp_5xx"),
             econ: n("econ"),
             eresp: n("eresp"),
+            rtime: n("rtime"),
             check_status: s("check_status").trim_start_matches('*').to_string(),
         });
     }
