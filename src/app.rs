@@ -207,6 +207,24 @@ pub struct TrafficSample {
     pub rps: f64,
     /// Errors per second: what the router counts as errors (5xx answers, failed connections).
     pub eps: f64,
+    /// The window the rates are over, and the user requests and errors counted in it.
+    window: Duration,
+    requests: u64,
+    errors: u64,
+}
+
+impl TrafficSample {
+    fn new(at: SystemTime, window: Duration, requests: u64, errors: u64) -> TrafficSample {
+        let secs = window.as_secs_f64();
+        TrafficSample {
+            at,
+            rps: requests as f64 / secs,
+            eps: errors as f64 / secs,
+            window,
+            requests,
+            errors,
+        }
+    }
 }
 
 /// A slot's user traffic as the router counts it, turned into rates by the App.
@@ -273,12 +291,7 @@ impl SlotTraffic {
             let taken = de.min(self.probe_debt.1);
             de -= taken;
             self.probe_debt.1 -= taken;
-            let secs = dt.as_secs_f64();
-            self.history.push_back(TrafficSample {
-                at,
-                rps: dr as f64 / secs,
-                eps: de as f64 / secs,
-            });
+            self.history.push_back(TrafficSample::new(at, dt, dr, de));
             while self
                 .history
                 .front()
@@ -292,8 +305,28 @@ impl SlotTraffic {
         }
     }
 
-    /// One of cutover's probes went through the router to this slot.
-    fn probed(&mut self, failed: bool) {
+    /// One of cutover's probes, started at `started`, went through the router to this slot.
+    /// Started after the last reading, the next reading counts it: it is owed. Started
+    /// before, the last reading (read while the probe was answered) counted it already: it
+    /// comes off the newest rates, or, before the first rates, off nothing.
+    fn probed(&mut self, started: SystemTime, failed: bool) {
+        if let Some((t, _, _)) = self.last
+            && started < t
+        {
+            if let Some(s) = self.history.back_mut()
+                && s.at == t
+                && t.duration_since(started).unwrap_or_default() <= s.window
+                && s.requests > 0
+            {
+                let errors = if failed {
+                    s.errors.saturating_sub(1)
+                } else {
+                    s.errors
+                };
+                *s = TrafficSample::new(s.at, s.window, s.requests - 1, errors);
+            }
+            return;
+        }
         self.probe_debt.0 = (self.probe_debt.0 + 1).min(PROBE_DEBT_CAP);
         if failed {
             self.probe_debt.1 = (self.probe_debt.1 + 1).min(PROBE_DEBT_CAP);
@@ -422,7 +455,7 @@ impl EnvView {
         if let Some(s) = self.slots.iter_mut().find(|s| s.name == slot)
             && (preview || !paged)
         {
-            s.traffic.probed(status >= 500);
+            s.traffic.probed(p.at, status >= 500);
         }
     }
 

@@ -28,6 +28,7 @@ pub struct UrlProbe {
     /// The `X-Slot` header, when the slot (or the demo) sends one.
     pub slot_header: Option<String>,
     pub error: Option<ProbeError>,
+    /// When the request was sent (a router reading taken after it has counted it).
     #[serde(skip)]
     pub at: SystemTime,
 }
@@ -94,6 +95,7 @@ impl Prober {
 
     /// GET a public URL's version endpoint.
     pub async fn probe_url(&self, url: &str, pointer: Option<&str>) -> UrlProbe {
+        let sent = SystemTime::now();
         let r = self.fetch(url).await;
         let mut p = UrlProbe {
             url: url.to_string(),
@@ -101,7 +103,7 @@ impl Prober {
             version: None,
             slot_header: None,
             error: None,
-            at: SystemTime::now(),
+            at: sent,
         };
         match r {
             Ok((status, body, slot, _)) => {

@@ -139,7 +139,11 @@ impl World {
             ] {
                 let Some(url) = url.clone() else { continue };
                 let engine = engine.clone();
-                every(interval, &tx, &stop, move || {
+                // Half a poll apart from the router readings: these probes go through the
+                // router, which counts them, and the App takes them off its counters again
+                // (see `app::SlotTraffic`); a probe sent while a reading is taken could land
+                // on either side of it.
+                every_from(interval / 2, interval, &tx, &stop, move || {
                     let (engine, url) = (engine.clone(), url.clone());
                     async move {
                         let result = engine.probe_behind(&url).await;
@@ -199,6 +203,20 @@ fn every<F, Fut>(
     interval: Duration,
     tx: &mpsc::UnboundedSender<Event>,
     stop: &watch::Receiver<bool>,
+    poll: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Event> + Send + 'static,
+{
+    every_from(Duration::ZERO, interval, tx, stop, poll)
+}
+
+/// [`every`], the first tick `phase` from now.
+fn every_from<F, Fut>(
+    phase: Duration,
+    interval: Duration,
+    tx: &mpsc::UnboundedSender<Event>,
+    stop: &watch::Receiver<bool>,
     mut poll: F,
 ) where
     F: FnMut() -> Fut + Send + 'static,
@@ -206,7 +224,7 @@ fn every<F, Fut>(
 {
     let (tx, mut stop) = (tx.clone(), stop.clone());
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -470,3 +470,167 @@ fn one_key_rollback_on_a_production_demo() {
     t.keys(&["Escape"]);
     assert_eq!(served_by(live), "blue");
 }
+
+/// A gentle, bounded load on the live listener (about 40 requests/s, at most 3600 requests
+/// and 90 s), in its own thread until stopped: (answered, failed).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let c = cutover::http_client()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .expect("client");
+                let url = format!("http://127.0.0.1:{port}/");
+                // Pacing, not synchronisation: one request every 25 ms.
+                let mut tick = tokio::time::interval(Duration::from_millis(25));
+                let end = Instant::now() + Duration::from_secs(90);
+                let (mut ok, mut failed) = (0u64, 0u64);
+                for _ in 0..3600 {
+                    if stopped.load(Ordering::SeqCst) || Instant::now() > end {
+                        break;
+                    }
+                    tick.tick().await;
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            ok += 1;
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        });
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("load thread"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Each slot column's requests/s, left to right, as the screen shows them ("40 req/s · …").
+fn slot_rates(s: &str) -> Option<Vec<f64>> {
+    let line = s.lines().find(|l| l.contains(" req/s · "))?;
+    line.split('│')
+        .filter(|seg| seg.contains(" req/s"))
+        .map(|seg| seg.split_whitespace().next()?.parse::<f64>().ok())
+        .collect()
+}
+
+impl Tmux {
+    /// Check that the slot columns' requests/s satisfy `ok` on every screen drawn over
+    /// `during` (several polls): a figure that only passes by through zero does not.
+    fn holds(&self, what: &str, during: Duration, ok: impl Fn(&[f64]) -> bool) {
+        let t = Instant::now();
+        while t.elapsed() < during {
+            let s = self.screen();
+            if let Some(r) = slot_rates(&s).filter(|r| r.len() == 3) {
+                assert!(ok(&r), "not {what}: {r:?}\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until `ok` holds for the screen; `what` and the screen are in the panic message
+    /// otherwise.
+    fn wait_until(&self, what: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if t.elapsed() > within {
+                panic!("the screen never showed {what} within {within:?}:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn under_load_the_traffic_moves_from_blue_to_green_at_the_swap_marker() {
+    if common::require_binary(
+        "under_load_the_traffic_moves_from_blue_to_green_at_the_swap_marker",
+        "tmux",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let (args, live) = demo_args();
+    let t = Tmux::start("traffic", 120, 40, &args);
+    t.wait_ready();
+    let load = Load::start(live);
+    // Blue is live: its column counts the load; green and staging, nothing (cutover's own
+    // probes of the public and preview URLs are never counted as traffic).
+    let s = t.wait_until(
+        "blue's requests/s above zero",
+        Duration::from_secs(30),
+        |s| slot_rates(s).is_some_and(|r| r.len() == 3 && r[0] > 0.0),
+    );
+    assert!(
+        s.contains("Requests/s by slot"),
+        "the chart is on screen:\n{s}"
+    );
+    assert!(s.contains("Events"), "beside the event pane:\n{s}");
+    t.holds("green and staging at zero", Duration::from_secs(3), |r| {
+        r[1] == 0.0 && r[2] == 0.0
+    });
+    t.keys(&["s"]);
+    t.wait_for("y/Enter confirm", Duration::from_secs(20));
+    t.keys(&["y"]);
+    // Within a few polls (one a second in the demo) the traffic has moved: green counts it,
+    // blue falls to zero, and the chart marks the swap.
+    let s = t.wait_until(
+        "green's requests/s above zero and blue's at zero",
+        Duration::from_secs(20),
+        |s| slot_rates(s).is_some_and(|r| r.len() == 3 && r[1] > 0.0 && r[0] == 0.0),
+    );
+    assert!(s.contains("live=green"), "{s}");
+    // And it stays there: blue serves the preview URL, whose probes the router counts and
+    // cutover takes off again.
+    t.holds("blue at zero", Duration::from_secs(3), |r| r[0] == 0.0);
+    assert!(
+        s.contains("┊swap") || s.contains("swap┊"),
+        "the chart marks the swap:\n{s}"
+    );
+    let chart_row = s
+        .lines()
+        .find(|l| l.contains("● green") && l.contains("/s"))
+        .expect("green's figure beside the chart");
+    assert!(!chart_row.contains(" 0/s"), "{chart_row}\n{s}");
+    let (answered, failed) = load.finish();
+    assert!(answered > 0, "the load got answers");
+    assert_eq!(failed, 0, "no request failed across the swap");
+}

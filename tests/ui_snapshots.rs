@@ -595,6 +595,29 @@ fn probes_of_the_public_url_are_not_counted_as_user_traffic() {
     reading(&mut app, 77, "blue", [(1204 + 4, 0), (87, 0), (0, 0)]);
     let blue = &app.envs[0].slots[0].traffic;
     assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+    // A probe sent before a reading and answered after it: the reading counted it, and it
+    // comes off that reading's rates when its answer arrives.
+    reading(&mut app, 78, "blue", [(1204 + 6, 0), (87, 0), (0, 0)]);
+    let blue = &app.envs[0].slots[0].traffic;
+    assert_eq!(blue.current().map(|c| c.rps), Some(2.0));
+    app.update(Event::Url {
+        env: 0,
+        preview: false,
+        result: UrlProbe {
+            url: "http://127.0.0.1:8080/".into(),
+            status: Some(200),
+            version: None,
+            slot_header: Some("blue".into()),
+            error: None,
+            at: t0() + Duration::from_millis(77_900),
+        },
+    });
+    let blue = &app.envs[0].slots[0].traffic;
+    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+    // The next reading owes it nothing.
+    reading(&mut app, 79, "blue", [(1204 + 7, 0), (87, 0), (0, 0)]);
+    let blue = &app.envs[0].slots[0].traffic;
+    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
 }
 
 #[test]

@@ -171,13 +171,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         let mut free_from = plot_x;
         for (x, label, _) in &markers {
             let col = plot_x + (((x + span) / span) * f64::from(plot_w - 1)).round() as u16;
-            let text = format!("┊{label}");
-            let w = (text.chars().count() as u16).min(chart_area.right().saturating_sub(col));
+            // The name to the right of its line, or to the left where the plot ends ("now").
+            let right = format!("┊{label}");
+            let n = right.chars().count() as u16;
+            let (text, col, w) = if col + n <= chart_area.right() {
+                (right, col, n)
+            } else {
+                let start = (col + 1).saturating_sub(n).max(plot_x);
+                (format!("{label}┊"), start, col + 1 - start)
+            };
             if col < free_from || w == 0 {
                 continue; // it would cover the previous marker's name
             }
             f.render_widget(
-                Paragraph::new(Span::styled(text, t.accent)),
+                Paragraph::new(Line::styled(text, t.accent).right_aligned()),
                 Rect::new(col, chart_area.y, w, 1),
             );
             free_from = col + w + 1;
