@@ -243,6 +243,8 @@ pub struct SlotTraffic {
     pub latency_ms: Option<u64>,
     /// Whether the router counts this slot's requests at all.
     pub counted: bool,
+    /// Whether it counts their errors (Apache's balancer-manager does not).
+    pub errors_counted: bool,
     /// (when, requests, errors) of the previous reading.
     last: Option<(SystemTime, u64, u64)>,
     /// cutover's own probe requests (and failed ones) not yet taken off the counters.
@@ -273,6 +275,7 @@ impl SlotTraffic {
             return;
         };
         self.counted = true;
+        self.errors_counted = route.is_some_and(|r| r.errors.is_some());
         let errors = route.and_then(|r| r.errors).unwrap_or(0);
         if let Some((t, r0, e0)) = self.last
             && let Ok(dt) = at.duration_since(t)

@@ -1402,3 +1402,29 @@ fn the_swap_dialog_says_when_the_live_version_is_unknown() {
     );
     assert!(!text.contains("differs from live"), "{text}");
 }
+
+#[test]
+fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
+    let mut app = app_with(EnvMemory::default());
+    app.envs[0].routers[0].kind = "apache".into();
+    for (i, req) in [(76u64, 1204u64 + 10), (77, 1204 + 30)] {
+        let at = t0() + Duration::from_secs(i);
+        app.update(Event::Tick(at));
+        let mut s = router_state("blue", "green");
+        for r in s.slots.values_mut() {
+            r.errors = None;
+        }
+        if let Some(r) = s.slots.get_mut("blue") {
+            r.requests = Some(req);
+        }
+        app.update(Event::Router {
+            env: 0,
+            router: 0,
+            result: Ok(s),
+            at,
+        });
+    }
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("20 req/s · ? err"), "{text}");
+    assert!(!text.contains("0.0% err"), "{text}");
+}

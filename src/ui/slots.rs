@@ -225,9 +225,9 @@ fn traffic_line<'a>(app: &App, env: &EnvView, slot: &SlotView, w: usize) -> Opti
         format!("{} req/s", super::traffic::rate(now.rps)),
         t.role(role),
     )];
-    let err = tr.error_rate().unwrap_or(0.0);
+    let err = super::traffic::error_rate(tr);
     spans.push(Span::styled(
-        format!(" · {:.1}% err", err * 100.0),
+        format!(" · {err} err"),
         if now.eps > 0.0 { t.error } else { t.text },
     ));
     if let Some(ms) = tr.latency_ms {
@@ -236,14 +236,7 @@ fn traffic_line<'a>(app: &App, env: &EnvView, slot: &SlotView, w: usize) -> Opti
     let line = Line::from(spans);
     Some(if line.width() > w {
         Line::styled(
-            super::fit(
-                &format!(
-                    "{} req/s {:.1}%",
-                    super::traffic::rate(now.rps),
-                    err * 100.0
-                ),
-                w,
-            ),
+            super::fit(&format!("{} req/s {err}", super::traffic::rate(now.rps)), w),
             t.role(role),
         )
     } else {

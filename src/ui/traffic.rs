@@ -13,7 +13,7 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, Paragraph};
 
-use crate::app::{App, EnvView, TRAFFIC_WINDOW};
+use crate::app::{App, EnvView, SlotTraffic, TRAFFIC_WINDOW};
 use crate::ops::WATCH_ERROR_BUDGET;
 use crate::timefmt;
 
@@ -43,6 +43,15 @@ pub fn rate(x: f64) -> String {
         format!("{x:.0}")
     } else {
         format!("{x:.1}")
+    }
+}
+
+/// The newest error rate, `0.4%`; `?` where the router counts no errors (Apache).
+pub fn error_rate(tr: &SlotTraffic) -> String {
+    if tr.errors_counted {
+        format!("{:.1}%", tr.error_rate().unwrap_or(0.0) * 100.0)
+    } else {
+        "?".to_string()
     }
 }
 
@@ -220,7 +229,7 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
                 Some(c) => {
                     spans.push(Span::styled(format!("{:>5}/s ", rate(c.rps)), t.text));
                     spans.push(Span::styled(
-                        format!("{:>4.1}% err", tr.error_rate().unwrap_or(0.0) * 100.0),
+                        format!("{:>5} err", error_rate(tr)),
                         if c.eps > 0.0 { t.error } else { t.dim },
                     ));
                 }
