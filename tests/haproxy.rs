@@ -413,6 +413,63 @@ async fn map_swap_rollback_and_preview() {
 }
 
 /// (uid, gid, permission bits) of a file.
+/// The request counter cutover reads from `show stat` for the live slot moves with the
+/// traffic: over a 10 s load, it counts what the load itself counted, within 5 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_slots_request_counter_matches_the_loads_own_count() {
+    let Some(rig) = Rig::for_test(
+        "the_live_slots_request_counter_matches_the_loads_own_count",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let d = rig.driver();
+    let before = observe(&*d).await;
+    let live = before.live.clone().expect("a live slot");
+    let count = |st: &RouterState, what: fn(&cutover::model::SlotRoute) -> Option<u64>| {
+        st.slots
+            .get(&live)
+            .and_then(what)
+            .unwrap_or_else(|| panic!("no counter for `{live}`: {st:?}"))
+    };
+    let (r0, e0) = (count(&before, |r| r.requests), count(&before, |r| r.errors));
+    // Bounded in count and time, two at a time: a window of load, not a benchmark.
+    let report = load::run(LoadOptions {
+        url: rig.url("/"),
+        concurrency: 2,
+        max_requests: 200_000,
+        max_duration: Duration::from_secs(10),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    })
+    .await;
+    let after = observe(&*d).await;
+    let (r1, e1) = (count(&after, |r| r.requests), count(&after, |r| r.errors));
+    let answered = report.by_slot.get(&live).copied().unwrap_or(0);
+    print_report("counters", &report, 0);
+    assert!(answered > 100, "the load got too few answers: {report:?}");
+    assert!(
+        report.elapsed_ms >= 9_000,
+        "the load ended early ({} ms): raise max_requests",
+        report.elapsed_ms
+    );
+    assert_eq!(report.failed(), 0, "{report:?}");
+    let counted = r1 - r0;
+    let off = (counted as f64 - answered as f64).abs() / answered as f64;
+    eprintln!(
+        "HAProxy counted {counted}, the load {answered}: {:.2} % apart",
+        off * 100.0
+    );
+    assert!(
+        off <= 0.05,
+        "HAProxy counted {counted} requests on `{live}`, the load {answered} ({:.1} % apart)",
+        off * 100.0
+    );
+    assert_eq!(e1 - e0, 0, "no errors were counted");
+}
+
 fn owner_and_mode(p: &Path) -> (u32, u32, u32) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
