@@ -245,6 +245,8 @@ pub struct SlotTraffic {
     pub counted: bool,
     /// Whether it counts their errors (Apache's balancer-manager does not).
     pub errors_counted: bool,
+    /// The router did not answer the last reading: the newest rates are old news.
+    pub stale: bool,
     /// (when, requests, errors) of the previous reading.
     last: Option<(SystemTime, u64, u64)>,
     /// cutover's own probe requests (and failed ones) not yet taken off the counters.
@@ -266,6 +268,7 @@ impl SlotTraffic {
 
     /// Take a router reading: rates since the previous one, minus cutover's own probes.
     fn read(&mut self, route: Option<&crate::model::SlotRoute>, at: SystemTime) {
+        self.stale = false;
         self.in_flight = route.and_then(|r| r.sessions);
         self.latency_ms = route.and_then(|r| r.latency_ms);
         let Some(requests) = route.and_then(|r| r.requests) else {
@@ -306,6 +309,15 @@ impl SlotTraffic {
         if self.last.is_none_or(|(t, _, _)| at > t) {
             self.last = Some((at, requests, errors));
         }
+    }
+
+    /// The router did not answer: the rates stop until it does (from a fresh baseline, so
+    /// a restarted proxy is not read as a burst).
+    fn lost(&mut self) {
+        self.stale = true;
+        self.last = None;
+        self.in_flight = None;
+        self.probe_debt = (0, 0);
     }
 
     /// One of cutover's probes, started at `started`, went through the router to this slot.
@@ -1103,11 +1115,18 @@ impl App {
         // the same slot are two halves of its traffic, not two readings of it.
         if router == 0
             && let Some(r) = e.routers.first()
-            && r.error.is_none()
-            && let (Some(st), Some(at)) = (r.state.as_ref(), r.at)
         {
-            for s in e.slots.iter_mut() {
-                s.traffic.read(st.slots.get(&s.name), at);
+            match (r.error.is_none(), r.state.as_ref(), r.at) {
+                (true, Some(st), Some(at)) => {
+                    for s in e.slots.iter_mut() {
+                        s.traffic.read(st.slots.get(&s.name), at);
+                    }
+                }
+                _ => {
+                    for s in e.slots.iter_mut() {
+                        s.traffic.lost();
+                    }
+                }
             }
         }
         let roles: Vec<Role> = e.slots.iter().map(|s| e.role_of(&s.name)).collect();

@@ -1428,3 +1428,33 @@ fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
     assert!(text.contains("20 req/s · ? err"), "{text}");
     assert!(!text.contains("0.0% err"), "{text}");
 }
+
+#[test]
+fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still() {
+    let mut app = swapped_under_load();
+    app.update(Event::Router {
+        env: 0,
+        router: 0,
+        result: Err("connection refused".into()),
+        at: t0() + Duration::from_secs(121),
+    });
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(!text.contains("40 req/s"), "{text}");
+    assert!(text.contains("req/s ? (router not read)"), "{text}");
+    // It answers again: the rates start from a fresh baseline, not from before the gap.
+    let mut s = router_state("green", "blue");
+    if let Some(r) = s.slots.get_mut("green") {
+        r.requests = Some(1_000_000);
+    }
+    for i in [122u64, 123] {
+        app.update(Event::Router {
+            env: 0,
+            router: 0,
+            result: Ok(s.clone()),
+            at: t0() + Duration::from_secs(i),
+        });
+    }
+    let green = &app.envs[0].slots[1].traffic;
+    assert!(!green.stale);
+    assert_eq!(green.current().map(|c| c.rps), Some(0.0));
+}

@@ -218,6 +218,9 @@ fn traffic_line<'a>(app: &App, env: &EnvView, slot: &SlotView, w: usize) -> Opti
     if !tr.counted {
         return None;
     }
+    if tr.stale {
+        return Some(Line::styled("req/s ? (router not read)", t.dim));
+    }
     let role = env.role_of(&slot.name);
     // Rates need two readings; until the second, the counters above are all there is.
     let now = tr.current()?;

@@ -226,6 +226,7 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
                 t.role(role),
             )];
             match tr.current() {
+                Some(_) if tr.stale => spans.push(Span::styled("? (router not read)", t.dim)),
                 Some(c) => {
                     spans.push(Span::styled(format!("{:>5}/s ", rate(c.rps)), t.text));
                     spans.push(Span::styled(
