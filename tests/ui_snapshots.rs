@@ -1416,6 +1416,10 @@ fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
         }
         if let Some(r) = s.slots.get_mut("blue") {
             r.requests = Some(req);
+            r.latency_ms = Some(0);
+        }
+        if let Some(r) = s.slots.get_mut("green") {
+            r.latency_ms = Some(12);
         }
         app.update(Event::Router {
             env: 0,
@@ -1425,7 +1429,8 @@ fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
         });
     }
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("20 req/s · ? err"), "{text}");
+    assert!(text.contains("20 req/s · ? err · <1ms"), "{text}");
+    assert!(text.contains("0 req/s · ? err · 12ms"), "{text}");
     assert!(!text.contains("0.0% err"), "{text}");
 }
 

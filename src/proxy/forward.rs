@@ -324,9 +324,11 @@ async fn forward(
             .insert(HeaderName::from_static(REDIRECTED_HEADER), v.clone());
     }
     let upstream = shared.client.request(Request::from_parts(parts, body));
+    let sent = std::time::Instant::now();
     let answer = tokio::time::timeout(shared.opts.upstream_timeout, upstream).await;
     match answer {
         Ok(Ok(resp)) => {
+            node.record_latency(sent.elapsed());
             if resp.status().is_server_error() {
                 lease.count_error();
             }

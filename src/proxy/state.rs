@@ -38,6 +38,26 @@ pub(crate) struct NodeRt {
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
+    /// A moving average (1/16 weight to the newest) of the time the node took to answer
+    /// with its response headers, in microseconds; 0 before the first answer.
+    pub latency_us: AtomicU64,
+}
+
+impl NodeRt {
+    /// Count one answer's time into the moving average.
+    pub fn record_latency(&self, took: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .latency_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    us
+                } else {
+                    // old + (us - old) / 16, in signed arithmetic.
+                    (old as i128 + (us as i128 - old as i128) / 16).max(1) as u64
+                })
+            });
+    }
 }
 
 pub(crate) struct SlotRt {
@@ -187,6 +207,7 @@ fn parse_upstream(name: &str, address: &str) -> Result<NodeRt> {
         in_flight: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        latency_us: AtomicU64::new(0),
     })
 }
 
@@ -618,7 +639,17 @@ impl Shared {
                     sessions: Some(sum(|n| &n.in_flight)),
                     requests: Some(sum(|n| &n.requests)),
                     errors: Some(sum(|n| &n.errors)),
-                    latency_ms: None,
+                    latency_ms: {
+                        // The nodes' moving averages, averaged over the nodes that answered.
+                        let seen: Vec<u64> = s
+                            .nodes
+                            .iter()
+                            .map(|n| n.latency_us.load(Ordering::Relaxed))
+                            .filter(|&us| us > 0)
+                            .collect();
+                        (!seen.is_empty())
+                            .then(|| seen.iter().sum::<u64>() / seen.len() as u64 / 1000)
+                    },
                     check: None,
                     nodes,
                 },
@@ -843,5 +874,35 @@ impl Shared {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_latency_is_a_moving_average_of_its_answers() {
+        let node = NodeRt {
+            name: "n".into(),
+            address: "http://127.0.0.1:1".into(),
+            scheme: Scheme::HTTP,
+            authority: Authority::from_static("127.0.0.1:1"),
+            prefix: String::new(),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
+        };
+        node.record_latency(std::time::Duration::from_millis(1));
+        assert_eq!(node.latency_us.load(Ordering::Relaxed), 1_000);
+        node.record_latency(std::time::Duration::from_millis(17));
+        assert_eq!(node.latency_us.load(Ordering::Relaxed), 2_000);
+        for _ in 0..200 {
+            node.record_latency(std::time::Duration::from_millis(5));
+        }
+        let settled = node.latency_us.load(Ordering::Relaxed);
+        assert!((4_900..=5_000).contains(&settled), "{settled}");
     }
 }

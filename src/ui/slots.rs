@@ -233,8 +233,23 @@ fn traffic_line<'a>(app: &App, env: &EnvView, slot: &SlotView, w: usize) -> Opti
         format!(" · {err} err"),
         if now.eps > 0.0 { t.error } else { t.text },
     ));
+    // The router's latency where it has one, when the column has room for it.
     if let Some(ms) = tr.latency_ms {
-        spans.push(Span::styled(format!(" · {ms}ms"), t.text));
+        let ms = if ms == 0 {
+            "<1ms".to_string()
+        } else {
+            format!("{ms}ms")
+        };
+        let with = Line::from(
+            [
+                spans.clone(),
+                vec![Span::styled(format!(" · {ms}"), t.text)],
+            ]
+            .concat(),
+        );
+        if with.width() <= w {
+            return Some(with);
+        }
     }
     let line = Line::from(spans);
     Some(if line.width() > w {
