@@ -543,10 +543,31 @@ fn traffic_moving_during_a_swap_is_charted_with_the_swap_marked() {
         "errors since switch: 1 of 5 allowed",
         "health checks passed 14 of 14",
         "Watch swap · 16s left",
+        "err/s",
         "Events",
     ] {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }
+    // The error beneath the chart, after the swap marker, in green's style.
+    let err_row = text
+        .lines()
+        .find(|l| l.contains("err/s"))
+        .expect("errors row");
+    let swap_row = text
+        .lines()
+        .find(|l| l.contains("┊swap"))
+        .expect("marker row");
+    let col = |l: &str, c: &str| l.find(c).map(|b| l[..b].chars().count());
+    assert!(col(err_row, "█") > col(swap_row, "┊swap"), "{text}");
+    let by = text
+        .lines()
+        .position(|l| l.contains("err/s"))
+        .expect("errors row");
+    let bx = col(err_row, "█").expect("the error bar");
+    assert_eq!(
+        buf[(bx as u16, by as u16)].fg,
+        Theme::dark().role(Role::Live).fg.expect("colour")
+    );
     // Each slot's figure is in its role's style.
     let (x, y) = find(&text, "40 req/s").expect("green's figure");
     assert_eq!(

@@ -80,8 +80,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let inner = block.inner(area);
     f.render_widget(block, area);
     let side_w = SIDE_WIDTH.min(inner.width / 2);
-    let [chart_area, side] =
-        Layout::horizontal([Constraint::Min(10), Constraint::Length(side_w)]).areas(inner);
+    let [plot_area, side] = Layout::horizontal([Constraint::Min(10), Constraint::Length(side_w)])
+        .spacing(1)
+        .areas(inner);
+    // The error rate beneath the chart, on the same time axis (where the router counts them).
+    let err_h = u16::from(uncounted.is_none() && plot_area.height > MIN_HEIGHT - 2);
+    let [chart_area, err_area] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(err_h)]).areas(plot_area);
 
     let now = app.now;
     // Series per slot: (legend, style, points).
@@ -172,6 +177,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         )
         .legend_position(None);
     f.render_widget(chart, chart_area);
+    if err_h > 0 {
+        errors_strip(f, err_area, app, env, span);
+    }
     // Each marker's name at the top of its line: the plot starts after the y labels and the
     // axis, and ends at the area's right edge.
     let plot_x = chart_area.x + Y_LABEL_WIDTH + 1;
@@ -200,6 +208,55 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         }
     }
     f.render_widget(Paragraph::new(side_lines(app, env, side_w as usize)), side);
+}
+
+/// One row beneath the chart: at each of its columns, the highest error rate of any slot
+/// there, as a bar in the style of that slot's role (blank where there were none).
+fn errors_strip(f: &mut Frame, area: Rect, app: &App, env: &EnvView, span: f64) {
+    let t = &app.theme;
+    let plot_x = area.x + Y_LABEL_WIDTH + 1;
+    let plot_w = area.right().saturating_sub(plot_x);
+    if plot_w < 2 {
+        return;
+    }
+    // Per column: (errors/s, role) of the worst slot.
+    let mut cols: Vec<Option<(f64, crate::model::Role)>> = vec![None; usize::from(plot_w)];
+    let mut top = 0.0f64;
+    for s in &env.slots {
+        let role = env.role_of(&s.name);
+        for p in s.traffic.history.iter().filter(|p| p.eps > 0.0) {
+            let x = x_of(app.now, p.at);
+            if x < -span || x > 0.0 {
+                continue;
+            }
+            let c = (((x + span) / span) * f64::from(plot_w - 1)).round() as usize;
+            if let Some(slot) = cols.get_mut(c)
+                && slot.is_none_or(|(e, _)| p.eps > e)
+            {
+                *slot = Some((p.eps, role));
+            }
+            top = top.max(p.eps);
+        }
+    }
+    const BARS: [&str; 8] = ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"];
+    let mut spans = vec![Span::styled(
+        format!("{:>w$} ", "err/s", w = usize::from(Y_LABEL_WIDTH)),
+        t.dim,
+    )];
+    if top == 0.0 {
+        spans.push(Span::styled("none", t.dim));
+    } else {
+        for c in &cols {
+            spans.push(match c {
+                None => Span::raw(" "),
+                Some((e, role)) => {
+                    let i = ((e / top) * 7.0).round() as usize;
+                    Span::styled(BARS[i.min(7)], t.role(*role))
+                }
+            });
+        }
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
 /// Beside the chart: each slot's figures, what was marked, and the watch's inputs.
