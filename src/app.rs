@@ -435,6 +435,14 @@ pub struct EnvView {
 }
 
 impl EnvView {
+    /// Mark the moment an operation started on the traffic chart's time axis.
+    fn mark(&mut self, at: SystemTime, label: &'static str) {
+        self.markers.push_back((at, label));
+        while self.markers.len() > MARKERS {
+            self.markers.pop_front();
+        }
+    }
+
     /// One of cutover's probes of the public (or preview) URL answered: it went through the
     /// router, so it is owed back to the slot that answered it (the `X-Slot` header, or the
     /// slot the router sends that URL to).
@@ -990,8 +998,17 @@ impl App {
                 vec![]
             }
             Event::DrillTick { env, tick } => {
-                if let Some(d) = self.envs.get_mut(env).and_then(|e| e.drill.as_mut()) {
+                let now = self.now;
+                if let Some(e) = self.envs.get_mut(env)
+                    && let Some(d) = e.drill.as_mut()
+                {
+                    // Each switch of the drill is marked on the traffic chart as well.
+                    let before = d.ticks.last().map_or(0, |t| t.switches);
+                    let switched = tick.switches > before;
                     d.ticks.push(tick);
+                    if switched {
+                        e.mark(now, "drill");
+                    }
                 }
                 vec![]
             }
@@ -1905,10 +1922,7 @@ impl App {
             e.superseded.push(old);
         }
         let line = format!("{title} #{} requested{note}", req.id);
-        e.markers.push_back((self.now, req.kind.name()));
-        while e.markers.len() > MARKERS {
-            e.markers.pop_front();
-        }
+        e.mark(self.now, req.kind.name());
         e.op = Some(OpView {
             id: req.id.clone(),
             kind: req.kind.name(),

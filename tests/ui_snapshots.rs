@@ -734,6 +734,9 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
         "green's last rate (700 in half a second): {text}"
     );
     assert!(text.contains("Drill (running)"), "{text}");
+    // The drill's switch is marked on the traffic chart's time axis too.
+    let marks: Vec<&str> = app.envs[0].markers.iter().map(|(_, l)| *l).collect();
+    assert_eq!(marks, ["drill"], "one switch so far");
     insta::assert_snapshot!("drill_running", text);
 }
 
