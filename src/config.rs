@@ -120,6 +120,40 @@ pub struct Settings {
     /// `r` rolls back without a dialog during a watch and the rollback window (environments
     /// may override it).
     pub one_key_rollback: bool,
+    /// Where the lock, the memory and the journal live: `"file"` (the state dir, the default)
+    /// or `[settings.store]` with `etcd = [...]` (shared by a team; see [`crate::etcd`]).
+    pub store: StoreSetting,
+}
+
+/// `store = "file"`, or `[settings.store] etcd = [...]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreSetting {
+    #[default]
+    File,
+    Etcd(crate::etcd::EtcdSettings),
+}
+
+impl<'de> Deserialize<'de> for StoreSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Etcd(crate::etcd::EtcdSettings),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "`store` is \"file\" or a table [settings.store] with `etcd = [\"http://HOST:2379\"]` \
+                 (and optionally `prefix`, `lease_ttl`, `timeout`, `user_env`, `password_env`)",
+            )
+        })? {
+            Raw::Name(n) if n == "file" => Ok(StoreSetting::File),
+            Raw::Name(n) => Err(serde::de::Error::custom(format!(
+                "unknown store `{n}`: \"file\", or a table [settings.store] with `etcd = [...]`"
+            ))),
+            Raw::Etcd(e) => Ok(StoreSetting::Etcd(e)),
+        }
+    }
 }
 
 impl Settings {
@@ -158,6 +192,7 @@ impl Default for Settings {
             history: 60,
             max_body: 64 * 1024,
             one_key_rollback: true,
+            store: StoreSetting::File,
         }
     }
 }
@@ -411,6 +446,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             register_secrets(r);
         }
     }
+    if let StoreSetting::Etcd(e) = &c.settings.store {
+        e.password_env
+            .iter()
+            .for_each(|v| crate::redact::register_env(v));
+    }
     Ok(c)
 }
 
@@ -470,6 +510,12 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
         }
     }
     let setting = |key: &str| settings_value(src, key).unwrap_or(0..0);
+    if let StoreSetting::Etcd(e) = &s.store
+        && let Some(m) = e.problem()
+    {
+        let span = table_value(src, "settings.store", "etcd").unwrap_or_else(|| setting("store"));
+        return Err(at(span, Some("store"), m));
+    }
     if s.gate_checks == 0 || s.gate_checks > MAX_GATE_CHECKS {
         return Err(at(
             setting("gate_checks"),
@@ -1021,6 +1067,36 @@ version_pointer = "/version"
             Ok(_) => panic!("config was accepted:\n{src}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn the_store_is_the_state_dir_or_an_etcd_cluster() {
+        let c = parse(GOOD, Path::new("cutover.toml")).expect("good");
+        assert_eq!(c.settings.store, StoreSetting::File);
+        let file = GOOD.replace("poll_interval = \"1s\"\n", "store = \"file\"\n");
+        let c = parse(&file, Path::new("cutover.toml")).expect("store = file");
+        assert_eq!(c.settings.store, StoreSetting::File);
+        let etcd = GOOD.replace(
+            "poll_interval = \"1s\"\n",
+            "[settings.store]\netcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.1:22379\"]\n",
+        );
+        let c = parse(&etcd, Path::new("cutover.toml")).expect("etcd");
+        let StoreSetting::Etcd(e) = &c.settings.store else {
+            panic!("{:?}", c.settings.store)
+        };
+        assert_eq!(e.etcd.len(), 2);
+        assert_eq!(e.prefix, "/cutover/");
+        assert_eq!(e.lease_ttl, Duration::from_secs(10));
+        let e = err(&GOOD.replace("poll_interval = \"1s\"\n", "store = \"consul\"\n"));
+        assert!(e.message.contains("unknown store `consul`"), "{e}");
+        let e = err(&GOOD.replace("poll_interval = \"1s\"\n", "[settings.store]\netcd = []\n"));
+        assert_eq!((e.line, e.field.as_deref()), (4, Some("store")), "{e}");
+        assert!(e.message.contains("no member"), "{e}");
+        let e = err(&GOOD.replace(
+            "poll_interval = \"1s\"\n",
+            "[settings.store]\netcd = [\"127.0.0.1:2379\"]\n",
+        ));
+        assert!(e.message.contains("not an http://"), "{e}");
     }
 
     #[test]

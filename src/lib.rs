@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod drill;
+pub mod etcd;
 pub mod example;
 pub mod keymap;
 pub mod load;

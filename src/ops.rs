@@ -150,6 +150,9 @@ pub enum Interrupt {
     TakenOver(LockInfo),
     /// The operator quit (or a signal asked cutover to end).
     Quit,
+    /// The lock's lease on the shared store was lost (etcd unreachable, the lease expired):
+    /// another cutover may hold the lock now.
+    LockLost(String),
 }
 
 impl Interrupt {
@@ -162,6 +165,7 @@ impl Interrupt {
                 format!("watch ended: {} took the lock over", by.describe())
             }
             Interrupt::Quit => "watch abandoned (cutover quit)".into(),
+            Interrupt::LockLost(why) => format!("watch ended: LOCK LOST ({why})"),
         }
     }
 }
@@ -533,6 +537,9 @@ impl Run<'_> {
         let i = self.cancel.borrow().clone();
         if i != Interrupt::None {
             return Some(i);
+        }
+        if let Some(why) = self.lock.as_ref().and_then(|g| g.lost()) {
+            return Some(Interrupt::LockLost(why));
         }
         self.engine
             .store
@@ -921,6 +928,10 @@ impl Engine {
             Some(to),
             &before,
         );
+        // The journal's fenced write is refused once the lock is lost: no router command then.
+        if let Some(why) = run.lock.as_ref().and_then(|g| g.lost()) {
+            return Err(format!("LOCK LOST, no router was changed: {why}"));
+        }
         let mut results: Vec<Option<std::result::Result<(), String>>> =
             vec![None; self.routers.len()];
         match self.env.fleet {

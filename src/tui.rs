@@ -75,9 +75,9 @@ pub struct World {
 
 impl World {
     pub fn build(config: Config, demo: Option<Vec<Arc<SlotControls>>>) -> Result<World> {
-        let store = Store::new(config.settings.state_dir_or_default());
+        let store = Store::open(&config.settings)?;
         let audit = match AuditLog::open(config.settings.audit_dir_or_default()) {
-            Ok(a) => Some(Arc::new(a)),
+            Ok(a) => Some(Arc::new(a.share(&store))),
             Err(e) => {
                 tracing::error!("no audit log: {e:#}");
                 None
