@@ -1,0 +1,566 @@
+//! The shared store on a real etcd member (Debian's `etcd-server`, started here on loopback
+//! ports with its data in a temp dir, stopped by PID): two cutovers with their own state dirs
+//! share one lock and one memory; racing processes never both hold the lock; a killed holder's
+//! lease expires and its late write is fenced off; a lost lease stops an operation; etcd down
+//! refuses operations and changes nothing.
+
+#![allow(clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{ChildGuard, printed};
+use cutover::config::Settings;
+use cutover::ops::{OpKind, Verdict};
+use cutover::router::RouterConfig;
+use cutover::state::{LockError, LockInfo, Store};
+
+const TOKEN: &str = "s3cr3t-admin-token-for-etcd-tests";
+
+/// One etcd member on loopback, killed by PID when dropped.
+struct Member {
+    url: String,
+    _guard: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+/// Start a member, or `None` (the test returns, loudly) when etcd is not installed.
+fn etcd(test: &str) -> Option<Member> {
+    let bin = common::require_binary(test, "etcd")?;
+    let (client, peer) = (common::free_port(), common::free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
+    let guard = ChildGuard::spawn(
+        "etcd",
+        Command::new(bin)
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    let m = Member {
+        url,
+        _guard: guard,
+        _dir: dir,
+    };
+    // Ready when a linearizable read answers (the member has elected itself leader).
+    let store = store_of(&settings(&m.url, "/ready/", 10, Path::new("/nonexistent")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store.shared().expect("etcd store").ready() {
+        assert!(
+            Instant::now() < deadline,
+            "etcd at {} not ready in 30 s",
+            m.url
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(m)
+}
+
+fn store_toml(url: &str, prefix: &str, ttl_s: u64) -> String {
+    format!(
+        "[settings.store]\netcd = [\"{url}\"]\nprefix = \"{prefix}\"\nlease_ttl = \"{ttl_s}s\"\n\
+         timeout = \"1s\"\n"
+    )
+}
+
+fn settings(url: &str, prefix: &str, ttl_s: u64, state: &Path) -> Settings {
+    let text = format!(
+        "[settings]\nstate_dir = \"{}\"\n{}\n[[environment]]\nname = \"shop\"\n\
+         [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:1\"\n",
+        state.display(),
+        store_toml(url, prefix, ttl_s)
+    );
+    cutover::config::parse(&text, Path::new("t.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .settings
+}
+
+fn store_of(s: &Settings) -> Store {
+    Store::open(s).expect("open the etcd store")
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes: this test binary again, run by the tests below.
+// ---------------------------------------------------------------------------------------
+
+/// The child side: hold the lock (printing `held TOKEN`) until killed, or take it `n` times
+/// and increment a counter file inside it.
+#[test]
+#[ignore = "a child process of the etcd tests"]
+fn etcd_child() {
+    let Ok(url) = std::env::var("CUTOVER_ETCD_URL") else {
+        return;
+    };
+    let dir = PathBuf::from(std::env::var("CUTOVER_ETCD_DIR").expect("dir"));
+    let ttl: u64 = std::env::var("CUTOVER_ETCD_TTL")
+        .expect("ttl")
+        .parse()
+        .expect("ttl");
+    // Each child has its own state dir: another operator's machine.
+    let own = dir.join(format!("state-{}", std::process::id()));
+    let store = store_of(&settings(&url, "/race/", ttl, &own));
+    let me = LockInfo::me("swap", &format!("p{}", std::process::id()));
+    if std::env::var("CUTOVER_ETCD_HOLD").is_ok() {
+        let g = store.lock("shop", &me).expect("lock");
+        println!("held {}", g.fencing_token().expect("token"));
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    let n: usize = std::env::var("CUTOVER_ETCD_N")
+        .expect("n")
+        .parse()
+        .expect("n");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut done = 0;
+    while done < n {
+        assert!(Instant::now() < deadline, "{done} of {n} in 240 s");
+        match store.lock("shop", &me) {
+            Ok(g) => {
+                let inside = dir.join("inside");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&inside)
+                    .expect("two holders of one lock at once");
+                let counter = dir.join("counter");
+                let c: u64 = std::fs::read_to_string(&counter)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                std::fs::write(&counter, (c + 1).to_string()).expect("counter");
+                let last = format!("{}-{done}", std::process::id());
+                store
+                    .update(&g, |m| {
+                        m.previous_live = Some(last.clone());
+                        let n: u64 = m
+                            .last_set_preview
+                            .as_deref()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        m.last_set_preview = Some((n + 1).to_string());
+                    })
+                    .expect("fenced state write");
+                std::fs::remove_file(&inside).expect("marker");
+                drop(g);
+                done += 1;
+            }
+            Err(LockError::Held(_)) => std::thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn child(url: &str, dir: &Path, ttl: u64, n: usize, hold: bool) -> std::process::Child {
+    let mut c = Command::new(std::env::current_exe().expect("test binary"));
+    c.args(["--exact", "etcd_child", "--ignored", "--nocapture", "-q"])
+        .env("CUTOVER_ETCD_URL", url)
+        .env("CUTOVER_ETCD_DIR", dir)
+        .env("CUTOVER_ETCD_TTL", ttl.to_string())
+        .env("CUTOVER_ETCD_N", n.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if hold {
+        c.env("CUTOVER_ETCD_HOLD", "1");
+    }
+    c.spawn().expect("spawn child")
+}
+
+#[test]
+fn racing_processes_with_their_own_state_dirs_never_both_hold_the_lock() {
+    let Some(m) = etcd("racing_processes_never_both_hold_the_lock") else {
+        return;
+    };
+    let d = tempfile::tempdir().expect("tempdir");
+    let kids: Vec<_> = (0..2)
+        .map(|_| child(&m.url, d.path(), 10, 100, false))
+        .collect();
+    for k in kids {
+        let o = k.wait_with_output().expect("child");
+        assert!(o.status.success(), "a child failed: {}", printed(&o));
+    }
+    let count: u64 = std::fs::read_to_string(d.path().join("counter"))
+        .expect("counter")
+        .trim()
+        .parse()
+        .expect("number");
+    assert_eq!(count, 200, "an increment was lost: two holders");
+    // The shared memory was incremented inside the lock too, by fenced writes: none lost.
+    let store = store_of(&settings(&m.url, "/race/", 10, d.path()));
+    assert_eq!(
+        store.env("shop").last_set_preview.as_deref(),
+        Some("200"),
+        "a fenced state write was lost"
+    );
+    assert_eq!(store.holder("shop"), None, "the last holder let go");
+}
+
+#[test]
+fn a_killed_holders_lease_expires_within_the_ttl_and_its_late_write_is_refused() {
+    let Some(m) = etcd("a_killed_holders_lease_expires") else {
+        return;
+    };
+    const TTL: u64 = 3;
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut kid = child(&m.url, d.path(), TTL, 0, true);
+    let mut out = std::io::BufReader::new(kid.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.starts_with("held ") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "the child ended"
+        );
+    }
+    let token: i64 = line["held ".len()..].trim().parse().expect("token");
+    let store = store_of(&settings(&m.url, "/race/", TTL, &d.path().join("mine")));
+    let me = LockInfo::me("swap", "parent");
+    // Held by the other process: refused, naming it.
+    let e = store.lock("shop", &me).expect_err("the child holds it");
+    assert!(
+        matches!(&e, LockError::Held(h) if h.pid == kid.id()),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("locked by"), "{e}");
+    // The lease outlives a holder that stops renewing it by at most the TTL: kept alive
+    // every TTL/3, it has at most the TTL left when the holder dies.
+    kid.kill().expect("kill -9");
+    kid.wait().expect("reaped");
+    let killed = Instant::now();
+    let guard = loop {
+        match store.lock("shop", &me) {
+            Ok(g) => break g,
+            Err(LockError::Held(_)) => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(TTL + 2),
+                    "still held {:?} after the holder was killed",
+                    killed.elapsed()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let took = killed.elapsed();
+    // The TTL, plus etcd's expiry sweep (every 500 ms) and this loop's 100 ms.
+    assert!(took <= Duration::from_secs(TTL + 1), "{took:?}");
+    assert!(guard.fencing_token().expect("token") > token);
+    // A late write with the killed holder's token is refused; the new holder's goes through.
+    let late = cutover::state::EnvMemory {
+        previous_live: Some("from-the-dead".into()),
+        ..Default::default()
+    };
+    let e = cutover::etcd::write_with_token(store.shared().expect("etcd"), "shop", token, &late)
+        .expect_err("a stale fencing token must be refused");
+    assert!(e.to_string().contains("fencing token"), "{e}");
+    store
+        .update(&guard, |m| m.previous_live = Some("blue".into()))
+        .expect("the holder writes");
+    assert_eq!(store.env("shop").previous_live.as_deref(), Some("blue"));
+    drop(guard);
+    // Without the lock at all (the key is gone), the last holder's token is refused too.
+    let e =
+        cutover::etcd::write_with_token(store.shared().expect("etcd"), "shop", token + 1, &late)
+            .expect_err("no lock, no write");
+    assert!(e.to_string().contains("fencing token"), "{e}");
+    assert_eq!(store.env("shop").previous_live.as_deref(), Some("blue"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Two cutover processes (two operators' machines) against one etcd, on a real proxy.
+// ---------------------------------------------------------------------------------------
+
+struct Rig {
+    dir: tempfile::TempDir,
+    _slots: Vec<common::SlotServer>,
+    _proxy: cutover::proxy::ProxyHandle,
+    live: u16,
+    /// The environment's text ([[environment]] with its slots and router).
+    env_text: String,
+}
+
+impl Rig {
+    async fn start(watch: &str) -> Rig {
+        unsafe { std::env::set_var("CUTOVER_ETCD_TEST_TOKEN", TOKEN) };
+        let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (live, preview, admin) = (
+            common::free_port(),
+            common::free_port(),
+            common::free_port(),
+        );
+        let mut env_text = format!(
+            "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{live}/\"\n\
+             watch = \"{watch}\"\nverify_timeout = \"3s\"\n\n"
+        );
+        for s in &slots {
+            env_text.push_str(&format!(
+                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\nversion_pointer = \"/version\"\n\n",
+                s.controls.name,
+                s.url()
+            ));
+        }
+        env_text.push_str(&format!(
+            "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             live_listen = \"127.0.0.1:{live}\"\npreview_listen = \"127.0.0.1:{preview}\"\n\
+             initial_live = \"blue\"\ninitial_preview = \"green\"\n\
+             token_env = \"CUTOVER_ETCD_TEST_TOKEN\"\nstate_file = \"{}\"\n",
+            dir.path().join("proxy.json").display()
+        ));
+        let text = format!("[settings]\n\n{env_text}");
+        let config = cutover::config::parse(&text, Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let env = &config.environments[0];
+        let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
+            panic!("no embedded router")
+        };
+        let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
+        common::wait_port(live, Duration::from_secs(5)).await;
+        Rig {
+            dir,
+            _slots: slots,
+            _proxy: proxy,
+            live,
+            env_text,
+        }
+    }
+
+    /// The config of operator `who`: their own state dir, the shared store at `url`.
+    fn config(&self, who: &str, url: &str) -> PathBuf {
+        let home = self.dir.path().join(who);
+        std::fs::create_dir_all(&home).expect("home");
+        let text = format!(
+            "[settings]\npoll_interval = \"200ms\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
+             state_dir = \"{}\"\n{}\n{}",
+            home.join("state").display(),
+            store_toml(url, "/team/", 10),
+            self.env_text
+        );
+        let path = home.join("cutover.toml");
+        std::fs::write(&path, text).expect("config");
+        path
+    }
+
+    fn command(&self, config: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        c.arg("--config")
+            .arg(config)
+            .args(args)
+            .env("CUTOVER_ETCD_TEST_TOKEN", TOKEN)
+            .env("XDG_STATE_HOME", config.parent().expect("home").join("xdg"))
+            .env_remove("CUTOVER_CONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    async fn cli(&self, config: &Path, args: &[&str]) -> std::process::Output {
+        let mut c = self.command(config, args);
+        tokio::task::spawn_blocking(move || c.output().expect("run cutover"))
+            .await
+            .expect("join")
+    }
+
+    async fn serving(&self) -> String {
+        common::get(&format!("http://127.0.0.1:{}/", self.live))
+            .await
+            .1
+    }
+}
+
+/// Wait (off the async threads) until `f` holds, at most `within`.
+async fn until(within: Duration, f: impl Fn() -> bool + Send + 'static) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_share_the_lock_the_rollback_target_and_the_audit_trail() {
+    let Some(m) = etcd("two_operators_share_the_lock") else {
+        return;
+    };
+    let rig = Rig::start("60s").await;
+    let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
+    // Alice swaps and stays in her watch, holding the lock.
+    let mut a = rig.command(&alice, &["swap", "shop", "--yes"]);
+    let mut a = ChildGuard::spawn(
+        "cutover (alice)",
+        a.stdout(Stdio::null()).stderr(Stdio::null()),
+    );
+    let shared = Arc::new(store_of(&settings(
+        &m.url,
+        "/team/",
+        10,
+        &rig.dir.path().join("observer"),
+    )));
+    let s = shared.clone();
+    let pid = a.pid();
+    assert!(
+        until(Duration::from_secs(30), move || s
+            .holder("shop")
+            .is_some_and(|h| h.pid == pid && h.operation == "swap"))
+        .await,
+        "alice's cutover never held the lock"
+    );
+    let s = shared.clone();
+    assert!(
+        until(Duration::from_secs(30), move || s
+            .env("shop")
+            .previous_live
+            .as_deref()
+            == Some("blue"))
+        .await,
+        "alice's swap was not remembered in etcd"
+    );
+    assert_eq!(rig.serving().await, "green");
+    // Bob, with his own state dir, is refused, naming alice's cutover.
+    let o = rig
+        .cli(&bob, &["rollback", "shop", "--yes", "--no-watch"])
+        .await;
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(
+        printed(&o).contains("locked by") && printed(&o).contains(&format!("pid {pid}")),
+        "{}",
+        printed(&o)
+    );
+    assert_eq!(rig.serving().await, "green");
+    // Alice's cutover ends (SIGTERM: its watch is abandoned and it lets go).
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || {
+        let st = a.child.wait();
+        drop(a);
+        st
+    })
+    .await
+    .expect("join")
+    .expect("wait");
+    assert!(status.code().is_some(), "{status:?}");
+    assert_eq!(shared.holder("shop"), None);
+    // Bob's rollback goes back to what alice swapped from, though his own machine never saw it.
+    let o = rig
+        .cli(&bob, &["rollback", "shop", "--yes", "--no-watch"])
+        .await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    assert_eq!(rig.serving().await, "blue");
+    assert!(!rig.dir.path().join("bob/state/shop.state.json").exists());
+    // Both operators' records are in the shared audit trail (and each in their own file).
+    let records = shared.shared().expect("etcd").audit_records("shop");
+    let by_op = |op: &str, result: &str| {
+        records.iter().any(|r| {
+            let v: serde_json::Value = serde_json::from_str(r).expect("json");
+            v["operation"] == op && v["result"] == result
+        })
+    };
+    assert!(by_op("swap", "started"), "{records:#?}");
+    assert!(by_op("rollback", "started"), "{records:#?}");
+    assert!(by_op("rollback", "done"), "{records:#?}");
+    assert!(!records.iter().any(|r| r.contains(TOKEN)), "{records:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_unreachable_operations_are_refused_and_nothing_changes() {
+    let rig = Rig::start("0s").await;
+    let port = common::free_port(); // nothing listens there
+    let cfg = rig.config("alice", &format!("http://127.0.0.1:{port}"));
+    let o = rig
+        .cli(&cfg, &["swap", "shop", "--yes", "--no-watch"])
+        .await;
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(
+        printed(&o).contains(&format!(
+            "cannot take the lock: etcd at http://127.0.0.1:{port} unreachable; nothing was changed"
+        )),
+        "{}",
+        printed(&o)
+    );
+    assert_eq!(rig.serving().await, "blue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_whose_lease_is_lost_stops_and_says_so() {
+    let Some(m) = etcd("an_operation_whose_lease_is_lost_stops") else {
+        return;
+    };
+    let rig = Rig::start("60s").await;
+    let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
+    // A short lease, so that losing it shows quickly.
+    let text = text.replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"");
+    let cfg = cutover::config::parse(&text, Path::new("t.toml")).expect("config");
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let engine = world.engines[0].clone();
+    let shared = world.store.clone();
+    let run = tokio::spawn(async move {
+        common::run_op(&engine, OpKind::Swap { to: None }, false, true).await
+    });
+    let s = shared.clone();
+    assert!(
+        until(Duration::from_secs(30), move || s
+            .env("shop")
+            .previous_live
+            .is_some())
+        .await,
+        "the swap never got to its watch"
+    );
+    // Its lease ends on the server (what etcd does to a holder cut off for a TTL): the
+    // keepalive finds out, and the watch ends at its next safe point.
+    revoke_the_lease_of(&m.url, "/team/shop/lock").await;
+    let (out, _) = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the operation did not stop after losing its lock")
+        .expect("join");
+    assert_eq!(out.verdict, Verdict::Cancelled, "{}", out.message);
+    assert!(out.message.contains("LOCK LOST"), "{}", out.message);
+    assert_eq!(rig.serving().await, "green");
+}
+
+/// Revoke the lease a key is attached to, straight through the gateway.
+async fn revoke_the_lease_of(url: &str, key: &str) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let c = cutover::http_client().build().expect("client");
+    let v: serde_json::Value = c
+        .post(format!("{url}/v3/kv/range"))
+        .json(&serde_json::json!({"key": b64.encode(key)}))
+        .send()
+        .await
+        .expect("range")
+        .json()
+        .await
+        .expect("json");
+    let lease = v["kvs"][0]["lease"]
+        .as_str()
+        .expect("a lock key with a lease")
+        .to_string();
+    let r = c
+        .post(format!("{url}/v3/lease/revoke"))
+        .json(&serde_json::json!({"ID": lease}))
+        .send()
+        .await
+        .expect("revoke");
+    assert!(r.status().is_success(), "{r:?}");
+}
