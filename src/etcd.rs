@@ -531,7 +531,8 @@ impl Etcd {
         let p = self.key(env, "audit/");
         let Ok(v) = self.call(
             "/v3/kv/range",
-            json!({"key": b64(&p), "range_end": prefix_end(&p)}),
+            json!({"key": b64(&p), "range_end": prefix_end(&p),
+                   "sort_order": "ASCEND", "sort_target": "CREATE"}),
         ) else {
             return Vec::new();
         };

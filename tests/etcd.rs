@@ -479,6 +479,21 @@ async fn two_operators_share_the_lock_the_rollback_target_and_the_audit_trail() 
     assert!(by_op("swap", "started"), "{records:#?}");
     assert!(by_op("rollback", "started"), "{records:#?}");
     assert!(by_op("rollback", "done"), "{records:#?}");
+    // In the order they were written: each operation's intent before its result.
+    let results: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r).expect("json");
+            format!(
+                "{} {}",
+                v["operation"].as_str().unwrap_or("?"),
+                v["result"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let at = |x: &str| results.iter().position(|r| r == x).unwrap_or(usize::MAX);
+    assert!(at("swap started") < at("rollback started"), "{results:?}");
+    assert!(at("rollback started") < at("rollback done"), "{results:?}");
     assert!(!records.iter().any(|r| r.contains(TOKEN)), "{records:#?}");
 }
 
