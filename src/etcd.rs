@@ -16,6 +16,8 @@
 //!   holder's key has another revision) cannot write.
 //! - `<env>/takeover` — another operator's request to take the lock over.
 //! - `<env>/audit/<time> <id> <result>` — the audit records, put only when absent (append-only).
+//! - `<env>/activity` — what the running (or last) operation is doing, step by step, written
+//!   (fenced) by its holder; every other cutover follows it with a watch ([`Etcd::follow`]).
 //!
 //! Every call runs on this store's own runtime thread, so the synchronous contract of
 //! [`crate::state::Store`] works from any caller, async or not; each has a deadline.
@@ -28,7 +30,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::state::{EnvMemory, Journal, LockError, LockInfo};
+use crate::state::{Activity, EnvMemory, Journal, LockError, LockInfo};
 
 /// `[settings.store]` when it names an etcd cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -413,11 +415,25 @@ impl Etcd {
             lost.clone(),
             stopped,
         ));
+        let activity = Activity::of(me);
+        let (publish, latest) = tokio::sync::watch::channel(activity.clone());
+        let (published, flushed) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(publish_activity(
+            self.client.clone(),
+            key.clone(),
+            token,
+            self.key(env, "activity"),
+            latest,
+            published,
+        ));
         Ok(Held {
             key,
             lease,
             token,
             lost,
+            activity: Mutex::new(activity),
+            publish: Some(publish),
+            flushed,
             _stop: stop,
         })
     }
@@ -427,8 +443,11 @@ impl Etcd {
         self.get(&self.key(env, "lock")).ok().flatten()
     }
 
-    /// Let go of a lock: revoking the lease deletes the key at once.
-    pub fn release(&self, held: &Held) {
+    /// Let go of a lock: the last activity is written first (while the lock still fences
+    /// it), then revoking the lease deletes the key at once.
+    pub fn release(&self, mut held: Held) {
+        drop(held.publish.take());
+        let _ = held.flushed.recv_timeout(self.timeout * 2);
         let _ = self.call("/v3/lease/revoke", json!({"ID": held.lease.to_string()}));
     }
 
@@ -585,6 +604,11 @@ pub struct Held {
     /// The lock key's create revision.
     pub token: i64,
     lost: Arc<Mutex<Option<String>>>,
+    /// The operation's activity, and the channel its publisher writes the newest of.
+    activity: Mutex<Activity>,
+    publish: Option<tokio::sync::watch::Sender<Activity>>,
+    /// Told when the publisher wrote the last activity and ended.
+    flushed: std::sync::mpsc::Receiver<()>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -592,6 +616,229 @@ impl Held {
     /// Why this lock is no longer held, if it is not.
     pub fn lost(&self) -> Option<String> {
         self.lost.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Change the shared activity; the publisher writes the newest state (never blocks).
+    pub fn activity(&self, f: impl FnOnce(&mut Activity)) {
+        if let Ok(mut a) = self.activity.lock() {
+            f(&mut a);
+            if let Some(p) = &self.publish {
+                let _ = p.send(a.clone());
+            }
+        }
+    }
+}
+
+/// Write the newest activity (fenced by the lock) each time it changes, in order, until the
+/// lock is let go; then say so.
+async fn publish_activity(
+    client: Arc<Client>,
+    lock_key: String,
+    token: i64,
+    key: String,
+    mut latest: tokio::sync::watch::Receiver<Activity>,
+    flushed: std::sync::mpsc::SyncSender<()>,
+) {
+    // The first state (who, what, since) is written at once.
+    latest.mark_changed();
+    while latest.changed().await.is_ok() {
+        let a = latest.borrow_and_update().clone();
+        let text = serde_json::to_string(&a).unwrap_or_default();
+        let txn = json!({
+            "compare": [{"key": b64(&lock_key), "target": "CREATE", "result": "EQUAL", "create_revision": token.to_string()}],
+            "success": [{"request_put": {"key": b64(&key), "value": b64(&text)}}],
+        });
+        if let Err(e) = client.post("/v3/kv/txn", &txn).await {
+            tracing::warn!("cannot share the operation's activity: {e}");
+        }
+    }
+    let _ = flushed.try_send(());
+}
+
+/// What a follower of an environment sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Lines to show ("swap #a1b2c3d4 by alice@laptop-2: verify ok ...").
+    Line(String),
+}
+
+impl Etcd {
+    /// Follow `env` on the store: another cutover's operations step by step, its lock, and
+    /// the store going away and coming back, as lines on `tx`, until `tx` is closed. This
+    /// process's own operations are left out (it shows them already).
+    pub fn follow(&self, env: &str, tx: tokio::sync::mpsc::UnboundedSender<Seen>) {
+        let client = self.client.clone();
+        let dir = format!("{}{env}/", self.prefix);
+        let members = self.members();
+        let quit = tx.clone();
+        self.rt.spawn(async move {
+            tokio::select! {
+                _ = quit.closed() => {}
+                _ = follow(client, dir, members, tx) => {}
+            }
+        });
+    }
+}
+
+/// Someone else's: not this process.
+fn theirs(holder: &str, pid: u32) -> bool {
+    pid != std::process::id() || holder != crate::paths::user_at_host()
+}
+
+async fn follow(
+    client: Arc<Client>,
+    dir: String,
+    members: String,
+    tx: tokio::sync::mpsc::UnboundedSender<Seen>,
+) {
+    let say = |l: String| tx.send(Seen::Line(l)).is_ok();
+    let (activity_key, lock_key) = (format!("{dir}activity"), format!("{dir}lock"));
+    let mut shown: Option<Activity> = None;
+    let mut holder: Option<LockInfo> = None;
+    let mut down = false;
+    loop {
+        // Where things stand, at one revision; then every change after it.
+        let snapshot = json!({"success": [
+            {"request_range": {"key": b64(&activity_key)}},
+            {"request_range": {"key": b64(&lock_key)}},
+        ]});
+        let failed = match client.post("/v3/kv/txn", &snapshot).await {
+            Ok(v) => {
+                if down {
+                    down = false;
+                    say(format!("shared store: etcd at {members} answers again"));
+                }
+                let a: Option<Activity> = kvs(&v["responses"][0]["response_range"])
+                    .first()
+                    .and_then(value);
+                let h: Option<LockInfo> = kvs(&v["responses"][1]["response_range"])
+                    .first()
+                    .and_then(value);
+                let mut st = (&mut shown, &mut holder);
+                seen_activity(&mut st, a, &say);
+                seen_holder(&mut st, h, &say);
+                let from = int(&v["header"]["revision"]) + 1;
+                watch(&client, &dir, from, &mut st, &say, &activity_key, &lock_key).await
+            }
+            Err(e) => e.to_string(),
+        };
+        if tx.is_closed() {
+            return;
+        }
+        if !down {
+            down = true;
+            say(format!(
+                "shared store: {failed}; operations are refused until it answers"
+            ));
+        }
+        // A pause before asking again, not a synchronisation.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+type FollowState<'a> = (&'a mut Option<Activity>, &'a mut Option<LockInfo>);
+
+fn seen_activity(st: &mut FollowState, a: Option<Activity>, say: &impl Fn(String) -> bool) {
+    let Some(a) = a else { return };
+    if theirs(&a.holder, a.pid) {
+        for l in a.lines_since(st.0.as_ref()) {
+            say(l);
+        }
+    }
+    *st.0 = Some(a);
+}
+
+fn seen_holder(st: &mut FollowState, h: Option<LockInfo>, say: &impl Fn(String) -> bool) {
+    if *st.1 == h {
+        return;
+    }
+    match &h {
+        Some(h) if theirs(&h.holder, h.pid) => {
+            say(format!("lock taken by {}", h.describe()));
+        }
+        None if st.1.as_ref().is_some_and(|o| theirs(&o.holder, o.pid)) => {
+            say("lock free".to_string());
+        }
+        _ => {}
+    }
+    *st.1 = h;
+}
+
+/// Stream the changes under `dir` from revision `from`; returns why the stream ended.
+async fn watch(
+    client: &Client,
+    dir: &str,
+    from: i64,
+    st: &mut FollowState<'_>,
+    say: &impl Fn(String) -> bool,
+    activity_key: &str,
+    lock_key: &str,
+) -> String {
+    let body = json!({"create_request": {
+        "key": b64(dir), "range_end": prefix_end(dir), "start_revision": from.to_string(),
+    }});
+    let token = client.token.lock().ok().and_then(|t| t.clone());
+    let mut resp = None;
+    for base in &client.endpoints {
+        let mut req = client
+            .http
+            .post(format!("{}/v3/watch", base.trim_end_matches('/')))
+            // A stream: no overall deadline (the client's is for single answers).
+            .timeout(Duration::from_secs(24 * 3600))
+            .json(&body);
+        if let Some(t) = &token {
+            req = req.header("Authorization", t);
+        }
+        if let Ok(r) = req.send().await
+            && r.status().is_success()
+        {
+            resp = Some(r);
+            break;
+        }
+    }
+    let Some(mut resp) = resp else {
+        return format!("etcd at {} unreachable", members(&client.endpoints));
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return "the watch ended".into(),
+            Err(e) => return format!("the watch broke: {e}"),
+        };
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            if v["error"].is_object() || v["result"]["canceled"].as_bool() == Some(true) {
+                return "the watch was cancelled".into();
+            }
+            for ev in v["result"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                let key = ev["kv"]["key"]
+                    .as_str()
+                    .and_then(|k| B64.decode(k).ok())
+                    .map(|k| String::from_utf8_lossy(&k).to_string())
+                    .unwrap_or_default();
+                let deleted = ev["type"].as_str() == Some("DELETE");
+                let kv: Option<Kv> = serde_json::from_value(ev["kv"].clone()).ok();
+                if key == activity_key && !deleted {
+                    seen_activity(st, kv.as_ref().and_then(value), say);
+                } else if key == lock_key {
+                    let h = if deleted {
+                        None
+                    } else {
+                        kv.as_ref().and_then(value)
+                    };
+                    seen_holder(st, h, say);
+                }
+            }
+        }
     }
 }
 

@@ -419,10 +419,14 @@ impl Run<'_> {
     }
     /// Say how a running step is going, without restarting its clock.
     fn note(&self, step: Step, message: impl Into<String>) {
+        let message = message.into();
+        if let Some(g) = &self.lock {
+            g.share_step(step.label(), None, &message);
+        }
         let _ = self.tx.send(Progress::Step {
             step,
             ok: None,
-            message: message.into(),
+            message,
         });
     }
     fn done(&mut self, step: Step, ok: bool, detail: impl Into<String>) {
@@ -433,6 +437,9 @@ impl Run<'_> {
             ms: self.step_started.elapsed().as_millis() as u64,
             detail: crate::audit::redact(&detail),
         });
+        if let Some(g) = &self.lock {
+            g.share_step(step.label(), Some(ok), &crate::audit::redact(&detail));
+        }
         let _ = self.tx.send(Progress::Step {
             step,
             ok: Some(ok),
@@ -446,6 +453,9 @@ impl Run<'_> {
         self.record.message = crate::audit::redact(&message);
         if let Some(a) = &self.engine.audit {
             a.write(&self.record);
+        }
+        if let Some(g) = &self.lock {
+            g.share_result(&self.record.result, &self.record.message);
         }
         let out = Outcome {
             verdict,

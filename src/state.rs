@@ -103,6 +103,97 @@ impl LockInfo {
     }
 }
 
+/// What a running operation is doing, as the other cutovers on a shared store see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub op_id: String,
+    pub operation: String,
+    pub holder: String,
+    pub pid: u32,
+    pub since: String,
+    #[serde(default)]
+    pub steps: Vec<ActivityStep>,
+    /// The verdict once it ended (`done`, `refused`, `cancelled`...).
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// One step of an [`Activity`]: `ok` is `None` while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityStep {
+    /// Counts every change of the activity's steps: a follower prints the ones it has not seen.
+    #[serde(default)]
+    pub n: u64,
+    pub step: String,
+    pub ok: Option<bool>,
+    pub message: String,
+}
+
+/// Steps an [`Activity`] keeps (the newest).
+const ACTIVITY_STEPS: usize = 40;
+
+impl Activity {
+    pub fn of(holder: &LockInfo) -> Activity {
+        Activity {
+            op_id: holder.op_id.clone(),
+            operation: holder.operation.clone(),
+            holder: holder.holder.clone(),
+            pid: holder.pid,
+            since: holder.since.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// A step started, went on (replacing its running line) or ended.
+    pub fn step(&mut self, step: &str, ok: Option<bool>, message: &str) {
+        let n = self.steps.iter().map(|s| s.n).max().unwrap_or(0) + 1;
+        let new = ActivityStep {
+            n,
+            step: step.to_string(),
+            ok,
+            message: message.to_string(),
+        };
+        match self.steps.last_mut() {
+            Some(last) if last.step == step && last.ok.is_none() => *last = new,
+            _ => self.steps.push(new),
+        }
+        if self.steps.len() > ACTIVITY_STEPS {
+            self.steps.remove(0);
+        }
+    }
+
+    /// The lines a follower prints for what changed since `before` (the same operation's
+    /// earlier state, or another operation's).
+    pub fn lines_since(&self, before: Option<&Activity>) -> Vec<String> {
+        let who = format!("{} #{} by {}", self.operation, self.op_id, self.holder);
+        let before = before.filter(|b| b.op_id == self.op_id);
+        let mut out = Vec::new();
+        if before.is_none() {
+            out.push(format!("{who}: started {}", self.since));
+        }
+        let seen = before.map_or(0, |b| b.steps.iter().map(|s| s.n).max().unwrap_or(0));
+        for s in self.steps.iter().filter(|s| s.n > seen) {
+            let mark = match s.ok {
+                None => "...",
+                Some(true) => "ok",
+                Some(false) => "FAIL",
+            };
+            out.push(format!("{who}: {} {mark} {}", s.step, s.message));
+        }
+        if let Some(r) = &self.result
+            && before.and_then(|b| b.result.as_ref()).is_none()
+        {
+            out.push(format!(
+                "{who}: ended {r}: {}",
+                self.message.as_deref().unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
+
 /// Why a lock could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockError {
@@ -587,6 +678,23 @@ impl LockGuard {
         self.shared.as_ref().and_then(|(_, h)| h.lost())
     }
 
+    /// Share a step of the running operation with the other cutovers (a shared store only).
+    pub fn share_step(&self, step: &str, ok: Option<bool>, message: &str) {
+        if let Some((_, h)) = &self.shared {
+            h.activity(|a| a.step(step, ok, message));
+        }
+    }
+
+    /// Share the running operation's verdict (a shared store only).
+    pub fn share_result(&self, result: &str, message: &str) {
+        if let Some((_, h)) = &self.shared {
+            h.activity(|a| {
+                a.result = Some(result.to_string());
+                a.message = Some(message.to_string());
+            });
+        }
+    }
+
     /// The fencing token of a lock on etcd (its key's create revision).
     pub fn fencing_token(&self) -> Option<i64> {
         self.shared.as_ref().map(|(_, h)| h.token)
@@ -596,7 +704,7 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if let Some((e, held)) = self.shared.take() {
-            e.release(&held);
+            e.release(held);
         }
         if let Some(f) = self.file.take() {
             // Empty the holder record first: a reader between this and the close sees
@@ -661,6 +769,41 @@ mod tests {
         .expect("write");
         assert_eq!(s.holder("shop"), None);
         let _g = s.lock("shop", &LockInfo::me("swap", "c3")).expect("free");
+    }
+
+    #[test]
+    fn a_follower_is_shown_each_step_once_and_a_new_operation_from_its_start() {
+        let mut a = Activity::of(&LockInfo::me("swap", "a1"));
+        a.step("plan", None, "reading the routers");
+        let first = a.clone();
+        let l = a.lines_since(None);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(
+            l[0].starts_with("swap #a1 by ") && l[0].contains(": started "),
+            "{l:?}"
+        );
+        assert!(l[1].ends_with(": plan ... reading the routers"), "{l:?}");
+        // A running step's line is replaced by its end: a follower that did not see the
+        // running line in between sees only the end.
+        a.step("plan", Some(true), "blue → green");
+        a.step("apply", None, "switching");
+        a.step("apply", Some(true), "switched");
+        a.result = Some("done".into());
+        a.message = Some("`green` is live".into());
+        let l = a.lines_since(Some(&first));
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert!(l[0].ends_with(": plan ok blue → green"), "{l:?}");
+        assert!(l[1].ends_with(": apply ok switched"), "{l:?}");
+        assert!(l[2].ends_with(": ended done: `green` is live"), "{l:?}");
+        assert_eq!(a.lines_since(Some(&a)), Vec::<String>::new());
+        // Another operation: shown from its start.
+        let b = Activity::of(&LockInfo::me("rollback", "b2"));
+        assert!(b.lines_since(Some(&a))[0].contains("rollback #b2"));
+        // The steps kept are capped; the counter goes on.
+        for i in 0..100 {
+            a.step("watch", Some(true), &format!("tick {i}"));
+        }
+        assert_eq!(a.steps.len(), ACTIVITY_STEPS);
     }
 
     #[test]

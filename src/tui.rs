@@ -168,6 +168,25 @@ impl World {
                     }
                 });
             }
+            // Another operator's operations, step by step, from the shared store.
+            if let Some(etcd) = self.store.shared() {
+                let (ltx, mut lines) = mpsc::unbounded_channel();
+                etcd.follow(&engine.env.name, ltx);
+                let (tx, mut stop) = (tx.clone(), stop.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            l = lines.recv() => {
+                                let Some(crate::etcd::Seen::Line(text)) = l else { return };
+                                if tx.send(Event::Shared { env: ei, text }).is_err() {
+                                    return;
+                                }
+                            }
+                            _ = stop.changed() => return,
+                        }
+                    }
+                });
+            }
             let (store, name) = (self.store.clone(), engine.env.name.clone());
             every(
                 interval.max(Duration::from_secs(1)),

@@ -579,3 +579,59 @@ async fn revoke_the_lease_of(url: &str, key: &str) {
         .expect("revoke");
     assert!(r.status().is_success(), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_watch_shows_another_operators_operation_step_by_step() {
+    let Some(m) = etcd("cutover_watch_shows_another_operators_operation") else {
+        return;
+    };
+    let rig = Rig::start("0s").await;
+    let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
+    let mut w = rig.command(&bob, &["watch", "shop"]);
+    let mut w = ChildGuard::spawn(
+        "cutover watch (bob)",
+        w.stdout(Stdio::piped()).stderr(Stdio::null()),
+    );
+    let out = w.child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let o = rig.cli(&alice, &["swap", "shop", "--yes"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    // Whether bob's watch started before alice's swap or after it, it shows every step.
+    let want = [
+        ": started ",
+        ": plan ok blue → green",
+        ": gate ok ",
+        ": apply ok ",
+        ": verify ok ",
+        ": ended done: `green` is live",
+    ];
+    let seen = tokio::task::spawn_blocking(move || {
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut seen: Vec<String> = Vec::new();
+        while !want.iter().all(|w| {
+            seen.iter()
+                .any(|l| l.contains("shop swap #") && l.contains(w))
+        }) {
+            let left = end.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("bob's watch did not show {want:?}; it printed {seen:#?}"),
+            }
+        }
+        seen
+    })
+    .await
+    .expect("join");
+    // In order: started, then the steps, then the verdict.
+    let at = |w: &str| seen.iter().position(|l| l.contains(w)).expect("seen");
+    assert!(at(": started ") < at(": apply ok "), "{seen:#?}");
+    assert!(at(": apply ok ") < at(": ended done"), "{seen:#?}");
+    assert!(!seen.iter().any(|l| l.contains(TOKEN)), "{seen:#?}");
+}
