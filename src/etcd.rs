@@ -214,6 +214,8 @@ impl Client {
 struct Kv {
     #[serde(default)]
     value: String,
+    #[serde(default)]
+    create_revision: Value,
 }
 
 fn b64(s: &str) -> String {
@@ -393,9 +395,19 @@ impl Etcd {
                 return Err(unreachable(e));
             }
         };
-        if v["succeeded"].as_bool() != Some(true) {
+        let current = kvs(&v["responses"][0]["response_range"]);
+        let mine = current
+            .first()
+            .and_then(value::<LockInfo>)
+            .is_some_and(|h| h.op_id == me.op_id && h.pid == me.pid);
+        let token = if v["succeeded"].as_bool() == Some(true) {
+            int(&v["header"]["revision"])
+        } else if mine {
+            // Our own key: a member applied the transaction but its answer was lost (a leader
+            // change), and the next member was asked again. It is ours, with its revision.
+            current.first().map_or(0, |kv| int(&kv.create_revision))
+        } else {
             revoke();
-            let current = kvs(&v["responses"][0]["response_range"]);
             let info = current.first().and_then(value).unwrap_or_else(|| LockInfo {
                 holder: "another cutover".into(),
                 pid: 0,
@@ -404,8 +416,7 @@ impl Etcd {
                 since: "now".into(),
             });
             return Err(LockError::Held(info));
-        }
-        let token = int(&v["header"]["revision"]);
+        };
         let lost = Arc::new(Mutex::new(None));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         self.rt.spawn(keep_alive(

@@ -25,54 +25,70 @@ const TOKEN: &str = "s3cr3t-admin-token-for-etcd-tests";
 /// One etcd member on loopback, killed by PID when dropped.
 struct Member {
     url: String,
-    _guard: ChildGuard,
+    guard: ChildGuard,
     _dir: tempfile::TempDir,
 }
 
 /// Start a member, or `None` (the test returns, loudly) when etcd is not installed.
 fn etcd(test: &str) -> Option<Member> {
-    let bin = common::require_binary(test, "etcd")?;
-    let (client, peer) = (common::free_port(), common::free_port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
-    let guard = ChildGuard::spawn(
-        "etcd",
-        Command::new(bin)
-            .args(["--name", "t", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("t={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(log),
-    );
-    let m = Member {
-        url,
-        _guard: guard,
-        _dir: dir,
-    };
-    // Ready when a linearizable read answers (the member has elected itself leader).
-    let store = store_of(&settings(&m.url, "/ready/", 10, Path::new("/nonexistent")));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !store.shared().expect("etcd store").ready() {
-        assert!(
-            Instant::now() < deadline,
-            "etcd at {} not ready in 30 s",
-            m.url
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(m)
+    cluster(test, 1).and_then(|mut c| c.pop())
 }
 
+/// Start an `n`-member cluster on loopback and wait until it has a leader.
+fn cluster(test: &str, n: usize) -> Option<Vec<Member>> {
+    let bin = common::require_binary(test, "etcd")?;
+    let ports: Vec<(u16, u16)> = (0..n)
+        .map(|_| (common::free_port(), common::free_port()))
+        .collect();
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+        .collect();
+    let token = format!("cutover-test-{}-{}", std::process::id(), ports[0].0);
+    let mut members = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
+        let guard = ChildGuard::spawn(
+            "etcd",
+            Command::new(&bin)
+                .args(["--name", &format!("m{i}"), "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args(["--listen-client-urls", &url])
+                .args(["--advertise-client-urls", &url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-token", &token])
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
+        members.push(Member {
+            url,
+            guard,
+            _dir: dir,
+        });
+    }
+    // Ready when a linearizable read answers on every member (there is a leader).
+    for m in &members {
+        let store = store_of(&settings(&m.url, "/ready/", 10, Path::new("/nonexistent")));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !store.shared().expect("etcd store").ready() {
+            assert!(
+                Instant::now() < deadline,
+                "etcd at {} not ready in 30 s",
+                m.url
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Some(members)
+}
+
+/// `url` may be several, comma-separated: `a", "b`.
 fn store_toml(url: &str, prefix: &str, ttl_s: u64) -> String {
     format!(
         "[settings.store]\netcd = [\"{url}\"]\nprefix = \"{prefix}\"\nlease_ttl = \"{ttl_s}s\"\n\
@@ -634,4 +650,121 @@ async fn cutover_watch_shows_another_operators_operation_step_by_step() {
     assert!(at(": started ") < at(": apply ok "), "{seen:#?}");
     assert!(at(": apply ok ") < at(": ended done"), "{seen:#?}");
     assert!(!seen.iter().any(|l| l.contains(TOKEN)), "{seen:#?}");
+}
+
+/// Which member leads, by asking each one's status.
+async fn leader(members: &[Member]) -> usize {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    for (i, m) in members.iter().enumerate() {
+        let v: serde_json::Value = c
+            .post(format!("{}/v3/maintenance/status", m.url))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        if v["leader"].is_string() && v["leader"] == v["header"]["member_id"] {
+            return i;
+        }
+    }
+    panic!("no member says it leads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing_twice() {
+    let Some(mut members) = cluster("the_leader_killed_during_an_operation", 3) else {
+        return;
+    };
+    let rig = Rig::start("6s").await;
+    // The leader first in the list: cutover is talking to it when it dies.
+    let l = leader(&members).await;
+    members.swap(0, l);
+    let urls: Vec<String> = members.iter().map(|m| m.url.clone()).collect();
+    let urls_text = urls.join(", ");
+    let cfg_path = rig.config("alice", &urls.join("\", \""));
+    let text = std::fs::read_to_string(&cfg_path).expect("config");
+    let cfg = cutover::config::parse(&text, Path::new("t.toml")).expect("config");
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let engine = world.engines[0].clone();
+    let shared = world.store.clone();
+    let run = tokio::spawn(async move {
+        common::run_op(&engine, OpKind::Swap { to: None }, false, true).await
+    });
+    let s = shared.clone();
+    assert!(
+        until(Duration::from_secs(30), move || s
+            .env("shop")
+            .previous_live
+            .is_some())
+        .await,
+        "the swap never got to its watch"
+    );
+    // kill -9 the leader in the middle of the watch.
+    let mut dead = members.remove(0);
+    dead.guard.child.kill().expect("kill -9 the leader");
+    dead.guard.child.wait().expect("reaped");
+    let (out, _) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the operation neither completed nor stopped")
+        .expect("join");
+    eprintln!(
+        "leader killed: the operation ended {:?}: {}",
+        out.verdict, out.message
+    );
+    // It completes (the lease was kept alive through the election), or stops cleanly saying
+    // it lost the lock; either way the switch it made stands and is remembered once.
+    assert!(
+        out.verdict == Verdict::Done
+            || (out.verdict == Verdict::Cancelled && out.message.contains("LOCK LOST")),
+        "{:?}: {}",
+        out.verdict,
+        out.message
+    );
+    assert_eq!(rig.serving().await, "green");
+    let survivors = store_of(&settings(
+        &format!("{}\", \"{}", members[0].url, members[1].url),
+        "/team/",
+        10,
+        &rig.dir.path().join("observer"),
+    ));
+    assert_eq!(survivors.env("shop").previous_live.as_deref(), Some("blue"));
+    assert_eq!(survivors.journal("shop"), None, "the journal was closed");
+    let s = Arc::new(survivors);
+    let s2 = s.clone();
+    assert!(
+        until(Duration::from_secs(15), move || s2.holder("shop").is_none()).await,
+        "the lock was not let go"
+    );
+    let records = s.shared().expect("etcd").audit_records("shop");
+    let of_op: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(r).expect("json"))
+        .filter(|v| v["id"] == out.record.id.as_str())
+        .map(|v| v["result"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(
+        of_op,
+        ["started".to_string(), out.record.result.clone()],
+        "{records:#?}"
+    );
+    // All members down: refused, naming every member, and nothing changes.
+    drop(members);
+    let o = rig
+        .cli(&cfg_path, &["rollback", "shop", "--yes", "--no-watch"])
+        .await;
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(
+        printed(&o).contains(&format!(
+            "cannot take the lock: etcd at {} unreachable; nothing was changed",
+            urls_text
+        )),
+        "{}",
+        printed(&o)
+    );
+    assert_eq!(rig.serving().await, "green");
 }
