@@ -135,23 +135,17 @@ pub enum StoreSetting {
 
 impl<'de> Deserialize<'de> for StoreSetting {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Name(String),
-            Etcd(crate::etcd::EtcdSettings),
-        }
-        match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "`store` is \"file\" or a table [settings.store] with `etcd = [\"http://HOST:2379\"]` \
-                 (and optionally `prefix`, `lease_ttl`, `timeout`, `user_env`, `password_env`)",
-            )
-        })? {
-            Raw::Name(n) if n == "file" => Ok(StoreSetting::File),
-            Raw::Name(n) => Err(serde::de::Error::custom(format!(
-                "unknown store `{n}`: \"file\", or a table [settings.store] with `etcd = [...]`"
+        use serde::de::Error;
+        let v = toml::Value::deserialize(d)?;
+        match v {
+            toml::Value::String(n) if n == "file" => Ok(StoreSetting::File),
+            toml::Value::Table(_) => crate::etcd::EtcdSettings::deserialize(v)
+                .map(StoreSetting::Etcd)
+                .map_err(|e| D::Error::custom(e.message())),
+            other => Err(D::Error::custom(format!(
+                "unknown store `{}`: \"file\", or a table [settings.store] with `etcd = [...]`",
+                other.as_str().map_or_else(|| other.to_string(), str::to_string)
             ))),
-            Raw::Etcd(e) => Ok(StoreSetting::Etcd(e)),
         }
     }
 }
@@ -1097,6 +1091,11 @@ version_pointer = "/version"
             "[settings.store]\netcd = [\"127.0.0.1:2379\"]\n",
         ));
         assert!(e.message.contains("not an http://"), "{e}");
+        let e = err(&GOOD.replace(
+            "poll_interval = \"1s\"\n",
+            "[settings.store]\netcd = [\"http://127.0.0.1:2379\"]\nprefx = \"/x/\"\n",
+        ));
+        assert!(e.message.contains("did you mean `prefix`"), "{e}");
     }
 
     #[test]
