@@ -144,7 +144,9 @@ impl<'de> Deserialize<'de> for StoreSetting {
                 .map_err(|e| D::Error::custom(e.message())),
             other => Err(D::Error::custom(format!(
                 "unknown store `{}`: \"file\", or a table [settings.store] with `etcd = [...]`",
-                other.as_str().map_or_else(|| other.to_string(), str::to_string)
+                other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_string)
             ))),
         }
     }

@@ -128,8 +128,13 @@ struct Client {
 impl Client {
     async fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         let mut authenticated = false;
+        if self.credentials.is_some() && self.token.lock().is_ok_and(|t| t.is_none()) {
+            self.authenticate().await?;
+            authenticated = true;
+        }
         loop {
             match self.post_once(path, body).await {
+                // An expired or revoked token: authenticate again, once.
                 Err(CallError::Refused(m))
                     if !authenticated
                         && self.credentials.is_some()

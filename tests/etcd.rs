@@ -768,3 +768,93 @@ async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing
     );
     assert_eq!(rig.serving().await, "green");
 }
+
+#[test]
+fn with_etcd_auth_the_documented_role_is_enough_and_no_credentials_are_refused() {
+    let Some(m) = etcd("with_etcd_auth") else {
+        return;
+    };
+    let Some(etcdctl) = common::require_binary("with_etcd_auth", "etcdctl") else {
+        return;
+    };
+    let ctl = |args: &[&str]| {
+        let o = Command::new(&etcdctl)
+            .args(["--endpoints", &m.url])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("etcdctl");
+        assert!(o.status.success(), "etcdctl {args:?}: {}", printed(&o));
+    };
+    // The permissions README lists, for the prefix /team/.
+    ctl(&["user", "add", "root", "--new-user-password=Zq7-root-pw"]);
+    ctl(&["user", "grant-role", "root", "root"]);
+    ctl(&["auth", "enable"]);
+    let root = ["--user", "root:Zq7-root-pw"];
+    ctl(&[&root[..], &["role", "add", "cutover"]].concat());
+    ctl(&[
+        &root[..],
+        &[
+            "role",
+            "grant-permission",
+            "cutover",
+            "--prefix=true",
+            "readwrite",
+            "/team/",
+        ],
+    ]
+    .concat());
+    ctl(&[
+        &root[..],
+        &[
+            "user",
+            "add",
+            "cutover",
+            "--new-user-password=Zq7-cutover-etcd-pw",
+        ],
+    ]
+    .concat());
+    ctl(&[&root[..], &["user", "grant-role", "cutover", "cutover"]].concat());
+
+    let d = tempfile::tempdir().expect("tempdir");
+    // Without credentials: refused, and said so.
+    let anonymous = store_of(&settings(&m.url, "/team/", 10, d.path()));
+    let e = anonymous
+        .lock("shop", &LockInfo::me("swap", "anon"))
+        .expect_err("no credentials, no lock");
+    assert!(
+        e.to_string().contains("cannot take the lock: etcd refused")
+            && e.to_string().contains("user name"),
+        "{e}"
+    );
+    // With them (read from the environment): the whole contract works.
+    unsafe {
+        std::env::set_var("CUTOVER_TEST_ETCD_USER", "cutover");
+        std::env::set_var("CUTOVER_TEST_ETCD_PASSWORD", "Zq7-cutover-etcd-pw");
+    }
+    let text = format!(
+        "[settings]\nstate_dir = \"{}\"\n{}user_env = \"CUTOVER_TEST_ETCD_USER\"\n\
+         password_env = \"CUTOVER_TEST_ETCD_PASSWORD\"\n\n[[environment]]\nname = \"shop\"\n\
+         [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:1\"\n",
+        d.path().display(),
+        store_toml(&m.url, "/team/", 10)
+    );
+    let s = cutover::config::parse(&text, Path::new("t.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .settings;
+    let store = store_of(&s);
+    assert!(!format!("{store:?}").contains("Zq7-cutover-etcd-pw"));
+    let g = store
+        .lock("shop", &LockInfo::me("swap", "auth1"))
+        .expect("lock with credentials");
+    store
+        .update(&g, |m| m.previous_live = Some("blue".into()))
+        .expect("fenced write");
+    assert_eq!(store.holder("shop").map(|h| h.op_id), Some("auth1".into()));
+    drop(g); // revoking the lease deletes the lock key: the role covers it
+    assert_eq!(store.holder("shop"), None);
+    assert_eq!(store.env("shop").previous_live.as_deref(), Some("blue"));
+    let _again = store
+        .lock("shop", &LockInfo::me("swap", "auth2"))
+        .expect("free again");
+}
