@@ -263,8 +263,16 @@ pub struct Etcd {
     ttl: Duration,
     timeout: Duration,
     rt: tokio::runtime::Handle,
+    /// The takeover requests for the locks this process holds, by environment, kept fresh in
+    /// the background so that an operation's safe points never wait for etcd.
+    asked: Mutex<std::collections::HashMap<String, Asked>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
+
+type Asked = Arc<Mutex<Option<Takeover>>>;
+
+/// How often a holder looks for a takeover request (as the file store's watch does).
+const TAKEOVER_POLL: Duration = Duration::from_millis(250);
 
 impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,6 +339,7 @@ impl Etcd {
             ttl: s.lease_ttl,
             timeout: s.timeout,
             rt: handle,
+            asked: Mutex::new(std::collections::HashMap::new()),
             _stop: stop,
         })
     }
@@ -431,6 +440,17 @@ impl Etcd {
             lost.clone(),
             stopped,
         ));
+        let asked: Asked = Arc::new(Mutex::new(None));
+        if let Ok(mut m) = self.asked.lock() {
+            m.insert(env.to_string(), asked.clone());
+        }
+        let (stop_polling, polling_stopped) = tokio::sync::oneshot::channel();
+        self.rt.spawn(poll_takeover(
+            self.client.clone(),
+            self.key(env, "takeover"),
+            asked,
+            polling_stopped,
+        ));
         let activity = Activity::of(me);
         let (publish, latest) = tokio::sync::watch::channel(activity.clone());
         let (published, flushed) = std::sync::mpsc::sync_channel(1);
@@ -443,6 +463,7 @@ impl Etcd {
             published,
         ));
         Ok(Held {
+            env: env.to_string(),
             key,
             lease,
             token,
@@ -451,6 +472,7 @@ impl Etcd {
             publish: Some(publish),
             flushed,
             _stop: stop,
+            _stop_polling: stop_polling,
         })
     }
 
@@ -462,6 +484,9 @@ impl Etcd {
     /// Let go of a lock: the last activity is written first (while the lock still fences
     /// it), then revoking the lease deletes the key at once.
     pub fn release(&self, mut held: Held) {
+        if let Ok(mut m) = self.asked.lock() {
+            m.remove(&held.env);
+        }
         drop(held.publish.take());
         let _ = held.flushed.recv_timeout(self.timeout * 2);
         let _ = self.call("/v3/lease/revoke", json!({"ID": held.lease.to_string()}));
@@ -545,7 +570,11 @@ impl Etcd {
     }
 
     pub fn takeover_request(&self, env: &str, op_id: &str) -> Option<LockInfo> {
-        let t: Takeover = self.get(&self.key(env, "takeover")).ok().flatten()?;
+        let cached = self.asked.lock().ok().and_then(|m| m.get(env).cloned());
+        let t: Takeover = match cached {
+            Some(asked) => asked.lock().ok().and_then(|t| t.clone())?,
+            None => self.get(&self.key(env, "takeover")).ok().flatten()?,
+        };
         (t.target_op_id == op_id).then_some(t.by)
     }
 
@@ -615,6 +644,7 @@ pub fn write_with_token(
 /// not be kept alive or a fenced write was refused.
 #[derive(Debug)]
 pub struct Held {
+    env: String,
     key: String,
     lease: i64,
     /// The lock key's create revision.
@@ -626,6 +656,32 @@ pub struct Held {
     /// Told when the publisher wrote the last activity and ended.
     flushed: std::sync::mpsc::Receiver<()>,
     _stop: tokio::sync::oneshot::Sender<()>,
+    _stop_polling: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Read the takeover request of a held lock every [`TAKEOVER_POLL`] until stopped.
+async fn poll_takeover(
+    client: Arc<Client>,
+    key: String,
+    asked: Asked,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let range = json!({"key": b64(&key)});
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(TAKEOVER_POLL) => {}
+        }
+        let got = tokio::select! {
+            _ = &mut stopped => return,
+            r = client.post("/v3/kv/range", &range) => r,
+        };
+        if let Ok(v) = got
+            && let Ok(mut a) = asked.lock()
+        {
+            *a = kvs(&v).first().and_then(value);
+        }
+    }
 }
 
 impl Held {

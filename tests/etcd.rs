@@ -858,3 +858,66 @@ fn with_etcd_auth_the_documented_role_is_enough_and_no_credentials_are_refused()
         .lock("shop", &LockInfo::me("swap", "auth2"))
         .expect("free again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_operator_takes_the_lock_over_through_the_store() {
+    let Some(m) = etcd("a_second_operator_takes_the_lock_over") else {
+        return;
+    };
+    let rig = Rig::start("60s").await;
+    let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
+    let mut a = rig.command(&alice, &["swap", "shop", "--yes"]);
+    let a = a.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let a = ChildGuard::spawn("cutover (alice)", a);
+    let shared = Arc::new(store_of(&settings(
+        &m.url,
+        "/team/",
+        10,
+        &rig.dir.path().join("observer"),
+    )));
+    let (s, pid) = (shared.clone(), a.pid());
+    assert!(
+        until(Duration::from_secs(30), move || s
+            .env("shop")
+            .previous_live
+            .is_some()
+            && s.holder("shop").is_some_and(|h| h.pid == pid))
+        .await,
+        "alice's swap never got to its watch"
+    );
+    // Bob asks for the lock: alice's watch ends, she records who took over, bob rolls back.
+    let o = rig
+        .cli(
+            &bob,
+            &["rollback", "shop", "--yes", "--no-watch", "--take-over"],
+        )
+        .await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    assert!(
+        printed(&o).contains("took the lock over from"),
+        "{}",
+        printed(&o)
+    );
+    assert_eq!(rig.serving().await, "blue");
+    // Alice's cutover ends by itself; what it printed says who took over.
+    let alice_out = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut a = a;
+        let mut text = String::new();
+        for pipe in [
+            a.child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
+            a.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut pipe = pipe;
+            pipe.read_to_string(&mut text).expect("read");
+        }
+        a.child.wait().expect("alice ends");
+        text
+    })
+    .await
+    .expect("join");
+    assert!(alice_out.contains("took the lock over"), "{alice_out}");
+}
