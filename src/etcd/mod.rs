@@ -21,16 +21,27 @@
 //!
 //! Every call runs on this store's own runtime thread, so the synchronous contract of
 //! [`crate::state::Store`] works from any caller, async or not; each has a deadline.
+//!
+//! Files: `mod.rs` the store's operations; `client.rs` the gateway's HTTP side; `lease.rs` a
+//! held lock (lease renewal, takeover polling, the activity it publishes); `follow.rs` the
+//! watch other cutovers follow an environment with.
+
+mod client;
+mod follow;
+mod lease;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::state::{Activity, EnvMemory, Journal, LockError, LockInfo};
+use client::{B64, CallError, Client, Kv, b64, int, kvs, members, prefix_end, value};
+pub use follow::Seen;
+pub use lease::Held;
+use lease::{keep_alive, poll_takeover, publish_activity};
 
 /// `[settings.store]` when it names an etcd cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -93,169 +104,6 @@ impl EtcdSettings {
     }
 }
 
-/// The members as a message names them.
-fn members(endpoints: &[String]) -> String {
-    endpoints.join(", ")
-}
-
-/// Why a call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CallError {
-    /// No member answered.
-    Unreachable(String),
-    /// A member answered with an error.
-    Refused(String),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Unreachable(m) => write!(f, "etcd at {m} unreachable"),
-            CallError::Refused(m) => write!(f, "etcd refused: {m}"),
-        }
-    }
-}
-
-/// The HTTP side: members, credentials, one JSON POST.
-struct Client {
-    http: reqwest::Client,
-    endpoints: Vec<String>,
-    /// (user, password) read from the environment when the store was opened.
-    credentials: Option<(String, String)>,
-    token: Mutex<Option<String>>,
-}
-
-impl Client {
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, CallError> {
-        let mut authenticated = false;
-        if self.credentials.is_some() && self.token.lock().is_ok_and(|t| t.is_none()) {
-            self.authenticate().await?;
-            authenticated = true;
-        }
-        loop {
-            match self.post_once(path, body).await {
-                // An expired or revoked token: authenticate again, once.
-                Err(CallError::Refused(m))
-                    if !authenticated
-                        && self.credentials.is_some()
-                        && (m.contains("token") || m.contains("auth")) =>
-                {
-                    self.authenticate().await?;
-                    authenticated = true;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn authenticate(&self) -> Result<(), CallError> {
-        let Some((user, password)) = &self.credentials else {
-            return Ok(());
-        };
-        if let Ok(mut t) = self.token.lock() {
-            *t = None;
-        }
-        let v = self
-            .post_once(
-                "/v3/auth/authenticate",
-                &json!({"name": user, "password": password}),
-            )
-            .await?;
-        let token = v["token"].as_str().map(str::to_string);
-        if let Ok(mut t) = self.token.lock() {
-            *t = token;
-        }
-        Ok(())
-    }
-
-    async fn post_once(&self, path: &str, body: &Value) -> Result<Value, CallError> {
-        let token = self.token.lock().ok().and_then(|t| t.clone());
-        for base in &self.endpoints {
-            let mut req = self
-                .http
-                .post(format!("{}{path}", base.trim_end_matches('/')))
-                .json(body);
-            if let Some(t) = &token {
-                req = req.header("Authorization", t);
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!("etcd member {base}: {e}");
-                    continue;
-                }
-            };
-            let status = resp.status();
-            let Ok(text) = resp.text().await else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(text.lines().next().unwrap_or_default())
-                .unwrap_or(Value::Null);
-            // A member without a leader answers 503 or an error saying so: ask the next one.
-            let err = v["error"]
-                .as_str()
-                .or(v["message"].as_str())
-                .map(str::to_string);
-            if status.is_server_error()
-                && err.as_deref().is_none_or(|e| {
-                    e.contains("leader") || e.contains("timed out") || e.contains("unavailable")
-                })
-            {
-                continue;
-            }
-            if !status.is_success() || err.is_some() {
-                return Err(CallError::Refused(
-                    err.unwrap_or_else(|| format!("HTTP {status}")),
-                ));
-            }
-            return Ok(v);
-        }
-        Err(CallError::Unreachable(members(&self.endpoints)))
-    }
-}
-
-/// A key's value as the gateway returns it.
-#[derive(Debug, Deserialize)]
-struct Kv {
-    #[serde(default)]
-    value: String,
-    #[serde(default)]
-    create_revision: Value,
-}
-
-fn b64(s: &str) -> String {
-    B64.encode(s.as_bytes())
-}
-
-/// One key past every key that starts with `prefix`: the end of a prefix range.
-fn prefix_end(prefix: &str) -> String {
-    let mut b = prefix.as_bytes().to_vec();
-    while let Some(last) = b.pop() {
-        if last < 0xff {
-            b.push(last + 1);
-            return B64.encode(&b);
-        }
-    }
-    B64.encode([0u8])
-}
-
-fn kvs(v: &Value) -> Vec<Kv> {
-    serde_json::from_value(v["kvs"].clone()).unwrap_or_default()
-}
-
-fn value<T: serde::de::DeserializeOwned>(kv: &Kv) -> Option<T> {
-    let bytes = B64.decode(&kv.value).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        _ => 0,
-    }
-}
-
 /// The store on etcd. Cheap to share (`Arc`); its runtime thread ends when it is dropped.
 pub struct Etcd {
     client: Arc<Client>,
@@ -269,10 +117,10 @@ pub struct Etcd {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-type Asked = Arc<Mutex<Option<Takeover>>>;
+pub(super) type Asked = Arc<Mutex<Option<Takeover>>>;
 
 /// How often a holder looks for a takeover request (as the file store's watch does).
-const TAKEOVER_POLL: Duration = Duration::from_millis(250);
+pub(super) const TAKEOVER_POLL: Duration = Duration::from_millis(250);
 
 impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -287,9 +135,9 @@ impl std::fmt::Debug for Etcd {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Takeover {
-    target_op_id: String,
-    by: LockInfo,
+pub(super) struct Takeover {
+    pub(super) target_op_id: String,
+    pub(super) by: LockInfo,
 }
 
 impl Etcd {
@@ -608,7 +456,7 @@ impl Etcd {
     }
 }
 
-fn fenced_txn(
+pub(super) fn fenced_txn(
     etcd: &Etcd,
     lock_key: &str,
     token: i64,
@@ -638,322 +486,6 @@ pub fn write_with_token(
 ) -> color_eyre::eyre::Result<()> {
     let op = etcd.put_op(env, "state", memory);
     fenced_txn(etcd, &etcd.key(env, "lock"), token, vec![op])
-}
-
-/// A lock held on etcd: its key, lease and fencing token; `lost` is set when the lease could
-/// not be kept alive or a fenced write was refused.
-#[derive(Debug)]
-pub struct Held {
-    env: String,
-    key: String,
-    lease: i64,
-    /// The lock key's create revision.
-    pub token: i64,
-    lost: Arc<Mutex<Option<String>>>,
-    /// The operation's activity, and the channel its publisher writes the newest of.
-    activity: Mutex<Activity>,
-    publish: Option<tokio::sync::watch::Sender<Activity>>,
-    /// Told when the publisher wrote the last activity and ended.
-    flushed: std::sync::mpsc::Receiver<()>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-    _stop_polling: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Read the takeover request of a held lock every [`TAKEOVER_POLL`] until stopped.
-async fn poll_takeover(
-    client: Arc<Client>,
-    key: String,
-    asked: Asked,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let range = json!({"key": b64(&key)});
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = tokio::time::sleep(TAKEOVER_POLL) => {}
-        }
-        let got = tokio::select! {
-            _ = &mut stopped => return,
-            r = client.post("/v3/kv/range", &range) => r,
-        };
-        if let Ok(v) = got
-            && let Ok(mut a) = asked.lock()
-        {
-            *a = kvs(&v).first().and_then(value);
-        }
-    }
-}
-
-impl Held {
-    /// Why this lock is no longer held, if it is not.
-    pub fn lost(&self) -> Option<String> {
-        self.lost.lock().ok().and_then(|l| l.clone())
-    }
-
-    /// Change the shared activity; the publisher writes the newest state (never blocks).
-    pub fn activity(&self, f: impl FnOnce(&mut Activity)) {
-        if let Ok(mut a) = self.activity.lock() {
-            f(&mut a);
-            if let Some(p) = &self.publish {
-                let _ = p.send(a.clone());
-            }
-        }
-    }
-}
-
-/// Write the newest activity (fenced by the lock) each time it changes, in order, until the
-/// lock is let go; then say so.
-async fn publish_activity(
-    client: Arc<Client>,
-    lock_key: String,
-    token: i64,
-    key: String,
-    mut latest: tokio::sync::watch::Receiver<Activity>,
-    flushed: std::sync::mpsc::SyncSender<()>,
-) {
-    // The first state (who, what, since) is written at once.
-    latest.mark_changed();
-    while latest.changed().await.is_ok() {
-        let a = latest.borrow_and_update().clone();
-        let text = serde_json::to_string(&a).unwrap_or_default();
-        let txn = json!({
-            "compare": [{"key": b64(&lock_key), "target": "CREATE", "result": "EQUAL", "create_revision": token.to_string()}],
-            "success": [{"request_put": {"key": b64(&key), "value": b64(&text)}}],
-        });
-        if let Err(e) = client.post("/v3/kv/txn", &txn).await {
-            tracing::warn!("cannot share the operation's activity: {e}");
-        }
-    }
-    let _ = flushed.try_send(());
-}
-
-/// What a follower of an environment sees.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
-    /// Lines to show ("swap #a1b2c3d4 by alice@laptop-2: verify ok ...").
-    Line(String),
-}
-
-impl Etcd {
-    /// Follow `env` on the store: another cutover's operations step by step, its lock, and
-    /// the store going away and coming back, as lines on `tx`, until `tx` is closed. This
-    /// process's own operations are left out (it shows them already).
-    pub fn follow(&self, env: &str, tx: tokio::sync::mpsc::UnboundedSender<Seen>) {
-        let client = self.client.clone();
-        let dir = format!("{}{env}/", self.prefix);
-        let members = self.members();
-        let quit = tx.clone();
-        self.rt.spawn(async move {
-            tokio::select! {
-                _ = quit.closed() => {}
-                _ = follow(client, dir, members, tx) => {}
-            }
-        });
-    }
-}
-
-/// Someone else's: not this process.
-fn theirs(holder: &str, pid: u32) -> bool {
-    pid != std::process::id() || holder != crate::paths::user_at_host()
-}
-
-async fn follow(
-    client: Arc<Client>,
-    dir: String,
-    members: String,
-    tx: tokio::sync::mpsc::UnboundedSender<Seen>,
-) {
-    let say = |l: String| tx.send(Seen::Line(l)).is_ok();
-    let (activity_key, lock_key) = (format!("{dir}activity"), format!("{dir}lock"));
-    let mut shown: Option<Activity> = None;
-    let mut holder: Option<LockInfo> = None;
-    let mut down = false;
-    loop {
-        // Where things stand, at one revision; then every change after it.
-        let snapshot = json!({"success": [
-            {"request_range": {"key": b64(&activity_key)}},
-            {"request_range": {"key": b64(&lock_key)}},
-        ]});
-        let failed = match client.post("/v3/kv/txn", &snapshot).await {
-            Ok(v) => {
-                if down {
-                    down = false;
-                    say(format!("shared store: etcd at {members} answers again"));
-                }
-                let a: Option<Activity> = kvs(&v["responses"][0]["response_range"])
-                    .first()
-                    .and_then(value);
-                let h: Option<LockInfo> = kvs(&v["responses"][1]["response_range"])
-                    .first()
-                    .and_then(value);
-                let mut st = (&mut shown, &mut holder);
-                seen_activity(&mut st, a, &say);
-                seen_holder(&mut st, h, &say);
-                let from = int(&v["header"]["revision"]) + 1;
-                watch(&client, &dir, from, &mut st, &say, &activity_key, &lock_key).await
-            }
-            Err(e) => e.to_string(),
-        };
-        if tx.is_closed() {
-            return;
-        }
-        if !down {
-            down = true;
-            say(format!(
-                "shared store: {failed}; operations are refused until it answers"
-            ));
-        }
-        // A pause before asking again, not a synchronisation.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-type FollowState<'a> = (&'a mut Option<Activity>, &'a mut Option<LockInfo>);
-
-fn seen_activity(st: &mut FollowState, a: Option<Activity>, say: &impl Fn(String) -> bool) {
-    let Some(a) = a else { return };
-    if theirs(&a.holder, a.pid) {
-        for l in a.lines_since(st.0.as_ref()) {
-            say(l);
-        }
-    }
-    *st.0 = Some(a);
-}
-
-fn seen_holder(st: &mut FollowState, h: Option<LockInfo>, say: &impl Fn(String) -> bool) {
-    if *st.1 == h {
-        return;
-    }
-    match &h {
-        Some(h) if theirs(&h.holder, h.pid) => {
-            say(format!("lock taken by {}", h.describe()));
-        }
-        None if st.1.as_ref().is_some_and(|o| theirs(&o.holder, o.pid)) => {
-            say("lock free".to_string());
-        }
-        _ => {}
-    }
-    *st.1 = h;
-}
-
-/// Stream the changes under `dir` from revision `from`; returns why the stream ended.
-async fn watch(
-    client: &Client,
-    dir: &str,
-    from: i64,
-    st: &mut FollowState<'_>,
-    say: &impl Fn(String) -> bool,
-    activity_key: &str,
-    lock_key: &str,
-) -> String {
-    let body = json!({"create_request": {
-        "key": b64(dir), "range_end": prefix_end(dir), "start_revision": from.to_string(),
-    }});
-    let token = client.token.lock().ok().and_then(|t| t.clone());
-    let mut resp = None;
-    for base in &client.endpoints {
-        let mut req = client
-            .http
-            .post(format!("{}/v3/watch", base.trim_end_matches('/')))
-            // A stream: no overall deadline (the client's is for single answers).
-            .timeout(Duration::from_secs(24 * 3600))
-            .json(&body);
-        if let Some(t) = &token {
-            req = req.header("Authorization", t);
-        }
-        if let Ok(r) = req.send().await
-            && r.status().is_success()
-        {
-            resp = Some(r);
-            break;
-        }
-    }
-    let Some(mut resp) = resp else {
-        return format!("etcd at {} unreachable", members(&client.endpoints));
-    };
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let chunk = match resp.chunk().await {
-            Ok(Some(c)) => c,
-            Ok(None) => return "the watch ended".into(),
-            Err(e) => return format!("the watch broke: {e}"),
-        };
-        buf.extend_from_slice(&chunk);
-        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            if v["error"].is_object() || v["result"]["canceled"].as_bool() == Some(true) {
-                return "the watch was cancelled".into();
-            }
-            for ev in v["result"]["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
-                let key = ev["kv"]["key"]
-                    .as_str()
-                    .and_then(|k| B64.decode(k).ok())
-                    .map(|k| String::from_utf8_lossy(&k).to_string())
-                    .unwrap_or_default();
-                let deleted = ev["type"].as_str() == Some("DELETE");
-                let kv: Option<Kv> = serde_json::from_value(ev["kv"].clone()).ok();
-                if key == activity_key && !deleted {
-                    seen_activity(st, kv.as_ref().and_then(value), say);
-                } else if key == lock_key {
-                    let h = if deleted {
-                        None
-                    } else {
-                        kv.as_ref().and_then(value)
-                    };
-                    seen_holder(st, h, say);
-                }
-            }
-        }
-    }
-}
-
-/// Renew the lease every third of its TTL until stopped. The lock counts as lost when etcd
-/// says the lease is gone, or when no renewal succeeded for a whole TTL (the lease may have
-/// expired on the server by then).
-async fn keep_alive(
-    client: Arc<Client>,
-    lease: i64,
-    ttl: Duration,
-    lost: Arc<Mutex<Option<String>>>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let mut last_ok = Instant::now();
-    let every = ttl / 3;
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let why = match client
-            .post("/v3/lease/keepalive", &json!({"ID": lease.to_string()}))
-            .await
-        {
-            Ok(v) if int(&v["result"]["TTL"]) > 0 => {
-                last_ok = Instant::now();
-                continue;
-            }
-            Ok(_) => "the lock's lease expired on etcd".to_string(),
-            Err(e) if last_ok.elapsed() >= ttl => {
-                format!("the lock's lease could not be renewed for {ttl:?}: {e}")
-            }
-            Err(e) => {
-                tracing::warn!("cannot renew the lock's lease yet: {e}");
-                continue;
-            }
-        };
-        tracing::error!("{why}");
-        if let Ok(mut l) = lost.lock() {
-            *l = Some(why);
-        }
-        return;
-    }
 }
 
 #[cfg(test)]
