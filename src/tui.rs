@@ -173,16 +173,29 @@ impl World {
                 let (ltx, mut lines) = mpsc::unbounded_channel();
                 etcd.follow(&engine.env.name, ltx);
                 let (tx, mut stop) = (tx.clone(), stop.clone());
+                let (store, name) = (self.store.clone(), engine.env.name.clone());
                 tokio::spawn(async move {
                     loop {
-                        tokio::select! {
-                            l = lines.recv() => {
-                                let Some(crate::etcd::Seen::Line(text)) = l else { return };
-                                if tx.send(Event::Shared { env: ei, text }).is_err() {
-                                    return;
-                                }
-                            }
+                        let seen = tokio::select! {
+                            l = lines.recv() => l,
                             _ = stop.changed() => return,
+                        };
+                        let event = match seen {
+                            None => return,
+                            Some(crate::etcd::Seen::Line(text)) => Event::Shared { env: ei, text },
+                            // Another operator's swap changed what `r` goes back to.
+                            Some(crate::etcd::Seen::Ended) => {
+                                let (store, name) = (store.clone(), name.clone());
+                                let Ok(memory) =
+                                    tokio::task::spawn_blocking(move || store.env(&name)).await
+                                else {
+                                    continue;
+                                };
+                                Event::Memory { env: ei, memory }
+                            }
+                        };
+                        if tx.send(event).is_err() {
+                            return;
                         }
                     }
                 });

@@ -921,3 +921,39 @@ async fn a_second_operator_takes_the_lock_over_through_the_store() {
     .expect("join");
     assert!(alice_out.contains("took the lock over"), "{alice_out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory() {
+    let Some(m) = etcd("a_tui_following_the_store") else {
+        return;
+    };
+    let rig = Rig::start("0s").await;
+    let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
+    // Bob's TUI, without a terminal: its background tasks and the events they send.
+    let cfg = cutover::config::load(&bob).expect("bob's config");
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    world.spawn_watchers(tx, stop);
+    let o = rig.cli(&alice, &["swap", "shop", "--yes"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let mut lines = Vec::new();
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                cutover::app::Event::Shared { text, .. } => lines.push(text),
+                cutover::app::Event::Memory { memory, .. }
+                    if memory.previous_live.as_deref() == Some("blue") =>
+                {
+                    return memory;
+                }
+                _ => {}
+            }
+        }
+        panic!("the events ended");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no new memory after alice's swap; lines: {lines:#?}"));
+    assert_eq!(got.last_set_live.as_deref(), Some("green"));
+    assert!(lines.iter().any(|l| l.contains("ended done")), "{lines:#?}");
+}

@@ -16,6 +16,8 @@ use crate::state::{Activity, LockInfo};
 pub enum Seen {
     /// Lines to show ("swap #a1b2c3d4 by alice@laptop-2: verify ok ...").
     Line(String),
+    /// Another cutover's operation ended: what the store remembers may have changed.
+    Ended,
 }
 
 impl Etcd {
@@ -47,7 +49,7 @@ pub(super) async fn follow(
     members: String,
     tx: tokio::sync::mpsc::UnboundedSender<Seen>,
 ) {
-    let say = |l: String| tx.send(Seen::Line(l)).is_ok();
+    let say = |seen: Seen| tx.send(seen).is_ok();
     let (activity_key, lock_key) = (format!("{dir}activity"), format!("{dir}lock"));
     let mut shown: Option<Activity> = None;
     let mut holder: Option<LockInfo> = None;
@@ -62,7 +64,9 @@ pub(super) async fn follow(
             Ok(v) => {
                 if down {
                     down = false;
-                    say(format!("shared store: etcd at {members} answers again"));
+                    say(Seen::Line(format!(
+                        "shared store: etcd at {members} answers again"
+                    )));
                 }
                 let a: Option<Activity> = kvs(&v["responses"][0]["response_range"])
                     .first()
@@ -83,9 +87,9 @@ pub(super) async fn follow(
         }
         if !down {
             down = true;
-            say(format!(
+            say(Seen::Line(format!(
                 "shared store: {failed}; operations are refused until it answers"
-            ));
+            )));
         }
         // A pause before asking again, not a synchronisation.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -97,31 +101,31 @@ pub(super) type FollowState<'a> = (&'a mut Option<Activity>, &'a mut Option<Lock
 pub(super) fn seen_activity(
     st: &mut FollowState,
     a: Option<Activity>,
-    say: &impl Fn(String) -> bool,
+    say: &impl Fn(Seen) -> bool,
 ) {
     let Some(a) = a else { return };
     if theirs(&a.holder, a.pid) {
         for l in a.lines_since(st.0.as_ref()) {
-            say(l);
+            say(Seen::Line(l));
+        }
+        let before = st.0.as_ref().filter(|b| b.op_id == a.op_id);
+        if a.result.is_some() && before.and_then(|b| b.result.as_ref()).is_none() {
+            say(Seen::Ended);
         }
     }
     *st.0 = Some(a);
 }
 
-pub(super) fn seen_holder(
-    st: &mut FollowState,
-    h: Option<LockInfo>,
-    say: &impl Fn(String) -> bool,
-) {
+pub(super) fn seen_holder(st: &mut FollowState, h: Option<LockInfo>, say: &impl Fn(Seen) -> bool) {
     if *st.1 == h {
         return;
     }
     match &h {
         Some(h) if theirs(&h.holder, h.pid) => {
-            say(format!("lock taken by {}", h.describe()));
+            say(Seen::Line(format!("lock taken by {}", h.describe())));
         }
         None if st.1.as_ref().is_some_and(|o| theirs(&o.holder, o.pid)) => {
-            say("lock free".to_string());
+            say(Seen::Line("lock free".to_string()));
         }
         _ => {}
     }
@@ -134,7 +138,7 @@ pub(super) async fn watch(
     dir: &str,
     from: i64,
     st: &mut FollowState<'_>,
-    say: &impl Fn(String) -> bool,
+    say: &impl Fn(Seen) -> bool,
     activity_key: &str,
     lock_key: &str,
 ) -> String {
