@@ -225,6 +225,10 @@ fn racing_processes_with_their_own_state_dirs_never_both_hold_the_lock() {
         "a fenced state write was lost"
     );
     assert_eq!(store.holder("shop"), None, "the last holder let go");
+    // Every environment's memory at once (what a TUI reads when it starts).
+    let all = store.load().environments;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all["shop"].last_set_preview.as_deref(), Some("200"));
 }
 
 #[test]

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::state::{Activity, EnvMemory, Journal, LockError, LockInfo};
-use client::{B64, CallError, Client, Kv, b64, int, kvs, members, prefix_end, value};
+use client::{B64, CallError, Client, b64, int, kvs, members, prefix_end, value};
 pub use follow::Seen;
 pub use lease::Held;
 use lease::{keep_alive, poll_takeover, publish_activity};
@@ -361,33 +361,43 @@ impl Etcd {
 
     /// Every environment's memory.
     pub fn all(&self) -> Vec<(String, EnvMemory)> {
+        // Keys only first: the prefix also holds every audit record ever written.
         let Ok(v) = self.call(
             "/v3/kv/range",
-            json!({"key": b64(&self.prefix), "range_end": prefix_end(&self.prefix)}),
+            json!({"key": b64(&self.prefix), "range_end": prefix_end(&self.prefix), "keys_only": true}),
         ) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        let raw: Vec<Value> = v["kvs"].as_array().cloned().unwrap_or_default();
-        for kv in raw {
-            let key = kv["key"]
-                .as_str()
-                .and_then(|k| B64.decode(k).ok())
-                .map(|k| String::from_utf8_lossy(&k).to_string())
-                .unwrap_or_default();
-            let Some(env) = key
-                .strip_prefix(&self.prefix)
-                .and_then(|k| k.strip_suffix("/state"))
-            else {
-                continue;
-            };
-            if let Ok(kv) = serde_json::from_value::<Kv>(kv.clone())
-                && let Some(m) = value(&kv)
-            {
-                out.push((env.to_string(), m));
-            }
+        let envs: Vec<String> = v["kvs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|kv| kv["key"].as_str().and_then(|k| B64.decode(k).ok()))
+            .map(|k| String::from_utf8_lossy(&k).to_string())
+            .filter_map(|k| {
+                k.strip_prefix(&self.prefix)
+                    .and_then(|k| k.strip_suffix("/state"))
+                    .map(str::to_string)
+            })
+            .collect();
+        if envs.is_empty() {
+            return Vec::new();
         }
-        out
+        let reads: Vec<Value> = envs
+            .iter()
+            .map(|e| json!({"request_range": {"key": b64(&self.key(e, "state"))}}))
+            .collect();
+        let Ok(v) = self.call("/v3/kv/txn", json!({"success": reads})) else {
+            return Vec::new();
+        };
+        envs.into_iter()
+            .zip(v["responses"].as_array().cloned().unwrap_or_default())
+            .filter_map(|(e, r)| {
+                let m = kvs(&r["response_range"]).first().and_then(value)?;
+                Some((e, m))
+            })
+            .collect()
     }
 
     pub fn put_op(&self, env: &str, what: &str, v: &impl Serialize) -> Value {
