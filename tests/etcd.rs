@@ -961,3 +961,47 @@ async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory()
     assert_eq!(got.last_set_live.as_deref(), Some("green"));
     assert!(lines.iter().any(|l| l.contains("ended done")), "{lines:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed() {
+    let Some(m) = etcd("a_lease_lost_before_the_switch") else {
+        return;
+    };
+    let rig = Rig::start("0s").await;
+    let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
+    // A long gate (20 fresh probes, 300 ms apart) and a short lease: the lease is lost while
+    // the gate runs, before any router command.
+    let text = text
+        .replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"")
+        .replace("gate_checks = 2", "gate_checks = 20");
+    let cfg = cutover::config::parse(&text, Path::new("t.toml")).expect("config");
+    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let engine = world.engines[0].clone();
+    let shared = world.store.clone();
+    let run = tokio::spawn(async move {
+        common::run_op(&engine, OpKind::Swap { to: None }, false, false).await
+    });
+    let s = shared.clone();
+    assert!(
+        until(Duration::from_secs(10), move || s.holder("shop").is_some()).await,
+        "the swap never took the lock"
+    );
+    revoke_the_lease_of(&m.url, "/team/shop/lock").await;
+    let (out, _) = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the operation did not stop after losing its lock")
+        .expect("join");
+    assert_eq!(out.verdict, Verdict::Cancelled, "{}", out.message);
+    assert!(
+        out.message.contains("nothing changed") && out.message.contains("LockLost"),
+        "{}",
+        out.message
+    );
+    assert_eq!(rig.serving().await, "blue");
+    assert_eq!(shared.env("shop").previous_live, None);
+    assert_eq!(
+        shared.journal("shop"),
+        None,
+        "no journal: nothing was begun"
+    );
+}
