@@ -1078,18 +1078,42 @@ impl Engine {
         let mut msg = failures.join("; ");
         let mut stuck = Vec::new();
         for (i, ((r, res), back)) in self.routers.iter().zip(&results).zip(&before).enumerate() {
-            if !matches!(res, Some(Ok(()))) {
-                continue;
-            }
             let Some(back) = back.as_deref().filter(|b| *b != to) else {
                 continue;
             };
-            match r.switch_live(back).await {
-                Ok(()) => {
+            // A router that refused may still have changed (a script that switched, then
+            // failed to reload): read it, and put back every router that now serves `to`.
+            let changed = match res {
+                Some(Ok(())) => true,
+                Some(Err(_)) => observe_within(r.as_ref(), r.observe_timeout())
+                    .await
+                    .is_ok_and(|s| s.live.as_deref() == Some(to)),
+                None => false,
+            };
+            if !changed {
+                continue;
+            }
+            let res = r.switch_live(back).await;
+            // The router's own state decides, not the command's exit: a script may fail after
+            // switching.
+            let shows_back = res.is_ok()
+                || observe_within(r.as_ref(), r.observe_timeout())
+                    .await
+                    .is_ok_and(|s| s.live.as_deref() == Some(back));
+            match (res, shows_back) {
+                (Ok(()), _) => {
                     run.journal_router(i, "reverted");
                     msg.push_str(&format!("; `{}` switched back to `{back}`", r.name()));
                 }
-                Err(e) => {
+                (Err(e), true) => {
+                    run.journal_router(i, "reverted");
+                    msg.push_str(&format!(
+                        "; `{}` switched back to `{back}` (it shows `{back}`, though it said: \
+                         {e:#})",
+                        r.name()
+                    ));
+                }
+                (Err(e), false) => {
                     run.journal_router(i, "revert-failed");
                     stuck.push(r.name().to_string());
                     msg.push_str(&format!(
@@ -1099,32 +1123,49 @@ impl Engine {
                 }
             }
         }
-        msg.push_str(&format!("; now {}", self.where_routers_are().await));
-        if !stuck.is_empty() {
-            msg = format!(
-                "ROUTERS DISAGREE ({} still on `{to}`): {msg}",
-                stuck.join(", ")
-            );
+        // Where each one ended, read again: the verdict's first words say so when they do not
+        // agree.
+        let (now, agree) = self.where_routers_are_agreeing().await;
+        msg.push_str(&format!("; now {now}"));
+        if !stuck.is_empty() || !agree {
+            let odd = if stuck.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} not put back)", stuck.join(", "))
+            };
+            msg = format!("ROUTERS DISAGREE{odd}: {msg}");
         }
         Err(msg)
     }
 
-    /// Each router's live slot, read now: "`edge-1` → blue, `edge-2` → green".
-    async fn where_routers_are(&self) -> String {
+    /// Each router's live slot, read now ("`edge-1` → blue, `edge-2` → green"), and whether
+    /// they all show the same one.
+    async fn where_routers_are_agreeing(&self) -> (String, bool) {
+        let mut lives = Vec::new();
         let mut parts = Vec::new();
         for r in &self.routers {
-            parts.push(
-                match observe_within(r.as_ref(), r.observe_timeout()).await {
-                    Ok(s) => format!(
+            match observe_within(r.as_ref(), r.observe_timeout()).await {
+                Ok(s) => {
+                    parts.push(format!(
                         "`{}` → {}",
                         r.name(),
                         s.live.as_deref().unwrap_or("nothing")
-                    ),
-                    Err(e) => format!("`{}` unreadable ({e})", r.name()),
-                },
-            );
+                    ));
+                    lives.push(Some(s.live));
+                }
+                Err(e) => {
+                    parts.push(format!("`{}` unreadable ({e})", r.name()));
+                    lives.push(None);
+                }
+            }
         }
-        parts.join(", ")
+        let agree = lives.windows(2).all(|w| w[0] == w[1]) && lives.iter().all(Option::is_some);
+        (parts.join(", "), agree)
+    }
+
+    /// Each router's live slot, read now: "`edge-1` → blue, `edge-2` → green".
+    async fn where_routers_are(&self) -> String {
+        self.where_routers_are_agreeing().await.0
     }
 
     async fn apply_switch(

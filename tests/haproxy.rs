@@ -1849,3 +1849,91 @@ async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test
     let st = observe(rig.driver().as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("blue"));
 }
+
+#[tokio::test]
+async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_ended_is_said() {
+    let Some(rig) = Rig::for_test(
+        "a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_ended_is_said",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let state = TempDir::new().expect("state");
+    let file = state.path().join("edge-2.live");
+    // edge-2 renames its pointer, then its reload fails (the symlink + stopped nginx):
+    // the switch took effect but the command reports failure.
+    let (config, _) = haproxy_and_exec_fleet(
+        &rig,
+        state.path(),
+        &format!(
+            "switch_live = [\"sh\", \"-c\", \"echo $1 > {}; echo 'nginx: reload failed' >&2; exit 1\", \"sh\", \"{{to}}\"]",
+            file.display()
+        ),
+    );
+    let o = cli(
+        &config,
+        &["swap", "shop", "--to", "green", "--yes", "--no-watch"],
+    )
+    .await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("router `edge-2` refused the switch to `green`"),
+        "{out}"
+    );
+    assert!(out.contains("reload failed"), "what it answered: {out}");
+    assert!(out.contains("`edge-1` switched back to `blue`"), "{out}");
+    assert!(out.contains("`edge-2` switched back to `blue`"), "{out}");
+    assert!(
+        out.contains("now `edge-1` → blue, `edge-2` → blue"),
+        "{out}"
+    );
+    assert!(!out.contains("ROUTERS DISAGREE"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("edge-2").trim(),
+        "blue"
+    );
+    assert_eq!(who(&rig.url("/")).await.1, "blue");
+
+    // The same, but edge-2 cannot be put back: the verdict says so in its first words.
+    let (config, _) = haproxy_and_exec_fleet(
+        &rig,
+        state.path(),
+        &format!(
+            "switch_live = [\"sh\", \"-c\", \"[ $1 = green ] && echo green > {}; exit 1\", \"sh\", \"{{to}}\"]",
+            file.display()
+        ),
+    );
+    let o = cli(
+        &config,
+        &[
+            "swap",
+            "shop",
+            "--to",
+            "green",
+            "--yes",
+            "--no-watch",
+            "--json",
+        ],
+    )
+    .await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let msg = v["message"].as_str().expect("message");
+    assert!(
+        msg.starts_with("ROUTERS DISAGREE (edge-2 not put back)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("now `edge-1` → blue, `edge-2` → green"),
+        "{msg}"
+    );
+    assert!(
+        v["record"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("ROUTERS DISAGREE"))
+    );
+}
