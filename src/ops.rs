@@ -1236,9 +1236,26 @@ impl Engine {
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        if let (Some(url), Some(want)) = (&self.env.public_url, to_version) {
+        // The environment's public URL, and each router's own (a fleet of frontends).
+        let mut urls: Vec<&str> = Vec::new();
+        for u in self
+            .env
+            .public_url
+            .as_deref()
+            .into_iter()
+            .chain(self.env.routers.iter().filter_map(|r| r.public_url()))
+        {
+            if !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
+        let Some(want) = to_version.filter(|_| !urls.is_empty()) else {
+            run.done(Step::Verify, true, format!("routers show `{to}` live"));
+            return Ok(());
+        };
+        let pointer = self.env.slot(to).and_then(|s| s.version_pointer.clone());
+        for url in &urls {
             let vurl = crate::probe::version_url_behind(&self.env, url);
-            let pointer = self.env.slot(to).and_then(|s| s.version_pointer.clone());
             loop {
                 let p = self.prober.probe_url(&vurl, pointer.as_deref()).await;
                 let got = p.version.as_ref().map(|v| v.version.clone());
@@ -1258,14 +1275,17 @@ impl Engine {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            run.done(
-                Step::Verify,
-                true,
-                format!("routers show `{to}`; public URL serves {want}"),
-            );
-        } else {
-            run.done(Step::Verify, true, format!("routers show `{to}` live"));
         }
+        let what = if urls.len() == 1 {
+            "public URL serves".to_string()
+        } else {
+            format!("all {} public URLs serve", urls.len())
+        };
+        run.done(
+            Step::Verify,
+            true,
+            format!("routers show `{to}`; {what} {want}"),
+        );
         Ok(())
     }
 

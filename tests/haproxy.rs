@@ -1937,3 +1937,106 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
             .is_some_and(|m| m.starts_with("ROUTERS DISAGREE"))
     );
 }
+
+#[tokio::test]
+async fn verify_probes_each_routers_own_public_url() {
+    let Some(bin) = common::require_binary("verify_probes_each_routers_own_public_url", "haproxy")
+    else {
+        return;
+    };
+    let one = Rig::new(Setup::Map, bin.clone()).await;
+    let two = Rig::new(Setup::Map, bin).await;
+    let state = TempDir::new().expect("state dir");
+    let router_of = |rig: &Rig, name: &str, public: &str| {
+        let i = rig
+            .cutover_toml
+            .find("[[environment.router]]")
+            .expect("router table");
+        rig.cutover_toml[i..].replacen(
+            "kind = \"haproxy\"",
+            &format!("kind = \"haproxy\"\nname = \"{name}\"\npublic_url = \"{public}\""),
+            1,
+        )
+    };
+    let head = &one.cutover_toml[..one
+        .cutover_toml
+        .find("[[environment.router]]")
+        .expect("router")];
+    let config = |edge2_public: &str| {
+        format!(
+            "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{}\n{}\n{}\n",
+            state.path().display(),
+            head.replacen(
+                "name = \"shop\"",
+                "name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"\nverify_timeout = \"2s\"",
+                1
+            ),
+            router_of(&one, "edge-1", &one.url("/")),
+            router_of(&two, "edge-2", edge2_public)
+        )
+    };
+    // Each frontend is verified: both serve green's version.
+    let engine = common::engine(&config(&two.url("/")));
+    let (out, _) = common::run_op(
+        &engine,
+        cutover::ops::OpKind::Swap {
+            to: Some("green".into()),
+        },
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
+    let verify = out
+        .record
+        .steps
+        .iter()
+        .find(|s| s.step == "verify")
+        .expect("verify");
+    assert!(
+        verify.detail.contains("all 2 public URLs serve 2.0.0"),
+        "{verify:?}"
+    );
+    assert_eq!(who(&two.url("/")).await.1, "green");
+
+    // A frontend that still serves the old version fails the verify, naming it, and the
+    // fleet is switched back. (edge-2's "frontend" here is blue's own server.)
+    let blue = one.slots[0].url();
+    let engine = common::engine(&config(&format!("{blue}/")));
+    let (out, _) = common::run_op(
+        &engine,
+        cutover::ops::OpKind::Swap {
+            to: Some("blue".into()),
+        },
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
+    let (out, _) = common::run_op(
+        &engine,
+        cutover::ops::OpKind::Swap {
+            to: Some("green".into()),
+        },
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(
+        out.verdict,
+        cutover::ops::Verdict::Failed,
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains(&blue) && out.message.contains("(wanted 2.0.0)"),
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains("switched back to `blue`"),
+        "{}",
+        out.message
+    );
+    assert_eq!(who(&one.url("/")).await.1, "blue");
+}
