@@ -1,0 +1,364 @@
+//! The embedded proxy's Prometheus metrics: counters kept with atomics on the request path
+//! (no lock per request), written out in the text exposition format 0.0.4 on `GET /metrics`
+//! of the admin API.
+//!
+//! Every series carries `env` and `slot` (and `node` where a node is meant), so a canary can
+//! be compared with stable. The README's "Metrics" section lists every metric.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::state::{NodeRt, Shared};
+
+/// The content type of the text exposition format.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the latency histogram's buckets, in microseconds (1 ms to 10 s).
+const BUCKETS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// Status classes, `code="1xx"` to `code="5xx"`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Why a request forwarded to a node failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// No connection to the node (refused, unreachable, connect timeout).
+    Connect = 0,
+    /// The connection broke before a whole answer head came back.
+    Reset = 1,
+    /// No answer within `upstream_timeout`.
+    Timeout = 2,
+    /// The node answered 5xx.
+    Status5xx = 3,
+}
+
+const ERROR_KINDS: [&str; 4] = ["connect", "reset", "timeout", "5xx"];
+
+/// Per-node counters beside [`NodeRt`]'s `requests`, `errors` and `in_flight`.
+#[derive(Debug, Default)]
+pub(crate) struct NodeMetrics {
+    /// Answers by status class (index 0 = 1xx); answers the proxy made itself (502, 504)
+    /// for a request sent to this node count here too.
+    codes: [AtomicU64; 5],
+    errors: [AtomicU64; 4],
+}
+
+impl NodeMetrics {
+    pub fn answered(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.codes[class].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn failed(&self, kind: ErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A latency histogram: one atomic per bucket (not cumulative; made cumulative when written).
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    /// `BUCKETS_US.len()` buckets, then `+Inf`.
+    buckets: [AtomicU64; 14],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+/// Requests the proxy answered itself without choosing a slot.
+#[derive(Debug, Default)]
+pub(crate) struct LocalAnswers {
+    counts: [AtomicU64; 4],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LocalReason {
+    /// The maintenance page (503).
+    Maintenance = 0,
+    /// The preview listener with no preview slot set (503).
+    NoPreview = 1,
+    /// The chosen slot has no ready node (503).
+    NoReadyNode = 2,
+    /// An ambiguous `Host` (400).
+    BadRequest = 3,
+}
+
+const LOCAL_REASONS: [&str; 4] = ["maintenance", "no_preview", "no_ready_node", "bad_request"];
+
+impl LocalAnswers {
+    pub fn count(&self, why: LocalReason) {
+        self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A label value as the format wants it: `\`, `"` and newlines escaped.
+fn esc(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+struct Out {
+    text: String,
+}
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+    /// One sample; `labels` are (name, already escaped value).
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{v}\"");
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Every node of every slot, with escaped slot and node names.
+fn nodes(shared: &Shared) -> Vec<(String, String, &NodeRt)> {
+    shared
+        .slots
+        .iter()
+        .flat_map(|s| s.nodes.iter().map(move |n| (esc(&s.name), esc(&n.name), n)))
+        .collect()
+}
+
+/// The whole exposition, read from the atomics now.
+pub(crate) fn render(shared: &Shared) -> String {
+    let env = esc(&shared.env);
+    let env = env.as_str();
+    let mut o = Out {
+        text: String::with_capacity(4096),
+    };
+    let nodes = nodes(shared);
+
+    o.head(
+        "cutover_proxy_requests_total",
+        "counter",
+        "Requests forwarded to a slot's node, by the status class of their answer.",
+    );
+    for (slot, node, n) in &nodes {
+        for (i, code) in CLASSES.iter().enumerate() {
+            o.sample(
+                "cutover_proxy_requests_total",
+                &[("env", env), ("slot", slot), ("node", node), ("code", code)],
+                load(&n.metrics.codes[i]),
+            );
+        }
+    }
+
+    o.head(
+        "cutover_proxy_upstream_errors_total",
+        "counter",
+        "Requests to a node that failed, by kind: connect, reset, timeout, 5xx.",
+    );
+    for (slot, node, n) in &nodes {
+        for (i, kind) in ERROR_KINDS.iter().enumerate() {
+            o.sample(
+                "cutover_proxy_upstream_errors_total",
+                &[("env", env), ("slot", slot), ("node", node), ("kind", kind)],
+                load(&n.metrics.errors[i]),
+            );
+        }
+    }
+
+    o.head(
+        "cutover_proxy_in_flight_requests",
+        "gauge",
+        "Requests sent to a node whose answer has not been fully sent back yet.",
+    );
+    for (slot, node, n) in &nodes {
+        o.sample(
+            "cutover_proxy_in_flight_requests",
+            &[("env", env), ("slot", slot), ("node", node)],
+            load(&n.in_flight),
+        );
+    }
+
+    o.head(
+        "cutover_proxy_request_duration_seconds",
+        "histogram",
+        "Time from choosing a node to the answer's head, per slot.",
+    );
+    for s in &shared.slots {
+        let slot = esc(&s.name);
+        let counts: Vec<u64> = s.latency.buckets.iter().map(load).collect();
+        let mut cumulative = 0;
+        for (i, c) in counts.iter().enumerate() {
+            cumulative += c;
+            let le = match BUCKETS_US.get(i) {
+                Some(us) => format!("{}", *us as f64 / 1e6),
+                None => "+Inf".to_string(),
+            };
+            o.sample(
+                "cutover_proxy_request_duration_seconds_bucket",
+                &[("env", env), ("slot", &slot), ("le", &le)],
+                cumulative,
+            );
+        }
+        o.sample(
+            "cutover_proxy_request_duration_seconds_sum",
+            &[("env", env), ("slot", &slot)],
+            load(&s.latency.sum_us) as f64 / 1e6,
+        );
+        o.sample(
+            "cutover_proxy_request_duration_seconds_count",
+            &[("env", env), ("slot", &slot)],
+            cumulative,
+        );
+    }
+
+    let live = shared.live();
+    let preview = shared.preview();
+    let maint = shared.maint();
+    o.head(
+        "cutover_proxy_live",
+        "gauge",
+        "1 for the slot the live listener sends traffic to, 0 for the others.",
+    );
+    for (i, s) in shared.slots.iter().enumerate() {
+        let slot = esc(&s.name);
+        o.sample(
+            "cutover_proxy_live",
+            &[("env", env), ("slot", &slot)],
+            u8::from(i == live),
+        );
+    }
+    o.head(
+        "cutover_proxy_preview",
+        "gauge",
+        "1 for the slot the preview listener sends traffic to, 0 for the others.",
+    );
+    for (i, s) in shared.slots.iter().enumerate() {
+        let slot = esc(&s.name);
+        o.sample(
+            "cutover_proxy_preview",
+            &[("env", env), ("slot", &slot)],
+            u8::from(preview == Some(i)),
+        );
+    }
+    o.head(
+        "cutover_proxy_draining",
+        "gauge",
+        "1 for a drained slot or node (node=\"\" for the slot itself).",
+    );
+    for s in &shared.slots {
+        let slot = esc(&s.name);
+        o.sample(
+            "cutover_proxy_draining",
+            &[("env", env), ("slot", &slot), ("node", "")],
+            u8::from(s.draining.load(Ordering::SeqCst)),
+        );
+        for n in s.nodes.iter().filter(|_| s.has_nodes) {
+            let node = esc(&n.name);
+            o.sample(
+                "cutover_proxy_draining",
+                &[("env", env), ("slot", &slot), ("node", &node)],
+                u8::from(n.draining.load(Ordering::SeqCst)),
+            );
+        }
+    }
+    o.head(
+        "cutover_proxy_maintenance",
+        "gauge",
+        "1 while maintenance is on (the 503 page, or a redirect to another slot).",
+    );
+    o.sample(
+        "cutover_proxy_maintenance",
+        &[("env", env)],
+        u8::from(maint.is_some()),
+    );
+    o.head(
+        "cutover_proxy_maintenance_redirect",
+        "gauge",
+        "1 for the slot that maintenance redirects live traffic to, 0 for the others.",
+    );
+    for (i, s) in shared.slots.iter().enumerate() {
+        let slot = esc(&s.name);
+        o.sample(
+            "cutover_proxy_maintenance_redirect",
+            &[("env", env), ("slot", &slot)],
+            u8::from(maint == Some(Some(i))),
+        );
+    }
+
+    o.head(
+        "cutover_proxy_local_responses_total",
+        "counter",
+        "Requests the proxy answered itself without a slot, by reason.",
+    );
+    for (i, why) in LOCAL_REASONS.iter().enumerate() {
+        o.sample(
+            "cutover_proxy_local_responses_total",
+            &[("env", env), ("reason", why)],
+            load(&shared.local.counts[i]),
+        );
+    }
+    o.text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(esc("x\ny"), "x\\ny");
+    }
+
+    #[test]
+    fn latencies_land_in_the_first_bucket_that_holds_them() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(1_000));
+        h.observe(Duration::from_micros(1_001));
+        h.observe(Duration::from_secs(60));
+        assert_eq!(load(&h.buckets[0]), 1);
+        assert_eq!(load(&h.buckets[1]), 1);
+        assert_eq!(load(&h.buckets[13]), 1);
+        assert_eq!(load(&h.sum_us), 60_002_001);
+    }
+
+    #[test]
+    fn status_classes() {
+        let m = NodeMetrics::default();
+        for s in [101, 200, 204, 302, 404, 502, 599, 42] {
+            m.answered(s);
+        }
+        let got: Vec<u64> = m.codes.iter().map(load).collect();
+        assert_eq!(got, vec![2, 2, 1, 1, 2]);
+    }
+}
