@@ -17,6 +17,7 @@ pub mod keymap;
 pub mod load;
 pub mod logs;
 pub mod model;
+pub mod notify;
 pub mod ops;
 pub mod paths;
 pub mod probe;

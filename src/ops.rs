@@ -4,6 +4,7 @@
 //! [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is written to the audit
 //! log. The TUI and the headless CLI share this engine.
 
+use crate::notify::EventKind;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -383,6 +384,8 @@ pub struct Engine {
     pub prober: Prober,
     pub store: Store,
     pub audit: Option<Arc<AuditLog>>,
+    /// `[[notify]]` webhooks: told of the start, failed steps and the verdict, never waited for.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
     /// Spacing of the gate's fresh probes when no history is given (CLI).
     pub probe_spacing: Duration,
 }
@@ -429,6 +432,14 @@ impl Run<'_> {
             ms: self.step_started.elapsed().as_millis() as u64,
             detail: crate::audit::redact(&detail),
         });
+        if let (false, Some(n)) = (ok, &self.engine.notifier) {
+            n.tell(
+                EventKind::StepFailed,
+                &self.record,
+                Some(step.label()),
+                &detail,
+            );
+        }
         let _ = self.tx.send(Progress::Step {
             step,
             ok: Some(ok),
@@ -442,6 +453,12 @@ impl Run<'_> {
         self.record.message = crate::audit::redact(&message);
         if let Some(a) = &self.engine.audit {
             a.write(&self.record);
+        }
+        if let (Some(n), Some(k)) = (
+            &self.engine.notifier,
+            EventKind::from_result(verdict.label()),
+        ) {
+            n.tell(k, &self.record, None, &message);
         }
         let out = Outcome {
             verdict,
@@ -504,6 +521,9 @@ impl Run<'_> {
             intent.result = "started".into();
             intent.message = crate::audit::redact(&format!("intent: {action}"));
             a.write(&intent);
+        }
+        if let Some(n) = &self.engine.notifier {
+            n.tell(EventKind::Start, &self.record, None, &action);
         }
     }
 

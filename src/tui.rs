@@ -84,6 +84,14 @@ impl World {
             }
         };
         let prober = Prober::new(&config.settings)?;
+        let notifier = if config.notify.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::notify::Notifier::start(
+                &config.notify,
+                audit.clone(),
+            )?))
+        };
         let mut engines = Vec::new();
         for env in &config.environments {
             let routers = crate::router::build_all(env)
@@ -94,6 +102,7 @@ impl World {
                 prober: prober.clone(),
                 store: store.clone(),
                 audit: audit.clone(),
+                notifier: notifier.clone(),
                 probe_spacing: Duration::from_millis(300),
             }));
         }
