@@ -459,3 +459,37 @@ fn the_readme_notify_example_parses() {
     let c = config::parse(&text, Path::new("README.md")).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.notify.len() >= 2, "{:?}", c.notify);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_delivers_its_notifications_before_it_exits() {
+    let hook = Receiver::start(Mode::Ok).await;
+    let rig = Rig::start(&format!(
+        "[[notify]]\nurl = \"{}\"\nformat = \"chat\"\nevents = [\"done\"]\n",
+        hook.url()
+    ))
+    .await;
+    let path = rig.dir.path().join("cutover.toml");
+    let xdg = rig.dir.path().join("xdg");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .arg("--config")
+            .arg(&path)
+            .args(["swap", "shop", "--to", "green", "--yes", "--no-watch"])
+            .env("CUTOVER_NOTIFY_TEST_ADMIN", ADMIN_TOKEN)
+            .env("XDG_STATE_HOME", xdg)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run cutover")
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", common::printed(&out));
+    // No waiting: the command has exited, so the message must already be here.
+    let got = hook.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let text = got[0].body["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("[info] cutover swap of shop blue → green: done — `green` is live"),
+        "{text}"
+    );
+}

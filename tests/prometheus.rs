@@ -374,15 +374,8 @@ async fn metrics_need_the_admin_token_when_one_is_configured() {
 
 /// One instant query against the Prometheus HTTP API: the result vector.
 async fn query(base: &str, q: &str) -> Vec<serde_json::Value> {
-    let encoded: String = q
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
     let r = client()
-        .get(format!("{base}/api/v1/query?query={encoded}"))
+        .get(format!("{base}/api/v1/query?query={}", encode(q)))
         .send()
         .await;
     let Ok(r) = r else { return Vec::new() };
@@ -551,5 +544,142 @@ async fn a_prometheus_server_scrapes_the_proxy_with_the_token_and_sees_the_swap(
         "prometheus has {seen:?}, the load counted {second:?}"
     );
     assert_eq!(seen.get("blue"), Some(&1_000.0));
+
+    // Every query of the Grafana dashboard in docs/ is valid PromQL on these metrics and
+    // returns data.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana-cutover-proxy.json"))
+            .expect("the dashboard is JSON");
+    let mut n = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            let q = expr
+                .replace("$env", "shop")
+                .replace("$__rate_interval", "1m");
+            let (status, result) = query_status(&base, &q).await;
+            assert_eq!(status, "success", "{}: {q}", panel["title"]);
+            // Nothing is drained here, so that panel's query has no series.
+            assert!(
+                !result.is_empty() || q.contains("draining"),
+                "{}: no data for {q}",
+                panel["title"]
+            );
+            n += 1;
+        }
+    }
+    println!("{n} dashboard queries answered by prometheus");
+    h.stop().await;
+}
+
+/// A query string as a URL's query value.
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query's status and result.
+async fn query_status(base: &str, q: &str) -> (String, Vec<serde_json::Value>) {
+    let r = client()
+        .get(format!("{base}/api/v1/query?query={}", encode(q)))
+        .send()
+        .await
+        .expect("query prometheus");
+    let v: serde_json::Value = r.json().await.expect("json answer");
+    (
+        v["status"].as_str().unwrap_or_default().to_string(),
+        v["data"]["result"].as_array().cloned().unwrap_or_default(),
+    )
+}
+
+/// A slot that reads a request and closes the connection without answering.
+async fn hang_up_server() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                // Dropped here: the connection closes before any answer.
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_are_counted_by_kind() {
+    let s = slots(&[("slow", "1.0.0")]).await;
+    s[0].controls.set_delay(Duration::from_secs(3));
+    let hangup = hang_up_server().await;
+    let dir = TempDir::new().expect("tempdir");
+    let named = vec![
+        ("slow".to_string(), s[0].url()),
+        ("hangup".to_string(), format!("http://{hangup}")),
+        (
+            "down".to_string(),
+            format!("http://127.0.0.1:{}", free_port()),
+        ),
+    ];
+    // upstream_timeout = 1 s: the slow slot's 3 s answers time out.
+    let (env, cfg) = world_of(&named, "upstream_timeout = 1", &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let url = format!("http://{}/", h.live_addr());
+    let mut expect = Vec::new();
+    for (slot, n, status, kind) in [
+        ("slow", 4, 504, "timeout"),
+        ("hangup", 5, 502, "reset"),
+        ("down", 6, 502, "connect"),
+    ] {
+        switch_live(&h, slot, None).await;
+        let r = load::run(LoadOptions {
+            concurrency: 4,
+            ..bounded_load(url.clone(), n)
+        })
+        .await;
+        assert_eq!(r.failures.status.get(&status), Some(&n), "{slot}: {r:?}");
+        expect.push((slot, n, kind));
+    }
+    let text = scrape(&h, None).await;
+    for (slot, n, kind) in expect {
+        for k in ["connect", "reset", "timeout", "5xx"] {
+            let want = if k == kind { n as f64 } else { 0.0 };
+            assert_eq!(
+                value(
+                    &text,
+                    "cutover_proxy_upstream_errors_total",
+                    &[("slot", slot), ("kind", k)]
+                ),
+                want,
+                "{slot} {k}"
+            );
+        }
+        assert_eq!(
+            value(
+                &text,
+                "cutover_proxy_requests_total",
+                &[("slot", slot), ("code", "5xx")]
+            ),
+            n as f64
+        );
+    }
+    // The timed-out requests took at least the 1 s limit: they are above the 1 s bucket.
+    assert_eq!(
+        value(
+            &text,
+            "cutover_proxy_request_duration_seconds_bucket",
+            &[("slot", "slow"), ("le", "1")]
+        ),
+        0.0,
+        "{text}"
+    );
     h.stop().await;
 }
