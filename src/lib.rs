@@ -21,6 +21,7 @@ pub mod notify;
 pub mod ops;
 pub mod paths;
 pub mod probe;
+pub mod prom;
 pub mod proxy;
 pub mod redact;
 pub mod router;

@@ -5,20 +5,12 @@
 //! Every series carries `env` and `slot` (and `node` where a node is meant), so a canary can
 //! be compared with stable. The README's "Metrics" section lists every metric.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use super::state::{NodeRt, Shared};
 
-/// The content type of the text exposition format.
-pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Upper bounds of the latency histogram's buckets, in microseconds (1 ms to 10 s).
-const BUCKETS_US: [u64; 13] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
-    5_000_000, 10_000_000,
-];
+pub(crate) use crate::prom::CONTENT_TYPE;
+use crate::prom::{Out, esc};
 
 /// Status classes, `code="1xx"` to `code="5xx"`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -57,26 +49,6 @@ impl NodeMetrics {
     }
 }
 
-/// A latency histogram: one atomic per bucket (not cumulative; made cumulative when written).
-#[derive(Debug, Default)]
-pub(crate) struct Histogram {
-    /// `BUCKETS_US.len()` buckets, then `+Inf`.
-    buckets: [AtomicU64; 14],
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = BUCKETS_US
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(BUCKETS_US.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-    }
-}
-
 /// Requests the proxy answered itself without choosing a slot.
 #[derive(Debug, Default)]
 pub(crate) struct LocalAnswers {
@@ -103,46 +75,6 @@ impl LocalAnswers {
     }
 }
 
-/// A label value as the format wants it: `\`, `"` and newlines escaped.
-fn esc(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-struct Out {
-    text: String,
-}
-
-impl Out {
-    fn head(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-    }
-    /// One sample; `labels` are (name, already escaped value).
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let _ = write!(self.text, "{k}=\"{v}\"");
-            }
-            self.text.push('}');
-        }
-        let _ = writeln!(self.text, " {value}");
-    }
-}
-
 fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
@@ -160,9 +92,7 @@ fn nodes(shared: &Shared) -> Vec<(String, String, &NodeRt)> {
 pub(crate) fn render(shared: &Shared) -> String {
     let env = esc(&shared.env);
     let env = env.as_str();
-    let mut o = Out {
-        text: String::with_capacity(4096),
-    };
+    let mut o = Out::default();
     let nodes = nodes(shared);
 
     o.head(
@@ -215,29 +145,10 @@ pub(crate) fn render(shared: &Shared) -> String {
     );
     for s in &shared.slots {
         let slot = esc(&s.name);
-        let counts: Vec<u64> = s.latency.buckets.iter().map(load).collect();
-        let mut cumulative = 0;
-        for (i, c) in counts.iter().enumerate() {
-            cumulative += c;
-            let le = match BUCKETS_US.get(i) {
-                Some(us) => format!("{}", *us as f64 / 1e6),
-                None => "+Inf".to_string(),
-            };
-            o.sample(
-                "cutover_proxy_request_duration_seconds_bucket",
-                &[("env", env), ("slot", &slot), ("le", &le)],
-                cumulative,
-            );
-        }
-        o.sample(
-            "cutover_proxy_request_duration_seconds_sum",
+        s.latency.write(
+            &mut o,
+            "cutover_proxy_request_duration_seconds",
             &[("env", env), ("slot", &slot)],
-            load(&s.latency.sum_us) as f64 / 1e6,
-        );
-        o.sample(
-            "cutover_proxy_request_duration_seconds_count",
-            &[("env", env), ("slot", &slot)],
-            cumulative,
         );
     }
 
@@ -333,24 +244,6 @@ pub(crate) fn render(shared: &Shared) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(esc("x\ny"), "x\\ny");
-    }
-
-    #[test]
-    fn latencies_land_in_the_first_bucket_that_holds_them() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(1_000));
-        h.observe(Duration::from_micros(1_001));
-        h.observe(Duration::from_secs(60));
-        assert_eq!(load(&h.buckets[0]), 1);
-        assert_eq!(load(&h.buckets[1]), 1);
-        assert_eq!(load(&h.buckets[13]), 1);
-        assert_eq!(load(&h.sum_us), 60_002_001);
-    }
 
     #[test]
     fn status_classes() {

@@ -16,9 +16,10 @@ use hyper::Uri;
 use hyper::http::uri::{Authority, Scheme};
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{ErrorKind, Histogram, LocalAnswers, NodeMetrics};
+use super::metrics::{ErrorKind, LocalAnswers, NodeMetrics};
 use crate::config::Environment;
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::prom::Histogram;
 use crate::router::embedded;
 
 const NONE: usize = usize::MAX;
