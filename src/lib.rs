@@ -25,6 +25,7 @@ pub mod prom;
 pub mod proxy;
 pub mod redact;
 pub mod router;
+pub mod selfmetrics;
 pub mod slotserver;
 pub mod state;
 pub mod timefmt;

@@ -411,6 +411,8 @@ const QUIT_WAIT: Duration = Duration::from_secs(15);
 pub struct TuiOptions {
     pub read_only: bool,
     pub theme: Theme,
+    /// `--metrics-listen`: where to serve cutover's own metrics, and its token.
+    pub metrics: Option<(tokio::net::TcpListener, Option<String>)>,
 }
 
 /// Run the TUI until the user quits (or SIGTERM/SIGINT).
@@ -436,6 +438,11 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     term.draw(|f| crate::ui::draw(f, &app))?;
 
     world.spawn_watchers(tx.clone(), stop_rx.clone());
+    let metrics = opts.metrics.map(|(listener, token)| {
+        let m = Arc::new(crate::selfmetrics::SelfMetrics::new(&world.config));
+        crate::selfmetrics::serve(listener, m.clone(), token, stop_rx.clone());
+        m
+    });
     {
         let tx = tx.clone();
         let mut stop = stop_rx.clone();
@@ -507,9 +514,15 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     let mut quit_now = false;
     loop {
         let Some(ev) = rx.recv().await else { break };
+        if let Some(m) = &metrics {
+            m.observe(&ev);
+        }
         let mut effects = app.update(ev);
         // Take everything already queued before drawing: draw only the newest state.
         while let Ok(ev) = rx.try_recv() {
+            if let Some(m) = &metrics {
+                m.observe(&ev);
+            }
             effects.extend(app.update(ev));
         }
         for e in effects {
