@@ -407,6 +407,8 @@ impl Runner {
 
 /// How long quitting waits for running operations to write their last records.
 const QUIT_WAIT: Duration = Duration::from_secs(15);
+/// How long quitting then waits for pending notifications.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 
 pub struct TuiOptions {
     pub read_only: bool,
@@ -540,5 +542,11 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     runner.shutdown(quit_now).await;
+    // The last operations' notifications (one notifier serves every environment).
+    if let Some(n) = world.engines.iter().find_map(|e| e.notifier.clone())
+        && !n.flush(NOTIFY_FLUSH).await
+    {
+        tracing::warn!("quit with notifications not yet delivered");
+    }
     Ok(())
 }
