@@ -159,6 +159,58 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
             "README does not document {name}"
         );
     }
+    // The dashboard for these metrics: every series it asks for is served, and every query
+    // is valid PromQL (promtool check rules parses them).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/grafana-cutover.json")).expect("JSON");
+    // Sample names, and the declared ones (an info metric has no sample while nobody holds
+    // the lock).
+    let served: std::collections::BTreeSet<&str> = t
+        .lines()
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
+        .collect();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut n = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$env", "shop")
+                .replace("$__rate_interval", "1m");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("cutover_") {
+                    assert!(
+                        served.contains(word),
+                        "{}: `{word}` is not served",
+                        panel["title"]
+                    );
+                }
+            }
+            rules += &format!("      - record: dashboard:q{n}\n        expr: '{expr}'\n");
+            n += 1;
+        }
+    }
+    let rules_file = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&rules_file, rules).expect("write rules");
+    if let Some(promtool) = &promtool {
+        let o = std::process::Command::new(promtool)
+            .args(["check", "rules"])
+            .arg(&rules_file)
+            .output()
+            .expect("promtool check rules");
+        assert!(
+            o.status.success(),
+            "the dashboard's queries do not parse:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        println!("{n} dashboard queries parse");
+    }
     if let Some(promtool) = promtool {
         use std::io::Write;
         let mut child = std::process::Command::new(promtool)
