@@ -4,7 +4,6 @@
 //! [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is written to the audit
 //! log. The TUI and the headless CLI share this engine.
 
-use crate::notify::EventKind;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::{AuditLog, AuditRecord, StepRecord};
 use crate::config::Environment;
 use crate::model::{AdminState, Health, MaintenanceMode, RouterState};
+use crate::notify::EventKind;
 use crate::probe::Prober;
 use crate::router::{Router, Target};
 use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
