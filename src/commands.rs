@@ -385,6 +385,18 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                 });
             }
         }
+        // Hook commands: each program must exist and be executable (they are not run).
+        for (key, argv) in e.env.hooks.commands() {
+            let program = argv.first().map_or("", String::as_str);
+            let problem = crate::hooks::program_problem(program);
+            rows.push(Row {
+                environment: e.env.name.clone(),
+                what: format!("hook {key}"),
+                target: program.to_string(),
+                ok: problem.is_none(),
+                detail: problem.unwrap_or_else(|| "executable".into()),
+            });
+        }
         for r in &e.routers {
             let (ok, detail) = match observe_within(r.as_ref(), r.observe_timeout()).await {
                 // Read, but configured so that it cannot switch: a failed check.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod drill;
 pub mod example;
+pub mod hooks;
 pub mod keymap;
 pub mod load;
 pub mod logs;

@@ -140,16 +140,24 @@ fn route(shared: &Shared, listener: Listener, headers: &HeaderMap) -> Route {
     }
 }
 
-/// Why a request's Host is ambiguous, if it is: several `Host` lines, or a `Host` that names
-/// another authority than an absolute-form target (`GET http://a/ HTTP/1.1` + `Host: b`).
-/// Two parties that each pick a different one (a cache and the app, a WAF and the router) is
-/// how request smuggling and cache poisoning start, so such a request is refused with 400,
-/// as nginx and HAProxy do (RFC 9112 §3.2).
-pub(crate) fn ambiguous_host(uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
+/// Why a request's Host is missing or ambiguous, if it is: no `Host` in an HTTP/1.1 request,
+/// several `Host` lines, or a `Host` that names another authority than an absolute-form target
+/// (`GET http://a/ HTTP/1.1` + `Host: b`). Two parties that each pick a different one (a cache
+/// and the app, a WAF and the router) is how request smuggling and cache poisoning start, so
+/// such a request is refused with 400, as nginx and HAProxy do (RFC 9112 §3.2). HTTP/1.0 had
+/// no Host, so a 1.0 request without one is still served.
+pub(crate) fn ambiguous_host(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<&'static str> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {
         return Some("several Host headers");
+    }
+    if first.is_none() && version == Version::HTTP_11 {
+        return Some("no Host header (HTTP/1.1 requires one)");
     }
     if let (Some(authority), Some(host)) = (uri.authority(), first) {
         let default_port = match uri.scheme_str() {
@@ -180,7 +188,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
-    if let Some(why) = ambiguous_host(req.uri(), req.headers()) {
+    if let Some(why) = ambiguous_host(req.version(), req.uri(), req.headers()) {
         shared.local.count(LocalReason::BadRequest);
         let mut r = text(
             StatusCode::BAD_REQUEST,
