@@ -88,6 +88,8 @@ pub struct Config {
     /// `[keys]`: action name → keys, laid over the default key map.
     pub keys: std::collections::BTreeMap<String, Vec<String>>,
     pub environments: Vec<Environment>,
+    /// `[[notify]]`: webhooks told about operations.
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -271,6 +273,30 @@ struct RawConfig {
     keys: Option<Spanned<std::collections::BTreeMap<String, KeyList>>>,
     #[serde(default, rename = "environment")]
     environments: Vec<RawEnvironment>,
+    #[serde(default, rename = "notify")]
+    notify: Vec<Spanned<RawNotify>>,
+}
+
+fn default_notify_retries() -> u32 {
+    3
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: Spanned<String>,
+    #[serde(default)]
+    format: crate::notify::Format,
+    events: Option<Spanned<Vec<Spanned<String>>>>,
+    min_severity: Option<crate::notify::Severity>,
+    token_env: Option<String>,
+    #[serde(default = "default_notify_retries")]
+    retries: u32,
+    #[serde(default = "default_notify_timeout", with = "serde_duration")]
+    timeout: Duration,
 }
 
 /// One key or a list of keys.
@@ -440,6 +466,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         for r in &e.routers {
             register_secrets(r);
         }
+    }
+    for n in &c.notify {
+        // A webhook URL (Slack's, Mattermost's) is a credential itself.
+        crate::redact::register_secret(&n.url);
+        n.token_env
+            .iter()
+            .for_each(|v| crate::redact::register_env(v));
     }
     Ok(c)
 }
@@ -758,11 +791,101 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             hooks,
         });
     }
+    let mut notify = Vec::new();
+    for rn in raw.notify {
+        notify.push(notify_from(src, rn, &at)?);
+    }
     Ok(Config {
         path: path.to_path_buf(),
         keys,
         settings: raw.settings,
         environments,
+        notify,
+    })
+}
+
+/// Makes a located [`ConfigError`]: span, field, message.
+type ErrorAt<'a> = dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError + 'a;
+
+/// One `[[notify]]` entry, checked.
+fn notify_from(
+    src: &str,
+    rn: Spanned<RawNotify>,
+    at: &ErrorAt<'_>,
+) -> Result<crate::notify::NotifyConfig, ConfigError> {
+    use crate::notify::{EventKind, MAX_RETRIES, NotifyConfig, Severity};
+    let span = rn.span();
+    let rn = rn.into_inner();
+    let key = |k: &str| find_value_in(src, rn.url.span().start, k).unwrap_or(span.clone());
+    check_url(rn.url.get_ref()).map_err(|m| at(rn.url.span(), Some("url"), m))?;
+    let events = match &rn.events {
+        None => None,
+        Some(list) => {
+            if rn.min_severity.is_some() {
+                return Err(at(
+                    key("min_severity"),
+                    Some("min_severity"),
+                    "give `events` or `min_severity`, not both: `events` lists exactly what this                      webhook gets"
+                        .into(),
+                ));
+            }
+            if list.get_ref().is_empty() {
+                return Err(at(
+                    list.span(),
+                    Some("events"),
+                    "is empty, so this webhook would get nothing; list events or remove the entry"
+                        .into(),
+                ));
+            }
+            let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+            let mut kinds = Vec::new();
+            for e in list.get_ref() {
+                let Some(k) = EventKind::from_name(e.get_ref()) else {
+                    let hint = closest(e.get_ref(), &names)
+                        .map(|c| format!("did you mean `{c}`? "))
+                        .unwrap_or_default();
+                    return Err(at(
+                        e.span(),
+                        Some("events"),
+                        format!(
+                            "unknown event `{}`; {hint}the events are: {}",
+                            e.get_ref(),
+                            names.join(", ")
+                        ),
+                    ));
+                };
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+            Some(kinds)
+        }
+    };
+    if rn.retries > MAX_RETRIES {
+        return Err(at(
+            key("retries"),
+            Some("retries"),
+            format!(
+                "must be at most {MAX_RETRIES} (attempts after the first); it is {}",
+                rn.retries
+            ),
+        ));
+    }
+    if rn.timeout.is_zero() {
+        return Err(at(
+            key("timeout"),
+            Some("timeout"),
+            "must be more than zero: it is how long one delivery attempt may take".into(),
+        ));
+    }
+    Ok(NotifyConfig {
+        url: rn.url.into_inner(),
+        format: rn.format,
+        events,
+        min_severity: rn.min_severity.unwrap_or(Severity::Info),
+        token_env: rn.token_env,
+        retries: rn.retries,
+        timeout: rn.timeout,
     })
 }
 

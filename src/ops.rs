@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::{AuditLog, AuditRecord, StepRecord};
 use crate::config::Environment;
 use crate::model::{AdminState, Health, MaintenanceMode, RouterState};
+use crate::notify::EventKind;
 use crate::probe::Prober;
 use crate::router::{Router, Target};
 use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
@@ -421,6 +422,8 @@ pub struct Engine {
     pub prober: Prober,
     pub store: Store,
     pub audit: Option<Arc<AuditLog>>,
+    /// `[[notify]]` webhooks: told of the start, failed steps and the verdict, never waited for.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
     /// Spacing of the gate's fresh probes when no history is given (CLI).
     pub probe_spacing: Duration,
 }
@@ -476,6 +479,14 @@ impl Run<'_> {
             ms: self.step_started.elapsed().as_millis() as u64,
             detail: crate::audit::redact(&detail),
         });
+        if let (false, Some(n)) = (ok, &self.engine.notifier) {
+            n.tell(
+                EventKind::StepFailed,
+                &self.record,
+                Some(step.label()),
+                &detail,
+            );
+        }
         let _ = self.tx.send(Progress::Step {
             step,
             ok: Some(ok),
@@ -501,9 +512,7 @@ impl Run<'_> {
             });
             return out;
         }
-        if let Some(a) = &self.engine.audit {
-            a.write(&self.record);
-        }
+        self.engine.record_result(&out);
         let _ = self.tx.send(Progress::Finished(out.clone()));
         // The lock goes last: after the record, so the next holder's records follow this one.
         drop(self.lock.take());
@@ -561,6 +570,9 @@ impl Run<'_> {
             intent.message = crate::audit::redact(&format!("intent: {action}"));
             a.write(&intent);
         }
+        if let Some(n) = &self.engine.notifier {
+            n.tell(EventKind::Start, &self.record, None, &action);
+        }
     }
 
     /// One router's part of the journalled change ended.
@@ -607,6 +619,16 @@ impl Run<'_> {
 }
 
 impl Engine {
+    /// An operation's result: to the audit log, and to the notification channels.
+    fn record_result(&self, out: &Outcome) {
+        if let Some(a) = &self.audit {
+            a.write(&out.record);
+        }
+        if let (Some(n), Some(k)) = (&self.notifier, EventKind::from_result(out.verdict.label())) {
+            n.tell(k, &out.record, None, &out.message);
+        }
+    }
+
     /// Observe every router; all must answer.
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();
@@ -1640,9 +1662,7 @@ impl Engine {
                 message: detail,
             });
         }
-        if let Some(a) = &self.audit {
-            a.write(&out.record);
-        }
+        self.record_result(&out);
         let _ = tx.send(Progress::Finished(out.clone()));
         // The lock goes last: after the record, so the next holder's records follow this one.
         drop(lock);
