@@ -407,6 +407,17 @@ impl EnvView {
         g
     }
 
+    /// The last operation was a swap refused by a failed warm-up: the confirm dialog's force
+    /// key may then go past the warm-up (as past a gate check), even with the gate passing.
+    pub fn warmup_refused(&self) -> bool {
+        self.op.as_ref().is_some_and(|o| {
+            o.verdict == Some(Verdict::Refused)
+                && o.steps
+                    .iter()
+                    .any(|(s, ok, _)| *s == Step::Warmup && *ok == Some(false))
+        })
+    }
+
     pub fn op_running(&self) -> bool {
         self.op.as_ref().is_some_and(|o| o.verdict.is_none())
     }
@@ -1586,6 +1597,9 @@ impl App {
             return vec![];
         };
         let gate_ok = self.confirm_plan(c).is_none_or(|p| p.passes());
+        let forceable = !gate_ok
+            || (matches!(c.what, Confirmed::Op(OpKind::Swap { .. }))
+                && self.envs[c.env].warmup_refused());
         let name = self.envs[c.env].config.name.clone();
         let other_holder = self.envs[c.env].locked_by_other().is_some();
         let (mode, typed_ok) = (c.mode, c.typed == name);
@@ -1607,7 +1621,7 @@ impl App {
             Some(Action::Confirm) if gate_ok && (mode == ConfirmMode::YesNo || typed_ok) => {
                 go = Some((false, false))
             }
-            Some(Action::Force) if !gate_ok && (mode == ConfirmMode::YesNo || typed_ok) => {
+            Some(Action::Force) if forceable && (mode == ConfirmMode::YesNo || typed_ok) => {
                 go = Some((true, false))
             }
             Some(Action::TakeOver) if other_holder && (mode == ConfirmMode::YesNo || typed_ok) => {
@@ -1709,7 +1723,7 @@ impl App {
         }
         for (i, r) in areas.slots.iter().enumerate() {
             if r.contains(p) {
-                self.selected_slot = i;
+                self.selected_slot = areas.shown.start + i;
                 self.focus = Focus::Slots;
                 return;
             }

@@ -44,7 +44,8 @@ pub struct AuditRecord {
     pub one_key: bool,
     /// `started` for the intent record written before the first router command; then the
     /// verdict: `done`, `refused`, `failed`, `rolled-back`, `alarm`, `cancelled` or
-    /// `abandoned` (cutover was quit in the middle of a router change).
+    /// `abandoned` (cutover was quit in the middle of a router change); `notify-failed` for
+    /// a notification about the operation that could not be delivered ([`crate::notify`]).
     pub result: String,
     pub message: String,
     pub steps: Vec<StepRecord>,

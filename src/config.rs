@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::hooks::{RawPath, RawSmokePath, RawWarmupPath};
 use crate::router::RouterConfig;
 use crate::timefmt::serde_duration;
 
@@ -87,6 +88,8 @@ pub struct Config {
     /// `[keys]`: action name → keys, laid over the default key map.
     pub keys: std::collections::BTreeMap<String, Vec<String>>,
     pub environments: Vec<Environment>,
+    /// `[[notify]]`: webhooks told about operations.
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -226,6 +229,8 @@ pub struct Environment {
     pub rollback_window: Duration,
     /// One-key rollback on (the settings' value unless the environment sets its own).
     pub one_key_rollback: bool,
+    /// Warm-up, smoke test and after-hooks around every swap and rollback (all optional).
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// `[environment.rolling]`: a rolling deploy over the nodes of a slot, one node at a time:
@@ -299,6 +304,30 @@ struct RawConfig {
     keys: Option<Spanned<std::collections::BTreeMap<String, KeyList>>>,
     #[serde(default, rename = "environment")]
     environments: Vec<RawEnvironment>,
+    #[serde(default, rename = "notify")]
+    notify: Vec<Spanned<RawNotify>>,
+}
+
+fn default_notify_retries() -> u32 {
+    3
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: Spanned<String>,
+    #[serde(default)]
+    format: crate::notify::Format,
+    events: Option<Spanned<Vec<Spanned<String>>>>,
+    min_severity: Option<crate::notify::Severity>,
+    token_env: Option<String>,
+    #[serde(default = "default_notify_retries")]
+    retries: u32,
+    #[serde(default = "default_notify_timeout", with = "serde_duration")]
+    timeout: Duration,
 }
 
 /// One key or a list of keys.
@@ -352,6 +381,33 @@ struct RawEnvironment {
     #[serde(default = "default_rollback_window", with = "serde_duration")]
     rollback_window: Duration,
     one_key_rollback: Option<bool>,
+    #[serde(default)]
+    warmup_paths: Vec<Spanned<RawPath<RawWarmupPath>>>,
+    warmup_command: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_warmup_timeout", with = "serde_duration")]
+    warmup_timeout: Duration,
+    smoke: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    smoke_paths: Vec<Spanned<RawPath<RawSmokePath>>>,
+    #[serde(default = "default_smoke_timeout", with = "serde_duration")]
+    smoke_timeout: Duration,
+    on_done: Option<Spanned<Vec<String>>>,
+    on_rollback: Option<Spanned<Vec<String>>>,
+    on_failed: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_after_timeout", with = "serde_duration")]
+    hook_timeout: Duration,
+    #[serde(default)]
+    hook_pass_env: Vec<Spanned<String>>,
+}
+
+fn default_warmup_timeout() -> Duration {
+    crate::hooks::DEFAULT_WARMUP_TIMEOUT
+}
+fn default_smoke_timeout() -> Duration {
+    crate::hooks::DEFAULT_SMOKE_TIMEOUT
+}
+fn default_after_timeout() -> Duration {
+    crate::hooks::DEFAULT_HOOK_TIMEOUT
 }
 
 /// A table kept with the positions of its keys and values, turned into its typed form
@@ -444,6 +500,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     }
     if let StoreSetting::Etcd(e) = &c.settings.store {
         e.password_env
+            .iter()
+            .for_each(|v| crate::redact::register_env(v));
+    }
+    for n in &c.notify {
+        // A webhook URL (Slack's, Mattermost's) is a credential itself.
+        crate::redact::register_secret(&n.url);
+        n.token_env
             .iter()
             .for_each(|v| crate::redact::register_env(v));
     }
@@ -549,7 +612,8 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
 
     let mut env_names = BTreeSet::new();
     let mut environments = Vec::new();
-    for re in raw.environments {
+    for mut re in raw.environments {
+        let mut raw_hooks = re_hooks(&mut re);
         let name = re.name.get_ref().clone();
         if name.trim().is_empty() {
             return Err(at(re.name.span(), Some("name"), "must not be empty".into()));
@@ -746,6 +810,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
                 "the rolling deploy needs a `deploy` command (an argv list)".into(),
             ));
         }
+        let hooks = parse_hooks(&mut raw_hooks, src, &at)?;
         environments.push(Environment {
             name,
             public_url: re.public_url.map(|u| u.into_inner()),
@@ -765,13 +830,104 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             drill_loopback_only: re.drill_loopback_only,
             rollback_window: re.rollback_window,
             one_key_rollback: re.one_key_rollback.unwrap_or(raw.settings.one_key_rollback),
+            hooks,
         });
+    }
+    let mut notify = Vec::new();
+    for rn in raw.notify {
+        notify.push(notify_from(src, rn, &at)?);
     }
     Ok(Config {
         path: path.to_path_buf(),
         keys,
         settings: raw.settings,
         environments,
+        notify,
+    })
+}
+
+/// Makes a located [`ConfigError`]: span, field, message.
+type ErrorAt<'a> = dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError + 'a;
+
+/// One `[[notify]]` entry, checked.
+fn notify_from(
+    src: &str,
+    rn: Spanned<RawNotify>,
+    at: &ErrorAt<'_>,
+) -> Result<crate::notify::NotifyConfig, ConfigError> {
+    use crate::notify::{EventKind, MAX_RETRIES, NotifyConfig, Severity};
+    let span = rn.span();
+    let rn = rn.into_inner();
+    let key = |k: &str| find_value_in(src, rn.url.span().start, k).unwrap_or(span.clone());
+    check_url(rn.url.get_ref()).map_err(|m| at(rn.url.span(), Some("url"), m))?;
+    let events = match &rn.events {
+        None => None,
+        Some(list) => {
+            if rn.min_severity.is_some() {
+                return Err(at(
+                    key("min_severity"),
+                    Some("min_severity"),
+                    "give `events` or `min_severity`, not both: `events` lists exactly what this                      webhook gets"
+                        .into(),
+                ));
+            }
+            if list.get_ref().is_empty() {
+                return Err(at(
+                    list.span(),
+                    Some("events"),
+                    "is empty, so this webhook would get nothing; list events or remove the entry"
+                        .into(),
+                ));
+            }
+            let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+            let mut kinds = Vec::new();
+            for e in list.get_ref() {
+                let Some(k) = EventKind::from_name(e.get_ref()) else {
+                    let hint = closest(e.get_ref(), &names)
+                        .map(|c| format!("did you mean `{c}`? "))
+                        .unwrap_or_default();
+                    return Err(at(
+                        e.span(),
+                        Some("events"),
+                        format!(
+                            "unknown event `{}`; {hint}the events are: {}",
+                            e.get_ref(),
+                            names.join(", ")
+                        ),
+                    ));
+                };
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+            Some(kinds)
+        }
+    };
+    if rn.retries > MAX_RETRIES {
+        return Err(at(
+            key("retries"),
+            Some("retries"),
+            format!(
+                "must be at most {MAX_RETRIES} (attempts after the first); it is {}",
+                rn.retries
+            ),
+        ));
+    }
+    if rn.timeout.is_zero() {
+        return Err(at(
+            key("timeout"),
+            Some("timeout"),
+            "must be more than zero: it is how long one delivery attempt may take".into(),
+        ));
+    }
+    Ok(NotifyConfig {
+        url: rn.url.into_inner(),
+        format: rn.format,
+        events,
+        min_severity: rn.min_severity.unwrap_or(Severity::Info),
+        token_env: rn.token_env,
+        retries: rn.retries,
+        timeout: rn.timeout,
     })
 }
 
@@ -817,6 +973,122 @@ fn register_secrets(r: &RouterConfig) {
         }
         RouterConfig::Haproxy(_) | RouterConfig::Nginx(_) | RouterConfig::Caddy(_) => {}
     }
+}
+
+/// The hook keys of one `[[environment]]`, taken out of it.
+struct RawHooks {
+    warmup_paths: Vec<Spanned<RawPath<RawWarmupPath>>>,
+    warmup_command: Option<Spanned<Vec<String>>>,
+    warmup_timeout: Duration,
+    smoke: Option<Spanned<Vec<String>>>,
+    smoke_paths: Vec<Spanned<RawPath<RawSmokePath>>>,
+    smoke_timeout: Duration,
+    on_done: Option<Spanned<Vec<String>>>,
+    on_rollback: Option<Spanned<Vec<String>>>,
+    on_failed: Option<Spanned<Vec<String>>>,
+    hook_timeout: Duration,
+    hook_pass_env: Vec<Spanned<String>>,
+}
+
+fn re_hooks(re: &mut RawEnvironment) -> RawHooks {
+    RawHooks {
+        warmup_paths: std::mem::take(&mut re.warmup_paths),
+        warmup_command: re.warmup_command.take(),
+        warmup_timeout: re.warmup_timeout,
+        smoke: re.smoke.take(),
+        smoke_paths: std::mem::take(&mut re.smoke_paths),
+        smoke_timeout: re.smoke_timeout,
+        on_done: re.on_done.take(),
+        on_rollback: re.on_rollback.take(),
+        on_failed: re.on_failed.take(),
+        hook_timeout: re.hook_timeout,
+        hook_pass_env: std::mem::take(&mut re.hook_pass_env),
+    }
+}
+
+/// Makes a [`ConfigError`] from a span, the field, and the message.
+type LocateError<'a> = dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError + 'a;
+
+/// Check the hook keys; every error names its key and where it is.
+fn parse_hooks(
+    raw: &mut RawHooks,
+    src: &str,
+    at: &LocateError<'_>,
+) -> Result<crate::hooks::Hooks, ConfigError> {
+    use crate::hooks::{AFTER_VARS, Hooks, SMOKE_VARS, WARMUP_VARS, validate_command};
+    let mut h = Hooks {
+        warmup_timeout: raw.warmup_timeout,
+        smoke_timeout: raw.smoke_timeout,
+        hook_timeout: raw.hook_timeout,
+        ..Hooks::default()
+    };
+    for p in std::mem::take(&mut raw.warmup_paths) {
+        let span = p.span();
+        h.warmup_paths.push(
+            p.into_inner()
+                .into_warmup()
+                .map_err(|m| at(span, Some("warmup_paths"), m))?,
+        );
+    }
+    for p in std::mem::take(&mut raw.smoke_paths) {
+        let span = p.span();
+        h.smoke_paths.push(
+            p.into_inner()
+                .into_smoke()
+                .map_err(|m| at(span, Some("smoke_paths"), m))?,
+        );
+    }
+    for (key, cmd, vars, into) in [
+        (
+            "warmup_command",
+            raw.warmup_command.take(),
+            WARMUP_VARS,
+            &mut h.warmup_command,
+        ),
+        ("smoke", raw.smoke.take(), SMOKE_VARS, &mut h.smoke),
+        ("on_done", raw.on_done.take(), AFTER_VARS, &mut h.on_done),
+        (
+            "on_rollback",
+            raw.on_rollback.take(),
+            AFTER_VARS,
+            &mut h.on_rollback,
+        ),
+        (
+            "on_failed",
+            raw.on_failed.take(),
+            AFTER_VARS,
+            &mut h.on_failed,
+        ),
+    ] {
+        let Some(c) = cmd else { continue };
+        validate_command(c.get_ref(), vars).map_err(|m| at(c.span(), Some(key), m))?;
+        *into = c.into_inner();
+    }
+    for (key, d) in [
+        ("warmup_timeout", raw.warmup_timeout),
+        ("smoke_timeout", raw.smoke_timeout),
+        ("hook_timeout", raw.hook_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(at(
+                find_key(src, key).unwrap_or(0..0),
+                Some(key),
+                "must be more than zero".into(),
+            ));
+        }
+    }
+    for k in std::mem::take(&mut raw.hook_pass_env) {
+        let name = k.get_ref();
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(at(
+                k.span(),
+                Some("hook_pass_env"),
+                format!("`{name}` is not a variable name (empty, or contains `=` or NUL)"),
+            ));
+        }
+        h.pass_env.push(k.into_inner());
+    }
+    Ok(h)
 }
 
 fn check_url(u: &str) -> Result<(), String> {
@@ -1029,6 +1301,20 @@ fn find_value_in(src: &str, from: usize, key: &str) -> Option<Range<usize>> {
             let value = line[eq + 1..].len() - line[eq + 1..].trim_start().len();
             let start = off + eq + 1 + value;
             return Some(start..start + line.trim_end().len().saturating_sub(eq + 1 + value));
+        }
+        off += line.len();
+    }
+    None
+}
+
+/// The first line of `src` that starts with `key`, as a span: where an error about a
+/// top-level duration key points when its value's own span is gone.
+fn find_key(src: &str, key: &str) -> Option<Range<usize>> {
+    let mut off = 0;
+    for line in src.split_inclusive('\n') {
+        if line.trim_start().starts_with(key) {
+            let i = off + line.find(key).unwrap_or(0);
+            return Some(i..i + key.len());
         }
         off += line.len();
     }
@@ -1355,6 +1641,91 @@ version_pointer = "/version"
         assert_eq!(
             crate::redact::redact("lb said cfg-secret-XYZ in eu-west-1"),
             "lb said *** in eu-west-1"
+        );
+    }
+
+    #[test]
+    fn hooks_parse_with_defaults_and_both_path_forms() {
+        let src = GOOD.replace(
+            "public_url = \"http://127.0.0.1:8080/\"\n",
+            "public_url = \"http://127.0.0.1:8080/\"\n\
+             warmup_paths = [\"/\", { path = \"/api\", times = 5, expect_status = 204 }]\n\
+             smoke = [\"./login-test\", \"{public_url}\"]\n\
+             smoke_paths = [{ path = \"/login\", body_contains = \"Sign in\" }]\n\
+             on_done = [\"notify\", \"{env} {to} {version} {result}\"]\n",
+        );
+        let c = parse(&src, Path::new("x.toml")).expect("valid");
+        let h = &c.environments[0].hooks;
+        assert_eq!(h.warmup_paths.len(), 2);
+        assert_eq!(
+            (h.warmup_paths[0].times, h.warmup_paths[0].expect_status),
+            (1, 200)
+        );
+        assert_eq!(
+            (h.warmup_paths[1].times, h.warmup_paths[1].expect_status),
+            (5, 204)
+        );
+        assert_eq!(h.smoke_paths[0].body_contains.as_deref(), Some("Sign in"));
+        assert_eq!(h.smoke_timeout, crate::hooks::DEFAULT_SMOKE_TIMEOUT);
+        assert!(h.has_warmup() && h.has_smoke());
+        assert_eq!(h.commands().len(), 2);
+        assert!(
+            parse(GOOD, Path::new("x.toml"))
+                .expect("valid")
+                .environments[0]
+                .hooks
+                .commands()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_hooks_name_line_column_and_field() {
+        let with = |line: &str| {
+            GOOD.replace(
+                "public_url = \"http://127.0.0.1:8080/\"\n",
+                &format!("public_url = \"http://127.0.0.1:8080/\"\n{line}\n"),
+            )
+        };
+        // Line 8: the line after public_url.
+        let e = err(&with("smoke = [\"./t\", \"{public_ur}\"]"));
+        assert_eq!((e.line, e.field.as_deref()), (8, Some("smoke")), "{e}");
+        assert!(
+            e.message.contains("unknown placeholder `{public_ur}`"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with("cutover.toml:8:9: field `smoke`"),
+            "{e}"
+        );
+        let e = err(&with("warmup_command = [\"./w\", \"{public_url}\"]"));
+        assert_eq!(e.field.as_deref(), Some("warmup_command"), "{e}");
+        let e = err(&with("on_failed = []"));
+        assert_eq!(e.field.as_deref(), Some("on_failed"), "{e}");
+        assert!(e.message.contains("empty"), "{e}");
+        let e = err(&with("warmup_paths = [\"/ok\", \"api\"]"));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (8, Some("warmup_paths")),
+            "{e}"
+        );
+        assert!(e.message.contains("starting with /"), "{e}");
+        let e = err(&with("warmup_paths = [{ path = \"/\", times = 0 }]"));
+        assert!(e.message.contains("at least 1"), "{e}");
+        let e = err(&with(
+            "smoke_paths = [{ path = \"/\", expect_status = 999 }]",
+        ));
+        assert_eq!(e.field.as_deref(), Some("smoke_paths"), "{e}");
+        let e = err(&with("smoke_paths = [{ path = \"/\", body = \"x\" }]"));
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.message.contains("unknown field `body`"), "{e}");
+        let e = err(&with("warmup_paths = [7]"));
+        assert!(e.message.contains("a path"), "{e}");
+        let e = err(&with("smoke_timeout = \"0s\""));
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (8, Some("smoke_timeout")),
+            "{e}"
         );
     }
 

@@ -27,6 +27,17 @@ auto_rollback = true        # roll back by itself if the new live slot fails whi
 watch = "30s"               # how long a cutover is watched
 verify_timeout = "10s"      # how long verify waits for the router and public URL
 # gate_checks = 3           # overrides settings.gate_checks
+# Hooks around every swap (README: Operations → Hooks); commands are argv, never a shell:
+# warmup_paths = ["/", { path = "/api/catalog", times = 3, expect_status = 200 }]
+# warmup_command = ["./warm-caches.sh", "{address}", "{version}"]  # also {env} {slot}
+# warmup_timeout = "60s"
+# smoke = ["./login-test.sh", "{public_url}"]                      # also {env} {slot} {address} {version}
+# smoke_paths = [{ path = "/login", expect_status = 200, body_contains = "Sign in" }]
+# smoke_timeout = "30s"
+# on_done = ["./notify.sh", "{env}", "{operation}", "{to}", "{version}", "{result}"]
+# on_rollback = [...] / on_failed = [...]   # same placeholders, plus {id} {from} {message} {live}
+# hook_timeout = "30s"                      # each of on_done, on_rollback, on_failed
+# hook_pass_env = ["CHAT_TOKEN"]            # besides PATH and HOME, passed to every hook
 
 [[environment.slot]]
 name = "blue"

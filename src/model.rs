@@ -81,6 +81,18 @@ impl AdminState {
         }
     }
 
+    /// The state as it reads after "`blue` is …": "drained", "in maintenance". The label
+    /// ("drain", "maint") stays the short word columns and JSON use.
+    pub fn described(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drained",
+            AdminState::Maint => "in maintenance",
+            AdminState::Disabled => "disabled",
+            AdminState::Unknown => "in an unknown state",
+        }
+    }
+
     /// Whether an undrain has done its work: no drain and no maintenance left. `Disabled`
     /// counts: an undrain clears the drain only, so a member that was disabled before (the
     /// idle slot's members of an Apache balancer, a `disabled` server of HAProxy's servers

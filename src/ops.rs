@@ -1,8 +1,9 @@
 //! Operations: swap, rollback, drain, undrain, maintenance, set preview.
 //!
-//! Every operation runs as plan → gate → apply → verify → watch. Each step is reported as
-//! [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is written to the audit
-//! log. The TUI and the headless CLI share this engine.
+//! Every operation runs as plan → gate → apply → verify → watch (a swap or rollback with
+//! hooks: plan → gate → warm-up → apply → verify → smoke → watch, see [`crate::hooks`]). Each
+//! step is reported as [`Progress`] (the TUI shows it, the CLI prints it) and the whole run is
+//! written to the audit log. The TUI and the headless CLI share this engine.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::{AuditLog, AuditRecord, StepRecord};
 use crate::config::Environment;
 use crate::model::{AdminState, Health, MaintenanceMode, RouterState};
+use crate::notify::EventKind;
 use crate::probe::Prober;
 use crate::router::{Router, Target};
 use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
@@ -156,6 +158,17 @@ pub enum Interrupt {
 }
 
 impl Interrupt {
+    /// Why, in words: "superseded by rollback #b2c3d4e5", "cutover quit".
+    fn reason(&self) -> String {
+        match self {
+            Interrupt::None => "no reason".into(),
+            Interrupt::Superseded(by) => format!("superseded by {by}"),
+            Interrupt::TakenOver(by) => format!("{} took the lock over", by.describe()),
+            Interrupt::Quit => "cutover quit".into(),
+            Interrupt::LockLost(why) => format!("LOCK LOST ({why})"),
+        }
+    }
+
     /// How a watch ended because of it.
     fn watch_ended(&self) -> String {
         match self {
@@ -179,19 +192,40 @@ pub const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
 pub enum Step {
     Plan,
     Gate,
+    /// Requests and a command on the target slot before the switch (`warmup_paths`,
+    /// `warmup_command`).
+    Warmup,
     Apply,
     Verify,
+    /// Checks of the new live slot after the switch (`smoke`, `smoke_paths`).
+    Smoke,
     Watch,
+    /// `on_done`, `on_rollback`, `on_failed`, once the result is known.
+    Hook,
 }
 
 impl Step {
+    /// Every step, in the order an operation runs them.
+    pub const ALL: [Step; 8] = [
+        Step::Plan,
+        Step::Gate,
+        Step::Warmup,
+        Step::Apply,
+        Step::Verify,
+        Step::Smoke,
+        Step::Watch,
+        Step::Hook,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Step::Plan => "plan",
             Step::Gate => "gate",
+            Step::Warmup => "warm-up",
             Step::Apply => "apply",
             Step::Verify => "verify",
+            Step::Smoke => "smoke",
             Step::Watch => "watch",
+            Step::Hook => "hook",
         }
     }
 }
@@ -334,13 +368,19 @@ pub fn gate(
         checks.push(Check {
             name: "new version",
             ok: !same,
-            detail: if same {
-                format!(
+            // Passes when a version is unknown: this check only catches a swap to what is
+            // already live, and refusing would block swapping away from a live slot whose
+            // version endpoint is down, when a swap is most needed. It says it could not
+            // compare; the version check above refuses an unknown new version on its own.
+            detail: match (&to_version, from, &from_version) {
+                _ if same => format!(
                     "`{to}` runs the same version as live ({})",
                     to_version.clone().unwrap_or_default()
-                )
-            } else {
-                "differs from live".into()
+                ),
+                (None, _, _) => format!("`{to}`'s version unknown: cannot compare"),
+                (_, None, _) => "no live slot known: cannot compare".into(),
+                (_, Some(_), None) => "live slot's version unknown: cannot compare".into(),
+                _ => "differs from live".into(),
             },
         });
     }
@@ -387,6 +427,8 @@ pub struct Engine {
     pub prober: Prober,
     pub store: Store,
     pub audit: Option<Arc<AuditLog>>,
+    /// `[[notify]]` webhooks: told of the start, failed steps and the verdict, never waited for.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
     /// Spacing of the gate's fresh probes when no history is given (CLI).
     pub probe_spacing: Duration,
 }
@@ -409,6 +451,15 @@ struct Run<'a> {
     lock: Option<LockGuard>,
     /// What is being changed on the routers right now (written before the first command).
     journal: Option<Journal>,
+    /// Swap and rollback: the end (audit record, `Finished`, the lock) is left here for
+    /// [`Engine::conclude`], which runs the after-hooks first.
+    held: Option<Arc<std::sync::Mutex<Option<Held>>>>,
+}
+
+/// What [`Run::finish`] leaves for [`Engine::conclude`].
+struct Held {
+    tx: mpsc::UnboundedSender<Progress>,
+    lock: Option<LockGuard>,
 }
 
 impl Run<'_> {
@@ -440,6 +491,14 @@ impl Run<'_> {
         if let Some(g) = &self.lock {
             g.share_step(step.label(), Some(ok), &crate::audit::redact(&detail));
         }
+        if let (false, Some(n)) = (ok, &self.engine.notifier) {
+            n.tell(
+                EventKind::StepFailed,
+                &self.record,
+                Some(step.label()),
+                &detail,
+            );
+        }
         let _ = self.tx.send(Progress::Step {
             step,
             ok: Some(ok),
@@ -451,9 +510,6 @@ impl Run<'_> {
         self.record.time = crate::timefmt::rfc3339(SystemTime::now());
         self.record.result = verdict.label().into();
         self.record.message = crate::audit::redact(&message);
-        if let Some(a) = &self.engine.audit {
-            a.write(&self.record);
-        }
         if let Some(g) = &self.lock {
             g.share_result(&self.record.result, &self.record.message);
         }
@@ -462,6 +518,16 @@ impl Run<'_> {
             message,
             record: self.record.clone(),
         };
+        if let Some(h) = self.held.take()
+            && let Ok(mut slot) = h.lock()
+        {
+            *slot = Some(Held {
+                tx: self.tx.clone(),
+                lock: self.lock.take(),
+            });
+            return out;
+        }
+        self.engine.record_result(&out);
         let _ = self.tx.send(Progress::Finished(out.clone()));
         // The lock goes last: after the record, so the next holder's records follow this one.
         drop(self.lock.take());
@@ -519,6 +585,9 @@ impl Run<'_> {
             intent.message = crate::audit::redact(&format!("intent: {action}"));
             a.write(&intent);
         }
+        if let Some(n) = &self.engine.notifier {
+            n.tell(EventKind::Start, &self.record, None, &action);
+        }
     }
 
     /// One router's part of the journalled change ended.
@@ -568,6 +637,16 @@ impl Run<'_> {
 }
 
 impl Engine {
+    /// An operation's result: to the audit log, and to the notification channels.
+    fn record_result(&self, out: &Outcome) {
+        if let Some(a) = &self.audit {
+            a.write(&out.record);
+        }
+        if let (Some(n), Some(k)) = (&self.notifier, EventKind::from_result(out.verdict.label())) {
+            n.tell(k, &out.record, None, &out.message);
+        }
+    }
+
     /// Observe every router; all must answer.
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();
@@ -700,6 +779,7 @@ impl Engine {
             cancel,
             lock: None,
             journal: None,
+            held: None,
         };
 
         // The lock first: the plan must read routers nobody else is changing.
@@ -807,8 +887,12 @@ impl Engine {
                     true,
                     format!("{} → {to}", live.as_deref().unwrap_or("nothing")),
                 );
-                self.switch(run, req, gate_source, live, preview, to, rollback)
-                    .await
+                let held = Arc::new(std::sync::Mutex::new(None));
+                run.held = Some(held.clone());
+                let out = self
+                    .switch(run, req, gate_source, live, preview, to, rollback)
+                    .await;
+                self.conclude(out, &held).await
             }
             OpKind::Rolling { slot, version } => {
                 let (slot, version) = (slot.clone(), version.clone());
@@ -869,8 +953,38 @@ impl Engine {
         } else {
             run.done(Step::Gate, true, "all checks passed");
         }
+
+        // Warm-up: the target slot, directly, before any router changes. Never on the way
+        // back (a rollback must be fast).
+        if !rollback && self.env.hooks.has_warmup() {
+            run.step(Step::Warmup, format!("warming `{to}` up"));
+            let cancel = run.cancel.clone();
+            let warmed = tokio::select! {
+                w = self.warm_up(&mut run, &to, plan.to_version.as_deref()) => w,
+                i = self.next_interrupt(&req.id, cancel) => {
+                    let why = format!("nothing changed: stopped during the warm-up ({})", i.reason());
+                    return run.fail(Step::Warmup, Verdict::Cancelled, why);
+                }
+            };
+            match warmed {
+                Ok(detail) => run.done(Step::Warmup, true, detail),
+                Err(why) if !req.force => {
+                    let why = format!(
+                        "refused: the warm-up of `{to}` failed: {why}; nothing was changed, \
+                         traffic stays on `{}`; to switch anyway, force it (F in the confirm \
+                         dialog, --force)",
+                        from.as_deref().unwrap_or("nothing")
+                    );
+                    return run.fail(Step::Warmup, Verdict::Refused, why);
+                }
+                Err(why) => run.done(Step::Warmup, true, format!("FORCED past: {why}")),
+            }
+        }
         if let Some(i) = run.interrupted() {
-            let why = format!("nothing changed: stopped before the switch ({i:?})");
+            let why = format!(
+                "nothing changed: stopped before the switch ({})",
+                i.reason()
+            );
             return run.finish(Verdict::Cancelled, why);
         }
 
@@ -908,6 +1022,30 @@ impl Engine {
                 m.last_set_preview = from.clone();
             }
         });
+
+        // Smoke test: the new live slot, as users reach it. A failure is a failed cutover,
+        // handled as a failing watch is.
+        if self.env.hooks.has_smoke() {
+            run.step(Step::Smoke, format!("smoke-testing `{to}`"));
+            let smoked = tokio::select! {
+                s = self.smoke_test_live(&to, plan.to_version.as_deref()) => s,
+                i = self.next_interrupt(&req.id, run.cancel.clone()) => {
+                    let why = format!(
+                        "`{to}` is live; smoke test abandoned ({}), nothing rolled back",
+                        i.reason()
+                    );
+                    return run.fail(Step::Smoke, Verdict::Cancelled, why);
+                }
+            };
+            match smoked {
+                Ok(detail) => run.done(Step::Smoke, true, detail),
+                Err(why) => {
+                    run.done(Step::Smoke, false, why.clone());
+                    let why = format!("the smoke test of `{to}` failed: {why}");
+                    return self.after_failure(run, why, &to, from.as_deref()).await;
+                }
+            }
+        }
 
         if !req.watch || self.env.watch.is_zero() {
             return run.finish(Verdict::Done, format!("`{to}` is live"));
@@ -984,18 +1122,42 @@ impl Engine {
         let mut msg = failures.join("; ");
         let mut stuck = Vec::new();
         for (i, ((r, res), back)) in self.routers.iter().zip(&results).zip(&before).enumerate() {
-            if !matches!(res, Some(Ok(()))) {
-                continue;
-            }
             let Some(back) = back.as_deref().filter(|b| *b != to) else {
                 continue;
             };
-            match r.switch_live(back).await {
-                Ok(()) => {
+            // A router that refused may still have changed (a script that switched, then
+            // failed to reload): read it, and put back every router that now serves `to`.
+            let changed = match res {
+                Some(Ok(())) => true,
+                Some(Err(_)) => observe_within(r.as_ref(), r.observe_timeout())
+                    .await
+                    .is_ok_and(|s| s.live.as_deref() == Some(to)),
+                None => false,
+            };
+            if !changed {
+                continue;
+            }
+            let res = r.switch_live(back).await;
+            // The router's own state decides, not the command's exit: a script may fail after
+            // switching.
+            let shows_back = res.is_ok()
+                || observe_within(r.as_ref(), r.observe_timeout())
+                    .await
+                    .is_ok_and(|s| s.live.as_deref() == Some(back));
+            match (res, shows_back) {
+                (Ok(()), _) => {
                     run.journal_router(i, "reverted");
                     msg.push_str(&format!("; `{}` switched back to `{back}`", r.name()));
                 }
-                Err(e) => {
+                (Err(e), true) => {
+                    run.journal_router(i, "reverted");
+                    msg.push_str(&format!(
+                        "; `{}` switched back to `{back}` (it shows `{back}`, though it said: \
+                         {e:#})",
+                        r.name()
+                    ));
+                }
+                (Err(e), false) => {
                     run.journal_router(i, "revert-failed");
                     stuck.push(r.name().to_string());
                     msg.push_str(&format!(
@@ -1005,32 +1167,49 @@ impl Engine {
                 }
             }
         }
-        msg.push_str(&format!("; now {}", self.where_routers_are().await));
-        if !stuck.is_empty() {
-            msg = format!(
-                "ROUTERS DISAGREE ({} still on `{to}`): {msg}",
-                stuck.join(", ")
-            );
+        // Where each one ended, read again: the verdict's first words say so when they do not
+        // agree.
+        let (now, agree) = self.where_routers_are_agreeing().await;
+        msg.push_str(&format!("; now {now}"));
+        if !stuck.is_empty() || !agree {
+            let odd = if stuck.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} not put back)", stuck.join(", "))
+            };
+            msg = format!("ROUTERS DISAGREE{odd}: {msg}");
         }
         Err(msg)
     }
 
-    /// Each router's live slot, read now: "`edge-1` → blue, `edge-2` → green".
-    async fn where_routers_are(&self) -> String {
+    /// Each router's live slot, read now ("`edge-1` → blue, `edge-2` → green"), and whether
+    /// they all show the same one.
+    async fn where_routers_are_agreeing(&self) -> (String, bool) {
+        let mut lives = Vec::new();
         let mut parts = Vec::new();
         for r in &self.routers {
-            parts.push(
-                match observe_within(r.as_ref(), r.observe_timeout()).await {
-                    Ok(s) => format!(
+            match observe_within(r.as_ref(), r.observe_timeout()).await {
+                Ok(s) => {
+                    parts.push(format!(
                         "`{}` → {}",
                         r.name(),
                         s.live.as_deref().unwrap_or("nothing")
-                    ),
-                    Err(e) => format!("`{}` unreadable ({e})", r.name()),
-                },
-            );
+                    ));
+                    lives.push(Some(s.live));
+                }
+                Err(e) => {
+                    parts.push(format!("`{}` unreadable ({e})", r.name()));
+                    lives.push(None);
+                }
+            }
         }
-        parts.join(", ")
+        let agree = lives.windows(2).all(|w| w[0] == w[1]) && lives.iter().all(Option::is_some);
+        (parts.join(", "), agree)
+    }
+
+    /// Each router's live slot, read now: "`edge-1` → blue, `edge-2` → green".
+    async fn where_routers_are(&self) -> String {
+        self.where_routers_are_agreeing().await.0
     }
 
     async fn apply_switch(
@@ -1101,9 +1280,26 @@ impl Engine {
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        if let (Some(url), Some(want)) = (&self.env.public_url, to_version) {
+        // The environment's public URL, and each router's own (a fleet of frontends).
+        let mut urls: Vec<&str> = Vec::new();
+        for u in self
+            .env
+            .public_url
+            .as_deref()
+            .into_iter()
+            .chain(self.env.routers.iter().filter_map(|r| r.public_url()))
+        {
+            if !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
+        let Some(want) = to_version.filter(|_| !urls.is_empty()) else {
+            run.done(Step::Verify, true, format!("routers show `{to}` live"));
+            return Ok(());
+        };
+        let pointer = self.env.slot(to).and_then(|s| s.version_pointer.clone());
+        for url in &urls {
             let vurl = crate::probe::version_url_behind(&self.env, url);
-            let pointer = self.env.slot(to).and_then(|s| s.version_pointer.clone());
             loop {
                 let p = self.prober.probe_url(&vurl, pointer.as_deref()).await;
                 let got = p.version.as_ref().map(|v| v.version.clone());
@@ -1123,14 +1319,17 @@ impl Engine {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            run.done(
-                Step::Verify,
-                true,
-                format!("routers show `{to}`; public URL serves {want}"),
-            );
-        } else {
-            run.done(Step::Verify, true, format!("routers show `{to}` live"));
         }
+        let what = if urls.len() == 1 {
+            "public URL serves".to_string()
+        } else {
+            format!("all {} public URLs serve", urls.len())
+        };
+        run.done(
+            Step::Verify,
+            true,
+            format!("routers show `{to}`; {what} {want}"),
+        );
         Ok(())
     }
 
@@ -1238,6 +1437,18 @@ impl Engine {
             return run.finish(Verdict::Done, format!("`{to}` is live and stayed healthy"));
         };
         run.done(Step::Watch, false, why.clone());
+        self.after_failure(run, why, to, from).await
+    }
+
+    /// The new live slot failed (its watch or its smoke test): roll back by itself when
+    /// `auto_rollback` is on, else raise the alarm that names the rollback key.
+    async fn after_failure(
+        &self,
+        mut run: Run<'_>,
+        why: String,
+        to: &str,
+        from: Option<&str>,
+    ) -> Outcome {
         let Some(from) = from else {
             return run.finish(
                 Verdict::Alarm,
@@ -1283,6 +1494,201 @@ impl Engine {
                 )
             }
         }
+    }
+
+    /// The next interrupt of operation `id`: from this cutover (`cancel`), or another
+    /// cutover's takeover request (looked for every `WATCH_TAKEOVER_POLL`). For steps that
+    /// change nothing on the routers (warm-up, smoke test), which may stop at any point.
+    async fn next_interrupt(&self, id: &str, mut cancel: watch::Receiver<Interrupt>) -> Interrupt {
+        loop {
+            let i = cancel.borrow_and_update().clone();
+            if i != Interrupt::None {
+                return i;
+            }
+            if let Some(by) = self.store.takeover_request(&self.env.name, id) {
+                return Interrupt::TakenOver(by);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_TAKEOVER_POLL) => {}
+                changed = cancel.changed() => {
+                    if changed.is_err() {
+                        // Nobody can interrupt any more: only takeovers are left to look for.
+                        tokio::time::sleep(WATCH_TAKEOVER_POLL).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The warm-up of `to`: its `warmup_paths` on its own address (each node's, for a slot
+    /// with nodes), then `warmup_command`, all within `warmup_timeout`.
+    async fn warm_up(
+        &self,
+        run: &mut Run<'_>,
+        to: &str,
+        version: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let hooks = &self.env.hooks;
+        let Some(slot) = self.env.slot(to) else {
+            return Err(format!("there is no slot `{to}`"));
+        };
+        let deadline = Instant::now() + hooks.warmup_timeout;
+        let mut parts = Vec::new();
+        if !hooks.warmup_paths.is_empty() {
+            let addresses: Vec<String> = if slot.nodes.is_empty() {
+                vec![slot.address.clone()]
+            } else {
+                slot.nodes.iter().map(|n| n.address.clone()).collect()
+            };
+            let tx = run.tx.clone();
+            let mut note = |m: String| {
+                let _ = tx.send(Progress::Step {
+                    step: Step::Warmup,
+                    ok: None,
+                    message: m,
+                });
+            };
+            parts.push(
+                crate::hooks::warm_paths(&hooks.warmup_paths, &addresses, deadline, &mut note)
+                    .await?,
+            );
+        }
+        if !hooks.warmup_command.is_empty() {
+            let argv = crate::hooks::fill(
+                &hooks.warmup_command,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("slot", to),
+                    ("address", slot.address.as_str()),
+                    ("version", version.unwrap_or("")),
+                ],
+            );
+            run.note(Step::Warmup, "running warmup_command");
+            parts.push(
+                command_before(
+                    &argv,
+                    deadline,
+                    &hooks.pass_env,
+                    "warmup_command",
+                    "warmup_timeout",
+                )
+                .await?,
+            );
+        }
+        Ok(parts.join("; "))
+    }
+
+    /// The smoke test of the new live slot `to`: `smoke_paths` through the public URL (or on
+    /// the slot when there is none), then the `smoke` command, within `smoke_timeout`.
+    async fn smoke_test_live(
+        &self,
+        to: &str,
+        version: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let hooks = &self.env.hooks;
+        let Some(slot) = self.env.slot(to) else {
+            return Err(format!("there is no slot `{to}`"));
+        };
+        let deadline = Instant::now() + hooks.smoke_timeout;
+        let mut parts = Vec::new();
+        if !hooks.smoke_paths.is_empty() {
+            let base = self.env.public_url.as_deref().unwrap_or(&slot.address);
+            parts.push(crate::hooks::smoke_paths(&hooks.smoke_paths, base, deadline).await?);
+        }
+        if !hooks.smoke.is_empty() {
+            let argv = crate::hooks::fill(
+                &hooks.smoke,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("slot", to),
+                    ("address", slot.address.as_str()),
+                    ("version", version.unwrap_or("")),
+                    ("public_url", self.env.public_url.as_deref().unwrap_or("")),
+                ],
+            );
+            parts.push(
+                command_before(&argv, deadline, &hooks.pass_env, "smoke", "smoke_timeout").await?,
+            );
+        }
+        Ok(parts.join("; "))
+    }
+
+    /// The end of a swap or rollback: the after-hook its result calls for (`on_done` for a
+    /// swap done, `on_rollback` for a rollback done or an automatic rollback, `on_failed` for
+    /// a failure or an alarm; none for a refusal or a cancellation), then the audit record,
+    /// `Finished`, and the lock. The hook cannot change the result; its failure is recorded.
+    async fn conclude(
+        &self,
+        mut out: Outcome,
+        held: &Arc<std::sync::Mutex<Option<Held>>>,
+    ) -> Outcome {
+        let Some(Held { tx, lock }) = held.lock().ok().and_then(|mut h| h.take()) else {
+            return out;
+        };
+        let hooks = &self.env.hooks;
+        let rollback = out.record.operation.starts_with("rollback");
+        let (key, argv): (&str, &[String]) = match out.verdict {
+            Verdict::Done if rollback => ("on_rollback", &hooks.on_rollback),
+            Verdict::Done => ("on_done", &hooks.on_done),
+            Verdict::RolledBack => ("on_rollback", &hooks.on_rollback),
+            Verdict::Failed | Verdict::Alarm => ("on_failed", &hooks.on_failed),
+            Verdict::Refused | Verdict::Cancelled => ("", &[]),
+        };
+        if !argv.is_empty() {
+            let started = Instant::now();
+            let _ = tx.send(Progress::Step {
+                step: Step::Hook,
+                ok: None,
+                message: format!("running {key}"),
+            });
+            // `{live}`: read from the routers, only when the command asks for it.
+            let live = if crate::hooks::uses(argv, "live") {
+                match self.observe_all().await {
+                    Ok(states) => self.agreed_live(&states).ok().flatten().unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            } else {
+                String::new()
+            };
+            let r = &out.record;
+            let argv = crate::hooks::fill(
+                argv,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("operation", r.operation.as_str()),
+                    ("id", r.id.as_str()),
+                    ("from", r.from.as_deref().unwrap_or("")),
+                    ("to", r.to.as_deref().unwrap_or("")),
+                    ("version", r.to_version.as_deref().unwrap_or("")),
+                    ("result", out.verdict.label()),
+                    ("message", r.message.as_str()),
+                    ("live", live.as_str()),
+                ],
+            );
+            let (ok, detail) =
+                match crate::hooks::run_command(&argv, hooks.hook_timeout, &hooks.pass_env).await {
+                    Ok(said) if said.is_empty() => (true, format!("{key} done")),
+                    Ok(said) => (true, format!("{key} done: {said}")),
+                    Err(e) => (false, format!("{key} failed (the result stands): {e}")),
+                };
+            let detail = crate::audit::redact(&detail);
+            out.record.steps.push(StepRecord {
+                step: Step::Hook.label().into(),
+                ok,
+                ms: started.elapsed().as_millis() as u64,
+                detail: detail.clone(),
+            });
+            let _ = tx.send(Progress::Step {
+                step: Step::Hook,
+                ok: Some(ok),
+                message: detail,
+            });
+        }
+        self.record_result(&out);
+        let _ = tx.send(Progress::Finished(out.clone()));
+        // The lock goes last: after the record, so the next holder's records follow this one.
+        drop(lock);
+        out
     }
 
     /// `cutover recover`: an interrupted operation left the routers (maybe) disagreeing.
@@ -1848,6 +2254,29 @@ fn path_of(url: &str, address: &str) -> String {
         .map_or("/".into(), |i| after_scheme[i..].to_string())
 }
 
+/// Run a hook command (`key`, for messages) with what is left of `deadline` (set by
+/// `limit`); its last output lines, or why it failed.
+async fn command_before(
+    argv: &[String],
+    deadline: Instant,
+    pass_env: &[String],
+    key: &str,
+    limit: &str,
+) -> std::result::Result<String, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(format!("no time left for `{key}` within {limit}"));
+    }
+    let said = crate::hooks::run_command(argv, left, pass_env)
+        .await
+        .map_err(|e| format!("{key}: {e}"))?;
+    Ok(if said.is_empty() {
+        format!("{key} passed")
+    } else {
+        format!("{key} passed: {said}")
+    })
+}
+
 /// The operation that undoes an interrupted or half-done simple change, from its journal.
 fn undo_of(j: &Journal) -> Option<OpKind> {
     let target = || {
@@ -1930,6 +2359,7 @@ fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, String) {
                     states
                         .first()
                         .map_or(AdminState::Unknown, |s| admin_of(t, s))
+                        .described()
                 ),
             )
         }
@@ -1942,6 +2372,7 @@ fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, String) {
                     states
                         .first()
                         .map_or(AdminState::Unknown, |s| admin_of(t, s))
+                        .described()
                 ),
             )
         }
@@ -2022,5 +2453,42 @@ mod tests {
         assert_eq!(p.failed_checks()[0].name, "new version");
         // Rollback does not check for a new version.
         assert!(gate(3, Some("blue"), "green", &same, false).passes());
+    }
+
+    #[test]
+    fn checks_read_naturally_and_say_when_they_cannot_compare() {
+        use Health::*;
+        let live_unknown = input(&[("blue", &[Up], None), ("green", &[Up; 3], Some("2"))]);
+        let p = gate(3, Some("blue"), "green", &live_unknown, true);
+        let new = p.checks.iter().find(|c| c.name == "new version");
+        assert_eq!(
+            new.map(|c| (c.ok, c.detail.as_str())),
+            Some((true, "live slot's version unknown: cannot compare"))
+        );
+        let p = gate(3, None, "green", &live_unknown, true);
+        assert!(p.passes(), "{:?}", p.checks);
+        assert!(
+            p.checks[2].detail.contains("no live slot known"),
+            "{:?}",
+            p.checks
+        );
+
+        let mut s = RouterState::default();
+        for (name, admin) in [("blue", AdminState::Drain), ("green", AdminState::Maint)] {
+            s.slots.insert(
+                name.into(),
+                crate::model::SlotRoute {
+                    admin,
+                    ..Default::default()
+                },
+            );
+        }
+        let drain = |t: &str| OpKind::Drain(Target::slot(t));
+        let (ok, msg) = check_simple(&drain("blue"), std::slice::from_ref(&s));
+        assert!(ok && msg.ends_with("is drained"), "{msg}");
+        let (_, msg) = check_simple(&drain("green"), std::slice::from_ref(&s));
+        assert!(msg.ends_with("is in maintenance"), "{msg}");
+        let (ok, msg) = check_simple(&OpKind::Undrain(Target::slot("blue")), &[s]);
+        assert!(!ok && msg.ends_with("is drained"), "{msg}");
     }
 }

@@ -30,6 +30,8 @@ pub struct SlotControls {
     pub served: AtomicU64,
     /// Requests being served right now.
     pub in_flight: AtomicU64,
+    /// Requests received per path (query left out).
+    hits: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl SlotControls {
@@ -52,6 +54,13 @@ impl SlotControls {
     }
     pub fn version(&self) -> String {
         self.version.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+    /// How many requests for `path` this slot received.
+    pub fn hits(&self, path: &str) -> u64 {
+        self.hits
+            .lock()
+            .map(|h| h.get(path).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 
@@ -76,6 +85,7 @@ impl SlotServer {
             delay_ms: AtomicU64::new(0),
             served: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            hits: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         });
         let (stop, mut stopped) = watch::channel(false);
         let c = controls.clone();
@@ -141,6 +151,9 @@ async fn serve(
         tokio::time::sleep(delay).await;
     }
     let path = req.uri().path().to_string();
+    if let Ok(mut h) = c.hits.lock() {
+        *h.entry(path.clone()).or_insert(0) += 1;
+    }
     // A deploy, as the demo and the rolling-deploy tests do it: POST /deploy?version=X.
     if path == "/deploy"
         && req.method() == hyper::Method::POST

@@ -84,6 +84,14 @@ impl World {
             }
         };
         let prober = Prober::new(&config.settings)?;
+        let notifier = if config.notify.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::notify::Notifier::start(
+                &config.notify,
+                audit.clone(),
+            )?))
+        };
         let mut engines = Vec::new();
         for env in &config.environments {
             let routers = crate::router::build_all(env)
@@ -94,6 +102,7 @@ impl World {
                 prober: prober.clone(),
                 store: store.clone(),
                 audit: audit.clone(),
+                notifier: notifier.clone(),
                 probe_spacing: Duration::from_millis(300),
             }));
         }
@@ -430,10 +439,14 @@ impl Runner {
 
 /// How long quitting waits for running operations to write their last records.
 const QUIT_WAIT: Duration = Duration::from_secs(15);
+/// How long quitting then waits for pending notifications.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 
 pub struct TuiOptions {
     pub read_only: bool,
     pub theme: Theme,
+    /// `--metrics-listen`: where to serve cutover's own metrics, and its token.
+    pub metrics: Option<(tokio::net::TcpListener, Option<String>)>,
 }
 
 /// Run the TUI until the user quits (or SIGTERM/SIGINT).
@@ -459,6 +472,11 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     term.draw(|f| crate::ui::draw(f, &app))?;
 
     world.spawn_watchers(tx.clone(), stop_rx.clone());
+    let metrics = opts.metrics.map(|(listener, token)| {
+        let m = Arc::new(crate::selfmetrics::SelfMetrics::new(&world.config));
+        crate::selfmetrics::serve(listener, m.clone(), token, stop_rx.clone());
+        m
+    });
     {
         let tx = tx.clone();
         let mut stop = stop_rx.clone();
@@ -530,9 +548,15 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     let mut quit_now = false;
     loop {
         let Some(ev) = rx.recv().await else { break };
+        if let Some(m) = &metrics {
+            m.observe(&ev);
+        }
         let mut effects = app.update(ev);
         // Take everything already queued before drawing: draw only the newest state.
         while let Ok(ev) = rx.try_recv() {
+            if let Some(m) = &metrics {
+                m.observe(&ev);
+            }
             effects.extend(app.update(ev));
         }
         for e in effects {
@@ -550,5 +574,11 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     runner.shutdown(quit_now).await;
+    // The last operations' notifications (one notifier serves every environment).
+    if let Some(n) = world.engines.iter().find_map(|e| e.notifier.clone())
+        && !n.flush(NOTIFY_FLUSH).await
+    {
+        tracing::warn!("quit with notifications not yet delivered");
+    }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! The real binary, driven in tmux as a user types: the demo at 120x40 and 80x24, keys sent,
-//! the screen read with capture-pane, and curl-like GETs against the live listener.
+//! The real binary, driven in tmux as a user types: the demo at 120x40, 80x24 and 40x10, keys
+//! sent, the screen read with capture-pane, and curl-like GETs against the live listener.
 
 #![allow(clippy::expect_used)] // tests fail loudly on purpose
 
@@ -19,10 +19,15 @@ impl Tmux {
     }
 
     fn start_with(name: &str, w: u16, h: u16, args: &[String], env: &[&str]) -> Tmux {
-        let state = tempfile::tempdir().expect("tempdir");
-        let session = format!("cutover-e2e-{name}-{}", std::process::id());
         let mut cmd = vec![env!("CARGO_BIN_EXE_cutover").to_string()];
         cmd.extend(args.iter().cloned());
+        Tmux::spawn(name, w, h, &cmd.join(" "), env)
+    }
+
+    /// A session running `command` (a shell command line).
+    fn spawn(name: &str, w: u16, h: u16, command: &str, env: &[&str]) -> Tmux {
+        let state = tempfile::tempdir().expect("tempdir");
+        let session = format!("cutover-e2e-{name}-{}", std::process::id());
         let st = Command::new("tmux")
             .args([
                 "new-session",
@@ -37,7 +42,7 @@ impl Tmux {
             .args(["-e", &format!("XDG_STATE_HOME={}", state.path().display())])
             .args(["-e", "TERM=xterm-256color"])
             .args(env.iter().flat_map(|e| ["-e", e]))
-            .arg(cmd.join(" "))
+            .arg(command)
             .status()
             .expect("tmux");
         assert!(st.success(), "tmux new-session failed");
@@ -83,6 +88,13 @@ impl Tmux {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Wait until the demo has drawn its first probes and its router's first answer (the
+    /// roles): versions and `○ IDLE` on screen.
+    fn wait_ready(&self) -> String {
+        self.wait_for("v1.6.0-rc1", Duration::from_secs(30));
+        self.wait_for("○ IDLE", Duration::from_secs(30))
     }
 
     /// Wait until the Op line shows `needle`.
@@ -165,7 +177,7 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     }
     let (args, live) = demo_args();
     let t = Tmux::start("main", 120, 40, &args);
-    let s = t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    let s = t.wait_ready();
     for needle in ["blue", "green", "staging", "● LIVE", "◐ PREVIEW", "○ IDLE"] {
         assert!(s.contains(needle), "missing {needle}:\n{s}");
     }
@@ -202,12 +214,12 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     // superseded, and the screen shows the rollback's own steps, never the swap's result.
     let s = t.wait_for("watch ", Duration::from_secs(10));
     assert!(s.contains("Op      Swap: blue → green"), "{s}");
+    // (During a swap's watch, `r` is a one-key rollback: no dialog.)
     t.keys(&["r"]);
-    t.wait_for("Rollback: green → blue", Duration::from_secs(5));
-    t.keys(&["y"]);
+    t.wait_for("One-key rollback: green → blue", Duration::from_secs(5));
     t.wait_for("live=blue", Duration::from_secs(10));
     assert_eq!(served_by(live), "blue");
-    let s = t.wait_for("Rollback: green → blue apply:", Duration::from_secs(10));
+    let s = t.wait_for("rollback: green → blue apply:", Duration::from_secs(10));
     assert!(s.contains("watch superseded by rollback #"), "{s}");
     let superseded = s
         .lines()
@@ -215,9 +227,9 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
         .expect("the swap's own last line");
     assert!(superseded.contains("Swap: blue → green #"), "{superseded}");
     let op = s.lines().find(|l| l.contains("Op ")).expect("op line");
-    assert!(op.contains("Rollback: green → blue"), "{op}");
+    assert!(op.contains("rollback: green → blue"), "{op}");
     assert!(!op.contains("green` is live"), "{op}");
-    for l in s.lines().filter(|l| l.contains("Rollback: green → blue")) {
+    for l in s.lines().filter(|l| l.contains("rollback: green → blue")) {
         assert!(
             !l.contains("superseded") && !l.contains("`green` is live"),
             "a result of the swap under the rollback's title: {l}\n{s}"
@@ -225,8 +237,9 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     }
     assert!(!s.contains("DRIFT"), "{s}");
     // The rollback's own watch ends in its own result.
-    t.wait_for(
-        "Rollback: green → blue: `blue` is live and stayed healthy",
+    t.wait_for("rollback: green → blue #", Duration::from_secs(60));
+    t.wait_op(
+        "DONE `blue` is live and stayed healthy",
         Duration::from_secs(60),
     );
 
@@ -261,7 +274,7 @@ fn at_80x24_nothing_important_is_cut_off() {
     }
     let (args, _) = demo_args();
     let t = Tmux::start("narrow", 80, 24, &args);
-    let s = t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    let s = t.wait_ready();
     for needle in [
         "● LIVE",
         "◐ PREVIEW",
@@ -283,6 +296,37 @@ fn at_80x24_nothing_important_is_cut_off() {
 }
 
 #[test]
+fn at_40x10_slots_page_and_the_dialog_keeps_its_keys() {
+    if common::require_binary("at_40x10_slots_page_and_the_dialog_keeps_its_keys", "tmux").is_none()
+    {
+        return;
+    }
+    let (args, _) = demo_args();
+    let t = Tmux::start("tiny", 40, 10, &args);
+    let s = t.wait_for("slot 1 of 3", Duration::from_secs(20));
+    for needle in ["▸ blue", "? help", "q quit"] {
+        assert!(s.contains(needle), "missing {needle} at 40x10:\n{s}");
+    }
+    t.wait_for("v1.4.2", Duration::from_secs(20));
+    // → turns the page to green, whole and readable.
+    t.keys(&["Right"]);
+    let s = t.wait_for("slot 2 of 3 ◂ ▸", Duration::from_secs(5));
+    assert!(s.contains("▸ green"), "{s}");
+    t.wait_for("v1.5.0", Duration::from_secs(20));
+    t.keys(&["s"]);
+    let s = t.wait_for("y/Enter confirm · n/Esc cancel", Duration::from_secs(10));
+    assert!(s.contains("Swap: blue → green"), "{s}");
+    for line in s.lines() {
+        assert!(
+            line.chars().count() <= 40,
+            "a line wider than the terminal: {line}"
+        );
+    }
+    t.keys(&["Escape"]);
+    t.wait_for("slot 2 of 3", Duration::from_secs(5));
+}
+
+#[test]
 fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
     if common::require_binary("a_broken_slot_shows_down_and_the_gate_refuses_it", "tmux").is_none()
     {
@@ -290,7 +334,7 @@ fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
     }
     let (args, live) = demo_args();
     let t = Tmux::start("broken", 120, 40, &args);
-    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    t.wait_ready();
     // Select green (second column) and break it with the demo key.
     t.keys(&["l", "b"]);
     let s = t.wait_for("✘ down 500", Duration::from_secs(5));
@@ -323,7 +367,7 @@ fn no_color_draws_without_colours_and_keeps_the_labels() {
     }
     let (args, _) = demo_args();
     let coloured = Tmux::start("colour", 120, 40, &args);
-    coloured.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    coloured.wait_ready();
     assert!(
         coloured.capture(true).contains("38;5;"),
         "the default theme has colours"
@@ -331,7 +375,7 @@ fn no_color_draws_without_colours_and_keeps_the_labels() {
     drop(coloured);
     let (args, _) = demo_args();
     let t = Tmux::start_with("nocolor", 120, 40, &args, &["NO_COLOR=1"]);
-    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    t.wait_ready();
     let styled = t.capture(true);
     assert!(
         !styled.contains("38;5;") && !styled.contains("38;2;"),
@@ -363,7 +407,7 @@ fn one_key_rollback_on_a_production_demo() {
     let (mut args, live) = demo_args();
     args.push("--production".into());
     let t = Tmux::start("onekey", 120, 40, &args);
-    t.wait_for("v1.6.0-rc1", Duration::from_secs(20));
+    t.wait_ready();
     assert_eq!(served_by(live), "blue");
     // The way forward asks for the name, as always on production.
     t.keys(&["s"]);
@@ -430,4 +474,56 @@ fn one_key_rollback_on_a_production_demo() {
     assert!(s.contains("the last switch was a rollback"), "{s}");
     t.keys(&["Escape"]);
     assert_eq!(served_by(live), "blue");
+}
+
+#[test]
+fn sighup_ends_cutover_and_restores_the_terminal() {
+    if common::require_binary("sighup_ends_cutover_and_restores_the_terminal", "tmux").is_none() {
+        return;
+    }
+    // The SSH session drops: cutover gets SIGHUP. The shell after it records the terminal's
+    // modes and says it got the screen back.
+    let (args, _) = demo_args();
+    let out = tempfile::tempdir().expect("tempdir");
+    let stty = out.path().join("stty");
+    let cmd = format!(
+        "{} {}; stty -a > {}; echo SHELL-AGAIN; sleep 60",
+        env!("CARGO_BIN_EXE_cutover"),
+        args.join(" "),
+        stty.display()
+    );
+    let t = Tmux::spawn("hup", 120, 40, &cmd, &[]);
+    t.wait_ready();
+    let shell = Command::new("tmux")
+        .args(["list-panes", "-t", &t.session, "-F", "#{pane_pid}"])
+        .output()
+        .expect("list-panes");
+    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
+    let kids = Command::new("pgrep")
+        .args(["-P", &shell])
+        .output()
+        .expect("pgrep");
+    let cutover = String::from_utf8_lossy(&kids.stdout)
+        .split_whitespace()
+        .next()
+        .expect("cutover runs under the shell")
+        .to_string();
+    let st = Command::new("kill")
+        .args(["-HUP", &cutover])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let s = t.wait_for("SHELL-AGAIN", Duration::from_secs(30));
+    assert!(
+        !s.contains("Environments"),
+        "the alternate screen is left:\n{s}"
+    );
+    let modes = std::fs::read_to_string(&stty).expect("stty ran after cutover");
+    let words: Vec<&str> = modes.split_whitespace().collect();
+    for on in ["icanon", "echo", "isig"] {
+        assert!(
+            words.contains(&on) && !words.contains(&format!("-{on}").as_str()),
+            "the terminal is left in raw mode ({on}):\n{modes}"
+        );
+    }
 }

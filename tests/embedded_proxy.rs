@@ -611,6 +611,40 @@ async fn an_ambiguous_host_is_refused_with_400_and_never_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_1_request_without_host_is_refused_with_400_and_1_0_is_served() {
+    let s = slots(&[("blue", "1.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = parse_world(&world_toml(
+        "shop",
+        &[("blue", addr_line(&s[0]))],
+        &[],
+        &dir,
+    ));
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let live = h.live_addr();
+
+    // HTTP/1.1 with no Host (RFC 9112 §3.2: a server MUST answer 400), origin- and
+    // absolute-form alike.
+    for request in [
+        &b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        &b"GET http://shop.example/version HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+    ] {
+        let answer = raw_exchange(live, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("no Host header"), "{answer}");
+        assert!(!answer.contains("1.0.0"), "the slot answered: {answer}");
+    }
+
+    // HTTP/1.0 had no Host header: still served.
+    let old = raw_exchange(live, b"GET /version HTTP/1.0\r\n\r\n").await;
+    assert!(
+        old.starts_with("HTTP/1.0 200") || old.starts_with("HTTP/1.1 200"),
+        "{old}"
+    );
+    assert!(old.contains("1.0.0"), "{old}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slot_sees_forwarded_headers_and_bodies_stream_through() {
     let s = slots(&[("blue", "1.0.0")]).await;
     let (echo, echo_task) = echo_server().await;

@@ -993,7 +993,7 @@ async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed
         .expect("join");
     assert_eq!(out.verdict, Verdict::Cancelled, "{}", out.message);
     assert!(
-        out.message.contains("nothing changed") && out.message.contains("LockLost"),
+        out.message.contains("nothing changed") && out.message.contains("LOCK LOST"),
         "{}",
         out.message
     );

@@ -912,3 +912,462 @@ async fn setup_and_unlock_are_refused_read_only() {
         assert!(printed(&o).contains("read-only"), "{}", printed(&o));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Hooks around a swap (issue #23): warm-up, smoke test, after-hooks.
+// ---------------------------------------------------------------------------------------
+
+/// Run `kind`, calling `at_apply` when the apply step starts (before any router changes);
+/// returns the outcome and every progress message.
+async fn run_seeing_apply(
+    engine: Arc<Engine>,
+    kind: OpKind,
+    force: bool,
+    mut at_apply: impl FnMut() + Send + 'static,
+) -> (Outcome, Vec<String>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_c, cancel) = watch::channel(cutover::ops::Interrupt::None);
+    let req = OpRequest {
+        force,
+        watch: false,
+        ..OpRequest::new(kind)
+    };
+    let task = tokio::spawn(async move { engine.run(req, GateSource::ProbeNow, tx, cancel).await });
+    let mut seen = Vec::new();
+    let mut applied = false;
+    while let Some(p) = rx.recv().await {
+        if let cutover::ops::Progress::Step { step, ok, message } = p {
+            if step == cutover::ops::Step::Apply && ok.is_none() && !applied {
+                applied = true;
+                at_apply();
+            }
+            seen.push(format!("{} {ok:?} {message}", step.label()));
+        }
+    }
+    (task.await.expect("join"), seen)
+}
+
+fn step_names(o: &Outcome) -> Vec<String> {
+    o.record.steps.iter().map(|s| s.step.clone()).collect()
+}
+
+#[tokio::test]
+async fn warmup_requests_reach_the_target_slot_before_the_switch_and_never_the_public_url() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("warm.log");
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        &format!(
+            "warmup_paths = [\"/warm\", {{ path = \"/warm-many\", times = 3 }}]\n\
+             warmup_command = [\"sh\", \"-c\", \"echo \\\"$0 $1 $2 $3 ${{CUTOVER_TEST_TOKEN:-clean}}\\\" >> {}\", \"{{env}}\", \"{{slot}}\", \"{{address}}\", \"{{version}}\"]\n\
+             smoke_paths = [{{ path = \"/\", body_contains = \"Hello from\" }}]\n",
+            log.display()
+        ),
+    )
+    .await;
+    let green = rig.slot("green").controls.clone();
+    let at_apply = Arc::new(std::sync::Mutex::new(None));
+    let (o, seen) = {
+        let (green, at_apply) = (green.clone(), at_apply.clone());
+        run_seeing_apply(rig.engine(), OpKind::Swap { to: None }, false, move || {
+            *at_apply.lock().expect("lock") = Some((green.hits("/warm"), green.hits("/warm-many")));
+        })
+        .await
+    };
+    assert_eq!(o.verdict, Verdict::Done, "{}\n{seen:#?}", o.message);
+    assert_eq!(
+        *at_apply.lock().expect("lock"),
+        Some((1, 3)),
+        "every warm-up request reached green before the switch began"
+    );
+    assert_eq!(
+        rig.slot("blue").controls.hits("/warm"),
+        0,
+        "nothing through the public URL"
+    );
+    assert_eq!(rig.slot("blue").controls.hits("/warm-many"), 0);
+    assert_eq!(green.hits("/warm-many"), 3, "exactly `times` requests");
+    assert_eq!(
+        step_names(&o),
+        ["plan", "gate", "warm-up", "apply", "verify", "smoke"]
+    );
+    let said = std::fs::read_to_string(&log).expect("the warm-up command ran");
+    assert_eq!(
+        said.trim(),
+        format!("shop green {} 2.0.0 clean", rig.slot("green").url()),
+        "placeholders filled, cutover's environment not passed"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("warm-up Some(true)")),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("smoke Some(true)")),
+        "{seen:#?}"
+    );
+    assert_eq!(rig.serving().await, "green");
+
+    // A rollback runs the smoke test but never the warm-up.
+    let o = run(&rig.engine(), OpKind::Rollback, false, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    assert_eq!(step_names(&o), ["plan", "gate", "apply", "verify", "smoke"]);
+    assert_eq!(rig.slot("blue").controls.hits("/warm"), 0);
+    assert_eq!(green.hits("/warm"), 1);
+}
+
+#[tokio::test]
+async fn a_failed_warmup_refuses_the_swap_and_leaves_traffic_where_it_was() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        // Green answers 200, never the 201 asked for.
+        "warmup_paths = [{ path = \"/warm\", expect_status = 201 }]\nwarmup_timeout = \"1s\"\n",
+    )
+    .await;
+    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
+    assert_eq!(o.verdict, Verdict::Refused, "{}", o.message);
+    assert!(
+        o.message.contains("warm-up of `green` failed")
+            && o.message.contains("201")
+            && o.message.contains("traffic stays on `blue`")
+            && o.message.contains("--force"),
+        "{}",
+        o.message
+    );
+    assert!(!o.message.contains("  "), "{}", o.message);
+    assert_eq!(step_names(&o), ["plan", "gate", "warm-up"]);
+    assert!(
+        seen.iter().any(|l| l.contains("warm-up of `green` failed")),
+        "{seen:#?}"
+    );
+    assert_eq!(rig.serving().await, "blue", "nothing changed");
+    assert!(rig.slot("green").controls.hits("/warm") >= 1);
+    let records = audit_records(&rig);
+    assert!(
+        !records.iter().any(|r| r["result"] == "started"),
+        "no intent record: no router was touched: {records:?}"
+    );
+    assert!(
+        records.iter().any(|r| r["result"] == "refused"),
+        "{records:?}"
+    );
+    // Forced, it goes past the warm-up as past a gate check.
+    let o = run(&rig.engine(), OpKind::Swap { to: None }, true, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    assert!(
+        o.record
+            .steps
+            .iter()
+            .any(|s| s.step == "warm-up" && s.ok && s.detail.starts_with("FORCED past")),
+        "{:?}",
+        o.record.steps
+    );
+    assert_eq!(rig.serving().await, "green");
+}
+
+#[tokio::test]
+async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let seen_by_smoke = logs.path().join("smoke.log");
+    let on_rollback = logs.path().join("on_rollback.log");
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        &format!(
+            "auto_rollback = true\n\
+             smoke = [\"sh\", \"-c\", \"echo $1 $2 >> {}; echo login as admin password=hunter2; echo Authorization: Bearer abc123xyz >&2; exit 1\", \"smoke\", \"{{slot}}\", \"{{public_url}}\"]\n\
+             on_rollback = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_rollback\", \"{{result}}\", \"{{operation}}\", \"{{to}}\", \"{{live}}\"]\n",
+            seen_by_smoke.display(),
+            on_rollback.display()
+        ),
+    )
+    .await;
+    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
+    assert_eq!(o.verdict, Verdict::RolledBack, "{}", o.message);
+    assert!(
+        o.message.contains("the smoke test of `green` failed")
+            && o.message.contains("exited with 1")
+            && o.message.contains("rolled back to `blue` automatically"),
+        "{}",
+        o.message
+    );
+    assert_eq!(
+        rig.serving().await,
+        "blue",
+        "traffic is back on the old slot"
+    );
+    // on_rollback ran once, after the rollback: {to} is the slot that failed, {live} the
+    // routers' live slot now.
+    assert_eq!(
+        std::fs::read_to_string(&on_rollback)
+            .expect("on_rollback ran")
+            .trim(),
+        "rolled-back swap (auto-rollback) green blue"
+    );
+    // The smoke test ran after the switch, against the public URL.
+    let said = std::fs::read_to_string(&seen_by_smoke).expect("smoke ran");
+    assert_eq!(said.trim(), format!("green http://127.0.0.1:{}/", rig.live));
+    let steps: Vec<(String, bool)> = o
+        .record
+        .steps
+        .iter()
+        .map(|s| (s.step.clone(), s.ok))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("plan", true),
+            ("gate", true),
+            ("apply", true),
+            ("verify", true),
+            ("smoke", false),
+            ("apply", true),
+            ("hook", true)
+        ]
+        .map(|(s, ok)| (s.to_string(), ok))
+    );
+    // The audit log says why, and none of the secrets the command printed.
+    let records = audit_records(&rig);
+    let last = records.last().expect("a record");
+    assert_eq!(last["result"], "rolled-back");
+    assert_eq!(last["operation"], "swap (auto-rollback)");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("smoke test of `green` failed")),
+        "{last}"
+    );
+    let text = rig.audit_text();
+    assert!(
+        text.contains("login as admin"),
+        "the output's last lines are kept: {text}"
+    );
+    for secret in ["hunter2", "abc123xyz"] {
+        assert!(!text.contains(secret), "{secret} in the audit log: {text}");
+        assert!(
+            !seen.iter().any(|l| l.contains(secret)) && !o.message.contains(secret),
+            "{secret} in the event pane: {seen:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_smoke_test_without_auto_rollback_raises_the_alarm_naming_the_key() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        "smoke_paths = [{ path = \"/\", body_contains = \"never in the body\" }]\n",
+    )
+    .await;
+    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
+    assert_eq!(o.verdict, Verdict::Alarm, "{}", o.message);
+    assert!(
+        o.message.contains("smoke test of `green` failed")
+            && o.message.contains("never in the body")
+            && o.message.contains("cutover rollback shop"),
+        "{}",
+        o.message
+    );
+    assert_eq!(rig.serving().await, "green", "no automatic rollback");
+}
+
+#[tokio::test]
+async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let (done, failed) = (logs.path().join("done.log"), logs.path().join("failed.log"));
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        &format!(
+            "on_done = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_done\", \"{{env}}\", \"{{operation}}\", \"{{id}}\", \"{{from}}\", \"{{to}}\", \"{{version}}\", \"{{result}}\"]\n\
+             on_failed = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_failed\", \"{{result}}\"]\n",
+            done.display(),
+            failed.display()
+        ),
+    )
+    .await;
+    let lines = || {
+        std::fs::read_to_string(&done)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    assert_eq!(
+        lines(),
+        [format!("shop swap {} blue green 2.0.0 done", o.record.id)]
+    );
+    let hook = o.record.steps.last().expect("steps");
+    assert_eq!((hook.step.as_str(), hook.ok), ("hook", true), "{hook:?}");
+    // A refused swap and a rollback do not run it.
+    let o = run(
+        &rig.engine(),
+        OpKind::Swap {
+            to: Some("green".into()),
+        },
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(o.verdict, Verdict::Refused, "{}", o.message);
+    let o = run(&rig.engine(), OpKind::Rollback, false, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    assert_eq!(lines().len(), 1, "{:?}", lines());
+    // The next swap runs it once more.
+    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    assert_eq!(lines().len(), 2, "{:?}", lines());
+    assert!(!failed.exists(), "on_failed ran for a success");
+    // The record written to the audit log carries the hook's step.
+    let records = audit_records(&rig);
+    let last = records.last().expect("a record");
+    assert_eq!(last["id"].as_str(), Some(o.record.id.as_str()));
+    assert!(
+        last["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["step"] == "hook")),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_after_hook_is_recorded_and_never_changes_the_result() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        "on_done = [\"sh\", \"-c\", \"echo chat says api_key=sk-live-999 >&2; exit 7\"]\n",
+    )
+    .await;
+    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    assert_eq!(rig.serving().await, "green");
+    let hook = o.record.steps.last().expect("steps");
+    assert_eq!(hook.step, "hook");
+    assert!(!hook.ok);
+    assert!(
+        hook.detail.contains("on_done failed (the result stands)")
+            && hook.detail.contains("exited with 7")
+            && hook.detail.contains("api_key=***"),
+        "{hook:?}"
+    );
+    assert!(!rig.audit_text().contains("sk-live-999"));
+    assert!(!seen.iter().any(|l| l.contains("sk-live-999")), "{seen:#?}");
+}
+
+#[tokio::test]
+async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let not_executable = logs.path().join("notify.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\necho hi\n").expect("write");
+    let rig = Arc::new(
+        Rig::start(
+            &[("blue", "1.0.0"), ("green", "2.0.0")],
+            &format!(
+                "warmup_paths = [\"/warm\"]\nsmoke = [\"sh\", \"-c\", \"echo smoke ok for $0\", \"{{slot}}\"]\n\
+                 on_failed = [\"{}\"]\n",
+                not_executable.display()
+            ),
+        )
+        .await,
+    );
+    let cli = |args: Vec<&'static str>| {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || rig.cli(&args))
+    };
+    // check: the missing executable bit is a failed check, named.
+    let o = cli(vec!["check"]).await.expect("join");
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    let out = printed(&o);
+    let row = out
+        .lines()
+        .find(|l| l.contains("hook on_failed"))
+        .unwrap_or_else(|| panic!("no hook row: {out}"));
+    assert!(
+        row.starts_with("FAIL") && row.contains("is not executable"),
+        "{row}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok") && l.contains("hook smoke") && l.contains("executable")),
+        "{out}"
+    );
+    // swap: the steps on stderr, in order.
+    let o = cli(vec!["swap", "shop", "--yes", "--no-watch"])
+        .await
+        .expect("join");
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let at = |prefix: &str| {
+        err.lines()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line: {err}"))
+    };
+    assert!(
+        at("gate    ok") < at("warm-up ok") && at("warm-up ok") < at("apply   ok"),
+        "{err}"
+    );
+    assert!(at("verify  ok") < at("smoke   ok"), "{err}");
+    assert!(
+        err.contains("smoke ok for green"),
+        "the command's output is shown: {err}"
+    );
+    // rollback --json: the steps in the record; no warm-up on the way back.
+    let o = cli(vec!["rollback", "shop", "--yes", "--no-watch", "--json"])
+        .await
+        .expect("join");
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let steps: Vec<&str> = v["record"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    assert_eq!(steps, ["plan", "gate", "apply", "verify", "smoke"], "{v}");
+    assert_eq!(rig.serving().await, "blue");
+}
+
+#[tokio::test]
+async fn a_quit_during_the_warmup_stops_it_at_once_with_nothing_changed() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        "warmup_paths = [\"/slow?ms=20000\"]\nwarmup_timeout = \"60s\"\n",
+    )
+    .await;
+    let e = rig.engine();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (cancel_tx, cancel) = watch::channel(cutover::ops::Interrupt::None);
+    let req = OpRequest {
+        watch: false,
+        ..OpRequest::new(OpKind::Swap { to: None })
+    };
+    let task = tokio::spawn(async move { e.run(req, GateSource::ProbeNow, tx, cancel).await });
+    // Quit once the slow warm-up request is on its way.
+    while let Some(p) = rx.recv().await {
+        if let cutover::ops::Progress::Step {
+            step: cutover::ops::Step::Warmup,
+            ok: None,
+            message,
+        } = p
+            && message.starts_with("GET ")
+        {
+            cancel_tx
+                .send(cutover::ops::Interrupt::Quit)
+                .expect("the operation listens");
+            break;
+        }
+    }
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let o = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("the warm-up stopped long before its 20 s request")
+        .expect("join");
+    assert_eq!(o.verdict, Verdict::Cancelled, "{}", o.message);
+    assert!(
+        o.message.contains("stopped during the warm-up"),
+        "{}",
+        o.message
+    );
+    assert_eq!(rig.serving().await, "blue");
+    assert!(
+        !audit_records(&rig).iter().any(|r| r["result"] == "started"),
+        "no router was touched"
+    );
+}

@@ -58,3 +58,28 @@ fn every_picture_the_readme_shows_exists() {
     }
     assert!(n >= 8, "the README should show the screenshots (found {n})");
 }
+
+#[test]
+fn the_readme_hooks_example_is_complete_and_parses() {
+    let (_, toml) = common::fenced_blocks(README)
+        .into_iter()
+        .find(|(l, b)| l == "toml" && b.contains("warmup_paths = [") && b.contains("kind = "))
+        .expect("the hooks example in Operations");
+    let c = cutover::config::parse(&toml, std::path::Path::new("README.md"))
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let h = &c.environments[0].hooks;
+    assert!(h.has_warmup() && h.has_smoke());
+    assert!(!h.warmup_paths.is_empty() && !h.smoke_paths.is_empty());
+    let keys: Vec<&str> = h.commands().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            "warmup_command",
+            "smoke",
+            "on_done",
+            "on_rollback",
+            "on_failed"
+        ]
+    );
+    assert!(!h.pass_env.is_empty());
+}

@@ -98,21 +98,7 @@ fn router_state(live: &str, preview: &str) -> RouterState {
 
 /// An app as it looks after a few polls: blue live, green preview, staging idle.
 fn app_with(memory: EnvMemory) -> App {
-    let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
-    let mut app = App::new(cfg, Theme::dark(), vec![memory], t0());
-    app.envs[0].routers.push(RouterView {
-        name: "edge".into(),
-        kind: "embedded".into(),
-        state: None,
-        error: None,
-        at: None,
-    });
-    app.update(Event::Router {
-        env: 0,
-        router: 0,
-        result: Ok(router_state("blue", "green")),
-        at: t0(),
-    });
+    let mut app = fresh_app_with(memory);
     for i in 0..12u64 {
         app.update(Event::Tick(t0() + Duration::from_secs(i)));
         app.update(Event::Probe {
@@ -556,8 +542,12 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
 /// A fresh app with only the router's first answer: no health history yet (the demo's first
 /// second).
 fn fresh_app() -> App {
+    fresh_app_with(EnvMemory::default())
+}
+
+fn fresh_app_with(memory: EnvMemory) -> App {
     let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
-    let mut app = App::new(cfg, Theme::dark(), vec![EnvMemory::default()], t0());
+    let mut app = App::new(cfg, Theme::dark(), vec![memory], t0());
     app.envs[0].routers.push(RouterView {
         name: "edge".into(),
         kind: "embedded".into(),
@@ -874,4 +864,364 @@ fn a_router_error_with_credentials_is_drawn_redacted() {
     for secret in ["argv-CCC", "tok-AAA"] {
         assert!(!text.contains(secret), "{secret} is on screen:\n{text}");
     }
+}
+
+#[test]
+fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output() {
+    use cutover::ops::Step;
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
+    step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+    step(
+        &mut app,
+        &id,
+        Step::Warmup,
+        Some(true),
+        "2 paths warmed on 1 address (4 requests in 120ms); warmup_command: caches primed",
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Apply,
+        Some(true),
+        "routers switched to `green`",
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Verify,
+        Some(true),
+        "routers show `green` live",
+    );
+    step(&mut app, &id, Step::Smoke, None, "smoke-testing `green`");
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("warm-up ✔ apply ✔ verify ✔ smoke …"),
+        "{text}"
+    );
+    step(
+        &mut app,
+        &id,
+        Step::Smoke,
+        Some(false),
+        "smoke: `./login-test` exited with 1: login failed for alice",
+    );
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("smoke ✘"), "{text}");
+    assert!(text.contains("login failed for alice"), "{text}");
+    // The operation's id is new on every run.
+    let text = text.replace(&format!("#{id}"), "#op-id000");
+    insta::assert_snapshot!("op_with_warmup_and_smoke", text);
+}
+
+#[test]
+fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
+    use cutover::ops::{Outcome, Progress, Step, Verdict};
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(!text.contains("failed warm-up"), "{text}");
+    assert!(
+        press(&mut app, KeyCode::Char('F')).is_empty(),
+        "the gate passes: nothing to force yet"
+    );
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(
+        &mut app,
+        &id,
+        Step::Warmup,
+        Some(false),
+        "refused: the warm-up of `green` failed",
+    );
+    app.update(Event::Op {
+        env: 0,
+        id: id.clone(),
+        progress: Progress::Finished(Outcome {
+            verdict: Verdict::Refused,
+            message: "refused: the warm-up of `green` failed".into(),
+            record: cutover::audit::AuditRecord::default(),
+        }),
+    });
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("F forces past the failed warm-up (logged as FORCED)"),
+        "{text}"
+    );
+    match press(&mut app, KeyCode::Char('F')).as_slice() {
+        [cutover::app::Effect::RunOp { req, .. }] => assert!(req.force, "{req:?}"),
+        other => panic!("F did not force: {other:?}"),
+    }
+}
+
+/// An environment of 16 slots (s01 live, s02 preview, the rest idle), all up, polled a few times.
+fn sixteen_slots() -> App {
+    let mut text = String::from("[[environment]]\nname = \"fleet\"\n");
+    for i in 1..=16 {
+        text.push_str(&format!(
+            "\n[[environment.slot]]\nname = \"s{i:02}\"\naddress = \"http://127.0.0.1:{}\"\n",
+            9300 + i
+        ));
+    }
+    let cfg = config::parse(&text, std::path::Path::new("snap.toml")).expect("config");
+    let mut app = App::new(cfg, Theme::dark(), vec![EnvMemory::default()], t0());
+    app.envs[0].routers.push(RouterView {
+        name: "edge".into(),
+        kind: "embedded".into(),
+        state: None,
+        error: None,
+        at: None,
+    });
+    let mut state = RouterState {
+        live: Some("s01".into()),
+        preview: Some("s02".into()),
+        ..Default::default()
+    };
+    for i in 1..=16 {
+        state.slots.insert(
+            format!("s{i:02}"),
+            SlotRoute {
+                admin: AdminState::Ready,
+                sessions: Some(i),
+                requests: Some(100 * i),
+                errors: Some(0),
+                ..Default::default()
+            },
+        );
+    }
+    app.update(Event::Router {
+        env: 0,
+        router: 0,
+        result: Ok(state),
+        at: t0(),
+    });
+    for s in 0..16 {
+        for _ in 0..3 {
+            probe(&mut app, s, up(&format!("2.{s}.0"), 4));
+        }
+    }
+    app.update(Event::Tick(t0() + Duration::from_secs(75)));
+    app
+}
+
+/// The slot columns drawn on the screen's second line: each title's name and the column's width.
+fn slot_columns(text: &str) -> Vec<(String, usize)> {
+    let row = text.lines().nth(1).expect("a slot row");
+    row.split('┐')
+        .filter(|c| c.contains('┌'))
+        .map(|c| {
+            let name = c
+                .trim_start_matches(|ch: char| ch != '┌')
+                .trim_matches(|ch: char| "┌─ ▸".contains(ch))
+                .to_string();
+            (name, c.chars().count() + 1)
+        })
+        .filter(|(name, _)| !name.starts_with("Environments"))
+        .collect()
+}
+
+#[test]
+fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
+    let mut app = sixteen_slots();
+    let (text, _) = screen(&mut app, 80, 24);
+    let cols = slot_columns(&text);
+    let names: Vec<&str> = cols.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["s01", "s02", "s03"], "{text}");
+    for (name, w) in &cols {
+        assert!(
+            *w >= cutover::ui::SLOT_MIN_WIDTH as usize,
+            "{name} is {w} wide:\n{text}"
+        );
+    }
+    for needle in [
+        "● LIVE",
+        "◐ PREVIEW",
+        "○ IDLE",
+        "✔ up 200 4ms",
+        "v2.0.0",
+        "v2.2.0",
+        "router ready",
+        "slots 1–3 of 16   ▸",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    insta::assert_snapshot!("sixteen_slots_80x24", text);
+
+    // → onto the fourth slot turns the page; the selection is drawn on it.
+    for _ in 0..4 {
+        press(&mut app, KeyCode::Right);
+    }
+    let (text, _) = screen(&mut app, 80, 24);
+    let names: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["s04", "s05", "s06"], "{text}");
+    assert!(text.contains("▸ s05"), "{text}");
+    assert!(text.contains("slots 4–6 of 16 ◂ ▸"), "{text}");
+    insta::assert_snapshot!("sixteen_slots_80x24_page_2", text);
+
+    // The last page is whole: it ends at the last slot.
+    for _ in 0..20 {
+        press(&mut app, KeyCode::Right);
+    }
+    let (text, _) = screen(&mut app, 80, 24);
+    let names: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["s14", "s15", "s16"], "{text}");
+    assert!(text.contains("▸ s16"), "{text}");
+    assert!(text.contains("slots 14–16 of 16 ◂  "), "{text}");
+
+    // A click selects the slot under it, not the one at that index from the start.
+    app.update(Event::Mouse(crossterm::event::MouseEvent {
+        kind: crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left),
+        column: 2,
+        row: 3,
+        modifiers: KeyModifiers::NONE,
+    }));
+    assert_eq!(app.selected_slot, 13);
+
+    // At 120 columns (the case: 4-character columns) the environment list stays and
+    // three readable columns are shown; at 40 one.
+    let (text, _) = screen(&mut app, 120, 40);
+    let cols = slot_columns(&text);
+    assert!(cols.iter().all(|(_, w)| *w >= 26), "{cols:?}\n{text}");
+    assert!(text.contains("slots 13–15 of 16 ◂ ▸"), "{text}");
+    let (text, _) = screen(&mut app, 40, 24);
+    assert_eq!(slot_columns(&text), [("s14".to_string(), 40)], "{text}");
+    assert!(text.contains("slot 14 of 16 ◂ ▸"), "{text}");
+}
+
+#[test]
+fn at_40x10_the_confirm_dialog_keeps_its_keys() {
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 40, 10);
+    for needle in [
+        "Swap: blue → green",
+        "from blue      v1.4.2",
+        "✔ health: last 3 checks healthy",
+        "y/Enter confirm · n/Esc cancel",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    insta::assert_snapshot!("confirm_40x10", text);
+
+    // A refusing gate: the failing check and the longer key line (wrapped) stay; passing
+    // checks are counted on one line instead.
+    app.update(Event::Probe {
+        env: 0,
+        slot: 1,
+        result: down("1.5.0"),
+    });
+    let (text, _) = screen(&mut app, 40, 10);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "✘ health: `green` needs 3",
+        "F forces it",
+        "(logged as FORCED)",
+        "n/Esc cancels",
+    ] {
+        assert!(flat.contains(needle), "missing {needle}:\n{text}");
+    }
+    insta::assert_snapshot!("confirm_refused_40x10", text);
+
+    // Production: the name to type and the keys.
+    let mut app = app_with(EnvMemory::default());
+    app.envs[0].config.production = true;
+    key(&mut app, 's');
+    for c in "shop".chars() {
+        key(&mut app, c);
+    }
+    let (text, _) = screen(&mut app, 40, 10);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "type the environment's name: shop▏",
+        "type the name, then y/Enter confirm",
+        "n/Esc cancel",
+    ] {
+        assert!(flat.contains(needle), "missing {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn at_40x10_the_main_screen_draws_every_panel_without_garbling() {
+    let mut app = app_with(EnvMemory::default());
+    let (text, _) = screen(&mut app, 40, 10);
+    for needle in [
+        "shop-prod",
+        "11:07:55 UTC",
+        "● LIVE",
+        "✔ up",
+        "v1.4.2",
+        "slot 1 of 3",
+        "Events",
+        "s swap",
+        "? help",
+        "q quit",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    insta::assert_snapshot!("main_40x10", text);
+
+    // Warnings take the clock's place rather than cutting it.
+    let mut app = app_with(EnvMemory {
+        previous_live: Some("blue".into()),
+        last_set_live: Some("green".into()),
+        ..Default::default()
+    });
+    app.envs[0].config.production = true;
+    let (text, _) = screen(&mut app, 40, 10);
+    let header = text.lines().next().expect("header");
+    for needle in ["shop-prod", "PRODUCTION", "⚠ 1 warning"] {
+        assert!(header.contains(needle), "missing {needle}:\n{text}");
+    }
+    assert!(!header.contains("UTC"), "a cut clock:\n{text}");
+}
+
+#[test]
+fn no_screen_size_panics_or_loses_the_dialogs_keys() {
+    for (w, h) in (1..=127u16)
+        .step_by(9)
+        .flat_map(|w| (1..=26u16).map(move |h| (w, h)))
+    {
+        let mut fleet = sixteen_slots();
+        for _ in 0..7 {
+            press(&mut fleet, KeyCode::Right);
+        }
+        screen(&mut fleet, w, h);
+        let mut app = app_with(EnvMemory::default());
+        screen(&mut app, w, h);
+        key(&mut app, '?');
+        screen(&mut app, w, h);
+        key(&mut app, 'x');
+        key(&mut app, 's');
+        let (text, _) = screen(&mut app, w, h);
+        if w >= 34 && h >= 3 {
+            let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                flat.contains("y/Enter confirm · n/Esc cancel"),
+                "{w}x{h}:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_swap_dialog_says_when_the_live_version_is_unknown() {
+    let mut app = app_with(EnvMemory::default());
+    app.update(Event::Probe {
+        env: 0,
+        slot: 0,
+        result: ProbeResult {
+            version: None,
+            version_error: Some(ProbeError::Body("no /version in the body".into())),
+            ..up("", 4)
+        },
+    });
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("✔ new version: live slot's version unknown: cannot compare"),
+        "{text}"
+    );
+    assert!(!text.contains("differs from live"), "{text}");
 }

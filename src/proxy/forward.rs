@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::metrics::{ErrorKind, LocalReason};
 use super::state::{Lease, NodeRt, Shared};
 
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -139,16 +140,24 @@ fn route(shared: &Shared, listener: Listener, headers: &HeaderMap) -> Route {
     }
 }
 
-/// Why a request's Host is ambiguous, if it is: several `Host` lines, or a `Host` that names
-/// another authority than an absolute-form target (`GET http://a/ HTTP/1.1` + `Host: b`).
-/// Two parties that each pick a different one (a cache and the app, a WAF and the router) is
-/// how request smuggling and cache poisoning start, so such a request is refused with 400,
-/// as nginx and HAProxy do (RFC 9112 §3.2).
-pub(crate) fn ambiguous_host(uri: &Uri, headers: &HeaderMap) -> Option<&'static str> {
+/// Why a request's Host is missing or ambiguous, if it is: no `Host` in an HTTP/1.1 request,
+/// several `Host` lines, or a `Host` that names another authority than an absolute-form target
+/// (`GET http://a/ HTTP/1.1` + `Host: b`). Two parties that each pick a different one (a cache
+/// and the app, a WAF and the router) is how request smuggling and cache poisoning start, so
+/// such a request is refused with 400, as nginx and HAProxy do (RFC 9112 §3.2). HTTP/1.0 had
+/// no Host, so a 1.0 request without one is still served.
+pub(crate) fn ambiguous_host(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Option<&'static str> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {
         return Some("several Host headers");
+    }
+    if first.is_none() && version == Version::HTTP_11 {
+        return Some("no Host header (HTTP/1.1 requires one)");
     }
     if let (Some(authority), Some(host)) = (uri.authority(), first) {
         let default_port = match uri.scheme_str() {
@@ -179,7 +188,8 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
-    if let Some(why) = ambiguous_host(req.uri(), req.headers()) {
+    if let Some(why) = ambiguous_host(req.version(), req.uri(), req.headers()) {
+        shared.local.count(LocalReason::BadRequest);
         let mut r = text(
             StatusCode::BAD_REQUEST,
             format!("cutover proxy: bad request: {why}"),
@@ -194,8 +204,12 @@ pub(crate) async fn handle(
     let mut last_slot = None;
     for _ in 0..3 {
         match route(&shared, listener, req.headers()) {
-            Route::Page(why) => return maintenance_page(&shared, why),
+            Route::Page(why) => {
+                shared.local.count(LocalReason::Maintenance);
+                return maintenance_page(&shared, why);
+            }
             Route::NoPreview => {
+                shared.local.count(LocalReason::NoPreview);
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "cutover proxy: no preview slot is set (POST /preview on the admin API)".into(),
@@ -211,6 +225,7 @@ pub(crate) async fn handle(
         }
     }
     let Some((lease, redirected)) = chosen else {
+        shared.local.count(LocalReason::NoReadyNode);
         let name = last_slot
             .and_then(|i| shared.slots.get(i))
             .map_or("?", |s| s.name.as_str());
@@ -300,6 +315,7 @@ async fn forward(
     let uri = match upstream_uri(node, &parts.uri) {
         Ok(u) => u,
         Err(e) => {
+            lease.answered(400);
             return text(
                 StatusCode::BAD_REQUEST,
                 format!("cutover proxy: cannot forward this request path: {e}"),
@@ -320,8 +336,9 @@ async fn forward(
     match answer {
         Ok(Ok(resp)) => {
             if resp.status().is_server_error() {
-                lease.count_error();
+                lease.count_error(ErrorKind::Status5xx);
             }
+            lease.answered(resp.status().as_u16());
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let body = Tracked {
@@ -331,7 +348,12 @@ async fn forward(
             Response::from_parts(parts, body.boxed())
         }
         Ok(Err(e)) => {
-            lease.count_error();
+            lease.count_error(if e.is_connect() {
+                ErrorKind::Connect
+            } else {
+                ErrorKind::Reset
+            });
+            lease.answered(502);
             let why = crate::load::error_chain(&e);
             tracing::warn!(env = %shared.env, slot = lease.slot_name(), upstream = %node.address, "upstream failed: {why}");
             text(
@@ -344,7 +366,8 @@ async fn forward(
             )
         }
         Err(_) => {
-            lease.count_error();
+            lease.count_error(ErrorKind::Timeout);
+            lease.answered(504);
             text(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(

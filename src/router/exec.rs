@@ -76,6 +76,10 @@ pub struct Config {
     /// The router's name in its environment (defaults to the kind).
     #[serde(default)]
     pub name: Option<String>,
+    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
+    /// behind DNS): verify probes it as well as the environment's `public_url`.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// Prints the router's state (JSON or key=value lines). Required.
     #[serde(default)]
     pub observe: Option<Vec<String>>,
@@ -316,7 +320,7 @@ fn meaning(name: &str) -> &'static str {
 // ---------------------------------------------------------------------------------------
 // Templates
 
-enum Piece<'a> {
+pub(crate) enum Piece<'a> {
     Text(&'a str),
     Placeholder(&'a str),
 }
@@ -326,7 +330,7 @@ enum Piece<'a> {
 /// `{name}` (a letter or `_`, then letters, digits, `_`) is a placeholder. Every other brace
 /// is text: `{"spec":...}` (JSON), `{{.x}}` (a run of braces: Go templates), `${HOME}` (a
 /// brace after `$`: shell expansion), `{ print }` (spaces).
-fn pieces(arg: &str) -> Vec<Piece<'_>> {
+pub(crate) fn pieces(arg: &str) -> Vec<Piece<'_>> {
     let b = arg.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
@@ -370,7 +374,7 @@ fn pieces(arg: &str) -> Vec<Piece<'_>> {
     out
 }
 
-fn placeholders_in(arg: &str) -> Vec<&str> {
+pub(crate) fn placeholders_in(arg: &str) -> Vec<&str> {
     pieces(arg)
         .into_iter()
         .filter_map(|p| match p {
@@ -650,7 +654,7 @@ fn take(c: &Arc<Mutex<Captured>>) -> (String, u64) {
     }
 }
 
-fn signal_group(pgid: i32, sig: i32) {
+pub(crate) fn signal_group(pgid: i32, sig: i32) {
     // Never 0 (our own group) or 1 and below (-1 would signal every process we may signal).
     if pgid > 1 {
         // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
@@ -661,7 +665,7 @@ fn signal_group(pgid: i32, sig: i32) {
 }
 
 /// Kills the command's process group if the run is abandoned (the future dropped).
-struct GroupGuard(Option<i32>);
+pub(crate) struct GroupGuard(pub(crate) Option<i32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {

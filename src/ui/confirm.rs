@@ -5,56 +5,171 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
-use crate::app::{App, Confirm};
+use crate::app::{App, Confirm, EnvView};
 use crate::config::ConfirmMode;
 use crate::keymap::Action;
 
+/// How much a dialog shows: a short screen drops detail, least important first, so the key
+/// line (and what the user must type or fix) always shows.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Detail {
+    /// Only failing checks, warnings, the typed name and the keys.
+    Least,
+    /// Plus why the dialog asks.
+    Why,
+    /// Plus the from/to slots with their versions and health.
+    Slots,
+    /// Plus every passing check on its own line (else one line counts them).
+    Checks,
+    /// Everything, with the environment's name and blank lines between the parts.
+    All,
+}
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
-    let t = &app.theme;
     let Some(env) = app.envs.get(c.env) else {
         return;
     };
-    let mut lines = vec![Line::from(vec![
-        Span::styled("environment ", t.dim),
-        Span::styled(env.config.name.clone(), t.accent),
-    ])];
-    if let Some(why) = &c.why {
+    let w = 76.min(area.width);
+    let inner_w = usize::from(w.saturating_sub(2)).max(1);
+    let inner_h = usize::from(area.height.saturating_sub(2));
+    let levels = [
+        Detail::All,
+        Detail::Checks,
+        Detail::Slots,
+        Detail::Why,
+        Detail::Least,
+    ];
+    let mut chosen = None;
+    for d in levels {
+        let lines = lines(app, env, c, d);
+        let rows = rows(&lines, inner_w);
+        if rows <= inner_h || d == Detail::Least {
+            chosen = Some((lines, rows));
+            break;
+        }
+    }
+    let Some((lines, rows)) = chosen else {
+        return;
+    };
+    let r = super::centered(area, w, rows as u16 + 2);
+    // Even the least detail may not fit a tiny screen: then the end (the keys) shows.
+    let scroll = rows.saturating_sub(inner_h) as u16;
+    let t = &app.theme;
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0))
+            .block(
+                Block::bordered()
+                    .title(Span::styled(format!(" {} ", c.title), t.title))
+                    .border_style(t.border_focus),
+            ),
+        r,
+    );
+}
+
+/// Rows the lines take when word-wrapped to `width` (as the paragraph wraps them: at spaces,
+/// and inside a word longer than the line).
+fn rows(lines: &[Line], width: usize) -> usize {
+    lines
+        .iter()
+        .map(|l| {
+            let text: String = l.spans.iter().map(|s| s.content.as_ref()).collect();
+            wrapped_rows(&text, width)
+        })
+        .sum()
+}
+
+fn wrapped_rows(text: &str, width: usize) -> usize {
+    let mut rows = 1;
+    let mut col = 0;
+    for word in text.split_inclusive(' ') {
+        let n = word.chars().count();
+        let bare = word.trim_end_matches(' ').chars().count();
+        if col > 0 && col + bare > width {
+            rows += 1;
+            col = 0;
+        }
+        col += n;
+        while col > width {
+            rows += 1;
+            col -= width;
+        }
+    }
+    rows
+}
+
+fn lines<'a>(app: &'a App, env: &'a EnvView, c: &Confirm, detail: Detail) -> Vec<Line<'a>> {
+    let t = &app.theme;
+    let mut lines = Vec::new();
+    if detail >= Detail::All {
+        lines.push(Line::from(vec![
+            Span::styled("environment ", t.dim),
+            Span::styled(env.config.name.clone(), t.accent),
+        ]));
+    }
+    if let Some(why) = &c.why
+        && detail >= Detail::Why
+    {
         lines.push(Line::styled(format!("asks because {why}"), t.warning));
     }
     let plan = app.confirm_plan(c);
     if let Some(p) = &plan {
-        for (label, slot, version) in [
-            ("from", p.from.as_deref(), &p.from_version),
-            ("to", Some(p.to.as_str()), &p.to_version),
-        ] {
-            let Some(slot) = slot else { continue };
-            let health = env
-                .slots
-                .iter()
-                .find(|s| s.name == slot)
-                .map(|s| s.health())
-                .unwrap_or_default();
+        if detail >= Detail::Slots {
+            for (label, slot, version) in [
+                ("from", p.from.as_deref(), &p.from_version),
+                ("to", Some(p.to.as_str()), &p.to_version),
+            ] {
+                let Some(slot) = slot else { continue };
+                let health = env
+                    .slots
+                    .iter()
+                    .find(|s| s.name == slot)
+                    .map(|s| s.health())
+                    .unwrap_or_default();
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{label:<5}"), t.dim),
+                    Span::styled(format!("{slot:<10}"), t.title),
+                    Span::styled(
+                        format!(
+                            "{:<14}",
+                            version.as_deref().map_or("v?".to_string(), |v| format!(
+                                "v{}",
+                                v.trim_start_matches('v')
+                            ))
+                        ),
+                        t.accent,
+                    ),
+                    Span::styled(
+                        format!("{} {}", health.symbol(), health.label()),
+                        t.health(health),
+                    ),
+                ]));
+            }
+        }
+        if detail >= Detail::All {
+            lines.push(Line::raw(""));
+        }
+        let passing = p.checks.iter().filter(|ch| ch.ok).count();
+        if detail < Detail::Checks && passing > 0 {
             lines.push(Line::from(vec![
-                Span::styled(format!("{label:<5}"), t.dim),
-                Span::styled(format!("{slot:<10}"), t.title),
+                Span::styled(" ✔ ", t.ok),
                 Span::styled(
                     format!(
-                        "{:<14}",
-                        version.as_deref().map_or("v?".to_string(), |v| format!(
-                            "v{}",
-                            v.trim_start_matches('v')
-                        ))
+                        "{passing} check{} pass{}",
+                        if passing > 1 { "s" } else { "" },
+                        if passing > 1 { "" } else { "es" }
                     ),
-                    t.accent,
-                ),
-                Span::styled(
-                    format!("{} {}", health.symbol(), health.label()),
-                    t.health(health),
+                    t.dim,
                 ),
             ]));
         }
-        lines.push(Line::raw(""));
-        for ch in &p.checks {
+        for ch in p
+            .checks
+            .iter()
+            .filter(|ch| !ch.ok || detail >= Detail::Checks)
+        {
             lines.push(Line::from(vec![
                 Span::styled(
                     if ch.ok { " ✔ " } else { " ✘ " },
@@ -68,7 +183,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
             ]));
         }
     }
-    lines.push(Line::raw(""));
+    if detail >= Detail::All {
+        lines.push(Line::raw(""));
+    }
     let gate_ok = plan.as_ref().is_none_or(|p| p.passes());
     if let Some(h) = env.locked_by_other() {
         lines.push(Line::styled(
@@ -91,7 +208,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
     } else {
         ""
     };
+    let past_warmup = matches!(
+        c.what,
+        crate::app::Confirmed::Op(crate::ops::OpKind::Swap { .. })
+    ) && env.warmup_refused();
     let mut keys = match gate_ok {
+        true if past_warmup => format!(
+            "{then}{go} confirm · {} forces past the failed warm-up (logged as FORCED) · \
+             {cancel} cancel",
+            k(Action::Force)
+        ),
         true => format!("{then}{go} confirm · {cancel} cancel"),
         false => format!(
             "gate refuses (re-checked on every poll) · {then}{} forces it (logged as FORCED) · \
@@ -106,17 +232,5 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
         ));
     }
     lines.push(Line::styled(keys, if gate_ok { t.ok } else { t.warning }));
-    // Height with wrapped lines counted, so the key hint is never cut off.
-    let inner = usize::from(76.min(area.width).saturating_sub(2)).max(1);
-    let rows: usize = lines.iter().map(|l| l.width().max(1).div_ceil(inner)).sum();
-    let r = super::centered(area, 76, rows as u16 + 2);
-    f.render_widget(Clear, r);
-    f.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::bordered()
-                .title(Span::styled(format!(" {} ", c.title), t.title))
-                .border_style(t.border_focus),
-        ),
-        r,
-    );
+    lines
 }

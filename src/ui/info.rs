@@ -144,13 +144,7 @@ fn lines(app: &App) -> Vec<Line<'_>> {
             Span::styled(op.title.clone(), t.text),
             Span::raw("  "),
         ];
-        for step in [
-            Step::Plan,
-            Step::Gate,
-            Step::Apply,
-            Step::Verify,
-            Step::Watch,
-        ] {
+        for step in Step::ALL {
             let Some((_, ok, _)) = op.steps.iter().find(|(s, _, _)| *s == step) else {
                 continue;
             };

@@ -1,5 +1,7 @@
 //! Views: one file per panel. Every function takes `&App` and changes nothing.
 
+use std::ops::Range;
+
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 
@@ -19,7 +21,10 @@ pub mod theme;
 pub struct Areas {
     pub header: Rect,
     pub envs: Option<Rect>,
+    /// One column per slot on screen: `slots[i]` shows slot `shown.start + i`.
     pub slots: Vec<Rect>,
+    /// The slots on screen: all of them, or the page holding the selection (see [`slot_page`]).
+    pub shown: Range<usize>,
     pub info: Rect,
     pub events: Rect,
     pub keybar: Rect,
@@ -27,6 +32,24 @@ pub struct Areas {
 
 /// Below this width the environment list is folded into the header.
 pub const ENV_LIST_MIN_WIDTH: u16 = 100;
+
+/// A slot column is never narrower than this (borders included) while another column could be
+/// paged away instead: enough for "✔ up 200 12ms for 3m" and "v1.6.0-rc1 3f9a2c1", and three
+/// columns still fit an 80-column terminal.
+pub const SLOT_MIN_WIDTH: u16 = 26;
+
+/// The slots shown in `width` columns: all of them when they fit at [`SLOT_MIN_WIDTH`],
+/// otherwise a page of as many as fit, the one holding `selected`. Pages are whole: the last
+/// one ends at the last slot (so it may share slots with the page before it).
+pub fn slot_page(width: u16, n: usize, selected: usize) -> Range<usize> {
+    let per = usize::from(width / SLOT_MIN_WIDTH).max(1);
+    if n <= per {
+        return 0..n;
+    }
+    let selected = selected.min(n - 1);
+    let start = (selected / per * per).min(n - per);
+    start..start + per
+}
 
 pub fn layout(area: Rect, app: &App) -> Areas {
     let slot_h = if area.height >= 36 {
@@ -36,12 +59,23 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     } else {
         8
     };
-    let info_h = info::height(app).clamp(4, (area.height / 3).max(4));
+    // Below the header and key bar: the slots come first (at least role, health and version),
+    // then the event pane (one line at least); the Traffic pane only where both still fit.
+    let rest = area.height.saturating_sub(2);
+    let slot_h = slot_h.min(rest.saturating_sub(3)).max(5.min(rest));
+    let below = rest - slot_h;
+    let info_h = if below >= 4 + 3 {
+        info::height(app)
+            .clamp(4, (area.height / 3).max(4))
+            .min(below - 3)
+    } else {
+        0
+    };
     let [header, main, info, events, keybar] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(slot_h),
         Constraint::Length(info_h),
-        Constraint::Min(3),
+        Constraint::Min(0),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -51,14 +85,17 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     } else {
         (None, main)
     };
-    let n = app.env().map_or(1, |e| e.slots.len().max(1));
-    let slots = Layout::horizontal(vec![Constraint::Ratio(1, n as u32); n])
+    let n = app.env().map_or(0, |e| e.slots.len());
+    let shown = slot_page(slots_area.width, n, app.selected_slot);
+    let cols = shown.len().max(1);
+    let slots = Layout::horizontal(vec![Constraint::Ratio(1, cols as u32); cols])
         .split(slots_area)
         .to_vec();
     Areas {
         header,
         envs,
         slots,
+        shown,
         info,
         events,
         keybar,
@@ -72,7 +109,7 @@ pub fn draw(f: &mut Frame, app: &App) {
     if let Some(r) = a.envs {
         envs::draw(f, r, app);
     }
-    slots::draw(f, &a.slots, app);
+    slots::draw(f, &a.slots, a.shown.clone(), app);
     info::draw(f, a.info, app);
     match app.env().and_then(|e| e.drill.as_ref()) {
         Some(d) => drill::draw(f, a.events, app, d),

@@ -1,5 +1,7 @@
 //! The slots of the selected environment, side by side, one column each.
 
+use std::ops::Range;
+
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -9,12 +11,51 @@ use crate::app::{App, EnvView, Focus, SlotView};
 use crate::model::{Health, Role};
 use crate::timefmt;
 
-pub fn draw(f: &mut Frame, areas: &[Rect], app: &App) {
+/// Draw the slots in `shown`, one per area; when that is not all of them, say which are shown
+/// and which way the others are, in the bottom border of the last column.
+pub fn draw(f: &mut Frame, areas: &[Rect], shown: Range<usize>, app: &App) {
     let Some(env) = app.env() else {
         return;
     };
-    for (i, (slot, area)) in env.slots.iter().zip(areas).enumerate() {
-        draw_slot(f, *area, app, env, slot, i == app.selected_slot);
+    let n = env.slots.len();
+    let page = env.slots.get(shown.clone()).unwrap_or_default();
+    for (i, (slot, area)) in page.iter().zip(areas).enumerate() {
+        draw_slot(
+            f,
+            *area,
+            app,
+            env,
+            slot,
+            shown.start + i == app.selected_slot,
+        );
+    }
+    if shown.len() < n
+        && let Some(last) = areas.last()
+    {
+        let t = &app.theme;
+        let which = if shown.len() == 1 {
+            format!(" slot {} of {n} ", shown.start + 1)
+        } else {
+            format!(" slots {}–{} of {n} ", shown.start + 1, shown.end)
+        };
+        // An arrow only where there are more slots; ←/→ move the selection onto them.
+        let arrow =
+            |more: bool, s: &'static str| Span::styled(if more { s } else { " " }, t.accent);
+        let pager = Line::from(vec![
+            Span::styled(which, t.text),
+            arrow(shown.start > 0, "◂"),
+            Span::raw(" "),
+            arrow(shown.end < n, "▸"),
+            Span::raw(" "),
+        ]);
+        let w = (pager.width() as u16).min(last.width.saturating_sub(2));
+        let at = Rect::new(
+            last.x + last.width.saturating_sub(w + 1),
+            last.y + last.height.saturating_sub(1),
+            w,
+            1.min(last.height),
+        );
+        f.render_widget(Paragraph::new(pager), at);
     }
 }
 
@@ -134,7 +175,13 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
         lines.push(Line::styled(super::fit(&c.address, w), t.dim));
     }
 
-    let text_h = (lines.len() as u16).min(inner.height.saturating_sub(1));
+    // The text first (a short column drops the sparkline before any line of text), and a
+    // row for the sparkline when there is one to spare.
+    let text_h = (lines.len() as u16).min(if inner.height > 4 {
+        inner.height - 1
+    } else {
+        inner.height
+    });
     let spark_h = inner.height.saturating_sub(text_h).min(3);
     let [text_area, spark_area, _] = Layout::vertical([
         Constraint::Length(text_h),

@@ -11,37 +11,57 @@ use crate::timefmt;
 
 pub fn header(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let mut spans = vec![Span::styled(" cutover ", t.title.patch(t.bar))];
+    // Each part with its rank: a narrow screen drops the lowest first, so the environment's
+    // name, PRODUCTION, READ-ONLY and the warnings stay longest.
+    let mut parts = vec![(0, Span::styled(" cutover ", t.title.patch(t.bar)))];
     if let Some(e) = app.env() {
-        spans.push(Span::styled(format!(" {} ", e.config.name), t.accent));
+        parts.push((5, Span::styled(format!(" {} ", e.config.name), t.accent)));
         if app.envs.len() > 1 {
-            spans.push(Span::styled(
-                format!("({}/{}) ", app.selected_env + 1, app.envs.len()),
-                t.dim,
+            parts.push((
+                1,
+                Span::styled(
+                    format!("({}/{}) ", app.selected_env + 1, app.envs.len()),
+                    t.dim,
+                ),
             ));
         }
         if e.config.production {
-            spans.push(Span::styled("PRODUCTION ", t.warning));
+            parts.push((3, Span::styled("PRODUCTION ", t.warning)));
         }
         if app.read_only || e.config.read_only {
-            spans.push(Span::styled("READ-ONLY ", t.warning));
+            parts.push((3, Span::styled("READ-ONLY ", t.warning)));
         }
         if app.demo {
-            spans.push(Span::styled("DEMO ", t.dim));
+            parts.push((2, Span::styled("DEMO ", t.dim)));
         }
         let warns = e.warnings().len();
         if warns > 0 {
-            spans.push(Span::styled(
-                format!("⚠ {warns} warning{} ", if warns > 1 { "s" } else { "" }),
-                t.warning,
+            parts.push((
+                4,
+                Span::styled(
+                    format!("⚠ {warns} warning{} ", if warns > 1 { "s" } else { "" }),
+                    t.warning,
+                ),
             ));
         }
     }
+    let width = |parts: &[(u8, Span)]| -> usize {
+        parts.iter().map(|(_, s)| s.content.chars().count()).sum()
+    };
+    while parts.len() > 1 && width(&parts) > area.width as usize {
+        let lowest = parts.iter().map(|(r, _)| *r).min().unwrap_or_default();
+        parts.retain(|(r, _)| *r != lowest);
+    }
+    let used = width(&parts);
+    let mut spans: Vec<Span> = parts.into_iter().map(|(_, s)| s).collect();
     let clock = format!("{} UTC ", timefmt::clock(app.now));
-    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
-    let pad = (area.width as usize).saturating_sub(used + clock.len());
-    spans.push(Span::raw(" ".repeat(pad)));
-    spans.push(Span::styled(clock, t.dim));
+    // The clock goes where it fits whole; a narrow screen keeps the warnings instead.
+    if used + clock.len() <= area.width as usize {
+        spans.push(Span::raw(
+            " ".repeat(area.width as usize - used - clock.len()),
+        ));
+        spans.push(Span::styled(clock, t.dim));
+    }
     f.render_widget(Paragraph::new(Line::from(spans)).style(t.bar), area);
 }
 
@@ -65,7 +85,8 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
         );
         return;
     }
-    // The essentials always fit; the rest is added while there is room.
+    // The essentials come first, help and quit before all (help lists every key), then the
+    // rest while there is room.
     let essential = [
         Action::Swap,
         Action::Rollback,
@@ -73,6 +94,14 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
         Action::Maintenance,
         Action::Help,
         Action::Quit,
+    ];
+    let by_priority = [
+        Action::Help,
+        Action::Quit,
+        Action::Swap,
+        Action::Rollback,
+        Action::Drain,
+        Action::Maintenance,
     ];
     let mut optional = vec![Action::Command, Action::Filter];
     if app.demo {
@@ -86,20 +115,39 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
         other => other.name(),
     };
     let cost = |a: Action| app.keymap.first_key(a).chars().count() + label(a).chars().count() + 3;
-    let mut room = (area.width as usize).saturating_sub(essential.iter().map(|a| cost(*a)).sum());
-    let mut shown: Vec<Action> = essential[..4].to_vec();
+    // During a watch and the rollback window, `r` rolls back at once: say so, loudly.
+    let hint = app
+        .env()
+        .and_then(|e| e.one_key_hint(&app.keymap.first_key(Action::Rollback), app.now));
+    let mut room =
+        (area.width as usize).saturating_sub(hint.as_ref().map_or(0, |h| h.chars().count() + 3));
+    let mut fits = Vec::new();
+    for a in by_priority {
+        if a == Action::Rollback && hint.is_some() {
+            continue;
+        }
+        if cost(a) <= room {
+            room -= cost(a);
+            fits.push(a);
+        }
+    }
+    let mut shown: Vec<Action> = essential[..4]
+        .iter()
+        .copied()
+        .filter(|a| fits.contains(a))
+        .collect();
     for a in optional {
         if cost(a) <= room {
             room -= cost(a);
             shown.push(a);
         }
     }
-    shown.extend([Action::Help, Action::Quit]);
+    shown.extend(
+        [Action::Help, Action::Quit]
+            .into_iter()
+            .filter(|a| fits.contains(a)),
+    );
     let mut spans = Vec::new();
-    // During a watch and the rollback window, `r` rolls back at once: say so, loudly.
-    let hint = app
-        .env()
-        .and_then(|e| e.one_key_hint(&app.keymap.first_key(Action::Rollback), app.now));
     if let Some(h) = &hint {
         spans.push(Span::styled(format!(" {h} "), t.alarm()));
         spans.push(Span::raw(" "));
