@@ -73,6 +73,11 @@ pub enum Event {
         /// An operation a dead cutover left unfinished.
         interrupted: Option<Journal>,
     },
+    /// What another cutover on the shared store is doing, or the store's state, as a line.
+    Shared {
+        env: usize,
+        text: String,
+    },
     /// SIGTERM, SIGINT or SIGHUP: quit as `q` does.
     Signal(&'static str),
     /// A theme asked for with `:theme`, loaded by the runner.
@@ -946,6 +951,10 @@ impl App {
                     self.should_quit = true;
                     return vec![Effect::Quit];
                 }
+                vec![]
+            }
+            Event::Shared { env, text } => {
+                self.log(env, Level::Info, crate::redact::redact(&text));
                 vec![]
             }
             Event::Signal(name) => {

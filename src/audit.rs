@@ -44,7 +44,8 @@ pub struct AuditRecord {
     pub one_key: bool,
     /// `started` for the intent record written before the first router command; then the
     /// verdict: `done`, `refused`, `failed`, `rolled-back`, `alarm`, `cancelled` or
-    /// `abandoned` (cutover was quit in the middle of a router change).
+    /// `abandoned` (cutover was quit in the middle of a router change); `notify-failed` for
+    /// a notification about the operation that could not be delivered ([`crate::notify`]).
     pub result: String,
     pub message: String,
     pub steps: Vec<StepRecord>,
@@ -53,6 +54,8 @@ pub struct AuditRecord {
 pub struct AuditLog {
     writer: Mutex<DailyFile>,
     pub dir: PathBuf,
+    /// The shared store (etcd) that gets every record too, when there is one.
+    shared: Option<crate::state::Store>,
 }
 
 impl AuditLog {
@@ -68,7 +71,16 @@ impl AuditLog {
         Ok(AuditLog {
             writer: Mutex::new(appender),
             dir,
+            shared: None,
         })
+    }
+
+    /// Write every record to the shared store too (the local file keeps them all the same).
+    pub fn share(mut self, store: &crate::state::Store) -> AuditLog {
+        if store.shared().is_some() {
+            self.shared = Some(store.clone());
+        }
+        self
     }
 
     /// Append a record. An audit write that fails is logged loudly; it never panics.
@@ -96,6 +108,16 @@ impl AuditLog {
                 }
             }
             Err(_) => tracing::error!("the audit log writer is poisoned"),
+        }
+        if let Some(e) = self.shared.as_ref().and_then(|s| s.shared()) {
+            let text = String::from_utf8_lossy(&line);
+            e.audit(
+                &rec.environment,
+                &rec.time,
+                &rec.id,
+                &rec.result,
+                text.trim_end(),
+            );
         }
     }
 }

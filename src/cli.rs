@@ -25,6 +25,10 @@ pub struct Cli {
     /// Watch only: every action is refused
     #[arg(long, global = true)]
     pub read_only: bool,
+    /// Serve cutover's own Prometheus metrics at http://ADDR/metrics while the TUI runs
+    /// (loopback; another address needs a token in $CUTOVER_METRICS_TOKEN)
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

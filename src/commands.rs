@@ -34,6 +34,8 @@ macro_rules! err {
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+/// How long a command waits, after its operation, for its notifications to be delivered.
+const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// An unknown environment is a usage error (exit 2).
 #[derive(Debug)]
@@ -534,6 +536,14 @@ pub async fn operate(
     let run = engine.run(req, GateSource::ProbeNow, tx, cancel_rx);
     let out = run_until_signalled(run, cancel_tx, &engine, &id, op_name).await?;
     let _ = printer.await;
+    if let Some(n) = &engine.notifier
+        && !n.flush(NOTIFY_FLUSH).await
+    {
+        errln!(
+            "some notifications were not delivered within {}s; see the audit log",
+            NOTIFY_FLUSH.as_secs()
+        );
+    }
     if json {
         println!("{}", crate::redact::to_json_pretty(&out)?);
     } else {

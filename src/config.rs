@@ -88,6 +88,8 @@ pub struct Config {
     /// `[keys]`: action name → keys, laid over the default key map.
     pub keys: std::collections::BTreeMap<String, Vec<String>>,
     pub environments: Vec<Environment>,
+    /// `[[notify]]`: webhooks told about operations.
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -121,6 +123,36 @@ pub struct Settings {
     /// `r` rolls back without a dialog during a watch and the rollback window (environments
     /// may override it).
     pub one_key_rollback: bool,
+    /// Where the lock, the memory and the journal live: `"file"` (the state dir, the default)
+    /// or `[settings.store]` with `etcd = [...]` (shared by a team; see [`crate::etcd`]).
+    pub store: StoreSetting,
+}
+
+/// `store = "file"`, or `[settings.store] etcd = [...]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreSetting {
+    #[default]
+    File,
+    Etcd(crate::etcd::EtcdSettings),
+}
+
+impl<'de> Deserialize<'de> for StoreSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = toml::Value::deserialize(d)?;
+        match v {
+            toml::Value::String(n) if n == "file" => Ok(StoreSetting::File),
+            toml::Value::Table(_) => crate::etcd::EtcdSettings::deserialize(v)
+                .map(StoreSetting::Etcd)
+                .map_err(|e| D::Error::custom(e.message())),
+            other => Err(D::Error::custom(format!(
+                "unknown store `{}`: \"file\", or a table [settings.store] with `etcd = [...]`",
+                other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_string)
+            ))),
+        }
+    }
 }
 
 impl Settings {
@@ -159,6 +191,7 @@ impl Default for Settings {
             history: 60,
             max_body: 64 * 1024,
             one_key_rollback: true,
+            store: StoreSetting::File,
         }
     }
 }
@@ -271,6 +304,30 @@ struct RawConfig {
     keys: Option<Spanned<std::collections::BTreeMap<String, KeyList>>>,
     #[serde(default, rename = "environment")]
     environments: Vec<RawEnvironment>,
+    #[serde(default, rename = "notify")]
+    notify: Vec<Spanned<RawNotify>>,
+}
+
+fn default_notify_retries() -> u32 {
+    3
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: Spanned<String>,
+    #[serde(default)]
+    format: crate::notify::Format,
+    events: Option<Spanned<Vec<Spanned<String>>>>,
+    min_severity: Option<crate::notify::Severity>,
+    token_env: Option<String>,
+    #[serde(default = "default_notify_retries")]
+    retries: u32,
+    #[serde(default = "default_notify_timeout", with = "serde_duration")]
+    timeout: Duration,
 }
 
 /// One key or a list of keys.
@@ -441,6 +498,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             register_secrets(r);
         }
     }
+    if let StoreSetting::Etcd(e) = &c.settings.store {
+        e.password_env
+            .iter()
+            .for_each(|v| crate::redact::register_env(v));
+    }
+    for n in &c.notify {
+        // A webhook URL (Slack's, Mattermost's) is a credential itself.
+        crate::redact::register_secret(&n.url);
+        n.token_env
+            .iter()
+            .for_each(|v| crate::redact::register_env(v));
+    }
     Ok(c)
 }
 
@@ -500,6 +569,12 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
         }
     }
     let setting = |key: &str| settings_value(src, key).unwrap_or(0..0);
+    if let StoreSetting::Etcd(e) = &s.store
+        && let Some(m) = e.problem()
+    {
+        let span = table_value(src, "settings.store", "etcd").unwrap_or_else(|| setting("store"));
+        return Err(at(span, Some("store"), m));
+    }
     if s.gate_checks == 0 || s.gate_checks > MAX_GATE_CHECKS {
         return Err(at(
             setting("gate_checks"),
@@ -758,11 +833,101 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             hooks,
         });
     }
+    let mut notify = Vec::new();
+    for rn in raw.notify {
+        notify.push(notify_from(src, rn, &at)?);
+    }
     Ok(Config {
         path: path.to_path_buf(),
         keys,
         settings: raw.settings,
         environments,
+        notify,
+    })
+}
+
+/// Makes a located [`ConfigError`]: span, field, message.
+type ErrorAt<'a> = dyn Fn(Range<usize>, Option<&str>, String) -> ConfigError + 'a;
+
+/// One `[[notify]]` entry, checked.
+fn notify_from(
+    src: &str,
+    rn: Spanned<RawNotify>,
+    at: &ErrorAt<'_>,
+) -> Result<crate::notify::NotifyConfig, ConfigError> {
+    use crate::notify::{EventKind, MAX_RETRIES, NotifyConfig, Severity};
+    let span = rn.span();
+    let rn = rn.into_inner();
+    let key = |k: &str| find_value_in(src, rn.url.span().start, k).unwrap_or(span.clone());
+    check_url(rn.url.get_ref()).map_err(|m| at(rn.url.span(), Some("url"), m))?;
+    let events = match &rn.events {
+        None => None,
+        Some(list) => {
+            if rn.min_severity.is_some() {
+                return Err(at(
+                    key("min_severity"),
+                    Some("min_severity"),
+                    "give `events` or `min_severity`, not both: `events` lists exactly what this                      webhook gets"
+                        .into(),
+                ));
+            }
+            if list.get_ref().is_empty() {
+                return Err(at(
+                    list.span(),
+                    Some("events"),
+                    "is empty, so this webhook would get nothing; list events or remove the entry"
+                        .into(),
+                ));
+            }
+            let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+            let mut kinds = Vec::new();
+            for e in list.get_ref() {
+                let Some(k) = EventKind::from_name(e.get_ref()) else {
+                    let hint = closest(e.get_ref(), &names)
+                        .map(|c| format!("did you mean `{c}`? "))
+                        .unwrap_or_default();
+                    return Err(at(
+                        e.span(),
+                        Some("events"),
+                        format!(
+                            "unknown event `{}`; {hint}the events are: {}",
+                            e.get_ref(),
+                            names.join(", ")
+                        ),
+                    ));
+                };
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+            Some(kinds)
+        }
+    };
+    if rn.retries > MAX_RETRIES {
+        return Err(at(
+            key("retries"),
+            Some("retries"),
+            format!(
+                "must be at most {MAX_RETRIES} (attempts after the first); it is {}",
+                rn.retries
+            ),
+        ));
+    }
+    if rn.timeout.is_zero() {
+        return Err(at(
+            key("timeout"),
+            Some("timeout"),
+            "must be more than zero: it is how long one delivery attempt may take".into(),
+        ));
+    }
+    Ok(NotifyConfig {
+        url: rn.url.into_inner(),
+        format: rn.format,
+        events,
+        min_severity: rn.min_severity.unwrap_or(Severity::Info),
+        token_env: rn.token_env,
+        retries: rn.retries,
+        timeout: rn.timeout,
     })
 }
 
@@ -1184,6 +1349,41 @@ version_pointer = "/version"
             Ok(_) => panic!("config was accepted:\n{src}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn the_store_is_the_state_dir_or_an_etcd_cluster() {
+        let c = parse(GOOD, Path::new("cutover.toml")).expect("good");
+        assert_eq!(c.settings.store, StoreSetting::File);
+        let file = GOOD.replace("poll_interval = \"1s\"\n", "store = \"file\"\n");
+        let c = parse(&file, Path::new("cutover.toml")).expect("store = file");
+        assert_eq!(c.settings.store, StoreSetting::File);
+        let etcd = GOOD.replace(
+            "poll_interval = \"1s\"\n",
+            "[settings.store]\netcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.1:22379\"]\n",
+        );
+        let c = parse(&etcd, Path::new("cutover.toml")).expect("etcd");
+        let StoreSetting::Etcd(e) = &c.settings.store else {
+            panic!("{:?}", c.settings.store)
+        };
+        assert_eq!(e.etcd.len(), 2);
+        assert_eq!(e.prefix, "/cutover/");
+        assert_eq!(e.lease_ttl, Duration::from_secs(10));
+        let e = err(&GOOD.replace("poll_interval = \"1s\"\n", "store = \"consul\"\n"));
+        assert!(e.message.contains("unknown store `consul`"), "{e}");
+        let e = err(&GOOD.replace("poll_interval = \"1s\"\n", "[settings.store]\netcd = []\n"));
+        assert_eq!((e.line, e.field.as_deref()), (4, Some("store")), "{e}");
+        assert!(e.message.contains("no member"), "{e}");
+        let e = err(&GOOD.replace(
+            "poll_interval = \"1s\"\n",
+            "[settings.store]\netcd = [\"127.0.0.1:2379\"]\n",
+        ));
+        assert!(e.message.contains("not an http://"), "{e}");
+        let e = err(&GOOD.replace(
+            "poll_interval = \"1s\"\n",
+            "[settings.store]\netcd = [\"http://127.0.0.1:2379\"]\nprefx = \"/x/\"\n",
+        ));
+        assert!(e.message.contains("did you mean `prefix`"), "{e}");
     }
 
     #[test]

@@ -161,11 +161,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 return Ok(EXIT_OK);
             }
             let w = World::build(world.config.clone(), Some(world.controls()))?;
+            let metrics = metrics_listener(&cli).await?;
             tui::run(
                 w,
                 TuiOptions {
                     read_only: cli.read_only,
                     theme: th,
+                    metrics,
                 },
             )
             .await?;
@@ -195,11 +197,13 @@ async fn run(cli: Cli) -> Result<i32> {
     let ro = cli.read_only;
     let code = match cli.command {
         None => {
+            let metrics = metrics_listener(&cli).await?;
             tui::run(
                 world,
                 TuiOptions {
                     read_only: ro,
                     theme: th,
+                    metrics,
                 },
             )
             .await?;
@@ -293,4 +297,12 @@ fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
         Command::Recover { env, to, op } => (env, OpKind::Recover { to }, op),
         _ => return None,
     })
+}
+
+/// `--metrics-listen`: bound before the TUI takes the terminal, so a refusal is printed.
+async fn metrics_listener(cli: &Cli) -> Result<Option<(tokio::net::TcpListener, Option<String>)>> {
+    match &cli.metrics_listen {
+        None => Ok(None),
+        Some(addr) => Ok(Some(cutover::selfmetrics::bind(addr).await?)),
+    }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::audit::{AuditLog, AuditRecord, StepRecord};
 use crate::config::Environment;
 use crate::model::{AdminState, Health, MaintenanceMode, RouterState};
+use crate::notify::EventKind;
 use crate::probe::Prober;
 use crate::router::{Router, Target};
 use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
@@ -151,6 +152,9 @@ pub enum Interrupt {
     TakenOver(LockInfo),
     /// The operator quit (or a signal asked cutover to end).
     Quit,
+    /// The lock's lease on the shared store was lost (etcd unreachable, the lease expired):
+    /// another cutover may hold the lock now.
+    LockLost(String),
 }
 
 impl Interrupt {
@@ -161,6 +165,7 @@ impl Interrupt {
             Interrupt::Superseded(by) => format!("superseded by {by}"),
             Interrupt::TakenOver(by) => format!("{} took the lock over", by.describe()),
             Interrupt::Quit => "cutover quit".into(),
+            Interrupt::LockLost(why) => format!("LOCK LOST ({why})"),
         }
     }
 
@@ -173,6 +178,7 @@ impl Interrupt {
                 format!("watch ended: {} took the lock over", by.describe())
             }
             Interrupt::Quit => "watch abandoned (cutover quit)".into(),
+            Interrupt::LockLost(why) => format!("watch ended: LOCK LOST ({why})"),
         }
     }
 }
@@ -427,6 +433,8 @@ pub struct Engine {
     pub prober: Prober,
     pub store: Store,
     pub audit: Option<Arc<AuditLog>>,
+    /// `[[notify]]` webhooks: told of the start, failed steps and the verdict, never waited for.
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
     /// Spacing of the gate's fresh probes when no history is given (CLI).
     pub probe_spacing: Duration,
 }
@@ -468,10 +476,14 @@ impl Run<'_> {
     }
     /// Say how a running step is going, without restarting its clock.
     fn note(&self, step: Step, message: impl Into<String>) {
+        let message = message.into();
+        if let Some(g) = &self.lock {
+            g.share_step(step.label(), None, &message);
+        }
         let _ = self.tx.send(Progress::Step {
             step,
             ok: None,
-            message: message.into(),
+            message,
         });
     }
     fn done(&mut self, step: Step, ok: bool, detail: impl Into<String>) {
@@ -482,6 +494,17 @@ impl Run<'_> {
             ms: self.step_started.elapsed().as_millis() as u64,
             detail: crate::audit::redact(&detail),
         });
+        if let Some(g) = &self.lock {
+            g.share_step(step.label(), Some(ok), &crate::audit::redact(&detail));
+        }
+        if let (false, Some(n)) = (ok, &self.engine.notifier) {
+            n.tell(
+                EventKind::StepFailed,
+                &self.record,
+                Some(step.label()),
+                &detail,
+            );
+        }
         let _ = self.tx.send(Progress::Step {
             step,
             ok: Some(ok),
@@ -493,6 +516,9 @@ impl Run<'_> {
         self.record.time = crate::timefmt::rfc3339(SystemTime::now());
         self.record.result = verdict.label().into();
         self.record.message = crate::audit::redact(&message);
+        if let Some(g) = &self.lock {
+            g.share_result(&self.record.result, &self.record.message);
+        }
         let out = Outcome {
             verdict,
             message,
@@ -507,9 +533,7 @@ impl Run<'_> {
             });
             return out;
         }
-        if let Some(a) = &self.engine.audit {
-            a.write(&self.record);
-        }
+        self.engine.record_result(&out);
         let _ = self.tx.send(Progress::Finished(out.clone()));
         // The lock goes last: after the record, so the next holder's records follow this one.
         drop(self.lock.take());
@@ -567,6 +591,9 @@ impl Run<'_> {
             intent.message = crate::audit::redact(&format!("intent: {action}"));
             a.write(&intent);
         }
+        if let Some(n) = &self.engine.notifier {
+            n.tell(EventKind::Start, &self.record, None, &action);
+        }
     }
 
     /// One router's part of the journalled change ended.
@@ -596,6 +623,9 @@ impl Run<'_> {
         if i != Interrupt::None {
             return Some(i);
         }
+        if let Some(why) = self.lock.as_ref().and_then(|g| g.lost()) {
+            return Some(Interrupt::LockLost(why));
+        }
         self.engine
             .store
             .takeover_request(&self.engine.env.name, &self.record.id)
@@ -613,6 +643,16 @@ impl Run<'_> {
 }
 
 impl Engine {
+    /// An operation's result: to the audit log, and to the notification channels.
+    fn record_result(&self, out: &Outcome) {
+        if let Some(a) = &self.audit {
+            a.write(&out.record);
+        }
+        if let (Some(n), Some(k)) = (&self.notifier, EventKind::from_result(out.verdict.label())) {
+            n.tell(k, &out.record, None, &out.message);
+        }
+    }
+
     /// Observe every router; all must answer.
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();
@@ -1042,6 +1082,10 @@ impl Engine {
             Some(to),
             &before,
         );
+        // The journal's fenced write is refused once the lock is lost: no router command then.
+        if let Some(why) = run.lock.as_ref().and_then(|g| g.lost()) {
+            return Err(format!("LOCK LOST, no router was changed: {why}"));
+        }
         let mut results: Vec<Option<std::result::Result<(), String>>> =
             vec![None; self.routers.len()];
         match self.env.fleet {
@@ -1084,18 +1128,42 @@ impl Engine {
         let mut msg = failures.join("; ");
         let mut stuck = Vec::new();
         for (i, ((r, res), back)) in self.routers.iter().zip(&results).zip(&before).enumerate() {
-            if !matches!(res, Some(Ok(()))) {
-                continue;
-            }
             let Some(back) = back.as_deref().filter(|b| *b != to) else {
                 continue;
             };
-            match r.switch_live(back).await {
-                Ok(()) => {
+            // A router that refused may still have changed (a script that switched, then
+            // failed to reload): read it, and put back every router that now serves `to`.
+            let changed = match res {
+                Some(Ok(())) => true,
+                Some(Err(_)) => observe_within(r.as_ref(), r.observe_timeout())
+                    .await
+                    .is_ok_and(|s| s.live.as_deref() == Some(to)),
+                None => false,
+            };
+            if !changed {
+                continue;
+            }
+            let res = r.switch_live(back).await;
+            // The router's own state decides, not the command's exit: a script may fail after
+            // switching.
+            let shows_back = res.is_ok()
+                || observe_within(r.as_ref(), r.observe_timeout())
+                    .await
+                    .is_ok_and(|s| s.live.as_deref() == Some(back));
+            match (res, shows_back) {
+                (Ok(()), _) => {
                     run.journal_router(i, "reverted");
                     msg.push_str(&format!("; `{}` switched back to `{back}`", r.name()));
                 }
-                Err(e) => {
+                (Err(e), true) => {
+                    run.journal_router(i, "reverted");
+                    msg.push_str(&format!(
+                        "; `{}` switched back to `{back}` (it shows `{back}`, though it said: \
+                         {e:#})",
+                        r.name()
+                    ));
+                }
+                (Err(e), false) => {
                     run.journal_router(i, "revert-failed");
                     stuck.push(r.name().to_string());
                     msg.push_str(&format!(
@@ -1105,32 +1173,49 @@ impl Engine {
                 }
             }
         }
-        msg.push_str(&format!("; now {}", self.where_routers_are().await));
-        if !stuck.is_empty() {
-            msg = format!(
-                "ROUTERS DISAGREE ({} still on `{to}`): {msg}",
-                stuck.join(", ")
-            );
+        // Where each one ended, read again: the verdict's first words say so when they do not
+        // agree.
+        let (now, agree) = self.where_routers_are_agreeing().await;
+        msg.push_str(&format!("; now {now}"));
+        if !stuck.is_empty() || !agree {
+            let odd = if stuck.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} not put back)", stuck.join(", "))
+            };
+            msg = format!("ROUTERS DISAGREE{odd}: {msg}");
         }
         Err(msg)
     }
 
-    /// Each router's live slot, read now: "`edge-1` → blue, `edge-2` → green".
-    async fn where_routers_are(&self) -> String {
+    /// Each router's live slot, read now ("`edge-1` → blue, `edge-2` → green"), and whether
+    /// they all show the same one.
+    async fn where_routers_are_agreeing(&self) -> (String, bool) {
+        let mut lives = Vec::new();
         let mut parts = Vec::new();
         for r in &self.routers {
-            parts.push(
-                match observe_within(r.as_ref(), r.observe_timeout()).await {
-                    Ok(s) => format!(
+            match observe_within(r.as_ref(), r.observe_timeout()).await {
+                Ok(s) => {
+                    parts.push(format!(
                         "`{}` → {}",
                         r.name(),
                         s.live.as_deref().unwrap_or("nothing")
-                    ),
-                    Err(e) => format!("`{}` unreadable ({e})", r.name()),
-                },
-            );
+                    ));
+                    lives.push(Some(s.live));
+                }
+                Err(e) => {
+                    parts.push(format!("`{}` unreadable ({e})", r.name()));
+                    lives.push(None);
+                }
+            }
         }
-        parts.join(", ")
+        let agree = lives.windows(2).all(|w| w[0] == w[1]) && lives.iter().all(Option::is_some);
+        (parts.join(", "), agree)
+    }
+
+    /// Each router's live slot, read now: "`edge-1` → blue, `edge-2` → green".
+    async fn where_routers_are(&self) -> String {
+        self.where_routers_are_agreeing().await.0
     }
 
     async fn apply_switch(
@@ -1201,9 +1286,26 @@ impl Engine {
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        if let (Some(url), Some(want)) = (&self.env.public_url, to_version) {
+        // The environment's public URL, and each router's own (a fleet of frontends).
+        let mut urls: Vec<&str> = Vec::new();
+        for u in self
+            .env
+            .public_url
+            .as_deref()
+            .into_iter()
+            .chain(self.env.routers.iter().filter_map(|r| r.public_url()))
+        {
+            if !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
+        let Some(want) = to_version.filter(|_| !urls.is_empty()) else {
+            run.done(Step::Verify, true, format!("routers show `{to}` live"));
+            return Ok(());
+        };
+        let pointer = self.env.slot(to).and_then(|s| s.version_pointer.clone());
+        for url in &urls {
             let vurl = crate::probe::version_url_behind(&self.env, url);
-            let pointer = self.env.slot(to).and_then(|s| s.version_pointer.clone());
             loop {
                 let p = self.prober.probe_url(&vurl, pointer.as_deref()).await;
                 let got = p.version.as_ref().map(|v| v.version.clone());
@@ -1223,14 +1325,17 @@ impl Engine {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            run.done(
-                Step::Verify,
-                true,
-                format!("routers show `{to}`; public URL serves {want}"),
-            );
-        } else {
-            run.done(Step::Verify, true, format!("routers show `{to}` live"));
         }
+        let what = if urls.len() == 1 {
+            "public URL serves".to_string()
+        } else {
+            format!("all {} public URLs serve", urls.len())
+        };
+        run.done(
+            Step::Verify,
+            true,
+            format!("routers show `{to}`; {what} {want}"),
+        );
         Ok(())
     }
 
@@ -1590,9 +1695,7 @@ impl Engine {
                 message: detail,
             });
         }
-        if let Some(a) = &self.audit {
-            a.write(&out.record);
-        }
+        self.record_result(&out);
         let _ = tx.send(Progress::Finished(out.clone()));
         // The lock goes last: after the record, so the next holder's records follow this one.
         drop(lock);

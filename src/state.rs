@@ -17,17 +17,22 @@
 //!   the routers are consistent again. One left behind by a dead process is an interrupted
 //!   operation (`cutover recover`).
 //!
-//! The contract (lock, holder, takeover, memory, journal) is [`Coordination`]; a shared store
-//! (etcd) implements the same trait.
+//! The contract (lock, holder, takeover, memory, journal) is [`Coordination`]. With
+//! `[settings.store] etcd = [...]` the same [`Store`] keeps all of it in etcd instead
+//! ([`crate::etcd`]): the lock is a lease, every write is fenced by the lock's revision, and the
+//! audit records are shared too (they still go to the local file).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use color_eyre::eyre::{Result, WrapErr, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::etcd::{Etcd, Held};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -95,6 +100,97 @@ impl LockInfo {
             "{} (pid {}, {}{id} since {})",
             self.holder, self.pid, self.operation, self.since
         )
+    }
+}
+
+/// What a running operation is doing, as the other cutovers on a shared store see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub op_id: String,
+    pub operation: String,
+    pub holder: String,
+    pub pid: u32,
+    pub since: String,
+    #[serde(default)]
+    pub steps: Vec<ActivityStep>,
+    /// The verdict once it ended (`done`, `refused`, `cancelled`...).
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// One step of an [`Activity`]: `ok` is `None` while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityStep {
+    /// Counts every change of the activity's steps: a follower prints the ones it has not seen.
+    #[serde(default)]
+    pub n: u64,
+    pub step: String,
+    pub ok: Option<bool>,
+    pub message: String,
+}
+
+/// Steps an [`Activity`] keeps (the newest).
+const ACTIVITY_STEPS: usize = 40;
+
+impl Activity {
+    pub fn of(holder: &LockInfo) -> Activity {
+        Activity {
+            op_id: holder.op_id.clone(),
+            operation: holder.operation.clone(),
+            holder: holder.holder.clone(),
+            pid: holder.pid,
+            since: holder.since.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// A step started, went on (replacing its running line) or ended.
+    pub fn step(&mut self, step: &str, ok: Option<bool>, message: &str) {
+        let n = self.steps.iter().map(|s| s.n).max().unwrap_or(0) + 1;
+        let new = ActivityStep {
+            n,
+            step: step.to_string(),
+            ok,
+            message: message.to_string(),
+        };
+        match self.steps.last_mut() {
+            Some(last) if last.step == step && last.ok.is_none() => *last = new,
+            _ => self.steps.push(new),
+        }
+        if self.steps.len() > ACTIVITY_STEPS {
+            self.steps.remove(0);
+        }
+    }
+
+    /// The lines a follower prints for what changed since `before` (the same operation's
+    /// earlier state, or another operation's).
+    pub fn lines_since(&self, before: Option<&Activity>) -> Vec<String> {
+        let who = format!("{} #{} by {}", self.operation, self.op_id, self.holder);
+        let before = before.filter(|b| b.op_id == self.op_id);
+        let mut out = Vec::new();
+        if before.is_none() {
+            out.push(format!("{who}: started {}", self.since));
+        }
+        let seen = before.map_or(0, |b| b.steps.iter().map(|s| s.n).max().unwrap_or(0));
+        for s in self.steps.iter().filter(|s| s.n > seen) {
+            let mark = match s.ok {
+                None => "...",
+                Some(true) => "ok",
+                Some(false) => "FAIL",
+            };
+            out.push(format!("{who}: {} {mark} {}", s.step, s.message));
+        }
+        if let Some(r) = &self.result
+            && before.and_then(|b| b.result.as_ref()).is_none()
+        {
+            out.push(format!(
+                "{who}: ended {r}: {}",
+                self.message.as_deref().unwrap_or_default()
+            ));
+        }
+        out
     }
 }
 
@@ -196,10 +292,13 @@ pub trait Coordination: Send + Sync {
     fn update(&self, guard: &LockGuard, f: &mut dyn FnMut(&mut EnvMemory)) -> Result<()>;
 }
 
-/// The state directory and the files in it.
+/// The state directory and the files in it, or the shared store on etcd.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub dir: PathBuf,
+    /// The shared store, when `[settings.store]` names an etcd cluster: lock, memory,
+    /// journal and takeover requests live there, not in `dir`.
+    shared: Option<Arc<Etcd>>,
 }
 
 /// How long [`Store::lock`] keeps trying when the file is held for a moment by a reader or
@@ -208,7 +307,30 @@ const LOCK_SETTLE: Duration = Duration::from_millis(500);
 
 impl Store {
     pub fn new(dir: PathBuf) -> Self {
-        Store { dir }
+        Store { dir, shared: None }
+    }
+
+    /// The store the settings name: the state dir, or an etcd cluster (no request is made
+    /// yet; an unreachable cluster shows when an operation takes the lock).
+    pub fn open(settings: &crate::config::Settings) -> Result<Self> {
+        let mut s = Store::new(settings.state_dir_or_default());
+        if let crate::config::StoreSetting::Etcd(e) = &settings.store {
+            s.shared = Some(Arc::new(Etcd::open(e)?));
+        }
+        Ok(s)
+    }
+
+    /// The etcd cluster this store shares, if it does.
+    pub fn shared(&self) -> Option<&Etcd> {
+        self.shared.as_deref()
+    }
+
+    /// Where the lock, memory and journal live, for messages.
+    pub fn describe(&self) -> String {
+        match &self.shared {
+            Some(e) => format!("etcd at {}", e.members()),
+            None => format!("state dir {}", self.dir.display()),
+        }
     }
 
     /// A file name for an environment: its name with anything outside `[A-Za-z0-9._-]`
@@ -244,6 +366,11 @@ impl Store {
     /// Every environment's memory: what older versions wrote to `state.json`, overridden by
     /// the per-environment files.
     pub fn load(&self) -> Memory {
+        if let Some(e) = &self.shared {
+            return Memory {
+                environments: e.all().into_iter().collect(),
+            };
+        }
         let mut m: Memory = std::fs::read(self.legacy_path())
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -264,6 +391,9 @@ impl Store {
     }
 
     pub fn env(&self, env: &str) -> EnvMemory {
+        if let Some(e) = &self.shared {
+            return e.env(env);
+        }
         match read_json::<StoredMemory>(&self.file(env, ".state.json")) {
             Some(m) => m.memory,
             None => self.load().environments.remove(env).unwrap_or_default(),
@@ -275,6 +405,10 @@ impl Store {
     pub fn update(&self, guard: &LockGuard, f: impl FnOnce(&mut EnvMemory)) -> Result<()> {
         let mut m = self.env(&guard.env);
         f(&mut m);
+        if let Some((e, held)) = &guard.shared {
+            let op = e.put_op(&guard.env, "state", &m);
+            return e.fenced(held, vec![op]);
+        }
         let stored = StoredMemory {
             environment: Some(guard.env.clone()),
             memory: m,
@@ -288,6 +422,14 @@ impl Store {
 
     /// Take the operation lock of an environment, or say who holds it.
     pub fn lock(&self, env: &str, me: &LockInfo) -> std::result::Result<LockGuard, LockError> {
+        if let Some(e) = &self.shared {
+            return e.lock(env, me).map(|held| LockGuard {
+                file: None,
+                shared: Some((e.clone(), held)),
+                env: env.to_string(),
+                info: me.clone(),
+            });
+        }
         self.ensure_dir()
             .map_err(|e| LockError::Io(format!("{e:#}")))?;
         let path = self.file(env, ".lock");
@@ -317,6 +459,7 @@ impl Store {
                     }
                     return Ok(LockGuard {
                         file: Some(file),
+                        shared: None,
                         env: env.to_string(),
                         info: me.clone(),
                     });
@@ -370,8 +513,11 @@ impl Store {
             by: me.clone(),
         };
         let path = self.file(env, ".takeover");
-        write_atomic(&path, &serde_json::to_vec(&request).unwrap_or_default())
-            .map_err(|e| LockError::Io(format!("{e:#}")))?;
+        match &self.shared {
+            Some(e) => e.request_takeover(env, &holder.op_id, me),
+            None => write_atomic(&path, &serde_json::to_vec(&request).unwrap_or_default())
+                .map_err(|e| LockError::Io(format!("{e:#}")))?,
+        }
         let end = Instant::now() + wait;
         let result = loop {
             match self.lock(env, me) {
@@ -383,12 +529,20 @@ impl Store {
                 Err(e) => break Err(e),
             }
         };
-        let _ = std::fs::remove_file(&path);
+        match &self.shared {
+            Some(e) => e.clear_takeover(env),
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
         result
     }
 
     /// A takeover asked of the operation `op_id`, if any.
     pub fn takeover_request(&self, env: &str, op_id: &str) -> Option<LockInfo> {
+        if let Some(e) = &self.shared {
+            return e.takeover_request(env, op_id);
+        }
         let t: Takeover = read_json(&self.file(env, ".takeover"))?;
         (t.target_op_id == op_id).then_some(t.by)
     }
@@ -396,6 +550,9 @@ impl Store {
     /// Who holds the lock of an environment now: a live process only (the kernel lets go of
     /// a dead one's lock).
     pub fn holder(&self, env: &str) -> Option<LockInfo> {
+        if let Some(e) = &self.shared {
+            return e.holder(env);
+        }
         let path = self.file(env, ".lock");
         let file = File::open(&path).ok()?;
         let info: LockInfo = read_json(&path)?;
@@ -423,6 +580,10 @@ impl Store {
 
     /// Write (or rewrite) the journal of a running operation, durably.
     pub fn write_journal(&self, guard: &LockGuard, j: &Journal) -> Result<()> {
+        if let Some((e, held)) = &guard.shared {
+            let op = e.put_op(&guard.env, "journal", j);
+            return e.fenced(held, vec![op]);
+        }
         write_atomic(
             &self.file(&guard.env, ".journal.json"),
             &serde_json::to_vec_pretty(j)?,
@@ -431,11 +592,21 @@ impl Store {
 
     /// The routers are consistent again: close the journal.
     pub fn close_journal(&self, guard: &LockGuard) {
+        if let Some((e, held)) = &guard.shared {
+            let op = e.delete_op(&guard.env, "journal");
+            if let Err(err) = e.fenced(held, vec![op]) {
+                tracing::error!("cannot close the operation journal: {err:#}");
+            }
+            return;
+        }
         let _ = std::fs::remove_file(self.file(&guard.env, ".journal.json"));
     }
 
     /// The journal left in the state dir, if any.
     pub fn journal(&self, env: &str) -> Option<Journal> {
+        if let Some(e) = &self.shared {
+            return e.journal(env);
+        }
         read_json(&self.file(env, ".journal.json"))
     }
 
@@ -494,12 +665,47 @@ fn set_mode(path: &Path, mode: u32) {
 #[derive(Debug)]
 pub struct LockGuard {
     file: Option<File>,
+    /// The lock on etcd, with the store that lets go of it.
+    shared: Option<(Arc<Etcd>, Held)>,
     pub env: String,
     pub info: LockInfo,
 }
 
+impl LockGuard {
+    /// Why this lock is no longer held (its etcd lease was lost, or a fenced write was
+    /// refused), if it is not. A file lock is never lost.
+    pub fn lost(&self) -> Option<String> {
+        self.shared.as_ref().and_then(|(_, h)| h.lost())
+    }
+
+    /// Share a step of the running operation with the other cutovers (a shared store only).
+    pub fn share_step(&self, step: &str, ok: Option<bool>, message: &str) {
+        if let Some((_, h)) = &self.shared {
+            h.activity(|a| a.step(step, ok, message));
+        }
+    }
+
+    /// Share the running operation's verdict (a shared store only).
+    pub fn share_result(&self, result: &str, message: &str) {
+        if let Some((_, h)) = &self.shared {
+            h.activity(|a| {
+                a.result = Some(result.to_string());
+                a.message = Some(message.to_string());
+            });
+        }
+    }
+
+    /// The fencing token of a lock on etcd (its key's create revision).
+    pub fn fencing_token(&self) -> Option<i64> {
+        self.shared.as_ref().map(|(_, h)| h.token)
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        if let Some((e, held)) = self.shared.take() {
+            e.release(held);
+        }
         if let Some(f) = self.file.take() {
             // Empty the holder record first: a reader between this and the close sees
             // "letting go", never a stale name.
@@ -563,6 +769,41 @@ mod tests {
         .expect("write");
         assert_eq!(s.holder("shop"), None);
         let _g = s.lock("shop", &LockInfo::me("swap", "c3")).expect("free");
+    }
+
+    #[test]
+    fn a_follower_is_shown_each_step_once_and_a_new_operation_from_its_start() {
+        let mut a = Activity::of(&LockInfo::me("swap", "a1"));
+        a.step("plan", None, "reading the routers");
+        let first = a.clone();
+        let l = a.lines_since(None);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(
+            l[0].starts_with("swap #a1 by ") && l[0].contains(": started "),
+            "{l:?}"
+        );
+        assert!(l[1].ends_with(": plan ... reading the routers"), "{l:?}");
+        // A running step's line is replaced by its end: a follower that did not see the
+        // running line in between sees only the end.
+        a.step("plan", Some(true), "blue → green");
+        a.step("apply", None, "switching");
+        a.step("apply", Some(true), "switched");
+        a.result = Some("done".into());
+        a.message = Some("`green` is live".into());
+        let l = a.lines_since(Some(&first));
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert!(l[0].ends_with(": plan ok blue → green"), "{l:?}");
+        assert!(l[1].ends_with(": apply ok switched"), "{l:?}");
+        assert!(l[2].ends_with(": ended done: `green` is live"), "{l:?}");
+        assert_eq!(a.lines_since(Some(&a)), Vec::<String>::new());
+        // Another operation: shown from its start.
+        let b = Activity::of(&LockInfo::me("rollback", "b2"));
+        assert!(b.lines_since(Some(&a))[0].contains("rollback #b2"));
+        // The steps kept are capped; the counter goes on.
+        for i in 0..100 {
+            a.step("watch", Some(true), &format!("tick {i}"));
+        }
+        assert_eq!(a.steps.len(), ACTIVITY_STEPS);
     }
 
     #[test]

@@ -75,15 +75,23 @@ pub struct World {
 
 impl World {
     pub fn build(config: Config, demo: Option<Vec<Arc<SlotControls>>>) -> Result<World> {
-        let store = Store::new(config.settings.state_dir_or_default());
+        let store = Store::open(&config.settings)?;
         let audit = match AuditLog::open(config.settings.audit_dir_or_default()) {
-            Ok(a) => Some(Arc::new(a)),
+            Ok(a) => Some(Arc::new(a.share(&store))),
             Err(e) => {
                 tracing::error!("no audit log: {e:#}");
                 None
             }
         };
         let prober = Prober::new(&config.settings)?;
+        let notifier = if config.notify.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::notify::Notifier::start(
+                &config.notify,
+                audit.clone(),
+            )?))
+        };
         let mut engines = Vec::new();
         for env in &config.environments {
             let routers = crate::router::build_all(env)
@@ -94,6 +102,7 @@ impl World {
                 prober: prober.clone(),
                 store: store.clone(),
                 audit: audit.clone(),
+                notifier: notifier.clone(),
                 probe_spacing: Duration::from_millis(300),
             }));
         }
@@ -168,6 +177,38 @@ impl World {
                             router: ri,
                             result,
                             at: SystemTime::now(),
+                        }
+                    }
+                });
+            }
+            // Another operator's operations, step by step, from the shared store.
+            if let Some(etcd) = self.store.shared() {
+                let (ltx, mut lines) = mpsc::unbounded_channel();
+                etcd.follow(&engine.env.name, ltx);
+                let (tx, mut stop) = (tx.clone(), stop.clone());
+                let (store, name) = (self.store.clone(), engine.env.name.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let seen = tokio::select! {
+                            l = lines.recv() => l,
+                            _ = stop.changed() => return,
+                        };
+                        let event = match seen {
+                            None => return,
+                            Some(crate::etcd::Seen::Line(text)) => Event::Shared { env: ei, text },
+                            // Another operator's swap changed what `r` goes back to.
+                            Some(crate::etcd::Seen::Ended) => {
+                                let (store, name) = (store.clone(), name.clone());
+                                let Ok(memory) =
+                                    tokio::task::spawn_blocking(move || store.env(&name)).await
+                                else {
+                                    continue;
+                                };
+                                Event::Memory { env: ei, memory }
+                            }
+                        };
+                        if tx.send(event).is_err() {
+                            return;
                         }
                     }
                 });
@@ -416,10 +457,14 @@ impl Runner {
 
 /// How long quitting waits for running operations to write their last records.
 const QUIT_WAIT: Duration = Duration::from_secs(15);
+/// How long quitting then waits for pending notifications.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 
 pub struct TuiOptions {
     pub read_only: bool,
     pub theme: Theme,
+    /// `--metrics-listen`: where to serve cutover's own metrics, and its token.
+    pub metrics: Option<(tokio::net::TcpListener, Option<String>)>,
 }
 
 /// Run the TUI until the user quits (or SIGTERM/SIGINT).
@@ -445,6 +490,11 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     term.draw(|f| crate::ui::draw(f, &app))?;
 
     world.spawn_watchers(tx.clone(), stop_rx.clone());
+    let metrics = opts.metrics.map(|(listener, token)| {
+        let m = Arc::new(crate::selfmetrics::SelfMetrics::new(&world.config));
+        crate::selfmetrics::serve(listener, m.clone(), token, stop_rx.clone());
+        m
+    });
     {
         let tx = tx.clone();
         let mut stop = stop_rx.clone();
@@ -516,9 +566,15 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     let mut quit_now = false;
     loop {
         let Some(ev) = rx.recv().await else { break };
+        if let Some(m) = &metrics {
+            m.observe(&ev);
+        }
         let mut effects = app.update(ev);
         // Take everything already queued before drawing: draw only the newest state.
         while let Ok(ev) = rx.try_recv() {
+            if let Some(m) = &metrics {
+                m.observe(&ev);
+            }
             effects.extend(app.update(ev));
         }
         for e in effects {
@@ -536,5 +592,11 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     runner.shutdown(quit_now).await;
+    // The last operations' notifications (one notifier serves every environment).
+    if let Some(n) = world.engines.iter().find_map(|e| e.notifier.clone())
+        && !n.flush(NOTIFY_FLUSH).await
+    {
+        tracing::warn!("quit with notifications not yet delivered");
+    }
     Ok(())
 }

@@ -828,6 +828,7 @@ async fn undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled() {
 async fn restart_after_swap(
     bin: &Path,
     persist: bool,
+    expect: &str,
 ) -> (cutover::model::RouterState, BTreeMap<String, usize>) {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
@@ -842,7 +843,15 @@ async fn restart_after_swap(
         st.notes
     );
     a.graceful_restart().await;
-    let st = d.observe().await.expect("observe after restart");
+    // The old children finish their requests after "resuming normal operations": wait
+    // (generously) for the balancer-manager to answer from the new generation, which shows
+    // `expect` live.
+    let mut st = d.observe().await.expect("observe after restart");
+    let t = std::time::Instant::now();
+    while st.live.as_deref() != Some(expect) && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        st = d.observe().await.expect("observe after restart");
+    }
     (st, answers(&a.url(), 4).await)
 }
 
@@ -854,7 +863,7 @@ async fn a_graceful_restart_without_balancer_persist_shows_as_drift() {
     ) else {
         return;
     };
-    let (st, got) = restart_after_swap(&bin, false).await;
+    let (st, got) = restart_after_swap(&bin, false, "blue").await;
     // Apache went back to the config's states: blue is live again, and observe says why.
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
     assert_eq!(got, only("blue", 4));
@@ -880,7 +889,7 @@ async fn with_balancer_persist_a_graceful_restart_keeps_the_swap() {
     ) else {
         return;
     };
-    let (st, got) = restart_after_swap(&bin, true).await;
+    let (st, got) = restart_after_swap(&bin, true, "green").await;
     assert_eq!(st.live.as_deref(), Some("green"), "{st:?}");
     assert_eq!(got, only("green", 4));
     assert!(

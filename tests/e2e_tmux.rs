@@ -19,10 +19,15 @@ impl Tmux {
     }
 
     fn start_with(name: &str, w: u16, h: u16, args: &[String], env: &[&str]) -> Tmux {
-        let state = tempfile::tempdir().expect("tempdir");
-        let session = format!("cutover-e2e-{name}-{}", std::process::id());
         let mut cmd = vec![env!("CARGO_BIN_EXE_cutover").to_string()];
         cmd.extend(args.iter().cloned());
+        Tmux::spawn(name, w, h, &cmd.join(" "), env)
+    }
+
+    /// A session running `command` (a shell command line).
+    fn spawn(name: &str, w: u16, h: u16, command: &str, env: &[&str]) -> Tmux {
+        let state = tempfile::tempdir().expect("tempdir");
+        let session = format!("cutover-e2e-{name}-{}", std::process::id());
         let st = Command::new("tmux")
             .args([
                 "new-session",
@@ -37,7 +42,7 @@ impl Tmux {
             .args(["-e", &format!("XDG_STATE_HOME={}", state.path().display())])
             .args(["-e", "TERM=xterm-256color"])
             .args(env.iter().flat_map(|e| ["-e", e]))
-            .arg(cmd.join(" "))
+            .arg(command)
             .status()
             .expect("tmux");
         assert!(st.success(), "tmux new-session failed");
@@ -469,6 +474,58 @@ fn one_key_rollback_on_a_production_demo() {
     assert!(s.contains("the last switch was a rollback"), "{s}");
     t.keys(&["Escape"]);
     assert_eq!(served_by(live), "blue");
+}
+
+#[test]
+fn sighup_ends_cutover_and_restores_the_terminal() {
+    if common::require_binary("sighup_ends_cutover_and_restores_the_terminal", "tmux").is_none() {
+        return;
+    }
+    // The SSH session drops: cutover gets SIGHUP. The shell after it records the terminal's
+    // modes and says it got the screen back.
+    let (args, _) = demo_args();
+    let out = tempfile::tempdir().expect("tempdir");
+    let stty = out.path().join("stty");
+    let cmd = format!(
+        "{} {}; stty -a > {}; echo SHELL-AGAIN; sleep 60",
+        env!("CARGO_BIN_EXE_cutover"),
+        args.join(" "),
+        stty.display()
+    );
+    let t = Tmux::spawn("hup", 120, 40, &cmd, &[]);
+    t.wait_ready();
+    let shell = Command::new("tmux")
+        .args(["list-panes", "-t", &t.session, "-F", "#{pane_pid}"])
+        .output()
+        .expect("list-panes");
+    let shell = String::from_utf8_lossy(&shell.stdout).trim().to_string();
+    let kids = Command::new("pgrep")
+        .args(["-P", &shell])
+        .output()
+        .expect("pgrep");
+    let cutover = String::from_utf8_lossy(&kids.stdout)
+        .split_whitespace()
+        .next()
+        .expect("cutover runs under the shell")
+        .to_string();
+    let st = Command::new("kill")
+        .args(["-HUP", &cutover])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let s = t.wait_for("SHELL-AGAIN", Duration::from_secs(30));
+    assert!(
+        !s.contains("Environments"),
+        "the alternate screen is left:\n{s}"
+    );
+    let modes = std::fs::read_to_string(&stty).expect("stty ran after cutover");
+    let words: Vec<&str> = modes.split_whitespace().collect();
+    for on in ["icanon", "echo", "isig"] {
+        assert!(
+            words.contains(&on) && !words.contains(&format!("-{on}").as_str()),
+            "the terminal is left in raw mode ({on}):\n{modes}"
+        );
+    }
 }
 
 /// A gentle, bounded load on the live listener (about 40 requests/s, at most 3600 requests

@@ -1906,3 +1906,194 @@ async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test
     let st = observe(rig.driver().as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("blue"));
 }
+
+#[tokio::test]
+async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_ended_is_said() {
+    let Some(rig) = Rig::for_test(
+        "a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_ended_is_said",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    let state = TempDir::new().expect("state");
+    let file = state.path().join("edge-2.live");
+    // edge-2 renames its pointer, then its reload fails (the symlink + stopped nginx):
+    // the switch took effect but the command reports failure.
+    let (config, _) = haproxy_and_exec_fleet(
+        &rig,
+        state.path(),
+        &format!(
+            "switch_live = [\"sh\", \"-c\", \"echo $1 > {}; echo 'nginx: reload failed' >&2; exit 1\", \"sh\", \"{{to}}\"]",
+            file.display()
+        ),
+    );
+    let o = cli(
+        &config,
+        &["swap", "shop", "--to", "green", "--yes", "--no-watch"],
+    )
+    .await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("router `edge-2` refused the switch to `green`"),
+        "{out}"
+    );
+    assert!(out.contains("reload failed"), "what it answered: {out}");
+    assert!(out.contains("`edge-1` switched back to `blue`"), "{out}");
+    assert!(out.contains("`edge-2` switched back to `blue`"), "{out}");
+    assert!(
+        out.contains("now `edge-1` → blue, `edge-2` → blue"),
+        "{out}"
+    );
+    assert!(!out.contains("ROUTERS DISAGREE"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("edge-2").trim(),
+        "blue"
+    );
+    assert_eq!(who(&rig.url("/")).await.1, "blue");
+
+    // The same, but edge-2 cannot be put back: the verdict says so in its first words.
+    let (config, _) = haproxy_and_exec_fleet(
+        &rig,
+        state.path(),
+        &format!(
+            "switch_live = [\"sh\", \"-c\", \"[ $1 = green ] && echo green > {}; exit 1\", \"sh\", \"{{to}}\"]",
+            file.display()
+        ),
+    );
+    let o = cli(
+        &config,
+        &[
+            "swap",
+            "shop",
+            "--to",
+            "green",
+            "--yes",
+            "--no-watch",
+            "--json",
+        ],
+    )
+    .await;
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let msg = v["message"].as_str().expect("message");
+    assert!(
+        msg.starts_with("ROUTERS DISAGREE (edge-2 not put back)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("now `edge-1` → blue, `edge-2` → green"),
+        "{msg}"
+    );
+    assert!(
+        v["record"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("ROUTERS DISAGREE"))
+    );
+}
+
+#[tokio::test]
+async fn verify_probes_each_routers_own_public_url() {
+    let Some(bin) = common::require_binary("verify_probes_each_routers_own_public_url", "haproxy")
+    else {
+        return;
+    };
+    let one = Rig::new(Setup::Map, bin.clone()).await;
+    let two = Rig::new(Setup::Map, bin).await;
+    let state = TempDir::new().expect("state dir");
+    let router_of = |rig: &Rig, name: &str, public: &str| {
+        let i = rig
+            .cutover_toml
+            .find("[[environment.router]]")
+            .expect("router table");
+        rig.cutover_toml[i..].replacen(
+            "kind = \"haproxy\"",
+            &format!("kind = \"haproxy\"\nname = \"{name}\"\npublic_url = \"{public}\""),
+            1,
+        )
+    };
+    let head = &one.cutover_toml[..one
+        .cutover_toml
+        .find("[[environment.router]]")
+        .expect("router")];
+    let config = |edge2_public: &str| {
+        format!(
+            "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{}\n{}\n{}\n",
+            state.path().display(),
+            head.replacen(
+                "name = \"shop\"",
+                "name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"\nverify_timeout = \"2s\"",
+                1
+            ),
+            router_of(&one, "edge-1", &one.url("/")),
+            router_of(&two, "edge-2", edge2_public)
+        )
+    };
+    // Each frontend is verified: both serve green's version.
+    let engine = common::engine(&config(&two.url("/")));
+    let (out, _) = common::run_op(
+        &engine,
+        cutover::ops::OpKind::Swap {
+            to: Some("green".into()),
+        },
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
+    let verify = out
+        .record
+        .steps
+        .iter()
+        .find(|s| s.step == "verify")
+        .expect("verify");
+    assert!(
+        verify.detail.contains("all 2 public URLs serve 2.0.0"),
+        "{verify:?}"
+    );
+    assert_eq!(who(&two.url("/")).await.1, "green");
+
+    // A frontend that still serves the old version fails the verify, naming it, and the
+    // fleet is switched back. (edge-2's "frontend" here is blue's own server.)
+    let blue = one.slots[0].url();
+    let engine = common::engine(&config(&format!("{blue}/")));
+    let (out, _) = common::run_op(
+        &engine,
+        cutover::ops::OpKind::Swap {
+            to: Some("blue".into()),
+        },
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
+    let (out, _) = common::run_op(
+        &engine,
+        cutover::ops::OpKind::Swap {
+            to: Some("green".into()),
+        },
+        false,
+        false,
+    )
+    .await;
+    assert_eq!(
+        out.verdict,
+        cutover::ops::Verdict::Failed,
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains(&blue) && out.message.contains("(wanted 2.0.0)"),
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains("switched back to `blue`"),
+        "{}",
+        out.message
+    );
+    assert_eq!(who(&one.url("/")).await.1, "blue");
+}

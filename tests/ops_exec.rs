@@ -222,6 +222,7 @@ async fn operations_wait_for_a_router_as_long_as_the_router_says() {
         prober: e.prober.clone(),
         store: e.store.clone(),
         audit: None,
+        notifier: None,
         probe_spacing: e.probe_spacing,
     };
     let started = std::time::Instant::now();

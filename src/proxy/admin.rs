@@ -2,6 +2,7 @@
 //! proxy's routing.
 //!
 //! - `GET /state` → [`crate::model::RouterState`] as JSON
+//! - `GET /metrics` → Prometheus text format 0.0.4 ([`super::metrics`])
 //! - `POST /live {"slot":"green"}`, `POST /preview {"slot":"staging"}`
 //! - `POST /drain {"slot":"blue"}` or `{"slot":"blue","node":"b1"}`, `POST /undrain {...}`
 //! - `POST /maintenance {"on":true,"mode":{"mode":"page"}}` or
@@ -9,7 +10,8 @@
 //!
 //! Successful changes answer 200 with the new state. Refusals answer 4xx with
 //! `{"error": "..."}` naming the problem; when a token is configured every call needs
-//! `Authorization: Bearer TOKEN` (401 otherwise).
+//! `Authorization: Bearer TOKEN` (401 otherwise), `/metrics` included: Prometheus sends it
+//! with `authorization: {credentials_file: ...}` in the scrape config.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,10 +128,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         Ok(()) => json(StatusCode::OK, &shared.observe()),
         Err(e) => error(e),
     };
-    let endpoints = "GET /state, POST /live, POST /preview, POST /drain, POST /undrain, \
+    let endpoints = "GET /state, GET /metrics, POST /live, POST /preview, POST /drain, POST /undrain, \
                      POST /maintenance";
     match (method, path.as_str()) {
         (Method::GET, "/state") => json(StatusCode::OK, &shared.observe()),
+        (Method::GET, "/metrics") => local(
+            StatusCode::OK,
+            super::metrics::CONTENT_TYPE,
+            super::metrics::render(&shared),
+        ),
         (Method::POST, "/live") => match read::<SlotBody>(req, r#"{"slot":"green"}"#).await {
             Ok(b) => done(shared.switch_live(&b.slot).await, &shared),
             Err(e) => error(e),
@@ -157,12 +164,13 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                 Err(e) => error(e),
             }
         }
-        (m, "/state" | "/live" | "/preview" | "/drain" | "/undrain" | "/maintenance") => {
-            error(AdminError::new(
-                405,
-                format!("{m} is not allowed on {path}; the endpoints are {endpoints}"),
-            ))
-        }
+        (
+            m,
+            "/state" | "/metrics" | "/live" | "/preview" | "/drain" | "/undrain" | "/maintenance",
+        ) => error(AdminError::new(
+            405,
+            format!("{m} is not allowed on {path}; the endpoints are {endpoints}"),
+        )),
         (m, p) => error(AdminError::new(
             404,
             format!("no endpoint {m} {p}; the endpoints are {endpoints}"),

@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::metrics::{ErrorKind, LocalReason};
 use super::state::{Lease, NodeRt, Shared};
 
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -188,6 +189,7 @@ pub(crate) async fn handle(
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
     if let Some(why) = ambiguous_host(req.version(), req.uri(), req.headers()) {
+        shared.local.count(LocalReason::BadRequest);
         let mut r = text(
             StatusCode::BAD_REQUEST,
             format!("cutover proxy: bad request: {why}"),
@@ -202,8 +204,12 @@ pub(crate) async fn handle(
     let mut last_slot = None;
     for _ in 0..3 {
         match route(&shared, listener, req.headers()) {
-            Route::Page(why) => return maintenance_page(&shared, why),
+            Route::Page(why) => {
+                shared.local.count(LocalReason::Maintenance);
+                return maintenance_page(&shared, why);
+            }
             Route::NoPreview => {
+                shared.local.count(LocalReason::NoPreview);
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "cutover proxy: no preview slot is set (POST /preview on the admin API)".into(),
@@ -219,6 +225,7 @@ pub(crate) async fn handle(
         }
     }
     let Some((lease, redirected)) = chosen else {
+        shared.local.count(LocalReason::NoReadyNode);
         let name = last_slot
             .and_then(|i| shared.slots.get(i))
             .map_or("?", |s| s.name.as_str());
@@ -308,6 +315,7 @@ async fn forward(
     let uri = match upstream_uri(node, &parts.uri) {
         Ok(u) => u,
         Err(e) => {
+            lease.answered(400);
             return text(
                 StatusCode::BAD_REQUEST,
                 format!("cutover proxy: cannot forward this request path: {e}"),
@@ -330,8 +338,9 @@ async fn forward(
         Ok(Ok(resp)) => {
             node.record_latency(sent.elapsed());
             if resp.status().is_server_error() {
-                lease.count_error();
+                lease.count_error(ErrorKind::Status5xx);
             }
+            lease.answered(resp.status().as_u16());
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let body = Tracked {
@@ -341,7 +350,12 @@ async fn forward(
             Response::from_parts(parts, body.boxed())
         }
         Ok(Err(e)) => {
-            lease.count_error();
+            lease.count_error(if e.is_connect() {
+                ErrorKind::Connect
+            } else {
+                ErrorKind::Reset
+            });
+            lease.answered(502);
             let why = crate::load::error_chain(&e);
             tracing::warn!(env = %shared.env, slot = lease.slot_name(), upstream = %node.address, "upstream failed: {why}");
             text(
@@ -354,7 +368,8 @@ async fn forward(
             )
         }
         Err(_) => {
-            lease.count_error();
+            lease.count_error(ErrorKind::Timeout);
+            lease.answered(504);
             text(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(

@@ -29,6 +29,7 @@ use crate::router::{RouterConfig, embedded};
 
 mod admin;
 mod forward;
+mod metrics;
 mod state;
 
 pub use forward::REDIRECTED_HEADER;

@@ -16,8 +16,10 @@ use hyper::Uri;
 use hyper::http::uri::{Authority, Scheme};
 use serde::{Deserialize, Serialize};
 
+use super::metrics::{ErrorKind, LocalAnswers, NodeMetrics};
 use crate::config::Environment;
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::prom::Histogram;
 use crate::router::embedded;
 
 const NONE: usize = usize::MAX;
@@ -41,6 +43,8 @@ pub(crate) struct NodeRt {
     /// A moving average (1/16 weight to the newest) of the time the node took to answer
     /// with its response headers, in microseconds; 0 before the first answer.
     pub latency_us: AtomicU64,
+    /// Answers by status class and errors by kind, for `/metrics`.
+    pub metrics: NodeMetrics,
 }
 
 impl NodeRt {
@@ -67,6 +71,8 @@ pub(crate) struct SlotRt {
     pub nodes: Vec<NodeRt>,
     pub draining: AtomicBool,
     rr: AtomicUsize,
+    /// How long the slot's answers took, for `/metrics`.
+    pub latency: Histogram,
 }
 
 impl SlotRt {
@@ -144,6 +150,8 @@ pub(crate) struct Shared {
     /// Facts found while loading the state file (ignored entries), shown in observe().
     load_notes: Vec<String>,
     changes: tokio::sync::Mutex<()>,
+    /// Requests answered by the proxy itself, for `/metrics`.
+    pub local: LocalAnswers,
     /// The pooled upstream client shared by every slot.
     pub client: super::forward::Upstream,
 }
@@ -154,6 +162,7 @@ pub(crate) struct Lease {
     shared: Arc<Shared>,
     pub slot: usize,
     pub node: usize,
+    since: std::time::Instant,
 }
 
 impl Lease {
@@ -163,8 +172,18 @@ impl Lease {
     pub fn slot_name(&self) -> &str {
         &self.shared.slots[self.slot].name
     }
-    pub fn count_error(&self) {
-        self.node().errors.fetch_add(1, Ordering::Relaxed);
+    /// Count a failed request (`errors` and its kind).
+    pub fn count_error(&self, kind: ErrorKind) {
+        let node = self.node();
+        node.errors.fetch_add(1, Ordering::Relaxed);
+        node.metrics.failed(kind);
+    }
+    /// Count the answer's status class and how long it took since the lease was taken.
+    pub fn answered(&self, status: u16) {
+        self.node().metrics.answered(status);
+        self.shared.slots[self.slot]
+            .latency
+            .observe(self.since.elapsed());
     }
 }
 
@@ -208,6 +227,7 @@ fn parse_upstream(name: &str, address: &str) -> Result<NodeRt> {
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         latency_us: AtomicU64::new(0),
+        metrics: NodeMetrics::default(),
     })
 }
 
@@ -229,6 +249,7 @@ impl Shared {
                 nodes,
                 draining: AtomicBool::new(false),
                 rr: AtomicUsize::new(0),
+                latency: Histogram::default(),
             });
         }
         if slots.is_empty() {
@@ -260,6 +281,7 @@ impl Shared {
             state_file,
             load_notes: Vec::new(),
             changes: tokio::sync::Mutex::new(()),
+            local: LocalAnswers::default(),
             client: upstream_client(),
         };
         let initial = shared.initial(cfg);
@@ -585,6 +607,7 @@ impl Shared {
                 shared: self.clone(),
                 slot,
                 node: i,
+                since: std::time::Instant::now(),
             });
         }
         None
@@ -894,6 +917,7 @@ mod tests {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
+            metrics: NodeMetrics::default(),
         };
         node.record_latency(std::time::Duration::from_millis(1));
         assert_eq!(node.latency_us.load(Ordering::Relaxed), 1_000);

@@ -49,6 +49,10 @@ pub struct Config {
     /// The router's name in its environment (defaults to the kind).
     #[serde(default)]
     pub name: Option<String>,
+    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
+    /// behind DNS): verify probes it as well as the environment's `public_url`.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// The balancer-manager page, e.g. `http://127.0.0.1:8080/balancer-manager`. The host
     /// must be the one Apache is reached by: it is also sent as the Referer.
     pub manager_url: String,

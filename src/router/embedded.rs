@@ -44,6 +44,10 @@ pub struct Config {
     /// The router's name in its environment (defaults to the kind).
     #[serde(default)]
     pub name: Option<String>,
+    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
+    /// behind DNS): verify probes it as well as the environment's `public_url`.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// Where the admin API listens (`host:port`); loopback unless `token_env` is set.
     #[serde(default = "default_admin")]
     pub admin: String,
@@ -83,6 +87,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             name: None,
+            public_url: None,
             admin: default_admin(),
             live_listen: default_live_listen(),
             preview_listen: None,

@@ -161,6 +161,18 @@ impl RouterConfig {
         n.as_deref().unwrap_or(self.kind())
     }
 
+    /// This router's own public URL, if it has one.
+    pub fn public_url(&self) -> Option<&str> {
+        match self {
+            RouterConfig::Embedded(c) => c.public_url.as_deref(),
+            RouterConfig::Haproxy(c) => c.public_url.as_deref(),
+            RouterConfig::Nginx(c) => c.public_url.as_deref(),
+            RouterConfig::Apache(c) => c.public_url.as_deref(),
+            RouterConfig::Caddy(c) => c.public_url.as_deref(),
+            RouterConfig::Exec(c) => c.public_url.as_deref(),
+        }
+    }
+
     /// Checks that need the environment's slots (a slot named in the router must exist...).
     /// The message is shown after the router table's file:line:col.
     pub fn validate(&self, slots: &[Slot]) -> std::result::Result<(), String> {

@@ -95,6 +95,10 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     /// SIGTERM first (a master process then stops its workers), SIGKILL after 5 s.
     fn drop(&mut self) {
+        // Already reaped (a test waited for it): its pid may belong to someone else by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id() as i32;
         unsafe {
             libc_kill(pid, 15);

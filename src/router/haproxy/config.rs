@@ -35,6 +35,10 @@ pub struct Config {
     /// The router's name in its environment (defaults to the kind).
     #[serde(default)]
     pub name: Option<String>,
+    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
+    /// behind DNS): verify probes it as well as the environment's `public_url`.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// The admin socket: a Unix path (`/run/haproxy/admin.sock`) or `HOST:PORT`
     /// (`stats socket ipv4@127.0.0.1:9999 level admin`).
     pub socket: String,

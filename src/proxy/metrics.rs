@@ -1,0 +1,257 @@
+//! The embedded proxy's Prometheus metrics: counters kept with atomics on the request path
+//! (no lock per request), written out in the text exposition format 0.0.4 on `GET /metrics`
+//! of the admin API.
+//!
+//! Every series carries `env` and `slot` (and `node` where a node is meant), so a canary can
+//! be compared with stable. The README's "Metrics" section lists every metric.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::state::{NodeRt, Shared};
+
+pub(crate) use crate::prom::CONTENT_TYPE;
+use crate::prom::{Out, esc};
+
+/// Status classes, `code="1xx"` to `code="5xx"`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Why a request forwarded to a node failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// No connection to the node (refused, unreachable, connect timeout).
+    Connect = 0,
+    /// The connection broke before a whole answer head came back.
+    Reset = 1,
+    /// No answer within `upstream_timeout`.
+    Timeout = 2,
+    /// The node answered 5xx.
+    Status5xx = 3,
+}
+
+const ERROR_KINDS: [&str; 4] = ["connect", "reset", "timeout", "5xx"];
+
+/// Per-node counters beside [`NodeRt`]'s `requests`, `errors` and `in_flight`.
+#[derive(Debug, Default)]
+pub(crate) struct NodeMetrics {
+    /// Answers by status class (index 0 = 1xx); answers the proxy made itself (502, 504)
+    /// for a request sent to this node count here too.
+    codes: [AtomicU64; 5],
+    errors: [AtomicU64; 4],
+}
+
+impl NodeMetrics {
+    pub fn answered(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.codes[class].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn failed(&self, kind: ErrorKind) {
+        self.errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Requests the proxy answered itself without choosing a slot.
+#[derive(Debug, Default)]
+pub(crate) struct LocalAnswers {
+    counts: [AtomicU64; 4],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LocalReason {
+    /// The maintenance page (503).
+    Maintenance = 0,
+    /// The preview listener with no preview slot set (503).
+    NoPreview = 1,
+    /// The chosen slot has no ready node (503).
+    NoReadyNode = 2,
+    /// An ambiguous `Host` (400).
+    BadRequest = 3,
+}
+
+const LOCAL_REASONS: [&str; 4] = ["maintenance", "no_preview", "no_ready_node", "bad_request"];
+
+impl LocalAnswers {
+    pub fn count(&self, why: LocalReason) {
+        self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Every node of every slot, with escaped slot and node names.
+fn nodes(shared: &Shared) -> Vec<(String, String, &NodeRt)> {
+    shared
+        .slots
+        .iter()
+        .flat_map(|s| s.nodes.iter().map(move |n| (esc(&s.name), esc(&n.name), n)))
+        .collect()
+}
+
+/// The whole exposition, read from the atomics now.
+pub(crate) fn render(shared: &Shared) -> String {
+    let env = esc(&shared.env);
+    let env = env.as_str();
+    let mut o = Out::default();
+    let nodes = nodes(shared);
+
+    o.head(
+        "cutover_proxy_requests_total",
+        "counter",
+        "Requests forwarded to a slot's node, by the status class of their answer.",
+    );
+    for (slot, node, n) in &nodes {
+        for (i, code) in CLASSES.iter().enumerate() {
+            o.sample(
+                "cutover_proxy_requests_total",
+                &[("env", env), ("slot", slot), ("node", node), ("code", code)],
+                load(&n.metrics.codes[i]),
+            );
+        }
+    }
+
+    o.head(
+        "cutover_proxy_upstream_errors_total",
+        "counter",
+        "Requests to a node that failed, by kind: connect, reset, timeout, 5xx.",
+    );
+    for (slot, node, n) in &nodes {
+        for (i, kind) in ERROR_KINDS.iter().enumerate() {
+            o.sample(
+                "cutover_proxy_upstream_errors_total",
+                &[("env", env), ("slot", slot), ("node", node), ("kind", kind)],
+                load(&n.metrics.errors[i]),
+            );
+        }
+    }
+
+    o.head(
+        "cutover_proxy_in_flight_requests",
+        "gauge",
+        "Requests sent to a node whose answer has not been fully sent back yet.",
+    );
+    for (slot, node, n) in &nodes {
+        o.sample(
+            "cutover_proxy_in_flight_requests",
+            &[("env", env), ("slot", slot), ("node", node)],
+            load(&n.in_flight),
+        );
+    }
+
+    o.head(
+        "cutover_proxy_request_duration_seconds",
+        "histogram",
+        "Time from choosing a node to the answer's head, per slot.",
+    );
+    for s in &shared.slots {
+        let slot = esc(&s.name);
+        s.latency.write(
+            &mut o,
+            "cutover_proxy_request_duration_seconds",
+            &[("env", env), ("slot", &slot)],
+        );
+    }
+
+    let live = shared.live();
+    let preview = shared.preview();
+    let maint = shared.maint();
+    o.head(
+        "cutover_proxy_live",
+        "gauge",
+        "1 for the slot the live listener sends traffic to, 0 for the others.",
+    );
+    for (i, s) in shared.slots.iter().enumerate() {
+        let slot = esc(&s.name);
+        o.sample(
+            "cutover_proxy_live",
+            &[("env", env), ("slot", &slot)],
+            u8::from(i == live),
+        );
+    }
+    o.head(
+        "cutover_proxy_preview",
+        "gauge",
+        "1 for the slot the preview listener sends traffic to, 0 for the others.",
+    );
+    for (i, s) in shared.slots.iter().enumerate() {
+        let slot = esc(&s.name);
+        o.sample(
+            "cutover_proxy_preview",
+            &[("env", env), ("slot", &slot)],
+            u8::from(preview == Some(i)),
+        );
+    }
+    o.head(
+        "cutover_proxy_draining",
+        "gauge",
+        "1 for a drained slot or node (node=\"\" for the slot itself).",
+    );
+    for s in &shared.slots {
+        let slot = esc(&s.name);
+        o.sample(
+            "cutover_proxy_draining",
+            &[("env", env), ("slot", &slot), ("node", "")],
+            u8::from(s.draining.load(Ordering::SeqCst)),
+        );
+        for n in s.nodes.iter().filter(|_| s.has_nodes) {
+            let node = esc(&n.name);
+            o.sample(
+                "cutover_proxy_draining",
+                &[("env", env), ("slot", &slot), ("node", &node)],
+                u8::from(n.draining.load(Ordering::SeqCst)),
+            );
+        }
+    }
+    o.head(
+        "cutover_proxy_maintenance",
+        "gauge",
+        "1 while maintenance is on (the 503 page, or a redirect to another slot).",
+    );
+    o.sample(
+        "cutover_proxy_maintenance",
+        &[("env", env)],
+        u8::from(maint.is_some()),
+    );
+    o.head(
+        "cutover_proxy_maintenance_redirect",
+        "gauge",
+        "1 for the slot that maintenance redirects live traffic to, 0 for the others.",
+    );
+    for (i, s) in shared.slots.iter().enumerate() {
+        let slot = esc(&s.name);
+        o.sample(
+            "cutover_proxy_maintenance_redirect",
+            &[("env", env), ("slot", &slot)],
+            u8::from(maint == Some(Some(i))),
+        );
+    }
+
+    o.head(
+        "cutover_proxy_local_responses_total",
+        "counter",
+        "Requests the proxy answered itself without a slot, by reason.",
+    );
+    for (i, why) in LOCAL_REASONS.iter().enumerate() {
+        o.sample(
+            "cutover_proxy_local_responses_total",
+            &[("env", env), ("reason", why)],
+            load(&shared.local.counts[i]),
+        );
+    }
+    o.text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        let m = NodeMetrics::default();
+        for s in [101, 200, 204, 302, 404, 502, 599, 42] {
+            m.answered(s);
+        }
+        let got: Vec<u64> = m.codes.iter().map(load).collect();
+        assert_eq!(got, vec![2, 2, 1, 1, 2]);
+    }
+}

@@ -1,0 +1,495 @@
+//! `[[notify]]` webhooks, against local receivers (a tiny hyper server in the test): one
+//! message per operation event with the documented fields, the chat format and the severity
+//! filter, the bearer token, and that a receiver that hangs or answers 500 neither slows an
+//! operation nor goes unrecorded (the audit log says so, without secrets).
+//!
+//! Operations run through the same engine the TUI and CLI use, against the embedded proxy and
+//! slot servers on 127.0.0.1.
+
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{eventually, free_port};
+use cutover::config::{self, Config};
+use cutover::ops::{Engine, OpKind, Outcome, Verdict};
+use cutover::proxy::ProxyHandle;
+use cutover::router::RouterConfig;
+use cutover::slotserver::SlotServer;
+use cutover::tui::World;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+
+const ADMIN_TOKEN: &str = "notify-test-admin-token";
+const HOOK_TOKEN: &str = "notify-test-webhook-token";
+
+/// How a receiver answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Ok,
+    Fail500,
+    /// Reads the request, never answers.
+    Hang,
+}
+
+/// One request a receiver got: its Authorization header and JSON body.
+#[derive(Debug, Clone)]
+struct Got {
+    auth: Option<String>,
+    body: serde_json::Value,
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl Receiver {
+    async fn start(mode: Mode) -> Receiver {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let g = g.clone();
+                            async move {
+                                let auth = req
+                                    .headers()
+                                    .get("authorization")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string);
+                                let bytes = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let body = serde_json::from_slice(&bytes)
+                                    .unwrap_or(serde_json::Value::Null);
+                                g.lock().expect("lock").push(Got { auth, body });
+                                let status = match mode {
+                                    Mode::Ok => 200,
+                                    Mode::Fail500 => 500,
+                                    Mode::Hang => std::future::pending().await,
+                                };
+                                let mut r = hyper::Response::new(Full::new(Bytes::new()));
+                                *r.status_mut() =
+                                    hyper::StatusCode::from_u16(status).expect("status");
+                                Ok::<_, Infallible>(r)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    /// The URL with a secret-looking path, as a chat webhook's is.
+    fn url(&self) -> String {
+        format!(
+            "http://{}/hooks/T0SECRETPATH{}",
+            self.addr,
+            self.addr.port()
+        )
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    async fn wait_for(&self, n: usize, within: Duration) -> Vec<Got> {
+        let ok = eventually(within, || async { self.got().len() >= n }).await;
+        assert!(ok, "the receiver got {:?}, waited for {n}", self.got());
+        self.got()
+    }
+}
+
+struct Rig {
+    dir: tempfile::TempDir,
+    config: Config,
+    _slots: Vec<SlotServer>,
+    _proxy: ProxyHandle,
+}
+
+impl Rig {
+    /// blue (live) and green behind the embedded proxy, gate_checks = 2, no watch; `notify` is
+    /// appended to the config.
+    async fn start(notify: &str) -> Rig {
+        // SAFETY: names only this file uses, always set to the same values.
+        unsafe {
+            std::env::set_var("CUTOVER_NOTIFY_TEST_ADMIN", ADMIN_TOKEN);
+            std::env::set_var("CUTOVER_NOTIFY_TEST_HOOK", HOOK_TOKEN);
+        }
+        let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (live, admin) = (free_port(), free_port());
+        let mut text = format!(
+            "[settings]\npoll_interval = \"200ms\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
+             state_dir = \"{}\"\n\n[[environment]]\nname = \"shop\"\nwatch = \"0s\"\n\
+             verify_timeout = \"3s\"\n\n",
+            dir.path().join("state").display()
+        );
+        for s in &slots {
+            text += &format!(
+                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\
+                 version_pointer = \"/version\"\n\n",
+                s.controls.name,
+                s.url()
+            );
+        }
+        text += &format!(
+            "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             live_listen = \"127.0.0.1:{live}\"\ninitial_live = \"blue\"\n\
+             initial_preview = \"green\"\ntoken_env = \"CUTOVER_NOTIFY_TEST_ADMIN\"\n\
+             state_file = \"{}\"\n\n{notify}",
+            dir.path().join("proxy.json").display()
+        );
+        let path = dir.path().join("cutover.toml");
+        std::fs::write(&path, &text).expect("write config");
+        let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let env = &config.environments[0];
+        let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
+            panic!("no embedded router")
+        };
+        let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
+        Rig {
+            dir,
+            config,
+            _slots: slots,
+            _proxy: proxy,
+        }
+    }
+
+    fn engine(&self, with_notify: bool) -> Arc<Engine> {
+        let mut c = self.config.clone();
+        if !with_notify {
+            c.notify.clear();
+        }
+        World::build(c, None).expect("world").engines[0].clone()
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        audit_in(&self.dir.path().join("state"))
+    }
+}
+
+fn audit_in(dir: &Path) -> Vec<serde_json::Value> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).expect("state dir").flatten() {
+        if e.file_name().to_string_lossy().starts_with("audit") {
+            let text = std::fs::read_to_string(e.path()).expect("audit");
+            v.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")),
+            );
+        }
+    }
+    v
+}
+
+async fn swap(engine: &Engine, to: &str) -> (Outcome, Duration) {
+    let t = Instant::now();
+    let out = common::run_op(
+        engine,
+        OpKind::Swap {
+            to: Some(to.into()),
+        },
+        false,
+        false,
+    )
+    .await
+    .0;
+    (out, t.elapsed())
+}
+
+/// Every queued notification has been delivered or given up on.
+async fn flushed(engine: &Engine) {
+    let n = engine.notifier.as_ref().expect("a notifier");
+    assert!(
+        n.flush(Duration::from_secs(30)).await,
+        "notifications still pending after 30 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_event_reaches_its_webhooks_once_with_the_documented_fields() {
+    let json = Receiver::start(Mode::Ok).await;
+    let chat = Receiver::start(Mode::Ok).await;
+    let rig = Rig::start(&format!(
+        "[[notify]]\nurl = \"{}\"\nformat = \"json\"\ntoken_env = \"CUTOVER_NOTIFY_TEST_HOOK\"\n\n\
+         [[notify]]\nurl = \"{}\"\nformat = \"chat\"\nmin_severity = \"warning\"\n",
+        json.url(),
+        chat.url()
+    ))
+    .await;
+    let engine = rig.engine(true);
+
+    // A swap that works: start, then done. The chat entry (warning and up) gets neither.
+    let (out, _) = swap(&engine, "green").await;
+    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    let got = json.wait_for(2, Duration::from_secs(20)).await;
+    flushed(&engine).await;
+    let got_after = json.got();
+    assert_eq!(
+        got_after.len(),
+        2,
+        "exactly one message per event: {got_after:?}"
+    );
+    let (start, done) = (&got[0].body, &got[1].body);
+    println!("start: {start}\ndone: {done}");
+    for (b, event, severity) in [(start, "start", "info"), (done, "done", "info")] {
+        assert_eq!(b["event"], event, "{b}");
+        assert_eq!(b["severity"], severity, "{b}");
+        assert_eq!(b["operation_id"], out.record.id.as_str(), "{b}");
+        assert_eq!(b["operation"], "swap", "{b}");
+        assert_eq!(b["environment"], "shop", "{b}");
+        assert_eq!(b["from"], "blue", "{b}");
+        assert_eq!(b["to"], "green", "{b}");
+        assert_eq!(b["forced"], false, "{b}");
+        assert_eq!(b["step"], serde_json::Value::Null, "{b}");
+        assert!(b["user"].as_str().is_some_and(|u| !u.is_empty()), "{b}");
+        assert!(b["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{b}");
+        assert!(b["message"].is_string(), "{b}");
+        let keys: Vec<&String> = b.as_object().expect("object").keys().collect();
+        assert_eq!(
+            keys.len(),
+            12,
+            "the documented fields and no others: {keys:?}"
+        );
+    }
+    assert_eq!(done["message"], "`green` is live");
+    for g in &got {
+        assert_eq!(
+            g.auth.as_deref(),
+            Some(format!("Bearer {HOOK_TOKEN}").as_str())
+        );
+    }
+    assert!(chat.got().is_empty(), "{:?}", chat.got());
+
+    // A swap the plan refuses: its failed step, then the verdict; both are warnings, so the
+    // chat entry gets them too, as {"text": ...}.
+    let (out, _) = swap(&engine, "purple").await;
+    assert_eq!(out.verdict, Verdict::Refused, "{}", out.message);
+    let got = json.wait_for(4, Duration::from_secs(20)).await;
+    let texts = chat.wait_for(2, Duration::from_secs(20)).await;
+    flushed(&engine).await;
+    assert_eq!(json.got().len(), 4, "{:?}", json.got());
+    assert_eq!(chat.got().len(), 2, "{:?}", chat.got());
+    assert_eq!(got[2].body["event"], "step-failed");
+    assert_eq!(got[2].body["step"], "plan");
+    assert_eq!(got[2].body["severity"], "warning");
+    assert_eq!(got[3].body["event"], "refused");
+    assert_eq!(got[3].body["operation_id"], out.record.id.as_str());
+    let t0 = texts[0].body["text"].as_str().expect("text");
+    let t1 = texts[1].body["text"].as_str().expect("text");
+    println!("chat: {t0}\nchat: {t1}");
+    assert_eq!(texts[0].body.as_object().map(|o| o.len()), Some(1));
+    assert!(
+        t0.starts_with(
+            "[warning] cutover swap of shop: step plan failed — there is no slot `purple`"
+        ),
+        "{t0}"
+    );
+    assert!(
+        t1.starts_with("[warning] cutover swap of shop: refused — "),
+        "{t1}"
+    );
+    assert!(
+        texts.iter().all(|g| g.auth.is_none()),
+        "no token configured"
+    );
+    // Nothing failed, so the audit log has no notify-failed record.
+    assert!(!rig.audit().iter().any(|r| r["result"] == "notify-failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_hangs_or_answers_500_does_not_slow_an_operation_and_is_audited() {
+    let hang = Receiver::start(Mode::Hang).await;
+    let fail = Receiver::start(Mode::Fail500).await;
+    let rig = Rig::start(&format!(
+        "[[notify]]\nurl = \"{}\"\ntimeout = \"2s\"\nretries = 0\n\n\
+         [[notify]]\nurl = \"{}\"\nevents = [\"start\", \"done\"]\nretries = 2\n\
+         token_env = \"CUTOVER_NOTIFY_TEST_HOOK\"\n",
+        hang.url(),
+        fail.url()
+    ))
+    .await;
+
+    // The same swap there and back, without notifications and with them.
+    let (out, plain) = swap(&rig.engine(false), "green").await;
+    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    let engine = rig.engine(true);
+    let (out, notified) = swap(&engine, "blue").await;
+    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    println!("swap without notify: {plain:?}; with a hanging and a failing webhook: {notified:?}");
+    // Each of the 2 events holds the hanging webhook for 2 s and the failing one for 1.5 s of
+    // backoff: waiting for any of them would add seconds.
+    assert!(
+        notified < plain + Duration::from_millis(1500),
+        "the operation took {notified:?} with notifications, {plain:?} without"
+    );
+
+    // Both webhooks got the events; the failing one 3 times each (1 + 2 retries).
+    let failed = eventually(Duration::from_secs(30), || async {
+        rig.audit()
+            .iter()
+            .filter(|r| r["result"] == "notify-failed")
+            .count()
+            >= 4
+    })
+    .await;
+    let audit = rig.audit();
+    assert!(failed, "{audit:#?}");
+    flushed(&engine).await;
+    assert_eq!(hang.got().len(), 2, "{:?}", hang.got());
+    assert_eq!(fail.got().len(), 6, "{:?}", fail.got());
+    let records: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|r| r["result"] == "notify-failed")
+        .collect();
+    assert_eq!(records.len(), 4, "{records:#?}");
+    for r in &records {
+        assert_eq!(r["id"], out.record.id.as_str(), "{r}");
+        assert_eq!(r["environment"], "shop");
+        assert_eq!(r["operation"], "swap");
+    }
+    let messages: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["message"].as_str())
+        .collect();
+    println!("{messages:#?}");
+    let hang_host = format!("127.0.0.1:{}", hang.addr.port());
+    let fail_host = format!("127.0.0.1:{}", fail.addr.port());
+    assert!(messages.iter().any(|m| m.contains(&format!(
+        "notification `start` to [[notify]] #1 ({hang_host}) failed: no answer within 2s (after 1 attempt)"
+    ))));
+    assert!(messages.iter().any(|m| m.contains(&format!(
+        "notification `done` to [[notify]] #2 ({fail_host}) failed: HTTP 500 (after 3 attempts)"
+    ))));
+    let all = serde_json::to_string(&audit).expect("json");
+    assert!(
+        !all.contains("T0SECRETPATH"),
+        "the webhook URL leaked: {all}"
+    );
+    assert!(!all.contains(HOOK_TOKEN), "the webhook token leaked");
+    assert!(!all.contains(ADMIN_TOKEN), "the admin token leaked");
+}
+
+#[test]
+fn notify_config_errors_name_file_line_column_and_field() {
+    let base = "[[environment]]\nname = \"shop\"\n[[environment.slot]]\nname = \"blue\"\n\
+                address = \"http://127.0.0.1:9001\"\n\n";
+    let err = |notify: &str| {
+        config::parse(&format!("{base}{notify}"), Path::new("c.toml"))
+            .expect_err("refused")
+            .to_string()
+    };
+    let e =
+        err("[[notify]]\nurl = \"http://127.0.0.1:9/x\"\nevents = [\"start\", \"rolledback\"]\n");
+    assert_eq!(
+        e,
+        "c.toml:9:20: field `events`: unknown event `rolledback`; did you mean `rolled-back`? \
+         the events are: start, step-failed, done, refused, failed, rolled-back, alarm, cancelled"
+    );
+    let e = err("[[notify]]\nurl = \"ftp://x\"\n");
+    assert_eq!(
+        e,
+        "c.toml:8:7: field `url`: `ftp://x` is not an http:// or https:// URL"
+    );
+    let e = err(
+        "[[notify]]\nurl = \"http://127.0.0.1:9/\"\nevents = [\"done\"]\nmin_severity = \"info\"\n",
+    );
+    assert!(
+        e.starts_with("c.toml:10:16: field `min_severity`: give `events` or `min_severity`"),
+        "{e}"
+    );
+    let e = err("[[notify]]\nurl = \"http://127.0.0.1:9/\"\nformat = \"slack\"\n");
+    assert!(e.starts_with("c.toml:9:10: "), "{e}");
+    assert!(e.contains("json") && e.contains("chat"), "{e}");
+    let e = err("[[notify]]\nurl = \"http://127.0.0.1:9/\"\nretries = 50\n");
+    assert!(
+        e.starts_with("c.toml:9:11: field `retries`: must be at most 10"),
+        "{e}"
+    );
+    let e = err("[[notify]]\nurl = \"http://127.0.0.1:9/\"\ntimout = \"1s\"\n");
+    assert!(e.contains("did you mean `timeout`?"), "{e}");
+    let ok = config::parse(
+        &format!(
+            "{base}[[notify]]\nurl = \"https://hooks.example.com/x\"\nformat = \"chat\"\n\
+             min_severity = \"critical\"\ntimeout = \"3s\"\n"
+        ),
+        Path::new("c.toml"),
+    )
+    .expect("parses");
+    let n = &ok.notify[0];
+    assert_eq!(n.retries, 3);
+    assert_eq!(n.timeout, Duration::from_secs(3));
+    assert!(n.wants(cutover::notify::EventKind::Alarm));
+    assert!(!n.wants(cutover::notify::EventKind::RolledBack));
+}
+
+#[test]
+fn the_readme_notify_example_parses() {
+    let readme = include_str!("../README.md");
+    let (_, block) = common::fenced_blocks(readme)
+        .into_iter()
+        .find(|(l, b)| l == "toml" && b.contains("[[notify]]"))
+        .expect("a [[notify]] example in the README");
+    let text = format!(
+        "[[environment]]\nname = \"shop\"\n[[environment.slot]]\nname = \"blue\"\n\
+         address = \"http://127.0.0.1:9001\"\n\n{block}"
+    );
+    let c = config::parse(&text, Path::new("README.md")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.notify.len() >= 2, "{:?}", c.notify);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_delivers_its_notifications_before_it_exits() {
+    let hook = Receiver::start(Mode::Ok).await;
+    let rig = Rig::start(&format!(
+        "[[notify]]\nurl = \"{}\"\nformat = \"chat\"\nevents = [\"done\"]\n",
+        hook.url()
+    ))
+    .await;
+    let path = rig.dir.path().join("cutover.toml");
+    let xdg = rig.dir.path().join("xdg");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .arg("--config")
+            .arg(&path)
+            .args(["swap", "shop", "--to", "green", "--yes", "--no-watch"])
+            .env("CUTOVER_NOTIFY_TEST_ADMIN", ADMIN_TOKEN)
+            .env("XDG_STATE_HOME", xdg)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run cutover")
+    })
+    .await
+    .expect("join");
+    assert!(out.status.success(), "{}", common::printed(&out));
+    // No waiting: the command has exited, so the message must already be here.
+    let got = hook.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let text = got[0].body["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("[info] cutover swap of shop blue → green: done — `green` is live"),
+        "{text}"
+    );
+}
