@@ -1200,3 +1200,227 @@ async fn measure_direct_vs_through_the_proxy() {
         );
     }
 }
+
+/// A WebSocket slot written for the tests: it answers a handshake that still carries
+/// `Connection: upgrade`, `Upgrade: websocket` and the key with `101`, then answers each
+/// text frame with `SLOT:payload`. Frames are small (under 126 bytes).
+async fn websocket_slot(slot: &'static str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
+                let lower = head.to_ascii_lowercase();
+                let asked = lower.contains("\r\nupgrade: websocket\r\n")
+                    && lower.contains("\r\nconnection: upgrade\r\n")
+                    && lower.contains("\r\nsec-websocket-key: ");
+                if !asked {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let hello = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                     connection: upgrade\r\nx-slot: {slot}\r\n\r\n"
+                );
+                if s.write_all(hello.as_bytes()).await.is_err() {
+                    return;
+                }
+                while let Some(text) = read_frame(&mut s).await {
+                    let answer = frame(format!("{slot}:{text}").as_bytes(), false);
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.shutdown().await;
+                let _ = s.read(&mut [0u8; 1]).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The request or response head, up to the blank line (bytes after it are not expected).
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// One small WebSocket text frame, masked as a client must send it.
+fn frame(payload: &[u8], masked: bool) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x81, payload.len() as u8 | if masked { 0x80 } else { 0 }];
+    if masked {
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+/// Read one small text frame (masked or not); `None` at the end of the connection or on a
+/// close frame.
+async fn read_frame(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await.ok()?;
+    if h[0] & 0x0f == 0x8 {
+        return None;
+    }
+    let len = usize::from(h[1] & 0x7f);
+    assert!(len < 126, "the tests send small frames only");
+    let mut mask = [0u8; 4];
+    if h[1] & 0x80 != 0 {
+        s.read_exact(&mut mask).await.ok()?;
+    }
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    Some(String::from_utf8_lossy(&payload).into_owned())
+}
+
+/// A WebSocket client connection through `addr`: the handshake's answer head and the stream.
+async fn websocket_connect(addr: std::net::SocketAddr) -> (String, tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let hello = format!(
+        "GET /chat HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\n\
+         connection: keep-alive, Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         sec-websocket-version: 13\r\n\r\n"
+    );
+    s.write_all(hello.as_bytes()).await.expect("handshake");
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
+        .await
+        .expect("handshake answered in time")
+        .expect("handshake answered");
+    (head, s)
+}
+
+/// Send `text` and wait for the slot's answer.
+async fn websocket_say(s: &mut tokio::net::TcpStream, text: &str) -> Option<String> {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&frame(text.as_bytes(), true)).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), read_frame(s))
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_stays_on_its_slot_across_a_switch_and_a_drain_waits_for_it() {
+    let (blue, _b) = websocket_slot("blue").await;
+    let (green, _g) = websocket_slot("green").await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = parse_world(&world_toml(
+        "shop",
+        &[
+            ("blue", format!("address = \"http://{blue}\"")),
+            ("green", format!("address = \"http://{green}\"")),
+        ],
+        &[],
+        &dir,
+    ));
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+
+    let (head, mut old) = websocket_connect(h.live_addr()).await;
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 101 "), "{head}");
+    assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    assert!(lower.contains("\r\nx-slot: blue\r\n"), "{head}");
+    assert_eq!(
+        websocket_say(&mut old, "one").await.as_deref(),
+        Some("blue:one")
+    );
+    observe_until(
+        &d,
+        Duration::from_secs(5),
+        "the WebSocket as one session on blue",
+        |st| st.slots["blue"].sessions == Some(1),
+    )
+    .await;
+
+    d.switch_live("green").await.expect("switch to green");
+    assert_eq!(
+        websocket_say(&mut old, "two").await.as_deref(),
+        Some("blue:two"),
+        "an open WebSocket is not moved by a switch"
+    );
+    let (head, mut new) = websocket_connect(h.live_addr()).await;
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nx-slot: green\r\n"),
+        "{head}"
+    );
+    assert_eq!(
+        websocket_say(&mut new, "three").await.as_deref(),
+        Some("green:three")
+    );
+
+    d.drain(&Target::slot("blue")).await.expect("drain blue");
+    let st = observe(&d).await;
+    assert_eq!(st.slots["blue"].admin, AdminState::Drain);
+    assert_eq!(
+        st.slots["blue"].sessions,
+        Some(1),
+        "the drain shows the open WebSocket until it closes"
+    );
+    assert_eq!(
+        websocket_say(&mut old, "four").await.as_deref(),
+        Some("blue:four")
+    );
+    drop(old);
+    observe_until(
+        &d,
+        Duration::from_secs(5),
+        "sessions on blue at 0 after the close",
+        |st| st.slots["blue"].sessions == Some(0),
+    )
+    .await;
+    let metrics = client()
+        .get(format!("http://{}/metrics", h.admin_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let upgraded: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("cutover_proxy_requests_total{") && l.contains("code=\"1xx\""))
+        .filter(|l| !l.ends_with(" 0"))
+        .collect();
+    assert_eq!(upgraded.len(), 2, "one 101 on each slot: {metrics}");
+    assert!(
+        upgraded.iter().all(|l| l.ends_with(" 1")),
+        "a WebSocket counts as one request: {upgraded:?}"
+    );
+
+    // Stopping the proxy ends the spliced connection that is still open.
+    h.stop().await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut new)).await;
+    assert_eq!(
+        ended.ok(),
+        Some(None),
+        "the WebSocket ended when the proxy stopped"
+    );
+}

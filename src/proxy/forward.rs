@@ -15,6 +15,8 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
 
 use super::metrics::{ErrorKind, LocalReason};
 use super::state::{Lease, NodeRt, Shared};
@@ -50,6 +52,12 @@ pub(crate) fn local(
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 fn text(status: StatusCode, msg: String) -> Response<ProxyBody> {
@@ -181,12 +189,14 @@ pub(crate) fn ambiguous_host(
     None
 }
 
-/// Serve one request on the live or preview listener.
+/// Serve one request on the live or preview listener. `stopped` turns true when the proxy
+/// stops; an upgraded connection (a WebSocket) spliced to a slot ends then.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     listener: Listener,
     req: Request<Incoming>,
     peer: SocketAddr,
+    stopped: &watch::Receiver<bool>,
 ) -> Response<ProxyBody> {
     if let Some(why) = ambiguous_host(req.version(), req.uri(), req.headers()) {
         shared.local.count(LocalReason::BadRequest);
@@ -234,7 +244,7 @@ pub(crate) async fn handle(
             format!("cutover proxy: slot `{name}` has no ready node (all drained)"),
         );
     };
-    forward(&shared, lease, redirected, req, peer).await
+    forward(&shared, lease, redirected, req, peer, stopped).await
 }
 
 /// Headers that belong to one connection and are never forwarded.
@@ -303,14 +313,71 @@ fn upstream_uri(node: &NodeRt, uri: &Uri) -> Result<Uri, hyper::http::Error> {
         .build()
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Upgrade: websocket` with
+/// `Connection: upgrade`), if it asks.
+fn upgrade_asked(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = headers.get(header::UPGRADE)?;
+    let listed = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    listed.then(|| upgrade.clone())
+}
+
+/// Put back the two headers that ask for (or agree to) an upgrade after the hop-by-hop ones
+/// were stripped.
+fn keep_upgrade(h: &mut HeaderMap, protocol: HeaderValue) {
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, protocol);
+}
+
+/// Splice the client's upgraded connection to the slot's, both ways, until either side
+/// closes or the proxy stops. The lease is held all that time, so the connection counts as
+/// one request in flight on the node it started on (a switch does not move it; a drain
+/// shows it in `sessions` until it closes).
+fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    lease: Lease,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(slot = lease.slot_name(), "upgrade did not complete: {e}");
+                return;
+            }
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = r {
+                    tracing::debug!(slot = lease.slot_name(), "upgraded connection ended: {e}");
+                }
+            }
+            _ = async { let _ = stopped.wait_for(|s| *s).await; } => {}
+        }
+        drop(lease);
+    });
+}
+
 async fn forward(
     shared: &Shared,
     lease: Lease,
     redirected: bool,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
+    stopped: &watch::Receiver<bool>,
 ) -> Response<ProxyBody> {
     let node = lease.node();
+    let upgrade = upgrade_asked(req.version(), req.headers())
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     let uri = match upstream_uri(node, &parts.uri) {
         Ok(u) => u,
@@ -325,6 +392,9 @@ async fn forward(
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    if let Some((protocol, _)) = &upgrade {
+        keep_upgrade(&mut parts.headers, protocol.clone());
+    }
     add_forwarded(&mut parts.headers, peer);
     if redirected && let Some(v) = &shared.opts.redirected_as {
         parts
@@ -335,12 +405,25 @@ async fn forward(
     let sent = std::time::Instant::now();
     let answer = tokio::time::timeout(shared.opts.upstream_timeout, upstream).await;
     match answer {
-        Ok(Ok(resp)) => {
+        Ok(Ok(mut resp)) => {
             node.record_latency(sent.elapsed());
             if resp.status().is_server_error() {
                 lease.count_error(ErrorKind::Status5xx);
             }
             lease.answered(resp.status().as_u16());
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some((_, client)) = upgrade
+            {
+                let agreed = resp.headers().get(header::UPGRADE).cloned();
+                let upstream = hyper::upgrade::on(&mut resp);
+                let (mut parts, _) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                if let Some(protocol) = agreed {
+                    keep_upgrade(&mut parts.headers, protocol);
+                }
+                splice(client, upstream, lease, stopped.clone());
+                return Response::from_parts(parts, empty());
+            }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let body = Tracked {
@@ -425,6 +508,32 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn an_upgrade_is_asked_only_with_connection_upgrade_on_http_1_1() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert_eq!(
+            upgrade_asked(Version::HTTP_11, &h),
+            None,
+            "no Connection token"
+        );
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(
+            upgrade_asked(Version::HTTP_11, &h),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        assert_eq!(upgrade_asked(Version::HTTP_10, &h), None);
+        h.remove("upgrade");
+        assert_eq!(
+            upgrade_asked(Version::HTTP_11, &h),
+            None,
+            "no Upgrade header"
+        );
     }
 
     #[test]

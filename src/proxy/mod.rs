@@ -200,11 +200,12 @@ fn spawn_listener(
             let (shared, mut stopped, alive) = (shared.clone(), stopped.clone(), alive.clone());
             tokio::spawn(async move {
                 let _alive = alive;
+                let stop = stopped.clone();
                 let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    let shared = shared.clone();
+                    let (shared, stop) = (shared.clone(), stop.clone());
                     async move {
                         let resp = match kind {
-                            Kind::Serve(l) => forward::handle(shared, l, req, peer).await,
+                            Kind::Serve(l) => forward::handle(shared, l, req, peer, &stop).await,
                             Kind::Admin => admin::handle(shared, req).await,
                         };
                         Ok::<_, Infallible>(resp)
@@ -213,7 +214,8 @@ fn spawn_listener(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(stream), svc);
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => {}
