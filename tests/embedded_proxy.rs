@@ -1424,3 +1424,112 @@ async fn a_websocket_stays_on_its_slot_across_a_switch_and_a_drain_waits_for_it(
         "the WebSocket ended when the proxy stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_one_json_line_per_request_with_query_secrets_redacted() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let (env, cfg) = world(
+        &[&s[0], &s[1]],
+        &[("access_log", format!("\"{}\"", log.display()))],
+        &dir,
+    );
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let live = h.live_addr();
+
+    let r = client()
+        .get(format!("http://{live}/version?password=hunter2222&page=2"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let body_len = r.bytes().await.expect("body").len();
+    d.switch_live("green").await.expect("switch to green");
+    let r = client()
+        .post(format!("http://{live}/headers"))
+        .body("not logged")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    r.bytes().await.expect("body");
+    // Answered by the proxy itself: no slot, no node.
+    let answer = raw_exchange(live, b"GET /x HTTP/1.1\r\nconnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let mut lines = Vec::new();
+    let complete = eventually(Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        std::future::ready(lines.len() >= 3)
+    })
+    .await;
+    assert!(complete, "three lines in the access log: {lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let mut v: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    // A line is written when its answer has been sent: order them as the test sent them.
+    v.sort_by_key(|l| (l["status"] == 400, l["method"] == "POST"));
+
+    assert_eq!(v[0]["method"], "GET");
+    assert_eq!(v[0]["status"], 200);
+    assert_eq!(
+        (&v[0]["slot"], &v[0]["node"]),
+        (&"blue".into(), &"blue".into())
+    );
+    assert_eq!(v[0]["client"], "127.0.0.1");
+    assert_eq!(v[0]["bytes"], body_len);
+    assert!(
+        v[0]["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        v[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{}",
+        lines[0]
+    );
+    let path = v[0]["path"].as_str().expect("path");
+    assert!(
+        path.starts_with("/version?password=") && path.ends_with("&page=2"),
+        "{path}"
+    );
+    assert!(
+        !lines.concat().contains("hunter2222"),
+        "a query secret was logged: {lines:?}"
+    );
+
+    assert_eq!(
+        (&v[1]["method"], &v[1]["slot"]),
+        (&"POST".into(), &"green".into())
+    );
+    assert!(
+        !lines.concat().contains("not logged"),
+        "bodies are never logged"
+    );
+
+    assert_eq!(
+        (&v[2]["status"], &v[2]["slot"]),
+        (&400.into(), &serde_json::Value::Null)
+    );
+
+    let metrics = client()
+        .get(format!("http://{}/metrics", h.admin_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.contains("cutover_proxy_access_log_dropped_total{env=\"shop\"} 0"),
+        "{metrics}"
+    );
+}

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+use super::access_log::{Pending, Served};
 use super::metrics::{ErrorKind, LocalReason};
 use super::state::{Lease, NodeRt, Shared};
 
@@ -198,6 +199,27 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     stopped: &watch::Receiver<bool>,
 ) -> Response<ProxyBody> {
+    if shared.access_log.is_none() {
+        return answer(&shared, listener, req, peer, stopped).await;
+    }
+    let pending = Pending {
+        time: std::time::SystemTime::now(),
+        since: std::time::Instant::now(),
+        client: peer,
+        method: req.method().clone(),
+        path: req.uri().path_and_query().cloned(),
+    };
+    let resp = answer(&shared, listener, req, peer, stopped).await;
+    pending.finish(&shared, resp)
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    listener: Listener,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    stopped: &watch::Receiver<bool>,
+) -> Response<ProxyBody> {
     if let Some(why) = ambiguous_host(req.version(), req.uri(), req.headers()) {
         shared.local.count(LocalReason::BadRequest);
         let mut r = text(
@@ -213,10 +235,10 @@ pub(crate) async fn handle(
     let mut chosen = None;
     let mut last_slot = None;
     for _ in 0..3 {
-        match route(&shared, listener, req.headers()) {
+        match route(shared, listener, req.headers()) {
             Route::Page(why) => {
                 shared.local.count(LocalReason::Maintenance);
-                return maintenance_page(&shared, why);
+                return maintenance_page(shared, why);
             }
             Route::NoPreview => {
                 shared.local.count(LocalReason::NoPreview);
@@ -244,7 +266,15 @@ pub(crate) async fn handle(
             format!("cutover proxy: slot `{name}` has no ready node (all drained)"),
         );
     };
-    forward(&shared, lease, redirected, req, peer, stopped).await
+    let served = Served {
+        slot: lease.slot,
+        node: lease.node,
+    };
+    let mut resp = forward(shared, lease, redirected, req, peer, stopped).await;
+    if shared.access_log.is_some() {
+        resp.extensions_mut().insert(served);
+    }
+    resp
 }
 
 /// Headers that belong to one connection and are never forwarded.

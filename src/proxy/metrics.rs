@@ -238,6 +238,18 @@ pub(crate) fn render(shared: &Shared) -> String {
             load(&shared.local.counts[i]),
         );
     }
+    if let Some(log) = &shared.access_log {
+        o.head(
+            "cutover_proxy_access_log_dropped_total",
+            "counter",
+            "Access log lines dropped because the writer fell behind (requests are never slowed for it).",
+        );
+        o.sample(
+            "cutover_proxy_access_log_dropped_total",
+            &[("env", env)],
+            load(&log.dropped),
+        );
+    }
     o.text
 }
 

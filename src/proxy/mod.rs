@@ -27,6 +27,7 @@ use crate::config::{self, Environment};
 use crate::model::RouterState;
 use crate::router::{RouterConfig, embedded};
 
+mod access_log;
 mod admin;
 mod forward;
 mod metrics;
@@ -131,12 +132,31 @@ pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHan
             }
         },
     };
-    let shared = Arc::new(Shared::new(env, cfg, token).wrap_err_with(|| {
+    let mut shared = Shared::new(env, cfg, token).wrap_err_with(|| {
         format!(
             "cannot start the embedded proxy of environment `{}`",
             env.name
         )
-    })?);
+    })?;
+    if let Some(spec) = &cfg.access_log {
+        let names = shared
+            .slots
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.nodes.iter().map(|n| n.name.clone()).collect(),
+                )
+            })
+            .collect();
+        shared.access_log = Some(access_log::open(spec, names).await.wrap_err_with(|| {
+            format!(
+                "cannot start the embedded proxy of environment `{}`",
+                env.name
+            )
+        })?);
+    }
+    let shared = Arc::new(shared);
 
     let live = bind("live listener", "live_listen", &cfg.live_listen).await?;
     let preview = match &cfg.preview_listen {

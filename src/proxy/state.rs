@@ -154,6 +154,8 @@ pub(crate) struct Shared {
     pub local: LocalAnswers,
     /// The pooled upstream client shared by every slot.
     pub client: super::forward::Upstream,
+    /// Where each request's line goes, when `access_log` is set.
+    pub access_log: Option<super::access_log::Sink>,
 }
 
 /// A request counted against one node; the in-flight gauge falls when it is dropped
@@ -283,6 +285,7 @@ impl Shared {
             changes: tokio::sync::Mutex::new(()),
             local: LocalAnswers::default(),
             client: upstream_client(),
+            access_log: None,
         };
         let initial = shared.initial(cfg);
         let (saved, notes) = shared.load(initial)?;

@@ -81,6 +81,9 @@ pub struct Config {
     /// Seconds the proxy waits for a slot's response headers before answering 504.
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout: u64,
+    /// Where the access log goes: a file (appended to) or `-` for stderr; off when absent.
+    #[serde(default)]
+    pub access_log: Option<String>,
 }
 
 impl Default for Config {
@@ -99,6 +102,7 @@ impl Default for Config {
             bypass_cookie: default_bypass_cookie(),
             bypass_header: default_bypass_header(),
             upstream_timeout: default_upstream_timeout(),
+            access_log: None,
         }
     }
 }
@@ -162,6 +166,16 @@ impl Config {
         }
         if self.upstream_timeout == 0 {
             return Err("field `upstream_timeout`: must be at least 1 second".into());
+        }
+        if self
+            .access_log
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return Err(
+                "field `access_log`: empty; give a file path, \"-\" for stderr, or remove it"
+                    .into(),
+            );
         }
         let token_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
         if self.bypass_cookie.is_empty() || !self.bypass_cookie.chars().all(token_char) {
