@@ -1082,14 +1082,38 @@ fn config_examples_in_the_docs_parse_and_bad_fields_are_named() {
     assert!(e.contains("token_env"), "{e}");
     let e = bad(&[("live_listen", "\"8080\"".into())], &slots[..1]);
     assert!(e.contains("`live_listen`"), "{e}");
+    let tls = "{ listen = \"8443\", cert = \"c.pem\", key = \"k.pem\" }";
+    let e = bad(&[("tls", tls.into())], &slots[..1]);
+    assert!(e.contains("`tls.listen`"), "{e}");
+    let tls = "{ listen = \"127.0.0.1:8080\", cert = \"c.pem\", key = \"k.pem\" }";
+    let e = bad(
+        &[
+            ("tls", tls.into()),
+            ("live_listen", "\"127.0.0.1:8080\"".into()),
+        ],
+        &slots[..1],
+    );
+    assert!(e.contains("`tls.listen`") && e.contains("own port"), "{e}");
+    let e = bad(&[("access_log", "\" \"".into())], &slots[..1]);
+    assert!(e.contains("`access_log`"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutover_proxy_serves_every_embedded_router_until_sigterm() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0"), ("blog", "0.9.0")]).await;
     let dir = TempDir::new().expect("tempdir");
-    let (shop_live, shop_admin, blog_live, blog_admin) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (shop_live, shop_admin, blog_live, blog_admin, shop_tls) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let (first, first_key, first_pem) = self_signed(dir.path(), "first");
+    let (second, second_key, second_pem) = self_signed(dir.path(), "second");
+    let (cert, key) = (dir.path().join("site.crt"), dir.path().join("site.key"));
+    std::fs::copy(&first, &cert).expect("copy");
+    std::fs::copy(&first_key, &key).expect("copy");
     let text = format!(
         r#"
 [[environment]]
@@ -1105,6 +1129,7 @@ kind = "embedded"
 live_listen = "127.0.0.1:{shop_live}"
 admin = "127.0.0.1:{shop_admin}"
 state_file = "{dir}/shop.json"
+tls = {{ listen = "127.0.0.1:{shop_tls}", cert = "{dir}/site.crt", key = "{dir}/site.key" }}
 
 [[environment]]
 name = "blog"
@@ -1144,6 +1169,29 @@ state_file = "{dir}/blog.json"
     assert_eq!(
         get(&format!("http://127.0.0.1:{blog_live}/")).await.1,
         "blog"
+    );
+
+    // SIGHUP re-reads the TLS certificate; the proxy keeps serving.
+    let tls_addr = std::net::SocketAddr::from(([127, 0, 0, 1], shop_tls));
+    let https = format!("https://localhost:{shop_tls}/");
+    let r = tls_client(&first_pem, tls_addr)
+        .get(&https)
+        .send()
+        .await
+        .expect("GET over TLS");
+    assert_eq!(r.headers()["x-slot"], "blue");
+    std::fs::copy(&second, &cert).expect("copy");
+    std::fs::copy(&second_key, &key).expect("copy");
+    // SAFETY: kill(2) on our own pid with a signal run_from_config registered for.
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    let reloaded = eventually(Duration::from_secs(10), || {
+        let (c, url) = (tls_client(&second_pem, tls_addr), https.clone());
+        async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    assert!(
+        reloaded,
+        "after SIGHUP the TLS listener serves the new certificate"
     );
 
     // SIGTERM to this test process: run_from_config registered for it before it listened.
@@ -1532,4 +1580,161 @@ async fn the_access_log_has_one_json_line_per_request_with_query_secrets_redacte
         metrics.contains("cutover_proxy_access_log_dropped_total{env=\"shop\"} 0"),
         "{metrics}"
     );
+}
+
+/// A self-signed server certificate for `localhost` and 127.0.0.1 from `openssl req`, written to
+/// `dir/NAME.crt` and `dir/NAME.key`; its PEM.
+fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A server certificate, not a CA (webpki refuses a CA as the end entity).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian package openssl) runs");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read(&cert).expect("read the certificate");
+    (cert, key, pem)
+}
+
+/// A client that trusts `pem` and reaches `localhost` at `addr`; no pooled connections shared
+/// with any other client.
+fn tls_client(pem: &[u8], addr: std::net::SocketAddr) -> reqwest::Client {
+    cutover::http_client()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem).expect("a PEM certificate"))
+        .resolve("localhost", addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_terminates_redirects_plain_http_and_reloads_its_certificate_without_dropping_requests()
+{
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (first, first_key, first_pem) = self_signed(dir.path(), "first");
+    let (cert, key) = (dir.path().join("site.crt"), dir.path().join("site.key"));
+    std::fs::copy(&first, &cert).expect("copy");
+    std::fs::copy(&first_key, &key).expect("copy");
+    let tls = format!(
+        "{{ listen = \"127.0.0.1:0\", cert = \"{}\", key = \"{}\", redirect = true }}",
+        cert.display(),
+        key.display()
+    );
+    let (env, cfg) = world(&[&s[0], &s[1]], &[("tls", tls)], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let tls_addr = h.tls_addr().expect("a TLS listener");
+    let https = format!("https://localhost:{}", tls_addr.port());
+
+    let trusts_first = tls_client(&first_pem, tls_addr);
+    let r = trusts_first
+        .get(format!("{https}/headers"))
+        .send()
+        .await
+        .expect("GET over TLS");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-slot"], "blue");
+    let seen: serde_json::Value = r.json().await.expect("headers as JSON");
+    assert_eq!(seen["x-forwarded-proto"], "https", "{seen}");
+
+    // The plain listener sends browsers to HTTPS, path and query kept.
+    let r = tls_client(&first_pem, h.live_addr())
+        .get(format!(
+            "http://localhost:{}/cart?page=2",
+            h.live_addr().port()
+        ))
+        .send()
+        .await
+        .expect("plain GET");
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{https}/cart?page=2").as_str()
+    );
+
+    // A request in flight over the first certificate's connection while it is replaced.
+    let slow_client = trusts_first.clone();
+    let slow_url = format!("{https}/slow?ms=1500");
+    let slow = tokio::spawn(async move {
+        let r = slow_client
+            .get(slow_url)
+            .send()
+            .await
+            .expect("slow request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    });
+    observe_until(
+        &d,
+        Duration::from_secs(5),
+        "the slow request on blue",
+        |st| st.slots["blue"].sessions == Some(1),
+    )
+    .await;
+    let (second, second_key, second_pem) = self_signed(dir.path(), "second");
+    std::fs::copy(&second, &cert).expect("copy");
+    std::fs::copy(&second_key, &key).expect("copy");
+    let admin = format!("http://{}", h.admin_addr());
+    let r = client()
+        .post(format!("{admin}/tls/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    let r = tls_client(&second_pem, tls_addr)
+        .get(format!("{https}/version"))
+        .send()
+        .await
+        .expect("a new connection gets the second certificate");
+    assert_eq!(r.status(), 200);
+    let refused = tls_client(&first_pem, tls_addr)
+        .get(format!("{https}/version"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a client that trusts only the first certificate is refused after the reload"
+    );
+    let (status, body) = slow.await.expect("slow task");
+    assert_eq!(
+        (status, body.contains("slow answer from blue")),
+        (200, true),
+        "{body}"
+    );
+
+    // A broken key is refused and the certificate in use stays.
+    std::fs::write(&key, "not a key\n").expect("write");
+    let r = client()
+        .post(format!("{admin}/tls/reload"))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(r.status(), 422);
+    let why = r.text().await.expect("body");
+    assert!(why.contains("site.key") && why.contains("stays"), "{why}");
+    let r = tls_client(&second_pem, tls_addr)
+        .get(format!("{https}/version"))
+        .send()
+        .await
+        .expect("still served with the second certificate");
+    assert_eq!(r.status(), 200);
 }

@@ -129,7 +129,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         Err(e) => error(e),
     };
     let endpoints = "GET /state, GET /metrics, POST /live, POST /preview, POST /drain, POST /undrain, \
-                     POST /maintenance";
+                     POST /maintenance, POST /tls/reload";
     match (method, path.as_str()) {
         (Method::GET, "/state") => json(StatusCode::OK, &shared.observe()),
         (Method::GET, "/metrics") => local(
@@ -164,9 +164,26 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                 Err(e) => error(e),
             }
         }
+        (Method::POST, "/tls/reload") => match &shared.tls {
+            None => error(AdminError::new(
+                409,
+                "this proxy has no TLS listener; add `tls = { listen, cert, key }` to its router",
+            )),
+            Some(certs) => match certs.reload().await {
+                Ok(()) => {
+                    tracing::info!(env = %shared.env, "TLS certificate reloaded");
+                    json(StatusCode::OK, &shared.observe())
+                }
+                Err(e) => error(AdminError::new(
+                    422,
+                    format!("{e:#}; the certificate in use stays"),
+                )),
+            },
+        },
         (
             m,
-            "/state" | "/metrics" | "/live" | "/preview" | "/drain" | "/undrain" | "/maintenance",
+            "/state" | "/metrics" | "/live" | "/preview" | "/drain" | "/undrain" | "/maintenance"
+            | "/tls/reload",
         ) => error(AdminError::new(
             405,
             format!("{m} is not allowed on {path}; the endpoints are {endpoints}"),

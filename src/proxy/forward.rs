@@ -197,10 +197,11 @@ pub(crate) async fn handle(
     listener: Listener,
     req: Request<Incoming>,
     peer: SocketAddr,
+    https: bool,
     stopped: &watch::Receiver<bool>,
 ) -> Response<ProxyBody> {
     if shared.access_log.is_none() {
-        return answer(&shared, listener, req, peer, stopped).await;
+        return answer(&shared, listener, req, peer, https, stopped).await;
     }
     let pending = Pending {
         time: std::time::SystemTime::now(),
@@ -209,7 +210,7 @@ pub(crate) async fn handle(
         method: req.method().clone(),
         path: req.uri().path_and_query().cloned(),
     };
-    let resp = answer(&shared, listener, req, peer, stopped).await;
+    let resp = answer(&shared, listener, req, peer, https, stopped).await;
     pending.finish(&shared, resp)
 }
 
@@ -218,6 +219,7 @@ async fn answer(
     listener: Listener,
     req: Request<Incoming>,
     peer: SocketAddr,
+    https: bool,
     stopped: &watch::Receiver<bool>,
 ) -> Response<ProxyBody> {
     if let Some(why) = ambiguous_host(req.version(), req.uri(), req.headers()) {
@@ -229,6 +231,13 @@ async fn answer(
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
+    }
+    if listener == Listener::Live
+        && !https
+        && let Some(port) = shared.redirect_to_https
+    {
+        shared.local.count(LocalReason::HttpsRedirect);
+        return to_https(req.uri(), req.headers(), port);
     }
     // A request picks its upstream now, from one read of the routing. If a switch and a
     // drain land between the read and the count, route again.
@@ -270,11 +279,52 @@ async fn answer(
         slot: lease.slot,
         node: lease.node,
     };
-    let mut resp = forward(shared, lease, redirected, req, peer, stopped).await;
+    let mut resp = forward(shared, lease, redirected, req, peer, https, stopped).await;
     if shared.access_log.is_some() {
         resp.extensions_mut().insert(served);
     }
     resp
+}
+
+/// A `308` to the same host and path on the TLS listener's `port`.
+fn to_https(uri: &Uri, headers: &HeaderMap, port: u16) -> Response<ProxyBody> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.host().map(str::to_string));
+    let Some(host) = host else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "cutover proxy: this listener redirects to HTTPS, which needs a Host header".into(),
+        );
+    };
+    // The host without its port ([v6] addresses keep their brackets).
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host.as_str(),
+    };
+    let authority = if port == 443 {
+        name.to_string()
+    } else {
+        format!("{name}:{port}")
+    };
+    let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let location = format!("https://{authority}{pq}");
+    let mut r = text(
+        StatusCode::PERMANENT_REDIRECT,
+        format!("cutover proxy: this service is served over HTTPS: {location}"),
+    );
+    match HeaderValue::try_from(location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => text(
+            StatusCode::BAD_REQUEST,
+            "cutover proxy: this request's Host cannot be redirected to HTTPS".into(),
+        ),
+    }
 }
 
 /// Headers that belong to one connection and are never forwarded.
@@ -306,7 +356,7 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
+fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr, https: bool) {
     let ip = peer.ip();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
@@ -317,7 +367,7 @@ fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr) {
     }
     h.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+        HeaderValue::from_static(if https { "https" } else { "http" }),
     );
     if let Some(host) = h.get(header::HOST).cloned() {
         h.insert(HeaderName::from_static("x-forwarded-host"), host);
@@ -403,6 +453,7 @@ async fn forward(
     redirected: bool,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    https: bool,
     stopped: &watch::Receiver<bool>,
 ) -> Response<ProxyBody> {
     let node = lease.node();
@@ -425,7 +476,7 @@ async fn forward(
     if let Some((protocol, _)) = &upgrade {
         keep_upgrade(&mut parts.headers, protocol.clone());
     }
-    add_forwarded(&mut parts.headers, peer);
+    add_forwarded(&mut parts.headers, peer, https);
     if redirected && let Some(v) = &shared.opts.redirected_as {
         parts
             .headers
@@ -571,9 +622,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         h.insert("host", HeaderValue::from_static("shop.example"));
-        add_forwarded(&mut h, SocketAddr::from(([127, 0, 0, 1], 5000)));
+        add_forwarded(&mut h, SocketAddr::from(([127, 0, 0, 1], 5000)), false);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+        add_forwarded(&mut h, SocketAddr::from(([127, 0, 0, 1], 5000)), true);
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "shop.example");
     }
 }

@@ -52,7 +52,7 @@ impl NodeMetrics {
 /// Requests the proxy answered itself without choosing a slot.
 #[derive(Debug, Default)]
 pub(crate) struct LocalAnswers {
-    counts: [AtomicU64; 4],
+    counts: [AtomicU64; 5],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -65,9 +65,17 @@ pub(crate) enum LocalReason {
     NoReadyNode = 2,
     /// An ambiguous `Host` (400).
     BadRequest = 3,
+    /// The plain live listener's redirect to HTTPS (308), with `tls.redirect`.
+    HttpsRedirect = 4,
 }
 
-const LOCAL_REASONS: [&str; 4] = ["maintenance", "no_preview", "no_ready_node", "bad_request"];
+const LOCAL_REASONS: [&str; 5] = [
+    "maintenance",
+    "no_preview",
+    "no_ready_node",
+    "bad_request",
+    "https_redirect",
+];
 
 impl LocalAnswers {
     pub fn count(&self, why: LocalReason) {

@@ -32,6 +32,7 @@ mod admin;
 mod forward;
 mod metrics;
 mod state;
+mod tls;
 
 pub use forward::REDIRECTED_HEADER;
 
@@ -46,6 +47,7 @@ pub struct ProxyHandle {
     env: String,
     live: SocketAddr,
     preview: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
     admin: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
@@ -65,6 +67,19 @@ impl ProxyHandle {
     /// Where the preview listener is bound, when there is one.
     pub fn preview_addr(&self) -> Option<SocketAddr> {
         self.preview
+    }
+    /// Where the TLS listener is bound, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+    }
+    /// Re-read the TLS certificate and key (as `POST /tls/reload` and SIGHUP do): new
+    /// handshakes get the new certificate, open connections keep theirs. Without `tls` this
+    /// does nothing; on an error the certificate in use stays.
+    pub async fn reload_tls(&self) -> Result<()> {
+        match &self.shared.tls {
+            Some(c) => c.reload().await,
+            None => Ok(()),
+        }
     }
     /// Where the admin API is bound.
     pub fn admin_addr(&self) -> SocketAddr {
@@ -156,6 +171,26 @@ pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHan
             )
         })?);
     }
+    let mut tls = None;
+    if let Some(t) = &cfg.tls {
+        let certs = Arc::new(tls::Certs::load(&t.cert, &t.key).await.wrap_err_with(|| {
+            format!(
+                "cannot start the TLS listener of environment `{}`",
+                env.name
+            )
+        })?);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.server_config()?));
+        let listener = bind("TLS listener", "tls.listen", &t.listen).await?;
+        let port = listener
+            .local_addr()
+            .wrap_err("cannot read a bound address")?
+            .port();
+        if t.redirect {
+            shared.redirect_to_https = Some(port);
+        }
+        shared.tls = Some(certs);
+        tls = Some((listener, acceptor));
+    }
     let shared = Arc::new(shared);
 
     let live = bind("live listener", "live_listen", &cfg.live_listen).await?;
@@ -167,12 +202,19 @@ pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHan
     let addr = |l: &TcpListener| l.local_addr().wrap_err("cannot read a bound address");
     let (live_addr, admin_addr) = (addr(&live)?, addr(&admin)?);
     let preview_addr = preview.as_ref().map(addr).transpose()?;
+    let tls_addr = tls.as_ref().map(|(l, _)| addr(l)).transpose()?;
 
     let (shutdown, stopped) = watch::channel(false);
     let (alive, done) = mpsc::channel::<()>(1);
-    spawn_listener(live, Kind::Serve(Listener::Live), &shared, &stopped, &alive);
+    let live_kind = Kind::Serve(Listener::Live, None);
+    spawn_listener(live, live_kind, &shared, &stopped, &alive);
     if let Some(p) = preview {
-        spawn_listener(p, Kind::Serve(Listener::Preview), &shared, &stopped, &alive);
+        let kind = Kind::Serve(Listener::Preview, None);
+        spawn_listener(p, kind, &shared, &stopped, &alive);
+    }
+    if let Some((l, acceptor)) = tls {
+        let kind = Kind::Serve(Listener::Live, Some(acceptor));
+        spawn_listener(l, kind, &shared, &stopped, &alive);
     }
     spawn_listener(admin, Kind::Admin, &shared, &stopped, &alive);
 
@@ -180,6 +222,7 @@ pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHan
         env: env.name.clone(),
         live: live_addr,
         preview: preview_addr,
+        tls: tls_addr,
         admin: admin_addr,
         shared,
         shutdown,
@@ -187,11 +230,16 @@ pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHan
     })
 }
 
-#[derive(Clone, Copy)]
+/// What a listener serves: live or preview traffic (over TLS when it has an acceptor), or
+/// the admin API.
+#[derive(Clone)]
 enum Kind {
-    Serve(Listener),
+    Serve(Listener, Option<tokio_rustls::TlsAcceptor>),
     Admin,
 }
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn spawn_listener(
     listener: TcpListener,
@@ -217,36 +265,73 @@ fn spawn_listener(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (shared, mut stopped, alive) = (shared.clone(), stopped.clone(), alive.clone());
+            let (shared, stopped, alive) = (shared.clone(), stopped.clone(), alive.clone());
+            let kind = kind.clone();
             tokio::spawn(async move {
                 let _alive = alive;
-                let stop = stopped.clone();
-                let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                    let (shared, stop) = (shared.clone(), stop.clone());
-                    async move {
-                        let resp = match kind {
-                            Kind::Serve(l) => forward::handle(shared, l, req, peer, &stop).await,
-                            Kind::Admin => admin::handle(shared, req).await,
-                        };
-                        Ok::<_, Infallible>(resp)
+                match kind {
+                    Kind::Serve(l, Some(acceptor)) => {
+                        let shake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        match shake.await {
+                            Ok(Ok(tls)) => {
+                                serve(
+                                    TokioIo::new(tls),
+                                    Kind::Serve(l, None),
+                                    true,
+                                    shared,
+                                    peer,
+                                    stopped,
+                                )
+                                .await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
                     }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = async { let _ = stopped.wait_for(|s| *s).await; } => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(STOP_GRACE, conn.as_mut()).await;
-                    }
+                    kind => serve(TokioIo::new(stream), kind, false, shared, peer, stopped).await,
                 }
             });
         }
     });
+}
+
+/// Serve one accepted connection (its TLS handshake done, if any) until it closes or the
+/// proxy stops.
+async fn serve<IO>(
+    io: TokioIo<IO>,
+    kind: Kind,
+    https: bool,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stop = stopped.clone();
+    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        let (shared, stop, kind) = (shared.clone(), stop.clone(), kind.clone());
+        async move {
+            let resp = match kind {
+                Kind::Serve(l, _) => forward::handle(shared, l, req, peer, https, &stop).await,
+                Kind::Admin => admin::handle(shared, req).await,
+            };
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(io, svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = stopped.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(STOP_GRACE, conn.as_mut()).await;
+        }
+    }
 }
 
 /// `cutover proxy --config FILE [ENV]`: start a proxy for every embedded router (or those of
@@ -256,6 +341,7 @@ pub async fn run_from_config(cfg: &config::Config, env: Option<&str>) -> Result<
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).wrap_err("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).wrap_err("cannot listen for Ctrl-C")?;
+    let mut hup = signal(SignalKind::hangup()).wrap_err("cannot listen for SIGHUP")?;
     let envs: Vec<&Environment> = match env {
         None => cfg.environments.iter().collect(),
         Some(name) => {
@@ -307,9 +393,25 @@ pub async fn run_from_config(cfg: &config::Config, env: Option<&str>) -> Result<
             env.map(|e| format!(" named `{e}`")).unwrap_or_default()
         );
     }
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                for h in &handles {
+                    match h.reload_tls().await {
+                        Ok(()) if h.tls_addr().is_some() => {
+                            tracing::info!(env = %h.environment(), "SIGHUP: TLS certificate reloaded");
+                        }
+                        Ok(()) => {}
+                        Err(e) => tracing::error!(
+                            env = %h.environment(),
+                            "SIGHUP: the TLS certificate was not reloaded (the one in use stays): {e:#}"
+                        ),
+                    }
+                }
+            }
+        }
     }
     tracing::info!("stopping: in-flight requests finish (at most 10 s)");
     for h in handles {

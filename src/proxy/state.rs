@@ -156,6 +156,11 @@ pub(crate) struct Shared {
     pub client: super::forward::Upstream,
     /// Where each request's line goes, when `access_log` is set.
     pub access_log: Option<super::access_log::Sink>,
+    /// The TLS listener's certificate, when `tls` is set (reloaded by the admin API).
+    pub tls: Option<Arc<super::tls::Certs>>,
+    /// `https://` and the TLS port, when `tls.redirect` is set: the plain live listener
+    /// redirects there.
+    pub redirect_to_https: Option<u16>,
 }
 
 /// A request counted against one node; the in-flight gauge falls when it is dropped
@@ -286,6 +291,8 @@ impl Shared {
             local: LocalAnswers::default(),
             client: upstream_client(),
             access_log: None,
+            tls: None,
+            redirect_to_https: None,
         };
         let initial = shared.initial(cfg);
         let (saved, notes) = shared.load(initial)?;

@@ -84,6 +84,24 @@ pub struct Config {
     /// Where the access log goes: a file (appended to) or `-` for stderr; off when absent.
     #[serde(default)]
     pub access_log: Option<String>,
+    /// A TLS listener for live traffic; none when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `tls = { listen = "...", cert = "...", key = "..." }` on an embedded router.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Where the TLS listener listens (`host:port`); it serves the live slot.
+    pub listen: String,
+    /// The certificate chain, PEM, leaf first (e.g. Let's Encrypt's `fullchain.pem`).
+    pub cert: PathBuf,
+    /// The certificate's private key, PEM.
+    pub key: PathBuf,
+    /// When true, the plain live listener answers every request with a `308` to HTTPS.
+    #[serde(default)]
+    pub redirect: bool,
 }
 
 impl Default for Config {
@@ -103,6 +121,7 @@ impl Default for Config {
             bypass_header: default_bypass_header(),
             upstream_timeout: default_upstream_timeout(),
             access_log: None,
+            tls: None,
         }
     }
 }
@@ -129,6 +148,7 @@ impl Config {
             ("admin", Some(&self.admin)),
             ("live_listen", Some(&self.live_listen)),
             ("preview_listen", self.preview_listen.as_ref()),
+            ("tls.listen", self.tls.as_ref().map(|t| &t.listen)),
         ];
         for (field, v) in listeners {
             let Some(v) = v else { continue };

@@ -1,0 +1,115 @@
+//! TLS termination for the live listener (`tls = { listen, cert, key }`): rustls on ring,
+//! TLS 1.2 and 1.3 only, HTTP/1.1 by ALPN.
+//!
+//! The certificate and key are read at start and re-read on `POST /tls/reload` (admin API) or
+//! SIGHUP of `cutover proxy`. A reload swaps what *new* handshakes get; connections already
+//! open keep their session, so nothing is dropped. A reload that fails (a missing file, a key
+//! that does not match) keeps the certificate in use and says why.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use color_eyre::eyre::{Result, WrapErr, eyre};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// The certificate in use, swapped whole by a reload. Read once per handshake, never per
+/// request.
+#[derive(Debug)]
+pub(crate) struct Certs {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certs {
+    /// Read `cert` (a PEM chain, leaf first) and `key` (a PEM private key).
+    pub async fn load(cert: &Path, key: &Path) -> Result<Certs> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let current = read(cert, key, &provider).await?;
+        Ok(Certs {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            provider,
+            current: RwLock::new(Arc::new(current)),
+        })
+    }
+
+    /// Re-read the files; on success new handshakes get the new certificate.
+    pub async fn reload(&self) -> Result<()> {
+        let fresh = read(&self.cert, &self.key, &self.provider).await?;
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *cur = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// A rustls server config that asks this for its certificate at each handshake.
+    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig> {
+        let mut c = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .wrap_err("cannot set up TLS 1.2/1.3 with ring")?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(c)
+    }
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+async fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey> {
+    let pem = tokio::fs::read(cert).await.wrap_err_with(|| {
+        format!(
+            "cannot read the TLS certificate `{}` (field `tls.cert`)",
+            cert.display()
+        )
+    })?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            eyre!(
+                "the TLS certificate `{}` is not PEM: {e}; give the full chain (leaf first)",
+                cert.display()
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(eyre!(
+            "the TLS certificate `{}` holds no CERTIFICATE block",
+            cert.display()
+        ));
+    }
+    let pem = tokio::fs::read(key).await.wrap_err_with(|| {
+        format!(
+            "cannot read the TLS key `{}` (field `tls.key`)",
+            key.display()
+        )
+    })?;
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        eyre!(
+            "the TLS key `{}` holds no private key cutover can read ({e}); give a PEM key \
+             (PKCS#8, PKCS#1 or SEC1)",
+            key.display()
+        )
+    })?;
+    let ck = CertifiedKey::from_der(chain, der, provider).map_err(|e| {
+        eyre!(
+            "the TLS key `{}` does not fit the certificate `{}`: {e}",
+            key.display(),
+            cert.display()
+        )
+    })?;
+    Ok(ck)
+}
