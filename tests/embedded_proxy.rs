@@ -1738,3 +1738,92 @@ async fn tls_terminates_redirects_plain_http_and_reloads_its_certificate_without
         .expect("still served with the second certificate");
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_holds_live_requests_until_resume_within_its_bounds_in_count_and_time() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(
+        &[&s[0], &s[1]],
+        &[
+            ("pause_timeout", "5".into()),
+            ("pause_max_held", "2".into()),
+        ],
+        &dir,
+    );
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let (live, admin) = (h.live_addr(), format!("http://{}", h.admin_addr()));
+    let post = |what: &str| {
+        let url = format!("{admin}/{what}");
+        async move {
+            let r = client().post(url).send().await.expect("admin call");
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let send = || {
+        let url = format!("http://{live}/version");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client().get(url).send().await.expect("request");
+            let slot = r.headers().get("x-slot").map(|v| v.as_bytes().to_vec());
+            (r.status().as_u16(), slot, started.elapsed())
+        })
+    };
+
+    post("pause").await;
+    let (first, second) = (send(), send());
+    observe_until(&d, Duration::from_secs(5), "two requests held", |st| {
+        st.notes
+            .iter()
+            .any(|n| n.starts_with("paused: 2 requests held"))
+    })
+    .await;
+    assert_eq!(
+        s[0].controls
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    let (status, _, _) = send().await.expect("third");
+    assert_eq!(status, 503, "a third request is over pause_max_held");
+    post("resume").await;
+    for held in [first, second] {
+        let (status, slot, _) = held.await.expect("held request");
+        assert_eq!(
+            (status, slot.as_deref()),
+            (200, Some(&b"blue"[..])),
+            "released to the live slot"
+        );
+    }
+    assert!(
+        observe(&d)
+            .await
+            .notes
+            .iter()
+            .all(|n| !n.starts_with("paused"))
+    );
+
+    post("pause").await;
+    let (status, _, waited) = send().await.expect("timed out request");
+    assert_eq!(status, 503, "held longer than pause_timeout");
+    assert!(waited >= Duration::from_millis(4900), "{waited:?}");
+    post("resume").await;
+    assert_eq!(get(&format!("http://{live}/")).await.0, 200);
+
+    let metrics = client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    for line in [
+        "cutover_proxy_local_responses_total{env=\"shop\",reason=\"paused\"} 2",
+        "cutover_proxy_paused{env=\"shop\"} 0",
+        "cutover_proxy_held_requests{env=\"shop\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+}

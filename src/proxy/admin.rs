@@ -129,7 +129,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         Err(e) => error(e),
     };
     let endpoints = "GET /state, GET /metrics, POST /live, POST /preview, POST /drain, POST /undrain, \
-                     POST /maintenance, POST /tls/reload";
+                     POST /maintenance, POST /pause, POST /resume, POST /tls/reload";
     match (method, path.as_str()) {
         (Method::GET, "/state") => json(StatusCode::OK, &shared.observe()),
         (Method::GET, "/metrics") => local(
@@ -164,6 +164,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                 Err(e) => error(e),
             }
         }
+        (Method::POST, "/pause") => {
+            shared.pause();
+            json(StatusCode::OK, &shared.observe())
+        }
+        (Method::POST, "/resume") => {
+            shared.resume();
+            json(StatusCode::OK, &shared.observe())
+        }
         (Method::POST, "/tls/reload") => match &shared.tls {
             None => error(AdminError::new(
                 409,
@@ -183,7 +191,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         (
             m,
             "/state" | "/metrics" | "/live" | "/preview" | "/drain" | "/undrain" | "/maintenance"
-            | "/tls/reload",
+            | "/pause" | "/resume" | "/tls/reload",
         ) => error(AdminError::new(
             405,
             format!("{m} is not allowed on {path}; the endpoints are {endpoints}"),

@@ -239,6 +239,18 @@ async fn answer(
         shared.local.count(LocalReason::HttpsRedirect);
         return to_https(req.uri(), req.headers(), port);
     }
+    if listener == Listener::Live
+        && shared.paused.load(std::sync::atomic::Ordering::SeqCst)
+        && let Err(why) = shared.wait_while_paused().await
+    {
+        shared.local.count(LocalReason::Paused);
+        let mut r = text(StatusCode::SERVICE_UNAVAILABLE, why);
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(shared.opts.retry_after),
+        );
+        return r;
+    }
     // A request picks its upstream now, from one read of the routing. If a switch and a
     // drain land between the read and the count, route again.
     let mut chosen = None;

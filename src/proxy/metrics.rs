@@ -52,7 +52,7 @@ impl NodeMetrics {
 /// Requests the proxy answered itself without choosing a slot.
 #[derive(Debug, Default)]
 pub(crate) struct LocalAnswers {
-    counts: [AtomicU64; 5],
+    counts: [AtomicU64; 6],
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,14 +67,17 @@ pub(crate) enum LocalReason {
     BadRequest = 3,
     /// The plain live listener's redirect to HTTPS (308), with `tls.redirect`.
     HttpsRedirect = 4,
+    /// Paused for longer than `pause_timeout`, or with `pause_max_held` requests held (503).
+    Paused = 5,
 }
 
-const LOCAL_REASONS: [&str; 5] = [
+const LOCAL_REASONS: [&str; 6] = [
     "maintenance",
     "no_preview",
     "no_ready_node",
     "bad_request",
     "https_redirect",
+    "paused",
 ];
 
 impl LocalAnswers {
@@ -246,6 +249,26 @@ pub(crate) fn render(shared: &Shared) -> String {
             load(&shared.local.counts[i]),
         );
     }
+    o.head(
+        "cutover_proxy_paused",
+        "gauge",
+        "1 while POST /pause holds new live requests.",
+    );
+    o.sample(
+        "cutover_proxy_paused",
+        &[("env", env)],
+        u8::from(shared.paused.load(Ordering::SeqCst)),
+    );
+    o.head(
+        "cutover_proxy_held_requests",
+        "gauge",
+        "Requests held by a pause right now.",
+    );
+    o.sample(
+        "cutover_proxy_held_requests",
+        &[("env", env)],
+        load(&shared.held),
+    );
     if let Some(log) = &shared.access_log {
         o.head(
             "cutover_proxy_access_log_dropped_total",

@@ -136,6 +136,8 @@ pub(crate) struct Options {
     pub bypass_cookie: String,
     pub bypass_header: hyper::header::HeaderName,
     pub upstream_timeout: std::time::Duration,
+    pub pause_timeout: std::time::Duration,
+    pub pause_max_held: u64,
 }
 
 pub(crate) struct Shared {
@@ -158,9 +160,24 @@ pub(crate) struct Shared {
     pub access_log: Option<super::access_log::Sink>,
     /// The TLS listener's certificate, when `tls` is set (reloaded by the admin API).
     pub tls: Option<Arc<super::tls::Certs>>,
+    /// True while `POST /pause` holds new live requests (read once per request; the watch
+    /// below is only subscribed to while paused).
+    pub paused: AtomicBool,
+    pause: tokio::sync::watch::Sender<bool>,
+    /// Requests held by the pause right now.
+    pub held: AtomicU64,
     /// `https://` and the TLS port, when `tls.redirect` is set: the plain live listener
     /// redirects there.
     pub redirect_to_https: Option<u16>,
+}
+
+/// One held request, counted in `held` until it is released or refused.
+struct HeldGuard<'a>(&'a AtomicU64);
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A request counted against one node; the in-flight gauge falls when it is dropped
@@ -283,6 +300,8 @@ impl Shared {
                 bypass_cookie: cfg.bypass_cookie.clone(),
                 bypass_header,
                 upstream_timeout: std::time::Duration::from_secs(cfg.upstream_timeout),
+                pause_timeout: std::time::Duration::from_secs(cfg.pause_timeout),
+                pause_max_held: cfg.pause_max_held,
             },
             token,
             state_file,
@@ -292,6 +311,9 @@ impl Shared {
             client: upstream_client(),
             access_log: None,
             tls: None,
+            paused: AtomicBool::new(false),
+            pause: tokio::sync::watch::Sender::new(false),
+            held: AtomicU64::new(0),
             redirect_to_https: None,
         };
         let initial = shared.initial(cfg);
@@ -636,6 +658,14 @@ impl Shared {
             notes: self.load_notes.clone(),
             ..Default::default()
         };
+        if self.paused.load(Ordering::SeqCst) {
+            state.notes.push(format!(
+                "paused: {} requests held (each up to {}s, at most {}; POST /resume releases them)",
+                self.held.load(Ordering::SeqCst),
+                self.opts.pause_timeout.as_secs(),
+                self.opts.pause_max_held
+            ));
+        }
         let admin = |draining: bool| {
             if draining {
                 AdminState::Drain
@@ -864,6 +894,45 @@ impl Shared {
             Ok(())
         })
         .await
+    }
+
+    /// Hold new live requests until [`Self::resume`] (each up to `pause_timeout`).
+    pub fn pause(&self) {
+        self.pause.send_replace(true);
+        self.paused.store(true, Ordering::SeqCst);
+        tracing::info!(env = %self.env, "paused: new live requests are held");
+    }
+
+    /// Release the held requests to the live slot; new ones are served again.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.pause.send_replace(false);
+        tracing::info!(env = %self.env, "resumed: held requests go to the live slot");
+    }
+
+    /// Wait while paused: `Ok` once resumed, `Err` with what to answer when the pause holds
+    /// `pause_max_held` requests already or did not end within `pause_timeout`.
+    pub async fn wait_while_paused(&self) -> Result<(), String> {
+        let mut resumed = self.pause.subscribe();
+        if !*resumed.borrow_and_update() {
+            return Ok(());
+        }
+        let held = self.held.fetch_add(1, Ordering::SeqCst) + 1;
+        let _held = HeldGuard(&self.held);
+        if held > self.opts.pause_max_held {
+            return Err(format!(
+                "cutover proxy: paused, and {} requests are held already; try again shortly",
+                self.opts.pause_max_held
+            ));
+        }
+        let waited = tokio::time::timeout(self.opts.pause_timeout, resumed.wait_for(|p| !*p)).await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(format!(
+                "cutover proxy: paused for longer than {}s; try again shortly",
+                self.opts.pause_timeout.as_secs()
+            )),
+        }
     }
 
     pub async fn set_maintenance(

@@ -36,6 +36,12 @@ fn default_bypass_header() -> String {
 fn default_upstream_timeout() -> u64 {
     60
 }
+fn default_pause_timeout() -> u64 {
+    30
+}
+fn default_pause_max_held() -> u64 {
+    1000
+}
 
 /// An `[[environment.router]]` table with `kind = "embedded"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,6 +90,12 @@ pub struct Config {
     /// Where the access log goes: a file (appended to) or `-` for stderr; off when absent.
     #[serde(default)]
     pub access_log: Option<String>,
+    /// Seconds a request waits while the proxy is paused before it gets 503.
+    #[serde(default = "default_pause_timeout")]
+    pub pause_timeout: u64,
+    /// How many requests a pause holds at once; more get 503 at once.
+    #[serde(default = "default_pause_max_held")]
+    pub pause_max_held: u64,
     /// A TLS listener for live traffic; none when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -121,6 +133,8 @@ impl Default for Config {
             bypass_header: default_bypass_header(),
             upstream_timeout: default_upstream_timeout(),
             access_log: None,
+            pause_timeout: default_pause_timeout(),
+            pause_max_held: default_pause_max_held(),
             tls: None,
         }
     }
@@ -186,6 +200,9 @@ impl Config {
         }
         if self.upstream_timeout == 0 {
             return Err("field `upstream_timeout`: must be at least 1 second".into());
+        }
+        if self.pause_timeout == 0 {
+            return Err("field `pause_timeout`: must be at least 1 second".into());
         }
         if self
             .access_log
