@@ -1827,3 +1827,81 @@ async fn a_pause_holds_live_requests_until_resume_within_its_bounds_in_count_and
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_drain_timeout_closes_an_old_websocket_after_a_switch_with_a_close_frame() {
+    use tokio::io::AsyncReadExt;
+    let (blue, _b) = websocket_slot("blue").await;
+    let (green, _g) = websocket_slot("green").await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = parse_world(&world_toml(
+        "shop",
+        &[
+            ("blue", format!("address = \"http://{blue}\"")),
+            ("green", format!("address = \"http://{green}\"")),
+        ],
+        &[("upgrade_drain_timeout", "1".into())],
+        &dir,
+    ));
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+
+    let (_, mut old) = websocket_connect(h.live_addr()).await;
+    assert_eq!(
+        websocket_say(&mut old, "one").await.as_deref(),
+        Some("blue:one")
+    );
+    // A switch there and back again before the timeout keeps it open past the timeout.
+    let first = Instant::now();
+    d.switch_live("green").await.expect("switch to green");
+    d.switch_live("blue").await.expect("switch back to blue");
+    let quiet = Duration::from_millis(1800).saturating_sub(first.elapsed());
+    let closed = tokio::time::timeout(quiet, old.read(&mut [0u8; 1])).await;
+    assert!(
+        closed.is_err(),
+        "nothing arrived, the WebSocket was not closed: {closed:?}"
+    );
+    assert_eq!(
+        websocket_say(&mut old, "still").await.as_deref(),
+        Some("blue:still")
+    );
+    let (_, mut kept) = websocket_connect(h.live_addr()).await;
+
+    d.switch_live("green").await.expect("switch to green");
+    let (_, mut new) = websocket_connect(h.live_addr()).await;
+    assert_eq!(
+        websocket_say(&mut new, "two").await.as_deref(),
+        Some("green:two")
+    );
+    let switched = Instant::now();
+    for ws in [&mut old, &mut kept] {
+        let mut close = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), ws.read_exact(&mut close))
+            .await
+            .expect("closed within the deadline")
+            .expect("a close frame");
+        assert_eq!(
+            close,
+            [0x88, 0x02, 0x03, 0xe9],
+            "a close frame, 1001 going away"
+        );
+        let rest = tokio::time::timeout(Duration::from_secs(5), ws.read(&mut [0u8; 16]))
+            .await
+            .expect("then the end");
+        assert_eq!(rest.ok(), Some(0), "then the connection ends");
+    }
+    assert!(
+        switched.elapsed() >= Duration::from_millis(900),
+        "not before upgrade_drain_timeout: {:?}",
+        switched.elapsed()
+    );
+    observe_until(&d, Duration::from_secs(5), "sessions on blue at 0", |st| {
+        st.slots["blue"].sessions == Some(0)
+    })
+    .await;
+    assert_eq!(
+        websocket_say(&mut new, "three").await.as_deref(),
+        Some("green:three"),
+        "the new slot's WebSocket stays open"
+    );
+}

@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::access_log::{Pending, Served};
@@ -291,7 +292,8 @@ async fn answer(
         slot: lease.slot,
         node: lease.node,
     };
-    let mut resp = forward(shared, lease, redirected, req, peer, https, stopped).await;
+    let via = Via { listener, stopped };
+    let mut resp = forward(shared, lease, redirected, req, peer, https, via).await;
     if shared.access_log.is_some() {
         resp.extensions_mut().insert(served);
     }
@@ -428,16 +430,47 @@ fn keep_upgrade(h: &mut HeaderMap, protocol: HeaderValue) {
     h.insert(header::UPGRADE, protocol);
 }
 
+/// The listener a request came in on and the proxy's stop signal, for an upgraded
+/// connection that outlives the request.
+#[derive(Clone, Copy)]
+pub(crate) struct Via<'a> {
+    listener: Listener,
+    stopped: &'a watch::Receiver<bool>,
+}
+
+/// A WebSocket close frame from the server side: 1001 "going away".
+const WEBSOCKET_GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xe9];
+
+/// When an upgraded connection is to be closed, after its node was found `serving` (or not)
+/// at `now`: never while it serves; `grace` after it stopped, counted from the first time it
+/// was found not serving (a switch back cancels it).
+fn close_at(
+    deadline: Option<tokio::time::Instant>,
+    serving: bool,
+    now: tokio::time::Instant,
+    grace: std::time::Duration,
+) -> Option<tokio::time::Instant> {
+    match (serving, deadline) {
+        (true, _) => None,
+        (false, Some(d)) => Some(d),
+        (false, None) => Some(now + grace),
+    }
+}
+
 /// Splice the client's upgraded connection to the slot's, both ways, until either side
 /// closes or the proxy stops. The lease is held all that time, so the connection counts as
 /// one request in flight on the node it started on (a switch does not move it; a drain
-/// shows it in `sessions` until it closes).
+/// shows it in `sessions` until it closes). With `upgrade_drain_timeout`, a connection whose
+/// node no longer takes new requests of its listener (a switch, a drain) is closed that long
+/// after, a WebSocket with a close frame first; a switch back before then keeps it.
 fn splice(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
+    websocket: bool,
     lease: Lease,
-    mut stopped: watch::Receiver<bool>,
+    via: Via<'_>,
 ) {
+    let (listener, mut stopped) = (via.listener, via.stopped.clone());
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -447,13 +480,51 @@ fn splice(
             }
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                if let Err(e) = r {
-                    tracing::debug!(slot = lease.slot_name(), "upgraded connection ended: {e}");
+        let shared = lease.shared().clone();
+        let grace = shared.opts.upgrade_drain_timeout;
+        let mut routing = shared.routing_changes();
+        let serving = || shared.serving(listener, lease.slot, lease.node);
+        let now = tokio::time::Instant::now;
+        let mut deadline = grace.and_then(|g| close_at(None, serving(), now(), g));
+        let timed_out = {
+            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            tokio::pin!(copy);
+            loop {
+                tokio::select! {
+                    r = copy.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(slot = lease.slot_name(), "upgraded connection ended: {e}");
+                        }
+                        break false;
+                    }
+                    _ = async { let _ = stopped.wait_for(|s| *s).await; } => break false,
+                    changed = routing.changed(), if grace.is_some() => {
+                        if changed.is_err() {
+                            break false;
+                        }
+                        if let Some(g) = grace {
+                            deadline = close_at(deadline, serving(), now(), g);
+                        }
+                    }
+                    _ = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    } => break true,
                 }
             }
-            _ = async { let _ = stopped.wait_for(|s| *s).await; } => {}
+        };
+        if timed_out {
+            tracing::info!(
+                slot = lease.slot_name(),
+                "closing an upgraded connection: upgrade_drain_timeout passed since its slot stopped taking new requests"
+            );
+            if websocket {
+                let _ = client.write_all(&WEBSOCKET_GOING_AWAY).await;
+            }
+            let _ = client.shutdown().await;
+            let _ = upstream.shutdown().await;
         }
         drop(lease);
     });
@@ -466,7 +537,7 @@ async fn forward(
     mut req: Request<Incoming>,
     peer: SocketAddr,
     https: bool,
-    stopped: &watch::Receiver<bool>,
+    via: Via<'_>,
 ) -> Response<ProxyBody> {
     let node = lease.node();
     let upgrade = upgrade_asked(req.version(), req.headers())
@@ -508,13 +579,16 @@ async fn forward(
                 && let Some((_, client)) = upgrade
             {
                 let agreed = resp.headers().get(header::UPGRADE).cloned();
+                let websocket = agreed
+                    .as_ref()
+                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
                 let upstream = hyper::upgrade::on(&mut resp);
                 let (mut parts, _) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 if let Some(protocol) = agreed {
                     keep_upgrade(&mut parts.headers, protocol);
                 }
-                splice(client, upstream, lease, stopped.clone());
+                splice(client, upstream, websocket, lease, via);
                 return Response::from_parts(parts, empty());
             }
             let (mut parts, body) = resp.into_parts();
@@ -626,6 +700,31 @@ mod tests {
             upgrade_asked(Version::HTTP_11, &h),
             None,
             "no Upgrade header"
+        );
+    }
+
+    #[test]
+    fn an_upgraded_connection_is_closed_grace_after_its_node_first_stopped_serving() {
+        let t0 = tokio::time::Instant::now();
+        let grace = std::time::Duration::from_secs(5);
+        let later = t0 + std::time::Duration::from_secs(2);
+        assert_eq!(close_at(None, true, t0, grace), None);
+        let due = close_at(None, false, t0, grace);
+        assert_eq!(due, Some(t0 + grace));
+        assert_eq!(
+            close_at(due, false, later, grace),
+            due,
+            "counted from the first time"
+        );
+        assert_eq!(
+            close_at(due, true, later, grace),
+            None,
+            "a switch back cancels it"
+        );
+        assert_eq!(
+            close_at(None, false, later, grace),
+            Some(later + grace),
+            "and a new switch starts again"
         );
     }
 

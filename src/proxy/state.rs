@@ -138,6 +138,7 @@ pub(crate) struct Options {
     pub upstream_timeout: std::time::Duration,
     pub pause_timeout: std::time::Duration,
     pub pause_max_held: u64,
+    pub upgrade_drain_timeout: Option<std::time::Duration>,
 }
 
 pub(crate) struct Shared {
@@ -166,6 +167,8 @@ pub(crate) struct Shared {
     pause: tokio::sync::watch::Sender<bool>,
     /// Requests held by the pause right now.
     pub held: AtomicU64,
+    /// Bumped after each change of the routing, for upgraded connections that watch it.
+    routing: tokio::sync::watch::Sender<u64>,
     /// `https://` and the TLS port, when `tls.redirect` is set: the plain live listener
     /// redirects there.
     pub redirect_to_https: Option<u16>,
@@ -192,6 +195,9 @@ pub(crate) struct Lease {
 impl Lease {
     pub fn node(&self) -> &NodeRt {
         &self.shared.slots[self.slot].nodes[self.node]
+    }
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
     pub fn slot_name(&self) -> &str {
         &self.shared.slots[self.slot].name
@@ -302,6 +308,9 @@ impl Shared {
                 upstream_timeout: std::time::Duration::from_secs(cfg.upstream_timeout),
                 pause_timeout: std::time::Duration::from_secs(cfg.pause_timeout),
                 pause_max_held: cfg.pause_max_held,
+                upgrade_drain_timeout: cfg
+                    .upgrade_drain_timeout
+                    .map(std::time::Duration::from_secs),
             },
             token,
             state_file,
@@ -314,6 +323,7 @@ impl Shared {
             paused: AtomicBool::new(false),
             pause: tokio::sync::watch::Sender::new(false),
             held: AtomicU64::new(0),
+            routing: tokio::sync::watch::Sender::new(0),
             redirect_to_https: None,
         };
         let initial = shared.initial(cfg);
@@ -577,11 +587,36 @@ impl Shared {
         }
         self.save(&next)?;
         self.apply(&next);
+        self.routing.send_modify(|g| *g = g.wrapping_add(1));
         tracing::info!(env = %self.env, "{what}");
         Ok(())
     }
 
     // --- what requests read -------------------------------------------------------------
+
+    /// Told after each change of the routing.
+    pub fn routing_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.routing.subscribe()
+    }
+
+    /// Whether `node` of `slot` still takes new requests of `listener`: neither is drained,
+    /// and the slot is the listener's (live, or the maintenance redirect target; preview).
+    pub fn serving(&self, listener: super::forward::Listener, slot: usize, node: usize) -> bool {
+        let Some(s) = self.slots.get(slot) else {
+            return false;
+        };
+        let drained = s.draining.load(Ordering::SeqCst)
+            || s.nodes
+                .get(node)
+                .is_none_or(|n| n.draining.load(Ordering::SeqCst));
+        let chosen = match listener {
+            super::forward::Listener::Live => {
+                self.live() == slot || self.maint() == Some(Some(slot))
+            }
+            super::forward::Listener::Preview => self.preview() == Some(slot),
+        };
+        chosen && !drained
+    }
 
     pub fn live(&self) -> usize {
         self.live.load(Ordering::SeqCst)

@@ -96,6 +96,10 @@ pub struct Config {
     /// How many requests a pause holds at once; more get 503 at once.
     #[serde(default = "default_pause_max_held")]
     pub pause_max_held: u64,
+    /// Seconds an upgraded connection (a WebSocket) may stay open after its slot stopped
+    /// taking new requests (a switch, a drain); then it is closed. Never when absent.
+    #[serde(default)]
+    pub upgrade_drain_timeout: Option<u64>,
     /// A TLS listener for live traffic; none when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -135,6 +139,7 @@ impl Default for Config {
             access_log: None,
             pause_timeout: default_pause_timeout(),
             pause_max_held: default_pause_max_held(),
+            upgrade_drain_timeout: None,
             tls: None,
         }
     }
