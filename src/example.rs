@@ -59,6 +59,11 @@ admin = "127.0.0.1:8089"
 live_listen = "0.0.0.0:8080"
 preview_listen = "0.0.0.0:8081"
 # token_env = "CUTOVER_ADMIN_TOKEN" # the admin API then requires this bearer token
+# Terminate TLS (1.2+) for live traffic; `kill -HUP` of `cutover proxy` re-reads the files
+# (e.g. from a certbot deploy hook). redirect = true sends plain HTTP to HTTPS.
+# tls = { listen = "0.0.0.0:8443", cert = "/etc/letsencrypt/live/shop.example/fullchain.pem", key = "/etc/letsencrypt/live/shop.example/privkey.pem", redirect = true }
+# access_log = "/var/log/cutover/shop-access.log"  # one JSON line per request ("-" = stderr)
+# upgrade_drain_timeout = 300       # close WebSockets left on the old slot this long after a switch
 # See the README for haproxy, nginx, apache, caddy and exec routers.
 "#;
 
