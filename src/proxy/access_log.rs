@@ -2,10 +2,10 @@
 //! written by its own task so that the forward path never waits on a disk.
 //!
 //! A request's line is handed over through a bounded channel when its response body has been
-//! sent (or the client went away); when the writer falls behind, lines are dropped and counted
-//! (`cutover_proxy_access_log_dropped_total`) rather than slowing requests down. The path and
-//! query pass through [`crate::redact`] in the writer, so `?password=…` or `?access_token=…`
-//! is never written. Bodies and headers are never logged.
+//! sent (or the client went away while it was sent); when the writer falls behind, lines are
+//! dropped and counted (`cutover_proxy_access_log_dropped_total`) rather than slowing requests
+//! down. The path and query pass through [`crate::redact`] in the writer, so `?password=…`
+//! or `?access_token=…` is never written. Bodies and headers are never logged.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
