@@ -2097,3 +2097,91 @@ async fn verify_probes_each_routers_own_public_url() {
     );
     assert_eq!(who(&one.url("/")).await.1, "blue");
 }
+
+/// Canary weights in the map setup: each share read back, measured under a bounded load by
+/// the slot servers' own counts, and 0 % puts everything back on the live slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_canary_weights_split_the_live_traffic() {
+    let Some(rig) = Rig::for_test("map_canary_weights_split_the_live_traffic", Setup::Map).await
+    else {
+        return;
+    };
+    let d = rig.driver();
+    assert!(d.supports(Verb::Weights));
+    let servers: Vec<&SlotServer> = rig.slots.iter().collect();
+    let url = rig.url("/");
+
+    for percent in [5u8, 25, 50, 100, 0] {
+        ok(
+            &format!("weights {percent} %"),
+            d.set_weights("blue", "green", percent),
+        )
+        .await;
+        let st = observe(d.as_ref()).await;
+        assert_eq!(st.live.as_deref(), Some("blue"), "a split is not a switch");
+        assert_eq!(
+            st.weights
+                .as_ref()
+                .map(|w| (w.live.as_str(), w.canary.as_str(), w.canary_percent)),
+            (percent > 0).then_some(("blue", "green", percent)),
+            "{st:#?}"
+        );
+        assert!(st.notes.is_empty(), "no drift: {:?}", st.notes);
+        // HAProxy's rand(100) is random: 4000 answers keep 3 points above 3.5 sigma.
+        let (report, share) = common::canary_share_under_load(&servers, "green", &url, 4_000).await;
+        assert_eq!(
+            report.failed(),
+            0,
+            "{percent} %: {:?} {:?}",
+            report.failures,
+            report.first_errors
+        );
+        assert!(
+            (share - f64::from(percent)).abs() <= 3.0,
+            "at {percent} % the canary served {share:.1} % of {} answers",
+            report.sent
+        );
+    }
+    let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
+    assert!(map.contains("canary be_green"), "{map}");
+    assert!(map.contains("canary.weight 0"), "{map}");
+
+    // While green has a share: its drain and maintenance are refused, a swap ends the split.
+    ok("weights 25 %", d.set_weights("blue", "green", 25)).await;
+    let e = refused("drain the canary", d.drain(&Target::slot("green"))).await;
+    assert!(e.contains("is the canary with 25 %"), "{e}");
+    let e = refused(
+        "maintenance during a canary",
+        d.maintenance(true, &MaintenanceMode::Page),
+    )
+    .await;
+    assert!(e.contains("set its weight to 0"), "{e}");
+    let e = refused(
+        "a live slot that is not live",
+        d.set_weights("green", "staging", 10),
+    )
+    .await;
+    assert!(e.contains("is not the live slot"), "{e}");
+    ok("swap to the canary", d.switch_live("green")).await;
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.live.as_deref(), Some("green"));
+    assert_eq!(st.weights, None, "{st:#?}");
+    for _ in 0..20 {
+        assert_eq!(who(&url).await, (200, "green".to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_setup_offers_no_weights() {
+    let Some(rig) = Rig::for_test("servers_setup_offers_no_weights", Setup::Servers).await else {
+        return;
+    };
+    let d = rig.driver();
+    assert!(!d.supports(Verb::Weights));
+    let e = refused(
+        "weights in the servers setup",
+        d.set_weights("blue", "green", 10),
+    )
+    .await;
+    assert!(e.contains("no canary weights"), "{e}");
+}
