@@ -295,6 +295,7 @@ fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
             op,
         } => (env, OpKind::Rolling { slot, version }, op),
         Command::Recover { env, to, op } => (env, OpKind::Recover { to }, op),
+        Command::Canary { env, to, steps, op } => (env, OpKind::Canary { to, steps }, op),
         _ => return None,
     })
 }
