@@ -119,8 +119,12 @@ pub enum Command {
     Canary {
         env: String,
         /// The canary slot (it becomes live at the last step)
-        #[arg(long, value_name = "SLOT")]
-        to: String,
+        #[arg(long, value_name = "SLOT", required_unless_present = "promote")]
+        to: Option<String>,
+        /// Tell the canary running on ENV (a `cutover canary` on this host) to end its current
+        /// step's hold now and go on to the next step
+        #[arg(long, conflicts_with_all = ["to", "steps"])]
+        promote: bool,
         /// The canary's share at each step, the last 100 (default: the environment's
         /// `canary_steps`, else 5,25,50,100)
         #[arg(long, value_name = "PCT,...", value_delimiter = ',', value_parser = parse_step)]

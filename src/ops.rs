@@ -117,6 +117,9 @@ pub struct OpRequest {
     /// A one-key rollback (no dialog): the gate also requires the previous live slot to run
     /// the version it served when it was live.
     pub one_key: bool,
+    /// A canary: each change of this value ends the current (or next) step's hold early and
+    /// goes on to the next step ("promote"). `cutover canary ENV --promote` sends it.
+    pub promote: Option<watch::Receiver<u32>>,
 }
 
 impl OpRequest {
@@ -129,6 +132,7 @@ impl OpRequest {
             watch: true,
             take_over: false,
             one_key: false,
+            promote: None,
         }
     }
 }

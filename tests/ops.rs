@@ -1547,3 +1547,80 @@ async fn a_cancelled_canary_puts_everything_back_and_the_cli_runs_one() {
     assert!(printed(&o).contains("step 1/2 (50 %)"), "{}", printed(&o));
     assert_eq!(rig.serving().await, "green");
 }
+
+/// `cutover canary shop --promote` in another process: its output.
+async fn promote(rig: &Arc<Rig>) -> Output {
+    let rig = rig.clone();
+    tokio::task::spawn_blocking(move || rig.cli(&["canary", "shop", "--promote"]))
+        .await
+        .expect("cli")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_ends_a_canary_steps_hold_from_another_process() {
+    let rig = Arc::new(
+        Rig::start(
+            &[("blue", "1.0.0"), ("green", "2.0.0")],
+            "canary_pause = \"600s\"\n",
+        )
+        .await,
+    );
+    let o = promote(&rig).await;
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(
+        printed(&o).contains("no canary is running"),
+        "{}",
+        printed(&o)
+    );
+
+    let started = std::time::Instant::now();
+    let mut a = {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut a = Background::start(
+                &rig,
+                &[
+                    "canary",
+                    "shop",
+                    "--to",
+                    "green",
+                    "--steps",
+                    "10,20,100",
+                    "--yes",
+                    "--no-watch",
+                ],
+            );
+            a.wait_for("watch   ...  step 1/3");
+            a
+        })
+        .await
+        .expect("the canary holds step 1")
+    };
+    let o = promote(&rig).await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    a = tokio::task::spawn_blocking(move || {
+        a.wait_for("watch   ...  step 2/3");
+        a
+    })
+    .await
+    .expect("the canary holds step 2");
+    assert_eq!(
+        rig._proxy.state().weights.map(|w| w.canary_percent),
+        Some(20)
+    );
+    let o = promote(&rig).await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let (code, text) = tokio::task::spawn_blocking(move || a.finish())
+        .await
+        .expect("finish");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("step 1/3 (10 %): promoted by the operator"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "the 600 s holds were cut short"
+    );
+    assert_eq!(rig.serving().await, "green");
+}

@@ -143,6 +143,7 @@ impl Engine {
             run.done(Step::Gate, true, "all checks passed");
         }
 
+        let mut promote = req.promote.clone();
         let count = steps.len();
         for (i, &percent) in steps.iter().enumerate() {
             let label = format!("step {}/{count} ({percent} %)", i + 1);
@@ -172,7 +173,7 @@ impl Engine {
             {
                 return self.abort(run, &live, &to, why, Verdict::Failed).await;
             }
-            if let Err((why, failed_at)) = self.analyse(&mut run, &to, &label).await {
+            if let Err((why, failed_at)) = self.analyse(&mut run, &to, &label, &mut promote).await {
                 return self
                     .abort_after(run, &live, &to, why, Verdict::RolledBack, failed_at)
                     .await;
@@ -262,6 +263,7 @@ impl Engine {
         run: &mut Run<'_>,
         to: &str,
         label: &str,
+        promote: &mut Option<tokio::sync::watch::Receiver<u32>>,
     ) -> std::result::Result<(), (String, Instant)> {
         let window = self.env.canary_pause;
         run.step(
@@ -293,9 +295,28 @@ impl Engine {
             let wake = next_check
                 .min(end)
                 .min(Instant::now() + WATCH_TAKEOVER_POLL);
+            let promoted = async {
+                match promote.as_mut() {
+                    Some(p) => p.changed().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = cancel.changed() => {}
+                Some(()) = promoted => {
+                    let (errors, requests) = seen;
+                    run.done(
+                        Step::Watch,
+                        true,
+                        format!(
+                            "{label}: promoted by the operator after {} ({passed} of {checks} \
+                             health checks, {errors} errors of {requests} requests so far)",
+                            crate::timefmt::millis(started.elapsed())
+                        ),
+                    );
+                    return Ok(());
+                }
             }
             if let Some(i) = run.interrupted() {
                 let why = format!("{label}: stopped during the analysis ({})", i.reason());
