@@ -1487,3 +1487,73 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
     assert!(!green.stale);
     assert_eq!(green.current().map(|c| c.rps), Some(0.0));
 }
+
+#[test]
+fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
+    use cutover::ops::Step;
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 'l'); // green
+    key(&mut app, 'c');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("Canary to `green`: 5 % → 25 % → 50 % → 100 %"),
+        "{text}"
+    );
+    let fx = press(&mut app, KeyCode::Char('y'));
+    let id = match fx.as_slice() {
+        [cutover::app::Effect::RunOp { req, .. }] => {
+            assert_eq!(
+                req.kind,
+                cutover::ops::OpKind::Canary {
+                    to: "green".into(),
+                    steps: vec![]
+                }
+            );
+            req.id.clone()
+        }
+        other => panic!("no canary started: {other:?}"),
+    };
+    step(&mut app, &id, Step::Plan, Some(true), "canary blue → green");
+    step(
+        &mut app,
+        &id,
+        Step::Watch,
+        None,
+        "step 1/4 (5 %): analysing `green` for 1m",
+    );
+    app.update(Event::Op {
+        env: 0,
+        id: id.clone(),
+        progress: cutover::ops::Progress::Watching {
+            remaining: std::time::Duration::from_secs(42),
+            detail: "step 1/4 (5 %) · green up · 0 err / 120 req".into(),
+            errors: 0,
+            checks: 3,
+            passed: 3,
+        },
+    });
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("step 1/4 (5 %)"),
+        "the op line shows the step: {text}"
+    );
+    // During the steps, r aborts the canary (no rollback to some older slot).
+    let fx = press(&mut app, KeyCode::Char('r'));
+    assert!(
+        matches!(fx.as_slice(), [cutover::app::Effect::StopOp { env: 0 }]),
+        "{fx:?}"
+    );
+    // Once its swap has begun, r is a rollback as after any swap.
+    step(
+        &mut app,
+        &id,
+        Step::Apply,
+        None,
+        "switching live to `green`",
+    );
+    let fx = press(&mut app, KeyCode::Char('r'));
+    assert!(
+        !matches!(fx.as_slice(), [cutover::app::Effect::StopOp { .. }]),
+        "{fx:?}"
+    );
+}
