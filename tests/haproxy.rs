@@ -2185,3 +2185,92 @@ async fn servers_setup_offers_no_weights() {
     .await;
     assert!(e.contains("no canary weights"), "{e}");
 }
+
+/// The canary operation on HAProxy's map setup: step 1 holds at 25 % (read back from the
+/// map), green starts answering 500, and the analysis aborts back to 0 % on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
+    let test = "a_canary_on_haproxy_aborts_to_zero_when_green_fails";
+    let Some(bin) = common::require_binary(test, "haproxy") else {
+        return;
+    };
+    let rig = Rig::new(Setup::Map, bin).await;
+    let state = TempDir::new().expect("state dir");
+    let extra = "canary_pause = \"60s\"\ncanary_max_error_rate = 0.01\nwatch = \"0s\"\n";
+    let anchor = "preview_url = \"http://127.0.0.1:";
+    let i = rig.cutover_toml.find(anchor).expect("preview_url");
+    let eol = i + rig.cutover_toml[i..].find('\n').expect("end of line") + 1;
+    let text = format!(
+        "[settings]\nstate_dir = \"{}\"\n\n{}{extra}{}",
+        state.path().display(),
+        &rig.cutover_toml[..eol],
+        &rig.cutover_toml[eol..]
+    );
+    let engine = common::engine(&text);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_c, cancel) = tokio::sync::watch::channel(cutover::ops::Interrupt::None);
+    let req = cutover::ops::OpRequest {
+        watch: false,
+        ..cutover::ops::OpRequest::new(cutover::ops::OpKind::Canary {
+            to: "green".into(),
+            steps: vec![25, 100],
+        })
+    };
+    let e = engine.clone();
+    let task = tokio::spawn(async move {
+        e.run(req, cutover::ops::GateSource::ProbeNow, tx, cancel)
+            .await
+    });
+    let held = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(p) = rx.recv().await {
+            if let cutover::ops::Progress::Step {
+                ok: Some(true),
+                message,
+                ..
+            } = &p
+                && message.contains("every router sends 25 % to `green`")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(held, Ok(true), "step 1 was not verified");
+    let d = rig.driver();
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.weights.map(|w| w.canary_percent), Some(25));
+    for s in rig.slots.iter().filter(|s| s.controls.name == "green") {
+        s.controls.set_healthy(false);
+    }
+    let load = load::start(LoadOptions {
+        url: rig.url("/health"),
+        concurrency: 4,
+        max_requests: 20_000,
+        max_duration: Duration::from_secs(30),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the canary ends")
+        .expect("task");
+    let _ = load.finish().await;
+    assert_eq!(
+        out.verdict,
+        cutover::ops::Verdict::RolledBack,
+        "{}",
+        out.message
+    );
+    assert!(
+        out.message.contains("step 1/2 (25 %) failed")
+            && out.message.contains("aborted; 100 % on blue after"),
+        "{}",
+        out.message
+    );
+    let st = observe(d.as_ref()).await;
+    assert_eq!((st.live.as_deref(), st.weights), (Some("blue"), None));
+    for _ in 0..20 {
+        assert_eq!(who(&rig.url("/")).await, (200, "blue".to_string()));
+    }
+}
