@@ -289,6 +289,9 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                         }
                     }
                 }
+                if let Some(w) = r.state.as_ref().and_then(|s| s.weights.as_ref()) {
+                    outln!("    canary: {w}");
+                }
                 for n in r.state.iter().flat_map(|s| &s.notes) {
                     outln!("    note: {n}");
                 }

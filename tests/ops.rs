@@ -1425,7 +1425,7 @@ fn canary(to: &str, steps: &[u8]) -> OpKind {
 async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
     let rig = Rig::start(
         &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "canary_pause = \"1s\"\n",
+        "canary_pause = \"5s\"\n",
     )
     .await;
     let e = rig.engine();
@@ -1437,6 +1437,20 @@ async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
     .await;
     let w = rig._proxy.state().weights.expect("a split at step 1");
     assert_eq!((w.canary.as_str(), w.canary_percent), ("green", 10));
+    // `cutover status` shows the split (and --json has it as `weights`).
+    let rig_ref = &rig;
+    let o = tokio::task::block_in_place(|| rig_ref.cli(&["status", "shop"]));
+    assert!(
+        printed(&o).contains("canary: blue 90 % / green 10 %"),
+        "{}",
+        printed(&o)
+    );
+    let o = tokio::task::block_in_place(|| rig_ref.cli(&["status", "shop", "--json"]));
+    assert!(
+        printed(&o).contains("\"canary_percent\": 10"),
+        "{}",
+        printed(&o)
+    );
     step_done(
         &mut rx,
         "step 2/3 (50 %): every router sends 50 % to `green`",
