@@ -153,13 +153,14 @@ impl Engine {
             }
             if percent >= 100 {
                 // The last step is the swap: the canary slot becomes live.
+                // Its gate probes the canary afresh: the plan's gate input is a whole plan old.
                 run.note(Step::Apply, format!("{label}: swapping to `{to}`"));
                 run.held = Some(held.clone());
                 return self
                     .switch(
                         run,
                         req,
-                        GateSource::Given(input),
+                        GateSource::ProbeNow,
                         Some(live),
                         preview,
                         to,
