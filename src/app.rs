@@ -1241,16 +1241,17 @@ impl App {
                     ),
                 ));
                 if current {
-                    // An alarm names the key that rolls back, as bound here.
+                    // An alarm names the key that rolls back, as bound here, first: a long
+                    // reason must not push it off the screen.
                     let hint = if out.verdict == Verdict::Alarm {
                         format!(
-                            " — press {} to roll back",
+                            "ALARM — press {} to roll back · ",
                             self.keymap.first_key(Action::Rollback)
                         )
                     } else {
                         String::new()
                     };
-                    self.status = Some((level, format!("{}: {}{hint}", op.title, out.message)));
+                    self.status = Some((level, format!("{hint}{}: {}", op.title, out.message)));
                 }
             }
         }

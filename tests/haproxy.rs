@@ -450,11 +450,6 @@ async fn the_live_slots_request_counter_matches_the_loads_own_count() {
     let answered = report.by_slot.get(&live).copied().unwrap_or(0);
     print_report("counters", &report, 0);
     assert!(answered > 100, "the load got too few answers: {report:?}");
-    assert!(
-        report.elapsed_ms >= 9_000,
-        "the load ended early ({} ms): raise max_requests",
-        report.elapsed_ms
-    );
     assert_eq!(report.failed(), 0, "{report:?}");
     let counted = r1 - r0;
     let off = (counted as f64 - answered as f64).abs() / answered as f64;
