@@ -116,6 +116,11 @@ pub enum Effect {
     RunDrill {
         env: usize,
     },
+    /// Stop the operation running on the environment at its next safe point (a canary aborts
+    /// back to 0 %).
+    StopOp {
+        env: usize,
+    },
     /// Quit: running watches are abandoned (recorded), and cutover ends once their records
     /// are written.
     Quit,
@@ -1236,16 +1241,17 @@ impl App {
                     ),
                 ));
                 if current {
-                    // An alarm names the key that rolls back, as bound here.
+                    // An alarm names the key that rolls back, as bound here, first: a long
+                    // reason must not push it off the screen.
                     let hint = if out.verdict == Verdict::Alarm {
                         format!(
-                            " — press {} to roll back",
+                            "ALARM — press {} to roll back · ",
                             self.keymap.first_key(Action::Rollback)
                         )
                     } else {
                         String::new()
                     };
-                    self.status = Some((level, format!("{}: {}{hint}", op.title, out.message)));
+                    self.status = Some((level, format!("{hint}{}: {}", op.title, out.message)));
                 }
             }
         }
@@ -1427,6 +1433,12 @@ impl App {
             Action::Rolling => {
                 if let Some(slot) = self.selected_slot_name() {
                     self.ask_rolling(env_idx, &slot);
+                }
+                vec![]
+            }
+            Action::Canary => {
+                if let Some(slot) = self.selected_slot_name() {
+                    self.ask_canary(env_idx, &slot);
                 }
                 vec![]
             }
@@ -1738,6 +1750,30 @@ impl App {
         self.ask(env, kind, title.into());
     }
 
+    fn ask_canary(&mut self, env: usize, slot: &str) {
+        let Some(e) = self.envs.get(env) else { return };
+        if e.live() == Some(slot) {
+            self.status = Some((Level::Warn, format!("`{slot}` is already live")));
+            return;
+        }
+        let steps = e
+            .config
+            .canary_steps
+            .iter()
+            .map(|s| format!("{s} %"))
+            .collect::<Vec<_>>()
+            .join(" → ");
+        let title = format!(
+            "Canary to `{slot}`: {steps}, {} per step",
+            crate::timefmt::millis(e.config.canary_pause)
+        );
+        let kind = OpKind::Canary {
+            to: slot.to_string(),
+            steps: Vec::new(),
+        };
+        self.ask(env, kind, title);
+    }
+
     fn ask_rolling(&mut self, env: usize, slot: &str) {
         let kind = OpKind::Rolling {
             slot: slot.to_string(),
@@ -1756,6 +1792,25 @@ impl App {
         let Some(e) = self.envs.get(env) else {
             return vec![];
         };
+        // During a canary's steps the rollback key is its abort: 100 % back on the live slot.
+        // Once its last step (the swap) has begun, it is a rollback as after any swap.
+        if let Some(op) = e.op.as_ref().filter(|o| {
+            o.kind == "canary"
+                && o.verdict.is_none()
+                && !o.steps.iter().any(|(st, _, m)| {
+                    *st == Step::Apply
+                        && (m.contains("swapping to")
+                            || m.starts_with("switching live")
+                            || m.starts_with("routers switched"))
+                })
+        }) {
+            let msg = format!(
+                "ABORTING the canary #{}: 100 % back on the live slot",
+                op.id
+            );
+            self.status = Some((Level::Bad, msg));
+            return vec![Effect::StopOp { env }];
+        }
         let Some(prev) = e.memory.previous_live.clone() else {
             self.status = Some((
                 Level::Warn,

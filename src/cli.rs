@@ -114,6 +114,24 @@ pub enum Command {
         #[command(flatten)]
         op: OpFlags,
     },
+    /// Move the live traffic to a slot step by step (5, 25, 50, 100 %), holding each step
+    /// while its analysis runs; a failed analysis puts 100 % back on the live slot
+    Canary {
+        env: String,
+        /// The canary slot (it becomes live at the last step)
+        #[arg(long, value_name = "SLOT", required_unless_present = "promote")]
+        to: Option<String>,
+        /// Tell the canary running on ENV (a `cutover canary` on this host) to end its current
+        /// step's hold now and go on to the next step
+        #[arg(long, conflicts_with_all = ["to", "steps"])]
+        promote: bool,
+        /// The canary's share at each step, the last 100 (default: the environment's
+        /// `canary_steps`, else 5,25,50,100)
+        #[arg(long, value_name = "PCT,...", value_delimiter = ',', value_parser = parse_step)]
+        steps: Vec<u8>,
+        #[command(flatten)]
+        op: OpFlags,
+    },
     /// Deploy a slot node by node: drain, wait, deploy hook, smoke test, undrain
     Rolling {
         env: String,
@@ -256,4 +274,14 @@ pub struct DemoArgs {
     /// (try the one-key rollback there)
     #[arg(long)]
     pub production: bool,
+}
+
+/// One step of `--steps`: `25` or `25%`.
+fn parse_step(s: &str) -> Result<u8, String> {
+    s.trim()
+        .trim_end_matches('%')
+        .parse::<u8>()
+        .ok()
+        .filter(|n| (1..=100).contains(n))
+        .ok_or_else(|| format!("`{s}` is not a share from 1 to 100"))
 }

@@ -289,6 +289,9 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                         }
                     }
                 }
+                if let Some(w) = r.state.as_ref().and_then(|s| s.weights.as_ref()) {
+                    outln!("    canary: {w}");
+                }
                 for n in r.state.iter().flat_map(|s| &s.notes) {
                     outln!("    note: {n}");
                 }
@@ -493,11 +496,20 @@ pub async fn operate(
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel_rx) = watch::channel(Interrupt::None);
+    // A canary is promoted to its next step by SIGUSR1 (`cutover canary ENV --promote`).
+    let (promote_tx, promote_rx) = match kind {
+        OpKind::Canary { .. } => {
+            let (t, r) = watch::channel(0u32);
+            (Some(t), Some(r))
+        }
+        _ => (None, None),
+    };
     let req = OpRequest {
         force: flags.force,
         watch: !flags.no_watch,
         take_over: flags.take_over,
         one_key,
+        promote: promote_rx,
         ..OpRequest::new(kind)
     };
     let (id, op_name) = (req.id.clone(), req.kind.name());
@@ -534,7 +546,7 @@ pub async fn operate(
         }
     });
     let run = engine.run(req, GateSource::ProbeNow, tx, cancel_rx);
-    let out = run_until_signalled(run, cancel_tx, &engine, &id, op_name).await?;
+    let out = run_until_signalled(run, cancel_tx, promote_tx, &engine, &id, op_name).await?;
     let _ = printer.await;
     if let Some(n) = &engine.notifier
         && !n.flush(NOTIFY_FLUSH).await
@@ -573,6 +585,7 @@ fn in_rollback_window(world: &World, engine: &Engine) -> bool {
 async fn run_until_signalled(
     run: impl std::future::Future<Output = crate::ops::Outcome>,
     cancel: watch::Sender<Interrupt>,
+    promote: Option<watch::Sender<u32>>,
     engine: &Engine,
     id: &str,
     op_name: &str,
@@ -581,14 +594,31 @@ async fn run_until_signalled(
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = match &promote {
+        Some(_) => Some(signal(SignalKind::user_defined1())?),
+        None => None,
+    };
     tokio::pin!(run);
     let mut asked = false;
     loop {
+        let promoted = async {
+            match usr1.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             out = &mut run => return Ok(out),
             _ = term.recv() => {}
             _ = hup.recv() => {}
             _ = int.recv() => {}
+            Some(()) = promoted => {
+                if let Some(p) = &promote {
+                    p.send_modify(|n| *n = n.wrapping_add(1));
+                    errln!("promote: the canary goes on to its next step");
+                }
+                continue;
+            }
         }
         if asked {
             abandon(engine, id, op_name, "a second signal ended cutover");
@@ -830,6 +860,54 @@ pub async fn setup(
 
 /// `cutover unlock ENV`: refused when read-only; never breaks a live holder's lock (it names
 /// the holder); clears what a dead holder left.
+/// `cutover canary ENV --promote`: send SIGUSR1 to the `cutover canary` holding ENV's lock on
+/// this host; it ends the current step's hold and goes on to the next step.
+pub fn promote_canary(world: &World, env: &str, read_only: bool) -> Result<i32> {
+    let engine = engine(world, env)?;
+    if let Some(why) = read_only_reason(world, engine, read_only) {
+        errln!("read-only: `canary --promote` is not allowed ({why})");
+        return Ok(EXIT_FAILED);
+    }
+    let Some(h) = world.store.holder(&engine.env.name) else {
+        errln!("no canary is running on `{env}`: nobody holds its lock");
+        return Ok(EXIT_FAILED);
+    };
+    if h.operation != "canary" {
+        errln!(
+            "`{env}` is not running a canary but {}: nothing to promote",
+            h.describe()
+        );
+        return Ok(EXIT_FAILED);
+    }
+    let me = crate::paths::user_at_host();
+    let host = |s: &str| s.rsplit('@').next().unwrap_or_default().to_string();
+    if host(&h.holder) != host(&me) {
+        errln!(
+            "the canary on `{env}` runs on another host ({}); run `cutover canary {env} --promote` there",
+            h.describe()
+        );
+        return Ok(EXIT_FAILED);
+    }
+    let Ok(pid) = i32::try_from(h.pid) else {
+        errln!(
+            "the lock of `{env}` names pid {}, which is not a process id",
+            h.pid
+        );
+        return Ok(EXIT_FAILED);
+    };
+    // SAFETY: kill(2) with a pid read from the lock, which a live process holds.
+    if unsafe { libc::kill(pid, libc::SIGUSR1) } != 0 {
+        let e = std::io::Error::last_os_error();
+        errln!("cannot signal the canary on `{env}` (pid {pid}): {e}; are you its user?");
+        return Ok(EXIT_FAILED);
+    }
+    outln!(
+        "asked the canary #{} on `{env}` (pid {pid}) to go on to its next step",
+        h.op_id
+    );
+    Ok(EXIT_OK)
+}
+
 pub fn unlock(world: &World, env: &str, read_only: bool) -> Result<i32> {
     let engine = engine(world, env)?;
     if let Some(why) = read_only_reason(world, engine, read_only) {

@@ -231,6 +231,43 @@ pub struct Environment {
     pub one_key_rollback: bool,
     /// Warm-up, smoke test and after-hooks around every swap and rollback (all optional).
     pub hooks: crate::hooks::Hooks,
+    /// `cutover canary`: the canary's share at each step, rising, the last one 100 (the swap).
+    pub canary_steps: Vec<u8>,
+    /// How long each canary step holds while its analysis runs.
+    pub canary_pause: Duration,
+    /// The canary's error rate (router errors / requests on the canary slot during a step)
+    /// above which the canary is aborted, as a fraction (0.01 = 1 %).
+    pub canary_max_error_rate: f64,
+}
+
+/// The default canary plan: 5, 25, 50, 100 %.
+pub const DEFAULT_CANARY_STEPS: [u8; 4] = [5, 25, 50, 100];
+
+/// Parse a canary plan: `["5%", "25%", "50%", "100%"]` (the `%` is optional). The shares rise,
+/// are 1 to 100, and the last is 100 (the swap).
+pub fn parse_canary_steps<S: AsRef<str>>(steps: &[S]) -> std::result::Result<Vec<u8>, String> {
+    let mut out: Vec<u8> = Vec::new();
+    for s in steps {
+        let s = s.as_ref().trim();
+        let n: u8 = s
+            .trim_end_matches('%')
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| format!("`{s}` is not a share from 1% to 100%"))?;
+        if out.last().is_some_and(|&l| l >= n) {
+            return Err(format!(
+                "the steps must rise; `{s}` comes after {}%",
+                out[out.len() - 1]
+            ));
+        }
+        out.push(n);
+    }
+    if out.last() != Some(&100) {
+        return Err("the last step must be 100% (the swap to the canary slot)".into());
+    }
+    Ok(out)
 }
 
 /// `[environment.rolling]`: a rolling deploy over the nodes of a slot, one node at a time:
@@ -344,6 +381,9 @@ fn default_watch() -> Duration {
 fn default_verify() -> Duration {
     Duration::from_secs(10)
 }
+fn default_canary_pause() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_rollback_window() -> Duration {
     Duration::from_secs(600)
 }
@@ -398,6 +438,10 @@ struct RawEnvironment {
     hook_timeout: Duration,
     #[serde(default)]
     hook_pass_env: Vec<Spanned<String>>,
+    canary_steps: Option<Spanned<Vec<String>>>,
+    #[serde(default = "default_canary_pause", with = "serde_duration")]
+    canary_pause: Duration,
+    canary_max_error_rate: Option<Spanned<f64>>,
 }
 
 fn default_warmup_timeout() -> Duration {
@@ -811,6 +855,22 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             ));
         }
         let hooks = parse_hooks(&mut raw_hooks, src, &at)?;
+        let canary_steps = match &re.canary_steps {
+            None => DEFAULT_CANARY_STEPS.to_vec(),
+            Some(v) => parse_canary_steps(v.get_ref())
+                .map_err(|m| at(v.span(), Some("canary_steps"), m))?,
+        };
+        let canary_max_error_rate = match &re.canary_max_error_rate {
+            None => 0.01,
+            Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
+            Some(r) => {
+                return Err(at(
+                    r.span(),
+                    Some("canary_max_error_rate"),
+                    "must be a fraction from 0 to 1 (0.01 is 1 %)".into(),
+                ));
+            }
+        };
         environments.push(Environment {
             name,
             public_url: re.public_url.map(|u| u.into_inner()),
@@ -831,6 +891,9 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             rollback_window: re.rollback_window,
             one_key_rollback: re.one_key_rollback.unwrap_or(raw.settings.one_key_rollback),
             hooks,
+            canary_steps,
+            canary_pause: re.canary_pause,
+            canary_max_error_rate,
         });
     }
     let mut notify = Vec::new();
@@ -1323,6 +1386,32 @@ fn find_key(src: &str, key: &str) -> Option<Range<usize>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn canary_steps_rise_to_100() {
+        assert_eq!(
+            parse_canary_steps(&["5%", "25%", "50%", "100%"]),
+            Ok(vec![5, 25, 50, 100])
+        );
+        assert_eq!(parse_canary_steps(&["50", "100"]), Ok(vec![50, 100]));
+        assert!(
+            parse_canary_steps(&["25%", "5%", "100%"])
+                .unwrap_err()
+                .contains("rise")
+        );
+        assert!(
+            parse_canary_steps(&["5%", "50%"])
+                .unwrap_err()
+                .contains("100%")
+        );
+        assert!(
+            parse_canary_steps(&["0%", "100%"])
+                .unwrap_err()
+                .contains("1% to 100%")
+        );
+        assert!(parse_canary_steps::<&str>(&[]).is_err());
+    }
+
     use super::*;
 
     const GOOD: &str = r#"

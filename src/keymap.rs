@@ -18,6 +18,7 @@ pub enum Action {
     Drain,
     Maintenance,
     Rolling,
+    Canary,
     Drill,
     Filter,
     Command,
@@ -34,12 +35,13 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Action::Swap,
         Action::Rollback,
         Action::Drain,
         Action::Maintenance,
         Action::Rolling,
+        Action::Canary,
         Action::Drill,
         Action::Up,
         Action::Down,
@@ -72,6 +74,7 @@ impl Action {
             Action::Drain => "drain",
             Action::Maintenance => "maintenance",
             Action::Rolling => "rolling",
+            Action::Canary => "canary",
             Action::Drill => "drill",
             Action::Filter => "filter",
             Action::Command => "command",
@@ -102,6 +105,9 @@ impl Action {
             Action::Drain => "drain the selected slot, or undrain it if it is draining",
             Action::Maintenance => "turn maintenance on (503 page) or off for the environment",
             Action::Rolling => "rolling deploy of the selected slot, node by node; asks first",
+            Action::Canary => {
+                "canary: move the live traffic to the selected slot step by step (canary_steps), analysing each step; asks first; the rollback key aborts it to 0 %"
+            }
             Action::Drill => {
                 "drill: load the public URL while swapping back and forth, with a live chart; D again closes it"
             }
@@ -131,6 +137,7 @@ impl Action {
                 | Action::Drain
                 | Action::Maintenance
                 | Action::Rolling
+                | Action::Canary
                 | Action::Drill
         )
     }
@@ -204,6 +211,7 @@ impl Default for Keymap {
             (Key::ch('d'), Drain),
             (Key::ch('m'), Maintenance),
             (Key::ch('R'), Rolling),
+            (Key::ch('c'), Canary),
             (Key::ch('D'), Drill),
             (Key::ch('k'), Up),
             (Key::plain(KeyCode::Up), Up),

@@ -245,6 +245,9 @@ async fn run(cli: Cli) -> Result<i32> {
         }) => commands::setup(&world, &env, &live, preview.as_deref(), force, ro).await?,
         Some(Command::Watch { env }) => commands::watch_env(world, &env).await?,
         Some(Command::Unlock { env }) => commands::unlock(&world, &env, ro)?,
+        Some(Command::Canary {
+            env, promote: true, ..
+        }) => commands::promote_canary(&world, &env, ro)?,
         Some(cmd) => match operation(cmd) {
             Some((env, kind, op)) => commands::operate(&world, &env, kind, &op, ro).await?,
             None => EXIT_USAGE,
@@ -295,6 +298,13 @@ fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
             op,
         } => (env, OpKind::Rolling { slot, version }, op),
         Command::Recover { env, to, op } => (env, OpKind::Recover { to }, op),
+        Command::Canary {
+            env,
+            to: Some(to),
+            steps,
+            op,
+            promote: false,
+        } => (env, OpKind::Canary { to, steps }, op),
         _ => return None,
     })
 }

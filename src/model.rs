@@ -180,6 +180,31 @@ pub struct RouterState {
     /// screen counts them as warnings. The router was read; these are not read errors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// The current split of the live traffic between the live slot and a canary slot, when
+    /// the router supports weights and a canary share is set (absent at 0 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Weights>,
+}
+
+/// A split of the live traffic: `canary_percent` % to `canary`, the rest to `live`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    pub live: String,
+    pub canary: String,
+    pub canary_percent: u8,
+}
+
+impl fmt::Display for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} % / {} {} %",
+            self.live,
+            100 - u16::from(self.canary_percent.min(100)),
+            self.canary,
+            self.canary_percent
+        )
+    }
 }
 
 impl RouterState {

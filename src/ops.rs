@@ -21,6 +21,8 @@ use crate::probe::Prober;
 use crate::router::{Router, Target};
 use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
 
+pub mod canary;
+
 /// Errors on the router counters during the watch window above which the cutover fails.
 pub const WATCH_ERROR_BUDGET: u64 = 5;
 /// How long a rolling deploy waits after draining a node whose router cannot count in-flight
@@ -74,6 +76,13 @@ pub enum OpKind {
     Recover {
         to: Option<String>,
     },
+    /// Move the live traffic to `to` step by step (`steps`: its share at each step, the last
+    /// 100), holding each step while an analysis watches the canary; a failed analysis puts
+    /// everything back on the live slot at once. The last step is a swap.
+    Canary {
+        to: String,
+        steps: Vec<u8>,
+    },
 }
 
 impl OpKind {
@@ -88,6 +97,7 @@ impl OpKind {
             OpKind::SetPreview(_) => "set-preview",
             OpKind::Rolling { .. } => "rolling",
             OpKind::Recover { .. } => "recover",
+            OpKind::Canary { .. } => "canary",
         }
     }
 }
@@ -107,6 +117,9 @@ pub struct OpRequest {
     /// A one-key rollback (no dialog): the gate also requires the previous live slot to run
     /// the version it served when it was live.
     pub one_key: bool,
+    /// A canary: each change of this value ends the current (or next) step's hold early and
+    /// goes on to the next step ("promote"). `cutover canary ENV --promote` sends it.
+    pub promote: Option<watch::Receiver<u32>>,
 }
 
 impl OpRequest {
@@ -119,6 +132,7 @@ impl OpRequest {
             watch: true,
             take_over: false,
             one_key: false,
+            promote: None,
         }
     }
 }
@@ -903,6 +917,23 @@ impl Engine {
             OpKind::Rolling { slot, version } => {
                 let (slot, version) = (slot.clone(), version.clone());
                 self.rolling(run, &slot, version.as_deref()).await
+            }
+            OpKind::Canary { to, steps } => {
+                let (to, steps) = (to.clone(), steps.clone());
+                let held = Arc::new(std::sync::Mutex::new(None));
+                let out = self
+                    .canary(
+                        run,
+                        req,
+                        gate_source,
+                        live,
+                        preview,
+                        to,
+                        steps,
+                        held.clone(),
+                    )
+                    .await;
+                self.conclude(out, &held).await
             }
             other => self.simple(run, other.clone(), states).await,
         }
@@ -1777,6 +1808,21 @@ impl Engine {
         let mut failures = Vec::new();
         for (i, (r, s)) in self.routers.iter().zip(states).enumerate() {
             if s.live.as_deref() == Some(target.as_str()) {
+                // A canary's leftover share goes back to the live slot.
+                if let Some(w) = &s.weights {
+                    match r.set_weights(&w.live, &w.canary, 0).await {
+                        Ok(()) => run.journal_router(i, "changed"),
+                        Err(e) => {
+                            run.journal_router(i, "failed");
+                            failures.push(format!(
+                                "`{}` refused 0 % on `{}`: {e:#}",
+                                r.name(),
+                                w.canary
+                            ));
+                        }
+                    }
+                    continue;
+                }
                 run.journal_router(i, "unchanged");
                 continue;
             }
@@ -2191,6 +2237,7 @@ fn describe(kind: &OpKind) -> String {
         OpKind::Swap { to } => format!("swap to {}", to.as_deref().unwrap_or("preview")),
         OpKind::Rollback => "rollback".into(),
         OpKind::Rolling { slot, .. } => format!("rolling deploy of {slot}"),
+        OpKind::Canary { to, steps } => format!("canary to {to} ({})", canary::steps_text(steps)),
         OpKind::Recover { to } => format!(
             "recover{}",
             to.as_deref()

@@ -302,6 +302,13 @@ impl Runner {
     fn run(&mut self, effect: Effect) {
         match effect {
             Effect::Quit | Effect::QuitNow => {}
+            Effect::StopOp { env } => {
+                if let Some(running) = self.running.get(env) {
+                    for r in running.iter().filter(|r| !r.task.is_finished()) {
+                        let _ = r.cancel.send(Interrupt::Superseded("the abort key".into()));
+                    }
+                }
+            }
             Effect::RunOp { env, req, gate } => {
                 let Some(engine) = self.world.engines.get(env).cloned() else {
                     return;

@@ -1581,3 +1581,54 @@ async fn bench_throughput_direct_embedded_apache() {
     common::bench_load("through the embedded proxy", &embedded_url).await;
     common::bench_load("through Apache (event MPM, defaults)", &a.url()).await;
 }
+
+/// The traffic view's figures come from the balancer-manager's `elected` counter: over a window
+/// of load it matches the load's own count within 5 % (Apache updates it without a lock, and
+/// loses a few under concurrency; see docs/apache.md "Busy").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_slots_elected_counter_matches_the_loads_own_count() {
+    let Some(bin) = require_binary(
+        "the_live_slots_elected_counter_matches_the_loads_own_count",
+        "apache2",
+    ) else {
+        return;
+    };
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
+    let before = d.observe().await.expect("observe");
+    let live = before.live.clone().expect("a live slot");
+    let requests = |st: &cutover::model::RouterState| {
+        st.slots
+            .get(&live)
+            .and_then(|r| r.requests)
+            .unwrap_or_else(|| panic!("no counter for `{live}`: {st:?}"))
+    };
+    let r0 = requests(&before);
+    // Bounded in count and time, two at a time: a window of load, not a benchmark.
+    let report = load::run(LoadOptions {
+        url: a.url(),
+        concurrency: 2,
+        max_requests: 200_000,
+        max_duration: Duration::from_secs(10),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    })
+    .await;
+    let after = d.observe().await.expect("observe");
+    let counted = requests(&after) - r0;
+    let answered = report.by_slot.get(&live).copied().unwrap_or(0);
+    assert!(answered > 100, "the load got too few answers: {report:?}");
+    assert_eq!(report.failed(), 0, "{report:?}");
+    let off = (counted as f64 - answered as f64).abs() / answered as f64;
+    eprintln!(
+        "Apache counted {counted}, the load {answered}: {:.2} % apart",
+        off * 100.0
+    );
+    assert!(
+        off <= 0.05,
+        "Apache counted {counted} requests on `{live}`, the load {answered} ({:.1} % apart)",
+        off * 100.0
+    );
+}

@@ -1905,3 +1905,133 @@ async fn upgrade_drain_timeout_closes_an_old_websocket_after_a_switch_with_a_clo
         "the new slot's WebSocket stays open"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canary_weights_split_the_live_traffic_and_zero_puts_it_all_back() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    assert!(d.supports(cutover::router::Verb::Weights));
+    let url = format!("http://{}/", h.live_addr());
+    let servers = [&s[0], &s[1]];
+
+    for percent in [5u8, 25, 50, 100, 0] {
+        d.set_weights("blue", "green", percent)
+            .await
+            .unwrap_or_else(|e| panic!("set weights to {percent} %: {e:#}"));
+        let st = observe(&d).await;
+        match percent {
+            0 => assert_eq!(st.weights, None, "0 % reports no split"),
+            p => assert_eq!(
+                st.weights,
+                Some(cutover::model::Weights {
+                    live: "blue".into(),
+                    canary: "green".into(),
+                    canary_percent: p,
+                })
+            ),
+        }
+        assert_eq!(st.live.as_deref(), Some("blue"), "a split is not a switch");
+        let (report, share) = common::canary_share_under_load(&servers, "green", &url, 2_000).await;
+        assert_eq!(
+            report.failed(),
+            0,
+            "{percent} %: {:?} {:?}",
+            report.failures,
+            report.first_errors
+        );
+        assert!(
+            (share - f64::from(percent)).abs() <= 3.0,
+            "at {percent} % the canary served {share:.1} % of {} answers",
+            report.sent
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_are_refused_when_they_do_not_fit_and_end_with_a_switch() {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(&[&s[0], &s[1], &s[2]], &[], &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+
+    let refused = |r: color_eyre::Result<()>, what: &str, want: &str| {
+        let e = format!("{:#}", r.expect_err(what));
+        assert!(e.contains(want), "{what}: {e}");
+    };
+    refused(
+        d.set_weights("green", "staging", 10).await,
+        "green is not live",
+        "is not the live slot",
+    );
+    refused(
+        d.set_weights("blue", "blue", 10).await,
+        "the live slot as its own canary",
+        "a canary is another slot",
+    );
+    refused(
+        d.set_weights("blue", "purple", 10).await,
+        "an unknown slot",
+        "unknown slot `purple`",
+    );
+    refused(
+        d.set_weights("blue", "green", 101).await,
+        "more than 100 %",
+        "0 to 100",
+    );
+    d.drain(&Target::slot("staging"))
+        .await
+        .expect("drain staging");
+    refused(
+        d.set_weights("blue", "staging", 10).await,
+        "a drained canary",
+        "draining",
+    );
+    assert_eq!(
+        observe(&d).await.weights,
+        None,
+        "nothing refused was applied"
+    );
+
+    d.undrain(&Target::slot("staging"))
+        .await
+        .expect("undrain staging");
+    d.set_weights("blue", "staging", 25).await.expect("25 %");
+    refused(
+        d.drain(&Target::slot("staging")).await,
+        "draining the canary",
+        "the canary slot",
+    );
+    // The split survives a restart, from the state file.
+    let live_port = h.live_addr().port();
+    h.stop().await;
+    let mut cfg2 = cfg.clone();
+    cfg2.live_listen = format!("127.0.0.1:{live_port}");
+    let h = proxy::start(&env, &cfg2).await.expect("proxy restarts");
+    let d = driver(&h, &env, &cfg2);
+    let st = observe(&d).await;
+    assert_eq!(
+        st.weights
+            .as_ref()
+            .map(|w| (w.canary.as_str(), w.canary_percent)),
+        Some(("staging", 25))
+    );
+    // Switching live ends the split: the new live slot takes everything.
+    d.switch_live("staging")
+        .await
+        .expect("switch to the canary");
+    let st = observe(&d).await;
+    assert_eq!(st.live.as_deref(), Some("staging"));
+    assert_eq!(st.weights, None);
+    let served = common::served_during(&s, &format!("http://{}/", h.live_addr()), 40).await;
+    assert_eq!(
+        served,
+        vec![0, 0, 40],
+        "after the switch every answer is staging's"
+    );
+    h.stop().await;
+}

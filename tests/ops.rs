@@ -1371,3 +1371,270 @@ async fn a_quit_during_the_warmup_stops_it_at_once_with_nothing_changed() {
         "no router was touched"
     );
 }
+
+/// Start `kind` in the background; its progress comes on the returned channel.
+fn start_op(
+    e: &Arc<Engine>,
+    kind: OpKind,
+) -> (
+    tokio::task::JoinHandle<Outcome>,
+    mpsc::UnboundedReceiver<cutover::ops::Progress>,
+    watch::Sender<cutover::ops::Interrupt>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (cancel, cancelled) = watch::channel(cutover::ops::Interrupt::None);
+    let e = e.clone();
+    let task = tokio::spawn(async move {
+        let req = OpRequest {
+            watch: false,
+            ..OpRequest::new(kind)
+        };
+        e.run(req, GateSource::ProbeNow, tx, cancelled).await
+    });
+    (task, rx, cancel)
+}
+
+/// Wait (at most 30 s) for a finished step whose message contains `needle`.
+async fn step_done(rx: &mut mpsc::UnboundedReceiver<cutover::ops::Progress>, needle: &str) {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(p) = rx.recv().await {
+            if let cutover::ops::Progress::Step {
+                ok: Some(true),
+                message,
+                ..
+            } = &p
+                && message.contains(needle)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "no finished step saying `{needle}`");
+}
+
+fn canary(to: &str, steps: &[u8]) -> OpKind {
+    OpKind::Canary {
+        to: to.into(),
+        steps: steps.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        "canary_pause = \"5s\"\n",
+    )
+    .await;
+    let e = rig.engine();
+    let (task, mut rx, _cancel) = start_op(&e, canary("green", &[10, 50, 100]));
+    step_done(
+        &mut rx,
+        "step 1/3 (10 %): every router sends 10 % to `green`",
+    )
+    .await;
+    let w = rig._proxy.state().weights.expect("a split at step 1");
+    assert_eq!((w.canary.as_str(), w.canary_percent), ("green", 10));
+    // `cutover status` shows the split (and --json has it as `weights`).
+    let rig_ref = &rig;
+    let o = tokio::task::block_in_place(|| rig_ref.cli(&["status", "shop"]));
+    assert!(
+        printed(&o).contains("canary: blue 90 % / green 10 %"),
+        "{}",
+        printed(&o)
+    );
+    let o = tokio::task::block_in_place(|| rig_ref.cli(&["status", "shop", "--json"]));
+    assert!(
+        printed(&o).contains("\"canary_percent\": 10"),
+        "{}",
+        printed(&o)
+    );
+    step_done(
+        &mut rx,
+        "step 2/3 (50 %): every router sends 50 % to `green`",
+    )
+    .await;
+    let out = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the canary ends")
+        .expect("task");
+    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    assert_eq!(rig.serving().await, "green");
+    let st = rig._proxy.state();
+    assert_eq!((st.live.as_deref(), st.weights), (Some("green"), None));
+    assert_eq!(e.store.env("shop").previous_live.as_deref(), Some("blue"));
+    let audit = rig.audit_text();
+    assert!(audit.contains("\"operation\":\"canary\""), "{audit}");
+    assert!(audit.contains("step 2/3 (50 %): `green` passed"), "{audit}");
+    assert!(e.store.journal("shop").is_none(), "the journal is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        "canary_pause = \"30s\"\ncanary_max_error_rate = 0.01\n",
+    )
+    .await;
+    let e = rig.engine();
+    let (task, mut rx, _cancel) = start_op(&e, canary("green", &[25, 100]));
+    step_done(&mut rx, "every router sends 25 % to `green`").await;
+    // Green starts answering 500 on /health; the public load on that path reaches it.
+    rig.slot("green").controls.set_healthy(false);
+    let load = cutover::load::start(cutover::load::LoadOptions {
+        url: format!("http://127.0.0.1:{}/health", rig.live),
+        concurrency: 4,
+        max_requests: 20_000,
+        max_duration: Duration::from_secs(30),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the canary ends")
+        .expect("task");
+    let _ = load.finish().await;
+    eprintln!("canary abort: {}", out.message);
+    assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
+    assert!(
+        out.message.contains("step 1/2 (25 %) failed")
+            && out.message.contains("aborted; 100 % on blue after"),
+        "{}",
+        out.message
+    );
+    let st = rig._proxy.state();
+    assert_eq!((st.live.as_deref(), st.weights), (Some("blue"), None));
+    rig.slot("green").controls.set_healthy(true);
+    for _ in 0..20 {
+        assert_eq!(rig.serving().await, "blue");
+    }
+    assert!(rig.audit_text().contains("aborted; 100 % on blue"));
+    assert!(e.store.journal("shop").is_none(), "the journal is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_canary_puts_everything_back_and_the_cli_runs_one() {
+    let rig = Rig::start(
+        &[("blue", "1.0.0"), ("green", "2.0.0")],
+        "canary_pause = \"30s\"\n",
+    )
+    .await;
+    let e = rig.engine();
+    let (task, mut rx, cancel) = start_op(&e, canary("green", &[5, 100]));
+    step_done(&mut rx, "every router sends 5 % to `green`").await;
+    cancel
+        .send(cutover::ops::Interrupt::Quit)
+        .expect("the canary listens");
+    let out = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the canary ends")
+        .expect("task");
+    assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
+    assert!(out.message.contains("cutover quit"), "{}", out.message);
+    assert_eq!(rig._proxy.state().weights, None);
+
+    // The CLI: bad steps are a usage error; a short plan runs to the swap.
+    let o = rig.cli(&[
+        "canary", "shop", "--to", "green", "--steps", "0,100", "--yes",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
+    let text = std::fs::read_to_string(&rig.config_path)
+        .expect("config")
+        .replace("canary_pause = \"30s\"", "canary_pause = \"1s\"");
+    std::fs::write(&rig.config_path, text).expect("write config");
+    let rig_ref = &rig;
+    let o = tokio::task::block_in_place(|| {
+        rig_ref.cli(&[
+            "canary",
+            "shop",
+            "--to",
+            "green",
+            "--steps",
+            "50%,100",
+            "--yes",
+            "--no-watch",
+        ])
+    });
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    assert!(printed(&o).contains("step 1/2 (50 %)"), "{}", printed(&o));
+    assert_eq!(rig.serving().await, "green");
+}
+
+/// `cutover canary shop --promote` in another process: its output.
+async fn promote(rig: &Arc<Rig>) -> Output {
+    let rig = rig.clone();
+    tokio::task::spawn_blocking(move || rig.cli(&["canary", "shop", "--promote"]))
+        .await
+        .expect("cli")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_ends_a_canary_steps_hold_from_another_process() {
+    let rig = Arc::new(
+        Rig::start(
+            &[("blue", "1.0.0"), ("green", "2.0.0")],
+            "canary_pause = \"600s\"\n",
+        )
+        .await,
+    );
+    let o = promote(&rig).await;
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(
+        printed(&o).contains("no canary is running"),
+        "{}",
+        printed(&o)
+    );
+
+    let started = std::time::Instant::now();
+    let mut a = {
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut a = Background::start(
+                &rig,
+                &[
+                    "canary",
+                    "shop",
+                    "--to",
+                    "green",
+                    "--steps",
+                    "10,20,100",
+                    "--yes",
+                    "--no-watch",
+                ],
+            );
+            a.wait_for("watch   ...  step 1/3");
+            a
+        })
+        .await
+        .expect("the canary holds step 1")
+    };
+    let o = promote(&rig).await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    a = tokio::task::spawn_blocking(move || {
+        a.wait_for("watch   ...  step 2/3");
+        a
+    })
+    .await
+    .expect("the canary holds step 2");
+    assert_eq!(
+        rig._proxy.state().weights.map(|w| w.canary_percent),
+        Some(20)
+    );
+    let o = promote(&rig).await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let (code, text) = tokio::task::spawn_blocking(move || a.finish())
+        .await
+        .expect("finish");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("step 1/3 (10 %): promoted by the operator"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "the 600 s holds were cut short"
+    );
+    assert_eq!(rig.serving().await, "green");
+}

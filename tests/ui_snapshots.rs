@@ -1487,3 +1487,181 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
     assert!(!green.stale);
     assert_eq!(green.current().map(|c| c.rps), Some(0.0));
 }
+
+/// Every state an operator can meet during a cutover, snapshotted: maintenance on, the lock
+/// held by another operator, an interrupted operation, and a swap that failed, rolled back by
+/// itself, or raised the alarm.
+#[test]
+fn the_states_an_operator_meets_are_drawn() {
+    use cutover::ops::{Outcome, Progress, Step, Verdict};
+    // Maintenance on.
+    let mut app = app_with(EnvMemory::default());
+    let mut st = router_state("blue", "green");
+    st.maintenance = Some(cutover::model::MaintenanceMode::Page);
+    app.update(Event::Router {
+        env: 0,
+        router: 0,
+        result: Ok(st),
+        at: t0(),
+    });
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("MAINTENANCE is on"), "{text}");
+    insta::assert_snapshot!("state_maintenance", text);
+
+    // The lock held by another operator, and what a dead one left half-done.
+    let mut app = app_with(EnvMemory::default());
+    app.update(Event::Lock {
+        env: 0,
+        holder: Some(cutover::state::LockInfo {
+            holder: "alice@laptop-2".into(),
+            pid: 4242,
+            operation: "swap".into(),
+            op_id: "a1b2c3d4".into(),
+            since: "2026-11-20T09:30:00Z".into(),
+        }),
+        interrupted: Some(cutover::state::Journal {
+            op_id: "0badf00d".into(),
+            operation: "swap".into(),
+            action: "swap blue → green".into(),
+            environment: "shop-prod".into(),
+            user: "bob@bastion".into(),
+            pid: 77,
+            started: "2026-11-20T03:12:40Z".into(),
+            from: Some("blue".into()),
+            to: Some("green".into()),
+            target: None,
+            routers: vec![cutover::state::JournalRouter {
+                name: "edge".into(),
+                before: Some("blue".into()),
+                result: "changed".into(),
+            }],
+        }),
+    });
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("LOCKED by alice@laptop-2"), "{text}");
+    assert!(
+        text.contains("INTERRUPTED swap blue → green at 03:12:40"),
+        "{text}"
+    );
+    insta::assert_snapshot!("state_locked_and_interrupted", text);
+    key(&mut app, 's');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("T takes the lock over"), "{text}");
+
+    // A swap's three bad endings.
+    for (verdict, message, name) in [
+        (
+            Verdict::Failed,
+            "the router accepted the switch but did not change: `edge` shows blue live after 10.0s",
+            "state_failed",
+        ),
+        (
+            Verdict::RolledBack,
+            "`green` failed 2 health checks in a row (HTTP 500); rolled back to `blue` automatically",
+            "state_rolled_back",
+        ),
+        (
+            Verdict::Alarm,
+            "`green` failed 2 health checks in a row (HTTP 500); roll back to `blue`: `cutover rollback shop-prod` (in the TUI: the rollback key)",
+            "state_alarm",
+        ),
+    ] {
+        let mut app = app_with(EnvMemory::default());
+        key(&mut app, 's');
+        let id = op_id(&press(&mut app, KeyCode::Char('y')));
+        step(&mut app, &id, Step::Plan, Some(true), "blue → green");
+        step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+        step(
+            &mut app,
+            &id,
+            Step::Apply,
+            Some(true),
+            "routers switched to `green`",
+        );
+        app.update(Event::Op {
+            env: 0,
+            id: id.clone(),
+            progress: Progress::Finished(Outcome {
+                verdict,
+                message: message.into(),
+                record: cutover::audit::AuditRecord::default(),
+            }),
+        });
+        let (text, _) = screen(&mut app, 120, 40);
+        assert!(text.contains(&verdict.label().to_uppercase()), "{text}");
+        if verdict == Verdict::Alarm {
+            assert!(text.contains("press r to roll back"), "{text}");
+        }
+        insta::assert_snapshot!(name, text.replace(&format!("#{id}"), "#<id>"));
+    }
+}
+
+#[test]
+fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
+    use cutover::ops::Step;
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 'l'); // green
+    key(&mut app, 'c');
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("Canary to `green`: 5 % → 25 % → 50 % → 100 %"),
+        "{text}"
+    );
+    let fx = press(&mut app, KeyCode::Char('y'));
+    let id = match fx.as_slice() {
+        [cutover::app::Effect::RunOp { req, .. }] => {
+            assert_eq!(
+                req.kind,
+                cutover::ops::OpKind::Canary {
+                    to: "green".into(),
+                    steps: vec![]
+                }
+            );
+            req.id.clone()
+        }
+        other => panic!("no canary started: {other:?}"),
+    };
+    step(&mut app, &id, Step::Plan, Some(true), "canary blue → green");
+    step(
+        &mut app,
+        &id,
+        Step::Watch,
+        None,
+        "step 1/4 (5 %): analysing `green` for 1m",
+    );
+    app.update(Event::Op {
+        env: 0,
+        id: id.clone(),
+        progress: cutover::ops::Progress::Watching {
+            remaining: std::time::Duration::from_secs(42),
+            detail: "step 1/4 (5 %) · green up · 0 err / 120 req".into(),
+            errors: 0,
+            checks: 3,
+            passed: 3,
+        },
+    });
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.contains("step 1/4 (5 %)"),
+        "the op line shows the step: {text}"
+    );
+    // During the steps, r aborts the canary (no rollback to some older slot).
+    let fx = press(&mut app, KeyCode::Char('r'));
+    assert!(
+        matches!(fx.as_slice(), [cutover::app::Effect::StopOp { env: 0 }]),
+        "{fx:?}"
+    );
+    // Once its swap has begun, r is a rollback as after any swap.
+    step(
+        &mut app,
+        &id,
+        Step::Apply,
+        None,
+        "switching live to `green`",
+    );
+    let fx = press(&mut app, KeyCode::Char('r'));
+    assert!(
+        !matches!(fx.as_slice(), [cutover::app::Effect::StopOp { .. }]),
+        "{fx:?}"
+    );
+}

@@ -7,6 +7,8 @@
 //! - `POST /drain {"slot":"blue"}` or `{"slot":"blue","node":"b1"}`, `POST /undrain {...}`
 //! - `POST /maintenance {"on":true,"mode":{"mode":"page"}}` or
 //!   `{"on":true,"mode":{"mode":"redirect","to":"green"}}`, `{"on":false}`
+//! - `POST /weights {"live":"blue","canary":"green","canary_percent":25}`: 25 % of the live
+//!   traffic to green, chosen per request; `0` puts it all back on the live slot
 //!
 //! Successful changes answer 200 with the new state. Refusals answer 4xx with
 //! `{"error": "..."}` naming the problem; when a token is configured every call needs
@@ -41,6 +43,14 @@ struct TargetBody {
     slot: String,
     #[serde(default)]
     node: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsBody {
+    live: String,
+    canary: String,
+    canary_percent: u8,
 }
 
 #[derive(Deserialize)]
@@ -129,7 +139,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         Err(e) => error(e),
     };
     let endpoints = "GET /state, GET /metrics, POST /live, POST /preview, POST /drain, POST /undrain, \
-                     POST /maintenance, POST /pause, POST /resume, POST /tls/reload";
+                     POST /maintenance, POST /pause, POST /resume, POST /tls/reload, POST /weights";
     match (method, path.as_str()) {
         (Method::GET, "/state") => json(StatusCode::OK, &shared.observe()),
         (Method::GET, "/metrics") => local(
@@ -188,10 +198,22 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                 )),
             },
         },
+        (Method::POST, "/weights") => {
+            let example = r#"{"live":"blue","canary":"green","canary_percent":25}"#;
+            match read::<WeightsBody>(req, example).await {
+                Ok(b) => done(
+                    shared
+                        .set_weights(&b.live, &b.canary, b.canary_percent)
+                        .await,
+                    &shared,
+                ),
+                Err(e) => error(e),
+            }
+        }
         (
             m,
             "/state" | "/metrics" | "/live" | "/preview" | "/drain" | "/undrain" | "/maintenance"
-            | "/pause" | "/resume" | "/tls/reload",
+            | "/pause" | "/resume" | "/tls/reload" | "/weights",
         ) => error(AdminError::new(
             405,
             format!("{m} is not allowed on {path}; the endpoints are {endpoints}"),

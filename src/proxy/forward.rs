@@ -129,7 +129,7 @@ fn route(shared: &Shared, listener: Listener, headers: &HeaderMap) -> Route {
     let live = shared.live();
     let Some(mode) = shared.maint() else {
         return Route::Slot {
-            slot: live,
+            slot: shared.live_or_canary(),
             redirected: false,
         };
     };

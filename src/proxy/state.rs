@@ -123,6 +123,34 @@ pub(crate) struct Saved {
     pub drained: Vec<Drained>,
     #[serde(default)]
     pub maintenance: Option<MaintenanceMode>,
+    /// The canary split of the live traffic, when one is set (never at 0 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// `percent` % of the live traffic goes to `slot` (1..=100).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Canary {
+    pub slot: String,
+    pub percent: u8,
+}
+
+/// The canary split packed in one word, so a request reads slot and share together:
+/// `slot index << 8 | percent`; a percent of 0 is no canary.
+fn pack_canary(slot: usize, percent: u8) -> u64 {
+    ((slot as u64) << 8) | u64::from(percent)
+}
+
+fn unpack_canary(v: u64) -> Option<(usize, u8)> {
+    let percent = (v & 0xff) as u8;
+    (percent > 0).then_some(((v >> 8) as usize, percent))
+}
+
+/// Whether the `n`th request of a split goes to the canary. Multiplying by 37 (coprime with
+/// 100) spreads the canary's share evenly over every 100 requests instead of in one run, so
+/// any window of requests carries close to `percent` % whatever its length.
+pub(crate) fn goes_to_canary(n: u64, percent: u8) -> bool {
+    (n.wrapping_mul(37) % 100) < u64::from(percent)
 }
 
 /// Settings the request path reads.
@@ -147,6 +175,10 @@ pub(crate) struct Shared {
     live: AtomicUsize,
     preview: AtomicUsize,
     maint: AtomicUsize,
+    /// [`pack_canary`]; 0 when no canary share is set.
+    canary: AtomicU64,
+    /// Counts the live requests a canary split has decided, for [`goes_to_canary`].
+    split_seq: AtomicU64,
     pub opts: Options,
     pub token: Option<String>,
     pub state_file: PathBuf,
@@ -299,6 +331,8 @@ impl Shared {
             live: AtomicUsize::new(0),
             preview: AtomicUsize::new(NONE),
             maint: AtomicUsize::new(MAINT_OFF),
+            canary: AtomicU64::new(0),
+            split_seq: AtomicU64::new(0),
             opts: Options {
                 retry_after: cfg.retry_after,
                 maintenance_page: super::forward::maintenance_html(cfg.retry_after),
@@ -350,6 +384,7 @@ impl Shared {
             preview,
             drained: Vec::new(),
             maintenance: None,
+            canary: None,
         }
     }
 
@@ -470,6 +505,24 @@ impl Shared {
             }
             m => s.maintenance = m,
         }
+        if let Some(c) = loaded.canary {
+            let fits = c.slot != s.live
+                && (1..=100).contains(&c.percent)
+                && self.index(&c.slot).is_some()
+                && !s
+                    .drained
+                    .iter()
+                    .any(|d| d.slot == c.slot && d.node.is_none());
+            if fits {
+                s.canary = Some(c);
+            } else {
+                warn(format!(
+                    "state file {from}: canary `{}` at {} % no longer fits the config; all the \
+                     live traffic goes to `{}`",
+                    c.slot, c.percent, s.live
+                ));
+            }
+        }
         Ok((s, notes))
     }
 
@@ -530,6 +583,12 @@ impl Shared {
             preview: name(self.preview.load(Ordering::SeqCst)),
             drained,
             maintenance: self.maintenance(),
+            canary: self.canary().and_then(|(i, percent)| {
+                Some(Canary {
+                    slot: self.slots.get(i)?.name.clone(),
+                    percent,
+                })
+            }),
         }
     }
 
@@ -568,6 +627,11 @@ impl Shared {
                     }
                 };
                 self.maint.store(m, Ordering::SeqCst);
+                let c = s
+                    .canary
+                    .as_ref()
+                    .and_then(|c| Some(pack_canary(self.index(&c.slot)?, c.percent.min(100))));
+                self.canary.store(c.unwrap_or(0), Ordering::SeqCst);
             }
         }
     }
@@ -620,6 +684,27 @@ impl Shared {
 
     pub fn live(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// The canary slot and its share of the live traffic, when one is set.
+    pub fn canary(&self) -> Option<(usize, u8)> {
+        unpack_canary(self.canary.load(Ordering::SeqCst))
+    }
+
+    /// The slot a new live request goes to: the live slot, or the canary slot for its share.
+    /// Atomics only: one load of the split and one counter increment.
+    pub fn live_or_canary(&self) -> usize {
+        match self.canary() {
+            Some((slot, percent)) => {
+                let n = self.split_seq.fetch_add(1, Ordering::Relaxed);
+                if goes_to_canary(n, percent) {
+                    slot
+                } else {
+                    self.live()
+                }
+            }
+            None => self.live(),
+        }
     }
 
     pub fn preview(&self) -> Option<usize> {
@@ -691,6 +776,13 @@ impl Shared {
                 .map(|s| s.name.clone()),
             maintenance: self.maintenance(),
             notes: self.load_notes.clone(),
+            weights: self.canary().and_then(|(i, percent)| {
+                Some(crate::model::Weights {
+                    live: self.slots.get(self.live())?.name.clone(),
+                    canary: self.slots.get(i)?.name.clone(),
+                    canary_percent: percent,
+                })
+            }),
             ..Default::default()
         };
         if self.paused.load(Ordering::SeqCst) {
@@ -762,6 +854,8 @@ impl Shared {
             Some("live")
         } else if next.preview.as_deref() == Some(slot) {
             Some("the preview slot")
+        } else if next.canary.as_ref().is_some_and(|c| c.slot == slot) {
+            Some("the canary slot")
         } else if matches!(&next.maintenance, Some(MaintenanceMode::Redirect { to }) if to == slot)
         {
             Some("the maintenance redirect target")
@@ -812,8 +906,65 @@ impl Shared {
                 ));
             }
             next.live = to.to_string();
+            // A switch ends any split: the new live slot takes all the live traffic.
+            next.canary = None;
             Ok(())
         })
+        .await
+    }
+
+    /// Send `percent` % of the live traffic to `canary` and the rest to `live`, which must be
+    /// the live slot. 0 puts it all back on `live`.
+    pub async fn set_weights(
+        &self,
+        live: &str,
+        canary: &str,
+        percent: u8,
+    ) -> Result<(), AdminError> {
+        self.change(
+            &format!(
+                "weights: {live} {} % / {canary} {percent} %",
+                100 - u16::from(percent.min(100))
+            ),
+            |me, next| {
+                me.slot_of(live)?;
+                let (_, c) = me.slot_of(canary)?;
+                if percent > 100 {
+                    return Err(AdminError::new(
+                        400,
+                        format!("a canary share is 0 to 100 %, not {percent}"),
+                    ));
+                }
+                if next.live != live {
+                    return Err(AdminError::new(
+                        409,
+                        format!(
+                            "`{live}` is not the live slot (`{}` is); a split is between the live \
+                             slot and a canary",
+                            next.live
+                        ),
+                    ));
+                }
+                if canary == live {
+                    return Err(AdminError::new(
+                        409,
+                        format!("`{canary}` is the live slot; a canary is another slot"),
+                    ));
+                }
+                if percent == 0 {
+                    next.canary = None;
+                    return Ok(());
+                }
+                if next.canary.as_ref().is_none_or(|c| c.slot != canary) {
+                    me.must_take_traffic(c, "the canary slot")?;
+                }
+                next.canary = Some(Canary {
+                    slot: canary.to_string(),
+                    percent,
+                });
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -851,6 +1002,7 @@ impl Shared {
                         let how = match role {
                             "live" => "switch live to another slot first",
                             "the preview slot" => "point preview at another slot first",
+                            "the canary slot" => "set its weight to 0 first",
                             _ => "turn maintenance off or redirect elsewhere first",
                         };
                         return Err(AdminError::new(
@@ -1017,6 +1169,32 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_hundred_requests_carry_the_canary_share_exactly() {
+        for percent in [0u8, 1, 5, 25, 50, 99, 100] {
+            for start in [0u64, 7, 1_000_003] {
+                let to_canary = (start..start + 100)
+                    .filter(|&n| goes_to_canary(n, percent))
+                    .count();
+                assert_eq!(to_canary, usize::from(percent), "{percent} % from {start}");
+            }
+            // Spread out: no 20 requests in a row are all on one side at 25 % and more.
+            if (25..=75).contains(&percent) {
+                let longest = (0..200u64)
+                    .collect::<Vec<_>>()
+                    .windows(20)
+                    .filter(|w| {
+                        let c = w.iter().filter(|&&n| goes_to_canary(n, percent)).count();
+                        c == 0 || c == 20
+                    })
+                    .count();
+                assert_eq!(longest, 0, "{percent} %");
+            }
+        }
+        assert_eq!(unpack_canary(pack_canary(3, 25)), Some((3, 25)));
+        assert_eq!(unpack_canary(0), None);
+    }
 
     #[test]
     fn a_nodes_latency_is_a_moving_average_of_its_answers() {

@@ -1693,6 +1693,7 @@ impl Router for Driver {
                 self.cfg.maintenance_flag.is_some() || self.cfg.maintenance_page_flag.is_some()
             }
             Verb::Observe | Verb::SwitchLive | Verb::Drain | Verb::Undrain => true,
+            Verb::Weights => false,
         }
     }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {

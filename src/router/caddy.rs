@@ -1194,6 +1194,7 @@ impl Router for Driver {
     fn supports(&self, verb: Verb) -> bool {
         match verb {
             Verb::SetPreview => self.cfg.mode == Mode::File || self.cfg.preview_id.is_some(),
+            Verb::Weights => false,
             _ => true,
         }
     }

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::config::{Environment, Slot};
 use crate::model::{MaintenanceMode, RouterState};
-use crate::router::{BoxFuture, Router, Target};
+use crate::router::{BoxFuture, Router, Target, Verb};
 
 fn default_admin() -> String {
     "127.0.0.1:8089".into()
@@ -421,6 +421,9 @@ impl Router for Driver {
     fn kind(&self) -> &'static str {
         "embedded"
     }
+    fn supports(&self, _verb: Verb) -> bool {
+        true
+    }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
         Box::pin(async move {
             let text = self
@@ -473,6 +476,21 @@ impl Router for Driver {
             };
             self.post(&what, "/maintenance", json!({"on": on, "mode": m}))
                 .await
+        })
+    }
+    fn set_weights<'a>(
+        &'a self,
+        live: &'a str,
+        canary: &'a str,
+        percent: u8,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.post(
+                &format!("send {percent} % of the live traffic of `{live}` to `{canary}`"),
+                "/weights",
+                json!({"live": live, "canary": canary, "canary_percent": percent}),
+            )
+            .await
         })
     }
 }

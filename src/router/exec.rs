@@ -1081,6 +1081,7 @@ impl Router for Driver {
             Verb::Drain => has(Cmd::Drain),
             Verb::Undrain => has(Cmd::Undrain),
             Verb::Maintenance => has(Cmd::MaintenanceOn) && has(Cmd::MaintenanceOff),
+            Verb::Weights => false,
         }
     }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {

@@ -78,6 +78,8 @@ pub enum Verb {
     Drain,
     Undrain,
     Maintenance,
+    /// Split the public traffic between the live slot and a canary slot by percentage.
+    Weights,
 }
 
 impl Verb {
@@ -89,6 +91,7 @@ impl Verb {
             Verb::Drain => "drain",
             Verb::Undrain => "undrain",
             Verb::Maintenance => "maintenance",
+            Verb::Weights => "weights",
         }
     }
 }
@@ -98,9 +101,10 @@ pub trait Router: Send + Sync {
     fn name(&self) -> &str;
     /// `embedded`, `haproxy`, `nginx`, `apache`, `caddy`, `exec`.
     fn kind(&self) -> &'static str;
-    /// Whether the driver can do this verb with the configuration it was given.
-    fn supports(&self, _verb: Verb) -> bool {
-        true
+    /// Whether the driver can do this verb with the configuration it was given. Weights are
+    /// opt-in: a driver that implements [`Router::set_weights`] says so.
+    fn supports(&self, verb: Verb) -> bool {
+        verb != Verb::Weights
     }
     /// How long a caller waits for one `observe()` before giving up on it. Drivers whose
     /// observe limit is configured (exec's `observe_timeout`) return theirs, so a limit is
@@ -120,6 +124,27 @@ pub trait Router: Send + Sync {
     fn undrain<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>>;
     /// Turn maintenance on (with the mode) or off for the live traffic.
     fn maintenance<'a>(&'a self, on: bool, mode: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>>;
+    /// Send `canary_percent` % of the live traffic to `canary_slot` and the rest to
+    /// `live_slot`, which must be the live slot already. 0 puts everything back on
+    /// `live_slot` in one command; 100 sends everything to the canary while `live_slot` stays
+    /// the live slot (the switch itself is [`Router::switch_live`]). A following `observe()`
+    /// reports the split in [`RouterState::weights`].
+    fn set_weights<'a>(
+        &'a self,
+        live_slot: &'a str,
+        canary_slot: &'a str,
+        canary_percent: u8,
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = (live_slot, canary_slot, canary_percent);
+        Box::pin(async move {
+            Err(eyre!(
+                "{} router `{}` cannot split traffic by weight; a canary needs a router that \
+                 supports weights (embedded, haproxy)",
+                self.kind(),
+                self.name()
+            ))
+        })
+    }
 }
 
 /// One `[[environment.router]]` table. `kind` picks the driver; each driver owns its fields.

@@ -561,3 +561,42 @@ pub async fn bench_embedded(
     wait_port(port, Duration::from_secs(5)).await;
     (proxy, format!("http://127.0.0.1:{port}/"))
 }
+
+/// Send `n` requests to `url` (8 keep-alive connections, at most 60 s) and return the load's
+/// report and the share, in percent, of the answers that `canary` served, counted by the slot
+/// servers themselves (every server of `servers` counts as one side or the other).
+pub async fn canary_share_under_load(
+    servers: &[&SlotServer],
+    canary: &str,
+    url: &str,
+    n: u64,
+) -> (cutover::load::LoadReport, f64) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let before: Vec<u64> = servers
+        .iter()
+        .map(|s| s.controls.served.load(SeqCst))
+        .collect();
+    let report = cutover::load::run(cutover::load::LoadOptions {
+        url: url.to_string(),
+        concurrency: 8,
+        max_requests: n,
+        max_duration: Duration::from_secs(60),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    })
+    .await;
+    let mut canary_served = 0;
+    let mut all = 0;
+    for (s, b) in servers.iter().zip(before) {
+        let d = s.controls.served.load(SeqCst) - b;
+        all += d;
+        if s.controls.name == canary {
+            canary_served += d;
+        }
+    }
+    assert!(
+        all > 0,
+        "no slot server answered the load on {url}: {report:?}"
+    );
+    (report, canary_served as f64 * 100.0 / all as f64)
+}

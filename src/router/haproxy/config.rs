@@ -72,6 +72,10 @@ pub struct Config {
     /// (default `<live_key>.resume`).
     #[serde(default)]
     pub resume_key: Option<String>,
+    /// The map key naming the canary's backend; its weight (0-100) is under
+    /// `<canary_key>.weight`. Canary weights are off when absent (docs/haproxy.md, "Canary").
+    #[serde(default)]
+    pub canary_key: Option<String>,
     /// Slot name -> backend name.
     #[serde(default)]
     pub backends: Option<BTreeMap<String, String>>,
@@ -185,6 +189,10 @@ impl Config {
                 if let Some(p) = &setup.preview_key {
                     keys.push(("preview_key", p));
                 }
+                if let (Some(c), Some(w)) = (&setup.canary_key, &setup.canary_weight_key) {
+                    keys.push(("canary_key", c));
+                    keys.push(("canary_key (its `.weight` key)", w));
+                }
                 for (i, (f, k)) in keys.iter().enumerate() {
                     one_word(f, k)?;
                     if let Some((g, _)) = keys[..i].iter().find(|(_, o)| o == k) {
@@ -229,6 +237,7 @@ impl Config {
                         ("live_key", self.live_key.is_some()),
                         ("preview_key", self.preview_key.is_some()),
                         ("resume_key", self.resume_key.is_some()),
+                        ("canary_key", self.canary_key.is_some()),
                         ("backends", self.backends.is_some()),
                         ("maintenance_backend", self.maintenance_backend.is_some()),
                         ("node_servers", self.node_servers.is_some()),

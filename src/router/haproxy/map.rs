@@ -22,6 +22,9 @@ pub(super) struct MapSetup {
     pub(super) live_key: String,
     pub(super) preview_key: Option<String>,
     pub(super) resume_key: String,
+    pub(super) canary_key: Option<String>,
+    /// `<canary_key>.weight`.
+    pub(super) canary_weight_key: Option<String>,
     pub(super) backends: BTreeMap<String, String>,
     pub(super) maintenance_backend: Option<String>,
     pub(super) node_servers: BTreeMap<String, BTreeMap<String, String>>,
@@ -39,6 +42,8 @@ impl From<&Config> for MapSetup {
                 .unwrap_or_else(|| format!("{live_key}.resume")),
             live_key,
             preview_key: c.preview_key.clone(),
+            canary_key: c.canary_key.clone(),
+            canary_weight_key: c.canary_key.as_ref().map(|k| format!("{k}.weight")),
             backends: c.backends.clone().unwrap_or_default(),
             maintenance_backend: c.maintenance_backend.clone(),
             node_servers: c.node_servers.clone().unwrap_or_default(),
@@ -66,6 +71,10 @@ impl MapSetup {
         if let Some(p) = &self.preview_key {
             k.push(p);
         }
+        if let (Some(c), Some(w)) = (&self.canary_key, &self.canary_weight_key) {
+            k.push(c);
+            k.push(w);
+        }
         k
     }
     /// Maintenance is on when the resume key holds a backend other than the live one.
@@ -88,7 +97,7 @@ fn backend_list(stats: &[Stat]) -> String {
 }
 
 impl Driver {
-    async fn map_entries(&self, m: &MapSetup) -> Result<Vec<(String, String)>> {
+    pub(super) async fn map_entries(&self, m: &MapSetup) -> Result<Vec<(String, String)>> {
         // An empty map answers nothing at all, so this cannot use `show`.
         let cmd = format!("show map {}", m.map);
         let t = self.sock.raw(&cmd).await?;
@@ -104,7 +113,7 @@ impl Driver {
     }
 
     /// Rewrite the map file's managed keys from HAProxy's runtime map.
-    async fn persist_map(&self, m: &MapSetup) -> Result<()> {
+    pub(super) async fn persist_map(&self, m: &MapSetup) -> Result<()> {
         let Some(f) = &m.file else {
             return Ok(());
         };
@@ -125,7 +134,7 @@ impl Driver {
     /// Make sure a backend can take traffic before traffic is sent to it: when none of its
     /// servers is in service, the drained ones that are up are set ready (and confirmed by a
     /// health check). Refused when its servers are all in maint or down.
-    async fn ensure_serving(&self, backend: &str, slot: &str) -> Result<()> {
+    pub(super) async fn ensure_serving(&self, backend: &str, slot: &str) -> Result<()> {
         let states = self.states().await?;
         let mine: Vec<&ServerState> = states.iter().filter(|s| s.backend == backend).collect();
         if mine.is_empty() || mine.iter().any(|s| s.serving()) {
@@ -176,7 +185,7 @@ impl Driver {
         self.persist_states().await
     }
 
-    async fn require_backend(&self, backend: &str, slot: &str) -> Result<()> {
+    pub(super) async fn require_backend(&self, backend: &str, slot: &str) -> Result<()> {
         let names = self.backend_names().await?;
         if names.iter().any(|b| b == backend) {
             return Ok(());
@@ -190,7 +199,7 @@ impl Driver {
     }
 
     /// Set a map key (or add it when the map lacks it) and read it back.
-    async fn set_key(&self, m: &MapSetup, key: &str, value: &str) -> Result<()> {
+    pub(super) async fn set_key(&self, m: &MapSetup, key: &str, value: &str) -> Result<()> {
         let entries = self.map_entries(m).await?;
         let verb = if map_get(&entries, key).is_some() {
             "set"
@@ -321,6 +330,7 @@ impl Driver {
                 )),
             }
         }
+        st.weights = m.split(&entries, st.live.as_deref());
         let mut managed_servers = Vec::new();
         for (slot, backend) in &m.backends {
             let Some(be) = find_stat(&stats, backend, "BACKEND") else {
@@ -429,6 +439,7 @@ impl Driver {
         if map_get(&entries, &m.live_key) != Some(backend) {
             self.set_key(m, &m.live_key, backend).await?;
         }
+        self.end_split(m, &entries).await?;
         self.persist_map(m).await
     }
 
@@ -465,6 +476,9 @@ impl Driver {
                 "backend {backend} of slot `{}` has no servers in HAProxy",
                 t.slot
             );
+        }
+        if word != "ready" && t.node.is_none() {
+            m.refuse_canary_drain(&entries, backend, &t.slot)?;
         }
         if word != "ready" && map_get(&entries, &m.live_key) == Some(backend) {
             let left: Vec<&ServerState> = states
@@ -533,6 +547,7 @@ impl Driver {
             })?;
             return self.persist_map(m).await;
         }
+        m.refuse_during_split(&entries)?;
         let (target, slot) = match mode {
             MaintenanceMode::Page => match &m.maintenance_backend {
                 Some(b) => (b.clone(), "the maintenance page".to_string()),

@@ -26,6 +26,7 @@ mod map;
 mod servers;
 mod socket;
 mod stats;
+mod weights;
 
 pub use config::{Config, Mode};
 /// The readers of HAProxy's runtime API answers (`show stat`, `show servers state`, `show
@@ -273,6 +274,8 @@ impl Router for Driver {
         match (&self.setup, verb) {
             (Setup::Map(m), Verb::SetPreview) => m.preview_key.is_some(),
             (Setup::Servers(_), Verb::SetPreview) => false,
+            (Setup::Map(m), Verb::Weights) => m.canary_key.is_some(),
+            (Setup::Servers(_), Verb::Weights) => false,
             _ => true,
         }
     }
@@ -329,6 +332,24 @@ impl Router for Driver {
             match &self.setup {
                 Setup::Map(m) => self.maintenance_map(m, on, mode).await,
                 Setup::Servers(s) => self.maintenance_servers(s, on, mode).await,
+            }
+        })
+    }
+    fn set_weights<'a>(
+        &'a self,
+        live: &'a str,
+        canary: &'a str,
+        percent: u8,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let _one = self.changes.lock().await;
+            match &self.setup {
+                Setup::Map(m) => self.weights_map(m, live, canary, percent).await,
+                Setup::Servers(_) => bail!(
+                    "mode = \"servers\" has no canary weights: use mode = \"map\" with the \
+                     canary rule in the public frontend and `canary_key` (docs/haproxy.md, \
+                     \"Canary\")"
+                ),
             }
         })
     }
