@@ -1,0 +1,199 @@
+//! Warm-up before a switch, the smoke test after it, and the after-hooks when it ends.
+
+use super::*;
+
+impl Engine {
+    /// The warm-up of `to`: its `warmup_paths` on its own address (each node's, for a slot
+    /// with nodes), then `warmup_command`, all within `warmup_timeout`.
+    pub(super) async fn warm_up(
+        &self,
+        run: &mut Run<'_>,
+        to: &str,
+        version: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let hooks = &self.env.hooks;
+        let Some(slot) = self.env.slot(to) else {
+            return Err(format!("there is no slot `{to}`"));
+        };
+        let deadline = Instant::now() + hooks.warmup_timeout;
+        let mut parts = Vec::new();
+        if !hooks.warmup_paths.is_empty() {
+            let addresses: Vec<String> = if slot.nodes.is_empty() {
+                vec![slot.address.clone()]
+            } else {
+                slot.nodes.iter().map(|n| n.address.clone()).collect()
+            };
+            let tx = run.tx.clone();
+            let mut note = |m: String| {
+                let _ = tx.send(Progress::Step {
+                    step: Step::Warmup,
+                    ok: None,
+                    message: m,
+                });
+            };
+            parts.push(
+                crate::hooks::warm_paths(&hooks.warmup_paths, &addresses, deadline, &mut note)
+                    .await?,
+            );
+        }
+        if !hooks.warmup_command.is_empty() {
+            let argv = crate::hooks::fill(
+                &hooks.warmup_command,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("slot", to),
+                    ("address", slot.address.as_str()),
+                    ("version", version.unwrap_or("")),
+                ],
+            );
+            run.note(Step::Warmup, "running warmup_command");
+            parts.push(
+                command_before(
+                    &argv,
+                    deadline,
+                    &hooks.pass_env,
+                    "warmup_command",
+                    "warmup_timeout",
+                )
+                .await?,
+            );
+        }
+        Ok(parts.join("; "))
+    }
+
+    /// The smoke test of the new live slot `to`: `smoke_paths` through the public URL (or on
+    /// the slot when there is none), then the `smoke` command, within `smoke_timeout`.
+    pub(super) async fn smoke_test_live(
+        &self,
+        to: &str,
+        version: Option<&str>,
+    ) -> std::result::Result<String, String> {
+        let hooks = &self.env.hooks;
+        let Some(slot) = self.env.slot(to) else {
+            return Err(format!("there is no slot `{to}`"));
+        };
+        let deadline = Instant::now() + hooks.smoke_timeout;
+        let mut parts = Vec::new();
+        if !hooks.smoke_paths.is_empty() {
+            let base = self.env.public_url.as_deref().unwrap_or(&slot.address);
+            parts.push(crate::hooks::smoke_paths(&hooks.smoke_paths, base, deadline).await?);
+        }
+        if !hooks.smoke.is_empty() {
+            let argv = crate::hooks::fill(
+                &hooks.smoke,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("slot", to),
+                    ("address", slot.address.as_str()),
+                    ("version", version.unwrap_or("")),
+                    ("public_url", self.env.public_url.as_deref().unwrap_or("")),
+                ],
+            );
+            parts.push(
+                command_before(&argv, deadline, &hooks.pass_env, "smoke", "smoke_timeout").await?,
+            );
+        }
+        Ok(parts.join("; "))
+    }
+
+    /// The end of a swap or rollback: the after-hook its result calls for (`on_done` for a
+    /// swap done, `on_rollback` for a rollback done or an automatic rollback, `on_failed` for
+    /// a failure or an alarm; none for a refusal or a cancellation), then the audit record,
+    /// `Finished`, and the lock. The hook cannot change the result; its failure is recorded.
+    pub(super) async fn conclude(
+        &self,
+        mut out: Outcome,
+        held: &Arc<std::sync::Mutex<Option<Held>>>,
+    ) -> Outcome {
+        let Some(Held { tx, lock }) = held.lock().ok().and_then(|mut h| h.take()) else {
+            return out;
+        };
+        let hooks = &self.env.hooks;
+        let rollback = out.record.operation.starts_with("rollback");
+        let (key, argv): (&str, &[String]) = match out.verdict {
+            Verdict::Done if rollback => ("on_rollback", &hooks.on_rollback),
+            Verdict::Done => ("on_done", &hooks.on_done),
+            Verdict::RolledBack => ("on_rollback", &hooks.on_rollback),
+            Verdict::Failed | Verdict::Alarm => ("on_failed", &hooks.on_failed),
+            Verdict::Refused | Verdict::Cancelled => ("", &[]),
+        };
+        if !argv.is_empty() {
+            let started = Instant::now();
+            let _ = tx.send(Progress::Step {
+                step: Step::Hook,
+                ok: None,
+                message: format!("running {key}"),
+            });
+            // `{live}`: read from the routers, only when the command asks for it.
+            let live = if crate::hooks::uses(argv, "live") {
+                match self.observe_all().await {
+                    Ok(states) => self.agreed_live(&states).ok().flatten().unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            } else {
+                String::new()
+            };
+            let r = &out.record;
+            let argv = crate::hooks::fill(
+                argv,
+                &[
+                    ("env", self.env.name.as_str()),
+                    ("operation", r.operation.as_str()),
+                    ("id", r.id.as_str()),
+                    ("from", r.from.as_deref().unwrap_or("")),
+                    ("to", r.to.as_deref().unwrap_or("")),
+                    ("version", r.to_version.as_deref().unwrap_or("")),
+                    ("result", out.verdict.label()),
+                    ("message", r.message.as_str()),
+                    ("live", live.as_str()),
+                ],
+            );
+            let (ok, detail) =
+                match crate::hooks::run_command(&argv, hooks.hook_timeout, &hooks.pass_env).await {
+                    Ok(said) if said.is_empty() => (true, format!("{key} done")),
+                    Ok(said) => (true, format!("{key} done: {said}")),
+                    Err(e) => (false, format!("{key} failed (the result stands): {e}")),
+                };
+            let detail = crate::audit::redact(&detail);
+            out.record.steps.push(StepRecord {
+                step: Step::Hook.label().into(),
+                ok,
+                ms: started.elapsed().as_millis() as u64,
+                detail: detail.clone(),
+            });
+            let _ = tx.send(Progress::Step {
+                step: Step::Hook,
+                ok: Some(ok),
+                message: detail,
+            });
+        }
+        self.record_result(&out);
+        let _ = tx.send(Progress::Finished(out.clone()));
+        // The lock goes last: after the record, so the next holder's records follow this one.
+        drop(lock);
+        out
+    }
+}
+
+/// Run a hook command (`key`, for messages) with what is left of `deadline` (set by
+/// `limit`); its last output lines, or why it failed.
+pub(super) async fn command_before(
+    argv: &[String],
+    deadline: Instant,
+    pass_env: &[String],
+    key: &str,
+    limit: &str,
+) -> std::result::Result<String, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(format!("no time left for `{key}` within {limit}"));
+    }
+    let said = crate::hooks::run_command(argv, left, pass_env)
+        .await
+        .map_err(|e| format!("{key}: {e}"))?;
+    Ok(if said.is_empty() {
+        format!("{key} passed")
+    } else {
+        format!("{key} passed: {said}")
+    })
+}

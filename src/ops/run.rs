@@ -1,0 +1,198 @@
+//! One operation's run: its steps, its audit record, its lock and journal.
+
+use super::*;
+
+pub(super) struct Run<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) tx: mpsc::UnboundedSender<Progress>,
+    pub(super) record: AuditRecord,
+    pub(super) step_started: Instant,
+    pub(super) cancel: watch::Receiver<Interrupt>,
+    /// The environment's lock, from before the plan to after the last record.
+    pub(super) lock: Option<LockGuard>,
+    /// What is being changed on the routers right now (written before the first command).
+    pub(super) journal: Option<Journal>,
+    /// Swap and rollback: the end (audit record, `Finished`, the lock) is left here for
+    /// [`Engine::conclude`], which runs the after-hooks first.
+    pub(super) held: Option<Arc<std::sync::Mutex<Option<Held>>>>,
+}
+
+/// What [`Run::finish`] leaves for [`Engine::conclude`].
+pub(super) struct Held {
+    pub(super) tx: mpsc::UnboundedSender<Progress>,
+    pub(super) lock: Option<LockGuard>,
+}
+
+impl Run<'_> {
+    /// Start a step: its time is counted from here.
+    pub(super) fn step(&mut self, step: Step, message: impl Into<String>) {
+        self.step_started = Instant::now();
+        self.note(step, message);
+    }
+    /// Say how a running step is going, without restarting its clock.
+    pub(super) fn note(&self, step: Step, message: impl Into<String>) {
+        let message = message.into();
+        if let Some(g) = &self.lock {
+            g.share_step(step.label(), None, &message);
+        }
+        let _ = self.tx.send(Progress::Step {
+            step,
+            ok: None,
+            message,
+        });
+    }
+    pub(super) fn done(&mut self, step: Step, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.record.steps.push(StepRecord {
+            step: step.label().into(),
+            ok,
+            ms: self.step_started.elapsed().as_millis() as u64,
+            detail: crate::audit::redact(&detail),
+        });
+        if let Some(g) = &self.lock {
+            g.share_step(step.label(), Some(ok), &crate::audit::redact(&detail));
+        }
+        if let (false, Some(n)) = (ok, &self.engine.notifier) {
+            n.tell(
+                EventKind::StepFailed,
+                &self.record,
+                Some(step.label()),
+                &detail,
+            );
+        }
+        let _ = self.tx.send(Progress::Step {
+            step,
+            ok: Some(ok),
+            message: detail,
+        });
+    }
+    pub(super) fn finish(mut self, verdict: Verdict, message: impl Into<String>) -> Outcome {
+        let message = message.into();
+        self.record.time = crate::timefmt::rfc3339(SystemTime::now());
+        self.record.result = verdict.label().into();
+        self.record.message = crate::audit::redact(&message);
+        if let Some(g) = &self.lock {
+            g.share_result(&self.record.result, &self.record.message);
+        }
+        let out = Outcome {
+            verdict,
+            message,
+            record: self.record.clone(),
+        };
+        if let Some(h) = self.held.take()
+            && let Ok(mut slot) = h.lock()
+        {
+            *slot = Some(Held {
+                tx: self.tx.clone(),
+                lock: self.lock.take(),
+            });
+            return out;
+        }
+        self.engine.record_result(&out);
+        let _ = self.tx.send(Progress::Finished(out.clone()));
+        // The lock goes last: after the record, so the next holder's records follow this one.
+        drop(self.lock.take());
+        out
+    }
+    /// End on a failed step whose detail is also the outcome's message.
+    pub(super) fn fail(mut self, step: Step, verdict: Verdict, why: impl Into<String>) -> Outcome {
+        let why = why.into();
+        self.done(step, false, why.clone());
+        self.finish(verdict, why)
+    }
+
+    /// Before the first router command: the journal (for a crash) and the intent record (for
+    /// the audit trail), both durable before anything changes.
+    pub(super) fn begin_changes(
+        &mut self,
+        action: String,
+        from: Option<&str>,
+        to: Option<&str>,
+        before: &[Option<String>],
+    ) {
+        let j = Journal {
+            op_id: self.record.id.clone(),
+            operation: self.record.operation.clone(),
+            action: action.clone(),
+            environment: self.engine.env.name.clone(),
+            user: self.record.user.clone(),
+            pid: std::process::id(),
+            started: crate::timefmt::rfc3339(SystemTime::now()),
+            from: from.map(str::to_string),
+            to: to.map(str::to_string),
+            target: None,
+            routers: self
+                .engine
+                .routers
+                .iter()
+                .zip(before.iter().chain(std::iter::repeat(&None)))
+                .map(|(r, b)| JournalRouter {
+                    name: r.name().to_string(),
+                    before: b.clone(),
+                    result: "pending".into(),
+                })
+                .collect(),
+        };
+        if let Some(g) = &self.lock
+            && let Err(e) = self.engine.store.write_journal(g, &j)
+        {
+            tracing::error!("cannot write the operation journal: {e:#}");
+        }
+        self.journal = Some(j);
+        if let Some(a) = &self.engine.audit {
+            let mut intent = self.record.clone();
+            intent.time = crate::timefmt::rfc3339(SystemTime::now());
+            intent.result = "started".into();
+            intent.message = crate::audit::redact(&format!("intent: {action}"));
+            a.write(&intent);
+        }
+        if let Some(n) = &self.engine.notifier {
+            n.tell(EventKind::Start, &self.record, None, &action);
+        }
+    }
+
+    /// One router's part of the journalled change ended.
+    pub(super) fn journal_router(&mut self, router: usize, result: &str) {
+        let (Some(j), Some(g)) = (self.journal.as_mut(), self.lock.as_ref()) else {
+            return;
+        };
+        if let Some(r) = j.routers.get_mut(router) {
+            r.result = result.to_string();
+        }
+        if let Err(e) = self.engine.store.write_journal(g, j) {
+            tracing::error!("cannot update the operation journal: {e:#}");
+        }
+    }
+
+    /// The routers are consistent again.
+    pub(super) fn end_changes(&mut self) {
+        if let (Some(_), Some(g)) = (self.journal.take(), self.lock.as_ref()) {
+            self.engine.store.close_journal(g);
+        }
+    }
+
+    /// Why this operation should stop at this safe point, if it should: an interrupt from
+    /// this cutover, or another cutover's takeover request.
+    pub(super) fn interrupted(&self) -> Option<Interrupt> {
+        let i = self.cancel.borrow().clone();
+        if i != Interrupt::None {
+            return Some(i);
+        }
+        if let Some(why) = self.lock.as_ref().and_then(|g| g.lost()) {
+            return Some(Interrupt::LockLost(why));
+        }
+        self.engine
+            .store
+            .takeover_request(&self.engine.env.name, &self.record.id)
+            .map(Interrupt::TakenOver)
+    }
+
+    pub(super) fn remember(&self, f: impl FnOnce(&mut crate::state::EnvMemory)) {
+        if let Some(g) = &self.lock {
+            if let Err(e) = self.engine.store.update(g, f) {
+                tracing::error!("cannot write the state file: {e:#}");
+            }
+            let _ = self.tx.send(Progress::Remembered);
+        }
+    }
+}
