@@ -846,12 +846,13 @@ async fn restart_after_swap(
     // The old children finish their requests after "resuming normal operations": wait
     // (generously) for the balancer-manager to answer from the new generation, which shows
     // `expect` live.
-    let mut st = d.observe().await.expect("observe after restart");
-    let t = std::time::Instant::now();
-    while st.live.as_deref() != Some(expect) && t.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        st = d.observe().await.expect("observe after restart");
-    }
+    eventually(Duration::from_secs(30), || async {
+        d.observe()
+            .await
+            .is_ok_and(|st| st.live.as_deref() == Some(expect))
+    })
+    .await;
+    let st = d.observe().await.expect("observe after restart");
     (st, answers(&a.url(), 4).await)
 }
 

@@ -77,14 +77,21 @@ impl Tmux {
 
     /// Wait until the screen shows `needle`; the screen is in the panic message otherwise.
     fn wait_for(&self, needle: &str, within: Duration) -> String {
+        self.wait_until(&format!("{needle:?}"), within, |s| s.contains(needle))
+    }
+
+    /// Wait until `ok` holds for the screen; `what` and the screen are in the panic message
+    /// otherwise. The one polling loop of these tests: it waits for what the screen shows,
+    /// never for a time to be enough.
+    fn wait_until(&self, what: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
         let t = Instant::now();
         loop {
             let s = self.screen();
-            if s.contains(needle) {
+            if ok(&s) {
                 return s;
             }
             if t.elapsed() > within {
-                panic!("the screen never showed {needle:?} within {within:?}:\n{s}");
+                panic!("the screen never showed {what} within {within:?}:\n{s}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -99,17 +106,18 @@ impl Tmux {
 
     /// Wait until the Op line shows `needle`.
     fn wait_op(&self, needle: &str, within: Duration) -> String {
+        self.wait_until(&format!("{needle:?} on the Op line"), within, |s| {
+            s.lines().any(|l| l.contains("│Op ") && l.contains(needle))
+        })
+    }
+
+    /// Wait until the tmux session has ended (cutover quit).
+    fn wait_gone(&self, within: Duration) -> bool {
         let t = Instant::now();
-        loop {
-            let s = self.screen();
-            if s.lines().any(|l| l.contains("│Op ") && l.contains(needle)) {
-                return s;
-            }
-            if t.elapsed() > within {
-                panic!("the Op line never showed {needle:?} within {within:?}:\n{s}");
-            }
+        while self.alive() && t.elapsed() < within {
             std::thread::sleep(Duration::from_millis(100));
         }
+        !self.alive()
     }
 
     fn alive(&self) -> bool {
@@ -257,12 +265,8 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     t.wait_for("Reading the screen", Duration::from_secs(5));
     t.keys(&["Escape"]);
     t.keys(&["q"]);
-    let t0 = Instant::now();
-    while t.alive() && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert!(
-        !t.alive(),
+        t.wait_gone(Duration::from_secs(30)),
         "q should end cutover (and with it the tmux session)"
     );
 }
@@ -487,7 +491,7 @@ fn sighup_ends_cutover_and_restores_the_terminal() {
     let out = tempfile::tempdir().expect("tempdir");
     let stty = out.path().join("stty");
     let cmd = format!(
-        "{} {}; stty -a > {}; echo SHELL-AGAIN; sleep 60",
+        "{} {}; stty -a > {}; echo SHELL-AGAIN; read _",
         env!("CARGO_BIN_EXE_cutover"),
         args.join(" "),
         stty.display()
@@ -613,22 +617,6 @@ impl Tmux {
             let s = self.screen();
             if let Some(r) = slot_rates(&s).filter(|r| r.len() == 3) {
                 assert!(ok(&r), "not {what}: {r:?}\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Wait until `ok` holds for the screen; `what` and the screen are in the panic message
-    /// otherwise.
-    fn wait_until(&self, what: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
-        let t = Instant::now();
-        loop {
-            let s = self.screen();
-            if ok(&s) {
-                return s;
-            }
-            if t.elapsed() > within {
-                panic!("the screen never showed {what} within {within:?}:\n{s}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
