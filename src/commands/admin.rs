@@ -1,0 +1,208 @@
+//! `setup`, `unlock` and `canary --promote`: commands about an environment's files and lock.
+
+use super::*;
+
+/// `cutover setup ENV --live SLOT [--preview SLOT] [--force]`: the starting files of
+/// file-owning routers. It changes what a running proxy serves, so it goes the way every
+/// operation goes: refused when read-only, under the environment's lock, audited; and it
+/// refuses to rewrite files a proxy already serves from unless `force`.
+pub async fn setup(
+    world: &World,
+    env: &str,
+    live: &str,
+    preview: Option<&str>,
+    force: bool,
+    read_only: bool,
+) -> Result<i32> {
+    use crate::router::RouterConfig;
+    let engine = engine(world, env)?;
+    if let Some(why) = read_only_reason(world, engine, read_only) {
+        errln!("read-only: `setup` writes the files a proxy serves from; not allowed ({why})");
+        return Ok(EXIT_FAILED);
+    }
+    for slot in std::iter::once(live).chain(preview) {
+        if engine.env.slot(slot).is_none() {
+            errln!("there is no slot `{slot}` in `{env}`");
+            return Ok(EXIT_USAGE);
+        }
+    }
+    let id = crate::ops::new_op_id();
+    let me = crate::state::LockInfo::me("setup", &id);
+    let store = world.store.clone();
+    let name = engine.env.name.clone();
+    let guard = match tokio::task::spawn_blocking(move || store.lock(&name, &me)).await? {
+        Ok(g) => g,
+        Err(e) => {
+            errln!("`{env}` is {e}: wait for it to end");
+            return Ok(EXIT_FAILED);
+        }
+    };
+    let started = crate::timefmt::rfc3339(SystemTime::now());
+    let mut steps = Vec::new();
+    let mut failed = None;
+    let mut done = 0;
+    for (cfg, router) in engine.env.routers.iter().zip(&engine.routers) {
+        let name = cfg.name().to_string();
+        let writes = matches!(cfg, RouterConfig::Nginx(_))
+            || matches!(cfg, RouterConfig::Caddy(c) if c.mode == crate::router::caddy::Mode::File);
+        if !writes {
+            continue;
+        }
+        if !force
+            && let Ok(Ok(state)) =
+                tokio::time::timeout(router.observe_timeout(), router.observe()).await
+            && let Some(serving) = state.live
+        {
+            errln!(
+                "router `{name}` is already set up: its live route serves `{serving}`. `cutover swap {env}` changes it (gated, verified, watched); `setup --force` rewrites its files now"
+            );
+            failed = Some(format!("router `{name}` already set up (live `{serving}`)"));
+            break;
+        }
+        let res = match cfg {
+            RouterConfig::Nginx(c) => {
+                crate::router::nginx::Driver::new(name.clone(), &engine.env, c)?
+                    .install(live, preview)
+                    .await
+            }
+            RouterConfig::Caddy(c) => {
+                crate::router::caddy::Driver::new(name.clone(), &engine.env, c)?
+                    .install(live, preview)
+                    .await
+            }
+            _ => continue,
+        };
+        let detail = format!(
+            "router `{name}`: live route → {live}{}",
+            preview
+                .map(|p| format!(", preview route → {p}"))
+                .unwrap_or_default()
+        );
+        match res {
+            Ok(()) => {
+                done += 1;
+                outln!("{detail}");
+                steps.push(crate::audit::StepRecord {
+                    step: "apply".into(),
+                    ok: true,
+                    ms: 0,
+                    detail,
+                });
+            }
+            Err(e) => {
+                errln!("router `{name}`: {e:#}");
+                failed = Some(format!("router `{name}`: {e:#}"));
+                break;
+            }
+        }
+    }
+    if done == 0 && failed.is_none() {
+        errln!(
+            "`{env}` has no nginx or Caddy router whose files cutover writes; nothing to set up"
+        );
+        return Ok(EXIT_FAILED);
+    }
+    if let Some(a) = &engine.audit {
+        a.write(&crate::audit::AuditRecord {
+            time: crate::timefmt::rfc3339(SystemTime::now()),
+            id,
+            started,
+            user: crate::paths::user_at_host(),
+            environment: engine.env.name.clone(),
+            operation: "setup".into(),
+            from: None,
+            to: Some(live.to_string()),
+            from_version: None,
+            to_version: None,
+            forced: force,
+            one_key: false,
+            result: if failed.is_some() { "failed" } else { "done" }.into(),
+            message: failed
+                .clone()
+                .unwrap_or_else(|| format!("{done} router(s) set up")),
+            steps,
+        });
+    }
+    drop(guard);
+    Ok(if failed.is_some() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// `cutover unlock ENV`: refused when read-only; never breaks a live holder's lock (it names
+/// the holder); clears what a dead holder left.
+/// `cutover canary ENV --promote`: send SIGUSR1 to the `cutover canary` holding ENV's lock on
+/// this host; it ends the current step's hold and goes on to the next step.
+pub fn promote_canary(world: &World, env: &str, read_only: bool) -> Result<i32> {
+    let engine = engine(world, env)?;
+    if let Some(why) = read_only_reason(world, engine, read_only) {
+        errln!("read-only: `canary --promote` is not allowed ({why})");
+        return Ok(EXIT_FAILED);
+    }
+    let Some(h) = world.store.holder(&engine.env.name) else {
+        errln!("no canary is running on `{env}`: nobody holds its lock");
+        return Ok(EXIT_FAILED);
+    };
+    if h.operation != "canary" {
+        errln!(
+            "`{env}` is not running a canary but {}: nothing to promote",
+            h.describe()
+        );
+        return Ok(EXIT_FAILED);
+    }
+    let me = crate::paths::user_at_host();
+    let host = |s: &str| s.rsplit('@').next().unwrap_or_default().to_string();
+    if host(&h.holder) != host(&me) {
+        errln!(
+            "the canary on `{env}` runs on another host ({}); run `cutover canary {env} --promote` there",
+            h.describe()
+        );
+        return Ok(EXIT_FAILED);
+    }
+    let Ok(pid) = i32::try_from(h.pid) else {
+        errln!(
+            "the lock of `{env}` names pid {}, which is not a process id",
+            h.pid
+        );
+        return Ok(EXIT_FAILED);
+    };
+    // SAFETY: kill(2) with a pid read from the lock, which a live process holds.
+    if unsafe { libc::kill(pid, libc::SIGUSR1) } != 0 {
+        let e = std::io::Error::last_os_error();
+        errln!("cannot signal the canary on `{env}` (pid {pid}): {e}; are you its user?");
+        return Ok(EXIT_FAILED);
+    }
+    outln!(
+        "asked the canary #{} on `{env}` (pid {pid}) to go on to its next step",
+        h.op_id
+    );
+    Ok(EXIT_OK)
+}
+
+pub fn unlock(world: &World, env: &str, read_only: bool) -> Result<i32> {
+    let engine = engine(world, env)?;
+    if let Some(why) = read_only_reason(world, engine, read_only) {
+        errln!("read-only: `unlock` is not allowed ({why})");
+        return Ok(EXIT_FAILED);
+    }
+    match world.store.clear_lock(&engine.env.name)? {
+        Err(holder) => {
+            errln!(
+                "`{env}` is locked by a live cutover: {}. Its lock ends with it; to act now, take it over: `cutover swap {env} --take-over` (its watch ends and it records who took over)",
+                holder.describe()
+            );
+            Ok(EXIT_FAILED)
+        }
+        Ok(journal) => {
+            outln!("`{env}` is not locked (nothing held it)");
+            if journal {
+                errln!(
+                    "an interrupted operation's journal is there: `cutover status {env}` shows it, `cutover recover {env}` resolves it"
+                );
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
