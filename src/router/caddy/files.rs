@@ -1,0 +1,163 @@
+//! File mode: routes that test for flag files, and the flags cutover renames.
+
+use super::*;
+
+impl Driver {
+    pub(super) fn flag_dir(&self) -> Result<&Path> {
+        self.cfg
+            .flag_dir
+            .as_deref()
+            .ok_or_else(|| eyre!("file mode needs `flag_dir`"))
+    }
+
+    /// The routes to put (in this order) in the Caddy server that serves the live route, or
+    /// the preview route: the config an operator pastes for `mode = "file"`.
+    pub fn file_mode_routes(&self, which: Pointer) -> Result<Value> {
+        let root = self.flag_dir()?.to_string_lossy().to_string();
+        let flag = which.flag();
+        let var = format!("cutover_{flag}");
+        let glob = |pattern: &str| json!({"file": {"root": root, "try_files": [pattern]}});
+        let mut routes = vec![
+            json!({"handle": [{"handler": "vars", var.as_str(): "", "cutover_maintenance": ""}]}),
+        ];
+        if which == Pointer::Live {
+            routes.push(json!({
+                "match": [glob("/maintenance=*")],
+                "handle": [{"handler": "vars", "cutover_maintenance": "{http.matchers.file.relative}"}],
+            }));
+            routes.push(json!({
+                "match": [{"vars": {"cutover_maintenance": [format!("/{MAINT}={PAGE}")]}}],
+                "handle": [self.page_handler()?],
+                "terminal": true,
+            }));
+            for s in &self.slots {
+                routes.push(json!({
+                    "match": [{"vars": {"cutover_maintenance": [format!("/{MAINT}={}", s.name)]}}],
+                    "handle": [self.proxy_handler(s)],
+                    "terminal": true,
+                }));
+            }
+        }
+        // One directory read per request names the slot. A rename between that read and
+        // the matcher's stat of the name it found fails the match; the second try sees the
+        // new name.
+        let capture = json!({"handler": "vars", var.as_str(): "{http.matchers.file.relative}"});
+        routes.push(json!({"match": [glob(&format!("/{flag}=*"))], "handle": [capture.clone()]}));
+        let mut retry = glob(&format!("/{flag}=*"));
+        retry["vars"] = json!({var.as_str(): [""]});
+        routes.push(json!({"match": [retry], "handle": [capture]}));
+        for s in &self.slots {
+            routes.push(json!({
+                "match": [{"vars": {var.as_str(): [format!("/{flag}={}", s.name)]}}],
+                "handle": [self.proxy_handler(s)],
+                "terminal": true,
+            }));
+        }
+        routes.push(json!({
+            "handle": [{
+                "handler": "static_response",
+                "status_code": 503,
+                "body": format!("cutover: no {flag} slot is set in {root} (a {flag}=SLOT file)\n"),
+            }],
+        }));
+        Ok(Value::Array(routes))
+    }
+
+    /// The flag files present for a prefix (`live`, `next`, `maintenance`): their values.
+    pub(super) fn flags(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.flag_dir()?;
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .wrap_err_with(|| format!("cannot read flag_dir {}", dir.display()))?;
+        for e in entries {
+            let e = e.wrap_err_with(|| format!("cannot read flag_dir {}", dir.display()))?;
+            if let Some(v) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|n| n.strip_prefix('='))
+            {
+                out.push(v.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Make `prefix=value` the one flag of its kind, atomically: a rename of the old flag
+    /// (so at every instant exactly one exists), or a create when there was none.
+    pub(super) fn set_flag(&self, prefix: &str, value: Option<&str>) -> Result<()> {
+        let dir = self.flag_dir()?;
+        let current = self.flags(prefix)?;
+        if current.len() > 1 {
+            bail!(
+                "{} holds several {prefix}= files ({}), made by hand? Remove all but one, then retry",
+                dir.display(),
+                current.join(", ")
+            );
+        }
+        let path = |v: &str| dir.join(format!("{prefix}={v}"));
+        match (current.first(), value) {
+            (Some(c), Some(v)) if c == v => Ok(()),
+            (Some(c), Some(v)) => std::fs::rename(path(c), path(v)).wrap_err_with(|| {
+                format!(
+                    "cannot rename {} to {}",
+                    path(c).display(),
+                    path(v).display()
+                )
+            }),
+            (None, Some(v)) => std::fs::File::create(path(v))
+                .map(|_| ())
+                .wrap_err_with(|| format!("cannot create {}", path(v).display())),
+            (Some(c), None) => std::fs::remove_file(path(c))
+                .wrap_err_with(|| format!("cannot remove {}", path(c).display())),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Whether Caddy's config has the file-mode routes for this flag directory and slot.
+    pub(super) fn has_file_route(&self, config: &Value, flag: &str, slot: &str) -> bool {
+        let root = self
+            .cfg
+            .flag_dir
+            .as_deref()
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut has_glob = false;
+        let mut has_slot = false;
+        walk(config, &mut Vec::new(), &mut |_, v| {
+            if let Some(f) = v.get("file")
+                && f.get("root").and_then(Value::as_str) == Some(root.as_str())
+                && f.get("try_files")
+                    .is_some_and(|t| t.to_string().contains(&format!("/{flag}=*")))
+            {
+                has_glob = true;
+            }
+            if let Some(vars) = v.get("vars").and_then(Value::as_object)
+                && vars
+                    .values()
+                    .any(|x| x.to_string().contains(&format!("\"/{flag}={slot}\"")))
+            {
+                has_slot = true;
+            }
+        });
+        has_glob && has_slot
+    }
+
+    /// Write the flag files for a first start.
+    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let dir = self.flag_dir()?;
+        std::fs::create_dir_all(dir)
+            .wrap_err_with(|| format!("cannot create {}", dir.display()))?;
+        self.slot(live)?;
+        self.set_flag(Pointer::Live.flag(), Some(live))?;
+        if let Some(p) = preview {
+            self.slot(p)?;
+            self.set_flag(Pointer::Next.flag(), Some(p))?;
+        }
+        Ok(())
+    }
+
+    // --- operations ---------------------------------------------------------------------
+}
