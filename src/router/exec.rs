@@ -39,6 +39,10 @@ use crate::router::{BoxFuture, Router, Target, Verb};
 use crate::timefmt::serde_duration;
 mod observe;
 pub use observe::parse_observe;
+mod commands;
+use commands::*;
+pub use commands::{display_argv, host_of};
+
 mod run;
 mod verbs;
 
@@ -290,40 +294,6 @@ impl Config {
     }
 }
 
-fn check_env_name(k: &str) -> std::result::Result<(), String> {
-    if k.is_empty() || k.contains('=') || k.contains('\0') {
-        return Err(format!(
-            "`{k}` is not a variable name (empty, or contains `=` or NUL)"
-        ));
-    }
-    Ok(())
-}
-
-fn list_placeholders(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{{{n}}}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn meaning(name: &str) -> &'static str {
-    match name {
-        "env" => "the environment's name",
-        "from" => "the live slot as observed just before the command",
-        "to" => "the new live slot, or the slot a maintenance redirect goes to",
-        "slot" => "the slot the verb acts on",
-        "node" => "the node of a slot a drain or undrain acts on",
-        "address" => "the address of the slot or node acted on",
-        "host" => "the host name of `address`",
-        "mode" => "the maintenance mode, `page` or `redirect`",
-        _ => "unknown",
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Templates
-
 pub(crate) enum Piece<'a> {
     Text(&'a str),
     Placeholder(&'a str),
@@ -387,104 +357,6 @@ pub(crate) fn placeholders_in(arg: &str) -> Vec<&str> {
         })
         .collect()
 }
-
-fn uses(argv: &[String], name: &str) -> bool {
-    argv.iter().any(|a| placeholders_in(a).contains(&name))
-}
-
-/// The values of one command's placeholders: a value, or why there is none.
-struct Values(BTreeMap<&'static str, std::result::Result<String, String>>);
-
-impl Values {
-    fn new(env: &str) -> Self {
-        let mut m = BTreeMap::new();
-        m.insert("env", Ok(env.to_string()));
-        Values(m)
-    }
-    fn set(&mut self, name: &'static str, v: impl Into<String>) {
-        self.0.insert(name, Ok(v.into()));
-    }
-    fn missing(&mut self, name: &'static str, why: impl Into<String>) {
-        self.0.insert(name, Err(why.into()));
-    }
-    /// `{address}` and `{host}` of a slot or node address.
-    fn address(&mut self, address: &str) {
-        self.set("address", address);
-        self.set("host", host_of(address));
-    }
-}
-
-fn render(cmd: Cmd, argv: &[String], values: &Values) -> Result<Vec<String>> {
-    argv.iter()
-        .map(|arg| {
-            let mut s = String::with_capacity(arg.len());
-            for p in pieces(arg) {
-                match p {
-                    Piece::Text(t) => s.push_str(t),
-                    Piece::Placeholder(n) => match values.0.get(n) {
-                        Some(Ok(v)) => s.push_str(v),
-                        Some(Err(why)) => bail!(
-                            "`{}` uses `{{{n}}}`, which has no value here: {why}; nothing was run",
-                            cmd.key()
-                        ),
-                        None => bail!(
-                            "`{}` uses `{{{n}}}`, which has no value in this command; nothing was run",
-                            cmd.key()
-                        ),
-                    },
-                }
-            }
-            Ok(s)
-        })
-        .collect()
-}
-
-/// The host of an `http://host:port/...` address (`::1` for `http://[::1]:80`).
-pub fn host_of(address: &str) -> String {
-    let rest = address.split_once("://").map_or(address, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or_default().to_string();
-    }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h.to_string(),
-        _ => authority.to_string(),
-    }
-}
-
-/// An argv as an operator could paste it into a shell (for messages).
-pub fn display_argv(argv: &[String]) -> String {
-    let s = argv
-        .iter()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%{}".contains(c));
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    cut(&s, 400)
-}
-
-fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-// ---------------------------------------------------------------------------------------
-// Errors
 
 /// Why a command did not do its job.
 #[derive(Debug, Clone, PartialEq, Eq)]
