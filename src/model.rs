@@ -133,11 +133,27 @@ pub struct SlotRoute {
     /// (HAProxy's `rtime`: the average over its last 1024 requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// The proxy's latency percentiles for the slot over its last few seconds, when it keeps
+    /// them (the embedded proxy: the last 10 to 12 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentiles: Option<Percentiles>,
     /// The proxy's own health-check verdict, as it words it ("UP", "L4CON"...).
     pub check: Option<String>,
     /// Per-node detail for slots with several servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeRoute>,
+}
+
+/// Latency percentiles of a slot's recent answers, as a router reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Half the answers took at most this long, in microseconds (rounded up to the router's
+    /// bucket).
+    pub p50_us: u64,
+    /// 99 % of the answers took at most this long, in microseconds.
+    pub p99_us: u64,
+    /// How many answers they were computed from.
+    pub answers: u64,
 }
 
 /// How maintenance is served when it is on.

@@ -163,6 +163,26 @@ pub(crate) fn render(shared: &Shared) -> String {
         );
     }
 
+    o.head(
+        "cutover_proxy_recent_latency_seconds",
+        "gauge",
+        "p50 and p99 of the slot's answers over the last 10 to 12 s (what the traffic view shows); absent without answers.",
+    );
+    let now = std::time::Instant::now();
+    for s in &shared.slots {
+        let Some(p) = s.recent.percentiles(now) else {
+            continue;
+        };
+        let slot = esc(&s.name);
+        for (q, us) in [("p50", p.p50_us), ("p99", p.p99_us)] {
+            o.sample(
+                "cutover_proxy_recent_latency_seconds",
+                &[("env", env), ("slot", &slot), ("percentile", q)],
+                us as f64 / 1e6,
+            );
+        }
+    }
+
     let live = shared.live();
     let preview = shared.preview();
     let maint = shared.maint();

@@ -31,6 +31,7 @@ mod access_log;
 mod admin;
 mod forward;
 mod metrics;
+mod recent;
 mod state;
 mod tls;
 

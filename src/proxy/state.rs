@@ -17,6 +17,7 @@ use hyper::http::uri::{Authority, Scheme};
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{ErrorKind, LocalAnswers, NodeMetrics};
+use super::recent::RecentLatency;
 use crate::config::Environment;
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::prom::Histogram;
@@ -75,6 +76,8 @@ pub(crate) struct SlotRt {
     rr: AtomicUsize,
     /// How long the slot's answers took, for `/metrics`.
     pub latency: Histogram,
+    /// The same, over the last few seconds only: p50 and p99 for `/state`.
+    pub recent: RecentLatency,
 }
 
 impl SlotRt {
@@ -245,9 +248,11 @@ impl Lease {
     /// Count the answer's status class and how long it took since the lease was taken.
     pub fn answered(&self, status: u16) {
         self.node().metrics.answered(status);
-        self.shared.slots[self.slot]
-            .latency
-            .observe(self.since.elapsed());
+        let now = std::time::Instant::now();
+        let took = now.saturating_duration_since(self.since);
+        let slot = &self.shared.slots[self.slot];
+        slot.latency.observe(took);
+        slot.recent.record(took, now);
     }
 }
 
@@ -314,6 +319,7 @@ impl Shared {
                 draining: AtomicBool::new(false),
                 rr: AtomicUsize::new(0),
                 latency: Histogram::default(),
+                recent: RecentLatency::default(),
             });
         }
         if slots.is_empty() {
@@ -535,6 +541,7 @@ impl Shared {
                 AdminState::Ready
             }
         };
+        let now = std::time::Instant::now();
         for s in &self.slots {
             let sum = |f: fn(&NodeRt) -> &AtomicU64| {
                 s.nodes
@@ -575,6 +582,7 @@ impl Shared {
                         (!seen.is_empty())
                             .then(|| seen.iter().sum::<u64>() / seen.len() as u64 / 1000)
                     },
+                    percentiles: s.recent.percentiles(now),
                     check: None,
                     nodes,
                 },

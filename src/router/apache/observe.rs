@@ -108,6 +108,7 @@ impl Driver {
                     requests: found.then(|| everywhere.iter().map(|(w, _)| w.elected).sum()),
                     errors: None,
                     latency_ms: None,
+                    percentiles: None,
                     check: check_text(admin_from.iter().map(|(w, _)| w)),
                     nodes,
                 },

@@ -387,6 +387,7 @@ impl Driver {
                     requests: be.requests(),
                     errors: be.errors(),
                     latency_ms: be.rtime,
+                    percentiles: None,
                     check: Some(match servers.as_slice() {
                         [one] => one.check_text(),
                         _ => be.status.clone(),

@@ -127,6 +127,7 @@ impl Driver {
                     requests: stat.and_then(Stat::requests),
                     errors: stat.and_then(Stat::errors),
                     latency_ms: stat.and_then(|x| x.rtime),
+                    percentiles: None,
                     check: stat.map(Stat::check_text),
                     nodes: vec![],
                 },
