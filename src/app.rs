@@ -587,20 +587,20 @@ impl App {
                 }
             }
         }
-        // The traffic figures come from the first router only: two routers' counters of
-        // the same slot are two halves of its traffic, not two readings of it.
-        if router == 0
-            && let Some(r) = e.routers.first()
-        {
+        // Every router's counters: in a fleet, two routers' counters of the same slot are
+        // two parts of its traffic, so the figures are their sum (`SlotTraffic::read_router`).
+        let routers = e.routers.len();
+        if let Some(r) = e.routers.get(router) {
             match (r.error.is_none(), r.state.as_ref(), r.at) {
                 (true, Some(st), Some(at)) => {
                     for s in e.slots.iter_mut() {
-                        s.traffic.read(st.slots.get(&s.name), at);
+                        s.traffic
+                            .read_router(router, routers, st.slots.get(&s.name), at);
                     }
                 }
                 _ => {
                     for s in e.slots.iter_mut() {
-                        s.traffic.lost();
+                        s.traffic.lost_router(router, routers);
                     }
                 }
             }

@@ -19,7 +19,7 @@ pub struct SlotView {
     pub version_since: Option<SystemTime>,
     pub role_since: Option<SystemTime>,
     pub last_role: Role,
-    /// User traffic on the slot, from the first router's own counters.
+    /// User traffic on the slot, from the routers' own counters (summed over a fleet).
     pub traffic: SlotTraffic,
 }
 
@@ -56,7 +56,22 @@ impl TrafficSample {
     }
 }
 
+/// What a change of a router's rates does to the chart of their sum.
+#[derive(Debug, Clone, Copy)]
+enum Sum {
+    /// A router's reading at this time gave new rates: chart the sum as of then.
+    New(SystemTime),
+    /// A router's newest rates were corrected: correct the newest sum too.
+    Redo,
+    /// The charted sums stand (a router was lost: its share stops from its next reading on).
+    Keep,
+}
+
 /// A slot's user traffic as the router counts it, turned into rates by the App.
+///
+/// In a fleet each router carries part of the slot's traffic: each router's counters are
+/// turned into rates on their own (in `parts`, by router), and the slot's figures are their sum
+/// over the routers that count requests and were read; its latency is the slowest router's.
 ///
 /// The public and preview URL probes of cutover go through the router and are counted there;
 /// they are taken off again here (each probe answer is a debt on the slot that answered it), so
@@ -68,8 +83,12 @@ pub struct SlotTraffic {
     pub history: VecDeque<TrafficSample>,
     /// In-flight requests or sessions, as of the last reading.
     pub in_flight: Option<u64>,
-    /// The router's own average latency for the slot, when it has one.
+    /// The router's own average latency for the slot, when it has one (in a fleet, the
+    /// highest of the routers').
     pub latency_ms: Option<u64>,
+    /// The router's p50 and p99 for the slot over its last few seconds, when it keeps them (in
+    /// a fleet, those of the router with the highest p99).
+    pub percentiles: Option<crate::model::Percentiles>,
     /// Whether the router counts this slot's requests at all.
     pub counted: bool,
     /// Whether it counts their errors (Apache's balancer-manager does not).
@@ -80,6 +99,8 @@ pub struct SlotTraffic {
     pub(crate) last: Option<(SystemTime, u64, u64)>,
     /// cutover's own probe requests (and failed ones) not yet taken off the counters.
     pub(crate) probe_debt: (u64, u64),
+    /// Each router's own readings and rates, by the router's index in the environment.
+    pub(crate) parts: Vec<SlotTraffic>,
 }
 
 impl SlotTraffic {
@@ -100,6 +121,7 @@ impl SlotTraffic {
         self.stale = false;
         self.in_flight = route.and_then(|r| r.sessions);
         self.latency_ms = route.and_then(|r| r.latency_ms);
+        self.percentiles = route.and_then(|r| r.percentiles);
         let Some(requests) = route.and_then(|r| r.requests) else {
             self.counted = false;
             self.last = None;
@@ -153,27 +175,152 @@ impl SlotTraffic {
     /// Started after the last reading, the next reading counts it: it is owed. Started
     /// before, the last reading (read while the probe was answered) counted it already: it
     /// comes off the newest rates, or, before the first rates, off nothing.
+    ///
+    /// In a fleet, a probe started before the last reading of every router that counts was
+    /// counted by one of those readings; started after any of them, the next readings owe it.
     pub(crate) fn probed(&mut self, started: SystemTime, failed: bool) {
-        if let Some((t, _, _)) = self.last
-            && started < t
-        {
-            if let Some(s) = self.history.back_mut()
-                && s.at == t
-                && t.duration_since(started).unwrap_or_default() <= s.window
-                && s.requests > 0
-            {
-                let errors = if failed {
-                    s.errors.saturating_sub(1)
-                } else {
-                    s.errors
-                };
-                *s = TrafficSample::new(s.at, s.window, s.requests - 1, errors);
+        let read: Vec<usize> = (0..self.parts.len())
+            .filter(|&i| self.parts[i].counted && !self.parts[i].stale)
+            .collect();
+        let counted_already = !read.is_empty()
+            && read
+                .iter()
+                .all(|&i| self.parts[i].last.is_some_and(|(t, _, _)| started < t));
+        if counted_already {
+            if read.iter().any(|&i| self.parts[i].unprobe(started, failed)) {
+                self.combine(Sum::Redo);
             }
             return;
         }
         self.probe_debt.0 = (self.probe_debt.0 + 1).min(PROBE_DEBT_CAP);
         if failed {
             self.probe_debt.1 = (self.probe_debt.1 + 1).min(PROBE_DEBT_CAP);
+        }
+    }
+
+    /// Take a probe started at `started` off this router's newest rates, when its last
+    /// reading counted it: whether it did.
+    fn unprobe(&mut self, started: SystemTime, failed: bool) -> bool {
+        let Some((t, _, _)) = self.last else {
+            return false;
+        };
+        if let Some(s) = self.history.back_mut()
+            && s.at == t
+            && started < t
+            && t.duration_since(started).unwrap_or_default() <= s.window
+            && s.requests > 0
+        {
+            let errors = if failed {
+                s.errors.saturating_sub(1)
+            } else {
+                s.errors
+            };
+            *s = TrafficSample::new(s.at, s.window, s.requests - 1, errors);
+            return true;
+        }
+        false
+    }
+
+    /// Take router `router`'s reading (of the `routers` of the environment): its rates since
+    /// its previous reading, summed with the other routers' newest ones.
+    pub(crate) fn read_router(
+        &mut self,
+        router: usize,
+        routers: usize,
+        route: Option<&crate::model::SlotRoute>,
+        at: SystemTime,
+    ) {
+        self.parts
+            .resize_with(routers.max(router + 1), SlotTraffic::default);
+        let part = &mut self.parts[router];
+        let before = part.current().map(|c| c.at);
+        // The probes owed are owed by whichever router counted them: the next reading with
+        // requests to spare pays them.
+        part.probe_debt = std::mem::take(&mut self.probe_debt);
+        part.read(route, at);
+        self.probe_debt = std::mem::take(&mut part.probe_debt);
+        let fresh = part.current().map(|c| c.at) != before;
+        self.combine(if fresh { Sum::New(at) } else { Sum::Keep });
+    }
+
+    /// Router `router` did not answer: its share stops until it does; the others' go on.
+    pub(crate) fn lost_router(&mut self, router: usize, routers: usize) {
+        self.parts
+            .resize_with(routers.max(router + 1), SlotTraffic::default);
+        self.parts[router].lost();
+        self.combine(Sum::Keep);
+    }
+
+    /// The slot's figures from its routers' (see the type's doc), and what to chart.
+    fn combine(&mut self, chart: Sum) {
+        let counting: Vec<&SlotTraffic> = self.parts.iter().filter(|p| p.counted).collect();
+        let read: Vec<&SlotTraffic> = counting.iter().copied().filter(|p| !p.stale).collect();
+        self.counted = !counting.is_empty();
+        self.errors_counted = self.counted && counting.iter().all(|p| p.errors_counted);
+        self.stale = self.counted && read.is_empty();
+        if !self.counted {
+            self.history.clear();
+        }
+        if self.stale {
+            self.probe_debt = (0, 0);
+        }
+        let sum = |f: fn(&SlotTraffic) -> Option<u64>| {
+            read.iter().filter_map(|p| f(p)).reduce(|a, b| a + b)
+        };
+        self.in_flight = sum(|p| p.in_flight);
+        self.latency_ms = read.iter().filter_map(|p| p.latency_ms).max();
+        self.percentiles = read
+            .iter()
+            .filter_map(|p| p.percentiles)
+            .max_by_key(|p| (p.p99_us, p.p50_us));
+        // The sum, once every router read has rates (right after a start, one that has read
+        // once only would be missing from it).
+        let currents: Option<Vec<&TrafficSample>> = read.iter().map(|p| p.current()).collect();
+        let Some(currents) = currents.filter(|c| !c.is_empty()) else {
+            return;
+        };
+        let new = match chart {
+            Sum::Keep => return,
+            Sum::New(at) => Some(at),
+            Sum::Redo => None,
+        };
+        let mut total = TrafficSample {
+            at: new.unwrap_or(SystemTime::UNIX_EPOCH),
+            rps: 0.0,
+            eps: 0.0,
+            window: Duration::ZERO,
+            requests: 0,
+            errors: 0,
+        };
+        for c in &currents {
+            total.rps += c.rps;
+            total.eps += c.eps;
+            total.requests += c.requests;
+            total.errors += c.errors;
+            if new == Some(c.at) {
+                total.window = c.window;
+            }
+        }
+        match new {
+            Some(at) => {
+                self.history.push_back(total);
+                while self
+                    .history
+                    .front()
+                    .is_some_and(|s| at.duration_since(s.at).unwrap_or_default() > TRAFFIC_WINDOW)
+                {
+                    self.history.pop_front();
+                }
+            }
+            None => {
+                if let Some(last) = self.history.back_mut() {
+                    *last = TrafficSample {
+                        at: last.at,
+                        window: last.window,
+                        ..total
+                    };
+                }
+            }
         }
     }
 }
@@ -311,15 +458,43 @@ impl EnvView {
         }
     }
 
-    /// The first router, when it reads no per-slot request counters (nginx OSS, Caddy
-    /// without metrics); `None` while it has not answered, or when it counts.
+    /// The first router that answered, when no router that answered reads per-slot request
+    /// counters (nginx OSS, Caddy without metrics); `None` while none has answered, or when
+    /// one counts.
     pub fn uncounted_router(&self) -> Option<&RouterView> {
-        let r = self.routers.first()?;
+        let without = self.routers_without_counters();
+        let answered = self.routers.iter().filter(|r| r.state.is_some()).count();
+        (answered > 0 && without.len() == answered)
+            .then(|| without.first().copied())
+            .flatten()
+    }
+
+    /// Whether router `r` counts requests per slot, as of its last answer (`None` before it).
+    fn counts(&self, r: &RouterView) -> Option<bool> {
         let st = r.state.as_ref()?;
-        self.slots
+        Some(
+            self.slots
+                .iter()
+                .any(|s| st.slots.get(&s.name).and_then(|r| r.requests).is_some()),
+        )
+    }
+
+    /// The routers that answered without per-slot request counters: in a fleet, the traffic
+    /// figures are the other routers' sum and leave these out.
+    pub fn routers_without_counters(&self) -> Vec<&RouterView> {
+        self.routers
             .iter()
-            .all(|s| st.slots.get(&s.name).and_then(|r| r.requests).is_none())
-            .then_some(r)
+            .filter(|r| self.counts(r) == Some(false))
+            .collect()
+    }
+
+    /// How many routers count requests per slot and answered their last reading: the
+    /// traffic figures are their sum.
+    pub fn counting_routers(&self) -> usize {
+        self.routers
+            .iter()
+            .filter(|r| r.error.is_none() && self.counts(r) == Some(true))
+            .count()
     }
 
     /// The router state the screen shows: the first router that answered.

@@ -107,6 +107,9 @@ fn lines(app: &App) -> Vec<Line<'_>> {
                     ),
                     t.ok,
                 ));
+                if let Some(w) = &s.weights {
+                    spans.push(Span::styled(format!("  canary: {w}"), t.accent));
+                }
                 if let Some(at) = r.at {
                     spans.push(Span::styled(
                         format!("  read {} ago", timefmt::ago(app.now, at)),
@@ -126,6 +129,27 @@ fn lines(app: &App) -> Vec<Line<'_>> {
             format!(
                 "ⓘ no per-slot counters from {}: showing cutover's own probes of the public URL",
                 r.kind
+            ),
+            t.warning,
+        ));
+    }
+    // A fleet where some routers count and others do not: the figures are the counting
+    // routers' sum, and leave the others' share out.
+    let without = env.routers_without_counters();
+    if env.uncounted_router().is_none() && !without.is_empty() {
+        let names: Vec<String> = without
+            .iter()
+            .map(|r| format!("`{}` ({})", r.name, r.kind))
+            .collect();
+        lines.push(Line::styled(
+            format!(
+                "ⓘ no per-slot counters from {}: requests/s are {}, without {} share",
+                names.join(", "),
+                match env.counting_routers() {
+                    1 => "the other router's".to_string(),
+                    n => format!("the sum of the other {n} routers"),
+                },
+                if without.len() == 1 { "its" } else { "their" }
             ),
             t.warning,
         ));

@@ -86,10 +86,21 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
     let w = inner.width as usize;
 
     let mut lines = Vec::new();
-    lines.push(Line::from(vec![
-        Span::styled(format!("{} {}", role.symbol(), role.label()), t.role(role)),
-        Span::styled(since(app, slot.role_since), t.dim),
-    ]));
+    let mut role_line = vec![Span::styled(
+        format!("{} {}", role.symbol(), role.label()),
+        t.role(role),
+    )];
+    // The canary's share of the live traffic, on the canary slot, while a split is set.
+    if let Some(w) = env.state().and_then(|s| s.weights.as_ref())
+        && w.canary == slot.name
+    {
+        role_line.push(Span::styled(
+            format!(" · canary {} %", w.canary_percent),
+            t.accent,
+        ));
+    }
+    role_line.push(Span::styled(since(app, slot.role_since), t.dim));
+    lines.push(Line::from(role_line));
     let p = slot.last.as_ref();
     let mut hl = vec![Span::styled(
         format!("{} {}", health.symbol(), health.label()),
@@ -137,6 +148,12 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
     // folds away) keeps it before the router's details.
     if let Some(l) = traffic_line(app, env, slot, w) {
         lines.push(l);
+        // And the router's recent p50/p99 beneath, where it keeps them (the embedded proxy).
+        if !slot.traffic.stale
+            && let Some(p) = super::traffic::percentiles(&slot.traffic)
+        {
+            lines.push(Line::styled(super::fit(&p, w), t.text));
+        }
     }
     if let Some(r) = env.state().and_then(|s| s.slots.get(&slot.name)) {
         let mut first = vec![format!("router {}", r.admin.label())];
@@ -234,7 +251,7 @@ fn traffic_line<'a>(app: &App, env: &EnvView, slot: &SlotView, w: usize) -> Opti
         if now.eps > 0.0 { t.error } else { t.text },
     ));
     // The router's latency where it has one, when the column has room for it.
-    if let Some(ms) = tr.latency_ms {
+    if let Some(ms) = tr.latency_ms.filter(|_| tr.percentiles.is_none()) {
         let ms = if ms == 0 {
             "<1ms".to_string()
         } else {

@@ -21,6 +21,8 @@ use crate::timefmt;
 pub const MIN_HEIGHT: u16 = 8;
 /// The figures beside the chart.
 const SIDE_WIDTH: u16 = 38;
+/// The same with each slot's p50 and p99 (where the router gives them).
+const SIDE_WIDTH_PERCENTILES: u16 = 50;
 /// The y axis' labels are padded to this width.
 const Y_LABEL_WIDTH: u16 = 6;
 /// The shortest time span the chart spreads over, in seconds.
@@ -55,6 +57,23 @@ pub fn error_rate(tr: &SlotTraffic) -> String {
     }
 }
 
+/// A router's latency figure, from microseconds: `0.4ms`, `12ms`, `1.2s`.
+pub fn micros(us: u64) -> String {
+    if us < 9_950 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else if us < 999_500 {
+        format!("{:.0}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.1}s", us as f64 / 1e6)
+    }
+}
+
+/// `p50 2.0ms p99 229ms`, of the slot's recent answers where the router keeps percentiles.
+pub fn percentiles(tr: &SlotTraffic) -> Option<String> {
+    let p = tr.percentiles?;
+    Some(format!("p50 {} p99 {}", micros(p.p50_us), micros(p.p99_us)))
+}
+
 /// Seconds before `now` (negative), as the chart's x axis counts them.
 fn x_of(now: SystemTime, at: SystemTime) -> f64 {
     match now.duration_since(at) {
@@ -67,19 +86,31 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let Some(env) = app.env() else { return };
     let t = &app.theme;
     let uncounted = env.uncounted_router();
+    // In a fleet, whose counters the figures are: all the routers', or some of them.
+    let (counting, routers) = (env.counting_routers(), env.routers.len());
+    let last = timefmt::short_secs(TRAFFIC_WINDOW.as_secs());
     let title = match uncounted {
         Some(_) => " Public URL by slot (cutover's probes) ".to_string(),
-        None => format!(
-            " Requests/s by slot · last {} ",
-            timefmt::short_secs(TRAFFIC_WINDOW.as_secs())
+        None if routers > 1 && counting == routers => format!(
+            " Requests/s by slot · last {last} · sum of {counting} routers, latency of the slowest "
         ),
+        None if routers > 1 => format!(
+            " Requests/s by slot · last {last} · {counting} of {routers} routers (the others not read or without counters) "
+        ),
+        None => format!(" Requests/s by slot · last {last} "),
     };
     let block = Block::bordered()
         .title(Span::styled(title, t.title))
         .border_style(t.border);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let side_w = SIDE_WIDTH.min(inner.width / 2);
+    let side_w =
+        if uncounted.is_none() && env.slots.iter().any(|s| s.traffic.percentiles.is_some()) {
+            SIDE_WIDTH_PERCENTILES
+        } else {
+            SIDE_WIDTH
+        }
+        .min(inner.width / 2);
     let [plot_area, side] = Layout::horizontal([Constraint::Min(10), Constraint::Length(side_w)])
         .spacing(1)
         .areas(inner);
@@ -290,6 +321,15 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
                         format!("{:>5} err", error_rate(tr)),
                         if c.eps > 0.0 { t.error } else { t.dim },
                     ));
+                    // The router's percentiles where it keeps them and they fit: both, or p99.
+                    if let Some(p) = tr.percentiles {
+                        let used: usize = spans.iter().map(|s| s.width()).sum();
+                        let both = format!("  {}", percentiles(tr).unwrap_or_default());
+                        let p99 = format!("  p99 {}", micros(p.p99_us));
+                        if let Some(l) = [both, p99].into_iter().find(|l| used + l.len() <= w) {
+                            spans.push(Span::styled(l, t.text));
+                        }
+                    }
                 }
                 None if tr.counted => spans.push(Span::styled("…", t.dim)),
                 None => spans.push(Span::styled("not counted", t.dim)),
@@ -304,7 +344,39 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
             format!("Watch {} · {}s left", op.kind, remaining.as_secs()),
             t.title,
         ));
-        if let Some((errors, checks, passed)) = op.watch_inputs {
+        // A canary's step is judged on its error rate, not on the swap's budget: its last
+        // step (the swap) is watched like any swap.
+        // (As the rollback key tells them apart: the swap's apply step says it switches.)
+        let canary_step = op.kind == "canary"
+            && !op.steps.iter().any(|(s, _, m)| {
+                *s == crate::ops::Step::Apply
+                    && (m.contains("swapping to")
+                        || m.starts_with("switching live")
+                        || m.starts_with("routers switched"))
+            });
+        if let Some((errors, checks, passed)) = op.watch_inputs
+            && canary_step
+        {
+            lines.push(Line::styled(
+                format!("canary errors this step: {errors}"),
+                if errors > 0 { t.warning } else { t.ok },
+            ));
+            lines.push(Line::styled(
+                super::fit(
+                    &format!(
+                        "aborts above {:.1} % errors (from {} req)",
+                        env.config.canary_max_error_rate * 100.0,
+                        crate::ops::canary::CANARY_MIN_REQUESTS
+                    ),
+                    w,
+                ),
+                t.dim,
+            ));
+            lines.push(Line::styled(
+                format!("health checks passed {passed} of {checks}"),
+                if passed == checks { t.ok } else { t.warning },
+            ));
+        } else if let Some((errors, checks, passed)) = op.watch_inputs {
             lines.push(Line::styled(
                 format!("errors since switch: {errors} of {WATCH_ERROR_BUDGET} allowed"),
                 if errors > WATCH_ERROR_BUDGET {
