@@ -1665,3 +1665,141 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
         "{fx:?}"
     );
 }
+
+/// A canary at its second step: 25 % of blue's live traffic to green, 40 requests/s in all
+/// for 30 s, the step's analysis running.
+fn canary_step() -> App {
+    use cutover::ops::{Progress, Step};
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 'l'); // green
+    key(&mut app, 'c');
+    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    step(&mut app, &id, Step::Plan, Some(true), "canary blue → green");
+    step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+    step(
+        &mut app,
+        &id,
+        Step::Watch,
+        None,
+        "step 2/4 (25 %): analysing `green` for 1m",
+    );
+    let (mut blue, mut green) = (1204u64, 87u64);
+    for i in 1..=30u64 {
+        blue += 30;
+        green += 10;
+        let at = t0() + Duration::from_secs(75 + i);
+        app.update(Event::Tick(at));
+        let mut s = router_state("blue", "green");
+        s.weights = Some(cutover::model::Weights {
+            live: "blue".into(),
+            canary: "green".into(),
+            canary_percent: 25,
+        });
+        for (name, req) in [("blue", blue), ("green", green)] {
+            if let Some(r) = s.slots.get_mut(name) {
+                r.requests = Some(req);
+                r.percentiles = Some(cutover::model::Percentiles {
+                    p50_us: if name == "blue" { 2_047 } else { 3_071 },
+                    p99_us: if name == "blue" { 9_215 } else { 14_335 },
+                    answers: 300,
+                });
+            }
+        }
+        app.update(Event::Router {
+            env: 0,
+            router: 0,
+            result: Ok(s),
+            at,
+        });
+    }
+    app.update(Event::Op {
+        env: 0,
+        id,
+        progress: Progress::Watching {
+            remaining: Duration::from_secs(42),
+            detail: "step 2/4 (25 %) · green up · 0 err / 300 req".into(),
+            errors: 0,
+            checks: 18,
+            passed: 18,
+        },
+    });
+    app
+}
+
+#[test]
+fn a_canary_step_shows_the_weights_and_the_traffic_split() {
+    let mut app = canary_step();
+    let blue = &app.envs[0].slots[0].traffic;
+    let green = &app.envs[0].slots[1].traffic;
+    let (b, g) = (
+        blue.current().expect("blue's rate").rps,
+        green.current().expect("green's rate").rps,
+    );
+    assert_eq!((b, g), (30.0, 10.0));
+    assert_eq!(g / (b + g), 0.25, "the canary's measured share");
+    let (text, _) = screen(&mut app, 120, 40);
+    let id = app.envs[0].op.as_ref().expect("op").id.clone();
+    for needle in [
+        "canary: blue 75 % / green 25 %",
+        "◐ PREVIEW · canary 25 %",
+        "30 req/s · 0.0% err",
+        "10 req/s · 0.0% err",
+        "p50 3.1ms p99 14ms",
+        "● blue        30/s",
+        "◐ green       10/s",
+        "step 2/4 (25 %)",
+        // A step is judged on the canary's error rate, not on a swap's error budget.
+        "canary errors this step: 0",
+        "aborts above 1.0 % errors (from 20 req)",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    assert!(!text.contains("errors since switch"), "{text}");
+    insta::assert_snapshot!("canary_step_120x40", text.replace(&id, "<id>"));
+    let (text, _) = screen(&mut app, 80, 24);
+    for needle in ["canary 25 %", "30 req/s", "10 req/s"] {
+        assert!(text.contains(needle), "80x24: missing {needle}:\n{text}");
+    }
+    insta::assert_snapshot!("canary_step_80x24", text.replace(&id, "<id>"));
+}
+
+#[test]
+fn a_fleet_where_one_router_counts_nothing_sums_the_others_and_says_so() {
+    let mut app = app_with(EnvMemory::default());
+    app.envs[0].routers.push(RouterView {
+        name: "edge-2".into(),
+        kind: "nginx".into(),
+        state: None,
+        error: None,
+        at: None,
+    });
+    let mut nginx = router_state("blue", "green");
+    for r in nginx.slots.values_mut() {
+        r.requests = None;
+        r.errors = None;
+        r.sessions = None;
+    }
+    let mut blue = 1204;
+    for i in 1..=10 {
+        blue += 40;
+        reading(&mut app, 75 + i, "blue", [(blue, 0), (87, 0), (0, 0)]);
+        app.update(Event::Router {
+            env: 0,
+            router: 1,
+            result: Ok(nginx.clone()),
+            at: t0() + Duration::from_secs(75 + i),
+        });
+    }
+    assert_eq!(
+        app.envs[0].slots[0].traffic.current().map(|c| c.rps),
+        Some(40.0)
+    );
+    let (text, _) = screen(&mut app, 120, 40);
+    for needle in [
+        "ⓘ no per-slot counters from `edge-2` (nginx): requests/s are the other router's, without its share",
+        "1 of 2 routers (the others not read or without counters)",
+        "40 req/s",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+}
