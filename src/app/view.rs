@@ -61,9 +61,10 @@ impl TrafficSample {
 enum Sum {
     /// A router's reading at this time gave new rates: chart the sum as of then.
     New(SystemTime),
-    /// A router's newest rates were corrected: correct the newest sum too.
+    /// A router's newest rates were corrected, or a router was lost (its last rates are
+    /// old news): the newest sum is redone from the routers still read.
     Redo,
-    /// The charted sums stand (a router was lost: its share stops from its next reading on).
+    /// Nothing new to chart.
     Keep,
 }
 
@@ -248,7 +249,7 @@ impl SlotTraffic {
         self.parts
             .resize_with(routers.max(router + 1), SlotTraffic::default);
         self.parts[router].lost();
-        self.combine(Sum::Keep);
+        self.combine(Sum::Redo);
     }
 
     /// The slot's figures from its routers' (see the type's doc), and what to chart.

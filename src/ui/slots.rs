@@ -148,8 +148,11 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
     // folds away) keeps it before the router's details.
     if let Some(l) = traffic_line(app, env, slot, w) {
         lines.push(l);
-        // And the router's recent p50/p99 beneath, where it keeps them (the embedded proxy).
+        // And the router's recent p50/p99 beneath, where it keeps them (the embedded proxy),
+        // while the slot has user traffic: without, they would be of cutover's own probes and
+        // of requests from before a switch.
         if !slot.traffic.stale
+            && slot.traffic.current().is_some_and(|c| c.rps > 0.0)
             && let Some(p) = super::traffic::percentiles(&slot.traffic)
         {
             lines.push(Line::styled(super::fit(&p, w), t.text));

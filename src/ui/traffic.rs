@@ -322,7 +322,8 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
                         if c.eps > 0.0 { t.error } else { t.dim },
                     ));
                     // The router's percentiles where it keeps them and they fit: both, or p99.
-                    if let Some(p) = tr.percentiles {
+                    // (Only with user traffic: see the slot column's.)
+                    if let Some(p) = tr.percentiles.filter(|_| c.rps > 0.0) {
                         let used: usize = spans.iter().map(|s| s.width()).sum();
                         let both = format!("  {}", percentiles(tr).unwrap_or_default());
                         let p99 = format!("  p99 {}", micros(p.p99_us));
