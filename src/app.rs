@@ -638,6 +638,7 @@ impl App {
         let Some(op) = op else { return };
         let mut line = None;
         let mut finished = false;
+        let mut rolled_back = false;
         match p {
             Progress::Step { step, ok, message } => {
                 match op.steps.iter_mut().find(|(s, _, _)| *s == step) {
@@ -666,6 +667,9 @@ impl App {
             Progress::Remembered => {}
             Progress::Finished(out) => {
                 finished = true;
+                // A watch that failed and rolled back by itself: the traffic chart marks the
+                // rollback too, as it marks one the operator asked for.
+                rolled_back = current && out.verdict == Verdict::RolledBack;
                 op.verdict = Some(out.verdict);
                 op.watching = None;
                 op.watch_inputs = None;
@@ -702,6 +706,9 @@ impl App {
         }
         if finished && !current {
             e.superseded.retain(|o| o.id != id);
+        }
+        if rolled_back {
+            e.mark(self.now, "rollback");
         }
         if let Some((l, t)) = line {
             self.log(env, l, t);

@@ -110,7 +110,9 @@ fn p99_on_screen(text: &str) -> Option<f64> {
     let l = text.lines().find(|l| l.contains("p99 "))?;
     let v = l.split("p99 ").nth(1)?.split_whitespace().next()?;
     let v = v.trim_end_matches(['│', '…']);
-    if let Some(ms) = v.strip_suffix("ms") {
+    if let Some(us) = v.strip_suffix("µs") {
+        us.parse::<f64>().ok().map(|us| us / 1000.0)
+    } else if let Some(ms) = v.strip_suffix("ms") {
         ms.parse().ok()
     } else {
         v.strip_suffix('s')?.parse::<f64>().ok().map(|s| s * 1000.0)

@@ -1592,6 +1592,14 @@ fn the_states_an_operator_meets_are_drawn() {
         if verdict == Verdict::Alarm {
             assert!(text.contains("press r to roll back"), "{text}");
         }
+        // An automatic rollback is marked on the traffic chart's time axis, as a swap is.
+        let marks: Vec<&str> = app.envs[0].markers.iter().map(|(_, l)| *l).collect();
+        let want: &[&str] = if verdict == Verdict::RolledBack {
+            &["swap", "rollback"]
+        } else {
+            &["swap"]
+        };
+        assert_eq!(marks, want, "{verdict:?}");
         insta::assert_snapshot!(name, text.replace(&format!("#{id}"), "#<id>"));
     }
 }

@@ -57,9 +57,11 @@ pub fn error_rate(tr: &SlotTraffic) -> String {
     }
 }
 
-/// A router's latency figure, from microseconds: `0.4ms`, `12ms`, `1.2s`.
+/// A router's latency figure, from microseconds: `85µs`, `0.4ms`... `12ms`, `1.2s`.
 pub fn micros(us: u64) -> String {
-    if us < 9_950 {
+    if us < 100 {
+        format!("{us}µs")
+    } else if us < 9_950 {
         format!("{:.1}ms", us as f64 / 1000.0)
     } else if us < 999_500 {
         format!("{:.0}ms", us as f64 / 1000.0)
@@ -327,7 +329,10 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
                         let used: usize = spans.iter().map(|s| s.width()).sum();
                         let both = format!("  {}", percentiles(tr).unwrap_or_default());
                         let p99 = format!("  p99 {}", micros(p.p99_us));
-                        if let Some(l) = [both, p99].into_iter().find(|l| used + l.len() <= w) {
+                        if let Some(l) = [both, p99]
+                            .into_iter()
+                            .find(|l| used + l.chars().count() <= w)
+                        {
                             spans.push(Span::styled(l, t.text));
                         }
                     }
@@ -439,6 +444,17 @@ mod tests {
         assert_eq!(rate(9.94), "9.9");
         assert_eq!(rate(42.3), "42");
         assert_eq!(rate(1290.0), "1.3k");
+    }
+
+    #[test]
+    fn latencies_read_short_and_never_as_zero() {
+        assert_eq!(micros(41), "41µs");
+        assert_eq!(micros(99), "99µs");
+        assert_eq!(micros(100), "0.1ms");
+        assert_eq!(micros(2_047), "2.0ms");
+        assert_eq!(micros(14_335), "14ms");
+        assert_eq!(micros(425_983), "426ms");
+        assert_eq!(micros(1_234_567), "1.2s");
     }
 
     #[test]
