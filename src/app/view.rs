@@ -265,10 +265,7 @@ impl SlotTraffic {
         if self.stale {
             self.probe_debt = (0, 0);
         }
-        let sum = |f: fn(&SlotTraffic) -> Option<u64>| {
-            read.iter().filter_map(|p| f(p)).reduce(|a, b| a + b)
-        };
-        self.in_flight = sum(|p| p.in_flight);
+        self.in_flight = read.iter().filter_map(|p| p.in_flight).reduce(|a, b| a + b);
         self.latency_ms = read.iter().filter_map(|p| p.latency_ms).max();
         self.percentiles = read
             .iter()

@@ -106,13 +106,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .border_style(t.border);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let side_w =
-        if uncounted.is_none() && env.slots.iter().any(|s| s.traffic.percentiles.is_some()) {
-            SIDE_WIDTH_PERCENTILES
-        } else {
-            SIDE_WIDTH
-        }
-        .min(inner.width / 2);
+    let side_w = if uncounted.is_none()
+        && env.slots.iter().any(|s| {
+            s.traffic.percentiles.is_some() && s.traffic.current().is_some_and(|c| c.rps > 0.0)
+        }) {
+        SIDE_WIDTH_PERCENTILES
+    } else {
+        SIDE_WIDTH
+    }
+    .min(inner.width / 2);
     let [plot_area, side] = Layout::horizontal([Constraint::Min(10), Constraint::Length(side_w)])
         .spacing(1)
         .areas(inner);
