@@ -1811,3 +1811,41 @@ fn a_fleet_where_one_router_counts_nothing_sums_the_others_and_says_so() {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }
 }
+
+#[test]
+fn at_80x24_a_columns_latency_goes_before_its_build_time() {
+    let mut app = app_with(EnvMemory::default());
+    let mut built = up("1.4.2", 3);
+    if let Some(v) = built.version.as_mut() {
+        v.built = Some("2026-11-20T09:30:00Z".into());
+    }
+    probe(&mut app, 0, built);
+    let mut blue = 1204;
+    for i in 1..=3 {
+        blue += 40;
+        let at = t0() + Duration::from_secs(75 + i);
+        app.update(Event::Tick(at));
+        let mut s = router_state("blue", "green");
+        if let Some(r) = s.slots.get_mut("blue") {
+            r.requests = Some(blue);
+            r.percentiles = Some(cutover::model::Percentiles {
+                p50_us: 2_047,
+                p99_us: 9_215,
+                answers: 120,
+            });
+        }
+        app.update(Event::Router {
+            env: 0,
+            router: 0,
+            result: Ok(s),
+            at,
+        });
+    }
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(text.contains("built 2026-11-20T09:30:00Z"), "{text}");
+    assert!(text.contains("p50 2.0ms p99 9.2ms"), "{text}");
+    let (text, _) = screen(&mut app, 80, 24);
+    assert!(text.contains("40 req/s"), "{text}");
+    assert!(text.contains("p50 2.0ms p99 9.2ms"), "{text}");
+    assert!(!text.contains("built"), "{text}");
+}

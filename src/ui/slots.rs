@@ -59,6 +59,10 @@ pub fn draw(f: &mut Frame, areas: &[Rect], shown: Range<usize>, app: &App) {
     }
 }
 
+/// A slot column this many rows high (inside its borders) or less is short: it keeps role,
+/// health, version and traffic before anything else.
+const SHORT_COLUMN: u16 = 6;
+
 fn since(app: &App, t: Option<std::time::SystemTime>) -> String {
     t.map(|t| format!(" for {}", timefmt::ago(app.now, t)))
         .unwrap_or_default()
@@ -131,7 +135,11 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
                 vl.push(Span::styled(format!(" {}", super::fit(c, 8)), t.dim));
             }
             lines.push(Line::from(vl));
-            if let Some(b) = &v.built {
+            // The build time where the column has room for it: a short column (80x24) keeps
+            // the traffic and its latency instead.
+            if let Some(b) = &v.built
+                && inner.height > SHORT_COLUMN
+            {
                 lines.push(Line::styled(super::fit(&format!("built {b}"), w), t.dim));
             }
         }
