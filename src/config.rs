@@ -55,18 +55,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A config that parsed but cannot be used as it stands, found when a driver is built (a
-/// `token_env` variable that is not set...): a usage error (exit 2), like a [`ConfigError`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem(pub String);
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigProblem {}
+pub use crate::model::{ConfigProblem, Node, Slot};
 
 /// How a fleet (several routers) is switched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -309,34 +298,24 @@ fn default_hook_timeout() -> Duration {
     Duration::from_secs(600)
 }
 
-impl Environment {
-    pub fn slot(&self, name: &str) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.name == name)
+impl<'a> From<&'a Environment> for crate::model::EnvSlots<'a> {
+    fn from(env: &'a Environment) -> Self {
+        env.routed()
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Slot {
-    pub name: String,
-    /// Base URL the proxy sends traffic to, e.g. `http://127.0.0.1:9001`.
-    pub address: String,
-    /// Full URL of the health endpoint.
-    pub health_url: String,
-    /// Full URL of the version endpoint.
-    pub version_url: String,
-    /// JSON pointer to the version in the version body (`/version`); plain text when absent.
-    pub version_pointer: Option<String>,
-    /// The health endpoint's expected status.
-    pub expect_status: u16,
-    /// The servers of this slot, for slots with several (rolling deploys).
-    pub nodes: Vec<Node>,
-}
+impl Environment {
+    /// What the routers are told of this environment.
+    pub fn routed(&self) -> crate::model::EnvSlots<'_> {
+        crate::model::EnvSlots {
+            name: &self.name,
+            slots: &self.slots,
+        }
+    }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Node {
-    pub name: String,
-    pub address: String,
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -585,15 +564,15 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
                     format!("slot `{sname}` is defined twice in environment `{name}`"),
                 ));
             }
-            check_url(rs.address.get_ref()).map_err(|m| at(rs.address.span(), None, m))?;
-            let address = rs.address.get_ref().trim_end_matches('/').to_string();
+            let address = crate::model::Address::parse(rs.address.get_ref())
+                .map_err(|m| at(rs.address.span(), None, m))?;
             let join = |p: &Spanned<String>| -> Result<String, ConfigError> {
                 let v = p.get_ref();
                 if v.starts_with("http://") || v.starts_with("https://") {
                     check_url(v).map_err(|m| at(p.span(), None, m))?;
                     Ok(v.clone())
                 } else if v.starts_with('/') {
-                    Ok(format!("{address}{v}"))
+                    Ok(address.join(v))
                 } else {
                     Err(at(
                         p.span(),
@@ -616,23 +595,30 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
                     ));
                 }
             }
-            for n in &rs.nodes {
-                check_url(&n.address).map_err(|m| {
+            let mut nodes = Vec::new();
+            for n in rs.nodes {
+                let node_address = crate::model::Address::parse(&n.address).map_err(|m| {
                     at(
                         rs.address.span(),
                         Some("nodes"),
                         format!("node `{}`: {m}", n.name),
                     )
                 })?;
+                nodes.push(Node {
+                    name: n.name,
+                    address: node_address,
+                });
             }
+            let version_path = path_of_url(&version_url);
             slots.push(Slot {
                 name: sname,
                 address,
                 health_url,
                 version_url,
+                version_path,
                 version_pointer: rs.version_pointer.map(|p| p.into_inner()),
                 expect_status: rs.expect_status,
-                nodes: rs.nodes,
+                nodes,
             });
         }
         let mut routers = Vec::new();

@@ -160,7 +160,7 @@ impl DemoWorld {
         let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
             color_eyre::eyre::bail!("the demo config has no embedded router");
         };
-        let proxy = crate::proxy::start(env, pc)
+        let proxy = crate::proxy::start(env.routed(), pc)
             .await
             .wrap_err("the demo's proxy could not start; choose other ports with --live-port, --preview-port, --admin-port")?;
         Ok(DemoWorld {

@@ -248,16 +248,12 @@ fn checked(v: VersionInfo) -> Result<VersionInfo, ProbeError> {
 }
 
 /// The URL that shows which version the public (or preview) URL serves: the public URL with
-/// the slots' version path.
+/// the slots' version path (read once, when the config loaded).
 pub fn version_url_behind(env: &Environment, base: &str) -> String {
     let path = env
         .slots
         .first()
-        .and_then(|s| {
-            let rest = s.version_url.split_once("://").map(|(_, r)| r)?;
-            rest.find('/').map(|i| rest[i..].to_string())
-        })
-        .unwrap_or_else(|| "/version".into());
+        .map_or("/version", |s| s.version_path.as_str());
     format!("{}{}", base.trim_end_matches('/'), path)
 }
 

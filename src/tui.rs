@@ -94,7 +94,7 @@ impl World {
         };
         let mut engines = Vec::new();
         for env in &config.environments {
-            let routers = crate::router::build_all(env)
+            let routers = crate::router::build_all(env.routed(), &env.routers)
                 .wrap_err_with(|| format!("cannot set up the routers of `{}`", env.name))?;
             engines.push(Arc::new(Engine {
                 env: env.clone(),

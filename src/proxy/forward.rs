@@ -388,18 +388,13 @@ fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr, https: bool) {
     }
 }
 
-/// Where a request goes on `node`: its scheme and authority, its path prefix, then the
-/// request's path and query (shared, not copied, when the node has no prefix).
+/// Where a request goes on `node`: its scheme and authority, then the request's own path and
+/// query (shared, not copied; an address has no path: see [`crate::model::Address`]).
 fn upstream_uri(node: &NodeRt, uri: &Uri) -> Result<Uri, hyper::http::Error> {
-    let pq = uri.path_and_query();
-    let path_and_query = match pq {
-        Some(pq) if node.prefix.is_empty() => pq.clone(),
-        _ => PathAndQuery::try_from(format!(
-            "{}{}",
-            node.prefix,
-            pq.map_or("/", PathAndQuery::as_str)
-        ))?,
-    };
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     Uri::builder()
         .scheme(node.scheme.clone())
         .authority(node.authority.clone())

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use color_eyre::eyre::{Result, WrapErr, bail};
-use hyper::Uri;
 use hyper::http::uri::{Authority, Scheme};
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{ErrorKind, LocalAnswers, NodeMetrics};
-use crate::config::Environment;
+use crate::model::EnvSlots;
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::prom::Histogram;
 use crate::router::embedded;
@@ -36,8 +35,6 @@ pub(crate) struct NodeRt {
     pub address: String,
     pub scheme: Scheme,
     pub authority: Authority,
-    /// A path prefix from the address (`http://host/app` → `/app`), without a trailing `/`.
-    pub prefix: String,
     pub draining: AtomicBool,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
@@ -270,22 +267,18 @@ fn upstream_client() -> super::forward::Upstream {
         .build(connector)
 }
 
-fn parse_upstream(name: &str, address: &str) -> Result<NodeRt> {
-    let uri: Uri = address
-        .parse()
-        .wrap_err_with(|| format!("`{address}` (of `{name}`) is not a URL"))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
-        bail!("`{address}` (of `{name}`) needs a scheme and a host, like http://127.0.0.1:9001");
-    };
-    if scheme != Scheme::HTTP {
+fn parse_upstream(name: &str, address: &crate::model::Address) -> Result<NodeRt> {
+    if address.is_https() {
         bail!("`{address}` (of `{name}`): the embedded proxy forwards over plain http:// only");
     }
+    let authority = Authority::try_from(address.authority())
+        .wrap_err_with(|| format!("`{address}` (of `{name}`) has no usable host"))?;
+    let scheme = Scheme::HTTP;
     Ok(NodeRt {
         name: name.to_string(),
         address: address.to_string(),
         scheme,
         authority,
-        prefix: uri.path().trim_end_matches('/').to_string(),
         draining: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         requests: AtomicU64::new(0),
@@ -296,9 +289,9 @@ fn parse_upstream(name: &str, address: &str) -> Result<NodeRt> {
 }
 
 impl Shared {
-    pub fn new(env: &Environment, cfg: &embedded::Config, token: Option<String>) -> Result<Shared> {
+    pub fn new(env: EnvSlots<'_>, cfg: &embedded::Config, token: Option<String>) -> Result<Shared> {
         let mut slots = Vec::new();
-        for s in &env.slots {
+        for s in env.slots {
             let nodes = if s.nodes.is_empty() {
                 vec![parse_upstream(&s.name, &s.address)?]
             } else {
@@ -328,7 +321,7 @@ impl Shared {
             })?;
         let state_file = cfg.state_path(&env.name);
         let mut shared = Shared {
-            env: env.name.clone(),
+            env: env.name.to_string(),
             slots,
             live: AtomicUsize::new(0),
             preview: AtomicUsize::new(NONE),
