@@ -133,7 +133,7 @@ pub async fn start<'a>(
     cfg: &embedded::Config,
 ) -> Result<ProxyHandle> {
     let env = env.into();
-    cfg.validate(&env.slots).map_err(|m| {
+    cfg.validate(env.slots).map_err(|m| {
         eyre!(
             "the embedded router of environment `{}` is misconfigured: {m}",
             env.name

@@ -319,7 +319,7 @@ impl Shared {
                     cfg.bypass_header
                 )
             })?;
-        let state_file = cfg.state_path(&env.name);
+        let state_file = cfg.state_path(env.name);
         let mut shared = Shared {
             env: env.name.to_string(),
             slots,
@@ -331,7 +331,7 @@ impl Shared {
             opts: Options {
                 retry_after: cfg.retry_after,
                 maintenance_page: super::forward::maintenance_html(cfg.retry_after),
-                redirected_as: hyper::header::HeaderValue::from_str(&env.name).ok(),
+                redirected_as: hyper::header::HeaderValue::from_str(env.name).ok(),
                 bypass_cookie: cfg.bypass_cookie.clone(),
                 bypass_header,
                 upstream_timeout: std::time::Duration::from_secs(cfg.upstream_timeout),

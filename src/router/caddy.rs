@@ -236,7 +236,7 @@ impl Answer {
 impl Driver {
     pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
         let env = env.into();
-        cfg.validate(&env.slots)
+        cfg.validate(env.slots)
             .map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
         let slots = Upstream::all(env).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
         let authority =

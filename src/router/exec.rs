@@ -573,7 +573,7 @@ pub struct Driver {
 impl Driver {
     pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
         let env = env.into();
-        cfg.validate(&env.slots)
+        cfg.validate(env.slots)
             .map_err(|m| eyre!("router `{name}` of environment `{}`: {m}", env.name))?;
         Ok(Driver {
             name,

@@ -230,15 +230,15 @@ const MAINT: &str = "_maintenance";
 impl Driver {
     pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
         let env = env.into();
-        cfg.validate(&env.slots)
+        cfg.validate(env.slots)
             .map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
         let slots = Upstream::all(env).map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
         let prefix = cfg
             .upstream_prefix
             .clone()
-            .unwrap_or_else(|| format!("cutover_{}_", sanitize(&env.name)));
+            .unwrap_or_else(|| format!("cutover_{}_", sanitize(env.name)));
         Ok(Driver {
-            route_var: format!("cutover_{}_route", sanitize(&env.name)),
+            route_var: format!("cutover_{}_route", sanitize(env.name)),
             name,
             env: env.name.to_string(),
             cfg: cfg.clone(),

@@ -90,7 +90,7 @@ fn join(v: &[String]) -> String {
 impl Driver {
     pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
         let env = env.into();
-        cfg.validate(&env.slots)
+        cfg.validate(env.slots)
             .map_err(|e| eyre!("haproxy router `{name}`: {e}"))?;
         let endpoint = Endpoint::parse(&cfg.socket).map_err(|e| eyre!("`socket`: {e}"))?;
         let setup = match cfg.mode {
