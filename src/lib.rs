@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod drill;
+pub mod envview;
 pub mod etcd;
 pub mod example;
 pub mod hooks;
@@ -30,9 +31,12 @@ pub mod router;
 pub mod selfmetrics;
 pub mod slotserver;
 pub mod state;
+pub mod text;
+pub mod theme;
 pub mod timefmt;
 pub mod tui;
 pub mod ui;
+pub mod world;
 
 /// A reqwest client builder with TLS ready (rustls on ring) and no system proxy: cutover's
 /// requests go exactly where the config says.

@@ -47,22 +47,6 @@ const WATCH_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the watch looks for another cutover's takeover request.
 const WATCH_TAKEOVER_POLL: Duration = Duration::from_millis(250);
 
-/// Read one router, giving up after `limit`. The error is the router's own message, or that it
-/// did not answer in time.
-pub async fn observe_within(
-    router: &dyn Router,
-    limit: Duration,
-) -> std::result::Result<RouterState, String> {
-    match tokio::time::timeout(limit, router.observe()).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(_) => Err(format!(
-            "no answer within {}",
-            crate::timefmt::millis(limit)
-        )),
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
     /// Make `to` live (default: the preview slot); the old live becomes preview.
@@ -359,7 +343,7 @@ impl Engine {
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();
         for r in &self.routers {
-            let s = observe_within(r.as_ref(), r.observe_timeout())
+            let s = crate::router::observe_within(r.as_ref(), r.observe_timeout())
                 .await
                 .map_err(|e| eyre!("router `{}`: {e}", r.name()))?;
             out.push(s);
@@ -416,19 +400,6 @@ impl Engine {
             }
         }
         input
-    }
-
-    /// Probe the version served behind a public or preview URL: the slots' version path on
-    /// that host, read with the first slot's version pointer.
-    pub async fn probe_behind(&self, url: &str) -> crate::probe::UrlProbe {
-        let pointer = self
-            .env
-            .slots
-            .first()
-            .and_then(|s| s.version_pointer.as_deref());
-        self.prober
-            .probe_url(&crate::probe::version_url_behind(&self.env, url), pointer)
-            .await
     }
 
     /// Take the environment's lock for operation `id` (asking its holder to hand it over

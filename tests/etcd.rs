@@ -945,8 +945,8 @@ async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory()
     let got = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(ev) = rx.recv().await {
             match ev {
-                cutover::app::Event::Shared { text, .. } => lines.push(text),
-                cutover::app::Event::Memory { memory, .. }
+                cutover::envview::Seen::Shared { text, .. } => lines.push(text),
+                cutover::envview::Seen::Memory { memory, .. }
                     if memory.previous_live.as_deref() == Some("blue") =>
                 {
                     return memory;

@@ -234,7 +234,7 @@ impl Engine {
             // failed to reload): read it, and put back every router that now serves `to`.
             let changed = match res {
                 Some(Ok(())) => true,
-                Some(Err(_)) => observe_within(r.as_ref(), r.observe_timeout())
+                Some(Err(_)) => crate::router::observe_within(r.as_ref(), r.observe_timeout())
                     .await
                     .is_ok_and(|s| s.live.as_deref() == Some(to)),
                 None => false,
@@ -246,7 +246,7 @@ impl Engine {
             // The router's own state decides, not the command's exit: a script may fail after
             // switching.
             let shows_back = res.is_ok()
-                || observe_within(r.as_ref(), r.observe_timeout())
+                || crate::router::observe_within(r.as_ref(), r.observe_timeout())
                     .await
                     .is_ok_and(|s| s.live.as_deref() == Some(back));
             match (res, shows_back) {
@@ -293,7 +293,7 @@ impl Engine {
         let mut lives = Vec::new();
         let mut parts = Vec::new();
         for r in &self.routers {
-            match observe_within(r.as_ref(), r.observe_timeout()).await {
+            match crate::router::observe_within(r.as_ref(), r.observe_timeout()).await {
                 Ok(s) => {
                     parts.push(format!(
                         "`{}` → {}",

@@ -1,7 +1,47 @@
-//! What the screen shows of each environment: slots, routers, traffic, the running
-//! operation, warnings.
+//! What cutover knows of each environment, built from what it sees ([`Seen`]: probes, router
+//! reads, locks, operations' progress): slots, routers, traffic, the running operation,
+//! warnings, drift. Both faces read it: the TUI draws it, `cutover status` and `cutover watch`
+//! print it. No terminal in here.
 
-use super::*;
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{ConfirmMode, Environment};
+use crate::model::{Health, MaintenanceMode, ProbeResult, Role, RouterState};
+use crate::ops::{GateInput, Progress, Step, Verdict};
+use crate::probe::UrlProbe;
+use crate::state::{EnvMemory, Journal, LockInfo};
+
+mod update;
+pub use update::{Said, Seen};
+
+/// How many health results per slot the gate can look back on.
+pub const GATE_HISTORY: usize = 20;
+/// How far back the traffic chart looks.
+pub const TRAFFIC_WINDOW: Duration = Duration::from_secs(300);
+/// How many operation markers the traffic chart keeps.
+const MARKERS: usize = 32;
+/// At most this many of cutover's own public/preview URL probes are still to be taken off a
+/// slot's request counter: a probe attributed to the wrong slot costs at most this much.
+const PROBE_DEBT_CAP: u64 = 8;
+
+/// How worrying a line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Good,
+    Warn,
+    Bad,
+}
+
+/// A line of the event log.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub at: SystemTime,
+    pub env: String,
+    pub level: Level,
+    pub text: String,
+}
 
 /// One sparkline / gate sample.
 #[derive(Debug, Clone, Copy)]
@@ -516,7 +556,7 @@ impl EnvView {
             }
             None => return Err(None),
         };
-        let plan = ops::gate(
+        let plan = crate::ops::gate(
             self.config.gate_checks,
             self.live(),
             &prev,
@@ -526,7 +566,7 @@ impl EnvView {
         if let Some(c) = plan.failed_checks().first() {
             return Err(Some(c.detail.clone()));
         }
-        let way_back = ops::way_back_check(&prev, &plan, &self.memory);
+        let way_back = crate::ops::way_back_check(&prev, &plan, &self.memory);
         if !way_back.ok {
             return Err(Some(way_back.detail));
         }
