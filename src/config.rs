@@ -156,6 +156,16 @@ impl<'de> Deserialize<'de> for StoreSetting {
 
 impl Settings {
     /// `state_dir`, else `$XDG_STATE_HOME/cutover`.
+    /// The store these settings name: the state dir, or an etcd cluster (no request is made
+    /// yet; an unreachable cluster shows when an operation takes the lock).
+    pub fn open_store(&self) -> color_eyre::eyre::Result<crate::state::Store> {
+        let etcd = match &self.store {
+            StoreSetting::Etcd(e) => Some(e),
+            StoreSetting::File => None,
+        };
+        crate::state::Store::open(self.state_dir_or_default(), etcd)
+    }
+
     pub fn state_dir_or_default(&self) -> PathBuf {
         self.state_dir
             .clone()

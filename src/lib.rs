@@ -26,6 +26,7 @@ pub mod paths;
 pub mod probe;
 pub mod prom;
 pub mod proxy;
+pub mod records;
 pub mod redact;
 pub mod router;
 pub mod selfmetrics;

@@ -245,10 +245,10 @@ impl Notifier {
     pub fn start(
         entries: &[NotifyConfig],
         audit: Option<Arc<AuditLog>>,
-    ) -> Result<Notifier, crate::config::ConfigProblem> {
+    ) -> Result<Notifier, crate::model::ConfigProblem> {
         let pending = Arc::new(watch::Sender::new(0u64));
         let client = crate::http_client().build().map_err(|e| {
-            crate::config::ConfigProblem(format!("cannot build an HTTP client: {e}"))
+            crate::model::ConfigProblem(format!("cannot build an HTTP client: {e}"))
         })?;
         let mut out = Vec::new();
         for (i, cfg) in entries.iter().enumerate() {
@@ -261,7 +261,7 @@ impl Notifier {
                         Some(t.trim().to_string())
                     }
                     _ => {
-                        return Err(crate::config::ConfigProblem(format!(
+                        return Err(crate::model::ConfigProblem(format!(
                             "[[notify]] #{index} ({}): `token_env = \"{var}\"` but ${var} is not \
                              set (or empty); export the webhook's token in ${var}, or remove \
                              `token_env`",

@@ -28,7 +28,7 @@ pub struct World {
 
 impl World {
     pub fn build(config: Config, demo: Option<Vec<Arc<SlotControls>>>) -> Result<World> {
-        let store = Store::open(&config.settings)?;
+        let store = config.settings.open_store()?;
         let audit = match AuditLog::open(config.settings.audit_dir_or_default()) {
             Ok(a) => Some(Arc::new(a.share(&store))),
             Err(e) => {

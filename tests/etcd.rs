@@ -109,7 +109,7 @@ fn settings(url: &str, prefix: &str, ttl_s: u64, state: &Path) -> Settings {
 }
 
 fn store_of(s: &Settings) -> Store {
-    Store::open(s).expect("open the etcd store")
+    s.open_store().expect("open the etcd store")
 }
 
 // ---------------------------------------------------------------------------------------

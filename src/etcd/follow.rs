@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::Etcd;
 use super::client::{B64, Client, Kv, b64, int, kvs, members, prefix_end, value};
-use crate::state::{Activity, LockInfo};
+use crate::records::{Activity, LockInfo};
 
 /// What a follower of an environment sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
