@@ -324,8 +324,25 @@ pub struct Engine {
 pub enum GateSource {
     /// The TUI's poll history.
     Given(GateInput),
-    /// Probe every slot `gate_checks` times now (the CLI).
+    /// Probe every slot `gate_checks` times now (the CLI), or once where the routers' own
+    /// health checks vouch for the target (see [`Engine::vouchers`]).
     ProbeNow,
+    /// Probe once now; the routers' own health checks, as the plan read them, vouch for the
+    /// target: what they said.
+    ProbeOnce { vouched: String },
+}
+
+impl GateSource {
+    /// `ProbeNow` becomes `ProbeOnce` where the routers vouch for `to`.
+    fn or_vouched(self, engine: &Engine, states: &[RouterState], to: &str) -> GateSource {
+        match self {
+            GateSource::ProbeNow => match engine.vouchers(states, to) {
+                Some(vouched) => GateSource::ProbeOnce { vouched },
+                None => GateSource::ProbeNow,
+            },
+            g => g,
+        }
+    }
 }
 
 impl Engine {
@@ -373,6 +390,42 @@ impl Engine {
             }
         }
         Ok(first)
+    }
+
+    /// What the routers' own health checks say of `slot` in `states` (read by the plan a
+    /// moment ago), when every router that checks it says it is up and one at least does;
+    /// `None` otherwise (one says down, or none checks it).
+    pub fn vouchers(&self, states: &[RouterState], slot: &str) -> Option<String> {
+        let mut said = Vec::new();
+        for (r, st) in self.routers.iter().zip(states) {
+            let Some(route) = st.slots.get(slot) else {
+                continue;
+            };
+            match route.checks_up {
+                Some(true) => said.push(format!(
+                    "{} `{}`'s own checks say {}",
+                    r.kind(),
+                    r.name(),
+                    route.check.as_deref().unwrap_or("up")
+                )),
+                Some(false) => return None,
+                None => {}
+            }
+        }
+        (!said.is_empty()).then(|| said.join("; "))
+    }
+
+    /// The gate's input for a switch to `to`, as `source` says to get it.
+    pub(super) async fn gate_input(&self, source: GateSource, to: &str) -> GateInput {
+        match source {
+            GateSource::Given(i) => i,
+            GateSource::ProbeNow => self.fresh_gate_input(self.env.gate_checks).await,
+            GateSource::ProbeOnce { vouched } => {
+                let mut i = self.fresh_gate_input(1).await;
+                i.vouched.insert(to.to_string(), vouched);
+                i
+            }
+        }
     }
 
     /// Probe every slot `n` times, spaced, for the gate (the CLI has no history).
@@ -569,7 +622,15 @@ impl Engine {
                 let held = Arc::new(std::sync::Mutex::new(None));
                 run.held = Some(held.clone());
                 let out = self
-                    .switch(run, req, gate_source, live, preview, to, rollback)
+                    .switch(
+                        run,
+                        req,
+                        gate_source.or_vouched(self, &states, &to),
+                        live,
+                        preview,
+                        to,
+                        rollback,
+                    )
                     .await;
                 self.conclude(out, &held).await
             }
@@ -621,6 +682,7 @@ fn describe(kind: &OpKind) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::gate::gate_passed;
     use super::simple::check_simple;
     use super::*;
 
@@ -671,6 +733,32 @@ mod tests {
         assert_eq!(p.failed_checks()[0].name, "new version");
         // Rollback does not check for a new version.
         assert!(gate(3, Some("blue"), "green", &same, false).passes());
+    }
+
+    #[test]
+    fn a_router_vouching_for_the_slot_lets_one_healthy_check_stand_for_the_streak() {
+        use Health::*;
+        let mut one = input(&[("blue", &[Up], Some("1")), ("green", &[Up], Some("2"))]);
+        let p = gate(3, Some("blue"), "green", &one, false);
+        assert_eq!(
+            p.failed_checks()[0].name,
+            "health",
+            "one check is not three"
+        );
+        one.vouched.insert(
+            "green".into(),
+            "haproxy `lb`'s own checks say UP (L7OK)".into(),
+        );
+        let p = gate(3, Some("blue"), "green", &one, false);
+        assert!(p.passes(), "{:?}", p.checks);
+        assert_eq!(
+            gate_passed(&p),
+            "all checks passed (healthy now, and haproxy `lb`'s own checks say UP (L7OK))"
+        );
+        // The router's word does not overrule cutover's own check of the slot now.
+        let mut down_now = input(&[("blue", &[Up], Some("1")), ("green", &[Down], Some("2"))]);
+        down_now.vouched = one.vouched.clone();
+        assert!(!gate(3, Some("blue"), "green", &down_now, false).passes());
     }
 
     #[test]

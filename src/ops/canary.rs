@@ -114,34 +114,14 @@ impl Engine {
 
         // Gate: the canary must pass what a swap to it would have to pass.
         run.step(Step::Gate, format!("checking `{to}`"));
-        let input = match gate_source {
-            GateSource::Given(i) => i,
-            GateSource::ProbeNow => self.fresh_gate_input(self.env.gate_checks).await,
-        };
+        let input = self.gate_input(gate_source, &to).await;
         let plan = gate(self.env.gate_checks, Some(&live), &to, &input, true);
         run.record.from_version = plan.from_version.clone();
         run.record.to_version = plan.to_version.clone();
-        if !plan.passes() {
-            let failed: Vec<String> = plan
-                .failed_checks()
-                .iter()
-                .map(|c| c.detail.clone())
-                .collect();
-            if !req.force {
-                let why = format!(
-                    "refused: {}; to do it anyway, force it (--force)",
-                    failed.join("; ")
-                );
-                return run.fail(Step::Gate, Verdict::Refused, why);
-            }
-            run.done(
-                Step::Gate,
-                true,
-                format!("FORCED past: {}", failed.join("; ")),
-            );
-        } else {
-            run.done(Step::Gate, true, "all checks passed");
-        }
+        let mut run = match run.judge_gate(&plan, req.force, "--force") {
+            Ok(run) => run,
+            Err(refused) => return *refused,
+        };
 
         let mut promote = req.promote.clone();
         let count = steps.len();

@@ -16,10 +16,7 @@ impl Engine {
     ) -> Outcome {
         // Gate.
         run.step(Step::Gate, format!("checking `{to}`"));
-        let input = match gate_source {
-            GateSource::Given(i) => i,
-            GateSource::ProbeNow => self.fresh_gate_input(self.env.gate_checks).await,
-        };
+        let input = self.gate_input(gate_source, &to).await;
         let mut plan = gate(
             self.env.gate_checks,
             from.as_deref(),
@@ -33,27 +30,10 @@ impl Engine {
         }
         run.record.from_version = plan.from_version.clone();
         run.record.to_version = plan.to_version.clone();
-        if !plan.passes() {
-            let failed: Vec<String> = plan
-                .failed_checks()
-                .iter()
-                .map(|c| c.detail.clone())
-                .collect();
-            if !req.force {
-                let why = format!(
-                    "refused: {}; to do it anyway, force it (F in the confirm dialog, --force)",
-                    failed.join("; ")
-                );
-                return run.fail(Step::Gate, Verdict::Refused, why);
-            }
-            run.done(
-                Step::Gate,
-                true,
-                format!("FORCED past: {}", failed.join("; ")),
-            );
-        } else {
-            run.done(Step::Gate, true, "all checks passed");
-        }
+        let mut run = match run.judge_gate(&plan, req.force, "F in the confirm dialog, --force") {
+            Ok(run) => run,
+            Err(refused) => return *refused,
+        };
 
         // Warm-up: the target slot, directly, before any router changes. Never on the way
         // back (a rollback must be fast).

@@ -592,6 +592,7 @@ impl Shared {
                             .then(|| seen.iter().sum::<u64>() / seen.len() as u64 / 1000)
                     },
                     check: None,
+                    checks_up: None,
                     nodes,
                 },
             );

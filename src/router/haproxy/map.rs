@@ -391,6 +391,7 @@ impl Driver {
                         [one] => one.check_text(),
                         _ => be.status.clone(),
                     }),
+                    checks_up: crate::model::all_checks_up(servers.iter().map(|s| s.checks_up())),
                     nodes,
                 },
             );
