@@ -84,12 +84,13 @@ impl World {
     {
         let interval = self.config.settings.poll_interval;
         for (ei, engine) in self.engines.iter().enumerate() {
-            for (si, slot) in engine.env.slots.iter().enumerate() {
-                let (engine, slot) = (engine.clone(), slot.clone());
+            for si in 0..engine.env.slots.len() {
+                // Each tick clones the engine's `Arc`, nothing else: the slot is read in place.
+                let engine = engine.clone();
                 every(interval, &tx, &stop, move || {
-                    let (engine, slot) = (engine.clone(), slot.clone());
+                    let engine = engine.clone();
                     async move {
-                        let result = engine.prober.probe_slot(&slot).await;
+                        let result = engine.prober.probe_slot(&engine.env.slots[si]).await;
                         Seen::Probe {
                             env: ei,
                             slot: si,
