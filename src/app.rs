@@ -88,6 +88,12 @@ pub enum Effect {
     /// Quit: running watches are abandoned (recorded), and cutover ends once their records
     /// are written.
     Quit,
+    /// Tell the notification channels: drift or routers that disagree, just begun.
+    Warn {
+        env: usize,
+        kind: crate::notify::EventKind,
+        message: String,
+    },
     /// Quit at once, in the middle of a router change: recorded as abandoned; the journal
     /// stays for `cutover recover`.
     QuitNow,
@@ -302,6 +308,11 @@ impl App {
         for (level, text) in said.lines {
             self.log(env, level, text);
         }
+        let mut effects: Vec<Effect> = said
+            .alerts
+            .into_iter()
+            .map(|(kind, message)| Effect::Warn { env, kind, message })
+            .collect();
         if let Some((verdict, level, text)) = said.finished {
             // An alarm names the key that rolls back, as bound here, first: a long reason
             // must not push it off the screen.
@@ -320,9 +331,9 @@ impl App {
         }
         if is_op && self.quit_pending && !self.envs.iter().any(EnvView::op_changing_routers) {
             self.should_quit = true;
-            return vec![Effect::Quit];
+            effects.push(Effect::Quit);
         }
-        vec![]
+        effects
     }
 }
 

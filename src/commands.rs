@@ -644,6 +644,7 @@ pub async fn watch_env(world: World, env: &str) -> Result<i32> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
     let (stop_tx, stop_rx) = watch::channel(false);
     world.spawn_watchers(tx, stop_rx);
+    let mut announced = false;
     loop {
         let seen = tokio::select! {
             s = rx.recv() => s,
@@ -654,8 +655,21 @@ pub async fn watch_env(world: World, env: &str) -> Result<i32> {
             continue;
         }
         let now = SystemTime::now();
-        for (_, text) in view.apply(seen, now, history).lines {
+        let said = view.apply(seen, now, history);
+        let mut lines: Vec<String> = said.lines.into_iter().map(|(_, t)| t).collect();
+        // The first reading of the routers says where things stand; the lines after it say
+        // what changes.
+        if !announced && let Some(live) = view.live() {
+            announced = true;
+            lines.insert(0, format!("`{live}` is live"));
+        }
+        for text in lines {
             outln!("{} {} {}", crate::timefmt::rfc3339(now), name, text);
+        }
+        if let Some(n) = &world.engines[idx].notifier {
+            for (kind, message) in said.alerts {
+                n.warn(kind, &name, &message);
+            }
         }
     }
     let _ = stop_tx.send(true);

@@ -43,6 +43,22 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// When drift or a disagreement is worth telling the notification channels: once, and only
+/// when it is not another cutover's change in progress. Drift is told once the state files
+/// (or the shared store), read after the router showed it, still say cutover set otherwise: a
+/// swap by another cutover process reaches the routers a moment before its memory does. A
+/// disagreement is told when it lasts from one reading of the first router to the next,
+/// while no one holds the lock.
+#[derive(Debug, Clone, Default)]
+pub struct Alerts {
+    /// The routers showed drift since the memory was last read.
+    drift_seen: bool,
+    drift_told: bool,
+    /// The routers disagreed at the last reading of the first router.
+    disagree_seen: bool,
+    disagree_told: bool,
+}
+
 /// One sparkline / gate sample.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
@@ -301,6 +317,8 @@ pub struct EnvView {
     /// Which slot answered the public URL at each of cutover's probes (the traffic view of a
     /// router without per-slot counters).
     pub public_answers: VecDeque<(SystemTime, String)>,
+    /// Drift and disagreement, as far as telling the channels goes (see [`Alerts`]).
+    pub alerts: Alerts,
 }
 
 impl EnvView {

@@ -81,6 +81,13 @@ impl Runner {
     fn run(&mut self, effect: Effect) {
         match effect {
             Effect::Quit | Effect::QuitNow => {}
+            Effect::Warn { env, kind, message } => {
+                if let Some(e) = self.world.engines.get(env)
+                    && let Some(n) = &e.notifier
+                {
+                    n.warn(kind, &e.env.name, &message);
+                }
+            }
             Effect::StopOp { env } => {
                 if let Some(running) = self.running.get(env) {
                     for r in running.iter().filter(|r| !r.task.is_finished()) {

@@ -191,6 +191,58 @@ impl World {
                     }
                 },
             );
+            // What the store remembers, read again: another cutover's swap changes what this
+            // one last set (else it would read as drift) and where `r` goes back to.
+            {
+                let (store, name) = (self.store.clone(), engine.env.name.clone());
+                every_from(
+                    Duration::from_millis(500),
+                    interval.max(Duration::from_secs(1)),
+                    &tx,
+                    &stop,
+                    move || {
+                        let (store, name) = (store.clone(), name.clone());
+                        async move {
+                            // The holder first: an operation that has let go has written
+                            // its memory already.
+                            let (holder, memory) = tokio::task::spawn_blocking(move || {
+                                (store.holder(&name), store.env(&name))
+                            })
+                            .await
+                            .unwrap_or_default();
+                            Seen::Stored {
+                                env: ei,
+                                holder,
+                                memory,
+                            }
+                        }
+                    },
+                );
+            }
+        }
+        // Notifications that could not be delivered, in the event pane of their environment.
+        if let Some(n) = self.engines.iter().find_map(|e| e.notifier.clone()) {
+            let mut failures = n.failures();
+            let names: Vec<String> = self.engines.iter().map(|e| e.env.name.clone()).collect();
+            let (tx, mut stop) = (tx.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (env, text) = tokio::select! {
+                        f = failures.recv() => match f {
+                            Ok(f) => f,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => return,
+                        },
+                        _ = stop.changed() => return,
+                    };
+                    let Some(env) = names.iter().position(|n| *n == env) else {
+                        continue;
+                    };
+                    if tx.send(Seen::NotifyFailed { env, text }.into()).is_err() {
+                        return;
+                    }
+                }
+            });
         }
     }
 }

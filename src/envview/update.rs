@@ -2,6 +2,7 @@
 //! worth a line in the event log. Pure: no IO, no awaiting, no terminal.
 
 use super::*;
+use crate::notify::EventKind;
 
 /// What cutover sees of an environment: the probes', router observers' and lock watchers'
 /// results, and the running operations' progress. The TUI and `cutover watch` are fed these;
@@ -36,6 +37,12 @@ pub enum Seen {
         env: usize,
         memory: EnvMemory,
     },
+    /// What the store says now: who holds the lock (read first), then what it remembers.
+    Stored {
+        env: usize,
+        holder: Option<LockInfo>,
+        memory: EnvMemory,
+    },
     Lock {
         env: usize,
         holder: Option<LockInfo>,
@@ -44,6 +51,11 @@ pub enum Seen {
     },
     /// What another cutover on the shared store is doing, or the store's state, as a line.
     Shared {
+        env: usize,
+        text: String,
+    },
+    /// A notification could not be delivered (after its retries): the line says to where.
+    NotifyFailed {
         env: usize,
         text: String,
     },
@@ -68,8 +80,10 @@ impl Seen {
             | Seen::Router { env, .. }
             | Seen::Op { env, .. }
             | Seen::Memory { env, .. }
+            | Seen::Stored { env, .. }
             | Seen::Lock { env, .. }
             | Seen::Shared { env, .. }
+            | Seen::NotifyFailed { env, .. }
             | Seen::DrillTick { env, .. }
             | Seen::DrillDone { env, .. } => *env,
         }
@@ -85,6 +99,8 @@ pub struct Said {
     pub finished: Option<(Verdict, Level, String)>,
     /// A drill ended: its one-line result.
     pub drill_done: Option<(Level, String)>,
+    /// Warnings for the notification channels: drift or a disagreement that just began.
+    pub alerts: Vec<(EventKind, String)>,
 }
 
 impl Said {
@@ -135,6 +151,7 @@ impl EnvView {
             drill: None,
             markers: VecDeque::new(),
             public_answers: VecDeque::new(),
+            alerts: Alerts::default(),
             config: config.clone(),
         }
     }
@@ -160,15 +177,30 @@ impl EnvView {
             }
             Seen::Router {
                 router, result, at, ..
-            } => Said {
-                lines: self.on_router(router, result, at, now),
-                ..Said::default()
-            },
+            } => {
+                let lines = self.on_router(router, result, at, now);
+                Said {
+                    lines,
+                    alerts: self.alerts_after_router(router),
+                    ..Said::default()
+                }
+            }
             Seen::Op { id, progress, .. } => self.on_progress(&id, progress),
             Seen::Shared { text, .. } => Said::line(Level::Info, crate::redact::redact(&text)),
+            Seen::NotifyFailed { text, .. } => {
+                Said::line(Level::Warn, crate::redact::redact(&text))
+            }
             Seen::Memory { memory, .. } => {
                 self.memory = memory;
                 Said::default()
+            }
+            Seen::Stored { holder, memory, .. } => {
+                self.lock = holder;
+                self.memory = memory;
+                Said {
+                    alerts: self.alerts_after_memory(),
+                    ..Said::default()
+                }
             }
             Seen::Lock {
                 holder,
@@ -197,6 +229,47 @@ impl EnvView {
                     drill_done: Some(line),
                     ..Said::default()
                 }
+            }
+        }
+    }
+
+    /// Drift and disagreement after a router reading (see [`Alerts`]).
+    fn alerts_after_router(&mut self, router: usize) -> Vec<(EventKind, String)> {
+        let mut out = Vec::new();
+        match self.drift() {
+            Some(_) => self.alerts.drift_seen = true,
+            None => (self.alerts.drift_seen, self.alerts.drift_told) = (false, false),
+        }
+        if router == 0 {
+            match self.disagreement() {
+                Some(what) => {
+                    if self.alerts.disagree_seen
+                        && !self.alerts.disagree_told
+                        && self.lock.is_none()
+                    {
+                        self.alerts.disagree_told = true;
+                        out.push((EventKind::Disagree, what));
+                    }
+                    self.alerts.disagree_seen = true;
+                }
+                None => (self.alerts.disagree_seen, self.alerts.disagree_told) = (false, false),
+            }
+        }
+        out
+    }
+
+    /// Drift, confirmed by the memory read after the routers showed it (see [`Alerts`]).
+    fn alerts_after_memory(&mut self) -> Vec<(EventKind, String)> {
+        let confirmed = std::mem::take(&mut self.alerts.drift_seen);
+        match self.drift() {
+            Some(what) if confirmed && !self.alerts.drift_told && self.lock.is_none() => {
+                self.alerts.drift_told = true;
+                vec![(EventKind::Drift, what)]
+            }
+            Some(_) => vec![],
+            None => {
+                self.alerts.drift_told = false;
+                vec![]
             }
         }
     }
