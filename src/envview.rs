@@ -319,6 +319,8 @@ pub struct EnvView {
     pub public_answers: VecDeque<(SystemTime, String)>,
     /// Drift and disagreement, as far as telling the channels goes (see [`Alerts`]).
     pub alerts: Alerts,
+    /// Whether the shared store (etcd) answers; `None` without one, or before it is known.
+    pub store_up: Option<bool>,
 }
 
 impl EnvView {

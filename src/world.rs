@@ -153,6 +153,11 @@ impl World {
                         let event = match seen {
                             None => return,
                             Some(crate::etcd::Seen::Line(text)) => Seen::Shared { env: ei, text },
+                            Some(crate::etcd::Seen::Store { up, text, quiet }) => Seen::Store {
+                                env: ei,
+                                up,
+                                text: (!quiet).then_some(text),
+                            },
                             // Another operator's swap changed what `r` goes back to.
                             Some(crate::etcd::Seen::Ended) => {
                                 let (store, name) = (store.clone(), name.clone());

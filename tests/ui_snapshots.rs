@@ -1671,3 +1671,42 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
         "{fx:?}"
     );
 }
+
+/// The header says whether the shared store answers: `etcd ✔` while it does, `etcd ✘
+/// unreachable` (and a red line in the event pane) when it does not; nothing without one.
+#[test]
+fn the_header_shows_the_shared_stores_state() {
+    let mut app = app_with(EnvMemory::default());
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        !text.lines().next().unwrap_or_default().contains("etcd"),
+        "{text}"
+    );
+    app.update(Event::Seen(Seen::Store {
+        env: 0,
+        up: true,
+        text: None,
+    }));
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.lines().next().unwrap_or_default().contains("etcd ✔"),
+        "{text}"
+    );
+    app.update(Event::Seen(Seen::Store {
+        env: 0,
+        up: false,
+        text: Some("shared store: etcd at 127.0.0.1:2379 does not answer; operations are refused until it answers".into()),
+    }));
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap_or_default()
+            .contains("etcd ✘ unreachable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("operations are refused until it answers"),
+        "{text}"
+    );
+}

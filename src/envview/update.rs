@@ -54,6 +54,12 @@ pub enum Seen {
         env: usize,
         text: String,
     },
+    /// Whether the shared store answers (the header's indicator), and a line when it changed.
+    Store {
+        env: usize,
+        up: bool,
+        text: Option<String>,
+    },
     /// A notification could not be delivered (after its retries): the line says to where.
     NotifyFailed {
         env: usize,
@@ -84,6 +90,7 @@ impl Seen {
             | Seen::Lock { env, .. }
             | Seen::Shared { env, .. }
             | Seen::NotifyFailed { env, .. }
+            | Seen::Store { env, .. }
             | Seen::DrillTick { env, .. }
             | Seen::DrillDone { env, .. } => *env,
         }
@@ -152,6 +159,7 @@ impl EnvView {
             markers: VecDeque::new(),
             public_answers: VecDeque::new(),
             alerts: Alerts::default(),
+            store_up: None,
             config: config.clone(),
         }
     }
@@ -187,6 +195,13 @@ impl EnvView {
             }
             Seen::Op { id, progress, .. } => self.on_progress(&id, progress),
             Seen::Shared { text, .. } => Said::line(Level::Info, crate::redact::redact(&text)),
+            Seen::Store { up, text, .. } => {
+                self.store_up = Some(up);
+                match text {
+                    Some(t) => Said::line(if up { Level::Good } else { Level::Bad }, t),
+                    None => Said::default(),
+                }
+            }
             Seen::NotifyFailed { text, .. } => {
                 Said::line(Level::Warn, crate::redact::redact(&text))
             }
