@@ -15,12 +15,13 @@ use std::time::{Duration, SystemTime};
 use common::{SlotServer, free_port, slots};
 use cutover::app::{App, Event};
 use cutover::config::{self, Environment};
+use cutover::envview::Seen;
 use cutover::load::{self, LoadOptions, LoadReport};
 use cutover::model::RouterState;
 use cutover::proxy::{self, ProxyHandle};
 use cutover::router::{Router, RouterConfig, embedded};
 use cutover::state::EnvMemory;
-use cutover::ui::theme::Theme;
+use cutover::theme::Theme;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tempfile::TempDir;
@@ -82,12 +83,12 @@ fn t0() -> SystemTime {
 fn reading(app: &mut App, router: usize, secs: u64, result: Result<RouterState, String>) {
     let at = t0() + Duration::from_secs(secs);
     app.update(Event::Tick(at));
-    app.update(Event::Router {
+    app.update(Event::Seen(Seen::Router {
         env: 0,
         router,
         result,
         at,
-    });
+    }));
 }
 
 fn screen(app: &mut App, w: u16, h: u16) -> String {

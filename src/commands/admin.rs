@@ -61,12 +61,12 @@ pub async fn setup(
         }
         let res = match cfg {
             RouterConfig::Nginx(c) => {
-                crate::router::nginx::Driver::new(name.clone(), &engine.env, c)?
+                crate::router::nginx::Driver::new(name.clone(), engine.env.routed(), c)?
                     .install(live, preview)
                     .await
             }
             RouterConfig::Caddy(c) => {
-                crate::router::caddy::Driver::new(name.clone(), &engine.env, c)?
+                crate::router::caddy::Driver::new(name.clone(), engine.env.routed(), c)?
                     .install(live, preview)
                     .await
             }

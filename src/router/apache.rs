@@ -24,8 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::Deserialize;
 
-use crate::config::{Environment, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::model::{EnvSlots, Slot};
 use crate::router::{BoxFuture, Router, Target, Verb, no_such_slot};
 use crate::timefmt::serde_duration;
 mod xml;
@@ -419,7 +419,8 @@ struct Done {
 }
 
 impl Driver {
-    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
+    pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
+        let env = env.into();
         let password = match (&cfg.password_env, &cfg.password_file) {
             (Some(var), _) => Some(std::env::var(var).map_err(|_| {
                 eyre!(
@@ -455,11 +456,11 @@ impl Driver {
             .iter()
             .map(|s| SlotMap {
                 name: s.name.clone(),
-                address: norm_url(&s.address),
+                address: norm_url(s.address.as_str()),
                 nodes: s
                     .nodes
                     .iter()
-                    .map(|n| (n.name.clone(), norm_url(&n.address)))
+                    .map(|n| (n.name.clone(), norm_url(n.address.as_str())))
                     .collect(),
             })
             .collect();
@@ -470,7 +471,7 @@ impl Driver {
                 .as_deref()
                 .map(|p| balancer_name(p).to_string()),
             name,
-            env: env.name.clone(),
+            env: env.name.to_string(),
             cfg: cfg.clone(),
             password,
             slots,
@@ -896,7 +897,7 @@ url = "http://blue.internal:80"
         let crate::router::RouterConfig::Apache(cfg) = &env.routers[0] else {
             panic!("apache")
         };
-        let d = Driver::new("apache".into(), env, cfg).expect("driver");
+        let d = Driver::new("apache".into(), env.routed(), cfg).expect("driver");
         assert_eq!(d.live, "live");
         let own = |url: &str, route: &str| {
             d.owner(&worker(url, route))

@@ -26,8 +26,8 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{Environment, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::model::{EnvSlots, Slot};
 use crate::router::{
     BoxFuture, Router, Target, Upstream, Verb, in_context, is_word, maintenance_html,
 };
@@ -234,15 +234,16 @@ impl Answer {
 }
 
 impl Driver {
-    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
-        cfg.validate(&env.slots)
+    pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
+        let env = env.into();
+        cfg.validate(env.slots)
             .map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
         let slots = Upstream::all(env).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
         let authority =
             admin_authority(&cfg.admin).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
         Ok(Driver {
             name,
-            env: env.name.clone(),
+            env: env.name.to_string(),
             cfg: cfg.clone(),
             slots,
             authority,
@@ -502,7 +503,7 @@ mod tests {
         let crate::router::RouterConfig::Caddy(c) = &env.routers[0] else {
             panic!("not caddy")
         };
-        (Driver::new("caddy".into(), env, c).unwrap(), seen)
+        (Driver::new("caddy".into(), env.routed(), c).unwrap(), seen)
     }
 
     #[tokio::test]

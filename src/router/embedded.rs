@@ -14,7 +14,7 @@ use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::{Environment, Slot};
+use crate::model::{EnvSlots, Slot};
 use crate::model::{MaintenanceMode, RouterState};
 use crate::router::{BoxFuture, Router, Target, Verb};
 
@@ -296,11 +296,11 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(name: String, _env: &Environment, cfg: &Config) -> Result<Self> {
+    pub fn new<'a>(name: String, _env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
         if let Some(var) = &cfg.token_env
             && !std::env::var(var).is_ok_and(|t| !t.trim().is_empty())
         {
-            return Err(crate::config::ConfigProblem(format!(
+            return Err(crate::model::ConfigProblem(format!(
                 "router `{name}`: `token_env = \"{var}\"` but ${var} is not set (or empty) for \
                  cutover; export the embedded proxy's admin token in ${var}"
             ))

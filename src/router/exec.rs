@@ -33,8 +33,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::config::{Environment, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::model::{EnvSlots, Slot};
 use crate::router::{BoxFuture, Router, Target, Verb};
 use crate::timefmt::serde_duration;
 mod observe;
@@ -571,13 +571,14 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
-        cfg.validate(&env.slots)
+    pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
+        let env = env.into();
+        cfg.validate(env.slots)
             .map_err(|m| eyre!("router `{name}` of environment `{}`: {m}", env.name))?;
         Ok(Driver {
             name,
-            env_name: env.name.clone(),
-            slots: env.slots.clone(),
+            env_name: env.name.to_string(),
+            slots: env.slots.to_vec(),
             cfg: cfg.clone(),
             change: tokio::sync::Mutex::new(()),
         })
@@ -680,26 +681,24 @@ const NODE_KEYS: &str = "state, sessions, check";
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::config::Node;
+    use crate::model::{Address, Node};
 
     fn slots() -> Vec<Slot> {
         ["blue", "green"]
             .iter()
             .map(|n| Slot {
-                name: n.to_string(),
-                address: format!("http://{n}.example.org:8080"),
-                health_url: String::new(),
-                version_url: String::new(),
-                version_pointer: None,
-                expect_status: 200,
                 nodes: if *n == "blue" {
                     vec![Node {
                         name: "web1".into(),
-                        address: "http://10.0.0.1:80".into(),
+                        address: Address::parse("http://10.0.0.1:80").expect("valid"),
                     }]
                 } else {
                     vec![]
                 },
+                ..Slot::new(
+                    n,
+                    Address::parse(&format!("http://{n}.example.org:8080")).expect("valid"),
+                )
             })
             .collect()
     }

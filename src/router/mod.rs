@@ -22,9 +22,11 @@ use std::time::Duration;
 use color_eyre::eyre::{Report, Result, WrapErr, eyre};
 use serde::Deserialize;
 
-use crate::config::{Environment, Slot};
+use crate::model::{EnvSlots, Slot};
 use crate::model::{MaintenanceMode, RouterState};
 
+mod observe;
+pub use observe::observe_within;
 pub mod apache;
 pub mod caddy;
 pub mod embedded;
@@ -213,7 +215,8 @@ impl RouterConfig {
 }
 
 /// Build the driver for one router of an environment.
-pub fn build(env: &Environment, cfg: &RouterConfig) -> Result<Arc<dyn Router>> {
+pub fn build<'a>(env: impl Into<EnvSlots<'a>>, cfg: &RouterConfig) -> Result<Arc<dyn Router>> {
+    let env = env.into();
     let name = cfg.name().to_string();
     Ok(match cfg {
         RouterConfig::Embedded(c) => Arc::new(embedded::Driver::new(name, env, c)?),
@@ -226,8 +229,8 @@ pub fn build(env: &Environment, cfg: &RouterConfig) -> Result<Arc<dyn Router>> {
 }
 
 /// Build every router of an environment.
-pub fn build_all(env: &Environment) -> Result<Vec<Arc<dyn Router>>> {
-    env.routers.iter().map(|c| build(env, c)).collect()
+pub fn build_all(env: EnvSlots<'_>, configs: &[RouterConfig]) -> Result<Vec<Arc<dyn Router>>> {
+    configs.iter().map(|c| build(env, c)).collect()
 }
 
 // --- shared by the drivers ------------------------------------------------------------------
@@ -268,41 +271,6 @@ pub(crate) fn is_word(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-/// `http://127.0.0.1:9001` -> (`http`, `127.0.0.1:9001`).
-pub(crate) fn split_address(address: &str) -> std::result::Result<(&'static str, String), String> {
-    let (scheme, rest, port) = if let Some(r) = address.strip_prefix("http://") {
-        ("http", r, 80)
-    } else if let Some(r) = address.strip_prefix("https://") {
-        ("https", r, 443)
-    } else {
-        return Err(format!("`{address}` is not an http:// or https:// address"));
-    };
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if !path.is_empty() {
-        return Err(format!(
-            "`{address}` has a path; a proxy's upstreams are host:port only (put the path in \
-             the operator's proxy config instead)"
-        ));
-    }
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '$'))
-    {
-        return Err(format!("`{address}` has no usable host"));
-    }
-    let has_port = match host.rsplit_once(':') {
-        Some((_, p)) => !host.ends_with(']') && p.parse::<u16>().is_ok(),
-        None => false,
-    };
-    let hostport = if has_port {
-        host.to_string()
-    } else {
-        format!("{host}:{port}")
-    };
-    Ok((scheme, hostport))
-}
-
 /// One server of a slot's upstream: the node it is (the slot's name when the slot has no
 /// nodes) and its `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,13 +289,17 @@ pub(crate) struct Upstream {
     pub has_nodes: bool,
 }
 
+fn scheme_of(a: &crate::model::Address) -> &'static str {
+    if a.is_https() { "https" } else { "http" }
+}
+
 impl Upstream {
     pub(crate) fn of(s: &Slot) -> std::result::Result<Upstream, String> {
-        let (scheme, addr) = split_address(&s.address)?;
+        let scheme = scheme_of(&s.address);
+        let addr = s.address.authority();
         let mut servers = Vec::new();
         for n in &s.nodes {
-            let (sch, addr) =
-                split_address(&n.address).map_err(|e| format!("node `{}`: {e}", n.name))?;
+            let (sch, addr) = (scheme_of(&n.address), n.address.authority());
             if sch != scheme {
                 return Err(format!(
                     "node `{}` is {sch} but the slot's address is {scheme}; one upstream has one \
@@ -355,7 +327,7 @@ impl Upstream {
     }
 
     /// The upstream of every slot of an environment.
-    pub(crate) fn all(env: &Environment) -> std::result::Result<Vec<Upstream>, String> {
+    pub(crate) fn all(env: EnvSlots<'_>) -> std::result::Result<Vec<Upstream>, String> {
         env.slots.iter().map(Upstream::of).collect()
     }
 
@@ -488,31 +460,4 @@ fn keep_owner(f: &std::fs::File, p: &Path, uid: u32, gid: u32) -> std::io::Resul
             ),
         )
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_become_upstream_servers() {
-        assert_eq!(
-            split_address("http://127.0.0.1:9001").unwrap(),
-            ("http", "127.0.0.1:9001".into())
-        );
-        assert_eq!(
-            split_address("https://app.internal").unwrap(),
-            ("https", "app.internal:443".into())
-        );
-        assert_eq!(
-            split_address("http://[::1]").unwrap(),
-            ("http", "[::1]:80".into())
-        );
-        assert!(
-            split_address("http://h:1/app")
-                .unwrap_err()
-                .contains("path")
-        );
-    }
 }

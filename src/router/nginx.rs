@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::Deserialize;
 
-use crate::config::{Environment, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::model::{EnvSlots, Slot};
 use crate::router::{
     BoxFuture, Router, Server, Target, Upstream, in_context, is_word, maintenance_html,
     temp_sibling, write_atomic,
@@ -228,18 +228,19 @@ const PAGE: &str = "_page";
 const MAINT: &str = "_maintenance";
 
 impl Driver {
-    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
-        cfg.validate(&env.slots)
+    pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
+        let env = env.into();
+        cfg.validate(env.slots)
             .map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
         let slots = Upstream::all(env).map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
         let prefix = cfg
             .upstream_prefix
             .clone()
-            .unwrap_or_else(|| format!("cutover_{}_", sanitize(&env.name)));
+            .unwrap_or_else(|| format!("cutover_{}_", sanitize(env.name)));
         Ok(Driver {
-            route_var: format!("cutover_{}_route", sanitize(&env.name)),
+            route_var: format!("cutover_{}_route", sanitize(env.name)),
             name,
-            env: env.name.clone(),
+            env: env.name.to_string(),
             cfg: cfg.clone(),
             slots,
             prefix,

@@ -110,6 +110,9 @@ impl Driver {
                     latency_ms: None,
                     percentiles: None,
                     check: check_text(admin_from.iter().map(|(w, _)| w)),
+                    checks_up: crate::model::all_checks_up(
+                        admin_from.iter().map(|(w, _)| w.status.checks_up()),
+                    ),
                     nodes,
                 },
             );

@@ -27,7 +27,7 @@ impl Driver {
         }
         v.set("to", to);
         v.set("slot", to);
-        v.address(&slot.address);
+        v.address(slot.address.as_str());
         let argv = render(Cmd::SwitchLive, argv, &v)?;
         self.run(Cmd::SwitchLive, &argv).await?;
         Ok(())
@@ -40,7 +40,7 @@ impl Driver {
         let mut v = Values::new(&self.env_name);
         self.fill_from(argv, &mut v).await?;
         v.set("slot", name);
-        v.address(&slot.address);
+        v.address(slot.address.as_str());
         let argv = render(Cmd::SetPreview, argv, &v)?;
         self.run(Cmd::SetPreview, &argv).await?;
         Ok(())
@@ -80,14 +80,14 @@ impl Driver {
                     );
                 }
                 v.set("node", n.clone());
-                v.address(&node.address);
+                v.address(node.address.as_str());
             }
             None => {
                 v.missing(
                     "node",
                     format!("`{}` is a whole slot, not one of its nodes", target.slot),
                 );
-                v.address(&slot.address);
+                v.address(slot.address.as_str());
             }
         }
         let _one = self.change.lock().await;
@@ -117,7 +117,7 @@ impl Driver {
                 let slot = self.slot(to)?;
                 v.set("mode", "redirect");
                 v.set("to", to.clone());
-                v.address(&slot.address);
+                v.address(slot.address.as_str());
             }
         }
         let _one = self.change.lock().await;

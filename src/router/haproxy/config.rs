@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::map::MapSetup;
 use super::socket::Endpoint;
-use crate::config::Slot;
+use crate::model::Slot;
 use crate::timefmt::serde_duration;
 
 /// How the slots are laid out in haproxy.cfg.
@@ -283,23 +283,19 @@ impl Config {
 #[allow(clippy::expect_used)]
 pub(super) mod tests {
     use super::*;
-    use crate::config::Node;
+    use crate::model::{Address, Node};
 
     fn slot(name: &str, nodes: &[&str]) -> Slot {
+        let at = |a: &str| Address::parse(a).expect("valid");
         Slot {
-            name: name.into(),
-            address: "http://127.0.0.1:9001".into(),
-            health_url: "http://127.0.0.1:9001/health".into(),
-            version_url: "http://127.0.0.1:9001/version".into(),
-            version_pointer: None,
-            expect_status: 200,
             nodes: nodes
                 .iter()
                 .map(|n| Node {
                     name: n.to_string(),
-                    address: "http://127.0.0.1:9009".into(),
+                    address: at("http://127.0.0.1:9009"),
                 })
                 .collect(),
+            ..Slot::new(name, at("http://127.0.0.1:9001"))
         }
     }
 

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, bail, eyre};
 
-use crate::config::Environment;
+use crate::model::EnvSlots;
 use crate::model::{MaintenanceMode, RouterState};
 use crate::router::{BoxFuture, Router, Target, Verb};
 
@@ -88,8 +88,9 @@ fn join(v: &[String]) -> String {
 }
 
 impl Driver {
-    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
-        cfg.validate(&env.slots)
+    pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &Config) -> Result<Self> {
+        let env = env.into();
+        cfg.validate(env.slots)
             .map_err(|e| eyre!("haproxy router `{name}`: {e}"))?;
         let endpoint = Endpoint::parse(&cfg.socket).map_err(|e| eyre!("`socket`: {e}"))?;
         let setup = match cfg.mode {

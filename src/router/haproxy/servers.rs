@@ -129,6 +129,7 @@ impl Driver {
                     latency_ms: stat.and_then(|x| x.rtime),
                     percentiles: None,
                     check: stat.map(Stat::check_text),
+                    checks_up: stat.and_then(Stat::checks_up),
                     nodes: vec![],
                 },
             );
