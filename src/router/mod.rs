@@ -233,21 +233,167 @@ pub fn build_all(env: EnvSlots<'_>, configs: &[RouterConfig]) -> Result<Vec<Arc<
 
 // --- shared by the drivers ------------------------------------------------------------------
 
-/// A verb's future whose error starts with `KIND router `NAME`: cannot WHAT`.
-pub(crate) fn in_context<'a, T: 'a>(
-    router: &'a dyn Router,
-    what: String,
-    fut: impl Future<Output = Result<T>> + Send + 'a,
-) -> BoxFuture<'a, Result<T>> {
-    Box::pin(async move {
-        fut.await.wrap_err_with(|| {
-            format!(
-                "{} router `{}`: cannot {what}",
-                router.kind(),
-                router.name()
-            )
+/// How long one change may take, once it has its turn, unless the driver says otherwise.
+/// Every driver also limits each request it sends; this is the backstop over the whole verb.
+pub const DEFAULT_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A driver's own part: its config, its proxy's protocol, one method per verb, bare.
+/// [`Driven`] wraps it into a [`Router`] and adds what every driver needs, the same way for
+/// all: the error context (`KIND router `NAME`: cannot WHAT`), one change at a time (observe
+/// runs beside them) and a time limit per change.
+pub trait Proxy: Send + Sync + Sized + 'static {
+    /// `embedded`, `haproxy`, `nginx`, `apache`, `caddy`, `exec`.
+    const KIND: &'static str;
+    /// The driver's `[[environment.router]]` table.
+    type Config;
+    fn new(name: &str, env: EnvSlots<'_>, cfg: &Self::Config) -> Result<Self>;
+    /// See [`Router::supports`].
+    fn supports(&self, verb: Verb) -> bool {
+        verb != Verb::Weights
+    }
+    /// See [`Router::observe_timeout`].
+    fn observe_timeout(&self) -> Duration {
+        DEFAULT_OBSERVE_TIMEOUT
+    }
+    /// How long a change may take once it has its turn: longer than the driver's own limits
+    /// (its request timeouts, health waits), so that theirs are the errors reported.
+    fn change_timeout(&self) -> Duration {
+        DEFAULT_CHANGE_TIMEOUT
+    }
+    fn observe(&self) -> impl Future<Output = Result<RouterState>> + Send;
+    fn switch_live(&self, to: &str) -> impl Future<Output = Result<()>> + Send;
+    fn set_preview(&self, slot: &str) -> impl Future<Output = Result<()>> + Send;
+    fn drain(&self, target: &Target) -> impl Future<Output = Result<()>> + Send;
+    fn undrain(&self, target: &Target) -> impl Future<Output = Result<()>> + Send;
+    fn maintenance(
+        &self,
+        on: bool,
+        mode: &MaintenanceMode,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// See [`Router::set_weights`]; only for a driver whose `supports(Verb::Weights)`.
+    fn set_weights(
+        &self,
+        live_slot: &str,
+        canary_slot: &str,
+        canary_percent: u8,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (live_slot, canary_slot, canary_percent);
+        async {
+            Err(eyre!(
+                "this router cannot split traffic by weight; a canary needs a router that \
+                 supports weights (embedded, haproxy)"
+            ))
+        }
+    }
+}
+
+/// A driver: its [`Proxy`] part, with the error context, the change lock and the time limits
+/// every driver shares. Derefs to the proxy part for what is specific to it (`install`...).
+pub struct Driven<P> {
+    name: String,
+    proxy: P,
+    /// One change at a time through this router.
+    change: tokio::sync::Mutex<()>,
+}
+
+impl<P: Proxy> Driven<P> {
+    /// Build the driver named `name` for `env` from its router table.
+    pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &P::Config) -> Result<Self> {
+        let proxy = P::new(&name, env.into(), cfg)?;
+        Ok(Driven {
+            name,
+            proxy,
+            change: tokio::sync::Mutex::new(()),
         })
-    })
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("{} router `{}`: cannot {what}", P::KIND, self.name)
+    }
+
+    /// Run `fut` as a change: after the changes before it, within [`Proxy::change_timeout`],
+    /// its error prefixed with what could not be done.
+    pub(crate) async fn changing<T>(
+        &self,
+        what: String,
+        fut: impl Future<Output = Result<T>> + Send,
+    ) -> Result<T> {
+        let _one = self.change.lock().await;
+        let limit = self.proxy.change_timeout();
+        let r = match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(eyre!(
+                "no answer within {}; whether it changed anything is unknown: observe the \
+                 router before retrying",
+                humantime::format_duration(limit)
+            )),
+        };
+        r.wrap_err_with(|| self.context(&what))
+    }
+}
+
+impl<P> std::ops::Deref for Driven<P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        &self.proxy
+    }
+}
+
+impl<P: Proxy> Router for Driven<P> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        P::KIND
+    }
+    fn supports(&self, verb: Verb) -> bool {
+        self.proxy.supports(verb)
+    }
+    fn observe_timeout(&self) -> Duration {
+        self.proxy.observe_timeout()
+    }
+    fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
+        Box::pin(async move {
+            self.proxy
+                .observe()
+                .await
+                .wrap_err_with(|| self.context("observe"))
+        })
+    }
+    fn switch_live<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.changing(format!("make {to} live"), self.proxy.switch_live(to)))
+    }
+    fn set_preview<'a>(&'a self, slot: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.changing(
+            format!("point the preview at {slot}"),
+            self.proxy.set_preview(slot),
+        ))
+    }
+    fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.changing(format!("drain {t}"), self.proxy.drain(t)))
+    }
+    fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.changing(format!("undrain {t}"), self.proxy.undrain(t)))
+    }
+    fn maintenance<'a>(&'a self, on: bool, m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
+        let what = if on {
+            format!("turn maintenance on ({m})")
+        } else {
+            "turn maintenance off".to_string()
+        };
+        Box::pin(self.changing(what, self.proxy.maintenance(on, m)))
+    }
+    fn set_weights<'a>(
+        &'a self,
+        live: &'a str,
+        canary: &'a str,
+        percent: u8,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.changing(
+            format!("send {percent} % of the live traffic of {live} to {canary}"),
+            self.proxy.set_weights(live, canary, percent),
+        ))
+    }
 }
 
 /// The error for a slot name the environment does not have, naming the ones it has.

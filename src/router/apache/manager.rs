@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Apache {
     pub(super) fn request(
         &self,
         method: reqwest::Method,

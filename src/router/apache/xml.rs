@@ -18,7 +18,7 @@ pub(super) struct Worker {
     pub(super) route: String,
     pub(super) status_text: String,
     pub(super) status: Status,
-    /// Apache's busy count; after `Driver::count_in_flight`, the requests in flight.
+    /// Apache's busy count; after `Apache::count_in_flight`, the requests in flight.
     pub(super) busy: u64,
     pub(super) elected: u64,
     /// What Apache's busy count holds beyond the requests in flight (see `idle_after`).

@@ -133,3 +133,67 @@ impl Values {
         self.set("host", host_of(address));
     }
 }
+
+pub(crate) enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Split an argument into text and `{name}` placeholders.
+///
+/// `{name}` (a letter or `_`, then letters, digits, `_`) is a placeholder. Every other brace
+/// is text: `{"spec":...}` (JSON), `{{.x}}` (a run of braces: Go templates), `${HOME}` (a
+/// brace after `$`: shell expansion), `{ print }` (spaces).
+pub(crate) fn pieces(arg: &str) -> Vec<Piece<'_>> {
+    let b = arg.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'{' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) == Some(&b'{') {
+            while i < b.len() && b[i] == b'{' {
+                i += 1;
+            }
+            continue;
+        }
+        if i > 0 && b[i - 1] == b'$' {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        let ident_start = b
+            .get(i + 1)
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+        if ident_start && b.get(j) == Some(&b'}') {
+            if start < i {
+                out.push(Piece::Text(&arg[start..i]));
+            }
+            out.push(Piece::Placeholder(&arg[i + 1..j]));
+            i = j + 1;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    if start < b.len() {
+        out.push(Piece::Text(&arg[start..]));
+    }
+    out
+}
+
+pub(crate) fn placeholders_in(arg: &str) -> Vec<&str> {
+    pieces(arg)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Placeholder(n) => Some(n),
+            Piece::Text(_) => None,
+        })
+        .collect()
+}

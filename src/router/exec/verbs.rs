@@ -2,11 +2,10 @@
 
 use super::*;
 
-impl Driver {
+impl Exec {
     pub(super) async fn switch(&self, to: &str) -> Result<()> {
         let slot = self.slot(to)?;
         let argv = self.argv(Cmd::SwitchLive)?;
-        let _one = self.change.lock().await;
         // Read the router first: `{from}` comes from it, and a swap-style command (Azure's slot
         // swap) run for a slot that is already live would swap it away.
         let before = self.observe_now().await.wrap_err_with(|| {
@@ -36,7 +35,6 @@ impl Driver {
     pub(super) async fn preview(&self, name: &str) -> Result<()> {
         let slot = self.slot(name)?;
         let argv = self.argv(Cmd::SetPreview)?;
-        let _one = self.change.lock().await;
         let mut v = Values::new(&self.env_name);
         self.fill_from(argv, &mut v).await?;
         v.set("slot", name);
@@ -90,7 +88,6 @@ impl Driver {
                 v.address(slot.address.as_str());
             }
         }
-        let _one = self.change.lock().await;
         self.fill_from(argv, &mut v).await?;
         let argv = render(cmd, argv, &v)?;
         self.run(cmd, &argv).await?;
@@ -120,7 +117,6 @@ impl Driver {
                 v.address(slot.address.as_str());
             }
         }
-        let _one = self.change.lock().await;
         self.fill_from(argv, &mut v).await?;
         let argv = render(cmd, argv, &v)?;
         self.run(cmd, &argv).await?;

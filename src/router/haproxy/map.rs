@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use color_eyre::eyre::{Result, bail, eyre};
 
 use super::stats::{ServerState, Stat, map_get, parse_backends, parse_map};
-use super::{Config, Driver, files, find_stat, find_state, join, socket};
+use super::{Config, Haproxy, files, find_stat, find_state, join, socket};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::router::Target;
 
@@ -96,7 +96,7 @@ fn backend_list(stats: &[Stat]) -> String {
     join(&names)
 }
 
-impl Driver {
+impl Haproxy {
     pub(super) async fn map_entries(&self, m: &MapSetup) -> Result<Vec<(String, String)>> {
         // An empty map answers nothing at all, so this cannot use `show`.
         let cmd = format!("show map {}", m.map);

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Nginx {
     /// Apply changes (skipping those already in place). With `reload`, run the test command
     /// and reload, and check the reload took; on any failure put every touched path back
     /// exactly as it was.
