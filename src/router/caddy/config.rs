@@ -58,30 +58,23 @@ pub struct Config {
     pub retry_after: u32,
 }
 
-/// `http://127.0.0.1:2019` -> `127.0.0.1:2019`.
-pub(super) fn admin_authority(admin: &str) -> std::result::Result<String, String> {
-    let rest = admin.strip_prefix("http://").ok_or_else(|| {
-        format!("`admin` = `{admin}` must be an http:// URL (Caddy's admin endpoint has no TLS)")
-    })?;
-    let host = rest.trim_end_matches('/');
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("`admin` = `{admin}` must be http://HOST:PORT"));
+impl Config {
+    /// Caddy's admin endpoint, an [`Address`] on plain http: `http://127.0.0.1:2019`.
+    pub fn admin_address(&self) -> std::result::Result<Address, String> {
+        let a = Address::parse(&self.admin).map_err(|e| format!("`admin`: {e}"))?;
+        if a.is_https() {
+            return Err(format!(
+                "`admin` = `{}` must be an http:// URL (Caddy's admin endpoint has no TLS)",
+                self.admin
+            ));
+        }
+        Ok(a)
     }
-    Ok(
-        if host
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            host.to_string()
-        } else {
-            format!("{host}:80")
-        },
-    )
 }
 
 impl Config {
     pub fn validate(&self, slots: &[Slot]) -> std::result::Result<(), String> {
-        admin_authority(&self.admin)?;
+        self.admin_address()?;
         match self.mode {
             Mode::Api => {
                 if self.live_id.as_deref().is_none_or(str::is_empty) {

@@ -26,8 +26,8 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::model::{Address, EnvSlots, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
-use crate::model::{EnvSlots, Slot};
 use crate::router::{
     DEFAULT_CHANGE_TIMEOUT, Driven, Proxy, Target, Upstream, Verb, is_word, maintenance_html,
 };
@@ -110,8 +110,10 @@ impl Caddy {
         cfg.validate(env.slots)
             .map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
         let slots = Upstream::all(env).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
-        let authority =
-            admin_authority(&cfg.admin).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
+        let authority = cfg
+            .admin_address()
+            .map_err(|e| eyre!("caddy router `{name}`: {e}"))?
+            .authority();
         Ok(Caddy {
             name,
             env: env.name.to_string(),

@@ -98,10 +98,17 @@ async fn a_change_that_was_sent_is_not_sent_twice() {
 
 #[test]
 fn admin_addresses() {
-    assert_eq!(
-        admin_authority("http://127.0.0.1:2019/").unwrap(),
-        "127.0.0.1:2019"
-    );
-    assert!(admin_authority("https://x:1").is_err());
-    assert!(admin_authority("unix//run/caddy.sock").is_err());
+    let admin = |a: &str| {
+        Config {
+            admin: a.into(),
+            ..serde_json::from_value(json!({"flag_dir": "/f"})).unwrap()
+        }
+        .admin_address()
+        .map(|a| a.authority())
+    };
+    assert_eq!(admin("http://127.0.0.1:2019/").unwrap(), "127.0.0.1:2019");
+    assert_eq!(admin("http://localhost").unwrap(), "localhost:80");
+    assert!(admin("https://x:1").is_err());
+    assert!(admin("unix//run/caddy.sock").is_err());
+    assert!(admin("http://h:1/config").is_err());
 }

@@ -68,20 +68,6 @@ pub(super) fn render(cmd: Cmd, argv: &[String], values: &Values) -> Result<Vec<S
         .collect()
 }
 
-/// The host of an `http://host:port/...` address (`::1` for `http://[::1]:80`).
-pub fn host_of(address: &str) -> String {
-    let rest = address.split_once("://").map_or(address, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or_default().to_string();
-    }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h.to_string(),
-        _ => authority.to_string(),
-    }
-}
-
 /// An argv as an operator could paste it into a shell (for messages).
 pub fn display_argv(argv: &[String]) -> String {
     let s = argv
@@ -128,9 +114,9 @@ impl Values {
         self.0.insert(name, Err(why.into()));
     }
     /// `{address}` and `{host}` of a slot or node address.
-    pub(super) fn address(&mut self, address: &str) {
-        self.set("address", address);
-        self.set("host", host_of(address));
+    pub(super) fn address(&mut self, address: &Address) {
+        self.set("address", address.as_str());
+        self.set("host", address.bare_host());
     }
 }
 

@@ -33,16 +33,16 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::model::{Address, EnvSlots, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
-use crate::model::{EnvSlots, Slot};
 use crate::router::{Driven, Proxy, Target, Verb};
 use crate::timefmt::serde_duration;
 mod observe;
 pub use observe::parse_observe;
 mod commands;
+pub use commands::display_argv;
 use commands::*;
 pub(crate) use commands::{Piece, pieces, placeholders_in};
-pub use commands::{display_argv, host_of};
 pub(crate) use run::GroupGuard;
 
 mod config;

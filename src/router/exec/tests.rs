@@ -53,20 +53,6 @@ fn render_fills_values_and_explains_missing_ones() {
 }
 
 #[test]
-fn host_of_strips_scheme_port_and_path() {
-    assert_eq!(
-        host_of("http://vm-blue.example.edu:8080/app"),
-        "vm-blue.example.edu"
-    );
-    assert_eq!(
-        host_of("https://shop.azurewebsites.net"),
-        "shop.azurewebsites.net"
-    );
-    assert_eq!(host_of("http://[::1]:9001"), "::1");
-    assert_eq!(host_of("http://10.0.0.1"), "10.0.0.1");
-}
-
-#[test]
 fn json_schema_reads_every_field() {
     let out = r#"{"live":"blue","preview":"green","maintenance":{"mode":"redirect","to":"green"},
         "slots":{"blue":{"state":"Ready","sessions":3,"requests":"10","errors":0,"check":"UP",

@@ -26,7 +26,7 @@ impl Exec {
         }
         v.set("to", to);
         v.set("slot", to);
-        v.address(slot.address.as_str());
+        v.address(&slot.address);
         let argv = render(Cmd::SwitchLive, argv, &v)?;
         self.run(Cmd::SwitchLive, &argv).await?;
         Ok(())
@@ -38,7 +38,7 @@ impl Exec {
         let mut v = Values::new(&self.env_name);
         self.fill_from(argv, &mut v).await?;
         v.set("slot", name);
-        v.address(slot.address.as_str());
+        v.address(&slot.address);
         let argv = render(Cmd::SetPreview, argv, &v)?;
         self.run(Cmd::SetPreview, &argv).await?;
         Ok(())
@@ -78,14 +78,14 @@ impl Exec {
                     );
                 }
                 v.set("node", n.clone());
-                v.address(node.address.as_str());
+                v.address(&node.address);
             }
             None => {
                 v.missing(
                     "node",
                     format!("`{}` is a whole slot, not one of its nodes", target.slot),
                 );
-                v.address(slot.address.as_str());
+                v.address(&slot.address);
             }
         }
         self.fill_from(argv, &mut v).await?;
@@ -114,7 +114,7 @@ impl Exec {
                 let slot = self.slot(to)?;
                 v.set("mode", "redirect");
                 v.set("to", to.clone());
-                v.address(slot.address.as_str());
+                v.address(&slot.address);
             }
         }
         self.fill_from(argv, &mut v).await?;
