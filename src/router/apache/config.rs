@@ -88,11 +88,21 @@ pub struct Member {
     pub route: Option<String>,
 }
 
-pub(super) fn is_http(u: &str) -> bool {
-    let rest = u
-        .strip_prefix("http://")
-        .or_else(|| u.strip_prefix("https://"));
-    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+/// An http(s) URL with a host, parsed by the `url` crate.
+pub(super) fn http_url(u: &str) -> Option<url::Url> {
+    let url = url::Url::parse(u.trim()).ok()?;
+    (matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()))
+        .then_some(url)
+}
+
+/// A worker URL as Apache shows it (`http://10.0.0.1:9001`, perhaps with a path), in the
+/// form it is compared in: case, a default port and a trailing `/` do not matter. A slot's
+/// [`Address`] is already in that form ([`Address::url`]).
+pub(super) fn worker_url(u: &str) -> Option<url::Url> {
+    let mut url = http_url(u)?;
+    let path = url.path().trim_end_matches('/').to_string();
+    url.set_path(&path);
+    Some(url)
 }
 
 pub(super) fn balancer_name(s: &str) -> &str {
@@ -103,7 +113,7 @@ pub(super) fn balancer_name(s: &str) -> &str {
 
 impl Config {
     pub fn validate(&self, slots: &[Slot]) -> std::result::Result<(), String> {
-        if !is_http(&self.manager_url) || self.manager_url.contains('?') {
+        if http_url(&self.manager_url).is_none_or(|u| u.query().is_some()) {
             return Err(format!(
                 "`manager_url` = `{}` must be the balancer-manager's http(s) URL without a query, \
                  like \"http://127.0.0.1:8080/balancer-manager\"",
@@ -154,7 +164,7 @@ impl Config {
                 ));
             }
             match (&m.url, &m.route) {
-                (Some(u), None) if is_http(u) => {}
+                (Some(u), None) if worker_url(u).is_some() => {}
                 (Some(u), None) => {
                     return Err(format!(
                         "`member.url` = `{u}` must be the worker's http(s) URL as Apache shows it"
@@ -203,7 +213,7 @@ impl Config {
             }
         }
         if let Some(u) = &self.maintenance_verify_url {
-            if !is_http(u) {
+            if http_url(u).is_none() {
                 return Err(format!(
                     "`maintenance_verify_url` = `{u}` is not an http(s) URL"
                 ));

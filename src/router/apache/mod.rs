@@ -35,8 +35,8 @@ use flags::*;
 pub use xml::parse_balancer_manager;
 mod change;
 mod config;
-use config::balancer_name;
 pub use config::{Config, Member};
+use config::{balancer_name, worker_url};
 mod maintenance;
 mod manager;
 mod observe;
@@ -87,29 +87,35 @@ fn describe(set: &[(MemberFlag, bool)]) -> String {
         .join(" ")
 }
 
-/// A deliberately broken change request, for the tests that check how the driver reports
-/// what Apache does with one. Not for use outside tests.
-#[doc(hidden)]
+#[cfg(feature = "fault-injection")]
+mod fault;
+#[cfg(feature = "fault-injection")]
+pub use fault::Fault;
+
+/// How a change request is sent. Without the test hooks (feature `fault-injection`) there is
+/// one way: with the balancer's nonce and the Referer.
+#[cfg(not(feature = "fault-injection"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+enum Fault {
     None,
-    /// Send the POST without a Referer.
-    NoReferer,
-    /// Send a nonce Apache never issued, on every attempt.
-    WrongNonce,
-    /// Send a nonce Apache never issued on the first attempt only (as after a restart).
-    StaleNonceOnce,
 }
 
-const BOGUS_NONCE: &str = "00000000-0000-0000-0000-000000000000";
+#[cfg(not(feature = "fault-injection"))]
+impl Fault {
+    /// The nonce to send, and whether to send the Referer.
+    fn request(self, nonce: &str, _retried: bool) -> (String, bool) {
+        (nonce.to_string(), true)
+    }
+}
 
 /// A slot as the driver maps members to it.
 #[derive(Debug, Clone)]
 struct SlotMap {
     name: String,
-    address: String,
-    /// (node name, normalized address)
-    nodes: Vec<(String, String)>,
+    /// The slot's address as worker URLs are compared ([`worker_url`]).
+    address: url::Url,
+    /// (node name, its address as compared)
+    nodes: Vec<(String, url::Url)>,
 }
 
 /// Who a member belongs to.
@@ -183,6 +189,10 @@ pub struct Apache {
     preview: Option<String>,
     password: Option<String>,
     slots: Vec<SlotMap>,
+    /// The `[[member]]` entries' URLs as compared ([`worker_url`]), one per entry.
+    member_keys: Vec<Option<url::Url>>,
+    /// `MANAGER?xml=1`: every balancer.
+    xml_url: String,
     client: reqwest::Client,
     memory: Mutex<Memory>,
 }
@@ -240,11 +250,11 @@ impl Apache {
             .iter()
             .map(|s| SlotMap {
                 name: s.name.clone(),
-                address: norm_url(s.address.as_str()),
+                address: s.address.url().clone(),
                 nodes: s
                     .nodes
                     .iter()
-                    .map(|n| (n.name.clone(), norm_url(n.address.as_str())))
+                    .map(|n| (n.name.clone(), n.address.url().clone()))
                     .collect(),
             })
             .collect();
@@ -259,6 +269,12 @@ impl Apache {
             cfg: cfg.clone(),
             password,
             slots,
+            member_keys: cfg
+                .members
+                .iter()
+                .map(|m| m.url.as_deref().and_then(worker_url))
+                .collect(),
+            xml_url: format!("{}?xml=1", cfg.manager_url),
             client,
             memory: Mutex::new(Memory::default()),
         })
@@ -273,10 +289,10 @@ impl Apache {
     /// The slot (and node) a member belongs to: the first `[[member]]` that matches its URL or
     /// route, else the slot or node whose address is its URL.
     fn owner(&self, w: &Worker) -> Option<Owner> {
-        let url = norm_url(&w.url);
-        for m in &self.cfg.members {
-            let hit = match (&m.url, &m.route) {
-                (Some(u), _) => norm_url(u) == url,
+        let url = w.key.as_ref();
+        for (m, key) in self.cfg.members.iter().zip(&self.member_keys) {
+            let hit = match (key, &m.route) {
+                (Some(k), _) => url == Some(k),
                 (None, Some(r)) => !w.route.is_empty() && *r == w.route,
                 (None, None) => false,
             };
@@ -288,17 +304,20 @@ impl Apache {
             }
         }
         for s in &self.slots {
-            if let Some((n, _)) = s.nodes.iter().find(|(_, a)| *a == url) {
+            if let Some((n, _)) = s.nodes.iter().find(|(_, a)| Some(a) == url) {
                 return Some(Owner {
                     slot: s.name.clone(),
                     node: Some(n.clone()),
                 });
             }
         }
-        self.slots.iter().find(|s| s.address == url).map(|s| Owner {
-            slot: s.name.clone(),
-            node: None,
-        })
+        self.slots
+            .iter()
+            .find(|s| Some(&s.address) == url)
+            .map(|s| Owner {
+                slot: s.name.clone(),
+                node: None,
+            })
     }
 
     fn belongs(&self, w: &Worker, slot: &str, node: Option<&str>) -> bool {

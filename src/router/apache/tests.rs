@@ -50,6 +50,7 @@ fn an_html_answer_is_explained() {
 fn worker(url: &str, route: &str) -> Worker {
     Worker {
         url: url.into(),
+        key: worker_url(url),
         route: route.into(),
         status_text: "Init Ok".into(),
         status: Status::default(),
@@ -149,6 +150,25 @@ url = "http://blue.internal:80"
 }
 
 #[test]
-fn form_values_are_encoded() {
-    assert_eq!(enc("http://a:1/x y"), "http%3A%2F%2Fa%3A1%2Fx%20y");
+fn manager_urls_are_encoded() {
+    assert_eq!(
+        balancer_url("http://h:1/balancer-manager", "a b&c"),
+        "http://h:1/balancer-manager?b=a+b%26c&xml=1"
+    );
+}
+
+#[test]
+fn entities_and_cdata_in_the_manager_xml_are_read() {
+    let xml = XML
+        .replace(
+            "<httpd:route>blue</httpd:route>",
+            "<httpd:route>b&#38;l&#x75;e&amp;</httpd:route>",
+        )
+        .replace(
+            "<httpd:nonce>a940d02b</httpd:nonce>",
+            "<httpd:nonce><![CDATA[a940]]>d02b</httpd:nonce>",
+        );
+    let b = parse_xml(&xml).expect("parses");
+    assert_eq!(b[0].workers[0].route, "b&lue&");
+    assert_eq!(b[0].nonce, "a940d02b");
 }
