@@ -1,6 +1,7 @@
 //! Running a configured command: a clean environment, its own process group, a timeout, its output captured.
 
 use super::*;
+use rustix::process::Signal;
 
 impl Exec {
     /// The environment a command starts with: PATH and HOME, `pass_env`, then `env`.
@@ -88,9 +89,9 @@ impl Exec {
             Err(_) => Err(Failure::Timeout(limit)),
         };
         if status.is_err() {
-            signal_group(pgid, libc::SIGTERM);
+            signal_group(pgid, Signal::TERM);
             let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
-            signal_group(pgid, libc::SIGKILL);
+            signal_group(pgid, Signal::KILL);
             let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
             guard.0 = None;
             for t in [&mut out_task, &mut err_task].into_iter().flatten() {
@@ -235,13 +236,13 @@ pub(super) fn take(c: &Arc<Mutex<Captured>>) -> (String, u64) {
     }
 }
 
-pub(crate) fn signal_group(pgid: i32, sig: i32) {
+pub(crate) fn signal_group(pgid: i32, sig: Signal) {
     // Never 0 (our own group) or 1 and below (-1 would signal every process we may signal).
-    if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
+    if pgid > 1
+        && let Some(pgid) = rustix::process::Pid::from_raw(pgid)
+    {
+        // Best effort: the group may be gone already.
+        let _ = rustix::process::kill_process_group(pgid, sig);
     }
 }
 
@@ -251,7 +252,7 @@ pub(crate) struct GroupGuard(pub(crate) Option<i32>);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.0.take() {
-            signal_group(pgid, libc::SIGKILL);
+            signal_group(pgid, Signal::KILL);
         }
     }
 }
