@@ -332,6 +332,51 @@ impl<P: Proxy> Driven<P> {
     }
 }
 
+/// A driver that writes its proxy's first configuration (nginx, Caddy).
+pub trait Install {
+    fn install(&self, live: &str, preview: Option<&str>)
+    -> impl Future<Output = Result<()>> + Send;
+}
+
+impl<P: Proxy + Install> Driven<P> {
+    /// Write what the proxy reads for a first start, as a change (after any change in
+    /// progress).
+    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
+        self.changing(
+            "install the first configuration".into(),
+            self.proxy.install(live, preview),
+        )
+        .await
+    }
+}
+
+/// [`Proxy`]'s verbs for a driver whose proxy holds a live and a preview pointer and a flag
+/// per server (nginx, Caddy), from its `observe_inner`, `point(Pointer, slot)`,
+/// `set_drained(target, bool)` and `set_maintenance(on, mode)`.
+macro_rules! pointer_verbs {
+    () => {
+        async fn observe(&self) -> Result<RouterState> {
+            self.observe_inner().await
+        }
+        async fn switch_live(&self, to: &str) -> Result<()> {
+            self.point(Pointer::Live, to).await
+        }
+        async fn set_preview(&self, slot: &str) -> Result<()> {
+            self.point(Pointer::Next, slot).await
+        }
+        async fn drain(&self, t: &Target) -> Result<()> {
+            self.set_drained(t, true).await
+        }
+        async fn undrain(&self, t: &Target) -> Result<()> {
+            self.set_drained(t, false).await
+        }
+        async fn maintenance(&self, on: bool, m: &MaintenanceMode) -> Result<()> {
+            self.set_maintenance(on, m).await
+        }
+    };
+}
+pub(crate) use pointer_verbs;
+
 impl<P> std::ops::Deref for Driven<P> {
     type Target = P;
     fn deref(&self) -> &P {

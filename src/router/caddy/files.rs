@@ -145,7 +145,7 @@ impl Caddy {
     }
 
     /// Write the flag files for a first start.
-    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
+    pub(super) async fn install_files(&self, live: &str, preview: Option<&str>) -> Result<()> {
         let dir = self.flag_dir()?;
         std::fs::create_dir_all(dir)
             .wrap_err_with(|| format!("cannot create {}", dir.display()))?;

@@ -29,7 +29,8 @@ use serde_json::{Value, json};
 use crate::model::{Address, EnvSlots, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::router::{
-    DEFAULT_CHANGE_TIMEOUT, Driven, Proxy, Target, Upstream, Verb, is_word, maintenance_html,
+    DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Target, Upstream, Verb, is_word,
+    maintenance_html, pointer_verbs,
 };
 use crate::timefmt::serde_duration;
 mod config;
@@ -275,34 +276,12 @@ impl Proxy for Caddy {
             _ => true,
         }
     }
-    async fn observe(&self) -> Result<RouterState> {
-        self.observe_inner().await
-    }
-    async fn switch_live(&self, to: &str) -> Result<()> {
-        self.point(Pointer::Live, to).await
-    }
-    async fn set_preview(&self, slot: &str) -> Result<()> {
-        self.point(Pointer::Next, slot).await
-    }
-    async fn drain(&self, t: &Target) -> Result<()> {
-        self.set_drained(t, true).await
-    }
-    async fn undrain(&self, t: &Target) -> Result<()> {
-        self.set_drained(t, false).await
-    }
-    async fn maintenance(&self, on: bool, m: &MaintenanceMode) -> Result<()> {
-        self.set_maintenance(on, m).await
-    }
+    pointer_verbs!();
 }
 
-impl Driven<Caddy> {
-    /// Write what Caddy reads for a first start, as a change (after any change in progress).
-    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
-        self.changing(
-            "install the first configuration".into(),
-            Caddy::install(self, live, preview),
-        )
-        .await
+impl Install for Caddy {
+    async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
+        self.install_files(live, preview).await
     }
 }
 

@@ -30,8 +30,8 @@ use serde::Deserialize;
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::model::{EnvSlots, Slot};
 use crate::router::{
-    DEFAULT_CHANGE_TIMEOUT, Driven, Proxy, Server, Target, Upstream, is_word, maintenance_html,
-    temp_sibling, write_atomic,
+    DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Server, Target, Upstream, is_word,
+    maintenance_html, pointer_verbs, temp_sibling, write_atomic,
 };
 use crate::timefmt::serde_duration;
 mod config;
@@ -138,7 +138,7 @@ impl Nginx {
     // --- rendering ----------------------------------------------------------------------
 
     /// Write the whole layout for a first start (nginx must be started or reloaded after).
-    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
+    pub(super) async fn install_files(&self, live: &str, preview: Option<&str>) -> Result<()> {
         std::fs::create_dir_all(self.dir())
             .wrap_err_with(|| format!("cannot create {}", self.dir().display()))?;
         let disk = self.read_disk();
@@ -243,7 +243,7 @@ impl Nginx {
         self.apply_route(base, pointer).await
     }
 
-    async fn set_down(&self, target: &Target, down: bool) -> Result<()> {
+    async fn set_drained(&self, target: &Target, down: bool) -> Result<()> {
         let disk = self.read_disk();
         let info = self.slot(&target.slot)?;
         let servers = info.servers_of(target)?;
@@ -362,34 +362,12 @@ impl Proxy for Nginx {
     fn change_timeout(&self) -> Duration {
         DEFAULT_CHANGE_TIMEOUT + 2 * (self.cfg.timeout + self.cfg.reload_timeout)
     }
-    async fn observe(&self) -> Result<RouterState> {
-        self.observe_inner().await
-    }
-    async fn switch_live(&self, to: &str) -> Result<()> {
-        self.point(Pointer::Live, to).await
-    }
-    async fn set_preview(&self, slot: &str) -> Result<()> {
-        self.point(Pointer::Next, slot).await
-    }
-    async fn drain(&self, t: &Target) -> Result<()> {
-        self.set_down(t, true).await
-    }
-    async fn undrain(&self, t: &Target) -> Result<()> {
-        self.set_down(t, false).await
-    }
-    async fn maintenance(&self, on: bool, m: &MaintenanceMode) -> Result<()> {
-        self.set_maintenance(on, m).await
-    }
+    pointer_verbs!();
 }
 
-impl Driven<Nginx> {
-    /// Write what Nginx reads for a first start, as a change (after any change in progress).
-    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
-        self.changing(
-            "install the first configuration".into(),
-            Nginx::install(self, live, preview),
-        )
-        .await
+impl Install for Nginx {
+    async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
+        self.install_files(live, preview).await
     }
 }
 
