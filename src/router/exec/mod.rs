@@ -121,8 +121,7 @@ impl Exec {
     fn slot(&self, name: &str) -> Result<&Slot> {
         self.slots.iter().find(|s| s.name == name).ok_or_else(|| {
             eyre!(
-                "router `{}`: environment `{}` has no slot `{name}` (its slots: {})",
-                self.name,
+                "environment `{}` has no slot `{name}` (its slots: {})",
                 self.env_name,
                 self.slot_names()
             )

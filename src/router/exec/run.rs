@@ -177,13 +177,10 @@ impl Exec {
         if !uses(argv, "from") {
             return Ok(());
         }
-        let state = self.observe_now().await.wrap_err_with(|| {
-            format!(
-                "router `{}`: the command uses {{from}}, but observe failed, so the live slot is \
-                 unknown; nothing was changed",
-                self.name
-            )
-        })?;
+        let state = self.observe_now().await.wrap_err(
+            "the command uses {from}, but observe failed, so the live slot is unknown; nothing \
+             was changed",
+        )?;
         match state.live {
             Some(l) => v.set("from", l),
             None => v.missing("from", "observe reports no live slot"),

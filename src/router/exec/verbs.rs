@@ -10,9 +10,8 @@ impl Exec {
         // swap) run for a slot that is already live would swap it away.
         let before = self.observe_now().await.wrap_err_with(|| {
             format!(
-                "router `{}`: cannot read which slot is live before switching to `{to}`; \
-                 nothing was changed. Fix `observe` first",
-                self.name
+                "cannot read which slot is live before switching to `{to}`; nothing was \
+                 changed. Fix `observe` first"
             )
         })?;
         if before.live.as_deref() == Some(to) {
@@ -53,8 +52,7 @@ impl Exec {
             Some(n) => {
                 let node = slot.nodes.iter().find(|x| &x.name == n).ok_or_else(|| {
                     eyre!(
-                        "router `{}`: slot `{}` has no node `{n}` (its nodes: {})",
-                        self.name,
+                        "slot `{}` has no node `{n}` (its nodes: {})",
                         slot.name,
                         if slot.nodes.is_empty() {
                             "none configured".to_string()
@@ -69,10 +67,9 @@ impl Exec {
                 })?;
                 if !["node", "address", "host"].iter().any(|p| uses(argv, p)) {
                     bail!(
-                        "router `{}`: `{}` of node `{target}` refused: the command uses none of \
-                         {{node}}, {{address}}, {{host}}, so it would act on the whole slot `{}`; \
-                         nothing was run",
-                        self.name,
+                        "`{}` of node `{target}` refused: the command uses none of {{node}}, \
+                         {{address}}, {{host}}, so it would act on the whole slot `{}`; nothing \
+                         was run",
                         cmd.key(),
                         slot.name
                     );
