@@ -2,7 +2,13 @@
 //!
 //! A router is whatever sits in front of the slots and decides where traffic goes: the
 //! embedded proxy, HAProxy, nginx, Apache, Caddy, or commands (`exec`). Each kind has one
-//! file here, and that file is the only place that knows its proxy's protocol.
+//! directory here (`config.rs` its router table and validation, then its protocol client,
+//! state parsing and changes), the only place that knows its proxy's protocol.
+//!
+//! A driver implements [`Proxy`]: its verbs, bare. [`Driven`] makes it a [`Router`] and adds,
+//! the same for every driver, the error context (`KIND router `NAME`: cannot WHAT`), one
+//! change at a time and a time limit per change. A new driver is a new directory with a
+//! `Proxy` impl, a variant of [`RouterConfig`] and a line in [`build`].
 //!
 //! The contract:
 //! - `observe()` reads the proxy's real state back; roles are never assumed.
