@@ -153,6 +153,28 @@ pub trait Router: Send + Sync {
     }
 }
 
+/// A driver's router table: `pub struct Config { ... }` with the fields every router has
+/// (`name`, `public_url`) first, deserialized with unknown fields refused. (Not
+/// `#[serde(flatten)]`: serde cannot refuse unknown fields through a flatten.)
+macro_rules! router_table {
+    ($(#[$attr:meta])* pub struct Config { $($fields:tt)* }) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Config {
+            /// The router's name in its environment (defaults to the kind).
+            #[serde(default)]
+            pub name: Option<String>,
+            /// This router's own public URL, when it has a frontend of its own (a fleet of
+            /// proxies behind DNS): verify probes it as well as the environment's `public_url`.
+            #[serde(default)]
+            pub public_url: Option<String>,
+            $($fields)*
+        }
+    };
+}
+pub(crate) use router_table;
+
 /// One `[[environment.router]]` table. `kind` picks the driver; each driver owns its fields.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

@@ -9,66 +9,59 @@ fn default_bypass() -> String {
     "cutover_bypass".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The router's name in its environment (defaults to the kind).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
-    /// behind DNS): verify probes it as well as the environment's `public_url`.
-    #[serde(default)]
-    pub public_url: Option<String>,
-    /// The balancer-manager page, e.g. `http://127.0.0.1:8080/balancer-manager`. The host
-    /// must be the one Apache is reached by: it is also sent as the Referer.
-    pub manager_url: String,
-    /// The balancer behind the public URL: `live` for `balancer://live`.
-    pub live_balancer: String,
-    /// The balancer behind the preview URL, when there is one.
-    #[serde(default)]
-    pub preview_balancer: Option<String>,
-    /// Basic-auth user for the balancer-manager.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// The environment variable that holds the basic-auth password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// Or a file that holds it (its first line), e.g. a mounted secret.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Timeout of each request to Apache.
-    #[serde(default = "default_timeout", with = "serde_duration")]
-    pub timeout: Duration,
-    /// Which balancer members belong to which slot (and node), when the default (a member
-    /// whose URL is the slot's or node's address) does not fit.
-    #[serde(default, rename = "member")]
-    pub members: Vec<Member>,
-    /// The file whose existence turns the maintenance redirect on (`RewriteCond FILE -f`).
-    #[serde(default)]
-    pub maintenance_flag: Option<PathBuf>,
-    /// The slot the Apache config's redirect sends traffic to.
-    #[serde(default)]
-    pub maintenance_to: Option<String>,
-    /// The file whose existence turns the 503 maintenance page on.
-    #[serde(default)]
-    pub maintenance_page_flag: Option<PathBuf>,
-    /// The redirect flags of the servers this one redirects to: while one of them exists,
-    /// turning this redirect on is refused (it would leave no serving node).
-    #[serde(default)]
-    pub maintenance_peer_flags: Vec<PathBuf>,
-    /// A URL served by this Apache; after each maintenance change cutover checks that its
-    /// answers carry (or no longer carry) `X-Cutover-Maintenance`.
-    #[serde(default)]
-    pub maintenance_verify_url: Option<String>,
-    /// The cookie name the Apache config lets through to this server during maintenance.
-    #[serde(default = "default_bypass")]
-    pub bypass_cookie: String,
-    /// How long a member's `busy` and `elected` counts must stand still before what `busy`
-    /// still counts is taken as left over by Apache, not as requests in flight. Apache
-    /// updates `busy` without atomics, so under concurrent load it can keep 1–4 with no
-    /// request running (docs/apache.md, "Busy").
-    #[serde(default = "default_idle_after", with = "serde_duration")]
-    pub idle_after: Duration,
+crate::router::router_table! {
+    pub struct Config {
+        /// The balancer-manager page, e.g. `http://127.0.0.1:8080/balancer-manager`. The host
+        /// must be the one Apache is reached by: it is also sent as the Referer.
+        pub manager_url: String,
+        /// The balancer behind the public URL: `live` for `balancer://live`.
+        pub live_balancer: String,
+        /// The balancer behind the preview URL, when there is one.
+        #[serde(default)]
+        pub preview_balancer: Option<String>,
+        /// Basic-auth user for the balancer-manager.
+        #[serde(default)]
+        pub username: Option<String>,
+        /// The environment variable that holds the basic-auth password.
+        #[serde(default)]
+        pub password_env: Option<String>,
+        /// Or a file that holds it (its first line), e.g. a mounted secret.
+        #[serde(default)]
+        pub password_file: Option<PathBuf>,
+        /// Timeout of each request to Apache.
+        #[serde(default = "default_timeout", with = "serde_duration")]
+        pub timeout: Duration,
+        /// Which balancer members belong to which slot (and node), when the default (a member
+        /// whose URL is the slot's or node's address) does not fit.
+        #[serde(default, rename = "member")]
+        pub members: Vec<Member>,
+        /// The file whose existence turns the maintenance redirect on (`RewriteCond FILE -f`).
+        #[serde(default)]
+        pub maintenance_flag: Option<PathBuf>,
+        /// The slot the Apache config's redirect sends traffic to.
+        #[serde(default)]
+        pub maintenance_to: Option<String>,
+        /// The file whose existence turns the 503 maintenance page on.
+        #[serde(default)]
+        pub maintenance_page_flag: Option<PathBuf>,
+        /// The redirect flags of the servers this one redirects to: while one of them exists,
+        /// turning this redirect on is refused (it would leave no serving node).
+        #[serde(default)]
+        pub maintenance_peer_flags: Vec<PathBuf>,
+        /// A URL served by this Apache; after each maintenance change cutover checks that its
+        /// answers carry (or no longer carry) `X-Cutover-Maintenance`.
+        #[serde(default)]
+        pub maintenance_verify_url: Option<String>,
+        /// The cookie name the Apache config lets through to this server during maintenance.
+        #[serde(default = "default_bypass")]
+        pub bypass_cookie: String,
+        /// How long a member's `busy` and `elected` counts must stand still before what `busy`
+        /// still counts is taken as left over by Apache, not as requests in flight. Apache
+        /// updates `busy` without atomics, so under concurrent load it can keep 1–4 with no
+        /// request running (docs/apache.md, "Busy").
+        #[serde(default = "default_idle_after", with = "serde_duration")]
+        pub idle_after: Duration,
+    }
 }
 
 fn default_idle_after() -> Duration {

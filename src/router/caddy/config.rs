@@ -22,40 +22,33 @@ fn default_retry_after() -> u32 {
     30
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The router's name in its environment (defaults to the kind).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
-    /// behind DNS): verify probes it as well as the environment's `public_url`.
-    #[serde(default)]
-    pub public_url: Option<String>,
-    /// `file` (default) or `api`.
-    #[serde(default)]
-    pub mode: Mode,
-    /// Caddy's admin endpoint (`admin.listen` in Caddy's config), as an http:// URL.
-    #[serde(default = "default_admin")]
-    pub admin: String,
-    /// api mode: the `@id` of the live route's `reverse_proxy` handler.
-    #[serde(default)]
-    pub live_id: Option<String>,
-    /// api mode: the `@id` of the preview route's `reverse_proxy` handler.
-    #[serde(default)]
-    pub preview_id: Option<String>,
-    /// file mode: the directory of flag files Caddy's routes match (absolute, on the Caddy host).
-    #[serde(default)]
-    pub flag_dir: Option<PathBuf>,
-    /// Longest an admin API call may take.
-    #[serde(default = "default_timeout", with = "serde_duration")]
-    pub timeout: Duration,
-    /// An HTML file served with status 503 while maintenance is on; a plain page otherwise.
-    #[serde(default)]
-    pub maintenance_page: Option<PathBuf>,
-    /// The Retry-After header of the maintenance answer, in seconds.
-    #[serde(default = "default_retry_after")]
-    pub retry_after: u32,
+crate::router::router_table! {
+    pub struct Config {
+        /// `file` (default) or `api`.
+        #[serde(default)]
+        pub mode: Mode,
+        /// Caddy's admin endpoint (`admin.listen` in Caddy's config), as an http:// URL.
+        #[serde(default = "default_admin")]
+        pub admin: String,
+        /// api mode: the `@id` of the live route's `reverse_proxy` handler.
+        #[serde(default)]
+        pub live_id: Option<String>,
+        /// api mode: the `@id` of the preview route's `reverse_proxy` handler.
+        #[serde(default)]
+        pub preview_id: Option<String>,
+        /// file mode: the directory of flag files Caddy's routes match (absolute, on the Caddy host).
+        #[serde(default)]
+        pub flag_dir: Option<PathBuf>,
+        /// Longest an admin API call may take.
+        #[serde(default = "default_timeout", with = "serde_duration")]
+        pub timeout: Duration,
+        /// An HTML file served with status 503 while maintenance is on; a plain page otherwise.
+        #[serde(default)]
+        pub maintenance_page: Option<PathBuf>,
+        /// The Retry-After header of the maintenance answer, in seconds.
+        #[serde(default = "default_retry_after")]
+        pub retry_after: u32,
+    }
 }
 
 impl Config {

@@ -27,66 +27,59 @@ fn default_pause_max_held() -> u64 {
     1000
 }
 
-/// An `[[environment.router]]` table with `kind = "embedded"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The router's name in its environment (defaults to the kind).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
-    /// behind DNS): verify probes it as well as the environment's `public_url`.
-    #[serde(default)]
-    pub public_url: Option<String>,
-    /// Where the admin API listens (`host:port`); loopback unless `token_env` is set.
-    #[serde(default = "default_admin")]
-    pub admin: String,
-    /// Where the live (public) listener listens.
-    #[serde(default = "default_live_listen")]
-    pub live_listen: String,
-    /// Where the preview (staging / next) listener listens; none when absent.
-    #[serde(default)]
-    pub preview_listen: Option<String>,
-    /// Name of an environment variable holding a bearer token the admin API then requires.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// Where the proxy keeps its state (default `proxy-<env>.json` in `settings.state_dir`).
-    #[serde(default)]
-    pub state_file: Option<PathBuf>,
-    /// The live slot on a first start (default: the first slot).
-    #[serde(default)]
-    pub initial_live: Option<String>,
-    /// The preview slot on a first start (default: the first slot that is not live).
-    #[serde(default)]
-    pub initial_preview: Option<String>,
-    /// Seconds sent in `Retry-After` by the maintenance page.
-    #[serde(default = "default_retry_after")]
-    pub retry_after: u64,
-    /// A request with this cookie set to `1` reaches the slot under maintenance.
-    #[serde(default = "default_bypass_cookie")]
-    pub bypass_cookie: String,
-    /// A request with this header (any value but empty or `0`) reaches the slot under maintenance.
-    #[serde(default = "default_bypass_header")]
-    pub bypass_header: String,
-    /// Seconds the proxy waits for a slot's response headers before answering 504.
-    #[serde(default = "default_upstream_timeout")]
-    pub upstream_timeout: u64,
-    /// Where the access log goes: a file (appended to) or `-` for stderr; off when absent.
-    #[serde(default)]
-    pub access_log: Option<String>,
-    /// Seconds a request waits while the proxy is paused before it gets 503.
-    #[serde(default = "default_pause_timeout")]
-    pub pause_timeout: u64,
-    /// How many requests a pause holds at once; more get 503 at once.
-    #[serde(default = "default_pause_max_held")]
-    pub pause_max_held: u64,
-    /// Seconds an upgraded connection (a WebSocket) may stay open after its slot stopped
-    /// taking new requests (a switch, a drain); then it is closed. Never when absent.
-    #[serde(default)]
-    pub upgrade_drain_timeout: Option<u64>,
-    /// A TLS listener for live traffic; none when absent.
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
+crate::router::router_table! {
+    /// An `[[environment.router]]` table with `kind = "embedded"`.
+    pub struct Config {
+        /// Where the admin API listens (`host:port`); loopback unless `token_env` is set.
+        #[serde(default = "default_admin")]
+        pub admin: String,
+        /// Where the live (public) listener listens.
+        #[serde(default = "default_live_listen")]
+        pub live_listen: String,
+        /// Where the preview (staging / next) listener listens; none when absent.
+        #[serde(default)]
+        pub preview_listen: Option<String>,
+        /// Name of an environment variable holding a bearer token the admin API then requires.
+        #[serde(default)]
+        pub token_env: Option<String>,
+        /// Where the proxy keeps its state (default `proxy-<env>.json` in `settings.state_dir`).
+        #[serde(default)]
+        pub state_file: Option<PathBuf>,
+        /// The live slot on a first start (default: the first slot).
+        #[serde(default)]
+        pub initial_live: Option<String>,
+        /// The preview slot on a first start (default: the first slot that is not live).
+        #[serde(default)]
+        pub initial_preview: Option<String>,
+        /// Seconds sent in `Retry-After` by the maintenance page.
+        #[serde(default = "default_retry_after")]
+        pub retry_after: u64,
+        /// A request with this cookie set to `1` reaches the slot under maintenance.
+        #[serde(default = "default_bypass_cookie")]
+        pub bypass_cookie: String,
+        /// A request with this header (any value but empty or `0`) reaches the slot under maintenance.
+        #[serde(default = "default_bypass_header")]
+        pub bypass_header: String,
+        /// Seconds the proxy waits for a slot's response headers before answering 504.
+        #[serde(default = "default_upstream_timeout")]
+        pub upstream_timeout: u64,
+        /// Where the access log goes: a file (appended to) or `-` for stderr; off when absent.
+        #[serde(default)]
+        pub access_log: Option<String>,
+        /// Seconds a request waits while the proxy is paused before it gets 503.
+        #[serde(default = "default_pause_timeout")]
+        pub pause_timeout: u64,
+        /// How many requests a pause holds at once; more get 503 at once.
+        #[serde(default = "default_pause_max_held")]
+        pub pause_max_held: u64,
+        /// Seconds an upgraded connection (a WebSocket) may stay open after its slot stopped
+        /// taking new requests (a switch, a drain); then it is closed. Never when absent.
+        #[serde(default)]
+        pub upgrade_drain_timeout: Option<u64>,
+        /// A TLS listener for live traffic; none when absent.
+        #[serde(default)]
+        pub tls: Option<TlsConfig>,
+    }
 }
 
 /// `tls = { listen = "...", cert = "...", key = "..." }` on an embedded router.

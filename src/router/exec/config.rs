@@ -15,53 +15,46 @@ fn opt_duration<'de, D: Deserializer<'de>>(
     serde_duration::deserialize(d).map(Some)
 }
 
-/// One `[[environment.router]]` table with `kind = "exec"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The router's name in its environment (defaults to the kind).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
-    /// behind DNS): verify probes it as well as the environment's `public_url`.
-    #[serde(default)]
-    pub public_url: Option<String>,
-    /// Prints the router's state (JSON or key=value lines). Required.
-    #[serde(default)]
-    pub observe: Option<Vec<String>>,
-    /// Makes `{to}` the live slot.
-    #[serde(default)]
-    pub switch_live: Option<Vec<String>>,
-    /// Points the preview route at `{slot}`.
-    #[serde(default)]
-    pub set_preview: Option<Vec<String>>,
-    /// Stops new traffic to `{slot}` (or to `{node}` of it).
-    #[serde(default)]
-    pub drain: Option<Vec<String>>,
-    /// Puts `{slot}` (or `{node}`) back in service.
-    #[serde(default)]
-    pub undrain: Option<Vec<String>>,
-    /// Turns maintenance on (`{mode}` is `page` or `redirect`, `{to}` the redirect's slot).
-    #[serde(default)]
-    pub maintenance_on: Option<Vec<String>>,
-    /// Turns maintenance off.
-    #[serde(default)]
-    pub maintenance_off: Option<Vec<String>>,
-    /// How long any command may run before it is killed (default 30s).
-    #[serde(default = "default_timeout", with = "serde_duration")]
-    pub timeout: Duration,
-    /// A shorter limit for `observe` alone (default: `timeout`).
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub observe_timeout: Option<Duration>,
-    /// Extra environment variables for every command, passed as written.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Names of cutover's own environment variables passed through (e.g. `KUBECONFIG`).
-    #[serde(default)]
-    pub pass_env: Vec<String>,
-    /// The working directory of every command (absolute).
-    #[serde(default)]
-    pub cwd: Option<PathBuf>,
+crate::router::router_table! {
+    /// One `[[environment.router]]` table with `kind = "exec"`.
+    pub struct Config {
+        /// Prints the router's state (JSON or key=value lines). Required.
+        #[serde(default)]
+        pub observe: Option<Vec<String>>,
+        /// Makes `{to}` the live slot.
+        #[serde(default)]
+        pub switch_live: Option<Vec<String>>,
+        /// Points the preview route at `{slot}`.
+        #[serde(default)]
+        pub set_preview: Option<Vec<String>>,
+        /// Stops new traffic to `{slot}` (or to `{node}` of it).
+        #[serde(default)]
+        pub drain: Option<Vec<String>>,
+        /// Puts `{slot}` (or `{node}`) back in service.
+        #[serde(default)]
+        pub undrain: Option<Vec<String>>,
+        /// Turns maintenance on (`{mode}` is `page` or `redirect`, `{to}` the redirect's slot).
+        #[serde(default)]
+        pub maintenance_on: Option<Vec<String>>,
+        /// Turns maintenance off.
+        #[serde(default)]
+        pub maintenance_off: Option<Vec<String>>,
+        /// How long any command may run before it is killed (default 30s).
+        #[serde(default = "default_timeout", with = "serde_duration")]
+        pub timeout: Duration,
+        /// A shorter limit for `observe` alone (default: `timeout`).
+        #[serde(default, deserialize_with = "opt_duration")]
+        pub observe_timeout: Option<Duration>,
+        /// Extra environment variables for every command, passed as written.
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
+        /// Names of cutover's own environment variables passed through (e.g. `KUBECONFIG`).
+        #[serde(default)]
+        pub pass_env: Vec<String>,
+        /// The working directory of every command (absolute).
+        #[serde(default)]
+        pub cwd: Option<PathBuf>,
+    }
 }
 
 /// The commands an exec router can be given, one per verb.

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 

@@ -52,58 +52,51 @@ fn default_retry_after() -> u32 {
     30
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The router's name in its environment (defaults to the kind).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
-    /// behind DNS): verify probes it as well as the environment's `public_url`.
-    #[serde(default)]
-    pub public_url: Option<String>,
-    /// `realpath` (default), `symlink` or `include`.
-    #[serde(default)]
-    pub method: Method,
-    /// The directory cutover owns: every file and link it writes is in here. Absolute.
-    pub dir: PathBuf,
-    /// The nginx binary used by the default test and reload commands.
-    #[serde(default = "default_nginx")]
-    pub nginx: String,
-    /// Arguments given to nginx before `-t` / `-s reload`, e.g. `["-p", "/srv/ngx", "-c",
-    /// "/srv/ngx/nginx.conf"]`.
-    #[serde(default)]
-    pub nginx_args: Vec<String>,
-    /// The config test, as an argv list. Default: `[nginx, nginx_args..., "-t"]`.
-    #[serde(default)]
-    pub test_command: Option<Vec<String>>,
-    /// The reload, as an argv list. Default: `[nginx, nginx_args..., "-s", "reload"]`.
-    #[serde(default)]
-    pub reload_command: Option<Vec<String>>,
-    /// `command` (default) or `signal` (SIGHUP to the master in `pid_file`).
-    #[serde(default)]
-    pub reload: ReloadBy,
-    /// nginx's pid file: the master process whose workers show that a reload took.
-    #[serde(default = "default_pid_file")]
-    pub pid_file: PathBuf,
-    /// nginx's error log; when given, a failed reload's `[emerg]` lines are in the error.
-    #[serde(default)]
-    pub error_log: Option<PathBuf>,
-    /// Prefix of the upstream names cutover writes (default `cutover_<environment>_`).
-    #[serde(default)]
-    pub upstream_prefix: Option<String>,
-    /// Longest a test or reload command may run.
-    #[serde(default = "default_timeout", with = "serde_duration")]
-    pub timeout: Duration,
-    /// How long to wait for nginx's new workers after a reload before calling it failed.
-    #[serde(default = "default_reload_timeout", with = "serde_duration")]
-    pub reload_timeout: Duration,
-    /// An HTML file served (with status 503) while maintenance is on; a plain page otherwise.
-    #[serde(default)]
-    pub maintenance_page: Option<PathBuf>,
-    /// The Retry-After header of the maintenance answer, in seconds.
-    #[serde(default = "default_retry_after")]
-    pub retry_after: u32,
+crate::router::router_table! {
+    pub struct Config {
+        /// `realpath` (default), `symlink` or `include`.
+        #[serde(default)]
+        pub method: Method,
+        /// The directory cutover owns: every file and link it writes is in here. Absolute.
+        pub dir: PathBuf,
+        /// The nginx binary used by the default test and reload commands.
+        #[serde(default = "default_nginx")]
+        pub nginx: String,
+        /// Arguments given to nginx before `-t` / `-s reload`, e.g. `["-p", "/srv/ngx", "-c",
+        /// "/srv/ngx/nginx.conf"]`.
+        #[serde(default)]
+        pub nginx_args: Vec<String>,
+        /// The config test, as an argv list. Default: `[nginx, nginx_args..., "-t"]`.
+        #[serde(default)]
+        pub test_command: Option<Vec<String>>,
+        /// The reload, as an argv list. Default: `[nginx, nginx_args..., "-s", "reload"]`.
+        #[serde(default)]
+        pub reload_command: Option<Vec<String>>,
+        /// `command` (default) or `signal` (SIGHUP to the master in `pid_file`).
+        #[serde(default)]
+        pub reload: ReloadBy,
+        /// nginx's pid file: the master process whose workers show that a reload took.
+        #[serde(default = "default_pid_file")]
+        pub pid_file: PathBuf,
+        /// nginx's error log; when given, a failed reload's `[emerg]` lines are in the error.
+        #[serde(default)]
+        pub error_log: Option<PathBuf>,
+        /// Prefix of the upstream names cutover writes (default `cutover_<environment>_`).
+        #[serde(default)]
+        pub upstream_prefix: Option<String>,
+        /// Longest a test or reload command may run.
+        #[serde(default = "default_timeout", with = "serde_duration")]
+        pub timeout: Duration,
+        /// How long to wait for nginx's new workers after a reload before calling it failed.
+        #[serde(default = "default_reload_timeout", with = "serde_duration")]
+        pub reload_timeout: Duration,
+        /// An HTML file served (with status 503) while maintenance is on; a plain page otherwise.
+        #[serde(default)]
+        pub maintenance_page: Option<PathBuf>,
+        /// The Retry-After header of the maintenance answer, in seconds.
+        #[serde(default = "default_retry_after")]
+        pub retry_after: u32,
+    }
 }
 
 impl Config {
