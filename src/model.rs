@@ -203,9 +203,23 @@ pub struct SlotRoute {
     pub latency_ms: Option<u64>,
     /// The proxy's own health-check verdict, as it words it ("UP", "L4CON"...).
     pub check: Option<String>,
+    /// Whether the proxy's own health checks pass for every server of the slot: `None` when
+    /// the proxy runs no checks on it. The gate takes a passing one as evidence (one probe of
+    /// cutover's own then stands for three in a row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_up: Option<bool>,
     /// Per-node detail for slots with several servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeRoute>,
+}
+
+/// Several checks' verdicts as one: `Some(true)` when every checked one passes, `Some(false)`
+/// when one fails, `None` when none was checked.
+pub fn all_checks_up(verdicts: impl IntoIterator<Item = Option<bool>>) -> Option<bool> {
+    verdicts
+        .into_iter()
+        .flatten()
+        .fold(None, |acc, up| Some(acc.unwrap_or(true) && up))
 }
 
 /// How maintenance is served when it is on.

@@ -254,6 +254,15 @@ fn checked(v: VersionInfo) -> Result<VersionInfo, ProbeError> {
     Ok(v)
 }
 
+impl Prober {
+    /// Probe the version served behind a public or preview URL of `env`: the slots' version
+    /// path on that host, read with the first slot's version pointer.
+    pub async fn probe_behind(&self, env: &Environment, url: &str) -> UrlProbe {
+        let pointer = env.slots.first().and_then(|s| s.version_pointer.as_deref());
+        self.probe_url(&version_url_behind(env, url), pointer).await
+    }
+}
+
 /// The URL that shows which version the public (or preview) URL serves: the public URL with
 /// the slots' version path (read once, when the config loaded).
 pub fn version_url_behind(env: &Environment, base: &str) -> String {

@@ -2001,6 +2001,27 @@ async fn weights_are_refused_when_they_do_not_fit_and_end_with_a_switch() {
         .await
         .expect("undrain staging");
     d.set_weights("blue", "staging", 25).await.expect("25 %");
+    // The split is on /metrics too, by slot, so a dashboard shows it beside the traffic.
+    let metrics = client()
+        .get(format!("http://{}/metrics", h.admin_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let weight = |slot: &str| {
+        let key = format!("cutover_proxy_weight_percent{{env=\"shop\",slot=\"{slot}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        (weight("blue"), weight("staging"), weight("green")),
+        (Some("75".into()), Some("25".into()), Some("0".into())),
+        "{metrics}"
+    );
     refused(
         d.drain(&Target::slot("staging")).await,
         "draining the canary",

@@ -37,7 +37,7 @@ mod tls;
 
 pub use forward::REDIRECTED_HEADER;
 
-use forward::Listener;
+use state::Listener;
 use state::Shared;
 
 /// How long a stopping proxy lets in-flight requests finish.

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use color_eyre::eyre::{Result, WrapErr, bail};
+use hyper::body::{Bytes, Incoming};
 use hyper::http::uri::{Authority, Scheme};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{ErrorKind, LocalAnswers, NodeMetrics};
@@ -20,6 +23,28 @@ use crate::model::EnvSlots;
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::prom::Histogram;
 use crate::router::embedded;
+
+/// The client to the slots' servers (one pool per proxy).
+pub(crate) type Upstream = Client<HttpConnector, Incoming>;
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    Live,
+    Preview,
+}
+
+/// The maintenance page's body. Built once per proxy: under maintenance every request gets it.
+pub(crate) fn maintenance_html(retry_after: u64) -> Bytes {
+    Bytes::from(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Down for maintenance</title></head>\n<body style=\"font-family:sans-serif;\
+         max-width:36em;margin:4em auto\"><h1>Down for maintenance</h1>\n<p>This service is \
+         being updated and will be back shortly. Please try again in {retry_after} seconds.</p>\
+         </body></html>\n"
+    ))
+}
+
 mod changes;
 mod persist;
 
@@ -187,7 +212,7 @@ pub(crate) struct Shared {
     /// Requests answered by the proxy itself, for `/metrics`.
     pub local: LocalAnswers,
     /// The pooled upstream client shared by every slot.
-    pub client: super::forward::Upstream,
+    pub client: Upstream,
     /// Where each request's line goes, when `access_log` is set.
     pub access_log: Option<super::access_log::Sink>,
     /// The TLS listener's certificate, when `tls` is set (reloaded by the admin API).
@@ -257,7 +282,7 @@ impl Drop for Lease {
 /// How long the proxy tries to connect to a slot before answering 502.
 pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-fn upstream_client() -> super::forward::Upstream {
+fn upstream_client() -> Upstream {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     connector.set_nodelay(true);
@@ -330,7 +355,7 @@ impl Shared {
             split_seq: AtomicU64::new(0),
             opts: Options {
                 retry_after: cfg.retry_after,
-                maintenance_page: super::forward::maintenance_html(cfg.retry_after),
+                maintenance_page: maintenance_html(cfg.retry_after),
                 redirected_as: hyper::header::HeaderValue::from_str(env.name).ok(),
                 bypass_cookie: cfg.bypass_cookie.clone(),
                 bypass_header,
@@ -393,7 +418,7 @@ impl Shared {
 
     /// Whether `node` of `slot` still takes new requests of `listener`: neither is drained,
     /// and the slot is the listener's (live, or the maintenance redirect target; preview).
-    pub fn serving(&self, listener: super::forward::Listener, slot: usize, node: usize) -> bool {
+    pub fn serving(&self, listener: Listener, slot: usize, node: usize) -> bool {
         let Some(s) = self.slots.get(slot) else {
             return false;
         };
@@ -402,10 +427,8 @@ impl Shared {
                 .get(node)
                 .is_none_or(|n| n.draining.load(Ordering::SeqCst));
         let chosen = match listener {
-            super::forward::Listener::Live => {
-                self.live() == slot || self.maint() == Some(Some(slot))
-            }
-            super::forward::Listener::Preview => self.preview() == Some(slot),
+            Listener::Live => self.live() == slot || self.maint() == Some(Some(slot)),
+            Listener::Preview => self.preview() == Some(slot),
         };
         chosen && !drained
     }
@@ -569,6 +592,7 @@ impl Shared {
                             .then(|| seen.iter().sum::<u64>() / seen.len() as u64 / 1000)
                     },
                     check: None,
+                    checks_up: None,
                     nodes,
                 },
             );

@@ -28,6 +28,8 @@ use serde::Deserialize;
 use crate::model::{EnvSlots, Slot};
 use crate::model::{MaintenanceMode, RouterState};
 
+mod observe;
+pub use observe::observe_within;
 pub mod apache;
 pub mod caddy;
 pub mod embedded;

@@ -109,6 +109,9 @@ impl Apache {
                     errors: None,
                     latency_ms: None,
                     check: check_text(admin_from.iter().map(|(w, _)| w)),
+                    checks_up: crate::model::all_checks_up(
+                        admin_from.iter().map(|(w, _)| w.status.checks_up()),
+                    ),
                     nodes,
                 },
             );

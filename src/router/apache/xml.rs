@@ -10,6 +10,9 @@ pub(super) struct Status {
     pub(super) stopped: bool,
     pub(super) standby: bool,
     pub(super) error: bool,
+    /// `Ok`: Apache has found nothing wrong with the member (no failed request, no failed
+    /// health check where mod_proxy_hcheck runs).
+    pub(super) ok: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -127,10 +130,15 @@ impl Status {
                 "Stop" => s.stopped = true,
                 "Stby" => s.standby = true,
                 "Err" | "HcFl" => s.error = true,
+                "Ok" => s.ok = true,
                 _ => {}
             }
         }
         s
+    }
+    /// The member status as a check's verdict: `Ok` passes, `Err`/`HcFl` fails.
+    pub(super) fn checks_up(&self) -> Option<bool> {
+        (self.ok || self.error).then_some(self.ok && !self.error)
     }
     pub(super) fn has(&self, f: MemberFlag) -> bool {
         match f {

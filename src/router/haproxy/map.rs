@@ -138,6 +138,16 @@ impl Haproxy {
     /// health check). Refused when its servers are all in maint or down.
     pub(super) async fn ensure_serving(&self, backend: &str, slot: &str) -> Result<()> {
         let states = self.states().await?;
+        self.ensure_serving_in(&states, backend, slot).await
+    }
+
+    /// [`Self::ensure_serving`] on servers' states read a moment ago.
+    async fn ensure_serving_in(
+        &self,
+        states: &[ServerState],
+        backend: &str,
+        slot: &str,
+    ) -> Result<()> {
         let mine: Vec<&ServerState> = states.iter().filter(|s| s.backend == backend).collect();
         if mine.is_empty() || mine.iter().any(|s| s.serving()) {
             // A backend without servers answers by itself (`http-request return`).
@@ -189,21 +199,24 @@ impl Haproxy {
 
     pub(super) async fn require_backend(&self, backend: &str, slot: &str) -> Result<()> {
         let names = self.backend_names().await?;
-        if names.iter().any(|b| b == backend) {
-            return Ok(());
-        }
-        bail!(
-            "HAProxy has no backend `{backend}` (for `{slot}`); its backends are: {}. A `set \
-             map` to it would be accepted and then answer 503, so cutover did not send it: add \
-             the backend to haproxy.cfg and reload, or fix this router's config",
-            join(&names)
-        )
+        require_backend_in(&names, backend, slot)
     }
 
     /// Set a map key (or add it when the map lacks it) and read it back.
     pub(super) async fn set_key(&self, m: &MapSetup, key: &str, value: &str) -> Result<()> {
         let entries = self.map_entries(m).await?;
-        let verb = if map_get(&entries, key).is_some() {
+        self.set_key_in(m, &entries, key, value).await
+    }
+
+    /// [`Self::set_key`] with the map as it was read a moment ago.
+    async fn set_key_in(
+        &self,
+        m: &MapSetup,
+        entries: &[(String, String)],
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        let verb = if map_get(entries, key).is_some() {
             "set"
         } else {
             "add"
@@ -256,7 +269,10 @@ impl Haproxy {
 
     pub(super) async fn switch_map(&self, m: &MapSetup, to: &str) -> Result<()> {
         let backend = m.backend_of(to)?;
-        let entries = self.map_entries(m).await?;
+        // What the switch checks, read in one round (each read is its own connection to the
+        // socket): the time to the `set map` is the time users wait for the new slot.
+        let (entries, names, states) =
+            tokio::try_join!(self.map_entries(m), self.backend_names(), self.states())?;
         if m.maintenance_on(&entries) {
             bail!(
                 "maintenance is on (the map's `{}` -> {}): turn maintenance off before a swap; \
@@ -265,10 +281,10 @@ impl Haproxy {
                 map_get(&entries, &m.live_key).unwrap_or("?")
             );
         }
-        self.require_backend(backend, to).await?;
-        self.ensure_serving(backend, to).await?;
+        require_backend_in(&names, backend, to)?;
+        self.ensure_serving_in(&states, backend, to).await?;
         if map_get(&entries, &m.live_key) != Some(backend) {
-            self.set_key(m, &m.live_key, backend).await?;
+            self.set_key_in(m, &entries, &m.live_key, backend).await?;
         }
         self.end_split(m, &entries).await?;
         self.persist_map(m).await
@@ -432,6 +448,19 @@ impl Haproxy {
         }
         self.persist_map(m).await
     }
+}
+
+/// Refuse a backend HAProxy does not have (`names`: what `show backend` listed).
+fn require_backend_in(names: &[String], backend: &str, slot: &str) -> Result<()> {
+    if names.iter().any(|b| b == backend) {
+        return Ok(());
+    }
+    bail!(
+        "HAProxy has no backend `{backend}` (for `{slot}`); its backends are: {}. A `set \
+         map` to it would be accepted and then answer 503, so cutover did not send it: add \
+         the backend to haproxy.cfg and reload, or fix this router's config",
+        join(names)
+    )
 }
 
 #[cfg(test)]

@@ -128,6 +128,7 @@ impl Haproxy {
                     errors: stat.and_then(Stat::errors),
                     latency_ms: stat.and_then(|x| x.rtime),
                     check: stat.map(Stat::check_text),
+                    checks_up: stat.and_then(Stat::checks_up),
                     nodes: vec![],
                 },
             );

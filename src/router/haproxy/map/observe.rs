@@ -145,6 +145,7 @@ impl Haproxy {
                         [one] => one.check_text(),
                         _ => be.status.clone(),
                     }),
+                    checks_up: crate::model::all_checks_up(servers.iter().map(|s| s.checks_up())),
                     nodes,
                 },
             );
