@@ -72,6 +72,7 @@ pub enum EventKind {
     /// A router's state differs from what cutover last set (a change by hand, a restart).
     Drift,
     /// The routers of a fleet send live traffic to different slots.
+    #[serde(rename = "routers-disagree")]
     Disagree,
 }
 
