@@ -155,13 +155,20 @@ fn classify(e: reqwest::Error) -> ProbeError {
     let chain = crate::load::error_chain(&e);
     if e.is_timeout() {
         ProbeError::Timeout
-    } else if chain.contains("Connection refused") || chain.contains("connection refused") {
+    } else if io_kind(&e) == Some(std::io::ErrorKind::ConnectionRefused) {
         ProbeError::Refused
     } else if e.is_body() || e.is_decode() {
         ProbeError::Body(short(&chain))
     } else {
         ProbeError::Connect(short(&chain))
     }
+}
+
+/// The kind of the I/O error in `e`'s source chain, if there is one.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    std::iter::successors(Some(e), |e| e.source())
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
 }
 
 fn short(s: &str) -> String {

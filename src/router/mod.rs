@@ -2,7 +2,13 @@
 //!
 //! A router is whatever sits in front of the slots and decides where traffic goes: the
 //! embedded proxy, HAProxy, nginx, Apache, Caddy, or commands (`exec`). Each kind has one
-//! file here, and that file is the only place that knows its proxy's protocol.
+//! directory here (`config.rs` its router table and validation, then its protocol client,
+//! state parsing and changes), the only place that knows its proxy's protocol.
+//!
+//! A driver implements [`Proxy`]: its verbs, bare. [`Driven`] makes it a [`Router`] and adds,
+//! the same for every driver, the error context (`KIND router `NAME`: cannot WHAT`), one
+//! change at a time and a time limit per change. A new driver is a new directory with a
+//! `Proxy` impl, a variant of [`RouterConfig`] and a line in [`build`].
 //!
 //! The contract:
 //! - `observe()` reads the proxy's real state back; roles are never assumed.
@@ -12,14 +18,11 @@
 //!   disables the old.
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use color_eyre::eyre::{Report, Result, WrapErr, eyre};
+use color_eyre::eyre::{Report, Result, eyre};
 use serde::Deserialize;
 
 use crate::model::{EnvSlots, Slot};
@@ -33,6 +36,12 @@ pub mod embedded;
 pub mod exec;
 pub mod haproxy;
 pub mod nginx;
+
+mod driven;
+pub use driven::{DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy};
+pub(crate) use driven::{pointer_verbs, router_table};
+mod files;
+pub(crate) use files::{maintenance_html, temp_sibling, write_atomic};
 
 /// How long a caller waits for a router's `observe()` unless the driver says otherwise.
 pub const DEFAULT_OBSERVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -235,23 +244,6 @@ pub fn build_all(env: EnvSlots<'_>, configs: &[RouterConfig]) -> Result<Vec<Arc<
 
 // --- shared by the drivers ------------------------------------------------------------------
 
-/// A verb's future whose error starts with `KIND router `NAME`: cannot WHAT`.
-pub(crate) fn in_context<'a, T: 'a>(
-    router: &'a dyn Router,
-    what: String,
-    fut: impl Future<Output = Result<T>> + Send + 'a,
-) -> BoxFuture<'a, Result<T>> {
-    Box::pin(async move {
-        fut.await.wrap_err_with(|| {
-            format!(
-                "{} router `{}`: cannot {what}",
-                router.kind(),
-                router.name()
-            )
-        })
-    })
-}
-
 /// The error for a slot name the environment does not have, naming the ones it has.
 pub(crate) fn no_such_slot<'a>(
     name: &str,
@@ -372,92 +364,4 @@ impl Upstream {
             })?;
         Ok(vec![s])
     }
-}
-
-/// The maintenance page: the operator's `maintenance_page` file, or a plain one.
-pub(crate) fn maintenance_html(file: Option<&Path>) -> Result<String> {
-    match file {
-        Some(p) => std::fs::read_to_string(p).wrap_err_with(|| {
-            format!(
-                "cannot read maintenance_page {}; fix the path or remove the setting",
-                p.display()
-            )
-        }),
-        None => Ok(
-            "<!doctype html>\n<html><head><title>Down for maintenance</title></head>\n\
-             <body><h1>Down for maintenance</h1><p>We will be back shortly.</p></body></html>\n"
-                .into(),
-        ),
-    }
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A fresh hidden name beside `p`, for a file or link renamed over it.
-pub(crate) fn temp_sibling(p: &Path) -> PathBuf {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    p.with_file_name(format!(".{name}.cutover-{}-{n}", std::process::id()))
-}
-
-/// Write a file a proxy reads through a temporary sibling, fsync and a rename, so a reader
-/// sees the old or the new content, never a part. The new file keeps the owner, group and
-/// permissions of the file it replaces (`mode`, when given, replaces the permissions; a new
-/// file gets 0644 and cutover's own user): a map file owned by `haproxy` stays owned by
-/// `haproxy`.
-pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::MetadataExt;
-    let tmp = temp_sibling(p);
-    let old = std::fs::metadata(p).ok();
-    let mode = mode.or_else(|| old.as_ref().map(|m| m.permissions().mode()));
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if let Some(m) = &old {
-            keep_owner(&f, p, m.uid(), m.gid())?;
-        }
-        // After the chown: a chown clears the set-id bits.
-        f.set_permissions(std::fs::Permissions::from_mode(
-            mode.unwrap_or(0o644) & 0o7777,
-        ))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, p)?;
-        // The rename itself survives a crash once the directory is synced (best effort).
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.wrap_err_with(|| format!("cannot write {} (through {})", p.display(), tmp.display()))
-}
-
-/// Give the new file `f` (about to replace `p`) the owner and group of the old one. Only
-/// root may give a file away: as another user, the owner cannot be kept (the group still is
-/// when cutover's user is in it), and the write is refused rather than silently changing who
-/// owns a file the proxy reads.
-fn keep_owner(f: &std::fs::File, p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let now = f.metadata()?;
-    if now.uid() == uid && now.gid() == gid {
-        return Ok(());
-    }
-    std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot give the new {} the owner {uid}:{gid} of the file it replaces ({e}); \
-                 run cutover as that user or as root, or chown the file to cutover's user",
-                p.display()
-            ),
-        )
-    })
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Apache {
     pub(super) async fn observe_inner(&self) -> Result<RouterState> {
         let all = self.read_all().await?;
         let live = all
@@ -127,7 +127,7 @@ impl Driver {
             st.notes.append(&mut notes);
         }
 
-        // Driver-specific drift: what Apache shows vs what this driver last set.
+        // Apache-specific drift: what Apache shows vs what this driver last set.
         let set = {
             let m = self
                 .memory
