@@ -366,6 +366,7 @@ contract! {
     haproxy_map => Kind::HaproxyMap;
     haproxy_servers => Kind::HaproxyServers;
     nginx => Kind::Nginx;
+    nginx_symlink => Kind::NginxSymlink;
     caddy_api => Kind::CaddyApi;
     caddy_file => Kind::CaddyFile;
     exec => Kind::Exec;

@@ -26,7 +26,10 @@ pub enum Kind {
     Embedded,
     HaproxyMap,
     HaproxyServers,
+    /// nginx with `method = "include"`.
     Nginx,
+    /// nginx with `method = "symlink"`.
+    NginxSymlink,
     Apache,
     CaddyApi,
     CaddyFile,
@@ -42,7 +45,7 @@ impl Kind {
             Kind::Embedded => &[],
             Kind::Exec => &["curl", "jq"],
             Kind::HaproxyMap | Kind::HaproxyServers | Kind::Fleet => &["haproxy"],
-            Kind::Nginx => &["nginx"],
+            Kind::Nginx | Kind::NginxSymlink => &["nginx"],
             Kind::Apache => &["apache2"],
             Kind::CaddyApi | Kind::CaddyFile => &["caddy"],
         }
@@ -194,7 +197,8 @@ impl Rig {
                 parts.push(haproxy(&bin, &d.join("a"), &servers, true, Some("edge-a")).await);
                 parts.push(haproxy(&bin, &d.join("b"), &servers, true, Some("edge-b")).await);
             }
-            Kind::Nginx => parts.push(nginx(&bin, d, &servers).await),
+            Kind::Nginx => parts.push(nginx(&bin, d, &servers, "include").await),
+            Kind::NginxSymlink => parts.push(nginx(&bin, d, &servers, "symlink").await),
             Kind::CaddyApi => parts.push(caddy(&bin, d, &servers, false).await),
             Kind::CaddyFile => parts.push(caddy(&bin, d, &servers, true).await),
             Kind::Embedded => parts.push(embedded(d, &servers, false).await),
@@ -289,8 +293,17 @@ impl Rig {
             Proxy::Nginx {
                 live_conf, reload, ..
             } => {
-                std::fs::write(live_conf, format!("proxy_pass {};\n", addr.url()))
-                    .expect("edit live.conf");
+                let link = live_conf.parent().expect("dir");
+                if link.is_symlink() {
+                    // symlink method: the `live` link is pointed at the other slot's directory.
+                    let target = std::fs::read_link(link).expect("live link");
+                    let other = target.display().to_string().replace("blue", to);
+                    std::fs::remove_file(link).expect("rm link");
+                    std::os::unix::fs::symlink(other, link).expect("link");
+                } else {
+                    std::fs::write(live_conf, format!("proxy_pass {};\n", addr.url()))
+                        .expect("edit live.conf");
+                }
                 run(reload);
             }
             Proxy::Caddy { admin, flags, .. } => match flags {
@@ -440,6 +453,20 @@ struct Part {
     preview: Option<String>,
 }
 
+/// Every path below `dir` (links with their targets), for a failure's message.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match std::fs::read_link(&p) {
+            Ok(t) => out.push(format!("{} -> {}", p.display(), t.display())),
+            Err(_) if p.is_dir() => out.extend(walk(&p)),
+            Err(_) => out.push(p.display().to_string()),
+        }
+    }
+    out
+}
+
 fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}/")
 }
@@ -566,8 +593,9 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
     }
 }
 
-/// nginx with `method = "include"` (every change is tested with `nginx -t` and reloaded).
-async fn nginx(bin: &Path, t: &Path, s: &Servers) -> Part {
+/// nginx with `method` `include` or `symlink` (every change is tested with `nginx -t` and
+/// reloaded).
+async fn nginx(bin: &Path, t: &Path, s: &Servers, method: &str) -> Part {
     use cutover::router::RouterConfig;
     use cutover::router::nginx::{Driver, Pointer};
     std::fs::create_dir_all(t.join("tmp")).expect("mkdir");
@@ -575,7 +603,7 @@ async fn nginx(bin: &Path, t: &Path, s: &Servers) -> Part {
     let td = t.display();
     let args = format!("\"-p\", \"{td}\", \"-c\", \"{td}/nginx.conf\", \"-e\", \"{td}/error.log\"");
     let router = format!(
-        "[[environment.router]]\nkind = \"nginx\"\nmethod = \"include\"\ndir = \"{td}/cutover\"\n\
+        "[[environment.router]]\nkind = \"nginx\"\nmethod = \"{method}\"\ndir = \"{td}/cutover\"\n\
          nginx = \"{}\"\nnginx_args = [{args}]\npid_file = \"{td}/nginx.pid\"\n\
          error_log = \"{td}/error.log\"\ntimeout = \"3s\"\nreload_timeout = \"3s\"\n",
         bin.display()
