@@ -70,6 +70,24 @@ pub fn require_binary(test: &str, bin: &str) -> Option<PathBuf> {
     found
 }
 
+/// The Apache modules the tests' servers load (Debian's apache2 package has them all).
+pub const APACHE_MODULES: &[&str] = &[
+    "mpm_event",
+    "authz_core",
+    "authz_host",
+    "proxy",
+    "proxy_http",
+    "proxy_balancer",
+    "slotmem_shm",
+    "lbmethod_byrequests",
+    "rewrite",
+    "headers",
+    "auth_basic",
+    "authn_core",
+    "authn_file",
+    "authz_user",
+];
+
 /// A child process killed by PID when dropped.
 pub struct ChildGuard {
     pub child: Child,

@@ -894,19 +894,6 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
 
 const APACHE_DOC: &str = include_str!("../../docs/apache.md");
 
-const APACHE_MODULES: &[&str] = &[
-    "mpm_event",
-    "authz_core",
-    "authz_host",
-    "proxy",
-    "proxy_http",
-    "proxy_balancer",
-    "slotmem_shm",
-    "lbmethod_byrequests",
-    "rewrite",
-    "headers",
-];
-
 /// apache2 with the blue/green server of docs/apache.md (balancers `live` and `preview`
 /// driven through the balancer-manager, maintenance by flag files), in its own process group.
 async fn apache(bin: &Path, t: &Path, s: &Servers) -> Part {
@@ -931,7 +918,7 @@ async fn apache(bin: &Path, t: &Path, s: &Servers) -> Part {
          Mutex file:{td}/run default\nErrorLog {td}/error.log\nLogLevel warn\n\
          DocumentRoot {td}/htdocs\nBalancerPersist On\n"
     );
-    for m in APACHE_MODULES {
+    for m in crate::common::APACHE_MODULES {
         conf += &format!("LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n");
     }
     for (k, v) in [
