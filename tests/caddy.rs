@@ -423,30 +423,23 @@ async fn check_and_status_fail_on_an_id_caddy_does_not_have() {
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
     // A typo in `live_id`: Caddy's config has no such @id.
-    let wrong = r
-        .toml
-        .replace("live_id = \"shop_live\"", "live_id = \"shop_lvie\"");
-    assert_ne!(wrong, r.toml);
-    let o = common::cutover_cli(dir.path(), &wrong, &["check"]).await;
-    let out = common::printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = out.lines().find(|l| l.contains("router caddy")).unwrap();
-    assert!(line.starts_with("FAIL"), "{line}");
+    let (line, status) = common::check_and_status_fail_after(
+        &r.toml,
+        "live_id = \"shop_live\"",
+        "live_id = \"shop_lvie\"",
+        "caddy",
+    )
+    .await;
     assert!(
         line.contains("Caddy's config has no object with @id `shop_lvie`"),
         "{line}"
     );
-    let o = common::cutover_cli(dir.path(), &wrong, &["status"]).await;
-    let out = common::printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
-        out.lines()
+        status
+            .lines()
             .any(|l| l.contains("router caddy (caddy): PROBLEM") && l.contains("shop_lvie")),
-        "{out}"
+        "{status}"
     );
 }
 

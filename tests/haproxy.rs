@@ -506,36 +506,22 @@ async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
     else {
         return;
     };
-    let dir = TempDir::new().expect("dir");
-    // The documented config checks out.
-    let o = common::cutover_cli(dir.path(), &rig.cutover_toml, &["check"]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
-    // A typo in `backends`: HAProxy has no `app_gren`.
-    let wrong = rig
-        .cutover_toml
-        .replace("green = \"be_green\"", "green = \"app_gren\"");
-    assert_ne!(wrong, rig.cutover_toml);
-    let o = common::cutover_cli(dir.path(), &wrong, &["check"]).await;
-    let out = common::printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("router haproxy"))
-        .unwrap_or_else(|| panic!("no router line:\n{out}"));
-    assert!(line.starts_with("FAIL"), "{line}");
+    // The documented config checks out; a typo in `backends`: HAProxy has no `app_gren`.
+    let (from, to) = ("green = \"be_green\"", "green = \"app_gren\"");
+    let (line, status) =
+        common::check_and_status_fail_after(&rig.cutover_toml, from, to, "haproxy").await;
     assert!(
         line.contains("backend app_gren of slot `green` is not in HAProxy"),
         "{line}"
     );
-    // Plain status names it on the router's line, and fails too.
-    let o = common::cutover_cli(dir.path(), &wrong, &["status"]).await;
-    let out = common::printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    // Plain status names it on the router's line.
     assert!(
-        out.lines()
+        status
+            .lines()
             .any(|l| l.contains("router haproxy (haproxy): PROBLEM backend app_gren")),
-        "{out}"
+        "{status}"
     );
+    let wrong = rig.cutover_toml.replace(from, to);
     let st = observe(rig.driver_from(&wrong).as_ref()).await;
     assert_eq!(st.problems.len(), 1, "{st:#?}");
 }

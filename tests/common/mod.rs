@@ -254,18 +254,50 @@ pub async fn cutover_cli(dir: &Path, config: &str, args: &[&str]) -> std::proces
     let mut argv = vec!["--config".to_string(), path.display().to_string()];
     argv.extend(args.iter().map(|a| a.to_string()));
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(&argv)
-            .env("XDG_STATE_HOME", dir.join("state"))
-            .env("XDG_CONFIG_HOME", dir.join("config"))
-            .env_remove("CUTOVER_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cutover")
-    })
-    .await
-    .expect("join")
+    tokio::task::spawn_blocking(move || cutover_sync(&dir, &argv))
+        .await
+        .expect("join")
+}
+
+/// Run the `cutover` binary with `args`, its state and XDG directories in `dir`: its output.
+pub fn cutover_sync(dir: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env_remove("CUTOVER_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cutover")
+}
+
+/// `cutover check` passes on `toml`, and once `from` is replaced by `to` both `check` and
+/// `status` exit 1: check's line about router `router` (which must be a FAIL) and status's
+/// output, for the caller to look for the proxy's words in.
+pub async fn check_and_status_fail_after(
+    toml: &str,
+    from: &str,
+    to: &str,
+    router: &str,
+) -> (String, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let o = cutover_cli(dir.path(), toml, &["check"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let wrong = toml.replace(from, to);
+    assert_ne!(wrong, toml, "no `{from}` in the config");
+    let o = cutover_cli(dir.path(), &wrong, &["check"]).await;
+    let out = printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&format!("router {router}")))
+        .unwrap_or_else(|| panic!("no line about router {router}:\n{out}"))
+        .to_string();
+    assert!(line.starts_with("FAIL"), "{line}");
+    let o = cutover_cli(dir.path(), &wrong, &["status"]).await;
+    let status = printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{status}");
+    (line, status)
 }
 
 /// What a finished process printed: its stdout, then its stderr.
