@@ -7,9 +7,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
@@ -77,48 +76,8 @@ impl Apache {
     ) -> Apache {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let d = dir.path();
-        for sub in ["run", "flags", "htdocs"] {
-            std::fs::create_dir(d.join(sub)).expect("mkdir");
-        }
         let preview = free_port();
-        let mut conf = format!(
-            "ServerRoot \"{root}\"\nServerName 127.0.0.1\nListen 127.0.0.1:{public}\n\
-             Listen 127.0.0.1:{preview}\nPidFile {root}/run/httpd.pid\n\
-             DefaultRuntimeDir {root}/run\nMutex file:{root}/run default\n\
-             ErrorLog {root}/error.log\nLogLevel warn\nDocumentRoot {root}/htdocs\n",
-            root = d.display()
-        );
-        for m in APACHE_MODULES {
-            conf.push_str(&format!(
-                "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
-            ));
-        }
-        if persist {
-            conf.push_str("BalancerPersist On\n");
-        }
-        conf.push_str(&format!(
-            "Define CUTOVER_FLAGS {}\nDefine CUTOVER_PREVIEW_PORT {preview}\n",
-            d.join("flags").display()
-        ));
-        for (k, v) in defines {
-            conf.push_str(&format!("Define {k} {v}\n"));
-        }
-        conf.push_str(body);
-        let conf_path = d.join("httpd.conf");
-        std::fs::write(&conf_path, conf).expect("write httpd.conf");
-        let out = std::fs::File::create(d.join("stderr.log")).expect("stderr.log");
-        let guard = ChildGuard::spawn(
-            "apache2",
-            Command::new(bin)
-                .arg("-d")
-                .arg(d)
-                .arg("-f")
-                .arg(&conf_path)
-                .arg("-DFOREGROUND")
-                .process_group(0)
-                .stdout(Stdio::from(out.try_clone().expect("dup")))
-                .stderr(Stdio::from(out)),
-        );
+        let guard = spawn_apache(bin, d, (public, preview), persist, defines, body);
         let a = Apache {
             guard,
             public,

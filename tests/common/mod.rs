@@ -88,6 +88,58 @@ pub const APACHE_MODULES: &[&str] = &[
     "authz_user",
 ];
 
+/// Start apache2 in the foreground, in its own process group, on a config of the test's own:
+/// its server root is `dir` (with `run/`, `flags/` and `htdocs/` made), it listens on
+/// 127.0.0.1 at `public` and `preview`, loads APACHE_MODULES (and `BalancerPersist On` when
+/// `persist`), defines `CUTOVER_FLAGS` (dir/flags), `CUTOVER_PREVIEW_PORT` and `defines`, then
+/// reads `body`. Its output goes to dir/stderr.log, its errors to dir/error.log.
+pub fn spawn_apache(
+    bin: &Path,
+    dir: &Path,
+    (public, preview): (u16, u16),
+    persist: bool,
+    defines: &[(&str, String)],
+    body: &str,
+) -> ChildGuard {
+    use std::os::unix::process::CommandExt;
+    for sub in ["run", "flags", "htdocs"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    let root = dir.display();
+    let mut conf = format!(
+        "ServerRoot \"{root}\"\nServerName 127.0.0.1\nListen 127.0.0.1:{public}\n\
+         Listen 127.0.0.1:{preview}\nPidFile {root}/run/httpd.pid\n\
+         DefaultRuntimeDir {root}/run\nMutex file:{root}/run default\n\
+         ErrorLog {root}/error.log\nLogLevel warn\nDocumentRoot {root}/htdocs\n\
+         Define CUTOVER_FLAGS {root}/flags\nDefine CUTOVER_PREVIEW_PORT {preview}\n"
+    );
+    for m in APACHE_MODULES {
+        conf += &format!("LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n");
+    }
+    if persist {
+        conf += "BalancerPersist On\n";
+    }
+    for (k, v) in defines {
+        conf += &format!("Define {k} {v}\n");
+    }
+    conf += body;
+    let conf_path = dir.join("httpd.conf");
+    std::fs::write(&conf_path, conf).expect("write httpd.conf");
+    let out = std::fs::File::create(dir.join("stderr.log")).expect("stderr.log");
+    ChildGuard::spawn(
+        "apache2",
+        Command::new(bin)
+            .arg("-d")
+            .arg(dir)
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-DFOREGROUND")
+            .process_group(0)
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out),
+    )
+}
+
 /// A child process killed by PID when dropped.
 pub struct ChildGuard {
     pub child: Child,

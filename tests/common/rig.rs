@@ -7,7 +7,6 @@
 //! proxy itself, a proxy that refuses the next change, and a proxy that hangs (SIGSTOP).
 #![allow(dead_code)]
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -593,10 +592,29 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
     }
 }
 
+/// The driver of a file-owning router (`$variant` of RouterConfig, built with `$driver`) for
+/// the environment of `$servers`, with its files written for blue live and green the preview.
+macro_rules! installed {
+    ($servers:expr, $router:expr, $variant:ident, $driver:ident) => {{
+        let env = crate::common::environment(&format!(
+            "[[environment]]\nname = \"shop\"\n{}\n{}",
+            $servers.toml(),
+            $router
+        ));
+        let cutover::router::RouterConfig::$variant(c) = &env.routers[0] else {
+            panic!("not a {} router", stringify!($variant))
+        };
+        let name = env.routers[0].name().to_string();
+        let driver = $driver::new(name, &env, c).expect("driver");
+        let installed = driver.install("blue", Some("green")).await;
+        installed.expect("install");
+        driver
+    }};
+}
+
 /// nginx with `method` `include` or `symlink` (every change is tested with `nginx -t` and
 /// reloaded).
 async fn nginx(bin: &Path, t: &Path, s: &Servers, method: &str) -> Part {
-    use cutover::router::RouterConfig;
     use cutover::router::nginx::{Driver, Pointer};
     std::fs::create_dir_all(t.join("tmp")).expect("mkdir");
     let (public, preview) = (free_port(), free_port());
@@ -608,18 +626,7 @@ async fn nginx(bin: &Path, t: &Path, s: &Servers, method: &str) -> Part {
          error_log = \"{td}/error.log\"\ntimeout = \"3s\"\nreload_timeout = \"3s\"\n",
         bin.display()
     );
-    let env = crate::common::environment(&format!(
-        "[[environment]]\nname = \"shop\"\n{}\n{router}",
-        s.toml()
-    ));
-    let RouterConfig::Nginx(c) = &env.routers[0] else {
-        panic!("not nginx")
-    };
-    let driver = Driver::new("nginx".into(), &env, c).expect("driver");
-    driver
-        .install("blue", Some("green"))
-        .await
-        .expect("install");
+    let driver = installed!(s, &router, Nginx, Driver);
     let extra = t.join("operator-extra.conf");
     std::fs::write(&extra, "# the operator's own directives\n").expect("write extra");
     let conf = format!(
@@ -688,7 +695,6 @@ async fn caddy_admin(admin: u16, method: &str, path: &str, body: Value) {
 /// Caddy with `mode = "api"` (cutover changes the upstreams of handlers by @id) or
 /// `mode = "file"` (Caddy's routes test for flag files that cutover renames).
 async fn caddy(bin: &Path, t: &Path, s: &Servers, file_mode: bool) -> Part {
-    use cutover::router::RouterConfig;
     use cutover::router::caddy::{Driver, Pointer};
     let (public, preview, admin) = (free_port(), free_port(), free_port());
     let flags = t.join("flags");
@@ -728,18 +734,7 @@ async fn caddy(bin: &Path, t: &Path, s: &Servers, file_mode: bool) -> Part {
         handler("other_preview", &green),
     );
     let first = if file_mode {
-        let env = crate::common::environment(&format!(
-            "[[environment]]\nname = \"shop\"\n{}\n{router}",
-            s.toml()
-        ));
-        let RouterConfig::Caddy(c) = &env.routers[0] else {
-            panic!("not caddy")
-        };
-        let driver = Driver::new("caddy".into(), &env, c).expect("driver");
-        driver
-            .install("blue", Some("green"))
-            .await
-            .expect("install");
+        let driver = installed!(s, &router, Caddy, Driver);
         config(
             driver.file_mode_routes(Pointer::Live).expect("routes"),
             driver.file_mode_routes(Pointer::Next).expect("routes"),
@@ -906,47 +901,15 @@ async fn apache(bin: &Path, t: &Path, s: &Servers) -> Part {
         .map(|(_, b)| b)
         .expect("an apache block");
     let flags = t.join("flags");
-    for sub in ["run", "flags", "htdocs"] {
-        std::fs::create_dir_all(t.join(sub)).expect("mkdir");
-    }
     let (public, preview) = (free_port(), free_port());
     let (blue, green) = (s.blue().url(), s.green().url());
-    let td = t.display();
-    let mut conf = format!(
-        "ServerRoot \"{td}\"\nServerName 127.0.0.1\nListen 127.0.0.1:{public}\n\
-         Listen 127.0.0.1:{preview}\nPidFile {td}/run/httpd.pid\nDefaultRuntimeDir {td}/run\n\
-         Mutex file:{td}/run default\nErrorLog {td}/error.log\nLogLevel warn\n\
-         DocumentRoot {td}/htdocs\nBalancerPersist On\n"
-    );
-    for m in crate::common::APACHE_MODULES {
-        conf += &format!("LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n");
-    }
-    for (k, v) in [
-        ("CUTOVER_FLAGS", flags.display().to_string()),
-        ("CUTOVER_PREVIEW_PORT", preview.to_string()),
+    let defines = [
         ("CUTOVER_SERVER", "web1".to_string()),
         ("CUTOVER_BLUE", blue.clone()),
         ("CUTOVER_GREEN", green.clone()),
         ("CUTOVER_PEER", green.clone()),
-    ] {
-        conf += &format!("Define {k} {v}\n");
-    }
-    conf += &body;
-    let conf_path = t.join("httpd.conf");
-    std::fs::write(&conf_path, conf).expect("write httpd.conf");
-    let out = std::fs::File::create(t.join("stderr.log")).expect("stderr.log");
-    let guard = ChildGuard::spawn(
-        "apache2",
-        Command::new(bin)
-            .arg("-d")
-            .arg(t)
-            .arg("-f")
-            .arg(&conf_path)
-            .arg("-DFOREGROUND")
-            .process_group(0)
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out),
-    );
+    ];
+    let guard = crate::common::spawn_apache(bin, t, (public, preview), true, &defines, &body);
     let manager = format!("http://127.0.0.1:{public}/balancer-manager");
     let up = eventually(Duration::from_secs(15), || async {
         !apache_manager_xml(&manager).await.is_empty()
