@@ -218,21 +218,9 @@ async fn the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused() {
         .maintenance(true, &MaintenanceMode::Page)
         .await
         .expect("on");
-    let c = cutover::http_client().build().expect("client");
-    let resp = c.get(r.public_url()).send().await.expect("get");
-    assert_eq!(resp.status().as_u16(), 503);
-    assert_eq!(
-        resp.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("30")
-    );
-    assert!(
-        resp.text()
-            .await
-            .expect("body")
-            .contains("Down for maintenance")
-    );
+    let p = common::page(&r.public_url()).await;
+    assert_eq!((p.status, p.retry_after.as_deref()), (503, Some("30")));
+    assert!(p.body.contains("Down for maintenance"), "{p:?}");
     let s = r.driver.observe().await.expect("observe");
     assert_eq!(s.role_of("blue"), Role::Maintenance);
     let e = r

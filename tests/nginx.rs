@@ -289,29 +289,10 @@ async fn maintenance_cycle(test: &str, method: Method) {
         .maintenance(true, &MaintenanceMode::Page)
         .await
         .expect("maintenance on");
-    let c = cutover::http_client().build().expect("client");
-    let resp = c.get(r.public_url()).send().await.expect("get");
-    assert_eq!(resp.status().as_u16(), 503);
-    assert_eq!(
-        resp.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("30")
-    );
-    assert!(
-        resp.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/html")),
-        "{:?}",
-        resp.headers()
-    );
-    assert!(
-        resp.text()
-            .await
-            .expect("body")
-            .contains("Down for maintenance")
-    );
+    let p = common::page(&r.public_url()).await;
+    assert_eq!((p.status, p.retry_after.as_deref()), (503, Some("30")));
+    assert!(p.content_type.starts_with("text/html"), "{p:?}");
+    assert!(p.body.contains("Down for maintenance"), "{p:?}");
     assert_eq!(
         r.preview_slot().await,
         "green",

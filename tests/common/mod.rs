@@ -247,6 +247,42 @@ pub async fn get(url: &str) -> (u16, String, String) {
     (status, slot, r.text().await.unwrap_or_default())
 }
 
+/// An answer as a person would look at a maintenance page: status, `Retry-After`,
+/// `Content-Type` and body.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// GET a URL and return it as a Page.
+pub async fn page(url: &str) -> Page {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let r = c
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (retry_after, content_type) = (header("retry-after"), header("content-type"));
+    Page {
+        status: r.status().as_u16(),
+        retry_after,
+        content_type: content_type.unwrap_or_default(),
+        body: r.text().await.unwrap_or_default(),
+    }
+}
+
 /// Poll `f` until it returns true or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
 where
