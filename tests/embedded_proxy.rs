@@ -1932,19 +1932,7 @@ async fn canary_weights_split_the_live_traffic_and_zero_puts_it_all_back() {
             ),
         }
         assert_eq!(st.live.as_deref(), Some("blue"), "a split is not a switch");
-        let (report, share) = common::canary_share_under_load(&servers, "green", &url, 2_000).await;
-        assert_eq!(
-            report.failed(),
-            0,
-            "{percent} %: {:?} {:?}",
-            report.failures,
-            report.first_errors
-        );
-        assert!(
-            (share - f64::from(percent)).abs() <= 3.0,
-            "at {percent} % the canary served {share:.1} % of {} answers",
-            report.sent
-        );
+        common::assert_canary_share(&servers, "green", &url, 2_000, percent).await;
     }
     h.stop().await;
 }

@@ -1528,6 +1528,24 @@ fn haproxy_and_exec_fleet(rig: &Rig, state: &Path, exec_extra: &str) -> (PathBuf
 }
 
 /// Run the cutover CLI off the test's runtime (which serves the slots meanwhile).
+/// The map setup's rig behind a fleet of two (see haproxy_and_exec_fleet), for `test`: the rig,
+/// the state dir, the config's path and edge-2's state file. `exec_extra` gets the state dir.
+async fn fleet(
+    test: &str,
+    exec_extra: impl FnOnce(&Path) -> String,
+) -> Option<(Rig, TempDir, PathBuf, PathBuf)> {
+    let rig = Rig::for_test(test, Setup::Map).await?;
+    let state = TempDir::new().expect("state");
+    let extra = exec_extra(state.path());
+    let (config, file) = haproxy_and_exec_fleet(&rig, state.path(), &extra);
+    Some((rig, state, config, file))
+}
+
+/// edge-2's `switch_live`: `script` run by sh with the slot as `$1`.
+fn sh_switch(script: String) -> String {
+    format!("switch_live = [\"sh\", \"-c\", \"{script}\", \"sh\", \"{{to}}\"]")
+}
+
 async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
     c.arg("--config")
@@ -1559,26 +1577,22 @@ async fn wait_file(path: &Path) -> String {
 
 #[tokio::test]
 async fn a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered() {
-    let Some(rig) = Rig::for_test(
+    // edge-2's switch is slow: it says it started (with its pid), then takes its time.
+    let Some((rig, state, config, _)) = fleet(
         "a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered",
-        Setup::Map,
+        |d| {
+            sh_switch(format!(
+                "echo $$ > {}; sleep 60; echo $1 > {}",
+                d.join("started").display(),
+                d.join("edge-2.live").display()
+            ))
+        },
     )
     .await
     else {
         return;
     };
-    let state = TempDir::new().expect("state");
     let started = state.path().join("started");
-    // edge-2's switch is slow: it says it started (with its pid), then takes its time.
-    let (config, _) = haproxy_and_exec_fleet(
-        &rig,
-        state.path(),
-        &format!(
-            "switch_live = [\"sh\", \"-c\", \"echo $$ > {}; sleep 60; echo $1 > {}\", \"sh\", \"{{to}}\"]",
-            started.display(),
-            state.path().join("edge-2.live").display()
-        ),
-    );
     let mut swap = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .arg("--config")
         .arg(&config)
@@ -1651,22 +1665,19 @@ async fn a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered(
 
 #[tokio::test]
 async fn a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained() {
-    let Some(rig) = Rig::for_test(
+    let Some((_rig, state, config, _)) = fleet(
         "a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained",
-        Setup::Map,
+        |_| {
+            "switch_live = [\"true\"]\n\
+             drain = [\"sh\", \"-c\", \"echo 'pool {slot} is not known here' >&2; exit 3\"]\n\
+             undrain = [\"true\"]"
+                .to_string()
+        },
     )
     .await
     else {
         return;
     };
-    let state = TempDir::new().expect("state");
-    let (config, _) = haproxy_and_exec_fleet(
-        &rig,
-        state.path(),
-        "switch_live = [\"true\"]\n\
-         drain = [\"sh\", \"-c\", \"echo 'pool {slot} is not known here' >&2; exit 3\"]\n\
-         undrain = [\"true\"]",
-    );
     let o = cli(&config, &["drain", "shop", "green"]).await;
     let out = common::printed(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -1690,28 +1701,24 @@ async fn a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained() {
 
 #[tokio::test]
 async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
-    let Some(rig) = Rig::for_test(
+    // edge-2's switch waits until the test releases it, after the signal.
+    let Some((rig, state, config, file)) = fleet(
         "sigint_during_a_fleet_switch_finishes_the_step_then_quits",
-        Setup::Map,
+        |d| {
+            sh_switch(format!(
+                "echo $$ > {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo $1 > {f}",
+                s = d.join("started").display(),
+                r = d.join("release").display(),
+                f = d.join("edge-2.live").display()
+            ))
+        },
     )
     .await
     else {
         return;
     };
-    let state = TempDir::new().expect("state");
     let started = state.path().join("started");
     let release = state.path().join("release");
-    // edge-2's switch waits until the test releases it, after the signal.
-    let (config, file) = haproxy_and_exec_fleet(
-        &rig,
-        state.path(),
-        &format!(
-            "switch_live = [\"sh\", \"-c\", \"echo $$ > {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo $1 > {f}\", \"sh\", \"{{to}}\"]",
-            s = started.display(),
-            r = release.display(),
-            f = state.path().join("edge-2.live").display()
-        ),
-    );
     let mut swap = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .arg("--config")
         .arg(&config)
@@ -1863,26 +1870,21 @@ async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test
 
 #[tokio::test]
 async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_ended_is_said() {
-    let Some(rig) = Rig::for_test(
+    // edge-2 renames its pointer, then its reload fails (the issue's symlink + stopped nginx):
+    // the switch took effect but the command reports failure.
+    let Some((rig, state, config, file)) = fleet(
         "a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_ended_is_said",
-        Setup::Map,
+        |d| {
+            sh_switch(format!(
+                "echo $1 > {}; echo 'nginx: reload failed' >&2; exit 1",
+                d.join("edge-2.live").display()
+            ))
+        },
     )
     .await
     else {
         return;
     };
-    let state = TempDir::new().expect("state");
-    let file = state.path().join("edge-2.live");
-    // edge-2 renames its pointer, then its reload fails (the issue's symlink + stopped nginx):
-    // the switch took effect but the command reports failure.
-    let (config, _) = haproxy_and_exec_fleet(
-        &rig,
-        state.path(),
-        &format!(
-            "switch_live = [\"sh\", \"-c\", \"echo $1 > {}; echo 'nginx: reload failed' >&2; exit 1\", \"sh\", \"{{to}}\"]",
-            file.display()
-        ),
-    );
     let o = cli(
         &config,
         &["swap", "shop", "--to", "green", "--yes", "--no-watch"],
@@ -1912,10 +1914,10 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
     let (config, _) = haproxy_and_exec_fleet(
         &rig,
         state.path(),
-        &format!(
-            "switch_live = [\"sh\", \"-c\", \"[ $1 = green ] && echo green > {}; exit 1\", \"sh\", \"{{to}}\"]",
+        &sh_switch(format!(
+            "[ $1 = green ] && echo green > {}; exit 1",
             file.display()
-        ),
+        )),
     );
     let o = cli(
         &config,
@@ -2082,19 +2084,7 @@ async fn map_canary_weights_split_the_live_traffic() {
         );
         assert!(st.notes.is_empty(), "no drift: {:?}", st.notes);
         // HAProxy's rand(100) is random: 4000 answers keep 3 points above 3.5 sigma.
-        let (report, share) = common::canary_share_under_load(&servers, "green", &url, 4_000).await;
-        assert_eq!(
-            report.failed(),
-            0,
-            "{percent} %: {:?} {:?}",
-            report.failures,
-            report.first_errors
-        );
-        assert!(
-            (share - f64::from(percent)).abs() <= 3.0,
-            "at {percent} % the canary served {share:.1} % of {} answers",
-            report.sent
-        );
+        common::assert_canary_share(&servers, "green", &url, 4_000, percent).await;
     }
     let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
     assert!(map.contains("canary be_green"), "{map}");
@@ -2197,19 +2187,7 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
     for s in rig.slots.iter().filter(|s| s.controls.name == "green") {
         s.controls.set_healthy(false);
     }
-    let load = load::start(LoadOptions {
-        url: rig.url("/health"),
-        concurrency: 4,
-        max_requests: 20_000,
-        max_duration: Duration::from_secs(30),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("the canary ends")
-        .expect("task");
-    let _ = load.finish().await;
+    let out = common::under_load(rig.url("/health"), task).await;
     assert_eq!(
         out.verdict,
         cutover::ops::Verdict::RolledBack,

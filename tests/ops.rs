@@ -1483,19 +1483,8 @@ async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
     step_done(&mut rx, "every router sends 25 % to `green`").await;
     // Green starts answering 500 on /health; the public load on that path reaches it.
     rig.slot("green").controls.set_healthy(false);
-    let load = cutover::load::start(cutover::load::LoadOptions {
-        url: format!("http://127.0.0.1:{}/health", rig.live),
-        concurrency: 4,
-        max_requests: 20_000,
-        max_duration: Duration::from_secs(30),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("the canary ends")
-        .expect("task");
-    let _ = load.finish().await;
+    let url = format!("http://127.0.0.1:{}/health", rig.live);
+    let out = common::under_load(url, task).await;
     eprintln!("canary abort: {}", out.message);
     assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
     assert!(

@@ -226,25 +226,35 @@ pub async fn wait_port(port: u16, within: Duration) {
     panic!("nothing listens on 127.0.0.1:{port} after {within:?}");
 }
 
-/// GET a URL and return (status, x-slot header, body).
-pub async fn get(url: &str) -> (u16, String, String) {
+/// GET a URL (a 5 s limit): the response.
+async fn fetch(url: &str) -> reqwest::Response {
     let c = cutover::http_client()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let r = c
-        .get(url)
+    c.get(url)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = r.status().as_u16();
-    let slot = r
-        .headers()
-        .get("x-slot")
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// The value of a response's header, if it is text.
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, slot, r.text().await.unwrap_or_default())
+        .map(str::to_string)
+}
+
+/// GET a URL and return (status, x-slot header, body).
+pub async fn get(url: &str) -> (u16, String, String) {
+    let r = fetch(url).await;
+    let (status, slot) = (r.status().as_u16(), header(&r, "x-slot"));
+    (
+        status,
+        slot.unwrap_or_default(),
+        r.text().await.unwrap_or_default(),
+    )
 }
 
 /// An answer as a person would look at a maintenance page: status, `Retry-After`,
@@ -259,26 +269,11 @@ pub struct Page {
 
 /// GET a URL and return it as a Page.
 pub async fn page(url: &str) -> Page {
-    let c = cutover::http_client()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let r = c
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let header = |name: &str| {
-        r.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let (retry_after, content_type) = (header("retry-after"), header("content-type"));
+    let r = fetch(url).await;
     Page {
         status: r.status().as_u16(),
-        retry_after,
-        content_type: content_type.unwrap_or_default(),
+        retry_after: header(&r, "retry-after"),
+        content_type: header(&r, "content-type").unwrap_or_default(),
         body: r.text().await.unwrap_or_default(),
     }
 }
@@ -698,6 +693,49 @@ pub async fn bench_embedded(
         .expect("embedded proxy");
     wait_port(port, Duration::from_secs(5)).await;
     (proxy, format!("http://127.0.0.1:{port}/"))
+}
+
+/// Send `n` requests to `url` through `canary_share_under_load`, and check that none failed
+/// and that `canary` served `percent` % of them, within 3 points.
+pub async fn assert_canary_share(
+    servers: &[&SlotServer],
+    canary: &str,
+    url: &str,
+    n: u64,
+    percent: u8,
+) {
+    let (report, share) = canary_share_under_load(servers, canary, url, n).await;
+    assert_eq!(
+        report.failed(),
+        0,
+        "{percent} %: {:?} {:?}",
+        report.failures,
+        report.first_errors
+    );
+    assert!(
+        (share - f64::from(percent)).abs() <= 3.0,
+        "at {percent} % the canary served {share:.1} % of {} answers",
+        report.sent
+    );
+}
+
+/// Wait (60 s at most) for an operation `task` to end while 4 keep-alive connections send
+/// requests to `url` (20,000 or 30 s at most): its result.
+pub async fn under_load<T>(url: String, task: tokio::task::JoinHandle<T>) -> T {
+    let load = cutover::load::start(cutover::load::LoadOptions {
+        url,
+        concurrency: 4,
+        max_requests: 20_000,
+        max_duration: Duration::from_secs(30),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the operation ends")
+        .expect("task");
+    let _ = load.finish().await;
+    out
 }
 
 /// Send `n` requests to `url` (8 keep-alive connections, at most 60 s) and return the load's
