@@ -211,15 +211,7 @@ fn blue_green_toml(a: &Apache, blue: &str, green: &str, extra: &str) -> String {
 name = "shop"
 public_url = "{public}"
 preview_url = "{preview}"
-
-[[environment.slot]]
-name = "blue"
-address = "{blue}"
-
-[[environment.slot]]
-name = "green"
-address = "{green}"
-
+{slots}
 [[environment.router]]
 kind = "apache"
 manager_url = "{manager}"
@@ -237,6 +229,7 @@ maintenance_verify_url = "{public}"
         manager = a.manager(),
         redirect = a.flag("maintenance.redirect").display(),
         page = a.flag("maintenance.page").display(),
+        slots = slot_tables(&[("blue", blue), ("green", green)]),
     )
 }
 

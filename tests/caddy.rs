@@ -206,12 +206,7 @@ async fn patch_live_upstreams(admin: u16, dial: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused() {
-    let Some(r) = blue_green(
-        "the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused",
-        Mode::Api,
-    )
-    .await
-    else {
+    let Some(r) = blue_green("the_maintenance_page_says_so", Mode::Api).await else {
         return;
     };
     r.driver

@@ -1119,12 +1119,7 @@ async fn cutover_proxy_serves_every_embedded_router_until_sigterm() {
         r#"
 [[environment]]
 name = "shop"
-[[environment.slot]]
-name = "blue"
-address = "{blue}"
-[[environment.slot]]
-name = "green"
-address = "{green}"
+{shop_slots}
 [[environment.router]]
 kind = "embedded"
 live_listen = "127.0.0.1:{shop_live}"
@@ -1143,8 +1138,7 @@ live_listen = "127.0.0.1:{blog_live}"
 admin = "127.0.0.1:{blog_admin}"
 state_file = "{dir}/blog.json"
 "#,
-        blue = s[0].url(),
-        green = s[1].url(),
+        shop_slots = common::slot_tables(&[("blue", &s[0].url()), ("green", &s[1].url())]),
         blog = s[2].url(),
         dir = dir.path().display()
     );

@@ -20,7 +20,6 @@ use common::{eventually, free_port};
 use cutover::config::{self, Config};
 use cutover::ops::{Engine, OpKind, Outcome, Verdict};
 use cutover::proxy::ProxyHandle;
-use cutover::router::RouterConfig;
 use cutover::slotserver::SlotServer;
 use cutover::tui::World;
 use http_body_util::{BodyExt, Full};
@@ -146,14 +145,7 @@ impl Rig {
              verify_timeout = \"3s\"\n\n",
             dir.path().join("state").display()
         );
-        for s in &slots {
-            text += &format!(
-                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\
-                 version_pointer = \"/version\"\n\n",
-                s.controls.name,
-                s.url()
-            );
-        }
+        text += &common::versioned_slot_tables(&slots);
         text += &format!(
             "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
              live_listen = \"127.0.0.1:{live}\"\ninitial_live = \"blue\"\n\
@@ -161,14 +153,7 @@ impl Rig {
              state_file = \"{}\"\n\n{notify}",
             dir.path().join("proxy.json").display()
         );
-        let path = dir.path().join("cutover.toml");
-        std::fs::write(&path, &text).expect("write config");
-        let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let env = &config.environments[0];
-        let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
-            panic!("no embedded router")
-        };
-        let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
+        let (config, proxy) = common::start_embedded(dir.path(), &text).await;
         Rig {
             dir,
             config,

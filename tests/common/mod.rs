@@ -430,6 +430,46 @@ pub fn engine(text: &str) -> std::sync::Arc<cutover::ops::Engine> {
     world.engines[0].clone()
 }
 
+/// The `[[environment.slot]]` tables of (name, address) pairs.
+pub fn slot_tables(slots: &[(&str, &str)]) -> String {
+    slots
+        .iter()
+        .map(|(n, a)| format!("[[environment.slot]]\nname = \"{n}\"\naddress = \"{a}\"\n"))
+        .collect()
+}
+
+/// The `[[environment.slot]]` tables of slot servers, each read for its version at `/version`.
+pub fn versioned_slot_tables<'a>(servers: impl IntoIterator<Item = &'a SlotServer>) -> String {
+    servers
+        .into_iter()
+        .map(|s| {
+            format!(
+                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\
+                 version_pointer = \"/version\"\n\n",
+                s.controls.name,
+                s.url()
+            )
+        })
+        .collect()
+}
+
+/// Write `text` to `dir/cutover.toml`, load it (a config cutover refuses fails the test), and
+/// start the proxy of its first environment's first router, which must be embedded.
+pub async fn start_embedded(
+    dir: &Path,
+    text: &str,
+) -> (cutover::config::Config, cutover::proxy::ProxyHandle) {
+    let path = dir.join("cutover.toml");
+    std::fs::write(&path, text).expect("write config");
+    let config = cutover::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let env = &config.environments[0];
+    let Some(cutover::router::RouterConfig::Embedded(pc)) = env.routers.first() else {
+        panic!("no embedded router")
+    };
+    let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
+    (config, proxy)
+}
+
 /// Slot servers for `names` (version 1.0.0) and their `[[environment.slot]]` tables. A slot in
 /// `nodes` gets that many more servers and a `nodes` list: its own server is `n1`, the others
 /// `n2`, `n3`, .... The servers: one per name in order, then the extra nodes; every server
