@@ -1,8 +1,9 @@
 //! The driver contract: one set of properties, run against every router kind and mode in
 //! front of its real proxy (tests/common/rig.rs starts them): read the state; swap and swap
-//! back; drain and undrain a node; maintenance on and off (with the bypass where the proxy has
-//! one); drift after a change by hand on the proxy; a refused command leaves traffic where it
-//! was; a hung proxy times out with a clear error.
+//! back (and move the preview); drain and undrain a node; maintenance on and off, as a page
+//! (with the bypass where the proxy has one) and as a redirect where the kind has one; drift
+//! after a change by hand on the proxy; a refused command leaves traffic where it was; a hung
+//! proxy times out with a clear error.
 //!
 //! `contract!` makes one test per kind and property (`haproxy_map::swap_and_swap_back`), so a
 //! failure names both. A new driver gets a rig in tests/common/rig.rs and a line below.

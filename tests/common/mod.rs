@@ -246,6 +246,19 @@ fn header(r: &reqwest::Response, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// GET a URL: (status, x-slot header), or None when nothing answers.
+pub async fn try_get(url: &str) -> Option<(u16, String)> {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let r = c.get(url).send().await.ok()?;
+    Some((
+        r.status().as_u16(),
+        header(&r, "x-slot").unwrap_or_default(),
+    ))
+}
+
 /// GET a URL and return (status, x-slot header, body).
 pub async fn get(url: &str) -> (u16, String, String) {
     let r = fetch(url).await;

@@ -205,6 +205,17 @@ impl Rig {
             Kind::Apache => parts.push(apache(&bin, d, &servers).await),
         }
         let public: Vec<String> = parts.iter().map(|p| p.public.clone()).collect();
+        // Ready when blue answers through every proxy: a port that accepts is not enough (an
+        // nginx master listens before its worker is there to answer).
+        for u in &public {
+            let up = eventually(Duration::from_secs(15), || async {
+                crate::common::try_get(u)
+                    .await
+                    .is_some_and(|(s, slot)| (s, slot.as_str()) == (200, "blue"))
+            })
+            .await;
+            assert!(up, "{kind:?}: {u} does not answer from blue");
+        }
         let preview = parts[0].preview.clone();
         let mut toml = format!(
             "[settings]\nstate_dir = \"{}\"\ngate_checks = 1\n\n[[environment]]\nname = \"shop\"\n\
