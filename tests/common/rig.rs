@@ -125,10 +125,10 @@ enum Proxy {
         refusing: Value,
     },
     Embedded {
-        guard: Option<ChildGuard>,
+        guard: ChildGuard,
         admin: u16,
-        config: PathBuf,
-        dir: PathBuf,
+        /// The directory of the proxy's state file.
+        state_dir: PathBuf,
     },
     Apache {
         guard: ChildGuard,
@@ -385,16 +385,11 @@ impl Rig {
             Proxy::Caddy {
                 admin, refusing, ..
             } => caddy_admin(*admin, "POST", "/load", refusing.clone()).await,
-            // The proxy restarts with an admin token that cutover's config does not have.
-            Proxy::Embedded {
-                guard,
-                admin,
-                config,
-                dir,
-            } => {
-                *guard = None;
-                *guard = Some(start_cutover_proxy(config, dir, Some("not-cutovers")));
-                wait_port(*admin, Duration::from_secs(10)).await;
+            // The proxy's state file cannot be written (its directory is a regular file now):
+            // the proxy saves a change before it applies it, so it refuses every change.
+            Proxy::Embedded { state_dir, .. } => {
+                std::fs::rename(&*state_dir, state_dir.with_extension("moved")).expect("mv");
+                std::fs::write(&*state_dir, "not a directory\n").expect("write");
             }
             // Green's member is stopped by hand on the balancer-manager: it cannot take
             // traffic, so enabling it is refused.
@@ -408,11 +403,10 @@ impl Rig {
     /// connections (the kernel does) and answers nothing.
     pub fn hang(&self) -> Stopped {
         let pids: Vec<i32> = match self.faulty() {
-            Proxy::Haproxy { guard, .. } | Proxy::Caddy { guard, .. } => vec![guard.pid() as i32],
+            Proxy::Haproxy { guard, .. }
+            | Proxy::Caddy { guard, .. }
+            | Proxy::Embedded { guard, .. } => vec![guard.pid() as i32],
             Proxy::Apache { guard, .. } => vec![-(guard.pid() as i32)],
-            Proxy::Embedded { guard, .. } => {
-                vec![guard.as_ref().expect("running").pid() as i32]
-            }
             Proxy::Nginx { pid_file, .. } => {
                 let pid = std::fs::read_to_string(pid_file).expect("nginx.pid");
                 vec![pid.trim().parse().expect("pid")]
@@ -782,40 +776,22 @@ async fn caddy(bin: &Path, t: &Path, s: &Servers, file_mode: bool) -> Part {
     }
 }
 
-/// `cutover proxy` on `config`, in its own process (so that it can be stopped and restarted);
-/// with `token`, its admin API requires that bearer token.
-fn start_cutover_proxy(config: &Path, dir: &Path, token: Option<&str>) -> ChildGuard {
-    let mut text = std::fs::read_to_string(config).expect("proxy config");
-    let path = match token {
-        Some(_) => {
-            text = text.replace(
-                "kind = \"embedded\"\n",
-                "kind = \"embedded\"\ntoken_env = \"CUTOVER_CONTRACT_TOKEN\"\n",
-            );
-            let p = dir.join("proxy-with-token.toml");
-            std::fs::write(&p, &text).expect("write");
-            p
-        }
-        None => config.to_path_buf(),
-    };
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join("proxy.log"))
-        .expect("log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
-    cmd.arg("--config")
-        .arg(&path)
-        .arg("proxy")
-        .env("XDG_STATE_HOME", dir.join("xdg-state"))
-        .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
-        .env_remove("CUTOVER_CONFIG")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
-    if let Some(t) = token {
-        cmd.env("CUTOVER_CONTRACT_TOKEN", t);
-    }
-    ChildGuard::spawn("cutover proxy", &mut cmd)
+/// `cutover proxy` on `config`, in its own process (so that it can be stopped), its output in
+/// `dir/proxy.log`.
+fn start_cutover_proxy(config: &Path, dir: &Path) -> ChildGuard {
+    let log = std::fs::File::create(dir.join("proxy.log")).expect("log");
+    ChildGuard::spawn(
+        "cutover proxy",
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .arg("--config")
+            .arg(config)
+            .arg("proxy")
+            .env("XDG_STATE_HOME", dir.join("xdg-state"))
+            .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
+            .env_remove("CUTOVER_CONFIG")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log),
+    )
 }
 
 /// The exec router's one script: the embedded proxy's admin API through curl, and its state
@@ -849,11 +825,13 @@ exit 2
 /// an exec router whose commands call the proxy's admin API with curl.
 async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
     let (public, preview, admin) = (free_port(), free_port(), free_port());
+    let state_dir = t.join("proxy-state");
+    std::fs::create_dir_all(&state_dir).expect("mkdir");
     let embedded = format!(
         "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
          live_listen = \"127.0.0.1:{public}\"\npreview_listen = \"127.0.0.1:{preview}\"\n\
          state_file = \"{}\"\n",
-        t.join("proxy-state.json").display()
+        state_dir.join("state.json").display()
     );
     let config = t.join("proxy.toml");
     std::fs::write(
@@ -861,7 +839,7 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
         format!("[[environment]]\nname = \"shop\"\n{}\n{embedded}", s.toml()),
     )
     .expect("write proxy.toml");
-    let guard = start_cutover_proxy(&config, t, None);
+    let guard = start_cutover_proxy(&config, t);
     wait_port(admin, Duration::from_secs(20)).await;
     wait_port(public, Duration::from_secs(10)).await;
     let router = if exec {
@@ -888,10 +866,9 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
     Part {
         router,
         proxy: Proxy::Embedded {
-            guard: Some(guard),
+            guard,
             admin,
-            config,
-            dir: t.to_path_buf(),
+            state_dir,
         },
         public: url(public),
         preview: Some(url(preview)),
