@@ -20,6 +20,7 @@ use common::{eventually, free_port};
 use cutover::config::{self, Config};
 use cutover::ops::{Engine, OpKind, Outcome, Verdict};
 use cutover::proxy::ProxyHandle;
+use cutover::router::RouterConfig;
 use cutover::slotserver::SlotServer;
 use cutover::tui::World;
 use http_body_util::{BodyExt, Full};
@@ -153,7 +154,14 @@ impl Rig {
              state_file = \"{}\"\n\n{notify}",
             dir.path().join("proxy.json").display()
         );
-        let (config, proxy) = common::start_embedded(dir.path(), &text).await;
+        let path = dir.path().join("cutover.toml");
+        std::fs::write(&path, &text).expect("write config");
+        let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let env = &config.environments[0];
+        let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
+            panic!("no embedded router")
+        };
+        let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
         Rig {
             dir,
             config,

@@ -239,7 +239,11 @@ impl Rig {
             Ok(mut c) => c.environments.remove(0),
             Err(e) => panic!("{e}\n{toml}"),
         };
-        let routers = router::build_all(&env).unwrap_or_else(|e| panic!("{e:#}\n{toml}"));
+        let routers: Vec<Arc<dyn Router>> = env
+            .routers
+            .iter()
+            .map(|c| router::build(&env, c).unwrap_or_else(|e| panic!("{e:#}\n{toml}")))
+            .collect();
         let bypass = matches!(kind, Kind::Embedded | Kind::Exec | Kind::Apache)
             .then_some(("X-Cutover-Bypass", "1"));
         Some(Rig {
