@@ -11,11 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cutover::app::{App, Event};
 use cutover::config;
+use cutover::envview::Seen;
 use cutover::load::{self, LoadOptions};
 use cutover::model::{Health, ProbeResult, RouterState, SlotRoute, VersionInfo};
 use cutover::router::RouterConfig;
 use cutover::slotserver::SlotServer;
-use cutover::ui::theme::Theme;
+use cutover::theme::Theme;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
@@ -95,15 +96,15 @@ fn render() {
                 },
             );
         }
-        app.update(Event::Router {
+        app.update(Event::Seen(Seen::Router {
             env: e,
             router: 0,
             result: Ok(st),
             at: now,
-        });
+        }));
         for i in 0..60u64 {
             for s in 0..3 {
-                app.update(Event::Probe {
+                app.update(Event::Seen(Seen::Probe {
                     env: e,
                     slot: s,
                     result: ProbeResult {
@@ -119,7 +120,7 @@ fn render() {
                         }),
                         version_error: None,
                     },
-                });
+                }));
             }
         }
     }

@@ -5,97 +5,57 @@
 //! runner executes. Views take `&App` and change nothing.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
-use ratatui::layout::{Position, Rect};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::config::{Config, ConfirmMode, Environment};
+use crate::config::{Config, ConfirmMode};
 use crate::keymap::{Action, Keymap};
-use crate::model::{Health, MaintenanceMode, ProbeResult, Role, RouterState};
-use crate::ops::{self, GateInput, OpKind, OpRequest, Progress, Step, SwitchPlan, Verdict};
-use crate::probe::UrlProbe;
+use crate::model::{MaintenanceMode, Role};
+use crate::ops::{self, GateInput, OpKind, OpRequest, Step, SwitchPlan, Verdict};
 use crate::router::Target;
-use crate::state::{EnvMemory, Journal, LockInfo};
-use crate::ui::theme::Theme;
+use crate::state::EnvMemory;
+use crate::theme::Theme;
 mod dialogs;
-mod view;
-pub use view::*;
 mod input;
+pub use crate::envview::*;
 
-/// How many health results per slot the gate can look back on.
-const GATE_HISTORY: usize = 20;
 /// How many lines the event pane keeps.
 const EVENT_LINES: usize = 500;
-/// How far back the traffic chart looks.
-pub const TRAFFIC_WINDOW: Duration = Duration::from_secs(300);
-/// How many operation markers the traffic chart keeps.
-const MARKERS: usize = 32;
-/// At most this many of cutover's own public/preview URL probes are still to be taken off a
-/// slot's request counter: a probe attributed to the wrong slot costs at most this much.
-const PROBE_DEBT_CAP: u64 = 8;
 /// Why a new operation must wait.
 const OP_RUNNING: &str = "an operation is running on this environment; wait for it to end";
 
+/// What the App is fed: the terminal's input, the clock, and what cutover sees.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // events are moved, not stored in bulk
 pub enum Event {
     Key(KeyEvent),
-    Mouse(MouseEvent),
+    /// A left click, hit-tested by the view against what it drew (see `ui::click`).
+    Click(Hit),
     Resize(u16, u16),
     Tick(SystemTime),
-    Probe {
-        env: usize,
-        slot: usize,
-        result: ProbeResult,
-    },
-    Url {
-        env: usize,
-        preview: bool,
-        result: UrlProbe,
-    },
-    Router {
-        env: usize,
-        router: usize,
-        result: Result<RouterState, String>,
-        at: SystemTime,
-    },
-    /// Progress of the operation `id` (every operation's progress carries its id, so a
-    /// superseded operation's last words never land on the newer one's view).
-    Op {
-        env: usize,
-        id: String,
-        progress: Progress,
-    },
-    Memory {
-        env: usize,
-        memory: EnvMemory,
-    },
-    Lock {
-        env: usize,
-        holder: Option<LockInfo>,
-        /// An operation a dead cutover left unfinished.
-        interrupted: Option<Journal>,
-    },
-    /// What another cutover on the shared store is doing, or the store's state, as a line.
-    Shared {
-        env: usize,
-        text: String,
-    },
+    /// What cutover saw of an environment (probes, routers, locks, operations).
+    Seen(Seen),
     /// SIGTERM, SIGINT or SIGHUP: quit as `q` does.
     Signal(&'static str),
     /// A theme asked for with `:theme`, loaded by the runner.
     Theme(Result<Theme, String>),
-    /// A running drill's live counters.
-    DrillTick {
-        env: usize,
-        tick: crate::drill::DrillTick,
-    },
-    /// A drill ended.
-    DrillDone {
-        env: usize,
-        result: Result<Box<crate::drill::DrillReport>, String>,
-    },
+}
+
+impl From<Seen> for Event {
+    fn from(s: Seen) -> Event {
+        Event::Seen(s)
+    }
+}
+
+/// What a click landed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hit {
+    /// The `n`th row of the environment list (of the environments the filter shows).
+    EnvRow(usize),
+    /// Slot `i` of the selected environment.
+    Slot(usize),
+    Events,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +88,12 @@ pub enum Effect {
     /// Quit: running watches are abandoned (recorded), and cutover ends once their records
     /// are written.
     Quit,
+    /// Tell the notification channels: drift or routers that disagree, just begun.
+    Warn {
+        env: usize,
+        kind: crate::notify::EventKind,
+        message: String,
+    },
     /// Quit at once, in the middle of a router change: recorded as abandoned; the journal
     /// stays for `cutover recover`.
     QuitNow,
@@ -175,22 +141,6 @@ pub enum Focus {
     Environments,
     Slots,
     Events,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Good,
-    Warn,
-    Bad,
-}
-
-#[derive(Debug, Clone)]
-pub struct LogLine {
-    pub at: SystemTime,
-    pub env: String,
-    pub level: Level,
-    pub text: String,
 }
 
 /// What a confirm dialog would start.
@@ -256,44 +206,7 @@ impl App {
             .environments
             .iter()
             .enumerate()
-            .map(|(i, e)| EnvView {
-                slots: e
-                    .slots
-                    .iter()
-                    .map(|s| SlotView {
-                        name: s.name.clone(),
-                        last: None,
-                        history: VecDeque::new(),
-                        health_since: None,
-                        version_since: None,
-                        role_since: None,
-                        last_role: Role::Unknown,
-                        traffic: SlotTraffic::default(),
-                    })
-                    .collect(),
-                routers: e
-                    .routers
-                    .iter()
-                    .map(|r| RouterView {
-                        name: r.name().to_string(),
-                        kind: r.kind().to_string(),
-                        state: None,
-                        error: None,
-                        at: None,
-                    })
-                    .collect(),
-                public: None,
-                preview: None,
-                memory: memories.get(i).cloned().unwrap_or_default(),
-                op: None,
-                superseded: Vec::new(),
-                lock: None,
-                interrupted: None,
-                drill: None,
-                markers: VecDeque::new(),
-                public_answers: VecDeque::new(),
-                config: e.clone(),
-            })
+            .map(|(i, e)| EnvView::new(e, memories.get(i).cloned().unwrap_or_default()))
             .collect();
         let keymap = Keymap::with_overrides(&config.keys).unwrap_or_default();
         App {
@@ -363,89 +276,14 @@ impl App {
                 vec![]
             }
             Event::Key(k) => self.on_key(k),
-            Event::Mouse(m) => {
-                self.on_mouse(m);
+            Event::Click(hit) => {
+                self.on_click(hit);
                 vec![]
             }
-            Event::Probe { env, slot, result } => {
-                self.on_probe(env, slot, result);
-                vec![]
-            }
-            Event::Url {
-                env,
-                preview,
-                result,
-            } => {
-                if let Some(e) = self.envs.get_mut(env) {
-                    e.url_probed(preview, &result, self.now);
-                    if preview {
-                        e.preview = Some(result);
-                    } else {
-                        e.public = Some(result);
-                    }
-                }
-                vec![]
-            }
-            Event::Router {
-                env,
-                router,
-                result,
-                at,
-            } => {
-                self.on_router(env, router, result, at);
-                vec![]
-            }
-            Event::Op { env, id, progress } => {
-                self.on_progress(env, &id, progress);
-                if self.quit_pending && !self.envs.iter().any(EnvView::op_changing_routers) {
-                    self.should_quit = true;
-                    return vec![Effect::Quit];
-                }
-                vec![]
-            }
-            Event::Shared { env, text } => {
-                self.log(env, Level::Info, crate::redact::redact(&text));
-                vec![]
-            }
+            Event::Seen(seen) => self.on_seen(seen),
             Event::Signal(name) => {
                 self.status = Some((Level::Warn, format!("{name} received")));
                 self.act(Action::Quit)
-            }
-            Event::Memory { env, memory } => {
-                if let Some(e) = self.envs.get_mut(env) {
-                    e.memory = memory;
-                }
-                vec![]
-            }
-            Event::Lock {
-                env,
-                holder,
-                interrupted,
-            } => {
-                let mut line = None;
-                if let Some(e) = self.envs.get_mut(env) {
-                    e.lock = holder;
-                    if interrupted.is_some() && e.interrupted.is_none() {
-                        line = e
-                            .warnings()
-                            .first()
-                            .cloned()
-                            .or_else(|| interrupted.as_ref().map(Journal::summary));
-                    }
-                    e.interrupted = interrupted;
-                }
-                if let Some(l) = line {
-                    let l = match self.envs.get(env).and_then(|e| e.interrupted.as_ref()) {
-                        Some(j) => format!(
-                            "{}; run `cutover recover {}`",
-                            j.summary(),
-                            self.envs[env].config.name
-                        ),
-                        None => l,
-                    };
-                    self.log(env, Level::Bad, l);
-                }
-                vec![]
             }
             Event::Theme(Ok(t)) => {
                 self.status = Some((Level::Good, format!("theme {}", t.name)));
@@ -456,256 +294,46 @@ impl App {
                 self.status = Some((Level::Bad, e));
                 vec![]
             }
-            Event::DrillTick { env, tick } => {
-                let now = self.now;
-                if let Some(e) = self.envs.get_mut(env)
-                    && let Some(d) = e.drill.as_mut()
-                {
-                    // Each switch of the drill is marked on the traffic chart as well.
-                    let before = d.ticks.last().map_or(0, |t| t.switches);
-                    let switched = tick.switches > before;
-                    d.ticks.push(tick);
-                    if switched {
-                        e.mark(now, "drill");
-                    }
-                }
-                vec![]
-            }
-            Event::DrillDone { env, result } => {
-                let line = match &result {
-                    Ok(r) if r.passed() => (
-                        Level::Good,
-                        format!(
-                            "drill: {} requests, 0 failed, {} switches",
-                            r.sent,
-                            r.switches.len()
-                        ),
-                    ),
-                    Ok(r) if r.failed == 0 && r.failed_operations.is_empty() => (
-                        Level::Bad,
-                        format!("drill FAILED: {}", r.unobserved.join("; ")),
-                    ),
-                    Ok(r) => (
-                        Level::Bad,
-                        format!(
-                            "drill: {} of {} requests FAILED ({:?}); {} operations failed",
-                            r.failed,
-                            r.sent,
-                            r.failures,
-                            r.failed_operations.len()
-                        ),
-                    ),
-                    Err(e) => (Level::Bad, format!("drill refused: {e}")),
-                };
-                if let Some(d) = self.envs.get_mut(env).and_then(|e| e.drill.as_mut()) {
-                    d.done = Some(result);
-                }
-                self.status = Some(line.clone());
-                self.log(env, line.0, line.1);
-                vec![]
-            }
         }
     }
 
-    fn on_probe(&mut self, env: usize, slot: usize, result: ProbeResult) {
-        let now = self.now;
-        let history_len = self.config.settings.history.max(GATE_HISTORY);
-        let Some(s) = self.envs.get_mut(env).and_then(|e| e.slots.get_mut(slot)) else {
-            return;
-        };
-        let before_health = s.health();
-        let before_version = s.version().map(str::to_string);
-        let name = s.name.clone();
-        s.history.push_back(Sample {
-            health: result.health,
-            latency_ms: result.latency.map(|d| d.as_millis() as u64),
-        });
-        while s.history.len() > history_len {
-            s.history.pop_front();
-        }
-        let new_health = result.health;
-        let new_version = result.version.as_ref().map(|v| v.version.clone());
-        let why = result.error.as_ref().map(|e| e.to_string());
-        s.last = Some(result);
-        let mut lines = Vec::new();
-        if before_health != new_health {
-            s.health_since = Some(now);
-            if before_health != Health::Unknown || new_health != Health::Up {
-                let level = match new_health {
-                    Health::Up => Level::Good,
-                    Health::Degraded => Level::Warn,
-                    _ => Level::Bad,
-                };
-                lines.push((
-                    level,
-                    format!(
-                        "{name} health {} → {}{}",
-                        before_health,
-                        new_health,
-                        why.map(|w| format!(" ({w})")).unwrap_or_default()
-                    ),
-                ));
-            }
-        }
-        if new_version.is_some() && before_version != new_version {
-            s.version_since = Some(now);
-            if let (Some(b), Some(n)) = (&before_version, &new_version) {
-                lines.push((Level::Info, format!("{name} version {b} → {n}")));
-            }
-        }
-        for (l, t) in lines {
-            self.log(env, l, t);
-        }
-    }
-
-    fn on_router(
-        &mut self,
-        env: usize,
-        router: usize,
-        result: Result<RouterState, String>,
-        at: SystemTime,
-    ) {
-        let now = self.now;
+    fn on_seen(&mut self, seen: Seen) -> Vec<Effect> {
+        let env = seen.env();
+        let is_op = matches!(seen, Seen::Op { .. });
+        let (now, history) = (self.now, self.config.settings.history);
         let Some(e) = self.envs.get_mut(env) else {
-            return;
+            return vec![];
         };
-        let mut lines = Vec::new();
-        if let Some(r) = e.routers.get_mut(router) {
-            match result {
-                Ok(state) => {
-                    if r.error.take().is_some() {
-                        lines.push((Level::Good, format!("router `{}` answers again", r.name)));
-                    }
-                    r.state = Some(state);
-                    r.at = Some(at);
-                }
-                Err(err) => {
-                    if r.error.as_deref() != Some(err.as_str()) {
-                        lines.push((Level::Bad, format!("router `{}`: {err}", r.name)));
-                    }
-                    r.error = Some(err);
-                }
-            }
+        let said = e.apply(seen, now, history);
+        for (level, text) in said.lines {
+            self.log(env, level, text);
         }
-        // The traffic figures come from the first router only: two routers' counters of
-        // the same slot are two halves of its traffic, not two readings of it.
-        if router == 0
-            && let Some(r) = e.routers.first()
-        {
-            match (r.error.is_none(), r.state.as_ref(), r.at) {
-                (true, Some(st), Some(at)) => {
-                    for s in e.slots.iter_mut() {
-                        s.traffic.read(st.slots.get(&s.name), at);
-                    }
-                }
-                _ => {
-                    for s in e.slots.iter_mut() {
-                        s.traffic.lost();
-                    }
-                }
-            }
+        let mut effects: Vec<Effect> = said
+            .alerts
+            .into_iter()
+            .map(|(kind, message)| Effect::Warn { env, kind, message })
+            .collect();
+        if let Some((verdict, level, text)) = said.finished {
+            // An alarm names the key that rolls back, as bound here, first: a long reason
+            // must not push it off the screen.
+            let hint = if verdict == Verdict::Alarm {
+                format!(
+                    "ALARM — press {} to roll back · ",
+                    self.keymap.first_key(Action::Rollback)
+                )
+            } else {
+                String::new()
+            };
+            self.status = Some((level, format!("{hint}{text}")));
         }
-        let roles: Vec<Role> = e.slots.iter().map(|s| e.role_of(&s.name)).collect();
-        for (s, role) in e.slots.iter_mut().zip(roles) {
-            if s.last_role != role {
-                if s.last_role != Role::Unknown {
-                    lines.push((
-                        Level::Info,
-                        format!("{} role {} → {}", s.name, s.last_role, role),
-                    ));
-                }
-                s.last_role = role;
-                s.role_since = Some(now);
-            }
+        if let Some(line) = said.drill_done {
+            self.status = Some(line);
         }
-        for (l, t) in lines {
-            self.log(env, l, t);
+        if is_op && self.quit_pending && !self.envs.iter().any(EnvView::op_changing_routers) {
+            self.should_quit = true;
+            effects.push(Effect::Quit);
         }
-    }
-
-    fn on_progress(&mut self, env: usize, id: &str, p: Progress) {
-        let Some(e) = self.envs.get_mut(env) else {
-            return;
-        };
-        // The operation on the screen, or one it superseded that is still finishing: the
-        // latter's progress is kept off the screen; only its last record is logged.
-        let current = e.op.as_ref().is_some_and(|o| o.id == id);
-        let op = if current {
-            e.op.as_mut()
-        } else {
-            e.superseded.iter_mut().find(|o| o.id == id)
-        };
-        let Some(op) = op else { return };
-        let mut line = None;
-        let mut finished = false;
-        match p {
-            Progress::Step { step, ok, message } => {
-                match op.steps.iter_mut().find(|(s, _, _)| *s == step) {
-                    Some(entry) => *entry = (step, ok, message.clone()),
-                    None => op.steps.push((step, ok, message.clone())),
-                }
-                if let Some(ok) = ok
-                    && current
-                {
-                    line = Some((
-                        if ok { Level::Info } else { Level::Bad },
-                        format!("{} {}: {}", op.title, step.label(), message),
-                    ));
-                }
-            }
-            Progress::Watching {
-                remaining,
-                detail,
-                errors,
-                checks,
-                passed,
-            } => {
-                op.watching = Some((remaining, detail));
-                op.watch_inputs = Some((errors, checks, passed));
-            }
-            Progress::Remembered => {}
-            Progress::Finished(out) => {
-                finished = true;
-                op.verdict = Some(out.verdict);
-                op.watching = None;
-                op.watch_inputs = None;
-                op.message = out.message.clone();
-                let level = match out.verdict {
-                    Verdict::Done => Level::Good,
-                    Verdict::Refused | Verdict::Cancelled => Level::Warn,
-                    _ => Level::Bad,
-                };
-                line = Some((
-                    level,
-                    format!(
-                        "{} #{} {}: {}",
-                        op.title,
-                        op.id,
-                        out.verdict.label(),
-                        out.message
-                    ),
-                ));
-                if current {
-                    // An alarm names the key that rolls back, as bound here, first: a long
-                    // reason must not push it off the screen.
-                    let hint = if out.verdict == Verdict::Alarm {
-                        format!(
-                            "ALARM — press {} to roll back · ",
-                            self.keymap.first_key(Action::Rollback)
-                        )
-                    } else {
-                        String::new()
-                    };
-                    self.status = Some((level, format!("{hint}{}: {}", op.title, out.message)));
-                }
-            }
-        }
-        if finished && !current {
-            e.superseded.retain(|o| o.id != id);
-        }
-        if let Some((l, t)) = line {
-            self.log(env, l, t);
-        }
+        effects
     }
 }
 

@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start three demo slots and the embedded proxy, and open the TUI on them
-    Demo(DemoArgs),
+    Demo(crate::demo::DemoArgs),
     /// Write a complete, commented example config (refuses to overwrite)
     Init {
         /// Where to write it [default: the config path]
@@ -248,32 +248,6 @@ pub struct OpFlags {
     /// Print the outcome as JSON
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct DemoArgs {
-    /// Run the demo world without the TUI (use `cutover` in another terminal)
-    #[arg(long)]
-    pub no_tui: bool,
-    /// Print the config that describes the demo world, and exit
-    #[arg(long)]
-    pub print_config: bool,
-    /// Port of the live listener
-    #[arg(long, default_value_t = 8080)]
-    pub live_port: u16,
-    /// Port of the preview listener
-    #[arg(long, default_value_t = 8081)]
-    pub preview_port: u16,
-    /// Port of the embedded proxy's admin API
-    #[arg(long, default_value_t = 8089)]
-    pub admin_port: u16,
-    /// First of three ports for the slots blue, green, staging
-    #[arg(long, default_value_t = 9101)]
-    pub slot_port: u16,
-    /// Mark the demo environment `production = true`: every dialog asks for its name typed
-    /// (try the one-key rollback there)
-    #[arg(long)]
-    pub production: bool,
 }
 
 /// One step of `--steps`: `25` or `25%`.

@@ -8,15 +8,11 @@ use color_eyre::eyre::{Result, bail};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::app::{App, Event};
-use crate::config::Config;
+use crate::envview::{EnvView, Seen};
 use crate::model::{MaintenanceMode, ProbeResult, Role, RouterState};
-use crate::ops::{
-    Engine, GateSource, Interrupt, OpKind, OpRequest, Progress, Verdict, observe_within,
-};
+use crate::ops::{Engine, GateSource, Interrupt, OpKind, OpRequest, Progress, Verdict};
 use crate::probe::UrlProbe;
-use crate::tui::World;
-use crate::ui::theme::Theme;
+use crate::world::World;
 
 /// `println!`, `eprintln!` and `eprint!` with the text passed through [`crate::redact::redact`]:
 /// nothing a command prints carries a credential.
@@ -129,10 +125,11 @@ struct EnvStatus {
 async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
     let mut routers = Vec::new();
     for r in &engine.routers {
-        let (state, error) = match observe_within(r.as_ref(), r.observe_timeout()).await {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(e)),
-        };
+        let (state, error) =
+            match crate::router::observe_within(r.as_ref(), r.observe_timeout()).await {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e)),
+            };
         routers.push(RouterStatus {
             name: r.name().into(),
             kind: r.kind().into(),
@@ -158,52 +155,51 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
         })
         .collect::<Vec<_>>();
     let public = match &engine.env.public_url {
-        Some(u) => Some(engine.probe_behind(u).await),
+        Some(u) => Some(engine.prober.probe_behind(&engine.env, u).await),
         None => None,
     };
-    // Warnings are computed by the same code as the TUI's.
+    // Warnings are computed by the same code as the TUI's: the environment's view, fed what
+    // was just seen.
     let memory = world.store.env(&engine.env.name);
-    let mut app = App::new(
-        Config {
-            environments: vec![engine.env.clone()],
-            ..world.config.clone()
-        },
-        Theme::monochrome(),
-        vec![memory.clone()],
-        SystemTime::now(),
-    );
+    let mut view = EnvView::new(&engine.env, memory.clone());
+    let now = SystemTime::now();
+    let history = world.config.settings.history;
+    let mut seen = Vec::new();
     for (i, r) in routers.iter().enumerate() {
         let result = match (&r.state, &r.error) {
             (Some(s), _) => Ok(s.clone()),
             (None, e) => Err(e.clone().unwrap_or_default()),
         };
-        app.update(Event::Router {
+        seen.push(Seen::Router {
             env: 0,
             router: i,
             result,
-            at: SystemTime::now(),
+            at: now,
         });
     }
     for (i, s) in slots.iter().enumerate() {
-        app.update(Event::Probe {
+        seen.push(Seen::Probe {
             env: 0,
             slot: i,
             result: s.probe.clone(),
         });
     }
-    app.update(Event::Lock {
+    seen.push(Seen::Lock {
         env: 0,
         holder: world.store.holder(&engine.env.name),
         interrupted: world.store.interrupted(&engine.env.name),
     });
     if let Some(p) = &public {
-        app.update(Event::Url {
+        seen.push(Seen::Url {
             env: 0,
             preview: false,
             result: p.clone(),
         });
     }
-    let ev = &app.envs[0];
+    for s in seen {
+        view.apply(s, now, history);
+    }
+    let ev = &view;
     let warnings = ev.warnings();
     let interrupted = ev.interrupted.clone();
     let first = first.unwrap_or_default();
@@ -317,7 +313,7 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                 .flat_map(|(r, s)| {
                     s.problems
                         .iter()
-                        .map(move |p| crate::app::router_problem(&r.name, p))
+                        .map(move |p| crate::envview::router_problem(&r.name, p))
                 })
                 .collect();
             for w in e.warnings.iter().filter(|w| !problems.contains(w)) {
@@ -378,7 +374,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
             ("preview URL", &e.env.preview_url),
         ] {
             if let Some(u) = url {
-                let p = e.probe_behind(u).await;
+                let p = e.prober.probe_behind(&e.env, u).await;
                 rows.push(Row {
                     environment: e.env.name.clone(),
                     what: label.into(),
@@ -404,19 +400,20 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
             });
         }
         for r in &e.routers {
-            let (ok, detail) = match observe_within(r.as_ref(), r.observe_timeout()).await {
-                // Read, but configured so that it cannot switch: a failed check.
-                Ok(s) if !s.problems.is_empty() => (false, s.problems.join("; ")),
-                Ok(s) => (
-                    true,
-                    format!(
-                        "live={} preview={}",
-                        s.live.as_deref().unwrap_or("?"),
-                        s.preview.as_deref().unwrap_or("-")
+            let (ok, detail) =
+                match crate::router::observe_within(r.as_ref(), r.observe_timeout()).await {
+                    // Read, but configured so that it cannot switch: a failed check.
+                    Ok(s) if !s.problems.is_empty() => (false, s.problems.join("; ")),
+                    Ok(s) => (
+                        true,
+                        format!(
+                            "live={} preview={}",
+                            s.live.as_deref().unwrap_or("?"),
+                            s.preview.as_deref().unwrap_or("-")
+                        ),
                     ),
-                ),
-                Err(err) => (false, err),
-            };
+                    Err(err) => (false, err),
+                };
             rows.push(Row {
                 environment: e.env.name.clone(),
                 what: format!("router {}", r.name()),
@@ -437,7 +434,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                 if r.ok { "ok  " } else { "FAIL" },
                 r.environment,
                 r.what,
-                crate::ui::fit(&r.target, 40),
+                crate::text::fit(&r.target, 40),
                 r.detail
             );
         }
@@ -624,7 +621,7 @@ async fn run_until_signalled(
             }
         }
         if asked {
-            abandon(engine, id, op_name, "a second signal ended cutover");
+            engine.abandon(id, op_name, "a second signal ended cutover");
             std::process::exit(EXIT_FAILED);
         }
         asked = true;
@@ -635,66 +632,45 @@ async fn run_until_signalled(
     }
 }
 
-/// Record that cutover ended in the middle of an operation.
-pub fn abandon(engine: &Engine, id: &str, op_name: &str, why: &str) {
-    let Some(audit) = &engine.audit else { return };
-    let now = crate::timefmt::rfc3339(SystemTime::now());
-    let journal = engine.store.journal(&engine.env.name);
-    audit.write(&crate::audit::AuditRecord {
-        time: now.clone(),
-        id: id.to_string(),
-        started: now,
-        user: crate::paths::user_at_host(),
-        environment: engine.env.name.clone(),
-        operation: op_name.to_string(),
-        from: journal.as_ref().and_then(|j| j.from.clone()),
-        to: journal.as_ref().and_then(|j| j.to.clone()),
-        from_version: None,
-        to_version: None,
-        forced: false,
-        one_key: false,
-        result: "abandoned".into(),
-        message: match journal {
-            Some(j) => format!(
-                "{why} during a router change; {}; run `cutover recover {}`",
-                j.summary(),
-                engine.env.name
-            ),
-            None => format!("{why}; no router change was in progress"),
-        },
-        steps: vec![],
-    });
-}
-
 /// `cutover watch ENV`: the TUI's event lines, printed.
 pub async fn watch_env(world: World, env: &str) -> Result<i32> {
     let idx = engine_index(&world, env)?;
-    let mut app = App::new(
-        world.config.clone(),
-        Theme::monochrome(),
-        world.memories(),
-        SystemTime::now(),
+    let name = world.engines[idx].env.name.clone();
+    let history = world.config.settings.history;
+    let mut view = EnvView::new(
+        &world.engines[idx].env,
+        world.store.env(&world.engines[idx].env.name),
     );
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
     let (stop_tx, stop_rx) = watch::channel(false);
     world.spawn_watchers(tx, stop_rx);
-    let mut printed: u64 = 0;
+    let mut announced = false;
     loop {
-        let ev = tokio::select! {
-            ev = rx.recv() => ev,
+        let seen = tokio::select! {
+            s = rx.recv() => s,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let Some(ev) = ev else { break };
-        app.update(Event::Tick(SystemTime::now()));
-        app.update(ev);
-        let name = &app.envs[idx].config.name;
-        let new = (app.events_total - printed) as usize;
-        for l in app.events.iter().skip(app.events.len().saturating_sub(new)) {
-            if &l.env == name {
-                outln!("{} {} {}", crate::timefmt::rfc3339(l.at), l.env, l.text);
+        let Some(seen) = seen else { break };
+        if seen.env() != idx {
+            continue;
+        }
+        let now = SystemTime::now();
+        let said = view.apply(seen, now, history);
+        let mut lines: Vec<String> = said.lines.into_iter().map(|(_, t)| t).collect();
+        // The first reading of the routers says where things stand; the lines after it say
+        // what changes.
+        if !announced && let Some(live) = view.live() {
+            announced = true;
+            lines.insert(0, format!("`{live}` is live"));
+        }
+        for text in lines {
+            outln!("{} {} {}", crate::timefmt::rfc3339(now), name, text);
+        }
+        if let Some(n) = &world.engines[idx].notifier {
+            for (kind, message) in said.alerts {
+                n.warn(kind, &name, &message);
             }
         }
-        printed = app.events_total;
     }
     let _ = stop_tx.send(true);
     Ok(EXIT_OK)

@@ -16,6 +16,8 @@ use toml::Spanned;
 use crate::hooks::{RawPath, RawSmokePath, RawWarmupPath};
 use crate::router::RouterConfig;
 use crate::timefmt::serde_duration;
+mod env;
+use env::*;
 mod locate;
 use locate::*;
 pub use locate::{line_col, setting_position};
@@ -55,18 +57,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A config that parsed but cannot be used as it stands, found when a driver is built (a
-/// `token_env` variable that is not set...): a usage error (exit 2), like a [`ConfigError`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem(pub String);
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigProblem {}
+pub use crate::model::{ConfigProblem, Node, Slot};
 
 /// How a fleet (several routers) is switched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -167,6 +158,16 @@ impl<'de> Deserialize<'de> for StoreSetting {
 
 impl Settings {
     /// `state_dir`, else `$XDG_STATE_HOME/cutover`.
+    /// The store these settings name: the state dir, or an etcd cluster (no request is made
+    /// yet; an unreachable cluster shows when an operation takes the lock).
+    pub fn open_store(&self) -> color_eyre::eyre::Result<crate::state::Store> {
+        let etcd = match &self.store {
+            StoreSetting::Etcd(e) => Some(e),
+            StoreSetting::File => None,
+        };
+        crate::state::Store::open(self.state_dir_or_default(), etcd)
+    }
+
     pub fn state_dir_or_default(&self) -> PathBuf {
         self.state_dir
             .clone()
@@ -309,34 +310,24 @@ fn default_hook_timeout() -> Duration {
     Duration::from_secs(600)
 }
 
-impl Environment {
-    pub fn slot(&self, name: &str) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.name == name)
+impl<'a> From<&'a Environment> for crate::model::EnvSlots<'a> {
+    fn from(env: &'a Environment) -> Self {
+        env.routed()
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Slot {
-    pub name: String,
-    /// Base URL the proxy sends traffic to, e.g. `http://127.0.0.1:9001`.
-    pub address: String,
-    /// Full URL of the health endpoint.
-    pub health_url: String,
-    /// Full URL of the version endpoint.
-    pub version_url: String,
-    /// JSON pointer to the version in the version body (`/version`); plain text when absent.
-    pub version_pointer: Option<String>,
-    /// The health endpoint's expected status.
-    pub expect_status: u16,
-    /// The servers of this slot, for slots with several (rolling deploys).
-    pub nodes: Vec<Node>,
-}
+impl Environment {
+    /// What the routers are told of this environment.
+    pub fn routed(&self) -> crate::model::EnvSlots<'_> {
+        crate::model::EnvSlots {
+            name: &self.name,
+            slots: &self.slots,
+        }
+    }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Node {
-    pub name: String,
-    pub address: String,
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.name == name)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -460,50 +451,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
         }
         crate::keymap::Keymap::with_overrides(&keys).map_err(|m| at(k.span(), Some("keys"), m))?;
     }
-    let s = &raw.settings;
-    for (key, d) in [("poll_interval", s.poll_interval), ("timeout", s.timeout)] {
-        if d.is_zero() {
-            return Err(at(
-                settings_value(src, key).unwrap_or(0..0),
-                Some(key),
-                "must be more than zero".into(),
-            ));
-        }
-    }
-    let setting = |key: &str| settings_value(src, key).unwrap_or(0..0);
-    if let StoreSetting::Etcd(e) = &s.store
-        && let Some(m) = e.problem()
-    {
-        let span = table_value(src, "settings.store", "etcd").unwrap_or_else(|| setting("store"));
-        return Err(at(span, Some("store"), m));
-    }
-    if s.gate_checks == 0 || s.gate_checks > MAX_GATE_CHECKS {
-        return Err(at(
-            setting("gate_checks"),
-            Some("gate_checks"),
-            format!("must be between 1 and {MAX_GATE_CHECKS}"),
-        ));
-    }
-    if s.history == 0 || s.history > MAX_HISTORY {
-        return Err(at(
-            setting("history"),
-            Some("history"),
-            format!(
-                "must be between 1 and {MAX_HISTORY} (polls kept for the sparkline); it is {}",
-                s.history
-            ),
-        ));
-    }
-    if s.max_body == 0 || s.max_body > MAX_BODY {
-        return Err(at(
-            setting("max_body"),
-            Some("max_body"),
-            format!(
-                "must be between 1 and {MAX_BODY} bytes (16 MiB); it is {}",
-                s.max_body
-            ),
-        ));
-    }
+    check_settings(src, &raw.settings, &at)?;
     if raw.environments.is_empty() {
         return Err(at(
             0..0,
@@ -512,6 +460,11 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
         ));
     }
 
+    let state_dir = raw
+        .settings
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::paths::state_dir);
     let mut env_names = BTreeSet::new();
     let mut environments = Vec::new();
     for mut re in raw.environments {
@@ -548,95 +501,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
                 format!("environment `{name}` has no [[environment.slot]]"),
             ));
         }
-        let mut slot_names = BTreeSet::new();
-        let mut slots = Vec::new();
-        for rs in re.slots {
-            let sname = rs.name.get_ref().clone();
-            if !crate::paths::is_safe_name(&sname) {
-                return Err(at(
-                    rs.name.span(),
-                    Some("name"),
-                    format!(
-                        "slot name `{sname}` is not allowed: it is used in file names and proxy \
-                         configs, so it must be {}",
-                        crate::paths::SAFE_NAME_RULE
-                    ),
-                ));
-            }
-            for n in &rs.nodes {
-                if !crate::paths::is_safe_name(&n.name) {
-                    let span =
-                        find_value_in(src, rs.name.span().start, "nodes").unwrap_or(rs.name.span());
-                    return Err(at(
-                        span,
-                        Some("nodes"),
-                        format!(
-                            "node name `{}` is not allowed: it must be {}",
-                            n.name,
-                            crate::paths::SAFE_NAME_RULE
-                        ),
-                    ));
-                }
-            }
-            if !slot_names.insert(sname.clone()) {
-                return Err(at(
-                    rs.name.span(),
-                    Some("name"),
-                    format!("slot `{sname}` is defined twice in environment `{name}`"),
-                ));
-            }
-            check_url(rs.address.get_ref()).map_err(|m| at(rs.address.span(), None, m))?;
-            let address = rs.address.get_ref().trim_end_matches('/').to_string();
-            let join = |p: &Spanned<String>| -> Result<String, ConfigError> {
-                let v = p.get_ref();
-                if v.starts_with("http://") || v.starts_with("https://") {
-                    check_url(v).map_err(|m| at(p.span(), None, m))?;
-                    Ok(v.clone())
-                } else if v.starts_with('/') {
-                    Ok(format!("{address}{v}"))
-                } else {
-                    Err(at(
-                        p.span(),
-                        None,
-                        format!("`{v}` must be a path starting with / or a full http(s) URL"),
-                    ))
-                }
-            };
-            let health_url = join(&rs.health)?;
-            let version_url = join(&rs.version)?;
-            if let Some(p) = &rs.version_pointer {
-                let v = p.get_ref();
-                if !v.is_empty() && !v.starts_with('/') {
-                    return Err(at(
-                        p.span(),
-                        None,
-                        format!(
-                            "`{v}` is not a JSON pointer; write it like \"/version\" or \"/build/version\""
-                        ),
-                    ));
-                }
-            }
-            for n in &rs.nodes {
-                check_url(&n.address).map_err(|m| {
-                    at(
-                        rs.address.span(),
-                        Some("nodes"),
-                        format!("node `{}`: {m}", n.name),
-                    )
-                })?;
-            }
-            slots.push(Slot {
-                name: sname,
-                address,
-                health_url,
-                version_url,
-                version_pointer: rs.version_pointer.map(|p| p.into_inner()),
-                expect_status: rs.expect_status,
-                nodes: rs.nodes,
-            });
-        }
-        let mut routers = Vec::new();
-        let mut router_names = BTreeSet::new();
+        let slots = parse_slots(src, &name, re.slots, &at)?;
         if re.routers.is_empty() && require_router {
             return Err(at(
                 re.name.span(),
@@ -665,44 +530,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
                 format!("must be between 1 and {MAX_GATE_CHECKS}"),
             ));
         }
-        for rr in re.routers {
-            let span = rr.span();
-            let mut rc = router_from(rr.into_inner(), span.clone(), &at)?;
-            if rc.name() != rc.kind() && !crate::paths::is_safe_name(rc.name()) {
-                return Err(at(
-                    find_value_in(src, span.start, "name").unwrap_or(span.clone()),
-                    Some("name"),
-                    format!(
-                        "router name `{}` is not allowed: it is used in file names, so it must \
-                         be {}",
-                        rc.name(),
-                        crate::paths::SAFE_NAME_RULE
-                    ),
-                ));
-            }
-            rc.validate(&slots).map_err(|m| at(span.clone(), None, m))?;
-            if let RouterConfig::Embedded(c) = &mut rc
-                && c.state_file.is_none()
-            {
-                let dir = raw
-                    .settings
-                    .state_dir
-                    .clone()
-                    .unwrap_or_else(crate::paths::state_dir);
-                c.state_file = Some(c.state_path_in(&name, &dir));
-            }
-            if !router_names.insert(rc.name().to_string()) {
-                return Err(at(
-                    span,
-                    Some("name"),
-                    format!(
-                        "two routers of environment `{name}` are both called `{}`; give each a `name`",
-                        rc.name()
-                    ),
-                ));
-            }
-            routers.push(rc);
-        }
+        let routers = parse_routers(src, &name, re.routers, &slots, &state_dir, &at)?;
         if let Some(r) = &re.rolling
             && r.get_ref().deploy.is_empty()
         {

@@ -8,11 +8,37 @@ use std::sync::Arc;
 
 use color_eyre::eyre::{Result, WrapErr};
 
-use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::proxy::ProxyHandle;
 use crate::router::RouterConfig;
 use crate::slotserver::{SlotControls, SlotServer};
+
+/// `cutover demo`'s options.
+#[derive(Debug, clap::Args, Clone)]
+pub struct DemoArgs {
+    /// Run the demo world without the TUI (use `cutover` in another terminal)
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Print the config that describes the demo world, and exit
+    #[arg(long)]
+    pub print_config: bool,
+    /// Port of the live listener
+    #[arg(long, default_value_t = 8080)]
+    pub live_port: u16,
+    /// Port of the preview listener
+    #[arg(long, default_value_t = 8081)]
+    pub preview_port: u16,
+    /// Port of the embedded proxy's admin API
+    #[arg(long, default_value_t = 8089)]
+    pub admin_port: u16,
+    /// First of three ports for the slots blue, green, staging
+    #[arg(long, default_value_t = 9101)]
+    pub slot_port: u16,
+    /// Mark the demo environment `production = true`: every dialog asks for its name typed
+    /// (try the one-key rollback there)
+    #[arg(long)]
+    pub production: bool,
+}
 
 pub const SLOTS: [(&str, &str); 3] = [
     ("blue", "1.4.2"),
@@ -160,7 +186,7 @@ impl DemoWorld {
         let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
             color_eyre::eyre::bail!("the demo config has no embedded router");
         };
-        let proxy = crate::proxy::start(env, pc)
+        let proxy = crate::proxy::start(env.routed(), pc)
             .await
             .wrap_err("the demo's proxy could not start; choose other ports with --live-port, --preview-port, --admin-port")?;
         Ok(DemoWorld {

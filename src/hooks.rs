@@ -13,7 +13,7 @@
 //!
 //! Commands run as argv (no shell) with a clean environment, as the exec router's do: only
 //! `PATH` and `HOME` from cutover's own, plus the names in `hook_pass_env`. Their output is
-//! redacted ([`crate::audit::redact`]) before anything shows or records it.
+//! redacted ([`crate::redact::redact`]) before anything shows or records it.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -350,7 +350,7 @@ pub fn tail(text: &str) -> String {
         .iter()
         .map(|l| {
             let l: String = l.chars().take(LINE_CHARS).collect();
-            crate::audit::redact(&l)
+            crate::redact::redact(&l)
         })
         .collect();
     kept.join(" / ")
@@ -365,7 +365,7 @@ pub async fn run_command(
     limit: Duration,
     pass_env: &[String],
 ) -> Result<String, String> {
-    let shown = crate::audit::redact(&crate::router::exec::display_argv(argv));
+    let shown = crate::redact::redact(&crate::router::exec::display_argv(argv));
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".into());
     };
@@ -461,14 +461,14 @@ pub async fn warm_paths(
             let url = format!("{base}{}", p.path);
             let mut good = 0;
             let mut last = String::from("no answer yet");
-            note(crate::audit::redact(&format!(
+            note(crate::redact::redact(&format!(
                 "GET {url} ({} × {})",
                 p.times, p.expect_status
             )));
             while good < p.times {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(crate::audit::redact(&format!(
+                    return Err(crate::redact::redact(&format!(
                         "{url} answered {good} of {} times {} within {} (last: {last})",
                         p.times,
                         p.expect_status,
@@ -483,7 +483,7 @@ pub async fn warm_paths(
                         continue;
                     }
                     Ok(r) => last = format!("status {}", r.status().as_u16()),
-                    Err(e) => last = crate::audit::redact(&format!("{e}")),
+                    Err(e) => last = crate::redact::redact(&format!("{e}")),
                 }
                 let wait = WARMUP_RETRY.min(deadline.saturating_duration_since(Instant::now()));
                 tokio::time::sleep(wait).await;
@@ -516,17 +516,17 @@ pub async fn smoke_paths(
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(crate::audit::redact(&format!("no time left for {url}")));
+            return Err(crate::redact::redact(&format!("no time left for {url}")));
         }
         let resp = c
             .get(&url)
             .timeout(left)
             .send()
             .await
-            .map_err(|e| crate::audit::redact(&format!("{url}: {e}")))?;
+            .map_err(|e| crate::redact::redact(&format!("{url}: {e}")))?;
         let status = resp.status().as_u16();
         if status != p.expect_status {
-            return Err(crate::audit::redact(&format!(
+            return Err(crate::redact::redact(&format!(
                 "{url} answered {status} (wanted {})",
                 p.expect_status
             )));
@@ -535,10 +535,10 @@ pub async fn smoke_paths(
             let body = resp
                 .bytes()
                 .await
-                .map_err(|e| crate::audit::redact(&format!("{url}: reading the body: {e}")))?;
+                .map_err(|e| crate::redact::redact(&format!("{url}: reading the body: {e}")))?;
             let body = String::from_utf8_lossy(&body[..body.len().min(SMOKE_BODY_MAX)]);
             if !body.contains(text.as_str()) {
-                return Err(crate::audit::redact(&format!(
+                return Err(crate::redact::redact(&format!(
                     "{url} answered {status} but its body does not contain `{text}`"
                 )));
             }

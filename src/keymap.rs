@@ -4,15 +4,20 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// Every user operation, with a name (for config files and `:` commands) and a description.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// In the order the help overlay lists them.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Action {
-    Quit,
-    Help,
-    Up,
-    Down,
-    Left,
-    Right,
-    NextPane,
     Swap,
     Rollback,
     Drain,
@@ -20,8 +25,15 @@ pub enum Action {
     Rolling,
     Canary,
     Drill,
+    Up,
+    Down,
+    Left,
+    Right,
+    NextPane,
     Filter,
     Command,
+    Help,
+    Quit,
     DemoBreak,
     DemoSlow,
     /// In a confirm dialog: go ahead.
@@ -35,56 +47,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
-        Action::Swap,
-        Action::Rollback,
-        Action::Drain,
-        Action::Maintenance,
-        Action::Rolling,
-        Action::Canary,
-        Action::Drill,
-        Action::Up,
-        Action::Down,
-        Action::Left,
-        Action::Right,
-        Action::NextPane,
-        Action::Filter,
-        Action::Command,
-        Action::Help,
-        Action::Quit,
-        Action::DemoBreak,
-        Action::DemoSlow,
-        Action::Confirm,
-        Action::Cancel,
-        Action::Force,
-        Action::TakeOver,
-    ];
+    /// Every action, in the order the help overlay lists them.
+    pub const ALL: &'static [Action] = <Action as strum::VariantArray>::VARIANTS;
 
+    /// The name in config files and `:` commands: the variant in kebab-case (`next-pane`).
     pub fn name(self) -> &'static str {
-        match self {
-            Action::Quit => "quit",
-            Action::Help => "help",
-            Action::Up => "up",
-            Action::Down => "down",
-            Action::Left => "left",
-            Action::Right => "right",
-            Action::NextPane => "next-pane",
-            Action::Swap => "swap",
-            Action::Rollback => "rollback",
-            Action::Drain => "drain",
-            Action::Maintenance => "maintenance",
-            Action::Rolling => "rolling",
-            Action::Canary => "canary",
-            Action::Drill => "drill",
-            Action::Filter => "filter",
-            Action::Command => "command",
-            Action::DemoBreak => "demo-break",
-            Action::DemoSlow => "demo-slow",
-            Action::Confirm => "confirm",
-            Action::Cancel => "cancel",
-            Action::Force => "force",
-            Action::TakeOver => "take-over",
-        }
+        self.into()
     }
 
     pub fn description(self) -> &'static str {
@@ -253,7 +221,7 @@ impl Default for Keymap {
 
 impl Action {
     pub fn from_name(name: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.name() == name)
+        name.parse().ok()
     }
 }
 
@@ -386,7 +354,7 @@ mod tests {
     #[test]
     fn every_action_has_a_key_name_and_description() {
         let km = Keymap::default();
-        for a in Action::ALL {
+        for &a in Action::ALL {
             assert!(!km.keys(a).is_empty(), "{a:?} has no key");
             assert!(!a.name().is_empty() && !a.description().is_empty());
         }

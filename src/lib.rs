@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod drill;
+pub mod envview;
 pub mod etcd;
 pub mod example;
 pub mod hooks;
@@ -25,14 +26,18 @@ pub mod paths;
 pub mod probe;
 pub mod prom;
 pub mod proxy;
+pub mod records;
 pub mod redact;
 pub mod router;
 pub mod selfmetrics;
 pub mod slotserver;
 pub mod state;
+pub mod text;
+pub mod theme;
 pub mod timefmt;
 pub mod tui;
 pub mod ui;
+pub mod world;
 
 /// A reqwest client builder with TLS ready (rustls on ring) and no system proxy: cutover's
 /// requests go exactly where the config says.

@@ -1,6 +1,10 @@
 //! A bounded HTTP load generator: the engine behind `cutover drill` and the zero-failure
 //! tests. Every run is bounded in request count *and* time, and only ever targets the URL it
 //! is given (tests and drills use loopback addresses).
+//!
+//! Hand-written on purpose: load tools (oha, goose, drill...) are programs or frameworks
+//! with their own runtimes and reports; cutover needs a few hundred lines on the hyper client
+//! it already has, counting failures per request and slot the way drills judge them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

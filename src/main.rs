@@ -12,8 +12,9 @@ use cutover::config::{self, Config};
 use cutover::model::MaintenanceMode;
 use cutover::ops::OpKind;
 use cutover::router::Target;
-use cutover::tui::{self, TuiOptions, World};
-use cutover::ui::theme::Theme;
+use cutover::theme::Theme;
+use cutover::tui::{self, TuiOptions};
+use cutover::world::World;
 
 fn main() -> ExitCode {
     let _ = color_eyre::install();

@@ -9,6 +9,74 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod address;
+pub use address::Address;
+
+/// A slot of an environment, as the config describes it: where it answers and how it is probed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    pub name: String,
+    /// Where the routers send this slot's traffic, e.g. `http://127.0.0.1:9001`.
+    pub address: Address,
+    /// Full URL of the health endpoint.
+    pub health_url: String,
+    /// Full URL of the version endpoint.
+    pub version_url: String,
+    /// The version endpoint's path (`/version`): the version behind a public URL is read there.
+    pub version_path: String,
+    /// JSON pointer to the version in the version body (`/version`); plain text when absent.
+    pub version_pointer: Option<String>,
+    /// The health endpoint's expected status.
+    pub expect_status: u16,
+    /// The servers of this slot, for slots with several (rolling deploys).
+    pub nodes: Vec<Node>,
+}
+
+impl Slot {
+    /// A slot at `address` with the config's defaults: health at `/health`, the version at
+    /// `/version` (plain text or `{"version": …}`), 200 expected, no nodes.
+    pub fn new(name: &str, address: Address) -> Slot {
+        Slot {
+            name: name.to_string(),
+            health_url: address.join("/health"),
+            version_url: address.join("/version"),
+            version_path: "/version".into(),
+            address,
+            version_pointer: None,
+            expect_status: 200,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// What a router is told of the environment it routes: its name and its slots (a driver
+/// needs nothing else of the config's environment, and imports nothing from the config).
+#[derive(Debug, Clone, Copy)]
+pub struct EnvSlots<'a> {
+    pub name: &'a str,
+    pub slots: &'a [Slot],
+}
+
+/// One server of a slot with several.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub address: Address,
+}
+
+/// A config that parsed but cannot be used as it stands, found when a driver is built (a
+/// `token_env` variable that is not set...): a usage error (exit 2), like a config error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem(pub String);
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
 /// What the router does with a slot right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,9 +203,23 @@ pub struct SlotRoute {
     pub latency_ms: Option<u64>,
     /// The proxy's own health-check verdict, as it words it ("UP", "L4CON"...).
     pub check: Option<String>,
+    /// Whether the proxy's own health checks pass for every server of the slot: `None` when
+    /// the proxy runs no checks on it. The gate takes a passing one as evidence (one probe of
+    /// cutover's own then stands for three in a row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_up: Option<bool>,
     /// Per-node detail for slots with several servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeRoute>,
+}
+
+/// Several checks' verdicts as one: `Some(true)` when every checked one passes, `Some(false)`
+/// when one fails, `None` when none was checked.
+pub fn all_checks_up(verdicts: impl IntoIterator<Item = Option<bool>>) -> Option<bool> {
+    verdicts
+        .into_iter()
+        .flatten()
+        .fold(None, |acc, up| Some(acc.unwrap_or(true) && up))
 }
 
 /// How maintenance is served when it is on.

@@ -69,10 +69,15 @@ pub enum EventKind {
     RolledBack,
     Alarm,
     Cancelled,
+    /// A router's state differs from what cutover last set (a change by hand, a restart).
+    Drift,
+    /// The routers of a fleet send live traffic to different slots.
+    #[serde(rename = "routers-disagree")]
+    Disagree,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Start,
         EventKind::StepFailed,
         EventKind::Done,
@@ -81,6 +86,8 @@ impl EventKind {
         EventKind::RolledBack,
         EventKind::Alarm,
         EventKind::Cancelled,
+        EventKind::Drift,
+        EventKind::Disagree,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +100,8 @@ impl EventKind {
             EventKind::RolledBack => "rolled-back",
             EventKind::Alarm => "alarm",
             EventKind::Cancelled => "cancelled",
+            EventKind::Drift => "drift",
+            EventKind::Disagree => "routers-disagree",
         }
     }
 
@@ -103,14 +112,23 @@ impl EventKind {
     pub fn severity(self) -> Severity {
         match self {
             EventKind::Start | EventKind::Done | EventKind::Cancelled => Severity::Info,
-            EventKind::StepFailed | EventKind::Refused | EventKind::RolledBack => Severity::Warning,
+            EventKind::StepFailed
+            | EventKind::Refused
+            | EventKind::RolledBack
+            | EventKind::Drift
+            | EventKind::Disagree => Severity::Warning,
             EventKind::Failed | EventKind::Alarm => Severity::Critical,
         }
     }
 
     /// The verdict event for an audit record's `result`.
     pub fn from_result(result: &str) -> Option<EventKind> {
-        Self::from_name(result).filter(|k| !matches!(k, EventKind::Start | EventKind::StepFailed))
+        Self::from_name(result).filter(|k| {
+            !matches!(
+                k,
+                EventKind::Start | EventKind::StepFailed | EventKind::Drift | EventKind::Disagree
+            )
+        })
     }
 }
 
@@ -234,6 +252,8 @@ struct Entry {
 /// Delivers notifications in the background; see the module's documentation.
 pub struct Notifier {
     entries: Vec<Entry>,
+    /// Each failed delivery, as a line (environment, text): for the event pane.
+    failures: tokio::sync::broadcast::Sender<(String, String)>,
     /// Events queued and not yet delivered or given up on.
     pending: Arc<watch::Sender<u64>>,
     dropped: AtomicU64,
@@ -245,10 +265,11 @@ impl Notifier {
     pub fn start(
         entries: &[NotifyConfig],
         audit: Option<Arc<AuditLog>>,
-    ) -> Result<Notifier, crate::config::ConfigProblem> {
+    ) -> Result<Notifier, crate::model::ConfigProblem> {
         let pending = Arc::new(watch::Sender::new(0u64));
+        let (failures, _) = tokio::sync::broadcast::channel(64);
         let client = crate::http_client().build().map_err(|e| {
-            crate::config::ConfigProblem(format!("cannot build an HTTP client: {e}"))
+            crate::model::ConfigProblem(format!("cannot build an HTTP client: {e}"))
         })?;
         let mut out = Vec::new();
         for (i, cfg) in entries.iter().enumerate() {
@@ -261,7 +282,7 @@ impl Notifier {
                         Some(t.trim().to_string())
                     }
                     _ => {
-                        return Err(crate::config::ConfigProblem(format!(
+                        return Err(crate::model::ConfigProblem(format!(
                             "[[notify]] #{index} ({}): `token_env = \"{var}\"` but ${var} is not \
                              set (or empty); export the webhook's token in ${var}, or remove \
                              `token_env`",
@@ -278,6 +299,7 @@ impl Notifier {
                 client: client.clone(),
                 audit: audit.clone(),
                 pending: pending.clone(),
+                failures: failures.clone(),
             };
             tokio::spawn(worker.run(rx));
             out.push(Entry {
@@ -288,6 +310,7 @@ impl Notifier {
         }
         Ok(Notifier {
             entries: out,
+            failures,
             pending,
             dropped: AtomicU64::new(0),
         })
@@ -314,6 +337,24 @@ impl Notifier {
                 );
             }
         }
+    }
+
+    /// Failed deliveries from now on, as (environment, line).
+    pub fn failures(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
+        self.failures.subscribe()
+    }
+
+    /// A warning about environment `env` that no operation caused (drift, routers that
+    /// disagree), queued for the entries that want it.
+    pub fn warn(&self, kind: EventKind, env: &str, message: &str) {
+        let record = AuditRecord {
+            id: String::new(),
+            user: crate::paths::user_at_host(),
+            environment: env.to_string(),
+            operation: kind.name().to_string(),
+            ..Default::default()
+        };
+        self.tell(kind, &record, None, message);
     }
 
     /// An event about the operation of `record` (see [`Event::of`]), queued.
@@ -345,6 +386,7 @@ struct Worker {
     client: reqwest::Client,
     audit: Option<Arc<AuditLog>>,
     pending: Arc<watch::Sender<u64>>,
+    failures: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 impl Worker {
@@ -404,6 +446,9 @@ impl Worker {
             self.cfg.host()
         ));
         tracing::warn!(operation = %ev.operation_id, "{message}");
+        let _ = self
+            .failures
+            .send((ev.environment.clone(), message.clone()));
         if let Some(a) = &self.audit {
             a.write(&AuditRecord {
                 time: crate::timefmt::rfc3339(SystemTime::now()),

@@ -47,22 +47,6 @@ const WATCH_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the watch looks for another cutover's takeover request.
 const WATCH_TAKEOVER_POLL: Duration = Duration::from_millis(250);
 
-/// Read one router, giving up after `limit`. The error is the router's own message, or that it
-/// did not answer in time.
-pub async fn observe_within(
-    router: &dyn Router,
-    limit: Duration,
-) -> std::result::Result<RouterState, String> {
-    match tokio::time::timeout(limit, router.observe()).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(_) => Err(format!(
-            "no answer within {}",
-            crate::timefmt::millis(limit)
-        )),
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
     /// Make `to` live (default: the preview slot); the old live becomes preview.
@@ -340,8 +324,25 @@ pub struct Engine {
 pub enum GateSource {
     /// The TUI's poll history.
     Given(GateInput),
-    /// Probe every slot `gate_checks` times now (the CLI).
+    /// Probe every slot `gate_checks` times now (the CLI), or once where the routers' own
+    /// health checks vouch for the target (see [`Engine::vouchers`]).
     ProbeNow,
+    /// Probe once now; the routers' own health checks, as the plan read them, vouch for the
+    /// target: what they said.
+    ProbeOnce { vouched: String },
+}
+
+impl GateSource {
+    /// `ProbeNow` becomes `ProbeOnce` where the routers vouch for `to`.
+    fn or_vouched(self, engine: &Engine, states: &[RouterState], to: &str) -> GateSource {
+        match self {
+            GateSource::ProbeNow => match engine.vouchers(states, to) {
+                Some(vouched) => GateSource::ProbeOnce { vouched },
+                None => GateSource::ProbeNow,
+            },
+            g => g,
+        }
+    }
 }
 
 impl Engine {
@@ -359,7 +360,7 @@ impl Engine {
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();
         for r in &self.routers {
-            let s = observe_within(r.as_ref(), r.observe_timeout())
+            let s = crate::router::observe_within(r.as_ref(), r.observe_timeout())
                 .await
                 .map_err(|e| eyre!("router `{}`: {e}", r.name()))?;
             out.push(s);
@@ -391,6 +392,42 @@ impl Engine {
         Ok(first)
     }
 
+    /// What the routers' own health checks say of `slot` in `states` (read by the plan a
+    /// moment ago), when every router that checks it says it is up and one at least does;
+    /// `None` otherwise (one says down, or none checks it).
+    pub fn vouchers(&self, states: &[RouterState], slot: &str) -> Option<String> {
+        let mut said = Vec::new();
+        for (r, st) in self.routers.iter().zip(states) {
+            let Some(route) = st.slots.get(slot) else {
+                continue;
+            };
+            match route.checks_up {
+                Some(true) => said.push(format!(
+                    "{} `{}`'s own checks say {}",
+                    r.kind(),
+                    r.name(),
+                    route.check.as_deref().unwrap_or("up")
+                )),
+                Some(false) => return None,
+                None => {}
+            }
+        }
+        (!said.is_empty()).then(|| said.join("; "))
+    }
+
+    /// The gate's input for a switch to `to`, as `source` says to get it.
+    pub(super) async fn gate_input(&self, source: GateSource, to: &str) -> GateInput {
+        match source {
+            GateSource::Given(i) => i,
+            GateSource::ProbeNow => self.fresh_gate_input(self.env.gate_checks).await,
+            GateSource::ProbeOnce { vouched } => {
+                let mut i = self.fresh_gate_input(1).await;
+                i.vouched.insert(to.to_string(), vouched);
+                i
+            }
+        }
+    }
+
     /// Probe every slot `n` times, spaced, for the gate (the CLI has no history).
     pub async fn fresh_gate_input(&self, n: usize) -> GateInput {
         let mut input = GateInput::default();
@@ -416,19 +453,6 @@ impl Engine {
             }
         }
         input
-    }
-
-    /// Probe the version served behind a public or preview URL: the slots' version path on
-    /// that host, read with the first slot's version pointer.
-    pub async fn probe_behind(&self, url: &str) -> crate::probe::UrlProbe {
-        let pointer = self
-            .env
-            .slots
-            .first()
-            .and_then(|s| s.version_pointer.as_deref());
-        self.prober
-            .probe_url(&crate::probe::version_url_behind(&self.env, url), pointer)
-            .await
     }
 
     /// Take the environment's lock for operation `id` (asking its holder to hand it over
@@ -598,7 +622,15 @@ impl Engine {
                 let held = Arc::new(std::sync::Mutex::new(None));
                 run.held = Some(held.clone());
                 let out = self
-                    .switch(run, req, gate_source, live, preview, to, rollback)
+                    .switch(
+                        run,
+                        req,
+                        gate_source.or_vouched(self, &states, &to),
+                        live,
+                        preview,
+                        to,
+                        rollback,
+                    )
                     .await;
                 self.conclude(out, &held).await
             }
@@ -650,6 +682,7 @@ fn describe(kind: &OpKind) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::gate::gate_passed;
     use super::simple::check_simple;
     use super::*;
 
@@ -700,6 +733,32 @@ mod tests {
         assert_eq!(p.failed_checks()[0].name, "new version");
         // Rollback does not check for a new version.
         assert!(gate(3, Some("blue"), "green", &same, false).passes());
+    }
+
+    #[test]
+    fn a_router_vouching_for_the_slot_lets_one_healthy_check_stand_for_the_streak() {
+        use Health::*;
+        let mut one = input(&[("blue", &[Up], Some("1")), ("green", &[Up], Some("2"))]);
+        let p = gate(3, Some("blue"), "green", &one, false);
+        assert_eq!(
+            p.failed_checks()[0].name,
+            "health",
+            "one check is not three"
+        );
+        one.vouched.insert(
+            "green".into(),
+            "haproxy `lb`'s own checks say UP (L7OK)".into(),
+        );
+        let p = gate(3, Some("blue"), "green", &one, false);
+        assert!(p.passes(), "{:?}", p.checks);
+        assert_eq!(
+            gate_passed(&p),
+            "all checks passed (healthy now, and haproxy `lb`'s own checks say UP (L7OK))"
+        );
+        // The router's word does not overrule cutover's own check of the slot now.
+        let mut down_now = input(&[("blue", &[Up], Some("1")), ("green", &[Down], Some("2"))]);
+        down_now.vouched = one.vouched.clone();
+        assert!(!gate(3, Some("blue"), "green", &down_now, false).passes());
     }
 
     #[test]

@@ -40,8 +40,7 @@ pub fn user_at_host() -> String {
 
 /// The name of this process's uid, from /etc/passwd.
 fn user_of_uid() -> String {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     passwd
         .lines()

@@ -155,13 +155,20 @@ fn classify(e: reqwest::Error) -> ProbeError {
     let chain = crate::load::error_chain(&e);
     if e.is_timeout() {
         ProbeError::Timeout
-    } else if chain.contains("Connection refused") || chain.contains("connection refused") {
+    } else if io_kind(&e) == Some(std::io::ErrorKind::ConnectionRefused) {
         ProbeError::Refused
     } else if e.is_body() || e.is_decode() {
         ProbeError::Body(short(&chain))
     } else {
         ProbeError::Connect(short(&chain))
     }
+}
+
+/// The kind of the I/O error in `e`'s source chain, if there is one.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    std::iter::successors(Some(e), |e| e.source())
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind)
 }
 
 fn short(s: &str) -> String {
@@ -247,17 +254,22 @@ fn checked(v: VersionInfo) -> Result<VersionInfo, ProbeError> {
     Ok(v)
 }
 
+impl Prober {
+    /// Probe the version served behind a public or preview URL of `env`: the slots' version
+    /// path on that host, read with the first slot's version pointer.
+    pub async fn probe_behind(&self, env: &Environment, url: &str) -> UrlProbe {
+        let pointer = env.slots.first().and_then(|s| s.version_pointer.as_deref());
+        self.probe_url(&version_url_behind(env, url), pointer).await
+    }
+}
+
 /// The URL that shows which version the public (or preview) URL serves: the public URL with
-/// the slots' version path.
+/// the slots' version path (read once, when the config loaded).
 pub fn version_url_behind(env: &Environment, base: &str) -> String {
     let path = env
         .slots
         .first()
-        .and_then(|s| {
-            let rest = s.version_url.split_once("://").map(|(_, r)| r)?;
-            rest.find('/').map(|i| rest[i..].to_string())
-        })
-        .unwrap_or_else(|| "/version".into());
+        .map_or("/version", |s| s.version_path.as_str());
     format!("{}{}", base.trim_end_matches('/'), path)
 }
 

@@ -1,5 +1,5 @@
 //! cutover's own metrics (`--metrics-listen ADDR`): what the TUI sees, for Prometheus. It
-//! reads the same [`Event`]s the application state is built from (probes, router reads, lock
+//! reads the same [`Seen`]s the application state is built from (probes, router reads, lock
 //! checks, finished operations), so it never asks anything itself and costs nothing when it
 //! is not scraped but one short lock per event.
 //!
@@ -17,8 +17,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::Event;
 use crate::config::{Config, ConfigProblem};
+use crate::envview::Seen;
 use crate::model::Health;
 use crate::ops::Progress;
 use crate::prom::{CONTENT_TYPE, Histogram, Out, esc};
@@ -93,13 +93,13 @@ impl SelfMetrics {
     }
 
     /// Take in one event (before the application state does).
-    pub fn observe(&self, ev: &Event) {
+    pub fn observe(&self, ev: &Seen) {
         let kind = match ev {
-            Event::Probe { .. } => "probe",
-            Event::Url { .. } => "url",
-            Event::Router { .. } => "router",
-            Event::Lock { .. } => "lock",
-            Event::Op { .. } => "operation",
+            Seen::Probe { .. } => "probe",
+            Seen::Url { .. } => "url",
+            Seen::Router { .. } => "router",
+            Seen::Lock { .. } => "lock",
+            Seen::Op { .. } => "operation",
             _ => return,
         };
         if let Ok(mut e) = self.events.lock() {
@@ -109,7 +109,7 @@ impl SelfMetrics {
             return;
         };
         match ev {
-            Event::Probe { env, slot, result } => {
+            Seen::Probe { env, slot, result } => {
                 if let Some((_, s)) = envs.get_mut(*env).and_then(|e| e.slots.get_mut(*slot)) {
                     s.health = result.health;
                     s.probes += 1;
@@ -121,7 +121,7 @@ impl SelfMetrics {
                     }
                 }
             }
-            Event::Router {
+            Seen::Router {
                 env,
                 router,
                 result,
@@ -141,12 +141,12 @@ impl SelfMetrics {
                     }
                 }
             }
-            Event::Lock { env, holder, .. } => {
+            Seen::Lock { env, holder, .. } => {
                 if let Some(e) = envs.get_mut(*env) {
                     e.lock = holder.clone();
                 }
             }
-            Event::Op {
+            Seen::Op {
                 env,
                 progress: Progress::Finished(out),
                 ..

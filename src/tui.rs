@@ -17,13 +17,11 @@ use ratatui::backend::CrosstermBackend;
 use tokio::sync::{mpsc, watch};
 
 use crate::app::{App, DemoCommand, Effect, Event};
-use crate::audit::AuditLog;
-use crate::config::Config;
-use crate::ops::{Engine, GateSource, Interrupt, Progress};
-use crate::probe::Prober;
+use crate::envview::Seen;
+use crate::ops::{GateSource, Interrupt, Progress};
 use crate::slotserver::SlotControls;
-use crate::state::{EnvMemory, Store};
-use crate::ui::theme::Theme;
+use crate::theme::Theme;
+pub use crate::world::World;
 
 /// Restores the terminal when dropped, whatever way the TUI ends.
 pub struct TerminalGuard;
@@ -64,225 +62,6 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// Everything the TUI runs against.
-pub struct World {
-    pub config: Config,
-    pub engines: Vec<Arc<Engine>>,
-    pub store: Store,
-    /// Demo slot controls, by slot name (the demo keys).
-    pub demo: Option<Vec<Arc<SlotControls>>>,
-}
-
-impl World {
-    pub fn build(config: Config, demo: Option<Vec<Arc<SlotControls>>>) -> Result<World> {
-        let store = Store::open(&config.settings)?;
-        let audit = match AuditLog::open(config.settings.audit_dir_or_default()) {
-            Ok(a) => Some(Arc::new(a.share(&store))),
-            Err(e) => {
-                tracing::error!("no audit log: {e:#}");
-                None
-            }
-        };
-        let prober = Prober::new(&config.settings)?;
-        let notifier = if config.notify.is_empty() {
-            None
-        } else {
-            Some(Arc::new(crate::notify::Notifier::start(
-                &config.notify,
-                audit.clone(),
-            )?))
-        };
-        let mut engines = Vec::new();
-        for env in &config.environments {
-            let routers = crate::router::build_all(env)
-                .wrap_err_with(|| format!("cannot set up the routers of `{}`", env.name))?;
-            engines.push(Arc::new(Engine {
-                env: env.clone(),
-                routers,
-                prober: prober.clone(),
-                store: store.clone(),
-                audit: audit.clone(),
-                notifier: notifier.clone(),
-                probe_spacing: Duration::from_millis(300),
-            }));
-        }
-        Ok(World {
-            config,
-            engines,
-            store,
-            demo,
-        })
-    }
-
-    /// What cutover remembers of each environment (in `engines` order), from one read of the
-    /// state file.
-    pub fn memories(&self) -> Vec<EnvMemory> {
-        let mut all = self.store.load().environments;
-        self.engines
-            .iter()
-            .map(|e| all.remove(&e.env.name).unwrap_or_default())
-            .collect()
-    }
-
-    /// Start the probe and observer tasks; they stop when `stop` flips.
-    pub fn spawn_watchers(&self, tx: mpsc::UnboundedSender<Event>, stop: watch::Receiver<bool>) {
-        let interval = self.config.settings.poll_interval;
-        for (ei, engine) in self.engines.iter().enumerate() {
-            for (si, slot) in engine.env.slots.iter().enumerate() {
-                let (engine, slot) = (engine.clone(), slot.clone());
-                every(interval, &tx, &stop, move || {
-                    let (engine, slot) = (engine.clone(), slot.clone());
-                    async move {
-                        let result = engine.prober.probe_slot(&slot).await;
-                        Event::Probe {
-                            env: ei,
-                            slot: si,
-                            result,
-                        }
-                    }
-                });
-            }
-            for (preview, url) in [
-                (false, &engine.env.public_url),
-                (true, &engine.env.preview_url),
-            ] {
-                let Some(url) = url.clone() else { continue };
-                let engine = engine.clone();
-                // Half a poll apart from the router readings: these probes go through the
-                // router, which counts them, and the App takes them off its counters again
-                // (see `app::SlotTraffic`); a probe sent while a reading is taken could land
-                // on either side of it.
-                every_from(interval / 2, interval, &tx, &stop, move || {
-                    let (engine, url) = (engine.clone(), url.clone());
-                    async move {
-                        let result = engine.probe_behind(&url).await;
-                        Event::Url {
-                            env: ei,
-                            preview,
-                            result,
-                        }
-                    }
-                });
-            }
-            for (ri, router) in engine.routers.iter().enumerate() {
-                // The router's own limit (exec's `observe_timeout`, as configured).
-                let limit = router.observe_timeout();
-                let router = router.clone();
-                every(interval, &tx, &stop, move || {
-                    let router = router.clone();
-                    async move {
-                        let result = crate::ops::observe_within(&*router, limit).await;
-                        Event::Router {
-                            env: ei,
-                            router: ri,
-                            result,
-                            at: SystemTime::now(),
-                        }
-                    }
-                });
-            }
-            // Another operator's operations, step by step, from the shared store.
-            if let Some(etcd) = self.store.shared() {
-                let (ltx, mut lines) = mpsc::unbounded_channel();
-                etcd.follow(&engine.env.name, ltx);
-                let (tx, mut stop) = (tx.clone(), stop.clone());
-                let (store, name) = (self.store.clone(), engine.env.name.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let seen = tokio::select! {
-                            l = lines.recv() => l,
-                            _ = stop.changed() => return,
-                        };
-                        let event = match seen {
-                            None => return,
-                            Some(crate::etcd::Seen::Line(text)) => Event::Shared { env: ei, text },
-                            // Another operator's swap changed what `r` goes back to.
-                            Some(crate::etcd::Seen::Ended) => {
-                                let (store, name) = (store.clone(), name.clone());
-                                let Ok(memory) =
-                                    tokio::task::spawn_blocking(move || store.env(&name)).await
-                                else {
-                                    continue;
-                                };
-                                Event::Memory { env: ei, memory }
-                            }
-                        };
-                        if tx.send(event).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            let (store, name) = (self.store.clone(), engine.env.name.clone());
-            every(
-                interval.max(Duration::from_secs(1)),
-                &tx,
-                &stop,
-                move || {
-                    let (store, name) = (store.clone(), name.clone());
-                    async move {
-                        let (holder, interrupted) = tokio::task::spawn_blocking(move || {
-                            (store.holder(&name), store.interrupted(&name))
-                        })
-                        .await
-                        .unwrap_or_default();
-                        Event::Lock {
-                            env: ei,
-                            holder,
-                            interrupted,
-                        }
-                    }
-                },
-            );
-        }
-    }
-}
-
-/// Run `poll` on every tick of `interval` and send what it returns, until `stop` flips or the
-/// app is gone. A slow `poll` delays only its own next tick.
-fn every<F, Fut>(
-    interval: Duration,
-    tx: &mpsc::UnboundedSender<Event>,
-    stop: &watch::Receiver<bool>,
-    poll: F,
-) where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Event> + Send + 'static,
-{
-    every_from(Duration::ZERO, interval, tx, stop, poll)
-}
-
-/// [`every`], the first tick `phase` from now.
-fn every_from<F, Fut>(
-    phase: Duration,
-    interval: Duration,
-    tx: &mpsc::UnboundedSender<Event>,
-    stop: &watch::Receiver<bool>,
-    mut poll: F,
-) where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Event> + Send + 'static,
-{
-    let (tx, mut stop) = (tx.clone(), stop.clone());
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let ev = tokio::select! {
-                ev = poll() => ev,
-                _ = stop.changed() => return,
-            };
-            if tx.send(ev).is_err() {
-                return;
-            }
-        }
-    });
-}
-
 /// An operation this runner started and that has not ended.
 struct Running {
     id: String,
@@ -302,6 +81,13 @@ impl Runner {
     fn run(&mut self, effect: Effect) {
         match effect {
             Effect::Quit | Effect::QuitNow => {}
+            Effect::Warn { env, kind, message } => {
+                if let Some(e) = self.world.engines.get(env)
+                    && let Some(n) = &e.notifier
+                {
+                    n.warn(kind, &e.env.name, &message);
+                }
+            }
             Effect::StopOp { env } => {
                 if let Some(running) = self.running.get(env) {
                     for r in running.iter().filter(|r| !r.task.is_finished()) {
@@ -346,17 +132,17 @@ impl Runner {
                         tokio::spawn(async move {
                             while let Some(p) = prx.recv().await {
                                 if p == Progress::Remembered {
-                                    let _ = tx.send(Event::Memory {
+                                    let _ = tx.send(Event::Seen(Seen::Memory {
                                         env,
                                         memory: store.env(&name),
-                                    });
+                                    }));
                                     continue;
                                 }
-                                let _ = tx.send(Event::Op {
+                                let _ = tx.send(Event::Seen(Seen::Op {
                                     env,
                                     id: id.clone(),
                                     progress: p,
-                                });
+                                }));
                             }
                         })
                     };
@@ -364,10 +150,10 @@ impl Runner {
                         .run(req, GateSource::Given(gate), ptx, cancel_rx)
                         .await;
                     let _ = fwd.await;
-                    let _ = tx.send(Event::Memory {
+                    let _ = tx.send(Event::Seen(Seen::Memory {
                         env,
                         memory: store.env(&name),
-                    });
+                    }));
                 });
                 running.push(Running {
                     id,
@@ -387,7 +173,7 @@ impl Runner {
                         let tx = tx.clone();
                         tokio::spawn(async move {
                             while let Some(tick) = trx.recv().await {
-                                let _ = tx.send(Event::DrillTick { env, tick });
+                                let _ = tx.send(Event::Seen(Seen::DrillTick { env, tick }));
                             }
                         })
                     };
@@ -404,7 +190,7 @@ impl Runner {
                         .map(Box::new)
                         .map_err(|e| format!("{e:#}"));
                     let _ = fwd.await;
-                    let _ = tx.send(Event::DrillDone { env, result });
+                    let _ = tx.send(Event::Seen(Seen::DrillDone { env, result }));
                 });
             }
             Effect::LoadTheme(name) => {
@@ -450,7 +236,7 @@ impl Runner {
                 let _ = r.cancel.send(Interrupt::Quit);
                 if now {
                     if let Some(engine) = self.world.engines.get(env) {
-                        crate::commands::abandon(engine, &r.id, r.kind, "the operator quit");
+                        engine.abandon(&r.id, r.kind, "the operator quit");
                     }
                     continue;
                 }
@@ -487,6 +273,8 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     app.demo = world.demo.is_some();
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    // Clicks wait for the App: they are hit-tested against the screen it last drew.
+    let (mouse_tx, mut mouse_rx) = mpsc::unbounded_channel::<crossterm::event::MouseEvent>();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     install_panic_hook();
@@ -515,7 +303,12 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
                 let Some(Ok(ev)) = ev else { return };
                 let ev = match ev {
                     crossterm::event::Event::Key(k) => Event::Key(k),
-                    crossterm::event::Event::Mouse(m) => Event::Mouse(m),
+                    crossterm::event::Event::Mouse(m) => {
+                        if mouse_tx.send(m).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     crossterm::event::Event::Resize(w, h) => Event::Resize(w, h),
                     _ => continue,
                 };
@@ -572,16 +365,24 @@ pub async fn run(world: World, opts: TuiOptions) -> Result<()> {
     };
     let mut quit_now = false;
     loop {
-        let Some(ev) = rx.recv().await else { break };
-        if let Some(m) = &metrics {
-            m.observe(&ev);
-        }
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            Some(m) = mouse_rx.recv() => match crate::ui::click(&app, m) {
+                Some(ev) => Some(ev),
+                None => continue,
+            },
+        };
+        let Some(ev) = ev else { break };
+        let observe = |ev: &Event| {
+            if let (Some(m), Event::Seen(seen)) = (&metrics, ev) {
+                m.observe(seen);
+            }
+        };
+        observe(&ev);
         let mut effects = app.update(ev);
         // Take everything already queued before drawing: draw only the newest state.
         while let Ok(ev) = rx.try_recv() {
-            if let Some(m) = &metrics {
-                m.observe(&ev);
-            }
+            observe(&ev);
             effects.extend(app.update(ev));
         }
         for e in effects {

@@ -217,14 +217,14 @@ async fn drain_lets_a_slow_in_flight_request_finish_and_shows_sessions_falling_t
         .drain(&Target::slot("blue"))
         .await
         .expect_err("drain live refused");
-    assert!(err.to_string().contains("switch live"), "{err}");
+    assert!(format!("{err:#}").contains("switch live"), "{err}");
 
     d.switch_live("green").await.expect("switch to green");
     let err = d
         .drain(&Target::slot("green"))
         .await
         .expect_err("drain new live refused");
-    assert!(err.to_string().contains("switch live"), "{err}");
+    assert!(format!("{err:#}").contains("switch live"), "{err}");
     d.drain(&Target::slot("blue")).await.expect("drain blue");
 
     let st = observe(&d).await;
@@ -245,7 +245,7 @@ async fn drain_lets_a_slow_in_flight_request_finish_and_shows_sessions_falling_t
         .switch_live("blue")
         .await
         .expect_err("a draining slot cannot go live");
-    assert!(err.to_string().contains("undrain"), "{err}");
+    assert!(format!("{err:#}").contains("undrain"), "{err}");
 
     let (status, body) = slow.await.expect("slow task");
     assert_eq!(status, 200, "the in-flight request finished: {body}");
@@ -329,14 +329,14 @@ async fn maintenance_redirect_sends_live_traffic_to_another_slot_with_bypass_and
         .maintenance(true, &to("blue"))
         .await
         .expect_err("redirect to live");
-    assert!(err.to_string().contains("live slot"), "{err}");
+    assert!(format!("{err:#}").contains("live slot"), "{err}");
     let err = d
         .maintenance(true, &to("purple"))
         .await
         .expect_err("unknown");
     assert!(
-        err.to_string().contains("unknown slot `purple`")
-            && err.to_string().contains("blue, green, staging"),
+        format!("{err:#}").contains("unknown slot `purple`")
+            && format!("{err:#}").contains("blue, green, staging"),
         "{err}"
     );
     d.drain(&Target::slot("staging"))
@@ -346,7 +346,7 @@ async fn maintenance_redirect_sends_live_traffic_to_another_slot_with_bypass_and
         .maintenance(true, &to("staging"))
         .await
         .expect_err("draining");
-    assert!(err.to_string().contains("draining"), "{err}");
+    assert!(format!("{err:#}").contains("draining"), "{err}");
     assert_eq!(
         observe(&d).await.maintenance,
         None,
@@ -406,12 +406,12 @@ async fn maintenance_redirect_sends_live_traffic_to_another_slot_with_bypass_and
         .drain(&Target::slot("green"))
         .await
         .expect_err("drain redirect target");
-    assert!(err.to_string().contains("redirect"), "{err}");
+    assert!(format!("{err:#}").contains("redirect"), "{err}");
     let err = d
         .switch_live("green")
         .await
         .expect_err("live to the redirect target");
-    assert!(err.to_string().contains("maintenance"), "{err}");
+    assert!(format!("{err:#}").contains("maintenance"), "{err}");
 
     // The operator reaches blue, the slot under maintenance, with the cookie or the header.
     let c = client();
@@ -971,17 +971,17 @@ async fn nodes_are_balanced_and_drained_one_at_a_time() {
         .drain(&Target::node("blue", "b2"))
         .await
         .expect_err("last node");
-    assert!(err.to_string().contains("last ready node"), "{err}");
+    assert!(format!("{err:#}").contains("last ready node"), "{err}");
     let err = d
         .drain(&Target::node("blue", "b9"))
         .await
         .expect_err("unknown node");
-    assert!(err.to_string().contains("b1, b2"), "{err}");
+    assert!(format!("{err:#}").contains("b1, b2"), "{err}");
     let err = d
         .drain(&Target::node("green", "x"))
         .await
         .expect_err("no nodes");
-    assert!(err.to_string().contains("has no nodes"), "{err}");
+    assert!(format!("{err:#}").contains("has no nodes"), "{err}");
 
     d.undrain(&Target::node("blue", "b1"))
         .await
@@ -999,7 +999,7 @@ async fn admin_api_refusals_name_the_problem() {
     let (_dir, env, cfg, h, d) = up(&[&s[0], &s[1]], &[]).await;
 
     let err = d.switch_live("purple").await.expect_err("unknown slot");
-    let msg = err.to_string();
+    let msg = format!("{err:#}");
     assert!(
         msg.contains("404") && msg.contains("unknown slot `purple`; this proxy knows: blue, green"),
         "{msg}"
@@ -1038,7 +1038,7 @@ async fn admin_api_refusals_name_the_problem() {
     let g = embedded::Driver::new("embedded".into(), &env, &gone).expect("driver");
     let err = g.observe().await.expect_err("nothing there");
     assert!(
-        err.to_string().contains("cannot reach the embedded proxy"),
+        format!("{err:#}").contains("cannot reach the embedded proxy"),
         "{err}"
     );
 }
@@ -1978,6 +1978,27 @@ async fn weights_are_refused_when_they_do_not_fit_and_end_with_a_switch() {
         .await
         .expect("undrain staging");
     d.set_weights("blue", "staging", 25).await.expect("25 %");
+    // The split is on /metrics too, by slot, so a dashboard shows it beside the traffic.
+    let metrics = client()
+        .get(format!("http://{}/metrics", h.admin_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let weight = |slot: &str| {
+        let key = format!("cutover_proxy_weight_percent{{env=\"shop\",slot=\"{slot}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        (weight("blue"), weight("staging"), weight("green")),
+        (Some("75".into()), Some("25".into()), Some("0".into())),
+        "{metrics}"
+    );
     refused(
         d.drain(&Target::slot("staging")).await,
         "draining the canary",

@@ -109,7 +109,7 @@ fn settings(url: &str, prefix: &str, ttl_s: u64, state: &Path) -> Settings {
 }
 
 fn store_of(s: &Settings) -> Store {
-    Store::open(s).expect("open the etcd store")
+    s.open_store().expect("open the etcd store")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -949,8 +949,8 @@ async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory()
     let got = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(ev) = rx.recv().await {
             match ev {
-                cutover::app::Event::Shared { text, .. } => lines.push(text),
-                cutover::app::Event::Memory { memory, .. }
+                cutover::envview::Seen::Shared { text, .. } => lines.push(text),
+                cutover::envview::Seen::Memory { memory, .. }
                     if memory.previous_live.as_deref() == Some("blue") =>
                 {
                     return memory;
@@ -964,6 +964,44 @@ async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory()
     .unwrap_or_else(|_| panic!("no new memory after alice's swap; lines: {lines:#?}"));
     assert_eq!(got.last_set_live.as_deref(), Some("green"));
     assert!(lines.iter().any(|l| l.contains("ended done")), "{lines:#?}");
+}
+
+/// The shared store's state is what the header shows: it answers (quietly: no line for the
+/// first answer), then it is gone (a line, and the indicator turns), then back (a line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tui_knows_whether_the_shared_store_answers() {
+    let Some(mut m) = etcd("the_tui_knows_whether_the_shared_store_answers") else {
+        return;
+    };
+    let rig = Rig::start("0s").await;
+    let cfg = cutover::config::load(&rig.config("bob", &m.url)).expect("bob's config");
+    let world = cutover::world::World::build(cfg, None).expect("world");
+    let mut view = cutover::envview::EnvView::new(&world.engines[0].env, Default::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    world.spawn_watchers(tx, stop);
+    let mut next_store = async |view: &mut cutover::envview::EnvView| {
+        let within = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(ev) = rx.recv().await {
+                if let cutover::envview::Seen::Store { .. } = ev {
+                    let said = view.apply(ev, std::time::SystemTime::now(), 10);
+                    return said.lines.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+                }
+            }
+            panic!("the events ended");
+        })
+        .await;
+        within.expect("a store event within 30 s")
+    };
+    assert_eq!(next_store(&mut view).await, Vec::<String>::new());
+    assert_eq!(view.store_up, Some(true));
+    m.guard.child.kill().expect("kill etcd");
+    let lines = next_store(&mut view).await;
+    assert_eq!(view.store_up, Some(false));
+    assert!(
+        lines.len() == 1 && lines[0].contains("operations are refused until it answers"),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -526,6 +526,66 @@ async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
     assert_eq!(st.problems.len(), 1, "{st:#?}");
 }
 
+/// HAProxy's own health checks (`check` in haproxy.cfg) vouch for the target: the headless
+/// swap and rollback probe it once, not three times in a row, and say on what evidence; a
+/// slot whose server HAProxy's checks find down gets no such pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so() {
+    let Some(rig) = Rig::for_test(
+        "haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so",
+        Setup::Map,
+    )
+    .await
+    else {
+        return;
+    };
+    // The checks (`inter 1s`) have run once at least: green's servers read UP (L4OK).
+    let d = rig.driver();
+    let up = common::eventually(Duration::from_secs(30), || async {
+        observe(d.as_ref()).await.slots["green"].checks_up == Some(true)
+    })
+    .await;
+    assert!(up, "{:#?}", observe(d.as_ref()).await);
+    let dir = TempDir::new().expect("dir");
+    for (args, to) in [
+        (
+            &["swap", "shop", "--to", "green", "--yes", "--no-watch"][..],
+            "green",
+        ),
+        (&["rollback", "shop", "--yes", "--no-watch"][..], "blue"),
+    ] {
+        let o = common::cutover_cli(dir.path(), &rig.cutover_toml, args).await;
+        let out = common::printed(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        assert!(
+            out.contains(
+                "all checks passed (healthy now, and haproxy `haproxy`'s own checks say UP"
+            ),
+            "{args:?}: the gate names its evidence:\n{out}"
+        );
+        assert_eq!(who(&rig.url("/")).await.1, to);
+    }
+
+    // Green's second server stops: HAProxy's checks find it down, and the gate does not take
+    // HAProxy's word: three fresh checks of cutover's own, in a row (green's address still
+    // answers: it is its first server's).
+    rig.slots[2].stop();
+    let down = common::eventually(Duration::from_secs(30), || async {
+        observe(d.as_ref()).await.slots["green"].checks_up == Some(false)
+    })
+    .await;
+    assert!(down, "{:#?}", observe(d.as_ref()).await);
+    let o = common::cutover_cli(
+        dir.path(),
+        &rig.cutover_toml,
+        &["swap", "shop", "--to", "green", "--yes", "--no-watch"],
+    )
+    .await;
+    let out = common::printed(&o);
+    assert!(!out.contains("own checks say"), "{out}");
+    assert!(out.contains("last 3 checks healthy"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_empty_server_state_file_is_named_as_the_file() {
     let Some(rig) = Rig::for_test(

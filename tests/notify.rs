@@ -399,7 +399,8 @@ fn notify_config_errors_name_file_line_column_and_field() {
     assert_eq!(
         e,
         "c.toml:9:20: field `events`: unknown event `rolledback`; did you mean `rolled-back`? \
-         the events are: start, step-failed, done, refused, failed, rolled-back, alarm, cancelled"
+         the events are: start, step-failed, done, refused, failed, rolled-back, alarm, cancelled, \
+         drift, routers-disagree"
     );
     let e = err("[[notify]]\nurl = \"ftp://x\"\n");
     assert_eq!(
@@ -485,4 +486,119 @@ async fn the_cli_delivers_its_notifications_before_it_exits() {
         text.starts_with("[info] cutover swap of shop blue → green: done — `green` is live"),
         "{text}"
     );
+}
+
+/// `cutover watch` (a separate process) tells the channels when drift begins — the router's
+/// live slot changed by hand, not by cutover — once, as a `drift` warning; a channel that
+/// fails says so on watch's own output (the event lines). A swap by another cutover process
+/// is not drift: what it set is read back from the state files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_notifies_drift_once_and_prints_failed_deliveries() {
+    let ok = Receiver::start(Mode::Ok).await;
+    let failing = Receiver::start(Mode::Fail500).await;
+    let rig = Rig::start(&format!(
+        "[[notify]]\nurl = \"{}\"\nevents = [\"drift\", \"routers-disagree\"]\n\n\
+         [[notify]]\nurl = \"{}\"\nevents = [\"drift\"]\nretries = 0\n",
+        ok.url(),
+        failing.url()
+    ))
+    .await;
+    let path = rig.dir.path().join("cutover.toml");
+    let xdg = rig.dir.path().join("xdg");
+    let cli = |args: &'static [&'static str]| {
+        let (path, xdg) = (path.clone(), xdg.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+                .arg("--config")
+                .arg(&path)
+                .args(args)
+                .env("CUTOVER_NOTIFY_TEST_ADMIN", ADMIN_TOKEN)
+                .env("XDG_STATE_HOME", &xdg)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run cutover")
+        })
+    };
+    // cutover sets green live: that is what it last set.
+    let o = cli(&["swap", "shop", "--to", "green", "--yes", "--no-watch"])
+        .await
+        .expect("join");
+    assert!(o.status.success(), "{}", common::printed(&o));
+
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"));
+    watch
+        .arg("--config")
+        .arg(&path)
+        .args(["watch", "shop"])
+        .env("CUTOVER_NOTIFY_TEST_ADMIN", ADMIN_TOKEN)
+        .env("XDG_STATE_HOME", &xdg)
+        .stdout(std::process::Stdio::piped());
+    let mut watch = common::ChildGuard::spawn("cutover watch", &mut watch);
+    let out = watch.child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = async |what: &str| {
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(l) = lines.recv().await {
+                seen.push(l.clone());
+                if l.contains(what) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "no line with {what:?} from cutover watch:\n{}",
+            seen.join("\n")
+        );
+    };
+    // watch has read the routers: green is live, as cutover set it.
+    wait_line("`green` is live").await;
+
+    // Another cutover process swaps back to blue: not drift.
+    let o = cli(&["swap", "shop", "--to", "blue", "--yes", "--no-watch"])
+        .await
+        .expect("join");
+    assert!(o.status.success(), "{}", common::printed(&o));
+    wait_line("blue role PREVIEW → LIVE").await;
+
+    // By hand, on the proxy's admin API: green live behind cutover's back.
+    let admin = match &rig.config.environments[0].routers[0] {
+        RouterConfig::Embedded(c) => c.admin.clone(),
+        _ => panic!("embedded"),
+    };
+    let r = cutover::http_client()
+        .build()
+        .expect("client")
+        .post(format!("http://{admin}/live"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"slot": "green"}))
+        .send()
+        .await
+        .expect("admin answers");
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let got = ok.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["event"], "drift", "{got:?}");
+    assert_eq!(got[0].body["severity"], "warning");
+    assert_eq!(got[0].body["environment"], "shop");
+    let message = got[0].body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("`green`") && message.contains("cutover last set `blue`"),
+        "{message}"
+    );
+    // The failing channel's delivery is on watch's output.
+    wait_line("notification `drift` to [[notify]] #2").await;
+    // Once: the drift goes on, and is not told again.
+    let more = eventually(Duration::from_secs(3), || async { ok.got().len() > 1 }).await;
+    assert!(!more, "told more than once: {:?}", ok.got());
+    drop(watch);
 }

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{eventually, free_port, require_binary};
-use cutover::app::Event;
 use cutover::config;
+use cutover::envview::Seen;
 use cutover::ops::{GateSource, Interrupt, OpKind, OpRequest, Verdict};
 use cutover::router::RouterConfig;
 use cutover::selfmetrics::SelfMetrics;
-use cutover::tui::World;
+use cutover::world::World;
 use tokio::sync::{mpsc, watch};
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
@@ -70,7 +70,7 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
     let addr = listener.local_addr().expect("addr");
     let (stop_tx, stop) = watch::channel(false);
     cutover::selfmetrics::serve(listener, metrics.clone(), token, stop.clone());
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Seen>();
     world.spawn_watchers(tx.clone(), stop);
     let m = metrics.clone();
     tokio::spawn(async move {
@@ -105,7 +105,7 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(progress) = prx.recv().await {
-                let _ = tx.send(Event::Op {
+                let _ = tx.send(Seen::Op {
                     env: 0,
                     id: id.clone(),
                     progress,

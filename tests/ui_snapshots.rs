@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use cutover::app::{App, Event, RouterView};
 use cutover::config;
+use cutover::envview::Seen;
 use cutover::model::{
     AdminState, Health, ProbeError, ProbeResult, Role, RouterState, SlotRoute, VersionInfo,
 };
 use cutover::probe::UrlProbe;
 use cutover::state::EnvMemory;
-use cutover::ui::theme::Theme;
+use cutover::theme::Theme;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
@@ -101,23 +102,23 @@ fn app_with(memory: EnvMemory) -> App {
     let mut app = fresh_app_with(memory);
     for i in 0..12u64 {
         app.update(Event::Tick(t0() + Duration::from_secs(i)));
-        app.update(Event::Probe {
+        app.update(Event::Seen(Seen::Probe {
             env: 0,
             slot: 0,
             result: up("1.4.2", 2 + i % 4),
-        });
-        app.update(Event::Probe {
+        }));
+        app.update(Event::Seen(Seen::Probe {
             env: 0,
             slot: 1,
             result: up("1.5.0", 3 + i % 3),
-        });
-        app.update(Event::Probe {
+        }));
+        app.update(Event::Seen(Seen::Probe {
             env: 0,
             slot: 2,
             result: up("1.6.0-rc1", 5),
-        });
+        }));
     }
-    app.update(Event::Url {
+    app.update(Event::Seen(Seen::Url {
         env: 0,
         preview: false,
         result: UrlProbe {
@@ -132,7 +133,7 @@ fn app_with(memory: EnvMemory) -> App {
             error: None,
             at: t0(),
         },
-    });
+    }));
     app.update(Event::Tick(t0() + Duration::from_secs(75)));
     app
 }
@@ -198,11 +199,11 @@ fn healthy_environment_shows_three_columns_with_roles_health_versions() {
 #[test]
 fn a_down_slot_is_shown_with_its_status_and_logged() {
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Probe {
+    app.update(Event::Seen(Seen::Probe {
         env: 0,
         slot: 1,
         result: down("1.5.0"),
-    });
+    }));
     let (text, buf) = screen(&mut app, 120, 40);
     assert!(text.contains("✘ down 500"), "{text}");
     assert!(text.contains("green health up → down (HTTP 500)"), "{text}");
@@ -242,12 +243,12 @@ fn routers_that_disagree_are_a_loud_warning() {
         error: None,
         at: None,
     });
-    app.update(Event::Router {
+    app.update(Event::Seen(Seen::Router {
         env: 0,
         router: 1,
         result: Ok(router_state("green", "blue")),
         at: t0(),
-    });
+    }));
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
         text.contains("ROUTERS DISAGREE: `edge` → blue, `edge-2` → green"),
@@ -310,11 +311,11 @@ fn swap_asks_with_from_to_versions_and_the_gate() {
 #[test]
 fn a_refusing_gate_offers_force_and_y_does_nothing() {
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Probe {
+    app.update(Event::Seen(Seen::Probe {
         env: 0,
         slot: 1,
         result: down("1.5.0"),
-    });
+    }));
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
@@ -481,12 +482,12 @@ fn reading(app: &mut App, secs: u64, live: &str, counts: [(u64, u64); 3]) {
             r.errors = Some(err);
         }
     }
-    app.update(Event::Router {
+    app.update(Event::Seen(Seen::Router {
         env: 0,
         router: 0,
         result: Ok(s),
         at,
-    });
+    }));
 }
 
 /// Blue live under 40 requests/s for 30 s, then `s` + `y`: green takes the 40/s, one error
@@ -510,7 +511,7 @@ fn swapped_under_load() -> App {
         let err = u64::from(i >= 35);
         reading(&mut app, 75 + i, "green", [(blue, 0), (green, err), (0, 0)]);
     }
-    app.update(Event::Op {
+    app.update(Event::Seen(Seen::Op {
         env: 0,
         id,
         progress: Progress::Watching {
@@ -520,7 +521,7 @@ fn swapped_under_load() -> App {
             checks: 14,
             passed: 14,
         },
-    });
+    }));
     app
 }
 
@@ -595,7 +596,7 @@ fn probes_of_the_public_url_are_not_counted_as_user_traffic() {
     let mut app = app_with(EnvMemory::default());
     // Two probes of the public URL went through the router to blue; no user request did.
     for i in 0..2u64 {
-        app.update(Event::Url {
+        app.update(Event::Seen(Seen::Url {
             env: 0,
             preview: false,
             result: UrlProbe {
@@ -606,7 +607,7 @@ fn probes_of_the_public_url_are_not_counted_as_user_traffic() {
                 error: None,
                 at: t0() + Duration::from_secs(i),
             },
-        });
+        }));
     }
     // app_with's own probe, and these two: three requests the router counted on blue.
     reading(&mut app, 76, "blue", [(1204 + 3, 0), (87, 0), (0, 0)]);
@@ -621,7 +622,7 @@ fn probes_of_the_public_url_are_not_counted_as_user_traffic() {
     reading(&mut app, 78, "blue", [(1204 + 6, 0), (87, 0), (0, 0)]);
     let blue = &app.envs[0].slots[0].traffic;
     assert_eq!(blue.current().map(|c| c.rps), Some(2.0));
-    app.update(Event::Url {
+    app.update(Event::Seen(Seen::Url {
         env: 0,
         preview: false,
         result: UrlProbe {
@@ -632,7 +633,7 @@ fn probes_of_the_public_url_are_not_counted_as_user_traffic() {
             error: None,
             at: t0() + Duration::from_millis(77_900),
         },
-    });
+    }));
     let blue = &app.envs[0].slots[0].traffic;
     assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
     // The next reading owes it nothing.
@@ -654,7 +655,7 @@ fn a_router_without_per_slot_counters_says_so_and_shows_the_probes() {
     for i in 0..20u64 {
         let at = t0() + Duration::from_secs(76 + i);
         app.update(Event::Tick(at));
-        app.update(Event::Url {
+        app.update(Event::Seen(Seen::Url {
             env: 0,
             preview: false,
             result: UrlProbe {
@@ -669,13 +670,13 @@ fn a_router_without_per_slot_counters_says_so_and_shows_the_probes() {
                 error: None,
                 at,
             },
-        });
-        app.update(Event::Router {
+        }));
+        app.update(Event::Seen(Seen::Router {
             env: 0,
             router: 0,
             result: Ok(s.clone()),
             at,
-        });
+        }));
     }
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
@@ -714,7 +715,7 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
     {
         by.insert("blue".to_string(), b);
         by.insert("green".to_string(), g);
-        app.update(Event::DrillTick {
+        app.update(Event::Seen(Seen::DrillTick {
             env: 0,
             tick: cutover::drill::DrillTick {
                 elapsed: Duration::from_millis(500 * (i as u64 + 1)),
@@ -722,7 +723,7 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
                 failed: 0,
                 switches: i / 2,
             },
-        });
+        }));
     }
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
@@ -756,21 +757,21 @@ fn fresh_app_with(memory: EnvMemory) -> App {
         error: None,
         at: None,
     });
-    app.update(Event::Router {
+    app.update(Event::Seen(Seen::Router {
         env: 0,
         router: 0,
         result: Ok(router_state("blue", "green")),
         at: t0(),
-    });
+    }));
     app
 }
 
 fn probe(app: &mut App, slot: usize, r: ProbeResult) {
-    app.update(Event::Probe {
+    app.update(Event::Seen(Seen::Probe {
         env: 0,
         slot,
         result: r,
-    });
+    }));
 }
 
 #[test]
@@ -839,7 +840,7 @@ fn op_id(fx: &[cutover::app::Effect]) -> String {
 }
 
 fn step(app: &mut App, id: &str, step: cutover::ops::Step, ok: Option<bool>, msg: &str) {
-    app.update(Event::Op {
+    app.update(Event::Seen(Seen::Op {
         env: 0,
         id: id.into(),
         progress: cutover::ops::Progress::Step {
@@ -847,7 +848,7 @@ fn step(app: &mut App, id: &str, step: cutover::ops::Step, ok: Option<bool>, msg
             ok,
             message: msg.into(),
         },
-    });
+    }));
 }
 
 #[test]
@@ -913,7 +914,7 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
     assert_ne!(swap, rollback);
     // The superseded swap's last words arrive after the rollback started.
     let record = cutover::audit::AuditRecord::default();
-    app.update(Event::Op {
+    app.update(Event::Seen(Seen::Op {
         env: 0,
         id: swap.clone(),
         progress: Progress::Finished(Outcome {
@@ -921,7 +922,7 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
             message: format!("`green` is live; watch superseded by rollback #{rollback}"),
             record,
         }),
-    });
+    }));
     step(&mut app, &rollback, Step::Plan, Some(true), "green → blue");
     let op = app.envs[0].op.as_ref().expect("op");
     assert_eq!(op.id, rollback);
@@ -1054,12 +1055,12 @@ fn rollback_asks_and_says_why_outside_the_window_or_when_the_old_slot_changed() 
 #[test]
 fn a_router_error_with_credentials_is_drawn_redacted() {
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Router {
+    app.update(Event::Seen(Seen::Router {
         env: 0,
         router: 0,
         result: Err("lbctl --password argv-CCC: Authorization: Bearer tok-AAA".into()),
         at: t0(),
-    });
+    }));
     let (text, _) = screen(&mut app, 160, 40);
     assert!(text.contains("lbctl --password ***"), "{text}");
     for secret in ["argv-CCC", "tok-AAA"] {
@@ -1136,7 +1137,7 @@ fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
         Some(false),
         "refused: the warm-up of `green` failed",
     );
-    app.update(Event::Op {
+    app.update(Event::Seen(Seen::Op {
         env: 0,
         id: id.clone(),
         progress: Progress::Finished(Outcome {
@@ -1144,7 +1145,7 @@ fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
             message: "refused: the warm-up of `green` failed".into(),
             record: cutover::audit::AuditRecord::default(),
         }),
-    });
+    }));
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
@@ -1192,12 +1193,12 @@ fn sixteen_slots() -> App {
             },
         );
     }
-    app.update(Event::Router {
+    app.update(Event::Seen(Seen::Router {
         env: 0,
         router: 0,
         result: Ok(state),
         at: t0(),
-    });
+    }));
     for s in 0..16 {
         for _ in 0..3 {
             probe(&mut app, s, up(&format!("2.{s}.0"), 4));
@@ -1272,12 +1273,17 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
     assert!(text.contains("slots 14–16 of 16 ◂  "), "{text}");
 
     // A click selects the slot under it, not the one at that index from the start.
-    app.update(Event::Mouse(crossterm::event::MouseEvent {
-        kind: crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left),
-        column: 2,
-        row: 3,
-        modifiers: KeyModifiers::NONE,
-    }));
+    let click = cutover::ui::click(
+        &app,
+        crossterm::event::MouseEvent {
+            kind: crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left),
+            column: 2,
+            row: 3,
+            modifiers: KeyModifiers::NONE,
+        },
+    )
+    .expect("a click on a slot column");
+    app.update(click);
     assert_eq!(app.selected_slot, 13);
 
     // At 120 columns (the case: 4-character columns) the environment list stays and
@@ -1308,11 +1314,11 @@ fn at_40x10_the_confirm_dialog_keeps_its_keys() {
 
     // A refusing gate: the failing check and the longer key line (wrapped) stay; passing
     // checks are counted on one line instead.
-    app.update(Event::Probe {
+    app.update(Event::Seen(Seen::Probe {
         env: 0,
         slot: 1,
         result: down("1.5.0"),
-    });
+    }));
     let (text, _) = screen(&mut app, 40, 10);
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for needle in [
@@ -1409,7 +1415,7 @@ fn no_screen_size_panics_or_loses_the_dialogs_keys() {
 #[test]
 fn the_swap_dialog_says_when_the_live_version_is_unknown() {
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Probe {
+    app.update(Event::Seen(Seen::Probe {
         env: 0,
         slot: 0,
         result: ProbeResult {
@@ -1417,7 +1423,7 @@ fn the_swap_dialog_says_when_the_live_version_is_unknown() {
             version_error: Some(ProbeError::Body("no /version in the body".into())),
             ..up("", 4)
         },
-    });
+    }));
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
@@ -1445,12 +1451,12 @@ fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
         if let Some(r) = s.slots.get_mut("green") {
             r.latency_ms = Some(12);
         }
-        app.update(Event::Router {
+        app.update(Event::Seen(Seen::Router {
             env: 0,
             router: 0,
             result: Ok(s),
             at,
-        });
+        }));
     }
     let (text, _) = screen(&mut app, 120, 40);
     assert!(text.contains("20 req/s · ? err · <1ms"), "{text}");
@@ -1461,12 +1467,12 @@ fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
 #[test]
 fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still() {
     let mut app = swapped_under_load();
-    app.update(Event::Router {
+    app.update(Event::Seen(Seen::Router {
         env: 0,
         router: 0,
         result: Err("connection refused".into()),
         at: t0() + Duration::from_secs(121),
-    });
+    }));
     let (text, _) = screen(&mut app, 120, 40);
     assert!(!text.contains("40 req/s"), "{text}");
     assert!(text.contains("req/s ? (router not read)"), "{text}");
@@ -1476,12 +1482,12 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
         r.requests = Some(1_000_000);
     }
     for i in [122u64, 123] {
-        app.update(Event::Router {
+        app.update(Event::Seen(Seen::Router {
             env: 0,
             router: 0,
             result: Ok(s.clone()),
             at: t0() + Duration::from_secs(i),
-        });
+        }));
     }
     let green = &app.envs[0].slots[1].traffic;
     assert!(!green.stale);
@@ -1498,19 +1504,19 @@ fn the_states_an_operator_meets_are_drawn() {
     let mut app = app_with(EnvMemory::default());
     let mut st = router_state("blue", "green");
     st.maintenance = Some(cutover::model::MaintenanceMode::Page);
-    app.update(Event::Router {
+    app.update(Event::Seen(Seen::Router {
         env: 0,
         router: 0,
         result: Ok(st),
         at: t0(),
-    });
+    }));
     let (text, _) = screen(&mut app, 120, 40);
     assert!(text.contains("MAINTENANCE is on"), "{text}");
     insta::assert_snapshot!("state_maintenance", text);
 
     // The lock held by another operator, and what a dead one left half-done.
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Lock {
+    app.update(Event::Seen(Seen::Lock {
         env: 0,
         holder: Some(cutover::state::LockInfo {
             holder: "alice@laptop-2".into(),
@@ -1536,7 +1542,7 @@ fn the_states_an_operator_meets_are_drawn() {
                 result: "changed".into(),
             }],
         }),
-    });
+    }));
     let (text, _) = screen(&mut app, 120, 40);
     assert!(text.contains("LOCKED by alice@laptop-2"), "{text}");
     assert!(
@@ -1578,7 +1584,7 @@ fn the_states_an_operator_meets_are_drawn() {
             Some(true),
             "routers switched to `green`",
         );
-        app.update(Event::Op {
+        app.update(Event::Seen(Seen::Op {
             env: 0,
             id: id.clone(),
             progress: Progress::Finished(Outcome {
@@ -1586,7 +1592,7 @@ fn the_states_an_operator_meets_are_drawn() {
                 message: message.into(),
                 record: cutover::audit::AuditRecord::default(),
             }),
-        });
+        }));
         let (text, _) = screen(&mut app, 120, 40);
         assert!(text.contains(&verdict.label().to_uppercase()), "{text}");
         if verdict == Verdict::Alarm {
@@ -1629,7 +1635,7 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
         None,
         "step 1/4 (5 %): analysing `green` for 1m",
     );
-    app.update(Event::Op {
+    app.update(Event::Seen(Seen::Op {
         env: 0,
         id: id.clone(),
         progress: cutover::ops::Progress::Watching {
@@ -1639,7 +1645,7 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
             checks: 3,
             passed: 3,
         },
-    });
+    }));
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
         text.contains("step 1/4 (5 %)"),
@@ -1663,5 +1669,44 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
     assert!(
         !matches!(fx.as_slice(), [cutover::app::Effect::StopOp { .. }]),
         "{fx:?}"
+    );
+}
+
+/// The header says whether the shared store answers: `etcd ✔` while it does, `etcd ✘
+/// unreachable` (and a red line in the event pane) when it does not; nothing without one.
+#[test]
+fn the_header_shows_the_shared_stores_state() {
+    let mut app = app_with(EnvMemory::default());
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        !text.lines().next().unwrap_or_default().contains("etcd"),
+        "{text}"
+    );
+    app.update(Event::Seen(Seen::Store {
+        env: 0,
+        up: true,
+        text: None,
+    }));
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.lines().next().unwrap_or_default().contains("etcd ✔"),
+        "{text}"
+    );
+    app.update(Event::Seen(Seen::Store {
+        env: 0,
+        up: false,
+        text: Some("shared store: etcd at 127.0.0.1:2379 does not answer; operations are refused until it answers".into()),
+    }));
+    let (text, _) = screen(&mut app, 120, 40);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap_or_default()
+            .contains("etcd ✘ unreachable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("operations are refused until it answers"),
+        "{text}"
     );
 }

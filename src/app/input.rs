@@ -347,33 +347,20 @@ impl App {
             .map(|s| s.name.clone())
     }
 
-    pub(super) fn on_mouse(&mut self, m: MouseEvent) {
-        if !matches!(m.kind, MouseEventKind::Down(MouseButton::Left)) {
-            return;
-        }
-        let area = Rect::new(0, 0, self.size.0, self.size.1);
-        let areas = crate::ui::layout(area, self);
-        let p = Position::new(m.column, m.row);
-        if let Some(list) = areas.envs
-            && list.contains(p)
-        {
-            let row = m.row.saturating_sub(list.y + 1) as usize;
-            if let Some(&i) = self.visible_envs().get(row) {
-                self.selected_env = i;
-                self.selected_slot = 0;
-                self.focus = Focus::Environments;
+    pub(super) fn on_click(&mut self, hit: Hit) {
+        match hit {
+            Hit::EnvRow(row) => {
+                if let Some(&i) = self.visible_envs().get(row) {
+                    self.selected_env = i;
+                    self.selected_slot = 0;
+                    self.focus = Focus::Environments;
+                }
             }
-            return;
-        }
-        for (i, r) in areas.slots.iter().enumerate() {
-            if r.contains(p) {
-                self.selected_slot = areas.shown.start + i;
+            Hit::Slot(i) => {
+                self.selected_slot = i;
                 self.focus = Focus::Slots;
-                return;
             }
-        }
-        if areas.events.contains(p) {
-            self.focus = Focus::Events;
+            Hit::Events => self.focus = Focus::Events,
         }
     }
 }

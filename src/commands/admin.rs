@@ -61,12 +61,12 @@ pub async fn setup(
         }
         let res = match cfg {
             RouterConfig::Nginx(c) => {
-                crate::router::nginx::Driver::new(name.clone(), &engine.env, c)?
+                crate::router::nginx::Driver::new(name.clone(), engine.env.routed(), c)?
                     .install(live, preview)
                     .await
             }
             RouterConfig::Caddy(c) => {
-                crate::router::caddy::Driver::new(name.clone(), &engine.env, c)?
+                crate::router::caddy::Driver::new(name.clone(), engine.env.routed(), c)?
                     .install(live, preview)
                     .await
             }
@@ -168,9 +168,11 @@ pub fn promote_canary(world: &World, env: &str, read_only: bool) -> Result<i32> 
         );
         return Ok(EXIT_FAILED);
     };
-    // SAFETY: kill(2) with a pid read from the lock, which a live process holds.
-    if unsafe { libc::kill(pid, libc::SIGUSR1) } != 0 {
-        let e = std::io::Error::last_os_error();
+    let sent = rustix::process::Pid::from_raw(pid)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|p| rustix::process::kill_process(p, rustix::process::Signal::USR1));
+    if let Err(e) = sent {
+        let e = std::io::Error::from(e);
         errln!("cannot signal the canary on `{env}` (pid {pid}): {e}; are you its user?");
         return Ok(EXIT_FAILED);
     }

@@ -20,6 +20,13 @@ pub(super) fn check_url(u: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The path of a checked http(s) URL (`/version` for `http://h:1/version`; `/` when none).
+pub(super) fn path_of_url(u: &str) -> String {
+    let rest = u.split_once("://").map_or(u, |(_, r)| r);
+    rest.find('/')
+        .map_or_else(|| "/".into(), |i| rest[i..].to_string())
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());

@@ -151,5 +151,12 @@ pub(super) struct RawSlot {
     #[serde(default = "default_status")]
     pub(super) expect_status: u16,
     #[serde(default)]
-    pub(super) nodes: Vec<Node>,
+    pub(super) nodes: Vec<RawNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNode {
+    pub(super) name: String,
+    pub(super) address: String,
 }

@@ -9,13 +9,16 @@ use serde_json::{Value, json};
 
 use super::Etcd;
 use super::client::{B64, Client, Kv, b64, int, kvs, members, prefix_end, value};
-use crate::state::{Activity, LockInfo};
+use crate::records::{Activity, LockInfo};
 
 /// What a follower of an environment sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {
     /// Lines to show ("swap #a1b2c3d4 by alice@laptop-2: verify ok ...").
     Line(String),
+    /// Whether the store answers, with a line saying so; `quiet`: the first answer, not worth
+    /// a line (only the indicator).
+    Store { up: bool, text: String, quiet: bool },
     /// Another cutover's operation ended: what the store remembers may have changed.
     Ended,
 }
@@ -54,6 +57,8 @@ pub(super) async fn follow(
     let mut shown: Option<Activity> = None;
     let mut holder: Option<LockInfo> = None;
     let mut down = false;
+    // Whether the first answer (or failure) has been said.
+    let mut told = false;
     loop {
         // Where things stand, at one revision; then every change after it.
         let snapshot = json!({"success": [
@@ -62,11 +67,13 @@ pub(super) async fn follow(
         ]});
         let failed = match client.post("/v3/kv/txn", &snapshot).await {
             Ok(v) => {
-                if down {
-                    down = false;
-                    say(Seen::Line(format!(
-                        "shared store: etcd at {members} answers again"
-                    )));
+                if down || !told {
+                    say(Seen::Store {
+                        up: true,
+                        text: format!("shared store: etcd at {members} answers again"),
+                        quiet: !down,
+                    });
+                    (down, told) = (false, true);
                 }
                 let a: Option<Activity> = kvs(&v["responses"][0]["response_range"])
                     .first()
@@ -86,10 +93,12 @@ pub(super) async fn follow(
             return;
         }
         if !down {
-            down = true;
-            say(Seen::Line(format!(
-                "shared store: {failed}; operations are refused until it answers"
-            )));
+            (down, told) = (true, true);
+            say(Seen::Store {
+                up: false,
+                text: format!("shared store: {failed}; operations are refused until it answers"),
+                quiet: false,
+            });
         }
         // A pause before asking again, not a synchronisation.
         tokio::time::sleep(Duration::from_secs(1)).await;

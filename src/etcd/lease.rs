@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::client::{Client, b64, int, kvs, value};
 use super::{Asked, TAKEOVER_POLL};
-use crate::state::Activity;
+use crate::records::Activity;
 
 /// A lock held on etcd: its key, lease and fencing token; `lost` is set when the lease could
 /// not be kept alive or a fenced write was refused.

@@ -37,7 +37,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::state::{Activity, EnvMemory, Journal, LockError, LockInfo};
+use crate::records::{Activity, EnvMemory, Journal, LockError, LockInfo};
 use client::{B64, CallError, Client, b64, int, kvs, members, prefix_end, value};
 pub use follow::Seen;
 pub use lease::Held;

@@ -16,9 +16,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::watching::Tally;
 use super::{
     Engine, GateSource, OpRequest, Outcome, Progress, Run, Step, Verdict, WATCH_CHECK_EVERY,
-    WATCH_FAILED_CHECKS, WATCH_TAKEOVER_POLL, gate,
+    WATCH_TAKEOVER_POLL, gate,
 };
 use crate::model::RouterState;
 use crate::router::{DEFAULT_OBSERVE_TIMEOUT, Verb};
@@ -114,34 +115,14 @@ impl Engine {
 
         // Gate: the canary must pass what a swap to it would have to pass.
         run.step(Step::Gate, format!("checking `{to}`"));
-        let input = match gate_source {
-            GateSource::Given(i) => i,
-            GateSource::ProbeNow => self.fresh_gate_input(self.env.gate_checks).await,
-        };
+        let input = self.gate_input(gate_source, &to).await;
         let plan = gate(self.env.gate_checks, Some(&live), &to, &input, true);
         run.record.from_version = plan.from_version.clone();
         run.record.to_version = plan.to_version.clone();
-        if !plan.passes() {
-            let failed: Vec<String> = plan
-                .failed_checks()
-                .iter()
-                .map(|c| c.detail.clone())
-                .collect();
-            if !req.force {
-                let why = format!(
-                    "refused: {}; to do it anyway, force it (--force)",
-                    failed.join("; ")
-                );
-                return run.fail(Step::Gate, Verdict::Refused, why);
-            }
-            run.done(
-                Step::Gate,
-                true,
-                format!("FORCED past: {}", failed.join("; ")),
-            );
-        } else {
-            run.done(Step::Gate, true, "all checks passed");
-        }
+        let mut run = match run.judge_gate(&plan, req.force, "--force") {
+            Ok(run) => run,
+            Err(refused) => return *refused,
+        };
 
         let mut promote = req.promote.clone();
         let count = steps.len();
@@ -286,7 +267,7 @@ impl Engine {
         let started = Instant::now();
         let end = started + window;
         let mut next_check = started + WATCH_CHECK_EVERY;
-        let (mut failed_in_a_row, mut checks, mut passed) = (0u32, 0u32, 0u32);
+        let mut tally = Tally::default();
         let mut cancel = run.cancel.clone();
         let mut seen = (0u64, 0u64);
         loop {
@@ -311,9 +292,11 @@ impl Engine {
                         Step::Watch,
                         true,
                         format!(
-                            "{label}: promoted by the operator after {} ({passed} of {checks} \
-                             health checks, {errors} errors of {requests} requests so far)",
-                            crate::timefmt::millis(started.elapsed())
+                            "{label}: promoted by the operator after {} ({} of {} health \
+                             checks, {errors} errors of {requests} requests so far)",
+                            crate::timefmt::millis(started.elapsed()),
+                            tally.passed,
+                            tally.checks
                         ),
                     );
                     return Ok(());
@@ -329,13 +312,7 @@ impl Engine {
             }
             next_check = Instant::now() + WATCH_CHECK_EVERY;
             let r = self.prober.probe_slot(&slot).await;
-            checks += 1;
-            if r.health.is_serving() {
-                passed += 1;
-                failed_in_a_row = 0;
-            } else {
-                failed_in_a_row += 1;
-            }
+            tally.count(&r);
             if let Ok(states) = self.observe_all().await {
                 let (e, q) = counters(&states, to);
                 seen = (
@@ -351,15 +328,11 @@ impl Engine {
                     r.health.label()
                 ),
                 errors,
-                checks,
-                passed,
+                checks: tally.checks,
+                passed: tally.passed,
             });
-            let failure = if failed_in_a_row >= WATCH_FAILED_CHECKS {
-                Some(format!(
-                    "{label} failed: `{to}` failed {failed_in_a_row} health checks in a row ({})",
-                    r.error
-                        .map_or_else(|| r.health.label().to_string(), |e| e.to_string())
-                ))
+            let failure = if let Some(why) = tally.failing(to, &r) {
+                Some(format!("{label} failed: {why}"))
             } else {
                 error_rate_failure(errors, requests, max_rate).map(|rate| {
                     format!(
@@ -381,9 +354,9 @@ impl Engine {
             Step::Watch,
             true,
             format!(
-                "{label}: `{to}` passed ({} of {checks} health checks, {} errors of {} \
+                "{label}: `{to}` passed ({} of {} health checks, {} errors of {} \
                  requests)",
-                passed, seen.0, seen.1
+                tally.passed, tally.checks, seen.0, seen.1
             ),
         );
         Ok(())

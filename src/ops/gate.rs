@@ -17,6 +17,9 @@ pub struct GateInput {
     /// Newest last.
     pub health: BTreeMap<String, Vec<Health>>,
     pub versions: BTreeMap<String, Option<String>>,
+    /// Slots the routers' own health checks vouch for, with what they said: for these, the
+    /// newest check of cutover's own stands for the streak (see [`Engine::vouchers`]).
+    pub vouched: BTreeMap<String, String>,
 }
 
 /// The plan of a switch: from, to, and what the gate says.
@@ -38,6 +41,14 @@ impl SwitchPlan {
     }
 }
 
+/// The gate step's line when every check passed: which evidence the health check used.
+pub(super) fn gate_passed(plan: &SwitchPlan) -> String {
+    match plan.checks.first() {
+        Some(c) if c.name == "health" => format!("all checks passed ({})", c.detail),
+        _ => "all checks passed".into(),
+    }
+}
+
 /// The gate: may `to` go live? Pure, so the confirm dialog shows exactly what the engine checks.
 pub fn gate(
     need: usize,
@@ -48,7 +59,11 @@ pub fn gate(
 ) -> SwitchPlan {
     let hist = input.health.get(to).cloned().unwrap_or_default();
     let recent: Vec<Health> = hist.iter().rev().take(need).rev().copied().collect();
-    let healthy = recent.len() >= need && recent.iter().all(|h| h.is_serving());
+    let vouched = input.vouched.get(to);
+    let healthy = match vouched {
+        Some(_) => hist.last().is_some_and(|h| h.is_serving()),
+        None => recent.len() >= need && recent.iter().all(|h| h.is_serving()),
+    };
     let symbols: Vec<&str> = recent.iter().map(|h| h.symbol()).collect();
     let streak = hist
         .iter()
@@ -59,7 +74,9 @@ pub fn gate(
     let mut checks = vec![Check {
         name: "health",
         ok: healthy,
-        detail: if healthy {
+        detail: if let (true, Some(v)) = (healthy, vouched) {
+            format!("healthy now, and {v}")
+        } else if healthy {
             format!("last {need} checks healthy")
         } else {
             format!(
@@ -129,5 +146,40 @@ pub fn way_back_check(to: &str, plan: &SwitchPlan, memory: &crate::state::EnvMem
             (None, _) => format!("the version `{to}` served when it was live is not recorded"),
             (Some(t), None) => format!("`{to}`'s version is unknown (it served {t} when live)"),
         },
+    }
+}
+
+impl<'a> Run<'a> {
+    /// End the gate step on `plan`: passed (saying on what evidence) or forced past, and the
+    /// run goes on; or refused, and the refusal is the operation's outcome. `how_to_force`
+    /// names the face's way to force.
+    pub(super) fn judge_gate(
+        mut self,
+        plan: &SwitchPlan,
+        force: bool,
+        how_to_force: &str,
+    ) -> Result<Run<'a>, Box<Outcome>> {
+        if plan.passes() {
+            self.done(Step::Gate, true, gate_passed(plan));
+            return Ok(self);
+        }
+        let failed: Vec<String> = plan
+            .failed_checks()
+            .iter()
+            .map(|c| c.detail.clone())
+            .collect();
+        if !force {
+            let why = format!(
+                "refused: {}; to do it anyway, force it ({how_to_force})",
+                failed.join("; ")
+            );
+            return Err(Box::new(self.fail(Step::Gate, Verdict::Refused, why)));
+        }
+        self.done(
+            Step::Gate,
+            true,
+            format!("FORCED past: {}", failed.join("; ")),
+        );
+        Ok(self)
     }
 }

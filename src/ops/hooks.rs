@@ -19,9 +19,9 @@ impl Engine {
         let mut parts = Vec::new();
         if !hooks.warmup_paths.is_empty() {
             let addresses: Vec<String> = if slot.nodes.is_empty() {
-                vec![slot.address.clone()]
+                vec![slot.address.to_string()]
             } else {
-                slot.nodes.iter().map(|n| n.address.clone()).collect()
+                slot.nodes.iter().map(|n| n.address.to_string()).collect()
             };
             let tx = run.tx.clone();
             let mut note = |m: String| {
@@ -75,7 +75,11 @@ impl Engine {
         let deadline = Instant::now() + hooks.smoke_timeout;
         let mut parts = Vec::new();
         if !hooks.smoke_paths.is_empty() {
-            let base = self.env.public_url.as_deref().unwrap_or(&slot.address);
+            let base = self
+                .env
+                .public_url
+                .as_deref()
+                .unwrap_or(slot.address.as_str());
             parts.push(crate::hooks::smoke_paths(&hooks.smoke_paths, base, deadline).await?);
         }
         if !hooks.smoke.is_empty() {

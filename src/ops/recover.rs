@@ -173,3 +173,36 @@ impl Engine {
         run.finish(Verdict::Done, format!("undid the interrupted {}", j.action))
     }
 }
+
+impl Engine {
+    /// Record that cutover ended in the middle of an operation.
+    pub fn abandon(&self, id: &str, op_name: &str, why: &str) {
+        let Some(audit) = &self.audit else { return };
+        let now = crate::timefmt::rfc3339(SystemTime::now());
+        let journal = self.store.journal(&self.env.name);
+        audit.write(&crate::audit::AuditRecord {
+            time: now.clone(),
+            id: id.to_string(),
+            started: now,
+            user: crate::paths::user_at_host(),
+            environment: self.env.name.clone(),
+            operation: op_name.to_string(),
+            from: journal.as_ref().and_then(|j| j.from.clone()),
+            to: journal.as_ref().and_then(|j| j.to.clone()),
+            from_version: None,
+            to_version: None,
+            forced: false,
+            one_key: false,
+            result: "abandoned".into(),
+            message: match journal {
+                Some(j) => format!(
+                    "{why} during a router change; {}; run `cutover recover {}`",
+                    j.summary(),
+                    self.env.name
+                ),
+                None => format!("{why}; no router change was in progress"),
+            },
+            steps: vec![],
+        });
+    }
+}

@@ -162,10 +162,13 @@ impl Engine {
         rolling: &crate::config::Rolling,
         vars: &[(&str, &str)],
     ) -> std::result::Result<(), String> {
-        let base = node.address.trim_end_matches('/');
+        let base = node.address.as_str();
         let node_slot = crate::config::Slot {
-            health_url: format!("{base}{}", path_of(&slot.health_url, &slot.address)),
-            version_url: format!("{base}{}", path_of(&slot.version_url, &slot.address)),
+            health_url: format!("{base}{}", path_of(&slot.health_url, slot.address.as_str())),
+            version_url: format!(
+                "{base}{}",
+                path_of(&slot.version_url, slot.address.as_str())
+            ),
             address: node.address.clone(),
             nodes: vec![],
             ..slot.clone()

@@ -16,10 +16,7 @@ impl Engine {
     ) -> Outcome {
         // Gate.
         run.step(Step::Gate, format!("checking `{to}`"));
-        let input = match gate_source {
-            GateSource::Given(i) => i,
-            GateSource::ProbeNow => self.fresh_gate_input(self.env.gate_checks).await,
-        };
+        let input = self.gate_input(gate_source, &to).await;
         let mut plan = gate(
             self.env.gate_checks,
             from.as_deref(),
@@ -33,27 +30,10 @@ impl Engine {
         }
         run.record.from_version = plan.from_version.clone();
         run.record.to_version = plan.to_version.clone();
-        if !plan.passes() {
-            let failed: Vec<String> = plan
-                .failed_checks()
-                .iter()
-                .map(|c| c.detail.clone())
-                .collect();
-            if !req.force {
-                let why = format!(
-                    "refused: {}; to do it anyway, force it (F in the confirm dialog, --force)",
-                    failed.join("; ")
-                );
-                return run.fail(Step::Gate, Verdict::Refused, why);
-            }
-            run.done(
-                Step::Gate,
-                true,
-                format!("FORCED past: {}", failed.join("; ")),
-            );
-        } else {
-            run.done(Step::Gate, true, "all checks passed");
-        }
+        let mut run = match run.judge_gate(&plan, req.force, "F in the confirm dialog, --force") {
+            Ok(run) => run,
+            Err(refused) => return *refused,
+        };
 
         // Warm-up: the target slot, directly, before any router changes. Never on the way
         // back (a rollback must be fast).
@@ -234,7 +214,7 @@ impl Engine {
             // failed to reload): read it, and put back every router that now serves `to`.
             let changed = match res {
                 Some(Ok(())) => true,
-                Some(Err(_)) => observe_within(r.as_ref(), r.observe_timeout())
+                Some(Err(_)) => crate::router::observe_within(r.as_ref(), r.observe_timeout())
                     .await
                     .is_ok_and(|s| s.live.as_deref() == Some(to)),
                 None => false,
@@ -246,7 +226,7 @@ impl Engine {
             // The router's own state decides, not the command's exit: a script may fail after
             // switching.
             let shows_back = res.is_ok()
-                || observe_within(r.as_ref(), r.observe_timeout())
+                || crate::router::observe_within(r.as_ref(), r.observe_timeout())
                     .await
                     .is_ok_and(|s| s.live.as_deref() == Some(back));
             match (res, shows_back) {
@@ -293,7 +273,7 @@ impl Engine {
         let mut lives = Vec::new();
         let mut parts = Vec::new();
         for r in &self.routers {
-            match observe_within(r.as_ref(), r.observe_timeout()).await {
+            match crate::router::observe_within(r.as_ref(), r.observe_timeout()).await {
                 Ok(s) => {
                     parts.push(format!(
                         "`{}` → {}",

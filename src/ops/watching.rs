@@ -22,9 +22,7 @@ impl Engine {
         let started = Instant::now();
         let end = started + window;
         let mut next_check = started + WATCH_CHECK_EVERY;
-        let mut failed_in_a_row = 0;
-        let mut checks: u32 = 0;
-        let mut passed: u32 = 0;
+        let mut tally = Tally::default();
         let mut cancel = run.cancel.clone();
         let failure: Option<String> = loop {
             let remaining = end.saturating_duration_since(Instant::now());
@@ -54,13 +52,7 @@ impl Engine {
             }
             next_check = Instant::now() + WATCH_CHECK_EVERY;
             let r = self.prober.probe_slot(&slot).await;
-            checks += 1;
-            if r.health.is_serving() {
-                passed += 1;
-                failed_in_a_row = 0;
-            } else {
-                failed_in_a_row += 1;
-            }
+            tally.count(&r);
             let states = self.observe_all().await;
             // The slot this watch guards must still be the live one: if someone else made
             // another slot live, this watch has nothing left to judge, and rolling back
@@ -79,22 +71,19 @@ impl Engine {
                 .map(|s| errors_of(&s).saturating_sub(base_errors))
                 .unwrap_or(0);
             let detail = format!(
-                "{to} {} · {errors} new err · {checks} checks",
-                r.health.label()
+                "{to} {} · {errors} new err · {} checks",
+                r.health.label(),
+                tally.checks
             );
             let _ = run.tx.send(Progress::Watching {
                 remaining: end.saturating_duration_since(Instant::now()),
                 detail,
                 errors,
-                checks,
-                passed,
+                checks: tally.checks,
+                passed: tally.passed,
             });
-            if failed_in_a_row >= WATCH_FAILED_CHECKS {
-                break Some(format!(
-                    "`{to}` failed {failed_in_a_row} health checks in a row ({})",
-                    r.error
-                        .map_or_else(|| r.health.label().to_string(), |e| e.to_string())
-                ));
+            if let Some(why) = tally.failing(to, &r) {
+                break Some(why);
             }
             if errors > WATCH_ERROR_BUDGET {
                 break Some(format!("the router counted {errors} errors on `{to}`"));
@@ -197,5 +186,39 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// The health checks of a watch or a canary step so far.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub(super) checks: u32,
+    pub(super) passed: u32,
+    failed_in_a_row: u32,
+}
+
+impl Tally {
+    pub(super) fn count(&mut self, r: &crate::model::ProbeResult) {
+        self.checks += 1;
+        if r.health.is_serving() {
+            self.passed += 1;
+            self.failed_in_a_row = 0;
+        } else {
+            self.failed_in_a_row += 1;
+        }
+    }
+
+    /// Why `slot` has failed, once it failed [`WATCH_FAILED_CHECKS`] checks in a row (`r`:
+    /// the newest).
+    pub(super) fn failing(&self, slot: &str, r: &crate::model::ProbeResult) -> Option<String> {
+        (self.failed_in_a_row >= WATCH_FAILED_CHECKS).then(|| {
+            format!(
+                "`{slot}` failed {} health checks in a row ({})",
+                self.failed_in_a_row,
+                r.error
+                    .as_ref()
+                    .map_or_else(|| r.health.label().to_string(), |e| e.to_string())
+            )
+        })
     }
 }

@@ -13,29 +13,19 @@ use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use super::access_log::{Pending, Served};
 use super::metrics::{ErrorKind, LocalReason};
-use super::state::{Lease, NodeRt, Shared};
+use super::state::{Lease, Listener, NodeRt, Shared};
 
 pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
-pub(crate) type Upstream = Client<HttpConnector, Incoming>;
 
 /// Marks a request this proxy redirected under maintenance; such a request is never
 /// redirected again (by this proxy or another cutover proxy), which breaks redirect loops.
 pub const REDIRECTED_HEADER: &str = "x-cutover-redirected";
-
-/// Which listener a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Listener {
-    Live,
-    Preview,
-}
 
 /// A response made by the proxy itself.
 pub(crate) fn local(
@@ -64,17 +54,6 @@ fn empty() -> ProxyBody {
 
 fn text(status: StatusCode, msg: String) -> Response<ProxyBody> {
     local(status, "text/plain; charset=utf-8", format!("{msg}\n"))
-}
-
-/// The maintenance page's body. Built once per proxy: under maintenance every request gets it.
-pub(crate) fn maintenance_html(retry_after: u64) -> Bytes {
-    Bytes::from(format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>Down for maintenance</title></head>\n<body style=\"font-family:sans-serif;\
-         max-width:36em;margin:4em auto\"><h1>Down for maintenance</h1>\n<p>This service is \
-         being updated and will be back shortly. Please try again in {retry_after} seconds.</p>\
-         </body></html>\n"
-    ))
 }
 
 fn maintenance_page(shared: &Shared, why: &'static str) -> Response<ProxyBody> {
@@ -388,18 +367,13 @@ fn add_forwarded(h: &mut HeaderMap, peer: SocketAddr, https: bool) {
     }
 }
 
-/// Where a request goes on `node`: its scheme and authority, its path prefix, then the
-/// request's path and query (shared, not copied, when the node has no prefix).
+/// Where a request goes on `node`: its scheme and authority, then the request's own path and
+/// query (shared, not copied; an address has no path: see [`crate::model::Address`]).
 fn upstream_uri(node: &NodeRt, uri: &Uri) -> Result<Uri, hyper::http::Error> {
-    let pq = uri.path_and_query();
-    let path_and_query = match pq {
-        Some(pq) if node.prefix.is_empty() => pq.clone(),
-        _ => PathAndQuery::try_from(format!(
-            "{}{}",
-            node.prefix,
-            pq.map_or("/", PathAndQuery::as_str)
-        ))?,
-    };
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     Uri::builder()
         .scheme(node.scheme.clone())
         .authority(node.authority.clone())

@@ -179,6 +179,27 @@ pub(crate) fn render(shared: &Shared) -> String {
             u8::from(i == live),
         );
     }
+    // The live listener's split: 100 on the live slot, or the canary's share and the rest.
+    let canary = shared.canary();
+    o.head(
+        "cutover_proxy_weight_percent",
+        "gauge",
+        "The share of the live listener's traffic each slot gets, in % (a canary splits it).",
+    );
+    for (i, s) in shared.slots.iter().enumerate() {
+        let slot = esc(&s.name);
+        let share = match canary {
+            Some((c, p)) if i == c => u64::from(p),
+            Some((_, p)) if i == live => 100 - u64::from(p),
+            None if i == live => 100,
+            _ => 0,
+        };
+        o.sample(
+            "cutover_proxy_weight_percent",
+            &[("env", env), ("slot", &slot)],
+            share,
+        );
+    }
     o.head(
         "cutover_proxy_preview",
         "gauge",

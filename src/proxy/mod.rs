@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Environment};
+use crate::model::EnvSlots;
 use crate::model::RouterState;
 use crate::router::{RouterConfig, embedded};
 
@@ -36,7 +37,7 @@ mod tls;
 
 pub use forward::REDIRECTED_HEADER;
 
-use forward::Listener;
+use state::Listener;
 use state::Shared;
 
 /// How long a stopping proxy lets in-flight requests finish.
@@ -127,8 +128,12 @@ async fn bind(what: &str, field: &str, addr: &str) -> Result<TcpListener> {
 
 /// Start a proxy for `env` as configured by `cfg`: bind the listeners, load the state file,
 /// and serve until the handle is stopped or dropped.
-pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHandle> {
-    cfg.validate(&env.slots).map_err(|m| {
+pub async fn start<'a>(
+    env: impl Into<EnvSlots<'a>>,
+    cfg: &embedded::Config,
+) -> Result<ProxyHandle> {
+    let env = env.into();
+    cfg.validate(env.slots).map_err(|m| {
         eyre!(
             "the embedded router of environment `{}` is misconfigured: {m}",
             env.name
@@ -139,7 +144,7 @@ pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHan
         Some(var) => match std::env::var(var) {
             Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
             _ => {
-                return Err(crate::config::ConfigProblem(format!(
+                return Err(crate::model::ConfigProblem(format!(
                     "`token_env = \"{var}\"` but ${var} is not set (or empty); export the admin \
                      token in ${var}, or remove `token_env` to run the admin API without one"
                 ))
@@ -219,7 +224,7 @@ pub async fn start(env: &Environment, cfg: &embedded::Config) -> Result<ProxyHan
     spawn_listener(admin, Kind::Admin, &shared, &stopped, &alive);
 
     Ok(ProxyHandle {
-        env: env.name.clone(),
+        env: env.name.to_string(),
         live: live_addr,
         preview: preview_addr,
         tls: tls_addr,
@@ -369,7 +374,7 @@ pub async fn run_from_config(cfg: &config::Config, env: Option<&str>) -> Result<
             let RouterConfig::Embedded(c) = r else {
                 continue;
             };
-            let h = start(e, c).await?;
+            let h = start(e.routed(), c).await?;
             let st = h.state();
             tracing::info!(
                 env = %e.name,

@@ -12,15 +12,39 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use color_eyre::eyre::{Result, WrapErr, bail};
-use hyper::Uri;
+use hyper::body::{Bytes, Incoming};
 use hyper::http::uri::{Authority, Scheme};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{ErrorKind, LocalAnswers, NodeMetrics};
-use crate::config::Environment;
+use crate::model::EnvSlots;
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::prom::Histogram;
 use crate::router::embedded;
+
+/// The client to the slots' servers (one pool per proxy).
+pub(crate) type Upstream = Client<HttpConnector, Incoming>;
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    Live,
+    Preview,
+}
+
+/// The maintenance page's body. Built once per proxy: under maintenance every request gets it.
+pub(crate) fn maintenance_html(retry_after: u64) -> Bytes {
+    Bytes::from(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Down for maintenance</title></head>\n<body style=\"font-family:sans-serif;\
+         max-width:36em;margin:4em auto\"><h1>Down for maintenance</h1>\n<p>This service is \
+         being updated and will be back shortly. Please try again in {retry_after} seconds.</p>\
+         </body></html>\n"
+    ))
+}
+
 mod changes;
 mod persist;
 
@@ -36,8 +60,6 @@ pub(crate) struct NodeRt {
     pub address: String,
     pub scheme: Scheme,
     pub authority: Authority,
-    /// A path prefix from the address (`http://host/app` → `/app`), without a trailing `/`.
-    pub prefix: String,
     pub draining: AtomicBool,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
@@ -190,7 +212,7 @@ pub(crate) struct Shared {
     /// Requests answered by the proxy itself, for `/metrics`.
     pub local: LocalAnswers,
     /// The pooled upstream client shared by every slot.
-    pub client: super::forward::Upstream,
+    pub client: Upstream,
     /// Where each request's line goes, when `access_log` is set.
     pub access_log: Option<super::access_log::Sink>,
     /// The TLS listener's certificate, when `tls` is set (reloaded by the admin API).
@@ -260,7 +282,7 @@ impl Drop for Lease {
 /// How long the proxy tries to connect to a slot before answering 502.
 pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-fn upstream_client() -> super::forward::Upstream {
+fn upstream_client() -> Upstream {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     connector.set_nodelay(true);
@@ -270,22 +292,18 @@ fn upstream_client() -> super::forward::Upstream {
         .build(connector)
 }
 
-fn parse_upstream(name: &str, address: &str) -> Result<NodeRt> {
-    let uri: Uri = address
-        .parse()
-        .wrap_err_with(|| format!("`{address}` (of `{name}`) is not a URL"))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
-        bail!("`{address}` (of `{name}`) needs a scheme and a host, like http://127.0.0.1:9001");
-    };
-    if scheme != Scheme::HTTP {
+fn parse_upstream(name: &str, address: &crate::model::Address) -> Result<NodeRt> {
+    if address.is_https() {
         bail!("`{address}` (of `{name}`): the embedded proxy forwards over plain http:// only");
     }
+    let authority = Authority::try_from(address.authority())
+        .wrap_err_with(|| format!("`{address}` (of `{name}`) has no usable host"))?;
+    let scheme = Scheme::HTTP;
     Ok(NodeRt {
         name: name.to_string(),
         address: address.to_string(),
         scheme,
         authority,
-        prefix: uri.path().trim_end_matches('/').to_string(),
         draining: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         requests: AtomicU64::new(0),
@@ -296,9 +314,9 @@ fn parse_upstream(name: &str, address: &str) -> Result<NodeRt> {
 }
 
 impl Shared {
-    pub fn new(env: &Environment, cfg: &embedded::Config, token: Option<String>) -> Result<Shared> {
+    pub fn new(env: EnvSlots<'_>, cfg: &embedded::Config, token: Option<String>) -> Result<Shared> {
         let mut slots = Vec::new();
-        for s in &env.slots {
+        for s in env.slots {
             let nodes = if s.nodes.is_empty() {
                 vec![parse_upstream(&s.name, &s.address)?]
             } else {
@@ -326,9 +344,9 @@ impl Shared {
                     cfg.bypass_header
                 )
             })?;
-        let state_file = cfg.state_path(&env.name);
+        let state_file = cfg.state_path(env.name);
         let mut shared = Shared {
-            env: env.name.clone(),
+            env: env.name.to_string(),
             slots,
             live: AtomicUsize::new(0),
             preview: AtomicUsize::new(NONE),
@@ -337,8 +355,8 @@ impl Shared {
             split_seq: AtomicU64::new(0),
             opts: Options {
                 retry_after: cfg.retry_after,
-                maintenance_page: super::forward::maintenance_html(cfg.retry_after),
-                redirected_as: hyper::header::HeaderValue::from_str(&env.name).ok(),
+                maintenance_page: maintenance_html(cfg.retry_after),
+                redirected_as: hyper::header::HeaderValue::from_str(env.name).ok(),
                 bypass_cookie: cfg.bypass_cookie.clone(),
                 bypass_header,
                 upstream_timeout: std::time::Duration::from_secs(cfg.upstream_timeout),
@@ -400,7 +418,7 @@ impl Shared {
 
     /// Whether `node` of `slot` still takes new requests of `listener`: neither is drained,
     /// and the slot is the listener's (live, or the maintenance redirect target; preview).
-    pub fn serving(&self, listener: super::forward::Listener, slot: usize, node: usize) -> bool {
+    pub fn serving(&self, listener: Listener, slot: usize, node: usize) -> bool {
         let Some(s) = self.slots.get(slot) else {
             return false;
         };
@@ -409,10 +427,8 @@ impl Shared {
                 .get(node)
                 .is_none_or(|n| n.draining.load(Ordering::SeqCst));
         let chosen = match listener {
-            super::forward::Listener::Live => {
-                self.live() == slot || self.maint() == Some(Some(slot))
-            }
-            super::forward::Listener::Preview => self.preview() == Some(slot),
+            Listener::Live => self.live() == slot || self.maint() == Some(Some(slot)),
+            Listener::Preview => self.preview() == Some(slot),
         };
         chosen && !drained
     }
@@ -576,6 +592,7 @@ impl Shared {
                             .then(|| seen.iter().sum::<u64>() / seen.len() as u64 / 1000)
                     },
                     check: None,
+                    checks_up: None,
                     nodes,
                 },
             );

@@ -2,7 +2,13 @@
 //!
 //! A router is whatever sits in front of the slots and decides where traffic goes: the
 //! embedded proxy, HAProxy, nginx, Apache, Caddy, or commands (`exec`). Each kind has one
-//! file here, and that file is the only place that knows its proxy's protocol.
+//! directory here (`config.rs` its router table and validation, then its protocol client,
+//! state parsing and changes), the only place that knows its proxy's protocol.
+//!
+//! A driver implements [`Proxy`]: its verbs, bare. [`Driven`] makes it a [`Router`] and adds,
+//! the same for every driver, the error context (`KIND router `NAME`: cannot WHAT`), one
+//! change at a time and a time limit per change. A new driver is a new directory with a
+//! `Proxy` impl, a variant of [`RouterConfig`] and a line in [`build`].
 //!
 //! The contract:
 //! - `observe()` reads the proxy's real state back; roles are never assumed.
@@ -12,25 +18,30 @@
 //!   disables the old.
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use color_eyre::eyre::{Report, Result, WrapErr, eyre};
+use color_eyre::eyre::{Report, Result, eyre};
 use serde::Deserialize;
 
-use crate::config::{Environment, Slot};
+use crate::model::{EnvSlots, Slot};
 use crate::model::{MaintenanceMode, RouterState};
 
+mod observe;
+pub use observe::observe_within;
 pub mod apache;
 pub mod caddy;
 pub mod embedded;
 pub mod exec;
 pub mod haproxy;
 pub mod nginx;
+
+mod driven;
+pub use driven::{DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy};
+pub(crate) use driven::{pointer_verbs, router_table};
+mod files;
+pub(crate) use files::{maintenance_html, temp_sibling, write_atomic};
 
 /// How long a caller waits for a router's `observe()` unless the driver says otherwise.
 pub const DEFAULT_OBSERVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,7 +224,8 @@ impl RouterConfig {
 }
 
 /// Build the driver for one router of an environment.
-pub fn build(env: &Environment, cfg: &RouterConfig) -> Result<Arc<dyn Router>> {
+pub fn build<'a>(env: impl Into<EnvSlots<'a>>, cfg: &RouterConfig) -> Result<Arc<dyn Router>> {
+    let env = env.into();
     let name = cfg.name().to_string();
     Ok(match cfg {
         RouterConfig::Embedded(c) => Arc::new(embedded::Driver::new(name, env, c)?),
@@ -226,28 +238,11 @@ pub fn build(env: &Environment, cfg: &RouterConfig) -> Result<Arc<dyn Router>> {
 }
 
 /// Build every router of an environment.
-pub fn build_all(env: &Environment) -> Result<Vec<Arc<dyn Router>>> {
-    env.routers.iter().map(|c| build(env, c)).collect()
+pub fn build_all(env: EnvSlots<'_>, configs: &[RouterConfig]) -> Result<Vec<Arc<dyn Router>>> {
+    configs.iter().map(|c| build(env, c)).collect()
 }
 
 // --- shared by the drivers ------------------------------------------------------------------
-
-/// A verb's future whose error starts with `KIND router `NAME`: cannot WHAT`.
-pub(crate) fn in_context<'a, T: 'a>(
-    router: &'a dyn Router,
-    what: String,
-    fut: impl Future<Output = Result<T>> + Send + 'a,
-) -> BoxFuture<'a, Result<T>> {
-    Box::pin(async move {
-        fut.await.wrap_err_with(|| {
-            format!(
-                "{} router `{}`: cannot {what}",
-                router.kind(),
-                router.name()
-            )
-        })
-    })
-}
 
 /// The error for a slot name the environment does not have, naming the ones it has.
 pub(crate) fn no_such_slot<'a>(
@@ -268,41 +263,6 @@ pub(crate) fn is_word(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-/// `http://127.0.0.1:9001` -> (`http`, `127.0.0.1:9001`).
-pub(crate) fn split_address(address: &str) -> std::result::Result<(&'static str, String), String> {
-    let (scheme, rest, port) = if let Some(r) = address.strip_prefix("http://") {
-        ("http", r, 80)
-    } else if let Some(r) = address.strip_prefix("https://") {
-        ("https", r, 443)
-    } else {
-        return Err(format!("`{address}` is not an http:// or https:// address"));
-    };
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if !path.is_empty() {
-        return Err(format!(
-            "`{address}` has a path; a proxy's upstreams are host:port only (put the path in \
-             the operator's proxy config instead)"
-        ));
-    }
-    if host.is_empty()
-        || host
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '"' | '$'))
-    {
-        return Err(format!("`{address}` has no usable host"));
-    }
-    let has_port = match host.rsplit_once(':') {
-        Some((_, p)) => !host.ends_with(']') && p.parse::<u16>().is_ok(),
-        None => false,
-    };
-    let hostport = if has_port {
-        host.to_string()
-    } else {
-        format!("{host}:{port}")
-    };
-    Ok((scheme, hostport))
-}
-
 /// One server of a slot's upstream: the node it is (the slot's name when the slot has no
 /// nodes) and its `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,13 +281,17 @@ pub(crate) struct Upstream {
     pub has_nodes: bool,
 }
 
+fn scheme_of(a: &crate::model::Address) -> &'static str {
+    if a.is_https() { "https" } else { "http" }
+}
+
 impl Upstream {
     pub(crate) fn of(s: &Slot) -> std::result::Result<Upstream, String> {
-        let (scheme, addr) = split_address(&s.address)?;
+        let scheme = scheme_of(&s.address);
+        let addr = s.address.authority();
         let mut servers = Vec::new();
         for n in &s.nodes {
-            let (sch, addr) =
-                split_address(&n.address).map_err(|e| format!("node `{}`: {e}", n.name))?;
+            let (sch, addr) = (scheme_of(&n.address), n.address.authority());
             if sch != scheme {
                 return Err(format!(
                     "node `{}` is {sch} but the slot's address is {scheme}; one upstream has one \
@@ -355,7 +319,7 @@ impl Upstream {
     }
 
     /// The upstream of every slot of an environment.
-    pub(crate) fn all(env: &Environment) -> std::result::Result<Vec<Upstream>, String> {
+    pub(crate) fn all(env: EnvSlots<'_>) -> std::result::Result<Vec<Upstream>, String> {
         env.slots.iter().map(Upstream::of).collect()
     }
 
@@ -399,120 +363,5 @@ impl Upstream {
                 )
             })?;
         Ok(vec![s])
-    }
-}
-
-/// The maintenance page: the operator's `maintenance_page` file, or a plain one.
-pub(crate) fn maintenance_html(file: Option<&Path>) -> Result<String> {
-    match file {
-        Some(p) => std::fs::read_to_string(p).wrap_err_with(|| {
-            format!(
-                "cannot read maintenance_page {}; fix the path or remove the setting",
-                p.display()
-            )
-        }),
-        None => Ok(
-            "<!doctype html>\n<html><head><title>Down for maintenance</title></head>\n\
-             <body><h1>Down for maintenance</h1><p>We will be back shortly.</p></body></html>\n"
-                .into(),
-        ),
-    }
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A fresh hidden name beside `p`, for a file or link renamed over it.
-pub(crate) fn temp_sibling(p: &Path) -> PathBuf {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    p.with_file_name(format!(".{name}.cutover-{}-{n}", std::process::id()))
-}
-
-/// Write a file a proxy reads through a temporary sibling, fsync and a rename, so a reader
-/// sees the old or the new content, never a part. The new file keeps the owner, group and
-/// permissions of the file it replaces (`mode`, when given, replaces the permissions; a new
-/// file gets 0644 and cutover's own user): a map file owned by `haproxy` stays owned by
-/// `haproxy`.
-pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::MetadataExt;
-    let tmp = temp_sibling(p);
-    let old = std::fs::metadata(p).ok();
-    let mode = mode.or_else(|| old.as_ref().map(|m| m.permissions().mode()));
-    let r = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if let Some(m) = &old {
-            keep_owner(&f, p, m.uid(), m.gid())?;
-        }
-        // After the chown: a chown clears the set-id bits.
-        f.set_permissions(std::fs::Permissions::from_mode(
-            mode.unwrap_or(0o644) & 0o7777,
-        ))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, p)?;
-        // The rename itself survives a crash once the directory is synced (best effort).
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.wrap_err_with(|| format!("cannot write {} (through {})", p.display(), tmp.display()))
-}
-
-/// Give the new file `f` (about to replace `p`) the owner and group of the old one. Only
-/// root may give a file away: as another user, the owner cannot be kept (the group still is
-/// when cutover's user is in it), and the write is refused rather than silently changing who
-/// owns a file the proxy reads.
-fn keep_owner(f: &std::fs::File, p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let now = f.metadata()?;
-    if now.uid() == uid && now.gid() == gid {
-        return Ok(());
-    }
-    std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!(
-                "cannot give the new {} the owner {uid}:{gid} of the file it replaces ({e}); \
-                 run cutover as that user or as root, or chown the file to cutover's user",
-                p.display()
-            ),
-        )
-    })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_become_upstream_servers() {
-        assert_eq!(
-            split_address("http://127.0.0.1:9001").unwrap(),
-            ("http", "127.0.0.1:9001".into())
-        );
-        assert_eq!(
-            split_address("https://app.internal").unwrap(),
-            ("https", "app.internal:443".into())
-        );
-        assert_eq!(
-            split_address("http://[::1]").unwrap(),
-            ("http", "[::1]:80".into())
-        );
-        assert!(
-            split_address("http://h:1/app")
-                .unwrap_err()
-                .contains("path")
-        );
     }
 }

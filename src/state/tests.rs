@@ -75,7 +75,7 @@ fn a_follower_is_shown_each_step_once_and_a_new_operation_from_its_start() {
     for i in 0..100 {
         a.step("watch", Some(true), &format!("tick {i}"));
     }
-    assert_eq!(a.steps.len(), ACTIVITY_STEPS);
+    assert_eq!(a.steps.len(), crate::records::ACTIVITY_STEPS);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::keymap::Action;
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let mut lines = vec![Line::styled("Keys", t.title)];
-    for a in Action::ALL {
+    for &a in Action::ALL {
         if (a.is_demo() && !app.demo) || a.is_dialog() {
             continue;
         }

@@ -5,7 +5,11 @@ use std::ops::Range;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 
-use crate::app::{App, Overlay};
+use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+use ratatui::layout::Position;
+
+use crate::app::{App, Event, Hit, Overlay};
+pub use crate::text::fit;
 
 pub mod confirm;
 pub mod drill;
@@ -15,7 +19,6 @@ pub mod help;
 pub mod info;
 pub mod slots;
 pub mod status;
-pub mod theme;
 pub mod traffic;
 
 /// Where each panel goes; shared by drawing and mouse hit-testing.
@@ -118,6 +121,30 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     }
 }
 
+/// What a mouse event means to the App: a left click on a panel, hit-tested against the
+/// layout of a screen of `app.size`; `None` for anything else.
+pub fn click(app: &App, m: MouseEvent) -> Option<Event> {
+    if !matches!(m.kind, MouseEventKind::Down(MouseButton::Left)) {
+        return None;
+    }
+    let areas = layout(Rect::new(0, 0, app.size.0, app.size.1), app);
+    let p = Position::new(m.column, m.row);
+    if let Some(list) = areas.envs
+        && list.contains(p)
+    {
+        return Some(Event::Click(Hit::EnvRow(
+            m.row.saturating_sub(list.y + 1) as usize
+        )));
+    }
+    if let Some(i) = areas.slots.iter().position(|r| r.contains(p)) {
+        return Some(Event::Click(Hit::Slot(areas.shown.start + i)));
+    }
+    areas
+        .events
+        .contains(p)
+        .then_some(Event::Click(Hit::Events))
+}
+
 /// Draw the whole screen.
 pub fn draw(f: &mut Frame, app: &App) {
     let a = layout(f.area(), app);
@@ -152,17 +179,4 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
         w,
         h,
     )
-}
-
-/// Cut a string to `n` characters, marking the cut with `…`.
-pub fn fit(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else if n == 0 {
-        String::new()
-    } else {
-        let mut t: String = s.chars().take(n - 1).collect();
-        t.push('…');
-        t
-    }
 }

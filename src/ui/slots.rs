@@ -167,7 +167,7 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
     }
     let cfg = env.config.slot(&slot.name);
     if let Some(c) = cfg {
-        lines.push(Line::styled(super::fit(&c.address, w), t.dim));
+        lines.push(Line::styled(super::fit(c.address.as_str(), w), t.dim));
     }
 
     // The text first (a short column drops the sparkline before any line of text), and a

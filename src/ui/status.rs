@@ -34,6 +34,11 @@ pub fn header(f: &mut Frame, area: Rect, app: &App) {
         if app.demo {
             parts.push((2, Span::styled("DEMO ", t.dim)));
         }
+        match e.store_up {
+            Some(true) => parts.push((2, Span::styled("etcd ✔ ", t.dim))),
+            Some(false) => parts.push((4, Span::styled("etcd ✘ unreachable ", t.error))),
+            None => {}
+        }
         let warns = e.warnings().len();
         if warns > 0 {
             parts.push((

@@ -1,4 +1,5 @@
-//! Admin changes: switch, weights, preview, drain, pause, maintenance — each saved and applied atomically.
+//! Admin changes: switch, weights, preview, drain, pause, maintenance — each written, applied,
+//! then flushed to the disk (and undone when the flush fails).
 
 use super::*;
 
@@ -60,9 +61,18 @@ impl Shared {
         if next == before {
             return Ok(());
         }
+        // Written, then applied, then flushed: requests take the new route as soon as the file
+        // says it, and the admin call answers once the disk has it. A flush that fails puts
+        // the route back as it was.
         self.save(&next)?;
         self.apply(&next);
         self.routing.send_modify(|g| *g = g.wrapping_add(1));
+        if let Err(e) = self.sync_saved() {
+            self.apply(&before);
+            self.routing.send_modify(|g| *g = g.wrapping_add(1));
+            let _ = self.save(&before).and_then(|_| self.sync_saved());
+            return Err(e);
+        }
         tracing::info!(env = %self.env, "{what}");
         Ok(())
     }

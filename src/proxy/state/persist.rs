@@ -139,6 +139,8 @@ impl Shared {
     }
 
     /// Write the state file atomically (a temp file in the same directory, then rename).
+    /// Write `s` to the state file (a temporary file renamed over it), not yet flushed: see
+    /// [`Self::sync_saved`].
     pub(super) fn save(&self, s: &Saved) -> Result<(), AdminError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             AdminError::new(
@@ -160,11 +162,31 @@ impl Shared {
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("write", &e))?;
         tmp.write_all(&json)
             .and_then(|_| tmp.write_all(b"\n"))
-            .and_then(|_| tmp.as_file().sync_all())
             .map_err(|e| fail("write", &e))?;
         tmp.persist(&self.state_file)
             .map_err(|e| fail("replace", &e.error))?;
         Ok(())
+    }
+
+    /// Flush what [`Self::save`] wrote to the disk (the file, then its directory's entry).
+    pub(super) fn sync_saved(&self) -> Result<(), AdminError> {
+        let dir = self
+            .state_file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(&self.state_file)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| std::fs::File::open(dir)?.sync_all())
+            .map_err(|e| {
+                AdminError::new(
+                    500,
+                    format!(
+                        "cannot flush the state file {} to the disk: {e}",
+                        self.state_file.display()
+                    ),
+                )
+            })
     }
 
     /// The routing as it stands, in the state file's form.

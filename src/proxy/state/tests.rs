@@ -33,7 +33,6 @@ fn a_nodes_latency_is_a_moving_average_of_its_answers() {
         address: "http://127.0.0.1:1".into(),
         scheme: Scheme::HTTP,
         authority: Authority::from_static("127.0.0.1:1"),
-        prefix: String::new(),
         draining: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         requests: AtomicU64::new(0),

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Apache {
     pub(super) async fn maintenance_inner(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
         let redirect = self.cfg.maintenance_flag.as_deref();
         let page = self.cfg.maintenance_page_flag.as_deref();

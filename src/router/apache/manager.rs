@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Apache {
     pub(super) fn request(
         &self,
         method: reqwest::Method,
@@ -57,18 +57,17 @@ impl Driver {
     }
 
     pub(super) async fn read_all(&self) -> Result<Vec<Balancer>> {
-        let url = format!("{}?xml=1", self.cfg.manager_url);
         let body = self
             .send(
                 "reading the balancers",
-                self.request(reqwest::Method::GET, &url, true),
+                self.request(reqwest::Method::GET, &self.xml_url, true),
             )
             .await?;
         parse_xml(&body)
     }
 
     pub(super) async fn read_one(&self, balancer: &str) -> Result<Balancer> {
-        let url = format!("{}?b={}&xml=1", self.cfg.manager_url, enc(balancer));
+        let url = balancer_url(&self.cfg.manager_url, balancer);
         let body = self
             .send(
                 &format!("reading balancer://{balancer}"),
@@ -134,21 +133,10 @@ impl Driver {
         let mut nonce = nonce.to_string();
         let mut retried = false;
         loop {
-            let used = match fault {
-                Fault::WrongNonce => BOGUS_NONCE.to_string(),
-                Fault::StaleNonceOnce if !retried => BOGUS_NONCE.to_string(),
-                _ => nonce.clone(),
-            };
-            let mut form = format!("b={}&w={}&nonce={}", enc(balancer), enc(worker), enc(&used));
-            for (f, on) in set {
-                form.push_str(&format!("&w_status_{}={}", f.letter(), u8::from(*on)));
-            }
+            let (used, referer) = fault.request(&nonce, retried);
+            let form = change_form(balancer, worker, &used, set);
             let req = self
-                .request(
-                    reqwest::Method::POST,
-                    &self.cfg.manager_url,
-                    fault != Fault::NoReferer,
-                )
+                .request(reqwest::Method::POST, &self.cfg.manager_url, referer)
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",
@@ -204,22 +192,6 @@ impl Driver {
             }
             e.1 = SystemTime::now();
         }
-    }
-
-    /// Change one member's flags as a test would, with an optional deliberate fault. The
-    /// verbs use the same path with `Fault::None`.
-    #[doc(hidden)]
-    pub async fn change_member(
-        &self,
-        balancer: &str,
-        worker: &str,
-        set: &[(MemberFlag, bool)],
-        fault: Fault,
-    ) -> Result<()> {
-        let b = self.read_one(balancer_name(balancer)).await?;
-        self.apply(&b.name, worker, set, &b.nonce, fault)
-            .await
-            .map(|_| ())
     }
 
     /// Apply changes in order; when one fails, undo the ones made (last first) and say
@@ -280,4 +252,19 @@ impl Driver {
             )
         }
     }
+}
+
+/// The form of one member change: `b`, `w`, `nonce` and `w_status_X=0|1` per flag.
+fn change_form(balancer: &str, worker: &str, nonce: &str, set: &[(MemberFlag, bool)]) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("b", balancer)
+        .append_pair("w", worker)
+        .append_pair("nonce", nonce);
+    for (f, on) in set {
+        form.append_pair(
+            &format!("w_status_{}", f.letter()),
+            if *on { "1" } else { "0" },
+        );
+    }
+    form.finish()
 }

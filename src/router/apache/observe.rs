@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Apache {
     pub(super) async fn observe_inner(&self) -> Result<RouterState> {
         let all = self.read_all().await?;
         let live = all
@@ -109,6 +109,9 @@ impl Driver {
                     errors: None,
                     latency_ms: None,
                     check: check_text(admin_from.iter().map(|(w, _)| w)),
+                    checks_up: crate::model::all_checks_up(
+                        admin_from.iter().map(|(w, _)| w.status.checks_up()),
+                    ),
                     nodes,
                 },
             );
@@ -123,7 +126,7 @@ impl Driver {
             st.notes.append(&mut notes);
         }
 
-        // Driver-specific drift: what Apache shows vs what this driver last set.
+        // Apache-specific drift: what Apache shows vs what this driver last set.
         let set = {
             let m = self
                 .memory

@@ -1,4 +1,4 @@
-//! The balancer-manager's XML and form encoding.
+//! The balancer-manager's XML, read with roxmltree, and its URLs.
 
 use super::*;
 
@@ -10,15 +10,20 @@ pub(super) struct Status {
     pub(super) stopped: bool,
     pub(super) standby: bool,
     pub(super) error: bool,
+    /// `Ok`: Apache has found nothing wrong with the member (no failed request, no failed
+    /// health check where mod_proxy_hcheck runs).
+    pub(super) ok: bool,
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct Worker {
     pub(super) url: String,
+    /// The URL as compared with slot addresses and `[[member]]` URLs ([`worker_url`]).
+    pub(super) key: Option<url::Url>,
     pub(super) route: String,
     pub(super) status_text: String,
     pub(super) status: Status,
-    /// Apache's busy count; after `Driver::count_in_flight`, the requests in flight.
+    /// Apache's busy count; after `Apache::count_in_flight`, the requests in flight.
     pub(super) busy: u64,
     pub(super) elected: u64,
     /// What Apache's busy count holds beyond the requests in flight (see `idle_after`).
@@ -33,38 +38,6 @@ pub(super) struct Balancer {
     pub(super) workers: Vec<Worker>,
 }
 
-pub(super) fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
-/// The text of the first `<httpd:TAG>` in `s`.
-pub(super) fn tag(s: &str, name: &str) -> Option<String> {
-    let open = format!("<httpd:{name}>");
-    let close = format!("</httpd:{name}>");
-    let start = s.find(&open)? + open.len();
-    let end = s[start..].find(&close)? + start;
-    Some(unescape(&s[start..end]))
-}
-
-/// Every `<httpd:TAG>...</httpd:TAG>` block of `s`.
-pub(super) fn blocks<'a>(s: &'a str, name: &str) -> Vec<&'a str> {
-    let open = format!("<httpd:{name}>");
-    let close = format!("</httpd:{name}>");
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(i) = rest.find(&open) {
-        let body = &rest[i + open.len()..];
-        let Some(j) = body.find(&close) else { break };
-        out.push(&body[..j]);
-        rest = &body[j + close.len()..];
-    }
-    out
-}
-
 /// Read a balancer-manager XML answer; how many balancers it holds. For the property tests
 /// (tests/proptests.rs).
 #[doc(hidden)]
@@ -72,8 +45,37 @@ pub fn parse_balancer_manager(text: &str) -> Result<usize> {
     parse_xml(text).map(|b| b.len())
 }
 
+/// The `httpd` namespace of the balancer-manager's XML.
+const HTTPD: &str = "http://httpd.apache.org";
+
+/// The `<httpd:NAME>` children of `n`.
+fn children<'a, 'i>(
+    n: roxmltree::Node<'a, 'i>,
+    name: &'static str,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> {
+    n.children().filter(move |c| c.has_tag_name((HTTPD, name)))
+}
+
+/// The text of the first `<httpd:NAME>` child of `n`, entities resolved.
+fn text_of(n: roxmltree::Node<'_, '_>, name: &'static str) -> String {
+    children(n, name)
+        .next()
+        .map(|c| {
+            c.descendants()
+                .filter(|d| d.is_text())
+                .filter_map(|d| d.text())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(super) fn parse_xml(text: &str) -> Result<Vec<Balancer>> {
-    if !text.contains("<httpd:manager") {
+    let doc = roxmltree::Document::parse(text).ok();
+    let Some(root) = doc
+        .as_ref()
+        .map(|d| d.root_element())
+        .filter(|r| r.has_tag_name((HTTPD, "manager")))
+    else {
         let start: String = text.chars().take(120).collect();
         bail!(
             "the balancer-manager did not answer XML (it answered: {:?}...). Apache ignores \
@@ -81,55 +83,41 @@ pub(super) fn parse_xml(text: &str) -> Result<Vec<Balancer>> {
              error log), or manager_url is not a `SetHandler balancer-manager` location",
             start.trim()
         );
-    }
-    let mut out = Vec::new();
-    for b in blocks(text, "balancer") {
-        let head = b.split("<httpd:workers>").next().unwrap_or(b);
-        let name = tag(head, "name").unwrap_or_default();
-        let workers = blocks(b, "worker")
-            .into_iter()
-            .map(|w| {
-                let status_text = tag(w, "status").unwrap_or_default().trim().to_string();
-                Worker {
-                    url: tag(w, "name").unwrap_or_default(),
-                    route: tag(w, "route").unwrap_or_default(),
-                    status: Status::parse(&status_text),
-                    status_text,
-                    busy: tag(w, "busy")
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0),
-                    elected: tag(w, "elected")
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0),
-                    leftover: 0,
-                }
-            })
-            .collect();
-        out.push(Balancer {
-            name: balancer_name(&name).to_string(),
-            nonce: tag(head, "nonce").unwrap_or_default(),
-            workers,
-        });
-    }
-    Ok(out)
+    };
+    let count = |n, name| text_of(n, name).trim().parse().unwrap_or(0);
+    let balancers = children(root, "balancers").flat_map(|b| children(b, "balancer"));
+    Ok(balancers
+        .map(|b| Balancer {
+            name: balancer_name(&text_of(b, "name")).to_string(),
+            nonce: text_of(b, "nonce"),
+            workers: children(b, "workers")
+                .flat_map(|ws| children(ws, "worker"))
+                .map(|w| {
+                    let url = text_of(w, "name");
+                    let status_text = text_of(w, "status").trim().to_string();
+                    Worker {
+                        key: worker_url(&url),
+                        url,
+                        route: text_of(w, "route"),
+                        status: Status::parse(&status_text),
+                        status_text,
+                        busy: count(w, "busy"),
+                        elected: count(w, "elected"),
+                        leftover: 0,
+                    }
+                })
+                .collect(),
+        })
+        .collect())
 }
 
-/// `application/x-www-form-urlencoded` / query encoding of one value.
-pub(super) fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-pub(super) fn norm_url(u: &str) -> String {
-    u.trim().trim_end_matches('/').to_ascii_lowercase()
+/// `MANAGER?b=BALANCER&xml=1`: one balancer.
+pub(super) fn balancer_url(manager: &str, balancer: &str) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("b", balancer)
+        .append_pair("xml", "1")
+        .finish();
+    format!("{manager}?{query}")
 }
 
 impl Status {
@@ -142,10 +130,15 @@ impl Status {
                 "Stop" => s.stopped = true,
                 "Stby" => s.standby = true,
                 "Err" | "HcFl" => s.error = true,
+                "Ok" => s.ok = true,
                 _ => {}
             }
         }
         s
+    }
+    /// The member status as a check's verdict: `Ok` passes, `Err`/`HcFl` fails.
+    pub(super) fn checks_up(&self) -> Option<bool> {
+        (self.ok || self.error).then_some(self.ok && !self.error)
     }
     pub(super) fn has(&self, f: MemberFlag) -> bool {
         match f {

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Caddy {
     /// One request on the admin API, retried when it is safe to.
     ///
     /// Caddy restarts its admin endpoint after every config change, so the request that

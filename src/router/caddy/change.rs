@@ -2,9 +2,8 @@
 
 use super::*;
 
-impl Driver {
+impl Caddy {
     pub(super) async fn point(&self, which: Pointer, to: &str) -> Result<()> {
-        let _g = self.lock.lock().await;
         let slot = self.slot(to)?.clone();
         match self.cfg.mode {
             Mode::File => {
@@ -81,7 +80,6 @@ impl Driver {
     }
 
     pub(super) async fn set_maintenance(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
-        let _g = self.lock.lock().await;
         if on && let MaintenanceMode::Redirect { to } = mode {
             self.slot(to)?;
         }
@@ -182,7 +180,6 @@ impl Driver {
     /// Remove (drain) or add back (undrain) servers of a slot in every reverse_proxy handler
     /// that serves it, in one config change guarded by the config's ETag.
     pub(super) async fn set_drained(&self, target: &Target, drain: bool) -> Result<()> {
-        let _g = self.lock.lock().await;
         let slot = self.slot(&target.slot)?.clone();
         let dials: Vec<String> = slot
             .servers_of(target)?

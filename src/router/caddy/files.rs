@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Caddy {
     pub(super) fn flag_dir(&self) -> Result<&Path> {
         self.cfg
             .flag_dir
@@ -145,8 +145,7 @@ impl Driver {
     }
 
     /// Write the flag files for a first start.
-    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
-        let _g = self.lock.lock().await;
+    pub(super) async fn install_files(&self, live: &str, preview: Option<&str>) -> Result<()> {
         let dir = self.flag_dir()?;
         std::fs::create_dir_all(dir)
             .wrap_err_with(|| format!("cannot create {}", dir.display()))?;

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Caddy {
     /// Paths of the reverse_proxy handlers whose upstreams all belong to `slot`.
     pub(super) fn slot_handlers(&self, config: &Value, slot: &Upstream) -> Vec<Vec<String>> {
         let mut out = Vec::new();

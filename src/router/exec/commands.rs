@@ -68,20 +68,6 @@ pub(super) fn render(cmd: Cmd, argv: &[String], values: &Values) -> Result<Vec<S
         .collect()
 }
 
-/// The host of an `http://host:port/...` address (`::1` for `http://[::1]:80`).
-pub fn host_of(address: &str) -> String {
-    let rest = address.split_once("://").map_or(address, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if let Some(v6) = authority.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or_default().to_string();
-    }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h.to_string(),
-        _ => authority.to_string(),
-    }
-}
-
 /// An argv as an operator could paste it into a shell (for messages).
 pub fn display_argv(argv: &[String]) -> String {
     let s = argv
@@ -128,8 +114,72 @@ impl Values {
         self.0.insert(name, Err(why.into()));
     }
     /// `{address}` and `{host}` of a slot or node address.
-    pub(super) fn address(&mut self, address: &str) {
-        self.set("address", address);
-        self.set("host", host_of(address));
+    pub(super) fn address(&mut self, address: &Address) {
+        self.set("address", address.as_str());
+        self.set("host", address.bare_host());
     }
+}
+
+pub(crate) enum Piece<'a> {
+    Text(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Split an argument into text and `{name}` placeholders.
+///
+/// `{name}` (a letter or `_`, then letters, digits, `_`) is a placeholder. Every other brace
+/// is text: `{"spec":...}` (JSON), `{{.x}}` (a run of braces: Go templates), `${HOME}` (a
+/// brace after `$`: shell expansion), `{ print }` (spaces).
+pub(crate) fn pieces(arg: &str) -> Vec<Piece<'_>> {
+    let b = arg.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'{' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) == Some(&b'{') {
+            while i < b.len() && b[i] == b'{' {
+                i += 1;
+            }
+            continue;
+        }
+        if i > 0 && b[i - 1] == b'$' {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        let ident_start = b
+            .get(i + 1)
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+        if ident_start && b.get(j) == Some(&b'}') {
+            if start < i {
+                out.push(Piece::Text(&arg[start..i]));
+            }
+            out.push(Piece::Placeholder(&arg[i + 1..j]));
+            i = j + 1;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    if start < b.len() {
+        out.push(Piece::Text(&arg[start..]));
+    }
+    out
+}
+
+pub(crate) fn placeholders_in(arg: &str) -> Vec<&str> {
+    pieces(arg)
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Placeholder(n) => Some(n),
+            Piece::Text(_) => None,
+        })
+        .collect()
 }

@@ -1,8 +1,9 @@
 //! Running a configured command: a clean environment, its own process group, a timeout, its output captured.
 
 use super::*;
+use rustix::process::Signal;
 
-impl Driver {
+impl Exec {
     /// The environment a command starts with: PATH and HOME, `pass_env`, then `env`.
     pub(super) fn child_env(&self) -> BTreeMap<OsString, OsString> {
         let mut m = BTreeMap::new();
@@ -88,9 +89,9 @@ impl Driver {
             Err(_) => Err(Failure::Timeout(limit)),
         };
         if status.is_err() {
-            signal_group(pgid, libc::SIGTERM);
+            signal_group(pgid, Signal::TERM);
             let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
-            signal_group(pgid, libc::SIGKILL);
+            signal_group(pgid, Signal::KILL);
             let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
             guard.0 = None;
             for t in [&mut out_task, &mut err_task].into_iter().flatten() {
@@ -176,17 +177,86 @@ impl Driver {
         if !uses(argv, "from") {
             return Ok(());
         }
-        let state = self.observe_now().await.wrap_err_with(|| {
-            format!(
-                "router `{}`: the command uses {{from}}, but observe failed, so the live slot is \
-                 unknown; nothing was changed",
-                self.name
-            )
-        })?;
+        let state = self.observe_now().await.wrap_err(
+            "the command uses {from}, but observe failed, so the live slot is unknown; nothing \
+             was changed",
+        )?;
         match state.live {
             Some(l) => v.set("from", l),
             None => v.missing("from", "observe reports no live slot"),
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running a command
+
+#[derive(Default)]
+pub(super) struct Captured {
+    pub(super) bytes: Vec<u8>,
+    pub(super) total: u64,
+}
+
+/// Read a pipe to its end, keeping the first (`tail == false`) or last `cap` bytes.
+pub(super) async fn capture<R: AsyncRead + Unpin>(
+    mut r: R,
+    into: Arc<Mutex<Captured>>,
+    cap: usize,
+    tail: bool,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Ok(mut c) = into.lock() else { break };
+        c.total += n as u64;
+        if tail {
+            c.bytes.extend_from_slice(&buf[..n]);
+            if c.bytes.len() > cap {
+                let excess = c.bytes.len() - cap;
+                c.bytes.drain(..excess);
+            }
+        } else {
+            let room = cap.saturating_sub(c.bytes.len());
+            c.bytes.extend_from_slice(&buf[..n.min(room)]);
+        }
+    }
+}
+
+pub(super) fn take(c: &Arc<Mutex<Captured>>) -> (String, u64) {
+    match c.lock() {
+        Ok(c) => (String::from_utf8_lossy(&c.bytes).into_owned(), c.total),
+        Err(_) => (String::new(), 0),
+    }
+}
+
+pub(crate) fn signal_group(pgid: i32, sig: Signal) {
+    // Never 0 (our own group) or 1 and below (-1 would signal every process we may signal).
+    if pgid > 1
+        && let Some(pgid) = rustix::process::Pid::from_raw(pgid)
+    {
+        // Best effort: the group may be gone already.
+        let _ = rustix::process::kill_process_group(pgid, sig);
+    }
+}
+
+/// Kills the command's process group if the run is abandoned (the future dropped).
+pub(crate) struct GroupGuard(pub(crate) Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            signal_group(pgid, Signal::KILL);
+        }
+    }
+}
+
+/// What a successful command printed.
+pub(super) struct Ran {
+    pub(super) stdout: String,
+    pub(super) stdout_total: u64,
+    pub(super) stderr: String,
 }

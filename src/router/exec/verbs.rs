@@ -2,18 +2,16 @@
 
 use super::*;
 
-impl Driver {
+impl Exec {
     pub(super) async fn switch(&self, to: &str) -> Result<()> {
         let slot = self.slot(to)?;
         let argv = self.argv(Cmd::SwitchLive)?;
-        let _one = self.change.lock().await;
         // Read the router first: `{from}` comes from it, and a swap-style command (Azure's slot
         // swap) run for a slot that is already live would swap it away.
         let before = self.observe_now().await.wrap_err_with(|| {
             format!(
-                "router `{}`: cannot read which slot is live before switching to `{to}`; \
-                 nothing was changed. Fix `observe` first",
-                self.name
+                "cannot read which slot is live before switching to `{to}`; nothing was \
+                 changed. Fix `observe` first"
             )
         })?;
         if before.live.as_deref() == Some(to) {
@@ -36,7 +34,6 @@ impl Driver {
     pub(super) async fn preview(&self, name: &str) -> Result<()> {
         let slot = self.slot(name)?;
         let argv = self.argv(Cmd::SetPreview)?;
-        let _one = self.change.lock().await;
         let mut v = Values::new(&self.env_name);
         self.fill_from(argv, &mut v).await?;
         v.set("slot", name);
@@ -55,8 +52,7 @@ impl Driver {
             Some(n) => {
                 let node = slot.nodes.iter().find(|x| &x.name == n).ok_or_else(|| {
                     eyre!(
-                        "router `{}`: slot `{}` has no node `{n}` (its nodes: {})",
-                        self.name,
+                        "slot `{}` has no node `{n}` (its nodes: {})",
                         slot.name,
                         if slot.nodes.is_empty() {
                             "none configured".to_string()
@@ -71,10 +67,9 @@ impl Driver {
                 })?;
                 if !["node", "address", "host"].iter().any(|p| uses(argv, p)) {
                     bail!(
-                        "router `{}`: `{}` of node `{target}` refused: the command uses none of \
-                         {{node}}, {{address}}, {{host}}, so it would act on the whole slot `{}`; \
-                         nothing was run",
-                        self.name,
+                        "`{}` of node `{target}` refused: the command uses none of {{node}}, \
+                         {{address}}, {{host}}, so it would act on the whole slot `{}`; nothing \
+                         was run",
                         cmd.key(),
                         slot.name
                     );
@@ -90,7 +85,6 @@ impl Driver {
                 v.address(&slot.address);
             }
         }
-        let _one = self.change.lock().await;
         self.fill_from(argv, &mut v).await?;
         let argv = render(cmd, argv, &v)?;
         self.run(cmd, &argv).await?;
@@ -120,7 +114,6 @@ impl Driver {
                 v.address(&slot.address);
             }
         }
-        let _one = self.change.lock().await;
         self.fill_from(argv, &mut v).await?;
         let argv = render(cmd, argv, &v)?;
         self.run(cmd, &argv).await?;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::map::MapSetup;
 use super::socket::Endpoint;
-use crate::config::Slot;
+use crate::model::Slot;
 use crate::timefmt::serde_duration;
 
 /// How the slots are laid out in haproxy.cfg.
@@ -29,70 +29,63 @@ fn default_ready_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The router's name in its environment (defaults to the kind).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
-    /// behind DNS): verify probes it as well as the environment's `public_url`.
-    #[serde(default)]
-    pub public_url: Option<String>,
-    /// The admin socket: a Unix path (`/run/haproxy/admin.sock`) or `HOST:PORT`
-    /// (`stats socket ipv4@127.0.0.1:9999 level admin`).
-    pub socket: String,
-    /// Timeout of one socket command.
-    #[serde(default = "default_timeout", with = "serde_duration")]
-    pub timeout: Duration,
-    pub mode: Mode,
-    /// How long a server that was just enabled may take to pass HAProxy's health check
-    /// before the old one is disabled (otherwise the change is undone and refused).
-    #[serde(default = "default_ready_timeout", with = "serde_duration")]
-    pub ready_timeout: Duration,
-    /// The file of haproxy.cfg's `server-state-file`: rewritten from `show servers state`
-    /// after each server change, so a reload keeps drain/maint states.
-    #[serde(default)]
-    pub server_state_file: Option<PathBuf>,
+crate::router::router_table! {
+    pub struct Config {
+        /// The admin socket: a Unix path (`/run/haproxy/admin.sock`) or `HOST:PORT`
+        /// (`stats socket ipv4@127.0.0.1:9999 level admin`).
+        pub socket: String,
+        /// Timeout of one socket command.
+        #[serde(default = "default_timeout", with = "serde_duration")]
+        pub timeout: Duration,
+        pub mode: Mode,
+        /// How long a server that was just enabled may take to pass HAProxy's health check
+        /// before the old one is disabled (otherwise the change is undone and refused).
+        #[serde(default = "default_ready_timeout", with = "serde_duration")]
+        pub ready_timeout: Duration,
+        /// The file of haproxy.cfg's `server-state-file`: rewritten from `show servers state`
+        /// after each server change, so a reload keeps drain/maint states.
+        #[serde(default)]
+        pub server_state_file: Option<PathBuf>,
 
-    // mode = "map"
-    /// The map as HAProxy names it: the file path used in the map() converter (or `#ID`).
-    #[serde(default)]
-    pub map: Option<String>,
-    /// The map file on disk to keep in sync (usually the same path as `map`).
-    #[serde(default)]
-    pub map_file: Option<PathBuf>,
-    /// The map key the public frontend looks up (default `live`).
-    #[serde(default)]
-    pub live_key: Option<String>,
-    /// The map key the preview frontend looks up (no preview when absent).
-    #[serde(default)]
-    pub preview_key: Option<String>,
-    /// The map key that holds the live backend while maintenance is on
-    /// (default `<live_key>.resume`).
-    #[serde(default)]
-    pub resume_key: Option<String>,
-    /// The map key naming the canary's backend; its weight (0-100) is under
-    /// `<canary_key>.weight`. Canary weights are off when absent (docs/haproxy.md, "Canary").
-    #[serde(default)]
-    pub canary_key: Option<String>,
-    /// Slot name -> backend name.
-    #[serde(default)]
-    pub backends: Option<BTreeMap<String, String>>,
-    /// The backend that serves the maintenance page.
-    #[serde(default)]
-    pub maintenance_backend: Option<String>,
-    /// Slot -> node -> server name, where a node's server is not named like the node.
-    #[serde(default)]
-    pub node_servers: Option<BTreeMap<String, BTreeMap<String, String>>>,
+        // mode = "map"
+        /// The map as HAProxy names it: the file path used in the map() converter (or `#ID`).
+        #[serde(default)]
+        pub map: Option<String>,
+        /// The map file on disk to keep in sync (usually the same path as `map`).
+        #[serde(default)]
+        pub map_file: Option<PathBuf>,
+        /// The map key the public frontend looks up (default `live`).
+        #[serde(default)]
+        pub live_key: Option<String>,
+        /// The map key the preview frontend looks up (no preview when absent).
+        #[serde(default)]
+        pub preview_key: Option<String>,
+        /// The map key that holds the live backend while maintenance is on
+        /// (default `<live_key>.resume`).
+        #[serde(default)]
+        pub resume_key: Option<String>,
+        /// The map key naming the canary's backend; its weight (0-100) is under
+        /// `<canary_key>.weight`. Canary weights are off when absent (docs/haproxy.md, "Canary").
+        #[serde(default)]
+        pub canary_key: Option<String>,
+        /// Slot name -> backend name.
+        #[serde(default)]
+        pub backends: Option<BTreeMap<String, String>>,
+        /// The backend that serves the maintenance page.
+        #[serde(default)]
+        pub maintenance_backend: Option<String>,
+        /// Slot -> node -> server name, where a node's server is not named like the node.
+        #[serde(default)]
+        pub node_servers: Option<BTreeMap<String, BTreeMap<String, String>>>,
 
-    // mode = "servers"
-    /// The backend whose servers are the slots.
-    #[serde(default)]
-    pub backend: Option<String>,
-    /// Slot name -> server name in `backend`.
-    #[serde(default)]
-    pub servers: Option<BTreeMap<String, String>>,
+        // mode = "servers"
+        /// The backend whose servers are the slots.
+        #[serde(default)]
+        pub backend: Option<String>,
+        /// Slot name -> server name in `backend`.
+        #[serde(default)]
+        pub servers: Option<BTreeMap<String, String>>,
+    }
 }
 
 fn one_word(field: &str, v: &str) -> std::result::Result<(), String> {
@@ -283,23 +276,19 @@ impl Config {
 #[allow(clippy::expect_used)]
 pub(super) mod tests {
     use super::*;
-    use crate::config::Node;
+    use crate::model::{Address, Node};
 
     fn slot(name: &str, nodes: &[&str]) -> Slot {
+        let at = |a: &str| Address::parse(a).expect("valid");
         Slot {
-            name: name.into(),
-            address: "http://127.0.0.1:9001".into(),
-            health_url: "http://127.0.0.1:9001/health".into(),
-            version_url: "http://127.0.0.1:9001/version".into(),
-            version_pointer: None,
-            expect_status: 200,
             nodes: nodes
                 .iter()
                 .map(|n| Node {
                     name: n.to_string(),
-                    address: "http://127.0.0.1:9009".into(),
+                    address: at("http://127.0.0.1:9009"),
                 })
                 .collect(),
+            ..Slot::new(name, at("http://127.0.0.1:9001"))
         }
     }
 

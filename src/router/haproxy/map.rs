@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use color_eyre::eyre::{Result, bail, eyre};
 
 use super::stats::{ServerState, Stat, map_get, parse_backends, parse_map};
-use super::{Config, Driver, files, find_stat, find_state, join, socket};
+use super::{Config, Haproxy, files, find_stat, find_state, join, socket};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::router::Target;
+
+mod observe;
 
 #[derive(Debug, Clone)]
 pub(super) struct MapSetup {
@@ -96,7 +98,7 @@ fn backend_list(stats: &[Stat]) -> String {
     join(&names)
 }
 
-impl Driver {
+impl Haproxy {
     pub(super) async fn map_entries(&self, m: &MapSetup) -> Result<Vec<(String, String)>> {
         // An empty map answers nothing at all, so this cannot use `show`.
         let cmd = format!("show map {}", m.map);
@@ -136,6 +138,16 @@ impl Driver {
     /// health check). Refused when its servers are all in maint or down.
     pub(super) async fn ensure_serving(&self, backend: &str, slot: &str) -> Result<()> {
         let states = self.states().await?;
+        self.ensure_serving_in(&states, backend, slot).await
+    }
+
+    /// [`Self::ensure_serving`] on servers' states read a moment ago.
+    async fn ensure_serving_in(
+        &self,
+        states: &[ServerState],
+        backend: &str,
+        slot: &str,
+    ) -> Result<()> {
         let mine: Vec<&ServerState> = states.iter().filter(|s| s.backend == backend).collect();
         if mine.is_empty() || mine.iter().any(|s| s.serving()) {
             // A backend without servers answers by itself (`http-request return`).
@@ -187,21 +199,24 @@ impl Driver {
 
     pub(super) async fn require_backend(&self, backend: &str, slot: &str) -> Result<()> {
         let names = self.backend_names().await?;
-        if names.iter().any(|b| b == backend) {
-            return Ok(());
-        }
-        bail!(
-            "HAProxy has no backend `{backend}` (for `{slot}`); its backends are: {}. A `set \
-             map` to it would be accepted and then answer 503, so cutover did not send it: add \
-             the backend to haproxy.cfg and reload, or fix this router's config",
-            join(&names)
-        )
+        require_backend_in(&names, backend, slot)
     }
 
     /// Set a map key (or add it when the map lacks it) and read it back.
     pub(super) async fn set_key(&self, m: &MapSetup, key: &str, value: &str) -> Result<()> {
         let entries = self.map_entries(m).await?;
-        let verb = if map_get(&entries, key).is_some() {
+        self.set_key_in(m, &entries, key, value).await
+    }
+
+    /// [`Self::set_key`] with the map as it was read a moment ago.
+    async fn set_key_in(
+        &self,
+        m: &MapSetup,
+        entries: &[(String, String)],
+        key: &str,
+        value: &str,
+    ) -> Result<()> {
+        let verb = if map_get(entries, key).is_some() {
             "set"
         } else {
             "add"
@@ -252,180 +267,12 @@ impl Driver {
             .map_or_else(|| server.to_string(), |(n, _)| n.clone())
     }
 
-    pub(super) async fn observe_map(&self, m: &MapSetup) -> Result<RouterState> {
-        let (stats, states, entries, level) = tokio::join!(
-            self.stats(),
-            self.states(),
-            self.map_entries(m),
-            self.level()
-        );
-        let (stats, states, entries) = (stats?, states?, entries?);
-        let mut st = RouterState::default();
-        let live_val = map_get(&entries, &m.live_key);
-        let resume_val = map_get(&entries, &m.resume_key);
-        let unknown = |key: &str, v: &str| {
-            format!(
-                "the map's `{key}` -> {v}, which is no slot's backend in this router's `backends`"
-            )
-        };
-        match (live_val, resume_val) {
-            (Some(l), Some(r)) if l != r => {
-                st.live = m.slot_of(r);
-                if st.live.is_none() {
-                    st.notes.push(unknown(&m.resume_key, r));
-                }
-                st.maintenance = Some(match m.slot_of(l) {
-                    Some(to) => MaintenanceMode::Redirect { to },
-                    None => {
-                        if m.maintenance_backend.as_deref() != Some(l) {
-                            st.notes.push(format!(
-                                "maintenance: live traffic goes to backend {l}, which is neither \
-                                 a slot's backend nor `maintenance_backend`"
-                            ));
-                        }
-                        MaintenanceMode::Page
-                    }
-                });
-            }
-            (Some(l), resume) => {
-                if resume.is_some() {
-                    st.notes.push(format!(
-                        "the map has a leftover `{}` key equal to `{}`; the next maintenance \
-                         change removes it",
-                        m.resume_key, m.live_key
-                    ));
-                }
-                st.live = m.slot_of(l);
-                if st.live.is_none() {
-                    if m.maintenance_backend.as_deref() == Some(l) {
-                        st.maintenance = Some(MaintenanceMode::Page);
-                        st.notes.push(format!(
-                            "maintenance is on, but the map has no `{}` key saying which slot \
-                             comes back after it: turn it off with a swap",
-                            m.resume_key
-                        ));
-                    } else {
-                        st.notes.push(unknown(&m.live_key, l));
-                    }
-                }
-            }
-            (None, _) => st.notes.push(format!(
-                "the map {} has no `{}` key: the public frontend uses the default of its map() \
-                 converter",
-                m.map, m.live_key
-            )),
-        }
-        if let Some(pk) = &m.preview_key {
-            match map_get(&entries, pk) {
-                Some(v) => {
-                    st.preview = m.slot_of(v);
-                    if st.preview.is_none() {
-                        st.notes.push(unknown(pk, v));
-                    }
-                }
-                None => st.notes.push(format!(
-                    "the map {} has no `{pk}` key: the preview frontend uses the default of its \
-                     map() converter",
-                    m.map
-                )),
-            }
-        }
-        st.weights = m.split(&entries, st.live.as_deref());
-        let mut managed_servers = Vec::new();
-        for (slot, backend) in &m.backends {
-            let Some(be) = find_stat(&stats, backend, "BACKEND") else {
-                st.problems.push(format!(
-                    "backend {backend} of slot `{slot}` is not in HAProxy (its backends: {}): a \
-                     swap to `{slot}` will be refused; fix `backends` in cutover's config or \
-                     add the backend to haproxy.cfg",
-                    backend_list(&stats)
-                ));
-                st.slots.insert(slot.clone(), SlotRoute::default());
-                continue;
-            };
-            let servers: Vec<&Stat> = stats
-                .iter()
-                .filter(|s| &s.proxy == backend && !s.is_backend() && s.name != "FRONTEND")
-                .collect();
-            let admins: Vec<AdminState> = servers
-                .iter()
-                .map(|s| {
-                    find_state(&states, backend, &s.name)
-                        .map_or(AdminState::Unknown, ServerState::admin)
-                })
-                .collect();
-            let admin = if admins.is_empty() || admins.contains(&AdminState::Ready) {
-                AdminState::Ready
-            } else if admins.iter().all(|a| *a == AdminState::Maint) {
-                AdminState::Maint
-            } else if admins.contains(&AdminState::Drain) {
-                AdminState::Drain
-            } else {
-                AdminState::Unknown
-            };
-            let has_nodes = self.slot_nodes.get(slot).is_some_and(|n| !n.is_empty());
-            let nodes = if servers.len() > 1 || has_nodes {
-                servers
-                    .iter()
-                    .zip(&admins)
-                    .map(|(s, a)| NodeRoute {
-                        name: self.server_node(m, slot, &s.name),
-                        admin: *a,
-                        sessions: s.scur,
-                        check: Some(s.check_text()),
-                    })
-                    .collect()
-            } else {
-                vec![]
-            };
-            managed_servers.extend(servers.iter().map(|s| (backend.clone(), s.name.clone())));
-            st.slots.insert(
-                slot.clone(),
-                SlotRoute {
-                    admin,
-                    sessions: be.scur,
-                    requests: be.requests(),
-                    errors: be.errors(),
-                    latency_ms: be.rtime,
-                    check: Some(match servers.as_slice() {
-                        [one] => one.check_text(),
-                        _ => be.status.clone(),
-                    }),
-                    nodes,
-                },
-            );
-        }
-        if let Some(mb) = &m.maintenance_backend
-            && find_stat(&stats, mb, "BACKEND").is_none()
-        {
-            st.problems.push(format!(
-                "`maintenance_backend` {mb} is not in HAProxy (its backends: {}): maintenance on \
-                 will be refused",
-                backend_list(&stats)
-            ));
-        }
-        st.notes.extend(self.level_note(level));
-        if let Some(f) = &m.file {
-            match Self::file_text(f).await {
-                Ok(Some(t)) => {
-                    st.notes
-                        .extend(files::map_drift(f, &t, &entries, &m.managed_keys()))
-                }
-                Ok(None) => st.notes.push(format!(
-                    "the map file {} does not exist: HAProxy would not start or reload without it",
-                    f.display()
-                )),
-                Err(e) => st.notes.push(e),
-            }
-        }
-        st.notes
-            .extend(self.state_file_notes(&states, &managed_servers).await);
-        Ok(st)
-    }
-
     pub(super) async fn switch_map(&self, m: &MapSetup, to: &str) -> Result<()> {
         let backend = m.backend_of(to)?;
-        let entries = self.map_entries(m).await?;
+        // What the switch checks, read in one round (each read is its own connection to the
+        // socket): the time to the `set map` is the time users wait for the new slot.
+        let (entries, names, states) =
+            tokio::try_join!(self.map_entries(m), self.backend_names(), self.states())?;
         if m.maintenance_on(&entries) {
             bail!(
                 "maintenance is on (the map's `{}` -> {}): turn maintenance off before a swap; \
@@ -434,10 +281,10 @@ impl Driver {
                 map_get(&entries, &m.live_key).unwrap_or("?")
             );
         }
-        self.require_backend(backend, to).await?;
-        self.ensure_serving(backend, to).await?;
+        require_backend_in(&names, backend, to)?;
+        self.ensure_serving_in(&states, backend, to).await?;
         if map_get(&entries, &m.live_key) != Some(backend) {
-            self.set_key(m, &m.live_key, backend).await?;
+            self.set_key_in(m, &entries, &m.live_key, backend).await?;
         }
         self.end_split(m, &entries).await?;
         self.persist_map(m).await
@@ -601,6 +448,19 @@ impl Driver {
         }
         self.persist_map(m).await
     }
+}
+
+/// Refuse a backend HAProxy does not have (`names`: what `show backend` listed).
+fn require_backend_in(names: &[String], backend: &str, slot: &str) -> Result<()> {
+    if names.iter().any(|b| b == backend) {
+        return Ok(());
+    }
+    bail!(
+        "HAProxy has no backend `{backend}` (for `{slot}`); its backends are: {}. A `set \
+         map` to it would be accepted and then answer 503, so cutover did not send it: add \
+         the backend to haproxy.cfg and reload, or fix this router's config",
+        join(names)
+    )
 }
 
 #[cfg(test)]

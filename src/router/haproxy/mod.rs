@@ -42,9 +42,9 @@ use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, bail, eyre};
 
-use crate::config::Environment;
+use crate::model::EnvSlots;
 use crate::model::{MaintenanceMode, RouterState};
-use crate::router::{BoxFuture, Router, Target, Verb};
+use crate::router::{DEFAULT_CHANGE_TIMEOUT, Driven, Proxy, Target, Verb};
 
 use map::MapSetup;
 use servers::ServersSetup;
@@ -57,16 +57,16 @@ enum Setup {
     Servers(ServersSetup),
 }
 
-pub struct Driver {
-    name: String,
+/// The haproxy router: a [`Driven`] [`Haproxy`].
+pub type Driver = Driven<Haproxy>;
+
+pub struct Haproxy {
     sock: Socket,
     setup: Setup,
     state_file: Option<PathBuf>,
     ready_timeout: Duration,
     /// Slot -> its declared node names.
     slot_nodes: BTreeMap<String, Vec<String>>,
-    /// One change at a time through this driver.
-    changes: tokio::sync::Mutex<()>,
 }
 
 fn find_state<'a>(
@@ -87,17 +87,16 @@ fn join(v: &[String]) -> String {
     v.join(", ")
 }
 
-impl Driver {
-    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
-        cfg.validate(&env.slots)
+impl Haproxy {
+    fn build(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
+        cfg.validate(env.slots)
             .map_err(|e| eyre!("haproxy router `{name}`: {e}"))?;
         let endpoint = Endpoint::parse(&cfg.socket).map_err(|e| eyre!("`socket`: {e}"))?;
         let setup = match cfg.mode {
             Mode::Map => Setup::Map(MapSetup::from(cfg)),
             Mode::Servers => Setup::Servers(ServersSetup::from(cfg)),
         };
-        Ok(Driver {
-            name,
+        Ok(Haproxy {
             sock: Socket::new(endpoint, cfg.timeout),
             setup,
             state_file: cfg.server_state_file.clone(),
@@ -112,7 +111,6 @@ impl Driver {
                     )
                 })
                 .collect(),
-            changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -263,12 +261,15 @@ impl Driver {
     }
 }
 
-impl Router for Driver {
-    fn name(&self) -> &str {
-        &self.name
+impl Proxy for Haproxy {
+    const KIND: &'static str = "haproxy";
+    type Config = Config;
+    fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
+        Haproxy::build(name, env, cfg)
     }
-    fn kind(&self) -> &'static str {
-        "haproxy"
+    /// A swap in `servers` mode waits up to `ready_timeout` for HAProxy's health check.
+    fn change_timeout(&self) -> Duration {
+        DEFAULT_CHANGE_TIMEOUT + self.ready_timeout
     }
     fn supports(&self, verb: Verb) -> bool {
         match (&self.setup, verb) {
@@ -279,78 +280,53 @@ impl Router for Driver {
             _ => true,
         }
     }
-    fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
-        Box::pin(async move {
-            match &self.setup {
-                Setup::Map(m) => self.observe_map(m).await,
-                Setup::Servers(s) => self.observe_servers(s).await,
-            }
-        })
+    async fn observe(&self) -> Result<RouterState> {
+        match &self.setup {
+            Setup::Map(m) => self.observe_map(m).await,
+            Setup::Servers(s) => self.observe_servers(s).await,
+        }
     }
-    fn switch_live<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let _one = self.changes.lock().await;
-            match &self.setup {
-                Setup::Map(m) => self.switch_map(m, to).await,
-                Setup::Servers(s) => self.switch_servers(s, to).await,
-            }
-        })
+    async fn switch_live(&self, to: &str) -> Result<()> {
+        match &self.setup {
+            Setup::Map(m) => self.switch_map(m, to).await,
+            Setup::Servers(s) => self.switch_servers(s, to).await,
+        }
     }
-    fn set_preview<'a>(&'a self, slot: &'a str) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let _one = self.changes.lock().await;
-            match &self.setup {
-                Setup::Map(m) => self.preview_map(m, slot).await,
-                Setup::Servers(_) => bail!(
-                    "mode = \"servers\" has no preview route: use mode = \"map\" with a preview \
-                     frontend (docs/haproxy.md)"
-                ),
-            }
-        })
+    async fn set_preview(&self, slot: &str) -> Result<()> {
+        match &self.setup {
+            Setup::Map(m) => self.preview_map(m, slot).await,
+            Setup::Servers(_) => bail!(
+                "mode = \"servers\" has no preview route: use mode = \"map\" with a preview \
+                 frontend (docs/haproxy.md)"
+            ),
+        }
     }
-    fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let _one = self.changes.lock().await;
-            match &self.setup {
-                Setup::Map(m) => self.servers_map(m, t, "drain").await,
-                Setup::Servers(s) => self.drain_servers(s, t, "drain").await,
-            }
-        })
+    async fn drain(&self, t: &Target) -> Result<()> {
+        match &self.setup {
+            Setup::Map(m) => self.servers_map(m, t, "drain").await,
+            Setup::Servers(s) => self.drain_servers(s, t, "drain").await,
+        }
     }
-    fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let _one = self.changes.lock().await;
-            match &self.setup {
-                Setup::Map(m) => self.servers_map(m, t, "ready").await,
-                Setup::Servers(s) => self.drain_servers(s, t, "ready").await,
-            }
-        })
+    async fn undrain(&self, t: &Target) -> Result<()> {
+        match &self.setup {
+            Setup::Map(m) => self.servers_map(m, t, "ready").await,
+            Setup::Servers(s) => self.drain_servers(s, t, "ready").await,
+        }
     }
-    fn maintenance<'a>(&'a self, on: bool, mode: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let _one = self.changes.lock().await;
-            match &self.setup {
-                Setup::Map(m) => self.maintenance_map(m, on, mode).await,
-                Setup::Servers(s) => self.maintenance_servers(s, on, mode).await,
-            }
-        })
+    async fn maintenance(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
+        match &self.setup {
+            Setup::Map(m) => self.maintenance_map(m, on, mode).await,
+            Setup::Servers(s) => self.maintenance_servers(s, on, mode).await,
+        }
     }
-    fn set_weights<'a>(
-        &'a self,
-        live: &'a str,
-        canary: &'a str,
-        percent: u8,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let _one = self.changes.lock().await;
-            match &self.setup {
-                Setup::Map(m) => self.weights_map(m, live, canary, percent).await,
-                Setup::Servers(_) => bail!(
-                    "mode = \"servers\" has no canary weights: use mode = \"map\" with the \
-                     canary rule in the public frontend and `canary_key` (docs/haproxy.md, \
-                     \"Canary\")"
-                ),
-            }
-        })
+    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        match &self.setup {
+            Setup::Map(m) => self.weights_map(m, live, canary, percent).await,
+            Setup::Servers(_) => bail!(
+                "mode = \"servers\" has no canary weights: use mode = \"map\" with the \
+                 canary rule in the public frontend and `canary_key` (docs/haproxy.md, \
+                 \"Canary\")"
+            ),
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use color_eyre::eyre::{Result, bail, eyre};
 
 use super::stats::{self, ServerState, Stat};
-use super::{Config, Driver, find_stat, find_state, join};
+use super::{Config, Haproxy, find_stat, find_state, join};
 use crate::model::{AdminState, MaintenanceMode, RouterState, SlotRoute};
 use crate::router::Target;
 
@@ -92,7 +92,7 @@ impl From<&Config> for ServersSetup {
     }
 }
 
-impl Driver {
+impl Haproxy {
     pub(super) async fn observe_servers(&self, s: &ServersSetup) -> Result<RouterState> {
         let (stats, states, level) = tokio::join!(self.stats(), self.states(), self.level());
         let (stats, states) = (stats?, states?);
@@ -128,6 +128,7 @@ impl Driver {
                     errors: stat.and_then(Stat::errors),
                     latency_ms: stat.and_then(|x| x.rtime),
                     check: stat.map(Stat::check_text),
+                    checks_up: stat.and_then(Stat::checks_up),
                     nodes: vec![],
                 },
             );

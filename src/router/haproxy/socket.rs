@@ -5,6 +5,10 @@
 //! Answers carry no status code: a change that worked answers an empty line, and an error
 //! is a line of text (`No such server.`, `Unknown map identifier...`, `Permission denied`).
 //! [`Socket::run`] turns any non-empty answer to a change into an error quoting HAProxy.
+//!
+//! Hand-written on purpose: the runtime API is one line out, text back, connection closed;
+//! no maintained crate speaks it, and a client crate would add nothing over a socket write
+//! and a read to the end.
 
 use std::fmt;
 use std::io;

@@ -50,6 +50,11 @@ impl Stat {
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
         })
     }
+    /// Whether HAProxy's health checks pass for the server: `None` when it checks nothing.
+    pub fn checks_up(&self) -> Option<bool> {
+        (!self.check_status.is_empty())
+            .then(|| self.status == "UP" && self.check_status.ends_with("OK"))
+    }
     /// HAProxy's checks have confirmed the server (not a transitional `UP 1/3`).
     pub fn confirmed_up(&self) -> bool {
         self.status == "UP" || self.status == "no check"

@@ -13,7 +13,7 @@
 
 use color_eyre::eyre::{Result, bail};
 
-use super::Driver;
+use super::Haproxy;
 use super::map::MapSetup;
 use super::stats::map_get;
 use crate::model::Weights;
@@ -82,7 +82,7 @@ impl MapSetup {
     }
 }
 
-impl Driver {
+impl Haproxy {
     /// After a swap: the new live slot takes everything, so a leftover share goes to 0.
     pub(super) async fn end_split(&self, m: &MapSetup, entries: &[(String, String)]) -> Result<()> {
         if let Some(k) = m.weight_key()

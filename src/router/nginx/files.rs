@@ -221,28 +221,26 @@ pub(super) fn set_mtime(p: &Path, t: SystemTime) {
     let Ok(d) = t.duration_since(SystemTime::UNIX_EPOCH) else {
         return;
     };
-    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
-        return;
+    let t = rustix::fs::Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: d.subsec_nanos().into(),
     };
-    let ts = libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
     };
-    let times = [ts, ts];
-    // SAFETY: a valid NUL-terminated path and two timespecs, as utimensat(2) expects.
-    unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        );
-    }
+    let _ = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    );
 }
 
 // --- processes ----------------------------------------------------------------------------
 
-/// The fields of /proc/PID/stat after the command name.
+/// The fields of /proc/PID/stat after the command name. (Read by hand: the few fields used
+/// here do not justify a procfs crate, and rustix does not read /proc text.)
 pub(super) fn proc_stat(pid: u32) -> Option<Vec<String>> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 1..];
@@ -285,9 +283,7 @@ pub(super) fn newest_worker_start(master: u32) -> Option<SystemTime> {
         .trim()
         .parse()
         .ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
+    let ticks = Some(rustix::param::clock_ticks_per_second()).filter(|t| *t > 0)?;
     children_of(master)
         .ok()?
         .into_iter()

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Nginx {
     pub(super) fn read_disk(&self) -> Disk {
         let mut disk = Disk {
             canon_dir: std::fs::canonicalize(self.dir()).unwrap_or_else(|_| self.dir().into()),

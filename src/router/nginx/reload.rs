@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Nginx {
     /// Apply changes (skipping those already in place). With `reload`, run the test command
     /// and reload, and check the reload took; on any failure put every touched path back
     /// exactly as it was.
@@ -180,14 +180,15 @@ impl Driver {
                 }
             }
             ReloadBy::Signal => {
-                let pid =
-                    i32::try_from(master).map_err(|_| eyre!("pid {master} is out of range"))?;
-                // SAFETY: kill(2) with a pid read from nginx's pid file and SIGHUP.
-                if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+                let pid = i32::try_from(master)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                    .ok_or_else(|| eyre!("pid {master} is not a process id"))?;
+                if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::HUP) {
                     bail!(
                         "cannot send SIGHUP to nginx's master {master}: {}; run cutover as \
                          nginx's user or configure a reload_command (with sudo)",
-                        std::io::Error::last_os_error()
+                        std::io::Error::from(e)
                     );
                 }
             }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Driver {
+impl Nginx {
     pub(super) fn header(&self, what: &str) -> String {
         format!(
             "# Written by cutover: {what} of environment `{}` (nginx router `{}`, method {}).\n\

@@ -11,17 +11,17 @@ use std::path::{Path, PathBuf};
 use ratatui::style::{Color, Modifier, Style};
 use serde::Deserialize;
 
-use crate::app::Level;
+use crate::envview::Level;
 use crate::model::{Health, Role};
 
 const BUILTIN: [(&str, &str); 4] = [
-    ("dark", include_str!("../../themes/dark.toml")),
-    ("light", include_str!("../../themes/light.toml")),
+    ("dark", include_str!("../themes/dark.toml")),
+    ("light", include_str!("../themes/light.toml")),
     (
         "high-contrast",
-        include_str!("../../themes/high-contrast.toml"),
+        include_str!("../themes/high-contrast.toml"),
     ),
-    ("colorblind", include_str!("../../themes/colorblind.toml")),
+    ("colorblind", include_str!("../themes/colorblind.toml")),
 ];
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,8 +19,6 @@
 //! never reloaded: the files are restored and nginx's own words are in the error.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,171 +27,20 @@ use std::time::{Duration, Instant, SystemTime};
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::Deserialize;
 
-use crate::config::{Environment, Slot};
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::model::{EnvSlots, Slot};
 use crate::router::{
-    BoxFuture, Router, Server, Target, Upstream, in_context, is_word, maintenance_html,
-    temp_sibling, write_atomic,
+    DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Server, Target, Upstream, is_word,
+    maintenance_html, pointer_verbs, temp_sibling, write_atomic,
 };
 use crate::timefmt::serde_duration;
+mod config;
+pub use config::*;
 mod files;
 mod read;
 mod reload;
 mod render;
 use files::*;
-
-/// How the live and next routes point at a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Symlinks resolved by nginx on every request; switching needs no reload.
-    #[default]
-    Realpath,
-    /// Symlinks to per-slot directories holding the route include; switching reloads.
-    Symlink,
-    /// Include files rewritten by cutover; switching reloads.
-    Include,
-}
-
-impl Method {
-    fn name(self) -> &'static str {
-        match self {
-            Method::Realpath => "realpath",
-            Method::Symlink => "symlink",
-            Method::Include => "include",
-        }
-    }
-}
-
-/// How a reload is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ReloadBy {
-    /// Run `reload_command` (default `nginx [nginx_args] -s reload`).
-    #[default]
-    Command,
-    /// Send SIGHUP to the master process named in `pid_file`.
-    Signal,
-}
-
-fn default_nginx() -> String {
-    "nginx".into()
-}
-fn default_pid_file() -> PathBuf {
-    PathBuf::from("/run/nginx.pid")
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_reload_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_retry_after() -> u32 {
-    30
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The router's name in its environment (defaults to the kind).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// This router's own public URL, when it has a frontend of its own (a fleet of proxies
-    /// behind DNS): verify probes it as well as the environment's `public_url`.
-    #[serde(default)]
-    pub public_url: Option<String>,
-    /// `realpath` (default), `symlink` or `include`.
-    #[serde(default)]
-    pub method: Method,
-    /// The directory cutover owns: every file and link it writes is in here. Absolute.
-    pub dir: PathBuf,
-    /// The nginx binary used by the default test and reload commands.
-    #[serde(default = "default_nginx")]
-    pub nginx: String,
-    /// Arguments given to nginx before `-t` / `-s reload`, e.g. `["-p", "/srv/ngx", "-c",
-    /// "/srv/ngx/nginx.conf"]`.
-    #[serde(default)]
-    pub nginx_args: Vec<String>,
-    /// The config test, as an argv list. Default: `[nginx, nginx_args..., "-t"]`.
-    #[serde(default)]
-    pub test_command: Option<Vec<String>>,
-    /// The reload, as an argv list. Default: `[nginx, nginx_args..., "-s", "reload"]`.
-    #[serde(default)]
-    pub reload_command: Option<Vec<String>>,
-    /// `command` (default) or `signal` (SIGHUP to the master in `pid_file`).
-    #[serde(default)]
-    pub reload: ReloadBy,
-    /// nginx's pid file: the master process whose workers show that a reload took.
-    #[serde(default = "default_pid_file")]
-    pub pid_file: PathBuf,
-    /// nginx's error log; when given, a failed reload's `[emerg]` lines are in the error.
-    #[serde(default)]
-    pub error_log: Option<PathBuf>,
-    /// Prefix of the upstream names cutover writes (default `cutover_<environment>_`).
-    #[serde(default)]
-    pub upstream_prefix: Option<String>,
-    /// Longest a test or reload command may run.
-    #[serde(default = "default_timeout", with = "serde_duration")]
-    pub timeout: Duration,
-    /// How long to wait for nginx's new workers after a reload before calling it failed.
-    #[serde(default = "default_reload_timeout", with = "serde_duration")]
-    pub reload_timeout: Duration,
-    /// An HTML file served (with status 503) while maintenance is on; a plain page otherwise.
-    #[serde(default)]
-    pub maintenance_page: Option<PathBuf>,
-    /// The Retry-After header of the maintenance answer, in seconds.
-    #[serde(default = "default_retry_after")]
-    pub retry_after: u32,
-}
-
-impl Config {
-    pub fn validate(&self, slots: &[Slot]) -> std::result::Result<(), String> {
-        if !self.dir.is_absolute() {
-            return Err(format!(
-                "`dir` must be an absolute path (nginx includes files from it), not `{}`",
-                self.dir.display()
-            ));
-        }
-        let d = self.dir.to_string_lossy();
-        if d.chars()
-            .any(|c| matches!(c, '"' | '\'' | '$' | '\\' | ';' | '{' | '}') || c.is_whitespace())
-        {
-            return Err(format!(
-                "`dir` = `{d}` has a character nginx would read as syntax (quote, $, ;, braces or space)"
-            ));
-        }
-        if let Some(p) = &self.upstream_prefix
-            && !is_word(p)
-        {
-            return Err(format!(
-                "`upstream_prefix` = `{p}` must be letters, digits, `-`, `_` or `.`"
-            ));
-        }
-        for (field, cmd) in [
-            ("test_command", &self.test_command),
-            ("reload_command", &self.reload_command),
-        ] {
-            if let Some(c) = cmd
-                && c.first().is_none_or(|p| p.trim().is_empty())
-            {
-                return Err(format!(
-                    "`{field}` must name a program, like [\"nginx\", \"-t\"]"
-                ));
-            }
-        }
-        for s in slots {
-            if !is_word(&s.name) || s.name.starts_with('_') || s.name.starts_with('.') {
-                return Err(format!(
-                    "slot `{}`: the nginx driver uses slot names as file and upstream names; use \
-                     letters, digits, `-`, `_` or `.`, not starting with `_` or `.`",
-                    s.name
-                ));
-            }
-            Upstream::of(s).map_err(|e| format!("slot `{}`: {e}", s.name))?;
-        }
-        Ok(())
-    }
-}
 
 /// A literal for a PCRE pattern inside an nginx quoted string.
 fn regex_escape(s: &str) -> String {
@@ -211,7 +58,10 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-pub struct Driver {
+/// The nginx router: a [`Driven`] [`Nginx`].
+pub type Driver = Driven<Nginx>;
+
+pub struct Nginx {
     name: String,
     env: String,
     cfg: Config,
@@ -219,31 +69,29 @@ pub struct Driver {
     prefix: String,
     /// The `map` variable of the realpath method (without `$`).
     route_var: String,
-    /// One change at a time: each one reads, writes, tests and reloads as a unit.
-    lock: tokio::sync::Mutex<()>,
 }
 
 /// The key of the maintenance page in `_maintenance/<live>/`.
 const PAGE: &str = "_page";
 const MAINT: &str = "_maintenance";
 
-impl Driver {
-    pub fn new(name: String, env: &Environment, cfg: &Config) -> Result<Self> {
-        cfg.validate(&env.slots)
+impl Nginx {
+    fn build(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
+        let name = name.to_string();
+        cfg.validate(env.slots)
             .map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
         let slots = Upstream::all(env).map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
         let prefix = cfg
             .upstream_prefix
             .clone()
-            .unwrap_or_else(|| format!("cutover_{}_", sanitize(&env.name)));
-        Ok(Driver {
-            route_var: format!("cutover_{}_route", sanitize(&env.name)),
+            .unwrap_or_else(|| format!("cutover_{}_", sanitize(env.name)));
+        Ok(Nginx {
+            route_var: format!("cutover_{}_route", sanitize(env.name)),
             name,
-            env: env.name.clone(),
+            env: env.name.to_string(),
             cfg: cfg.clone(),
             slots,
             prefix,
-            lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -290,8 +138,7 @@ impl Driver {
     // --- rendering ----------------------------------------------------------------------
 
     /// Write the whole layout for a first start (nginx must be started or reloaded after).
-    pub async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
-        let _g = self.lock.lock().await;
+    pub(super) async fn install_files(&self, live: &str, preview: Option<&str>) -> Result<()> {
         std::fs::create_dir_all(self.dir())
             .wrap_err_with(|| format!("cannot create {}", self.dir().display()))?;
         let disk = self.read_disk();
@@ -339,7 +186,6 @@ impl Driver {
     }
 
     async fn point(&self, which: Pointer, slot: &str) -> Result<()> {
-        let _g = self.lock.lock().await;
         let disk = self.read_disk();
         self.check_routable(&disk, slot)?;
         let base = self.base_changes(&disk, &disk.down)?;
@@ -373,7 +219,6 @@ impl Driver {
     }
 
     async fn set_maintenance(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
-        let _g = self.lock.lock().await;
         let disk = self.read_disk();
         let Some(live) = disk.live.clone() else {
             bail!(
@@ -398,8 +243,7 @@ impl Driver {
         self.apply_route(base, pointer).await
     }
 
-    async fn set_down(&self, target: &Target, down: bool) -> Result<()> {
-        let _g = self.lock.lock().await;
+    async fn set_drained(&self, target: &Target, down: bool) -> Result<()> {
         let disk = self.read_disk();
         let info = self.slot(&target.slot)?;
         let servers = info.servers_of(target)?;
@@ -509,77 +353,24 @@ enum Route {
     Maintenance { live: String, mode: MaintenanceMode },
 }
 
-impl Router for Driver {
-    fn name(&self) -> &str {
-        &self.name
+impl Proxy for Nginx {
+    const KIND: &'static str = "nginx";
+    type Config = Config;
+    fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
+        Nginx::build(name, env, cfg)
     }
-    fn kind(&self) -> &'static str {
-        "nginx"
+    fn change_timeout(&self) -> Duration {
+        DEFAULT_CHANGE_TIMEOUT + 2 * (self.cfg.timeout + self.cfg.reload_timeout)
     }
-    fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
-        in_context(self, "observe".into(), self.observe_inner())
-    }
-    fn switch_live<'a>(&'a self, to: &'a str) -> BoxFuture<'a, Result<()>> {
-        in_context(
-            self,
-            format!("make {to} live"),
-            self.point(Pointer::Live, to),
-        )
-    }
-    fn set_preview<'a>(&'a self, slot: &'a str) -> BoxFuture<'a, Result<()>> {
-        in_context(
-            self,
-            format!("point the preview at {slot}"),
-            self.point(Pointer::Next, slot),
-        )
-    }
-    fn drain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        in_context(self, format!("drain {t}"), self.set_down(t, true))
-    }
-    fn undrain<'a>(&'a self, t: &'a Target) -> BoxFuture<'a, Result<()>> {
-        in_context(self, format!("undrain {t}"), self.set_down(t, false))
-    }
-    fn maintenance<'a>(&'a self, on: bool, m: &'a MaintenanceMode) -> BoxFuture<'a, Result<()>> {
-        in_context(
-            self,
-            format!("turn maintenance {}", if on { "on" } else { "off" }),
-            self.set_maintenance(on, m),
-        )
+    pointer_verbs!();
+}
+
+impl Install for Nginx {
+    async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
+        self.install_files(live, preview).await
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_blocks_are_read_back_with_down_flags() {
-        let t = "# c\nupstream a { server 127.0.0.1:1; server 127.0.0.1:2 down max_fails=3; }\n\
-                 upstream b {\n server \"h:3\" weight=2;  # node x\n}\nmap $x $y { default \"\"; }";
-        let u = parse_upstreams(t);
-        assert_eq!(
-            u["a"],
-            vec![
-                ServerLine {
-                    addr: "127.0.0.1:1".into(),
-                    down: false
-                },
-                ServerLine {
-                    addr: "127.0.0.1:2".into(),
-                    down: true
-                }
-            ]
-        );
-        assert_eq!(u["b"][0].addr, "h:3");
-        assert_eq!(u.len(), 2);
-    }
-
-    #[test]
-    fn tokens_skip_comments_and_unquote() {
-        assert_eq!(
-            tokenize("return 503 \"a \\\"b\\\" # c\"; # gone\nproxy_pass x;"),
-            vec!["return", "503", "a \"b\" # c", ";", "proxy_pass", "x", ";"]
-        );
-    }
-}
+mod tests;

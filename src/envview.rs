@@ -1,7 +1,63 @@
-//! What the screen shows of each environment: slots, routers, traffic, the running
-//! operation, warnings.
+//! What cutover knows of each environment, built from what it sees ([`Seen`]: probes, router
+//! reads, locks, operations' progress): slots, routers, traffic, the running operation,
+//! warnings, drift. Both faces read it: the TUI draws it, `cutover status` and `cutover watch`
+//! print it. No terminal in here.
 
-use super::*;
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{ConfirmMode, Environment};
+use crate::model::{Health, MaintenanceMode, ProbeResult, Role, RouterState};
+use crate::ops::{GateInput, Progress, Step, Verdict};
+use crate::probe::UrlProbe;
+use crate::state::{EnvMemory, Journal, LockInfo};
+
+mod update;
+pub use update::{Said, Seen};
+
+/// How many health results per slot the gate can look back on.
+pub const GATE_HISTORY: usize = 20;
+/// How far back the traffic chart looks.
+pub const TRAFFIC_WINDOW: Duration = Duration::from_secs(300);
+/// How many operation markers the traffic chart keeps.
+const MARKERS: usize = 32;
+/// At most this many of cutover's own public/preview URL probes are still to be taken off a
+/// slot's request counter: a probe attributed to the wrong slot costs at most this much.
+const PROBE_DEBT_CAP: u64 = 8;
+
+/// How worrying a line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Good,
+    Warn,
+    Bad,
+}
+
+/// A line of the event log.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub at: SystemTime,
+    pub env: String,
+    pub level: Level,
+    pub text: String,
+}
+
+/// When drift or a disagreement is worth telling the notification channels: once, and only
+/// when it is not another cutover's change in progress. Drift is told once the state files
+/// (or the shared store), read after the router showed it, still say cutover set otherwise: a
+/// swap by another cutover process reaches the routers a moment before its memory does. A
+/// disagreement is told when it lasts from one reading of the first router to the next,
+/// while no one holds the lock.
+#[derive(Debug, Clone, Default)]
+pub struct Alerts {
+    /// The routers showed drift since the memory was last read.
+    drift_seen: bool,
+    drift_told: bool,
+    /// The routers disagreed at the last reading of the first router.
+    disagree_seen: bool,
+    disagree_told: bool,
+}
 
 /// One sparkline / gate sample.
 #[derive(Debug, Clone, Copy)]
@@ -261,6 +317,10 @@ pub struct EnvView {
     /// Which slot answered the public URL at each of cutover's probes (the traffic view of a
     /// router without per-slot counters).
     pub public_answers: VecDeque<(SystemTime, String)>,
+    /// Drift and disagreement, as far as telling the channels goes (see [`Alerts`]).
+    pub alerts: Alerts,
+    /// Whether the shared store (etcd) answers; `None` without one, or before it is known.
+    pub store_up: Option<bool>,
 }
 
 impl EnvView {
@@ -516,7 +576,7 @@ impl EnvView {
             }
             None => return Err(None),
         };
-        let plan = ops::gate(
+        let plan = crate::ops::gate(
             self.config.gate_checks,
             self.live(),
             &prev,
@@ -526,7 +586,7 @@ impl EnvView {
         if let Some(c) = plan.failed_checks().first() {
             return Err(Some(c.detail.clone()));
         }
-        let way_back = ops::way_back_check(&prev, &plan, &self.memory);
+        let way_back = crate::ops::way_back_check(&prev, &plan, &self.memory);
         if !way_back.ok {
             return Err(Some(way_back.detail));
         }

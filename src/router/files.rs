@@ -1,0 +1,95 @@
+//! Files a proxy reads: written atomically, keeping their owner; the maintenance page.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use color_eyre::eyre::{Result, WrapErr};
+
+/// The maintenance page: the operator's `maintenance_page` file, or a plain one.
+pub(crate) fn maintenance_html(file: Option<&Path>) -> Result<String> {
+    match file {
+        Some(p) => std::fs::read_to_string(p).wrap_err_with(|| {
+            format!(
+                "cannot read maintenance_page {}; fix the path or remove the setting",
+                p.display()
+            )
+        }),
+        None => Ok(
+            "<!doctype html>\n<html><head><title>Down for maintenance</title></head>\n\
+             <body><h1>Down for maintenance</h1><p>We will be back shortly.</p></body></html>\n"
+                .into(),
+        ),
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh hidden name beside `p`, for a file or link renamed over it.
+pub(crate) fn temp_sibling(p: &Path) -> PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    p.with_file_name(format!(".{name}.cutover-{}-{n}", std::process::id()))
+}
+
+/// Write a file a proxy reads through a temporary sibling, fsync and a rename, so a reader
+/// sees the old or the new content, never a part. The new file keeps the owner, group and
+/// permissions of the file it replaces (`mode`, when given, replaces the permissions; a new
+/// file gets 0644 and cutover's own user): a map file owned by `haproxy` stays owned by
+/// `haproxy`.
+pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let tmp = temp_sibling(p);
+    let old = std::fs::metadata(p).ok();
+    let mode = mode.or_else(|| old.as_ref().map(|m| m.permissions().mode()));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        if let Some(m) = &old {
+            keep_owner(&f, p, m.uid(), m.gid())?;
+        }
+        // After the chown: a chown clears the set-id bits.
+        f.set_permissions(std::fs::Permissions::from_mode(
+            mode.unwrap_or(0o644) & 0o7777,
+        ))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, p)?;
+        // The rename itself survives a crash once the directory is synced (best effort).
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.wrap_err_with(|| format!("cannot write {} (through {})", p.display(), tmp.display()))
+}
+
+/// Give the new file `f` (about to replace `p`) the owner and group of the old one. Only
+/// root may give a file away: as another user, the owner cannot be kept (the group still is
+/// when cutover's user is in it), and the write is refused rather than silently changing who
+/// owns a file the proxy reads.
+fn keep_owner(f: &std::fs::File, p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let now = f.metadata()?;
+    if now.uid() == uid && now.gid() == gid {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot give the new {} the owner {uid}:{gid} of the file it replaces ({e}); \
+                 run cutover as that user or as root, or chown the file to cutover's user",
+                p.display()
+            ),
+        )
+    })
+}
