@@ -7,9 +7,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
@@ -33,23 +32,6 @@ fn doc_block(marker: &str, lang: &str) -> String {
         .map(|(_, body)| body)
         .unwrap_or_else(|| panic!("no ```{lang} block after <!-- {marker} --> in docs/apache.md"))
 }
-
-const MODULES: &[&str] = &[
-    "mpm_event",
-    "authz_core",
-    "authz_host",
-    "proxy",
-    "proxy_http",
-    "proxy_balancer",
-    "slotmem_shm",
-    "lbmethod_byrequests",
-    "rewrite",
-    "headers",
-    "auth_basic",
-    "authn_core",
-    "authn_file",
-    "authz_user",
-];
 
 /// A running apache2, in its own process group. Dropping it stops Apache by the PID of the
 /// process the test started: SIGTERM (the parent stops its children), then SIGKILL to that
@@ -94,48 +76,8 @@ impl Apache {
     ) -> Apache {
         let dir = tempfile::TempDir::new().expect("temp dir");
         let d = dir.path();
-        for sub in ["run", "flags", "htdocs"] {
-            std::fs::create_dir(d.join(sub)).expect("mkdir");
-        }
         let preview = free_port();
-        let mut conf = format!(
-            "ServerRoot \"{root}\"\nServerName 127.0.0.1\nListen 127.0.0.1:{public}\n\
-             Listen 127.0.0.1:{preview}\nPidFile {root}/run/httpd.pid\n\
-             DefaultRuntimeDir {root}/run\nMutex file:{root}/run default\n\
-             ErrorLog {root}/error.log\nLogLevel warn\nDocumentRoot {root}/htdocs\n",
-            root = d.display()
-        );
-        for m in MODULES {
-            conf.push_str(&format!(
-                "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
-            ));
-        }
-        if persist {
-            conf.push_str("BalancerPersist On\n");
-        }
-        conf.push_str(&format!(
-            "Define CUTOVER_FLAGS {}\nDefine CUTOVER_PREVIEW_PORT {preview}\n",
-            d.join("flags").display()
-        ));
-        for (k, v) in defines {
-            conf.push_str(&format!("Define {k} {v}\n"));
-        }
-        conf.push_str(body);
-        let conf_path = d.join("httpd.conf");
-        std::fs::write(&conf_path, conf).expect("write httpd.conf");
-        let out = std::fs::File::create(d.join("stderr.log")).expect("stderr.log");
-        let guard = ChildGuard::spawn(
-            "apache2",
-            Command::new(bin)
-                .arg("-d")
-                .arg(d)
-                .arg("-f")
-                .arg(&conf_path)
-                .arg("-DFOREGROUND")
-                .process_group(0)
-                .stdout(Stdio::from(out.try_clone().expect("dup")))
-                .stderr(Stdio::from(out)),
-        );
+        let guard = spawn_apache(bin, d, (public, preview), persist, defines, body);
         let a = Apache {
             guard,
             public,
@@ -269,15 +211,7 @@ fn blue_green_toml(a: &Apache, blue: &str, green: &str, extra: &str) -> String {
 name = "shop"
 public_url = "{public}"
 preview_url = "{preview}"
-
-[[environment.slot]]
-name = "blue"
-address = "{blue}"
-
-[[environment.slot]]
-name = "green"
-address = "{green}"
-
+{slots}
 [[environment.router]]
 kind = "apache"
 manager_url = "{manager}"
@@ -295,6 +229,7 @@ maintenance_verify_url = "{public}"
         manager = a.manager(),
         redirect = a.flag("maintenance.redirect").display(),
         page = a.flag("maintenance.page").display(),
+        slots = slot_tables(&[("blue", blue), ("green", green)]),
     )
 }
 
@@ -419,7 +354,7 @@ fn the_documented_apache_config_passes_apache2_configtest() {
         r = d.display(),
         p = free_port()
     );
-    for m in MODULES {
+    for m in APACHE_MODULES {
         conf.push_str(&format!(
             "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
         ));
@@ -1346,51 +1281,61 @@ async fn a_manager_behind_basic_auth() {
     );
 }
 
-#[tokio::test]
-async fn a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails() {
-    let Some(bin) = require_binary(
-        "a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails",
-        "apache2",
-    ) else {
-        return;
-    };
-    let Some(curl) = require_binary(
-        "a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails",
-        "curl",
-    ) else {
-        return;
-    };
+/// The three-node server, its nodes, a state dir and the engine of a config whose rolling
+/// deploy POSTs the new version to each node (`rolling` and `router` add lines to the
+/// `[environment.rolling]` and router tables); None when apache2 or curl is missing.
+async fn rolling_world(
+    test: &str,
+    rolling: &str,
+    router: &str,
+) -> Option<(
+    Apache,
+    Vec<SlotServer>,
+    tempfile::TempDir,
+    std::sync::Arc<cutover::ops::Engine>,
+)> {
+    let bin = require_binary(test, "apache2")?;
+    let curl = require_binary(test, "curl")?;
     let nodes = slots(&[("web1", "1.0.0"), ("web2", "1.0.0"), ("web3", "1.0.0")]).await;
     let a = Apache::three_nodes(&bin, &nodes).await;
     let state = tempfile::tempdir().expect("state");
-    // The deploy hook "deploys" by POSTing the new version to the node; the smoke command
-    // fails for web2, as a browser test that finds the login broken would.
     let toml = format!(
-        r#"
-[settings]
-state_dir = "{state}"
-
-[[environment]]
-name = "shop"
-public_url = "{public}"
-
-[environment.rolling]
-deploy = ["{curl}", "-sf", "-X", "POST", "{{address}}/deploy?version={{version}}"]
-smoke = ["sh", "-c", "test {{node}} != web2 || {{ echo 'login page broken on web2' >&2; exit 1; }}"]
-drain_timeout = "5s"
-smoke_timeout = "3s"
-{slot_and_router}"#,
-        state = state.path().display(),
-        curl = curl.display(),
-        public = a.url(),
-        slot_and_router = prod_nodes_toml(&a, &nodes),
+        "[settings]\nstate_dir = \"{}\"\n\n[[environment]]\nname = \"shop\"\npublic_url = \"{}\"\n\n\
+         [environment.rolling]\n\
+         deploy = [\"{}\", \"-sf\", \"-X\", \"POST\", \"{{address}}/deploy?version={{version}}\"]\n\
+         {rolling}{}{router}",
+        state.path().display(),
+        a.url(),
+        curl.display(),
+        prod_nodes_toml(&a, &nodes),
     );
     let engine = common::engine(&toml);
+    Some((a, nodes, state, engine))
+}
+
+/// A rolling deploy of version 2.0.0 over `prod`: the outcome and its steps.
+async fn roll_to_2(engine: &cutover::ops::Engine) -> (cutover::ops::Outcome, Vec<String>) {
     let kind = cutover::ops::OpKind::Rolling {
         slot: "prod".into(),
         version: Some("2.0.0".into()),
     };
-    let (out, lines) = common::run_op(&engine, kind, false, false).await;
+    common::run_op(engine, kind, false, false).await
+}
+
+#[tokio::test]
+async fn a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails() {
+    // The smoke command fails for web2, as a browser test that finds the login broken would.
+    let Some((a, nodes, _state, engine)) = rolling_world(
+        "a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails",
+        "smoke = [\"sh\", \"-c\", \"test {node} != web2 || { echo 'login page broken on web2' >&2; exit 1; }\"]\n\
+         drain_timeout = \"5s\"\nsmoke_timeout = \"3s\"\n",
+        "",
+    )
+    .await
+    else {
+        return;
+    };
+    let (out, lines) = roll_to_2(&engine).await;
     assert_eq!(
         out.verdict,
         cutover::ops::Verdict::Failed,
@@ -1449,36 +1394,15 @@ smoke_timeout = "3s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy() {
-    let test = "a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy";
-    let Some(bin) = require_binary(test, "apache2") else {
+    let Some((a, nodes, _state, engine)) = rolling_world(
+        "a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy",
+        "drain_timeout = \"60s\"\n",
+        "idle_after = \"1s\"\n",
+    )
+    .await
+    else {
         return;
     };
-    let Some(curl) = require_binary(test, "curl") else {
-        return;
-    };
-    let nodes = slots(&[("web1", "1.0.0"), ("web2", "1.0.0"), ("web3", "1.0.0")]).await;
-    let a = Apache::three_nodes(&bin, &nodes).await;
-    let state = tempfile::tempdir().expect("state");
-    let toml = format!(
-        r#"
-[settings]
-state_dir = "{state}"
-
-[[environment]]
-name = "shop"
-public_url = "{public}"
-
-[environment.rolling]
-deploy = ["{curl}", "-sf", "-X", "POST", "{{address}}/deploy?version={{version}}"]
-drain_timeout = "60s"
-{slot_and_router}idle_after = "1s"
-"#,
-        state = state.path().display(),
-        curl = curl.display(),
-        public = a.url(),
-        slot_and_router = prod_nodes_toml(&a, &nodes),
-    );
-    let engine = common::engine(&toml);
     // Apache leaves `busy` above zero only when concurrent updates race (docs/apache.md,
     // "Busy"), which cannot be made to happen on demand. What cutover sees of it, a member
     // whose busy stays at 1 while no request is sent to it and none ends, is made here by one
@@ -1497,11 +1421,7 @@ drain_timeout = "60s"
     );
 
     let t = Instant::now();
-    let kind = cutover::ops::OpKind::Rolling {
-        slot: "prod".into(),
-        version: Some("2.0.0".into()),
-    };
-    let (out, lines) = common::run_op(&engine, kind, false, false).await;
+    let (out, lines) = roll_to_2(&engine).await;
     let took = t.elapsed();
     assert_eq!(
         out.verdict,

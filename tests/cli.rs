@@ -10,14 +10,7 @@ use std::process::{Command, Output, Stdio};
 use common::printed;
 
 fn cutover(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(args)
-        .env("XDG_STATE_HOME", dir.join("state"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env_remove("CUTOVER_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cutover")
+    common::cutover_sync(dir, args)
 }
 
 fn config_with(dir: &Path, slot_base: &str) -> String {

@@ -86,6 +86,25 @@ fn driver(h: &ProxyHandle, env: &Environment, cfg: &embedded::Config) -> embedde
     embedded::Driver::new("embedded".into(), env, &c).expect("driver")
 }
 
+/// The proxy started on a world of slot servers behind one embedded router, and its driver:
+/// (temp dir, environment, router config, proxy, driver).
+async fn up(
+    servers: &[&SlotServer],
+    router: &[(&str, String)],
+) -> (
+    TempDir,
+    Environment,
+    embedded::Config,
+    ProxyHandle,
+    embedded::Driver,
+) {
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = world(servers, router, &dir);
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    (dir, env, cfg, h, d)
+}
+
 fn client() -> reqwest::Client {
     cutover::http_client()
         .timeout(Duration::from_secs(10))
@@ -110,10 +129,7 @@ async fn more_requests(run: &LoadRun, n: u64, step: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn switching_live_and_back_20_times_under_keep_alive_load_fails_no_request() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    let (_dir, _env, _cfg, h, d) = up(&[&s[0], &s[1]], &[]).await;
     assert_eq!(observe(&d).await.live.as_deref(), Some("blue"));
 
     let max_requests = 100_000;
@@ -181,10 +197,7 @@ async fn switching_live_and_back_20_times_under_keep_alive_load_fails_no_request
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_lets_a_slow_in_flight_request_finish_and_shows_sessions_falling_to_zero() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    let (_dir, _env, _cfg, h, d) = up(&[&s[0], &s[1]], &[]).await;
 
     let slow_url = format!("http://{}/slow?ms=1500", h.live_addr());
     let slow = tokio::spawn(async move {
@@ -258,10 +271,7 @@ async fn drain_lets_a_slow_in_flight_request_finish_and_shows_sessions_falling_t
 #[tokio::test]
 async fn maintenance_page_answers_503_with_retry_after_until_turned_off() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = world(&[&s[0], &s[1]], &[("retry_after", "7".into())], &dir);
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    let (_dir, _env, _cfg, h, d) = up(&[&s[0], &s[1]], &[("retry_after", "7".into())]).await;
     let live = format!("http://{}/", h.live_addr());
     let preview = format!("http://{}/", h.preview_addr().expect("preview listener"));
 
@@ -310,10 +320,7 @@ async fn maintenance_page_answers_503_with_retry_after_until_turned_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_redirect_sends_live_traffic_to_another_slot_with_bypass_and_loop_guard() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = world(&[&s[0], &s[1], &s[2]], &[], &dir);
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    let (_dir, _env, _cfg, h, d) = up(&[&s[0], &s[1], &s[2]], &[]).await;
     let live = format!("http://{}/", h.live_addr());
 
     // Refusals that would leave no serving slot, or name something that is not there.
@@ -887,10 +894,7 @@ async fn the_live_slot_and_drains_survive_a_proxy_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observe_through_the_driver_reports_live_preview_and_in_flight() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    let (_dir, _env, _cfg, h, d) = up(&[&s[0], &s[1]], &[]).await;
     let preview = h.preview_addr().expect("preview");
     let slow = tokio::spawn(async move {
         client()
@@ -992,10 +996,7 @@ async fn nodes_are_balanced_and_drained_one_at_a_time() {
 #[tokio::test]
 async fn admin_api_refusals_name_the_problem() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    let (_dir, env, cfg, h, d) = up(&[&s[0], &s[1]], &[]).await;
 
     let err = d.switch_live("purple").await.expect_err("unknown slot");
     let msg = format!("{err:#}");
@@ -1118,12 +1119,7 @@ async fn cutover_proxy_serves_every_embedded_router_until_sigterm() {
         r#"
 [[environment]]
 name = "shop"
-[[environment.slot]]
-name = "blue"
-address = "{blue}"
-[[environment.slot]]
-name = "green"
-address = "{green}"
+{shop_slots}
 [[environment.router]]
 kind = "embedded"
 live_listen = "127.0.0.1:{shop_live}"
@@ -1142,8 +1138,7 @@ live_listen = "127.0.0.1:{blog_live}"
 admin = "127.0.0.1:{blog_admin}"
 state_file = "{dir}/blog.json"
 "#,
-        blue = s[0].url(),
-        green = s[1].url(),
+        shop_slots = common::slot_tables(&[("blue", &s[0].url()), ("green", &s[1].url())]),
         blog = s[2].url(),
         dir = dir.path().display()
     );
@@ -1909,10 +1904,7 @@ async fn upgrade_drain_timeout_closes_an_old_websocket_after_a_switch_with_a_clo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canary_weights_split_the_live_traffic_and_zero_puts_it_all_back() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = world(&[&s[0], &s[1]], &[], &dir);
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    let (_dir, _env, _cfg, h, d) = up(&[&s[0], &s[1]], &[]).await;
     assert!(d.supports(cutover::router::Verb::Weights));
     let url = format!("http://{}/", h.live_addr());
     let servers = [&s[0], &s[1]];
@@ -1934,19 +1926,7 @@ async fn canary_weights_split_the_live_traffic_and_zero_puts_it_all_back() {
             ),
         }
         assert_eq!(st.live.as_deref(), Some("blue"), "a split is not a switch");
-        let (report, share) = common::canary_share_under_load(&servers, "green", &url, 2_000).await;
-        assert_eq!(
-            report.failed(),
-            0,
-            "{percent} %: {:?} {:?}",
-            report.failures,
-            report.first_errors
-        );
-        assert!(
-            (share - f64::from(percent)).abs() <= 3.0,
-            "at {percent} % the canary served {share:.1} % of {} answers",
-            report.sent
-        );
+        common::assert_canary_share(&servers, "green", &url, 2_000, percent).await;
     }
     h.stop().await;
 }
@@ -1954,10 +1934,7 @@ async fn canary_weights_split_the_live_traffic_and_zero_puts_it_all_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_are_refused_when_they_do_not_fit_and_end_with_a_switch() {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = world(&[&s[0], &s[1], &s[2]], &[], &dir);
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    let (_dir, env, cfg, h, d) = up(&[&s[0], &s[1], &s[2]], &[]).await;
 
     let refused = |r: color_eyre::Result<()>, what: &str, want: &str| {
         let e = format!("{:#}", r.expect_err(what));

@@ -536,22 +536,27 @@ async fn with_etcd_unreachable_operations_are_refused_and_nothing_changes() {
     assert_eq!(rig.serving().await, "blue");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operation_whose_lease_is_lost_stops_and_says_so() {
-    let Some(m) = etcd("an_operation_whose_lease_is_lost_stops") else {
-        return;
-    };
-    let rig = Rig::start("60s").await;
-    let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
-    // A short lease, so that losing it shows quickly.
-    let text = text.replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"");
-    let cfg = cutover::config::parse(&text, Path::new("t.toml")).expect("config");
+/// A swap to the preview on the config `text`, run in the background by the operations
+/// engine (`watch`: with its watch): the running operation and the world's store.
+fn swap_in_background(
+    text: &str,
+    watch: bool,
+) -> (
+    tokio::task::JoinHandle<(cutover::ops::Outcome, Vec<String>)>,
+    Store,
+) {
+    let cfg = cutover::config::parse(text, Path::new("t.toml")).expect("config");
     let world = cutover::tui::World::build(cfg, None).expect("world");
     let engine = world.engines[0].clone();
-    let shared = world.store.clone();
     let run = tokio::spawn(async move {
-        common::run_op(&engine, OpKind::Swap { to: None }, false, true).await
+        common::run_op(&engine, OpKind::Swap { to: None }, false, watch).await
     });
+    (run, world.store.clone())
+}
+
+/// Wait (30 s at most) until a swap run by `swap_in_background` is watching: it has switched
+/// and remembered the slot it left.
+async fn until_watching(shared: &Store) {
     let s = shared.clone();
     assert!(
         until(Duration::from_secs(30), move || s
@@ -561,6 +566,19 @@ async fn an_operation_whose_lease_is_lost_stops_and_says_so() {
         .await,
         "the swap never got to its watch"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_whose_lease_is_lost_stops_and_says_so() {
+    let Some(m) = etcd("an_operation_whose_lease_is_lost_stops") else {
+        return;
+    };
+    let rig = Rig::start("60s").await;
+    let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
+    // A short lease, so that losing it shows quickly.
+    let text = text.replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"");
+    let (run, shared) = swap_in_background(&text, true);
+    until_watching(&shared).await;
     // Its lease ends on the server (what etcd does to a holder cut off for a TTL): the
     // keepalive finds out, and the watch ends at its next safe point.
     revoke_the_lease_of(&m.url, "/team/shop/lock").await;
@@ -692,22 +710,8 @@ async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing
     let urls_text = urls.join(", ");
     let cfg_path = rig.config("alice", &urls.join("\", \""));
     let text = std::fs::read_to_string(&cfg_path).expect("config");
-    let cfg = cutover::config::parse(&text, Path::new("t.toml")).expect("config");
-    let world = cutover::tui::World::build(cfg, None).expect("world");
-    let engine = world.engines[0].clone();
-    let shared = world.store.clone();
-    let run = tokio::spawn(async move {
-        common::run_op(&engine, OpKind::Swap { to: None }, false, true).await
-    });
-    let s = shared.clone();
-    assert!(
-        until(Duration::from_secs(30), move || s
-            .env("shop")
-            .previous_live
-            .is_some())
-        .await,
-        "the swap never got to its watch"
-    );
+    let (run, shared) = swap_in_background(&text, true);
+    until_watching(&shared).await;
     // kill -9 the leader in the middle of the watch.
     let mut dead = members.remove(0);
     dead.guard.child.kill().expect("kill -9 the leader");
@@ -1012,13 +1016,7 @@ async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed
     let text = text
         .replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"")
         .replace("gate_checks = 2", "gate_checks = 20");
-    let cfg = cutover::config::parse(&text, Path::new("t.toml")).expect("config");
-    let world = cutover::tui::World::build(cfg, None).expect("world");
-    let engine = world.engines[0].clone();
-    let shared = world.store.clone();
-    let run = tokio::spawn(async move {
-        common::run_op(&engine, OpKind::Swap { to: None }, false, false).await
-    });
+    let (run, shared) = swap_in_background(&text, false);
     let s = shared.clone();
     assert!(
         until(Duration::from_secs(10), move || s.holder("shop").is_some()).await,

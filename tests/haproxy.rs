@@ -334,27 +334,18 @@ fn print_report(name: &str, r: &LoadReport, switches: usize) {
 // ---------------------------------------------------------------------------------------
 // Map setup
 
+// Reading the state, swapping and back, the preview, draining a node, maintenance, drift by
+// hand, a refused swap and a hung HAProxy: tests/contract.rs, in both setups. Below: what is
+// HAProxy's own.
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn map_swap_rollback_and_preview() {
-    let Some(rig) = Rig::for_test("map_swap_rollback_and_preview", Setup::Map).await else {
+async fn map_file_stays_in_sync_and_requests_and_errors_are_counted() {
+    let Some(rig) = Rig::for_test("map_file_stays_in_sync", Setup::Map).await else {
         return;
     };
     let d = rig.driver();
     assert_eq!((d.kind(), d.name()), ("haproxy", "haproxy"));
-    assert!(d.supports(Verb::SetPreview));
-
     let st = observe(d.as_ref()).await;
-    assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
-    assert_eq!(st.preview.as_deref(), Some("green"));
-    assert_eq!(st.maintenance, None);
-    assert!(
-        st.notes.is_empty(),
-        "a clean start has no notes: {:?}",
-        st.notes
-    );
-    for s in ["blue", "green", "staging"] {
-        assert_eq!(st.slots[s].admin, AdminState::Ready, "{s}: {st:#?}");
-    }
     let green = &st.slots["green"];
     assert_eq!(
         green
@@ -362,19 +353,12 @@ async fn map_swap_rollback_and_preview() {
             .iter()
             .map(|n| n.name.as_str())
             .collect::<Vec<_>>(),
-        ["g1", "g2"]
+        ["g1", "g2"],
+        "the documented nodes"
     );
-    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
-    assert_eq!(who(&rig.preview_url()).await, (200, "green".into()));
 
-    // Swap.
     ok("swap to green", d.switch_live("green")).await;
     assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.live.as_deref(), Some("green"));
-    assert_eq!(st.role_of("green"), Role::Live);
-    assert_eq!(st.role_of("blue"), Role::Idle);
-    assert!(st.notes.is_empty(), "{:?}", st.notes);
     let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
     assert!(
         map.contains("live be_green\n"),
@@ -382,32 +366,21 @@ async fn map_swap_rollback_and_preview() {
     );
     assert!(map.starts_with("# map setup"), "comments kept:\n{map}");
     // Requests counted for the watch window.
+    let st = observe(d.as_ref()).await;
+    assert_eq!(st.role_of("blue"), Role::Idle);
     assert!(st.slots["green"].requests.unwrap_or(0) >= 1, "{st:#?}");
 
-    // Preview to blue, then to staging.
-    ok("preview blue", d.set_preview("blue")).await;
-    assert_eq!(who(&rig.preview_url()).await, (200, "blue".into()));
-    ok("preview staging", d.set_preview("staging")).await;
-    assert_eq!(who(&rig.preview_url()).await, (200, "staging".into()));
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.preview.as_deref(), Some("staging"));
-    assert_eq!(st.role_of("staging"), Role::Preview);
-
     // Errors are counted per slot, for the watch window.
+    ok("preview staging", d.set_preview("staging")).await;
     rig.slots[3].controls.set_healthy(false);
     assert_eq!(who(&rig.preview_url()).await, (500, "staging".into()));
     let st = observe(d.as_ref()).await;
+    assert_eq!(st.role_of("staging"), Role::Preview);
     assert!(st.slots["staging"].errors.unwrap_or(0) >= 1, "{st:#?}");
     assert_eq!(st.slots["blue"].errors, Some(0));
     rig.slots[3].controls.set_healthy(true);
 
-    // Rollback, and a swap to the live slot changes nothing.
     ok("rollback to blue", d.switch_live("blue")).await;
-    ok("swap to blue again", d.switch_live("blue")).await;
-    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.live.as_deref(), Some("blue"));
-    assert!(st.notes.is_empty(), "{:?}", st.notes);
     let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
     assert!(map.contains("live be_blue\npreview be_staging\n"), "{map}");
 }
@@ -533,36 +506,22 @@ async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
     else {
         return;
     };
-    let dir = TempDir::new().expect("dir");
-    // The documented config checks out.
-    let o = common::cutover_cli(dir.path(), &rig.cutover_toml, &["check"]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
-    // A typo in `backends`: HAProxy has no `app_gren`.
-    let wrong = rig
-        .cutover_toml
-        .replace("green = \"be_green\"", "green = \"app_gren\"");
-    assert_ne!(wrong, rig.cutover_toml);
-    let o = common::cutover_cli(dir.path(), &wrong, &["check"]).await;
-    let out = common::printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("router haproxy"))
-        .unwrap_or_else(|| panic!("no router line:\n{out}"));
-    assert!(line.starts_with("FAIL"), "{line}");
+    // The documented config checks out; a typo in `backends`: HAProxy has no `app_gren`.
+    let (from, to) = ("green = \"be_green\"", "green = \"app_gren\"");
+    let (line, status) =
+        common::check_and_status_fail_after(&rig.cutover_toml, from, to, "haproxy").await;
     assert!(
         line.contains("backend app_gren of slot `green` is not in HAProxy"),
         "{line}"
     );
-    // Plain status names it on the router's line, and fails too.
-    let o = common::cutover_cli(dir.path(), &wrong, &["status"]).await;
-    let out = common::printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    // Plain status names it on the router's line.
     assert!(
-        out.lines()
+        status
+            .lines()
             .any(|l| l.contains("router haproxy (haproxy): PROBLEM backend app_gren")),
-        "{out}"
+        "{status}"
     );
+    let wrong = rig.cutover_toml.replace(from, to);
     let st = observe(rig.driver_from(&wrong).as_ref()).await;
     assert_eq!(st.problems.len(), 1, "{st:#?}");
 }
@@ -1629,6 +1588,24 @@ fn haproxy_and_exec_fleet(rig: &Rig, state: &Path, exec_extra: &str) -> (PathBuf
 }
 
 /// Run the cutover CLI off the test's runtime (which serves the slots meanwhile).
+/// The map setup's rig behind a fleet of two (see haproxy_and_exec_fleet), for `test`: the rig,
+/// the state dir, the config's path and edge-2's state file. `exec_extra` gets the state dir.
+async fn fleet(
+    test: &str,
+    exec_extra: impl FnOnce(&Path) -> String,
+) -> Option<(Rig, TempDir, PathBuf, PathBuf)> {
+    let rig = Rig::for_test(test, Setup::Map).await?;
+    let state = TempDir::new().expect("state");
+    let extra = exec_extra(state.path());
+    let (config, file) = haproxy_and_exec_fleet(&rig, state.path(), &extra);
+    Some((rig, state, config, file))
+}
+
+/// edge-2's `switch_live`: `script` run by sh with the slot as `$1`.
+fn sh_switch(script: String) -> String {
+    format!("switch_live = [\"sh\", \"-c\", \"{script}\", \"sh\", \"{{to}}\"]")
+}
+
 async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
     c.arg("--config")
@@ -1660,26 +1637,22 @@ async fn wait_file(path: &Path) -> String {
 
 #[tokio::test]
 async fn a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered() {
-    let Some(rig) = Rig::for_test(
+    // edge-2's switch is slow: it says it started (with its pid), then takes its time.
+    let Some((rig, state, config, _)) = fleet(
         "a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered",
-        Setup::Map,
+        |d| {
+            sh_switch(format!(
+                "echo $$ > {}; sleep 60; echo $1 > {}",
+                d.join("started").display(),
+                d.join("edge-2.live").display()
+            ))
+        },
     )
     .await
     else {
         return;
     };
-    let state = TempDir::new().expect("state");
     let started = state.path().join("started");
-    // edge-2's switch is slow: it says it started (with its pid), then takes its time.
-    let (config, _) = haproxy_and_exec_fleet(
-        &rig,
-        state.path(),
-        &format!(
-            "switch_live = [\"sh\", \"-c\", \"echo $$ > {}; sleep 60; echo $1 > {}\", \"sh\", \"{{to}}\"]",
-            started.display(),
-            state.path().join("edge-2.live").display()
-        ),
-    );
     let mut swap = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .arg("--config")
         .arg(&config)
@@ -1752,22 +1725,19 @@ async fn a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered(
 
 #[tokio::test]
 async fn a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained() {
-    let Some(rig) = Rig::for_test(
+    let Some((_rig, state, config, _)) = fleet(
         "a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained",
-        Setup::Map,
+        |_| {
+            "switch_live = [\"true\"]\n\
+             drain = [\"sh\", \"-c\", \"echo 'pool {slot} is not known here' >&2; exit 3\"]\n\
+             undrain = [\"true\"]"
+                .to_string()
+        },
     )
     .await
     else {
         return;
     };
-    let state = TempDir::new().expect("state");
-    let (config, _) = haproxy_and_exec_fleet(
-        &rig,
-        state.path(),
-        "switch_live = [\"true\"]\n\
-         drain = [\"sh\", \"-c\", \"echo 'pool {slot} is not known here' >&2; exit 3\"]\n\
-         undrain = [\"true\"]",
-    );
     let o = cli(&config, &["drain", "shop", "green"]).await;
     let out = common::printed(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -1791,28 +1761,24 @@ async fn a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained() {
 
 #[tokio::test]
 async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
-    let Some(rig) = Rig::for_test(
+    // edge-2's switch waits until the test releases it, after the signal.
+    let Some((rig, state, config, file)) = fleet(
         "sigint_during_a_fleet_switch_finishes_the_step_then_quits",
-        Setup::Map,
+        |d| {
+            sh_switch(format!(
+                "echo $$ > {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo $1 > {f}",
+                s = d.join("started").display(),
+                r = d.join("release").display(),
+                f = d.join("edge-2.live").display()
+            ))
+        },
     )
     .await
     else {
         return;
     };
-    let state = TempDir::new().expect("state");
     let started = state.path().join("started");
     let release = state.path().join("release");
-    // edge-2's switch waits until the test releases it, after the signal.
-    let (config, file) = haproxy_and_exec_fleet(
-        &rig,
-        state.path(),
-        &format!(
-            "switch_live = [\"sh\", \"-c\", \"echo $$ > {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo $1 > {f}\", \"sh\", \"{{to}}\"]",
-            s = started.display(),
-            r = release.display(),
-            f = state.path().join("edge-2.live").display()
-        ),
-    );
     let mut swap = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .arg("--config")
         .arg(&config)
@@ -1964,26 +1930,21 @@ async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test
 
 #[tokio::test]
 async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_ended_is_said() {
-    let Some(rig) = Rig::for_test(
+    // edge-2 renames its pointer, then its reload fails (the issue's symlink + stopped nginx):
+    // the switch took effect but the command reports failure.
+    let Some((rig, state, config, file)) = fleet(
         "a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_ended_is_said",
-        Setup::Map,
+        |d| {
+            sh_switch(format!(
+                "echo $1 > {}; echo 'nginx: reload failed' >&2; exit 1",
+                d.join("edge-2.live").display()
+            ))
+        },
     )
     .await
     else {
         return;
     };
-    let state = TempDir::new().expect("state");
-    let file = state.path().join("edge-2.live");
-    // edge-2 renames its pointer, then its reload fails (the issue's symlink + stopped nginx):
-    // the switch took effect but the command reports failure.
-    let (config, _) = haproxy_and_exec_fleet(
-        &rig,
-        state.path(),
-        &format!(
-            "switch_live = [\"sh\", \"-c\", \"echo $1 > {}; echo 'nginx: reload failed' >&2; exit 1\", \"sh\", \"{{to}}\"]",
-            file.display()
-        ),
-    );
     let o = cli(
         &config,
         &["swap", "shop", "--to", "green", "--yes", "--no-watch"],
@@ -2013,10 +1974,10 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
     let (config, _) = haproxy_and_exec_fleet(
         &rig,
         state.path(),
-        &format!(
-            "switch_live = [\"sh\", \"-c\", \"[ $1 = green ] && echo green > {}; exit 1\", \"sh\", \"{{to}}\"]",
+        &sh_switch(format!(
+            "[ $1 = green ] && echo green > {}; exit 1",
             file.display()
-        ),
+        )),
     );
     let o = cli(
         &config,
@@ -2183,19 +2144,7 @@ async fn map_canary_weights_split_the_live_traffic() {
         );
         assert!(st.notes.is_empty(), "no drift: {:?}", st.notes);
         // HAProxy's rand(100) is random: 4000 answers keep 3 points above 3.5 sigma.
-        let (report, share) = common::canary_share_under_load(&servers, "green", &url, 4_000).await;
-        assert_eq!(
-            report.failed(),
-            0,
-            "{percent} %: {:?} {:?}",
-            report.failures,
-            report.first_errors
-        );
-        assert!(
-            (share - f64::from(percent)).abs() <= 3.0,
-            "at {percent} % the canary served {share:.1} % of {} answers",
-            report.sent
-        );
+        common::assert_canary_share(&servers, "green", &url, 4_000, percent).await;
     }
     let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
     assert!(map.contains("canary be_green"), "{map}");
@@ -2298,19 +2247,7 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
     for s in rig.slots.iter().filter(|s| s.controls.name == "green") {
         s.controls.set_healthy(false);
     }
-    let load = load::start(LoadOptions {
-        url: rig.url("/health"),
-        concurrency: 4,
-        max_requests: 20_000,
-        max_duration: Duration::from_secs(30),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("the canary ends")
-        .expect("task");
-    let _ = load.finish().await;
+    let out = common::under_load(rig.url("/health"), task).await;
     assert_eq!(
         out.verdict,
         cutover::ops::Verdict::RolledBack,

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::printed;
-use cutover::config::{self, Config};
+use cutover::config::Config;
 use cutover::ops::{Engine, GateSource, OpKind, OpRequest, Outcome, Verdict};
 use cutover::proxy::ProxyHandle;
-use cutover::router::RouterConfig;
 use cutover::slotserver::SlotServer;
 use cutover::tui::World;
 use tokio::sync::{mpsc, watch};
@@ -53,13 +52,7 @@ impl Rig {
                 "watch = \"0s\"\n"
             },
         );
-        for s in &slots {
-            text.push_str(&format!(
-                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\nversion_pointer = \"/version\"\n\n",
-                s.controls.name,
-                s.url()
-            ));
-        }
+        text.push_str(&common::versioned_slot_tables(&slots));
         text.push_str(&format!(
             "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
              live_listen = \"127.0.0.1:{live}\"\npreview_listen = \"127.0.0.1:{preview}\"\n\
@@ -69,19 +62,12 @@ impl Rig {
             versions[1].0,
             dir.path().join("proxy.json").display()
         ));
-        let config_path = dir.path().join("cutover.toml");
-        std::fs::write(&config_path, &text).expect("write config");
-        let config = config::load(&config_path).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let env = &config.environments[0];
-        let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
-            panic!("no embedded router")
-        };
-        let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
+        let (config, proxy) = common::start_embedded(dir.path(), &text).await;
         common::wait_port(live, Duration::from_secs(5)).await;
         Rig {
+            config_path: dir.path().join("cutover.toml"),
             dir,
             config,
-            config_path,
             slots,
             _proxy: proxy,
             live,
@@ -1483,19 +1469,8 @@ async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
     step_done(&mut rx, "every router sends 25 % to `green`").await;
     // Green starts answering 500 on /health; the public load on that path reaches it.
     rig.slot("green").controls.set_healthy(false);
-    let load = cutover::load::start(cutover::load::LoadOptions {
-        url: format!("http://127.0.0.1:{}/health", rig.live),
-        concurrency: 4,
-        max_requests: 20_000,
-        max_duration: Duration::from_secs(30),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .expect("the canary ends")
-        .expect("task");
-    let _ = load.finish().await;
+    let url = format!("http://127.0.0.1:{}/health", rig.live);
+    let out = common::under_load(url, task).await;
     eprintln!("canary abort: {}", out.message);
     assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
     assert!(

@@ -46,14 +46,7 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
          state_dir = \"{}\"\n\n[[environment]]\nname = \"shop\"\nwatch = \"0s\"\n\n",
         dir.path().join("state").display()
     );
-    for s in &slots {
-        text += &format!(
-            "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\
-             version_pointer = \"/version\"\n\n",
-            s.controls.name,
-            s.url()
-        );
-    }
+    text += &common::versioned_slot_tables(&slots);
     text += &format!(
         "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
          live_listen = \"127.0.0.1:{live}\"\ninitial_live = \"blue\"\n\

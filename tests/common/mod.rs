@@ -70,6 +70,76 @@ pub fn require_binary(test: &str, bin: &str) -> Option<PathBuf> {
     found
 }
 
+/// The Apache modules the tests' servers load (Debian's apache2 package has them all).
+pub const APACHE_MODULES: &[&str] = &[
+    "mpm_event",
+    "authz_core",
+    "authz_host",
+    "proxy",
+    "proxy_http",
+    "proxy_balancer",
+    "slotmem_shm",
+    "lbmethod_byrequests",
+    "rewrite",
+    "headers",
+    "auth_basic",
+    "authn_core",
+    "authn_file",
+    "authz_user",
+];
+
+/// Start apache2 in the foreground, in its own process group, on a config of the test's own:
+/// its server root is `dir` (with `run/`, `flags/` and `htdocs/` made), it listens on
+/// 127.0.0.1 at `public` and `preview`, loads APACHE_MODULES (and `BalancerPersist On` when
+/// `persist`), defines `CUTOVER_FLAGS` (dir/flags), `CUTOVER_PREVIEW_PORT` and `defines`, then
+/// reads `body`. Its output goes to dir/stderr.log, its errors to dir/error.log.
+pub fn spawn_apache(
+    bin: &Path,
+    dir: &Path,
+    (public, preview): (u16, u16),
+    persist: bool,
+    defines: &[(&str, String)],
+    body: &str,
+) -> ChildGuard {
+    use std::os::unix::process::CommandExt;
+    for sub in ["run", "flags", "htdocs"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+    }
+    let root = dir.display();
+    let mut conf = format!(
+        "ServerRoot \"{root}\"\nServerName 127.0.0.1\nListen 127.0.0.1:{public}\n\
+         Listen 127.0.0.1:{preview}\nPidFile {root}/run/httpd.pid\n\
+         DefaultRuntimeDir {root}/run\nMutex file:{root}/run default\n\
+         ErrorLog {root}/error.log\nLogLevel warn\nDocumentRoot {root}/htdocs\n\
+         Define CUTOVER_FLAGS {root}/flags\nDefine CUTOVER_PREVIEW_PORT {preview}\n"
+    );
+    for m in APACHE_MODULES {
+        conf += &format!("LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n");
+    }
+    if persist {
+        conf += "BalancerPersist On\n";
+    }
+    for (k, v) in defines {
+        conf += &format!("Define {k} {v}\n");
+    }
+    conf += body;
+    let conf_path = dir.join("httpd.conf");
+    std::fs::write(&conf_path, conf).expect("write httpd.conf");
+    let out = std::fs::File::create(dir.join("stderr.log")).expect("stderr.log");
+    ChildGuard::spawn(
+        "apache2",
+        Command::new(bin)
+            .arg("-d")
+            .arg(dir)
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-DFOREGROUND")
+            .process_group(0)
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out),
+    )
+}
+
 /// A child process killed by PID when dropped.
 pub struct ChildGuard {
     pub child: Child,
@@ -156,25 +226,69 @@ pub async fn wait_port(port: u16, within: Duration) {
     panic!("nothing listens on 127.0.0.1:{port} after {within:?}");
 }
 
-/// GET a URL and return (status, x-slot header, body).
-pub async fn get(url: &str) -> (u16, String, String) {
+/// GET a URL (a 5 s limit): the response.
+async fn fetch(url: &str) -> reqwest::Response {
     let c = cutover::http_client()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
-    let r = c
-        .get(url)
+    c.get(url)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = r.status().as_u16();
-    let slot = r
-        .headers()
-        .get("x-slot")
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// The value of a response's header, if it is text.
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    (status, slot, r.text().await.unwrap_or_default())
+        .map(str::to_string)
+}
+
+/// GET a URL: (status, x-slot header), or None when nothing answers.
+pub async fn try_get(url: &str) -> Option<(u16, String)> {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let r = c.get(url).send().await.ok()?;
+    Some((
+        r.status().as_u16(),
+        header(&r, "x-slot").unwrap_or_default(),
+    ))
+}
+
+/// GET a URL and return (status, x-slot header, body).
+pub async fn get(url: &str) -> (u16, String, String) {
+    let r = fetch(url).await;
+    let (status, slot) = (r.status().as_u16(), header(&r, "x-slot"));
+    (
+        status,
+        slot.unwrap_or_default(),
+        r.text().await.unwrap_or_default(),
+    )
+}
+
+/// An answer as a person would look at a maintenance page: status, `Retry-After`,
+/// `Content-Type` and body.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// GET a URL and return it as a Page.
+pub async fn page(url: &str) -> Page {
+    let r = fetch(url).await;
+    Page {
+        status: r.status().as_u16(),
+        retry_after: header(&r, "retry-after"),
+        content_type: header(&r, "content-type").unwrap_or_default(),
+        body: r.text().await.unwrap_or_default(),
+    }
 }
 
 /// Poll `f` until it returns true or `within` passes.
@@ -236,18 +350,50 @@ pub async fn cutover_cli(dir: &Path, config: &str, args: &[&str]) -> std::proces
     let mut argv = vec!["--config".to_string(), path.display().to_string()];
     argv.extend(args.iter().map(|a| a.to_string()));
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args(&argv)
-            .env("XDG_STATE_HOME", dir.join("state"))
-            .env("XDG_CONFIG_HOME", dir.join("config"))
-            .env_remove("CUTOVER_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cutover")
-    })
-    .await
-    .expect("join")
+    tokio::task::spawn_blocking(move || cutover_sync(&dir, &argv))
+        .await
+        .expect("join")
+}
+
+/// Run the `cutover` binary with `args`, its state and XDG directories in `dir`: its output.
+pub fn cutover_sync(dir: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env_remove("CUTOVER_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cutover")
+}
+
+/// `cutover check` passes on `toml`, and once `from` is replaced by `to` both `check` and
+/// `status` exit 1: check's line about router `router` (which must be a FAIL) and status's
+/// output, for the caller to look for the proxy's words in.
+pub async fn check_and_status_fail_after(
+    toml: &str,
+    from: &str,
+    to: &str,
+    router: &str,
+) -> (String, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let o = cutover_cli(dir.path(), toml, &["check"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let wrong = toml.replace(from, to);
+    assert_ne!(wrong, toml, "no `{from}` in the config");
+    let o = cutover_cli(dir.path(), &wrong, &["check"]).await;
+    let out = printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&format!("router {router}")))
+        .unwrap_or_else(|| panic!("no line about router {router}:\n{out}"))
+        .to_string();
+    assert!(line.starts_with("FAIL"), "{line}");
+    let o = cutover_cli(dir.path(), &wrong, &["status"]).await;
+    let status = printed(&o);
+    assert_eq!(o.status.code(), Some(1), "{status}");
+    (line, status)
 }
 
 /// What a finished process printed: its stdout, then its stderr.
@@ -295,6 +441,46 @@ pub fn engine(text: &str) -> std::sync::Arc<cutover::ops::Engine> {
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
     let world = cutover::tui::World::build(cfg, None).expect("world");
     world.engines[0].clone()
+}
+
+/// The `[[environment.slot]]` tables of (name, address) pairs.
+pub fn slot_tables(slots: &[(&str, &str)]) -> String {
+    slots
+        .iter()
+        .map(|(n, a)| format!("[[environment.slot]]\nname = \"{n}\"\naddress = \"{a}\"\n"))
+        .collect()
+}
+
+/// The `[[environment.slot]]` tables of slot servers, each read for its version at `/version`.
+pub fn versioned_slot_tables<'a>(servers: impl IntoIterator<Item = &'a SlotServer>) -> String {
+    servers
+        .into_iter()
+        .map(|s| {
+            format!(
+                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\
+                 version_pointer = \"/version\"\n\n",
+                s.controls.name,
+                s.url()
+            )
+        })
+        .collect()
+}
+
+/// Write `text` to `dir/cutover.toml`, load it (a config cutover refuses fails the test), and
+/// start the proxy of its first environment's first router, which must be embedded.
+pub async fn start_embedded(
+    dir: &Path,
+    text: &str,
+) -> (cutover::config::Config, cutover::proxy::ProxyHandle) {
+    let path = dir.join("cutover.toml");
+    std::fs::write(&path, text).expect("write config");
+    let config = cutover::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let env = &config.environments[0];
+    let Some(cutover::router::RouterConfig::Embedded(pc)) = env.routers.first() else {
+        panic!("no embedded router")
+    };
+    let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
+    (config, proxy)
 }
 
 /// Slot servers for `names` (version 1.0.0) and their `[[environment.slot]]` tables. A slot in
@@ -560,6 +746,49 @@ pub async fn bench_embedded(
         .expect("embedded proxy");
     wait_port(port, Duration::from_secs(5)).await;
     (proxy, format!("http://127.0.0.1:{port}/"))
+}
+
+/// Send `n` requests to `url` through `canary_share_under_load`, and check that none failed
+/// and that `canary` served `percent` % of them, within 3 points.
+pub async fn assert_canary_share(
+    servers: &[&SlotServer],
+    canary: &str,
+    url: &str,
+    n: u64,
+    percent: u8,
+) {
+    let (report, share) = canary_share_under_load(servers, canary, url, n).await;
+    assert_eq!(
+        report.failed(),
+        0,
+        "{percent} %: {:?} {:?}",
+        report.failures,
+        report.first_errors
+    );
+    assert!(
+        (share - f64::from(percent)).abs() <= 3.0,
+        "at {percent} % the canary served {share:.1} % of {} answers",
+        report.sent
+    );
+}
+
+/// Wait (60 s at most) for an operation `task` to end while 4 keep-alive connections send
+/// requests to `url` (20,000 or 30 s at most): its result.
+pub async fn under_load<T>(url: String, task: tokio::task::JoinHandle<T>) -> T {
+    let load = cutover::load::start(cutover::load::LoadOptions {
+        url,
+        concurrency: 4,
+        max_requests: 20_000,
+        max_duration: Duration::from_secs(30),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the operation ends")
+        .expect("task");
+    let _ = load.finish().await;
+    out
 }
 
 /// Send `n` requests to `url` (8 keep-alive connections, at most 60 s) and return the load's
