@@ -21,7 +21,7 @@ use crate::envview::Seen;
 use crate::ops::{GateSource, Interrupt, Progress};
 use crate::slotserver::SlotControls;
 use crate::theme::Theme;
-pub use crate::world::World;
+use crate::world::World;
 
 /// Restores the terminal when dropped, whatever way the TUI ends.
 pub struct TerminalGuard;

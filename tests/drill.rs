@@ -60,7 +60,7 @@ async fn a_drill_against_the_embedded_proxy_loses_no_request() {
     let d = tempfile::tempdir().expect("tempdir");
     let (path, live) = demo_like(d.path(), &slots, false);
     let (cfg, _proxy) = start_proxy(&path, live).await;
-    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let world = cutover::world::World::build(cfg, None).expect("world");
     let opts = cutover::drill::DrillOptions {
         concurrency: 16,
         // Ceilings far beyond any machine's need: the drill itself stops the load once the

@@ -546,7 +546,7 @@ fn swap_in_background(
     Store,
 ) {
     let cfg = cutover::config::parse(text, Path::new("t.toml")).expect("config");
-    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let world = cutover::world::World::build(cfg, None).expect("world");
     let engine = world.engines[0].clone();
     let run = tokio::spawn(async move {
         common::run_op(&engine, OpKind::Swap { to: None }, false, watch).await
@@ -939,7 +939,7 @@ async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory()
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     // Bob's TUI, without a terminal: its background tasks and the events they send.
     let cfg = cutover::config::load(&bob).expect("bob's config");
-    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let world = cutover::world::World::build(cfg, None).expect("world");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let (_stop, stop) = tokio::sync::watch::channel(false);
     world.spawn_watchers(tx, stop);

@@ -22,7 +22,7 @@ use cutover::ops::{Engine, OpKind, Outcome, Verdict};
 use cutover::proxy::ProxyHandle;
 use cutover::router::RouterConfig;
 use cutover::slotserver::SlotServer;
-use cutover::tui::World;
+use cutover::world::World;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 

@@ -16,7 +16,7 @@ use cutover::config::Config;
 use cutover::ops::{Engine, GateSource, OpKind, OpRequest, Outcome, Verdict};
 use cutover::proxy::ProxyHandle;
 use cutover::slotserver::SlotServer;
-use cutover::tui::World;
+use cutover::world::World;
 use tokio::sync::{mpsc, watch};
 
 const TOKEN: &str = "s3cr3t-admin-token-for-tests";

@@ -8,7 +8,7 @@ mod common;
 
 use cutover::config;
 use cutover::ops::{OpKind, Verdict};
-use cutover::tui::World;
+use cutover::world::World;
 
 /// A config with blue/green slot servers and exec routers whose state lives in files.
 /// `routers` is a list of (name, switch command as a shell snippet).

@@ -439,7 +439,7 @@ pub fn environment(toml: &str) -> cutover::config::Environment {
 pub fn engine(text: &str) -> std::sync::Arc<cutover::ops::Engine> {
     let cfg = cutover::config::parse(text, Path::new("test.toml"))
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let world = cutover::tui::World::build(cfg, None).expect("world");
+    let world = cutover::world::World::build(cfg, None).expect("world");
     world.engines[0].clone()
 }
 

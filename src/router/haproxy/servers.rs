@@ -238,7 +238,22 @@ impl Haproxy {
             );
         }
         let srv = s.server_of(&t.slot)?;
-        if word != "ready" {
+        // An undrain puts the server back where it was: in service when its slot is the live
+        // one, on standby (maint) when another slot's server is live. Setting it ready next to
+        // the live one would send it live traffic.
+        let undrain = word == "ready";
+        let word = if undrain {
+            let states = self.states().await?;
+            let another_live = s.servers.iter().any(|(slot, other)| {
+                slot != &t.slot
+                    && find_state(&states, &s.backend, other)
+                        .is_some_and(|st| st.admin() == AdminState::Ready)
+            });
+            if another_live { "maint" } else { "ready" }
+        } else {
+            word
+        };
+        if !undrain {
             let states = self.states().await?;
             let ready = s.slots_in(&states, AdminState::Ready);
             let serving_others = s.servers.iter().any(|(slot, other)| {
