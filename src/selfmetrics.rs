@@ -98,7 +98,7 @@ impl SelfMetrics {
             Seen::Probe { .. } => "probe",
             Seen::Url { .. } => "url",
             Seen::Router { .. } => "router",
-            Seen::Lock { .. } => "lock",
+            Seen::Lock { .. } | Seen::Stored { .. } => "lock",
             Seen::Op { .. } => "operation",
             _ => return,
         };
@@ -141,7 +141,7 @@ impl SelfMetrics {
                     }
                 }
             }
-            Seen::Lock { env, holder, .. } => {
+            Seen::Lock { env, holder, .. } | Seen::Stored { env, holder, .. } => {
                 if let Some(e) = envs.get_mut(*env) {
                     e.lock = holder.clone();
                 }

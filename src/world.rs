@@ -175,6 +175,9 @@ impl World {
                     }
                 });
             }
+            // The lock, an interrupted operation, and what the store remembers, read again:
+            // another cutover's swap changes what this one last set (else it would read as
+            // drift) and where `r` goes back to.
             let (store, name) = (self.store.clone(), engine.env.name.clone());
             every(
                 interval.max(Duration::from_secs(1)),
@@ -183,47 +186,24 @@ impl World {
                 move || {
                     let (store, name) = (store.clone(), name.clone());
                     async move {
-                        let (holder, interrupted) = tokio::task::spawn_blocking(move || {
-                            (store.holder(&name), store.interrupted(&name))
-                        })
-                        .await
-                        .unwrap_or_default();
-                        Seen::Lock {
+                        // The holder first: an operation that has let go has written its
+                        // memory already.
+                        let (holder, interrupted, memory) =
+                            tokio::task::spawn_blocking(move || {
+                                let holder = store.holder(&name);
+                                (holder, store.interrupted(&name), store.env(&name))
+                            })
+                            .await
+                            .unwrap_or_default();
+                        Seen::Stored {
                             env: ei,
                             holder,
                             interrupted,
+                            memory,
                         }
                     }
                 },
             );
-            // What the store remembers, read again: another cutover's swap changes what this
-            // one last set (else it would read as drift) and where `r` goes back to.
-            {
-                let (store, name) = (self.store.clone(), engine.env.name.clone());
-                every_from(
-                    Duration::from_millis(500),
-                    interval.max(Duration::from_secs(1)),
-                    &tx,
-                    &stop,
-                    move || {
-                        let (store, name) = (store.clone(), name.clone());
-                        async move {
-                            // The holder first: an operation that has let go has written
-                            // its memory already.
-                            let (holder, memory) = tokio::task::spawn_blocking(move || {
-                                (store.holder(&name), store.env(&name))
-                            })
-                            .await
-                            .unwrap_or_default();
-                            Seen::Stored {
-                                env: ei,
-                                holder,
-                                memory,
-                            }
-                        }
-                    },
-                );
-            }
         }
         // Notifications that could not be delivered, in the event pane of their environment.
         if let Some(n) = self.engines.iter().find_map(|e| e.notifier.clone()) {

@@ -37,10 +37,12 @@ pub enum Seen {
         env: usize,
         memory: EnvMemory,
     },
-    /// What the store says now: who holds the lock (read first), then what it remembers.
+    /// What the store says now: who holds the lock (read first), an operation a dead cutover
+    /// left unfinished, then what it remembers.
     Stored {
         env: usize,
         holder: Option<LockInfo>,
+        interrupted: Option<Journal>,
         memory: EnvMemory,
     },
     Lock {
@@ -209,13 +211,16 @@ impl EnvView {
                 self.memory = memory;
                 Said::default()
             }
-            Seen::Stored { holder, memory, .. } => {
-                self.lock = holder;
+            Seen::Stored {
+                holder,
+                interrupted,
+                memory,
+                ..
+            } => {
+                let mut said = self.on_lock(holder, interrupted);
                 self.memory = memory;
-                Said {
-                    alerts: self.alerts_after_memory(),
-                    ..Said::default()
-                }
+                said.alerts = self.alerts_after_memory();
+                said
             }
             Seen::Lock {
                 holder,
