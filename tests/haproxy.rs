@@ -2274,3 +2274,111 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
         assert_eq!(who(&rig.url("/")).await, (200, "blue".to_string()));
     }
 }
+
+/// The gate step of headless swaps and rollbacks, from their audit records: with HAProxy's own
+/// checks vouching for the target (one fresh probe), and without (three in a row, 300 ms
+/// apart: `disable health` on the socket takes HAProxy's checks away). Prints numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench gate"]
+async fn bench_gate_time() {
+    let Some(rig) = Rig::for_test("bench_gate_time", Setup::Map).await else {
+        return;
+    };
+    let d = rig.driver();
+    let up = common::eventually(Duration::from_secs(30), || async {
+        observe(d.as_ref()).await.slots["green"].checks_up == Some(true)
+    })
+    .await;
+    assert!(up, "HAProxy's checks never passed");
+    let dir = TempDir::new().expect("dir");
+    let gate_ms = |dir: &Path| -> Vec<u64> {
+        let mut out = Vec::new();
+        for e in walk(dir) {
+            if !e
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("audit"))
+            {
+                continue;
+            }
+            for l in std::fs::read_to_string(&e).unwrap_or_default().lines() {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                // The operation's last record (the intent record repeats the steps so far).
+                if v["result"] != "done" {
+                    continue;
+                }
+                if let Some(steps) = v["steps"].as_array() {
+                    out.extend(
+                        steps
+                            .iter()
+                            .filter(|s| s["step"] == "gate")
+                            .filter_map(|s| s["ms"].as_u64()),
+                    );
+                }
+            }
+        }
+        out
+    };
+    let mut rows = Vec::new();
+    for vouched in [true, false] {
+        if !vouched {
+            for srv in ["be_blue/blue", "be_green/g1", "be_green/g2"] {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", rig.admin)).expect("socket");
+                c.write_all(format!("disable health {srv}\n").as_bytes())
+                    .expect("send");
+                let mut answer = String::new();
+                let _ = c.read_to_string(&mut answer);
+                assert!(answer.trim().is_empty(), "disable health {srv}: {answer}");
+            }
+            let off = common::eventually(Duration::from_secs(10), || async {
+                observe(d.as_ref()).await.slots["green"].checks_up.is_none()
+            })
+            .await;
+            assert!(off, "{:#?}", observe(d.as_ref()).await);
+        }
+        let before = gate_ms(dir.path()).len();
+        for _ in 0..10 {
+            for args in [
+                &["swap", "shop", "--to", "green", "--yes", "--no-watch"][..],
+                &["rollback", "shop", "--yes", "--no-watch"][..],
+            ] {
+                let o = common::cutover_cli(dir.path(), &rig.cutover_toml, args).await;
+                assert_eq!(o.status.code(), Some(0), "{}", common::printed(&o));
+            }
+        }
+        let mut ms: Vec<u64> = gate_ms(dir.path())[before..].to_vec();
+        ms.sort_unstable();
+        let pick = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        rows.push(format!(
+            "BENCH gate | haproxy (map) | {} | {} | {} ms | {} ms |",
+            if vouched {
+                "HAProxy's checks vouch: one fresh probe"
+            } else {
+                "no router checks: three probes in a row"
+            },
+            ms.len(),
+            pick(0.5),
+            pick(1.0)
+        ));
+    }
+    for r in rows {
+        println!("{r}");
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
