@@ -17,7 +17,12 @@ pub(super) fn members(endpoints: &[String]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum CallError {
     /// No member answered.
-    Unreachable(String),
+    /// No member answered: the members, and why the last one did not (a refused
+    /// connection, a certificate cutover does not trust...).
+    Unreachable {
+        members: String,
+        why: Option<String>,
+    },
     /// A member answered with an error.
     Refused(String),
 }
@@ -25,7 +30,13 @@ pub(super) enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Unreachable(m) => write!(f, "etcd at {m} unreachable"),
+            CallError::Unreachable { members, why } => {
+                write!(f, "etcd at {members} unreachable")?;
+                match why {
+                    Some(w) => write!(f, ": {w}"),
+                    None => Ok(()),
+                }
+            }
             CallError::Refused(m) => write!(f, "etcd refused: {m}"),
         }
     }
@@ -85,6 +96,9 @@ impl Client {
 
     async fn post_once(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         let token = self.token.lock().ok().and_then(|t| t.clone());
+        // Why the last member could not be reached (a refused connection, a certificate
+        // cutover does not trust...), for the message.
+        let mut why = None;
         for base in &self.endpoints {
             let mut req = self
                 .http
@@ -97,6 +111,7 @@ impl Client {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!("etcd member {base}: {e}");
+                    why = Some(crate::load::error_chain(&e));
                     continue;
                 }
             };
@@ -125,7 +140,10 @@ impl Client {
             }
             return Ok(v);
         }
-        Err(CallError::Unreachable(members(&self.endpoints)))
+        Err(CallError::Unreachable {
+            members: members(&self.endpoints),
+            why: why.map(|w| crate::redact::redact(&w)),
+        })
     }
 }
 

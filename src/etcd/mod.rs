@@ -64,6 +64,16 @@ pub struct EtcdSettings {
     /// The environment variable holding that user's password (never logged).
     #[serde(default)]
     pub password_env: Option<String>,
+    /// PEM file of the CA that signed the members' certificates (`https://` URLs), when the
+    /// system does not trust it already.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate (and `key_file`, its key), for members that ask for one
+    /// (etcd's `--client-cert-auth`).
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 fn default_prefix() -> String {
@@ -99,6 +109,15 @@ impl EtcdSettings {
         }
         if self.user_env.is_some() != self.password_env.is_some() {
             return Some("`user_env` and `password_env` go together".into());
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Some("`cert_file` and `key_file` go together".into());
+        }
+        let tls = self.ca_file.is_some() || self.cert_file.is_some();
+        if tls && let Some(u) = self.etcd.iter().find(|u| u.starts_with("http://")) {
+            return Some(format!(
+                "`{u}` is plain http://, but `ca_file`/`cert_file` are for https:// members"
+            ));
         }
         None
     }
@@ -156,10 +175,47 @@ impl Etcd {
             }
             _ => None,
         };
-        let http = crate::http_client()
+        let mut builder = crate::http_client()
             .timeout(s.timeout)
             .connect_timeout(s.timeout)
-            .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("cutover/", env!("CARGO_PKG_VERSION")));
+        let read = |what: &str, p: &std::path::Path| {
+            std::fs::read(p)
+                .wrap_err_with(|| format!("[settings.store]: cannot read `{what}` {}", p.display()))
+        };
+        if let Some(ca) = &s.ca_file {
+            let pem = read("ca_file", ca)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).wrap_err_with(|| {
+                format!(
+                    "[settings.store]: `ca_file` {} holds no PEM certificate",
+                    ca.display()
+                )
+            })?;
+            if certs.is_empty() {
+                return Err(eyre!(
+                    "[settings.store]: `ca_file` {} holds no PEM certificate",
+                    ca.display()
+                ));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&s.cert_file, &s.key_file) {
+            let mut pem = read("cert_file", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("key_file", key)?);
+            let id = reqwest::Identity::from_pem(&pem).wrap_err_with(|| {
+                format!(
+                    "[settings.store]: `cert_file` {} with `key_file` {} is not a PEM certificate \
+                     and its private key",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(id);
+        }
+        let http = builder
             .build()
             .wrap_err("cannot build the HTTP client for etcd")?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -216,8 +272,12 @@ impl Etcd {
             let _ = tx.send(client.post(path, &body).await);
         });
         let n = self.client.endpoints.len() as u32 * 2 + 1;
-        rx.recv_timeout(self.timeout * n)
-            .unwrap_or_else(|_| Err(CallError::Unreachable(self.members())))
+        rx.recv_timeout(self.timeout * n).unwrap_or_else(|_| {
+            Err(CallError::Unreachable {
+                members: self.members(),
+                why: None,
+            })
+        })
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CallError> {
@@ -228,9 +288,9 @@ impl Etcd {
     /// Take the lock of `env`: a lease, then the key created only if absent.
     pub fn lock(&self, env: &str, me: &LockInfo) -> Result<Held, LockError> {
         let unreachable = |e: CallError| match e {
-            CallError::Unreachable(m) => LockError::Io(format!(
-                "cannot take the lock: etcd at {m} unreachable; nothing was changed"
-            )),
+            e @ CallError::Unreachable { .. } => {
+                LockError::Io(format!("cannot take the lock: {e}; nothing was changed"))
+            }
             CallError::Refused(m) => LockError::Io(format!(
                 "cannot take the lock: etcd refused ({m}); nothing was changed"
             )),
