@@ -14,6 +14,7 @@ fn every_router_example_in_the_readme_is_a_tested_doc_block() {
     let docs: String = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/docs"))
         .expect("docs/")
         .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "md"))
         .map(|e| std::fs::read_to_string(e.path()).expect("read doc"))
         .collect();
     let found = common::fenced_blocks(section);
