@@ -47,6 +47,18 @@ const WATCH_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the watch looks for another cutover's takeover request.
 const WATCH_TAKEOVER_POLL: Duration = Duration::from_millis(250);
 
+/// Run `f`, which may block (a file lock; the shared store waiting out a silent member), without
+/// holding up the runtime's other tasks (the TUI's loop, the probes): on a multi-thread runtime
+/// the worker hands them on first (`block_in_place`); on a current-thread one `f` just runs.
+pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
     /// Make `to` live (default: the preview slot); the old live becomes preview.
@@ -543,7 +555,7 @@ impl Engine {
             Err(e) => return run.fail(Step::Plan, Verdict::Refused, e.to_string()),
         }
         if !matches!(req.kind, OpKind::Recover { .. })
-            && let Some(j) = self.store.journal(&self.env.name)
+            && let Some(j) = off_worker(|| self.store.journal(&self.env.name))
         {
             let why = format!(
                 "{}; resolve it first: `cutover recover {}` brings every router to one slot",
@@ -579,7 +591,7 @@ impl Engine {
                 let (to, rollback) = match &req.kind {
                     OpKind::Swap { to: Some(t) } => (Some(t.clone()), false),
                     OpKind::Swap { to: None } => (preview.clone(), false),
-                    _ => (self.store.env(&self.env.name).previous_live, true),
+                    _ => (off_worker(|| self.store.env(&self.env.name)).previous_live, true),
                 };
                 let Some(to) = to else {
                     let why = if rollback {

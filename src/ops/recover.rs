@@ -14,7 +14,7 @@ impl Engine {
         to: Option<String>,
         states: &[RouterState],
     ) -> Outcome {
-        let journal = self.store.journal(&self.env.name);
+        let journal = off_worker(|| self.store.journal(&self.env.name));
         let now: Vec<String> = self
             .routers
             .iter()
@@ -124,7 +124,7 @@ impl Engine {
         run.end_changes();
         // The journal of the interrupted operation, if it was not this one's.
         if let Some(g) = &run.lock {
-            self.store.close_journal(g);
+            off_worker(|| self.store.close_journal(g));
         }
         if let Some(j) = &journal {
             let previous = j.from.clone().filter(|f| *f != target).or(j.to.clone());
@@ -168,7 +168,7 @@ impl Engine {
         }
         run.done(Step::Apply, true, format!("undone: {}", describe(&kind)));
         if let Some(g) = &run.lock {
-            self.store.close_journal(g);
+            off_worker(|| self.store.close_journal(g));
         }
         run.finish(Verdict::Done, format!("undid the interrupted {}", j.action))
     }
@@ -179,7 +179,7 @@ impl Engine {
     pub fn abandon(&self, id: &str, op_name: &str, why: &str) {
         let Some(audit) = &self.audit else { return };
         let now = crate::timefmt::rfc3339(SystemTime::now());
-        let journal = self.store.journal(&self.env.name);
+        let journal = off_worker(|| self.store.journal(&self.env.name));
         audit.write(&crate::audit::AuditRecord {
             time: now.clone(),
             id: id.to_string(),

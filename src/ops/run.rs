@@ -134,7 +134,7 @@ impl Run<'_> {
                 .collect(),
         };
         if let Some(g) = &self.lock
-            && let Err(e) = self.engine.store.write_journal(g, &j)
+            && let Err(e) = off_worker(|| self.engine.store.write_journal(g, &j))
         {
             tracing::error!("cannot write the operation journal: {e:#}");
         }
@@ -159,7 +159,7 @@ impl Run<'_> {
         if let Some(r) = j.routers.get_mut(router) {
             r.result = result.to_string();
         }
-        if let Err(e) = self.engine.store.write_journal(g, j) {
+        if let Err(e) = off_worker(|| self.engine.store.write_journal(g, j)) {
             tracing::error!("cannot update the operation journal: {e:#}");
         }
     }
@@ -167,7 +167,7 @@ impl Run<'_> {
     /// The routers are consistent again.
     pub(super) fn end_changes(&mut self) {
         if let (Some(_), Some(g)) = (self.journal.take(), self.lock.as_ref()) {
-            self.engine.store.close_journal(g);
+            off_worker(|| self.engine.store.close_journal(g));
         }
     }
 
@@ -181,15 +181,17 @@ impl Run<'_> {
         if let Some(why) = self.lock.as_ref().and_then(|g| g.lost()) {
             return Some(Interrupt::LockLost(why));
         }
-        self.engine
-            .store
-            .takeover_request(&self.engine.env.name, &self.record.id)
-            .map(Interrupt::TakenOver)
+        off_worker(|| {
+            self.engine
+                .store
+                .takeover_request(&self.engine.env.name, &self.record.id)
+        })
+        .map(Interrupt::TakenOver)
     }
 
     pub(super) fn remember(&self, f: impl FnOnce(&mut crate::state::EnvMemory)) {
         if let Some(g) = &self.lock {
-            if let Err(e) = self.engine.store.update(g, f) {
+            if let Err(e) = off_worker(|| self.engine.store.update(g, f)) {
                 tracing::error!("cannot write the state file: {e:#}");
             }
             let _ = self.tx.send(Progress::Remembered);

@@ -25,7 +25,7 @@ impl Engine {
             !rollback,
         );
         if req.one_key {
-            let memory = self.store.env(&self.env.name);
+            let memory = off_worker(|| self.store.env(&self.env.name));
             plan.checks.push(way_back_check(&to, &plan, &memory));
         }
         run.record.from_version = plan.from_version.clone();

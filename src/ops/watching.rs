@@ -173,7 +173,7 @@ impl Engine {
             if i != Interrupt::None {
                 return i;
             }
-            if let Some(by) = self.store.takeover_request(&self.env.name, id) {
+            if let Some(by) = off_worker(|| self.store.takeover_request(&self.env.name, id)) {
                 return Interrupt::TakenOver(by);
             }
             tokio::select! {
