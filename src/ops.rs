@@ -591,7 +591,10 @@ impl Engine {
                 let (to, rollback) = match &req.kind {
                     OpKind::Swap { to: Some(t) } => (Some(t.clone()), false),
                     OpKind::Swap { to: None } => (preview.clone(), false),
-                    _ => (off_worker(|| self.store.env(&self.env.name)).previous_live, true),
+                    _ => (
+                        off_worker(|| self.store.env(&self.env.name)).previous_live,
+                        true,
+                    ),
                 };
                 let Some(to) = to else {
                     let why = if rollback {

@@ -1200,3 +1200,62 @@ fn a_store_over_tls_with_a_private_ca_and_a_client_certificate() {
     eprintln!("without the CA: {e}");
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 }
+
+/// While an operation waits on a silent store (the etcd member stopped with SIGSTOP, its
+/// requests unanswered for as long as the store's `timeout`), the runtime's other tasks go
+/// on: on a runtime with one worker, a task still answers every message sent to it. (With the
+/// store call blocking the worker, as before `ops::off_worker`, that worker and the runtime's
+/// timers stall with it: the round fails once the two minutes are out.)
+#[test]
+fn a_silent_store_does_not_stall_the_runtimes_other_tasks() {
+    let Some(m) = etcd("a_silent_store_does_not_stall_the_runtimes_other_tasks") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let rig = Rig::start("0s").await;
+        let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
+        // A store request now waits two minutes for the stopped member, and the gate takes
+        // 20 fresh probes (300 ms apart): the member is stopped while the lock is held, before
+        // the journal is written.
+        let text = text
+            .replacen("timeout = \"1s\"\n", "timeout = \"120s\"\n", 1)
+            .replace("gate_checks = 2", "gate_checks = 20");
+        assert!(text.contains("timeout = \"120s\""), "{text}");
+        let (run, store) = swap_in_background(&text, false);
+        let s = store.clone();
+        assert!(
+            until(Duration::from_secs(30), move || s.holder("shop").is_some()).await,
+            "the swap never took the lock"
+        );
+        // Something else on the runtime: it answers what it is sent.
+        let (ask, mut asked) =
+            tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
+        tokio::spawn(async move {
+            while let Some(reply) = asked.recv().await {
+                let _ = reply.send(());
+            }
+        });
+        let pid = m.guard.pid() as i32;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        // Rounds past the gate's end: the operation is then inside the journal write, which
+        // will not end for two minutes.
+        for round in 0..30 {
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            ask.send(reply).expect("the other task is there");
+            let got = tokio::time::timeout(Duration::from_secs(30), answered).await;
+            if got.is_err() {
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                panic!("round {round}: the other task did not answer within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        run.abort();
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+}
