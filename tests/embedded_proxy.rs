@@ -1439,14 +1439,7 @@ async fn a_websocket_stays_on_its_slot_across_a_switch_and_a_drain_waits_for_it(
         |st| st.slots["blue"].sessions == Some(0),
     )
     .await;
-    let metrics = client()
-        .get(format!("http://{}/metrics", h.admin_addr()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = scrape(&h).await;
     let upgraded: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("cutover_proxy_requests_total{") && l.contains("code=\"1xx\""))
@@ -1563,14 +1556,7 @@ async fn the_access_log_has_one_json_line_per_request_with_query_secrets_redacte
         (&400.into(), &serde_json::Value::Null)
     );
 
-    let metrics = client()
-        .get(format!("http://{}/metrics", h.admin_addr()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = scrape(&h).await;
     assert!(
         metrics.contains("cutover_proxy_access_log_dropped_total{env=\"shop\"} 0"),
         "{metrics}"
@@ -1979,14 +1965,7 @@ async fn weights_are_refused_when_they_do_not_fit_and_end_with_a_switch() {
         .expect("undrain staging");
     d.set_weights("blue", "staging", 25).await.expect("25 %");
     // The split is on /metrics too, by slot, so a dashboard shows it beside the traffic.
-    let metrics = client()
-        .get(format!("http://{}/metrics", h.admin_addr()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = scrape(&h).await;
     let weight = |slot: &str| {
         let key = format!("cutover_proxy_weight_percent{{env=\"shop\",slot=\"{slot}\"}} ");
         metrics
@@ -2032,4 +2011,16 @@ async fn weights_are_refused_when_they_do_not_fit_and_end_with_a_switch() {
         "after the switch every answer is staging's"
     );
     h.stop().await;
+}
+
+/// The proxy's /metrics, as text.
+async fn scrape(h: &ProxyHandle) -> String {
+    client()
+        .get(format!("http://{}/metrics", h.admin_addr()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body")
 }
