@@ -75,15 +75,10 @@ fn cluster(test: &str, n: usize) -> Option<Vec<Member>> {
     // Ready when a linearizable read answers on every member (there is a leader).
     for m in &members {
         let store = store_of(&settings(&m.url, "/ready/", 10, Path::new("/nonexistent")));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !store.shared().expect("etcd store").ready() {
-            assert!(
-                Instant::now() < deadline,
-                "etcd at {} not ready in 30 s",
-                m.url
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ready = common::wait_until(Duration::from_secs(30), || {
+            store.shared().expect("etcd store").ready()
+        });
+        assert!(ready, "etcd at {} not ready in 30 s", m.url);
     }
     Some(members)
 }
@@ -136,7 +131,9 @@ fn etcd_child() {
     if std::env::var("CUTOVER_ETCD_HOLD").is_ok() {
         let g = store.lock("shop", &me).expect("lock");
         println!("held {}", g.fencing_token().expect("token"));
-        std::thread::sleep(Duration::from_secs(120));
+        // Hold it until killed (the test's kill -9), or until the test is gone (its end of
+        // stdin closes).
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
         return;
     }
     let n: usize = std::env::var("CUTOVER_ETCD_N")
@@ -190,6 +187,7 @@ fn child(url: &str, dir: &Path, ttl: u64, n: usize, hold: bool) -> std::process:
         .env("CUTOVER_ETCD_DIR", dir)
         .env("CUTOVER_ETCD_TTL", ttl.to_string())
         .env("CUTOVER_ETCD_N", n.to_string())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if hold {
@@ -263,22 +261,19 @@ fn a_killed_holders_lease_expires_within_the_ttl_and_its_late_write_is_refused()
     kid.kill().expect("kill -9");
     kid.wait().expect("reaped");
     let killed = Instant::now();
-    let guard = loop {
+    let mut taken = None;
+    let free = common::wait_until(Duration::from_secs(TTL + 2), || {
         match store.lock("shop", &me) {
-            Ok(g) => break g,
-            Err(LockError::Held(_)) => {
-                assert!(
-                    killed.elapsed() < Duration::from_secs(TTL + 2),
-                    "still held {:?} after the holder was killed",
-                    killed.elapsed()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            Ok(g) => taken = Some(g),
+            Err(LockError::Held(_)) => {}
             Err(e) => panic!("{e}"),
         }
-    };
+        taken.is_some()
+    });
     let took = killed.elapsed();
-    // The TTL, plus etcd's expiry sweep (every 500 ms) and this loop's 100 ms.
+    assert!(free, "still held {took:?} after the holder was killed");
+    let guard = taken.expect("the lock");
+    // The TTL, plus etcd's expiry sweep (every 500 ms) and the poll's 20 ms.
     assert!(took <= Duration::from_secs(TTL + 1), "{took:?}");
     assert!(guard.fencing_token().expect("token") > token);
     // A late write with the killed holder's token is refused; the new holder's goes through.
@@ -405,18 +400,9 @@ impl Rig {
 
 /// Wait (off the async threads) until `f` holds, at most `within`.
 async fn until(within: Duration, f: impl Fn() -> bool + Send + 'static) -> bool {
-    tokio::task::spawn_blocking(move || {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    })
-    .await
-    .expect("join")
+    tokio::task::spawn_blocking(move || common::wait_until(within, f))
+        .await
+        .expect("join")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1167,16 +1153,15 @@ fn a_store_over_tls_with_a_private_ca_and_a_client_certificate() {
         ("cert_file", "client.pem"),
         ("key_file", "client.key"),
     ]));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !good.shared().expect("etcd store").ready() {
-        assert!(
-            Instant::now() < deadline,
-            "etcd over TLS not ready in 30 s: {:?}\n{}",
-            good.lock("shop", &LockInfo::me("swap", "probe")).err(),
-            std::fs::read_to_string(d.join("etcd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ready = common::wait_until(Duration::from_secs(30), || {
+        good.shared().expect("etcd store").ready()
+    });
+    assert!(
+        ready,
+        "etcd over TLS not ready in 30 s: {:?}\n{}",
+        good.lock("shop", &LockInfo::me("swap", "probe")).err(),
+        std::fs::read_to_string(d.join("etcd.log")).unwrap_or_default()
+    );
     let me = LockInfo::me("swap", "tls00001");
     let guard = good.lock("shop", &me).expect("the lock over TLS");
     assert_eq!(
@@ -1226,7 +1211,17 @@ fn a_silent_store_does_not_stall_the_runtimes_other_tasks() {
             .replacen("timeout = \"1s\"\n", "timeout = \"120s\"\n", 1)
             .replace("gate_checks = 2", "gate_checks = 20");
         assert!(text.contains("timeout = \"120s\""), "{text}");
-        let (run, store) = swap_in_background(&text, false);
+        let cfg = cutover::config::parse(&text, Path::new("t.toml")).expect("config");
+        let world = cutover::world::World::build(cfg, None).expect("world");
+        let (engine, store) = (world.engines[0].clone(), world.store.clone());
+        let (tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+        let (_cancel, cancelled) = tokio::sync::watch::channel(cutover::ops::Interrupt::None);
+        let req = cutover::ops::OpRequest::new(OpKind::Swap { to: None });
+        let run = tokio::spawn(async move {
+            engine
+                .run(req, cutover::ops::GateSource::ProbeNow, tx, cancelled)
+                .await
+        });
         let s = store.clone();
         assert!(
             until(Duration::from_secs(30), move || s.holder("shop").is_some()).await,
@@ -1242,9 +1237,32 @@ fn a_silent_store_does_not_stall_the_runtimes_other_tasks() {
         });
         let pid = m.guard.pid() as i32;
         assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-        // Rounds past the gate's end: the operation is then inside the journal write, which
-        // will not end for two minutes.
-        for round in 0..30 {
+        // The gate passed and the apply step began: the operation reads the routers once,
+        // then writes the journal to the stopped member, which will not answer for two
+        // minutes.
+        let applying = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(p) = progress.recv().await {
+                if let cutover::ops::Progress::Step {
+                    step: cutover::ops::Step::Apply,
+                    ok: None,
+                    ..
+                } = p
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if !matches!(applying, Ok(true)) {
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            panic!("the swap never began its apply step: {applying:?}");
+        }
+        // Rounds paced by requests through the proxy (real I/O, like the operation's own
+        // router read), not by sleeps.
+        let public = format!("http://127.0.0.1:{}/", rig.live);
+        let client = cutover::http_client().build().expect("client");
+        for round in 0..20 {
             let (reply, answered) = tokio::sync::oneshot::channel();
             ask.send(reply).expect("the other task is there");
             let got = tokio::time::timeout(Duration::from_secs(30), answered).await;
@@ -1252,7 +1270,7 @@ fn a_silent_store_does_not_stall_the_runtimes_other_tasks() {
                 unsafe { libc::kill(pid, libc::SIGCONT) };
                 panic!("round {round}: the other task did not answer within 30 s");
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = client.get(&public).send().await;
         }
         assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
         run.abort();

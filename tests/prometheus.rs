@@ -400,17 +400,15 @@ async fn query_by_slot(base: &str, q: &str) -> BTreeMap<String, f64> {
 
 /// Query until `slot`'s value is `want` (20 s at most): whether it was, and the last result.
 async fn wait_for_sum(base: &str, q: &str, slot: &str, want: f64) -> (bool, BTreeMap<String, f64>) {
-    let t = Instant::now();
-    loop {
+    let last = std::sync::Mutex::new(BTreeMap::new());
+    let ok = common::eventually(Duration::from_secs(20), || async {
         let seen = query_by_slot(base, q).await;
-        if seen.get(slot) == Some(&want) {
-            return (true, seen);
-        }
-        if t.elapsed() > Duration::from_secs(20) {
-            return (false, seen);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let hit = seen.get(slot) == Some(&want);
+        *last.lock().expect("lock") = seen;
+        hit
+    })
+    .await;
+    (ok, last.into_inner().expect("lock"))
 }
 
 fn now_s() -> f64 {

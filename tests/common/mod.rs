@@ -292,6 +292,21 @@ pub async fn page(url: &str) -> Page {
 }
 
 /// Poll `f` until it returns true or `within` passes.
+/// [`eventually`] for blocking checks (a test off the async runtime, a child process): `f`
+/// polled until it holds, at most `within`. The tests' one blocking polling loop.
+pub fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t.elapsed() >= within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,

@@ -10,14 +10,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cutover::router::{self, Router, Target};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{ChildGuard, PidFileGuard, SlotServer, eventually, free_port, wait_port};
+use crate::common::{
+    ChildGuard, PidFileGuard, SlotServer, eventually, free_port, wait_port, wait_until,
+};
 
 /// The router kinds and modes the contract runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,16 +424,14 @@ impl Rig {
         // The signal is delivered when the process next runs: wait until it is stopped.
         for p in &pids {
             let stat = format!("/proc/{}/stat", p.abs());
-            let t = Instant::now();
-            while !std::fs::read_to_string(&stat)
-                .unwrap_or_default()
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('T'))
-            {
-                assert!(t.elapsed() < Duration::from_secs(10), "{p} did not stop");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            let stopped = wait_until(Duration::from_secs(10), || {
+                std::fs::read_to_string(&stat)
+                    .unwrap_or_default()
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            });
+            assert!(stopped, "{p} did not stop");
         }
         Stopped(pids)
     }
@@ -578,15 +578,15 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
             .stdout(log.try_clone().expect("log"))
             .stderr(log),
     );
-    let t = Instant::now();
-    while socket(admin, "show cli level").await.trim() != "admin" {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "haproxy did not start: {}",
-            std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    let started = eventually(Duration::from_secs(15), || async {
+        socket(admin, "show cli level").await.trim() == "admin"
+    })
+    .await;
+    assert!(
+        started,
+        "haproxy did not start: {}",
+        std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
+    );
     wait_port(public, Duration::from_secs(10)).await;
     Part {
         router,
