@@ -24,11 +24,21 @@ fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// A port free now and not handed out before by this process (the kernel may offer a port
+/// it just got back again).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        if port == 0 || !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A `[[environment.slot]]` table for a running slot server.
@@ -38,6 +48,47 @@ fn slot_toml(s: &SlotServer) -> String {
         s.controls.name,
         s.url()
     )
+}
+
+/// An embedded `[[environment.router]]` on free loopback ports (every environment needs a
+/// router: cutover reads each switch back from one).
+fn embedded_router_toml() -> String {
+    format!(
+        "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{}\"\nlive_listen = \"127.0.0.1:{}\"\n",
+        free_port(),
+        free_port()
+    )
+}
+
+/// Write `text` to `path`, load it, and start every environment's embedded proxy in this
+/// process, so the cutover under test reads real routers.
+async fn start_proxies(path: &Path, text: &str) -> Option<Vec<cutover::proxy::ProxyHandle>> {
+    if let Err(e) = std::fs::write(path, text) {
+        println!("cannot write {}: {e}", path.display());
+        return None;
+    }
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("the bench's config is refused: {e:#}");
+            return None;
+        }
+    };
+    let mut proxies = Vec::new();
+    for env in &cfg.environments {
+        for r in &env.routers {
+            if let RouterConfig::Embedded(pc) = r {
+                match cutover::proxy::start(env, pc).await {
+                    Ok(p) => proxies.push(p),
+                    Err(e) => {
+                        println!("cannot start the proxy of {}: {e:#}", env.name);
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    Some(proxies)
 }
 
 /// Requests the slot servers have answered so far.
@@ -67,9 +118,14 @@ fn render() {
                 "[[environment.slot]]\nname = \"{s}\"\naddress = \"http://127.0.0.1:1\"\n"
             ));
         }
+        text.push_str(&embedded_router_toml());
     }
-    let Ok(cfg) = config::parse(&text, Path::new("bench.toml")) else {
-        return;
+    let cfg = match config::parse(&text, Path::new("bench.toml")) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("render: the bench's config is refused: {e:#}");
+            return;
+        }
     };
     let now = SystemTime::now();
     let mut app = App::new(cfg, Theme::dark(), vec![], now);
@@ -168,66 +224,216 @@ fn proc_rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// 1,000 slots polled at 1 Hz by `cutover watch`: its CPU and RSS.
+/// 1,000 slots polled at 1 Hz, and 10,000 at 0.1 Hz, by `cutover watch`: its CPU and RSS.
 async fn poller() {
+    println!("## Poller scale\n");
+    println!(
+        "`cutover watch` on a config of N environments x 100 slots, each environment behind its own \
+         embedded proxy (started by the bench; cutover reads it and probes its public URL each poll). \
+         CPU is the cutover process's user + system time over the measured span.\n"
+    );
+    println!(
+        "| slots | interval | requests/s seen by the slots | CPU (% of one core) | RSS |\n|---|---|---|---|---|"
+    );
+    poller_row(10, Duration::from_secs(1), Duration::from_secs(20)).await;
+    poller_row(100, Duration::from_secs(10), Duration::from_secs(40)).await;
+    println!();
+}
+
+/// Slot servers in child processes (`bench slot-host FIRST N`), a few thousand each: 10,000
+/// listeners and their connections are more open files than one process may hold here.
+struct SlotHosts {
+    hosts: Vec<(
+        std::process::Child,
+        std::io::BufReader<std::process::ChildStdout>,
+    )>,
+}
+
+impl SlotHosts {
+    /// `total` slot servers named `s0`.. in hosts of at most 3,000; their (name, url).
+    fn start(total: usize) -> Result<(SlotHosts, Vec<(String, String)>), String> {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut hosts = SlotHosts { hosts: Vec::new() };
+        let mut slots = Vec::new();
+        for first in (0..total).step_by(3000) {
+            let n = 3000.min(total - first);
+            let mut child = Command::new(&exe)
+                .args(["slot-host", &first.to_string(), &n.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start a slot host: {e}"))?;
+            let Some(out) = child.stdout.take() else {
+                return Err("a slot host has no stdout".into());
+            };
+            let mut out = std::io::BufReader::new(out);
+            loop {
+                let mut line = String::new();
+                if out.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                    return Err("a slot host ended before it was ready".into());
+                }
+                match line.trim().split_once(' ') {
+                    Some((name, url)) => slots.push((name.to_string(), url.to_string())),
+                    None if line.trim() == "ready" => break,
+                    None => return Err(format!("a slot host said {line:?}")),
+                }
+            }
+            hosts.hosts.push((child, out));
+        }
+        Ok((hosts, slots))
+    }
+
+    /// Requests all the hosts' slot servers have answered so far.
+    fn served(&mut self) -> u64 {
+        use std::io::{BufRead, Write};
+        let mut total = 0;
+        for (child, out) in &mut self.hosts {
+            let Some(stdin) = child.stdin.as_mut() else {
+                continue;
+            };
+            let _ = writeln!(stdin, "count");
+            let _ = stdin.flush();
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            total += line.trim().parse::<u64>().unwrap_or(0);
+        }
+        total
+    }
+}
+
+impl Drop for SlotHosts {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.hosts {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `bench slot-host FIRST N`: N slot servers; prints `name url` per server, then `ready`, then
+/// the requests served so far for every `count` line on stdin, until stdin closes.
+async fn slot_host(first: usize, n: usize) {
+    use std::io::BufRead;
     let mut servers = Vec::new();
-    for i in 0..1000 {
+    for i in first..first + n {
         match SlotServer::start(&format!("s{i}"), "1.0.0", any_port()).await {
-            Ok(s) => servers.push(s),
+            Ok(s) => {
+                println!("s{i} {}", s.url());
+                servers.push(s);
+            }
             Err(e) => {
-                println!("poller: cannot start slot {i}: {e:#}");
+                println!("error: slot {i}: {e:#}");
                 return;
             }
         }
     }
-    let dir = std::env::temp_dir().join(format!("cutover-bench-{}", std::process::id()));
+    println!("ready");
+    let lines = tokio::task::spawn_blocking(move || {
+        for line in std::io::stdin().lock().lines() {
+            if line.is_err() {
+                return;
+            }
+            println!("{}", served(&servers));
+        }
+    });
+    let _ = lines.await;
+}
+
+/// One row: `envs` x 100 slot servers polled every `interval`, measured over `span`.
+async fn poller_row(envs: usize, interval: Duration, span: Duration) {
+    let slots = envs * 100;
+    let (mut hosts, servers) = match SlotHosts::start(slots) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("| {slots} | {e} | | | |");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("cutover-bench-{}-{slots}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let mut text = format!(
-        "[settings]\npoll_interval = \"1s\"\ntimeout = \"1s\"\nstate_dir = \"{}\"\n",
+        "[settings]\npoll_interval = \"{}s\"\ntimeout = \"1s\"\nstate_dir = \"{}\"\n",
+        interval.as_secs(),
         dir.display()
     );
     for (e, chunk) in servers.chunks(100).enumerate() {
         text.push_str(&format!("[[environment]]\nname = \"env{e}\"\n"));
-        for s in chunk {
-            text.push_str(&slot_toml(s));
+        for (name, url) in chunk {
+            text.push_str(&format!(
+                "[[environment.slot]]\nname = \"{name}\"\naddress = \"{url}\"\n"
+            ));
         }
+        text.push_str(&embedded_router_toml());
     }
     let cfg = dir.join("poller.toml");
-    let _ = std::fs::write(&cfg, text);
+    let Some(proxies) = start_proxies(&cfg, &text).await else {
+        return;
+    };
     let Ok(mut child) = Command::new(cutover_bin())
         .arg("--config")
         .arg(&cfg)
         .args(["watch", "env0"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
     else {
-        println!("poller: cannot start {}", cutover_bin().display());
+        println!(
+            "| {slots} | cannot start {} | | | |",
+            cutover_bin().display()
+        );
         return;
     };
     let pid = child.id();
-    tokio::time::sleep(Duration::from_secs(5)).await; // warm up
-    let served0 = served(&servers);
+    // Warm up: every slot polled at least once (connections open, pools filled).
+    let warm = Instant::now();
+    while hosts.served() < 2 * slots as u64
+        && warm.elapsed() < 4 * interval + Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(interval).await;
+    let served0 = hosts.served();
     let t0 = Instant::now();
     let c0 = proc_cpu_ticks(pid).unwrap_or(0);
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(span).await;
     let c1 = proc_cpu_ticks(pid).unwrap_or(0);
     let secs = t0.elapsed().as_secs_f64();
-    let served1 = served(&servers);
+    let served1 = hosts.served();
     let rss = proc_rss_kb(pid).unwrap_or(0);
+    let exited = child.try_wait().ok().flatten();
     let _ = child.kill();
-    let _ = child.wait();
+    let out = child
+        .wait_with_output()
+        .map(|o| o.stderr)
+        .unwrap_or_default();
+    if let Some(status) = exited {
+        println!(
+            "| {slots} | cutover exited early ({status}): {} | | | |",
+            String::from_utf8_lossy(&out).trim()
+        );
+        return;
+    }
+    for p in proxies {
+        p.stop().await;
+    }
     let ticks = 100.0; // USER_HZ
     let cpu = (c1 - c0) as f64 / ticks / secs * 100.0;
-    println!("## Poller scale\n");
     println!(
-        "| slots | interval | requests/s seen by the slots | CPU (% of one core) | RSS |\n|---|---|---|---|---|"
-    );
-    println!(
-        "| 1,000 (10 environments x 100) | 1 s (health + version: 2 requests per slot) | {:.0} | {cpu:.1} % | {:.1} MB |\n",
+        "| {} ({envs} environments x 100) | {} s (health + version: 2 requests per slot) | {:.0} | {cpu:.1} % | {:.1} MB |",
+        thousands(slots),
+        interval.as_secs(),
         (served1 - served0) as f64 / secs,
         rss as f64 / 1024.0
     );
+}
+
+fn thousands(n: usize) -> String {
+    if n >= 1000 {
+        format!("{},{:03}", n / 1000, n % 1000)
+    } else {
+        n.to_string()
+    }
 }
 
 /// Time from starting `cutover` to its first frame, in tmux.
@@ -245,8 +451,11 @@ async fn first_frame() {
     for s in servers.iter().flatten() {
         text.push_str(&slot_toml(s));
     }
+    text.push_str(&embedded_router_toml());
     let cfg = dir.join("ff.toml");
-    let _ = std::fs::write(&cfg, text);
+    let Some(_proxies) = start_proxies(&cfg, &text).await else {
+        return;
+    };
     let mut times = Vec::new();
     for i in 0..10 {
         let sess = format!("cutover-ff-{}-{i}", std::process::id());
@@ -351,7 +560,9 @@ async fn proxy() {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let all = args.is_empty();
-    let want = |s: &str| all || args.iter().any(|a| a == s);
+    let want = |s: &str| {
+        (all || args.iter().any(|a| a == s)) && args.first().is_none_or(|a| a != "slot-host")
+    };
     if want("render") {
         render();
     }
@@ -363,5 +574,10 @@ async fn main() {
     }
     if want("poller") {
         poller().await;
+    }
+    if let [cmd, first, n] = &args[..]
+        && cmd == "slot-host"
+    {
+        slot_host(first.parse().unwrap_or(0), n.parse().unwrap_or(0)).await;
     }
 }

@@ -61,6 +61,9 @@ pub struct SwitchTiming {
     pub first_new_ms: Option<u64>,
     /// Command issued → the last response from the old slot.
     pub last_old_ms: Option<u64>,
+    /// Command issued → each moment of the operation (`lock`, `routers read`, `gate`,
+    /// `journal written`, `command sent`, `routers answered`, `verified`), in µs.
+    pub marks_us: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +97,40 @@ impl DrillReport {
     /// No request failed, every operation went through, and every switch reached the clients.
     pub fn passed(&self) -> bool {
         self.failed == 0 && self.failed_operations.is_empty() && self.unobserved.is_empty()
+    }
+
+    /// Where a switch's time goes: each moment's p50 from the command, in ms, in the order
+    /// an operation reaches them, with the first answer from the new slot among them.
+    pub fn breakdown(&self) -> Vec<(String, f64)> {
+        let mut names: Vec<String> = Vec::new();
+        for s in &self.switches {
+            for (m, _) in &s.marks_us {
+                if !names.contains(m) {
+                    names.push(m.clone());
+                }
+            }
+        }
+        let mut rows: Vec<(String, f64)> = names
+            .into_iter()
+            .filter_map(|name| {
+                let mut v: Vec<u64> = self
+                    .switches
+                    .iter()
+                    .filter_map(|s| s.marks_us.iter().find(|(m, _)| *m == name).map(|m| m.1))
+                    .collect();
+                Self::percentile(&mut v, 0.5).map(|us| (name, us as f64 / 1000.0))
+            })
+            .collect();
+        let mut first: Vec<u64> = self
+            .switches
+            .iter()
+            .filter_map(|s| s.first_new_ms)
+            .collect();
+        if let Some(ms) = Self::percentile(&mut first, 0.5) {
+            rows.push(("first answer from the new slot".into(), ms as f64));
+        }
+        rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+        rows
     }
 
     pub fn percentile(v: &mut [u64], p: f64) -> Option<u64> {
@@ -157,6 +194,14 @@ impl DrillReport {
             fmt_opt(Self::percentile(&mut last, 0.5)),
             fmt_opt(Self::percentile(&mut last, 0.99)),
         );
+        let steps: Vec<String> = self
+            .breakdown()
+            .iter()
+            .map(|(m, ms)| format!("{m} {ms:.1}ms"))
+            .collect();
+        if !steps.is_empty() {
+            println!("  p50 from the command: {}", steps.join(" · "));
+        }
         for u in &self.unobserved {
             println!("  unseen     {u}");
         }
@@ -349,6 +394,7 @@ pub async fn run_with(
                 issued,
                 took: t.elapsed(),
                 done,
+                marks: out.marks.clone(),
             });
             done_switches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if done {
@@ -380,6 +426,8 @@ struct Made {
     took: Duration,
     /// The operation went through.
     done: bool,
+    /// Its moments, from its start (see [`crate::ops::Outcome::marks`]).
+    marks: Vec<(&'static str, Duration)>,
 }
 
 fn analyse(
@@ -425,6 +473,11 @@ fn analyse(
                 op_ms: m.took.as_millis() as u64,
                 first_new_ms: first_new,
                 last_old_ms: last_old,
+                marks_us: m
+                    .marks
+                    .iter()
+                    .map(|(what, at)| (what.to_string(), at.as_micros() as u64))
+                    .collect(),
             }
         })
         .collect();
@@ -527,7 +580,30 @@ mod tests {
             issued: Duration::from_millis(issued_ms),
             took: Duration::from_millis(5),
             done: true,
+            marks: vec![
+                ("lock", Duration::from_micros(300)),
+                ("command sent", Duration::from_millis(2 + issued_ms / 100)),
+            ],
         }
+    }
+
+    #[test]
+    fn the_breakdown_puts_each_moment_at_its_p50_in_the_order_reached() {
+        // Commands sent 3 and 4 ms after the switches were issued; clients saw the new slots
+        // after 20 and 10 ms. Of two, the p50 is the higher (as `percentile` rounds).
+        let r = load(Ended::Stopped, &[(120, "green"), (210, "blue")]);
+        let switches = vec![made("blue", "green", 100), made("green", "blue", 200)];
+        let d = analyse("u".into(), &opts(1, 2), r, switches, vec![]);
+        let rows = d.breakdown();
+        let rows: Vec<(&str, f64)> = rows.iter().map(|(m, v)| (&**m, *v)).collect();
+        assert_eq!(
+            rows,
+            [
+                ("lock", 0.3),
+                ("command sent", 4.0),
+                ("first answer from the new slot", 20.0)
+            ]
+        );
     }
 
     fn load(ended: Ended, samples: &[(u64, &str)]) -> LoadReport {

@@ -310,6 +310,10 @@ pub struct Outcome {
     pub verdict: Verdict,
     pub message: String,
     pub record: AuditRecord,
+    /// Moments of the operation from its start (`lock`, `routers read`, `gate`,
+    /// `journal written`, `command sent`, `routers answered`, `verified`): where a switch's
+    /// time goes. Not in the audit record.
+    pub marks: Vec<(&'static str, Duration)>,
 }
 
 /// Seconds since the epoch, now.
@@ -524,6 +528,9 @@ impl Engine {
             lock: None,
             journal: None,
             held: None,
+            began: Instant::now(),
+            marks: Vec::new(),
+            plan_read: None,
         };
 
         // The lock first: the plan must read routers nobody else is changing.
@@ -541,6 +548,7 @@ impl Engine {
                     run.record.message = format!("took over from {}", p.describe());
                 }
                 run.lock = Some(g);
+                run.mark("lock");
             }
             Err(LockError::Held(h)) => {
                 let why = format!(
@@ -574,6 +582,11 @@ impl Engine {
                 return run.finish(Verdict::Failed, format!("cannot read the routers: {e:#}"));
             }
         };
+        run.mark("routers read");
+        run.plan_read = Some((
+            Instant::now(),
+            states.iter().map(|s| s.live.clone()).collect(),
+        ));
         if let OpKind::Recover { to } = &req.kind {
             return self.recover(run, to.clone(), &states).await;
         }

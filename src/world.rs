@@ -83,11 +83,12 @@ impl World {
         E: From<Seen> + Send + 'static,
     {
         let interval = self.config.settings.poll_interval;
+        let rt = poll_runtime(&stop);
         for (ei, engine) in self.engines.iter().enumerate() {
             for si in 0..engine.env.slots.len() {
                 // Each tick clones the engine's `Arc`, nothing else: the slot is read in place.
                 let engine = engine.clone();
-                every(interval, &tx, &stop, move || {
+                every(&rt, interval, &tx, &stop, move || {
                     let engine = engine.clone();
                     async move {
                         let result = engine.prober.probe_slot(&engine.env.slots[si]).await;
@@ -109,7 +110,7 @@ impl World {
                 // router, which counts them, and the App takes them off its counters again
                 // (see `app::SlotTraffic`); a probe sent while a reading is taken could land
                 // on either side of it.
-                every_from(interval / 2, interval, &tx, &stop, move || {
+                every_from(&rt, interval / 2, interval, &tx, &stop, move || {
                     let (engine, url) = (engine.clone(), url.clone());
                     async move {
                         let result = engine.prober.probe_behind(&engine.env, &url).await;
@@ -125,7 +126,7 @@ impl World {
                 // The router's own limit (exec's `observe_timeout`, as configured).
                 let limit = router.observe_timeout();
                 let router = router.clone();
-                every(interval, &tx, &stop, move || {
+                every(&rt, interval, &tx, &stop, move || {
                     let router = router.clone();
                     async move {
                         let result = crate::router::observe_within(&*router, limit).await;
@@ -180,6 +181,7 @@ impl World {
             // drift) and where `r` goes back to.
             let (store, name) = (self.store.clone(), engine.env.name.clone());
             every(
+                &rt,
                 interval.max(Duration::from_secs(1)),
                 &tx,
                 &stop,
@@ -232,9 +234,45 @@ impl World {
     }
 }
 
-/// Run `poll` on every tick of `interval` and send what it returns, until `stop` flips or the
-/// app is gone. A slow `poll` delays only its own next tick.
+/// Where the polls run: a single-threaded runtime on a thread of its own, which ends when
+/// `stop` flips (or its sender is gone). Polls are many small requests; on the main runtime
+/// each burst of them woke its second worker to steal a share, and those wake-ups cost more
+/// than the requests (`cutover watch` on 1,000 slots at 1 Hz: 8.1 % of a core there, see
+/// BENCHMARKS.md for the figure here). On their own thread they also cannot delay a key, a
+/// frame or an operation. Should the thread not start, the polls run on the caller's runtime.
+fn poll_runtime(stop: &watch::Receiver<bool>) -> tokio::runtime::Handle {
+    let own = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| {
+            let handle = rt.handle().clone();
+            let mut stop = stop.clone();
+            std::thread::Builder::new()
+                .name("cutover-poll".into())
+                .spawn(move || {
+                    rt.block_on(async move {
+                        while !*stop.borrow_and_update() {
+                            if stop.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    })
+                })
+                .map(|_| handle)
+        });
+    match own {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::warn!("polls run on the main runtime: no thread of their own: {e}");
+            tokio::runtime::Handle::current()
+        }
+    }
+}
+
+/// Run `poll` on `rt` on every tick of `interval` and send what it returns, until `stop`
+/// flips or the app is gone. A slow `poll` delays only its own next tick.
 fn every<E, F, Fut>(
+    rt: &tokio::runtime::Handle,
     interval: Duration,
     tx: &mpsc::UnboundedSender<E>,
     stop: &watch::Receiver<bool>,
@@ -244,11 +282,12 @@ fn every<E, F, Fut>(
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Seen> + Send + 'static,
 {
-    every_from(Duration::ZERO, interval, tx, stop, poll)
+    every_from(rt, Duration::ZERO, interval, tx, stop, poll)
 }
 
 /// [`every`], the first tick `phase` from now.
 fn every_from<E, F, Fut>(
+    rt: &tokio::runtime::Handle,
     phase: Duration,
     interval: Duration,
     tx: &mpsc::UnboundedSender<E>,
@@ -260,7 +299,7 @@ fn every_from<E, F, Fut>(
     Fut: std::future::Future<Output = Seen> + Send + 'static,
 {
     let (tx, mut stop) = (tx.clone(), stop.clone());
-    tokio::spawn(async move {
+    rt.spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -921,6 +921,7 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
             verdict: Verdict::Cancelled,
             message: format!("`green` is live; watch superseded by rollback #{rollback}"),
             record,
+            marks: Vec::new(),
         }),
     }));
     step(&mut app, &rollback, Step::Plan, Some(true), "green → blue");
@@ -1144,6 +1145,7 @@ fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
             verdict: Verdict::Refused,
             message: "refused: the warm-up of `green` failed".into(),
             record: cutover::audit::AuditRecord::default(),
+            marks: Vec::new(),
         }),
     }));
     key(&mut app, 's');
@@ -1591,6 +1593,7 @@ fn the_states_an_operator_meets_are_drawn() {
                 verdict,
                 message: message.into(),
                 record: cutover::audit::AuditRecord::default(),
+                marks: Vec::new(),
             }),
         }));
         let (text, _) = screen(&mut app, 120, 40);

@@ -15,6 +15,13 @@ pub(super) struct Run<'a> {
     /// Swap and rollback: the end (audit record, `Finished`, the lock) is left here for
     /// [`Engine::conclude`], which runs the after-hooks first.
     pub(super) held: Option<Arc<std::sync::Mutex<Option<Held>>>>,
+    /// When the operation began; [`Run::mark`] times its moments from here.
+    pub(super) began: Instant,
+    /// Moments on the way to the first router command and back, for [`Outcome::marks`].
+    pub(super) marks: Vec<(&'static str, Duration)>,
+    /// Each router's live slot as the plan read it under the lock, and when: the switch
+    /// journals these as "before" instead of reading the routers again, while fresh.
+    pub(super) plan_read: Option<(Instant, Vec<Option<String>>)>,
 }
 
 /// What [`Run::finish`] leaves for [`Engine::conclude`].
@@ -24,6 +31,13 @@ pub(super) struct Held {
 }
 
 impl Run<'_> {
+    /// A moment of the operation (`lock`, `routers read`, `command sent`, ...), timed from
+    /// its start: the switch-time breakdown (`cutover drill`, BENCHMARKS.md) and the debug log.
+    pub(super) fn mark(&mut self, what: &'static str) {
+        let at = self.began.elapsed();
+        tracing::debug!(op = %self.record.id, at_us = at.as_micros() as u64, "{what}");
+        self.marks.push((what, at));
+    }
     /// Start a step: its time is counted from here.
     pub(super) fn step(&mut self, step: Step, message: impl Into<String>) {
         self.step_started = Instant::now();
@@ -78,6 +92,7 @@ impl Run<'_> {
             verdict,
             message,
             record: self.record.clone(),
+            marks: std::mem::take(&mut self.marks),
         };
         if let Some(h) = self.held.take()
             && let Ok(mut slot) = h.lock()

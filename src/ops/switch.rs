@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How long the plan's reading of the routers stands for "before" in the journal.
+const PLAN_READ_FRESH: Duration = Duration::from_secs(1);
+
 impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn switch(
@@ -34,6 +37,7 @@ impl Engine {
             Ok(run) => run,
             Err(refused) => return *refused,
         };
+        run.mark("gate");
 
         // Warm-up: the target slot, directly, before any router changes. Never on the way
         // back (a rollback must be fast).
@@ -146,9 +150,20 @@ impl Engine {
         run: &mut Run<'_>,
         to: &str,
     ) -> std::result::Result<(), String> {
-        let before: Vec<Option<String>> = match self.observe_all().await {
-            Ok(s) => s.into_iter().map(|s| s.live).collect(),
-            Err(_) => vec![None; self.routers.len()],
+        // Under the lock nobody else changes the routers: the plan's reading of a moment ago
+        // stands for "before" (one read less before the command); an older one is read again
+        // (a long warm-up, a hand-made change in between).
+        let fresh = run
+            .plan_read
+            .take()
+            .filter(|(at, _)| at.elapsed() < PLAN_READ_FRESH)
+            .map(|(_, lives)| lives);
+        let before: Vec<Option<String>> = match fresh {
+            Some(lives) => lives,
+            None => match self.observe_all().await {
+                Ok(s) => s.into_iter().map(|s| s.live).collect(),
+                Err(_) => vec![None; self.routers.len()],
+            },
         };
         let from = run.record.from.clone();
         run.begin_changes(
@@ -161,10 +176,12 @@ impl Engine {
             Some(to),
             &before,
         );
+        run.mark("journal written");
         // The journal's fenced write is refused once the lock is lost: no router command then.
         if let Some(why) = run.lock.as_ref().and_then(|g| g.lost()) {
             return Err(format!("LOCK LOST, no router was changed: {why}"));
         }
+        run.mark("command sent");
         let mut results: Vec<Option<std::result::Result<(), String>>> =
             vec![None; self.routers.len()];
         match self.env.fleet {
@@ -309,6 +326,7 @@ impl Engine {
             run.done(Step::Apply, false, e.clone());
             return Err(e);
         }
+        run.mark("routers answered");
         // A swap exchanges: the old live becomes the preview (as Azure's swap does).
         if preview == Some(to)
             && let Some(f) = from
@@ -380,6 +398,7 @@ impl Engine {
         }
         let Some(want) = to_version.filter(|_| !urls.is_empty()) else {
             run.done(Step::Verify, true, format!("routers show `{to}` live"));
+            run.mark("verified");
             return Ok(());
         };
         let pointer = self.env.slot(to).and_then(|s| s.version_pointer.clone());

@@ -656,7 +656,8 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
     );
     let opts = cutover::drill::DrillOptions {
         concurrency: 64,
-        requests: 1_000_000,
+        // Bounded by time and count; HAProxy answers over 1,000,000 in the 20 pairs.
+        requests: 5_000_000,
         duration: Duration::from_secs(180),
         pairs: 20,
         keep_alive: true,
@@ -694,6 +695,12 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
             )
         }
     );
+    let steps: Vec<String> = r
+        .breakdown()
+        .iter()
+        .map(|(m, ms)| format!("{m} {ms:.1}"))
+        .collect();
+    println!("BENCH breakdown | {kind} | {} |", steps.join(" · "));
     if r.failed > 0 {
         eprintln!("{kind}: first errors {:#?}", r.first_errors);
         eprintln!(
