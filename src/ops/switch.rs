@@ -434,6 +434,7 @@ impl Engine {
             true,
             format!("routers show `{to}`; {what} {want}"),
         );
+        run.mark("verified");
         Ok(())
     }
 }
