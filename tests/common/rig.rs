@@ -31,6 +31,8 @@ pub enum Kind {
     Nginx,
     /// nginx with `method = "symlink"`.
     NginxSymlink,
+    /// nginx with `method = "realpath"` (the default).
+    NginxRealpath,
     Apache,
     CaddyApi,
     CaddyFile,
@@ -46,7 +48,7 @@ impl Kind {
             Kind::Embedded => &[],
             Kind::Exec => &["curl", "jq"],
             Kind::HaproxyMap | Kind::HaproxyServers | Kind::Fleet => &["haproxy"],
-            Kind::Nginx | Kind::NginxSymlink => &["nginx"],
+            Kind::Nginx | Kind::NginxSymlink | Kind::NginxRealpath => &["nginx"],
             Kind::Apache => &["apache2"],
             Kind::CaddyApi | Kind::CaddyFile => &["caddy"],
         }
@@ -200,6 +202,7 @@ impl Rig {
             }
             Kind::Nginx => parts.push(nginx(&bin, d, &servers, "include").await),
             Kind::NginxSymlink => parts.push(nginx(&bin, d, &servers, "symlink").await),
+            Kind::NginxRealpath => parts.push(nginx(&bin, d, &servers, "realpath").await),
             Kind::CaddyApi => parts.push(caddy(&bin, d, &servers, false).await),
             Kind::CaddyFile => parts.push(caddy(&bin, d, &servers, true).await),
             Kind::Embedded => parts.push(embedded(d, &servers, false).await),
@@ -532,6 +535,8 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
         (
             format!(
                 "{head}frontend public\n    bind 127.0.0.1:{public}\n    \
+                 http-request set-var(txn.canary_weight) str(canary.weight),map({map},0)\n    \
+                 use_backend %[str(canary),map({map},be_blue)] if {{ rand(100),sub(txn.canary_weight) lt 0 }}\n    \
                  use_backend %[str(live),map({map},be_blue)]\n\n\
                  frontend preview\n    bind 127.0.0.1:{preview}\n    \
                  use_backend %[str(preview),map({map},be_green)]\n\n\
@@ -544,6 +549,7 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
                 "[[environment.router]]\nkind = \"haproxy\"\n{name_line}\
                  socket = \"127.0.0.1:{admin}\"\nmode = \"map\"\nmap = \"{map}\"\n\
                  map_file = \"{map}\"\nlive_key = \"live\"\npreview_key = \"preview\"\n\
+                 canary_key = \"canary\"\n\
                  backends = {{ blue = \"be_blue\", green = \"be_green\" }}\n\
                  maintenance_backend = \"be_maintenance\"\n\
                  server_state_file = \"{d}/synced/server-state\"\ntimeout = \"2s\"\n"
@@ -812,6 +818,7 @@ observe)
     "live=\(.live // "")",
     "preview=\(.preview // "")",
     "maintenance=\(if .maintenance == null then "off" elif .maintenance.mode == "page" then "page" else "redirect:\(.maintenance.to)" end)",
+    "weights=\(if .weights == null then "off" else "\(.weights.canary):\(.weights.canary_percent)" end)",
     (.slots | to_entries[] | .key as $s | "\($s).state=\(.value.admin)",
       (.value.nodes[]? | "\($s)/\(.name).state=\(.admin)"))'
   exit ;;
@@ -820,6 +827,7 @@ drain | undrain)
   if [ -n "$3" ]; then post "$1" "{\"slot\":\"$2\",\"node\":\"$3\"}"; fi
   post "$1" "{\"slot\":\"$2\"}" ;;
 on) post maintenance "{\"on\":true,\"mode\":{\"mode\":\"$2\"}}" ;;
+weights) post weights "{\"live\":\"$2\",\"canary\":\"$3\",\"canary_percent\":$4}" ;;
 off) post maintenance '{"on":false}' ;;
 esac
 exit 2
@@ -855,7 +863,7 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
         format!(
             "[[environment.router]]\nkind = \"exec\"\nobserve = {}\nswitch_live = {}\n\
              set_preview = {}\ndrain = {}\nundrain = {}\nmaintenance_on = {}\n\
-             maintenance_off = {}\ntimeout = \"3s\"\n",
+             maintenance_off = {}\nweights = {}\ntimeout = \"3s\"\n",
             c("\"observe\""),
             c("\"live\", \"{to}\""),
             c("\"preview\", \"{slot}\""),
@@ -863,6 +871,7 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
             c("\"undrain\", \"{slot}\", \"{node}\""),
             c("\"on\", \"{mode}\""),
             c("\"off\""),
+            c("\"weights\", \"{live}\", \"{canary}\", \"{weight}\""),
         )
     } else {
         embedded.clone()

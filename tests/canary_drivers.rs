@@ -1,0 +1,153 @@
+//! Canary weights on every router kind that offers them, each in front of its real proxy
+//! (tests/common/rig.rs starts them): each step's split read back by `observe`, the share the
+//! canary really served under a bounded load through the public URL (counted by the slot
+//! servers themselves) within 3 points with no failed request, 0 % putting everything back
+//! on the live slot, and a refused weight change leaving the proxy serving what it served.
+//!
+//! `weights!` makes one test per kind and property (`nginx::steps_read_back_and_measured`).
+#![allow(clippy::expect_used)]
+
+mod common;
+#[path = "common/rig.rs"]
+mod rig;
+
+use std::sync::Arc;
+
+use common::SlotServer;
+use cutover::model::Weights;
+use cutover::router::{Router, Verb};
+use rig::{Kind, Rig};
+
+/// Requests per measured step: at 50 % one standard deviation of a random split is 0.8
+/// points, so 3 points is more than 3.5 of them.
+const PER_STEP: u64 = 4_000;
+
+fn split(percent: u8) -> Option<Weights> {
+    (percent > 0).then(|| Weights {
+        live: "blue".into(),
+        canary: "green".into(),
+        canary_percent: percent,
+    })
+}
+
+/// The live slot and the split, as the router reads them back.
+async fn read_back(d: &Arc<dyn Router>) -> (Option<String>, Option<Weights>) {
+    let st = d
+        .observe()
+        .await
+        .unwrap_or_else(|e| panic!("{}: observe failed: {e:#}", d.name()));
+    (st.live, st.weights)
+}
+
+/// The split, with blue still live: a split is not a switch.
+async fn weights_now(d: &Arc<dyn Router>) -> Option<Weights> {
+    let (live, weights) = read_back(d).await;
+    assert_eq!(live.as_deref(), Some("blue"), "a split is not a switch");
+    weights
+}
+
+/// Every slot server of the rig, each counting what it served.
+fn servers(rig: &Rig) -> Vec<&SlotServer> {
+    rig.servers.all.iter().collect()
+}
+
+/// Measure the canary's share through the public URL and print it for the report.
+async fn measured(rig: &Rig, percent: u8) {
+    let (report, share) =
+        common::canary_share_under_load(&servers(rig), "green", &rig.public[0], PER_STEP).await;
+    eprintln!(
+        "{:?}: set {percent:>3} % -> green served {share:5.1} % of {} answers, {} failed",
+        rig.kind,
+        report.sent,
+        report.failed()
+    );
+    assert_eq!(report.failed(), 0, "{percent} %: {:?}", report.first_errors);
+    assert!(
+        (share - f64::from(percent)).abs() <= 3.0,
+        "{:?}: at {percent} % the canary served {share:.1} %",
+        rig.kind
+    );
+}
+
+async fn steps_read_back_and_measured(rig: Rig) {
+    let d = &rig.routers[0];
+    assert!(d.supports(Verb::Weights), "{:?} offers weights", rig.kind);
+    for percent in [5u8, 25, 50, 100, 0] {
+        d.set_weights("blue", "green", percent)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: weights {percent} %: {e:#}", rig.kind));
+        assert_eq!(weights_now(d).await, split(percent), "{:?}", rig.kind);
+        measured(&rig, percent).await;
+    }
+    // After the canary a swap is an ordinary swap, and takes the split with it.
+    d.set_weights("blue", "green", 25).await.expect("25 %");
+    d.switch_live("green").await.expect("swap to the canary");
+    let st = d.observe().await.expect("observe");
+    assert_eq!((st.live.as_deref(), st.weights), (Some("green"), None));
+    assert_eq!(rig.public_slot().await, "green");
+}
+
+async fn a_refused_change_leaves_the_split(mut rig: Rig) {
+    let d = rig.routers[0].clone();
+    d.set_weights("blue", "green", 25).await.expect("25 %");
+    rig.make_refuse().await;
+    // What the proxy serves once the fault is made (a fault may itself change it: Caddy's
+    // refusing config has no split and no live handler cutover knows).
+    let before = read_back(&d).await;
+    let e = match d.set_weights("blue", "green", 50).await {
+        Ok(()) => panic!("{:?}: the weight change was not refused", rig.kind),
+        Err(e) => format!("{e:#}"),
+    };
+    eprintln!("{:?}: refused: {e}", rig.kind);
+    assert!(e.contains("green"), "the error names the change: {e}");
+    assert_eq!(read_back(&d).await, before, "{:?}", rig.kind);
+    measured(&rig, before.1.map_or(0, |w| w.canary_percent)).await;
+}
+
+macro_rules! weights {
+    ($($module:ident => $kind:expr;)*) => {$(
+        mod $module {
+            use super::*;
+            weights!(@props $kind; steps_read_back_and_measured, a_refused_change_leaves_the_split,);
+        }
+    )*};
+    (@props $kind:expr; $($prop:ident,)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $prop() {
+            let test = concat!(module_path!(), "::", stringify!($prop));
+            if let Some(rig) = Rig::start(test, $kind).await {
+                super::$prop(rig).await;
+            }
+        }
+    )*};
+}
+
+weights! {
+    embedded => Kind::Embedded;
+    haproxy_map => Kind::HaproxyMap;
+    nginx => Kind::Nginx;
+    nginx_realpath => Kind::NginxRealpath;
+    apache => Kind::Apache;
+    caddy_api => Kind::CaddyApi;
+    caddy_file => Kind::CaddyFile;
+    exec => Kind::Exec;
+}
+
+/// The kinds whose config offers no weights say so, and refuse them without a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_without_weights_refuse_them() {
+    for kind in [Kind::NginxSymlink, Kind::HaproxyServers] {
+        let Some(rig) = Rig::start("kinds_without_weights_refuse_them", kind).await else {
+            return;
+        };
+        let d = &rig.routers[0];
+        assert!(!d.supports(Verb::Weights), "{kind:?}");
+        let e = d
+            .set_weights("blue", "green", 10)
+            .await
+            .expect_err("refused");
+        eprintln!("{kind:?}: {e:#}");
+        assert_eq!(weights_now(d).await, None);
+        assert_eq!(rig.public_slot().await, "blue");
+    }
+}
