@@ -104,6 +104,80 @@ async fn a_refused_change_leaves_the_split(mut rig: Rig) {
     measured(&rig, before.1.map_or(0, |w| w.canary_percent)).await;
 }
 
+/// Which slot answers a request to `url` carrying `header` (name, value), if any.
+async fn answered_with(url: &str, header: Option<(&str, &str)>) -> String {
+    let c = cutover::http_client().build().expect("client");
+    let mut req = c.get(url);
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let r = req.send().await.expect("a request through the public URL");
+    assert_eq!(r.status().as_u16(), 200, "{url} with {header:?}");
+    let slot = r.headers().get("x-slot").and_then(|v| v.to_str().ok());
+    slot.unwrap_or_default().to_string()
+}
+
+/// Testers reach the preview slot through the public URL with the documented header or
+/// cookie, at 0 % and during a split; everyone else gets the live slot (or the split).
+async fn header_and_cookie_reach_the_preview(rig: Rig) {
+    let d = &rig.routers[0];
+    let url = &rig.public[0];
+    let cookie = format!("theme=dark; {}=1", rig::PREVIEW_COOKIE);
+    let testers = [(rig::PREVIEW_HEADER, "1"), ("cookie", cookie.as_str())];
+    for percent in [0u8, 50] {
+        d.set_weights("blue", "green", percent)
+            .await
+            .expect("weights");
+        for t in testers {
+            for _ in 0..20 {
+                assert_eq!(
+                    answered_with(url, Some(t)).await,
+                    "green",
+                    "{t:?} at {percent} %"
+                );
+            }
+        }
+    }
+    d.set_weights("blue", "green", 0).await.expect("0 %");
+    for _ in 0..20 {
+        assert_eq!(answered_with(url, None).await, "blue", "without the header");
+    }
+    // The header follows the preview route wherever it points.
+    d.set_preview("blue").await.expect("preview blue");
+    let moved = common::eventually(std::time::Duration::from_secs(10), || async {
+        answered_with(url, Some(testers[0])).await == "blue"
+    })
+    .await;
+    assert!(
+        moved,
+        "{:?}: the header does not follow the preview",
+        rig.kind
+    );
+    assert_eq!(answered_with(url, Some(testers[1])).await, "blue");
+}
+
+/// The kinds whose documented config sends the preview header and cookie to the preview slot.
+mod preview_by_header {
+    macro_rules! preview {
+        ($($module:ident => $kind:expr;)*) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $module() {
+                let test = concat!(module_path!(), "::", stringify!($module));
+                if let Some(rig) = crate::Rig::start(test, $kind).await {
+                    crate::header_and_cookie_reach_the_preview(rig).await;
+                }
+            }
+        )*};
+    }
+    use crate::rig::Kind;
+    preview! {
+        haproxy_map => Kind::HaproxyMap;
+        nginx => Kind::Nginx;
+        nginx_realpath => Kind::NginxRealpath;
+        apache => Kind::Apache;
+    }
+}
+
 macro_rules! weights {
     ($($module:ident => $kind:expr;)*) => {$(
         mod $module {

@@ -21,6 +21,11 @@ use crate::common::{
     ChildGuard, PidFileGuard, SlotServer, eventually, free_port, wait_port, wait_until,
 };
 
+/// The header and the cookie that reach the preview slot through the public URL, where the
+/// proxy's documented config has that rule (HAProxy's map setup, nginx, Apache).
+pub const PREVIEW_HEADER: &str = "X-Cutover-Preview";
+pub const PREVIEW_COOKIE: &str = "cutover_preview";
+
 /// The router kinds and modes the contract runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -535,6 +540,7 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
         (
             format!(
                 "{head}frontend public\n    bind 127.0.0.1:{public}\n    \
+                 use_backend %[str(preview),map({map},be_green)] if {{ req.hdr({PREVIEW_HEADER}) -m found }} || {{ req.cook({PREVIEW_COOKIE}) -m found }}\n    \
                  http-request set-var(txn.canary_weight) str(canary.weight),map({map},0)\n    \
                  use_backend %[str(canary),map({map},be_blue)] if {{ rand(100),sub(txn.canary_weight) lt 0 }}\n    \
                  use_backend %[str(live),map({map},be_blue)]\n\n\
@@ -650,7 +656,12 @@ async fn nginx(bin: &Path, t: &Path, s: &Servers, method: &str) -> Part {
          client_body_temp_path {td}/tmp/body;\n    proxy_temp_path {td}/tmp/proxy;\n    \
          fastcgi_temp_path {td}/tmp/fastcgi;\n    uwsgi_temp_path {td}/tmp/uwsgi;\n    \
          scgi_temp_path {td}/tmp/scgi;\n    include {up};\n    include {extra};\n    \
-         server {{ listen 127.0.0.1:{public}; location / {{ include {live}; }} }}\n    \
+         server {{ listen 127.0.0.1:{public};\n        \
+         location / {{ error_page 418 = @cutover_preview;\n            \
+         if ($http_x_cutover_preview) {{ return 418; }}\n            \
+         if ($cookie_{PREVIEW_COOKIE}) {{ return 418; }}\n            \
+         include {live}; }}\n        \
+         location @cutover_preview {{ include {next}; }} }}\n    \
          server {{ listen 127.0.0.1:{preview}; location / {{ include {next}; }} }}\n}}\n",
         up = driver.http_include_path().display(),
         extra = extra.display(),
