@@ -156,6 +156,84 @@ async fn header_and_cookie_reach_the_preview(rig: Rig) {
     assert_eq!(answered_with(url, Some(testers[1])).await, "blue");
 }
 
+/// One request to `url` with `cookie` (if any): the slot that answered and the sticky
+/// cookie the router set (`name=value`), if it set one.
+async fn sticky_answer(url: &str, cookie: Option<&str>) -> (String, Option<String>) {
+    let c = cutover::http_client().build().expect("client");
+    let mut req = c.get(url);
+    if let Some(v) = cookie {
+        req = req.header("cookie", v);
+    }
+    let r = req.send().await.expect("a request through the public URL");
+    assert_eq!(r.status().as_u16(), 200, "{url} with {cookie:?}");
+    let header = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let set = header("set-cookie").and_then(|c| c.split(';').next().map(str::to_string));
+    (header("x-slot").unwrap_or_default(), set)
+}
+
+/// During a canary a client that sends its cookie back stays on the slot it was sent to, while
+/// the share moves; after the abort (0 %) the same cookie reaches the live slot.
+async fn a_client_keeps_its_slot_by_the_cookie(rig: Rig) {
+    let d = &rig.routers[0];
+    let url = &rig.public[0];
+    d.set_weights("blue", "green", 50).await.expect("50 %");
+    let mut cookies = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let (slot, set) = sticky_answer(url, None).await;
+        let set = set.unwrap_or_else(|| panic!("{:?}: no cookie during a canary", rig.kind));
+        cookies.entry(slot).or_insert(set);
+        if cookies.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(cookies.len(), 2, "both slots answered 200 requests at 50 %");
+    for step in [50u8, 5, 95] {
+        d.set_weights("blue", "green", step).await.expect("weights");
+        for (slot, cookie) in &cookies {
+            for _ in 0..20 {
+                let (got, _) = sticky_answer(url, Some(cookie)).await;
+                assert_eq!(&got, slot, "{cookie} at {step} %");
+            }
+        }
+    }
+    d.set_weights("blue", "green", 0).await.expect("the abort");
+    for cookie in cookies.values() {
+        for _ in 0..20 {
+            let (got, set) = sticky_answer(url, Some(cookie)).await;
+            assert_eq!(
+                (got.as_str(), set),
+                ("blue", None),
+                "{cookie} after the abort"
+            );
+        }
+    }
+}
+
+/// The kinds that keep a client on its slot by a cookie during a canary.
+mod sticky {
+    macro_rules! sticky {
+        ($($module:ident => $kind:expr;)*) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $module() {
+                let test = concat!(module_path!(), "::", stringify!($module));
+                if let Some(rig) = crate::Rig::start(test, $kind).await {
+                    crate::a_client_keeps_its_slot_by_the_cookie(rig).await;
+                }
+            }
+        )*};
+    }
+    use crate::rig::Kind;
+    sticky! {
+        nginx => Kind::Nginx;
+        nginx_realpath => Kind::NginxRealpath;
+    }
+}
+
 /// The kinds whose documented config sends the preview header and cookie to the preview slot.
 mod preview_by_header {
     macro_rules! preview {

@@ -132,12 +132,11 @@ impl Nginx {
                 self.render_page_answer("    ")?
             ));
         }
-        let var = if split && which == Pointer::Live {
-            self.split_var()
+        if split && which == Pointer::Live {
+            s.push_str(&self.split_directives());
         } else {
-            self.route_var.clone()
-        };
-        s.push_str(&format!("proxy_pass ${var};\n"));
+            s.push_str(&format!("proxy_pass ${};\n", self.route_var));
+        }
         Ok(s)
     }
 

@@ -1,33 +1,50 @@
 //! Canary weights: `split_clients` over the request id in `upstreams.conf`, then the checked
-//! reload (open-source nginx 1.22 has no runtime weights).
+//! reload (open-source nginx 1.22 has no runtime weights), with a sticky cookie.
 //!
 //! While a split is on, `upstreams.conf` ends with
 //!
 //! ```nginx
-//! split_clients "${request_id}" $cutover_shop_canary {
-//!     25% "canary";
-//!     * "";
+//! split_clients "${request_id}" $cutover_shop_pick {
+//!     25% "green";
+//!     * "blue";
 //! }
-//! map $cutover_shop_canary $cutover_shop_split {
-//!     "canary" "http://cutover_shop_green";
+//! map $cookie_cutover_shop $cutover_shop_side {
+//!     "green" "green";
+//!     "blue" "blue";
+//!     default $cutover_shop_pick;
+//! }
+//! map $cutover_shop_side $cutover_shop_split {
+//!     "green" "http://cutover_shop_green";
 //!     default "http://cutover_shop_blue";   # realpath method: $cutover_shop_route
 //! }
 //! ```
 //!
-//! and the live route proxies to `$cutover_shop_split` (the include method rewrites
-//! `live.conf`; the realpath method's static `live.conf` changes its `proxy_pass`). nginx
-//! hashes each request's random id (MurmurHash2) into the percentages, so the share is
-//! statistical, in steps of 1 %. 0 % writes the files back as they are without a split.
+//! and the live route proxies to `$cutover_shop_split` and sets the cookie
+//! `cutover_shop=<the slot it was sent to>` (the include method rewrites `live.conf`; the
+//! realpath method's static `live.conf` changes). A client that sends the cookie back stays on
+//! its slot while the share moves; a client without it is split by the hash of its random
+//! request id (MurmurHash2), so the share is statistical, in steps of 1 %. 0 % writes the
+//! files back without the split: every request, cookie or not, goes to the live slot again.
 //! The symlink method keeps its route in per-slot directories and offers no weights.
 
 use super::*;
 
 impl Nginx {
     fn pick_var(&self) -> String {
-        format!("{}_canary", self.var_base)
+        format!("{}_pick", self.var_base)
+    }
+    fn side_var(&self) -> String {
+        format!("{}_side", self.var_base)
     }
     pub(super) fn split_var(&self) -> String {
         format!("{}_split", self.var_base)
+    }
+    /// The sticky cookie's name: `canary_cookie`, or `cutover_<environment>`.
+    fn cookie(&self) -> String {
+        self.cfg
+            .canary_cookie
+            .clone()
+            .unwrap_or_else(|| self.var_base.clone())
     }
 
     /// Whether this method can split (the symlink method cannot).
@@ -38,34 +55,50 @@ impl Nginx {
     /// The `split_clients` and `map` blocks of a split, for the end of `upstreams.conf`.
     pub(super) fn render_split(&self, w: &Weights) -> Result<String> {
         let canary = self.upstream_url(self.slot(&w.canary)?);
+        self.slot(&w.live)?;
         let live = match self.cfg.method {
             Method::Realpath => format!("${}", self.route_var),
             _ => format!("\"{}\"", self.upstream_url(self.slot(&w.live)?)),
         };
+        let (c, l) = (&w.canary, &w.live);
         let shares = if w.canary_percent >= 100 {
-            "    * \"canary\";\n".to_string()
+            format!("    * \"{c}\";\n")
         } else {
-            format!("    {}% \"canary\";\n    * \"\";\n", w.canary_percent)
+            format!("    {}% \"{c}\";\n    * \"{l}\";\n", w.canary_percent)
         };
         Ok(format!(
-            "# canary: {} % of the live traffic of {} to {}, split over the request id\n\
+            "# canary: {} % of the live traffic of {l} to {c}, split over the request id; a \
+             client keeps its slot by the cookie {cookie}\n\
              split_clients \"${{request_id}}\" ${pick} {{\n{shares}}}\n\
-             map ${pick} ${split} {{\n    \"canary\" \"{canary}\";\n    default {live};\n}}\n",
+             map $cookie_{cookie} ${side} {{\n    \"{c}\" \"{c}\";\n    \"{l}\" \"{l}\";\n    \
+             default ${pick};\n}}\n\
+             map ${side} ${split} {{\n    \"{c}\" \"{canary}\";\n    default {live};\n}}\n",
             w.canary_percent,
-            w.live,
-            w.canary,
+            cookie = self.cookie(),
             pick = self.pick_var(),
+            side = self.side_var(),
             split = self.split_var(),
         ))
+    }
+
+    /// What the live route says while a split is on: proxy through it, set the cookie.
+    pub(super) fn split_directives(&self) -> String {
+        format!(
+            "add_header Set-Cookie \"{}=${}; Path=/; HttpOnly; SameSite=Lax\" always;\n\
+             proxy_pass ${};\n",
+            self.cookie(),
+            self.side_var(),
+            self.split_var()
+        )
     }
 
     /// The include method's live route while a split is on.
     pub(super) fn render_split_route(&self, live: &str) -> Result<String> {
         self.slot(live)?;
         Ok(format!(
-            "# cutover: route={live} split=on\n{}proxy_pass ${};\n",
+            "# cutover: route={live} split=on\n{}{}",
             self.header("a route"),
-            self.split_var()
+            self.split_directives()
         ))
     }
 
@@ -75,6 +108,7 @@ impl Nginx {
     pub(super) fn parse_split(&self, text: &str) -> Option<Weights> {
         let t = tokenize(text);
         let pick = format!("${}", self.pick_var());
+        let side = format!("${}", self.side_var());
         let block = |head: &[&str]| -> Option<Vec<Vec<String>>> {
             let at = t.windows(head.len() + 1).position(|w| {
                 w[..head.len()].iter().zip(head).all(|(a, b)| a == b) && w[head.len()] == "{"
@@ -91,14 +125,7 @@ impl Nginx {
             None
         };
         let shares = block(&["split_clients", "${request_id}", &pick])?;
-        let percent = shares.iter().find_map(|s| match s.as_slice() {
-            [p, v] if v == "canary" => match p.as_str() {
-                "*" => Some(100),
-                p => p.strip_suffix('%')?.parse::<u8>().ok(),
-            },
-            _ => None,
-        })?;
-        let map = block(&["map", &pick, &format!("${}", self.split_var())])?;
+        let map = block(&["map", &side, &format!("${}", self.split_var())])?;
         let to_slot = |url: &str| {
             self.slots
                 .iter()
@@ -106,7 +133,14 @@ impl Nginx {
                 .map(|s| s.name.clone())
         };
         let canary = map.iter().find_map(|s| match s.as_slice() {
-            [k, v] if k == "canary" => to_slot(v),
+            [k, v] if k != "default" && to_slot(v).as_ref() == Some(k) => Some(k.clone()),
+            _ => None,
+        })?;
+        let percent = shares.iter().find_map(|s| match s.as_slice() {
+            [p, v] if *v == canary => match p.as_str() {
+                "*" => Some(100),
+                p => p.strip_suffix('%')?.parse::<u8>().ok(),
+            },
             _ => None,
         })?;
         let live = match self.cfg.method {
