@@ -766,7 +766,11 @@ async fn caddy(bin: &Path, t: &Path, s: &Servers, file_mode: bool) -> Part {
             driver.file_mode_routes(Pointer::Next).expect("routes"),
         )
     } else {
-        config(handler("shop_live", &blue), handler("shop_preview", &green))
+        // Sticky during a canary (docs/caddy.md): the cookie names the upstream a client had.
+        let mut live = handler("shop_live", &blue);
+        live[0]["handle"][0]["load_balancing"] =
+            json!({"selection_policy": {"policy": "cookie", "name": "cutover_slot"}});
+        config(live, handler("shop_preview", &green))
     };
     let conf = t.join("caddy.json");
     std::fs::write(&conf, first.to_string()).expect("write caddy.json");
