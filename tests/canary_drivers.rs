@@ -229,6 +229,7 @@ mod sticky {
         nginx_realpath => Kind::NginxRealpath;
         apache => Kind::Apache;
         caddy_api => Kind::CaddyApi;
+        haproxy_map => Kind::HaproxyMap;
     }
 }
 

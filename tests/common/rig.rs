@@ -542,7 +542,12 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
                 "{head}frontend public\n    bind 127.0.0.1:{public}\n    \
                  use_backend %[str(preview),map({map},be_green)] if {{ req.hdr({PREVIEW_HEADER}) -m found }} || {{ req.cook({PREVIEW_COOKIE}) -m found }}\n    \
                  http-request set-var(txn.canary_weight) str(canary.weight),map({map},0)\n    \
+                 http-request set-var(txn.canary_be) str(canary),map({map},none)\n    \
+                 http-request set-var(txn.live_be) str(live),map({map},be_blue)\n    \
+                 use_backend %[var(txn.canary_be)] if {{ var(txn.canary_weight) -m int gt 0 }} {{ req.cook(cutover_slot),strcmp(txn.canary_be) eq 0 }}\n    \
+                 use_backend %[var(txn.live_be)] if {{ var(txn.canary_weight) -m int gt 0 }} {{ req.cook(cutover_slot),strcmp(txn.live_be) eq 0 }}\n    \
                  use_backend %[str(canary),map({map},be_blue)] if {{ rand(100),sub(txn.canary_weight) lt 0 }}\n    \
+                 http-response add-header Set-Cookie \"cutover_slot=%[be_name]; Path=/; HttpOnly\" if {{ var(txn.canary_weight) -m int gt 0 }}\n    \
                  use_backend %[str(live),map({map},be_blue)]\n\n\
                  frontend preview\n    bind 127.0.0.1:{preview}\n    \
                  use_backend %[str(preview),map({map},be_green)]\n\n\
