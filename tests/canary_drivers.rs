@@ -252,6 +252,8 @@ mod preview_by_header {
         nginx => Kind::Nginx;
         nginx_realpath => Kind::NginxRealpath;
         apache => Kind::Apache;
+        caddy_api => Kind::CaddyApi;
+        caddy_file => Kind::CaddyFile;
     }
 }
 

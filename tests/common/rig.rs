@@ -750,7 +750,21 @@ async fn caddy(bin: &Path, t: &Path, s: &Servers, file_mode: bool) -> Part {
         let ups: Vec<Value> = dials.iter().map(|d| json!({ "dial": d })).collect();
         json!([{"handle": [{"handler": "reverse_proxy", "@id": id, "upstreams": ups}]}])
     };
+    // Preview through the public URL (docs/caddy.md): the header or the cookie is proxied to
+    // Caddy's own preview listener, which follows the preview route.
+    let by_header = json!({
+        "match": [
+            {"header": {PREVIEW_HEADER: ["*"]}},
+            {"header_regexp": {"Cookie": {"pattern": format!("(^|;\\s*){PREVIEW_COOKIE}=")}}},
+        ],
+        "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": format!("127.0.0.1:{preview}")}]}],
+        "terminal": true,
+    });
     let config = |public_routes: Value, preview_routes: Value| {
+        let mut public_routes = public_routes;
+        if let Some(r) = public_routes.as_array_mut() {
+            r.insert(0, by_header.clone());
+        }
         json!({
             "admin": {"listen": format!("127.0.0.1:{admin}"), "config": {"persist": false}},
             "apps": {"http": {"servers": {
