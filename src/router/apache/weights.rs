@@ -107,6 +107,38 @@ impl Apache {
         };
         let (mut bal, pb) = (find(&self.live)?, find(preview)?);
         let split = self.split_of(&bal, Some(&pb));
+        let members = |b: &Balancer, slot: &str| -> Vec<Worker> {
+            b.workers
+                .iter()
+                .filter(|w| self.belongs(w, slot, None))
+                .cloned()
+                .collect()
+        };
+        let urls = |ws: &[Worker]| ws.iter().map(|w| w.url.clone()).collect::<Vec<_>>();
+        if percent == 0 {
+            // The abort, whatever the split is: its canary's members out first (the one
+            // change that moves traffic), then the live members as they were before it.
+            let Some(w) = split else {
+                return Ok(());
+            };
+            let on: Vec<Worker> = members(&bal, &w.canary)
+                .into_iter()
+                .filter(|m| !m.status.disabled)
+                .collect();
+            bal = self
+                .set_flags(bal, &urls(&on), &[(MemberFlag::Disabled, true)])
+                .await?;
+            let lives = members(&bal, &w.live);
+            if lives.iter().all(|m| m.status.drain) {
+                bal = self
+                    .set_flags(bal, &urls(&lives), &[(MemberFlag::Drain, false)])
+                    .await?;
+            }
+            for m in members(&bal, &w.live).iter().filter(|m| m.lf != DEFAULT_LF) {
+                bal = self.set_lf(&bal, m, DEFAULT_LF).await?;
+            }
+            return Ok(());
+        }
         let now_live = match &split {
             Some(w) => Some(w.live.clone()),
             None => self.in_rotation(&bal).0,
@@ -119,37 +151,9 @@ impl Apache {
                 now_live.map_or("no single slot is".into(), |l| format!("{l} is"))
             );
         }
-        let members = |b: &Balancer, slot: &str| -> Vec<Worker> {
-            b.workers
-                .iter()
-                .filter(|w| self.belongs(w, slot, None))
-                .cloned()
-                .collect()
-        };
-        let urls = |ws: &[Worker]| ws.iter().map(|w| w.url.clone()).collect::<Vec<_>>();
         let (lives, canaries) = (members(&bal, live), members(&bal, canary));
         // 100 % drained every live member; any other share puts them back.
         let all_drained = lives.iter().all(|w| w.status.drain);
-        if percent == 0 {
-            // The abort: the canary's members out first (the one change that moves traffic).
-            let on: Vec<Worker> = canaries
-                .iter()
-                .filter(|w| !w.status.disabled)
-                .cloned()
-                .collect();
-            bal = self
-                .set_flags(bal, &urls(&on), &[(MemberFlag::Disabled, true)])
-                .await?;
-            if all_drained {
-                bal = self
-                    .set_flags(bal, &urls(&lives), &[(MemberFlag::Drain, false)])
-                    .await?;
-            }
-            for w in members(&bal, live).iter().filter(|w| w.lf != DEFAULT_LF) {
-                bal = self.set_lf(&bal, w, DEFAULT_LF).await?;
-            }
-            return Ok(());
-        }
         if pb
             .workers
             .iter()
