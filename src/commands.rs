@@ -407,9 +407,18 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                     Ok(s) => (
                         true,
                         format!(
-                            "live={} preview={}",
+                            "live={} preview={}{}{}",
                             s.live.as_deref().unwrap_or("?"),
-                            s.preview.as_deref().unwrap_or("-")
+                            s.preview.as_deref().unwrap_or("-"),
+                            s.weights
+                                .as_ref()
+                                .map_or(String::new(), |w| format!(" canary: {w}")),
+                            // Whether `cutover canary` can run through this router.
+                            if r.supports(crate::router::Verb::Weights) {
+                                " weights"
+                            } else {
+                                " no-weights"
+                            }
                         ),
                     ),
                     Err(err) => (false, err),

@@ -80,7 +80,7 @@ pub trait Proxy: Send + Sync + Sized + 'static {
         async {
             Err(eyre!(
                 "this router cannot split traffic by weight; a canary needs a router that \
-                 supports weights (embedded, haproxy)"
+                 supports weights (see the README's canary table)"
             ))
         }
     }

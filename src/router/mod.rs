@@ -150,7 +150,7 @@ pub trait Router: Send + Sync {
         Box::pin(async move {
             Err(eyre!(
                 "{} router `{}` cannot split traffic by weight; a canary needs a router that \
-                 supports weights (embedded, haproxy)",
+                 supports weights (see the README's canary table)",
                 self.kind(),
                 self.name()
             ))

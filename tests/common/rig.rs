@@ -21,6 +21,11 @@ use crate::common::{
     ChildGuard, PidFileGuard, SlotServer, eventually, free_port, wait_port, wait_until,
 };
 
+/// The header and the cookie that reach the preview slot through the public URL, where the
+/// proxy's documented config has that rule (HAProxy's map setup, nginx, Apache).
+pub const PREVIEW_HEADER: &str = "X-Cutover-Preview";
+pub const PREVIEW_COOKIE: &str = "cutover_preview";
+
 /// The router kinds and modes the contract runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -31,6 +36,8 @@ pub enum Kind {
     Nginx,
     /// nginx with `method = "symlink"`.
     NginxSymlink,
+    /// nginx with `method = "realpath"` (the default).
+    NginxRealpath,
     Apache,
     CaddyApi,
     CaddyFile,
@@ -46,7 +53,7 @@ impl Kind {
             Kind::Embedded => &[],
             Kind::Exec => &["curl", "jq"],
             Kind::HaproxyMap | Kind::HaproxyServers | Kind::Fleet => &["haproxy"],
-            Kind::Nginx | Kind::NginxSymlink => &["nginx"],
+            Kind::Nginx | Kind::NginxSymlink | Kind::NginxRealpath => &["nginx"],
             Kind::Apache => &["apache2"],
             Kind::CaddyApi | Kind::CaddyFile => &["caddy"],
         }
@@ -200,6 +207,7 @@ impl Rig {
             }
             Kind::Nginx => parts.push(nginx(&bin, d, &servers, "include").await),
             Kind::NginxSymlink => parts.push(nginx(&bin, d, &servers, "symlink").await),
+            Kind::NginxRealpath => parts.push(nginx(&bin, d, &servers, "realpath").await),
             Kind::CaddyApi => parts.push(caddy(&bin, d, &servers, false).await),
             Kind::CaddyFile => parts.push(caddy(&bin, d, &servers, true).await),
             Kind::Embedded => parts.push(embedded(d, &servers, false).await),
@@ -532,6 +540,14 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
         (
             format!(
                 "{head}frontend public\n    bind 127.0.0.1:{public}\n    \
+                 use_backend %[str(preview),map({map},be_green)] if {{ req.hdr({PREVIEW_HEADER}) -m found }} || {{ req.cook({PREVIEW_COOKIE}) -m found }}\n    \
+                 http-request set-var(txn.canary_weight) str(canary.weight),map({map},0)\n    \
+                 http-request set-var(txn.canary_be) str(canary),map({map},none)\n    \
+                 http-request set-var(txn.live_be) str(live),map({map},be_blue)\n    \
+                 use_backend %[var(txn.canary_be)] if {{ var(txn.canary_weight) -m int gt 0 }} {{ req.cook(cutover_slot),strcmp(txn.canary_be) eq 0 }}\n    \
+                 use_backend %[var(txn.live_be)] if {{ var(txn.canary_weight) -m int gt 0 }} {{ req.cook(cutover_slot),strcmp(txn.live_be) eq 0 }}\n    \
+                 use_backend %[str(canary),map({map},be_blue)] if {{ rand(100),sub(txn.canary_weight) lt 0 }}\n    \
+                 http-response add-header Set-Cookie \"cutover_slot=%[be_name]; Path=/; HttpOnly\" if {{ var(txn.canary_weight) -m int gt 0 }}\n    \
                  use_backend %[str(live),map({map},be_blue)]\n\n\
                  frontend preview\n    bind 127.0.0.1:{preview}\n    \
                  use_backend %[str(preview),map({map},be_green)]\n\n\
@@ -544,6 +560,7 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
                 "[[environment.router]]\nkind = \"haproxy\"\n{name_line}\
                  socket = \"127.0.0.1:{admin}\"\nmode = \"map\"\nmap = \"{map}\"\n\
                  map_file = \"{map}\"\nlive_key = \"live\"\npreview_key = \"preview\"\n\
+                 canary_key = \"canary\"\n\
                  backends = {{ blue = \"be_blue\", green = \"be_green\" }}\n\
                  maintenance_backend = \"be_maintenance\"\n\
                  server_state_file = \"{d}/synced/server-state\"\ntimeout = \"2s\"\n"
@@ -644,7 +661,12 @@ async fn nginx(bin: &Path, t: &Path, s: &Servers, method: &str) -> Part {
          client_body_temp_path {td}/tmp/body;\n    proxy_temp_path {td}/tmp/proxy;\n    \
          fastcgi_temp_path {td}/tmp/fastcgi;\n    uwsgi_temp_path {td}/tmp/uwsgi;\n    \
          scgi_temp_path {td}/tmp/scgi;\n    include {up};\n    include {extra};\n    \
-         server {{ listen 127.0.0.1:{public}; location / {{ include {live}; }} }}\n    \
+         server {{ listen 127.0.0.1:{public};\n        \
+         location / {{ error_page 418 = @cutover_preview;\n            \
+         if ($http_x_cutover_preview) {{ return 418; }}\n            \
+         if ($cookie_{PREVIEW_COOKIE}) {{ return 418; }}\n            \
+         include {live}; }}\n        \
+         location @cutover_preview {{ include {next}; }} }}\n    \
          server {{ listen 127.0.0.1:{preview}; location / {{ include {next}; }} }}\n}}\n",
         up = driver.http_include_path().display(),
         extra = extra.display(),
@@ -728,7 +750,21 @@ async fn caddy(bin: &Path, t: &Path, s: &Servers, file_mode: bool) -> Part {
         let ups: Vec<Value> = dials.iter().map(|d| json!({ "dial": d })).collect();
         json!([{"handle": [{"handler": "reverse_proxy", "@id": id, "upstreams": ups}]}])
     };
+    // Preview through the public URL (docs/caddy.md): the header or the cookie is proxied to
+    // Caddy's own preview listener, which follows the preview route.
+    let by_header = json!({
+        "match": [
+            {"header": {PREVIEW_HEADER: ["*"]}},
+            {"header_regexp": {"Cookie": {"pattern": format!("(^|;\\s*){PREVIEW_COOKIE}=")}}},
+        ],
+        "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": format!("127.0.0.1:{preview}")}]}],
+        "terminal": true,
+    });
     let config = |public_routes: Value, preview_routes: Value| {
+        let mut public_routes = public_routes;
+        if let Some(r) = public_routes.as_array_mut() {
+            r.insert(0, by_header.clone());
+        }
         json!({
             "admin": {"listen": format!("127.0.0.1:{admin}"), "config": {"persist": false}},
             "apps": {"http": {"servers": {
@@ -749,7 +785,11 @@ async fn caddy(bin: &Path, t: &Path, s: &Servers, file_mode: bool) -> Part {
             driver.file_mode_routes(Pointer::Next).expect("routes"),
         )
     } else {
-        config(handler("shop_live", &blue), handler("shop_preview", &green))
+        // Sticky during a canary (docs/caddy.md): the cookie names the upstream a client had.
+        let mut live = handler("shop_live", &blue);
+        live[0]["handle"][0]["load_balancing"] =
+            json!({"selection_policy": {"policy": "cookie", "name": "cutover_slot"}});
+        config(live, handler("shop_preview", &green))
     };
     let conf = t.join("caddy.json");
     std::fs::write(&conf, first.to_string()).expect("write caddy.json");
@@ -812,6 +852,7 @@ observe)
     "live=\(.live // "")",
     "preview=\(.preview // "")",
     "maintenance=\(if .maintenance == null then "off" elif .maintenance.mode == "page" then "page" else "redirect:\(.maintenance.to)" end)",
+    "weights=\(if .weights == null then "off" else "\(.weights.canary):\(.weights.canary_percent)" end)",
     (.slots | to_entries[] | .key as $s | "\($s).state=\(.value.admin)",
       (.value.nodes[]? | "\($s)/\(.name).state=\(.admin)"))'
   exit ;;
@@ -820,6 +861,7 @@ drain | undrain)
   if [ -n "$3" ]; then post "$1" "{\"slot\":\"$2\",\"node\":\"$3\"}"; fi
   post "$1" "{\"slot\":\"$2\"}" ;;
 on) post maintenance "{\"on\":true,\"mode\":{\"mode\":\"$2\"}}" ;;
+weights) post weights "{\"live\":\"$2\",\"canary\":\"$3\",\"canary_percent\":$4}" ;;
 off) post maintenance '{"on":false}' ;;
 esac
 exit 2
@@ -855,7 +897,7 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
         format!(
             "[[environment.router]]\nkind = \"exec\"\nobserve = {}\nswitch_live = {}\n\
              set_preview = {}\ndrain = {}\nundrain = {}\nmaintenance_on = {}\n\
-             maintenance_off = {}\ntimeout = \"3s\"\n",
+             maintenance_off = {}\nweights = {}\ntimeout = \"3s\"\n",
             c("\"observe\""),
             c("\"live\", \"{to}\""),
             c("\"preview\", \"{slot}\""),
@@ -863,6 +905,7 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
             c("\"undrain\", \"{slot}\", \"{node}\""),
             c("\"on\", \"{mode}\""),
             c("\"off\""),
+            c("\"weights\", \"{live}\", \"{canary}\", \"{weight}\""),
         )
     } else {
         embedded.clone()

@@ -130,11 +130,48 @@ impl Apache {
         nonce: &str,
         fault: Fault,
     ) -> Result<Balancer> {
+        let fields: Vec<(String, String)> = set
+            .iter()
+            .map(|(f, on)| {
+                let v = if *on { "1" } else { "0" };
+                (format!("w_status_{}", f.letter()), v.to_string())
+            })
+            .collect();
+        let done = |w: &Worker| set.iter().all(|(f, on)| w.status.has(*f) == *on);
+        let after = self
+            .post_member(
+                balancer,
+                worker,
+                &describe(set),
+                &fields,
+                done,
+                nonce,
+                fault,
+            )
+            .await?;
+        self.remember(balancer, worker, set);
+        Ok(after)
+    }
+
+    /// Post `fields` for one member with the balancer's nonce and the Referer, read the
+    /// balancer back until `done` holds for the member, and retry once with a fresh nonce
+    /// when it does not and the nonce had changed. Returns the balancer as re-read.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn post_member(
+        &self,
+        balancer: &str,
+        worker: &str,
+        change: &str,
+        fields: &[(String, String)],
+        done: impl Fn(&Worker) -> bool,
+        nonce: &str,
+        fault: Fault,
+    ) -> Result<Balancer> {
         let mut nonce = nonce.to_string();
         let mut retried = false;
         loop {
             let (used, referer) = fault.request(&nonce, retried);
-            let form = change_form(balancer, worker, &used, set);
+            let form = change_form(balancer, worker, &used, fields);
             let req = self
                 .request(reqwest::Method::POST, &self.cfg.manager_url, referer)
                 .header(
@@ -142,7 +179,7 @@ impl Apache {
                     "application/x-www-form-urlencoded",
                 )
                 .body(form);
-            let what = format!("{} on {worker} in balancer://{balancer}", describe(set));
+            let what = format!("{change} on {worker} in balancer://{balancer}");
             self.send(&what, req).await?;
             let after = self.read_one(balancer).await.wrap_err_with(|| {
                 format!("Apache took the change ({what}) but it could not be read back")
@@ -156,8 +193,7 @@ impl Apache {
                     have.join(", ")
                 );
             };
-            if set.iter().all(|(f, on)| w.status.has(*f) == *on) {
-                self.remember(balancer, worker, set);
+            if done(w) {
                 return Ok(after);
             }
             if !retried && after.nonce != used {
@@ -166,12 +202,14 @@ impl Apache {
                 continue;
             }
             bail!(
-                "Apache answered HTTP 200 to {what}, but the member still shows `{}`{}: nothing \
-                 changed. Apache's balancer-manager ignores a change without an error when the \
-                 Referer's host is not the one it is reached by (AH10187 in its error log), \
-                 when the nonce is wrong, or when the worker is unknown. Check Apache's error \
-                 log and that manager_url uses the host name Apache is reached by",
+                "Apache answered HTTP 200 to {what}, but the member still shows `{}` (load \
+                 factor {:.2}){}: nothing changed. Apache's balancer-manager ignores a change \
+                 without an error when the Referer's host is not the one it is reached by \
+                 (AH10187 in its error log), when the nonce is wrong, when a value is out of \
+                 range, or when the worker is unknown. Check Apache's error log and that \
+                 manager_url uses the host name Apache is reached by",
                 w.status_text,
+                f64::from(w.lf) / 100.0,
                 if retried {
                     " even after a retry with the fresh nonce"
                 } else {
@@ -254,17 +292,15 @@ impl Apache {
     }
 }
 
-/// The form of one member change: `b`, `w`, `nonce` and `w_status_X=0|1` per flag.
-fn change_form(balancer: &str, worker: &str, nonce: &str, set: &[(MemberFlag, bool)]) -> String {
+/// The form of one member change: `b`, `w`, `nonce` and the fields (`w_status_X=0|1`,
+/// `w_lf=25.00`).
+fn change_form(balancer: &str, worker: &str, nonce: &str, fields: &[(String, String)]) -> String {
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("b", balancer)
         .append_pair("w", worker)
         .append_pair("nonce", nonce);
-    for (f, on) in set {
-        form.append_pair(
-            &format!("w_status_{}", f.letter()),
-            if *on { "1" } else { "0" },
-        );
+    for (k, v) in fields {
+        form.append_pair(k, v);
     }
     form.finish()
 }

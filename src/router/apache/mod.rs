@@ -40,6 +40,7 @@ use config::{balancer_name, worker_url};
 mod maintenance;
 mod manager;
 mod observe;
+mod weights;
 
 /// The request header the Apache config sets on a redirected request (the loop guard).
 pub const REDIRECTED_HEADER: &str = "X-Cutover-Redirected";
@@ -347,8 +348,11 @@ impl Proxy for Apache {
                 self.cfg.maintenance_flag.is_some() || self.cfg.maintenance_page_flag.is_some()
             }
             Verb::Observe | Verb::SwitchLive | Verb::Drain | Verb::Undrain => true,
-            Verb::Weights => false,
+            Verb::Weights => self.preview.is_some(),
         }
+    }
+    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        self.set_split(live, canary, percent).await
     }
     async fn observe(&self) -> Result<RouterState> {
         self.observe_inner().await

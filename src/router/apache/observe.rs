@@ -118,7 +118,13 @@ impl Apache {
             );
         }
 
-        let (l, mut notes) = self.in_rotation(live);
+        st.weights = self
+            .split_of(live, preview)
+            .filter(|w| w.canary_percent > 0);
+        let (l, mut notes) = match &st.weights {
+            Some(w) => (Some(w.live.clone()), Vec::new()),
+            None => self.in_rotation(live),
+        };
         st.live = l;
         st.notes.append(&mut notes);
         if let Some(p) = preview {

@@ -56,6 +56,7 @@ fn worker(url: &str, route: &str) -> Worker {
         status: Status::default(),
         busy: 0,
         elected: 0,
+        lf: 100,
         leftover: 0,
     }
 }

@@ -26,6 +26,8 @@ pub(super) struct Worker {
     /// Apache's busy count; after `Apache::count_in_flight`, the requests in flight.
     pub(super) busy: u64,
     pub(super) elected: u64,
+    /// The load factor (`lbfactor`) in hundredths: Apache 2.4 shows `25.00` (older: `25`).
+    pub(super) lf: u32,
     /// What Apache's busy count holds beyond the requests in flight (see `idle_after`).
     pub(super) leftover: u64,
 }
@@ -103,6 +105,10 @@ pub(super) fn parse_xml(text: &str) -> Result<Vec<Balancer>> {
                         status_text,
                         busy: count(w, "busy"),
                         elected: count(w, "elected"),
+                        lf: text_of(w, "loadfactor")
+                            .trim()
+                            .parse::<f64>()
+                            .map_or(100, |f| (f * 100.0).round() as u32),
                         leftover: 0,
                     }
                 })

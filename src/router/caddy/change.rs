@@ -25,6 +25,7 @@ impl Caddy {
                         "maintenance sends live traffic to {to}; turn maintenance off before making {to} live"
                     );
                 }
+                let before = self.flags(which.flag())?;
                 self.set_flag(which.flag(), Some(to))?;
                 let now = self.flags(which.flag())?;
                 if now != [to.to_string()] {
@@ -33,6 +34,12 @@ impl Caddy {
                         self.flag_dir()?.display(),
                         now
                     );
+                }
+                // The old live slot's route loses its split: the new live slot has it all.
+                if which == Pointer::Live {
+                    for old in before.iter().filter(|o| *o != to) {
+                        self.end_split_of(old).await?;
+                    }
                 }
                 Ok(())
             }
@@ -43,11 +50,14 @@ impl Caddy {
                 let tag = a.etag.clone().ok_or_else(|| {
                     eyre!("Caddy sent no ETag for {path}; cutover needs Caddy 2.6 or later")
                 })?;
-                let current = dials_of(&a.json()?);
+                let upstreams = a.json()?;
+                let current = dials_of(&upstreams);
                 let want = slot.addrs();
                 // Already there (possibly with a node drained): nothing to change, and
-                // rewriting the upstreams would undo the drain.
-                if self.slot_of(&current).is_some_and(|s| s.name == to) {
+                // rewriting the upstreams would undo the drain. A split is never "there".
+                if self.split_in(&upstreams).is_none()
+                    && self.slot_of(&current).is_some_and(|s| s.name == to)
+                {
                     return Ok(());
                 }
                 let body = Value::Array(want.iter().map(|d| json!({"dial": d})).collect());
@@ -80,6 +90,10 @@ impl Caddy {
     }
 
     pub(super) async fn set_maintenance(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
+        if on {
+            let (config, _) = self.get_config().await?;
+            self.refuse_during_split(&config, "maintenance")?;
+        }
         if on && let MaintenanceMode::Redirect { to } = mode {
             self.slot(to)?;
         }
@@ -187,6 +201,7 @@ impl Caddy {
             .map(|s| s.addr.clone())
             .collect();
         let (mut config, tag) = self.get_config().await?;
+        self.refuse_during_split(&config, if drain { "a drain" } else { "an undrain" })?;
         let handlers = self.slot_handlers(&config, &slot);
         if handlers.is_empty() {
             bail!(

@@ -39,6 +39,7 @@ mod admin;
 mod change;
 mod files;
 mod read;
+mod weights;
 
 /// The live route or the preview route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,9 +273,11 @@ impl Proxy for Caddy {
     fn supports(&self, verb: Verb) -> bool {
         match verb {
             Verb::SetPreview => self.cfg.mode == Mode::File || self.cfg.preview_id.is_some(),
-            Verb::Weights => false,
             _ => true,
         }
+    }
+    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        self.set_split(live, canary, percent).await
     }
     pointer_verbs!();
 }

@@ -55,6 +55,9 @@ impl Caddy {
                  or switched (check `{field}` in cutover's config against Caddy's config)"
             )));
         };
+        if let Some(w) = self.split_in(&h["upstreams"]) {
+            return Ok(w.live);
+        }
         let dials = dials_of(&h["upstreams"]);
         self.slot_of(&dials).map(|s| s.name.clone()).ok_or_else(|| {
             Unrouted::Note(format!(
@@ -163,6 +166,13 @@ impl Caddy {
                 }
             }
         }
+        state.weights = state
+            .live
+            .as_deref()
+            .and_then(|l| self.live_handler(&config, l).ok())
+            .and_then(|p| get_path(&config, &p))
+            .and_then(|h| self.split_in(&h["upstreams"]))
+            .filter(|w| state.live.as_deref() == Some(w.live.as_str()));
         for slot in &self.slots {
             let handlers = self.slot_handlers(&config, slot);
             let routed: BTreeSet<String> = handlers

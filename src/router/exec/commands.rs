@@ -29,6 +29,9 @@ pub(super) fn meaning(name: &str) -> &'static str {
         "address" => "the address of the slot or node acted on",
         "host" => "the host name of `address`",
         "mode" => "the maintenance mode, `page` or `redirect`",
+        "live" => "the live slot whose traffic a canary splits",
+        "canary" => "the canary slot that gets `weight` % of the live traffic",
+        "weight" => "the canary's share of the live traffic in percent, 0 to 100",
         _ => "unknown",
     }
 }

@@ -39,6 +39,10 @@ crate::router::router_table! {
         /// Turns maintenance off.
         #[serde(default)]
         pub maintenance_off: Option<Vec<String>>,
+        /// Sends `{weight}` % of the live traffic of `{live}` to `{canary}` (0: all back on
+        /// `{live}`). With it, the router takes part in a canary.
+        #[serde(default)]
+        pub weights: Option<Vec<String>>,
         /// How long any command may run before it is killed (default 30s).
         #[serde(default = "default_timeout", with = "serde_duration")]
         pub timeout: Duration,
@@ -67,10 +71,11 @@ pub enum Cmd {
     Undrain,
     MaintenanceOn,
     MaintenanceOff,
+    Weights,
 }
 
 impl Cmd {
-    pub const ALL: [Cmd; 7] = [
+    pub const ALL: [Cmd; 8] = [
         Cmd::Observe,
         Cmd::SwitchLive,
         Cmd::SetPreview,
@@ -78,6 +83,7 @@ impl Cmd {
         Cmd::Undrain,
         Cmd::MaintenanceOn,
         Cmd::MaintenanceOff,
+        Cmd::Weights,
     ];
 
     /// The config key, which is also how the command is named in messages.
@@ -90,6 +96,7 @@ impl Cmd {
             Cmd::Undrain => "undrain",
             Cmd::MaintenanceOn => "maintenance_on",
             Cmd::MaintenanceOff => "maintenance_off",
+            Cmd::Weights => "weights",
         }
     }
 
@@ -103,6 +110,7 @@ impl Cmd {
             Cmd::MaintenanceOn | Cmd::MaintenanceOff => {
                 &["env", "from", "mode", "to", "address", "host"]
             }
+            Cmd::Weights => &["env", "live", "canary", "weight"],
         }
     }
 
@@ -128,6 +136,7 @@ impl Config {
             Cmd::Undrain => self.undrain.as_deref(),
             Cmd::MaintenanceOn => self.maintenance_on.as_deref(),
             Cmd::MaintenanceOff => self.maintenance_off.as_deref(),
+            Cmd::Weights => self.weights.as_deref(),
         }
     }
 

@@ -34,7 +34,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::model::{Address, EnvSlots, Slot};
-use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute, Weights};
 use crate::router::{Driven, Proxy, Target, Verb};
 use crate::timefmt::serde_duration;
 mod observe;
@@ -66,8 +66,8 @@ const KILL_GRACE: Duration = Duration::from_secs(1);
 const QUOTE_BYTES: usize = 200;
 
 /// Every placeholder a command may use.
-pub const PLACEHOLDERS: [&str; 8] = [
-    "env", "from", "to", "slot", "node", "address", "host", "mode",
+pub const PLACEHOLDERS: [&str; 11] = [
+    "env", "from", "to", "slot", "node", "address", "host", "mode", "live", "canary", "weight",
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ impl Proxy for Exec {
             Verb::Drain => has(Cmd::Drain),
             Verb::Undrain => has(Cmd::Undrain),
             Verb::Maintenance => has(Cmd::MaintenanceOn) && has(Cmd::MaintenanceOff),
-            Verb::Weights => false,
+            Verb::Weights => has(Cmd::Weights),
         }
     }
     async fn observe(&self) -> Result<RouterState> {
@@ -183,12 +183,15 @@ impl Proxy for Exec {
     async fn maintenance(&self, on: bool, m: &MaintenanceMode) -> Result<()> {
         self.maintenance_cmd(on, m).await
     }
+    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        self.weights_cmd(live, canary, percent).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Observe output
 
-const TOP_KEYS: &str = "live, preview, maintenance, slots, notes";
+const TOP_KEYS: &str = "live, preview, maintenance, weights, slots, notes";
 const SLOT_KEYS: &str = "state, sessions, requests, errors, check, nodes";
 const NODE_KEYS: &str = "state, sessions, check";
 

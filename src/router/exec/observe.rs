@@ -36,6 +36,16 @@ pub fn parse_observe(out: &str, slots: &[Slot]) -> std::result::Result<RouterSta
             )
         })?;
     }
+    if let Some(w) = &mut b.state.weights
+        && w.live.is_empty()
+    {
+        match &b.state.live {
+            Some(l) => w.live = l.clone(),
+            None => {
+                return Err("it reports weights but no live slot whose traffic they split".into());
+            }
+        }
+    }
     if !b.seen_live {
         return Err(format!(
             "it did not say which slot is live: print `live=SLOT` (or JSON \"live\": \"SLOT\", \
@@ -246,6 +256,9 @@ impl Builder<'_> {
                 "maintenance" => {
                     self.state.maintenance = self.json_maintenance(v)?;
                 }
+                "weights" => {
+                    self.state.weights = self.json_weights(v)?;
+                }
                 "slots" => {
                     let Value::Object(slots) = v else {
                         return Err(format!(
@@ -331,6 +344,82 @@ impl Builder<'_> {
                 type_name(other)
             )),
         }
+    }
+
+    /// `weights`: `"green:25"`, `{"canary": "green", "canary_percent": 25}` (with an optional
+    /// `live`), or null / 0 % for no split. The live slot defaults to the observed one.
+    pub(super) fn json_weights(&self, v: &Value) -> std::result::Result<Option<Weights>, String> {
+        match v {
+            Value::Null => Ok(None),
+            Value::String(s) => self.weights_str(s),
+            Value::Object(o) => {
+                for k in o.keys() {
+                    if !["live", "canary", "canary_percent"].contains(&k.as_str()) {
+                        return Err(format!(
+                            "unknown key `weights.{k}` (the keys are live, canary, canary_percent)"
+                        ));
+                    }
+                }
+                let canary = o
+                    .get("canary")
+                    .and_then(Value::as_str)
+                    .ok_or("`weights` has no `canary` (the slot that gets the share)")?;
+                let percent = o
+                    .get("canary_percent")
+                    .and_then(Value::as_u64)
+                    .filter(|p| *p <= 100)
+                    .ok_or("`weights.canary_percent` must be a whole number from 0 to 100")?;
+                let live = match o.get("live").and_then(Value::as_str) {
+                    Some(l) => self.known_slot("the weights' live slot", l)?,
+                    None => String::new(),
+                };
+                Ok((percent > 0).then_some(Weights {
+                    live,
+                    canary: self.known_slot("the canary", canary)?,
+                    canary_percent: percent as u8,
+                }))
+            }
+            other => Err(format!(
+                "`weights` is {}; write \"SLOT:PERCENT\", {{\"canary\":\"SLOT\",\"canary_percent\":N}} \
+                 or null",
+                type_name(other)
+            )),
+        }
+    }
+
+    /// `weights=green:25` (the canary and its share), or `off` / `0` / empty for no split.
+    pub(super) fn weights_str(&self, s: &str) -> std::result::Result<Option<Weights>, String> {
+        let t = s.trim();
+        if matches!(t.to_ascii_lowercase().as_str(), "" | "off" | "none" | "0") {
+            return Ok(None);
+        }
+        let Some((canary, percent)) = t.split_once(':') else {
+            return Err(format!(
+                "weights `{t}` is not CANARY:PERCENT (like `green:25`) or off"
+            ));
+        };
+        let percent: u8 = percent
+            .trim()
+            .trim_end_matches('%')
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| {
+                format!("weights `{t}`: the share must be a whole number from 0 to 100")
+            })?;
+        Ok((percent > 0).then(|| Weights {
+            live: String::new(),
+            canary: canary.trim().to_string(),
+            canary_percent: percent,
+        }))
+        .and_then(|w| match w {
+            Some(w) => Ok(Some(Weights {
+                canary: self.known_slot("the canary", &w.canary)?,
+                ..w
+            })),
+            None => Ok(None),
+        })
     }
 
     pub(super) fn json_slot(&mut self, name: &str, v: &Value) -> std::result::Result<(), String> {
@@ -454,13 +543,14 @@ impl Builder<'_> {
             match k {
                 "live" | "preview" => self.role(k, Some(v)).map_err(at)?,
                 "maintenance" => self.state.maintenance = self.maintenance_str(v).map_err(at)?,
+                "weights" => self.state.weights = self.weights_str(v).map_err(at)?,
                 "note" | "notes" => self.state.notes.push(v.to_string()),
                 "problem" | "problems" => self.state.problems.push(v.to_string()),
                 _ => {
                     let Some((owner, field)) = k.rsplit_once('.') else {
                         return Err(at(format!(
-                            "unknown key `{k}` (the keys are live, preview, maintenance, note, \
-                             problem, SLOT.FIELD and SLOT/NODE.FIELD)"
+                            "unknown key `{k}` (the keys are live, preview, maintenance, weights, \
+                             note, problem, SLOT.FIELD and SLOT/NODE.FIELD)"
                         )));
                     };
                     match owner.split_once('/') {

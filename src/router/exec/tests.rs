@@ -184,3 +184,69 @@ fn stderr_tail_keeps_the_last_lines() {
     assert!(t.contains("line 11") && t.ends_with("line 30"));
     assert!(!t.contains("line 10\n"));
 }
+
+#[test]
+fn observe_reads_the_canary_split_in_both_formats() {
+    let s = slots();
+    let want = Some(Weights {
+        live: "blue".into(),
+        canary: "green".into(),
+        canary_percent: 25,
+    });
+    let lines = parse_observe("live=blue\nweights=green:25\n", &s).expect("lines");
+    assert_eq!(lines.weights, want);
+    let json = r#"{"live":"blue","weights":{"canary":"green","canary_percent":25}}"#;
+    assert_eq!(parse_observe(json, &s).expect("json").weights, want);
+    let short = r#"{"weights":"green:25","live":"blue"}"#;
+    assert_eq!(parse_observe(short, &s).expect("string").weights, want);
+    for none in [
+        "live=blue\nweights=off\n",
+        "live=blue\nweights=green:0\n",
+        "live=blue\n",
+    ] {
+        assert_eq!(
+            parse_observe(none, &s).expect("no split").weights,
+            None,
+            "{none}"
+        );
+    }
+    let e = parse_observe("live=blue\nweights=purple:25\n", &s).expect_err("no such slot");
+    assert!(e.contains("line 2") && e.contains("purple"), "{e}");
+    let e = parse_observe("live=blue\nweights=green:125\n", &s).expect_err("over 100");
+    assert!(e.contains("0 to 100"), "{e}");
+}
+
+#[test]
+fn the_weights_command_takes_its_own_placeholders() {
+    let base = Config {
+        name: None,
+        public_url: None,
+        observe: Some(vec!["obs".into()]),
+        switch_live: None,
+        set_preview: None,
+        drain: None,
+        undrain: None,
+        maintenance_on: None,
+        maintenance_off: None,
+        weights: Some(vec![
+            "lb".into(),
+            "{live}".into(),
+            "{canary}".into(),
+            "{weight}".into(),
+        ]),
+        timeout: DEFAULT_TIMEOUT,
+        observe_timeout: None,
+        env: BTreeMap::new(),
+        pass_env: Vec::new(),
+        cwd: None,
+    };
+    assert_eq!(base.validate(&slots()), Ok(()));
+    let wrong = Config {
+        weights: Some(vec!["lb".into(), "{slot}".into()]),
+        ..base
+    };
+    let e = wrong
+        .validate(&slots())
+        .expect_err("{slot} has no value in weights");
+    assert!(e.contains("weights"), "{e}");
+}

@@ -91,6 +91,25 @@ impl Exec {
         Ok(())
     }
 
+    pub(super) async fn weights_cmd(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        self.slot(live)?;
+        self.slot(canary)?;
+        if percent > 100 {
+            bail!("a canary share is 0 to 100 %, not {percent}");
+        }
+        if percent > 0 && canary == live {
+            bail!("`{canary}` is the live slot; a canary is another slot");
+        }
+        let argv = self.argv(Cmd::Weights)?;
+        let mut v = Values::new(&self.env_name);
+        v.set("live", live);
+        v.set("canary", canary);
+        v.set("weight", percent.to_string());
+        let argv = render(Cmd::Weights, argv, &v)?;
+        self.run(Cmd::Weights, &argv).await?;
+        Ok(())
+    }
+
     pub(super) async fn maintenance_cmd(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
         let cmd = if on {
             Cmd::MaintenanceOn

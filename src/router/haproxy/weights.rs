@@ -136,15 +136,29 @@ impl Haproxy {
         let backend = m.backend_of(canary)?;
         self.require_backend(backend, canary).await?;
         self.ensure_serving(backend, canary).await?;
-        if map_get(&entries, canary_key) != Some(backend) {
+        let before = m.weight_in(&entries);
+        let moved = map_get(&entries, canary_key) != Some(backend);
+        if moved {
             // Another canary first loses its share, then the key moves.
-            if m.weight_in(&entries) > 0 {
+            if before > 0 {
                 self.set_key(m, weight_key, "0").await?;
             }
             self.set_key(m, canary_key, backend).await?;
         }
         self.set_key(m, weight_key, &percent.to_string()).await?;
-        self.persist_map(m).await
+        if let Err(e) = self.persist_map(m).await {
+            // A share that a reload would lose is not kept: the one before it comes back (a
+            // canary that moved keeps 0 %). The abort (0 %) above is kept either way.
+            let back = if moved { 0 } else { before };
+            let put_back = match self.set_key(m, weight_key, &back.to_string()).await {
+                Ok(()) => format!("the share was put back to {back} %"),
+                Err(b) => format!("putting the share back to {back} % failed too: {b:#}"),
+            };
+            return Err(e.wrap_err(format!(
+                "{percent} % to `{canary}` was not kept; {put_back}"
+            )));
+        }
+        Ok(())
     }
 }
 

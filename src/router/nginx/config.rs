@@ -96,6 +96,10 @@ crate::router::router_table! {
         /// The Retry-After header of the maintenance answer, in seconds.
         #[serde(default = "default_retry_after")]
         pub retry_after: u32,
+        /// The cookie that keeps a client on its slot during a canary (default
+        /// `cutover_<environment>`).
+        #[serde(default)]
+        pub canary_cookie: Option<String>,
     }
 }
 
@@ -113,6 +117,14 @@ impl Config {
         {
             return Err(format!(
                 "`dir` = `{d}` has a character nginx would read as syntax (quote, $, ;, braces or space)"
+            ));
+        }
+        if let Some(c) = &self.canary_cookie
+            && (c.is_empty() || !c.chars().all(|x| x.is_ascii_alphanumeric() || x == '_'))
+        {
+            return Err(format!(
+                "`canary_cookie` = `{c}` must be letters, digits or `_` (nginx reads it as \
+                 $cookie_{c})"
             ));
         }
         if let Some(p) = &self.upstream_prefix

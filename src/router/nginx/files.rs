@@ -3,7 +3,7 @@
 use super::*;
 
 /// What cutover's files say, read back.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Disk {
     pub(super) canon_dir: PathBuf,
     pub(super) live: Option<String>,
@@ -13,6 +13,8 @@ pub(super) struct Disk {
     pub(super) down: BTreeSet<(String, String)>,
     /// Slots whose upstream is in upstreams.conf.
     pub(super) present: BTreeSet<String>,
+    /// The canary split `upstreams.conf` holds (`split_clients`), if any.
+    pub(super) split: Option<Weights>,
     pub(super) notes: Vec<String>,
     /// Why nginx cannot be switched through these files (RouterState::problems).
     pub(super) problems: Vec<String>,

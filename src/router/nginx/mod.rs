@@ -27,10 +27,10 @@ use std::time::{Duration, Instant, SystemTime};
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use serde::Deserialize;
 
-use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
+use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute, Weights};
 use crate::model::{EnvSlots, Slot};
 use crate::router::{
-    DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Server, Target, Upstream, is_word,
+    DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Server, Target, Upstream, Verb, is_word,
     maintenance_html, pointer_verbs, temp_sibling, write_atomic,
 };
 use crate::timefmt::serde_duration;
@@ -40,6 +40,7 @@ mod files;
 mod read;
 mod reload;
 mod render;
+mod weights;
 use files::*;
 
 /// A literal for a PCRE pattern inside an nginx quoted string.
@@ -69,6 +70,8 @@ pub struct Nginx {
     prefix: String,
     /// The `map` variable of the realpath method (without `$`).
     route_var: String,
+    /// `cutover_<environment>`: the start of the canary split's variables.
+    var_base: String,
 }
 
 /// The key of the maintenance page in `_maintenance/<live>/`.
@@ -87,6 +90,7 @@ impl Nginx {
             .unwrap_or_else(|| format!("cutover_{}_", sanitize(env.name)));
         Ok(Nginx {
             route_var: format!("cutover_{}_route", sanitize(env.name)),
+            var_base: format!("cutover_{}", sanitize(env.name)),
             name,
             env: env.name.to_string(),
             cfg: cfg.clone(),
@@ -166,6 +170,9 @@ impl Nginx {
         {
             return Some("the maintenance target");
         }
+        if disk.split.as_ref().is_some_and(|w| w.canary == slot) {
+            return Some("the canary");
+        }
         None
     }
 
@@ -186,7 +193,11 @@ impl Nginx {
     }
 
     async fn point(&self, which: Pointer, slot: &str) -> Result<()> {
-        let disk = self.read_disk();
+        let mut disk = self.read_disk();
+        // A new live slot takes all the live traffic: the split ends with the switch.
+        if which == Pointer::Live && disk.live.as_deref() != Some(slot) {
+            disk.split = None;
+        }
         self.check_routable(&disk, slot)?;
         let base = self.base_changes(&disk, &disk.down)?;
         let maintenance = disk.maintenance.clone();
@@ -232,6 +243,9 @@ impl Nginx {
                     .join("; ")
             );
         };
+        if on {
+            self.refuse_during_split(&disk)?;
+        }
         if on && let MaintenanceMode::Redirect { to } = mode {
             if *to == live {
                 bail!("maintenance cannot redirect {live} to itself; pick another slot");
@@ -282,6 +296,7 @@ impl Nginx {
             live: disk.live.clone(),
             preview: disk.preview.clone(),
             maintenance: disk.maintenance.clone(),
+            weights: disk.split.clone(),
             notes: disk.notes.clone(),
             problems: disk.problems.clone(),
             ..RouterState::default()
@@ -361,6 +376,12 @@ impl Proxy for Nginx {
     }
     fn change_timeout(&self) -> Duration {
         DEFAULT_CHANGE_TIMEOUT + 2 * (self.cfg.timeout + self.cfg.reload_timeout)
+    }
+    fn supports(&self, verb: Verb) -> bool {
+        verb != Verb::Weights || self.can_split()
+    }
+    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        self.set_split(live, canary, percent).await
     }
     pointer_verbs!();
 }

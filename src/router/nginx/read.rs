@@ -9,9 +9,10 @@ impl Nginx {
             ..Disk::default()
         };
         let up_path = self.upstreams_path();
-        match std::fs::read_to_string(&up_path) {
+        let upstreams_text = std::fs::read_to_string(&up_path);
+        match &upstreams_text {
             Ok(text) => {
-                let parsed = parse_upstreams(&text);
+                let parsed = parse_upstreams(text);
                 for slot in &self.slots {
                     let uname = self.upstream_name(&slot.name);
                     let Some(lines) = parsed.get(&uname) else {
@@ -46,7 +47,13 @@ impl Nginx {
                         }
                     }
                 }
-                if self.render_upstreams(&disk.down, &disk.canon_dir) != text {
+                disk.split = self.parse_split(text);
+                if self
+                    .render_upstreams(&disk.down, &disk.canon_dir, disk.split.as_ref())
+                    .ok()
+                    .as_ref()
+                    != Some(text)
+                {
                     disk.notes.push(format!(
                         "{} differs from what cutover writes (changed by hand, or the slots \
                          changed); the next change rewrites it",
@@ -66,6 +73,7 @@ impl Nginx {
             Method::Symlink => self.read_symlink(&mut disk),
             Method::Include => self.read_include(&mut disk),
         }
+        self.check_split(&mut disk);
         disk
     }
 
@@ -74,7 +82,7 @@ impl Nginx {
             let conf = self.dir().join(p.conf_name());
             match (
                 std::fs::read_to_string(&conf),
-                self.render_realpath_include(p),
+                self.render_realpath_include(p, disk.split.is_some()),
             ) {
                 (Ok(text), Ok(want)) if text != want => disk.notes.push(format!(
                     "{} differs from what cutover writes (changed by hand?); the next change \
@@ -257,6 +265,9 @@ impl Nginx {
             }
         };
         let expected = match &meant {
+            Some(Route::Slot(s)) if marker.get("split").is_some_and(|v| v == "on") => {
+                self.render_split_route(s).ok()
+            }
             Some(Route::Slot(s)) => self.render_route(s).ok(),
             Some(Route::Maintenance { live, mode }) => self.render_maintenance(live, mode).ok(),
             None => None,

@@ -17,7 +17,8 @@ impl Nginx {
         &self,
         down: &BTreeSet<(String, String)>,
         canon_dir: &Path,
-    ) -> String {
+        split: Option<&Weights>,
+    ) -> Result<String> {
         let mut s = self.header("the upstreams");
         for slot in &self.slots {
             s.push_str(&format!("upstream {} {{\n", self.upstream_name(&slot.name)));
@@ -66,7 +67,10 @@ impl Nginx {
             }
             s.push_str("}\n");
         }
-        s
+        if let Some(w) = split {
+            s.push_str(&self.render_split(w)?);
+        }
+        Ok(s)
     }
 
     pub(super) fn page_text(&self) -> Result<String> {
@@ -111,7 +115,7 @@ impl Nginx {
     }
 
     /// The static location include of the realpath method.
-    pub(super) fn render_realpath_include(&self, which: Pointer) -> Result<String> {
+    pub(super) fn render_realpath_include(&self, which: Pointer, split: bool) -> Result<String> {
         let mut s = self.header(match which {
             Pointer::Live => "the live route",
             Pointer::Next => "the preview route",
@@ -128,7 +132,11 @@ impl Nginx {
                 self.render_page_answer("    ")?
             ));
         }
-        s.push_str(&format!("proxy_pass ${};\n", self.route_var));
+        if split && which == Pointer::Live {
+            s.push_str(&self.split_directives());
+        } else {
+            s.push_str(&format!("proxy_pass ${};\n", self.route_var));
+        }
         Ok(s)
     }
 
@@ -141,7 +149,7 @@ impl Nginx {
     ) -> Result<Vec<Change>> {
         let mut v = vec![Change::File(
             self.upstreams_path(),
-            self.render_upstreams(down, &disk.canon_dir),
+            self.render_upstreams(down, &disk.canon_dir, disk.split.as_ref())?,
         )];
         match self.cfg.method {
             Method::Realpath => {
@@ -157,7 +165,7 @@ impl Nginx {
                 for p in [Pointer::Live, Pointer::Next] {
                     v.push(Change::File(
                         self.dir().join(p.conf_name()),
-                        self.render_realpath_include(p)?,
+                        self.render_realpath_include(p, disk.split.is_some())?,
                     ));
                 }
             }

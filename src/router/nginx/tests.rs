@@ -29,3 +29,40 @@ fn tokens_skip_comments_and_unquote() {
         vec!["return", "503", "a \"b\" # c", ";", "proxy_pass", "x", ";"]
     );
 }
+
+#[test]
+fn a_split_is_read_back_from_the_blocks_it_writes() {
+    let slots = ["blue", "green"].map(|n| {
+        Slot::new(
+            n,
+            crate::model::Address::parse(&format!("http://127.0.0.1:{}", 9000 + n.len())).unwrap(),
+        )
+    });
+    for method in [Method::Include, Method::Realpath] {
+        let cfg: Config = toml::from_str(&format!(
+            "dir = \"/srv/cutover/shop\"\nmethod = \"{}\"",
+            method.name()
+        ))
+        .unwrap();
+        let env = EnvSlots {
+            name: "shop",
+            slots: &slots,
+        };
+        let n = Nginx::build("nginx", env, &cfg).unwrap();
+        for percent in [1u8, 5, 25, 50, 99, 100] {
+            let w = Weights {
+                live: "blue".into(),
+                canary: "green".into(),
+                canary_percent: percent,
+            };
+            let text = n.render_split(&w).unwrap();
+            let mut read = n.parse_split(&text).unwrap();
+            if method == Method::Realpath {
+                assert_eq!(read.live, "", "the realpath map follows the live link");
+                read.live = "blue".into();
+            }
+            assert_eq!(read, w, "{text}");
+        }
+        assert_eq!(n.parse_split("upstream a { server 127.0.0.1:1; }"), None);
+    }
+}

@@ -1,0 +1,261 @@
+//! Canary weights on Caddy 2.6, which has no `weighted_round_robin` (it came in 2.7): the
+//! live route's `reverse_proxy` handler lists the upstreams N times, live and canary entries
+//! in the ratio of the shares, and Caddy's selection policy picks among the entries.
+//!
+//! For `p` % the list holds `(100 - p) / g` entries per live server for every `p / g` per
+//! canary server (`g = gcd(p, 100)`, then multiplied out over each slot's servers): 5 % is
+//! 19 live entries and 1 canary entry, 25 % is 3 and 1, 50 % is 1 and 1; any whole
+//! percentage is exact in at most 100 entries per server. With the default `random` policy
+//! the share is statistical; `round_robin` makes it exact over each turn of the list.
+//!
+//! The first canary entry carries an `@id` naming the live slot
+//! (`cutover_<env>_canary_from_<live>`; Caddy strips `@id`s before it loads a config), so the
+//! split reads back even at 100 %, when the list holds only canary entries. One PATCH of the
+//! handler's upstreams (with the config's ETag in `If-Match`) changes the share; in Caddy 2.6
+//! every such change is a config reload. api mode changes the handler named by `live_id`;
+//! file mode the handler of the `live=<slot>` route of [`Caddy::file_mode_routes`].
+
+use super::*;
+use crate::model::Weights;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// How many entries each live and each canary server gets for `percent` % with `k` live and
+/// `m` canary servers.
+pub(super) fn entries(percent: u8, k: usize, m: usize) -> (usize, usize) {
+    let p = usize::from(percent.min(100));
+    let g = gcd(p, 100).max(1);
+    let (l, c) = ((100 - p) / g * m, p / g * k);
+    let g2 = gcd(l, c).max(1);
+    (l / g2, c / g2)
+}
+
+impl Caddy {
+    fn marker_prefix(&self) -> String {
+        format!("cutover_{}_canary_from_", self.env)
+    }
+
+    /// The split an upstreams list describes: the marker names the live slot, the other
+    /// slot's entries are the canary's.
+    pub(super) fn split_in(&self, upstreams: &Value) -> Option<Weights> {
+        let list = upstreams.as_array()?;
+        let prefix = self.marker_prefix();
+        let live = list.iter().find_map(|u| {
+            u.get("@id")?
+                .as_str()?
+                .strip_prefix(&prefix)
+                .map(str::to_string)
+        })?;
+        let live_slot = self.slot(&live).ok()?;
+        let dials = dials_of(upstreams);
+        let canary = self
+            .slots
+            .iter()
+            .find(|s| s.name != live && dials.iter().any(|d| s.owns(d)))?;
+        let n = dials.iter().filter(|d| canary.owns(d)).count();
+        let total = dials
+            .iter()
+            .filter(|d| canary.owns(d) || live_slot.owns(d))
+            .count();
+        Some(Weights {
+            live,
+            canary: canary.name.clone(),
+            canary_percent: ((n * 100) as f64 / total.max(1) as f64).round() as u8,
+        })
+    }
+
+    /// The path of the handler that carries the live traffic of `live`: the `live_id`
+    /// handler (api mode), or the `live=<live>` route's handler (file mode).
+    pub(super) fn live_handler(&self, config: &Value, live: &str) -> Result<Vec<String>> {
+        match self.cfg.mode {
+            Mode::Api => {
+                let id = self.id_for(Pointer::Live)?;
+                find_id(config, id).ok_or_else(|| {
+                    eyre!("Caddy's config has no object with @id `{id}` (the live_id)")
+                })
+            }
+            Mode::File => {
+                let want = json!([format!("/{}={live}", Pointer::Live.flag())]);
+                let var = format!("cutover_{}", Pointer::Live.flag());
+                let mut found = None;
+                walk(config, &mut Vec::new(), &mut |path, v| {
+                    let routed = v["match"][0]["vars"][var.as_str()] == want
+                        && v["handle"][0]["handler"] == "reverse_proxy";
+                    if found.is_none() && routed {
+                        let mut p = path.to_vec();
+                        p.extend(["handle".to_string(), "0".to_string()]);
+                        found = Some(p);
+                    }
+                });
+                found.ok_or_else(|| {
+                    eyre!(
+                        "Caddy's config has no file-mode route for live={live}: load the routes \
+                         from `file_mode_routes` (docs/caddy.md) first"
+                    )
+                })
+            }
+        }
+    }
+
+    /// The live slot and the live handler's upstreams as Caddy holds them.
+    fn live_now(&self, config: &Value) -> Result<(String, Vec<String>, Value)> {
+        let live = match self.cfg.mode {
+            Mode::File => self.flags(Pointer::Live.flag())?.into_iter().next(),
+            Mode::Api => {
+                let path = self.live_handler(config, "")?;
+                let ups = get_path(config, &path).map(|h| h["upstreams"].clone());
+                ups.and_then(|u| {
+                    self.split_in(&u)
+                        .map(|w| w.live)
+                        .or_else(|| self.slot_of(&dials_of(&u)).map(|s| s.name.clone()))
+                })
+            }
+        };
+        let Some(live) = live else {
+            bail!("Caddy's live route names no single slot; switch live to a slot first");
+        };
+        let path = self.live_handler(config, &live)?;
+        let ups = get_path(config, &path)
+            .map(|h| h["upstreams"].clone())
+            .unwrap_or(Value::Null);
+        Ok((live, path, ups))
+    }
+
+    /// The split on the live route now, if any (for the verbs that refuse during one).
+    pub(super) fn current_split(&self, config: &Value) -> Option<Weights> {
+        let (_, _, ups) = self.live_now(config).ok()?;
+        self.split_in(&ups)
+    }
+
+    /// Refuse a change that a split would break (drains edit the slots' own upstreams;
+    /// maintenance takes the live route).
+    pub(super) fn refuse_during_split(&self, config: &Value, what: &str) -> Result<()> {
+        if let Some(w) = self.current_split(config) {
+            bail!(
+                "a canary has {} % of the live traffic: set its weight to 0 (abort the canary) \
+                 before {what}; nothing was changed",
+                w.canary_percent
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) async fn set_split(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        if percent > 100 {
+            bail!("a canary share is 0 to 100 %, not {percent}");
+        }
+        let live_slot = self.slot(live)?.clone();
+        let canary_slot = self.slot(canary)?.clone();
+        let (config, tag) = self.get_config().await?;
+        let (now_live, path, ups) = self.live_now(&config)?;
+        let split = self.split_in(&ups);
+        // The live servers as the handler has them (a drained node stays out).
+        let mut live_dials: Vec<String> = Vec::new();
+        for d in dials_of(&ups) {
+            if live_slot.owns(&d) && !live_dials.contains(&d) {
+                live_dials.push(d);
+            }
+        }
+        if live_dials.is_empty() {
+            live_dials = live_slot.addrs();
+        }
+        let list: Vec<Value> = if percent == 0 {
+            if split.is_none() {
+                return Ok(());
+            }
+            live_dials.iter().map(|d| json!({ "dial": d })).collect()
+        } else {
+            if now_live != live {
+                bail!(
+                    "`{live}` is not the live slot ({now_live} is); a split is between the live \
+                     slot and a canary; nothing was changed"
+                );
+            }
+            if canary == live {
+                bail!("`{canary}` is the live slot; a canary is another slot");
+            }
+            let maintenance = match self.cfg.mode {
+                Mode::Api => find_id(&config, &self.maintenance_id()).is_some(),
+                Mode::File => self.file_maintenance()?.is_some(),
+            };
+            if maintenance {
+                bail!("maintenance is on: turn it off before a canary; nothing was changed");
+            }
+            let canary_dials = canary_slot.addrs();
+            let (l, c) = entries(percent, live_dials.len(), canary_dials.len());
+            let mut list = Vec::new();
+            for d in &live_dials {
+                list.extend(std::iter::repeat_n(json!({ "dial": d }), l));
+            }
+            for d in &canary_dials {
+                list.extend(std::iter::repeat_n(json!({ "dial": d }), c));
+            }
+            if let Some(first) = list
+                .iter_mut()
+                .find(|u| canary_slot.owns(u["dial"].as_str().unwrap_or_default()))
+            {
+                first["@id"] = json!(format!("{}{live}", self.marker_prefix()));
+            }
+            list
+        };
+        let want = Value::Array(list);
+        let at = format!("{}/upstreams", config_path(&path));
+        self.call_ok(hyper::Method::PATCH, &at, Some(&want), Some(&tag))
+            .await?;
+        let (after, _) = self.get_config().await?;
+        let got = get_path(&after, &path).map(|h| h["upstreams"].clone());
+        let read = got.as_ref().and_then(|u| self.split_in(u));
+        let expect = (percent > 0).then(|| (live.to_string(), canary.to_string(), percent));
+        if read.map(|w| (w.live, w.canary, w.canary_percent)) != expect {
+            bail!(
+                "Caddy accepted the change but its live handler now proxies to {:?}",
+                got.as_ref().map(dials_of).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// File mode, after the live flag moved: the old live slot's route goes back to its own
+    /// servers, so that a later switch back does not bring the split back.
+    pub(super) async fn end_split_of(&self, old_live: &str) -> Result<()> {
+        let (config, tag) = self.get_config().await?;
+        let Ok(path) = self.live_handler(&config, old_live) else {
+            return Ok(());
+        };
+        let ups = get_path(&config, &path)
+            .map(|h| h["upstreams"].clone())
+            .unwrap_or(Value::Null);
+        if self.split_in(&ups).is_none() {
+            return Ok(());
+        }
+        let slot = self.slot(old_live)?;
+        let mut dials: Vec<String> = Vec::new();
+        for d in dials_of(&ups) {
+            if slot.owns(&d) && !dials.contains(&d) {
+                dials.push(d);
+            }
+        }
+        let want = Value::Array(dials.iter().map(|d| json!({ "dial": d })).collect());
+        let at = format!("{}/upstreams", config_path(&path));
+        self.call_ok(hyper::Method::PATCH, &at, Some(&want), Some(&tag))
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entries;
+
+    #[test]
+    fn entries_keep_the_ratio_in_few_upstreams() {
+        assert_eq!(entries(5, 1, 1), (19, 1));
+        assert_eq!(entries(25, 1, 1), (3, 1));
+        assert_eq!(entries(50, 2, 1), (1, 2), "2 live servers, 1 canary");
+        assert_eq!(entries(5, 2, 1), (19, 2));
+        assert_eq!(entries(100, 1, 1), (0, 1));
+        assert_eq!(entries(33, 1, 1), (67, 33));
+    }
+}
