@@ -119,6 +119,29 @@ pub struct OpView {
     pub started: SystemTime,
 }
 
+impl OpView {
+    /// A canary that is still in its steps (its last step, the swap, has not begun): the
+    /// rollback key aborts it, and promote, pause and resume steer it.
+    pub fn canary_in_steps(&self) -> bool {
+        self.kind == "canary"
+            && self.verdict.is_none()
+            && !self.steps.iter().any(|(st, _, m)| {
+                *st == Step::Apply
+                    && (m.contains("swapping to")
+                        || m.starts_with("switching live")
+                        || m.starts_with("routers switched"))
+            })
+    }
+
+    /// The canary's hold waits for the operator: paused, or in a `pause` step (a resume goes
+    /// on).
+    pub fn canary_waiting(&self) -> bool {
+        self.watching.as_ref().is_some_and(|(_, d)| {
+            d.contains(" · paused") || d.contains(" · waiting for the operator")
+        })
+    }
+}
+
 /// A drill as the screen shows it.
 #[derive(Debug, Clone, Default)]
 pub struct DrillView {

@@ -2,9 +2,16 @@
 fn canary_steps_rise_to_100() {
     assert_eq!(
         parse_canary_steps(&["5%", "25%", "50%", "100%"]),
-        Ok(vec![5, 25, 50, 100])
+        Ok(DEFAULT_CANARY_STEPS.to_vec())
     );
-    assert_eq!(parse_canary_steps(&["50", "100"]), Ok(vec![50, 100]));
+    assert_eq!(
+        parse_canary_steps(&["50", "pause", "100"]),
+        Ok(vec![
+            CanaryStep::Weight(50),
+            CanaryStep::Pause,
+            CanaryStep::Weight(100)
+        ])
+    );
     assert!(
         parse_canary_steps(&["25%", "5%", "100%"])
             .unwrap_err()

@@ -532,6 +532,9 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
         (
             format!(
                 "{head}frontend public\n    bind 127.0.0.1:{public}\n    \
+                 http-request set-var(txn.canary_weight) str(canary.weight),map({map},0)\n    \
+                 use_backend %[str(canary),map({map},be_blue)] if \
+                 {{ rand(100),sub(txn.canary_weight) lt 0 }}\n    \
                  use_backend %[str(live),map({map},be_blue)]\n\n\
                  frontend preview\n    bind 127.0.0.1:{preview}\n    \
                  use_backend %[str(preview),map({map},be_green)]\n\n\
@@ -544,6 +547,7 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
                 "[[environment.router]]\nkind = \"haproxy\"\n{name_line}\
                  socket = \"127.0.0.1:{admin}\"\nmode = \"map\"\nmap = \"{map}\"\n\
                  map_file = \"{map}\"\nlive_key = \"live\"\npreview_key = \"preview\"\n\
+                 canary_key = \"canary\"\n\
                  backends = {{ blue = \"be_blue\", green = \"be_green\" }}\n\
                  maintenance_backend = \"be_maintenance\"\n\
                  server_state_file = \"{d}/synced/server-state\"\ntimeout = \"2s\"\n"
@@ -834,7 +838,8 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
     let embedded = format!(
         "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
          live_listen = \"127.0.0.1:{public}\"\npreview_listen = \"127.0.0.1:{preview}\"\n\
-         state_file = \"{}\"\n",
+         state_file = \"{}\"\npreview_header = \"X-Cutover-Preview\"\n\
+         preview_cookie = \"cutover_preview\"\n",
         state_dir.join("state.json").display()
     );
     let config = t.join("proxy.toml");
