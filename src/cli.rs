@@ -177,6 +177,17 @@ pub enum Command {
         /// Allow a drill against a production environment
         #[arg(long)]
         yes_really: bool,
+        /// Run a canary to the preview slot instead of swap pairs: each step of the
+        /// environment's `canary_steps` up to --abort-at is measured (the share the canary
+        /// served), then the canary is aborted and measured again
+        #[arg(long)]
+        canary: bool,
+        /// With --canary: the step (in %) at which the canary is aborted
+        #[arg(long, default_value_t = 50, requires = "canary")]
+        abort_at: u8,
+        /// With --canary: the answers each step is measured on
+        #[arg(long, default_value_t = 4000, requires = "canary")]
+        sample: u64,
         /// Print the report as JSON
         #[arg(long)]
         json: bool,

@@ -697,7 +697,15 @@ pub async fn drill(
         errln!("read-only: a drill switches slots; not allowed ({why})");
         return Ok(EXIT_FAILED);
     }
-    let report = match crate::drill::run(engine, opts).await {
+    let done = match opts.canary {
+        Some(how) => crate::drill::run_canary(engine, opts, how)
+            .await
+            .map(|r| (r.passed(), Box::new(r) as Box<dyn DrillOutput>)),
+        None => crate::drill::run(engine, opts)
+            .await
+            .map(|r| (r.passed(), Box::new(r) as Box<dyn DrillOutput>)),
+    };
+    let (passed, report) = match done {
         Ok(r) => r,
         Err(e) => {
             errln!("drill refused: {e:#}");
@@ -705,15 +713,35 @@ pub async fn drill(
         }
     };
     if json {
-        println!("{}", crate::redact::to_json_pretty(&report)?);
+        println!("{}", report.json()?);
     } else {
         report.print();
     }
-    Ok(if report.passed() {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    })
+    Ok(if passed { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// A drill's report, as `drill` prints it.
+trait DrillOutput {
+    fn print(&self);
+    fn json(&self) -> serde_json::Result<String>;
+}
+
+impl DrillOutput for crate::drill::DrillReport {
+    fn print(&self) {
+        crate::drill::DrillReport::print(self)
+    }
+    fn json(&self) -> serde_json::Result<String> {
+        crate::redact::to_json_pretty(self)
+    }
+}
+
+impl DrillOutput for crate::drill::CanaryDrillReport {
+    fn print(&self) {
+        crate::drill::CanaryDrillReport::print(self)
+    }
+    fn json(&self) -> serde_json::Result<String> {
+        crate::redact::to_json_pretty(self)
+    }
 }
 
 #[cfg(test)]

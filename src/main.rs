@@ -224,6 +224,9 @@ async fn run(cli: Cli) -> Result<i32> {
             path,
             pause,
             yes_really,
+            canary,
+            abort_at,
+            sample,
             json,
         }) => {
             let opts = cutover::drill::DrillOptions {
@@ -235,6 +238,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 path,
                 pause,
                 yes_really,
+                canary: canary.then_some(cutover::drill::CanaryDrill { abort_at, sample }),
             };
             commands::drill(&world, &env, &opts, json, ro).await?
         }

@@ -352,3 +352,50 @@ async fn the_preview_header_and_cookie_reach_the_preview_slot_at_zero_percent() 
         common::printed(&o)
     );
 }
+
+/// `cutover drill ENV --canary` as a library call: 5, 25 and 50 % measured on 4000 answers
+/// each within 3 points, no failed request, and 0 % on the canary after the abort at 50 %.
+async fn canary_drill(test: &str, kind: Kind) {
+    let Some(rig) = Rig::start(test, kind).await else {
+        return;
+    };
+    let e = engine(&rig, "canary_pause = \"600s\"\n");
+    let opts = cutover::drill::DrillOptions {
+        concurrency: 16,
+        requests: 2_000_000,
+        duration: Duration::from_secs(180),
+        ..Default::default()
+    };
+    let how = cutover::drill::CanaryDrill {
+        abort_at: 50,
+        sample: 4000,
+    };
+    let r = cutover::drill::run_canary(&e, &opts, how)
+        .await
+        .unwrap_or_else(|e| panic!("{kind:?}: {e:#}"));
+    eprintln!("--- {kind:?}");
+    r.print();
+    assert!(r.passed(), "{:?}", r.problems);
+    let weights: Vec<u8> = r.rows.iter().map(|row| row.weight).collect();
+    assert_eq!(weights, [5, 25, 50, 0]);
+    assert_eq!(r.failed, 0);
+    assert_eq!(routers(&rig).await, vec![(Some("blue".into()), None)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_drill_on_the_embedded_proxy_measures_each_step() {
+    canary_drill(
+        "a_canary_drill_on_the_embedded_proxy_measures_each_step",
+        Kind::Embedded,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_drill_on_haproxy_measures_each_step() {
+    canary_drill(
+        "a_canary_drill_on_haproxy_measures_each_step",
+        Kind::HaproxyMap,
+    )
+    .await;
+}

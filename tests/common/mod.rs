@@ -683,6 +683,7 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
         path: "/".into(),
         pause: Duration::from_millis(600),
         yes_really: false,
+        canary: None,
     };
     let r = cutover::drill::run(&engine(&text), &opts)
         .await
