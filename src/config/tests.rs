@@ -440,3 +440,45 @@ fn line_col_counts_characters() {
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
     assert_eq!(line_col("ab", 0), (1, 1));
 }
+
+#[test]
+fn a_canary_plan_in_the_config_is_checked_field_by_field() {
+    let with = |lines: &str| {
+        GOOD.replace(
+            "public_url = \"http://127.0.0.1:8080/\"\n",
+            &format!("public_url = \"http://127.0.0.1:8080/\"\n{lines}"),
+        )
+    };
+    let ok = parse(
+        &with(
+            "canary_steps = [\"10%\", \"pause\", \"100%\"]\ncanary_max_latency = \"250ms\"\n\
+             canary_max_error_rate_over_stable = 0.02\ncanary_failure_limit = 0\n",
+        ),
+        Path::new("cutover.toml"),
+    )
+    .expect("a canary plan");
+    let e = &ok.environments[0];
+    assert_eq!(
+        e.canary_steps,
+        [
+            CanaryStep::Weight(10),
+            CanaryStep::Pause,
+            CanaryStep::Weight(100)
+        ]
+    );
+    assert_eq!(
+        (
+            e.canary_max_latency,
+            e.canary_max_error_rate_over_stable,
+            e.canary_failure_limit
+        ),
+        (Some(Duration::from_millis(250)), Some(0.02), 0)
+    );
+    let bad = err(&with("canary_max_error_rate_over_stable = 2\n")).to_string();
+    assert!(
+        bad.contains("canary_max_error_rate_over_stable") && bad.contains("fraction"),
+        "{bad}"
+    );
+    let bad = err(&with("canary_steps = [\"10%\", \"later\", \"100%\"]\n")).to_string();
+    assert!(bad.contains("`later` is neither `pause`"), "{bad}");
+}

@@ -649,6 +649,74 @@ pub fn plan_duration(steps: &[CanaryStep], pause: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    fn env(extra: &str) -> Environment {
+        let text = format!(
+            "[[environment]]\nname = \"shop\"\n{extra}\n\
+             [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:9001\"\n\
+             [[environment.slot]]\nname = \"green\"\naddress = \"http://127.0.0.1:9002\"\n"
+        );
+        match crate::config::parse(&text, std::path::Path::new("t.toml")) {
+            Ok(mut c) => c.environments.remove(0),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_check_fails_on_health_latency_the_error_rate_and_the_stable_slots_rate() {
+        let probe = |health, ms| ProbeResult {
+            at: std::time::SystemTime::UNIX_EPOCH,
+            health,
+            status: Some(200),
+            latency: Some(Duration::from_millis(ms)),
+            error: None,
+            version: None,
+            version_error: None,
+        };
+        let sample = |p: &ProbeResult, canary, stable| {
+            judge(
+                &env(
+                    "canary_max_error_rate = 0.5\ncanary_max_error_rate_over_stable = 0.01\n\
+                     canary_max_latency = \"100ms\"\ncanary_failure_limit = 3\n",
+                ),
+                &Sample {
+                    canary: "green",
+                    stable: "blue",
+                    probe: p,
+                    canary_counts: canary,
+                    stable_counts: stable,
+                    over: Duration::from_secs(12),
+                },
+            )
+        };
+        let up = probe(crate::model::Health::Up, 5);
+        assert!(
+            sample(&up, (1, 100), (1, 100)).is_empty(),
+            "as good as blue"
+        );
+        assert!(
+            sample(&up, (5, 10), (0, 100)).is_empty(),
+            "too few requests"
+        );
+        let worse = sample(&up, (3, 100), (1, 100));
+        assert_eq!(
+            worse,
+            [
+                "green error rate 3.0 % > blue's 1.0 % + 1.0 % (3 of 100 requests; blue 1 of 100) \
+              over 12.0s"
+            ]
+        );
+        let slow_down = sample(&probe(crate::model::Health::Down, 250), (60, 100), (0, 100));
+        assert_eq!(slow_down.len(), 4, "{slow_down:?}");
+        assert!(slow_down[0].contains("`green` failed its health check"));
+        assert!(slow_down[1].contains("in 250ms > 100ms"));
+        assert!(slow_down[2].contains("green error rate 60.0 % > 50.0 %"));
+        let e = env("");
+        assert_eq!(
+            (e.canary_failure_limit, e.canary_max_error_rate_over_stable),
+            (1, None)
+        );
+    }
+
     #[test]
     fn the_error_rate_is_judged_on_enough_requests() {
         assert_eq!(error_rate_failure(5, 10, 0.01), None, "too few to judge");
