@@ -80,6 +80,12 @@ pub enum Effect {
     RunDrill {
         env: usize,
     },
+    /// Promote, pause or resume the canary running on the environment (`ask`: the
+    /// [`crate::ops::CanaryControl::apply`] name).
+    SteerCanary {
+        env: usize,
+        ask: &'static str,
+    },
     /// Stop the operation running on the environment at its next safe point (a canary aborts
     /// back to 0 %).
     StopOp {

@@ -119,16 +119,22 @@ pub enum Command {
     Canary {
         env: String,
         /// The canary slot (it becomes live at the last step)
-        #[arg(long, value_name = "SLOT", required_unless_present = "promote")]
+        #[arg(long, value_name = "SLOT", required_unless_present = "control")]
         to: Option<String>,
-        /// Tell the canary running on ENV (a `cutover canary` on this host) to end its current
-        /// step's hold now and go on to the next step
-        #[arg(long, conflicts_with_all = ["to", "steps"])]
+        /// Steer the canary running on ENV (a `cutover canary` on this host): `--promote`
+        /// ends its current step's hold now and goes on to the next step
+        #[arg(long, group = "control", conflicts_with_all = ["to", "steps"])]
         promote: bool,
-        /// The canary's share at each step, the last 100 (default: the environment's
-        /// `canary_steps`, else 5,25,50,100)
-        #[arg(long, value_name = "PCT,...", value_delimiter = ',', value_parser = parse_step)]
-        steps: Vec<u8>,
+        /// Stop the running canary's countdown (its analysis goes on and may still abort)
+        #[arg(long, group = "control", conflicts_with_all = ["to", "steps"])]
+        pause: bool,
+        /// Restart the running canary's countdown, or end its `pause` step
+        #[arg(long, group = "control", conflicts_with_all = ["to", "steps"])]
+        resume: bool,
+        /// The canary's share at each step, the last 100; `pause` waits for the operator
+        /// (default: the environment's `canary_steps`, else 5,25,50,100)
+        #[arg(long, value_name = "PCT|pause,...", value_delimiter = ',', value_parser = parse_step)]
+        steps: Vec<crate::model::CanaryStep>,
         #[command(flatten)]
         op: OpFlags,
     },
@@ -171,6 +177,17 @@ pub enum Command {
         /// Allow a drill against a production environment
         #[arg(long)]
         yes_really: bool,
+        /// Run a canary to the preview slot instead of swap pairs: each step of the
+        /// environment's `canary_steps` up to --abort-at is measured (the share the canary
+        /// served), then the canary is aborted and measured again
+        #[arg(long)]
+        canary: bool,
+        /// With --canary: the step (in %) at which the canary is aborted
+        #[arg(long, default_value_t = 50, requires = "canary")]
+        abort_at: u8,
+        /// With --canary: the answers each step is measured on
+        #[arg(long, default_value_t = 4000, requires = "canary")]
+        sample: u64,
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
@@ -250,12 +267,16 @@ pub struct OpFlags {
     pub json: bool,
 }
 
-/// One step of `--steps`: `25` or `25%`.
-fn parse_step(s: &str) -> Result<u8, String> {
+/// One step of `--steps`: `25`, `25%` or `pause`.
+fn parse_step(s: &str) -> Result<crate::model::CanaryStep, String> {
+    if s.trim().eq_ignore_ascii_case("pause") {
+        return Ok(crate::model::CanaryStep::Pause);
+    }
     s.trim()
         .trim_end_matches('%')
         .parse::<u8>()
         .ok()
         .filter(|n| (1..=100).contains(n))
-        .ok_or_else(|| format!("`{s}` is not a share from 1 to 100"))
+        .map(crate::model::CanaryStep::Weight)
+        .ok_or_else(|| format!("`{s}` is neither `pause` nor a share from 1 to 100"))
 }

@@ -31,7 +31,7 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 mod admin;
-pub use admin::{promote_canary, setup, unlock};
+pub use admin::{canary_ask_file, setup, steer_canary, unlock};
 
 /// How long a command waits, after its operation, for its notifications to be delivered.
 const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(15);
@@ -291,6 +291,9 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                 if let Some(w) = r.state.as_ref().and_then(|s| s.weights.as_ref()) {
                     outln!("    canary: {w}");
                 }
+                if let Some(p) = r.state.as_ref().and_then(|s| s.preview_route.as_ref()) {
+                    outln!("    preview route armed: {p}");
+                }
                 for n in r.state.iter().flat_map(|s| &s.notes) {
                     outln!("    note: {n}");
                 }
@@ -505,11 +508,12 @@ pub async fn operate(
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel_rx) = watch::channel(Interrupt::None);
-    // A canary is promoted to its next step by SIGUSR1 (`cutover canary ENV --promote`).
-    let (promote_tx, promote_rx) = match kind {
+    // A canary is steered by SIGUSR1 (`cutover canary ENV --promote|--pause|--resume`).
+    let (control_tx, control_rx) = match kind {
         OpKind::Canary { .. } => {
-            let (t, r) = watch::channel(0u32);
-            (Some(t), Some(r))
+            let (t, r) = watch::channel(crate::ops::CanaryControl::default());
+            let ask = canary_ask_file(world, &engine.env.name, std::process::id());
+            (Some((t, ask)), Some(r))
         }
         _ => (None, None),
     };
@@ -518,7 +522,7 @@ pub async fn operate(
         watch: !flags.no_watch,
         take_over: flags.take_over,
         one_key,
-        promote: promote_rx,
+        control: control_rx,
         ..OpRequest::new(kind)
     };
     let (id, op_name) = (req.id.clone(), req.kind.name());
@@ -555,7 +559,7 @@ pub async fn operate(
         }
     });
     let run = engine.run(req, GateSource::ProbeNow, tx, cancel_rx);
-    let out = run_until_signalled(run, cancel_tx, promote_tx, &engine, &id, op_name).await?;
+    let out = run_until_signalled(run, cancel_tx, control_tx, &engine, &id, op_name).await?;
     let _ = printer.await;
     if let Some(n) = &engine.notifier
         && !n.flush(NOTIFY_FLUSH).await
@@ -594,7 +598,7 @@ fn in_rollback_window(world: &World, engine: &Engine) -> bool {
 async fn run_until_signalled(
     run: impl std::future::Future<Output = crate::ops::Outcome>,
     cancel: watch::Sender<Interrupt>,
-    promote: Option<watch::Sender<u32>>,
+    control: Option<(watch::Sender<crate::ops::CanaryControl>, std::path::PathBuf)>,
     engine: &Engine,
     id: &str,
     op_name: &str,
@@ -603,7 +607,7 @@ async fn run_until_signalled(
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut usr1 = match &promote {
+    let mut usr1 = match &control {
         Some(_) => Some(signal(SignalKind::user_defined1())?),
         None => None,
     };
@@ -622,9 +626,13 @@ async fn run_until_signalled(
             _ = hup.recv() => {}
             _ = int.recv() => {}
             Some(()) = promoted => {
-                if let Some(p) = &promote {
-                    p.send_modify(|n| *n = n.wrapping_add(1));
-                    errln!("promote: the canary goes on to its next step");
+                if let Some((c, file)) = &control {
+                    let ask = admin::take_canary_ask(file);
+                    if c.send_if_modified(|c| c.apply(&ask)) {
+                        errln!("{ask}: asked by the operator");
+                    } else {
+                        errln!("ignored an unknown request `{ask}` in {}", file.display());
+                    }
                 }
                 continue;
             }
@@ -698,7 +706,15 @@ pub async fn drill(
         errln!("read-only: a drill switches slots; not allowed ({why})");
         return Ok(EXIT_FAILED);
     }
-    let report = match crate::drill::run(engine, opts).await {
+    let done = match opts.canary {
+        Some(how) => crate::drill::run_canary(engine, opts, how)
+            .await
+            .map(|r| (r.passed(), Box::new(r) as Box<dyn DrillOutput>)),
+        None => crate::drill::run(engine, opts)
+            .await
+            .map(|r| (r.passed(), Box::new(r) as Box<dyn DrillOutput>)),
+    };
+    let (passed, report) = match done {
         Ok(r) => r,
         Err(e) => {
             errln!("drill refused: {e:#}");
@@ -706,15 +722,35 @@ pub async fn drill(
         }
     };
     if json {
-        println!("{}", crate::redact::to_json_pretty(&report)?);
+        println!("{}", report.json()?);
     } else {
         report.print();
     }
-    Ok(if report.passed() {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
-    })
+    Ok(if passed { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// A drill's report, as `drill` prints it.
+trait DrillOutput {
+    fn print(&self);
+    fn json(&self) -> serde_json::Result<String>;
+}
+
+impl DrillOutput for crate::drill::DrillReport {
+    fn print(&self) {
+        crate::drill::DrillReport::print(self)
+    }
+    fn json(&self) -> serde_json::Result<String> {
+        crate::redact::to_json_pretty(self)
+    }
+}
+
+impl DrillOutput for crate::drill::CanaryDrillReport {
+    fn print(&self) {
+        crate::drill::CanaryDrillReport::print(self)
+    }
+    fn json(&self) -> serde_json::Result<String> {
+        crate::redact::to_json_pretty(self)
+    }
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-pub use crate::model::{ConfigProblem, Node, Slot};
+pub use crate::model::{CanaryStep, ConfigProblem, Node, Slot};
 
 /// How a fleet (several routers) is switched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -243,39 +243,60 @@ pub struct Environment {
     /// Warm-up, smoke test and after-hooks around every swap and rollback (all optional).
     pub hooks: crate::hooks::Hooks,
     /// `cutover canary`: the canary's share at each step, rising, the last one 100 (the swap).
-    pub canary_steps: Vec<u8>,
+    pub canary_steps: Vec<CanaryStep>,
     /// How long each canary step holds while its analysis runs.
     pub canary_pause: Duration,
     /// The canary's error rate (router errors / requests on the canary slot during a step)
     /// above which the canary is aborted, as a fraction (0.01 = 1 %).
     pub canary_max_error_rate: f64,
+    /// How far the canary's error rate may rise above the stable (live) slot's over the same
+    /// step, as a fraction (0.01 = 1 point); `None`: not compared.
+    pub canary_max_error_rate_over_stable: Option<f64>,
+    /// The slowest probe answer of the canary slot a check accepts; `None`: not judged.
+    pub canary_max_latency: Option<Duration>,
+    /// How many failed analysis checks a step tolerates: the one after them aborts.
+    pub canary_failure_limit: u32,
 }
 
-/// The default canary plan: 5, 25, 50, 100 %.
-pub const DEFAULT_CANARY_STEPS: [u8; 4] = [5, 25, 50, 100];
+/// The default `canary_failure_limit`: one failed check is a blip, the second aborts.
+pub const DEFAULT_CANARY_FAILURE_LIMIT: u32 = 1;
 
-/// Parse a canary plan: `["5%", "25%", "50%", "100%"]` (the `%` is optional). The shares rise,
-/// are 1 to 100, and the last is 100 (the swap).
-pub fn parse_canary_steps<S: AsRef<str>>(steps: &[S]) -> std::result::Result<Vec<u8>, String> {
-    let mut out: Vec<u8> = Vec::new();
+/// The default canary plan: 5, 25, 50, 100 %.
+pub const DEFAULT_CANARY_STEPS: [CanaryStep; 4] = [
+    CanaryStep::Weight(5),
+    CanaryStep::Weight(25),
+    CanaryStep::Weight(50),
+    CanaryStep::Weight(100),
+];
+
+/// Parse a canary plan: `["5%", "25%", "pause", "50%", "100%"]` (the `%` is optional). The
+/// shares rise, are 1 to 100, and the last is 100 (the swap); a `pause` holds the share before
+/// it until the operator resumes or promotes.
+pub fn parse_canary_steps<S: AsRef<str>>(
+    steps: &[S],
+) -> std::result::Result<Vec<CanaryStep>, String> {
+    let mut out: Vec<CanaryStep> = Vec::new();
+    let mut last = 0u8;
     for s in steps {
         let s = s.as_ref().trim();
+        if s.eq_ignore_ascii_case("pause") {
+            out.push(CanaryStep::Pause);
+            continue;
+        }
         let n: u8 = s
             .trim_end_matches('%')
             .trim()
             .parse()
             .ok()
             .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| format!("`{s}` is not a share from 1% to 100%"))?;
-        if out.last().is_some_and(|&l| l >= n) {
-            return Err(format!(
-                "the steps must rise; `{s}` comes after {}%",
-                out[out.len() - 1]
-            ));
+            .ok_or_else(|| format!("`{s}` is neither `pause` nor a share from 1% to 100%"))?;
+        if last >= n {
+            return Err(format!("the steps must rise; `{s}` comes after {last}%"));
         }
-        out.push(n);
+        last = n;
+        out.push(CanaryStep::Weight(n));
     }
-    if out.last() != Some(&100) {
+    if out.last() != Some(&CanaryStep::Weight(100)) {
         return Err("the last step must be 100% (the swap to the canary slot)".into());
     }
     Ok(out)
@@ -546,17 +567,20 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             Some(v) => parse_canary_steps(v.get_ref())
                 .map_err(|m| at(v.span(), Some("canary_steps"), m))?,
         };
-        let canary_max_error_rate = match &re.canary_max_error_rate {
-            None => 0.01,
-            Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
-            Some(r) => {
-                return Err(at(
-                    r.span(),
-                    Some("canary_max_error_rate"),
-                    "must be a fraction from 0 to 1 (0.01 is 1 %)".into(),
-                ));
-            }
+        let fraction = |v: &Option<Spanned<f64>>, field: &'static str| match v {
+            Some(r) if !(0.0..=1.0).contains(r.get_ref()) => Err(at(
+                r.span(),
+                Some(field),
+                "must be a fraction from 0 to 1 (0.01 is 1 %)".into(),
+            )),
+            other => Ok(other.as_ref().map(|r| *r.get_ref())),
         };
+        let canary_max_error_rate =
+            fraction(&re.canary_max_error_rate, "canary_max_error_rate")?.unwrap_or(0.01);
+        let canary_max_error_rate_over_stable = fraction(
+            &re.canary_max_error_rate_over_stable,
+            "canary_max_error_rate_over_stable",
+        )?;
         environments.push(Environment {
             name,
             public_url: re.public_url.map(|u| u.into_inner()),
@@ -580,6 +604,11 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             canary_steps,
             canary_pause: re.canary_pause,
             canary_max_error_rate,
+            canary_max_error_rate_over_stable,
+            canary_max_latency: re.canary_max_latency,
+            canary_failure_limit: re
+                .canary_failure_limit
+                .unwrap_or(DEFAULT_CANARY_FAILURE_LIMIT),
         });
     }
     let mut notify = Vec::new();

@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, watch};
 use crate::load::{self, Ended, Failures, LoadOptions, LoadReport};
 use crate::ops::{Engine, GateSource, Interrupt, OpKind, OpRequest, Verdict};
 
+mod canary;
+pub use canary::{CanaryDrillReport, CanaryRow, run_canary};
+
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
     pub concurrency: usize,
@@ -31,6 +34,16 @@ pub struct DrillOptions {
     /// Pause between switches, so each is seen under load.
     pub pause: Duration,
     pub yes_really: bool,
+    /// `--canary`: run a canary instead of swap pairs ([`run_canary`]), aborted at this
+    /// step (in %), each step measured on this many answers.
+    pub canary: Option<CanaryDrill>,
+}
+
+/// `cutover drill ENV --canary [--abort-at 50] [--sample 4000]`.
+#[derive(Debug, Clone, Copy)]
+pub struct CanaryDrill {
+    pub abort_at: u8,
+    pub sample: u64,
 }
 
 impl Default for DrillOptions {
@@ -44,6 +57,7 @@ impl Default for DrillOptions {
             path: "/".into(),
             pause: Duration::from_millis(250),
             yes_really: false,
+            canary: None,
         }
     }
 }
@@ -266,12 +280,9 @@ pub async fn run(engine: &Engine, opts: &DrillOptions) -> Result<DrillReport> {
     run_with(engine, opts, None).await
 }
 
-/// [`run`], sending a [`DrillTick`] every half second to `ticks`.
-pub async fn run_with(
-    engine: &Engine,
-    opts: &DrillOptions,
-    ticks: Option<mpsc::UnboundedSender<DrillTick>>,
-) -> Result<DrillReport> {
+/// The URL a drill loads (the public URL and `opts.path`), once the environment allows a
+/// drill there.
+fn load_url(engine: &Engine, opts: &DrillOptions) -> Result<String> {
     let env = &engine.env;
     if env.production && !env.allow_drill && !opts.yes_really {
         bail!(
@@ -293,6 +304,29 @@ pub async fn run_with(
             env.name
         );
     }
+    Ok(url)
+}
+
+/// The drill's load on `url`, within the options' bounds.
+fn start_load(url: &str, opts: &DrillOptions) -> load::LoadRun {
+    load::start(LoadOptions {
+        url: url.to_string(),
+        concurrency: opts.concurrency,
+        max_requests: opts.requests,
+        max_duration: opts.duration,
+        keep_alive: opts.keep_alive,
+        timeout: LOAD_TIMEOUT,
+    })
+}
+
+/// [`run`], sending a [`DrillTick`] every half second to `ticks`.
+pub async fn run_with(
+    engine: &Engine,
+    opts: &DrillOptions,
+    ticks: Option<mpsc::UnboundedSender<DrillTick>>,
+) -> Result<DrillReport> {
+    let url = load_url(engine, opts)?;
+    let env = &engine.env;
     let states = engine.observe_all().await?;
     let Some(a) = engine.agreed_live(&states)? else {
         bail!("the router has no live slot");
@@ -321,14 +355,7 @@ pub async fn run_with(
         }
     }
 
-    let run = load::start(LoadOptions {
-        url: url.clone(),
-        concurrency: opts.concurrency,
-        max_requests: opts.requests,
-        max_duration: opts.duration,
-        keep_alive: opts.keep_alive,
-        timeout: LOAD_TIMEOUT,
-    });
+    let run = start_load(&url, opts);
     let started = run.started;
     let done_switches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let ticker = ticks.map(|tx| {

@@ -119,6 +119,47 @@ pub struct OpView {
     pub started: SystemTime,
 }
 
+impl OpView {
+    /// A canary that is still in its steps (its last step, the swap, has not begun): the
+    /// rollback key aborts it, and promote, pause and resume steer it.
+    pub fn canary_in_steps(&self) -> bool {
+        self.kind == "canary"
+            && self.verdict.is_none()
+            && !self.steps.iter().any(|(st, _, m)| {
+                *st == Step::Apply
+                    && (m.contains("swapping to")
+                        || m.starts_with("switching live")
+                        || m.starts_with("routers switched"))
+            })
+    }
+
+    /// A canary's plan as its plan step wrote it (`5 %`, `pause`, …, `100 %`) and the index
+    /// of its current step.
+    pub fn canary_timeline(&self) -> Option<(Vec<String>, usize)> {
+        let (_, _, plan) = self
+            .steps
+            .iter()
+            .find(|(s, ok, m)| *s == Step::Plan && *ok == Some(true) && m.starts_with("canary "))?;
+        let list = plan.split_once(": ")?.1.rsplit_once(", ")?.0;
+        let steps: Vec<String> = list.split(" → ").map(str::to_string).collect();
+        let current = self
+            .steps
+            .iter()
+            .filter_map(|(_, _, m)| m.strip_prefix("step ")?.split_once('/')?.0.parse().ok())
+            .max()
+            .unwrap_or(1usize);
+        Some((steps, current.saturating_sub(1)))
+    }
+
+    /// The canary's hold waits for the operator: paused, or in a `pause` step (a resume goes
+    /// on).
+    pub fn canary_waiting(&self) -> bool {
+        self.watching.as_ref().is_some_and(|(_, d)| {
+            d.contains(" · paused") || d.contains(" · waiting for the operator")
+        })
+    }
+}
+
 /// A drill as the screen shows it.
 #[derive(Debug, Clone, Default)]
 pub struct DrillView {

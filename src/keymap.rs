@@ -24,6 +24,8 @@ pub enum Action {
     Maintenance,
     Rolling,
     Canary,
+    Promote,
+    Pause,
     Drill,
     Up,
     Down,
@@ -76,6 +78,10 @@ impl Action {
             Action::Canary => {
                 "canary: move the live traffic to the selected slot step by step (canary_steps), analysing each step; asks first; the rollback key aborts it to 0 %"
             }
+            Action::Promote => "canary: end the current step's hold now and go on to the next step",
+            Action::Pause => {
+                "canary: pause its countdown (the analysis goes on), or resume it; ends a `pause` step"
+            }
             Action::Drill => {
                 "drill: load the public URL while swapping back and forth, with a live chart; D again closes it"
             }
@@ -106,6 +112,8 @@ impl Action {
                 | Action::Maintenance
                 | Action::Rolling
                 | Action::Canary
+                | Action::Promote
+                | Action::Pause
                 | Action::Drill
         )
     }
@@ -180,6 +188,8 @@ impl Default for Keymap {
             (Key::ch('m'), Maintenance),
             (Key::ch('R'), Rolling),
             (Key::ch('c'), Canary),
+            (Key::ch('p'), Promote),
+            (Key::ch('P'), Pause),
             (Key::ch('D'), Drill),
             (Key::ch('k'), Up),
             (Key::plain(KeyCode::Up), Up),

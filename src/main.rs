@@ -224,6 +224,9 @@ async fn run(cli: Cli) -> Result<i32> {
             path,
             pause,
             yes_really,
+            canary,
+            abort_at,
+            sample,
             json,
         }) => {
             let opts = cutover::drill::DrillOptions {
@@ -235,6 +238,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 path,
                 pause,
                 yes_really,
+                canary: canary.then_some(cutover::drill::CanaryDrill { abort_at, sample }),
             };
             commands::drill(&world, &env, &opts, json, ro).await?
         }
@@ -247,8 +251,21 @@ async fn run(cli: Cli) -> Result<i32> {
         Some(Command::Watch { env }) => commands::watch_env(world, &env).await?,
         Some(Command::Unlock { env }) => commands::unlock(&world, &env, ro)?,
         Some(Command::Canary {
-            env, promote: true, ..
-        }) => commands::promote_canary(&world, &env, ro)?,
+            env,
+            to: None,
+            promote,
+            pause,
+            ..
+        }) => {
+            let ask = if promote {
+                "promote"
+            } else if pause {
+                "pause"
+            } else {
+                "resume"
+            };
+            commands::steer_canary(&world, &env, ask, ro)?
+        }
         Some(cmd) => match operation(cmd) {
             Some((env, kind, op)) => commands::operate(&world, &env, kind, &op, ro).await?,
             None => EXIT_USAGE,
@@ -304,7 +321,7 @@ fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
             to: Some(to),
             steps,
             op,
-            promote: false,
+            ..
         } => (env, OpKind::Canary { to, steps }, op),
         _ => return None,
     })

@@ -282,6 +282,11 @@ pub struct RouterState {
     /// the router supports weights and a canary share is set (absent at 0 %).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<Weights>,
+    /// The preview route through the public URL, when the router has one and a preview slot
+    /// is set (it is armed): how a tester reaches the preview slot there
+    /// (`header X-Cutover-Preview or cookie cutover_preview=1 → green`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_route: Option<String>,
 }
 
 /// A split of the live traffic: `canary_percent` % to `canary`, the rest to `live`.
@@ -302,6 +307,35 @@ impl fmt::Display for Weights {
             self.canary,
             self.canary_percent
         )
+    }
+}
+
+/// One step of a canary plan: a share of the live traffic for the canary slot, or a pause that
+/// holds the share of the step before until the operator resumes or promotes (Argo's
+/// `pause: {}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CanaryStep {
+    Weight(u8),
+    Pause,
+}
+
+impl CanaryStep {
+    /// The share this step sets, `None` for a pause.
+    pub fn percent(self) -> Option<u8> {
+        match self {
+            CanaryStep::Weight(p) => Some(p),
+            CanaryStep::Pause => None,
+        }
+    }
+}
+
+impl fmt::Display for CanaryStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CanaryStep::Weight(p) => write!(f, "{p}"),
+            CanaryStep::Pause => f.write_str("pause"),
+        }
     }
 }
 

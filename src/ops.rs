@@ -89,7 +89,7 @@ pub enum OpKind {
     /// everything back on the live slot at once. The last step is a swap.
     Canary {
         to: String,
-        steps: Vec<u8>,
+        steps: Vec<crate::model::CanaryStep>,
     },
 }
 
@@ -125,9 +125,37 @@ pub struct OpRequest {
     /// A one-key rollback (no dialog): the gate also requires the previous live slot to run
     /// the version it served when it was live.
     pub one_key: bool,
-    /// A canary: each change of this value ends the current (or next) step's hold early and
-    /// goes on to the next step ("promote"). `cutover canary ENV --promote` sends it.
-    pub promote: Option<watch::Receiver<u32>>,
+    /// A canary: what the operator asks of it while it runs (promote, pause, resume).
+    /// `cutover canary ENV --promote|--pause|--resume` and the TUI's keys send it.
+    pub control: Option<watch::Receiver<CanaryControl>>,
+}
+
+/// What the operator asks of a running canary. Each field is a counter or a switch, so a
+/// receiver sees every request even when two come before it looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CanaryControl {
+    /// Each change ends the current (or next) hold at once and goes on to the next step.
+    pub promotes: u32,
+    /// While set, a step's countdown stops (its analysis goes on and may still abort).
+    pub paused: bool,
+    /// Each change ends a `pause` step (and clears `paused`).
+    pub resumes: u32,
+}
+
+impl CanaryControl {
+    /// Apply one request by its name (`promote`, `pause`, `resume`); `false` for another name.
+    pub fn apply(&mut self, what: &str) -> bool {
+        match what {
+            "promote" => self.promotes = self.promotes.wrapping_add(1),
+            "pause" => self.paused = true,
+            "resume" => {
+                self.paused = false;
+                self.resumes = self.resumes.wrapping_add(1);
+            }
+            _ => return false,
+        }
+        true
+    }
 }
 
 impl OpRequest {
@@ -140,7 +168,7 @@ impl OpRequest {
             watch: true,
             take_over: false,
             one_key: false,
-            promote: None,
+            control: None,
         }
     }
 }

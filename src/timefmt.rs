@@ -69,6 +69,20 @@ pub mod serde_duration {
     }
 }
 
+/// An optional duration in a config (`#[serde(default, deserialize_with = ...)]`), written as
+/// [`serde_duration`] reads it.
+pub mod serde_duration_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    #[derive(Deserialize)]
+    struct Written(#[serde(with = "super::serde_duration")] Duration);
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<Written>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 pub mod serde_system_time {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     use std::time::SystemTime;

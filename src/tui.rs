@@ -67,6 +67,8 @@ struct Running {
     id: String,
     kind: &'static str,
     cancel: watch::Sender<Interrupt>,
+    /// A canary's promote, pause and resume.
+    control: Option<watch::Sender<crate::ops::CanaryControl>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -95,7 +97,16 @@ impl Runner {
                     }
                 }
             }
-            Effect::RunOp { env, req, gate } => {
+            Effect::SteerCanary { env, ask } => {
+                if let Some(running) = self.running.get(env) {
+                    for r in running.iter().filter(|r| !r.task.is_finished()) {
+                        if let Some(c) = &r.control {
+                            c.send_if_modified(|c| c.apply(ask));
+                        }
+                    }
+                }
+            }
+            Effect::RunOp { env, mut req, gate } => {
                 let Some(engine) = self.world.engines.get(env).cloned() else {
                     return;
                 };
@@ -114,6 +125,11 @@ impl Runner {
                     })
                     .collect();
                 let (cancel_tx, cancel_rx) = watch::channel(Interrupt::None);
+                let control = matches!(req.kind, crate::ops::OpKind::Canary { .. }).then(|| {
+                    let (tx, rx) = watch::channel(crate::ops::CanaryControl::default());
+                    req.control = Some(rx);
+                    tx
+                });
                 let (ptx, mut prx) = mpsc::unbounded_channel();
                 let tx = self.tx.clone();
                 let store = self.world.store.clone();
@@ -159,6 +175,7 @@ impl Runner {
                     id,
                     kind,
                     cancel: cancel_tx,
+                    control,
                     task,
                 });
             }

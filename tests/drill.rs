@@ -72,6 +72,7 @@ async fn a_drill_against_the_embedded_proxy_loses_no_request() {
         path: "/".into(),
         pause: Duration::from_millis(150),
         yes_really: false,
+        canary: None,
     };
     let r = cutover::drill::run(&world.engines[0], &opts)
         .await

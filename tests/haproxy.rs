@@ -2225,7 +2225,10 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
         watch: false,
         ..cutover::ops::OpRequest::new(cutover::ops::OpKind::Canary {
             to: "green".into(),
-            steps: vec![25, 100],
+            steps: vec![
+                cutover::model::CanaryStep::Weight(25),
+                cutover::model::CanaryStep::Weight(100),
+            ],
         })
     };
     let e = engine.clone();

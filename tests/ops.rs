@@ -1403,7 +1403,10 @@ async fn step_done(rx: &mut mpsc::UnboundedReceiver<cutover::ops::Progress>, nee
 fn canary(to: &str, steps: &[u8]) -> OpKind {
     OpKind::Canary {
         to: to.into(),
-        steps: steps.to_vec(),
+        steps: steps
+            .iter()
+            .map(|&p| cutover::model::CanaryStep::Weight(p))
+            .collect(),
     }
 }
 
@@ -1539,8 +1542,13 @@ async fn a_cancelled_canary_puts_everything_back_and_the_cli_runs_one() {
 
 /// `cutover canary shop --promote` in another process: its output.
 async fn promote(rig: &Arc<Rig>) -> Output {
+    steer(rig, "--promote").await
+}
+
+/// `cutover canary shop FLAG` (`--promote`, `--pause`, `--resume`) in another process.
+async fn steer(rig: &Arc<Rig>, flag: &'static str) -> Output {
     let rig = rig.clone();
-    tokio::task::spawn_blocking(move || rig.cli(&["canary", "shop", "--promote"]))
+    tokio::task::spawn_blocking(move || rig.cli(&["canary", "shop", flag]))
         .await
         .expect("cli")
 }
@@ -1597,6 +1605,26 @@ async fn promote_ends_a_canary_steps_hold_from_another_process() {
         rig._proxy.state().weights.map(|w| w.canary_percent),
         Some(20)
     );
+    // Pause and resume from another process: the canary says so.
+    for (flag, said) in [
+        (
+            "--pause",
+            "watch   ...  step 2/3 (20 %): paused by the operator",
+        ),
+        (
+            "--resume",
+            "watch   ...  step 2/3 (20 %): resumed by the operator",
+        ),
+    ] {
+        let o = steer(&rig, flag).await;
+        assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+        a = tokio::task::spawn_blocking(move || {
+            a.wait_for(said);
+            a
+        })
+        .await
+        .expect("the canary answers");
+    }
     let o = promote(&rig).await;
     assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     let (code, text) = tokio::task::spawn_blocking(move || a.finish())

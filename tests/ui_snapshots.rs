@@ -1691,7 +1691,13 @@ fn canary_step() -> App {
     key(&mut app, 'l'); // green
     key(&mut app, 'c');
     let id = op_id(&press(&mut app, KeyCode::Char('y')));
-    step(&mut app, &id, Step::Plan, Some(true), "canary blue → green");
+    step(
+        &mut app,
+        &id,
+        Step::Plan,
+        Some(true),
+        "canary blue → green: 5 % → 25 % → 50 % → 100 %, 60.0s per step",
+    );
     step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
     step(
         &mut app,
@@ -1734,7 +1740,10 @@ fn canary_step() -> App {
         id,
         progress: Progress::Watching {
             remaining: Duration::from_secs(42),
-            detail: "step 2/4 (25 %) · green up · 0 err / 300 req".into(),
+            detail:
+                "step 2/4 (25 %) · green up 5ms · 0 err / 300 req (0.0 %; blue 0.0 %) · 0 of 2 \
+                     failed checks"
+                    .into(),
             errors: 0,
             checks: 18,
             passed: 18,
@@ -1766,8 +1775,15 @@ fn a_canary_step_shows_the_weights_and_the_traffic_split() {
         "◐ green       10/s",
         "step 2/4 (25 %)",
         // A step is judged on the canary's error rate, not on a swap's error budget.
-        "canary errors this step: 0",
-        "aborts above 1.0 % errors (from 20 req)",
+        "Watch canary · 42s left · aborts > 1.0 % err",
+        // The slot columns: configured weight and the share served; the step timeline and
+        // the analysis as it comes.
+        "weight 75 % · served 75 %",
+        "weight 25 % · served 25 %",
+        "✔ 5 %  ▶ 25 %  · 50 %  · 100 %",
+        "analysis: green up 5ms",
+        "0 err / 300 req (0.0 %; blue 0.0 %)",
+        "0 of 2 failed checks",
     ] {
         assert!(text.contains(needle), "missing {needle}:\n{text}");
     }

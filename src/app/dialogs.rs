@@ -156,7 +156,10 @@ impl App {
             .config
             .canary_steps
             .iter()
-            .map(|s| format!("{s} %"))
+            .map(|s| match s.percent() {
+                Some(p) => format!("{p} %"),
+                None => "pause".into(),
+            })
             .collect::<Vec<_>>()
             .join(" → ");
         let title = format!(
@@ -168,6 +171,35 @@ impl App {
             steps: Vec::new(),
         };
         self.ask(env, kind, title);
+    }
+
+    /// Promote, pause or resume the canary running on `env` (no dialog: each is undone by
+    /// the next key, and the rollback key aborts).
+    pub(super) fn steer_canary(&mut self, env: usize, promote: bool) -> Vec<Effect> {
+        let Some(op) = self
+            .envs
+            .get(env)
+            .and_then(|e| e.op.as_ref())
+            .filter(|o| o.canary_in_steps())
+        else {
+            self.status = Some((Level::Warn, "no canary is running here".into()));
+            return vec![];
+        };
+        let ask = match (promote, op.canary_waiting()) {
+            (true, _) => "promote",
+            (false, true) => "resume",
+            (false, false) => "pause",
+        };
+        let msg = match ask {
+            "promote" => format!("promoting the canary #{}: on to its next step", op.id),
+            "resume" => format!("resuming the canary #{}", op.id),
+            _ => format!(
+                "pausing the canary #{}: its countdown waits, its analysis goes on",
+                op.id
+            ),
+        };
+        self.status = Some((Level::Info, msg));
+        vec![Effect::SteerCanary { env, ask }]
     }
 
     pub(super) fn ask_rolling(&mut self, env: usize, slot: &str) {
@@ -190,16 +222,7 @@ impl App {
         };
         // During a canary's steps the rollback key is its abort: 100 % back on the live slot.
         // Once its last step (the swap) has begun, it is a rollback as after any swap.
-        if let Some(op) = e.op.as_ref().filter(|o| {
-            o.kind == "canary"
-                && o.verdict.is_none()
-                && !o.steps.iter().any(|(st, _, m)| {
-                    *st == Step::Apply
-                        && (m.contains("swapping to")
-                            || m.starts_with("switching live")
-                            || m.starts_with("routers switched"))
-                })
-        }) {
+        if let Some(op) = e.op.as_ref().filter(|o| o.canary_in_steps()) {
             let msg = format!(
                 "ABORTING the canary #{}: 100 % back on the live slot",
                 op.id

@@ -182,6 +182,8 @@ impl App {
                 }
                 vec![]
             }
+            Action::Promote => self.steer_canary(env_idx, true),
+            Action::Pause => self.steer_canary(env_idx, false),
             // Dialog actions act only inside a confirm dialog.
             Action::Confirm | Action::Cancel | Action::Force | Action::TakeOver => vec![],
             Action::DemoBreak | Action::DemoSlow => {

@@ -1,4 +1,5 @@
-//! `setup`, `unlock` and `canary --promote`: commands about an environment's files and lock.
+//! `setup`, `unlock` and `canary --promote|--pause|--resume`: commands about an environment's
+//! files and lock.
 
 use super::*;
 
@@ -133,12 +134,34 @@ pub async fn setup(
 
 /// `cutover unlock ENV`: refused when read-only; never breaks a live holder's lock (it names
 /// the holder); clears what a dead holder left.
-/// `cutover canary ENV --promote`: send SIGUSR1 to the `cutover canary` holding ENV's lock on
-/// this host; it ends the current step's hold and goes on to the next step.
-pub fn promote_canary(world: &World, env: &str, read_only: bool) -> Result<i32> {
+/// Where `cutover canary ENV --pause|--resume|--promote` leaves its request for the canary
+/// process `pid` before it signals it (SIGUSR1); the canary reads and removes it. No file:
+/// a promote (the signal alone, as older versions sent it).
+pub fn canary_ask_file(world: &World, env: &str, pid: u32) -> std::path::PathBuf {
+    world.config.settings.state_dir_or_default().join(format!(
+        "canary-{}-{pid}.ask",
+        crate::paths::safe_file_name(env)
+    ))
+}
+
+/// What the canary was asked, read from its ask file (removed), `promote` when there is none.
+pub(super) fn take_canary_ask(path: &std::path::Path) -> String {
+    let ask = std::fs::read_to_string(path).unwrap_or_default();
+    let _ = std::fs::remove_file(path);
+    match ask.trim() {
+        "" => "promote".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `cutover canary ENV --promote|--pause|--resume`: leave the request beside ENV's state and
+/// send SIGUSR1 to the `cutover canary` holding ENV's lock on this host. `promote` ends the
+/// current step's hold and goes on to the next step; `pause` stops the countdown (the
+/// analysis goes on); `resume` restarts it, or ends a `pause` step.
+pub fn steer_canary(world: &World, env: &str, ask: &str, read_only: bool) -> Result<i32> {
     let engine = engine(world, env)?;
     if let Some(why) = read_only_reason(world, engine, read_only) {
-        errln!("read-only: `canary --promote` is not allowed ({why})");
+        errln!("read-only: `canary --{ask}` is not allowed ({why})");
         return Ok(EXIT_FAILED);
     }
     let Some(h) = world.store.holder(&engine.env.name) else {
@@ -147,7 +170,7 @@ pub fn promote_canary(world: &World, env: &str, read_only: bool) -> Result<i32> 
     };
     if h.operation != "canary" {
         errln!(
-            "`{env}` is not running a canary but {}: nothing to promote",
+            "`{env}` is not running a canary but {}: nothing to {ask}",
             h.describe()
         );
         return Ok(EXIT_FAILED);
@@ -156,7 +179,7 @@ pub fn promote_canary(world: &World, env: &str, read_only: bool) -> Result<i32> 
     let host = |s: &str| s.rsplit('@').next().unwrap_or_default().to_string();
     if host(&h.holder) != host(&me) {
         errln!(
-            "the canary on `{env}` runs on another host ({}); run `cutover canary {env} --promote` there",
+            "the canary on `{env}` runs on another host ({}); run `cutover canary {env} --{ask}` there",
             h.describe()
         );
         return Ok(EXIT_FAILED);
@@ -168,16 +191,32 @@ pub fn promote_canary(world: &World, env: &str, read_only: bool) -> Result<i32> 
         );
         return Ok(EXIT_FAILED);
     };
+    let file = canary_ask_file(world, &engine.env.name, h.pid);
+    let tmp = file.with_extension("ask.tmp");
+    let written = std::fs::write(&tmp, ask).and_then(|()| std::fs::rename(&tmp, &file));
+    if let Err(e) = written {
+        errln!(
+            "cannot leave the request for the canary on `{env}` in {}: {e}",
+            file.display()
+        );
+        return Ok(EXIT_FAILED);
+    }
     let sent = rustix::process::Pid::from_raw(pid)
         .ok_or(rustix::io::Errno::SRCH)
         .and_then(|p| rustix::process::kill_process(p, rustix::process::Signal::USR1));
     if let Err(e) = sent {
+        let _ = std::fs::remove_file(&file);
         let e = std::io::Error::from(e);
         errln!("cannot signal the canary on `{env}` (pid {pid}): {e}; are you its user?");
         return Ok(EXIT_FAILED);
     }
+    let what = match ask {
+        "pause" => "to pause its countdown",
+        "resume" => "to resume",
+        _ => "to go on to its next step",
+    };
     outln!(
-        "asked the canary #{} on `{env}` (pid {pid}) to go on to its next step",
+        "asked the canary #{} on `{env}` (pid {pid}) {what}",
         h.op_id
     );
     Ok(EXIT_OK)

@@ -112,6 +112,13 @@ pub(super) struct RawEnvironment {
     #[serde(default = "default_canary_pause", with = "serde_duration")]
     pub(super) canary_pause: Duration,
     pub(super) canary_max_error_rate: Option<Spanned<f64>>,
+    pub(super) canary_max_error_rate_over_stable: Option<Spanned<f64>>,
+    #[serde(
+        default,
+        deserialize_with = "crate::timefmt::serde_duration_opt::deserialize"
+    )]
+    pub(super) canary_max_latency: Option<Duration>,
+    pub(super) canary_failure_limit: Option<u32>,
 }
 
 pub(super) fn default_warmup_timeout() -> Duration {

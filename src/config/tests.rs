@@ -2,9 +2,16 @@
 fn canary_steps_rise_to_100() {
     assert_eq!(
         parse_canary_steps(&["5%", "25%", "50%", "100%"]),
-        Ok(vec![5, 25, 50, 100])
+        Ok(DEFAULT_CANARY_STEPS.to_vec())
     );
-    assert_eq!(parse_canary_steps(&["50", "100"]), Ok(vec![50, 100]));
+    assert_eq!(
+        parse_canary_steps(&["50", "pause", "100"]),
+        Ok(vec![
+            CanaryStep::Weight(50),
+            CanaryStep::Pause,
+            CanaryStep::Weight(100)
+        ])
+    );
     assert!(
         parse_canary_steps(&["25%", "5%", "100%"])
             .unwrap_err()
@@ -432,4 +439,46 @@ fn bad_hooks_name_line_column_and_field() {
 fn line_col_counts_characters() {
     assert_eq!(line_col("ab\ncd", 4), (2, 2));
     assert_eq!(line_col("ab", 0), (1, 1));
+}
+
+#[test]
+fn a_canary_plan_in_the_config_is_checked_field_by_field() {
+    let with = |lines: &str| {
+        GOOD.replace(
+            "public_url = \"http://127.0.0.1:8080/\"\n",
+            &format!("public_url = \"http://127.0.0.1:8080/\"\n{lines}"),
+        )
+    };
+    let ok = parse(
+        &with(
+            "canary_steps = [\"10%\", \"pause\", \"100%\"]\ncanary_max_latency = \"250ms\"\n\
+             canary_max_error_rate_over_stable = 0.02\ncanary_failure_limit = 0\n",
+        ),
+        Path::new("cutover.toml"),
+    )
+    .expect("a canary plan");
+    let e = &ok.environments[0];
+    assert_eq!(
+        e.canary_steps,
+        [
+            CanaryStep::Weight(10),
+            CanaryStep::Pause,
+            CanaryStep::Weight(100)
+        ]
+    );
+    assert_eq!(
+        (
+            e.canary_max_latency,
+            e.canary_max_error_rate_over_stable,
+            e.canary_failure_limit
+        ),
+        (Some(Duration::from_millis(250)), Some(0.02), 0)
+    );
+    let bad = err(&with("canary_max_error_rate_over_stable = 2\n")).to_string();
+    assert!(
+        bad.contains("canary_max_error_rate_over_stable") && bad.contains("fraction"),
+        "{bad}"
+    );
+    let bad = err(&with("canary_steps = [\"10%\", \"later\", \"100%\"]\n")).to_string();
+    assert!(bad.contains("`later` is neither `pause`"), "{bad}");
 }

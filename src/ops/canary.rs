@@ -1,14 +1,18 @@
 //! The canary operation: plan → gate → for each step below 100 %: apply the weights on every
 //! router, verify them by reading them back, hold for `canary_pause` while the analysis runs;
-//! then the last step is the normal swap ([`Engine::switch`]), with its verify, smoke test and
-//! watch.
+//! a `pause` step holds the share before it until the operator resumes or promotes; then the
+//! last step is the normal swap ([`Engine::switch`]), with its verify, smoke test and watch.
 //!
-//! The analysis, once a second during each hold: the canary slot's health check, and the
-//! routers' error and request counters for the canary slot since the step began (as the
-//! watch reads them). A failure — `WATCH_FAILED_CHECKS` failed health checks in a row, or an
-//! error rate above `canary_max_error_rate` — aborts: one `set_weights(live, canary, 0)` per
-//! router puts all the traffic back on the live slot, and the reason and the time from the
-//! failing check to 0 % go to the audit record.
+//! The analysis, once a second during each hold ([`judge`]): the canary slot's health check
+//! and its latency, and the routers' error and request counters for the canary slot since
+//! the step began, against `canary_max_error_rate` and against the stable (live) slot's own
+//! rate over the same time (`canary_max_error_rate_over_stable`). A step tolerates
+//! `canary_failure_limit` failed checks; the next one aborts: one `set_weights(live, canary,
+//! 0)` per router puts all the traffic back on the live slot, and the reason and the time
+//! from the failing check to 0 % go to the audit record.
+//!
+//! The operator steers a running canary through [`CanaryControl`]: promote (end the hold
+//! now), pause (stop the countdown; the analysis goes on) and resume.
 //!
 //! Everything runs under the operation's lock; each weight change is journalled like a swap
 //! (`cutover recover` puts every router back on the live slot at 0 %).
@@ -16,19 +20,22 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use super::watching::Tally;
 use super::{
-    Engine, GateSource, OpRequest, Outcome, Progress, Run, Step, Verdict, WATCH_CHECK_EVERY,
-    WATCH_TAKEOVER_POLL, gate,
+    CanaryControl, Engine, GateSource, OpRequest, Outcome, Progress, Run, Step, Verdict,
+    WATCH_CHECK_EVERY, WATCH_TAKEOVER_POLL, gate,
 };
-use crate::model::RouterState;
+use crate::config::Environment;
+use crate::model::{CanaryStep, ProbeResult, RouterState};
 use crate::router::{DEFAULT_OBSERVE_TIMEOUT, Verb};
 
 /// A step's error rate is judged once it has seen this many requests on the canary: below
 /// that, one error would be a rate of several percent.
 pub const CANARY_MIN_REQUESTS: u64 = 20;
 
-/// The canary slot's counters summed over the routers: (errors, requests).
+/// A slot's counters summed over the routers: (errors, requests).
 fn counters(states: &[RouterState], slot: &str) -> (u64, u64) {
     states
         .iter()
@@ -51,6 +58,97 @@ fn pct(rate: f64) -> String {
     format!("{:.1} %", rate * 100.0)
 }
 
+fn rate(errors: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        errors as f64 / requests as f64
+    }
+}
+
+/// What one analysis check saw: the canary's probe, and (errors, requests) on the canary and
+/// on the stable slot since the step began.
+#[derive(Debug, Clone)]
+pub struct Sample<'a> {
+    pub canary: &'a str,
+    pub stable: &'a str,
+    pub probe: &'a ProbeResult,
+    pub canary_counts: (u64, u64),
+    pub stable_counts: (u64, u64),
+    /// How long the step has held.
+    pub over: Duration,
+}
+
+/// The analysis of one check against the environment's thresholds: what failed, one line
+/// each (empty: the check passed).
+pub fn judge(env: &Environment, s: &Sample<'_>) -> Vec<String> {
+    let mut failed = Vec::new();
+    let (to, over) = (s.canary, crate::timefmt::millis(s.over));
+    if !s.probe.health.is_serving() {
+        failed.push(format!(
+            "`{to}` failed its health check ({})",
+            s.probe
+                .error
+                .as_ref()
+                .map_or_else(|| s.probe.health.label().to_string(), |e| e.to_string())
+        ));
+    }
+    if let (Some(max), Some(took)) = (env.canary_max_latency, s.probe.latency)
+        && took > max
+    {
+        failed.push(format!(
+            "`{to}` answered its health check in {} > {}",
+            crate::timefmt::millis(took),
+            crate::timefmt::millis(max)
+        ));
+    }
+    let (errors, requests) = s.canary_counts;
+    if let Some(r) = error_rate_failure(errors, requests, env.canary_max_error_rate) {
+        failed.push(format!(
+            "{to} error rate {} > {} ({errors} of {requests} requests) over {over}",
+            pct(r),
+            pct(env.canary_max_error_rate)
+        ));
+    }
+    if let Some(margin) = env.canary_max_error_rate_over_stable {
+        let stable = rate(s.stable_counts.0, s.stable_counts.1);
+        if let Some(r) = error_rate_failure(errors, requests, stable + margin) {
+            failed.push(format!(
+                "{to} error rate {} > {}'s {} + {} ({errors} of {requests} requests; {} {} of \
+                 {}) over {over}",
+                pct(r),
+                s.stable,
+                pct(stable),
+                pct(margin),
+                s.stable,
+                s.stable_counts.0,
+                s.stable_counts.1
+            ));
+        }
+    }
+    failed
+}
+
+/// How a step holds: for a time (its countdown stops while paused), or until the operator
+/// resumes or promotes (a `pause` step).
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    For(Duration),
+    UntilResumed,
+}
+
+/// The plan as a line: "5 % → 25 % → pause → 100 %".
+fn plan_text(steps: &[CanaryStep]) -> String {
+    steps
+        .iter()
+        .map(|s| match s.percent() {
+            Some(p) => format!("{p} %"),
+            None => "pause".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
 impl Engine {
     /// The canary from `live` to `to` (the lock is held and the plan step is open).
     #[allow(clippy::too_many_arguments)]
@@ -62,7 +160,7 @@ impl Engine {
         live: Option<String>,
         preview: Option<String>,
         to: String,
-        steps: Vec<u8>,
+        steps: Vec<CanaryStep>,
         held: Arc<std::sync::Mutex<Option<super::Held>>>,
     ) -> Outcome {
         // No steps asked for: the environment's plan.
@@ -99,16 +197,12 @@ impl Engine {
         }
         run.record.from = Some(live.clone());
         run.record.to = Some(to.clone());
-        let plan_text = steps
-            .iter()
-            .map(|s| format!("{s} %"))
-            .collect::<Vec<_>>()
-            .join(" → ");
         run.done(
             Step::Plan,
             true,
             format!(
-                "canary {live} → {to}: {plan_text}, {} per step",
+                "canary {live} → {to}: {}, {} per step",
+                plan_text(&steps),
                 crate::timefmt::millis(self.env.canary_pause)
             ),
         );
@@ -124,38 +218,52 @@ impl Engine {
             Err(refused) => return *refused,
         };
 
-        let mut promote = req.promote.clone();
+        let mut control = Control {
+            rx: req.control.clone(),
+            last: CanaryControl::default(),
+        };
         let count = steps.len();
-        for (i, &percent) in steps.iter().enumerate() {
-            let label = format!("step {}/{count} ({percent} %)", i + 1);
+        let mut share = 0u8;
+        for (i, &step) in steps.iter().enumerate() {
+            let label = match step {
+                CanaryStep::Weight(p) => format!("step {}/{count} ({p} %)", i + 1),
+                CanaryStep::Pause => format!("step {}/{count} (pause at {share} %)", i + 1),
+            };
             if let Some(int) = run.interrupted() {
                 let why = format!("{label} not started ({})", int.reason());
                 return self.abort(run, &live, &to, why, Verdict::Cancelled).await;
             }
-            if percent >= 100 {
-                // The last step is the swap: the canary slot becomes live.
-                // Its gate probes the canary afresh: the plan's gate input is a whole plan old.
-                run.note(Step::Apply, format!("{label}: swapping to `{to}`"));
-                run.held = Some(held.clone());
-                return self
-                    .switch(
-                        run,
-                        req,
-                        GateSource::ProbeNow,
-                        Some(live),
-                        preview,
-                        to,
-                        false,
-                    )
-                    .await;
-            }
-            if let Err(why) = self
-                .apply_weights(&mut run, &live, &to, percent, &label)
+            let hold = match step {
+                CanaryStep::Weight(p) if p >= 100 => {
+                    // The last step is the swap: the canary slot becomes live. Its gate
+                    // probes the canary afresh: the plan's gate input is a whole plan old.
+                    run.note(Step::Apply, format!("{label}: swapping to `{to}`"));
+                    run.held = Some(held.clone());
+                    return self
+                        .switch(
+                            run,
+                            req,
+                            GateSource::ProbeNow,
+                            Some(live),
+                            preview,
+                            to,
+                            false,
+                        )
+                        .await;
+                }
+                CanaryStep::Weight(p) => {
+                    if let Err(why) = self.apply_weights(&mut run, &live, &to, p, &label).await {
+                        return self.abort(run, &live, &to, why, Verdict::Failed).await;
+                    }
+                    share = p;
+                    Hold::For(self.env.canary_pause)
+                }
+                CanaryStep::Pause => Hold::UntilResumed,
+            };
+            if let Err((why, failed_at)) = self
+                .analyse(&mut run, &live, &to, &label, hold, &mut control)
                 .await
             {
-                return self.abort(run, &live, &to, why, Verdict::Failed).await;
-            }
-            if let Err((why, failed_at)) = self.analyse(&mut run, &to, &label, &mut promote).await {
                 return self
                     .abort_after(run, &live, &to, why, Verdict::RolledBack, failed_at)
                     .await;
@@ -238,116 +346,168 @@ impl Engine {
         Ok(())
     }
 
-    /// Hold the step for `canary_pause` while the analysis runs. `Err` names why it failed
-    /// and when the failing check was seen.
+    /// Hold the step while the analysis runs: for `canary_pause` (the countdown stops while
+    /// the operator pauses), or, for a `pause` step, until the operator resumes. A promote
+    /// ends either at once. `Err` names why the analysis failed and when the failing check
+    /// was seen.
     async fn analyse(
         &self,
         run: &mut Run<'_>,
+        live: &str,
         to: &str,
         label: &str,
-        promote: &mut Option<tokio::sync::watch::Receiver<u32>>,
+        hold: Hold,
+        control: &mut Control,
     ) -> std::result::Result<(), (String, Instant)> {
-        let window = self.env.canary_pause;
         run.step(
             Step::Watch,
-            format!(
-                "{label}: analysing `{to}` for {}",
-                crate::timefmt::millis(window)
-            ),
+            match hold {
+                Hold::For(window) => format!(
+                    "{label}: analysing `{to}` for {}",
+                    crate::timefmt::millis(window)
+                ),
+                Hold::UntilResumed => format!(
+                    "{label}: paused, analysing `{to}` until the operator resumes or promotes"
+                ),
+            },
         );
         let Some(slot) = self.env.slot(to).cloned() else {
             return Err((format!("{label}: no slot `{to}`"), Instant::now()));
         };
-        let (base_errors, base_requests) = self
+        let base = self
             .observe_all()
             .await
-            .map(|s| counters(&s, to))
-            .unwrap_or((0, 0));
-        let max_rate = self.env.canary_max_error_rate;
+            .map(|s| (counters(&s, to), counters(&s, live)))
+            .unwrap_or_default();
         let started = Instant::now();
-        let end = started + window;
+        let mut left = match hold {
+            Hold::For(window) => Some(window),
+            Hold::UntilResumed => None,
+        };
+        let mut counted_to = started;
         let mut next_check = started + WATCH_CHECK_EVERY;
         let mut tally = Tally::default();
+        let mut failed = 0u32;
         let mut cancel = run.cancel.clone();
-        let mut seen = (0u64, 0u64);
+        let mut seen = ((0u64, 0u64), (0u64, 0u64));
+        let mut was_paused = false;
         loop {
-            if Instant::now() >= end {
-                break;
-            }
-            let wake = next_check
-                .min(end)
-                .min(Instant::now() + WATCH_TAKEOVER_POLL);
-            let promoted = async {
-                match promote.as_mut() {
-                    Some(p) => p.changed().await.ok(),
-                    None => std::future::pending().await,
-                }
+            let before = control.last;
+            let asked = control.now();
+            let ended_by = if asked.promotes != before.promotes {
+                Some("promoted")
+            } else if asked.resumes != before.resumes && left.is_none() {
+                Some("resumed")
+            } else {
+                None
             };
-            tokio::select! {
-                _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = cancel.changed() => {}
-                Some(()) = promoted => {
-                    let (errors, requests) = seen;
-                    run.done(
-                        Step::Watch,
-                        true,
-                        format!(
-                            "{label}: promoted by the operator after {} ({} of {} health \
-                             checks, {errors} errors of {requests} requests so far)",
-                            crate::timefmt::millis(started.elapsed()),
-                            tally.passed,
-                            tally.checks
-                        ),
-                    );
-                    return Ok(());
-                }
+            if let Some(how) = ended_by {
+                let msg = format!(
+                    "{label}: {how} by the operator after {} ({} of {} health checks, {} \
+                     errors of {} requests so far)",
+                    crate::timefmt::millis(started.elapsed()),
+                    tally.passed,
+                    tally.checks,
+                    seen.0.0,
+                    seen.0.1
+                );
+                run.done(Step::Watch, true, msg);
+                return Ok(());
+            }
+            if asked.paused != was_paused {
+                was_paused = asked.paused;
+                let what = if was_paused {
+                    "paused by the operator: the countdown waits, the analysis goes on"
+                } else {
+                    "resumed by the operator"
+                };
+                run.note(Step::Watch, format!("{label}: {what}"));
+            }
+            let now = Instant::now();
+            if let Some(l) = left.as_mut()
+                && !asked.paused
+            {
+                *l = l.saturating_sub(now - counted_to);
+            }
+            counted_to = now;
+            if left == Some(Duration::ZERO) {
+                break;
             }
             if let Some(i) = run.interrupted() {
                 let why = format!("{label}: stopped during the analysis ({})", i.reason());
                 run.done(Step::Watch, false, why.clone());
                 return Err((why, Instant::now()));
             }
-            if Instant::now() < next_check.min(end) {
-                continue;
-            }
-            next_check = Instant::now() + WATCH_CHECK_EVERY;
-            let r = self.prober.probe_slot(&slot).await;
-            tally.count(&r);
-            if let Ok(states) = self.observe_all().await {
-                let (e, q) = counters(&states, to);
-                seen = (
-                    e.saturating_sub(base_errors),
-                    q.saturating_sub(base_requests),
+            if now >= next_check {
+                next_check = now + WATCH_CHECK_EVERY;
+                let r = self.prober.probe_slot(&slot).await;
+                tally.count(&r);
+                if let Ok(states) = self.observe_all().await {
+                    let since = |(e, q): (u64, u64), (be, bq): (u64, u64)| {
+                        (e.saturating_sub(be), q.saturating_sub(bq))
+                    };
+                    seen = (
+                        since(counters(&states, to), base.0),
+                        since(counters(&states, live), base.1),
+                    );
+                }
+                let sample = Sample {
+                    canary: to,
+                    stable: live,
+                    probe: &r,
+                    canary_counts: seen.0,
+                    stable_counts: seen.1,
+                    over: started.elapsed(),
+                };
+                let failures = judge(&self.env, &sample);
+                if !failures.is_empty() {
+                    failed += 1;
+                }
+                let limit = self.env.canary_failure_limit;
+                let ((errors, requests), (s_errors, s_requests)) = seen;
+                let mut detail = format!(
+                    "{label} · {to} {}{} · {errors} err / {requests} req ({}; {live} {}) · \
+                     {failed} of {} failed checks",
+                    r.health.label(),
+                    r.latency
+                        .map(|l| format!(" {}", crate::timefmt::millis(l)))
+                        .unwrap_or_default(),
+                    pct(rate(errors, requests)),
+                    pct(rate(s_errors, s_requests)),
+                    limit + 1
                 );
+                if left.is_none() {
+                    detail.push_str(" · waiting for the operator");
+                } else if asked.paused {
+                    detail.push_str(" · paused");
+                }
+                if let Some(f) = failures.first() {
+                    detail.push_str(&format!(" · {f}"));
+                }
+                let _ = run.tx.send(Progress::Watching {
+                    remaining: left.unwrap_or_default(),
+                    detail,
+                    errors,
+                    checks: tally.checks,
+                    passed: tally.passed,
+                });
+                if failed > limit {
+                    let why = format!("{label} failed: {}", failures.join("; "));
+                    let at = Instant::now();
+                    run.done(Step::Watch, false, why.clone());
+                    return Err((why, at));
+                }
             }
-            let (errors, requests) = seen;
-            let _ = run.tx.send(Progress::Watching {
-                remaining: end.saturating_duration_since(Instant::now()),
-                detail: format!(
-                    "{label} · {to} {} · {errors} err / {requests} req",
-                    r.health.label()
-                ),
-                errors,
-                checks: tally.checks,
-                passed: tally.passed,
-            });
-            let failure = if let Some(why) = tally.failing(to, &r) {
-                Some(format!("{label} failed: {why}"))
-            } else {
-                error_rate_failure(errors, requests, max_rate).map(|rate| {
-                    format!(
-                        "{label} failed: {to} error rate {} > {} ({errors} of {requests} \
-                         requests) over {}",
-                        pct(rate),
-                        pct(max_rate),
-                        crate::timefmt::millis(started.elapsed())
-                    )
-                })
-            };
-            if let Some(why) = failure {
-                let at = Instant::now();
-                run.done(Step::Watch, false, why.clone());
-                return Err((why, at));
+            let mut wake = next_check.min(now + WATCH_TAKEOVER_POLL);
+            if let Some(l) = left
+                && !asked.paused
+            {
+                wake = wake.min(now + l);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = cancel.changed() => {}
+                _ = control.changed() => {}
             }
         }
         run.done(
@@ -355,8 +515,8 @@ impl Engine {
             true,
             format!(
                 "{label}: `{to}` passed ({} of {} health checks, {} errors of {} \
-                 requests)",
-                tally.passed, tally.checks, seen.0, seen.1
+                 requests; {live} {} of {})",
+                tally.passed, tally.checks, seen.0.0, seen.0.1, seen.1.0, seen.1.1
             ),
         );
         Ok(())
@@ -398,17 +558,23 @@ impl Engine {
         for (i, r) in self.routers.iter().enumerate() {
             let done =
                 tokio::time::timeout(DEFAULT_OBSERVE_TIMEOUT, r.set_weights(live, to, 0)).await;
-            match done {
-                Ok(Ok(())) => run.journal_router(i, "changed"),
-                Ok(Err(e)) => {
-                    run.journal_router(i, "failed");
-                    failures.push(format!("`{}`: {e:#}", r.name()));
+            let err = match done {
+                Ok(Ok(())) => {
+                    run.journal_router(i, "changed");
+                    continue;
                 }
-                Err(_) => {
-                    run.journal_router(i, "failed");
-                    failures.push(format!("`{}`: no answer", r.name()));
-                }
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(_) => "no answer".to_string(),
+            };
+            // A router that refuses the change but sends nothing to the canary (it refused
+            // the step's weights in the first place) is where the abort wants it.
+            let state = crate::router::observe_within(r.as_ref(), DEFAULT_OBSERVE_TIMEOUT).await;
+            if state.is_ok_and(|s| s.live.as_deref() == Some(live) && s.weights.is_none()) {
+                run.journal_router(i, "changed");
+                continue;
             }
+            run.journal_router(i, "failed");
+            failures.push(format!("`{}`: {err}", r.name()));
         }
         let took = since.elapsed();
         if failures.is_empty() {
@@ -432,23 +598,124 @@ impl Engine {
     }
 }
 
-/// The canary's step plan, for a dialog or `--steps`: "5,25,50,100".
-pub fn steps_text(steps: &[u8]) -> String {
+/// The operator's requests ([`CanaryControl`]) as the canary has seen them so far.
+struct Control {
+    rx: Option<watch::Receiver<CanaryControl>>,
+    last: CanaryControl,
+}
+
+impl Control {
+    /// The newest requests, remembered as seen.
+    fn now(&mut self) -> CanaryControl {
+        if let Some(rx) = self.rx.as_mut() {
+            self.last = *rx.borrow_and_update();
+        }
+        self.last
+    }
+
+    /// Until a new request comes (never, when nobody can send one).
+    async fn changed(&mut self) {
+        match self.rx.as_mut() {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    self.rx = None;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The canary's step plan, for a dialog or `--steps`: "5,25,pause,50,100".
+pub fn steps_text(steps: &[CanaryStep]) -> String {
     steps
         .iter()
-        .map(u8::to_string)
+        .map(CanaryStep::to_string)
         .collect::<Vec<_>>()
         .join(",")
 }
 
-/// How long the whole plan holds, at least (the pauses; the swap's own watch comes after).
-pub fn plan_duration(steps: &[u8], pause: Duration) -> Duration {
-    pause * steps.iter().filter(|&&s| s < 100).count() as u32
+/// How long the whole plan holds, at least (the timed holds; `pause` steps wait for the
+/// operator, and the swap's own watch comes after).
+pub fn plan_duration(steps: &[CanaryStep], pause: Duration) -> Duration {
+    pause
+        * steps
+            .iter()
+            .filter(|s| s.percent().is_some_and(|p| p < 100))
+            .count() as u32
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(extra: &str) -> Environment {
+        let text = format!(
+            "[[environment]]\nname = \"shop\"\n{extra}\n\
+             [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:9001\"\n\
+             [[environment.slot]]\nname = \"green\"\naddress = \"http://127.0.0.1:9002\"\n"
+        );
+        match crate::config::parse(&text, std::path::Path::new("t.toml")) {
+            Ok(mut c) => c.environments.remove(0),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_check_fails_on_health_latency_the_error_rate_and_the_stable_slots_rate() {
+        let probe = |health, ms| ProbeResult {
+            at: std::time::SystemTime::UNIX_EPOCH,
+            health,
+            status: Some(200),
+            latency: Some(Duration::from_millis(ms)),
+            error: None,
+            version: None,
+            version_error: None,
+        };
+        let sample = |p: &ProbeResult, canary, stable| {
+            judge(
+                &env(
+                    "canary_max_error_rate = 0.5\ncanary_max_error_rate_over_stable = 0.01\n\
+                     canary_max_latency = \"100ms\"\ncanary_failure_limit = 3\n",
+                ),
+                &Sample {
+                    canary: "green",
+                    stable: "blue",
+                    probe: p,
+                    canary_counts: canary,
+                    stable_counts: stable,
+                    over: Duration::from_secs(12),
+                },
+            )
+        };
+        let up = probe(crate::model::Health::Up, 5);
+        assert!(
+            sample(&up, (1, 100), (1, 100)).is_empty(),
+            "as good as blue"
+        );
+        assert!(
+            sample(&up, (5, 10), (0, 100)).is_empty(),
+            "too few requests"
+        );
+        let worse = sample(&up, (3, 100), (1, 100));
+        assert_eq!(
+            worse,
+            [
+                "green error rate 3.0 % > blue's 1.0 % + 1.0 % (3 of 100 requests; blue 1 of 100) \
+              over 12.0s"
+            ]
+        );
+        let slow_down = sample(&probe(crate::model::Health::Down, 250), (60, 100), (0, 100));
+        assert_eq!(slow_down.len(), 4, "{slow_down:?}");
+        assert!(slow_down[0].contains("`green` failed its health check"));
+        assert!(slow_down[1].contains("in 250ms > 100ms"));
+        assert!(slow_down[2].contains("green error rate 60.0 % > 50.0 %"));
+        let e = env("");
+        assert_eq!(
+            (e.canary_failure_limit, e.canary_max_error_rate_over_stable),
+            (1, None)
+        );
+    }
 
     #[test]
     fn the_error_rate_is_judged_on_enough_requests() {
@@ -460,9 +727,16 @@ mod tests {
             "1 % is not above 1 %"
         );
         assert_eq!(error_rate_failure(41, 1000, 0.01), Some(0.041));
-        assert_eq!(steps_text(&[5, 25, 100]), "5,25,100");
+        let plan = [
+            CanaryStep::Weight(5),
+            CanaryStep::Pause,
+            CanaryStep::Weight(25),
+            CanaryStep::Weight(100),
+        ];
+        assert_eq!(steps_text(&plan), "5,pause,25,100");
+        assert_eq!(plan_text(&plan), "5 % → pause → 25 % → 100 %");
         assert_eq!(
-            plan_duration(&[5, 25, 100], Duration::from_secs(60)),
+            plan_duration(&plan, Duration::from_secs(60)),
             Duration::from_secs(120)
         );
     }

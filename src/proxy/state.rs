@@ -190,6 +190,11 @@ pub(crate) struct Options {
     pub redirected_as: Option<hyper::header::HeaderValue>,
     pub bypass_cookie: String,
     pub bypass_header: hyper::header::HeaderName,
+    /// The canary's pinning cookie (`None`: off).
+    pub sticky_cookie: Option<String>,
+    /// The header and the cookie that reach the preview slot through the live listener.
+    pub preview_header: Option<hyper::header::HeaderName>,
+    pub preview_cookie: Option<String>,
     pub upstream_timeout: std::time::Duration,
     pub pause_timeout: std::time::Duration,
     pub pause_max_held: u64,
@@ -350,6 +355,14 @@ impl Shared {
                     cfg.bypass_header
                 )
             })?;
+        let preview_header = cfg
+            .preview_header
+            .as_deref()
+            .map(|h| {
+                hyper::header::HeaderName::from_bytes(h.as_bytes())
+                    .wrap_err_with(|| format!("`preview_header = \"{h}\"` is not a header name"))
+            })
+            .transpose()?;
         let state_file = cfg.state_path(env.name);
         let mut shared = Shared {
             env: env.name.to_string(),
@@ -365,6 +378,9 @@ impl Shared {
                 redirected_as: hyper::header::HeaderValue::from_str(env.name).ok(),
                 bypass_cookie: cfg.bypass_cookie.clone(),
                 bypass_header,
+                sticky_cookie: Some(cfg.sticky_cookie.clone()).filter(|c| !c.is_empty()),
+                preview_header,
+                preview_cookie: cfg.preview_cookie.clone(),
                 upstream_timeout: std::time::Duration::from_secs(cfg.upstream_timeout),
                 pause_timeout: std::time::Duration::from_secs(cfg.pause_timeout),
                 pause_max_held: cfg.pause_max_held,
@@ -524,6 +540,23 @@ impl Shared {
 
     // --- what the admin API reads and changes ------------------------------------------
 
+    /// How a request on the live listener reaches the preview slot, when that is armed.
+    fn preview_route(&self) -> Option<String> {
+        let slot = self.slots.get(self.preview()?)?;
+        let header = self
+            .opts
+            .preview_header
+            .as_ref()
+            .map(|h| format!("header {h}"));
+        let cookie = self
+            .opts
+            .preview_cookie
+            .as_ref()
+            .map(|c| format!("cookie {c}=1"));
+        let how: Vec<String> = header.into_iter().chain(cookie).collect();
+        (!how.is_empty()).then(|| format!("{} → {}", how.join(" or "), slot.name))
+    }
+
     pub fn observe(&self) -> RouterState {
         let mut state = RouterState {
             live: self.slots.get(self.live()).map(|s| s.name.clone()),
@@ -540,6 +573,7 @@ impl Shared {
                     canary_percent: percent,
                 })
             }),
+            preview_route: self.preview_route(),
             ..Default::default()
         };
         if self.paused.load(Ordering::SeqCst) {

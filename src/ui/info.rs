@@ -110,6 +110,12 @@ fn lines(app: &App) -> Vec<Line<'_>> {
                 if let Some(w) = &s.weights {
                     spans.push(Span::styled(format!("  canary: {w}"), t.accent));
                 }
+                if let Some(p) = &s.preview_route {
+                    spans.push(Span::styled(
+                        format!("  preview route armed: {p}"),
+                        t.accent,
+                    ));
+                }
                 if let Some(at) = r.at {
                     spans.push(Span::styled(
                         format!("  read {} ago", timefmt::ago(app.now, at)),

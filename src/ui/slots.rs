@@ -105,6 +105,13 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
     }
     role_line.push(Span::styled(since(app, slot.role_since), t.dim));
     lines.push(Line::from(role_line));
+    // A short column keeps its lines for health, version and traffic (the role line has the
+    // canary's share).
+    if inner.height > SHORT_COLUMN
+        && let Some(l) = split_line(app, env, slot, w)
+    {
+        lines.push(l);
+    }
     let p = slot.last.as_ref();
     let mut hl = vec![Span::styled(
         format!("{} {}", health.symbol(), health.label()),
@@ -230,6 +237,38 @@ fn draw_slot(f: &mut Frame, area: Rect, app: &App, env: &EnvView, slot: &SlotVie
             .style(t.health(health)),
         spark_area,
     );
+}
+
+/// While a canary splits the live traffic, on its two slots: the weight each is configured
+/// with and the share of the split's traffic it served (from the routers' counters, cutover's
+/// own probes taken off).
+fn split_line<'a>(app: &App, env: &EnvView, slot: &SlotView, w: usize) -> Option<Line<'a>> {
+    let t = &app.theme;
+    let split = env.state()?.weights.as_ref()?;
+    let weight = if slot.name == split.canary {
+        split.canary_percent
+    } else if slot.name == split.live {
+        100 - split.canary_percent.min(100)
+    } else {
+        return None;
+    };
+    let rps = |name: &str| {
+        env.slots
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.traffic.current())
+            .map_or(0.0, |c| c.rps)
+    };
+    let all = rps(&split.live) + rps(&split.canary);
+    let served = if all > 0.0 {
+        format!("{:.0} %", rps(&slot.name) * 100.0 / all)
+    } else {
+        "-".into()
+    };
+    Some(Line::styled(
+        super::fit(&format!("weight {weight} % · served {served}"), w),
+        t.accent,
+    ))
 }
 
 /// The slot's user traffic in one line: requests/s, error rate, the router's latency. Where the

@@ -109,6 +109,19 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
         Action::Maintenance,
     ];
     let mut optional = vec![Action::Command, Action::Filter];
+    // While a canary runs, its steering keys come first.
+    if let Some(op) = app
+        .env()
+        .and_then(|e| e.op.as_ref())
+        .filter(|o| o.canary_in_steps())
+    {
+        let steer = if op.canary_waiting() {
+            [Action::Pause, Action::Promote]
+        } else {
+            [Action::Promote, Action::Pause]
+        };
+        optional.splice(0..0, steer);
+    }
     if app.demo {
         optional.splice(0..0, [Action::DemoBreak, Action::DemoSlow]);
     }
@@ -117,6 +130,15 @@ pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
         Action::DemoSlow => "slow",
         Action::Maintenance => "maint",
         Action::Command => "cmd",
+        Action::Pause
+            if app
+                .env()
+                .and_then(|e| e.op.as_ref())
+                .is_some_and(|o| o.canary_waiting()) =>
+        {
+            "resume"
+        }
+        Action::Pause => "pause",
         other => other.name(),
     };
     let cost = |a: Action| app.keymap.first_key(a).chars().count() + label(a).chars().count() + 3;

@@ -348,42 +348,50 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
     if let Some(op) = env.op.as_ref()
         && let Some((remaining, _)) = &op.watching
     {
-        lines.push(Line::styled(
-            format!("Watch {} · {}s left", op.kind, remaining.as_secs()),
-            t.title,
-        ));
+        let mut left = if op.canary_in_steps() && op.canary_waiting() {
+            "paused, waiting for the operator".to_string()
+        } else {
+            format!("{}s left", remaining.as_secs())
+        };
+        if op.canary_in_steps() {
+            left.push_str(&format!(
+                " · aborts > {:.1} % err",
+                env.config.canary_max_error_rate * 100.0
+            ));
+        }
+        lines.push(Line::styled(format!("Watch {} · {left}", op.kind), t.title));
         // A canary's step is judged on its error rate, not on the swap's budget: its last
         // step (the swap) is watched like any swap.
         // (As the rollback key tells them apart: the swap's apply step says it switches.)
-        let canary_step = op.kind == "canary"
-            && !op.steps.iter().any(|(s, _, m)| {
-                *s == crate::ops::Step::Apply
-                    && (m.contains("swapping to")
-                        || m.starts_with("switching live")
-                        || m.starts_with("routers switched"))
-            });
-        if let Some((errors, checks, passed)) = op.watch_inputs
-            && canary_step
-        {
-            lines.push(Line::styled(
-                format!("canary errors this step: {errors}"),
-                if errors > 0 { t.warning } else { t.ok },
-            ));
-            lines.push(Line::styled(
-                super::fit(
-                    &format!(
-                        "aborts above {:.1} % errors (from {} req)",
-                        env.config.canary_max_error_rate * 100.0,
-                        crate::ops::canary::CANARY_MIN_REQUESTS
-                    ),
-                    w,
-                ),
-                t.dim,
-            ));
-            lines.push(Line::styled(
-                format!("health checks passed {passed} of {checks}"),
-                if passed == checks { t.ok } else { t.warning },
-            ));
+        if op.watch_inputs.is_some() && op.canary_in_steps() {
+            // The step timeline: done ✔, current ▶, next ·.
+            if let Some((plan, current)) = op.canary_timeline() {
+                let mut spans = Vec::new();
+                for (i, s) in plan.iter().enumerate() {
+                    let (mark, style) = match i.cmp(&current) {
+                        std::cmp::Ordering::Less => ("✔", t.ok),
+                        std::cmp::Ordering::Equal => ("▶", t.title),
+                        std::cmp::Ordering::Greater => ("·", t.dim),
+                    };
+                    spans.push(Span::styled(format!("{mark} {s}  "), style));
+                }
+                lines.push(Line::from(spans));
+            }
+            // The analysis as its last check saw it, one part a line (the step's label left
+            // off): the canary's probe, its errors against the stable slot's, failed checks,
+            // and what failed.
+            if let Some((_, detail)) = &op.watching {
+                let warn = detail.contains("error rate") || detail.contains("failed its");
+                for (i, part) in detail.split(" · ").skip(1).enumerate() {
+                    let text = if i == 0 {
+                        format!("analysis: {part}")
+                    } else {
+                        format!("  {part}")
+                    };
+                    let style = if warn && i > 0 { t.warning } else { t.text };
+                    lines.push(Line::styled(super::fit(&text, w), style));
+                }
+            }
         } else if let Some((errors, checks, passed)) = op.watch_inputs {
             lines.push(Line::styled(
                 format!("errors since switch: {errors} of {WATCH_ERROR_BUDGET} allowed"),

@@ -270,6 +270,26 @@ pub async fn get(url: &str) -> (u16, String, String) {
     )
 }
 
+/// GET a URL with one extra request header (`Cookie: …`, a preview header): (x-slot,
+/// Set-Cookie) of the answer, which must be a 200.
+pub async fn get_with(url: &str, header: (&str, &str)) -> (String, Option<String>) {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let r = c
+        .get(url)
+        .header(header.0, header.1)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(r.status().as_u16(), 200, "GET {url} with {header:?}");
+    (
+        self::header(&r, "x-slot").unwrap_or_default(),
+        self::header(&r, "set-cookie"),
+    )
+}
+
 /// An answer as a person would look at a maintenance page: status, `Retry-After`,
 /// `Content-Type` and body.
 #[derive(Debug)]
@@ -664,6 +684,7 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
         path: "/".into(),
         pause: Duration::from_millis(600),
         yes_really: false,
+        canary: None,
     };
     let r = cutover::drill::run(&engine(&text), &opts)
         .await

@@ -876,7 +876,8 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
     let embedded = format!(
         "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
          live_listen = \"127.0.0.1:{public}\"\npreview_listen = \"127.0.0.1:{preview}\"\n\
-         state_file = \"{}\"\n",
+         state_file = \"{}\"\npreview_header = \"X-Cutover-Preview\"\n\
+         preview_cookie = \"cutover_preview\"\n",
         state_dir.join("state.json").display()
     );
     let config = t.join("proxy.toml");

@@ -17,6 +17,9 @@ fn default_bypass_cookie() -> String {
 fn default_bypass_header() -> String {
     "X-Cutover-Bypass".into()
 }
+fn default_sticky_cookie() -> String {
+    "cutover_slot".into()
+}
 fn default_upstream_timeout() -> u64 {
     60
 }
@@ -60,6 +63,20 @@ crate::router::router_table! {
         /// A request with this header (any value but empty or `0`) reaches the slot under maintenance.
         #[serde(default = "default_bypass_header")]
         pub bypass_header: String,
+        /// While a canary splits the live traffic, the cookie that pins a client to the slot
+        /// it was first sent to (its value is the slot's name); without a split a request that
+        /// carries it is routed as any other and the cookie is cleared. `""` turns it off.
+        #[serde(default = "default_sticky_cookie")]
+        pub sticky_cookie: String,
+        /// A request on the live listener with this header (any value but empty or `0`)
+        /// reaches the preview slot: testers reach it through the public URL before any
+        /// weight moves. Off when absent.
+        #[serde(default)]
+        pub preview_header: Option<String>,
+        /// A request on the live listener with this cookie set to `1` reaches the preview
+        /// slot. Off when absent.
+        #[serde(default)]
+        pub preview_cookie: Option<String>,
         /// Seconds the proxy waits for a slot's response headers before answering 504.
         #[serde(default = "default_upstream_timeout")]
         pub upstream_timeout: u64,
@@ -112,6 +129,9 @@ impl Default for Config {
             retry_after: default_retry_after(),
             bypass_cookie: default_bypass_cookie(),
             bypass_header: default_bypass_header(),
+            sticky_cookie: default_sticky_cookie(),
+            preview_header: None,
+            preview_cookie: None,
             upstream_timeout: default_upstream_timeout(),
             access_log: None,
             pause_timeout: default_pause_timeout(),
@@ -197,22 +217,32 @@ impl Config {
             );
         }
         let token_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-        if self.bypass_cookie.is_empty() || !self.bypass_cookie.chars().all(token_char) {
-            return Err(format!(
-                "field `bypass_cookie`: `{}` is not a cookie name (letters, digits, - _ .)",
-                self.bypass_cookie
-            ));
+        let cookies = [
+            ("bypass_cookie", Some(&self.bypass_cookie)),
+            ("preview_cookie", self.preview_cookie.as_ref()),
+        ];
+        let sticky = Some(&self.sticky_cookie).filter(|c| !c.is_empty());
+        for (field, v) in cookies.into_iter().chain([("sticky_cookie", sticky)]) {
+            if let Some(v) = v
+                && (v.is_empty() || !v.chars().all(token_char))
+            {
+                return Err(format!(
+                    "field `{field}`: `{v}` is not a cookie name (letters, digits, - _ .)"
+                ));
+            }
         }
-        if self.bypass_header.is_empty()
-            || !self
-                .bypass_header
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(format!(
-                "field `bypass_header`: `{}` is not a header name (letters, digits, -)",
-                self.bypass_header
-            ));
+        let header_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
+        for (field, v) in [
+            ("bypass_header", Some(&self.bypass_header)),
+            ("preview_header", self.preview_header.as_ref()),
+        ] {
+            if let Some(v) = v
+                && (v.is_empty() || !v.chars().all(header_char))
+            {
+                return Err(format!(
+                    "field `{field}`: `{v}` is not a header name (letters, digits, -)"
+                ));
+            }
         }
         for s in slots {
             let mut addrs = vec![(None, s.address.as_str())];
