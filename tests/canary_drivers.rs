@@ -231,7 +231,9 @@ async fn the_canary_operation_runs_through_the_driver(rig: Rig) {
     });
     let canary = cutover::ops::OpKind::Canary {
         to: "green".into(),
-        steps: vec![5, 50, 100],
+        steps: [5, 50, 100]
+            .map(cutover::model::CanaryStep::Weight)
+            .to_vec(),
     };
     let (out, lines) = common::run_op(&engine, canary, false, false).await;
     let report = load.finish().await;

@@ -183,8 +183,9 @@ impl Engine {
         }
         if let Some(r) = self.routers.iter().find(|r| !r.supports(Verb::Weights)) {
             let why = format!(
-                "{} router `{}` cannot split traffic by weight; a canary needs every router \
-                 to (embedded; haproxy with `canary_key`); use `cutover swap` instead",
+                "{} router `{}` cannot split traffic by weight with its config; a canary needs \
+                 every router to (see Canary in the README for each router's setup); use \
+                 `cutover swap` instead",
                 r.kind(),
                 r.name()
             );
@@ -292,19 +293,14 @@ impl Engine {
             &before,
         );
         for (i, r) in self.routers.iter().enumerate() {
-            let done =
-                tokio::time::timeout(DEFAULT_OBSERVE_TIMEOUT, r.set_weights(live, to, percent))
-                    .await;
-            let err = match done {
-                Ok(Ok(())) => {
+            // Every driver's change is bounded by its own limit (`Driven`: longer than its
+            // request and reload timeouts, so that theirs are the errors reported).
+            let err = match r.set_weights(live, to, percent).await {
+                Ok(()) => {
                     run.journal_router(i, "changed");
                     continue;
                 }
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => format!(
-                    "no answer within {}",
-                    crate::timefmt::millis(DEFAULT_OBSERVE_TIMEOUT)
-                ),
+                Err(e) => format!("{e:#}"),
             };
             run.journal_router(i, "failed");
             let why = format!("{label}: router `{}` refused the weights: {err}", r.name());
@@ -556,15 +552,12 @@ impl Engine {
         );
         let mut failures = Vec::new();
         for (i, r) in self.routers.iter().enumerate() {
-            let done =
-                tokio::time::timeout(DEFAULT_OBSERVE_TIMEOUT, r.set_weights(live, to, 0)).await;
-            let err = match done {
-                Ok(Ok(())) => {
+            let err = match r.set_weights(live, to, 0).await {
+                Ok(()) => {
                     run.journal_router(i, "changed");
                     continue;
                 }
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(_) => "no answer".to_string(),
+                Err(e) => format!("{e:#}"),
             };
             // A router that refuses the change but sends nothing to the canary (it refused
             // the step's weights in the first place) is where the abort wants it.
