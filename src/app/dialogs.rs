@@ -146,6 +146,15 @@ impl App {
         self.ask(env, kind, title.into());
     }
 
+    pub(super) fn ask_pause(&mut self, env: usize, on: bool) {
+        let title = if on {
+            "PAUSE: hold new live requests until resumed (then restart the live slot in place)"
+        } else {
+            "RESUME: release the held requests to the live slot"
+        };
+        self.ask(env, OpKind::Pause { on }, title.into());
+    }
+
     pub(super) fn ask_canary(&mut self, env: usize, slot: &str) {
         let Some(e) = self.envs.get(env) else { return };
         if e.live() == Some(slot) {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -50,6 +50,7 @@ pub struct ProxyHandle {
     live: SocketAddr,
     preview: Option<SocketAddr>,
     tls: Option<SocketAddr>,
+    preview_tls: Option<SocketAddr>,
     admin: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
@@ -74,14 +75,15 @@ impl ProxyHandle {
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls
     }
-    /// Re-read the TLS certificate and key (as `POST /tls/reload` and SIGHUP do): new
-    /// handshakes get the new certificate, open connections keep theirs. Without `tls` this
-    /// does nothing; on an error the certificate in use stays.
+    /// Where the preview TLS listener is bound, when there is one.
+    pub fn preview_tls_addr(&self) -> Option<SocketAddr> {
+        self.preview_tls
+    }
+    /// Re-read the TLS certificates and keys (as `POST /tls/reload` and SIGHUP do): new
+    /// handshakes get the new certificate, open connections keep theirs. Without `tls` or
+    /// `preview_tls` this does nothing; on an error the certificate in use stays.
     pub async fn reload_tls(&self) -> Result<()> {
-        match &self.shared.tls {
-            Some(c) => c.reload().await,
-            None => Ok(()),
-        }
+        tls::reload_all(&self.shared.tls).await
     }
     /// Where the admin API is bound.
     pub fn admin_addr(&self) -> SocketAddr {
@@ -177,25 +179,26 @@ pub async fn start<'a>(
             )
         })?);
     }
-    let mut tls = None;
-    if let Some(t) = &cfg.tls {
-        let certs = Arc::new(tls::Certs::load(&t.cert, &t.key).await.wrap_err_with(|| {
+    let mut secure = Vec::new();
+    for (i, (listener, table, t)) in [
+        (Listener::Live, "tls", &cfg.tls),
+        (Listener::Preview, "preview_tls", &cfg.preview_tls),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let Some(t) = t else { continue };
+        let (l, acceptor, certs) = tls_listener(table, t).await.wrap_err_with(|| {
             format!(
-                "cannot start the TLS listener of environment `{}`",
+                "cannot start the TLS listener `{table}` of environment `{}`",
                 env.name
             )
-        })?);
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.server_config()?));
-        let listener = bind("TLS listener", "tls.listen", &t.listen).await?;
-        let port = listener
-            .local_addr()
-            .wrap_err("cannot read a bound address")?
-            .port();
+        })?;
         if t.redirect {
-            shared.redirect_to_https = Some(port);
+            shared.redirect_to_https[i] = Some(l.local_addr().wrap_err("a bound address")?.port());
         }
-        shared.tls = Some(certs);
-        tls = Some((listener, acceptor));
+        shared.tls.push(certs);
+        secure.push((listener, l, acceptor));
     }
     let shared = Arc::new(shared);
 
@@ -208,7 +211,17 @@ pub async fn start<'a>(
     let addr = |l: &TcpListener| l.local_addr().wrap_err("cannot read a bound address");
     let (live_addr, admin_addr) = (addr(&live)?, addr(&admin)?);
     let preview_addr = preview.as_ref().map(addr).transpose()?;
-    let tls_addr = tls.as_ref().map(|(l, _)| addr(l)).transpose()?;
+    let tls_addr_of = |which: Listener| {
+        secure
+            .iter()
+            .find(|(w, _, _)| *w == which)
+            .map(|(_, l, _)| addr(l))
+            .transpose()
+    };
+    let (tls_addr, preview_tls_addr) = (
+        tls_addr_of(Listener::Live)?,
+        tls_addr_of(Listener::Preview)?,
+    );
 
     let (shutdown, stopped) = watch::channel(false);
     let (alive, done) = mpsc::channel::<()>(1);
@@ -218,8 +231,8 @@ pub async fn start<'a>(
         let kind = Kind::Serve(Listener::Preview, None);
         spawn_listener(p, kind, &shared, &stopped, &alive);
     }
-    if let Some((l, acceptor)) = tls {
-        let kind = Kind::Serve(Listener::Live, Some(acceptor));
+    for (which, l, acceptor) in secure {
+        let kind = Kind::Serve(which, Some(acceptor));
         spawn_listener(l, kind, &shared, &stopped, &alive);
     }
     spawn_listener(admin, Kind::Admin, &shared, &stopped, &alive);
@@ -229,11 +242,25 @@ pub async fn start<'a>(
         live: live_addr,
         preview: preview_addr,
         tls: tls_addr,
+        preview_tls: preview_tls_addr,
         admin: admin_addr,
         shared,
         shutdown,
         done,
     })
+}
+
+/// A TLS listener of the router's `table` (`tls`, `preview_tls`): bound, with its acceptor and
+/// its certificate (kept for reloads).
+async fn tls_listener(
+    table: &'static str,
+    t: &embedded::TlsConfig,
+) -> Result<(TcpListener, tokio_rustls::TlsAcceptor, Arc<tls::Certs>)> {
+    let certs = Arc::new(tls::Certs::load(table, &t.cert, &t.key).await?);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.server_config(t.http2)?));
+    let what = format!("TLS listener `{table}`");
+    let listener = bind(&what, &format!("{table}.listen"), &t.listen).await?;
+    Ok((listener, acceptor, certs))
 }
 
 /// What a listener serves: live or preview traffic (over TLS when it has an acceptor), or
@@ -281,35 +308,65 @@ fn spawn_listener(
                             tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                         match shake.await {
                             Ok(Ok(tls)) => {
-                                serve(
-                                    TokioIo::new(tls),
-                                    Kind::Serve(l, None),
-                                    true,
-                                    shared,
+                                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                                let how = Conn {
+                                    https: true,
+                                    h2,
                                     peer,
-                                    stopped,
-                                )
-                                .await;
+                                };
+                                let kind = Kind::Serve(l, None);
+                                serve(TokioIo::new(tls), kind, how, shared, stopped).await;
                             }
                             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     }
-                    kind => serve(TokioIo::new(stream), kind, false, shared, peer, stopped).await,
+                    kind => {
+                        let how = Conn {
+                            https: false,
+                            h2: false,
+                            peer,
+                        };
+                        serve(TokioIo::new(stream), kind, how, shared, stopped).await;
+                    }
                 }
             });
         }
     });
 }
 
+/// How a connection came in: over TLS or not, HTTP/2 (agreed by ALPN) or HTTP/1.1, and from
+/// where.
+#[derive(Clone, Copy)]
+struct Conn {
+    https: bool,
+    h2: bool,
+    peer: SocketAddr,
+}
+
+/// Serve a connection until it ends, or until the proxy stops: then shut it down
+/// gracefully (in-flight requests finish, at most [`STOP_GRACE`]).
+macro_rules! until_stopped {
+    ($conn:expr, $stopped:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = async { let _ = $stopped.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(STOP_GRACE, conn.as_mut()).await;
+            }
+        }
+    }};
+}
+
 /// Serve one accepted connection (its TLS handshake done, if any) until it closes or the
-/// proxy stops.
+/// proxy stops. The slots are always reached over HTTP/1.1, whatever the client spoke.
 async fn serve<IO>(
     io: TokioIo<IO>,
     kind: Kind,
-    https: bool,
+    how: Conn,
     shared: Arc<Shared>,
-    peer: SocketAddr,
     mut stopped: watch::Receiver<bool>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -319,24 +376,26 @@ async fn serve<IO>(
         let (shared, stop, kind) = (shared.clone(), stop.clone(), kind.clone());
         async move {
             let resp = match kind {
-                Kind::Serve(l, _) => forward::handle(shared, l, req, peer, https, &stop).await,
+                Kind::Serve(l, _) => {
+                    forward::handle(shared, l, req, how.peer, how.https, &stop).await
+                }
                 Kind::Admin => admin::handle(shared, req).await,
             };
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(io, svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = async { let _ = stopped.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(STOP_GRACE, conn.as_mut()).await;
-        }
+    if how.h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, svc);
+        until_stopped!(conn, stopped);
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(io, svc)
+            .with_upgrades();
+        until_stopped!(conn, stopped);
     }
 }
 

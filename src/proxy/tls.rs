@@ -1,5 +1,5 @@
-//! TLS termination for the live listener (`tls = { listen, cert, key }`): rustls on ring,
-//! TLS 1.2 and 1.3 only, HTTP/1.1 by ALPN.
+//! TLS termination for the live and preview listeners (`tls` and `preview_tls`, each
+//! `{ listen, cert, key }`): rustls on ring, TLS 1.2 and 1.3 only, HTTP/2 or HTTP/1.1 by ALPN.
 //!
 //! The certificate and key are read at start and re-read on `POST /tls/reload` (admin API) or
 //! SIGHUP of `cutover proxy`. A reload swaps what *new* handshakes get; connections already
@@ -20,6 +20,8 @@ use rustls::sign::CertifiedKey;
 /// request.
 #[derive(Debug)]
 pub(crate) struct Certs {
+    /// The router table's field these come from (`tls`, `preview_tls`), for errors.
+    table: &'static str,
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -27,11 +29,13 @@ pub(crate) struct Certs {
 }
 
 impl Certs {
-    /// Read `cert` (a PEM chain, leaf first) and `key` (a PEM private key).
-    pub async fn load(cert: &Path, key: &Path) -> Result<Certs> {
+    /// Read `cert` (a PEM chain, leaf first) and `key` (a PEM private key) of the router's
+    /// `table` (`tls`, `preview_tls`).
+    pub async fn load(table: &'static str, cert: &Path, key: &Path) -> Result<Certs> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let current = read(cert, key, &provider).await?;
+        let current = read(table, cert, key, &provider).await?;
         Ok(Certs {
+            table,
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             provider,
@@ -41,22 +45,39 @@ impl Certs {
 
     /// Re-read the files; on success new handshakes get the new certificate.
     pub async fn reload(&self) -> Result<()> {
-        let fresh = read(&self.cert, &self.key, &self.provider).await?;
+        let fresh = read(self.table, &self.cert, &self.key, &self.provider).await?;
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = Arc::new(fresh);
         Ok(())
     }
 
-    /// A rustls server config that asks this for its certificate at each handshake.
-    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig> {
+    /// A rustls server config that asks this for its certificate at each handshake, and
+    /// offers HTTP/2 by ALPN when `http2` (HTTP/1.1 always).
+    pub fn server_config(self: &Arc<Self>, http2: bool) -> Result<rustls::ServerConfig> {
         let mut c = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .wrap_err("cannot set up TLS 1.2/1.3 with ring")?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        c.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         Ok(c)
     }
+}
+
+/// Reload every TLS listener's certificate; the first error is returned (a listener whose
+/// files fail keeps its certificate, the others take their new one).
+pub(crate) async fn reload_all(certs: &[Arc<Certs>]) -> Result<()> {
+    let mut first = None;
+    for c in certs {
+        if let Err(e) = c.reload().await {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 impl ResolvesServerCert for Certs {
@@ -70,10 +91,15 @@ impl ResolvesServerCert for Certs {
     }
 }
 
-async fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey> {
+async fn read(
+    table: &str,
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey> {
     let pem = tokio::fs::read(cert).await.wrap_err_with(|| {
         format!(
-            "cannot read the TLS certificate `{}` (field `tls.cert`)",
+            "cannot read the TLS certificate `{}` (field `{table}.cert`)",
             cert.display()
         )
     })?;
@@ -93,7 +119,7 @@ async fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Cert
     }
     let pem = tokio::fs::read(key).await.wrap_err_with(|| {
         format!(
-            "cannot read the TLS key `{}` (field `tls.key`)",
+            "cannot read the TLS key `{}` (field `{table}.key`)",
             key.display()
         )
     })?;

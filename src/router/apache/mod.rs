@@ -347,7 +347,7 @@ impl Proxy for Apache {
                 self.cfg.maintenance_flag.is_some() || self.cfg.maintenance_page_flag.is_some()
             }
             Verb::Observe | Verb::SwitchLive | Verb::Drain | Verb::Undrain => true,
-            Verb::Weights => false,
+            Verb::Weights | Verb::Pause => false,
         }
     }
     async fn observe(&self) -> Result<RouterState> {

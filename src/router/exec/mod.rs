@@ -162,7 +162,7 @@ impl Proxy for Exec {
             Verb::Drain => has(Cmd::Drain),
             Verb::Undrain => has(Cmd::Undrain),
             Verb::Maintenance => has(Cmd::MaintenanceOn) && has(Cmd::MaintenanceOff),
-            Verb::Weights => false,
+            Verb::Weights | Verb::Pause => false,
         }
     }
     async fn observe(&self) -> Result<RouterState> {
