@@ -332,3 +332,175 @@ async fn http2_can_be_turned_off_and_curl_then_gets_http_1_1() {
     let out = curl_tls("--http2", &cert, port, "/").await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
+
+/// Two environments, `shop` (slots blue, green) and `blog` (slots b1, b2), whose embedded
+/// routers share one live listener; `shop_keys` and `blog_keys` are added to their tables.
+/// The config text and the live port.
+fn two_sites(s: &[SlotServer], dir: &TempDir, shop_keys: &str, blog_keys: &str) -> (String, u16) {
+    let live = free_port();
+    let mut text = format!(
+        "[settings]\nstate_dir = \"{}\"\n",
+        dir.path().join("state").display()
+    );
+    for (name, slots, keys) in [("shop", &s[..2], shop_keys), ("blog", &s[2..], blog_keys)] {
+        text.push_str(&format!("\n[[environment]]\nname = \"{name}\"\n\n"));
+        text.push_str(&common::versioned_slot_tables(slots));
+        text.push_str(&format!(
+            "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{}\"\n\
+             live_listen = \"127.0.0.1:{live}\"\nstate_file = \"{}\"\n{keys}\n",
+            free_port(),
+            dir.path().join(format!("proxy-{name}.json")).display()
+        ));
+    }
+    (text, live)
+}
+
+/// The slot servers of [`two_sites`]: shop's blue and green, blog's b1 and b2.
+async fn site_slots() -> Vec<SlotServer> {
+    let specs = [("blue", "1.0.0"), ("green", "2.0.0"), ("b1", "1.0.0")];
+    common::slots(&[specs[0], specs[1], specs[2], ("b2", "2.0.0")]).await
+}
+
+/// Start every embedded router of `text` as `cutover proxy` does: (config, handles or the
+/// error).
+async fn try_start_all(
+    dir: &TempDir,
+    text: &str,
+) -> (
+    cutover::config::Config,
+    color_eyre::Result<Vec<ProxyHandle>>,
+) {
+    let path = dir.path().join("cutover.toml");
+    std::fs::write(&path, text).expect("write config");
+    let config = cutover::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let items: Vec<_> = config
+        .environments
+        .iter()
+        .map(|e| match e.routers.first() {
+            Some(cutover::router::RouterConfig::Embedded(c)) => (e.routed(), c),
+            _ => panic!("no embedded router"),
+        })
+        .collect();
+    let started = cutover::proxy::start_many(&items).await;
+    (config, started)
+}
+
+async fn start_all(dir: &TempDir, text: &str) -> (cutover::config::Config, Vec<ProxyHandle>) {
+    let (config, started) = try_start_all(dir, text).await;
+    (config, started.expect("proxies start"))
+}
+
+/// One raw HTTP/1.1 request with `Host: host` to `port`: the whole answer.
+async fn ask_host(port: u16, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    c.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    c.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_environments_on_one_listener_by_host_swap_independently_under_load() {
+    let s = site_slots().await;
+    let dir = TempDir::new().expect("tempdir");
+    // `localhost` and `127.0.0.1` are two host names a client can use for one loopback port.
+    let (text, port) = two_sites(
+        &s,
+        &dir,
+        "hosts = [\"localhost\"]",
+        "hosts = [\"127.0.0.1\"]",
+    );
+    let (config, handles) = start_all(&dir, &text).await;
+    assert_eq!(
+        handles[0].live_addr(),
+        handles[1].live_addr(),
+        "one listener"
+    );
+
+    let unknown = ask_host(port, "nope.example").await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    assert!(
+        unknown.contains("No site is served for <code>nope.example</code>"),
+        "{unknown}"
+    );
+
+    let load = |url: String| {
+        let mut o = cutover::load::LoadOptions::new(url);
+        o.concurrency = 4;
+        o.max_requests = 200_000;
+        o.max_duration = Duration::from_secs(60);
+        cutover::load::start(o)
+    };
+    let (shop, blog) = (
+        load(format!("http://localhost:{port}/")),
+        load(format!("http://127.0.0.1:{port}/")),
+    );
+    let driver = |i: usize| {
+        let mut c = match config.environments[i].routers[0].clone() {
+            cutover::router::RouterConfig::Embedded(c) => c,
+            _ => panic!("embedded"),
+        };
+        c.admin = handles[i].admin_addr().to_string();
+        cutover::router::embedded::Driver::new("embedded".into(), &config.environments[i], &c)
+            .expect("driver")
+    };
+    let shop_driver = driver(0);
+    // 5 swap+rollback pairs of shop, each after both loads have gone on by 100 requests.
+    let both_go_on = || async {
+        let (a, b) = (shop.sent.load(SeqCst) + 100, blog.sent.load(SeqCst) + 100);
+        let ok = eventually(Duration::from_secs(30), || async {
+            shop.sent.load(SeqCst) >= a && blog.sent.load(SeqCst) >= b
+        })
+        .await;
+        assert!(ok, "both loads go on");
+    };
+    use cutover::router::Router;
+    for to in ["green", "blue"].repeat(5) {
+        both_go_on().await;
+        shop_driver.switch_live(to).await.expect("switch shop");
+    }
+    both_go_on().await;
+    let (shop, blog) = (shop.finish().await, blog.finish().await);
+    common::assert_none_failed(&shop);
+    common::assert_none_failed(&blog);
+    let slots_of = |r: &cutover::load::LoadReport| r.by_slot.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(slots_of(&shop), ["blue", "green"], "shop swapped");
+    assert_eq!(slots_of(&blog), ["b1"], "blog never moved");
+    assert_eq!(handles[1].state().live.as_deref(), Some("b1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_without_hosts_takes_the_unknown_ones_and_overlaps_are_refused() {
+    let s = site_slots().await;
+    let dir = TempDir::new().expect("tempdir");
+    let (text, port) = two_sites(&s, &dir, "hosts = [\"shop.example\"]", "");
+    let (_, handles) = start_all(&dir, &text).await;
+    let (shop, other) = (
+        ask_host(port, "Shop.Example:80").await,
+        ask_host(port, "nope.example").await,
+    );
+    assert!(shop.contains("x-slot: blue"), "{shop}");
+    assert!(
+        other.contains("x-slot: b1"),
+        "the default takes it: {other}"
+    );
+    drop(handles);
+
+    // Two environments that would answer the same requests on one address.
+    let dir = TempDir::new().expect("tempdir");
+    let (text, _) = two_sites(&s, &dir, "path_prefix = \"/x\"", "path_prefix = \"/x\"");
+    let (_, started) = try_start_all(&dir, &text).await;
+    let err = match started {
+        Ok(_) => panic!("two catch-all environments on one port were accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("`shop` and `blog` share `live_listen")
+            && err.contains("give each its own `hosts` or `path_prefix`"),
+        "{err}"
+    );
+}

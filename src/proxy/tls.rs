@@ -51,20 +51,61 @@ impl Certs {
         Ok(())
     }
 
-    /// A rustls server config that asks this for its certificate at each handshake, and
-    /// offers HTTP/2 by ALPN when `http2` (HTTP/1.1 always).
-    pub fn server_config(self: &Arc<Self>, http2: bool) -> Result<rustls::ServerConfig> {
-        let mut c = rustls::ServerConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .wrap_err("cannot set up TLS 1.2/1.3 with ring")?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        c.alpn_protocols = if http2 {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
+    /// The certificate new handshakes get.
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A rustls server config for a TLS listener shared by `sites` (each environment's hosts and
+/// certificate): each handshake gets the certificate of the host its SNI names, else of the
+/// environment without hosts, else the first one. HTTP/2 is offered by ALPN when `http2`
+/// (HTTP/1.1 always).
+pub(crate) fn server_config(
+    sites: Vec<(Vec<String>, Arc<Certs>)>,
+    http2: bool,
+) -> Result<rustls::ServerConfig> {
+    let provider = sites
+        .first()
+        .map(|(_, c)| c.provider.clone())
+        .ok_or_else(|| eyre!("a TLS listener without a certificate"))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .wrap_err("cannot set up TLS 1.2/1.3 with ring")?
+        .with_no_client_auth();
+    let mut c = match &sites[..] {
+        [(_, only)] => builder.with_cert_resolver(only.clone()),
+        _ => builder.with_cert_resolver(Arc::new(BySni(sites))),
+    };
+    c.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(c)
+}
+
+/// The certificate by the host a handshake names (SNI), for a listener several environments
+/// share.
+#[derive(Debug)]
+struct BySni(Vec<(Vec<String>, Arc<Certs>)>);
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        let named = |(hosts, _): &&(Vec<String>, Arc<Certs>)| {
+            name.as_ref().is_some_and(|n| hosts.contains(n))
         };
-        Ok(c)
+        let site = self
+            .0
+            .iter()
+            .find(named)
+            .or_else(|| self.0.iter().find(|(hosts, _)| hosts.is_empty()))
+            .or(self.0.first())?;
+        Some(site.1.current())
     }
 }
 
@@ -82,12 +123,7 @@ pub(crate) async fn reload_all(certs: &[Arc<Certs>]) -> Result<()> {
 
 impl ResolvesServerCert for Certs {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        Some(self.current())
     }
 }
 

@@ -82,6 +82,15 @@ crate::router::router_table! {
         /// A TLS listener for preview traffic; none when absent.
         #[serde(default)]
         pub preview_tls: Option<TlsConfig>,
+        /// The host names this environment answers on its listeners (`Host`, or SNI for
+        /// the certificate), when several environments share a listener address; empty:
+        /// every host no other environment on the address names.
+        #[serde(default)]
+        pub hosts: Vec<String>,
+        /// Only requests whose path starts with this (`/blog`: `/blog` and `/blog/...`) come
+        /// to this environment on a shared listener; forwarded with the path unchanged.
+        #[serde(default)]
+        pub path_prefix: Option<String>,
     }
 }
 
@@ -133,6 +142,8 @@ impl Default for Config {
             upgrade_drain_timeout: None,
             tls: None,
             preview_tls: None,
+            hosts: Vec::new(),
+            path_prefix: None,
         }
     }
 }
@@ -194,6 +205,24 @@ impl Config {
         {
             return Err(format!(
                 "field `token_env`: `{t}` is not an environment variable name"
+            ));
+        }
+        for h in &self.hosts {
+            let ok = !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !ok {
+                return Err(format!(
+                    "field `hosts`: `{h}` is not a host name (letters, digits, - _ . ; no scheme, \
+                     port or path), e.g. \"shop.example.com\""
+                ));
+            }
+        }
+        if let Some(p) = &self.path_prefix
+            && (!p.starts_with('/') || p.contains(['?', '#', ' ']))
+        {
+            return Err(format!(
+                "field `path_prefix`: `{p}` is not a path starting with /, e.g. \"/blog\""
             ));
         }
         if self.retry_after == 0 {
