@@ -504,3 +504,51 @@ async fn an_environment_without_hosts_takes_the_unknown_ones_and_overlaps_are_re
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_over_tls_swaps_20_pairs_with_no_failed_request() {
+    let s = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (edge, _certs, cert) = tls_edge(&[&s[0], &s[1]], "").await;
+    let port = edge.proxy.tls_addr().expect("a TLS listener").port();
+    // The drill's load (`cutover drill`, its own HTTPS client) trusts the test's certificate
+    // through SSL_CERT_FILE, as it would a private CA's.
+    let text = edge.text.replacen(
+        "name = \"shop\"\n",
+        &format!("name = \"shop\"\npublic_url = \"https://127.0.0.1:{port}/\"\n"),
+        1,
+    );
+    let path = edge.dir.path().join("cutover.toml");
+    std::fs::write(&path, &text).expect("write config");
+    let dir = edge.dir.path().to_path_buf();
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .arg("--config")
+            .arg(&path)
+            .args(["drill", "shop", "--pairs", "20", "--concurrency", "16"])
+            .args(["--duration", "120s", "--json"])
+            .env("SSL_CERT_FILE", &cert)
+            .env("XDG_STATE_HOME", dir.join("state"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run cutover drill")
+    })
+    .await
+    .expect("join");
+    let out = printed(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    println!(
+        "MEASURED embedded over TLS: drill of 20 pairs: sent={} failed={} switches={} rps={:.0}",
+        report["sent"], report["failed"], report["planned_switches"], report["rps"]
+    );
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["planned_switches"], 40, "{report}");
+    assert_eq!(report["switches"].as_array().map(Vec::len), Some(40));
+    assert!(
+        report["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://"))
+    );
+    assert!(report["by_slot"]["green"].as_u64() > Some(0), "{report}");
+}
