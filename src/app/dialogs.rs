@@ -148,9 +148,9 @@ impl App {
 
     pub(super) fn ask_pause(&mut self, env: usize, on: bool) {
         let title = if on {
-            "PAUSE: hold new live requests until resumed (then restart the live slot in place)"
+            "PAUSE new live requests (held until resumed)"
         } else {
-            "RESUME: release the held requests to the live slot"
+            "RESUME: release the held requests"
         };
         self.ask(env, OpKind::Pause { on }, title.into());
     }
