@@ -552,3 +552,43 @@ async fn a_drill_over_tls_swaps_20_pairs_with_no_failed_request() {
     );
     assert!(report["by_slot"]["green"].as_u64() > Some(0), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_tls_listener_gives_each_site_its_own_certificate_by_sni() {
+    let s = site_slots().await;
+    let dir = TempDir::new().expect("tempdir");
+    let (shop_cert, shop_key, shop_pem) = self_signed(dir.path(), "shop");
+    let (blog_cert, blog_key, blog_pem) = self_signed(dir.path(), "blog");
+    let port = free_port();
+    let table = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "tls = {{ listen = \"127.0.0.1:{port}\", cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        )
+    };
+    let shop_keys = format!("hosts = [\"localhost\"]\n{}", table(&shop_cert, &shop_key));
+    let (text, _) = two_sites(&s, &dir, &shop_keys, &table(&blog_cert, &blog_key));
+    let (_, handles) = start_all(&dir, &text).await;
+    let addr = handles[0].tls_addr().expect("a TLS listener");
+    assert_eq!(handles[1].tls_addr(), Some(addr), "one TLS listener");
+
+    // SNI `localhost` gets shop's certificate and shop's slot.
+    let r = tls_get(&shop_pem, "https", addr, "/").await;
+    assert_eq!(r.headers()["x-slot"], "blue");
+    assert!(
+        tls_client(&blog_pem, addr)
+            .get(format!("https://localhost:{port}/"))
+            .send()
+            .await
+            .is_err(),
+        "blog's certificate is not offered for localhost"
+    );
+    // An address (no SNI) gets the default site's certificate and slot.
+    let r = tls_client(&blog_pem, addr)
+        .get(format!("https://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("GET the default site by address");
+    assert_eq!(r.headers()["x-slot"], "b1");
+}
