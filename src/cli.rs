@@ -97,10 +97,12 @@ pub enum Command {
         #[command(flatten)]
         op: OpFlags,
     },
-    /// Turn maintenance on or off for the live traffic
+    /// Turn maintenance on or off for the live traffic, or pause it: `pause` holds new live
+    /// requests (embedded router; bounded by `pause_timeout` and `pause_max_held`, then 503)
+    /// while the live slot restarts in place, `resume` releases them to it
     Maintenance {
         env: String,
-        state: OnOff,
+        state: MaintenanceState,
         /// Send the traffic to this slot instead of a 503 page
         #[arg(long, value_name = "SLOT")]
         redirect_to: Option<String>,
@@ -240,10 +242,17 @@ pub enum ConfigCommand {
     Path,
 }
 
+/// `cutover maintenance ENV on|off|pause|resume`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnOff {
+pub enum MaintenanceState {
+    /// The maintenance page (or `--redirect-to`) for the live traffic
     On,
+    /// Serve the live slot again
     Off,
+    /// Hold new live requests until `resume` (embedded router)
+    Pause,
+    /// Release the held requests to the live slot
+    Resume,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -114,6 +114,9 @@ struct EnvStatus {
     preview: Option<String>,
     previous_live: Option<String>,
     maintenance: Option<MaintenanceMode>,
+    /// Request pausing, when the routers can pause: paused or not, held now, refused (503).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pause: Option<crate::model::PauseState>,
     warnings: Vec<String>,
     /// An operation a dead cutover left unfinished (`cutover recover` resolves it).
     interrupted: Option<crate::state::Journal>,
@@ -209,12 +212,24 @@ async fn env_status(world: &World, engine: &Engine) -> EnvStatus {
         preview: first.preview,
         previous_live: memory.previous_live,
         maintenance: first.maintenance,
+        pause: pause_of(&routers),
         warnings,
         interrupted,
         routers,
         slots,
         public,
     }
+}
+
+/// The pause of an environment's routers: paused when any is, held and refused summed.
+fn pause_of(routers: &[RouterStatus]) -> Option<crate::model::PauseState> {
+    let mut pauses = routers.iter().filter_map(|r| r.state.as_ref()?.pause);
+    let first = pauses.next()?;
+    Some(pauses.fold(first, |a, p| crate::model::PauseState {
+        paused: a.paused || p.paused,
+        held: a.held + p.held,
+        refused: a.refused + p.refused,
+    }))
 }
 
 /// `cutover status [ENV] [--json]`
@@ -243,7 +258,7 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
     } else {
         for e in &out {
             outln!(
-                "{}  live={} preview={}{}",
+                "{}  live={} preview={}{}{}",
                 e.name,
                 e.live.as_deref().unwrap_or("?"),
                 e.preview.as_deref().unwrap_or("-"),
@@ -251,6 +266,10 @@ pub async fn status(world: &World, env: Option<&str>, json: bool) -> Result<i32>
                     "  MAINTENANCE"
                 } else {
                     ""
+                },
+                match e.pause {
+                    Some(p) if p.paused || p.refused > 0 => format!("  requests {p}"),
+                    _ => String::new(),
                 }
             );
             outln!(

@@ -60,8 +60,15 @@ live_listen = "0.0.0.0:8080"
 preview_listen = "0.0.0.0:8081"
 # token_env = "CUTOVER_ADMIN_TOKEN" # the admin API then requires this bearer token
 # Terminate TLS (1.2+) for live traffic; `kill -HUP` of `cutover proxy` re-reads the files
-# (e.g. from a certbot deploy hook). redirect = true sends plain HTTP to HTTPS.
-# tls = { listen = "0.0.0.0:8443", cert = "/etc/letsencrypt/live/shop.example/fullchain.pem", key = "/etc/letsencrypt/live/shop.example/privkey.pem", redirect = true }
+# (e.g. from a certbot deploy hook). redirect = true sends plain HTTP to HTTPS. Clients that
+# speak HTTP/2 get it (http2 = false: HTTP/1.1 only); the slots are reached over HTTP/1.1.
+# tls = { listen = "0.0.0.0:8443", cert = "/etc/letsencrypt/live/shop.example/fullchain.pem", key = "/etc/letsencrypt/live/shop.example/privkey.pem", redirect = true, http2 = true }
+# preview_tls = { listen = "0.0.0.0:8444", cert = "/etc/letsencrypt/live/shop.example/fullchain.pem", key = "/etc/letsencrypt/live/shop.example/privkey.pem" }
+# Several environments may name the same listen addresses; each answers its own hosts.
+# hosts = ["shop.example"]
+# `cutover maintenance shop pause` holds new requests while the slot restarts in place:
+# pause_timeout = 30                # seconds a request may be held, then 503
+# pause_max_held = 1000             # requests held at once; more get 503
 # access_log = "/var/log/cutover/shop-access.log"  # one JSON line per request ("-" = stderr)
 # upgrade_drain_timeout = 300       # close WebSockets left on the old slot this long after a switch
 # See the README for haproxy, nginx, apache, caddy and exec routers.
@@ -72,6 +79,28 @@ mod tests {
     #[test]
     fn the_example_config_is_valid() {
         let c = crate::config::parse(super::CONFIG, std::path::Path::new("example.toml"));
+        assert!(c.is_ok(), "{:?}", c.err());
+    }
+
+    #[test]
+    fn the_commented_tls_hosts_and_pause_lines_are_valid_once_uncommented() {
+        let keys = [
+            "tls",
+            "preview_tls",
+            "hosts",
+            "pause_timeout",
+            "pause_max_held",
+        ];
+        let text: String = super::CONFIG
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if keys.iter().any(|k| rest.starts_with(&format!("{k} ="))) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(text.matches("\ntls =").count(), 1, "{text}");
+        let c = crate::config::parse(&text, std::path::Path::new("example.toml"));
         assert!(c.is_ok(), "{:?}", c.err());
     }
 }

@@ -22,6 +22,7 @@ pub enum Action {
     Rollback,
     Drain,
     Maintenance,
+    Pause,
     Rolling,
     Canary,
     Promote,
@@ -74,6 +75,9 @@ impl Action {
             }
             Action::Drain => "drain the selected slot, or undrain it if it is draining",
             Action::Maintenance => "turn maintenance on (503 page) or off for the environment",
+            Action::Pause => {
+                "pause: hold new live requests while the live slot restarts in place (embedded router), or resume: release them; asks first"
+            }
             Action::Rolling => "rolling deploy of the selected slot, node by node; asks first",
             Action::Canary => {
                 "canary: move the live traffic to the selected slot step by step (canary_steps), analysing each step; asks first; the rollback key aborts it to 0 %"
@@ -89,7 +93,7 @@ impl Action {
                 "filter environments by name (Tab completes, Enter keeps it, Esc clears it)"
             }
             Action::Command => {
-                ":env NAME, :swap [SLOT], :rollback, :drain SLOT, :undrain SLOT, :maintenance on|off, :rolling SLOT, :theme NAME, :help, :quit (Tab completes)"
+                ":env NAME, :swap [SLOT], :rollback, :drain SLOT, :undrain SLOT, :maintenance on|off|pause|resume, :rolling SLOT, :theme NAME, :help, :quit (Tab completes)"
             }
             Action::DemoBreak => "demo: break / heal the selected slot's health",
             Action::DemoSlow => "demo: make the selected slot slow / fast",
@@ -110,6 +114,7 @@ impl Action {
                 | Action::Rollback
                 | Action::Drain
                 | Action::Maintenance
+                | Action::Pause
                 | Action::Rolling
                 | Action::Canary
                 | Action::Promote
@@ -186,6 +191,7 @@ impl Default for Keymap {
             (Key::ch('r'), Rollback),
             (Key::ch('d'), Drain),
             (Key::ch('m'), Maintenance),
+            (Key::ch('p'), Pause),
             (Key::ch('R'), Rolling),
             (Key::ch('c'), Canary),
             (Key::ch('p'), Promote),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use color_eyre::eyre::{Result, WrapErr};
 
-use cutover::cli::{Cli, Command, ConfigCommand, OnOff, OpFlags};
+use cutover::cli::{Cli, Command, ConfigCommand, MaintenanceState, OpFlags};
 use cutover::commands::{self, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use cutover::config::{self, Config};
 use cutover::model::MaintenanceMode;
@@ -302,9 +302,13 @@ fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
                 Some(to) => MaintenanceMode::Redirect { to },
                 None => MaintenanceMode::Page,
             };
-            let kind = OpKind::Maintenance {
-                on: state == OnOff::On,
-                mode,
+            let kind = match state {
+                MaintenanceState::Pause => OpKind::Pause { on: true },
+                MaintenanceState::Resume => OpKind::Pause { on: false },
+                on_off => OpKind::Maintenance {
+                    on: on_off == MaintenanceState::On,
+                    mode,
+                },
             };
             (env, kind, op)
         }

@@ -287,6 +287,36 @@ pub struct RouterState {
     /// (`header X-Cutover-Preview or cookie cutover_preview=1 → green`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_route: Option<String>,
+    /// Request pausing, for a router that can hold requests (the embedded proxy): whether
+    /// it holds new live requests now, how many it holds, and how many got 503 since the
+    /// last pause began (over `pause_max_held` or `pause_timeout`). Absent for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseState>,
+}
+
+/// What a router that can pause requests reports about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PauseState {
+    /// New live requests are held until a resume.
+    pub paused: bool,
+    /// Requests held right now.
+    pub held: u64,
+    /// Requests answered 503 since the last pause began: over its bound in count or time.
+    pub refused: u64,
+}
+
+impl fmt::Display for PauseState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.paused {
+            write!(f, "paused, {} held", self.held)?;
+        } else {
+            f.write_str("not paused")?;
+        }
+        if self.refused > 0 {
+            write!(f, ", {} refused (503) since the pause began", self.refused)?;
+        }
+        Ok(())
+    }
 }
 
 /// A split of the live traffic: `canary_percent` % to `canary`, the rest to `live`.

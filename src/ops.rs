@@ -91,6 +91,11 @@ pub enum OpKind {
         to: String,
         steps: Vec<crate::model::CanaryStep>,
     },
+    /// Hold new live requests (`on`) while the live slot restarts in place, or release them
+    /// (a router that can pause: the embedded proxy).
+    Pause {
+        on: bool,
+    },
 }
 
 impl OpKind {
@@ -106,6 +111,8 @@ impl OpKind {
             OpKind::Rolling { .. } => "rolling",
             OpKind::Recover { .. } => "recover",
             OpKind::Canary { .. } => "canary",
+            OpKind::Pause { on: true } => "pause",
+            OpKind::Pause { on: false } => "resume",
         }
     }
 }
@@ -727,6 +734,8 @@ fn describe(kind: &OpKind) -> String {
         OpKind::Rollback => "rollback".into(),
         OpKind::Rolling { slot, .. } => format!("rolling deploy of {slot}"),
         OpKind::Canary { to, steps } => format!("canary to {to} ({})", canary::steps_text(steps)),
+        OpKind::Pause { on: true } => "pause new live requests".into(),
+        OpKind::Pause { on: false } => "resume: release the held requests".into(),
         OpKind::Recover { to } => format!(
             "recover{}",
             to.as_deref()

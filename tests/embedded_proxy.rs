@@ -15,7 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    SlotServer, eventually, fenced_blocks, free_port, get, node, observe_until, slot_changes, slots,
+    SlotServer, eventually, fenced_blocks, free_port, get, node, observe_until, self_signed,
+    slot_changes, slots, tls_client,
 };
 use cutover::config::{self, Environment};
 use cutover::load::{self, LoadOptions, LoadRun};
@@ -1561,49 +1562,6 @@ async fn the_access_log_has_one_json_line_per_request_with_query_secrets_redacte
         metrics.contains("cutover_proxy_access_log_dropped_total{env=\"shop\"} 0"),
         "{metrics}"
     );
-}
-
-/// A self-signed server certificate for `localhost` and 127.0.0.1 from `openssl req`, written to
-/// `dir/NAME.crt` and `dir/NAME.key`; its PEM.
-fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .arg("-subj")
-        .arg(format!("/CN={name}"))
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // A server certificate, not a CA (webpki refuses a CA as the end entity).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (Debian package openssl) runs");
-    assert!(
-        out.status.success(),
-        "openssl req failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = std::fs::read(&cert).expect("read the certificate");
-    (cert, key, pem)
-}
-
-/// A client that trusts `pem` and reaches `localhost` at `addr`; no pooled connections shared
-/// with any other client.
-fn tls_client(pem: &[u8], addr: std::net::SocketAddr) -> reqwest::Client {
-    cutover::http_client()
-        .add_root_certificate(reqwest::Certificate::from_pem(pem).expect("a PEM certificate"))
-        .resolve("localhost", addr)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1496,6 +1496,37 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
     assert_eq!(green.current().map(|c| c.rps), Some(0.0));
 }
 
+/// The screen (120×40) after the first router of a fresh app reported `st`.
+fn drawn_after(st: cutover::model::RouterState) -> String {
+    let mut app = app_with(EnvMemory::default());
+    app.update(Event::Seen(Seen::Router {
+        env: 0,
+        router: 0,
+        result: Ok(st),
+        at: t0(),
+    }));
+    screen(&mut app, 120, 40).0
+}
+
+/// A pause of the live traffic: the held requests counted on screen, and the 503s once the
+/// pause's bound was passed.
+#[test]
+fn a_pause_shows_its_held_and_refused_requests() {
+    let mut st = router_state("blue", "green");
+    st.pause = Some(cutover::model::PauseState {
+        paused: true,
+        held: 17,
+        refused: 3,
+    });
+    let text = drawn_after(st);
+    assert!(
+        text.contains("PAUSED: 17 requests held; p resumes"),
+        "{text}"
+    );
+    assert!(text.contains("3 requests got 503"), "{text}");
+    insta::assert_snapshot!("state_paused", text);
+}
+
 /// Every state an operator can meet during a cutover, snapshotted: maintenance on, the lock
 /// held by another operator, an interrupted operation, and a swap that failed, rolled back by
 /// itself, or raised the alarm.
@@ -1503,16 +1534,9 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
 fn the_states_an_operator_meets_are_drawn() {
     use cutover::ops::{Outcome, Progress, Step, Verdict};
     // Maintenance on.
-    let mut app = app_with(EnvMemory::default());
     let mut st = router_state("blue", "green");
     st.maintenance = Some(cutover::model::MaintenanceMode::Page);
-    app.update(Event::Seen(Seen::Router {
-        env: 0,
-        router: 0,
-        result: Ok(st),
-        at: t0(),
-    }));
-    let (text, _) = screen(&mut app, 120, 40);
+    let text = drawn_after(st);
     assert!(text.contains("MAINTENANCE is on"), "{text}");
     insta::assert_snapshot!("state_maintenance", text);
 

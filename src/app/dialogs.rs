@@ -146,6 +146,15 @@ impl App {
         self.ask(env, kind, title.into());
     }
 
+    pub(super) fn ask_pause(&mut self, env: usize, on: bool) {
+        let title = if on {
+            "PAUSE new live requests (held until resumed)"
+        } else {
+            "RESUME: release the held requests"
+        };
+        self.ask(env, OpKind::Pause { on }, title.into());
+    }
+
     pub(super) fn ask_canary(&mut self, env: usize, slot: &str) {
         let Some(e) = self.envs.get(env) else { return };
         if e.live() == Some(slot) {

@@ -166,6 +166,13 @@ impl App {
                 }
                 vec![]
             }
+            Action::Pause => {
+                if let Some(e) = self.env() {
+                    let on = !e.state().and_then(|s| s.pause).is_some_and(|p| p.paused);
+                    self.ask_pause(env_idx, on);
+                }
+                vec![]
+            }
             Action::Drill => {
                 self.ask_drill(env_idx);
                 vec![]
@@ -246,7 +253,7 @@ impl App {
             None => COMMANDS.iter().map(|c| c.to_string()).collect(),
             Some("env") => self.envs.iter().map(|e| e.config.name.clone()).collect(),
             Some("swap" | "drain" | "undrain" | "rolling") => slots(),
-            Some("maintenance") => vec!["on".into(), "off".into()],
+            Some("maintenance") => ["on", "off", "pause", "resume"].map(String::from).to_vec(),
             Some("theme") => Theme::builtin_names()
                 .into_iter()
                 .map(String::from)
@@ -299,6 +306,7 @@ impl App {
             ["undrain", slot] if known_slot(self, slot) => self.ask_drain(env_idx, slot, false),
             ["rolling", slot] if known_slot(self, slot) => self.ask_rolling(env_idx, slot),
             ["maintenance", on @ ("on" | "off")] => self.ask_maintenance(env_idx, *on == "on"),
+            ["maintenance", p @ ("pause" | "resume")] => self.ask_pause(env_idx, *p == "pause"),
             ["theme", name] => return vec![Effect::LoadTheme(name.to_string())],
             [cmd, rest @ ..]
                 if ["swap", "drain", "undrain", "rolling"].contains(cmd) && !rest.is_empty() =>

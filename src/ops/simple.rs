@@ -21,6 +21,20 @@ impl Engine {
             let why = format!("there is no slot `{to}` to redirect to");
             return run.finish(Verdict::Refused, why);
         }
+        if let OpKind::Pause { .. } = &kind
+            && let Some(r) = self
+                .routers
+                .iter()
+                .find(|r| !r.supports(crate::router::Verb::Pause))
+        {
+            let why = format!(
+                "{} router `{}` cannot hold requests; pausing needs every router of the \
+                 environment to be embedded",
+                r.kind(),
+                r.name()
+            );
+            return run.finish(Verdict::Refused, why);
+        }
         run.step(Step::Apply, describe(&kind));
         if let Err(why) = self.apply_all(&mut run, &kind, &states).await {
             run.end_changes();
@@ -158,6 +172,7 @@ pub(super) fn undo_of(j: &Journal) -> Option<OpKind> {
     match j.operation.as_str() {
         "drain" => Some(OpKind::Undrain(target()?)),
         "undrain" => Some(OpKind::Drain(target()?)),
+        "pause" => Some(OpKind::Pause { on: false }),
         "maintenance-on" => Some(OpKind::Maintenance {
             on: false,
             mode: MaintenanceMode::Page,
@@ -179,6 +194,7 @@ pub(super) async fn apply_simple(
         OpKind::Drain(t) => r.drain(t).await,
         OpKind::Undrain(t) => r.undrain(t).await,
         OpKind::Maintenance { on, mode } => r.maintenance(*on, mode).await,
+        OpKind::Pause { on } => r.pause(*on).await,
         OpKind::SetPreview(s) if s.is_empty() => match before {
             Some(b) => r.set_preview(b).await,
             None => Ok(()),
@@ -255,6 +271,15 @@ pub(super) fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, Stri
                 ok,
                 format!("maintenance is {}", if ok == *on { "on" } else { "off" }),
             )
+        }
+        OpKind::Pause { on } => {
+            let pauses: Vec<_> = states.iter().filter_map(|s| s.pause).collect();
+            let ok = pauses.len() == states.len() && pauses.iter().all(|p| p.paused == *on);
+            let detail = match pauses.first() {
+                Some(p) => format!("requests: {p}"),
+                None => "the router reports no pause state".into(),
+            };
+            (ok, detail)
         }
         OpKind::SetPreview(slot) => {
             let ok = states

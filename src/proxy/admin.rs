@@ -182,21 +182,19 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
             shared.resume();
             json(StatusCode::OK, &shared.observe())
         }
-        (Method::POST, "/tls/reload") => match &shared.tls {
-            None => error(AdminError::new(
-                409,
-                "this proxy has no TLS listener; add `tls = { listen, cert, key }` to its router",
+        (Method::POST, "/tls/reload") if shared.tls.is_empty() => error(AdminError::new(
+            409,
+            "this proxy has no TLS listener; add `tls = { listen, cert, key }` to its router",
+        )),
+        (Method::POST, "/tls/reload") => match super::tls::reload_all(&shared.tls).await {
+            Ok(()) => {
+                tracing::info!(env = %shared.env, "TLS certificates reloaded");
+                json(StatusCode::OK, &shared.observe())
+            }
+            Err(e) => error(AdminError::new(
+                422,
+                format!("{e:#}; the certificate in use stays"),
             )),
-            Some(certs) => match certs.reload().await {
-                Ok(()) => {
-                    tracing::info!(env = %shared.env, "TLS certificate reloaded");
-                    json(StatusCode::OK, &shared.observe())
-                }
-                Err(e) => error(AdminError::new(
-                    422,
-                    format!("{e:#}; the certificate in use stays"),
-                )),
-            },
         },
         (Method::POST, "/weights") => {
             let example = r#"{"live":"blue","canary":"green","canary_percent":25}"#;

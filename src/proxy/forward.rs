@@ -292,10 +292,7 @@ async fn answer(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
-    if listener == Listener::Live
-        && !https
-        && let Some(port) = shared.redirect_to_https
-    {
+    if !https && let Some(port) = shared.https_redirect(listener) {
         shared.local.count(LocalReason::HttpsRedirect);
         return to_https(req.uri(), req.headers(), port);
     }
@@ -614,6 +611,13 @@ async fn forward(
             );
         }
     };
+    // An HTTP/2 request names its host in `:authority`, not `Host`: the slot gets it as Host.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);

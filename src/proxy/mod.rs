@@ -19,7 +19,7 @@ use std::time::Duration;
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -31,6 +31,8 @@ use crate::router::{RouterConfig, embedded};
 mod access_log;
 mod admin;
 mod forward;
+mod hosts;
+mod listen;
 mod metrics;
 mod recent;
 mod state;
@@ -50,11 +52,14 @@ pub struct ProxyHandle {
     live: SocketAddr,
     preview: Option<SocketAddr>,
     tls: Option<SocketAddr>,
+    preview_tls: Option<SocketAddr>,
     admin: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    /// Closed when every listener and connection task has ended.
-    done: mpsc::Receiver<()>,
+    /// Shared by the handles of one [`start_many`].
+    shutdown: Arc<watch::Sender<bool>>,
+    /// Closed when every listener and connection task has ended (held by the first handle
+    /// of a [`start_many`]).
+    done: Option<mpsc::Receiver<()>>,
 }
 
 impl ProxyHandle {
@@ -74,14 +79,15 @@ impl ProxyHandle {
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls
     }
-    /// Re-read the TLS certificate and key (as `POST /tls/reload` and SIGHUP do): new
-    /// handshakes get the new certificate, open connections keep theirs. Without `tls` this
-    /// does nothing; on an error the certificate in use stays.
+    /// Where the preview TLS listener is bound, when there is one.
+    pub fn preview_tls_addr(&self) -> Option<SocketAddr> {
+        self.preview_tls
+    }
+    /// Re-read the TLS certificates and keys (as `POST /tls/reload` and SIGHUP do): new
+    /// handshakes get the new certificate, open connections keep theirs. Without `tls` or
+    /// `preview_tls` this does nothing; on an error the certificate in use stays.
     pub async fn reload_tls(&self) -> Result<()> {
-        match &self.shared.tls {
-            Some(c) => c.reload().await,
-            None => Ok(()),
-        }
+        tls::reload_all(&self.shared.tls).await
     }
     /// Where the admin API is bound.
     pub fn admin_addr(&self) -> SocketAddr {
@@ -103,7 +109,9 @@ impl ProxyHandle {
     /// (at most 10 s).
     pub async fn stop(mut self) {
         self.shutdown();
-        let _ = tokio::time::timeout(STOP_GRACE, self.done.recv()).await;
+        if let Some(done) = self.done.as_mut() {
+            let _ = tokio::time::timeout(STOP_GRACE, done.recv()).await;
+        }
     }
 }
 
@@ -133,7 +141,13 @@ pub async fn start<'a>(
     env: impl Into<EnvSlots<'a>>,
     cfg: &embedded::Config,
 ) -> Result<ProxyHandle> {
-    let env = env.into();
+    let mut v = start_many(&[(env.into(), cfg)]).await?;
+    v.pop().ok_or_else(|| eyre!("no proxy was started"))
+}
+
+/// The environment's own part of a proxy, before its listeners are bound: its routing state
+/// and counters, admin token and access log.
+async fn prepare(env: EnvSlots<'_>, cfg: &embedded::Config) -> Result<Shared> {
     cfg.validate(env.slots).map_err(|m| {
         eyre!(
             "the embedded router of environment `{}` is misconfigured: {m}",
@@ -153,12 +167,13 @@ pub async fn start<'a>(
             }
         },
     };
-    let mut shared = Shared::new(env, cfg, token).wrap_err_with(|| {
+    let context = || {
         format!(
             "cannot start the embedded proxy of environment `{}`",
             env.name
         )
-    })?;
+    };
+    let mut shared = Shared::new(env, cfg, token).wrap_err_with(context)?;
     if let Some(spec) = &cfg.access_log {
         let names = shared
             .slots
@@ -170,78 +185,107 @@ pub async fn start<'a>(
                 )
             })
             .collect();
-        shared.access_log = Some(access_log::open(spec, names).await.wrap_err_with(|| {
-            format!(
-                "cannot start the embedded proxy of environment `{}`",
-                env.name
-            )
-        })?);
+        let sink = access_log::open(spec, names).await.wrap_err_with(context)?;
+        shared.access_log = Some(sink);
     }
-    let mut tls = None;
-    if let Some(t) = &cfg.tls {
-        let certs = Arc::new(tls::Certs::load(&t.cert, &t.key).await.wrap_err_with(|| {
-            format!(
-                "cannot start the TLS listener of environment `{}`",
-                env.name
-            )
-        })?);
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.server_config()?));
-        let listener = bind("TLS listener", "tls.listen", &t.listen).await?;
-        let port = listener
-            .local_addr()
-            .wrap_err("cannot read a bound address")?
-            .port();
-        if t.redirect {
-            shared.redirect_to_https = Some(port);
-        }
-        shared.tls = Some(certs);
-        tls = Some((listener, acceptor));
-    }
-    let shared = Arc::new(shared);
-
-    let live = bind("live listener", "live_listen", &cfg.live_listen).await?;
-    let preview = match &cfg.preview_listen {
-        Some(a) => Some(bind("preview listener", "preview_listen", a).await?),
-        None => None,
-    };
-    let admin = bind("admin API", "admin", &cfg.admin).await?;
-    let addr = |l: &TcpListener| l.local_addr().wrap_err("cannot read a bound address");
-    let (live_addr, admin_addr) = (addr(&live)?, addr(&admin)?);
-    let preview_addr = preview.as_ref().map(addr).transpose()?;
-    let tls_addr = tls.as_ref().map(|(l, _)| addr(l)).transpose()?;
-
-    let (shutdown, stopped) = watch::channel(false);
-    let (alive, done) = mpsc::channel::<()>(1);
-    let live_kind = Kind::Serve(Listener::Live, None);
-    spawn_listener(live, live_kind, &shared, &stopped, &alive);
-    if let Some(p) = preview {
-        let kind = Kind::Serve(Listener::Preview, None);
-        spawn_listener(p, kind, &shared, &stopped, &alive);
-    }
-    if let Some((l, acceptor)) = tls {
-        let kind = Kind::Serve(Listener::Live, Some(acceptor));
-        spawn_listener(l, kind, &shared, &stopped, &alive);
-    }
-    spawn_listener(admin, Kind::Admin, &shared, &stopped, &alive);
-
-    Ok(ProxyHandle {
-        env: env.name.to_string(),
-        live: live_addr,
-        preview: preview_addr,
-        tls: tls_addr,
-        admin: admin_addr,
-        shared,
-        shutdown,
-        done,
-    })
+    Ok(shared)
 }
 
-/// What a listener serves: live or preview traffic (over TLS when it has an acceptor), or
-/// the admin API.
+/// Start the proxies of several environments at once (`cutover proxy`): environments whose
+/// routers name the same address for a listener share it, routed by `hosts` and
+/// `path_prefix`; each has its own admin API, state and handle. The handles of one call stop
+/// together: stopping or dropping one stops them all.
+pub async fn start_many(items: &[(EnvSlots<'_>, &embedded::Config)]) -> Result<Vec<ProxyHandle>> {
+    let mut shared = Vec::new();
+    for (env, cfg) in items {
+        shared.push(prepare(*env, cfg).await?);
+    }
+    let names: Vec<&str> = items.iter().map(|(e, _)| e.name).collect();
+    let cfgs: Vec<&embedded::Config> = items.iter().map(|(_, c)| *c).collect();
+    let groups = listen::plan(&names, &cfgs, &mut shared).await?;
+    let mut bound = Vec::new();
+    for g in &groups {
+        let (l, a) = listen::bind(g).await?;
+        if g.tls {
+            for &m in &g.members {
+                let table = match g.listener {
+                    Listener::Live => &cfgs[m].tls,
+                    Listener::Preview => &cfgs[m].preview_tls,
+                };
+                if table.as_ref().is_some_and(|t| t.redirect) {
+                    shared[m].redirect_to_https[usize::from(g.listener == Listener::Preview)] =
+                        Some(a.port());
+                }
+            }
+        }
+        bound.push((l, a));
+    }
+    let shared: Vec<Arc<Shared>> = shared.into_iter().map(Arc::new).collect();
+    let mut admins = Vec::new();
+    for cfg in &cfgs {
+        let l = bind("admin API", "admin", &cfg.admin).await?;
+        let a = l.local_addr().wrap_err("cannot read a bound address")?;
+        admins.push((l, a));
+    }
+
+    let (shutdown, stopped) = watch::channel(false);
+    let shutdown = Arc::new(shutdown);
+    let (alive, done) = mpsc::channel::<()>(1);
+    let mut handles: Vec<ProxyHandle> = items
+        .iter()
+        .zip(&shared)
+        .zip(&admins)
+        .map(|(((env, _), s), (_, admin))| ProxyHandle {
+            env: env.name.to_string(),
+            live: *admin,
+            preview: None,
+            tls: None,
+            preview_tls: None,
+            admin: *admin,
+            shared: s.clone(),
+            shutdown: shutdown.clone(),
+            done: None,
+        })
+        .collect();
+    for (g, (l, a)) in groups.iter().zip(bound) {
+        for &m in &g.members {
+            let h = &mut handles[m];
+            match (g.listener, g.tls) {
+                (Listener::Live, false) => h.live = a,
+                (Listener::Preview, false) => h.preview = Some(a),
+                (Listener::Live, true) => h.tls = Some(a),
+                (Listener::Preview, true) => h.preview_tls = Some(a),
+            }
+        }
+        let acceptor = if g.tls {
+            let config = tls::server_config(g.certs.clone(), g.http2)?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        } else {
+            None
+        };
+        let routes = Arc::new(listen::routes(g, &cfgs, &shared));
+        let kind = Kind::Serve(g.listener, acceptor, routes);
+        spawn_listener(l, kind, &stopped, &alive);
+    }
+    for ((l, _), s) in admins.into_iter().zip(&shared) {
+        spawn_listener(l, Kind::Admin(s.clone()), &stopped, &alive);
+    }
+    if let Some(first) = handles.first_mut() {
+        first.done = Some(done);
+    }
+    Ok(handles)
+}
+
+/// What a listener serves: live or preview traffic of the environments it routes to (over
+/// TLS when it has an acceptor), or an environment's admin API.
 #[derive(Clone)]
 enum Kind {
-    Serve(Listener, Option<tokio_rustls::TlsAcceptor>),
-    Admin,
+    Serve(
+        Listener,
+        Option<tokio_rustls::TlsAcceptor>,
+        Arc<hosts::Routes>,
+    ),
+    Admin(Arc<Shared>),
 }
 
 /// How long a client may take over its TLS handshake.
@@ -250,11 +294,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 fn spawn_listener(
     listener: TcpListener,
     kind: Kind,
-    shared: &Arc<Shared>,
     stopped: &watch::Receiver<bool>,
     alive: &mpsc::Sender<()>,
 ) {
-    let (shared, mut stopped, alive) = (shared.clone(), stopped.clone(), alive.clone());
+    let (mut stopped, alive) = (stopped.clone(), alive.clone());
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -265,78 +308,109 @@ fn spawn_listener(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little, keep serving.
-                    tracing::warn!(env = %shared.env, "accept failed: {e}");
+                    tracing::warn!(addr = ?listener.local_addr().ok(), "accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (shared, stopped, alive) = (shared.clone(), stopped.clone(), alive.clone());
+            let (stopped, alive) = (stopped.clone(), alive.clone());
             let kind = kind.clone();
             tokio::spawn(async move {
                 let _alive = alive;
                 match kind {
-                    Kind::Serve(l, Some(acceptor)) => {
+                    Kind::Serve(l, Some(acceptor), routes) => {
                         let shake =
                             tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                         match shake.await {
                             Ok(Ok(tls)) => {
-                                serve(
-                                    TokioIo::new(tls),
-                                    Kind::Serve(l, None),
-                                    true,
-                                    shared,
+                                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                                let how = Conn {
+                                    https: true,
+                                    h2,
                                     peer,
-                                    stopped,
-                                )
-                                .await;
+                                };
+                                let kind = Kind::Serve(l, None, routes);
+                                serve(TokioIo::new(tls), kind, how, stopped).await;
                             }
                             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     }
-                    kind => serve(TokioIo::new(stream), kind, false, shared, peer, stopped).await,
+                    kind => {
+                        let how = Conn {
+                            https: false,
+                            h2: false,
+                            peer,
+                        };
+                        serve(TokioIo::new(stream), kind, how, stopped).await;
+                    }
                 }
             });
         }
     });
 }
 
-/// Serve one accepted connection (its TLS handshake done, if any) until it closes or the
-/// proxy stops.
-async fn serve<IO>(
-    io: TokioIo<IO>,
-    kind: Kind,
+/// How a connection came in: over TLS or not, HTTP/2 (agreed by ALPN) or HTTP/1.1, and from
+/// where.
+#[derive(Clone, Copy)]
+struct Conn {
     https: bool,
-    shared: Arc<Shared>,
+    h2: bool,
     peer: SocketAddr,
-    mut stopped: watch::Receiver<bool>,
-) where
+}
+
+/// Serve a connection until it ends, or until the proxy stops: then shut it down
+/// gracefully (in-flight requests finish, at most [`STOP_GRACE`]).
+macro_rules! until_stopped {
+    ($conn:expr, $stopped:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = async { let _ = $stopped.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(STOP_GRACE, conn.as_mut()).await;
+            }
+        }
+    }};
+}
+
+/// Serve one accepted connection (its TLS handshake done, if any) until it closes or the
+/// proxy stops. The slots are always reached over HTTP/1.1, whatever the client spoke.
+async fn serve<IO>(io: TokioIo<IO>, kind: Kind, how: Conn, mut stopped: watch::Receiver<bool>)
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let stop = stopped.clone();
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
-        let (shared, stop, kind) = (shared.clone(), stop.clone(), kind.clone());
+        let (stop, kind) = (stop.clone(), kind.clone());
         async move {
             let resp = match kind {
-                Kind::Serve(l, _) => forward::handle(shared, l, req, peer, https, &stop).await,
-                Kind::Admin => admin::handle(shared, req).await,
+                Kind::Serve(l, _, routes) => match routes.pick(req.uri(), req.headers()) {
+                    Some(shared) => {
+                        let shared = shared.clone();
+                        forward::handle(shared, l, req, how.peer, how.https, &stop).await
+                    }
+                    None => routes.not_found(req.uri(), req.headers()),
+                },
+                Kind::Admin(shared) => admin::handle(shared, req).await,
             };
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(io, svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = async { let _ = stopped.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(STOP_GRACE, conn.as_mut()).await;
-        }
+    if how.h2 {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .serve_connection(io, svc);
+        until_stopped!(conn, stopped);
+    } else {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(io, svc)
+            .with_upgrades();
+        until_stopped!(conn, stopped);
     }
 }
 
@@ -369,13 +443,21 @@ pub async fn run_from_config(cfg: &config::Config, env: Option<&str>) -> Result<
             vec![e]
         }
     };
-    let mut handles = Vec::new();
-    for e in envs {
-        for r in &e.routers {
-            let RouterConfig::Embedded(c) = r else {
-                continue;
-            };
-            let h = start(e.routed(), c).await?;
+    let routers: Vec<(&Environment, &RouterConfig, &embedded::Config)> = envs
+        .iter()
+        .flat_map(|e| {
+            e.routers.iter().filter_map(move |r| match r {
+                RouterConfig::Embedded(c) => Some((*e, r, c)),
+                _ => None,
+            })
+        })
+        .collect();
+    let items: Vec<(EnvSlots<'_>, &embedded::Config)> =
+        routers.iter().map(|(e, _, c)| (e.routed(), *c)).collect();
+    // Every embedded router at once: routers that name one address share its listener.
+    let handles = start_many(&items).await?;
+    for ((e, r, _), h) in routers.iter().zip(&handles) {
+        {
             let st = h.state();
             tracing::info!(
                 env = %e.name,
@@ -388,7 +470,6 @@ pub async fn run_from_config(cfg: &config::Config, env: Option<&str>) -> Result<
                 state_file = %h.state_file().display(),
                 "embedded proxy listening"
             );
-            handles.push(h);
         }
     }
     if handles.is_empty() {

@@ -223,19 +223,21 @@ pub(crate) struct Shared {
     pub client: Upstream,
     /// Where each request's line goes, when `access_log` is set.
     pub access_log: Option<super::access_log::Sink>,
-    /// The TLS listener's certificate, when `tls` is set (reloaded by the admin API).
-    pub tls: Option<Arc<super::tls::Certs>>,
+    /// The TLS listeners' certificates (`tls`, then `preview_tls`), reloaded by the admin API.
+    pub tls: Vec<Arc<super::tls::Certs>>,
     /// True while `POST /pause` holds new live requests (read once per request; the watch
     /// below is only subscribed to while paused).
     pub paused: AtomicBool,
     pause: tokio::sync::watch::Sender<bool>,
     /// Requests held by the pause right now.
     pub held: AtomicU64,
+    /// Requests refused (503) since the last pause began.
+    pub pause_refused: AtomicU64,
     /// Bumped after each change of the routing, for upgraded connections that watch it.
     routing: tokio::sync::watch::Sender<u64>,
-    /// `https://` and the TLS port, when `tls.redirect` is set: the plain live listener
-    /// redirects there.
-    pub redirect_to_https: Option<u16>,
+    /// The TLS port each plain listener (live, preview) redirects to, when its TLS table has
+    /// `redirect = true`.
+    pub redirect_to_https: [Option<u16>; 2],
 }
 
 /// One held request, counted in `held` until it is released or refused.
@@ -395,12 +397,13 @@ impl Shared {
             local: LocalAnswers::default(),
             client: upstream_client(),
             access_log: None,
-            tls: None,
+            tls: Vec::new(),
             paused: AtomicBool::new(false),
             pause: tokio::sync::watch::Sender::new(false),
             held: AtomicU64::new(0),
+            pause_refused: AtomicU64::new(0),
             routing: tokio::sync::watch::Sender::new(0),
-            redirect_to_https: None,
+            redirect_to_https: [None, None],
         };
         let initial = shared.initial(cfg);
         let (saved, notes) = shared.load(initial)?;
@@ -453,6 +456,14 @@ impl Shared {
             Listener::Preview => self.preview() == Some(slot),
         };
         chosen && !drained
+    }
+
+    /// The TLS port the plain `listener` redirects to, if it does.
+    pub fn https_redirect(&self, listener: Listener) -> Option<u16> {
+        self.redirect_to_https[match listener {
+            Listener::Live => 0,
+            Listener::Preview => 1,
+        }]
     }
 
     pub fn live(&self) -> usize {
@@ -576,10 +587,16 @@ impl Shared {
             preview_route: self.preview_route(),
             ..Default::default()
         };
-        if self.paused.load(Ordering::SeqCst) {
+        let pause = crate::model::PauseState {
+            paused: self.paused.load(Ordering::SeqCst),
+            held: self.held.load(Ordering::SeqCst),
+            refused: self.pause_refused.load(Ordering::SeqCst),
+        };
+        state.pause = Some(pause);
+        if pause.paused {
             state.notes.push(format!(
                 "paused: {} requests held (each up to {}s, at most {}; POST /resume releases them)",
-                self.held.load(Ordering::SeqCst),
+                pause.held,
                 self.opts.pause_timeout.as_secs(),
                 self.opts.pause_max_held
             ));

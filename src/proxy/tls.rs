@@ -1,5 +1,5 @@
-//! TLS termination for the live listener (`tls = { listen, cert, key }`): rustls on ring,
-//! TLS 1.2 and 1.3 only, HTTP/1.1 by ALPN.
+//! TLS termination for the live and preview listeners (`tls` and `preview_tls`, each
+//! `{ listen, cert, key }`): rustls on ring, TLS 1.2 and 1.3 only, HTTP/2 or HTTP/1.1 by ALPN.
 //!
 //! The certificate and key are read at start and re-read on `POST /tls/reload` (admin API) or
 //! SIGHUP of `cutover proxy`. A reload swaps what *new* handshakes get; connections already
@@ -20,6 +20,8 @@ use rustls::sign::CertifiedKey;
 /// request.
 #[derive(Debug)]
 pub(crate) struct Certs {
+    /// The router table's field these come from (`tls`, `preview_tls`), for errors.
+    table: &'static str,
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -27,11 +29,13 @@ pub(crate) struct Certs {
 }
 
 impl Certs {
-    /// Read `cert` (a PEM chain, leaf first) and `key` (a PEM private key).
-    pub async fn load(cert: &Path, key: &Path) -> Result<Certs> {
+    /// Read `cert` (a PEM chain, leaf first) and `key` (a PEM private key) of the router's
+    /// `table` (`tls`, `preview_tls`).
+    pub async fn load(table: &'static str, cert: &Path, key: &Path) -> Result<Certs> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let current = read(cert, key, &provider).await?;
+        let current = read(table, cert, key, &provider).await?;
         Ok(Certs {
+            table,
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             provider,
@@ -41,39 +45,97 @@ impl Certs {
 
     /// Re-read the files; on success new handshakes get the new certificate.
     pub async fn reload(&self) -> Result<()> {
-        let fresh = read(&self.cert, &self.key, &self.provider).await?;
+        let fresh = read(self.table, &self.cert, &self.key, &self.provider).await?;
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
         *cur = Arc::new(fresh);
         Ok(())
     }
 
-    /// A rustls server config that asks this for its certificate at each handshake.
-    pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig> {
-        let mut c = rustls::ServerConfig::builder_with_provider(self.provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .wrap_err("cannot set up TLS 1.2/1.3 with ring")?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        c.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(c)
+    /// The certificate new handshakes get.
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
+}
+
+/// A rustls server config for a TLS listener shared by `sites` (each environment's hosts and
+/// certificate): each handshake gets the certificate of the host its SNI names, else of the
+/// environment without hosts, else the first one. HTTP/2 is offered by ALPN when `http2`
+/// (HTTP/1.1 always).
+pub(crate) fn server_config(
+    sites: Vec<(Vec<String>, Arc<Certs>)>,
+    http2: bool,
+) -> Result<rustls::ServerConfig> {
+    let provider = sites
+        .first()
+        .map(|(_, c)| c.provider.clone())
+        .ok_or_else(|| eyre!("a TLS listener without a certificate"))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .wrap_err("cannot set up TLS 1.2/1.3 with ring")?
+        .with_no_client_auth();
+    let mut c = match &sites[..] {
+        [(_, only)] => builder.with_cert_resolver(only.clone()),
+        _ => builder.with_cert_resolver(Arc::new(BySni(sites))),
+    };
+    c.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(c)
+}
+
+/// The certificate by the host a handshake names (SNI), for a listener several environments
+/// share.
+#[derive(Debug)]
+struct BySni(Vec<(Vec<String>, Arc<Certs>)>);
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        let named = |(hosts, _): &&(Vec<String>, Arc<Certs>)| {
+            name.as_ref().is_some_and(|n| hosts.contains(n))
+        };
+        let site = self
+            .0
+            .iter()
+            .find(named)
+            .or_else(|| self.0.iter().find(|(hosts, _)| hosts.is_empty()))
+            .or(self.0.first())?;
+        Some(site.1.current())
+    }
+}
+
+/// Reload every TLS listener's certificate; the first error is returned (a listener whose
+/// files fail keeps its certificate, the others take their new one).
+pub(crate) async fn reload_all(certs: &[Arc<Certs>]) -> Result<()> {
+    let mut first = None;
+    for c in certs {
+        if let Err(e) = c.reload().await {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 impl ResolvesServerCert for Certs {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        Some(self.current())
     }
 }
 
-async fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey> {
+async fn read(
+    table: &str,
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey> {
     let pem = tokio::fs::read(cert).await.wrap_err_with(|| {
         format!(
-            "cannot read the TLS certificate `{}` (field `tls.cert`)",
+            "cannot read the TLS certificate `{}` (field `{table}.cert`)",
             cert.display()
         )
     })?;
@@ -93,7 +155,7 @@ async fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Cert
     }
     let pem = tokio::fs::read(key).await.wrap_err_with(|| {
         format!(
-            "cannot read the TLS key `{}` (field `tls.key`)",
+            "cannot read the TLS key `{}` (field `{table}.key`)",
             key.display()
         )
     })?;

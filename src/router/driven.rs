@@ -48,7 +48,7 @@ pub trait Proxy: Send + Sync + Sized + 'static {
     fn new(name: &str, env: EnvSlots<'_>, cfg: &Self::Config) -> Result<Self>;
     /// See [`Router::supports`].
     fn supports(&self, verb: Verb) -> bool {
-        verb != Verb::Weights
+        !matches!(verb, Verb::Weights | Verb::Pause)
     }
     /// See [`Router::observe_timeout`].
     fn observe_timeout(&self) -> Duration {
@@ -81,6 +81,15 @@ pub trait Proxy: Send + Sync + Sized + 'static {
             Err(eyre!(
                 "this router cannot split traffic by weight; a canary needs a router that \
                  supports weights (see the README's canary table)"
+            ))
+        }
+    }
+    /// See [`Router::pause`]; only for a driver whose `supports(Verb::Pause)`.
+    fn pause(&self, on: bool) -> impl Future<Output = Result<()>> + Send {
+        let _ = on;
+        async {
+            Err(eyre!(
+                "this router cannot hold requests; pausing needs the embedded router"
             ))
         }
     }
@@ -237,5 +246,13 @@ impl<P: Proxy> Router for Driven<P> {
             format!("send {percent} % of the live traffic of {live} to {canary}"),
             self.proxy.set_weights(live, canary, percent),
         ))
+    }
+    fn pause(&self, on: bool) -> BoxFuture<'_, Result<()>> {
+        let what = if on {
+            "pause requests"
+        } else {
+            "resume requests"
+        };
+        Box::pin(self.changing(what.to_string(), self.proxy.pause(on)))
     }
 }

@@ -91,6 +91,8 @@ pub enum Verb {
     Maintenance,
     /// Split the public traffic between the live slot and a canary slot by percentage.
     Weights,
+    /// Hold new live requests while the live slot restarts in place, then release them.
+    Pause,
 }
 
 impl Verb {
@@ -103,6 +105,7 @@ impl Verb {
             Verb::Undrain => "undrain",
             Verb::Maintenance => "maintenance",
             Verb::Weights => "weights",
+            Verb::Pause => "pause",
         }
     }
 }
@@ -112,10 +115,11 @@ pub trait Router: Send + Sync {
     fn name(&self) -> &str;
     /// `embedded`, `haproxy`, `nginx`, `apache`, `caddy`, `exec`.
     fn kind(&self) -> &'static str;
-    /// Whether the driver can do this verb with the configuration it was given. Weights are
-    /// opt-in: a driver that implements [`Router::set_weights`] says so.
+    /// Whether the driver can do this verb with the configuration it was given. Weights and
+    /// pausing are opt-in: a driver that implements [`Router::set_weights`] or
+    /// [`Router::pause`] says so.
     fn supports(&self, verb: Verb) -> bool {
-        verb != Verb::Weights
+        !matches!(verb, Verb::Weights | Verb::Pause)
     }
     /// How long a caller waits for one `observe()` before giving up on it. Drivers whose
     /// observe limit is configured (exec's `observe_timeout`) return theirs, so a limit is
@@ -151,6 +155,18 @@ pub trait Router: Send + Sync {
             Err(eyre!(
                 "{} router `{}` cannot split traffic by weight; a canary needs a router that \
                  supports weights (see the README's canary table)",
+                self.kind(),
+                self.name()
+            ))
+        })
+    }
+    /// Hold new live requests (`on`), bounded in count and time by the router, or release
+    /// them to the live slot. A following `observe()` reports it in [`RouterState::pause`].
+    fn pause(&self, on: bool) -> BoxFuture<'_, Result<()>> {
+        let _ = on;
+        Box::pin(async move {
+            Err(eyre!(
+                "{} router `{}` cannot hold requests; pausing needs the embedded router",
                 self.kind(),
                 self.name()
             ))

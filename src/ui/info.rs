@@ -88,6 +88,23 @@ fn lines(app: &App) -> Vec<Line<'_>> {
             t.warning,
         ));
     }
+    if let Some(p) = env.state().and_then(|s| s.pause)
+        && (p.paused || p.refused > 0)
+    {
+        let key = app.keymap.first_key(Action::Pause);
+        let text = if p.paused {
+            format!("⏸ PAUSED: {} requests held; {key} resumes", p.held)
+        } else {
+            format!("resumed; {} requests got 503 during the pause", p.refused)
+        };
+        lines.push(Line::styled(text, t.warning));
+        if p.paused && p.refused > 0 {
+            lines.push(Line::styled(
+                format!("⚠ {} requests got 503: over the pause's bound", p.refused),
+                t.warning,
+            ));
+        }
+    }
     for r in &env.routers {
         let mut spans = vec![
             Span::styled(format!("{:<8}", "Router"), t.title),

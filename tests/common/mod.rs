@@ -615,6 +615,11 @@ pub fn slot_changes(r: &cutover::load::LoadReport) -> usize {
         .count()
 }
 
+/// A load run's report has no failed request; the failures and the first errors otherwise.
+pub fn assert_none_failed(r: &cutover::load::LoadReport) {
+    assert_eq!(r.failed(), 0, "{:?} {:?}", r.failures, r.first_errors);
+}
+
 /// `pairs` swap+rollback pairs (green, then blue; 100 ms apart) under 16 keep-alive
 /// connections of load on `url`: the load's report.
 pub async fn swap_pairs_under_load(
@@ -871,4 +876,50 @@ pub async fn canary_share_under_load(
         "no slot server answered the load on {url}: {report:?}"
     );
     (report, canary_served as f64 * 100.0 / all as f64)
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS: certificates made by `openssl req` at test time, and clients that trust them.
+
+/// A self-signed server certificate for `localhost` and 127.0.0.1 from `openssl req`, written to
+/// `dir/NAME.crt` and `dir/NAME.key`; its PEM.
+pub fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A server certificate, not a CA (webpki refuses a CA as the end entity).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian package openssl) runs");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read(&cert).expect("read the certificate");
+    (cert, key, pem)
+}
+
+/// A client that trusts `pem` and reaches `localhost` at `addr`; no pooled connections shared
+/// with any other client.
+pub fn tls_client(pem: &[u8], addr: std::net::SocketAddr) -> reqwest::Client {
+    cutover::http_client()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem).expect("a PEM certificate"))
+        .resolve("localhost", addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
 }

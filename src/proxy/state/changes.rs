@@ -277,8 +277,12 @@ impl Shared {
     }
 
     /// Hold new live requests until [`Self::resume`] (each up to `pause_timeout`).
+    /// The 503s counted since the last pause began start again from 0 (a pause while
+    /// paused keeps counting).
     pub fn pause(&self) {
-        self.pause.send_replace(true);
+        if !self.pause.send_replace(true) {
+            self.pause_refused.store(0, Ordering::SeqCst);
+        }
         self.paused.store(true, Ordering::SeqCst);
         tracing::info!(env = %self.env, "paused: new live requests are held");
     }
@@ -300,6 +304,7 @@ impl Shared {
         let held = self.held.fetch_add(1, Ordering::SeqCst) + 1;
         let _held = HeldGuard(&self.held);
         if held > self.opts.pause_max_held {
+            self.pause_refused.fetch_add(1, Ordering::SeqCst);
             return Err(format!(
                 "cutover proxy: paused, and {} requests are held already; try again shortly",
                 self.opts.pause_max_held
@@ -308,10 +313,13 @@ impl Shared {
         let waited = tokio::time::timeout(self.opts.pause_timeout, resumed.wait_for(|p| !*p)).await;
         match waited {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(format!(
-                "cutover proxy: paused for longer than {}s; try again shortly",
-                self.opts.pause_timeout.as_secs()
-            )),
+            _ => {
+                self.pause_refused.fetch_add(1, Ordering::SeqCst);
+                Err(format!(
+                    "cutover proxy: paused for longer than {}s; try again shortly",
+                    self.opts.pause_timeout.as_secs()
+                ))
+            }
         }
     }
 

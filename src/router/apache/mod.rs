@@ -349,6 +349,7 @@ impl Proxy for Apache {
             }
             Verb::Observe | Verb::SwitchLive | Verb::Drain | Verb::Undrain => true,
             Verb::Weights => self.preview.is_some(),
+            Verb::Pause => false,
         }
     }
     async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {

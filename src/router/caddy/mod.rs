@@ -273,6 +273,7 @@ impl Proxy for Caddy {
     fn supports(&self, verb: Verb) -> bool {
         match verb {
             Verb::SetPreview => self.cfg.mode == Mode::File || self.cfg.preview_id.is_some(),
+            Verb::Pause => false,
             _ => true,
         }
     }

@@ -96,22 +96,45 @@ crate::router::router_table! {
         /// A TLS listener for live traffic; none when absent.
         #[serde(default)]
         pub tls: Option<TlsConfig>,
+        /// A TLS listener for preview traffic; none when absent.
+        #[serde(default)]
+        pub preview_tls: Option<TlsConfig>,
+        /// The host names this environment answers on its listeners (`Host`, or SNI for
+        /// the certificate), when several environments share a listener address; empty:
+        /// every host no other environment on the address names.
+        #[serde(default)]
+        pub hosts: Vec<String>,
+        /// Only requests whose path starts with this (`/blog`: `/blog` and `/blog/...`) come
+        /// to this environment on a shared listener; forwarded with the path unchanged.
+        #[serde(default)]
+        pub path_prefix: Option<String>,
     }
 }
 
-/// `tls = { listen = "...", cert = "...", key = "..." }` on an embedded router.
+/// `tls = { listen = "...", cert = "...", key = "..." }` (or `preview_tls`) on an embedded
+/// router.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// Where the TLS listener listens (`host:port`); it serves the live slot.
+    /// Where the TLS listener listens (`host:port`); it serves the live slot (`tls`) or the
+    /// preview slot (`preview_tls`).
     pub listen: String,
     /// The certificate chain, PEM, leaf first (e.g. Let's Encrypt's `fullchain.pem`).
     pub cert: PathBuf,
     /// The certificate's private key, PEM.
     pub key: PathBuf,
-    /// When true, the plain live listener answers every request with a `308` to HTTPS.
+    /// When true, the plain listener (live for `tls`, preview for `preview_tls`) answers
+    /// every request with a `308` to HTTPS.
     #[serde(default)]
     pub redirect: bool,
+    /// Offer HTTP/2 by ALPN (clients that speak it get it; the slots are reached over
+    /// HTTP/1.1 either way). On unless set to false.
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Config {
@@ -138,6 +161,9 @@ impl Default for Config {
             pause_max_held: default_pause_max_held(),
             upgrade_drain_timeout: None,
             tls: None,
+            preview_tls: None,
+            hosts: Vec::new(),
+            path_prefix: None,
         }
     }
 }
@@ -165,6 +191,10 @@ impl Config {
             ("live_listen", Some(&self.live_listen)),
             ("preview_listen", self.preview_listen.as_ref()),
             ("tls.listen", self.tls.as_ref().map(|t| &t.listen)),
+            (
+                "preview_tls.listen",
+                self.preview_tls.as_ref().map(|t| &t.listen),
+            ),
         ];
         for (field, v) in listeners {
             let Some(v) = v else { continue };
@@ -195,6 +225,24 @@ impl Config {
         {
             return Err(format!(
                 "field `token_env`: `{t}` is not an environment variable name"
+            ));
+        }
+        for h in &self.hosts {
+            let ok = !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !ok {
+                return Err(format!(
+                    "field `hosts`: `{h}` is not a host name (letters, digits, - _ . ; no scheme, \
+                     port or path), e.g. \"shop.example.com\""
+                ));
+            }
+        }
+        if let Some(p) = &self.path_prefix
+            && (!p.starts_with('/') || p.contains(['?', '#', ' ']))
+        {
+            return Err(format!(
+                "field `path_prefix`: `{p}` is not a path starting with /, e.g. \"/blog\""
             ));
         }
         if self.retry_after == 0 {

@@ -208,4 +208,12 @@ impl Proxy for Embedded {
         )
         .await
     }
+    async fn pause(&self, on: bool) -> Result<()> {
+        let (what, path) = if on {
+            ("hold new live requests", "/pause")
+        } else {
+            ("release the held requests", "/resume")
+        };
+        self.post(what, path, json!({})).await
+    }
 }

@@ -163,6 +163,7 @@ impl Proxy for Exec {
             Verb::Undrain => has(Cmd::Undrain),
             Verb::Maintenance => has(Cmd::MaintenanceOn) && has(Cmd::MaintenanceOff),
             Verb::Weights => has(Cmd::Weights),
+            Verb::Pause => false,
         }
     }
     async fn observe(&self) -> Result<RouterState> {

@@ -277,6 +277,7 @@ impl Proxy for Haproxy {
             (Setup::Servers(_), Verb::SetPreview) => false,
             (Setup::Map(m), Verb::Weights) => m.canary_key.is_some(),
             (Setup::Servers(_), Verb::Weights) => false,
+            (_, Verb::Pause) => false,
             _ => true,
         }
     }
