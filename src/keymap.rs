@@ -22,7 +22,7 @@ pub enum Action {
     Rollback,
     Drain,
     Maintenance,
-    Pause,
+    Hold,
     Rolling,
     Canary,
     Promote,
@@ -75,8 +75,8 @@ impl Action {
             }
             Action::Drain => "drain the selected slot, or undrain it if it is draining",
             Action::Maintenance => "turn maintenance on (503 page) or off for the environment",
-            Action::Pause => {
-                "pause: hold new live requests while the live slot restarts in place (embedded router), or resume: release them; asks first"
+            Action::Hold => {
+                "hold: hold new live requests while the live slot restarts in place (embedded router), or resume: release them; asks first"
             }
             Action::Rolling => "rolling deploy of the selected slot, node by node; asks first",
             Action::Canary => {
@@ -114,7 +114,7 @@ impl Action {
                 | Action::Rollback
                 | Action::Drain
                 | Action::Maintenance
-                | Action::Pause
+                | Action::Hold
                 | Action::Rolling
                 | Action::Canary
                 | Action::Promote
@@ -191,7 +191,7 @@ impl Default for Keymap {
             (Key::ch('r'), Rollback),
             (Key::ch('d'), Drain),
             (Key::ch('m'), Maintenance),
-            (Key::ch('p'), Pause),
+            (Key::ch('H'), Hold),
             (Key::ch('R'), Rolling),
             (Key::ch('c'), Canary),
             (Key::ch('p'), Promote),

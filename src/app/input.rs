@@ -166,7 +166,7 @@ impl App {
                 }
                 vec![]
             }
-            Action::Pause => {
+            Action::Hold => {
                 if let Some(e) = self.env() {
                     let on = !e.state().and_then(|s| s.pause).is_some_and(|p| p.paused);
                     self.ask_pause(env_idx, on);

@@ -91,7 +91,7 @@ fn lines(app: &App) -> Vec<Line<'_>> {
     if let Some(p) = env.state().and_then(|s| s.pause)
         && (p.paused || p.refused > 0)
     {
-        let key = app.keymap.first_key(Action::Pause);
+        let key = app.keymap.first_key(Action::Hold);
         let text = if p.paused {
             format!("⏸ PAUSED: {} requests held; {key} resumes", p.held)
         } else {
