@@ -18,6 +18,7 @@ use cutover::config::Environment;
 use cutover::load::{self, LoadOptions, LoadReport};
 use cutover::proxy::{self, ProxyHandle};
 use cutover::router::{RouterConfig, embedded};
+use reqwest::Method;
 use tempfile::TempDir;
 
 /// An environment `shop` with the slot servers behind one embedded router (all on port 0);
@@ -51,6 +52,15 @@ fn world_of(
         panic!("not an embedded router")
     };
     (env, r)
+}
+
+/// The status `url` answers a `method` request with, sent with the bearer `token` (if any).
+async fn status_of(method: Method, url: &str, token: Option<&str>) -> u16 {
+    let mut req = client().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("request").status().as_u16()
 }
 
 fn client() -> reqwest::Client {
@@ -315,25 +325,15 @@ async fn metrics_need_the_admin_token_when_one_is_configured() {
     let (env, cfg) = world(&[&s[0], &s[1]], &format!("token_env = \"{VAR}\""), &dir);
     let h = proxy::start(&env, &cfg).await.expect("proxy starts");
     let url = format!("http://{}/metrics", h.admin_addr());
-    let r = client().get(&url).send().await.expect("get");
-    assert_eq!(r.status().as_u16(), 401);
-    let r = client()
-        .get(&url)
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(status_of(Method::GET, &url, None).await, 401);
+    assert_eq!(status_of(Method::GET, &url, Some("wrong")).await, 401);
     let text = scrape(&h, Some("metrics-s3cret")).await;
     common::assert_contains(&text, "cutover_proxy_live{env=\"shop\",slot=\"blue\"} 1");
     assert!(!text.contains("metrics-s3cret"));
-    let r = client()
-        .post(&url)
-        .bearer_auth("metrics-s3cret")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        status_of(Method::POST, &url, Some("metrics-s3cret")).await,
+        405
+    );
 }
 
 /// One instant query against the Prometheus HTTP API: the result vector.
