@@ -78,25 +78,9 @@ pub enum Command {
         op: OpFlags,
     },
     /// Stop sending new traffic to a slot (or one node of it); in-flight requests finish
-    Drain {
-        env: String,
-        slot: String,
-        /// Only this node of the slot (a slot with `nodes`)
-        #[arg(long, value_name = "NODE")]
-        node: Option<String>,
-        #[command(flatten)]
-        op: OpFlags,
-    },
+    Drain(SlotOrNode),
     /// Put a drained slot (or node) back in service
-    Undrain {
-        env: String,
-        slot: String,
-        /// Only this node of the slot (a slot with `nodes`)
-        #[arg(long, value_name = "NODE")]
-        node: Option<String>,
-        #[command(flatten)]
-        op: OpFlags,
-    },
+    Undrain(SlotOrNode),
     /// Turn maintenance on or off for the live traffic, or pause it: `pause` holds new live
     /// requests (embedded router; bounded by `pause_timeout` and `pause_max_held`, then 503)
     /// while the live slot restarts in place, `resume` releases them to it
@@ -253,6 +237,18 @@ pub enum MaintenanceState {
     Pause,
     /// Release the held requests to the live slot
     Resume,
+}
+
+// The arguments of `drain` and `undrain` (no doc comment: each command has its own help).
+#[derive(Debug, Args, Clone)]
+pub struct SlotOrNode {
+    pub env: String,
+    pub slot: String,
+    /// Only this node of the slot (a slot with `nodes`)
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    #[command(flatten)]
+    pub op: OpFlags,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -360,36 +360,31 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
     for e in &world.engines {
         for s in &e.env.slots {
             let p = e.prober.probe_slot(s).await;
-            rows.push(Row {
-                environment: e.env.name.clone(),
-                what: format!("slot {} health", s.name),
-                target: s.health_url.clone(),
-                ok: p.health.is_serving(),
-                detail: p.error.as_ref().map_or_else(
-                    || {
-                        format!(
-                            "{} {}",
-                            p.status.unwrap_or(0),
-                            p.latency.map_or("".into(), crate::timefmt::millis)
-                        )
-                    },
-                    |e| e.to_string(),
-                ),
-            });
-            rows.push(Row {
-                environment: e.env.name.clone(),
-                what: format!("slot {} version", s.name),
-                target: s.version_url.clone(),
-                ok: p.version.is_some(),
-                detail: p.version.as_ref().map_or_else(
-                    || {
-                        p.version_error
-                            .as_ref()
-                            .map_or("?".into(), |e| e.to_string())
-                    },
-                    |v| v.version.clone(),
-                ),
-            });
+            let latency = p.latency.map_or("".into(), crate::timefmt::millis);
+            let health = p.error.as_ref().map_or_else(
+                || format!("{} {latency}", p.status.unwrap_or(0)),
+                |e| e.to_string(),
+            );
+            let version = p.version.as_ref().map_or_else(
+                || {
+                    p.version_error
+                        .as_ref()
+                        .map_or("?".into(), |e| e.to_string())
+                },
+                |v| v.version.clone(),
+            );
+            for (what, target, ok, detail) in [
+                ("health", &s.health_url, p.health.is_serving(), health),
+                ("version", &s.version_url, p.version.is_some(), version),
+            ] {
+                rows.push(Row {
+                    environment: e.env.name.clone(),
+                    what: format!("slot {} {what}", s.name),
+                    target: target.clone(),
+                    ok,
+                    detail,
+                });
+            }
         }
         for (label, url) in [
             ("public URL", &e.env.public_url),

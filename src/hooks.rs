@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::router::exec::{Piece, pieces, placeholders_in};
+use crate::router::exec::{fill_with, placeholders_in};
 
 /// How many lines of a hook's output the event pane and the audit log keep.
 pub const OUTPUT_LINES: usize = 5;
@@ -317,25 +317,13 @@ pub fn uses(argv: &[String], name: &str) -> bool {
 
 /// Fill `{name}` placeholders (the exec router's syntax: other braces are text).
 pub fn fill(argv: &[String], vars: &[(&str, &str)]) -> Vec<String> {
-    argv.iter()
-        .map(|arg| {
-            let mut s = String::with_capacity(arg.len());
-            for p in pieces(arg) {
-                match p {
-                    Piece::Text(t) => s.push_str(t),
-                    Piece::Placeholder(n) => match vars.iter().find(|(k, _)| *k == n) {
-                        Some((_, v)) => s.push_str(v),
-                        None => {
-                            s.push('{');
-                            s.push_str(n);
-                            s.push('}');
-                        }
-                    },
-                }
-            }
-            s
-        })
-        .collect()
+    let filled = fill_with(argv, |n| {
+        Ok::<_, std::convert::Infallible>(vars.iter().find(|(k, _)| *k == n).map(|(_, v)| *v))
+    });
+    match filled {
+        Ok(argv) => argv,
+        Err(never) => match never {},
+    }
 }
 
 /// The last [`OUTPUT_LINES`] non-empty lines of a command's output, redacted, joined by " / ".

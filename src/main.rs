@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use color_eyre::eyre::{Result, WrapErr};
 
-use cutover::cli::{Cli, Command, ConfigCommand, MaintenanceState, OpFlags};
+use cutover::cli::{Cli, Command, ConfigCommand, MaintenanceState, OpFlags, SlotOrNode};
 use cutover::commands::{self, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use cutover::config::{self, Config};
 use cutover::model::MaintenanceMode;
@@ -274,24 +274,23 @@ async fn run(cli: Cli) -> Result<i32> {
     Ok(code)
 }
 
+/// `drain` or `undrain` (`kind`) of the slot or node `a` names.
+fn slot_or_node(a: SlotOrNode, kind: fn(Target) -> OpKind) -> (String, OpKind, OpFlags) {
+    let target = Target {
+        slot: a.slot,
+        node: a.node,
+    };
+    (a.env, kind(target), a.op)
+}
+
 /// The operation a command asks for: its environment, what to do, and the flags every
 /// operation takes. `None` for the commands that are not operations.
 fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
     Some(match cmd {
         Command::Swap { env, to, op } => (env, OpKind::Swap { to }, op),
         Command::Rollback { env, op } => (env, OpKind::Rollback, op),
-        Command::Drain {
-            env,
-            slot,
-            node,
-            op,
-        } => (env, OpKind::Drain(Target { slot, node }), op),
-        Command::Undrain {
-            env,
-            slot,
-            node,
-            op,
-        } => (env, OpKind::Undrain(Target { slot, node }), op),
+        Command::Drain(a) => slot_or_node(a, OpKind::Drain),
+        Command::Undrain(a) => slot_or_node(a, OpKind::Undrain),
         Command::Maintenance {
             env,
             state,

@@ -89,9 +89,7 @@ pub struct Activity {
     #[serde(default)]
     pub steps: Vec<ActivityStep>,
     /// The verdict once it ended (`done`, `refused`, `cancelled`...).
-    #[serde(default)]
     pub result: Option<String>,
-    #[serde(default)]
     pub message: Option<String>,
 }
 
@@ -221,7 +219,6 @@ pub struct Journal {
     pub from: Option<String>,
     pub to: Option<String>,
     /// For a drain or undrain: the slot or `slot/node` it applies to.
-    #[serde(default)]
     pub target: Option<String>,
     pub routers: Vec<JournalRouter>,
 }

@@ -178,100 +178,62 @@ impl SelfMetrics {
             (Health::Down, "down"),
             (Health::Unknown, "unknown"),
         ];
-        o.head(
+        let slot_health = (
             "cutover_slot_health",
             "gauge",
             "1 for the slot's health from its last probe (up, degraded, down, unknown), 0 for the others.",
         );
-        for e in envs.iter() {
-            let env = esc(&e.name);
-            for (name, s) in &e.slots {
-                let slot = esc(name);
-                for (h, label) in healths {
-                    o.sample(
-                        "cutover_slot_health",
-                        &[("env", &env), ("slot", &slot), ("state", label)],
-                        u8::from(s.health == h),
-                    );
-                }
+        per_slot(&mut o, &envs, slot_health, |o, _, labels, s| {
+            for (h, label) in healths {
+                let l = [labels[0], labels[1], ("state", label)];
+                o.sample(slot_health.0, &l, u8::from(s.health == h));
             }
-        }
-        o.head(
+        });
+        let probes = (
             "cutover_slot_probes_total",
             "counter",
             "Health probes of the slot.",
         );
-        for e in envs.iter() {
-            let env = esc(&e.name);
-            for (name, s) in &e.slots {
-                o.sample(
-                    "cutover_slot_probes_total",
-                    &[("env", &env), ("slot", &esc(name))],
-                    s.probes,
-                );
-            }
-        }
-        o.head(
+        per_slot(&mut o, &envs, probes, |o, _, labels, s| {
+            o.sample(probes.0, labels, s.probes);
+        });
+        let duration = (
             "cutover_slot_probe_duration_seconds",
             "histogram",
             "How long the slot's health endpoint took to answer.",
         );
-        for e in envs.iter() {
-            let env = esc(&e.name);
-            for (name, s) in &e.slots {
-                let slot = esc(name);
-                s.latency.write(
-                    &mut o,
-                    "cutover_slot_probe_duration_seconds",
-                    &[("env", &env), ("slot", &slot)],
-                );
-            }
-        }
-        o.head(
+        per_slot(&mut o, &envs, duration, |o, _, labels, s| {
+            s.latency.write(o, duration.0, labels);
+        });
+        let version = (
             "cutover_slot_version_info",
             "gauge",
             "1, with the version the slot's version endpoint last reported.",
         );
-        for e in envs.iter() {
-            let env = esc(&e.name);
-            for (name, s) in &e.slots {
-                if let Some(v) = &s.version {
-                    o.sample(
-                        "cutover_slot_version_info",
-                        &[("env", &env), ("slot", &esc(name)), ("version", &esc(v))],
-                        1,
-                    );
-                }
+        per_slot(&mut o, &envs, version, |o, _, labels, s| {
+            if let Some(v) = &s.version {
+                o.sample(version.0, &[labels[0], labels[1], ("version", &esc(v))], 1);
             }
-        }
-        o.head(
+        });
+        let live = (
             "cutover_slot_live",
             "gauge",
             "1 for the slot the routers report live (when they agree), 0 for the others.",
         );
-        for e in envs.iter() {
-            let env = esc(&e.name);
-            let live = agreed_live(e);
-            for (name, _) in &e.slots {
-                o.sample(
-                    "cutover_slot_live",
-                    &[("env", &env), ("slot", &esc(name))],
-                    u8::from(live.as_deref() == Some(name.as_str())),
-                );
-            }
-        }
-        o.head(
-            "cutover_routers_agree",
-            "gauge",
-            "1 when every router of the environment answered its last read with the same live slot.",
-        );
-        for e in envs.iter() {
-            o.sample(
+        per_slot(&mut o, &envs, live, |o, (e, slot), labels, _| {
+            let is_live = agreed_live(e).as_deref() == Some(slot);
+            o.sample(live.0, labels, u8::from(is_live));
+        });
+        per_env(
+            &mut o,
+            &envs,
+            (
                 "cutover_routers_agree",
-                &[("env", &esc(&e.name))],
-                u8::from(agreed_live(e).is_some()),
-            );
-        }
+                "gauge",
+                "1 when every router of the environment answered its last read with the same live slot.",
+            ),
+            |e| agreed_live(e).is_some(),
+        );
         for (name, help) in [
             ("cutover_router_reads_total", "Reads of the router's state."),
             (
@@ -315,18 +277,16 @@ impl SelfMetrics {
                 o.sample("cutover_operation_duration_seconds_count", &l, m.count);
             }
         }
-        o.head(
-            "cutover_lock_held",
-            "gauge",
-            "1 while some cutover holds the environment's operation lock.",
-        );
-        for e in envs.iter() {
-            o.sample(
+        per_env(
+            &mut o,
+            &envs,
+            (
                 "cutover_lock_held",
-                &[("env", &esc(&e.name))],
-                u8::from(e.lock.is_some()),
-            );
-        }
+                "gauge",
+                "1 while some cutover holds the environment's operation lock.",
+            ),
+            |e| e.lock.is_some(),
+        );
         o.head(
             "cutover_lock_holder_info",
             "gauge",
@@ -361,6 +321,35 @@ impl SelfMetrics {
             }
         }
         o.text
+    }
+}
+
+/// A metric's name, type and help text.
+type Head = (&'static str, &'static str, &'static str);
+
+/// The head of a metric, then `each` for every slot of every environment: given the
+/// environment and the slot's name, the labels `env` and `slot` (escaped), and the slot.
+fn per_slot(
+    o: &mut Out,
+    envs: &[EnvM],
+    (name, kind, help): Head,
+    mut each: impl FnMut(&mut Out, (&EnvM, &str), &[(&str, &str); 2], &SlotM),
+) {
+    o.head(name, kind, help);
+    for e in envs {
+        let env = esc(&e.name);
+        for (slot, s) in &e.slots {
+            let escaped = esc(slot);
+            each(o, (e, slot), &[("env", &env), ("slot", &escaped)], s);
+        }
+    }
+}
+
+/// The head of a gauge, then one sample per environment: 1 where `yes` holds, 0 elsewhere.
+fn per_env(o: &mut Out, envs: &[EnvM], (name, kind, help): Head, yes: impl Fn(&EnvM) -> bool) {
+    o.head(name, kind, help);
+    for e in envs {
+        o.sample(name, &[("env", &esc(&e.name))], u8::from(yes(e)));
     }
 }
 

@@ -196,6 +196,17 @@ impl Apache {
     }
 }
 
+/// Slot servers blue (1.0.0) and green (2.0.0), and the blue/green Apache of docs/apache.md in
+/// front of them (maintenance redirects to green; balancer persistence on): apache2, the
+/// servers, their URLs and Apache. `None` (after the loud skip) when apache2 is missing.
+async fn blue_green_rig(test: &str) -> Option<(PathBuf, Vec<SlotServer>, String, String, Apache)> {
+    let bin = require_binary(test, "apache2")?;
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
+    Some((bin, s, blue, green, a))
+}
+
 fn driver_of(env: &Environment) -> apache::Driver {
     match &env.routers[0] {
         RouterConfig::Apache(c) => apache::Driver::new("apache".into(), env, c).expect("driver"),
@@ -318,10 +329,7 @@ fn the_documented_cutover_config_parses() {
         Err(e) => e.to_string(),
     };
     let e = bad("maintenance_to = \"green\"", "maintenance_to = \"purple\"");
-    assert!(
-        e.contains("`maintenance_to` = `purple` is not a slot"),
-        "{e}"
-    );
+    common::assert_contains(&e, "`maintenance_to` = `purple` is not a slot");
     let without: Vec<&str> = toml
         .lines()
         .filter(|l| !l.starts_with("maintenance_to"))
@@ -330,12 +338,12 @@ fn the_documented_cutover_config_parses() {
         Ok(_) => panic!("accepted without maintenance_to"),
         Err(e) => e.to_string(),
     };
-    assert!(e.contains("needs `maintenance_to`"), "{e}");
+    common::assert_contains(&e, "needs `maintenance_to`");
     let e = bad(
         "live_balancer = \"live\"",
         "live_balancer = \"live\"\nbalancer = \"x\"",
     );
-    assert!(e.contains("unknown field `balancer`"), "{e}");
+    common::assert_contains(&e, "unknown field `balancer`");
 }
 
 #[test]
@@ -376,13 +384,11 @@ fn the_documented_apache_config_passes_apache2_configtest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn swap_and_rollback_under_load_fail_no_request() {
-    let Some(bin) = require_binary("swap_and_rollback_under_load_fail_no_request", "apache2")
+    let Some((_bin, _s, blue, green, a)) =
+        blue_green_rig("swap_and_rollback_under_load_fail_no_request").await
     else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
 
     let st = d.observe().await.expect("observe");
@@ -442,12 +448,11 @@ async fn swap_and_rollback_under_load_fail_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_preview_and_the_swaps_that_are_refused() {
-    let Some(bin) = require_binary("set_preview_and_the_swaps_that_are_refused", "apache2") else {
+    let Some((_bin, _s, blue, green, a)) =
+        blue_green_rig("set_preview_and_the_swaps_that_are_refused").await
+    else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let toml = blue_green_toml(&a, &blue, &green, "").replace(
         "[[environment.router]]",
         "[[environment.slot]]\nname = \"staging\"\naddress = \"http://127.0.0.1:9\"\n\n\
@@ -470,13 +475,12 @@ async fn set_preview_and_the_swaps_that_are_refused() {
         st.problems
     );
 
-    let e = d.switch_live("staging").await.expect_err("no member");
-    assert!(
-        format!("{e:#}").contains("no member for slot `staging`"),
-        "{e:#}"
+    fails_with(
+        d.switch_live("staging").await,
+        "no member",
+        "no member for slot `staging`",
     );
-    let e = d.switch_live("purple").await.expect_err("no such slot");
-    assert!(format!("{e:#}").contains("not a slot"), "{e:#}");
+    fails_with(d.switch_live("purple").await, "no such slot", "not a slot");
     // Nothing moved.
     assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
 
@@ -508,15 +512,11 @@ async fn set_preview_and_the_swaps_that_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_apache_ignores_silently_are_reported_as_failures() {
-    let Some(bin) = require_binary(
-        "changes_apache_ignores_silently_are_reported_as_failures",
-        "apache2",
-    ) else {
+    let Some((_bin, _s, blue, green, a)) =
+        blue_green_rig("changes_apache_ignores_silently_are_reported_as_failures").await
+    else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let enable = [(MemberFlag::Disabled, false)];
 
@@ -526,8 +526,8 @@ async fn changes_apache_ignores_silently_are_reported_as_failures() {
         .await
         .expect_err("a wrong nonce must fail");
     let m = format!("{e:#}");
-    assert!(m.contains("still shows `Init Dis`"), "{m}");
-    assert!(m.contains("even after a retry with the fresh nonce"), "{m}");
+    common::assert_contains(&m, "still shows `Init Dis`");
+    common::assert_contains(&m, "even after a retry with the fresh nonce");
 
     // No Referer: Apache ignores every parameter (AH10187) and answers 200.
     let e = d
@@ -547,7 +547,7 @@ async fn changes_apache_ignores_silently_are_reported_as_failures() {
         .await
         .expect_err("an unknown worker must fail");
     let m = format!("{e:#}");
-    assert!(m.contains("has no member `http://127.0.0.1:1`"), "{m}");
+    common::assert_contains(&m, "has no member `http://127.0.0.1:1`");
 
     // None of them changed anything.
     let st = d.observe().await.expect("observe");
@@ -660,11 +660,11 @@ async fn draining_a_node_shows_its_busy_count_fall_to_zero() {
     d.drain(&Target::node("prod", &others[0]))
         .await
         .expect("drain a second node");
-    let e = d
-        .drain(&Target::node("prod", &others[1]))
-        .await
-        .expect_err("the last serving node must not be drained");
-    assert!(format!("{e:#}").contains("no member left"), "{e:#}");
+    fails_with(
+        d.drain(&Target::node("prod", &others[1])).await,
+        "the last serving node must not be drained",
+        "no member left",
+    );
     let st = d.observe().await.expect("observe");
     assert_eq!(
         node(&st, "prod", &others[1]).admin,
@@ -672,11 +672,11 @@ async fn draining_a_node_shows_its_busy_count_fall_to_zero() {
         "{st:?}"
     );
     assert_eq!(answers(&a.url(), 4).await, only(&others[1], 4));
-    let e = d
-        .drain(&Target::node("prod", "web9"))
-        .await
-        .expect_err("unknown node");
-    assert!(format!("{e:#}").contains("has no node `web9`"), "{e:#}");
+    fails_with(
+        d.drain(&Target::node("prod", "web9")).await,
+        "unknown node",
+        "has no node `web9`",
+    );
 
     // Undrain puts them back.
     d.undrain(&target).await.expect("undrain");
@@ -710,48 +710,30 @@ fn blue_green_engine(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled() {
-    let Some(bin) = require_binary(
-        "undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled",
-        "apache2",
-    ) else {
+    let Some((_bin, _s, blue, green, a)) =
+        blue_green_rig("undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled").await
+    else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let state = tempfile::tempdir().expect("state dir");
     let engine = blue_green_engine(&a, &blue, &green, state.path());
     let green_slot = Target::slot("green");
-    let (out, lines) = run_op(
+    common::run_op_ends(
         &engine,
         cutover::ops::OpKind::Drain(green_slot.clone()),
-        false,
-        false,
+        cutover::ops::Verdict::Done,
     )
     .await;
-    assert_eq!(
-        out.verdict,
-        cutover::ops::Verdict::Done,
-        "{}: {lines:#?}",
-        out.message
-    );
     let st = engine.observe_all().await.expect("observe").remove(0);
     assert_eq!(st.slots["green"].admin, AdminState::Drain, "{st:#?}");
     // The undrain clears Drain; green's member of balancer://live was disabled before (green
     // is idle) and stays so, as docs/apache.md says. That is what the verify step expects.
-    let (out, lines) = run_op(
+    common::run_op_ends(
         &engine,
         cutover::ops::OpKind::Undrain(green_slot),
-        false,
-        false,
+        cutover::ops::Verdict::Done,
     )
     .await;
-    assert_eq!(
-        out.verdict,
-        cutover::ops::Verdict::Done,
-        "{}: {lines:#?}",
-        out.message
-    );
     let st = engine.observe_all().await.expect("observe").remove(0);
     assert_eq!(st.slots["green"].admin, AdminState::Disabled, "{st:#?}");
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:#?}");
@@ -837,16 +819,12 @@ async fn with_balancer_persist_a_graceful_restart_keeps_the_swap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
-    let Some(bin) = require_binary(
-        "maintenance_redirect_on_and_off_under_load_fails_no_request",
-        "apache2",
-    ) else {
+    // This server's maintenance redirect goes to green.
+    let Some((_bin, _s, blue, green, a)) =
+        blue_green_rig("maintenance_redirect_on_and_off_under_load_fails_no_request").await
+    else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    // This server's maintenance redirect goes to green.
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let redirect = MaintenanceMode::Redirect { to: "green".into() };
 
@@ -942,15 +920,11 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
-    let Some(bin) = require_binary(
-        "the_bypass_cookie_reaches_the_server_in_maintenance",
-        "apache2",
-    ) else {
+    let Some((_bin, _s, blue, green, a)) =
+        blue_green_rig("the_bypass_cookie_reaches_the_server_in_maintenance").await
+    else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let redirect = MaintenanceMode::Redirect { to: "green".into() };
 
@@ -998,11 +972,12 @@ async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
     assert_eq!(answers(&a.url(), 3).await, only("blue", 3));
 
     // A redirect to a slot this Apache does not redirect to is refused.
-    let e = d
-        .maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
-        .await
-        .expect_err("wrong target");
-    assert!(format!("{e:#}").contains("goes to `green`"), "{e:#}");
+    fails_with(
+        d.maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
+            .await,
+        "wrong target",
+        "goes to `green`",
+    );
 
     // A flag Apache does not test: the verify step sees no effect, fails, removes the flag.
     let wrong = a.dir.path().join("elsewhere.redirect");
@@ -1153,11 +1128,12 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
     assert_eq!(answers(&web1.url(), 3).await, only("green", 3));
 
     // cutover refuses to put the last serving server into redirect.
-    let e = d2
-        .maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
-        .await
-        .expect_err("both servers in redirect must be refused");
-    assert!(format!("{e:#}").contains("refusing to redirect"), "{e:#}");
+    fails_with(
+        d2.maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
+            .await,
+        "both servers in redirect must be refused",
+        "refusing to redirect",
+    );
     assert!(!web2.flag("maintenance.redirect").exists());
 
     // Both flags on anyway (by hand): a redirected request is not redirected again.
@@ -1243,11 +1219,13 @@ async fn a_manager_behind_basic_auth() {
         "username = \"cutover\"\npassword_file = \"{}\"",
         pw.display()
     );
-    let e = driver_of(&environment(&blue_green_toml(&a, &blue, &green, &auth)))
-        .switch_live("green")
-        .await
-        .expect_err("401");
-    assert!(format!("{e:#}").contains("HTTP 401"), "{e:#}");
+    fails_with(
+        driver_of(&environment(&blue_green_toml(&a, &blue, &green, &auth)))
+            .switch_live("green")
+            .await,
+        "401",
+        "HTTP 401",
+    );
     assert_eq!(answers(&a.url(), 2).await, only("blue", 2));
 
     // With the right one, the swap goes through.
@@ -1336,27 +1314,10 @@ async fn a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails() {
         return;
     };
     let (out, lines) = roll_to_2(&engine).await;
-    assert_eq!(
-        out.verdict,
-        cutover::ops::Verdict::Failed,
-        "{}",
-        out.message
-    );
-    assert!(
-        out.message.contains("web2 (2/3): smoke command failed"),
-        "{}",
-        out.message
-    );
-    assert!(
-        out.message.contains("login page broken on web2"),
-        "{}",
-        out.message
-    );
-    assert!(
-        out.message.contains("`web2` stays drained"),
-        "{}",
-        out.message
-    );
+    common::assert_verdict(&out, cutover::ops::Verdict::Failed);
+    common::assert_contains(&out.message, "web2 (2/3): smoke command failed");
+    common::assert_contains(&out.message, "login page broken on web2");
+    common::assert_contains(&out.message, "`web2` stays drained");
     // Node by node: web1 went all the way round before web2 started.
     let pos = |needle: &str| {
         lines
@@ -1464,12 +1425,10 @@ async fn a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_balancer_manager() {
-    let Some(bin) = require_binary("bench_drill_balancer_manager", "apache2") else {
+    let Some((_bin, _s, blue, green, a)) = blue_green_rig("bench_drill_balancer_manager").await
+    else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let r = common::bench_drill(
         "apache (balancer-manager)",
         &blue_green_toml(&a, &blue, &green, ""),
@@ -1491,12 +1450,11 @@ async fn bench_drill_balancer_manager() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_apache() {
-    let Some(bin) = require_binary("bench_throughput_direct_embedded_apache", "apache2") else {
+    let Some((_bin, s, blue, _green, a)) =
+        blue_green_rig("bench_throughput_direct_embedded_apache").await
+    else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let (_embedded, embedded_url) = common::bench_embedded(&s[0], &s[1], a.dir.path()).await;
     common::bench_load("direct to the slot", &format!("{blue}/")).await;
     common::bench_load("through the embedded proxy", &embedded_url).await;
@@ -1508,15 +1466,11 @@ async fn bench_throughput_direct_embedded_apache() {
 /// loses a few under concurrency; see docs/apache.md "Busy").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_slots_elected_counter_matches_the_loads_own_count() {
-    let Some(bin) = require_binary(
-        "the_live_slots_elected_counter_matches_the_loads_own_count",
-        "apache2",
-    ) else {
+    let Some((_bin, _s, blue, green, a)) =
+        blue_green_rig("the_live_slots_elected_counter_matches_the_loads_own_count").await
+    else {
         return;
     };
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let (blue, green) = (s[0].url(), s[1].url());
-    let a = Apache::blue_green(&bin, free_port(), &blue, &green, &green, "web1", true).await;
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let before = d.observe().await.expect("observe");
     let live = before.live.clone().expect("a live slot");

@@ -218,12 +218,13 @@ async fn the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused() {
     assert!(p.body.contains("Down for maintenance"), "{p:?}");
     let s = r.driver.observe().await.expect("observe");
     assert_eq!(s.role_of("blue"), Role::Maintenance);
-    let e = r
-        .driver
-        .maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
-        .await
-        .expect_err("to itself");
-    assert!(format!("{e:#}").contains("itself"), "{e:#}");
+    common::fails_with(
+        r.driver
+            .maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
+            .await,
+        "to itself",
+        "itself",
+    );
 }
 
 /// Draining and undraining a node: tests/contract.rs. Caddy's own: a drained node stays
@@ -257,28 +258,22 @@ async fn a_drain_never_removes_the_last_upstream() {
             AdminState::Drain,
             "{mode:?}: still drained"
         );
-        let e = r
-            .driver
-            .drain(&Target::node("blue", "n2"))
-            .await
-            .expect_err("last node");
-        assert!(
-            format!("{e:#}").contains("refusing to remove the last upstream"),
-            "{e:#}"
+        common::fails_with(
+            r.driver.drain(&Target::node("blue", "n2")).await,
+            "last node",
+            "refusing to remove the last upstream",
         );
-        let e = r
-            .driver
-            .drain(&Target::slot("blue"))
-            .await
-            .expect_err("whole live slot");
-        assert!(format!("{e:#}").contains("refusing"), "{e:#}");
+        common::fails_with(
+            r.driver.drain(&Target::slot("blue")).await,
+            "whole live slot",
+            "refusing",
+        );
         if mode == Mode::Api {
-            let e = r
-                .driver
-                .drain(&Target::slot("staging"))
-                .await
-                .expect_err("unrouted slot");
-            assert!(format!("{e:#}").contains("nothing to drain"), "{e:#}");
+            common::fails_with(
+                r.driver.drain(&Target::slot("staging")).await,
+                "unrouted slot",
+                "nothing to drain",
+            );
         }
         assert_eq!(r.public_slot().await, "blue");
     }
@@ -301,8 +296,8 @@ async fn api_errors_are_shown_and_change_nothing() {
     };
     let e = r.driver.set_preview("blue").await.expect_err("unknown id");
     let msg = format!("{e:#}");
-    assert!(msg.contains("answered 404"), "{msg}");
-    assert!(msg.contains("unknown object ID 'no_such_handler'"), "{msg}");
+    common::assert_contains(&msg, "answered 404");
+    common::assert_contains(&msg, "unknown object ID 'no_such_handler'");
     assert_eq!(r.preview_slot().await, "green");
     assert_eq!(r.public_slot().await, "blue");
     let s = r.driver.observe().await.expect("observe");
@@ -340,9 +335,9 @@ async fn api_errors_are_shown_and_change_nothing() {
         .await
         .expect_err("a concurrent change");
     let msg = format!("{e:#}");
-    assert!(msg.contains("answered 412"), "{msg}");
-    assert!(msg.contains("If-Match header did not match"), "{msg}");
-    assert!(msg.contains("nothing was changed by cutover"), "{msg}");
+    common::assert_contains(&msg, "answered 412");
+    common::assert_contains(&msg, "If-Match header did not match");
+    common::assert_contains(&msg, "nothing was changed by cutover");
     assert_eq!(
         r.public_slot().await,
         "staging",
@@ -414,10 +409,7 @@ async fn check_and_status_fail_on_an_id_caddy_does_not_have() {
         "caddy",
     )
     .await;
-    assert!(
-        line.contains("Caddy's config has no object with @id `shop_lvie`"),
-        "{line}"
-    );
+    common::assert_contains(&line, "Caddy's config has no object with @id `shop_lvie`");
     assert!(
         status
             .lines()
@@ -451,12 +443,11 @@ async fn hand_changes_show_as_drift() {
         "{:?}",
         s.notes
     );
-    let e = r
-        .driver
-        .switch_live("green")
-        .await
-        .expect_err("ambiguous flags");
-    assert!(format!("{e:#}").contains("Remove all but one"), "{e:#}");
+    common::fails_with(
+        r.driver.switch_live("green").await,
+        "ambiguous flags",
+        "Remove all but one",
+    );
     std::fs::remove_file(r.flag_dir.join("live=green")).expect("rm");
     assert!(r.driver.observe().await.expect("observe").notes.is_empty());
 
@@ -491,8 +482,11 @@ async fn hand_changes_show_as_drift() {
         "a problem, not a note: {:?}",
         s.problems
     );
-    let e = r.driver.switch_live("green").await.expect_err("no routes");
-    assert!(format!("{e:#}").contains("no file-mode route"), "{e:#}");
+    common::fails_with(
+        r.driver.switch_live("green").await,
+        "no routes",
+        "no file-mode route",
+    );
     assert_eq!(
         std::fs::read_dir(&r.flag_dir).expect("dir").count(),
         2,

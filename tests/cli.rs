@@ -35,8 +35,8 @@ fn a_bad_config_exits_2_naming_file_line_column_and_field() {
     let o = cutover(d.path(), &["--config", p.to_str().expect("utf8"), "status"]);
     assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
     let t = printed(&o);
-    assert!(t.contains("bad.toml:2:17"), "{t}");
-    assert!(t.contains("poll_interval"), "{t}");
+    common::assert_contains(&t, "bad.toml:2:17");
+    common::assert_contains(&t, "poll_interval");
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
     let o = cutover(d.path(), &["--config", dir, "status"]);
     assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
     let t = printed(&o);
-    assert!(t.contains("is a directory, not a config file"), "{t}");
+    common::assert_contains(&t, "is a directory, not a config file");
     assert!(!t.contains(":0:0"), "{t}");
 
     let p = d.path().join("c.toml");
@@ -332,8 +332,8 @@ fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
     let o = cutover(d.path(), &["--config", ps, "status"]);
     assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
     let t = printed(&o);
-    assert!(t.contains("c.toml:5:8: field `router`"), "{t}");
-    assert!(t.contains("has no [[environment.router]]"), "{t}");
+    common::assert_contains(&t, "c.toml:5:8: field `router`");
+    common::assert_contains(&t, "has no [[environment.router]]");
 
     std::fs::write(
         &p,
@@ -343,10 +343,7 @@ fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
     let o = cutover(d.path(), &["--config", ps, "status"]);
     assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
     let t = printed(&o);
-    assert!(
-        t.contains("c.toml:2:9: field `theme`: unknown theme `no-such`"),
-        "{t}"
-    );
+    common::assert_contains(&t, "c.toml:2:9: field `theme`: unknown theme `no-such`");
 
     // A token variable the config names but the environment lacks.
     let embedded = good.replace(

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, get};
 use cutover::model::{AdminState, MaintenanceMode, RouterState};
-use cutover::ops::{OpKind, Verdict};
+use cutover::ops::Verdict;
 use cutover::router::Router;
 use rig::{Kind, Rig};
 
@@ -248,9 +248,7 @@ async fn drift_after_a_change_by_hand(rig: Rig) {
 async fn a_refused_swap_leaves_traffic_where_it_was(mut rig: Rig) {
     rig.make_refuse().await;
     let engine = common::engine(&rig.toml);
-    let swap = OpKind::Swap {
-        to: Some("green".into()),
-    };
+    let swap = common::swap_to("green");
     let (out, _) = common::run_op(&engine, swap, false, false).await;
     assert!(
         matches!(out.verdict, Verdict::Failed | Verdict::Refused),

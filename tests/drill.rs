@@ -22,13 +22,7 @@ fn demo_like(
          production = {production}\npublic_url = \"http://127.0.0.1:{live}/\"\nwatch = \"0s\"\n\n",
         dir.join("state").display()
     );
-    for s in slots {
-        text.push_str(&format!(
-            "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\n",
-            s.controls.name,
-            s.url()
-        ));
-    }
+    text.push_str(&common::server_slot_tables(slots, ""));
     text.push_str(&format!(
         "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
          live_listen = \"127.0.0.1:{live}\"\nstate_file = \"{}\"\n",
@@ -37,6 +31,21 @@ fn demo_like(
     let p = dir.join("cutover.toml");
     std::fs::write(&p, text).expect("write");
     (p, live)
+}
+
+/// Slot servers blue (1.0.0) and green (2.0.0), and a temp dir for the config and state.
+async fn blue_green() -> (Vec<common::SlotServer>, tempfile::TempDir) {
+    let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    (slots, tempfile::tempdir().expect("tempdir"))
+}
+
+/// `cutover --config PATH drill shop` and `extra`.
+fn drill_shop(path: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut argv = ["--config", path.to_str().expect("utf8"), "drill", "shop"]
+        .map(String::from)
+        .to_vec();
+    argv.extend(extra.iter().map(|a| a.to_string()));
+    argv
 }
 
 /// The config at `path` and its embedded proxy, started and listening on `live`.
@@ -56,8 +65,7 @@ async fn start_proxy(
 
 #[tokio::test]
 async fn a_drill_against_the_embedded_proxy_loses_no_request() {
-    let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let d = tempfile::tempdir().expect("tempdir");
+    let (slots, d) = blue_green().await;
     let (path, live) = demo_like(d.path(), &slots, false);
     let (cfg, _proxy) = start_proxy(&path, live).await;
     let world = cutover::world::World::build(cfg, None).expect("world");
@@ -111,23 +119,14 @@ async fn a_drill_against_the_embedded_proxy_loses_no_request() {
 /// exit 1 (it used to report "0 failed" and exit 0).
 #[tokio::test]
 async fn a_drill_whose_request_bound_comes_before_its_last_switch_fails_and_says_so() {
-    let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let d = tempfile::tempdir().expect("tempdir");
+    let (slots, d) = blue_green().await;
     let (path, live) = demo_like(d.path(), &slots, false);
     let (_cfg, _proxy) = start_proxy(&path, live).await;
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args([
-            "--config",
-            path.to_str().expect("utf8"),
-            "drill",
-            "shop",
-            "--requests",
-            "1",
-            "--concurrency",
-            "1",
-            "--pairs",
-            "1",
-        ])
+        .args(drill_shop(
+            &path,
+            &["--requests", "1", "--concurrency", "1", "--pairs", "1"],
+        ))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -153,14 +152,7 @@ fn a_drill_refuses_production_without_yes_really() {
     let slots = rt.block_on(common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]));
     let (path, _) = demo_like(d.path(), &slots, true);
     let o = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args([
-            "--config",
-            path.to_str().expect("utf8"),
-            "drill",
-            "shop",
-            "--requests",
-            "10",
-        ])
+        .args(drill_shop(&path, &["--requests", "10"]))
         .stdin(Stdio::null())
         .output()
         .expect("run");
@@ -176,8 +168,7 @@ fn a_drill_refuses_production_without_yes_really() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_embedded() {
-    let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let d = tempfile::tempdir().expect("tempdir");
+    let (slots, d) = blue_green().await;
     let (path, live) = demo_like(d.path(), &slots, false);
     let (_, _proxy) = start_proxy(&path, live).await;
     let text = std::fs::read_to_string(&path).expect("config text");

@@ -221,21 +221,21 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     // Rollback during the swap's watch, as the README tells a user: the swap's watch is
     // superseded, and the screen shows the rollback's own steps, never the swap's result.
     let s = t.wait_for("watch ", Duration::from_secs(10));
-    assert!(s.contains("Op      Swap: blue → green"), "{s}");
+    common::assert_contains(&s, "Op      Swap: blue → green");
     // (During a swap's watch, `r` is a one-key rollback: no dialog.)
     t.keys(&["r"]);
     t.wait_for("One-key rollback: green → blue", Duration::from_secs(5));
     t.wait_for("live=blue", Duration::from_secs(10));
     assert_eq!(served_by(live), "blue");
     let s = t.wait_for("rollback: green → blue apply:", Duration::from_secs(10));
-    assert!(s.contains("watch superseded by rollback #"), "{s}");
+    common::assert_contains(&s, "watch superseded by rollback #");
     let superseded = s
         .lines()
         .find(|l| l.contains("watch superseded by rollback #"))
         .expect("the swap's own last line");
-    assert!(superseded.contains("Swap: blue → green #"), "{superseded}");
+    common::assert_contains(superseded, "Swap: blue → green #");
     let op = s.lines().find(|l| l.contains("Op ")).expect("op line");
-    assert!(op.contains("rollback: green → blue"), "{op}");
+    common::assert_contains(op, "rollback: green → blue");
     assert!(!op.contains("green` is live"), "{op}");
     for l in s.lines().filter(|l| l.contains("rollback: green → blue")) {
         assert!(
@@ -315,11 +315,11 @@ fn at_40x10_slots_page_and_the_dialog_keeps_its_keys() {
     // → turns the page to green, whole and readable.
     t.keys(&["Right"]);
     let s = t.wait_for("slot 2 of 3 ◂ ▸", Duration::from_secs(5));
-    assert!(s.contains("▸ green"), "{s}");
+    common::assert_contains(&s, "▸ green");
     t.wait_for("v1.5.0", Duration::from_secs(20));
     t.keys(&["s"]);
     let s = t.wait_for("y/Enter confirm · n/Esc cancel", Duration::from_secs(10));
-    assert!(s.contains("Swap: blue → green"), "{s}");
+    common::assert_contains(&s, "Swap: blue → green");
     for line in s.lines() {
         assert!(
             line.chars().count() <= 40,
@@ -342,13 +342,10 @@ fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
     // Select green (second column) and break it with the demo key.
     t.keys(&["l", "b"]);
     let s = t.wait_for("✘ down 500", Duration::from_secs(5));
-    assert!(s.contains("green health up → down (HTTP 500)"), "{s}");
+    common::assert_contains(&s, "green health up → down (HTTP 500)");
     t.keys(&["s"]);
     let s = t.wait_for("F forces it (logged as FORCED)", Duration::from_secs(5));
-    assert!(
-        s.contains("✘ health: `green` needs 3 healthy checks in a row"),
-        "{s}"
-    );
+    common::assert_contains(&s, "✘ health: `green` needs 3 healthy checks in a row");
     t.keys(&["y"]);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -422,10 +419,7 @@ fn one_key_rollback_on_a_production_demo() {
     t.wait_for("watch ", Duration::from_secs(15));
     let s = t.wait_for("live=green", Duration::from_secs(15));
     assert_eq!(served_by(live), "green");
-    assert!(
-        s.contains("ROLLBACK → blue v1.4.2 (no confirmation)"),
-        "{s}"
-    );
+    common::assert_contains(&s, "ROLLBACK → blue v1.4.2 (no confirmation)");
     // During the watch: one key, nothing else.
     t.keys(&["r"]);
     let s = t.wait_for(
@@ -436,7 +430,7 @@ fn one_key_rollback_on_a_production_demo() {
         !s.contains("type the environment's name"),
         "no dialog:\n{s}"
     );
-    assert!(s.contains("one-key rollback"), "{s}");
+    common::assert_contains(&s, "one-key rollback");
     t.wait_for("live=blue", Duration::from_secs(15));
     assert_eq!(served_by(live), "blue", "one r moved the traffic back");
     let audit = demo_audit(&t);
@@ -463,7 +457,7 @@ fn one_key_rollback_on_a_production_demo() {
     );
     assert_eq!(served_by(live), "green");
     let s = t.wait_for("(no confirmation) · 10m left", Duration::from_secs(5));
-    assert!(s.contains("ROLLBACK → blue v1.4.2"), "{s}");
+    common::assert_contains(&s, "ROLLBACK → blue v1.4.2");
     t.keys(&["r"]);
     t.wait_op("One-key rollback: green → blue", Duration::from_secs(15));
     t.wait_for("live=blue", Duration::from_secs(15));
@@ -475,7 +469,7 @@ fn one_key_rollback_on_a_production_demo() {
     );
     t.keys(&["r"]);
     let s = t.wait_for("asks because", Duration::from_secs(5));
-    assert!(s.contains("the last switch was a rollback"), "{s}");
+    common::assert_contains(&s, "the last switch was a rollback");
     t.keys(&["Escape"]);
     assert_eq!(served_by(live), "blue");
 }
@@ -662,7 +656,7 @@ fn under_load_the_traffic_moves_from_blue_to_green_at_the_swap_marker() {
         Duration::from_secs(20),
         |s| slot_rates(s).is_some_and(|r| r.len() == 3 && r[1] > 0.0 && r[0] == 0.0),
     );
-    assert!(s.contains("live=green"), "{s}");
+    common::assert_contains(&s, "live=green");
     // And it stays there: blue serves the preview URL, whose probes the router counts and
     // cutover takes off again.
     t.holds("blue at zero", Duration::from_secs(3), |r| r[0] == 0.0);

@@ -250,7 +250,7 @@ async fn drain_lets_a_slow_in_flight_request_finish_and_shows_sessions_falling_t
 
     let (status, body) = slow.await.expect("slow task");
     assert_eq!(status, 200, "the in-flight request finished: {body}");
-    assert!(body.contains("slow answer from blue"), "{body}");
+    common::assert_contains(&body, "slow answer from blue");
     observe_until(&d, Duration::from_secs(3), "sessions on blue at 0", |st| {
         st.slots["blue"].sessions == Some(0)
     })
@@ -583,7 +583,7 @@ async fn an_ambiguous_host_is_refused_with_400_and_never_forwarded() {
     )
     .await;
     assert!(two.starts_with("HTTP/1.1 400"), "{two}");
-    assert!(two.contains("several Host headers"), "{two}");
+    common::assert_contains(&two, "several Host headers");
     assert!(!two.contains("1.0.0"), "the slot answered: {two}");
 
     // An absolute-form target whose host is not the Host header's.
@@ -594,10 +594,7 @@ async fn an_ambiguous_host_is_refused_with_400_and_never_forwarded() {
     )
     .await;
     assert!(differs.starts_with("HTTP/1.1 400"), "{differs}");
-    assert!(
-        differs.contains("differs from the request target"),
-        "{differs}"
-    );
+    common::assert_contains(&differs, "differs from the request target");
 
     // The same host written with its default port and another case is one host: served.
     let same = raw_exchange(
@@ -607,7 +604,7 @@ async fn an_ambiguous_host_is_refused_with_400_and_never_forwarded() {
     )
     .await;
     assert!(same.starts_with("HTTP/1.1 200"), "{same}");
-    assert!(same.contains("1.0.0"), "{same}");
+    common::assert_contains(&same, "1.0.0");
 
     // One Host and an origin-form target: served.
     let one = raw_exchange(
@@ -639,7 +636,7 @@ async fn an_http_1_1_request_without_host_is_refused_with_400_and_1_0_is_served(
     ] {
         let answer = raw_exchange(live, request).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-        assert!(answer.contains("no Host header"), "{answer}");
+        common::assert_contains(&answer, "no Host header");
         assert!(!answer.contains("1.0.0"), "the slot answered: {answer}");
     }
 
@@ -649,7 +646,7 @@ async fn an_http_1_1_request_without_host_is_refused_with_400_and_1_0_is_served(
         old.starts_with("HTTP/1.0 200") || old.starts_with("HTTP/1.1 200"),
         "{old}"
     );
-    assert!(old.contains("1.0.0"), "{old}");
+    common::assert_contains(&old, "1.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1079,14 +1076,14 @@ fn config_examples_in_the_docs_parse_and_bad_fields_are_named() {
         "{e}"
     );
     let e = bad(&[], &slots);
-    assert!(e.contains("plain http://"), "{e}");
+    common::assert_contains(&e, "plain http://");
     let e = bad(&[("admin", "\"0.0.0.0:8089\"".into())], &slots[..1]);
-    assert!(e.contains("token_env"), "{e}");
+    common::assert_contains(&e, "token_env");
     let e = bad(&[("live_listen", "\"8080\"".into())], &slots[..1]);
-    assert!(e.contains("`live_listen`"), "{e}");
+    common::assert_contains(&e, "`live_listen`");
     let tls = "{ listen = \"8443\", cert = \"c.pem\", key = \"k.pem\" }";
     let e = bad(&[("tls", tls.into())], &slots[..1]);
-    assert!(e.contains("`tls.listen`"), "{e}");
+    common::assert_contains(&e, "`tls.listen`");
     let tls = "{ listen = \"127.0.0.1:8080\", cert = \"c.pem\", key = \"k.pem\" }";
     let e = bad(
         &[
@@ -1097,7 +1094,7 @@ fn config_examples_in_the_docs_parse_and_bad_fields_are_named() {
     );
     assert!(e.contains("`tls.listen`") && e.contains("own port"), "{e}");
     let e = bad(&[("access_log", "\" \"".into())], &slots[..1]);
-    assert!(e.contains("`access_log`"), "{e}");
+    common::assert_contains(&e, "`access_log`");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1130,9 +1127,7 @@ tls = {{ listen = "127.0.0.1:{shop_tls}", cert = "{dir}/site.crt", key = "{dir}/
 
 [[environment]]
 name = "blog"
-[[environment.slot]]
-name = "blog"
-address = "{blog}"
+{blog_slots}
 [[environment.router]]
 kind = "embedded"
 live_listen = "127.0.0.1:{blog_live}"
@@ -1140,7 +1135,7 @@ admin = "127.0.0.1:{blog_admin}"
 state_file = "{dir}/blog.json"
 "#,
         shop_slots = common::slot_tables(&[("blue", &s[0].url()), ("green", &s[1].url())]),
-        blog = s[2].url(),
+        blog_slots = common::slot_tables(&[("blog", &s[2].url())]),
         dir = dir.path().display()
     );
     let path = dir.path().join("cutover.toml");
@@ -1558,9 +1553,9 @@ async fn the_access_log_has_one_json_line_per_request_with_query_secrets_redacte
     );
 
     let metrics = scrape(&h).await;
-    assert!(
-        metrics.contains("cutover_proxy_access_log_dropped_total{env=\"shop\"} 0"),
-        "{metrics}"
+    common::assert_contains(
+        &metrics,
+        "cutover_proxy_access_log_dropped_total{env=\"shop\"} 0",
     );
 }
 

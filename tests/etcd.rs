@@ -324,13 +324,7 @@ impl Rig {
             "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{live}/\"\n\
              watch = \"{watch}\"\nverify_timeout = \"3s\"\n\n"
         );
-        for s in &slots {
-            env_text.push_str(&format!(
-                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\nversion_pointer = \"/version\"\n\n",
-                s.controls.name,
-                s.url()
-            ));
-        }
+        env_text.push_str(&common::versioned_slot_tables(&slots));
         env_text.push_str(&format!(
             "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
              live_listen = \"127.0.0.1:{live}\"\npreview_listen = \"127.0.0.1:{preview}\"\n\
@@ -573,8 +567,8 @@ async fn an_operation_whose_lease_is_lost_stops_and_says_so() {
         .await
         .expect("the operation did not stop after losing its lock")
         .expect("join");
-    assert_eq!(out.verdict, Verdict::Cancelled, "{}", out.message);
-    assert!(out.message.contains("LOCK LOST"), "{}", out.message);
+    common::assert_verdict(&out, Verdict::Cancelled);
+    common::assert_contains(&out.message, "LOCK LOST");
     assert_eq!(rig.serving().await, "green");
 }
 
@@ -913,7 +907,7 @@ async fn a_second_operator_takes_the_lock_over_through_the_store() {
     })
     .await
     .expect("join");
-    assert!(alice_out.contains("took the lock over"), "{alice_out}");
+    common::assert_contains(&alice_out, "took the lock over");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1013,7 +1007,7 @@ async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed
         .await
         .expect("the operation did not stop after losing its lock")
         .expect("join");
-    assert_eq!(out.verdict, Verdict::Cancelled, "{}", out.message);
+    common::assert_verdict(&out, Verdict::Cancelled);
     assert!(
         out.message.contains("nothing changed") && out.message.contains("LOCK LOST"),
         "{}",
@@ -1210,7 +1204,7 @@ fn a_silent_store_does_not_stall_the_runtimes_other_tasks() {
         let text = text
             .replacen("timeout = \"1s\"\n", "timeout = \"120s\"\n", 1)
             .replace("gate_checks = 2", "gate_checks = 20");
-        assert!(text.contains("timeout = \"120s\""), "{text}");
+        common::assert_contains(&text, "timeout = \"120s\"");
         let cfg = cutover::config::parse(&text, Path::new("t.toml")).expect("config");
         let world = cutover::world::World::build(cfg, None).expect("world");
         let (engine, store) = (world.engines[0].clone(), world.store.clone());

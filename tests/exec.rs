@@ -183,10 +183,11 @@ async fn slot_swap_and_rollback_read_back_through_observe() {
     assert_eq!(f.swap_log(), "swap blue green\nswap green blue\n");
 
     // A slot the environment does not have is refused before anything runs.
-    let e = bounded(r.switch_live("purple"))
-        .await
-        .expect_err("unknown slot");
-    assert!(format!("{e:#}").contains("no slot `purple`"), "{e:#}");
+    common::fails_with(
+        bounded(r.switch_live("purple")).await,
+        "unknown slot",
+        "no slot `purple`",
+    );
     assert_eq!(f.swap_log().lines().count(), 2);
     eprintln!("measured: switch_live (observe + swap script) took {swap_took:?}");
     let t = Instant::now();
@@ -291,8 +292,8 @@ awk -v n="$name" -v t="$target" '$1 == n { $2 = t } { print }' "$zone" > "$zone.
     .expect("zone");
     let e = bounded(r.observe()).await.expect_err("unknown target");
     let m = format!("{e:#}");
-    assert!(m.contains("exit code 1"), "{m}");
-    assert!(m.contains("alias points at vm-old.example.edu."), "{m}");
+    common::assert_contains(&m, "exit code 1");
+    common::assert_contains(&m, "alias points at vm-old.example.edu.");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -341,7 +342,7 @@ wait
     assert_eq!(x.failure, Failure::Timeout(Duration::from_secs(1)));
     let m = format!("{e:#}");
     eprintln!("operator sees:\n{m}");
-    assert!(m.contains("`switch_live` timed out after 1s"), "{m}");
+    common::assert_contains(&m, "`switch_live` timed out after 1s");
     assert!(m.contains("hang.sh"), "the message names the command: {m}");
     assert!(
         m.contains("waiting for the swap lock"),
@@ -372,8 +373,8 @@ wait
     );
     let e = bounded(r.observe()).await.expect_err("observe hangs");
     let m = format!("{e:#}");
-    assert!(m.contains("`observe` timed out after 1s"), "{m}");
-    assert!(m.contains("observe_timeout"), "{m}");
+    common::assert_contains(&m, "`observe` timed out after 1s");
+    common::assert_contains(&m, "observe_timeout");
 }
 
 #[tokio::test]
@@ -408,8 +409,8 @@ exit 3
     assert_eq!(x.output_from, "stderr");
     let m = format!("{e:#}");
     eprintln!("operator sees:\n{m}");
-    assert!(m.contains("`switch_live` failed with exit code 3"), "{m}");
-    assert!(m.contains("ERROR: slot 'green' is stopped"), "{m}");
+    common::assert_contains(&m, "`switch_live` failed with exit code 3");
+    common::assert_contains(&m, "ERROR: slot 'green' is stopped");
     assert!(
         m.contains("swap step 30") && m.contains("swap step 12"),
         "{m}"
@@ -468,16 +469,13 @@ async fn observe_output_that_cannot_be_read_is_an_error_that_quotes_it() {
     assert!(matches!(exec_error(&e).failure, Failure::BadOutput(_)));
     let m = format!("{e:#}");
     eprintln!("operator sees:\n{m}");
-    assert!(
-        m.contains("`observe` printed output cutover cannot read"),
-        "{m}"
-    );
-    assert!(m.contains("expected a JSON object"), "{m}");
+    common::assert_contains(&m, "`observe` printed output cutover cannot read");
+    common::assert_contains(&m, "expected a JSON object");
     assert!(m.contains(r#"`{"live": "blue", "preview": `"#), "{m}");
     // A switch never runs blind: with observe broken, nothing is swapped.
     let e = bounded(r.switch_live("green")).await.expect_err("refused");
     let m = format!("{e:#}");
-    assert!(m.contains("cannot read which slot is live"), "{m}");
+    common::assert_contains(&m, "cannot read which slot is live");
     assert_eq!(f.swap_log(), "");
 
     // Not JSON, not key=value: a tool's error message on stdout.
@@ -486,11 +484,8 @@ async fn observe_output_that_cannot_be_read_is_an_error_that_quotes_it() {
         "{:#}",
         bounded(r.observe()).await.expect_err("not key=value")
     );
-    assert!(m.contains("expected key=value lines"), "{m}");
-    assert!(
-        m.contains("`Please run az login to setup account.\\n`"),
-        "{m}"
-    );
+    common::assert_contains(&m, "expected key=value lines");
+    common::assert_contains(&m, "`Please run az login to setup account.\\n`");
 
     // Valid JSON naming a slot the environment does not have.
     let r = with_observe(r#"echo '{"live":"purple"}'"#);
@@ -498,17 +493,17 @@ async fn observe_output_that_cannot_be_read_is_an_error_that_quotes_it() {
         "{:#}",
         bounded(r.observe()).await.expect_err("unknown slot")
     );
-    assert!(m.contains("`purple` is not a slot"), "{m}");
+    common::assert_contains(&m, "`purple` is not a slot");
 
     // Nothing at all.
     let r = with_observe("true");
     let m = format!("{:#}", bounded(r.observe()).await.expect_err("empty"));
-    assert!(m.contains("printed nothing"), "{m}");
+    common::assert_contains(&m, "printed nothing");
 
     // Far too much (the cap is 1 MiB).
     let r = with_observe("echo live=blue; head -c 3000000 /dev/zero | tr '\\0' x");
     let m = format!("{:#}", bounded(r.observe()).await.expect_err("too big"));
-    assert!(m.contains("more than the 1048576"), "{m}");
+    common::assert_contains(&m, "more than the 1048576");
 
     // Warnings on stderr of a good observe become a note.
     let r = with_observe("echo 'WARNING: az 2.60 is deprecated' >&2; echo live=blue");
@@ -585,14 +580,14 @@ async fn a_verb_that_is_not_configured_is_unavailable_not_faked() {
             .await
             .expect_err("not configured")
     );
-    assert!(m.contains("add `maintenance_on = [...]`"), "{m}");
+    common::assert_contains(&m, "add `maintenance_on = [...]`");
     let m = format!(
         "{:#}",
         bounded(r.set_preview("green"))
             .await
             .expect_err("not configured")
     );
-    assert!(m.contains("add `set_preview = [...]`"), "{m}");
+    common::assert_contains(&m, "add `set_preview = [...]`");
     // And nothing ran.
     assert_eq!(f.swap_log(), "");
     let s = bounded(r.observe()).await.expect("observe");
@@ -706,10 +701,11 @@ async fn every_placeholder_is_templated_into_argv_without_a_shell() {
         lines("mon"),
         format!("{c}\nredirect\n--to=green\nvm-green.example.edu\nblue\n")
     );
-    let e = bounded(r.maintenance(true, &MaintenanceMode::Page))
-        .await
-        .expect_err("page has no {to}");
-    assert!(format!("{e:#}").contains("503 page"), "{e:#}");
+    common::fails_with(
+        bounded(r.maintenance(true, &MaintenanceMode::Page)).await,
+        "page has no {to}",
+        "503 page",
+    );
     bounded(r.maintenance(false, &MaintenanceMode::Page))
         .await
         .expect("maintenance off");
@@ -771,7 +767,7 @@ async fn commands_get_a_clean_environment() {
     let names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
     assert!(!env.contains("hunter2"), "the secret leaked:\n{env}");
     assert!(!names.contains(&SECRET));
-    assert!(env.contains("GIVEN=set in the router table"), "{env}");
+    common::assert_contains(&env, "GIVEN=set in the router table");
     assert!(
         env.contains(&format!("{PASSED}=passed-on-purpose")),
         "{env}"
@@ -805,15 +801,15 @@ fn config_mistakes_are_located_and_explained() {
         "{m}"
     );
     let m = err("observe = [\"cat\"]\nswitch_live = [\"az\", \"--slot\", \"{form}\"]");
-    assert!(m.contains("unknown placeholder `{form}`"), "{m}");
+    common::assert_contains(&m, "unknown placeholder `{form}`");
     let m = err("observe = [\"cat\"]\ndrain = []");
-    assert!(m.contains("`drain = []` is empty"), "{m}");
+    common::assert_contains(&m, "`drain = []` is empty");
     let m = err("observe = [\"cat\"]\nmaintenance_on = [\"true\"]");
-    assert!(m.contains("without `maintenance_off`"), "{m}");
+    common::assert_contains(&m, "without `maintenance_off`");
     let m = err("observe = [\"cat\"]\ntimeout = \"soon\"");
-    assert!(m.contains("not a duration"), "{m}");
+    common::assert_contains(&m, "not a duration");
     let m = err("observe = [\"cat\"]\nshell = true");
-    assert!(m.contains("unknown field `shell`"), "{m}");
+    common::assert_contains(&m, "unknown field `shell`");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -941,7 +937,7 @@ async fn kubernetes_example_patch_applied_by_real_kubectl() {
         argv[i + 1].clone()
     };
     let live_patch = patch(doc.switch_live.as_deref().expect("switch_live"));
-    assert!(live_patch.contains("{to}"), "{live_patch}");
+    common::assert_contains(&live_patch, "{to}");
 
     let dir = TempDir::new().expect("tempdir");
     let svc = dir.path().join("service.yaml");

@@ -390,7 +390,7 @@ async fn map_file_stays_in_sync_and_requests_and_errors_are_counted() {
 
     ok("rollback to blue", d.switch_live("blue")).await;
     let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
-    assert!(map.contains("live be_blue\npreview be_staging\n"), "{map}");
+    common::assert_contains(&map, "live be_blue\npreview be_staging\n");
 }
 
 /// (uid, gid, permission bits) of a file.
@@ -518,10 +518,7 @@ async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
     let (from, to) = ("green = \"be_green\"", "green = \"app_gren\"");
     let (line, status) =
         common::check_and_status_fail_after(&rig.cutover_toml, from, to, "haproxy").await;
-    assert!(
-        line.contains("backend app_gren of slot `green` is not in HAProxy"),
-        "{line}"
-    );
+    common::assert_contains(&line, "backend app_gren of slot `green` is not in HAProxy");
     // Plain status names it on the router's line.
     assert!(
         status
@@ -591,7 +588,7 @@ async fn haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so() {
     .await;
     let out = common::printed(&o);
     assert!(!out.contains("own checks say"), "{out}");
-    assert!(out.contains("last 3 checks healthy"), "{out}");
+    common::assert_contains(&out, "last 3 checks healthy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -644,7 +641,7 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
     )
     .await;
     let e = refused("drain of the live slot", d.drain(&Target::slot("blue"))).await;
-    assert!(e.contains("takes the live traffic"), "{e}");
+    common::assert_contains(&e, "takes the live traffic");
     assert_eq!(
         observe(d.as_ref()).await.slots["blue"].admin,
         AdminState::Ready
@@ -667,7 +664,7 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
     assert_eq!(req.await.expect("slow request"), (200, "blue".into()));
     // The drain is kept in the server-state file.
     let state = std::fs::read_to_string(rig.path("server-state")).expect("server-state file");
-    assert!(state.contains(" be_blue "), "{state}");
+    common::assert_contains(&state, " be_blue ");
 
     // One node of the live slot: drain the node that holds a slow request.
     let req = slow(rig.url("/slow?ms=2500"));
@@ -724,7 +721,7 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
         d.drain(&Target::node("green", idle)),
     )
     .await;
-    assert!(e.contains("no other server of backend be_green"), "{e}");
+    common::assert_contains(&e, "no other server of backend be_green");
     ok("undrain node", d.undrain(&Target::node("green", busy))).await;
     let st = observe(d.as_ref()).await;
     assert_eq!(node(&st, "green", busy).admin, AdminState::Ready);
@@ -751,7 +748,7 @@ async fn map_maintenance_page_and_redirect() {
     .await;
     let (status, _, body) = get(&rig.url("/")).await;
     assert_eq!(status, 503);
-    assert!(body.contains("Down for maintenance"), "{body}");
+    common::assert_contains(&body, "Down for maintenance");
     let st = observe(d.as_ref()).await;
     assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
     assert_eq!(st.live.as_deref(), Some("blue"), "the slot that comes back");
@@ -763,7 +760,7 @@ async fn map_maintenance_page_and_redirect() {
         "{map}"
     );
     let e = refused("swap during maintenance", d.switch_live("green")).await;
-    assert!(e.contains("maintenance is on"), "{e}");
+    common::assert_contains(&e, "maintenance is on");
 
     ok(
         "maintenance off",
@@ -803,7 +800,7 @@ async fn map_maintenance_page_and_redirect() {
         d.maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() }),
     )
     .await;
-    assert!(e.contains("live slot itself"), "{e}");
+    common::assert_contains(&e, "live slot itself");
 
     // Maintenance turned on by hand (no resume key): observe shows it, and off says how out.
     assert_eq!(
@@ -826,7 +823,7 @@ async fn map_maintenance_page_and_redirect() {
         d.maintenance(false, &MaintenanceMode::Page),
     )
     .await;
-    assert!(e.contains("swap to the slot that should be live"), "{e}");
+    common::assert_contains(&e, "swap to the slot that should be live");
     ok("swap out of it", d.switch_live("blue")).await;
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
 
@@ -837,7 +834,7 @@ async fn map_maintenance_page_and_redirect() {
         bare.maintenance(true, &MaintenanceMode::Page),
     )
     .await;
-    assert!(e.contains("no `maintenance_backend`"), "{e}");
+    common::assert_contains(&e, "no `maintenance_backend`");
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
 }
 
@@ -871,10 +868,7 @@ async fn map_drift_after_a_change_by_hand() {
         notes.contains("drift: the map file") && notes.contains("`live` -> be_blue"),
         "{notes}"
     );
-    assert!(
-        notes.contains("be_blue/blue is ready but HAProxy has it maint"),
-        "{notes}"
-    );
+    common::assert_contains(&notes, "be_blue/blue is ready but HAProxy has it maint");
 
     // A change through cutover writes both files again.
     let e = refused(
@@ -882,7 +876,7 @@ async fn map_drift_after_a_change_by_hand() {
         d.switch_live("blue"),
     )
     .await;
-    assert!(e.contains("undrain `blue` first"), "{e}");
+    common::assert_contains(&e, "undrain `blue` first");
     ok("undrain blue", d.undrain(&Target::slot("blue"))).await;
     ok("swap to blue", d.switch_live("blue")).await;
     let st = observe(d.as_ref()).await;
@@ -911,7 +905,7 @@ async fn map_state_survives_a_restart_and_observe_retries() {
     );
     assert!(e.contains(&format!("127.0.0.1:{}", rig.admin)), "{e}");
     let e = refused("swap with HAProxy stopped", d.switch_live("blue")).await;
-    assert!(e.contains("connection refused"), "{e}");
+    common::assert_contains(&e, "connection refused");
 
     rig.start().await;
     let st = observe(d.as_ref()).await;
@@ -939,7 +933,7 @@ async fn map_refusals_quote_haproxy() {
         "{e}"
     );
     let e = refused("preview on a missing backend", d.set_preview("staging")).await;
-    assert!(e.contains("no backend `be_nowhere`"), "{e}");
+    common::assert_contains(&e, "no backend `be_nowhere`");
     assert!(
         rig.socat(&format!("show map {map}"))
             .await
@@ -960,13 +954,13 @@ async fn map_refusals_quote_haproxy() {
         d.drain(&Target::node("blue", "ghost")),
     )
     .await;
-    assert!(e.contains("\"No such server.\""), "{e}");
+    common::assert_contains(&e, "\"No such server.\"");
     let e = refused(
         "drain of an undeclared node",
         d.drain(&Target::node("green", "g9")),
     )
     .await;
-    assert!(e.contains("slot `green` has no node `g9`"), "{e}");
+    common::assert_contains(&e, "slot `green` has no node `g9`");
     let wrong_map = rig.driver_with(
         &format!("map = \"{map}\""),
         &format!("map = \"{map}.nope\""),
@@ -975,14 +969,14 @@ async fn map_refusals_quote_haproxy() {
         Ok(st) => panic!("observe with a wrong map answered: {st:#?}"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(e.contains("\"Unknown map identifier"), "{e}");
-    assert!(e.contains("map() converter"), "{e}");
+    common::assert_contains(&e, "\"Unknown map identifier");
+    common::assert_contains(&e, "map() converter");
 
     // No preview key: the verb is not offered.
     let d = rig.driver_with("preview_key = \"preview\"\n", "");
     assert!(!d.supports(Verb::SetPreview));
     let e = refused("preview without key", d.set_preview("blue")).await;
-    assert!(e.contains("no `preview_key`"), "{e}");
+    common::assert_contains(&e, "no `preview_key`");
 
     // Nodes named differently from their servers.
     let renamed = rig
@@ -1009,7 +1003,7 @@ async fn map_refusals_quote_haproxy() {
     // A slot the router does not know.
     let d = rig.driver_with(", staging = \"be_staging\"", "");
     let e = refused("swap to an unrouted slot", d.switch_live("staging")).await;
-    assert!(e.contains("slot `staging` has no backend"), "{e}");
+    common::assert_contains(&e, "slot `staging` has no backend");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1033,7 +1027,7 @@ async fn socket_faults_give_clear_errors() {
     // Nothing listening.
     let port = free_port();
     let e = fail(rig.driver_with(&admin_line, &format!("socket = \"127.0.0.1:{port}\""))).await;
-    assert!(e.contains("connection refused"), "{e}");
+    common::assert_contains(&e, "connection refused");
 
     // Permission denied: a socket with `mode 000`, opened as an unprivileged user.
     let private = rig.path("private.sock").display().to_string();
@@ -1191,7 +1185,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     .await;
     assert_eq!(req.await.expect("slow request"), (200, "blue".into()));
     let state = std::fs::read_to_string(rig.path("server-state")).expect("server-state file");
-    assert!(state.contains(" be_app "), "{state}");
+    common::assert_contains(&state, " be_app ");
 
     // Rollback.
     ok("rollback to blue", d.switch_live("blue")).await;
@@ -1203,9 +1197,9 @@ async fn servers_swap_rollback_drain_and_maintenance() {
 
     // The only live slot cannot be drained.
     let e = refused("drain of the live slot", d.drain(&Target::slot("blue"))).await;
-    assert!(e.contains("only slot taking live traffic"), "{e}");
+    common::assert_contains(&e, "only slot taking live traffic");
     let e = refused("drain of a node", d.drain(&Target::node("blue", "b1"))).await;
-    assert!(e.contains("mode = \"map\""), "{e}");
+    common::assert_contains(&e, "mode = \"map\"");
 
     // A slot whose server is down: enabled, refused by HAProxy's check, put back in maint;
     // blue stays live.
@@ -1215,7 +1209,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
         e.contains("health check failed") && e.contains("L4CON"),
         "{e}"
     );
-    assert!(e.contains("back to maint"), "{e}");
+    common::assert_contains(&e, "back to maint");
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("blue"));
     assert_eq!(st.slots["staging"].admin, AdminState::Disabled, "standby");
@@ -1238,7 +1232,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     .await;
     let e = refused("swap to a drained down slot", d.switch_live("staging")).await;
     assert!(e.contains("is down") && e.contains("L4CON"), "{e}");
-    assert!(e.contains("nothing was changed"), "{e}");
+    common::assert_contains(&e, "nothing was changed");
     assert_eq!(observe(d.as_ref()).await.live.as_deref(), Some("blue"));
 
     // Maintenance: the page from haproxy.cfg, then back to blue.
@@ -1249,19 +1243,19 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     .await;
     let (status, _, body) = get(&rig.url("/")).await;
     assert_eq!(status, 503);
-    assert!(body.contains("Down for maintenance"), "{body}");
+    common::assert_contains(&body, "Down for maintenance");
     let st = observe(d.as_ref()).await;
     assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
     assert_eq!(st.live.as_deref(), Some("blue"));
     assert_eq!(st.role_of("blue"), Role::Maintenance);
     let e = refused("swap during maintenance", d.switch_live("green")).await;
-    assert!(e.contains("maintenance is on"), "{e}");
+    common::assert_contains(&e, "maintenance is on");
     let e = refused(
         "redirect",
         d.maintenance(true, &MaintenanceMode::Redirect { to: "green".into() }),
     )
     .await;
-    assert!(e.contains("is a swap"), "{e}");
+    common::assert_contains(&e, "is a swap");
     ok(
         "maintenance off",
         d.maintenance(false, &MaintenanceMode::Page),
@@ -1272,7 +1266,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert_eq!(st.maintenance, None);
     assert_eq!(st.live.as_deref(), Some("blue"));
     let e = refused("preview", d.set_preview("green")).await;
-    assert!(e.contains("no preview"), "{e}");
+    common::assert_contains(&e, "no preview");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1289,11 +1283,8 @@ async fn servers_drift_after_a_change_by_hand() {
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live, None, "two slots take traffic: {st:#?}");
     let notes = st.notes.join("\n");
-    assert!(notes.contains("several slots take live traffic"), "{notes}");
-    assert!(
-        notes.contains("be_app/blue is drain but HAProxy has it ready"),
-        "{notes}"
-    );
+    common::assert_contains(&notes, "several slots take live traffic");
+    common::assert_contains(&notes, "be_app/blue is drain but HAProxy has it ready");
 
     assert_eq!(rig.socat("set server be_app/green state drain").await, "\n");
     let st = observe(d.as_ref()).await;
@@ -1360,10 +1351,7 @@ fn config_mistakes_are_located_and_named() {
         .expect_err("unknown slot in backends");
     let s = e.to_string();
     assert!(s.starts_with("cutover.toml:"), "{s}");
-    assert!(
-        s.contains("`backends`: `purple` is not a slot of this environment"),
-        "{s}"
-    );
+    common::assert_contains(&s, "`backends`: `purple` is not a slot of this environment");
     let toml_text = doc_block("servers setup: cutover.toml")
         .replace("mode = \"servers\"", "mode = \"weights\"");
     let e = cutover::config::parse(&toml_text, Path::new("cutover.toml")).expect_err("bad mode");
@@ -1413,37 +1401,22 @@ async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
         broken
     );
     let engine = common::engine(&text);
-    let (out, _) = common::run_op(
+    let (out, _) = common::run_op_ends(
         &engine,
-        cutover::ops::OpKind::Swap {
-            to: Some("green".into()),
-        },
-        false,
-        false,
+        common::swap_to("green"),
+        cutover::ops::Verdict::Failed,
     )
     .await;
-    assert_eq!(
-        out.verdict,
-        cutover::ops::Verdict::Failed,
-        "{}",
-        out.message
-    );
-    assert!(
-        out.message
-            .contains("router `edge-2` refused the switch to `green`"),
-        "{}",
-        out.message
+    common::assert_contains(
+        &out.message,
+        "router `edge-2` refused the switch to `green`",
     );
     assert!(
         out.message.contains("be_green_v2"),
         "HAProxy's side of it is named: {}",
         out.message
     );
-    assert!(
-        out.message.contains("`edge-1` switched back to `blue`"),
-        "{}",
-        out.message
-    );
+    common::assert_contains(&out.message, "`edge-1` switched back to `blue`");
     // Both routers agree again, and both public listeners serve blue.
     let states = engine.observe_all().await.expect("observe");
     assert_eq!(
@@ -1502,12 +1475,8 @@ async fn a_rolling_deploy_over_greens_servers() {
     )
     .await;
     let report = load.finish().await;
-    assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
-    assert!(
-        out.message.contains("all 2 nodes of `green`"),
-        "{}",
-        out.message
-    );
+    common::assert_verdict(&out, cutover::ops::Verdict::Done);
+    common::assert_contains(&out.message, "all 2 nodes of `green`");
     let greens: Vec<&SlotServer> = rig
         .slots
         .iter()
@@ -1681,13 +1650,10 @@ async fn a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered(
     let o = cli(&config, &["status", "shop"]).await;
     let out = common::printed(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("INTERRUPTED swap blue → green"), "{out}");
-    assert!(
-        out.contains("router `edge-1` changed, router `edge-2` not changed"),
-        "{out}"
-    );
-    assert!(out.contains("cutover recover shop"), "{out}");
-    assert!(out.contains("ROUTERS DISAGREE"), "{out}");
+    common::assert_contains(&out, "INTERRUPTED swap blue → green");
+    common::assert_contains(&out, "router `edge-1` changed, router `edge-2` not changed");
+    common::assert_contains(&out, "cutover recover shop");
+    common::assert_contains(&out, "ROUTERS DISAGREE");
     // A new swap is refused until it is resolved.
     let o = cli(
         &config,
@@ -1700,7 +1666,7 @@ async fn a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered(
     let o = cli(&config, &["recover", "shop", "--yes"]).await;
     let out = common::printed(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("every router serves `blue`"), "{out}");
+    common::assert_contains(&out, "every router serves `blue`");
     assert_eq!(who(&rig.url("/")).await.1, "blue");
     let o = cli(&config, &["status", "shop"]).await;
     let out = common::printed(&o);
@@ -1749,12 +1715,12 @@ async fn a_fleet_drain_whose_second_router_fails_leaves_the_first_undrained() {
     let o = cli(&config, &["drain", "shop", "green"]).await;
     let out = common::printed(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("router `edge-2` refused"), "{out}");
+    common::assert_contains(&out, "router `edge-2` refused");
     assert!(
         out.contains("pool green is not known here"),
         "what it answered: {out}"
     );
-    assert!(out.contains("`edge-1` put back as it was"), "{out}");
+    common::assert_contains(&out, "`edge-1` put back as it was");
     let engine = common::engine(&std::fs::read_to_string(&config).expect("config"));
     let st = observe(engine.routers[0].as_ref()).await;
     assert_eq!(st.slots["green"].admin, AdminState::Ready, "{st:?}");
@@ -1831,7 +1797,7 @@ async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
         .expect("wait");
     let stderr = reader.join().expect("reader");
     let out = format!("{}{stderr}", common::printed(&o));
-    assert!(out.contains("stopping at the next safe point"), "{out}");
+    common::assert_contains(&out, "stopping at the next safe point");
     // Both routers were switched: the step finished; nothing was left half-done.
     assert_eq!(
         std::fs::read_to_string(&file).expect("edge-2").trim(),
@@ -1878,9 +1844,7 @@ async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test
     let (_c, cancel) = tokio::sync::watch::channel(cutover::ops::Interrupt::None);
     let req = cutover::ops::OpRequest {
         watch: false,
-        ..cutover::ops::OpRequest::new(cutover::ops::OpKind::Swap {
-            to: Some("green".into()),
-        })
+        ..cutover::ops::OpRequest::new(common::swap_to("green"))
     };
     let e = engine.clone();
     let task = tokio::spawn(async move {
@@ -1960,17 +1924,11 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
     .await;
     let out = common::printed(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(
-        out.contains("router `edge-2` refused the switch to `green`"),
-        "{out}"
-    );
+    common::assert_contains(&out, "router `edge-2` refused the switch to `green`");
     assert!(out.contains("reload failed"), "what it answered: {out}");
-    assert!(out.contains("`edge-1` switched back to `blue`"), "{out}");
-    assert!(out.contains("`edge-2` switched back to `blue`"), "{out}");
-    assert!(
-        out.contains("now `edge-1` → blue, `edge-2` → blue"),
-        "{out}"
-    );
+    common::assert_contains(&out, "`edge-1` switched back to `blue`");
+    common::assert_contains(&out, "`edge-2` switched back to `blue`");
+    common::assert_contains(&out, "now `edge-1` → blue, `edge-2` → blue");
     assert!(!out.contains("ROUTERS DISAGREE"), "{out}");
     assert_eq!(
         std::fs::read_to_string(&file).expect("edge-2").trim(),
@@ -2008,10 +1966,7 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
         msg.starts_with("ROUTERS DISAGREE (edge-2 not put back)"),
         "{msg}"
     );
-    assert!(
-        msg.contains("now `edge-1` → blue, `edge-2` → green"),
-        "{msg}"
-    );
+    common::assert_contains(msg, "now `edge-1` → blue, `edge-2` → green");
     assert!(
         v["record"]["message"]
             .as_str()
@@ -2058,16 +2013,12 @@ async fn verify_probes_each_routers_own_public_url() {
     };
     // Each frontend is verified: both serve green's version.
     let engine = common::engine(&config(&two.url("/")));
-    let (out, _) = common::run_op(
+    let (out, _) = common::run_op_ends(
         &engine,
-        cutover::ops::OpKind::Swap {
-            to: Some("green".into()),
-        },
-        false,
-        false,
+        common::swap_to("green"),
+        cutover::ops::Verdict::Done,
     )
     .await;
-    assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
     let verify = out
         .record
         .steps
@@ -2084,41 +2035,24 @@ async fn verify_probes_each_routers_own_public_url() {
     // fleet is switched back. (edge-2's "frontend" here is blue's own server.)
     let blue = one.slots[0].url();
     let engine = common::engine(&config(&format!("{blue}/")));
-    let (out, _) = common::run_op(
+    common::run_op_ends(
         &engine,
-        cutover::ops::OpKind::Swap {
-            to: Some("blue".into()),
-        },
-        false,
-        false,
+        common::swap_to("blue"),
+        cutover::ops::Verdict::Done,
     )
     .await;
-    assert_eq!(out.verdict, cutover::ops::Verdict::Done, "{}", out.message);
-    let (out, _) = common::run_op(
+    let (out, _) = common::run_op_ends(
         &engine,
-        cutover::ops::OpKind::Swap {
-            to: Some("green".into()),
-        },
-        false,
-        false,
-    )
-    .await;
-    assert_eq!(
-        out.verdict,
+        common::swap_to("green"),
         cutover::ops::Verdict::Failed,
-        "{}",
-        out.message
-    );
+    )
+    .await;
     assert!(
         out.message.contains(&blue) && out.message.contains("(wanted 2.0.0)"),
         "{}",
         out.message
     );
-    assert!(
-        out.message.contains("switched back to `blue`"),
-        "{}",
-        out.message
-    );
+    common::assert_contains(&out.message, "switched back to `blue`");
     assert_eq!(who(&one.url("/")).await.1, "blue");
 }
 
@@ -2155,25 +2089,25 @@ async fn map_canary_weights_split_the_live_traffic() {
         common::assert_canary_share(&servers, "green", &url, 4_000, percent).await;
     }
     let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
-    assert!(map.contains("canary be_green"), "{map}");
-    assert!(map.contains("canary.weight 0"), "{map}");
+    common::assert_contains(&map, "canary be_green");
+    common::assert_contains(&map, "canary.weight 0");
 
     // While green has a share: its drain and maintenance are refused, a swap ends the split.
     ok("weights 25 %", d.set_weights("blue", "green", 25)).await;
     let e = refused("drain the canary", d.drain(&Target::slot("green"))).await;
-    assert!(e.contains("is the canary with 25 %"), "{e}");
+    common::assert_contains(&e, "is the canary with 25 %");
     let e = refused(
         "maintenance during a canary",
         d.maintenance(true, &MaintenanceMode::Page),
     )
     .await;
-    assert!(e.contains("set its weight to 0"), "{e}");
+    common::assert_contains(&e, "set its weight to 0");
     let e = refused(
         "a live slot that is not live",
         d.set_weights("green", "staging", 10),
     )
     .await;
-    assert!(e.contains("is not the live slot"), "{e}");
+    common::assert_contains(&e, "is not the live slot");
     ok("swap to the canary", d.switch_live("green")).await;
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("green"));
@@ -2195,7 +2129,7 @@ async fn servers_setup_offers_no_weights() {
         d.set_weights("blue", "green", 10),
     )
     .await;
-    assert!(e.contains("no canary weights"), "{e}");
+    common::assert_contains(&e, "no canary weights");
 }
 
 /// The canary operation on HAProxy's map setup: step 1 holds at 25 % (read back from the
@@ -2259,12 +2193,7 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
         s.controls.set_healthy(false);
     }
     let out = common::under_load(rig.url("/health"), task).await;
-    assert_eq!(
-        out.verdict,
-        cutover::ops::Verdict::RolledBack,
-        "{}",
-        out.message
-    );
+    common::assert_verdict(&out, cutover::ops::Verdict::RolledBack);
     assert!(
         out.message.contains("step 1/2 (25 %) failed")
             && out.message.contains("aborted; 100 % on blue after"),

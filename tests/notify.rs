@@ -236,7 +236,7 @@ async fn each_operation_event_reaches_its_webhooks_once_with_the_documented_fiel
 
     // A swap that works: start, then done. The chat entry (warning and up) gets neither.
     let (out, _) = swap(&engine, "green").await;
-    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    common::assert_verdict(&out, Verdict::Done);
     let got = json.wait_for(2, Duration::from_secs(20)).await;
     flushed(&engine).await;
     let got_after = json.got();
@@ -279,7 +279,7 @@ async fn each_operation_event_reaches_its_webhooks_once_with_the_documented_fiel
     // A swap the plan refuses: its failed step, then the verdict; both are warnings, so the
     // chat entry gets them too, as {"text": ...}.
     let (out, _) = swap(&engine, "purple").await;
-    assert_eq!(out.verdict, Verdict::Refused, "{}", out.message);
+    common::assert_verdict(&out, Verdict::Refused);
     let got = json.wait_for(4, Duration::from_secs(20)).await;
     let texts = chat.wait_for(2, Duration::from_secs(20)).await;
     flushed(&engine).await;
@@ -327,10 +327,10 @@ async fn a_webhook_that_hangs_or_answers_500_does_not_slow_an_operation_and_is_a
 
     // The same swap there and back, without notifications and with them.
     let (out, plain) = swap(&rig.engine(false), "green").await;
-    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    common::assert_verdict(&out, Verdict::Done);
     let engine = rig.engine(true);
     let (out, notified) = swap(&engine, "blue").await;
-    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    common::assert_verdict(&out, Verdict::Done);
     println!("swap without notify: {plain:?}; with a hanging and a failing webhook: {notified:?}");
     // Each of the 2 events holds the hanging webhook for 2 s and the failing one for 1.5 s of
     // backoff: waiting for any of them would add seconds.
@@ -423,7 +423,7 @@ fn notify_config_errors_name_file_line_column_and_field() {
         "{e}"
     );
     let e = err("[[notify]]\nurl = \"http://127.0.0.1:9/\"\ntimout = \"1s\"\n");
-    assert!(e.contains("did you mean `timeout`?"), "{e}");
+    common::assert_contains(&e, "did you mean `timeout`?");
     let ok = config::parse(
         &format!(
             "{base}[[notify]]\nurl = \"https://hooks.example.com/x\"\nformat = \"chat\"\n\
@@ -465,15 +465,11 @@ async fn the_cli_delivers_its_notifications_before_it_exits() {
     let path = rig.dir.path().join("cutover.toml");
     let xdg = rig.dir.path().join("xdg");
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .arg("--config")
-            .arg(&path)
-            .args(["swap", "shop", "--to", "green", "--yes", "--no-watch"])
-            .env("CUTOVER_NOTIFY_TEST_ADMIN", ADMIN_TOKEN)
-            .env("XDG_STATE_HOME", xdg)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run cutover")
+        let config = path.display().to_string();
+        let swap = ["swap", "shop", "--to", "green", "--yes", "--no-watch"];
+        let args = [&["--config", config.as_str()][..], &swap].concat();
+        let env = [("CUTOVER_NOTIFY_TEST_ADMIN", Some(ADMIN_TOKEN))];
+        common::cutover_with_env(&xdg, &args, &env)
     })
     .await
     .expect("join");

@@ -147,12 +147,8 @@ async fn an_unhealthy_target_is_refused_with_the_reason_and_force_goes_past() {
     let e = rig.engine();
     let o = run(&e, OpKind::Swap { to: None }, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
-    assert!(
-        o.message.contains("`green` needs 2 healthy checks"),
-        "{}",
-        o.message
-    );
-    assert!(o.message.contains("--force"), "{}", o.message);
+    common::assert_contains(&o.message, "`green` needs 2 healthy checks");
+    common::assert_contains(&o.message, "--force");
     assert_eq!(
         rig.serving().await,
         "blue",
@@ -171,11 +167,7 @@ async fn the_same_version_is_refused_unless_forced() {
     let e = rig.engine();
     let o = run(&e, OpKind::Swap { to: None }, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
-    assert!(
-        o.message.contains("same version as live (1.0.0)"),
-        "{}",
-        o.message
-    );
+    common::assert_contains(&o.message, "same version as live (1.0.0)");
     let o = run(&e, OpKind::Swap { to: None }, true, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
 }
@@ -188,7 +180,7 @@ async fn an_unknown_version_is_refused() {
     let e = World::build(cfg, None).expect("world").engines[0].clone();
     let o = run(&e, OpKind::Swap { to: None }, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
-    assert!(o.message.contains("version is unknown"), "{}", o.message);
+    common::assert_contains(&o.message, "version is unknown");
 }
 
 /// A watched swap to green (watch window `watch_for`); green turns unhealthy as soon as the
@@ -226,7 +218,7 @@ async fn auto_rollback_when_the_new_slot_fails_while_watched() {
     .await;
     let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(8)).await;
     assert_eq!(o.verdict, Verdict::RolledBack, "{}", o.message);
-    assert!(o.message.contains("rolled back to `blue`"), "{}", o.message);
+    common::assert_contains(&o.message, "rolled back to `blue`");
     assert_eq!(rig.serving().await, "blue");
 }
 
@@ -235,7 +227,7 @@ async fn without_auto_rollback_a_failing_watch_raises_an_alarm_naming_the_key() 
     let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
     let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(6)).await;
     assert_eq!(o.verdict, Verdict::Alarm, "{}", o.message);
-    assert!(o.message.contains("cutover rollback shop"), "{}", o.message);
+    common::assert_contains(&o.message, "cutover rollback shop");
     assert_eq!(rig.serving().await, "green", "no automatic rollback");
 }
 
@@ -248,7 +240,7 @@ async fn rollback_is_refused_when_the_old_slot_is_down() {
     rig.slot("blue").controls.set_healthy(false);
     let o = run(&e, OpKind::Rollback, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
-    assert!(o.message.contains("`blue` needs"), "{}", o.message);
+    common::assert_contains(&o.message, "`blue` needs");
     assert_eq!(rig.serving().await, "green");
 }
 
@@ -257,7 +249,7 @@ async fn rollback_with_nothing_recorded_says_so() {
     let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
     let o = run(&rig.engine(), OpKind::Rollback, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
-    assert!(o.message.contains("no previous live slot"), "{}", o.message);
+    common::assert_contains(&o.message, "no previous live slot");
 }
 
 #[tokio::test]
@@ -269,28 +261,12 @@ async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
     .await;
     let e = rig.engine();
     // Make staging live through a swap, start a slow request on it, swap back, then drain it.
-    let o = run(
-        &e,
-        OpKind::Swap {
-            to: Some("staging".into()),
-        },
-        false,
-        false,
-    )
-    .await;
+    let o = run(&e, common::swap_to("staging"), false, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     let url = format!("http://127.0.0.1:{}/slow?ms=1500", rig.live);
     let slow = tokio::spawn(async move { common::get(&url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let o = run(
-        &e,
-        OpKind::Swap {
-            to: Some("blue".into()),
-        },
-        true,
-        false,
-    )
-    .await;
+    let o = run(&e, common::swap_to("blue"), true, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     let o = run(
         &e,
@@ -300,7 +276,7 @@ async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
     )
     .await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
-    assert!(o.message.contains("no requests in flight"), "{}", o.message);
+    common::assert_contains(&o.message, "no requests in flight");
     let (status, slot, _) = slow.await.expect("join");
     assert_eq!(
         (status, slot.as_str()),
@@ -727,7 +703,7 @@ async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_witho
         .await
         .expect("join");
     assert_eq!(code, Some(1), "A's watch did not complete: {a_out}");
-    assert!(a_out.contains("took the lock over"), "{a_out}");
+    common::assert_contains(&a_out, "took the lock over");
     // Green now fails: nobody rolls traffic off c, which A did not set.
     rig.slot("green").controls.set_healthy(false);
     assert_eq!(rig.serving().await, "c");
@@ -755,9 +731,7 @@ async fn a_watch_whose_slot_was_changed_by_hand_ends_without_rolling_back() {
     let e = rig.engine();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_c, cancel) = watch::channel(cutover::ops::Interrupt::None);
-    let req = OpRequest::new(OpKind::Swap {
-        to: Some("green".into()),
-    });
+    let req = OpRequest::new(common::swap_to("green"));
     let task = {
         let e = e.clone();
         tokio::spawn(async move { e.run(req, GateSource::ProbeNow, tx, cancel).await })
@@ -777,12 +751,8 @@ async fn a_watch_whose_slot_was_changed_by_hand_ends_without_rolling_back() {
     e.routers[0].switch_live("c").await.expect("by hand");
     rig.slot("green").controls.set_healthy(false);
     let out = task.await.expect("join");
-    assert_eq!(out.verdict, Verdict::Cancelled, "{}", out.message);
-    assert!(
-        out.message.contains("`c` was made live by someone else"),
-        "{}",
-        out.message
-    );
+    common::assert_verdict(&out, Verdict::Cancelled);
+    common::assert_contains(&out.message, "`c` was made live by someone else");
     assert_eq!(
         rig.serving().await,
         "c",
@@ -865,7 +835,7 @@ async fn a_kill_during_a_watch_leaves_an_intent_record_and_sigint_abandons_the_w
         .await
         .expect("join");
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("watch abandoned"), "{out}");
+    common::assert_contains(&out, "watch abandoned");
     assert_eq!(rig.serving().await, "blue");
     let records = audit_records(&rig);
     assert!(
@@ -1184,15 +1154,7 @@ async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders(
     let hook = o.record.steps.last().expect("steps");
     assert_eq!((hook.step.as_str(), hook.ok), ("hook", true), "{hook:?}");
     // A refused swap and a rollback do not run it.
-    let o = run(
-        &rig.engine(),
-        OpKind::Swap {
-            to: Some("green".into()),
-        },
-        false,
-        false,
-    )
-    .await;
+    let o = run(&rig.engine(), common::swap_to("green"), false, false).await;
     assert_eq!(o.verdict, Verdict::Refused, "{}", o.message);
     let o = run(&rig.engine(), OpKind::Rollback, false, false).await;
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
@@ -1346,11 +1308,7 @@ async fn a_quit_during_the_warmup_stops_it_at_once_with_nothing_changed() {
         .expect("the warm-up stopped long before its 20 s request")
         .expect("join");
     assert_eq!(o.verdict, Verdict::Cancelled, "{}", o.message);
-    assert!(
-        o.message.contains("stopped during the warm-up"),
-        "{}",
-        o.message
-    );
+    common::assert_contains(&o.message, "stopped during the warm-up");
     assert_eq!(rig.serving().await, "blue");
     assert!(
         !audit_records(&rig).iter().any(|r| r["result"] == "started"),
@@ -1449,14 +1407,14 @@ async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
         .await
         .expect("the canary ends")
         .expect("task");
-    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    common::assert_verdict(&out, Verdict::Done);
     assert_eq!(rig.serving().await, "green");
     let st = rig._proxy.state();
     assert_eq!((st.live.as_deref(), st.weights), (Some("green"), None));
     assert_eq!(e.store.env("shop").previous_live.as_deref(), Some("blue"));
     let audit = rig.audit_text();
-    assert!(audit.contains("\"operation\":\"canary\""), "{audit}");
-    assert!(audit.contains("step 2/3 (50 %): `green` passed"), "{audit}");
+    common::assert_contains(&audit, "\"operation\":\"canary\"");
+    common::assert_contains(&audit, "step 2/3 (50 %): `green` passed");
     assert!(e.store.journal("shop").is_none(), "the journal is closed");
 }
 
@@ -1475,7 +1433,7 @@ async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
     let url = format!("http://127.0.0.1:{}/health", rig.live);
     let out = common::under_load(url, task).await;
     eprintln!("canary abort: {}", out.message);
-    assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
+    common::assert_verdict(&out, Verdict::RolledBack);
     assert!(
         out.message.contains("step 1/2 (25 %) failed")
             && out.message.contains("aborted; 100 % on blue after"),
@@ -1509,8 +1467,8 @@ async fn a_cancelled_canary_puts_everything_back_and_the_cli_runs_one() {
         .await
         .expect("the canary ends")
         .expect("task");
-    assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
-    assert!(out.message.contains("cutover quit"), "{}", out.message);
+    common::assert_verdict(&out, Verdict::RolledBack);
+    common::assert_contains(&out.message, "cutover quit");
     assert_eq!(rig._proxy.state().weights, None);
 
     // The CLI: bad steps are a usage error; a short plan runs to the swap.
@@ -1631,10 +1589,7 @@ async fn promote_ends_a_canary_steps_hold_from_another_process() {
         .await
         .expect("finish");
     assert_eq!(code, Some(0), "{text}");
-    assert!(
-        text.contains("step 1/3 (10 %): promoted by the operator"),
-        "{text}"
-    );
+    common::assert_contains(&text, "step 1/3 (10 %): promoted by the operator");
     assert!(
         started.elapsed() < Duration::from_secs(300),
         "the 600 s holds were cut short"

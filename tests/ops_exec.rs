@@ -60,12 +60,8 @@ async fn a_router_that_accepts_but_does_not_change_fails_the_operation() {
     let (_d, world, _s) = setup(&[("lb", "true")]).await;
     let o = swap(&world, "green").await;
     assert_eq!(o.verdict, Verdict::Failed, "{}", o.message);
-    assert!(
-        o.message.contains("accepted the switch but did not change"),
-        "{}",
-        o.message
-    );
-    assert!(o.message.contains("`lb` shows blue"), "{}", o.message);
+    common::assert_contains(&o.message, "accepted the switch but did not change");
+    common::assert_contains(&o.message, "`lb` shows blue");
     let verify = o
         .record
         .steps
@@ -87,22 +83,13 @@ async fn a_fleet_whose_second_router_fails_is_switched_back() {
     .await;
     let o = swap(&world, "green").await;
     assert_eq!(o.verdict, Verdict::Failed, "{}", o.message);
-    assert!(
-        o.message
-            .contains("router `edge-2` refused the switch to `green`"),
-        "{}",
-        o.message
-    );
+    common::assert_contains(&o.message, "router `edge-2` refused the switch to `green`");
     assert!(
         o.message.contains("permission denied"),
         "the proxy's answer is shown: {}",
         o.message
     );
-    assert!(
-        o.message.contains("`edge-1` switched back to `blue`"),
-        "{}",
-        o.message
-    );
+    common::assert_contains(&o.message, "`edge-1` switched back to `blue`");
     // Both routers agree again: blue everywhere.
     let states = world.engines[0].observe_all().await.expect("observe");
     assert!(

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +18,7 @@ use cutover::config::Environment;
 use cutover::load::{self, LoadOptions, LoadReport};
 use cutover::proxy::{self, ProxyHandle};
 use cutover::router::{RouterConfig, embedded};
+use reqwest::Method;
 use tempfile::TempDir;
 
 /// An environment `shop` with the slot servers behind one embedded router (all on port 0);
@@ -52,6 +52,15 @@ fn world_of(
         panic!("not an embedded router")
     };
     (env, r)
+}
+
+/// The status `url` answers a `method` request with, sent with the bearer `token` (if any).
+async fn status_of(method: Method, url: &str, token: Option<&str>) -> u16 {
+    let mut req = client().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("request").status().as_u16()
 }
 
 fn client() -> reqwest::Client {
@@ -165,31 +174,6 @@ fn assert_close(what: &str, scraped: f64, counted: u64) {
     );
 }
 
-/// `promtool check metrics` on an exposition: its verdict and what it said.
-fn promtool_check(promtool: &Path, text: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool ends");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_load_per_slot_flip_on_a_swap_and_pass_promtool() {
     let Some(promtool) = require_binary("metrics_pass_promtool", "promtool") else {
@@ -223,7 +207,7 @@ async fn metrics_count_the_load_per_slot_flip_on_a_swap_and_pass_promtool() {
         value(&before, "cutover_proxy_preview", &[("slot", "green")]),
         1.0
     );
-    let (ok, said) = promtool_check(&promtool, &before);
+    let (ok, said) = common::promtool_check(&promtool, &before);
     assert!(
         ok,
         "promtool check metrics refused the idle exposition:\n{said}\n{before}"
@@ -252,20 +236,13 @@ async fn metrics_count_the_load_per_slot_flip_on_a_swap_and_pass_promtool() {
     assert_eq!(down.failures.status.get(&502), Some(&50), "{down:?}");
 
     let text = scrape(&h, None).await;
-    let (ok, said) = promtool_check(&promtool, &text);
+    let (ok, said) = common::promtool_check(&promtool, &text);
     assert!(ok, "promtool check metrics refused:\n{said}\n{text}");
     println!(
         "promtool check metrics: ok ({} lines)",
         text.lines().count()
     );
-    let readme = include_str!("../README.md");
-    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-        let name = line.split(' ').nth(2).expect("# TYPE name kind");
-        assert!(
-            readme.contains(&format!("| `{name}` |")),
-            "README's Metrics table does not document {name}"
-        );
-    }
+    common::assert_metrics_in_readme(&text);
 
     let ok_by_slot = |name: &str| {
         first.by_slot.get(name).copied().unwrap_or(0)
@@ -348,28 +325,15 @@ async fn metrics_need_the_admin_token_when_one_is_configured() {
     let (env, cfg) = world(&[&s[0], &s[1]], &format!("token_env = \"{VAR}\""), &dir);
     let h = proxy::start(&env, &cfg).await.expect("proxy starts");
     let url = format!("http://{}/metrics", h.admin_addr());
-    let r = client().get(&url).send().await.expect("get");
-    assert_eq!(r.status().as_u16(), 401);
-    let r = client()
-        .get(&url)
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(status_of(Method::GET, &url, None).await, 401);
+    assert_eq!(status_of(Method::GET, &url, Some("wrong")).await, 401);
     let text = scrape(&h, Some("metrics-s3cret")).await;
-    assert!(
-        text.contains("cutover_proxy_live{env=\"shop\",slot=\"blue\"} 1"),
-        "{text}"
-    );
+    common::assert_contains(&text, "cutover_proxy_live{env=\"shop\",slot=\"blue\"} 1");
     assert!(!text.contains("metrics-s3cret"));
-    let r = client()
-        .post(&url)
-        .bearer_auth("metrics-s3cret")
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        status_of(Method::POST, &url, Some("metrics-s3cret")).await,
+        405
+    );
 }
 
 /// One instant query against the Prometheus HTTP API: the result vector.

@@ -50,50 +50,10 @@ fn text_like(samples: &'static [&'static str]) -> impl Strategy<Value = String> 
     ]
 }
 
+/// Config samples (fixtures: TOML files, so that they are read as data).
 const CONFIGS: &[&str] = &[
-    r#"[settings]
-poll_interval = "1s"
-history = 60
-max_body = 1024
-theme = "dark"
-
-[keys]
-swap = ["S", "F5"]
-
-[[environment]]
-name = "shop"
-public_url = "http://127.0.0.1:8080/"
-verify_timeout = "3s"
-
-[[environment.slot]]
-name = "blue"
-address = "http://127.0.0.1:9001"
-version_pointer = "/version"
-nodes = [{ name = "web1", address = "http://127.0.0.1:9011" }]
-
-[[environment.slot]]
-name = "green"
-address = "http://127.0.0.1:9002"
-
-[[environment.router]]
-kind = "embedded"
-retry_after = 5
-token_env = "CUTOVER_PROPTEST_TOKEN"
-"#,
-    r#"[[environment]]
-name = "x"
-[[environment.slot]]
-name = "a"
-address = "http://h:1"
-[[environment.router]]
-kind = "exec"
-observe = ["sh", "-c", "echo live=a"]
-observe_timeout = "60s"
-env = { LB_TOKEN = "abcdef" }
-[[environment.router]]
-kind = "haproxy"
-name = "h"
-"#,
+    include_str!("fixtures/proptest-config.toml"),
+    include_str!("fixtures/proptest-config-exec.toml"),
 ];
 
 const VERSIONS: &[&str] = &[
@@ -118,24 +78,7 @@ const MAPS: &[&str] = &[
     "be_blue\nbe_green\n",
 ];
 
-const XML: &str = "<?xml version='1.0' encoding='UTF-8' ?>
-<httpd:manager xmlns:httpd='http://httpd.apache.org'>
-  <httpd:balancers>
-    <httpd:balancer>
-      <httpd:name>balancer://live</httpd:name>
-      <httpd:nonce>a940d02b</httpd:nonce>
-      <httpd:workers>
-        <httpd:worker>
-          <httpd:name>http://127.0.0.1:19001</httpd:name>
-          <httpd:status>Init Drn Ok </httpd:status>
-          <httpd:elected>3</httpd:elected>
-          <httpd:route>blue</httpd:route>
-          <httpd:busy>2</httpd:busy>
-        </httpd:worker>
-      </httpd:workers>
-    </httpd:balancer>
-  </httpd:balancers>
-</httpd:manager>";
+const XML: &str = include_str!("fixtures/apache-manager-one.xml");
 
 const CADDY: &str = r#"{"apps":{"http":{"servers":{"srv0":{"listen":[":8080"],"routes":[
 {"@id":"shop_route","handle":[{"@id":"shop_live","handler":"reverse_proxy",
@@ -154,20 +97,7 @@ const KEYS: &[&str] = &[
 
 /// The environment the router-level parsers are given: slots blue and green.
 fn environment() -> cutover::config::Environment {
-    let text = r#"[[environment]]
-name = "shop"
-[[environment.slot]]
-name = "blue"
-address = "http://127.0.0.1:9001"
-[[environment.slot]]
-name = "green"
-address = "http://127.0.0.1:9002"
-[[environment.router]]
-kind = "caddy"
-mode = "api"
-live_id = "shop_live"
-preview_id = "shop_preview"
-"#;
+    let text = include_str!("fixtures/proptest-caddy-env.toml");
     cutover::config::parse(text, Path::new("p.toml"))
         .expect("valid")
         .environments

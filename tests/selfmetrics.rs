@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{eventually, free_port, require_binary};
 use cutover::config;
 use cutover::envview::Seen;
-use cutover::ops::{GateSource, Interrupt, OpKind, OpRequest, Verdict};
+use cutover::ops::{GateSource, Interrupt, OpRequest, Verdict};
 use cutover::router::RouterConfig;
 use cutover::selfmetrics::SelfMetrics;
 use cutover::world::World;
@@ -97,9 +97,7 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
     let engine = world.engines[0].clone();
     let (ptx, mut prx) = mpsc::unbounded_channel();
     let (_cancel, cancelled) = watch::channel(Interrupt::None);
-    let req = OpRequest::new(OpKind::Swap {
-        to: Some("green".into()),
-    });
+    let req = OpRequest::new(common::swap_to("green"));
     let id = req.id.clone();
     let forward = {
         let tx = tx.clone();
@@ -114,7 +112,7 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
         })
     };
     let out = engine.run(req, GateSource::ProbeNow, ptx, cancelled).await;
-    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    common::assert_verdict(&out, Verdict::Done);
     forward.await.expect("forwarded");
 
     let swapped = eventually(Duration::from_secs(10), || async {
@@ -144,14 +142,7 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
         "cutover_slot_probe_duration_seconds_bucket{env=\"shop\",slot=\"blue\",le=\"+Inf\"}"
     ));
     assert!(t.contains("cutover_events_total{kind=\"probe\"}"));
-    let readme = include_str!("../README.md");
-    for line in t.lines().filter(|l| l.starts_with("# TYPE ")) {
-        let name = line.split(' ').nth(2).expect("# TYPE name kind");
-        assert!(
-            readme.contains(&format!("| `{name}` |")),
-            "README does not document {name}"
-        );
-    }
+    common::assert_metrics_in_readme(&t);
     // The dashboard for these metrics: every series it asks for is served, and every query
     // is valid PromQL (promtool check rules parses them).
     let dashboard: serde_json::Value =
@@ -205,27 +196,8 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
         println!("{n} dashboard queries parse");
     }
     if let Some(promtool) = promtool {
-        use std::io::Write;
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(t.as_bytes())
-            .expect("write");
-        let o = child.wait_with_output().expect("promtool ends");
-        assert!(
-            o.status.success(),
-            "promtool check metrics refused:\n{}{}\n{t}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let (ok, said) = common::promtool_check(&promtool, &t);
+        assert!(ok, "promtool check metrics refused:\n{said}\n{t}");
     }
     let _ = stop_tx.send(true);
 }
@@ -242,15 +214,9 @@ async fn a_metrics_listener_off_loopback_needs_a_token() {
     .expect("write");
     let xdg = dir.path().join("xdg");
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .arg("--config")
-            .arg(&path)
-            .args(["--metrics-listen", "0.0.0.0:0"])
-            .env_remove("CUTOVER_METRICS_TOKEN")
-            .env("XDG_STATE_HOME", xdg)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run cutover")
+        let config = path.display().to_string();
+        let args = ["--config", &config, "--metrics-listen", "0.0.0.0:0"];
+        common::cutover_with_env(&xdg, &args, &[("CUTOVER_METRICS_TOKEN", None)])
     })
     .await
     .expect("join");

@@ -22,8 +22,6 @@ use cutover::proxy::{self, ProxyHandle};
 use cutover::router::{Router, RouterConfig, embedded};
 use cutover::state::EnvMemory;
 use cutover::theme::Theme;
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
 use tempfile::TempDir;
 
 /// The whole config: one environment `shop` with the slots and `routers` embedded proxies
@@ -92,18 +90,7 @@ fn reading(app: &mut App, router: usize, secs: u64, result: Result<RouterState, 
 }
 
 fn screen(app: &mut App, w: u16, h: u16) -> String {
-    app.update(Event::Resize(w, h));
-    let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
-    term.draw(|f| cutover::ui::draw(f, app)).expect("draw");
-    let buf = term.backend().buffer().clone();
-    let mut s = String::new();
-    for y in 0..h {
-        for x in 0..w {
-            s.push_str(buf[(x, y)].symbol());
-        }
-        s.push('\n');
-    }
-    s
+    common::draw_screen(app, w, h).0
 }
 
 /// The milliseconds in `p99 NNNms` / `p99 1.2s` on the screen's first line that has one.
@@ -201,7 +188,7 @@ async fn the_embedded_proxys_p99_shows_a_slow_slot_and_its_p50_stays_at_or_below
     assert!(shown.contains("22 req/s"), "220 requests in 10 s:\n{shown}");
     let ms = p99_on_screen(&shown).expect("a p99 on screen");
     assert!(ms >= SLOW.as_millis() as f64, "{ms} ms:\n{shown}");
-    assert!(shown.contains("p50 "), "{shown}");
+    common::assert_contains(&shown, "p50 ");
     let narrow = screen(&mut app, 80, 24);
     assert!(
         p99_on_screen(&narrow).is_some_and(|ms| ms >= SLOW.as_millis() as f64),
@@ -292,8 +279,8 @@ async fn a_fleet_of_two_embedded_proxies_shows_the_sum_and_the_slowest_routers_l
     );
     assert!(!blue.stale, "edge-1 still counts");
     let shown = screen(&mut app, 120, 40);
-    assert!(shown.contains("edge-2 (embedded)  ✘"), "{shown}");
-    assert!(shown.contains("10 req/s"), "{shown}");
+    common::assert_contains(&shown, "edge-2 (embedded)  ✘");
+    common::assert_contains(&shown, "10 req/s");
     for h in proxies {
         h.stop().await;
     }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::expect_used)] // tests fail loudly on purpose
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -15,8 +17,6 @@ use cutover::model::{
 use cutover::probe::UrlProbe;
 use cutover::state::EnvMemory;
 use cutover::theme::Theme;
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
 
 const CONFIG: &str = r#"
 [[environment]]
@@ -139,18 +139,7 @@ fn app_with(memory: EnvMemory) -> App {
 }
 
 fn screen(app: &mut App, w: u16, h: u16) -> (String, ratatui::buffer::Buffer) {
-    app.update(Event::Resize(w, h));
-    let mut term = Terminal::new(TestBackend::new(w, h)).expect("terminal");
-    term.draw(|f| cutover::ui::draw(f, app)).expect("draw");
-    let buf = term.backend().buffer().clone();
-    let mut s = String::new();
-    for y in 0..h {
-        for x in 0..w {
-            s.push_str(buf[(x, y)].symbol());
-        }
-        s.push('\n');
-    }
-    (s, buf)
+    common::draw_screen(app, w, h)
 }
 
 fn key(app: &mut App, c: char) {
@@ -205,8 +194,8 @@ fn a_down_slot_is_shown_with_its_status_and_logged() {
         result: down("1.5.0"),
     }));
     let (text, buf) = screen(&mut app, 120, 40);
-    assert!(text.contains("✘ down 500"), "{text}");
-    assert!(text.contains("green health up → down (HTTP 500)"), "{text}");
+    common::assert_contains(&text, "✘ down 500");
+    common::assert_contains(&text, "green health up → down (HTTP 500)");
     let (x, y) = find(&text, "✘ down").expect("down on screen");
     assert_eq!(
         buf[(x, y)].fg,
@@ -229,7 +218,7 @@ fn drift_is_a_visible_warning() {
         ),
         "{text}"
     );
-    assert!(text.contains("⚠ 1 warning"), "{text}");
+    common::assert_contains(&text, "⚠ 1 warning");
     insta::assert_snapshot!("drift", text);
 }
 
@@ -250,11 +239,8 @@ fn routers_that_disagree_are_a_loud_warning() {
         at: t0(),
     }));
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("ROUTERS DISAGREE: `edge` → blue, `edge-2` → green"),
-        "{text}"
-    );
-    assert!(text.contains("edge-2 (haproxy)  live=green"), "{text}");
+    common::assert_contains(&text, "ROUTERS DISAGREE: `edge` → blue, `edge-2` → green");
+    common::assert_contains(&text, "edge-2 (haproxy)  live=green");
     insta::assert_snapshot!("fleet_disagreement", text);
 }
 
@@ -274,9 +260,9 @@ fn before_the_first_poll_everything_is_unknown() {
     let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
     let mut app = App::new(cfg, Theme::dark(), vec![], t0());
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("? UNKNOWN"), "{text}");
-    assert!(text.contains("… unknown"), "{text}");
-    assert!(text.contains("waiting for the first answer"), "{text}");
+    common::assert_contains(&text, "? UNKNOWN");
+    common::assert_contains(&text, "… unknown");
+    common::assert_contains(&text, "waiting for the first answer");
     insta::assert_snapshot!("startup", text);
 }
 
@@ -299,9 +285,9 @@ fn swap_asks_with_from_to_versions_and_the_gate() {
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("Swap: blue → green"), "{text}");
-    assert!(text.contains("✔ health: last 3 checks healthy"), "{text}");
-    assert!(text.contains("y/Enter confirm"), "{text}");
+    common::assert_contains(&text, "Swap: blue → green");
+    common::assert_contains(&text, "✔ health: last 3 checks healthy");
+    common::assert_contains(&text, "y/Enter confirm");
     insta::assert_snapshot!("confirm_swap", text);
     // Esc cancels and nothing runs.
     let fx = app.update(Event::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
@@ -318,10 +304,7 @@ fn a_refusing_gate_offers_force_and_y_does_nothing() {
     }));
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("✘ health: `green` needs 3 healthy checks in a row"),
-        "{text}"
-    );
+    common::assert_contains(&text, "✘ health: `green` needs 3 healthy checks in a row");
     assert!(
         text.contains("F forces it (logged as FORCED)") && text.contains("n/Esc cancels"),
         "{text}"
@@ -371,10 +354,7 @@ fn type_name_confirmation_needs_the_exact_name() {
         key(&mut app, c);
     }
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("type the environment's name: shop-prod"),
-        "{text}"
-    );
+    common::assert_contains(&text, "type the environment's name: shop-prod");
     assert_eq!(app.update(enter()).len(), 1, "the typed name confirms");
 }
 
@@ -426,20 +406,20 @@ fn command_mode_completes_with_tab_and_runs() {
     typed(&mut app, "r");
     press(&mut app, KeyCode::Tab);
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains(":roll▏   rollback  rolling"), "{text}");
+    common::assert_contains(&text, ":roll▏   rollback  rolling");
     press(&mut app, KeyCode::Esc);
     // :swap SLOT opens the confirm dialog for that slot.
     key(&mut app, ':');
     typed(&mut app, "swap staging");
     press(&mut app, KeyCode::Enter);
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("Swap: blue → staging"), "{text}");
+    common::assert_contains(&text, "Swap: blue → staging");
     press(&mut app, KeyCode::Esc);
     key(&mut app, ':');
     typed(&mut app, "frobnicate");
     press(&mut app, KeyCode::Enter);
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("unknown command `:frobnicate`"), "{text}");
+    common::assert_contains(&text, "unknown command `:frobnicate`");
 }
 
 #[test]
@@ -450,7 +430,7 @@ fn the_filter_narrows_the_environment_list_and_completes() {
     press(&mut app, KeyCode::Tab);
     assert_eq!(app.filter, "api-prod");
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains(" /api-prod▏ "), "{text}");
+    common::assert_contains(&text, " /api-prod▏ ");
     assert!(!text.contains("›shop-prod"), "{text}");
     assert_eq!(app.selected_env, 1, "selection follows the filter");
 }
@@ -585,8 +565,8 @@ fn at_80x24_the_chart_collapses_to_each_slots_figure() {
     let mut app = swapped_under_load();
     let (text, _) = screen(&mut app, 80, 24);
     assert!(!text.contains("Requests/s by slot"), "{text}");
-    assert!(text.contains("40 req/s"), "{text}");
-    assert!(text.contains("0 req/s"), "{text}");
+    common::assert_contains(&text, "40 req/s");
+    common::assert_contains(&text, "0 req/s");
     let id = app.envs[0].op.as_ref().expect("op").id.clone();
     insta::assert_snapshot!("traffic_swap_80x24", text.replace(&id, "<id>"));
 }
@@ -685,7 +665,7 @@ fn a_router_without_per_slot_counters_says_so_and_shows_the_probes() {
         ),
         "{text}"
     );
-    assert!(text.contains("no per-slot counters (nginx)"), "{text}");
+    common::assert_contains(&text, "no per-slot counters (nginx)");
     assert!(!text.contains("req/s"), "no misleading zero: {text}");
     insta::assert_snapshot!("traffic_no_counters", text);
 }
@@ -696,10 +676,7 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 'D');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("Drill: 3 swap+rollback pairs under load"),
-        "{text}"
-    );
+    common::assert_contains(&text, "Drill: 3 swap+rollback pairs under load");
     let fx = app.update(Event::Key(KeyEvent::new(
         KeyCode::Char('y'),
         KeyModifiers::NONE,
@@ -726,15 +703,12 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
         }));
     }
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("2300 answered · 0 failed · 1/6 switches"),
-        "{text}"
-    );
+    common::assert_contains(&text, "2300 answered · 0 failed · 1/6 switches");
     assert!(
         text.contains("1400/s"),
         "green's last rate (700 in half a second): {text}"
     );
-    assert!(text.contains("Drill (running)"), "{text}");
+    common::assert_contains(&text, "Drill (running)");
     // The drill's switch is marked on the traffic chart's time axis too.
     let marks: Vec<&str> = app.envs[0].markers.iter().map(|(_, l)| *l).collect();
     assert_eq!(marks, ["drill"], "one switch so far");
@@ -783,7 +757,7 @@ fn the_confirm_dialogs_gate_follows_the_polls_while_it_is_open() {
     }
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("2 of 3 so far"), "{text}");
+    common::assert_contains(&text, "2 of 3 so far");
     assert!(
         press(&mut app, KeyCode::Char('y')).is_empty(),
         "the gate refuses yet"
@@ -791,7 +765,7 @@ fn the_confirm_dialogs_gate_follows_the_polls_while_it_is_open() {
     // The third healthy check arrives while the dialog is open: y goes through at once.
     probe(&mut app, 1, up("1.5.0", 5));
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("✔ health: last 3 checks healthy"), "{text}");
+    common::assert_contains(&text, "✔ health: last 3 checks healthy");
     let fx = press(&mut app, KeyCode::Char('y'));
     assert!(
         matches!(fx.as_slice(), [cutover::app::Effect::RunOp { .. }]),
@@ -807,7 +781,7 @@ fn the_confirm_dialogs_gate_follows_the_polls_while_it_is_open() {
     key(&mut app, 's');
     probe(&mut app, 1, down("1.5.0"));
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("✘ health"), "{text}");
+    common::assert_contains(&text, "✘ health");
     assert!(press(&mut app, KeyCode::Char('y')).is_empty());
 }
 
@@ -820,7 +794,7 @@ fn dialog_keys_come_from_the_key_map() {
     app.keymap = cutover::keymap::Keymap::with_overrides(&km).expect("keys");
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("o confirm · x cancel"), "{text}");
+    common::assert_contains(&text, "o confirm · x cancel");
     assert!(
         press(&mut app, KeyCode::Char('y')).is_empty(),
         "y is not bound any more"
@@ -868,7 +842,7 @@ fn q_during_apply_waits_for_the_step_and_a_second_q_quits_now() {
     assert!(press(&mut app, KeyCode::Char('q')).is_empty());
     assert!(!app.should_quit);
     let status = app.status.clone().expect("status").1;
-    assert!(status.contains("quits when that step ends"), "{status}");
+    common::assert_contains(&status, "quits when that step ends");
     // The step ends (verify, then the watch begins): cutover quits.
     step(&mut app, &id, Step::Apply, Some(true), "routers switched");
     step(&mut app, &id, Step::Verify, None, "reading back");
@@ -986,10 +960,7 @@ fn rollback_is_one_key_inside_the_window_when_the_way_back_is_safe() {
         other => panic!("r alone must roll back: {other:?}"),
     }
     let status = app.status.clone().expect("status").1;
-    assert!(
-        status.contains("ROLLING BACK to green (v1.5.0)"),
-        "{status}"
-    );
+    common::assert_contains(&status, "ROLLING BACK to green (v1.5.0)");
     assert!(
         app.events
             .iter()
@@ -1038,7 +1009,7 @@ fn rollback_asks_and_says_why_outside_the_window_or_when_the_old_slot_changed() 
         )));
         assert!(fx.is_empty(), "{fx:?}");
         let (text, _) = screen(&mut app, 120, 40);
-        assert!(text.contains("Rollback: blue → green"), "{text}");
+        common::assert_contains(&text, "Rollback: blue → green");
         assert!(text.contains(why), "{why}:\n{text}");
     }
     // one_key_rollback = false: the dialog, always.
@@ -1050,7 +1021,7 @@ fn rollback_asks_and_says_why_outside_the_window_or_when_the_old_slot_changed() 
     )));
     assert!(fx.is_empty(), "{fx:?}");
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("Rollback: blue → green"), "{text}");
+    common::assert_contains(&text, "Rollback: blue → green");
 }
 
 #[test]
@@ -1063,7 +1034,7 @@ fn a_router_error_with_credentials_is_drawn_redacted() {
         at: t0(),
     }));
     let (text, _) = screen(&mut app, 160, 40);
-    assert!(text.contains("lbctl --password ***"), "{text}");
+    common::assert_contains(&text, "lbctl --password ***");
     for secret in ["argv-CCC", "tok-AAA"] {
         assert!(!text.contains(secret), "{secret} is on screen:\n{text}");
     }
@@ -1100,10 +1071,7 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
     );
     step(&mut app, &id, Step::Smoke, None, "smoke-testing `green`");
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("warm-up ✔ apply ✔ verify ✔ smoke …"),
-        "{text}"
-    );
+    common::assert_contains(&text, "warm-up ✔ apply ✔ verify ✔ smoke …");
     step(
         &mut app,
         &id,
@@ -1112,8 +1080,8 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
         "smoke: `./login-test` exited with 1: login failed for alice",
     );
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("smoke ✘"), "{text}");
-    assert!(text.contains("login failed for alice"), "{text}");
+    common::assert_contains(&text, "smoke ✘");
+    common::assert_contains(&text, "login failed for alice");
     // The operation's id is new on every run.
     let text = text.replace(&format!("#{id}"), "#op-id000");
     insta::assert_snapshot!("op_with_warmup_and_smoke", text);
@@ -1150,10 +1118,7 @@ fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
     }));
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("F forces past the failed warm-up (logged as FORCED)"),
-        "{text}"
-    );
+    common::assert_contains(&text, "F forces past the failed warm-up (logged as FORCED)");
     match press(&mut app, KeyCode::Char('F')).as_slice() {
         [cutover::app::Effect::RunOp { req, .. }] => assert!(req.force, "{req:?}"),
         other => panic!("F did not force: {other:?}"),
@@ -1260,8 +1225,8 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
     let (text, _) = screen(&mut app, 80, 24);
     let names: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["s04", "s05", "s06"], "{text}");
-    assert!(text.contains("▸ s05"), "{text}");
-    assert!(text.contains("slots 4–6 of 16 ◂ ▸"), "{text}");
+    common::assert_contains(&text, "▸ s05");
+    common::assert_contains(&text, "slots 4–6 of 16 ◂ ▸");
     insta::assert_snapshot!("sixteen_slots_80x24_page_2", text);
 
     // The last page is whole: it ends at the last slot.
@@ -1271,8 +1236,8 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
     let (text, _) = screen(&mut app, 80, 24);
     let names: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["s14", "s15", "s16"], "{text}");
-    assert!(text.contains("▸ s16"), "{text}");
-    assert!(text.contains("slots 14–16 of 16 ◂  "), "{text}");
+    common::assert_contains(&text, "▸ s16");
+    common::assert_contains(&text, "slots 14–16 of 16 ◂  ");
 
     // A click selects the slot under it, not the one at that index from the start.
     let click = cutover::ui::click(
@@ -1293,10 +1258,10 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
     let (text, _) = screen(&mut app, 120, 40);
     let cols = slot_columns(&text);
     assert!(cols.iter().all(|(_, w)| *w >= 26), "{cols:?}\n{text}");
-    assert!(text.contains("slots 13–15 of 16 ◂ ▸"), "{text}");
+    common::assert_contains(&text, "slots 13–15 of 16 ◂ ▸");
     let (text, _) = screen(&mut app, 40, 24);
     assert_eq!(slot_columns(&text), [("s14".to_string(), 40)], "{text}");
-    assert!(text.contains("slot 14 of 16 ◂ ▸"), "{text}");
+    common::assert_contains(&text, "slot 14 of 16 ◂ ▸");
 }
 
 #[test]
@@ -1428,9 +1393,9 @@ fn the_swap_dialog_says_when_the_live_version_is_unknown() {
     }));
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("✔ new version: live slot's version unknown: cannot compare"),
-        "{text}"
+    common::assert_contains(
+        &text,
+        "✔ new version: live slot's version unknown: cannot compare",
     );
     assert!(!text.contains("differs from live"), "{text}");
 }
@@ -1461,8 +1426,8 @@ fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
         }));
     }
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("20 req/s · ? err · <1ms"), "{text}");
-    assert!(text.contains("0 req/s · ? err · 12ms"), "{text}");
+    common::assert_contains(&text, "20 req/s · ? err · <1ms");
+    common::assert_contains(&text, "0 req/s · ? err · 12ms");
     assert!(!text.contains("0.0% err"), "{text}");
 }
 
@@ -1477,7 +1442,7 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
     }));
     let (text, _) = screen(&mut app, 120, 40);
     assert!(!text.contains("40 req/s"), "{text}");
-    assert!(text.contains("req/s ? (router not read)"), "{text}");
+    common::assert_contains(&text, "req/s ? (router not read)");
     // It answers again: the rates start from a fresh baseline, not from before the gap.
     let mut s = router_state("green", "blue");
     if let Some(r) = s.slots.get_mut("green") {
@@ -1537,7 +1502,7 @@ fn the_states_an_operator_meets_are_drawn() {
     let mut st = router_state("blue", "green");
     st.maintenance = Some(cutover::model::MaintenanceMode::Page);
     let text = drawn_after(st);
-    assert!(text.contains("MAINTENANCE is on"), "{text}");
+    common::assert_contains(&text, "MAINTENANCE is on");
     insta::assert_snapshot!("state_maintenance", text);
 
     // The lock held by another operator, and what a dead one left half-done.
@@ -1570,15 +1535,12 @@ fn the_states_an_operator_meets_are_drawn() {
         }),
     }));
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("LOCKED by alice@laptop-2"), "{text}");
-    assert!(
-        text.contains("INTERRUPTED swap blue → green at 03:12:40"),
-        "{text}"
-    );
+    common::assert_contains(&text, "LOCKED by alice@laptop-2");
+    common::assert_contains(&text, "INTERRUPTED swap blue → green at 03:12:40");
     insta::assert_snapshot!("state_locked_and_interrupted", text);
     key(&mut app, 's');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("T takes the lock over"), "{text}");
+    common::assert_contains(&text, "T takes the lock over");
 
     // A swap's three bad endings.
     for (verdict, message, name) in [
@@ -1623,7 +1585,7 @@ fn the_states_an_operator_meets_are_drawn() {
         let (text, _) = screen(&mut app, 120, 40);
         assert!(text.contains(&verdict.label().to_uppercase()), "{text}");
         if verdict == Verdict::Alarm {
-            assert!(text.contains("press r to roll back"), "{text}");
+            common::assert_contains(&text, "press r to roll back");
         }
         // An automatic rollback is marked on the traffic chart's time axis, as a swap is.
         let marks: Vec<&str> = app.envs[0].markers.iter().map(|(_, l)| *l).collect();
@@ -1644,10 +1606,7 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
     key(&mut app, 'l'); // green
     key(&mut app, 'c');
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains("Canary to `green`: 5 % → 25 % → 50 % → 100 %"),
-        "{text}"
-    );
+    common::assert_contains(&text, "Canary to `green`: 5 % → 25 % → 50 % → 100 %");
     let fx = press(&mut app, KeyCode::Char('y'));
     let id = match fx.as_slice() {
         [cutover::app::Effect::RunOp { req, .. }] => {
@@ -1891,11 +1850,11 @@ fn at_80x24_a_columns_latency_goes_before_its_build_time() {
         }));
     }
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(text.contains("built 2026-11-20T09:30:00Z"), "{text}");
-    assert!(text.contains("p50 2.0ms p99 9.2ms"), "{text}");
+    common::assert_contains(&text, "built 2026-11-20T09:30:00Z");
+    common::assert_contains(&text, "p50 2.0ms p99 9.2ms");
     let (text, _) = screen(&mut app, 80, 24);
-    assert!(text.contains("40 req/s"), "{text}");
-    assert!(text.contains("p50 2.0ms p99 9.2ms"), "{text}");
+    common::assert_contains(&text, "40 req/s");
+    common::assert_contains(&text, "p50 2.0ms p99 9.2ms");
     assert!(!text.contains("built"), "{text}");
 }
 
@@ -1932,8 +1891,5 @@ fn the_header_shows_the_shared_stores_state() {
             .contains("etcd ✘ unreachable"),
         "{text}"
     );
-    assert!(
-        text.contains("operations are refused until it answers"),
-        "{text}"
-    );
+    common::assert_contains(&text, "operations are refused until it answers");
 }

@@ -7,7 +7,6 @@ use super::*;
 pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) settings: Settings,
-    #[serde(default)]
     pub(super) keys: Option<Spanned<std::collections::BTreeMap<String, KeyList>>>,
     #[serde(default, rename = "environment")]
     pub(super) environments: Vec<RawEnvironment>,

@@ -32,24 +32,7 @@ fn canary_steps_rise_to_100() {
 
 use super::*;
 
-const GOOD: &str = r#"
-[settings]
-poll_interval = "1s"
-
-[[environment]]
-name = "shop"
-public_url = "http://127.0.0.1:8080/"
-
-[[environment.slot]]
-name = "blue"
-address = "http://127.0.0.1:9001"
-
-[[environment.slot]]
-name = "green"
-address = "http://127.0.0.1:9002"
-health = "http://127.0.0.1:9002/healthz"
-version_pointer = "/version"
-"#;
+const GOOD: &str = include_str!("testdata/good.toml");
 
 fn err(src: &str) -> ConfigError {
     match parse(src, Path::new("cutover.toml")) {

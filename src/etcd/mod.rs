@@ -59,20 +59,15 @@ pub struct EtcdSettings {
     #[serde(default = "default_timeout", with = "crate::timefmt::serde_duration")]
     pub timeout: Duration,
     /// The environment variable holding the etcd user name (when etcd has auth enabled).
-    #[serde(default)]
     pub user_env: Option<String>,
     /// The environment variable holding that user's password (never logged).
-    #[serde(default)]
     pub password_env: Option<String>,
     /// PEM file of the CA that signed the members' certificates (`https://` URLs), when the
     /// system does not trust it already.
-    #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
     /// PEM client certificate (and `key_file`, its key), for members that ask for one
     /// (etcd's `--client-cert-auth`).
-    #[serde(default)]
     pub cert_file: Option<std::path::PathBuf>,
-    #[serde(default)]
     pub key_file: Option<std::path::PathBuf>,
 }
 

@@ -12,9 +12,7 @@ impl Engine {
         version: Option<&str>,
     ) -> std::result::Result<String, String> {
         let hooks = &self.env.hooks;
-        let Some(slot) = self.env.slot(to) else {
-            return Err(format!("there is no slot `{to}`"));
-        };
+        let slot = self.hook_slot(to)?;
         let deadline = Instant::now() + hooks.warmup_timeout;
         let mut parts = Vec::new();
         if !hooks.warmup_paths.is_empty() {
@@ -37,15 +35,7 @@ impl Engine {
             );
         }
         if !hooks.warmup_command.is_empty() {
-            let argv = crate::hooks::fill(
-                &hooks.warmup_command,
-                &[
-                    ("env", self.env.name.as_str()),
-                    ("slot", to),
-                    ("address", slot.address.as_str()),
-                    ("version", version.unwrap_or("")),
-                ],
-            );
+            let argv = self.slot_command(&hooks.warmup_command, slot, version, &[]);
             run.note(Step::Warmup, "running warmup_command");
             parts.push(
                 command_before(
@@ -69,9 +59,7 @@ impl Engine {
         version: Option<&str>,
     ) -> std::result::Result<String, String> {
         let hooks = &self.env.hooks;
-        let Some(slot) = self.env.slot(to) else {
-            return Err(format!("there is no slot `{to}`"));
-        };
+        let slot = self.hook_slot(to)?;
         let deadline = Instant::now() + hooks.smoke_timeout;
         let mut parts = Vec::new();
         if !hooks.smoke_paths.is_empty() {
@@ -83,21 +71,39 @@ impl Engine {
             parts.push(crate::hooks::smoke_paths(&hooks.smoke_paths, base, deadline).await?);
         }
         if !hooks.smoke.is_empty() {
-            let argv = crate::hooks::fill(
-                &hooks.smoke,
-                &[
-                    ("env", self.env.name.as_str()),
-                    ("slot", to),
-                    ("address", slot.address.as_str()),
-                    ("version", version.unwrap_or("")),
-                    ("public_url", self.env.public_url.as_deref().unwrap_or("")),
-                ],
-            );
+            let public_url = self.env.public_url.as_deref().unwrap_or("");
+            let argv =
+                self.slot_command(&hooks.smoke, slot, version, &[("public_url", public_url)]);
             parts.push(
                 command_before(&argv, deadline, &hooks.pass_env, "smoke", "smoke_timeout").await?,
             );
         }
         Ok(parts.join("; "))
+    }
+
+    /// The slot `to` of a warm-up or smoke test, or what is wrong.
+    fn hook_slot(&self, to: &str) -> std::result::Result<&crate::config::Slot, String> {
+        self.env
+            .slot(to)
+            .ok_or_else(|| format!("there is no slot `{to}`"))
+    }
+
+    /// `command` with `{env}`, `{slot}`, `{address}`, `{version}` and `extra` filled in.
+    fn slot_command(
+        &self,
+        command: &[String],
+        slot: &crate::config::Slot,
+        version: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Vec<String> {
+        let mut vars = vec![
+            ("env", self.env.name.as_str()),
+            ("slot", slot.name.as_str()),
+            ("address", slot.address.as_str()),
+            ("version", version.unwrap_or("")),
+        ];
+        vars.extend_from_slice(extra);
+        crate::hooks::fill(command, &vars)
     }
 
     /// The end of a swap or rollback: the after-hook its result calls for (`on_done` for a

@@ -233,6 +233,12 @@ pub(super) fn sessions_of(t: &Target, states: &[RouterState]) -> Option<u64> {
 }
 
 pub(super) fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, String) {
+    let first_is = |t: &Target| {
+        let first = states
+            .first()
+            .map_or(AdminState::Unknown, |s| admin_of(t, s));
+        format!("{t} is {}", first.described())
+    };
     match kind {
         OpKind::Drain(t) => {
             let ok = states.iter().all(|s| {
@@ -241,29 +247,11 @@ pub(super) fn check_simple(kind: &OpKind, states: &[RouterState]) -> (bool, Stri
                     AdminState::Drain | AdminState::Maint | AdminState::Disabled
                 )
             });
-            (
-                ok,
-                format!(
-                    "{t} is {}",
-                    states
-                        .first()
-                        .map_or(AdminState::Unknown, |s| admin_of(t, s))
-                        .described()
-                ),
-            )
+            (ok, first_is(t))
         }
         OpKind::Undrain(t) => {
             let ok = states.iter().all(|s| admin_of(t, s).undrained());
-            (
-                ok,
-                format!(
-                    "{t} is {}",
-                    states
-                        .first()
-                        .map_or(AdminState::Unknown, |s| admin_of(t, s))
-                        .described()
-                ),
-            )
+            (ok, first_is(t))
         }
         OpKind::Maintenance { on, .. } => {
             let ok = states.iter().all(|s| s.maintenance.is_some() == *on);

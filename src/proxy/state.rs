@@ -144,11 +144,9 @@ pub(crate) struct Saved {
     #[serde(default)]
     pub environment: String,
     pub live: String,
-    #[serde(default)]
     pub preview: Option<String>,
     #[serde(default)]
     pub drained: Vec<Drained>,
-    #[serde(default)]
     pub maintenance: Option<MaintenanceMode>,
     /// The canary split of the live traffic, when one is set (never at 0 %).
     #[serde(default, skip_serializing_if = "Option::is_none")]

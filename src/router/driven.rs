@@ -20,11 +20,9 @@ macro_rules! router_table {
         #[serde(deny_unknown_fields)]
         pub struct Config {
             /// The router's name in its environment (defaults to the kind).
-            #[serde(default)]
             pub name: Option<String>,
             /// This router's own public URL, when it has a frontend of its own (a fleet of
             /// proxies behind DNS): verify probes it as well as the environment's `public_url`.
-            #[serde(default)]
             pub public_url: Option<String>,
             $($fields)*
         }

@@ -377,6 +377,48 @@ pub async fn run_op(
     (out, collect.await.unwrap_or_default())
 }
 
+/// `text` contains `needle` (a failure shows the whole text).
+#[track_caller]
+pub fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+}
+
+/// The operation ended in `verdict` (a failure shows its message).
+#[track_caller]
+pub fn assert_verdict(out: &cutover::ops::Outcome, verdict: cutover::ops::Verdict) {
+    assert_eq!(out.verdict, verdict, "{}", out.message);
+}
+
+/// The operation that swaps the live slot to `slot`.
+pub fn swap_to(slot: &str) -> cutover::ops::OpKind {
+    cutover::ops::OpKind::Swap {
+        to: Some(slot.into()),
+    }
+}
+
+/// [`run_op`] without force or watch, which must end in `verdict`: (outcome, messages).
+pub async fn run_op_ends(
+    engine: &cutover::ops::Engine,
+    kind: cutover::ops::OpKind,
+    verdict: cutover::ops::Verdict,
+) -> (cutover::ops::Outcome, Vec<String>) {
+    let (out, lines) = run_op(engine, kind, false, false).await;
+    assert_eq!(out.verdict, verdict, "{}: {lines:#?}", out.message);
+    (out, lines)
+}
+
+/// `r` must be an error (`what` says why) whose message (`{e:#}`, with its causes) contains
+/// `needle`: that message.
+#[track_caller]
+pub fn fails_with<T, E: std::fmt::Display>(r: Result<T, E>, what: &str, needle: &str) -> String {
+    let e = match r {
+        Ok(_) => panic!("succeeded, but must fail: {what}"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(e.contains(needle), "{what}: {e}");
+    e
+}
+
 /// Run the `cutover` binary on a config (written to `dir/cutover.toml`, with its state and
 /// XDG directories in `dir`), off the async runtime: its output.
 pub async fn cutover_cli(dir: &Path, config: &str, args: &[&str]) -> std::process::Output {
@@ -392,14 +434,60 @@ pub async fn cutover_cli(dir: &Path, config: &str, args: &[&str]) -> std::proces
 
 /// Run the `cutover` binary with `args`, its state and XDG directories in `dir`: its output.
 pub fn cutover_sync(dir: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(args)
+    cutover_with_env(dir, args, &[])
+}
+
+/// [`cutover_sync`] with the variables `env` set (or removed, where the value is `None`).
+pub fn cutover_with_env(
+    dir: &Path,
+    args: &[impl AsRef<std::ffi::OsStr>],
+    env: &[(&str, Option<&str>)],
+) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    cmd.args(args)
         .env("XDG_STATE_HOME", dir.join("state"))
         .env("XDG_CONFIG_HOME", dir.join("config"))
         .env_remove("CUTOVER_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cutover")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.output().expect("run cutover")
+}
+
+/// `promtool check metrics` on an exposition: its verdict and what it said.
+pub fn promtool_check(promtool: &Path, text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ends");
+    (out.status.success(), printed(&out))
+}
+
+/// Every metric an exposition declares (`# TYPE name kind`) is in README's Metrics table.
+pub fn assert_metrics_in_readme(text: &str) {
+    let readme = include_str!("../../README.md");
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).expect("# TYPE name kind");
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README's Metrics table does not document {name}"
+        );
+    }
 }
 
 /// `cutover check` passes on `toml`, and once `from` is replaced by `to` both `check` and
@@ -488,12 +576,20 @@ pub fn slot_tables(slots: &[(&str, &str)]) -> String {
 
 /// The `[[environment.slot]]` tables of slot servers, each read for its version at `/version`.
 pub fn versioned_slot_tables<'a>(servers: impl IntoIterator<Item = &'a SlotServer>) -> String {
+    server_slot_tables(servers, "version_pointer = \"/version\"\n")
+}
+
+/// The `[[environment.slot]]` tables of slot servers (named as their slot), each with `extra`
+/// keys.
+pub fn server_slot_tables<'a>(
+    servers: impl IntoIterator<Item = &'a SlotServer>,
+    extra: &str,
+) -> String {
     servers
         .into_iter()
         .map(|s| {
             format!(
-                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n\
-                 version_pointer = \"/version\"\n\n",
+                "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n{extra}\n",
                 s.controls.name,
                 s.url()
             )
@@ -922,4 +1018,25 @@ pub fn tls_client(pem: &[u8], addr: std::net::SocketAddr) -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client")
+}
+
+/// `app` drawn on a `w`×`h` test terminal: the screen's text (a line per row) and its cells.
+pub fn draw_screen(
+    app: &mut cutover::app::App,
+    w: u16,
+    h: u16,
+) -> (String, ratatui::buffer::Buffer) {
+    app.update(cutover::app::Event::Resize(w, h));
+    let backend = ratatui::backend::TestBackend::new(w, h);
+    let mut term = ratatui::Terminal::new(backend).expect("terminal");
+    term.draw(|f| cutover::ui::draw(f, app)).expect("draw");
+    let buf = term.backend().buffer().clone();
+    let mut s = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            s.push_str(buf[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    (s, buf)
 }

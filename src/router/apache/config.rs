@@ -17,16 +17,12 @@ crate::router::router_table! {
         /// The balancer behind the public URL: `live` for `balancer://live`.
         pub live_balancer: String,
         /// The balancer behind the preview URL, when there is one.
-        #[serde(default)]
         pub preview_balancer: Option<String>,
         /// Basic-auth user for the balancer-manager.
-        #[serde(default)]
         pub username: Option<String>,
         /// The environment variable that holds the basic-auth password.
-        #[serde(default)]
         pub password_env: Option<String>,
         /// Or a file that holds it (its first line), e.g. a mounted secret.
-        #[serde(default)]
         pub password_file: Option<PathBuf>,
         /// Timeout of each request to Apache.
         #[serde(default = "default_timeout", with = "serde_duration")]
@@ -36,13 +32,10 @@ crate::router::router_table! {
         #[serde(default, rename = "member")]
         pub members: Vec<Member>,
         /// The file whose existence turns the maintenance redirect on (`RewriteCond FILE -f`).
-        #[serde(default)]
         pub maintenance_flag: Option<PathBuf>,
         /// The slot the Apache config's redirect sends traffic to.
-        #[serde(default)]
         pub maintenance_to: Option<String>,
         /// The file whose existence turns the 503 maintenance page on.
-        #[serde(default)]
         pub maintenance_page_flag: Option<PathBuf>,
         /// The redirect flags of the servers this one redirects to: while one of them exists,
         /// turning this redirect on is refused (it would leave no serving node).
@@ -50,7 +43,6 @@ crate::router::router_table! {
         pub maintenance_peer_flags: Vec<PathBuf>,
         /// A URL served by this Apache; after each maintenance change cutover checks that its
         /// answers carry (or no longer carry) `X-Cutover-Maintenance`.
-        #[serde(default)]
         pub maintenance_verify_url: Option<String>,
         /// The cookie name the Apache config lets through to this server during maintenance.
         #[serde(default = "default_bypass")]
@@ -73,11 +65,8 @@ fn default_idle_after() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct Member {
     pub slot: String,
-    #[serde(default)]
     pub node: Option<String>,
-    #[serde(default)]
     pub url: Option<String>,
-    #[serde(default)]
     pub route: Option<String>,
 }
 

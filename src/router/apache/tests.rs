@@ -91,28 +91,7 @@ fn a_busy_count_that_stands_still_with_no_new_request_is_left_over() {
 
 #[test]
 fn members_map_to_slots_and_nodes() {
-    let src = r#"
-[[environment]]
-name = "shop"
-[[environment.slot]]
-name = "blue"
-address = "http://10.0.0.1:9001/"
-[[environment.slot]]
-name = "green"
-address = "http://10.0.0.2:9001"
-nodes = [{ name = "g1", address = "http://10.0.0.21:9001" }, { name = "g2", address = "http://10.0.0.22:9001" }]
-[[environment.router]]
-kind = "apache"
-manager_url = "http://127.0.0.1:8080/balancer-manager"
-live_balancer = "balancer://live"
-[[environment.router.member]]
-slot = "green"
-node = "g2"
-route = "second"
-[[environment.router.member]]
-slot = "blue"
-url = "http://blue.internal:80"
-"#;
+    let src = include_str!("testdata/members.toml");
     let c = crate::config::parse(src, Path::new("t.toml")).expect("valid");
     let env = &c.environments[0];
     let crate::router::RouterConfig::Apache(cfg) = &env.routers[0] else {

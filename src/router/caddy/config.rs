@@ -31,19 +31,15 @@ crate::router::router_table! {
         #[serde(default = "default_admin")]
         pub admin: String,
         /// api mode: the `@id` of the live route's `reverse_proxy` handler.
-        #[serde(default)]
         pub live_id: Option<String>,
         /// api mode: the `@id` of the preview route's `reverse_proxy` handler.
-        #[serde(default)]
         pub preview_id: Option<String>,
         /// file mode: the directory of flag files Caddy's routes match (absolute, on the Caddy host).
-        #[serde(default)]
         pub flag_dir: Option<PathBuf>,
         /// Longest an admin API call may take.
         #[serde(default = "default_timeout", with = "serde_duration")]
         pub timeout: Duration,
         /// An HTML file served with status 503 while maintenance is on; a plain page otherwise.
-        #[serde(default)]
         pub maintenance_page: Option<PathBuf>,
         /// The Retry-After header of the maintenance answer, in seconds.
         #[serde(default = "default_retry_after")]

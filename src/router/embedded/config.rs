@@ -40,19 +40,14 @@ crate::router::router_table! {
         #[serde(default = "default_live_listen")]
         pub live_listen: String,
         /// Where the preview (staging / next) listener listens; none when absent.
-        #[serde(default)]
         pub preview_listen: Option<String>,
         /// Name of an environment variable holding a bearer token the admin API then requires.
-        #[serde(default)]
         pub token_env: Option<String>,
         /// Where the proxy keeps its state (default `proxy-<env>.json` in `settings.state_dir`).
-        #[serde(default)]
         pub state_file: Option<PathBuf>,
         /// The live slot on a first start (default: the first slot).
-        #[serde(default)]
         pub initial_live: Option<String>,
         /// The preview slot on a first start (default: the first slot that is not live).
-        #[serde(default)]
         pub initial_preview: Option<String>,
         /// Seconds sent in `Retry-After` by the maintenance page.
         #[serde(default = "default_retry_after")]
@@ -81,7 +76,6 @@ crate::router::router_table! {
         #[serde(default = "default_upstream_timeout")]
         pub upstream_timeout: u64,
         /// Where the access log goes: a file (appended to) or `-` for stderr; off when absent.
-        #[serde(default)]
         pub access_log: Option<String>,
         /// Seconds a request waits while the proxy is paused before it gets 503.
         #[serde(default = "default_pause_timeout")]
@@ -91,10 +85,8 @@ crate::router::router_table! {
         pub pause_max_held: u64,
         /// Seconds an upgraded connection (a WebSocket) may stay open after its slot stopped
         /// taking new requests (a switch, a drain); then it is closed. Never when absent.
-        #[serde(default)]
         pub upgrade_drain_timeout: Option<u64>,
         /// A TLS listener for live traffic; none when absent.
-        #[serde(default)]
         pub tls: Option<TlsConfig>,
         /// A TLS listener for preview traffic; none when absent.
         #[serde(default)]

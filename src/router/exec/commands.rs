@@ -47,22 +47,38 @@ pub(super) fn uses(argv: &[String], name: &str) -> bool {
 pub(super) struct Values(BTreeMap<&'static str, std::result::Result<String, String>>);
 
 pub(super) fn render(cmd: Cmd, argv: &[String], values: &Values) -> Result<Vec<String>> {
+    fill_with(argv, |n| match values.0.get(n) {
+        Some(Ok(v)) => Ok(Some(v.as_str())),
+        Some(Err(why)) => Err(eyre!(
+            "`{}` uses `{{{n}}}`, which has no value here: {why}; nothing was run",
+            cmd.key()
+        )),
+        None => Err(eyre!(
+            "`{}` uses `{{{n}}}`, which has no value in this command; nothing was run",
+            cmd.key()
+        )),
+    })
+}
+
+/// Fill each `{name}` placeholder of `argv` with what `value` gives for `name` (`None` leaves
+/// the placeholder as it is); the first error `value` gives is the answer.
+pub(crate) fn fill_with<'v, E>(
+    argv: &[String],
+    mut value: impl FnMut(&str) -> std::result::Result<Option<&'v str>, E>,
+) -> std::result::Result<Vec<String>, E> {
     argv.iter()
         .map(|arg| {
             let mut s = String::with_capacity(arg.len());
             for p in pieces(arg) {
                 match p {
                     Piece::Text(t) => s.push_str(t),
-                    Piece::Placeholder(n) => match values.0.get(n) {
-                        Some(Ok(v)) => s.push_str(v),
-                        Some(Err(why)) => bail!(
-                            "`{}` uses `{{{n}}}`, which has no value here: {why}; nothing was run",
-                            cmd.key()
-                        ),
-                        None => bail!(
-                            "`{}` uses `{{{n}}}`, which has no value in this command; nothing was run",
-                            cmd.key()
-                        ),
+                    Piece::Placeholder(n) => match value(n)? {
+                        Some(v) => s.push_str(v),
+                        None => {
+                            s.push('{');
+                            s.push_str(n);
+                            s.push('}');
+                        }
                     },
                 }
             }

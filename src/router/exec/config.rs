@@ -19,25 +19,18 @@ crate::router::router_table! {
     /// One `[[environment.router]]` table with `kind = "exec"`.
     pub struct Config {
         /// Prints the router's state (JSON or key=value lines). Required.
-        #[serde(default)]
         pub observe: Option<Vec<String>>,
         /// Makes `{to}` the live slot.
-        #[serde(default)]
         pub switch_live: Option<Vec<String>>,
         /// Points the preview route at `{slot}`.
-        #[serde(default)]
         pub set_preview: Option<Vec<String>>,
         /// Stops new traffic to `{slot}` (or to `{node}` of it).
-        #[serde(default)]
         pub drain: Option<Vec<String>>,
         /// Puts `{slot}` (or `{node}`) back in service.
-        #[serde(default)]
         pub undrain: Option<Vec<String>>,
         /// Turns maintenance on (`{mode}` is `page` or `redirect`, `{to}` the redirect's slot).
-        #[serde(default)]
         pub maintenance_on: Option<Vec<String>>,
         /// Turns maintenance off.
-        #[serde(default)]
         pub maintenance_off: Option<Vec<String>>,
         /// Sends `{weight}` % of the live traffic of `{live}` to `{canary}` (0: all back on
         /// `{live}`). With it, the router takes part in a canary.
@@ -56,7 +49,6 @@ crate::router::router_table! {
         #[serde(default)]
         pub pass_env: Vec<String>,
         /// The working directory of every command (absolute).
-        #[serde(default)]
         pub cwd: Option<PathBuf>,
     }
 }

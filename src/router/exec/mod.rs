@@ -42,7 +42,7 @@ pub use observe::parse_observe;
 mod commands;
 pub use commands::display_argv;
 use commands::*;
-pub(crate) use commands::{Piece, pieces, placeholders_in};
+pub(crate) use commands::{fill_with, placeholders_in};
 pub(crate) use run::GroupGuard;
 
 mod config;

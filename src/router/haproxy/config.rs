@@ -44,46 +44,34 @@ crate::router::router_table! {
         pub ready_timeout: Duration,
         /// The file of haproxy.cfg's `server-state-file`: rewritten from `show servers state`
         /// after each server change, so a reload keeps drain/maint states.
-        #[serde(default)]
         pub server_state_file: Option<PathBuf>,
 
         // mode = "map"
         /// The map as HAProxy names it: the file path used in the map() converter (or `#ID`).
-        #[serde(default)]
         pub map: Option<String>,
         /// The map file on disk to keep in sync (usually the same path as `map`).
-        #[serde(default)]
         pub map_file: Option<PathBuf>,
         /// The map key the public frontend looks up (default `live`).
-        #[serde(default)]
         pub live_key: Option<String>,
         /// The map key the preview frontend looks up (no preview when absent).
-        #[serde(default)]
         pub preview_key: Option<String>,
         /// The map key that holds the live backend while maintenance is on
         /// (default `<live_key>.resume`).
-        #[serde(default)]
         pub resume_key: Option<String>,
         /// The map key naming the canary's backend; its weight (0-100) is under
         /// `<canary_key>.weight`. Canary weights are off when absent (docs/haproxy.md, "Canary").
-        #[serde(default)]
         pub canary_key: Option<String>,
         /// Slot name -> backend name.
-        #[serde(default)]
         pub backends: Option<BTreeMap<String, String>>,
         /// The backend that serves the maintenance page.
-        #[serde(default)]
         pub maintenance_backend: Option<String>,
         /// Slot -> node -> server name, where a node's server is not named like the node.
-        #[serde(default)]
         pub node_servers: Option<BTreeMap<String, BTreeMap<String, String>>>,
 
         // mode = "servers"
         /// The backend whose servers are the slots.
-        #[serde(default)]
         pub backend: Option<String>,
         /// Slot name -> server name in `backend`.
-        #[serde(default)]
         pub servers: Option<BTreeMap<String, String>>,
     }
 }

@@ -67,10 +67,8 @@ crate::router::router_table! {
         #[serde(default)]
         pub nginx_args: Vec<String>,
         /// The config test, as an argv list. Default: `[nginx, nginx_args..., "-t"]`.
-        #[serde(default)]
         pub test_command: Option<Vec<String>>,
         /// The reload, as an argv list. Default: `[nginx, nginx_args..., "-s", "reload"]`.
-        #[serde(default)]
         pub reload_command: Option<Vec<String>>,
         /// `command` (default) or `signal` (SIGHUP to the master in `pid_file`).
         #[serde(default)]
@@ -79,10 +77,8 @@ crate::router::router_table! {
         #[serde(default = "default_pid_file")]
         pub pid_file: PathBuf,
         /// nginx's error log; when given, a failed reload's `[emerg]` lines are in the error.
-        #[serde(default)]
         pub error_log: Option<PathBuf>,
         /// Prefix of the upstream names cutover writes (default `cutover_<environment>_`).
-        #[serde(default)]
         pub upstream_prefix: Option<String>,
         /// Longest a test or reload command may run.
         #[serde(default = "default_timeout", with = "serde_duration")]
@@ -91,7 +87,6 @@ crate::router::router_table! {
         #[serde(default = "default_reload_timeout", with = "serde_duration")]
         pub reload_timeout: Duration,
         /// An HTML file served (with status 503) while maintenance is on; a plain page otherwise.
-        #[serde(default)]
         pub maintenance_page: Option<PathBuf>,
         /// The Retry-After header of the maintenance answer, in seconds.
         #[serde(default = "default_retry_after")]
