@@ -1485,7 +1485,7 @@ fn a_pause_shows_its_held_and_refused_requests() {
     });
     let text = drawn_after(st);
     assert!(
-        text.contains("PAUSED: 17 requests held; p resumes"),
+        text.contains("PAUSED: 17 requests held; H resumes"),
         "{text}"
     );
     assert!(text.contains("3 requests got 503"), "{text}");
