@@ -71,6 +71,8 @@ preview_listen = "0.0.0.0:8081"
 # pause_max_held = 1000             # requests held at once; more get 503
 # access_log = "/var/log/cutover/shop-access.log"  # one JSON line per request ("-" = stderr)
 # upgrade_drain_timeout = 300       # close WebSockets left on the old slot this long after a switch
+# node_check_interval = 2           # the proxy's own checks of a slot's nodes (0: off): a dead
+# node gets no new request after node_check_fall failed checks (default 2)
 # See the README for haproxy, nginx, apache, caddy and exec routers.
 "#;
 

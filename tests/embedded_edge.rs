@@ -592,3 +592,83 @@ async fn a_shared_tls_listener_gives_each_site_its_own_certificate_by_sni() {
         .expect("GET the default site by address");
     assert_eq!(r.headers()["x-slot"], "b1");
 }
+
+/// The proxy's own checks of a slot's nodes: a node that stops answering gets no new request
+/// once its checks fail (every request then succeeds on the other node), and is back when it
+/// answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_stops_getting_requests_and_comes_back_when_it_answers() {
+    let (mut servers, slot_tables) =
+        common::slots_with_nodes(&["blue", "green"], &[("blue", 1)]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let text = format!(
+        "[settings]\nstate_dir = \"{}\"\n\n[[environment]]\nname = \"shop\"\n\n{slot_tables}\n\
+         [[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{}\"\n\
+         live_listen = \"127.0.0.1:{}\"\nstate_file = \"{}\"\nnode_check_interval = 1\n",
+        dir.path().join("state").display(),
+        free_port(),
+        free_port(),
+        dir.path().join("proxy.json").display()
+    );
+    let (_, proxy) = start_embedded(dir.path(), &text).await;
+    let check = |node: &str| {
+        proxy.state().slots["blue"]
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.check.clone())
+    };
+    let up = eventually(Duration::from_secs(30), || async {
+        check("n1").as_deref() == Some("UP") && check("n2").as_deref() == Some("UP")
+    })
+    .await;
+    assert!(
+        up,
+        "the checks never said UP: {:?}",
+        proxy.state().slots["blue"]
+    );
+
+    let n2_addr = servers[2].addr;
+    servers[2].stop();
+    let down = eventually(Duration::from_secs(30), || async {
+        check("n2").as_deref() == Some("DOWN")
+    })
+    .await;
+    assert!(
+        down,
+        "n2 never shown DOWN: {:?}",
+        proxy.state().slots["blue"]
+    );
+    let url = format!("http://{}/", proxy.live_addr());
+    for i in 0..40 {
+        let (status, slot, body) = common::get(&url).await;
+        assert_eq!(
+            (status, slot.as_str()),
+            (200, "blue"),
+            "request {i}: {body}"
+        );
+    }
+
+    // n2 answers again on its address: back in the round-robin after its good checks.
+    servers[2] = SlotServer::start("blue", "1.0.0", n2_addr)
+        .await
+        .expect("n2 again");
+    let back = eventually(Duration::from_secs(30), || async {
+        check("n2").as_deref() == Some("UP")
+    })
+    .await;
+    assert!(
+        back,
+        "n2 never shown UP again: {:?}",
+        proxy.state().slots["blue"]
+    );
+    let before = servers[2].controls.served.load(SeqCst);
+    for _ in 0..20 {
+        let (status, _, body) = common::get(&url).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        servers[2].controls.served.load(SeqCst) > before,
+        "n2 got no request after it came back"
+    );
+}

@@ -30,6 +30,7 @@ use crate::router::{RouterConfig, embedded};
 
 mod access_log;
 mod admin;
+mod checks;
 mod forward;
 mod hosts;
 mod listen;
@@ -269,6 +270,9 @@ pub async fn start_many(items: &[(EnvSlots<'_>, &embedded::Config)]) -> Result<V
     }
     for ((l, _), s) in admins.into_iter().zip(&shared) {
         spawn_listener(l, Kind::Admin(s.clone()), &stopped, &alive);
+    }
+    for (s, cfg) in shared.iter().zip(&cfgs) {
+        checks::spawn(s, cfg, &stopped);
     }
     if let Some(first) = handles.first_mut() {
         first.done = Some(done);

@@ -70,6 +70,12 @@ pub(crate) struct NodeRt {
     pub latency_us: AtomicU64,
     /// Answers by status class and errors by kind, for `/metrics`.
     pub metrics: NodeMetrics,
+    /// The proxy's own health check of a node of a slot with several (see `proxy::checks`):
+    /// the URL and the status it must answer; none for a slot of one server.
+    pub check: Option<(String, u16)>,
+    /// The check failed `node_check_fall` times in a row: new requests go to the slot's
+    /// other nodes while any of them is up.
+    pub down: AtomicBool,
 }
 
 impl NodeRt {
@@ -320,6 +326,8 @@ fn parse_upstream(name: &str, address: &crate::model::Address) -> Result<NodeRt>
         errors: AtomicU64::new(0),
         latency_us: AtomicU64::new(0),
         metrics: NodeMetrics::default(),
+        check: None,
+        down: AtomicBool::new(false),
     })
 }
 
@@ -330,9 +338,17 @@ impl Shared {
             let nodes = if s.nodes.is_empty() {
                 vec![parse_upstream(&s.name, &s.address)?]
             } else {
+                // The slot's health path on each node, checked by the proxy itself.
+                let path = url::Url::parse(&s.health_url)
+                    .map(|u| u[url::Position::BeforePath..].to_string())
+                    .unwrap_or_else(|_| "/health".into());
                 s.nodes
                     .iter()
-                    .map(|n| parse_upstream(&n.name, &n.address))
+                    .map(|n| {
+                        let mut node = parse_upstream(&n.name, &n.address)?;
+                        node.check = Some((n.address.join(&path), s.expect_status));
+                        Ok(node)
+                    })
                     .collect::<Result<Vec<_>>>()?
             };
             slots.push(SlotRt {
@@ -525,10 +541,17 @@ impl Shared {
         }
         let n = s.nodes.len();
         let start = s.rr.fetch_add(1, Ordering::Relaxed);
+        // Nodes the proxy's checks found down only when no other ready node is up: a check
+        // that is wrong about every node must not turn the slot off.
+        let any_up = s
+            .nodes
+            .iter()
+            .any(|n| !n.down.load(Ordering::Relaxed) && !n.draining.load(Ordering::SeqCst));
         for k in 0..n {
             let i = (start + k) % n;
             let node = &s.nodes[i];
-            if node.draining.load(Ordering::SeqCst) {
+            if node.draining.load(Ordering::SeqCst) || (any_up && node.down.load(Ordering::Relaxed))
+            {
                 continue;
             }
             node.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -623,7 +646,13 @@ impl Shared {
                         name: n.name.clone(),
                         admin: admin(n.draining.load(Ordering::SeqCst)),
                         sessions: Some(n.in_flight.load(Ordering::SeqCst)),
-                        check: None,
+                        check: n.check.as_ref().map(|_| {
+                            if n.down.load(Ordering::Relaxed) {
+                                "DOWN".to_string()
+                            } else {
+                                "UP".to_string()
+                            }
+                        }),
                     })
                     .collect()
             } else {

@@ -28,18 +28,8 @@ fn every_hundred_requests_carry_the_canary_share_exactly() {
 
 #[test]
 fn a_nodes_latency_is_a_moving_average_of_its_answers() {
-    let node = NodeRt {
-        name: "n".into(),
-        address: "http://127.0.0.1:1".into(),
-        scheme: Scheme::HTTP,
-        authority: Authority::from_static("127.0.0.1:1"),
-        draining: AtomicBool::new(false),
-        in_flight: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        latency_us: AtomicU64::new(0),
-        metrics: NodeMetrics::default(),
-    };
+    let address = crate::model::Address::parse("http://127.0.0.1:1").expect("an address");
+    let node = parse_upstream("n", &address).expect("a node");
     node.record_latency(std::time::Duration::from_millis(1));
     assert_eq!(node.latency_us.load(Ordering::Relaxed), 1_000);
     node.record_latency(std::time::Duration::from_millis(17));

@@ -23,6 +23,15 @@ fn default_sticky_cookie() -> String {
 fn default_upstream_timeout() -> u64 {
     60
 }
+fn default_node_check_interval() -> u64 {
+    2
+}
+fn default_node_check_fall() -> u32 {
+    2
+}
+fn default_node_check_rise() -> u32 {
+    2
+}
 fn default_pause_timeout() -> u64 {
     30
 }
@@ -77,6 +86,18 @@ crate::router::router_table! {
         pub upstream_timeout: u64,
         /// Where the access log goes: a file (appended to) or `-` for stderr; off when absent.
         pub access_log: Option<String>,
+        /// Seconds between the proxy's own health checks of each node of a slot with several
+        /// (the slot's health path and expected status, on the node); 0 turns them off. A node
+        /// that fails `node_check_fall` checks in a row gets no new request while another node
+        /// of its slot is up, and is back after `node_check_rise` good ones.
+        #[serde(default = "default_node_check_interval")]
+        pub node_check_interval: u64,
+        /// Failed checks in a row that take a node out.
+        #[serde(default = "default_node_check_fall")]
+        pub node_check_fall: u32,
+        /// Good checks in a row that bring it back.
+        #[serde(default = "default_node_check_rise")]
+        pub node_check_rise: u32,
         /// Seconds a request waits while the proxy is paused before it gets 503.
         #[serde(default = "default_pause_timeout")]
         pub pause_timeout: u64,
@@ -149,6 +170,9 @@ impl Default for Config {
             preview_cookie: None,
             upstream_timeout: default_upstream_timeout(),
             access_log: None,
+            node_check_interval: default_node_check_interval(),
+            node_check_fall: default_node_check_fall(),
+            node_check_rise: default_node_check_rise(),
             pause_timeout: default_pause_timeout(),
             pause_max_held: default_pause_max_held(),
             upgrade_drain_timeout: None,
