@@ -381,3 +381,18 @@ impl Upstream {
         Ok(vec![s])
     }
 }
+
+/// A split is between the live slot and another: refused (nothing changed) when `live` is not
+/// the live slot the router shows (`now_live`), or when the canary is the live slot itself.
+pub(crate) fn check_split(live: &str, now_live: &str, canary: &str) -> Result<()> {
+    if now_live != live {
+        color_eyre::eyre::bail!(
+            "`{live}` is not the live slot ({now_live} is); a split is between the live slot and \
+             a canary; nothing was changed"
+        );
+    }
+    if canary == live {
+        color_eyre::eyre::bail!("`{canary}` is the live slot; a canary is another slot");
+    }
+    Ok(())
+}

@@ -312,8 +312,8 @@ impl Apache {
         b
     }
 
-    /// The slot a balancer sends to: the one whose members are in rotation.
-    pub(super) fn in_rotation(&self, b: &Balancer) -> (Option<String>, Vec<String>) {
+    /// The slots whose members are in rotation in a balancer, sorted, each once.
+    pub(super) fn slots_in_rotation(&self, b: &Balancer) -> Vec<String> {
         let mut slots: Vec<String> = b
             .workers
             .iter()
@@ -322,6 +322,12 @@ impl Apache {
             .collect();
         slots.sort();
         slots.dedup();
+        slots
+    }
+
+    /// The slot a balancer sends to: the one whose members are in rotation.
+    pub(super) fn in_rotation(&self, b: &Balancer) -> (Option<String>, Vec<String>) {
+        let mut slots = self.slots_in_rotation(b);
         match slots.len() {
             0 => (
                 None,

@@ -19,14 +19,7 @@ impl Apache {
     /// The split of the live balancer, when two slots are in rotation in it and one of them
     /// is the preview balancer's slot (the canary).
     pub(super) fn split_of(&self, live: &Balancer, preview: Option<&Balancer>) -> Option<Weights> {
-        let mut slots: Vec<String> = live
-            .workers
-            .iter()
-            .filter(|w| w.status.in_rotation())
-            .filter_map(|w| self.owner(w).map(|o| o.slot))
-            .collect();
-        slots.sort();
-        slots.dedup();
+        let slots = self.slots_in_rotation(live);
         let canary = self.in_rotation(preview?).0?;
         if slots.len() != 2 || !slots.contains(&canary) {
             return None;

@@ -167,15 +167,7 @@ impl Caddy {
             }
             live_dials.iter().map(|d| json!({ "dial": d })).collect()
         } else {
-            if now_live != live {
-                bail!(
-                    "`{live}` is not the live slot ({now_live} is); a split is between the live \
-                     slot and a canary; nothing was changed"
-                );
-            }
-            if canary == live {
-                bail!("`{canary}` is the live slot; a canary is another slot");
-            }
+            crate::router::check_split(live, &now_live, canary)?;
             let maintenance = match self.cfg.mode {
                 Mode::Api => find_id(&config, &self.maintenance_id()).is_some(),
                 Mode::File => self.file_maintenance()?.is_some(),

@@ -182,15 +182,7 @@ impl Nginx {
             if disk.maintenance.is_some() {
                 bail!("maintenance is on: turn it off before a canary; nothing was changed");
             }
-            if now_live != live {
-                bail!(
-                    "`{live}` is not the live slot ({now_live} is); a split is between the live \
-                     slot and a canary; nothing was changed"
-                );
-            }
-            if canary == live {
-                bail!("`{canary}` is the live slot; a canary is another slot");
-            }
+            crate::router::check_split(live, &now_live, canary)?;
             self.check_routable(&disk, canary)?;
             disk.split = Some(Weights {
                 live: live.to_string(),
