@@ -1265,9 +1265,27 @@ async fn websocket_slot(slot: &'static str) -> (std::net::SocketAddr, tokio::tas
                         .await;
                     return;
                 }
+                // RFC 6455 §4.2.2: the key and the protocol's GUID, SHA-1, base64 (a real
+                // client checks it).
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        l.split_once(':')
+                            .filter(|(k, _)| k.eq_ignore_ascii_case("sec-websocket-key"))
+                            .map(|(_, v)| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let digest = ring::digest::digest(
+                    &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                    format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+                );
+                let accept = base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    digest.as_ref(),
+                );
                 let hello = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
-                     connection: upgrade\r\nx-slot: {slot}\r\n\r\n"
+                     connection: upgrade\r\nsec-websocket-accept: {accept}\r\nx-slot: {slot}\r\n\r\n"
                 );
                 if s.write_all(hello.as_bytes()).await.is_err() {
                     return;
@@ -1976,4 +1994,102 @@ async fn scrape(h: &ProxyHandle) -> String {
         .text()
         .await
         .expect("metrics body")
+}
+
+/// A WebSocket client no one here wrote (Debian's python3-websockets): it stays on its slot
+/// across a swap while new clients reach the new one, and the proxy closes it (1001) after
+/// `upgrade_drain_timeout`.
+const PY_WEBSOCKETS: &str = r#"
+import asyncio, sys, websockets
+async def main(uri):
+    async with websockets.connect(uri, open_timeout=30, close_timeout=10) as ws:
+        await ws.send("one"); print("old", await ws.recv(), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await ws.send("two"); print("old", await ws.recv(), flush=True)
+        async with websockets.connect(uri, open_timeout=30) as new:
+            await new.send("three"); print("new", await new.recv(), flush=True)
+        try:
+            await asyncio.wait_for(ws.recv(), 60)
+            print("not closed", flush=True)
+        except websockets.ConnectionClosed as e:
+            rcvd = getattr(e, "rcvd", None)
+            print("closed", rcvd.code if rcvd else getattr(e, "code", None), flush=True)
+asyncio.run(main(sys.argv[1]))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_websockets_client_stays_on_its_slot_across_a_swap_until_upgrade_drain_timeout() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let test = "a_python_websockets_client_stays_on_its_slot_across_a_swap";
+    // Debian's python3, where python3-websockets is installed (not a pyenv one on PATH).
+    let python = match std::path::Path::new("/usr/bin/python3").exists() {
+        true => std::path::PathBuf::from("/usr/bin/python3"),
+        false => match common::require_binary(test, "python3") {
+            Some(p) => p,
+            None => return,
+        },
+    };
+    let has_module = std::process::Command::new(&python)
+        .args(["-c", "import websockets"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_module {
+        assert!(
+            std::env::var("CUTOVER_REQUIRE_PROXIES").as_deref() != Ok("1"),
+            "{test}: python3-websockets is not installed and CUTOVER_REQUIRE_PROXIES=1; \
+             scripts/test installs it"
+        );
+        eprintln!("\n*** SKIPPED {test}: python3-websockets is not installed. ***\n");
+        return;
+    }
+    let (blue, _b) = websocket_slot("blue").await;
+    let (green, _g) = websocket_slot("green").await;
+    let dir = TempDir::new().expect("tempdir");
+    let (env, cfg) = parse_world(&world_toml(
+        "shop",
+        &[
+            ("blue", format!("address = \"http://{blue}\"")),
+            ("green", format!("address = \"http://{green}\"")),
+        ],
+        // Long enough for the old client's second message after the swap on a slow machine.
+        &[("upgrade_drain_timeout", "5".into())],
+        &dir,
+    ));
+    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
+    let d = driver(&h, &env, &cfg);
+    let mut py = tokio::process::Command::new(&python)
+        .args(["-c", PY_WEBSOCKETS, &format!("ws://{}/", h.live_addr())])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 starts");
+    let mut lines = tokio::io::BufReader::new(py.stdout.take().expect("stdout")).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(90), lines.next_line())
+            .await
+            .expect("the client answers within the deadline")
+            .expect("its output")
+            .unwrap_or_default()
+    };
+    assert_eq!(next().await, "old blue:one");
+    d.switch_live("green").await.expect("switch to green");
+    let mut stdin = py.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").await.expect("tell the client");
+    assert_eq!(
+        next().await,
+        "old blue:two",
+        "the open WebSocket stays on blue"
+    );
+    assert_eq!(next().await, "new green:three", "a new one reaches green");
+    assert_eq!(
+        next().await,
+        "closed 1001",
+        "closed, going away, after the timeout"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), py.wait())
+        .await
+        .expect("the client exits")
+        .expect("its status");
+    assert!(status.success(), "{status}");
 }
