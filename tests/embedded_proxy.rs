@@ -1780,11 +1780,18 @@ async fn a_pause_holds_live_requests_until_resume_within_its_bounds_in_count_and
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_drain_timeout_closes_an_old_websocket_after_a_switch_with_a_close_frame() {
-    use tokio::io::AsyncReadExt;
-    let (blue, _b) = websocket_slot("blue").await;
-    let (green, _g) = websocket_slot("green").await;
+/// WebSocket slots blue and green behind a proxy with `upgrade_drain_timeout` (seconds): the
+/// slots' tasks, the temp dir, the proxy and its driver (keep them all for the test's length).
+async fn websocket_world(
+    drain_timeout: &str,
+) -> (
+    [tokio::task::JoinHandle<()>; 2],
+    TempDir,
+    ProxyHandle,
+    embedded::Driver,
+) {
+    let (blue, b) = websocket_slot("blue").await;
+    let (green, g) = websocket_slot("green").await;
     let dir = TempDir::new().expect("tempdir");
     let (env, cfg) = parse_world(&world_toml(
         "shop",
@@ -1792,11 +1799,18 @@ async fn upgrade_drain_timeout_closes_an_old_websocket_after_a_switch_with_a_clo
             ("blue", format!("address = \"http://{blue}\"")),
             ("green", format!("address = \"http://{green}\"")),
         ],
-        &[("upgrade_drain_timeout", "1".into())],
+        &[("upgrade_drain_timeout", drain_timeout.into())],
         &dir,
     ));
     let h = proxy::start(&env, &cfg).await.expect("proxy starts");
     let d = driver(&h, &env, &cfg);
+    ([b, g], dir, h, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_drain_timeout_closes_an_old_websocket_after_a_switch_with_a_close_frame() {
+    use tokio::io::AsyncReadExt;
+    let (_slots, _dir, h, d) = websocket_world("1").await;
 
     let (_, mut old) = websocket_connect(h.live_addr()).await;
     assert_eq!(
@@ -2042,21 +2056,8 @@ async fn a_python_websockets_client_stays_on_its_slot_across_a_swap_until_upgrad
         eprintln!("\n*** SKIPPED {test}: python3-websockets is not installed. ***\n");
         return;
     }
-    let (blue, _b) = websocket_slot("blue").await;
-    let (green, _g) = websocket_slot("green").await;
-    let dir = TempDir::new().expect("tempdir");
-    let (env, cfg) = parse_world(&world_toml(
-        "shop",
-        &[
-            ("blue", format!("address = \"http://{blue}\"")),
-            ("green", format!("address = \"http://{green}\"")),
-        ],
-        // Long enough for the old client's second message after the swap on a slow machine.
-        &[("upgrade_drain_timeout", "5".into())],
-        &dir,
-    ));
-    let h = proxy::start(&env, &cfg).await.expect("proxy starts");
-    let d = driver(&h, &env, &cfg);
+    // Long enough for the old client's second message after the swap on a slow machine.
+    let (_slots, _dir, h, d) = websocket_world("5").await;
     let mut py = tokio::process::Command::new(&python)
         .args(["-c", PY_WEBSOCKETS, &format!("ws://{}/", h.live_addr())])
         .stdin(std::process::Stdio::piped())
