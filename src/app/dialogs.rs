@@ -398,7 +398,13 @@ impl App {
                 ""
             }
         );
-        self.start_op(c.env, c.title, &note, req)
+        // A canary's events and Op line name it short: its plan was in the dialog and the
+        // step timeline shows it (a long title would push each event's news off the line).
+        let title = match &req.kind {
+            OpKind::Canary { to, .. } => format!("Canary to `{to}`"),
+            _ => c.title,
+        };
+        self.start_op(c.env, title, &note, req)
     }
 
     /// Start an operation on the screen: a running watch steps aside (superseded; its last
