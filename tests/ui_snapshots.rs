@@ -748,41 +748,46 @@ fn probe(app: &mut App, slot: usize, r: ProbeResult) {
     }));
 }
 
+/// The swap dialog and the canary's (green selected, `c`) both show the gate and follow the
+/// polls while open.
 #[test]
 fn the_confirm_dialogs_gate_follows_the_polls_while_it_is_open() {
-    let mut app = fresh_app();
-    for _ in 0..2 {
-        probe(&mut app, 0, up("1.4.2", 5));
+    for opens in [&['s'][..], &['l', 'c'][..]] {
+        let open = |app: &mut App| opens.iter().for_each(|c| key(app, *c));
+        let mut app = fresh_app();
+        for _ in 0..2 {
+            probe(&mut app, 0, up("1.4.2", 5));
+            probe(&mut app, 1, up("1.5.0", 5));
+        }
+        open(&mut app);
+        let (text, _) = screen(&mut app, 120, 40);
+        common::assert_contains(&text, "2 of 3 so far");
+        assert!(
+            press(&mut app, KeyCode::Char('y')).is_empty(),
+            "{opens:?}: the gate refuses yet"
+        );
+        // The third healthy check arrives while the dialog is open: y goes through at once.
         probe(&mut app, 1, up("1.5.0", 5));
-    }
-    key(&mut app, 's');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "2 of 3 so far");
-    assert!(
-        press(&mut app, KeyCode::Char('y')).is_empty(),
-        "the gate refuses yet"
-    );
-    // The third healthy check arrives while the dialog is open: y goes through at once.
-    probe(&mut app, 1, up("1.5.0", 5));
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "✔ health: last 3 checks healthy");
-    let fx = press(&mut app, KeyCode::Char('y'));
-    assert!(
-        matches!(fx.as_slice(), [cutover::app::Effect::RunOp { .. }]),
-        "{fx:?}"
-    );
+        let (text, _) = screen(&mut app, 120, 40);
+        common::assert_contains(&text, "✔ health: last 3 checks healthy");
+        let fx = press(&mut app, KeyCode::Char('y'));
+        assert!(
+            matches!(fx.as_slice(), [cutover::app::Effect::RunOp { .. }]),
+            "{opens:?}: {fx:?}"
+        );
 
-    // The reverse: opened while the gate passes, then the slot goes down: y stops working.
-    let mut app = fresh_app();
-    for _ in 0..3 {
-        probe(&mut app, 0, up("1.4.2", 5));
-        probe(&mut app, 1, up("1.5.0", 5));
+        // The reverse: opened while the gate passes, then the slot goes down: y stops working.
+        let mut app = fresh_app();
+        for _ in 0..3 {
+            probe(&mut app, 0, up("1.4.2", 5));
+            probe(&mut app, 1, up("1.5.0", 5));
+        }
+        open(&mut app);
+        probe(&mut app, 1, down("1.5.0"));
+        let (text, _) = screen(&mut app, 120, 40);
+        common::assert_contains(&text, "✘ health");
+        assert!(press(&mut app, KeyCode::Char('y')).is_empty(), "{opens:?}");
     }
-    key(&mut app, 's');
-    probe(&mut app, 1, down("1.5.0"));
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "✘ health");
-    assert!(press(&mut app, KeyCode::Char('y')).is_empty());
 }
 
 #[test]

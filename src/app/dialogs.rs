@@ -304,7 +304,10 @@ impl App {
         let e = self.envs.get(c.env)?;
         let live = e.live();
         let (to, new_version) = match &c.what {
-            Confirmed::Op(OpKind::Swap { to: Some(to) }) => (to.as_str(), true),
+            // A canary's gate is a swap's to the same slot (the engine judges it so).
+            Confirmed::Op(OpKind::Swap { to: Some(to) } | OpKind::Canary { to, .. }) => {
+                (to.as_str(), true)
+            }
             Confirmed::Op(OpKind::Rollback) => (e.memory.previous_live.as_deref()?, false),
             _ => return None,
         };
