@@ -1578,6 +1578,14 @@ async fn fleet(
     Some((rig, state, config, file))
 }
 
+/// A named pipe at `path`: a script's `read _ < path` blocks until the test writes to it (an
+/// event, not a time), and ends at once when the script is killed.
+fn fifo(path: &Path) -> &Path {
+    let made = Command::new("mkfifo").arg(path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+    path
+}
+
 /// edge-2's `switch_live`: `script` run by sh with the slot as `$1`.
 fn sh_switch(script: String) -> String {
     format!("switch_live = [\"sh\", \"-c\", \"{script}\", \"sh\", \"{{to}}\"]")
@@ -1614,13 +1622,15 @@ async fn wait_file(path: &Path) -> String {
 
 #[tokio::test]
 async fn a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered() {
-    // edge-2's switch is slow: it says it started (with its pid), then takes its time.
+    // edge-2's switch is slow: it says it started (with its pid), then waits on a pipe no
+    // one writes to, until the test kills it.
     let Some((rig, state, config, _)) = fleet(
         "a_fleet_swap_killed_between_routers_is_shown_interrupted_and_recovered",
         |d| {
             sh_switch(format!(
-                "echo $$ > {}; sleep 60; echo $1 > {}",
+                "echo $$ > {}; read _ < {}; echo $1 > {}",
                 d.join("started").display(),
+                fifo(&d.join("never")).display(),
                 d.join("edge-2.live").display()
             ))
         },
@@ -1740,9 +1750,9 @@ async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
         "sigint_during_a_fleet_switch_finishes_the_step_then_quits",
         |d| {
             sh_switch(format!(
-                "echo $$ > {s}; while [ ! -e {r} ]; do sleep 0.05; done; echo $1 > {f}",
+                "echo $$ > {s}; read _ < {r}; echo $1 > {f}",
                 s = d.join("started").display(),
-                r = d.join("release").display(),
+                r = fifo(&d.join("release")).display(),
                 f = d.join("edge-2.live").display()
             ))
         },
@@ -1790,7 +1800,13 @@ async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
     .await
     .expect("join");
     assert!(said, "cutover did not acknowledge SIGINT");
-    std::fs::write(&release, "").expect("release");
+    // Opening the pipe waits for the script's end of it (it is there, or about to be).
+    let released = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || std::fs::write(&release, "go\n")),
+    )
+    .await;
+    assert!(matches!(released, Ok(Ok(Ok(())))), "release: {released:?}");
     let o = tokio::task::spawn_blocking(move || swap.wait_with_output())
         .await
         .expect("join")
