@@ -88,6 +88,12 @@ async fn reads_the_state(rig: Rig) {
     for d in &rig.routers {
         let st = observe(d).await;
         let who = d.name();
+        // Holding requests is the embedded proxy's alone; every other driver says it cannot.
+        assert_eq!(
+            d.supports(cutover::router::Verb::Pause),
+            rig.kind == Kind::Embedded,
+            "{who}: supports(Pause)"
+        );
         assert_eq!(st.live.as_deref(), Some("blue"), "{who}: {st:#?}");
         if rig.preview.is_some() {
             assert_eq!(st.preview.as_deref(), Some("green"), "{who}: {st:#?}");

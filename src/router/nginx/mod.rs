@@ -378,7 +378,11 @@ impl Proxy for Nginx {
         DEFAULT_CHANGE_TIMEOUT + 2 * (self.cfg.timeout + self.cfg.reload_timeout)
     }
     fn supports(&self, verb: Verb) -> bool {
-        verb != Verb::Weights || self.can_split()
+        match verb {
+            Verb::Weights => self.can_split(),
+            Verb::Pause => false,
+            _ => true,
+        }
     }
     async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
         self.set_split(live, canary, percent).await
