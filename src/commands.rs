@@ -355,6 +355,9 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
         target: String,
         ok: bool,
         detail: String,
+        /// What the operator must know even though the check passed (a lossy switch method).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caveat: Option<&'static str>,
     }
     let mut rows = Vec::new();
     for e in &world.engines {
@@ -383,6 +386,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                     target: target.clone(),
                     ok,
                     detail,
+                    caveat: None,
                 });
             }
         }
@@ -401,6 +405,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                         || p.error.map_or("?".into(), |e| e.to_string()),
                         |v| v.version,
                     ),
+                    caveat: None,
                 });
             }
         }
@@ -414,6 +419,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                 target: program.to_string(),
                 ok: problem.is_none(),
                 detail: problem.unwrap_or_else(|| "executable".into()),
+                caveat: None,
             });
         }
         for r in &e.routers {
@@ -446,6 +452,7 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
                 target: r.kind().into(),
                 ok,
                 detail,
+                caveat: r.caveat(),
             });
         }
     }
@@ -457,12 +464,19 @@ pub async fn check(world: &World, json: bool) -> Result<i32> {
         for r in &rows {
             outln!(
                 "{} {:<14} {:<22} {:<40} {}",
-                if r.ok { "ok  " } else { "FAIL" },
+                match (r.ok, r.caveat) {
+                    (false, _) => "FAIL",
+                    (true, Some(_)) => "WARN",
+                    (true, None) => "ok  ",
+                },
                 r.environment,
                 r.what,
                 crate::text::fit(&r.target, 40),
                 r.detail
             );
+            if let Some(c) = r.caveat {
+                outln!("     {c}");
+            }
         }
         outln!("{} checks, {} failed", rows.len(), failed);
     }
@@ -739,6 +753,12 @@ pub async fn drill(
         println!("{}", report.json()?);
     } else {
         report.print();
+        // A method known to lose requests is named next to the figures it explains.
+        for r in &engine.routers {
+            if let Some(c) = r.caveat() {
+                outln!("  router {} ({}): {c}", r.name(), r.kind());
+            }
+        }
     }
     Ok(if passed { EXIT_OK } else { EXIT_FAILED })
 }

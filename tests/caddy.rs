@@ -562,6 +562,36 @@ async fn failed_requests_api_mode() {
     measure("failed_requests_api_mode", Mode::Api, "mode=api").await;
 }
 
+/// `cutover check` names api mode as lossy (a WARN line with the measured reason), in text and
+/// in JSON; file mode passes without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_api_mode_lossy_and_file_mode_not() {
+    for (mode, lossy) in [(Mode::Api, true), (Mode::File, false)] {
+        let test = "check_names_api_mode_lossy_and_file_mode_not";
+        let Some(r) = blue_green(test, mode).await else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
+        let out = common::printed(&o);
+        eprintln!("{mode:?}:\n{out}");
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        let line = out
+            .lines()
+            .find(|l| l.contains("router caddy"))
+            .unwrap_or_else(|| panic!("no router line:\n{out}"));
+        assert_eq!(line.starts_with("WARN"), lossy, "{mode:?}: {line}");
+        assert_eq!(out.contains("lossy: api mode"), lossy, "{mode:?}: {out}");
+        let o = common::cutover_cli(dir.path(), &r.toml, &["check", "--json"]).await;
+        let rows: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let router = rows
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["what"] == "router caddy"))
+            .unwrap_or_else(|| panic!("no router row: {rows}"));
+        assert_eq!(router["caveat"].is_string(), lossy, "{mode:?}: {router}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Benchmarks (scripts/bench): `cargo test --release --test caddy -- --ignored bench_ --nocapture`
 

@@ -52,6 +52,10 @@ pub trait Proxy: Send + Sync + Sized + 'static {
     fn observe_timeout(&self) -> Duration {
         DEFAULT_OBSERVE_TIMEOUT
     }
+    /// See [`Router::caveat`].
+    fn caveat(&self) -> Option<&'static str> {
+        None
+    }
     /// How long a change may take once it has its turn: longer than the driver's own limits
     /// (its request timeouts, health waits), so that theirs are the errors reported.
     fn change_timeout(&self) -> Duration {
@@ -202,6 +206,9 @@ impl<P: Proxy> Router for Driven<P> {
     }
     fn observe_timeout(&self) -> Duration {
         self.proxy.observe_timeout()
+    }
+    fn caveat(&self) -> Option<&'static str> {
+        self.proxy.caveat()
     }
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>> {
         Box::pin(async move {

@@ -127,6 +127,12 @@ pub trait Router: Send + Sync {
     fn observe_timeout(&self) -> Duration {
         DEFAULT_OBSERVE_TIMEOUT
     }
+    /// What an operator must know before trusting this router with live traffic, measured on
+    /// the real proxy (Caddy's api mode resets connections on every switch). `cutover check`
+    /// and the drill print it.
+    fn caveat(&self) -> Option<&'static str> {
+        None
+    }
     /// Read the proxy's real state.
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>>;
     /// Make `to` the live slot.

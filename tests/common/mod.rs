@@ -88,6 +88,19 @@ pub const APACHE_MODULES: &[&str] = &[
     "authz_user",
 ];
 
+/// The first `apache` block after `<!-- MARKER -->` in docs/apache.md.
+pub fn apache_doc_block(marker: &str) -> String {
+    const DOC: &str = include_str!("../../docs/apache.md");
+    let start = DOC
+        .find(&format!("<!-- {marker} -->"))
+        .unwrap_or_else(|| panic!("docs/apache.md marks {marker}"));
+    fenced_blocks(&DOC[start..])
+        .into_iter()
+        .find(|(info, _)| info == "apache")
+        .map(|(_, b)| b)
+        .expect("an apache block")
+}
+
 /// Start apache2 in the foreground, in its own process group, on a config of the test's own:
 /// its server root is `dir` (with `run/`, `flags/` and `htdocs/` made), it listens on
 /// 127.0.0.1 at `public` and `preview`, loads APACHE_MODULES (and `BalancerPersist On` when
@@ -116,6 +129,9 @@ pub fn spawn_apache(
     for m in APACHE_MODULES {
         conf += &format!("LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n");
     }
+    // The worker sizing docs/apache.md tells users to paste (without it the event MPM resets
+    // keep-alive connections under load).
+    conf += &apache_doc_block("cutover-apache-mpm");
     if persist {
         conf += "BalancerPersist On\n";
     }

@@ -923,19 +923,10 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
     }
 }
 
-const APACHE_DOC: &str = include_str!("../../docs/apache.md");
-
 /// apache2 with the blue/green server of docs/apache.md (balancers `live` and `preview`
 /// driven through the balancer-manager, maintenance by flag files), in its own process group.
 async fn apache(bin: &Path, t: &Path, s: &Servers) -> Part {
-    let start = APACHE_DOC
-        .find("<!-- cutover-apache-config -->")
-        .expect("docs/apache.md marks its config");
-    let body = crate::common::fenced_blocks(&APACHE_DOC[start..])
-        .into_iter()
-        .find(|(info, _)| info == "apache")
-        .map(|(_, b)| b)
-        .expect("an apache block");
+    let body = crate::common::apache_doc_block("cutover-apache-config");
     let flags = t.join("flags");
     let (public, preview) = (free_port(), free_port());
     let (blue, green) = (s.blue().url(), s.green().url());

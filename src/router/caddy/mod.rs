@@ -270,6 +270,13 @@ impl Proxy for Caddy {
     fn change_timeout(&self) -> Duration {
         DEFAULT_CHANGE_TIMEOUT + 4 * self.cfg.timeout
     }
+    fn caveat(&self) -> Option<&'static str> {
+        (self.cfg.mode == Mode::Api).then_some(
+            "lossy: api mode reloads Caddy's config on every switch and resets the requests in \
+             flight on its keep-alive connections (2-3 per switch measured, docs/caddy.md); \
+             mode = \"file\" switches with none",
+        )
+    }
     fn supports(&self, verb: Verb) -> bool {
         match verb {
             Verb::SetPreview => self.cfg.mode == Mode::File || self.cfg.preview_id.is_some(),
