@@ -28,6 +28,8 @@ mod hooks;
 use hooks::*;
 mod extras;
 use extras::*;
+mod query;
+use query::*;
 
 /// A config that could not be used, located in its file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,6 +258,8 @@ pub struct Environment {
     pub canary_max_latency: Option<Duration>,
     /// How many failed analysis checks a step tolerates: the one after them aborts.
     pub canary_failure_limit: u32,
+    /// Prometheus queries judged at each analysis check, next to the router's counters.
+    pub canary_queries: Vec<crate::model::CanaryQuery>,
 }
 
 /// The default `canary_failure_limit`: one failed check is a blip, the second aborts.
@@ -581,6 +585,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             &re.canary_max_error_rate_over_stable,
             "canary_max_error_rate_over_stable",
         )?;
+        let canary_queries = parse_queries(std::mem::take(&mut re.canary_queries), &at)?;
         environments.push(Environment {
             name,
             public_url: re.public_url.map(|u| u.into_inner()),
@@ -609,6 +614,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             canary_failure_limit: re
                 .canary_failure_limit
                 .unwrap_or(DEFAULT_CANARY_FAILURE_LIMIT),
+            canary_queries,
         });
     }
     let mut notify = Vec::new();

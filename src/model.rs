@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 mod address;
 pub use address::Address;
+mod query;
+pub use query::{CanaryQuery, Cmp, Pass};
 
 /// A slot of an environment, as the config describes it: where it answers and how it is probed.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,6 +22,7 @@ use crate::router::{Router, Target};
 use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
 
 pub mod canary;
+pub mod query;
 pub use gate::{Check, GateInput, SwitchPlan, gate, way_back_check};
 pub use hook_cmd::{run_hook, template};
 use run::{Held, Run};

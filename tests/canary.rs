@@ -177,6 +177,83 @@ async fn an_analysis_failure_at_step_2_aborts_on_haproxy() {
     .await;
 }
 
+/// A `[[environment.canary_query]]` judged by a real Prometheus scraping the embedded proxy's
+/// `/metrics`: green's p99 passes while it answers at once (the step's line shows the value);
+/// once green answers in 300 ms under load, the query fails the checks and the canary aborts
+/// on its own, naming the query and its value. The router's own checks (error rate, health)
+/// pass throughout, so the query is what aborts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prometheus_query_judges_each_check_and_aborts_the_canary() {
+    let test = "a_prometheus_query_judges_each_check_and_aborts_the_canary";
+    let Some(bin) = common::require_binary(test, "prometheus") else {
+        return;
+    };
+    let Some(rig) = Rig::start(test, Kind::Embedded).await else {
+        return;
+    };
+    let admin = rig
+        .toml
+        .split("admin = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the embedded router's admin address")
+        .to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let (_prom, base) = common::spawn_prometheus(&bin, dir.path(), "proxy", &admin, None);
+    let client = reqwest::Client::new();
+    let up = common::eventually(Duration::from_secs(30), || async {
+        let q = cutover::model::CanaryQuery {
+            name: "up".into(),
+            url: base.parse().expect("url"),
+            query: "up{job=\"proxy\"}".into(),
+            pass: "== 1".parse().expect("pass"),
+            timeout: Duration::from_secs(2),
+        };
+        cutover::ops::query::ask(&client, &q, "green", "blue").await == Ok(vec![1.0])
+    })
+    .await;
+    assert!(up, "prometheus never scraped the proxy at {admin}");
+
+    let query = format!(
+        "[[environment.canary_query]]\nname = \"green p99\"\nurl = \"{base}\"\n\
+         query = 'max(cutover_proxy_recent_latency_seconds{{slot=\"{{canary}}\",percentile=\"p99\"}}) or vector(0)'\n\
+         pass = \"< 0.1\"\n"
+    );
+    let e = common::engine(&format!(
+        "{}\n{query}",
+        rig.toml.replacen(
+            "watch = \"0s\"\n",
+            "watch = \"0s\"\ncanary_pause = \"600s\"\ncanary_max_error_rate = 1.0\n",
+            1
+        )
+    ));
+    assert_eq!(e.env.canary_queries.len(), 1);
+    let mut c = Canary::start(&e, &[Weight(50), Weight(100)]);
+    c.until("step 1/2 (50 %): analysing `green`").await;
+    let (_, line) = c.next_check().await;
+    assert!(line.contains("green p99 0.0"), "{line}");
+    assert!(!line.contains("query `"), "{line}");
+
+    rig.servers
+        .green()
+        .controls
+        .set_delay(Duration::from_millis(300));
+    let out = common::under_load(rig.public[0].clone(), c.task).await;
+    rig.servers.green().controls.set_delay(Duration::ZERO);
+    eprintln!("abort: {}", out.message);
+    assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
+    for said in [
+        "step 1/2 (50 %) failed: ",
+        "query `green p99` = 0.",
+        ", not < 0.1",
+        "aborted; 100 % on blue after ",
+    ] {
+        assert!(out.message.contains(said), "`{said}` in {}", out.message);
+    }
+    assert!(!out.message.contains("error rate"), "{}", out.message);
+    assert_eq!(routers(&rig).await, vec![(Some("blue".into()), None)]);
+}
+
 /// A promote ends a 10-minute hold; a `pause` step waits for a resume; a pause stops the
 /// countdown (the analysis goes on) until resumed; the last promote leads to the swap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

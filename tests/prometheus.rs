@@ -10,10 +10,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{ChildGuard, SlotServer, eventually, free_port, require_binary, slots};
+use common::{SlotServer, eventually, free_port, require_binary, slots};
 use cutover::config::Environment;
 use cutover::load::{self, LoadOptions, LoadReport};
 use cutover::proxy::{self, ProxyHandle};
@@ -399,35 +398,13 @@ async fn a_prometheus_server_scrapes_the_proxy_with_the_token_and_sees_the_swap(
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).expect("write the token file");
     let scrape_interval = Duration::from_secs(1);
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: cutover_proxy\n    metrics_path: /metrics\n    \
-             authorization:\n      credentials_file: {}\n    static_configs:\n      \
-             - targets: ['{}']\n",
-            token_file.display(),
-            h.admin_addr()
-        ),
-    )
-    .expect("write prometheus.yml");
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-    let _prom = ChildGuard::spawn(
-        "prometheus",
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log),
+    let (_prom, base) = common::spawn_prometheus(
+        &prometheus,
+        dir.path(),
+        "cutover_proxy",
+        &h.admin_addr().to_string(),
+        Some(&token_file),
     );
-    let base = format!("http://127.0.0.1:{port}");
     let prom_log =
         || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
 

@@ -118,6 +118,8 @@ pub(super) struct RawEnvironment {
     )]
     pub(super) canary_max_latency: Option<Duration>,
     pub(super) canary_failure_limit: Option<u32>,
+    #[serde(default, rename = "canary_query")]
+    pub(super) canary_queries: Vec<super::query::RawQuery>,
 }
 
 pub(super) fn default_warmup_timeout() -> Duration {

@@ -465,3 +465,53 @@ fn a_canary_plan_in_the_config_is_checked_field_by_field() {
     let bad = err(&with("canary_steps = [\"10%\", \"later\", \"100%\"]\n")).to_string();
     assert!(bad.contains("`later` is neither `pause`"), "{bad}");
 }
+
+#[test]
+fn a_canary_query_is_checked_field_by_field() {
+    let with = |table: &str| format!("{GOOD}\n[[environment.canary_query]]\n{table}");
+    let ok = parse(
+        &with(
+            "name = \"5xx\"\nurl = \"http://127.0.0.1:9090/prom\"\n\
+             query = 'sum(rate(x{slot=\"{canary}\"}[1m])) or vector(0)'\npass = \"< 0.01\"\n",
+        ),
+        Path::new("cutover.toml"),
+    )
+    .expect("a canary query");
+    let q = &ok.environments[0].canary_queries[0];
+    assert_eq!(
+        (q.name.as_str(), q.pass.to_string(), q.timeout),
+        ("5xx", "< 0.01".to_string(), Duration::from_secs(5))
+    );
+    assert_eq!(
+        q.text("green", "blue"),
+        "sum(rate(x{slot=\"green\"}[1m])) or vector(0)"
+    );
+    let query = "query = \"up\"\n";
+    for (table, field, says) in [
+        (
+            format!("url = \"http://p:9090\"\n{query}pass = \"0.01\"\n"),
+            "pass",
+            "not a comparison",
+        ),
+        (
+            format!("url = \"p:9090\"\n{query}pass = \"< 1\"\n"),
+            "url",
+            "not a Prometheus URL",
+        ),
+        (
+            "url = \"http://p:9090\"\nquery = \" \"\npass = \"< 1\"\n".into(),
+            "query",
+            "is empty",
+        ),
+        (
+            format!("url = \"http://p:9090\"\n{query}pass = \"< 1\"\nwait = 1\n"),
+            "wait",
+            "unknown field",
+        ),
+    ] {
+        let e = err(&with(&table));
+        assert_eq!(e.field.as_deref(), Some(field), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(e.line > 1, "{e}");
+    }
+}

@@ -387,6 +387,11 @@ impl Engine {
         let mut cancel = run.cancel.clone();
         let mut seen = ((0u64, 0u64), (0u64, 0u64));
         let mut was_paused = false;
+        // Prometheus is asked only where the environment has queries.
+        let prometheus = (!self.env.canary_queries.is_empty())
+            .then(|| crate::http_client().build().ok())
+            .flatten();
+        let mut last_queried = String::new();
         loop {
             let before = control.last;
             let asked = control.now();
@@ -455,7 +460,18 @@ impl Engine {
                     stable_counts: seen.1,
                     over: started.elapsed(),
                 };
-                let failures = judge(&self.env, &sample);
+                let mut failures = judge(&self.env, &sample);
+                let queried = match &prometheus {
+                    Some(client) => {
+                        super::query::check_all(client, &self.env.canary_queries, to, live).await
+                    }
+                    None => Vec::new(),
+                };
+                failures.extend(queried.iter().filter_map(|q| q.failure.clone()));
+                if !queried.is_empty() {
+                    let said: Vec<String> = queried.iter().map(|q| q.summary()).collect();
+                    last_queried = format!("; Prometheus: {}", said.join(", "));
+                }
                 if !failures.is_empty() {
                     failed += 1;
                 }
@@ -472,6 +488,9 @@ impl Engine {
                     pct(rate(s_errors, s_requests)),
                     limit + 1
                 );
+                for q in &queried {
+                    detail.push_str(&format!(" · {}", q.summary()));
+                }
                 if left.is_none() {
                     detail.push_str(" · waiting for the operator");
                 } else if asked.paused {
@@ -511,7 +530,7 @@ impl Engine {
             true,
             format!(
                 "{label}: `{to}` passed ({} of {} health checks, {} errors of {} \
-                 requests; {live} {} of {})",
+                 requests; {live} {} of {}{last_queried})",
                 tally.passed, tally.checks, seen.0.0, seen.0.1, seen.1.0, seen.1.1
             ),
         );

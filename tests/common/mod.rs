@@ -1056,3 +1056,48 @@ pub fn draw_screen(
     }
     (s, buf)
 }
+
+/// A `prometheus` server of the test's own (unprivileged, on a free loopback port, its data in
+/// `dir`) scraping `target` (`host:port`, path `/metrics`) every second as job `job`, with the
+/// bearer token in `token_file` when given: the guard and its base URL. Its log is
+/// dir/prometheus.log.
+pub fn spawn_prometheus(
+    bin: &Path,
+    dir: &Path,
+    job: &str,
+    target: &str,
+    token_file: Option<&Path>,
+) -> (ChildGuard, String) {
+    let auth = token_file.map_or(String::new(), |f| {
+        format!(
+            "    authorization:\n      credentials_file: {}\n",
+            f.display()
+        )
+    });
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: {job}\n    metrics_path: /metrics\n{auth}    \
+             static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .expect("write prometheus.yml");
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
+    let guard = ChildGuard::spawn(
+        "prometheus",
+        Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(log),
+    );
+    (guard, format!("http://127.0.0.1:{port}"))
+}
