@@ -119,6 +119,15 @@ async fn routers(rig: &Rig) -> Vec<(Option<String>, Option<u8>)> {
     out
 }
 
+/// The canary aborted on its own, back to 100 % on blue, its result saying each of `said`.
+#[track_caller]
+fn assert_aborted(out: &Outcome, said: &[&str]) {
+    common::assert_verdict(out, Verdict::RolledBack);
+    for s in said.iter().chain(&["aborted; 100 % on blue after "]) {
+        common::assert_contains(&out.message, s);
+    }
+}
+
 /// Green starts answering 500 once step 2 (50 %) holds: the analysis sees its error rate
 /// against blue's under a bounded load on the public URL and aborts back to 0 % on its own.
 async fn analysis_failure_aborts(test: &str, kind: Kind) {
@@ -143,15 +152,14 @@ async fn analysis_failure_aborts(test: &str, kind: Kind) {
     rig.servers.green().controls.set_healthy(false);
     let out = common::under_load(format!("{}health", rig.public[0]), c.task).await;
     eprintln!("{kind:?} abort: {}", out.message);
-    assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
-    for said in [
-        "step 2/3 (50 %) failed: ",
-        "green error rate ",
-        " > blue's 0.0 % + 1.0 % (",
-        "aborted; 100 % on blue after ",
-    ] {
-        assert!(out.message.contains(said), "`{said}` in {}", out.message);
-    }
+    assert_aborted(
+        &out,
+        &[
+            "step 2/3 (50 %) failed: ",
+            "green error rate ",
+            " > blue's 0.0 % + 1.0 % (",
+        ],
+    );
     assert_eq!(routers(&rig).await, vec![(Some("blue".into()), None)]);
     rig.servers.green().controls.set_healthy(true);
     for _ in 0..20 {
@@ -241,15 +249,14 @@ async fn a_prometheus_query_judges_each_check_and_aborts_the_canary() {
     let out = common::under_load(rig.public[0].clone(), c.task).await;
     rig.servers.green().controls.set_delay(Duration::ZERO);
     eprintln!("abort: {}", out.message);
-    assert_eq!(out.verdict, Verdict::RolledBack, "{}", out.message);
-    for said in [
-        "step 1/2 (50 %) failed: ",
-        "query `green p99` = 0.",
-        ", not < 0.1",
-        "aborted; 100 % on blue after ",
-    ] {
-        assert!(out.message.contains(said), "`{said}` in {}", out.message);
-    }
+    assert_aborted(
+        &out,
+        &[
+            "step 1/2 (50 %) failed: ",
+            "query `green p99` = 0.",
+            ", not < 0.1",
+        ],
+    );
     assert!(!out.message.contains("error rate"), "{}", out.message);
     assert_eq!(routers(&rig).await, vec![(Some("blue".into()), None)]);
 }
