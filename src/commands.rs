@@ -577,6 +577,9 @@ pub async fn operate(
                     ok: None,
                     message,
                 } => errln!("{:<7} ...  {message}", step.label()),
+                Progress::Decision { step, message } => {
+                    errln!("{:<7} !    {message}", step.label())
+                }
                 Progress::Watching {
                     remaining, detail, ..
                 } => {

@@ -336,6 +336,12 @@ pub enum Progress {
         checks: u32,
         passed: u32,
     },
+    /// A decision inside a running step that the audit keeps and the event pane shows (an
+    /// operator's pause or resume, a failed check the step tolerated).
+    Decision {
+        step: Step,
+        message: String,
+    },
     /// The state file changed (previous live slot, last set): readers should reload it.
     Remembered,
     Finished(Outcome),

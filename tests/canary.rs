@@ -61,11 +61,11 @@ impl Canary {
         }
     }
 
-    /// Wait for a step line (begun, done or a note) containing `needle`.
+    /// Wait for a step line (begun, done, a note or a decision) containing `needle`.
     async fn until(&mut self, needle: &str) {
         let found = tokio::time::timeout(WITHIN, async {
             while let Some(p) = self.rx.recv().await {
-                if let Progress::Step { message, .. } = &p
+                if let Progress::Step { message, .. } | Progress::Decision { message, .. } = &p
                     && message.contains(needle)
                 {
                     return true;
@@ -304,6 +304,61 @@ async fn pause_steps_pause_resume_and_promote_steer_the_canary() {
     assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
     assert_eq!(rig.public_slot().await, "green");
     assert_eq!(routers(&rig).await, vec![(Some("green".into()), None)]);
+    // The operator's decisions are in the audit record, in order.
+    let said: Vec<&str> = out.record.steps.iter().map(|s| s.detail.as_str()).collect();
+    let at = |needle: &str| {
+        said.iter()
+            .position(|d| d.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {said:#?}"))
+    };
+    assert!(at("step 3/4 (20 %): paused by the operator") < at("step 3/4 (20 %): resumed"));
+    assert!(at("step 1/4 (10 %): promoted by the operator") < at("step 3/4 (20 %): paused"));
+}
+
+/// A check that fails within `canary_failure_limit` does not abort: it is said as a decision
+/// (the event pane, the CLI) and kept in the audit record with its reason, and the step's
+/// later lines say the failure they still count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tolerated_failed_check_is_said_and_audited() {
+    let Some(rig) = Rig::start(
+        "a_tolerated_failed_check_is_said_and_audited",
+        Kind::Embedded,
+    )
+    .await
+    else {
+        return;
+    };
+    let e = engine(
+        &rig,
+        "canary_pause = \"600s\"\ncanary_failure_limit = 1000\n",
+    );
+    let mut c = Canary::start(&e, &[Weight(10), Weight(100)]);
+    c.until("step 1/2 (10 %): analysing").await;
+    rig.servers.green().controls.set_healthy(false);
+    c.until("step 1/2 (10 %): check failed (1 of 1001 would abort), tolerated: `green` failed its health check")
+        .await;
+    rig.servers.green().controls.set_healthy(true);
+    // The next passing check still says the failure it counts, and how long ago it was.
+    let line = loop {
+        let (_, line) = c.next_check().await;
+        if line.contains(" · last failed ") {
+            break line;
+        }
+    };
+    assert!(
+        line.contains(" ago: `green` failed its health check"),
+        "{line}"
+    );
+    c.ask("promote");
+    let out = c.finish().await;
+    assert_eq!(out.verdict, Verdict::Done, "{}", out.message);
+    let tolerated = out
+        .record
+        .steps
+        .iter()
+        .find(|s| s.detail.contains("tolerated"))
+        .unwrap_or_else(|| panic!("{:#?}", out.record.steps));
+    assert_eq!((tolerated.step.as_str(), tolerated.ok), ("watch", true));
 }
 
 /// Two HAProxy routers; the second refuses the first weight change: the first is put back to

@@ -464,6 +464,14 @@ impl EnvView {
                 op.watching = Some((remaining, detail));
                 op.watch_inputs = Some((errors, checks, passed));
             }
+            Progress::Decision { step, message } => {
+                if current {
+                    said.lines.push((
+                        Level::Warn,
+                        format!("{} {}: {}", op.title, step.label(), message),
+                    ));
+                }
+            }
             Progress::Remembered => {}
             Progress::Finished(out) => {
                 finished = true;

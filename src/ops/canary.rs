@@ -392,6 +392,7 @@ impl Engine {
             .then(|| crate::http_client().build().ok())
             .flatten();
         let mut last_queried = String::new();
+        let mut last_failure: Option<(Instant, String)> = None;
         loop {
             let before = control.last;
             let asked = control.now();
@@ -422,7 +423,7 @@ impl Engine {
                 } else {
                     "resumed by the operator"
                 };
-                run.note(Step::Watch, format!("{label}: {what}"));
+                run.decision(Step::Watch, format!("{label}: {what}"));
             }
             let now = Instant::now();
             if let Some(l) = left.as_mut()
@@ -472,10 +473,21 @@ impl Engine {
                     let said: Vec<String> = queried.iter().map(|q| q.summary()).collect();
                     last_queried = format!("; Prometheus: {}", said.join(", "));
                 }
+                let limit = self.env.canary_failure_limit;
                 if !failures.is_empty() {
                     failed += 1;
+                    last_failure = Some((Instant::now(), failures.join("; ")));
+                    if failed <= limit {
+                        run.decision(
+                            Step::Watch,
+                            format!(
+                                "{label}: check failed ({failed} of {} would abort), tolerated: {}",
+                                limit + 1,
+                                failures.join("; ")
+                            ),
+                        );
+                    }
                 }
-                let limit = self.env.canary_failure_limit;
                 let ((errors, requests), (s_errors, s_requests)) = seen;
                 let mut detail = format!(
                     "{label} · {to} {}{} · {errors} err / {requests} req ({}; {live} {}) · \
@@ -498,6 +510,12 @@ impl Engine {
                 }
                 if let Some(f) = failures.first() {
                     detail.push_str(&format!(" · {f}"));
+                } else if let Some((at, why)) = &last_failure {
+                    // The check passed; the failure still counted is said, with its age.
+                    detail.push_str(&format!(
+                        " · last failed {} ago: {why}",
+                        crate::timefmt::millis(at.elapsed())
+                    ));
                 }
                 let _ = run.tx.send(Progress::Watching {
                     remaining: left.unwrap_or_default(),

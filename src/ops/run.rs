@@ -55,6 +55,22 @@ impl Run<'_> {
             message,
         });
     }
+    /// A decision inside a running step that the audit keeps (an operator's pause, a failed
+    /// check the step tolerated): said as a note, and recorded as a step line that did not
+    /// end the operation.
+    pub(super) fn decision(&mut self, step: Step, message: impl Into<String>) {
+        let message = message.into();
+        self.record.steps.push(StepRecord {
+            step: step.label().into(),
+            ok: true,
+            ms: self.step_started.elapsed().as_millis() as u64,
+            detail: crate::audit::redact(&message),
+        });
+        if let Some(g) = &self.lock {
+            g.share_step(step.label(), None, &message);
+        }
+        let _ = self.tx.send(Progress::Decision { step, message });
+    }
     pub(super) fn done(&mut self, step: Step, ok: bool, detail: impl Into<String>) {
         let detail = detail.into();
         self.record.steps.push(StepRecord {
