@@ -38,8 +38,8 @@ pub mod haproxy;
 pub mod nginx;
 
 mod driven;
-pub use driven::{DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy};
-pub(crate) use driven::{pointer_verbs, router_table};
+pub use driven::{DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Table};
+pub(crate) use driven::{pointer_verbs, router_table, server_verbs};
 mod files;
 pub(crate) use files::{maintenance_html, temp_sibling, write_atomic};
 

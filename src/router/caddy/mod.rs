@@ -107,24 +107,6 @@ impl Answer {
 }
 
 impl Caddy {
-    fn build(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        let name = name.to_string();
-        cfg.validate(env.slots)
-            .map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
-        let slots = Upstream::all(env).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
-        let authority = cfg
-            .admin_address()
-            .map_err(|e| eyre!("caddy router `{name}`: {e}"))?
-            .authority();
-        Ok(Caddy {
-            name,
-            env: env.name.to_string(),
-            cfg: cfg.clone(),
-            slots,
-            authority,
-        })
-    }
-
     fn slot(&self, name: &str) -> Result<&Upstream> {
         Upstream::find(&self.slots, &self.env, name)
     }
@@ -265,7 +247,19 @@ impl Proxy for Caddy {
     const KIND: &'static str = "caddy";
     type Config = Config;
     fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        Caddy::build(name, env, cfg)
+        let name = name.to_string();
+        let slots = Upstream::all(env).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
+        let authority = cfg
+            .admin_address()
+            .map_err(|e| eyre!("caddy router `{name}`: {e}"))?
+            .authority();
+        Ok(Caddy {
+            name,
+            env: env.name.to_string(),
+            cfg: cfg.clone(),
+            slots,
+            authority,
+        })
     }
     fn change_timeout(&self) -> Duration {
         DEFAULT_CHANGE_TIMEOUT + 4 * self.cfg.timeout
@@ -277,16 +271,7 @@ impl Proxy for Caddy {
             _ => true,
         }
     }
-    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
-        self.set_split(live, canary, percent).await
-    }
     pointer_verbs!();
-}
-
-impl Install for Caddy {
-    async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
-        self.install_files(live, preview).await
-    }
 }
 
 #[cfg(test)]
