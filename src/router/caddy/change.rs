@@ -154,37 +154,20 @@ impl Caddy {
                     }
                 };
                 handler["@id"] = json!(mid);
-                match (on, existing) {
+                let change = match (on, existing) {
                     (true, Some(p)) => {
-                        self.call_ok(
-                            hyper::Method::PATCH,
-                            &config_path(&p),
-                            Some(&handler),
-                            Some(&tag),
-                        )
-                        .await?;
+                        Some((hyper::Method::PATCH, config_path(&p), Some(&handler)))
                     }
+                    // Inserted before the live handler in the same handle list: a
+                    // static_response or reverse_proxy answers, so the live one is not reached.
                     (true, None) => {
-                        // Inserted before the live handler in the same handle list: a
-                        // static_response or reverse_proxy answers, so the live one is not reached.
-                        self.call_ok(
-                            hyper::Method::PUT,
-                            &config_path(&live_path),
-                            Some(&handler),
-                            Some(&tag),
-                        )
-                        .await?;
+                        Some((hyper::Method::PUT, config_path(&live_path), Some(&handler)))
                     }
-                    (false, Some(_)) => {
-                        self.call_ok(
-                            hyper::Method::DELETE,
-                            &format!("/id/{mid}"),
-                            None,
-                            Some(&tag),
-                        )
-                        .await?;
-                    }
-                    (false, None) => {}
+                    (false, Some(_)) => Some((hyper::Method::DELETE, format!("/id/{mid}"), None)),
+                    (false, None) => None,
+                };
+                if let Some((method, path, body)) = change {
+                    self.call_ok(method, &path, body, Some(&tag)).await?;
                 }
                 Ok(())
             }

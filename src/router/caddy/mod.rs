@@ -247,18 +247,13 @@ impl Proxy for Caddy {
     const KIND: &'static str = "caddy";
     type Config = Config;
     fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        let name = name.to_string();
-        let slots = Upstream::all(env).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
-        let authority = cfg
-            .admin_address()
-            .map_err(|e| eyre!("caddy router `{name}`: {e}"))?
-            .authority();
+        let fail = |e: String| eyre!("caddy router `{name}`: {e}");
         Ok(Caddy {
-            name,
+            name: name.to_string(),
             env: env.name.to_string(),
             cfg: cfg.clone(),
-            slots,
-            authority,
+            slots: Upstream::all(env).map_err(fail)?,
+            authority: cfg.admin_address().map_err(fail)?.authority(),
         })
     }
     fn change_timeout(&self) -> Duration {

@@ -117,11 +117,7 @@ impl Exec {
     }
 
     fn slot_names(&self) -> String {
-        self.slots
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::router::comma_list(self.slots.iter().map(|s| s.name.as_str()))
     }
 }
 

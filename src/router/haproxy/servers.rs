@@ -23,7 +23,7 @@ impl ServersSetup {
         self.servers.get(slot).map(String::as_str).ok_or_else(|| {
             eyre!(
                 "slot `{slot}` has no server in this haproxy router's `servers` (it has: {})",
-                self.servers.keys().cloned().collect::<Vec<_>>().join(", ")
+                crate::router::comma_list(self.servers.keys())
             )
         })
     }

@@ -27,6 +27,22 @@ pub(super) struct CmdOutput {
     pub(super) text: String,
 }
 
+impl CmdOutput {
+    /// `Ok` when the command succeeded; else `failed`, the command, its exit status and what
+    /// it printed.
+    pub(super) fn succeeded(&self, failed: &str) -> Result<()> {
+        if !self.ok {
+            bail!(
+                "{failed} (`{}` {}):\n{}",
+                self.shown,
+                self.status,
+                self.text
+            );
+        }
+        Ok(())
+    }
+}
+
 // --- nginx config reading ---------------------------------------------------------------
 
 /// Words, quoted strings (unquoted), `{`, `}` and `;`, with comments removed.

@@ -337,20 +337,18 @@ impl Proxy for Nginx {
     const KIND: &'static str = "nginx";
     type Config = Config;
     fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        let name = name.to_string();
-        let slots = Upstream::all(env).map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
-        let prefix = cfg
-            .upstream_prefix
-            .clone()
-            .unwrap_or_else(|| format!("cutover_{}_", sanitize(env.name)));
+        let var = sanitize(env.name);
         Ok(Nginx {
-            route_var: format!("cutover_{}_route", sanitize(env.name)),
-            var_base: format!("cutover_{}", sanitize(env.name)),
-            name,
+            route_var: format!("cutover_{var}_route"),
+            var_base: format!("cutover_{var}"),
+            prefix: cfg
+                .upstream_prefix
+                .clone()
+                .unwrap_or_else(|| format!("cutover_{var}_")),
+            name: name.to_string(),
             env: env.name.to_string(),
             cfg: cfg.clone(),
-            slots,
-            prefix,
+            slots: Upstream::all(env).map_err(|e| eyre!("nginx router `{name}`: {e}"))?,
         })
     }
     fn change_timeout(&self) -> Duration {
