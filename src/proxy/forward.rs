@@ -129,13 +129,7 @@ pub(crate) async fn handle(
     if shared.access_log.is_none() {
         return answer(&shared, req, peer, https, via).await;
     }
-    let pending = Pending {
-        time: std::time::SystemTime::now(),
-        since: std::time::Instant::now(),
-        client: peer,
-        method: req.method().clone(),
-        path: req.uri().path_and_query().cloned(),
-    };
+    let pending = Pending::of(&req, peer);
     let resp = answer(&shared, req, peer, https, via).await;
     pending.finish(&shared, resp)
 }

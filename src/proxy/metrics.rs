@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::state::{NodeRt, Shared};
+use super::state::{NodeRt, Shared, SlotRt};
 
 pub(crate) use crate::prom::CONTENT_TYPE;
 use crate::prom::{Out, esc};
@@ -90,6 +90,11 @@ fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
+/// Every slot, with its escaped name.
+fn slots(shared: &Shared) -> impl Iterator<Item = (String, &SlotRt)> {
+    shared.slots.iter().map(|s| (esc(&s.name), s))
+}
+
 /// Every node of every slot, with escaped slot and node names.
 fn nodes(shared: &Shared) -> Vec<(String, String, &NodeRt)> {
     shared
@@ -125,8 +130,8 @@ fn per_slot_gauge(
     value: impl Fn(usize) -> u64,
 ) {
     o.head(name, "gauge", help);
-    for (i, s) in shared.slots.iter().enumerate() {
-        o.sample(name, &[("env", env), ("slot", &esc(&s.name))], value(i));
+    for (i, (slot, _)) in slots(shared).enumerate() {
+        o.sample(name, &[("env", env), ("slot", &slot)], value(i));
     }
 }
 
@@ -182,8 +187,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         "histogram",
         "Time from choosing a node to the answer's head, per slot.",
     );
-    for s in &shared.slots {
-        let slot = esc(&s.name);
+    for (slot, s) in slots(shared) {
         s.latency.write(
             &mut o,
             "cutover_proxy_request_duration_seconds",
@@ -197,11 +201,10 @@ pub(crate) fn render(shared: &Shared) -> String {
         "p50 and p99 of the slot's answers over the last 10 to 12 s (what the traffic view shows); absent without answers.",
     );
     let now = std::time::Instant::now();
-    for s in &shared.slots {
+    for (slot, s) in slots(shared) {
         let Some(p) = s.recent.percentiles(now) else {
             continue;
         };
-        let slot = esc(&s.name);
         for (q, us) in [("p50", p.p50_us), ("p99", p.p99_us)] {
             o.sample(
                 "cutover_proxy_recent_latency_seconds",
@@ -253,8 +256,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         "gauge",
         "1 for a drained slot or node (node=\"\" for the slot itself).",
     );
-    for s in &shared.slots {
-        let slot = esc(&s.name);
+    for (slot, s) in slots(shared) {
         o.sample(
             "cutover_proxy_draining",
             &[("env", env), ("slot", &slot), ("node", "")],

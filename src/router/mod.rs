@@ -290,6 +290,20 @@ pub(crate) fn comma_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> S
     list
 }
 
+/// How undoing a failed change went, for its error: `undone` when every step was undone,
+/// else `failed(the failures joined with "; ")`.
+pub(crate) fn undo_outcome(
+    failures: &[String],
+    undone: &str,
+    failed: impl FnOnce(&str) -> String,
+) -> String {
+    if failures.is_empty() {
+        undone.to_string()
+    } else {
+        failed(&failures.join("; "))
+    }
+}
+
 /// Characters that are safe unquoted in proxy config, file names and variable names.
 pub(crate) fn is_word(s: &str) -> bool {
     !s.is_empty()

@@ -36,6 +36,7 @@ use crate::timefmt::serde_duration;
 mod config;
 pub use config::*;
 mod admin;
+use admin::Call;
 mod change;
 mod files;
 mod read;

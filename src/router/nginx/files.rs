@@ -197,14 +197,11 @@ pub(super) fn restore(done: &[(Change, Entry)]) -> String {
             failures.push(format!("{e:#}"));
         }
     }
-    if failures.is_empty() {
-        "; cutover restored its files exactly as they were".into()
-    } else {
-        format!(
-            "; restoring cutover's files FAILED ({}): check them before the next reload",
-            failures.join("; ")
-        )
-    }
+    undo_outcome(
+        &failures,
+        "; cutover restored its files exactly as they were",
+        |f| format!("; restoring cutover's files FAILED ({f}): check them before the next reload"),
+    )
 }
 
 /// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`). The

@@ -31,7 +31,7 @@ use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRout
 use crate::model::{EnvSlots, Slot};
 use crate::router::{
     DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Server, Target, Upstream, Verb, is_word,
-    maintenance_html, pointer_verbs, temp_sibling, write_atomic,
+    maintenance_html, pointer_verbs, temp_sibling, undo_outcome, write_atomic,
 };
 use crate::timefmt::serde_duration;
 mod config;
@@ -279,19 +279,14 @@ impl Nginx {
                 }
             };
             let admin = admin_of(slot.servers.iter().all(is_down));
-            let nodes = if slot.has_nodes {
-                slot.servers
-                    .iter()
-                    .map(|s| NodeRoute {
-                        name: s.node.clone(),
-                        admin: admin_of(is_down(s)),
-                        sessions: None,
-                        check: None,
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let nodes = (slot.servers.iter())
+                .filter(|_| slot.has_nodes)
+                .map(|s| NodeRoute {
+                    name: s.node.clone(),
+                    admin: admin_of(is_down(s)),
+                    ..NodeRoute::default()
+                })
+                .collect();
             state.slots.insert(
                 slot.name.clone(),
                 SlotRoute {
