@@ -1,6 +1,7 @@
 //! The wrapper every driver gets: [`Driven`] makes a [`Proxy`] a [`Router`], with the error
 //! context, one change at a time and a time limit per change; and the macros that declare
-//! what drivers share (their router table's common fields, the verbs of a pointer driver).
+//! what drivers share (their router table's common fields, the verbs of a pointer driver and
+//! of a driver with server flags).
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,8 +13,8 @@ use crate::model::{EnvSlots, MaintenanceMode, RouterState, Slot};
 
 /// A driver's router table: `pub struct Config { ... }` with the fields every router has
 /// (`name`, `public_url`) first, deserialized with unknown fields refused, and its
-/// `validate(slots)` as [`Table`]'s. (Not
-/// `#[serde(flatten)]`: serde cannot refuse unknown fields through a flatten.)
+/// `validate(slots)` as [`Table`]'s. (Not `#[serde(flatten)]`: serde cannot refuse unknown
+/// fields through a flatten.)
 macro_rules! router_table {
     ($(#[$attr:meta])* pub struct Config { $($fields:tt)* }) => {
         $(#[$attr])*

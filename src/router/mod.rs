@@ -5,9 +5,10 @@
 //! directory here (`config.rs` its router table and validation, then its protocol client,
 //! state parsing and changes), the only place that knows its proxy's protocol.
 //!
-//! A driver implements [`Proxy`]: its verbs, bare. [`Driven`] makes it a [`Router`] and adds,
-//! the same for every driver, the error context (`KIND router `NAME`: cannot WHAT`), one
-//! change at a time and a time limit per change. A new driver is a new directory with a
+//! A driver implements [`Proxy`]: its constructor and its verbs, bare. [`Driven`] makes it a
+//! [`Router`] and adds, the same for every driver, the check of its table against the slots
+//! ([`Table`]), the error context (`KIND router `NAME`: cannot WHAT`), one change at a time
+//! and a time limit per change. A new driver is a new directory with a
 //! `Proxy` impl, a variant of [`RouterConfig`] and a line in [`build`].
 //!
 //! The contract:
