@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime};
 use color_eyre::eyre::{Result, WrapErr};
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::http::uri::PathAndQuery;
-use hyper::{Method, Response};
+use hyper::{Method, Request, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -34,12 +34,17 @@ pub(crate) struct Served {
     pub node: usize,
 }
 
-/// One request, as the forward path knows it; formatted by the writer.
-pub(crate) struct Entry {
+/// A request as it arrived: what its line says about it before it is answered.
+pub(crate) struct Arrival {
     pub time: SystemTime,
     pub client: SocketAddr,
     pub method: Method,
     pub path: Option<PathAndQuery>,
+}
+
+/// One request, as the forward path knows it; formatted by the writer.
+pub(crate) struct Entry {
+    pub arrival: Arrival,
     pub status: u16,
     /// The slot and node that answered; `None` when the proxy answered itself.
     pub served: Option<Served>,
@@ -51,15 +56,16 @@ impl Entry {
     /// The JSON line, with the path and query redacted; `names` are the slots' names, each
     /// with its nodes' names, in the proxy's order.
     fn line(&self, names: &[(String, Vec<String>)]) -> String {
-        let path = self.path.as_ref().map_or("/", PathAndQuery::as_str);
+        let a = &self.arrival;
+        let path = a.path.as_ref().map_or("/", PathAndQuery::as_str);
         let (slot, node) = match self.served.and_then(|s| Some((names.get(s.slot)?, s.node))) {
             Some(((slot, nodes), n)) => (Some(slot.as_str()), nodes.get(n).map(String::as_str)),
             None => (None, None),
         };
         let v = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(self.time).to_string(),
-            "client": self.client.ip().to_string(),
-            "method": self.method.as_str(),
+            "time": humantime::format_rfc3339_millis(a.time).to_string(),
+            "client": a.client.ip().to_string(),
+            "method": a.method.as_str(),
             "path": crate::redact::redact(path),
             "status": self.status,
             "slot": slot,
@@ -135,14 +141,24 @@ pub(crate) async fn open(spec: &str, names: Vec<(String, Vec<String>)>) -> Resul
 
 /// What the forward path remembers about a request before it is answered.
 pub(crate) struct Pending {
-    pub time: SystemTime,
-    pub since: Instant,
-    pub client: SocketAddr,
-    pub method: Method,
-    pub path: Option<PathAndQuery>,
+    arrival: Arrival,
+    since: Instant,
 }
 
 impl Pending {
+    /// `req`, arriving now from `client`.
+    pub fn of<B>(req: &Request<B>, client: SocketAddr) -> Pending {
+        Pending {
+            arrival: Arrival {
+                time: SystemTime::now(),
+                client,
+                method: req.method().clone(),
+                path: req.uri().path_and_query().cloned(),
+            },
+            since: Instant::now(),
+        }
+    }
+
     /// Wrap `resp`'s body so that the request's line is sent when the body has been sent.
     pub fn finish(
         self,
@@ -203,10 +219,7 @@ impl Drop for Logged {
             return;
         };
         sink.send(Entry {
-            time: p.time,
-            client: p.client,
-            method: p.method,
-            path: p.path,
+            arrival: p.arrival,
             status,
             served,
             bytes: self.bytes,
@@ -221,10 +234,12 @@ mod tests {
 
     fn entry() -> Entry {
         Entry {
-            time: SystemTime::UNIX_EPOCH,
-            client: SocketAddr::from(([127, 0, 0, 1], 5000)),
-            method: Method::GET,
-            path: None,
+            arrival: Arrival {
+                time: SystemTime::UNIX_EPOCH,
+                client: SocketAddr::from(([127, 0, 0, 1], 5000)),
+                method: Method::GET,
+                path: None,
+            },
             status: 503,
             served: None,
             bytes: 0,
@@ -254,18 +269,12 @@ mod tests {
 
     #[test]
     fn a_line_is_json_with_the_query_secrets_redacted() {
-        let e = Entry {
-            time: SystemTime::UNIX_EPOCH,
-            client: SocketAddr::from(([127, 0, 0, 1], 5000)),
-            method: Method::GET,
-            path: Some(PathAndQuery::from_static(
-                "/cb?code=1&access_token=hunter22&x=2",
-            )),
-            status: 200,
-            served: Some(Served { slot: 1, node: 0 }),
-            bytes: 12,
-            duration_us: 1500,
-        };
+        let mut e = entry();
+        e.arrival.path = Some(PathAndQuery::from_static(
+            "/cb?code=1&access_token=hunter22&x=2",
+        ));
+        (e.status, e.bytes, e.duration_us) = (200, 12, 1500);
+        e.served = Some(Served { slot: 1, node: 0 });
         let names = vec![
             ("blue".to_string(), vec!["blue".to_string()]),
             (

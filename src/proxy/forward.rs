@@ -3,13 +3,11 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -127,28 +125,23 @@ pub(crate) async fn handle(
     https: bool,
     stopped: &watch::Receiver<bool>,
 ) -> Response<ProxyBody> {
+    let via = Via { listener, stopped };
     if shared.access_log.is_none() {
-        return answer(&shared, listener, req, peer, https, stopped).await;
+        return answer(&shared, req, peer, https, via).await;
     }
-    let pending = Pending {
-        time: std::time::SystemTime::now(),
-        since: std::time::Instant::now(),
-        client: peer,
-        method: req.method().clone(),
-        path: req.uri().path_and_query().cloned(),
-    };
-    let resp = answer(&shared, listener, req, peer, https, stopped).await;
+    let pending = Pending::of(&req, peer);
+    let resp = answer(&shared, req, peer, https, via).await;
     pending.finish(&shared, resp)
 }
 
 async fn answer(
     shared: &Arc<Shared>,
-    listener: Listener,
     req: Request<Incoming>,
     peer: SocketAddr,
     https: bool,
-    stopped: &watch::Receiver<bool>,
+    via: Via<'_>,
 ) -> Response<ProxyBody> {
+    let listener = via.listener;
     if let Some(why) = ambiguous_host(req.version(), req.uri(), req.headers()) {
         shared.local.count(LocalReason::BadRequest);
         let mut r = text(
@@ -219,7 +212,6 @@ async fn answer(
         slot: lease.slot,
         node: lease.node,
     };
-    let via = Via { listener, stopped };
     let mut resp = forward(shared, lease, redirected, req, peer, https, via).await;
     if let Some(c) = pin_cookie(shared, pin) {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -525,10 +517,11 @@ async fn forward(
             }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            let body = Tracked {
-                inner: body,
-                _lease: lease,
-            };
+            // The body holds the request's lease until it has been sent (or dropped).
+            let body = body.map_frame(move |frame| {
+                let _held = &lease;
+                frame
+            });
             Response::from_parts(parts, body.boxed())
         }
         Ok(Err(e)) => {
@@ -562,30 +555,6 @@ async fn forward(
                 ),
             )
         }
-    }
-}
-
-/// A response body that holds the request's lease until it has been sent (or dropped).
-struct Tracked {
-    inner: Incoming,
-    _lease: Lease,
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

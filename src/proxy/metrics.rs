@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::state::{NodeRt, Shared};
+use super::state::{NodeRt, Shared, SlotRt};
 
 pub(crate) use crate::prom::CONTENT_TYPE;
 use crate::prom::{Out, esc};
@@ -90,6 +90,11 @@ fn load(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
+/// Every slot, with its escaped name.
+fn slots(shared: &Shared) -> impl Iterator<Item = (String, &SlotRt)> {
+    shared.slots.iter().map(|s| (esc(&s.name), s))
+}
+
 /// Every node of every slot, with escaped slot and node names.
 fn nodes(shared: &Shared) -> Vec<(String, String, &NodeRt)> {
     shared
@@ -99,6 +104,43 @@ fn nodes(shared: &Shared) -> Vec<(String, String, &NodeRt)> {
         .collect()
 }
 
+/// A counter per node and per value of `label`: `counts(node)[i]` is the count for
+/// `values[i]`.
+fn per_node_counter(
+    o: &mut Out,
+    (env, nodes): (&str, &[(String, String, &NodeRt)]),
+    (name, help): (&str, &str),
+    (label, values): (&str, &[&str]),
+    counts: impl Fn(&NodeRt) -> &[AtomicU64],
+) {
+    o.head(name, "counter", help);
+    for (slot, node, n) in nodes {
+        for (value, c) in values.iter().zip(counts(n)) {
+            let labels = [("env", env), ("slot", slot), ("node", node), (label, value)];
+            o.sample(name, &labels, load(c));
+        }
+    }
+}
+
+/// A gauge per slot: `value(i)` for the slot at index `i`.
+fn per_slot_gauge(
+    o: &mut Out,
+    (env, shared): (&str, &Shared),
+    (name, help): (&str, &str),
+    value: impl Fn(usize) -> u64,
+) {
+    o.head(name, "gauge", help);
+    for (i, (slot, _)) in slots(shared).enumerate() {
+        o.sample(name, &[("env", env), ("slot", &slot)], value(i));
+    }
+}
+
+/// A metric with one sample, labelled with the environment only.
+fn env_sample(o: &mut Out, env: &str, (name, kind, help): (&str, &str, &str), value: u64) {
+    o.head(name, kind, help);
+    o.sample(name, &[("env", env)], value);
+}
+
 /// The whole exposition, read from the atomics now.
 pub(crate) fn render(shared: &Shared) -> String {
     let env = esc(&shared.env);
@@ -106,35 +148,26 @@ pub(crate) fn render(shared: &Shared) -> String {
     let mut o = Out::default();
     let nodes = nodes(shared);
 
-    o.head(
-        "cutover_proxy_requests_total",
-        "counter",
-        "Requests forwarded to a slot's node, by the status class of their answer.",
+    per_node_counter(
+        &mut o,
+        (env, &nodes),
+        (
+            "cutover_proxy_requests_total",
+            "Requests forwarded to a slot's node, by the status class of their answer.",
+        ),
+        ("code", &CLASSES),
+        |n| &n.metrics.codes,
     );
-    for (slot, node, n) in &nodes {
-        for (i, code) in CLASSES.iter().enumerate() {
-            o.sample(
-                "cutover_proxy_requests_total",
-                &[("env", env), ("slot", slot), ("node", node), ("code", code)],
-                load(&n.metrics.codes[i]),
-            );
-        }
-    }
-
-    o.head(
-        "cutover_proxy_upstream_errors_total",
-        "counter",
-        "Requests to a node that failed, by kind: connect, reset, timeout, 5xx.",
+    per_node_counter(
+        &mut o,
+        (env, &nodes),
+        (
+            "cutover_proxy_upstream_errors_total",
+            "Requests to a node that failed, by kind: connect, reset, timeout, 5xx.",
+        ),
+        ("kind", &ERROR_KINDS),
+        |n| &n.metrics.errors,
     );
-    for (slot, node, n) in &nodes {
-        for (i, kind) in ERROR_KINDS.iter().enumerate() {
-            o.sample(
-                "cutover_proxy_upstream_errors_total",
-                &[("env", env), ("slot", slot), ("node", node), ("kind", kind)],
-                load(&n.metrics.errors[i]),
-            );
-        }
-    }
 
     o.head(
         "cutover_proxy_in_flight_requests",
@@ -154,8 +187,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         "histogram",
         "Time from choosing a node to the answer's head, per slot.",
     );
-    for s in &shared.slots {
-        let slot = esc(&s.name);
+    for (slot, s) in slots(shared) {
         s.latency.write(
             &mut o,
             "cutover_proxy_request_duration_seconds",
@@ -169,11 +201,10 @@ pub(crate) fn render(shared: &Shared) -> String {
         "p50 and p99 of the slot's answers over the last 10 to 12 s (what the traffic view shows); absent without answers.",
     );
     let now = std::time::Instant::now();
-    for s in &shared.slots {
+    for (slot, s) in slots(shared) {
         let Some(p) = s.recent.percentiles(now) else {
             continue;
         };
-        let slot = esc(&s.name);
         for (q, us) in [("p50", p.p50_us), ("p99", p.p99_us)] {
             o.sample(
                 "cutover_proxy_recent_latency_seconds",
@@ -186,60 +217,46 @@ pub(crate) fn render(shared: &Shared) -> String {
     let live = shared.live();
     let preview = shared.preview();
     let maint = shared.maint();
-    o.head(
-        "cutover_proxy_live",
-        "gauge",
-        "1 for the slot the live listener sends traffic to, 0 for the others.",
-    );
-    for (i, s) in shared.slots.iter().enumerate() {
-        let slot = esc(&s.name);
-        o.sample(
+    per_slot_gauge(
+        &mut o,
+        (env, shared),
+        (
             "cutover_proxy_live",
-            &[("env", env), ("slot", &slot)],
-            u8::from(i == live),
-        );
-    }
+            "1 for the slot the live listener sends traffic to, 0 for the others.",
+        ),
+        |i| u64::from(i == live),
+    );
     // The live listener's split: 100 on the live slot, or the canary's share and the rest.
     let canary = shared.canary();
-    o.head(
-        "cutover_proxy_weight_percent",
-        "gauge",
-        "The share of the live listener's traffic each slot gets, in % (a canary splits it).",
-    );
-    for (i, s) in shared.slots.iter().enumerate() {
-        let slot = esc(&s.name);
-        let share = match canary {
+    per_slot_gauge(
+        &mut o,
+        (env, shared),
+        (
+            "cutover_proxy_weight_percent",
+            "The share of the live listener's traffic each slot gets, in % (a canary splits it).",
+        ),
+        |i| match canary {
             Some((c, p)) if i == c => u64::from(p),
             Some((_, p)) if i == live => 100 - u64::from(p),
             None if i == live => 100,
             _ => 0,
-        };
-        o.sample(
-            "cutover_proxy_weight_percent",
-            &[("env", env), ("slot", &slot)],
-            share,
-        );
-    }
-    o.head(
-        "cutover_proxy_preview",
-        "gauge",
-        "1 for the slot the preview listener sends traffic to, 0 for the others.",
+        },
     );
-    for (i, s) in shared.slots.iter().enumerate() {
-        let slot = esc(&s.name);
-        o.sample(
+    per_slot_gauge(
+        &mut o,
+        (env, shared),
+        (
             "cutover_proxy_preview",
-            &[("env", env), ("slot", &slot)],
-            u8::from(preview == Some(i)),
-        );
-    }
+            "1 for the slot the preview listener sends traffic to, 0 for the others.",
+        ),
+        |i| u64::from(preview == Some(i)),
+    );
     o.head(
         "cutover_proxy_draining",
         "gauge",
         "1 for a drained slot or node (node=\"\" for the slot itself).",
     );
-    for s in &shared.slots {
-        let slot = esc(&s.name);
+    for (slot, s) in slots(shared) {
         o.sample(
             "cutover_proxy_draining",
             &[("env", env), ("slot", &slot), ("node", "")],
@@ -254,71 +271,67 @@ pub(crate) fn render(shared: &Shared) -> String {
             );
         }
     }
-    o.head(
-        "cutover_proxy_maintenance",
-        "gauge",
-        "1 while maintenance is on (the 503 page, or a redirect to another slot).",
+    env_sample(
+        &mut o,
+        env,
+        (
+            "cutover_proxy_maintenance",
+            "gauge",
+            "1 while maintenance is on (the 503 page, or a redirect to another slot).",
+        ),
+        u64::from(maint.is_some()),
     );
-    o.sample(
-        "cutover_proxy_maintenance",
-        &[("env", env)],
-        u8::from(maint.is_some()),
-    );
-    o.head(
-        "cutover_proxy_maintenance_redirect",
-        "gauge",
-        "1 for the slot that maintenance redirects live traffic to, 0 for the others.",
-    );
-    for (i, s) in shared.slots.iter().enumerate() {
-        let slot = esc(&s.name);
-        o.sample(
+    per_slot_gauge(
+        &mut o,
+        (env, shared),
+        (
             "cutover_proxy_maintenance_redirect",
-            &[("env", env), ("slot", &slot)],
-            u8::from(maint == Some(Some(i))),
-        );
-    }
+            "1 for the slot that maintenance redirects live traffic to, 0 for the others.",
+        ),
+        |i| u64::from(maint == Some(Some(i))),
+    );
 
     o.head(
         "cutover_proxy_local_responses_total",
         "counter",
         "Requests the proxy answered itself without a slot, by reason.",
     );
-    for (i, why) in LOCAL_REASONS.iter().enumerate() {
+    for (why, n) in LOCAL_REASONS.iter().zip(&shared.local.counts) {
         o.sample(
             "cutover_proxy_local_responses_total",
             &[("env", env), ("reason", why)],
-            load(&shared.local.counts[i]),
+            load(n),
         );
     }
-    o.head(
-        "cutover_proxy_paused",
-        "gauge",
-        "1 while POST /pause holds new live requests.",
+    env_sample(
+        &mut o,
+        env,
+        (
+            "cutover_proxy_paused",
+            "gauge",
+            "1 while POST /pause holds new live requests.",
+        ),
+        u64::from(shared.paused.load(Ordering::SeqCst)),
     );
-    o.sample(
-        "cutover_proxy_paused",
-        &[("env", env)],
-        u8::from(shared.paused.load(Ordering::SeqCst)),
-    );
-    o.head(
-        "cutover_proxy_held_requests",
-        "gauge",
-        "Requests held by a pause right now.",
-    );
-    o.sample(
-        "cutover_proxy_held_requests",
-        &[("env", env)],
+    env_sample(
+        &mut o,
+        env,
+        (
+            "cutover_proxy_held_requests",
+            "gauge",
+            "Requests held by a pause right now.",
+        ),
         load(&shared.held),
     );
     if let Some(log) = &shared.access_log {
-        o.head(
-            "cutover_proxy_access_log_dropped_total",
-            "counter",
-            "Access log lines dropped because the writer fell behind (requests are never slowed for it).",
-        );
-        o.sample(
-            "cutover_proxy_access_log_dropped_total",
-            &[("env", env)],
+        env_sample(
+            &mut o,
+            env,
+            (
+                "cutover_proxy_access_log_dropped_total",
+                "counter",
+                "Access log lines dropped because the writer fell behind (requests are never slowed for it).",
+            ),
             load(&log.dropped),
         );
     }

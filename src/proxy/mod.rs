@@ -437,11 +437,7 @@ pub async fn run_from_config(cfg: &config::Config, env: Option<&str>) -> Result<
                     eyre!(
                         "there is no environment `{name}` in {}; it has: {}",
                         cfg.path.display(),
-                        cfg.environments
-                            .iter()
-                            .map(|e| e.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        crate::router::comma_list(cfg.environments.iter().map(|e| e.name.as_str()))
                     )
                 })?;
             vec![e]

@@ -431,11 +431,7 @@ impl Shared {
     }
 
     fn known(&self) -> String {
-        self.slots
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::router::comma_list(self.slots.iter().map(|s| s.name.as_str()))
     }
 
     fn unknown_slot(&self, slot: &str) -> AdminError {

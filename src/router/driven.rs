@@ -1,6 +1,7 @@
 //! The wrapper every driver gets: [`Driven`] makes a [`Proxy`] a [`Router`], with the error
 //! context, one change at a time and a time limit per change; and the macros that declare
-//! what drivers share (their router table's common fields, the verbs of a pointer driver).
+//! what drivers share (their router table's common fields, the verbs of a pointer driver and
+//! of a driver with server flags).
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,11 +9,12 @@ use std::time::Duration;
 use color_eyre::eyre::{Result, WrapErr, eyre};
 
 use super::{BoxFuture, DEFAULT_OBSERVE_TIMEOUT, Router, Target, Verb};
-use crate::model::{EnvSlots, MaintenanceMode, RouterState};
+use crate::model::{EnvSlots, MaintenanceMode, RouterState, Slot};
 
 /// A driver's router table: `pub struct Config { ... }` with the fields every router has
-/// (`name`, `public_url`) first, deserialized with unknown fields refused. (Not
-/// `#[serde(flatten)]`: serde cannot refuse unknown fields through a flatten.)
+/// (`name`, `public_url`) first, deserialized with unknown fields refused, and its
+/// `validate(slots)` as [`Table`]'s. (Not `#[serde(flatten)]`: serde cannot refuse unknown
+/// fields through a flatten.)
 macro_rules! router_table {
     ($(#[$attr:meta])* pub struct Config { $($fields:tt)* }) => {
         $(#[$attr])*
@@ -26,9 +28,22 @@ macro_rules! router_table {
             pub public_url: Option<String>,
             $($fields)*
         }
+
+        impl $crate::router::Table for Config {
+            fn validate(&self, slots: &[$crate::model::Slot]) -> std::result::Result<(), String> {
+                Config::validate(self, slots)
+            }
+        }
     };
 }
 pub(crate) use router_table;
+
+/// A driver's router table: what [`Driven::new`] checks against the environment's slots
+/// before it builds the driver (the table's own `validate`, through [`router_table!`]).
+pub trait Table {
+    /// The message names the field; it is shown after the router (or the table's place).
+    fn validate(&self, slots: &[Slot]) -> std::result::Result<(), String>;
+}
 
 /// How long one change may take, once it has its turn, unless the driver says otherwise.
 /// Every driver also limits each request it sends; this is the backstop over the whole verb.
@@ -42,7 +57,8 @@ pub trait Proxy: Send + Sync + Sized + 'static {
     /// `embedded`, `haproxy`, `nginx`, `apache`, `caddy`, `exec`.
     const KIND: &'static str;
     /// The driver's `[[environment.router]]` table.
-    type Config;
+    type Config: Table;
+    /// Build the driver from a table that [`Table::validate`] accepted.
     fn new(name: &str, env: EnvSlots<'_>, cfg: &Self::Config) -> Result<Self>;
     /// See [`Router::supports`].
     fn supports(&self, verb: Verb) -> bool {
@@ -107,9 +123,13 @@ pub struct Driven<P> {
 }
 
 impl<P: Proxy> Driven<P> {
-    /// Build the driver named `name` for `env` from its router table.
+    /// Build the driver named `name` for `env` from its router table, refused (naming the
+    /// router) when the table does not fit the environment's slots.
     pub fn new<'a>(name: String, env: impl Into<EnvSlots<'a>>, cfg: &P::Config) -> Result<Self> {
-        let proxy = P::new(&name, env.into(), cfg)?;
+        let env = env.into();
+        cfg.validate(env.slots)
+            .map_err(|e| eyre!("{} router `{name}`: {e}", P::KIND))?;
+        let proxy = P::new(&name, env, cfg)?;
         Ok(Driven {
             name,
             proxy,
@@ -161,8 +181,8 @@ impl<P: Proxy + Install> Driven<P> {
 }
 
 /// [`Proxy`]'s verbs for a driver whose proxy holds a live and a preview pointer and a flag
-/// per server (nginx, Caddy), from its `observe_inner`, `point(Pointer, slot)`,
-/// `set_drained(target, bool)` and `set_maintenance(on, mode)`.
+/// per server (nginx, Caddy), from its `observe_inner`, `point(Pointer, slot)` and the
+/// methods [`server_verbs`] takes.
 macro_rules! pointer_verbs {
     () => {
         async fn observe(&self) -> Result<RouterState> {
@@ -174,6 +194,16 @@ macro_rules! pointer_verbs {
         async fn set_preview(&self, slot: &str) -> Result<()> {
             self.point(Pointer::Next, slot).await
         }
+        $crate::router::server_verbs!();
+    };
+}
+pub(crate) use pointer_verbs;
+
+/// [`Proxy`]'s verbs on servers, maintenance and weights for a driver that has them as
+/// `set_drained(target, bool)`, `set_maintenance(on, mode)` and
+/// `set_split(live, canary, percent)` (Apache, nginx, Caddy).
+macro_rules! server_verbs {
+    () => {
         async fn drain(&self, t: &Target) -> Result<()> {
             self.set_drained(t, true).await
         }
@@ -183,9 +213,12 @@ macro_rules! pointer_verbs {
         async fn maintenance(&self, on: bool, m: &MaintenanceMode) -> Result<()> {
             self.set_maintenance(on, m).await
         }
+        async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+            self.set_split(live, canary, percent).await
+        }
     };
 }
-pub(crate) use pointer_verbs;
+pub(crate) use server_verbs;
 
 impl<P> std::ops::Deref for Driven<P> {
     type Target = P;

@@ -6,6 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use color_eyre::eyre::{Result, WrapErr};
 
+/// The `retry_after` a maintenance answer sends when the router table gives none, in seconds.
+pub(crate) fn default_retry_after<T: From<u8>>() -> T {
+    T::from(30)
+}
+
 /// The maintenance page: the operator's `maintenance_page` file, or a plain one.
 pub(crate) fn maintenance_html(file: Option<&Path>) -> Result<String> {
     match file {

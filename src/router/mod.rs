@@ -5,9 +5,10 @@
 //! directory here (`config.rs` its router table and validation, then its protocol client,
 //! state parsing and changes), the only place that knows its proxy's protocol.
 //!
-//! A driver implements [`Proxy`]: its verbs, bare. [`Driven`] makes it a [`Router`] and adds,
-//! the same for every driver, the error context (`KIND router `NAME`: cannot WHAT`), one
-//! change at a time and a time limit per change. A new driver is a new directory with a
+//! A driver implements [`Proxy`]: its constructor and its verbs, bare. [`Driven`] makes it a
+//! [`Router`] and adds, the same for every driver, the check of its table against the slots
+//! ([`Table`]), the error context (`KIND router `NAME`: cannot WHAT`), one change at a time
+//! and a time limit per change. A new driver is a new directory with a
 //! `Proxy` impl, a variant of [`RouterConfig`] and a line in [`build`].
 //!
 //! The contract:
@@ -38,10 +39,16 @@ pub mod haproxy;
 pub mod nginx;
 
 mod driven;
-pub use driven::{DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy};
-pub(crate) use driven::{pointer_verbs, router_table};
+pub use driven::{DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Table};
+pub(crate) use driven::{pointer_verbs, router_table, server_verbs};
 mod files;
-pub(crate) use files::{maintenance_html, temp_sibling, write_atomic};
+pub(crate) use files::{default_retry_after, maintenance_html, temp_sibling, write_atomic};
+
+/// `N` seconds: a router table's default duration, given where the field is declared
+/// (`#[serde(default = "crate::router::secs::<10>", with = "serde_duration")]`).
+pub(crate) fn secs<const N: u64>() -> Duration {
+    Duration::from_secs(N)
+}
 
 /// How long a caller waits for a router's `observe()` unless the driver says otherwise.
 pub const DEFAULT_OBSERVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -274,8 +281,34 @@ pub(crate) fn no_such_slot<'a>(
 ) -> Report {
     eyre!(
         "`{name}` is not a slot of environment `{env}` (slots: {})",
-        slots.into_iter().collect::<Vec<_>>().join(", ")
+        comma_list(slots)
     )
+}
+
+/// `a, b, c`: the names a message lists (the slots there are, the nodes of a slot...).
+pub(crate) fn comma_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    let mut list = String::new();
+    for (i, n) in names.into_iter().enumerate() {
+        if i > 0 {
+            list.push_str(", ");
+        }
+        list.push_str(n.as_ref());
+    }
+    list
+}
+
+/// How undoing a failed change went, for its error: `undone` when every step was undone,
+/// else `failed(the failures joined with "; ")`.
+pub(crate) fn undo_outcome(
+    failures: &[String],
+    undone: &str,
+    failed: impl FnOnce(&str) -> String,
+) -> String {
+    if failures.is_empty() {
+        undone.to_string()
+    } else {
+        failed(&failures.join("; "))
+    }
 }
 
 /// Characters that are safe unquoted in proxy config, file names and variable names.
@@ -374,11 +407,7 @@ impl Upstream {
                     "slot {} has no node `{n}` (nodes: {})",
                     self.name,
                     if self.has_nodes {
-                        self.servers
-                            .iter()
-                            .map(|s| s.node.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        comma_list(self.servers.iter().map(|s| s.node.as_str()))
                     } else {
                         "none; drain the whole slot".into()
                     }

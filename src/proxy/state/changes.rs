@@ -175,11 +175,7 @@ impl Shared {
     }
 
     pub async fn drain(&self, slot: &str, node: Option<&str>) -> Result<(), AdminError> {
-        let label = match node {
-            Some(n) => format!("{slot}/{n}"),
-            None => slot.to_string(),
-        };
-        self.change(&format!("drain {label}"), |me, next| {
+        self.change(&drain_change("drain", slot, node), |me, next| {
             let (_, s) = me.slot_of(slot)?;
             let entry = Drained {
                 slot: slot.to_string(),
@@ -249,22 +245,14 @@ impl Shared {
                 format!(
                     "unknown node `{node}` of slot `{}`; it has: {}",
                     s.name,
-                    s.nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    crate::router::comma_list(s.nodes.iter().map(|n| n.name.as_str()))
                 ),
             )
         })
     }
 
     pub async fn undrain(&self, slot: &str, node: Option<&str>) -> Result<(), AdminError> {
-        let label = match node {
-            Some(n) => format!("{slot}/{n}"),
-            None => slot.to_string(),
-        };
-        self.change(&format!("undrain {label}"), |me, next| {
+        self.change(&drain_change("undrain", slot, node), |me, next| {
             let (_, s) = me.slot_of(slot)?;
             if let Some(n) = node {
                 me.node_of(s, n)?;
@@ -364,5 +352,13 @@ impl Shared {
             Ok(())
         })
         .await
+    }
+}
+
+/// What a drain or undrain is called in its log line and error: `drain blue/b1`.
+fn drain_change(verb: &str, slot: &str, node: Option<&str>) -> String {
+    match node {
+        Some(n) => format!("{verb} {slot}/{n}"),
+        None => format!("{verb} {slot}"),
     }
 }

@@ -155,7 +155,7 @@ impl Apache {
     }
 
     /// Drain (`on`) or undrain the target's members in the managed balancers.
-    pub(super) async fn set_drain(&self, t: &Target, on: bool) -> Result<()> {
+    pub(super) async fn set_drained(&self, t: &Target, on: bool) -> Result<()> {
         let (bals, members) = self.target_members(t).await?;
         // Never drain the last serving member of the live balancer.
         if on && let Some(live) = bals.iter().find(|b| b.name == self.live) {

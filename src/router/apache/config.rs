@@ -2,9 +2,6 @@
 
 use super::*;
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(3)
-}
 fn default_bypass() -> String {
     "cutover_bypass".into()
 }
@@ -25,7 +22,7 @@ crate::router::router_table! {
         /// Or a file that holds it (its first line), e.g. a mounted secret.
         pub password_file: Option<PathBuf>,
         /// Timeout of each request to Apache.
-        #[serde(default = "default_timeout", with = "serde_duration")]
+        #[serde(default = "crate::router::secs::<3>", with = "serde_duration")]
         pub timeout: Duration,
         /// Which balancer members belong to which slot (and node), when the default (a member
         /// whose URL is the slot's or node's address) does not fit.
@@ -51,13 +48,9 @@ crate::router::router_table! {
         /// still counts is taken as left over by Apache, not as requests in flight. Apache
         /// updates `busy` without atomics, so under concurrent load it can keep 1–4 with no
         /// request running (docs/apache.md, "Busy").
-        #[serde(default = "default_idle_after", with = "serde_duration")]
+        #[serde(default = "crate::router::secs::<10>", with = "serde_duration")]
         pub idle_after: Duration,
     }
-}
-
-fn default_idle_after() -> Duration {
-    Duration::from_secs(10)
 }
 
 /// One balancer member mapped to a slot (and node): by its worker URL or its route.

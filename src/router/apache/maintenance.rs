@@ -3,7 +3,7 @@
 use super::*;
 
 impl Apache {
-    pub(super) async fn maintenance_inner(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
+    pub(super) async fn set_maintenance(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
         let redirect = self.cfg.maintenance_flag.as_deref();
         let page = self.cfg.maintenance_page_flag.as_deref();
         if !on {

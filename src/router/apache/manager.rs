@@ -281,14 +281,9 @@ impl Apache {
                 Err(e) => failed.push(format!("{} in balancer://{}: {e}", d.worker, d.balancer)),
             }
         }
-        if failed.is_empty() {
-            "the changes already made were undone".into()
-        } else {
-            format!(
-                "undoing the changes already made failed too, check the balancer-manager: {}",
-                failed.join("; ")
-            )
-        }
+        crate::router::undo_outcome(&failed, "the changes already made were undone", |f| {
+            format!("undoing the changes already made failed too, check the balancer-manager: {f}")
+        })
     }
 }
 

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRoute};
 use crate::model::{EnvSlots, Slot};
-use crate::router::{Driven, Proxy, Target, Verb, no_such_slot};
+use crate::router::{Driven, Proxy, Target, Verb, no_such_slot, server_verbs};
 use crate::timefmt::serde_duration;
 mod xml;
 use xml::*;
@@ -214,7 +214,64 @@ struct Done {
 }
 
 impl Apache {
-    fn build(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
+    fn managed(&self) -> Vec<&str> {
+        std::iter::once(self.live.as_str())
+            .chain(self.preview.as_deref())
+            .collect()
+    }
+
+    /// The slot (and node) a member belongs to: the first `[[member]]` that matches its URL or
+    /// route, else the slot or node whose address is its URL.
+    fn owner(&self, w: &Worker) -> Option<Owner> {
+        let url = w.key.as_ref();
+        for (m, key) in self.cfg.members.iter().zip(&self.member_keys) {
+            let hit = match (key, &m.route) {
+                (Some(k), _) => url == Some(k),
+                (None, Some(r)) => !w.route.is_empty() && *r == w.route,
+                (None, None) => false,
+            };
+            if hit {
+                return Some(Owner {
+                    slot: m.slot.clone(),
+                    node: m.node.clone(),
+                });
+            }
+        }
+        for s in &self.slots {
+            if let Some((n, _)) = s.nodes.iter().find(|(_, a)| Some(a) == url) {
+                return Some(Owner {
+                    slot: s.name.clone(),
+                    node: Some(n.clone()),
+                });
+            }
+        }
+        self.slots
+            .iter()
+            .find(|s| Some(&s.address) == url)
+            .map(|s| Owner {
+                slot: s.name.clone(),
+                node: None,
+            })
+    }
+
+    fn belongs(&self, w: &Worker, slot: &str, node: Option<&str>) -> bool {
+        match self.owner(w) {
+            Some(o) => o.slot == slot && (node.is_none() || o.node.as_deref() == node),
+            None => false,
+        }
+    }
+
+    fn slot(&self, name: &str) -> Result<&SlotMap> {
+        self.slots.iter().find(|s| s.name == name).ok_or_else(|| {
+            no_such_slot(name, &self.env, self.slots.iter().map(|s| s.name.as_str()))
+        })
+    }
+}
+
+impl Proxy for Apache {
+    const KIND: &'static str = "apache";
+    type Config = Config;
+    fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
         let name = name.to_string();
         let password = match (&cfg.password_env, &cfg.password_file) {
             (Some(var), _) => Some(std::env::var(var).map_err(|_| {
@@ -280,67 +337,6 @@ impl Apache {
             memory: Mutex::new(Memory::default()),
         })
     }
-
-    fn managed(&self) -> Vec<&str> {
-        std::iter::once(self.live.as_str())
-            .chain(self.preview.as_deref())
-            .collect()
-    }
-
-    /// The slot (and node) a member belongs to: the first `[[member]]` that matches its URL or
-    /// route, else the slot or node whose address is its URL.
-    fn owner(&self, w: &Worker) -> Option<Owner> {
-        let url = w.key.as_ref();
-        for (m, key) in self.cfg.members.iter().zip(&self.member_keys) {
-            let hit = match (key, &m.route) {
-                (Some(k), _) => url == Some(k),
-                (None, Some(r)) => !w.route.is_empty() && *r == w.route,
-                (None, None) => false,
-            };
-            if hit {
-                return Some(Owner {
-                    slot: m.slot.clone(),
-                    node: m.node.clone(),
-                });
-            }
-        }
-        for s in &self.slots {
-            if let Some((n, _)) = s.nodes.iter().find(|(_, a)| Some(a) == url) {
-                return Some(Owner {
-                    slot: s.name.clone(),
-                    node: Some(n.clone()),
-                });
-            }
-        }
-        self.slots
-            .iter()
-            .find(|s| Some(&s.address) == url)
-            .map(|s| Owner {
-                slot: s.name.clone(),
-                node: None,
-            })
-    }
-
-    fn belongs(&self, w: &Worker, slot: &str, node: Option<&str>) -> bool {
-        match self.owner(w) {
-            Some(o) => o.slot == slot && (node.is_none() || o.node.as_deref() == node),
-            None => false,
-        }
-    }
-
-    fn slot(&self, name: &str) -> Result<&SlotMap> {
-        self.slots.iter().find(|s| s.name == name).ok_or_else(|| {
-            no_such_slot(name, &self.env, self.slots.iter().map(|s| s.name.as_str()))
-        })
-    }
-}
-
-impl Proxy for Apache {
-    const KIND: &'static str = "apache";
-    type Config = Config;
-    fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        Apache::build(name, env, cfg)
-    }
     fn supports(&self, verb: Verb) -> bool {
         match verb {
             Verb::SetPreview => self.preview.is_some(),
@@ -351,9 +347,6 @@ impl Proxy for Apache {
             Verb::Weights => self.preview.is_some(),
             Verb::Pause => false,
         }
-    }
-    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
-        self.set_split(live, canary, percent).await
     }
     async fn observe(&self) -> Result<RouterState> {
         self.observe_inner().await
@@ -370,15 +363,7 @@ impl Proxy for Apache {
         };
         self.swap(p, slot).await
     }
-    async fn drain(&self, t: &Target) -> Result<()> {
-        self.set_drain(t, true).await
-    }
-    async fn undrain(&self, t: &Target) -> Result<()> {
-        self.set_drain(t, false).await
-    }
-    async fn maintenance(&self, on: bool, mode: &MaintenanceMode) -> Result<()> {
-        self.maintenance_inner(on, mode).await
-    }
+    server_verbs!();
 }
 
 #[cfg(test)]

@@ -3,6 +3,13 @@
 use super::*;
 
 impl Apache {
+    /// What this driver remembers of Apache, locked.
+    fn memory_lock(&self) -> Result<std::sync::MutexGuard<'_, Memory>> {
+        self.memory
+            .lock()
+            .map_err(|_| eyre!("driver state poisoned"))
+    }
+
     pub(super) async fn observe_inner(&self) -> Result<RouterState> {
         let all = self.read_all().await?;
         let live = all
@@ -26,10 +33,7 @@ impl Apache {
 
         // Apache restarted (or first look): find out again whether changes persist.
         let restarted = {
-            let m = self
-                .memory
-                .lock()
-                .map_err(|_| eyre!("driver state poisoned"))?;
+            let m = self.memory_lock()?;
             m.persist.is_none()
                 || managed
                     .iter()
@@ -135,10 +139,7 @@ impl Apache {
 
         // Apache-specific drift: what Apache shows vs what this driver last set.
         let set = {
-            let m = self
-                .memory
-                .lock()
-                .map_err(|_| eyre!("driver state poisoned"))?;
+            let m = self.memory_lock()?;
             m.set.clone()
         };
         for ((bal, worker), (flags, when)) in &set {

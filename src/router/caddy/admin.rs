@@ -2,6 +2,39 @@
 
 use super::*;
 
+/// One request on the admin API: a read, or a change that Caddy refuses (412) once its
+/// config's ETag is no longer the one it was read with.
+pub(super) struct Call<'a> {
+    method: hyper::Method,
+    path: &'a str,
+    body: Option<&'a Value>,
+    if_match: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    pub(super) fn get(path: &'a str) -> Self {
+        Call {
+            method: hyper::Method::GET,
+            path,
+            body: None,
+            if_match: None,
+        }
+    }
+    pub(super) fn change(
+        method: hyper::Method,
+        path: &'a str,
+        body: Option<&'a Value>,
+        tag: &'a str,
+    ) -> Self {
+        Call {
+            method,
+            path,
+            body,
+            if_match: Some(tag),
+        }
+    }
+}
+
 impl Caddy {
     /// One request on the admin API, retried when it is safe to.
     ///
@@ -10,21 +43,15 @@ impl Caddy {
     /// reset. A read is retried on any such failure; a change only when the connection was
     /// never made, because a change that was sent may have been applied (every change
     /// carries If-Match, and the read-back that follows it shows what Caddy holds).
-    pub(super) async fn call(
-        &self,
-        method: hyper::Method,
-        path: &str,
-        body: Option<&Value>,
-        if_match: Option<&str>,
-    ) -> Result<Answer> {
+    pub(super) async fn call(&self, c: &Call<'_>) -> Result<Answer> {
         const ATTEMPTS: u32 = 4;
         let started = std::time::Instant::now();
         let mut attempt = 1;
         loop {
-            match self.call_once(method.clone(), path, body, if_match).await {
+            match self.call_once(c).await {
                 Ok(a) => return Ok(a),
                 Err((stage, e)) => {
-                    let safe = method == hyper::Method::GET || stage == Stage::Connect;
+                    let safe = c.method == hyper::Method::GET || stage == Stage::Connect;
                     let pause = Duration::from_millis(50 << attempt);
                     if !safe || attempt >= ATTEMPTS || started.elapsed() + pause >= self.cfg.timeout
                     {
@@ -40,12 +67,9 @@ impl Caddy {
 
     pub(super) async fn call_once(
         &self,
-        method: hyper::Method,
-        path: &str,
-        body: Option<&Value>,
-        if_match: Option<&str>,
+        c: &Call<'_>,
     ) -> std::result::Result<Answer, (Stage, color_eyre::Report)> {
-        let what = format!("{method} {path}");
+        let what = format!("{} {}", c.method, c.path);
         let fut = async {
             let stream = tokio::net::TcpStream::connect(&self.authority)
                 .await
@@ -65,19 +89,19 @@ impl Caddy {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let bytes = match body {
+            let bytes = match c.body {
                 Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| exchange(e.into()))?),
                 None => Bytes::new(),
             };
             let mut req = hyper::Request::builder()
-                .method(method.clone())
-                .uri(path)
+                .method(c.method.clone())
+                .uri(c.path)
                 .header(hyper::header::HOST, &self.authority);
-            if body.is_some() {
+            if c.body.is_some() {
                 // Caddy refuses a config change without it.
                 req = req.header(hyper::header::CONTENT_TYPE, "application/json");
             }
-            if let Some(tag) = if_match {
+            if let Some(tag) = c.if_match {
                 req = req.header(hyper::header::IF_MATCH, tag);
             }
             let req = req
@@ -90,22 +114,14 @@ impl Caddy {
                 .wrap_err("Caddy's admin API did not answer")
                 .map_err(exchange)?;
             let status = resp.status().as_u16();
-            let header_tag = resp
-                .headers()
-                .get(hyper::header::ETAG)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let header_tag = etag(resp.headers());
             let collected = resp
                 .into_body()
                 .collect()
                 .await
                 .wrap_err("cannot read the answer of Caddy's admin API")
                 .map_err(exchange)?;
-            let trailer_tag = collected
-                .trailers()
-                .and_then(|t| t.get(hyper::header::ETAG))
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let trailer_tag = collected.trailers().and_then(etag);
             Ok::<_, (Stage, color_eyre::Report)>(Answer {
                 status,
                 body: collected.to_bytes(),
@@ -128,14 +144,8 @@ impl Caddy {
     }
 
     /// A call whose 4xx/5xx answer becomes an error carrying Caddy's JSON error.
-    pub(super) async fn call_ok(
-        &self,
-        method: hyper::Method,
-        path: &str,
-        body: Option<&Value>,
-        if_match: Option<&str>,
-    ) -> Result<Answer> {
-        let a = self.call(method.clone(), path, body, if_match).await?;
+    pub(super) async fn call_ok(&self, c: &Call<'_>) -> Result<Answer> {
+        let a = self.call(c).await?;
         if a.status >= 400 {
             let hint = match a.status {
                 412 => {
@@ -146,8 +156,10 @@ impl Caddy {
                 _ => " — Caddy kept its previous config",
             };
             bail!(
-                "Caddy's admin API answered {} to {method} {path}: {}{hint}",
+                "Caddy's admin API answered {} to {} {}: {}{hint}",
                 a.status,
+                c.method,
+                c.path,
                 a.error_text()
             );
         }
@@ -156,9 +168,7 @@ impl Caddy {
 
     /// The whole config and its ETag.
     pub(super) async fn get_config(&self) -> Result<(Value, String)> {
-        let a = self
-            .call_ok(hyper::Method::GET, "/config/", None, None)
-            .await?;
+        let a = self.call_ok(&Call::get("/config/")).await?;
         let v = a.json()?;
         let tag = a.etag.clone().ok_or_else(|| {
             eyre!("Caddy sent no ETag for its config; cutover needs Caddy 2.6 or later to refuse overwriting a concurrent change")
@@ -167,10 +177,7 @@ impl Caddy {
     }
 
     pub(super) async fn upstream_stats(&self) -> BTreeMap<String, (u64, u64)> {
-        let Ok(a) = self
-            .call_ok(hyper::Method::GET, "/reverse_proxy/upstreams", None, None)
-            .await
-        else {
+        let Ok(a) = self.call_ok(&Call::get("/reverse_proxy/upstreams")).await else {
             return BTreeMap::new();
         };
         let Ok(Value::Array(items)) = a.json() else {
@@ -191,4 +198,10 @@ impl Caddy {
     }
 
     // --- config walking ---------------------------------------------------------------
+}
+
+/// The ETag in a head or in trailers.
+fn etag(h: &hyper::HeaderMap) -> Option<String> {
+    let v = h.get(hyper::header::ETAG)?;
+    v.to_str().ok().map(str::to_string)
 }

@@ -46,7 +46,7 @@ impl Caddy {
             Mode::Api => {
                 let id = self.id_for(which)?;
                 let path = format!("/id/{id}/upstreams");
-                let a = self.call_ok(hyper::Method::GET, &path, None, None).await?;
+                let a = self.call_ok(&Call::get(&path)).await?;
                 let tag = a.etag.clone().ok_or_else(|| {
                     eyre!("Caddy sent no ETag for {path}; cutover needs Caddy 2.6 or later")
                 })?;
@@ -61,14 +61,14 @@ impl Caddy {
                     return Ok(());
                 }
                 let body = Value::Array(want.iter().map(|d| json!({"dial": d})).collect());
-                self.call_ok(hyper::Method::PATCH, &path, Some(&body), Some(&tag))
-                    .await?;
-                let after = dials_of(
-                    &self
-                        .call_ok(hyper::Method::GET, &path, None, None)
-                        .await?
-                        .json()?,
-                );
+                self.call_ok(&Call::change(
+                    hyper::Method::PATCH,
+                    &path,
+                    Some(&body),
+                    &tag,
+                ))
+                .await?;
+                let after = dials_of(&self.call_ok(&Call::get(&path)).await?.json()?);
                 if after != want {
                     bail!(
                         "Caddy accepted the change but its config now proxies {path} to {after:?}, not {want:?}"
@@ -154,37 +154,21 @@ impl Caddy {
                     }
                 };
                 handler["@id"] = json!(mid);
-                match (on, existing) {
+                let change = match (on, existing) {
                     (true, Some(p)) => {
-                        self.call_ok(
-                            hyper::Method::PATCH,
-                            &config_path(&p),
-                            Some(&handler),
-                            Some(&tag),
-                        )
-                        .await?;
+                        Some((hyper::Method::PATCH, config_path(&p), Some(&handler)))
                     }
+                    // Inserted before the live handler in the same handle list: a
+                    // static_response or reverse_proxy answers, so the live one is not reached.
                     (true, None) => {
-                        // Inserted before the live handler in the same handle list: a
-                        // static_response or reverse_proxy answers, so the live one is not reached.
-                        self.call_ok(
-                            hyper::Method::PUT,
-                            &config_path(&live_path),
-                            Some(&handler),
-                            Some(&tag),
-                        )
-                        .await?;
+                        Some((hyper::Method::PUT, config_path(&live_path), Some(&handler)))
                     }
-                    (false, Some(_)) => {
-                        self.call_ok(
-                            hyper::Method::DELETE,
-                            &format!("/id/{mid}"),
-                            None,
-                            Some(&tag),
-                        )
+                    (false, Some(_)) => Some((hyper::Method::DELETE, format!("/id/{mid}"), None)),
+                    (false, None) => None,
+                };
+                if let Some((method, path, body)) = change {
+                    self.call_ok(&Call::change(method, &path, body, &tag))
                         .await?;
-                    }
-                    (false, None) => {}
                 }
                 Ok(())
             }
@@ -243,8 +227,13 @@ impl Caddy {
             }
         }
         if changed {
-            self.call_ok(hyper::Method::POST, "/config/", Some(&config), Some(&tag))
-                .await?;
+            self.call_ok(&Call::change(
+                hyper::Method::POST,
+                "/config/",
+                Some(&config),
+                &tag,
+            ))
+            .await?;
         }
         Ok(())
     }

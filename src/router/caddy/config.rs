@@ -15,12 +15,6 @@ pub enum Mode {
 fn default_admin() -> String {
     "http://127.0.0.1:2019".into()
 }
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_retry_after() -> u32 {
-    30
-}
 
 crate::router::router_table! {
     pub struct Config {
@@ -37,12 +31,12 @@ crate::router::router_table! {
         /// file mode: the directory of flag files Caddy's routes match (absolute, on the Caddy host).
         pub flag_dir: Option<PathBuf>,
         /// Longest an admin API call may take.
-        #[serde(default = "default_timeout", with = "serde_duration")]
+        #[serde(default = "crate::router::secs::<5>", with = "serde_duration")]
         pub timeout: Duration,
         /// An HTML file served with status 503 while maintenance is on; a plain page otherwise.
         pub maintenance_page: Option<PathBuf>,
         /// The Retry-After header of the maintenance answer, in seconds.
-        #[serde(default = "default_retry_after")]
+        #[serde(default = "crate::router::default_retry_after")]
         pub retry_after: u32,
     }
 }

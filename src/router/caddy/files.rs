@@ -143,9 +143,11 @@ impl Caddy {
         });
         has_glob && has_slot
     }
+}
 
+impl Install for Caddy {
     /// Write the flag files for a first start.
-    pub(super) async fn install_files(&self, live: &str, preview: Option<&str>) -> Result<()> {
+    async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
         let dir = self.flag_dir()?;
         std::fs::create_dir_all(dir)
             .wrap_err_with(|| format!("cannot create {}", dir.display()))?;
@@ -157,6 +159,4 @@ impl Caddy {
         }
         Ok(())
     }
-
-    // --- operations ---------------------------------------------------------------------
 }

@@ -36,6 +36,7 @@ use crate::timefmt::serde_duration;
 mod config;
 pub use config::*;
 mod admin;
+use admin::Call;
 mod change;
 mod files;
 mod read;
@@ -107,24 +108,6 @@ impl Answer {
 }
 
 impl Caddy {
-    fn build(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        let name = name.to_string();
-        cfg.validate(env.slots)
-            .map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
-        let slots = Upstream::all(env).map_err(|e| eyre!("caddy router `{name}`: {e}"))?;
-        let authority = cfg
-            .admin_address()
-            .map_err(|e| eyre!("caddy router `{name}`: {e}"))?
-            .authority();
-        Ok(Caddy {
-            name,
-            env: env.name.to_string(),
-            cfg: cfg.clone(),
-            slots,
-            authority,
-        })
-    }
-
     fn slot(&self, name: &str) -> Result<&Upstream> {
         Upstream::find(&self.slots, &self.env, name)
     }
@@ -265,7 +248,14 @@ impl Proxy for Caddy {
     const KIND: &'static str = "caddy";
     type Config = Config;
     fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        Caddy::build(name, env, cfg)
+        let fail = |e: String| eyre!("caddy router `{name}`: {e}");
+        Ok(Caddy {
+            name: name.to_string(),
+            env: env.name.to_string(),
+            cfg: cfg.clone(),
+            slots: Upstream::all(env).map_err(fail)?,
+            authority: cfg.admin_address().map_err(fail)?.authority(),
+        })
     }
     fn change_timeout(&self) -> Duration {
         DEFAULT_CHANGE_TIMEOUT + 4 * self.cfg.timeout
@@ -284,16 +274,7 @@ impl Proxy for Caddy {
             _ => true,
         }
     }
-    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
-        self.set_split(live, canary, percent).await
-    }
     pointer_verbs!();
-}
-
-impl Install for Caddy {
-    async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
-        self.install_files(live, preview).await
-    }
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ async fn flaky_admin(resets: usize) -> (Driver, std::sync::Arc<std::sync::atomic
 async fn a_read_survives_the_admin_endpoint_restarting() {
     let (d, seen) = flaky_admin(2).await;
     let a = d
-        .call(hyper::Method::GET, "/config/", None, None)
+        .call(&Call::get("/config/"))
         .await
         .expect("the read is retried past two reset connections");
     assert_eq!(a.status, 200);
@@ -81,12 +81,12 @@ async fn a_read_survives_the_admin_endpoint_restarting() {
 async fn a_change_that_was_sent_is_not_sent_twice() {
     let (d, seen) = flaky_admin(1).await;
     let e = d
-        .call(
+        .call(&Call::change(
             hyper::Method::PATCH,
             "/id/live/upstreams",
             Some(&json!([{"dial": "127.0.0.1:9002"}])),
-            Some("\"tag\""),
-        )
+            "\"tag\"",
+        ))
         .await
         .expect_err("a reset change is reported, not repeated");
     assert!(

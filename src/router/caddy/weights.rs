@@ -194,7 +194,7 @@ impl Caddy {
         };
         let want = Value::Array(list);
         let at = format!("{}/upstreams", config_path(&path));
-        self.call_ok(hyper::Method::PATCH, &at, Some(&want), Some(&tag))
+        self.call_ok(&Call::change(hyper::Method::PATCH, &at, Some(&want), &tag))
             .await?;
         let (after, _) = self.get_config().await?;
         let got = get_path(&after, &path).map(|h| h["upstreams"].clone());
@@ -231,7 +231,7 @@ impl Caddy {
         }
         let want = Value::Array(dials.iter().map(|d| json!({ "dial": d })).collect());
         let at = format!("{}/upstreams", config_path(&path));
-        self.call_ok(hyper::Method::PATCH, &at, Some(&want), Some(&tag))
+        self.call_ok(&Call::change(hyper::Method::PATCH, &at, Some(&want), &tag))
             .await
             .map(|_| ())
     }

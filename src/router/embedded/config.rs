@@ -8,9 +8,6 @@ fn default_admin() -> String {
 fn default_live_listen() -> String {
     "127.0.0.1:8080".into()
 }
-fn default_retry_after() -> u64 {
-    30
-}
 fn default_bypass_cookie() -> String {
     "cutover_bypass".into()
 }
@@ -59,7 +56,7 @@ crate::router::router_table! {
         /// The preview slot on a first start (default: the first slot that is not live).
         pub initial_preview: Option<String>,
         /// Seconds sent in `Retry-After` by the maintenance page.
-        #[serde(default = "default_retry_after")]
+        #[serde(default = "crate::router::default_retry_after")]
         pub retry_after: u64,
         /// A request with this cookie set to `1` reaches the slot under maintenance.
         #[serde(default = "default_bypass_cookie")]
@@ -162,7 +159,7 @@ impl Default for Config {
             state_file: None,
             initial_live: None,
             initial_preview: None,
-            retry_after: default_retry_after(),
+            retry_after: crate::router::default_retry_after(),
             bypass_cookie: default_bypass_cookie(),
             bypass_header: default_bypass_header(),
             sticky_cookie: default_sticky_cookie(),

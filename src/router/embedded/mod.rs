@@ -32,44 +32,6 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    fn build(name: &str, _env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        if let Some(var) = &cfg.token_env
-            && !std::env::var(var).is_ok_and(|t| !t.trim().is_empty())
-        {
-            return Err(crate::model::ConfigProblem(format!(
-                "router `{name}`: `token_env = \"{var}\"` but ${var} is not set (or empty) for \
-                 cutover; export the embedded proxy's admin token in ${var}"
-            ))
-            .into());
-        }
-        let addr: SocketAddr = cfg.admin.parse().map_err(|_| {
-            eyre!(
-                "the embedded router's `admin` is `{}`, not an address like \"127.0.0.1:8089\"",
-                cfg.admin
-            )
-        })?;
-        // A proxy listening on every address is reached on loopback.
-        let addr = match addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => {
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-            }
-            IpAddr::V6(ip) if ip.is_unspecified() => {
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
-            }
-            _ => addr,
-        };
-        let client = crate::http_client()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .wrap_err("cannot build the HTTP client for the embedded proxy's admin API")?;
-        Ok(Embedded {
-            base: format!("http://{addr}"),
-            token_env: cfg.token_env.clone(),
-            client,
-        })
-    }
-
     /// The admin API's base URL.
     pub fn admin_url(&self) -> &str {
         &self.base
@@ -152,8 +114,42 @@ fn target_body(t: &Target) -> serde_json::Value {
 impl Proxy for Embedded {
     const KIND: &'static str = "embedded";
     type Config = Config;
-    fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        Embedded::build(name, env, cfg)
+    fn new(name: &str, _env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
+        if let Some(var) = &cfg.token_env
+            && !std::env::var(var).is_ok_and(|t| !t.trim().is_empty())
+        {
+            return Err(crate::model::ConfigProblem(format!(
+                "router `{name}`: `token_env = \"{var}\"` but ${var} is not set (or empty) for \
+                 cutover; export the embedded proxy's admin token in ${var}"
+            ))
+            .into());
+        }
+        let addr: SocketAddr = cfg.admin.parse().map_err(|_| {
+            eyre!(
+                "the embedded router's `admin` is `{}`, not an address like \"127.0.0.1:8089\"",
+                cfg.admin
+            )
+        })?;
+        // A proxy listening on every address is reached on loopback.
+        let addr = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+            }
+            _ => addr,
+        };
+        let client = crate::http_client()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .wrap_err("cannot build the HTTP client for the embedded proxy's admin API")?;
+        Ok(Embedded {
+            base: format!("http://{addr}"),
+            token_env: cfg.token_env.clone(),
+            client,
+        })
     }
     fn supports(&self, _verb: Verb) -> bool {
         true

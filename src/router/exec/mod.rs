@@ -84,18 +84,6 @@ pub struct Exec {
 }
 
 impl Exec {
-    fn build(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        let name = name.to_string();
-        cfg.validate(env.slots)
-            .map_err(|m| eyre!("router `{name}` of environment `{}`: {m}", env.name))?;
-        Ok(Exec {
-            name,
-            env_name: env.name.to_string(),
-            slots: env.slots.to_vec(),
-            cfg: cfg.clone(),
-        })
-    }
-
     /// How long `observe` may run: `observe_timeout`, else `timeout`.
     fn observe_limit(&self) -> Duration {
         self.cfg.observe_timeout.unwrap_or(self.cfg.timeout)
@@ -129,11 +117,7 @@ impl Exec {
     }
 
     fn slot_names(&self) -> String {
-        self.slots
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::router::comma_list(self.slots.iter().map(|s| s.name.as_str()))
     }
 }
 
@@ -141,7 +125,13 @@ impl Proxy for Exec {
     const KIND: &'static str = "exec";
     type Config = Config;
     fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        Exec::build(name, env, cfg)
+        let name = name.to_string();
+        Ok(Exec {
+            name,
+            env_name: env.name.to_string(),
+            slots: env.slots.to_vec(),
+            cfg: cfg.clone(),
+        })
     }
     /// The configured `observe_timeout` (else `timeout`), plus the time a command that
     /// outlives it takes to be killed, so the command's own timeout error is what is reported.

@@ -152,11 +152,7 @@ impl Builder<'_> {
         }
         Err(format!(
             "{what} `{name}` is not a slot of this environment (its slots: {})",
-            self.slots
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            crate::router::comma_list(self.slots.iter().map(|s| s.name.as_str()))
         ))
     }
 
@@ -489,11 +485,7 @@ impl Builder<'_> {
             "requests" => r.requests = Some(parse_count(v)?),
             "errors" => r.errors = Some(parse_count(v)?),
             "check" => r.check = Some(v.to_string()),
-            other => {
-                return Err(format!(
-                    "unknown slot field `{other}` (the fields are {SLOT_KEYS})"
-                ));
-            }
+            other => return Err(unknown_field("slot", other, SLOT_KEYS)),
         }
         Ok(())
     }
@@ -510,11 +502,7 @@ impl Builder<'_> {
             "state" => n.admin = parse_state(v)?,
             "sessions" => n.sessions = Some(parse_count(v)?),
             "check" => n.check = Some(v.to_string()),
-            other => {
-                return Err(format!(
-                    "unknown node field `{other}` (the fields are {NODE_KEYS})"
-                ));
-            }
+            other => return Err(unknown_field("node", other, NODE_KEYS)),
         }
         Ok(())
     }
@@ -562,4 +550,9 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// The error for a key that is not a field of a slot or a node.
+fn unknown_field(of: &str, key: &str, fields: &str) -> String {
+    format!("unknown {of} field `{key}` (the fields are {fields})")
 }

@@ -52,6 +52,17 @@ fn render_fills_values_and_explains_missing_ones() {
     );
 }
 
+/// What both observe formats' examples say: blue live, green the preview, and maintenance
+/// redirecting to green.
+fn assert_blue_live_green_preview_redirect(s: &RouterState) {
+    assert_eq!(s.live.as_deref(), Some("blue"));
+    assert_eq!(s.preview.as_deref(), Some("green"));
+    assert_eq!(
+        s.maintenance,
+        Some(MaintenanceMode::Redirect { to: "green".into() })
+    );
+}
+
 #[test]
 fn json_schema_reads_every_field() {
     let out = r#"{"live":"blue","preview":"green","maintenance":{"mode":"redirect","to":"green"},
@@ -60,12 +71,7 @@ fn json_schema_reads_every_field() {
                  "green":{"state":"maint","sessions":null}},
         "notes":["alias TTL is 60s"]}"#;
     let s = parse_observe(out, &slots()).expect("parses");
-    assert_eq!(s.live.as_deref(), Some("blue"));
-    assert_eq!(s.preview.as_deref(), Some("green"));
-    assert_eq!(
-        s.maintenance,
-        Some(MaintenanceMode::Redirect { to: "green".into() })
-    );
+    assert_blue_live_green_preview_redirect(&s);
     let b = &s.slots["blue"];
     assert_eq!(
         (b.admin, b.sessions, b.requests, b.errors),
@@ -84,12 +90,7 @@ fn key_value_lines_read_the_same_state() {
     let out = "# from the test\nlive = blue\npreview=\"green\"\nmaintenance=redirect:green\n\
                blue.state=ready\nblue.sessions=3\nblue/web1.state=drain\nnote=one\nnote=two\n";
     let s = parse_observe(out, &slots()).expect("parses");
-    assert_eq!(s.live.as_deref(), Some("blue"));
-    assert_eq!(s.preview.as_deref(), Some("green"));
-    assert_eq!(
-        s.maintenance,
-        Some(MaintenanceMode::Redirect { to: "green".into() })
-    );
+    assert_blue_live_green_preview_redirect(&s);
     assert_eq!(s.slots["blue"].sessions, Some(3));
     assert_eq!(s.slots["blue"].nodes[0].admin, AdminState::Drain);
     assert_eq!(s.notes, vec!["one", "two"]);

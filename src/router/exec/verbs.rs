@@ -57,11 +57,7 @@ impl Exec {
                         if slot.nodes.is_empty() {
                             "none configured".to_string()
                         } else {
-                            slot.nodes
-                                .iter()
-                                .map(|x| x.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            crate::router::comma_list(slot.nodes.iter().map(|x| x.name.as_str()))
                         }
                     )
                 })?;

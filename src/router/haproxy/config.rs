@@ -22,25 +22,18 @@ pub enum Mode {
     Servers,
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_ready_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
 crate::router::router_table! {
     pub struct Config {
         /// The admin socket: a Unix path (`/run/haproxy/admin.sock`) or `HOST:PORT`
         /// (`stats socket ipv4@127.0.0.1:9999 level admin`).
         pub socket: String,
         /// Timeout of one socket command.
-        #[serde(default = "default_timeout", with = "serde_duration")]
+        #[serde(default = "crate::router::secs::<2>", with = "serde_duration")]
         pub timeout: Duration,
         pub mode: Mode,
         /// How long a server that was just enabled may take to pass HAProxy's health check
         /// before the old one is disabled (otherwise the change is undone and refused).
-        #[serde(default = "default_ready_timeout", with = "serde_duration")]
+        #[serde(default = "crate::router::secs::<10>", with = "serde_duration")]
         pub ready_timeout: Duration,
         /// The file of haproxy.cfg's `server-state-file`: rewritten from `show servers state`
         /// after each server change, so a reload keeps drain/maint states.
@@ -116,25 +109,35 @@ impl Config {
         if self.timeout.is_zero() || self.ready_timeout.is_zero() {
             return Err("`timeout` and `ready_timeout` must be more than zero".into());
         }
-        let other_mode = |fields: &[(&str, bool)], mode: &str, this: &str| match fields
-            .iter()
-            .find(|(_, set)| *set)
-        {
-            Some((f, _)) => Err(format!(
-                "`{f}` belongs to mode = \"{mode}\"; this router has mode = \"{this}\""
-            )),
-            None => Ok(()),
+        // A field of the other mode is refused, not ignored.
+        let theirs = match self.mode {
+            Mode::Map => vec![
+                ("backend", self.backend.is_some()),
+                ("servers", self.servers.is_some()),
+            ],
+            Mode::Servers => vec![
+                ("map", self.map.is_some()),
+                ("map_file", self.map_file.is_some()),
+                ("live_key", self.live_key.is_some()),
+                ("preview_key", self.preview_key.is_some()),
+                ("resume_key", self.resume_key.is_some()),
+                ("canary_key", self.canary_key.is_some()),
+                ("backends", self.backends.is_some()),
+                ("maintenance_backend", self.maintenance_backend.is_some()),
+                ("node_servers", self.node_servers.is_some()),
+            ],
         };
+        if let Some((f, _)) = theirs.iter().find(|(_, set)| *set) {
+            let (this, other) = match self.mode {
+                Mode::Map => ("map", "servers"),
+                Mode::Servers => ("servers", "map"),
+            };
+            return Err(format!(
+                "`{f}` belongs to mode = \"{other}\"; this router has mode = \"{this}\""
+            ));
+        }
         match self.mode {
             Mode::Map => {
-                other_mode(
-                    &[
-                        ("backend", self.backend.is_some()),
-                        ("servers", self.servers.is_some()),
-                    ],
-                    "servers",
-                    "map",
-                )?;
                 let map = self.map.as_deref().ok_or(
                     "`map` is missing: mode = \"map\" needs the map's file path as haproxy.cfg's \
                      map() converter names it",
@@ -211,21 +214,6 @@ impl Config {
                 }
             }
             Mode::Servers => {
-                other_mode(
-                    &[
-                        ("map", self.map.is_some()),
-                        ("map_file", self.map_file.is_some()),
-                        ("live_key", self.live_key.is_some()),
-                        ("preview_key", self.preview_key.is_some()),
-                        ("resume_key", self.resume_key.is_some()),
-                        ("canary_key", self.canary_key.is_some()),
-                        ("backends", self.backends.is_some()),
-                        ("maintenance_backend", self.maintenance_backend.is_some()),
-                        ("node_servers", self.node_servers.is_some()),
-                    ],
-                    "map",
-                    "servers",
-                )?;
                 let backend = self.backend.as_deref().ok_or(
                     "`backend` is missing: mode = \"servers\" needs the backend whose servers are \
                      the slots",

@@ -58,7 +58,7 @@ impl MapSetup {
         self.backends.get(slot).map(String::as_str).ok_or_else(|| {
             eyre!(
                 "slot `{slot}` has no backend in this haproxy router's `backends` (it has: {})",
-                self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                crate::router::comma_list(self.backends.keys())
             )
         })
     }

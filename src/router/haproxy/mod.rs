@@ -88,32 +88,6 @@ fn join(v: &[String]) -> String {
 }
 
 impl Haproxy {
-    fn build(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        cfg.validate(env.slots)
-            .map_err(|e| eyre!("haproxy router `{name}`: {e}"))?;
-        let endpoint = Endpoint::parse(&cfg.socket).map_err(|e| eyre!("`socket`: {e}"))?;
-        let setup = match cfg.mode {
-            Mode::Map => Setup::Map(MapSetup::from(cfg)),
-            Mode::Servers => Setup::Servers(ServersSetup::from(cfg)),
-        };
-        Ok(Haproxy {
-            sock: Socket::new(endpoint, cfg.timeout),
-            setup,
-            state_file: cfg.server_state_file.clone(),
-            ready_timeout: cfg.ready_timeout,
-            slot_nodes: env
-                .slots
-                .iter()
-                .map(|s| {
-                    (
-                        s.name.clone(),
-                        s.nodes.iter().map(|n| n.name.clone()).collect(),
-                    )
-                })
-                .collect(),
-        })
-    }
-
     // --- reading -------------------------------------------------------------------------
 
     async fn stats(&self) -> Result<Vec<Stat>> {
@@ -264,8 +238,28 @@ impl Haproxy {
 impl Proxy for Haproxy {
     const KIND: &'static str = "haproxy";
     type Config = Config;
-    fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        Haproxy::build(name, env, cfg)
+    fn new(_name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
+        let endpoint = Endpoint::parse(&cfg.socket).map_err(|e| eyre!("`socket`: {e}"))?;
+        let setup = match cfg.mode {
+            Mode::Map => Setup::Map(MapSetup::from(cfg)),
+            Mode::Servers => Setup::Servers(ServersSetup::from(cfg)),
+        };
+        Ok(Haproxy {
+            sock: Socket::new(endpoint, cfg.timeout),
+            setup,
+            state_file: cfg.server_state_file.clone(),
+            ready_timeout: cfg.ready_timeout,
+            slot_nodes: env
+                .slots
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.nodes.iter().map(|n| n.name.clone()).collect(),
+                    )
+                })
+                .collect(),
+        })
     }
     /// A swap in `servers` mode waits up to `ready_timeout` for HAProxy's health check.
     fn change_timeout(&self) -> Duration {

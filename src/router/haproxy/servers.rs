@@ -23,7 +23,7 @@ impl ServersSetup {
         self.servers.get(slot).map(String::as_str).ok_or_else(|| {
             eyre!(
                 "slot `{slot}` has no server in this haproxy router's `servers` (it has: {})",
-                self.servers.keys().cloned().collect::<Vec<_>>().join(", ")
+                crate::router::comma_list(self.servers.keys())
             )
         })
     }
@@ -123,14 +123,9 @@ impl Haproxy {
                 slot.clone(),
                 SlotRoute {
                     admin: state.map_or(AdminState::Unknown, ServerState::admin),
-                    sessions: stat.and_then(|x| x.scur),
-                    requests: stat.and_then(Stat::requests),
-                    errors: stat.and_then(Stat::errors),
-                    latency_ms: stat.and_then(|x| x.rtime),
-                    percentiles: None,
                     check: stat.map(Stat::check_text),
                     checks_up: stat.and_then(Stat::checks_up),
-                    nodes: vec![],
+                    ..stat.map(|x| x.counts).unwrap_or_default().route()
                 },
             );
         }

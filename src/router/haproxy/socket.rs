@@ -271,22 +271,16 @@ mod tests {
 
     #[test]
     fn endpoints_parse_in_haproxy_spelling_too() {
-        assert_eq!(
-            Endpoint::parse("/run/haproxy/admin.sock"),
-            Ok(Endpoint::Unix("/run/haproxy/admin.sock".into()))
-        );
-        assert_eq!(
-            Endpoint::parse("unix@/tmp/a.sock"),
-            Ok(Endpoint::Unix("/tmp/a.sock".into()))
-        );
-        assert_eq!(
-            Endpoint::parse("127.0.0.1:9999"),
-            Ok(Endpoint::Tcp("127.0.0.1:9999".into()))
-        );
-        assert_eq!(
-            Endpoint::parse("ipv4@127.0.0.1:9999"),
-            Ok(Endpoint::Tcp("127.0.0.1:9999".into()))
-        );
+        let unix = |p: &str| Endpoint::Unix(p.into());
+        let tcp = |a: &str| Endpoint::Tcp(a.into());
+        for (text, want) in [
+            ("/run/haproxy/admin.sock", unix("/run/haproxy/admin.sock")),
+            ("unix@/tmp/a.sock", unix("/tmp/a.sock")),
+            ("127.0.0.1:9999", tcp("127.0.0.1:9999")),
+            ("ipv4@127.0.0.1:9999", tcp("127.0.0.1:9999")),
+        ] {
+            assert_eq!(Endpoint::parse(text), Ok(want), "{text}");
+        }
         for bad in ["", "admin.sock", "127.0.0.1", "127.0.0.1:http", ":99"] {
             let e = Endpoint::parse(bad).expect_err(bad);
             assert!(e.contains("HOST:PORT"), "{e}");

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::AdminState;
+use crate::model::{AdminState, SlotRoute};
 
 use super::socket::quote;
 
@@ -14,17 +14,47 @@ pub struct Stat {
     pub name: String,
     /// `UP`, `DOWN`, `MAINT`, `DRAIN`, `no check`, `UP 1/3`...
     pub status: String,
-    /// Current sessions.
-    pub scur: Option<u64>,
-    pub stot: Option<u64>,
-    pub req_tot: Option<u64>,
-    pub hrsp_5xx: Option<u64>,
-    pub econ: Option<u64>,
-    pub eresp: Option<u64>,
-    /// Average response time (ms) over the last 1024 requests.
-    pub rtime: Option<u64>,
     /// `L4OK`, `L7OK`, `L4CON`, `L7STS`... (empty when there is no check).
     pub check_status: String,
+    pub counts: Counts,
+}
+
+/// What HAProxy counts for a row, in the terms of a slot's route ([`crate::model::SlotRoute`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Current sessions (`scur`).
+    pub sessions: Option<u64>,
+    /// Requests for HTTP proxies (`req_tot`), sessions otherwise (`stot`).
+    pub requests: Option<u64>,
+    /// 5xx answers (`hrsp_5xx`, HTTP) or connection and response errors (`econ` + `eresp`, TCP).
+    pub errors: Option<u64>,
+    /// Average response time (ms) over the last 1024 requests (`rtime`).
+    pub latency_ms: Option<u64>,
+}
+
+impl Counts {
+    /// Read from a row's numeric columns, `n(column)`.
+    fn read(n: impl Fn(&str) -> Option<u64>) -> Counts {
+        Counts {
+            sessions: n("scur"),
+            requests: n("req_tot").or(n("stot")),
+            errors: n("hrsp_5xx").or_else(|| match (n("econ"), n("eresp")) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            }),
+            latency_ms: n("rtime"),
+        }
+    }
+    /// A slot's route with these counts (and nothing else set).
+    pub fn route(self) -> SlotRoute {
+        SlotRoute {
+            sessions: self.sessions,
+            requests: self.requests,
+            errors: self.errors,
+            latency_ms: self.latency_ms,
+            ..SlotRoute::default()
+        }
+    }
 }
 
 impl Stat {
@@ -38,17 +68,6 @@ impl Stat {
         } else {
             format!("{} ({})", self.status, self.check_status)
         }
-    }
-    /// Requests for HTTP proxies, sessions otherwise.
-    pub fn requests(&self) -> Option<u64> {
-        self.req_tot.or(self.stot)
-    }
-    /// 5xx answers (HTTP) or connection and response errors (TCP).
-    pub fn errors(&self) -> Option<u64> {
-        self.hrsp_5xx.or_else(|| match (self.econ, self.eresp) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-        })
     }
     /// Whether HAProxy's health checks pass for the server: `None` when it checks nothing.
     pub fn checks_up(&self) -> Option<bool> {
@@ -107,19 +126,12 @@ pub fn parse_stat(text: &str) -> Result<Vec<Stat>, String> {
                 .cloned()
                 .unwrap_or_default()
         };
-        let n = |name: &str| s(name).parse::<u64>().ok();
         rows.push(Stat {
             proxy: s("pxname"),
             name: s("svname"),
             status: s("status"),
-            scur: n("scur"),
-            stot: n("stot"),
-            req_tot: n("req_tot"),
-            hrsp_5xx: n("hrsp_5xx"),
-            econ: n("econ"),
-            eresp: n("eresp"),
-            rtime: n("rtime"),
             check_status: s("check_status").trim_start_matches('*').to_string(),
+            counts: Counts::read(|name| s(name).parse::<u64>().ok()),
         });
     }
     Ok(rows)
@@ -297,12 +309,12 @@ be_blue,BACKEND,0,0,1,1,1,7,0,0,0,0,,2,1,0,0,DOWN,0,0,0,,1,2,2,,1,4,0,,0,,1,0,,0
         let s = &rows[1];
         assert_eq!((s.proxy.as_str(), s.name.as_str()), ("be_blue", "blue"));
         assert_eq!(s.status, "DRAIN");
-        assert_eq!(s.scur, Some(1));
+        assert_eq!(s.counts.sessions, Some(1));
         assert_eq!(s.check_text(), "DRAIN (L4OK)");
         let b = &rows[2];
         assert!(b.is_backend());
-        assert_eq!(b.requests(), Some(9));
-        assert_eq!(b.errors(), Some(3));
+        assert_eq!(b.counts.requests, Some(9));
+        assert_eq!(b.counts.errors, Some(3));
         assert!(parse_stat("Permission denied\n").is_err());
     }
 

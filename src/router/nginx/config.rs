@@ -42,15 +42,6 @@ fn default_nginx() -> String {
 fn default_pid_file() -> PathBuf {
     PathBuf::from("/run/nginx.pid")
 }
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_reload_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_retry_after() -> u32 {
-    30
-}
 
 crate::router::router_table! {
     pub struct Config {
@@ -81,15 +72,15 @@ crate::router::router_table! {
         /// Prefix of the upstream names cutover writes (default `cutover_<environment>_`).
         pub upstream_prefix: Option<String>,
         /// Longest a test or reload command may run.
-        #[serde(default = "default_timeout", with = "serde_duration")]
+        #[serde(default = "crate::router::secs::<10>", with = "serde_duration")]
         pub timeout: Duration,
         /// How long to wait for nginx's new workers after a reload before calling it failed.
-        #[serde(default = "default_reload_timeout", with = "serde_duration")]
+        #[serde(default = "crate::router::secs::<5>", with = "serde_duration")]
         pub reload_timeout: Duration,
         /// An HTML file served (with status 503) while maintenance is on; a plain page otherwise.
         pub maintenance_page: Option<PathBuf>,
         /// The Retry-After header of the maintenance answer, in seconds.
-        #[serde(default = "default_retry_after")]
+        #[serde(default = "crate::router::default_retry_after")]
         pub retry_after: u32,
         /// The cookie that keeps a client on its slot during a canary (default
         /// `cutover_<environment>`).

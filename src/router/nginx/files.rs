@@ -27,6 +27,22 @@ pub(super) struct CmdOutput {
     pub(super) text: String,
 }
 
+impl CmdOutput {
+    /// `Ok` when the command succeeded; else `failed`, the command, its exit status and what
+    /// it printed.
+    pub(super) fn succeeded(&self, failed: &str) -> Result<()> {
+        if !self.ok {
+            bail!(
+                "{failed} (`{}` {}):\n{}",
+                self.shown,
+                self.status,
+                self.text
+            );
+        }
+        Ok(())
+    }
+}
+
 // --- nginx config reading ---------------------------------------------------------------
 
 /// Words, quoted strings (unquoted), `{`, `}` and `;`, with comments removed.
@@ -181,14 +197,11 @@ pub(super) fn restore(done: &[(Change, Entry)]) -> String {
             failures.push(format!("{e:#}"));
         }
     }
-    if failures.is_empty() {
-        "; cutover restored its files exactly as they were".into()
-    } else {
-        format!(
-            "; restoring cutover's files FAILED ({}): check them before the next reload",
-            failures.join("; ")
-        )
-    }
+    undo_outcome(
+        &failures,
+        "; cutover restored its files exactly as they were",
+        |f| format!("; restoring cutover's files FAILED ({f}): check them before the next reload"),
+    )
 }
 
 /// Point a symlink at `target` atomically (a new link renamed over the old, as `mv -T`). The

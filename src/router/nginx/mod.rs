@@ -31,7 +31,7 @@ use crate::model::{AdminState, MaintenanceMode, NodeRoute, RouterState, SlotRout
 use crate::model::{EnvSlots, Slot};
 use crate::router::{
     DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Server, Target, Upstream, Verb, is_word,
-    maintenance_html, pointer_verbs, temp_sibling, write_atomic,
+    maintenance_html, pointer_verbs, temp_sibling, undo_outcome, write_atomic,
 };
 use crate::timefmt::serde_duration;
 mod config;
@@ -79,26 +79,6 @@ const PAGE: &str = "_page";
 const MAINT: &str = "_maintenance";
 
 impl Nginx {
-    fn build(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        let name = name.to_string();
-        cfg.validate(env.slots)
-            .map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
-        let slots = Upstream::all(env).map_err(|e| eyre!("nginx router `{name}`: {e}"))?;
-        let prefix = cfg
-            .upstream_prefix
-            .clone()
-            .unwrap_or_else(|| format!("cutover_{}_", sanitize(env.name)));
-        Ok(Nginx {
-            route_var: format!("cutover_{}_route", sanitize(env.name)),
-            var_base: format!("cutover_{}", sanitize(env.name)),
-            name,
-            env: env.name.to_string(),
-            cfg: cfg.clone(),
-            slots,
-            prefix,
-        })
-    }
-
     // --- layout -------------------------------------------------------------------------
 
     fn dir(&self) -> &Path {
@@ -140,21 +120,6 @@ impl Nginx {
     }
 
     // --- rendering ----------------------------------------------------------------------
-
-    /// Write the whole layout for a first start (nginx must be started or reloaded after).
-    pub(super) async fn install_files(&self, live: &str, preview: Option<&str>) -> Result<()> {
-        std::fs::create_dir_all(self.dir())
-            .wrap_err_with(|| format!("cannot create {}", self.dir().display()))?;
-        let disk = self.read_disk();
-        let mut changes = self.base_changes(&disk, &disk.down)?;
-        self.slot(live)?;
-        changes.extend(self.pointer_changes(Pointer::Live, live, None)?);
-        if let Some(p) = preview {
-            self.slot(p)?;
-            changes.extend(self.pointer_changes(Pointer::Next, p, None)?);
-        }
-        self.apply(changes, false).await
-    }
 
     // --- reading back -------------------------------------------------------------------
 
@@ -314,19 +279,14 @@ impl Nginx {
                 }
             };
             let admin = admin_of(slot.servers.iter().all(is_down));
-            let nodes = if slot.has_nodes {
-                slot.servers
-                    .iter()
-                    .map(|s| NodeRoute {
-                        name: s.node.clone(),
-                        admin: admin_of(is_down(s)),
-                        sessions: None,
-                        check: None,
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let nodes = (slot.servers.iter())
+                .filter(|_| slot.has_nodes)
+                .map(|s| NodeRoute {
+                    name: s.node.clone(),
+                    admin: admin_of(is_down(s)),
+                    ..NodeRoute::default()
+                })
+                .collect();
             state.slots.insert(
                 slot.name.clone(),
                 SlotRoute {
@@ -372,7 +332,19 @@ impl Proxy for Nginx {
     const KIND: &'static str = "nginx";
     type Config = Config;
     fn new(name: &str, env: EnvSlots<'_>, cfg: &Config) -> Result<Self> {
-        Nginx::build(name, env, cfg)
+        let var = sanitize(env.name);
+        Ok(Nginx {
+            route_var: format!("cutover_{var}_route"),
+            var_base: format!("cutover_{var}"),
+            prefix: cfg
+                .upstream_prefix
+                .clone()
+                .unwrap_or_else(|| format!("cutover_{var}_")),
+            name: name.to_string(),
+            env: env.name.to_string(),
+            cfg: cfg.clone(),
+            slots: Upstream::all(env).map_err(|e| eyre!("nginx router `{name}`: {e}"))?,
+        })
     }
     fn change_timeout(&self) -> Duration {
         DEFAULT_CHANGE_TIMEOUT + 2 * (self.cfg.timeout + self.cfg.reload_timeout)
@@ -384,15 +356,23 @@ impl Proxy for Nginx {
             _ => true,
         }
     }
-    async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
-        self.set_split(live, canary, percent).await
-    }
     pointer_verbs!();
 }
 
 impl Install for Nginx {
+    /// Write the whole layout for a first start (nginx must be started or reloaded after).
     async fn install(&self, live: &str, preview: Option<&str>) -> Result<()> {
-        self.install_files(live, preview).await
+        std::fs::create_dir_all(self.dir())
+            .wrap_err_with(|| format!("cannot create {}", self.dir().display()))?;
+        let disk = self.read_disk();
+        let mut changes = self.base_changes(&disk, &disk.down)?;
+        self.slot(live)?;
+        changes.extend(self.pointer_changes(Pointer::Live, live, None)?);
+        if let Some(p) = preview {
+            self.slot(p)?;
+            changes.extend(self.pointer_changes(Pointer::Next, p, None)?);
+        }
+        self.apply(changes, false).await
     }
 }
 

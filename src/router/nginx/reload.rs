@@ -139,15 +139,9 @@ impl Nginx {
     }
 
     pub(super) async fn test_and_reload(&self) -> Result<()> {
-        let test = self.run(&self.test_argv()).await?;
-        if !test.ok {
-            bail!(
-                "nginx rejected the new config (`{}` {}):\n{}",
-                test.shown,
-                test.status,
-                test.text
-            );
-        }
+        self.run(&self.test_argv())
+            .await?
+            .succeeded("nginx rejected the new config")?;
         let master = self.master_pid()?;
         // A master that has just started may not have forked its workers yet; the check
         // below needs the old generation to compare with.
@@ -169,15 +163,9 @@ impl Nginx {
         let log_from = self.log_len();
         match self.cfg.reload {
             ReloadBy::Command => {
-                let out = self.run(&self.reload_argv()).await?;
-                if !out.ok {
-                    bail!(
-                        "the reload failed (`{}` {}):\n{}",
-                        out.shown,
-                        out.status,
-                        out.text
-                    );
-                }
+                self.run(&self.reload_argv())
+                    .await?
+                    .succeeded("the reload failed")?;
             }
             ReloadBy::Signal => {
                 let pid = i32::try_from(master)

@@ -48,7 +48,7 @@ fn a_split_is_read_back_from_the_blocks_it_writes() {
             name: "shop",
             slots: &slots,
         };
-        let n = Nginx::build("nginx", env, &cfg).unwrap();
+        let n = Nginx::new("nginx", env, &cfg).unwrap();
         for percent in [1u8, 5, 25, 50, 99, 100] {
             let w = Weights {
                 live: "blue".into(),

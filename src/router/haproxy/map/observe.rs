@@ -125,7 +125,7 @@ impl Haproxy {
                     .map(|(s, a)| NodeRoute {
                         name: self.server_node(m, slot, &s.name),
                         admin: *a,
-                        sessions: s.scur,
+                        sessions: s.counts.sessions,
                         check: Some(s.check_text()),
                     })
                     .collect()
@@ -137,17 +137,13 @@ impl Haproxy {
                 slot.clone(),
                 SlotRoute {
                     admin,
-                    sessions: be.scur,
-                    requests: be.requests(),
-                    errors: be.errors(),
-                    latency_ms: be.rtime,
                     check: Some(match servers.as_slice() {
                         [one] => one.check_text(),
                         _ => be.status.clone(),
                     }),
                     checks_up: crate::model::all_checks_up(servers.iter().map(|s| s.checks_up())),
-                    percentiles: None,
                     nodes,
+                    ..be.counts.route()
                 },
             );
         }
