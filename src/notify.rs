@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::audit::{AuditLog, AuditRecord};
+use crate::records::FromTo;
 use crate::redact::redact;
 
 /// How many events may wait for one entry; more are dropped (and logged).
@@ -181,8 +182,8 @@ pub struct Event {
     pub operation: String,
     pub environment: String,
     pub user: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    #[serde(flatten)]
+    pub slots: FromTo,
     pub forced: bool,
     /// The failed step (`plan`, `gate`, `apply`, `verify`, `watch`) of a `step-failed` event.
     pub step: Option<String>,
@@ -201,8 +202,10 @@ impl Event {
             operation: record.operation.clone(),
             environment: record.environment.clone(),
             user: record.user.clone(),
-            from: opt(&record.from),
-            to: opt(&record.to),
+            slots: FromTo {
+                from: opt(&record.slots.from),
+                to: opt(&record.slots.to),
+            },
             forced: record.forced,
             step: step.map(str::to_string),
             message: redact(message),
@@ -211,7 +214,7 @@ impl Event {
 
     /// The one line a chat channel gets.
     pub fn chat_text(&self) -> String {
-        let route = match (&self.from, &self.to) {
+        let route = match (&self.slots.from, &self.slots.to) {
             (Some(f), Some(t)) => format!(" {f} → {t}"),
             (None, Some(t)) => format!(" → {t}"),
             _ => String::new(),
@@ -457,8 +460,7 @@ impl Worker {
                 user: ev.user.clone(),
                 environment: ev.environment.clone(),
                 operation: ev.operation.clone(),
-                from: ev.from.clone(),
-                to: ev.to.clone(),
+                slots: ev.slots.clone(),
                 forced: ev.forced,
                 result: "notify-failed".into(),
                 message,
@@ -523,8 +525,10 @@ mod tests {
             user: "ann@box".into(),
             environment: "shop".into(),
             operation: "swap".into(),
-            from: Some("blue".into()),
-            to: Some("green".into()),
+            slots: FromTo {
+                from: Some("blue".into()),
+                to: Some("green".into()),
+            },
             ..Default::default()
         };
         let e = Event::of(

@@ -19,7 +19,9 @@ use crate::model::{AdminState, Health, MaintenanceMode, RouterState};
 use crate::notify::EventKind;
 use crate::probe::Prober;
 use crate::router::{Router, Target};
-use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
+use crate::state::{
+    FromTo, Journal, JournalRouter, LockError, LockGuard, LockInfo, Store, Versions,
+};
 
 pub mod canary;
 pub use gate::{Check, GateInput, SwitchPlan, gate, way_back_check};
@@ -548,10 +550,8 @@ impl Engine {
                 user: crate::paths::user_at_host(),
                 environment: self.env.name.clone(),
                 operation: req.kind.name().into(),
-                from: None,
-                to: None,
-                from_version: None,
-                to_version: None,
+                slots: FromTo::default(),
+                versions: Versions::default(),
                 forced: req.force,
                 one_key: req.one_key,
                 result: String::new(),
@@ -675,8 +675,8 @@ impl Engine {
                         format!("`{to}` is already live"),
                     );
                 }
-                run.record.from = live.clone();
-                run.record.to = Some(to.clone());
+                run.record.slots.from = live.clone();
+                run.record.slots.to = Some(to.clone());
                 run.done(
                     Step::Plan,
                     true,

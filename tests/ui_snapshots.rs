@@ -1530,8 +1530,10 @@ fn the_states_an_operator_meets_are_drawn() {
             user: "bob@bastion".into(),
             pid: 77,
             started: "2026-11-20T03:12:40Z".into(),
-            from: Some("blue".into()),
-            to: Some("green".into()),
+            slots: cutover::state::FromTo {
+                from: Some("blue".into()),
+                to: Some("green".into()),
+            },
             target: None,
             routers: vec![cutover::state::JournalRouter {
                 name: "edge".into(),

@@ -196,8 +196,8 @@ impl Engine {
         ) {
             return run.fail(Step::Plan, Verdict::Refused, format!("canary steps: {e}"));
         }
-        run.record.from = Some(live.clone());
-        run.record.to = Some(to.clone());
+        run.record.slots.from = Some(live.clone());
+        run.record.slots.to = Some(to.clone());
         run.done(
             Step::Plan,
             true,
@@ -212,8 +212,7 @@ impl Engine {
         run.step(Step::Gate, format!("checking `{to}`"));
         let input = self.gate_input(gate_source, &to).await;
         let plan = gate(self.env.gate_checks, Some(&live), &to, &input, true);
-        run.record.from_version = plan.from_version.clone();
-        run.record.to_version = plan.to_version.clone();
+        run.record.versions = plan.versions.clone();
         let mut run = match run.judge_gate(&plan, req.force, "--force") {
             Ok(run) => run,
             Err(refused) => return *refused,

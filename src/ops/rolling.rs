@@ -29,8 +29,8 @@ impl Engine {
             );
             return run.fail(Step::Plan, Verdict::Refused, why);
         }
-        run.record.to = Some(slot_name.to_string());
-        run.record.to_version = version.map(str::to_string);
+        run.record.slots.to = Some(slot_name.to_string());
+        run.record.versions.to_version = version.map(str::to_string);
         let n = slot.nodes.len();
         run.done(
             Step::Plan,
