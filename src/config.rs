@@ -494,17 +494,8 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
         if name.trim().is_empty() {
             return Err(at(re.name.span(), Some("name"), "must not be empty".into()));
         }
-        if !crate::paths::is_safe_name(&name) {
-            return Err(at(
-                re.name.span(),
-                Some("name"),
-                format!(
-                    "environment name `{name}` is not allowed: it is used in file names, so \
-                     it must be {}",
-                    crate::paths::SAFE_NAME_RULE
-                ),
-            ));
-        }
+        crate::paths::check_name("environment", &name, "it is used in file names, so ")
+            .map_err(|m| at(re.name.span(), Some("name"), m))?;
         if !env_names.insert(name.clone()) {
             return Err(at(
                 re.name.span(),

@@ -189,8 +189,15 @@ fn ok_status() -> u16 {
     200
 }
 
-impl RawPath<RawWarmupPath> {
-    pub(crate) fn into_warmup(self) -> Result<WarmupPath, String> {
+/// A `warmup_paths` or `smoke_paths` entry, checked into the path the hooks use.
+pub(crate) trait CheckPath {
+    type Path;
+    fn check(self) -> Result<Self::Path, String>;
+}
+
+impl CheckPath for RawPath<RawWarmupPath> {
+    type Path = WarmupPath;
+    fn check(self) -> Result<WarmupPath, String> {
         let w = match self {
             RawPath::Path(path) => WarmupPath {
                 path,
@@ -218,8 +225,9 @@ impl RawPath<RawWarmupPath> {
     }
 }
 
-impl RawPath<RawSmokePath> {
-    pub(crate) fn into_smoke(self) -> Result<SmokePath, String> {
+impl CheckPath for RawPath<RawSmokePath> {
+    type Path = SmokePath;
+    fn check(self) -> Result<SmokePath, String> {
         let s = match self {
             RawPath::Path(path) => SmokePath {
                 path,

@@ -1,6 +1,7 @@
 //! The hook keys of an environment (warm-up, smoke test, after-hooks), checked.
 
 use super::*;
+use crate::hooks::CheckPath;
 
 /// The hook keys of one `[[environment]]`, taken out of it.
 pub(super) struct RawHooks {
@@ -33,6 +34,22 @@ pub(super) fn re_hooks(re: &mut RawEnvironment) -> RawHooks {
     }
 }
 
+/// The entries of `key` (`warmup_paths`, `smoke_paths`), each checked; an error
+/// points at its own entry.
+fn checked_paths<P: CheckPath>(
+    raw: &mut Vec<Spanned<P>>,
+    key: &str,
+    at: &Locate<'_>,
+) -> Result<Vec<P::Path>, ConfigError> {
+    std::mem::take(raw)
+        .into_iter()
+        .map(|p| {
+            let span = p.span();
+            p.into_inner().check().map_err(|m| at(span, Some(key), m))
+        })
+        .collect()
+}
+
 /// Check the hook keys; every error names its key and where it is.
 pub(super) fn parse_hooks(
     raw: &mut RawHooks,
@@ -41,27 +58,13 @@ pub(super) fn parse_hooks(
 ) -> Result<crate::hooks::Hooks, ConfigError> {
     use crate::hooks::{AFTER_VARS, Hooks, SMOKE_VARS, WARMUP_VARS, validate_command};
     let mut h = Hooks {
+        warmup_paths: checked_paths(&mut raw.warmup_paths, "warmup_paths", at)?,
+        smoke_paths: checked_paths(&mut raw.smoke_paths, "smoke_paths", at)?,
         warmup_timeout: raw.warmup_timeout,
         smoke_timeout: raw.smoke_timeout,
         hook_timeout: raw.hook_timeout,
         ..Hooks::default()
     };
-    for p in std::mem::take(&mut raw.warmup_paths) {
-        let span = p.span();
-        h.warmup_paths.push(
-            p.into_inner()
-                .into_warmup()
-                .map_err(|m| at(span, Some("warmup_paths"), m))?,
-        );
-    }
-    for p in std::mem::take(&mut raw.smoke_paths) {
-        let span = p.span();
-        h.smoke_paths.push(
-            p.into_inner()
-                .into_smoke()
-                .map_err(|m| at(span, Some("smoke_paths"), m))?,
-        );
-    }
     for (key, cmd, vars, into) in [
         (
             "warmup_command",
