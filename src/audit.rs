@@ -127,6 +127,22 @@ impl AuditLog {
 /// as the audit log's.
 pub use crate::redact::redact;
 
+/// A swap of `shop` from blue to green by ann@box, for tests.
+#[cfg(test)]
+pub(crate) fn a_swap(id: &str) -> AuditRecord {
+    AuditRecord {
+        id: id.into(),
+        user: "ann@box".into(),
+        environment: "shop".into(),
+        operation: "swap".into(),
+        slots: FromTo {
+            from: Some("blue".into()),
+            to: Some("green".into()),
+        },
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,15 +163,7 @@ mod tests {
     fn a_record_is_one_json_line_with_its_fields_in_their_order() {
         let rec = AuditRecord {
             time: "t1".into(),
-            id: "a1".into(),
             started: "t0".into(),
-            user: "ann@box".into(),
-            environment: "shop".into(),
-            operation: "swap".into(),
-            slots: FromTo {
-                from: Some("blue".into()),
-                to: Some("green".into()),
-            },
             versions: Versions {
                 from_version: None,
                 to_version: Some("v2".into()),
@@ -164,7 +172,7 @@ mod tests {
             one_key: true,
             result: "done".into(),
             message: "ok".into(),
-            steps: vec![],
+            ..a_swap("a1")
         };
         assert_eq!(
             serde_json::to_string(&rec).expect("json"),

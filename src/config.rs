@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::hooks::{RawPath, RawSmokePath, RawWarmupPath};
+use crate::hooks::{RawPath, SmokePath, WarmupPath};
 use crate::router::RouterConfig;
 use crate::timefmt::serde_duration;
 mod env;

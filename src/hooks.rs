@@ -53,19 +53,24 @@ pub const AFTER_VARS: &[&str] = &[
 
 /// One of `warmup_paths`: requested on the target slot until it has answered
 /// `expect_status` `times` times (within `warmup_timeout`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WarmupPath {
     pub path: String,
+    #[serde(default = "one")]
     pub times: u32,
+    #[serde(default = "ok_status")]
     pub expect_status: u16,
 }
 
 /// One of `smoke_paths`: one request that must answer `expect_status`, with `body_contains`
 /// in its body when given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SmokePath {
     /// A path (on the public URL, or on the new live slot when there is none) or a full URL.
     pub path: String,
+    #[serde(default = "ok_status")]
     pub expect_status: u16,
     pub body_contains: Option<String>,
 }
@@ -163,25 +168,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for RawPath<T> {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawWarmupPath {
-    path: String,
-    #[serde(default = "one")]
-    times: u32,
-    #[serde(default = "ok_status")]
-    expect_status: u16,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSmokePath {
-    path: String,
-    #[serde(default = "ok_status")]
-    expect_status: u16,
-    body_contains: Option<String>,
-}
-
 fn one() -> u32 {
     1
 }
@@ -195,21 +181,40 @@ pub(crate) trait CheckPath {
     fn check(self) -> Result<Self::Path, String>;
 }
 
-impl CheckPath for RawPath<RawWarmupPath> {
+impl<T: From<String>> RawPath<T> {
+    /// The table; a bare path is the table with that path and every default.
+    fn into_table(self) -> T {
+        match self {
+            RawPath::Path(path) => T::from(path),
+            RawPath::Table(t) => t,
+        }
+    }
+}
+
+impl From<String> for WarmupPath {
+    fn from(path: String) -> WarmupPath {
+        WarmupPath {
+            path,
+            times: one(),
+            expect_status: ok_status(),
+        }
+    }
+}
+
+impl From<String> for SmokePath {
+    fn from(path: String) -> SmokePath {
+        SmokePath {
+            path,
+            expect_status: ok_status(),
+            body_contains: None,
+        }
+    }
+}
+
+impl CheckPath for RawPath<WarmupPath> {
     type Path = WarmupPath;
     fn check(self) -> Result<WarmupPath, String> {
-        let w = match self {
-            RawPath::Path(path) => WarmupPath {
-                path,
-                times: 1,
-                expect_status: 200,
-            },
-            RawPath::Table(t) => WarmupPath {
-                path: t.path,
-                times: t.times,
-                expect_status: t.expect_status,
-            },
-        };
+        let w = self.into_table();
         if !w.path.starts_with('/') {
             return Err(format!(
                 "`{}` must be a path starting with / (it is requested on the target slot's own \
@@ -225,21 +230,10 @@ impl CheckPath for RawPath<RawWarmupPath> {
     }
 }
 
-impl CheckPath for RawPath<RawSmokePath> {
+impl CheckPath for RawPath<SmokePath> {
     type Path = SmokePath;
     fn check(self) -> Result<SmokePath, String> {
-        let s = match self {
-            RawPath::Path(path) => SmokePath {
-                path,
-                expect_status: 200,
-                body_contains: None,
-            },
-            RawPath::Table(t) => SmokePath {
-                path: t.path,
-                expect_status: t.expect_status,
-                body_contains: t.body_contains,
-            },
-        };
+        let s = self.into_table();
         let full = s.path.starts_with("http://") || s.path.starts_with("https://");
         if !full && !s.path.starts_with('/') {
             return Err(format!(
@@ -611,30 +605,18 @@ mod tests {
     async fn a_command_gets_a_clean_environment_and_its_output_is_redacted() {
         // SAFETY: a variable only this test reads.
         unsafe { std::env::set_var("CUTOVER_HOOK_TEST_SECRET", "leaked") };
-        let out = run_command(
-            &[
-                "sh".into(),
-                "-c".into(),
-                "echo \"x=${CUTOVER_HOOK_TEST_SECRET:-unset}\"; echo password=hunter2".into(),
-            ],
-            Duration::from_secs(20),
-            &[],
-        )
-        .await
-        .expect("ran");
+        let sh = |script: &str| {
+            let argv = ["sh".into(), "-c".into(), script.into()];
+            async move { run_command(&argv, Duration::from_secs(20), &[]).await }
+        };
+        let out = sh("echo \"x=${CUTOVER_HOOK_TEST_SECRET:-unset}\"; echo password=hunter2")
+            .await
+            .expect("ran");
         assert!(out.contains("x=unset"), "{out}");
         assert!(!out.contains("hunter2"), "{out}");
-        let err = run_command(
-            &[
-                "sh".into(),
-                "-c".into(),
-                "echo nope token=abc >&2; exit 3".into(),
-            ],
-            Duration::from_secs(20),
-            &[],
-        )
-        .await
-        .expect_err("exit 3");
+        let err = sh("echo nope token=abc >&2; exit 3")
+            .await
+            .expect_err("exit 3");
         assert!(
             err.contains("exited with 3") && err.contains("nope"),
             "{err}"

@@ -520,17 +520,7 @@ mod tests {
 
     #[test]
     fn chat_text_is_one_line_with_the_route_and_verdict() {
-        let rec = AuditRecord {
-            id: "op-1".into(),
-            user: "ann@box".into(),
-            environment: "shop".into(),
-            operation: "swap".into(),
-            slots: FromTo {
-                from: Some("blue".into()),
-                to: Some("green".into()),
-            },
-            ..Default::default()
-        };
+        let rec = crate::audit::a_swap("op-1");
         let e = Event::of(
             EventKind::StepFailed,
             &rec,

@@ -409,6 +409,19 @@ impl Engine {
         }
     }
 
+    /// What each router serves live in `states`, in words: "`edge` shows blue" (`verb`
+    /// "shows").
+    fn lives(&self, states: &[RouterState], verb: &str) -> Vec<String> {
+        self.routers
+            .iter()
+            .zip(states)
+            .map(|(r, s)| {
+                let live = s.live.as_deref().unwrap_or("nothing");
+                format!("`{}` {verb} {live}", r.name())
+            })
+            .collect()
+    }
+
     /// Observe every router; all must answer.
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
         let mut out = Vec::new();

@@ -5,11 +5,11 @@ use crate::hooks::CheckPath;
 
 /// The hook keys of one `[[environment]]`, taken out of it.
 pub(super) struct RawHooks {
-    warmup_paths: Vec<Spanned<RawPath<RawWarmupPath>>>,
+    warmup_paths: Vec<Spanned<RawPath<WarmupPath>>>,
     warmup_command: Option<Spanned<Vec<String>>>,
     warmup_timeout: Duration,
     smoke: Option<Spanned<Vec<String>>>,
-    smoke_paths: Vec<Spanned<RawPath<RawSmokePath>>>,
+    smoke_paths: Vec<Spanned<RawPath<SmokePath>>>,
     smoke_timeout: Duration,
     on_done: Option<Spanned<Vec<String>>>,
     on_rollback: Option<Spanned<Vec<String>>>,

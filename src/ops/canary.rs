@@ -274,6 +274,12 @@ impl Engine {
         self.abort(run, &live, &to, why, Verdict::Failed).await
     }
 
+    /// Journal a change of the weights (`action`) from `live`, live on every router, `to`.
+    fn begin_weights(&self, run: &mut Run<'_>, action: String, live: &str, to: &str) {
+        let before: Vec<Option<String>> = self.routers.iter().map(|_| Some(live.into())).collect();
+        run.begin_changes(action, Some(live), Some(to), &before);
+    }
+
     /// Set `percent` on every router (journalled), then read every router back.
     async fn apply_weights(
         &self,
@@ -284,13 +290,8 @@ impl Engine {
         label: &str,
     ) -> std::result::Result<(), String> {
         run.step(Step::Apply, format!("{label}: {percent} % to `{to}`"));
-        let before: Vec<Option<String>> = self.routers.iter().map(|_| Some(live.into())).collect();
-        run.begin_changes(
-            format!("canary {label}: {percent} % of the live traffic to {to}"),
-            Some(live),
-            Some(to),
-            &before,
-        );
+        let action = format!("canary {label}: {percent} % of the live traffic to {to}");
+        self.begin_weights(run, action, live, to);
         for (i, r) in self.routers.iter().enumerate() {
             // Every driver's change is bounded by its own limit (`Driven`: longer than its
             // request and reload timeouts, so that theirs are the errors reported).
@@ -542,13 +543,8 @@ impl Engine {
         since: Instant,
     ) -> Outcome {
         run.step(Step::Apply, format!("aborting: 100 % back on `{live}`"));
-        let before: Vec<Option<String>> = self.routers.iter().map(|_| Some(live.into())).collect();
-        run.begin_changes(
-            format!("canary abort: 100 % of the live traffic back on {live}"),
-            Some(live),
-            Some(live),
-            &before,
-        );
+        let action = format!("canary abort: 100 % of the live traffic back on {live}");
+        self.begin_weights(&mut run, action, live, live);
         let mut failures = Vec::new();
         for (i, r) in self.routers.iter().enumerate() {
             let err = match r.set_weights(live, to, 0).await {

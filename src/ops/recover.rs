@@ -15,18 +15,7 @@ impl Engine {
         states: &[RouterState],
     ) -> Outcome {
         let journal = off_worker(|| self.store.journal(&self.env.name));
-        let now: Vec<String> = self
-            .routers
-            .iter()
-            .zip(states)
-            .map(|(r, s)| {
-                format!(
-                    "`{}` → {}",
-                    r.name(),
-                    s.live.as_deref().unwrap_or("nothing")
-                )
-            })
-            .collect();
+        let now = self.lives(states, "→");
         let found = journal
             .as_ref()
             .map_or("no interrupted operation".to_string(), Journal::summary);

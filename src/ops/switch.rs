@@ -354,18 +354,7 @@ impl Engine {
             match self.observe_all().await {
                 Ok(states) if states.iter().all(|s| s.live.as_deref() == Some(to)) => break,
                 Ok(states) if Instant::now() >= deadline => {
-                    let seen: Vec<String> = self
-                        .routers
-                        .iter()
-                        .zip(&states)
-                        .map(|(r, s)| {
-                            format!(
-                                "`{}` shows {}",
-                                r.name(),
-                                s.live.as_deref().unwrap_or("nothing")
-                            )
-                        })
-                        .collect();
+                    let seen = self.lives(&states, "shows");
                     let why = format!(
                         "the router accepted the switch but did not change: {} live after {}",
                         seen.join(", "),
