@@ -78,19 +78,45 @@ pub struct SmokePath {
 /// An environment's hooks; every part optional.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hooks {
-    pub warmup_paths: Vec<WarmupPath>,
-    pub warmup_command: Vec<String>,
-    pub warmup_timeout: Duration,
-    pub smoke: Vec<String>,
-    pub smoke_paths: Vec<SmokePath>,
-    pub smoke_timeout: Duration,
+    pub warmup: Stage<WarmupPath>,
+    pub smoke: Stage<SmokePath>,
+    pub after: AfterHooks,
+    /// Variables of cutover's environment passed to every hook command (besides PATH, HOME).
+    pub pass_env: Vec<String>,
+}
+
+/// The warm-up (`warmup_paths`, `warmup_command`, `warmup_timeout`) or the smoke test
+/// (`smoke_paths`, `smoke`, `smoke_timeout`): requests to paths, then a command, all within
+/// one time limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage<P> {
+    pub paths: Vec<P>,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl<P> Stage<P> {
+    fn new(timeout: Duration) -> Stage<P> {
+        Stage {
+            paths: vec![],
+            command: vec![],
+            timeout,
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        !self.paths.is_empty() || !self.command.is_empty()
+    }
+}
+
+/// The commands run when an operation ends, by verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterHooks {
     pub on_done: Vec<String>,
     pub on_rollback: Vec<String>,
     pub on_failed: Vec<String>,
-    /// How long each of `on_done`, `on_rollback`, `on_failed` may run.
-    pub hook_timeout: Duration,
-    /// Variables of cutover's environment passed to every hook command (besides PATH, HOME).
-    pub pass_env: Vec<String>,
+    /// How long each of them may run (`hook_timeout`).
+    pub timeout: Duration,
 }
 
 pub const DEFAULT_WARMUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,16 +126,14 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 impl Default for Hooks {
     fn default() -> Self {
         Hooks {
-            warmup_paths: vec![],
-            warmup_command: vec![],
-            warmup_timeout: DEFAULT_WARMUP_TIMEOUT,
-            smoke: vec![],
-            smoke_paths: vec![],
-            smoke_timeout: DEFAULT_SMOKE_TIMEOUT,
-            on_done: vec![],
-            on_rollback: vec![],
-            on_failed: vec![],
-            hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            warmup: Stage::new(DEFAULT_WARMUP_TIMEOUT),
+            smoke: Stage::new(DEFAULT_SMOKE_TIMEOUT),
+            after: AfterHooks {
+                on_done: vec![],
+                on_rollback: vec![],
+                on_failed: vec![],
+                timeout: DEFAULT_HOOK_TIMEOUT,
+            },
             pass_env: vec![],
         }
     }
@@ -117,19 +141,19 @@ impl Default for Hooks {
 
 impl Hooks {
     pub fn has_warmup(&self) -> bool {
-        !self.warmup_paths.is_empty() || !self.warmup_command.is_empty()
+        self.warmup.is_set()
     }
     pub fn has_smoke(&self) -> bool {
-        !self.smoke_paths.is_empty() || !self.smoke.is_empty()
+        self.smoke.is_set()
     }
     /// Every configured command, with its config key.
     pub fn commands(&self) -> Vec<(&'static str, &[String])> {
         [
-            ("warmup_command", &self.warmup_command),
-            ("smoke", &self.smoke),
-            ("on_done", &self.on_done),
-            ("on_rollback", &self.on_rollback),
-            ("on_failed", &self.on_failed),
+            ("warmup_command", &self.warmup.command),
+            ("smoke", &self.smoke.command),
+            ("on_done", &self.after.on_done),
+            ("on_rollback", &self.after.on_rollback),
+            ("on_failed", &self.after.on_failed),
         ]
         .into_iter()
         .filter(|(_, c)| !c.is_empty())

@@ -57,34 +57,37 @@ pub(super) fn parse_hooks(
     at: &Locate<'_>,
 ) -> Result<crate::hooks::Hooks, ConfigError> {
     use crate::hooks::{AFTER_VARS, Hooks, SMOKE_VARS, WARMUP_VARS, validate_command};
-    let mut h = Hooks {
-        warmup_paths: checked_paths(&mut raw.warmup_paths, "warmup_paths", at)?,
-        smoke_paths: checked_paths(&mut raw.smoke_paths, "smoke_paths", at)?,
-        warmup_timeout: raw.warmup_timeout,
-        smoke_timeout: raw.smoke_timeout,
-        hook_timeout: raw.hook_timeout,
-        ..Hooks::default()
-    };
+    let mut h = Hooks::default();
+    h.warmup.paths = checked_paths(&mut raw.warmup_paths, "warmup_paths", at)?;
+    h.warmup.timeout = raw.warmup_timeout;
+    h.smoke.paths = checked_paths(&mut raw.smoke_paths, "smoke_paths", at)?;
+    h.smoke.timeout = raw.smoke_timeout;
+    h.after.timeout = raw.hook_timeout;
     for (key, cmd, vars, into) in [
         (
             "warmup_command",
             raw.warmup_command.take(),
             WARMUP_VARS,
-            &mut h.warmup_command,
+            &mut h.warmup.command,
         ),
-        ("smoke", raw.smoke.take(), SMOKE_VARS, &mut h.smoke),
-        ("on_done", raw.on_done.take(), AFTER_VARS, &mut h.on_done),
+        ("smoke", raw.smoke.take(), SMOKE_VARS, &mut h.smoke.command),
+        (
+            "on_done",
+            raw.on_done.take(),
+            AFTER_VARS,
+            &mut h.after.on_done,
+        ),
         (
             "on_rollback",
             raw.on_rollback.take(),
             AFTER_VARS,
-            &mut h.on_rollback,
+            &mut h.after.on_rollback,
         ),
         (
             "on_failed",
             raw.on_failed.take(),
             AFTER_VARS,
-            &mut h.on_failed,
+            &mut h.after.on_failed,
         ),
     ] {
         let Some(c) = cmd else { continue };

@@ -345,17 +345,12 @@ fn hooks_parse_with_defaults_and_both_path_forms() {
     );
     let c = parse(&src, Path::new("x.toml")).expect("valid");
     let h = &c.environments[0].hooks;
-    assert_eq!(h.warmup_paths.len(), 2);
-    assert_eq!(
-        (h.warmup_paths[0].times, h.warmup_paths[0].expect_status),
-        (1, 200)
-    );
-    assert_eq!(
-        (h.warmup_paths[1].times, h.warmup_paths[1].expect_status),
-        (5, 204)
-    );
-    assert_eq!(h.smoke_paths[0].body_contains.as_deref(), Some("Sign in"));
-    assert_eq!(h.smoke_timeout, crate::hooks::DEFAULT_SMOKE_TIMEOUT);
+    let warm = &h.warmup.paths;
+    assert_eq!(warm.len(), 2);
+    assert_eq!((warm[0].times, warm[0].expect_status), (1, 200));
+    assert_eq!((warm[1].times, warm[1].expect_status), (5, 204));
+    assert_eq!(h.smoke.paths[0].body_contains.as_deref(), Some("Sign in"));
+    assert_eq!(h.smoke.timeout, crate::hooks::DEFAULT_SMOKE_TIMEOUT);
     assert!(h.has_warmup() && h.has_smoke());
     assert_eq!(h.commands().len(), 2);
     assert!(
