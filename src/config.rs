@@ -242,20 +242,27 @@ pub struct Environment {
     pub one_key_rollback: bool,
     /// Warm-up, smoke test and after-hooks around every swap and rollback (all optional).
     pub hooks: crate::hooks::Hooks,
-    /// `cutover canary`: the canary's share at each step, rising, the last one 100 (the swap).
-    pub canary_steps: Vec<CanaryStep>,
+    /// How `cutover canary` runs (the `canary_*` keys).
+    pub canary: Canary,
+}
+
+/// An environment's `canary_*` keys: the plan and the analysis of `cutover canary`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// `canary_steps`: the canary's share at each step, rising, the last one 100 (the swap).
+    pub steps: Vec<CanaryStep>,
     /// How long each canary step holds while its analysis runs.
-    pub canary_pause: Duration,
+    pub pause: Duration,
     /// The canary's error rate (router errors / requests on the canary slot during a step)
     /// above which the canary is aborted, as a fraction (0.01 = 1 %).
-    pub canary_max_error_rate: f64,
+    pub max_error_rate: f64,
     /// How far the canary's error rate may rise above the stable (live) slot's over the same
     /// step, as a fraction (0.01 = 1 point); `None`: not compared.
-    pub canary_max_error_rate_over_stable: Option<f64>,
+    pub max_error_rate_over_stable: Option<f64>,
     /// The slowest probe answer of the canary slot a check accepts; `None`: not judged.
-    pub canary_max_latency: Option<Duration>,
+    pub max_latency: Option<Duration>,
     /// How many failed analysis checks a step tolerates: the one after them aborts.
-    pub canary_failure_limit: u32,
+    pub failure_limit: u32,
 }
 
 /// The default `canary_failure_limit`: one failed check is a blip, the second aborts.
@@ -566,12 +573,20 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             )),
             other => Ok(other.as_ref().map(|r| *r.get_ref())),
         };
-        let canary_max_error_rate =
-            fraction(&re.canary_max_error_rate, "canary_max_error_rate")?.unwrap_or(0.01);
-        let canary_max_error_rate_over_stable = fraction(
-            &re.canary_max_error_rate_over_stable,
-            "canary_max_error_rate_over_stable",
-        )?;
+        let canary = Canary {
+            steps: canary_steps,
+            pause: re.canary_pause,
+            max_error_rate: fraction(&re.canary_max_error_rate, "canary_max_error_rate")?
+                .unwrap_or(0.01),
+            max_error_rate_over_stable: fraction(
+                &re.canary_max_error_rate_over_stable,
+                "canary_max_error_rate_over_stable",
+            )?,
+            max_latency: re.canary_max_latency,
+            failure_limit: re
+                .canary_failure_limit
+                .unwrap_or(DEFAULT_CANARY_FAILURE_LIMIT),
+        };
         environments.push(Environment {
             name,
             public_url: re.public_url.map(|u| u.into_inner()),
@@ -592,14 +607,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             rollback_window: re.rollback_window,
             one_key_rollback: re.one_key_rollback.unwrap_or(raw.settings.one_key_rollback),
             hooks,
-            canary_steps,
-            canary_pause: re.canary_pause,
-            canary_max_error_rate,
-            canary_max_error_rate_over_stable,
-            canary_max_latency: re.canary_max_latency,
-            canary_failure_limit: re
-                .canary_failure_limit
-                .unwrap_or(DEFAULT_CANARY_FAILURE_LIMIT),
+            canary,
         });
     }
     let mut notify = Vec::new();

@@ -437,7 +437,7 @@ fn a_canary_plan_in_the_config_is_checked_field_by_field() {
     .expect("a canary plan");
     let e = &ok.environments[0];
     assert_eq!(
-        e.canary_steps,
+        e.canary.steps,
         [
             CanaryStep::Weight(10),
             CanaryStep::Pause,
@@ -446,9 +446,9 @@ fn a_canary_plan_in_the_config_is_checked_field_by_field() {
     );
     assert_eq!(
         (
-            e.canary_max_latency,
-            e.canary_max_error_rate_over_stable,
-            e.canary_failure_limit
+            e.canary.max_latency,
+            e.canary.max_error_rate_over_stable,
+            e.canary.failure_limit
         ),
         (Some(Duration::from_millis(250)), Some(0.02), 0)
     );

@@ -93,7 +93,7 @@ pub fn judge(env: &Environment, s: &Sample<'_>) -> Vec<String> {
                 .map_or_else(|| s.probe.health.label().to_string(), |e| e.to_string())
         ));
     }
-    if let (Some(max), Some(took)) = (env.canary_max_latency, s.probe.latency)
+    if let (Some(max), Some(took)) = (env.canary.max_latency, s.probe.latency)
         && took > max
     {
         failed.push(format!(
@@ -103,14 +103,14 @@ pub fn judge(env: &Environment, s: &Sample<'_>) -> Vec<String> {
         ));
     }
     let (errors, requests) = s.canary_counts;
-    if let Some(r) = error_rate_failure(errors, requests, env.canary_max_error_rate) {
+    if let Some(r) = error_rate_failure(errors, requests, env.canary.max_error_rate) {
         failed.push(format!(
             "{to} error rate {} > {} ({errors} of {requests} requests) over {over}",
             pct(r),
-            pct(env.canary_max_error_rate)
+            pct(env.canary.max_error_rate)
         ));
     }
-    if let Some(margin) = env.canary_max_error_rate_over_stable {
+    if let Some(margin) = env.canary.max_error_rate_over_stable {
         let stable = rate(s.stable_counts.0, s.stable_counts.1);
         if let Some(r) = error_rate_failure(errors, requests, stable + margin) {
             failed.push(format!(
@@ -165,7 +165,7 @@ impl Engine {
     ) -> Outcome {
         // No steps asked for: the environment's plan.
         let steps = if steps.is_empty() {
-            self.env.canary_steps.clone()
+            self.env.canary.steps.clone()
         } else {
             steps
         };
@@ -204,7 +204,7 @@ impl Engine {
             format!(
                 "canary {live} → {to}: {}, {} per step",
                 plan_text(&steps),
-                crate::timefmt::millis(self.env.canary_pause)
+                crate::timefmt::millis(self.env.canary.pause)
             ),
         );
 
@@ -256,7 +256,7 @@ impl Engine {
                         return self.abort(run, &live, &to, why, Verdict::Failed).await;
                     }
                     share = p;
-                    Hold::For(self.env.canary_pause)
+                    Hold::For(self.env.canary.pause)
                 }
                 CanaryStep::Pause => Hold::UntilResumed,
             };
@@ -459,7 +459,7 @@ impl Engine {
                 if !failures.is_empty() {
                     failed += 1;
                 }
-                let limit = self.env.canary_failure_limit;
+                let limit = self.env.canary.failure_limit;
                 let ((errors, requests), (s_errors, s_requests)) = seen;
                 let mut detail = format!(
                     "{label} · {to} {}{} · {errors} err / {requests} req ({}; {live} {}) · \
@@ -700,7 +700,7 @@ mod tests {
         assert!(slow_down[2].contains("green error rate 60.0 % > 50.0 %"));
         let e = env("");
         assert_eq!(
-            (e.canary_failure_limit, e.canary_max_error_rate_over_stable),
+            (e.canary.failure_limit, e.canary.max_error_rate_over_stable),
             (1, None)
         );
     }

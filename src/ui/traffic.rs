@@ -356,7 +356,7 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
         if op.canary_in_steps() {
             left.push_str(&format!(
                 " · aborts > {:.1} % err",
-                env.config.canary_max_error_rate * 100.0
+                env.config.canary.max_error_rate * 100.0
             ));
         }
         lines.push(Line::styled(format!("Watch {} · {left}", op.kind), t.title));
