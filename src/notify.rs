@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::audit::{AuditLog, AuditRecord};
+use crate::model::Verdict;
 use crate::records::FromTo;
 use crate::redact::redact;
 
@@ -64,29 +65,26 @@ pub enum EventKind {
     Start,
     /// A step failed (the operation may still recover, e.g. by rolling back).
     StepFailed,
-    Done,
-    Refused,
-    Failed,
-    RolledBack,
-    Alarm,
-    Cancelled,
     /// A router's state differs from what cutover last set (a change by hand, a restart).
     Drift,
     /// The routers of a fleet send live traffic to different slots.
     #[serde(rename = "routers-disagree")]
     Disagree,
+    /// The operation ended: `done`, `refused`, `failed`, `rolled-back`, `alarm`, `cancelled`.
+    #[serde(untagged)]
+    Ended(Verdict),
 }
 
 impl EventKind {
     pub const ALL: [EventKind; 10] = [
         EventKind::Start,
         EventKind::StepFailed,
-        EventKind::Done,
-        EventKind::Refused,
-        EventKind::Failed,
-        EventKind::RolledBack,
-        EventKind::Alarm,
-        EventKind::Cancelled,
+        EventKind::Ended(Verdict::Done),
+        EventKind::Ended(Verdict::Refused),
+        EventKind::Ended(Verdict::Failed),
+        EventKind::Ended(Verdict::RolledBack),
+        EventKind::Ended(Verdict::Alarm),
+        EventKind::Ended(Verdict::Cancelled),
         EventKind::Drift,
         EventKind::Disagree,
     ];
@@ -95,12 +93,7 @@ impl EventKind {
         match self {
             EventKind::Start => "start",
             EventKind::StepFailed => "step-failed",
-            EventKind::Done => "done",
-            EventKind::Refused => "refused",
-            EventKind::Failed => "failed",
-            EventKind::RolledBack => "rolled-back",
-            EventKind::Alarm => "alarm",
-            EventKind::Cancelled => "cancelled",
+            EventKind::Ended(v) => v.label(),
             EventKind::Drift => "drift",
             EventKind::Disagree => "routers-disagree",
         }
@@ -112,24 +105,15 @@ impl EventKind {
 
     pub fn severity(self) -> Severity {
         match self {
-            EventKind::Start | EventKind::Done | EventKind::Cancelled => Severity::Info,
+            EventKind::Start | EventKind::Ended(Verdict::Done | Verdict::Cancelled) => {
+                Severity::Info
+            }
             EventKind::StepFailed
-            | EventKind::Refused
-            | EventKind::RolledBack
+            | EventKind::Ended(Verdict::Refused | Verdict::RolledBack)
             | EventKind::Drift
             | EventKind::Disagree => Severity::Warning,
-            EventKind::Failed | EventKind::Alarm => Severity::Critical,
+            EventKind::Ended(Verdict::Failed | Verdict::Alarm) => Severity::Critical,
         }
-    }
-
-    /// The verdict event for an audit record's `result`.
-    pub fn from_result(result: &str) -> Option<EventKind> {
-        Self::from_name(result).filter(|k| {
-            !matches!(
-                k,
-                EventKind::Start | EventKind::StepFailed | EventKind::Drift | EventKind::Disagree
-            )
-        })
     }
 }
 
@@ -490,12 +474,15 @@ mod tests {
     fn entries_filter_by_event_list_or_severity() {
         let c = cfg(None, Severity::Warning);
         assert!(!c.wants(EventKind::Start));
-        assert!(!c.wants(EventKind::Done));
-        assert!(c.wants(EventKind::RolledBack));
-        assert!(c.wants(EventKind::Alarm));
-        let c = cfg(Some(vec![EventKind::Done]), Severity::Critical);
-        assert!(c.wants(EventKind::Done));
-        assert!(!c.wants(EventKind::Alarm));
+        assert!(!c.wants(EventKind::Ended(Verdict::Done)));
+        assert!(c.wants(EventKind::Ended(Verdict::RolledBack)));
+        assert!(c.wants(EventKind::Ended(Verdict::Alarm)));
+        let c = cfg(
+            Some(vec![EventKind::Ended(Verdict::Done)]),
+            Severity::Critical,
+        );
+        assert!(c.wants(EventKind::Ended(Verdict::Done)));
+        assert!(!c.wants(EventKind::Ended(Verdict::Alarm)));
     }
 
     #[test]
@@ -510,12 +497,6 @@ mod tests {
             let json = serde_json::to_value(k).expect("json");
             assert_eq!(json, k.name());
         }
-        assert_eq!(
-            EventKind::from_result("rolled-back"),
-            Some(EventKind::RolledBack)
-        );
-        assert_eq!(EventKind::from_result("started"), None);
-        assert_eq!(EventKind::from_result("step-failed"), None);
     }
 
     #[test]

@@ -289,33 +289,7 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Done,
-    Refused,
-    Failed,
-    RolledBack,
-    /// Applied, but the watch saw the new slot fail and auto-rollback is off.
-    Alarm,
-    Cancelled,
-}
-
-impl Verdict {
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Done => "done",
-            Verdict::Refused => "refused",
-            Verdict::Failed => "failed",
-            Verdict::RolledBack => "rolled-back",
-            Verdict::Alarm => "alarm",
-            Verdict::Cancelled => "cancelled",
-        }
-    }
-    pub fn is_success(self) -> bool {
-        matches!(self, Verdict::Done)
-    }
-}
+pub use crate::model::Verdict;
 
 /// What an operation sends while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -404,8 +378,13 @@ impl Engine {
         if let Some(a) = &self.audit {
             a.write(&out.record);
         }
-        if let (Some(n), Some(k)) = (&self.notifier, EventKind::from_result(out.verdict.label())) {
-            n.tell(k, &out.record, None, &out.message);
+        if let Some(n) = &self.notifier {
+            n.tell(
+                EventKind::Ended(out.verdict),
+                &out.record,
+                None,
+                &out.message,
+            );
         }
     }
 
