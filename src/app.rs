@@ -176,6 +176,70 @@ pub enum Overlay {
     Confirm(Confirm),
 }
 
+/// The `/` filter over the environment list.
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// What the names must contain.
+    pub text: String,
+    /// The filter is being typed (keys edit it).
+    pub typing: bool,
+}
+
+impl Filter {
+    /// Whether the list's title shows the filter rather than the count.
+    pub fn shown(&self) -> bool {
+        self.typing || !self.text.is_empty()
+    }
+}
+
+/// The `:` command line.
+#[derive(Debug, Default)]
+pub struct CommandLine {
+    /// What is typed, while the line is open.
+    pub text: Option<String>,
+    /// Completions offered for it.
+    pub completions: Vec<String>,
+}
+
+impl CommandLine {
+    pub fn open(&mut self) {
+        self.text = Some(String::new());
+        self.completions.clear();
+    }
+
+    pub fn close(&mut self) {
+        self.text = None;
+        self.completions.clear();
+    }
+}
+
+/// The event pane's lines.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    /// The newest [`EVENT_LINES`] lines, oldest first.
+    pub lines: VecDeque<LogLine>,
+    /// Lines scrolled back from the newest.
+    pub scroll: usize,
+}
+
+impl EventLog {
+    fn push(&mut self, line: LogLine) {
+        self.lines.push_back(line);
+        while self.lines.len() > EVENT_LINES {
+            self.lines.pop_front();
+        }
+    }
+
+    /// One line further back (up) or towards the newest (down).
+    fn scroll_by_one(&mut self, down: bool) {
+        self.scroll = if down {
+            self.scroll.saturating_sub(1)
+        } else {
+            (self.scroll + 1).min(self.lines.len().saturating_sub(1))
+        };
+    }
+}
+
 pub struct App {
     pub config: Config,
     pub theme: Theme,
@@ -185,17 +249,9 @@ pub struct App {
     pub selected_slot: usize,
     pub focus: Focus,
     pub overlay: Overlay,
-    pub filter: String,
-    pub filtering: bool,
-    /// The `:` command line, while it is open.
-    pub command: Option<String>,
-    /// Completions offered for the command line.
-    pub completions: Vec<String>,
-    pub events: VecDeque<LogLine>,
-    /// Lines ever logged (the pane keeps the newest only).
-    pub events_total: u64,
-    /// Lines scrolled back from the newest in the event pane.
-    pub event_scroll: usize,
+    pub filter: Filter,
+    pub command: CommandLine,
+    pub log: EventLog,
     pub now: SystemTime,
     pub size: (u16, u16),
     pub read_only: bool,
@@ -225,13 +281,9 @@ impl App {
             selected_slot: 0,
             focus: Focus::Slots,
             overlay: Overlay::None,
-            filter: String::new(),
-            filtering: false,
-            command: None,
-            completions: Vec::new(),
-            events: VecDeque::new(),
-            events_total: 0,
-            event_scroll: 0,
+            filter: Filter::default(),
+            command: CommandLine::default(),
+            log: EventLog::default(),
             now,
             size: (120, 40),
             demo: false,
@@ -247,7 +299,7 @@ impl App {
 
     /// Indices of the environments the filter lets through.
     pub fn visible_envs(&self) -> Vec<usize> {
-        let f = self.filter.to_lowercase();
+        let f = self.filter.text.to_lowercase();
         (0..self.envs.len())
             .filter(|&i| f.is_empty() || self.envs[i].config.name.to_lowercase().contains(&f))
             .collect()
@@ -259,16 +311,12 @@ impl App {
             .get(env)
             .map(|e| e.config.name.clone())
             .unwrap_or_default();
-        self.events.push_back(LogLine {
+        self.log.push(LogLine {
             at: self.now,
             env: name,
             level,
             text: text.into(),
         });
-        self.events_total += 1;
-        while self.events.len() > EVENT_LINES {
-            self.events.pop_front();
-        }
     }
 
     pub fn update(&mut self, event: Event) -> Vec<Effect> {

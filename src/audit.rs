@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use crate::logs::DailyFile;
+use crate::records::{FromTo, Versions};
 
 /// One step of an operation as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,10 +35,10 @@ pub struct AuditRecord {
     pub user: String,
     pub environment: String,
     pub operation: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub from_version: Option<String>,
-    pub to_version: Option<String>,
+    #[serde(flatten)]
+    pub slots: FromTo,
+    #[serde(flatten)]
+    pub versions: Versions,
     pub forced: bool,
     /// A rollback started by one key, without a dialog (the rollback window).
     #[serde(default)]
@@ -91,7 +92,7 @@ impl AuditLog {
             s.step = redact(&s.step);
             s.detail = redact(&s.detail);
         }
-        for v in [&mut rec.from_version, &mut rec.to_version]
+        for v in [&mut rec.versions.from_version, &mut rec.versions.to_version]
             .into_iter()
             .flatten()
         {
@@ -126,6 +127,22 @@ impl AuditLog {
 /// as the audit log's.
 pub use crate::redact::redact;
 
+/// A swap of `shop` from blue to green by ann@box, for tests.
+#[cfg(test)]
+pub(crate) fn a_swap(id: &str) -> AuditRecord {
+    AuditRecord {
+        id: id.into(),
+        user: "ann@box".into(),
+        environment: "shop".into(),
+        operation: "swap".into(),
+        slots: FromTo {
+            from: Some("blue".into()),
+            to: Some("green".into()),
+        },
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +157,31 @@ mod tests {
         assert!(!s.contains("xyz"), "{s}");
         assert!(s.contains("http://***@10.0.0.1/balancer-manager"), "{s}");
         assert_eq!(redact("plain text"), "plain text");
+    }
+
+    #[test]
+    fn a_record_is_one_json_line_with_its_fields_in_their_order() {
+        let rec = AuditRecord {
+            time: "t1".into(),
+            started: "t0".into(),
+            versions: Versions {
+                from_version: None,
+                to_version: Some("v2".into()),
+            },
+            forced: false,
+            one_key: true,
+            result: "done".into(),
+            message: "ok".into(),
+            ..a_swap("a1")
+        };
+        assert_eq!(
+            serde_json::to_string(&rec).expect("json"),
+            concat!(
+                r#"{"time":"t1","id":"a1","started":"t0","user":"ann@box","environment":"shop","#,
+                r#""operation":"swap","from":"blue","to":"green","from_version":null,"#,
+                r#""to_version":"v2","forced":false,"one_key":true,"result":"done","message":"ok","#,
+                r#""steps":[]}"#
+            )
+        );
     }
 }

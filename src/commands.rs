@@ -70,6 +70,16 @@ fn engine<'a>(world: &'a World, env: &str) -> Result<&'a Arc<Engine>> {
     Ok(&world.engines[engine_index(world, env)?])
 }
 
+/// Whether an action on `engine`'s environment is refused as read-only (see
+/// [`read_only_reason`]); if it is, says so on stderr: "read-only: `what` (why)".
+fn refused_read_only(world: &World, engine: &Engine, flag: bool, what: &str) -> bool {
+    let Some(why) = read_only_reason(world, engine, flag) else {
+        return false;
+    };
+    errln!("read-only: {what} ({why})");
+    true
+}
+
 /// Why actions on `engine`'s environment are refused as read-only, if they are; the text names
 /// the setting, so the operator knows what to lift.
 fn read_only_reason(world: &World, engine: &Engine, flag: bool) -> Option<String> {
@@ -507,8 +517,8 @@ pub async fn operate(
     read_only: bool,
 ) -> Result<i32> {
     let engine = engine(world, env)?.clone();
-    if let Some(why) = read_only_reason(world, &engine, read_only) {
-        errln!("read-only: `{}` is not allowed ({why})", kind.name());
+    let what = format!("`{}` is not allowed", kind.name());
+    if refused_read_only(world, &engine, read_only, &what) {
         return Ok(EXIT_FAILED);
     }
     let question = format!("{} on `{env}`?", kind.name());
@@ -733,8 +743,12 @@ pub async fn drill(
     read_only: bool,
 ) -> Result<i32> {
     let engine = engine(world, env)?;
-    if let Some(why) = read_only_reason(world, engine, read_only) {
-        errln!("read-only: a drill switches slots; not allowed ({why})");
+    if refused_read_only(
+        world,
+        engine,
+        read_only,
+        "a drill switches slots; not allowed",
+    ) {
         return Ok(EXIT_FAILED);
     }
     let done = match opts.canary {

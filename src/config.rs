@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::hooks::{RawPath, RawSmokePath, RawWarmupPath};
+use crate::hooks::{RawPath, SmokePath, WarmupPath};
 use crate::router::RouterConfig;
 use crate::timefmt::serde_duration;
 mod env;
@@ -244,22 +244,30 @@ pub struct Environment {
     pub one_key_rollback: bool,
     /// Warm-up, smoke test and after-hooks around every swap and rollback (all optional).
     pub hooks: crate::hooks::Hooks,
-    /// `cutover canary`: the canary's share at each step, rising, the last one 100 (the swap).
-    pub canary_steps: Vec<CanaryStep>,
+    /// How `cutover canary` runs (the `canary_*` keys).
+    pub canary: Canary,
+}
+
+/// An environment's `canary_*` keys: the plan and the analysis of `cutover canary`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// `canary_steps`: the canary's share at each step, rising, the last one 100 (the swap).
+    pub steps: Vec<CanaryStep>,
     /// How long each canary step holds while its analysis runs.
-    pub canary_pause: Duration,
+    pub pause: Duration,
     /// The canary's error rate (router errors / requests on the canary slot during a step)
     /// above which the canary is aborted, as a fraction (0.01 = 1 %).
-    pub canary_max_error_rate: f64,
+    pub max_error_rate: f64,
     /// How far the canary's error rate may rise above the stable (live) slot's over the same
     /// step, as a fraction (0.01 = 1 point); `None`: not compared.
-    pub canary_max_error_rate_over_stable: Option<f64>,
+    pub max_error_rate_over_stable: Option<f64>,
     /// The slowest probe answer of the canary slot a check accepts; `None`: not judged.
-    pub canary_max_latency: Option<Duration>,
+    pub max_latency: Option<Duration>,
     /// How many failed analysis checks a step tolerates: the one after them aborts.
-    pub canary_failure_limit: u32,
-    /// Prometheus queries judged at each analysis check, next to the router's counters.
-    pub canary_queries: Vec<crate::model::CanaryQuery>,
+    pub failure_limit: u32,
+    /// `[[environment.canary_query]]`: Prometheus queries judged at each analysis check, next
+    /// to the router's counters.
+    pub queries: Vec<crate::model::CanaryQuery>,
 }
 
 /// The default `canary_failure_limit`: one failed check is a blip, the second aborts.
@@ -498,17 +506,8 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
         if name.trim().is_empty() {
             return Err(at(re.name.span(), Some("name"), "must not be empty".into()));
         }
-        if !crate::paths::is_safe_name(&name) {
-            return Err(at(
-                re.name.span(),
-                Some("name"),
-                format!(
-                    "environment name `{name}` is not allowed: it is used in file names, so \
-                     it must be {}",
-                    crate::paths::SAFE_NAME_RULE
-                ),
-            ));
-        }
+        crate::paths::check_name("environment", &name, "it is used in file names, so ")
+            .map_err(|m| at(re.name.span(), Some("name"), m))?;
         if !env_names.insert(name.clone()) {
             return Err(at(
                 re.name.span(),
@@ -579,13 +578,21 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             )),
             other => Ok(other.as_ref().map(|r| *r.get_ref())),
         };
-        let canary_max_error_rate =
-            fraction(&re.canary_max_error_rate, "canary_max_error_rate")?.unwrap_or(0.01);
-        let canary_max_error_rate_over_stable = fraction(
-            &re.canary_max_error_rate_over_stable,
-            "canary_max_error_rate_over_stable",
-        )?;
-        let canary_queries = parse_queries(std::mem::take(&mut re.canary_queries), &at)?;
+        let canary = Canary {
+            steps: canary_steps,
+            pause: re.canary_pause,
+            max_error_rate: fraction(&re.canary_max_error_rate, "canary_max_error_rate")?
+                .unwrap_or(0.01),
+            max_error_rate_over_stable: fraction(
+                &re.canary_max_error_rate_over_stable,
+                "canary_max_error_rate_over_stable",
+            )?,
+            max_latency: re.canary_max_latency,
+            failure_limit: re
+                .canary_failure_limit
+                .unwrap_or(DEFAULT_CANARY_FAILURE_LIMIT),
+            queries: parse_queries(std::mem::take(&mut re.canary_queries), &at)?,
+        };
         environments.push(Environment {
             name,
             public_url: re.public_url.map(|u| u.into_inner()),
@@ -606,15 +613,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             rollback_window: re.rollback_window,
             one_key_rollback: re.one_key_rollback.unwrap_or(raw.settings.one_key_rollback),
             hooks,
-            canary_steps,
-            canary_pause: re.canary_pause,
-            canary_max_error_rate,
-            canary_max_error_rate_over_stable,
-            canary_max_latency: re.canary_max_latency,
-            canary_failure_limit: re
-                .canary_failure_limit
-                .unwrap_or(DEFAULT_CANARY_FAILURE_LIMIT),
-            canary_queries,
+            canary,
         });
     }
     let mut notify = Vec::new();

@@ -506,7 +506,7 @@ impl EnvView {
         if !way_back.ok {
             return Err(Some(way_back.detail));
         }
-        let version = plan.to_version.unwrap_or_default();
+        let version = plan.versions.to_version.unwrap_or_default();
         Ok((prev, version, left))
     }
 

@@ -53,19 +53,24 @@ pub const AFTER_VARS: &[&str] = &[
 
 /// One of `warmup_paths`: requested on the target slot until it has answered
 /// `expect_status` `times` times (within `warmup_timeout`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WarmupPath {
     pub path: String,
+    #[serde(default = "one")]
     pub times: u32,
+    #[serde(default = "ok_status")]
     pub expect_status: u16,
 }
 
 /// One of `smoke_paths`: one request that must answer `expect_status`, with `body_contains`
 /// in its body when given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SmokePath {
     /// A path (on the public URL, or on the new live slot when there is none) or a full URL.
     pub path: String,
+    #[serde(default = "ok_status")]
     pub expect_status: u16,
     pub body_contains: Option<String>,
 }
@@ -73,19 +78,45 @@ pub struct SmokePath {
 /// An environment's hooks; every part optional.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hooks {
-    pub warmup_paths: Vec<WarmupPath>,
-    pub warmup_command: Vec<String>,
-    pub warmup_timeout: Duration,
-    pub smoke: Vec<String>,
-    pub smoke_paths: Vec<SmokePath>,
-    pub smoke_timeout: Duration,
+    pub warmup: Stage<WarmupPath>,
+    pub smoke: Stage<SmokePath>,
+    pub after: AfterHooks,
+    /// Variables of cutover's environment passed to every hook command (besides PATH, HOME).
+    pub pass_env: Vec<String>,
+}
+
+/// The warm-up (`warmup_paths`, `warmup_command`, `warmup_timeout`) or the smoke test
+/// (`smoke_paths`, `smoke`, `smoke_timeout`): requests to paths, then a command, all within
+/// one time limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage<P> {
+    pub paths: Vec<P>,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl<P> Stage<P> {
+    fn new(timeout: Duration) -> Stage<P> {
+        Stage {
+            paths: vec![],
+            command: vec![],
+            timeout,
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        !self.paths.is_empty() || !self.command.is_empty()
+    }
+}
+
+/// The commands run when an operation ends, by verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterHooks {
     pub on_done: Vec<String>,
     pub on_rollback: Vec<String>,
     pub on_failed: Vec<String>,
-    /// How long each of `on_done`, `on_rollback`, `on_failed` may run.
-    pub hook_timeout: Duration,
-    /// Variables of cutover's environment passed to every hook command (besides PATH, HOME).
-    pub pass_env: Vec<String>,
+    /// How long each of them may run (`hook_timeout`).
+    pub timeout: Duration,
 }
 
 pub const DEFAULT_WARMUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -95,16 +126,14 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 impl Default for Hooks {
     fn default() -> Self {
         Hooks {
-            warmup_paths: vec![],
-            warmup_command: vec![],
-            warmup_timeout: DEFAULT_WARMUP_TIMEOUT,
-            smoke: vec![],
-            smoke_paths: vec![],
-            smoke_timeout: DEFAULT_SMOKE_TIMEOUT,
-            on_done: vec![],
-            on_rollback: vec![],
-            on_failed: vec![],
-            hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            warmup: Stage::new(DEFAULT_WARMUP_TIMEOUT),
+            smoke: Stage::new(DEFAULT_SMOKE_TIMEOUT),
+            after: AfterHooks {
+                on_done: vec![],
+                on_rollback: vec![],
+                on_failed: vec![],
+                timeout: DEFAULT_HOOK_TIMEOUT,
+            },
             pass_env: vec![],
         }
     }
@@ -112,19 +141,19 @@ impl Default for Hooks {
 
 impl Hooks {
     pub fn has_warmup(&self) -> bool {
-        !self.warmup_paths.is_empty() || !self.warmup_command.is_empty()
+        self.warmup.is_set()
     }
     pub fn has_smoke(&self) -> bool {
-        !self.smoke_paths.is_empty() || !self.smoke.is_empty()
+        self.smoke.is_set()
     }
     /// Every configured command, with its config key.
     pub fn commands(&self) -> Vec<(&'static str, &[String])> {
         [
-            ("warmup_command", &self.warmup_command),
-            ("smoke", &self.smoke),
-            ("on_done", &self.on_done),
-            ("on_rollback", &self.on_rollback),
-            ("on_failed", &self.on_failed),
+            ("warmup_command", &self.warmup.command),
+            ("smoke", &self.smoke.command),
+            ("on_done", &self.after.on_done),
+            ("on_rollback", &self.after.on_rollback),
+            ("on_failed", &self.after.on_failed),
         ]
         .into_iter()
         .filter(|(_, c)| !c.is_empty())
@@ -163,25 +192,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for RawPath<T> {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawWarmupPath {
-    path: String,
-    #[serde(default = "one")]
-    times: u32,
-    #[serde(default = "ok_status")]
-    expect_status: u16,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSmokePath {
-    path: String,
-    #[serde(default = "ok_status")]
-    expect_status: u16,
-    body_contains: Option<String>,
-}
-
 fn one() -> u32 {
     1
 }
@@ -189,20 +199,46 @@ fn ok_status() -> u16 {
     200
 }
 
-impl RawPath<RawWarmupPath> {
-    pub(crate) fn into_warmup(self) -> Result<WarmupPath, String> {
-        let w = match self {
-            RawPath::Path(path) => WarmupPath {
-                path,
-                times: 1,
-                expect_status: 200,
-            },
-            RawPath::Table(t) => WarmupPath {
-                path: t.path,
-                times: t.times,
-                expect_status: t.expect_status,
-            },
-        };
+/// A `warmup_paths` or `smoke_paths` entry, checked into the path the hooks use.
+pub(crate) trait CheckPath {
+    type Path;
+    fn check(self) -> Result<Self::Path, String>;
+}
+
+impl<T: From<String>> RawPath<T> {
+    /// The table; a bare path is the table with that path and every default.
+    fn into_table(self) -> T {
+        match self {
+            RawPath::Path(path) => T::from(path),
+            RawPath::Table(t) => t,
+        }
+    }
+}
+
+impl From<String> for WarmupPath {
+    fn from(path: String) -> WarmupPath {
+        WarmupPath {
+            path,
+            times: one(),
+            expect_status: ok_status(),
+        }
+    }
+}
+
+impl From<String> for SmokePath {
+    fn from(path: String) -> SmokePath {
+        SmokePath {
+            path,
+            expect_status: ok_status(),
+            body_contains: None,
+        }
+    }
+}
+
+impl CheckPath for RawPath<WarmupPath> {
+    type Path = WarmupPath;
+    fn check(self) -> Result<WarmupPath, String> {
+        let w = self.into_table();
         if !w.path.starts_with('/') {
             return Err(format!(
                 "`{}` must be a path starting with / (it is requested on the target slot's own \
@@ -218,20 +254,10 @@ impl RawPath<RawWarmupPath> {
     }
 }
 
-impl RawPath<RawSmokePath> {
-    pub(crate) fn into_smoke(self) -> Result<SmokePath, String> {
-        let s = match self {
-            RawPath::Path(path) => SmokePath {
-                path,
-                expect_status: 200,
-                body_contains: None,
-            },
-            RawPath::Table(t) => SmokePath {
-                path: t.path,
-                expect_status: t.expect_status,
-                body_contains: t.body_contains,
-            },
-        };
+impl CheckPath for RawPath<SmokePath> {
+    type Path = SmokePath;
+    fn check(self) -> Result<SmokePath, String> {
+        let s = self.into_table();
         let full = s.path.starts_with("http://") || s.path.starts_with("https://");
         if !full && !s.path.starts_with('/') {
             return Err(format!(
@@ -603,30 +629,18 @@ mod tests {
     async fn a_command_gets_a_clean_environment_and_its_output_is_redacted() {
         // SAFETY: a variable only this test reads.
         unsafe { std::env::set_var("CUTOVER_HOOK_TEST_SECRET", "leaked") };
-        let out = run_command(
-            &[
-                "sh".into(),
-                "-c".into(),
-                "echo \"x=${CUTOVER_HOOK_TEST_SECRET:-unset}\"; echo password=hunter2".into(),
-            ],
-            Duration::from_secs(20),
-            &[],
-        )
-        .await
-        .expect("ran");
+        let sh = |script: &str| {
+            let argv = ["sh".into(), "-c".into(), script.into()];
+            async move { run_command(&argv, Duration::from_secs(20), &[]).await }
+        };
+        let out = sh("echo \"x=${CUTOVER_HOOK_TEST_SECRET:-unset}\"; echo password=hunter2")
+            .await
+            .expect("ran");
         assert!(out.contains("x=unset"), "{out}");
         assert!(!out.contains("hunter2"), "{out}");
-        let err = run_command(
-            &[
-                "sh".into(),
-                "-c".into(),
-                "echo nope token=abc >&2; exit 3".into(),
-            ],
-            Duration::from_secs(20),
-            &[],
-        )
-        .await
-        .expect_err("exit 3");
+        let err = sh("echo nope token=abc >&2; exit 3")
+            .await
+            .expect_err("exit 3");
         assert!(
             err.contains("exited with 3") && err.contains("nope"),
             "{err}"

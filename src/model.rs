@@ -124,6 +124,35 @@ impl fmt::Display for Role {
     }
 }
 
+/// How an operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Done,
+    Refused,
+    Failed,
+    RolledBack,
+    /// Applied, but the watch saw the new slot fail and auto-rollback is off.
+    Alarm,
+    Cancelled,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Done => "done",
+            Verdict::Refused => "refused",
+            Verdict::Failed => "failed",
+            Verdict::RolledBack => "rolled-back",
+            Verdict::Alarm => "alarm",
+            Verdict::Cancelled => "cancelled",
+        }
+    }
+    pub fn is_success(self) -> bool {
+        matches!(self, Verdict::Done)
+    }
+}
+
 /// A router's administrative state for one slot (or one node of a slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

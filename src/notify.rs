@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::audit::{AuditLog, AuditRecord};
+use crate::model::Verdict;
+use crate::records::FromTo;
 use crate::redact::redact;
 
 /// How many events may wait for one entry; more are dropped (and logged).
@@ -63,29 +65,26 @@ pub enum EventKind {
     Start,
     /// A step failed (the operation may still recover, e.g. by rolling back).
     StepFailed,
-    Done,
-    Refused,
-    Failed,
-    RolledBack,
-    Alarm,
-    Cancelled,
     /// A router's state differs from what cutover last set (a change by hand, a restart).
     Drift,
     /// The routers of a fleet send live traffic to different slots.
     #[serde(rename = "routers-disagree")]
     Disagree,
+    /// The operation ended: `done`, `refused`, `failed`, `rolled-back`, `alarm`, `cancelled`.
+    #[serde(untagged)]
+    Ended(Verdict),
 }
 
 impl EventKind {
     pub const ALL: [EventKind; 10] = [
         EventKind::Start,
         EventKind::StepFailed,
-        EventKind::Done,
-        EventKind::Refused,
-        EventKind::Failed,
-        EventKind::RolledBack,
-        EventKind::Alarm,
-        EventKind::Cancelled,
+        EventKind::Ended(Verdict::Done),
+        EventKind::Ended(Verdict::Refused),
+        EventKind::Ended(Verdict::Failed),
+        EventKind::Ended(Verdict::RolledBack),
+        EventKind::Ended(Verdict::Alarm),
+        EventKind::Ended(Verdict::Cancelled),
         EventKind::Drift,
         EventKind::Disagree,
     ];
@@ -94,12 +93,7 @@ impl EventKind {
         match self {
             EventKind::Start => "start",
             EventKind::StepFailed => "step-failed",
-            EventKind::Done => "done",
-            EventKind::Refused => "refused",
-            EventKind::Failed => "failed",
-            EventKind::RolledBack => "rolled-back",
-            EventKind::Alarm => "alarm",
-            EventKind::Cancelled => "cancelled",
+            EventKind::Ended(v) => v.label(),
             EventKind::Drift => "drift",
             EventKind::Disagree => "routers-disagree",
         }
@@ -111,24 +105,15 @@ impl EventKind {
 
     pub fn severity(self) -> Severity {
         match self {
-            EventKind::Start | EventKind::Done | EventKind::Cancelled => Severity::Info,
+            EventKind::Start | EventKind::Ended(Verdict::Done | Verdict::Cancelled) => {
+                Severity::Info
+            }
             EventKind::StepFailed
-            | EventKind::Refused
-            | EventKind::RolledBack
+            | EventKind::Ended(Verdict::Refused | Verdict::RolledBack)
             | EventKind::Drift
             | EventKind::Disagree => Severity::Warning,
-            EventKind::Failed | EventKind::Alarm => Severity::Critical,
+            EventKind::Ended(Verdict::Failed | Verdict::Alarm) => Severity::Critical,
         }
-    }
-
-    /// The verdict event for an audit record's `result`.
-    pub fn from_result(result: &str) -> Option<EventKind> {
-        Self::from_name(result).filter(|k| {
-            !matches!(
-                k,
-                EventKind::Start | EventKind::StepFailed | EventKind::Drift | EventKind::Disagree
-            )
-        })
     }
 }
 
@@ -181,8 +166,8 @@ pub struct Event {
     pub operation: String,
     pub environment: String,
     pub user: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
+    #[serde(flatten)]
+    pub slots: FromTo,
     pub forced: bool,
     /// The failed step (`plan`, `gate`, `apply`, `verify`, `watch`) of a `step-failed` event.
     pub step: Option<String>,
@@ -201,8 +186,10 @@ impl Event {
             operation: record.operation.clone(),
             environment: record.environment.clone(),
             user: record.user.clone(),
-            from: opt(&record.from),
-            to: opt(&record.to),
+            slots: FromTo {
+                from: opt(&record.slots.from),
+                to: opt(&record.slots.to),
+            },
             forced: record.forced,
             step: step.map(str::to_string),
             message: redact(message),
@@ -211,7 +198,7 @@ impl Event {
 
     /// The one line a chat channel gets.
     pub fn chat_text(&self) -> String {
-        let route = match (&self.from, &self.to) {
+        let route = match (&self.slots.from, &self.slots.to) {
             (Some(f), Some(t)) => format!(" {f} → {t}"),
             (None, Some(t)) => format!(" → {t}"),
             _ => String::new(),
@@ -457,8 +444,7 @@ impl Worker {
                 user: ev.user.clone(),
                 environment: ev.environment.clone(),
                 operation: ev.operation.clone(),
-                from: ev.from.clone(),
-                to: ev.to.clone(),
+                slots: ev.slots.clone(),
                 forced: ev.forced,
                 result: "notify-failed".into(),
                 message,
@@ -488,12 +474,15 @@ mod tests {
     fn entries_filter_by_event_list_or_severity() {
         let c = cfg(None, Severity::Warning);
         assert!(!c.wants(EventKind::Start));
-        assert!(!c.wants(EventKind::Done));
-        assert!(c.wants(EventKind::RolledBack));
-        assert!(c.wants(EventKind::Alarm));
-        let c = cfg(Some(vec![EventKind::Done]), Severity::Critical);
-        assert!(c.wants(EventKind::Done));
-        assert!(!c.wants(EventKind::Alarm));
+        assert!(!c.wants(EventKind::Ended(Verdict::Done)));
+        assert!(c.wants(EventKind::Ended(Verdict::RolledBack)));
+        assert!(c.wants(EventKind::Ended(Verdict::Alarm)));
+        let c = cfg(
+            Some(vec![EventKind::Ended(Verdict::Done)]),
+            Severity::Critical,
+        );
+        assert!(c.wants(EventKind::Ended(Verdict::Done)));
+        assert!(!c.wants(EventKind::Ended(Verdict::Alarm)));
     }
 
     #[test]
@@ -508,25 +497,11 @@ mod tests {
             let json = serde_json::to_value(k).expect("json");
             assert_eq!(json, k.name());
         }
-        assert_eq!(
-            EventKind::from_result("rolled-back"),
-            Some(EventKind::RolledBack)
-        );
-        assert_eq!(EventKind::from_result("started"), None);
-        assert_eq!(EventKind::from_result("step-failed"), None);
     }
 
     #[test]
     fn chat_text_is_one_line_with_the_route_and_verdict() {
-        let rec = AuditRecord {
-            id: "op-1".into(),
-            user: "ann@box".into(),
-            environment: "shop".into(),
-            operation: "swap".into(),
-            from: Some("blue".into()),
-            to: Some("green".into()),
-            ..Default::default()
-        };
+        let rec = crate::audit::a_swap("op-1");
         let e = Event::of(
             EventKind::StepFailed,
             &rec,

@@ -19,7 +19,9 @@ use crate::model::{AdminState, Health, MaintenanceMode, RouterState};
 use crate::notify::EventKind;
 use crate::probe::Prober;
 use crate::router::{Router, Target};
-use crate::state::{Journal, JournalRouter, LockError, LockGuard, LockInfo, Store};
+use crate::state::{
+    FromTo, Journal, JournalRouter, LockError, LockGuard, LockInfo, Store, Versions,
+};
 
 pub mod canary;
 pub mod query;
@@ -288,33 +290,7 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    Done,
-    Refused,
-    Failed,
-    RolledBack,
-    /// Applied, but the watch saw the new slot fail and auto-rollback is off.
-    Alarm,
-    Cancelled,
-}
-
-impl Verdict {
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Done => "done",
-            Verdict::Refused => "refused",
-            Verdict::Failed => "failed",
-            Verdict::RolledBack => "rolled-back",
-            Verdict::Alarm => "alarm",
-            Verdict::Cancelled => "cancelled",
-        }
-    }
-    pub fn is_success(self) -> bool {
-        matches!(self, Verdict::Done)
-    }
-}
+pub use crate::model::Verdict;
 
 /// What an operation sends while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -409,9 +385,27 @@ impl Engine {
         if let Some(a) = &self.audit {
             a.write(&out.record);
         }
-        if let (Some(n), Some(k)) = (&self.notifier, EventKind::from_result(out.verdict.label())) {
-            n.tell(k, &out.record, None, &out.message);
+        if let Some(n) = &self.notifier {
+            n.tell(
+                EventKind::Ended(out.verdict),
+                &out.record,
+                None,
+                &out.message,
+            );
         }
+    }
+
+    /// What each router serves live in `states`, in words: "`edge` shows blue" (`verb`
+    /// "shows").
+    fn lives(&self, states: &[RouterState], verb: &str) -> Vec<String> {
+        self.routers
+            .iter()
+            .zip(states)
+            .map(|(r, s)| {
+                let live = s.live.as_deref().unwrap_or("nothing");
+                format!("`{}` {verb} {live}", r.name())
+            })
+            .collect()
     }
 
     /// Observe every router; all must answer.
@@ -555,10 +549,8 @@ impl Engine {
                 user: crate::paths::user_at_host(),
                 environment: self.env.name.clone(),
                 operation: req.kind.name().into(),
-                from: None,
-                to: None,
-                from_version: None,
-                to_version: None,
+                slots: FromTo::default(),
+                versions: Versions::default(),
                 forced: req.force,
                 one_key: req.one_key,
                 result: String::new(),
@@ -682,8 +674,8 @@ impl Engine {
                         format!("`{to}` is already live"),
                     );
                 }
-                run.record.from = live.clone();
-                run.record.to = Some(to.clone());
+                run.record.slots.from = live.clone();
+                run.record.slots.to = Some(to.clone());
                 run.done(
                     Step::Plan,
                     true,

@@ -69,6 +69,19 @@ pub fn is_safe_name(s: &str) -> bool {
 pub const SAFE_NAME_RULE: &str = "1 to 64 ASCII letters, digits, `-`, `_` or `.`, starting with a \
                                   letter or a digit, without `..`";
 
+/// `Ok` when `name`, of a `what` (environment, slot, node, router), is a safe name; the
+/// refusal gives the rule, after `used_in`: why the name matters ("it is used in file names,
+/// so ").
+pub fn check_name(what: &str, name: &str, used_in: &str) -> Result<(), String> {
+    if is_safe_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name `{name}` is not allowed: {used_in}it must be {SAFE_NAME_RULE}"
+        ))
+    }
+}
+
 /// `dir/name` when `name` is one plain file name (no separator, not `.` or `..`), so the path
 /// stays inside `dir`; `None` otherwise.
 pub fn file_in(dir: &Path, name: &str) -> Option<PathBuf> {

@@ -194,6 +194,23 @@ impl std::fmt::Display for LockError {
     }
 }
 
+/// The slots an operation moves live traffic between: `from` the live slot before it, `to`
+/// the one it makes live (or, for a rolling deploy, the slot it works on). Written flat into
+/// the journal, the audit log and notifications (`"from": …, "to": …`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FromTo {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// The versions the `from` and `to` slots of an operation served when it was planned. Written
+/// flat (`"from_version": …, "to_version": …`) into the audit log and the switch plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+}
+
 /// One router's part in a journalled operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalRouter {
@@ -216,8 +233,8 @@ pub struct Journal {
     pub pid: u32,
     pub started: String,
     /// For switches: the live slot before, and the one being made live.
-    pub from: Option<String>,
-    pub to: Option<String>,
+    #[serde(flatten)]
+    pub slots: FromTo,
     /// For a drain or undrain: the slot or `slot/node` it applies to.
     pub target: Option<String>,
     pub routers: Vec<JournalRouter>,

@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::etcd::{Etcd, EtcdSettings, Held};
 pub use crate::records::{
-    Activity, ActivityStep, EnvMemory, Journal, JournalRouter, LockError, LockInfo, Memory,
+    Activity, ActivityStep, EnvMemory, FromTo, Journal, JournalRouter, LockError, LockInfo, Memory,
+    Versions,
 };
 
 /// The lock, state and journal contract, so that a shared store can stand in for the files.

@@ -235,7 +235,7 @@ async fn a_prometheus_query_judges_each_check_and_aborts_the_canary() {
             1
         )
     ));
-    assert_eq!(e.env.canary_queries.len(), 1);
+    assert_eq!(e.env.canary.queries.len(), 1);
     let mut c = Canary::start(&e, &[Weight(50), Weight(100)]);
     c.until("step 1/2 (50 %): analysing `green`").await;
     let (_, line) = c.next_check().await;

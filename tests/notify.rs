@@ -435,8 +435,12 @@ fn notify_config_errors_name_file_line_column_and_field() {
     let n = &ok.notify[0];
     assert_eq!(n.retries, 3);
     assert_eq!(n.timeout, Duration::from_secs(3));
-    assert!(n.wants(cutover::notify::EventKind::Alarm));
-    assert!(!n.wants(cutover::notify::EventKind::RolledBack));
+    assert!(n.wants(cutover::notify::EventKind::Ended(
+        cutover::ops::Verdict::Alarm
+    )));
+    assert!(!n.wants(cutover::notify::EventKind::Ended(
+        cutover::ops::Verdict::RolledBack
+    )));
 }
 
 #[test]

@@ -70,7 +70,7 @@ fn the_readme_hooks_example_is_complete_and_parses() {
         .unwrap_or_else(|e| panic!("{e}\n{toml}"));
     let h = &c.environments[0].hooks;
     assert!(h.has_warmup() && h.has_smoke());
-    assert!(!h.warmup_paths.is_empty() && !h.smoke_paths.is_empty());
+    assert!(!h.warmup.paths.is_empty() && !h.smoke.paths.is_empty());
     let keys: Vec<&str> = h.commands().into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         keys,

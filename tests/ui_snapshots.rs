@@ -394,10 +394,10 @@ fn command_mode_completes_with_tab_and_runs() {
     key(&mut app, ':');
     typed(&mut app, "en");
     press(&mut app, KeyCode::Tab);
-    assert_eq!(app.command.as_deref(), Some("env "));
+    assert_eq!(app.command.text.as_deref(), Some("env "));
     typed(&mut app, "ap");
     press(&mut app, KeyCode::Tab);
-    assert_eq!(app.command.as_deref(), Some("env api-prod "));
+    assert_eq!(app.command.text.as_deref(), Some("env api-prod "));
     press(&mut app, KeyCode::Enter);
     assert_eq!(app.selected_env, 1);
     // Ambiguous prefixes list the choices on the command line.
@@ -428,7 +428,7 @@ fn the_filter_narrows_the_environment_list_and_completes() {
     key(&mut app, '/');
     typed(&mut app, "ap");
     press(&mut app, KeyCode::Tab);
-    assert_eq!(app.filter, "api-prod");
+    assert_eq!(app.filter.text, "api-prod");
     let (text, _) = screen(&mut app, 120, 40);
     common::assert_contains(&text, " /api-prod▏ ");
     assert!(!text.contains("›shop-prod"), "{text}");
@@ -910,7 +910,7 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
     assert!(app.envs[0].op_running());
     let (text, _) = screen(&mut app, 120, 40);
     assert!(!text.contains("DRIFT"), "{text}");
-    let events: Vec<&str> = app.events.iter().map(|l| l.text.as_str()).collect();
+    let events: Vec<&str> = app.log.lines.iter().map(|l| l.text.as_str()).collect();
     let superseded = events
         .iter()
         .position(|l| l.contains(&format!("#{swap} cancelled")) && l.starts_with("Swap"))
@@ -967,7 +967,8 @@ fn rollback_is_one_key_inside_the_window_when_the_way_back_is_safe() {
     let status = app.status.clone().expect("status").1;
     common::assert_contains(&status, "ROLLING BACK to green (v1.5.0)");
     assert!(
-        app.events
+        app.log
+            .lines
             .iter()
             .any(|l| l.text.contains("One-key rollback: blue → green"))
     );
@@ -1529,8 +1530,10 @@ fn the_states_an_operator_meets_are_drawn() {
             user: "bob@bastion".into(),
             pid: 77,
             started: "2026-11-20T03:12:40Z".into(),
-            from: Some("blue".into()),
-            to: Some("green".into()),
+            slots: cutover::state::FromTo {
+                from: Some("blue".into()),
+                to: Some("green".into()),
+            },
             target: None,
             routers: vec![cutover::state::JournalRouter {
                 name: "edge".into(),

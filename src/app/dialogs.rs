@@ -163,7 +163,8 @@ impl App {
         }
         let steps = e
             .config
-            .canary_steps
+            .canary
+            .steps
             .iter()
             .map(|s| match s.percent() {
                 Some(p) => format!("{p} %"),
@@ -173,7 +174,7 @@ impl App {
             .join(" → ");
         let title = format!(
             "Canary to `{slot}`: {steps}, {} per step",
-            crate::timefmt::millis(e.config.canary_pause)
+            crate::timefmt::millis(e.config.canary.pause)
         );
         let kind = OpKind::Canary {
             to: slot.to_string(),

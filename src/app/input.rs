@@ -15,25 +15,25 @@ impl App {
             Overlay::Confirm(_) => return self.on_confirm_key(k),
             Overlay::None => {}
         }
-        if self.command.is_some() {
+        if self.command.text.is_some() {
             return self.on_command_key(k);
         }
-        if self.filtering {
+        if self.filter.typing {
             if k.code == KeyCode::Tab {
                 let names: Vec<String> = self.envs.iter().map(|e| e.config.name.clone()).collect();
-                let (done, _) = complete(&self.filter, &names);
-                self.filter = done;
+                let (done, _) = complete(&self.filter.text, &names);
+                self.filter.text = done;
             }
             match k.code {
                 KeyCode::Esc => {
-                    self.filter.clear();
-                    self.filtering = false;
+                    self.filter.text.clear();
+                    self.filter.typing = false;
                 }
-                KeyCode::Enter => self.filtering = false,
+                KeyCode::Enter => self.filter.typing = false,
                 KeyCode::Backspace => {
-                    self.filter.pop();
+                    self.filter.text.pop();
                 }
-                KeyCode::Char(c) => self.filter.push(c),
+                KeyCode::Char(c) => self.filter.text.push(c),
                 _ => {}
             }
             let visible = self.visible_envs();
@@ -108,11 +108,7 @@ impl App {
             Action::Up | Action::Down => {
                 let down = action == Action::Down;
                 if self.focus == Focus::Events {
-                    self.event_scroll = if down {
-                        self.event_scroll.saturating_sub(1)
-                    } else {
-                        (self.event_scroll + 1).min(self.events.len().saturating_sub(1))
-                    };
+                    self.log.scroll_by_one(down);
                 } else {
                     let vis = self.visible_envs();
                     if let Some(pos) = vis.iter().position(|&i| i == self.selected_env) {
@@ -139,12 +135,11 @@ impl App {
                 vec![]
             }
             Action::Filter => {
-                self.filtering = true;
+                self.filter.typing = true;
                 vec![]
             }
             Action::Command => {
-                self.command = Some(String::new());
-                self.completions.clear();
+                self.command.open();
                 vec![]
             }
             Action::Swap => {
@@ -208,15 +203,12 @@ impl App {
     }
 
     pub(super) fn on_command_key(&mut self, k: KeyEvent) -> Vec<Effect> {
-        let Some(line) = self.command.as_mut() else {
+        let Some(line) = self.command.text.as_mut() else {
             return vec![];
         };
         match k.code {
-            KeyCode::Esc => {
-                self.command = None;
-                self.completions.clear();
-            }
-            KeyCode::Backspace if line.pop().is_none() => self.command = None,
+            KeyCode::Esc => self.command.close(),
+            KeyCode::Backspace if line.pop().is_none() => self.command.close(),
             KeyCode::Backspace => {}
             KeyCode::Char(c) => line.push(c),
             KeyCode::Tab => {
@@ -228,13 +220,13 @@ impl App {
                 let candidates = self.candidates(&head);
                 let (done, options) = complete(&last, &candidates);
                 let finished = options.len() == 1;
-                self.command = Some(format!("{head}{done}{}", if finished { " " } else { "" }));
-                self.completions = if finished { vec![] } else { options };
+                self.command.text =
+                    Some(format!("{head}{done}{}", if finished { " " } else { "" }));
+                self.command.completions = if finished { vec![] } else { options };
             }
             KeyCode::Enter => {
                 let line = line.trim().to_string();
-                self.command = None;
-                self.completions.clear();
+                self.command.close();
                 return self.run_command(&line);
             }
             _ => {}

@@ -17,8 +17,8 @@ pub async fn setup(
 ) -> Result<i32> {
     use crate::router::RouterConfig;
     let engine = engine(world, env)?;
-    if let Some(why) = read_only_reason(world, engine, read_only) {
-        errln!("read-only: `setup` writes the files a proxy serves from; not allowed ({why})");
+    let what = "`setup` writes the files a proxy serves from; not allowed";
+    if refused_read_only(world, engine, read_only, what) {
         return Ok(EXIT_FAILED);
     }
     for slot in std::iter::once(live).chain(preview) {
@@ -111,10 +111,11 @@ pub async fn setup(
             user: crate::paths::user_at_host(),
             environment: engine.env.name.clone(),
             operation: "setup".into(),
-            from: None,
-            to: Some(live.to_string()),
-            from_version: None,
-            to_version: None,
+            slots: crate::records::FromTo {
+                from: None,
+                to: Some(live.to_string()),
+            },
+            versions: crate::records::Versions::default(),
             forced: force,
             one_key: false,
             result: if failed.is_some() { "failed" } else { "done" }.into(),
@@ -160,8 +161,8 @@ pub(super) fn take_canary_ask(path: &std::path::Path) -> String {
 /// analysis goes on); `resume` restarts it, or ends a `pause` step.
 pub fn steer_canary(world: &World, env: &str, ask: &str, read_only: bool) -> Result<i32> {
     let engine = engine(world, env)?;
-    if let Some(why) = read_only_reason(world, engine, read_only) {
-        errln!("read-only: `canary --{ask}` is not allowed ({why})");
+    let what = format!("`canary --{ask}` is not allowed");
+    if refused_read_only(world, engine, read_only, &what) {
         return Ok(EXIT_FAILED);
     }
     let Some(h) = world.store.holder(&engine.env.name) else {
@@ -224,8 +225,7 @@ pub fn steer_canary(world: &World, env: &str, ask: &str, read_only: bool) -> Res
 
 pub fn unlock(world: &World, env: &str, read_only: bool) -> Result<i32> {
     let engine = engine(world, env)?;
-    if let Some(why) = read_only_reason(world, engine, read_only) {
-        errln!("read-only: `unlock` is not allowed ({why})");
+    if refused_read_only(world, engine, read_only, "`unlock` is not allowed") {
         return Ok(EXIT_FAILED);
     }
     match world.store.clear_lock(&engine.env.name)? {

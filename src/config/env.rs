@@ -22,32 +22,23 @@ pub(super) fn check_settings(src: &str, s: &Settings, at: &Locate<'_>) -> Result
         let span = table_value(src, "settings.store", "etcd").unwrap_or_else(|| setting("store"));
         return Err(at(span, Some("store"), m));
     }
-    if s.gate_checks == 0 || s.gate_checks > MAX_GATE_CHECKS {
-        return Err(at(
-            setting("gate_checks"),
-            Some("gate_checks"),
-            format!("must be between 1 and {MAX_GATE_CHECKS}"),
-        ));
-    }
-    if s.history == 0 || s.history > MAX_HISTORY {
-        return Err(at(
-            setting("history"),
-            Some("history"),
-            format!(
-                "must be between 1 and {MAX_HISTORY} (polls kept for the sparkline); it is {}",
-                s.history
-            ),
-        ));
-    }
-    if s.max_body == 0 || s.max_body > MAX_BODY {
-        return Err(at(
-            setting("max_body"),
-            Some("max_body"),
-            format!(
-                "must be between 1 and {MAX_BODY} bytes (16 MiB); it is {}",
-                s.max_body
-            ),
-        ));
+    for (key, value, max, what) in [
+        ("gate_checks", s.gate_checks, MAX_GATE_CHECKS, ""),
+        (
+            "history",
+            s.history,
+            MAX_HISTORY,
+            " (polls kept for the sparkline)",
+        ),
+        ("max_body", s.max_body, MAX_BODY, " bytes (16 MiB)"),
+    ] {
+        if value == 0 || value > max {
+            return Err(at(
+                setting(key),
+                Some(key),
+                format!("must be between 1 and {max}{what}; it is {value}"),
+            ));
+        }
     }
     Ok(())
 }
@@ -64,31 +55,15 @@ pub(super) fn parse_slots(
     let mut slots = Vec::new();
     for rs in raw {
         let sname = rs.name.get_ref().clone();
-        if !crate::paths::is_safe_name(&sname) {
-            return Err(at(
-                rs.name.span(),
-                Some("name"),
-                format!(
-                    "slot name `{sname}` is not allowed: it is used in file names and proxy \
-                     configs, so it must be {}",
-                    crate::paths::SAFE_NAME_RULE
-                ),
-            ));
-        }
+        let used_in = "it is used in file names and proxy configs, so ";
+        crate::paths::check_name("slot", &sname, used_in)
+            .map_err(|m| at(rs.name.span(), Some("name"), m))?;
         for n in &rs.nodes {
-            if !crate::paths::is_safe_name(&n.name) {
+            crate::paths::check_name("node", &n.name, "").map_err(|m| {
                 let span =
                     find_value_in(src, rs.name.span().start, "nodes").unwrap_or(rs.name.span());
-                return Err(at(
-                    span,
-                    Some("nodes"),
-                    format!(
-                        "node name `{}` is not allowed: it must be {}",
-                        n.name,
-                        crate::paths::SAFE_NAME_RULE
-                    ),
-                ));
-            }
+                at(span, Some("nodes"), m)
+            })?;
         }
         if !slot_names.insert(sname.clone()) {
             return Err(at(
@@ -171,17 +146,12 @@ pub(super) fn parse_routers(
     for rr in raw {
         let span = rr.span();
         let mut rc = router_from(rr.into_inner(), span.clone(), &at)?;
-        if rc.name() != rc.kind() && !crate::paths::is_safe_name(rc.name()) {
-            return Err(at(
-                find_value_in(src, span.start, "name").unwrap_or(span.clone()),
-                Some("name"),
-                format!(
-                    "router name `{}` is not allowed: it is used in file names, so it must \
-                     be {}",
-                    rc.name(),
-                    crate::paths::SAFE_NAME_RULE
-                ),
-            ));
+        if rc.name() != rc.kind() {
+            crate::paths::check_name("router", rc.name(), "it is used in file names, so ")
+                .map_err(|m| {
+                    let name_at = find_value_in(src, span.start, "name").unwrap_or(span.clone());
+                    at(name_at, Some("name"), m)
+                })?;
         }
         rc.validate(slots).map_err(|m| at(span.clone(), None, m))?;
         if let RouterConfig::Embedded(c) = &mut rc

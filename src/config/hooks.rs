@@ -1,14 +1,15 @@
 //! The hook keys of an environment (warm-up, smoke test, after-hooks), checked.
 
 use super::*;
+use crate::hooks::CheckPath;
 
 /// The hook keys of one `[[environment]]`, taken out of it.
 pub(super) struct RawHooks {
-    warmup_paths: Vec<Spanned<RawPath<RawWarmupPath>>>,
+    warmup_paths: Vec<Spanned<RawPath<WarmupPath>>>,
     warmup_command: Option<Spanned<Vec<String>>>,
     warmup_timeout: Duration,
     smoke: Option<Spanned<Vec<String>>>,
-    smoke_paths: Vec<Spanned<RawPath<RawSmokePath>>>,
+    smoke_paths: Vec<Spanned<RawPath<SmokePath>>>,
     smoke_timeout: Duration,
     on_done: Option<Spanned<Vec<String>>>,
     on_rollback: Option<Spanned<Vec<String>>>,
@@ -33,6 +34,22 @@ pub(super) fn re_hooks(re: &mut RawEnvironment) -> RawHooks {
     }
 }
 
+/// The entries of `key` (`warmup_paths`, `smoke_paths`), each checked; an error
+/// points at its own entry.
+fn checked_paths<P: CheckPath>(
+    raw: &mut Vec<Spanned<P>>,
+    key: &str,
+    at: &Locate<'_>,
+) -> Result<Vec<P::Path>, ConfigError> {
+    std::mem::take(raw)
+        .into_iter()
+        .map(|p| {
+            let span = p.span();
+            p.into_inner().check().map_err(|m| at(span, Some(key), m))
+        })
+        .collect()
+}
+
 /// Check the hook keys; every error names its key and where it is.
 pub(super) fn parse_hooks(
     raw: &mut RawHooks,
@@ -40,48 +57,37 @@ pub(super) fn parse_hooks(
     at: &Locate<'_>,
 ) -> Result<crate::hooks::Hooks, ConfigError> {
     use crate::hooks::{AFTER_VARS, Hooks, SMOKE_VARS, WARMUP_VARS, validate_command};
-    let mut h = Hooks {
-        warmup_timeout: raw.warmup_timeout,
-        smoke_timeout: raw.smoke_timeout,
-        hook_timeout: raw.hook_timeout,
-        ..Hooks::default()
-    };
-    for p in std::mem::take(&mut raw.warmup_paths) {
-        let span = p.span();
-        h.warmup_paths.push(
-            p.into_inner()
-                .into_warmup()
-                .map_err(|m| at(span, Some("warmup_paths"), m))?,
-        );
-    }
-    for p in std::mem::take(&mut raw.smoke_paths) {
-        let span = p.span();
-        h.smoke_paths.push(
-            p.into_inner()
-                .into_smoke()
-                .map_err(|m| at(span, Some("smoke_paths"), m))?,
-        );
-    }
+    let mut h = Hooks::default();
+    h.warmup.paths = checked_paths(&mut raw.warmup_paths, "warmup_paths", at)?;
+    h.warmup.timeout = raw.warmup_timeout;
+    h.smoke.paths = checked_paths(&mut raw.smoke_paths, "smoke_paths", at)?;
+    h.smoke.timeout = raw.smoke_timeout;
+    h.after.timeout = raw.hook_timeout;
     for (key, cmd, vars, into) in [
         (
             "warmup_command",
             raw.warmup_command.take(),
             WARMUP_VARS,
-            &mut h.warmup_command,
+            &mut h.warmup.command,
         ),
-        ("smoke", raw.smoke.take(), SMOKE_VARS, &mut h.smoke),
-        ("on_done", raw.on_done.take(), AFTER_VARS, &mut h.on_done),
+        ("smoke", raw.smoke.take(), SMOKE_VARS, &mut h.smoke.command),
+        (
+            "on_done",
+            raw.on_done.take(),
+            AFTER_VARS,
+            &mut h.after.on_done,
+        ),
         (
             "on_rollback",
             raw.on_rollback.take(),
             AFTER_VARS,
-            &mut h.on_rollback,
+            &mut h.after.on_rollback,
         ),
         (
             "on_failed",
             raw.on_failed.take(),
             AFTER_VARS,
-            &mut h.on_failed,
+            &mut h.after.on_failed,
         ),
     ] {
         let Some(c) = cmd else { continue };

@@ -91,13 +91,13 @@ pub(super) struct RawEnvironment {
     pub(super) rollback_window: Duration,
     pub(super) one_key_rollback: Option<bool>,
     #[serde(default)]
-    pub(super) warmup_paths: Vec<Spanned<RawPath<RawWarmupPath>>>,
+    pub(super) warmup_paths: Vec<Spanned<RawPath<WarmupPath>>>,
     pub(super) warmup_command: Option<Spanned<Vec<String>>>,
     #[serde(default = "default_warmup_timeout", with = "serde_duration")]
     pub(super) warmup_timeout: Duration,
     pub(super) smoke: Option<Spanned<Vec<String>>>,
     #[serde(default)]
-    pub(super) smoke_paths: Vec<Spanned<RawPath<RawSmokePath>>>,
+    pub(super) smoke_paths: Vec<Spanned<RawPath<SmokePath>>>,
     #[serde(default = "default_smoke_timeout", with = "serde_duration")]
     pub(super) smoke_timeout: Duration,
     pub(super) on_done: Option<Spanned<Vec<String>>>,

@@ -34,6 +34,24 @@ use super::*;
 
 const GOOD: &str = include_str!("testdata/good.toml");
 
+/// Where an error points: its line and column, and the field it names.
+fn place(e: &ConfigError) -> (usize, usize, Option<&str>) {
+    (e.line, e.column, e.field.as_deref())
+}
+
+/// Where an error points: its line, and the field it names.
+fn line_and_field(e: &ConfigError) -> (usize, Option<&str>) {
+    (e.line, e.field.as_deref())
+}
+
+/// The error of `GOOD` with `from` replaced by `to`, which must say `says`.
+#[track_caller]
+fn refused(from: &str, to: &str, says: &str) -> ConfigError {
+    let e = err(&GOOD.replace(from, to));
+    assert!(e.message.contains(says), "{e}");
+    e
+}
+
 fn err(src: &str) -> ConfigError {
     match parse(src, Path::new("cutover.toml")) {
         Ok(_) => panic!("config was accepted:\n{src}"),
@@ -62,7 +80,7 @@ fn the_store_is_the_state_dir_or_an_etcd_cluster() {
     let e = err(&GOOD.replace("poll_interval = \"1s\"\n", "store = \"consul\"\n"));
     assert!(e.message.contains("unknown store `consul`"), "{e}");
     let e = err(&GOOD.replace("poll_interval = \"1s\"\n", "[settings.store]\netcd = []\n"));
-    assert_eq!((e.line, e.field.as_deref()), (4, Some("store")), "{e}");
+    assert_eq!(line_and_field(&e), (4, Some("store")), "{e}");
     assert!(e.message.contains("no member"), "{e}");
     let e = err(&GOOD.replace(
         "poll_interval = \"1s\"\n",
@@ -143,19 +161,23 @@ fn wrong_type_is_located() {
 
 #[test]
 fn duplicate_slot_is_refused_at_the_second_one() {
-    let e = err(&GOOD.replace("name = \"green\"", "name = \"blue\""));
+    let e = refused(
+        "name = \"green\"",
+        "name = \"blue\"",
+        "slot `blue` is defined twice",
+    );
     assert_eq!(e.line, 14, "{e}");
-    assert!(e.message.contains("slot `blue` is defined twice"), "{e}");
 }
 
 #[test]
 fn bad_url_is_refused() {
-    let e = err(&GOOD.replace("http://127.0.0.1:9001", "127.0.0.1:9001"));
-    assert_eq!((e.line, e.column), (11, 11), "{e}");
-    assert_eq!(e.field.as_deref(), Some("address"));
-    assert!(e.message.contains("not an http"), "{e}");
-    let e = err(&GOOD.replace("http://127.0.0.1:9001", "http://127.0.0.1:99999"));
-    assert!(e.message.contains("bad port"), "{e}");
+    let e = refused("http://127.0.0.1:9001", "127.0.0.1:9001", "not an http");
+    assert_eq!(place(&e), (11, 11, Some("address")), "{e}");
+    refused(
+        "http://127.0.0.1:9001",
+        "http://127.0.0.1:99999",
+        "bad port",
+    );
 }
 
 #[test]
@@ -178,35 +200,39 @@ fn missing_environment_and_missing_slots_are_explained() {
 
 #[test]
 fn missing_required_field_is_named() {
-    let e = err(&GOOD.replace("address = \"http://127.0.0.1:9001\"\n", ""));
-    assert!(e.message.contains("missing field `address`"), "{e}");
+    refused(
+        "address = \"http://127.0.0.1:9001\"\n",
+        "",
+        "missing field `address`",
+    );
 }
 
 #[test]
 fn names_used_in_paths_are_refused_at_their_own_line() {
-    let e = err(&GOOD.replace("name = \"shop\"", "name = \"../../evil\""));
-    assert_eq!((e.line, e.column), (6, 8), "{e}");
-    assert_eq!(e.field.as_deref(), Some("name"));
-    assert!(e.message.contains("`../../evil` is not allowed"), "{e}");
+    let e = refused(
+        "name = \"shop\"",
+        "name = \"../../evil\"",
+        "`../../evil` is not allowed",
+    );
+    assert_eq!(place(&e), (6, 8, Some("name")), "{e}");
     assert!(
         e.to_string().starts_with("cutover.toml:6:8: field `name`:"),
         "{e}"
     );
     let e = err(&GOOD.replace("name = \"blue\"", "name = \".blue\""));
-    assert_eq!((e.line, e.field.as_deref()), (10, Some("name")), "{e}");
+    assert_eq!(line_and_field(&e), (10, Some("name")), "{e}");
     let e = err(&GOOD.replace("name = \"green\"", "name = \"gr een\""));
     assert_eq!(e.line, 14, "{e}");
     let src = format!("{GOOD}\n[[environment.router]]\nkind = \"embedded\"\n\nname = \"a/b\"\n");
     let e = err(&src);
-    assert_eq!((e.line, e.column), (22, 8), "{e}");
-    assert_eq!(e.field.as_deref(), Some("name"));
+    assert_eq!(place(&e), (22, 8, Some("name")), "{e}");
     assert!(e.message.contains("router name `a/b`"), "{e}");
     let src = GOOD.replace(
         "name = \"blue\"\n",
         "nodes = [{ name = \"..\", address = \"http://127.0.0.1:1\" }]\nname = \"blue\"\n",
     );
     let e = err(&src);
-    assert_eq!((e.line, e.field.as_deref()), (10, Some("nodes")), "{e}");
+    assert_eq!(line_and_field(&e), (10, Some("nodes")), "{e}");
 }
 
 /// GOOD with an embedded router table holding `fields`; the table's header is line 19.
@@ -219,8 +245,7 @@ fn a_bad_router_value_is_named_at_its_own_line() {
     let e = err(&with_router(
         "live_listen = \"127.0.0.1:1\"\nretry_after = -3\n",
     ));
-    assert_eq!((e.line, e.column), (22, 15), "{e}");
-    assert_eq!(e.field.as_deref(), Some("retry_after"));
+    assert_eq!(place(&e), (22, 15, Some("retry_after")), "{e}");
     assert!(
         e.to_string()
             .starts_with("cutover.toml:22:15: field `retry_after`: invalid value"),
@@ -233,14 +258,12 @@ fn an_unknown_router_key_is_named_at_its_own_line_with_a_suggestion() {
     let e = err(&with_router(
         "live_listen = \"127.0.0.1:1\"\nretry_aftr = 3\n",
     ));
-    assert_eq!((e.line, e.column), (22, 1), "{e}");
-    assert_eq!(e.field.as_deref(), Some("retry_aftr"));
+    assert_eq!(place(&e), (22, 1, Some("retry_aftr")), "{e}");
     assert!(e.message.contains("unknown field `retry_aftr`"), "{e}");
     assert!(e.message.contains("did you mean `retry_after`?"), "{e}");
     let src = GOOD.to_string() + "\n[[environment.router]]\nkindx = \"embedded\"\n";
     let e = err(&src);
-    assert_eq!((e.line, e.column), (20, 1), "{e}");
-    assert_eq!(e.field.as_deref(), Some("kindx"));
+    assert_eq!(place(&e), (20, 1, Some("kindx")), "{e}");
     assert!(e.message.contains("missing field `kind`"), "{e}");
     assert!(e.message.contains("did you mean `kind`?"), "{e}");
     let e = err(&(GOOD.to_string() + "\n[[environment.router]]\nkind = \"embeded\"\n"));
@@ -270,11 +293,7 @@ fn settings_out_of_range_are_refused_at_their_line() {
         assert!(e.message.contains("between") || e.message.contains("more than zero"));
     }
     let e = err(&GOOD.replace("\"1s\"", "\"8d\""));
-    assert_eq!(
-        (e.line, e.field.as_deref()),
-        (3, Some("poll_interval")),
-        "{e}"
-    );
+    assert_eq!(line_and_field(&e), (3, Some("poll_interval")), "{e}");
     assert!(e.message.contains("7 days"), "{e}");
 }
 
@@ -285,15 +304,14 @@ fn an_environment_needs_a_router_and_a_verify_timeout() {
         Ok(_) => panic!("accepted"),
         Err(e) => e,
     };
-    assert_eq!((e.line, e.field.as_deref()), (6, Some("router")), "{e}");
+    assert_eq!(line_and_field(&e), (6, Some("router")), "{e}");
     assert!(e.message.contains("has no [[environment.router]]"), "{e}");
     let src = with_router("").replace(
         "name = \"shop\"\n",
         "name = \"shop\"\nverify_timeout = \"0s\"\n",
     );
     let e = err(&src);
-    assert_eq!((e.line, e.column), (7, 18), "{e}");
-    assert_eq!(e.field.as_deref(), Some("verify_timeout"));
+    assert_eq!(place(&e), (7, 18, Some("verify_timeout")), "{e}");
 }
 
 #[test]
@@ -345,17 +363,12 @@ fn hooks_parse_with_defaults_and_both_path_forms() {
     );
     let c = parse(&src, Path::new("x.toml")).expect("valid");
     let h = &c.environments[0].hooks;
-    assert_eq!(h.warmup_paths.len(), 2);
-    assert_eq!(
-        (h.warmup_paths[0].times, h.warmup_paths[0].expect_status),
-        (1, 200)
-    );
-    assert_eq!(
-        (h.warmup_paths[1].times, h.warmup_paths[1].expect_status),
-        (5, 204)
-    );
-    assert_eq!(h.smoke_paths[0].body_contains.as_deref(), Some("Sign in"));
-    assert_eq!(h.smoke_timeout, crate::hooks::DEFAULT_SMOKE_TIMEOUT);
+    let warm = &h.warmup.paths;
+    assert_eq!(warm.len(), 2);
+    assert_eq!((warm[0].times, warm[0].expect_status), (1, 200));
+    assert_eq!((warm[1].times, warm[1].expect_status), (5, 204));
+    assert_eq!(h.smoke.paths[0].body_contains.as_deref(), Some("Sign in"));
+    assert_eq!(h.smoke.timeout, crate::hooks::DEFAULT_SMOKE_TIMEOUT);
     assert!(h.has_warmup() && h.has_smoke());
     assert_eq!(h.commands().len(), 2);
     assert!(
@@ -378,7 +391,7 @@ fn bad_hooks_name_line_column_and_field() {
     };
     // Line 8: the line after public_url.
     let e = err(&with("smoke = [\"./t\", \"{public_ur}\"]"));
-    assert_eq!((e.line, e.field.as_deref()), (8, Some("smoke")), "{e}");
+    assert_eq!(line_and_field(&e), (8, Some("smoke")), "{e}");
     assert!(
         e.message.contains("unknown placeholder `{public_ur}`"),
         "{e}"
@@ -393,11 +406,7 @@ fn bad_hooks_name_line_column_and_field() {
     assert_eq!(e.field.as_deref(), Some("on_failed"), "{e}");
     assert!(e.message.contains("empty"), "{e}");
     let e = err(&with("warmup_paths = [\"/ok\", \"api\"]"));
-    assert_eq!(
-        (e.line, e.field.as_deref()),
-        (8, Some("warmup_paths")),
-        "{e}"
-    );
+    assert_eq!(line_and_field(&e), (8, Some("warmup_paths")), "{e}");
     assert!(e.message.contains("starting with /"), "{e}");
     let e = err(&with("warmup_paths = [{ path = \"/\", times = 0 }]"));
     assert!(e.message.contains("at least 1"), "{e}");
@@ -411,11 +420,7 @@ fn bad_hooks_name_line_column_and_field() {
     let e = err(&with("warmup_paths = [7]"));
     assert!(e.message.contains("a path"), "{e}");
     let e = err(&with("smoke_timeout = \"0s\""));
-    assert_eq!(
-        (e.line, e.field.as_deref()),
-        (8, Some("smoke_timeout")),
-        "{e}"
-    );
+    assert_eq!(line_and_field(&e), (8, Some("smoke_timeout")), "{e}");
 }
 
 #[test]
@@ -442,7 +447,7 @@ fn a_canary_plan_in_the_config_is_checked_field_by_field() {
     .expect("a canary plan");
     let e = &ok.environments[0];
     assert_eq!(
-        e.canary_steps,
+        e.canary.steps,
         [
             CanaryStep::Weight(10),
             CanaryStep::Pause,
@@ -451,9 +456,9 @@ fn a_canary_plan_in_the_config_is_checked_field_by_field() {
     );
     assert_eq!(
         (
-            e.canary_max_latency,
-            e.canary_max_error_rate_over_stable,
-            e.canary_failure_limit
+            e.canary.max_latency,
+            e.canary.max_error_rate_over_stable,
+            e.canary.failure_limit
         ),
         (Some(Duration::from_millis(250)), Some(0.02), 0)
     );
@@ -477,7 +482,7 @@ fn a_canary_query_is_checked_field_by_field() {
         Path::new("cutover.toml"),
     )
     .expect("a canary query");
-    let q = &ok.environments[0].canary_queries[0];
+    let q = &ok.environments[0].canary.queries[0];
     assert_eq!(
         (q.name.as_str(), q.pass.to_string(), q.timeout),
         ("5xx", "< 0.01".to_string(), Duration::from_secs(5))

@@ -90,7 +90,8 @@ pub async fn run_canary(
     };
     let steps: Vec<CanaryStep> = engine
         .env
-        .canary_steps
+        .canary
+        .steps
         .iter()
         .filter_map(|s| s.percent())
         .filter(|&p| p <= abort_at && p < 100)

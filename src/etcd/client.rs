@@ -94,20 +94,25 @@ impl Client {
         Ok(())
     }
 
+    /// A POST of `body` to `path` on the member at `base`, with the auth token when there is
+    /// one.
+    pub(super) fn post_to(&self, base: &str, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .post(format!("{}{path}", base.trim_end_matches('/')))
+            .json(body);
+        match self.token.lock().ok().and_then(|t| t.clone()) {
+            Some(t) => req.header("Authorization", t),
+            None => req,
+        }
+    }
+
     async fn post_once(&self, path: &str, body: &Value) -> Result<Value, CallError> {
-        let token = self.token.lock().ok().and_then(|t| t.clone());
         // Why the last member could not be reached (a refused connection, a certificate
         // cutover does not trust...), for the message.
         let mut why = None;
         for base in &self.endpoints {
-            let mut req = self
-                .http
-                .post(format!("{}{path}", base.trim_end_matches('/')))
-                .json(body);
-            if let Some(t) = &token {
-                req = req.header("Authorization", t);
-            }
-            let resp = match req.send().await {
+            let resp = match self.post_to(base, path, body).send().await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!("etcd member {base}: {e}");

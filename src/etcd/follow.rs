@@ -154,18 +154,12 @@ pub(super) async fn watch(
     let body = json!({"create_request": {
         "key": b64(dir), "range_end": prefix_end(dir), "start_revision": from.to_string(),
     }});
-    let token = client.token.lock().ok().and_then(|t| t.clone());
     let mut resp = None;
     for base in &client.endpoints {
-        let mut req = client
-            .http
-            .post(format!("{}/v3/watch", base.trim_end_matches('/')))
+        let req = client
+            .post_to(base, "/v3/watch", &body)
             // A stream: no overall deadline (the client's is for single answers).
-            .timeout(Duration::from_secs(24 * 3600))
-            .json(&body);
-        if let Some(t) = &token {
-            req = req.header("Authorization", t);
-        }
+            .timeout(Duration::from_secs(24 * 3600));
         if let Ok(r) = req.send().await
             && r.status().is_success()
         {

@@ -93,7 +93,7 @@ pub fn judge(env: &Environment, s: &Sample<'_>) -> Vec<String> {
                 .map_or_else(|| s.probe.health.label().to_string(), |e| e.to_string())
         ));
     }
-    if let (Some(max), Some(took)) = (env.canary_max_latency, s.probe.latency)
+    if let (Some(max), Some(took)) = (env.canary.max_latency, s.probe.latency)
         && took > max
     {
         failed.push(format!(
@@ -103,14 +103,14 @@ pub fn judge(env: &Environment, s: &Sample<'_>) -> Vec<String> {
         ));
     }
     let (errors, requests) = s.canary_counts;
-    if let Some(r) = error_rate_failure(errors, requests, env.canary_max_error_rate) {
+    if let Some(r) = error_rate_failure(errors, requests, env.canary.max_error_rate) {
         failed.push(format!(
             "{to} error rate {} > {} ({errors} of {requests} requests) over {over}",
             pct(r),
-            pct(env.canary_max_error_rate)
+            pct(env.canary.max_error_rate)
         ));
     }
-    if let Some(margin) = env.canary_max_error_rate_over_stable {
+    if let Some(margin) = env.canary.max_error_rate_over_stable {
         let stable = rate(s.stable_counts.0, s.stable_counts.1);
         if let Some(r) = error_rate_failure(errors, requests, stable + margin) {
             failed.push(format!(
@@ -165,7 +165,7 @@ impl Engine {
     ) -> Outcome {
         // No steps asked for: the environment's plan.
         let steps = if steps.is_empty() {
-            self.env.canary_steps.clone()
+            self.env.canary.steps.clone()
         } else {
             steps
         };
@@ -196,15 +196,15 @@ impl Engine {
         ) {
             return run.fail(Step::Plan, Verdict::Refused, format!("canary steps: {e}"));
         }
-        run.record.from = Some(live.clone());
-        run.record.to = Some(to.clone());
+        run.record.slots.from = Some(live.clone());
+        run.record.slots.to = Some(to.clone());
         run.done(
             Step::Plan,
             true,
             format!(
                 "canary {live} → {to}: {}, {} per step",
                 plan_text(&steps),
-                crate::timefmt::millis(self.env.canary_pause)
+                crate::timefmt::millis(self.env.canary.pause)
             ),
         );
 
@@ -212,8 +212,7 @@ impl Engine {
         run.step(Step::Gate, format!("checking `{to}`"));
         let input = self.gate_input(gate_source, &to).await;
         let plan = gate(self.env.gate_checks, Some(&live), &to, &input, true);
-        run.record.from_version = plan.from_version.clone();
-        run.record.to_version = plan.to_version.clone();
+        run.record.versions = plan.versions.clone();
         let mut run = match run.judge_gate(&plan, req.force, "--force") {
             Ok(run) => run,
             Err(refused) => return *refused,
@@ -257,7 +256,7 @@ impl Engine {
                         return self.abort(run, &live, &to, why, Verdict::Failed).await;
                     }
                     share = p;
-                    Hold::For(self.env.canary_pause)
+                    Hold::For(self.env.canary.pause)
                 }
                 CanaryStep::Pause => Hold::UntilResumed,
             };
@@ -275,6 +274,12 @@ impl Engine {
         self.abort(run, &live, &to, why, Verdict::Failed).await
     }
 
+    /// Journal a change of the weights (`action`) from `live`, live on every router, `to`.
+    fn begin_weights(&self, run: &mut Run<'_>, action: String, live: &str, to: &str) {
+        let before: Vec<Option<String>> = self.routers.iter().map(|_| Some(live.into())).collect();
+        run.begin_changes(action, Some(live), Some(to), &before);
+    }
+
     /// Set `percent` on every router (journalled), then read every router back.
     async fn apply_weights(
         &self,
@@ -285,13 +290,8 @@ impl Engine {
         label: &str,
     ) -> std::result::Result<(), String> {
         run.step(Step::Apply, format!("{label}: {percent} % to `{to}`"));
-        let before: Vec<Option<String>> = self.routers.iter().map(|_| Some(live.into())).collect();
-        run.begin_changes(
-            format!("canary {label}: {percent} % of the live traffic to {to}"),
-            Some(live),
-            Some(to),
-            &before,
-        );
+        let action = format!("canary {label}: {percent} % of the live traffic to {to}");
+        self.begin_weights(run, action, live, to);
         for (i, r) in self.routers.iter().enumerate() {
             // Every driver's change is bounded by its own limit (`Driven`: longer than its
             // request and reload timeouts, so that theirs are the errors reported).
@@ -388,7 +388,7 @@ impl Engine {
         let mut seen = ((0u64, 0u64), (0u64, 0u64));
         let mut was_paused = false;
         // Prometheus is asked only where the environment has queries.
-        let prometheus = (!self.env.canary_queries.is_empty())
+        let prometheus = (!self.env.canary.queries.is_empty())
             .then(|| crate::http_client().build().ok())
             .flatten();
         let mut last_queried = String::new();
@@ -464,7 +464,7 @@ impl Engine {
                 let mut failures = judge(&self.env, &sample);
                 let queried = match &prometheus {
                     Some(client) => {
-                        super::query::check_all(client, &self.env.canary_queries, to, live).await
+                        super::query::check_all(client, &self.env.canary.queries, to, live).await
                     }
                     None => Vec::new(),
                 };
@@ -473,7 +473,7 @@ impl Engine {
                     let said: Vec<String> = queried.iter().map(|q| q.summary()).collect();
                     last_queried = format!("; Prometheus: {}", said.join(", "));
                 }
-                let limit = self.env.canary_failure_limit;
+                let limit = self.env.canary.failure_limit;
                 if !failures.is_empty() {
                     failed += 1;
                     last_failure = Some((Instant::now(), failures.join("; ")));
@@ -580,13 +580,8 @@ impl Engine {
         since: Instant,
     ) -> Outcome {
         run.step(Step::Apply, format!("aborting: 100 % back on `{live}`"));
-        let before: Vec<Option<String>> = self.routers.iter().map(|_| Some(live.into())).collect();
-        run.begin_changes(
-            format!("canary abort: 100 % of the live traffic back on {live}"),
-            Some(live),
-            Some(live),
-            &before,
-        );
+        let action = format!("canary abort: 100 % of the live traffic back on {live}");
+        self.begin_weights(&mut run, action, live, live);
         let mut failures = Vec::new();
         for (i, r) in self.routers.iter().enumerate() {
             let err = match r.set_weights(live, to, 0).await {
@@ -742,7 +737,7 @@ mod tests {
         assert!(slow_down[2].contains("green error rate 60.0 % > 50.0 %"));
         let e = env("");
         assert_eq!(
-            (e.canary_failure_limit, e.canary_max_error_rate_over_stable),
+            (e.canary.failure_limit, e.canary.max_error_rate_over_stable),
             (1, None)
         );
     }

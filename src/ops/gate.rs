@@ -27,8 +27,8 @@ pub struct GateInput {
 pub struct SwitchPlan {
     pub from: Option<String>,
     pub to: String,
-    pub from_version: Option<String>,
-    pub to_version: Option<String>,
+    #[serde(flatten)]
+    pub versions: Versions,
     pub checks: Vec<Check>,
 }
 
@@ -123,8 +123,10 @@ pub fn gate(
     SwitchPlan {
         from: from.map(str::to_string),
         to: to.to_string(),
-        from_version,
-        to_version,
+        versions: Versions {
+            from_version,
+            to_version,
+        },
         checks,
     }
 }
@@ -133,7 +135,7 @@ pub fn gate(
 /// was live, not whatever was deployed there since.
 pub fn way_back_check(to: &str, plan: &SwitchPlan, memory: &crate::state::EnvMemory) -> Check {
     let then = memory.previous_live_version.as_deref();
-    let now = plan.to_version.as_deref();
+    let now = plan.versions.to_version.as_deref();
     let ok = then.is_some() && then == now;
     Check {
         name: "way back",

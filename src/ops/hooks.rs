@@ -1,6 +1,7 @@
 //! Warm-up before a switch, the smoke test after it, and the after-hooks when it ends.
 
 use super::*;
+use crate::hooks::Stage;
 
 impl Engine {
     /// The warm-up of `to`: its `warmup_paths` on its own address (each node's, for a slot
@@ -11,11 +12,10 @@ impl Engine {
         to: &str,
         version: Option<&str>,
     ) -> std::result::Result<String, String> {
-        let hooks = &self.env.hooks;
-        let slot = self.hook_slot(to)?;
-        let deadline = Instant::now() + hooks.warmup_timeout;
+        let warmup = &self.env.hooks.warmup;
+        let (slot, deadline) = self.stage_start(to, warmup)?;
         let mut parts = Vec::new();
-        if !hooks.warmup_paths.is_empty() {
+        if !warmup.paths.is_empty() {
             let addresses: Vec<String> = if slot.nodes.is_empty() {
                 vec![slot.address.to_string()]
             } else {
@@ -30,18 +30,17 @@ impl Engine {
                 });
             };
             parts.push(
-                crate::hooks::warm_paths(&hooks.warmup_paths, &addresses, deadline, &mut note)
-                    .await?,
+                crate::hooks::warm_paths(&warmup.paths, &addresses, deadline, &mut note).await?,
             );
         }
-        if !hooks.warmup_command.is_empty() {
-            let argv = self.slot_command(&hooks.warmup_command, slot, version, &[]);
+        if !warmup.command.is_empty() {
+            let argv = self.slot_command(&warmup.command, slot, version, &[]);
             run.note(Step::Warmup, "running warmup_command");
             parts.push(
                 command_before(
                     &argv,
                     deadline,
-                    &hooks.pass_env,
+                    &self.env.hooks.pass_env,
                     "warmup_command",
                     "warmup_timeout",
                 )
@@ -59,21 +58,24 @@ impl Engine {
         version: Option<&str>,
     ) -> std::result::Result<String, String> {
         let hooks = &self.env.hooks;
-        let slot = self.hook_slot(to)?;
-        let deadline = Instant::now() + hooks.smoke_timeout;
+        let (slot, deadline) = self.stage_start(to, &hooks.smoke)?;
         let mut parts = Vec::new();
-        if !hooks.smoke_paths.is_empty() {
+        if !hooks.smoke.paths.is_empty() {
             let base = self
                 .env
                 .public_url
                 .as_deref()
                 .unwrap_or(slot.address.as_str());
-            parts.push(crate::hooks::smoke_paths(&hooks.smoke_paths, base, deadline).await?);
+            parts.push(crate::hooks::smoke_paths(&hooks.smoke.paths, base, deadline).await?);
         }
-        if !hooks.smoke.is_empty() {
+        if !hooks.smoke.command.is_empty() {
             let public_url = self.env.public_url.as_deref().unwrap_or("");
-            let argv =
-                self.slot_command(&hooks.smoke, slot, version, &[("public_url", public_url)]);
+            let argv = self.slot_command(
+                &hooks.smoke.command,
+                slot,
+                version,
+                &[("public_url", public_url)],
+            );
             parts.push(
                 command_before(&argv, deadline, &hooks.pass_env, "smoke", "smoke_timeout").await?,
             );
@@ -81,11 +83,18 @@ impl Engine {
         Ok(parts.join("; "))
     }
 
-    /// The slot `to` of a warm-up or smoke test, or what is wrong.
-    fn hook_slot(&self, to: &str) -> std::result::Result<&crate::config::Slot, String> {
-        self.env
+    /// The slot `to` of a warm-up or smoke test starting now, and when its `stage` must end;
+    /// or what is wrong.
+    fn stage_start<P>(
+        &self,
+        to: &str,
+        stage: &Stage<P>,
+    ) -> std::result::Result<(&crate::config::Slot, Instant), String> {
+        let slot = self
+            .env
             .slot(to)
-            .ok_or_else(|| format!("there is no slot `{to}`"))
+            .ok_or_else(|| format!("there is no slot `{to}`"))?;
+        Ok((slot, Instant::now() + stage.timeout))
     }
 
     /// `command` with `{env}`, `{slot}`, `{address}`, `{version}` and `extra` filled in.
@@ -121,10 +130,10 @@ impl Engine {
         let hooks = &self.env.hooks;
         let rollback = out.record.operation.starts_with("rollback");
         let (key, argv): (&str, &[String]) = match out.verdict {
-            Verdict::Done if rollback => ("on_rollback", &hooks.on_rollback),
-            Verdict::Done => ("on_done", &hooks.on_done),
-            Verdict::RolledBack => ("on_rollback", &hooks.on_rollback),
-            Verdict::Failed | Verdict::Alarm => ("on_failed", &hooks.on_failed),
+            Verdict::Done if rollback => ("on_rollback", &hooks.after.on_rollback),
+            Verdict::Done => ("on_done", &hooks.after.on_done),
+            Verdict::RolledBack => ("on_rollback", &hooks.after.on_rollback),
+            Verdict::Failed | Verdict::Alarm => ("on_failed", &hooks.after.on_failed),
             Verdict::Refused | Verdict::Cancelled => ("", &[]),
         };
         if !argv.is_empty() {
@@ -150,20 +159,25 @@ impl Engine {
                     ("env", self.env.name.as_str()),
                     ("operation", r.operation.as_str()),
                     ("id", r.id.as_str()),
-                    ("from", r.from.as_deref().unwrap_or("")),
-                    ("to", r.to.as_deref().unwrap_or("")),
-                    ("version", r.to_version.as_deref().unwrap_or("")),
+                    ("from", r.slots.from.as_deref().unwrap_or("")),
+                    ("to", r.slots.to.as_deref().unwrap_or("")),
+                    ("version", r.versions.to_version.as_deref().unwrap_or("")),
                     ("result", out.verdict.label()),
                     ("message", r.message.as_str()),
                     ("live", live.as_str()),
                 ],
             );
-            let (ok, detail) =
-                match crate::hooks::run_command(&argv, hooks.hook_timeout, &hooks.pass_env).await {
-                    Ok(said) if said.is_empty() => (true, format!("{key} done")),
-                    Ok(said) => (true, format!("{key} done: {said}")),
-                    Err(e) => (false, format!("{key} failed (the result stands): {e}")),
-                };
+            let (ok, detail) = match crate::hooks::run_command(
+                &argv,
+                hooks.after.timeout,
+                &hooks.pass_env,
+            )
+            .await
+            {
+                Ok(said) if said.is_empty() => (true, format!("{key} done")),
+                Ok(said) => (true, format!("{key} done: {said}")),
+                Err(e) => (false, format!("{key} failed (the result stands): {e}")),
+            };
             let detail = crate::audit::redact(&detail);
             out.record.steps.push(StepRecord {
                 step: Step::Hook.label().into(),

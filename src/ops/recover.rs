@@ -15,24 +15,13 @@ impl Engine {
         states: &[RouterState],
     ) -> Outcome {
         let journal = off_worker(|| self.store.journal(&self.env.name));
-        let now: Vec<String> = self
-            .routers
-            .iter()
-            .zip(states)
-            .map(|(r, s)| {
-                format!(
-                    "`{}` → {}",
-                    r.name(),
-                    s.live.as_deref().unwrap_or("nothing")
-                )
-            })
-            .collect();
+        let now = self.lives(states, "→");
         let found = journal
             .as_ref()
             .map_or("no interrupted operation".to_string(), Journal::summary);
         let switch = journal
             .as_ref()
-            .is_none_or(|j| j.to.is_some() || j.operation.starts_with("rollback"));
+            .is_none_or(|j| j.slots.to.is_some() || j.operation.starts_with("rollback"));
         if !switch && to.is_none() {
             let Some(j) = journal else {
                 return run.fail(Step::Plan, Verdict::Refused, "nothing to recover");
@@ -44,7 +33,7 @@ impl Engine {
             );
             return self.undo_simple(run, &j).await;
         }
-        let target = to.or_else(|| journal.as_ref().and_then(|j| j.from.clone()));
+        let target = to.or_else(|| journal.as_ref().and_then(|j| j.slots.from.clone()));
         let Some(target) = target else {
             let why = format!(
                 "{found}; routers now: {}; say which slot they should all serve: \
@@ -58,8 +47,8 @@ impl Engine {
             let why = format!("there is no slot `{target}` in `{}`", self.env.name);
             return run.fail(Step::Plan, Verdict::Refused, why);
         }
-        run.record.from = journal.as_ref().and_then(|j| j.to.clone());
-        run.record.to = Some(target.clone());
+        run.record.slots.from = journal.as_ref().and_then(|j| j.slots.to.clone());
+        run.record.slots.to = Some(target.clone());
         run.done(
             Step::Plan,
             true,
@@ -127,7 +116,12 @@ impl Engine {
             off_worker(|| self.store.close_journal(g));
         }
         if let Some(j) = &journal {
-            let previous = j.from.clone().filter(|f| *f != target).or(j.to.clone());
+            let previous = j
+                .slots
+                .from
+                .clone()
+                .filter(|f| *f != target)
+                .or(j.slots.to.clone());
             run.remember(|m| {
                 m.last_set_live = Some(target.clone());
                 if previous.as_deref() != Some(target.as_str()) {
@@ -187,10 +181,11 @@ impl Engine {
             user: crate::paths::user_at_host(),
             environment: self.env.name.clone(),
             operation: op_name.to_string(),
-            from: journal.as_ref().and_then(|j| j.from.clone()),
-            to: journal.as_ref().and_then(|j| j.to.clone()),
-            from_version: None,
-            to_version: None,
+            slots: journal
+                .as_ref()
+                .map(|j| j.slots.clone())
+                .unwrap_or_default(),
+            versions: Versions::default(),
             forced: false,
             one_key: false,
             result: "abandoned".into(),

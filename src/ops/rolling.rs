@@ -4,6 +4,21 @@ use super::simple::sessions_of;
 use super::*;
 
 impl Engine {
+    /// Drain or undrain (`kind`) one node of a rolling deploy on every router, journalled;
+    /// the error names the node by its `label`.
+    async fn node_change(
+        &self,
+        run: &mut Run<'_>,
+        kind: OpKind,
+        label: &str,
+    ) -> std::result::Result<(), String> {
+        let verb = kind.name();
+        run.step(Step::Apply, format!("{label}: {verb}ing"));
+        let changed = self.apply_all(run, &kind, &[]).await;
+        run.end_changes();
+        changed.map_err(|e| format!("{label}: the routers would not {verb} it: {e}"))
+    }
+
     /// A rolling deploy over the nodes of a slot. Stops at the first failure, leaving that node
     /// out (drained) and the rest serving.
     pub(super) async fn rolling(
@@ -29,8 +44,8 @@ impl Engine {
             );
             return run.fail(Step::Plan, Verdict::Refused, why);
         }
-        run.record.to = Some(slot_name.to_string());
-        run.record.to_version = version.map(str::to_string);
+        run.record.slots.to = Some(slot_name.to_string());
+        run.record.versions.to_version = version.map(str::to_string);
         let n = slot.nodes.len();
         run.done(
             Step::Plan,
@@ -41,13 +56,10 @@ impl Engine {
             let label = format!("{} ({}/{n})", node.name, i + 1);
             let target = Target::node(slot_name, &node.name);
             // Drain, and wait for zero sessions.
-            run.step(Step::Apply, format!("{label}: draining"));
             let drained = self
-                .apply_all(&mut run, &OpKind::Drain(target.clone()), &[])
+                .node_change(&mut run, OpKind::Drain(target.clone()), &label)
                 .await;
-            run.end_changes();
-            if let Err(e) = drained {
-                let why = format!("{label}: the routers would not drain it: {e}");
+            if let Err(why) = drained {
                 run.done(Step::Apply, false, why.clone());
                 return run.finish(
                     Verdict::Failed,
@@ -134,13 +146,10 @@ impl Engine {
                 ),
             );
             // Back in.
-            run.step(Step::Apply, format!("{label}: undraining"));
             let undrained = self
-                .apply_all(&mut run, &OpKind::Undrain(target.clone()), &[])
+                .node_change(&mut run, OpKind::Undrain(target.clone()), &label)
                 .await;
-            run.end_changes();
-            if let Err(e) = undrained {
-                let why = format!("{label}: the routers would not undrain it: {e}");
+            if let Err(why) = undrained {
                 return run.fail(Step::Apply, Verdict::Failed, why);
             }
             run.done(Step::Apply, true, format!("{label}: back in service"));

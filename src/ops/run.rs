@@ -149,8 +149,10 @@ impl Run<'_> {
             user: self.record.user.clone(),
             pid: std::process::id(),
             started: crate::timefmt::rfc3339(SystemTime::now()),
-            from: from.map(str::to_string),
-            to: to.map(str::to_string),
+            slots: FromTo {
+                from: from.map(str::to_string),
+                to: to.map(str::to_string),
+            },
             target: None,
             routers: self
                 .engine

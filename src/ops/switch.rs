@@ -31,8 +31,7 @@ impl Engine {
             let memory = off_worker(|| self.store.env(&self.env.name));
             plan.checks.push(way_back_check(&to, &plan, &memory));
         }
-        run.record.from_version = plan.from_version.clone();
-        run.record.to_version = plan.to_version.clone();
+        run.record.versions = plan.versions.clone();
         let mut run = match run.judge_gate(&plan, req.force, "F in the confirm dialog, --force") {
             Ok(run) => run,
             Err(refused) => return *refused,
@@ -45,7 +44,7 @@ impl Engine {
             run.step(Step::Warmup, format!("warming `{to}` up"));
             let cancel = run.cancel.clone();
             let warmed = tokio::select! {
-                w = self.warm_up(&mut run, &to, plan.to_version.as_deref()) => w,
+                w = self.warm_up(&mut run, &to, plan.versions.to_version.as_deref()) => w,
                 i = self.next_interrupt(&req.id, cancel) => {
                     let why = format!("nothing changed: stopped during the warm-up ({})", i.reason());
                     return run.fail(Step::Warmup, Verdict::Cancelled, why);
@@ -82,7 +81,7 @@ impl Engine {
             return run.finish(Verdict::Failed, e);
         }
         if let Err(e) = self
-            .verify_switch(&mut run, &to, plan.to_version.as_deref())
+            .verify_switch(&mut run, &to, plan.versions.to_version.as_deref())
             .await
         {
             // Put things back as they were, so the proxy serves what it served before.
@@ -99,7 +98,7 @@ impl Engine {
         run.end_changes();
         run.remember(|m| {
             m.previous_live = from.clone();
-            m.previous_live_version = plan.from_version.clone();
+            m.previous_live_version = plan.versions.from_version.clone();
             m.last_set_live = Some(to.clone());
             m.switched_at = Some(unix_now());
             m.last_switch = Some(if rollback { "rollback" } else { "swap" }.into());
@@ -113,7 +112,7 @@ impl Engine {
         if self.env.hooks.has_smoke() {
             run.step(Step::Smoke, format!("smoke-testing `{to}`"));
             let smoked = tokio::select! {
-                s = self.smoke_test_live(&to, plan.to_version.as_deref()) => s,
+                s = self.smoke_test_live(&to, plan.versions.to_version.as_deref()) => s,
                 i = self.next_interrupt(&req.id, run.cancel.clone()) => {
                     let why = format!(
                         "`{to}` is live; smoke test abandoned ({}), nothing rolled back",
@@ -165,7 +164,7 @@ impl Engine {
                 Err(_) => vec![None; self.routers.len()],
             },
         };
-        let from = run.record.from.clone();
+        let from = run.record.slots.from.clone();
         run.begin_changes(
             format!(
                 "{} {} → {to}",
@@ -355,18 +354,7 @@ impl Engine {
             match self.observe_all().await {
                 Ok(states) if states.iter().all(|s| s.live.as_deref() == Some(to)) => break,
                 Ok(states) if Instant::now() >= deadline => {
-                    let seen: Vec<String> = self
-                        .routers
-                        .iter()
-                        .zip(&states)
-                        .map(|(r, s)| {
-                            format!(
-                                "`{}` shows {}",
-                                r.name(),
-                                s.live.as_deref().unwrap_or("nothing")
-                            )
-                        })
-                        .collect();
+                    let seen = self.lives(&states, "shows");
                     let why = format!(
                         "the router accepted the switch but did not change: {} live after {}",
                         seen.join(", "),

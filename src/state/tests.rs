@@ -86,3 +86,13 @@ fn names_stay_inside_the_state_dir() {
         assert_eq!(p.parent(), Some(Path::new("/state")), "{name}: {p:?}");
     }
 }
+
+#[test]
+fn a_journal_reads_and_writes_its_slots_as_from_and_to() {
+    let text = r#"{"op_id":"0badf00d","operation":"swap","action":"swap blue → green","environment":"shop","user":"bob@bastion","pid":77,"started":"t0","from":"blue","to":"green","target":null,"routers":[{"name":"edge","before":"blue","result":"changed"}]}"#;
+    let j: Journal = serde_json::from_str(text).expect("journal");
+    assert_eq!(j.slots.from.as_deref(), Some("blue"));
+    assert_eq!(j.slots.to.as_deref(), Some("green"));
+    assert_eq!(j.pid, 77);
+    assert_eq!(serde_json::to_string(&j).expect("json"), text);
+}

@@ -118,8 +118,8 @@ fn lines<'a>(app: &'a App, env: &'a EnvView, c: &Confirm, detail: Detail) -> Vec
     if let Some(p) = &plan {
         if detail >= Detail::Slots {
             for (label, slot, version) in [
-                ("from", p.from.as_deref(), &p.from_version),
-                ("to", Some(p.to.as_str()), &p.to_version),
+                ("from", p.from.as_deref(), &p.versions.from_version),
+                ("to", Some(p.to.as_str()), &p.versions.to_version),
             ] {
                 let Some(slot) = slot else { continue };
                 let health = env

@@ -3,25 +3,20 @@
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph};
+use ratatui::widgets::Paragraph;
 
 use crate::app::{App, Focus};
 use crate::model::Health;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let title = if app.filtering || !app.filter.is_empty() {
-        format!(" /{}{} ", app.filter, if app.filtering { "▏" } else { "" })
+    let title = if app.filter.shown() {
+        let cursor = if app.filter.typing { "▏" } else { "" };
+        format!(" /{}{cursor} ", app.filter.text)
     } else {
         format!(" Environments ({}) ", app.envs.len())
     };
-    let block = Block::bordered()
-        .title(Span::styled(title, t.title))
-        .border_style(if app.focus == Focus::Environments {
-            t.border_focus
-        } else {
-            t.border
-        });
+    let block = super::pane_block(app, title, Focus::Environments);
     let width = area.width.saturating_sub(4) as usize;
     let lines: Vec<Line> = app
         .visible_envs()
@@ -60,10 +55,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             }
         })
         .collect();
-    let lines = if lines.is_empty() {
-        vec![Line::styled(" no match", t.dim)]
-    } else {
-        lines
-    };
+    let lines = super::or_placeholder(lines, " no match", app);
     f.render_widget(Paragraph::new(lines).block(block), area);
 }

@@ -3,31 +3,26 @@
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph};
+use ratatui::widgets::Paragraph;
 
 use crate::app::{App, Focus};
 use crate::timefmt;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let title = if app.event_scroll > 0 {
-        format!(" Events (scrolled back {}) ", app.event_scroll)
+    let title = if app.log.scroll > 0 {
+        format!(" Events (scrolled back {}) ", app.log.scroll)
     } else {
         " Events ".to_string()
     };
-    let block = Block::bordered()
-        .title(Span::styled(title, t.title))
-        .border_style(if app.focus == Focus::Events {
-            t.border_focus
-        } else {
-            t.border
-        });
+    let block = super::pane_block(app, title, Focus::Events);
     let h = area.height.saturating_sub(2) as usize;
-    let end = app.events.len().saturating_sub(app.event_scroll);
+    let end = app.log.lines.len().saturating_sub(app.log.scroll);
     let start = end.saturating_sub(h);
     let multi = app.envs.len() > 1;
     let lines: Vec<Line> = app
-        .events
+        .log
+        .lines
         .range(start..end)
         .map(|l| {
             let mut spans = vec![Span::styled(format!("{} ", timefmt::clock(l.at)), t.dim)];
@@ -41,10 +36,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Line::from(spans)
         })
         .collect();
-    let lines = if lines.is_empty() {
-        vec![Line::styled("no events yet", t.dim)]
-    } else {
-        lines
-    };
+    let lines = super::or_placeholder(lines, "no events yet", app);
     f.render_widget(Paragraph::new(lines).block(block), area);
 }

@@ -8,7 +8,10 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::Position;
 
-use crate::app::{App, Event, Hit, Overlay};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Block;
+
+use crate::app::{App, Event, Focus, Hit, Overlay};
 pub use crate::text::fit;
 
 pub mod confirm;
@@ -166,6 +169,27 @@ pub fn draw(f: &mut Frame, app: &App) {
         Overlay::None => {}
         Overlay::Help => help::draw(f, f.area(), app),
         Overlay::Confirm(c) => confirm::draw(f, f.area(), app, c),
+    }
+}
+
+/// A bordered pane titled `title`, its border highlighted while `pane` has the focus.
+pub fn pane_block(app: &App, title: String, pane: Focus) -> Block<'static> {
+    let t = &app.theme;
+    Block::bordered()
+        .title(Span::styled(title, t.title))
+        .border_style(if app.focus == pane {
+            t.border_focus
+        } else {
+            t.border
+        })
+}
+
+/// A pane's `lines`, or the dimmed `empty` when there are none.
+pub fn or_placeholder<'a>(lines: Vec<Line<'a>>, empty: &'a str, app: &App) -> Vec<Line<'a>> {
+    if lines.is_empty() {
+        vec![Line::styled(empty, app.theme.dim)]
+    } else {
+        lines
     }
 }
 

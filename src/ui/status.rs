@@ -72,11 +72,11 @@ pub fn header(f: &mut Frame, area: Rect, app: &App) {
 
 pub fn keybar(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    if let Some(line) = &app.command {
+    if let Some(line) = &app.command.text {
         let mut spans = vec![Span::styled(format!(":{line}▏"), t.accent)];
-        if !app.completions.is_empty() {
+        if !app.command.completions.is_empty() {
             spans.push(Span::styled(
-                format!("   {}", app.completions.join("  ")),
+                format!("   {}", app.command.completions.join("  ")),
                 t.dim,
             ));
         }

@@ -356,7 +356,7 @@ fn side_lines<'a>(app: &'a App, env: &'a EnvView, w: usize) -> Vec<Line<'a>> {
         if op.canary_in_steps() {
             left.push_str(&format!(
                 " · aborts > {:.1} % err",
-                env.config.canary_max_error_rate * 100.0
+                env.config.canary.max_error_rate * 100.0
             ));
         }
         lines.push(Line::styled(format!("Watch {} · {left}", op.kind), t.title));
@@ -447,24 +447,41 @@ fn wrap(s: &str, w: usize) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// `show` turns each case's value into its text.
+    fn assert_shown<T: Copy + std::fmt::Debug>(show: fn(T) -> String, cases: &[(T, &str)]) {
+        for &(value, text) in cases {
+            assert_eq!(show(value), text, "{value:?}");
+        }
+    }
+
     #[test]
     fn rates_read_short() {
-        assert_eq!(rate(0.0), "0");
-        assert_eq!(rate(0.4), "0.4");
-        assert_eq!(rate(9.94), "9.9");
-        assert_eq!(rate(42.3), "42");
-        assert_eq!(rate(1290.0), "1.3k");
+        assert_shown(
+            rate,
+            &[
+                (0.0, "0"),
+                (0.4, "0.4"),
+                (9.94, "9.9"),
+                (42.3, "42"),
+                (1290.0, "1.3k"),
+            ],
+        );
     }
 
     #[test]
     fn latencies_read_short_and_never_as_zero() {
-        assert_eq!(micros(41), "41µs");
-        assert_eq!(micros(99), "99µs");
-        assert_eq!(micros(100), "0.1ms");
-        assert_eq!(micros(2_047), "2.0ms");
-        assert_eq!(micros(14_335), "14ms");
-        assert_eq!(micros(425_983), "426ms");
-        assert_eq!(micros(1_234_567), "1.2s");
+        assert_shown(
+            micros,
+            &[
+                (41, "41µs"),
+                (99, "99µs"),
+                (100, "0.1ms"),
+                (2_047, "2.0ms"),
+                (14_335, "14ms"),
+                (425_983, "426ms"),
+                (1_234_567, "1.2s"),
+            ],
+        );
     }
 
     #[test]
