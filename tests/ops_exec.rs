@@ -159,6 +159,9 @@ impl cutover::router::Router for Silent {
     fn observe_timeout(&self) -> std::time::Duration {
         self.limit
     }
+    fn caveat(&self) -> Option<&'static str> {
+        None
+    }
     fn observe(
         &self,
     ) -> cutover::router::BoxFuture<'_, color_eyre::Result<cutover::model::RouterState>> {

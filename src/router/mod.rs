@@ -136,10 +136,8 @@ pub trait Router: Send + Sync {
     }
     /// What an operator must know before trusting this router with live traffic, measured on
     /// the real proxy (Caddy's api mode resets connections on every switch). `cutover check`
-    /// and the drill print it.
-    fn caveat(&self) -> Option<&'static str> {
-        None
-    }
+    /// and the drill print it. [`Driven`] asks its driver ([`Proxy::caveat`], none by default).
+    fn caveat(&self) -> Option<&'static str>;
     /// Read the proxy's real state.
     fn observe(&self) -> BoxFuture<'_, Result<RouterState>>;
     /// Make `to` the live slot.
