@@ -295,7 +295,8 @@ pub fn validate_command(argv: &[String], vars: &[&str]) -> Result<(), String> {
             if !vars.contains(&name) {
                 return Err(format!(
                     "unknown placeholder `{{{name}}}` in argument {} (`{arg}`); this command \
-                     knows {}",
+                     knows {}. Text that must reach the command as a literal `{{word}}` \
+                     belongs in a script file",
                     i + 1,
                     vars.iter()
                         .map(|v| format!("{{{v}}}"))
@@ -354,13 +355,8 @@ pub fn fill(argv: &[String], vars: &[(&str, &str)]) -> Vec<String> {
 
 /// The last [`OUTPUT_LINES`] non-empty lines of a command's output, redacted, joined by " / ".
 pub fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let skip = lines.len().saturating_sub(OUTPUT_LINES);
-    let kept: Vec<String> = lines[skip..]
+    let (_, lines) = crate::text::last_lines(text, OUTPUT_LINES);
+    let kept: Vec<String> = lines
         .iter()
         .map(|l| {
             let l: String = l.chars().take(LINE_CHARS).collect();

@@ -12,3 +12,15 @@ pub fn fit(s: &str, n: usize) -> String {
         t
     }
 }
+
+/// The last `n` non-empty lines of `text` (each without its trailing blanks), and how many
+/// non-empty lines came before them: the end of a command's output, which says why it failed.
+pub fn last_lines(text: &str, n: usize) -> (usize, Vec<&str>) {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let skip = lines.len().saturating_sub(n);
+    (skip, lines[skip..].to_vec())
+}

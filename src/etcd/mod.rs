@@ -180,18 +180,16 @@ impl Etcd {
         };
         if let Some(ca) = &s.ca_file {
             let pem = read("ca_file", ca)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).wrap_err_with(|| {
-                format!(
-                    "[settings.store]: `ca_file` {} holds no PEM certificate",
-                    ca.display()
-                )
-            })?;
-            if certs.is_empty() {
-                return Err(eyre!(
-                    "[settings.store]: `ca_file` {} holds no PEM certificate",
-                    ca.display()
-                ));
-            }
+            // Unreadable as PEM or without a certificate: the same mistake, one message.
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| {
+                    eyre!(
+                        "[settings.store]: `ca_file` {} holds no PEM certificate",
+                        ca.display()
+                    )
+                })?;
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }

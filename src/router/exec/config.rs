@@ -148,34 +148,18 @@ impl Config {
                 continue;
             };
             let key = c.key();
-            match argv.first() {
-                None => {
-                    return Err(format!(
-                        "`{key} = []` is empty: give the program and its arguments, e.g. \
-                         {key} = [\"/usr/local/bin/lbctl\", \"{key}\", \"{{slot}}\"], or remove the line"
-                    ));
-                }
-                Some(p) if p.trim().is_empty() => {
-                    return Err(format!(
-                        "`{key}`: the first element must name the program to run; it is empty"
-                    ));
-                }
-                _ => {}
+            if argv.is_empty() {
+                return Err(format!(
+                    "`{key} = []` is empty: give the program and its arguments, e.g. \
+                     {key} = [\"/usr/local/bin/lbctl\", \"{key}\", \"{{slot}}\"], or remove the line"
+                ));
             }
-            for (i, arg) in argv.iter().enumerate() {
-                if arg.contains('\0') {
-                    return Err(format!("`{key}`: argument {} contains a NUL byte", i + 1));
-                }
+            // The checks every command of the config gets (hooks too), over every exec
+            // placeholder; then the ones this command has a value for.
+            crate::hooks::validate_command(argv, &PLACEHOLDERS)
+                .map_err(|m| format!("`{key}`: {m}"))?;
+            for arg in argv {
                 for name in placeholders_in(arg) {
-                    if !PLACEHOLDERS.contains(&name) {
-                        return Err(format!(
-                            "`{key}`: unknown placeholder `{{{name}}}` in argument {} (`{arg}`); \
-                             the placeholders are {}. Text that must reach the command as a \
-                             literal `{{word}}` belongs in a script file",
-                            i + 1,
-                            list_placeholders(&PLACEHOLDERS)
-                        ));
-                    }
                     if !c.placeholders().contains(&name) {
                         return Err(format!(
                             "`{key}`: `{{{name}}}` has no value in {key} ({}); {key} knows {}",

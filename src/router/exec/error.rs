@@ -116,16 +116,11 @@ impl std::error::Error for ExecError {}
 
 /// The last `ERROR_LINES` non-empty lines of `text`, each cut to a readable length.
 pub(super) fn tail_lines(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let skip = lines.len().saturating_sub(ERROR_LINES);
+    let (skip, lines) = crate::text::last_lines(text, ERROR_LINES);
     let mut out = Vec::new();
     if skip > 0 {
         out.push(format!("… ({skip} earlier lines)"));
     }
-    out.extend(lines[skip..].iter().map(|l| cut(l, 500)));
+    out.extend(lines.iter().map(|l| cut(l, 500)));
     out.join("\n")
 }
