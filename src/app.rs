@@ -17,6 +17,7 @@ use crate::router::Target;
 use crate::state::EnvMemory;
 use crate::theme::Theme;
 mod dialogs;
+pub use dialogs::CanaryPlan;
 mod input;
 pub use crate::envview::*;
 
@@ -109,9 +110,10 @@ pub enum Effect {
 pub const DRILL_PAIRS: usize = 3;
 
 /// The `:` commands.
-pub const COMMANDS: [&str; 10] = [
+pub const COMMANDS: [&str; 11] = [
     "env",
     "swap",
+    "canary",
     "rollback",
     "drain",
     "undrain",

@@ -121,6 +121,10 @@ pub enum Command {
         /// (default: the environment's `canary_steps`, else 5,25,50,100)
         #[arg(long, value_name = "PCT|pause,...", value_delimiter = ',', value_parser = parse_step)]
         steps: Vec<crate::model::CanaryStep>,
+        /// How long each step holds while its analysis runs, e.g. `30s`, `2m` (default: the
+        /// environment's `canary_pause`)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "control")]
+        interval: Option<std::time::Duration>,
         #[command(flatten)]
         op: OpFlags,
     },

@@ -323,9 +323,18 @@ fn operation(cmd: Command) -> Option<(String, OpKind, OpFlags)> {
             env,
             to: Some(to),
             steps,
+            interval,
             op,
             ..
-        } => (env, OpKind::Canary { to, steps }, op),
+        } => (
+            env,
+            OpKind::Canary {
+                to,
+                steps,
+                interval,
+            },
+            op,
+        ),
         _ => return None,
     })
 }

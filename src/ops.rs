@@ -93,6 +93,8 @@ pub enum OpKind {
     Canary {
         to: String,
         steps: Vec<crate::model::CanaryStep>,
+        /// How long each step holds (`--interval`); `None`: the environment's `canary_pause`.
+        interval: Option<Duration>,
     },
     /// Hold new live requests (`on`) while the live slot restarts in place, or release them
     /// (a router that can pause: the embedded proxy).
@@ -700,8 +702,12 @@ impl Engine {
                 let (slot, version) = (slot.clone(), version.clone());
                 self.rolling(run, &slot, version.as_deref()).await
             }
-            OpKind::Canary { to, steps } => {
-                let (to, steps) = (to.clone(), steps.clone());
+            OpKind::Canary {
+                to,
+                steps,
+                interval,
+            } => {
+                let (to, steps, interval) = (to.clone(), steps.clone(), *interval);
                 let held = Arc::new(std::sync::Mutex::new(None));
                 let out = self
                     .canary(
@@ -712,6 +718,7 @@ impl Engine {
                         preview,
                         to,
                         steps,
+                        interval,
                         held.clone(),
                     )
                     .await;
@@ -732,7 +739,9 @@ fn describe(kind: &OpKind) -> String {
         OpKind::Swap { to } => format!("swap to {}", to.as_deref().unwrap_or("preview")),
         OpKind::Rollback => "rollback".into(),
         OpKind::Rolling { slot, .. } => format!("rolling deploy of {slot}"),
-        OpKind::Canary { to, steps } => format!("canary to {to} ({})", canary::steps_text(steps)),
+        OpKind::Canary { to, steps, .. } => {
+            format!("canary to {to} ({})", canary::steps_text(steps))
+        }
         OpKind::Pause { on: true } => "pause new live requests".into(),
         OpKind::Pause { on: false } => "resume: release the held requests".into(),
         OpKind::Recover { to } => format!(

@@ -48,6 +48,7 @@ impl Canary {
             ..OpRequest::new(OpKind::Canary {
                 to: "green".into(),
                 steps: steps.to_vec(),
+                interval: None,
             })
         };
         let e = e.clone();
@@ -259,6 +260,48 @@ async fn a_prometheus_query_judges_each_check_and_aborts_the_canary() {
     );
     assert!(!out.message.contains("error rate"), "{}", out.message);
     assert_eq!(routers(&rig).await, vec![(Some("blue".into()), None)]);
+}
+
+/// `cutover canary ENV --to SLOT --steps … --interval 1s` holds each step for the interval
+/// given, not the environment's `canary_pause` (10 minutes here), and says so in its plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_interval_overrides_the_configured_hold() {
+    let Some(rig) = Rig::start(
+        "the_cli_interval_overrides_the_configured_hold",
+        Kind::Embedded,
+    )
+    .await
+    else {
+        return;
+    };
+    let toml = rig.toml.replacen(
+        "watch = \"0s\"\n",
+        "watch = \"0s\"\ncanary_pause = \"600s\"\n",
+        1,
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let args = [
+        "canary",
+        "shop",
+        "--to",
+        "green",
+        "--steps",
+        "50,100",
+        "--interval",
+        "1s",
+        "--yes",
+    ];
+    let o = tokio::time::timeout(
+        Duration::from_secs(120),
+        common::cutover_cli(dir.path(), &toml, &args),
+    )
+    .await
+    .expect("the canary held its steps for the interval given, not 600 s");
+    let out = common::printed(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    common::assert_contains(&out, "canary blue → green: 50 % → 100 %, 1.0s per step");
+    common::assert_contains(&out, "step 1/2 (50 %): analysing `green` for 1.0s");
+    assert_eq!(rig.public_slot().await, "green");
 }
 
 /// A promote ends a 10-minute hold; a `pause` step waits for a resume; a pause stops the

@@ -234,6 +234,7 @@ async fn the_canary_operation_runs_through_the_driver(rig: Rig) {
         steps: [5, 50, 100]
             .map(cutover::model::CanaryStep::Weight)
             .to_vec(),
+        interval: None,
     };
     let (out, lines) = common::run_op(&engine, canary, false, false).await;
     let report = load.finish().await;

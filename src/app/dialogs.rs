@@ -155,16 +155,20 @@ impl App {
         self.ask(env, OpKind::Pause { on }, title.into());
     }
 
-    pub(super) fn ask_canary(&mut self, env: usize, slot: &str) {
+    /// The confirm dialog of a canary to `slot`: with `plan`'s steps and interval where given
+    /// (`:canary SLOT STEPS INTERVAL`), else the environment's.
+    pub(super) fn ask_canary(&mut self, env: usize, slot: &str, plan: CanaryPlan) {
         let Some(e) = self.envs.get(env) else { return };
         if e.live() == Some(slot) {
             self.status = Some((Level::Warn, format!("`{slot}` is already live")));
             return;
         }
-        let steps = e
-            .config
-            .canary
-            .steps
+        let shown = if plan.steps.is_empty() {
+            &e.config.canary.steps
+        } else {
+            &plan.steps
+        };
+        let steps = shown
             .iter()
             .map(|s| match s.percent() {
                 Some(p) => format!("{p} %"),
@@ -174,11 +178,12 @@ impl App {
             .join(" → ");
         let title = format!(
             "Canary to `{slot}`: {steps}, {} per step",
-            crate::timefmt::millis(e.config.canary.pause)
+            crate::timefmt::millis(plan.interval.unwrap_or(e.config.canary.pause))
         );
         let kind = OpKind::Canary {
             to: slot.to_string(),
-            steps: Vec::new(),
+            steps: plan.steps,
+            interval: plan.interval,
         };
         self.ask(env, kind, title);
     }
@@ -444,5 +449,72 @@ impl App {
         });
         self.log(env, Level::Info, line);
         vec![Effect::RunOp { env, req, gate }]
+    }
+}
+
+/// A canary's plan as the operator typed it (`:canary SLOT [STEPS] [INTERVAL]`); what is left
+/// out comes from the environment's config.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CanaryPlan {
+    pub steps: Vec<crate::model::CanaryStep>,
+    pub interval: Option<std::time::Duration>,
+}
+
+impl CanaryPlan {
+    /// Read the words after `:canary SLOT`: a comma list of steps (`10,pause,50,100`) and a
+    /// duration (`30s`), in either order; each at most once. The message says what is wrong.
+    pub fn parse(words: &[&str]) -> Result<CanaryPlan, String> {
+        let mut plan = CanaryPlan::default();
+        for w in words {
+            if let Ok(d) = humantime::parse_duration(w) {
+                if plan.interval.replace(d).is_some() {
+                    return Err("give one interval".into());
+                }
+                if d.is_zero() {
+                    return Err("the interval must be more than zero".into());
+                }
+            } else {
+                if !plan.steps.is_empty() {
+                    return Err(format!(
+                        "`{w}`: give the steps once, as one list (5,25,100)"
+                    ));
+                }
+                let parts: Vec<&str> = w.split(',').collect();
+                plan.steps = crate::config::parse_canary_steps(&parts)?;
+            }
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::CanaryPlan;
+    use crate::model::CanaryStep::{Pause, Weight};
+    use std::time::Duration;
+
+    #[test]
+    fn a_typed_canary_plan_reads_steps_and_interval_in_either_order() {
+        let want = CanaryPlan {
+            steps: vec![Weight(10), Pause, Weight(100)],
+            interval: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(
+            CanaryPlan::parse(&["10,pause,100", "30s"]),
+            Ok(want.clone())
+        );
+        assert_eq!(CanaryPlan::parse(&["30s", "10%,pause,100%"]), Ok(want));
+        assert_eq!(CanaryPlan::parse(&[]), Ok(CanaryPlan::default()));
+        for (words, says) in [
+            (&["10,50"][..], "the last step must be 100%"),
+            (&["50,10,100"], "must rise"),
+            (&["10,100", "5,100"], "give the steps once"),
+            (&["1m", "30s"], "give one interval"),
+            (&["0s"], "more than zero"),
+        ] {
+            let e = CanaryPlan::parse(words).expect_err(says);
+            assert!(e.contains(says), "{words:?}: {e}");
+        }
     }
 }

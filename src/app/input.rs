@@ -180,7 +180,7 @@ impl App {
             }
             Action::Canary => {
                 if let Some(slot) = self.selected_slot_name() {
-                    self.ask_canary(env_idx, &slot);
+                    self.ask_canary(env_idx, &slot, CanaryPlan::default());
                 }
                 vec![]
             }
@@ -244,7 +244,7 @@ impl App {
         match head.split_whitespace().next() {
             None => COMMANDS.iter().map(|c| c.to_string()).collect(),
             Some("env") => self.envs.iter().map(|e| e.config.name.clone()).collect(),
-            Some("swap" | "drain" | "undrain" | "rolling") => slots(),
+            Some("swap" | "drain" | "undrain" | "rolling" | "canary") => slots(),
             Some("maintenance") => ["on", "off", "pause", "resume"].map(String::from).to_vec(),
             Some("theme") => Theme::builtin_names()
                 .into_iter()
@@ -260,7 +260,7 @@ impl App {
         let env_idx = self.selected_env;
         let needs_ro_check = matches!(
             words.first().copied(),
-            Some("swap" | "rollback" | "drain" | "undrain" | "maintenance" | "rolling")
+            Some("swap" | "rollback" | "drain" | "undrain" | "maintenance" | "rolling" | "canary")
         );
         if needs_ro_check && self.read_only_here() {
             self.refuse_read_only(&format!(":{line}"));
@@ -297,11 +297,25 @@ impl App {
             ["drain", slot] if known_slot(self, slot) => self.ask_drain(env_idx, slot, true),
             ["undrain", slot] if known_slot(self, slot) => self.ask_drain(env_idx, slot, false),
             ["rolling", slot] if known_slot(self, slot) => self.ask_rolling(env_idx, slot),
+            ["canary", slot, plan @ ..] if known_slot(self, slot) => {
+                match CanaryPlan::parse(plan) {
+                    Ok(plan) => self.ask_canary(env_idx, slot, plan),
+                    Err(why) => {
+                        self.status = Some((
+                            Level::Warn,
+                            format!(
+                                ":canary {slot}: {why}; e.g. `:canary {slot} 5,25,pause,100 30s`"
+                            ),
+                        ))
+                    }
+                }
+            }
             ["maintenance", on @ ("on" | "off")] => self.ask_maintenance(env_idx, *on == "on"),
             ["maintenance", p @ ("pause" | "resume")] => self.ask_pause(env_idx, *p == "pause"),
             ["theme", name] => return vec![Effect::LoadTheme(name.to_string())],
             [cmd, rest @ ..]
-                if ["swap", "drain", "undrain", "rolling"].contains(cmd) && !rest.is_empty() =>
+                if ["swap", "drain", "undrain", "rolling", "canary"].contains(cmd)
+                    && !rest.is_empty() =>
             {
                 let (env, slots) = self.env().map_or_else(Default::default, |e| {
                     let slots: Vec<&str> = e.slots.iter().map(|s| s.name.as_str()).collect();

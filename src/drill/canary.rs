@@ -113,6 +113,7 @@ pub async fn run_canary(
         ..OpRequest::new(OpKind::Canary {
             to: canary.clone(),
             steps,
+            interval: None,
         })
     };
     let op = engine.run(req, GateSource::ProbeNow, tx, cancel);

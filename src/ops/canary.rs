@@ -161,14 +161,20 @@ impl Engine {
         preview: Option<String>,
         to: String,
         steps: Vec<CanaryStep>,
+        interval: Option<Duration>,
         held: Arc<std::sync::Mutex<Option<super::Held>>>,
     ) -> Outcome {
-        // No steps asked for: the environment's plan.
+        // No steps or interval asked for: the environment's plan.
         let steps = if steps.is_empty() {
             self.env.canary.steps.clone()
         } else {
             steps
         };
+        let pause = interval.unwrap_or(self.env.canary.pause);
+        if pause.is_zero() {
+            let why = "the canary's interval must be more than zero".to_string();
+            return run.fail(Step::Plan, Verdict::Refused, why);
+        }
         let Some(live) = live else {
             let why = "no slot is live: a canary splits the live traffic; swap first".to_string();
             return run.fail(Step::Plan, Verdict::Refused, why);
@@ -204,7 +210,7 @@ impl Engine {
             format!(
                 "canary {live} → {to}: {}, {} per step",
                 plan_text(&steps),
-                crate::timefmt::millis(self.env.canary.pause)
+                crate::timefmt::millis(pause)
             ),
         );
 
@@ -256,7 +262,7 @@ impl Engine {
                         return self.abort(run, &live, &to, why, Verdict::Failed).await;
                     }
                     share = p;
-                    Hold::For(self.env.canary.pause)
+                    Hold::For(pause)
                 }
                 CanaryStep::Pause => Hold::UntilResumed,
             };
