@@ -348,12 +348,7 @@ fn the_documented_cutover_config_parses() {
 
 #[test]
 fn the_documented_apache_config_passes_apache2_configtest() {
-    let Some(bin) = require_binary(
-        "the_documented_apache_config_passes_apache2_configtest",
-        "apache2",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
     let dir = tempfile::TempDir::new().expect("temp dir");
     let d = dir.path();
     let mut conf = format!(
@@ -384,11 +379,7 @@ fn the_documented_apache_config_passes_apache2_configtest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn swap_and_rollback_under_load_fail_no_request() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("swap_and_rollback_under_load_fail_no_request").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
 
     let st = d.observe().await.expect("observe");
@@ -448,11 +439,7 @@ async fn swap_and_rollback_under_load_fail_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_preview_and_the_swaps_that_are_refused() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("set_preview_and_the_swaps_that_are_refused").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let toml = blue_green_toml(&a, &blue, &green, "").replace(
         "[[environment.router]]",
         "[[environment.slot]]\nname = \"staging\"\naddress = \"http://127.0.0.1:9\"\n\n\
@@ -467,13 +454,7 @@ async fn set_preview_and_the_swaps_that_are_refused() {
         (Some("blue"), Some("blue"))
     );
     assert_eq!(answers(&a.preview_url(), 4).await, only("blue", 4));
-    assert!(
-        st.problems
-            .iter()
-            .any(|n| n.contains("slot `staging` has no member")),
-        "a problem, not a note: {:?}",
-        st.problems
-    );
+    common::assert_problem(&st, "slot `staging` has no member");
 
     fails_with(
         d.switch_live("staging").await,
@@ -512,11 +493,7 @@ async fn set_preview_and_the_swaps_that_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_apache_ignores_silently_are_reported_as_failures() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("changes_apache_ignores_silently_are_reported_as_failures").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let enable = [(MemberFlag::Disabled, false)];
 
@@ -573,12 +550,7 @@ async fn changes_apache_ignores_silently_are_reported_as_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_a_node_shows_its_busy_count_fall_to_zero() {
-    let Some(bin) = require_binary(
-        "draining_a_node_shows_its_busy_count_fall_to_zero",
-        "apache2",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
     let nodes = slots(&[("web1", "1.0.0"), ("web2", "1.0.0"), ("web3", "1.0.0")]).await;
     let a = Apache::three_nodes(&bin, &nodes).await;
     let toml = format!(
@@ -710,11 +682,7 @@ fn blue_green_engine(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let state = tempfile::tempdir().expect("state dir");
     let engine = blue_green_engine(&a, &blue, &green, state.path());
     let green_slot = Target::slot("green");
@@ -775,12 +743,7 @@ async fn restart_after_swap(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_restart_without_balancer_persist_shows_as_drift() {
-    let Some(bin) = require_binary(
-        "a_graceful_restart_without_balancer_persist_shows_as_drift",
-        "apache2",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
     let (st, got) = restart_after_swap(&bin, false, "blue").await;
     // Apache went back to the config's states: blue is live again, and observe says why.
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
@@ -801,12 +764,7 @@ async fn a_graceful_restart_without_balancer_persist_shows_as_drift() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_balancer_persist_a_graceful_restart_keeps_the_swap() {
-    let Some(bin) = require_binary(
-        "with_balancer_persist_a_graceful_restart_keeps_the_swap",
-        "apache2",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
     let (st, got) = restart_after_swap(&bin, true, "green").await;
     assert_eq!(st.live.as_deref(), Some("green"), "{st:?}");
     assert_eq!(got, only("green", 4));
@@ -820,11 +778,7 @@ async fn with_balancer_persist_a_graceful_restart_keeps_the_swap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
     // This server's maintenance redirect goes to green.
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("maintenance_redirect_on_and_off_under_load_fails_no_request").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let redirect = MaintenanceMode::Redirect { to: "green".into() };
 
@@ -920,11 +874,7 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("the_bypass_cookie_reaches_the_server_in_maintenance").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let redirect = MaintenanceMode::Redirect { to: "green".into() };
 
@@ -1083,12 +1033,7 @@ async fn a_maintenance_redirect_is_no_version_mismatch_and_a_missing_bypass_is_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
-    let Some(bin) = require_binary(
-        "the_loop_guard_stops_two_servers_redirecting_to_each_other",
-        "apache2",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     // Two servers: web1 serves blue and redirects to web2; web2 serves green and redirects
@@ -1166,12 +1111,8 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_behind_basic_auth() {
-    let Some(bin) = require_binary("a_manager_behind_basic_auth", "apache2") else {
-        return;
-    };
-    let Some(htpasswd) = require_binary("a_manager_behind_basic_auth", "htpasswd") else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
+    let htpasswd = common::or_skip!(require_binary("htpasswd"));
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     let secrets = tempfile::TempDir::new().expect("temp dir");
@@ -1355,15 +1296,8 @@ async fn a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy() {
-    let Some((a, nodes, _state, engine)) = rolling_world(
-        "a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy",
-        "drain_timeout = \"60s\"\n",
-        "idle_after = \"1s\"\n",
-    )
-    .await
-    else {
-        return;
-    };
+    let (a, nodes, _state, engine) =
+        common::or_skip!(rolling_world("drain_timeout = \"60s\"\n", "idle_after = \"1s\"\n").await);
     // Apache leaves `busy` above zero only when concurrent updates race (docs/apache.md,
     // "Busy"), which cannot be made to happen on demand. What cutover sees of it, a member
     // whose busy stays at 1 while no request is sent to it and none ends, is made here by one
@@ -1425,10 +1359,7 @@ async fn a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_balancer_manager() {
-    let Some((_bin, _s, blue, green, a)) = blue_green_rig("bench_drill_balancer_manager").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let r = common::bench_drill(
         "apache (balancer-manager)",
         &blue_green_toml(&a, &blue, &green, ""),
@@ -1450,15 +1381,9 @@ async fn bench_drill_balancer_manager() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_apache() {
-    let Some((_bin, s, blue, _green, a)) =
-        blue_green_rig("bench_throughput_direct_embedded_apache").await
-    else {
-        return;
-    };
-    let (_embedded, embedded_url) = common::bench_embedded(&s[0], &s[1], a.dir.path()).await;
-    common::bench_load("direct to the slot", &format!("{blue}/")).await;
-    common::bench_load("through the embedded proxy", &embedded_url).await;
-    common::bench_load("through Apache (event MPM, defaults)", &a.url()).await;
+    let (_bin, s, _blue, _green, a) = common::or_skip!(blue_green_rig().await);
+    let label = "through Apache (event MPM, defaults)";
+    common::bench_three_ways(&s[0], &s[1], a.dir.path(), label, &a.url()).await;
 }
 
 /// The traffic view's figures come from the balancer-manager's `elected` counter: over a window
@@ -1466,11 +1391,7 @@ async fn bench_throughput_direct_embedded_apache() {
 /// loses a few under concurrency; see docs/apache.md "Busy").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_slots_elected_counter_matches_the_loads_own_count() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("the_live_slots_elected_counter_matches_the_loads_own_count").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let before = d.observe().await.expect("observe");
     let live = before.live.clone().expect("a live slot");

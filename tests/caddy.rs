@@ -206,9 +206,7 @@ async fn patch_live_upstreams(admin: u16, dial: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused() {
-    let Some(r) = blue_green("the_maintenance_page_says_so", Mode::Api).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Mode::Api).await);
     r.driver
         .maintenance(true, &MaintenanceMode::Page)
         .await
@@ -232,18 +230,16 @@ async fn the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_never_removes_the_last_upstream() {
     for mode in [Mode::Api, Mode::File] {
-        let Some(r) = rig(
-            "a_drain_never_removes_the_last_upstream",
-            mode,
-            &["blue", "green", "staging"],
-            &[("blue", 1)],
-            "",
-            None,
-        )
-        .await
-        else {
-            return;
-        };
+        let r = common::or_skip!(
+            rig(
+                mode,
+                &["blue", "green", "staging"],
+                &[("blue", 1)],
+                "",
+                None
+            )
+            .await
+        );
         r.driver
             .drain(&Target::node("blue", "n1"))
             .await
@@ -282,18 +278,16 @@ async fn a_drain_never_removes_the_last_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_are_shown_and_change_nothing() {
     // A wrong @id: Caddy's 404 and its JSON error are in the message; nothing changes.
-    let Some(r) = rig(
-        "api_errors_are_shown_and_change_nothing",
-        Mode::Api,
-        &["blue", "green"],
-        &[],
-        "preview_id = \"no_such_handler\"",
-        None,
-    )
-    .await
-    else {
-        return;
-    };
+    let r = common::or_skip!(
+        rig(
+            Mode::Api,
+            &["blue", "green"],
+            &[],
+            "preview_id = \"no_such_handler\"",
+            None
+        )
+        .await
+    );
     let e = r.driver.set_preview("blue").await.expect_err("unknown id");
     let msg = format!("{e:#}");
     common::assert_contains(&msg, "answered 404");
@@ -301,11 +295,7 @@ async fn api_errors_are_shown_and_change_nothing() {
     assert_eq!(r.preview_slot().await, "green");
     assert_eq!(r.public_slot().await, "blue");
     let s = r.driver.observe().await.expect("observe");
-    assert!(
-        s.problems.iter().any(|n| n.contains("no_such_handler")),
-        "a problem, not a note: {:?}",
-        s.problems
-    );
+    common::assert_problem(&s, "no_such_handler");
 
     // A concurrent writer changes the live upstreams between cutover's read and its PATCH:
     // the If-Match makes Caddy refuse cutover's write (412), and the other change stands.
@@ -316,18 +306,7 @@ async fn api_errors_are_shown_and_change_nothing() {
     let staging_dial = staging.addr.to_string();
     let rt = relay_target.clone();
     let relay = racing_relay_deferred(rt.clone(), staging_dial.clone()).await;
-    let Some(r) = rig(
-        "api_errors_are_shown_and_change_nothing",
-        Mode::Api,
-        &["blue", "green"],
-        &[],
-        "",
-        Some(relay),
-    )
-    .await
-    else {
-        return;
-    };
+    let r = common::or_skip!(rig(Mode::Api, &["blue", "green"], &[], "", Some(relay)).await);
     rt.store(r.admin, Ordering::SeqCst);
     let e = r
         .driver
@@ -393,14 +372,7 @@ async fn racing_relay_deferred(admin: Arc<std::sync::atomic::AtomicU16>, dial: S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_status_fail_on_an_id_caddy_does_not_have() {
-    let Some(r) = blue_green(
-        "check_and_status_fail_on_an_id_caddy_does_not_have",
-        Mode::Api,
-    )
-    .await
-    else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Mode::Api).await);
     // A typo in `live_id`: Caddy's config has no such @id.
     let (line, status) = common::check_and_status_fail_after(
         &r.toml,
@@ -420,9 +392,7 @@ async fn check_and_status_fail_on_an_id_caddy_does_not_have() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_changes_show_as_drift() {
-    let Some(r) = blue_green("hand_changes_show_as_drift", Mode::Api).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Mode::Api).await);
     // A change by hand to another slot: tests/contract.rs. To no slot at all:
     r.patch_live_by_hand("127.0.0.1:9").await;
     let s = r.driver.observe().await.expect("observe");
@@ -433,9 +403,7 @@ async fn hand_changes_show_as_drift() {
         s.notes
     );
 
-    let Some(r) = blue_green("hand_changes_show_as_drift", Mode::File).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Mode::File).await);
     std::fs::File::create(r.flag_dir.join("live=green")).expect("second flag");
     let s = r.driver.observe().await.expect("observe");
     assert!(
@@ -475,13 +443,7 @@ async fn hand_changes_show_as_drift() {
         .expect("load");
     assert_eq!(resp.status().as_u16(), 200);
     let s = r.driver.observe().await.expect("observe");
-    assert!(
-        s.problems
-            .iter()
-            .any(|n| n.contains("no route for live=blue")),
-        "a problem, not a note: {:?}",
-        s.problems
-    );
+    common::assert_problem(&s, "no route for live=blue");
     common::fails_with(
         r.driver.switch_live("green").await,
         "no routes",
@@ -545,15 +507,7 @@ async fn measure(test: &str, mode: Mode, label: &str) -> Option<LoadReport> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zero_failed_requests_with_the_default_mode() {
-    let Some(rep) = measure(
-        "zero_failed_requests_with_the_default_mode",
-        Mode::default(),
-        "mode=file (default)",
-    )
-    .await
-    else {
-        return;
-    };
+    let rep = common::or_skip!(measure(Mode::default(), "mode=file (default)").await);
     assert_eq!(rep.failed(), 0, "first errors: {:?}", rep.first_errors);
 }
 
@@ -568,17 +522,23 @@ async fn failed_requests_api_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_file_mode() {
-    let Some(r) = blue_green("bench_drill_file_mode", Mode::File).await else {
-        return;
-    };
-    common::bench_drill("caddy (file, the default)", &r.toml).await;
+    bench_drill(
+        "bench_drill_file_mode",
+        Mode::File,
+        "caddy (file, the default)",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_api_mode() {
-    let Some(r) = blue_green("bench_drill_api_mode", Mode::Api).await else {
-        return;
-    };
-    common::bench_drill("caddy (api)", &r.toml).await;
+    bench_drill("bench_drill_api_mode", Mode::Api, "caddy (api)").await;
+}
+
+/// The drill (`common::bench_drill`) through caddy in `mode`, named `label` in the table.
+async fn bench_drill(test: &str, mode: Mode, label: &str) {
+    if let Some(r) = blue_green(test, mode).await {
+        common::bench_drill(label, &r.toml).await;
+    }
 }

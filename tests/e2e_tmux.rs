@@ -186,9 +186,10 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     let (args, live) = demo_args();
     let t = Tmux::start("main", 120, 40, &args);
     let s = t.wait_ready();
-    for needle in ["blue", "green", "staging", "● LIVE", "◐ PREVIEW", "○ IDLE"] {
-        assert!(s.contains(needle), "missing {needle}:\n{s}");
-    }
+    common::assert_contains_all(
+        &s,
+        &["blue", "green", "staging", "● LIVE", "◐ PREVIEW", "○ IDLE"],
+    );
     assert_eq!(served_by(live), "blue");
 
     // Pressed in the first seconds: the dialog's gate is re-checked on every poll, and `y`
@@ -279,18 +280,19 @@ fn at_80x24_nothing_important_is_cut_off() {
     let (args, _) = demo_args();
     let t = Tmux::start("narrow", 80, 24, &args);
     let s = t.wait_ready();
-    for needle in [
-        "● LIVE",
-        "◐ PREVIEW",
-        "○ IDLE",
-        "v1.4.2",
-        "v1.5.0",
-        "Public",
-        "s swap",
-        "? help",
-    ] {
-        assert!(s.contains(needle), "missing {needle} at 80x24:\n{s}");
-    }
+    common::assert_contains_all(
+        &s,
+        &[
+            "● LIVE",
+            "◐ PREVIEW",
+            "○ IDLE",
+            "v1.4.2",
+            "v1.5.0",
+            "Public",
+            "s swap",
+            "? help",
+        ],
+    );
     for line in s.lines() {
         assert!(
             line.chars().count() <= 80,
@@ -308,9 +310,7 @@ fn at_40x10_slots_page_and_the_dialog_keeps_its_keys() {
     let (args, _) = demo_args();
     let t = Tmux::start("tiny", 40, 10, &args);
     let s = t.wait_for("slot 1 of 3", Duration::from_secs(20));
-    for needle in ["▸ blue", "? help", "q quit"] {
-        assert!(s.contains(needle), "missing {needle} at 40x10:\n{s}");
-    }
+    common::assert_contains_all(&s, &["▸ blue", "? help", "q quit"]);
     t.wait_for("v1.4.2", Duration::from_secs(20));
     // → turns the page to green, whole and readable.
     t.keys(&["Right"]);

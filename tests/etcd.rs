@@ -231,9 +231,7 @@ fn racing_processes_with_their_own_state_dirs_never_both_hold_the_lock() {
 
 #[test]
 fn a_killed_holders_lease_expires_within_the_ttl_and_its_late_write_is_refused() {
-    let Some(m) = etcd("a_killed_holders_lease_expires") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     const TTL: u64 = 3;
     let d = tempfile::tempdir().expect("tempdir");
     let mut kid = child(&m.url, d.path(), TTL, 0, true);
@@ -401,9 +399,7 @@ async fn until(within: Duration, f: impl Fn() -> bool + Send + 'static) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_share_the_lock_the_rollback_target_and_the_audit_trail() {
-    let Some(m) = etcd("two_operators_share_the_lock") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("60s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     // Alice swaps and stays in her watch, holding the lock.
@@ -551,9 +547,7 @@ async fn until_watching(shared: &Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_whose_lease_is_lost_stops_and_says_so() {
-    let Some(m) = etcd("an_operation_whose_lease_is_lost_stops") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("60s").await;
     let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
     // A short lease, so that losing it shows quickly.
@@ -601,9 +595,7 @@ async fn revoke_the_lease_of(url: &str, key: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutover_watch_shows_another_operators_operation_step_by_step() {
-    let Some(m) = etcd("cutover_watch_shows_another_operators_operation") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     let mut w = rig.command(&bob, &["watch", "shop"]);
@@ -680,9 +672,7 @@ async fn leader(members: &[Member]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing_twice() {
-    let Some(mut members) = cluster("the_leader_killed_during_an_operation", 3) else {
-        return;
-    };
+    let mut members = common::or_skip!(cluster(3));
     let rig = Rig::start("6s").await;
     // The leader first in the list: cutover is talking to it when it dies.
     let l = leader(&members).await;
@@ -759,12 +749,8 @@ async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing
 
 #[test]
 fn with_etcd_auth_the_documented_role_is_enough_and_no_credentials_are_refused() {
-    let Some(m) = etcd("with_etcd_auth") else {
-        return;
-    };
-    let Some(etcdctl) = common::require_binary("with_etcd_auth", "etcdctl") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
+    let etcdctl = common::or_skip!(common::require_binary("etcdctl"));
     let ctl = |args: &[&str]| {
         let o = Command::new(&etcdctl)
             .args(["--endpoints", &m.url])
@@ -849,9 +835,7 @@ fn with_etcd_auth_the_documented_role_is_enough_and_no_credentials_are_refused()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_operator_takes_the_lock_over_through_the_store() {
-    let Some(m) = etcd("a_second_operator_takes_the_lock_over") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("60s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     let mut a = rig.command(&alice, &["swap", "shop", "--yes"]);
@@ -912,9 +896,7 @@ async fn a_second_operator_takes_the_lock_over_through_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory() {
-    let Some(m) = etcd("a_tui_following_the_store") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     // Bob's TUI, without a terminal: its background tasks and the events they send.
@@ -950,9 +932,7 @@ async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory()
 /// first answer), then it is gone (a line, and the indicator turns), then back (a line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tui_knows_whether_the_shared_store_answers() {
-    let Some(mut m) = etcd("the_tui_knows_whether_the_shared_store_answers") else {
-        return;
-    };
+    let mut m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
     let cfg = cutover::config::load(&rig.config("bob", &m.url)).expect("bob's config");
     let world = cutover::world::World::build(cfg, None).expect("world");
@@ -986,9 +966,7 @@ async fn the_tui_knows_whether_the_shared_store_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed() {
-    let Some(m) = etcd("a_lease_lost_before_the_switch") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
     let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
     // A long gate (20 fresh probes, 300 ms apart) and a short lease: the lease is lost while
@@ -1187,9 +1165,7 @@ fn a_store_over_tls_with_a_private_ca_and_a_client_certificate() {
 /// timers stall with it: the round fails once the two minutes are out.)
 #[test]
 fn a_silent_store_does_not_stall_the_runtimes_other_tasks() {
-    let Some(m) = etcd("a_silent_store_does_not_stall_the_runtimes_other_tasks") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

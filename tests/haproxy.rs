@@ -340,9 +340,7 @@ fn print_report(name: &str, r: &LoadReport, switches: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_file_stays_in_sync_and_requests_and_errors_are_counted() {
-    let Some(rig) = Rig::for_test("map_file_stays_in_sync", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     assert_eq!((d.kind(), d.name()), ("haproxy", "haproxy"));
     let st = observe(d.as_ref()).await;
@@ -398,14 +396,7 @@ async fn map_file_stays_in_sync_and_requests_and_errors_are_counted() {
 /// traffic: over a 10 s load, it counts what the load itself counted, within 5 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_slots_request_counter_matches_the_loads_own_count() {
-    let Some(rig) = Rig::for_test(
-        "the_live_slots_request_counter_matches_the_loads_own_count",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     let before = observe(&*d).await;
     let live = before.live.clone().expect("a live slot");
@@ -454,14 +445,7 @@ fn owner_and_mode(p: &Path) -> (u32, u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rewritten_map_and_state_files_keep_their_owner_group_and_mode() {
-    let Some(rig) = Rig::for_test(
-        "rewritten_map_and_state_files_keep_their_owner_group_and_mode",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     // Giving a file away needs root; as another user the write is refused (and says why).
     if unsafe { libc::geteuid() } != 0 {
         panic!("this test chowns files to `nobody`: run it as root (the CI container does)");
@@ -506,14 +490,7 @@ async fn rewritten_map_and_state_files_keep_their_owner_group_and_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
-    let Some(rig) = Rig::for_test(
-        "check_and_status_fail_on_a_backend_haproxy_does_not_have",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     // The documented config checks out; a typo in `backends`: HAProxy has no `app_gren`.
     let (from, to) = ("green = \"be_green\"", "green = \"app_gren\"");
     let (line, status) =
@@ -536,14 +513,7 @@ async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
 /// slot whose server HAProxy's checks find down gets no such pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so() {
-    let Some(rig) = Rig::for_test(
-        "haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     // The checks (`inter 1s`) have run once at least: green's servers read UP (L4OK).
     let d = rig.driver();
     let up = common::eventually(Duration::from_secs(30), || async {
@@ -593,14 +563,7 @@ async fn haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_empty_server_state_file_is_named_as_the_file() {
-    let Some(rig) = Rig::for_test(
-        "an_empty_server_state_file_is_named_as_the_file",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     // No file before cutover's first change: no note.
     assert!(!rig.path("server-state").exists());
@@ -626,9 +589,7 @@ async fn an_empty_server_state_file_is_named_as_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
-    let Some(rig) = Rig::for_test("map_drain_reaches_zero_sessions", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
 
     // A slow request in flight on blue, the live slot.
@@ -736,9 +697,7 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_maintenance_page_and_redirect() {
-    let Some(rig) = Rig::for_test("map_maintenance_page_and_redirect", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
 
     ok(
@@ -840,9 +799,7 @@ async fn map_maintenance_page_and_redirect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drift_after_a_change_by_hand() {
-    let Some(rig) = Rig::for_test("map_drift_after_a_change_by_hand", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     // A first change through cutover writes the server-state file.
     ok("drain staging", d.drain(&Target::slot("staging"))).await;
@@ -886,9 +843,7 @@ async fn map_drift_after_a_change_by_hand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_state_survives_a_restart_and_observe_retries() {
-    let Some(mut rig) = Rig::for_test("map_state_survives_a_restart", Setup::Map).await else {
-        return;
-    };
+    let mut rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     ok("swap to green", d.switch_live("green")).await;
     ok("preview blue", d.set_preview("blue")).await;
@@ -920,9 +875,7 @@ async fn map_state_survives_a_restart_and_observe_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_refusals_quote_haproxy() {
-    let Some(rig) = Rig::for_test("map_refusals_quote_haproxy", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let map = rig.path("slots.map").display().to_string();
 
     // A backend HAProxy does not have: refused before `set map` is sent.
@@ -941,11 +894,7 @@ async fn map_refusals_quote_haproxy() {
     );
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
     let st = observe(d.as_ref()).await;
-    assert!(
-        st.problems.iter().any(|n| n.contains("be_nowhere")),
-        "a problem, not a note: {:?}",
-        st.problems
-    );
+    common::assert_problem(&st, "be_nowhere");
 
     // HAProxy's own error texts, quoted.
     let d = rig.driver();
@@ -1008,9 +957,7 @@ async fn map_refusals_quote_haproxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn socket_faults_give_clear_errors() {
-    let Some(rig) = Rig::for_test("socket_faults_give_clear_errors", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let admin_line = format!("socket = \"127.0.0.1:{}\"", rig.admin);
     let fail = |d: Arc<dyn Router>| async move {
         match d.observe().await {
@@ -1097,9 +1044,7 @@ async fn socket_faults_give_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_zero_failed_requests_across_20_swap_rollback_pairs() {
-    let Some(rig) = Rig::for_test("map_zero_failed_requests", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     let (report, switches, _) = swaps_under_load(&rig, &d, 20).await;
     print_report("map setup, 20 swap+rollback pairs", &report, switches);
@@ -1118,9 +1063,7 @@ async fn map_zero_failed_requests_across_20_swap_rollback_pairs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_swap_rollback_drain_and_maintenance() {
-    let Some(rig) = Rig::for_test("servers_swap_rollback_drain", Setup::Servers).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     let d = rig.driver();
     assert!(!d.supports(Verb::SetPreview));
     let st = observe(d.as_ref()).await;
@@ -1271,10 +1214,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_drift_after_a_change_by_hand() {
-    let Some(mut rig) = Rig::for_test("servers_drift_after_a_change_by_hand", Setup::Servers).await
-    else {
-        return;
-    };
+    let mut rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     let d = rig.driver();
     ok("swap to green", d.switch_live("green")).await;
     assert!(observe(d.as_ref()).await.notes.is_empty());
@@ -1323,9 +1263,7 @@ async fn servers_drift_after_a_change_by_hand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_failed_requests_across_20_swap_rollback_pairs() {
-    let Some(rig) = Rig::for_test("servers_failed_requests", Setup::Servers).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     let d = rig.driver();
     // Green comes out of `disabled` once, before the measured run.
     ok("swap to green", d.switch_live("green")).await;
@@ -1363,12 +1301,7 @@ fn config_mistakes_are_located_and_named() {
 /// switched back, the operation names the router, and both agree again.
 #[tokio::test]
 async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
-    let Some(bin) = common::require_binary(
-        "a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails",
-        "haproxy",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(common::require_binary("haproxy"));
     let one = Rig::new(Setup::Map, bin.clone()).await;
     let two = Rig::new(Setup::Map, bin).await;
     let state = TempDir::new().expect("state dir");
@@ -1431,13 +1364,8 @@ async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
 /// tested and put back one at a time, and green keeps serving throughout.
 #[tokio::test]
 async fn a_rolling_deploy_over_greens_servers() {
-    let Some(bin) = common::require_binary("a_rolling_deploy_over_greens_servers", "haproxy")
-    else {
-        return;
-    };
-    let Some(curl) = common::require_binary("a_rolling_deploy_over_greens_servers", "curl") else {
-        return;
-    };
+    let bin = common::or_skip!(common::require_binary("haproxy"));
+    let curl = common::or_skip!(common::require_binary("curl"));
     let rig = Rig::new(Setup::Map, bin).await;
     let driver = rig.driver();
     ok("make green live", driver.switch_live("green")).await;
@@ -1504,33 +1432,30 @@ async fn a_rolling_deploy_over_greens_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_map() {
-    let Some(rig) = Rig::for_test("bench_drill_map", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     common::bench_drill("haproxy (map, the default)", &rig.cutover_toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_servers() {
-    let Some(rig) = Rig::for_test("bench_drill_servers", Setup::Servers).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     common::bench_drill("haproxy (server state)", &rig.cutover_toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_haproxy() {
-    let Some(rig) = Rig::for_test("bench_throughput_direct_embedded_haproxy", Setup::Servers).await
-    else {
-        return;
-    };
-    let (_embedded, embedded_url) =
-        common::bench_embedded(&rig.slots[0], &rig.slots[1], rig.dir.path()).await;
-    common::bench_load("direct to the slot", &format!("{}/", rig.slots[0].url())).await;
-    common::bench_load("through the embedded proxy", &embedded_url).await;
-    common::bench_load("through HAProxy", &rig.url("/")).await;
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
+    let (live, preview) = (&rig.slots[0], &rig.slots[1]);
+    common::bench_three_ways(
+        live,
+        preview,
+        rig.dir.path(),
+        "through HAProxy",
+        &rig.url("/"),
+    )
+    .await;
 }
 
 /// A fleet of this rig's HAProxy (`edge-1`) and an exec router (`edge-2`) whose live slot
@@ -1992,10 +1917,7 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
 
 #[tokio::test]
 async fn verify_probes_each_routers_own_public_url() {
-    let Some(bin) = common::require_binary("verify_probes_each_routers_own_public_url", "haproxy")
-    else {
-        return;
-    };
+    let bin = common::or_skip!(common::require_binary("haproxy"));
     let one = Rig::new(Setup::Map, bin.clone()).await;
     let two = Rig::new(Setup::Map, bin).await;
     let state = TempDir::new().expect("state dir");
@@ -2035,12 +1957,7 @@ async fn verify_probes_each_routers_own_public_url() {
         cutover::ops::Verdict::Done,
     )
     .await;
-    let verify = out
-        .record
-        .steps
-        .iter()
-        .find(|s| s.step == "verify")
-        .expect("verify");
+    let verify = common::step(&out, "verify");
     assert!(
         verify.detail.contains("all 2 public URLs serve 2.0.0"),
         "{verify:?}"
@@ -2076,10 +1993,7 @@ async fn verify_probes_each_routers_own_public_url() {
 /// the slot servers' own counts, and 0 % puts everything back on the live slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_canary_weights_split_the_live_traffic() {
-    let Some(rig) = Rig::for_test("map_canary_weights_split_the_live_traffic", Setup::Map).await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     assert!(d.supports(Verb::Weights));
     let servers: Vec<&SlotServer> = rig.slots.iter().collect();
@@ -2135,9 +2049,7 @@ async fn map_canary_weights_split_the_live_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_setup_offers_no_weights() {
-    let Some(rig) = Rig::for_test("servers_setup_offers_no_weights", Setup::Servers).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     let d = rig.driver();
     assert!(!d.supports(Verb::Weights));
     let e = refused(
@@ -2169,39 +2081,16 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
         &rig.cutover_toml[eol..]
     );
     let engine = common::engine(&text);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (_c, cancel) = tokio::sync::watch::channel(cutover::ops::Interrupt::None);
-    let req = cutover::ops::OpRequest {
-        watch: false,
-        ..cutover::ops::OpRequest::new(cutover::ops::OpKind::Canary {
-            to: "green".into(),
-            steps: vec![
-                cutover::model::CanaryStep::Weight(25),
-                cutover::model::CanaryStep::Weight(100),
-            ],
-        })
+    let canary = cutover::ops::OpKind::Canary {
+        to: "green".into(),
+        steps: vec![
+            cutover::model::CanaryStep::Weight(25),
+            cutover::model::CanaryStep::Weight(100),
+        ],
     };
-    let e = engine.clone();
-    let task = tokio::spawn(async move {
-        e.run(req, cutover::ops::GateSource::ProbeNow, tx, cancel)
-            .await
-    });
-    let held = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(p) = rx.recv().await {
-            if let cutover::ops::Progress::Step {
-                ok: Some(true),
-                message,
-                ..
-            } = &p
-                && message.contains("every router sends 25 % to `green`")
-            {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(held, Ok(true), "step 1 was not verified");
+    let (task, mut rx, _cancel) = common::start_op(&engine, canary);
+    // Step 1 verified.
+    common::step_done(&mut rx, "every router sends 25 % to `green`").await;
     let d = rig.driver();
     let st = observe(d.as_ref()).await;
     assert_eq!(st.weights.map(|w| w.canary_percent), Some(25));
@@ -2229,9 +2118,7 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: scripts/bench gate"]
 async fn bench_gate_time() {
-    let Some(rig) = Rig::for_test("bench_gate_time", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     let up = common::eventually(Duration::from_secs(30), || async {
         observe(d.as_ref()).await.slots["green"].checks_up == Some(true)

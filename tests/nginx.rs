@@ -347,17 +347,7 @@ async fn served_during(r: &Rig, n: usize) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
     // slots[0] = blue n1, slots[1] = green, slots[2] = blue n2.
-    let Some(r) = rig(
-        "drain_marks_a_node_down_and_never_the_last_routed_one",
-        Method::Realpath,
-        &["blue", "green"],
-        &[("blue", 1)],
-        "",
-    )
-    .await
-    else {
-        return;
-    };
+    let r = common::or_skip!(rig(Method::Realpath, &["blue", "green"], &[("blue", 1)], "").await);
     let s = r.driver.observe().await.expect("observe");
     let blue = &s.slots["blue"];
     assert_eq!(blue.nodes.len(), 2);
@@ -432,9 +422,7 @@ async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_edits_show_as_drift() {
-    let Some(r) = blue_green("hand_edits_show_as_drift", Method::Include).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Method::Include).await);
     // Someone points live.conf at green's address by hand and does not reload.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let live_conf = r.dir().join("live.conf");
@@ -456,9 +444,7 @@ async fn hand_edits_show_as_drift() {
     assert!(s.notes.is_empty(), "{:?}", s.notes);
 
     // realpath: a link pointing somewhere that is no slot.
-    let Some(r) = blue_green("hand_edits_show_as_drift", Method::Realpath).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Method::Realpath).await);
     let link = r.dir().join("live");
     std::fs::remove_file(&link).expect("rm link");
     std::os::unix::fs::symlink("/nonexistent", &link).expect("link");
@@ -527,22 +513,9 @@ async fn check_fails_while_nginx_is_not_routed_by_cutovers_files() {
     let up = r.dir().join("upstreams.conf");
     std::fs::rename(&up, r.dir().join("upstreams.conf.away")).expect("move away");
     let s = r.driver.observe().await.expect("observe");
-    assert!(
-        s.problems.iter().any(|p| p.contains("cutover setup shop")),
-        "{:?}",
-        s.problems
-    );
+    common::assert_problem(&s, "cutover setup shop");
     let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
-    let out = common::printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("router nginx"))
-        .unwrap_or_else(|| panic!("no router line:\n{out}"));
-    assert!(
-        line.starts_with("FAIL") && line.contains("upstreams.conf"),
-        "{line}"
-    );
+    common::failed_check(&o, "router nginx", "upstreams.conf");
     std::fs::rename(r.dir().join("upstreams.conf.away"), &up).expect("move back");
     assert!(
         r.driver
@@ -557,17 +530,7 @@ async fn check_fails_while_nginx_is_not_routed_by_cutovers_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving() {
     for method in [Method::Symlink, Method::Include, Method::Realpath] {
-        let Some(r) = rig(
-            "a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving",
-            method,
-            &["blue", "green", "staging"],
-            &[],
-            "",
-        )
-        .await
-        else {
-            return;
-        };
+        let r = common::or_skip!(rig(method, &["blue", "green", "staging"], &[], "").await);
         // The operator's own include gains a mistake (not reloaded yet).
         std::fs::write(&r.extra, "bogus_directive on;\n").expect("break config");
         let before = r.snapshot();
@@ -599,10 +562,7 @@ async fn a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_does_not_take_fails_the_operation() {
     for method in [Method::Include, Method::Symlink] {
-        let Some(r) = blue_green("a_reload_that_does_not_take_fails_the_operation", method).await
-        else {
-            return;
-        };
+        let r = common::or_skip!(blue_green(method).await);
         // Another process holds a port the new config wants: nginx -t passes, the reload cannot bind.
         let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = busy.local_addr().expect("addr").port();
@@ -638,17 +598,15 @@ async fn a_reload_that_does_not_take_fails_the_operation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_by_signal_is_checked_too() {
-    let Some(r) = rig(
-        "reload_by_signal_is_checked_too",
-        Method::Include,
-        &["blue", "green"],
-        &[],
-        "reload = \"signal\"",
-    )
-    .await
-    else {
-        return;
-    };
+    let r = common::or_skip!(
+        rig(
+            Method::Include,
+            &["blue", "green"],
+            &[],
+            "reload = \"signal\""
+        )
+        .await
+    );
     r.driver.switch_live("green").await.expect("swap by SIGHUP");
     assert_eq!(r.public_slot().await, "green");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -735,16 +693,7 @@ async fn measure(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zero_failed_requests_with_the_default_method() {
-    let Some(rep) = measure(
-        "zero_failed_requests_with_the_default_method",
-        Method::default(),
-        "method=realpath (default)",
-        None,
-    )
-    .await
-    else {
-        return;
-    };
+    let rep = common::or_skip!(measure(Method::default(), "method=realpath (default)", None).await);
     assert_eq!(rep.failed(), 0, "first errors: {:?}", rep.first_errors);
 }
 
@@ -787,22 +736,22 @@ async fn failed_requests_symlink_reload_without_client_keepalive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_realpath() {
-    let Some(r) = blue_green("bench_drill_realpath", Method::Realpath).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Method::Realpath).await);
     common::bench_drill("nginx (realpath, the default)", &r.toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_nginx() {
-    let Some(r) = blue_green("bench_throughput_direct_embedded_nginx", Method::Realpath).await
-    else {
-        return;
-    };
-    let (_embedded, embedded_url) =
-        common::bench_embedded(&r.slots[0], &r.slots[1], r.tmp.path()).await;
-    common::bench_load("direct to the slot", &format!("{}/", r.slots[0].url())).await;
-    common::bench_load("through the embedded proxy", &embedded_url).await;
-    common::bench_load("through nginx (1 worker)", &r.public_url()).await;
+    let r = common::or_skip!(blue_green(Method::Realpath).await);
+    let (live, preview) = (&r.slots[0], &r.slots[1]);
+    let url = r.public_url();
+    common::bench_three_ways(
+        live,
+        preview,
+        r.tmp.path(),
+        "through nginx (1 worker)",
+        &url,
+    )
+    .await;
 }

@@ -1221,16 +1221,8 @@ async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
     };
     // check: the missing executable bit is a failed check, named.
     let o = cli(vec!["check"]).await.expect("join");
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    common::failed_check(&o, "hook on_failed", "is not executable");
     let out = printed(&o);
-    let row = out
-        .lines()
-        .find(|l| l.contains("hook on_failed"))
-        .unwrap_or_else(|| panic!("no hook row: {out}"));
-    assert!(
-        row.starts_with("FAIL") && row.contains("is not executable"),
-        "{row}"
-    );
     assert!(
         out.lines()
             .any(|l| l.starts_with("ok") && l.contains("hook smoke") && l.contains("executable")),
@@ -1316,48 +1308,6 @@ async fn a_quit_during_the_warmup_stops_it_at_once_with_nothing_changed() {
     );
 }
 
-/// Start `kind` in the background; its progress comes on the returned channel.
-fn start_op(
-    e: &Arc<Engine>,
-    kind: OpKind,
-) -> (
-    tokio::task::JoinHandle<Outcome>,
-    mpsc::UnboundedReceiver<cutover::ops::Progress>,
-    watch::Sender<cutover::ops::Interrupt>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (cancel, cancelled) = watch::channel(cutover::ops::Interrupt::None);
-    let e = e.clone();
-    let task = tokio::spawn(async move {
-        let req = OpRequest {
-            watch: false,
-            ..OpRequest::new(kind)
-        };
-        e.run(req, GateSource::ProbeNow, tx, cancelled).await
-    });
-    (task, rx, cancel)
-}
-
-/// Wait (at most 30 s) for a finished step whose message contains `needle`.
-async fn step_done(rx: &mut mpsc::UnboundedReceiver<cutover::ops::Progress>, needle: &str) {
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(p) = rx.recv().await {
-            if let cutover::ops::Progress::Step {
-                ok: Some(true),
-                message,
-                ..
-            } = &p
-                && message.contains(needle)
-            {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(found, Ok(true), "no finished step saying `{needle}`");
-}
-
 fn canary(to: &str, steps: &[u8]) -> OpKind {
     OpKind::Canary {
         to: to.into(),
@@ -1376,8 +1326,8 @@ async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
     )
     .await;
     let e = rig.engine();
-    let (task, mut rx, _cancel) = start_op(&e, canary("green", &[10, 50, 100]));
-    step_done(
+    let (task, mut rx, _cancel) = common::start_op(&e, canary("green", &[10, 50, 100]));
+    common::step_done(
         &mut rx,
         "step 1/3 (10 %): every router sends 10 % to `green`",
     )
@@ -1398,7 +1348,7 @@ async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
         "{}",
         printed(&o)
     );
-    step_done(
+    common::step_done(
         &mut rx,
         "step 2/3 (50 %): every router sends 50 % to `green`",
     )
@@ -1426,8 +1376,8 @@ async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
     )
     .await;
     let e = rig.engine();
-    let (task, mut rx, _cancel) = start_op(&e, canary("green", &[25, 100]));
-    step_done(&mut rx, "every router sends 25 % to `green`").await;
+    let (task, mut rx, _cancel) = common::start_op(&e, canary("green", &[25, 100]));
+    common::step_done(&mut rx, "every router sends 25 % to `green`").await;
     // Green starts answering 500 on /health; the public load on that path reaches it.
     rig.slot("green").controls.set_healthy(false);
     let url = format!("http://127.0.0.1:{}/health", rig.live);
@@ -1458,8 +1408,8 @@ async fn a_cancelled_canary_puts_everything_back_and_the_cli_runs_one() {
     )
     .await;
     let e = rig.engine();
-    let (task, mut rx, cancel) = start_op(&e, canary("green", &[5, 100]));
-    step_done(&mut rx, "every router sends 5 % to `green`").await;
+    let (task, mut rx, cancel) = common::start_op(&e, canary("green", &[5, 100]));
+    common::step_done(&mut rx, "every router sends 5 % to `green`").await;
     cancel
         .send(cutover::ops::Interrupt::Quit)
         .expect("the canary listens");
