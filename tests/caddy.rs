@@ -89,11 +89,7 @@ async fn rig(
     let tmp = tempfile::tempdir().expect("tempdir");
     let t = tmp.path().to_path_buf();
     let (slots, slot_tables) = common::slots_with_nodes(names, nodes).await;
-    let (public, preview, admin) = (
-        common::free_port(),
-        common::free_port(),
-        common::free_port(),
-    );
+    let [public, preview, admin] = common::free_ports();
     let mut toml = format!(
         "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{public}/\"\n{slot_tables}"
     );
@@ -144,9 +140,7 @@ async fn rig(
         .stdout(log.try_clone().expect("log"))
         .stderr(log);
     let guard = ChildGuard::spawn("caddy", &mut cmd);
-    common::wait_port(admin, Duration::from_secs(10)).await;
-    common::wait_port(public, Duration::from_secs(10)).await;
-    common::wait_port(preview, Duration::from_secs(10)).await;
+    common::wait_ports(&[admin, public, preview], Duration::from_secs(10)).await;
     Some(Rig {
         driver,
         toml,
@@ -211,9 +205,7 @@ async fn the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused() {
         .maintenance(true, &MaintenanceMode::Page)
         .await
         .expect("on");
-    let p = common::page(&r.public_url()).await;
-    assert_eq!((p.status, p.retry_after.as_deref()), (503, Some("30")));
-    assert!(p.body.contains("Down for maintenance"), "{p:?}");
+    common::maintenance_page(&r.public_url()).await;
     let s = r.driver.observe().await.expect("observe");
     assert_eq!(s.role_of("blue"), Role::Maintenance);
     common::fails_with(
@@ -288,10 +280,11 @@ async fn api_errors_are_shown_and_change_nothing() {
         )
         .await
     );
-    let e = r.driver.set_preview("blue").await.expect_err("unknown id");
-    let msg = format!("{e:#}");
-    common::assert_contains(&msg, "answered 404");
-    common::assert_contains(&msg, "unknown object ID 'no_such_handler'");
+    common::fails_with_all(
+        r.driver.set_preview("blue").await,
+        "unknown id",
+        &["answered 404", "unknown object ID 'no_such_handler'"],
+    );
     assert_eq!(r.preview_slot().await, "green");
     assert_eq!(r.public_slot().await, "blue");
     let s = r.driver.observe().await.expect("observe");
@@ -308,15 +301,15 @@ async fn api_errors_are_shown_and_change_nothing() {
     let relay = racing_relay_deferred(rt.clone(), staging_dial.clone()).await;
     let r = common::or_skip!(rig(Mode::Api, &["blue", "green"], &[], "", Some(relay)).await);
     rt.store(r.admin, Ordering::SeqCst);
-    let e = r
-        .driver
-        .switch_live("green")
-        .await
-        .expect_err("a concurrent change");
-    let msg = format!("{e:#}");
-    common::assert_contains(&msg, "answered 412");
-    common::assert_contains(&msg, "If-Match header did not match");
-    common::assert_contains(&msg, "nothing was changed by cutover");
+    common::fails_with_all(
+        r.driver.switch_live("green").await,
+        "a concurrent change",
+        &[
+            "answered 412",
+            "If-Match header did not match",
+            "nothing was changed by cutover",
+        ],
+    );
     assert_eq!(
         r.public_slot().await,
         "staging",
@@ -460,18 +453,21 @@ async fn hand_changes_show_as_drift() {
 async fn config_mistakes_name_the_field() {
     let base = "[[environment]]\nname = \"e\"\n[[environment.slot]]\nname = \"blue\"\n\
                 address = \"http://127.0.0.1:9001\"\n[[environment.router]]\nkind = \"caddy\"\n";
-    let e =
-        cutover::config::parse(base, Path::new("c.toml")).expect_err("file mode needs flag_dir");
-    assert!(e.to_string().contains("needs `flag_dir`"), "{e}");
-    let e = cutover::config::parse(&format!("{base}mode = \"api\"\n"), Path::new("c.toml"))
-        .expect_err("api needs live_id");
-    assert!(e.to_string().contains("needs `live_id`"), "{e}");
-    let e = cutover::config::parse(
-        &format!("{base}mode = \"api\"\nlive_id = \"x\"\nadmin = \"https://h:1\"\n"),
-        Path::new("c.toml"),
-    )
-    .expect_err("https admin");
-    assert!(e.to_string().contains("must be an http:// URL"), "{e}");
+    for (keys, mistake) in [
+        ("", "needs `flag_dir`"),
+        ("mode = \"api\"\n", "needs `live_id`"),
+        (
+            "mode = \"api\"\nlive_id = \"x\"\nadmin = \"https://h:1\"\n",
+            "must be an http:// URL",
+        ),
+    ] {
+        let text = format!("{base}{keys}");
+        common::fails_with(
+            cutover::config::parse(&text, Path::new("c.toml")),
+            &text,
+            mistake,
+        );
+    }
     let ok = cutover::config::parse(
         &format!("{base}flag_dir = \"/srv/flags\"\n"),
         Path::new("c.toml"),
@@ -489,10 +485,7 @@ async fn measure(test: &str, mode: Mode, label: &str) -> Option<LoadReport> {
     let r = blue_green(test, mode).await?;
     let rep = common::swap_pairs_under_load(&r.driver, &r.public_url(), 20).await;
     common::print_measured("caddy", label, &rep);
-    assert!(
-        rep.by_slot.get("blue").is_some_and(|n| *n > 0)
-            && rep.by_slot.get("green").is_some_and(|n| *n > 0)
-    );
+    common::assert_served_by(&rep.by_slot, &["blue", "green"]);
     assert!(
         rep.by_slot.keys().all(|k| k == "blue" || k == "green"),
         "every answer came from a slot (no fall-through route): {:?}",

@@ -146,31 +146,20 @@ fn etcd_child() {
         assert!(Instant::now() < deadline, "{done} of {n} in 240 s");
         match store.lock("shop", &me) {
             Ok(g) => {
-                let inside = dir.join("inside");
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&inside)
-                    .expect("two holders of one lock at once");
-                let counter = dir.join("counter");
-                let c: u64 = std::fs::read_to_string(&counter)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0);
-                std::fs::write(&counter, (c + 1).to_string()).expect("counter");
                 let last = format!("{}-{done}", std::process::id());
-                store
-                    .update(&g, |m| {
-                        m.previous_live = Some(last.clone());
-                        let n: u64 = m
-                            .last_set_preview
-                            .as_deref()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        m.last_set_preview = Some((n + 1).to_string());
-                    })
-                    .expect("fenced state write");
-                std::fs::remove_file(&inside).expect("marker");
+                common::race_turn(&dir.join("inside"), &dir.join("counter"), || {
+                    store
+                        .update(&g, |m| {
+                            m.previous_live = Some(last.clone());
+                            let n: u64 = m
+                                .last_set_preview
+                                .as_deref()
+                                .and_then(|s| s.parse().ok())
+                                .unwrap_or(0);
+                            m.last_set_preview = Some((n + 1).to_string());
+                        })
+                        .expect("fenced state write");
+                });
                 drop(g);
                 done += 1;
             }
@@ -181,19 +170,16 @@ fn etcd_child() {
 }
 
 fn child(url: &str, dir: &Path, ttl: u64, n: usize, hold: bool) -> std::process::Child {
-    let mut c = Command::new(std::env::current_exe().expect("test binary"));
-    c.args(["--exact", "etcd_child", "--ignored", "--nocapture", "-q"])
-        .env("CUTOVER_ETCD_URL", url)
-        .env("CUTOVER_ETCD_DIR", dir)
-        .env("CUTOVER_ETCD_TTL", ttl.to_string())
-        .env("CUTOVER_ETCD_N", n.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    let mut env = vec![
+        ("CUTOVER_ETCD_URL", url.to_string()),
+        ("CUTOVER_ETCD_DIR", dir.display().to_string()),
+        ("CUTOVER_ETCD_TTL", ttl.to_string()),
+        ("CUTOVER_ETCD_N", n.to_string()),
+    ];
     if hold {
-        c.env("CUTOVER_ETCD_HOLD", "1");
+        env.push(("CUTOVER_ETCD_HOLD", "1".into()));
     }
-    c.spawn().expect("spawn child")
+    common::test_child("etcd_child", &env)
 }
 
 #[test]
@@ -313,11 +299,7 @@ impl Rig {
         unsafe { std::env::set_var("CUTOVER_ETCD_TEST_TOKEN", TOKEN) };
         let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (live, preview, admin) = (
-            common::free_port(),
-            common::free_port(),
-            common::free_port(),
-        );
+        let [live, preview, admin] = common::free_ports();
         let mut env_text = format!(
             "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{live}/\"\n\
              watch = \"{watch}\"\nverify_timeout = \"3s\"\n\n"

@@ -69,7 +69,7 @@ impl Rig {
             Setup::Servers => &[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")],
         };
         let slots = common::slots(specs).await;
-        let (public, preview, admin) = (free_port(), free_port(), free_port());
+        let [public, preview, admin] = common::free_ports();
         let mut subst = vec![
             (
                 "/run/haproxy/admin.sock".to_string(),
@@ -408,32 +408,11 @@ async fn the_live_slots_request_counter_matches_the_loads_own_count() {
     };
     let (r0, e0) = (count(&before, |r| r.requests), count(&before, |r| r.errors));
     // Bounded in count and time, two at a time: a window of load, not a benchmark.
-    let report = load::run(LoadOptions {
-        url: rig.url("/"),
-        concurrency: 2,
-        max_requests: 200_000,
-        max_duration: Duration::from_secs(10),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    })
-    .await;
+    let report = common::load_window(rig.url("/")).await;
     let after = observe(&*d).await;
     let (r1, e1) = (count(&after, |r| r.requests), count(&after, |r| r.errors));
-    let answered = report.by_slot.get(&live).copied().unwrap_or(0);
     print_report("counters", &report, 0);
-    assert!(answered > 100, "the load got too few answers: {report:?}");
-    assert_eq!(report.failed(), 0, "{report:?}");
-    let counted = r1 - r0;
-    let off = (counted as f64 - answered as f64).abs() / answered as f64;
-    eprintln!(
-        "HAProxy counted {counted}, the load {answered}: {:.2} % apart",
-        off * 100.0
-    );
-    assert!(
-        off <= 0.05,
-        "HAProxy counted {counted} requests on `{live}`, the load {answered} ({:.1} % apart)",
-        off * 100.0
-    );
+    common::assert_counted_as_the_load("HAProxy", &live, r1 - r0, &report);
     assert_eq!(e1 - e0, 0, "no errors were counted");
 }
 
@@ -1049,8 +1028,7 @@ async fn map_zero_failed_requests_across_20_swap_rollback_pairs() {
     let (report, switches, _) = swaps_under_load(&rig, &d, 20).await;
     print_report("map setup, 20 swap+rollback pairs", &report, switches);
     assert_eq!(report.failed(), 0, "{:?}", report.first_errors);
-    assert!(report.by_slot.get("blue").copied().unwrap_or(0) > 0);
-    assert!(report.by_slot.get("green").copied().unwrap_or(0) > 0);
+    common::assert_served_by(&report.by_slot, &["blue", "green"]);
     assert!(
         switches >= 20,
         "the answering slot changed only {switches} times"
@@ -1292,8 +1270,11 @@ fn config_mistakes_are_located_and_named() {
     common::assert_contains(&s, "`backends`: `purple` is not a slot of this environment");
     let toml_text = doc_block("servers setup: cutover.toml")
         .replace("mode = \"servers\"", "mode = \"weights\"");
-    let e = cutover::config::parse(&toml_text, Path::new("cutover.toml")).expect_err("bad mode");
-    assert!(e.to_string().contains("weights"), "{e}");
+    common::fails_with(
+        cutover::config::parse(&toml_text, Path::new("cutover.toml")),
+        "bad mode",
+        "weights",
+    );
 }
 
 /// Issue 7's fleet: two real HAProxy instances in front of one environment. The second refuses
@@ -1815,17 +1796,13 @@ async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test
         .map(|s| s.controls.hits("/warm"))
         .sum();
     assert_eq!(others, 0, "no warm-up request went through HAProxy");
-    assert_eq!(
-        out.verdict,
-        cutover::ops::Verdict::RolledBack,
-        "{}\n{seen:#?}",
-        out.message
-    );
-    assert!(
-        out.message.contains("the smoke test of `green` failed")
-            && out.message.contains("rolled back to `blue` automatically"),
-        "{}",
-        out.message
+    common::assert_verdict_seen(&out, cutover::ops::Verdict::RolledBack, &seen);
+    common::assert_contains_all(
+        &out.message,
+        &[
+            "the smoke test of `green` failed",
+            "rolled back to `blue` automatically",
+        ],
     );
     assert!(
         seen.iter()
@@ -2099,11 +2076,9 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
     }
     let out = common::under_load(rig.url("/health"), task).await;
     common::assert_verdict(&out, cutover::ops::Verdict::RolledBack);
-    assert!(
-        out.message.contains("step 1/2 (25 %) failed")
-            && out.message.contains("aborted; 100 % on blue after"),
-        "{}",
-        out.message
+    common::assert_contains_all(
+        &out.message,
+        &["step 1/2 (25 %) failed", "aborted; 100 % on blue after"],
     );
     let st = observe(d.as_ref()).await;
     assert_eq!((st.live.as_deref(), st.weights), (Some("blue"), None));

@@ -36,11 +36,7 @@ impl Rig {
         unsafe { std::env::set_var("CUTOVER_TEST_TOKEN", TOKEN) };
         let slots = common::slots(versions).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (live, preview, admin) = (
-            common::free_port(),
-            common::free_port(),
-            common::free_port(),
-        );
+        let [live, preview, admin] = common::free_ports();
         let mut text = format!(
             "[settings]\npoll_interval = \"200ms\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
              state_dir = \"{state}\"\n\n[[environment]]\nname = \"shop\"\n\
@@ -459,23 +455,16 @@ fn lock_race_child() {
         match store.lock(&env, &me) {
             Ok(g) => {
                 // Nobody else may be inside: the marker is created exclusively.
-                let inside = dir.join(format!("{env}.inside"));
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&inside)
-                    .expect("two holders of one lock at once");
-                let counter = dir.join(format!("{env}.counter"));
-                let c: u64 = std::fs::read_to_string(&counter)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0);
-                std::fs::write(&counter, (c + 1).to_string()).expect("counter");
                 let last = format!("{}-{done}", std::process::id());
-                store
-                    .update(&g, |m| m.previous_live = Some(last.clone()))
-                    .expect("state");
-                std::fs::remove_file(&inside).expect("marker");
+                let (inside, counter) = (
+                    dir.join(format!("{env}.inside")),
+                    dir.join(format!("{env}.counter")),
+                );
+                common::race_turn(&inside, &counter, || {
+                    store
+                        .update(&g, |m| m.previous_live = Some(last.clone()))
+                        .expect("state");
+                });
                 drop(g);
                 done += 1;
             }
@@ -486,23 +475,15 @@ fn lock_race_child() {
 }
 
 fn race_child(dir: &std::path::Path, env: &str, n: usize, hold: bool) -> std::process::Child {
-    let mut c = Command::new(std::env::current_exe().expect("test binary"));
-    c.args([
-        "--exact",
-        "lock_race_child",
-        "--ignored",
-        "--nocapture",
-        "-q",
-    ])
-    .env("CUTOVER_RACE_DIR", dir)
-    .env("CUTOVER_RACE_ENV", env)
-    .env("CUTOVER_RACE_N", n.to_string())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    let mut vars = vec![
+        ("CUTOVER_RACE_DIR", dir.display().to_string()),
+        ("CUTOVER_RACE_ENV", env.to_string()),
+        ("CUTOVER_RACE_N", n.to_string()),
+    ];
     if hold {
-        c.env("CUTOVER_RACE_HOLD", "1");
+        vars.push(("CUTOVER_RACE_HOLD", "1".into()));
     }
-    c.spawn().expect("spawn child")
+    common::test_child("lock_race_child", &vars)
 }
 
 #[test]

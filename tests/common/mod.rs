@@ -58,6 +58,41 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// `N` ports from [`free_port`].
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    std::array::from_fn(|_| free_port())
+}
+
+/// One turn of a lock-race child inside the lock: it claims the marker `inside` (a second
+/// holder at once fails the test), adds one to the count in `counter`, writes its state
+/// (`write_state`), and leaves.
+pub fn race_turn(inside: &Path, counter: &Path, write_state: impl FnOnce()) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(inside)
+        .expect("two holders of one lock at once");
+    let c: u64 = std::fs::read_to_string(counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::fs::write(counter, (c + 1).to_string()).expect("counter");
+    write_state();
+    std::fs::remove_file(inside).expect("marker");
+}
+
+/// This test binary again, running only the ignored test `test` (a child process of a race),
+/// with `env`: piped stdin and stdout, the child's stderr on the test's.
+pub fn test_child(test: &str, env: &[(&str, String)]) -> std::process::Child {
+    let mut c = Command::new(std::env::current_exe().expect("test binary"));
+    c.args(["--exact", test, "--ignored", "--nocapture", "-q"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    c.spawn().expect("spawn child")
+}
+
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -257,6 +292,13 @@ pub async fn wait_port(port: u16, within: Duration) {
     panic!("nothing listens on 127.0.0.1:{port} after {within:?}");
 }
 
+/// Wait until something accepts TCP connections on each of `ports`, each within `within`.
+pub async fn wait_ports(ports: &[u16], within: Duration) {
+    for port in ports {
+        wait_port(*port, within).await;
+    }
+}
+
 /// GET a URL (a 5 s limit): the response.
 async fn fetch(url: &str) -> reqwest::Response {
     let c = cutover::http_client()
@@ -340,6 +382,14 @@ pub async fn page(url: &str) -> Page {
         content_type: header(&r, "content-type").unwrap_or_default(),
         body: r.text().await.unwrap_or_default(),
     }
+}
+
+/// The maintenance page at `url`: a 503 that says so and asks to retry after 30 s.
+pub async fn maintenance_page(url: &str) -> Page {
+    let p = page(url).await;
+    assert_eq!((p.status, p.retry_after.as_deref()), (503, Some("30")));
+    assert!(p.body.contains("Down for maintenance"), "{p:?}");
+    p
 }
 
 /// Poll `f` until it returns true or `within` passes.
@@ -451,6 +501,17 @@ pub fn assert_verdict(out: &cutover::ops::Outcome, verdict: cutover::ops::Verdic
     assert_eq!(out.verdict, verdict, "{}", out.message);
 }
 
+/// The operation ended in `verdict` (a failure shows its message and what it said on the way,
+/// `seen`).
+#[track_caller]
+pub fn assert_verdict_seen(
+    out: &cutover::ops::Outcome,
+    verdict: cutover::ops::Verdict,
+    seen: &impl std::fmt::Debug,
+) {
+    assert_eq!(out.verdict, verdict, "{}\n{seen:#?}", out.message);
+}
+
 /// The operation that swaps the live slot to `slot`.
 pub fn swap_to(slot: &str) -> cutover::ops::OpKind {
     cutover::ops::OpKind::Swap {
@@ -534,6 +595,20 @@ pub fn fails_with<T, E: std::fmt::Display>(r: Result<T, E>, what: &str, needle: 
         Err(e) => format!("{e:#}"),
     };
     assert!(e.contains(needle), "{what}: {e}");
+    e
+}
+
+/// [`fails_with`] for every one of `needles`: the message.
+#[track_caller]
+pub fn fails_with_all<T, E: std::fmt::Display>(
+    r: Result<T, E>,
+    what: &str,
+    needles: &[&str],
+) -> String {
+    let e = fails_with(r, what, needles.first().copied().unwrap_or_default());
+    for needle in needles {
+        assert!(e.contains(needle), "{what}: no `{needle}` in: {e}");
+    }
     e
 }
 
@@ -767,6 +842,20 @@ pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// The `[[environment.router]]` table of an nginx router switching by `method`, for the
+/// nginx binary `bin` run with the prefix `t` (its config, pid file and error log there);
+/// reloads bounded at 3 s.
+pub fn nginx_router_table(bin: &Path, t: &Path, method: &str) -> String {
+    let td = t.display();
+    let args = format!("\"-p\", \"{td}\", \"-c\", \"{td}/nginx.conf\", \"-e\", \"{td}/error.log\"");
+    format!(
+        "[[environment.router]]\nkind = \"nginx\"\nmethod = \"{method}\"\ndir = \"{td}/cutover\"\n\
+         nginx = \"{}\"\nnginx_args = [{args}]\npid_file = \"{td}/nginx.pid\"\n\
+         error_log = \"{td}/error.log\"\nreload_timeout = \"3s\"\n",
+        bin.display()
+    )
+}
+
 /// Write `text` to `dir/cutover.toml`, load it (a config cutover refuses fails the test), and
 /// start the proxy of its first environment's first router, which must be embedded.
 pub async fn start_embedded(
@@ -884,6 +973,55 @@ pub fn slot_changes(r: &cutover::load::LoadReport) -> usize {
 /// A load run's report has no failed request; the failures and the first errors otherwise.
 pub fn assert_none_failed(r: &cutover::load::LoadReport) {
     assert_eq!(r.failed(), 0, "{:?} {:?}", r.failures, r.first_errors);
+}
+
+/// Every one of `slots` answered some of a load's requests (`by_slot`: answers by slot).
+#[track_caller]
+pub fn assert_served_by(by_slot: &std::collections::BTreeMap<String, u64>, slots: &[&str]) {
+    for slot in slots {
+        assert!(
+            by_slot.get(*slot).is_some_and(|n| *n > 0),
+            "`{slot}` served none of the load: {by_slot:?}"
+        );
+    }
+}
+
+/// A window of load on `url`, bounded in count and time, two at a time (not a benchmark): at
+/// most 200,000 requests or 10 s.
+pub async fn load_window(url: String) -> cutover::load::LoadReport {
+    cutover::load::run(cutover::load::LoadOptions {
+        url,
+        concurrency: 2,
+        max_requests: 200_000,
+        max_duration: Duration::from_secs(10),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    })
+    .await
+}
+
+/// The proxy (`proxy`) counted `counted` requests on `slot` over a load window whose own count
+/// of `slot`'s answers is in `report` (over 100, none failed): the two within 5 %.
+#[track_caller]
+pub fn assert_counted_as_the_load(
+    proxy: &str,
+    slot: &str,
+    counted: u64,
+    report: &cutover::load::LoadReport,
+) {
+    let answered = report.by_slot.get(slot).copied().unwrap_or(0);
+    assert!(answered > 100, "the load got too few answers: {report:?}");
+    assert_eq!(report.failed(), 0, "{report:?}");
+    let off = (counted as f64 - answered as f64).abs() / answered as f64;
+    eprintln!(
+        "{proxy} counted {counted}, the load {answered}: {:.2} % apart",
+        off * 100.0
+    );
+    assert!(
+        off <= 0.05,
+        "{proxy} counted {counted} requests on `{slot}`, the load {answered} ({:.1} % apart)",
+        off * 100.0
+    );
 }
 
 /// `pairs` swap+rollback pairs (green, then blue; 100 ms apart) under 16 keep-alive
