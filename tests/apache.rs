@@ -721,6 +721,25 @@ async fn undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled() {
     assert_eq!(answers(&a.preview_url(), 2).await, only("green", 2));
 }
 
+/// Maintenance `on` or off (`mode`) on `d`; then `n` requests to `url` all reach `slot`.
+async fn maintenance_serves(
+    d: &apache::Driver,
+    on: bool,
+    mode: &MaintenanceMode,
+    url: &str,
+    slot: &str,
+    n: usize,
+) {
+    d.maintenance(on, mode)
+        .await
+        .unwrap_or_else(|e| panic!("maintenance on={on} {mode:?}: {e:#}"));
+    assert_eq!(
+        answers(url, n).await,
+        only(slot, n),
+        "after maintenance on={on}"
+    );
+}
+
 /// Maintenance that redirects the live traffic to `slot`.
 fn redirect_to(slot: &str) -> MaintenanceMode {
     MaintenanceMode::Redirect { to: slot.into() }
@@ -903,10 +922,7 @@ async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
     );
     let (status, slot, _, _) = fetch(&a.url(), &[("cookie", "cutover_bypass=1")]).await;
     assert_eq!((status, slot.as_str()), (200, "blue"));
-    d.maintenance(false, &MaintenanceMode::Page)
-        .await
-        .expect("off");
-    assert_eq!(answers(&a.url(), 3).await, only("blue", 3));
+    maintenance_serves(&d, false, &MaintenanceMode::Page, &a.url(), "blue", 3).await;
 
     // A redirect to a slot this Apache does not redirect to is refused.
     fails_with(
@@ -1031,10 +1047,7 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
     assert_eq!(answers(&web2.url(), 2).await, only("green", 2));
 
     // web1 into maintenance: its traffic goes through web2 to green.
-    d1.maintenance(true, &redirect_to("green"))
-        .await
-        .expect("web1 maintenance");
-    assert_eq!(answers(&web1.url(), 3).await, only("green", 3));
+    maintenance_serves(&d1, true, &redirect_to("green"), &web1.url(), "green", 3).await;
 
     // cutover refuses to put the last serving server into redirect.
     fails_with(
@@ -1062,10 +1075,7 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
     assert_note(&st, true, |n| n.contains("loop guard"));
 
     std::fs::remove_file(web2.flag("maintenance.redirect")).expect("rm");
-    d1.maintenance(false, &MaintenanceMode::Page)
-        .await
-        .expect("off");
-    assert_eq!(answers(&web1.url(), 2).await, only("blue", 2));
+    maintenance_serves(&d1, false, &MaintenanceMode::Page, &web1.url(), "blue", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,16 +170,13 @@ fn etcd_child() {
 }
 
 fn child(url: &str, dir: &Path, ttl: u64, n: usize, hold: bool) -> std::process::Child {
-    let mut env = vec![
+    let env = [
         ("CUTOVER_ETCD_URL", url.to_string()),
         ("CUTOVER_ETCD_DIR", dir.display().to_string()),
         ("CUTOVER_ETCD_TTL", ttl.to_string()),
         ("CUTOVER_ETCD_N", n.to_string()),
     ];
-    if hold {
-        env.push(("CUTOVER_ETCD_HOLD", "1".into()));
-    }
-    common::test_child("etcd_child", &env)
+    common::test_child("etcd_child", &env, hold.then_some("CUTOVER_ETCD_HOLD"))
 }
 
 #[test]
@@ -346,6 +343,31 @@ impl Rig {
         path
     }
 
+    /// A store of the team's (etcd at `url`, prefix `/team/`) with its own state dir: what
+    /// a third cutover sees.
+    fn observer(&self, url: &str) -> Store {
+        store_of(&settings(
+            url,
+            "/team/",
+            10,
+            &self.dir.path().join("observer"),
+        ))
+    }
+
+    /// alice's config (etcd at `url`) with a lease of 2 s instead of 10 s: its text.
+    fn short_lease_config(&self, url: &str) -> String {
+        let text = std::fs::read_to_string(self.config("alice", url)).expect("config");
+        assert!(text.contains("lease_ttl = \"10s\""), "{text}");
+        text.replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"")
+    }
+
+    /// alice's `cutover swap shop --yes` (config `alice`), started with its watch: the
+    /// process, whose output goes to `stdout` and `stderr`.
+    fn alice_swaps(&self, alice: &Path, stdout: Stdio, stderr: Stdio) -> ChildGuard {
+        let mut c = self.command(alice, &["swap", "shop", "--yes"]);
+        ChildGuard::spawn("cutover (alice)", c.stdout(stdout).stderr(stderr))
+    }
+
     fn command(&self, config: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
         c.arg("--config")
@@ -385,17 +407,8 @@ async fn two_operators_share_the_lock_the_rollback_target_and_the_audit_trail() 
     let rig = Rig::start("60s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     // Alice swaps and stays in her watch, holding the lock.
-    let mut a = rig.command(&alice, &["swap", "shop", "--yes"]);
-    let mut a = ChildGuard::spawn(
-        "cutover (alice)",
-        a.stdout(Stdio::null()).stderr(Stdio::null()),
-    );
-    let shared = Arc::new(store_of(&settings(
-        &m.url,
-        "/team/",
-        10,
-        &rig.dir.path().join("observer"),
-    )));
+    let mut a = rig.alice_swaps(&alice, Stdio::null(), Stdio::null());
+    let shared = Arc::new(rig.observer(&m.url));
     let s = shared.clone();
     let pid = a.pid();
     assert!(
@@ -483,14 +496,13 @@ async fn with_etcd_unreachable_operations_are_refused_and_nothing_changes() {
     let o = rig
         .cli(&cfg, &["swap", "shop", "--yes", "--no-watch"])
         .await;
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
-    let out = printed(&o);
-    assert!(
-        out.contains(&format!(
-            "cannot take the lock: etcd at http://127.0.0.1:{port} unreachable: "
-        )) && out.contains("Connection refused")
-            && out.contains("; nothing was changed"),
-        "{out}"
+    let unreachable =
+        format!("cannot take the lock: etcd at http://127.0.0.1:{port} unreachable: ");
+    common::assert_exit(
+        &o,
+        1,
+        "swap",
+        &[&unreachable, "Connection refused", "; nothing was changed"],
     );
     assert_eq!(rig.serving().await, "blue");
 }
@@ -531,24 +543,33 @@ async fn until_watching(shared: &Store) {
 async fn an_operation_whose_lease_is_lost_stops_and_says_so() {
     let m = common::or_skip!(etcd());
     let rig = Rig::start("60s").await;
-    let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
     // A short lease, so that losing it shows quickly.
-    let text = text.replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"");
+    let text = rig.short_lease_config(&m.url);
     let (run, shared) = swap_in_background(&text, true);
     until_watching(&shared).await;
     // Its lease ends on the server (what etcd does to a holder cut off for a TTL): the
     // keepalive finds out, and the watch ends at its next safe point.
-    revoke_the_lease_of(&m.url, "/team/shop/lock").await;
-    let (out, _) = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the operation did not stop after losing its lock")
-        .expect("join");
-    common::assert_verdict(&out, Verdict::Cancelled);
+    let out = stopped_by_losing_the_lock(&m.url, run).await;
     common::assert_contains(&out.message, "LOCK LOST");
     assert_eq!(rig.serving().await, "green");
 }
 
 /// Revoke the lease a key is attached to, straight through the gateway.
+/// The lease of the lock of `shop` (team `/team/`) at `url` ends on the server: the running
+/// operation `run` stops (within 30 s), cancelled. Its outcome.
+async fn stopped_by_losing_the_lock(
+    url: &str,
+    run: tokio::task::JoinHandle<(cutover::ops::Outcome, Vec<String>)>,
+) -> cutover::ops::Outcome {
+    revoke_the_lease_of(url, "/team/shop/lock").await;
+    let (out, _) = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the operation did not stop after losing its lock")
+        .expect("join");
+    common::assert_verdict(&out, Verdict::Cancelled);
+    out
+}
+
 async fn revoke_the_lease_of(url: &str, key: &str) {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -687,12 +708,7 @@ async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing
         out.message
     );
     assert_eq!(rig.serving().await, "green");
-    let survivors = store_of(&settings(
-        &format!("{}\", \"{}", members[0].url, members[1].url),
-        "/team/",
-        10,
-        &rig.dir.path().join("observer"),
-    ));
+    let survivors = rig.observer(&format!("{}\", \"{}", members[0].url, members[1].url));
     assert_eq!(survivors.env("shop").previous_live.as_deref(), Some("blue"));
     assert_eq!(survivors.journal("shop"), None, "the journal was closed");
     let s = Arc::new(survivors);
@@ -718,14 +734,8 @@ async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing
     let o = rig
         .cli(&cfg_path, &["rollback", "shop", "--yes", "--no-watch"])
         .await;
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
-    let out = printed(&o);
-    assert!(
-        out.contains(&format!(
-            "cannot take the lock: etcd at {urls_text} unreachable: "
-        )) && out.contains("; nothing was changed"),
-        "{out}"
-    );
+    let unreachable = format!("cannot take the lock: etcd at {urls_text} unreachable: ");
+    common::assert_exit(&o, 1, "rollback", &[&unreachable, "; nothing was changed"]);
     assert_eq!(rig.serving().await, "green");
 }
 
@@ -820,15 +830,8 @@ async fn a_second_operator_takes_the_lock_over_through_the_store() {
     let m = common::or_skip!(etcd());
     let rig = Rig::start("60s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
-    let mut a = rig.command(&alice, &["swap", "shop", "--yes"]);
-    let a = a.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let a = ChildGuard::spawn("cutover (alice)", a);
-    let shared = Arc::new(store_of(&settings(
-        &m.url,
-        "/team/",
-        10,
-        &rig.dir.path().join("observer"),
-    )));
+    let a = rig.alice_swaps(&alice, Stdio::piped(), Stdio::piped());
+    let shared = Arc::new(rig.observer(&m.url));
     let (s, pid) = (shared.clone(), a.pid());
     assert!(
         until(Duration::from_secs(30), move || s
@@ -950,11 +953,10 @@ async fn the_tui_knows_whether_the_shared_store_answers() {
 async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed() {
     let m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
-    let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
     // A long gate (20 fresh probes, 300 ms apart) and a short lease: the lease is lost while
     // the gate runs, before any router command.
-    let text = text
-        .replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"")
+    let text = rig
+        .short_lease_config(&m.url)
         .replace("gate_checks = 2", "gate_checks = 20");
     let (run, shared) = swap_in_background(&text, false);
     let s = shared.clone();
@@ -962,12 +964,7 @@ async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed
         until(Duration::from_secs(10), move || s.holder("shop").is_some()).await,
         "the swap never took the lock"
     );
-    revoke_the_lease_of(&m.url, "/team/shop/lock").await;
-    let (out, _) = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the operation did not stop after losing its lock")
-        .expect("join");
-    common::assert_verdict(&out, Verdict::Cancelled);
+    let out = stopped_by_losing_the_lock(&m.url, run).await;
     assert!(
         out.message.contains("nothing changed") && out.message.contains("LOCK LOST"),
         "{}",

@@ -50,6 +50,17 @@ struct Receiver {
     got: Arc<Mutex<Vec<Got>>>,
 }
 
+/// Two receivers (`Mode`, and the other keys of its `[[notify]]` table) and the rig that
+/// notifies them.
+async fn rig_with_two_hooks(
+    (mode_a, keys_a): (Mode, &str),
+    (mode_b, keys_b): (Mode, &str),
+) -> (Receiver, Receiver, Rig) {
+    let (a, b) = (Receiver::start(mode_a).await, Receiver::start(mode_b).await);
+    let rig = Rig::start(&hooks(&[(&a, keys_a), (&b, keys_b)])).await;
+    (a, b, rig)
+}
+
 /// A `[[notify]]` table for each receiver, with its other keys (lines).
 fn hooks(tables: &[(&Receiver, &str)]) -> String {
     tables
@@ -218,15 +229,13 @@ async fn flushed(engine: &Engine) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_operation_event_reaches_its_webhooks_once_with_the_documented_fields() {
-    let json = Receiver::start(Mode::Ok).await;
-    let chat = Receiver::start(Mode::Ok).await;
-    let rig = Rig::start(&hooks(&[
+    let (json, chat, rig) = rig_with_two_hooks(
         (
-            &json,
+            Mode::Ok,
             "format = \"json\"\ntoken_env = \"CUTOVER_NOTIFY_TEST_HOOK\"",
         ),
-        (&chat, "format = \"chat\"\nmin_severity = \"warning\""),
-    ]))
+        (Mode::Ok, "format = \"chat\"\nmin_severity = \"warning\""),
+    )
     .await;
     let engine = rig.engine(true);
 
@@ -310,15 +319,13 @@ async fn each_operation_event_reaches_its_webhooks_once_with_the_documented_fiel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_hangs_or_answers_500_does_not_slow_an_operation_and_is_audited() {
-    let hang = Receiver::start(Mode::Hang).await;
-    let fail = Receiver::start(Mode::Fail500).await;
-    let rig = Rig::start(&hooks(&[
-        (&hang, "timeout = \"2s\"\nretries = 0"),
+    let (hang, fail, rig) = rig_with_two_hooks(
+        (Mode::Hang, "timeout = \"2s\"\nretries = 0"),
         (
-            &fail,
+            Mode::Fail500,
             "events = [\"start\", \"done\"]\nretries = 2\ntoken_env = \"CUTOVER_NOTIFY_TEST_HOOK\"",
         ),
-    ]))
+    )
     .await;
 
     // The same swap there and back, without notifications and with them.
@@ -482,12 +489,10 @@ async fn the_cli_delivers_its_notifications_before_it_exits() {
 /// is not drift: what it set is read back from the state files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_notifies_drift_once_and_prints_failed_deliveries() {
-    let ok = Receiver::start(Mode::Ok).await;
-    let failing = Receiver::start(Mode::Fail500).await;
-    let rig = Rig::start(&hooks(&[
-        (&ok, "events = [\"drift\", \"routers-disagree\"]"),
-        (&failing, "events = [\"drift\"]\nretries = 0"),
-    ]))
+    let (ok, _failing, rig) = rig_with_two_hooks(
+        (Mode::Ok, "events = [\"drift\", \"routers-disagree\"]"),
+        (Mode::Fail500, "events = [\"drift\"]\nretries = 0"),
+    )
     .await;
     let path = rig.dir.path().join("cutover.toml");
     let xdg = rig.dir.path().join("xdg");

@@ -475,15 +475,16 @@ fn lock_race_child() {
 }
 
 fn race_child(dir: &std::path::Path, env: &str, n: usize, hold: bool) -> std::process::Child {
-    let mut vars = vec![
+    let vars = [
         ("CUTOVER_RACE_DIR", dir.display().to_string()),
         ("CUTOVER_RACE_ENV", env.to_string()),
         ("CUTOVER_RACE_N", n.to_string()),
     ];
-    if hold {
-        vars.push(("CUTOVER_RACE_HOLD", "1".into()));
-    }
-    common::test_child("lock_race_child", &vars)
+    common::test_child(
+        "lock_race_child",
+        &vars,
+        hold.then_some("CUTOVER_RACE_HOLD"),
+    )
 }
 
 #[test]

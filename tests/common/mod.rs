@@ -82,11 +82,13 @@ pub fn race_turn(inside: &Path, counter: &Path, write_state: impl FnOnce()) {
 }
 
 /// This test binary again, running only the ignored test `test` (a child process of a race),
-/// with `env`: piped stdin and stdout, the child's stderr on the test's.
-pub fn test_child(test: &str, env: &[(&str, String)]) -> std::process::Child {
+/// with `env`, and `hold` set to 1 where given: piped stdin and stdout, the child's stderr on
+/// the test's.
+pub fn test_child(test: &str, env: &[(&str, String)], hold: Option<&str>) -> std::process::Child {
     let mut c = Command::new(std::env::current_exe().expect("test binary"));
     c.args(["--exact", test, "--ignored", "--nocapture", "-q"])
         .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(hold.map(|h| (h, "1")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
