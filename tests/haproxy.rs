@@ -55,6 +55,52 @@ impl Rig {
         Some(Rig::new(setup, bin).await)
     }
 
+    /// The config of this rig's environment with `[settings]` (state in `state`) and `keys`
+    /// added to the environment (after its `preview_url`).
+    fn config_with(&self, state: &Path, keys: &str) -> String {
+        let anchor = "preview_url = \"http://127.0.0.1:";
+        let i = self.cutover_toml.find(anchor).expect("preview_url");
+        let eol = i + self.cutover_toml[i..].find('\n').expect("end of line") + 1;
+        let (head, tail) = self.cutover_toml.split_at(eol);
+        format!(
+            "[settings]\nstate_dir = \"{}\"\n\n{head}{keys}{tail}",
+            state.display()
+        )
+    }
+
+    /// This rig's `[[environment.router]]` table (and what follows), the router named `name`
+    /// with `keys` after its kind.
+    fn router_table(&self, name: &str, keys: &str) -> String {
+        let i = self
+            .cutover_toml
+            .find("[[environment.router]]")
+            .expect("router table");
+        self.cutover_toml[i..].replacen(
+            "kind = \"haproxy\"",
+            &format!("kind = \"haproxy\"\nname = \"{name}\"{keys}"),
+            1,
+        )
+    }
+
+    /// The config of a fleet: this rig's environment (sequential, no watch, then `env_keys`)
+    /// with `routers` (from [`Rig::router_table`]), gate_checks = 1, state in `state`.
+    fn fleet_config(&self, state: &Path, env_keys: &str, routers: &[String]) -> String {
+        let head = &self.cutover_toml[..self
+            .cutover_toml
+            .find("[[environment.router]]")
+            .expect("router")];
+        let head = head.replacen(
+            "name = \"shop\"",
+            &format!("name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"{env_keys}"),
+            1,
+        );
+        format!(
+            "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{head}\n{}\n",
+            state.display(),
+            routers.join("\n")
+        )
+    }
+
     async fn new(setup: Setup, bin: PathBuf) -> Rig {
         let dir = TempDir::new().expect("temp dir");
         let d = dir.path().display().to_string();
@@ -265,6 +311,77 @@ async fn who(url: &str) -> (u16, String) {
 /// A slow request in the background: (status, slot) when it ends.
 fn slow(url: String) -> tokio::task::JoinHandle<(u16, String)> {
     tokio::spawn(async move { who(&url).await })
+}
+
+/// A slow request (2.5 s) to the public URL, in flight on blue once observe shows its
+/// session (within 3 s): its answer, to come.
+async fn slow_request_on_blue(rig: &Rig, d: &dyn Router) -> tokio::task::JoinHandle<(u16, String)> {
+    let req = slow(rig.url("/slow?ms=2500"));
+    observe_until(d, Duration::from_secs(3), "a slow request on blue", |s| {
+        sessions(s, "blue") >= 1
+    })
+    .await;
+    req
+}
+
+/// The maintenance page on: the public URL answers 503 with the page, and the reading shows
+/// the page with blue, the slot that comes back, in maintenance. The reading.
+async fn maintenance_page_on(rig: &Rig, d: &dyn Router) -> RouterState {
+    ok(
+        "maintenance on",
+        d.maintenance(true, &MaintenanceMode::Page),
+    )
+    .await;
+    let (status, _, body) = get(&rig.url("/")).await;
+    assert_eq!(status, 503);
+    common::assert_contains(&body, "Down for maintenance");
+    let st = observe(d).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(st.live.as_deref(), Some("blue"), "the slot that comes back");
+    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    st
+}
+
+/// Maintenance off: blue answers again and the reading shows no maintenance. The reading.
+async fn maintenance_off(rig: &Rig, d: &dyn Router) -> RouterState {
+    ok(
+        "maintenance off",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    let st = observe(d).await;
+    assert_eq!(st.maintenance, None);
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    st
+}
+
+/// Two map-setup HAProxies (for a fleet) and a state dir, where HAProxy is installed.
+async fn two_haproxies(test: &str) -> Option<(Rig, Rig, TempDir)> {
+    let bin = common::require_binary(test, "haproxy")?;
+    let one = Rig::new(Setup::Map, bin.clone()).await;
+    let two = Rig::new(Setup::Map, bin).await;
+    Some((one, two, TempDir::new().expect("state dir")))
+}
+
+/// Wait (30 s at most) until HAProxy's own checks find green's servers up.
+async fn green_checks_up(d: &dyn Router) {
+    let up = common::eventually(Duration::from_secs(30), || async {
+        observe(d).await.slots["green"].checks_up == Some(true)
+    })
+    .await;
+    assert!(up, "HAProxy's checks never passed: {:#?}", observe(d).await);
+}
+
+/// The router's reading right after a change made behind its back: it shows `live`.
+async fn reads_back(d: &dyn Router, live: &str) -> RouterState {
+    let st = observe(d).await;
+    assert_eq!(
+        st.live.as_deref(),
+        Some(live),
+        "observe reads the proxy back"
+    );
+    st
 }
 
 fn sessions(st: &RouterState, slot: &str) -> u64 {
@@ -495,11 +612,7 @@ async fn haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so() {
     let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     // The checks (`inter 1s`) have run once at least: green's servers read UP (L4OK).
     let d = rig.driver();
-    let up = common::eventually(Duration::from_secs(30), || async {
-        observe(d.as_ref()).await.slots["green"].checks_up == Some(true)
-    })
-    .await;
-    assert!(up, "{:#?}", observe(d.as_ref()).await);
+    green_checks_up(d.as_ref()).await;
     let dir = TempDir::new().expect("dir");
     for (args, to) in [
         (
@@ -572,14 +685,7 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
     let d = rig.driver();
 
     // A slow request in flight on blue, the live slot.
-    let req = slow(rig.url("/slow?ms=2500"));
-    observe_until(
-        d.as_ref(),
-        Duration::from_secs(3),
-        "a slow request on blue",
-        |s| sessions(s, "blue") >= 1,
-    )
-    .await;
+    let req = slow_request_on_blue(&rig, d.as_ref()).await;
     let e = refused("drain of the live slot", d.drain(&Target::slot("blue"))).await;
     common::assert_contains(&e, "takes the live traffic");
     assert_eq!(
@@ -679,18 +785,7 @@ async fn map_maintenance_page_and_redirect() {
     let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
 
-    ok(
-        "maintenance on",
-        d.maintenance(true, &MaintenanceMode::Page),
-    )
-    .await;
-    let (status, _, body) = get(&rig.url("/")).await;
-    assert_eq!(status, 503);
-    common::assert_contains(&body, "Down for maintenance");
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
-    assert_eq!(st.live.as_deref(), Some("blue"), "the slot that comes back");
-    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    let st = maintenance_page_on(&rig, d.as_ref()).await;
     assert!(st.notes.is_empty(), "{:?}", st.notes);
     let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
     assert!(
@@ -700,15 +795,7 @@ async fn map_maintenance_page_and_redirect() {
     let e = refused("swap during maintenance", d.switch_live("green")).await;
     common::assert_contains(&e, "maintenance is on");
 
-    ok(
-        "maintenance off",
-        d.maintenance(false, &MaintenanceMode::Page),
-    )
-    .await;
-    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.maintenance, None);
-    assert_eq!(st.live.as_deref(), Some("blue"));
+    let st = maintenance_off(&rig, d.as_ref()).await;
     assert!(st.notes.is_empty(), "{:?}", st.notes);
     assert!(
         !rig.socat(&format!("show map {}", rig.path("slots.map").display()))
@@ -791,12 +878,7 @@ async fn map_drift_after_a_change_by_hand() {
         "\n"
     );
     assert_eq!(rig.socat("set server be_blue/blue state maint").await, "\n");
-    let st = observe(d.as_ref()).await;
-    assert_eq!(
-        st.live.as_deref(),
-        Some("green"),
-        "observe reads the proxy back"
-    );
+    let st = reads_back(d.as_ref(), "green").await;
     assert_eq!(st.slots["blue"].admin, AdminState::Maint);
     assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
     let notes = st.notes.join("\n");
@@ -1083,14 +1165,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
 
     // Swap with a slow request in flight on blue: blue drains to zero sessions.
-    let req = slow(rig.url("/slow?ms=2500"));
-    observe_until(
-        d.as_ref(),
-        Duration::from_secs(3),
-        "a slow request on blue",
-        |s| sessions(s, "blue") >= 1,
-    )
-    .await;
+    let req = slow_request_on_blue(&rig, d.as_ref()).await;
     ok("swap to green", d.switch_live("green")).await;
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("green"));
@@ -1157,18 +1232,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert_eq!(observe(d.as_ref()).await.live.as_deref(), Some("blue"));
 
     // Maintenance: the page from haproxy.cfg, then back to blue.
-    ok(
-        "maintenance on",
-        d.maintenance(true, &MaintenanceMode::Page),
-    )
-    .await;
-    let (status, _, body) = get(&rig.url("/")).await;
-    assert_eq!(status, 503);
-    common::assert_contains(&body, "Down for maintenance");
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
-    assert_eq!(st.live.as_deref(), Some("blue"));
-    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    maintenance_page_on(&rig, d.as_ref()).await;
     let e = refused("swap during maintenance", d.switch_live("green")).await;
     common::assert_contains(&e, "maintenance is on");
     let e = refused(
@@ -1177,15 +1241,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     )
     .await;
     common::assert_contains(&e, "is a swap");
-    ok(
-        "maintenance off",
-        d.maintenance(false, &MaintenanceMode::Page),
-    )
-    .await;
-    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.maintenance, None);
-    assert_eq!(st.live.as_deref(), Some("blue"));
+    maintenance_off(&rig, d.as_ref()).await;
     let e = refused("preview", d.set_preview("green")).await;
     common::assert_contains(&e, "no preview");
 }
@@ -1205,12 +1261,7 @@ async fn servers_drift_after_a_change_by_hand() {
     common::assert_contains(&notes, "be_app/blue is drain but HAProxy has it ready");
 
     assert_eq!(rig.socat("set server be_app/green state drain").await, "\n");
-    let st = observe(d.as_ref()).await;
-    assert_eq!(
-        st.live.as_deref(),
-        Some("blue"),
-        "observe reads the proxy back"
-    );
+    let st = reads_back(d.as_ref(), "blue").await;
     assert!(
         st.notes
             .iter()
@@ -1282,38 +1333,11 @@ fn config_mistakes_are_located_and_named() {
 /// switched back, the operation names the router, and both agree again.
 #[tokio::test]
 async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
-    let bin = common::or_skip!(common::require_binary("haproxy"));
-    let one = Rig::new(Setup::Map, bin.clone()).await;
-    let two = Rig::new(Setup::Map, bin).await;
-    let state = TempDir::new().expect("state dir");
-    let router_of = |rig: &Rig, name: &str| {
-        let i = rig
-            .cutover_toml
-            .find("[[environment.router]]")
-            .expect("router table");
-        rig.cutover_toml[i..].replacen(
-            "kind = \"haproxy\"",
-            &format!("kind = \"haproxy\"\nname = \"{name}\""),
-            1,
-        )
-    };
-    let head = &one.cutover_toml[..one
-        .cutover_toml
-        .find("[[environment.router]]")
-        .expect("router")];
-    let broken =
-        router_of(&two, "edge-2").replace("green = \"be_green\"", "green = \"be_green_v2\"");
-    let text = format!(
-        "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{}\n{}\n{}\n",
-        state.path().display(),
-        head.replacen(
-            "name = \"shop\"",
-            "name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"",
-            1
-        ),
-        router_of(&one, "edge-1"),
-        broken
-    );
+    let (one, two, state) = common::or_skip!(two_haproxies().await);
+    let broken = two
+        .router_table("edge-2", "")
+        .replace("green = \"be_green\"", "green = \"be_green_v2\"");
+    let text = one.fleet_config(state.path(), "", &[one.router_table("edge-1", ""), broken]);
     let engine = common::engine(&text);
     let (out, _) = common::run_op_ends(
         &engine,
@@ -1735,25 +1759,13 @@ async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
 /// back by itself.
 #[tokio::test]
 async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test_rolls_back() {
-    let test = "warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test_rolls_back";
-    let Some(bin) = common::require_binary(test, "haproxy") else {
-        return;
-    };
-    let rig = Rig::new(Setup::Map, bin).await;
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     assert_eq!(who(&rig.url("/")).await.1, "blue");
     let state = TempDir::new().expect("state dir");
     let hooks = "auto_rollback = true\nwatch = \"0s\"\n\
                  warmup_paths = [{ path = \"/warm\", times = 2 }]\n\
                  smoke = [\"sh\", \"-c\", \"echo smoke of $0 via $1; test \\\"$0\\\" != green\", \"{slot}\", \"{public_url}\"]\n";
-    let anchor = "preview_url = \"http://127.0.0.1:";
-    let i = rig.cutover_toml.find(anchor).expect("preview_url");
-    let eol = i + rig.cutover_toml[i..].find('\n').expect("end of line") + 1;
-    let text = format!(
-        "[settings]\nstate_dir = \"{}\"\n\n{}{hooks}{}",
-        state.path().display(),
-        &rig.cutover_toml[..eol],
-        &rig.cutover_toml[eol..]
-    );
+    let text = rig.config_with(state.path(), hooks);
     let engine = common::engine(&text);
     let greens: Vec<Arc<cutover::slotserver::SlotControls>> = rig
         .slots
@@ -1894,37 +1906,14 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
 
 #[tokio::test]
 async fn verify_probes_each_routers_own_public_url() {
-    let bin = common::or_skip!(common::require_binary("haproxy"));
-    let one = Rig::new(Setup::Map, bin.clone()).await;
-    let two = Rig::new(Setup::Map, bin).await;
-    let state = TempDir::new().expect("state dir");
-    let router_of = |rig: &Rig, name: &str, public: &str| {
-        let i = rig
-            .cutover_toml
-            .find("[[environment.router]]")
-            .expect("router table");
-        rig.cutover_toml[i..].replacen(
-            "kind = \"haproxy\"",
-            &format!("kind = \"haproxy\"\nname = \"{name}\"\npublic_url = \"{public}\""),
-            1,
-        )
-    };
-    let head = &one.cutover_toml[..one
-        .cutover_toml
-        .find("[[environment.router]]")
-        .expect("router")];
+    let (one, two, state) = common::or_skip!(two_haproxies().await);
+    let public_url = |url: &str| format!("\npublic_url = \"{url}\"");
     let config = |edge2_public: &str| {
-        format!(
-            "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{}\n{}\n{}\n",
-            state.path().display(),
-            head.replacen(
-                "name = \"shop\"",
-                "name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"\nverify_timeout = \"2s\"",
-                1
-            ),
-            router_of(&one, "edge-1", &one.url("/")),
-            router_of(&two, "edge-2", edge2_public)
-        )
+        let routers = [
+            one.router_table("edge-1", &public_url(&one.url("/"))),
+            two.router_table("edge-2", &public_url(edge2_public)),
+        ];
+        one.fleet_config(state.path(), "\nverify_timeout = \"2s\"", &routers)
     };
     // Each frontend is verified: both serve green's version.
     let engine = common::engine(&config(&two.url("/")));
@@ -2041,22 +2030,10 @@ async fn servers_setup_offers_no_weights() {
 /// map), green starts answering 500, and the analysis aborts back to 0 % on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
-    let test = "a_canary_on_haproxy_aborts_to_zero_when_green_fails";
-    let Some(bin) = common::require_binary(test, "haproxy") else {
-        return;
-    };
-    let rig = Rig::new(Setup::Map, bin).await;
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let state = TempDir::new().expect("state dir");
     let extra = "canary_pause = \"60s\"\ncanary_max_error_rate = 0.01\nwatch = \"0s\"\n";
-    let anchor = "preview_url = \"http://127.0.0.1:";
-    let i = rig.cutover_toml.find(anchor).expect("preview_url");
-    let eol = i + rig.cutover_toml[i..].find('\n').expect("end of line") + 1;
-    let text = format!(
-        "[settings]\nstate_dir = \"{}\"\n\n{}{extra}{}",
-        state.path().display(),
-        &rig.cutover_toml[..eol],
-        &rig.cutover_toml[eol..]
-    );
+    let text = rig.config_with(state.path(), extra);
     let engine = common::engine(&text);
     let canary = cutover::ops::OpKind::Canary {
         to: "green".into(),
@@ -2095,11 +2072,7 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
 async fn bench_gate_time() {
     let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
-    let up = common::eventually(Duration::from_secs(30), || async {
-        observe(d.as_ref()).await.slots["green"].checks_up == Some(true)
-    })
-    .await;
-    assert!(up, "HAProxy's checks never passed");
+    green_checks_up(d.as_ref()).await;
     let dir = TempDir::new().expect("dir");
     let gate_ms = |dir: &Path| -> Vec<u64> {
         let mut out = Vec::new();

@@ -157,6 +157,11 @@ fn seen_public_url(app: &mut App, url: &str, version: Option<&str>, at: SystemTi
     }));
 }
 
+/// The current requests/s of slot `slot` of the first environment.
+fn rps(app: &App, slot: usize) -> Option<f64> {
+    app.envs[0].slots[slot].traffic.current().map(|c| c.rps)
+}
+
 /// Another router in the first environment, not read yet.
 fn add_router(app: &mut App, name: &str, kind: &str) {
     app.envs[0].routers.push(RouterView {
@@ -252,14 +257,14 @@ fn drift_is_a_visible_warning() {
         last_set_live: Some("green".into()),
         ..Default::default()
     });
-    let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains(
-            "DRIFT: the router sends live traffic to `blue`, but cutover last set `green`"
-        ),
-        "{text}"
+    let text = shows(
+        &mut app,
+        (120, 40),
+        &[
+            "DRIFT: the router sends live traffic to `blue`, but cutover last set `green`",
+            "⚠ 1 warning",
+        ],
     );
-    common::assert_contains(&text, "⚠ 1 warning");
     insta::assert_snapshot!("drift", text);
 }
 
@@ -414,6 +419,13 @@ fn press(app: &mut App, code: KeyCode) -> Vec<cutover::app::Effect> {
     app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
+/// Open the command line (`:`) or the filter (`/`), type `s` and complete it with Tab.
+fn complete(app: &mut App, opener: char, s: &str) {
+    key(app, opener);
+    typed(app, s);
+    press(app, KeyCode::Tab);
+}
+
 fn typed(app: &mut App, s: &str) {
     for c in s.chars() {
         key(app, c);
@@ -423,9 +435,7 @@ fn typed(app: &mut App, s: &str) {
 #[test]
 fn command_mode_completes_with_tab_and_runs() {
     let mut app = app_with(EnvMemory::default());
-    key(&mut app, ':');
-    typed(&mut app, "en");
-    press(&mut app, KeyCode::Tab);
+    complete(&mut app, ':', "en");
     assert_eq!(app.command.as_deref(), Some("env "));
     typed(&mut app, "ap");
     press(&mut app, KeyCode::Tab);
@@ -434,9 +444,7 @@ fn command_mode_completes_with_tab_and_runs() {
     assert_eq!(app.selected_env, 1);
     // Ambiguous prefixes list the choices on the command line.
     app.selected_env = 0;
-    key(&mut app, ':');
-    typed(&mut app, "r");
-    press(&mut app, KeyCode::Tab);
+    complete(&mut app, ':', "r");
     shows(&mut app, (120, 40), &[":roll▏   rollback  rolling"]);
     press(&mut app, KeyCode::Esc);
     // :swap SLOT opens the confirm dialog for that slot.
@@ -454,9 +462,7 @@ fn command_mode_completes_with_tab_and_runs() {
 #[test]
 fn the_filter_narrows_the_environment_list_and_completes() {
     let mut app = app_with(EnvMemory::default());
-    key(&mut app, '/');
-    typed(&mut app, "ap");
-    press(&mut app, KeyCode::Tab);
+    complete(&mut app, '/', "ap");
     assert_eq!(app.filter, "api-prod");
     let text = shows(&mut app, (120, 40), &[" /api-prod▏ "]);
     assert!(!text.contains("›shop-prod"), "{text}");
@@ -531,10 +537,7 @@ fn swapped_under_load() -> App {
 #[test]
 fn traffic_moving_during_a_swap_is_charted_with_the_swap_marked() {
     let mut app = swapped_under_load();
-    let blue = &app.envs[0].slots[0].traffic;
-    let green = &app.envs[0].slots[1].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(0.0));
-    assert_eq!(green.current().map(|c| c.rps), Some(40.0));
+    assert_eq!((rps(&app, 0), rps(&app, 1)), (Some(0.0), Some(40.0)));
     assert_eq!(app.envs[0].markers.len(), 1);
     let (text, buf) = screen(&mut app, 120, 40);
     common::assert_contains_all(
@@ -602,29 +605,24 @@ fn probes_of_the_public_url_are_not_counted_as_user_traffic() {
     }
     // app_with's own probe, and these two: three requests the router counted on blue.
     reading(&mut app, 76, "blue", [(1204 + 3, 0), (87, 0), (0, 0)]);
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(0.0));
+    assert_eq!(rps(&app, 0), Some(0.0));
     // A user request is counted.
     reading(&mut app, 77, "blue", [(1204 + 4, 0), (87, 0), (0, 0)]);
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+    assert_eq!(rps(&app, 0), Some(1.0));
     // A probe sent before a reading and answered after it: the reading counted it, and it
     // comes off that reading's rates when its answer arrives.
     reading(&mut app, 78, "blue", [(1204 + 6, 0), (87, 0), (0, 0)]);
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(2.0));
+    assert_eq!(rps(&app, 0), Some(2.0));
     seen_public_url(
         &mut app,
         "http://127.0.0.1:8080/",
         None,
         t0() + Duration::from_millis(77_900),
     );
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+    assert_eq!(rps(&app, 0), Some(1.0));
     // The next reading owes it nothing.
     reading(&mut app, 79, "blue", [(1204 + 7, 0), (87, 0), (0, 0)]);
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+    assert_eq!(rps(&app, 0), Some(1.0));
 }
 
 #[test]
@@ -643,14 +641,14 @@ fn a_router_without_per_slot_counters_says_so_and_shows_the_probes() {
         seen_public_url(&mut app, "http://127.0.0.1:8080/", Some("1.4.2"), at);
         seen_router(&mut app, 0, Ok(s.clone()), at);
     }
-    let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains(
-            "no per-slot counters from nginx: showing cutover's own probes of the public URL"
-        ),
-        "{text}"
+    let text = shows(
+        &mut app,
+        (120, 40),
+        &[
+            "no per-slot counters from nginx: showing cutover's own probes of the public URL",
+            "no per-slot counters (nginx)",
+        ],
     );
-    common::assert_contains(&text, "no per-slot counters (nginx)");
     assert!(!text.contains("req/s"), "no misleading zero: {text}");
     insta::assert_snapshot!("traffic_no_counters", text);
 }
@@ -1232,9 +1230,9 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
 fn at_40x10_the_confirm_dialog_keeps_its_keys() {
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 's');
-    let (text, _) = screen(&mut app, 40, 10);
-    common::assert_contains_all(
-        &text,
+    let text = shows(
+        &mut app,
+        (40, 10),
         &[
             "Swap: blue → green",
             "from blue      v1.4.2",
@@ -1282,9 +1280,9 @@ fn at_40x10_the_confirm_dialog_keeps_its_keys() {
 #[test]
 fn at_40x10_the_main_screen_draws_every_panel_without_garbling() {
     let mut app = app_with(EnvMemory::default());
-    let (text, _) = screen(&mut app, 40, 10);
-    common::assert_contains_all(
-        &text,
+    let text = shows(
+        &mut app,
+        (40, 10),
         &[
             "shop-prod",
             "11:07:55 UTC",
@@ -1309,7 +1307,7 @@ fn at_40x10_the_main_screen_draws_every_panel_without_garbling() {
     app.envs[0].config.production = true;
     let (text, _) = screen(&mut app, 40, 10);
     let header = text.lines().next().expect("header");
-    common::assert_contains_all(&header, &["shop-prod", "PRODUCTION", "⚠ 1 warning"]);
+    common::assert_contains_all(header, &["shop-prod", "PRODUCTION", "⚠ 1 warning"]);
     assert!(!header.contains("UTC"), "a cut clock:\n{text}");
 }
 
@@ -1433,11 +1431,8 @@ fn a_pause_shows_its_held_and_refused_requests() {
         refused: 3,
     });
     let text = drawn_after(st);
-    assert!(
-        text.contains("PAUSED: 17 requests held; H resumes"),
-        "{text}"
-    );
-    assert!(text.contains("3 requests got 503"), "{text}");
+    common::assert_contains(&text, "PAUSED: 17 requests held; H resumes");
+    common::assert_contains(&text, "3 requests got 503");
     insta::assert_snapshot!("state_paused", text);
 }
 
@@ -1689,11 +1684,9 @@ fn canary_step() -> App {
 #[test]
 fn a_canary_step_shows_the_weights_and_the_traffic_split() {
     let mut app = canary_step();
-    let blue = &app.envs[0].slots[0].traffic;
-    let green = &app.envs[0].slots[1].traffic;
     let (b, g) = (
-        blue.current().expect("blue's rate").rps,
-        green.current().expect("green's rate").rps,
+        rps(&app, 0).expect("blue's rate"),
+        rps(&app, 1).expect("green's rate"),
     );
     assert_eq!((b, g), (30.0, 10.0));
     assert_eq!(g / (b + g), 0.25, "the canary's measured share");
@@ -1724,8 +1717,7 @@ fn a_canary_step_shows_the_weights_and_the_traffic_split() {
     );
     assert!(!text.contains("errors since switch"), "{text}");
     insta::assert_snapshot!("canary_step_120x40", text.replace(&id, "<id>"));
-    let (text, _) = screen(&mut app, 80, 24);
-    common::assert_contains_all(&text, &["canary 25 %", "30 req/s", "10 req/s"]);
+    let text = shows(&mut app, (80, 24), &["canary 25 %", "30 req/s", "10 req/s"]);
     insta::assert_snapshot!("canary_step_80x24", text.replace(&id, "<id>"));
 }
 
@@ -1754,9 +1746,9 @@ fn a_fleet_where_one_router_counts_nothing_sums_the_others_and_says_so() {
         app.envs[0].slots[0].traffic.current().map(|c| c.rps),
         Some(40.0)
     );
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains_all(
-        &text,
+    shows(
+        &mut app,
+        (120, 40),
         &[
             "ⓘ no per-slot counters from `edge-2` (nginx): requests/s are the other router's, without its share",
             "1 of 2 routers (the others not read or without counters)",
