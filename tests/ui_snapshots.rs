@@ -173,6 +173,13 @@ fn add_router(app: &mut App, name: &str, kind: &str) {
     });
 }
 
+/// [`app_with`] a fresh memory, with the swap dialog open (`s`).
+fn swap_dialog() -> App {
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
+    app
+}
+
 fn screen(app: &mut App, w: u16, h: u16) -> (String, ratatui::buffer::Buffer) {
     common::draw_screen(app, w, h)
 }
@@ -200,6 +207,14 @@ fn find(text: &str, needle: &str) -> Option<(u16, u16)> {
 fn shows(app: &mut App, (w, h): (u16, u16), needles: &[&str]) -> String {
     let (text, _) = screen(app, w, h);
     common::assert_contains_all(&text, needles);
+    text
+}
+
+/// [`shows`], and the screen is the snapshot `name`: its text.
+#[track_caller]
+fn snapshot_shows(app: &mut App, size: (u16, u16), needles: &[&str], name: &str) -> String {
+    let text = shows(app, size, needles);
+    insta::assert_snapshot!(name, text.clone());
     text
 }
 
@@ -257,15 +272,15 @@ fn drift_is_a_visible_warning() {
         last_set_live: Some("green".into()),
         ..Default::default()
     });
-    let text = shows(
+    snapshot_shows(
         &mut app,
         (120, 40),
         &[
             "DRIFT: the router sends live traffic to `blue`, but cutover last set `green`",
             "⚠ 1 warning",
         ],
+        "drift",
     );
-    insta::assert_snapshot!("drift", text);
 }
 
 #[test]
@@ -273,15 +288,15 @@ fn routers_that_disagree_are_a_loud_warning() {
     let mut app = app_with(EnvMemory::default());
     add_router(&mut app, "edge-2", "haproxy");
     seen_router(&mut app, 1, Ok(router_state("green", "blue")), t0());
-    let text = shows(
+    snapshot_shows(
         &mut app,
         (120, 40),
         &[
             "ROUTERS DISAGREE: `edge` → blue, `edge-2` → green",
             "edge-2 (haproxy)  live=green",
         ],
+        "fleet_disagreement",
     );
-    insta::assert_snapshot!("fleet_disagreement", text);
 }
 
 #[test]
@@ -297,12 +312,12 @@ fn narrow_terminal_folds_the_environment_list_and_keeps_the_roles() {
 fn before_the_first_poll_everything_is_unknown() {
     let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
     let mut app = App::new(cfg, Theme::dark(), vec![], t0());
-    let text = shows(
+    snapshot_shows(
         &mut app,
         (120, 40),
         &["? UNKNOWN", "… unknown", "waiting for the first answer"],
+        "startup",
     );
-    insta::assert_snapshot!("startup", text);
 }
 
 #[test]
@@ -321,9 +336,8 @@ fn help_overlay_lists_every_key_from_the_keymap() {
 
 #[test]
 fn swap_asks_with_from_to_versions_and_the_gate() {
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let text = shows(
+    let mut app = swap_dialog();
+    snapshot_shows(
         &mut app,
         (120, 40),
         &[
@@ -331,8 +345,8 @@ fn swap_asks_with_from_to_versions_and_the_gate() {
             "✔ health: last 3 checks healthy",
             "y/Enter confirm",
         ],
+        "confirm_swap",
     );
-    insta::assert_snapshot!("confirm_swap", text);
     // Esc cancels and nothing runs.
     let fx = app.update(Event::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
     assert!(fx.is_empty());
@@ -510,7 +524,7 @@ fn swapped_under_load() -> App {
         reading(&mut app, 75 + i, "blue", [(blue, 0), (green, 0), (0, 0)]);
     }
     key(&mut app, 's');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let id = confirmed(&mut app);
     step(&mut app, &id, Step::Plan, Some(true), "blue → green");
     step(&mut app, &id, Step::Apply, Some(true), "routers switched");
     step(&mut app, &id, Step::Verify, Some(true), "ok");
@@ -781,6 +795,11 @@ fn dialog_keys_come_from_the_key_map() {
     );
 }
 
+/// `y` in the open dialog: the id of the operation it starts.
+fn confirmed(app: &mut App) -> String {
+    op_id(&press(app, KeyCode::Char('y')))
+}
+
 fn op_id(fx: &[cutover::app::Effect]) -> String {
     match fx {
         [cutover::app::Effect::RunOp { req, .. }] => req.id.clone(),
@@ -803,9 +822,8 @@ fn step(app: &mut App, id: &str, step: cutover::ops::Step, ok: Option<bool>, msg
 #[test]
 fn q_during_apply_waits_for_the_step_and_a_second_q_quits_now() {
     use cutover::ops::Step;
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let mut app = swap_dialog();
+    let id = confirmed(&mut app);
     step(&mut app, &id, Step::Plan, Some(true), "blue → green");
     step(
         &mut app,
@@ -830,9 +848,8 @@ fn q_during_apply_waits_for_the_step_and_a_second_q_quits_now() {
     assert!(app.should_quit);
 
     // A second q quits at once.
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let mut app = swap_dialog();
+    let id = confirmed(&mut app);
     step(&mut app, &id, Step::Apply, None, "switching");
     press(&mut app, KeyCode::Char('q'));
     let fx = press(&mut app, KeyCode::Char('q'));
@@ -850,7 +867,7 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
         ..Default::default()
     });
     key(&mut app, 's');
-    let swap = op_id(&press(&mut app, KeyCode::Char('y')));
+    let swap = confirmed(&mut app);
     step(
         &mut app,
         &swap,
@@ -859,7 +876,7 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
         "watching `green` for 60s",
     );
     key(&mut app, 'r');
-    let rollback = op_id(&press(&mut app, KeyCode::Char('y')));
+    let rollback = confirmed(&mut app);
     assert_ne!(swap, rollback);
     // The superseded swap's last words arrive after the rollback started.
     let record = cutover::audit::AuditRecord::default();
@@ -1015,9 +1032,8 @@ fn a_router_error_with_credentials_is_drawn_redacted() {
 #[test]
 fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output() {
     use cutover::ops::Step;
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let mut app = swap_dialog();
+    let id = confirmed(&mut app);
     step(&mut app, &id, Step::Plan, Some(true), "blue → green");
     step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
     step(
@@ -1059,15 +1075,14 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
 #[test]
 fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
     use cutover::ops::{Outcome, Progress, Step, Verdict};
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
+    let mut app = swap_dialog();
     let (text, _) = screen(&mut app, 120, 40);
     assert!(!text.contains("failed warm-up"), "{text}");
     assert!(
         press(&mut app, KeyCode::Char('F')).is_empty(),
         "the gate passes: nothing to force yet"
     );
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let id = confirmed(&mut app);
     step(
         &mut app,
         &id,
@@ -1228,9 +1243,8 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
 
 #[test]
 fn at_40x10_the_confirm_dialog_keeps_its_keys() {
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let text = shows(
+    let mut app = swap_dialog();
+    snapshot_shows(
         &mut app,
         (40, 10),
         &[
@@ -1239,8 +1253,8 @@ fn at_40x10_the_confirm_dialog_keeps_its_keys() {
             "✔ health: last 3 checks healthy",
             "y/Enter confirm · n/Esc cancel",
         ],
+        "confirm_40x10",
     );
-    insta::assert_snapshot!("confirm_40x10", text);
 
     // A refusing gate: the failing check and the longer key line (wrapped) stay; passing
     // checks are counted on one line instead.
@@ -1280,7 +1294,7 @@ fn at_40x10_the_confirm_dialog_keeps_its_keys() {
 #[test]
 fn at_40x10_the_main_screen_draws_every_panel_without_garbling() {
     let mut app = app_with(EnvMemory::default());
-    let text = shows(
+    snapshot_shows(
         &mut app,
         (40, 10),
         &[
@@ -1295,8 +1309,8 @@ fn at_40x10_the_main_screen_draws_every_panel_without_garbling() {
             "? help",
             "q quit",
         ],
+        "main_40x10",
     );
-    insta::assert_snapshot!("main_40x10", text);
 
     // Warnings take the clock's place rather than cutting it.
     let mut app = app_with(EnvMemory {
@@ -1478,15 +1492,15 @@ fn the_states_an_operator_meets_are_drawn() {
             }],
         }),
     }));
-    let text = shows(
+    snapshot_shows(
         &mut app,
         (120, 40),
         &[
             "LOCKED by alice@laptop-2",
             "INTERRUPTED swap blue → green at 03:12:40",
         ],
+        "state_locked_and_interrupted",
     );
-    insta::assert_snapshot!("state_locked_and_interrupted", text);
     key(&mut app, 's');
     shows(&mut app, (120, 40), &["T takes the lock over"]);
 
@@ -1508,9 +1522,8 @@ fn the_states_an_operator_meets_are_drawn() {
             "state_alarm",
         ),
     ] {
-        let mut app = app_with(EnvMemory::default());
-        key(&mut app, 's');
-        let id = op_id(&press(&mut app, KeyCode::Char('y')));
+        let mut app = swap_dialog();
+        let id = confirmed(&mut app);
         step(&mut app, &id, Step::Plan, Some(true), "blue → green");
         step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
         step(
@@ -1624,7 +1637,7 @@ fn canary_step() -> App {
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 'l'); // green
     key(&mut app, 'c');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let id = confirmed(&mut app);
     step(
         &mut app,
         &id,
