@@ -210,6 +210,32 @@ fn shows(app: &mut App, (w, h): (u16, u16), needles: &[&str]) -> String {
     text
 }
 
+/// The screen of `size`, whose text with its white space folded (lines joined, as a wrapped
+/// line reads) shows every one of `needles`: the screen's text.
+#[track_caller]
+fn shows_wrapped(app: &mut App, (w, h): (u16, u16), needles: &[&str]) -> String {
+    let (text, _) = screen(app, w, h);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in needles {
+        assert!(flat.contains(needle), "missing {needle}:\n{text}");
+    }
+    text
+}
+
+/// `rights` presses of → on the 80x24 screen: the page then shows the slots `names` and every
+/// one of `needles`. The screen's text.
+#[track_caller]
+fn page_after(app: &mut App, rights: usize, names: [&str; 3], needles: &[&str]) -> String {
+    for _ in 0..rights {
+        press(app, KeyCode::Right);
+    }
+    let (text, _) = screen(app, 80, 24);
+    let shown: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(shown, names, "{text}");
+    common::assert_contains_all(&text, needles);
+    text
+}
+
 /// [`shows`], and the screen is the snapshot `name`: its text.
 #[track_caller]
 fn snapshot_shows(app: &mut App, size: (u16, u16), needles: &[&str], name: &str) -> String {
@@ -1196,25 +1222,21 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
     insta::assert_snapshot!("sixteen_slots_80x24", text);
 
     // → onto the fourth slot turns the page; the selection is drawn on it.
-    for _ in 0..4 {
-        press(&mut app, KeyCode::Right);
-    }
-    let (text, _) = screen(&mut app, 80, 24);
-    let names: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["s04", "s05", "s06"], "{text}");
-    common::assert_contains(&text, "▸ s05");
-    common::assert_contains(&text, "slots 4–6 of 16 ◂ ▸");
+    let text = page_after(
+        &mut app,
+        4,
+        ["s04", "s05", "s06"],
+        &["▸ s05", "slots 4–6 of 16 ◂ ▸"],
+    );
     insta::assert_snapshot!("sixteen_slots_80x24_page_2", text);
 
     // The last page is whole: it ends at the last slot.
-    for _ in 0..20 {
-        press(&mut app, KeyCode::Right);
-    }
-    let (text, _) = screen(&mut app, 80, 24);
-    let names: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["s14", "s15", "s16"], "{text}");
-    common::assert_contains(&text, "▸ s16");
-    common::assert_contains(&text, "slots 14–16 of 16 ◂  ");
+    page_after(
+        &mut app,
+        20,
+        ["s14", "s15", "s16"],
+        &["▸ s16", "slots 14–16 of 16 ◂  "],
+    );
 
     // A click selects the slot under it, not the one at that index from the start.
     let click = cutover::ui::click(
@@ -1259,10 +1281,9 @@ fn at_40x10_the_confirm_dialog_keeps_its_keys() {
     // A refusing gate: the failing check and the longer key line (wrapped) stay; passing
     // checks are counted on one line instead.
     seen_probe(&mut app, 1, down("1.5.0"));
-    let (text, _) = screen(&mut app, 40, 10);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    common::assert_contains_all(
-        &flat,
+    let text = shows_wrapped(
+        &mut app,
+        (40, 10),
         &[
             "✘ health: `green` needs 3",
             "F forces it",
@@ -1279,10 +1300,9 @@ fn at_40x10_the_confirm_dialog_keeps_its_keys() {
     for c in "shop".chars() {
         key(&mut app, c);
     }
-    let (text, _) = screen(&mut app, 40, 10);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    common::assert_contains_all(
-        &flat,
+    shows_wrapped(
+        &mut app,
+        (40, 10),
         &[
             "type the environment's name: shop▏",
             "type the name, then y/Enter confirm",
