@@ -246,14 +246,14 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     common::assert_contains(superseded, "Swap: blue → green #");
     let op = s.lines().find(|l| l.contains("Op ")).expect("op line");
     common::assert_contains(op, "rollback: green → blue");
-    assert!(!op.contains("green` is live"), "{op}");
+    common::assert_lacks(&op, "green` is live");
     for l in s.lines().filter(|l| l.contains("rollback: green → blue")) {
         assert!(
             !l.contains("superseded") && !l.contains("`green` is live"),
             "a result of the swap under the rollback's title: {l}\n{s}"
         );
     }
-    assert!(!s.contains("DRIFT"), "{s}");
+    common::assert_lacks(&s, "DRIFT");
     // The rollback's own watch ends in its own result.
     t.wait_for("rollback: green → blue #", Duration::from_secs(60));
     t.wait_op(

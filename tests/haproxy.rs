@@ -649,7 +649,7 @@ async fn haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so() {
     )
     .await;
     let out = common::printed(&o);
-    assert!(!out.contains("own checks say"), "{out}");
+    common::assert_lacks(&out, "own checks say");
     common::assert_contains(&out, "last 3 checks healthy");
 }
 
@@ -1859,7 +1859,7 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
     common::assert_contains(&out, "`edge-1` switched back to `blue`");
     common::assert_contains(&out, "`edge-2` switched back to `blue`");
     common::assert_contains(&out, "now `edge-1` → blue, `edge-2` → blue");
-    assert!(!out.contains("ROUTERS DISAGREE"), "{out}");
+    common::assert_lacks(&out, "ROUTERS DISAGREE");
     assert_eq!(
         std::fs::read_to_string(&file).expect("edge-2").trim(),
         "blue"

@@ -329,7 +329,7 @@ fn routers_that_disagree_are_a_loud_warning() {
 fn narrow_terminal_folds_the_environment_list_and_keeps_the_roles() {
     let mut app = app_with(EnvMemory::default());
     let (text, _) = screen(&mut app, 80, 24);
-    assert!(!text.contains("Environments"), "{text}");
+    common::assert_lacks(&text, "Environments");
     common::assert_contains_all(&text, &["LIVE", "PREVIEW", "IDLE", "shop-prod"]);
     insta::assert_snapshot!("narrow_80x24", text);
 }
@@ -505,7 +505,7 @@ fn the_filter_narrows_the_environment_list_and_completes() {
     complete(&mut app, '/', "ap");
     assert_eq!(app.filter, "api-prod");
     let text = shows(&mut app, (120, 40), &[" /api-prod▏ "]);
-    assert!(!text.contains("›shop-prod"), "{text}");
+    common::assert_lacks(&text, "›shop-prod");
     assert_eq!(app.selected_env, 1, "selection follows the filter");
 }
 
@@ -549,8 +549,7 @@ fn swapped_under_load() -> App {
         blue += 40;
         reading(&mut app, 75 + i, "blue", [(blue, 0), (green, 0), (0, 0)]);
     }
-    key(&mut app, 's');
-    let id = confirmed(&mut app);
+    let id = started(&mut app, 's');
     step(&mut app, &id, Step::Plan, Some(true), "blue → green");
     step(&mut app, &id, Step::Apply, Some(true), "routers switched");
     step(&mut app, &id, Step::Verify, Some(true), "ok");
@@ -560,17 +559,17 @@ fn swapped_under_load() -> App {
         let err = u64::from(i >= 35);
         reading(&mut app, 75 + i, "green", [(blue, 0), (green, err), (0, 0)]);
     }
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
+    seen_op(
+        &mut app,
         id,
-        progress: Progress::Watching {
+        Progress::Watching {
             remaining: Duration::from_secs(16),
             detail: "green up · 1 new err · 14 checks".into(),
             errors: 1,
             checks: 14,
             passed: 14,
         },
-    }));
+    );
     app
 }
 
@@ -624,7 +623,7 @@ fn traffic_moving_during_a_swap_is_charted_with_the_swap_marked() {
 fn at_80x24_the_chart_collapses_to_each_slots_figure() {
     let mut app = swapped_under_load();
     let (text, _) = screen(&mut app, 80, 24);
-    assert!(!text.contains("Requests/s by slot"), "{text}");
+    common::assert_lacks(&text, "Requests/s by slot");
     common::assert_contains(&text, "40 req/s");
     common::assert_contains(&text, "0 req/s");
     let id = app.envs[0].op.as_ref().expect("op").id.clone();
@@ -821,6 +820,25 @@ fn dialog_keys_come_from_the_key_map() {
     );
 }
 
+/// A swap confirmed in the dialog and planned (blue → green), and its gate passed if `gated`:
+/// the app and the operation's id.
+fn swap_planned(gated: bool) -> (App, String) {
+    use cutover::ops::Step;
+    let mut app = swap_dialog();
+    let id = confirmed(&mut app);
+    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
+    if gated {
+        step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+    }
+    (app, id)
+}
+
+/// `key` opens an operation's dialog and `y` confirms it: the id of the operation started.
+fn started(app: &mut App, key_: char) -> String {
+    key(app, key_);
+    confirmed(app)
+}
+
 /// `y` in the open dialog: the id of the operation it starts.
 fn confirmed(app: &mut App) -> String {
     op_id(&press(app, KeyCode::Char('y')))
@@ -833,31 +851,44 @@ fn op_id(fx: &[cutover::app::Effect]) -> String {
     }
 }
 
-fn step(app: &mut App, id: &str, step: cutover::ops::Step, ok: Option<bool>, msg: &str) {
+/// The operation `id` is switching the live slot to green (its apply step under way).
+fn switching_to_green(app: &mut App, id: &str) {
+    let apply = cutover::ops::Step::Apply;
+    step(app, id, apply, None, "switching live to `green`");
+}
+
+/// The operation `id` switched the routers to green (its apply step done).
+fn switched_to_green(app: &mut App, id: &str) {
+    let apply = cutover::ops::Step::Apply;
+    step(app, id, apply, Some(true), "routers switched to `green`");
+}
+
+/// The operation `id` of the first environment said `progress`.
+fn seen_op(app: &mut App, id: impl Into<String>, progress: cutover::ops::Progress) {
     app.update(Event::Seen(Seen::Op {
         env: 0,
         id: id.into(),
-        progress: cutover::ops::Progress::Step {
+        progress,
+    }));
+}
+
+fn step(app: &mut App, id: &str, step: cutover::ops::Step, ok: Option<bool>, msg: &str) {
+    seen_op(
+        app,
+        id,
+        cutover::ops::Progress::Step {
             step,
             ok,
             message: msg.into(),
         },
-    }));
+    );
 }
 
 #[test]
 fn q_during_apply_waits_for_the_step_and_a_second_q_quits_now() {
     use cutover::ops::Step;
-    let mut app = swap_dialog();
-    let id = confirmed(&mut app);
-    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
-    step(
-        &mut app,
-        &id,
-        Step::Apply,
-        None,
-        "switching live to `green`",
-    );
+    let (mut app, id) = swap_planned(false);
+    switching_to_green(&mut app, &id);
     assert!(press(&mut app, KeyCode::Char('q')).is_empty());
     assert!(!app.should_quit);
     let status = app.status.clone().expect("status").1;
@@ -892,8 +923,7 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
         previous_live: Some("green".into()),
         ..Default::default()
     });
-    key(&mut app, 's');
-    let swap = confirmed(&mut app);
+    let swap = started(&mut app, 's');
     step(
         &mut app,
         &swap,
@@ -901,28 +931,27 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
         None,
         "watching `green` for 60s",
     );
-    key(&mut app, 'r');
-    let rollback = confirmed(&mut app);
+    let rollback = started(&mut app, 'r');
     assert_ne!(swap, rollback);
     // The superseded swap's last words arrive after the rollback started.
     let record = cutover::audit::AuditRecord::default();
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
-        id: swap.clone(),
-        progress: Progress::Finished(Outcome {
+    seen_op(
+        &mut app,
+        swap.clone(),
+        Progress::Finished(Outcome {
             verdict: Verdict::Cancelled,
             message: format!("`green` is live; watch superseded by rollback #{rollback}"),
             record,
             marks: Vec::new(),
         }),
-    }));
+    );
     step(&mut app, &rollback, Step::Plan, Some(true), "green → blue");
     let op = app.envs[0].op.as_ref().expect("op");
     assert_eq!(op.id, rollback);
     assert!(op.verdict.is_none(), "the rollback is still running");
     assert!(app.envs[0].op_running());
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(!text.contains("DRIFT"), "{text}");
+    common::assert_lacks(&text, "DRIFT");
     let events: Vec<&str> = app.events.iter().map(|l| l.text.as_str()).collect();
     let superseded = events
         .iter()
@@ -1020,7 +1049,7 @@ fn rollback_asks_and_says_why_outside_the_window_or_when_the_old_slot_changed() 
     ] {
         let mut app = app_with(memory);
         let (text, _) = screen(&mut app, 120, 40);
-        assert!(!text.contains("no confirmation"), "{text}");
+        common::assert_lacks(&text, "no confirmation");
         let fx = app.update(Event::Key(KeyEvent::new(
             KeyCode::Char('r'),
             KeyModifiers::NONE,
@@ -1058,10 +1087,7 @@ fn a_router_error_with_credentials_is_drawn_redacted() {
 #[test]
 fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output() {
     use cutover::ops::Step;
-    let mut app = swap_dialog();
-    let id = confirmed(&mut app);
-    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
-    step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+    let (mut app, id) = swap_planned(true);
     step(
         &mut app,
         &id,
@@ -1069,13 +1095,7 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
         Some(true),
         "2 paths warmed on 1 address (4 requests in 120ms); warmup_command: caches primed",
     );
-    step(
-        &mut app,
-        &id,
-        Step::Apply,
-        Some(true),
-        "routers switched to `green`",
-    );
+    switched_to_green(&mut app, &id);
     step(
         &mut app,
         &id,
@@ -1103,7 +1123,7 @@ fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
     use cutover::ops::{Outcome, Progress, Step, Verdict};
     let mut app = swap_dialog();
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(!text.contains("failed warm-up"), "{text}");
+    common::assert_lacks(&text, "failed warm-up");
     assert!(
         press(&mut app, KeyCode::Char('F')).is_empty(),
         "the gate passes: nothing to force yet"
@@ -1116,16 +1136,16 @@ fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
         Some(false),
         "refused: the warm-up of `green` failed",
     );
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
-        id: id.clone(),
-        progress: Progress::Finished(Outcome {
+    seen_op(
+        &mut app,
+        id.clone(),
+        Progress::Finished(Outcome {
             verdict: Verdict::Refused,
             message: "refused: the warm-up of `green` failed".into(),
             record: cutover::audit::AuditRecord::default(),
             marks: Vec::new(),
         }),
-    }));
+    );
     key(&mut app, 's');
     shows(
         &mut app,
@@ -1258,9 +1278,8 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
     let cols = slot_columns(&text);
     assert!(cols.iter().all(|(_, w)| *w >= 26), "{cols:?}\n{text}");
     common::assert_contains(&text, "slots 13–15 of 16 ◂ ▸");
-    let (text, _) = screen(&mut app, 40, 24);
+    let text = shows(&mut app, (40, 24), &["slot 14 of 16 ◂ ▸"]);
     assert_eq!(slot_columns(&text), [("s14".to_string(), 40)], "{text}");
-    common::assert_contains(&text, "slot 14 of 16 ◂ ▸");
 }
 
 #[test]
@@ -1391,7 +1410,7 @@ fn the_swap_dialog_says_when_the_live_version_is_unknown() {
         (120, 40),
         &["✔ new version: live slot's version unknown: cannot compare"],
     );
-    assert!(!text.contains("differs from live"), "{text}");
+    common::assert_lacks(&text, "differs from live");
 }
 
 #[test]
@@ -1419,7 +1438,7 @@ fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
         (120, 40),
         &["20 req/s · ? err · <1ms", "0 req/s · ? err · 12ms"],
     );
-    assert!(!text.contains("0.0% err"), "{text}");
+    common::assert_lacks(&text, "0.0% err");
 }
 
 #[test]
@@ -1432,7 +1451,7 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
         t0() + Duration::from_secs(121),
     );
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(!text.contains("40 req/s"), "{text}");
+    common::assert_lacks(&text, "40 req/s");
     common::assert_contains(&text, "req/s ? (router not read)");
     // It answers again: the rates start from a fresh baseline, not from before the gap.
     let mut s = router_state("green", "blue");
@@ -1475,7 +1494,7 @@ fn a_pause_shows_its_held_and_refused_requests() {
 /// itself, or raised the alarm.
 #[test]
 fn the_states_an_operator_meets_are_drawn() {
-    use cutover::ops::{Outcome, Progress, Step, Verdict};
+    use cutover::ops::{Outcome, Progress, Verdict};
     // Maintenance on.
     let mut st = router_state("blue", "green");
     st.maintenance = Some(cutover::model::MaintenanceMode::Page);
@@ -1542,27 +1561,18 @@ fn the_states_an_operator_meets_are_drawn() {
             "state_alarm",
         ),
     ] {
-        let mut app = swap_dialog();
-        let id = confirmed(&mut app);
-        step(&mut app, &id, Step::Plan, Some(true), "blue → green");
-        step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
-        step(
+        let (mut app, id) = swap_planned(true);
+        switched_to_green(&mut app, &id);
+        seen_op(
             &mut app,
-            &id,
-            Step::Apply,
-            Some(true),
-            "routers switched to `green`",
-        );
-        app.update(Event::Seen(Seen::Op {
-            env: 0,
-            id: id.clone(),
-            progress: Progress::Finished(Outcome {
+            id.clone(),
+            Progress::Finished(Outcome {
                 verdict,
                 message: message.into(),
                 record: cutover::audit::AuditRecord::default(),
                 marks: Vec::new(),
             }),
-        }));
+        );
         let (text, _) = screen(&mut app, 120, 40);
         assert!(text.contains(&verdict.label().to_uppercase()), "{text}");
         if verdict == Verdict::Alarm {
@@ -1613,17 +1623,17 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
         None,
         "step 1/4 (5 %): analysing `green` for 1m",
     );
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
-        id: id.clone(),
-        progress: cutover::ops::Progress::Watching {
+    seen_op(
+        &mut app,
+        id.clone(),
+        cutover::ops::Progress::Watching {
             remaining: std::time::Duration::from_secs(42),
             detail: "step 1/4 (5 %) · green up · 0 err / 120 req".into(),
             errors: 0,
             checks: 3,
             passed: 3,
         },
-    }));
+    );
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
         text.contains("step 1/4 (5 %)"),
@@ -1636,13 +1646,7 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
         "{fx:?}"
     );
     // Once its swap has begun, r is a rollback as after any swap.
-    step(
-        &mut app,
-        &id,
-        Step::Apply,
-        None,
-        "switching live to `green`",
-    );
+    switching_to_green(&mut app, &id);
     let fx = press(&mut app, KeyCode::Char('r'));
     assert!(
         !matches!(fx.as_slice(), [cutover::app::Effect::StopOp { .. }]),
@@ -1656,8 +1660,7 @@ fn canary_step() -> App {
     use cutover::ops::{Progress, Step};
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 'l'); // green
-    key(&mut app, 'c');
-    let id = confirmed(&mut app);
+    let id = started(&mut app, 'c');
     step(
         &mut app,
         &id,
@@ -1697,10 +1700,10 @@ fn canary_step() -> App {
         }
         seen_router(&mut app, 0, Ok(s), at);
     }
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
+    seen_op(
+        &mut app,
         id,
-        progress: Progress::Watching {
+        Progress::Watching {
             remaining: Duration::from_secs(42),
             detail:
                 "step 2/4 (25 %) · green up 5ms · 0 err / 300 req (0.0 %; blue 0.0 %) · 0 of 2 \
@@ -1710,7 +1713,7 @@ fn canary_step() -> App {
             checks: 18,
             passed: 18,
         },
-    }));
+    );
     app
 }
 
@@ -1748,7 +1751,7 @@ fn a_canary_step_shows_the_weights_and_the_traffic_split() {
             "0 of 2 failed checks",
         ],
     );
-    assert!(!text.contains("errors since switch"), "{text}");
+    common::assert_lacks(&text, "errors since switch");
     insta::assert_snapshot!("canary_step_120x40", text.replace(&id, "<id>"));
     let text = shows(&mut app, (80, 24), &["canary 25 %", "30 req/s", "10 req/s"]);
     insta::assert_snapshot!("canary_step_80x24", text.replace(&id, "<id>"));
@@ -1820,7 +1823,7 @@ fn at_80x24_a_columns_latency_goes_before_its_build_time() {
         &["built 2026-11-20T09:30:00Z", "p50 2.0ms p99 9.2ms"],
     );
     let text = shows(&mut app, (80, 24), &["40 req/s", "p50 2.0ms p99 9.2ms"]);
-    assert!(!text.contains("built"), "{text}");
+    common::assert_lacks(&text, "built");
 }
 
 /// The header says whether the shared store answers: `etcd ✔` while it does, `etcd ✘

@@ -466,6 +466,12 @@ pub fn assert_contains(text: &str, needle: &str) {
     assert!(text.contains(needle), "no `{needle}` in:\n{text}");
 }
 
+/// `text` does not contain `needle` (a failure shows the whole text).
+#[track_caller]
+pub fn assert_lacks(text: &str, needle: &str) {
+    assert!(!text.contains(needle), "`{needle}` in:\n{text}");
+}
+
 /// `text` contains every one of `needles` (a failure names the first missing one and shows the
 /// whole text).
 #[track_caller]
