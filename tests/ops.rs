@@ -31,6 +31,20 @@ struct Rig {
 }
 
 impl Rig {
+    /// [`Rig::start`] with blue at 1.0.0 (live), green at 2.0.0 and `third` at 3.0.0.
+    async fn with_third(third: &str, extra_env: &str) -> Rig {
+        Rig::start(
+            &[("blue", "1.0.0"), ("green", "2.0.0"), (third, "3.0.0")],
+            extra_env,
+        )
+        .await
+    }
+
+    /// [`Rig::start`] with blue at 1.0.0 (live) and green at 2.0.0.
+    async fn blue_green(extra_env: &str) -> Rig {
+        Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], extra_env).await
+    }
+
     async fn start(versions: &[(&str, &str)], extra_env: &str) -> Rig {
         // SAFETY-free: tests in this file all use the same token value.
         unsafe { std::env::set_var("CUTOVER_TEST_TOKEN", TOKEN) };
@@ -101,17 +115,35 @@ impl Rig {
         all
     }
 
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .arg("--config")
+    /// `cutover ARGS` on this rig's config, its token and state in the rig's dir, no stdin.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        c.arg("--config")
             .arg(&self.config_path)
             .args(args)
             .env("CUTOVER_TEST_TOKEN", TOKEN)
             .env("XDG_STATE_HOME", self.dir.path().join("xdg"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cutover")
+            .stdin(Stdio::null());
+        c
     }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run cutover")
+    }
+}
+
+/// `kind` (forced if `force`; no watch), which must end done: its outcome.
+async fn done(engine: &Engine, kind: OpKind, force: bool) -> Outcome {
+    let o = run(engine, kind, force, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    o
+}
+
+/// A swap to the preview, without force or watch, which must end done: its outcome.
+async fn swap_done(engine: &Engine) -> Outcome {
+    let o = run(engine, OpKind::Swap { to: None }, false, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    o
 }
 
 async fn run(engine: &Engine, kind: OpKind, force: bool, watch_it: bool) -> Outcome {
@@ -120,25 +152,23 @@ async fn run(engine: &Engine, kind: OpKind, force: bool, watch_it: bool) -> Outc
 
 #[tokio::test]
 async fn swap_passes_the_gate_switches_and_records_the_previous_live_slot() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let e = rig.engine();
     assert_eq!(rig.serving().await, "blue");
-    let o = run(&e, OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    swap_done(&e).await;
     assert_eq!(rig.serving().await, "green");
     assert_eq!(e.store.env("shop").previous_live.as_deref(), Some("blue"));
     // The swap exchanged the roles: blue is now the preview.
     let s = e.observe_all().await.expect("observe");
     assert_eq!(s[0].preview.as_deref(), Some("blue"));
     // And rollback takes it back.
-    let o = run(&e, OpKind::Rollback, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    done(&e, OpKind::Rollback, false).await;
     assert_eq!(rig.serving().await, "blue");
 }
 
 #[tokio::test]
 async fn an_unhealthy_target_is_refused_with_the_reason_and_force_goes_past() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     rig.slot("green").controls.set_healthy(false);
     let e = rig.engine();
     let o = run(&e, OpKind::Swap { to: None }, false, false).await;
@@ -170,7 +200,7 @@ async fn the_same_version_is_refused_unless_forced() {
 
 #[tokio::test]
 async fn an_unknown_version_is_refused() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let mut cfg = rig.config.clone();
     cfg.environments[0].slots[1].version_url = format!("{}/nope", rig.slot("green").url());
     let e = World::build(cfg, None).expect("world").engines[0].clone();
@@ -181,7 +211,11 @@ async fn an_unknown_version_is_refused() {
 
 /// A watched swap to green (watch window `watch_for`); green turns unhealthy as soon as the
 /// watch starts.
-async fn swap_with_green_failing_while_watched(rig: &Rig, watch_for: Duration) -> Outcome {
+async fn swap_with_green_failing_while_watched(
+    rig: &Rig,
+    watch_for: Duration,
+    verdict: Verdict,
+) -> Outcome {
     let mut cfg = rig.config.clone();
     cfg.environments[0].watch = watch_for;
     let e = World::build(cfg, None).expect("world").engines[0].clone();
@@ -202,37 +236,35 @@ async fn swap_with_green_failing_while_watched(rig: &Rig, watch_for: Duration) -
         }
     }
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    task.await.expect("join")
+    let o = task.await.expect("join");
+    assert_eq!(o.verdict, verdict, "{}", o.message);
+    o
 }
 
 #[tokio::test]
 async fn auto_rollback_when_the_new_slot_fails_while_watched() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "auto_rollback = true",
-    )
-    .await;
-    let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(8)).await;
-    assert_eq!(o.verdict, Verdict::RolledBack, "{}", o.message);
+    let rig = Rig::blue_green("auto_rollback = true").await;
+    let o =
+        swap_with_green_failing_while_watched(&rig, Duration::from_secs(8), Verdict::RolledBack)
+            .await;
     common::assert_contains(&o.message, "rolled back to `blue`");
     assert_eq!(rig.serving().await, "blue");
 }
 
 #[tokio::test]
 async fn without_auto_rollback_a_failing_watch_raises_an_alarm_naming_the_key() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
-    let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(6)).await;
-    assert_eq!(o.verdict, Verdict::Alarm, "{}", o.message);
+    let rig = Rig::blue_green("").await;
+    let o =
+        swap_with_green_failing_while_watched(&rig, Duration::from_secs(6), Verdict::Alarm).await;
     common::assert_contains(&o.message, "cutover rollback shop");
     assert_eq!(rig.serving().await, "green", "no automatic rollback");
 }
 
 #[tokio::test]
 async fn rollback_is_refused_when_the_old_slot_is_down() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let e = rig.engine();
-    let o = run(&e, OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    swap_done(&e).await;
     rig.slot("blue").controls.set_healthy(false);
     let o = run(&e, OpKind::Rollback, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
@@ -242,7 +274,7 @@ async fn rollback_is_refused_when_the_old_slot_is_down() {
 
 #[tokio::test]
 async fn rollback_with_nothing_recorded_says_so() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let o = run(&rig.engine(), OpKind::Rollback, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
     common::assert_contains(&o.message, "no previous live slot");
@@ -250,11 +282,7 @@ async fn rollback_with_nothing_recorded_says_so() {
 
 #[tokio::test]
 async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")],
-        "",
-    )
-    .await;
+    let rig = Rig::with_third("staging", "").await;
     let e = rig.engine();
     // Make staging live through a swap, start a slow request on it, swap back, then drain it.
     let o = run(&e, common::swap_to("staging"), false, false).await;
@@ -262,16 +290,13 @@ async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
     let url = format!("http://127.0.0.1:{}/slow?ms=1500", rig.live);
     let slow = tokio::spawn(async move { common::get(&url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let o = run(&e, common::swap_to("blue"), true, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
-    let o = run(
+    done(&e, common::swap_to("blue"), true).await;
+    let o = done(
         &e,
         OpKind::Drain(cutover::router::Target::slot("staging")),
         false,
-        false,
     )
     .await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     common::assert_contains(&o.message, "no requests in flight");
     let (status, slot, _) = slow.await.expect("join");
     assert_eq!(
@@ -279,43 +304,38 @@ async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
         (200, "staging"),
         "the in-flight request finished on the old slot"
     );
-    let o = run(
+    done(
         &e,
         OpKind::Undrain(cutover::router::Target::slot("staging")),
         false,
-        false,
     )
     .await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
 }
 
 #[tokio::test]
 async fn maintenance_on_and_off() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let e = rig.engine();
     let on = OpKind::Maintenance {
         on: true,
         mode: cutover::model::MaintenanceMode::Page,
     };
-    let o = run(&e, on, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    done(&e, on, false).await;
     let (status, _, _) = common::get(&format!("http://127.0.0.1:{}/", rig.live)).await;
     assert_eq!(status, 503);
     let off = OpKind::Maintenance {
         on: false,
         mode: cutover::model::MaintenanceMode::Page,
     };
-    let o = run(&e, off, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    done(&e, off, false).await;
     assert_eq!(rig.serving().await, "blue");
 }
 
 #[tokio::test]
 async fn audit_records_have_the_fields_and_no_secrets() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let e = rig.engine();
-    let o = run(&e, OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    swap_done(&e).await;
     let text = rig.audit_text();
     assert!(
         !text.contains(TOKEN),
@@ -361,7 +381,7 @@ async fn audit_records_have_the_fields_and_no_secrets() {
 
 #[tokio::test]
 async fn cli_exit_codes_and_lock_contention_between_processes() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let rig = Arc::new(rig);
     let cli = |args: Vec<&'static str>| {
         let rig = rig.clone();
@@ -558,13 +578,8 @@ struct Background {
 
 impl Background {
     fn start(rig: &Rig, args: &[&str]) -> Background {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .arg("--config")
-            .arg(&rig.config_path)
-            .args(args)
-            .env("CUTOVER_TEST_TOKEN", TOKEN)
-            .env("XDG_STATE_HOME", rig.dir.path().join("xdg"))
-            .stdin(Stdio::null())
+        let mut child = rig
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -628,11 +643,7 @@ fn audit_records(rig: &Rig) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_without_rollback() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0"), ("c", "3.0.0")],
-        "watch = \"120s\"\nauto_rollback = true",
-    )
-    .await;
+    let rig = Rig::with_third("c", "watch = \"120s\"\nauto_rollback = true").await;
     let rig = Arc::new(rig);
     // Operator A: a watched swap to green.
     let a = {
@@ -705,11 +716,7 @@ async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_witho
 
 #[tokio::test]
 async fn a_watch_whose_slot_was_changed_by_hand_ends_without_rolling_back() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0"), ("c", "3.0.0")],
-        "watch = \"120s\"\nauto_rollback = true",
-    )
-    .await;
+    let rig = Rig::with_third("c", "watch = \"120s\"\nauto_rollback = true").await;
     let e = rig.engine();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_c, cancel) = watch::channel(cutover::ops::Interrupt::None);
@@ -744,7 +751,7 @@ async fn a_watch_whose_slot_was_changed_by_hand_ends_without_rolling_back() {
 
 #[tokio::test]
 async fn two_swaps_started_together_do_one_swap() {
-    let rig = Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await);
+    let rig = Arc::new(Rig::blue_green("").await);
     let runs: Vec<_> = (0..2)
         .map(|_| {
             let rig = rig.clone();
@@ -777,8 +784,7 @@ async fn two_swaps_started_together_do_one_swap() {
 
 #[tokio::test]
 async fn a_kill_during_a_watch_leaves_an_intent_record_and_sigint_abandons_the_watch_on_record() {
-    let rig =
-        Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "watch = \"120s\"").await);
+    let rig = Arc::new(Rig::blue_green("watch = \"120s\"").await);
     let mut a = {
         let rig = rig.clone();
         tokio::task::spawn_blocking(move || {
@@ -837,7 +843,7 @@ unsafe extern "C" {
 
 #[tokio::test]
 async fn setup_and_unlock_are_refused_read_only() {
-    let rig = Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await);
+    let rig = Arc::new(Rig::blue_green("").await);
     for args in [
         vec!["--read-only", "setup", "shop", "--live", "blue"],
         vec!["--read-only", "unlock", "shop"],
@@ -893,9 +899,7 @@ fn step_names(o: &Outcome) -> Vec<String> {
 async fn warmup_requests_reach_the_target_slot_before_the_switch_and_never_the_public_url() {
     let logs = tempfile::tempdir().expect("tempdir");
     let log = logs.path().join("warm.log");
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        &format!(
+    let rig = Rig::blue_green(&format!(
             "warmup_paths = [\"/warm\", {{ path = \"/warm-many\", times = 3 }}]\n\
              warmup_command = [\"sh\", \"-c\", \"echo \\\"$0 $1 $2 $3 ${{CUTOVER_TEST_TOKEN:-clean}}\\\" >> {}\", \"{{env}}\", \"{{slot}}\", \"{{address}}\", \"{{version}}\"]\n\
              smoke_paths = [{{ path = \"/\", body_contains = \"Hello from\" }}]\n",
@@ -955,8 +959,7 @@ async fn warmup_requests_reach_the_target_slot_before_the_switch_and_never_the_p
 
 #[tokio::test]
 async fn a_failed_warmup_refuses_the_swap_and_leaves_traffic_where_it_was() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
+    let rig = Rig::blue_green(
         // Green answers 200, never the 201 asked for.
         "warmup_paths = [{ path = \"/warm\", expect_status = 201 }]\nwarmup_timeout = \"1s\"\n",
     )
@@ -1007,9 +1010,7 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
     let logs = tempfile::tempdir().expect("tempdir");
     let seen_by_smoke = logs.path().join("smoke.log");
     let on_rollback = logs.path().join("on_rollback.log");
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        &format!(
+    let rig = Rig::blue_green(&format!(
             "auto_rollback = true\n\
              smoke = [\"sh\", \"-c\", \"echo $1 $2 >> {}; echo login as admin password=hunter2; echo Authorization: Bearer abc123xyz >&2; exit 1\", \"smoke\", \"{{slot}}\", \"{{public_url}}\"]\n\
              on_rollback = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_rollback\", \"{{result}}\", \"{{operation}}\", \"{{to}}\", \"{{live}}\"]\n",
@@ -1089,8 +1090,7 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
 
 #[tokio::test]
 async fn a_failed_smoke_test_without_auto_rollback_raises_the_alarm_naming_the_key() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
+    let rig = Rig::blue_green(
         "smoke_paths = [{ path = \"/\", body_contains = \"never in the body\" }]\n",
     )
     .await;
@@ -1110,9 +1110,7 @@ async fn a_failed_smoke_test_without_auto_rollback_raises_the_alarm_naming_the_k
 async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders() {
     let logs = tempfile::tempdir().expect("tempdir");
     let (done, failed) = (logs.path().join("done.log"), logs.path().join("failed.log"));
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        &format!(
+    let rig = Rig::blue_green(&format!(
             "on_done = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_done\", \"{{env}}\", \"{{operation}}\", \"{{id}}\", \"{{from}}\", \"{{to}}\", \"{{version}}\", \"{{result}}\"]\n\
              on_failed = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_failed\", \"{{result}}\"]\n",
             done.display(),
@@ -1160,8 +1158,7 @@ async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders(
 
 #[tokio::test]
 async fn a_failing_after_hook_is_recorded_and_never_changes_the_result() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
+    let rig = Rig::blue_green(
         "on_done = [\"sh\", \"-c\", \"echo chat says api_key=sk-live-999 >&2; exit 7\"]\n",
     )
     .await;
@@ -1187,9 +1184,7 @@ async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
     let not_executable = logs.path().join("notify.sh");
     std::fs::write(&not_executable, "#!/bin/sh\necho hi\n").expect("write");
     let rig = Arc::new(
-        Rig::start(
-            &[("blue", "1.0.0"), ("green", "2.0.0")],
-            &format!(
+        Rig::blue_green(&format!(
                 "warmup_paths = [\"/warm\"]\nsmoke = [\"sh\", \"-c\", \"echo smoke ok for $0\", \"{{slot}}\"]\n\
                  on_failed = [\"{}\"]\n",
                 not_executable.display()
@@ -1248,11 +1243,8 @@ async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
 
 #[tokio::test]
 async fn a_quit_during_the_warmup_stops_it_at_once_with_nothing_changed() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "warmup_paths = [\"/slow?ms=20000\"]\nwarmup_timeout = \"60s\"\n",
-    )
-    .await;
+    let rig =
+        Rig::blue_green("warmup_paths = [\"/slow?ms=20000\"]\nwarmup_timeout = \"60s\"\n").await;
     let e = rig.engine();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel) = watch::channel(cutover::ops::Interrupt::None);
@@ -1302,11 +1294,7 @@ fn canary(to: &str, steps: &[u8]) -> OpKind {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "canary_pause = \"5s\"\n",
-    )
-    .await;
+    let rig = Rig::blue_green("canary_pause = \"5s\"\n").await;
     let e = rig.engine();
     let (task, mut rx, _cancel) = common::start_op(&e, canary("green", &[10, 50, 100]));
     common::step_done(
@@ -1352,11 +1340,7 @@ async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "canary_pause = \"30s\"\ncanary_max_error_rate = 0.01\n",
-    )
-    .await;
+    let rig = Rig::blue_green("canary_pause = \"30s\"\ncanary_max_error_rate = 0.01\n").await;
     let e = rig.engine();
     let (task, mut rx, _cancel) = common::start_op(&e, canary("green", &[25, 100]));
     common::step_done(&mut rx, "every router sends 25 % to `green`").await;
@@ -1384,11 +1368,7 @@ async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_canary_puts_everything_back_and_the_cli_runs_one() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "canary_pause = \"30s\"\n",
-    )
-    .await;
+    let rig = Rig::blue_green("canary_pause = \"30s\"\n").await;
     let e = rig.engine();
     let (task, mut rx, cancel) = common::start_op(&e, canary("green", &[5, 100]));
     common::step_done(&mut rx, "every router sends 5 % to `green`").await;
@@ -1445,13 +1425,7 @@ async fn steer(rig: &Arc<Rig>, flag: &'static str) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_ends_a_canary_steps_hold_from_another_process() {
-    let rig = Arc::new(
-        Rig::start(
-            &[("blue", "1.0.0"), ("green", "2.0.0")],
-            "canary_pause = \"600s\"\n",
-        )
-        .await,
-    );
+    let rig = Arc::new(Rig::blue_green("canary_pause = \"600s\"\n").await);
     let o = promote(&rig).await;
     assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
     assert!(
