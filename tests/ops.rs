@@ -132,6 +132,14 @@ impl Rig {
     }
 }
 
+/// A swap (no force, no watch) on a blue/green rig with `extra_env`, which must end in
+/// `verdict`: the rig, the outcome and the messages on the way.
+async fn swap_on(extra_env: &str, verdict: Verdict) -> (Rig, Outcome, Vec<String>) {
+    let rig = Rig::blue_green(extra_env).await;
+    let (o, seen) = common::run_op_ends(&rig.engine(), OpKind::Swap { to: None }, verdict).await;
+    (rig, o, seen)
+}
+
 /// `kind` (forced if `force`; no watch), which must end done: its outcome.
 async fn done(engine: &Engine, kind: OpKind, force: bool) -> Outcome {
     let o = run(engine, kind, force, false).await;
@@ -619,6 +627,29 @@ impl Background {
         }
     }
 
+    /// [`Background::start`] off the async runtime, and wait until it is in its watch.
+    async fn watching(rig: &Arc<Rig>, args: &[&str]) -> Background {
+        let (rig, args) = (
+            rig.clone(),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut a = Background::start(&rig, &args);
+            a.wait_for("watch");
+            a
+        })
+        .await
+        .expect("join")
+    }
+
+    /// [`Background::finish`] off the async runtime.
+    async fn finished(self) -> (Option<i32>, String) {
+        tokio::task::spawn_blocking(move || self.finish())
+            .await
+            .expect("join")
+    }
+
     fn finish(self) -> (Option<i32>, String) {
         let o = self.child.wait_with_output().expect("wait");
         let rest: Vec<String> = self.lines.try_iter().collect();
@@ -646,16 +677,7 @@ async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_witho
     let rig = Rig::with_third("c", "watch = \"120s\"\nauto_rollback = true").await;
     let rig = Arc::new(rig);
     // Operator A: a watched swap to green.
-    let a = {
-        let rig = rig.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut a = Background::start(&rig, &["swap", "shop", "--to", "green", "--yes"]);
-            a.wait_for("watch");
-            a
-        })
-        .await
-        .expect("join")
-    };
+    let a = Background::watching(&rig, &["swap", "shop", "--to", "green", "--yes"]).await;
     assert_eq!(rig.serving().await, "green");
     // Operator B, 'just a quick swap' during A's watch: refused, naming A.
     let b = {
@@ -692,9 +714,7 @@ async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_witho
         .expect("join")
     };
     assert_eq!(b.status.code(), Some(0), "{}", printed(&b));
-    let (code, a_out) = tokio::task::spawn_blocking(move || a.finish())
-        .await
-        .expect("join");
+    let (code, a_out) = a.finished().await;
     assert_eq!(code, Some(1), "A's watch did not complete: {a_out}");
     common::assert_contains(&a_out, "took the lock over");
     // Green now fails: nobody rolls traffic off c, which A did not set.
@@ -785,16 +805,7 @@ async fn two_swaps_started_together_do_one_swap() {
 #[tokio::test]
 async fn a_kill_during_a_watch_leaves_an_intent_record_and_sigint_abandons_the_watch_on_record() {
     let rig = Arc::new(Rig::blue_green("watch = \"120s\"").await);
-    let mut a = {
-        let rig = rig.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut a = Background::start(&rig, &["swap", "shop", "--yes"]);
-            a.wait_for("watch");
-            a
-        })
-        .await
-        .expect("join")
-    };
+    let mut a = Background::watching(&rig, &["swap", "shop", "--yes"]).await;
     a.child.kill().expect("kill -9");
     let _ = a.child.wait();
     let records = audit_records(&rig);
@@ -807,21 +818,10 @@ async fn a_kill_during_a_watch_leaves_an_intent_record_and_sigint_abandons_the_w
     assert_eq!(rig.serving().await, "green");
     // The lock went with the process: the next operation runs. SIGINT during its watch
     // abandons the watch (the slot stays live) and says so in the audit log.
-    let a = {
-        let rig = rig.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut a = Background::start(&rig, &["rollback", "shop", "--yes"]);
-            a.wait_for("watch");
-            a
-        })
-        .await
-        .expect("join")
-    };
+    let a = Background::watching(&rig, &["rollback", "shop", "--yes"]).await;
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc_kill(a.child.id() as i32, 2) };
-    let (code, out) = tokio::task::spawn_blocking(move || a.finish())
-        .await
-        .expect("join");
+    let (code, out) = a.finished().await;
     assert_eq!(code, Some(1), "{out}");
     common::assert_contains(&out, "watch abandoned");
     assert_eq!(rig.serving().await, "blue");
@@ -959,20 +959,20 @@ async fn warmup_requests_reach_the_target_slot_before_the_switch_and_never_the_p
 
 #[tokio::test]
 async fn a_failed_warmup_refuses_the_swap_and_leaves_traffic_where_it_was() {
-    let rig = Rig::blue_green(
+    let (rig, o, seen) = swap_on(
         // Green answers 200, never the 201 asked for.
         "warmup_paths = [{ path = \"/warm\", expect_status = 201 }]\nwarmup_timeout = \"1s\"\n",
+        Verdict::Refused,
     )
     .await;
-    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Refused, "{}", o.message);
-    assert!(
-        o.message.contains("warm-up of `green` failed")
-            && o.message.contains("201")
-            && o.message.contains("traffic stays on `blue`")
-            && o.message.contains("--force"),
-        "{}",
-        o.message
+    common::assert_contains_all(
+        &o.message,
+        &[
+            "warm-up of `green` failed",
+            "201",
+            "traffic stays on `blue`",
+            "--force",
+        ],
     );
     assert!(!o.message.contains("  "), "{}", o.message);
     assert_eq!(step_names(&o), ["plan", "gate", "warm-up"]);
@@ -1019,14 +1019,19 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
         ),
     )
     .await;
-    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::RolledBack, "{}", o.message);
-    assert!(
-        o.message.contains("the smoke test of `green` failed")
-            && o.message.contains("exited with 1")
-            && o.message.contains("rolled back to `blue` automatically"),
-        "{}",
-        o.message
+    let (o, seen) = common::run_op_ends(
+        &rig.engine(),
+        OpKind::Swap { to: None },
+        Verdict::RolledBack,
+    )
+    .await;
+    common::assert_contains_all(
+        &o.message,
+        &[
+            "the smoke test of `green` failed",
+            "exited with 1",
+            "rolled back to `blue` automatically",
+        ],
     );
     assert_eq!(
         rig.serving().await,
@@ -1090,18 +1095,18 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
 
 #[tokio::test]
 async fn a_failed_smoke_test_without_auto_rollback_raises_the_alarm_naming_the_key() {
-    let rig = Rig::blue_green(
+    let (rig, o, _) = swap_on(
         "smoke_paths = [{ path = \"/\", body_contains = \"never in the body\" }]\n",
+        Verdict::Alarm,
     )
     .await;
-    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Alarm, "{}", o.message);
-    assert!(
-        o.message.contains("smoke test of `green` failed")
-            && o.message.contains("never in the body")
-            && o.message.contains("cutover rollback shop"),
-        "{}",
-        o.message
+    common::assert_contains_all(
+        &o.message,
+        &[
+            "smoke test of `green` failed",
+            "never in the body",
+            "cutover rollback shop",
+        ],
     );
     assert_eq!(rig.serving().await, "green", "no automatic rollback");
 }
@@ -1125,8 +1130,7 @@ async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders(
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    let (o, _) = common::run_op_ends(&rig.engine(), OpKind::Swap { to: None }, Verdict::Done).await;
     assert_eq!(
         lines(),
         [format!("shop swap {} blue green 2.0.0 done", o.record.id)]
@@ -1140,8 +1144,7 @@ async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders(
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     assert_eq!(lines().len(), 1, "{:?}", lines());
     // The next swap runs it once more.
-    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    let (o, _) = common::run_op_ends(&rig.engine(), OpKind::Swap { to: None }, Verdict::Done).await;
     assert_eq!(lines().len(), 2, "{:?}", lines());
     assert!(!failed.exists(), "on_failed ran for a success");
     // The record written to the audit log carries the hook's step.
@@ -1158,12 +1161,11 @@ async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders(
 
 #[tokio::test]
 async fn a_failing_after_hook_is_recorded_and_never_changes_the_result() {
-    let rig = Rig::blue_green(
+    let (rig, o, seen) = swap_on(
         "on_done = [\"sh\", \"-c\", \"echo chat says api_key=sk-live-999 >&2; exit 7\"]\n",
+        Verdict::Done,
     )
     .await;
-    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     assert_eq!(rig.serving().await, "green");
     let hook = o.record.steps.last().expect("steps");
     assert_eq!(hook.step, "hook");
@@ -1491,9 +1493,7 @@ async fn promote_ends_a_canary_steps_hold_from_another_process() {
     }
     let o = promote(&rig).await;
     assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
-    let (code, text) = tokio::task::spawn_blocking(move || a.finish())
-        .await
-        .expect("finish");
+    let (code, text) = a.finished().await;
     assert_eq!(code, Some(0), "{text}");
     common::assert_contains(&text, "step 1/3 (10 %): promoted by the operator");
     assert!(
