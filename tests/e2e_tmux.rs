@@ -246,7 +246,7 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     common::assert_contains(superseded, "Swap: blue → green #");
     let op = s.lines().find(|l| l.contains("Op ")).expect("op line");
     common::assert_contains(op, "rollback: green → blue");
-    common::assert_lacks(&op, "green` is live");
+    common::assert_lacks(op, "green` is live");
     for l in s.lines().filter(|l| l.contains("rollback: green → blue")) {
         assert!(
             !l.contains("superseded") && !l.contains("`green` is live"),
