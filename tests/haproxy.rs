@@ -364,6 +364,23 @@ async fn two_haproxies(test: &str) -> Option<(Rig, Rig, TempDir)> {
     Some((one, two, TempDir::new().expect("state dir")))
 }
 
+/// Wait (10 s at most) until the reading counts at least one (`what`: requests or errors) on
+/// `slot`: HAProxy counts an answer when its session ends, a moment after the client has it.
+/// That reading.
+async fn counted(
+    d: &dyn Router,
+    slot: &str,
+    what: fn(&cutover::model::SlotRoute) -> Option<u64>,
+) -> RouterState {
+    let seen = common::eventually(Duration::from_secs(10), || async {
+        what(&observe(d).await.slots[slot]).unwrap_or(0) >= 1
+    })
+    .await;
+    let st = observe(d).await;
+    assert!(seen, "nothing counted on {slot}: {st:#?}");
+    st
+}
+
 /// Wait (30 s at most) until HAProxy's own checks find green's servers up.
 async fn green_checks_up(d: &dyn Router) {
     let up = common::eventually(Duration::from_secs(30), || async {
@@ -481,24 +498,14 @@ async fn map_file_stays_in_sync_and_requests_and_errors_are_counted() {
     );
     assert!(map.starts_with("# map setup"), "comments kept:\n{map}");
     // Requests counted for the watch window.
-    let st = observe(d.as_ref()).await;
+    let st = counted(d.as_ref(), "green", |r| r.requests).await;
     assert_eq!(st.role_of("blue"), Role::Idle);
-    assert!(st.slots["green"].requests.unwrap_or(0) >= 1, "{st:#?}");
 
     // Errors are counted per slot, for the watch window.
     ok("preview staging", d.set_preview("staging")).await;
     rig.slots[3].controls.set_healthy(false);
     assert_eq!(who(&rig.preview_url()).await, (500, "staging".into()));
-    // HAProxy counts the answer when its session ends, a moment after the client has it.
-    let counted = common::eventually(Duration::from_secs(10), || async {
-        observe(d.as_ref()).await.slots["staging"]
-            .errors
-            .unwrap_or(0)
-            >= 1
-    })
-    .await;
-    let st = observe(d.as_ref()).await;
-    assert!(counted, "{st:#?}");
+    let st = counted(d.as_ref(), "staging", |r| r.errors).await;
     assert_eq!(st.role_of("staging"), Role::Preview);
     assert_eq!(st.slots["blue"].errors, Some(0));
     rig.slots[3].controls.set_healthy(true);
