@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use cutover::config::Environment;
-use cutover::load::{self, LoadOptions};
+use cutover::load::{self, LoadOptions, LoadReport};
 use cutover::model::{AdminState, MaintenanceMode};
 use cutover::router::apache::{self, Fault, MemberFlag};
 use cutover::router::{Router, RouterConfig, Target};
@@ -180,20 +180,54 @@ impl Apache {
         server: &str,
         persist: bool,
     ) -> Apache {
-        Apache::start(
-            bin,
-            public,
-            &[
-                ("CUTOVER_SERVER", server.to_string()),
-                ("CUTOVER_BLUE", blue.to_string()),
-                ("CUTOVER_GREEN", green.to_string()),
-                ("CUTOVER_PEER", peer.to_string()),
-            ],
-            &doc_block("cutover-apache-config", "apache"),
-            persist,
-        )
-        .await
+        let body = doc_block("cutover-apache-config", "apache");
+        let defines = blue_green_defines(server, blue, green, peer);
+        Apache::start(bin, public, &defines, &body, persist).await
     }
+}
+
+/// The defines of docs/apache.md's blue/green server `server`, whose maintenance redirect goes
+/// to `peer`.
+fn blue_green_defines(
+    server: &str,
+    blue: &str,
+    green: &str,
+    peer: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("CUTOVER_SERVER", server.to_string()),
+        ("CUTOVER_BLUE", blue.to_string()),
+        ("CUTOVER_GREEN", green.to_string()),
+        ("CUTOVER_PEER", peer.to_string()),
+    ]
+}
+
+/// Bounded load on `url` (16 connections; at most 60,000 requests or 40 s), started 200 ms
+/// before `changes`: its report, which must show the load outlasting the changes, no failed
+/// request and answers from both blue and green; and what `changes` returned.
+async fn under_bounded_load<T>(
+    url: String,
+    changes: impl std::future::Future<Output = T>,
+) -> (LoadReport, T) {
+    let run = load::start(LoadOptions {
+        url,
+        concurrency: 16,
+        max_requests: 60_000,
+        max_duration: Duration::from_secs(40),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = changes.await;
+    let r = run.finish().await;
+    assert!(
+        r.sent < 60_000,
+        "the load ran out before the last change: {}",
+        r.sent
+    );
+    assert_eq!(r.failed(), 0, "failed requests: {:?}", r.first_errors);
+    common::assert_served_by(&r.by_slot, &["blue", "green"]);
+    (r, out)
 }
 
 /// Slot servers blue (1.0.0) and green (2.0.0), and the blue/green Apache of docs/apache.md in
@@ -348,12 +382,7 @@ fn the_documented_cutover_config_parses() {
 
 #[test]
 fn the_documented_apache_config_passes_apache2_configtest() {
-    let Some(bin) = require_binary(
-        "the_documented_apache_config_passes_apache2_configtest",
-        "apache2",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
     let dir = tempfile::TempDir::new().expect("temp dir");
     let d = dir.path();
     let mut conf = format!(
@@ -384,11 +413,7 @@ fn the_documented_apache_config_passes_apache2_configtest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn swap_and_rollback_under_load_fail_no_request() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("swap_and_rollback_under_load_fail_no_request").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
 
     let st = d.observe().await.expect("observe");
@@ -396,41 +421,23 @@ async fn swap_and_rollback_under_load_fail_no_request() {
     assert_eq!(st.preview.as_deref(), Some("green"), "{st:?}");
     assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
 
-    let run = load::start(LoadOptions {
-        url: a.url(),
-        concurrency: 16,
-        max_requests: 60_000,
-        max_duration: Duration::from_secs(40),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut took = Vec::new();
-    for _ in 0..10 {
-        for to in ["green", "blue"] {
-            let t = Instant::now();
-            d.switch_live(to)
-                .await
-                .unwrap_or_else(|e| panic!("switch to {to}: {e:?}"));
-            took.push(t.elapsed());
-            let st = d.observe().await.expect("observe");
-            assert_eq!(st.live.as_deref(), Some(to), "{st:?}");
-            tokio::time::sleep(Duration::from_millis(150)).await;
+    let (r, mut took) = under_bounded_load(a.url(), async {
+        let mut took = Vec::new();
+        for _ in 0..10 {
+            for to in ["green", "blue"] {
+                let t = Instant::now();
+                d.switch_live(to)
+                    .await
+                    .unwrap_or_else(|e| panic!("switch to {to}: {e:?}"));
+                took.push(t.elapsed());
+                let st = d.observe().await.expect("observe");
+                assert_eq!(st.live.as_deref(), Some(to), "{st:?}");
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
         }
-    }
-    let r = run.finish().await;
-    assert!(
-        r.sent < 60_000,
-        "the load ran out before the last change: {}",
-        r.sent
-    );
-    assert_eq!(r.failed(), 0, "failed requests: {:?}", r.first_errors);
-    assert!(
-        r.by_slot.get("blue").copied().unwrap_or(0) > 0
-            && r.by_slot.get("green").copied().unwrap_or(0) > 0,
-        "{:?}",
-        r.by_slot
-    );
+        took
+    })
+    .await;
     took.sort();
     eprintln!(
         "apache: 20 switches under load ({} requests, {:.0} req/s, p99 {} us), 0 failed; \
@@ -448,11 +455,7 @@ async fn swap_and_rollback_under_load_fail_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_preview_and_the_swaps_that_are_refused() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("set_preview_and_the_swaps_that_are_refused").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let toml = blue_green_toml(&a, &blue, &green, "").replace(
         "[[environment.router]]",
         "[[environment.slot]]\nname = \"staging\"\naddress = \"http://127.0.0.1:9\"\n\n\
@@ -467,13 +470,7 @@ async fn set_preview_and_the_swaps_that_are_refused() {
         (Some("blue"), Some("blue"))
     );
     assert_eq!(answers(&a.preview_url(), 4).await, only("blue", 4));
-    assert!(
-        st.problems
-            .iter()
-            .any(|n| n.contains("slot `staging` has no member")),
-        "a problem, not a note: {:?}",
-        st.problems
-    );
+    common::assert_problem(&st, "slot `staging` has no member");
 
     fails_with(
         d.switch_live("staging").await,
@@ -489,15 +486,12 @@ async fn set_preview_and_the_swaps_that_are_refused() {
     d.change_member("live", &green, &[(MemberFlag::Stopped, true)], Fault::None)
         .await
         .expect("stop green's member");
-    let e = d
-        .switch_live("green")
-        .await
-        .expect_err("green cannot serve");
-    let m = format!("{e:#}");
-    assert!(
-        m.contains("can take traffic") && m.contains("put back"),
-        "{m}"
+    let m = common::fails_with(
+        d.switch_live("green").await,
+        "green cannot serve",
+        "can take traffic",
     );
+    common::assert_contains(&m, "put back");
     let st = d.observe().await.expect("observe");
     assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
     let check = st.slots["green"].check.clone().unwrap_or_default();
@@ -512,11 +506,7 @@ async fn set_preview_and_the_swaps_that_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_apache_ignores_silently_are_reported_as_failures() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("changes_apache_ignores_silently_are_reported_as_failures").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let enable = [(MemberFlag::Disabled, false)];
 
@@ -530,15 +520,13 @@ async fn changes_apache_ignores_silently_are_reported_as_failures() {
     common::assert_contains(&m, "even after a retry with the fresh nonce");
 
     // No Referer: Apache ignores every parameter (AH10187) and answers 200.
-    let e = d
-        .change_member("live", &green, &enable, Fault::NoReferer)
-        .await
-        .expect_err("a missing Referer must fail");
-    let m = format!("{e:#}");
-    assert!(
-        m.contains("still shows `Init Dis`") && m.contains("AH10187"),
-        "{m}"
+    let m = common::fails_with(
+        d.change_member("live", &green, &enable, Fault::NoReferer)
+            .await,
+        "a missing Referer must fail",
+        "still shows `Init Dis`",
     );
+    common::assert_contains(&m, "AH10187");
     assert!(a.error_log().contains("AH10187"), "{}", a.logs());
 
     // A worker Apache does not know: 200 too.
@@ -573,12 +561,7 @@ async fn changes_apache_ignores_silently_are_reported_as_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draining_a_node_shows_its_busy_count_fall_to_zero() {
-    let Some(bin) = require_binary(
-        "draining_a_node_shows_its_busy_count_fall_to_zero",
-        "apache2",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
     let nodes = slots(&[("web1", "1.0.0"), ("web2", "1.0.0"), ("web3", "1.0.0")]).await;
     let a = Apache::three_nodes(&bin, &nodes).await;
     let toml = format!(
@@ -710,11 +693,7 @@ fn blue_green_engine(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let state = tempfile::tempdir().expect("state dir");
     let engine = blue_green_engine(&a, &blue, &green, state.path());
     let green_slot = Target::slot("green");
@@ -742,11 +721,44 @@ async fn undrain_of_an_idle_slot_succeeds_and_leaves_it_disabled() {
     assert_eq!(answers(&a.preview_url(), 2).await, only("green", 2));
 }
 
+/// Maintenance `on` or off (`mode`) on `d`; then `n` requests to `url` all reach `slot`.
+async fn maintenance_serves(
+    d: &apache::Driver,
+    on: bool,
+    mode: &MaintenanceMode,
+    url: &str,
+    slot: &str,
+    n: usize,
+) {
+    d.maintenance(on, mode)
+        .await
+        .unwrap_or_else(|e| panic!("maintenance on={on} {mode:?}: {e:#}"));
+    assert_eq!(
+        answers(url, n).await,
+        only(slot, n),
+        "after maintenance on={on}"
+    );
+}
+
+/// Maintenance that redirects the live traffic to `slot`.
+fn redirect_to(slot: &str) -> MaintenanceMode {
+    MaintenanceMode::Redirect { to: slot.into() }
+}
+
+/// One of the reading's notes is `what` (or, if not `present`, none is): a failure shows the
+/// notes.
+#[track_caller]
+fn assert_note(st: &cutover::model::RouterState, present: bool, what: impl Fn(&str) -> bool) {
+    assert_eq!(st.notes.iter().any(|n| what(n)), present, "{:?}", st.notes);
+}
+
+/// Swap to green, then a graceful restart of Apache (`BalancerPersist` on if `persist`): the
+/// reading after it, which shows `expect` live, as the public port's answers do.
 async fn restart_after_swap(
     bin: &Path,
     persist: bool,
     expect: &str,
-) -> (cutover::model::RouterState, BTreeMap<String, usize>) {
+) -> cutover::model::RouterState {
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     let a = Apache::blue_green(bin, free_port(), &blue, &green, &green, "web1", persist).await;
@@ -754,11 +766,7 @@ async fn restart_after_swap(
     d.switch_live("green").await.expect("swap");
     let st = d.observe().await.expect("observe");
     assert_eq!(st.live.as_deref(), Some("green"), "{st:?}");
-    assert!(
-        !st.notes.iter().any(|n| n.contains("drift")),
-        "{:?}",
-        st.notes
-    );
+    assert_note(&st, false, |n| n.contains("drift"));
     a.graceful_restart().await;
     // The old children finish their requests after "resuming normal operations": wait
     // (generously) for the balancer-manager to answer from the new generation, which shows
@@ -770,82 +778,58 @@ async fn restart_after_swap(
     })
     .await;
     let st = d.observe().await.expect("observe after restart");
-    (st, answers(&a.url(), 4).await)
+    assert_eq!(st.live.as_deref(), Some(expect), "{st:?}");
+    assert_eq!(answers(&a.url(), 4).await, only(expect, 4));
+    st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_restart_without_balancer_persist_shows_as_drift() {
-    let Some(bin) = require_binary(
-        "a_graceful_restart_without_balancer_persist_shows_as_drift",
-        "apache2",
-    ) else {
-        return;
-    };
-    let (st, got) = restart_after_swap(&bin, false, "blue").await;
-    // Apache went back to the config's states: blue is live again, and observe says why.
-    assert_eq!(st.live.as_deref(), Some("blue"), "{st:?}");
-    assert_eq!(got, only("blue", 4));
-    let drift: Vec<_> = st.notes.iter().filter(|n| n.starts_with("drift")).collect();
+    let bin = common::or_skip!(require_binary("apache2"));
+    // Apache goes back to the config's states: blue is live again, and observe says why.
+    let st = restart_after_swap(&bin, false, "blue").await;
     eprintln!(
         "apache: after a graceful restart without BalancerPersist: {:?}",
         st.notes
     );
-    assert!(
-        drift
-            .iter()
-            .any(|n| n.contains("(green)") && n.contains("BalancerPersist is Off")),
-        "{:?}",
-        st.notes
-    );
+    assert_note(&st, true, |n| {
+        n.starts_with("drift") && n.contains("(green)") && n.contains("BalancerPersist is Off")
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_balancer_persist_a_graceful_restart_keeps_the_swap() {
-    let Some(bin) = require_binary(
-        "with_balancer_persist_a_graceful_restart_keeps_the_swap",
-        "apache2",
-    ) else {
-        return;
-    };
-    let (st, got) = restart_after_swap(&bin, true, "green").await;
-    assert_eq!(st.live.as_deref(), Some("green"), "{st:?}");
-    assert_eq!(got, only("green", 4));
-    assert!(
-        !st.notes.iter().any(|n| n.contains("drift")),
-        "{:?}",
-        st.notes
-    );
+    let bin = common::or_skip!(require_binary("apache2"));
+    let st = restart_after_swap(&bin, true, "green").await;
+    assert_note(&st, false, |n| n.contains("drift"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
     // This server's maintenance redirect goes to green.
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("maintenance_redirect_on_and_off_under_load_fails_no_request").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
-    let redirect = MaintenanceMode::Redirect { to: "green".into() };
+    let redirect = redirect_to("green");
 
     // Time to take effect, one request at a time.
     let mut on_ms = Vec::new();
     let mut off_ms = Vec::new();
     for _ in 0..5 {
-        let t = Instant::now();
-        d.maintenance(true, &redirect)
-            .await
-            .expect("maintenance on");
-        let (_, slot, maint, _) = fetch(&a.url(), &[]).await;
-        on_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!((slot.as_str(), maint.as_str()), ("green", "redirect"));
-        let t = Instant::now();
-        d.maintenance(false, &redirect)
-            .await
-            .expect("maintenance off");
-        let (_, slot, maint, _) = fetch(&a.url(), &[]).await;
-        off_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!((slot.as_str(), maint.as_str()), ("blue", ""));
+        // On: green answers, marked as the redirect; off: blue, unmarked.
+        for (on, want) in [(true, ("green", "redirect")), (false, ("blue", ""))] {
+            let t = Instant::now();
+            d.maintenance(on, &redirect)
+                .await
+                .unwrap_or_else(|e| panic!("maintenance on={on}: {e:#}"));
+            let (_, slot, maint, _) = fetch(&a.url(), &[]).await;
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if on {
+                on_ms.push(ms)
+            } else {
+                off_ms.push(ms)
+            }
+            assert_eq!((slot.as_str(), maint.as_str()), want);
+        }
     }
     let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     eprintln!(
@@ -875,42 +859,23 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
     );
 
     // Under bounded concurrent load, toggled on and off.
-    let run = load::start(LoadOptions {
-        url: a.url(),
-        concurrency: 16,
-        max_requests: 60_000,
-        max_duration: Duration::from_secs(40),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for _ in 0..8 {
-        d.maintenance(true, &redirect)
-            .await
-            .expect("maintenance on");
-        let st = d.observe().await.expect("observe");
-        assert_eq!(st.maintenance, Some(redirect.clone()), "{st:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        d.maintenance(false, &redirect)
-            .await
-            .expect("maintenance off");
-        let st = d.observe().await.expect("observe");
-        assert_eq!(st.maintenance, None, "{st:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let r = run.finish().await;
-    assert!(
-        r.sent < 60_000,
-        "the load ran out before the last change: {}",
-        r.sent
-    );
-    assert_eq!(r.failed(), 0, "failed requests: {:?}", r.first_errors);
-    assert!(
-        r.by_slot.get("blue").copied().unwrap_or(0) > 0
-            && r.by_slot.get("green").copied().unwrap_or(0) > 0,
-        "{:?}",
-        r.by_slot
-    );
+    let (r, ()) = under_bounded_load(a.url(), async {
+        for _ in 0..8 {
+            d.maintenance(true, &redirect)
+                .await
+                .expect("maintenance on");
+            let st = d.observe().await.expect("observe");
+            assert_eq!(st.maintenance, Some(redirect.clone()), "{st:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            d.maintenance(false, &redirect)
+                .await
+                .expect("maintenance off");
+            let st = d.observe().await.expect("observe");
+            assert_eq!(st.maintenance, None, "{st:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
     eprintln!(
         "apache: 8 maintenance on/off cycles under load: {} requests ({:?}), 0 failed",
         r.sent, r.by_slot
@@ -920,26 +885,17 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("the_bypass_cookie_reaches_the_server_in_maintenance").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
-    let redirect = MaintenanceMode::Redirect { to: "green".into() };
+    let redirect = redirect_to("green");
 
     d.maintenance(true, &redirect)
         .await
         .expect("maintenance on");
     let st = d.observe().await.expect("observe");
-    assert!(
-        st.notes
-            .iter()
-            .any(|n| n.contains("cookie `cutover_bypass=1`")
-                && n.contains("reached this server's own backend")),
-        "{:?}",
-        st.notes
-    );
+    assert_note(&st, true, |n| {
+        n.contains("cookie `cutover_bypass=1`") && n.contains("reached this server's own backend")
+    });
     assert_eq!(fetch(&a.url(), &[]).await.1, "green");
     let (status, slot, maint, _) =
         fetch(&a.url(), &[("cookie", "session=abc; cutover_bypass=1")]).await;
@@ -966,15 +922,11 @@ async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
     );
     let (status, slot, _, _) = fetch(&a.url(), &[("cookie", "cutover_bypass=1")]).await;
     assert_eq!((status, slot.as_str()), (200, "blue"));
-    d.maintenance(false, &MaintenanceMode::Page)
-        .await
-        .expect("off");
-    assert_eq!(answers(&a.url(), 3).await, only("blue", 3));
+    maintenance_serves(&d, false, &MaintenanceMode::Page, &a.url(), "blue", 3).await;
 
     // A redirect to a slot this Apache does not redirect to is refused.
     fails_with(
-        d.maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
-            .await,
+        d.maintenance(true, &redirect_to("blue")).await,
         "wrong target",
         "goes to `green`",
     );
@@ -986,15 +938,12 @@ async fn the_bypass_cookie_reaches_the_server_in_maintenance() {
         &wrong.display().to_string(),
     );
     let d2 = driver_of(&environment(&toml));
-    let e = d2
-        .maintenance(true, &redirect)
-        .await
-        .expect_err("no effect");
-    let m = format!("{e:#}");
-    assert!(
-        m.contains("did not take effect") && m.contains("X-Cutover-Maintenance"),
-        "{m}"
+    let m = common::fails_with(
+        d2.maintenance(true, &redirect).await,
+        "no effect",
+        "did not take effect",
     );
+    common::assert_contains(&m, "X-Cutover-Maintenance");
     assert!(!wrong.exists(), "the flag was left behind");
     assert_eq!(answers(&a.url(), 3).await, only("blue", 3));
 }
@@ -1027,7 +976,7 @@ async fn a_maintenance_redirect_is_no_version_mismatch_and_a_missing_bypass_is_s
     assert_eq!(env["warnings"], serde_json::json!([]), "{env:#}");
 
     let d = driver_of(&environment(&config));
-    let redirect = MaintenanceMode::Redirect { to: "green".into() };
+    let redirect = redirect_to("green");
     d.maintenance(true, &redirect).await.expect("redirect on");
     assert_eq!(fetch(&a.url(), &[]).await.1, "green");
     let (code, env) = status().await;
@@ -1047,48 +996,24 @@ async fn a_maintenance_redirect_is_no_version_mismatch_and_a_missing_bypass_is_s
         .collect::<Vec<_>>()
         .join("\n");
     assert_ne!(no_bypass.lines().count(), body.lines().count());
-    let b = Apache::start(
-        &bin,
-        free_port(),
-        &[
-            ("CUTOVER_SERVER", "web1".to_string()),
-            ("CUTOVER_BLUE", blue.clone()),
-            ("CUTOVER_GREEN", green.clone()),
-            ("CUTOVER_PEER", green.clone()),
-        ],
-        &format!("{no_bypass}\n"),
-        true,
-    )
-    .await;
+    let defines = blue_green_defines("web1", &blue, &green, &green);
+    let b = Apache::start(&bin, free_port(), &defines, &format!("{no_bypass}\n"), true).await;
     let d = driver_of(&environment(&blue_green_toml(&b, &blue, &green, "")));
     d.maintenance(true, &redirect).await.expect("redirect on");
     let (_, slot, _, _) = fetch(&b.url(), &[("cookie", "cutover_bypass=1")]).await;
     assert_eq!(slot, "green", "this config has no bypass");
     let st = d.observe().await.expect("observe");
-    assert!(
-        !st.notes
-            .iter()
-            .any(|n| n.contains("reached this server's own backend")),
-        "{:?}",
-        st.notes
-    );
-    assert!(
-        st.notes
-            .iter()
-            .any(|n| n.starts_with("no maintenance bypass") && n.contains("cutover_bypass=1")),
-        "{:?}",
-        st.notes
-    );
+    assert_note(&st, false, |n| {
+        n.contains("reached this server's own backend")
+    });
+    assert_note(&st, true, |n| {
+        n.starts_with("no maintenance bypass") && n.contains("cutover_bypass=1")
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
-    let Some(bin) = require_binary(
-        "the_loop_guard_stops_two_servers_redirecting_to_each_other",
-        "apache2",
-    ) else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     // Two servers: web1 serves blue and redirects to web2; web2 serves green and redirects
@@ -1122,15 +1047,11 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
     assert_eq!(answers(&web2.url(), 2).await, only("green", 2));
 
     // web1 into maintenance: its traffic goes through web2 to green.
-    d1.maintenance(true, &MaintenanceMode::Redirect { to: "green".into() })
-        .await
-        .expect("web1 maintenance");
-    assert_eq!(answers(&web1.url(), 3).await, only("green", 3));
+    maintenance_serves(&d1, true, &redirect_to("green"), &web1.url(), "green", 3).await;
 
     // cutover refuses to put the last serving server into redirect.
     fails_with(
-        d2.maintenance(true, &MaintenanceMode::Redirect { to: "blue".into() })
-            .await,
+        d2.maintenance(true, &redirect_to("blue")).await,
         "both servers in redirect must be refused",
         "refusing to redirect",
     );
@@ -1151,27 +1072,16 @@ async fn the_loop_guard_stops_two_servers_redirecting_to_each_other() {
     let headers: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(headers["x-cutover-redirected"], "web2", "{headers}");
     let st = d1.observe().await.expect("observe");
-    assert!(
-        st.notes.iter().any(|n| n.contains("loop guard")),
-        "{:?}",
-        st.notes
-    );
+    assert_note(&st, true, |n| n.contains("loop guard"));
 
     std::fs::remove_file(web2.flag("maintenance.redirect")).expect("rm");
-    d1.maintenance(false, &MaintenanceMode::Page)
-        .await
-        .expect("off");
-    assert_eq!(answers(&web1.url(), 2).await, only("blue", 2));
+    maintenance_serves(&d1, false, &MaintenanceMode::Page, &web1.url(), "blue", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manager_behind_basic_auth() {
-    let Some(bin) = require_binary("a_manager_behind_basic_auth", "apache2") else {
-        return;
-    };
-    let Some(htpasswd) = require_binary("a_manager_behind_basic_auth", "htpasswd") else {
-        return;
-    };
+    let bin = common::or_skip!(require_binary("apache2"));
+    let htpasswd = common::or_skip!(require_binary("htpasswd"));
     let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let (blue, green) = (s[0].url(), s[1].url());
     let secrets = tempfile::TempDir::new().expect("temp dir");
@@ -1188,20 +1098,9 @@ async fn a_manager_behind_basic_auth() {
         doc_block("cutover-apache-config", "apache"),
         doc_block("cutover-apache-auth", "apache")
     );
-    let a = Apache::start(
-        &bin,
-        free_port(),
-        &[
-            ("CUTOVER_SERVER", "web1".into()),
-            ("CUTOVER_BLUE", blue.clone()),
-            ("CUTOVER_GREEN", green.clone()),
-            ("CUTOVER_PEER", green.clone()),
-            ("CUTOVER_HTPASSWD", users.display().to_string()),
-        ],
-        &body,
-        true,
-    )
-    .await;
+    let mut defines = blue_green_defines("web1", &blue, &green, &green);
+    defines.push(("CUTOVER_HTPASSWD", users.display().to_string()));
+    let a = Apache::start(&bin, free_port(), &defines, &body, true).await;
     let base = blue_green_toml(&a, &blue, &green, "");
 
     // Without credentials: the 401 is reported with what to do.
@@ -1355,15 +1254,8 @@ async fn a_rolling_deploy_stops_at_the_node_whose_smoke_test_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy() {
-    let Some((a, nodes, _state, engine)) = rolling_world(
-        "a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy",
-        "drain_timeout = \"60s\"\n",
-        "idle_after = \"1s\"\n",
-    )
-    .await
-    else {
-        return;
-    };
+    let (a, nodes, _state, engine) =
+        common::or_skip!(rolling_world("drain_timeout = \"60s\"\n", "idle_after = \"1s\"\n").await);
     // Apache leaves `busy` above zero only when concurrent updates race (docs/apache.md,
     // "Busy"), which cannot be made to happen on demand. What cutover sees of it, a member
     // whose busy stays at 1 while no request is sent to it and none ends, is made here by one
@@ -1384,12 +1276,7 @@ async fn a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy() {
     let t = Instant::now();
     let (out, lines) = roll_to_2(&engine).await;
     let took = t.elapsed();
-    assert_eq!(
-        out.verdict,
-        cutover::ops::Verdict::Done,
-        "{}: {lines:#?}",
-        out.message
-    );
+    assert_verdict_seen(&out, cutover::ops::Verdict::Done, &lines);
     assert!(
         took < Duration::from_secs(15),
         "the deploy took {took:?}, waiting on a count that stood still: {lines:#?}"
@@ -1425,10 +1312,7 @@ async fn a_busy_count_standing_still_does_not_hold_up_a_rolling_deploy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_balancer_manager() {
-    let Some((_bin, _s, blue, green, a)) = blue_green_rig("bench_drill_balancer_manager").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let r = common::bench_drill(
         "apache (balancer-manager)",
         &blue_green_toml(&a, &blue, &green, ""),
@@ -1450,15 +1334,9 @@ async fn bench_drill_balancer_manager() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_apache() {
-    let Some((_bin, s, blue, _green, a)) =
-        blue_green_rig("bench_throughput_direct_embedded_apache").await
-    else {
-        return;
-    };
-    let (_embedded, embedded_url) = common::bench_embedded(&s[0], &s[1], a.dir.path()).await;
-    common::bench_load("direct to the slot", &format!("{blue}/")).await;
-    common::bench_load("through the embedded proxy", &embedded_url).await;
-    common::bench_load("through Apache (event MPM, defaults)", &a.url()).await;
+    let (_bin, s, _blue, _green, a) = common::or_skip!(blue_green_rig().await);
+    let label = "through Apache (event MPM, defaults)";
+    common::bench_three_ways(&s[0], &s[1], a.dir.path(), label, &a.url()).await;
 }
 
 /// The traffic view's figures come from the balancer-manager's `elected` counter: over a window
@@ -1466,11 +1344,7 @@ async fn bench_throughput_direct_embedded_apache() {
 /// loses a few under concurrency; see docs/apache.md "Busy").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_slots_elected_counter_matches_the_loads_own_count() {
-    let Some((_bin, _s, blue, green, a)) =
-        blue_green_rig("the_live_slots_elected_counter_matches_the_loads_own_count").await
-    else {
-        return;
-    };
+    let (_bin, _s, blue, green, a) = common::or_skip!(blue_green_rig().await);
     let d = driver_of(&environment(&blue_green_toml(&a, &blue, &green, "")));
     let before = d.observe().await.expect("observe");
     let live = before.live.clone().expect("a live slot");
@@ -1482,28 +1356,7 @@ async fn the_live_slots_elected_counter_matches_the_loads_own_count() {
     };
     let r0 = requests(&before);
     // Bounded in count and time, two at a time: a window of load, not a benchmark.
-    let report = load::run(LoadOptions {
-        url: a.url(),
-        concurrency: 2,
-        max_requests: 200_000,
-        max_duration: Duration::from_secs(10),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    })
-    .await;
+    let report = common::load_window(a.url()).await;
     let after = d.observe().await.expect("observe");
-    let counted = requests(&after) - r0;
-    let answered = report.by_slot.get(&live).copied().unwrap_or(0);
-    assert!(answered > 100, "the load got too few answers: {report:?}");
-    assert_eq!(report.failed(), 0, "{report:?}");
-    let off = (counted as f64 - answered as f64).abs() / answered as f64;
-    eprintln!(
-        "Apache counted {counted}, the load {answered}: {:.2} % apart",
-        off * 100.0
-    );
-    assert!(
-        off <= 0.05,
-        "Apache counted {counted} requests on `{live}`, the load {answered} ({:.1} % apart)",
-        off * 100.0
-    );
+    common::assert_counted_as_the_load("Apache", &live, requests(&after) - r0, &report);
 }

@@ -89,11 +89,7 @@ async fn rig(
     let tmp = tempfile::tempdir().expect("tempdir");
     let t = tmp.path().to_path_buf();
     let (slots, slot_tables) = common::slots_with_nodes(names, nodes).await;
-    let (public, preview, admin) = (
-        common::free_port(),
-        common::free_port(),
-        common::free_port(),
-    );
+    let [public, preview, admin] = common::free_ports();
     let mut toml = format!(
         "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{public}/\"\n{slot_tables}"
     );
@@ -144,9 +140,7 @@ async fn rig(
         .stdout(log.try_clone().expect("log"))
         .stderr(log);
     let guard = ChildGuard::spawn("caddy", &mut cmd);
-    common::wait_port(admin, Duration::from_secs(10)).await;
-    common::wait_port(public, Duration::from_secs(10)).await;
-    common::wait_port(preview, Duration::from_secs(10)).await;
+    common::wait_ports(&[admin, public, preview], Duration::from_secs(10)).await;
     Some(Rig {
         driver,
         toml,
@@ -206,16 +200,12 @@ async fn patch_live_upstreams(admin: u16, dial: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused() {
-    let Some(r) = blue_green("the_maintenance_page_says_so", Mode::Api).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Mode::Api).await);
     r.driver
         .maintenance(true, &MaintenanceMode::Page)
         .await
         .expect("on");
-    let p = common::page(&r.public_url()).await;
-    assert_eq!((p.status, p.retry_after.as_deref()), (503, Some("30")));
-    assert!(p.body.contains("Down for maintenance"), "{p:?}");
+    common::maintenance_page(&r.public_url()).await;
     let s = r.driver.observe().await.expect("observe");
     assert_eq!(s.role_of("blue"), Role::Maintenance);
     common::fails_with(
@@ -232,18 +222,16 @@ async fn the_maintenance_page_says_so_and_a_redirect_to_itself_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_never_removes_the_last_upstream() {
     for mode in [Mode::Api, Mode::File] {
-        let Some(r) = rig(
-            "a_drain_never_removes_the_last_upstream",
-            mode,
-            &["blue", "green", "staging"],
-            &[("blue", 1)],
-            "",
-            None,
-        )
-        .await
-        else {
-            return;
-        };
+        let r = common::or_skip!(
+            rig(
+                mode,
+                &["blue", "green", "staging"],
+                &[("blue", 1)],
+                "",
+                None
+            )
+            .await
+        );
         r.driver
             .drain(&Target::node("blue", "n1"))
             .await
@@ -282,30 +270,25 @@ async fn a_drain_never_removes_the_last_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_are_shown_and_change_nothing() {
     // A wrong @id: Caddy's 404 and its JSON error are in the message; nothing changes.
-    let Some(r) = rig(
-        "api_errors_are_shown_and_change_nothing",
-        Mode::Api,
-        &["blue", "green"],
-        &[],
-        "preview_id = \"no_such_handler\"",
-        None,
-    )
-    .await
-    else {
-        return;
-    };
-    let e = r.driver.set_preview("blue").await.expect_err("unknown id");
-    let msg = format!("{e:#}");
-    common::assert_contains(&msg, "answered 404");
-    common::assert_contains(&msg, "unknown object ID 'no_such_handler'");
+    let r = common::or_skip!(
+        rig(
+            Mode::Api,
+            &["blue", "green"],
+            &[],
+            "preview_id = \"no_such_handler\"",
+            None
+        )
+        .await
+    );
+    common::fails_with_all(
+        r.driver.set_preview("blue").await,
+        "unknown id",
+        &["answered 404", "unknown object ID 'no_such_handler'"],
+    );
     assert_eq!(r.preview_slot().await, "green");
     assert_eq!(r.public_slot().await, "blue");
     let s = r.driver.observe().await.expect("observe");
-    assert!(
-        s.problems.iter().any(|n| n.contains("no_such_handler")),
-        "a problem, not a note: {:?}",
-        s.problems
-    );
+    common::assert_problem(&s, "no_such_handler");
 
     // A concurrent writer changes the live upstreams between cutover's read and its PATCH:
     // the If-Match makes Caddy refuse cutover's write (412), and the other change stands.
@@ -316,28 +299,17 @@ async fn api_errors_are_shown_and_change_nothing() {
     let staging_dial = staging.addr.to_string();
     let rt = relay_target.clone();
     let relay = racing_relay_deferred(rt.clone(), staging_dial.clone()).await;
-    let Some(r) = rig(
-        "api_errors_are_shown_and_change_nothing",
-        Mode::Api,
-        &["blue", "green"],
-        &[],
-        "",
-        Some(relay),
-    )
-    .await
-    else {
-        return;
-    };
+    let r = common::or_skip!(rig(Mode::Api, &["blue", "green"], &[], "", Some(relay)).await);
     rt.store(r.admin, Ordering::SeqCst);
-    let e = r
-        .driver
-        .switch_live("green")
-        .await
-        .expect_err("a concurrent change");
-    let msg = format!("{e:#}");
-    common::assert_contains(&msg, "answered 412");
-    common::assert_contains(&msg, "If-Match header did not match");
-    common::assert_contains(&msg, "nothing was changed by cutover");
+    common::fails_with_all(
+        r.driver.switch_live("green").await,
+        "a concurrent change",
+        &[
+            "answered 412",
+            "If-Match header did not match",
+            "nothing was changed by cutover",
+        ],
+    );
     assert_eq!(
         r.public_slot().await,
         "staging",
@@ -393,14 +365,7 @@ async fn racing_relay_deferred(admin: Arc<std::sync::atomic::AtomicU16>, dial: S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_and_status_fail_on_an_id_caddy_does_not_have() {
-    let Some(r) = blue_green(
-        "check_and_status_fail_on_an_id_caddy_does_not_have",
-        Mode::Api,
-    )
-    .await
-    else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Mode::Api).await);
     // A typo in `live_id`: Caddy's config has no such @id.
     let (line, status) = common::check_and_status_fail_after(
         &r.toml,
@@ -420,9 +385,7 @@ async fn check_and_status_fail_on_an_id_caddy_does_not_have() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_changes_show_as_drift() {
-    let Some(r) = blue_green("hand_changes_show_as_drift", Mode::Api).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Mode::Api).await);
     // A change by hand to another slot: tests/contract.rs. To no slot at all:
     r.patch_live_by_hand("127.0.0.1:9").await;
     let s = r.driver.observe().await.expect("observe");
@@ -433,9 +396,7 @@ async fn hand_changes_show_as_drift() {
         s.notes
     );
 
-    let Some(r) = blue_green("hand_changes_show_as_drift", Mode::File).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Mode::File).await);
     std::fs::File::create(r.flag_dir.join("live=green")).expect("second flag");
     let s = r.driver.observe().await.expect("observe");
     assert!(
@@ -475,13 +436,7 @@ async fn hand_changes_show_as_drift() {
         .expect("load");
     assert_eq!(resp.status().as_u16(), 200);
     let s = r.driver.observe().await.expect("observe");
-    assert!(
-        s.problems
-            .iter()
-            .any(|n| n.contains("no route for live=blue")),
-        "a problem, not a note: {:?}",
-        s.problems
-    );
+    common::assert_problem(&s, "no route for live=blue");
     common::fails_with(
         r.driver.switch_live("green").await,
         "no routes",
@@ -498,18 +453,21 @@ async fn hand_changes_show_as_drift() {
 async fn config_mistakes_name_the_field() {
     let base = "[[environment]]\nname = \"e\"\n[[environment.slot]]\nname = \"blue\"\n\
                 address = \"http://127.0.0.1:9001\"\n[[environment.router]]\nkind = \"caddy\"\n";
-    let e =
-        cutover::config::parse(base, Path::new("c.toml")).expect_err("file mode needs flag_dir");
-    assert!(e.to_string().contains("needs `flag_dir`"), "{e}");
-    let e = cutover::config::parse(&format!("{base}mode = \"api\"\n"), Path::new("c.toml"))
-        .expect_err("api needs live_id");
-    assert!(e.to_string().contains("needs `live_id`"), "{e}");
-    let e = cutover::config::parse(
-        &format!("{base}mode = \"api\"\nlive_id = \"x\"\nadmin = \"https://h:1\"\n"),
-        Path::new("c.toml"),
-    )
-    .expect_err("https admin");
-    assert!(e.to_string().contains("must be an http:// URL"), "{e}");
+    for (keys, mistake) in [
+        ("", "needs `flag_dir`"),
+        ("mode = \"api\"\n", "needs `live_id`"),
+        (
+            "mode = \"api\"\nlive_id = \"x\"\nadmin = \"https://h:1\"\n",
+            "must be an http:// URL",
+        ),
+    ] {
+        let text = format!("{base}{keys}");
+        common::fails_with(
+            cutover::config::parse(&text, Path::new("c.toml")),
+            &text,
+            mistake,
+        );
+    }
     let ok = cutover::config::parse(
         &format!("{base}flag_dir = \"/srv/flags\"\n"),
         Path::new("c.toml"),
@@ -527,10 +485,7 @@ async fn measure(test: &str, mode: Mode, label: &str) -> Option<LoadReport> {
     let r = blue_green(test, mode).await?;
     let rep = common::swap_pairs_under_load(&r.driver, &r.public_url(), 20).await;
     common::print_measured("caddy", label, &rep);
-    assert!(
-        rep.by_slot.get("blue").is_some_and(|n| *n > 0)
-            && rep.by_slot.get("green").is_some_and(|n| *n > 0)
-    );
+    common::assert_served_by(&rep.by_slot, &["blue", "green"]);
     assert!(
         rep.by_slot.keys().all(|k| k == "blue" || k == "green"),
         "every answer came from a slot (no fall-through route): {:?}",
@@ -545,15 +500,7 @@ async fn measure(test: &str, mode: Mode, label: &str) -> Option<LoadReport> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zero_failed_requests_with_the_default_mode() {
-    let Some(rep) = measure(
-        "zero_failed_requests_with_the_default_mode",
-        Mode::default(),
-        "mode=file (default)",
-    )
-    .await
-    else {
-        return;
-    };
+    let rep = common::or_skip!(measure(Mode::default(), "mode=file (default)").await);
     assert_eq!(rep.failed(), 0, "first errors: {:?}", rep.first_errors);
 }
 
@@ -598,17 +545,23 @@ async fn check_names_api_mode_lossy_and_file_mode_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_file_mode() {
-    let Some(r) = blue_green("bench_drill_file_mode", Mode::File).await else {
-        return;
-    };
-    common::bench_drill("caddy (file, the default)", &r.toml).await;
+    bench_drill(
+        "bench_drill_file_mode",
+        Mode::File,
+        "caddy (file, the default)",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_api_mode() {
-    let Some(r) = blue_green("bench_drill_api_mode", Mode::Api).await else {
-        return;
-    };
-    common::bench_drill("caddy (api)", &r.toml).await;
+    bench_drill("bench_drill_api_mode", Mode::Api, "caddy (api)").await;
+}
+
+/// The drill (`common::bench_drill`) through caddy in `mode`, named `label` in the table.
+async fn bench_drill(test: &str, mode: Mode, label: &str) {
+    if let Some(r) = blue_green(test, mode).await {
+        common::bench_drill(label, &r.toml).await;
+    }
 }

@@ -308,14 +308,7 @@ async fn the_cli_interval_overrides_the_configured_hold() {
 /// countdown (the analysis goes on) until resumed; the last promote leads to the swap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pause_steps_pause_resume_and_promote_steer_the_canary() {
-    let Some(rig) = Rig::start(
-        "pause_steps_pause_resume_and_promote_steer_the_canary",
-        Kind::Embedded,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::start(Kind::Embedded).await);
     let e = engine(&rig, "canary_pause = \"600s\"\n");
     let mut c = Canary::start(&e, &[Weight(10), Pause, Weight(20), Weight(100)]);
     c.until("step 1/4 (10 %): analysing `green` for 600.0s")
@@ -408,14 +401,7 @@ async fn a_tolerated_failed_check_is_said_and_audited() {
 /// 0 % and every public URL serves blue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_where_one_router_refuses_the_weights_puts_the_other_back() {
-    let Some(mut rig) = Rig::start(
-        "a_fleet_where_one_router_refuses_the_weights_puts_the_other_back",
-        Kind::Fleet,
-    )
-    .await
-    else {
-        return;
-    };
+    let mut rig = common::or_skip!(Rig::start(Kind::Fleet).await);
     let e = engine(&rig, "canary_pause = \"600s\"\n");
     rig.make_refuse().await;
     let out = Canary::start(&e, &[Weight(25), Weight(100)]).finish().await;
@@ -448,14 +434,7 @@ async fn served_to(rig: &Rig, cookie: &str, n: usize) -> Vec<(String, Option<Str
 /// after an abort the canary's cookie reaches blue, and the answer clears it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sticky_cookie_holds_during_a_canary_and_an_abort_overrides_it() {
-    let Some(rig) = Rig::start(
-        "the_sticky_cookie_holds_during_a_canary_and_an_abort_overrides_it",
-        Kind::Embedded,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::start(Kind::Embedded).await);
     let e = engine(&rig, "canary_pause = \"600s\"\n");
     let mut c = Canary::start(&e, &[Weight(50), Weight(100)]);
     c.until("step 1/2 (50 %): every router sends 50 % to `green`")
@@ -495,14 +474,7 @@ async fn the_sticky_cookie_holds_during_a_canary_and_an_abort_overrides_it() {
 /// other request blue; `status --json` says the preview route is armed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_preview_header_and_cookie_reach_the_preview_slot_at_zero_percent() {
-    let Some(rig) = Rig::start(
-        "the_preview_header_and_cookie_reach_the_preview_slot_at_zero_percent",
-        Kind::Embedded,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::start(Kind::Embedded).await);
     let url = &rig.public[0];
     for asks in [
         ("X-Cutover-Preview", "1"),

@@ -314,9 +314,7 @@ kinds! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_without_weights_refuse_them() {
     for kind in [Kind::NginxSymlink, Kind::HaproxyServers] {
-        let Some(rig) = Rig::start("kinds_without_weights_refuse_them", kind).await else {
-            return;
-        };
+        let rig = common::or_skip!(Rig::start(kind).await);
         let d = &rig.routers[0];
         assert!(!d.supports(Verb::Weights), "{kind:?}");
         let e = d

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::printed;
+use common::{assert_exit, printed};
 
 fn cutover(dir: &Path, args: &[&str]) -> Output {
     common::cutover_sync(dir, args)
@@ -33,18 +33,14 @@ fn a_bad_config_exits_2_naming_file_line_column_and_field() {
     let p = d.path().join("bad.toml");
     std::fs::write(&p, "[settings]\npoll_interval = 5\n").expect("write");
     let o = cutover(d.path(), &["--config", p.to_str().expect("utf8"), "status"]);
-    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
-    let t = printed(&o);
-    common::assert_contains(&t, "bad.toml:2:17");
-    common::assert_contains(&t, "poll_interval");
+    assert_exit(&o, 2, "status", &["bad.toml:2:17", "poll_interval"]);
 }
 
 #[test]
 fn a_missing_config_says_how_to_make_one() {
     let d = tempfile::tempdir().expect("tempdir");
     let o = cutover(d.path(), &["status"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(printed(&o).contains("cutover init"), "{}", printed(&o));
+    assert_exit(&o, 2, "status", &["cutover init"]);
 }
 
 #[test]
@@ -53,13 +49,12 @@ fn init_writes_a_valid_config_and_refuses_to_overwrite() {
     let p = d.path().join("new.toml");
     let ps = p.to_str().expect("utf8");
     let o = cutover(d.path(), &["init", ps]);
-    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    assert_exit(&o, 0, "init", &[]);
     let written = std::fs::read_to_string(&p).expect("written");
     assert!(cutover::config::parse(&written, &p).is_ok());
     std::fs::write(&p, "mine").expect("write");
     let o = cutover(d.path(), &["init", ps]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(printed(&o).contains("not overwriting"), "{}", printed(&o));
+    assert_exit(&o, 1, "init again", &["not overwriting"]);
     assert_eq!(
         std::fs::read_to_string(&p).expect("read"),
         "mine",
@@ -73,12 +68,7 @@ fn check_exits_1_when_an_endpoint_fails_and_names_it() {
     let port = common::free_port();
     let c = config_with(d.path(), &format!("http://127.0.0.1:{port}"));
     let o = cutover(d.path(), &["--config", &c, "check"]);
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
-    let t = printed(&o);
-    assert!(
-        t.contains("FAIL") && t.contains("slot blue health") && t.contains("refused"),
-        "{t}"
-    );
+    assert_exit(&o, 1, "check", &["FAIL", "slot blue health", "refused"]);
 }
 
 #[tokio::test]
@@ -90,8 +80,7 @@ async fn check_exits_0_when_everything_answers() {
     let o = tokio::task::spawn_blocking(move || cutover(&dir, &["--config", &c, "check"]))
         .await
         .expect("join");
-    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
-    assert!(printed(&o).contains("0 failed"), "{}", printed(&o));
+    assert_exit(&o, 0, "check", &["0 failed"]);
 }
 
 #[test]
@@ -99,12 +88,7 @@ fn an_unknown_environment_is_a_usage_error() {
     let d = tempfile::tempdir().expect("tempdir");
     let c = config_with(d.path(), "http://127.0.0.1:9");
     let o = cutover(d.path(), &["--config", &c, "swap", "nope", "--yes"]);
-    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
-    assert!(
-        printed(&o).contains("no environment `nope`") && printed(&o).contains("shop"),
-        "{}",
-        printed(&o)
-    );
+    assert_exit(&o, 2, "swap nope", &["no environment `nope`", "shop"]);
 }
 
 #[test]
@@ -112,8 +96,7 @@ fn swap_without_yes_and_without_a_terminal_refuses_instead_of_hanging() {
     let d = tempfile::tempdir().expect("tempdir");
     let c = config_with(d.path(), "http://127.0.0.1:9");
     let o = cutover(d.path(), &["--config", &c, "swap", "shop"]);
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
-    assert!(printed(&o).contains("without --yes"), "{}", printed(&o));
+    assert_exit(&o, 1, "swap", &["without --yes"]);
 }
 
 #[test]
@@ -131,12 +114,7 @@ fn read_only_refuses_every_operation() {
         let mut all = vec!["--config", c.as_str(), "--read-only"];
         all.extend(args.iter().copied());
         let o = cutover(d.path(), &all);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", printed(&o));
-        assert!(
-            printed(&o).contains("read-only"),
-            "{args:?}: {}",
-            printed(&o)
-        );
+        assert_exit(&o, 1, &format!("{args:?}"), &["read-only"]);
     }
 }
 
@@ -197,12 +175,7 @@ fn a_demo_port_in_use_is_named() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();
     let o = cutover(d.path(), &["demo", "--no-tui", "--live-port", &port]);
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
-    assert!(
-        printed(&o).contains(&port),
-        "the message names the port: {}",
-        printed(&o)
-    );
+    assert_exit(&o, 1, "the message names the port", &[&port]);
 }
 
 /// Every file under `dir`, recursively.
@@ -319,10 +292,8 @@ fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
     let d = tempfile::tempdir().expect("tempdir");
     let dir = d.path().to_str().expect("utf8");
     let o = cutover(d.path(), &["--config", dir, "status"]);
-    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
-    let t = printed(&o);
-    common::assert_contains(&t, "is a directory, not a config file");
-    assert!(!t.contains(":0:0"), "{t}");
+    let t = assert_exit(&o, 2, "a directory", &["is a directory, not a config file"]);
+    common::assert_lacks(&t, ":0:0");
 
     let p = d.path().join("c.toml");
     let good = std::fs::read_to_string(config_with(d.path(), "http://127.0.0.1:9")).expect("read");
@@ -330,10 +301,15 @@ fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
     std::fs::write(&p, no_router).expect("write");
     let ps = p.to_str().expect("utf8");
     let o = cutover(d.path(), &["--config", ps, "status"]);
-    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
-    let t = printed(&o);
-    common::assert_contains(&t, "c.toml:5:8: field `router`");
-    common::assert_contains(&t, "has no [[environment.router]]");
+    assert_exit(
+        &o,
+        2,
+        "no router",
+        &[
+            "c.toml:5:8: field `router`",
+            "has no [[environment.router]]",
+        ],
+    );
 
     std::fs::write(
         &p,
@@ -341,9 +317,12 @@ fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
     )
     .expect("write");
     let o = cutover(d.path(), &["--config", ps, "status"]);
-    assert_eq!(o.status.code(), Some(2), "{}", printed(&o));
-    let t = printed(&o);
-    common::assert_contains(&t, "c.toml:2:9: field `theme`: unknown theme `no-such`");
+    assert_exit(
+        &o,
+        2,
+        "unknown theme",
+        &["c.toml:2:9: field `theme`: unknown theme `no-such`"],
+    );
 
     // A token variable the config names but the environment lacks.
     let embedded = good.replace(
@@ -359,12 +338,8 @@ fn config_mistakes_exit_2_and_say_what_is_wrong_and_where() {
             .stdin(Stdio::null())
             .output()
             .expect("run cutover");
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", printed(&o));
-        assert!(
-            printed(&o).contains("$CUTOVER_TEST_CLI_UNSET_TOKEN is not set"),
-            "{args:?}: {}",
-            printed(&o)
-        );
+        let what = format!("{args:?}");
+        assert_exit(&o, 2, &what, &["$CUTOVER_TEST_CLI_UNSET_TOKEN is not set"]);
     }
 }
 
@@ -393,7 +368,6 @@ fn demo_port_mistakes_are_usage_errors() {
         ),
     ] {
         let o = cutover(d.path(), args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", printed(&o));
-        assert!(printed(&o).contains(want), "{args:?}: {}", printed(&o));
+        assert_exit(&o, 2, &format!("{args:?}"), &[want]);
     }
 }

@@ -104,6 +104,21 @@ impl Tmux {
         self.wait_for("○ IDLE", Duration::from_secs(30))
     }
 
+    /// Wait until the screen says `live=SLOT`; the public port (`live`) then serves `slot`
+    /// (`what` says when): the screen.
+    fn live_is(&self, slot: &str, live: u16, within: Duration, what: &str) -> String {
+        let s = self.wait_for(&format!("live={slot}"), within);
+        assert_eq!(served_by(live), slot, "{what}");
+        s
+    }
+
+    /// Wait until the demo is drawn, which shows every one of `needles`: the screen.
+    fn ready_showing(&self, needles: &[&str]) -> String {
+        let s = self.wait_ready();
+        common::assert_contains_all(&s, needles);
+        s
+    }
+
     /// Wait until the Op line shows `needle`.
     fn wait_op(&self, needle: &str, within: Duration) -> String {
         self.wait_until(&format!("{needle:?} on the Op line"), within, |s| {
@@ -136,12 +151,16 @@ impl Drop for Tmux {
     }
 }
 
+/// The demo in a tmux session `name` of `w`x`h` (where tmux is installed): the session and
+/// the demo's public port.
+fn demo_in_tmux(test: &str, name: &str, w: u16, h: u16) -> Option<(Tmux, u16)> {
+    common::require_binary(test, "tmux")?;
+    let (args, live) = demo_args();
+    Some((Tmux::start(name, w, h, &args), live))
+}
+
 fn demo_args() -> (Vec<String>, u16) {
-    let (live, preview, admin) = (
-        common::free_port(),
-        common::free_port(),
-        common::free_port(),
-    );
+    let [live, preview, admin] = common::free_ports();
     // Three consecutive free ports for the slots.
     let slot = loop {
         let p = common::free_port();
@@ -179,16 +198,8 @@ fn served_by(port: u16) -> String {
 
 #[test]
 fn swap_rollback_drain_help_and_quit_as_a_user_types() {
-    if common::require_binary("swap_rollback_drain_help_and_quit_as_a_user_types", "tmux").is_none()
-    {
-        return;
-    }
-    let (args, live) = demo_args();
-    let t = Tmux::start("main", 120, 40, &args);
-    let s = t.wait_ready();
-    for needle in ["blue", "green", "staging", "● LIVE", "◐ PREVIEW", "○ IDLE"] {
-        assert!(s.contains(needle), "missing {needle}:\n{s}");
-    }
+    let (t, live) = common::or_skip!(demo_in_tmux("main", 120, 40));
+    t.ready_showing(&["blue", "green", "staging", "● LIVE", "◐ PREVIEW", "○ IDLE"]);
     assert_eq!(served_by(live), "blue");
 
     // Pressed in the first seconds: the dialog's gate is re-checked on every poll, and `y`
@@ -225,8 +236,7 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     // (During a swap's watch, `r` is a one-key rollback: no dialog.)
     t.keys(&["r"]);
     t.wait_for("One-key rollback: green → blue", Duration::from_secs(5));
-    t.wait_for("live=blue", Duration::from_secs(10));
-    assert_eq!(served_by(live), "blue");
+    t.live_is("blue", live, Duration::from_secs(10), "the public port");
     let s = t.wait_for("rollback: green → blue apply:", Duration::from_secs(10));
     common::assert_contains(&s, "watch superseded by rollback #");
     let superseded = s
@@ -236,14 +246,14 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
     common::assert_contains(superseded, "Swap: blue → green #");
     let op = s.lines().find(|l| l.contains("Op ")).expect("op line");
     common::assert_contains(op, "rollback: green → blue");
-    assert!(!op.contains("green` is live"), "{op}");
+    common::assert_lacks(op, "green` is live");
     for l in s.lines().filter(|l| l.contains("rollback: green → blue")) {
         assert!(
             !l.contains("superseded") && !l.contains("`green` is live"),
             "a result of the swap under the rollback's title: {l}\n{s}"
         );
     }
-    assert!(!s.contains("DRIFT"), "{s}");
+    common::assert_lacks(&s, "DRIFT");
     // The rollback's own watch ends in its own result.
     t.wait_for("rollback: green → blue #", Duration::from_secs(60));
     t.wait_op(
@@ -273,13 +283,8 @@ fn swap_rollback_drain_help_and_quit_as_a_user_types() {
 
 #[test]
 fn at_80x24_nothing_important_is_cut_off() {
-    if common::require_binary("at_80x24_nothing_important_is_cut_off", "tmux").is_none() {
-        return;
-    }
-    let (args, _) = demo_args();
-    let t = Tmux::start("narrow", 80, 24, &args);
-    let s = t.wait_ready();
-    for needle in [
+    let (t, _) = common::or_skip!(demo_in_tmux("narrow", 80, 24));
+    let s = t.ready_showing(&[
         "● LIVE",
         "◐ PREVIEW",
         "○ IDLE",
@@ -288,9 +293,7 @@ fn at_80x24_nothing_important_is_cut_off() {
         "Public",
         "s swap",
         "? help",
-    ] {
-        assert!(s.contains(needle), "missing {needle} at 80x24:\n{s}");
-    }
+    ]);
     for line in s.lines() {
         assert!(
             line.chars().count() <= 80,
@@ -301,16 +304,9 @@ fn at_80x24_nothing_important_is_cut_off() {
 
 #[test]
 fn at_40x10_slots_page_and_the_dialog_keeps_its_keys() {
-    if common::require_binary("at_40x10_slots_page_and_the_dialog_keeps_its_keys", "tmux").is_none()
-    {
-        return;
-    }
-    let (args, _) = demo_args();
-    let t = Tmux::start("tiny", 40, 10, &args);
+    let (t, _) = common::or_skip!(demo_in_tmux("tiny", 40, 10));
     let s = t.wait_for("slot 1 of 3", Duration::from_secs(20));
-    for needle in ["▸ blue", "? help", "q quit"] {
-        assert!(s.contains(needle), "missing {needle} at 40x10:\n{s}");
-    }
+    common::assert_contains_all(&s, &["▸ blue", "? help", "q quit"]);
     t.wait_for("v1.4.2", Duration::from_secs(20));
     // → turns the page to green, whole and readable.
     t.keys(&["Right"]);
@@ -332,12 +328,7 @@ fn at_40x10_slots_page_and_the_dialog_keeps_its_keys() {
 
 #[test]
 fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
-    if common::require_binary("a_broken_slot_shows_down_and_the_gate_refuses_it", "tmux").is_none()
-    {
-        return;
-    }
-    let (args, live) = demo_args();
-    let t = Tmux::start("broken", 120, 40, &args);
+    let (t, live) = common::or_skip!(demo_in_tmux("broken", 120, 40));
     t.wait_ready();
     // Select green (second column) and break it with the demo key.
     t.keys(&["l", "b"]);
@@ -358,16 +349,7 @@ fn a_broken_slot_shows_down_and_the_gate_refuses_it() {
 
 #[test]
 fn no_color_draws_without_colours_and_keeps_the_labels() {
-    if common::require_binary(
-        "no_color_draws_without_colours_and_keeps_the_labels",
-        "tmux",
-    )
-    .is_none()
-    {
-        return;
-    }
-    let (args, _) = demo_args();
-    let coloured = Tmux::start("colour", 120, 40, &args);
+    let (coloured, _) = common::or_skip!(demo_in_tmux("colour", 120, 40));
     coloured.wait_ready();
     assert!(
         coloured.capture(true).contains("38;5;"),
@@ -402,9 +384,7 @@ fn demo_audit(t: &Tmux) -> String {
 
 #[test]
 fn one_key_rollback_on_a_production_demo() {
-    if common::require_binary("one_key_rollback_on_a_production_demo", "tmux").is_none() {
-        return;
-    }
+    common::or_skip!(common::require_binary("tmux"));
     let (mut args, live) = demo_args();
     args.push("--production".into());
     let t = Tmux::start("onekey", 120, 40, &args);
@@ -417,8 +397,7 @@ fn one_key_rollback_on_a_production_demo() {
     t.wait_for("Enter confirm", Duration::from_secs(20));
     t.keys(&["Enter"]);
     t.wait_for("watch ", Duration::from_secs(15));
-    let s = t.wait_for("live=green", Duration::from_secs(15));
-    assert_eq!(served_by(live), "green");
+    let s = t.live_is("green", live, Duration::from_secs(15), "the public port");
     common::assert_contains(&s, "ROLLBACK → blue v1.4.2 (no confirmation)");
     // During the watch: one key, nothing else.
     t.keys(&["r"]);
@@ -431,8 +410,12 @@ fn one_key_rollback_on_a_production_demo() {
         "no dialog:\n{s}"
     );
     common::assert_contains(&s, "one-key rollback");
-    t.wait_for("live=blue", Duration::from_secs(15));
-    assert_eq!(served_by(live), "blue", "one r moved the traffic back");
+    t.live_is(
+        "blue",
+        live,
+        Duration::from_secs(15),
+        "one r moved the traffic back",
+    );
     let audit = demo_audit(&t);
     assert!(
         audit
@@ -460,8 +443,7 @@ fn one_key_rollback_on_a_production_demo() {
     common::assert_contains(&s, "ROLLBACK → blue v1.4.2");
     t.keys(&["r"]);
     t.wait_op("One-key rollback: green → blue", Duration::from_secs(15));
-    t.wait_for("live=blue", Duration::from_secs(15));
-    assert_eq!(served_by(live), "blue");
+    t.live_is("blue", live, Duration::from_secs(15), "the public port");
     // After a rollback, going back again is no longer one key: the dialog asks, saying why.
     t.wait_op(
         "DONE `blue` is live and stayed healthy",
@@ -476,9 +458,7 @@ fn one_key_rollback_on_a_production_demo() {
 
 #[test]
 fn sighup_ends_cutover_and_restores_the_terminal() {
-    if common::require_binary("sighup_ends_cutover_and_restores_the_terminal", "tmux").is_none() {
-        return;
-    }
+    common::or_skip!(common::require_binary("tmux"));
     // The SSH session drops: cutover gets SIGHUP. The shell after it records the terminal's
     // modes and says it got the screen back.
     let (args, _) = demo_args();
@@ -619,16 +599,7 @@ impl Tmux {
 
 #[test]
 fn under_load_the_traffic_moves_from_blue_to_green_at_the_swap_marker() {
-    if common::require_binary(
-        "under_load_the_traffic_moves_from_blue_to_green_at_the_swap_marker",
-        "tmux",
-    )
-    .is_none()
-    {
-        return;
-    }
-    let (args, live) = demo_args();
-    let t = Tmux::start("traffic", 120, 40, &args);
+    let (t, live) = common::or_skip!(demo_in_tmux("traffic", 120, 40));
     t.wait_ready();
     let load = Load::start(live);
     // Blue is live: its column counts the load; green and staging, nothing (cutover's own

@@ -593,6 +593,24 @@ async fn a_shared_tls_listener_gives_each_site_its_own_certificate_by_sni() {
     assert_eq!(r.headers()["x-slot"], "b1");
 }
 
+/// Wait (at most 30 s) until the proxy's node checks show every one of blue's `nodes` as
+/// `want` (`UP`, `DOWN`).
+async fn checks_say(proxy: &ProxyHandle, nodes: &[&str], want: &str) {
+    let check = |node: &str| {
+        proxy.state().slots["blue"]
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.check.clone())
+    };
+    let all = || nodes.iter().all(|n| check(n).as_deref() == Some(want));
+    let shown = eventually(Duration::from_secs(30), || async { all() }).await;
+    assert!(
+        shown,
+        "the checks never showed {nodes:?} {want}: {:?}",
+        proxy.state().slots["blue"]
+    );
+}
 /// The proxy's own checks of a slot's nodes: a node that stops answering gets no new request
 /// once its checks fail (every request then succeeds on the other node), and is back when it
 /// answers again.
@@ -611,34 +629,11 @@ async fn a_dead_node_stops_getting_requests_and_comes_back_when_it_answers() {
         dir.path().join("proxy.json").display()
     );
     let (_, proxy) = start_embedded(dir.path(), &text).await;
-    let check = |node: &str| {
-        proxy.state().slots["blue"]
-            .nodes
-            .iter()
-            .find(|n| n.name == node)
-            .and_then(|n| n.check.clone())
-    };
-    let up = eventually(Duration::from_secs(30), || async {
-        check("n1").as_deref() == Some("UP") && check("n2").as_deref() == Some("UP")
-    })
-    .await;
-    assert!(
-        up,
-        "the checks never said UP: {:?}",
-        proxy.state().slots["blue"]
-    );
+    checks_say(&proxy, &["n1", "n2"], "UP").await;
 
     let n2_addr = servers[2].addr;
     servers[2].stop();
-    let down = eventually(Duration::from_secs(30), || async {
-        check("n2").as_deref() == Some("DOWN")
-    })
-    .await;
-    assert!(
-        down,
-        "n2 never shown DOWN: {:?}",
-        proxy.state().slots["blue"]
-    );
+    checks_say(&proxy, &["n2"], "DOWN").await;
     let url = format!("http://{}/", proxy.live_addr());
     for i in 0..40 {
         let (status, slot, body) = common::get(&url).await;
@@ -653,15 +648,7 @@ async fn a_dead_node_stops_getting_requests_and_comes_back_when_it_answers() {
     servers[2] = SlotServer::start("blue", "1.0.0", n2_addr)
         .await
         .expect("n2 again");
-    let back = eventually(Duration::from_secs(30), || async {
-        check("n2").as_deref() == Some("UP")
-    })
-    .await;
-    assert!(
-        back,
-        "n2 never shown UP again: {:?}",
-        proxy.state().slots["blue"]
-    );
+    checks_say(&proxy, &["n2"], "UP").await;
     let before = servers[2].controls.served.load(SeqCst);
     for _ in 0..20 {
         let (status, _, body) = common::get(&url).await;

@@ -1151,8 +1151,7 @@ state_file = "{dir}/blog.json"
     );
 
     let task = tokio::spawn(async move { proxy::run_from_config(&cfg, None).await });
-    common::wait_port(shop_live, Duration::from_secs(5)).await;
-    common::wait_port(blog_live, Duration::from_secs(5)).await;
+    common::wait_ports(&[shop_live, blog_live], Duration::from_secs(5)).await;
     assert_eq!(
         get(&format!("http://127.0.0.1:{shop_live}/")).await.1,
         "blue"

@@ -146,31 +146,20 @@ fn etcd_child() {
         assert!(Instant::now() < deadline, "{done} of {n} in 240 s");
         match store.lock("shop", &me) {
             Ok(g) => {
-                let inside = dir.join("inside");
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&inside)
-                    .expect("two holders of one lock at once");
-                let counter = dir.join("counter");
-                let c: u64 = std::fs::read_to_string(&counter)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0);
-                std::fs::write(&counter, (c + 1).to_string()).expect("counter");
                 let last = format!("{}-{done}", std::process::id());
-                store
-                    .update(&g, |m| {
-                        m.previous_live = Some(last.clone());
-                        let n: u64 = m
-                            .last_set_preview
-                            .as_deref()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0);
-                        m.last_set_preview = Some((n + 1).to_string());
-                    })
-                    .expect("fenced state write");
-                std::fs::remove_file(&inside).expect("marker");
+                common::race_turn(&dir.join("inside"), &dir.join("counter"), || {
+                    store
+                        .update(&g, |m| {
+                            m.previous_live = Some(last.clone());
+                            let n: u64 = m
+                                .last_set_preview
+                                .as_deref()
+                                .and_then(|s| s.parse().ok())
+                                .unwrap_or(0);
+                            m.last_set_preview = Some((n + 1).to_string());
+                        })
+                        .expect("fenced state write");
+                });
                 drop(g);
                 done += 1;
             }
@@ -181,19 +170,13 @@ fn etcd_child() {
 }
 
 fn child(url: &str, dir: &Path, ttl: u64, n: usize, hold: bool) -> std::process::Child {
-    let mut c = Command::new(std::env::current_exe().expect("test binary"));
-    c.args(["--exact", "etcd_child", "--ignored", "--nocapture", "-q"])
-        .env("CUTOVER_ETCD_URL", url)
-        .env("CUTOVER_ETCD_DIR", dir)
-        .env("CUTOVER_ETCD_TTL", ttl.to_string())
-        .env("CUTOVER_ETCD_N", n.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if hold {
-        c.env("CUTOVER_ETCD_HOLD", "1");
-    }
-    c.spawn().expect("spawn child")
+    let env = [
+        ("CUTOVER_ETCD_URL", url.to_string()),
+        ("CUTOVER_ETCD_DIR", dir.display().to_string()),
+        ("CUTOVER_ETCD_TTL", ttl.to_string()),
+        ("CUTOVER_ETCD_N", n.to_string()),
+    ];
+    common::test_child("etcd_child", &env, hold.then_some("CUTOVER_ETCD_HOLD"))
 }
 
 #[test]
@@ -231,9 +214,7 @@ fn racing_processes_with_their_own_state_dirs_never_both_hold_the_lock() {
 
 #[test]
 fn a_killed_holders_lease_expires_within_the_ttl_and_its_late_write_is_refused() {
-    let Some(m) = etcd("a_killed_holders_lease_expires") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     const TTL: u64 = 3;
     let d = tempfile::tempdir().expect("tempdir");
     let mut kid = child(&m.url, d.path(), TTL, 0, true);
@@ -315,11 +296,7 @@ impl Rig {
         unsafe { std::env::set_var("CUTOVER_ETCD_TEST_TOKEN", TOKEN) };
         let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (live, preview, admin) = (
-            common::free_port(),
-            common::free_port(),
-            common::free_port(),
-        );
+        let [live, preview, admin] = common::free_ports();
         let mut env_text = format!(
             "[[environment]]\nname = \"shop\"\npublic_url = \"http://127.0.0.1:{live}/\"\n\
              watch = \"{watch}\"\nverify_timeout = \"3s\"\n\n"
@@ -366,6 +343,31 @@ impl Rig {
         path
     }
 
+    /// A store of the team's (etcd at `url`, prefix `/team/`) with its own state dir: what
+    /// a third cutover sees.
+    fn observer(&self, url: &str) -> Store {
+        store_of(&settings(
+            url,
+            "/team/",
+            10,
+            &self.dir.path().join("observer"),
+        ))
+    }
+
+    /// alice's config (etcd at `url`) with a lease of 2 s instead of 10 s: its text.
+    fn short_lease_config(&self, url: &str) -> String {
+        let text = std::fs::read_to_string(self.config("alice", url)).expect("config");
+        assert!(text.contains("lease_ttl = \"10s\""), "{text}");
+        text.replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"")
+    }
+
+    /// alice's `cutover swap shop --yes` (config `alice`), started with its watch: the
+    /// process, whose output goes to `stdout` and `stderr`.
+    fn alice_swaps(&self, alice: &Path, stdout: Stdio, stderr: Stdio) -> ChildGuard {
+        let mut c = self.command(alice, &["swap", "shop", "--yes"]);
+        ChildGuard::spawn("cutover (alice)", c.stdout(stdout).stderr(stderr))
+    }
+
     fn command(&self, config: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
         c.arg("--config")
@@ -401,23 +403,12 @@ async fn until(within: Duration, f: impl Fn() -> bool + Send + 'static) -> bool 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_share_the_lock_the_rollback_target_and_the_audit_trail() {
-    let Some(m) = etcd("two_operators_share_the_lock") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("60s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     // Alice swaps and stays in her watch, holding the lock.
-    let mut a = rig.command(&alice, &["swap", "shop", "--yes"]);
-    let mut a = ChildGuard::spawn(
-        "cutover (alice)",
-        a.stdout(Stdio::null()).stderr(Stdio::null()),
-    );
-    let shared = Arc::new(store_of(&settings(
-        &m.url,
-        "/team/",
-        10,
-        &rig.dir.path().join("observer"),
-    )));
+    let mut a = rig.alice_swaps(&alice, Stdio::null(), Stdio::null());
+    let shared = Arc::new(rig.observer(&m.url));
     let s = shared.clone();
     let pid = a.pid();
     assert!(
@@ -505,14 +496,13 @@ async fn with_etcd_unreachable_operations_are_refused_and_nothing_changes() {
     let o = rig
         .cli(&cfg, &["swap", "shop", "--yes", "--no-watch"])
         .await;
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
-    let out = printed(&o);
-    assert!(
-        out.contains(&format!(
-            "cannot take the lock: etcd at http://127.0.0.1:{port} unreachable: "
-        )) && out.contains("Connection refused")
-            && out.contains("; nothing was changed"),
-        "{out}"
+    let unreachable =
+        format!("cannot take the lock: etcd at http://127.0.0.1:{port} unreachable: ");
+    common::assert_exit(
+        &o,
+        1,
+        "swap",
+        &[&unreachable, "Connection refused", "; nothing was changed"],
     );
     assert_eq!(rig.serving().await, "blue");
 }
@@ -551,28 +541,35 @@ async fn until_watching(shared: &Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_whose_lease_is_lost_stops_and_says_so() {
-    let Some(m) = etcd("an_operation_whose_lease_is_lost_stops") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("60s").await;
-    let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
     // A short lease, so that losing it shows quickly.
-    let text = text.replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"");
+    let text = rig.short_lease_config(&m.url);
     let (run, shared) = swap_in_background(&text, true);
     until_watching(&shared).await;
     // Its lease ends on the server (what etcd does to a holder cut off for a TTL): the
     // keepalive finds out, and the watch ends at its next safe point.
-    revoke_the_lease_of(&m.url, "/team/shop/lock").await;
-    let (out, _) = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the operation did not stop after losing its lock")
-        .expect("join");
-    common::assert_verdict(&out, Verdict::Cancelled);
+    let out = stopped_by_losing_the_lock(&m.url, run).await;
     common::assert_contains(&out.message, "LOCK LOST");
     assert_eq!(rig.serving().await, "green");
 }
 
 /// Revoke the lease a key is attached to, straight through the gateway.
+/// The lease of the lock of `shop` (team `/team/`) at `url` ends on the server: the running
+/// operation `run` stops (within 30 s), cancelled. Its outcome.
+async fn stopped_by_losing_the_lock(
+    url: &str,
+    run: tokio::task::JoinHandle<(cutover::ops::Outcome, Vec<String>)>,
+) -> cutover::ops::Outcome {
+    revoke_the_lease_of(url, "/team/shop/lock").await;
+    let (out, _) = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the operation did not stop after losing its lock")
+        .expect("join");
+    common::assert_verdict(&out, Verdict::Cancelled);
+    out
+}
+
 async fn revoke_the_lease_of(url: &str, key: &str) {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -601,9 +598,7 @@ async fn revoke_the_lease_of(url: &str, key: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutover_watch_shows_another_operators_operation_step_by_step() {
-    let Some(m) = etcd("cutover_watch_shows_another_operators_operation") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     let mut w = rig.command(&bob, &["watch", "shop"]);
@@ -680,9 +675,7 @@ async fn leader(members: &[Member]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing_twice() {
-    let Some(mut members) = cluster("the_leader_killed_during_an_operation", 3) else {
-        return;
-    };
+    let mut members = common::or_skip!(cluster(3));
     let rig = Rig::start("6s").await;
     // The leader first in the list: cutover is talking to it when it dies.
     let l = leader(&members).await;
@@ -715,12 +708,7 @@ async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing
         out.message
     );
     assert_eq!(rig.serving().await, "green");
-    let survivors = store_of(&settings(
-        &format!("{}\", \"{}", members[0].url, members[1].url),
-        "/team/",
-        10,
-        &rig.dir.path().join("observer"),
-    ));
+    let survivors = rig.observer(&format!("{}\", \"{}", members[0].url, members[1].url));
     assert_eq!(survivors.env("shop").previous_live.as_deref(), Some("blue"));
     assert_eq!(survivors.journal("shop"), None, "the journal was closed");
     let s = Arc::new(survivors);
@@ -746,25 +734,15 @@ async fn the_leader_killed_during_an_operation_loses_nothing_and_records_nothing
     let o = rig
         .cli(&cfg_path, &["rollback", "shop", "--yes", "--no-watch"])
         .await;
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
-    let out = printed(&o);
-    assert!(
-        out.contains(&format!(
-            "cannot take the lock: etcd at {urls_text} unreachable: "
-        )) && out.contains("; nothing was changed"),
-        "{out}"
-    );
+    let unreachable = format!("cannot take the lock: etcd at {urls_text} unreachable: ");
+    common::assert_exit(&o, 1, "rollback", &[&unreachable, "; nothing was changed"]);
     assert_eq!(rig.serving().await, "green");
 }
 
 #[test]
 fn with_etcd_auth_the_documented_role_is_enough_and_no_credentials_are_refused() {
-    let Some(m) = etcd("with_etcd_auth") else {
-        return;
-    };
-    let Some(etcdctl) = common::require_binary("with_etcd_auth", "etcdctl") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
+    let etcdctl = common::or_skip!(common::require_binary("etcdctl"));
     let ctl = |args: &[&str]| {
         let o = Command::new(&etcdctl)
             .args(["--endpoints", &m.url])
@@ -849,20 +827,11 @@ fn with_etcd_auth_the_documented_role_is_enough_and_no_credentials_are_refused()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_operator_takes_the_lock_over_through_the_store() {
-    let Some(m) = etcd("a_second_operator_takes_the_lock_over") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("60s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
-    let mut a = rig.command(&alice, &["swap", "shop", "--yes"]);
-    let a = a.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let a = ChildGuard::spawn("cutover (alice)", a);
-    let shared = Arc::new(store_of(&settings(
-        &m.url,
-        "/team/",
-        10,
-        &rig.dir.path().join("observer"),
-    )));
+    let a = rig.alice_swaps(&alice, Stdio::piped(), Stdio::piped());
+    let shared = Arc::new(rig.observer(&m.url));
     let (s, pid) = (shared.clone(), a.pid());
     assert!(
         until(Duration::from_secs(30), move || s
@@ -912,9 +881,7 @@ async fn a_second_operator_takes_the_lock_over_through_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory() {
-    let Some(m) = etcd("a_tui_following_the_store") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
     let (alice, bob) = (rig.config("alice", &m.url), rig.config("bob", &m.url));
     // Bob's TUI, without a terminal: its background tasks and the events they send.
@@ -950,9 +917,7 @@ async fn a_tui_following_the_store_gets_another_operators_steps_and_new_memory()
 /// first answer), then it is gone (a line, and the indicator turns), then back (a line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tui_knows_whether_the_shared_store_answers() {
-    let Some(mut m) = etcd("the_tui_knows_whether_the_shared_store_answers") else {
-        return;
-    };
+    let mut m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
     let cfg = cutover::config::load(&rig.config("bob", &m.url)).expect("bob's config");
     let world = cutover::world::World::build(cfg, None).expect("world");
@@ -986,15 +951,12 @@ async fn the_tui_knows_whether_the_shared_store_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed() {
-    let Some(m) = etcd("a_lease_lost_before_the_switch") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rig = Rig::start("0s").await;
-    let text = std::fs::read_to_string(rig.config("alice", &m.url)).expect("config");
     // A long gate (20 fresh probes, 300 ms apart) and a short lease: the lease is lost while
     // the gate runs, before any router command.
-    let text = text
-        .replace("lease_ttl = \"10s\"", "lease_ttl = \"2s\"")
+    let text = rig
+        .short_lease_config(&m.url)
         .replace("gate_checks = 2", "gate_checks = 20");
     let (run, shared) = swap_in_background(&text, false);
     let s = shared.clone();
@@ -1002,12 +964,7 @@ async fn a_lease_lost_before_the_switch_stops_the_operation_with_nothing_changed
         until(Duration::from_secs(10), move || s.holder("shop").is_some()).await,
         "the swap never took the lock"
     );
-    revoke_the_lease_of(&m.url, "/team/shop/lock").await;
-    let (out, _) = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the operation did not stop after losing its lock")
-        .expect("join");
-    common::assert_verdict(&out, Verdict::Cancelled);
+    let out = stopped_by_losing_the_lock(&m.url, run).await;
     assert!(
         out.message.contains("nothing changed") && out.message.contains("LOCK LOST"),
         "{}",
@@ -1187,9 +1144,7 @@ fn a_store_over_tls_with_a_private_ca_and_a_client_certificate() {
 /// timers stall with it: the round fails once the two minutes are out.)
 #[test]
 fn a_silent_store_does_not_stall_the_runtimes_other_tasks() {
-    let Some(m) = etcd("a_silent_store_does_not_stall_the_runtimes_other_tasks") else {
-        return;
-    };
+    let m = common::or_skip!(etcd());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

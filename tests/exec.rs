@@ -134,6 +134,15 @@ impl SwapFixture {
     fn swap_argv(&self) -> String {
         argv(&["sh", &self.swap, &self.s(), "{from}", "{to}"])
     }
+    /// The exec router that observes the state file and swaps with the swap script.
+    fn router(&self) -> Arc<dyn Router> {
+        let fields = format!(
+            "{}\nswitch_live = {}",
+            self.observe_field(),
+            self.swap_argv()
+        );
+        build(self.dir.path(), &fields)
+    }
     fn swap_log(&self) -> String {
         read(&self.state.with_extension("state.log"))
     }
@@ -142,10 +151,7 @@ impl SwapFixture {
 #[tokio::test]
 async fn slot_swap_and_rollback_read_back_through_observe() {
     let f = SwapFixture::new();
-    let r = build(
-        f.dir.path(),
-        &format!("{}\nswitch_live = {}", f.observe_field(), f.swap_argv()),
-    );
+    let r = f.router();
     assert!(r.supports(Verb::Observe) && r.supports(Verb::SwitchLive));
 
     let s = bounded(r.observe()).await.expect("observe");
@@ -207,13 +213,10 @@ async fn slot_swap_and_rollback_read_back_through_observe() {
 
 #[tokio::test]
 async fn dns_alias_switch_with_key_value_observe() {
-    let dir = TempDir::new().expect("tempdir");
-    let zone = dir.path().join("zone");
-    std::fs::write(
-        &zone,
+    let (dir, zone) = common::temp_file(
+        "zone",
         "www vm-blue.example.edu.\nnext vm-green.example.edu.\n",
-    )
-    .expect("zone");
+    );
     let observe = write_script(
         dir.path(),
         "where-is-www",
@@ -550,10 +553,7 @@ async fn key_value_observe_reports_slots_nodes_and_maintenance() {
 #[tokio::test]
 async fn a_verb_that_is_not_configured_is_unavailable_not_faked() {
     let f = SwapFixture::new();
-    let r = build(
-        f.dir.path(),
-        &format!("{}\nswitch_live = {}", f.observe_field(), f.swap_argv()),
-    );
+    let r = f.router();
     for v in [
         Verb::SetPreview,
         Verb::Drain,
@@ -666,23 +666,23 @@ async fn every_placeholder_is_templated_into_argv_without_a_shell() {
         "an argument is never run through a shell"
     );
 
-    bounded(r.set_preview("blue")).await.expect("preview");
-    assert_eq!(
-        lines("preview"),
-        format!("{c}\nblue\nhttp://vm-blue.example.edu:8080\nblue\n")
+    // Each call succeeds and its command saw these arguments (one a line, after its cwd).
+    let ran = |done: color_eyre::Result<()>, command: &str, args: &str| {
+        done.unwrap_or_else(|e| panic!("{command}: {e:#}"));
+        assert_eq!(lines(command), format!("{c}\n{args}"), "{command}");
+    };
+    let (web1, web2) = (Target::node("blue", "web1"), Target::node("blue", "web2"));
+    ran(
+        bounded(r.set_preview("blue")).await,
+        "preview",
+        "blue\nhttp://vm-blue.example.edu:8080\nblue\n",
     );
-
-    bounded(r.drain(&Target::node("blue", "web2")))
-        .await
-        .expect("drain node");
-    assert_eq!(
-        lines("drain"),
-        format!("{c}\nblue\nweb2\nhttp://10.0.0.12:8081\n10.0.0.12\n")
+    ran(
+        bounded(r.drain(&web2)).await,
+        "drain",
+        "blue\nweb2\nhttp://10.0.0.12:8081\n10.0.0.12\n",
     );
-    bounded(r.undrain(&Target::node("blue", "web1")))
-        .await
-        .expect("undrain node");
-    assert_eq!(lines("undrain"), format!("{c}\nblue/web1\n"));
+    ran(bounded(r.undrain(&web1)).await, "undrain", "blue/web1\n");
     // The command uses {node}: a whole slot has none, so it is refused, not guessed.
     let e = bounded(r.drain(&Target::slot("blue")))
         .await

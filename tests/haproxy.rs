@@ -55,6 +55,52 @@ impl Rig {
         Some(Rig::new(setup, bin).await)
     }
 
+    /// The config of this rig's environment with `[settings]` (state in `state`) and `keys`
+    /// added to the environment (after its `preview_url`).
+    fn config_with(&self, state: &Path, keys: &str) -> String {
+        let anchor = "preview_url = \"http://127.0.0.1:";
+        let i = self.cutover_toml.find(anchor).expect("preview_url");
+        let eol = i + self.cutover_toml[i..].find('\n').expect("end of line") + 1;
+        let (head, tail) = self.cutover_toml.split_at(eol);
+        format!(
+            "[settings]\nstate_dir = \"{}\"\n\n{head}{keys}{tail}",
+            state.display()
+        )
+    }
+
+    /// This rig's `[[environment.router]]` table (and what follows), the router named `name`
+    /// with `keys` after its kind.
+    fn router_table(&self, name: &str, keys: &str) -> String {
+        let i = self
+            .cutover_toml
+            .find("[[environment.router]]")
+            .expect("router table");
+        self.cutover_toml[i..].replacen(
+            "kind = \"haproxy\"",
+            &format!("kind = \"haproxy\"\nname = \"{name}\"{keys}"),
+            1,
+        )
+    }
+
+    /// The config of a fleet: this rig's environment (sequential, no watch, then `env_keys`)
+    /// with `routers` (from [`Rig::router_table`]), gate_checks = 1, state in `state`.
+    fn fleet_config(&self, state: &Path, env_keys: &str, routers: &[String]) -> String {
+        let head = &self.cutover_toml[..self
+            .cutover_toml
+            .find("[[environment.router]]")
+            .expect("router")];
+        let head = head.replacen(
+            "name = \"shop\"",
+            &format!("name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"{env_keys}"),
+            1,
+        );
+        format!(
+            "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{head}\n{}\n",
+            state.display(),
+            routers.join("\n")
+        )
+    }
+
     async fn new(setup: Setup, bin: PathBuf) -> Rig {
         let dir = TempDir::new().expect("temp dir");
         let d = dir.path().display().to_string();
@@ -69,7 +115,7 @@ impl Rig {
             Setup::Servers => &[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")],
         };
         let slots = common::slots(specs).await;
-        let (public, preview, admin) = (free_port(), free_port(), free_port());
+        let [public, preview, admin] = common::free_ports();
         let mut subst = vec![
             (
                 "/run/haproxy/admin.sock".to_string(),
@@ -267,6 +313,94 @@ fn slow(url: String) -> tokio::task::JoinHandle<(u16, String)> {
     tokio::spawn(async move { who(&url).await })
 }
 
+/// A slow request (2.5 s) to the public URL, in flight on blue once observe shows its
+/// session (within 3 s): its answer, to come.
+async fn slow_request_on_blue(rig: &Rig, d: &dyn Router) -> tokio::task::JoinHandle<(u16, String)> {
+    let req = slow(rig.url("/slow?ms=2500"));
+    observe_until(d, Duration::from_secs(3), "a slow request on blue", |s| {
+        sessions(s, "blue") >= 1
+    })
+    .await;
+    req
+}
+
+/// The maintenance page on: the public URL answers 503 with the page, and the reading shows
+/// the page with blue, the slot that comes back, in maintenance. The reading.
+async fn maintenance_page_on(rig: &Rig, d: &dyn Router) -> RouterState {
+    ok(
+        "maintenance on",
+        d.maintenance(true, &MaintenanceMode::Page),
+    )
+    .await;
+    let (status, _, body) = get(&rig.url("/")).await;
+    assert_eq!(status, 503);
+    common::assert_contains(&body, "Down for maintenance");
+    let st = observe(d).await;
+    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
+    assert_eq!(st.live.as_deref(), Some("blue"), "the slot that comes back");
+    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    st
+}
+
+/// Maintenance off: blue answers again and the reading shows no maintenance. The reading.
+async fn maintenance_off(rig: &Rig, d: &dyn Router) -> RouterState {
+    ok(
+        "maintenance off",
+        d.maintenance(false, &MaintenanceMode::Page),
+    )
+    .await;
+    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
+    let st = observe(d).await;
+    assert_eq!(st.maintenance, None);
+    assert_eq!(st.live.as_deref(), Some("blue"));
+    st
+}
+
+/// Two map-setup HAProxies (for a fleet) and a state dir, where HAProxy is installed.
+async fn two_haproxies(test: &str) -> Option<(Rig, Rig, TempDir)> {
+    let bin = common::require_binary(test, "haproxy")?;
+    let one = Rig::new(Setup::Map, bin.clone()).await;
+    let two = Rig::new(Setup::Map, bin).await;
+    Some((one, two, TempDir::new().expect("state dir")))
+}
+
+/// Wait (10 s at most) until the reading counts at least one (`what`: requests or errors) on
+/// `slot`: HAProxy counts an answer when its session ends, a moment after the client has it.
+/// That reading.
+async fn counted(
+    d: &dyn Router,
+    slot: &str,
+    what: fn(&cutover::model::SlotRoute) -> Option<u64>,
+) -> RouterState {
+    let seen = common::eventually(Duration::from_secs(10), || async {
+        what(&observe(d).await.slots[slot]).unwrap_or(0) >= 1
+    })
+    .await;
+    let st = observe(d).await;
+    assert!(seen, "nothing counted on {slot}: {st:#?}");
+    st
+}
+
+/// Wait (30 s at most) until HAProxy's own checks find green's servers up.
+async fn green_checks_up(d: &dyn Router) {
+    let up = common::eventually(Duration::from_secs(30), || async {
+        observe(d).await.slots["green"].checks_up == Some(true)
+    })
+    .await;
+    assert!(up, "HAProxy's checks never passed: {:#?}", observe(d).await);
+}
+
+/// The router's reading right after a change made behind its back: it shows `live`.
+async fn reads_back(d: &dyn Router, live: &str) -> RouterState {
+    let st = observe(d).await;
+    assert_eq!(
+        st.live.as_deref(),
+        Some(live),
+        "observe reads the proxy back"
+    );
+    st
+}
+
 fn sessions(st: &RouterState, slot: &str) -> u64 {
     st.slots.get(slot).and_then(|s| s.sessions).unwrap_or(0)
 }
@@ -340,9 +474,7 @@ fn print_report(name: &str, r: &LoadReport, switches: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_file_stays_in_sync_and_requests_and_errors_are_counted() {
-    let Some(rig) = Rig::for_test("map_file_stays_in_sync", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     assert_eq!((d.kind(), d.name()), ("haproxy", "haproxy"));
     let st = observe(d.as_ref()).await;
@@ -366,24 +498,14 @@ async fn map_file_stays_in_sync_and_requests_and_errors_are_counted() {
     );
     assert!(map.starts_with("# map setup"), "comments kept:\n{map}");
     // Requests counted for the watch window.
-    let st = observe(d.as_ref()).await;
+    let st = counted(d.as_ref(), "green", |r| r.requests).await;
     assert_eq!(st.role_of("blue"), Role::Idle);
-    assert!(st.slots["green"].requests.unwrap_or(0) >= 1, "{st:#?}");
 
     // Errors are counted per slot, for the watch window.
     ok("preview staging", d.set_preview("staging")).await;
     rig.slots[3].controls.set_healthy(false);
     assert_eq!(who(&rig.preview_url()).await, (500, "staging".into()));
-    // HAProxy counts the answer when its session ends, a moment after the client has it.
-    let counted = common::eventually(Duration::from_secs(10), || async {
-        observe(d.as_ref()).await.slots["staging"]
-            .errors
-            .unwrap_or(0)
-            >= 1
-    })
-    .await;
-    let st = observe(d.as_ref()).await;
-    assert!(counted, "{st:#?}");
+    let st = counted(d.as_ref(), "staging", |r| r.errors).await;
     assert_eq!(st.role_of("staging"), Role::Preview);
     assert_eq!(st.slots["blue"].errors, Some(0));
     rig.slots[3].controls.set_healthy(true);
@@ -398,14 +520,7 @@ async fn map_file_stays_in_sync_and_requests_and_errors_are_counted() {
 /// traffic: over a 10 s load, it counts what the load itself counted, within 5 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_slots_request_counter_matches_the_loads_own_count() {
-    let Some(rig) = Rig::for_test(
-        "the_live_slots_request_counter_matches_the_loads_own_count",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     let before = observe(&*d).await;
     let live = before.live.clone().expect("a live slot");
@@ -417,32 +532,11 @@ async fn the_live_slots_request_counter_matches_the_loads_own_count() {
     };
     let (r0, e0) = (count(&before, |r| r.requests), count(&before, |r| r.errors));
     // Bounded in count and time, two at a time: a window of load, not a benchmark.
-    let report = load::run(LoadOptions {
-        url: rig.url("/"),
-        concurrency: 2,
-        max_requests: 200_000,
-        max_duration: Duration::from_secs(10),
-        keep_alive: true,
-        timeout: Duration::from_secs(5),
-    })
-    .await;
+    let report = common::load_window(rig.url("/")).await;
     let after = observe(&*d).await;
     let (r1, e1) = (count(&after, |r| r.requests), count(&after, |r| r.errors));
-    let answered = report.by_slot.get(&live).copied().unwrap_or(0);
     print_report("counters", &report, 0);
-    assert!(answered > 100, "the load got too few answers: {report:?}");
-    assert_eq!(report.failed(), 0, "{report:?}");
-    let counted = r1 - r0;
-    let off = (counted as f64 - answered as f64).abs() / answered as f64;
-    eprintln!(
-        "HAProxy counted {counted}, the load {answered}: {:.2} % apart",
-        off * 100.0
-    );
-    assert!(
-        off <= 0.05,
-        "HAProxy counted {counted} requests on `{live}`, the load {answered} ({:.1} % apart)",
-        off * 100.0
-    );
+    common::assert_counted_as_the_load("HAProxy", &live, r1 - r0, &report);
     assert_eq!(e1 - e0, 0, "no errors were counted");
 }
 
@@ -454,14 +548,7 @@ fn owner_and_mode(p: &Path) -> (u32, u32, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rewritten_map_and_state_files_keep_their_owner_group_and_mode() {
-    let Some(rig) = Rig::for_test(
-        "rewritten_map_and_state_files_keep_their_owner_group_and_mode",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     // Giving a file away needs root; as another user the write is refused (and says why).
     if unsafe { libc::geteuid() } != 0 {
         panic!("this test chowns files to `nobody`: run it as root (the CI container does)");
@@ -506,14 +593,7 @@ async fn rewritten_map_and_state_files_keep_their_owner_group_and_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
-    let Some(rig) = Rig::for_test(
-        "check_and_status_fail_on_a_backend_haproxy_does_not_have",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     // The documented config checks out; a typo in `backends`: HAProxy has no `app_gren`.
     let (from, to) = ("green = \"be_green\"", "green = \"app_gren\"");
     let (line, status) =
@@ -536,21 +616,10 @@ async fn check_and_status_fail_on_a_backend_haproxy_does_not_have() {
 /// slot whose server HAProxy's checks find down gets no such pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so() {
-    let Some(rig) = Rig::for_test(
-        "haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     // The checks (`inter 1s`) have run once at least: green's servers read UP (L4OK).
     let d = rig.driver();
-    let up = common::eventually(Duration::from_secs(30), || async {
-        observe(d.as_ref()).await.slots["green"].checks_up == Some(true)
-    })
-    .await;
-    assert!(up, "{:#?}", observe(d.as_ref()).await);
+    green_checks_up(d.as_ref()).await;
     let dir = TempDir::new().expect("dir");
     for (args, to) in [
         (
@@ -587,20 +656,13 @@ async fn haproxys_own_checks_vouch_for_the_target_and_the_cli_says_so() {
     )
     .await;
     let out = common::printed(&o);
-    assert!(!out.contains("own checks say"), "{out}");
+    common::assert_lacks(&out, "own checks say");
     common::assert_contains(&out, "last 3 checks healthy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_empty_server_state_file_is_named_as_the_file() {
-    let Some(rig) = Rig::for_test(
-        "an_empty_server_state_file_is_named_as_the_file",
-        Setup::Map,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     // No file before cutover's first change: no note.
     assert!(!rig.path("server-state").exists());
@@ -626,20 +688,11 @@ async fn an_empty_server_state_file_is_named_as_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
-    let Some(rig) = Rig::for_test("map_drain_reaches_zero_sessions", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
 
     // A slow request in flight on blue, the live slot.
-    let req = slow(rig.url("/slow?ms=2500"));
-    observe_until(
-        d.as_ref(),
-        Duration::from_secs(3),
-        "a slow request on blue",
-        |s| sessions(s, "blue") >= 1,
-    )
-    .await;
+    let req = slow_request_on_blue(&rig, d.as_ref()).await;
     let e = refused("drain of the live slot", d.drain(&Target::slot("blue"))).await;
     common::assert_contains(&e, "takes the live traffic");
     assert_eq!(
@@ -736,23 +789,10 @@ async fn map_drain_reaches_zero_sessions_for_a_slot_and_a_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_maintenance_page_and_redirect() {
-    let Some(rig) = Rig::for_test("map_maintenance_page_and_redirect", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
 
-    ok(
-        "maintenance on",
-        d.maintenance(true, &MaintenanceMode::Page),
-    )
-    .await;
-    let (status, _, body) = get(&rig.url("/")).await;
-    assert_eq!(status, 503);
-    common::assert_contains(&body, "Down for maintenance");
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
-    assert_eq!(st.live.as_deref(), Some("blue"), "the slot that comes back");
-    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    let st = maintenance_page_on(&rig, d.as_ref()).await;
     assert!(st.notes.is_empty(), "{:?}", st.notes);
     let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
     assert!(
@@ -762,15 +802,7 @@ async fn map_maintenance_page_and_redirect() {
     let e = refused("swap during maintenance", d.switch_live("green")).await;
     common::assert_contains(&e, "maintenance is on");
 
-    ok(
-        "maintenance off",
-        d.maintenance(false, &MaintenanceMode::Page),
-    )
-    .await;
-    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.maintenance, None);
-    assert_eq!(st.live.as_deref(), Some("blue"));
+    let st = maintenance_off(&rig, d.as_ref()).await;
     assert!(st.notes.is_empty(), "{:?}", st.notes);
     assert!(
         !rig.socat(&format!("show map {}", rig.path("slots.map").display()))
@@ -840,9 +872,7 @@ async fn map_maintenance_page_and_redirect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_drift_after_a_change_by_hand() {
-    let Some(rig) = Rig::for_test("map_drift_after_a_change_by_hand", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     // A first change through cutover writes the server-state file.
     ok("drain staging", d.drain(&Target::slot("staging"))).await;
@@ -855,12 +885,7 @@ async fn map_drift_after_a_change_by_hand() {
         "\n"
     );
     assert_eq!(rig.socat("set server be_blue/blue state maint").await, "\n");
-    let st = observe(d.as_ref()).await;
-    assert_eq!(
-        st.live.as_deref(),
-        Some("green"),
-        "observe reads the proxy back"
-    );
+    let st = reads_back(d.as_ref(), "green").await;
     assert_eq!(st.slots["blue"].admin, AdminState::Maint);
     assert_eq!(who(&rig.url("/")).await, (200, "green".into()));
     let notes = st.notes.join("\n");
@@ -886,9 +911,7 @@ async fn map_drift_after_a_change_by_hand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_state_survives_a_restart_and_observe_retries() {
-    let Some(mut rig) = Rig::for_test("map_state_survives_a_restart", Setup::Map).await else {
-        return;
-    };
+    let mut rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     ok("swap to green", d.switch_live("green")).await;
     ok("preview blue", d.set_preview("blue")).await;
@@ -920,9 +943,7 @@ async fn map_state_survives_a_restart_and_observe_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_refusals_quote_haproxy() {
-    let Some(rig) = Rig::for_test("map_refusals_quote_haproxy", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let map = rig.path("slots.map").display().to_string();
 
     // A backend HAProxy does not have: refused before `set map` is sent.
@@ -941,11 +962,7 @@ async fn map_refusals_quote_haproxy() {
     );
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
     let st = observe(d.as_ref()).await;
-    assert!(
-        st.problems.iter().any(|n| n.contains("be_nowhere")),
-        "a problem, not a note: {:?}",
-        st.problems
-    );
+    common::assert_problem(&st, "be_nowhere");
 
     // HAProxy's own error texts, quoted.
     let d = rig.driver();
@@ -1008,9 +1025,7 @@ async fn map_refusals_quote_haproxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn socket_faults_give_clear_errors() {
-    let Some(rig) = Rig::for_test("socket_faults_give_clear_errors", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let admin_line = format!("socket = \"127.0.0.1:{}\"", rig.admin);
     let fail = |d: Arc<dyn Router>| async move {
         match d.observe().await {
@@ -1097,15 +1112,12 @@ async fn socket_faults_give_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_zero_failed_requests_across_20_swap_rollback_pairs() {
-    let Some(rig) = Rig::for_test("map_zero_failed_requests", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     let (report, switches, _) = swaps_under_load(&rig, &d, 20).await;
     print_report("map setup, 20 swap+rollback pairs", &report, switches);
     assert_eq!(report.failed(), 0, "{:?}", report.first_errors);
-    assert!(report.by_slot.get("blue").copied().unwrap_or(0) > 0);
-    assert!(report.by_slot.get("green").copied().unwrap_or(0) > 0);
+    common::assert_served_by(&report.by_slot, &["blue", "green"]);
     assert!(
         switches >= 20,
         "the answering slot changed only {switches} times"
@@ -1118,9 +1130,7 @@ async fn map_zero_failed_requests_across_20_swap_rollback_pairs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_swap_rollback_drain_and_maintenance() {
-    let Some(rig) = Rig::for_test("servers_swap_rollback_drain", Setup::Servers).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     let d = rig.driver();
     assert!(!d.supports(Verb::SetPreview));
     let st = observe(d.as_ref()).await;
@@ -1162,14 +1172,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
 
     // Swap with a slow request in flight on blue: blue drains to zero sessions.
-    let req = slow(rig.url("/slow?ms=2500"));
-    observe_until(
-        d.as_ref(),
-        Duration::from_secs(3),
-        "a slow request on blue",
-        |s| sessions(s, "blue") >= 1,
-    )
-    .await;
+    let req = slow_request_on_blue(&rig, d.as_ref()).await;
     ok("swap to green", d.switch_live("green")).await;
     let st = observe(d.as_ref()).await;
     assert_eq!(st.live.as_deref(), Some("green"));
@@ -1236,18 +1239,7 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     assert_eq!(observe(d.as_ref()).await.live.as_deref(), Some("blue"));
 
     // Maintenance: the page from haproxy.cfg, then back to blue.
-    ok(
-        "maintenance on",
-        d.maintenance(true, &MaintenanceMode::Page),
-    )
-    .await;
-    let (status, _, body) = get(&rig.url("/")).await;
-    assert_eq!(status, 503);
-    common::assert_contains(&body, "Down for maintenance");
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.maintenance, Some(MaintenanceMode::Page));
-    assert_eq!(st.live.as_deref(), Some("blue"));
-    assert_eq!(st.role_of("blue"), Role::Maintenance);
+    maintenance_page_on(&rig, d.as_ref()).await;
     let e = refused("swap during maintenance", d.switch_live("green")).await;
     common::assert_contains(&e, "maintenance is on");
     let e = refused(
@@ -1256,25 +1248,14 @@ async fn servers_swap_rollback_drain_and_maintenance() {
     )
     .await;
     common::assert_contains(&e, "is a swap");
-    ok(
-        "maintenance off",
-        d.maintenance(false, &MaintenanceMode::Page),
-    )
-    .await;
-    assert_eq!(who(&rig.url("/")).await, (200, "blue".into()));
-    let st = observe(d.as_ref()).await;
-    assert_eq!(st.maintenance, None);
-    assert_eq!(st.live.as_deref(), Some("blue"));
+    maintenance_off(&rig, d.as_ref()).await;
     let e = refused("preview", d.set_preview("green")).await;
     common::assert_contains(&e, "no preview");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_drift_after_a_change_by_hand() {
-    let Some(mut rig) = Rig::for_test("servers_drift_after_a_change_by_hand", Setup::Servers).await
-    else {
-        return;
-    };
+    let mut rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     let d = rig.driver();
     ok("swap to green", d.switch_live("green")).await;
     assert!(observe(d.as_ref()).await.notes.is_empty());
@@ -1287,12 +1268,7 @@ async fn servers_drift_after_a_change_by_hand() {
     common::assert_contains(&notes, "be_app/blue is drain but HAProxy has it ready");
 
     assert_eq!(rig.socat("set server be_app/green state drain").await, "\n");
-    let st = observe(d.as_ref()).await;
-    assert_eq!(
-        st.live.as_deref(),
-        Some("blue"),
-        "observe reads the proxy back"
-    );
+    let st = reads_back(d.as_ref(), "blue").await;
     assert!(
         st.notes
             .iter()
@@ -1323,9 +1299,7 @@ async fn servers_drift_after_a_change_by_hand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_failed_requests_across_20_swap_rollback_pairs() {
-    let Some(rig) = Rig::for_test("servers_failed_requests", Setup::Servers).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     let d = rig.driver();
     // Green comes out of `disabled` once, before the measured run.
     ok("swap to green", d.switch_live("green")).await;
@@ -1354,8 +1328,11 @@ fn config_mistakes_are_located_and_named() {
     common::assert_contains(&s, "`backends`: `purple` is not a slot of this environment");
     let toml_text = doc_block("servers setup: cutover.toml")
         .replace("mode = \"servers\"", "mode = \"weights\"");
-    let e = cutover::config::parse(&toml_text, Path::new("cutover.toml")).expect_err("bad mode");
-    assert!(e.to_string().contains("weights"), "{e}");
+    common::fails_with(
+        cutover::config::parse(&toml_text, Path::new("cutover.toml")),
+        "bad mode",
+        "weights",
+    );
 }
 
 /// Issue 7's fleet: two real HAProxy instances in front of one environment. The second refuses
@@ -1363,43 +1340,11 @@ fn config_mistakes_are_located_and_named() {
 /// switched back, the operation names the router, and both agree again.
 #[tokio::test]
 async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
-    let Some(bin) = common::require_binary(
-        "a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails",
-        "haproxy",
-    ) else {
-        return;
-    };
-    let one = Rig::new(Setup::Map, bin.clone()).await;
-    let two = Rig::new(Setup::Map, bin).await;
-    let state = TempDir::new().expect("state dir");
-    let router_of = |rig: &Rig, name: &str| {
-        let i = rig
-            .cutover_toml
-            .find("[[environment.router]]")
-            .expect("router table");
-        rig.cutover_toml[i..].replacen(
-            "kind = \"haproxy\"",
-            &format!("kind = \"haproxy\"\nname = \"{name}\""),
-            1,
-        )
-    };
-    let head = &one.cutover_toml[..one
-        .cutover_toml
-        .find("[[environment.router]]")
-        .expect("router")];
-    let broken =
-        router_of(&two, "edge-2").replace("green = \"be_green\"", "green = \"be_green_v2\"");
-    let text = format!(
-        "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{}\n{}\n{}\n",
-        state.path().display(),
-        head.replacen(
-            "name = \"shop\"",
-            "name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"",
-            1
-        ),
-        router_of(&one, "edge-1"),
-        broken
-    );
+    let (one, two, state) = common::or_skip!(two_haproxies().await);
+    let broken = two
+        .router_table("edge-2", "")
+        .replace("green = \"be_green\"", "green = \"be_green_v2\"");
+    let text = one.fleet_config(state.path(), "", &[one.router_table("edge-1", ""), broken]);
     let engine = common::engine(&text);
     let (out, _) = common::run_op_ends(
         &engine,
@@ -1431,13 +1376,8 @@ async fn a_fleet_of_two_haproxies_is_switched_back_when_the_second_fails() {
 /// tested and put back one at a time, and green keeps serving throughout.
 #[tokio::test]
 async fn a_rolling_deploy_over_greens_servers() {
-    let Some(bin) = common::require_binary("a_rolling_deploy_over_greens_servers", "haproxy")
-    else {
-        return;
-    };
-    let Some(curl) = common::require_binary("a_rolling_deploy_over_greens_servers", "curl") else {
-        return;
-    };
+    let bin = common::or_skip!(common::require_binary("haproxy"));
+    let curl = common::or_skip!(common::require_binary("curl"));
     let rig = Rig::new(Setup::Map, bin).await;
     let driver = rig.driver();
     ok("make green live", driver.switch_live("green")).await;
@@ -1504,33 +1444,30 @@ async fn a_rolling_deploy_over_greens_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_map() {
-    let Some(rig) = Rig::for_test("bench_drill_map", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     common::bench_drill("haproxy (map, the default)", &rig.cutover_toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_servers() {
-    let Some(rig) = Rig::for_test("bench_drill_servers", Setup::Servers).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     common::bench_drill("haproxy (server state)", &rig.cutover_toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_haproxy() {
-    let Some(rig) = Rig::for_test("bench_throughput_direct_embedded_haproxy", Setup::Servers).await
-    else {
-        return;
-    };
-    let (_embedded, embedded_url) =
-        common::bench_embedded(&rig.slots[0], &rig.slots[1], rig.dir.path()).await;
-    common::bench_load("direct to the slot", &format!("{}/", rig.slots[0].url())).await;
-    common::bench_load("through the embedded proxy", &embedded_url).await;
-    common::bench_load("through HAProxy", &rig.url("/")).await;
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
+    let (live, preview) = (&rig.slots[0], &rig.slots[1]);
+    common::bench_three_ways(
+        live,
+        preview,
+        rig.dir.path(),
+        "through HAProxy",
+        &rig.url("/"),
+    )
+    .await;
 }
 
 /// A fleet of this rig's HAProxy (`edge-1`) and an exec router (`edge-2`) whose live slot
@@ -1829,25 +1766,13 @@ async fn sigint_during_a_fleet_switch_finishes_the_step_then_quits() {
 /// back by itself.
 #[tokio::test]
 async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test_rolls_back() {
-    let test = "warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test_rolls_back";
-    let Some(bin) = common::require_binary(test, "haproxy") else {
-        return;
-    };
-    let rig = Rig::new(Setup::Map, bin).await;
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     assert_eq!(who(&rig.url("/")).await.1, "blue");
     let state = TempDir::new().expect("state dir");
     let hooks = "auto_rollback = true\nwatch = \"0s\"\n\
                  warmup_paths = [{ path = \"/warm\", times = 2 }]\n\
                  smoke = [\"sh\", \"-c\", \"echo smoke of $0 via $1; test \\\"$0\\\" != green\", \"{slot}\", \"{public_url}\"]\n";
-    let anchor = "preview_url = \"http://127.0.0.1:";
-    let i = rig.cutover_toml.find(anchor).expect("preview_url");
-    let eol = i + rig.cutover_toml[i..].find('\n').expect("end of line") + 1;
-    let text = format!(
-        "[settings]\nstate_dir = \"{}\"\n\n{}{hooks}{}",
-        state.path().display(),
-        &rig.cutover_toml[..eol],
-        &rig.cutover_toml[eol..]
-    );
+    let text = rig.config_with(state.path(), hooks);
     let engine = common::engine(&text);
     let greens: Vec<Arc<cutover::slotserver::SlotControls>> = rig
         .slots
@@ -1890,17 +1815,13 @@ async fn warmup_reaches_greens_servers_before_the_switch_and_a_failed_smoke_test
         .map(|s| s.controls.hits("/warm"))
         .sum();
     assert_eq!(others, 0, "no warm-up request went through HAProxy");
-    assert_eq!(
-        out.verdict,
-        cutover::ops::Verdict::RolledBack,
-        "{}\n{seen:#?}",
-        out.message
-    );
-    assert!(
-        out.message.contains("the smoke test of `green` failed")
-            && out.message.contains("rolled back to `blue` automatically"),
-        "{}",
-        out.message
+    common::assert_verdict_seen(&out, cutover::ops::Verdict::RolledBack, &seen);
+    common::assert_contains_all(
+        &out.message,
+        &[
+            "the smoke test of `green` failed",
+            "rolled back to `blue` automatically",
+        ],
     );
     assert!(
         seen.iter()
@@ -1945,7 +1866,7 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
     common::assert_contains(&out, "`edge-1` switched back to `blue`");
     common::assert_contains(&out, "`edge-2` switched back to `blue`");
     common::assert_contains(&out, "now `edge-1` → blue, `edge-2` → blue");
-    assert!(!out.contains("ROUTERS DISAGREE"), "{out}");
+    common::assert_lacks(&out, "ROUTERS DISAGREE");
     assert_eq!(
         std::fs::read_to_string(&file).expect("edge-2").trim(),
         "blue"
@@ -1992,40 +1913,14 @@ async fn a_fleet_router_that_switched_then_failed_is_put_back_and_where_each_end
 
 #[tokio::test]
 async fn verify_probes_each_routers_own_public_url() {
-    let Some(bin) = common::require_binary("verify_probes_each_routers_own_public_url", "haproxy")
-    else {
-        return;
-    };
-    let one = Rig::new(Setup::Map, bin.clone()).await;
-    let two = Rig::new(Setup::Map, bin).await;
-    let state = TempDir::new().expect("state dir");
-    let router_of = |rig: &Rig, name: &str, public: &str| {
-        let i = rig
-            .cutover_toml
-            .find("[[environment.router]]")
-            .expect("router table");
-        rig.cutover_toml[i..].replacen(
-            "kind = \"haproxy\"",
-            &format!("kind = \"haproxy\"\nname = \"{name}\"\npublic_url = \"{public}\""),
-            1,
-        )
-    };
-    let head = &one.cutover_toml[..one
-        .cutover_toml
-        .find("[[environment.router]]")
-        .expect("router")];
+    let (one, two, state) = common::or_skip!(two_haproxies().await);
+    let public_url = |url: &str| format!("\npublic_url = \"{url}\"");
     let config = |edge2_public: &str| {
-        format!(
-            "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{}\n{}\n{}\n",
-            state.path().display(),
-            head.replacen(
-                "name = \"shop\"",
-                "name = \"shop\"\nfleet = \"sequential\"\nwatch = \"0s\"\nverify_timeout = \"2s\"",
-                1
-            ),
-            router_of(&one, "edge-1", &one.url("/")),
-            router_of(&two, "edge-2", edge2_public)
-        )
+        let routers = [
+            one.router_table("edge-1", &public_url(&one.url("/"))),
+            two.router_table("edge-2", &public_url(edge2_public)),
+        ];
+        one.fleet_config(state.path(), "\nverify_timeout = \"2s\"", &routers)
     };
     // Each frontend is verified: both serve green's version.
     let engine = common::engine(&config(&two.url("/")));
@@ -2035,12 +1930,7 @@ async fn verify_probes_each_routers_own_public_url() {
         cutover::ops::Verdict::Done,
     )
     .await;
-    let verify = out
-        .record
-        .steps
-        .iter()
-        .find(|s| s.step == "verify")
-        .expect("verify");
+    let verify = common::step(&out, "verify");
     assert!(
         verify.detail.contains("all 2 public URLs serve 2.0.0"),
         "{verify:?}"
@@ -2076,10 +1966,7 @@ async fn verify_probes_each_routers_own_public_url() {
 /// the slot servers' own counts, and 0 % puts everything back on the live slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn map_canary_weights_split_the_live_traffic() {
-    let Some(rig) = Rig::for_test("map_canary_weights_split_the_live_traffic", Setup::Map).await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
     assert!(d.supports(Verb::Weights));
     let servers: Vec<&SlotServer> = rig.slots.iter().collect();
@@ -2135,9 +2022,7 @@ async fn map_canary_weights_split_the_live_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_setup_offers_no_weights() {
-    let Some(rig) = Rig::for_test("servers_setup_offers_no_weights", Setup::Servers).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
     let d = rig.driver();
     assert!(!d.supports(Verb::Weights));
     let e = refused(
@@ -2152,56 +2037,22 @@ async fn servers_setup_offers_no_weights() {
 /// map), green starts answering 500, and the analysis aborts back to 0 % on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
-    let test = "a_canary_on_haproxy_aborts_to_zero_when_green_fails";
-    let Some(bin) = common::require_binary(test, "haproxy") else {
-        return;
-    };
-    let rig = Rig::new(Setup::Map, bin).await;
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let state = TempDir::new().expect("state dir");
     let extra = "canary_pause = \"60s\"\ncanary_max_error_rate = 0.01\nwatch = \"0s\"\n";
-    let anchor = "preview_url = \"http://127.0.0.1:";
-    let i = rig.cutover_toml.find(anchor).expect("preview_url");
-    let eol = i + rig.cutover_toml[i..].find('\n').expect("end of line") + 1;
-    let text = format!(
-        "[settings]\nstate_dir = \"{}\"\n\n{}{extra}{}",
-        state.path().display(),
-        &rig.cutover_toml[..eol],
-        &rig.cutover_toml[eol..]
-    );
+    let text = rig.config_with(state.path(), extra);
     let engine = common::engine(&text);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (_c, cancel) = tokio::sync::watch::channel(cutover::ops::Interrupt::None);
-    let req = cutover::ops::OpRequest {
-        watch: false,
-        ..cutover::ops::OpRequest::new(cutover::ops::OpKind::Canary {
-            to: "green".into(),
-            steps: vec![
-                cutover::model::CanaryStep::Weight(25),
-                cutover::model::CanaryStep::Weight(100),
-            ],
-        })
+    let canary = cutover::ops::OpKind::Canary {
+        to: "green".into(),
+        steps: vec![
+            cutover::model::CanaryStep::Weight(25),
+            cutover::model::CanaryStep::Weight(100),
+        ],
+        interval: None,
     };
-    let e = engine.clone();
-    let task = tokio::spawn(async move {
-        e.run(req, cutover::ops::GateSource::ProbeNow, tx, cancel)
-            .await
-    });
-    let held = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(p) = rx.recv().await {
-            if let cutover::ops::Progress::Step {
-                ok: Some(true),
-                message,
-                ..
-            } = &p
-                && message.contains("every router sends 25 % to `green`")
-            {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(held, Ok(true), "step 1 was not verified");
+    let (task, mut rx, _cancel) = common::start_op(&engine, canary);
+    // Step 1 verified.
+    common::step_done(&mut rx, "every router sends 25 % to `green`").await;
     let d = rig.driver();
     let st = observe(d.as_ref()).await;
     assert_eq!(st.weights.map(|w| w.canary_percent), Some(25));
@@ -2210,11 +2061,9 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
     }
     let out = common::under_load(rig.url("/health"), task).await;
     common::assert_verdict(&out, cutover::ops::Verdict::RolledBack);
-    assert!(
-        out.message.contains("step 1/2 (25 %) failed")
-            && out.message.contains("aborted; 100 % on blue after"),
-        "{}",
-        out.message
+    common::assert_contains_all(
+        &out.message,
+        &["step 1/2 (25 %) failed", "aborted; 100 % on blue after"],
     );
     let st = observe(d.as_ref()).await;
     assert_eq!((st.live.as_deref(), st.weights), (Some("blue"), None));
@@ -2229,15 +2078,9 @@ async fn a_canary_on_haproxy_aborts_to_zero_when_green_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: scripts/bench gate"]
 async fn bench_gate_time() {
-    let Some(rig) = Rig::for_test("bench_gate_time", Setup::Map).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
     let d = rig.driver();
-    let up = common::eventually(Duration::from_secs(30), || async {
-        observe(d.as_ref()).await.slots["green"].checks_up == Some(true)
-    })
-    .await;
-    assert!(up, "HAProxy's checks never passed");
+    green_checks_up(d.as_ref()).await;
     let dir = TempDir::new().expect("dir");
     let gate_ms = |dir: &Path| -> Vec<u64> {
         let mut out = Vec::new();

@@ -102,21 +102,8 @@ async fn rig(
         Method::Symlink => "symlink",
         Method::Include => "include",
     };
-    toml.push_str(&format!(
-        r#"[[environment.router]]
-kind = "nginx"
-method = "{method_name}"
-dir = "{t}/cutover"
-nginx = "{bin}"
-nginx_args = ["-p", "{t}", "-c", "{t}/nginx.conf", "-e", "{t}/error.log"]
-pid_file = "{t}/nginx.pid"
-error_log = "{t}/error.log"
-reload_timeout = "3s"
-{extra_router}
-"#,
-        t = t.display(),
-        bin = bin.display(),
-    ));
+    toml.push_str(&common::nginx_router_table(&bin, &t, method_name));
+    toml.push_str(&format!("{extra_router}\n"));
     let env = common::environment(&toml);
     let RouterConfig::Nginx(c) = &env.routers[0] else {
         panic!("not an nginx router")
@@ -155,8 +142,7 @@ reload_timeout = "3s"
         std::fs::read_to_string(t.join("startup.log")).unwrap_or_default(),
         std::fs::read_to_string(t.join("error.log")).unwrap_or_default()
     );
-    common::wait_port(public, Duration::from_secs(5)).await;
-    common::wait_port(preview, Duration::from_secs(5)).await;
+    common::wait_ports(&[public, preview], Duration::from_secs(5)).await;
     Some(Rig {
         driver,
         toml,
@@ -184,6 +170,20 @@ impl Rig {
     }
     async fn public_slot(&self) -> String {
         common::get(&self.public_url()).await.1
+    }
+    /// Switch the live slot to `to` (`what` names the step): the public port then serves it.
+    async fn switch(&self, to: &str, what: &str) {
+        self.driver
+            .switch_live(to)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        assert_eq!(self.public_slot().await, to, "{what}");
+    }
+    /// A switch to `to` is refused (`what` says why) with an error naming `needle`, and the
+    /// public port still serves `still`.
+    async fn switch_refused(&self, to: &str, what: &str, needle: &str, still: &str) {
+        common::fails_with(self.driver.switch_live(to).await, what, needle);
+        assert_eq!(self.public_slot().await, still, "{what}");
     }
     async fn preview_slot(&self) -> String {
         common::get(&self.preview_url()).await.1
@@ -260,19 +260,14 @@ async fn swap_cycle(test: &str, method: Method) {
         Some("staging")
     );
 
-    r.driver.switch_live("blue").await.expect("rollback");
-    assert_eq!(r.public_slot().await, "blue");
+    r.switch("blue", "rollback").await;
     let s = r.driver.observe().await.expect("observe");
     assert_eq!(s.live.as_deref(), Some("blue"));
     assert_eq!(s.preview.as_deref(), Some("staging"));
     assert!(s.notes.is_empty(), "{:?}", s.notes);
 
-    common::fails_with(
-        r.driver.switch_live("purple").await,
-        "unknown slot",
-        "not a slot",
-    );
-    assert_eq!(r.public_slot().await, "blue");
+    r.switch_refused("purple", "unknown slot", "not a slot", "blue")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,10 +283,8 @@ async fn maintenance_cycle(test: &str, method: Method) {
         .maintenance(true, &MaintenanceMode::Page)
         .await
         .expect("maintenance on");
-    let p = common::page(&r.public_url()).await;
-    assert_eq!((p.status, p.retry_after.as_deref()), (503, Some("30")));
+    let p = common::maintenance_page(&r.public_url()).await;
     assert!(p.content_type.starts_with("text/html"), "{p:?}");
-    assert!(p.body.contains("Down for maintenance"), "{p:?}");
     assert_eq!(
         r.preview_slot().await,
         "green",
@@ -347,17 +340,7 @@ async fn served_during(r: &Rig, n: usize) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
     // slots[0] = blue n1, slots[1] = green, slots[2] = blue n2.
-    let Some(r) = rig(
-        "drain_marks_a_node_down_and_never_the_last_routed_one",
-        Method::Realpath,
-        &["blue", "green"],
-        &[("blue", 1)],
-        "",
-    )
-    .await
-    else {
-        return;
-    };
+    let r = common::or_skip!(rig(Method::Realpath, &["blue", "green"], &[("blue", 1)], "").await);
     let s = r.driver.observe().await.expect("observe");
     let blue = &s.slots["blue"];
     assert_eq!(blue.nodes.len(), 2);
@@ -381,16 +364,16 @@ async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
     assert_eq!(served[0], 0, "drained n1 takes no new requests: {served:?}");
     assert_eq!(served[2], 20, "n2 takes them all: {served:?}");
 
-    common::fails_with(
-        r.driver.drain(&Target::node("blue", "n2")).await,
-        "the last node of the live slot",
-        "refusing to mark every server of blue down",
-    );
-    common::fails_with(
-        r.driver.drain(&Target::slot("blue")).await,
-        "the live slot",
-        "blue is live",
-    );
+    // Refused: the live slot's last node, and the whole live slot.
+    for (target, why) in [
+        (
+            Target::node("blue", "n2"),
+            "refusing to mark every server of blue down",
+        ),
+        (Target::slot("blue"), "blue is live"),
+    ] {
+        common::fails_with(r.driver.drain(&target).await, &format!("{target:?}"), why);
+    }
     assert_eq!(served_during(&r, 5).await[2], 5, "blue still serves on n2");
 
     r.driver
@@ -421,8 +404,7 @@ async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
         .undrain(&Target::slot("green"))
         .await
         .expect("undrain green");
-    r.driver.switch_live("green").await.expect("swap");
-    assert_eq!(r.public_slot().await, "green");
+    r.switch("green", "swap").await;
     common::fails_with(
         r.driver.drain(&Target::node("green", "n1")).await,
         "green has no nodes",
@@ -432,9 +414,7 @@ async fn drain_marks_a_node_down_and_never_the_last_routed_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_edits_show_as_drift() {
-    let Some(r) = blue_green("hand_edits_show_as_drift", Method::Include).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Method::Include).await);
     // Someone points live.conf at green's address by hand and does not reload.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let live_conf = r.dir().join("live.conf");
@@ -456,9 +436,7 @@ async fn hand_edits_show_as_drift() {
     assert!(s.notes.is_empty(), "{:?}", s.notes);
 
     // realpath: a link pointing somewhere that is no slot.
-    let Some(r) = blue_green("hand_edits_show_as_drift", Method::Realpath).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Method::Realpath).await);
     let link = r.dir().join("live");
     std::fs::remove_file(&link).expect("rm link");
     std::os::unix::fs::symlink("/nonexistent", &link).expect("link");
@@ -467,11 +445,7 @@ async fn hand_edits_show_as_drift() {
     let notes = s.notes.join("\n");
     common::assert_contains(&notes, "does not exist: nginx answers 500");
     common::assert_contains(&notes, "not a slot");
-    r.driver
-        .switch_live("green")
-        .await
-        .expect("repair by switching");
-    assert_eq!(r.public_slot().await, "green");
+    r.switch("green", "repair by switching").await;
     assert!(r.driver.observe().await.expect("observe").notes.is_empty());
 }
 
@@ -503,8 +477,7 @@ async fn rewritten_files_and_links_keep_their_owner_group_and_mode() {
         .drain(&Target::slot("staging"))
         .await
         .expect("drain staging");
-    r.driver.switch_live("green").await.expect("swap");
-    assert_eq!(r.public_slot().await, "green");
+    r.switch("green", "swap").await;
     assert_ne!(std::fs::read_to_string(&up).expect("read"), before);
     let m = std::fs::metadata(&up).expect("meta");
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65534, 0o640));
@@ -527,22 +500,9 @@ async fn check_fails_while_nginx_is_not_routed_by_cutovers_files() {
     let up = r.dir().join("upstreams.conf");
     std::fs::rename(&up, r.dir().join("upstreams.conf.away")).expect("move away");
     let s = r.driver.observe().await.expect("observe");
-    assert!(
-        s.problems.iter().any(|p| p.contains("cutover setup shop")),
-        "{:?}",
-        s.problems
-    );
+    common::assert_problem(&s, "cutover setup shop");
     let o = common::cutover_cli(dir.path(), &r.toml, &["check"]).await;
-    let out = common::printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("router nginx"))
-        .unwrap_or_else(|| panic!("no router line:\n{out}"));
-    assert!(
-        line.starts_with("FAIL") && line.contains("upstreams.conf"),
-        "{line}"
-    );
+    common::failed_check(&o, "router nginx", "upstreams.conf");
     std::fs::rename(r.dir().join("upstreams.conf.away"), &up).expect("move back");
     assert!(
         r.driver
@@ -557,17 +517,7 @@ async fn check_fails_while_nginx_is_not_routed_by_cutovers_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving() {
     for method in [Method::Symlink, Method::Include, Method::Realpath] {
-        let Some(r) = rig(
-            "a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving",
-            method,
-            &["blue", "green", "staging"],
-            &[],
-            "",
-        )
-        .await
-        else {
-            return;
-        };
+        let r = common::or_skip!(rig(method, &["blue", "green", "staging"], &[], "").await);
         // The operator's own include gains a mistake (not reloaded yet).
         std::fs::write(&r.extra, "bogus_directive on;\n").expect("break config");
         let before = r.snapshot();
@@ -599,10 +549,7 @@ async fn a_config_nginx_t_rejects_is_restored_and_nginx_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_that_does_not_take_fails_the_operation() {
     for method in [Method::Include, Method::Symlink] {
-        let Some(r) = blue_green("a_reload_that_does_not_take_fails_the_operation", method).await
-        else {
-            return;
-        };
+        let r = common::or_skip!(blue_green(method).await);
         // Another process holds a port the new config wants: nginx -t passes, the reload cannot bind.
         let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = busy.local_addr().expect("addr").port();
@@ -612,15 +559,15 @@ async fn a_reload_that_does_not_take_fails_the_operation() {
         )
         .expect("write extra");
         let before = r.snapshot();
-        let e = r
-            .driver
-            .switch_live("green")
-            .await
-            .expect_err("the reload does not take");
-        let msg = format!("{e:#}");
-        common::assert_contains(&msg, "nginx did not apply the new config");
-        common::assert_contains(&msg, "Address already in use");
-        common::assert_contains(&msg, "restored its files exactly");
+        common::fails_with_all(
+            r.driver.switch_live("green").await,
+            "the reload does not take",
+            &[
+                "nginx did not apply the new config",
+                "Address already in use",
+                "restored its files exactly",
+            ],
+        );
         assert_eq!(r.snapshot(), before, "{method:?}");
         assert_eq!(r.public_slot().await, "blue");
         let s = r.driver.observe().await.expect("observe");
@@ -638,28 +585,21 @@ async fn a_reload_that_does_not_take_fails_the_operation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_by_signal_is_checked_too() {
-    let Some(r) = rig(
-        "reload_by_signal_is_checked_too",
-        Method::Include,
-        &["blue", "green"],
-        &[],
-        "reload = \"signal\"",
-    )
-    .await
-    else {
-        return;
-    };
-    r.driver.switch_live("green").await.expect("swap by SIGHUP");
-    assert_eq!(r.public_slot().await, "green");
+    let r = common::or_skip!(
+        rig(
+            Method::Include,
+            &["blue", "green"],
+            &[],
+            "reload = \"signal\""
+        )
+        .await
+    );
+    r.switch("green", "swap by SIGHUP").await;
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr").port();
     std::fs::write(&r.extra, format!("server {{ listen 127.0.0.1:{port}; }}\n")).expect("extra");
-    common::fails_with(
-        r.driver.switch_live("blue").await,
-        "does not take",
-        "Address already in use",
-    );
-    assert_eq!(r.public_slot().await, "green");
+    r.switch_refused("blue", "does not take", "Address already in use", "green")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,23 +608,19 @@ async fn config_mistakes_name_the_field() {
                 address = \"http://127.0.0.1:9001\"\n[[environment.router]]\nkind = \"nginx\"\n";
     let e = cutover::config::parse(&format!("{base}dir = \"relative\"\n"), Path::new("c.toml"))
         .expect_err("relative dir");
-    assert!(
-        e.to_string().contains("`dir` must be an absolute path"),
-        "{e}"
-    );
+    common::assert_contains(&e.to_string(), "`dir` must be an absolute path");
     assert_eq!(e.line, 6, "{e}");
-    let e = cutover::config::parse(
-        &format!("{base}dir = \"/x\"\nmethod = \"copy\"\n"),
-        Path::new("c.toml"),
-    )
-    .expect_err("bad method");
-    assert!(e.to_string().contains("unknown variant `copy`"), "{e}");
-    let e = cutover::config::parse(
-        &format!("{base}dir = \"/x\"\nfoo = 1\n"),
-        Path::new("c.toml"),
-    )
-    .expect_err("unknown field");
-    assert!(e.to_string().contains("unknown field `foo`"), "{e}");
+    for (keys, mistake) in [
+        ("method = \"copy\"\n", "unknown variant `copy`"),
+        ("foo = 1\n", "unknown field `foo`"),
+    ] {
+        let text = format!("{base}dir = \"/x\"\n{keys}");
+        common::fails_with(
+            cutover::config::parse(&text, Path::new("c.toml")),
+            &text,
+            mistake,
+        );
+    }
     let ok =
         cutover::config::parse(&format!("{base}dir = \"/x\"\n"), Path::new("c.toml")).expect("ok");
     let RouterConfig::Nginx(c) = &ok.environments[0].routers[0] else {
@@ -720,12 +656,7 @@ async fn measure(
     }
     let rep = common::swap_pairs_under_load(&r.driver, &r.public_url(), 20).await;
     common::print_measured("nginx", label, &rep);
-    assert!(
-        rep.by_slot.get("blue").copied().unwrap_or(0) > 0
-            && rep.by_slot.get("green").copied().unwrap_or(0) > 0,
-        "both slots served: {:?}",
-        rep.by_slot
-    );
+    common::assert_served_by(&rep.by_slot, &["blue", "green"]);
     assert_eq!(
         r.driver.observe().await.expect("observe").live.as_deref(),
         Some("blue")
@@ -735,16 +666,7 @@ async fn measure(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zero_failed_requests_with_the_default_method() {
-    let Some(rep) = measure(
-        "zero_failed_requests_with_the_default_method",
-        Method::default(),
-        "method=realpath (default)",
-        None,
-    )
-    .await
-    else {
-        return;
-    };
+    let rep = common::or_skip!(measure(Method::default(), "method=realpath (default)", None).await);
     assert_eq!(rep.failed(), 0, "first errors: {:?}", rep.first_errors);
 }
 
@@ -787,22 +709,22 @@ async fn failed_requests_symlink_reload_without_client_keepalive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_drill_realpath() {
-    let Some(r) = blue_green("bench_drill_realpath", Method::Realpath).await else {
-        return;
-    };
+    let r = common::or_skip!(blue_green(Method::Realpath).await);
     common::bench_drill("nginx (realpath, the default)", &r.toml).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "benchmark: scripts/bench runs it"]
 async fn bench_throughput_direct_embedded_nginx() {
-    let Some(r) = blue_green("bench_throughput_direct_embedded_nginx", Method::Realpath).await
-    else {
-        return;
-    };
-    let (_embedded, embedded_url) =
-        common::bench_embedded(&r.slots[0], &r.slots[1], r.tmp.path()).await;
-    common::bench_load("direct to the slot", &format!("{}/", r.slots[0].url())).await;
-    common::bench_load("through the embedded proxy", &embedded_url).await;
-    common::bench_load("through nginx (1 worker)", &r.public_url()).await;
+    let r = common::or_skip!(blue_green(Method::Realpath).await);
+    let (live, preview) = (&r.slots[0], &r.slots[1]);
+    let url = r.public_url();
+    common::bench_three_ways(
+        live,
+        preview,
+        r.tmp.path(),
+        "through nginx (1 worker)",
+        &url,
+    )
+    .await;
 }

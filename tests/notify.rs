@@ -50,6 +50,25 @@ struct Receiver {
     got: Arc<Mutex<Vec<Got>>>,
 }
 
+/// Two receivers (`Mode`, and the other keys of its `[[notify]]` table) and the rig that
+/// notifies them.
+async fn rig_with_two_hooks(
+    (mode_a, keys_a): (Mode, &str),
+    (mode_b, keys_b): (Mode, &str),
+) -> (Receiver, Receiver, Rig) {
+    let (a, b) = (Receiver::start(mode_a).await, Receiver::start(mode_b).await);
+    let rig = Rig::start(&hooks(&[(&a, keys_a), (&b, keys_b)])).await;
+    (a, b, rig)
+}
+
+/// A `[[notify]]` table for each receiver, with its other keys (lines).
+fn hooks(tables: &[(&Receiver, &str)]) -> String {
+    tables
+        .iter()
+        .map(|(r, keys)| format!("[[notify]]\nurl = \"{}\"\n{keys}\n\n", r.url()))
+        .collect()
+}
+
 impl Receiver {
     async fn start(mode: Mode) -> Receiver {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -140,28 +159,15 @@ impl Rig {
         let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let (live, admin) = (free_port(), free_port());
-        let mut text = format!(
-            "[settings]\npoll_interval = \"200ms\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
-             state_dir = \"{}\"\n\n[[environment]]\nname = \"shop\"\nwatch = \"0s\"\n\
-             verify_timeout = \"3s\"\n\n",
-            dir.path().join("state").display()
+        let text = common::embedded_shop_config(
+            dir.path(),
+            &slots,
+            "200ms",
+            (live, admin),
+            "verify_timeout = \"3s\"\n",
+            &format!("token_env = \"CUTOVER_NOTIFY_TEST_ADMIN\"\n\n{notify}"),
         );
-        text += &common::versioned_slot_tables(&slots);
-        text += &format!(
-            "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
-             live_listen = \"127.0.0.1:{live}\"\ninitial_live = \"blue\"\n\
-             initial_preview = \"green\"\ntoken_env = \"CUTOVER_NOTIFY_TEST_ADMIN\"\n\
-             state_file = \"{}\"\n\n{notify}",
-            dir.path().join("proxy.json").display()
-        );
-        let path = dir.path().join("cutover.toml");
-        std::fs::write(&path, &text).expect("write config");
-        let config = config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let env = &config.environments[0];
-        let Some(RouterConfig::Embedded(pc)) = env.routers.first() else {
-            panic!("no embedded router")
-        };
-        let proxy = cutover::proxy::start(env, pc).await.expect("start proxy");
+        let (config, proxy) = common::start_embedded(dir.path(), &text).await;
         Rig {
             dir,
             config,
@@ -223,14 +229,13 @@ async fn flushed(engine: &Engine) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_operation_event_reaches_its_webhooks_once_with_the_documented_fields() {
-    let json = Receiver::start(Mode::Ok).await;
-    let chat = Receiver::start(Mode::Ok).await;
-    let rig = Rig::start(&format!(
-        "[[notify]]\nurl = \"{}\"\nformat = \"json\"\ntoken_env = \"CUTOVER_NOTIFY_TEST_HOOK\"\n\n\
-         [[notify]]\nurl = \"{}\"\nformat = \"chat\"\nmin_severity = \"warning\"\n",
-        json.url(),
-        chat.url()
-    ))
+    let (json, chat, rig) = rig_with_two_hooks(
+        (
+            Mode::Ok,
+            "format = \"json\"\ntoken_env = \"CUTOVER_NOTIFY_TEST_HOOK\"",
+        ),
+        (Mode::Ok, "format = \"chat\"\nmin_severity = \"warning\""),
+    )
     .await;
     let engine = rig.engine(true);
 
@@ -314,15 +319,13 @@ async fn each_operation_event_reaches_its_webhooks_once_with_the_documented_fiel
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_hangs_or_answers_500_does_not_slow_an_operation_and_is_audited() {
-    let hang = Receiver::start(Mode::Hang).await;
-    let fail = Receiver::start(Mode::Fail500).await;
-    let rig = Rig::start(&format!(
-        "[[notify]]\nurl = \"{}\"\ntimeout = \"2s\"\nretries = 0\n\n\
-         [[notify]]\nurl = \"{}\"\nevents = [\"start\", \"done\"]\nretries = 2\n\
-         token_env = \"CUTOVER_NOTIFY_TEST_HOOK\"\n",
-        hang.url(),
-        fail.url()
-    ))
+    let (hang, fail, rig) = rig_with_two_hooks(
+        (Mode::Hang, "timeout = \"2s\"\nretries = 0"),
+        (
+            Mode::Fail500,
+            "events = [\"start\", \"done\"]\nretries = 2\ntoken_env = \"CUTOVER_NOTIFY_TEST_HOOK\"",
+        ),
+    )
     .await;
 
     // The same swap there and back, without notifications and with them.
@@ -461,11 +464,7 @@ fn the_readme_notify_example_parses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_delivers_its_notifications_before_it_exits() {
     let hook = Receiver::start(Mode::Ok).await;
-    let rig = Rig::start(&format!(
-        "[[notify]]\nurl = \"{}\"\nformat = \"chat\"\nevents = [\"done\"]\n",
-        hook.url()
-    ))
-    .await;
+    let rig = Rig::start(&hooks(&[(&hook, "format = \"chat\"\nevents = [\"done\"]")])).await;
     let path = rig.dir.path().join("cutover.toml");
     let xdg = rig.dir.path().join("xdg");
     let out = tokio::task::spawn_blocking(move || {
@@ -494,14 +493,10 @@ async fn the_cli_delivers_its_notifications_before_it_exits() {
 /// is not drift: what it set is read back from the state files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_notifies_drift_once_and_prints_failed_deliveries() {
-    let ok = Receiver::start(Mode::Ok).await;
-    let failing = Receiver::start(Mode::Fail500).await;
-    let rig = Rig::start(&format!(
-        "[[notify]]\nurl = \"{}\"\nevents = [\"drift\", \"routers-disagree\"]\n\n\
-         [[notify]]\nurl = \"{}\"\nevents = [\"drift\"]\nretries = 0\n",
-        ok.url(),
-        failing.url()
-    ))
+    let (ok, _failing, rig) = rig_with_two_hooks(
+        (Mode::Ok, "events = [\"drift\", \"routers-disagree\"]"),
+        (Mode::Fail500, "events = [\"drift\"]\nretries = 0"),
+    )
     .await;
     let path = rig.dir.path().join("cutover.toml");
     let xdg = rig.dir.path().join("xdg");

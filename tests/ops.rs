@@ -31,16 +31,26 @@ struct Rig {
 }
 
 impl Rig {
+    /// [`Rig::start`] with blue at 1.0.0 (live), green at 2.0.0 and `third` at 3.0.0.
+    async fn with_third(third: &str, extra_env: &str) -> Rig {
+        Rig::start(
+            &[("blue", "1.0.0"), ("green", "2.0.0"), (third, "3.0.0")],
+            extra_env,
+        )
+        .await
+    }
+
+    /// [`Rig::start`] with blue at 1.0.0 (live) and green at 2.0.0.
+    async fn blue_green(extra_env: &str) -> Rig {
+        Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], extra_env).await
+    }
+
     async fn start(versions: &[(&str, &str)], extra_env: &str) -> Rig {
         // SAFETY-free: tests in this file all use the same token value.
         unsafe { std::env::set_var("CUTOVER_TEST_TOKEN", TOKEN) };
         let slots = common::slots(versions).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (live, preview, admin) = (
-            common::free_port(),
-            common::free_port(),
-            common::free_port(),
-        );
+        let [live, preview, admin] = common::free_ports();
         let mut text = format!(
             "[settings]\npoll_interval = \"200ms\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
              state_dir = \"{state}\"\n\n[[environment]]\nname = \"shop\"\n\
@@ -105,17 +115,43 @@ impl Rig {
         all
     }
 
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .arg("--config")
+    /// `cutover ARGS` on this rig's config, its token and state in the rig's dir, no stdin.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        c.arg("--config")
             .arg(&self.config_path)
             .args(args)
             .env("CUTOVER_TEST_TOKEN", TOKEN)
             .env("XDG_STATE_HOME", self.dir.path().join("xdg"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cutover")
+            .stdin(Stdio::null());
+        c
     }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run cutover")
+    }
+}
+
+/// A swap (no force, no watch) on a blue/green rig with `extra_env`, which must end in
+/// `verdict`: the rig, the outcome and the messages on the way.
+async fn swap_on(extra_env: &str, verdict: Verdict) -> (Rig, Outcome, Vec<String>) {
+    let rig = Rig::blue_green(extra_env).await;
+    let (o, seen) = common::run_op_ends(&rig.engine(), OpKind::Swap { to: None }, verdict).await;
+    (rig, o, seen)
+}
+
+/// `kind` (forced if `force`; no watch), which must end done: its outcome.
+async fn done(engine: &Engine, kind: OpKind, force: bool) -> Outcome {
+    let o = run(engine, kind, force, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    o
+}
+
+/// A swap to the preview, without force or watch, which must end done: its outcome.
+async fn swap_done(engine: &Engine) -> Outcome {
+    let o = run(engine, OpKind::Swap { to: None }, false, false).await;
+    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    o
 }
 
 async fn run(engine: &Engine, kind: OpKind, force: bool, watch_it: bool) -> Outcome {
@@ -124,25 +160,23 @@ async fn run(engine: &Engine, kind: OpKind, force: bool, watch_it: bool) -> Outc
 
 #[tokio::test]
 async fn swap_passes_the_gate_switches_and_records_the_previous_live_slot() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let e = rig.engine();
     assert_eq!(rig.serving().await, "blue");
-    let o = run(&e, OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    swap_done(&e).await;
     assert_eq!(rig.serving().await, "green");
     assert_eq!(e.store.env("shop").previous_live.as_deref(), Some("blue"));
     // The swap exchanged the roles: blue is now the preview.
     let s = e.observe_all().await.expect("observe");
     assert_eq!(s[0].preview.as_deref(), Some("blue"));
     // And rollback takes it back.
-    let o = run(&e, OpKind::Rollback, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    done(&e, OpKind::Rollback, false).await;
     assert_eq!(rig.serving().await, "blue");
 }
 
 #[tokio::test]
 async fn an_unhealthy_target_is_refused_with_the_reason_and_force_goes_past() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     rig.slot("green").controls.set_healthy(false);
     let e = rig.engine();
     let o = run(&e, OpKind::Swap { to: None }, false, false).await;
@@ -174,7 +208,7 @@ async fn the_same_version_is_refused_unless_forced() {
 
 #[tokio::test]
 async fn an_unknown_version_is_refused() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let mut cfg = rig.config.clone();
     cfg.environments[0].slots[1].version_url = format!("{}/nope", rig.slot("green").url());
     let e = World::build(cfg, None).expect("world").engines[0].clone();
@@ -185,7 +219,11 @@ async fn an_unknown_version_is_refused() {
 
 /// A watched swap to green (watch window `watch_for`); green turns unhealthy as soon as the
 /// watch starts.
-async fn swap_with_green_failing_while_watched(rig: &Rig, watch_for: Duration) -> Outcome {
+async fn swap_with_green_failing_while_watched(
+    rig: &Rig,
+    watch_for: Duration,
+    verdict: Verdict,
+) -> Outcome {
     let mut cfg = rig.config.clone();
     cfg.environments[0].watch = watch_for;
     let e = World::build(cfg, None).expect("world").engines[0].clone();
@@ -206,37 +244,35 @@ async fn swap_with_green_failing_while_watched(rig: &Rig, watch_for: Duration) -
         }
     }
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    task.await.expect("join")
+    let o = task.await.expect("join");
+    assert_eq!(o.verdict, verdict, "{}", o.message);
+    o
 }
 
 #[tokio::test]
 async fn auto_rollback_when_the_new_slot_fails_while_watched() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "auto_rollback = true",
-    )
-    .await;
-    let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(8)).await;
-    assert_eq!(o.verdict, Verdict::RolledBack, "{}", o.message);
+    let rig = Rig::blue_green("auto_rollback = true").await;
+    let o =
+        swap_with_green_failing_while_watched(&rig, Duration::from_secs(8), Verdict::RolledBack)
+            .await;
     common::assert_contains(&o.message, "rolled back to `blue`");
     assert_eq!(rig.serving().await, "blue");
 }
 
 #[tokio::test]
 async fn without_auto_rollback_a_failing_watch_raises_an_alarm_naming_the_key() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
-    let o = swap_with_green_failing_while_watched(&rig, Duration::from_secs(6)).await;
-    assert_eq!(o.verdict, Verdict::Alarm, "{}", o.message);
+    let rig = Rig::blue_green("").await;
+    let o =
+        swap_with_green_failing_while_watched(&rig, Duration::from_secs(6), Verdict::Alarm).await;
     common::assert_contains(&o.message, "cutover rollback shop");
     assert_eq!(rig.serving().await, "green", "no automatic rollback");
 }
 
 #[tokio::test]
 async fn rollback_is_refused_when_the_old_slot_is_down() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let e = rig.engine();
-    let o = run(&e, OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    swap_done(&e).await;
     rig.slot("blue").controls.set_healthy(false);
     let o = run(&e, OpKind::Rollback, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
@@ -246,7 +282,7 @@ async fn rollback_is_refused_when_the_old_slot_is_down() {
 
 #[tokio::test]
 async fn rollback_with_nothing_recorded_says_so() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let o = run(&rig.engine(), OpKind::Rollback, false, false).await;
     assert_eq!(o.verdict, Verdict::Refused);
     common::assert_contains(&o.message, "no previous live slot");
@@ -254,11 +290,7 @@ async fn rollback_with_nothing_recorded_says_so() {
 
 #[tokio::test]
 async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0"), ("staging", "3.0.0")],
-        "",
-    )
-    .await;
+    let rig = Rig::with_third("staging", "").await;
     let e = rig.engine();
     // Make staging live through a swap, start a slow request on it, swap back, then drain it.
     let o = run(&e, common::swap_to("staging"), false, false).await;
@@ -266,16 +298,13 @@ async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
     let url = format!("http://127.0.0.1:{}/slow?ms=1500", rig.live);
     let slow = tokio::spawn(async move { common::get(&url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let o = run(&e, common::swap_to("blue"), true, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
-    let o = run(
+    done(&e, common::swap_to("blue"), true).await;
+    let o = done(
         &e,
         OpKind::Drain(cutover::router::Target::slot("staging")),
         false,
-        false,
     )
     .await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     common::assert_contains(&o.message, "no requests in flight");
     let (status, slot, _) = slow.await.expect("join");
     assert_eq!(
@@ -283,43 +312,38 @@ async fn drain_waits_for_the_in_flight_request_and_undrain_restores() {
         (200, "staging"),
         "the in-flight request finished on the old slot"
     );
-    let o = run(
+    done(
         &e,
         OpKind::Undrain(cutover::router::Target::slot("staging")),
         false,
-        false,
     )
     .await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
 }
 
 #[tokio::test]
 async fn maintenance_on_and_off() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let e = rig.engine();
     let on = OpKind::Maintenance {
         on: true,
         mode: cutover::model::MaintenanceMode::Page,
     };
-    let o = run(&e, on, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    done(&e, on, false).await;
     let (status, _, _) = common::get(&format!("http://127.0.0.1:{}/", rig.live)).await;
     assert_eq!(status, 503);
     let off = OpKind::Maintenance {
         on: false,
         mode: cutover::model::MaintenanceMode::Page,
     };
-    let o = run(&e, off, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    done(&e, off, false).await;
     assert_eq!(rig.serving().await, "blue");
 }
 
 #[tokio::test]
 async fn audit_records_have_the_fields_and_no_secrets() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let e = rig.engine();
-    let o = run(&e, OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    swap_done(&e).await;
     let text = rig.audit_text();
     assert!(
         !text.contains(TOKEN),
@@ -365,7 +389,7 @@ async fn audit_records_have_the_fields_and_no_secrets() {
 
 #[tokio::test]
 async fn cli_exit_codes_and_lock_contention_between_processes() {
-    let rig = Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await;
+    let rig = Rig::blue_green("").await;
     let rig = Arc::new(rig);
     let cli = |args: Vec<&'static str>| {
         let rig = rig.clone();
@@ -459,23 +483,16 @@ fn lock_race_child() {
         match store.lock(&env, &me) {
             Ok(g) => {
                 // Nobody else may be inside: the marker is created exclusively.
-                let inside = dir.join(format!("{env}.inside"));
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&inside)
-                    .expect("two holders of one lock at once");
-                let counter = dir.join(format!("{env}.counter"));
-                let c: u64 = std::fs::read_to_string(&counter)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0);
-                std::fs::write(&counter, (c + 1).to_string()).expect("counter");
                 let last = format!("{}-{done}", std::process::id());
-                store
-                    .update(&g, |m| m.previous_live = Some(last.clone()))
-                    .expect("state");
-                std::fs::remove_file(&inside).expect("marker");
+                let (inside, counter) = (
+                    dir.join(format!("{env}.inside")),
+                    dir.join(format!("{env}.counter")),
+                );
+                common::race_turn(&inside, &counter, || {
+                    store
+                        .update(&g, |m| m.previous_live = Some(last.clone()))
+                        .expect("state");
+                });
                 drop(g);
                 done += 1;
             }
@@ -486,23 +503,16 @@ fn lock_race_child() {
 }
 
 fn race_child(dir: &std::path::Path, env: &str, n: usize, hold: bool) -> std::process::Child {
-    let mut c = Command::new(std::env::current_exe().expect("test binary"));
-    c.args([
-        "--exact",
+    let vars = [
+        ("CUTOVER_RACE_DIR", dir.display().to_string()),
+        ("CUTOVER_RACE_ENV", env.to_string()),
+        ("CUTOVER_RACE_N", n.to_string()),
+    ];
+    common::test_child(
         "lock_race_child",
-        "--ignored",
-        "--nocapture",
-        "-q",
-    ])
-    .env("CUTOVER_RACE_DIR", dir)
-    .env("CUTOVER_RACE_ENV", env)
-    .env("CUTOVER_RACE_N", n.to_string())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    if hold {
-        c.env("CUTOVER_RACE_HOLD", "1");
-    }
-    c.spawn().expect("spawn child")
+        &vars,
+        hold.then_some("CUTOVER_RACE_HOLD"),
+    )
 }
 
 #[test]
@@ -576,13 +586,8 @@ struct Background {
 
 impl Background {
     fn start(rig: &Rig, args: &[&str]) -> Background {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .arg("--config")
-            .arg(&rig.config_path)
-            .args(args)
-            .env("CUTOVER_TEST_TOKEN", TOKEN)
-            .env("XDG_STATE_HOME", rig.dir.path().join("xdg"))
-            .stdin(Stdio::null())
+        let mut child = rig
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -622,6 +627,29 @@ impl Background {
         }
     }
 
+    /// [`Background::start`] off the async runtime, and wait until it is in its watch.
+    async fn watching(rig: &Arc<Rig>, args: &[&str]) -> Background {
+        let (rig, args) = (
+            rig.clone(),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut a = Background::start(&rig, &args);
+            a.wait_for("watch");
+            a
+        })
+        .await
+        .expect("join")
+    }
+
+    /// [`Background::finish`] off the async runtime.
+    async fn finished(self) -> (Option<i32>, String) {
+        tokio::task::spawn_blocking(move || self.finish())
+            .await
+            .expect("join")
+    }
+
     fn finish(self) -> (Option<i32>, String) {
         let o = self.child.wait_with_output().expect("wait");
         let rest: Vec<String> = self.lines.try_iter().collect();
@@ -646,23 +674,10 @@ fn audit_records(rig: &Rig) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_without_rollback() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0"), ("c", "3.0.0")],
-        "watch = \"120s\"\nauto_rollback = true",
-    )
-    .await;
+    let rig = Rig::with_third("c", "watch = \"120s\"\nauto_rollback = true").await;
     let rig = Arc::new(rig);
     // Operator A: a watched swap to green.
-    let a = {
-        let rig = rig.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut a = Background::start(&rig, &["swap", "shop", "--to", "green", "--yes"]);
-            a.wait_for("watch");
-            a
-        })
-        .await
-        .expect("join")
-    };
+    let a = Background::watching(&rig, &["swap", "shop", "--to", "green", "--yes"]).await;
     assert_eq!(rig.serving().await, "green");
     // Operator B, 'just a quick swap' during A's watch: refused, naming A.
     let b = {
@@ -699,9 +714,7 @@ async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_witho
         .expect("join")
     };
     assert_eq!(b.status.code(), Some(0), "{}", printed(&b));
-    let (code, a_out) = tokio::task::spawn_blocking(move || a.finish())
-        .await
-        .expect("join");
+    let (code, a_out) = a.finished().await;
     assert_eq!(code, Some(1), "A's watch did not complete: {a_out}");
     common::assert_contains(&a_out, "took the lock over");
     // Green now fails: nobody rolls traffic off c, which A did not set.
@@ -723,11 +736,7 @@ async fn another_operator_is_refused_during_a_watch_and_a_takeover_ends_it_witho
 
 #[tokio::test]
 async fn a_watch_whose_slot_was_changed_by_hand_ends_without_rolling_back() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0"), ("c", "3.0.0")],
-        "watch = \"120s\"\nauto_rollback = true",
-    )
-    .await;
+    let rig = Rig::with_third("c", "watch = \"120s\"\nauto_rollback = true").await;
     let e = rig.engine();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_c, cancel) = watch::channel(cutover::ops::Interrupt::None);
@@ -762,7 +771,7 @@ async fn a_watch_whose_slot_was_changed_by_hand_ends_without_rolling_back() {
 
 #[tokio::test]
 async fn two_swaps_started_together_do_one_swap() {
-    let rig = Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await);
+    let rig = Arc::new(Rig::blue_green("").await);
     let runs: Vec<_> = (0..2)
         .map(|_| {
             let rig = rig.clone();
@@ -795,18 +804,8 @@ async fn two_swaps_started_together_do_one_swap() {
 
 #[tokio::test]
 async fn a_kill_during_a_watch_leaves_an_intent_record_and_sigint_abandons_the_watch_on_record() {
-    let rig =
-        Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "watch = \"120s\"").await);
-    let mut a = {
-        let rig = rig.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut a = Background::start(&rig, &["swap", "shop", "--yes"]);
-            a.wait_for("watch");
-            a
-        })
-        .await
-        .expect("join")
-    };
+    let rig = Arc::new(Rig::blue_green("watch = \"120s\"").await);
+    let mut a = Background::watching(&rig, &["swap", "shop", "--yes"]).await;
     a.child.kill().expect("kill -9");
     let _ = a.child.wait();
     let records = audit_records(&rig);
@@ -819,21 +818,10 @@ async fn a_kill_during_a_watch_leaves_an_intent_record_and_sigint_abandons_the_w
     assert_eq!(rig.serving().await, "green");
     // The lock went with the process: the next operation runs. SIGINT during its watch
     // abandons the watch (the slot stays live) and says so in the audit log.
-    let a = {
-        let rig = rig.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut a = Background::start(&rig, &["rollback", "shop", "--yes"]);
-            a.wait_for("watch");
-            a
-        })
-        .await
-        .expect("join")
-    };
+    let a = Background::watching(&rig, &["rollback", "shop", "--yes"]).await;
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc_kill(a.child.id() as i32, 2) };
-    let (code, out) = tokio::task::spawn_blocking(move || a.finish())
-        .await
-        .expect("join");
+    let (code, out) = a.finished().await;
     assert_eq!(code, Some(1), "{out}");
     common::assert_contains(&out, "watch abandoned");
     assert_eq!(rig.serving().await, "blue");
@@ -855,7 +843,7 @@ unsafe extern "C" {
 
 #[tokio::test]
 async fn setup_and_unlock_are_refused_read_only() {
-    let rig = Arc::new(Rig::start(&[("blue", "1.0.0"), ("green", "2.0.0")], "").await);
+    let rig = Arc::new(Rig::blue_green("").await);
     for args in [
         vec!["--read-only", "setup", "shop", "--live", "blue"],
         vec!["--read-only", "unlock", "shop"],
@@ -911,9 +899,7 @@ fn step_names(o: &Outcome) -> Vec<String> {
 async fn warmup_requests_reach_the_target_slot_before_the_switch_and_never_the_public_url() {
     let logs = tempfile::tempdir().expect("tempdir");
     let log = logs.path().join("warm.log");
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        &format!(
+    let rig = Rig::blue_green(&format!(
             "warmup_paths = [\"/warm\", {{ path = \"/warm-many\", times = 3 }}]\n\
              warmup_command = [\"sh\", \"-c\", \"echo \\\"$0 $1 $2 $3 ${{CUTOVER_TEST_TOKEN:-clean}}\\\" >> {}\", \"{{env}}\", \"{{slot}}\", \"{{address}}\", \"{{version}}\"]\n\
              smoke_paths = [{{ path = \"/\", body_contains = \"Hello from\" }}]\n",
@@ -973,21 +959,20 @@ async fn warmup_requests_reach_the_target_slot_before_the_switch_and_never_the_p
 
 #[tokio::test]
 async fn a_failed_warmup_refuses_the_swap_and_leaves_traffic_where_it_was() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
+    let (rig, o, seen) = swap_on(
         // Green answers 200, never the 201 asked for.
         "warmup_paths = [{ path = \"/warm\", expect_status = 201 }]\nwarmup_timeout = \"1s\"\n",
+        Verdict::Refused,
     )
     .await;
-    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Refused, "{}", o.message);
-    assert!(
-        o.message.contains("warm-up of `green` failed")
-            && o.message.contains("201")
-            && o.message.contains("traffic stays on `blue`")
-            && o.message.contains("--force"),
-        "{}",
-        o.message
+    common::assert_contains_all(
+        &o.message,
+        &[
+            "warm-up of `green` failed",
+            "201",
+            "traffic stays on `blue`",
+            "--force",
+        ],
     );
     assert!(!o.message.contains("  "), "{}", o.message);
     assert_eq!(step_names(&o), ["plan", "gate", "warm-up"]);
@@ -1025,9 +1010,7 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
     let logs = tempfile::tempdir().expect("tempdir");
     let seen_by_smoke = logs.path().join("smoke.log");
     let on_rollback = logs.path().join("on_rollback.log");
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        &format!(
+    let rig = Rig::blue_green(&format!(
             "auto_rollback = true\n\
              smoke = [\"sh\", \"-c\", \"echo $1 $2 >> {}; echo login as admin password=hunter2; echo Authorization: Bearer abc123xyz >&2; exit 1\", \"smoke\", \"{{slot}}\", \"{{public_url}}\"]\n\
              on_rollback = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_rollback\", \"{{result}}\", \"{{operation}}\", \"{{to}}\", \"{{live}}\"]\n",
@@ -1036,14 +1019,19 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
         ),
     )
     .await;
-    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::RolledBack, "{}", o.message);
-    assert!(
-        o.message.contains("the smoke test of `green` failed")
-            && o.message.contains("exited with 1")
-            && o.message.contains("rolled back to `blue` automatically"),
-        "{}",
-        o.message
+    let (o, seen) = common::run_op_ends(
+        &rig.engine(),
+        OpKind::Swap { to: None },
+        Verdict::RolledBack,
+    )
+    .await;
+    common::assert_contains_all(
+        &o.message,
+        &[
+            "the smoke test of `green` failed",
+            "exited with 1",
+            "rolled back to `blue` automatically",
+        ],
     );
     assert_eq!(
         rig.serving().await,
@@ -1107,19 +1095,18 @@ async fn a_smoke_command_failing_after_the_switch_rolls_back_automatically() {
 
 #[tokio::test]
 async fn a_failed_smoke_test_without_auto_rollback_raises_the_alarm_naming_the_key() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
+    let (rig, o, _) = swap_on(
         "smoke_paths = [{ path = \"/\", body_contains = \"never in the body\" }]\n",
+        Verdict::Alarm,
     )
     .await;
-    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Alarm, "{}", o.message);
-    assert!(
-        o.message.contains("smoke test of `green` failed")
-            && o.message.contains("never in the body")
-            && o.message.contains("cutover rollback shop"),
-        "{}",
-        o.message
+    common::assert_contains_all(
+        &o.message,
+        &[
+            "smoke test of `green` failed",
+            "never in the body",
+            "cutover rollback shop",
+        ],
     );
     assert_eq!(rig.serving().await, "green", "no automatic rollback");
 }
@@ -1128,9 +1115,7 @@ async fn a_failed_smoke_test_without_auto_rollback_raises_the_alarm_naming_the_k
 async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders() {
     let logs = tempfile::tempdir().expect("tempdir");
     let (done, failed) = (logs.path().join("done.log"), logs.path().join("failed.log"));
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        &format!(
+    let rig = Rig::blue_green(&format!(
             "on_done = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_done\", \"{{env}}\", \"{{operation}}\", \"{{id}}\", \"{{from}}\", \"{{to}}\", \"{{version}}\", \"{{result}}\"]\n\
              on_failed = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"on_failed\", \"{{result}}\"]\n",
             done.display(),
@@ -1145,8 +1130,7 @@ async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders(
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    let (o, _) = common::run_op_ends(&rig.engine(), OpKind::Swap { to: None }, Verdict::Done).await;
     assert_eq!(
         lines(),
         [format!("shop swap {} blue green 2.0.0 done", o.record.id)]
@@ -1160,8 +1144,7 @@ async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders(
     assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     assert_eq!(lines().len(), 1, "{:?}", lines());
     // The next swap runs it once more.
-    let o = run(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
+    let (o, _) = common::run_op_ends(&rig.engine(), OpKind::Swap { to: None }, Verdict::Done).await;
     assert_eq!(lines().len(), 2, "{:?}", lines());
     assert!(!failed.exists(), "on_failed ran for a success");
     // The record written to the audit log carries the hook's step.
@@ -1178,13 +1161,11 @@ async fn on_done_runs_once_per_successful_swap_with_the_documented_placeholders(
 
 #[tokio::test]
 async fn a_failing_after_hook_is_recorded_and_never_changes_the_result() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
+    let (rig, o, seen) = swap_on(
         "on_done = [\"sh\", \"-c\", \"echo chat says api_key=sk-live-999 >&2; exit 7\"]\n",
+        Verdict::Done,
     )
     .await;
-    let (o, seen) = common::run_op(&rig.engine(), OpKind::Swap { to: None }, false, false).await;
-    assert_eq!(o.verdict, Verdict::Done, "{}", o.message);
     assert_eq!(rig.serving().await, "green");
     let hook = o.record.steps.last().expect("steps");
     assert_eq!(hook.step, "hook");
@@ -1205,9 +1186,7 @@ async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
     let not_executable = logs.path().join("notify.sh");
     std::fs::write(&not_executable, "#!/bin/sh\necho hi\n").expect("write");
     let rig = Arc::new(
-        Rig::start(
-            &[("blue", "1.0.0"), ("green", "2.0.0")],
-            &format!(
+        Rig::blue_green(&format!(
                 "warmup_paths = [\"/warm\"]\nsmoke = [\"sh\", \"-c\", \"echo smoke ok for $0\", \"{{slot}}\"]\n\
                  on_failed = [\"{}\"]\n",
                 not_executable.display()
@@ -1221,16 +1200,8 @@ async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
     };
     // check: the missing executable bit is a failed check, named.
     let o = cli(vec!["check"]).await.expect("join");
-    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    common::failed_check(&o, "hook on_failed", "is not executable");
     let out = printed(&o);
-    let row = out
-        .lines()
-        .find(|l| l.contains("hook on_failed"))
-        .unwrap_or_else(|| panic!("no hook row: {out}"));
-    assert!(
-        row.starts_with("FAIL") && row.contains("is not executable"),
-        "{row}"
-    );
     assert!(
         out.lines()
             .any(|l| l.starts_with("ok") && l.contains("hook smoke") && l.contains("executable")),
@@ -1274,11 +1245,8 @@ async fn the_cli_shows_the_hook_steps_and_check_validates_the_commands() {
 
 #[tokio::test]
 async fn a_quit_during_the_warmup_stops_it_at_once_with_nothing_changed() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "warmup_paths = [\"/slow?ms=20000\"]\nwarmup_timeout = \"60s\"\n",
-    )
-    .await;
+    let rig =
+        Rig::blue_green("warmup_paths = [\"/slow?ms=20000\"]\nwarmup_timeout = \"60s\"\n").await;
     let e = rig.engine();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, cancel) = watch::channel(cutover::ops::Interrupt::None);
@@ -1316,48 +1284,6 @@ async fn a_quit_during_the_warmup_stops_it_at_once_with_nothing_changed() {
     );
 }
 
-/// Start `kind` in the background; its progress comes on the returned channel.
-fn start_op(
-    e: &Arc<Engine>,
-    kind: OpKind,
-) -> (
-    tokio::task::JoinHandle<Outcome>,
-    mpsc::UnboundedReceiver<cutover::ops::Progress>,
-    watch::Sender<cutover::ops::Interrupt>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (cancel, cancelled) = watch::channel(cutover::ops::Interrupt::None);
-    let e = e.clone();
-    let task = tokio::spawn(async move {
-        let req = OpRequest {
-            watch: false,
-            ..OpRequest::new(kind)
-        };
-        e.run(req, GateSource::ProbeNow, tx, cancelled).await
-    });
-    (task, rx, cancel)
-}
-
-/// Wait (at most 30 s) for a finished step whose message contains `needle`.
-async fn step_done(rx: &mut mpsc::UnboundedReceiver<cutover::ops::Progress>, needle: &str) {
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(p) = rx.recv().await {
-            if let cutover::ops::Progress::Step {
-                ok: Some(true),
-                message,
-                ..
-            } = &p
-                && message.contains(needle)
-            {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(found, Ok(true), "no finished step saying `{needle}`");
-}
-
 fn canary(to: &str, steps: &[u8]) -> OpKind {
     OpKind::Canary {
         to: to.into(),
@@ -1365,19 +1291,16 @@ fn canary(to: &str, steps: &[u8]) -> OpKind {
             .iter()
             .map(|&p| cutover::model::CanaryStep::Weight(p))
             .collect(),
+        interval: None,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "canary_pause = \"5s\"\n",
-    )
-    .await;
+    let rig = Rig::blue_green("canary_pause = \"5s\"\n").await;
     let e = rig.engine();
-    let (task, mut rx, _cancel) = start_op(&e, canary("green", &[10, 50, 100]));
-    step_done(
+    let (task, mut rx, _cancel) = common::start_op(&e, canary("green", &[10, 50, 100]));
+    common::step_done(
         &mut rx,
         "step 1/3 (10 %): every router sends 10 % to `green`",
     )
@@ -1398,7 +1321,7 @@ async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
         "{}",
         printed(&o)
     );
-    step_done(
+    common::step_done(
         &mut rx,
         "step 2/3 (50 %): every router sends 50 % to `green`",
     )
@@ -1420,14 +1343,10 @@ async fn canary_steps_through_its_plan_and_ends_with_a_swap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "canary_pause = \"30s\"\ncanary_max_error_rate = 0.01\n",
-    )
-    .await;
+    let rig = Rig::blue_green("canary_pause = \"30s\"\ncanary_max_error_rate = 0.01\n").await;
     let e = rig.engine();
-    let (task, mut rx, _cancel) = start_op(&e, canary("green", &[25, 100]));
-    step_done(&mut rx, "every router sends 25 % to `green`").await;
+    let (task, mut rx, _cancel) = common::start_op(&e, canary("green", &[25, 100]));
+    common::step_done(&mut rx, "every router sends 25 % to `green`").await;
     // Green starts answering 500 on /health; the public load on that path reaches it.
     rig.slot("green").controls.set_healthy(false);
     let url = format!("http://127.0.0.1:{}/health", rig.live);
@@ -1452,14 +1371,10 @@ async fn a_failing_canary_is_aborted_back_to_zero_with_the_reason_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_canary_puts_everything_back_and_the_cli_runs_one() {
-    let rig = Rig::start(
-        &[("blue", "1.0.0"), ("green", "2.0.0")],
-        "canary_pause = \"30s\"\n",
-    )
-    .await;
+    let rig = Rig::blue_green("canary_pause = \"30s\"\n").await;
     let e = rig.engine();
-    let (task, mut rx, cancel) = start_op(&e, canary("green", &[5, 100]));
-    step_done(&mut rx, "every router sends 5 % to `green`").await;
+    let (task, mut rx, cancel) = common::start_op(&e, canary("green", &[5, 100]));
+    common::step_done(&mut rx, "every router sends 5 % to `green`").await;
     cancel
         .send(cutover::ops::Interrupt::Quit)
         .expect("the canary listens");
@@ -1513,13 +1428,7 @@ async fn steer(rig: &Arc<Rig>, flag: &'static str) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_ends_a_canary_steps_hold_from_another_process() {
-    let rig = Arc::new(
-        Rig::start(
-            &[("blue", "1.0.0"), ("green", "2.0.0")],
-            "canary_pause = \"600s\"\n",
-        )
-        .await,
-    );
+    let rig = Arc::new(Rig::blue_green("canary_pause = \"600s\"\n").await);
     let o = promote(&rig).await;
     assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
     assert!(
@@ -1585,9 +1494,7 @@ async fn promote_ends_a_canary_steps_hold_from_another_process() {
     }
     let o = promote(&rig).await;
     assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
-    let (code, text) = tokio::task::spawn_blocking(move || a.finish())
-        .await
-        .expect("finish");
+    let (code, text) = a.finished().await;
     assert_eq!(code, Some(0), "{text}");
     common::assert_contains(&text, "step 1/3 (10 %): promoted by the operator");
     assert!(

@@ -62,12 +62,7 @@ async fn a_router_that_accepts_but_does_not_change_fails_the_operation() {
     assert_eq!(o.verdict, Verdict::Failed, "{}", o.message);
     common::assert_contains(&o.message, "accepted the switch but did not change");
     common::assert_contains(&o.message, "`lb` shows blue");
-    let verify = o
-        .record
-        .steps
-        .iter()
-        .find(|s| s.step == "verify")
-        .expect("verify step");
+    let verify = common::step(&o, "verify");
     assert!(!verify.ok);
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cutover::config::{self, Settings, Slot};
-use cutover::model::{Health, ProbeError};
+use cutover::model::{Health, ProbeError, ProbeResult};
 use cutover::probe::Prober;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -66,11 +66,29 @@ fn http(status: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// One probe of the slot at `url`, with the test's settings.
+async fn probe(url: &str) -> ProbeResult {
+    let p = Prober::new(&settings()).expect("prober");
+    p.probe_slot(&slot(url)).await
+}
+
+/// A probe of a slot that answers `response` to everything: its version could not be read
+/// because of its body, which the error says is `what`.
+async fn body_refused(response: Vec<u8>, what: &str) -> ProbeResult {
+    let r = probe(&raw_server(Some(response)).await).await;
+    assert!(r.version.is_none());
+    assert!(
+        matches!(&r.version_error, Some(ProbeError::Body(m)) if m.contains(what)),
+        "{:?}",
+        r.version_error
+    );
+    r
+}
+
 #[tokio::test]
 async fn a_healthy_slot_is_up_with_its_version_and_latency() {
     let s = common::slots(&[("blue", "1.4.2")]).await;
-    let p = Prober::new(&settings()).expect("prober");
-    let r = p.probe_slot(&slot(&s[0].url())).await;
+    let r = probe(&s[0].url()).await;
     assert_eq!(r.health, Health::Up);
     assert_eq!(r.status, Some(200));
     assert!(r.latency.is_some());
@@ -83,8 +101,7 @@ async fn a_healthy_slot_is_up_with_its_version_and_latency() {
 async fn a_500_is_down_with_the_status() {
     let s = common::slots(&[("blue", "1.4.2")]).await;
     s[0].controls.set_healthy(false);
-    let p = Prober::new(&settings()).expect("prober");
-    let r = p.probe_slot(&slot(&s[0].url())).await;
+    let r = probe(&s[0].url()).await;
     assert_eq!(r.health, Health::Down);
     assert_eq!(r.status, Some(500));
     assert_eq!(r.error, Some(ProbeError::Status(500)));
@@ -96,8 +113,7 @@ async fn a_500_is_down_with_the_status() {
 async fn a_slow_slot_is_degraded() {
     let s = common::slots(&[("blue", "1.4.2")]).await;
     s[0].controls.set_delay(Duration::from_millis(250));
-    let p = Prober::new(&settings()).expect("prober");
-    let r = p.probe_slot(&slot(&s[0].url())).await;
+    let r = probe(&s[0].url()).await;
     assert_eq!(r.health, Health::Degraded);
 }
 
@@ -119,39 +135,21 @@ async fn a_hung_endpoint_times_out_within_the_timeout() {
 #[tokio::test]
 async fn a_closed_port_is_refused() {
     let port = common::free_port();
-    let p = Prober::new(&settings()).expect("prober");
-    let r = p
-        .probe_slot(&slot(&format!("http://127.0.0.1:{port}")))
-        .await;
+    let r = probe(&format!("http://127.0.0.1:{port}")).await;
     assert_eq!(r.health, Health::Down);
     assert_eq!(r.error, Some(ProbeError::Refused));
 }
 
 #[tokio::test]
 async fn malformed_version_json_is_reported_not_guessed() {
-    let url = raw_server(Some(http("200 OK", "{\"version\": 1.4"))).await;
-    let p = Prober::new(&settings()).expect("prober");
-    let r = p.probe_slot(&slot(&url)).await;
+    let r = body_refused(http("200 OK", "{\"version\": 1.4"), "malformed").await;
     assert_eq!(r.health, Health::Up);
-    assert!(r.version.is_none());
-    assert!(
-        matches!(&r.version_error, Some(ProbeError::Body(m)) if m.contains("malformed")),
-        "{:?}",
-        r.version_error
-    );
 }
 
 #[tokio::test]
 async fn an_oversized_body_is_capped_and_reported() {
     let big = "x".repeat(10_000);
-    let url = raw_server(Some(http("200 OK", &big))).await;
-    let p = Prober::new(&settings()).expect("prober");
-    let r = p.probe_slot(&slot(&url)).await;
-    assert!(
-        matches!(&r.version_error, Some(ProbeError::Body(m)) if m.contains("larger than 1024 bytes")),
-        "{:?}",
-        r.version_error
-    );
+    body_refused(http("200 OK", &big), "larger than 1024 bytes").await;
 }
 
 #[tokio::test]
@@ -175,4 +173,19 @@ async fn one_hung_slot_does_not_delay_the_others() {
         "healthy slot took {:?}",
         a.1
     );
+}
+
+/// `common::or_skip!` names the test it skips by the test's own function name.
+#[test]
+fn a_skipped_test_is_named_by_its_function() {
+    assert_eq!(
+        common::test_name!(),
+        "a_skipped_test_is_named_by_its_function"
+    );
+}
+
+#[tokio::test]
+async fn an_async_skipped_test_is_named_by_its_function() {
+    let name = async { common::test_name!() }.await;
+    assert_eq!(name, "an_async_skipped_test_is_named_by_its_function");
 }

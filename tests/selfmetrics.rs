@@ -41,18 +41,7 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
     let slots = common::slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (live, admin) = (free_port(), free_port());
-    let mut text = format!(
-        "[settings]\npoll_interval = \"100ms\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
-         state_dir = \"{}\"\n\n[[environment]]\nname = \"shop\"\nwatch = \"0s\"\n\n",
-        dir.path().join("state").display()
-    );
-    text += &common::versioned_slot_tables(&slots);
-    text += &format!(
-        "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
-         live_listen = \"127.0.0.1:{live}\"\ninitial_live = \"blue\"\n\
-         initial_preview = \"green\"\nstate_file = \"{}\"\n",
-        dir.path().join("proxy.json").display()
-    );
+    let text = common::embedded_shop_config(dir.path(), &slots, "100ms", (live, admin), "", "");
     let cfg = config::parse(&text, std::path::Path::new("t.toml")).expect("config");
     let RouterConfig::Embedded(pc) = &cfg.environments[0].routers[0] else {
         panic!("embedded")
@@ -182,17 +171,9 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
     let rules_file = dir.path().join("dashboard-rules.yml");
     std::fs::write(&rules_file, rules).expect("write rules");
     if let Some(promtool) = &promtool {
-        let o = std::process::Command::new(promtool)
-            .args(["check", "rules"])
-            .arg(&rules_file)
-            .output()
-            .expect("promtool check rules");
-        assert!(
-            o.status.success(),
-            "the dashboard's queries do not parse:\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let mut check = std::process::Command::new(promtool);
+        check.args(["check", "rules"]).arg(&rules_file);
+        common::run_ok(&mut check, "promtool check rules (the dashboard's queries)");
         println!("{n} dashboard queries parse");
     }
     if let Some(promtool) = promtool {
@@ -204,14 +185,11 @@ async fn own_metrics_show_health_versions_routers_and_operations() {
 
 #[tokio::test]
 async fn a_metrics_listener_off_loopback_needs_a_token() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
+    let (dir, path) = common::temp_file(
+        "c.toml",
         "[[environment]]\nname = \"shop\"\n[[environment.slot]]\nname = \"blue\"\n\
          address = \"http://127.0.0.1:9\"\n[[environment.router]]\nkind = \"embedded\"\n",
-    )
-    .expect("write");
+    );
     let xdg = dir.path().join("xdg");
     let out = tokio::task::spawn_blocking(move || {
         let config = path.display().to_string();

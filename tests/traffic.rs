@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{SlotServer, free_port, slots};
 use cutover::app::{App, Event};
-use cutover::config::{self, Environment};
+use cutover::config;
 use cutover::envview::Seen;
 use cutover::load::{self, LoadOptions, LoadReport};
 use cutover::model::RouterState;
@@ -47,14 +47,37 @@ fn config_toml(servers: &[SlotServer], routers: usize, dir: &TempDir) -> String 
     t
 }
 
-fn embedded_configs(env: &Environment) -> Vec<embedded::Config> {
-    env.routers
-        .iter()
-        .map(|r| match r {
-            RouterConfig::Embedded(c) => c.clone(),
-            _ => panic!("not an embedded router"),
-        })
-        .collect()
+/// blue (1.0.0) and green (2.0.0) behind `routers` embedded proxies, started, with their
+/// drivers.
+struct Edges {
+    s: Vec<SlotServer>,
+    cfg: config::Config,
+    proxies: Vec<ProxyHandle>,
+    drivers: Vec<embedded::Driver>,
+    _dir: TempDir,
+}
+
+async fn edges(routers: usize) -> Edges {
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let dir = TempDir::new().expect("tempdir");
+    let text = config_toml(&s, routers, &dir);
+    let cfg = config::parse(&text, std::path::Path::new("traffic.toml")).expect("config");
+    let env = &cfg.environments[0];
+    let (mut proxies, mut drivers) = (Vec::new(), Vec::new());
+    for (i, r) in env.routers.iter().enumerate() {
+        let RouterConfig::Embedded(rc) = r else {
+            panic!("not an embedded router")
+        };
+        proxies.push(proxy::start(env, rc).await.expect("proxy starts"));
+        drivers.push(embedded::Driver::new(format!("edge-{}", i + 1), env, rc).expect("driver"));
+    }
+    Edges {
+        s,
+        cfg,
+        proxies,
+        drivers,
+        _dir: dir,
+    }
 }
 
 /// `n` requests to the proxy's live listener, `concurrency` at a time, within 60 s.
@@ -109,14 +132,14 @@ fn p99_on_screen(text: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_proxys_p99_shows_a_slow_slot_and_its_p50_stays_at_or_below_it() {
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let text = config_toml(&s, 1, &dir);
-    let cfg = config::parse(&text, std::path::Path::new("traffic.toml")).expect("config");
-    let env = cfg.environments[0].clone();
-    let rc = embedded_configs(&env).remove(0);
-    let h = proxy::start(&env, &rc).await.expect("proxy starts");
-    let d = embedded::Driver::new("edge-1".into(), &env, &rc).expect("driver");
+    let Edges {
+        s,
+        cfg,
+        mut proxies,
+        mut drivers,
+        _dir,
+    } = edges(1).await;
+    let (h, d) = (proxies.remove(0), drivers.remove(0));
 
     let idle = d.observe().await.expect("observe");
     assert_eq!(idle.slots["blue"].percentiles, None, "no answer yet");
@@ -199,18 +222,13 @@ async fn the_embedded_proxys_p99_shows_a_slow_slot_and_its_p50_stays_at_or_below
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_two_embedded_proxies_shows_the_sum_and_the_slowest_routers_latency() {
-    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
-    let dir = TempDir::new().expect("tempdir");
-    let text = config_toml(&s, 2, &dir);
-    let cfg = config::parse(&text, std::path::Path::new("traffic.toml")).expect("config");
-    let env = cfg.environments[0].clone();
-    let rcs = embedded_configs(&env);
-    let mut proxies = Vec::new();
-    let mut drivers = Vec::new();
-    for (i, rc) in rcs.iter().enumerate() {
-        proxies.push(proxy::start(&env, rc).await.expect("proxy starts"));
-        drivers.push(embedded::Driver::new(format!("edge-{}", i + 1), &env, rc).expect("driver"));
-    }
+    let Edges {
+        s,
+        cfg,
+        mut proxies,
+        drivers,
+        _dir,
+    } = edges(2).await;
     let mut app = App::new(cfg.clone(), Theme::dark(), vec![EnvMemory::default()], t0());
     for (i, d) in drivers.iter().enumerate() {
         reading(&mut app, i, 0, Ok(d.observe().await.expect("observe")));
@@ -244,13 +262,14 @@ async fn a_fleet_of_two_embedded_proxies_shows_the_sum_and_the_slowest_routers_l
     assert_eq!(blue.percentiles, Some(slowest), "the slowest router's");
     assert_eq!(app.envs[0].counting_routers(), 2);
     let shown = screen(&mut app, 120, 40);
-    for needle in [
-        "sum of 2 routers, latency of the slowest",
-        "33 req/s",
-        "33/s",
-    ] {
-        assert!(shown.contains(needle), "missing {needle}:\n{shown}");
-    }
+    common::assert_contains_all(
+        &shown,
+        &[
+            "sum of 2 routers, latency of the slowest",
+            "33 req/s",
+            "33/s",
+        ],
+    );
     let ms = p99_on_screen(&shown).expect("a p99 on screen");
     assert!(ms >= SLOW.as_millis() as f64, "{ms}:\n{shown}");
 

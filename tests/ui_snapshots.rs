@@ -102,39 +102,81 @@ fn app_with(memory: EnvMemory) -> App {
     let mut app = fresh_app_with(memory);
     for i in 0..12u64 {
         app.update(Event::Tick(t0() + Duration::from_secs(i)));
-        app.update(Event::Seen(Seen::Probe {
-            env: 0,
-            slot: 0,
-            result: up("1.4.2", 2 + i % 4),
-        }));
-        app.update(Event::Seen(Seen::Probe {
-            env: 0,
-            slot: 1,
-            result: up("1.5.0", 3 + i % 3),
-        }));
-        app.update(Event::Seen(Seen::Probe {
-            env: 0,
-            slot: 2,
-            result: up("1.6.0-rc1", 5),
-        }));
+        seen_probe(&mut app, 0, up("1.4.2", 2 + i % 4));
+        seen_probe(&mut app, 1, up("1.5.0", 3 + i % 3));
+        seen_probe(&mut app, 2, up("1.6.0-rc1", 5));
     }
+    seen_public_url(
+        &mut app,
+        "http://127.0.0.1:8080/version",
+        Some("1.4.2"),
+        t0(),
+    );
+    app.update(Event::Tick(t0() + Duration::from_secs(75)));
+    app
+}
+
+/// Router `router` of the first environment answered `result` at `at`.
+fn seen_router(app: &mut App, router: usize, result: Result<RouterState, String>, at: SystemTime) {
+    app.update(Event::Seen(Seen::Router {
+        env: 0,
+        router,
+        result,
+        at,
+    }));
+}
+
+/// Slot `slot` of the first environment was probed: `result`.
+fn seen_probe(app: &mut App, slot: usize, result: ProbeResult) {
+    app.update(Event::Seen(Seen::Probe {
+        env: 0,
+        slot,
+        result,
+    }));
+}
+
+/// The first environment's public URL `url` answered 200 from blue (with `version`, where
+/// given) at `at`.
+fn seen_public_url(app: &mut App, url: &str, version: Option<&str>, at: SystemTime) {
+    let version = version.map(|v| VersionInfo {
+        version: v.into(),
+        commit: None,
+        built: None,
+    });
     app.update(Event::Seen(Seen::Url {
         env: 0,
         preview: false,
         result: UrlProbe {
-            url: "http://127.0.0.1:8080/version".into(),
+            url: url.into(),
             status: Some(200),
-            version: Some(VersionInfo {
-                version: "1.4.2".into(),
-                commit: None,
-                built: None,
-            }),
+            version,
             slot_header: Some("blue".into()),
             error: None,
-            at: t0(),
+            at,
         },
     }));
-    app.update(Event::Tick(t0() + Duration::from_secs(75)));
+}
+
+/// The current requests/s of slot `slot` of the first environment.
+fn rps(app: &App, slot: usize) -> Option<f64> {
+    app.envs[0].slots[slot].traffic.current().map(|c| c.rps)
+}
+
+/// Another router in the first environment, not read yet.
+fn add_router(app: &mut App, name: &str, kind: &str) {
+    app.envs[0].routers.push(RouterView {
+        name: name.into(),
+        kind: kind.into(),
+        state: None,
+        error: None,
+        at: None,
+    });
+}
+
+/// [`app_with`] a fresh memory, with the swap dialog open (`s`).
+fn swap_dialog() -> App {
+    let mut app = app_with(EnvMemory::default());
+    key(&mut app, 's');
     app
 }
 
@@ -160,45 +202,90 @@ fn find(text: &str, needle: &str) -> Option<(u16, u16)> {
     None
 }
 
+/// The screen of `size` (width, height), which must show every one of `needles`: its text.
+#[track_caller]
+fn shows(app: &mut App, (w, h): (u16, u16), needles: &[&str]) -> String {
+    let (text, _) = screen(app, w, h);
+    common::assert_contains_all(&text, needles);
+    text
+}
+
+/// The screen of `size`, whose text with its white space folded (lines joined, as a wrapped
+/// line reads) shows every one of `needles`: the screen's text.
+#[track_caller]
+fn shows_wrapped(app: &mut App, (w, h): (u16, u16), needles: &[&str]) -> String {
+    let (text, _) = screen(app, w, h);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in needles {
+        assert!(flat.contains(needle), "missing {needle}:\n{text}");
+    }
+    text
+}
+
+/// `rights` presses of → on the 80x24 screen: the page then shows the slots `names` and every
+/// one of `needles`. The screen's text.
+#[track_caller]
+fn page_after(app: &mut App, rights: usize, names: [&str; 3], needles: &[&str]) -> String {
+    for _ in 0..rights {
+        press(app, KeyCode::Right);
+    }
+    let (text, _) = screen(app, 80, 24);
+    let shown: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(shown, names, "{text}");
+    common::assert_contains_all(&text, needles);
+    text
+}
+
+/// [`shows`], and the screen is the snapshot `name`: its text.
+#[track_caller]
+fn snapshot_shows(app: &mut App, size: (u16, u16), needles: &[&str], name: &str) -> String {
+    let text = shows(app, size, needles);
+    insta::assert_snapshot!(name, text.clone());
+    text
+}
+
+/// The foreground colour of the first occurrence of `needle` on screen.
+fn fg_of(text: &str, buf: &ratatui::buffer::Buffer, needle: &str) -> ratatui::style::Color {
+    let (x, y) = find(text, needle).unwrap_or_else(|| panic!("no `{needle}` on screen:\n{text}"));
+    buf[(x, y)].fg
+}
+
+/// The dark theme's colour of the live role.
+fn live_fg() -> ratatui::style::Color {
+    Theme::dark().role(Role::Live).fg.expect("colour")
+}
+
 #[test]
 fn healthy_environment_shows_three_columns_with_roles_health_versions() {
     let mut app = app_with(EnvMemory::default());
     let (text, buf) = screen(&mut app, 120, 40);
-    for needle in [
-        "● LIVE",
-        "◐ PREVIEW",
-        "○ IDLE",
-        "✔ up",
-        "v1.4.2",
-        "v1.5.0",
-        "v1.6.0-rc1",
-        "→ v1.4.2",
-    ] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
-    // Colour is a second signal, not the only one: LIVE carries the live role's style.
-    let (x, y) = find(&text, "LIVE").expect("LIVE on screen");
-    assert_eq!(
-        buf[(x, y)].fg,
-        Theme::dark().role(Role::Live).fg.expect("colour")
+    common::assert_contains_all(
+        &text,
+        &[
+            "● LIVE",
+            "◐ PREVIEW",
+            "○ IDLE",
+            "✔ up",
+            "v1.4.2",
+            "v1.5.0",
+            "v1.6.0-rc1",
+            "→ v1.4.2",
+        ],
     );
+    // Colour is a second signal, not the only one: LIVE carries the live role's style.
+    assert_eq!(fg_of(&text, &buf, "LIVE"), live_fg());
     insta::assert_snapshot!("healthy", text);
 }
 
 #[test]
 fn a_down_slot_is_shown_with_its_status_and_logged() {
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Seen(Seen::Probe {
-        env: 0,
-        slot: 1,
-        result: down("1.5.0"),
-    }));
+    seen_probe(&mut app, 1, down("1.5.0"));
     let (text, buf) = screen(&mut app, 120, 40);
     common::assert_contains(&text, "✘ down 500");
     common::assert_contains(&text, "green health up → down (HTTP 500)");
-    let (x, y) = find(&text, "✘ down").expect("down on screen");
     assert_eq!(
-        buf[(x, y)].fg,
+        fg_of(&text, &buf, "✘ down"),
         Theme::dark().health(Health::Down).fg.expect("colour")
     );
     insta::assert_snapshot!("one_slot_down", text);
@@ -211,47 +298,39 @@ fn drift_is_a_visible_warning() {
         last_set_live: Some("green".into()),
         ..Default::default()
     });
-    let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains(
-            "DRIFT: the router sends live traffic to `blue`, but cutover last set `green`"
-        ),
-        "{text}"
+    snapshot_shows(
+        &mut app,
+        (120, 40),
+        &[
+            "DRIFT: the router sends live traffic to `blue`, but cutover last set `green`",
+            "⚠ 1 warning",
+        ],
+        "drift",
     );
-    common::assert_contains(&text, "⚠ 1 warning");
-    insta::assert_snapshot!("drift", text);
 }
 
 #[test]
 fn routers_that_disagree_are_a_loud_warning() {
     let mut app = app_with(EnvMemory::default());
-    app.envs[0].routers.push(RouterView {
-        name: "edge-2".into(),
-        kind: "haproxy".into(),
-        state: None,
-        error: None,
-        at: None,
-    });
-    app.update(Event::Seen(Seen::Router {
-        env: 0,
-        router: 1,
-        result: Ok(router_state("green", "blue")),
-        at: t0(),
-    }));
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "ROUTERS DISAGREE: `edge` → blue, `edge-2` → green");
-    common::assert_contains(&text, "edge-2 (haproxy)  live=green");
-    insta::assert_snapshot!("fleet_disagreement", text);
+    add_router(&mut app, "edge-2", "haproxy");
+    seen_router(&mut app, 1, Ok(router_state("green", "blue")), t0());
+    snapshot_shows(
+        &mut app,
+        (120, 40),
+        &[
+            "ROUTERS DISAGREE: `edge` → blue, `edge-2` → green",
+            "edge-2 (haproxy)  live=green",
+        ],
+        "fleet_disagreement",
+    );
 }
 
 #[test]
 fn narrow_terminal_folds_the_environment_list_and_keeps_the_roles() {
     let mut app = app_with(EnvMemory::default());
     let (text, _) = screen(&mut app, 80, 24);
-    assert!(!text.contains("Environments"), "{text}");
-    for needle in ["LIVE", "PREVIEW", "IDLE", "shop-prod"] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
+    common::assert_lacks(&text, "Environments");
+    common::assert_contains_all(&text, &["LIVE", "PREVIEW", "IDLE", "shop-prod"]);
     insta::assert_snapshot!("narrow_80x24", text);
 }
 
@@ -259,11 +338,12 @@ fn narrow_terminal_folds_the_environment_list_and_keeps_the_roles() {
 fn before_the_first_poll_everything_is_unknown() {
     let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
     let mut app = App::new(cfg, Theme::dark(), vec![], t0());
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "? UNKNOWN");
-    common::assert_contains(&text, "… unknown");
-    common::assert_contains(&text, "waiting for the first answer");
-    insta::assert_snapshot!("startup", text);
+    snapshot_shows(
+        &mut app,
+        (120, 40),
+        &["? UNKNOWN", "… unknown", "waiting for the first answer"],
+        "startup",
+    );
 }
 
 #[test]
@@ -282,13 +362,17 @@ fn help_overlay_lists_every_key_from_the_keymap() {
 
 #[test]
 fn swap_asks_with_from_to_versions_and_the_gate() {
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "Swap: blue → green");
-    common::assert_contains(&text, "✔ health: last 3 checks healthy");
-    common::assert_contains(&text, "y/Enter confirm");
-    insta::assert_snapshot!("confirm_swap", text);
+    let mut app = swap_dialog();
+    snapshot_shows(
+        &mut app,
+        (120, 40),
+        &[
+            "Swap: blue → green",
+            "✔ health: last 3 checks healthy",
+            "y/Enter confirm",
+        ],
+        "confirm_swap",
+    );
     // Esc cancels and nothing runs.
     let fx = app.update(Event::Key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)));
     assert!(fx.is_empty());
@@ -297,14 +381,13 @@ fn swap_asks_with_from_to_versions_and_the_gate() {
 #[test]
 fn a_refusing_gate_offers_force_and_y_does_nothing() {
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Seen(Seen::Probe {
-        env: 0,
-        slot: 1,
-        result: down("1.5.0"),
-    }));
+    seen_probe(&mut app, 1, down("1.5.0"));
     key(&mut app, 's');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "✘ health: `green` needs 3 healthy checks in a row");
+    let text = shows(
+        &mut app,
+        (120, 40),
+        &["✘ health: `green` needs 3 healthy checks in a row"],
+    );
     assert!(
         text.contains("F forces it (logged as FORCED)") && text.contains("n/Esc cancels"),
         "{text}"
@@ -353,8 +436,11 @@ fn type_name_confirmation_needs_the_exact_name() {
     for c in "shop-prod".chars() {
         key(&mut app, c);
     }
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "type the environment's name: shop-prod");
+    shows(
+        &mut app,
+        (120, 40),
+        &["type the environment's name: shop-prod"],
+    );
     assert_eq!(app.update(enter()).len(), 1, "the typed name confirms");
 }
 
@@ -363,23 +449,21 @@ fn light_theme_draws_with_its_own_colours() {
     let mut app = app_with(EnvMemory::default());
     app.theme = Theme::load("light").expect("light");
     let (text, buf) = screen(&mut app, 120, 40);
-    let (x, y) = find(&text, "LIVE").expect("LIVE");
-    assert_eq!(
-        buf[(x, y)].fg,
-        Theme::load("light")
-            .expect("light")
-            .role(Role::Live)
-            .fg
-            .expect("colour")
-    );
-    assert_ne!(
-        buf[(x, y)].fg,
-        Theme::dark().role(Role::Live).fg.expect("colour")
-    );
+    let light = Theme::load("light").expect("light");
+    let live = fg_of(&text, &buf, "LIVE");
+    assert_eq!(live, light.role(Role::Live).fg.expect("colour"));
+    assert_ne!(live, live_fg());
 }
 
 fn press(app: &mut App, code: KeyCode) -> Vec<cutover::app::Effect> {
     app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+/// Open the command line (`:`) or the filter (`/`), type `s` and complete it with Tab.
+fn complete(app: &mut App, opener: char, s: &str) {
+    key(app, opener);
+    typed(app, s);
+    press(app, KeyCode::Tab);
 }
 
 fn typed(app: &mut App, s: &str) {
@@ -391,9 +475,7 @@ fn typed(app: &mut App, s: &str) {
 #[test]
 fn command_mode_completes_with_tab_and_runs() {
     let mut app = app_with(EnvMemory::default());
-    key(&mut app, ':');
-    typed(&mut app, "en");
-    press(&mut app, KeyCode::Tab);
+    complete(&mut app, ':', "en");
     assert_eq!(app.command.text.as_deref(), Some("env "));
     typed(&mut app, "ap");
     press(&mut app, KeyCode::Tab);
@@ -402,36 +484,28 @@ fn command_mode_completes_with_tab_and_runs() {
     assert_eq!(app.selected_env, 1);
     // Ambiguous prefixes list the choices on the command line.
     app.selected_env = 0;
-    key(&mut app, ':');
-    typed(&mut app, "r");
-    press(&mut app, KeyCode::Tab);
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, ":roll▏   rollback  rolling");
+    complete(&mut app, ':', "r");
+    shows(&mut app, (120, 40), &[":roll▏   rollback  rolling"]);
     press(&mut app, KeyCode::Esc);
     // :swap SLOT opens the confirm dialog for that slot.
     key(&mut app, ':');
     typed(&mut app, "swap staging");
     press(&mut app, KeyCode::Enter);
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "Swap: blue → staging");
+    shows(&mut app, (120, 40), &["Swap: blue → staging"]);
     press(&mut app, KeyCode::Esc);
     key(&mut app, ':');
     typed(&mut app, "frobnicate");
     press(&mut app, KeyCode::Enter);
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "unknown command `:frobnicate`");
+    shows(&mut app, (120, 40), &["unknown command `:frobnicate`"]);
 }
 
 #[test]
 fn the_filter_narrows_the_environment_list_and_completes() {
     let mut app = app_with(EnvMemory::default());
-    key(&mut app, '/');
-    typed(&mut app, "ap");
-    press(&mut app, KeyCode::Tab);
+    complete(&mut app, '/', "ap");
     assert_eq!(app.filter.text, "api-prod");
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, " /api-prod▏ ");
-    assert!(!text.contains("›shop-prod"), "{text}");
+    let text = shows(&mut app, (120, 40), &[" /api-prod▏ "]);
+    common::assert_lacks(&text, "›shop-prod");
     assert_eq!(app.selected_env, 1, "selection follows the filter");
 }
 
@@ -462,12 +536,7 @@ fn reading(app: &mut App, secs: u64, live: &str, counts: [(u64, u64); 3]) {
             r.errors = Some(err);
         }
     }
-    app.update(Event::Seen(Seen::Router {
-        env: 0,
-        router: 0,
-        result: Ok(s),
-        at,
-    }));
+    seen_router(app, 0, Ok(s), at);
 }
 
 /// Blue live under 40 requests/s for 30 s, then `s` + `y`: green takes the 40/s, one error
@@ -480,8 +549,7 @@ fn swapped_under_load() -> App {
         blue += 40;
         reading(&mut app, 75 + i, "blue", [(blue, 0), (green, 0), (0, 0)]);
     }
-    key(&mut app, 's');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let id = started(&mut app, 's');
     step(&mut app, &id, Step::Plan, Some(true), "blue → green");
     step(&mut app, &id, Step::Apply, Some(true), "routers switched");
     step(&mut app, &id, Step::Verify, Some(true), "ok");
@@ -491,44 +559,42 @@ fn swapped_under_load() -> App {
         let err = u64::from(i >= 35);
         reading(&mut app, 75 + i, "green", [(blue, 0), (green, err), (0, 0)]);
     }
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
+    seen_op(
+        &mut app,
         id,
-        progress: Progress::Watching {
+        Progress::Watching {
             remaining: Duration::from_secs(16),
             detail: "green up · 1 new err · 14 checks".into(),
             errors: 1,
             checks: 14,
             passed: 14,
         },
-    }));
+    );
     app
 }
 
 #[test]
 fn traffic_moving_during_a_swap_is_charted_with_the_swap_marked() {
     let mut app = swapped_under_load();
-    let blue = &app.envs[0].slots[0].traffic;
-    let green = &app.envs[0].slots[1].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(0.0));
-    assert_eq!(green.current().map(|c| c.rps), Some(40.0));
+    assert_eq!((rps(&app, 0), rps(&app, 1)), (Some(0.0), Some(40.0)));
     assert_eq!(app.envs[0].markers.len(), 1);
     let (text, buf) = screen(&mut app, 120, 40);
-    for needle in [
-        "Requests/s by slot",
-        "┊swap",
-        "● green       40/s",
-        "◐ blue         0/s",
-        "40 req/s · 0.0% err",
-        "0 req/s · 0.0% err",
-        "errors since switch: 1 of 5 allowed",
-        "health checks passed 14 of 14",
-        "Watch swap · 16s left",
-        "err/s",
-        "Events",
-    ] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
+    common::assert_contains_all(
+        &text,
+        &[
+            "Requests/s by slot",
+            "┊swap",
+            "● green       40/s",
+            "◐ blue         0/s",
+            "40 req/s · 0.0% err",
+            "0 req/s · 0.0% err",
+            "errors since switch: 1 of 5 allowed",
+            "health checks passed 14 of 14",
+            "Watch swap · 16s left",
+            "err/s",
+            "Events",
+        ],
+    );
     // The error beneath the chart, after the swap marker, in green's style.
     let err_row = text
         .lines()
@@ -545,16 +611,9 @@ fn traffic_moving_during_a_swap_is_charted_with_the_swap_marked() {
         .position(|l| l.contains("err/s"))
         .expect("errors row");
     let bx = col(err_row, "█").expect("the error bar");
-    assert_eq!(
-        buf[(bx as u16, by as u16)].fg,
-        Theme::dark().role(Role::Live).fg.expect("colour")
-    );
-    // Each slot's figure is in its role's style.
-    let (x, y) = find(&text, "40 req/s").expect("green's figure");
-    assert_eq!(
-        buf[(x, y)].fg,
-        Theme::dark().role(Role::Live).fg.expect("colour")
-    );
+    assert_eq!(buf[(bx as u16, by as u16)].fg, live_fg());
+    // Each slot's figure (green's here) is in its role's style.
+    assert_eq!(fg_of(&text, &buf, "40 req/s"), live_fg());
     // Operation ids are random.
     let id = app.envs[0].op.as_ref().expect("op").id.clone();
     insta::assert_snapshot!("traffic_swap_120x40", text.replace(&id, "<id>"));
@@ -564,7 +623,7 @@ fn traffic_moving_during_a_swap_is_charted_with_the_swap_marked() {
 fn at_80x24_the_chart_collapses_to_each_slots_figure() {
     let mut app = swapped_under_load();
     let (text, _) = screen(&mut app, 80, 24);
-    assert!(!text.contains("Requests/s by slot"), "{text}");
+    common::assert_lacks(&text, "Requests/s by slot");
     common::assert_contains(&text, "40 req/s");
     common::assert_contains(&text, "0 req/s");
     let id = app.envs[0].op.as_ref().expect("op").id.clone();
@@ -576,50 +635,33 @@ fn probes_of_the_public_url_are_not_counted_as_user_traffic() {
     let mut app = app_with(EnvMemory::default());
     // Two probes of the public URL went through the router to blue; no user request did.
     for i in 0..2u64 {
-        app.update(Event::Seen(Seen::Url {
-            env: 0,
-            preview: false,
-            result: UrlProbe {
-                url: "http://127.0.0.1:8080/".into(),
-                status: Some(200),
-                version: None,
-                slot_header: Some("blue".into()),
-                error: None,
-                at: t0() + Duration::from_secs(i),
-            },
-        }));
+        seen_public_url(
+            &mut app,
+            "http://127.0.0.1:8080/",
+            None,
+            t0() + Duration::from_secs(i),
+        );
     }
     // app_with's own probe, and these two: three requests the router counted on blue.
     reading(&mut app, 76, "blue", [(1204 + 3, 0), (87, 0), (0, 0)]);
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(0.0));
+    assert_eq!(rps(&app, 0), Some(0.0));
     // A user request is counted.
     reading(&mut app, 77, "blue", [(1204 + 4, 0), (87, 0), (0, 0)]);
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+    assert_eq!(rps(&app, 0), Some(1.0));
     // A probe sent before a reading and answered after it: the reading counted it, and it
     // comes off that reading's rates when its answer arrives.
     reading(&mut app, 78, "blue", [(1204 + 6, 0), (87, 0), (0, 0)]);
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(2.0));
-    app.update(Event::Seen(Seen::Url {
-        env: 0,
-        preview: false,
-        result: UrlProbe {
-            url: "http://127.0.0.1:8080/".into(),
-            status: Some(200),
-            version: None,
-            slot_header: Some("blue".into()),
-            error: None,
-            at: t0() + Duration::from_millis(77_900),
-        },
-    }));
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+    assert_eq!(rps(&app, 0), Some(2.0));
+    seen_public_url(
+        &mut app,
+        "http://127.0.0.1:8080/",
+        None,
+        t0() + Duration::from_millis(77_900),
+    );
+    assert_eq!(rps(&app, 0), Some(1.0));
     // The next reading owes it nothing.
     reading(&mut app, 79, "blue", [(1204 + 7, 0), (87, 0), (0, 0)]);
-    let blue = &app.envs[0].slots[0].traffic;
-    assert_eq!(blue.current().map(|c| c.rps), Some(1.0));
+    assert_eq!(rps(&app, 0), Some(1.0));
 }
 
 #[test]
@@ -635,37 +677,17 @@ fn a_router_without_per_slot_counters_says_so_and_shows_the_probes() {
     for i in 0..20u64 {
         let at = t0() + Duration::from_secs(76 + i);
         app.update(Event::Tick(at));
-        app.update(Event::Seen(Seen::Url {
-            env: 0,
-            preview: false,
-            result: UrlProbe {
-                url: "http://127.0.0.1:8080/".into(),
-                status: Some(200),
-                version: Some(VersionInfo {
-                    version: "1.4.2".into(),
-                    commit: None,
-                    built: None,
-                }),
-                slot_header: Some("blue".into()),
-                error: None,
-                at,
-            },
-        }));
-        app.update(Event::Seen(Seen::Router {
-            env: 0,
-            router: 0,
-            result: Ok(s.clone()),
-            at,
-        }));
+        seen_public_url(&mut app, "http://127.0.0.1:8080/", Some("1.4.2"), at);
+        seen_router(&mut app, 0, Ok(s.clone()), at);
     }
-    let (text, _) = screen(&mut app, 120, 40);
-    assert!(
-        text.contains(
-            "no per-slot counters from nginx: showing cutover's own probes of the public URL"
-        ),
-        "{text}"
+    let text = shows(
+        &mut app,
+        (120, 40),
+        &[
+            "no per-slot counters from nginx: showing cutover's own probes of the public URL",
+            "no per-slot counters (nginx)",
+        ],
     );
-    common::assert_contains(&text, "no per-slot counters (nginx)");
     assert!(!text.contains("req/s"), "no misleading zero: {text}");
     insta::assert_snapshot!("traffic_no_counters", text);
 }
@@ -675,8 +697,11 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
     use std::collections::BTreeMap;
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 'D');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "Drill: 3 swap+rollback pairs under load");
+    shows(
+        &mut app,
+        (120, 40),
+        &["Drill: 3 swap+rollback pairs under load"],
+    );
     let fx = app.update(Event::Key(KeyEvent::new(
         KeyCode::Char('y'),
         KeyModifiers::NONE,
@@ -702,8 +727,11 @@ fn a_drill_shows_a_live_chart_per_slot_and_its_counters() {
             },
         }));
     }
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "2300 answered · 0 failed · 1/6 switches");
+    let text = shows(
+        &mut app,
+        (120, 40),
+        &["2300 answered · 0 failed · 1/6 switches"],
+    );
     assert!(
         text.contains("1400/s"),
         "green's last rate (700 in half a second): {text}"
@@ -724,28 +752,13 @@ fn fresh_app() -> App {
 fn fresh_app_with(memory: EnvMemory) -> App {
     let cfg = config::parse(CONFIG, std::path::Path::new("snap.toml")).expect("config");
     let mut app = App::new(cfg, Theme::dark(), vec![memory], t0());
-    app.envs[0].routers.push(RouterView {
-        name: "edge".into(),
-        kind: "embedded".into(),
-        state: None,
-        error: None,
-        at: None,
-    });
-    app.update(Event::Seen(Seen::Router {
-        env: 0,
-        router: 0,
-        result: Ok(router_state("blue", "green")),
-        at: t0(),
-    }));
+    add_router(&mut app, "edge", "embedded");
+    seen_router(&mut app, 0, Ok(router_state("blue", "green")), t0());
     app
 }
 
 fn probe(app: &mut App, slot: usize, r: ProbeResult) {
-    app.update(Event::Seen(Seen::Probe {
-        env: 0,
-        slot,
-        result: r,
-    }));
+    seen_probe(app, slot, r);
 }
 
 /// The swap dialog and the canary's (green selected, `c`) both show the gate and follow the
@@ -760,16 +773,14 @@ fn the_confirm_dialogs_gate_follows_the_polls_while_it_is_open() {
             probe(&mut app, 1, up("1.5.0", 5));
         }
         open(&mut app);
-        let (text, _) = screen(&mut app, 120, 40);
-        common::assert_contains(&text, "2 of 3 so far");
+        shows(&mut app, (120, 40), &["2 of 3 so far"]);
         assert!(
             press(&mut app, KeyCode::Char('y')).is_empty(),
             "{opens:?}: the gate refuses yet"
         );
         // The third healthy check arrives while the dialog is open: y goes through at once.
         probe(&mut app, 1, up("1.5.0", 5));
-        let (text, _) = screen(&mut app, 120, 40);
-        common::assert_contains(&text, "✔ health: last 3 checks healthy");
+        shows(&mut app, (120, 40), &["✔ health: last 3 checks healthy"]);
         let fx = press(&mut app, KeyCode::Char('y'));
         assert!(
             matches!(fx.as_slice(), [cutover::app::Effect::RunOp { .. }]),
@@ -784,8 +795,7 @@ fn the_confirm_dialogs_gate_follows_the_polls_while_it_is_open() {
         }
         open(&mut app);
         probe(&mut app, 1, down("1.5.0"));
-        let (text, _) = screen(&mut app, 120, 40);
-        common::assert_contains(&text, "✘ health");
+        shows(&mut app, (120, 40), &["✘ health"]);
         assert!(press(&mut app, KeyCode::Char('y')).is_empty(), "{opens:?}");
     }
 }
@@ -798,8 +808,7 @@ fn dialog_keys_come_from_the_key_map() {
     let mut app = app_with(EnvMemory::default());
     app.keymap = cutover::keymap::Keymap::with_overrides(&km).expect("keys");
     key(&mut app, 's');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "o confirm · x cancel");
+    shows(&mut app, (120, 40), &["o confirm · x cancel"]);
     assert!(
         press(&mut app, KeyCode::Char('y')).is_empty(),
         "y is not bound any more"
@@ -811,6 +820,30 @@ fn dialog_keys_come_from_the_key_map() {
     );
 }
 
+/// A swap confirmed in the dialog and planned (blue → green), and its gate passed if `gated`:
+/// the app and the operation's id.
+fn swap_planned(gated: bool) -> (App, String) {
+    use cutover::ops::Step;
+    let mut app = swap_dialog();
+    let id = confirmed(&mut app);
+    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
+    if gated {
+        step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+    }
+    (app, id)
+}
+
+/// `key` opens an operation's dialog and `y` confirms it: the id of the operation started.
+fn started(app: &mut App, key_: char) -> String {
+    key(app, key_);
+    confirmed(app)
+}
+
+/// `y` in the open dialog: the id of the operation it starts.
+fn confirmed(app: &mut App) -> String {
+    op_id(&press(app, KeyCode::Char('y')))
+}
+
 fn op_id(fx: &[cutover::app::Effect]) -> String {
     match fx {
         [cutover::app::Effect::RunOp { req, .. }] => req.id.clone(),
@@ -818,32 +851,44 @@ fn op_id(fx: &[cutover::app::Effect]) -> String {
     }
 }
 
-fn step(app: &mut App, id: &str, step: cutover::ops::Step, ok: Option<bool>, msg: &str) {
+/// The operation `id` is switching the live slot to green (its apply step under way).
+fn switching_to_green(app: &mut App, id: &str) {
+    let apply = cutover::ops::Step::Apply;
+    step(app, id, apply, None, "switching live to `green`");
+}
+
+/// The operation `id` switched the routers to green (its apply step done).
+fn switched_to_green(app: &mut App, id: &str) {
+    let apply = cutover::ops::Step::Apply;
+    step(app, id, apply, Some(true), "routers switched to `green`");
+}
+
+/// The operation `id` of the first environment said `progress`.
+fn seen_op(app: &mut App, id: impl Into<String>, progress: cutover::ops::Progress) {
     app.update(Event::Seen(Seen::Op {
         env: 0,
         id: id.into(),
-        progress: cutover::ops::Progress::Step {
+        progress,
+    }));
+}
+
+fn step(app: &mut App, id: &str, step: cutover::ops::Step, ok: Option<bool>, msg: &str) {
+    seen_op(
+        app,
+        id,
+        cutover::ops::Progress::Step {
             step,
             ok,
             message: msg.into(),
         },
-    }));
+    );
 }
 
 #[test]
 fn q_during_apply_waits_for_the_step_and_a_second_q_quits_now() {
     use cutover::ops::Step;
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
-    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
-    step(
-        &mut app,
-        &id,
-        Step::Apply,
-        None,
-        "switching live to `green`",
-    );
+    let (mut app, id) = swap_planned(false);
+    switching_to_green(&mut app, &id);
     assert!(press(&mut app, KeyCode::Char('q')).is_empty());
     assert!(!app.should_quit);
     let status = app.status.clone().expect("status").1;
@@ -860,9 +905,8 @@ fn q_during_apply_waits_for_the_step_and_a_second_q_quits_now() {
     assert!(app.should_quit);
 
     // A second q quits at once.
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let mut app = swap_dialog();
+    let id = confirmed(&mut app);
     step(&mut app, &id, Step::Apply, None, "switching");
     press(&mut app, KeyCode::Char('q'));
     let fx = press(&mut app, KeyCode::Char('q'));
@@ -879,8 +923,7 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
         previous_live: Some("green".into()),
         ..Default::default()
     });
-    key(&mut app, 's');
-    let swap = op_id(&press(&mut app, KeyCode::Char('y')));
+    let swap = started(&mut app, 's');
     step(
         &mut app,
         &swap,
@@ -888,28 +931,27 @@ fn a_rollback_during_a_watch_shows_only_its_own_steps() {
         None,
         "watching `green` for 60s",
     );
-    key(&mut app, 'r');
-    let rollback = op_id(&press(&mut app, KeyCode::Char('y')));
+    let rollback = started(&mut app, 'r');
     assert_ne!(swap, rollback);
     // The superseded swap's last words arrive after the rollback started.
     let record = cutover::audit::AuditRecord::default();
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
-        id: swap.clone(),
-        progress: Progress::Finished(Outcome {
+    seen_op(
+        &mut app,
+        swap.clone(),
+        Progress::Finished(Outcome {
             verdict: Verdict::Cancelled,
             message: format!("`green` is live; watch superseded by rollback #{rollback}"),
             record,
             marks: Vec::new(),
         }),
-    }));
+    );
     step(&mut app, &rollback, Step::Plan, Some(true), "green → blue");
     let op = app.envs[0].op.as_ref().expect("op");
     assert_eq!(op.id, rollback);
     assert!(op.verdict.is_none(), "the rollback is still running");
     assert!(app.envs[0].op_running());
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(!text.contains("DRIFT"), "{text}");
+    common::assert_lacks(&text, "DRIFT");
     let events: Vec<&str> = app.log.lines.iter().map(|l| l.text.as_str()).collect();
     let superseded = events
         .iter()
@@ -1008,14 +1050,13 @@ fn rollback_asks_and_says_why_outside_the_window_or_when_the_old_slot_changed() 
     ] {
         let mut app = app_with(memory);
         let (text, _) = screen(&mut app, 120, 40);
-        assert!(!text.contains("no confirmation"), "{text}");
+        common::assert_lacks(&text, "no confirmation");
         let fx = app.update(Event::Key(KeyEvent::new(
             KeyCode::Char('r'),
             KeyModifiers::NONE,
         )));
         assert!(fx.is_empty(), "{fx:?}");
-        let (text, _) = screen(&mut app, 120, 40);
-        common::assert_contains(&text, "Rollback: blue → green");
+        let text = shows(&mut app, (120, 40), &["Rollback: blue → green"]);
         assert!(text.contains(why), "{why}:\n{text}");
     }
     // one_key_rollback = false: the dialog, always.
@@ -1026,21 +1067,19 @@ fn rollback_asks_and_says_why_outside_the_window_or_when_the_old_slot_changed() 
         KeyModifiers::NONE,
     )));
     assert!(fx.is_empty(), "{fx:?}");
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "Rollback: blue → green");
+    shows(&mut app, (120, 40), &["Rollback: blue → green"]);
 }
 
 #[test]
 fn a_router_error_with_credentials_is_drawn_redacted() {
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Seen(Seen::Router {
-        env: 0,
-        router: 0,
-        result: Err("lbctl --password argv-CCC: Authorization: Bearer tok-AAA".into()),
-        at: t0(),
-    }));
-    let (text, _) = screen(&mut app, 160, 40);
-    common::assert_contains(&text, "lbctl --password ***");
+    seen_router(
+        &mut app,
+        0,
+        Err("lbctl --password argv-CCC: Authorization: Bearer tok-AAA".into()),
+        t0(),
+    );
+    let text = shows(&mut app, (160, 40), &["lbctl --password ***"]);
     for secret in ["argv-CCC", "tok-AAA"] {
         assert!(!text.contains(secret), "{secret} is on screen:\n{text}");
     }
@@ -1049,11 +1088,7 @@ fn a_router_error_with_credentials_is_drawn_redacted() {
 #[test]
 fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output() {
     use cutover::ops::Step;
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
-    step(&mut app, &id, Step::Plan, Some(true), "blue → green");
-    step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
+    let (mut app, id) = swap_planned(true);
     step(
         &mut app,
         &id,
@@ -1061,13 +1096,7 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
         Some(true),
         "2 paths warmed on 1 address (4 requests in 120ms); warmup_command: caches primed",
     );
-    step(
-        &mut app,
-        &id,
-        Step::Apply,
-        Some(true),
-        "routers switched to `green`",
-    );
+    switched_to_green(&mut app, &id);
     step(
         &mut app,
         &id,
@@ -1076,8 +1105,7 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
         "routers show `green` live",
     );
     step(&mut app, &id, Step::Smoke, None, "smoke-testing `green`");
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "warm-up ✔ apply ✔ verify ✔ smoke …");
+    shows(&mut app, (120, 40), &["warm-up ✔ apply ✔ verify ✔ smoke …"]);
     step(
         &mut app,
         &id,
@@ -1085,9 +1113,7 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
         Some(false),
         "smoke: `./login-test` exited with 1: login failed for alice",
     );
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "smoke ✘");
-    common::assert_contains(&text, "login failed for alice");
+    let text = shows(&mut app, (120, 40), &["smoke ✘", "login failed for alice"]);
     // The operation's id is new on every run.
     let text = text.replace(&format!("#{id}"), "#op-id000");
     insta::assert_snapshot!("op_with_warmup_and_smoke", text);
@@ -1096,15 +1122,14 @@ fn the_op_line_shows_the_warmup_and_smoke_steps_and_the_event_pane_their_output(
 #[test]
 fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
     use cutover::ops::{Outcome, Progress, Step, Verdict};
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
+    let mut app = swap_dialog();
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(!text.contains("failed warm-up"), "{text}");
+    common::assert_lacks(&text, "failed warm-up");
     assert!(
         press(&mut app, KeyCode::Char('F')).is_empty(),
         "the gate passes: nothing to force yet"
     );
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let id = confirmed(&mut app);
     step(
         &mut app,
         &id,
@@ -1112,19 +1137,22 @@ fn after_a_failed_warmup_the_dialog_offers_force_past_it() {
         Some(false),
         "refused: the warm-up of `green` failed",
     );
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
-        id: id.clone(),
-        progress: Progress::Finished(Outcome {
+    seen_op(
+        &mut app,
+        id.clone(),
+        Progress::Finished(Outcome {
             verdict: Verdict::Refused,
             message: "refused: the warm-up of `green` failed".into(),
             record: cutover::audit::AuditRecord::default(),
             marks: Vec::new(),
         }),
-    }));
+    );
     key(&mut app, 's');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "F forces past the failed warm-up (logged as FORCED)");
+    shows(
+        &mut app,
+        (120, 40),
+        &["F forces past the failed warm-up (logged as FORCED)"],
+    );
     match press(&mut app, KeyCode::Char('F')).as_slice() {
         [cutover::app::Effect::RunOp { req, .. }] => assert!(req.force, "{req:?}"),
         other => panic!("F did not force: {other:?}"),
@@ -1142,13 +1170,7 @@ fn sixteen_slots() -> App {
     }
     let cfg = config::parse(&text, std::path::Path::new("snap.toml")).expect("config");
     let mut app = App::new(cfg, Theme::dark(), vec![EnvMemory::default()], t0());
-    app.envs[0].routers.push(RouterView {
-        name: "edge".into(),
-        kind: "embedded".into(),
-        state: None,
-        error: None,
-        at: None,
-    });
+    add_router(&mut app, "edge", "embedded");
     let mut state = RouterState {
         live: Some("s01".into()),
         preview: Some("s02".into()),
@@ -1166,12 +1188,7 @@ fn sixteen_slots() -> App {
             },
         );
     }
-    app.update(Event::Seen(Seen::Router {
-        env: 0,
-        router: 0,
-        result: Ok(state),
-        at: t0(),
-    }));
+    seen_router(&mut app, 0, Ok(state), t0());
     for s in 0..16 {
         for _ in 0..3 {
             probe(&mut app, s, up(&format!("2.{s}.0"), 4));
@@ -1210,40 +1227,37 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
             "{name} is {w} wide:\n{text}"
         );
     }
-    for needle in [
-        "● LIVE",
-        "◐ PREVIEW",
-        "○ IDLE",
-        "✔ up 200 4ms",
-        "v2.0.0",
-        "v2.2.0",
-        "router ready",
-        "slots 1–3 of 16   ▸",
-    ] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
+    common::assert_contains_all(
+        &text,
+        &[
+            "● LIVE",
+            "◐ PREVIEW",
+            "○ IDLE",
+            "✔ up 200 4ms",
+            "v2.0.0",
+            "v2.2.0",
+            "router ready",
+            "slots 1–3 of 16   ▸",
+        ],
+    );
     insta::assert_snapshot!("sixteen_slots_80x24", text);
 
     // → onto the fourth slot turns the page; the selection is drawn on it.
-    for _ in 0..4 {
-        press(&mut app, KeyCode::Right);
-    }
-    let (text, _) = screen(&mut app, 80, 24);
-    let names: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["s04", "s05", "s06"], "{text}");
-    common::assert_contains(&text, "▸ s05");
-    common::assert_contains(&text, "slots 4–6 of 16 ◂ ▸");
+    let text = page_after(
+        &mut app,
+        4,
+        ["s04", "s05", "s06"],
+        &["▸ s05", "slots 4–6 of 16 ◂ ▸"],
+    );
     insta::assert_snapshot!("sixteen_slots_80x24_page_2", text);
 
     // The last page is whole: it ends at the last slot.
-    for _ in 0..20 {
-        press(&mut app, KeyCode::Right);
-    }
-    let (text, _) = screen(&mut app, 80, 24);
-    let names: Vec<String> = slot_columns(&text).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["s14", "s15", "s16"], "{text}");
-    common::assert_contains(&text, "▸ s16");
-    common::assert_contains(&text, "slots 14–16 of 16 ◂  ");
+    page_after(
+        &mut app,
+        20,
+        ["s14", "s15", "s16"],
+        &["▸ s16", "slots 14–16 of 16 ◂  "],
+    );
 
     // A click selects the slot under it, not the one at that index from the start.
     let click = cutover::ui::click(
@@ -1265,43 +1279,38 @@ fn sixteen_slots_are_paged_with_the_selection_never_shrunk() {
     let cols = slot_columns(&text);
     assert!(cols.iter().all(|(_, w)| *w >= 26), "{cols:?}\n{text}");
     common::assert_contains(&text, "slots 13–15 of 16 ◂ ▸");
-    let (text, _) = screen(&mut app, 40, 24);
+    let text = shows(&mut app, (40, 24), &["slot 14 of 16 ◂ ▸"]);
     assert_eq!(slot_columns(&text), [("s14".to_string(), 40)], "{text}");
-    common::assert_contains(&text, "slot 14 of 16 ◂ ▸");
 }
 
 #[test]
 fn at_40x10_the_confirm_dialog_keeps_its_keys() {
-    let mut app = app_with(EnvMemory::default());
-    key(&mut app, 's');
-    let (text, _) = screen(&mut app, 40, 10);
-    for needle in [
-        "Swap: blue → green",
-        "from blue      v1.4.2",
-        "✔ health: last 3 checks healthy",
-        "y/Enter confirm · n/Esc cancel",
-    ] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
-    insta::assert_snapshot!("confirm_40x10", text);
+    let mut app = swap_dialog();
+    snapshot_shows(
+        &mut app,
+        (40, 10),
+        &[
+            "Swap: blue → green",
+            "from blue      v1.4.2",
+            "✔ health: last 3 checks healthy",
+            "y/Enter confirm · n/Esc cancel",
+        ],
+        "confirm_40x10",
+    );
 
     // A refusing gate: the failing check and the longer key line (wrapped) stay; passing
     // checks are counted on one line instead.
-    app.update(Event::Seen(Seen::Probe {
-        env: 0,
-        slot: 1,
-        result: down("1.5.0"),
-    }));
-    let (text, _) = screen(&mut app, 40, 10);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    for needle in [
-        "✘ health: `green` needs 3",
-        "F forces it",
-        "(logged as FORCED)",
-        "n/Esc cancels",
-    ] {
-        assert!(flat.contains(needle), "missing {needle}:\n{text}");
-    }
+    seen_probe(&mut app, 1, down("1.5.0"));
+    let text = shows_wrapped(
+        &mut app,
+        (40, 10),
+        &[
+            "✘ health: `green` needs 3",
+            "F forces it",
+            "(logged as FORCED)",
+            "n/Esc cancels",
+        ],
+    );
     insta::assert_snapshot!("confirm_refused_40x10", text);
 
     // Production: the name to type and the keys.
@@ -1311,36 +1320,37 @@ fn at_40x10_the_confirm_dialog_keeps_its_keys() {
     for c in "shop".chars() {
         key(&mut app, c);
     }
-    let (text, _) = screen(&mut app, 40, 10);
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    for needle in [
-        "type the environment's name: shop▏",
-        "type the name, then y/Enter confirm",
-        "n/Esc cancel",
-    ] {
-        assert!(flat.contains(needle), "missing {needle}:\n{text}");
-    }
+    shows_wrapped(
+        &mut app,
+        (40, 10),
+        &[
+            "type the environment's name: shop▏",
+            "type the name, then y/Enter confirm",
+            "n/Esc cancel",
+        ],
+    );
 }
 
 #[test]
 fn at_40x10_the_main_screen_draws_every_panel_without_garbling() {
     let mut app = app_with(EnvMemory::default());
-    let (text, _) = screen(&mut app, 40, 10);
-    for needle in [
-        "shop-prod",
-        "11:07:55 UTC",
-        "● LIVE",
-        "✔ up",
-        "v1.4.2",
-        "slot 1 of 3",
-        "Events",
-        "s swap",
-        "? help",
-        "q quit",
-    ] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
-    insta::assert_snapshot!("main_40x10", text);
+    snapshot_shows(
+        &mut app,
+        (40, 10),
+        &[
+            "shop-prod",
+            "11:07:55 UTC",
+            "● LIVE",
+            "✔ up",
+            "v1.4.2",
+            "slot 1 of 3",
+            "Events",
+            "s swap",
+            "? help",
+            "q quit",
+        ],
+        "main_40x10",
+    );
 
     // Warnings take the clock's place rather than cutting it.
     let mut app = app_with(EnvMemory {
@@ -1351,9 +1361,7 @@ fn at_40x10_the_main_screen_draws_every_panel_without_garbling() {
     app.envs[0].config.production = true;
     let (text, _) = screen(&mut app, 40, 10);
     let header = text.lines().next().expect("header");
-    for needle in ["shop-prod", "PRODUCTION", "⚠ 1 warning"] {
-        assert!(header.contains(needle), "missing {needle}:\n{text}");
-    }
+    common::assert_contains_all(header, &["shop-prod", "PRODUCTION", "⚠ 1 warning"]);
     assert!(!header.contains("UTC"), "a cut clock:\n{text}");
 }
 
@@ -1398,12 +1406,12 @@ fn the_swap_dialog_says_when_the_live_version_is_unknown() {
         },
     }));
     key(&mut app, 's');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(
-        &text,
-        "✔ new version: live slot's version unknown: cannot compare",
+    let text = shows(
+        &mut app,
+        (120, 40),
+        &["✔ new version: live slot's version unknown: cannot compare"],
     );
-    assert!(!text.contains("differs from live"), "{text}");
+    common::assert_lacks(&text, "differs from live");
 }
 
 #[test]
@@ -1424,30 +1432,27 @@ fn a_router_that_counts_no_errors_shows_a_question_mark_not_zero() {
         if let Some(r) = s.slots.get_mut("green") {
             r.latency_ms = Some(12);
         }
-        app.update(Event::Seen(Seen::Router {
-            env: 0,
-            router: 0,
-            result: Ok(s),
-            at,
-        }));
+        seen_router(&mut app, 0, Ok(s), at);
     }
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "20 req/s · ? err · <1ms");
-    common::assert_contains(&text, "0 req/s · ? err · 12ms");
-    assert!(!text.contains("0.0% err"), "{text}");
+    let text = shows(
+        &mut app,
+        (120, 40),
+        &["20 req/s · ? err · <1ms", "0 req/s · ? err · 12ms"],
+    );
+    common::assert_lacks(&text, "0.0% err");
 }
 
 #[test]
 fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still() {
     let mut app = swapped_under_load();
-    app.update(Event::Seen(Seen::Router {
-        env: 0,
-        router: 0,
-        result: Err("connection refused".into()),
-        at: t0() + Duration::from_secs(121),
-    }));
+    seen_router(
+        &mut app,
+        0,
+        Err("connection refused".into()),
+        t0() + Duration::from_secs(121),
+    );
     let (text, _) = screen(&mut app, 120, 40);
-    assert!(!text.contains("40 req/s"), "{text}");
+    common::assert_lacks(&text, "40 req/s");
     common::assert_contains(&text, "req/s ? (router not read)");
     // It answers again: the rates start from a fresh baseline, not from before the gap.
     let mut s = router_state("green", "blue");
@@ -1455,12 +1460,7 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
         r.requests = Some(1_000_000);
     }
     for i in [122u64, 123] {
-        app.update(Event::Seen(Seen::Router {
-            env: 0,
-            router: 0,
-            result: Ok(s.clone()),
-            at: t0() + Duration::from_secs(i),
-        }));
+        seen_router(&mut app, 0, Ok(s.clone()), t0() + Duration::from_secs(i));
     }
     let green = &app.envs[0].slots[1].traffic;
     assert!(!green.stale);
@@ -1470,12 +1470,7 @@ fn when_the_router_stops_answering_the_figures_say_so_instead_of_standing_still(
 /// The screen (120×40) after the first router of a fresh app reported `st`.
 fn drawn_after(st: cutover::model::RouterState) -> String {
     let mut app = app_with(EnvMemory::default());
-    app.update(Event::Seen(Seen::Router {
-        env: 0,
-        router: 0,
-        result: Ok(st),
-        at: t0(),
-    }));
+    seen_router(&mut app, 0, Ok(st), t0());
     screen(&mut app, 120, 40).0
 }
 
@@ -1490,11 +1485,8 @@ fn a_pause_shows_its_held_and_refused_requests() {
         refused: 3,
     });
     let text = drawn_after(st);
-    assert!(
-        text.contains("PAUSED: 17 requests held; H resumes"),
-        "{text}"
-    );
-    assert!(text.contains("3 requests got 503"), "{text}");
+    common::assert_contains(&text, "PAUSED: 17 requests held; H resumes");
+    common::assert_contains(&text, "3 requests got 503");
     insta::assert_snapshot!("state_paused", text);
 }
 
@@ -1503,7 +1495,7 @@ fn a_pause_shows_its_held_and_refused_requests() {
 /// itself, or raised the alarm.
 #[test]
 fn the_states_an_operator_meets_are_drawn() {
-    use cutover::ops::{Outcome, Progress, Step, Verdict};
+    use cutover::ops::{Outcome, Progress, Verdict};
     // Maintenance on.
     let mut st = router_state("blue", "green");
     st.maintenance = Some(cutover::model::MaintenanceMode::Page);
@@ -1542,13 +1534,17 @@ fn the_states_an_operator_meets_are_drawn() {
             }],
         }),
     }));
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "LOCKED by alice@laptop-2");
-    common::assert_contains(&text, "INTERRUPTED swap blue → green at 03:12:40");
-    insta::assert_snapshot!("state_locked_and_interrupted", text);
+    snapshot_shows(
+        &mut app,
+        (120, 40),
+        &[
+            "LOCKED by alice@laptop-2",
+            "INTERRUPTED swap blue → green at 03:12:40",
+        ],
+        "state_locked_and_interrupted",
+    );
     key(&mut app, 's');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "T takes the lock over");
+    shows(&mut app, (120, 40), &["T takes the lock over"]);
 
     // A swap's three bad endings.
     for (verdict, message, name) in [
@@ -1568,28 +1564,18 @@ fn the_states_an_operator_meets_are_drawn() {
             "state_alarm",
         ),
     ] {
-        let mut app = app_with(EnvMemory::default());
-        key(&mut app, 's');
-        let id = op_id(&press(&mut app, KeyCode::Char('y')));
-        step(&mut app, &id, Step::Plan, Some(true), "blue → green");
-        step(&mut app, &id, Step::Gate, Some(true), "all checks passed");
-        step(
+        let (mut app, id) = swap_planned(true);
+        switched_to_green(&mut app, &id);
+        seen_op(
             &mut app,
-            &id,
-            Step::Apply,
-            Some(true),
-            "routers switched to `green`",
-        );
-        app.update(Event::Seen(Seen::Op {
-            env: 0,
-            id: id.clone(),
-            progress: Progress::Finished(Outcome {
+            id.clone(),
+            Progress::Finished(Outcome {
                 verdict,
                 message: message.into(),
                 record: cutover::audit::AuditRecord::default(),
                 marks: Vec::new(),
             }),
-        }));
+        );
         let (text, _) = screen(&mut app, 120, 40);
         assert!(text.contains(&verdict.label().to_uppercase()), "{text}");
         if verdict == Verdict::Alarm {
@@ -1607,14 +1593,57 @@ fn the_states_an_operator_meets_are_drawn() {
     }
 }
 
+/// `:canary SLOT STEPS INTERVAL` opens the canary's dialog with the plan typed, and starts
+/// that plan; a plan that cannot run is refused on the status line, naming what is wrong.
+#[test]
+fn the_canary_command_asks_with_the_plan_typed() {
+    use cutover::model::CanaryStep::{Pause, Weight};
+    let mut app = app_with(EnvMemory::default());
+    command(&mut app, "canary green 10,pause,100 30s");
+    shows(
+        &mut app,
+        (120, 40),
+        &["Canary to `green`: 10 % → pause → 100 %, 30.0s per step"],
+    );
+    let fx = press(&mut app, KeyCode::Char('y'));
+    let [cutover::app::Effect::RunOp { req, .. }] = fx.as_slice() else {
+        panic!("no canary started: {fx:?}");
+    };
+    assert_eq!(
+        req.kind,
+        cutover::ops::OpKind::Canary {
+            to: "green".into(),
+            steps: vec![Weight(10), Pause, Weight(100)],
+            interval: Some(std::time::Duration::from_secs(30)),
+        }
+    );
+    let mut app = app_with(EnvMemory::default());
+    command(&mut app, "canary green 10,50");
+    shows(
+        &mut app,
+        (120, 40),
+        &[":canary green: the last step must be 100%"],
+    );
+}
+
+/// Type `:LINE` and Enter.
+fn command(app: &mut App, line: &str) {
+    key(app, ':');
+    typed(app, line);
+    press(app, KeyCode::Enter);
+}
+
 #[test]
 fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
     use cutover::ops::Step;
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 'l'); // green
     key(&mut app, 'c');
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "Canary to `green`: 5 % → 25 % → 50 % → 100 %");
+    shows(
+        &mut app,
+        (120, 40),
+        &["Canary to `green`: 5 % → 25 % → 50 % → 100 %"],
+    );
     let fx = press(&mut app, KeyCode::Char('y'));
     let id = match fx.as_slice() {
         [cutover::app::Effect::RunOp { req, .. }] => {
@@ -1622,7 +1651,8 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
                 req.kind,
                 cutover::ops::OpKind::Canary {
                     to: "green".into(),
-                    steps: vec![]
+                    steps: vec![],
+                    interval: None,
                 }
             );
             req.id.clone()
@@ -1637,17 +1667,17 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
         None,
         "step 1/4 (5 %): analysing `green` for 1m",
     );
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
-        id: id.clone(),
-        progress: cutover::ops::Progress::Watching {
+    seen_op(
+        &mut app,
+        id.clone(),
+        cutover::ops::Progress::Watching {
             remaining: std::time::Duration::from_secs(42),
             detail: "step 1/4 (5 %) · green up · 0 err / 120 req".into(),
             errors: 0,
             checks: 3,
             passed: 3,
         },
-    }));
+    );
     let (text, _) = screen(&mut app, 120, 40);
     assert!(
         text.contains("step 1/4 (5 %)"),
@@ -1660,13 +1690,7 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
         "{fx:?}"
     );
     // Once its swap has begun, r is a rollback as after any swap.
-    step(
-        &mut app,
-        &id,
-        Step::Apply,
-        None,
-        "switching live to `green`",
-    );
+    switching_to_green(&mut app, &id);
     let fx = press(&mut app, KeyCode::Char('r'));
     assert!(
         !matches!(fx.as_slice(), [cutover::app::Effect::StopOp { .. }]),
@@ -1680,8 +1704,7 @@ fn canary_step() -> App {
     use cutover::ops::{Progress, Step};
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 'l'); // green
-    key(&mut app, 'c');
-    let id = op_id(&press(&mut app, KeyCode::Char('y')));
+    let id = started(&mut app, 'c');
     step(
         &mut app,
         &id,
@@ -1719,17 +1742,12 @@ fn canary_step() -> App {
                 });
             }
         }
-        app.update(Event::Seen(Seen::Router {
-            env: 0,
-            router: 0,
-            result: Ok(s),
-            at,
-        }));
+        seen_router(&mut app, 0, Ok(s), at);
     }
-    app.update(Event::Seen(Seen::Op {
-        env: 0,
+    seen_op(
+        &mut app,
         id,
-        progress: Progress::Watching {
+        Progress::Watching {
             remaining: Duration::from_secs(42),
             detail:
                 "step 2/4 (25 %) · green up 5ms · 0 err / 300 req (0.0 %; blue 0.0 %) · 0 of 2 \
@@ -1739,64 +1757,54 @@ fn canary_step() -> App {
             checks: 18,
             passed: 18,
         },
-    }));
+    );
     app
 }
 
 #[test]
 fn a_canary_step_shows_the_weights_and_the_traffic_split() {
     let mut app = canary_step();
-    let blue = &app.envs[0].slots[0].traffic;
-    let green = &app.envs[0].slots[1].traffic;
     let (b, g) = (
-        blue.current().expect("blue's rate").rps,
-        green.current().expect("green's rate").rps,
+        rps(&app, 0).expect("blue's rate"),
+        rps(&app, 1).expect("green's rate"),
     );
     assert_eq!((b, g), (30.0, 10.0));
     assert_eq!(g / (b + g), 0.25, "the canary's measured share");
     let (text, _) = screen(&mut app, 120, 40);
     let id = app.envs[0].op.as_ref().expect("op").id.clone();
-    for needle in [
-        "canary: blue 75 % / green 25 %",
-        "◐ PREVIEW · canary 25 %",
-        "30 req/s · 0.0% err",
-        "10 req/s · 0.0% err",
-        "p50 3.1ms p99 14ms",
-        "● blue        30/s",
-        "◐ green       10/s",
-        "step 2/4 (25 %)",
-        // A step is judged on the canary's error rate, not on a swap's error budget.
-        "Watch canary · 42s left · aborts > 1.0 % err",
-        // The slot columns: configured weight and the share served; the step timeline and
-        // the analysis as it comes.
-        "weight 75 % · served 75 %",
-        "weight 25 % · served 25 %",
-        "✔ 5 %  ▶ 25 %  · 50 %  · 100 %",
-        "analysis: green up 5ms",
-        "0 err / 300 req (0.0 %; blue 0.0 %)",
-        "0 of 2 failed checks",
-    ] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
-    assert!(!text.contains("errors since switch"), "{text}");
+    common::assert_contains_all(
+        &text,
+        &[
+            "canary: blue 75 % / green 25 %",
+            "◐ PREVIEW · canary 25 %",
+            "30 req/s · 0.0% err",
+            "10 req/s · 0.0% err",
+            "p50 3.1ms p99 14ms",
+            "● blue        30/s",
+            "◐ green       10/s",
+            "step 2/4 (25 %)",
+            // A step is judged on the canary's error rate, not on a swap's error budget.
+            "Watch canary · 42s left · aborts > 1.0 % err",
+            // The slot columns: configured weight and the share served; the step timeline and
+            // the analysis as it comes.
+            "weight 75 % · served 75 %",
+            "weight 25 % · served 25 %",
+            "✔ 5 %  ▶ 25 %  · 50 %  · 100 %",
+            "analysis: green up 5ms",
+            "0 err / 300 req (0.0 %; blue 0.0 %)",
+            "0 of 2 failed checks",
+        ],
+    );
+    common::assert_lacks(&text, "errors since switch");
     insta::assert_snapshot!("canary_step_120x40", text.replace(&id, "<id>"));
-    let (text, _) = screen(&mut app, 80, 24);
-    for needle in ["canary 25 %", "30 req/s", "10 req/s"] {
-        assert!(text.contains(needle), "80x24: missing {needle}:\n{text}");
-    }
+    let text = shows(&mut app, (80, 24), &["canary 25 %", "30 req/s", "10 req/s"]);
     insta::assert_snapshot!("canary_step_80x24", text.replace(&id, "<id>"));
 }
 
 #[test]
 fn a_fleet_where_one_router_counts_nothing_sums_the_others_and_says_so() {
     let mut app = app_with(EnvMemory::default());
-    app.envs[0].routers.push(RouterView {
-        name: "edge-2".into(),
-        kind: "nginx".into(),
-        state: None,
-        error: None,
-        at: None,
-    });
+    add_router(&mut app, "edge-2", "nginx");
     let mut nginx = router_state("blue", "green");
     for r in nginx.slots.values_mut() {
         r.requests = None;
@@ -1807,25 +1815,26 @@ fn a_fleet_where_one_router_counts_nothing_sums_the_others_and_says_so() {
     for i in 1..=10 {
         blue += 40;
         reading(&mut app, 75 + i, "blue", [(blue, 0), (87, 0), (0, 0)]);
-        app.update(Event::Seen(Seen::Router {
-            env: 0,
-            router: 1,
-            result: Ok(nginx.clone()),
-            at: t0() + Duration::from_secs(75 + i),
-        }));
+        seen_router(
+            &mut app,
+            1,
+            Ok(nginx.clone()),
+            t0() + Duration::from_secs(75 + i),
+        );
     }
     assert_eq!(
         app.envs[0].slots[0].traffic.current().map(|c| c.rps),
         Some(40.0)
     );
-    let (text, _) = screen(&mut app, 120, 40);
-    for needle in [
-        "ⓘ no per-slot counters from `edge-2` (nginx): requests/s are the other router's, without its share",
-        "1 of 2 routers (the others not read or without counters)",
-        "40 req/s",
-    ] {
-        assert!(text.contains(needle), "missing {needle}:\n{text}");
-    }
+    shows(
+        &mut app,
+        (120, 40),
+        &[
+            "ⓘ no per-slot counters from `edge-2` (nginx): requests/s are the other router's, without its share",
+            "1 of 2 routers (the others not read or without counters)",
+            "40 req/s",
+        ],
+    );
 }
 
 #[test]
@@ -1850,20 +1859,15 @@ fn at_80x24_a_columns_latency_goes_before_its_build_time() {
                 answers: 120,
             });
         }
-        app.update(Event::Seen(Seen::Router {
-            env: 0,
-            router: 0,
-            result: Ok(s),
-            at,
-        }));
+        seen_router(&mut app, 0, Ok(s), at);
     }
-    let (text, _) = screen(&mut app, 120, 40);
-    common::assert_contains(&text, "built 2026-11-20T09:30:00Z");
-    common::assert_contains(&text, "p50 2.0ms p99 9.2ms");
-    let (text, _) = screen(&mut app, 80, 24);
-    common::assert_contains(&text, "40 req/s");
-    common::assert_contains(&text, "p50 2.0ms p99 9.2ms");
-    assert!(!text.contains("built"), "{text}");
+    shows(
+        &mut app,
+        (120, 40),
+        &["built 2026-11-20T09:30:00Z", "p50 2.0ms p99 9.2ms"],
+    );
+    let text = shows(&mut app, (80, 24), &["40 req/s", "p50 2.0ms p99 9.2ms"]);
+    common::assert_lacks(&text, "built");
 }
 
 /// The header says whether the shared store answers: `etcd ✔` while it does, `etcd ✘

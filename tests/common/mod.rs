@@ -11,6 +11,37 @@ use std::time::{Duration, Instant};
 
 pub use cutover::slotserver::SlotServer;
 
+/// The name of the function this stands in (a test's name, as `require_binary` prints it).
+#[allow(unused_macros)]
+macro_rules! test_name {
+    () => {{
+        fn here() {}
+        let path = std::any::type_name_of_val(&here);
+        path.rsplit("::")
+            .find(|p| *p != "here" && !p.starts_with('{'))
+            .unwrap_or(path)
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use test_name;
+
+/// `let rig = common::or_skip!(Rig::start(Kind::Embedded).await);`: what
+/// `Rig::start(test name, Kind::Embedded).await` found, or the test ends here, skipped (a
+/// binary it needs is missing, which `require_binary` said loudly; with
+/// `CUTOVER_REQUIRE_PROXIES=1` it failed instead). Also without `.await`:
+/// `common::or_skip!(require_binary("apache2"))`.
+#[allow(unused_macros)]
+macro_rules! or_skip {
+    ($($f:ident)::+ ($($arg:expr),* $(,)?) $(.$wait:tt)?) => {
+        match $($f)::+(crate::common::test_name!(), $($arg),*) $(.$wait)? {
+            Some(found) => found,
+            None => return,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use or_skip;
+
 /// A port that was free a moment ago on 127.0.0.1, and that this test process has not handed
 /// out before: the kernel can give the same ephemeral port to two binds in a row once the first
 /// listener is closed, and two listeners of one config on one port are refused.
@@ -25,6 +56,43 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// `N` ports from [`free_port`].
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    std::array::from_fn(|_| free_port())
+}
+
+/// One turn of a lock-race child inside the lock: it claims the marker `inside` (a second
+/// holder at once fails the test), adds one to the count in `counter`, writes its state
+/// (`write_state`), and leaves.
+pub fn race_turn(inside: &Path, counter: &Path, write_state: impl FnOnce()) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(inside)
+        .expect("two holders of one lock at once");
+    let c: u64 = std::fs::read_to_string(counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    std::fs::write(counter, (c + 1).to_string()).expect("counter");
+    write_state();
+    std::fs::remove_file(inside).expect("marker");
+}
+
+/// This test binary again, running only the ignored test `test` (a child process of a race),
+/// with `env`, and `hold` set to 1 where given: piped stdin and stdout, the child's stderr on
+/// the test's.
+pub fn test_child(test: &str, env: &[(&str, String)], hold: Option<&str>) -> std::process::Child {
+    let mut c = Command::new(std::env::current_exe().expect("test binary"));
+    c.args(["--exact", test, "--ignored", "--nocapture", "-q"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(hold.map(|h| (h, "1")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    c.spawn().expect("spawn child")
 }
 
 pub fn loopback(port: u16) -> SocketAddr {
@@ -242,6 +310,13 @@ pub async fn wait_port(port: u16, within: Duration) {
     panic!("nothing listens on 127.0.0.1:{port} after {within:?}");
 }
 
+/// Wait until something accepts TCP connections on each of `ports`, each within `within`.
+pub async fn wait_ports(ports: &[u16], within: Duration) {
+    for port in ports {
+        wait_port(*port, within).await;
+    }
+}
+
 /// GET a URL (a 5 s limit): the response.
 async fn fetch(url: &str) -> reqwest::Response {
     let c = cutover::http_client()
@@ -327,6 +402,14 @@ pub async fn page(url: &str) -> Page {
     }
 }
 
+/// The maintenance page at `url`: a 503 that says so and asks to retry after 30 s.
+pub async fn maintenance_page(url: &str) -> Page {
+    let p = page(url).await;
+    assert_eq!((p.status, p.retry_after.as_deref()), (503, Some("30")));
+    assert!(p.body.contains("Down for maintenance"), "{p:?}");
+    p
+}
+
 /// Poll `f` until it returns true or `within` passes.
 /// [`eventually`] for blocking checks (a test off the async runtime, a child process): `f`
 /// polled until it holds, at most `within`. The tests' one blocking polling loop.
@@ -399,10 +482,58 @@ pub fn assert_contains(text: &str, needle: &str) {
     assert!(text.contains(needle), "no `{needle}` in:\n{text}");
 }
 
+/// `text` does not contain `needle` (a failure shows the whole text).
+#[track_caller]
+pub fn assert_lacks(text: &str, needle: &str) {
+    assert!(!text.contains(needle), "`{needle}` in:\n{text}");
+}
+
+/// `text` contains every one of `needles` (a failure names the first missing one and shows the
+/// whole text).
+#[track_caller]
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert_contains(text, needle);
+    }
+}
+
+/// A run of the binary exited with `code` (`what` says which run) and printed every one of
+/// `needles`: what it printed.
+#[track_caller]
+pub fn assert_exit(o: &std::process::Output, code: i32, what: &str, needles: &[&str]) -> String {
+    let text = printed(o);
+    assert_eq!(o.status.code(), Some(code), "{what}: {text}");
+    for needle in needles {
+        assert!(text.contains(needle), "{what}: no `{needle}` in:\n{text}");
+    }
+    text
+}
+
+/// The router's reading names a problem (not a note) that contains `needle`.
+#[track_caller]
+pub fn assert_problem(state: &cutover::model::RouterState, needle: &str) {
+    assert!(
+        state.problems.iter().any(|n| n.contains(needle)),
+        "no problem saying `{needle}` (a problem, not a note): {:?}",
+        state.problems
+    );
+}
+
 /// The operation ended in `verdict` (a failure shows its message).
 #[track_caller]
 pub fn assert_verdict(out: &cutover::ops::Outcome, verdict: cutover::ops::Verdict) {
     assert_eq!(out.verdict, verdict, "{}", out.message);
+}
+
+/// The operation ended in `verdict` (a failure shows its message and what it said on the way,
+/// `seen`).
+#[track_caller]
+pub fn assert_verdict_seen(
+    out: &cutover::ops::Outcome,
+    verdict: cutover::ops::Verdict,
+    seen: &impl std::fmt::Debug,
+) {
+    assert_eq!(out.verdict, verdict, "{}\n{seen:#?}", out.message);
 }
 
 /// The operation that swaps the live slot to `slot`.
@@ -410,6 +541,62 @@ pub fn swap_to(slot: &str) -> cutover::ops::OpKind {
     cutover::ops::OpKind::Swap {
         to: Some(slot.into()),
     }
+}
+
+/// Start `kind` in the background; its progress comes on the returned channel.
+pub fn start_op(
+    e: &std::sync::Arc<cutover::ops::Engine>,
+    kind: cutover::ops::OpKind,
+) -> (
+    tokio::task::JoinHandle<cutover::ops::Outcome>,
+    tokio::sync::mpsc::UnboundedReceiver<cutover::ops::Progress>,
+    tokio::sync::watch::Sender<cutover::ops::Interrupt>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (cancel, cancelled) = tokio::sync::watch::channel(cutover::ops::Interrupt::None);
+    let e = e.clone();
+    let task = tokio::spawn(async move {
+        let req = cutover::ops::OpRequest {
+            watch: false,
+            ..cutover::ops::OpRequest::new(kind)
+        };
+        e.run(req, cutover::ops::GateSource::ProbeNow, tx, cancelled)
+            .await
+    });
+    (task, rx, cancel)
+}
+
+/// Wait (at most 30 s) for a finished step whose message contains `needle`.
+pub async fn step_done(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<cutover::ops::Progress>,
+    needle: &str,
+) {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(p) = rx.recv().await {
+            if let cutover::ops::Progress::Step {
+                ok: Some(true),
+                message,
+                ..
+            } = &p
+                && message.contains(needle)
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "no finished step saying `{needle}`");
+}
+
+/// The step `name` of an operation's audit record (a failure lists the steps it has).
+#[track_caller]
+pub fn step<'a>(out: &'a cutover::ops::Outcome, name: &str) -> &'a cutover::audit::StepRecord {
+    let steps = &out.record.steps;
+    steps
+        .iter()
+        .find(|s| s.step == name)
+        .unwrap_or_else(|| panic!("no step `{name}` in {steps:#?}"))
 }
 
 /// [`run_op`] without force or watch, which must end in `verdict`: (outcome, messages).
@@ -432,6 +619,20 @@ pub fn fails_with<T, E: std::fmt::Display>(r: Result<T, E>, what: &str, needle: 
         Err(e) => format!("{e:#}"),
     };
     assert!(e.contains(needle), "{what}: {e}");
+    e
+}
+
+/// [`fails_with`] for every one of `needles`: the message.
+#[track_caller]
+pub fn fails_with_all<T, E: std::fmt::Display>(
+    r: Result<T, E>,
+    what: &str,
+    needles: &[&str],
+) -> String {
+    let e = fails_with(r, what, needles.first().copied().unwrap_or_default());
+    for needle in needles {
+        assert!(e.contains(needle), "{what}: no `{needle}` in: {e}");
+    }
     e
 }
 
@@ -472,6 +673,17 @@ pub fn cutover_with_env(
         };
     }
     cmd.output().expect("run cutover")
+}
+
+/// Run `cmd` (`what` names it), which must succeed (a failure shows what it printed): its
+/// output.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
+    assert!(out.status.success(), "{what} failed:\n{}", printed(&out));
+    out
 }
 
 /// `promtool check metrics` on an exposition: its verdict and what it said.
@@ -521,18 +733,24 @@ pub async fn check_and_status_fail_after(
     let wrong = toml.replace(from, to);
     assert_ne!(wrong, toml, "no `{from}` in the config");
     let o = cutover_cli(dir.path(), &wrong, &["check"]).await;
-    let out = printed(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains(&format!("router {router}")))
-        .unwrap_or_else(|| panic!("no line about router {router}:\n{out}"))
-        .to_string();
-    assert!(line.starts_with("FAIL"), "{line}");
+    let line = failed_check(&o, &format!("router {router}"), "");
     let o = cutover_cli(dir.path(), &wrong, &["status"]).await;
     let status = printed(&o);
     assert_eq!(o.status.code(), Some(1), "{status}");
     (line, status)
+}
+
+/// `cutover check` exited 1 with a `FAIL` row about `what` that contains `why`: that row.
+#[track_caller]
+pub fn failed_check(o: &std::process::Output, what: &str, why: &str) -> String {
+    let out = printed(o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no row about {what}:\n{out}"));
+    assert!(row.starts_with("FAIL") && row.contains(why), "{row}");
+    row.to_string()
 }
 
 /// What a finished process printed: its stdout, then its stderr.
@@ -611,6 +829,55 @@ pub fn server_slot_tables<'a>(
             )
         })
         .collect()
+}
+
+/// The config of one environment `shop` (no watch, then `env_extra`) with the slot servers
+/// (versions at `/version`) behind an embedded router listening on `live`, its admin API on
+/// `admin`, blue live and green the preview (then `router_extra`): polled every `poll`,
+/// gate_checks = 2, the state and the proxy's state file in `dir`.
+pub fn embedded_shop_config(
+    dir: &Path,
+    slots: &[SlotServer],
+    poll: &str,
+    (live, admin): (u16, u16),
+    env_extra: &str,
+    router_extra: &str,
+) -> String {
+    let mut text = format!(
+        "[settings]\npoll_interval = \"{poll}\"\ntimeout = \"500ms\"\ngate_checks = 2\n\
+         state_dir = \"{}\"\n\n[[environment]]\nname = \"shop\"\nwatch = \"0s\"\n{env_extra}\n",
+        dir.join("state").display()
+    );
+    text += &versioned_slot_tables(slots);
+    text += &format!(
+        "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{admin}\"\n\
+         live_listen = \"127.0.0.1:{live}\"\ninitial_live = \"blue\"\n\
+         initial_preview = \"green\"\nstate_file = \"{}\"\n{router_extra}",
+        dir.join("proxy.json").display()
+    );
+    text
+}
+
+/// A temp dir holding one file, `name`, with `text` in it: the dir and the file's path.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write");
+    (dir, path)
+}
+
+/// The `[[environment.router]]` table of an nginx router switching by `method`, for the
+/// nginx binary `bin` run with the prefix `t` (its config, pid file and error log there);
+/// reloads bounded at 3 s.
+pub fn nginx_router_table(bin: &Path, t: &Path, method: &str) -> String {
+    let td = t.display();
+    let args = format!("\"-p\", \"{td}\", \"-c\", \"{td}/nginx.conf\", \"-e\", \"{td}/error.log\"");
+    format!(
+        "[[environment.router]]\nkind = \"nginx\"\nmethod = \"{method}\"\ndir = \"{td}/cutover\"\n\
+         nginx = \"{}\"\nnginx_args = [{args}]\npid_file = \"{td}/nginx.pid\"\n\
+         error_log = \"{td}/error.log\"\nreload_timeout = \"3s\"\n",
+        bin.display()
+    )
 }
 
 /// Write `text` to `dir/cutover.toml`, load it (a config cutover refuses fails the test), and
@@ -730,6 +997,55 @@ pub fn slot_changes(r: &cutover::load::LoadReport) -> usize {
 /// A load run's report has no failed request; the failures and the first errors otherwise.
 pub fn assert_none_failed(r: &cutover::load::LoadReport) {
     assert_eq!(r.failed(), 0, "{:?} {:?}", r.failures, r.first_errors);
+}
+
+/// Every one of `slots` answered some of a load's requests (`by_slot`: answers by slot).
+#[track_caller]
+pub fn assert_served_by(by_slot: &std::collections::BTreeMap<String, u64>, slots: &[&str]) {
+    for slot in slots {
+        assert!(
+            by_slot.get(*slot).is_some_and(|n| *n > 0),
+            "`{slot}` served none of the load: {by_slot:?}"
+        );
+    }
+}
+
+/// A window of load on `url`, bounded in count and time, two at a time (not a benchmark): at
+/// most 200,000 requests or 10 s.
+pub async fn load_window(url: String) -> cutover::load::LoadReport {
+    cutover::load::run(cutover::load::LoadOptions {
+        url,
+        concurrency: 2,
+        max_requests: 200_000,
+        max_duration: Duration::from_secs(10),
+        keep_alive: true,
+        timeout: Duration::from_secs(5),
+    })
+    .await
+}
+
+/// The proxy (`proxy`) counted `counted` requests on `slot` over a load window whose own count
+/// of `slot`'s answers is in `report` (over 100, none failed): the two within 5 %.
+#[track_caller]
+pub fn assert_counted_as_the_load(
+    proxy: &str,
+    slot: &str,
+    counted: u64,
+    report: &cutover::load::LoadReport,
+) {
+    let answered = report.by_slot.get(slot).copied().unwrap_or(0);
+    assert!(answered > 100, "the load got too few answers: {report:?}");
+    assert_eq!(report.failed(), 0, "{report:?}");
+    let off = (counted as f64 - answered as f64).abs() / answered as f64;
+    eprintln!(
+        "{proxy} counted {counted}, the load {answered}: {:.2} % apart",
+        off * 100.0
+    );
+    assert!(
+        off <= 0.05,
+        "{proxy} counted {counted} requests on `{slot}`, the load {answered} ({:.1} % apart)",
+        off * 100.0
+    );
 }
 
 /// `pairs` swap+rollback pairs (green, then blue; 100 ms apart) under 16 keep-alive
@@ -879,7 +1195,7 @@ pub async fn bench_load(path: &str, url: &str) {
 
 /// The embedded proxy in front of `live` (and `preview`), for comparing it with another proxy
 /// on the same slots: the running proxy and its live URL.
-pub async fn bench_embedded(
+async fn bench_embedded(
     live: &SlotServer,
     preview: &SlotServer,
     dir: &Path,
@@ -906,6 +1222,21 @@ pub async fn bench_embedded(
         .expect("embedded proxy");
     wait_port(port, Duration::from_secs(5)).await;
     (proxy, format!("http://127.0.0.1:{port}/"))
+}
+
+/// The same load straight to `live`, through an embedded proxy in front of `live` and
+/// `preview`, and through the proxy under test (`label`, at `url`).
+pub async fn bench_three_ways(
+    live: &SlotServer,
+    preview: &SlotServer,
+    dir: &Path,
+    label: &str,
+    url: &str,
+) {
+    let (_embedded, embedded_url) = bench_embedded(live, preview, dir).await;
+    bench_load("direct to the slot", &format!("{}/", live.url())).await;
+    bench_load("through the embedded proxy", &embedded_url).await;
+    bench_load(label, url).await;
 }
 
 /// Send `n` requests to `url` through `canary_share_under_load`, and check that none failed
@@ -1000,8 +1331,8 @@ pub fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::Pa
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
     );
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+    let mut req = Command::new("openssl");
+    req.args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
         .arg("-subj")
         .arg(format!("/CN={name}"))
@@ -1012,14 +1343,8 @@ pub fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::Pa
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (Debian package openssl) runs");
-    assert!(
-        out.status.success(),
-        "openssl req failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&cert);
+    run_ok(&mut req, "openssl req (Debian package openssl)");
     let pem = std::fs::read(&cert).expect("read the certificate");
     (cert, key, pem)
 }

@@ -519,7 +519,7 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
     let synced = dir.join("synced");
     std::fs::create_dir_all(&synced).expect("mkdir");
     let d = dir.display();
-    let (public, preview, admin) = (free_port(), free_port(), free_port());
+    let [public, preview, admin] = crate::common::free_ports();
     let (blue, green) = (s.blue().addr, s.green().addr);
     let head = format!(
         "global\n    stats socket ipv4@127.0.0.1:{admin} level admin\n    \
@@ -645,12 +645,9 @@ async fn nginx(bin: &Path, t: &Path, s: &Servers, method: &str) -> Part {
     std::fs::create_dir_all(t.join("tmp")).expect("mkdir");
     let (public, preview) = (free_port(), free_port());
     let td = t.display();
-    let args = format!("\"-p\", \"{td}\", \"-c\", \"{td}/nginx.conf\", \"-e\", \"{td}/error.log\"");
     let router = format!(
-        "[[environment.router]]\nkind = \"nginx\"\nmethod = \"{method}\"\ndir = \"{td}/cutover\"\n\
-         nginx = \"{}\"\nnginx_args = [{args}]\npid_file = \"{td}/nginx.pid\"\n\
-         error_log = \"{td}/error.log\"\ntimeout = \"3s\"\nreload_timeout = \"3s\"\n",
-        bin.display()
+        "{}timeout = \"3s\"\n",
+        crate::common::nginx_router_table(bin, t, method)
     );
     let driver = installed!(s, &router, Nginx, Driver);
     let extra = t.join("operator-extra.conf");
@@ -685,8 +682,7 @@ async fn nginx(bin: &Path, t: &Path, s: &Servers, method: &str) -> Part {
     };
     run(&argv(&[]));
     let guard = PidFileGuard(t.join("nginx.pid"));
-    wait_port(public, Duration::from_secs(10)).await;
-    wait_port(preview, Duration::from_secs(10)).await;
+    crate::common::wait_ports(&[public, preview], Duration::from_secs(10)).await;
     Part {
         router,
         proxy: Proxy::Nginx {
@@ -727,7 +723,7 @@ async fn caddy_admin(admin: u16, method: &str, path: &str, body: Value) {
 /// `mode = "file"` (Caddy's routes test for flag files that cutover renames).
 async fn caddy(bin: &Path, t: &Path, s: &Servers, file_mode: bool) -> Part {
     use cutover::router::caddy::{Driver, Pointer};
-    let (public, preview, admin) = (free_port(), free_port(), free_port());
+    let [public, preview, admin] = crate::common::free_ports();
     let flags = t.join("flags");
     let router = if file_mode {
         format!(
@@ -870,7 +866,7 @@ exit 2
 /// The embedded proxy run by `cutover proxy`; driven by the embedded driver, or (`exec`) by
 /// an exec router whose commands call the proxy's admin API with curl.
 async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
-    let (public, preview, admin) = (free_port(), free_port(), free_port());
+    let [public, preview, admin] = crate::common::free_ports();
     let state_dir = t.join("proxy-state");
     std::fs::create_dir_all(&state_dir).expect("mkdir");
     let embedded = format!(
