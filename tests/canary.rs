@@ -197,9 +197,7 @@ async fn a_prometheus_query_judges_each_check_and_aborts_the_canary() {
     let Some(bin) = common::require_binary(test, "prometheus") else {
         return;
     };
-    let Some(rig) = Rig::start(test, Kind::Embedded).await else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::start(Kind::Embedded).await);
     let admin = rig
         .toml
         .split("admin = \"")
@@ -266,14 +264,7 @@ async fn a_prometheus_query_judges_each_check_and_aborts_the_canary() {
 /// given, not the environment's `canary_pause` (10 minutes here), and says so in its plan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cli_interval_overrides_the_configured_hold() {
-    let Some(rig) = Rig::start(
-        "the_cli_interval_overrides_the_configured_hold",
-        Kind::Embedded,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::start(Kind::Embedded).await);
     let toml = rig.toml.replacen(
         "watch = \"0s\"\n",
         "watch = \"0s\"\ncanary_pause = \"600s\"\n",
@@ -356,14 +347,7 @@ async fn pause_steps_pause_resume_and_promote_steer_the_canary() {
 /// later lines say the failure they still count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tolerated_failed_check_is_said_and_audited() {
-    let Some(rig) = Rig::start(
-        "a_tolerated_failed_check_is_said_and_audited",
-        Kind::Embedded,
-    )
-    .await
-    else {
-        return;
-    };
+    let rig = common::or_skip!(Rig::start(Kind::Embedded).await);
     let e = engine(
         &rig,
         "canary_pause = \"600s\"\ncanary_failure_limit = 1000\n",

@@ -1600,15 +1600,10 @@ fn the_canary_command_asks_with_the_plan_typed() {
     use cutover::model::CanaryStep::{Pause, Weight};
     let mut app = app_with(EnvMemory::default());
     command(&mut app, "canary green 10,pause,100 30s");
-    shows(
+    let req = run_from_dialog(
         &mut app,
-        (120, 40),
-        &["Canary to `green`: 10 % → pause → 100 %, 30.0s per step"],
+        "Canary to `green`: 10 % → pause → 100 %, 30.0s per step",
     );
-    let fx = press(&mut app, KeyCode::Char('y'));
-    let [cutover::app::Effect::RunOp { req, .. }] = fx.as_slice() else {
-        panic!("no canary started: {fx:?}");
-    };
     assert_eq!(
         req.kind,
         cutover::ops::OpKind::Canary {
@@ -1617,13 +1612,21 @@ fn the_canary_command_asks_with_the_plan_typed() {
             interval: Some(std::time::Duration::from_secs(30)),
         }
     );
-    let mut app = app_with(EnvMemory::default());
     command(&mut app, "canary green 10,50");
     shows(
         &mut app,
         (120, 40),
         &[":canary green: the last step must be 100%"],
     );
+}
+
+/// The dialog saying `title` is open; `y` starts its operation: the request.
+fn run_from_dialog(app: &mut App, title: &str) -> cutover::ops::OpRequest {
+    shows(app, (120, 40), &[title]);
+    match press(app, KeyCode::Char('y')).as_slice() {
+        [cutover::app::Effect::RunOp { req, .. }] => req.clone(),
+        other => panic!("no operation started: {other:?}"),
+    }
 }
 
 /// Type `:LINE` and Enter.
@@ -1639,26 +1642,16 @@ fn c_asks_for_a_canary_on_the_selected_slot_and_the_rollback_key_aborts_it() {
     let mut app = app_with(EnvMemory::default());
     key(&mut app, 'l'); // green
     key(&mut app, 'c');
-    shows(
-        &mut app,
-        (120, 40),
-        &["Canary to `green`: 5 % → 25 % → 50 % → 100 %"],
-    );
-    let fx = press(&mut app, KeyCode::Char('y'));
-    let id = match fx.as_slice() {
-        [cutover::app::Effect::RunOp { req, .. }] => {
-            assert_eq!(
-                req.kind,
-                cutover::ops::OpKind::Canary {
-                    to: "green".into(),
-                    steps: vec![],
-                    interval: None,
-                }
-            );
-            req.id.clone()
+    let req = run_from_dialog(&mut app, "Canary to `green`: 5 % → 25 % → 50 % → 100 %");
+    assert_eq!(
+        req.kind,
+        cutover::ops::OpKind::Canary {
+            to: "green".into(),
+            steps: vec![],
+            interval: None,
         }
-        other => panic!("no canary started: {other:?}"),
-    };
+    );
+    let id = req.id;
     step(&mut app, &id, Step::Plan, Some(true), "canary blue → green");
     step(
         &mut app,
