@@ -202,3 +202,35 @@ pub(crate) fn placeholders_in(arg: &str) -> Vec<&str> {
         })
         .collect()
 }
+
+/// Checks of one command made when the config is loaded (an exec router's and a hook's), over
+/// the placeholders `vars` it may use; the message names the problem.
+pub fn validate_command(argv: &[String], vars: &[&str]) -> Result<(), String> {
+    match argv.first() {
+        None => return Err("is empty: give the program and its arguments, or remove it".into()),
+        Some(p) if p.trim().is_empty() => {
+            return Err("the first element must name the program to run; it is empty".into());
+        }
+        _ => {}
+    }
+    for (i, arg) in argv.iter().enumerate() {
+        if arg.contains('\0') {
+            return Err(format!("argument {} contains a NUL byte", i + 1));
+        }
+        for name in placeholders_in(arg) {
+            if !vars.contains(&name) {
+                return Err(format!(
+                    "unknown placeholder `{{{name}}}` in argument {} (`{arg}`); this command \
+                     knows {}. Text that must reach the command as a literal `{{word}}` \
+                     belongs in a script file",
+                    i + 1,
+                    vars.iter()
+                        .map(|v| format!("{{{v}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -156,8 +156,7 @@ impl Config {
             }
             // The checks every command of the config gets (hooks too), over every exec
             // placeholder; then the ones this command has a value for.
-            crate::hooks::validate_command(argv, &PLACEHOLDERS)
-                .map_err(|m| format!("`{key}`: {m}"))?;
+            super::validate_command(argv, &PLACEHOLDERS).map_err(|m| format!("`{key}`: {m}"))?;
             for arg in argv {
                 for name in placeholders_in(arg) {
                     if !c.placeholders().contains(&name) {

@@ -41,6 +41,7 @@ mod observe;
 pub use observe::parse_observe;
 mod commands;
 pub use commands::display_argv;
+pub use commands::validate_command;
 use commands::*;
 pub(crate) use commands::{fill_with, placeholders_in};
 pub(crate) use run::GroupGuard;
