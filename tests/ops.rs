@@ -1472,15 +1472,15 @@ async fn promote_ends_a_canary_steps_hold_from_another_process() {
         rig._proxy.state().weights.map(|w| w.canary_percent),
         Some(20)
     );
-    // Pause and resume from another process: the canary says so.
+    // Pause and resume from another process: the canary says so, as decisions (`!`).
     for (flag, said) in [
         (
             "--pause",
-            "watch   ...  step 2/3 (20 %): paused by the operator",
+            "watch   !    step 2/3 (20 %): paused by the operator",
         ),
         (
             "--resume",
-            "watch   ...  step 2/3 (20 %): resumed by the operator",
+            "watch   !    step 2/3 (20 %): resumed by the operator",
         ),
     ] {
         let o = steer(&rig, flag).await;
