@@ -159,18 +159,28 @@ fn demo_in_tmux(test: &str, name: &str, w: u16, h: u16) -> Option<(Tmux, u16)> {
     Some((Tmux::start(name, w, h, &args), live))
 }
 
+/// Three consecutive free ports for the demo's slots, below the kernel's ephemeral range
+/// (32768 and up): a port `free_port()` hands a parallel test is never one of them, where
+/// `p + 1` and `p + 2` next to an ephemeral `p` could be handed out after the check. Each call
+/// in this process takes new ones; a port another process holds is skipped.
+fn slot_ports() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 400) as u16 * 30;
+    loop {
+        let p = 20_000 + start.wrapping_add(NEXT.fetch_add(3, Ordering::Relaxed)) % 12_000;
+        let held: Vec<_> = (0..3)
+            .filter_map(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).ok())
+            .collect();
+        if held.len() == 3 {
+            return p;
+        }
+    }
+}
+
 fn demo_args() -> (Vec<String>, u16) {
     let [live, preview, admin] = common::free_ports();
-    // Three consecutive free ports for the slots.
-    let slot = loop {
-        let p = common::free_port();
-        if p < 65000
-            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", p + 2)).is_ok()
-        {
-            break p;
-        }
-    };
+    let slot = slot_ports();
     let args = [
         "demo",
         "--live-port",
