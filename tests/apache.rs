@@ -202,12 +202,13 @@ fn blue_green_defines(
     ]
 }
 
-/// Bounded load on `url` (16 connections; at most 60,000 requests or 40 s), started 200 ms
-/// before `changes`: its report, which must show the load outlasting the changes, no failed
-/// request and answers from both blue and green; and what `changes` returned.
-async fn under_bounded_load<T>(
+/// Bounded load on `url` (16 connections; at most 60,000 requests or 40 s), answered by blue
+/// before `changes` begin (they get what the clients see, to wait on each change): its report,
+/// which must show the load outlasting the changes, no failed request and answers from both
+/// blue and green; and what `changes` returned.
+async fn under_bounded_load<T, F: std::future::Future<Output = T>>(
     url: String,
-    changes: impl std::future::Future<Output = T>,
+    changes: impl FnOnce(common::LoadSeen) -> F,
 ) -> (LoadReport, T) {
     let run = load::start(LoadOptions {
         url,
@@ -217,8 +218,9 @@ async fn under_bounded_load<T>(
         keep_alive: true,
         timeout: Duration::from_secs(5),
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let out = changes.await;
+    let mut seen = common::LoadSeen::of(&run);
+    seen.answered_by("blue").await;
+    let out = changes(seen).await;
     let r = run.finish().await;
     assert!(
         r.sent < 60_000,
@@ -421,7 +423,7 @@ async fn swap_and_rollback_under_load_fail_no_request() {
     assert_eq!(st.preview.as_deref(), Some("green"), "{st:?}");
     assert_eq!(answers(&a.url(), 4).await, only("blue", 4));
 
-    let (r, mut took) = under_bounded_load(a.url(), async {
+    let (r, mut took) = under_bounded_load(a.url(), |mut seen| async move {
         let mut took = Vec::new();
         for _ in 0..10 {
             for to in ["green", "blue"] {
@@ -432,7 +434,7 @@ async fn swap_and_rollback_under_load_fail_no_request() {
                 took.push(t.elapsed());
                 let st = d.observe().await.expect("observe");
                 assert_eq!(st.live.as_deref(), Some(to), "{st:?}");
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                seen.answered_by(to).await;
             }
         }
         took
@@ -859,20 +861,20 @@ async fn maintenance_redirect_on_and_off_under_load_fails_no_request() {
     );
 
     // Under bounded concurrent load, toggled on and off.
-    let (r, ()) = under_bounded_load(a.url(), async {
+    let (r, ()) = under_bounded_load(a.url(), |mut seen| async move {
         for _ in 0..8 {
             d.maintenance(true, &redirect)
                 .await
                 .expect("maintenance on");
             let st = d.observe().await.expect("observe");
             assert_eq!(st.maintenance, Some(redirect.clone()), "{st:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            seen.answered_by("green").await;
             d.maintenance(false, &redirect)
                 .await
                 .expect("maintenance off");
             let st = d.observe().await.expect("observe");
             assert_eq!(st.maintenance, None, "{st:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            seen.answered_by("blue").await;
         }
     })
     .await;

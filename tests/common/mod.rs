@@ -1426,3 +1426,36 @@ pub fn spawn_prometheus(
     );
     (guard, format!("http://127.0.0.1:{port}"))
 }
+
+/// What a running load's clients see, for a test that waits on it instead of sleeping: each
+/// wait ends when a slot answers a request that started after the wait began, or fails after
+/// a generous deadline saying what the clients saw.
+pub struct LoadSeen {
+    started: std::time::Instant,
+    progress: tokio::sync::watch::Receiver<cutover::load::Progress>,
+}
+
+impl LoadSeen {
+    pub fn of(run: &cutover::load::LoadRun) -> LoadSeen {
+        LoadSeen {
+            started: run.started,
+            progress: run.live.progress(),
+        }
+    }
+
+    /// Wait until `slot` answers from now on (the change before it reached the clients).
+    pub async fn answered_by(&mut self, slot: &str) {
+        let since = self.started.elapsed().as_millis() as u64;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.progress
+                .wait_for(|p| p.ended.is_some() || p.answered_since(slot, since)),
+        )
+        .await;
+        let p = self.progress.borrow().clone();
+        assert!(
+            p.answered_since(slot, since),
+            "the load's clients never got an answer from `{slot}` after {since} ms: {p:?}"
+        );
+    }
+}
