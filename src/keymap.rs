@@ -93,7 +93,7 @@ impl Action {
                 "filter environments by name (Tab completes, Enter keeps it, Esc clears it)"
             }
             Action::Command => {
-                ":env NAME, :swap [SLOT], :rollback, :drain SLOT, :undrain SLOT, :maintenance on|off|pause|resume, :rolling SLOT, :theme NAME, :help, :quit (Tab completes)"
+                ":env NAME, :swap [SLOT], :rollback, :drain SLOT, :undrain SLOT, :maintenance on|off|pause|resume, :rolling SLOT, :canary SLOT [STEPS] [INTERVAL], :theme NAME, :help, :quit (Tab completes)"
             }
             Action::DemoBreak => "demo: break / heal the selected slot's health",
             Action::DemoSlow => "demo: make the selected slot slow / fast",
