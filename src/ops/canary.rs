@@ -393,10 +393,22 @@ impl Engine {
         let mut cancel = run.cancel.clone();
         let mut seen = ((0u64, 0u64), (0u64, 0u64));
         let mut was_paused = false;
-        // Prometheus is asked only where the environment has queries.
-        let prometheus = (!self.env.canary.queries.is_empty())
-            .then(|| crate::http_client().build().ok())
-            .flatten();
+        // Prometheus is asked only where the environment has queries; a configured check that
+        // cannot be asked fails the step rather than being skipped.
+        let prometheus = if self.env.canary.queries.is_empty() {
+            None
+        } else {
+            match crate::http_client().build() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let why = format!(
+                        "{label}: cannot make the HTTP client for the Prometheus checks: {e}"
+                    );
+                    run.done(Step::Watch, false, why.clone());
+                    return Err((why, Instant::now()));
+                }
+            }
+        };
         let mut last_queried = String::new();
         let mut last_failure: Option<(Instant, String)> = None;
         loop {
