@@ -19,19 +19,7 @@ use cutover::model::{AdminState, MaintenanceMode};
 use cutover::router::apache::{self, Fault, MemberFlag};
 use cutover::router::{Router, RouterConfig, Target};
 
-const DOCS: &str = include_str!("../docs/apache.md");
-
-/// The first ```lang block after `<!-- MARKER -->` in docs/apache.md.
-fn doc_block(marker: &str, lang: &str) -> String {
-    let start = DOCS
-        .find(&format!("<!-- {marker} -->"))
-        .unwrap_or_else(|| panic!("docs/apache.md has no <!-- {marker} -->"));
-    fenced_blocks(&DOCS[start..])
-        .into_iter()
-        .find(|(info, _)| info == lang)
-        .map(|(_, body)| body)
-        .unwrap_or_else(|| panic!("no ```{lang} block after <!-- {marker} --> in docs/apache.md"))
-}
+use common::apache_doc_block as doc_block;
 
 /// A running apache2, in its own process group. Dropping it stops Apache by the PID of the
 /// process the test started: SIGTERM (the parent stops its children), then SIGKILL to that

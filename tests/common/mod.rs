@@ -156,17 +156,17 @@ pub const APACHE_MODULES: &[&str] = &[
     "authz_user",
 ];
 
-/// The first `apache` block after `<!-- MARKER -->` in docs/apache.md.
-pub fn apache_doc_block(marker: &str) -> String {
+/// The first fenced block of language `lang` after `<!-- MARKER -->` in docs/apache.md.
+pub fn apache_doc_block(marker: &str, lang: &str) -> String {
     const DOC: &str = include_str!("../../docs/apache.md");
     let start = DOC
         .find(&format!("<!-- {marker} -->"))
-        .unwrap_or_else(|| panic!("docs/apache.md marks {marker}"));
+        .unwrap_or_else(|| panic!("docs/apache.md has no <!-- {marker} -->"));
     fenced_blocks(&DOC[start..])
         .into_iter()
-        .find(|(info, _)| info == "apache")
-        .map(|(_, b)| b)
-        .expect("an apache block")
+        .find(|(info, _)| info == lang)
+        .map(|(_, body)| body)
+        .unwrap_or_else(|| panic!("no ```{lang} block after <!-- {marker} --> in docs/apache.md"))
 }
 
 /// Start apache2 in the foreground, in its own process group, on a config of the test's own:
@@ -199,7 +199,7 @@ pub fn spawn_apache(
     }
     // The worker sizing docs/apache.md tells users to paste (without it the event MPM resets
     // keep-alive connections under load).
-    conf += &apache_doc_block("cutover-apache-mpm");
+    conf += &apache_doc_block("cutover-apache-mpm", "apache");
     if persist {
         conf += "BalancerPersist On\n";
     }

@@ -922,7 +922,7 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
 /// apache2 with the blue/green server of docs/apache.md (balancers `live` and `preview`
 /// driven through the balancer-manager, maintenance by flag files), in its own process group.
 async fn apache(bin: &Path, t: &Path, s: &Servers) -> Part {
-    let body = crate::common::apache_doc_block("cutover-apache-config");
+    let body = crate::common::apache_doc_block("cutover-apache-config", "apache");
     let flags = t.join("flags");
     let (public, preview) = (free_port(), free_port());
     let (blue, green) = (s.blue().url(), s.green().url());
