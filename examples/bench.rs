@@ -24,34 +24,22 @@ fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// A port free now and not handed out before by this process (the kernel may offer a port
-/// it just got back again).
+/// A port free now, not handed out before by this process, and below the ephemeral range
+/// (32768 and up): the proxies started before a chosen port is bound connect out to thousands
+/// of slots (node checks, probes), and the kernel may give one of those connections a port
+/// picked from the ephemeral range before its listener binds it (seen at 10,000 slots).
 fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 100) as u16 * 100;
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(0);
-        if port == 0 || !given.contains(&port) {
-            given.push(port);
+        let port = 20_000 + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
 }
 
-/// A `[[environment.slot]]` table for a running slot server.
-fn slot_toml(s: &SlotServer) -> String {
-    format!(
-        "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n",
-        s.controls.name,
-        s.url()
-    )
-}
-
-/// An embedded `[[environment.router]]` on free loopback ports (every environment needs a
-/// router: cutover reads each switch back from one).
 fn embedded_router_toml() -> String {
     format!(
         "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{}\"\nlive_listen = \"127.0.0.1:{}\"\n",

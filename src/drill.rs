@@ -147,6 +147,21 @@ impl DrillReport {
         rows
     }
 
+    /// The first answer from the new slot counted from the first router command instead of
+    /// the operation's start: the proxy's part of a switch (ms, p50; the answers are timed to
+    /// the millisecond).
+    pub fn command_to_first_answer_p50(&self) -> Option<f64> {
+        let mut v: Vec<u64> = self
+            .switches
+            .iter()
+            .filter_map(|s| {
+                let sent = s.marks_us.iter().find(|(m, _)| m == "command sent")?.1;
+                Some((s.first_new_ms? * 1000).saturating_sub(sent))
+            })
+            .collect();
+        Self::percentile(&mut v, 0.5).map(|us| us as f64 / 1000.0)
+    }
+
     pub fn percentile(v: &mut [u64], p: f64) -> Option<u64> {
         if v.is_empty() {
             return None;
@@ -215,6 +230,11 @@ impl DrillReport {
             .collect();
         if !steps.is_empty() {
             println!("  p50 from the command: {}", steps.join(" · "));
+        }
+        if let Some(ms) = self.command_to_first_answer_p50() {
+            println!(
+                "  p50 from the first router command to the first answer from the new slot: {ms:.1}ms"
+            );
         }
         for u in &self.unobserved {
             println!("  unseen     {u}");

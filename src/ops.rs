@@ -412,13 +412,17 @@ impl Engine {
 
     /// Observe every router; all must answer.
     pub async fn observe_all(&self) -> Result<Vec<RouterState>> {
-        let mut out = Vec::new();
-        for r in &self.routers {
-            let s = crate::router::observe_within(r.as_ref(), r.observe_timeout())
-                .await
-                .map_err(|e| eyre!("router `{}`: {e}", r.name()))?;
-            out.push(s);
-        }
+        // All at once: a fleet's plan takes as long as its slowest router, not their sum.
+        let reads = self
+            .routers
+            .iter()
+            .map(|r| crate::router::observe_within(r.as_ref(), r.observe_timeout()));
+        let out = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .zip(&self.routers)
+            .map(|(s, r)| s.map_err(|e| eyre!("router `{}`: {e}", r.name())))
+            .collect::<Result<Vec<_>>>()?;
         if out.is_empty() {
             return Err(eyre!(
                 "environment `{}` has no [[environment.router]]; nothing to command",

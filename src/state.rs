@@ -203,11 +203,12 @@ impl Store {
             match file.try_lock() {
                 Ok(()) => {
                     let json = serde_json::to_vec(me).unwrap_or_default();
+                    // No fsync: the record names the holder to other processes, and
+                    // the flock it describes does not outlive a reboot either.
                     let written = file
                         .set_len(0)
                         .and_then(|_| file.seek(SeekFrom::Start(0)))
-                        .and_then(|_| file.write_all(&json))
-                        .and_then(|_| file.sync_data());
+                        .and_then(|_| file.write_all(&json));
                     if let Err(e) = written {
                         return Err(LockError::Io(format!(
                             "cannot write the holder into {}: {e}",
@@ -335,16 +336,22 @@ impl Store {
         }
     }
 
-    /// Write (or rewrite) the journal of a running operation, durably.
+    /// Write (or rewrite) the journal of a running operation. A local journal is in place for
+    /// every process when this returns (what `recover` after a kill -9 needs) and reaches the
+    /// disk on a thread of its own: the fsyncs (a few ms) run alongside the router command
+    /// instead of before it. Only a power loss in those milliseconds can lose it, and then
+    /// the routers read back at the next start still say where each one is.
     pub fn write_journal(&self, guard: &LockGuard, j: &Journal) -> Result<()> {
         if let Some((e, held)) = &guard.shared {
             let op = e.put_op(&guard.env, "journal", j);
             return e.fenced(held, vec![op]);
         }
-        write_atomic(
-            &self.file(&guard.env, ".journal.json"),
-            &serde_json::to_vec_pretty(j)?,
-        )
+        self.ensure_dir()?;
+        let path = self.file(&guard.env, ".journal.json");
+        let new_mode = (!path.exists()).then_some(0o600);
+        crate::router::write_visible(&path, &serde_json::to_vec_pretty(j)?, new_mode)?;
+        std::thread::spawn(move || crate::router::sync_file_and_dir(&path));
+        Ok(())
     }
 
     /// The routers are consistent again: close the journal.

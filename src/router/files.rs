@@ -46,6 +46,29 @@ pub(crate) fn temp_sibling(p: &Path) -> PathBuf {
 /// file gets 0644 and cutover's own user): a map file owned by `haproxy` stays owned by
 /// `haproxy`.
 pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    replace(p, bytes, mode, true)
+}
+
+/// [`write_atomic`] without the fsyncs: every process sees the old or the new content at
+/// once (the page cache is shared), which is what a crash of the writing process needs; the
+/// caller makes it durable on disk later with [`sync_file_and_dir`].
+pub(crate) fn write_visible(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    replace(p, bytes, mode, false)
+}
+
+/// fsync a file and the directory that holds its name (best effort: it may be gone).
+pub(crate) fn sync_file_and_dir(p: &Path) {
+    if let Ok(f) = std::fs::File::open(p) {
+        let _ = f.sync_all();
+    }
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+fn replace(p: &Path, bytes: &[u8], mode: Option<u32>, durable: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
     let tmp = temp_sibling(p);
@@ -61,10 +84,13 @@ pub(crate) fn write_atomic(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result<
         f.set_permissions(std::fs::Permissions::from_mode(
             mode.unwrap_or(0o644) & 0o7777,
         ))?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, p)?;
         // The rename itself survives a crash once the directory is synced (best effort).
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
+        if durable
+            && let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
             && let Ok(d) = std::fs::File::open(dir)
         {
             let _ = d.sync_all();

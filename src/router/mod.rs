@@ -42,7 +42,10 @@ mod driven;
 pub use driven::{DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Table};
 pub(crate) use driven::{pointer_verbs, router_table, server_verbs};
 mod files;
-pub(crate) use files::{default_retry_after, maintenance_html, temp_sibling, write_atomic};
+pub(crate) use files::{
+    default_retry_after, maintenance_html, sync_file_and_dir, temp_sibling, write_atomic,
+    write_visible,
+};
 
 /// `N` seconds: a router table's default duration, given where the field is declared
 /// (`#[serde(default = "crate::router::secs::<10>", with = "serde_duration")]`).

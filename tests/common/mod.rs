@@ -1130,7 +1130,7 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
             .unwrap_or_else(|| "-".into())
     };
     println!(
-        "BENCH drill | {kind} | {} | {} | {} | {} | {:.0} | {} / {} ms | {} / {} ms | {} |",
+        "BENCH drill | {kind} | {} | {} | {} | {} | {:.0} | {} / {} ms | {} ms | {} / {} ms | {} |",
         r.concurrency,
         r.sent,
         r.failed,
@@ -1138,6 +1138,8 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
         r.rps,
         pct(&mut first, 0.5),
         pct(&mut first, 0.99),
+        r.command_to_first_answer_p50()
+            .map_or_else(|| "-".into(), |ms| format!("{ms:.1}")),
         pct(&mut last, 0.5),
         pct(&mut last, 0.99),
         if r.passed() {
