@@ -45,9 +45,6 @@ impl Nginx {
     fn served_var(&self) -> String {
         format!("{}_slot", self.var_base)
     }
-    fn set_cookie_var(&self) -> String {
-        format!("{}_set_cookie", self.var_base)
-    }
     fn bucket(&self, i: usize) -> PathBuf {
         self.dir().join(SPLIT).join(format!("b{i:02}"))
     }
@@ -107,12 +104,14 @@ impl Nginx {
         )
     }
 
+    /// The live route's sticky cookie. Its `add_header` is inside the `if`, so a location
+    /// that runs no canary keeps the server's `add_header`s (nginx drops them in a block
+    /// that has its own).
     pub(super) fn bucket_cookie(&self) -> String {
-        let set = self.set_cookie_var();
         format!(
             "# While a canary runs ({CANARY} exists), the answer pins its client to its slot.\n\
-             set ${set} \"\";\nif (-e {}) {{\n    set ${set} \"{}=${}; Path=/; HttpOnly; \
-             SameSite=Lax\";\n}}\nadd_header Set-Cookie ${set} always;\n",
+             if (-e {}) {{\n    add_header Set-Cookie \"{}=${}; Path=/; HttpOnly; \
+             SameSite=Lax\" always;\n}}\n",
             self.canary_marker().display(),
             self.cookie(),
             self.served_var(),
