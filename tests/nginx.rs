@@ -728,3 +728,111 @@ async fn bench_throughput_direct_embedded_nginx() {
     )
     .await;
 }
+
+/// The worker processes of the nginx whose master is in `pid_file`: a reload replaces them.
+fn workers(pid_file: &Path) -> std::collections::BTreeSet<u32> {
+    let master = std::fs::read_to_string(pid_file).expect("nginx.pid");
+    let master = master.trim();
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let after_name = stat.rsplit(')').next().unwrap_or_default();
+        if after_name.split_whitespace().nth(1) == Some(master) {
+            out.insert(e.file_name().to_string_lossy().parse().expect("pid"));
+        }
+    }
+    out
+}
+
+/// One answer of the public URL: (slot, Set-Cookie, the operator's header).
+async fn answer(url: &str) -> (String, Option<String>, Option<String>) {
+    let r = cutover::http_client()
+        .build()
+        .expect("client")
+        .get(url)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 200, "{url}");
+    let h = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    (
+        h("x-slot").unwrap_or_default(),
+        h("set-cookie"),
+        h("x-operator"),
+    )
+}
+
+/// The realpath method's canary steps rename bucket links: nginx's workers stay the same from
+/// the first step to the abort (no reload), each step is read back with no drift note, new
+/// clients get the sticky cookie only while the canary runs, and the operator's own
+/// `add_header` (http level) is on every answer while no canary runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realpath_canary_steps_move_links_and_never_reload() {
+    let r = common::or_skip!(blue_green(Method::Realpath).await);
+    let pid_file = r.tmp.path().join("nginx.pid");
+    std::fs::write(&r.extra, "add_header X-Operator kept always;\n").expect("write extra");
+    // nginx's master accepts connections before it forks its first worker.
+    let forked = common::wait_until(Duration::from_secs(30), || !workers(&pid_file).is_empty());
+    assert!(forked, "nginx forked no worker");
+    let before = workers(&pid_file);
+    let bin = common::require_binary("realpath_canary_steps_move_links_and_never_reload", "nginx")
+        .expect("nginx");
+    let t = r.tmp.path();
+    let reload = std::process::Command::new(bin)
+        .args(["-p", &t.display().to_string()])
+        .args(["-c", &t.join("nginx.conf").display().to_string()])
+        .args(["-s", "reload"])
+        .status()
+        .expect("nginx -s reload");
+    assert!(reload.success());
+    let url = r.public_url();
+    // Loaded once the old workers are gone (until then they still accept connections).
+    let loaded = common::wait_until(Duration::from_secs(30), || {
+        let now = workers(&pid_file);
+        !now.is_empty() && now.is_disjoint(&before)
+    });
+    assert!(loaded, "nginx did not load the operator's add_header");
+    assert_eq!(
+        answer(&url).await,
+        ("blue".into(), None, Some("kept".into()))
+    );
+    let loaded = workers(&pid_file);
+
+    for percent in [5u8, 50, 100] {
+        r.driver
+            .set_weights("blue", "green", percent)
+            .await
+            .unwrap_or_else(|e| panic!("{percent} %: {e:#}"));
+        let s = r.driver.observe().await.expect("observe");
+        let w = s.weights.expect("a split");
+        assert_eq!((w.live.as_str(), w.canary.as_str()), ("blue", "green"));
+        assert_eq!(w.canary_percent, percent);
+        assert!(s.notes.is_empty(), "{percent} %: {:?}", s.notes);
+    }
+    // At 100 % every new client reaches green and is pinned to it.
+    for _ in 0..10 {
+        let (slot, cookie, _) = answer(&url).await;
+        assert_eq!(slot, "green");
+        let cookie = cookie.expect("the sticky cookie during a canary");
+        assert!(cookie.starts_with("cutover_shop=green; "), "{cookie}");
+    }
+    r.driver
+        .set_weights("blue", "green", 0)
+        .await
+        .expect("abort");
+    let s = r.driver.observe().await.expect("observe");
+    assert_eq!((s.live.as_deref(), s.weights), (Some("blue"), None));
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+    for _ in 0..10 {
+        assert_eq!(
+            answer(&url).await,
+            ("blue".into(), None, Some("kept".into()))
+        );
+    }
+    assert_eq!(workers(&pid_file), loaded, "a canary step reloaded nginx");
+}

@@ -148,6 +148,8 @@ pub(super) enum Change {
     File(PathBuf, String),
     /// A symlink at the path with this (relative) target.
     Link(PathBuf, String),
+    /// Nothing at the path (a link removed).
+    Absent(PathBuf),
 }
 
 /// A path as it was before a change, to put it back exactly.
@@ -315,7 +317,7 @@ pub(super) fn newest_worker_start(master: u32) -> Option<SystemTime> {
 impl Change {
     pub(super) fn path(&self) -> &Path {
         match self {
-            Change::Dir(p) | Change::File(p, _) | Change::Link(p, _) => p,
+            Change::Dir(p) | Change::File(p, _) | Change::Link(p, _) | Change::Absent(p) => p,
         }
     }
     pub(super) fn in_place(&self) -> bool {
@@ -326,6 +328,7 @@ impl Change {
                     && std::fs::read(p).is_ok_and(|b| b == content.as_bytes())
             }
             Change::Link(p, target) => std::fs::read_link(p).is_ok_and(|t| t == Path::new(target)),
+            Change::Absent(p) => std::fs::symlink_metadata(p).is_err(),
         }
     }
     pub(super) fn perform(&self) -> Result<()> {
@@ -334,6 +337,9 @@ impl Change {
                 .wrap_err_with(|| format!("cannot create directory {}", p.display())),
             Change::File(p, content) => write_atomic(p, content.as_bytes(), None),
             Change::Link(p, target) => replace_link(p, Path::new(target)),
+            Change::Absent(p) => {
+                std::fs::remove_file(p).wrap_err_with(|| format!("cannot remove {}", p.display()))
+            }
         }
     }
 }

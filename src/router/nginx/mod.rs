@@ -6,8 +6,10 @@
 //! preview ("next") server. How "live" points at a slot is the `method`:
 //!
 //! - `realpath` (the default): `live` and `next` are symlinks to per-slot directories, and nginx
-//!   resolves them on every request (`root DIR/live;` + `map $realpath_root ...`). A switch is
+//!   resolves them on every request (`root DIR/...;` + `map $realpath_root ...`). A switch is
 //!   one atomic rename of a symlink and needs no reload, so keep-alive clients lose nothing.
+//!   The live route resolves one of 100 bucket links that follow `live`; a canary step
+//!   re-points buckets at the canary (buckets.rs), again without a reload.
 //! - `symlink` (seed 002 exactly): `live`/`next` link to per-slot directories each holding a
 //!   route include; a switch renames the link, runs `nginx -t` and reloads.
 //! - `include`: `live.conf`/`next.conf` are rewritten (temp file + rename), tested, reloaded.
@@ -34,6 +36,7 @@ use crate::router::{
     maintenance_html, pointer_verbs, temp_sibling, undo_outcome, write_atomic,
 };
 use crate::timefmt::serde_duration;
+mod buckets;
 mod config;
 pub use config::*;
 mod files;
@@ -160,10 +163,14 @@ impl Nginx {
     async fn point(&self, which: Pointer, slot: &str) -> Result<()> {
         let mut disk = self.read_disk();
         // A new live slot takes all the live traffic: the split ends with the switch.
+        let mut split = disk.split.clone();
         if which == Pointer::Live && disk.live.as_deref() != Some(slot) {
-            disk.split = None;
+            split = None;
         }
         self.check_routable(&disk, slot)?;
+        if self.cfg.method != Method::Realpath {
+            disk.split.clone_from(&split);
+        }
         let base = self.base_changes(&disk, &disk.down)?;
         let maintenance = disk.maintenance.clone();
         if let Some(MaintenanceMode::Redirect { to }) = &maintenance
@@ -176,16 +183,24 @@ impl Nginx {
             );
         }
         let pointer = self.pointer_changes(which, slot, maintenance.as_ref())?;
-        self.apply_route(base, pointer).await
+        self.apply_route(base, pointer, split.as_ref()).await
     }
 
     /// Apply the base layout and a pointer change. With realpath the map and includes must
-    /// be loaded before the link may point anywhere new; the other methods reload once.
-    async fn apply_route(&self, base: Vec<Change>, pointer: Vec<Change>) -> Result<()> {
+    /// be loaded before a link may point anywhere new; then the pointer and the bucket links
+    /// for `split` move without a reload (the live link first: on a swap the buckets that
+    /// follow it move with it). The other methods reload once.
+    async fn apply_route(
+        &self,
+        base: Vec<Change>,
+        pointer: Vec<Change>,
+        split: Option<&Weights>,
+    ) -> Result<()> {
         match self.cfg.method {
             Method::Realpath => {
                 self.apply(base, true).await?;
-                self.apply(pointer, false).await
+                let links = pointer.into_iter().chain(self.bucket_changes(split));
+                self.apply(links.collect(), false).await
             }
             Method::Symlink | Method::Include => {
                 self.apply(base.into_iter().chain(pointer).collect(), true)
@@ -219,7 +234,7 @@ impl Nginx {
         }
         let base = self.base_changes(&disk, &disk.down)?;
         let pointer = self.pointer_changes(Pointer::Live, &live, on.then_some(mode))?;
-        self.apply_route(base, pointer).await
+        self.apply_route(base, pointer, disk.split.as_ref()).await
     }
 
     async fn set_drained(&self, target: &Target, down: bool) -> Result<()> {

@@ -47,7 +47,9 @@ impl Nginx {
                         }
                     }
                 }
-                disk.split = self.parse_split(text);
+                if self.cfg.method == Method::Include {
+                    disk.split = self.parse_split(text);
+                }
                 if self
                     .render_upstreams(&disk.down, &disk.canon_dir, disk.split.as_ref())
                     .ok()
@@ -69,11 +71,16 @@ impl Nginx {
             )),
         }
         match self.cfg.method {
-            Method::Realpath => self.read_realpath(&mut disk),
+            Method::Realpath => {
+                self.read_realpath(&mut disk);
+                self.read_buckets(&mut disk);
+            }
             Method::Symlink => self.read_symlink(&mut disk),
-            Method::Include => self.read_include(&mut disk),
+            Method::Include => {
+                self.read_include(&mut disk);
+                self.check_split(&mut disk);
+            }
         }
-        self.check_split(&mut disk);
         disk
     }
 
@@ -82,7 +89,7 @@ impl Nginx {
             let conf = self.dir().join(p.conf_name());
             match (
                 std::fs::read_to_string(&conf),
-                self.render_realpath_include(p, disk.split.is_some()),
+                self.render_realpath_include(p),
             ) {
                 (Ok(text), Ok(want)) if text != want => disk.notes.push(format!(
                     "{} differs from what cutover writes (changed by hand?); the next change \

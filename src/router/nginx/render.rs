@@ -66,8 +66,9 @@ impl Nginx {
                 }
             }
             s.push_str("}\n");
+            s.push_str(&self.render_buckets(&d));
         }
-        if let Some(w) = split {
+        if let Some(w) = split.filter(|_| self.cfg.method == Method::Include) {
             s.push_str(&self.render_split(w)?);
         }
         Ok(s)
@@ -114,34 +115,36 @@ impl Nginx {
         })
     }
 
-    /// The static location include of the realpath method.
-    pub(super) fn render_realpath_include(&self, which: Pointer, split: bool) -> Result<String> {
+    /// The static location include of the realpath method: the live route resolves a bucket
+    /// link (or the cookie's sticky link) that follows the live link, the preview route the
+    /// `next` link.
+    pub(super) fn render_realpath_include(&self, which: Pointer) -> Result<String> {
         let mut s = self.header(match which {
             Pointer::Live => "the live route",
             Pointer::Next => "the preview route",
         });
-        s.push_str(&format!(
-            "# The `{}` link names the slot; switching it needs no reload.\nroot {};\n",
-            which.link_name(),
-            self.link(which).display()
-        ));
-        if which == Pointer::Live {
-            s.push_str(&format!(
-                "default_type text/html;\nif (${} = maintenance) {{\n{}}}\n",
+        match which {
+            Pointer::Live => s.push_str(&format!(
+                "{}default_type text/html;\nif (${} = maintenance) {{\n{}}}\n{}",
+                self.bucket_root(),
                 self.route_var,
-                self.render_page_answer("    ")?
-            ));
+                self.render_page_answer("    ")?,
+                self.bucket_cookie()
+            )),
+            Pointer::Next => s.push_str(&format!(
+                "# The `{}` link names the slot; switching it needs no reload.\nroot {};\n",
+                which.link_name(),
+                self.link(which).display()
+            )),
         }
-        if split && which == Pointer::Live {
-            s.push_str(&self.split_directives());
-        } else {
-            s.push_str(&format!("proxy_pass ${};\n", self.route_var));
-        }
+        s.push_str(&format!("proxy_pass ${};\n", self.route_var));
         Ok(s)
     }
 
     /// Everything that must be in place whatever the pointers say: the upstreams (keeping the
-    /// servers marked down as they are), the static includes and the slot directories.
+    /// servers marked down as they are), the static includes and the slot directories; for
+    /// the realpath method also the bucket and sticky links as `disk` read them (links nginx
+    /// must find before it loads the includes that name them).
     pub(super) fn base_changes(
         &self,
         disk: &Disk,
@@ -162,10 +165,12 @@ impl Nginx {
                         ));
                     }
                 }
+                v.extend(self.bucket_dirs());
+                v.extend(self.bucket_changes(disk.split.as_ref()));
                 for p in [Pointer::Live, Pointer::Next] {
                     v.push(Change::File(
                         self.dir().join(p.conf_name()),
-                        self.render_realpath_include(p, disk.split.is_some())?,
+                        self.render_realpath_include(p)?,
                     ));
                 }
             }

@@ -1,5 +1,6 @@
-//! Canary weights: `split_clients` over the request id in `upstreams.conf`, then the checked
-//! reload (open-source nginx 1.22 has no runtime weights), with a sticky cookie.
+//! Canary weights of the include method: `split_clients` over the request id in
+//! `upstreams.conf`, then the checked reload, with a sticky cookie. (The realpath method, the
+//! default, splits over bucket links without a reload: buckets.rs.)
 //!
 //! While a split is on, `upstreams.conf` ends with
 //!
@@ -15,13 +16,12 @@
 //! }
 //! map $cutover_shop_side $cutover_shop_split {
 //!     "green" "http://cutover_shop_green";
-//!     default "http://cutover_shop_blue";   # realpath method: $cutover_shop_route
+//!     default "http://cutover_shop_blue";
 //! }
 //! ```
 //!
-//! and the live route proxies to `$cutover_shop_split` and sets the cookie
-//! `cutover_shop=<the slot it was sent to>` (the include method rewrites `live.conf`; the
-//! realpath method's static `live.conf` changes). A client that sends the cookie back stays on
+//! and `live.conf` proxies to `$cutover_shop_split` and sets the cookie
+//! `cutover_shop=<the slot it was sent to>`. A client that sends the cookie back stays on
 //! its slot while the share moves; a client without it is split by the hash of its random
 //! request id (MurmurHash2), so the share is statistical, in steps of 1 %. 0 % writes the
 //! files back without the split: every request, cookie or not, goes to the live slot again.
@@ -40,7 +40,7 @@ impl Nginx {
         format!("{}_split", self.var_base)
     }
     /// The sticky cookie's name: `canary_cookie`, or `cutover_<environment>`.
-    fn cookie(&self) -> String {
+    pub(super) fn cookie(&self) -> String {
         self.cfg
             .canary_cookie
             .clone()
@@ -55,11 +55,7 @@ impl Nginx {
     /// The `split_clients` and `map` blocks of a split, for the end of `upstreams.conf`.
     pub(super) fn render_split(&self, w: &Weights) -> Result<String> {
         let canary = self.upstream_url(self.slot(&w.canary)?);
-        self.slot(&w.live)?;
-        let live = match self.cfg.method {
-            Method::Realpath => format!("${}", self.route_var),
-            _ => format!("\"{}\"", self.upstream_url(self.slot(&w.live)?)),
-        };
+        let live = format!("\"{}\"", self.upstream_url(self.slot(&w.live)?));
         let (c, l) = (&w.canary, &w.live);
         let shares = if w.canary_percent >= 100 {
             format!("    * \"{c}\";\n")
@@ -103,8 +99,6 @@ impl Nginx {
     }
 
     /// The split `upstreams.conf` describes, read from its `split_clients` and `map` blocks.
-    /// The realpath method's map default follows the live link: its `live` is left empty
-    /// for [`Nginx::read_disk`] to fill in.
     pub(super) fn parse_split(&self, text: &str) -> Option<Weights> {
         let t = tokenize(text);
         let pick = format!("${}", self.pick_var());
@@ -143,13 +137,10 @@ impl Nginx {
             },
             _ => None,
         })?;
-        let live = match self.cfg.method {
-            Method::Realpath => String::new(),
-            _ => map.iter().find_map(|s| match s.as_slice() {
-                [k, v] if k == "default" => to_slot(v),
-                _ => None,
-            })?,
-        };
+        let live = map.iter().find_map(|s| match s.as_slice() {
+            [k, v] if k == "default" => to_slot(v),
+            _ => None,
+        })?;
         Some(Weights {
             live,
             canary,
@@ -176,22 +167,27 @@ impl Nginx {
                 self.dir().display()
             );
         };
-        if percent == 0 {
-            disk.split = None;
+        let split = if percent == 0 {
+            None
         } else {
             if disk.maintenance.is_some() {
                 bail!("maintenance is on: turn it off before a canary; nothing was changed");
             }
             crate::router::check_split(live, &now_live, canary)?;
             self.check_routable(&disk, canary)?;
-            disk.split = Some(Weights {
+            Some(Weights {
                 live: live.to_string(),
                 canary: canary.to_string(),
                 canary_percent: percent,
-            });
+            })
+        };
+        if self.cfg.method == Method::Realpath {
+            let base = self.base_changes(&disk, &disk.down)?;
+            return self.apply_route(base, Vec::new(), split.as_ref()).await;
         }
+        disk.split = split;
         let mut changes = self.base_changes(&disk, &disk.down)?;
-        if self.cfg.method == Method::Include && disk.maintenance.is_none() {
+        if disk.maintenance.is_none() {
             let route = match &disk.split {
                 Some(_) => self.render_split_route(&now_live)?,
                 None => self.render_route(&now_live)?,
@@ -204,11 +200,10 @@ impl Nginx {
         self.apply(changes, true).await
     }
 
-    /// After the routes are read: a split counts only when the live route proxies through
-    /// it; the realpath method's split goes to whatever the live link names.
+    /// After the include method's routes are read: a split counts only when the live route
+    /// proxies through it.
     pub(super) fn check_split(&self, disk: &mut Disk) {
-        if disk.split.is_none() || self.cfg.method == Method::Symlink {
-            disk.split = None;
+        if disk.split.is_none() {
             return;
         }
         let conf = self.dir().join(Pointer::Live.conf_name());
@@ -221,9 +216,7 @@ impl Nginx {
         let live = disk.live.clone();
         match (&mut disk.split, uses, live) {
             (Some(w), true, Some(live)) => {
-                if self.cfg.method == Method::Realpath {
-                    w.live = live;
-                } else if w.live != live {
+                if w.live != live {
                     disk.notes.push(format!(
                         "the canary split in {} falls back to {} but {live} is live (changed \
                          by hand?)",
