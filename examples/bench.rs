@@ -40,6 +40,17 @@ fn free_port() -> u16 {
     }
 }
 
+/// A `[[environment.slot]]` table for a running slot server.
+fn slot_toml(s: &SlotServer) -> String {
+    format!(
+        "[[environment.slot]]\nname = \"{}\"\naddress = \"{}\"\n",
+        s.controls.name,
+        s.url()
+    )
+}
+
+/// An embedded `[[environment.router]]` on free loopback ports (every environment needs a
+/// router: cutover reads each switch back from one).
 fn embedded_router_toml() -> String {
     format!(
         "[[environment.router]]\nkind = \"embedded\"\nadmin = \"127.0.0.1:{}\"\nlive_listen = \"127.0.0.1:{}\"\n",

@@ -568,10 +568,13 @@ pub async fn watch_env(world: World, env: &str) -> Result<i32> {
     let (stop_tx, stop_rx) = watch::channel(false);
     world.spawn_watchers(tx, stop_rx);
     let mut announced = false;
+    // One signal listener for the whole watch, not one per event.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         let seen = tokio::select! {
             s = rx.recv() => s,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
         };
         let Some(seen) = seen else { break };
         if seen.env() != idx {
