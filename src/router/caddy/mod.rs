@@ -40,6 +40,7 @@ use admin::Call;
 mod change;
 mod files;
 mod read;
+mod split;
 mod weights;
 
 /// The live route or the preview route.
