@@ -484,7 +484,7 @@ fn flag_names(r: &Rig) -> (Vec<String>, usize) {
 /// File mode's canary (docs/caddy.md): each step is bucket files in `split=green/` that the
 /// routes test per request, and Caddy's config stays the one it loaded (no reload); a cookie
 /// naming a slot outside the split is not followed; the abort leaves no split directory and
-/// the canary's cookie then reaches blue.
+/// the canary's cookie then reaches blue, whose answer clears it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_mode_canary_steps_are_bucket_files_not_config_changes() {
     let r = common::or_skip!(rig(Mode::File, &["blue", "green", "staging"], &[], "", None).await);
@@ -518,8 +518,11 @@ async fn file_mode_canary_steps_are_bucket_files_not_config_changes() {
         let got = common::get_with(&r.public_url(), ("cookie", "cutover_slot=green")).await;
         assert_eq!(
             got,
-            ("blue".to_string(), None),
-            "the canary's cookie after the abort"
+            (
+                "blue".to_string(),
+                Some("cutover_slot=; Path=/; Max-Age=0".into())
+            ),
+            "the canary's cookie after the abort reaches blue, which clears it"
         );
     }
     assert_eq!(

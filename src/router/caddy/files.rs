@@ -93,6 +93,13 @@ impl Caddy {
             |s: &Upstream| json!({"cutover_split": [format!("/{SPLIT}={}/{ON}", s.name)]});
         let is_live = |s: &Upstream| json!({"cutover_live": [format!("/{}={}", Pointer::Live.flag(), s.name)]});
         if !cookie.is_empty() {
+            // Without a split the cookie counts for nothing: the answer clears it.
+            let any = json!({"Cookie": {"pattern": format!("(^|;\\s*){}=", re(cookie))}});
+            let clear = format!("{cookie}=; Path=/; Max-Age=0");
+            routes.push(json!({
+                "match": [{"header_regexp": any, "vars": {"cutover_split": [""]}}],
+                "handle": [{"handler": "headers", "response": {"add": {"Set-Cookie": [clear]}}}],
+            }));
             for s in &self.slots {
                 let has = json!({"Cookie": {"pattern": format!("(^|;\\s*){}={}(;|$)", re(cookie), re(&s.name))}});
                 routes.push(json!({
