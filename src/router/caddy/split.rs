@@ -20,6 +20,8 @@ pub(super) const BUCKETS: usize = 256;
 pub(super) const SPLIT: &str = "split";
 /// The file whose presence turns a split directory on.
 pub(super) const ON: &str = "on";
+/// The placeholder of the bucket a request drew (set by the live routes).
+pub(super) const BUCKET_PLACEHOLDER: &str = "{http.vars.cutover_bucket}";
 
 /// The bucket files for `percent` %.
 pub(super) fn buckets_for(percent: u8) -> usize {
@@ -65,8 +67,9 @@ impl Caddy {
                 if name == ON {
                     on = true;
                 } else if name.len() == 2
-                    && usize::from_str_radix(name, 16).is_ok()
-                    && name == name.to_ascii_lowercase()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
                 {
                     buckets += 1;
                 }
@@ -209,9 +212,6 @@ impl Caddy {
         Ok(())
     }
 }
-
-/// The placeholder of the bucket a request drew (set by the live routes).
-pub(super) const BUCKET_PLACEHOLDER: &str = "{http.vars.cutover_bucket}";
 
 fn touch(f: &Path) -> Result<()> {
     std::fs::File::create(f)
