@@ -77,9 +77,16 @@ impl Caddy {
     fn split_routes(&self, root: &str) -> Vec<Value> {
         let file = |f: String| json!({"root": root, "try_files": [f]});
         let split_on = json!({"cutover_split": {"pattern": format!("^/{SPLIT}=")}});
+        // One stat per slot: a glob would read the split directory's 257 names per request
+        // (a third less throughput with wrk during a split, here).
+        let on: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| format!("/{SPLIT}={}/{ON}", s.name))
+            .collect();
         let mut routes = vec![
             json!({
-                "match": [{"file": file(format!("/{SPLIT}=*/{ON}"))}],
+                "match": [{"file": {"root": root, "try_files": on}}],
                 "handle": [{"handler": "vars", "cutover_split": "{http.matchers.file.relative}"}],
             }),
             json!({
