@@ -449,6 +449,89 @@ async fn hand_changes_show_as_drift() {
     );
 }
 
+/// Caddy's whole config, as its admin API holds it.
+async fn caddy_config(admin: u16) -> Value {
+    let c = cutover::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let r = c
+        .get(format!("http://127.0.0.1:{admin}/config/"))
+        .send()
+        .await
+        .expect("GET /config/");
+    r.json().await.expect("json")
+}
+
+/// The names in the flag directory (and in `split=green/`, where there is one).
+fn flag_names(r: &Rig) -> (Vec<String>, usize) {
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map(|e| {
+                e.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let buckets = names(&r.flag_dir.join("split=green"));
+    let n = buckets.iter().filter(|b| *b != "on").count();
+    (names(&r.flag_dir), n)
+}
+
+/// File mode's canary (docs/caddy.md): each step is bucket files in `split=green/` that the
+/// routes test per request, and Caddy's config stays the one it loaded (no reload); a cookie
+/// naming a slot outside the split is not followed; the abort leaves no split directory and
+/// the canary's cookie then reaches blue, whose answer clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mode_canary_steps_are_bucket_files_not_config_changes() {
+    let r = common::or_skip!(rig(Mode::File, &["blue", "green", "staging"], &[], "", None).await);
+    let loaded = caddy_config(r.admin).await;
+    for (percent, files) in [(5u8, 13), (25, 64), (50, 128), (95, 243)] {
+        r.driver
+            .set_weights("blue", "green", percent)
+            .await
+            .expect("step");
+        assert_eq!(flag_names(&r).1, files, "bucket files at {percent} %");
+        let w = r.driver.observe().await.expect("observe").weights;
+        assert_eq!(w.map(|w| w.canary_percent), Some(percent));
+        assert_eq!(
+            caddy_config(r.admin).await,
+            loaded,
+            "{percent} %: no config change"
+        );
+    }
+    for _ in 0..20 {
+        let (slot, _) = common::get_with(&r.public_url(), ("cookie", "cutover_slot=staging")).await;
+        assert_ne!(slot, "staging", "staging is in no split");
+    }
+    r.driver
+        .set_weights("blue", "green", 0)
+        .await
+        .expect("abort");
+    let (names, _) = flag_names(&r);
+    assert_eq!(names, ["live=blue", "next=green"], "no split, no leftover");
+    assert_eq!(r.driver.observe().await.expect("observe").weights, None);
+    for _ in 0..20 {
+        let got = common::get_with(&r.public_url(), ("cookie", "cutover_slot=green")).await;
+        assert_eq!(
+            got,
+            (
+                "blue".to_string(),
+                Some("cutover_slot=; Path=/; Max-Age=0".into())
+            ),
+            "the canary's cookie after the abort reaches blue, which clears it"
+        );
+    }
+    assert_eq!(
+        caddy_config(r.admin).await,
+        loaded,
+        "the abort: no config change"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_mistakes_name_the_field() {
     let base = "[[environment]]\nname = \"e\"\n[[environment.slot]]\nname = \"blue\"\n\

@@ -309,7 +309,7 @@ kinds! {
     nginx_realpath => Kind::NginxRealpath => [steps, operation, sticky, preview_by_header];
     apache => Kind::Apache => [steps, refused, operation, sticky, preview_by_header];
     caddy_api => Kind::CaddyApi => [steps, refused, operation, sticky, preview_by_header];
-    caddy_file => Kind::CaddyFile => [steps, refused, operation, preview_by_header];
+    caddy_file => Kind::CaddyFile => [steps, refused, operation, sticky, preview_by_header];
     exec => Kind::Exec => [steps, refused, operation];
 }
 

@@ -25,7 +25,6 @@ impl Caddy {
                         "maintenance sends live traffic to {to}; turn maintenance off before making {to} live"
                     );
                 }
-                let before = self.flags(which.flag())?;
                 self.set_flag(which.flag(), Some(to))?;
                 let now = self.flags(which.flag())?;
                 if now != [to.to_string()] {
@@ -35,11 +34,9 @@ impl Caddy {
                         now
                     );
                 }
-                // The old live slot's route loses its split: the new live slot has it all.
+                // A split ends with the switch: the new live slot has it all.
                 if which == Pointer::Live {
-                    for old in before.iter().filter(|o| *o != to) {
-                        self.end_split_of(old).await?;
-                    }
+                    self.end_file_splits()?;
                 }
                 Ok(())
             }

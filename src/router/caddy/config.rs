@@ -16,6 +16,10 @@ fn default_admin() -> String {
     "http://127.0.0.1:2019".into()
 }
 
+fn default_sticky_cookie() -> String {
+    "cutover_slot".into()
+}
+
 crate::router::router_table! {
     pub struct Config {
         /// `file` (default) or `api`.
@@ -38,6 +42,11 @@ crate::router::router_table! {
         /// The Retry-After header of the maintenance answer, in seconds.
         #[serde(default = "crate::router::default_retry_after")]
         pub retry_after: u32,
+        /// file mode: while a canary splits the live traffic, the cookie that keeps a client
+        /// on the slot it was sent to (its value is the slot's name), set by the routes of
+        /// [`super::Caddy::file_mode_routes`]. `""` leaves it out of the routes.
+        #[serde(default = "default_sticky_cookie")]
+        pub sticky_cookie: String,
     }
 }
 
@@ -85,6 +94,12 @@ impl Config {
                     return Err(format!(
                         "`flag_dir` must be an absolute path, not `{}`",
                         d.display()
+                    ));
+                }
+                if !self.sticky_cookie.is_empty() && !is_word(&self.sticky_cookie) {
+                    return Err(format!(
+                        "`sticky_cookie` = `{}` is not a cookie name (letters, digits, - _ .)",
+                        self.sticky_cookie
                     ));
                 }
                 if self.live_id.is_some() || self.preview_id.is_some() {

@@ -76,6 +76,40 @@ impl Caddy {
         }
     }
 
+    /// File mode: what is odd about the `split=` directories (made by hand, or routes
+    /// missing).
+    fn note_splits(&self, config: &Value, state: &mut RouterState) -> Result<()> {
+        let dir = self.flag_dir()?;
+        let on: Vec<_> = self.split_dirs()?.into_iter().filter(|s| s.on).collect();
+        if on.len() > 1 {
+            let names: Vec<&str> = on.iter().map(|s| s.canary.as_str()).collect();
+            state.notes.push(format!(
+                "{} holds several split= directories that are on ({}), made by hand? Caddy \
+                 sends each its buckets; set the weight to 0 to remove them all",
+                dir.display(),
+                names.join(", ")
+            ));
+        }
+        for s in &on {
+            if self.slot(&s.canary).is_err() {
+                state.notes.push(format!(
+                    "{}/split={} names no slot of {} (made by hand?)",
+                    dir.display(),
+                    s.canary,
+                    self.env
+                ));
+            } else if !self.has_split_route(config, &s.canary) {
+                state.problems.push(format!(
+                    "Caddy's config has no canary route for split={} under {}: Caddy does not \
+                     split by these files (load the file-mode routes)",
+                    s.canary,
+                    dir.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) async fn observe_inner(&self) -> Result<RouterState> {
         let (config, _) = self.get_config().await?;
         let stats = self.upstream_stats().await;
@@ -154,6 +188,7 @@ impl Caddy {
                         )),
                     }
                 }
+                self.note_splits(&config, &mut state)?;
                 state.maintenance = self.file_maintenance()?;
                 if let Some(MaintenanceMode::Redirect { to }) = &state.maintenance
                     && self.slot(to).is_err()
@@ -166,13 +201,18 @@ impl Caddy {
                 }
             }
         }
-        state.weights = state
-            .live
-            .as_deref()
-            .and_then(|l| self.live_handler(&config, l).ok())
-            .and_then(|p| get_path(&config, &p))
-            .and_then(|h| self.split_in(&h["upstreams"]))
-            .filter(|w| state.live.as_deref() == Some(w.live.as_str()));
+        state.weights = match self.cfg.mode {
+            Mode::Api => self
+                .live_handler(&config)
+                .ok()
+                .and_then(|p| get_path(&config, &p))
+                .and_then(|h| self.split_in(&h["upstreams"])),
+            // What Caddy applies: nothing, without the canary routes (a problem above).
+            Mode::File => self
+                .file_split()?
+                .filter(|w| self.has_split_route(&config, &w.canary)),
+        }
+        .filter(|w| state.live.as_deref() == Some(w.live.as_str()));
         for slot in &self.slots {
             let handlers = self.slot_handlers(&config, slot);
             let routed: BTreeSet<String> = handlers

@@ -112,3 +112,53 @@ fn admin_addresses() {
     assert!(admin("unix//run/caddy.sock").is_err());
     assert!(admin("http://h:1/config").is_err());
 }
+
+/// A file-mode driver for blue and green with `extra` lines in its router table.
+fn file_driver(extra: &str) -> Result<Driver> {
+    let toml = format!(
+        "[[environment]]\nname = \"shop\"\n\
+         [[environment.slot]]\nname = \"blue\"\naddress = \"http://127.0.0.1:9001\"\n\
+         [[environment.slot]]\nname = \"green\"\naddress = \"http://127.0.0.1:9002\"\n\
+         [[environment.router]]\nkind = \"caddy\"\nflag_dir = \"/f\"\n{extra}"
+    );
+    let cfg = crate::config::parse(&toml, Path::new("t.toml")).map_err(|e| eyre!("{e}"))?;
+    let env = &cfg.environments[0];
+    let crate::router::RouterConfig::Caddy(c) = &env.routers[0] else {
+        bail!("not caddy")
+    };
+    Driver::new("caddy".into(), env.routed(), c)
+}
+
+#[test]
+fn the_live_routes_hold_the_split_and_the_sticky_cookie_unless_turned_off() {
+    let text = |extra: &str| {
+        let d = file_driver(extra).unwrap();
+        d.file_mode_routes(Pointer::Live).unwrap().to_string()
+    };
+    let on = text("");
+    assert!(
+        on.contains("/split=green/{http.vars.cutover_bucket}"),
+        "{on}"
+    );
+    assert!(
+        on.contains("cutover_slot=green; Path=/; HttpOnly; SameSite=Lax"),
+        "{on}"
+    );
+    assert!(on.contains(r#"(^|;\\s*)cutover_slot=green(;|$)"#), "{on}");
+    let off = text("sticky_cookie = \"\"\n");
+    assert!(
+        off.contains("/split=green/{http.vars.cutover_bucket}"),
+        "{off}"
+    );
+    assert!(
+        !off.contains("Set-Cookie") && !off.contains("header_regexp"),
+        "{off}"
+    );
+    let next = file_driver("").unwrap().file_mode_routes(Pointer::Next);
+    assert!(
+        !next.unwrap().to_string().contains("split"),
+        "the preview route has none"
+    );
+    let bad = file_driver("sticky_cookie = \"a b\"\n").err().unwrap();
+    assert!(format!("{bad:#}").contains("`sticky_cookie` = `a b` is not a cookie name"));
+}

@@ -1,5 +1,6 @@
-//! Canary weights on Caddy 2.6, which has no `weighted_round_robin` (it came in 2.7): the
-//! live route's `reverse_proxy` handler lists the upstreams N times, live and canary entries
+//! Canary weights in api mode (file mode: split.rs, no config change). Caddy 2.6 has no
+//! `weighted_round_robin` (it came in 2.7): the live route's `reverse_proxy` handler lists
+//! the upstreams N times, live and canary entries
 //! in the ratio of the shares, and Caddy's selection policy picks among the entries.
 //!
 //! For `p` % the list holds `(100 - p) / g` entries per live server for every `p / g` per
@@ -12,8 +13,8 @@
 //! (`cutover_<env>_canary_from_<live>`; Caddy strips `@id`s before it loads a config), so the
 //! split reads back even at 100 %, when the list holds only canary entries. One PATCH of the
 //! handler's upstreams (with the config's ETag in `If-Match`) changes the share; in Caddy 2.6
-//! every such change is a config reload. api mode changes the handler named by `live_id`;
-//! file mode the handler of the `live=<slot>` route of [`Caddy::file_mode_routes`].
+//! every such change is a config reload, which resets requests under keep-alive load (the
+//! api mode's caveat). It changes the handler named by `live_id`.
 
 use super::*;
 use crate::model::Weights;
@@ -66,67 +67,35 @@ impl Caddy {
         })
     }
 
-    /// The path of the handler that carries the live traffic of `live`: the `live_id`
-    /// handler (api mode), or the `live=<live>` route's handler (file mode).
-    pub(super) fn live_handler(&self, config: &Value, live: &str) -> Result<Vec<String>> {
-        match self.cfg.mode {
-            Mode::Api => {
-                let id = self.id_for(Pointer::Live)?;
-                find_id(config, id).ok_or_else(|| {
-                    eyre!("Caddy's config has no object with @id `{id}` (the live_id)")
-                })
-            }
-            Mode::File => {
-                let want = json!([format!("/{}={live}", Pointer::Live.flag())]);
-                let var = format!("cutover_{}", Pointer::Live.flag());
-                let mut found = None;
-                walk(config, &mut Vec::new(), &mut |path, v| {
-                    let routed = v["match"][0]["vars"][var.as_str()] == want
-                        && v["handle"][0]["handler"] == "reverse_proxy";
-                    if found.is_none() && routed {
-                        let mut p = path.to_vec();
-                        p.extend(["handle".to_string(), "0".to_string()]);
-                        found = Some(p);
-                    }
-                });
-                found.ok_or_else(|| {
-                    eyre!(
-                        "Caddy's config has no file-mode route for live={live}: load the routes \
-                         from `file_mode_routes` (docs/caddy.md) first"
-                    )
-                })
-            }
-        }
+    /// api mode: the path of the handler that carries the live traffic (`live_id`).
+    pub(super) fn live_handler(&self, config: &Value) -> Result<Vec<String>> {
+        let id = self.id_for(Pointer::Live)?;
+        find_id(config, id)
+            .ok_or_else(|| eyre!("Caddy's config has no object with @id `{id}` (the live_id)"))
     }
 
-    /// The live slot and the live handler's upstreams as Caddy holds them.
+    /// api mode: the live slot and the live handler's upstreams as Caddy holds them.
     fn live_now(&self, config: &Value) -> Result<(String, Vec<String>, Value)> {
-        let live = match self.cfg.mode {
-            Mode::File => self.flags(Pointer::Live.flag())?.into_iter().next(),
-            Mode::Api => {
-                let path = self.live_handler(config, "")?;
-                let ups = get_path(config, &path).map(|h| h["upstreams"].clone());
-                ups.and_then(|u| {
-                    self.split_in(&u)
-                        .map(|w| w.live)
-                        .or_else(|| self.slot_of(&dials_of(&u)).map(|s| s.name.clone()))
-                })
-            }
-        };
-        let Some(live) = live else {
-            bail!("Caddy's live route names no single slot; switch live to a slot first");
-        };
-        let path = self.live_handler(config, &live)?;
+        let path = self.live_handler(config)?;
         let ups = get_path(config, &path)
             .map(|h| h["upstreams"].clone())
             .unwrap_or(Value::Null);
+        let live = self
+            .split_in(&ups)
+            .map(|w| w.live)
+            .or_else(|| self.slot_of(&dials_of(&ups)).map(|s| s.name.clone()));
+        let Some(live) = live else {
+            bail!("Caddy's live route names no single slot; switch live to a slot first");
+        };
         Ok((live, path, ups))
     }
 
     /// The split on the live route now, if any (for the verbs that refuse during one).
     pub(super) fn current_split(&self, config: &Value) -> Option<Weights> {
-        let (_, _, ups) = self.live_now(config).ok()?;
-        self.split_in(&ups)
+        match self.cfg.mode {
+            Mode::File => self.file_split().ok().flatten(),
+            Mode::Api => self.split_in(&self.live_now(config).ok()?.2),
+        }
     }
 
     /// Refuse a change that a split would break (drains edit the slots' own upstreams;
@@ -143,6 +112,9 @@ impl Caddy {
     }
 
     pub(super) async fn set_split(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        if self.cfg.mode == Mode::File {
+            return self.set_file_split(live, canary, percent).await;
+        }
         if percent > 100 {
             bail!("a canary share is 0 to 100 %, not {percent}");
         }
@@ -168,11 +140,7 @@ impl Caddy {
             live_dials.iter().map(|d| json!({ "dial": d })).collect()
         } else {
             crate::router::check_split(live, &now_live, canary)?;
-            let maintenance = match self.cfg.mode {
-                Mode::Api => find_id(&config, &self.maintenance_id()).is_some(),
-                Mode::File => self.file_maintenance()?.is_some(),
-            };
-            if maintenance {
+            if find_id(&config, &self.maintenance_id()).is_some() {
                 bail!("maintenance is on: turn it off before a canary; nothing was changed");
             }
             let canary_dials = canary_slot.addrs();
@@ -207,33 +175,6 @@ impl Caddy {
             );
         }
         Ok(())
-    }
-
-    /// File mode, after the live flag moved: the old live slot's route goes back to its own
-    /// servers, so that a later switch back does not bring the split back.
-    pub(super) async fn end_split_of(&self, old_live: &str) -> Result<()> {
-        let (config, tag) = self.get_config().await?;
-        let Ok(path) = self.live_handler(&config, old_live) else {
-            return Ok(());
-        };
-        let ups = get_path(&config, &path)
-            .map(|h| h["upstreams"].clone())
-            .unwrap_or(Value::Null);
-        if self.split_in(&ups).is_none() {
-            return Ok(());
-        }
-        let slot = self.slot(old_live)?;
-        let mut dials: Vec<String> = Vec::new();
-        for d in dials_of(&ups) {
-            if slot.owns(&d) && !dials.contains(&d) {
-                dials.push(d);
-            }
-        }
-        let want = Value::Array(dials.iter().map(|d| json!({ "dial": d })).collect());
-        let at = format!("{}/upstreams", config_path(&path));
-        self.call_ok(&Call::change(hyper::Method::PATCH, &at, Some(&want), &tag))
-            .await
-            .map(|_| ())
     }
 }
 
