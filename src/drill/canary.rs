@@ -85,8 +85,18 @@ pub async fn run_canary(
     let Some(stable) = engine.agreed_live(&states)? else {
         bail!("the router has no live slot");
     };
-    let Some(canary) = states[0].preview.clone().filter(|p| *p != stable) else {
-        bail!("a canary drill needs a preview slot (the canary)");
+    // The preview slot, else (a router without a preview route) the first other slot, as the
+    // swap drill picks it.
+    let canary = states[0]
+        .preview
+        .clone()
+        .filter(|p| *p != stable)
+        .or_else(|| {
+            let mut slots = engine.env.slots.iter().map(|s| s.name.clone());
+            slots.find(|s| *s != stable)
+        });
+    let Some(canary) = canary else {
+        bail!("a canary drill needs a second slot (the preview slot, or another) for the canary");
     };
     let steps: Vec<CanaryStep> = engine
         .env

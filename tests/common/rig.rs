@@ -573,6 +573,9 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
                  default_backend be_app\n\n\
                  backend be_app\n    http-request return status 503 content-type text/plain \
                  string \"Down for maintenance\" hdr Retry-After 120 if {{ nbsrv(be_app) eq 0 }}\n    \
+                 use-server blue if {{ req.cook(cutover_slot) -m str blue }} {{ nbsrv(be_app) gt 1 }}\n    \
+                 use-server green if {{ req.cook(cutover_slot) -m str green }} {{ nbsrv(be_app) gt 1 }}\n    \
+                 http-response add-header Set-Cookie \"cutover_slot=%[srv_name]; Path=/; HttpOnly\" if {{ nbsrv(be_app) gt 1 }}\n    \
                  server blue {blue}\n    server green {green} disabled\n"
             ),
             format!(
