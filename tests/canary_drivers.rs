@@ -311,19 +311,20 @@ kinds! {
     exec => Kind::Exec => [steps, refused, operation];
 }
 
-/// A kind whose config offers no weights (nginx's symlink method) says so, and refuses them
-/// without a change.
+/// The kinds whose config offers no weights (nginx's symlink method, Apache's file mode) say
+/// so, and refuse them without a change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_without_weights_refuse_them() {
-    let kind = Kind::NginxSymlink;
-    let rig = common::or_skip!(Rig::start(kind).await);
-    let d = &rig.routers[0];
-    assert!(!d.supports(Verb::Weights), "{kind:?}");
-    let e = d
-        .set_weights("blue", "green", 10)
-        .await
-        .expect_err("refused");
-    eprintln!("{kind:?}: {e:#}");
-    assert_eq!(weights_now(d).await, None);
-    assert_eq!(rig.public_slot().await, "blue");
+    for kind in [Kind::NginxSymlink, Kind::ApacheFile] {
+        let rig = common::or_skip!(Rig::start(kind).await);
+        let d = &rig.routers[0];
+        assert!(!d.supports(Verb::Weights), "{kind:?}");
+        let e = d
+            .set_weights("blue", "green", 10)
+            .await
+            .expect_err("refused");
+        eprintln!("{kind:?}: {e:#}");
+        assert_eq!(weights_now(d).await, None);
+        assert_eq!(rig.public_slot().await, "blue");
+    }
 }
