@@ -81,20 +81,7 @@ pub async fn run_canary(
 ) -> Result<CanaryDrillReport> {
     let CanaryDrill { abort_at, sample } = how;
     let url = load_url(engine, opts)?;
-    let states = engine.observe_all().await?;
-    let Some(stable) = engine.agreed_live(&states)? else {
-        bail!("the router has no live slot");
-    };
-    // The preview slot, else (a router without a preview route) the first other slot, as the
-    // swap drill picks it.
-    let canary = states[0]
-        .preview
-        .clone()
-        .filter(|p| *p != stable)
-        .or_else(|| {
-            let mut slots = engine.env.slots.iter().map(|s| s.name.clone());
-            slots.find(|s| *s != stable)
-        });
+    let (stable, canary) = super::live_and_other(engine).await?;
     let Some(canary) = canary else {
         bail!("a canary drill needs a second slot (the preview slot, or another) for the canary");
     };

@@ -85,6 +85,17 @@ fn find_stat<'a>(stats: &'a [Stat], proxy: &str, name: &str) -> Option<&'a Stat>
     stats.iter().find(|s| s.proxy == proxy && s.name == name)
 }
 
+/// A slot's entry in one of the router table's maps (`backends`, `servers`), or an error
+/// naming the field and what it has.
+fn slot_entry<'a>(map: &'a BTreeMap<String, String>, slot: &str, what: &str) -> Result<&'a str> {
+    map.get(slot).map(String::as_str).ok_or_else(|| {
+        eyre!(
+            "slot `{slot}` has no {what} in this haproxy router's `{what}s` (it has: {})",
+            crate::router::comma_list(map.keys())
+        )
+    })
+}
+
 fn join(v: &[String]) -> String {
     v.join(", ")
 }

@@ -20,12 +20,7 @@ pub(super) struct ServersSetup {
 
 impl ServersSetup {
     pub(super) fn server_of(&self, slot: &str) -> Result<&str> {
-        self.servers.get(slot).map(String::as_str).ok_or_else(|| {
-            eyre!(
-                "slot `{slot}` has no server in this haproxy router's `servers` (it has: {})",
-                crate::router::comma_list(self.servers.keys())
-            )
-        })
+        super::slot_entry(&self.servers, slot, "server")
     }
     /// Slots whose server has this admin state.
     pub(super) fn slots_in(&self, states: &[ServerState], admin: AdminState) -> Vec<String> {
