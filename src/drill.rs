@@ -339,6 +339,24 @@ fn start_load(url: &str, opts: &DrillOptions) -> load::LoadRun {
     })
 }
 
+/// The live slot the routers agree on, and the slot a drill moves to: the preview slot, else
+/// (a router without a preview route) the first other slot.
+pub(crate) async fn live_and_other(engine: &Engine) -> Result<(String, Option<String>)> {
+    let states = engine.observe_all().await?;
+    let Some(live) = engine.agreed_live(&states)? else {
+        bail!("the router has no live slot");
+    };
+    let other = states[0]
+        .preview
+        .clone()
+        .filter(|p| *p != live)
+        .or_else(|| {
+            let mut slots = engine.env.slots.iter().map(|s| s.name.clone());
+            slots.find(|s| *s != live)
+        });
+    Ok((live, other))
+}
+
 /// [`run`], sending a [`DrillTick`] every half second to `ticks`.
 pub async fn run_with(
     engine: &Engine,
@@ -347,15 +365,7 @@ pub async fn run_with(
 ) -> Result<DrillReport> {
     let url = load_url(engine, opts)?;
     let env = &engine.env;
-    let states = engine.observe_all().await?;
-    let Some(a) = engine.agreed_live(&states)? else {
-        bail!("the router has no live slot");
-    };
-    let b = states[0]
-        .preview
-        .clone()
-        .filter(|p| *p != a)
-        .or_else(|| env.slots.iter().map(|s| s.name.clone()).find(|s| *s != a));
+    let (a, b) = live_and_other(engine).await?;
     let Some(b) = b else {
         bail!("a drill needs a second slot to switch to");
     };

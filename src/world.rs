@@ -289,8 +289,9 @@ fn forward_in_batches<E>(
     E: From<Seen> + Send + 'static,
 {
     rt.spawn(async move {
+        let ab = std::env::var_os("CUTOVER_AB_NOBATCH").is_some();
         while let Some(first) = rx.recv().await {
-            tokio::time::sleep(BATCH).await;
+            if !ab { tokio::time::sleep(BATCH).await; }
             let rest = std::iter::from_fn(|| rx.try_recv().ok());
             for seen in std::iter::once(first).chain(rest) {
                 if tx.send(seen.into()).is_err() {

@@ -268,6 +268,32 @@ maintenance_verify_url = "{public}"
     )
 }
 
+/// The file-mode server of docs/apache.md in front of blue (1.0.0) and green (2.0.0), its
+/// first flags (`live=blue`, `next=green`) made, and the cutover config: the environment and
+/// the router block of docs/apache.md with this server's paths and URLs.
+async fn file_mode_rig(test: &str) -> Option<(Vec<SlotServer>, Apache, String)> {
+    let bin = require_binary(test, "apache2")?;
+    let s = slots(&[("blue", "1.0.0"), ("green", "2.0.0")]).await;
+    let (blue, green) = (s[0].url(), s[1].url());
+    let defines = blue_green_defines("web1", &blue, &green, &green);
+    let body = doc_block("cutover-apache-file-config", "apache");
+    let a = Apache::start(&bin, free_port(), &defines, &body, true).await;
+    for f in ["live=blue", "next=green"] {
+        std::fs::write(a.flag(f), "").expect("the first flags");
+    }
+    let router = doc_block("cutover-apache-file-toml", "toml")
+        .replace("http://127.0.0.1:8080/balancer-manager", &a.manager())
+        .replace("http://127.0.0.1:8080/", &a.url())
+        .replace("/var/lib/cutover", &a.flags.display().to_string());
+    let toml = format!(
+        "[[environment]]\nname = \"shop\"\npublic_url = \"{}\"\npreview_url = \"{}\"\n{}\n{router}",
+        a.url(),
+        a.preview_url(),
+        slot_tables(&[("blue", &blue), ("green", &green)]),
+    );
+    Some((s, a, toml))
+}
+
 /// The slot `prod` whose nodes web1, web2 and web3 are the first three of `nodes`, and the
 /// router of the server `Apache::three_nodes` started (the same shape as the docs' TOML).
 fn prod_nodes_toml(a: &Apache, nodes: &[SlotServer]) -> String {
@@ -399,6 +425,84 @@ fn the_documented_apache_config_passes_apache2_configtest() {
         .expect("apache2 -t");
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success() && text.contains("Syntax OK"), "{text}");
+}
+
+/// File mode, as a user meets it: the documented config parses, the flags are read back, a
+/// swap is a rename that the public URL follows, canary weights are refused naming the mode,
+/// and a flag directory with two live flags is refused and noted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mode_swaps_by_renaming_the_live_flag() {
+    let (_s, a, toml) = common::or_skip!(file_mode_rig().await);
+    let d = driver_of(&environment(&toml));
+    let st = d.observe().await.expect("observe");
+    assert_eq!(
+        (st.live.as_deref(), st.preview.as_deref()),
+        (Some("blue"), Some("green"))
+    );
+    assert!(st.problems.is_empty() && st.notes.is_empty(), "{st:#?}");
+    d.switch_live("green").await.expect("swap");
+    assert!(a.flag("live=green").exists() && !a.flag("live=blue").exists());
+    assert_eq!(answers(&a.url(), 20).await, only("green", 20));
+    assert_eq!(
+        d.observe().await.expect("observe").live.as_deref(),
+        Some("green")
+    );
+    d.set_preview("blue").await.expect("preview");
+    assert_eq!(answers(&a.preview_url(), 10).await, only("blue", 10));
+    let e = d
+        .set_weights("green", "blue", 10)
+        .await
+        .expect_err("no weights");
+    common::assert_contains(&format!("{e:#}"), "mode = \"file\" has no canary weights");
+    common::assert_contains(&format!("{e:#}"), "use mode = \"manager\"");
+    std::fs::write(a.flag("live=blue"), "").expect("a second flag by hand");
+    let st = d.observe().await.expect("observe");
+    assert_eq!(st.live, None);
+    assert!(
+        st.notes.iter().any(|n| n.contains("several live= files")),
+        "{st:#?}"
+    );
+    let e = d.switch_live("blue").await.expect_err("refused");
+    common::assert_contains(&format!("{e:#}"), "several live= files (blue, green)");
+    assert_eq!(
+        answers(&a.url(), 10).await,
+        only("blue", 10),
+        "the config's first rule"
+    );
+}
+
+/// A drill through the file-mode server at a small load (16 connections, 5 pairs): not one
+/// failed request, and every switch seen by the clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drill_on_apache_file_mode_loses_no_request() {
+    let (_s, a, toml) = common::or_skip!(file_mode_rig().await);
+    let (_state, engine) = common::drill_engine(&toml);
+    // Bounds far beyond any machine's need: the drill stops the load after the last switch.
+    let opts = cutover::drill::DrillOptions {
+        concurrency: 16,
+        requests: 50_000_000,
+        duration: Duration::from_secs(240),
+        ..Default::default()
+    };
+    let r = cutover::drill::run(&engine, &opts).await.expect("drill");
+    eprintln!(
+        "apache file mode: {} sent, {} failed, {} switches",
+        r.sent,
+        r.failed,
+        r.switches.len()
+    );
+    assert_eq!(
+        r.failed,
+        0,
+        "{:?} {:?}\n{}",
+        r.failures,
+        r.first_errors,
+        a.error_log()
+    );
+    assert_eq!(r.switches.len(), 10, "5 pairs = 10 switches");
+    assert!(r.unobserved.is_empty(), "{:?}", r.unobserved);
+    common::assert_served_by(&r.by_slot, &["blue", "green"]);
+    assert!(r.passed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1318,6 +1422,15 @@ async fn bench_drill_balancer_manager() {
             .collect();
         eprintln!("apache's error log, first errors:\n{}", why.join("\n"));
     }
+}
+
+/// The drill through the file-mode server (`mode = "file"`): each switch is a rename.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: scripts/bench runs it"]
+async fn bench_drill_flag() {
+    let (_s, a, toml) = common::or_skip!(file_mode_rig().await);
+    let r = common::bench_drill("apache (file mode: flag rename)", &toml).await;
+    assert_eq!(r.failed, 0, "{}", a.error_log());
 }
 
 /// The same load without any switch: failures here are Apache's own, not the switches'.

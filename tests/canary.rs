@@ -544,6 +544,17 @@ async fn a_canary_drill_on_haproxy_measures_each_step() {
     .await;
 }
 
+/// The servers setup's steps are server weights (`set server be_app/SRV weight N`): no
+/// reload, so no loss either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_drill_on_haproxy_servers_measures_each_step() {
+    canary_drill(
+        "a_canary_drill_on_haproxy_servers_measures_each_step",
+        Kind::HaproxyServers,
+    )
+    .await;
+}
+
 /// Apache's steps are `lbfactor` changes through the balancer-manager: no reload, so no loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_canary_drill_on_apache_measures_each_step() {

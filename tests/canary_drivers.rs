@@ -304,6 +304,7 @@ use the_canary_operation_runs_through_the_driver as operation;
 kinds! {
     embedded => Kind::Embedded => [steps, refused, operation];
     haproxy_map => Kind::HaproxyMap => [steps, refused, operation, sticky, preview_by_header];
+    haproxy_servers => Kind::HaproxyServers => [steps, refused, operation, sticky];
     nginx => Kind::Nginx => [steps, refused, operation, sticky, preview_by_header];
     // No `refused`: a realpath step renames links and asks nginx nothing, so nginx cannot
     // refuse it (src/router/nginx/tests.rs checks a link that cannot be renamed).
@@ -314,10 +315,11 @@ kinds! {
     exec => Kind::Exec => [steps, refused, operation];
 }
 
-/// The kinds whose config offers no weights say so, and refuse them without a change.
+/// The kinds whose config offers no weights (nginx's symlink method, Apache's file mode) say
+/// so, and refuse them without a change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_without_weights_refuse_them() {
-    for kind in [Kind::NginxSymlink, Kind::HaproxyServers] {
+    for kind in [Kind::NginxSymlink, Kind::ApacheFile] {
         let rig = common::or_skip!(Rig::start(kind).await);
         let d = &rig.routers[0];
         assert!(!d.supports(Verb::Weights), "{kind:?}");

@@ -358,5 +358,6 @@ contract! {
     caddy_file => Kind::CaddyFile;
     exec => Kind::Exec;
     apache => Kind::Apache;
+    apache_file => Kind::ApacheFile;
     fleet => Kind::Fleet;
 }

@@ -1962,11 +1962,11 @@ async fn verify_probes_each_routers_own_public_url() {
     assert_eq!(who(&one.url("/")).await.1, "blue");
 }
 
-/// Canary weights in the map setup: each share read back, measured under a bounded load by
-/// the slot servers' own counts, and 0 % puts everything back on the live slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn map_canary_weights_split_the_live_traffic() {
-    let rig = common::or_skip!(Rig::for_test(Setup::Map).await);
+/// Canary weights in either setup: each share read back, measured under a bounded load by the
+/// slot servers' own counts, and 0 % puts everything back on the live slot; what a reload
+/// would read is in the map file or the server-state file.
+async fn canary_weights_split_the_live_traffic(setup: Setup) {
+    let rig = common::or_skip!(Rig::for_test(setup).await);
     let d = rig.driver();
     assert!(d.supports(Verb::Weights));
     let servers: Vec<&SlotServer> = rig.slots.iter().collect();
@@ -1991,9 +1991,21 @@ async fn map_canary_weights_split_the_live_traffic() {
         // HAProxy's rand(100) is random: 4000 answers keep 3 points above 3.5 sigma.
         common::assert_canary_share(&servers, "green", &url, 4_000, percent).await;
     }
-    let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
-    common::assert_contains(&map, "canary be_green");
-    common::assert_contains(&map, "canary.weight 0");
+    if setup == Setup::Map {
+        let map = std::fs::read_to_string(rig.path("slots.map")).expect("map file");
+        common::assert_contains(&map, "canary be_green");
+        common::assert_contains(&map, "canary.weight 0");
+    } else {
+        // The abort: blue back at its weight from haproxy.cfg (1), green at 0 and drained.
+        let file = std::fs::read_to_string(rig.path("server-state")).expect("state file");
+        let states = router::haproxy::parse_servers_state(&file).expect("parses");
+        let of = |srv: &str| {
+            let st = states.iter().find(|s| s.server == srv).expect("server");
+            (st.admin(), st.weight)
+        };
+        assert_eq!(of("blue"), (AdminState::Ready, Some((1, 1))));
+        assert_eq!(of("green"), (AdminState::Drain, Some((0, 1))));
+    }
 
     // While green has a share: its drain and maintenance are refused, a swap ends the split.
     ok("weights 25 %", d.set_weights("blue", "green", 25)).await;
@@ -2020,17 +2032,15 @@ async fn map_canary_weights_split_the_live_traffic() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn servers_setup_offers_no_weights() {
-    let rig = common::or_skip!(Rig::for_test(Setup::Servers).await);
-    let d = rig.driver();
-    assert!(!d.supports(Verb::Weights));
-    let e = refused(
-        "weights in the servers setup",
-        d.set_weights("blue", "green", 10),
-    )
-    .await;
-    common::assert_contains(&e, "no canary weights");
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn map_canary_weights_split_the_live_traffic() {
+    canary_weights_split_the_live_traffic(Setup::Map).await;
+}
+
+/// In the servers setup the shares are server weights (`set server be_app/SRV weight N`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_canary_weights_split_the_live_traffic() {
+    canary_weights_split_the_live_traffic(Setup::Servers).await;
 }
 
 /// The canary operation on HAProxy's map setup: step 1 holds at 25 % (read back from the

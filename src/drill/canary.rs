@@ -81,12 +81,9 @@ pub async fn run_canary(
 ) -> Result<CanaryDrillReport> {
     let CanaryDrill { abort_at, sample } = how;
     let url = load_url(engine, opts)?;
-    let states = engine.observe_all().await?;
-    let Some(stable) = engine.agreed_live(&states)? else {
-        bail!("the router has no live slot");
-    };
-    let Some(canary) = states[0].preview.clone().filter(|p| *p != stable) else {
-        bail!("a canary drill needs a preview slot (the canary)");
+    let (stable, canary) = super::live_and_other(engine).await?;
+    let Some(canary) = canary else {
+        bail!("a canary drill needs a second slot (the preview slot, or another) for the canary");
     };
     let steps: Vec<CanaryStep> = engine
         .env

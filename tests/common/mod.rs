@@ -1097,16 +1097,23 @@ pub fn print_measured(proxy: &str, label: &str, rep: &cutover::load::LoadReport)
 // `cargo test --release -- --ignored bench_`. They print `BENCH` lines that scripts/bench
 // turns into BENCHMARKS.md's tables; numbers are printed, never asserted.
 
-/// `cutover drill` as the benchmark runs it: 64 keep-alive connections sending for as
-/// long as 20 swap+rollback pairs take (600 ms apart; a million requests or three minutes at
-/// most), through the operations engine. `env_toml` is the environment's config without `[settings]`; it must not be a
-/// production environment.
-pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillReport {
+/// The engine a drill runs on: `env_toml` (environments only) with one gate check and a state
+/// directory of its own, kept as long as the returned guard.
+pub fn drill_engine(env_toml: &str) -> (tempfile::TempDir, std::sync::Arc<cutover::ops::Engine>) {
     let state = tempfile::tempdir().expect("state dir");
     let text = format!(
         "[settings]\ngate_checks = 1\nstate_dir = \"{}\"\n\n{env_toml}",
         state.path().display()
     );
+    (state, engine(&text))
+}
+
+/// `cutover drill` as the benchmark runs it: 64 keep-alive connections sending for as
+/// long as 20 swap+rollback pairs take (600 ms apart; a million requests or three minutes at
+/// most), through the operations engine. `env_toml` is the environment's config without `[settings]`; it must not be a
+/// production environment.
+pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillReport {
+    let (_state, engine) = drill_engine(env_toml);
     let opts = cutover::drill::DrillOptions {
         concurrency: 64,
         // Bounded by time and count; HAProxy answers over 1,000,000 in the 20 pairs.
@@ -1119,7 +1126,7 @@ pub async fn bench_drill(kind: &str, env_toml: &str) -> cutover::drill::DrillRep
         yes_really: false,
         canary: None,
     };
-    let r = cutover::drill::run(&engine(&text), &opts)
+    let r = cutover::drill::run(&engine, &opts)
         .await
         .unwrap_or_else(|e| panic!("drill on {kind}: {e:#}"));
     let mut first: Vec<u64> = r.switches.iter().filter_map(|s| s.first_new_ms).collect();

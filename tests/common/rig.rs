@@ -39,6 +39,8 @@ pub enum Kind {
     /// nginx with `method = "realpath"` (the default).
     NginxRealpath,
     Apache,
+    /// Apache with `mode = "file"`: flag files pick a balancer per slot.
+    ApacheFile,
     CaddyApi,
     CaddyFile,
     Exec,
@@ -54,13 +56,13 @@ impl Kind {
             Kind::Exec => &["curl", "jq"],
             Kind::HaproxyMap | Kind::HaproxyServers | Kind::Fleet => &["haproxy"],
             Kind::Nginx | Kind::NginxSymlink | Kind::NginxRealpath => &["nginx"],
-            Kind::Apache => &["apache2"],
+            Kind::Apache | Kind::ApacheFile => &["apache2"],
             Kind::CaddyApi | Kind::CaddyFile => &["caddy"],
         }
     }
     /// Whether slot `blue` has the nodes `n1` and `n2` (else one server and no nodes).
     fn has_nodes(self) -> bool {
-        !matches!(self, Kind::HaproxyServers | Kind::Apache)
+        !matches!(self, Kind::HaproxyServers | Kind::Apache | Kind::ApacheFile)
     }
 }
 
@@ -145,6 +147,8 @@ enum Proxy {
         /// The members of blue and green (their slot servers' URLs).
         blue: String,
         green: String,
+        /// File mode: the flag directory.
+        flags: Option<PathBuf>,
     },
 }
 
@@ -212,7 +216,8 @@ impl Rig {
             Kind::CaddyFile => parts.push(caddy(&bin, d, &servers, true).await),
             Kind::Embedded => parts.push(embedded(d, &servers, false).await),
             Kind::Exec => parts.push(embedded(d, &servers, true).await),
-            Kind::Apache => parts.push(apache(&bin, d, &servers).await),
+            Kind::Apache => parts.push(apache(&bin, d, &servers, false).await),
+            Kind::ApacheFile => parts.push(apache(&bin, d, &servers, true).await),
         }
         let public: Vec<String> = parts.iter().map(|p| p.public.clone()).collect();
         // Ready when blue answers through every proxy: a port that accepts is not enough (an
@@ -254,8 +259,11 @@ impl Rig {
             .iter()
             .map(|c| router::build(&env, c).unwrap_or_else(|e| panic!("{e:#}\n{toml}")))
             .collect();
-        let bypass = matches!(kind, Kind::Embedded | Kind::Exec | Kind::Apache)
-            .then_some(("X-Cutover-Bypass", "1"));
+        let bypass = matches!(
+            kind,
+            Kind::Embedded | Kind::Exec | Kind::Apache | Kind::ApacheFile
+        )
+        .then_some(("X-Cutover-Bypass", "1"));
         Some(Rig {
             kind,
             toml,
@@ -354,6 +362,10 @@ impl Rig {
                     .expect("POST /live");
                 assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
             }
+            Proxy::Apache { flags: Some(f), .. } => {
+                std::fs::rename(f.join("live=blue"), f.join(format!("live={to}")))
+                    .expect("rename the live flag")
+            }
             Proxy::Apache {
                 manager,
                 blue,
@@ -365,8 +377,8 @@ impl Rig {
                 } else {
                     (blue, green)
                 };
-                apache_by_hand(manager, on, &[("D", 0)]).await;
-                apache_by_hand(manager, off, &[("D", 1)]).await;
+                apache_by_hand(manager, "live", on, &[("D", 0)]).await;
+                apache_by_hand(manager, "live", off, &[("D", 1)]).await;
             }
         }
         let url = self.public.last().expect("url").clone();
@@ -407,8 +419,15 @@ impl Rig {
             }
             // Green's member is stopped by hand on the balancer-manager: it cannot take
             // traffic, so enabling it is refused.
-            Proxy::Apache { manager, green, .. } => {
-                apache_by_hand(manager, green, &[("S", 1)]).await
+            // (In file mode, green's member of balancer://green.)
+            Proxy::Apache {
+                manager,
+                green,
+                flags,
+                ..
+            } => {
+                let b = if flags.is_some() { "green" } else { "live" };
+                apache_by_hand(manager, b, green, &[("S", 1)]).await
             }
         }
     }
@@ -573,6 +592,9 @@ async fn haproxy(bin: &Path, dir: &Path, s: &Servers, map_setup: bool, name: Opt
                  default_backend be_app\n\n\
                  backend be_app\n    http-request return status 503 content-type text/plain \
                  string \"Down for maintenance\" hdr Retry-After 120 if {{ nbsrv(be_app) eq 0 }}\n    \
+                 use-server blue if {{ req.cook(cutover_slot) -m str blue }} {{ nbsrv(be_app) gt 1 }}\n    \
+                 use-server green if {{ req.cook(cutover_slot) -m str green }} {{ nbsrv(be_app) gt 1 }}\n    \
+                 http-response add-header Set-Cookie \"cutover_slot=%[srv_name]; Path=/; HttpOnly\" if {{ nbsrv(be_app) gt 1 }}\n    \
                  server blue {blue}\n    server green {green} disabled\n"
             ),
             format!(
@@ -920,10 +942,22 @@ async fn embedded(t: &Path, s: &Servers, exec: bool) -> Part {
 }
 
 /// apache2 with the blue/green server of docs/apache.md (balancers `live` and `preview`
-/// driven through the balancer-manager, maintenance by flag files), in its own process group.
-async fn apache(bin: &Path, t: &Path, s: &Servers) -> Part {
-    let body = crate::common::apache_doc_block("cutover-apache-config", "apache");
+/// driven through the balancer-manager, maintenance by flag files), in its own process group;
+/// with `file`, the file-mode server (a balancer per slot, `live=blue` and `next=green` flags).
+async fn apache(bin: &Path, t: &Path, s: &Servers, file: bool) -> Part {
+    let marker = if file {
+        "cutover-apache-file-config"
+    } else {
+        "cutover-apache-config"
+    };
+    let body = crate::common::apache_doc_block(marker, "apache");
     let flags = t.join("flags");
+    if file {
+        std::fs::create_dir_all(&flags).expect("mkdir flags");
+        for f in ["live=blue", "next=green"] {
+            std::fs::write(flags.join(f), "").expect("the first flags");
+        }
+    }
     let (public, preview) = (free_port(), free_port());
     let (blue, green) = (s.blue().url(), s.green().url());
     let defines = [
@@ -943,9 +977,14 @@ async fn apache(bin: &Path, t: &Path, s: &Servers) -> Part {
         "apache2 did not come up: {}",
         std::fs::read_to_string(t.join("error.log")).unwrap_or_default()
     );
+    let balancers = if file {
+        format!("mode = \"file\"\nflag_dir = \"{}\"\n", flags.display())
+    } else {
+        "live_balancer = \"live\"\npreview_balancer = \"preview\"\n".to_string()
+    };
     let router = format!(
         "[[environment.router]]\nkind = \"apache\"\nmanager_url = \"{manager}\"\n\
-         live_balancer = \"live\"\npreview_balancer = \"preview\"\ntimeout = \"2s\"\n\
+         {balancers}timeout = \"2s\"\n\
          maintenance_flag = \"{f}/maintenance.redirect\"\nmaintenance_to = \"green\"\n\
          maintenance_page_flag = \"{f}/maintenance.page\"\nmaintenance_verify_url = \"{}\"\n",
         url(public),
@@ -958,6 +997,7 @@ async fn apache(bin: &Path, t: &Path, s: &Servers) -> Part {
             manager,
             blue,
             green,
+            flags: file.then_some(flags),
         },
         public: url(public),
         preview: Some(url(preview)),
@@ -986,19 +1026,19 @@ async fn apache_manager_xml(manager: &str) -> String {
     }
 }
 
-/// Set the flags of one member of balancer://live on the balancer-manager page, as a person
+/// Set the flags of one member of `balancer` (`live`) on the balancer-manager page, as a person
 /// with a browser would: `flags` like `[("D", 1)]` (disabled) or `[("S", 1)]` (stopped).
-async fn apache_by_hand(manager: &str, worker: &str, flags: &[(&str, u8)]) {
+async fn apache_by_hand(manager: &str, balancer: &str, worker: &str, flags: &[(&str, u8)]) {
     let xml = apache_manager_xml(manager).await;
     let live = xml
-        .find("<httpd:name>balancer://live</httpd:name>")
-        .expect("balancer://live in the manager's XML");
+        .find(&format!("<httpd:name>balancer://{balancer}</httpd:name>"))
+        .expect("the balancer in the manager's XML");
     let nonce = xml[live..]
         .split("<httpd:nonce>")
         .nth(1)
         .and_then(|r| r.split('<').next())
         .expect("the balancer's nonce");
-    let mut form = format!("b=live&w={worker}&nonce={nonce}");
+    let mut form = format!("b={balancer}&w={worker}&nonce={nonce}");
     for (f, v) in flags {
         form += &format!("&w_status_{f}={v}");
     }

@@ -157,8 +157,14 @@ impl Apache {
     /// Drain (`on`) or undrain the target's members in the managed balancers.
     pub(super) async fn set_drained(&self, t: &Target, on: bool) -> Result<()> {
         let (bals, members) = self.target_members(t).await?;
-        // Never drain the last serving member of the live balancer.
-        if on && let Some(live) = bals.iter().find(|b| b.name == self.live) {
+        // Never drain the last serving member of the live balancer (in file mode, the live
+        // slot's own balancer).
+        let live_name = if self.file_mode() {
+            self.flags(files::LIVE_FLAG).await?.join(",")
+        } else {
+            self.live.clone()
+        };
+        if on && let Some(live) = bals.iter().find(|b| b.name == live_name) {
             let serving_before = live.workers.iter().filter(|w| w.status.serving()).count();
             let serving_after = live
                 .workers

@@ -2,6 +2,19 @@
 
 use super::*;
 
+/// How the live slot is picked (docs/apache.md, "Which mode").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One `live` balancer whose members are enabled and disabled through the
+    /// balancer-manager (and canary weights by load factor).
+    #[default]
+    Manager,
+    /// A `balancer://SLOT` per slot, the live one picked by `RewriteCond FLAG_DIR/live=SLOT -f`
+    /// on every request: a swap is one atomic rename.
+    File,
+}
+
 fn default_bypass() -> String {
     "cutover_bypass".into()
 }
@@ -11,7 +24,14 @@ crate::router::router_table! {
         /// The balancer-manager page, e.g. `http://127.0.0.1:8080/balancer-manager`. The host
         /// must be the one Apache is reached by: it is also sent as the Referer.
         pub manager_url: String,
-        /// The balancer behind the public URL: `live` for `balancer://live`.
+        /// `"manager"` (the default) or `"file"`.
+        #[serde(default)]
+        pub mode: Mode,
+        /// file mode: the directory of the `live=SLOT` and `next=SLOT` flag files the
+        /// RewriteConds test (absolute, on the Apache host).
+        pub flag_dir: Option<PathBuf>,
+        /// manager mode: the balancer behind the public URL: `live` for `balancer://live`.
+        #[serde(default)]
         pub live_balancer: String,
         /// The balancer behind the preview URL, when there is one.
         pub preview_balancer: Option<String>,
@@ -95,6 +115,36 @@ impl Config {
                 self.manager_url
             ));
         }
+        match (self.mode, &self.flag_dir) {
+            (Mode::Manager, Some(_)) => {
+                return Err("`flag_dir` is for mode = \"file\"; remove it or set the mode".into());
+            }
+            (Mode::Manager, None) => {}
+            (Mode::File, None) => {
+                return Err(
+                    "mode = \"file\" needs `flag_dir`: the directory of the live=SLOT flag files \
+                     the Apache config's RewriteConds test"
+                        .into(),
+                );
+            }
+            (Mode::File, Some(d)) if !d.is_absolute() => {
+                return Err(format!(
+                    "`flag_dir` = `{}` must be an absolute path (Apache's RewriteCond -f tests \
+                     the same path)",
+                    d.display()
+                ));
+            }
+            (Mode::File, Some(_)) => {
+                if !self.live_balancer.is_empty() || self.preview_balancer.is_some() {
+                    return Err(
+                        "`live_balancer`/`preview_balancer` are for mode = \"manager\": in file \
+                         mode each slot has its own balancer://SLOT, picked by flag files"
+                            .into(),
+                    );
+                }
+                return self.validate_common(slots);
+            }
+        }
         if balancer_name(&self.live_balancer).is_empty() {
             return Err("`live_balancer` must name a balancer, like \"live\"".into());
         }
@@ -106,6 +156,11 @@ impl Config {
                 "`preview_balancer` = `{p}` must name a balancer other than `live_balancer`"
             ));
         }
+        self.validate_common(slots)
+    }
+
+    /// What both modes check: credentials, timeouts, members, maintenance flags.
+    fn validate_common(&self, slots: &[Slot]) -> std::result::Result<(), String> {
         if (self.password_env.is_some() || self.password_file.is_some()) && self.username.is_none()
         {
             return Err("`password_env` and `password_file` need `username`".into());

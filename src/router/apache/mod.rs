@@ -1,5 +1,6 @@
 //! The `apache` driver: mod_proxy_balancer's balancer-manager over HTTP, and flag files for
-//! the maintenance redirect of seed 004 (`RewriteCond FLAG -f`).
+//! the maintenance redirect of seed 004 (`RewriteCond FLAG -f`). In `mode = "file"` flag
+//! files pick the live slot's balancer too (`files`).
 //!
 //! What it is built on, measured on Debian's Apache 2.4 (docs/apache.md has the commands):
 //! - `MANAGER?xml=1` (or `?b=NAME&xml=1`) lists the balancers, each with its nonce, and each
@@ -35,8 +36,9 @@ use flags::*;
 pub use xml::parse_balancer_manager;
 mod change;
 mod config;
-pub use config::{Config, Member};
+pub use config::{Config, Member, Mode};
 use config::{balancer_name, worker_url};
+mod files;
 mod maintenance;
 mod manager;
 mod observe;
@@ -214,7 +216,12 @@ struct Done {
 }
 
 impl Apache {
+    /// The balancers whose members the driver reads and drains: `live` (and `preview`), or in
+    /// file mode one per slot.
     fn managed(&self) -> Vec<&str> {
+        if self.file_mode() {
+            return self.slots.iter().map(|s| s.name.as_str()).collect();
+        }
         std::iter::once(self.live.as_str())
             .chain(self.preview.as_deref())
             .collect()
@@ -339,22 +346,31 @@ impl Proxy for Apache {
     }
     fn supports(&self, verb: Verb) -> bool {
         match verb {
-            Verb::SetPreview => self.preview.is_some(),
+            Verb::SetPreview => self.preview.is_some() || self.file_mode(),
             Verb::Maintenance => {
                 self.cfg.maintenance_flag.is_some() || self.cfg.maintenance_page_flag.is_some()
             }
             Verb::Observe | Verb::SwitchLive | Verb::Drain | Verb::Undrain => true,
-            Verb::Weights => self.preview.is_some(),
+            Verb::Weights => self.preview.is_some() && !self.file_mode(),
             Verb::Pause => false,
         }
     }
     async fn observe(&self) -> Result<RouterState> {
+        if self.file_mode() {
+            return self.observe_files().await;
+        }
         self.observe_inner().await
     }
     async fn switch_live(&self, to: &str) -> Result<()> {
+        if self.file_mode() {
+            return self.swap_flag(files::LIVE_FLAG, to).await;
+        }
         self.swap(&self.live, to).await
     }
     async fn set_preview(&self, slot: &str) -> Result<()> {
+        if self.file_mode() {
+            return self.swap_flag(files::NEXT_FLAG, slot).await;
+        }
         let Some(p) = &self.preview else {
             bail!(
                 "there is no `preview_balancer`; add one (a second <Proxy balancer://...> behind \

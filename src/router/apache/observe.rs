@@ -209,7 +209,12 @@ impl Apache {
             }
         }
 
-        // Maintenance: the flag files are what Apache's RewriteCond tests on every request.
+        self.observe_maintenance(&mut st).await?;
+        Ok(st)
+    }
+
+    /// Maintenance: the flag files are what Apache's RewriteCond tests on every request.
+    pub(super) async fn observe_maintenance(&self, st: &mut RouterState) -> Result<()> {
         let redirect_on = match &self.cfg.maintenance_flag {
             Some(f) => exists(f).await?,
             None => false,
@@ -246,7 +251,7 @@ impl Apache {
         {
             st.notes.push(note);
         }
-        Ok(st)
+        Ok(())
     }
 
     /// While maintenance is on: whether the bypass really reaches this server's own backend,

@@ -152,3 +152,34 @@ fn entities_and_cdata_in_the_manager_xml_are_read() {
     assert_eq!(b[0].workers[0].route, "b&lue&");
     assert_eq!(b[0].nonce, "a940d02b");
 }
+
+#[test]
+fn file_mode_is_checked_field_by_field() {
+    let src = include_str!("testdata/members.toml");
+    let err = |from: &str, to: &str| match crate::config::parse(
+        &src.replace(from, to),
+        Path::new("t.toml"),
+    ) {
+        Ok(_) => panic!("accepted with {to}"),
+        Err(e) => e.to_string(),
+    };
+    let live = "live_balancer = \"balancer://live\"";
+    let file = "mode = \"file\"\nflag_dir = \"/var/lib/cutover\"";
+    assert!(crate::config::parse(&src.replace(live, file), Path::new("t.toml")).is_ok());
+    let e = err(live, "mode = \"file\"");
+    assert!(e.contains("mode = \"file\" needs `flag_dir`"), "{e}");
+    let e = err(live, "mode = \"file\"\nflag_dir = \"flags\"");
+    assert!(
+        e.contains("`flag_dir` = `flags` must be an absolute path"),
+        "{e}"
+    );
+    let e = err(live, &format!("{file}\n{live}"));
+    assert!(
+        e.contains("`live_balancer`/`preview_balancer` are for mode = \"manager\""),
+        "{e}"
+    );
+    let e = err(live, &format!("{live}\nflag_dir = \"/var/lib/cutover\""));
+    assert!(e.contains("`flag_dir` is for mode = \"file\""), "{e}");
+    let e = err(live, "mode = \"flags\"");
+    assert!(e.contains("unknown variant `flags`"), "{e}");
+}

@@ -76,6 +76,13 @@ impl Apache {
     }
 
     pub(super) async fn set_split(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
+        if self.file_mode() {
+            bail!(
+                "mode = \"file\" has no canary weights (a flag file picks one slot's balancer): \
+                 use mode = \"manager\" with a `preview_balancer` for a canary \
+                 (docs/apache.md, \"Which mode\"); nothing was changed"
+            );
+        }
         let Some(preview) = &self.preview else {
             bail!(
                 "weights need a `preview_balancer`: the canary is the preview slot, which is how \

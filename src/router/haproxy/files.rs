@@ -229,6 +229,7 @@ mod tests {
                 op_state: 2,
                 admin_state: 8,
                 since: 0,
+                weight: None,
             },
             ServerState {
                 backend: "be_app".into(),
@@ -236,6 +237,7 @@ mod tests {
                 op_state: 2,
                 admin_state: 8,
                 since: 0,
+                weight: None,
             },
         ];
         let managed = vec![

@@ -55,12 +55,7 @@ impl From<&Config> for MapSetup {
 
 impl MapSetup {
     pub(super) fn backend_of(&self, slot: &str) -> Result<&str> {
-        self.backends.get(slot).map(String::as_str).ok_or_else(|| {
-            eyre!(
-                "slot `{slot}` has no backend in this haproxy router's `backends` (it has: {})",
-                crate::router::comma_list(self.backends.keys())
-            )
-        })
+        super::slot_entry(&self.backends, slot, "backend")
     }
     pub(super) fn slot_of(&self, backend: &str) -> Option<String> {
         self.backends

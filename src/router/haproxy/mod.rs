@@ -9,7 +9,8 @@
 //!   cutover's memory.
 //! - `servers`: the slots are servers of one backend; the live one is `ready`, the others
 //!   `drain`. A swap sets the new one ready, waits for HAProxy's health check to confirm it,
-//!   and only then drains the old one, so the backend never has no live server.
+//!   and only then drains the old one, so the backend never has no live server. Canary
+//!   weights are server weights (`servers_weights`).
 //!
 //! Every answer is parsed: a change answers an empty line, anything else is HAProxy's error
 //! text and becomes an error quoting it. Files HAProxy reads on a reload (map file,
@@ -18,12 +19,13 @@
 //!
 //! Files: `config` (the router table), `socket` (the admin socket and its answers), `stats`
 //! (parsers of `show ...`), `files` (map and server-state files, drift), `map` and `servers`
-//! (the two setups); this file holds what both setups share and the [`Router`] impl.
+//! (the two setups), `weights` and `servers_weights` (canary weights in each); this file holds what both setups share and the [`Router`] impl.
 
 mod config;
 mod files;
 mod map;
 mod servers;
+mod servers_weights;
 mod socket;
 mod stats;
 mod weights;
@@ -81,6 +83,17 @@ fn find_state<'a>(
 
 fn find_stat<'a>(stats: &'a [Stat], proxy: &str, name: &str) -> Option<&'a Stat> {
     stats.iter().find(|s| s.proxy == proxy && s.name == name)
+}
+
+/// A slot's entry in one of the router table's maps (`backends`, `servers`), or an error
+/// naming the field and what it has.
+fn slot_entry<'a>(map: &'a BTreeMap<String, String>, slot: &str, what: &str) -> Result<&'a str> {
+    map.get(slot).map(String::as_str).ok_or_else(|| {
+        eyre!(
+            "slot `{slot}` has no {what} in this haproxy router's `{what}s` (it has: {})",
+            crate::router::comma_list(map.keys())
+        )
+    })
 }
 
 fn join(v: &[String]) -> String {
@@ -270,7 +283,7 @@ impl Proxy for Haproxy {
             (Setup::Map(m), Verb::SetPreview) => m.preview_key.is_some(),
             (Setup::Servers(_), Verb::SetPreview) => false,
             (Setup::Map(m), Verb::Weights) => m.canary_key.is_some(),
-            (Setup::Servers(_), Verb::Weights) => false,
+            (Setup::Servers(_), Verb::Weights) => true,
             (_, Verb::Pause) => false,
             _ => true,
         }
@@ -317,11 +330,7 @@ impl Proxy for Haproxy {
     async fn set_weights(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
         match &self.setup {
             Setup::Map(m) => self.weights_map(m, live, canary, percent).await,
-            Setup::Servers(_) => bail!(
-                "mode = \"servers\" has no canary weights: use mode = \"map\" with the \
-                 canary rule in the public frontend and `canary_key` (docs/haproxy.md, \
-                 \"Canary\")"
-            ),
+            Setup::Servers(s) => self.weights_servers(s, live, canary, percent).await,
         }
     }
 }

@@ -19,16 +19,11 @@ pub(super) struct ServersSetup {
 }
 
 impl ServersSetup {
-    fn server_of(&self, slot: &str) -> Result<&str> {
-        self.servers.get(slot).map(String::as_str).ok_or_else(|| {
-            eyre!(
-                "slot `{slot}` has no server in this haproxy router's `servers` (it has: {})",
-                crate::router::comma_list(self.servers.keys())
-            )
-        })
+    pub(super) fn server_of(&self, slot: &str) -> Result<&str> {
+        super::slot_entry(&self.servers, slot, "server")
     }
     /// Slots whose server has this admin state.
-    fn slots_in(&self, states: &[ServerState], admin: AdminState) -> Vec<String> {
+    pub(super) fn slots_in(&self, states: &[ServerState], admin: AdminState) -> Vec<String> {
         self.servers
             .iter()
             .filter(|(_, srv)| {
@@ -131,7 +126,9 @@ impl Haproxy {
         }
         let ready = s.slots_in(&states, AdminState::Ready);
         let maint = s.slots_in(&states, AdminState::Maint);
+        st.weights = s.split_in(&states);
         match (ready.as_slice(), maint.as_slice()) {
+            _ if st.weights.is_some() => st.live = st.weights.as_ref().map(|w| w.live.clone()),
             ([one], _) => st.live = Some(one.clone()),
             ([], []) => st.notes.push(format!(
                 "no slot's server is ready in backend {}: HAProxy has nowhere to send live traffic",
@@ -205,6 +202,9 @@ impl Haproxy {
                  unchanged"
             );
         }
+        // A canary's weight is not a live slot's: the new one gets its full weight back
+        // (from haproxy.cfg) before the old ones stop taking traffic.
+        self.full_weight(s, to).await?;
         // Then drain the old ones.
         for old in ready.iter().filter(|o| o.as_str() != to) {
             let old_srv = s.server_of(old)?;
@@ -250,6 +250,7 @@ impl Haproxy {
         };
         if !undrain {
             let states = self.states().await?;
+            s.refuse_split_drain(&states, &t.slot)?;
             let ready = s.slots_in(&states, AdminState::Ready);
             let serving_others = s.servers.iter().any(|(slot, other)| {
                 slot != &t.slot
@@ -278,6 +279,7 @@ impl Haproxy {
         let ready = s.slots_in(&states, AdminState::Ready);
         let maint = s.slots_in(&states, AdminState::Maint);
         if on {
+            s.refuse_during_split(&states)?;
             if let MaintenanceMode::Redirect { to } = mode {
                 bail!(
                     "in mode = \"servers\" sending live traffic to `{to}` is a swap: use swap, or \
@@ -335,6 +337,7 @@ mod tests {
             op_state: 0,
             admin_state,
             since,
+            weight: None,
         }
     }
 

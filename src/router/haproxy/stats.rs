@@ -159,6 +159,9 @@ pub struct ServerState {
     pub admin_state: u32,
     /// Seconds since the server's state last changed.
     pub since: u64,
+    /// `(srv_uweight, srv_iweight)`: the weight now and the one haproxy.cfg gives it, when
+    /// HAProxy reports them.
+    pub weight: Option<(u32, u32)>,
 }
 
 impl ServerState {
@@ -239,6 +242,10 @@ fn parse_state_text(text: &str, (who, verb): (&str, &str)) -> Result<Vec<ServerS
         col("srv_admin_state")?,
     );
     let since = cols.get("srv_time_since_last_change").copied();
+    let weights = cols
+        .get("srv_uweight")
+        .copied()
+        .zip(cols.get("srv_iweight").copied());
     let mut rows = Vec::new();
     for line in lines {
         if line.starts_with('#') {
@@ -252,6 +259,7 @@ fn parse_state_text(text: &str, (who, verb): (&str, &str)) -> Result<Vec<ServerS
             op_state: get(op).parse().unwrap_or(0),
             admin_state: get(adm).parse().unwrap_or(0),
             since: since.and_then(|i| get(i).parse().ok()).unwrap_or(u64::MAX),
+            weight: weights.and_then(|(u, i)| get(u).parse().ok().zip(get(i).parse().ok())),
         });
     }
     Ok(rows)
