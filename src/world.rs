@@ -84,10 +84,6 @@ impl World {
     {
         let interval = self.config.settings.poll_interval;
         let rt = poll_runtime(&stop);
-        let (polled, rx) = mpsc::unbounded_channel::<Seen>();
-        forward_in_batches(&rt, rx, tx.clone());
-        let app_tx = tx;
-        let tx = &polled;
         for (ei, engine) in self.engines.iter().enumerate() {
             for si in 0..engine.env.slots.len() {
                 // Each tick clones the engine's `Arc`, nothing else: the slot is read in place.
@@ -147,7 +143,7 @@ impl World {
             if let Some(etcd) = self.store.shared() {
                 let (ltx, mut lines) = mpsc::unbounded_channel();
                 etcd.follow(&engine.env.name, ltx);
-                let (tx, mut stop) = (app_tx.clone(), stop.clone());
+                let (tx, mut stop) = (tx.clone(), stop.clone());
                 let (store, name) = (self.store.clone(), engine.env.name.clone());
                 tokio::spawn(async move {
                     loop {
@@ -215,7 +211,7 @@ impl World {
         if let Some(n) = self.engines.iter().find_map(|e| e.notifier.clone()) {
             let mut failures = n.failures();
             let names: Vec<String> = self.engines.iter().map(|e| e.env.name.clone()).collect();
-            let (tx, mut stop) = (app_tx.clone(), stop.clone());
+            let (tx, mut stop) = (tx.clone(), stop.clone());
             tokio::spawn(async move {
                 loop {
                     let (env, text) = tokio::select! {
@@ -273,44 +269,16 @@ fn poll_runtime(stop: &watch::Receiver<bool>) -> tokio::runtime::Handle {
     }
 }
 
-/// How long the polls' results gather before they go to the app together.
-const BATCH: Duration = Duration::from_millis(20);
-
-/// Pass what the polls saw on to the app in batches: the first result of a burst waits
-/// [`BATCH`] for the ones that follow it (a tick's probes end within moments of each other),
-/// then all go at once. Every result sent alone woke the app's thread (a futex wake and a
-/// task switch each: `cutover watch` on 1,000 slots at 1 Hz spent about a fifth of its CPU
-/// on them); a batch wakes it once. Results from this thread to the batcher cost no wake-up.
-fn forward_in_batches<E>(
-    rt: &tokio::runtime::Handle,
-    mut rx: mpsc::UnboundedReceiver<Seen>,
-    tx: mpsc::UnboundedSender<E>,
-) where
-    E: From<Seen> + Send + 'static,
-{
-    rt.spawn(async move {
-        let ab = std::env::var_os("CUTOVER_AB_NOBATCH").is_some();
-        while let Some(first) = rx.recv().await {
-            if !ab { tokio::time::sleep(BATCH).await; }
-            let rest = std::iter::from_fn(|| rx.try_recv().ok());
-            for seen in std::iter::once(first).chain(rest) {
-                if tx.send(seen.into()).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-}
-
 /// Run `poll` on `rt` on every tick of `interval` and send what it returns, until `stop`
 /// flips or the app is gone. A slow `poll` delays only its own next tick.
-fn every<F, Fut>(
+fn every<E, F, Fut>(
     rt: &tokio::runtime::Handle,
     interval: Duration,
-    tx: &mpsc::UnboundedSender<Seen>,
+    tx: &mpsc::UnboundedSender<E>,
     stop: &watch::Receiver<bool>,
     poll: F,
 ) where
+    E: From<Seen> + Send + 'static,
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Seen> + Send + 'static,
 {
@@ -318,14 +286,15 @@ fn every<F, Fut>(
 }
 
 /// [`every`], the first tick `phase` from now.
-fn every_from<F, Fut>(
+fn every_from<E, F, Fut>(
     rt: &tokio::runtime::Handle,
     phase: Duration,
     interval: Duration,
-    tx: &mpsc::UnboundedSender<Seen>,
+    tx: &mpsc::UnboundedSender<E>,
     stop: &watch::Receiver<bool>,
     mut poll: F,
 ) where
+    E: From<Seen> + Send + 'static,
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Seen> + Send + 'static,
 {
@@ -342,7 +311,7 @@ fn every_from<F, Fut>(
                 ev = poll() => ev,
                 _ = stop.changed() => return,
             };
-            if tx.send(ev).is_err() {
+            if tx.send(ev.into()).is_err() {
                 return;
             }
         }
