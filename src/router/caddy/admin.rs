@@ -176,6 +176,15 @@ impl Caddy {
         Ok((v, tag))
     }
 
+    /// The config a reading fetched less than [`CONFIG_FRESH`] ago, else fetched now.
+    pub(super) async fn recent_config(&self) -> Result<Arc<Value>> {
+        let read = self.read.lock().ok().and_then(|r| r.clone());
+        match read {
+            Some((at, config)) if at.elapsed() < CONFIG_FRESH => Ok(config),
+            _ => Ok(Arc::new(self.get_config().await?.0)),
+        }
+    }
+
     pub(super) async fn upstream_stats(&self) -> BTreeMap<String, (u64, u64)> {
         let Ok(a) = self.call_ok(&Call::get("/reverse_proxy/upstreams")).await else {
             return BTreeMap::new();

@@ -7,7 +7,7 @@ impl Caddy {
         let slot = self.slot(to)?.clone();
         match self.cfg.mode {
             Mode::File => {
-                let (config, _) = self.get_config().await?;
+                let config = self.recent_config().await?;
                 if !self.has_file_route(&config, which.flag(), to) {
                     bail!(
                         "Caddy's config has no file-mode route for {}={to} under {}; switching \

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
@@ -72,7 +73,15 @@ pub struct Caddy {
     cfg: Config,
     slots: Vec<Upstream>,
     authority: String,
+    /// The config the last reading fetched, and when: a file-mode switch a moment after the
+    /// plan's reading checks its route in it instead of fetching it again before the rename.
+    read: std::sync::Mutex<Option<(std::time::Instant, Arc<Value>)>>,
 }
+
+/// How long the config a reading fetched stands for Caddy's config in a file-mode switch.
+/// Should it have changed in between, the switch's read-back finds the route missing and
+/// the engine switches back.
+const CONFIG_FRESH: Duration = Duration::from_secs(1);
 
 /// How far a failed admin API request got: a request that never connected was not seen by
 /// Caddy and can be sent again.
@@ -257,6 +266,7 @@ impl Proxy for Caddy {
             cfg: cfg.clone(),
             slots: Upstream::all(env).map_err(fail)?,
             authority: cfg.admin_address().map_err(fail)?.authority(),
+            read: std::sync::Mutex::new(None),
         })
     }
     fn change_timeout(&self) -> Duration {

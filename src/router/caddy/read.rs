@@ -111,8 +111,12 @@ impl Caddy {
     }
 
     pub(super) async fn observe_inner(&self) -> Result<RouterState> {
-        let (config, _) = self.get_config().await?;
-        let stats = self.upstream_stats().await;
+        let (config, stats) = tokio::join!(self.get_config(), self.upstream_stats());
+        let (config, _) = config?;
+        let config = Arc::new(config);
+        if let Ok(mut read) = self.read.lock() {
+            *read = Some((std::time::Instant::now(), config.clone()));
+        }
         let mut state = RouterState::default();
         match self.cfg.mode {
             Mode::Api => {
