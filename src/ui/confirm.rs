@@ -69,6 +69,29 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
     );
 }
 
+/// What each step's analysis judges, in one line: the thresholds and the failed checks a
+/// step tolerates, from the environment's `canary_*` settings and its queries.
+fn analysis(c: &crate::config::Canary) -> String {
+    let mut parts = vec![format!("error rate ≤ {}", percent(c.max_error_rate))];
+    if let Some(over) = c.max_error_rate_over_stable {
+        parts.push(format!("≤ stable + {}", percent(over)));
+    }
+    if let Some(l) = c.max_latency {
+        parts.push(format!("probe ≤ {}", crate::timefmt::millis(l)));
+    }
+    parts.extend(c.queries.iter().map(|q| format!("`{}` {}", q.name, q.pass)));
+    let tolerated = match c.failure_limit {
+        0 => "no failed check tolerated".to_string(),
+        1 => "1 failed check tolerated".to_string(),
+        n => format!("{n} failed checks tolerated"),
+    };
+    format!("{}; {tolerated}", parts.join(" · "))
+}
+
+fn percent(fraction: f64) -> String {
+    format!("{} %", (fraction * 1000.0).round() / 10.0)
+}
+
 /// Rows the lines take when word-wrapped to `width` (as the paragraph wraps them: at spaces,
 /// and inside a word longer than the line).
 fn rows(lines: &[Line], width: usize) -> usize {
@@ -182,6 +205,18 @@ fn lines<'a>(app: &'a App, env: &'a EnvView, c: &Confirm, detail: Detail) -> Vec
                 ),
             ]));
         }
+    }
+    if let crate::app::Confirmed::Op(crate::ops::OpKind::Canary { to, .. }) = &c.what
+        && detail >= Detail::Checks
+    {
+        lines.push(Line::from(vec![
+            Span::styled("analysis ", t.dim),
+            Span::styled(analysis(&env.config.canary), t.text),
+        ]));
+        lines.push(Line::styled(
+            format!("another plan: :canary {to} STEPS INTERVAL (e.g. 10,pause,50,100 30s)"),
+            t.dim,
+        ));
     }
     if detail >= Detail::All {
         lines.push(Line::raw(""));

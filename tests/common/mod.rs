@@ -43,11 +43,32 @@ macro_rules! or_skip {
 pub(crate) use or_skip;
 
 /// A port that was free a moment ago on 127.0.0.1, and that this test process has not handed
-/// out before: the kernel can give the same ephemeral port to two binds in a row once the first
-/// listener is closed, and two listeners of one config on one port are refused.
+/// out before. It comes from below the kernel's ephemeral range (10000 and up, under the
+/// range's start; e2e_tmux's demo slot ports take 20000 and up): a port from that range, free
+/// when picked, could be given to a parallel test's outgoing connection before the proxy that
+/// was to listen on it binds it ("cannot bind socket (Address already in use)", seen with
+/// HAProxy). Where the ephemeral range leaves no room below it, the kernel picks as before.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let below: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let top = below.min(20_000);
+    if top > 11_000 {
+        let span = top - 10_000;
+        let start = std::process::id() * 37 % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let port = (10_000 + (start + n) % span) as u16;
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
     loop {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = l.local_addr().expect("local addr").port();
