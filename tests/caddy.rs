@@ -178,12 +178,17 @@ impl Rig {
     }
 }
 
-/// Point the `shop_live` handler's upstreams at `dial` on the admin API at `admin`.
-async fn patch_live_upstreams(admin: u16, dial: &str) {
-    let c = cutover::http_client()
+/// A client for Caddy's admin API, with a deadline.
+fn admin_client() -> reqwest::Client {
+    cutover::http_client()
         .timeout(Duration::from_secs(5))
         .build()
-        .expect("client");
+        .expect("client")
+}
+
+/// Point the `shop_live` handler's upstreams at `dial` on the admin API at `admin`.
+async fn patch_live_upstreams(admin: u16, dial: &str) {
+    let c = admin_client();
     let r = c
         .patch(format!("http://127.0.0.1:{admin}/id/shop_live/upstreams"))
         .header("content-type", "application/json")
@@ -414,11 +419,7 @@ async fn hand_changes_show_as_drift() {
 
     // Flags for a Caddy that was never given the file-mode routes: switching would route
     // nothing, so the driver says so and refuses.
-    let c = cutover::http_client()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let resp = c
+    let resp = admin_client()
         .post(format!("http://127.0.0.1:{}/load", r.admin))
         .header("content-type", "application/json")
         .body(
@@ -451,10 +452,7 @@ async fn hand_changes_show_as_drift() {
 
 /// Caddy's whole config, as its admin API holds it.
 async fn caddy_config(admin: u16) -> Value {
-    let c = cutover::http_client()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
+    let c = admin_client();
     let r = c
         .get(format!("http://127.0.0.1:{admin}/config/"))
         .send()

@@ -168,12 +168,7 @@ async fn sticky_answer(url: &str, cookie: Option<&str>) -> (String, Option<Strin
     }
     let r = req.send().await.expect("a request through the public URL");
     assert_eq!(r.status().as_u16(), 200, "{url} with {cookie:?}");
-    let header = |n: &str| {
-        r.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let header = |n: &str| common::header(&r, n);
     let set = header("set-cookie").and_then(|c| c.split(';').next().map(str::to_string));
     (header("x-slot").unwrap_or_default(), set)
 }

@@ -754,12 +754,7 @@ async fn answer(url: &str) -> (String, Option<String>, Option<String>) {
         .await
         .expect("GET");
     assert_eq!(r.status().as_u16(), 200, "{url}");
-    let h = |name: &str| {
-        r.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let h = |name: &str| common::header(&r, name);
     (
         h("x-slot").unwrap_or_default(),
         h("set-cookie"),

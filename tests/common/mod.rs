@@ -351,7 +351,7 @@ async fn fetch(url: &str) -> reqwest::Response {
 }
 
 /// The value of a response's header, if it is text.
-fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+pub fn header(r: &reqwest::Response, name: &str) -> Option<String> {
     r.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
