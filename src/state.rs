@@ -348,8 +348,7 @@ impl Store {
         }
         self.ensure_dir()?;
         let path = self.file(&guard.env, ".journal.json");
-        let new_mode = (!path.exists()).then_some(0o600);
-        crate::router::write_visible(&path, &serde_json::to_vec_pretty(j)?, new_mode)?;
+        crate::router::write_visible(&path, &serde_json::to_vec_pretty(j)?, private_if_new(&path))?;
         std::thread::spawn(move || crate::router::sync_file_and_dir(&path));
         Ok(())
     }
@@ -484,8 +483,13 @@ impl Drop for LockGuard {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).wrap_err_with(|| format!("cannot create {}", dir.display()))?;
-    let new_mode = (!path.exists()).then_some(0o600);
-    crate::router::write_atomic(path, bytes, new_mode)
+    crate::router::write_atomic(path, bytes, private_if_new(path))
+}
+
+/// The mode a state file gets when it is new (0600: only its user reads what cutover
+/// remembers); `None` keeps an existing file's.
+fn private_if_new(path: &Path) -> Option<u32> {
+    (!path.exists()).then_some(0o600)
 }
 
 #[cfg(test)]

@@ -61,6 +61,11 @@ pub(crate) fn sync_file_and_dir(p: &Path) {
     if let Ok(f) = std::fs::File::open(p) {
         let _ = f.sync_all();
     }
+    sync_dir_of(p);
+}
+
+/// fsync the directory that holds `p`'s name, so a rename to it survives a crash (best effort).
+fn sync_dir_of(p: &Path) {
     if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
         && let Ok(d) = std::fs::File::open(dir)
     {
@@ -88,12 +93,8 @@ fn replace(p: &Path, bytes: &[u8], mode: Option<u32>, durable: bool) -> Result<(
             f.sync_all()?;
         }
         std::fs::rename(&tmp, p)?;
-        // The rename itself survives a crash once the directory is synced (best effort).
-        if durable
-            && let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
+        if durable {
+            sync_dir_of(p);
         }
         Ok(())
     })();
