@@ -344,7 +344,10 @@ fn start_load(url: &str, opts: &DrillOptions) -> load::LoadRun {
 pub(crate) async fn live_and_other(engine: &Engine) -> Result<(String, Option<String>)> {
     let states = engine.observe_all().await?;
     let Some(live) = engine.agreed_live(&states)? else {
-        bail!("the router has no live slot");
+        bail!(
+            "no router sends live traffic to a slot; make one live first (`cutover swap {} --to SLOT`)",
+            engine.env.name
+        );
     };
     let other = states[0]
         .preview
