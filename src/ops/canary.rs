@@ -54,7 +54,8 @@ pub fn error_rate_failure(errors: u64, requests: u64, max_rate: f64) -> Option<f
     (rate > max_rate).then_some(rate)
 }
 
-fn pct(rate: f64) -> String {
+/// A rate (0.01) as the canary's lines say it (`1.0 %`).
+pub(crate) fn pct(rate: f64) -> String {
     format!("{:.1} %", rate * 100.0)
 }
 
@@ -172,7 +173,10 @@ impl Engine {
         };
         let pause = interval.unwrap_or(self.env.canary.pause);
         if pause.is_zero() {
-            let why = "the canary's interval must be more than zero".to_string();
+            let why =
+                "the canary's interval must be more than zero: give one (`--interval 30s`, or \
+                       `:canary SLOT STEPS 30s` in the TUI) or set `canary_pause` above 0"
+                    .to_string();
             return run.fail(Step::Plan, Verdict::Refused, why);
         }
         let Some(live) = live else {
@@ -460,9 +464,21 @@ impl Engine {
             }
             if now >= next_check {
                 next_check = now + WATCH_CHECK_EVERY;
-                let r = self.prober.probe_slot(&slot).await;
+                // The probe, the routers' counters and the queries at once: a check takes as
+                // long as the slowest of them, so a slow Prometheus delays pause and promote less.
+                let queries = async {
+                    match &prometheus {
+                        Some(client) => {
+                            super::query::check_all(client, &self.env.canary.queries, to, live)
+                                .await
+                        }
+                        None => Vec::new(),
+                    }
+                };
+                let (r, states, queried) =
+                    tokio::join!(self.prober.probe_slot(&slot), self.observe_all(), queries);
                 tally.count(&r);
-                if let Ok(states) = self.observe_all().await {
+                if let Ok(states) = states {
                     let since = |(e, q): (u64, u64), (be, bq): (u64, u64)| {
                         (e.saturating_sub(be), q.saturating_sub(bq))
                     };
@@ -480,12 +496,6 @@ impl Engine {
                     over: started.elapsed(),
                 };
                 let mut failures = judge(&self.env, &sample);
-                let queried = match &prometheus {
-                    Some(client) => {
-                        super::query::check_all(client, &self.env.canary.queries, to, live).await
-                    }
-                    None => Vec::new(),
-                };
                 failures.extend(queried.iter().filter_map(|q| q.failure.clone()));
                 if !queried.is_empty() {
                     let said: Vec<String> = queried.iter().map(|q| q.summary()).collect();
@@ -494,17 +504,17 @@ impl Engine {
                 let limit = self.env.canary.failure_limit;
                 if !failures.is_empty() {
                     failed += 1;
-                    last_failure = Some((Instant::now(), failures.join("; ")));
+                    let why = failures.join("; ");
                     if failed <= limit {
                         run.decision(
                             Step::Watch,
                             format!(
-                                "{label}: check failed ({failed} of {} would abort), tolerated: {}",
+                                "{label}: check failed ({failed} of {} would abort), tolerated: {why}",
                                 limit + 1,
-                                failures.join("; ")
                             ),
                         );
                     }
+                    last_failure = Some((Instant::now(), why));
                 }
                 let ((errors, requests), (s_errors, s_requests)) = seen;
                 let mut detail = format!(

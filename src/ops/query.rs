@@ -114,16 +114,19 @@ pub async fn ask(
     }
 }
 
-/// Ask every query and judge its samples: every value must pass.
+/// Ask every query (all at once: a check takes as long as its slowest query, not their sum)
+/// and judge its samples: every value must pass.
 pub async fn check_all(
     client: &reqwest::Client,
     queries: &[CanaryQuery],
     canary: &str,
     stable: &str,
 ) -> Vec<QueryResult> {
+    let answers =
+        futures_util::future::join_all(queries.iter().map(|q| ask(client, q, canary, stable)))
+            .await;
     let mut out = Vec::with_capacity(queries.len());
-    for q in queries {
-        let values = ask(client, q, canary, stable).await;
+    for (q, values) in queries.iter().zip(answers) {
         let failure = match &values {
             Err(e) => Some(format!("query `{}`: {e}", q.name)),
             Ok(v) if v.is_empty() => Some(format!(

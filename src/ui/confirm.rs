@@ -72,9 +72,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, c: &Confirm) {
 /// What each step's analysis judges, in one line: the thresholds and the failed checks a
 /// step tolerates, from the environment's `canary_*` settings and its queries.
 fn analysis(c: &crate::config::Canary) -> String {
-    let mut parts = vec![format!("error rate ≤ {}", percent(c.max_error_rate))];
+    let mut parts = vec![format!(
+        "error rate ≤ {}",
+        crate::ops::canary::pct(c.max_error_rate)
+    )];
     if let Some(over) = c.max_error_rate_over_stable {
-        parts.push(format!("≤ stable + {}", percent(over)));
+        parts.push(format!("≤ stable + {}", crate::ops::canary::pct(over)));
     }
     if let Some(l) = c.max_latency {
         parts.push(format!("probe ≤ {}", crate::timefmt::millis(l)));
@@ -86,10 +89,6 @@ fn analysis(c: &crate::config::Canary) -> String {
         n => format!("{n} failed checks tolerated"),
     };
     format!("{}; {tolerated}", parts.join(" · "))
-}
-
-fn percent(fraction: f64) -> String {
-    format!("{} %", (fraction * 1000.0).round() / 10.0)
 }
 
 /// Rows the lines take when word-wrapped to `width` (as the paragraph wraps them: at spaces,
