@@ -160,7 +160,18 @@ impl Apache {
         // Never drain the last serving member of the live balancer (in file mode, the live
         // slot's own balancer).
         let live_name = if self.file_mode() {
-            self.flags(files::LIVE_FLAG).await?.join(",")
+            // Several live= files name no one balancer, and the guard below would find none:
+            // refuse rather than drain without it.
+            match self.flags(files::LIVE_FLAG).await?.as_slice() {
+                [one] => one.clone(),
+                many => bail!(
+                    "{} holds {} live= files ({}), so the live balancer is not known; nothing \
+                     was drained. Leave exactly one (`cutover status` shows what Apache routes)",
+                    self.flag_dir()?.display(),
+                    many.len(),
+                    many.join(", ")
+                ),
+            }
         } else {
             self.live.clone()
         };

@@ -16,7 +16,7 @@ impl Apache {
         self.cfg.mode == config::Mode::File
     }
 
-    fn flag_dir(&self) -> Result<&Path> {
+    pub(super) fn flag_dir(&self) -> Result<&Path> {
         self.cfg
             .flag_dir
             .as_deref()
@@ -86,7 +86,8 @@ impl Apache {
         let now = self.flags(prefix).await?;
         if now != [to] {
             bail!(
-                "after the rename {} holds {prefix}= {:?}, not `{to}`: someone else changed it",
+                "after the rename {} holds {prefix}= {:?}, not `{to}`: someone else changed it; \
+                 run `cutover status`, then swap again",
                 self.flag_dir()?.display(),
                 now
             );

@@ -48,7 +48,7 @@ pub(super) async fn create_flag(p: &Path, content: &str) -> Result<()> {
         .map_err(|e| eyre!("writing {} did not finish: {e}", p.display()))?
         .wrap_err_with(|| {
             format!(
-                "cannot create maintenance flag {}: its directory must exist and be writable by \
+                "cannot create flag file {}: its directory must exist and be writable by \
                  cutover (and readable by Apache)",
                 p.display()
             )

@@ -204,8 +204,13 @@ impl Caddy {
             canary_percent: pct,
         };
         if read.as_ref() != Some(&expect) {
+            let now = read.map_or_else(
+                || "no split".to_string(),
+                |w| format!("{} % to {}", w.canary_percent, w.canary),
+            );
             bail!(
-                "after the change {} reads as {read:?}, not {pct} % to {canary}",
+                "after the change {} reads as {now}, not {pct} % to {canary}: changed by another \
+                 process or by hand; run `cutover status`, then set the weight again (0 ends the split)",
                 dir.display()
             );
         }
