@@ -280,6 +280,14 @@ impl<P: Proxy> Router for Driven<P> {
         canary: &'a str,
         percent: u8,
     ) -> BoxFuture<'a, Result<()>> {
+        // Checked here once for every driver: none is asked for a share that cannot be.
+        if percent > 100 {
+            return Box::pin(async move {
+                Err(eyre!(
+                    "a canary share is 0 to 100 %, not {percent}; nothing was changed"
+                ))
+            });
+        }
         Box::pin(self.changing(
             format!("send {percent} % of the live traffic of {live} to {canary}"),
             self.proxy.set_weights(live, canary, percent),

@@ -90,9 +90,6 @@ impl Apache {
                 self.live
             );
         };
-        if percent > 100 {
-            bail!("a canary share is 0 to 100 %, not {percent}");
-        }
         self.slot(live)?;
         self.slot(canary)?;
         if canary == live {

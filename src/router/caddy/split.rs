@@ -134,9 +134,6 @@ impl Caddy {
     }
 
     pub(super) async fn set_file_split(&self, live: &str, canary: &str, pct: u8) -> Result<()> {
-        if pct > 100 {
-            bail!("a canary share is 0 to 100 %, not {pct}");
-        }
         self.slot(live)?;
         self.slot(canary)?;
         if pct == 0 {

@@ -115,9 +115,6 @@ impl Caddy {
         if self.cfg.mode == Mode::File {
             return self.set_file_split(live, canary, percent).await;
         }
-        if percent > 100 {
-            bail!("a canary share is 0 to 100 %, not {percent}");
-        }
         let live_slot = self.slot(live)?.clone();
         let canary_slot = self.slot(canary)?.clone();
         let (config, tag) = self.get_config().await?;

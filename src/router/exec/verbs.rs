@@ -90,9 +90,6 @@ impl Exec {
     pub(super) async fn weights_cmd(&self, live: &str, canary: &str, percent: u8) -> Result<()> {
         self.slot(live)?;
         self.slot(canary)?;
-        if percent > 100 {
-            bail!("a canary share is 0 to 100 %, not {percent}");
-        }
         if percent > 0 && canary == live {
             bail!("`{canary}` is the live slot; a canary is another slot");
         }

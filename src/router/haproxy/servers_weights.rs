@@ -148,9 +148,6 @@ impl Haproxy {
         canary: &str,
         percent: u8,
     ) -> Result<()> {
-        if percent > 100 {
-            bail!("a canary share is 0 to 100 %, not {percent}");
-        }
         let states = self.states().await?;
         let split = s.split_in(&states);
         s.server_of(live)?;

@@ -106,9 +106,6 @@ impl Haproxy {
                  frontend (docs/haproxy.md, \"Canary\") and set `canary_key`"
             );
         };
-        if percent > 100 {
-            bail!("a canary share is 0 to 100 %, not {percent}");
-        }
         let entries = self.map_entries(m).await?;
         let live_backend = m.backend_of(live)?;
         let live_now = map_get(&entries, &m.live_key);

@@ -155,9 +155,6 @@ impl Nginx {
                  cannot split traffic; use method \"realpath\" or \"include\" for a canary"
             );
         }
-        if percent > 100 {
-            bail!("a canary share is 0 to 100 %, not {percent}");
-        }
         self.slot(live)?;
         self.slot(canary)?;
         let mut disk = self.read_disk();
