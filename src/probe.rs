@@ -12,9 +12,17 @@ use serde::Serialize;
 use crate::config::{Environment, Settings, Slot};
 use crate::model::{Health, ProbeError, ProbeResult, VersionInfo};
 
+mod keepalive;
+
+pub use keepalive::SlotPoll;
+
+/// A GET's outcome: (status, body, the `X-Slot` header, time to the answer's head).
+type Fetched = Result<(u16, Vec<u8>, Option<String>, Duration), ProbeError>;
+
 #[derive(Clone)]
 pub struct Prober {
     client: reqwest::Client,
+    timeout: Duration,
     degraded_after: Duration,
     max_body: usize,
 }
@@ -43,6 +51,7 @@ impl Prober {
             .wrap_err("cannot build the HTTP client for probes")?;
         Ok(Prober {
             client,
+            timeout: settings.timeout,
             degraded_after: settings.degraded_after,
             max_body: settings.max_body,
         })
@@ -55,6 +64,11 @@ impl Prober {
     pub async fn probe_slot(&self, slot: &Slot) -> ProbeResult {
         let health = self.fetch(&slot.health_url).await;
         let version = self.fetch(&slot.version_url).await;
+        self.result(slot, health, version)
+    }
+
+    /// What a slot's health and version answers say.
+    fn result(&self, slot: &Slot, health: Fetched, version: Fetched) -> ProbeResult {
         let (health_state, status, error, latency) = match health {
             Ok((status, _, _, took)) if status == slot.expect_status => {
                 let h = if took > self.degraded_after {
@@ -124,10 +138,7 @@ impl Prober {
     }
 
     /// GET with a capped body: (status, body, x-slot, time to headers).
-    async fn fetch(
-        &self,
-        url: &str,
-    ) -> Result<(u16, Vec<u8>, Option<String>, Duration), ProbeError> {
+    async fn fetch(&self, url: &str) -> Fetched {
         let t0 = Instant::now();
         let mut resp = self.client.get(url).send().await.map_err(classify)?;
         let took = t0.elapsed();
@@ -140,10 +151,7 @@ impl Prober {
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > self.max_body {
-                return Err(ProbeError::Body(format!(
-                    "larger than {} bytes (settings.max_body)",
-                    self.max_body
-                )));
+                return Err(too_big(self.max_body));
             }
             body.extend_from_slice(&chunk);
         }
@@ -169,6 +177,10 @@ fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> 
     std::iter::successors(Some(e), |e| e.source())
         .find_map(|e| e.downcast_ref::<std::io::Error>())
         .map(std::io::Error::kind)
+}
+
+fn too_big(max_body: usize) -> ProbeError {
+    ProbeError::Body(format!("larger than {max_body} bytes (settings.max_body)"))
 }
 
 fn short(s: &str) -> String {

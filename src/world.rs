@@ -13,7 +13,7 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::envview::Seen;
 use crate::ops::Engine;
-use crate::probe::Prober;
+use crate::probe::{Prober, SlotPoll};
 use crate::slotserver::SlotControls;
 use crate::state::{EnvMemory, Store};
 
@@ -86,12 +86,18 @@ impl World {
         let rt = poll_runtime(&stop);
         for (ei, engine) in self.engines.iter().enumerate() {
             for si in 0..engine.env.slots.len() {
-                // Each tick clones the engine's `Arc`, nothing else: the slot is read in place.
+                // Each tick clones two `Arc`s, nothing else: the slot is read in place, and
+                // its poller keeps its connection (only this task locks it).
                 let engine = engine.clone();
+                let poll = Arc::new(tokio::sync::Mutex::new(SlotPoll::new(
+                    engine.prober.clone(),
+                    &engine.env.slots[si],
+                )));
                 every(&rt, interval, &tx, &stop, move || {
-                    let engine = engine.clone();
+                    let (engine, poll) = (engine.clone(), poll.clone());
                     async move {
-                        let result = engine.prober.probe_slot(&engine.env.slots[si]).await;
+                        let slot = &engine.env.slots[si];
+                        let result = poll.lock().await.poll(slot).await;
                         Seen::Probe {
                             env: ei,
                             slot: si,
