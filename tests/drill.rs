@@ -165,7 +165,29 @@ fn a_drill_refuses_production_without_yes_really() {
 async fn bench_drill_embedded() {
     let (slots, d) = blue_green().await;
     let (path, live) = demo_like(d.path(), &slots, false);
-    let (_, _proxy) = start_proxy(&path, live).await;
+    // The proxy in its own process, as operators run it and as every other drill's proxy
+    // runs: on this test's runtime, the load generator's 64 connections and the slots would
+    // share its workers, and the switch would measure their scheduling.
+    let cfg = config::load(&path).expect("config");
+    let RouterConfig::Embedded(pc) = &cfg.environments[0].routers[0] else {
+        panic!("embedded")
+    };
+    let admin: std::net::SocketAddr = pc.admin.parse().expect("admin address");
+    let log = std::fs::File::create(d.path().join("proxy.log")).expect("log");
+    let _proxy = common::ChildGuard::spawn(
+        "cutover proxy",
+        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .arg("--config")
+            .arg(&path)
+            .arg("proxy")
+            .env("XDG_STATE_HOME", d.path().join("xdg-state"))
+            .env_remove("CUTOVER_CONFIG")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log),
+    );
+    for port in [live, admin.port()] {
+        common::wait_port(port, Duration::from_secs(10)).await;
+    }
     let text = std::fs::read_to_string(&path).expect("config text");
     let env_only = &text[text.find("[[environment]]").expect("environment")..];
     common::bench_drill("embedded", env_only).await;
