@@ -186,13 +186,21 @@ impl LoadRun {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
-    pub async fn finish(self) -> LoadReport {
+    pub async fn finish(mut self) -> LoadReport {
         self.stop();
-        self.task.await.unwrap_or_default()
+        (&mut self.task).await.unwrap_or_default()
     }
     /// Wait until the run ends by its own bounds.
-    pub async fn wait(self) -> LoadReport {
-        self.task.await.unwrap_or_default()
+    pub async fn wait(mut self) -> LoadReport {
+        (&mut self.task).await.unwrap_or_default()
+    }
+}
+
+/// A run nobody waits for any more (its caller failed) stops: its threads are not the
+/// caller's runtime, which would have ended it.
+impl Drop for LoadRun {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
