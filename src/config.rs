@@ -578,6 +578,13 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             )),
             other => Ok(other.as_ref().map(|r| *r.get_ref())),
         };
+        if re.canary_pause.is_zero() {
+            return Err(at(
+                find_value_in(src, re.name.span().start, "canary_pause").unwrap_or(0..0),
+                Some("canary_pause"),
+                "must be more than zero: it is how long each canary step is watched".into(),
+            ));
+        }
         let canary = Canary {
             steps: canary_steps,
             pause: re.canary_pause,
@@ -591,7 +598,7 @@ fn parse_with(src: &str, path: &Path, require_router: bool) -> Result<Config, Co
             failure_limit: re
                 .canary_failure_limit
                 .unwrap_or(DEFAULT_CANARY_FAILURE_LIMIT),
-            queries: parse_queries(std::mem::take(&mut re.canary_queries), &at)?,
+            queries: parse_queries(src, std::mem::take(&mut re.canary_queries), &at)?,
         };
         environments.push(Environment {
             name,

@@ -349,7 +349,15 @@ impl Store {
         self.ensure_dir()?;
         let path = self.file(&guard.env, ".journal.json");
         crate::router::write_visible(&path, &serde_json::to_vec_pretty(j)?, private_if_new(&path))?;
-        std::thread::spawn(move || crate::router::sync_file_and_dir(&path));
+        // The flush runs beside the router command (the journal is in place for every
+        // process already); should no thread start, it runs here.
+        let p = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cutover-journal-sync".into())
+            .spawn(move || flush_journal(&p));
+        if spawned.is_err() {
+            flush_journal(&path);
+        }
         Ok(())
     }
 
@@ -494,3 +502,14 @@ fn private_if_new(path: &Path) -> Option<u32> {
 
 #[cfg(test)]
 mod tests;
+
+/// Flush the journal at `path` to disk; a failure is logged (the operation goes on: the
+/// routers' own state still says where each one is).
+fn flush_journal(path: &std::path::Path) {
+    if let Err(e) = crate::router::sync_file_and_dir(path) {
+        tracing::error!(
+            "the operation journal {} was not flushed to disk; a power loss now could lose it: {e:#}",
+            path.display()
+        );
+    }
+}

@@ -17,22 +17,32 @@ use std::process::Command;
 
 use rig::{Kind, Rig};
 
-/// What `wrk --latency` printed, as a BENCHMARKS.md row.
-fn wrk_row(path: &str, url: &str) -> String {
-    let out = Command::new("taskset")
-        .args([
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            "-c64",
-            "-d10s",
-            "--timeout",
-            "5s",
-            "--latency",
-            url,
-        ])
-        .output();
+/// Each connection's pause between an answer and its next request in the paced rows (wrk's
+/// `delay()`): the same offered load on every path, about 64 / (5 ms + latency), far below
+/// each one's limit, so that the p99s compare the hop and not how far each is saturated.
+const PACE_MS: u32 = 5;
+
+/// What `wrk --latency` printed, as a BENCHMARKS.md row; `pace`: wrk's script that pauses
+/// [`PACE_MS`] between requests.
+fn wrk_row(path: &str, url: &str, pace: Option<&std::path::Path>) -> String {
+    let mut args: Vec<String> = [
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        "-c64",
+        "-d10s",
+        "--timeout",
+        "5s",
+        "--latency",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(script) = pace {
+        args.extend(["-s".to_string(), script.display().to_string()]);
+    }
+    args.push(url.to_string());
+    let out = Command::new("taskset").args(&args).output();
     let text = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         Ok(o) => {
@@ -94,6 +104,13 @@ async fn bench_wrk() {
         println!("BENCH wrk | cannot pin to core 0 (taskset -p failed) | | | | |");
         return;
     }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pace = dir.path().join("pace.lua");
+    std::fs::write(
+        &pace,
+        format!("function delay()\n  return {PACE_MS}\nend\n"),
+    )
+    .expect("pace script");
     let mut direct = false;
     for (kind, label) in [
         (
@@ -109,18 +126,20 @@ async fn bench_wrk() {
             println!("BENCH wrk | {label}: not installed | | | | |");
             continue;
         };
-        if !direct {
-            direct = true;
-            let row = wrk_row(
-                "direct to the slot",
-                &format!("{}/", rig.servers.green().url()),
-            );
-            println!("BENCH wrk {row}");
+        // Each row twice: as fast as it goes (`wrk`), and at the same offered load (`paced`).
+        for (tag, how) in [("wrk", None), ("paced", Some(pace.as_path()))] {
+            if !direct {
+                let row = wrk_row(
+                    "direct to the slot",
+                    &format!("{}/", rig.servers.green().url()),
+                    how,
+                );
+                println!("BENCH {tag} {row}");
+            }
+            // The live slot is blue, whose rig may have two nodes: the proxy balances them.
+            let row = wrk_row(label, &format!("{}/", rig.public[0]), how);
+            println!("BENCH {tag} {row}");
         }
-        // The live slot is blue, whose rig may have two nodes: the proxy balances them.
-        println!(
-            "BENCH wrk {}",
-            wrk_row(label, &format!("{}/", rig.public[0]))
-        );
+        direct = true;
     }
 }

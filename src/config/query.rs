@@ -22,6 +22,7 @@ pub(super) struct RawQuery {
 /// The queries, each with a Prometheus URL (http or https, with a host), a query and a `pass`
 /// comparison; an error names the field at fault.
 pub(super) fn parse_queries(
+    src: &str,
     raw: Vec<RawQuery>,
     at: &impl Fn(Range<usize>, Option<&str>, String) -> ConfigError,
 ) -> Result<Vec<CanaryQuery>, ConfigError> {
@@ -51,7 +52,7 @@ pub(super) fn parse_queries(
                 .map_err(|m| at(r.pass.span(), Some("pass"), m))?;
             if r.timeout.is_zero() {
                 return Err(at(
-                    r.url.span(),
+                    find_value_in(src, r.url.span().start, "timeout").unwrap_or(r.url.span()),
                     Some("timeout"),
                     "must be more than zero".into(),
                 ));

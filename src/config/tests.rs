@@ -469,6 +469,25 @@ fn a_canary_plan_in_the_config_is_checked_field_by_field() {
     );
     let bad = err(&with("canary_steps = [\"10%\", \"later\", \"100%\"]\n")).to_string();
     assert!(bad.contains("`later` is neither `pause`"), "{bad}");
+    // A zero pause is refused when the config loads, not when a canary runs, at its line.
+    let src = with("canary_pause = \"0s\"\n");
+    let e = err(&src);
+    assert_eq!(
+        (e.field.as_deref(), e.line),
+        (Some("canary_pause"), line_of(&src, "canary_pause")),
+        "{e}"
+    );
+}
+
+/// The line (from 1) of the last line of `src` that starts with `key`.
+fn line_of(src: &str, key: &str) -> usize {
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(key))
+        .last()
+        .expect("the key is in the source")
+        .0
+        + 1
 }
 
 #[test]
@@ -519,4 +538,14 @@ fn a_canary_query_is_checked_field_by_field() {
         assert!(e.to_string().contains(says), "{e}");
         assert!(e.line > 1, "{e}");
     }
+    // A zero timeout is pointed at on its own line (not the url's).
+    let src = with(&format!(
+        "url = \"http://p:9090\"\n{query}pass = \"< 1\"\ntimeout = \"0s\"\n"
+    ));
+    let e = err(&src);
+    assert_eq!(
+        (e.field.as_deref(), e.line),
+        (Some("timeout"), line_of(&src, "timeout")),
+        "{e}"
+    );
 }

@@ -56,12 +56,16 @@ pub(crate) fn write_visible(p: &Path, bytes: &[u8], mode: Option<u32>) -> Result
     replace(p, bytes, mode, false)
 }
 
-/// fsync a file and the directory that holds its name (best effort: it may be gone).
-pub(crate) fn sync_file_and_dir(p: &Path) {
-    if let Ok(f) = std::fs::File::open(p) {
-        let _ = f.sync_all();
+/// fsync a file and the directory that holds its name. A file that is gone already (closed
+/// by then) has nothing to flush; the directory's fsync is best effort.
+pub(crate) fn sync_file_and_dir(p: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(p) {
+        Ok(f) => f.sync_all()?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     sync_dir_of(p);
+    Ok(())
 }
 
 /// fsync the directory that holds `p`'s name, so a rename to it survives a crash (best effort).
