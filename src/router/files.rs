@@ -4,7 +4,63 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use color_eyre::eyre::{Result, WrapErr};
+use color_eyre::eyre::{Result, WrapErr, bail};
+
+/// The values of the `PREFIX=VALUE` flag files in `dir`, sorted: where a flag-file router
+/// (Apache's and Caddy's file modes) points `prefix` (`live`, `next`, `maintenance`...).
+pub(crate) fn flags(dir: &Path, prefix: &str) -> Result<Vec<String>> {
+    let cannot = || format!("cannot read flag_dir {}", dir.display());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).wrap_err_with(cannot)? {
+        let name = e.wrap_err_with(cannot)?.file_name();
+        if let Some(v) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|n| n.strip_prefix('='))
+        {
+            out.push(v.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Make `PREFIX=value` the one flag of its kind in `dir`, or leave none (`value` `None`): a
+/// rename of the old flag (so at every instant exactly one exists), a create (through a
+/// temporary file and a rename) when there was none, a remove. Several flags of one kind
+/// (made by hand) are refused, and nothing changes.
+pub(crate) fn set_flag(dir: &Path, prefix: &str, value: Option<&str>) -> Result<()> {
+    let current = flags(dir, prefix)?;
+    if current.len() > 1 {
+        bail!(
+            "{} holds several {prefix}= files ({}), made by hand? Remove all but one, then \
+             retry; nothing was changed",
+            dir.display(),
+            current.join(", ")
+        );
+    }
+    let path = |v: &str| dir.join(format!("{prefix}={v}"));
+    match (current.first(), value) {
+        (Some(c), Some(v)) if c == v => Ok(()),
+        (Some(c), Some(v)) => std::fs::rename(path(c), path(v)).wrap_err_with(|| {
+            format!(
+                "cannot rename {} to {}; the flag still says `{c}`",
+                path(c).display(),
+                path(v).display()
+            )
+        }),
+        (None, Some(v)) => write_atomic(&path(v), b"", None).wrap_err_with(|| {
+            format!(
+                "cannot create flag file {}: its directory must exist and be writable by \
+                 cutover (and readable by the proxy)",
+                path(v).display()
+            )
+        }),
+        (Some(c), None) => std::fs::remove_file(path(c))
+            .wrap_err_with(|| format!("cannot remove {}", path(c).display())),
+        (None, None) => Ok(()),
+    }
+}
 
 /// The `retry_after` a maintenance answer sends when the router table gives none, in seconds.
 pub(crate) fn default_retry_after<T: From<u8>>() -> T {

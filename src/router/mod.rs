@@ -43,8 +43,8 @@ pub use driven::{DEFAULT_CHANGE_TIMEOUT, Driven, Install, Proxy, Table};
 pub(crate) use driven::{pointer_verbs, router_table, server_verbs};
 mod files;
 pub(crate) use files::{
-    default_retry_after, maintenance_html, sync_file_and_dir, temp_sibling, write_atomic,
-    write_visible,
+    default_retry_after, flags, maintenance_html, set_flag, sync_file_and_dir, temp_sibling,
+    write_atomic, write_visible,
 };
 
 /// `N` seconds: a router table's default duration, given where the field is declared

@@ -124,13 +124,32 @@ pub fn loopback(port: u16) -> SocketAddr {
 pub async fn slots(specs: &[(&str, &str)]) -> Vec<SlotServer> {
     let mut v = Vec::new();
     for (name, version) in specs {
-        v.push(
-            SlotServer::start(name, version, loopback(0))
-                .await
-                .expect("start slot server"),
-        );
+        let (name, version) = (name.to_string(), version.to_string());
+        let started = slot_runtime()
+            .spawn(async move { SlotServer::start(&name, &version, loopback(0)).await })
+            .await
+            .expect("the slot runtime runs");
+        v.push(started.expect("start slot server"));
     }
     v
+}
+
+/// Where the slot servers run: a runtime of their own (two workers), as slots are other
+/// programs. On the test's runtime, a load's answers queued ahead of what the test itself
+/// does (an operation's reads and commands), which no real deployment does.
+fn slot_runtime() -> &'static tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("slots")
+            .enable_all()
+            .build()
+            .expect("a runtime for the slot servers");
+        let handle = rt.handle().clone();
+        std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+        handle
+    })
 }
 
 /// Find a proxy binary (PATH, then /usr/sbin and /usr/bin). When it is missing: with

@@ -162,7 +162,7 @@ impl Apache {
         let live_name = if self.file_mode() {
             // Several live= files name no one balancer, and the guard below would find none:
             // refuse rather than drain without it.
-            match self.flags(files::LIVE_FLAG).await?.as_slice() {
+            match self.flags(files::LIVE_FLAG)?.as_slice() {
                 [one] => one.clone(),
                 many => bail!(
                     "{} holds {} live= files ({}), so the live balancer is not known; nothing \

@@ -24,47 +24,8 @@ impl Apache {
     }
 
     /// The values of the `PREFIX=VALUE` files in `flag_dir`, sorted.
-    pub(super) async fn flags(&self, prefix: &str) -> Result<Vec<String>> {
-        let dir = self.flag_dir()?;
-        let cannot = || format!("cannot read flag_dir {}", dir.display());
-        let mut entries = tokio::fs::read_dir(dir).await.wrap_err_with(cannot)?;
-        let mut out = Vec::new();
-        while let Some(e) = entries.next_entry().await.wrap_err_with(cannot)? {
-            let name = e.file_name();
-            let value = name.to_str().and_then(|n| n.strip_prefix(prefix));
-            if let Some(v) = value.and_then(|n| n.strip_prefix('=')) {
-                out.push(v.to_string());
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Make `prefix=slot` the one flag of its kind: a rename of the old one (atomic), or a
-    /// create (through a temporary file and a rename) when there was none.
-    async fn set_flag(&self, prefix: &str, slot: &str) -> Result<()> {
-        let dir = self.flag_dir()?;
-        let current = self.flags(prefix).await?;
-        let path = |v: &str| dir.join(format!("{prefix}={v}"));
-        match current.as_slice() {
-            [one] if one == slot => Ok(()),
-            [one] => tokio::fs::rename(path(one), path(slot))
-                .await
-                .wrap_err_with(|| {
-                    format!(
-                        "cannot rename {} to {}; Apache still serves `{one}`",
-                        path(one).display(),
-                        path(slot).display()
-                    )
-                }),
-            [] => create_flag(&path(slot), "").await,
-            several => bail!(
-                "{} holds several {prefix}= files ({}), made by hand? Remove all but one, then \
-                 retry; nothing was changed",
-                dir.display(),
-                several.join(", ")
-            ),
-        }
+    pub(super) fn flags(&self, prefix: &str) -> Result<Vec<String>> {
+        crate::router::flags(self.flag_dir()?, prefix)
     }
 
     /// A swap (`live`) or a preview change (`next`) in file mode: the slot's balancer must
@@ -82,8 +43,8 @@ impl Apache {
                 check_text(b.workers.iter()).unwrap_or_else(|| "no member".into())
             );
         }
-        self.set_flag(prefix, to).await?;
-        let now = self.flags(prefix).await?;
+        crate::router::set_flag(self.flag_dir()?, prefix, Some(to))?;
+        let now = self.flags(prefix)?;
         if now != [to] {
             bail!(
                 "after the rename {} holds {prefix}= {:?}, not `{to}`: someone else changed it; \
@@ -97,7 +58,7 @@ impl Apache {
 
     /// The slot a flag names, with a note when it does not name exactly one.
     async fn flagged(&self, prefix: &str, st: &mut RouterState) -> Result<Option<String>> {
-        let mut found = self.flags(prefix).await?;
+        let mut found = self.flags(prefix)?;
         let dir = self.flag_dir()?.display();
         match found.len() {
             1 => return Ok(found.pop()),

@@ -154,54 +154,12 @@ impl Caddy {
 
     /// The flag files present for a prefix (`live`, `next`, `maintenance`): their values.
     pub(super) fn flags(&self, prefix: &str) -> Result<Vec<String>> {
-        let dir = self.flag_dir()?;
-        let mut out = Vec::new();
-        let entries = std::fs::read_dir(dir)
-            .wrap_err_with(|| format!("cannot read flag_dir {}", dir.display()))?;
-        for e in entries {
-            let e = e.wrap_err_with(|| format!("cannot read flag_dir {}", dir.display()))?;
-            if let Some(v) = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix(prefix))
-                .and_then(|n| n.strip_prefix('='))
-            {
-                out.push(v.to_string());
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::router::flags(self.flag_dir()?, prefix)
     }
 
-    /// Make `prefix=value` the one flag of its kind, atomically: a rename of the old flag
-    /// (so at every instant exactly one exists), or a create when there was none.
+    /// Make `prefix=value` the one flag of its kind (see [`crate::router::set_flag`]).
     pub(super) fn set_flag(&self, prefix: &str, value: Option<&str>) -> Result<()> {
-        let dir = self.flag_dir()?;
-        let current = self.flags(prefix)?;
-        if current.len() > 1 {
-            bail!(
-                "{} holds several {prefix}= files ({}), made by hand? Remove all but one, then retry",
-                dir.display(),
-                current.join(", ")
-            );
-        }
-        let path = |v: &str| dir.join(format!("{prefix}={v}"));
-        match (current.first(), value) {
-            (Some(c), Some(v)) if c == v => Ok(()),
-            (Some(c), Some(v)) => std::fs::rename(path(c), path(v)).wrap_err_with(|| {
-                format!(
-                    "cannot rename {} to {}",
-                    path(c).display(),
-                    path(v).display()
-                )
-            }),
-            (None, Some(v)) => std::fs::File::create(path(v))
-                .map(|_| ())
-                .wrap_err_with(|| format!("cannot create {}", path(v).display())),
-            (Some(c), None) => std::fs::remove_file(path(c))
-                .wrap_err_with(|| format!("cannot remove {}", path(c).display())),
-            (None, None) => Ok(()),
-        }
+        crate::router::set_flag(self.flag_dir()?, prefix, value)
     }
 
     /// Whether Caddy's config has the file-mode routes for this flag directory and slot.
