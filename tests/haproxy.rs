@@ -406,8 +406,8 @@ fn sessions(st: &RouterState, slot: &str) -> u64 {
 }
 
 /// 20 swap + rollback pairs under concurrent load; the report and how many times the
-/// answering slot changed. Each switch waits until the clients get answers from the new slot
-/// (no sleep is "long enough"); the load's ceilings are far beyond any machine's need, and the
+/// answering slot changed. After each switch the clients get answers from the new slot and
+/// send 300 more requests before the next (no sleep is "long enough"); the load's ceilings are far beyond any machine's need, and the
 /// test stops it once the last switch has reached the clients.
 async fn swaps_under_load(
     rig: &Rig,
@@ -432,6 +432,17 @@ async fn swaps_under_load(
             ok("swap", d.switch_live(to)).await;
             took.push(t.elapsed().as_micros() as u64);
             seen.answered_by(to).await;
+            // A few hundred requests on each side of every switch, however fast they come.
+            let target = run.sent.load(SeqCst) + 300;
+            let sent = run.sent.clone();
+            let more = common::eventually(Duration::from_secs(30), move || {
+                let sent = sent.clone();
+                async move { sent.load(SeqCst) >= target }
+            });
+            assert!(
+                more.await,
+                "the load stopped sending after the switch to {to}"
+            );
         }
     }
     took.sort_unstable();
