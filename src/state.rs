@@ -452,7 +452,10 @@ impl LockGuard {
     /// Share a step of the running operation with the other cutovers (a shared store only).
     pub fn share_step(&self, step: &str, ok: Option<bool>, message: &str) {
         if let Some((_, h)) = &self.shared {
-            h.activity(|a| a.step(step, ok, message));
+            // Redacted here, the one way into the shared store: a note or a decision can
+            // carry a check's error text (a URL with its credentials).
+            let message = crate::redact::redact(message);
+            h.activity(|a| a.step(step, ok, &message));
         }
     }
 
@@ -461,7 +464,7 @@ impl LockGuard {
         if let Some((_, h)) = &self.shared {
             h.activity(|a| {
                 a.result = Some(result.to_string());
-                a.message = Some(message.to_string());
+                a.message = Some(crate::redact::redact(message));
             });
         }
     }

@@ -1226,3 +1226,73 @@ fn a_silent_store_does_not_stall_the_runtimes_other_tasks() {
     });
     rt.shutdown_timeout(Duration::from_secs(5));
 }
+
+/// Every value under `prefix` in etcd at `url`, decoded and joined by newlines.
+async fn stored_under(url: &str, prefix: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let c = cutover::http_client().build().expect("client");
+    let Ok(r) = c
+        .post(format!("{url}/v3/kv/range"))
+        .json(&serde_json::json!({"key": b64.encode(prefix), "range_end": b64.encode(&end)}))
+        .send()
+        .await
+    else {
+        return String::new();
+    };
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    v["kvs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| b64.decode(kv["value"].as_str()?).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What an operation shares through the store (its steps and its verdict, which another
+/// operator's screen shows) is redacted: a check's error that carries a URL's password or a
+/// registered secret is stored masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_operation_shares_through_the_store_is_redacted() {
+    let m = common::or_skip!(etcd());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_of(&settings(&m.url, "/redact/", 10, dir.path()));
+    cutover::redact::register_secret("tok-3f9a1c7e55");
+    let g = store
+        .lock("shop", &LockInfo::me("canary", "op-redact"))
+        .expect("lock");
+    g.share_step(
+        "watch",
+        None,
+        "check failed: http://ops:pa55w0rd-x@prom:9090 answered 401 to tok-3f9a1c7e55",
+    );
+    g.share_result(
+        "failed",
+        "aborted: http://ops:pa55w0rd-x@prom:9090 unreachable",
+    );
+    let url = m.url.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        let s = stored_under(&url, "/redact/").await;
+        if (s.contains("check failed") && s.contains("aborted")) || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        stored.contains("check failed") && stored.contains("aborted"),
+        "the step and the verdict were never stored: {stored}"
+    );
+    assert!(
+        !stored.contains("pa55w0rd-x") && !stored.contains("tok-3f9a1c7e55"),
+        "a credential reached the store: {stored}"
+    );
+    assert!(stored.contains("***"), "{stored}");
+    drop(g);
+}

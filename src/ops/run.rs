@@ -46,9 +46,7 @@ impl Run<'_> {
     /// Say how a running step is going, without restarting its clock.
     pub(super) fn note(&self, step: Step, message: impl Into<String>) {
         let message = message.into();
-        if let Some(g) = &self.lock {
-            g.share_step(step.label(), None, &message);
-        }
+        self.share(step, None, &message);
         let _ = self.tx.send(Progress::Step {
             step,
             ok: None,
@@ -60,28 +58,30 @@ impl Run<'_> {
     /// end the operation.
     pub(super) fn decision(&mut self, step: Step, message: impl Into<String>) {
         let message = message.into();
-        self.record.steps.push(StepRecord {
-            step: step.label().into(),
-            ok: true,
-            ms: self.step_started.elapsed().as_millis() as u64,
-            detail: crate::audit::redact(&message),
-        });
-        if let Some(g) = &self.lock {
-            g.share_step(step.label(), None, &message);
-        }
+        self.record_step(step, true, &message);
+        self.share(step, None, &message);
         let _ = self.tx.send(Progress::Decision { step, message });
     }
-    pub(super) fn done(&mut self, step: Step, ok: bool, detail: impl Into<String>) {
-        let detail = detail.into();
+    /// A step line in the audit record (redacted), timed from the step's start.
+    fn record_step(&mut self, step: Step, ok: bool, detail: &str) {
         self.record.steps.push(StepRecord {
             step: step.label().into(),
             ok,
             ms: self.step_started.elapsed().as_millis() as u64,
-            detail: crate::audit::redact(&detail),
+            detail: crate::audit::redact(detail),
         });
+    }
+    /// Tell the shared store's followers (another operator's screen) about a step; the
+    /// store redacts it.
+    fn share(&self, step: Step, ok: Option<bool>, message: &str) {
         if let Some(g) = &self.lock {
-            g.share_step(step.label(), Some(ok), &crate::audit::redact(&detail));
+            g.share_step(step.label(), ok, message);
         }
+    }
+    pub(super) fn done(&mut self, step: Step, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into();
+        self.record_step(step, ok, &detail);
+        self.share(step, Some(ok), &detail);
         if let (false, Some(n)) = (ok, &self.engine.notifier) {
             n.tell(
                 EventKind::StepFailed,
