@@ -143,11 +143,7 @@ impl Prober {
         let mut resp = self.client.get(url).send().await.map_err(classify)?;
         let took = t0.elapsed();
         let status = resp.status().as_u16();
-        let slot = resp
-            .headers()
-            .get("x-slot")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let slot = slot_header(resp.headers());
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > self.max_body {
@@ -177,6 +173,14 @@ fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> 
     std::iter::successors(Some(e), |e| e.source())
         .find_map(|e| e.downcast_ref::<std::io::Error>())
         .map(std::io::Error::kind)
+}
+
+/// The `X-Slot` header of an answer, when the slot (or the demo) sends one.
+fn slot_header(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get("x-slot")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn too_big(max_body: usize) -> ProbeError {

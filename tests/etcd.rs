@@ -1276,17 +1276,14 @@ async fn what_an_operation_shares_through_the_store_is_redacted() {
         "failed",
         "aborted: http://ops:pa55w0rd-x@prom:9090 unreachable",
     );
-    let url = m.url.clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stored = loop {
-        let s = stored_under(&url, "/redact/").await;
-        if (s.contains("check failed") && s.contains("aborted")) || Instant::now() > deadline {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let shared = |s: &str| s.contains("check failed") && s.contains("aborted");
+    let written = common::eventually(Duration::from_secs(30), || async {
+        shared(&stored_under(&m.url, "/redact/").await)
+    })
+    .await;
+    let stored = stored_under(&m.url, "/redact/").await;
     assert!(
-        stored.contains("check failed") && stored.contains("aborted"),
+        written && shared(&stored),
         "the step and the verdict were never stored: {stored}"
     );
     assert!(

@@ -407,8 +407,9 @@ fn sessions(st: &RouterState, slot: &str) -> u64 {
 
 /// 20 swap + rollback pairs under concurrent load; the report and how many times the
 /// answering slot changed. After each switch the clients get answers from the new slot and
-/// send 300 more requests before the next (no sleep is "long enough"); the load's ceilings are far beyond any machine's need, and the
-/// test stops it once the last switch has reached the clients.
+/// send 300 more requests before the next (no sleep is "long enough"); the load's ceilings
+/// are far beyond any machine's need, and the test stops it once the last switch has reached
+/// the clients.
 async fn swaps_under_load(
     rig: &Rig,
     d: &Arc<dyn Router>,

@@ -200,11 +200,7 @@ async fn exchange(
         .map_err(before)?;
     let took = t0.elapsed();
     let status = resp.status().as_u16();
-    let slot = resp
-        .headers()
-        .get("x-slot")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let slot = super::slot_header(resp.headers());
     let mut body = resp.into_body();
     let mut bytes = Vec::new();
     let cut = || Failed::After(ProbeError::Body("the connection closed mid-body".into()));
