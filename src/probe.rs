@@ -16,8 +16,9 @@ mod keepalive;
 
 pub use keepalive::SlotPoll;
 
-/// A GET's outcome: (status, body, the `X-Slot` header, time to the answer's head).
-type Fetched = Result<(u16, Vec<u8>, Option<String>, Duration), ProbeError>;
+/// A GET's answer: (status, body, the `X-Slot` header, time to the answer's head).
+type Answer = (u16, Vec<u8>, Option<String>, Duration);
+type Fetched = Result<Answer, ProbeError>;
 
 #[derive(Clone)]
 pub struct Prober {
@@ -159,12 +160,19 @@ fn classify(e: reqwest::Error) -> ProbeError {
     let chain = crate::load::error_chain(&e);
     if e.is_timeout() {
         ProbeError::Timeout
-    } else if io_kind(&e) == Some(std::io::ErrorKind::ConnectionRefused) {
-        ProbeError::Refused
     } else if e.is_body() || e.is_decode() {
         ProbeError::Body(short(&chain))
     } else {
-        ProbeError::Connect(short(&chain))
+        not_connected(&e)
+    }
+}
+
+/// A request that got no answer: refused, or another connection failure with its text.
+fn not_connected(e: &(dyn std::error::Error + 'static)) -> ProbeError {
+    if io_kind(e) == Some(std::io::ErrorKind::ConnectionRefused) {
+        ProbeError::Refused
+    } else {
+        ProbeError::Connect(short(&crate::load::error_chain(e)))
     }
 }
 

@@ -75,9 +75,13 @@ async fn probe(url: &str) -> ProbeResult {
     let s = slot(url);
     let once = p.probe_slot(&s).await;
     let polled = SlotPoll::new(p, &s).poll(&s).await;
+    // Up or degraded is the answer's time, which a busy machine changes between two requests.
     let seen = |r: &ProbeResult| {
         (
-            r.health,
+            match r.health {
+                Health::Degraded => Health::Up,
+                h => h,
+            },
             r.status,
             r.error.clone(),
             r.version.clone(),

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use http_body_util::{BodyExt, Empty};
@@ -21,7 +21,7 @@ use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{Fetched, Prober};
+use super::{Answer, Fetched, Prober};
 use crate::config::Slot;
 use crate::model::{ProbeError, ProbeResult};
 
@@ -71,41 +71,32 @@ impl SlotPoll {
 
     /// Poll the slot: health, then version, on the kept connection.
     pub async fn poll(&mut self, slot: &Slot) -> ProbeResult {
-        if self.target.is_none() {
-            return self.prober.probe_slot(slot).await;
-        }
-        let health = self.get(false).await;
-        let version = self.get(true).await;
-        self.prober.result(slot, health, version)
-    }
-
-    /// One GET within the prober's timeout; a timed-out connection is not used again.
-    async fn get(&mut self, version: bool) -> Fetched {
-        let t0 = Instant::now();
-        let limit = self.prober.timeout;
-        match tokio::time::timeout(limit, self.try_get(version, t0)).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.conn = None;
-                Err(ProbeError::Timeout)
-            }
-        }
-    }
-
-    async fn try_get(&mut self, version: bool, t0: Instant) -> Fetched {
         let SlotPoll {
             prober,
             target,
             conn,
         } = self;
         let Some(target) = target.as_ref() else {
-            return Err(ProbeError::Connect("not an http URL".into()));
+            return prober.probe_slot(slot).await;
         };
-        let uri = if version {
-            &target.version
-        } else {
-            &target.health
-        };
+        let health = get(prober, target, &target.health, conn).await;
+        let version = get(prober, target, &target.version, conn).await;
+        prober.result(slot, health, version)
+    }
+}
+
+/// One GET of `uri` on `conn` (made when there is none) within the prober's timeout; a
+/// connection that timed out or failed is not used again.
+async fn get(prober: &Prober, target: &Target, uri: &Uri, conn: &mut Option<Conn>) -> Fetched {
+    let t0 = Instant::now();
+    // A kept connection the slot has closed since the last poll ends as soon as it is polled:
+    // drop it rather than send a request on it.
+    if let Some(c) = conn.as_mut()
+        && c.driver.as_mut().now_or_never().is_some()
+    {
+        *conn = None;
+    }
+    let once = async {
         loop {
             let fresh = conn.is_none();
             let c = match conn {
@@ -128,6 +119,13 @@ impl SlotPoll {
                 Err(Failed::BeforeHead(_)) if !fresh => continue,
                 Err(Failed::BeforeHead(e) | Failed::After(e)) => return Err(e),
             }
+        }
+    };
+    match tokio::time::timeout(prober.timeout, once).await {
+        Ok(r) => r,
+        Err(_) => {
+            *conn = None;
+            Err(ProbeError::Timeout)
         }
     }
 }
@@ -158,13 +156,9 @@ impl Target {
 }
 
 async fn connect(authority: &str) -> Result<Conn, ProbeError> {
-    let stream = TcpStream::connect(authority).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::ConnectionRefused {
-            ProbeError::Refused
-        } else {
-            ProbeError::Connect(super::short(&e.to_string()))
-        }
-    })?;
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|e| super::not_connected(&e))?;
     let _ = stream.set_nodelay(true);
     let (send, driver) = http1::handshake(TokioIo::new(stream))
         .await
@@ -182,7 +176,7 @@ async fn exchange(
     req: Request<Empty<Bytes>>,
     t0: Instant,
     max_body: usize,
-) -> Result<(u16, Vec<u8>, Option<String>, Duration), Failed> {
+) -> Result<Answer, Failed> {
     let Conn {
         send,
         driver,
