@@ -48,3 +48,32 @@ pub fn http_client() -> reqwest::ClientBuilder {
     });
     reqwest::Client::builder().no_proxy()
 }
+
+/// A current-thread runtime on a thread of its own named `name`, running until `until`
+/// completes; its handle. The runtime is built and dropped on that thread, never in the
+/// caller's async context (where dropping one panics). Used where work must not queue behind
+/// the caller's tasks: the polls, the embedded proxy's admin API, the etcd client.
+pub fn runtime_thread(
+    name: &str,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::runtime::Handle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(until);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the runtime's thread ended before it started"))?
+}

@@ -221,29 +221,25 @@ pub fn start(opts: LoadOptions) -> LoadRun {
     // Its own runtime and threads, as an external generator has: on the caller's runtime, the
     // connections' tasks queued ahead of the caller's own (a drill's operation waited behind
     // 64 of them: 1.7 ms to read a router that answers in 0.2).
-    let own = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .thread_name("cutover-load")
-        .enable_all()
-        .build();
-    match own {
-        Ok(rt) => {
-            let spawned = std::thread::Builder::new()
-                .name("cutover-load".into())
-                .spawn(move || {
+    // Built and dropped on its own thread, never in the caller's async context.
+    let spawned = std::thread::Builder::new()
+        .name("cutover-load".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .thread_name("cutover-load")
+                .enable_all()
+                .build();
+            match rt {
+                Ok(rt) => {
                     let _ = done.send(rt.block_on(run));
-                });
-            if let Err(e) = spawned {
+                }
                 // The report is then empty: nothing was sent.
-                tracing::error!("cannot start the load's thread: {e}");
+                Err(e) => tracing::error!("cannot start the load's runtime: {e}"),
             }
-        }
-        Err(e) => {
-            tracing::warn!("the load runs on the caller's runtime: no runtime of its own: {e}");
-            tokio::spawn(async move {
-                let _ = done.send(run.await);
-            });
-        }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the load's thread: {e}");
     }
     LoadRun {
         started,

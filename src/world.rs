@@ -247,25 +247,14 @@ impl World {
 /// BENCHMARKS.md for the figure here). On their own thread they also cannot delay a key, a
 /// frame or an operation. Should the thread not start, the polls run on the caller's runtime.
 fn poll_runtime(stop: &watch::Receiver<bool>) -> tokio::runtime::Handle {
-    let own = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .and_then(|rt| {
-            let handle = rt.handle().clone();
-            let mut stop = stop.clone();
-            std::thread::Builder::new()
-                .name("cutover-poll".into())
-                .spawn(move || {
-                    rt.block_on(async move {
-                        while !*stop.borrow_and_update() {
-                            if stop.changed().await.is_err() {
-                                return;
-                            }
-                        }
-                    })
-                })
-                .map(|_| handle)
-        });
+    let mut stop = stop.clone();
+    let own = crate::runtime_thread("cutover-poll", async move {
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     match own {
         Ok(handle) => handle,
         Err(e) => {

@@ -211,20 +211,11 @@ impl Etcd {
         let http = builder
             .build()
             .wrap_err("cannot build the HTTP client for etcd")?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .wrap_err("cannot start the etcd client's runtime")?;
-        let handle = rt.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("cutover-etcd".into())
-            .spawn(move || {
-                rt.block_on(async {
-                    let _ = stopped.await;
-                });
-            })
-            .wrap_err("cannot start the etcd client's thread")?;
+        let handle = crate::runtime_thread("cutover-etcd", async {
+            let _ = stopped.await;
+        })
+        .wrap_err("cannot start the etcd client's thread")?;
         Ok(Etcd {
             client: Arc::new(Client {
                 http,

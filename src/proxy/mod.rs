@@ -309,34 +309,23 @@ fn spawn_admins(
     stopped: &watch::Receiver<bool>,
     alive: &mpsc::Sender<()>,
 ) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .wrap_err("cannot start the admin API's runtime")?;
     // Held by every admin task (beside `alive`, which `stop` waits for): the thread runs
-    // until the last one ends.
+    // until the last one ends (or, should this fail half-way, until this one is dropped).
     let (admin_alive, mut admin_done) = mpsc::channel::<()>(1);
+    let rt = crate::runtime_thread("cutover-admin", async move {
+        let _ = admin_done.recv().await;
+    })
+    .wrap_err("cannot start the admin API's thread")?;
+    let _on_admin_rt = rt.enter();
     for (l, s) in listeners.zip(shared) {
         // Registered again on the admin runtime, whose thread then does its I/O.
-        let l = l.into_std().wrap_err("cannot move the admin listener")?;
-        let (stopped, alive) = (stopped.clone(), (alive.clone(), admin_alive.clone()));
-        let s = s.clone();
-        rt.spawn(async move {
-            match TcpListener::from_std(l) {
-                Ok(l) => spawn_listener(l, Kind::Admin(s), &stopped, &alive),
-                Err(e) => tracing::error!(env = %s.env, "the admin API cannot listen: {e}"),
-            }
-        });
+        let l = l
+            .into_std()
+            .and_then(TcpListener::from_std)
+            .wrap_err("cannot move the admin API's listener to its thread")?;
+        let alive = (alive.clone(), admin_alive.clone());
+        spawn_listener(l, Kind::Admin(s.clone()), stopped, &alive);
     }
-    drop(admin_alive);
-    std::thread::Builder::new()
-        .name("cutover-admin".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let _ = admin_done.recv().await;
-            })
-        })
-        .wrap_err("cannot start the admin API's thread")?;
     Ok(())
 }
 
