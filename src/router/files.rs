@@ -27,8 +27,8 @@ pub(crate) fn flags(dir: &Path, prefix: &str) -> Result<Vec<String>> {
 
 /// Make `PREFIX=value` the one flag of its kind in `dir`, or leave none (`value` `None`): a
 /// rename of the old flag (so at every instant exactly one exists), a create (through a
-/// temporary file and a rename) when there was none, a remove. Several flags of one kind
-/// (made by hand) are refused, and nothing changes.
+/// temporary file and a rename) when there was none, a remove; then read back. Several flags
+/// of one kind (made by hand) are refused, and nothing changes.
 pub(crate) fn set_flag(dir: &Path, prefix: &str, value: Option<&str>) -> Result<()> {
     let current = flags(dir, prefix)?;
     if current.len() > 1 {
@@ -40,26 +40,46 @@ pub(crate) fn set_flag(dir: &Path, prefix: &str, value: Option<&str>) -> Result<
         );
     }
     let path = |v: &str| dir.join(format!("{prefix}={v}"));
+    let writable =
+        "check that flag_dir is writable by cutover (and readable by the proxy), then retry";
     match (current.first(), value) {
-        (Some(c), Some(v)) if c == v => Ok(()),
+        (Some(c), Some(v)) if c == v => return Ok(()),
         (Some(c), Some(v)) => std::fs::rename(path(c), path(v)).wrap_err_with(|| {
             format!(
-                "cannot rename {} to {}; the flag still says `{c}`",
+                "cannot rename {} to {}; the proxy still follows `{c}`; {writable}",
                 path(c).display(),
                 path(v).display()
             )
-        }),
+        })?,
         (None, Some(v)) => write_atomic(&path(v), b"", None).wrap_err_with(|| {
-            format!(
-                "cannot create flag file {}: its directory must exist and be writable by \
-                 cutover (and readable by the proxy)",
-                path(v).display()
-            )
-        }),
-        (Some(c), None) => std::fs::remove_file(path(c))
-            .wrap_err_with(|| format!("cannot remove {}", path(c).display())),
-        (None, None) => Ok(()),
+            format!("cannot create flag file {}; {writable}", path(v).display())
+        })?,
+        (Some(c), None) => match std::fs::remove_file(path(c)) {
+            Ok(()) => {}
+            // Gone already: what was asked.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).wrap_err_with(|| {
+                    format!(
+                        "cannot remove {}; {writable}, or remove it by hand",
+                        path(c).display()
+                    )
+                });
+            }
+        },
+        (None, None) => return Ok(()),
     }
+    let now = flags(dir, prefix)?;
+    if now.iter().map(String::as_str).ne(value) {
+        bail!(
+            "after the change {} holds {prefix}= {:?}, not {:?}: someone else changed it; run \
+             `cutover status`, then try again",
+            dir.display(),
+            now,
+            value.unwrap_or("nothing")
+        );
+    }
+    Ok(())
 }
 
 /// The `retry_after` a maintenance answer sends when the router table gives none, in seconds.

@@ -43,17 +43,7 @@ impl Apache {
                 check_text(b.workers.iter()).unwrap_or_else(|| "no member".into())
             );
         }
-        crate::router::set_flag(self.flag_dir()?, prefix, Some(to))?;
-        let now = self.flags(prefix)?;
-        if now != [to] {
-            bail!(
-                "after the rename {} holds {prefix}= {:?}, not `{to}`: someone else changed it; \
-                 run `cutover status`, then swap again",
-                self.flag_dir()?.display(),
-                now
-            );
-        }
-        Ok(())
+        crate::router::set_flag(self.flag_dir()?, prefix, Some(to))
     }
 
     /// The slot a flag names, with a note when it does not name exactly one.
