@@ -124,14 +124,19 @@ pub fn loopback(port: u16) -> SocketAddr {
 pub async fn slots(specs: &[(&str, &str)]) -> Vec<SlotServer> {
     let mut v = Vec::new();
     for (name, version) in specs {
-        let (name, version) = (name.to_string(), version.to_string());
-        let started = slot_runtime()
-            .spawn(async move { SlotServer::start(&name, &version, loopback(0)).await })
-            .await
-            .expect("the slot runtime runs");
-        v.push(started.expect("start slot server"));
+        v.push(slot_server(name, version).await);
     }
     v
+}
+
+/// One slot server named `name` serving `version`, on the slots' runtime.
+pub async fn slot_server(name: &str, version: &str) -> SlotServer {
+    let (name, version) = (name.to_string(), version.to_string());
+    slot_runtime()
+        .spawn(async move { SlotServer::start(&name, &version, loopback(0)).await })
+        .await
+        .expect("the slot runtime runs")
+        .expect("start slot server")
 }
 
 /// Where the slot servers run: a runtime of their own (two workers), as slots are other
@@ -479,6 +484,17 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Wait until the load run has sent `n` more requests (30 s at most); `step` names what
+/// comes next, for the failure.
+pub async fn more_requests(run: &cutover::load::LoadRun, n: u64, step: &str) {
+    let target = run.sent.load(std::sync::atomic::Ordering::SeqCst) + n;
+    let ok = eventually(Duration::from_secs(30), || async {
+        run.sent.load(std::sync::atomic::Ordering::SeqCst) >= target
+    })
+    .await;
+    assert!(ok, "the load stopped sending before {step}");
 }
 
 /// Run an operation through the engine (gate from fresh probes), collecting the messages of the
@@ -956,9 +972,7 @@ pub async fn slots_with_nodes(
         if let Some((_, extra)) = nodes.iter().find(|(s, _)| s == n) {
             let mut list = vec![format!("{{ name = \"n1\", address = \"{addr}\" }}")];
             for k in 0..*extra {
-                let s = SlotServer::start(n, "1.0.0", loopback(0))
-                    .await
-                    .expect("node server");
+                let s = slot_server(n, "1.0.0").await;
                 list.push(format!(
                     "{{ name = \"n{}\", address = \"{}\" }}",
                     k + 2,
