@@ -175,7 +175,7 @@ impl Engine {
         if pause.is_zero() {
             let why =
                 "the canary's interval must be more than zero: give one (`--interval 30s`, or \
-                       `:canary SLOT STEPS 30s` in the TUI) or set `canary_pause` above 0"
+                       `:canary SLOT STEPS 30s` in the TUI)"
                     .to_string();
             return run.fail(Step::Plan, Verdict::Refused, why);
         }

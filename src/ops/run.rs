@@ -102,7 +102,7 @@ impl Run<'_> {
         self.record.result = verdict.label().into();
         self.record.message = crate::audit::redact(&message);
         if let Some(g) = &self.lock {
-            g.share_result(&self.record.result, &self.record.message);
+            g.share_result(&self.record.result, &message);
         }
         let out = Outcome {
             verdict,
